@@ -1,0 +1,17 @@
+"""The project's own error types: every failure a user can cause raises one of these."""
+
+
+class OpenCodecError(Exception):
+    """Base class of every error opencodec raises on bad input or missing resources."""
+
+
+class BitstreamError(OpenCodecError):
+    """A compressed stream (`.ecdc` or packet stream) is malformed, truncated or padded."""
+
+
+class ModelLoadError(OpenCodecError):
+    """A model or checkpoint cannot be found, downloaded, verified or loaded."""
+
+
+class AudioIOError(OpenCodecError):
+    """An audio file cannot be read, converted or written."""

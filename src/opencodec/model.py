@@ -1,0 +1,317 @@
+"""The EnCodec model: SEANet encoder -> residual VQ -> SEANet decoder.
+
+``EncodecConfig`` holds every size, so the two released configurations and any
+smaller or different model are built by the same code::
+
+    model = EncodecModel(EncodecConfig.encodec_24khz())
+    model.set_target_bandwidth(6.0)
+    frames = model.encode(wav)            # wav [B, C, T] at model.sample_rate
+    out = model.decode(frames)[..., :T]   # [B, C, T]
+
+Segmenting models (the 48 kHz one) cut the input into ``segment`` seconds with
+``overlap`` (1 %); each segment is normalised by its RMS ``scale`` (when
+``normalize``), encoded alone, and decoding overlap-adds the segments with a
+triangular window.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing as tp
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .modules.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
+from .quantization.rvq import QuantizedResult, ResidualVectorQuantizer
+
+
+class EncodedFrame(tp.NamedTuple):
+    """Codes of one segment: ``codes`` [B, K, F] int64 and ``scale`` [B, 1] (or None)."""
+
+    codes: torch.Tensor
+    scale: torch.Tensor | None
+
+
+@dataclass
+class EncodecConfig:
+    """Everything needed to build an ``EncodecModel``.
+
+    ``target_bandwidths`` in kbps; ``segment`` and ``overlap`` in seconds and fraction;
+    ``n_q`` codebooks of ``bins`` entries (a power of two).
+    """
+
+    name: str = "unset"
+    sample_rate: int = 24_000
+    channels: int = 1
+    causal: bool = True
+    norm: str = "weight_norm"
+    normalize: bool = False
+    segment: float | None = None
+    overlap: float = 0.01
+    target_bandwidths: list[float] = field(default_factory=lambda: [1.5, 3.0, 6.0, 12.0, 24.0])
+    n_q: int = 32
+    bins: int = 1024
+    dimension: int = 128
+    n_filters: int = 32
+    n_residual_layers: int = 1
+    ratios: list[int] = field(default_factory=lambda: [8, 5, 4, 2])
+    lstm: int = 2
+    kernel_size: int = 7
+    last_kernel_size: int = 7
+    residual_kernel_size: int = 3
+    dilation_base: int = 2
+    compress: int = 2
+    true_skip: bool = False
+    pad_mode: str = "reflect"
+
+    @classmethod
+    def encodec_24khz(cls) -> "EncodecConfig":
+        """The released 24 kHz mono causal model (1.5-24 kbps, 32 codebooks)."""
+        return cls(name="encodec_24khz")
+
+    @classmethod
+    def encodec_48khz(cls) -> "EncodecConfig":
+        """The released 48 kHz stereo non-causal model (3-24 kbps, 16 codebooks, 1 s segments)."""
+        return cls(name="encodec_48khz", sample_rate=48_000, channels=2, causal=False,
+                   norm="time_group_norm", normalize=True, segment=1.0,
+                   target_bandwidths=[3.0, 6.0, 12.0, 24.0], n_q=16)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, tp.Any]) -> "EncodecConfig":
+        """Build from a plain dict (e.g. JSON metadata); unknown keys are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown EncodecConfig field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, tp.Any]:
+        """Plain-dict form (JSON-serialisable)."""
+        return dataclasses.asdict(self)
+
+    def seanet(self) -> SEANetConfig:
+        """The encoder/decoder part of this configuration."""
+        return SEANetConfig(
+            channels=self.channels, dimension=self.dimension, n_filters=self.n_filters,
+            n_residual_layers=self.n_residual_layers, ratios=list(self.ratios), norm=self.norm,
+            kernel_size=self.kernel_size, last_kernel_size=self.last_kernel_size,
+            residual_kernel_size=self.residual_kernel_size, dilation_base=self.dilation_base,
+            causal=self.causal, pad_mode=self.pad_mode, true_skip=self.true_skip,
+            compress=self.compress, lstm=self.lstm)
+
+    @property
+    def hop_length(self) -> int:
+        """Samples per code frame."""
+        return int(math.prod(self.ratios))
+
+    @property
+    def frame_rate(self) -> int:
+        """Code frames per second, ``ceil(sample_rate / hop_length)``."""
+        return math.ceil(self.sample_rate / self.hop_length)
+
+
+def linear_overlap_add(frames: list[torch.Tensor], stride: int) -> torch.Tensor:
+    """Overlap-add segments [..., L_i] placed every ``stride`` samples with a triangular weight.
+
+    Each segment is weighted by ``w(t) = 0.5 - |t - 0.5|`` (t uniform in (0, 1), ends
+    excluded) and the sum is divided by the summed weights, so a position covered by a
+    single segment is unchanged and two overlapping segments cross-fade linearly.
+    Returns [..., stride * (n - 1) + L_last].
+    """
+    if not frames:
+        raise ValueError("no segments to overlap-add")
+    ref = frames[0]
+    total = stride * (len(frames) - 1) + frames[-1].shape[-1]
+    length = ref.shape[-1]
+    t = torch.linspace(0, 1, length + 2, device=ref.device, dtype=ref.dtype)[1:-1]
+    weight = 0.5 - (t - 0.5).abs()
+    out = torch.zeros(*ref.shape[:-1], total, device=ref.device, dtype=ref.dtype)
+    weight_sum = torch.zeros(total, device=ref.device, dtype=ref.dtype)
+    offset = 0
+    for frame in frames:
+        n = frame.shape[-1]
+        out[..., offset:offset + n] += weight[:n] * frame
+        weight_sum[offset:offset + n] += weight[:n]
+        offset += stride
+    return out / weight_sum
+
+
+class EncodecModel(nn.Module):
+    """Waveform codec. Attributes mirror the config: ``sample_rate`` (Hz), ``channels``,
+    ``frame_rate`` (Hz), ``hop_length`` (samples), ``n_q``, ``bins``, ``target_bandwidths`` (kbps)."""
+
+    def __init__(self, config: EncodecConfig):
+        super().__init__()
+        if config.bins < 2 or config.bins & (config.bins - 1):
+            raise ValueError(f"bins must be a power of two, got {config.bins}")
+        self.config = config
+        self.encoder = SEANetEncoder(config.seanet())
+        self.quantizer = ResidualVectorQuantizer(dimension=config.dimension, n_q=config.n_q, bins=config.bins)
+        self.decoder = SEANetDecoder(config.seanet())
+        self.bandwidth: float | None = None
+        self.eval()
+
+    # -- properties -----------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """Model name written into `.ecdc` headers."""
+        return self.config.name
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def channels(self) -> int:
+        return self.config.channels
+
+    @property
+    def normalize(self) -> bool:
+        return self.config.normalize
+
+    @property
+    def target_bandwidths(self) -> list[float]:
+        return list(self.config.target_bandwidths)
+
+    @property
+    def hop_length(self) -> int:
+        return self.config.hop_length
+
+    @property
+    def frame_rate(self) -> int:
+        return self.config.frame_rate
+
+    @property
+    def n_q(self) -> int:
+        return self.config.n_q
+
+    @property
+    def bins(self) -> int:
+        return self.config.bins
+
+    @property
+    def bits_per_codebook(self) -> int:
+        return int(math.log2(self.config.bins))
+
+    @property
+    def segment_length(self) -> int | None:
+        """Segment length in samples, or None when the whole signal is one segment."""
+        if self.config.segment is None:
+            return None
+        return int(self.config.segment * self.sample_rate)
+
+    @property
+    def segment_stride(self) -> int | None:
+        """Samples between segment starts, or None when not segmenting."""
+        length = self.segment_length
+        if length is None:
+            return None
+        return max(1, int((1 - self.config.overlap) * length))
+
+    # -- bandwidth ------------------------------------------------------------------------
+    def num_codebooks(self, bandwidth: float | None = None) -> int:
+        """Codebooks used at ``bandwidth`` kbps (default: the current target; all when unset)."""
+        bw = self.bandwidth if bandwidth is None else bandwidth
+        return self.quantizer.num_quantizers_for_bandwidth(self.frame_rate, bw)
+
+    def bandwidth_for_codebooks(self, num_codebooks: int) -> float:
+        """Nominal kbps of ``num_codebooks`` codebooks."""
+        return num_codebooks * self.quantizer.bandwidth_per_quantizer(self.frame_rate)
+
+    def set_target_bandwidth(self, bandwidth: float) -> None:
+        """Select one of ``target_bandwidths`` (kbps) for ``encode``."""
+        if bandwidth not in self.config.target_bandwidths:
+            raise ValueError(f"model {self.name} does not support {bandwidth} kbps; "
+                             f"choose one of {self.config.target_bandwidths}")
+        self.bandwidth = float(bandwidth)
+
+    # -- inference ------------------------------------------------------------------------
+    def segments(self, length: int) -> list[tuple[int, int]]:
+        """(offset, length) of each segment for an input of ``length`` samples."""
+        seg = self.segment_length
+        if seg is None:
+            return [(0, length)]
+        stride = self.segment_stride
+        assert stride is not None
+        return [(off, min(seg, length - off)) for off in range(0, length, stride)]
+
+    def num_frames(self, length: int) -> int:
+        """Code frames produced for a segment of ``length`` samples."""
+        return -(-length // self.hop_length)
+
+    def _check_input(self, wav: torch.Tensor) -> None:
+        if wav.dim() != 3:
+            raise ValueError(f"expected audio of shape [B, C, T], got {tuple(wav.shape)}")
+        if wav.shape[1] != self.channels:
+            raise ValueError(f"model {self.name} expects {self.channels} channel(s), got {wav.shape[1]}")
+        if wav.shape[-1] == 0:
+            raise ValueError("cannot encode an empty signal (0 samples)")
+
+    def encode(self, wav: torch.Tensor) -> list[EncodedFrame]:
+        """Audio [B, C, T] at ``sample_rate`` -> one ``EncodedFrame`` per segment,
+        codes [B, K, ceil(segment / hop)] with K = ``num_codebooks()``."""
+        self._check_input(wav)
+        return [self._encode_segment(wav[:, :, off:off + n]) for off, n in self.segments(wav.shape[-1])]
+
+    def _encode_segment(self, x: torch.Tensor) -> EncodedFrame:
+        scale = None
+        if self.normalize:
+            mono = x.mean(dim=1, keepdim=True)
+            volume = mono.pow(2).mean(dim=2, keepdim=True).sqrt()
+            scale = 1e-8 + volume
+            x = x / scale
+            scale = scale.view(-1, 1)
+        emb = self.encoder(x)
+        codes = self.quantizer.encode(emb, self.num_codebooks())
+        return EncodedFrame(codes, scale)
+
+    def decode(self, frames: tp.Sequence[EncodedFrame] | tp.Sequence[tuple[torch.Tensor, torch.Tensor | None]]
+               ) -> torch.Tensor:
+        """Segments' codes -> audio [B, C, T'] with T' >= the encoded length (trim it)."""
+        if len(frames) == 0:
+            raise ValueError("no encoded frames to decode")
+        if self.segment_length is None:
+            if len(frames) != 1:
+                raise ValueError(f"model {self.name} does not segment, got {len(frames)} segments")
+            return self._decode_segment(*frames[0])
+        stride = self.segment_stride
+        assert stride is not None
+        return linear_overlap_add([self._decode_segment(*f) for f in frames], stride)
+
+    def _decode_segment(self, codes: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+        if codes.dim() != 3:
+            raise ValueError(f"expected codes of shape [B, K, F], got {tuple(codes.shape)}")
+        out = self.decoder(self.quantizer.decode(codes))
+        if scale is not None:
+            out = out * scale.view(-1, 1, 1)
+        return out
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        """Encode then decode (inference): [B, C, T] -> [B, C, T]."""
+        return self.decode(self.encode(wav))[:, :, : wav.shape[-1]]
+
+    # -- training -------------------------------------------------------------------------
+    def train_forward(self, wav: torch.Tensor, n_q: int | None = None) -> tuple[torch.Tensor, QuantizedResult]:
+        """Differentiable pass for training on one segment [B, C, T] (no segmenting):
+        returns (reconstruction [B, C, T], quantiser result with the commitment loss)."""
+        self._check_input(wav)
+        x, scale = wav, None
+        if self.normalize:
+            mono = x.mean(dim=1, keepdim=True)
+            scale = 1e-8 + mono.pow(2).mean(dim=2, keepdim=True).sqrt()
+            x = x / scale
+        q = self.quantizer(self.encoder(x), self.frame_rate, n_q)
+        out = self.decoder(q.quantized)[:, :, : wav.shape[-1]]
+        if scale is not None:
+            out = out * scale
+        return out, q
+
+    def fold_weight_norm(self, enabled: bool = True) -> None:
+        """Precompute weight-normed conv weights for faster inference (same results)."""
+        for module in self.modules():
+            fold = getattr(module, "fold", None)
+            if callable(fold) and module is not self:
+                fold(enabled)

@@ -1,0 +1,210 @@
+"""Streamable 1-d convolutions: causal or centred padding, weight norm or time group norm.
+
+A "streamable" convolution pads its input so that the output has exactly
+``ceil(T / stride)`` frames and every output frame depends on complete input
+windows. For a kernel ``k`` (effective kernel ``(k - 1) * dilation + 1``) and a
+stride ``s`` the fixed padding is ``k_eff - s``: a causal layer puts all of it on
+the left, a non-causal one splits it (the extra sample of an odd split goes to the
+left). Extra right padding then completes the last window::
+
+    n_frames = (T - k_eff + padding_total) / s + 1
+    extra    = (ceil(n_frames) - 1) * s + (k_eff - padding_total) - T
+
+A transposed convolution produces ``(T - 1) * s + k`` samples; the ``k - s``
+samples of overlap are trimmed (causal: all on the right).
+
+Weight norm is parametrised as in ``torch.nn.utils.weight_norm`` (legacy), with
+parameters ``weight_g`` and ``weight_v`` so that official checkpoints load with
+their own key names. Time group norm is ``GroupNorm(1, C_out)`` after the conv.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+NORMS = ("none", "weight_norm", "time_group_norm")
+
+
+def extra_padding_for_conv1d(length: int, kernel_size: int, stride: int, padding_total: int) -> int:
+    """Right padding (samples) that makes the last window of a strided conv complete."""
+    n_frames = (length - kernel_size + padding_total) / stride + 1
+    ideal_length = (math.ceil(n_frames) - 1) * stride + (kernel_size - padding_total)
+    return ideal_length - length
+
+
+def pad1d(x: torch.Tensor, paddings: tuple[int, int], mode: str = "reflect") -> torch.Tensor:
+    """Pad the last axis of ``x`` [..., T]; reflect padding also works when T <= pad.
+
+    Reflection needs more samples than the pad width, so a short input is first
+    zero-padded on the right, reflected, and the zeros cut off again.
+    """
+    left, right = paddings
+    if mode != "reflect":
+        return F.pad(x, (left, right), mode=mode)
+    length = x.shape[-1]
+    max_pad = max(left, right)
+    extra = 0
+    if length <= max_pad:
+        extra = max_pad - length + 1
+        x = F.pad(x, (0, extra))
+    padded = F.pad(x, (left, right), mode="reflect")
+    return padded[..., : padded.shape[-1] - extra]
+
+
+class WeightNormConv1d(nn.Module):
+    """``nn.Conv1d`` with weight norm over all axes but the output channels.
+
+    Parameters ``weight_g`` [C_out, 1, 1], ``weight_v`` [C_out, C_in, k] and ``bias``
+    [C_out]; the effective weight is ``g * v / ||v||``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
+                 stride: int = 1, dilation: int = 1, bias: bool = True):
+        super().__init__()
+        conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride, dilation=dilation, bias=bias)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.dilation = (kernel_size,), (stride,), (dilation,)
+        weight = conv.weight.detach()
+        self.weight_g = nn.Parameter(torch.norm_except_dim(weight, 2, 0))
+        self.weight_v = nn.Parameter(weight.clone())
+        self.bias = conv.bias
+        self._folded: torch.Tensor | None = None
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """Effective weight [C_out, C_in, k] (folded copy when inference folding is on)."""
+        if self._folded is not None:
+            return self._folded
+        return torch._weight_norm(self.weight_v, self.weight_g, 0)
+
+    def fold(self, enabled: bool = True) -> None:
+        """Cache the effective weight for inference (call again after changing weights)."""
+        self._folded = torch._weight_norm(self.weight_v, self.weight_g, 0).detach() if enabled else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv1d(x, self.weight, self.bias, self.stride, 0, self.dilation)
+
+
+class WeightNormConvTranspose1d(nn.Module):
+    """``nn.ConvTranspose1d`` with weight norm over all axes but the input channels.
+
+    Parameters ``weight_g`` [C_in, 1, 1], ``weight_v`` [C_in, C_out, k], ``bias`` [C_out].
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
+                 stride: int = 1, bias: bool = True):
+        super().__init__()
+        conv = nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride, bias=bias)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride = (kernel_size,), (stride,)
+        weight = conv.weight.detach()
+        self.weight_g = nn.Parameter(torch.norm_except_dim(weight, 2, 0))
+        self.weight_v = nn.Parameter(weight.clone())
+        self.bias = conv.bias
+        self._folded: torch.Tensor | None = None
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """Effective weight [C_in, C_out, k]."""
+        if self._folded is not None:
+            return self._folded
+        return torch._weight_norm(self.weight_v, self.weight_g, 0)
+
+    def fold(self, enabled: bool = True) -> None:
+        """Cache the effective weight for inference (call again after changing weights)."""
+        self._folded = torch._weight_norm(self.weight_v, self.weight_g, 0).detach() if enabled else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv_transpose1d(x, self.weight, self.bias, self.stride)
+
+
+class NormConv1d(nn.Module):
+    """A conv (``self.conv``) followed by its normalisation (``self.norm``): x [B, C_in, T]."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 dilation: int = 1, norm: str = "none"):
+        super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"conv norm must be one of {NORMS}, got {norm!r}")
+        self.conv: nn.Module
+        if norm == "weight_norm":
+            self.conv = WeightNormConv1d(in_channels, out_channels, kernel_size, stride, dilation)
+        else:
+            self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride, dilation=dilation)
+        self.norm: nn.Module = nn.GroupNorm(1, out_channels) if norm == "time_group_norm" else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.conv(x))
+
+
+class NormConvTranspose1d(nn.Module):
+    """A transposed conv (``self.convtr``) followed by its normalisation (``self.norm``)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 norm: str = "none"):
+        super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"conv norm must be one of {NORMS}, got {norm!r}")
+        self.convtr: nn.Module
+        if norm == "weight_norm":
+            self.convtr = WeightNormConvTranspose1d(in_channels, out_channels, kernel_size, stride)
+        else:
+            self.convtr = nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride)
+        self.norm: nn.Module = nn.GroupNorm(1, out_channels) if norm == "time_group_norm" else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.convtr(x))
+
+
+class StreamableConv1d(nn.Module):
+    """Conv1d with causal or centred padding so that [B, C_in, T] -> [B, C_out, ceil(T / stride)]."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 dilation: int = 1, causal: bool = False, norm: str = "none", pad_mode: str = "reflect"):
+        super().__init__()
+        if causal and norm == "time_group_norm":
+            raise ValueError("time_group_norm normalises over the whole signal and cannot be causal")
+        self.conv = NormConv1d(in_channels, out_channels, kernel_size, stride, dilation, norm)
+        self.causal = causal
+        self.pad_mode = pad_mode
+        self.kernel_size = (kernel_size - 1) * dilation + 1  # effective kernel
+        self.stride = stride
+        self.padding_total = self.kernel_size - stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        extra = extra_padding_for_conv1d(x.shape[-1], self.kernel_size, self.stride, self.padding_total)
+        if self.causal:
+            x = pad1d(x, (self.padding_total, extra), self.pad_mode)
+        else:
+            right = self.padding_total // 2
+            left = self.padding_total - right
+            x = pad1d(x, (left, right + extra), self.pad_mode)
+        return self.conv(x)
+
+
+class StreamableConvTranspose1d(nn.Module):
+    """ConvTranspose1d that trims its fixed padding: [B, C_in, F] -> [B, C_out, F * stride]."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 causal: bool = False, norm: str = "none"):
+        super().__init__()
+        if causal and norm == "time_group_norm":
+            raise ValueError("time_group_norm normalises over the whole signal and cannot be causal")
+        self.convtr = NormConvTranspose1d(in_channels, out_channels, kernel_size, stride, norm)
+        self.causal = causal
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.padding_total = kernel_size - stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.convtr(x)
+        if self.causal:
+            left, right = 0, self.padding_total
+        else:
+            right = self.padding_total // 2
+            left = self.padding_total - right
+        return y[..., left: y.shape[-1] - right]

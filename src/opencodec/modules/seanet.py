@@ -1,0 +1,128 @@
+"""SEANet encoder and decoder (EnCodec's convolutional backbone).
+
+Encoder: conv(C -> F, k7), then for each stride s in reversed(ratios) a residual
+block, ELU and a strided conv (kernel 2s) that doubles the width; then the LSTM,
+ELU and conv(-> dimension, k7). [B, C, T] -> [B, D, ceil(T / hop)], hop = prod(ratios).
+
+Decoder mirrors it with transposed convs: [B, D, F] -> [B, C, F * hop].
+
+The order of the layers inside ``self.model`` fixes the state-dict indices
+(``encoder.model.0`` ... ``encoder.model.15`` for four ratios), which must match
+the official checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .conv import StreamableConv1d, StreamableConvTranspose1d
+from .lstm import StreamableLSTM
+
+
+@dataclass
+class SEANetConfig:
+    """Sizes of the SEANet encoder/decoder. Defaults are EnCodec's."""
+
+    channels: int = 1
+    dimension: int = 128
+    n_filters: int = 32
+    n_residual_layers: int = 1
+    ratios: list[int] = field(default_factory=lambda: [8, 5, 4, 2])
+    norm: str = "weight_norm"
+    kernel_size: int = 7
+    last_kernel_size: int = 7
+    residual_kernel_size: int = 3
+    dilation_base: int = 2
+    causal: bool = False
+    pad_mode: str = "reflect"
+    true_skip: bool = False
+    compress: int = 2
+    lstm: int = 2
+
+    @property
+    def hop_length(self) -> int:
+        """Samples per latent frame: the product of the ratios."""
+        return int(math.prod(self.ratios))
+
+
+class SEANetResnetBlock(nn.Module):
+    """``shortcut(x) + block(x)`` with block = ELU, conv(k, d -> d/compress), ELU, conv(1, -> d)."""
+
+    def __init__(self, dim: int, kernel_size: int, dilation: int, cfg: SEANetConfig):
+        super().__init__()
+        hidden = dim // cfg.compress
+        self.block = nn.Sequential(
+            nn.ELU(alpha=1.0),
+            StreamableConv1d(dim, hidden, kernel_size, dilation=dilation, causal=cfg.causal,
+                             norm=cfg.norm, pad_mode=cfg.pad_mode),
+            nn.ELU(alpha=1.0),
+            StreamableConv1d(hidden, dim, 1, causal=cfg.causal, norm=cfg.norm, pad_mode=cfg.pad_mode),
+        )
+        self.shortcut: nn.Module
+        if cfg.true_skip:
+            self.shortcut = nn.Identity()
+        else:
+            self.shortcut = StreamableConv1d(dim, dim, 1, causal=cfg.causal, norm=cfg.norm,
+                                             pad_mode=cfg.pad_mode)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shortcut(x) + self.block(x)
+
+
+class SEANetEncoder(nn.Module):
+    """Waveform [B, channels, T] -> latent [B, dimension, ceil(T / hop_length)]."""
+
+    def __init__(self, cfg: SEANetConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.hop_length = cfg.hop_length
+        conv = dict(causal=cfg.causal, norm=cfg.norm, pad_mode=cfg.pad_mode)
+        mult = 1
+        layers: list[nn.Module] = [StreamableConv1d(cfg.channels, cfg.n_filters, cfg.kernel_size, **conv)]
+        for ratio in reversed(cfg.ratios):
+            width = mult * cfg.n_filters
+            for j in range(cfg.n_residual_layers):
+                layers.append(SEANetResnetBlock(width, cfg.residual_kernel_size, cfg.dilation_base ** j, cfg))
+            layers += [nn.ELU(alpha=1.0),
+                       StreamableConv1d(width, width * 2, ratio * 2, stride=ratio, **conv)]
+            mult *= 2
+        if cfg.lstm:
+            layers.append(StreamableLSTM(mult * cfg.n_filters, num_layers=cfg.lstm))
+        layers += [nn.ELU(alpha=1.0),
+                   StreamableConv1d(mult * cfg.n_filters, cfg.dimension, cfg.last_kernel_size, **conv)]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class SEANetDecoder(nn.Module):
+    """Latent [B, dimension, F] -> waveform [B, channels, F * hop_length]."""
+
+    def __init__(self, cfg: SEANetConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.hop_length = cfg.hop_length
+        conv = dict(causal=cfg.causal, norm=cfg.norm, pad_mode=cfg.pad_mode)
+        mult = 2 ** len(cfg.ratios)
+        layers: list[nn.Module] = [StreamableConv1d(cfg.dimension, mult * cfg.n_filters, cfg.kernel_size, **conv)]
+        if cfg.lstm:
+            layers.append(StreamableLSTM(mult * cfg.n_filters, num_layers=cfg.lstm))
+        for ratio in cfg.ratios:
+            width = mult * cfg.n_filters
+            layers += [nn.ELU(alpha=1.0),
+                       StreamableConvTranspose1d(width, width // 2, ratio * 2, stride=ratio,
+                                                 causal=cfg.causal, norm=cfg.norm)]
+            for j in range(cfg.n_residual_layers):
+                layers.append(SEANetResnetBlock(width // 2, cfg.residual_kernel_size, cfg.dilation_base ** j, cfg))
+            mult //= 2
+        layers += [nn.ELU(alpha=1.0),
+                   StreamableConv1d(cfg.n_filters, cfg.channels, cfg.last_kernel_size, **conv)]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.model(z)

@@ -1,0 +1,84 @@
+"""Access to the official `encodec` package (the reference), with random weights.
+
+The package imports torchaudio only for file I/O and resampling; torchaudio does not
+import here, so a stand-in module is registered first. Its decompress rebuilds models
+from the internet, so `patched_official_models` swaps in our random-weight models.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import types
+import typing as tp
+from pathlib import Path
+
+import torch
+
+
+def _install_torchaudio_stub() -> None:
+    if "torchaudio" in sys.modules:
+        return
+    stub = types.ModuleType("torchaudio")
+
+    def _unavailable(*args: tp.Any, **kwargs: tp.Any) -> tp.NoReturn:
+        raise RuntimeError("torchaudio is not available in the test environment")
+
+    stub.load = _unavailable  # type: ignore[attr-defined]
+    stub.save = _unavailable  # type: ignore[attr-defined]
+    transforms = types.ModuleType("torchaudio.transforms")
+    transforms.Resample = _unavailable  # type: ignore[attr-defined]
+    stub.transforms = transforms  # type: ignore[attr-defined]
+    sys.modules["torchaudio"] = stub
+    sys.modules["torchaudio.transforms"] = transforms
+
+
+_install_torchaudio_stub()
+
+import encodec  # noqa: E402  (needs the stub)
+import encodec.compress  # noqa: E402,F401
+
+official_compress_module = sys.modules["encodec.compress"]
+EncodecModelRef = encodec.EncodecModel
+
+
+def make_official_model(name: str, seed: int = 0) -> "encodec.EncodecModel":
+    """The official architecture `name` with random weights and random (inited) codebooks."""
+    torch.manual_seed(seed)
+    if name == "encodec_24khz":
+        model = EncodecModelRef.encodec_model_24khz(pretrained=False)
+    elif name == "encodec_48khz":
+        model = EncodecModelRef.encodec_model_48khz(pretrained=False)
+    else:
+        raise ValueError(name)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for layer in model.quantizer.vq.layers:
+            cb = layer._codebook
+            # Shrink deeper codebooks so that residual quantisation is meaningful.
+            cb.embed.copy_(torch.randn(cb.embed.shape, generator=gen) * 0.5)
+            cb.embed_avg.copy_(cb.embed)
+            cb.cluster_size.fill_(1.0)
+            cb.inited.fill_(1.0)
+    model.name = name
+    model.eval()
+    return model
+
+
+def save_official_checkpoint(model: "encodec.EncodecModel", path: Path) -> Path:
+    """Save the state dict as the official `.th` files are saved (plain torch.save)."""
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@contextlib.contextmanager
+def patched_official_models(models: dict[str, "encodec.EncodecModel"]) -> tp.Iterator[None]:
+    """Make the official `decompress` use `models` instead of downloading weights."""
+    saved = dict(official_compress_module.MODELS)
+    for name, model in models.items():
+        official_compress_module.MODELS[name] = (lambda m=model: m)
+    try:
+        yield
+    finally:
+        official_compress_module.MODELS.clear()
+        official_compress_module.MODELS.update(saved)
