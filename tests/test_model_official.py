@@ -1,0 +1,107 @@
+"""Our models against the official package, with the same random weights.
+
+Weights go through a real checkpoint file and ``load_model`` (the user's path), then
+codes must be identical and decoded audio equal to 1e-4 relative L2 error.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from opencodec import EncodecModel
+from opencodec.pretrained import load_model
+
+NAMES = ["encodec_24khz", "encodec_48khz"]
+BANDWIDTHS = {"encodec_24khz": [1.5, 3.0, 6.0, 12.0, 24.0], "encodec_48khz": [3.0, 6.0, 12.0, 24.0]}
+
+
+@pytest.fixture(scope="module")
+def ours(official_checkpoints: dict) -> dict[str, EncodecModel]:
+    return {name: load_model(path) for name, path in official_checkpoints.items()}
+
+
+def _signal(channels: int, length: int, seed: int) -> torch.Tensor:
+    """Noise plus a few tones, so every codebook sees a varied input."""
+    gen = torch.Generator().manual_seed(seed)
+    t = torch.arange(length) / 24000
+    tones = sum(torch.sin(2 * torch.pi * f * t) for f in (110.0, 440.0, 2500.0)) / 6
+    return (0.3 * torch.randn(1, channels, length, generator=gen) + tones).clamp(-1, 1)
+
+
+def _compare(ref, model: EncodecModel, bandwidth: float, length: int, seed: int) -> None:
+    ref.set_target_bandwidth(bandwidth)
+    model.set_target_bandwidth(bandwidth)
+    x = _signal(model.channels, length, seed)
+    with torch.no_grad():
+        ref_frames = ref.encode(x)
+        our_frames = model.encode(x)
+        assert len(ref_frames) == len(our_frames) == len(model.segments(length))
+        for (rc, rs), (oc, os_) in zip(ref_frames, our_frames):
+            assert oc.dtype == torch.long
+            assert oc.shape == rc.shape
+            assert oc.shape[1] == model.num_codebooks()
+            assert torch.equal(oc, rc)
+            if rs is None:
+                assert os_ is None
+            else:
+                assert torch.equal(os_, rs)
+        ref_out = ref.decode(ref_frames)[:, :, :length]
+        our_out = model.decode(our_frames)[:, :, :length]
+    assert our_out.shape == (1, model.channels, length)
+    err = ((our_out - ref_out).norm() / ref_out.norm().clamp_min(1e-12)).item()
+    assert err < 1e-4, err
+    # Codes actually vary (the comparison is not between constant outputs).
+    assert len(torch.unique(our_frames[0].codes)) > 1
+
+
+def test_loaded_name_and_config(ours: dict) -> None:
+    assert ours["encodec_24khz"].name == "encodec_24khz"
+    assert ours["encodec_24khz"].config.causal and not ours["encodec_24khz"].normalize
+    assert ours["encodec_48khz"].name == "encodec_48khz"
+    assert ours["encodec_48khz"].segment_length == 48000
+    assert ours["encodec_48khz"].segment_stride == 47520
+    assert sum(p.numel() for p in ours["encodec_24khz"].parameters()) == 14_851_810
+    assert sum(p.numel() for p in ours["encodec_48khz"].parameters()) == 14_856_294
+    assert len(ours["encodec_24khz"].state_dict()) == 252
+    assert len(ours["encodec_48khz"].state_dict()) == 224
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("length", [1, 100, 319, 321, 24000 + 17])
+def test_equal_to_official_all_bandwidths(official_models: dict, ours: dict, name: str, length: int) -> None:
+    for i, bw in enumerate(BANDWIDTHS[name]):
+        _compare(official_models[name], ours[name], bw, length, seed=length + i)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_equal_to_official_ten_seconds(official_models: dict, ours: dict, name: str) -> None:
+    length = 10 * ours[name].sample_rate + 123
+    for i, bw in enumerate(BANDWIDTHS[name]):
+        _compare(official_models[name], ours[name], bw, length, seed=7 + i)
+
+
+def test_frame_counts(ours: dict) -> None:
+    model = ours["encodec_24khz"]
+    model.set_target_bandwidth(6.0)
+    for length in (1, 320, 321, 24000):
+        frames = model.encode(torch.zeros(1, 1, length))
+        assert frames[0].codes.shape == (1, 8, -(-length // 320))
+
+
+def test_bandwidth_to_codebooks(ours: dict) -> None:
+    assert [ours["encodec_24khz"].num_codebooks(b) for b in (1.5, 3, 6, 12, 24)] == [2, 4, 8, 16, 32]
+    assert [ours["encodec_48khz"].num_codebooks(b) for b in (3, 6, 12, 24)] == [2, 4, 8, 16]
+    with pytest.raises(ValueError, match="does not support"):
+        ours["encodec_24khz"].set_target_bandwidth(5.0)
+
+
+def test_bad_input_shapes(ours: dict) -> None:
+    model = ours["encodec_24khz"]
+    with pytest.raises(ValueError, match="shape"):
+        model.encode(torch.zeros(1, 100))
+    with pytest.raises(ValueError, match="channel"):
+        model.encode(torch.zeros(1, 2, 100))
+    with pytest.raises(ValueError, match="empty"):
+        model.encode(torch.zeros(1, 1, 0))
