@@ -11,7 +11,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch is pinned: any other request pulls a multi-GB CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[eval,test]'
+	# ViSQOL v3 (Rust reimplementation); its Python wrapper's dependency has no wheel here,
+	# so only the native scorer is used (see src/opencodec/eval/visqol.py).
+	$(PY) -m pip install --quiet --no-deps audio-samples-qoe==0.1.2
 	# The official package is the reference in tests; its declared torchaudio
 	# dependency does not import here, so it is installed without dependencies.
 	$(PY) -m pip install --quiet --no-deps encodec==0.1.1

@@ -1,0 +1,229 @@
+"""Audio file I/O and format conversion (soundfile + soxr; no torchaudio).
+
+Waveforms are float tensors ``[C, T]`` (channels, samples) with full scale = 1.0, the
+convention of the models. ``read_audio`` decodes anything libsndfile reads (WAV, FLAC,
+Ogg/Vorbis, Ogg/Opus, MP3, AIFF, ...); ``convert_audio`` changes the channel count and
+sample rate; ``write_audio`` writes WAV (16/24-bit PCM or 32-bit float) or FLAC (16/24-bit)
+atomically, clipping with a warning or rescaling to avoid clipping.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+
+from ._files import atomic_output
+from .errors import AudioIOError
+
+#: File extensions (lower case) treated as audio when scanning folders.
+AUDIO_EXTENSIONS: frozenset[str] = frozenset(
+    {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64"})
+
+#: Output formats ``write_audio`` supports: extension -> (libsndfile format, bits -> subtype).
+_WRITE_FORMATS: dict[str, tuple[str, dict[int, str]]] = {
+    ".wav": ("WAV", {16: "PCM_16", 24: "PCM_24", 32: "FLOAT"}),
+    ".flac": ("FLAC", {16: "PCM_16", 24: "PCM_24"}),
+}
+
+#: Peak that ``rescale=True`` scales a louder signal down to (the official tool's limit).
+RESCALE_PEAK = 0.99
+
+#: soxr quality recipe used for resampling ("HQ": 20-bit precision, ~ -130 dB aliasing).
+RESAMPLE_QUALITY = "HQ"
+
+
+def read_audio(path: str | Path) -> tuple[torch.Tensor, int]:
+    """Decode an audio file into a float32 tensor ``[C, T]`` and its sample rate (Hz).
+
+    Any format libsndfile reads works (WAV, FLAC, Ogg/Vorbis, Ogg/Opus, MP3, ...), at any
+    rate and channel count; integer PCM is scaled to [-1, 1) (divided by 2^(bits-1)).
+    Raises ``AudioIOError`` naming the file and the reason when it is missing, not a
+    file, not decodable, has no samples, or holds NaN/infinite samples.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise AudioIOError(f"cannot read audio file {path}: no such file")
+    if not path.is_file():
+        raise AudioIOError(f"cannot read audio file {path}: not a regular file")
+    try:
+        data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+        raise AudioIOError(f"cannot read audio file {path}: {_reason(exc)}") from exc
+    if data.shape[0] == 0:
+        raise AudioIOError(f"cannot read audio file {path}: it holds no audio samples")
+    if not np.isfinite(data).all():
+        raise AudioIOError(f"cannot read audio file {path}: it holds NaN or infinite samples")
+    return torch.from_numpy(np.ascontiguousarray(data.T)), int(sample_rate)
+
+
+def _reason(exc: BaseException) -> str:
+    """A short human reason from a soundfile/OS exception.
+
+    libsndfile answers "File does not exist or is not a regular file" for some files it
+    cannot decode (e.g. a broken MP3); existence is checked first, so say what it means.
+    """
+    if isinstance(exc, sf.LibsndfileError):
+        text = exc.error_string or str(exc)
+        if "does not exist or is not a regular file" in text:
+            return "not a decodable audio file (unknown format or corrupt data)"
+        return text
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def convert_channels(wav: torch.Tensor, target_channels: int) -> torch.Tensor:
+    """Change the channel count of ``[..., C, T]`` audio to ``target_channels``.
+
+    - same count: returned unchanged;
+    - to mono: the mean of the channels, ``y = (1/C) sum_c x_c`` (amplitude-preserving
+      for correlated channels; a full-scale channel alone becomes half scale in stereo);
+    - from mono: the channel is repeated (each output channel equals the input);
+    - anything else (e.g. 6 -> 2): ``AudioIOError``, because a down-mix matrix would be a
+      guess (surround layouts differ in channel order and weights).
+    """
+    if target_channels < 1:
+        raise ValueError(f"target_channels must be >= 1, got {target_channels}")
+    channels = wav.shape[-2]
+    if channels == target_channels:
+        return wav
+    if target_channels == 1:
+        return wav.mean(dim=-2, keepdim=True)
+    if channels == 1:
+        repeats = [1] * (wav.dim() - 2) + [target_channels, 1]
+        return wav.repeat(*repeats)
+    raise AudioIOError(
+        f"cannot convert {channels} channels to {target_channels}: only mono down-mix "
+        f"and mono up-mix are supported; convert the file with a tool that knows its layout")
+
+
+def resample(wav: torch.Tensor, sample_rate: int, target_rate: int) -> torch.Tensor:
+    """Resample ``[..., T]`` audio from ``sample_rate`` to ``target_rate`` (Hz) with soxr.
+
+    soxr's "HQ" recipe: a linear-phase band-limited (windowed-sinc / polyphase) filter,
+    pass band to ~0.91 of the lower Nyquist frequency, stop-band attenuation ~130 dB; any
+    rate ratio works (rational or not). The one-shot call compensates the filter delay,
+    so the output is time-aligned with the input and has ``round(T * target / source)``
+    samples. Not differentiable (runs on CPU through NumPy); float64 stays float64,
+    every other dtype is computed in float32 and cast back. The device is preserved.
+    """
+    if sample_rate <= 0 or target_rate <= 0:
+        raise ValueError(f"sample rates must be positive, got {sample_rate} -> {target_rate}")
+    if sample_rate == target_rate:
+        return wav
+    work = torch.float64 if wav.dtype == torch.float64 else torch.float32
+    shape = wav.shape
+    rows = math.prod(shape[:-1])
+    if rows == 0 or shape[-1] == 0:
+        length = round(shape[-1] * target_rate / sample_rate)
+        return wav.new_zeros(*shape[:-1], length)
+    flat = wav.detach().to("cpu", work).reshape(rows, shape[-1])  # [N, T]
+    out = soxr.resample(np.ascontiguousarray(flat.numpy().T), sample_rate, target_rate,
+                        quality=RESAMPLE_QUALITY)  # [T', N]
+    result = torch.from_numpy(np.ascontiguousarray(out.T)).reshape(*shape[:-1], out.shape[0])
+    return result.to(wav.device, wav.dtype)
+
+
+def convert_audio(wav: torch.Tensor, sample_rate: int, target_rate: int,
+                  target_channels: int) -> torch.Tensor:
+    """Convert ``[C, T]`` or ``[B, C, T]`` audio at ``sample_rate`` Hz to ``target_channels``
+    channels at ``target_rate`` Hz (float32 in, float32 out).
+
+    Channels first (``convert_channels``: mean to mono, repeat from mono, else
+    ``AudioIOError``), then resampling (``resample``: soxr HQ), so a down-mix resamples
+    fewer channels. Output length is ``round(T * target_rate / sample_rate)``.
+    """
+    if wav.dim() not in (2, 3):
+        raise ValueError(f"expected audio of shape [C, T] or [B, C, T], got {tuple(wav.shape)}")
+    wav = convert_channels(wav, target_channels)
+    return resample(wav, sample_rate, target_rate)
+
+
+def _subtype_for(path: Path, bits: int) -> tuple[str, str]:
+    """(libsndfile format, subtype) for writing ``path`` with ``bits`` bits per sample."""
+    ext = path.suffix.lower()
+    if ext not in _WRITE_FORMATS:
+        raise AudioIOError(f"cannot write {path}: unsupported output format {ext or '(none)'!r}; "
+                           f"use one of {', '.join(sorted(_WRITE_FORMATS))}")
+    fmt, subtypes = _WRITE_FORMATS[ext]
+    if bits not in subtypes:
+        allowed = ", ".join(f"{b} ({'float' if subtypes[b] == 'FLOAT' else 'int'})" for b in subtypes)
+        raise AudioIOError(f"cannot write {path}: {fmt} supports bits {allowed}, got {bits}")
+    return fmt, subtypes[bits]
+
+
+def limit_peak(wav: torch.Tensor, *, rescale: bool, clip: bool, name: str = "audio") -> torch.Tensor:
+    """Keep ``[C, T]`` audio inside [-1, 1] for integer formats.
+
+    ``rescale=True``: if the peak ``p = max |x|`` exceeds ``RESCALE_PEAK`` (0.99), return
+    ``x * 0.99 / p`` (never scales up). Otherwise, when ``clip`` is True and ``p > 1``,
+    clamp to [-1, 1] and ``warnings.warn`` with the peak. Returns the input unchanged
+    when nothing is needed.
+    """
+    if wav.numel() == 0:
+        return wav
+    peak = float(wav.abs().max())
+    if rescale:
+        return wav * (RESCALE_PEAK / peak) if peak > RESCALE_PEAK else wav
+    if clip and peak > 1.0:
+        warnings.warn(f"{name}: peak amplitude {peak:.4f} exceeds full scale 1.0; clipped "
+                      f"(rescale to avoid clipping)", stacklevel=3)
+        return wav.clamp(-1.0, 1.0)
+    return wav
+
+
+def _to_file_samples(data: np.ndarray, bits: int | None) -> np.ndarray:
+    """Samples [T, C] as handed to libsndfile: float32 for float files, else integers.
+
+    libsndfile's own float -> PCM conversion rounds toward minus infinity (up to 1 LSB
+    error, -0.5 LSB bias), so integer PCM is quantised here to the nearest level:
+    ``q = clip(round(x * 2^(bits-1)), -2^(bits-1), 2^(bits-1) - 1)``, which makes
+    write -> read exact for representable values. 24-bit samples travel as int32 in the
+    top 24 bits (libsndfile keeps the high bits).
+    """
+    if bits is None:
+        return np.ascontiguousarray(data, dtype=np.float32)
+    full = 2.0 ** (bits - 1)
+    q = np.clip(np.rint(data.astype(np.float64) * full), -full, full - 1)
+    if bits == 16:
+        return np.ascontiguousarray(q, dtype=np.int16)
+    return np.ascontiguousarray(q.astype(np.int32) << (32 - bits))
+
+
+def write_audio(path: str | Path, wav: torch.Tensor, sample_rate: int, *, bits: int = 16,
+                rescale: bool = False) -> None:
+    """Write ``[C, T]`` float audio (full scale 1.0) at ``sample_rate`` Hz to ``path``.
+
+    The format follows the extension: ``.wav`` with ``bits`` 16 or 24 (integer PCM) or
+    32 (IEEE float), ``.flac`` with 16 or 24. Integer formats hold [-1, 1]: a louder
+    signal is clipped with a warning naming the peak, unless ``rescale`` scales it down
+    to a 0.99 peak (never up). Float WAV stores any value, so it is not clipped (but
+    ``rescale`` still applies). The file appears atomically (temporary file + rename);
+    on any error no file is left behind. Raises ``AudioIOError`` on bad format or I/O.
+    """
+    path = Path(path)
+    if wav.dim() != 2:
+        raise ValueError(f"expected audio of shape [C, T], got {tuple(wav.shape)}")
+    fmt, subtype = _subtype_for(path, bits)
+    wav = wav.detach().to("cpu", torch.float32)
+    if not bool(torch.isfinite(wav).all()):
+        raise AudioIOError(f"cannot write {path}: the audio holds NaN or infinite samples")
+    wav = limit_peak(wav, rescale=rescale, clip=subtype != "FLOAT", name=str(path))
+    data = _to_file_samples(wav.numpy().T, bits if subtype != "FLOAT" else None)  # [T, C]
+    try:
+        with atomic_output(path) as tmp:
+            sf.write(str(tmp), data, int(sample_rate), format=fmt, subtype=subtype)
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+        raise AudioIOError(f"cannot write {path}: {_reason(exc)}") from exc
+
+
+def is_audio_file(path: str | Path) -> bool:
+    """True when ``path`` has one of ``AUDIO_EXTENSIONS`` (case-insensitive)."""
+    return os.path.splitext(str(path))[1].lower() in AUDIO_EXTENSIONS

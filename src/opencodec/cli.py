@@ -1,0 +1,513 @@
+"""The ``opencodec`` command line: compress, decompress and inspect ``.ecdc`` files.
+
+::
+
+    opencodec compress IN [OUT] [-b KBPS] [--model NAME_OR_PATH] [-f]
+    opencodec decompress IN.ecdc [OUT] [--model NAME_OR_PATH] [-f] [--rescale] [--float]
+    opencodec info FILE.ecdc [...] [--json]
+
+IN may be a folder: it is processed recursively and the tree is kept under OUT (default:
+next to the inputs). Exit status: 0 success, 1 failure (the message goes to stderr as
+``opencodec: error: ...``; in folder mode every failing file is reported and the others
+are still processed), 2 usage error. Outputs are never overwritten without ``-f`` and
+never left half-written (temporary file + atomic rename).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import os
+import sys
+import typing as tp
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from . import __version__
+from ._files import check_output, write_bytes_atomic
+from .audio import AUDIO_EXTENSIONS, convert_audio, is_audio_file, read_audio, write_audio
+from .bitstream import EcdcHeader, read_header
+from .compress import compress, decompress
+from .errors import OpenCodecError
+from .model import EncodecConfig, EncodecModel
+from .pretrained import DEFAULT_MODEL, config_for_name, load_model
+
+PROG = "opencodec"
+ECDC_SUFFIX = ".ecdc"
+AUDIO_OUTPUT_SUFFIXES = (".wav", ".flac")
+DEFAULT_BANDWIDTH = 6.0
+
+#: Errors that are the user's or the environment's, reported without a traceback.
+EXPECTED_ERRORS = (OpenCodecError, OSError, ValueError)
+
+
+class UsageError(Exception):
+    """An invalid option value found after parsing (exit status 2, with the usage line)."""
+
+
+@dataclass
+class Job:
+    """One input file and the output it produces; ``conflict`` names an earlier input
+    that maps to the same output (the job then fails instead of overwriting it)."""
+
+    src: Path
+    dst: Path
+    conflict: Path | None = None
+
+
+# ------------------------------------------------------------------------------------------
+# Messages
+# ------------------------------------------------------------------------------------------
+def _error(message: str) -> None:
+    """Print ``opencodec: error: message`` to stderr (above any progress bar)."""
+    tqdm.write(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def _warn(message: str) -> None:
+    """Print ``opencodec: warning: message`` to stderr."""
+    tqdm.write(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+def _info(args: argparse.Namespace, message: str) -> None:
+    """Print an informational line to stderr unless ``--quiet``."""
+    if not args.quiet:
+        tqdm.write(message, file=sys.stderr)
+
+
+def _describe(exc: BaseException, path: Path) -> str:
+    """The error message, prefixed with ``path`` unless it already names it."""
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        message = f"{exc.filename}: {exc.strerror}"
+    return message if str(path) in message else f"{path}: {message}"
+
+
+# ------------------------------------------------------------------------------------------
+# Parser
+# ------------------------------------------------------------------------------------------
+def _bandwidth(text: str) -> float:
+    """argparse type: a positive, finite bandwidth in kbps."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid bandwidth {text!r}: expected a number of kbps") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"invalid bandwidth {text!r}: must be a positive number of kbps")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``opencodec`` argument parser with its three sub-commands."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="EnCodec neural audio codec: compress audio to .ecdc files and back.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info lines")
+    # Sub-commands accept -q too; SUPPRESS keeps a -q given before the sub-command.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bars or info lines")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    comp = sub.add_parser(
+        "compress", parents=[common], help="audio file(s) -> .ecdc",
+        description="Compress audio (any format soundfile reads: WAV, FLAC, Ogg, Opus, MP3, ...) "
+                    "to .ecdc. The audio is converted to the model's sample rate and channels. "
+                    "If OUT ends in .wav or .flac, compress and decompress into that audio file.")
+    comp.add_argument("input", type=Path, metavar="IN", help="audio file, or folder (recursive)")
+    comp.add_argument("output", type=Path, nargs="?", metavar="OUT",
+                      help="output .ecdc (or .wav/.flac for a round trip), or folder; "
+                           "default: IN with .ecdc")
+    comp.add_argument("-b", "--bandwidth", type=_bandwidth, default=DEFAULT_BANDWIDTH, metavar="KBPS",
+                      help=f"target bandwidth in kbps (default {DEFAULT_BANDWIDTH:g}); "
+                           "the model decides which are supported")
+    _add_model_option(comp, f"model name or weights file (default {DEFAULT_MODEL})")
+    _add_output_options(comp)
+    comp.set_defaults(parser=comp, handler=cmd_compress)
+
+    dec = sub.add_parser("decompress", parents=[common], help=".ecdc file(s) -> audio",
+                         description="Decode .ecdc files to WAV (or FLAC) audio.")
+    dec.add_argument("input", type=Path, metavar="IN", help=".ecdc file, or folder (recursive)")
+    dec.add_argument("output", type=Path, nargs="?", metavar="OUT",
+                     help="output .wav/.flac, or folder; default: IN with .wav")
+    _add_model_option(dec, "model name or weights file (default: the model named in each file)")
+    _add_output_options(dec)
+    dec.set_defaults(parser=dec, handler=cmd_decompress)
+
+    inf = sub.add_parser("info", parents=[common], help="describe .ecdc files (no model needed)",
+                         description="Print what the header of each .ecdc file says.")
+    inf.add_argument("inputs", type=Path, nargs="+", metavar="FILE",
+                     help=".ecdc file(s) or folder(s) (recursive)")
+    inf.add_argument("--json", action="store_true", help="one JSON object per line")
+    inf.set_defaults(parser=inf, handler=cmd_info)
+    return parser
+
+
+def _add_model_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("-m", "--model", metavar="NAME_OR_PATH", help=help_text)
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
+    parser.add_argument("-r", "--rescale", action="store_true",
+                        help="scale decoded audio down to a 0.99 peak instead of clipping")
+    parser.add_argument("--float", dest="float32", action="store_true",
+                        help="write 32-bit float WAV instead of 16-bit PCM")
+
+
+# ------------------------------------------------------------------------------------------
+# Entry point
+# ------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error (already printed)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    if args.command is None:
+        parser.print_usage(sys.stderr)
+        print(f"{PROG}: error: a command is required (compress, decompress or info)", file=sys.stderr)
+        return 2
+    try:
+        with warnings.catch_warnings():
+            # The legacy weight-norm API the official layout needs is deprecated: not the user's concern.
+            warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
+            return int(args.handler(args))
+    except UsageError as exc:
+        args.parser.print_usage(sys.stderr)
+        print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except EXPECTED_ERRORS as exc:
+        _error(str(exc) or type(exc).__name__)
+        return 1
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+
+
+# ------------------------------------------------------------------------------------------
+# Planning: which files go where
+# ------------------------------------------------------------------------------------------
+def _walk(root: Path, accept: tp.Callable[[Path], bool]) -> list[Path]:
+    """Files under ``root`` (recursive, sorted, symlinked folders not followed) that
+    ``accept`` takes; hidden files and folders (name starting with ``.``) are skipped."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(folder) / f for f in sorted(files) if not f.startswith(".") and accept(Path(f))]
+    return found
+
+
+def _plan(src: Path, out: Path | None, accept: tp.Callable[[Path], bool], out_suffix: str,
+          what: str) -> list[Job]:
+    """Jobs for a folder ``src``: every accepted file, mirrored under ``out`` with ``out_suffix``."""
+    root = src if out is None else out
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"input {src} is a folder, so OUT must be a folder, but {root} is a file")
+    files = _walk(src, accept)
+    if not files:
+        raise FileNotFoundError(f"no {what} found under {src}")
+    jobs, first_src = [], {}
+    for f in files:  # e.g. song.wav and song.flac would both become song.ecdc
+        dst = root / f.relative_to(src).with_suffix(out_suffix)
+        jobs.append(Job(f, dst, first_src.get(dst)))
+        first_src.setdefault(dst, f)
+    return jobs
+
+
+def _single_output(src: Path, out: Path | None, default_suffix: str,
+                   allowed: tp.Sequence[str]) -> Path:
+    """Output path of a single-file job: OUT, OUT/<name> when OUT is a folder, or IN + suffix."""
+    if out is None:
+        return src.with_suffix(default_suffix)
+    if out.is_dir():
+        return out / src.with_suffix(default_suffix).name
+    if out.suffix.lower() not in allowed:
+        raise UsageError(f"output {out} must end in {', '.join(allowed)}")
+    return out
+
+
+def _check_input(src: Path) -> None:
+    if not src.exists():
+        raise FileNotFoundError(f"input {src} does not exist")
+
+
+def _check_float_flag(args: argparse.Namespace, jobs: list[Job]) -> None:
+    if args.float32 and any(j.dst.suffix.lower() == ".flac" for j in jobs):
+        raise UsageError("--float needs a .wav output: FLAC stores 16 or 24-bit integers only")
+
+
+def _run_jobs(args: argparse.Namespace, jobs: list[Job], work: tp.Callable[[Job], None],
+              verb: str) -> int:
+    """Run ``work`` on each job; returns the exit status (1 if any failed).
+
+    A single file: an expected error is reported as ``opencodec: error: ...``. A folder:
+    a progress bar over files; any error of one file (even an unexpected one) is
+    reported and the other files are still processed.
+    """
+    if not args.folder:
+        (job,) = jobs
+        try:
+            work(job)
+        except EXPECTED_ERRORS as exc:
+            _error(_describe(exc, job.src))
+            return 1
+        return 0
+    failed = 0
+    with tqdm(jobs, unit="file", desc=verb, disable=args.quiet, file=sys.stderr) as bar:
+        for job in bar:
+            try:
+                if job.conflict is not None:
+                    raise FileExistsError(f"output {job.dst} would also be written from "
+                                          f"{job.conflict}; skipped (rename one of them)")
+                work(job)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # one bad file must not stop the batch
+                failed += 1
+                _error(_describe(exc, job.src))
+    if failed:
+        _error(f"{failed} of {len(jobs)} file(s) failed")
+        return 1
+    _info(args, f"{verb}: {len(jobs)} file(s) done")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
+# Shared pieces
+# ------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _segment_progress(args: argparse.Namespace, modules: tp.Sequence[torch.nn.Module],
+                      steps: int, desc: str) -> tp.Iterator[None]:
+    """A progress bar advanced by each forward call of ``modules`` (one per segment), shown
+    for a single file when there is more than one step to count."""
+    if args.quiet or args.folder or steps <= 1:
+        yield
+        return
+    with tqdm(total=steps, unit="segment", desc=desc, file=sys.stderr) as bar:
+        def advance(*_: tp.Any) -> None:  # must return None: a hook's return value replaces the output
+            bar.update(1)
+
+        handles = [m.register_forward_hook(advance) for m in modules]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
+def _make_folder(job: Job) -> None:
+    """Create the output's folder (folder mode), only once there is something to write."""
+    job.dst.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _save_audio(args: argparse.Namespace, dst: Path, wav: torch.Tensor, sample_rate: int) -> None:
+    """Write decoded audio with the output options; clipping warnings go to stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        write_audio(dst, wav, sample_rate, bits=32 if args.float32 else 16, rescale=args.rescale)
+    for warning in caught:
+        _warn(f"{warning.message} [-r/--rescale scales down, --float keeps the peaks]")
+
+
+def _fmt_kbps(value: float) -> str:
+    return f"{value:g}"
+
+
+# ------------------------------------------------------------------------------------------
+# compress
+# ------------------------------------------------------------------------------------------
+def _check_bandwidth(bandwidth: float, name: str, supported: tp.Sequence[float]) -> None:
+    if bandwidth not in supported:
+        raise UsageError(f"bandwidth {_fmt_kbps(bandwidth)} kbps is not supported by {name}; "
+                         f"choose one of: {', '.join(_fmt_kbps(b) for b in supported)}")
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    """``opencodec compress``: audio file(s) -> .ecdc (or a round trip to .wav/.flac)."""
+    src: Path = args.input
+    _check_input(src)
+    args.folder = src.is_dir()
+    if args.folder:
+        jobs = _plan(src, args.output, is_audio_file, ECDC_SUFFIX,
+                     f"audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})")
+    else:
+        dst = _single_output(src, args.output, ECDC_SUFFIX, (ECDC_SUFFIX, *AUDIO_OUTPUT_SUFFIXES))
+        check_output(dst, args.force)
+        jobs = [Job(src, dst)]
+    _check_float_flag(args, jobs)
+    known = config_for_name(args.model or DEFAULT_MODEL)
+    if known is not None:  # fail fast, before loading any weights
+        _check_bandwidth(args.bandwidth, known.name, known.target_bandwidths)
+    model = load_model(args.model)
+    _check_bandwidth(args.bandwidth, model.name, model.target_bandwidths)
+    model.set_target_bandwidth(args.bandwidth)
+
+    def work(job: Job) -> None:
+        check_output(job.dst, args.force, need_folder=not args.folder)
+        wav, sample_rate = read_audio(job.src)
+        wav = convert_audio(wav, sample_rate, model.sample_rate, model.channels)
+        length = wav.shape[-1]
+        round_trip = job.dst.suffix.lower() in AUDIO_OUTPUT_SUFFIXES
+        steps = len(model.segments(length)) * (2 if round_trip else 1)
+        modules = [model.encoder, model.decoder] if round_trip else [model.encoder]
+        with torch.no_grad(), _segment_progress(args, modules, steps, job.src.name):
+            data = compress(model, wav, bandwidth=args.bandwidth)
+            if round_trip:
+                out, out_rate = decompress(data, model)
+        _make_folder(job)
+        if round_trip:
+            _save_audio(args, job.dst, out, out_rate)
+        else:
+            write_bytes_atomic(job.dst, data)
+        if not args.folder:
+            seconds = length / model.sample_rate
+            _info(args, f"{job.src} -> {job.dst}: {seconds:.2f} s at {_fmt_kbps(args.bandwidth)} kbps "
+                        f"({model.name}), {len(data)} bytes, {len(data) * 8 / seconds / 1000:.2f} kbps")
+
+    return _run_jobs(args, jobs, work, "compress")
+
+
+# ------------------------------------------------------------------------------------------
+# decompress
+# ------------------------------------------------------------------------------------------
+class _Models:
+    """Models for decompression, each loaded at most once per invocation: the ``--model``
+    one, or else the one named in each file's header (a failure is remembered too)."""
+
+    def __init__(self, model_arg: str | None):
+        self._fixed = load_model(model_arg) if model_arg is not None else None
+        self._by_name: dict[str, EncodecModel | Exception] = {}
+
+    def get(self, name: str) -> EncodecModel:
+        """The model to decode a file whose header names model ``name``."""
+        if self._fixed is not None:
+            return self._fixed
+        if name not in self._by_name:
+            try:
+                self._by_name[name] = load_model(name)
+            except OpenCodecError as exc:
+                self._by_name[name] = exc
+        found = self._by_name[name]
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+
+def cmd_decompress(args: argparse.Namespace) -> int:
+    """``opencodec decompress``: .ecdc file(s) -> WAV/FLAC."""
+    src: Path = args.input
+    _check_input(src)
+    args.folder = src.is_dir()
+    if args.folder:
+        jobs = _plan(src, args.output, lambda p: p.suffix.lower() == ECDC_SUFFIX, ".wav",
+                     f"{ECDC_SUFFIX} files")
+    else:
+        dst = _single_output(src, args.output, ".wav", AUDIO_OUTPUT_SUFFIXES)
+        check_output(dst, args.force)
+        jobs = [Job(src, dst)]
+    _check_float_flag(args, jobs)
+    models = _Models(args.model)
+
+    def work(job: Job) -> None:
+        check_output(job.dst, args.force, need_folder=not args.folder)
+        data = job.src.read_bytes()
+        header = read_header(io.BytesIO(data))  # a bad file fails here, before any model loads
+        if header.use_lm:  # let decompress report it: no model would help
+            decompress(data, None)
+        model = models.get(header.model_name)
+        steps = len(model.segments(header.audio_length))
+        with torch.no_grad(), _segment_progress(args, [model.decoder], steps, job.src.name):
+            wav, sample_rate = decompress(data, model)
+        _make_folder(job)
+        _save_audio(args, job.dst, wav, sample_rate)
+        if not args.folder:
+            _info(args, f"{job.src} -> {job.dst}: {wav.shape[-1] / sample_rate:.2f} s, "
+                        f"{wav.shape[0]} channel(s) at {sample_rate} Hz")
+
+    return _run_jobs(args, jobs, work, "decompress")
+
+
+# ------------------------------------------------------------------------------------------
+# info
+# ------------------------------------------------------------------------------------------
+def describe_file(path: Path) -> dict[str, tp.Any]:
+    """What an ``.ecdc`` file's header and size say, without loading any weights.
+
+    Keys: ``file``, ``model``, ``sample_rate`` (Hz), ``channels``, ``codebooks``,
+    ``bandwidth_kbps`` (nominal: codebooks x log2(bins) x frame rate), ``samples``,
+    ``duration_s``, ``size_bytes``, ``bitrate_kbps`` (actual: 8 x size / duration) and
+    ``entropy_coded``. Values that need the model's configuration are None for a model
+    name that is not known.
+    """
+    with open(path, "rb") as fo:
+        header: EcdcHeader = read_header(fo)
+    size = path.stat().st_size
+    config: EncodecConfig | None = config_for_name(header.model_name)
+    info: dict[str, tp.Any] = {
+        "file": str(path), "model": header.model_name, "sample_rate": None, "channels": None,
+        "codebooks": header.num_codebooks, "bandwidth_kbps": None, "samples": header.audio_length,
+        "duration_s": None, "size_bytes": size, "bitrate_kbps": None, "entropy_coded": header.use_lm}
+    if config is not None:
+        duration = header.audio_length / config.sample_rate
+        info.update(
+            sample_rate=config.sample_rate, channels=config.channels,
+            bandwidth_kbps=header.num_codebooks * math.log2(config.bins) * config.frame_rate / 1000,
+            duration_s=duration, bitrate_kbps=size * 8 / duration / 1000)
+    return info
+
+
+def _format_info(info: dict[str, tp.Any]) -> str:
+    """Human-readable block for ``describe_file``'s dict."""
+    def known(value: tp.Any, fmt: str) -> str:
+        return "unknown (model not known)" if value is None else fmt.format(value)
+
+    return "\n".join([
+        f"file:          {info['file']}",
+        f"model:         {info['model']}",
+        f"sample rate:   {known(info['sample_rate'], '{} Hz')}",
+        f"channels:      {known(info['channels'], '{}')}",
+        f"codebooks:     {info['codebooks']}",
+        f"bandwidth:     {known(info['bandwidth_kbps'], '{:g} kbps (nominal)')}",
+        f"duration:      {known(info['duration_s'], '{:.3f} s')} ({info['samples']} samples)",
+        f"size:          {info['size_bytes']} bytes",
+        f"bitrate:       {known(info['bitrate_kbps'], '{:.2f} kbps (actual)')}",
+        f"entropy model: {'yes' if info['entropy_coded'] else 'no'}",
+    ])
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """``opencodec info``: print each file's header fields, size and bitrates."""
+    files: list[Path] = []
+    for path in args.inputs:
+        if path.is_dir():
+            files += _walk(path, lambda p: p.suffix.lower() == ECDC_SUFFIX)
+        else:
+            files.append(path)
+    if not files:
+        _error(f"no {ECDC_SUFFIX} files found in {', '.join(map(str, args.inputs))}")
+        return 1
+    failed = 0
+    for index, path in enumerate(files):
+        try:
+            info = describe_file(path)
+        except EXPECTED_ERRORS as exc:
+            failed += 1
+            _error(_describe(exc, path))
+            continue
+        if args.json:
+            print(json.dumps(info))
+        else:
+            print(("\n" if index else "") + _format_info(info))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
