@@ -1,0 +1,242 @@
+"""Batches of unequal lengths whose codes do not depend on the padding or the other items.
+
+Encoding a padded batch naively changes the codes near the end of every item shorter
+than the batch: a strided convolution pads the *end* of its input with a reflection of
+the item's last samples (see ``modules/conv.py``), and in a batch those positions hold
+the padding instead. Here every strided layer receives the per-item valid lengths and
+rewrites, for each item, the few padded positions its last output window reads with
+that item's own reflection, exactly as a single-item pass would. Everything else in a
+causal encoder looks only to the left, so the first ``ceil(L_b / hop)`` code frames of
+item ``b`` equal those of encoding it alone.
+
+- Causal models: one batched pass with length-aware right padding (above). Items so
+  short that a layer's reflection would need the zero-extension trick of ``pad1d``
+  (a few frames) are encoded alone.
+- Segmenting models (48 kHz): every full segment of every item forms one batch of equal
+  shapes; the last, shorter segments are grouped by length.
+- Other non-causal models: items are grouped by equal length.
+
+Decoding: a causal decoder only looks left (transposed convs are trimmed on the right),
+so padded code frames do not change the valid samples; other models decode per group.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .model import EncodecModel, EncodedFrame
+from .modules.conv import StreamableConv1d, extra_padding_for_conv1d, pad1d
+from .modules.lstm import StreamableLSTM
+from .modules.seanet import SEANetResnetBlock
+
+
+@dataclass
+class BatchEncoding:
+    """Codes of a batch of items with their own lengths.
+
+    ``codes`` [B, K, F_max] int64, frames after an item's end are ``-1``;
+    ``frame_lengths`` [B] valid frames per item; ``lengths`` [B] input samples per item;
+    ``scales`` [B, S_max] per-segment scales for normalising models (NaN past the end),
+    else None. For segmenting models the frames of consecutive segments are concatenated
+    in time (segment s of item b starts at frame ``s * frames_per_full_segment``).
+    """
+
+    codes: torch.Tensor
+    frame_lengths: torch.Tensor
+    lengths: torch.Tensor
+    scales: torch.Tensor | None
+
+
+# -- length-aware encoder pass (causal models) -------------------------------------------
+def _conv_with_lengths(conv: StreamableConv1d, x: torch.Tensor, lengths: list[int]) -> tuple[torch.Tensor, list[int]]:
+    """Apply ``conv`` to x [B, C, T] where item b is valid on [0, lengths[b]).
+
+    Returns the output [B, C', T'] and the per-item valid output lengths.
+    """
+    k, s, total = conv.kernel_size, conv.stride, conv.padding_total
+    if conv.causal:
+        left, fixed_right = total, 0
+    else:
+        fixed_right = total // 2
+        left = total - fixed_right
+    T = x.shape[-1]
+    rights = [fixed_right + extra_padding_for_conv1d(n, k, s, total) for n in lengths]
+    padded = pad1d(x, (left, fixed_right + extra_padding_for_conv1d(T, k, s, total)), conv.pad_mode)
+    need = left + max(n + r for n, r in zip(lengths, rights))
+    if padded.shape[-1] < need:
+        padded = torch.nn.functional.pad(padded, (0, need - padded.shape[-1]))
+    for b, (n, r) in enumerate(zip(lengths, rights)):
+        if n < T and r > 0:
+            # reflect: padded position left + n + i holds x[n - 2 - i]
+            src = x[b, :, n - 1 - r: n - 1].flip(-1) if conv.pad_mode == "reflect" else 0.0
+            padded[b, :, left + n: left + n + r] = src
+    out = conv.conv(padded)
+    out_lengths = [(n + left + r - k) // s + 1 for n, r in zip(lengths, rights)]
+    return out, out_lengths
+
+
+def _layers_with_lengths(layers: nn.Sequential, x: torch.Tensor, lengths: list[int]) -> tuple[torch.Tensor, list[int]]:
+    for layer in layers:
+        if isinstance(layer, StreamableConv1d):
+            x, lengths = _conv_with_lengths(layer, x, lengths)
+        elif isinstance(layer, SEANetResnetBlock):
+            y, _ = _layers_with_lengths(layer.block, x, lengths)
+            if isinstance(layer.shortcut, StreamableConv1d):
+                skip, _ = _conv_with_lengths(layer.shortcut, x, lengths)
+            else:
+                skip = layer.shortcut(x)
+            x = skip + y
+        elif isinstance(layer, (nn.ELU, StreamableLSTM, nn.Identity)):
+            x = layer(x)  # pointwise or causal: the valid prefix is unaffected by what follows
+        else:
+            raise TypeError(f"no length-aware rule for layer {type(layer).__name__}")
+    return x, lengths
+
+
+def _decoder_safe_for_batched_pass(model: EncodecModel, num_frames: int) -> bool:
+    """True when every decoder conv sees more valid samples than its left reflection needs."""
+    length = num_frames
+    for layer in model.decoder.model:
+        convs = [m for m in layer.modules() if isinstance(m, StreamableConv1d)]
+        if any(length <= conv.padding_total for conv in convs):
+            return False
+        stride = getattr(layer, "stride", 1)
+        if not isinstance(layer, StreamableConv1d):
+            length *= stride
+    return True
+
+
+def _safe_for_batched_pass(model: EncodecModel, length: int) -> bool:
+    """True when no layer's reflection for an item of ``length`` samples needs zero-extension."""
+    lengths = [length]
+
+    def walk(layers: nn.Sequential) -> bool:
+        nonlocal lengths
+        for layer in layers:
+            convs = [layer] if isinstance(layer, StreamableConv1d) else []
+            if isinstance(layer, SEANetResnetBlock):
+                convs = [m for m in layer.modules() if isinstance(m, StreamableConv1d)]
+            for conv in convs:
+                total = conv.padding_total
+                right = extra_padding_for_conv1d(lengths[0], conv.kernel_size, conv.stride, total)
+                right += 0 if conv.causal else total // 2
+                if lengths[0] <= max(total, right):
+                    return False
+            if isinstance(layer, StreamableConv1d):
+                n = lengths[0]
+                lengths = [-(-n // layer.stride)]
+        return True
+
+    return walk(model.encoder.model)
+
+
+# -- public API ------------------------------------------------------------------------------
+def _check(model: EncodecModel, wav: torch.Tensor, lengths: torch.Tensor | list[int]) -> list[int]:
+    if wav.dim() != 3 or wav.shape[1] != model.channels:
+        raise ValueError(f"expected audio [B, {model.channels}, T], got {tuple(wav.shape)}")
+    lens = [int(n) for n in (lengths.tolist() if isinstance(lengths, torch.Tensor) else lengths)]
+    if len(lens) != wav.shape[0]:
+        raise ValueError(f"got {len(lens)} lengths for a batch of {wav.shape[0]}")
+    bad = [n for n in lens if n < 1 or n > wav.shape[-1]]
+    if bad:
+        raise ValueError(f"lengths must be in [1, {wav.shape[-1]}], got {bad[0]}")
+    return lens
+
+
+def _group_by_length(lens: list[int]) -> dict[int, list[int]]:
+    groups: dict[int, list[int]] = defaultdict(list)
+    for b, n in enumerate(lens):
+        groups[n].append(b)
+    return groups
+
+
+@torch.inference_mode()
+def encode_batch(model: EncodecModel, wav: torch.Tensor, lengths: torch.Tensor | list[int]) -> BatchEncoding:
+    """Encode audio [B, C, T] whose item b is valid on its first ``lengths[b]`` samples.
+
+    Item b's codes equal ``model.encode(wav[b:b+1, :, :lengths[b]])`` (concatenated over
+    segments for segmenting models), independent of the padding and the other items.
+    """
+    lens = _check(model, wav, lengths)
+    B, K = len(lens), model.num_codebooks()
+    if model.segment_length is not None:
+        return _encode_segmented(model, wav, lens)
+    frames = [model.num_frames(n) for n in lens]
+    codes = torch.full((B, K, max(frames)), -1, dtype=torch.long)
+    if model.config.causal and not model.normalize:
+        batched = [b for b, n in enumerate(lens) if _safe_for_batched_pass(model, n)]
+        if batched:
+            sub = wav[batched][:, :, : max(lens[b] for b in batched)]
+            emb, _ = _layers_with_lengths(model.encoder.model, sub, [lens[b] for b in batched])
+            sub_codes = model.quantizer.encode(emb, K)
+            for i, b in enumerate(batched):
+                codes[b, :, : frames[b]] = sub_codes[i, :, : frames[b]]
+        rest = [b for b in range(B) if b not in set(batched)]
+    else:
+        rest = list(range(B))
+    for n, items in _group_by_length([lens[b] for b in rest]).items():
+        idx = [rest[i] for i in items]
+        (frame,) = model.encode(wav[idx][:, :, :n])
+        codes[idx, :, : frames[idx[0]]] = frame.codes
+    return BatchEncoding(codes, torch.tensor(frames), torch.tensor(lens), None)
+
+
+def _encode_segmented(model: EncodecModel, wav: torch.Tensor, lens: list[int]) -> BatchEncoding:
+    seg, hop = model.segment_length, model.hop_length
+    assert seg is not None
+    per_seg = model.num_frames(seg)
+    layouts = [model.segments(n) for n in lens]
+    B, K = len(lens), model.num_codebooks()
+    total_frames = [sum(model.num_frames(n) for _, n in lay) for lay in layouts]
+    codes = torch.full((B, K, max(total_frames)), -1, dtype=torch.long)
+    scales = torch.full((B, max(len(lay) for lay in layouts)), float("nan")) if model.normalize else None
+    # Group (item, segment) pairs by segment length: each group is one batched pass.
+    groups: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
+    for b, lay in enumerate(layouts):
+        for s, (off, n) in enumerate(lay):
+            groups[n].append((b, s, off))
+    for n, members in groups.items():
+        chunk = torch.stack([wav[b, :, off: off + n] for b, _, off in members])
+        frame = model._encode_segment(chunk)  # one segment per row, no re-segmenting
+        f = frame.codes.shape[-1]
+        for i, (b, s, _) in enumerate(members):
+            codes[b, :, s * per_seg: s * per_seg + f] = frame.codes[i]
+            if scales is not None and frame.scale is not None:
+                scales[b, s] = frame.scale[i, 0]
+    return BatchEncoding(codes, torch.tensor(total_frames), torch.tensor(lens), scales)
+
+
+@torch.inference_mode()
+def decode_batch(model: EncodecModel, encoding: BatchEncoding) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode a ``BatchEncoding``: returns audio [B, C, max(lengths)] (zeros past each
+    item's end) and the per-item lengths [B] in samples."""
+    lens = [int(n) for n in encoding.lengths.tolist()]
+    B = len(lens)
+    out = torch.zeros(B, model.channels, max(lens))
+    rest = list(range(B))
+    if model.segment_length is None and model.config.causal:
+        frames = encoding.frame_lengths.tolist()
+        batched = [b for b in range(B) if _decoder_safe_for_batched_pass(model, frames[b])]
+        if batched:
+            # Padding frames only affect samples past each item's end (the decoder looks left).
+            codes = encoding.codes[batched][:, :, : max(frames[b] for b in batched)].clamp_min(0)
+            audio = model.decode([EncodedFrame(codes, None)])
+            for i, b in enumerate(batched):
+                out[b, :, : lens[b]] = audio[i, :, : lens[b]]
+        rest = [b for b in range(B) if b not in set(batched)]
+    for n, group in _group_by_length([lens[b] for b in rest]).items():
+        items = [rest[i] for i in group]
+        frames = []
+        per_seg = model.num_frames(model.segment_length) if model.segment_length else 0
+        for s, (_, seg_n) in enumerate(model.segments(n)):
+            f = model.num_frames(seg_n)
+            start = s * per_seg
+            codes = encoding.codes[items][:, :, start: start + f]
+            scale = encoding.scales[items][:, s: s + 1] if encoding.scales is not None else None
+            frames.append(EncodedFrame(codes, scale))
+        out[items, :, :n] = model.decode(frames)[:, :, :n]
+    return out, encoding.lengths.clone()

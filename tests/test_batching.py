@@ -1,0 +1,80 @@
+"""Batches with lengths: every item's codes equal encoding it alone, decoding returns lengths."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from opencodec import EncodecConfig, EncodecModel
+from opencodec.batching import decode_batch, encode_batch
+
+
+def _random_codebooks(model: EncodecModel, seed: int) -> EncodecModel:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in model.quantizer.vq.layers:
+            layer._codebook.embed.copy_(torch.randn(layer._codebook.embed.shape, generator=gen) * 0.5)
+            layer._codebook.inited.fill_(1.0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def models(official_checkpoints: dict) -> dict[str, EncodecModel]:
+    from opencodec.pretrained import load_model
+
+    small = EncodecConfig(name="small", n_filters=8, dimension=32, n_q=8, ratios=[4, 2], lstm=1,
+                          target_bandwidths=[6.0, 24.0])
+    torch.manual_seed(3)
+    return {"encodec_24khz": load_model(official_checkpoints["encodec_24khz"]),
+            "encodec_48khz": load_model(official_checkpoints["encodec_48khz"]),
+            "small": _random_codebooks(EncodecModel(small), 3)}
+
+
+def _single(model: EncodecModel, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.inference_mode():
+        frames = model.encode(wav)
+        audio = model.decode(frames)[:, :, : wav.shape[-1]]
+    return torch.cat([f.codes for f in frames], dim=-1)[0], audio[0]
+
+
+@pytest.mark.parametrize("name,max_len,bandwidth", [
+    ("encodec_24khz", 30_000, 6.0), ("small", 9_000, 24.0), ("encodec_48khz", 100_000, 6.0)])
+def test_batch_equals_single(models: dict, name: str, max_len: int, bandwidth: float) -> None:
+    model = models[name]
+    model.set_target_bandwidth(bandwidth)
+    rng = random.Random(hash(name) % 1000)
+    lengths = [1, 7, max_len] + [rng.randint(1, max_len) for _ in range(4)]
+    if name == "encodec_48khz":
+        lengths = [1, 700, 48_000, 47_520, max_len, rng.randint(48_001, max_len)]
+    wav = torch.randn(len(lengths), model.channels, max(lengths)) * 0.3
+    # Whatever lies in the padding must not matter: fill it with loud noise.
+    enc = encode_batch(model, wav, lengths)
+    noisy = wav.clone()
+    for b, n in enumerate(lengths):
+        noisy[b, :, n:] = torch.randn_like(noisy[b, :, n:]) * 5
+    enc2 = encode_batch(model, noisy, lengths)
+    assert torch.equal(enc.codes, enc2.codes)
+    audio, out_lengths = decode_batch(model, enc)
+    assert out_lengths.tolist() == lengths
+    assert audio.shape == (len(lengths), model.channels, max(lengths))
+    for b, n in enumerate(lengths):
+        codes, single_audio = _single(model, wav[b: b + 1, :, :n])
+        f = int(enc.frame_lengths[b])
+        assert f == codes.shape[-1]
+        assert torch.equal(enc.codes[b, :, :f], codes), (name, n)
+        assert (enc.codes[b, :, f:] == -1).all()
+        err = (audio[b, :, :n] - single_audio).norm() / single_audio.norm().clamp_min(1e-12)
+        assert err < 1e-5, (name, n, float(err))
+        assert (audio[b, :, n:] == 0).all()
+
+
+def test_bad_lengths(models: dict) -> None:
+    model = models["small"]
+    with pytest.raises(ValueError, match="lengths must be"):
+        encode_batch(model, torch.zeros(2, 1, 100), [0, 100])
+    with pytest.raises(ValueError, match="lengths must be"):
+        encode_batch(model, torch.zeros(2, 1, 100), [5, 101])
+    with pytest.raises(ValueError, match="2 lengths"):
+        encode_batch(model, torch.zeros(3, 1, 100), [5, 10])
