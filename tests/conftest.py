@@ -15,6 +15,9 @@ import official_ref  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads() -> None:
+    # One thread: results do not depend on the machine's core count, and tests do not
+    # fight each other (or a busy CI machine) for cores.
+    torch.set_num_threads(1)
     torch.manual_seed(1234)
 
 

@@ -1,0 +1,147 @@
+"""Compress audio to ``.ecdc`` bytes and back, byte-compatible with the official package.
+
+::
+
+    data = compress(model, wav, bandwidth=6.0)      # wav [C, T] at model.sample_rate
+    wav2, sample_rate = decompress(data)            # model named in the header, [C, T]
+
+The bytes equal those of the official ``encodec.compress.compress(model, wav,
+use_lm=False)`` for the same weights; see :mod:`opencodec.bitstream` for the format.
+Entropy-coded files (``use_lm=True`` in the official package) cannot be read yet.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import numbers
+import typing as tp
+
+import torch
+
+from .bitstream import EcdcHeader, StreamLayout, read_body, read_header, write_ecdc
+from .errors import BitstreamError, OpenCodecError
+from .model import EncodecModel
+
+__all__ = ["InvalidAudioError", "compress", "compress_to_file", "decompress", "decompress_from_file"]
+
+
+class InvalidAudioError(OpenCodecError, ValueError):
+    """The audio or an argument given to :func:`compress` cannot be encoded (wrong shape,
+    channels, dtype, empty, non-finite samples, unsupported bandwidth)."""
+
+
+def _model_device(model: EncodecModel) -> torch.device:
+    for param in model.parameters():
+        return param.device
+    return torch.device("cpu")
+
+
+def _model_dtype(model: EncodecModel) -> torch.dtype:
+    for param in model.parameters():
+        return param.dtype
+    return torch.float32
+
+
+def _check_audio(model: EncodecModel, wav: tp.Any) -> None:
+    if not isinstance(wav, torch.Tensor):
+        raise InvalidAudioError(f"audio must be a torch.Tensor [C, T], got {type(wav).__name__}")
+    if wav.dim() != 2:
+        raise InvalidAudioError(f"audio must have shape [C, T] (channels, samples), "
+                                f"got {tuple(wav.shape)}")
+    if not wav.is_floating_point():
+        raise InvalidAudioError(f"audio must be floating point, got dtype {wav.dtype}")
+    channels, length = wav.shape
+    if channels != model.channels:
+        raise InvalidAudioError(f"model {model.name} expects {model.channels} channel(s), "
+                                f"got {channels}")
+    if length == 0:
+        raise InvalidAudioError("cannot compress empty audio (0 samples)")
+    if not bool(torch.isfinite(wav).all()):
+        bad = int((~torch.isfinite(wav)).sum())
+        raise InvalidAudioError(f"audio contains {bad} non-finite sample(s) (NaN or inf)")
+
+
+def _check_bandwidth(model: EncodecModel, bandwidth: tp.Any) -> float:
+    if isinstance(bandwidth, bool) or not isinstance(bandwidth, numbers.Real) \
+            or not math.isfinite(float(bandwidth)) or float(bandwidth) not in model.target_bandwidths:
+        raise InvalidAudioError(f"model {model.name} does not support a bandwidth of "
+                                f"{bandwidth!r} kbps; choose one of {model.target_bandwidths}")
+    return float(bandwidth)
+
+
+def compress_to_file(model: EncodecModel, wav: torch.Tensor, fo: tp.BinaryIO,
+                     bandwidth: float | None = None) -> int:
+    """Encode ``wav`` [C, T] (float, ``model.channels`` channels at ``model.sample_rate`` Hz)
+    and write a ``.ecdc`` file to ``fo``; returns the bytes written.
+
+    ``bandwidth`` in kbps must be one of ``model.target_bandwidths``; it is used for this
+    call only (the model's own target is restored afterwards). None uses the model's
+    current target (all codebooks when it has none). The header's model name is
+    ``model.name``. Raises :class:`InvalidAudioError` for bad audio or bandwidth.
+    """
+    _check_audio(model, wav)
+    previous = model.bandwidth
+    if bandwidth is not None:
+        model.set_target_bandwidth(_check_bandwidth(model, bandwidth))
+    try:
+        x = wav.to(device=_model_device(model), dtype=_model_dtype(model))
+        with torch.inference_mode():
+            frames = model.encode(x[None])
+    finally:
+        model.bandwidth = previous
+    header = EcdcHeader(model_name=model.name, audio_length=int(wav.shape[-1]),
+                        num_codebooks=int(frames[0].codes.shape[1]), use_lm=False)
+    return write_ecdc(fo, header, frames, StreamLayout.from_model(model))
+
+
+def compress(model: EncodecModel, wav: torch.Tensor, bandwidth: float | None = None) -> bytes:
+    """Encode ``wav`` [C, T] to the bytes of a ``.ecdc`` file (see :func:`compress_to_file`)."""
+    fo = io.BytesIO()
+    compress_to_file(model, wav, fo, bandwidth=bandwidth)
+    return fo.getvalue()
+
+
+def _resolve_model(header: EcdcHeader, model: EncodecModel | None) -> EncodecModel:
+    if model is not None:
+        if header.model_name != model.name:
+            raise BitstreamError(f"ECDC file was written by model {header.model_name!r}, "
+                                 f"but the model given is {model.name!r}")
+        return model
+    from .pretrained import load_model  # imported late: loading weights is optional
+    return load_model(header.model_name)
+
+
+def decompress_from_file(fo: tp.BinaryIO, model: EncodecModel | None = None
+                         ) -> tuple[torch.Tensor, int]:
+    """Read a ``.ecdc`` file from ``fo`` (to its end) and decode it.
+
+    Returns ``(wav, sample_rate)``: wav [C, al] float on the model's device, sample rate in
+    Hz. With ``model`` None the model named in the header is loaded with
+    ``opencodec.pretrained.load_model``; a given model must carry that name. Raises
+    ``BitstreamError`` for a malformed, truncated or padded file, a model mismatch, or an
+    entropy-coded file (not supported yet).
+    """
+    header = read_header(fo)
+    if header.use_lm:  # before loading any model: we could not use it anyway
+        raise BitstreamError("ECDC file uses the entropy model (header 'lm': true); decoding "
+                             "entropy-coded files is not supported by this version yet")
+    body = fo.read()
+    model = _resolve_model(header, model)
+    frames = read_body(body, header, StreamLayout.from_model(model))
+    device = _model_device(model)
+    frames = [(codes.to(device), None if scale is None else scale.to(device)) for codes, scale in frames]
+    with torch.no_grad():  # not inference_mode: the caller gets an ordinary tensor
+        wav = model.decode(frames)
+    if wav.shape[-1] < header.audio_length:  # cannot happen with a consistent model
+        raise BitstreamError(f"model {model.name} decoded {wav.shape[-1]} samples, "
+                             f"header says {header.audio_length}")
+    return wav[0, :, :header.audio_length], model.sample_rate
+
+
+def decompress(data: bytes, model: EncodecModel | None = None) -> tuple[torch.Tensor, int]:
+    """Decode the bytes of a ``.ecdc`` file: ``(wav [C, al], sample_rate)``
+    (see :func:`decompress_from_file`)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"expected bytes, got {type(data).__name__}")
+    return decompress_from_file(io.BytesIO(bytes(data)), model=model)
