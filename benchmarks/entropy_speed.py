@@ -1,0 +1,93 @@
+"""Official vs opencodec LM entropy coding: time to encode/decode the same codes, same bytes.
+
+Usage: .venv/bin/python benchmarks/entropy_speed.py [--frames 75] [--codebooks 32] [--threads 1]
+
+Both sides run with the same random-weight LM (official ``LMModel`` and our ``EntropyLM`` with
+its weights) and the same thread count; the script checks the bytes are identical.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import official_ref  # noqa: E402,F401  (torchaudio stand-in before importing encodec)
+from encodec.model import LMModel  # noqa: E402
+from encodec.quantization.ac import (ArithmeticCoder, ArithmeticDecoder,  # noqa: E402
+                                     build_stable_quantized_cdf)
+
+from opencodec.entropy import decode_segment_with_lm, encode_segment_with_lm, load_lm  # noqa: E402
+
+
+def official_encode(lm: LMModel, codes: torch.Tensor) -> bytes:
+    """The official writer's per-segment LM coding (compress_to_file), for codes [K, F]."""
+    fo = io.BytesIO()
+    coder = ArithmeticCoder(fo)
+    K, T = codes.shape
+    states, offset = None, 0
+    input_ = torch.zeros(1, K, 1, dtype=torch.long)
+    for t in range(T):
+        with torch.no_grad():
+            probas, states, offset = lm(input_, states, offset)
+        input_ = 1 + codes[None, :, t:t + 1]
+        for k, value in enumerate(codes[:, t].tolist()):
+            coder.push(value, build_stable_quantized_cdf(probas[0, :, k, 0], 24, check=False))
+    coder.flush()
+    return fo.getvalue()
+
+
+def official_decode(lm: LMModel, data: bytes, K: int, T: int) -> torch.Tensor:
+    """The official reader's per-segment LM decoding (decompress_from_file)."""
+    dec = ArithmeticDecoder(io.BytesIO(data))
+    out = torch.zeros(K, T, dtype=torch.long)
+    states, offset = None, 0
+    input_ = torch.zeros(1, K, 1, dtype=torch.long)
+    for t in range(T):
+        with torch.no_grad():
+            probas, states, offset = lm(input_, states, offset)
+        for k in range(K):
+            out[k, t] = dec.pull(build_stable_quantized_cdf(probas[0, :, k, 0], 24, check=False))
+        input_ = 1 + out[None, :, t:t + 1]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--frames", type=int, default=75, help="frames (75 = 1 s at 24 kHz)")
+    ap.add_argument("--codebooks", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    ref = LMModel(32, 1024, num_layers=5, dim=200, past_context=262).eval()
+    lm = load_lm(ref.state_dict(), 32, frame_rate=75)
+    # Codes that the LM finds plausible are not needed for timing; random codes cost more bits.
+    codes = torch.randint(0, 1024, (args.codebooks, args.frames))
+
+    t0 = time.perf_counter()
+    ref_bytes = official_encode(ref, codes)
+    t1 = time.perf_counter()
+    ours_bytes = encode_segment_with_lm(lm, codes)
+    t2 = time.perf_counter()
+    ref_codes = official_decode(ref, ref_bytes, args.codebooks, args.frames)
+    t3 = time.perf_counter()
+    ours_codes = decode_segment_with_lm(lm, ours_bytes, args.codebooks, args.frames)
+    t4 = time.perf_counter()
+    assert ours_bytes == ref_bytes, "bytes differ"
+    assert torch.equal(ref_codes, codes) and torch.equal(ours_codes, codes)
+
+    print(f"{args.codebooks} codebooks x {args.frames} frames, {torch.get_num_threads()} thread(s), "
+          f"{len(ours_bytes)} bytes (identical)")
+    print(f"{'':8s} {'official s':>11s} {'opencodec s':>12s} {'ratio':>7s}")
+    for label, a, b in (("encode", t1 - t0, t2 - t1), ("decode", t3 - t2, t4 - t3)):
+        print(f"{label:8s} {a:11.3f} {b:12.3f} {a / b:7.2f}x")
+
+
+if __name__ == "__main__":
+    main()
