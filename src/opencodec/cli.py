@@ -146,7 +146,22 @@ def build_parser() -> argparse.ArgumentParser:
                      help=".ecdc file(s) or folder(s) (recursive)")
     inf.add_argument("--json", action="store_true", help="one JSON object per line")
     inf.set_defaults(parser=inf, handler=cmd_info)
+
+    train = sub.add_parser("train", help="train a codec (see configs/)", add_help=False,
+                           description="Train an EnCodec codec: opencodec train CONFIG [key=value ...]")
+    train.add_argument("rest", nargs=argparse.REMAINDER, help="CONFIG [key=value ...] [--run-dir DIR]")
+    train.set_defaults(parser=train, handler=cmd_train)
     return parser
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``opencodec train ...``: hand the arguments to the trainer's own parser."""
+    from .train.solver import main as train_main
+
+    try:
+        return train_main(args.rest)
+    except SystemExit as exc:  # the trainer's --help or usage error
+        return exc.code if isinstance(exc.code, int) else 0
 
 
 def _add_model_option(parser: argparse.ArgumentParser, help_text: str) -> None:
@@ -166,6 +181,9 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:  # the trainer parses its own arguments (including --help)
+        return cmd_train(argparse.Namespace(rest=argv[1:]))
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -173,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     if args.command is None:
         parser.print_usage(sys.stderr)
-        print(f"{PROG}: error: a command is required (compress, decompress or info)", file=sys.stderr)
+        print(f"{PROG}: error: a command is required (compress, decompress, info or train)", file=sys.stderr)
         return 2
     try:
         with warnings.catch_warnings():

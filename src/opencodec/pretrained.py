@@ -49,6 +49,9 @@ OFFICIAL_CONFIGS: dict[str, tp.Callable[[], EncodecConfig]] = {
 }
 DEFAULT_MODEL = "encodec_24khz"
 CONFIG_METADATA_KEY = "opencodec_config"
+INFERENCE_ONLY_KEY = "opencodec_inference_only"
+# Codebook training statistics that an inference-only export leaves out (see save_model).
+_TRAINING_BUFFERS = ("._codebook.embed_avg", "._codebook.cluster_size")
 TORCH_SUFFIXES = {".th", ".pt", ".pth", ".bin", ".ckpt"}
 
 StateDict = dict[str, torch.Tensor]
@@ -177,7 +180,21 @@ def _read_safetensors(path: Path) -> tuple[StateDict, dict[str, tp.Any] | None]:
             config = json.loads(metadata[CONFIG_METADATA_KEY])
         except json.JSONDecodeError as exc:
             raise ModelLoadError(f"{path}: metadata {CONFIG_METADATA_KEY!r} is not valid JSON ({exc})") from exc
+    if metadata.get(INFERENCE_ONLY_KEY) == "1":
+        tensors = _restore_training_buffers(tensors)
     return tensors, config
+
+
+def _restore_training_buffers(state: StateDict) -> StateDict:
+    """Refill what an inference-only export dropped: each codebook's EMA sum is its entries
+    (``embed_avg = embed``) with unit cluster sizes, a valid starting point for fine-tuning."""
+    out = dict(state)
+    for key, value in state.items():
+        if key.endswith("._codebook.embed"):
+            prefix = key[: -len(".embed")]
+            out.setdefault(prefix + ".embed_avg", value.clone())
+            out.setdefault(prefix + ".cluster_size", torch.ones(value.shape[0], dtype=value.dtype))
+    return out
 
 
 # -- key layouts ---------------------------------------------------------------------------
@@ -355,15 +372,31 @@ def load_model(name_or_path: str | os.PathLike[str] | None = None, device: str |
     return model.to(device)
 
 
-def save_model(model: EncodecModel, path: str | os.PathLike[str]) -> Path:
-    """Write the model's weights and configuration to a ``.safetensors`` file (atomically)."""
+def save_model(model: EncodecModel, path: str | os.PathLike[str], dtype: torch.dtype | None = None,
+               inference_only: bool = False) -> Path:
+    """Write the model's weights and configuration to a ``.safetensors`` file (atomically).
+
+    ``dtype`` (e.g. ``torch.float16``) stores floating-point tensors in that type (they
+    are loaded back as float32); ``inference_only`` leaves out the codebooks' training
+    statistics (``embed_avg``, ``cluster_size``), which decoding does not use, and marks
+    the file so that ``load_model`` refills them.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
     if path.suffix.lower() != ".safetensors":
         raise ValueError(f"save_model writes .safetensors files, got {path.name}")
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    state = {}
+    for k, v in model.state_dict().items():
+        if inference_only and k.endswith(_TRAINING_BUFFERS):
+            continue
+        v = v.detach().cpu()
+        if dtype is not None and v.is_floating_point():
+            v = v.to(dtype)
+        state[k] = v.contiguous().clone()
     metadata = {CONFIG_METADATA_KEY: json.dumps(model.config.to_dict())}
+    if inference_only:
+        metadata[INFERENCE_ONLY_KEY] = "1"
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)

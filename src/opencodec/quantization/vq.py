@@ -25,7 +25,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-SyncFn = tp.Callable[[torch.Tensor], None]
+
+
+class CodebookSync(tp.Protocol):
+    """Collective operations that keep codebooks identical across distributed ranks."""
+
+    def all_gather(self, x: torch.Tensor) -> torch.Tensor:
+        """Concatenate x [N, D] of every rank along dim 0, in rank order."""
+        ...
+
+    def all_reduce_sum(self, x: torch.Tensor) -> None:
+        """Sum x over ranks, in place."""
+        ...
 
 
 def _sample_vectors(samples: torch.Tensor, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -46,8 +57,9 @@ def kmeans(samples: torch.Tensor, num_clusters: int, num_iters: int = 50) -> tup
     means = _sample_vectors(samples, num_clusters)
     bins = torch.zeros(num_clusters, dtype=torch.long, device=samples.device)
     for _ in range(num_iters):
-        dists = torch.cdist(samples, means)
-        buckets = dists.argmin(dim=-1)
+        # argmin_j |x - m_j|^2 = argmax_j (2 x.m_j - |m_j|^2): one matrix product.
+        scores = torch.addmm(-means.pow(2).sum(1)[None], samples, means.t(), alpha=2)
+        buckets = scores.argmax(dim=-1)
         bins = torch.bincount(buckets, minlength=num_clusters)
         zero = bins == 0
         new_means = torch.zeros_like(means).index_add_(0, buckets, samples)
@@ -77,10 +89,10 @@ class EuclideanCodebook(nn.Module):
         self.register_buffer("cluster_size", torch.zeros(codebook_size))
         self.register_buffer("embed", embed)
         self.register_buffer("embed_avg", embed.clone())
-        # Called on buffers after any change that must be identical on every rank
-        # (set by distributed training to a broadcast or an all-reduce).
-        self.broadcast_fn: SyncFn | None = None
-        self.all_reduce_fn: SyncFn | None = None
+        # Set by distributed training: k-means and dead-code replacement then see the
+        # gathered global batch and the EMA the summed statistics, so that every rank
+        # (sharing the same random state) makes the same update as one process would.
+        self.sync: CodebookSync | None = None
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         """Nearest-entry indices [N] for vectors x [N, D]."""
@@ -97,22 +109,19 @@ class EuclideanCodebook(nn.Module):
         """indices [...] -> vectors [..., D]."""
         return F.embedding(indices, self.embed)
 
-    def _broadcast(self) -> None:
-        if self.broadcast_fn is not None:
-            for buf in self.buffers():
-                self.broadcast_fn(buf)
+    def _gather(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.sync is None else self.sync.all_gather(x.contiguous())
 
     @torch.no_grad()
     def init_embed_(self, x: torch.Tensor) -> None:
-        """k-means initialisation from vectors x [N, D] (once; rank 0's result is broadcast)."""
+        """k-means initialisation from vectors x [N, D] (once, on the global batch)."""
         if bool(self.inited.item()):
             return
-        embed, sizes = kmeans(x.float(), self.codebook_size, self.kmeans_iters)
+        embed, sizes = kmeans(self._gather(x).float(), self.codebook_size, self.kmeans_iters)
         self.embed.copy_(embed)
         self.embed_avg.copy_(embed)
         self.cluster_size.copy_(sizes)
         self.inited.fill_(1.0)
-        self._broadcast()
 
     @torch.no_grad()
     def update_(self, x: torch.Tensor, indices: torch.Tensor) -> None:
@@ -120,9 +129,9 @@ class EuclideanCodebook(nn.Module):
         onehot = F.one_hot(indices, self.codebook_size).to(x.dtype)
         counts = onehot.sum(0)
         sums = x.t() @ onehot  # [D, K]
-        if self.all_reduce_fn is not None:  # global statistics: same update on every rank
-            self.all_reduce_fn(counts)
-            self.all_reduce_fn(sums)
+        if self.sync is not None:  # global statistics: same update on every rank
+            self.sync.all_reduce_sum(counts)
+            self.sync.all_reduce_sum(sums)
         self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
         self.embed_avg.mul_(self.decay).add_(sums.t(), alpha=1 - self.decay)
         n = self.cluster_size.sum()
@@ -137,13 +146,12 @@ class EuclideanCodebook(nn.Module):
         dead = self.cluster_size < self.threshold_ema_dead_code
         if not bool(dead.any()):
             return
-        new = _sample_vectors(x, self.codebook_size)
+        new = _sample_vectors(self._gather(x), self.codebook_size)
         self.embed.copy_(torch.where(dead[:, None], new, self.embed))
         # Restart the statistics of replaced entries from the new vector (count 1),
         # so the next EMA step does not pull them back to the dead value.
         self.embed_avg.copy_(torch.where(dead[:, None], new, self.embed_avg))
         self.cluster_size.copy_(torch.where(dead, torch.ones_like(self.cluster_size), self.cluster_size))
-        self._broadcast()
 
 
 class VectorQuantization(nn.Module):

@@ -29,7 +29,7 @@ afterwards works.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -94,27 +94,29 @@ class Balancer:
             grads[name] = torch.zeros_like(output) if grad is None else grad
         return grads
 
-    def backward(self, losses: Mapping[str, torch.Tensor], output: torch.Tensor,
-                 retain_graph: bool = True) -> dict[str, float]:
-        """Back-propagate the balanced gradient of ``losses`` through ``output`` [B, C, T].
+    def balanced_gradient(self, losses: Mapping[str, torch.Tensor], output: torch.Tensor,
+                          reduce_norm: Callable[[float], float] | None = None
+                          ) -> tuple[torch.Tensor | None, dict[str, float]]:
+        """The gradient to back-propagate from ``output`` [B, C, T], and logging stats.
 
-        ``retain_graph`` (default True) keeps the graph for a later ``backward`` of
-        losses that share it (e.g. the commitment loss through the encoder).
-
-        Returns logging stats per loss ``name``: ``grad_norm/name`` (this step's norm of
-        the raw gradient), ``ema_norm/name`` (the EMA used), ``share/name`` (the norm of
-        the component of the final gradient coming from this loss divided by the sum
-        of those norms, ~``lambda_i / sum lambda`` when balanced), and ``total_norm``
-        (norm of the gradient sent to the model, same norm convention).
+        ``reduce_norm`` maps this process's norm to the value to use (distributed
+        training passes the mean over ranks, so every rank keeps the same EMA).
+        Stats per loss ``name``: ``grad_norm/name`` (this step's raw gradient norm),
+        ``ema_norm/name`` (the EMA used), ``share/name`` (norm of this loss's component
+        of the final gradient over the sum of those norms, ~``lambda_i / sum lambda``
+        when balanced), and ``total_norm`` (norm of the returned gradient).
+        Returns ``(None, {})`` when no loss has a non-zero weight.
         """
         grads = self._gradients(losses, output)
         if not grads:
-            return {}
+            return None, {}
         weight_sum = sum(self.weights[k] for k in grads)
         stats: dict[str, float] = {}
         components: dict[str, torch.Tensor] = {}
         for name, grad in grads.items():
             norm = self.grad_norm(grad)
+            if reduce_norm is not None:
+                norm = reduce_norm(norm)
             ema = self._update_ema(name, norm)
             stats[f"grad_norm/{name}"] = norm
             stats[f"ema_norm/{name}"] = ema
@@ -129,7 +131,19 @@ class Balancer:
             stats[f"share/{name}"] = value / comp_total if comp_total > 0 else 0.0
         out_grad = torch.stack(list(components.values())).sum(dim=0)
         stats["total_norm"] = self.grad_norm(out_grad)
-        output.backward(out_grad, retain_graph=retain_graph)
+        return out_grad, stats
+
+    def backward(self, losses: Mapping[str, torch.Tensor], output: torch.Tensor,
+                 retain_graph: bool = True) -> dict[str, float]:
+        """Back-propagate the balanced gradient of ``losses`` through ``output`` [B, C, T].
+
+        ``retain_graph`` (default True) keeps the graph for a later ``backward`` of
+        losses that share it (e.g. the commitment loss through the encoder).
+        Returns the stats of :meth:`balanced_gradient`.
+        """
+        out_grad, stats = self.balanced_gradient(losses, output)
+        if out_grad is not None:
+            output.backward(out_grad, retain_graph=retain_graph)
         return stats
 
     # ------------------------------------------------------------------ checkpointing

@@ -1,0 +1,80 @@
+"""Distributed helpers for ``torchrun``: process group set-up and codebook/norm syncing.
+
+``torchrun --nproc_per_node N -m opencodec.train CONFIG`` sets ``RANK``/``WORLD_SIZE``;
+``init()`` then joins the process group (NCCL on GPUs, gloo on CPU).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from ..quantization.vq import EuclideanCodebook
+
+
+@dataclass
+class DistInfo:
+    """This process's place in the job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init(device_type: str) -> DistInfo:
+    """Join the process group when launched by torchrun; a no-op for a single process."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+class TorchDistributedSync:
+    """``CodebookSync`` over the default process group (equal-sized inputs on every rank)."""
+
+    def all_gather(self, x: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x)
+        return torch.cat(parts, dim=0)
+
+    def all_reduce_sum(self, x: torch.Tensor) -> None:
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+
+
+def attach_codebook_sync(model: torch.nn.Module) -> None:
+    """Make every codebook of ``model`` use global statistics across ranks."""
+    sync = TorchDistributedSync()
+    for module in model.modules():
+        if isinstance(module, EuclideanCodebook):
+            module.sync = sync
+
+
+def mean_over_ranks(value: float, device: torch.device) -> float:
+    """Average a Python float over ranks (identity for a single process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return float(t.item()) / dist.get_world_size()
+
+
+def broadcast_object(obj: object) -> object:
+    """Rank 0's ``obj`` on every rank."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -1,0 +1,529 @@
+"""Train an EnCodec codec: ``opencodec train CONFIG [key=value ...]``.
+
+Distributed: ``torchrun --nproc_per_node N -m opencodec.train CONFIG [key=value ...]``.
+
+This file reads top to bottom, like nanoGPT's ``train.py``:
+
+1. configuration (a YAML file from ``configs/`` plus ``key=value`` overrides);
+2. the generator (``EncodecModel``), the MS-STFT discriminator, Adam optimisers, the
+   loss balancer and an EMA copy of the generator;
+3. data: random 1 s segments with augmentation (``opencodec.data.AudioDataset``),
+   sharded so that N processes see exactly the global batch one process would;
+4. resume from ``<run_dir>/checkpoint.pt`` when it exists (model, discriminator,
+   optimisers, balancer, EMA, random states and step: the run continues exactly);
+5. the loop: per step the number of codebooks is drawn uniformly from the model's
+   bandwidths (same on every rank), the generator is updated with the balanced
+   time/mel/adversarial/feature losses plus the commitment loss (outside the balancer),
+   and the discriminator with probability ``adversarial.disc_prob``;
+6. periodic validation on held-out audio (SI-SNR, mel distance, codebook usage, at each
+   of a few bandwidths), TensorBoard logs, a ``metrics.jsonl`` log, checkpoints and an
+   export of the generator to ``<run_dir>/model.safetensors`` that ``load_model`` reads.
+
+Distributed training keeps codebooks identical across ranks: k-means and dead-code
+replacement use the gathered global batch, EMA statistics are summed over ranks (see
+``quantization/vq.py``), and the balancer's gradient norms are averaged over ranks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import random
+import sys
+import tempfile
+import time
+import typing as tp
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..model import EncodecConfig, EncodecModel
+from ..pretrained import load_model, save_model
+from . import distributed
+from .balancer import Balancer
+from .discriminator import MultiScaleSTFTDiscriminator
+from .losses import (MultiScaleMelLoss, discriminator_hinge_loss, generator_hinge_loss, mel_distance,
+                     relative_feature_matching_loss, si_snr, waveform_l1)
+
+CHECKPOINT = "checkpoint.pt"
+EXPORT = "model.safetensors"
+
+
+# -- 1. configuration ------------------------------------------------------------------------
+def load_config(path: str | os.PathLike[str], overrides: tp.Sequence[str] = ()) -> dict[str, tp.Any]:
+    """YAML config with dotted ``key=value`` overrides (values parsed as YAML), as a plain dict.
+
+    ``optim.steps=500`` sets ``cfg["optim"]["steps"] = 500``; ``data.train=[a.jsonl,b.jsonl]``
+    sets a list; a key that does not exist yet is created.
+    """
+    import yaml
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no config file {path}")
+    cfg = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path}: the config must be a mapping, got {type(cfg).__name__}")
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} is not key=value")
+        node = cfg
+        *parents, leaf = key.split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ValueError(f"override {item!r}: {part!r} is not a section")
+            node = child
+        node[leaf] = yaml.safe_load(text)
+    return cfg
+
+
+def _device(cfg: dict, info: distributed.DistInfo) -> torch.device:
+    want = cfg.get("device", "auto")
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want == "cuda":
+        torch.cuda.set_device(info.local_rank)
+        return torch.device("cuda", info.local_rank)
+    return torch.device(want)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# -- 3. data -----------------------------------------------------------------------------------
+class GlobalBatchShard(torch.utils.data.Dataset):
+    """Rank ``rank``'s slice of each global batch of a single-process dataset.
+
+    Local item ``i`` is global item ``step * B_global + rank * B_local + j`` with
+    ``step, j = divmod(i, B_local)``, so concatenating the ranks' batches in rank order
+    gives exactly the batch a single process with ``B_global`` would draw.
+    """
+
+    def __init__(self, base: torch.utils.data.Dataset, rank: int, world_size: int, local_batch: int):
+        self.base, self.rank, self.world_size, self.local_batch = base, rank, world_size, local_batch
+
+    def __len__(self) -> int:
+        return len(self.base) // self.world_size  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        step, j = divmod(i, self.local_batch)
+        return self.base[step * self.local_batch * self.world_size + self.rank * self.local_batch + j]
+
+
+def _train_dataset(cfg: dict, model: EncodecModel, info: distributed.DistInfo, local_batch: int,
+                   steps_per_epoch: int) -> tuple[tp.Any, GlobalBatchShard]:
+    from ..data.dataset import AudioDataset
+
+    data = cfg["data"]
+    base = AudioDataset(data["train"], segment_seconds=data.get("segment_seconds", 1.0),
+                        sample_rate=model.sample_rate, channels=model.channels,
+                        epoch_size=steps_per_epoch * local_batch * info.world_size,
+                        seed=cfg.get("seed", 0), rank=0, world_size=1, **data.get("augment", {}))
+    return base, GlobalBatchShard(base, info.rank, info.world_size, local_batch)
+
+
+def _batches(base: tp.Any, shard: GlobalBatchShard, local_batch: int, steps_per_epoch: int,
+             start_step: int, num_workers: int) -> tp.Iterator[torch.Tensor]:
+    """Batches [B_local, C, T] from ``start_step`` on, epoch after epoch (resumable)."""
+    step = start_step
+    while True:
+        epoch, first = divmod(step, steps_per_epoch)
+        base.set_epoch(epoch)
+        indices = list(range(first * local_batch, steps_per_epoch * local_batch))
+        loader = torch.utils.data.DataLoader(shard, batch_size=local_batch, sampler=indices,
+                                             num_workers=num_workers, drop_last=True,
+                                             persistent_workers=False)
+        for batch in loader:
+            yield batch
+            step += 1
+
+
+def _valid_items(cfg: dict, model: EncodecModel) -> list[torch.Tensor]:
+    """Fixed held-out clips [1, C, T] (at most ``valid.items`` of ``valid.seconds``)."""
+    from ..data.dataset import EvalDataset
+
+    valid = cfg.get("valid", {})
+    manifests = cfg["data"].get("valid")
+    if not manifests:
+        return []
+    ds = EvalDataset(manifests, sample_rate=model.sample_rate, channels=model.channels)
+    length = int(valid.get("seconds", 3.0) * model.sample_rate)
+    items = []
+    for i in range(min(len(ds), valid.get("items", 16))):
+        audio = ds[i]["audio"][:, :length]
+        if audio.shape[-1] >= model.hop_length * 8 and audio.abs().max() > 1e-4:
+            items.append(audio[None])
+    return items
+
+
+# -- 6. validation -------------------------------------------------------------------------------
+@torch.no_grad()
+def validate(model: EncodecModel, items: list[torch.Tensor], device: torch.device,
+             bandwidths: tp.Sequence[float]) -> dict[str, float]:
+    """Mean SI-SNR (dB) and mel distance per bandwidth, and first-codebook usage.
+
+    Usage is the fraction of the first codebook's entries used over all items at the
+    lowest bandwidth, and the perplexity ``exp(entropy)`` of their distribution
+    (1 = collapsed to a single code).
+    """
+    model.eval()
+    out: dict[str, float] = {}
+    first_codes = []
+    for i, bw in enumerate(bandwidths):
+        model.set_target_bandwidth(bw)
+        snrs, mels = [], []
+        for x in items:
+            x = x.to(device)
+            frames = model.encode(x)
+            if i == 0:
+                first_codes += [f.codes[0, 0].cpu() for f in frames]
+            y = model.decode(frames)[:, :, : x.shape[-1]]
+            snrs.append(si_snr(y, x).mean().item())
+            mels.append(float(mel_distance(y, x, model.sample_rate)))
+        out[f"si_snr/{bw:g}kbps"] = float(np.mean(snrs))
+        out[f"mel_distance/{bw:g}kbps"] = float(np.mean(mels))
+    counts = torch.bincount(torch.cat(first_codes), minlength=model.bins).double()
+    p = counts[counts > 0] / counts.sum()
+    out["codebook0/used_fraction"] = float((counts > 0).double().mean())
+    out["codebook0/perplexity"] = math.exp(-(p * p.log()).sum().item())
+    return out
+
+
+def _spectrogram_image(x: torch.Tensor) -> torch.Tensor:
+    """Log-power spectrogram of x [T] as an image [1, F, N] in [0, 1] (low frequencies at the bottom)."""
+    spec = torch.stft(x.float().cpu(), 1024, 256, window=torch.hann_window(1024), return_complex=True).abs()
+    db = 20 * torch.log10(spec.clamp_min(1e-5))
+    db = (db - db.max() + 80).clamp_min(0) / 80
+    return db.flip(0)[None]
+
+
+# -- checkpoints -----------------------------------------------------------------------------------
+def _atomic_torch_save(obj: tp.Any, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _rng_state() -> dict[str, tp.Any]:
+    """Every random state the loop consumes, in types ``torch.load(weights_only=True)`` reads."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
+             "python": {"version": version, "state": list(py_state), "gauss": py_gauss}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, tp.Any]) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    n = state["numpy"]
+    np.random.set_state(("MT19937", np.array(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+# -- 2. + 5. the run ------------------------------------------------------------------------------
+class _Trainer(nn.Module):
+    """Wraps ``train_forward`` so DistributedDataParallel sees it as ``forward``."""
+
+    def __init__(self, model: EncodecModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, n_q: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        y, q = self.model.train_forward(x, n_q)
+        return y, q.commitment_loss, q.codes
+
+
+def _build_model(cfg: dict) -> EncodecModel:
+    init_from = cfg.get("init_from")
+    if init_from:
+        return load_model(init_from)  # fine-tuning: the checkpoint's own configuration
+    return EncodecModel(EncodecConfig.from_dict(cfg["model"]))
+
+
+def _step_rng(seed: int, step: int, salt: int) -> random.Random:
+    """A generator that every rank (and a resumed run) derives identically for ``step``."""
+    return random.Random(seed * 1_000_003 + step * 7919 + salt)
+
+
+def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: int | None = None,
+          progress: bool = True, max_minutes: float | None = None) -> Path:
+    """Run (or resume) training as configured; returns the run folder.
+
+    ``max_steps`` and ``max_minutes`` (wall clock) stop this invocation early, after a
+    validation, a checkpoint and an export (the run can be resumed later).
+    """
+    started = time.monotonic()
+    info = distributed.init("cuda" if cfg.get("device", "auto") in ("auto", "cuda") and torch.cuda.is_available()
+                            else "cpu")
+    device = _device(cfg, info)
+    run = Path(run_dir or cfg.get("run_dir") or f"runs/{cfg.get('name', 'run')}")
+    if info.is_main:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.json").write_text(json.dumps(cfg, indent=2))
+    seed = int(cfg.get("seed", 0))
+    _seed_everything(seed)
+    threads = cfg.get("threads")
+    if threads:
+        torch.set_num_threads(int(threads))
+
+    # 2. models, optimisers, balancer, EMA
+    model = _build_model(cfg).to(device)
+    model.train()
+    qcfg = cfg.get("quantizer", {})
+    model.quantizer.detach_residual = bool(qcfg.get("detach_residual", True))
+    for layer in model.quantizer.vq.layers:  # codebook training settings (not part of the model)
+        codebook = layer._codebook
+        codebook.decay = float(qcfg.get("decay", codebook.decay))
+        codebook.kmeans_iters = int(qcfg.get("kmeans_iters", codebook.kmeans_iters))
+        codebook.threshold_ema_dead_code = float(qcfg.get("threshold_ema_dead_code",
+                                                          codebook.threshold_ema_dead_code))
+    adv = cfg.get("adversarial", {})
+    use_adv = bool(adv.get("enabled", True))
+    disc = MultiScaleSTFTDiscriminator(filters=adv.get("filters", 32), in_channels=model.channels,
+                                       negative_slope=adv.get("negative_slope", 0.2)).to(device)
+    optim = cfg.get("optim", {})
+    betas = tuple(optim.get("betas", (0.5, 0.9)))
+    opt_g = torch.optim.Adam(model.parameters(), lr=optim.get("lr", 3e-4), betas=betas)  # type: ignore[arg-type]
+    opt_d = torch.optim.Adam(disc.parameters(), lr=optim.get("lr_disc", optim.get("lr", 3e-4)), betas=betas)  # type: ignore[arg-type]
+    losses_cfg = cfg.get("losses", {"l1": 0.1, "mel": 1.0, "adv": 3.0, "feat": 3.0, "commit": 1.0})
+    weights = {k: float(losses_cfg.get(k, 0.0)) for k in ("l1", "mel", "adv", "feat")}
+    if not use_adv:
+        weights["adv"] = weights["feat"] = 0.0
+    balancer = Balancer({k: v for k, v in weights.items() if v > 0},
+                        ema_decay=float(cfg.get("balancer", {}).get("ema_decay", 0.999)),
+                        balance=bool(cfg.get("balancer", {}).get("enabled", True)))
+    mel_loss = MultiScaleMelLoss(model.sample_rate, scales=range(*cfg.get("mel_scales", [5, 12]))).to(device)
+    ema_decay = cfg.get("ema")
+    ema_model = copy.deepcopy(model).eval() if ema_decay else None
+    if ema_model is not None:
+        ema_model.requires_grad_(False)
+
+    trainer: nn.Module = _Trainer(model)
+    disc_run: nn.Module = disc
+    if info.enabled:
+        distributed.attach_codebook_sync(model)
+        ddp_kwargs = dict(broadcast_buffers=False, device_ids=[device.index] if device.type == "cuda" else None)
+        trainer = torch.nn.parallel.DistributedDataParallel(trainer, **ddp_kwargs)
+        disc_run = torch.nn.parallel.DistributedDataParallel(disc, **ddp_kwargs)
+
+    # 3. data
+    batch_size = int(optim.get("batch_size", 8))
+    if batch_size % info.world_size:
+        raise ValueError(f"optim.batch_size={batch_size} is not divisible by {info.world_size} processes")
+    local_batch = batch_size // info.world_size
+    total_steps = int(optim.get("steps", 1000))
+    steps_per_epoch = int(optim.get("steps_per_epoch", 1000))
+    base, shard = _train_dataset(cfg, model, info, local_batch, steps_per_epoch)
+    valid_items = _valid_items(cfg, model) if info.is_main else []
+    valid_bws = cfg.get("valid", {}).get("bandwidths") or sorted({model.target_bandwidths[0],
+                                                                  model.target_bandwidths[-1]})
+
+    # 4. resume
+    step = 0
+    ckpt_path = run / CHECKPOINT
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        model.load_state_dict(ckpt["model"])
+        disc.load_state_dict(ckpt["disc"])
+        opt_g.load_state_dict(ckpt["opt_g"])
+        opt_d.load_state_dict(ckpt["opt_d"])
+        balancer.load_state_dict(ckpt["balancer"])
+        if ema_model is not None and "ema" in ckpt:
+            ema_model.load_state_dict(ckpt["ema"])
+        step = int(ckpt["step"])
+        _set_rng_state(ckpt["rng"])
+        if info.is_main:
+            print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
+
+    log_cfg = cfg.get("log", {})
+    writer = None
+    if info.is_main and log_cfg.get("tensorboard", True):
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(str(run / "tensorboard"))
+    metrics_file = open(run / "metrics.jsonl", "a") if info.is_main else None
+
+    def log(values: dict[str, float], at: int) -> None:
+        if not info.is_main:
+            return
+        if writer is not None:
+            for k, v in values.items():
+                writer.add_scalar(k, v, at)
+        assert metrics_file is not None
+        metrics_file.write(json.dumps({"step": at, **values}) + "\n")
+        metrics_file.flush()
+
+    def run_validation(at: int) -> None:
+        if not info.is_main or not valid_items:
+            return
+        eval_model = ema_model if ema_model is not None else model
+        values = validate(eval_model, valid_items, device, valid_bws)
+        log({f"valid/{k}": v for k, v in values.items()}, at)
+        if writer is not None and log_cfg.get("audio", True):
+            with torch.no_grad():
+                x = valid_items[0].to(device)
+                eval_model.set_target_bandwidth(valid_bws[-1])
+                y = eval_model(x)
+            writer.add_audio("valid/reference", x[0, 0].cpu(), at, sample_rate=model.sample_rate)
+            writer.add_audio("valid/decoded", y[0, 0].clamp(-1, 1).cpu(), at, sample_rate=model.sample_rate)
+            writer.add_image("valid/spectrogram_decoded", _spectrogram_image(y[0, 0]), at)
+            writer.add_image("valid/spectrogram_reference", _spectrogram_image(x[0, 0]), at)
+        model.train()
+        print(f"step {at}: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(values.items())), file=sys.stderr)
+
+    def save_checkpoint(at: int) -> None:
+        if not info.is_main:
+            return
+        state = {"model": model.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
+                 "opt_d": opt_d.state_dict(), "balancer": balancer.state_dict(), "step": at,
+                 "rng": _rng_state(), "config": cfg}
+        if ema_model is not None:
+            state["ema"] = ema_model.state_dict()
+        _atomic_torch_save(state, ckpt_path)
+        exported = copy.deepcopy(ema_model if ema_model is not None else model).cpu()
+        save_model(exported, run / EXPORT)
+
+    if step == 0:
+        run_validation(0)  # the untrained model, as a baseline for the curves
+
+    # 5. the loop
+    stop = total_steps if max_steps is None else min(total_steps, step + max_steps)
+    batches = _batches(base, shard, local_batch, steps_per_epoch, step,
+                       int(cfg.get("data", {}).get("num_workers", 0)))
+    bandwidths = [float(b) for b in cfg.get("bandwidths", model.target_bandwidths)]
+    disc_prob = float(adv.get("disc_prob", 2 / 3))
+    adv_start = int(adv.get("start_step", 0))
+    amp = cfg.get("amp", "none")
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if amp == "bf16"
+                else torch.autocast(device.type, enabled=False))
+    every = int(log_cfg.get("every", 10))
+    valid_every = int(log_cfg.get("valid_every", 200))
+    ckpt_every = int(log_cfg.get("checkpoint_every", 200))
+    bar = None
+    if info.is_main and progress:
+        from tqdm import tqdm
+        bar = tqdm(total=stop, initial=step, desc=cfg.get("name", "train"), unit="step", dynamic_ncols=True)
+    t_last, steps_since = time.perf_counter(), 0
+    while step < stop:
+        if max_minutes is not None and step % every == 0:
+            # Out of time? Rank 0's clock decides, so every rank stops at the same step.
+            if distributed.broadcast_object(time.monotonic() - started > 60 * max_minutes):
+                run_validation(step)
+                save_checkpoint(step)
+                break
+        x = next(batches).to(device, non_blocking=True)
+        n_q = model.num_codebooks(_step_rng(seed, step, 1).choice(bandwidths))
+        adv_on = use_adv and step >= adv_start
+        with autocast:
+            y, commit, codes = trainer(x, n_q)
+        y = y.float()
+        losses = {"l1": waveform_l1(y, x), "mel": mel_loss(y, x)}
+        if adv_on:
+            with autocast:
+                fake_logits, fake_feats = disc_run(y)
+                with torch.no_grad():
+                    _, real_feats = disc_run(x)
+            losses["adv"] = generator_hinge_loss([f.float() for f in fake_logits])
+            losses["feat"] = relative_feature_matching_loss([[f.float() for f in fs] for fs in real_feats],
+                                                            [[f.float() for f in fs] for fs in fake_feats])
+        active = {k: v for k, v in losses.items() if balancer.weights.get(k, 0) > 0}
+        out_grad, stats = balancer.balanced_gradient(
+            active, y, reduce_norm=lambda v: distributed.mean_over_ranks(v, device))
+        if out_grad is not None and balancer.balance:
+            out_grad = out_grad * info.world_size  # DDP averages: keep the global sum over items
+        opt_g.zero_grad(set_to_none=True)
+        commit_w = float(losses_cfg.get("commit", 1.0))
+        roots = [y] + ([commit * commit_w] if commit_w > 0 and commit.requires_grad else [])
+        grads = [out_grad if out_grad is not None else torch.zeros_like(y)] + [None] * (len(roots) - 1)
+        torch.autograd.backward(roots, grads)
+        if adv_on:  # the generator's adversarial losses must not train the discriminator
+            disc.zero_grad(set_to_none=True)
+        opt_g.step()
+
+        d_loss = None
+        if adv_on and _step_rng(seed, step, 2).random() < disc_prob:
+            with autocast:
+                real_logits, _ = disc_run(x)
+                fake_logits, _ = disc_run(y.detach())
+            d_loss = discriminator_hinge_loss([r.float() for r in real_logits], [f.float() for f in fake_logits])
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+
+        if ema_model is not None:
+            with torch.no_grad():
+                for pe, p in zip(ema_model.parameters(), model.parameters()):
+                    pe.lerp_(p, 1 - float(ema_decay))
+                for be, b in zip(ema_model.buffers(), model.buffers()):
+                    be.copy_(b)
+        step += 1
+        steps_since += 1
+
+        if step % every == 0 or step == stop:
+            elapsed = time.perf_counter() - t_last
+            values = {f"train/{k}": v.item() for k, v in losses.items()}
+            values["train/commit"] = commit.item()
+            values.update({f"balancer/{k}": v for k, v in stats.items()})
+            if d_loss is not None:
+                values["train/disc"] = d_loss.item()
+            values["train/n_q"] = float(n_q)
+            values["perf/audio_seconds_per_second"] = (
+                steps_since * batch_size * x.shape[-1] / model.sample_rate / max(elapsed, 1e-9))
+            log(values, step)
+            t_last, steps_since = time.perf_counter(), 0
+            if bar is not None:
+                bar.set_postfix(mel=f"{float(losses['mel']):.3f}", l1=f"{float(losses['l1']):.4f}",
+                                commit=f"{float(commit):.3f}")
+        if bar is not None:
+            bar.update(1)
+        if step % valid_every == 0 or step == stop:
+            run_validation(step)
+        if step % ckpt_every == 0 or step == stop:
+            save_checkpoint(step)
+    if bar is not None:
+        bar.close()
+    if writer is not None:
+        writer.close()
+    if metrics_file is not None:
+        metrics_file.close()
+    return run
+
+
+def main(argv: tp.Sequence[str] | None = None) -> int:
+    """``opencodec train CONFIG [key=value ...] [--run-dir DIR] [--max-steps N]``."""
+    parser = argparse.ArgumentParser(prog="opencodec train", description="Train an EnCodec codec.")
+    parser.add_argument("config", help="YAML config (see configs/)")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. optim.steps=500")
+    parser.add_argument("--run-dir", default=None, help="output folder (default: run_dir in the config)")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resumable)")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="stop (validate, checkpoint, export) after this many minutes")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except (FileNotFoundError, ValueError) as exc:
+        parser.error(str(exc))
+    run = train(cfg, args.run_dir, args.max_steps, progress=not args.no_progress, max_minutes=args.max_minutes)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"run folder: {run}; exported generator: {run / EXPORT}", file=sys.stderr)
+    return 0
