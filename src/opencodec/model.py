@@ -294,16 +294,18 @@ class EncodecModel(nn.Module):
         return self.decode(self.encode(wav))[:, :, : wav.shape[-1]]
 
     # -- training -------------------------------------------------------------------------
-    def train_forward(self, wav: torch.Tensor, n_q: int | None = None) -> tuple[torch.Tensor, QuantizedResult]:
+    def train_forward(self, wav: torch.Tensor, n_q: int | None = None,
+                      bypass_quantizer: bool = False) -> tuple[torch.Tensor, QuantizedResult]:
         """Differentiable pass for training on one segment [B, C, T] (no segmenting):
-        returns (reconstruction [B, C, T], quantiser result with the commitment loss)."""
+        returns (reconstruction [B, C, T], quantiser result with the commitment loss).
+        ``bypass_quantizer`` skips quantisation (warm-up, see ``ResidualVectorQuantizer``)."""
         self._check_input(wav)
         x, scale = wav, None
         if self.normalize:
             mono = x.mean(dim=1, keepdim=True)
             scale = 1e-8 + mono.pow(2).mean(dim=2, keepdim=True).sqrt()
             x = x / scale
-        q = self.quantizer(self.encoder(x), self.frame_rate, n_q)
+        q = self.quantizer(self.encoder(x), self.frame_rate, n_q, bypass=bypass_quantizer)
         out = self.decoder(q.quantized)[:, :, : wav.shape[-1]]
         if scale is not None:
             out = out * scale

@@ -85,9 +85,24 @@ class ResidualVectorQuantizer(nn.Module):
             out = out + self.vq.layers[k].decode(codes[:, k])
         return out
 
-    def forward(self, x: torch.Tensor, frame_rate: float, n_q: int | None = None) -> QuantizedResult:
-        """Training/eval pass on latents x [B, D, T] with ``n_q`` codebooks (all when None)."""
+    def forward(self, x: torch.Tensor, frame_rate: float, n_q: int | None = None,
+                bypass: bool = False) -> QuantizedResult:
+        """Training/eval pass on latents x [B, D, T] with ``n_q`` codebooks (all when None).
+
+        ``bypass`` passes x through unquantised (codes -1, no commitment loss, codebooks
+        untouched): a warm-up during which the encoder learns informative latents before
+        the codebooks are initialised by k-means on them.
+        """
         n_q = n_q or self.n_q
+        # Nearest-neighbour search and EMA statistics stay in float32 under mixed precision.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self._forward(x.float(), frame_rate, n_q, bypass)
+
+    def _forward(self, x: torch.Tensor, frame_rate: float, n_q: int, bypass: bool) -> QuantizedResult:
+        if bypass:
+            codes = torch.full((x.shape[0], n_q, x.shape[-1]), -1, dtype=torch.long, device=x.device)
+            return QuantizedResult(x, codes, n_q * self.bandwidth_per_quantizer(frame_rate),
+                                   torch.zeros((), device=x.device))
         quantized_out = torch.zeros_like(x)
         residual = x
         codes, losses = [], []

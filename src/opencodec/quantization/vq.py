@@ -118,8 +118,11 @@ class EuclideanCodebook(nn.Module):
         if bool(self.inited.item()):
             return
         embed, sizes = kmeans(self._gather(x).float(), self.codebook_size, self.kmeans_iters)
+        # Keep the EMA state consistent (embed = embed_avg / cluster_size): the reference
+        # stores embed_avg = embed, which shrinks every entry by its cluster size at the
+        # first EMA update and sends empty clusters' entries to infinity.
         self.embed.copy_(embed)
-        self.embed_avg.copy_(embed)
+        self.embed_avg.copy_(embed * sizes.to(embed.dtype)[:, None])
         self.cluster_size.copy_(sizes)
         self.inited.fill_(1.0)
 

@@ -248,8 +248,9 @@ class _Trainer(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor, n_q: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        y, q = self.model.train_forward(x, n_q)
+    def forward(self, x: torch.Tensor, n_q: int, bypass: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        y, q = self.model.train_forward(x, n_q, bypass_quantizer=bypass)
         return y, q.commitment_loss, q.codes
 
 
@@ -411,6 +412,10 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
                        int(cfg.get("data", {}).get("num_workers", 0)))
     bandwidths = [float(b) for b in cfg.get("bandwidths", model.target_bandwidths)]
     disc_prob = float(adv.get("disc_prob", 2 / 3))
+    # Steps without quantisation at the start; k-means then initialises the codebooks on
+    # the encoder's trained latents instead of the near-constant latents of a fresh encoder
+    # (whose first codebook otherwise collapses to one code on small batches).
+    quantizer_warmup = int(qcfg.get("warmup_steps", 0))
     adv_start = int(adv.get("start_step", 0))
     amp = cfg.get("amp", "none")
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if amp == "bf16"
@@ -434,7 +439,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         n_q = model.num_codebooks(_step_rng(seed, step, 1).choice(bandwidths))
         adv_on = use_adv and step >= adv_start
         with autocast:
-            y, commit, codes = trainer(x, n_q)
+            y, commit, codes = trainer(x, n_q, step < quantizer_warmup)
         y = y.float()
         losses = {"l1": waveform_l1(y, x), "mel": mel_loss(y, x)}
         if adv_on:
