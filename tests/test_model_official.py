@@ -105,3 +105,15 @@ def test_bad_input_shapes(ours: dict) -> None:
         model.encode(torch.zeros(1, 2, 100))
     with pytest.raises(ValueError, match="empty"):
         model.encode(torch.zeros(1, 1, 0))
+
+
+def test_segment_lengths_the_reference_overlap_add_cannot_size(ours: dict) -> None:
+    """95300 samples at 48 kHz: the second segment decodes to 48000 samples (rounded up to
+    whole frames) and ends after the third; the reference's overlap-add raises here."""
+    model = ours["encodec_48khz"]
+    model.set_target_bandwidth(6.0)
+    x = _signal(2, 95_300, seed=3)
+    with torch.no_grad():
+        out = model.decode(model.encode(x))[:, :, : x.shape[-1]]
+    assert out.shape == x.shape
+    assert torch.isfinite(out).all()

@@ -119,12 +119,15 @@ def linear_overlap_add(frames: list[torch.Tensor], stride: int) -> torch.Tensor:
     Each segment is weighted by ``w(t) = 0.5 - |t - 0.5|`` (t uniform in (0, 1), ends
     excluded) and the sum is divided by the summed weights, so a position covered by a
     single segment is unchanged and two overlapping segments cross-fade linearly.
-    Returns [..., stride * (n - 1) + L_last].
+    Returns [..., max_i(i * stride + L_i)].
     """
     if not frames:
         raise ValueError("no segments to overlap-add")
     ref = frames[0]
-    total = stride * (len(frames) - 1) + frames[-1].shape[-1]
+    # The reference sizes the output from the last segment alone, which fails when a
+    # shorter last segment ends before the decoded (frame-rounded) one before it
+    # (e.g. 95300 samples at 48 kHz); the furthest end is the right size.
+    total = max(i * stride + f.shape[-1] for i, f in enumerate(frames))
     length = ref.shape[-1]
     t = torch.linspace(0, 1, length + 2, device=ref.device, dtype=ref.dtype)[1:-1]
     weight = 0.5 - (t - 0.5).abs()

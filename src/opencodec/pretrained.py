@@ -2,6 +2,8 @@
 
 ``load_model(name_or_path)`` accepts
 
+- ``opencodec_24khz`` (the default): the model shipped inside the package, trained by
+  opencodec (``src/opencodec/weights``);
 - a known name (``encodec_24khz``, ``encodec_48khz``): the official checkpoint file is
   looked up in the cache folder (``$OPENCODEC_CACHE``, default ``~/.cache/opencodec``;
   torch hub's checkpoint folder is also searched), downloaded from the official URL
@@ -47,7 +49,10 @@ OFFICIAL_CONFIGS: dict[str, tp.Callable[[], EncodecConfig]] = {
     "encodec_24khz": EncodecConfig.encodec_24khz,
     "encodec_48khz": EncodecConfig.encodec_48khz,
 }
-DEFAULT_MODEL = "encodec_24khz"
+# Models shipped inside the package (trained by opencodec itself; see docs/training/).
+BUNDLED_DIR = Path(__file__).parent / "weights"
+BUNDLED_MODELS: dict[str, str] = {"opencodec_24khz": "opencodec_24khz.safetensors"}
+DEFAULT_MODEL = "opencodec_24khz"
 CONFIG_METADATA_KEY = "opencodec_config"
 INFERENCE_ONLY_KEY = "opencodec_inference_only"
 # Codebook training statistics that an inference-only export leaves out (see save_model).
@@ -60,13 +65,21 @@ StateDict = dict[str, torch.Tensor]
 # -- names and the cache -------------------------------------------------------------------
 def known_models() -> list[str]:
     """Names ``load_model`` resolves without a path."""
-    return sorted(OFFICIAL_CHECKPOINTS)
+    return sorted(set(OFFICIAL_CHECKPOINTS) | set(BUNDLED_MODELS))
 
 
 def config_for_name(name: str) -> EncodecConfig | None:
-    """Configuration of a known model name, or None (no weights are loaded)."""
+    """Configuration of a known model name, or None (reads no weights; for a bundled model
+    only the file's metadata)."""
     factory = OFFICIAL_CONFIGS.get(name)
-    return factory() if factory is not None else None
+    if factory is not None:
+        return factory()
+    if name in BUNDLED_MODELS:
+        from safetensors.torch import safe_open
+
+        with safe_open(str(BUNDLED_DIR / BUNDLED_MODELS[name]), framework="pt") as f:
+            return EncodecConfig.from_dict(json.loads((f.metadata() or {})[CONFIG_METADATA_KEY]))
+    return None
 
 
 def cache_dir() -> Path:
@@ -356,6 +369,12 @@ def load_model(name_or_path: str | os.PathLike[str] | None = None, device: str |
     configuration. The model is returned in eval mode on ``device``.
     """
     target = DEFAULT_MODEL if name_or_path is None else name_or_path
+    if isinstance(target, str) and target in BUNDLED_MODELS:
+        path = BUNDLED_DIR / BUNDLED_MODELS[target]
+        if not path.is_file():
+            raise ModelLoadError(f"the bundled model {target!r} is missing from the installation ({path})")
+        state, stored = read_weights(path)
+        return model_from_state_dict(state, config or stored, str(path)).to(device)
     if isinstance(target, str) and target in OFFICIAL_CHECKPOINTS:
         path = official_checkpoint_path(target)
         state, stored = read_weights(path)
