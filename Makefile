@@ -25,5 +25,10 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Compress and decompress the bundled speech sample at 1.5/3/6/12 kbps with the bundled
+# default model (offline); decoded files go to demo/out/.
+demo: $(STAMP)
+	$(PY) scripts/demo.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
