@@ -29,8 +29,17 @@ Without the entropy model (``lm`` false) a segment record is::
 Each segment starts a fresh packer, so every segment record begins on a byte boundary.
 Example: codes ``[1, 2, 1023]`` at 10 bits pack to ``01 08 f0 3f``.
 
-Files with ``lm`` true carry arithmetic-coded codes; this version cannot decode them yet
-and reports so with a :class:`~opencodec.errors.BitstreamError`.
+With the entropy model (``lm`` true) a segment record is::
+
+    [4 bytes big-endian float32 scale]   only for normalising models
+    the arithmetic-coded codes            a fresh coder and entropy-model state per segment;
+                                          the codes time-major, each with the CDF that the
+                                          model predicts from the previous frame (zeros at
+                                          t = 0); the coder is flushed at the segment's end
+
+The coded length is not stored: a reader only finds where a segment ends by decoding it,
+so such a body can only be parsed with the entropy model (``lm`` argument of
+:func:`read_body` / :func:`read_ecdc`; see :mod:`opencodec.entropy`).
 """
 
 from __future__ import annotations
@@ -49,14 +58,15 @@ from .errors import BitstreamError
 from .model import EncodedFrame
 
 if tp.TYPE_CHECKING:
+    from .entropy import EntropyLM
     from .model import EncodecModel
 
 __all__ = [
     "MAGIC", "VERSION", "HEADER_STRUCT", "MAX_HEADER_JSON_BYTES", "MAX_BITS",
     "EcdcHeader", "StreamLayout", "write_header", "read_header", "parse_header",
     "packed_size", "pack_codes", "unpack_codes", "BitPacker", "BitUnpacker",
-    "LayoutLike", "as_layout", "body_size", "write_body", "read_body", "encode_ecdc", "write_ecdc",
-    "read_ecdc",
+    "LayoutLike", "as_layout", "body_size", "min_lm_body_size", "write_body", "read_body",
+    "encode_ecdc", "write_ecdc", "read_ecdc",
 ]
 
 MAGIC = b"ECDC"
@@ -465,29 +475,73 @@ def body_size(header: EcdcHeader, layout: StreamLayout) -> int:
     return total
 
 
-def _check_compatible(header: EcdcHeader, layout: StreamLayout) -> None:
+def min_lm_body_size(header: EcdcHeader, layout: StreamLayout, card: int) -> int:
+    """A lower bound on the bytes of an entropy-coded body for ``header``.
+
+    Each code costs at least ``-log2(p_max)`` bits, where ``p_max = (2**24 - 2 card + 2) / 2**24``
+    is the largest probability a quantised CDF can give a bin (every other bin keeps 2
+    counts), plus each segment's scale. Half of that bound is returned, as a safety margin:
+    it only serves to reject, before any decoding, headers whose audio length is absurd for
+    the body (which would otherwise make the decoder run for a very long time).
+    """
+    al, nc = header.audio_length, header.num_codebooks
+    n_seg = layout.num_segments(al)
+    if layout.segment_length is None or layout.segment_stride is None:
+        frames = layout.num_frames(al)
+    else:  # closed form as in body_size: full segments, then the few partial ones
+        seg, stride = layout.segment_length, layout.segment_stride
+        n_full = min(n_seg, (al - seg) // stride + 1) if al >= seg else 0
+        frames = n_full * layout.num_frames(seg)
+        frames += sum(layout.num_frames(al - i * stride) for i in range(n_full, n_seg))
+    total = 1 << 24
+    bits_per_code = -math.log2((total - 2 * card + 2) / total) if 2 * card <= total else 0.0
+    return n_seg * layout.scale_bytes + int(frames * nc * bits_per_code / 16)
+
+
+def _check_compatible(header: EcdcHeader, layout: StreamLayout, lm: "EntropyLM | None" = None) -> None:
     if layout.model_name is not None and header.model_name != layout.model_name:
         raise BitstreamError(f"ECDC file was written by model {header.model_name!r}, "
                              f"but is being read with model {layout.model_name!r}")
-    if header.use_lm:
-        raise BitstreamError("ECDC file uses the entropy model (header 'lm': true); decoding "
-                             "entropy-coded files is not supported by this version yet")
     if header.num_codebooks > layout.n_q:
         raise BitstreamError(f"ECDC header field 'nc' (number of codebooks): model "
                              f"{layout.model_name!r} has at most {layout.n_q}, got "
                              f"{header.num_codebooks}")
+    if header.use_lm:
+        if lm is None:
+            raise BitstreamError("ECDC file uses the entropy model (header 'lm': true): its body "
+                                 "can only be read with that entropy model (pass lm=...)")
+        _check_lm(header, layout, lm)
 
 
-def read_body(body: bytes, header: EcdcHeader, layout: LayoutLike) -> list[EncodedFrame]:
+def _check_lm(header: EcdcHeader, layout: StreamLayout, lm: "EntropyLM") -> None:
+    """The entropy model must cover the file's codebooks and the codec's bins."""
+    if lm.card != 1 << layout.bits:
+        raise BitstreamError(f"the entropy model predicts {lm.card} bins per codebook, but model "
+                             f"{layout.model_name!r} has {1 << layout.bits}")
+    if header.num_codebooks > lm.n_q:
+        raise BitstreamError(f"ECDC file uses {header.num_codebooks} codebooks, but the entropy "
+                             f"model covers only {lm.n_q}")
+
+
+def read_body(body: bytes, header: EcdcHeader, layout: LayoutLike,
+              lm: "EntropyLM | None" = None) -> list[EncodedFrame]:
     """Parse the body (everything after the header) into one ``EncodedFrame`` per segment.
 
     Each frame has codes LongTensor [1, nc, ceil(L / hop)] for a segment of L samples and
     a float32 scale [1, 1] (normalising models) or None. Raises ``BitstreamError`` when the
     header does not fit the layout, the body is truncated or has extra bytes, or a scale
     is not finite and positive. ``layout`` may be the model itself.
+
+    An entropy-coded body (header ``lm`` true) needs ``lm``, the entropy model it was written
+    with (``BitstreamError`` without it, or when it does not cover the file's codebooks and
+    the codec's bins); it is decoded segment by segment, which runs the model once per
+    frame. ``lm`` is not used for other files.
     """
     layout = as_layout(layout)
-    _check_compatible(header, layout)
+    _check_compatible(header, layout, lm)
+    if header.use_lm:
+        assert lm is not None
+        return _read_lm_body(body, header, layout, lm)
     expected = body_size(header, layout)
     if len(body) < expected:
         raise BitstreamError(f"ECDC body truncated: expected {expected} bytes for "
@@ -504,10 +558,7 @@ def read_body(body: bytes, header: EcdcHeader, layout: LayoutLike) -> list[Encod
         scale = None
         if layout.normalize:
             (value,) = SCALE_STRUCT.unpack_from(view, pos)
-            if not math.isfinite(value) or value <= 0:
-                raise BitstreamError(f"ECDC segment {index} (sample {offset}): scale must be "
-                                     f"finite and > 0, got {value!r}")
-            scale = torch.tensor([[value]], dtype=torch.float32)
+            scale = _scale_tensor(value, index, offset)
             pos += SCALE_STRUCT.size
         num_frames = layout.num_frames(length)
         size = packed_size(nc * num_frames, layout.bits)
@@ -517,16 +568,61 @@ def read_body(body: bytes, header: EcdcHeader, layout: LayoutLike) -> list[Encod
     return frames
 
 
+def _scale_tensor(value: float, index: int, offset: int) -> torch.Tensor:
+    if not math.isfinite(value) or value <= 0:
+        raise BitstreamError(f"ECDC segment {index} (sample {offset}): scale must be "
+                             f"finite and > 0, got {value!r}")
+    return torch.tensor([[value]], dtype=torch.float32)
+
+
+def _read_lm_body(body: bytes, header: EcdcHeader, layout: StreamLayout,
+                  lm: "EntropyLM") -> list[EncodedFrame]:
+    """Decode an entropy-coded body segment by segment (scale, then the coded codes)."""
+    from .entropy import decode_segment_with_lm
+
+    minimum = min_lm_body_size(header, layout, lm.card)
+    if len(body) < minimum:
+        raise BitstreamError(f"ECDC body truncated: an entropy-coded body for "
+                             f"{header.audio_length} samples x {header.num_codebooks} codebooks "
+                             f"needs at least {minimum} bytes, got {len(body)}")
+    fo = io.BytesIO(body)
+    frames: list[EncodedFrame] = []
+    nc = header.num_codebooks
+    for index, (offset, length) in enumerate(layout.segments(header.audio_length)):
+        scale = None
+        if layout.normalize:
+            raw = fo.read(SCALE_STRUCT.size)
+            if len(raw) < SCALE_STRUCT.size:
+                raise BitstreamError(f"ECDC body truncated: segment {index} (sample {offset}) "
+                                     f"ends inside its scale")
+            (value,) = SCALE_STRUCT.unpack(raw)
+            scale = _scale_tensor(value, index, offset)
+        try:
+            codes = decode_segment_with_lm(lm, fo, nc, layout.num_frames(length))
+        except BitstreamError as exc:
+            raise BitstreamError(f"ECDC segment {index} (sample {offset}): {exc}") from None
+        frames.append(EncodedFrame(codes[None], scale))
+    extra = len(body) - fo.tell()
+    if extra:
+        raise BitstreamError(f"ECDC body has {extra} extra byte(s) after the last entropy-coded "
+                             f"segment (the segments used {fo.tell()} of {len(body)} bytes)")
+    return frames
+
+
 def write_body(fo: tp.BinaryIO, header: EcdcHeader, frames: tp.Sequence[EncodedFrame],
-               layout: LayoutLike) -> int:
+               layout: LayoutLike, lm: "EntropyLM | None" = None) -> int:
     """Write the segments' codes (batch of one: codes [1, nc, F], scale [1, 1] or None).
 
     Checks that the frames match ``header`` and ``layout`` (segment count, shapes, scale
-    presence); returns the bytes written.
+    presence); returns the bytes written. A header with ``use_lm`` needs ``lm``, the
+    entropy model that codes each segment (as the official ``use_lm=True`` writer does).
     """
     layout = as_layout(layout)
     if header.use_lm:
-        raise BitstreamError("writing entropy-coded ('lm': true) files is not supported yet")
+        if lm is None:
+            raise BitstreamError("writing an entropy-coded ('lm': true) body needs the entropy model")
+        _check_lm(header, layout, lm)
+        from .entropy import encode_segment_with_lm
     segments = layout.segments(header.audio_length)
     if len(frames) != len(segments):
         raise ValueError(f"expected {len(segments)} segment(s) for {header.audio_length} samples, "
@@ -544,36 +640,45 @@ def write_body(fo: tp.BinaryIO, header: EcdcHeader, frames: tp.Sequence[EncodedF
             written += SCALE_STRUCT.size
         elif scale is not None:
             raise ValueError(f"segment {index}: model does not normalise but a scale was given")
-        packed = pack_codes(codes[0], layout.bits)
+        if header.use_lm:
+            packed = encode_segment_with_lm(lm, codes[0])
+        else:
+            packed = pack_codes(codes[0], layout.bits)
         fo.write(packed)
         written += len(packed)
     return written
 
 
 def write_ecdc(fo: tp.BinaryIO, header: EcdcHeader, frames: tp.Sequence[EncodedFrame],
-               layout: LayoutLike) -> int:
-    """Write a whole ``.ecdc`` file (header + body) to ``fo``; returns the bytes written."""
+               layout: LayoutLike, lm: "EntropyLM | None" = None) -> int:
+    """Write a whole ``.ecdc`` file (header + body) to ``fo``; returns the bytes written.
+    ``lm``: the entropy model, needed when ``header.use_lm`` (see :func:`write_body`)."""
     layout = as_layout(layout)
-    _check_compatible(header, layout)
-    return write_header(fo, header) + write_body(fo, header, frames, layout)
+    if header.use_lm and lm is None:
+        raise BitstreamError("writing an entropy-coded ('lm': true) file needs the entropy model")
+    _check_compatible(header, layout, lm)
+    return write_header(fo, header) + write_body(fo, header, frames, layout, lm)
 
 
-def encode_ecdc(header: EcdcHeader, frames: tp.Sequence[EncodedFrame], layout: LayoutLike) -> bytes:
+def encode_ecdc(header: EcdcHeader, frames: tp.Sequence[EncodedFrame], layout: LayoutLike,
+                lm: "EntropyLM | None" = None) -> bytes:
     """A whole ``.ecdc`` file as bytes (see :func:`write_ecdc`)."""
     fo = io.BytesIO()
-    write_ecdc(fo, header, frames, layout)
+    write_ecdc(fo, header, frames, layout, lm)
     return fo.getvalue()
 
 
-def read_ecdc(data: bytes, layout: LayoutLike) -> tuple[EcdcHeader, list[EncodedFrame]]:
-    """Parse a whole ``.ecdc`` file without running any network (``layout`` may be the
+def read_ecdc(data: bytes, layout: LayoutLike, lm: "EntropyLM | None" = None
+              ) -> tuple[EcdcHeader, list[EncodedFrame]]:
+    """Parse a whole ``.ecdc`` file without running the codec (``layout`` may be the
     model itself: only its sizes are used).
 
     Returns the header and one ``EncodedFrame`` per segment (see :func:`read_body`).
+    Entropy-coded files need ``lm``, the entropy model (which then runs once per frame).
     Every malformed input raises ``BitstreamError``.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
     header, offset = parse_header(data)
-    return header, read_body(data[offset:], header, layout)
+    return header, read_body(data[offset:], header, layout, lm)

@@ -2,8 +2,9 @@
 
 ::
 
-    opencodec compress IN [OUT] [-b KBPS] [--model NAME_OR_PATH] [-f]
-    opencodec decompress IN.ecdc [OUT] [--model NAME_OR_PATH] [-f] [--rescale] [--float]
+    opencodec compress IN [OUT] [-b KBPS] [--model NAME_OR_PATH] [--lm [--lm-model NAME_OR_PATH]] [-f]
+    opencodec decompress IN.ecdc [OUT] [--model NAME_OR_PATH] [--lm-model NAME_OR_PATH] [-f]
+                         [--rescale] [--float]
     opencodec info FILE.ecdc [...] [--json]
 
 IN may be a folder: it is processed recursively and the tree is kept under OUT (default:
@@ -37,7 +38,10 @@ from .bitstream import EcdcHeader, read_header
 from .compress import compress, decompress
 from .errors import OpenCodecError
 from .model import EncodecConfig, EncodecModel
-from .pretrained import DEFAULT_MODEL, config_for_name, load_model
+from .pretrained import DEFAULT_MODEL, config_for_name, load_lm_model, load_model
+
+if tp.TYPE_CHECKING:
+    from .entropy import EntropyLM
 
 PROG = "opencodec"
 ECDC_SUFFIX = ".ecdc"
@@ -128,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"target bandwidth in kbps (default {DEFAULT_BANDWIDTH:g}); "
                            "the model decides which are supported")
     _add_model_option(comp, f"model name or weights file (default {DEFAULT_MODEL})")
+    comp.add_argument("--lm", action="store_true",
+                      help="entropy-code the codes with the codec's language model (smaller files, "
+                           "slower compression and decompression)")
+    comp.add_argument("--lm-model", metavar="NAME_OR_PATH",
+                      help="entropy model name or weights file (implies --lm; default: the one "
+                           "belonging to the model, encodec_lm_24khz or encodec_lm_48khz)")
     _add_output_options(comp)
     comp.set_defaults(parser=comp, handler=cmd_compress)
 
@@ -137,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("output", type=Path, nargs="?", metavar="OUT",
                      help="output .wav/.flac, or folder; default: IN with .wav")
     _add_model_option(dec, "model name or weights file (default: the model named in each file)")
+    dec.add_argument("--lm-model", metavar="NAME_OR_PATH",
+                     help="entropy model name or weights file for entropy-coded files (default: "
+                          "the one belonging to the model of each file)")
     _add_output_options(dec)
     dec.set_defaults(parser=dec, handler=cmd_decompress)
 
@@ -367,6 +380,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     _check_bandwidth(args.bandwidth, model.name, model.target_bandwidths)
     model.set_target_bandwidth(args.bandwidth)
+    lm = None
+    if args.lm or args.lm_model is not None:  # fails here, before any file, if it cannot load
+        lm = load_lm_model(args.lm_model, codec=model, num_codebooks=model.num_codebooks(args.bandwidth))
 
     def work(job: Job) -> None:
         check_output(job.dst, args.force, need_folder=not args.folder)
@@ -377,9 +393,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
         steps = len(model.segments(length)) * (2 if round_trip else 1)
         modules = [model.encoder, model.decoder] if round_trip else [model.encoder]
         with torch.no_grad(), _segment_progress(args, modules, steps, job.src.name):
-            data = compress(model, wav, bandwidth=args.bandwidth)
+            data = compress(model, wav, bandwidth=args.bandwidth, lm=lm)
             if round_trip:
-                out, out_rate = decompress(data, model)
+                out, out_rate = decompress(data, model, lm=lm)
         _make_folder(job)
         if round_trip:
             _save_audio(args, job.dst, out, out_rate)
@@ -419,6 +435,30 @@ class _Models:
         return found
 
 
+class _EntropyModels:
+    """Entropy models for decompression, each loaded at most once per codec and invocation:
+    the ``--lm-model`` one, or else the one belonging to each file's codec (a failure is
+    remembered too). Whether a model covers a file's codebooks is checked per file."""
+
+    def __init__(self, lm_arg: str | None):
+        self._arg = lm_arg
+        self._by_codec: dict[int, tuple[EncodecModel, EntropyLM | Exception]] = {}
+
+    def get(self, codec: EncodecModel) -> "EntropyLM":
+        """The entropy model to decode an entropy-coded file of ``codec``."""
+        key = id(codec)
+        if key not in self._by_codec:
+            try:
+                found: EntropyLM | Exception = load_lm_model(self._arg, codec=codec)
+            except OpenCodecError as exc:
+                found = exc
+            self._by_codec[key] = (codec, found)  # keeps codec alive, so its id stays unique
+        found = self._by_codec[key][1]
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+
 def cmd_decompress(args: argparse.Namespace) -> int:
     """``opencodec decompress``: .ecdc file(s) -> WAV/FLAC."""
     src: Path = args.input
@@ -433,17 +473,17 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         jobs = [Job(src, dst)]
     _check_float_flag(args, jobs)
     models = _Models(args.model)
+    lms = _EntropyModels(args.lm_model)
 
     def work(job: Job) -> None:
         check_output(job.dst, args.force, need_folder=not args.folder)
         data = job.src.read_bytes()
         header = read_header(io.BytesIO(data))  # a bad file fails here, before any model loads
-        if header.use_lm:  # let decompress report it: no model would help
-            decompress(data, None)
         model = models.get(header.model_name)
+        lm = lms.get(model) if header.use_lm else None
         steps = len(model.segments(header.audio_length))
         with torch.no_grad(), _segment_progress(args, [model.decoder], steps, job.src.name):
-            wav, sample_rate = decompress(data, model)
+            wav, sample_rate = decompress(data, model, lm=lm)
         _make_folder(job)
         _save_audio(args, job.dst, wav, sample_rate)
         if not args.folder:

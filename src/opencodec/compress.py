@@ -7,7 +7,14 @@
 
 The bytes equal those of the official ``encodec.compress.compress(model, wav,
 use_lm=False)`` for the same weights; see :mod:`opencodec.bitstream` for the format.
-Entropy-coded files (``use_lm=True`` in the official package) cannot be read yet.
+
+With an entropy model (:class:`~opencodec.entropy.EntropyLM`, e.g. from
+``opencodec.pretrained.load_lm_model``) the codes are arithmetic coded, as the official
+``use_lm=True`` does (same bytes for the same weights, on the same machine and thread count)::
+
+    lm = load_lm_model(codec=model)                  # encodec_lm_24khz for encodec_24khz
+    data = compress(model, wav, bandwidth=6.0, lm=lm)
+    wav2, sample_rate = decompress(data)             # loads the model's entropy model too
 """
 
 from __future__ import annotations
@@ -22,6 +29,9 @@ import torch
 from .bitstream import EcdcHeader, StreamLayout, read_body, read_header, write_ecdc
 from .errors import BitstreamError, OpenCodecError
 from .model import EncodecModel
+
+if tp.TYPE_CHECKING:
+    from .entropy import EntropyLM
 
 __all__ = ["InvalidAudioError", "compress", "compress_to_file", "decompress", "decompress_from_file"]
 
@@ -70,8 +80,22 @@ def _check_bandwidth(model: EncodecModel, bandwidth: tp.Any) -> float:
     return float(bandwidth)
 
 
+def _check_lm(model: EncodecModel, lm: tp.Any, num_codebooks: int) -> None:
+    from .entropy import EntropyLM
+
+    if not isinstance(lm, EntropyLM):
+        raise TypeError(f"lm must be an opencodec.entropy.EntropyLM, got {type(lm).__name__}")
+    if lm.card != model.bins:
+        raise InvalidAudioError(f"the entropy model predicts {lm.card} bins per codebook, but model "
+                                f"{model.name} has {model.bins}")
+    if num_codebooks > lm.n_q:
+        raise InvalidAudioError(f"the entropy model covers {lm.n_q} codebooks, but model {model.name} "
+                                f"uses {num_codebooks} at "
+                                f"{model.bandwidth_for_codebooks(num_codebooks):g} kbps")
+
+
 def compress_to_file(model: EncodecModel, wav: torch.Tensor, fo: tp.BinaryIO,
-                     bandwidth: float | None = None) -> int:
+                     bandwidth: float | None = None, lm: "EntropyLM | None" = None) -> int:
     """Encode ``wav`` [C, T] (float, ``model.channels`` channels at ``model.sample_rate`` Hz)
     and write a ``.ecdc`` file to ``fo``; returns the bytes written.
 
@@ -79,26 +103,34 @@ def compress_to_file(model: EncodecModel, wav: torch.Tensor, fo: tp.BinaryIO,
     call only (the model's own target is restored afterwards). None uses the model's
     current target (all codebooks when it has none). The header's model name is
     ``model.name``. Raises :class:`InvalidAudioError` for bad audio or bandwidth.
+
+    ``lm``: an entropy model (:class:`~opencodec.entropy.EntropyLM`) to arithmetic-code the
+    codes with (header ``"lm": true``); it must predict ``model.bins`` bins and cover the
+    codebooks used (else :class:`InvalidAudioError`). None writes plain packed codes.
     """
     _check_audio(model, wav)
     previous = model.bandwidth
     if bandwidth is not None:
         model.set_target_bandwidth(_check_bandwidth(model, bandwidth))
     try:
+        if lm is not None:  # before the (slow) encoding
+            _check_lm(model, lm, model.num_codebooks())
         x = wav.to(device=_model_device(model), dtype=_model_dtype(model))
         with torch.inference_mode():
             frames = model.encode(x[None])
     finally:
         model.bandwidth = previous
     header = EcdcHeader(model_name=model.name, audio_length=int(wav.shape[-1]),
-                        num_codebooks=int(frames[0].codes.shape[1]), use_lm=False)
-    return write_ecdc(fo, header, frames, StreamLayout.from_model(model))
+                        num_codebooks=int(frames[0].codes.shape[1]), use_lm=lm is not None)
+    return write_ecdc(fo, header, frames, StreamLayout.from_model(model), lm)
 
 
-def compress(model: EncodecModel, wav: torch.Tensor, bandwidth: float | None = None) -> bytes:
-    """Encode ``wav`` [C, T] to the bytes of a ``.ecdc`` file (see :func:`compress_to_file`)."""
+def compress(model: EncodecModel, wav: torch.Tensor, bandwidth: float | None = None,
+             lm: "EntropyLM | None" = None) -> bytes:
+    """Encode ``wav`` [C, T] to the bytes of a ``.ecdc`` file (see :func:`compress_to_file`);
+    with ``lm`` the codes are entropy coded."""
     fo = io.BytesIO()
-    compress_to_file(model, wav, fo, bandwidth=bandwidth)
+    compress_to_file(model, wav, fo, bandwidth=bandwidth, lm=lm)
     return fo.getvalue()
 
 
@@ -112,23 +144,37 @@ def _resolve_model(header: EcdcHeader, model: EncodecModel | None) -> EncodecMod
     return load_model(header.model_name)
 
 
-def decompress_from_file(fo: tp.BinaryIO, model: EncodecModel | None = None
-                         ) -> tuple[torch.Tensor, int]:
+def _resolve_lm(header: EcdcHeader, model: EncodecModel, lm: "EntropyLM | None") -> "EntropyLM":
+    if lm is not None:
+        return lm
+    from .pretrained import load_lm_model  # imported late: loading weights is optional
+    return load_lm_model(None, codec=model, num_codebooks=header.num_codebooks)
+
+
+def decompress_from_file(fo: tp.BinaryIO, model: EncodecModel | None = None,
+                         lm: "EntropyLM | None" = None) -> tuple[torch.Tensor, int]:
     """Read a ``.ecdc`` file from ``fo`` (to its end) and decode it.
 
     Returns ``(wav, sample_rate)``: wav [C, al] float on the model's device, sample rate in
     Hz. With ``model`` None the model named in the header is loaded with
-    ``opencodec.pretrained.load_model``; a given model must carry that name. Raises
-    ``BitstreamError`` for a malformed, truncated or padded file, a model mismatch, or an
-    entropy-coded file (not supported yet).
+    ``opencodec.pretrained.load_model``; a given model must carry that name.
+
+    An entropy-coded file (header ``"lm": true``) is decoded with ``lm``, or, when it is
+    None, with the entropy model that belongs to the codec
+    (``opencodec.pretrained.load_lm_model(codec=model)``, which raises ``ModelLoadError``
+    when it is not available); ``lm`` is ignored for other files. Raises ``BitstreamError``
+    for a malformed, truncated or padded file, a model mismatch, or an entropy model that
+    does not fit the file.
     """
     header = read_header(fo)
-    if header.use_lm:  # before loading any model: we could not use it anyway
-        raise BitstreamError("ECDC file uses the entropy model (header 'lm': true); decoding "
-                             "entropy-coded files is not supported by this version yet")
     body = fo.read()
     model = _resolve_model(header, model)
-    frames = read_body(body, header, StreamLayout.from_model(model))
+    layout = StreamLayout.from_model(model)
+    if header.use_lm:
+        lm = _resolve_lm(header, model, lm)
+        frames = read_body(body, header, layout, lm)
+    else:
+        frames = read_body(body, header, layout)
     device = _model_device(model)
     frames = [(codes.to(device), None if scale is None else scale.to(device)) for codes, scale in frames]
     with torch.no_grad():  # not inference_mode: the caller gets an ordinary tensor
@@ -139,9 +185,10 @@ def decompress_from_file(fo: tp.BinaryIO, model: EncodecModel | None = None
     return wav[0, :, :header.audio_length], model.sample_rate
 
 
-def decompress(data: bytes, model: EncodecModel | None = None) -> tuple[torch.Tensor, int]:
+def decompress(data: bytes, model: EncodecModel | None = None,
+               lm: "EntropyLM | None" = None) -> tuple[torch.Tensor, int]:
     """Decode the bytes of a ``.ecdc`` file: ``(wav [C, al], sample_rate)``
     (see :func:`decompress_from_file`)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"expected bytes, got {type(data).__name__}")
-    return decompress_from_file(io.BytesIO(bytes(data)), model=model)
+    return decompress_from_file(io.BytesIO(bytes(data)), model=model, lm=lm)

@@ -16,6 +16,11 @@
   naming, or the Hugging Face layout (``encoder.layers.N.conv.*``,
   ``quantizer.layers.N.codebook.*``).
 
+``load_lm_model(name_or_path, codec=...)`` finds the entropy model (the transformer that
+arithmetic-codes ``.ecdc`` files with ``"lm": true``): the official ``encodec_lm_24khz`` /
+``encodec_lm_48khz`` (same cache, download, hash check and offline message as the codecs),
+the one belonging to a codec (``lm_name_for_codec``), or a state-dict file.
+
 The configuration comes from the file's metadata when it has one (files written by
 ``save_model``), otherwise it is inferred from the tensor shapes; weights whose
 architecture is one of the official ones get that model's full configuration (sample
@@ -40,11 +45,21 @@ import torch
 from .errors import ModelLoadError
 from .model import EncodecConfig, EncodecModel
 
+if tp.TYPE_CHECKING:
+    from .entropy import EntropyLM
+
 ROOT_URL = "https://dl.fbaipublicfiles.com/encodec/v0/"
 OFFICIAL_CHECKPOINTS: dict[str, str] = {
     "encodec_24khz": "encodec_24khz-d7cc33bc.th",
     "encodec_48khz": "encodec_48khz-7e698e3e.th",
 }
+# Entropy models (official LMModel checkpoints), the codec each belongs to and its frame rate.
+OFFICIAL_LM_CHECKPOINTS: dict[str, str] = {
+    "encodec_lm_24khz": "encodec_lm_24khz-1608e3c0.th",
+    "encodec_lm_48khz": "encodec_lm_48khz-7add9fc3.th",
+}
+OFFICIAL_LM_FRAME_RATES: dict[str, int] = {"encodec_lm_24khz": 75, "encodec_lm_48khz": 150}
+CODEC_LMS: dict[str, str] = {"encodec_24khz": "encodec_lm_24khz", "encodec_48khz": "encodec_lm_48khz"}
 OFFICIAL_CONFIGS: dict[str, tp.Callable[[], EncodecConfig]] = {
     "encodec_24khz": EncodecConfig.encodec_24khz,
     "encodec_48khz": EncodecConfig.encodec_48khz,
@@ -122,9 +137,17 @@ def _download(url: str, dest: Path) -> None:
             os.unlink(tmp)
 
 
-def official_checkpoint_path(name: str) -> Path:
-    """Local path of the official checkpoint ``name``, downloading it if needed and allowed."""
-    filename = OFFICIAL_CHECKPOINTS[name]
+def official_file_path(filename: str, what: str | None = None,
+                       alternative: str = "pass a weights file path instead") -> Path:
+    """Local path of the official file ``filename`` (e.g. ``encodec_24khz-d7cc33bc.th``).
+
+    Looked up in ``cache_dir()`` and in torch hub's checkpoint folder, checked against the
+    sha256 prefix in its name, and downloaded from ``ROOT_URL`` into ``cache_dir()`` when
+    missing (unless ``OPENCODEC_OFFLINE`` is set). ``what`` names the thing in the error
+    message (default: the file), ``alternative`` is the last hint of that message.
+    Raises ``ModelLoadError`` for a corrupt file, or a missing one that cannot be downloaded.
+    """
+    what = what or f"file {filename!r}"
     folders = [cache_dir(), Path(torch.hub.get_dir()) / "checkpoints"]
     for folder in folders:
         path = folder / filename
@@ -147,9 +170,14 @@ def official_checkpoint_path(name: str) -> Path:
         except (OSError, ValueError) as exc:  # URLError is an OSError
             reason = f"downloading {url} failed ({exc})"
     raise ModelLoadError(
-        f"model {name!r} needs the weights file {filename}, which is not in {cache_dir()} and {reason}. "
+        f"{what} needs the weights file {filename}, which is not in {cache_dir()} and {reason}. "
         f"Get {filename} from {url} and put it at {dest} "
-        f"(or set OPENCODEC_CACHE to the folder that holds it), or pass a weights file path instead.")
+        f"(or set OPENCODEC_CACHE to the folder that holds it), or {alternative}.")
+
+
+def official_checkpoint_path(name: str) -> Path:
+    """Local path of the official checkpoint ``name``, downloading it if needed and allowed."""
+    return official_file_path(OFFICIAL_CHECKPOINTS[name], f"model {name!r}")
 
 
 # -- reading weight files ------------------------------------------------------------------
@@ -426,3 +454,99 @@ def save_model(model: EncodecModel, path: str | os.PathLike[str], dtype: torch.d
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+# -- entropy models ------------------------------------------------------------------------
+def known_lm_models() -> list[str]:
+    """Names ``load_lm_model`` resolves without a path."""
+    return sorted(OFFICIAL_LM_CHECKPOINTS)
+
+
+def lm_name_for_codec(codec_name: str) -> str | None:
+    """The official entropy model of codec ``codec_name`` (``encodec_24khz`` ->
+    ``encodec_lm_24khz``, ``encodec_48khz`` -> ``encodec_lm_48khz``), or None."""
+    return CODEC_LMS.get(codec_name)
+
+
+def _lm_sizes(state: StateDict, source: str) -> dict[str, tp.Any]:
+    """``EntropyLM`` sizes read off an official-layout LM state dict."""
+    emb = state.get("emb.0.weight")
+    lin1 = state.get("transformer.layers.0.linear1.weight")
+    if emb is None or lin1 is None or emb.dim() != 2 or lin1.dim() != 2:
+        raise ModelLoadError(f"{source} is not an entropy model state dict (expected "
+                             f"emb.0.weight and transformer.layers.0.linear1.weight; first keys: "
+                             f"{', '.join(list(state)[:5])})")
+    n_q = len({k.split(".")[1] for k in state if k.startswith("emb.") and k.endswith(".weight")})
+    num_layers = len({k.split(".")[2] for k in state
+                      if k.startswith("transformer.layers.") and k.endswith(".linear1.weight")})
+    dim = int(emb.shape[1])
+    return dict(n_q=n_q, card=int(emb.shape[0]) - 1, dim=dim, num_layers=num_layers,
+                hidden_scale=int(lin1.shape[0]) / dim)
+
+
+def check_lm_for_codec(lm: tp.Any, codec: EncodecModel, num_codebooks: int | None = None,
+                       source: str = "the entropy model") -> None:
+    """Raise ``ModelLoadError`` unless ``lm`` predicts ``codec.bins`` bins and covers
+    ``num_codebooks`` codebooks (when given)."""
+    if lm.card != codec.bins:
+        raise ModelLoadError(f"{source} predicts {lm.card} bins per codebook, but codec "
+                             f"{codec.name} has {codec.bins}: it is not this codec's entropy model")
+    if num_codebooks is not None and num_codebooks > lm.n_q:
+        raise ModelLoadError(f"{source} covers {lm.n_q} codebooks, but {num_codebooks} are used "
+                             f"({codec.name} at {codec.bandwidth_for_codebooks(num_codebooks):g} kbps)")
+
+
+def load_lm_model(name_or_path: str | os.PathLike[str] | None = None,
+                  codec: EncodecModel | None = None, *, num_codebooks: int | None = None,
+                  device: str | torch.device = "cpu") -> "EntropyLM":
+    """Load an entropy model (:class:`~opencodec.entropy.EntropyLM`), in eval mode on ``device``.
+
+    ``name_or_path``: an official name (``known_lm_models()``; the file is found like the
+    official codec checkpoints, see ``official_file_path``), a state-dict file in the
+    official ``LMModel`` layout (``.th``/``.pt``/... with ``weights_only``, or
+    ``.safetensors``; sizes are read off the tensors), or None for the entropy model that
+    belongs to ``codec`` (``lm_name_for_codec``).
+
+    ``codec``: the codec the model will serve. The attention window of a file's model is
+    3.5 s of the codec's frames (262 at 75 Hz when no codec is given). The model must
+    predict ``codec.bins`` bins and, when ``num_codebooks`` is given, cover that many
+    codebooks. Raises ``ModelLoadError`` (missing or corrupt file, no entropy model known for
+    the codec, wrong layout, mismatch).
+    """
+    from .entropy import load_lm
+
+    if name_or_path is None:
+        if codec is None:
+            raise ModelLoadError("load_lm_model needs an entropy model name or path, or the codec "
+                                 "whose entropy model to load")
+        name_or_path = lm_name_for_codec(codec.name)
+        if name_or_path is None:
+            raise ModelLoadError(
+                f"no entropy model is known for codec {codec.name!r} (official ones exist for "
+                f"{', '.join(sorted(CODEC_LMS))}); pass an entropy model weights file "
+                f"(--lm-model PATH on the command line)")
+    if isinstance(name_or_path, str) and name_or_path in OFFICIAL_LM_CHECKPOINTS:
+        name = name_or_path
+        path = official_file_path(OFFICIAL_LM_CHECKPOINTS[name], f"entropy model {name!r}",
+                                  "pass an entropy model weights file (--lm-model PATH)")
+        frame_rate: int | None = OFFICIAL_LM_FRAME_RATES[name]
+        source = f"entropy model {name!r} ({path})"
+    else:
+        path = Path(name_or_path).expanduser()
+        if not path.exists():
+            raise ModelLoadError(f"no entropy model named {str(name_or_path)!r} and no such file; "
+                                 f"known names: {', '.join(known_lm_models())}")
+        if path.is_dir():
+            raise ModelLoadError(f"{path} is a folder; pass an entropy model weights file (.th, .pt, "
+                                 f".safetensors)")
+        frame_rate = codec.frame_rate if codec is not None else None
+        source = f"entropy model {path}"
+    state, _ = read_weights(path)
+    sizes = _lm_sizes(state, str(path))
+    try:
+        lm = load_lm(state, frame_rate=frame_rate, **sizes)
+    except (TypeError, ValueError) as exc:
+        raise ModelLoadError(f"{path}: cannot build the entropy model ({exc})") from exc
+    if codec is not None:
+        check_lm_for_codec(lm, codec, num_codebooks, source)
+    return lm.to(device)

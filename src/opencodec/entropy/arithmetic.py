@@ -318,18 +318,20 @@ def decode_segment_with_lm(lm: "EntropyLM", data: bytes | bytearray | memoryview
         raise ValueError("num_frames must be >= 0")
     dec = ArithmeticDecoder(data)
     K = num_codebooks
-    out = torch.zeros(K, num_frames, dtype=torch.long)
+    # Columns are collected as they are decoded (no [K, num_frames] buffer up front): a
+    # corrupt header may claim a huge num_frames, and the data runs out long before.
+    columns: list[list[int]] = []
     device = next(lm.parameters()).device
     inp = torch.zeros(K, dtype=torch.long, device=device)
     state = None
     with torch.inference_mode():
-        for t in range(num_frames):
+        for _ in range(num_frames):
             probs, state = lm.step(inp, state)
             rows = build_quantized_cdf(probs).tolist()
             syms = [dec.pull(rows[k]) for k in range(K)]
-            col = torch.tensor(syms, dtype=torch.long)
-            out[:, t] = col
-            inp = (col + 1).to(device)
+            columns.append(syms)
+            inp = (torch.tensor(syms, dtype=torch.long) + 1).to(device)
+    out = torch.tensor(columns, dtype=torch.long).reshape(num_frames, K).t().contiguous()
     if return_consumed:
         return out, dec.bytes_read
     return out

@@ -267,8 +267,10 @@ def _step_rng(seed: int, step: int, salt: int) -> random.Random:
 
 
 def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: int | None = None,
-          progress: bool = True, max_minutes: float | None = None) -> Path:
-    """Run (or resume) training as configured; returns the run folder.
+          progress: bool = True, max_minutes: float | None = None,
+          return_models: bool = False) -> tp.Any:
+    """Run (or resume) training as configured; returns the run folder (and, with
+    ``return_models``, also this process's generator and discriminator).
 
     ``max_steps`` and ``max_minutes`` (wall clock) stop this invocation early, after a
     validation, a checkpoint and an export (the run can be resumed later).
@@ -510,7 +512,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         writer.close()
     if metrics_file is not None:
         metrics_file.close()
-    return run
+    return (run, model, disc) if return_models else run
 
 
 def main(argv: tp.Sequence[str] | None = None) -> int:
