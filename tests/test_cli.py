@@ -222,8 +222,9 @@ def test_decompress_model_mismatch_and_entropy_coded(tmp_path: Path, capsys: pyt
     with open(tmp_path / "lm.ecdc", "wb") as fo:
         write_header(fo, EcdcHeader(model_name="encodec_24khz", audio_length=4800, num_codebooks=8, use_lm=True))
         fo.write(bytes(40))
-    code, _, err = run(capsys, "decompress", tmp_path / "lm.ecdc", tmp_path / "c.wav")
-    assert code == 1 and "entropy" in err and "lm.ecdc" in err
+    # The codec loads; its entropy model is not in the (empty, offline) cache.
+    code, _, err = run(capsys, "decompress", tmp_path / "lm.ecdc", tmp_path / "c.wav", "--model", ckpt24)
+    assert code == 1 and "entropy" in err and "lm.ecdc" in err and "encodec_lm_24khz-1608e3c0.th" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.ecdc", "a.wav", "lm.ecdc"]
 
 

@@ -16,7 +16,7 @@ from opencodec.bitstream import EcdcHeader, parse_header, write_header
 from opencodec.compress import (
     InvalidAudioError, compress, compress_to_file, decompress, decompress_from_file,
 )
-from opencodec.errors import BitstreamError, OpenCodecError
+from opencodec.errors import BitstreamError, ModelLoadError, OpenCodecError
 
 official = official_ref.official_compress_module
 CONFIGS = {"encodec_24khz": EncodecConfig.encodec_24khz, "encodec_48khz": EncodecConfig.encodec_48khz}
@@ -186,15 +186,27 @@ def test_model_from_header(our_models: dict, monkeypatch: pytest.MonkeyPatch) ->
     assert torch.equal(out, decompress(data, model)[0]) and rate == 24_000
 
 
-def test_entropy_coded_file_rejected_before_loading(monkeypatch: pytest.MonkeyPatch) -> None:
-    def load_model(name: str, device: str = "cpu") -> EncodecModel:
-        raise AssertionError("must not load a model for a file it cannot decode")
+def test_entropy_coded_file_loads_the_entropy_model_of_its_codec(monkeypatch: pytest.MonkeyPatch,
+                                                                 our_models: dict) -> None:
+    """Without ``lm``, an entropy-coded file is read with the entropy model of the codec in its
+    header (here the loader fails: its error comes out unchanged)."""
+    asked: list[tp.Any] = []
 
-    monkeypatch.setitem(sys.modules, "opencodec.pretrained", types.SimpleNamespace(load_model=load_model))
+    def load_model(name: str, device: str = "cpu") -> EncodecModel:
+        asked.append(name)
+        return our_models[name]
+
+    def load_lm_model(name_or_path: tp.Any = None, codec: tp.Any = None, **kwargs: tp.Any) -> tp.NoReturn:
+        asked.append((name_or_path, codec.name, kwargs.get("num_codebooks")))
+        raise ModelLoadError("no entropy model here")
+
+    monkeypatch.setitem(sys.modules, "opencodec.pretrained",
+                        types.SimpleNamespace(load_model=load_model, load_lm_model=load_lm_model))
     fo = io.BytesIO()
     write_header(fo, EcdcHeader("encodec_24khz", 24_000, 8, True))
-    with pytest.raises(BitstreamError, match="entropy model.*not supported by this version yet"):
+    with pytest.raises(ModelLoadError, match="no entropy model here"):
         decompress(fo.getvalue() + bytes(100))
+    assert asked == ["encodec_24khz", (None, "encodec_24khz", 8)]
 
 
 def test_model_mismatch(our_models: dict) -> None:

@@ -383,6 +383,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     lm = None
     if args.lm or args.lm_model is not None:  # fails here, before any file, if it cannot load
         lm = load_lm_model(args.lm_model, codec=model, num_codebooks=model.num_codebooks(args.bandwidth))
+    lm_arg = {} if lm is None else {"lm": lm}  # plain files: the calls stay as they were
 
     def work(job: Job) -> None:
         check_output(job.dst, args.force, need_folder=not args.folder)
@@ -393,9 +394,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
         steps = len(model.segments(length)) * (2 if round_trip else 1)
         modules = [model.encoder, model.decoder] if round_trip else [model.encoder]
         with torch.no_grad(), _segment_progress(args, modules, steps, job.src.name):
-            data = compress(model, wav, bandwidth=args.bandwidth, lm=lm)
+            data = compress(model, wav, bandwidth=args.bandwidth, **lm_arg)
             if round_trip:
-                out, out_rate = decompress(data, model, lm=lm)
+                out, out_rate = decompress(data, model, **lm_arg)
         _make_folder(job)
         if round_trip:
             _save_audio(args, job.dst, out, out_rate)
@@ -483,7 +484,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         lm = lms.get(model) if header.use_lm else None
         steps = len(model.segments(header.audio_length))
         with torch.no_grad(), _segment_progress(args, [model.decoder], steps, job.src.name):
-            wav, sample_rate = decompress(data, model, lm=lm)
+            wav, sample_rate = decompress(data, model, **({} if lm is None else {"lm": lm}))
         _make_folder(job)
         _save_audio(args, job.dst, wav, sample_rate)
         if not args.folder:
