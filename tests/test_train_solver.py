@@ -119,3 +119,18 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
                 torch.testing.assert_close(value, expected, rtol=1e-2, atol=2e-3, msg=f"{part} {key}")
             else:
                 assert torch.equal(value, expected), key
+
+
+@pytest.mark.parametrize("name", ["tiny_24khz", "opencodec_24khz", "encodec_24khz", "encodec_48khz"])
+def test_shipped_configs_build(name: str) -> None:
+    """Every config in configs/ parses and builds its model (the paper ones load official weights)."""
+    from opencodec import EncodecConfig, EncodecModel
+    from opencodec.train.solver import load_config
+
+    root = Path(__file__).resolve().parent.parent
+    cfg = load_config(root / "configs" / f"{name}.yaml", ["optim.steps=7"])
+    assert cfg["optim"]["steps"] == 7
+    model = EncodecModel(EncodecConfig.from_dict(cfg["model"]))
+    if name.startswith("encodec_"):
+        official = EncodecConfig.encodec_24khz() if "24" in name else EncodecConfig.encodec_48khz()
+        assert model.state_dict().keys() == EncodecModel(official).state_dict().keys()
