@@ -6,6 +6,7 @@
     opencodec decompress IN.ecdc [OUT] [--model NAME_OR_PATH] [--lm-model NAME_OR_PATH] [-f]
                          [--rescale] [--float]
     opencodec info FILE.ecdc [...] [--json]
+    opencodec eval --models NAME_OR_PATH [...] --set DIR --out DIR [...]  (see opencodec.eval.report)
 
 IN may be a folder: it is processed recursively and the tree is kept under OUT (default:
 next to the inputs). Exit status: 0 success, 1 failure (the message goes to stderr as
@@ -164,7 +165,23 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Train an EnCodec codec: opencodec train CONFIG [key=value ...]")
     train.add_argument("rest", nargs=argparse.REMAINDER, help="CONFIG [key=value ...] [--run-dir DIR]")
     train.set_defaults(parser=train, handler=cmd_train)
+
+    ev = sub.add_parser("eval", help="rate-quality report: models vs baselines on eval sets",
+                        add_help=False,
+                        description="opencodec eval --models ... --set DIR --out DIR [...]")
+    ev.add_argument("rest", nargs=argparse.REMAINDER, help="see opencodec eval --help")
+    ev.set_defaults(parser=ev, handler=cmd_eval)
     return parser
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """``opencodec eval ...``: hand the arguments to :mod:`opencodec.eval.report`."""
+    from .eval.report import main as eval_main
+
+    try:
+        return eval_main(args.rest)
+    except SystemExit as exc:  # --help or usage error
+        return exc.code if isinstance(exc.code, int) else 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -197,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["train"]:  # the trainer parses its own arguments (including --help)
         return cmd_train(argparse.Namespace(rest=argv[1:]))
+    if argv[:1] == ["eval"]:  # the evaluator parses its own arguments (including --help)
+        return cmd_eval(argparse.Namespace(rest=argv[1:]))
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -204,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     if args.command is None:
         parser.print_usage(sys.stderr)
-        print(f"{PROG}: error: a command is required (compress, decompress, info or train)", file=sys.stderr)
+        print(f"{PROG}: error: a command is required (compress, decompress, info, train or eval)", file=sys.stderr)
         return 2
     try:
         with warnings.catch_warnings():

@@ -1,0 +1,153 @@
+"""End-to-end test of the evaluation report on a tiny synthetic eval set."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+pytest.importorskip("matplotlib")
+pytest.importorskip("av")
+
+from opencodec.eval import report as R  # noqa: E402
+from opencodec.model import EncodecConfig, EncodecModel  # noqa: E402
+from opencodec.pretrained import save_model  # noqa: E402
+
+CATEGORIES = ("clean_speech", "music")
+SR = 24000
+
+
+def _signal(kind: str, seed: int, seconds: float = 1.2) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    if kind == "music":
+        x = sum(0.2 * np.sin(2 * np.pi * f * t) for f in (220.0 * (seed + 1), 330.0, 440.0))
+        x = np.stack([x, 0.8 * x])  # stereo file: converted to the model's mono
+    else:  # speech-like: AM-modulated harmonic tone + a little noise
+        f0 = 120 + 20 * seed
+        x = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 8))
+        x = 0.3 * x * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)) + 0.01 * rng.standard_normal(t.size)
+        x = x[None]
+    return x.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evalrep")
+    man = root / "manifests"
+    man.mkdir()
+    for cat in CATEGORIES:
+        (root / "audio" / cat).mkdir(parents=True)
+        with open(man / f"eval_{cat}.jsonl", "w") as fh:
+            for i in range(2):
+                x = _signal("music" if cat == "music" else "speech", i)
+                path = root / "audio" / cat / f"{cat}_{i}.flac"
+                sf.write(path, x.T, SR)
+                fh.write(json.dumps({"category": cat, "item_id": f"{cat}_{i}",
+                                     "path": f"../audio/{cat}/{cat}_{i}.flac",
+                                     "sample_rate": SR, "channels": x.shape[0],
+                                     "duration": x.shape[1] / SR}) + "\n")
+    torch.manual_seed(0)
+    model = EncodecModel(EncodecConfig(name="tiny", n_filters=4, dimension=16, lstm=0, n_q=4,
+                                       target_bandwidths=[1.5, 3.0]))
+    model_path = root / "tiny.safetensors"
+    save_model(model, model_path)
+    return root, man, str(model_path)
+
+
+def _run(man, model_path, out, **kw):
+    return R.run_eval([model_path], [1.5, 3.0], ["opus12"], man, out, quiet=True, **kw)
+
+
+def test_report_end_to_end_and_resume(setup, tmp_path, monkeypatch):
+    root, man, model_path = setup
+    out = tmp_path / "rep"
+    doc = _run(man, model_path, out)
+    rows = R.read_results(out / "results.jsonl")
+    systems = {"tiny@1.5kbps", "tiny@3kbps", "opus-12kbps"}
+    assert len(rows) == len(CATEGORIES) * 2 * len(systems)
+    assert {r["system"] for r in rows} == systems
+    assert {(r["category"], r["item_id"]) for r in rows} == {
+        (c, f"{c}_{i}") for c in CATEGORIES for i in range(2)}
+    for r in rows:
+        assert "codec" not in r["errors"], r["errors"]
+        assert r["sample_rate"] == SR and r["channels"] == 1
+        assert r["actual_kbps"] > 0
+        assert r["metrics"]["si_snr"] is not None and r["metrics"]["mel"] is not None
+        assert r["visqol_mode"] == ("speech" if "speech" in r["category"] else "audio")
+        if r["kind"] == "neural":
+            assert r["rtf"] > 0
+            # actual kbps includes the .ecdc header: at least the nominal rate
+            assert r["actual_kbps"] >= r["nominal_kbps"]
+        if r["category"] == "music":
+            assert "pesq" not in r["metrics"] and "stoi" not in r["metrics"]
+        else:
+            assert "pesq" in r["metrics"] and "stoi" in r["metrics"]
+
+    # summary.json == means of results.jsonl
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["categories"] == doc["categories"]
+    for cat in CATEGORIES:
+        for system in systems:
+            rs = [r for r in rows if r["category"] == cat and r["system"] == system]
+            entry = summary["categories"][cat][system]
+            assert entry["n_items"] == 2
+            assert math.isclose(entry["actual_kbps"]["mean"],
+                                float(np.mean([r["actual_kbps"] for r in rs])), rel_tol=1e-9)
+            for name, stat in entry["metrics"].items():
+                vals = [r["metrics"][name] for r in rs if r["metrics"].get(name) is not None]
+                if vals:
+                    assert math.isclose(stat["mean"], float(np.mean(vals)), rel_tol=1e-9)
+                    assert stat["n"] == len(vals)
+
+    # report.md: a table per category, every system, CIs
+    md = (out / "report.md").read_text()
+    for cat in CATEGORIES:
+        assert f"## {cat}" in md
+        section = md.split(f"## {cat}")[1].split("\n## ")[0]
+        for system in systems:
+            assert f"| {system} |" in section
+        assert "±" in section and "| System |" in section
+    assert "speech mode at 16 kHz" in md and "audio mode at 48 kHz" in md
+
+    # plots exist and are non-empty PNGs
+    pngs = sorted((out / "plots").glob("*.png"))
+    assert {p.name for p in pngs} >= {f"{c}_si_snr.png" for c in CATEGORIES} | {"clean_speech_pesq.png"}
+    for p in pngs:
+        data = p.read_bytes()
+        assert len(data) > 1000 and data[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # resume: nothing recomputed, no duplicate rows
+    calls = []
+    monkeypatch.setattr(R, "evaluate_item", lambda task: calls.append(task) or [])
+    _run(man, model_path, out)
+    assert calls == []
+    assert len(R.read_results(out / "results.jsonl")) == len(rows)
+
+
+def test_resume_partial(setup, tmp_path):
+    """A run interrupted after some rows only computes the missing (item, system) pairs."""
+    root, man, model_path = setup
+    out = tmp_path / "rep"
+    R.run_eval([], None, ["opus12"], man, out, categories=["music"], metrics=["si_snr"],
+               max_items=1, quiet=True)
+    assert len(R.read_results(out / "results.jsonl")) == 1
+    R.run_eval([], None, ["opus12"], man, out, categories=["music"], metrics=["si_snr"], quiet=True)
+    rows = R.read_results(out / "results.jsonl")
+    assert sorted(r["item_id"] for r in rows) == ["music_0", "music_1"]
+
+
+def test_parse_baseline_and_cli_usage():
+    assert R.parse_baseline("opus6").nominal_kbps == 6
+    assert R.parse_baseline("mp3_64").name == "mp3-64kbps"
+    with pytest.raises(R.EvalReportError):
+        R.parse_baseline("aac32")
+    mean, ci, n = R.mean_ci95([1.0, 2.0, 3.0])
+    assert mean == 2.0 and n == 3 and math.isclose(ci, 4.302652729911275 * 1.0 / math.sqrt(3))
+    from opencodec.cli import main
+    assert main(["eval", "--help"]) == 0
