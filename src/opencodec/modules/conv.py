@@ -55,19 +55,11 @@ def pad1d(x: torch.Tensor, paddings: tuple[int, int], mode: str = "reflect") -> 
     return padded[..., : padded.shape[-1] - extra]
 
 
-class WeightNormConv1d(nn.Module):
-    """``nn.Conv1d`` with weight norm over all axes but the output channels.
+class _WeightNorm(nn.Module):
+    """Weight norm over all axes but the first: ``weight = g * v / ||v||`` (legacy
+    ``torch.nn.utils.weight_norm`` naming: parameters ``weight_g``, ``weight_v``)."""
 
-    Parameters ``weight_g`` [C_out, 1, 1], ``weight_v`` [C_out, C_in, k] and ``bias``
-    [C_out]; the effective weight is ``g * v / ||v||``.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
-                 stride: int = 1, dilation: int = 1, bias: bool = True):
-        super().__init__()
-        conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride, dilation=dilation, bias=bias)
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.dilation = (kernel_size,), (stride,), (dilation,)
+    def _init_weight_norm(self, conv: nn.Module) -> None:
         weight = conv.weight.detach()
         self.weight_g = nn.Parameter(torch.norm_except_dim(weight, 2, 0))
         self.weight_v = nn.Parameter(weight.clone())
@@ -76,7 +68,7 @@ class WeightNormConv1d(nn.Module):
 
     @property
     def weight(self) -> torch.Tensor:
-        """Effective weight [C_out, C_in, k] (folded copy when inference folding is on)."""
+        """Effective weight (the folded copy when inference folding is on)."""
         if self._folded is not None:
             return self._folded
         return torch._weight_norm(self.weight_v, self.weight_g, 0)
@@ -84,39 +76,33 @@ class WeightNormConv1d(nn.Module):
     def fold(self, enabled: bool = True) -> None:
         """Cache the effective weight for inference (call again after changing weights)."""
         self._folded = torch._weight_norm(self.weight_v, self.weight_g, 0).detach() if enabled else None
+
+
+class WeightNormConv1d(_WeightNorm):
+    """``nn.Conv1d`` with weight norm: ``weight_g`` [C_out, 1, 1], ``weight_v`` [C_out, C_in, k],
+    ``bias`` [C_out]."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
+                 stride: int = 1, dilation: int = 1, bias: bool = True):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.dilation = (kernel_size,), (stride,), (dilation,)
+        self._init_weight_norm(nn.Conv1d(in_channels, out_channels, kernel_size, stride, dilation=dilation, bias=bias))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv1d(x, self.weight, self.bias, self.stride, 0, self.dilation)
 
 
-class WeightNormConvTranspose1d(nn.Module):
-    """``nn.ConvTranspose1d`` with weight norm over all axes but the input channels.
-
-    Parameters ``weight_g`` [C_in, 1, 1], ``weight_v`` [C_in, C_out, k], ``bias`` [C_out].
-    """
+class WeightNormConvTranspose1d(_WeightNorm):
+    """``nn.ConvTranspose1d`` with weight norm over all axes but the input channels:
+    ``weight_g`` [C_in, 1, 1], ``weight_v`` [C_in, C_out, k], ``bias`` [C_out]."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
                  stride: int = 1, bias: bool = True):
         super().__init__()
-        conv = nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride, bias=bias)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride = (kernel_size,), (stride,)
-        weight = conv.weight.detach()
-        self.weight_g = nn.Parameter(torch.norm_except_dim(weight, 2, 0))
-        self.weight_v = nn.Parameter(weight.clone())
-        self.bias = conv.bias
-        self._folded: torch.Tensor | None = None
-
-    @property
-    def weight(self) -> torch.Tensor:
-        """Effective weight [C_in, C_out, k]."""
-        if self._folded is not None:
-            return self._folded
-        return torch._weight_norm(self.weight_v, self.weight_g, 0)
-
-    def fold(self, enabled: bool = True) -> None:
-        """Cache the effective weight for inference (call again after changing weights)."""
-        self._folded = torch._weight_norm(self.weight_v, self.weight_g, 0).detach() if enabled else None
+        self._init_weight_norm(nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride, bias=bias))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv_transpose1d(x, self.weight, self.bias, self.stride)
