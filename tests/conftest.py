@@ -13,12 +13,27 @@ sys.path.insert(0, str(Path(__file__).parent))
 import official_ref  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _seed_and_threads() -> None:
-    # One thread: results do not depend on the machine's core count, and tests do not
-    # fight each other (or a busy CI machine) for cores.
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread() -> None:
+    """One intra-op thread for the whole suite: torch's float results (and so the official
+    entropy coder's bytes, official issue #85) depend on the thread count, and on a small
+    shared machine more threads only oversubscribe the cores."""
     torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
     torch.manual_seed(1234)
+
+
+@pytest.fixture()
+def offline(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No downloads, an empty model cache and an empty torch hub folder; returns the cache."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("OPENCODEC_OFFLINE", "1")
+    monkeypatch.setenv("OPENCODEC_CACHE", str(cache))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
+    return cache
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +41,20 @@ def official_models() -> dict:
     """Official-architecture models with random weights, keyed by name."""
     return {name: official_ref.make_official_model(name, seed=i)
             for i, name in enumerate(["encodec_24khz", "encodec_48khz"])}
+
+
+@pytest.fixture(scope="session")
+def our_models(official_models: dict) -> dict:
+    """Our models carrying the official models' random weights, keyed by name."""
+    from opencodec import EncodecConfig, EncodecModel
+
+    configs = {"encodec_24khz": EncodecConfig.encodec_24khz, "encodec_48khz": EncodecConfig.encodec_48khz}
+    models = {}
+    for name, ref in official_models.items():
+        model = EncodecModel(configs[name]())
+        model.load_state_dict(ref.state_dict())
+        models[name] = model.eval()
+    return models
 
 
 @pytest.fixture(scope="session")

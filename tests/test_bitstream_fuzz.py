@@ -242,15 +242,6 @@ TINY_CONFIGS = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> tp.Iterator[None]:
-    """One intra-op thread: tiny networks gain nothing from more on a small shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny_models() -> dict[str, EncodecModel]:
     torch.manual_seed(0)

@@ -27,22 +27,9 @@ RATE24 = 24_000
 
 
 @pytest.fixture(autouse=True)
-def offline(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No downloads, an empty model cache (and an empty torch hub folder)."""
-    cache = tmp_path_factory.mktemp("cache")
-    monkeypatch.setenv("OPENCODEC_OFFLINE", "1")
-    monkeypatch.setenv("OPENCODEC_CACHE", str(cache))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
-    return cache
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> tp.Iterator[None]:
-    """Inference on one thread: on a busy 2-core machine more threads only oversubscribe."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _always_offline(offline: Path) -> Path:
+    """Every CLI test runs offline with an empty model cache (conftest's ``offline``)."""
+    return offline
 
 
 _LOADED: dict[str, EncodecModel] = {}

@@ -25,39 +25,7 @@ from opencodec.errors import BitstreamError, ModelLoadError
 from opencodec.pretrained import lm_name_for_codec, load_lm_model
 
 official = official_ref.official_compress_module
-CONFIGS = {"encodec_24khz": EncodecConfig.encodec_24khz, "encodec_48khz": EncodecConfig.encodec_48khz}
 LM_FILES = {"encodec_24khz": "encodec_lm_24khz-1608e3c0.th", "encodec_48khz": "encodec_lm_48khz-7add9fc3.th"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> tp.Iterator[None]:
-    """Both implementations on one thread: the official bytes depend on torch's float results,
-    which depend on the thread count (official issue #85)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture()
-def offline(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No downloads, an empty model cache and an empty torch hub folder; returns the cache."""
-    cache = tmp_path_factory.mktemp("cache")
-    monkeypatch.setenv("OPENCODEC_OFFLINE", "1")
-    monkeypatch.setenv("OPENCODEC_CACHE", str(cache))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
-    return cache
-
-
-@pytest.fixture(scope="module")
-def our_models(official_models: dict) -> dict:
-    """Our models carrying the official random weights, keyed by name."""
-    models = {}
-    for name, ref in official_models.items():
-        model = EncodecModel(CONFIGS[name]())
-        model.load_state_dict(ref.state_dict())
-        models[name] = model.eval()
-    return models
 
 
 @pytest.fixture(scope="module")

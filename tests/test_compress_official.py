@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import official_ref
-from opencodec import EncodecConfig, EncodecModel
+from opencodec import EncodecModel
 from opencodec.bitstream import EcdcHeader, parse_header, write_header
 from opencodec.compress import (
     InvalidAudioError, compress, compress_to_file, decompress, decompress_from_file,
@@ -19,28 +19,6 @@ from opencodec.compress import (
 from opencodec.errors import BitstreamError, ModelLoadError, OpenCodecError
 
 official = official_ref.official_compress_module
-CONFIGS = {"encodec_24khz": EncodecConfig.encodec_24khz, "encodec_48khz": EncodecConfig.encodec_48khz}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> tp.Iterator[None]:
-    """One intra-op thread: the machine is small and shared, and oversubscribed OpenMP
-    threads make these convolutions many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def our_models(official_models: dict) -> dict:
-    """Our models carrying the official random weights, keyed by name."""
-    models = {}
-    for name, ref in official_models.items():
-        model = EncodecModel(CONFIGS[name]())
-        model.load_state_dict(ref.state_dict())
-        models[name] = model
-    return models
 
 
 def _audio(channels: int, length: int, sample_rate: int, seed: int = 0) -> torch.Tensor:

@@ -19,16 +19,6 @@ from opencodec.errors import BitstreamError, ModelLoadError
 official_compress = official_ref.official_compress_module
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Both implementations run with the same (single) thread: torch's float results, and so the
-    official bytes, depend on the thread count; one thread is also much faster for these tiny ops."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 def _official_lm(n_q: int, frame_rate: int, seed: int) -> LMModel:
     torch.manual_seed(seed)
     return LMModel(n_q, 1024, num_layers=5, dim=200, past_context=int(3.5 * frame_rate)).eval()

@@ -24,15 +24,6 @@ HYP = settings(max_examples=6, deadline=None, derandomize=True, database=None,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> tp.Iterator[None]:
-    """One thread: the many small ops of streaming are slower with oversubscription."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 @pytest.fixture(scope="module")
 def m24() -> EncodecModel:
     ref = official_ref.make_official_model("encodec_24khz", seed=3)

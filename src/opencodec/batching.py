@@ -186,7 +186,7 @@ def encode_batch(model: EncodecModel, wav: torch.Tensor, lengths: torch.Tensor |
 
 
 def _encode_segmented(model: EncodecModel, wav: torch.Tensor, lens: list[int]) -> BatchEncoding:
-    seg, hop = model.segment_length, model.hop_length
+    seg = model.segment_length
     assert seg is not None
     per_seg = model.num_frames(seg)
     layouts = [model.segments(n) for n in lens]

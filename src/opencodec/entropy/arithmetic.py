@@ -35,7 +35,6 @@ field of the file starts right where it stops, as with the official decoder.
 
 from __future__ import annotations
 
-import io
 import typing as tp
 from bisect import bisect_right
 
