@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import math
 import os
@@ -38,6 +37,7 @@ from .audio import AUDIO_EXTENSIONS, convert_audio, is_audio_file, read_audio, w
 from .bitstream import EcdcHeader, read_header
 from .compress import compress, decompress
 from .errors import OpenCodecError
+from .longform import compress_file_streaming, decompress_file_streaming, supports_streaming
 from .model import EncodecConfig, EncodecModel
 from .pretrained import DEFAULT_MODEL, config_for_name, load_lm_model, load_model
 
@@ -367,6 +367,33 @@ def _save_audio(args: argparse.Namespace, dst: Path, wav: torch.Tensor, sample_r
         _warn(f"{warning.message} [-r/--rescale scales down, --float keeps the peaks]")
 
 
+#: Inputs longer than this (seconds) are processed in bounded memory (``opencodec.longform``)
+#: when the model streams and a single plain ``.ecdc``/audio file is written.
+STREAMING_MIN_SECONDS = 60.0
+
+
+def _input_seconds(path: Path) -> float:
+    """Duration of an audio file from its header; 0 when it cannot be told (the ordinary
+    path then reports the problem)."""
+    import soundfile as sf
+    try:
+        info = sf.info(str(path))
+    except Exception:  # noqa: BLE001 - any failure: fall back to the ordinary path
+        return 0.0
+    return info.frames / info.samplerate if info.samplerate > 0 else 0.0
+
+
+@contextlib.contextmanager
+def _progress_bar(args: argparse.Namespace, desc: str, unit: str) -> tp.Iterator[tp.Callable[[int, int], None]]:
+    """A ``progress(done, total)`` callback driving a tqdm bar (silent with ``--quiet``)."""
+    with tqdm(total=0, unit=unit, desc=desc, disable=args.quiet, file=sys.stderr) as bar:
+        def update(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        yield update
+
+
 def _fmt_kbps(value: float) -> str:
     return f"{value:g}"
 
@@ -404,8 +431,19 @@ def cmd_compress(args: argparse.Namespace) -> int:
         lm = load_lm_model(args.lm_model, codec=model, num_codebooks=model.num_codebooks(args.bandwidth))
     lm_arg = {} if lm is None else {"lm": lm}  # plain files: the calls stay as they were
 
+    def work_streaming(job: Job) -> None:
+        with _progress_bar(args, job.src.name, "sample") as progress:
+            size = compress_file_streaming(model, job.src, job.dst, args.bandwidth, progress=progress)
+        with open(job.dst, "rb") as fi:
+            seconds = read_header(fi).audio_length / model.sample_rate
+        _info(args, f"{job.src} -> {job.dst}: {seconds:.2f} s at {_fmt_kbps(args.bandwidth)} kbps "
+                    f"({model.name}, streamed), {size} bytes, {size * 8 / seconds / 1000:.2f} kbps")
+
     def work(job: Job) -> None:
         check_output(job.dst, args.force, need_folder=not args.folder)
+        if (not args.folder and lm is None and job.dst.suffix.lower() == ECDC_SUFFIX
+                and supports_streaming(model) and _input_seconds(job.src) > STREAMING_MIN_SECONDS):
+            return work_streaming(job)
         wav, sample_rate = read_audio(job.src)
         wav = convert_audio(wav, sample_rate, model.sample_rate, model.channels)
         length = wav.shape[-1]
@@ -497,10 +535,23 @@ def cmd_decompress(args: argparse.Namespace) -> int:
 
     def work(job: Job) -> None:
         check_output(job.dst, args.force, need_folder=not args.folder)
-        data = job.src.read_bytes()
-        header = read_header(io.BytesIO(data))  # a bad file fails here, before any model loads
+        with open(job.src, "rb") as fi:
+            header = read_header(fi)  # a bad file fails here, before any model loads
         model = models.get(header.model_name)
+        if (not args.folder and not header.use_lm and not args.rescale and supports_streaming(model)
+                and header.audio_length / model.sample_rate > STREAMING_MIN_SECONDS):
+            with warnings.catch_warnings(record=True) as caught, \
+                    _progress_bar(args, job.src.name, "frame") as progress:
+                warnings.simplefilter("always")
+                length = decompress_file_streaming(job.src, job.dst, model,
+                                                   bits=32 if args.float32 else 16, progress=progress)
+            for warning in caught:
+                _warn(f"{warning.message} [-r/--rescale scales down, --float keeps the peaks]")
+            _info(args, f"{job.src} -> {job.dst}: {length / model.sample_rate:.2f} s, "
+                        f"{model.channels} channel(s) at {model.sample_rate} Hz (streamed)")
+            return
         lm = lms.get(model) if header.use_lm else None
+        data = job.src.read_bytes()
         steps = len(model.segments(header.audio_length))
         with torch.no_grad(), _segment_progress(args, [model.decoder], steps, job.src.name):
             wav, sample_rate = decompress(data, model, **({} if lm is None else {"lm": lm}))

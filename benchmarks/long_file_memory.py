@@ -1,0 +1,100 @@
+"""Peak memory of streaming compression/decompression of long files (``opencodec.longform``).
+
+Generates mono 24 kHz 16-bit WAV files of the given durations (tones + noise, written
+block by block), then for each runs ``compress_file_streaming`` and
+``decompress_file_streaming`` with the default model, each in its own subprocess
+(one thread), and reports the subprocess's peak RSS and wall time. Peak RSS that does
+not grow with the duration shows that memory is bounded::
+
+    python benchmarks/long_file_memory.py --minutes 10 60 [--workdir /tmp/lf] [--bandwidth 6]
+
+Peak RSS is the child's ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` at exit (the same
+value ``RUSAGE_CHILDREN`` gives the parent for a single child, but per run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+RATE = 24000
+
+CHILD = r"""
+import json, resource, sys, time
+import torch
+torch.set_num_threads(1)
+from opencodec.longform import compress_file_streaming, decompress_file_streaming
+from opencodec.pretrained import load_model
+mode, src, dst, bw = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+model = load_model(None)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter()
+if mode == "compress":
+    compress_file_streaming(model, src, dst, bw)
+else:
+    decompress_file_streaming(src, dst, model)
+wall = time.perf_counter() - t0
+print(json.dumps({"wall_s": wall, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "rss_after_load_mib": base / 1024}))
+"""
+
+
+def make_wav(path: Path, seconds: float, block: int = RATE * 60) -> None:
+    rng = np.random.default_rng(0)
+    total = int(seconds * RATE)
+    with sf.SoundFile(str(path), "w", samplerate=RATE, channels=1, subtype="PCM_16") as fo:
+        for start in range(0, total, block):
+            t = np.arange(start, min(start + block, total)) / RATE
+            x = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 1330 * t * (1 + 0.1 * np.sin(t)))
+            x += 0.05 * rng.standard_normal(t.shape)
+            fo.write(x.astype(np.float32))
+
+
+def run_child(mode: str, src: Path, dst: Path, bandwidth: float) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, mode, str(src), str(dst), str(bandwidth)],
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, nargs="+", default=[10.0, 60.0])
+    parser.add_argument("--bandwidth", type=float, default=6.0)
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="opencodec_long_"))
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for minutes in args.minutes:
+        src = work / f"long_{minutes:g}min.wav"
+        t0 = time.perf_counter()
+        make_wav(src, minutes * 60)
+        gen = time.perf_counter() - t0
+        ecdc, wav = src.with_suffix(".ecdc"), work / f"long_{minutes:g}min_out.wav"
+        enc = run_child("compress", src, ecdc, args.bandwidth)
+        dec = run_child("decompress", ecdc, wav, args.bandwidth)
+        row = {"minutes": minutes, "input_mib": src.stat().st_size / 2**20, "ecdc_bytes": ecdc.stat().st_size,
+               "gen_s": gen, "compress": enc, "decompress": dec,
+               "output_frames": sf.info(str(wav)).frames}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        for path in (src, ecdc, wav):
+            path.unlink()
+    print(f"{'minutes':>8} {'enc peak MiB':>13} {'enc s':>8} {'enc RTF':>8} {'dec peak MiB':>13} {'dec s':>8} {'dec RTF':>8}")
+    for r in rows:
+        sec = r["minutes"] * 60
+        print(f"{r['minutes']:8g} {r['compress']['peak_rss_mib']:13.1f} {r['compress']['wall_s']:8.1f} "
+              f"{r['compress']['wall_s'] / sec:8.3f} {r['decompress']['peak_rss_mib']:13.1f} "
+              f"{r['decompress']['wall_s']:8.1f} {r['decompress']['wall_s'] / sec:8.3f}")
+
+
+if __name__ == "__main__":
+    main()
