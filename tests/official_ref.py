@@ -42,6 +42,20 @@ official_compress_module = sys.modules["encodec.compress"]
 EncodecModelRef = encodec.EncodecModel
 
 
+def random_codebooks(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Give every codebook of ``model`` (official or ours: same attribute names) random
+    entries N(0, 0.5^2), marked initialised, so codes vary; returns the model."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in model.quantizer.vq.layers:
+            cb = layer._codebook
+            cb.embed.copy_(torch.randn(cb.embed.shape, generator=gen) * 0.5)
+            cb.embed_avg.copy_(cb.embed)
+            cb.cluster_size.fill_(1.0)
+            cb.inited.fill_(1.0)
+    return model
+
+
 def make_official_model(name: str, seed: int = 0) -> "encodec.EncodecModel":
     """The official architecture `name` with random weights and random (inited) codebooks."""
     torch.manual_seed(seed)
@@ -51,15 +65,7 @@ def make_official_model(name: str, seed: int = 0) -> "encodec.EncodecModel":
         model = EncodecModelRef.encodec_model_48khz(pretrained=False)
     else:
         raise ValueError(name)
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for layer in model.quantizer.vq.layers:
-            cb = layer._codebook
-            # Shrink deeper codebooks so that residual quantisation is meaningful.
-            cb.embed.copy_(torch.randn(cb.embed.shape, generator=gen) * 0.5)
-            cb.embed_avg.copy_(cb.embed)
-            cb.cluster_size.fill_(1.0)
-            cb.inited.fill_(1.0)
+    random_codebooks(model, seed + 1)
     model.name = name
     model.eval()
     return model

@@ -9,16 +9,8 @@ import pytest
 import torch
 
 from opencodec import EncodecConfig, EncodecModel
+from official_ref import random_codebooks
 from opencodec.batching import decode_batch, encode_batch
-
-
-def _random_codebooks(model: EncodecModel, seed: int) -> EncodecModel:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for layer in model.quantizer.vq.layers:
-            layer._codebook.embed.copy_(torch.randn(layer._codebook.embed.shape, generator=gen) * 0.5)
-            layer._codebook.inited.fill_(1.0)
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +22,7 @@ def models(official_checkpoints: dict) -> dict[str, EncodecModel]:
     torch.manual_seed(3)
     return {"encodec_24khz": load_model(official_checkpoints["encodec_24khz"]),
             "encodec_48khz": load_model(official_checkpoints["encodec_48khz"]),
-            "small": _random_codebooks(EncodecModel(small), 3)}
+            "small": random_codebooks(EncodecModel(small), 3)}
 
 
 def _single(model: EncodecModel, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

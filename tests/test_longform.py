@@ -19,17 +19,8 @@ from opencodec import EncodecConfig, EncodecModel
 from opencodec.audio import convert_audio, read_audio, write_audio
 from opencodec.compress import compress, decompress
 from opencodec.errors import BitstreamError
+from official_ref import random_codebooks
 from opencodec.longform import compress_file_streaming, decompress_file_streaming, supports_streaming
-
-
-def _init_codebooks(model: EncodecModel, seed: int) -> EncodecModel:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for layer in model.quantizer.vq.layers:
-            cb = layer._codebook
-            cb.embed.copy_(torch.randn(cb.embed.shape, generator=gen) * 0.5)
-            cb.inited.fill_(1.0)
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +28,7 @@ def tiny() -> EncodecModel:
     torch.manual_seed(0)
     cfg = EncodecConfig(name="tiny", n_filters=4, dimension=16, lstm=1, n_q=4,
                         target_bandwidths=[1.5, 3.0])
-    return _init_codebooks(EncodecModel(cfg), 0).eval()
+    return random_codebooks(EncodecModel(cfg), 0).eval()
 
 
 @pytest.fixture(scope="module")

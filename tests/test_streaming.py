@@ -37,14 +37,7 @@ def _small(seed: int, **kw: tp.Any) -> EncodecModel:
     torch.manual_seed(seed)
     cfg = EncodecConfig(name=f"small{seed}", n_filters=8, dimension=32, n_q=4, bins=64,
                         target_bandwidths=[1.0], **kw)
-    model = EncodecModel(cfg)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for layer in model.quantizer.vq.layers:
-            cb = layer._codebook
-            cb.embed.copy_(torch.randn(cb.embed.shape, generator=gen) * 0.5)
-            cb.inited.fill_(1.0)
-    return model
+    return official_ref.random_codebooks(EncodecModel(cfg), seed)
 
 
 SMALL_CONFIGS = {
