@@ -1,12 +1,17 @@
 """Peak memory of streaming compression/decompression of long files (``opencodec.longform``).
 
-Generates mono 24 kHz 16-bit WAV files of the given durations (tones + noise, written
-block by block), then for each runs ``compress_file_streaming`` and
-``decompress_file_streaming`` with the default model, each in its own subprocess
-(one thread), and reports the subprocess's peak RSS and wall time. Peak RSS that does
-not grow with the duration shows that memory is bounded::
+Generates 16-bit WAV files of the given durations (tones + noise, written block by block,
+at the model's rate and channel count), then for each runs ``compress_file_streaming`` and
+``decompress_file_streaming``, each in its own subprocess (one thread), and reports the
+subprocess's peak RSS and wall time. Peak RSS that does not grow with the duration shows
+that memory is bounded::
 
     python benchmarks/long_file_memory.py --minutes 10 60 [--workdir /tmp/lf] [--bandwidth 6]
+    python benchmarks/long_file_memory.py --arch encodec_48khz --minutes 2 10
+
+``--arch encodec_48khz`` uses the 48 kHz stereo segmenting architecture with random weights
+(seed 0; memory and speed do not depend on the weights' values); the default is the bundled
+default model.
 
 Peak RSS is the child's ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` at exit (the same
 value ``RUSAGE_CHILDREN`` gives the parent for a single child, but per run).
@@ -25,16 +30,19 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-RATE = 24000
-
 CHILD = r"""
 import json, resource, sys, time
 import torch
 torch.set_num_threads(1)
 from opencodec.longform import compress_file_streaming, decompress_file_streaming
+from opencodec.model import EncodecConfig, EncodecModel
 from opencodec.pretrained import load_model
-mode, src, dst, bw = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
-model = load_model(None)
+mode, src, dst, bw, arch = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5]
+if arch == "default":
+    model = load_model(None)
+else:
+    torch.manual_seed(0)
+    model = EncodecModel(getattr(EncodecConfig, arch)()).eval()
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
 if mode == "compress":
@@ -47,19 +55,20 @@ print(json.dumps({"wall_s": wall, "peak_rss_mib": resource.getrusage(resource.RU
 """
 
 
-def make_wav(path: Path, seconds: float, block: int = RATE * 60) -> None:
+def make_wav(path: Path, seconds: float, rate: int = 24000, channels: int = 1) -> None:
     rng = np.random.default_rng(0)
-    total = int(seconds * RATE)
-    with sf.SoundFile(str(path), "w", samplerate=RATE, channels=1, subtype="PCM_16") as fo:
+    total = int(seconds * rate)
+    block = rate * 60
+    with sf.SoundFile(str(path), "w", samplerate=rate, channels=channels, subtype="PCM_16") as fo:
         for start in range(0, total, block):
-            t = np.arange(start, min(start + block, total)) / RATE
+            t = np.arange(start, min(start + block, total)) / rate
             x = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 1330 * t * (1 + 0.1 * np.sin(t)))
-            x += 0.05 * rng.standard_normal(t.shape)
+            x = x[:, None] + 0.05 * rng.standard_normal((t.shape[0], channels))
             fo.write(x.astype(np.float32))
 
 
-def run_child(mode: str, src: Path, dst: Path, bandwidth: float) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, mode, str(src), str(dst), str(bandwidth)],
+def run_child(mode: str, src: Path, dst: Path, bandwidth: float, arch: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, mode, str(src), str(dst), str(bandwidth), arch],
                          check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -69,19 +78,22 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, nargs="+", default=[10.0, 60.0])
     parser.add_argument("--bandwidth", type=float, default=6.0)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--arch", choices=["default", "encodec_24khz", "encodec_48khz"], default="default",
+                        help="the bundled default model, or an official architecture with random weights")
     args = parser.parse_args()
+    rate, channels = (48000, 2) if args.arch == "encodec_48khz" else (24000, 1)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="opencodec_long_"))
     work.mkdir(parents=True, exist_ok=True)
     rows = []
     for minutes in args.minutes:
         src = work / f"long_{minutes:g}min.wav"
         t0 = time.perf_counter()
-        make_wav(src, minutes * 60)
+        make_wav(src, minutes * 60, rate, channels)
         gen = time.perf_counter() - t0
         ecdc, wav = src.with_suffix(".ecdc"), work / f"long_{minutes:g}min_out.wav"
-        enc = run_child("compress", src, ecdc, args.bandwidth)
-        dec = run_child("decompress", ecdc, wav, args.bandwidth)
-        row = {"minutes": minutes, "input_mib": src.stat().st_size / 2**20, "ecdc_bytes": ecdc.stat().st_size,
+        enc = run_child("compress", src, ecdc, args.bandwidth, args.arch)
+        dec = run_child("decompress", ecdc, wav, args.bandwidth, args.arch)
+        row = {"arch": args.arch, "minutes": minutes, "input_mib": src.stat().st_size / 2**20, "ecdc_bytes": ecdc.stat().st_size,
                "gen_s": gen, "compress": enc, "decompress": dec,
                "output_frames": sf.info(str(wav)).frames}
         rows.append(row)

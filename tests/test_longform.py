@@ -181,3 +181,58 @@ def test_cli_uses_streaming_for_long_inputs(tiny, tmp_path, monkeypatch, offline
     a, _ = sf.read(str(tmp_path / "s.wav"), dtype="int16")
     b, _ = sf.read(str(tmp_path / "w.wav"), dtype="int16")
     assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+# -- segmenting models (the 48 kHz architecture): one segment at a time ----------------------
+@pytest.fixture(scope="module")
+def seg() -> EncodecModel:
+    """A tiny segmenting, renormalising, non-causal stereo model (0.25 s segments)."""
+    torch.manual_seed(1)
+    cfg = EncodecConfig(name="tiny_seg", channels=2, n_filters=4, dimension=16, lstm=1, n_q=4,
+                        causal=False, norm="time_group_norm", normalize=True, segment=0.25,
+                        target_bandwidths=[1.5, 3.0])
+    return random_codebooks(EncodecModel(cfg), 1).eval()
+
+
+@pytest.mark.parametrize("seconds,block_seconds", [(2.345, 0.1), (1.0, 0.37), (0.2, 10.0), (0.9976, 0.05)])
+def test_segmenting_compress_identical(seg, tmp_path, seconds, block_seconds):
+    assert supports_streaming(seg)
+    src = _write(tmp_path / "in.wav", _signal(seconds, 24000, channels=2, seed=3), 24000)
+    out = tmp_path / "out.ecdc"
+    compress_file_streaming(seg, src, out, 3.0, block_seconds=block_seconds)
+    data = out.read_bytes()
+    assert data == _reference_bytes(seg, src, 3.0)
+    ref, _ = decompress(data, seg)
+    decompress_file_streaming(out, tmp_path / "o.wav", seg, bits=32)
+    got, _ = sf.read(str(tmp_path / "o.wav"), dtype="float32", always_2d=True)
+    assert got.shape == (ref.shape[-1], 2)
+    np.testing.assert_array_equal(got.T, ref.numpy())  # same operations in the same order
+
+
+def test_segmenting_truncated(seg, tmp_path):
+    data = compress(seg, torch.from_numpy(_signal(1.3, 24000, channels=2).T.copy()), 1.5)
+    src = tmp_path / "short.ecdc"
+    src.write_bytes(data[:-2])
+    out = tmp_path / "sub" / "o.wav"
+    out.parent.mkdir()
+    with pytest.raises(BitstreamError):
+        decompress_file_streaming(src, out, seg)
+    assert list(out.parent.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_official_48khz_architecture(tmp_path):
+    ref_model = official_ref.make_official_model("encodec_48khz", seed=4)
+    model = EncodecModel(EncodecConfig.encodec_48khz())
+    model.load_state_dict(ref_model.state_dict())
+    model.eval()
+    # 95300 samples: the last segment ends before the previous decoded one (see linear_overlap_add)
+    src = _write(tmp_path / "in.wav", _signal(95300 / 48000, 48000, channels=2, seed=6), 48000)
+    out = tmp_path / "out.ecdc"
+    compress_file_streaming(model, src, out, 6.0, block_seconds=0.3)
+    data = out.read_bytes()
+    assert data == _reference_bytes(model, src, 6.0)
+    ref, _ = decompress(data, model)
+    decompress_file_streaming(out, tmp_path / "o.wav", model, bits=32)
+    got, _ = sf.read(str(tmp_path / "o.wav"), dtype="float32", always_2d=True)
+    np.testing.assert_array_equal(got.T, ref.numpy())

@@ -9,8 +9,17 @@ For causal models that do not segment (``opencodec_24khz``, ``encodec_24khz``) t
 is read in blocks, converted and resampled block by block, encoded with
 :class:`~opencodec.streaming.StreamingEncoder` and packed as it goes; decoding reads the
 body a block of frames at a time, runs :class:`~opencodec.streaming.StreamingDecoder`
-and writes the audio incrementally. Memory depends on the block sizes, not on the
-duration (a 1-hour file needs no more than a 1-minute one).
+and writes the audio incrementally.
+
+Segmenting models (``encodec_48khz``: 1 s segments every 0.99 s, each encoded on its own
+with its own scale) are handled one segment at a time: a segment is encoded as soon as
+the audio read so far covers it, and written as one record; decoding reads one record at a
+time, decodes it and overlap-adds it into a running buffer, writing out every sample that
+no later segment overlaps. The arithmetic is that of
+:func:`opencodec.model.linear_overlap_add` in the same order, so the result is identical.
+
+Either way memory depends on the block sizes, not on the duration (a 1-hour file needs no
+more than a 1-minute one).
 
 Exactness
 ---------
@@ -22,8 +31,11 @@ Exactness
   was sample-identical to the one-shot ``soxr.resample`` whatever the block size, and it
   is trimmed/zero-padded to the same ``round(T * target / source)`` length. Exact
   equality is *guaranteed* (and tested) only when no resampling is needed.
+* For segmenting models the bytes are identical too (each segment is encoded alone, on
+  the same samples, by the same ``model.encode``).
 * ``decompress_file_streaming`` decodes with ``StreamingDecoder(fast_lstm=False)``,
-  equal to :func:`opencodec.compress.decompress` to ~1e-7, then quantises like
+  equal to :func:`opencodec.compress.decompress` to ~1e-7 (segmenting models: the same
+  operations as ``decompress``), then quantises like
   :func:`opencodec.audio.write_audio` (same rounding and clipping, the clipping warning
   is issued once with the overall peak).
 """
@@ -44,8 +56,8 @@ import torch
 
 from ._files import atomic_output
 from .audio import RESAMPLE_QUALITY, _reason, _subtype_for, _to_file_samples, convert_channels
-from .bitstream import (EcdcHeader, StreamLayout, body_size, pack_codes, packed_size,
-                        read_header, unpack_codes, write_header)
+from .bitstream import (SCALE_STRUCT, EcdcHeader, StreamLayout, body_size, pack_codes,
+                        packed_size, read_header, unpack_codes, write_header)
 from .compress import InvalidAudioError, _check_bandwidth, _model_device, _model_dtype, _resolve_model
 from .errors import AudioIOError, BitstreamError
 from .model import EncodecModel
@@ -60,14 +72,15 @@ _PUSH_SECONDS = 1.0  # the networks see at most this much audio per push (bounds
 
 
 def supports_streaming(model: EncodecModel) -> bool:
-    """True when ``model`` can be streamed: causal, single segment, no renormalisation."""
-    return bool(model.config.causal) and model.segment_length is None and not model.normalize
+    """True when files can be processed by ``model`` in bounded memory: a segmenting model
+    (segment by segment), or a causal one that does not renormalise its input (streamed)."""
+    return model.segment_length is not None or (bool(model.config.causal) and not model.normalize)
 
 
 def _require_streaming(model: EncodecModel) -> None:
     if not supports_streaming(model):
-        raise ValueError(f"model {model.name!r} cannot be streamed (it must be causal and must "
-                         "neither segment nor renormalise its input); use compress/decompress")
+        raise ValueError(f"model {model.name!r} cannot be streamed (it must either segment its "
+                         "input, or be causal and not renormalise it); use compress/decompress")
 
 
 class _CodeWriter:
@@ -112,8 +125,8 @@ def compress_file_streaming(model: EncodecModel, in_path: str | Path, out_path: 
     file is left. ``progress(samples_read, total_samples)`` (input samples, the total
     from the file's header) is called after each block. Returns the bytes written.
 
-    Raises ``ValueError`` for a model that is not causal or segments, ``InvalidAudioError``
-    for an unsupported bandwidth, ``AudioIOError`` for an unreadable, empty or non-finite input.
+    Raises ``ValueError`` for a model that neither segments nor streams (see
+    :func:`supports_streaming`), ``InvalidAudioError`` for an unsupported bandwidth, ``AudioIOError`` for an unreadable, empty or non-finite input.
     """
     _require_streaming(model)
     if not block_seconds > 0:
@@ -123,19 +136,83 @@ def compress_file_streaming(model: EncodecModel, in_path: str | Path, out_path: 
     if bandwidth is not None:
         model.set_target_bandwidth(_check_bandwidth(model, bandwidth))
     try:
-        encoder = StreamingEncoder(model)
-        num_codebooks = encoder.num_codebooks
+        return _compress_file(model, in_path, out_path, block_seconds, progress)
     finally:
         model.bandwidth = previous
-    device, dtype = _model_device(model), _model_dtype(model)
-    target_rate, channels = model.sample_rate, model.channels
 
-    def encode(x: np.ndarray, writer: _CodeWriter) -> None:  # x [n, C] at the model's rate
-        step = max(1, int(_PUSH_SECONDS * target_rate))
+
+class _StreamSink:
+    """Encodes audio pushed block by block with :class:`StreamingEncoder` into ``body``."""
+
+    def __init__(self, model: EncodecModel, body: tp.BinaryIO):
+        self.model = model
+        self.encoder = StreamingEncoder(model)
+        self.num_codebooks = self.encoder.num_codebooks
+        self.writer = _CodeWriter(model.bits_per_codebook, body)
+        self.device, self.dtype = _model_device(model), _model_dtype(model)
+
+    def push(self, x: np.ndarray) -> None:
+        """x: float32 [n, C] at the model's rate, the next samples."""
+        step = max(1, int(_PUSH_SECONDS * self.model.sample_rate))
         for start in range(0, x.shape[0], step):  # the codes do not depend on the chunking
             piece = np.ascontiguousarray(x[start:start + step].T)
-            writer.push(encoder.push(torch.from_numpy(piece)[None].to(device=device, dtype=dtype))[0])
+            piece_t = torch.from_numpy(piece)[None].to(device=self.device, dtype=self.dtype)
+            self.writer.push(self.encoder.push(piece_t)[0])
 
+    def finish(self, length: int) -> int:
+        """End of the input (``length`` samples in all); returns the frames written."""
+        with torch.inference_mode():
+            self.writer.push(self.encoder.flush()[0])
+        self.writer.flush()
+        return self.writer.frames
+
+
+class _SegmentSink:
+    """Encodes each segment of a segmenting model as soon as the pushed audio covers it,
+    writing its record (scale, packed codes) to ``body``."""
+
+    def __init__(self, model: EncodecModel, body: tp.BinaryIO):
+        assert model.segment_length is not None and model.segment_stride is not None
+        self.model, self.body = model, body
+        self.num_codebooks = model.num_codebooks()
+        self.seg, self.stride = model.segment_length, model.segment_stride
+        self.device, self.dtype = _model_device(model), _model_dtype(model)
+        self.buffer = np.zeros((0, model.channels), dtype=np.float32)
+        self.buffer_start = 0  # absolute index of buffer[0]
+        self.next_offset = 0   # start of the next segment to encode
+        self.frames = 0
+
+    def _encode(self, offset: int, length: int) -> None:
+        start = offset - self.buffer_start
+        piece = np.ascontiguousarray(self.buffer[start:start + length].T)
+        x = torch.from_numpy(piece)[None].to(device=self.device, dtype=self.dtype)
+        with torch.inference_mode():
+            codes, scale = self.model._encode_segment(x)  # what model.encode does per segment
+        if scale is not None:
+            self.body.write(SCALE_STRUCT.pack(float(scale.reshape(-1)[0])))
+        self.body.write(pack_codes(codes[0].cpu(), self.model.bits_per_codebook))
+        self.frames += codes.shape[-1]
+        self.next_offset = offset + self.stride
+        drop = min(self.next_offset - self.buffer_start, self.buffer.shape[0])
+        self.buffer = self.buffer[drop:]
+        self.buffer_start += drop
+
+    def push(self, x: np.ndarray) -> None:
+        """x: float32 [n, C] at the model's rate, the next samples."""
+        self.buffer = np.concatenate([self.buffer, x])
+        while self.buffer_start + self.buffer.shape[0] >= self.next_offset + self.seg:
+            self._encode(self.next_offset, self.seg)
+
+    def finish(self, length: int) -> int:
+        """End of the input (``length`` samples in all): the remaining, shorter segments."""
+        for offset in range(self.next_offset, length, self.stride):
+            self._encode(offset, min(self.seg, length - offset))
+        return self.frames
+
+
+def _compress_file(model: EncodecModel, in_path: Path, out_path: Path, block_seconds: float,
+                   progress: Progress) -> int:
+    target_rate, channels = model.sample_rate, model.channels
     try:
         sfile = sf.SoundFile(str(in_path))
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
@@ -148,7 +225,8 @@ def compress_file_streaming(model: EncodecModel, in_path: str | Path, out_path: 
             rate, target_rate, channels, dtype="float32", quality=RESAMPLE_QUALITY)
         hold = 0 if resampler is None else 4096  # resampled samples held back to fix the length
         tail = np.zeros((0, channels), dtype=np.float32)
-        writer = _CodeWriter(model.bits_per_codebook, body)
+        sink: _StreamSink | _SegmentSink = (
+            _SegmentSink(model, body) if model.segment_length is not None else _StreamSink(model, body))
         read = 0
         pushed = 0
         while True:
@@ -172,7 +250,7 @@ def compress_file_streaming(model: EncodecModel, in_path: str | Path, out_path: 
             if hold:
                 tail = np.concatenate([tail, data])
                 data, tail = tail[:max(0, len(tail) - hold)], tail[max(0, len(tail) - hold):]
-            encode(data, writer)
+            sink.push(data)
             pushed += data.shape[0]
             if progress is not None:
                 progress(read, max(total, read))
@@ -183,17 +261,16 @@ def compress_file_streaming(model: EncodecModel, in_path: str | Path, out_path: 
         if pushed + tail.shape[0] < length:  # resampler came up short: zero-pad as needed
             pad = np.zeros((length - pushed - tail.shape[0], channels), dtype=np.float32)
             tail = np.concatenate([tail, pad])
-        encode(tail, writer)
-        with torch.inference_mode():
-            writer.push(encoder.flush()[0])
-        writer.flush()
+        sink.push(tail)
+        frames = sink.finish(length)
         if progress is not None:
             progress(read, read)
         header = EcdcHeader(model_name=model.name, audio_length=int(length),
-                            num_codebooks=int(num_codebooks), use_lm=False)
+                            num_codebooks=int(sink.num_codebooks), use_lm=False)
         layout = StreamLayout.from_model(model)
-        if writer.frames != layout.num_frames(length) or body.tell() != body_size(header, layout):
-            raise AssertionError(f"streaming encoder produced {writer.frames} frames / "
+        expected_frames = sum(layout.num_frames(n) for _, n in layout.segments(length))
+        if frames != expected_frames or body.tell() != body_size(header, layout):
+            raise AssertionError(f"encoder produced {frames} frames / "
                                  f"{body.tell()} bytes for {length} samples")  # pragma: no cover
         body.seek(0)
         with atomic_output(out_path) as tmp:
@@ -251,10 +328,8 @@ def decompress_file_streaming(in_path: str | Path, out_path: str | Path,
             raise BitstreamError(f"ECDC body has {available - expected} extra byte(s) after the "
                                  f"last segment (expected {expected} bytes, got {available})")
         nc, al = header.num_codebooks, header.audio_length
-        total_frames = layout.num_frames(al)
+        total_frames = sum(layout.num_frames(n) for _, n in layout.segments(al))
         device = _model_device(model)
-        decoder = StreamingDecoder(model, fast_lstm=False)
-        step = max(1, int(_PUSH_SECONDS * model.sample_rate / model.hop_length))  # frames per push
         peak = 0.0
         written = 0
         try:
@@ -276,20 +351,10 @@ def decompress_file_streaming(in_path: str | Path, out_path: str | Path,
                         fo.write(_to_file_samples(audio.numpy().T, quant_bits))
                         written += audio.shape[-1]
 
-                    done = 0
-                    while done < total_frames:
-                        count = min(block_frames, total_frames - done)
-                        size = packed_size(nc * count, layout.bits)
-                        data = fi.read(size)
-                        if len(data) != size:  # the file changed under us
-                            raise BitstreamError(f"ECDC body truncated at frame {done} of {total_frames}")
-                        codes = unpack_codes(data, nc, count, layout.bits)[None].to(device)
-                        for start in range(0, count, step):
-                            emit(decoder.push(codes[..., start:start + step]))
-                        done += count
-                        if progress is not None:
-                            progress(done, total_frames)
-                    emit(decoder.flush())
+                    if layout.segment_length is None:
+                        _decode_stream(model, fi, nc, total_frames, block_frames, emit, progress)
+                    else:
+                        _decode_segments(model, layout, fi, nc, al, emit, progress)
                 if written != al:  # cannot happen with a consistent model
                     raise BitstreamError(f"model {model.name} decoded {written} samples, "
                                          f"header says {al}")
@@ -299,3 +364,85 @@ def decompress_file_streaming(in_path: str | Path, out_path: str | Path,
         warnings.warn(f"{out_path}: peak amplitude {peak:.4f} exceeds full scale 1.0; clipped "
                       f"(rescale to avoid clipping)", stacklevel=2)
     return written
+
+
+def _decode_stream(model: EncodecModel, fi: tp.BinaryIO, nc: int, total_frames: int,
+                   block_frames: int, emit: tp.Callable[[torch.Tensor], None], progress: Progress) -> None:
+    """Unpack ``block_frames`` frames at a time and run them through StreamingDecoder."""
+    bits = model.bits_per_codebook
+    device = _model_device(model)
+    decoder = StreamingDecoder(model, fast_lstm=False)
+    step = max(1, int(_PUSH_SECONDS * model.sample_rate / model.hop_length))  # frames per push
+    done = 0
+    while done < total_frames:
+        count = min(block_frames, total_frames - done)
+        size = packed_size(nc * count, bits)
+        data = fi.read(size)
+        if len(data) != size:  # the file changed under us
+            raise BitstreamError(f"ECDC body truncated at frame {done} of {total_frames}")
+        codes = unpack_codes(data, nc, count, bits)[None].to(device)
+        for start in range(0, count, step):
+            emit(decoder.push(codes[..., start:start + step]))
+        done += count
+        if progress is not None:
+            progress(done, total_frames)
+    emit(decoder.flush())
+
+
+def _decode_segments(model: EncodecModel, layout: StreamLayout, fi: tp.BinaryIO, nc: int, al: int,
+                     emit: tp.Callable[[torch.Tensor], None], progress: Progress) -> None:
+    """Decode one segment record at a time and overlap-add it into a running buffer.
+
+    Same arithmetic, in the same order, as :func:`opencodec.model.linear_overlap_add`:
+    each position accumulates ``weight * segment`` over the segments covering it (in
+    segment order, from zero) and the weights likewise; a position is divided and emitted
+    once the next segment starts after it, since no later segment can reach it.
+    """
+    from .bitstream import _scale_tensor
+
+    device = _model_device(model)
+    segments = layout.segments(al)
+    assert layout.segment_stride is not None
+    stride = layout.segment_stride
+    total_frames = sum(layout.num_frames(n) for _, n in segments)
+    out = weight_sum = weight = None
+    out_start = 0  # absolute index of out[..., 0]
+    done = 0
+    for index, (offset, length) in enumerate(segments):
+        scale = None
+        if layout.normalize:
+            raw = fi.read(SCALE_STRUCT.size)
+            if len(raw) != SCALE_STRUCT.size:
+                raise BitstreamError(f"ECDC body truncated in segment {index}")
+            scale = _scale_tensor(SCALE_STRUCT.unpack(raw)[0], index, offset).to(device)
+        count = layout.num_frames(length)
+        size = packed_size(nc * count, layout.bits)
+        data = fi.read(size)
+        if len(data) != size:
+            raise BitstreamError(f"ECDC body truncated in segment {index}")
+        codes = unpack_codes(data, nc, count, layout.bits)[None].to(device)
+        with torch.no_grad():
+            frame = model._decode_segment(codes, scale)  # what model.decode does per segment
+        if weight is None:  # the triangle of linear_overlap_add, sized by the first segment
+            t = torch.linspace(0, 1, frame.shape[-1] + 2, device=frame.device, dtype=frame.dtype)[1:-1]
+            weight = 0.5 - (t - 0.5).abs()
+            out = torch.zeros(*frame.shape[:-1], 0, device=frame.device, dtype=frame.dtype)
+            weight_sum = torch.zeros(0, device=frame.device, dtype=frame.dtype)
+        assert out is not None and weight_sum is not None
+        n = frame.shape[-1]
+        end = offset + n - out_start
+        if end > out.shape[-1]:  # grow the running buffer with zeros
+            grow = end - out.shape[-1]
+            out = torch.cat([out, out.new_zeros(*out.shape[:-1], grow)], dim=-1)
+            weight_sum = torch.cat([weight_sum, weight_sum.new_zeros(grow)])
+        rel = offset - out_start
+        out[..., rel:rel + n] += weight[:n] * frame
+        weight_sum[rel:rel + n] += weight[:n]
+        final = (offset + stride if index + 1 < len(segments) else out_start + out.shape[-1]) - out_start
+        final = min(final, out.shape[-1])
+        emit(out[..., :final] / weight_sum[:final])
+        out, weight_sum = out[..., final:], weight_sum[final:]
+        out_start += final
+        done += count
+        if progress is not None:
+            progress(done, total_frames)
