@@ -1,0 +1,353 @@
+"""``opencodec mushra build``: prepare a MUSHRA test folder from the evaluation manifests.
+
+Protocol
+--------
+* Items: ``SET/eval_<category>.jsonl`` (the corpus builder's evaluation manifests, as used
+  by ``opencodec eval``); ``N`` items per category are drawn without replacement with
+  ``numpy.random.default_rng([seed, crc32(category)])``, so the choice depends only on the
+  seed, the category and the manifest (not on the other categories). Each item is read and
+  converted to the test's rate and channels exactly as ``opencodec eval`` does
+  (:class:`opencodec.data.dataset.EvalDataset`: soxr resampling, channel mix) and cut to its
+  first ``--max-seconds`` seconds (default 10 s; MUSHRA excerpts should be short).
+* Rate and channels: those of the first model (all models must agree); without models
+  ``--sample-rate`` / ``--channels`` (default 24 kHz mono). Every WAV of the test is at that
+  rate (16-bit PCM).
+* Conditions of every trial: the **hidden reference** (the converted excerpt itself), the
+  **low-pass anchor** (the excerpt through an 8th-order Butterworth low-pass at 3.5 kHz,
+  second-order sections, run forward and backward with ``scipy.signal.sosfiltfilt``: zero
+  phase, so aligned with the reference; the magnitude response is the Butterworth response
+  squared, -6 dB at the cut-off and -96 dB per octave above it), each neural model at each
+  chosen bandwidth (a real ``compress`` -> ``.ecdc`` -> ``decompress`` round trip,
+  :func:`opencodec.eval.report._neural_roundtrip`) and each baseline (``opusN``, ``mp3_N``,
+  parsed and run by :func:`opencodec.eval.report.parse_baseline` / the codecs of
+  :mod:`opencodec.eval.baselines`). System names are those of ``opencodec eval``
+  (``opencodec_24khz@6kbps``, ``opus-6kbps``, ``mp3-64kbps``).
+* Levels: **not loudness-matched**; every condition keeps the level its system outputs
+  (codecs preserve level closely). Only when some condition of a trial peaks above full
+  scale is the whole trial (reference and every condition) scaled by one gain so that the
+  loudest peak is 0.99; relative levels are therefore always kept. The gain is stored per
+  trial in ``test.json``.
+* Output: ``OUT/test.json`` (see :mod:`.spec`), ``OUT/audio/<trial>/reference.wav`` and one
+  ``OUT/audio/<trial>/<condition id>.wav`` per condition, the ids random (blind test). The
+  folder is built under a temporary name and renamed at the end: an interrupted build leaves
+  nothing behind. An existing ``OUT`` is only replaced with ``--force``, and never when it
+  holds a ratings database.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import re
+import secrets
+import shutil
+import sys
+import typing as tp
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..report import DEFAULT_CATEGORIES, EvalReportError, neural_system_name, parse_baseline
+from .spec import (ANCHOR_KIND, DB_FILE, FORMAT, HIDDEN_REFERENCE_KIND, TEST_FILE, MushraError,
+                   MushraTest, load_test)
+
+DEFAULT_ANCHOR_HZ = 3500.0
+ANCHOR_ORDER = 8
+DEFAULT_MAX_SECONDS = 10.0
+HEADROOM_PEAK = 0.99
+
+
+@dataclass(frozen=True)
+class System:
+    """One condition source: ``name`` (as ``opencodec eval`` names it), ``kind`` (one of
+    :data:`.spec.SYSTEM_KINDS`), nominal kbit/s for codecs, and what runs it."""
+
+    name: str
+    kind: str
+    nominal_kbps: float | None = None
+    model: str = ""      # name or path given to load_model (neural)
+    baseline: str = ""   # baseline spec such as "opus12" (baseline)
+
+
+def anchor_name(cutoff_hz: float) -> str:
+    """``anchor-3.5kHz`` for a 3500 Hz cut-off."""
+    return f"anchor-{cutoff_hz / 1000:g}kHz"
+
+
+def lowpass_anchor(wav: np.ndarray, sample_rate: int, cutoff_hz: float = DEFAULT_ANCHOR_HZ,
+                   order: int = ANCHOR_ORDER) -> np.ndarray:
+    """The MUSHRA low-pass anchor: ``wav`` float32 ``[C, T]`` through an ``order``-th order
+    Butterworth low-pass at ``cutoff_hz`` (Hz), applied forward and backward
+    (``sosfiltfilt``: zero phase, magnitude = Butterworth response squared, -6 dB at the
+    cut-off). Returns float32 ``[C, T]``, same length and alignment as ``wav``."""
+    from scipy.signal import butter, sosfiltfilt
+
+    if not 0 < cutoff_hz < sample_rate / 2:
+        raise MushraError(f"anchor cut-off {cutoff_hz:g} Hz must lie between 0 and the Nyquist "
+                          f"frequency ({sample_rate / 2:g} Hz at {sample_rate} Hz)")
+    x = np.asarray(wav, dtype=np.float64)
+    if x.ndim != 2:
+        raise MushraError(f"anchor input must be shaped [C, T], got {tuple(x.shape)}")
+    sos = butter(order, cutoff_hz, btype="lowpass", fs=sample_rate, output="sos")
+    # sosfiltfilt pads by reflection; very short signals get a shorter pad.
+    padlen = min(3 * (2 * len(sos) + 1), int(x.shape[-1]) - 1)
+    if padlen < 0:
+        return np.zeros_like(x, dtype=np.float32)
+    return np.ascontiguousarray(sosfiltfilt(sos, x, axis=-1, padlen=padlen), dtype=np.float32)
+
+
+def select_items(eval_set: Path, categories: tp.Sequence[str], per_category: int,
+                 seed: int) -> dict[str, list[dict]]:
+    """``per_category`` manifest rows of each category, drawn with a fixed seed.
+
+    Rows keep their manifest order. Raises :class:`MushraError` if a manifest is missing or
+    holds fewer items than asked for."""
+    from ...data.dataset import load_manifests
+
+    if per_category < 1:
+        raise MushraError(f"--items-per-category must be at least 1, got {per_category}")
+    chosen: dict[str, list[dict]] = {}
+    for cat in categories:
+        manifest = eval_set / f"eval_{cat}.jsonl"
+        if not manifest.is_file():
+            raise MushraError(f"missing manifest {manifest} (category {cat!r})")
+        rows = load_manifests(manifest)
+        if len(rows) < per_category:
+            raise MushraError(f"{manifest} has {len(rows)} item(s), but {per_category} per "
+                              "category were asked for (--items-per-category)")
+        rng = np.random.default_rng([seed, zlib.crc32(cat.encode())])
+        picks = sorted(rng.choice(len(rows), size=per_category, replace=False).tolist())
+        chosen[cat] = [rows[i] for i in picks]
+    return chosen
+
+
+def find_categories(eval_set: Path) -> list[str]:
+    """The categories with a manifest under ``eval_set``: the standard four first (those
+    present), else every ``eval_*.jsonl``; as ``opencodec eval`` finds them."""
+    cats = [c for c in DEFAULT_CATEGORIES if (eval_set / f"eval_{c}.jsonl").is_file()]
+    if not cats:
+        cats = sorted(p.stem[len("eval_"):] for p in eval_set.glob("eval_*.jsonl"))
+    if not cats:
+        raise MushraError(f"no eval_<category>.jsonl manifests under {eval_set}")
+    return cats
+
+
+def plan_systems(models: tp.Sequence[str], bandwidths: tp.Sequence[float] | None,
+                 baselines: tp.Sequence[str], anchor_hz: float,
+                 loaded: dict[str, tp.Any]) -> list[System]:
+    """Hidden reference, anchor, every (model, bandwidth) and every baseline, in that order.
+
+    ``loaded`` maps each entry of ``models`` to its loaded model. A bandwidth a model does
+    not support is an error (a listening test should not silently lose a condition)."""
+    systems = [System("hidden-reference", HIDDEN_REFERENCE_KIND),
+               System(anchor_name(anchor_hz), ANCHOR_KIND)]
+    for spec in models:
+        model = loaded[spec]
+        for bw in (bandwidths or model.target_bandwidths):
+            if not any(abs(bw - t) < 1e-9 for t in model.target_bandwidths):
+                raise MushraError(f"model {model.name} does not support {bw:g} kbps (supports "
+                                  f"{', '.join(f'{t:g}' for t in model.target_bandwidths)})")
+            systems.append(System(neural_system_name(model.name, bw), "neural", float(bw), model=spec))
+    for spec in baselines:
+        try:
+            codec = parse_baseline(spec)
+        except EvalReportError as exc:
+            raise MushraError(str(exc)) from exc
+        systems.append(System(codec.name, "baseline", float(codec.nominal_kbps), baseline=spec))
+    names = [s.name for s in systems]
+    if len(set(names)) != len(names):
+        raise MushraError(f"duplicate systems: {names}")
+    return systems
+
+
+def _fit(x: np.ndarray, length: int) -> np.ndarray:
+    """Trim or zero-pad float32 ``[C, T]`` at the end to ``length`` samples."""
+    if x.shape[-1] >= length:
+        return np.ascontiguousarray(x[..., :length], dtype=np.float32)
+    return np.pad(x, ((0, 0), (0, length - x.shape[-1]))).astype(np.float32)
+
+
+def make_conditions(ref: np.ndarray, sample_rate: int, systems: tp.Sequence[System],
+                    anchor_hz: float, models: dict[str, tp.Any],
+                    codecs: dict[str, tp.Any]) -> dict[str, tuple[np.ndarray, float | None]]:
+    """Every system's version of ``ref`` (float32 ``[C, T]`` at ``sample_rate`` Hz):
+    ``{system name: (audio [C, T] as long as ref, actual kbit/s or None)}``."""
+    from ..report import _neural_roundtrip
+
+    out: dict[str, tuple[np.ndarray, float | None]] = {}
+    length = ref.shape[-1]
+    for s in systems:
+        if s.kind == HIDDEN_REFERENCE_KIND:
+            out[s.name] = (ref.copy(), None)
+        elif s.kind == ANCHOR_KIND:
+            out[s.name] = (lowpass_anchor(ref, sample_rate, anchor_hz), None)
+        elif s.kind == "neural":
+            assert s.nominal_kbps is not None
+            est, kbps, _elapsed = _neural_roundtrip(models[s.model], ref, s.nominal_kbps)
+            out[s.name] = (_fit(est, length), float(kbps))
+        else:
+            est, kbps = codecs[s.baseline].roundtrip(ref, sample_rate)
+            out[s.name] = (_fit(np.asarray(est, dtype=np.float32), length), float(kbps))
+    return out
+
+
+def _default_test_id(out: Path) -> str:
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", out.resolve().name).strip("-.") or "mushra"
+    return f"{slug[:48]}-{secrets.token_hex(4)}"
+
+
+def _write_wav(path: Path, wav: np.ndarray, sample_rate: int) -> None:
+    import torch
+
+    from ...audio import write_audio
+
+    write_audio(path, torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)), sample_rate, bits=16)
+
+
+def _holds_ratings(db_path: Path) -> bool:
+    """True if ``db_path`` exists and holds at least one rating (or cannot be read as a
+    ratings database: then it is kept, to be safe)."""
+    import sqlite3
+
+    if not db_path.exists():
+        return False
+    try:
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        try:
+            return conn.execute("SELECT COUNT(*) FROM ratings").fetchone()[0] > 0
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return True
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise MushraError(f"output {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if _holds_ratings(out / DB_FILE):
+            raise MushraError(f"{out} holds ratings ({out / DB_FILE}); refusing to replace it even "
+                              "with --force: move the folder or the database away first")
+        if not force:
+            raise MushraError(f"output folder {out} exists and is not empty (use -f/--force to replace it)")
+    if not out.resolve().parent.is_dir():
+        raise MushraError(f"parent folder of {out} does not exist")
+
+
+def build_test(eval_set: str | os.PathLike[str], out: str | os.PathLike[str], *,
+               models: tp.Sequence[str] = (), bandwidths: tp.Sequence[float] | None = None,
+               baselines: tp.Sequence[str] = (), categories: tp.Sequence[str] | None = None,
+               items_per_category: int = 3, seed: int = 0,
+               max_seconds: float | None = DEFAULT_MAX_SECONDS,
+               sample_rate: int = 24000, channels: int = 1, anchor_hz: float = DEFAULT_ANCHOR_HZ,
+               test_id: str | None = None, title: str | None = None, force: bool = False,
+               quiet: bool = False) -> MushraTest:
+    """Build a MUSHRA test folder (see the module notes); returns it as read back by
+    :func:`.spec.load_test`. Works without any model (baselines only, or no codec at all:
+    hidden reference and anchor)."""
+    from tqdm import tqdm
+
+    from ...data.dataset import EvalDataset
+    from ...pretrained import load_model
+    from .spec import ID_PATTERN
+
+    eval_set, out = Path(eval_set), Path(out)
+    _check_out(out, force)
+    if test_id is not None and not ID_PATTERN.match(test_id):
+        raise MushraError(f"test id {test_id!r} is not valid (letters, digits, '_', '.', '-'; "
+                          "at most 64 characters)")
+    if max_seconds is not None and not (math.isfinite(max_seconds) and max_seconds > 0):
+        raise MushraError(f"--max-seconds must be a positive number, got {max_seconds}")
+    loaded = {spec: load_model(spec).eval() for spec in models}
+    if loaded:
+        formats = {(m.sample_rate, m.channels) for m in loaded.values()}
+        if len(formats) > 1:
+            raise MushraError(f"models disagree on sample rate/channels: {sorted(formats)}")
+        sample_rate, channels = formats.pop()
+    systems = plan_systems(models, bandwidths, baselines, anchor_hz, loaded)
+    lowpass_anchor(np.zeros((1, 16), np.float32), sample_rate, anchor_hz)  # checks the cut-off now
+    codecs = {s.baseline: parse_baseline(s.baseline) for s in systems if s.kind == "baseline"}
+    cats = list(categories) if categories else find_categories(eval_set)
+    chosen = select_items(eval_set, cats, items_per_category, seed)
+
+    test_id = test_id or _default_test_id(out)
+    tmp = out.resolve().parent / f".{out.resolve().name}.building-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        trials = []
+        todo = [(cat, row) for cat in cats for row in chosen[cat]]
+        for index, (cat, row) in enumerate(tqdm(todo, desc="mushra items", unit="item",
+                                                disable=quiet, file=sys.stderr)):
+            trial_id = f"t{index + 1:02d}"
+            try:
+                item = EvalDataset([row], sample_rate=sample_rate, channels=channels, skip_errors=False)[0]
+            except (OSError, RuntimeError, ValueError) as exc:  # soundfile's errors are RuntimeErrors
+                raise MushraError(f"cannot read item {row.get('path')!r} of {cat}: {exc}") from exc
+            ref = item["audio"].numpy().astype(np.float32)
+            if max_seconds is not None:
+                ref = ref[:, : round(max_seconds * sample_rate)]
+            conds = make_conditions(ref, sample_rate, systems, anchor_hz, loaded, codecs)
+            peak = max([float(np.max(np.abs(ref)))] + [float(np.max(np.abs(a))) for a, _ in conds.values()])
+            gain = HEADROOM_PEAK / peak if peak > 1.0 else 1.0
+            folder = tmp / "audio" / trial_id
+            folder.mkdir(parents=True)
+            _write_wav(folder / "reference.wav", ref * gain, sample_rate)
+            ids: set[str] = set()
+            entries = []
+            for s in systems:
+                cid = secrets.token_hex(4)
+                while cid in ids:  # pragma: no cover - 1 in 4 billion
+                    cid = secrets.token_hex(4)
+                ids.add(cid)
+                audio, kbps = conds[s.name]
+                _write_wav(folder / f"{cid}.wav", audio * gain, sample_rate)
+                entries.append({"id": cid, "system": s.name, "file": f"audio/{trial_id}/{cid}.wav",
+                                "actual_kbps": kbps})
+            trials.append({"trial_id": trial_id, "category": cat,
+                           "item_id": str(item.get("item_id") or Path(row["path"]).stem),
+                           "source": str(row["path"]), "duration_s": ref.shape[-1] / sample_rate,
+                           "gain": gain, "reference": f"audio/{trial_id}/reference.wav",
+                           "conditions": entries})
+        doc = {
+            "format": FORMAT, "test_id": test_id,
+            "title": title or f"MUSHRA test {test_id}",
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "sample_rate": sample_rate, "channels": channels, "seed": seed,
+            "eval_set": str(eval_set), "categories": cats, "items_per_category": items_per_category,
+            "max_seconds": max_seconds,
+            "anchor": {"cutoff_hz": float(anchor_hz),
+                       "filter": f"Butterworth low-pass, order {ANCHOR_ORDER}, second-order sections, "
+                                 "zero phase (scipy.signal.sosfiltfilt: -6 dB at the cut-off)"},
+            "loudness": "not matched; a trial whose loudest signal peaks above full scale is "
+                        f"scaled as a whole to a {HEADROOM_PEAK} peak ('gain' per trial)",
+            "systems": [{"name": s.name, "kind": s.kind, "nominal_kbps": s.nominal_kbps,
+                         **({"model": s.model} if s.model else {}),
+                         **({"baseline": s.baseline} if s.baseline else {})} for s in systems],
+            "trials": trials,
+        }
+        (tmp / TEST_FILE).write_text(json.dumps(doc, indent=2) + "\n")
+        load_test(tmp)  # what serve and report will read must be valid
+        _install(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return load_test(out)
+
+
+def _install(tmp: Path, out: Path) -> None:
+    """Move the finished folder ``tmp`` onto ``out`` (replacing an old build, if any)."""
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    old = out.resolve().parent / f".{out.resolve().name}.old-{secrets.token_hex(4)}"
+    os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        os.replace(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

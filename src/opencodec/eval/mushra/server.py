@@ -1,0 +1,284 @@
+"""``opencodec mushra serve``: the rating page and its small JSON API (standard library
+``http.server.ThreadingHTTPServer``; binds 127.0.0.1 by default).
+
+Routes:
+
+* ``GET /`` the page (``static/index.html``), ``GET /static/mushra.js|mushra.css``;
+* ``GET /api/test``: test id, title and trials with blinded condition ids and audio URLs
+  (never the system names);
+* ``GET /api/progress?listener=NAME``: ``{"done": [trial ids]}`` already submitted;
+* ``GET /audio/<trial>/<file>.wav``: only files named in ``test.json``; single byte ranges
+  (``Range: bytes=a-b``) are honoured, as browsers' media elements ask for them;
+* ``POST /api/submit`` with a JSON body ``{"test_id", "trial_id", "listener",
+  "ratings": [{"condition": ID, "rating": 0..100}, ...]}``: checked by
+  :func:`validate_submission` (known test and trial, non-empty listener, every condition
+  of the trial rated exactly once, each rating a finite number in [0, 100], no unknown
+  fields) and stored with :func:`.db.store_trial`. Answers ``200 {"ok": true, ...}`` or
+  ``400 {"ok": false, "error": "<what is wrong>"}`` (413 for bodies over 64 KiB).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import threading
+import typing as tp
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from . import db
+from .spec import DB_FILE, MushraError, MushraTest, load_test
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+STATIC_FILES = {"index.html": "text/html; charset=utf-8",
+                "mushra.js": "text/javascript; charset=utf-8",
+                "mushra.css": "text/css; charset=utf-8"}
+MAX_BODY_BYTES = 64 * 1024
+MAX_LISTENER_CHARS = 64
+SUBMISSION_FIELDS = ("test_id", "trial_id", "listener", "ratings")
+
+
+class SubmissionError(MushraError):
+    """A submission the server rejects (HTTP 400); the message names the problem."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A validated submission: ratings = (condition id, system, rating 0-100) for every
+    condition of the trial, in the trial's order."""
+
+    test_id: str
+    trial_id: str
+    listener: str
+    ratings: tuple[tuple[str, str, float], ...]
+
+
+def _reject_constant(name: str) -> tp.NoReturn:
+    raise SubmissionError(f"invalid JSON number {name} (ratings must be finite numbers in [0, 100])")
+
+
+def parse_json(body: bytes) -> tp.Any:
+    """Decode a request body as JSON (UTF-8); NaN and Infinity are rejected."""
+    try:
+        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SubmissionError(f"the body is not valid JSON: {exc}") from exc
+
+
+def validate_submission(test: MushraTest, payload: tp.Any) -> Submission:
+    """Check a decoded submission against ``test``; raise :class:`SubmissionError` naming
+    the first problem found, else return the :class:`Submission` with system names."""
+    if not isinstance(payload, dict):
+        raise SubmissionError(f"the submission must be a JSON object, got {type(payload).__name__}")
+    unknown = sorted(set(payload) - set(SUBMISSION_FIELDS))
+    if unknown:
+        raise SubmissionError(f"unknown field(s) {unknown}; expected {list(SUBMISSION_FIELDS)}")
+    missing = [k for k in SUBMISSION_FIELDS if k not in payload]
+    if missing:
+        raise SubmissionError(f"missing field(s) {missing}")
+    test_id, trial_id, listener, ratings = (payload[k] for k in SUBMISSION_FIELDS)
+    if not isinstance(test_id, str) or test_id != test.test_id:
+        raise SubmissionError(f"unknown test id {test_id!r} (this server runs test {test.test_id!r})")
+    trial = test.trial(trial_id) if isinstance(trial_id, str) else None
+    if trial is None:
+        raise SubmissionError(f"unknown trial id {trial_id!r} in test {test.test_id!r}")
+    if not isinstance(listener, str) or not listener.strip():
+        raise SubmissionError("the listener id is missing or empty")
+    listener = listener.strip()
+    if len(listener) > MAX_LISTENER_CHARS or any(not ch.isprintable() for ch in listener):
+        raise SubmissionError(f"the listener id must be at most {MAX_LISTENER_CHARS} printable characters")
+    if not isinstance(ratings, list):
+        raise SubmissionError(f"'ratings' must be a list of {{condition, rating}} objects, "
+                              f"got {type(ratings).__name__}")
+    given: dict[str, float] = {}
+    for i, entry in enumerate(ratings):
+        if not isinstance(entry, dict) or set(entry) != {"condition", "rating"}:
+            raise SubmissionError(f"ratings[{i}] must be an object with exactly the fields "
+                                  "'condition' and 'rating'")
+        cid, value = entry["condition"], entry["rating"]
+        if not isinstance(cid, str) or trial.condition(cid) is None:
+            raise SubmissionError(f"ratings[{i}]: unknown condition {cid!r} in trial {trial.trial_id!r}")
+        if cid in given:
+            raise SubmissionError(f"ratings[{i}]: condition {cid!r} is rated more than once")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SubmissionError(f"ratings[{i}]: rating of condition {cid!r} must be a number, "
+                                  f"got {json.dumps(value)}")
+        if not 0 <= value <= 100:  # also false for NaN; huge ints compare exactly
+            raise SubmissionError(f"ratings[{i}]: rating {value} of condition {cid!r} is out of "
+                                  "range [0, 100]")
+        given[cid] = float(value)
+    unrated = [c.id for c in trial.conditions if c.id not in given]
+    if unrated:
+        raise SubmissionError(f"missing rating(s) for condition(s) {unrated} of trial {trial.trial_id!r} "
+                              f"({len(given)} of {len(trial.conditions)} rated)")
+    return Submission(test.test_id, trial.trial_id, listener,
+                      tuple((c.id, c.system, given[c.id]) for c in trial.conditions))
+
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """(first, last) byte of a single ``Range: bytes=a-b`` request on a ``size``-byte file;
+    None if unsatisfiable or not understood."""
+    m = _RANGE.match(header.strip())
+    if not m or (not m.group(1) and not m.group(2)) or size == 0:
+        return None
+    if not m.group(1):  # suffix: the last N bytes
+        n = int(m.group(2))
+        return (max(size - n, 0), size - 1) if n > 0 else None
+    first = int(m.group(1))
+    last = int(m.group(2)) if m.group(2) else size - 1
+    if first >= size or last < first:
+        return None
+    return first, min(last, size - 1)
+
+
+class MushraHTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server holding the test, the database path and the audio whitelist."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], test: MushraTest, db_path: Path, log: bool):
+        self.test = test
+        self.db_path = db_path
+        self.log = log
+        self.audio_files = {f"/audio/{t.trial_id}/{Path(f).name}": test.root / f
+                            for t in test.trials for f in (t.reference, *(c.file for c in t.conditions))}
+        self.public_json = json.dumps(test.public()).encode()
+        super().__init__(address, MushraHandler)
+
+    @property
+    def url(self) -> str:
+        """The page's address, e.g. ``http://127.0.0.1:8000/``."""
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}/"
+
+
+class MushraHandler(BaseHTTPRequestHandler):
+    """Requests of the rating page; see the module notes for the routes."""
+
+    server: MushraHTTPServer
+    server_version = "opencodec-mushra"
+
+    def log_message(self, format: str, *args: tp.Any) -> None:  # noqa: A002 - stdlib signature
+        if self.server.log:
+            sys.stderr.write(f"{self.address_string()} - {format % args}\n")
+
+    # -- responses --------------------------------------------------------------------------
+    def _send(self, status: int, body: bytes, content_type: str,
+              headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, obj: tp.Any) -> None:
+        self._send(status, json.dumps(obj).encode(), "application/json")
+
+    def _error(self, status: int, message: str) -> None:
+        self._json(status, {"ok": False, "error": message})
+
+    # -- GET --------------------------------------------------------------------------------
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        parts = urlsplit(self.path)
+        path = parts.path
+        if path in ("/", "/index.html"):
+            path = "/static/index.html"
+        if path.startswith("/static/") and path[len("/static/"):] in STATIC_FILES:
+            name = path[len("/static/"):]
+            self._send(HTTPStatus.OK, (STATIC_DIR / name).read_bytes(), STATIC_FILES[name])
+        elif path == "/api/test":
+            self._send(HTTPStatus.OK, self.server.public_json, "application/json")
+        elif path == "/api/progress":
+            listener = (parse_qs(parts.query).get("listener") or [""])[0].strip()
+            if not listener:
+                self._error(HTTPStatus.BAD_REQUEST, "the listener id is missing or empty")
+                return
+            done = db.listener_progress(self.server.db_path, self.server.test.test_id, listener)
+            self._json(HTTPStatus.OK, {"ok": True, "done": done})
+        elif path in self.server.audio_files:
+            self._audio(self.server.audio_files[path])
+        else:
+            self._error(HTTPStatus.NOT_FOUND, f"not found: {path}")
+
+    do_HEAD = do_GET
+
+    def _audio(self, file: Path) -> None:
+        data = file.read_bytes()
+        headers = {"Accept-Ranges": "bytes"}
+        requested = self.headers.get("Range")
+        if requested is None:
+            self._send(HTTPStatus.OK, data, "audio/wav", headers)
+            return
+        span = parse_range(requested, len(data))
+        if span is None:
+            self._send(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, b"", "audio/wav",
+                       {**headers, "Content-Range": f"bytes */{len(data)}"})
+            return
+        first, last = span
+        self._send(HTTPStatus.PARTIAL_CONTENT, data[first:last + 1], "audio/wav",
+                   {**headers, "Content-Range": f"bytes {first}-{last}/{len(data)}"})
+
+    # -- POST -------------------------------------------------------------------------------
+    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+        if urlsplit(self.path).path != "/api/submit":
+            self._error(HTTPStatus.NOT_FOUND, f"not found: {self.path}")
+            return
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            self._error(HTTPStatus.LENGTH_REQUIRED, "a Content-Length header is required")
+            return
+        if length > MAX_BODY_BYTES or length < 0:
+            self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                        f"the body has {length} bytes; at most {MAX_BODY_BYTES} are accepted")
+            self.close_connection = True
+            return
+        body = self.rfile.read(length)
+        content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        try:
+            if content_type != "application/json":
+                raise SubmissionError(f"Content-Type must be application/json, got {content_type!r}")
+            sub = validate_submission(self.server.test, parse_json(body))
+        except SubmissionError as exc:
+            self._error(HTTPStatus.BAD_REQUEST, str(exc))
+            return
+        try:
+            submission, replaced = db.store_trial(self.server.db_path, sub.test_id, sub.listener,
+                                                  sub.trial_id, sub.ratings)
+        except MushraError as exc:
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, str(exc))
+            return
+        self._json(HTTPStatus.OK, {"ok": True, "submission": submission, "stored": len(sub.ratings),
+                                   "replaced": replaced, "trial_id": sub.trial_id})
+
+
+def make_server(test_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
+                db_path: str | Path | None = None, log: bool = False) -> MushraHTTPServer:
+    """A server for the test in ``test_dir`` (not yet serving; ``port`` 0 picks a free
+    one, see ``.url``). Ratings go to ``db_path`` (default ``TEST_DIR/ratings.sqlite``),
+    created with its schema now so that a bad path fails here."""
+    test = load_test(test_dir)
+    db_file = Path(db_path) if db_path is not None else test.root / DB_FILE
+    db.connect(db_file).close()
+    try:
+        return MushraHTTPServer((host, port), test, db_file, log)
+    except OSError as exc:
+        raise MushraError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
+def serve_in_thread(server: MushraHTTPServer) -> threading.Thread:
+    """Run ``server.serve_forever`` in a daemon thread (stop with ``server.shutdown()``)."""
+    thread = threading.Thread(target=server.serve_forever, name="mushra-server", daemon=True)
+    thread.start()
+    return thread
