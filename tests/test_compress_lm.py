@@ -264,7 +264,7 @@ def test_cli_lm_round_trip_and_errors(tmp_path: Path, capsys: pytest.CaptureFixt
     sf.write(tmp_path / "in.wav", x, 24_000, subtype="FLOAT")
 
     code, out, err = _run(capsys, "compress", tmp_path / "in.wav", tmp_path / "a.ecdc", "--model", ckpt,
-                          "-b", "3", "--lm", "--lm-model", lm_path, "-q")
+                          "-b", "3", "--lm", "--lm-model", lm_path, "--lm-format", "official", "-q")
     assert (code, out, err) == (0, "", "")
     data = (tmp_path / "a.ecdc").read_bytes()
     ref = _Official(official_models["encodec_24khz"], official_lms["encodec_24khz"], monkeypatch)

@@ -40,6 +40,62 @@ With the entropy model (``lm`` true) a segment record is::
 The coded length is not stored: a reader only finds where a segment ends by decoding it,
 so such a body can only be parsed with the entropy model (``lm`` argument of
 :func:`read_body` / :func:`read_ecdc`; see :mod:`opencodec.entropy`).
+
+Version 1: deterministic entropy coding (opencodec's own; the official reader rejects the
+version byte). The official LM stream above depends on the float arithmetic of the
+machine that runs the entropy model (thread count, CPU, BLAS), so a file may not decode
+elsewhere. Version 1 codes with the integer-only model of :mod:`opencodec.entropy.fixed`,
+whose CDFs are the same on every machine, and checks what it decodes::
+
+    offset  size  field
+    0       4     magic  b"ECDC"
+    4       1     version, 1
+    5       4     N: JSON length (big-endian uint32)
+    9       N     UTF-8 JSON object, json.dumps({"m", "al", "nc", "lm", "lmn", "lmh", "fx",
+                  "cb", "ci"}) in that order:
+                    m, al, nc as in version 0; lm: true (always);
+                    lmn: name of the entropy model (str, e.g. "encodec_lm_24khz"; a reader
+                         without an entropy model given loads the model of that name);
+                    lmh: its weights hash, 16 lowercase hex digits (FixedLM.weights_hash: a
+                         SHA-256 over the fixed-point scheme, the sizes and the integer
+                         weights); a reader refuses an entropy model with another hash;
+                    fx:  fixed-point scheme of the entropy model (int >= 1; 1 now);
+                    cb:  check bits (int, 0..32) coded every ci frames;
+                    ci:  check interval in frames (int >= 1)
+    9+N     ...   body: one record per segment, segments as in version 0
+
+    segment record:
+    [4 bytes big-endian float32 scale]   only for normalising models; finite and > 0
+    the arithmetic-coded stream           a fresh coder (24-bit total range, as version 0's)
+                                          and a fresh integer entropy-model state; for each
+                                          frame t = 0..F-1: its nc codes (codebook order),
+                                          each with the integer CDF (total exactly 2**24,
+                                          every bin >= 2) that the model predicts from frame
+                                          t - 1 (zeros at t = 0); then, if t == F - 1, the
+                                          32-bit CRC below, else if cb > 0 and (t + 1) % ci
+                                          == 0, the low cb bits of it; the coder is flushed
+                                          at the segment's end (last byte zero-padded)
+
+The check value is a running CRC-32 (zlib's): seeded with the CRC-32 of the header's bytes
+(fixed part + JSON, as :func:`header_bytes` writes the parsed header), the segment index
+(uint32 little-endian) and the segment's 4 scale bytes (if any), then updated with each
+frame's nc codes as uint32 little-endian values right after the frame. Check values are
+coded as uniform symbols of at most 8 bits (most significant first), so a check of n bits
+costs n bits. A reader recomputes the CRC from the codes it decodes and raises
+``BitstreamError`` naming the segment and frame at the first mismatch. Because an
+arithmetic decoder fed a damaged byte yields unrelated symbols from then on, every later
+check fails with probability ``1 - 2**-n``; damage that changes the decoded codes (or the
+header fields or a scale) goes unnoticed with probability at most ``2**-32`` (the final
+CRC), ``2**-(8 + 32)`` when an 8-bit check lies between it and the segment's end.
+
+Defaults (:data:`DEFAULT_CHECK_BITS` = 8, ``ci`` = the codec's frames per second, see
+:func:`default_check_interval`): 8 bits per second plus 32 bits per segment; at 24 kHz
+(75 Hz, one segment per file) 8 bit/s, i.e. 0.53/0.27/0.13/0.07 % of 1.5/3/6/12 kbps,
+plus 32 bits per file; at 48 kHz (1 s segments every 0.99 s, 150 frames, so the per-second
+check falls on the segment's last frame and only the CRC is coded) 32.3 bit/s, 1.1/0.54/
+0.27/0.13 % of 3/6/12/24 kbps. A per-frame check would cost 75 bit/s per bit of width at
+75 Hz (600 bit/s for 8 bits, 40% of 1.5 kbps) for little gain: detection only needs the
+bits coded after the damage, and the final CRC-32 already bounds a miss by ``2**-32``.
 """
 
 from __future__ import annotations
@@ -49,6 +105,7 @@ import json
 import math
 import struct
 import typing as tp
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,11 +116,16 @@ from .model import EncodedFrame
 
 if tp.TYPE_CHECKING:
     from .entropy import EntropyLM
+    from .entropy.fixed import FixedLM
     from .model import EncodecModel
 
+    AnyLM = tp.Union[EntropyLM, FixedLM]
+
 __all__ = [
-    "MAGIC", "VERSION", "HEADER_STRUCT", "MAX_HEADER_JSON_BYTES", "MAX_BITS",
-    "EcdcHeader", "StreamLayout", "write_header", "read_header", "parse_header",
+    "MAGIC", "VERSION", "DETERMINISTIC_VERSION", "VERSIONS", "HEADER_STRUCT",
+    "MAX_HEADER_JSON_BYTES", "MAX_BITS", "DEFAULT_CHECK_BITS", "default_check_interval",
+    "DeterministicCoding", "EcdcHeader", "StreamLayout", "header_bytes", "write_header",
+    "read_header", "parse_header",
     "packed_size", "pack_codes", "unpack_codes", "BitPacker", "BitUnpacker",
     "LayoutLike", "as_layout", "body_size", "min_lm_body_size", "write_body", "read_body",
     "encode_ecdc", "write_ecdc", "read_ecdc",
@@ -73,7 +135,13 @@ MAGIC = b"ECDC"
 """The four bytes every ``.ecdc`` file starts with."""
 
 VERSION = 0
-"""The only format version there is."""
+"""The official format's version byte (the only one the official package reads)."""
+
+DETERMINISTIC_VERSION = 1
+"""Version byte of the deterministic entropy-coded format (opencodec only)."""
+
+VERSIONS = (VERSION, DETERMINISTIC_VERSION)
+"""Version bytes this reader accepts."""
 
 HEADER_STRUCT = struct.Struct("!4sBI")
 """Fixed part of the header: magic, version byte, big-endian uint32 JSON length (9 bytes)."""
@@ -84,50 +152,101 @@ MAX_HEADER_JSON_BYTES = 1 << 16
 MAX_BITS = 32
 """Widest code field supported by the packers, in bits."""
 
+DEFAULT_CHECK_BITS = 8
+"""Default width of the periodic checks of the deterministic format (see the module doc)."""
+
+MAX_LM_NAME_CHARS = 200
+"""Longest entropy-model name a version 1 header may carry."""
+
 SCALE_STRUCT = struct.Struct("!f")
 
 _CHUNK_VALUES = 1 << 18  # values handled per numpy block (a multiple of 8: blocks end on bytes)
+_HASH_CHARS = frozenset("0123456789abcdef")
+
+
+def default_check_interval(frame_rate: float) -> int:
+    """Frames between the periodic checks by default: about one second of frames."""
+    return max(1, int(round(frame_rate)))
 
 
 # ------------------------------------------------------------------------------------------
 # Header
 # ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class DeterministicCoding:
+    """What a version 1 (deterministic) header adds: the entropy model's name (JSON
+    ``lmn``) and weights hash (``lmh``, 16 lowercase hex digits), its fixed-point scheme
+    (``fx``), and the checks: ``check_bits`` (``cb``, 0..32) every ``check_interval`` frames
+    (``ci``, >= 1), besides the CRC-32 that ends every segment."""
+
+    lm_name: str
+    lm_hash: str
+    scheme: int
+    check_bits: int = DEFAULT_CHECK_BITS
+    check_interval: int = 75
+
+    def __post_init__(self) -> None:
+        _check_deterministic_fields(self.to_dict())
+
+    def to_dict(self) -> dict[str, tp.Any]:
+        """The JSON keys this adds to the header, in order ``lmn, lmh, fx, cb, ci``."""
+        return {"lmn": self.lm_name, "lmh": self.lm_hash, "fx": self.scheme,
+                "cb": self.check_bits, "ci": self.check_interval}
+
+
+@dataclass(frozen=True)
 class EcdcHeader:
     """The JSON header of an ``.ecdc`` file.
 
     ``model_name`` (JSON ``m``), ``audio_length`` in samples per channel (``al``),
     ``num_codebooks`` per frame (``nc``) and ``use_lm``: whether the body is entropy coded
-    (``lm``).
+    (``lm``). ``deterministic`` (None for the official version 0 format) makes it a
+    version 1 header, entropy coded with the integer model (``use_lm`` must be true).
     """
 
     model_name: str
     audio_length: int
     num_codebooks: int
     use_lm: bool
+    deterministic: DeterministicCoding | None = None
 
     def __post_init__(self) -> None:
-        _check_header_fields(self.to_dict())
+        if self.deterministic is not None and not isinstance(self.deterministic, DeterministicCoding):
+            raise TypeError("deterministic must be a DeterministicCoding or None")
+        _check_header_fields(self.to_dict(), self.version)
+
+    @property
+    def version(self) -> int:
+        """The version byte: 1 with ``deterministic``, else 0."""
+        return VERSION if self.deterministic is None else DETERMINISTIC_VERSION
 
     def to_dict(self) -> dict[str, tp.Any]:
-        """The JSON object, keys in the official order ``m, al, nc, lm``."""
-        return {"m": self.model_name, "al": self.audio_length, "nc": self.num_codebooks,
+        """The JSON object, keys in the official order ``m, al, nc, lm`` (then version 1's)."""
+        meta = {"m": self.model_name, "al": self.audio_length, "nc": self.num_codebooks,
                 "lm": self.use_lm}
+        if self.deterministic is not None:
+            meta.update(self.deterministic.to_dict())
+        return meta
 
     def to_json(self) -> bytes:
         """UTF-8 JSON exactly as the official writer produces it (default separators)."""
         return json.dumps(self.to_dict()).encode("utf-8")
 
     @classmethod
-    def from_dict(cls, meta: tp.Any) -> "EcdcHeader":
-        """Validate a decoded JSON value and build the header; unknown keys are ignored."""
-        _check_header_fields(meta)
+    def from_dict(cls, meta: tp.Any, version: int = VERSION) -> "EcdcHeader":
+        """Validate a decoded JSON value of a ``version`` header and build the header;
+        unknown keys are ignored."""
+        _check_header_fields(meta, version)
+        det = None
+        if version == DETERMINISTIC_VERSION:
+            det = DeterministicCoding(lm_name=meta["lmn"], lm_hash=meta["lmh"], scheme=meta["fx"],
+                                      check_bits=meta["cb"], check_interval=meta["ci"])
         return cls(model_name=meta["m"], audio_length=meta["al"], num_codebooks=meta["nc"],
-                   use_lm=meta["lm"])
+                   use_lm=meta["lm"], deterministic=det)
 
     @classmethod
-    def from_json(cls, data: bytes | str) -> "EcdcHeader":
-        """Parse the JSON part of a header (bytes must be UTF-8)."""
+    def from_json(cls, data: bytes | str, version: int = VERSION) -> "EcdcHeader":
+        """Parse the JSON part of a ``version`` header (bytes must be UTF-8)."""
         if isinstance(data, (bytes, bytearray, memoryview)):
             try:
                 text = bytes(data).decode("utf-8")
@@ -139,7 +258,7 @@ class EcdcHeader:
             meta = json.loads(text)
         except (ValueError, RecursionError) as exc:
             raise BitstreamError(f"ECDC header: invalid JSON ({_short(exc)})") from None
-        return cls.from_dict(meta)
+        return cls.from_dict(meta, version)
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:
@@ -154,8 +273,19 @@ def _describe(value: tp.Any) -> str:
     return f"{type(value).__name__} {text}"
 
 
-def _check_header_fields(meta: tp.Any) -> None:
-    """Raise ``BitstreamError`` unless ``meta`` is a valid header object."""
+def _check_int(meta: dict[str, tp.Any], key: str, what: str, low: int, high: int | None = None) -> None:
+    value = meta[key]
+    bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BitstreamError(f"ECDC header field {key!r} ({what}): expected an integer {bounds}, "
+                             f"got {_describe(value)}")
+    if value < low or (high is not None and value > high):
+        raise BitstreamError(f"ECDC header field {key!r} ({what}): expected an integer {bounds}, "
+                             f"got {value}")
+
+
+def _check_header_fields(meta: tp.Any, version: int = VERSION) -> None:
+    """Raise ``BitstreamError`` unless ``meta`` is a valid header object of ``version``."""
     if not isinstance(meta, dict):
         raise BitstreamError(f"ECDC header: expected a JSON object, got {_describe(meta)}")
     missing = [key for key in ("m", "al", "nc", "lm") if key not in meta]
@@ -166,26 +296,50 @@ def _check_header_fields(meta: tp.Any) -> None:
     if not isinstance(name, str) or not name:
         raise BitstreamError(f"ECDC header field 'm' (model name): expected a non-empty string, "
                              f"got {_describe(name)}")
-    for key, what in (("al", "audio length"), ("nc", "number of codebooks")):
-        value = meta[key]
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise BitstreamError(f"ECDC header field {key!r} ({what}): expected an integer >= 1, "
-                                 f"got {_describe(value)}")
-        if value < 1:
-            raise BitstreamError(f"ECDC header field {key!r} ({what}): expected an integer >= 1, "
-                                 f"got {value}")
+    _check_int(meta, "al", "audio length", 1)
+    _check_int(meta, "nc", "number of codebooks", 1)
     if not isinstance(meta["lm"], bool):
         raise BitstreamError(f"ECDC header field 'lm' (entropy coded): expected true or false, "
                              f"got {_describe(meta['lm'])}")
+    if version == DETERMINISTIC_VERSION:
+        if meta["lm"] is not True:
+            raise BitstreamError("ECDC version 1 (deterministic entropy coding) header: field 'lm' "
+                                 "must be true, got false")
+        _check_deterministic_fields(meta)
 
 
-def write_header(fo: tp.BinaryIO, header: EcdcHeader) -> int:
-    """Write the header (fixed part + JSON) to ``fo``; returns the bytes written."""
+def _check_deterministic_fields(meta: dict[str, tp.Any]) -> None:
+    """Raise ``BitstreamError`` unless ``meta`` has valid version 1 fields."""
+    keys = ("lmn", "lmh", "fx", "cb", "ci")
+    missing = [key for key in keys if key not in meta]
+    if missing:
+        raise BitstreamError(f"ECDC version 1 (deterministic entropy coding) header: missing key(s) "
+                             f"{', '.join(map(repr, missing))} (expected {', '.join(map(repr, keys))})")
+    name = meta["lmn"]
+    if not isinstance(name, str) or not name or len(name) > MAX_LM_NAME_CHARS:
+        raise BitstreamError(f"ECDC header field 'lmn' (entropy model name): expected a non-empty "
+                             f"string of at most {MAX_LM_NAME_CHARS} characters, got {_describe(name)}")
+    digest = meta["lmh"]
+    if not isinstance(digest, str) or len(digest) != 16 or not set(digest) <= _HASH_CHARS:
+        raise BitstreamError(f"ECDC header field 'lmh' (entropy model weights hash): expected 16 "
+                             f"lowercase hex digits, got {_describe(digest)}")
+    _check_int(meta, "fx", "fixed-point scheme", 1)
+    _check_int(meta, "cb", "check bits", 0, 32)
+    _check_int(meta, "ci", "check interval in frames", 1, (1 << 31) - 1)
+
+
+def header_bytes(header: EcdcHeader) -> bytes:
+    """The header's bytes as :func:`write_header` writes them (fixed part + JSON)."""
     meta = header.to_json()
     if len(meta) > MAX_HEADER_JSON_BYTES:
         raise BitstreamError(f"ECDC header: JSON is {len(meta)} bytes, at most "
                              f"{MAX_HEADER_JSON_BYTES} allowed (model name too long?)")
-    data = HEADER_STRUCT.pack(MAGIC, VERSION, len(meta)) + meta
+    return HEADER_STRUCT.pack(MAGIC, header.version, len(meta)) + meta
+
+
+def write_header(fo: tp.BinaryIO, header: EcdcHeader) -> int:
+    """Write the header (fixed part + JSON) to ``fo``; returns the bytes written."""
+    data = header_bytes(header)
     fo.write(data)
     return len(data)
 
@@ -206,9 +360,9 @@ def _read_up_to(fo: tp.BinaryIO, size: int) -> bytes:
 def read_header(fo: tp.BinaryIO) -> EcdcHeader:
     """Read and validate a header from ``fo``, leaving it positioned at the body.
 
-    Raises ``BitstreamError`` for a wrong magic or version, a truncated header, a JSON
-    length beyond :data:`MAX_HEADER_JSON_BYTES` or beyond the data available, invalid
-    UTF-8/JSON, and missing or mistyped fields.
+    Raises ``BitstreamError`` for a wrong magic or version (0 and 1 are read), a truncated
+    header, a JSON length beyond :data:`MAX_HEADER_JSON_BYTES` or beyond the data
+    available, invalid UTF-8/JSON, and missing or mistyped fields.
     """
     fixed = _read_up_to(fo, HEADER_STRUCT.size)
     if len(fixed) < HEADER_STRUCT.size:
@@ -220,8 +374,9 @@ def read_header(fo: tp.BinaryIO) -> EcdcHeader:
     magic, version, meta_size = HEADER_STRUCT.unpack(fixed)
     if magic != MAGIC:
         raise BitstreamError(f"not an ECDC file: magic expected {MAGIC!r}, got {magic!r}")
-    if version != VERSION:
-        raise BitstreamError(f"unsupported ECDC version: expected {VERSION}, got {version}")
+    if version not in VERSIONS:
+        raise BitstreamError(f"unsupported ECDC version: expected {VERSION} (official format) or "
+                             f"{DETERMINISTIC_VERSION} (deterministic entropy coding), got {version}")
     meta = _read_up_to(fo, min(meta_size, MAX_HEADER_JSON_BYTES))
     if len(meta) < min(meta_size, MAX_HEADER_JSON_BYTES):
         raise BitstreamError(f"ECDC header truncated: JSON length field says {meta_size} bytes, "
@@ -229,7 +384,7 @@ def read_header(fo: tp.BinaryIO) -> EcdcHeader:
     if meta_size > MAX_HEADER_JSON_BYTES:
         raise BitstreamError(f"ECDC header: JSON length field says {meta_size} bytes, at most "
                              f"{MAX_HEADER_JSON_BYTES} allowed")
-    return EcdcHeader.from_json(meta)
+    return EcdcHeader.from_json(meta, version)
 
 
 def parse_header(data: bytes) -> tuple[EcdcHeader, int]:
@@ -498,7 +653,10 @@ def min_lm_body_size(header: EcdcHeader, layout: StreamLayout, card: int) -> int
     return n_seg * layout.scale_bytes + int(frames * nc * bits_per_code / 16)
 
 
-def _check_compatible(header: EcdcHeader, layout: StreamLayout, lm: "EntropyLM | None" = None) -> None:
+def _check_compatible(header: EcdcHeader, layout: StreamLayout, lm: "AnyLM | None" = None
+                      ) -> "AnyLM | None":
+    """Check that the header fits the layout and the entropy model; returns the model to code
+    the body with (the integer :class:`~opencodec.entropy.fixed.FixedLM` for version 1)."""
     if layout.model_name is not None and header.model_name != layout.model_name:
         raise BitstreamError(f"ECDC file was written by model {header.model_name!r}, "
                              f"but is being read with model {layout.model_name!r}")
@@ -506,14 +664,47 @@ def _check_compatible(header: EcdcHeader, layout: StreamLayout, lm: "EntropyLM |
         raise BitstreamError(f"ECDC header field 'nc' (number of codebooks): model "
                              f"{layout.model_name!r} has at most {layout.n_q}, got "
                              f"{header.num_codebooks}")
+    if header.deterministic is not None:
+        return _fixed_lm(header, layout, lm)
     if header.use_lm:
         if lm is None:
             raise BitstreamError("ECDC file uses the entropy model (header 'lm': true): its body "
                                  "can only be read with that entropy model (pass lm=...)")
+        from .entropy import EntropyLM
+
+        if not isinstance(lm, EntropyLM):
+            raise BitstreamError("the official entropy-coded format (version 0) needs the float "
+                                 f"EntropyLM, got {type(lm).__name__}")
         _check_lm(header, layout, lm)
+    return lm
 
 
-def _check_lm(header: EcdcHeader, layout: StreamLayout, lm: "EntropyLM") -> None:
+def _fixed_lm(header: EcdcHeader, layout: StreamLayout, lm: "AnyLM | None") -> "FixedLM":
+    """The integer entropy model for a version 1 file: ``lm`` converted (cached) and checked
+    against the header's scheme and weights hash, the codec's bins and the codebooks."""
+    from .entropy.fixed import SCHEME, fixed_lm_for
+
+    det = header.deterministic
+    assert det is not None
+    if lm is None:
+        raise BitstreamError(f"ECDC file is entropy coded with entropy model {det.lm_name!r} "
+                             f"(weights hash {det.lm_hash}): its body can only be read with that "
+                             f"entropy model (pass lm=...)")
+    if det.scheme != SCHEME:
+        raise BitstreamError(f"ECDC header field 'fx': the file uses fixed-point scheme {det.scheme}, "
+                             f"this reader implements scheme {SCHEME}")
+    flm = fixed_lm_for(lm)
+    _check_lm(header, layout, flm)
+    if flm.weights_hash != det.lm_hash:
+        given = f" ({flm.name!r})" if flm.name else ""
+        raise BitstreamError(f"wrong entropy model: the file was coded with {det.lm_name!r} (weights "
+                             f"hash {det.lm_hash}), the entropy model given{given} has weights hash "
+                             f"{flm.weights_hash}; decode with the entropy model the file was "
+                             f"written with")
+    return flm
+
+
+def _check_lm(header: EcdcHeader, layout: StreamLayout, lm: "AnyLM") -> None:
     """The entropy model must cover the file's codebooks and the codec's bins."""
     if lm.card != 1 << layout.bits:
         raise BitstreamError(f"the entropy model predicts {lm.card} bins per codebook, but model "
@@ -524,7 +715,7 @@ def _check_lm(header: EcdcHeader, layout: StreamLayout, lm: "EntropyLM") -> None
 
 
 def read_body(body: bytes, header: EcdcHeader, layout: LayoutLike,
-              lm: "EntropyLM | None" = None) -> list[EncodedFrame]:
+              lm: "AnyLM | None" = None) -> list[EncodedFrame]:
     """Parse the body (everything after the header) into one ``EncodedFrame`` per segment.
 
     Each frame has codes LongTensor [1, nc, ceil(L / hop)] for a segment of L samples and
@@ -535,13 +726,18 @@ def read_body(body: bytes, header: EcdcHeader, layout: LayoutLike,
     An entropy-coded body (header ``lm`` true) needs ``lm``, the entropy model it was written
     with (``BitstreamError`` without it, or when it does not cover the file's codebooks and
     the codec's bins); it is decoded segment by segment, which runs the model once per
-    frame. ``lm`` is not used for other files.
+    frame. ``lm`` is not used for other files. A version 1 (deterministic) body needs the
+    entropy model whose weights hash the header names (an ``EntropyLM``, converted, or its
+    ``FixedLM``; else ``BitstreamError``), and every check it carries must pass
+    (``BitstreamError`` naming the segment and frame otherwise).
     """
     layout = as_layout(layout)
-    _check_compatible(header, layout, lm)
+    coder_lm = _check_compatible(header, layout, lm)
+    if header.deterministic is not None:
+        return _read_det_body(body, header, layout, tp.cast("FixedLM", coder_lm))
     if header.use_lm:
-        assert lm is not None
-        return _read_lm_body(body, header, layout, lm)
+        assert coder_lm is not None
+        return _read_lm_body(body, header, layout, tp.cast("EntropyLM", coder_lm))
     expected = body_size(header, layout)
     if len(body) < expected:
         raise BitstreamError(f"ECDC body truncated: expected {expected} bytes for "
@@ -609,20 +805,73 @@ def _read_lm_body(body: bytes, header: EcdcHeader, layout: StreamLayout,
     return frames
 
 
+def _segment_crc_seed(head: bytes, index: int, scale_raw: bytes) -> int:
+    """Initial CRC-32 of a version 1 segment: header bytes, index (uint32 LE), scale bytes."""
+    return zlib.crc32(scale_raw, zlib.crc32(struct.pack("<I", index), zlib.crc32(head)))
+
+
+def _read_det_body(body: bytes, header: EcdcHeader, layout: StreamLayout,
+                   flm: "FixedLM") -> list[EncodedFrame]:
+    """Decode a version 1 body segment by segment (scale, then the coded codes and checks)."""
+    from .entropy.deterministic import decode_segment_fixed
+
+    det = header.deterministic
+    assert det is not None
+    minimum = min_lm_body_size(header, layout, flm.card)
+    if len(body) < minimum:
+        raise BitstreamError(f"ECDC body truncated: an entropy-coded body for "
+                             f"{header.audio_length} samples x {header.num_codebooks} codebooks "
+                             f"needs at least {minimum} bytes, got {len(body)}")
+    head = header_bytes(header)
+    fo = io.BytesIO(body)
+    frames: list[EncodedFrame] = []
+    nc = header.num_codebooks
+    for index, (offset, length) in enumerate(layout.segments(header.audio_length)):
+        scale, raw = None, b""
+        if layout.normalize:
+            raw = fo.read(SCALE_STRUCT.size)
+            if len(raw) < SCALE_STRUCT.size:
+                raise BitstreamError(f"ECDC body truncated: segment {index} (sample {offset}) "
+                                     f"ends inside its scale")
+            (value,) = SCALE_STRUCT.unpack(raw)
+            scale = _scale_tensor(value, index, offset)
+        try:
+            codes = decode_segment_fixed(flm, fo, nc, layout.num_frames(length),
+                                         check_bits=det.check_bits, check_interval=det.check_interval,
+                                         crc_seed=_segment_crc_seed(head, index, raw))
+        except BitstreamError as exc:
+            raise BitstreamError(f"ECDC segment {index} (sample {offset}): {exc}") from None
+        frames.append(EncodedFrame(codes[None], scale))
+    extra = len(body) - fo.tell()
+    if extra:
+        raise BitstreamError(f"ECDC body has {extra} extra byte(s) after the last entropy-coded "
+                             f"segment (the segments used {fo.tell()} of {len(body)} bytes)")
+    return frames
+
+
 def write_body(fo: tp.BinaryIO, header: EcdcHeader, frames: tp.Sequence[EncodedFrame],
-               layout: LayoutLike, lm: "EntropyLM | None" = None) -> int:
+               layout: LayoutLike, lm: "AnyLM | None" = None) -> int:
     """Write the segments' codes (batch of one: codes [1, nc, F], scale [1, 1] or None).
 
     Checks that the frames match ``header`` and ``layout`` (segment count, shapes, scale
     presence); returns the bytes written. A header with ``use_lm`` needs ``lm``, the
-    entropy model that codes each segment (as the official ``use_lm=True`` writer does).
+    entropy model that codes each segment: for version 0 the float
+    :class:`~opencodec.entropy.EntropyLM` (as the official ``use_lm=True`` writer does), for
+    version 1 (``header.deterministic``) an ``EntropyLM`` or its
+    :class:`~opencodec.entropy.fixed.FixedLM`, whose weights hash must be the header's.
     """
     layout = as_layout(layout)
+    det = header.deterministic
     if header.use_lm:
         if lm is None:
             raise BitstreamError("writing an entropy-coded ('lm': true) body needs the entropy model")
-        _check_lm(header, layout, lm)
-        from .entropy import encode_segment_with_lm
+        if det is not None:
+            from .entropy.deterministic import encode_segment_fixed
+            flm = _fixed_lm(header, layout, lm)
+            head = header_bytes(header)
+        else:
+            _check_lm(header, layout, lm)
+            from .entropy import encode_segment_with_lm
     segments = layout.segments(header.audio_length)
     if len(frames) != len(segments):
         raise ValueError(f"expected {len(segments)} segment(s) for {header.audio_length} samples, "
@@ -636,11 +885,18 @@ def write_body(fo: tp.BinaryIO, header: EcdcHeader, frames: tp.Sequence[EncodedF
         if layout.normalize:
             if scale is None or scale.numel() != 1:
                 raise ValueError(f"segment {index}: normalising model needs one scale per segment")
-            fo.write(SCALE_STRUCT.pack(float(scale.reshape(-1)[0])))
+            raw = SCALE_STRUCT.pack(float(scale.reshape(-1)[0]))
+            fo.write(raw)
             written += SCALE_STRUCT.size
         elif scale is not None:
             raise ValueError(f"segment {index}: model does not normalise but a scale was given")
-        if header.use_lm:
+        else:
+            raw = b""
+        if det is not None:
+            packed = encode_segment_fixed(flm, codes[0], check_bits=det.check_bits,
+                                          check_interval=det.check_interval,
+                                          crc_seed=_segment_crc_seed(head, index, raw))
+        elif header.use_lm:
             packed = encode_segment_with_lm(lm, codes[0])
         else:
             packed = pack_codes(codes[0], layout.bits)
@@ -650,7 +906,7 @@ def write_body(fo: tp.BinaryIO, header: EcdcHeader, frames: tp.Sequence[EncodedF
 
 
 def write_ecdc(fo: tp.BinaryIO, header: EcdcHeader, frames: tp.Sequence[EncodedFrame],
-               layout: LayoutLike, lm: "EntropyLM | None" = None) -> int:
+               layout: LayoutLike, lm: "AnyLM | None" = None) -> int:
     """Write a whole ``.ecdc`` file (header + body) to ``fo``; returns the bytes written.
     ``lm``: the entropy model, needed when ``header.use_lm`` (see :func:`write_body`)."""
     layout = as_layout(layout)
@@ -661,20 +917,21 @@ def write_ecdc(fo: tp.BinaryIO, header: EcdcHeader, frames: tp.Sequence[EncodedF
 
 
 def encode_ecdc(header: EcdcHeader, frames: tp.Sequence[EncodedFrame], layout: LayoutLike,
-                lm: "EntropyLM | None" = None) -> bytes:
+                lm: "AnyLM | None" = None) -> bytes:
     """A whole ``.ecdc`` file as bytes (see :func:`write_ecdc`)."""
     fo = io.BytesIO()
     write_ecdc(fo, header, frames, layout, lm)
     return fo.getvalue()
 
 
-def read_ecdc(data: bytes, layout: LayoutLike, lm: "EntropyLM | None" = None
+def read_ecdc(data: bytes, layout: LayoutLike, lm: "AnyLM | None" = None
               ) -> tuple[EcdcHeader, list[EncodedFrame]]:
     """Parse a whole ``.ecdc`` file without running the codec (``layout`` may be the
     model itself: only its sizes are used).
 
     Returns the header and one ``EncodedFrame`` per segment (see :func:`read_body`).
-    Entropy-coded files need ``lm``, the entropy model (which then runs once per frame).
+    Entropy-coded files need ``lm``, the entropy model (which then runs once per frame;
+    for version 1 files an ``EntropyLM`` or ``FixedLM`` with the header's weights hash).
     Every malformed input raises ``BitstreamError``.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):

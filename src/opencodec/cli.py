@@ -2,11 +2,18 @@
 
 ::
 
-    opencodec compress IN [OUT] [-b KBPS] [--model NAME_OR_PATH] [--lm [--lm-model NAME_OR_PATH]] [-f]
+    opencodec compress IN [OUT] [-b KBPS] [--model NAME_OR_PATH] [--lm [--lm-model NAME_OR_PATH]
+                       [--lm-format deterministic|official]] [-f]
     opencodec decompress IN.ecdc [OUT] [--model NAME_OR_PATH] [--lm-model NAME_OR_PATH] [-f]
                          [--rescale] [--float]
     opencodec info FILE.ecdc [...] [--json]
+    opencodec stream-encode [-m NAME_OR_PATH] [-b KBPS] [--frames-per-packet N] [--header-every N]
+                            [--raw --rate HZ --channels C [--format s16le|f32le]]  < in.wav > out.ocs
+    opencodec stream-decode [-m NAME_OR_PATH] [--raw] [--float]  < in.ocs > out.wav
+                            (packet streams for pipes, see opencodec.packets)
     opencodec eval --models NAME_OR_PATH [...] --set DIR --out DIR [...]  (see opencodec.eval.report)
+    opencodec mushra build|serve|report ...  (listening test, see opencodec.eval.mushra)
+    opencodec train-lm CONFIG [key=value ...] [--run-dir DIR]  (entropy model, see opencodec.train.lm_solver)
 
 IN may be a folder: it is processed recursively and the tree is kept under OUT (default:
 next to the inputs). Exit status: 0 success, 1 failure (the message goes to stderr as
@@ -36,10 +43,11 @@ from ._files import check_output, write_bytes_atomic
 from .audio import AUDIO_EXTENSIONS, convert_audio, is_audio_file, read_audio, write_audio
 from .bitstream import EcdcHeader, read_header
 from .compress import compress, decompress
-from .errors import OpenCodecError
+from .errors import ModelLoadError, OpenCodecError
 from .longform import compress_file_streaming, decompress_file_streaming, supports_streaming
 from .model import EncodecConfig, EncodecModel
-from .pretrained import DEFAULT_MODEL, config_for_name, load_lm_model, load_model
+from .pretrained import (DEFAULT_MODEL, config_for_name, known_lm_models, lm_name_for_codec,
+                         load_lm_model, load_model)
 
 if tp.TYPE_CHECKING:
     from .entropy import EntropyLM
@@ -139,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--lm-model", metavar="NAME_OR_PATH",
                       help="entropy model name or weights file (implies --lm; default: the one "
                            "belonging to the model, encodec_lm_24khz or encodec_lm_48khz)")
+    comp.add_argument("--lm-format", choices=("deterministic", "official"), default="deterministic",
+                      help="entropy-coded format: 'deterministic' (default; version 1, decodes "
+                           "identically on any machine and thread count, checksummed) or "
+                           "'official' (version 0, readable by the official encodec package, "
+                           "but its decoding depends on the machine's float arithmetic)")
     _add_output_options(comp)
     comp.set_defaults(parser=comp, handler=cmd_compress)
 
@@ -160,18 +173,37 @@ def build_parser() -> argparse.ArgumentParser:
                      help=".ecdc file(s) or folder(s) (recursive)")
     inf.add_argument("--json", action="store_true", help="one JSON object per line")
     inf.set_defaults(parser=inf, handler=cmd_info)
+    _add_stream_parsers(sub, common)
 
     train = sub.add_parser("train", help="train a codec (see configs/)", add_help=False,
                            description="Train an EnCodec codec: opencodec train CONFIG [key=value ...]")
     train.add_argument("rest", nargs=argparse.REMAINDER, help="CONFIG [key=value ...] [--run-dir DIR]")
     train.set_defaults(parser=train, handler=cmd_train)
 
+    tlm = sub.add_parser("train-lm", help="train a codec's entropy model (see configs/lm_*.yaml)",
+                         add_help=False,
+                         description="opencodec train-lm CONFIG [key=value ...] | train-lm report ...")
+    tlm.add_argument("rest", nargs=argparse.REMAINDER, help="see opencodec train-lm --help")
+    tlm.set_defaults(parser=tlm, handler=cmd_train_lm)
+
     ev = sub.add_parser("eval", help="rate-quality report: models vs baselines on eval sets",
                         add_help=False,
                         description="opencodec eval --models ... --set DIR --out DIR [...]")
     ev.add_argument("rest", nargs=argparse.REMAINDER, help="see opencodec eval --help")
     ev.set_defaults(parser=ev, handler=cmd_eval)
+
+    mu = sub.add_parser("mushra", help="MUSHRA listening test: build, serve, report",
+                        add_help=False, description="opencodec mushra build|serve|report [...]")
+    mu.add_argument("rest", nargs=argparse.REMAINDER, help="see opencodec mushra --help")
+    mu.set_defaults(parser=mu, handler=cmd_mushra)
     return parser
+
+
+def cmd_mushra(args: argparse.Namespace) -> int:
+    """``opencodec mushra ...``: hand the arguments to :mod:`opencodec.eval.mushra.cli`."""
+    from .eval.mushra.cli import main as mushra_main
+
+    return mushra_main(args.rest)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -180,6 +212,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     try:
         return eval_main(args.rest)
+    except SystemExit as exc:  # --help or usage error
+        return exc.code if isinstance(exc.code, int) else 0
+
+
+def cmd_train_lm(args: argparse.Namespace) -> int:
+    """``opencodec train-lm ...``: hand the arguments to :mod:`opencodec.train.lm_solver`."""
+    from .train.lm_solver import main as train_lm_main
+
+    try:
+        return train_lm_main(args.rest)
     except SystemExit as exc:  # --help or usage error
         return exc.code if isinstance(exc.code, int) else 0
 
@@ -214,8 +256,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["train"]:  # the trainer parses its own arguments (including --help)
         return cmd_train(argparse.Namespace(rest=argv[1:]))
+    if argv[:1] == ["train-lm"]:  # the entropy-model trainer parses its own arguments
+        return cmd_train_lm(argparse.Namespace(rest=argv[1:]))
     if argv[:1] == ["eval"]:  # the evaluator parses its own arguments (including --help)
         return cmd_eval(argparse.Namespace(rest=argv[1:]))
+    if argv[:1] == ["mushra"]:  # the listening test parses its own arguments (including --help)
+        return cmd_mushra(argparse.Namespace(rest=argv[1:]))
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -223,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     if args.command is None:
         parser.print_usage(sys.stderr)
-        print(f"{PROG}: error: a command is required (compress, decompress, info, train or eval)", file=sys.stderr)
+        print(f"{PROG}: error: a command is required (compress, decompress, info, train, train-lm, eval or mushra)", file=sys.stderr)
         return 2
     try:
         with warnings.catch_warnings():
@@ -407,6 +453,14 @@ def _check_bandwidth(bandwidth: float, name: str, supported: tp.Sequence[float])
                          f"choose one of: {', '.join(_fmt_kbps(b) for b in supported)}")
 
 
+def _lm_name(lm_arg: str | None, model: EncodecModel) -> str:
+    """Entropy-model name for a deterministic file's header: a known name as given, a weights
+    file's base name, or the name of the codec's own entropy model."""
+    if lm_arg is None:
+        return lm_name_for_codec(model.name) or "custom"
+    return lm_arg if lm_arg in known_lm_models() else Path(lm_arg).name
+
+
 def cmd_compress(args: argparse.Namespace) -> int:
     """``opencodec compress``: audio file(s) -> .ecdc (or a round trip to .wav/.flac)."""
     src: Path = args.input
@@ -429,7 +483,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
     lm = None
     if args.lm or args.lm_model is not None:  # fails here, before any file, if it cannot load
         lm = load_lm_model(args.lm_model, codec=model, num_codebooks=model.num_codebooks(args.bandwidth))
-    lm_arg = {} if lm is None else {"lm": lm}  # plain files: the calls stay as they were
+    lm_arg: dict[str, tp.Any] = {} if lm is None else {"lm": lm}  # plain files: calls as they were
+    if lm is not None and args.lm_format == "deterministic":
+        lm_arg.update(deterministic=True, lm_name=_lm_name(args.lm_model, model))
 
     def work_streaming(job: Job) -> None:
         with _progress_bar(args, job.src.name, "sample") as progress:
@@ -453,7 +509,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         with torch.no_grad(), _segment_progress(args, modules, steps, job.src.name):
             data = compress(model, wav, bandwidth=args.bandwidth, **lm_arg)
             if round_trip:
-                out, out_rate = decompress(data, model, **lm_arg)
+                out, out_rate = decompress(data, model, **({} if lm is None else {"lm": lm}))
         _make_folder(job)
         if round_trip:
             _save_audio(args, job.dst, out, out_rate)
@@ -500,14 +556,19 @@ class _EntropyModels:
 
     def __init__(self, lm_arg: str | None):
         self._arg = lm_arg
-        self._by_codec: dict[int, tuple[EncodecModel, EntropyLM | Exception]] = {}
+        self._by_codec: dict[tuple[int, str | None], tuple[EncodecModel, EntropyLM | Exception]] = {}
 
-    def get(self, codec: EncodecModel) -> "EntropyLM":
-        """The entropy model to decode an entropy-coded file of ``codec``."""
-        key = id(codec)
+    def get(self, codec: EncodecModel, name: str | None = None) -> "EntropyLM":
+        """The entropy model to decode an entropy-coded file of ``codec``; ``name``: the one
+        a deterministic file's header names (used when no ``--lm-model`` was given)."""
+        key = (id(codec), None if self._arg is not None else name)
         if key not in self._by_codec:
             try:
-                found: EntropyLM | Exception = load_lm_model(self._arg, codec=codec)
+                if self._arg is None and name is not None and name not in known_lm_models():
+                    raise ModelLoadError(f"the file was entropy coded with entropy model {name!r}, "
+                                         f"which is not a known name ({', '.join(known_lm_models())}); "
+                                         f"pass its weights file with --lm-model PATH")
+                found: EntropyLM | Exception = load_lm_model(self._arg or name, codec=codec)
             except OpenCodecError as exc:
                 found = exc
             self._by_codec[key] = (codec, found)  # keeps codec alive, so its id stays unique
@@ -550,7 +611,8 @@ def cmd_decompress(args: argparse.Namespace) -> int:
             _info(args, f"{job.src} -> {job.dst}: {length / model.sample_rate:.2f} s, "
                         f"{model.channels} channel(s) at {model.sample_rate} Hz (streamed)")
             return
-        lm = lms.get(model) if header.use_lm else None
+        det_name = header.deterministic.lm_name if header.deterministic is not None else None
+        lm = lms.get(model, det_name) if header.use_lm else None
         data = job.src.read_bytes()
         steps = len(model.segments(header.audio_length))
         with torch.no_grad(), _segment_progress(args, [model.decoder], steps, job.src.name):
@@ -574,7 +636,8 @@ def describe_file(path: Path) -> dict[str, tp.Any]:
     ``bandwidth_kbps`` (nominal: codebooks x log2(bins) x frame rate), ``samples``,
     ``duration_s``, ``size_bytes``, ``bitrate_kbps`` (actual: 8 x size / duration) and
     ``entropy_coded``. Values that need the model's configuration are None for a model
-    name that is not known.
+    name that is not known. Deterministic (version 1) files add ``format_version``,
+    ``lm_name``, ``lm_hash``, ``lm_scheme``, ``check_bits`` and ``check_interval`` (frames).
     """
     with open(path, "rb") as fo:
         header: EcdcHeader = read_header(fo)
@@ -590,6 +653,10 @@ def describe_file(path: Path) -> dict[str, tp.Any]:
             sample_rate=config.sample_rate, channels=config.channels,
             bandwidth_kbps=header.num_codebooks * math.log2(config.bins) * config.frame_rate / 1000,
             duration_s=duration, bitrate_kbps=size * 8 / duration / 1000)
+    det = header.deterministic
+    if det is not None:
+        info.update(format_version=header.version, lm_name=det.lm_name, lm_hash=det.lm_hash,
+                    lm_scheme=det.scheme, check_bits=det.check_bits, check_interval=det.check_interval)
     return info
 
 
@@ -598,7 +665,7 @@ def _format_info(info: dict[str, tp.Any]) -> str:
     def known(value: tp.Any, fmt: str) -> str:
         return "unknown (model not known)" if value is None else fmt.format(value)
 
-    return "\n".join([
+    lines = [
         f"file:          {info['file']}",
         f"model:         {info['model']}",
         f"sample rate:   {known(info['sample_rate'], '{} Hz')}",
@@ -609,7 +676,15 @@ def _format_info(info: dict[str, tp.Any]) -> str:
         f"size:          {info['size_bytes']} bytes",
         f"bitrate:       {known(info['bitrate_kbps'], '{:.2f} kbps (actual)')}",
         f"entropy model: {'yes' if info['entropy_coded'] else 'no'}",
-    ])
+    ]
+    if "format_version" in info:
+        checks = (f"{info['check_bits']} bits every {info['check_interval']} frames, "
+                  if info["check_bits"] else "")
+        lines[-1] += f" (deterministic format, version {info['format_version']})"
+        lines += [f"lm name:       {info['lm_name']}",
+                  f"lm weights:    hash {info['lm_hash']} (fixed-point scheme {info['lm_scheme']})",
+                  f"checks:        {checks}CRC-32 per segment"]
+    return "\n".join(lines)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -636,6 +711,130 @@ def cmd_info(args: argparse.Namespace) -> int:
         else:
             print(("\n" if index else "") + _format_info(info))
     return 1 if failed else 0
+
+
+# ------------------------------------------------------------------------------------------
+# stream-encode / stream-decode (the packet container: opencodec.packets)
+# ------------------------------------------------------------------------------------------
+def _count(text: str) -> int:
+    """argparse type: an integer in [1, 255]."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: expected an integer") from None
+    if not 1 <= value <= 255:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: must be between 1 and 255")
+    return value
+
+
+def _add_stream_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
+    """The ``stream-encode`` and ``stream-decode`` sub-commands."""
+    from .packets import DEFAULT_FRAMES_PER_PACKET, DEFAULT_HEADER_EVERY, RAW_FORMATS
+
+    enc = sub.add_parser(
+        "stream-encode", parents=[common], help="WAV/raw PCM on stdin -> packet stream on stdout",
+        description="Encode audio from stdin as it arrives (a WAV stream, or headerless PCM with "
+                    "--raw) into a packet stream on stdout, flushed packet by packet. Causal models "
+                    "only. Latency ~(frames per packet + 1) x 13.3 ms at 24 kHz.")
+    _add_model_option(enc, f"model name or weights file (default {DEFAULT_MODEL}); must be causal")
+    enc.add_argument("-b", "--bandwidth", type=_bandwidth, default=DEFAULT_BANDWIDTH, metavar="KBPS",
+                     help=f"target bandwidth in kbps (default {DEFAULT_BANDWIDTH:g})")
+    enc.add_argument("--frames-per-packet", type=_count, default=DEFAULT_FRAMES_PER_PACKET, metavar="N",
+                     help=f"code frames per packet, 1-255 (default {DEFAULT_FRAMES_PER_PACKET}: 53 ms at "
+                          "75 frames/s; fewer: lower latency, more overhead)")
+    enc.add_argument("--header-every", type=_count, default=DEFAULT_HEADER_EVERY, metavar="N",
+                     help=f"repeat the stream header every N data packets (default {DEFAULT_HEADER_EVERY}); "
+                          "a receiver joining mid-stream starts at the next header")
+    enc.add_argument("--raw", action="store_true", help="stdin is headerless PCM (needs --rate, --channels)")
+    enc.add_argument("--rate", type=int, metavar="HZ", help="sample rate of raw input")
+    enc.add_argument("--channels", type=int, metavar="C", help="channels of raw input (interleaved)")
+    enc.add_argument("--format", choices=sorted(RAW_FORMATS),
+                     help="sample format of raw input (default s16le)")
+    enc.set_defaults(parser=enc, handler=cmd_stream_encode)
+
+    dec = sub.add_parser(
+        "stream-decode", parents=[common], help="packet stream on stdin -> WAV/raw PCM on stdout",
+        description="Decode a packet stream from stdin as it arrives to a WAV stream (length fields "
+                    "0xFFFFFFFF, fixed when stdout is a file) or raw PCM on stdout. Lost packets "
+                    "become silence of the same duration, damaged ones are dropped, and a stream "
+                    "joined mid-way starts at its next header; each is reported on stderr.")
+    _add_model_option(dec, "model name or weights file (default: the model named in the stream header)")
+    dec.add_argument("--raw", action="store_true", help="write headerless PCM (s16le, or f32le with --float)")
+    dec.add_argument("--float", dest="float32", action="store_true",
+                     help="32-bit float samples instead of 16-bit integers")
+    dec.set_defaults(parser=dec, handler=cmd_stream_decode)
+
+
+def _binary_stdout() -> tp.BinaryIO:
+    """stdout for binary data; a terminal is refused."""
+    if sys.stdout.isatty():
+        raise UsageError("refusing to write binary data to a terminal: redirect stdout to a file "
+                         "or pipe it into another command")
+    return sys.stdout.buffer
+
+
+def _binary_stdin(what: str) -> tp.BinaryIO:
+    """stdin for binary data; a terminal is refused."""
+    if sys.stdin.isatty():
+        raise UsageError(f"stdin is a terminal: pipe or redirect {what} into it")
+    return sys.stdin.buffer
+
+
+@contextlib.contextmanager
+def _broken_pipe() -> tp.Iterator[None]:
+    """Turn a closed stdout (the reader went away) into an ordinary error, without a second
+    one when Python flushes stdout at exit."""
+    try:
+        yield
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise OSError("stdout was closed by the reading side (broken pipe)") from None
+
+
+def cmd_stream_encode(args: argparse.Namespace) -> int:
+    """``opencodec stream-encode``: WAV or raw PCM on stdin -> packet stream on stdout."""
+    from .packets import RAW_FORMATS, PcmFormat, check_streamable, encode_stream
+
+    raw = None
+    if args.raw:
+        if args.rate is None or args.channels is None:
+            raise UsageError("--raw needs --rate and --channels (and --format, default s16le)")
+        raw = PcmFormat(args.rate, args.channels, RAW_FORMATS[args.format or "s16le"])
+    elif args.rate is not None or args.channels is not None or args.format is not None:
+        raise UsageError("--rate, --channels and --format describe raw input: add --raw")
+    fin, fout = _binary_stdin("WAV or raw PCM"), _binary_stdout()
+    known = config_for_name(args.model or DEFAULT_MODEL)
+    if known is not None:  # fail fast, before loading any weights
+        check_streamable(known)
+        _check_bandwidth(args.bandwidth, known.name, known.target_bandwidths)
+    model = load_model(args.model)
+    check_streamable(model.config)
+    _check_bandwidth(args.bandwidth, model.name, model.target_bandwidths)
+    with _broken_pipe():
+        report = encode_stream(model, fin, fout, bandwidth=args.bandwidth, raw=raw,
+                               frames_per_packet=args.frames_per_packet, header_every=args.header_every)
+    seconds = report.samples / report.sample_rate
+    _info(args, f"stream-encode: {seconds:.2f} s at {_fmt_kbps(args.bandwidth)} kbps ({model.name}, "
+                f"{report.num_codebooks} codebooks), {report.packets} packets, {report.bytes} bytes, "
+                f"{report.bytes * 8 / seconds / 1000:.2f} kbps with packet overhead")
+    return 0
+
+
+def cmd_stream_decode(args: argparse.Namespace) -> int:
+    """``opencodec stream-decode``: packet stream on stdin -> WAV or raw PCM on stdout."""
+    from .packets import decode_stream
+
+    fin, fout = _binary_stdin("a packet stream"), _binary_stdout()
+    models = _Models(args.model)
+    with _broken_pipe():
+        report = decode_stream(fin, fout, lambda info: models.get(info.model_name),
+                               raw=args.raw, float32=args.float32, warn=_warn)
+    stats = report.stats
+    _info(args, f"stream-decode: {report.samples / report.sample_rate:.2f} s, {report.channels} "
+                f"channel(s) at {report.sample_rate} Hz; {stats.data_packets} data packets, "
+                f"{stats.lost_packets} lost ({report.concealed_samples / report.sample_rate:.3f} s "
+                f"concealed), {stats.damaged_regions} damaged region(s), {stats.dropped_packets} dropped")
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,6 +15,16 @@ With an entropy model (:class:`~opencodec.entropy.EntropyLM`, e.g. from
     lm = load_lm_model(codec=model)                  # encodec_lm_24khz for encodec_24khz
     data = compress(model, wav, bandwidth=6.0, lm=lm)
     wav2, sample_rate = decompress(data)             # loads the model's entropy model too
+
+``deterministic=True`` writes the deterministic format instead (version 1, see
+:mod:`opencodec.bitstream`): the entropy model runs in integer arithmetic
+(:mod:`opencodec.entropy.fixed`), so the file decodes identically on any machine, thread
+count or math library, and checksums turn damage or a wrong entropy model into a
+``BitstreamError``::
+
+    data = compress(model, wav, bandwidth=6.0, lm=lm, deterministic=True,
+                    lm_name="encodec_lm_24khz")      # the name decompress() loads it by
+    wav2, sample_rate = decompress(data)             # or decompress(data, lm=lm)
 """
 
 from __future__ import annotations
@@ -26,12 +36,14 @@ import typing as tp
 
 import torch
 
-from .bitstream import EcdcHeader, StreamLayout, read_body, read_header, write_ecdc
-from .errors import BitstreamError, OpenCodecError
+from .bitstream import (DEFAULT_CHECK_BITS, DeterministicCoding, EcdcHeader, StreamLayout,
+                        default_check_interval, read_body, read_header, write_ecdc)
+from .errors import BitstreamError, ModelLoadError, OpenCodecError
 from .model import EncodecModel
 
 if tp.TYPE_CHECKING:
     from .entropy import EntropyLM
+    from .entropy.fixed import FixedLM
 
 __all__ = ["InvalidAudioError", "compress", "compress_to_file", "decompress", "decompress_from_file"]
 
@@ -80,11 +92,16 @@ def _check_bandwidth(model: EncodecModel, bandwidth: tp.Any) -> float:
     return float(bandwidth)
 
 
-def _check_lm(model: EncodecModel, lm: tp.Any, num_codebooks: int) -> None:
+def _check_lm(model: EncodecModel, lm: tp.Any, num_codebooks: int, deterministic: bool = False) -> None:
     from .entropy import EntropyLM
+    from .entropy.fixed import FixedLM
 
-    if not isinstance(lm, EntropyLM):
-        raise TypeError(f"lm must be an opencodec.entropy.EntropyLM, got {type(lm).__name__}")
+    if deterministic and not isinstance(lm, (EntropyLM, FixedLM)):
+        raise TypeError(f"lm must be an opencodec.entropy.EntropyLM or FixedLM, got {type(lm).__name__}")
+    if not deterministic and not isinstance(lm, EntropyLM):
+        hint = " (a FixedLM codes only the deterministic format: deterministic=True)" \
+            if isinstance(lm, FixedLM) else ""
+        raise TypeError(f"lm must be an opencodec.entropy.EntropyLM, got {type(lm).__name__}{hint}")
     if lm.card != model.bins:
         raise InvalidAudioError(f"the entropy model predicts {lm.card} bins per codebook, but model "
                                 f"{model.name} has {model.bins}")
@@ -95,7 +112,9 @@ def _check_lm(model: EncodecModel, lm: tp.Any, num_codebooks: int) -> None:
 
 
 def compress_to_file(model: EncodecModel, wav: torch.Tensor, fo: tp.BinaryIO,
-                     bandwidth: float | None = None, lm: "EntropyLM | None" = None) -> int:
+                     bandwidth: float | None = None, lm: "EntropyLM | FixedLM | None" = None, *,
+                     deterministic: bool = False, lm_name: str | None = None,
+                     check_bits: int = DEFAULT_CHECK_BITS, check_interval: int | None = None) -> int:
     """Encode ``wav`` [C, T] (float, ``model.channels`` channels at ``model.sample_rate`` Hz)
     and write a ``.ecdc`` file to ``fo``; returns the bytes written.
 
@@ -107,30 +126,71 @@ def compress_to_file(model: EncodecModel, wav: torch.Tensor, fo: tp.BinaryIO,
     ``lm``: an entropy model (:class:`~opencodec.entropy.EntropyLM`) to arithmetic-code the
     codes with (header ``"lm": true``); it must predict ``model.bins`` bins and cover the
     codebooks used (else :class:`InvalidAudioError`). None writes plain packed codes.
+
+    ``deterministic`` (needs ``lm``): write the deterministic format (version 1) with the
+    integer twin of ``lm`` (an ``EntropyLM``, converted once and cached, or a
+    :class:`~opencodec.entropy.fixed.FixedLM`) instead of the official one. ``lm_name`` is
+    the entropy model's name stored in the header, by which :func:`decompress` finds it
+    when no ``lm`` is given (default: ``lm.name`` if set, else ``"custom"``);
+    ``check_bits`` (0..32) bits of checksum are coded every ``check_interval`` frames
+    (default: about one second, :func:`~opencodec.bitstream.default_check_interval`), and a
+    CRC-32 ends every segment.
     """
     _check_audio(model, wav)
+    if deterministic and lm is None:
+        raise InvalidAudioError("deterministic=True needs an entropy model (lm=...)")
     previous = model.bandwidth
     if bandwidth is not None:
         model.set_target_bandwidth(_check_bandwidth(model, bandwidth))
+    det = None
     try:
         if lm is not None:  # before the (slow) encoding
-            _check_lm(model, lm, model.num_codebooks())
+            _check_lm(model, lm, model.num_codebooks(), deterministic)
+            if deterministic:
+                det = _deterministic_coding(model, lm, lm_name, check_bits, check_interval)
         x = wav.to(device=_model_device(model), dtype=_model_dtype(model))
         with torch.inference_mode():
             frames = model.encode(x[None])
     finally:
         model.bandwidth = previous
     header = EcdcHeader(model_name=model.name, audio_length=int(wav.shape[-1]),
-                        num_codebooks=int(frames[0].codes.shape[1]), use_lm=lm is not None)
+                        num_codebooks=int(frames[0].codes.shape[1]), use_lm=lm is not None,
+                        deterministic=det)
     return write_ecdc(fo, header, frames, StreamLayout.from_model(model), lm)
 
 
+def _deterministic_coding(model: EncodecModel, lm: "EntropyLM | FixedLM", lm_name: str | None,
+                          check_bits: int, check_interval: int | None) -> DeterministicCoding:
+    """The version 1 header fields for ``lm`` (converted to its FixedLM here, cached)."""
+    from .entropy.fixed import SCHEME, fixed_lm_for
+    from .entropy.deterministic import MAX_CHECK_BITS
+
+    if isinstance(check_bits, bool) or not isinstance(check_bits, int) \
+            or not 0 <= check_bits <= MAX_CHECK_BITS:
+        raise InvalidAudioError(f"check_bits must be an integer in [0, {MAX_CHECK_BITS}], got {check_bits!r}")
+    if check_interval is None:
+        check_interval = default_check_interval(model.frame_rate)
+    if isinstance(check_interval, bool) or not isinstance(check_interval, int) or check_interval < 1:
+        raise InvalidAudioError(f"check_interval must be an integer >= 1 (frames), got {check_interval!r}")
+    flm = fixed_lm_for(lm)
+    name = lm_name or getattr(lm, "name", None) or flm.name or "custom"
+    try:
+        return DeterministicCoding(lm_name=str(name), lm_hash=flm.weights_hash, scheme=SCHEME,
+                                   check_bits=check_bits, check_interval=check_interval)
+    except BitstreamError as exc:
+        raise InvalidAudioError(f"lm_name {name!r}: {exc}") from None
+
+
 def compress(model: EncodecModel, wav: torch.Tensor, bandwidth: float | None = None,
-             lm: "EntropyLM | None" = None) -> bytes:
+             lm: "EntropyLM | FixedLM | None" = None, *, deterministic: bool = False,
+             lm_name: str | None = None, check_bits: int = DEFAULT_CHECK_BITS,
+             check_interval: int | None = None) -> bytes:
     """Encode ``wav`` [C, T] to the bytes of a ``.ecdc`` file (see :func:`compress_to_file`);
-    with ``lm`` the codes are entropy coded."""
+    with ``lm`` the codes are entropy coded, in the official format, or with
+    ``deterministic=True`` in the deterministic one."""
     fo = io.BytesIO()
-    compress_to_file(model, wav, fo, bandwidth=bandwidth, lm=lm)
+    compress_to_file(model, wav, fo, bandwidth=bandwidth, lm=lm, deterministic=deterministic,
+                     lm_name=lm_name, check_bits=check_bits, check_interval=check_interval)
     return fo.getvalue()
 
 
@@ -144,15 +204,24 @@ def _resolve_model(header: EcdcHeader, model: EncodecModel | None) -> EncodecMod
     return load_model(header.model_name)
 
 
-def _resolve_lm(header: EcdcHeader, model: EncodecModel, lm: "EntropyLM | None") -> "EntropyLM":
+def _resolve_lm(header: EcdcHeader, model: EncodecModel, lm: "EntropyLM | FixedLM | None"
+                ) -> "EntropyLM | FixedLM":
     if lm is not None:
         return lm
-    from .pretrained import load_lm_model  # imported late: loading weights is optional
-    return load_lm_model(None, codec=model, num_codebooks=header.num_codebooks)
+    from .pretrained import known_lm_models, load_lm_model  # late: loading weights is optional
+    det = header.deterministic
+    if det is None:
+        return load_lm_model(None, codec=model, num_codebooks=header.num_codebooks)
+    if det.lm_name not in known_lm_models():
+        raise ModelLoadError(f"the file was entropy coded with entropy model {det.lm_name!r} "
+                             f"(weights hash {det.lm_hash}), which is not a known name "
+                             f"({', '.join(known_lm_models())}); pass that entropy model "
+                             f"(lm=..., or --lm-model PATH on the command line)")
+    return load_lm_model(det.lm_name, codec=model, num_codebooks=header.num_codebooks)
 
 
 def decompress_from_file(fo: tp.BinaryIO, model: EncodecModel | None = None,
-                         lm: "EntropyLM | None" = None) -> tuple[torch.Tensor, int]:
+                         lm: "EntropyLM | FixedLM | None" = None) -> tuple[torch.Tensor, int]:
     """Read a ``.ecdc`` file from ``fo`` (to its end) and decode it.
 
     Returns ``(wav, sample_rate)``: wav [C, al] float on the model's device, sample rate in
@@ -162,9 +231,11 @@ def decompress_from_file(fo: tp.BinaryIO, model: EncodecModel | None = None,
     An entropy-coded file (header ``"lm": true``) is decoded with ``lm``, or, when it is
     None, with the entropy model that belongs to the codec
     (``opencodec.pretrained.load_lm_model(codec=model)``, which raises ``ModelLoadError``
-    when it is not available); ``lm`` is ignored for other files. Raises ``BitstreamError``
-    for a malformed, truncated or padded file, a model mismatch, or an entropy model that
-    does not fit the file.
+    when it is not available); ``lm`` is ignored for other files. A deterministic (version
+    1) file is decoded with ``lm`` (an ``EntropyLM`` or ``FixedLM``) or, when it is None, the
+    entropy model named in its header (a known name, else ``ModelLoadError``); its weights
+    hash must be the header's. Raises ``BitstreamError`` for a malformed, truncated or padded
+    file, a model mismatch, an entropy model that does not fit the file, or a failed check.
     """
     header = read_header(fo)
     body = fo.read()
@@ -186,7 +257,7 @@ def decompress_from_file(fo: tp.BinaryIO, model: EncodecModel | None = None,
 
 
 def decompress(data: bytes, model: EncodecModel | None = None,
-               lm: "EntropyLM | None" = None) -> tuple[torch.Tensor, int]:
+               lm: "EntropyLM | FixedLM | None" = None) -> tuple[torch.Tensor, int]:
     """Decode the bytes of a ``.ecdc`` file: ``(wav [C, al], sample_rate)``
     (see :func:`decompress_from_file`)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
