@@ -261,6 +261,29 @@ def _build_model(cfg: dict) -> EncodecModel:
     return EncodecModel(EncodecConfig.from_dict(cfg["model"]))
 
 
+def _maybe_data_dependent_init(cfg: dict, model: EncodecModel, device: torch.device, run: Path) -> None:
+    """``init: data_dependent`` on a fresh run (not when resuming or fine-tuning). Every rank
+    computes the same rescaling from the same batch, so the weights stay identical."""
+    if cfg.get("init", "default") not in ("default", "data_dependent"):
+        raise ValueError(f"init must be 'default' or 'data_dependent', got {cfg.get('init')!r}")
+    if cfg.get("init") == "data_dependent" and not cfg.get("init_from") and not (run / CHECKPOINT).exists():
+        _data_dependent_init(cfg, model, device)
+
+
+def _data_dependent_init(cfg: dict, model: EncodecModel, device: torch.device) -> None:
+    """Rescale a fresh model's convolutions on a batch of training audio (``train/init.py``)."""
+    from ..data.dataset import AudioDataset
+    from .init import data_dependent_init
+
+    data = cfg["data"]
+    items = int(cfg.get("init_items", 16))
+    ds = AudioDataset(data["train"], segment_seconds=data.get("segment_seconds", 1.0),
+                      sample_rate=model.sample_rate, channels=model.channels, epoch_size=items,
+                      seed=int(cfg.get("seed", 0)) + 1, augment=False)
+    wav = torch.stack([ds[i] for i in range(items)]).to(device)
+    data_dependent_init(model, wav)
+
+
 def _step_rng(seed: int, step: int, salt: int) -> random.Random:
     """A generator that every rank (and a resumed run) derives identically for ``step``."""
     return random.Random(seed * 1_000_003 + step * 7919 + salt)
@@ -300,6 +323,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         codebook.kmeans_iters = int(qcfg.get("kmeans_iters", codebook.kmeans_iters))
         codebook.threshold_ema_dead_code = float(qcfg.get("threshold_ema_dead_code",
                                                           codebook.threshold_ema_dead_code))
+    _maybe_data_dependent_init(cfg, model, device, run)
     adv = cfg.get("adversarial", {})
     use_adv = bool(adv.get("enabled", True))
     disc = MultiScaleSTFTDiscriminator(filters=adv.get("filters", 32), in_channels=model.channels,
