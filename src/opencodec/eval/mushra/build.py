@@ -126,13 +126,21 @@ def select_items(eval_set: Path, categories: tp.Sequence[str], per_category: int
 
 
 def find_categories(eval_set: Path) -> list[str]:
-    """The categories with a manifest under ``eval_set``: the standard four first (those
-    present), else every ``eval_*.jsonl``; as ``opencodec eval`` finds them."""
+    """The categories with a non-empty manifest under ``eval_set``: the standard four first
+    (those present), else every ``eval_*.jsonl``; as ``opencodec eval`` finds them. An empty
+    manifest (the `tiny` preset has no music) is skipped with a note on stderr."""
     cats = [c for c in DEFAULT_CATEGORIES if (eval_set / f"eval_{c}.jsonl").is_file()]
     if not cats:
         cats = sorted(p.stem[len("eval_"):] for p in eval_set.glob("eval_*.jsonl"))
     if not cats:
         raise MushraError(f"no eval_<category>.jsonl manifests under {eval_set}")
+    empty = [c for c in cats if not (eval_set / f"eval_{c}.jsonl").read_text().strip()]
+    for cat in empty:
+        print(f"note: {eval_set / f'eval_{cat}.jsonl'} is empty; category {cat!r} skipped",
+              file=sys.stderr)
+    cats = [c for c in cats if c not in empty]
+    if not cats:
+        raise MushraError(f"every eval_<category>.jsonl manifest under {eval_set} is empty")
     return cats
 
 

@@ -92,14 +92,16 @@ class MushraTest:
         return [name for name, k in self.systems.items() if k == kind]
 
     def public(self) -> dict:
-        """What the rating page may see: ids and audio URLs, no system names."""
+        """What the rating page may see: ids and audio URLs, no system names, and the
+        conditions in an order (by random id) unrelated to the systems."""
         return {
             "test_id": self.test_id,
             "title": self.raw.get("title") or f"MUSHRA test {self.test_id}",
             "trials": [{"trial_id": t.trial_id,
                         "reference": f"/audio/{t.reference.split('/', 1)[1]}",
+                        # sorted by their random ids: the order tells nothing about the system
                         "conditions": [{"id": c.id, "url": f"/audio/{c.file.split('/', 1)[1]}"}
-                                       for c in t.conditions]}
+                                       for c in sorted(t.conditions, key=lambda c: c.id)]}
                        for t in self.trials],
         }
 
