@@ -67,6 +67,10 @@ OFFICIAL_CONFIGS: dict[str, tp.Callable[[], EncodecConfig]] = {
 # Models shipped inside the package (trained by opencodec itself; see docs/training/).
 BUNDLED_DIR = Path(__file__).parent / "weights"
 BUNDLED_MODELS: dict[str, str] = {"opencodec_24khz": "opencodec_24khz.safetensors"}
+# Entropy models shipped inside the package, with the frame rate of the codec they serve.
+BUNDLED_LMS: dict[str, str] = {"opencodec_lm_24khz": "opencodec_lm_24khz.safetensors"}
+BUNDLED_LM_FRAME_RATES: dict[str, int] = {"opencodec_lm_24khz": 75}
+CODEC_LMS["opencodec_24khz"] = "opencodec_lm_24khz"
 DEFAULT_MODEL = "opencodec_24khz"
 CONFIG_METADATA_KEY = "opencodec_config"
 INFERENCE_ONLY_KEY = "opencodec_inference_only"
@@ -459,12 +463,13 @@ def save_model(model: EncodecModel, path: str | os.PathLike[str], dtype: torch.d
 # -- entropy models ------------------------------------------------------------------------
 def known_lm_models() -> list[str]:
     """Names ``load_lm_model`` resolves without a path."""
-    return sorted(OFFICIAL_LM_CHECKPOINTS)
+    return sorted(set(OFFICIAL_LM_CHECKPOINTS) | set(BUNDLED_LMS))
 
 
 def lm_name_for_codec(codec_name: str) -> str | None:
-    """The official entropy model of codec ``codec_name`` (``encodec_24khz`` ->
-    ``encodec_lm_24khz``, ``encodec_48khz`` -> ``encodec_lm_48khz``), or None."""
+    """The entropy model of codec ``codec_name`` (``encodec_24khz`` -> ``encodec_lm_24khz``,
+    ``encodec_48khz`` -> ``encodec_lm_48khz``, the bundled ``opencodec_24khz`` -> the bundled
+    ``opencodec_lm_24khz``), or None."""
     return CODEC_LMS.get(codec_name)
 
 
@@ -525,11 +530,20 @@ def load_lm_model(name_or_path: str | os.PathLike[str] | None = None,
                 f"no entropy model is known for codec {codec.name!r} (official ones exist for "
                 f"{', '.join(sorted(CODEC_LMS))}); pass an entropy model weights file "
                 f"(--lm-model PATH on the command line)")
+    name: str | None = None
     if isinstance(name_or_path, str) and name_or_path in OFFICIAL_LM_CHECKPOINTS:
         name = name_or_path
         path = official_file_path(OFFICIAL_LM_CHECKPOINTS[name], f"entropy model {name!r}",
                                   "pass an entropy model weights file (--lm-model PATH)")
         frame_rate: int | None = OFFICIAL_LM_FRAME_RATES[name]
+        source = f"entropy model {name!r} ({path})"
+    elif isinstance(name_or_path, str) and name_or_path in BUNDLED_LMS:
+        name = name_or_path
+        path = BUNDLED_DIR / BUNDLED_LMS[name]
+        if not path.is_file():
+            raise ModelLoadError(f"the bundled entropy model {name!r} is missing ({path}); "
+                                 f"reinstall opencodec")
+        frame_rate = BUNDLED_LM_FRAME_RATES[name]
         source = f"entropy model {name!r} ({path})"
     else:
         path = Path(name_or_path).expanduser()
@@ -549,4 +563,6 @@ def load_lm_model(name_or_path: str | os.PathLike[str] | None = None,
         raise ModelLoadError(f"{path}: cannot build the entropy model ({exc})") from exc
     if codec is not None:
         check_lm_for_codec(lm, codec, num_codebooks, source)
+    if name is not None:
+        lm.name = name  # deterministic files record it, and decompress finds the model by it
     return lm.to(device)
