@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -84,7 +85,6 @@ def main() -> int:
     overrides = _overrides(args.preset, args.threads)
     cfg = load_config(ROOT / args.config, overrides)
     torch.set_num_threads(args.threads)
-    import os
     os.chdir(ROOT)  # manifest paths in the config are relative to the repository
     untrained = _untrained_scores(cfg)
 

@@ -214,7 +214,7 @@ def test_load_lm_model_names_paths_and_errors(lm_files: dict, official_checkpoin
                                               tmp_path: Path) -> None:
     assert lm_name_for_codec("encodec_24khz") == "encodec_lm_24khz"
     assert lm_name_for_codec("encodec_48khz") == "encodec_lm_48khz"
-    assert lm_name_for_codec("opencodec_24khz") is None
+    assert lm_name_for_codec("opencodec_24khz") == "opencodec_lm_24khz"  # bundled
     # A path: sizes read off the tensors, the window from the codec's frame rate.
     lm = load_lm_model(lm_files["encodec_48khz"], codec=our_models["encodec_48khz"])
     assert (lm.n_q, lm.card, lm.past_context) == (16, 1024, 525)

@@ -179,7 +179,8 @@ def test_entropy_coded_file_loads_the_entropy_model_of_its_codec(monkeypatch: py
         raise ModelLoadError("no entropy model here")
 
     monkeypatch.setitem(sys.modules, "opencodec.pretrained",
-                        types.SimpleNamespace(load_model=load_model, load_lm_model=load_lm_model))
+                        types.SimpleNamespace(load_model=load_model, load_lm_model=load_lm_model,
+                                              known_lm_models=lambda: ["encodec_lm_24khz"]))
     fo = io.BytesIO()
     write_header(fo, EcdcHeader("encodec_24khz", 24_000, 8, True))
     with pytest.raises(ModelLoadError, match="no entropy model here"):

@@ -380,9 +380,11 @@ def test_server_pages_and_audio(server, built):
     public = json.loads(body)
     assert status == 200 and public == built.public()
     trial = built.trials[0]
-    audio_url = public["trials"][0]["conditions"][0]["url"]
+    first = public["trials"][0]["conditions"][0]
+    audio_url = first["url"]
     status, headers, body = _request(url + audio_url.lstrip("/"))
-    file_bytes = (built.root / trial.conditions[0].file).read_bytes()
+    (cond,) = [c for c in trial.conditions if c.id == first["id"]]
+    file_bytes = (built.root / cond.file).read_bytes()
     assert status == 200 and body == file_bytes and headers["Content-Type"] == "audio/wav"
     status, headers, body = _request(url + audio_url.lstrip("/"), headers={"Range": "bytes=10-19"})
     assert status == 206 and body == file_bytes[10:20]

@@ -58,7 +58,7 @@ from ._files import atomic_output
 from .audio import RESAMPLE_QUALITY, _reason, _subtype_for, _to_file_samples, convert_channels
 from .bitstream import (SCALE_STRUCT, EcdcHeader, StreamLayout, body_size, pack_codes,
                         packed_size, read_header, unpack_codes, write_header)
-from .compress import InvalidAudioError, _check_bandwidth, _model_device, _model_dtype, _resolve_model
+from .compress import _check_bandwidth, _model_device, _model_dtype, _resolve_model
 from .errors import AudioIOError, BitstreamError
 from .model import EncodecModel
 from .streaming import StreamingDecoder, StreamingEncoder
@@ -329,7 +329,6 @@ def decompress_file_streaming(in_path: str | Path, out_path: str | Path,
                                  f"last segment (expected {expected} bytes, got {available})")
         nc, al = header.num_codebooks, header.audio_length
         total_frames = sum(layout.num_frames(n) for _, n in layout.segments(al))
-        device = _model_device(model)
         peak = 0.0
         written = 0
         try:

@@ -146,6 +146,9 @@ class EncodecModel(nn.Module):
     """Waveform codec. Attributes mirror the config: ``sample_rate`` (Hz), ``channels``,
     ``frame_rate`` (Hz), ``hop_length`` (samples), ``n_q``, ``bins``, ``target_bandwidths`` (kbps)."""
 
+    #: Most segments decoded in one batch by ``decode`` without autograd (segmenting models).
+    DECODE_BATCH_SEGMENTS = 12
+
     def __init__(self, config: EncodecConfig):
         super().__init__()
         if config.bins < 2 or config.bins & (config.bins - 1):
@@ -154,6 +157,9 @@ class EncodecModel(nn.Module):
         self.encoder = SEANetEncoder(config.seanet())
         self.quantizer = ResidualVectorQuantizer(dimension=config.dimension, n_q=config.n_q, bins=config.bins)
         self.decoder = SEANetDecoder(config.seanet())
+        # With ``exact_decode`` off, ``decode`` batches segments; a segment decoded alone (e.g.
+        # by the long-file path) must still give the same bits.
+        self.decoder.batch_invariant = config.segment is not None
         self.bandwidth: float | None = None
         self.eval()
 
@@ -213,6 +219,18 @@ class EncodecModel(nn.Module):
         if length is None:
             return None
         return max(1, int((1 - self.config.overlap) * length))
+
+    @property
+    def exact_decode(self) -> bool:
+        """True (default): ``decode`` gives bitwise the audio of the plain (and the official)
+        computation. False: a faster decoder (channels-last kernels, fused products, the
+        48 kHz model's segments batched), within ~1e-6 relative of it (see ``modules.fast``).
+        Encoding is always bitwise exact."""
+        return bool(self.decoder.exact)
+
+    @exact_decode.setter
+    def exact_decode(self, exact: bool) -> None:
+        self.decoder.exact = bool(exact)
 
     # -- bandwidth ------------------------------------------------------------------------
     def num_codebooks(self, bandwidth: float | None = None) -> int:
@@ -282,7 +300,42 @@ class EncodecModel(nn.Module):
             return self._decode_segment(*frames[0])
         stride = self.segment_stride
         assert stride is not None
-        return linear_overlap_add([self._decode_segment(*f) for f in frames], stride)
+        return linear_overlap_add(self._decode_segments(frames), stride)
+
+    def _decode_segments(self, frames: tp.Sequence[EncodedFrame] | tp.Sequence[tuple[torch.Tensor, torch.Tensor | None]]
+                         ) -> list[torch.Tensor]:
+        """Decode each segment to [B, C, T_i]. With ``exact_decode`` off and without autograd,
+        consecutive segments of the same shape go through the decoder together (up to
+        ``DECODE_BATCH_SEGMENTS`` at a time): one pass over a batch is much cheaper than one
+        per segment (the LSTM's per-step cost barely grows with B). Not in exact mode:
+        PyTorch's LSTM rounds a batch of one differently, and the official decoder sees one
+        segment at a time."""
+        for codes, _ in frames:
+            if codes.dim() != 3:
+                raise ValueError(f"expected codes of shape [B, K, F], got {tuple(codes.shape)}")
+        if torch.is_grad_enabled() or self.training or self.exact_decode:
+            return [self._decode_segment(*f) for f in frames]
+        out: list[torch.Tensor] = []
+        start = 0
+        while start < len(frames):
+            codes, scale = frames[start]
+            end = start + 1
+            while (end < len(frames) and frames[end][0].shape == codes.shape
+                   and (frames[end][1] is None) == (scale is None)):
+                end += 1
+            run = frames[start:end]  # consecutive segments of one shape
+            chunks = -(-len(run) // self.DECODE_BATCH_SEGMENTS)
+            size = -(-len(run) // chunks)  # even chunks: no small remainder batch
+            for i in range(0, len(run), size):
+                group = run[i: i + size]
+                if len(group) == 1:
+                    out.append(self._decode_segment(*group[0]))
+                    continue
+                scales = None if scale is None else torch.cat([f[1].reshape(-1, 1) for f in group if f[1] is not None])
+                audio = self._decode_segment(torch.cat([f[0] for f in group]), scales)
+                out.extend(audio.split(codes.shape[0]))
+            start = end
+        return out
 
     def _decode_segment(self, codes: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
         if codes.dim() != 3:

@@ -20,6 +20,12 @@ import torch
 from torch import nn
 
 from .conv import StreamableConv1d, StreamableConvTranspose1d
+from .fast import (
+    decoder_forward_exact,
+    decoder_forward_fast,
+    encoder_forward_exact,
+    fast_path_enabled,
+)
 from .lstm import StreamableLSTM
 
 
@@ -97,16 +103,28 @@ class SEANetEncoder(nn.Module):
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fast_path_enabled(self, x):  # inference: bitwise the same latent, less copying
+            return encoder_forward_exact(self, x)
         return self.model(x)
 
 
 class SEANetDecoder(nn.Module):
-    """Latent [B, dimension, F] -> waveform [B, channels, F * hop_length]."""
+    """Latent [B, dimension, F] -> waveform [B, channels, F * hop_length].
+
+    Without autograd (eval mode, CPU float32) ``forward`` runs a fast path (``modules.fast``):
+    ``exact`` True (default): bitwise the plain computation; False: channels-last kernels,
+    within ~1e-6 relative, faster. ``batch_invariant`` (with ``exact`` False): make each
+    item's output bitwise independent of the batch it is decoded in (a single item then
+    costs a 2-item LSTM); segmenting models set it, so that decoding segments in batches
+    gives exactly what decoding them one at a time gives.
+    """
 
     def __init__(self, cfg: SEANetConfig):
         super().__init__()
         self.cfg = cfg
         self.hop_length = cfg.hop_length
+        self.exact = True
+        self.batch_invariant = False
         conv = dict(causal=cfg.causal, norm=cfg.norm, pad_mode=cfg.pad_mode)
         mult = 2 ** len(cfg.ratios)
         layers: list[nn.Module] = [StreamableConv1d(cfg.dimension, mult * cfg.n_filters, cfg.kernel_size, **conv)]
@@ -125,4 +143,8 @@ class SEANetDecoder(nn.Module):
         self.model = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if fast_path_enabled(self, z):  # inference: bitwise the same (or ~1e-6 with exact off)
+            if self.exact:
+                return decoder_forward_exact(self, z)
+            return decoder_forward_fast(self, z, self.batch_invariant)
         return self.model(z)

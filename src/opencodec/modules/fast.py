@@ -1,0 +1,592 @@
+"""Inference-only fast paths for the SEANet encoder and decoder (no autograd, CPU float32).
+
+The paths run the same layers as the modules' ``forward`` but skip work that the
+module-by-module computation does on the way:
+
+* **Encoder, bit-exact** (``encoder_forward_exact``). Every arithmetic operation is the
+  one the modules run, on tensors of the same shape and memory layout, so the latent
+  (and hence the codes) is bitwise identical to ``encoder(x)`` under ``no_grad`` /
+  ``inference_mode``, for any batch size and thread count. What changes: reflect padding
+  is a copy into a preallocated buffer plus two small mirrored copies (PyTorch's
+  ``reflection_pad1d`` kernel is several times slower than a copy), kernel-1 convolutions
+  are not padded at all (the module pads them by zero samples, which still copies), ELUs
+  on intermediate tensors run in place, residual sums are added in place (``a + b`` and
+  ``b + a`` are the same IEEE sum), the weight-normed weights are computed once and
+  cached until a parameter changes, and on one thread a long input's downsampling stack
+  runs in time chunks that stay in cache (see ``ENCODER_CHUNK_FRAMES`` for why that is
+  still bitwise the same). Convolutions stay in PyTorch's default (oneDNN,
+  channels-first) kernels: the channels-last kernels are faster but sum in another order,
+  and the LSTM stays PyTorch's (oneDNN) kernel: it is memory-bound and already at the
+  cost of reading its weights once per step.
+* **Decoder, bit-exact** (``decoder_forward_exact``, the default): the same savings, and
+  the transposed convolutions in oneDNN's channels-last kernels, which give the
+  channels-first result bit for bit and are 2-4x faster (33% of the plain decode).
+* **Decoder, approximate** (``decoder_forward_fast``; ``SEANetDecoder.exact = False``,
+  ``EncodecModel.exact_decode = False``): equal to ~1e-6 relative or better. Activations
+  are kept channels-last ([B, C, 1, T] with time-major memory): convolutions use the
+  channels-last kernels (another summation order, ~1e-7 relative), or for 1-2 output
+  channels one matrix product over the taps; kernel-1 convolutions are matrix products
+  with the bias fused (``addmm``; a residual block's two kernel-1 convs accumulate into
+  one output); the ELU before a padded convolution writes straight into the padded
+  buffer; ``GroupNorm(1, C)`` takes its statistics from the channels-first kernel (the
+  channels-last one is ~1e-6 off). The layers up to the LSTM run batched, the rest item by
+  item (cache-friendly); ``EncodecModel.decode`` then batches the 48 kHz model's segments.
+
+The paths are used by ``SEANetEncoder.forward`` / ``SEANetDecoder.forward`` only when
+autograd is off and the module is in eval mode, on CPU float32 inputs; training and
+every other case run the plain module code. ``set_fast_path(False)`` turns them off.
+"""
+
+from __future__ import annotations
+
+import typing as tp
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .conv import (
+    StreamableConv1d,
+    StreamableConvTranspose1d,
+    extra_padding_for_conv1d,
+    pad1d,
+)
+from .lstm import StreamableLSTM
+
+__all__ = ["decoder_forward_exact", "decoder_forward_fast", "encoder_forward_exact", "fast_path_enabled",
+           "set_fast_path"]
+
+_ENABLED = True
+
+
+def set_fast_path(enabled: bool) -> bool:
+    """Switch the inference fast paths on or off globally; returns the previous setting.
+
+    Off, the encoder and decoder always run the plain module code (e.g. to compare).
+    """
+    global _ENABLED
+    previous, _ENABLED = _ENABLED, bool(enabled)
+    return previous
+
+
+def fast_path_enabled(module: nn.Module, x: torch.Tensor) -> bool:
+    """True when ``module`` may run its inference fast path on ``x``: fast paths on,
+    autograd off, eval mode, a CPU float32 tensor of shape [B, C, T]."""
+    return (_ENABLED and not torch.is_grad_enabled() and not module.training
+            and x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 3)
+
+
+# -- cached weights -----------------------------------------------------------------------------
+def _version_key(tensors: tp.Sequence[torch.Tensor | None]) -> tuple | None:
+    """Identity and in-place version of each tensor, or None when one cannot be tracked
+    (inference tensors have no version counter): then nothing is cached."""
+    key: list[tp.Any] = [torch.get_num_threads()]
+    for t in tensors:
+        if t is None:
+            key.append(None)
+            continue
+        try:
+            version = t._version
+        except RuntimeError:
+            return None
+        key.append((id(t), t.data_ptr(), version))
+    return tuple(key)
+
+
+def _source_tensors(conv: nn.Module) -> list[torch.Tensor | None]:
+    """The tensors a conv's effective weight and bias are computed from."""
+    tensors = [getattr(conv, name, None) for name in ("weight_g", "weight_v", "_folded", "bias")]
+    if getattr(conv, "weight_v", None) is None:
+        tensors.append(conv.weight)
+    return tensors
+
+
+def _cached(conv: nn.Module, tag: str, build: tp.Callable[[], tp.Any]) -> tp.Any:
+    """``build()`` cached on ``conv`` under ``tag`` until one of its weights changes."""
+    key = _version_key(_source_tensors(conv))
+    store: dict[str, tuple[tp.Any, tp.Any]] = conv.__dict__.setdefault("_fast_cache", {})
+    hit = store.get(tag)
+    if key is not None and hit is not None and hit[0] == key:
+        return hit[1]
+    value = build()
+    if key is not None:
+        store[tag] = (key, value)
+    return value
+
+
+def _weight_bias(conv: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Effective (weight, bias) of a plain or weight-normed conv, as its forward uses them."""
+    def build() -> tuple[torch.Tensor, torch.Tensor | None]:
+        bias = conv.bias.detach() if conv.bias is not None else None
+        return conv.weight.detach(), bias
+    return _cached(conv, "ncw", build)
+
+
+# -- exact encoder ------------------------------------------------------------------------------
+def _pads(layer: StreamableConv1d, length: int) -> tuple[int, int]:
+    """(left, right) padding of ``layer`` for an input of ``length`` samples (as its forward)."""
+    extra = extra_padding_for_conv1d(length, layer.kernel_size, layer.stride, layer.padding_total)
+    if layer.causal:
+        return layer.padding_total, extra
+    right = layer.padding_total // 2
+    return layer.padding_total - right, right + extra
+
+
+def _reflect_edges_(buf: torch.Tensor, left: int, length: int, right: int) -> None:
+    """Fill buf[..., :left] and buf[..., left + length:] by reflecting the interior
+    buf[..., left:left + length] about its end samples (``F.pad`` reflect semantics)."""
+    if left:
+        buf[..., :left].copy_(buf[..., left + 1: 2 * left + 1].flip(-1))
+    if right:
+        end = left + length
+        buf[..., end:].copy_(buf[..., end - 1 - right: end - 1].flip(-1))
+
+
+def _pad_ncw(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
+    """Same values as ``pad1d(x, (left, right), mode)`` for x [B, C, T]; reflect padding of
+    an input longer than the pads is a copy into a new buffer."""
+    length = x.shape[-1]
+    if mode != "reflect" or length <= max(left, right):
+        return pad1d(x, (left, right), mode)
+    buf = x.new_empty(*x.shape[:-1], left + length + right)
+    buf[..., left: left + length].copy_(x)
+    _reflect_edges_(buf, left, length, right)
+    return buf
+
+
+def _conv_exact(layer: StreamableConv1d, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)`` with the same convolution call on the same padded values."""
+    left, right = _pads(layer, x.shape[-1])
+    if left or right:
+        x = _pad_ncw(x, left, right, layer.pad_mode)
+    conv = layer.conv.conv
+    weight, bias = _weight_bias(conv)
+    y = F.conv1d(x, weight, bias, conv.stride, 0, conv.dilation)
+    norm = layer.conv.norm
+    return y if isinstance(norm, nn.Identity) else norm(y)
+
+
+def _convtr_trim(layer: StreamableConvTranspose1d) -> tuple[int, int]:
+    """(left, right) samples a streamable transposed conv trims from its output."""
+    if layer.causal:
+        return 0, layer.padding_total
+    right = layer.padding_total // 2
+    return layer.padding_total - right, right
+
+
+def _cl_to_ncw(y: torch.Tensor) -> torch.Tensor:
+    """Channels-last [B, C, 1, T] -> contiguous [B, C, T], one 2-d transpose per item:
+    PyTorch copies a transposed 2-d matrix in cache-sized blocks (~4x faster than its
+    generic strided copy of the 4-d view)."""
+    rows = _nwc(y.contiguous(memory_format=torch.channels_last))  # [B, T, C]
+    out = y.new_empty(y.shape[0], y.shape[1], y.shape[-1])
+    for b in range(y.shape[0]):
+        out[b].copy_(rows[b].t())
+    return out
+
+
+def _convtr_exact(layer: StreamableConvTranspose1d, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)`` for x [B, C_in, F], bitwise: oneDNN's channels-last transposed conv gives
+    the channels-first result bit for bit (checked for every EnCodec shape, batch sizes 1-3
+    and 1-2 threads in tests) and is 2-4x faster; the norm and the trim (a view, as in the
+    module) then run on the channels-first output, exactly as in the module."""
+    convtr = layer.convtr.convtr
+    weight, bias = _cl_weight(convtr)
+    y = _cl_to_ncw(F.conv_transpose2d(_to_cl(x), weight, bias, (1, convtr.stride[0])))
+    norm = layer.convtr.norm
+    if not isinstance(norm, nn.Identity):
+        y = norm(y)
+    left, right = _convtr_trim(layer)
+    return y[..., left: y.shape[-1] - right]
+
+
+def _run_exact(layers: tp.Iterable[nn.Module], x: torch.Tensor, owned: bool) -> tuple[torch.Tensor, bool]:
+    """Apply ``layers`` in order; ``owned``: x is an intermediate that may be overwritten.
+    Returns the output and whether it is owned."""
+    from .seanet import SEANetResnetBlock  # seanet imports this module
+
+    for layer in layers:
+        if isinstance(layer, StreamableConv1d):
+            x, owned = _conv_exact(layer, x), True
+        elif isinstance(layer, StreamableConvTranspose1d):
+            x, owned = _convtr_exact(layer, x), True
+        elif isinstance(layer, nn.ELU):
+            x, owned = F.elu(x, layer.alpha, inplace=owned), True
+        elif isinstance(layer, SEANetResnetBlock):
+            x, owned = _resblock_exact(layer, x), True
+        elif isinstance(layer, nn.Sequential):
+            x, owned = _run_exact(layer, x, owned)
+        elif isinstance(layer, StreamableLSTM):
+            x, owned = layer(x), True
+        else:  # unknown layer: plain call, and its output may alias its input
+            x, owned = layer(x), False
+    return x, owned
+
+
+def _resblock_exact(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``block.shortcut(x) + block.block(x)`` with the sum done in place."""
+    short, short_owned = _run_exact([block.shortcut], x, False)
+    branch, branch_owned = _run_exact(block.block, x, False)
+    if short_owned:
+        return short.add_(branch)
+    if branch_owned:
+        return branch.add_(short)  # IEEE addition is commutative: same bits as short + branch
+    return short + branch
+
+
+# Time chunks for the encoder's downsampling stack (one thread only). A chunk is computed
+# with ``context`` extra frames on each side, which are cropped away, so every kept output
+# sees exactly the input window it sees in one pass. On one thread the convolutions give
+# bitwise the same output for the same window wherever the time axis is cut (oneDNN, and
+# MKL's single-threaded GEMM for the kernel-1 convs, reduce in a fixed order; MKL takes
+# another path for a single time step, which chunks never have). With two threads MKL's
+# GEMM is not cut-invariant, so chunking is off there. The other operation whose result
+# depends on the tensor it runs on is the ELU: PyTorch evaluates blocks of 32 elements
+# (2 AVX-512 vectors) with a vectorised expm1 and a tensor's last ``n % 32`` elements with
+# the scalar formula, which can differ by one ulp. ``_encoder_chunk_plan`` only allows
+# chunking when every chunk boundary falls on a multiple of 32 elements of each ELU's
+# input, so that the same elements get the same formula. Then the latent is bitwise that
+# of one pass (tests/test_speed_paths.py checks it for many lengths).
+
+#: Latent frames per chunk of the encoder's downsampling stack (~2.7 s at 24 kHz).
+ENCODER_CHUNK_FRAMES = 200
+
+
+class _ChunkPlan(tp.NamedTuple):
+    stop: int  # layers[:stop] are chunked (the downsampling stack, up to the LSTM)
+    hop: int  # input samples per output frame of those layers
+    context: int  # frames of context per side that covers every output's input window
+
+
+def _encoder_chunk_plan(layers: tp.Sequence[nn.Module]) -> _ChunkPlan | None:
+    """How the encoder's layers before its LSTM can be chunked, or None when they cannot
+    (a normalisation over time, an unknown layer, or an ELU whose chunk boundaries would not
+    fall on multiples of 32 elements)."""
+    from .seanet import SEANetResnetBlock
+
+    reach = 0  # input samples an output can depend on, either side (an upper bound)
+    elus: list[tuple[int, int]] = []
+    state = {"down": 1, "channels": 0}
+
+    def walk(mods: tp.Iterable[nn.Module]) -> bool:
+        nonlocal reach
+        for layer in mods:
+            if isinstance(layer, nn.ELU):
+                elus.append((state["channels"], state["down"]))
+            elif isinstance(layer, StreamableConv1d):
+                if not isinstance(layer.conv.norm, nn.Identity):
+                    return False
+                reach += (layer.kernel_size - 1) * state["down"]
+                state["down"] *= layer.stride
+                state["channels"] = int(layer.conv.conv.out_channels)
+            elif isinstance(layer, SEANetResnetBlock):
+                down, channels = state["down"], state["channels"]
+                if not walk([layer.shortcut]):
+                    return False
+                state["down"], state["channels"] = down, channels
+                if not walk(layer.block) or state["down"] != down:
+                    return False
+                state["channels"] = channels
+            elif isinstance(layer, nn.Identity):
+                continue
+            else:
+                return False
+        return True
+
+    stop = next((i for i, layer in enumerate(layers) if isinstance(layer, StreamableLSTM)), len(layers))
+    first = layers[0] if layers else None
+    if not isinstance(first, StreamableConv1d):
+        return None
+    state["channels"] = int(first.conv.conv.in_channels)
+    if stop == 0 or not walk(layers[:stop]):
+        return None
+    hop = state["down"]
+    # Each ELU's input in a chunk is [1, C, n] with n a multiple of hop / d (the last chunk:
+    # n differs from the whole signal's by such a multiple): whole blocks of 32 elements.
+    if any(c * (hop // d) % 32 for c, d in elus):
+        return None
+    return _ChunkPlan(stop, hop, -(-reach // hop))
+
+
+def _chunked_bounds(frames: int, chunk: int) -> list[tuple[int, int]]:
+    """[f0, f1) frame ranges of ``chunk`` frames; a last range shorter than half a chunk is
+    merged into the one before, so every chunk is long."""
+    bounds = [(f0, min(frames, f0 + chunk)) for f0 in range(0, frames, chunk)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < chunk // 2:
+        bounds[-2:] = [(bounds[-2][0], frames)]
+    return bounds
+
+
+def _can_chunk(plan: _ChunkPlan | None, x: torch.Tensor) -> bool:
+    """Chunk this input? One item, one thread, at least three chunks long."""
+    return (plan is not None and x.shape[0] == 1 and torch.get_num_threads() == 1
+            and x.shape[-1] >= 3 * ENCODER_CHUNK_FRAMES * plan.hop)
+
+
+def encoder_forward_exact(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """SEANet encoder x [B, C, T] -> latent [B, D, F], bitwise equal to ``encoder(x)`` run
+    without autograd (the caller's x is never modified). On one thread, long single inputs
+    run the downsampling stack in time chunks (see above): ~25% faster, as a chunk's
+    activations stay in cache."""
+    layers = list(encoder.model)
+    plan = encoder.__dict__.get("_chunk_plan", False)
+    if plan is False:
+        plan = _encoder_chunk_plan(layers)
+        encoder.__dict__["_chunk_plan"] = plan
+    if not _can_chunk(plan, x):
+        y, _ = _run_exact(layers, x, False)
+        return y
+    assert plan is not None
+    length, frames = x.shape[-1], -(-x.shape[-1] // plan.hop)
+    pieces = []
+    for f0, f1 in _chunked_bounds(frames, ENCODER_CHUNK_FRAMES):
+        a, b = max(0, f0 - plan.context), min(frames, f1 + plan.context)
+        y, _ = _run_exact(layers[: plan.stop], x[..., a * plan.hop: min(length, b * plan.hop)], False)
+        pieces.append(y[..., f0 - a: f1 - a])
+    y, _ = _run_exact(layers[plan.stop:], torch.cat(pieces, dim=-1), True)
+    return y
+
+
+# -- fast decoder (channels-last) ---------------------------------------------------------------
+def _to_cl(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, T] -> [B, C, 1, T] channels-last (time-major memory)."""
+    return x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+
+
+def _nwc(x: torch.Tensor) -> torch.Tensor:
+    """Channels-last [B, C, 1, T] -> [B, T, C] (a view when x is channels-last contiguous)."""
+    return x.permute(0, 2, 3, 1)[:, 0]
+
+
+def _from_nwc(x: torch.Tensor) -> torch.Tensor:
+    """[B, T, C] contiguous -> [B, C, 1, T] channels-last view."""
+    return x.permute(0, 2, 1).unsqueeze(2)
+
+
+def _cl_weight(conv: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(weight [O, I, 1, k] channels-last, bias) of a conv or transposed conv."""
+    def build() -> tuple[torch.Tensor, torch.Tensor | None]:
+        weight, bias = _weight_bias(conv)
+        return weight.unsqueeze(2).contiguous(memory_format=torch.channels_last), bias
+    return _cached(conv, "cl", build)
+
+
+def _gemm_weight(conv: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(weight [C_in, C_out], bias) of a kernel-1 conv, for ``x [N, C_in] @ weight``."""
+    def build() -> tuple[torch.Tensor, torch.Tensor | None]:
+        weight, bias = _weight_bias(conv)
+        return weight[:, :, 0].t().contiguous(), bias
+    return _cached(conv, "gemm", build)
+
+
+def _group_norm_1_cl(norm: nn.GroupNorm, y: torch.Tensor) -> torch.Tensor:
+    """``GroupNorm(1, C)`` of channels-last y [B, C, 1, T]. One group normalises all of an
+    item's values, so the statistics come from the channels-first kernel run on the flat
+    memory (PyTorch's channels-last kernel is ~1e-6 off in float32); the per-channel
+    affine map is then one fused multiply-add over the time-major memory."""
+    batch, channels = y.shape[0], y.shape[1]
+    rows = _nwc(y.contiguous(memory_format=torch.channels_last))  # [B, T, C]
+    _, mean, rstd = torch.native_group_norm(rows.reshape(batch, 1, -1), None, None, batch, 1,
+                                            rows[0].numel(), 1, norm.eps)
+    scale = rstd.view(batch, 1) * (norm.weight if norm.affine else torch.ones_like(rstd).expand(batch, channels))
+    shift = -mean.view(batch, 1) * scale
+    if norm.affine and norm.bias is not None:
+        shift = shift + norm.bias
+    return _from_nwc(torch.addcmul(shift[:, None], rows, scale[:, None]))
+
+
+def _norm_cl(norm: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    if isinstance(norm, nn.Identity):
+        return y
+    if isinstance(norm, nn.GroupNorm) and norm.num_groups == 1:
+        return _group_norm_1_cl(norm, y)
+    return _to_cl(norm(y.squeeze(2).contiguous()))
+
+
+def _is_pointwise(layer: StreamableConv1d) -> bool:
+    """A kernel-1, stride-1 conv: no padding, a matrix product per time step."""
+    return layer.kernel_size == 1 and layer.stride == 1
+
+
+def _pointwise_cl(layer: StreamableConv1d, x: torch.Tensor) -> torch.Tensor:
+    """Kernel-1 conv of channels-last x [B, C_in, 1, T] as ``addmm`` (bias fused)."""
+    weight, bias = _gemm_weight(layer.conv.conv)
+    rows = _nwc(x).reshape(-1, x.shape[1])
+    y = torch.mm(rows, weight) if bias is None else torch.addmm(bias, rows, weight)
+    return _norm_cl(layer.conv.norm, _from_nwc(y.view(x.shape[0], x.shape[-1], -1)))
+
+
+def _narrow_weight(conv: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(weight [C_in, k * C_out] with column j * C_out + o = W[o, :, j], bias)."""
+    def build() -> tuple[torch.Tensor, torch.Tensor | None]:
+        weight, bias = _weight_bias(conv)
+        return weight.permute(1, 2, 0).reshape(weight.shape[1], -1).contiguous(), bias
+    return _cached(conv, "narrow", build)
+
+
+def _narrow_conv_cl(conv: nn.Module, buf: torch.Tensor, length: int) -> torch.Tensor:
+    """Stride-1 conv with few outputs (k * C_out <= 32, e.g. the last conv to 1-2 audio
+    channels) of the padded channels-last buf: one matrix product for all taps, then the k
+    shifted tap columns summed. oneDNN is several times slower for so few outputs."""
+    weight, bias = _narrow_weight(conv)
+    out_channels, taps, dilation = conv.out_channels, conv.kernel_size[0], conv.dilation[0]
+    batch, steps = buf.shape[0], buf.shape[-1]
+    g = torch.mm(_nwc(buf).reshape(-1, buf.shape[1]), weight).view(batch, steps, taps, out_channels)
+    y = g[:, :length, 0].clone()
+    for j in range(1, taps):
+        y += g[:, j * dilation: j * dilation + length, j]
+    if bias is not None:
+        y += bias
+    return _from_nwc(y)
+
+
+def _conv_cl(layer: StreamableConv1d, x: torch.Tensor, elu_alpha: float | None, owned: bool) -> torch.Tensor:
+    """``layer(elu(x))`` (or ``layer(x)`` when ``elu_alpha`` is None) on channels-last x;
+    ``owned``: x may be overwritten."""
+    if _is_pointwise(layer):
+        if elu_alpha is not None:
+            x = F.elu(x, elu_alpha, inplace=owned)
+        return _pointwise_cl(layer, x)
+    conv = layer.conv.conv
+    length = x.shape[-1]
+    left, right = _pads(layer, length)
+    if layer.pad_mode == "reflect" and length > max(left, right):
+        buf = torch.empty(x.shape[0], x.shape[1], 1, left + length + right,
+                          memory_format=torch.channels_last)
+        inner = buf[..., left: left + length]
+        if elu_alpha is None:
+            inner.copy_(x)
+        else:
+            torch.ops.aten.elu.out(x, elu_alpha, 1.0, 1.0, out=inner)
+        _reflect_edges_(buf, left, length, right)
+    else:
+        if elu_alpha is not None:
+            x = F.elu(x, elu_alpha)
+        buf = _to_cl(pad1d(x.squeeze(2), (left, right), layer.pad_mode))
+    if layer.stride == 1 and conv.out_channels * layer.conv.conv.kernel_size[0] <= 32:
+        y = _narrow_conv_cl(conv, buf, buf.shape[-1] - layer.kernel_size + 1)
+    else:
+        weight, bias = _cl_weight(conv)
+        y = F.conv2d(buf, weight, bias, (1, conv.stride[0]), 0, (1, conv.dilation[0]))
+    return _norm_cl(layer.conv.norm, y)
+
+
+def _convtr_cl(layer: StreamableConvTranspose1d, x: torch.Tensor) -> torch.Tensor:
+    convtr = layer.convtr.convtr
+    weight, bias = _cl_weight(convtr)
+    # The norm (time_group_norm) sees the untrimmed output, as in the module.
+    y = _norm_cl(layer.convtr.norm, F.conv_transpose2d(x, weight, bias, (1, convtr.stride[0])))
+    left, right = _convtr_trim(layer)
+    y = y[..., left: y.shape[-1] - right]
+    if y.shape[0] > 1:  # a time slice of a batch is no longer channels-last contiguous
+        y = y.contiguous(memory_format=torch.channels_last)
+    return y
+
+
+def _lstm_cl(layer: StreamableLSTM, x: torch.Tensor) -> torch.Tensor:
+    seq = _nwc(x).transpose(0, 1)  # [T, B, C]
+    y, _ = layer.lstm(seq)
+    if layer.skip:
+        y += seq
+    return _from_nwc(y.transpose(0, 1).contiguous())
+
+
+def _resblock_cl(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``block.shortcut(x) + block.block(x)`` on channels-last x. When both branches end
+    in an unnormalised kernel-1 conv (EnCodec's blocks), the second product accumulates
+    into the first (``addmm_``) with the two biases summed up front."""
+    from .seanet import SEANetResnetBlock
+
+    assert isinstance(block, SEANetResnetBlock)
+    short, body = block.shortcut, list(block.block)
+    last = body[-1] if body else None
+    if (isinstance(short, StreamableConv1d) and _is_pointwise(short) and isinstance(short.conv.norm, nn.Identity)
+            and isinstance(last, StreamableConv1d) and _is_pointwise(last)
+            and isinstance(last.conv.norm, nn.Identity)):
+        w_short, b_short = _gemm_weight(short.conv.conv)
+        w_last, b_last = _gemm_weight(last.conv.conv)
+        rows = _nwc(x).reshape(-1, x.shape[1])
+        if b_short is None and b_last is None:
+            acc = torch.mm(rows, w_short)
+        else:
+            bias = b_short if b_last is None else (b_last if b_short is None else b_short + b_last)
+            acc = torch.addmm(bias, rows, w_short)
+        h, _ = _run_cl(body[:-1], x, False)
+        acc.addmm_(_nwc(h).reshape(-1, h.shape[1]), w_last)
+        return _from_nwc(acc.view(x.shape[0], x.shape[-1], -1))
+    short_y, short_owned = _run_cl([short], x, False)
+    branch_y, branch_owned = _run_cl(body, x, False)
+    if short_owned:
+        return short_y.add_(branch_y)
+    if branch_owned:
+        return branch_y.add_(short_y)
+    return short_y + branch_y
+
+
+def _run_cl(layers: tp.Sequence[nn.Module], x: torch.Tensor, owned: bool) -> tuple[torch.Tensor, bool]:
+    """Apply ``layers`` to channels-last x; an ELU directly before a conv is fused into it.
+    ``owned``: x may be overwritten. Returns the output and whether it is owned."""
+    from .seanet import SEANetResnetBlock
+
+    pending: float | None = None  # alpha of an ELU not applied yet
+
+    def flush(x: torch.Tensor, owned: bool) -> tuple[torch.Tensor, bool]:
+        nonlocal pending
+        if pending is not None:
+            x, owned, pending = F.elu(x, pending, inplace=owned), True, None
+        return x, owned
+
+    for layer in layers:
+        if isinstance(layer, nn.ELU):
+            x, owned = flush(x, owned)
+            pending = float(layer.alpha)
+        elif isinstance(layer, StreamableConv1d):
+            x, owned, pending = _conv_cl(layer, x, pending, owned), True, None
+        else:
+            x, owned = flush(x, owned)
+            if isinstance(layer, StreamableConvTranspose1d):
+                x, owned = _convtr_cl(layer, x), True
+            elif isinstance(layer, SEANetResnetBlock):
+                x, owned = _resblock_cl(layer, x), True
+            elif isinstance(layer, nn.Sequential):
+                x, owned = _run_cl(layer, x, owned)
+            elif isinstance(layer, StreamableLSTM):
+                x, owned = _lstm_cl(layer, x), True
+            elif isinstance(layer, nn.Identity):
+                pass
+            else:  # unknown layer: run it channels-first
+                x, owned = _to_cl(layer(x.squeeze(2))), True
+    return flush(x, owned)
+
+
+def decoder_forward_exact(decoder: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """SEANet decoder z [B, D, F] -> audio [B, C, F * hop], bitwise equal to ``decoder(z)``
+    run without autograd: the exact encoder's savings plus channels-last transposed convs
+    (see ``_convtr_exact``)."""
+    y, _ = _run_exact(decoder.model, z, False)
+    return y
+
+
+def decoder_forward_fast(decoder: nn.Module, z: torch.Tensor, batch_invariant: bool = False) -> torch.Tensor:
+    """SEANet decoder z [B, D, F] -> audio [B, C, F * hop], equal to ``decoder(z)`` to ~1e-6
+    (relative) or better, computed channels-last.
+
+    The layers up to the LSTM run on the whole batch (the LSTM's cost per step barely grows
+    with B); the upsampling stack after it runs item by item, so that one item's
+    activations stay in cache. ``batch_invariant``: PyTorch's oneDNN LSTM rounds a batch of
+    one differently from a batch of two or more (which all agree with each other), so a
+    single item is decoded in a batch of two (a copy of itself), which makes every item's
+    audio bitwise independent of what it is batched with (at the cost of a 2-item LSTM)."""
+    layers = list(decoder.model)
+    lstm_at = [i for i, layer in enumerate(layers) if isinstance(layer, StreamableLSTM)]
+    split = lstm_at[-1] + 1 if lstm_at else 0
+    batch = z.shape[0]
+    if batch_invariant and batch == 1 and split:
+        z = torch.cat([z, z])
+    x, owned = _run_cl(layers[:split], _to_cl(z), True)
+    if batch == 1:
+        x = x if x.shape[0] == 1 else x[:1]  # the first item of a channels-last batch is contiguous
+        return _run_cl(layers[split:], x, owned)[0].squeeze(2).contiguous()
+    items = [_run_cl(layers[split:], x[b: b + 1].contiguous(memory_format=torch.channels_last), True)[0]
+             for b in range(batch)]
+    return torch.cat([y.squeeze(2) for y in items])
