@@ -20,8 +20,8 @@ from opencodec import __version__, cli
 from opencodec.audio import read_audio
 from opencodec.bitstream import EcdcHeader, write_header
 from opencodec.compress import compress, decompress
-from opencodec.model import EncodecModel
-from opencodec.pretrained import load_model
+from opencodec.model import EncodecConfig, EncodecModel
+from opencodec.pretrained import load_model, save_model
 
 RATE24 = 24_000
 
@@ -380,6 +380,24 @@ def test_info_unknown_model_and_bad_files(tmp_path: Path, capsys: pytest.Capture
     assert "model:         my_codec" in out and "codebooks:     3" in out and "16000 samples" in out
     assert "sample rate:   unknown" in out and "entropy model: yes" in out
     assert "junk.ecdc" in err and "magic" in err and "gone.ecdc" in err and "Traceback" not in err
+
+
+def test_info_with_model_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A custom model's file: unknown rate/duration/bitrate by name, known with --model."""
+    torch.manual_seed(0)
+    model = EncodecModel(EncodecConfig(name="my_16khz", sample_rate=16000, n_filters=4, dimension=16,
+                                       n_q=4, ratios=[4, 4], lstm=1, target_bandwidths=[2.0]))
+    ckpt = save_model(model, tmp_path / "my.safetensors")
+    with open(tmp_path / "x.ecdc", "wb") as fo:
+        write_header(fo, EcdcHeader(model_name="my_16khz", audio_length=32000, num_codebooks=2, use_lm=False))
+        fo.write(bytes(1000))
+    code, out, _ = run(capsys, "info", tmp_path / "x.ecdc", "--json")
+    assert code == 0 and json.loads(out)["duration_s"] is None
+    code, out, _ = run(capsys, "info", tmp_path / "x.ecdc", "--json", "--model", ckpt)
+    info = json.loads(out)
+    assert code == 0 and info["sample_rate"] == 16000 and info["duration_s"] == 2.0
+    assert info["bandwidth_kbps"] == 2 * 10 * 1000 / 1000  # 2 codebooks x 10 bits x 1000 Hz
+    assert info["bitrate_kbps"] == (1000 + len(EcdcHeader("my_16khz", 32000, 2, False).to_json()) + 9) * 8 / 2 / 1000
 
 
 # -- the installed console script ---------------------------------------------------------------

@@ -172,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("inputs", type=Path, nargs="+", metavar="FILE",
                      help=".ecdc file(s) or folder(s) (recursive)")
     inf.add_argument("--json", action="store_true", help="one JSON object per line")
+    _add_model_option(inf, "weights file (or name) of a model the header's name does not "
+                           "resolve to: its configuration fills in rate, duration and bitrate "
+                           "for files written by it")
     inf.set_defaults(parser=inf, handler=cmd_info)
     _add_stream_parsers(sub, common)
 
@@ -629,20 +632,23 @@ def cmd_decompress(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------
 # info
 # ------------------------------------------------------------------------------------------
-def describe_file(path: Path) -> dict[str, tp.Any]:
+def describe_file(path: Path, known: tuple[str, EncodecConfig] | None = None) -> dict[str, tp.Any]:
     """What an ``.ecdc`` file's header and size say, without loading any weights.
 
     Keys: ``file``, ``model``, ``sample_rate`` (Hz), ``channels``, ``codebooks``,
     ``bandwidth_kbps`` (nominal: codebooks x log2(bins) x frame rate), ``samples``,
     ``duration_s``, ``size_bytes``, ``bitrate_kbps`` (actual: 8 x size / duration) and
     ``entropy_coded``. Values that need the model's configuration are None for a model
-    name that is not known. Deterministic (version 1) files add ``format_version``,
+    name that is not known; ``known`` = (model name, its configuration) makes one more name
+    known (``info --model``). Deterministic (version 1) files add ``format_version``,
     ``lm_name``, ``lm_hash``, ``lm_scheme``, ``check_bits`` and ``check_interval`` (frames).
     """
     with open(path, "rb") as fo:
         header: EcdcHeader = read_header(fo)
     size = path.stat().st_size
     config: EncodecConfig | None = config_for_name(header.model_name)
+    if config is None and known is not None and known[0] == header.model_name:
+        config = known[1]
     info: dict[str, tp.Any] = {
         "file": str(path), "model": header.model_name, "sample_rate": None, "channels": None,
         "codebooks": header.num_codebooks, "bandwidth_kbps": None, "samples": header.audio_length,
@@ -698,10 +704,14 @@ def cmd_info(args: argparse.Namespace) -> int:
     if not files:
         _error(f"no {ECDC_SUFFIX} files found in {', '.join(map(str, args.inputs))}")
         return 1
+    known = None
+    if args.model is not None:  # only its configuration is needed
+        config = config_for_name(args.model) or load_model(args.model).config
+        known = (config.name, config)
     failed = 0
     for index, path in enumerate(files):
         try:
-            info = describe_file(path)
+            info = describe_file(path, known)
         except EXPECTED_ERRORS as exc:
             failed += 1
             _error(_describe(exc, path))
