@@ -771,61 +771,21 @@ def _scale_tensor(value: float, index: int, offset: int) -> torch.Tensor:
     return torch.tensor([[value]], dtype=torch.float32)
 
 
-def _read_lm_body(body: bytes, header: EcdcHeader, layout: StreamLayout,
-                  lm: "EntropyLM") -> list[EncodedFrame]:
-    """Decode an entropy-coded body segment by segment (scale, then the coded codes)."""
-    from .entropy import decode_segment_with_lm
+SegmentDecoder = tp.Callable[[tp.BinaryIO, int, bytes, int], torch.Tensor]
+"""``(fo, segment index, scale bytes, frames) -> codes [K, F]``: decodes one coded segment."""
 
-    minimum = min_lm_body_size(header, layout, lm.card)
+
+def _read_coded_body(body: bytes, header: EcdcHeader, layout: StreamLayout, card: int,
+                     decode_segment: SegmentDecoder) -> list[EncodedFrame]:
+    """Decode an entropy-coded body (either version) segment by segment: the scale, then the
+    coded codes, which ``decode_segment`` reads from the body's file object."""
+    minimum = min_lm_body_size(header, layout, card)
     if len(body) < minimum:
         raise BitstreamError(f"ECDC body truncated: an entropy-coded body for "
                              f"{header.audio_length} samples x {header.num_codebooks} codebooks "
                              f"needs at least {minimum} bytes, got {len(body)}")
     fo = io.BytesIO(body)
     frames: list[EncodedFrame] = []
-    nc = header.num_codebooks
-    for index, (offset, length) in enumerate(layout.segments(header.audio_length)):
-        scale = None
-        if layout.normalize:
-            raw = fo.read(SCALE_STRUCT.size)
-            if len(raw) < SCALE_STRUCT.size:
-                raise BitstreamError(f"ECDC body truncated: segment {index} (sample {offset}) "
-                                     f"ends inside its scale")
-            (value,) = SCALE_STRUCT.unpack(raw)
-            scale = _scale_tensor(value, index, offset)
-        try:
-            codes = decode_segment_with_lm(lm, fo, nc, layout.num_frames(length))
-        except BitstreamError as exc:
-            raise BitstreamError(f"ECDC segment {index} (sample {offset}): {exc}") from None
-        frames.append(EncodedFrame(codes[None], scale))
-    extra = len(body) - fo.tell()
-    if extra:
-        raise BitstreamError(f"ECDC body has {extra} extra byte(s) after the last entropy-coded "
-                             f"segment (the segments used {fo.tell()} of {len(body)} bytes)")
-    return frames
-
-
-def _segment_crc_seed(head: bytes, index: int, scale_raw: bytes) -> int:
-    """Initial CRC-32 of a version 1 segment: header bytes, index (uint32 LE), scale bytes."""
-    return zlib.crc32(scale_raw, zlib.crc32(struct.pack("<I", index), zlib.crc32(head)))
-
-
-def _read_det_body(body: bytes, header: EcdcHeader, layout: StreamLayout,
-                   flm: "FixedLM") -> list[EncodedFrame]:
-    """Decode a version 1 body segment by segment (scale, then the coded codes and checks)."""
-    from .entropy.deterministic import decode_segment_fixed
-
-    det = header.deterministic
-    assert det is not None
-    minimum = min_lm_body_size(header, layout, flm.card)
-    if len(body) < minimum:
-        raise BitstreamError(f"ECDC body truncated: an entropy-coded body for "
-                             f"{header.audio_length} samples x {header.num_codebooks} codebooks "
-                             f"needs at least {minimum} bytes, got {len(body)}")
-    head = header_bytes(header)
-    fo = io.BytesIO(body)
-    frames: list[EncodedFrame] = []
-    nc = header.num_codebooks
     for index, (offset, length) in enumerate(layout.segments(header.audio_length)):
         scale, raw = None, b""
         if layout.normalize:
@@ -836,9 +796,7 @@ def _read_det_body(body: bytes, header: EcdcHeader, layout: StreamLayout,
             (value,) = SCALE_STRUCT.unpack(raw)
             scale = _scale_tensor(value, index, offset)
         try:
-            codes = decode_segment_fixed(flm, fo, nc, layout.num_frames(length),
-                                         check_bits=det.check_bits, check_interval=det.check_interval,
-                                         crc_seed=_segment_crc_seed(head, index, raw))
+            codes = decode_segment(fo, index, raw, layout.num_frames(length))
         except BitstreamError as exc:
             raise BitstreamError(f"ECDC segment {index} (sample {offset}): {exc}") from None
         frames.append(EncodedFrame(codes[None], scale))
@@ -847,6 +805,39 @@ def _read_det_body(body: bytes, header: EcdcHeader, layout: StreamLayout,
         raise BitstreamError(f"ECDC body has {extra} extra byte(s) after the last entropy-coded "
                              f"segment (the segments used {fo.tell()} of {len(body)} bytes)")
     return frames
+
+
+def _read_lm_body(body: bytes, header: EcdcHeader, layout: StreamLayout,
+                  lm: "EntropyLM") -> list[EncodedFrame]:
+    """Decode an official entropy-coded body (version 0)."""
+    from .entropy import decode_segment_with_lm
+
+    nc = header.num_codebooks
+    return _read_coded_body(body, header, layout, lm.card,
+                            lambda fo, _index, _raw, frames: decode_segment_with_lm(lm, fo, nc, frames))
+
+
+def _segment_crc_seed(head: bytes, index: int, scale_raw: bytes) -> int:
+    """Initial CRC-32 of a version 1 segment: header bytes, index (uint32 LE), scale bytes."""
+    return zlib.crc32(scale_raw, zlib.crc32(struct.pack("<I", index), zlib.crc32(head)))
+
+
+def _read_det_body(body: bytes, header: EcdcHeader, layout: StreamLayout,
+                   flm: "FixedLM") -> list[EncodedFrame]:
+    """Decode a version 1 body: integer entropy model, checks seeded per segment."""
+    from .entropy.deterministic import decode_segment_fixed
+
+    det = header.deterministic
+    assert det is not None
+    head = header_bytes(header)
+    nc = header.num_codebooks
+
+    def decode_segment(fo: tp.BinaryIO, index: int, raw: bytes, frames: int) -> torch.Tensor:
+        return decode_segment_fixed(flm, fo, nc, frames, check_bits=det.check_bits,
+                                    check_interval=det.check_interval,
+                                    crc_seed=_segment_crc_seed(head, index, raw))
+
+    return _read_coded_body(body, header, layout, flm.card, decode_segment)
 
 
 def write_body(fo: tp.BinaryIO, header: EcdcHeader, frames: tp.Sequence[EncodedFrame],
