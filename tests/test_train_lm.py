@@ -17,6 +17,7 @@ from opencodec import EncodecConfig, EncodecModel, cli, save_model
 from opencodec.compress import compress, decompress
 from opencodec.pretrained import load_lm_model
 from opencodec.train import lm_solver
+from opencodec.train.solver import load_config
 from opencodec.train.lm_solver import (
     CodeData,
     CodeSet,
@@ -292,9 +293,9 @@ def test_config_errors_name_the_field(tmp_path: Path, capsys: pytest.CaptureFixt
     assert len(err) == 1 and "no_such_codec" in err[0]
 
 
-@pytest.mark.parametrize("name", ["lm_tiny", "lm_opencodec_24khz"])
+@pytest.mark.parametrize("name", ["lm_tiny", "lm_opencodec_24khz", "lm_opencodec_24khz_cpu"])
 def test_shipped_configs_parse(name: str) -> None:
-    cfg = lm_solver.load_config(ROOT / "configs" / f"{name}.yaml", ["optim.steps=3"])
+    cfg = load_config(ROOT / "configs" / f"{name}.yaml", ["optim.steps=3"])
     s = parse_settings(cfg)
     assert s.steps == 3 and s.codec == "opencodec_24khz" and s.train_manifests and s.valid_manifests
     if name == "lm_opencodec_24khz":  # the paper's sizes

@@ -60,7 +60,7 @@ from .bitstream import (SCALE_STRUCT, EcdcHeader, StreamLayout, body_size, pack_
                         packed_size, read_header, unpack_codes, write_header)
 from .compress import _check_bandwidth, _model_device, _model_dtype, _resolve_model
 from .errors import AudioIOError, BitstreamError
-from .model import EncodecModel
+from .model import EncodecModel, overlap_add_weight
 from .streaming import StreamingDecoder, StreamingEncoder
 
 __all__ = ["supports_streaming", "compress_file_streaming", "decompress_file_streaming"]
@@ -423,8 +423,7 @@ def _decode_segments(model: EncodecModel, layout: StreamLayout, fi: tp.BinaryIO,
         with torch.no_grad():
             frame = model._decode_segment(codes, scale)  # what model.decode does per segment
         if weight is None:  # the triangle of linear_overlap_add, sized by the first segment
-            t = torch.linspace(0, 1, frame.shape[-1] + 2, device=frame.device, dtype=frame.dtype)[1:-1]
-            weight = 0.5 - (t - 0.5).abs()
+            weight = overlap_add_weight(frame)
             out = torch.zeros(*frame.shape[:-1], 0, device=frame.device, dtype=frame.dtype)
             weight_sum = torch.zeros(0, device=frame.device, dtype=frame.dtype)
         assert out is not None and weight_sum is not None

@@ -113,6 +113,13 @@ class EncodecConfig:
         return math.ceil(self.sample_rate / self.hop_length)
 
 
+def overlap_add_weight(first: torch.Tensor) -> torch.Tensor:
+    """The triangle ``w(t) = 0.5 - |t - 0.5|`` (t uniform in (0, 1), ends excluded) over the
+    length of ``first`` [..., L] (the first segment), on its device and dtype: [L]."""
+    t = torch.linspace(0, 1, first.shape[-1] + 2, device=first.device, dtype=first.dtype)[1:-1]
+    return 0.5 - (t - 0.5).abs()
+
+
 def linear_overlap_add(frames: list[torch.Tensor], stride: int) -> torch.Tensor:
     """Overlap-add segments [..., L_i] placed every ``stride`` samples with a triangular weight.
 
@@ -128,9 +135,7 @@ def linear_overlap_add(frames: list[torch.Tensor], stride: int) -> torch.Tensor:
     # shorter last segment ends before the decoded (frame-rounded) one before it
     # (e.g. 95300 samples at 48 kHz); the furthest end is the right size.
     total = max(i * stride + f.shape[-1] for i, f in enumerate(frames))
-    length = ref.shape[-1]
-    t = torch.linspace(0, 1, length + 2, device=ref.device, dtype=ref.dtype)[1:-1]
-    weight = 0.5 - (t - 0.5).abs()
+    weight = overlap_add_weight(ref)
     out = torch.zeros(*ref.shape[:-1], total, device=ref.device, dtype=ref.dtype)
     weight_sum = torch.zeros(total, device=ref.device, dtype=ref.dtype)
     offset = 0

@@ -64,7 +64,7 @@ from .solver import (
     _seed_everything,
     _set_rng_state,
     _step_rng,
-    load_config,
+    parse_run_arguments,
 )
 
 if tp.TYPE_CHECKING:
@@ -982,19 +982,7 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
             prog="opencodec train-lm",
             description="Train the entropy model on a codec's codes (see configs/lm_*.yaml). "
                         "'opencodec train-lm report --help' measures a trained model's saving.")
-        parser.add_argument("config", help="YAML config (see configs/lm_*.yaml)")
-        parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. optim.steps=500")
-        parser.add_argument("--run-dir", default=None, help="output folder (default: run_dir in the config)")
-        parser.add_argument("--max-steps", type=int, default=None,
-                            help="stop after this many steps (resumable)")
-        parser.add_argument("--max-minutes", type=float, default=None,
-                            help="stop (validate, checkpoint, export) after this many minutes")
-        parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-        args = parser.parse_args(argv)
-        try:
-            cfg = load_config(args.config, args.overrides)
-        except (FileNotFoundError, ValueError) as exc:
-            parser.error(str(exc))
+        args, cfg = parse_run_arguments(parser, argv, "YAML config (see configs/lm_*.yaml)")
         run = train(cfg, args.run_dir, args.max_steps, progress=not args.no_progress,
                     max_minutes=args.max_minutes)
         print(f"run folder: {run}; entropy model: {run / EXPORT} "

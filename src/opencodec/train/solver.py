@@ -539,10 +539,12 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
     return (run, model, disc) if return_models else run
 
 
-def main(argv: tp.Sequence[str] | None = None) -> int:
-    """``opencodec train CONFIG [key=value ...] [--run-dir DIR] [--max-steps N]``."""
-    parser = argparse.ArgumentParser(prog="opencodec train", description="Train an EnCodec codec.")
-    parser.add_argument("config", help="YAML config (see configs/)")
+def parse_run_arguments(parser: argparse.ArgumentParser, argv: tp.Sequence[str] | None,
+                        config_help: str) -> tuple[argparse.Namespace, dict[str, tp.Any]]:
+    """Add and parse the arguments every trainer takes (CONFIG, overrides, --run-dir,
+    --max-steps, --max-minutes, --no-progress); returns them and the loaded config (a bad
+    config is a usage error)."""
+    parser.add_argument("config", help=config_help)
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. optim.steps=500")
     parser.add_argument("--run-dir", default=None, help="output folder (default: run_dir in the config)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resumable)")
@@ -554,6 +556,13 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
         cfg = load_config(args.config, args.overrides)
     except (FileNotFoundError, ValueError) as exc:
         parser.error(str(exc))
+    return args, cfg
+
+
+def main(argv: tp.Sequence[str] | None = None) -> int:
+    """``opencodec train CONFIG [key=value ...] [--run-dir DIR] [--max-steps N]``."""
+    parser = argparse.ArgumentParser(prog="opencodec train", description="Train an EnCodec codec.")
+    args, cfg = parse_run_arguments(parser, argv, "YAML config (see configs/)")
     run = train(cfg, args.run_dir, args.max_steps, progress=not args.no_progress, max_minutes=args.max_minutes)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"run folder: {run}; exported generator: {run / EXPORT}", file=sys.stderr)
