@@ -47,13 +47,14 @@ def _overrides(preset: str, threads: int) -> list[str]:
             "optim.steps=100000"]
 
 
-def _untrained_scores(cfg: dict) -> dict[str, float]:
-    """Validation scores of the untrained model with PyTorch's default initialisation."""
+def _untrained_scores(cfg: dict) -> tuple[dict[str, float], int]:
+    """Validation scores of the untrained model with PyTorch's default initialisation, and
+    the number of held-out clips they were computed on."""
     _seed_everything(int(cfg.get("seed", 0)))
     model = EncodecModel(EncodecConfig.from_dict(cfg["model"]))
     items = _valid_items(cfg, model)
     bandwidths = cfg.get("valid", {}).get("bandwidths") or [model.target_bandwidths[0]]
-    return validate(model, items, torch.device("cpu"), bandwidths)
+    return validate(model, items, torch.device("cpu"), bandwidths), len(items)
 
 
 def _table(rows: list[tuple[str, dict[str, float]]], bandwidths: list[float]) -> str:
@@ -86,7 +87,7 @@ def main() -> int:
     cfg = load_config(ROOT / args.config, overrides)
     torch.set_num_threads(args.threads)
     os.chdir(ROOT)  # manifest paths in the config are relative to the repository
-    untrained = _untrained_scores(cfg)
+    untrained, num_clips = _untrained_scores(cfg)
 
     run = ROOT / args.run_dir
     if run.exists():
@@ -110,8 +111,7 @@ def main() -> int:
                f" --preset {args.preset}`: {steps} steps of batch {cfg['optim']['batch_size']} x "
                f"{cfg['data'].get('segment_seconds', 1.0):g} s in {wall / 60:.1f} min wall "
                f"(including validations), {rate:.1f} s of audio per second of training, "
-               f"{len(_valid_items(cfg, EncodecModel(EncodecConfig.from_dict(cfg['model']))))} "
-               f"held-out clips of {cfg.get('valid', {}).get('seconds', 3.0):g} s.")
+               f"{num_clips} held-out clips of {cfg.get('valid', {}).get('seconds', 3.0):g} s.")
     print(summary)
     print(table)
     if args.out:
