@@ -38,9 +38,12 @@ from __future__ import annotations
 import typing as tp
 from bisect import bisect_right
 
+import numpy as np
 import torch
 
 from ..errors import BitstreamError
+
+from .stepper import LMStepper
 
 if tp.TYPE_CHECKING:
     from .lm import EntropyLM
@@ -211,8 +214,11 @@ class ArithmeticDecoder:
         self._nacc -= n
         return _reverse_bits(bits, n)
 
-    def pull(self, cdf: tp.Sequence[int]) -> int:
-        """Decode one symbol coded with ``cdf`` (a list of ints ``[N]``, exactly the encoder's).
+    def pull(self, cdf: tp.Sequence[int] | np.ndarray) -> int:
+        """Decode one symbol coded with ``cdf`` (ints ``[N]``, exactly the encoder's).
+
+        ``cdf`` is a list (searched with ``bisect``) or a 1-D int64 numpy array (searched with
+        ``numpy.searchsorted``, much faster than converting a whole row to a list).
 
         Raises:
             BitstreamError: the data ended, or is not a valid code for this CDF.
@@ -228,11 +234,21 @@ class ArithmeticDecoder:
             max_bit += n
             delta <<= n
         v = current - low
-        symbol = bisect_right(cdf, (v << B) // delta)
-        if symbol >= len(cdf) or v > (((cdf[symbol] - 1) * delta) >> B):
+        if isinstance(cdf, np.ndarray):
+            symbol = int(np.searchsorted(cdf, (v << B) // delta, side="right"))
+            if symbol >= len(cdf):
+                raise BitstreamError("corrupt arithmetic-coded data (value past the last symbol)")
+            c_hi = int(cdf[symbol])
+            c_lo = int(cdf[symbol - 1]) if symbol else 0
+        else:
+            symbol = bisect_right(cdf, (v << B) // delta)
+            if symbol >= len(cdf):
+                raise BitstreamError("corrupt arithmetic-coded data (value past the last symbol)")
+            c_hi = cdf[symbol]
+            c_lo = cdf[symbol - 1] if symbol else 0
+        if v > (((c_hi - 1) * delta) >> B):
             raise BitstreamError("corrupt arithmetic-coded data (value outside every symbol range)")
-        c_lo = cdf[symbol - 1] if symbol else 0
-        high = low + (((cdf[symbol] - 1) * delta) >> B)
+        high = low + (((c_hi - 1) * delta) >> B)
         low = low + ((c_lo * delta + (1 << B) - 1) >> B)
         n = max_bit + 1 - (low ^ high).bit_length()
         if n:
@@ -272,16 +288,23 @@ def encode_segment_with_lm(lm: "EntropyLM", codes: torch.Tensor) -> bytes:
     inputs = torch.cat([torch.zeros(K, 1, dtype=torch.long), codes + 1], dim=1).to(device)
     lo_idx = (codes - 1).clamp(min=0).to(device)
     hi_idx = codes.to(device)
-    is_first = (codes == 0).tolist()
-    state = None
+    is_first = (codes == 0).t().tolist()                       # [F][K]
+    # All inputs are known, so the model runs many frames layer by layer (LMStepper.run);
+    # the probabilities are bitwise those of frame-by-frame stepping.
+    stepper = LMStepper(lm)
     with torch.inference_mode():
-        for t in range(num_frames):
-            probs, state = lm.step(inputs[:, t], state)          # [K, card]
-            cdf = build_quantized_cdf(probs)                      # [K, card] int64
-            his = cdf.gather(1, hi_idx[:, t:t + 1]).view(-1).tolist()
-            los = cdf.gather(1, lo_idx[:, t:t + 1]).view(-1).tolist()
-            for k in range(K):
-                enc.encode(0 if is_first[k][t] else los[k], his[k])
+        for begin in range(0, num_frames, stepper.chunk):
+            probs = stepper.run(inputs[:, begin:min(begin + stepper.chunk, num_frames)])
+            # CDFs a few frames at a time: the whole chunk's would not stay in cache.
+            for sub in range(0, probs.shape[0], 8):
+                cdf = build_quantized_cdf(probs[sub:sub + 8])
+                t0, t1 = begin + sub, begin + sub + cdf.shape[0]
+                his = cdf.gather(2, hi_idx[:, t0:t1].t().unsqueeze(-1)).squeeze(-1).tolist()
+                los = cdf.gather(2, lo_idx[:, t0:t1].t().unsqueeze(-1)).squeeze(-1).tolist()
+                for t in range(t1 - t0):
+                    first, hi, lo = is_first[t0 + t], his[t], los[t]
+                    for k in range(K):
+                        enc.encode(0 if first[k] else lo[k], hi[k])
     enc.flush()
     return enc.getvalue()
 
@@ -322,11 +345,11 @@ def decode_segment_with_lm(lm: "EntropyLM", data: bytes | bytearray | memoryview
     columns: list[list[int]] = []
     device = next(lm.parameters()).device
     inp = torch.zeros(K, dtype=torch.long, device=device)
-    state = None
+    stepper = LMStepper(lm)
     with torch.inference_mode():
         for _ in range(num_frames):
-            probs, state = lm.step(inp, state)
-            rows = build_quantized_cdf(probs).tolist()
+            probs = stepper.step(inp)
+            rows = build_quantized_cdf(probs).cpu().numpy()
             syms = [dec.pull(rows[k]) for k in range(K)]
             columns.append(syms)
             inp = (torch.tensor(syms, dtype=torch.long) + 1).to(device)
