@@ -7,7 +7,11 @@ import io
 import pytest
 import torch
 from encodec.model import LMModel
-from encodec.quantization.ac import ArithmeticCoder, ArithmeticDecoder, build_stable_quantized_cdf
+from encodec.quantization.ac import (
+    ArithmeticCoder,
+    ArithmeticDecoder,
+    build_stable_quantized_cdf,
+)
 
 from opencodec.entropy import decode_segment_with_lm, encode_segment_with_lm, load_lm
 from opencodec.entropy.stepper import LMStepper, projection_rows_are_independent
@@ -27,7 +31,7 @@ def _inputs(n_q: int, frames: int, seed: int) -> torch.Tensor:
 
 def _official_probs(ref: LMModel, inputs: torch.Tensor) -> torch.Tensor:
     """``[F, K, card]`` from the official model stepped frame by frame."""
-    K, frames = inputs.shape
+    frames = inputs.shape[1]
     states, offset, out = None, 0, []
     with torch.no_grad():
         for t in range(frames):

@@ -112,7 +112,7 @@ class _LayerWeights:
     norm2: tuple[torch.Tensor, torch.Tensor, float]
 
     @classmethod
-    def of(cls, layer: torch.nn.Module, dim: int) -> "_LayerWeights":
+    def of(cls, layer: torch.nn.Module, dim: int) -> _LayerWeights:
         attn = layer.self_attn
         w_q, w_kv = attn.in_proj_weight.detach().split([dim, 2 * dim])
         b_q, b_kv = attn.in_proj_bias.detach().split([dim, 2 * dim])
