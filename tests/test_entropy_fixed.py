@@ -155,15 +155,18 @@ def test_logits_to_cdf_extremes() -> None:
 
 def test_extreme_model_weights_and_limits(monkeypatch: pytest.MonkeyPatch) -> None:
     """Weights just inside the range run and give valid CDFs (every product sum provably
-    below 2**62: checked on the absolute values); outside it they are refused."""
+    at most 2**53, so exact in float64: checked on the absolute values); outside it they are
+    refused."""
     import opencodec.entropy.fixed as fixed
 
     worst = []
     exact = fixed._matmul_t
 
-    def checked(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def checked(x: torch.Tensor, w: torch.Tensor, w64: torch.Tensor | None = None) -> torch.Tensor:
         worst.append(float((x.abs().double() @ w.abs().double().t()).max()))
-        return exact(x, w)
+        got = exact(x, w, w64)
+        assert torch.equal(got, x @ w.t())   # the float64 product is the int64 one
+        return got
 
     monkeypatch.setattr(fixed, "_matmul_t", checked)
     lm = _lm(3)
@@ -184,7 +187,9 @@ def test_extreme_model_weights_and_limits(monkeypatch: pytest.MonkeyPatch) -> No
     flm = FixedLM.from_float(lm)
     codes = torch.randint(0, 1024, (4, 6))
     _check_cdf(flm.cdfs(codes))
-    assert worst and 2.0 ** 45 < max(worst) < 2.0 ** 62  # saturated, still far from overflow
+    # Saturated, and within the float64-exact range of the product's path (2**53 for rows of
+    # at most 1024 terms, as here), far from int64 overflow.
+    assert worst and 2.0 ** 45 < max(worst) <= 2.0 ** 53
     with torch.no_grad():
         lm.transformer.layers[0].linear1.weight[0, 0] = 2.0 ** 18
     with pytest.raises(ModelLoadError, match=r"layers\.0\.linear1\.weight.*fixed-point range"):
@@ -280,3 +285,44 @@ def test_fixed_probabilities_close_to_float() -> None:
     assert float_bits / per_code < 8.0  # peaked: clearly below the 10 bits of a uniform code
     assert abs(fixed_bits - float_bits) / float_bits < 0.01
     assert kl / T < 1e-3
+
+
+# -- float64 BLAS products are the integer ones ---------------------------------------------------
+def test_attention_products_exact_in_float64_at_the_bounds() -> None:
+    """The attention's q.k and p@v products, done in float64, equal int64 arithmetic at the
+    largest values the scheme allows (head_dim 25 and 1024, window 263)."""
+    from opencodec.entropy.fixed import _exact_f64_matmul
+
+    gen = torch.Generator().manual_seed(7)
+    for hd in (25, 1024):
+        qmax = ACT_LIMIT // math.isqrt(hd)
+        q = torch.randint(-qmax, qmax + 1, (2, 3, 4, hd), generator=gen)
+        q[..., ::2] = qmax
+        k = torch.randint(-ACT_LIMIT, ACT_LIMIT + 1, (2, 3, 263, hd), generator=gen)
+        k[0] = ACT_LIMIT                       # every term at its largest, same sign
+        want = q @ k.transpose(-1, -2)
+        got = _exact_f64_matmul(q.double(), k.transpose(-1, -2).double())
+        assert torch.equal(got, want)
+    e = torch.randint(0, 1 << 30, (2, 3, 4, 263), generator=gen)
+    p = torch.div(e << 20, e.sum(-1, keepdim=True), rounding_mode="floor")
+    v = torch.randint(-ACT_LIMIT, ACT_LIMIT + 1, (2, 3, 263, 25), generator=gen)
+    v[1] = -ACT_LIMIT
+    assert torch.equal(_exact_f64_matmul(p.double(), v.double()), p @ v)
+
+
+def test_bundled_lm_golden_bytes() -> None:
+    """The deterministic format's bytes and CDFs for the bundled entropy model, recorded with
+    the all-int64 implementation: any machine, BLAS or code change that alters them fails."""
+    import hashlib
+
+    from opencodec.entropy import encode_segment_fixed, fixed_lm_for
+    from opencodec.pretrained import load_lm_model
+
+    flm = fixed_lm_for(load_lm_model("opencodec_lm_24khz"))
+    codes = torch.randint(0, 1024, (8, 300), generator=torch.Generator().manual_seed(2026))
+    data = encode_segment_fixed(flm, codes, check_bits=8, check_interval=75)
+    cdfs = flm.cdfs(codes[:, :40])
+    assert flm.weights_hash == "e5989152e0ab8235"
+    assert len(data) == 4235
+    assert hashlib.sha256(data).hexdigest()[:16] == "1e6edeb9b1167e51"
+    assert hashlib.sha256(cdfs.numpy().tobytes()).hexdigest()[:16] == "8d2c4ce8a0fbb8eb"

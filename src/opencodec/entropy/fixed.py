@@ -350,17 +350,47 @@ def _layer_norm(x: torch.Tensor, p: "_NormParams") -> torch.Tensor:
     return _clamp(_round_shift(y * p.weight, p.shift) + p.bias)
 
 
-def _matmul_t(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``x @ w.T`` for int64 ``x [N, in]`` and ``w [out, in]`` (exact)."""
-    if x.shape[0] == 1:
-        return torch.mv(w, x[0]).unsqueeze(0)
-    return x @ w.t()
+_F64_TERMS = 1 << (53 - ACT_LIMIT.bit_length() + 1 - WEIGHT_BITS)
+"""Most terms of a dot product of activations by weights that float64 sums exactly (1024)."""
+
+_SPLIT_BITS = 12
+"""Longer products split the activations as ``hi * 2**12 + lo`` (each part exact in float64)."""
+
+
+def _exact_f64_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for integer-valued float64 tensors whose exact result and every partial sum
+    are integers below ``2**53`` in magnitude, converted back to int64.
+
+    Such a product is exact in IEEE float64 whatever the order of the additions, the
+    blocking, the use of fused multiply-adds or the number of threads (every intermediate
+    value is an integer that float64 represents exactly), so BLAS gives the same integers
+    as int64 arithmetic, on every machine, several times faster.
+    """
+    if a.dim() == 2 and a.shape[0] == 1 and b.dim() == 2:
+        return torch.mv(b.t(), a[0]).unsqueeze(0).long()
+    return (a @ b).long()
+
+
+def _matmul_t(x: torch.Tensor, w: torch.Tensor, w64: torch.Tensor | None = None) -> torch.Tensor:
+    """``x @ w.T`` for int64 ``x [N, in]`` (``|x| <= ACT_LIMIT``) and ``w [out, in]``
+    (``|w| <= 2**WEIGHT_BITS``), exact.
+
+    Computed in float64 (``w64``: ``w`` as float64, if at hand): with at most
+    :data:`_F64_TERMS` terms every partial sum stays below ``2**53``; longer rows are split
+    into ``hi * 2**12 + lo`` (``0 <= lo < 2**12``, ``|hi| <= 2**12``), two exact products.
+    """
+    wt = (w64 if w64 is not None else w.double()).t()
+    if x.shape[-1] <= _F64_TERMS:
+        return _exact_f64_matmul(x.double(), wt)
+    hi = x >> _SPLIT_BITS
+    lo = x - (hi << _SPLIT_BITS)
+    return (_exact_f64_matmul(hi.double(), wt) << _SPLIT_BITS) + _exact_f64_matmul(lo.double(), wt)
 
 
 def _linear(x: torch.Tensor, p: "_LinearParams") -> torch.Tensor:
     """``x [..., in] -> [..., out]``: exact product, rounded rescale, bias, clamp."""
     shape = x.shape
-    acc = _matmul_t(x.reshape(-1, shape[-1]), p.weight)
+    acc = _matmul_t(x.reshape(-1, shape[-1]), p.weight, p.weight64)
     acc += 1 << (p.shift - 1)   # shift >= 1 (checked at conversion): round half up
     acc >>= p.shift
     acc += p.bias
@@ -406,6 +436,11 @@ class _LinearParams:
     weight: torch.Tensor  # int64 [out, in], |w| <= 2**WEIGHT_BITS
     shift: int            # w_int = round(w * 2**shift)
     bias: torch.Tensor    # int64 [out] at 2**ACT_FRAC
+    weight64: torch.Tensor | None = None  # the same integers as float64 (filled in if None)
+
+    def __post_init__(self) -> None:
+        if self.weight64 is None:
+            object.__setattr__(self, "weight64", self.weight.double())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -651,7 +686,10 @@ class FixedLM:
         all_k = torch.cat([keys, qkv[1]], dim=2)
         all_v = torch.cat([values, qkv[2]], dim=2)
         L = keys.shape[2]
-        scores = _round_shift(q @ all_k.transpose(-1, -2), ACT_FRAC)        # [B, H, T, L + T]
+        # Exact in float64 (see _exact_f64_matmul): |q| <= 2**24 / sqrt(hd), |k| <= 2**24, so
+        # every partial sum of hd terms is below sqrt(hd) * 2**48 <= 2**53 (hd <= 1024).
+        scores = _round_shift(_exact_f64_matmul(q.double(), all_k.transpose(-1, -2).double()),
+                              ACT_FRAC)                                        # [B, H, T, L + T]
         blocked = None
         if T > 1:  # one new step (L <= past_context) sees every cached key: no mask needed
             delta = (torch.arange(L, L + T).view(-1, 1) - torch.arange(L + T).view(1, -1))
@@ -662,7 +700,9 @@ class FixedLM:
         if blocked is not None:
             e = e.masked_fill(blocked, 0)
         p = torch.div(e << ATTN_FRAC, e.sum(-1, keepdim=True), rounding_mode="floor")
-        out = _round_shift(p @ all_v, ATTN_FRAC)                              # [B, H, T, hd]
+        # Exact in float64: p >= 0 with sum(p) <= 2**20 and |v| <= 2**24 bound every partial
+        # sum by 2**44.
+        out = _round_shift(_exact_f64_matmul(p.double(), all_v.double()), ATTN_FRAC)  # [B, H, T, hd]
         out = out.transpose(1, 2).reshape(B, T, C)
         keep = self.past_context
         return _linear(out, layer.out_proj), all_k[:, :, -keep:], all_v[:, :, -keep:]
@@ -700,7 +740,8 @@ class FixedLM:
             ff = _linear(int_gelu(_linear(x, layer.linear1)), layer.linear2)
             x = _layer_norm(_clamp(x + ff), layer.norm2)
         heads = self._heads
-        sub = _LinearParams(heads.weight[:K * self.card], heads.shift, heads.bias[:K * self.card])
+        sub = _LinearParams(heads.weight[:K * self.card], heads.shift, heads.bias[:K * self.card],
+                            heads.weight64[:K * self.card])
         logits = _linear(x, sub).view(B, T, K, self.card).transpose(1, 2)
         return logits, FixedLMState(new_keys, new_values, state.offset + T)
 
