@@ -31,7 +31,7 @@ import torch
 
 from ..errors import BitstreamError
 from .arithmetic import ArithmeticDecoder, ArithmeticEncoder
-from .fixed import CDF_BITS, FixedLM
+from .fixed import CDF_BITS, FixedLM, one_thread
 
 __all__ = ["CRC_BITS", "MAX_CHECK_BITS", "check_after", "encode_segment_fixed",
            "decode_segment_fixed", "frame_crc"]
@@ -124,6 +124,14 @@ def encode_segment_fixed(flm: FixedLM, codes: torch.Tensor, *, check_bits: int, 
     codes = codes.detach().to("cpu", torch.long)
     if num_frames and (int(codes.min()) < 0 or int(codes.max()) >= flm.card):
         raise ValueError(f"codes must be in [0, {flm.card})")
+    with one_thread():
+        return _encode_segment(flm, codes, check_bits, check_interval, crc_seed, block)
+
+
+def _encode_segment(flm: FixedLM, codes: torch.Tensor, check_bits: int, check_interval: int,
+                    crc_seed: int, block: int) -> bytes:
+    """The body of :func:`encode_segment_fixed` (arguments checked)."""
+    K, num_frames = codes.shape
     enc = ArithmeticEncoder(CDF_BITS)
     crc = crc_seed & 0xFFFFFFFF
     columns = codes.t().tolist()
@@ -175,6 +183,18 @@ def decode_segment_fixed(flm: FixedLM, data: bytes | bytearray | memoryview | tp
     _check_args(flm, num_codebooks, check_bits, check_interval)
     if num_frames < 0:
         raise ValueError("num_frames must be >= 0")
+    with one_thread():
+        out, consumed = _decode_segment(flm, data, num_codebooks, num_frames, check_bits,
+                                        check_interval, crc_seed)
+    if return_consumed:
+        return out, consumed
+    return out
+
+
+def _decode_segment(flm: FixedLM, data: bytes | bytearray | memoryview | tp.BinaryIO,
+                    num_codebooks: int, num_frames: int, check_bits: int, check_interval: int,
+                    crc_seed: int) -> tuple[torch.Tensor, int]:
+    """The body of :func:`decode_segment_fixed` (arguments checked): codes and bytes used."""
     dec = ArithmeticDecoder(data, CDF_BITS)
     K = num_codebooks
     columns: list[list[int]] = []   # grown as decoded: a corrupt header may claim huge F
@@ -206,6 +226,4 @@ def decode_segment_fixed(flm: FixedLM, data: bytes | bytearray | memoryview | tp
             last_check = t
         inp = torch.tensor(syms, dtype=torch.long) + 1
     out = torch.tensor(columns, dtype=torch.long).reshape(num_frames, K).t().contiguous()
-    if return_consumed:
-        return out, dec.bytes_read
-    return out
+    return out, dec.bytes_read
