@@ -486,9 +486,10 @@ class FixedLMState:
     """Streaming state of :class:`FixedLM`.
 
     Attributes:
-        keys, values: per layer, int64 ``[B, heads, L, head_dim]``: the keys and values of the
+        keys, values: per layer, ``[B, heads, L, head_dim]``: the keys and values of the
             last ``L <= past_context`` steps (initially the one zero "past" input, as in
-            :class:`~opencodec.entropy.EntropyLM`).
+            :class:`~opencodec.entropy.EntropyLM`); integers held as float64 (exact: at most
+            ``ACT_LIMIT``), the type the attention's products take.
         offset: steps already processed (the next step's position).
     """
 
@@ -649,8 +650,8 @@ class FixedLM:
         keys, values = [], []
         for layer in self._layers:
             kv = _clamp(layer.in_proj.bias[self.dim:].clone()).view(2, self.num_heads, 1, self.head_dim)
-            keys.append(kv[0].expand(batch, -1, -1, -1).contiguous())
-            values.append(kv[1].expand(batch, -1, -1, -1).contiguous())
+            keys.append(kv[0].expand(batch, -1, -1, -1).double())
+            values.append(kv[1].expand(batch, -1, -1, -1).double())
         return FixedLMState(keys, values, 0)
 
     def positions(self, positions: torch.Tensor) -> torch.Tensor:
@@ -703,12 +704,12 @@ class FixedLM:
         H, hd = self.num_heads, self.head_dim
         qkv = _linear(x, layer.in_proj).view(B, T, 3, H, hd).permute(2, 0, 3, 1, 4)  # [3, B, H, T, hd]
         q = _round_shift(qkv[0] * self._q_scale, 30)
-        all_k = torch.cat([keys, qkv[1]], dim=2)
-        all_v = torch.cat([values, qkv[2]], dim=2)
+        all_k = torch.cat([keys, qkv[1].double()], dim=2)   # exact integers, as float64
+        all_v = torch.cat([values, qkv[2].double()], dim=2)
         L = keys.shape[2]
         # Exact in float64 (see _exact_f64_matmul): |q| <= 2**24 / sqrt(hd), |k| <= 2**24, so
         # every partial sum of hd terms is below sqrt(hd) * 2**48 <= 2**53 (hd <= 1024).
-        scores = _round_shift(_exact_f64_matmul(q.double(), all_k.transpose(-1, -2).double()),
+        scores = _round_shift(_exact_f64_matmul(q.double(), all_k.transpose(-1, -2)),
                               ACT_FRAC)                                        # [B, H, T, L + T]
         blocked = None
         if T > 1:  # one new step (L <= past_context) sees every cached key: no mask needed
@@ -722,7 +723,7 @@ class FixedLM:
         p = torch.div(e << ATTN_FRAC, e.sum(-1, keepdim=True), rounding_mode="floor")
         # Exact in float64: p >= 0 with sum(p) <= 2**20 and |v| <= 2**24 bound every partial
         # sum by 2**44.
-        out = _round_shift(_exact_f64_matmul(p.double(), all_v.double()), ATTN_FRAC)  # [B, H, T, hd]
+        out = _round_shift(_exact_f64_matmul(p.double(), all_v), ATTN_FRAC)  # [B, H, T, hd]
         out = out.transpose(1, 2).reshape(B, T, C)
         keep = self.past_context
         return _linear(out, layer.out_proj), all_k[:, :, -keep:], all_v[:, :, -keep:]
