@@ -8,6 +8,11 @@ that memory is bounded::
 
     python benchmarks/long_file_memory.py --minutes 10 60 [--workdir /tmp/lf] [--bandwidth 6]
     python benchmarks/long_file_memory.py --arch encodec_48khz --minutes 2 10
+    python benchmarks/long_file_memory.py --lm deterministic --minutes 2 10
+
+``--lm`` entropy-codes the files with the codec's entropy model (the bundled one for the
+default model), in the deterministic or the official format: the audio still streams, the
+codes (2 bytes each) are kept in memory and coded at the end.
 
 ``--arch encodec_48khz`` uses the 48 kHz stereo segmenting architecture with random weights
 (seed 0; memory and speed do not depend on the weights' values); the default is the bundled
@@ -37,18 +42,24 @@ torch.set_num_threads(1)
 from opencodec.longform import compress_file_streaming, decompress_file_streaming
 from opencodec.model import EncodecConfig, EncodecModel
 from opencodec.pretrained import load_model
-mode, src, dst, bw, arch = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5]
+mode, src, dst, bw, arch, lm_format = (sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]),
+                                       sys.argv[5], sys.argv[6])
 if arch == "default":
     model = load_model(None)
 else:
     torch.manual_seed(0)
     model = EncodecModel(getattr(EncodecConfig, arch)()).eval()
+lm = None
+if lm_format != "none":
+    from opencodec.pretrained import load_lm_model
+    lm = load_lm_model(None, codec=model)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
 if mode == "compress":
-    compress_file_streaming(model, src, dst, bw)
+    coding = {} if lm is None else {"lm": lm, "deterministic": lm_format == "deterministic"}
+    compress_file_streaming(model, src, dst, bw, **coding)
 else:
-    decompress_file_streaming(src, dst, model)
+    decompress_file_streaming(src, dst, model, lm=lm)
 wall = time.perf_counter() - t0
 print(json.dumps({"wall_s": wall, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "rss_after_load_mib": base / 1024}))
@@ -67,9 +78,9 @@ def make_wav(path: Path, seconds: float, rate: int = 24000, channels: int = 1) -
             fo.write(x.astype(np.float32))
 
 
-def run_child(mode: str, src: Path, dst: Path, bandwidth: float, arch: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, mode, str(src), str(dst), str(bandwidth), arch],
-                         check=True, capture_output=True, text=True)
+def run_child(mode: str, src: Path, dst: Path, bandwidth: float, arch: str, lm: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, mode, str(src), str(dst), str(bandwidth), arch,
+                          lm], check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -80,6 +91,9 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--arch", choices=["default", "encodec_24khz", "encodec_48khz"], default="default",
                         help="the bundled default model, or an official architecture with random weights")
+    parser.add_argument("--lm", choices=["none", "deterministic", "official"], default="none",
+                        help="entropy-code with the codec's entropy model (default model only), "
+                             "in this format")
     args = parser.parse_args()
     rate, channels = (48000, 2) if args.arch == "encodec_48khz" else (24000, 1)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="opencodec_long_"))
@@ -91,9 +105,9 @@ def main() -> None:
         make_wav(src, minutes * 60, rate, channels)
         gen = time.perf_counter() - t0
         ecdc, wav = src.with_suffix(".ecdc"), work / f"long_{minutes:g}min_out.wav"
-        enc = run_child("compress", src, ecdc, args.bandwidth, args.arch)
-        dec = run_child("decompress", ecdc, wav, args.bandwidth, args.arch)
-        row = {"arch": args.arch, "minutes": minutes, "input_mib": src.stat().st_size / 2**20, "ecdc_bytes": ecdc.stat().st_size,
+        enc = run_child("compress", src, ecdc, args.bandwidth, args.arch, args.lm)
+        dec = run_child("decompress", ecdc, wav, args.bandwidth, args.arch, args.lm)
+        row = {"arch": args.arch, "lm": args.lm, "minutes": minutes, "input_mib": src.stat().st_size / 2**20, "ecdc_bytes": ecdc.stat().st_size,
                "gen_s": gen, "compress": enc, "decompress": dec,
                "output_frames": sf.info(str(wav)).frames}
         rows.append(row)

@@ -236,3 +236,96 @@ def test_official_48khz_architecture(tmp_path):
     decompress_file_streaming(out, tmp_path / "o.wav", model, bits=32)
     got, _ = sf.read(str(tmp_path / "o.wav"), dtype="float32", always_2d=True)
     np.testing.assert_array_equal(got.T, ref.numpy())
+
+
+# -- entropy-coded files: audio streamed, codes kept in memory and coded at the end ------------
+@pytest.fixture(scope="module")
+def small_lm():
+    from opencodec.entropy import EntropyLM
+
+    torch.manual_seed(5)
+    return EntropyLM(n_q=4, card=1024, dim=32, num_heads=8, num_layers=1, past_context=262).eval()
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_lm_compress_and_decompress_match_whole_file(tiny, small_lm, tmp_path, deterministic):
+    src = _write(tmp_path / "in.wav", _signal(2.6, 24000, seed=8), 24000)
+    out = tmp_path / "out.ecdc"
+    compress_file_streaming(tiny, src, out, 3.0, block_seconds=0.7, lm=small_lm,
+                            deterministic=deterministic)
+    wav, rate = read_audio(src)
+    wav = convert_audio(wav, rate, tiny.sample_rate, tiny.channels)
+    data = out.read_bytes()
+    assert data == compress(tiny, wav, 3.0, lm=small_lm, deterministic=deterministic)
+    ref, _ = decompress(data, tiny, lm=small_lm)
+    n = decompress_file_streaming(out, tmp_path / "o.wav", tiny, block_frames=11, bits=32,
+                                  lm=small_lm)
+    got, _ = sf.read(str(tmp_path / "o.wav"), dtype="float32", always_2d=True)
+    assert n == ref.shape[-1] == got.shape[0]
+    np.testing.assert_allclose(got.T, ref.numpy(), atol=1e-5, rtol=0)
+    # a corrupt entropy-coded body is an error, and no output is left
+    bad = tmp_path / "bad.ecdc"
+    bad.write_bytes(data[:-3])
+    with pytest.raises(BitstreamError):
+        decompress_file_streaming(bad, tmp_path / "bad.wav", tiny, lm=small_lm)
+    assert not (tmp_path / "bad.wav").exists()
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_lm_segmenting_identical(seg, tmp_path, deterministic):
+    from opencodec.entropy import EntropyLM
+
+    torch.manual_seed(6)
+    lm = EntropyLM(n_q=4, card=1024, dim=32, num_heads=8, num_layers=1, past_context=20).eval()
+    src = _write(tmp_path / "in.wav", _signal(1.3, 24000, channels=2, seed=9), 24000)
+    out = tmp_path / "out.ecdc"
+    compress_file_streaming(seg, src, out, 3.0, block_seconds=0.2, lm=lm, deterministic=deterministic)
+    wav, rate = read_audio(src)
+    wav = convert_audio(wav, rate, seg.sample_rate, seg.channels)
+    data = out.read_bytes()
+    assert data == compress(seg, wav, 3.0, lm=lm, deterministic=deterministic)
+    ref, _ = decompress(data, seg, lm=lm)
+    decompress_file_streaming(out, tmp_path / "o.wav", seg, bits=32, lm=lm)
+    got, _ = sf.read(str(tmp_path / "o.wav"), dtype="float32", always_2d=True)
+    np.testing.assert_array_equal(got.T, ref.numpy())
+
+
+def test_lm_rejected_before_reading(tiny, tmp_path):
+    from opencodec.compress import InvalidAudioError
+    from opencodec.entropy import EntropyLM
+
+    src = _write(tmp_path / "in.wav", _signal(0.5, 24000), 24000)
+    wrong = EntropyLM(n_q=2, card=1024, dim=16, num_heads=8, num_layers=1).eval()
+    with pytest.raises(InvalidAudioError, match="covers 2 codebooks"):
+        compress_file_streaming(tiny, src, tmp_path / "o.ecdc", 3.0, lm=wrong)
+    with pytest.raises(InvalidAudioError, match="needs an entropy model"):
+        compress_file_streaming(tiny, src, tmp_path / "o.ecdc", 3.0, deterministic=True)
+    assert not (tmp_path / "o.ecdc").exists()
+
+
+def test_cli_streams_entropy_coded_long_inputs(tiny, small_lm, tmp_path, monkeypatch, offline, capsys):
+    from opencodec import cli
+    from opencodec.pretrained import save_model
+
+    ckpt = save_model(tiny, tmp_path / "tiny.safetensors")
+    lm_path = tmp_path / "lm.th"
+    torch.save(small_lm.state_dict(), lm_path)
+    src = _write(tmp_path / "in.wav", _signal(2.5, 24000), 24000)
+    common = ["--model", str(ckpt), "--lm-model", str(lm_path)]
+    for fmt in ("deterministic", "official"):
+        monkeypatch.setattr(cli, "STREAMING_MIN_SECONDS", 1.0)
+        assert cli.main(["compress", str(src), str(tmp_path / f"s{fmt}.ecdc"), "-b", "3",
+                         "--lm-format", fmt, *common]) == 0
+        assert cli.main(["decompress", str(tmp_path / f"s{fmt}.ecdc"), str(tmp_path / f"s{fmt}.wav"),
+                         *common]) == 0
+        captured = capsys.readouterr()
+        assert (captured.out + captured.err).count("streamed") == 2   # both went the streaming way
+        monkeypatch.setattr(cli, "STREAMING_MIN_SECONDS", 1e9)
+        assert cli.main(["compress", str(src), str(tmp_path / f"w{fmt}.ecdc"), "-b", "3",
+                         "--lm-format", fmt, *common]) == 0
+        assert cli.main(["decompress", str(tmp_path / f"w{fmt}.ecdc"), str(tmp_path / f"w{fmt}.wav"),
+                         *common]) == 0
+        assert (tmp_path / f"s{fmt}.ecdc").read_bytes() == (tmp_path / f"w{fmt}.ecdc").read_bytes()
+        a, _ = sf.read(str(tmp_path / f"s{fmt}.wav"), dtype="int16")
+        b, _ = sf.read(str(tmp_path / f"w{fmt}.wav"), dtype="int16")
+        assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).max() <= 1

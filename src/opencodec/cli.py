@@ -492,7 +492,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
     def work_streaming(job: Job) -> None:
         with _progress_bar(args, job.src.name, "sample") as progress:
-            size = compress_file_streaming(model, job.src, job.dst, args.bandwidth, progress=progress)
+            size = compress_file_streaming(model, job.src, job.dst, args.bandwidth, progress=progress,
+                                           **lm_arg)
         with open(job.dst, "rb") as fi:
             seconds = read_header(fi).audio_length / model.sample_rate
         _info(args, f"{job.src} -> {job.dst}: {seconds:.2f} s at {_fmt_kbps(args.bandwidth)} kbps "
@@ -500,7 +501,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
     def work(job: Job) -> None:
         check_output(job.dst, args.force, need_folder=not args.folder)
-        if (not args.folder and lm is None and job.dst.suffix.lower() == ECDC_SUFFIX
+        if (not args.folder and job.dst.suffix.lower() == ECDC_SUFFIX
                 and supports_streaming(model) and _input_seconds(job.src) > STREAMING_MIN_SECONDS):
             return work_streaming(job)
         wav, sample_rate = read_audio(job.src)
@@ -602,19 +603,21 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         with open(job.src, "rb") as fi:
             header = read_header(fi)  # a bad file fails here, before any model loads
         model = models.get(header.model_name)
-        if (not args.folder and not header.use_lm and not args.rescale and supports_streaming(model)
+        det_name = header.deterministic.lm_name if header.deterministic is not None else None
+        if (not args.folder and not args.rescale and supports_streaming(model)
                 and header.audio_length / model.sample_rate > STREAMING_MIN_SECONDS):
+            lm = lms.get(model, det_name) if header.use_lm else None
             with warnings.catch_warnings(record=True) as caught, \
                     _progress_bar(args, job.src.name, "frame") as progress:
                 warnings.simplefilter("always")
                 length = decompress_file_streaming(job.src, job.dst, model,
-                                                   bits=32 if args.float32 else 16, progress=progress)
+                                                   bits=32 if args.float32 else 16, progress=progress,
+                                                   lm=lm)
             for warning in caught:
                 _warn(f"{warning.message} [-r/--rescale scales down, --float keeps the peaks]")
             _info(args, f"{job.src} -> {job.dst}: {length / model.sample_rate:.2f} s, "
                         f"{model.channels} channel(s) at {model.sample_rate} Hz (streamed)")
             return
-        det_name = header.deterministic.lm_name if header.deterministic is not None else None
         lm = lms.get(model, det_name) if header.use_lm else None
         data = job.src.read_bytes()
         steps = len(model.segments(header.audio_length))

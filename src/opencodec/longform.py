@@ -21,6 +21,13 @@ no later segment overlaps. The arithmetic is that of
 Either way memory depends on the block sizes, not on the duration (a 1-hour file needs no
 more than a 1-minute one).
 
+Entropy-coded files (an entropy model given): the audio is processed the same way, but a
+segment's arithmetic-coded body can only be written once all its codes are known (the
+24 kHz models have a single segment), so the codes are kept in memory, 2 bytes each (about
+4 MB per hour at 6 kbps, 16 MB at 24 kbps), and coded at the end with the same functions as
+:func:`opencodec.compress.compress` (same bytes). Decoding decodes all codes first, then the
+audio block by block.
+
 Exactness
 ---------
 * ``compress_file_streaming`` writes the same bytes as
@@ -56,14 +63,22 @@ import torch
 
 from ._files import atomic_output
 from .audio import RESAMPLE_QUALITY, _reason, _subtype_for, _to_file_samples, convert_channels
-from .bitstream import (SCALE_STRUCT, EcdcHeader, StreamLayout, body_size, pack_codes,
-                        packed_size, read_header, unpack_codes, write_header)
-from .compress import _check_bandwidth, _model_device, _model_dtype, _resolve_model
+from .bitstream import (DEFAULT_CHECK_BITS, SCALE_STRUCT, DeterministicCoding, EcdcHeader,
+                        StreamLayout, body_size, pack_codes, packed_size, read_body, read_header,
+                        unpack_codes, write_ecdc, write_header)
+from .compress import (InvalidAudioError, _check_bandwidth, _check_lm, _deterministic_coding,
+                       _model_device, _model_dtype, _resolve_lm, _resolve_model)
 from .errors import AudioIOError, BitstreamError
-from .model import EncodecModel, overlap_add_weight
+from .model import EncodedFrame, EncodecModel, overlap_add_weight
 from .streaming import StreamingDecoder, StreamingEncoder
 
 __all__ = ["supports_streaming", "compress_file_streaming", "decompress_file_streaming"]
+
+if tp.TYPE_CHECKING:
+    from .entropy import EntropyLM
+    from .entropy.fixed import FixedLM
+
+    AnyLM = EntropyLM | FixedLM
 
 Progress = tp.Optional[tp.Callable[[int, int], None]]
 
@@ -113,9 +128,38 @@ class _CodeWriter:
         self._pending, self._count = [], 0
 
 
+class _CodeCollector:
+    """Keeps code frames [K, f] in memory (int16: 2 bytes per code, ~4 MB per hour at 6 kbps)
+    for entropy coding, whose segment body is written once all its codes are known."""
+
+    def __init__(self) -> None:
+        self._parts: list[np.ndarray] = []
+        self.frames = 0
+
+    def push(self, codes: torch.Tensor) -> None:
+        if codes.shape[-1] == 0:
+            return
+        self._parts.append(codes.cpu().numpy().astype(np.int16))
+        self.frames += codes.shape[-1]
+
+    def flush(self) -> None:
+        pass
+
+    def take(self, num_codebooks: int) -> torch.Tensor:
+        """All codes so far as long ``[1, K, F]``; the collector is emptied."""
+        if not self._parts:
+            return torch.zeros(1, num_codebooks, 0, dtype=torch.long)
+        codes = torch.from_numpy(np.concatenate(self._parts, axis=1)).long()[None]
+        self._parts = []
+        return codes
+
+
 def compress_file_streaming(model: EncodecModel, in_path: str | Path, out_path: str | Path,
                             bandwidth: float | None = None, block_seconds: float = 10.0,
-                            progress: Progress = None) -> int:
+                            progress: Progress = None, lm: "AnyLM | None" = None, *,
+                            deterministic: bool = False, lm_name: str | None = None,
+                            check_bits: int = DEFAULT_CHECK_BITS,
+                            check_interval: int | None = None) -> int:
     """Encode the audio file ``in_path`` into the ``.ecdc`` file ``out_path`` in bounded memory.
 
     The input is read ``block_seconds`` at a time (any format libsndfile reads, any rate
@@ -125,18 +169,33 @@ def compress_file_streaming(model: EncodecModel, in_path: str | Path, out_path: 
     file is left. ``progress(samples_read, total_samples)`` (input samples, the total
     from the file's header) is called after each block. Returns the bytes written.
 
+    ``lm`` and the keywords after it: entropy coding, as in
+    :func:`opencodec.compress.compress_to_file` (same bytes). The audio is still encoded
+    block by block; the codes are kept in memory (2 bytes per code: 4 MB per hour of 24 kHz
+    audio at 6 kbps) and arithmetic coded at the end, segment by segment.
+
     Raises ``ValueError`` for a model that neither segments nor streams (see
-    :func:`supports_streaming`), ``InvalidAudioError`` for an unsupported bandwidth, ``AudioIOError`` for an unreadable, empty or non-finite input.
+    :func:`supports_streaming`), ``InvalidAudioError`` for an unsupported bandwidth or an
+    entropy model that does not fit the codec, ``AudioIOError`` for an unreadable, empty or
+    non-finite input.
     """
     _require_streaming(model)
     if not block_seconds > 0:
         raise ValueError(f"block_seconds must be > 0, got {block_seconds!r}")
+    if deterministic and lm is None:
+        raise InvalidAudioError("deterministic=True needs an entropy model (lm=...)")
     in_path, out_path = Path(in_path), Path(out_path)
     previous = model.bandwidth
     if bandwidth is not None:
         model.set_target_bandwidth(_check_bandwidth(model, bandwidth))
     try:
-        return _compress_file(model, in_path, out_path, block_seconds, progress)
+        coding = None
+        if lm is not None:  # before reading any audio
+            _check_lm(model, lm, model.num_codebooks(), deterministic)
+            det = _deterministic_coding(model, lm, lm_name, check_bits, check_interval) \
+                if deterministic else None
+            coding = (lm, det)
+        return _compress_file(model, in_path, out_path, block_seconds, progress, coding)
     finally:
         model.bandwidth = previous
 
@@ -144,11 +203,12 @@ def compress_file_streaming(model: EncodecModel, in_path: str | Path, out_path: 
 class _StreamSink:
     """Encodes audio pushed block by block with :class:`StreamingEncoder` into ``body``."""
 
-    def __init__(self, model: EncodecModel, body: tp.BinaryIO):
+    def __init__(self, model: EncodecModel, body: tp.BinaryIO, collect: bool = False):
         self.model = model
         self.encoder = StreamingEncoder(model)
         self.num_codebooks = self.encoder.num_codebooks
-        self.writer = _CodeWriter(model.bits_per_codebook, body)
+        self.writer: _CodeWriter | _CodeCollector = (
+            _CodeCollector() if collect else _CodeWriter(model.bits_per_codebook, body))
         self.device, self.dtype = _model_device(model), _model_dtype(model)
 
     def push(self, x: np.ndarray) -> None:
@@ -166,14 +226,21 @@ class _StreamSink:
         self.writer.flush()
         return self.writer.frames
 
+    def collected(self) -> list[EncodedFrame]:
+        """With ``collect``: the one segment, ``(codes [1, K, F], None)``."""
+        assert isinstance(self.writer, _CodeCollector)
+        return [(self.writer.take(self.num_codebooks), None)]
+
 
 class _SegmentSink:
     """Encodes each segment of a segmenting model as soon as the pushed audio covers it,
-    writing its record (scale, packed codes) to ``body``."""
+    writing its record (scale, packed codes) to ``body``, or with ``collect`` keeping its
+    codes (int16) and scale for entropy coding."""
 
-    def __init__(self, model: EncodecModel, body: tp.BinaryIO):
+    def __init__(self, model: EncodecModel, body: tp.BinaryIO, collect: bool = False):
         assert model.segment_length is not None and model.segment_stride is not None
         self.model, self.body = model, body
+        self._records: list[tuple[np.ndarray, torch.Tensor | None]] | None = [] if collect else None
         self.num_codebooks = model.num_codebooks()
         self.seg, self.stride = model.segment_length, model.segment_stride
         self.device, self.dtype = _model_device(model), _model_dtype(model)
@@ -188,9 +255,13 @@ class _SegmentSink:
         x = torch.from_numpy(piece)[None].to(device=self.device, dtype=self.dtype)
         with torch.inference_mode():
             codes, scale = self.model._encode_segment(x)  # what model.encode does per segment
-        if scale is not None:
-            self.body.write(SCALE_STRUCT.pack(float(scale.reshape(-1)[0])))
-        self.body.write(pack_codes(codes[0].cpu(), self.model.bits_per_codebook))
+        if self._records is not None:
+            self._records.append((codes[0].cpu().numpy().astype(np.int16),
+                                  None if scale is None else scale.cpu()))
+        else:
+            if scale is not None:
+                self.body.write(SCALE_STRUCT.pack(float(scale.reshape(-1)[0])))
+            self.body.write(pack_codes(codes[0].cpu(), self.model.bits_per_codebook))
         self.frames += codes.shape[-1]
         self.next_offset = offset + self.stride
         drop = min(self.next_offset - self.buffer_start, self.buffer.shape[0])
@@ -209,9 +280,15 @@ class _SegmentSink:
             self._encode(offset, min(self.seg, length - offset))
         return self.frames
 
+    def collected(self) -> list[EncodedFrame]:
+        """With ``collect``: ``(codes [1, K, f], scale [1, 1] or None)`` per segment."""
+        assert self._records is not None
+        return [(torch.from_numpy(codes).long()[None], scale) for codes, scale in self._records]
+
 
 def _compress_file(model: EncodecModel, in_path: Path, out_path: Path, block_seconds: float,
-                   progress: Progress) -> int:
+                   progress: Progress,
+                   coding: tuple[AnyLM, DeterministicCoding | None] | None = None) -> int:
     target_rate, channels = model.sample_rate, model.channels
     try:
         sfile = sf.SoundFile(str(in_path))
@@ -225,8 +302,10 @@ def _compress_file(model: EncodecModel, in_path: Path, out_path: Path, block_sec
             rate, target_rate, channels, dtype="float32", quality=RESAMPLE_QUALITY)
         hold = 0 if resampler is None else 4096  # resampled samples held back to fix the length
         tail = np.zeros((0, channels), dtype=np.float32)
+        collect = coding is not None
         sink: _StreamSink | _SegmentSink = (
-            _SegmentSink(model, body) if model.segment_length is not None else _StreamSink(model, body))
+            _SegmentSink(model, body, collect) if model.segment_length is not None
+            else _StreamSink(model, body, collect))
         read = 0
         pushed = 0
         while True:
@@ -266,18 +345,22 @@ def _compress_file(model: EncodecModel, in_path: Path, out_path: Path, block_sec
         if progress is not None:
             progress(read, read)
         header = EcdcHeader(model_name=model.name, audio_length=int(length),
-                            num_codebooks=int(sink.num_codebooks), use_lm=False)
+                            num_codebooks=int(sink.num_codebooks), use_lm=collect,
+                            deterministic=None if coding is None else coding[1])
         layout = StreamLayout.from_model(model)
         expected_frames = sum(layout.num_frames(n) for _, n in layout.segments(length))
-        if frames != expected_frames or body.tell() != body_size(header, layout):
+        if frames != expected_frames or (not collect and body.tell() != body_size(header, layout)):
             raise AssertionError(f"encoder produced {frames} frames / "
                                  f"{body.tell()} bytes for {length} samples")  # pragma: no cover
         body.seek(0)
         with atomic_output(out_path) as tmp:
             with open(tmp, "wb") as fo:
-                size = write_header(fo, header)
-                shutil.copyfileobj(body, fo, 1 << 20)
-                size += body_size(header, layout)
+                if coding is not None:  # entropy coding, segment by segment, at the end
+                    size = write_ecdc(fo, header, sink.collected(), layout, coding[0])
+                else:
+                    size = write_header(fo, header)
+                    shutil.copyfileobj(body, fo, 1 << 20)
+                    size += body_size(header, layout)
                 fo.flush()
                 os.fsync(fo.fileno())
     return size
@@ -285,7 +368,8 @@ def _compress_file(model: EncodecModel, in_path: Path, out_path: Path, block_sec
 
 def decompress_file_streaming(in_path: str | Path, out_path: str | Path,
                               model: EncodecModel | None = None, block_frames: int = 750, *,
-                              bits: int = 16, progress: Progress = None) -> int:
+                              bits: int = 16, progress: Progress = None,
+                              lm: "AnyLM | None" = None) -> int:
     """Decode the ``.ecdc`` file ``in_path`` into the audio file ``out_path`` in bounded memory.
 
     ``model`` None loads the model named in the header; it must be causal and must not
@@ -297,9 +381,14 @@ def decompress_file_streaming(in_path: str | Path, out_path: str | Path,
     peak. The file appears atomically; on any error nothing is left. ``progress(frames_done,
     total_frames)`` is called per block. Returns the number of samples per channel written.
 
-    Raises ``BitstreamError`` for a malformed or truncated file, an entropy-coded file
-    (not supported here; use :func:`opencodec.compress.decompress`) or a model mismatch,
-    and ``AudioIOError`` for an unsupported output format or an I/O error.
+    An entropy-coded file (header ``"lm": true``) is decoded with ``lm`` or the entropy
+    model the header names, as :func:`opencodec.compress.decompress_from_file` finds it: its
+    codes are decoded first and kept in memory (2 bytes per code), then the audio is
+    decoded and written block by block as for other files.
+
+    Raises ``BitstreamError`` for a malformed or truncated file, a failed check or a model
+    mismatch, ``ModelLoadError`` when the entropy model cannot be found, and
+    ``AudioIOError`` for an unsupported output format or an I/O error.
     """
     if isinstance(block_frames, bool) or not isinstance(block_frames, int) or block_frames < 1:
         raise ValueError(f"block_frames must be an integer >= 1, got {block_frames!r}")
@@ -309,26 +398,27 @@ def decompress_file_streaming(in_path: str | Path, out_path: str | Path,
     block_frames = -(-block_frames // _PACK_FRAMES) * _PACK_FRAMES
     with open(in_path, "rb") as fi:
         header = read_header(fi)
-        if header.use_lm:
-            raise BitstreamError(f"{in_path}: entropy-coded files (header 'lm': true) cannot be "
-                                 "decompressed in streaming mode; use decompress")
         model = _resolve_model(header, model)
         _require_streaming(model)
         layout = StreamLayout.from_model(model)
         if header.num_codebooks > layout.n_q:
             raise BitstreamError(f"ECDC header field 'nc' (number of codebooks): model "
                                  f"{model.name!r} has at most {layout.n_q}, got {header.num_codebooks}")
-        expected = body_size(header, layout)
-        available = os.fstat(fi.fileno()).st_size - fi.tell()
-        if available < expected:
-            raise BitstreamError(f"ECDC body truncated: expected {expected} bytes for "
-                                 f"{header.audio_length} samples x {header.num_codebooks} codebooks, "
-                                 f"got {available} ({expected - available} missing)")
-        if available > expected:
-            raise BitstreamError(f"ECDC body has {available - expected} extra byte(s) after the "
-                                 f"last segment (expected {expected} bytes, got {available})")
         nc, al = header.num_codebooks, header.audio_length
         total_frames = sum(layout.num_frames(n) for _, n in layout.segments(al))
+        if header.use_lm:  # the codes first (small), checked by read_body
+            records = _compact(read_body(fi.read(), header, layout, _resolve_lm(header, model, lm)))
+        else:
+            expected = body_size(header, layout)
+            available = os.fstat(fi.fileno()).st_size - fi.tell()
+            if available < expected:
+                raise BitstreamError(f"ECDC body truncated: expected {expected} bytes for "
+                                     f"{header.audio_length} samples x {header.num_codebooks} "
+                                     f"codebooks, got {available} ({expected - available} missing)")
+            if available > expected:
+                raise BitstreamError(f"ECDC body has {available - expected} extra byte(s) after "
+                                     f"the last segment (expected {expected} bytes, got {available})")
+            records = None
         peak = 0.0
         written = 0
         try:
@@ -351,9 +441,13 @@ def decompress_file_streaming(in_path: str | Path, out_path: str | Path,
                         written += audio.shape[-1]
 
                     if layout.segment_length is None:
-                        _decode_stream(model, fi, nc, total_frames, block_frames, emit, progress)
+                        blocks = (_packed_blocks(fi, nc, total_frames, block_frames, layout.bits)
+                                  if records is None else _memory_blocks(records, block_frames))
+                        _decode_stream(model, blocks, total_frames, emit, progress)
                     else:
-                        _decode_segments(model, layout, fi, nc, al, emit, progress)
+                        segments = (_packed_records(fi, layout, nc, al) if records is None
+                                    else iter(records))
+                        _decode_segments(model, layout, segments, al, emit, progress)
                 if written != al:  # cannot happen with a consistent model
                     raise BitstreamError(f"model {model.name} decoded {written} samples, "
                                          f"header says {al}")
@@ -365,13 +459,14 @@ def decompress_file_streaming(in_path: str | Path, out_path: str | Path,
     return written
 
 
-def _decode_stream(model: EncodecModel, fi: tp.BinaryIO, nc: int, total_frames: int,
-                   block_frames: int, emit: tp.Callable[[torch.Tensor], None], progress: Progress) -> None:
-    """Unpack ``block_frames`` frames at a time and run them through StreamingDecoder."""
-    bits = model.bits_per_codebook
-    device = _model_device(model)
-    decoder = StreamingDecoder(model, fast_lstm=False)
-    step = max(1, int(_PUSH_SECONDS * model.sample_rate / model.hop_length))  # frames per push
+def _compact(frames: list[EncodedFrame]) -> list[tuple[np.ndarray, torch.Tensor | None]]:
+    """Decoded segments with their codes as int16 (a quarter of the memory of int64)."""
+    return [(codes[0].numpy().astype(np.int16), scale) for codes, scale in frames]
+
+
+def _packed_blocks(fi: tp.BinaryIO, nc: int, total_frames: int, block_frames: int,
+                   bits: int) -> tp.Iterator[torch.Tensor]:
+    """Codes ``[1, K, n]`` of a plain non-segmented body, ``block_frames`` frames at a time."""
     done = 0
     while done < total_frames:
         count = min(block_frames, total_frames - done)
@@ -379,7 +474,28 @@ def _decode_stream(model: EncodecModel, fi: tp.BinaryIO, nc: int, total_frames: 
         data = fi.read(size)
         if len(data) != size:  # the file changed under us
             raise BitstreamError(f"ECDC body truncated at frame {done} of {total_frames}")
-        codes = unpack_codes(data, nc, count, bits)[None].to(device)
+        yield unpack_codes(data, nc, count, bits)[None]
+        done += count
+
+
+def _memory_blocks(records: list[tuple[np.ndarray, torch.Tensor | None]],
+                   block_frames: int) -> tp.Iterator[torch.Tensor]:
+    """Codes ``[1, K, n]`` of the one decoded segment, ``block_frames`` frames at a time."""
+    (codes, _), = records
+    for start in range(0, codes.shape[1], block_frames):
+        yield torch.from_numpy(codes[:, start:start + block_frames]).long()[None]
+
+
+def _decode_stream(model: EncodecModel, blocks: tp.Iterator[torch.Tensor], total_frames: int,
+                   emit: tp.Callable[[torch.Tensor], None], progress: Progress) -> None:
+    """Run blocks of codes ``[1, K, n]`` through StreamingDecoder, emitting the audio."""
+    device = _model_device(model)
+    decoder = StreamingDecoder(model, fast_lstm=False)
+    step = max(1, int(_PUSH_SECONDS * model.sample_rate / model.hop_length))  # frames per push
+    done = 0
+    for block in blocks:
+        codes = block.to(device)
+        count = codes.shape[-1]
         for start in range(0, count, step):
             emit(decoder.push(codes[..., start:start + step]))
         done += count
@@ -388,17 +504,37 @@ def _decode_stream(model: EncodecModel, fi: tp.BinaryIO, nc: int, total_frames: 
     emit(decoder.flush())
 
 
-def _decode_segments(model: EncodecModel, layout: StreamLayout, fi: tp.BinaryIO, nc: int, al: int,
+def _packed_records(fi: tp.BinaryIO, layout: StreamLayout, nc: int, al: int
+                    ) -> tp.Iterator[tuple[np.ndarray, torch.Tensor | None]]:
+    """Per segment of a plain segmented body: ``(codes [K, f], scale [1, 1] or None)``."""
+    from .bitstream import _scale_tensor
+
+    for index, (offset, length) in enumerate(layout.segments(al)):
+        scale = None
+        if layout.normalize:
+            raw = fi.read(SCALE_STRUCT.size)
+            if len(raw) != SCALE_STRUCT.size:
+                raise BitstreamError(f"ECDC body truncated in segment {index}")
+            scale = _scale_tensor(SCALE_STRUCT.unpack(raw)[0], index, offset)
+        count = layout.num_frames(length)
+        size = packed_size(nc * count, layout.bits)
+        data = fi.read(size)
+        if len(data) != size:
+            raise BitstreamError(f"ECDC body truncated in segment {index}")
+        yield unpack_codes(data, nc, count, layout.bits).numpy(), scale
+
+
+def _decode_segments(model: EncodecModel, layout: StreamLayout,
+                     records: tp.Iterator[tuple[np.ndarray, torch.Tensor | None]], al: int,
                      emit: tp.Callable[[torch.Tensor], None], progress: Progress) -> None:
-    """Decode one segment record at a time and overlap-add it into a running buffer.
+    """Decode one segment record ``(codes [K, f], scale)`` at a time and overlap-add it into
+    a running buffer.
 
     Same arithmetic, in the same order, as :func:`opencodec.model.linear_overlap_add`:
     each position accumulates ``weight * segment`` over the segments covering it (in
     segment order, from zero) and the weights likewise; a position is divided and emitted
     once the next segment starts after it, since no later segment can reach it.
     """
-    from .bitstream import _scale_tensor
-
     device = _model_device(model)
     segments = layout.segments(al)
     assert layout.segment_stride is not None
@@ -407,19 +543,11 @@ def _decode_segments(model: EncodecModel, layout: StreamLayout, fi: tp.BinaryIO,
     out = weight_sum = weight = None
     out_start = 0  # absolute index of out[..., 0]
     done = 0
-    for index, (offset, length) in enumerate(segments):
-        scale = None
-        if layout.normalize:
-            raw = fi.read(SCALE_STRUCT.size)
-            if len(raw) != SCALE_STRUCT.size:
-                raise BitstreamError(f"ECDC body truncated in segment {index}")
-            scale = _scale_tensor(SCALE_STRUCT.unpack(raw)[0], index, offset).to(device)
-        count = layout.num_frames(length)
-        size = packed_size(nc * count, layout.bits)
-        data = fi.read(size)
-        if len(data) != size:
-            raise BitstreamError(f"ECDC body truncated in segment {index}")
-        codes = unpack_codes(data, nc, count, layout.bits)[None].to(device)
+    for index, ((offset, _), (raw_codes, scale)) in enumerate(zip(segments, records)):
+        codes = torch.from_numpy(raw_codes).long()[None].to(device)
+        count = codes.shape[-1]
+        if scale is not None:
+            scale = scale.to(device)
         with torch.no_grad():
             frame = model._decode_segment(codes, scale)  # what model.decode does per segment
         if weight is None:  # the triangle of linear_overlap_add, sized by the first segment
