@@ -261,6 +261,36 @@ class ArithmeticDecoder:
         return symbol
 
 
+class DecodedColumns:
+    """Code frames collected as they are decoded, in compact blocks.
+
+    Python lists of ints cost ~40 bytes per code; long segments (a 1-hour 24 kHz file is
+    one segment of 270 000 frames) are kept instead as int32 blocks of ``block`` frames.
+    Nothing is allocated up front: a corrupt header may claim a huge frame count, and the
+    data runs out long before.
+    """
+
+    def __init__(self, num_codebooks: int, block: int = 1024) -> None:
+        self.num_codebooks = num_codebooks
+        self.block = block
+        self._rows: list[list[int]] = []
+        self._blocks: list[np.ndarray] = []
+
+    def append(self, symbols: list[int]) -> None:
+        """Add one frame's ``K`` codes."""
+        self._rows.append(symbols)
+        if len(self._rows) == self.block:
+            self._blocks.append(np.asarray(self._rows, dtype=np.int32))
+            self._rows = []
+
+    def codes(self) -> torch.Tensor:
+        """All codes as long ``[K, F]``."""
+        parts = self._blocks + ([np.asarray(self._rows, dtype=np.int32)] if self._rows else [])
+        if not parts:
+            return torch.zeros(self.num_codebooks, 0, dtype=torch.long)
+        return torch.from_numpy(np.concatenate(parts).T.copy()).long()
+
+
 def _check_lm_shape(lm: "EntropyLM", num_codebooks: int) -> None:
     if num_codebooks < 1 or num_codebooks > lm.n_q:
         raise ValueError(f"{num_codebooks} codebooks, the LM supports 1..{lm.n_q}")
@@ -288,7 +318,6 @@ def encode_segment_with_lm(lm: "EntropyLM", codes: torch.Tensor) -> bytes:
     inputs = torch.cat([torch.zeros(K, 1, dtype=torch.long), codes + 1], dim=1).to(device)
     lo_idx = (codes - 1).clamp(min=0).to(device)
     hi_idx = codes.to(device)
-    is_first = (codes == 0).t().tolist()                       # [F][K]
     # All inputs are known, so the model runs many frames layer by layer (LMStepper.run);
     # the probabilities are bitwise those of frame-by-frame stepping.
     stepper = LMStepper(lm)
@@ -301,8 +330,9 @@ def encode_segment_with_lm(lm: "EntropyLM", codes: torch.Tensor) -> bytes:
                 t0, t1 = begin + sub, begin + sub + cdf.shape[0]
                 his = cdf.gather(2, hi_idx[:, t0:t1].t().unsqueeze(-1)).squeeze(-1).tolist()
                 los = cdf.gather(2, lo_idx[:, t0:t1].t().unsqueeze(-1)).squeeze(-1).tolist()
+                is_first = (codes[:, t0:t1] == 0).t().tolist()         # [T][K]
                 for t in range(t1 - t0):
-                    first, hi, lo = is_first[t0 + t], his[t], los[t]
+                    first, hi, lo = is_first[t], his[t], los[t]
                     for k in range(K):
                         enc.encode(0 if first[k] else lo[k], hi[k])
     enc.flush()
@@ -340,9 +370,7 @@ def decode_segment_with_lm(lm: "EntropyLM", data: bytes | bytearray | memoryview
         raise ValueError("num_frames must be >= 0")
     dec = ArithmeticDecoder(data)
     K = num_codebooks
-    # Columns are collected as they are decoded (no [K, num_frames] buffer up front): a
-    # corrupt header may claim a huge num_frames, and the data runs out long before.
-    columns: list[list[int]] = []
+    columns = DecodedColumns(K)
     device = next(lm.parameters()).device
     inp = torch.zeros(K, dtype=torch.long, device=device)
     stepper = LMStepper(lm)
@@ -353,7 +381,7 @@ def decode_segment_with_lm(lm: "EntropyLM", data: bytes | bytearray | memoryview
             syms = [dec.pull(rows[k]) for k in range(K)]
             columns.append(syms)
             inp = (torch.tensor(syms, dtype=torch.long) + 1).to(device)
-    out = torch.tensor(columns, dtype=torch.long).reshape(num_frames, K).t().contiguous()
+    out = columns.codes()
     if return_consumed:
         return out, dec.bytes_read
     return out

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..errors import BitstreamError
-from .arithmetic import ArithmeticDecoder, ArithmeticEncoder
+from .arithmetic import ArithmeticDecoder, ArithmeticEncoder, DecodedColumns
 from .fixed import CDF_BITS, FixedLM, one_thread
 
 __all__ = ["CRC_BITS", "MAX_CHECK_BITS", "check_after", "encode_segment_fixed",
@@ -134,14 +134,14 @@ def _encode_segment(flm: FixedLM, codes: torch.Tensor, check_bits: int, check_in
     K, num_frames = codes.shape
     enc = ArithmeticEncoder(CDF_BITS)
     crc = crc_seed & 0xFFFFFFFF
-    columns = codes.t().tolist()
     for start, cdfs in flm.iter_cdfs(codes, block=block):       # cdfs [T, K, card]
         chunk = codes[:, start:start + cdfs.shape[0]].t()[:, :, None]
         his = cdfs.gather(2, chunk).squeeze(2).tolist()
         los = cdfs.gather(2, (chunk - 1).clamp(min=0)).squeeze(2).tolist()
+        frames = chunk.squeeze(2).tolist()                        # [T][K], this block only
         for i, (lo_row, hi_row) in enumerate(zip(los, his)):
             t = start + i
-            frame = columns[t]
+            frame = frames[i]
             for k in range(K):
                 enc.encode(lo_row[k] if frame[k] else 0, hi_row[k])
             crc = frame_crc(frame, crc)
@@ -197,7 +197,7 @@ def _decode_segment(flm: FixedLM, data: bytes | bytearray | memoryview | tp.Bina
     """The body of :func:`decode_segment_fixed` (arguments checked): codes and bytes used."""
     dec = ArithmeticDecoder(data, CDF_BITS)
     K = num_codebooks
-    columns: list[list[int]] = []   # grown as decoded: a corrupt header may claim huge F
+    columns = DecodedColumns(K)
     inp = torch.zeros(K, dtype=torch.long)
     state = None
     crc = crc_seed & 0xFFFFFFFF
@@ -225,5 +225,4 @@ def _decode_segment(flm: FixedLM, data: bytes | bytearray | memoryview | tp.Bina
                     f"(corrupt data, or coded with another entropy model or format)")
             last_check = t
         inp = torch.tensor(syms, dtype=torch.long) + 1
-    out = torch.tensor(columns, dtype=torch.long).reshape(num_frames, K).t().contiguous()
-    return out, dec.bytes_read
+    return columns.codes(), dec.bytes_read

@@ -188,6 +188,7 @@ class LMStepper:
         self._capacity = self.past_context + 1 + spare_rows
         self._pad = torch.zeros(pad_rows, self.dim, device=self.device)
         self._masks: dict[int, torch.Tensor] = {}
+        self._by_codebooks: dict[int, tuple[torch.Tensor, ...]] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -260,13 +261,11 @@ class LMStepper:
 
     def _inputs(self, indices: torch.Tensor) -> torch.Tensor:
         """First layer inputs ``[T, 1, 1, C]`` for ``indices`` ``[K, T]`` (frames from ``offset``)."""
-        lm = self.lm
         K, T = indices.shape
         C = self.dim
-        table = lm._stacked_emb(K)
+        table, offsets, _, _ = self._tables(K)
         # Per frame as in EntropyLM.forward: index_add_ sums a frame's K rows in codebook order.
-        rows = table.index_select(0, (indices.to(self.device)
-                                      + lm._emb_offsets[:K].view(K, 1)).reshape(-1))
+        rows = table.index_select(0, (indices.to(self.device) + offsets).reshape(-1))
         target = torch.arange(T, device=self.device).repeat(K)
         x = rows.new_zeros(T, C).index_add_(0, target, rows)
         out = []
@@ -278,11 +277,22 @@ class LMStepper:
     def _probs(self, x: torch.Tensor, K: int) -> torch.Tensor:
         """Probabilities ``[K, card]`` from the last layer's output ``x`` (``[1, 1, C]``)."""
         lm = self.lm
-        w, b = lm._stacked_heads(K)
+        _, _, w, b = self._tables(K)
         logits = torch.addmm(b, x.reshape(1, self.dim), w.t())
         logits = logits.view(1, 1, K, lm.card).transpose(1, 2)
         probs = torch.softmax(logits.permute(0, 3, 1, 2), dim=1)     # [1, card, K, 1]
         return probs.permute(0, 2, 3, 1)[0, :, 0]
+
+    def _tables(self, K: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For ``K`` codebooks: the stacked embedding tables, their row offsets ``[K, 1]``, and
+        the stacked head weights and biases (looked up once per stepper)."""
+        found = self._by_codebooks.get(K)
+        if found is None:
+            lm = self.lm
+            w, b = lm._stacked_heads(K)
+            found = (lm._stacked_emb(K), lm._emb_offsets[:K].view(K, 1), w, b)
+            self._by_codebooks[K] = found
+        return found
 
     def _check_codebooks(self, K: int) -> None:
         if K > self.lm.n_q:
@@ -356,7 +366,7 @@ class LMStepper:
 
     def _head_weights(self, K: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Each codebook's head weight ``[card, C]`` and bias, as views of the stacked heads."""
-        w, b = self.lm._stacked_heads(K)
+        _, _, w, b = self._tables(K)
         card = self.lm.card
         return [(w[k * card:(k + 1) * card], b[k * card:(k + 1) * card]) for k in range(K)]
 
