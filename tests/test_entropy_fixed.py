@@ -165,7 +165,7 @@ def test_extreme_model_weights_and_limits(monkeypatch: pytest.MonkeyPatch) -> No
     def checked(x: torch.Tensor, w: torch.Tensor, w64: torch.Tensor | None = None) -> torch.Tensor:
         worst.append(float((x.abs().double() @ w.abs().double().t()).max()))
         got = exact(x, w, w64)
-        assert torch.equal(got, x @ w.t())   # the float64 product is the int64 one
+        assert torch.equal(got, x @ w.long().t())   # the float64 product is the int64 one
         return got
 
     monkeypatch.setattr(fixed, "_matmul_t", checked)

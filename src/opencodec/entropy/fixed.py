@@ -453,7 +453,7 @@ def cdf_to_probs(cdf: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class _LinearParams:
-    weight: torch.Tensor  # int64 [out, in], |w| <= 2**WEIGHT_BITS
+    weight: torch.Tensor  # integers [out, in], |w| <= 2**WEIGHT_BITS (int64, or float64)
     shift: int            # w_int = round(w * 2**shift)
     bias: torch.Tensor    # int64 [out] at 2**ACT_FRAC
     weight64: torch.Tensor | None = None  # the same integers as float64 (filled in if None)
@@ -529,7 +529,9 @@ def _act_tensor(w: torch.Tensor, name: str) -> torch.Tensor:
 
 def _linear_params(weight: torch.Tensor, bias: torch.Tensor, name: str) -> _LinearParams:
     shift = _weight_shift(weight, name + ".weight")
-    return _LinearParams(_to_int(weight, shift), shift, _act_tensor(bias, name + ".bias"))
+    # The integers held once, as float64 (exact: |w| <= 2**19), the type the products use.
+    w64 = _to_int(weight, shift).double()
+    return _LinearParams(w64, shift, _act_tensor(bias, name + ".bias"), w64)
 
 
 def _norm_params(norm: torch.nn.LayerNorm, name: str) -> _NormParams:
