@@ -18,10 +18,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import official_ref  # noqa: E402,F401  (torchaudio stand-in before importing encodec)
+import official_ref  # noqa: E402  (torchaudio stand-in before importing encodec)
 from encodec.model import LMModel  # noqa: E402
-from encodec.quantization.ac import (ArithmeticCoder, ArithmeticDecoder,  # noqa: E402
-                                     build_stable_quantized_cdf)
+from encodec.quantization.ac import ArithmeticDecoder, build_stable_quantized_cdf  # noqa: E402
 
 from opencodec.entropy import decode_segment_with_lm, encode_segment_with_lm, load_lm  # noqa: E402
 from opencodec.entropy import decode_segment_fixed, encode_segment_fixed, fixed_lm_for  # noqa: E402
@@ -29,19 +28,7 @@ from opencodec.entropy import decode_segment_fixed, encode_segment_fixed, fixed_
 
 def official_encode(lm: LMModel, codes: torch.Tensor) -> bytes:
     """The official writer's per-segment LM coding (compress_to_file), for codes [K, F]."""
-    fo = io.BytesIO()
-    coder = ArithmeticCoder(fo)
-    K, T = codes.shape
-    states, offset = None, 0
-    input_ = torch.zeros(1, K, 1, dtype=torch.long)
-    for t in range(T):
-        with torch.no_grad():
-            probas, states, offset = lm(input_, states, offset)
-        input_ = 1 + codes[None, :, t:t + 1]
-        for k, value in enumerate(codes[:, t].tolist()):
-            coder.push(value, build_stable_quantized_cdf(probas[0, :, k, 0], 24, check=False))
-    coder.flush()
-    return fo.getvalue()
+    return official_ref.official_lm_segment_bytes(lm, codes)
 
 
 def official_decode(lm: LMModel, data: bytes, K: int, T: int) -> torch.Tensor:

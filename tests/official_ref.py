@@ -88,3 +88,25 @@ def patched_official_models(models: dict[str, "encodec.EncodecModel"]) -> tp.Ite
     finally:
         official_compress_module.MODELS.clear()
         official_compress_module.MODELS.update(saved)
+
+
+def official_lm_segment_bytes(lm: "encodec.model.LMModel", codes: torch.Tensor) -> bytes:
+    """What the official writer (``compress_to_file(..., use_lm=True)``) codes for one
+    segment's codes ``[K, F]`` with the official entropy model ``lm``: its loop, verbatim in
+    behaviour (frame by frame, one ``build_stable_quantized_cdf`` per codebook)."""
+    import io
+
+    from encodec.quantization.ac import ArithmeticCoder, build_stable_quantized_cdf
+
+    fo = io.BytesIO()
+    coder = ArithmeticCoder(fo)
+    states, offset = None, 0
+    input_ = torch.zeros(1, codes.shape[0], 1, dtype=torch.long)
+    with torch.no_grad():
+        for t in range(codes.shape[1]):
+            probas, states, offset = lm(input_, states, offset)
+            input_ = 1 + codes[None, :, t:t + 1]
+            for k, value in enumerate(codes[:, t].tolist()):
+                coder.push(value, build_stable_quantized_cdf(probas[0, :, k, 0], 24, check=False))
+    coder.flush()
+    return fo.getvalue()

@@ -8,10 +8,10 @@ import pytest
 import torch
 from encodec.model import LMModel
 from encodec.quantization.ac import (
-    ArithmeticCoder,
     ArithmeticDecoder,
     build_stable_quantized_cdf,
 )
+from official_ref import official_lm_segment_bytes
 
 from opencodec.entropy import decode_segment_with_lm, encode_segment_with_lm, load_lm
 from opencodec.entropy.stepper import LMStepper, projection_rows_are_independent
@@ -125,28 +125,12 @@ def test_projection_check_is_cached_and_boolean() -> None:
     assert projection_rows_are_independent(w, b, past_context=30, pad_rows=16) is first
 
 
-def _official_coder_bytes(ref: LMModel, codes: torch.Tensor) -> bytes:
-    """The official writer's per-segment LM coding (compress_to_file) of codes ``[K, F]``."""
-    fo = io.BytesIO()
-    coder = ArithmeticCoder(fo)
-    states, offset = None, 0
-    input_ = torch.zeros(1, codes.shape[0], 1, dtype=torch.long)
-    with torch.no_grad():
-        for t in range(codes.shape[1]):
-            probas, states, offset = ref(input_, states, offset)
-            input_ = 1 + codes[None, :, t:t + 1]
-            for k, value in enumerate(codes[:, t].tolist()):
-                coder.push(value, build_stable_quantized_cdf(probas[0, :, k, 0], 24, check=False))
-    coder.flush()
-    return fo.getvalue()
-
-
 def test_segment_bytes_past_the_official_window() -> None:
     """The paper-size 24 kHz LM (window 262) over 300 frames: bytes identical both ways."""
     ref = _official(32, past_context=262, seed=8)
     lm = load_lm(ref.state_dict(), 32, frame_rate=75)
     codes = torch.randint(0, 1024, (2, 300), generator=torch.Generator().manual_seed(9))
-    expect = _official_coder_bytes(ref, codes)
+    expect = official_lm_segment_bytes(ref, codes)
     assert encode_segment_with_lm(lm, codes) == expect
     assert torch.equal(decode_segment_with_lm(lm, expect, 2, 300), codes)
     dec = ArithmeticDecoder(io.BytesIO(expect))
