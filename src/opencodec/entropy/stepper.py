@@ -133,9 +133,10 @@ class _LayerCache:
     """
 
     def __init__(self, dim: int, capacity: int, device: torch.device) -> None:
-        self.inputs = torch.zeros(capacity, dim, device=device)
-        self.keys = torch.zeros(capacity, dim, device=device)
-        self.values = torch.zeros(capacity, dim, device=device)
+        # Uninitialised: a row is always written before it is read.
+        self.inputs = torch.empty(capacity, dim, device=device)
+        self.keys = torch.empty(capacity, dim, device=device)
+        self.values = torch.empty(capacity, dim, device=device)
         self.count = 0
 
     def make_room(self, rows: int, keep: int) -> None:
