@@ -239,6 +239,10 @@ def test_official_48khz_architecture(tmp_path):
 
 
 # -- entropy-coded files: audio streamed, codes kept in memory and coded at the end ------------
+def wav_len(path: Path) -> int:
+    return sf.info(str(path)).frames
+
+
 @pytest.fixture(scope="module")
 def small_lm():
     from opencodec.entropy import EntropyLM
@@ -251,15 +255,20 @@ def small_lm():
 def test_lm_compress_and_decompress_match_whole_file(tiny, small_lm, tmp_path, deterministic):
     src = _write(tmp_path / "in.wav", _signal(2.6, 24000, seed=8), 24000)
     out = tmp_path / "out.ecdc"
+    coded: list[tuple[int, int]] = []
     compress_file_streaming(tiny, src, out, 3.0, block_seconds=0.7, lm=small_lm,
-                            deterministic=deterministic)
+                            deterministic=deterministic, lm_progress=lambda *a: coded.append(a))
+    frames = -(-wav_len(src) // tiny.hop_length)
+    assert coded[-1] == (frames, frames) and coded == sorted(coded)
     wav, rate = read_audio(src)
     wav = convert_audio(wav, rate, tiny.sample_rate, tiny.channels)
     data = out.read_bytes()
     assert data == compress(tiny, wav, 3.0, lm=small_lm, deterministic=deterministic)
     ref, _ = decompress(data, tiny, lm=small_lm)
+    decoded: list[tuple[int, int]] = []
     n = decompress_file_streaming(out, tmp_path / "o.wav", tiny, block_frames=11, bits=32,
-                                  lm=small_lm)
+                                  lm=small_lm, lm_progress=lambda *a: decoded.append(a))
+    assert decoded[-1] == (frames, frames) and len(decoded) >= frames // 64
     got, _ = sf.read(str(tmp_path / "o.wav"), dtype="float32", always_2d=True)
     assert n == ref.shape[-1] == got.shape[0]
     np.testing.assert_allclose(got.T, ref.numpy(), atol=1e-5, rtol=0)

@@ -115,6 +115,7 @@ from .errors import BitstreamError
 from .model import EncodedFrame
 
 if tp.TYPE_CHECKING:
+    from .entropy.arithmetic import FrameProgress
     from .entropy import EntropyLM
     from .entropy.fixed import FixedLM
     from .model import EncodecModel
@@ -714,8 +715,12 @@ def _check_lm(header: EcdcHeader, layout: StreamLayout, lm: "AnyLM") -> None:
                              f"model covers only {lm.n_q}")
 
 
+BodyProgress = tp.Optional[tp.Callable[[int, int], None]]
+"""``progress(frames done, total frames)`` while an entropy-coded body is coded or decoded."""
+
+
 def read_body(body: bytes, header: EcdcHeader, layout: LayoutLike,
-              lm: "AnyLM | None" = None) -> list[EncodedFrame]:
+              lm: "AnyLM | None" = None, progress: BodyProgress = None) -> list[EncodedFrame]:
     """Parse the body (everything after the header) into one ``EncodedFrame`` per segment.
 
     Each frame has codes LongTensor [1, nc, ceil(L / hop)] for a segment of L samples and
@@ -729,15 +734,16 @@ def read_body(body: bytes, header: EcdcHeader, layout: LayoutLike,
     frame. ``lm`` is not used for other files. A version 1 (deterministic) body needs the
     entropy model whose weights hash the header names (an ``EntropyLM``, converted, or its
     ``FixedLM``; else ``BitstreamError``), and every check it carries must pass
-    (``BitstreamError`` naming the segment and frame otherwise).
+    (``BitstreamError`` naming the segment and frame otherwise). ``progress(done, total)``
+    follows the frames of an entropy-coded body as they are decoded.
     """
     layout = as_layout(layout)
     coder_lm = _check_compatible(header, layout, lm)
     if header.deterministic is not None:
-        return _read_det_body(body, header, layout, tp.cast("FixedLM", coder_lm))
+        return _read_det_body(body, header, layout, tp.cast("FixedLM", coder_lm), progress)
     if header.use_lm:
         assert coder_lm is not None
-        return _read_lm_body(body, header, layout, tp.cast("EntropyLM", coder_lm))
+        return _read_lm_body(body, header, layout, tp.cast("EntropyLM", coder_lm), progress)
     expected = body_size(header, layout)
     if len(body) < expected:
         raise BitstreamError(f"ECDC body truncated: expected {expected} bytes for "
@@ -771,12 +777,21 @@ def _scale_tensor(value: float, index: int, offset: int) -> torch.Tensor:
     return torch.tensor([[value]], dtype=torch.float32)
 
 
-SegmentDecoder = tp.Callable[[tp.BinaryIO, int, bytes, int], torch.Tensor]
-"""``(fo, segment index, scale bytes, frames) -> codes [K, F]``: decodes one coded segment."""
+SegmentDecoder = tp.Callable[[tp.BinaryIO, int, bytes, int, "FrameProgress"], torch.Tensor]
+"""``(fo, segment index, scale bytes, frames, progress) -> codes [K, F]``: decodes one coded
+segment, calling ``progress(frames decoded)`` as it goes (when not None)."""
+
+
+def _segment_progress(progress: BodyProgress, done: int, total: int) -> "FrameProgress":
+    """A segment's frame callback feeding the body's ``progress(done + n, total)``."""
+    if progress is None:
+        return None
+    return lambda n: progress(done + n, total)
 
 
 def _read_coded_body(body: bytes, header: EcdcHeader, layout: StreamLayout, card: int,
-                     decode_segment: SegmentDecoder) -> list[EncodedFrame]:
+                     decode_segment: SegmentDecoder, progress: BodyProgress = None
+                     ) -> list[EncodedFrame]:
     """Decode an entropy-coded body (either version) segment by segment: the scale, then the
     coded codes, which ``decode_segment`` reads from the body's file object."""
     minimum = min_lm_body_size(header, layout, card)
@@ -786,7 +801,10 @@ def _read_coded_body(body: bytes, header: EcdcHeader, layout: StreamLayout, card
                              f"needs at least {minimum} bytes, got {len(body)}")
     fo = io.BytesIO(body)
     frames: list[EncodedFrame] = []
-    for index, (offset, length) in enumerate(layout.segments(header.audio_length)):
+    segments = layout.segments(header.audio_length)
+    total = sum(layout.num_frames(n) for _, n in segments)
+    done = 0
+    for index, (offset, length) in enumerate(segments):
         scale, raw = None, b""
         if layout.normalize:
             raw = fo.read(SCALE_STRUCT.size)
@@ -795,11 +813,13 @@ def _read_coded_body(body: bytes, header: EcdcHeader, layout: StreamLayout, card
                                      f"ends inside its scale")
             (value,) = SCALE_STRUCT.unpack(raw)
             scale = _scale_tensor(value, index, offset)
+        count = layout.num_frames(length)
         try:
-            codes = decode_segment(fo, index, raw, layout.num_frames(length))
+            codes = decode_segment(fo, index, raw, count, _segment_progress(progress, done, total))
         except BitstreamError as exc:
             raise BitstreamError(f"ECDC segment {index} (sample {offset}): {exc}") from None
         frames.append(EncodedFrame(codes[None], scale))
+        done += count
     extra = len(body) - fo.tell()
     if extra:
         raise BitstreamError(f"ECDC body has {extra} extra byte(s) after the last entropy-coded "
@@ -808,13 +828,17 @@ def _read_coded_body(body: bytes, header: EcdcHeader, layout: StreamLayout, card
 
 
 def _read_lm_body(body: bytes, header: EcdcHeader, layout: StreamLayout,
-                  lm: "EntropyLM") -> list[EncodedFrame]:
+                  lm: "EntropyLM", progress: BodyProgress = None) -> list[EncodedFrame]:
     """Decode an official entropy-coded body (version 0)."""
     from .entropy import decode_segment_with_lm
 
     nc = header.num_codebooks
-    return _read_coded_body(body, header, layout, lm.card,
-                            lambda fo, _index, _raw, frames: decode_segment_with_lm(lm, fo, nc, frames))
+
+    def decode_segment(fo: tp.BinaryIO, _index: int, _raw: bytes, frames: int,
+                       frame_progress: "FrameProgress") -> torch.Tensor:
+        return decode_segment_with_lm(lm, fo, nc, frames, progress=frame_progress)
+
+    return _read_coded_body(body, header, layout, lm.card, decode_segment, progress)
 
 
 def _segment_crc_seed(head: bytes, index: int, scale_raw: bytes) -> int:
@@ -823,7 +847,7 @@ def _segment_crc_seed(head: bytes, index: int, scale_raw: bytes) -> int:
 
 
 def _read_det_body(body: bytes, header: EcdcHeader, layout: StreamLayout,
-                   flm: "FixedLM") -> list[EncodedFrame]:
+                   flm: "FixedLM", progress: BodyProgress = None) -> list[EncodedFrame]:
     """Decode a version 1 body: integer entropy model, checks seeded per segment."""
     from .entropy.deterministic import decode_segment_fixed
 
@@ -832,16 +856,18 @@ def _read_det_body(body: bytes, header: EcdcHeader, layout: StreamLayout,
     head = header_bytes(header)
     nc = header.num_codebooks
 
-    def decode_segment(fo: tp.BinaryIO, index: int, raw: bytes, frames: int) -> torch.Tensor:
+    def decode_segment(fo: tp.BinaryIO, index: int, raw: bytes, frames: int,
+                       frame_progress: "FrameProgress") -> torch.Tensor:
         return decode_segment_fixed(flm, fo, nc, frames, check_bits=det.check_bits,
                                     check_interval=det.check_interval,
-                                    crc_seed=_segment_crc_seed(head, index, raw))
+                                    crc_seed=_segment_crc_seed(head, index, raw),
+                                    progress=frame_progress)
 
-    return _read_coded_body(body, header, layout, flm.card, decode_segment)
+    return _read_coded_body(body, header, layout, flm.card, decode_segment, progress)
 
 
 def write_body(fo: tp.BinaryIO, header: EcdcHeader, frames: tp.Sequence[EncodedFrame],
-               layout: LayoutLike, lm: "AnyLM | None" = None) -> int:
+               layout: LayoutLike, lm: "AnyLM | None" = None, progress: BodyProgress = None) -> int:
     """Write the segments' codes (batch of one: codes [1, nc, F], scale [1, 1] or None).
 
     Checks that the frames match ``header`` and ``layout`` (segment count, shapes, scale
@@ -850,6 +876,7 @@ def write_body(fo: tp.BinaryIO, header: EcdcHeader, frames: tp.Sequence[EncodedF
     :class:`~opencodec.entropy.EntropyLM` (as the official ``use_lm=True`` writer does), for
     version 1 (``header.deterministic``) an ``EntropyLM`` or its
     :class:`~opencodec.entropy.fixed.FixedLM`, whose weights hash must be the header's.
+    ``progress(done, total)`` follows the frames as they are entropy coded.
     """
     layout = as_layout(layout)
     det = header.deterministic
@@ -868,6 +895,8 @@ def write_body(fo: tp.BinaryIO, header: EcdcHeader, frames: tp.Sequence[EncodedF
         raise ValueError(f"expected {len(segments)} segment(s) for {header.audio_length} samples, "
                          f"got {len(frames)}")
     written = 0
+    total = sum(layout.num_frames(n) for _, n in segments)
+    done = 0
     for index, ((codes, scale), (_, length)) in enumerate(zip(frames, segments)):
         expected_shape = (1, header.num_codebooks, layout.num_frames(length))
         if tuple(codes.shape) != expected_shape:
@@ -883,28 +912,32 @@ def write_body(fo: tp.BinaryIO, header: EcdcHeader, frames: tp.Sequence[EncodedF
             raise ValueError(f"segment {index}: model does not normalise but a scale was given")
         else:
             raw = b""
+        frame_progress = _segment_progress(progress, done, total)
         if det is not None:
             packed = encode_segment_fixed(flm, codes[0], check_bits=det.check_bits,
                                           check_interval=det.check_interval,
-                                          crc_seed=_segment_crc_seed(head, index, raw))
+                                          crc_seed=_segment_crc_seed(head, index, raw),
+                                          progress=frame_progress)
         elif header.use_lm:
-            packed = encode_segment_with_lm(lm, codes[0])
+            packed = encode_segment_with_lm(lm, codes[0], progress=frame_progress)
         else:
             packed = pack_codes(codes[0], layout.bits)
         fo.write(packed)
         written += len(packed)
+        done += codes.shape[-1]
     return written
 
 
 def write_ecdc(fo: tp.BinaryIO, header: EcdcHeader, frames: tp.Sequence[EncodedFrame],
-               layout: LayoutLike, lm: "AnyLM | None" = None) -> int:
+               layout: LayoutLike, lm: "AnyLM | None" = None, progress: BodyProgress = None) -> int:
     """Write a whole ``.ecdc`` file (header + body) to ``fo``; returns the bytes written.
-    ``lm``: the entropy model, needed when ``header.use_lm`` (see :func:`write_body`)."""
+    ``lm``: the entropy model, needed when ``header.use_lm``; ``progress``: see
+    :func:`write_body`."""
     layout = as_layout(layout)
     if header.use_lm and lm is None:
         raise BitstreamError("writing an entropy-coded ('lm': true) file needs the entropy model")
     _check_compatible(header, layout, lm)
-    return write_header(fo, header) + write_body(fo, header, frames, layout, lm)
+    return write_header(fo, header) + write_body(fo, header, frames, layout, lm, progress)
 
 
 def encode_ecdc(header: EcdcHeader, frames: tp.Sequence[EncodedFrame], layout: LayoutLike,

@@ -433,14 +433,26 @@ def _input_seconds(path: Path) -> float:
 
 
 @contextlib.contextmanager
-def _progress_bar(args: argparse.Namespace, desc: str, unit: str) -> tp.Iterator[tp.Callable[[int, int], None]]:
-    """A ``progress(done, total)`` callback driving a tqdm bar (silent with ``--quiet``)."""
-    with tqdm(total=0, unit=unit, desc=desc, disable=args.quiet, file=sys.stderr) as bar:
-        def update(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
+def _progress_bar(args: argparse.Namespace, desc: str, unit: str, lazy: bool = False
+                  ) -> tp.Iterator[tp.Callable[[int, int], None]]:
+    """A ``progress(done, total)`` callback driving a tqdm bar (silent with ``--quiet``);
+    ``lazy``: the bar appears at the first call only (a stage that may not happen)."""
+    bars: list[tqdm] = []
 
+    def update(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=0, unit=unit, desc=desc, disable=args.quiet, file=sys.stderr))
+        bar = bars[0]
+        bar.total = total
+        bar.update(done - bar.n)
+
+    if not lazy:
+        update(0, 0)
+    try:
         yield update
+    finally:
+        for bar in bars:
+            bar.close()
 
 
 def _fmt_kbps(value: float) -> str:
@@ -491,9 +503,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
         lm_arg.update(deterministic=True, lm_name=_lm_name(args.lm_model, model))
 
     def work_streaming(job: Job) -> None:
-        with _progress_bar(args, job.src.name, "sample") as progress:
+        with _progress_bar(args, job.src.name, "sample") as progress, \
+                _progress_bar(args, "entropy coding", "frame", lazy=True) as lm_progress:
             size = compress_file_streaming(model, job.src, job.dst, args.bandwidth, progress=progress,
-                                           **lm_arg)
+                                           **lm_arg, **({} if lm is None else {"lm_progress": lm_progress}))
         with open(job.dst, "rb") as fi:
             seconds = read_header(fi).audio_length / model.sample_rate
         _info(args, f"{job.src} -> {job.dst}: {seconds:.2f} s at {_fmt_kbps(args.bandwidth)} kbps "
@@ -608,11 +621,12 @@ def cmd_decompress(args: argparse.Namespace) -> int:
                 and header.audio_length / model.sample_rate > STREAMING_MIN_SECONDS):
             lm = lms.get(model, det_name) if header.use_lm else None
             with warnings.catch_warnings(record=True) as caught, \
-                    _progress_bar(args, job.src.name, "frame") as progress:
+                    _progress_bar(args, "entropy decoding", "frame", lazy=True) as lm_progress, \
+                    _progress_bar(args, job.src.name, "frame", lazy=True) as progress:
                 warnings.simplefilter("always")
                 length = decompress_file_streaming(job.src, job.dst, model,
                                                    bits=32 if args.float32 else 16, progress=progress,
-                                                   lm=lm)
+                                                   lm=lm, lm_progress=lm_progress)
             for warning in caught:
                 _warn(f"{warning.message} [-r/--rescale scales down, --float keeps the peaks]")
             _info(args, f"{job.src} -> {job.dst}: {length / model.sample_rate:.2f} s, "

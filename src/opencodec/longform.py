@@ -159,7 +159,7 @@ def compress_file_streaming(model: EncodecModel, in_path: str | Path, out_path: 
                             progress: Progress = None, lm: "AnyLM | None" = None, *,
                             deterministic: bool = False, lm_name: str | None = None,
                             check_bits: int = DEFAULT_CHECK_BITS,
-                            check_interval: int | None = None) -> int:
+                            check_interval: int | None = None, lm_progress: Progress = None) -> int:
     """Encode the audio file ``in_path`` into the ``.ecdc`` file ``out_path`` in bounded memory.
 
     The input is read ``block_seconds`` at a time (any format libsndfile reads, any rate
@@ -172,7 +172,8 @@ def compress_file_streaming(model: EncodecModel, in_path: str | Path, out_path: 
     ``lm`` and the keywords after it: entropy coding, as in
     :func:`opencodec.compress.compress_to_file` (same bytes). The audio is still encoded
     block by block; the codes are kept in memory (2 bytes per code: 4 MB per hour of 24 kHz
-    audio at 6 kbps) and arithmetic coded at the end, segment by segment.
+    audio at 6 kbps) and arithmetic coded at the end, segment by segment;
+    ``lm_progress(frames_coded, total_frames)`` follows that stage.
 
     Raises ``ValueError`` for a model that neither segments nor streams (see
     :func:`supports_streaming`), ``InvalidAudioError`` for an unsupported bandwidth or an
@@ -194,7 +195,7 @@ def compress_file_streaming(model: EncodecModel, in_path: str | Path, out_path: 
             _check_lm(model, lm, model.num_codebooks(), deterministic)
             det = _deterministic_coding(model, lm, lm_name, check_bits, check_interval) \
                 if deterministic else None
-            coding = (lm, det)
+            coding = (lm, det, lm_progress)
         return _compress_file(model, in_path, out_path, block_seconds, progress, coding)
     finally:
         model.bandwidth = previous
@@ -288,7 +289,8 @@ class _SegmentSink:
 
 def _compress_file(model: EncodecModel, in_path: Path, out_path: Path, block_seconds: float,
                    progress: Progress,
-                   coding: tuple[AnyLM, DeterministicCoding | None] | None = None) -> int:
+                   coding: tuple[AnyLM, DeterministicCoding | None, Progress] | None = None
+                   ) -> int:
     target_rate, channels = model.sample_rate, model.channels
     try:
         sfile = sf.SoundFile(str(in_path))
@@ -356,7 +358,8 @@ def _compress_file(model: EncodecModel, in_path: Path, out_path: Path, block_sec
         with atomic_output(out_path) as tmp:
             with open(tmp, "wb") as fo:
                 if coding is not None:  # entropy coding, segment by segment, at the end
-                    size = write_ecdc(fo, header, sink.collected(), layout, coding[0])
+                    size = write_ecdc(fo, header, sink.collected(), layout, coding[0],
+                                      progress=coding[2])
                 else:
                     size = write_header(fo, header)
                     shutil.copyfileobj(body, fo, 1 << 20)
@@ -369,7 +372,7 @@ def _compress_file(model: EncodecModel, in_path: Path, out_path: Path, block_sec
 def decompress_file_streaming(in_path: str | Path, out_path: str | Path,
                               model: EncodecModel | None = None, block_frames: int = 750, *,
                               bits: int = 16, progress: Progress = None,
-                              lm: "AnyLM | None" = None) -> int:
+                              lm: "AnyLM | None" = None, lm_progress: Progress = None) -> int:
     """Decode the ``.ecdc`` file ``in_path`` into the audio file ``out_path`` in bounded memory.
 
     ``model`` None loads the model named in the header; it must be causal and must not
@@ -383,7 +386,8 @@ def decompress_file_streaming(in_path: str | Path, out_path: str | Path,
 
     An entropy-coded file (header ``"lm": true``) is decoded with ``lm`` or the entropy
     model the header names, as :func:`opencodec.compress.decompress_from_file` finds it: its
-    codes are decoded first and kept in memory (2 bytes per code), then the audio is
+    codes are decoded first and kept in memory (2 bytes per code),
+    ``lm_progress(frames_decoded, total_frames)`` following that stage, then the audio is
     decoded and written block by block as for other files.
 
     Raises ``BitstreamError`` for a malformed or truncated file, a failed check or a model
@@ -407,7 +411,8 @@ def decompress_file_streaming(in_path: str | Path, out_path: str | Path,
         nc, al = header.num_codebooks, header.audio_length
         total_frames = sum(layout.num_frames(n) for _, n in layout.segments(al))
         if header.use_lm:  # the codes first (small), checked by read_body
-            records = _compact(read_body(fi.read(), header, layout, _resolve_lm(header, model, lm)))
+            records = _compact(read_body(fi.read(), header, layout, _resolve_lm(header, model, lm),
+                                         progress=lm_progress))
         else:
             expected = body_size(header, layout)
             available = os.fstat(fi.fileno()).st_size - fi.tell()

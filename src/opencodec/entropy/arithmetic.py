@@ -261,6 +261,19 @@ class ArithmeticDecoder:
         return symbol
 
 
+FrameProgress = tp.Optional[tp.Callable[[int], None]]
+"""A callback taking the number of frames of a segment coded or decoded so far."""
+
+PROGRESS_FRAMES = 64
+"""Frames between two calls of a :data:`FrameProgress` callback (plus one at the end)."""
+
+
+def report_progress(progress: FrameProgress, done: int, total: int, force: bool = False) -> None:
+    """Call ``progress(done)`` every :data:`PROGRESS_FRAMES` frames, at the last one, or when forced."""
+    if progress is not None and (force or done == total or done % PROGRESS_FRAMES == 0):
+        progress(done)
+
+
 class DecodedColumns:
     """Code frames collected as they are decoded, in compact blocks.
 
@@ -296,12 +309,14 @@ def _check_lm_shape(lm: "EntropyLM", num_codebooks: int) -> None:
         raise ValueError(f"{num_codebooks} codebooks, the LM supports 1..{lm.n_q}")
 
 
-def encode_segment_with_lm(lm: "EntropyLM", codes: torch.Tensor) -> bytes:
+def encode_segment_with_lm(lm: "EntropyLM", codes: torch.Tensor,
+                           progress: FrameProgress = None) -> bytes:
     """Arithmetic-code one segment's codes with the entropy model, as the official writer does.
 
     Args:
         lm: the entropy model (eval mode); its state starts fresh here.
         codes: long ``[K, F]`` (K codebooks, F frames), values in ``[0, lm.card)``.
+        progress: called with the number of frames coded so far, now and then and at the end.
     Returns:
         The coded bytes of the segment (coder flushed, last byte padded): exactly what the
         official ``compress_to_file(..., use_lm=True)`` writes for this segment after its scale.
@@ -335,6 +350,7 @@ def encode_segment_with_lm(lm: "EntropyLM", codes: torch.Tensor) -> bytes:
                     first, hi, lo = is_first[t], his[t], los[t]
                     for k in range(K):
                         enc.encode(0 if first[k] else lo[k], hi[k])
+                report_progress(progress, t1, num_frames, force=True)
     enc.flush()
     return enc.getvalue()
 
@@ -342,13 +358,16 @@ def encode_segment_with_lm(lm: "EntropyLM", codes: torch.Tensor) -> bytes:
 @tp.overload
 def decode_segment_with_lm(lm: "EntropyLM", data: bytes | bytearray | memoryview | tp.BinaryIO,
                            num_codebooks: int, num_frames: int,
-                           return_consumed: tp.Literal[False] = ...) -> torch.Tensor: ...
+                           return_consumed: tp.Literal[False] = ...,
+                           progress: FrameProgress = None) -> torch.Tensor: ...
 @tp.overload
 def decode_segment_with_lm(lm: "EntropyLM", data: bytes | bytearray | memoryview | tp.BinaryIO,
                            num_codebooks: int, num_frames: int,
-                           return_consumed: tp.Literal[True]) -> tuple[torch.Tensor, int]: ...
+                           return_consumed: tp.Literal[True],
+                           progress: FrameProgress = None) -> tuple[torch.Tensor, int]: ...
 def decode_segment_with_lm(lm: "EntropyLM", data: bytes | bytearray | memoryview | tp.BinaryIO,
-                           num_codebooks: int, num_frames: int, return_consumed: bool = False
+                           num_codebooks: int, num_frames: int, return_consumed: bool = False,
+                           progress: FrameProgress = None
                            ) -> torch.Tensor | tuple[torch.Tensor, int]:
     """Decode one LM-coded segment (inverse of :func:`encode_segment_with_lm`).
 
@@ -360,6 +379,8 @@ def decode_segment_with_lm(lm: "EntropyLM", data: bytes | bytearray | memoryview
         num_codebooks: ``K``.
         num_frames: ``F``.
         return_consumed: also return the number of bytes the segment used.
+        progress: called with the number of frames decoded so far, every
+            :data:`PROGRESS_FRAMES` frames and at the end.
     Returns:
         long ``[K, F]`` codes (on CPU), or ``(codes, bytes_consumed)``.
     Raises:
@@ -375,12 +396,13 @@ def decode_segment_with_lm(lm: "EntropyLM", data: bytes | bytearray | memoryview
     inp = torch.zeros(K, dtype=torch.long, device=device)
     stepper = LMStepper(lm)
     with torch.inference_mode():
-        for _ in range(num_frames):
+        for t in range(num_frames):
             probs = stepper.step(inp)
             rows = build_quantized_cdf(probs).cpu().numpy()
             syms = [dec.pull(rows[k]) for k in range(K)]
             columns.append(syms)
             inp = (torch.tensor(syms, dtype=torch.long) + 1).to(device)
+            report_progress(progress, t + 1, num_frames)
     out = columns.codes()
     if return_consumed:
         return out, dec.bytes_read

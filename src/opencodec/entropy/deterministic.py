@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from ..errors import BitstreamError
-from .arithmetic import ArithmeticDecoder, ArithmeticEncoder, DecodedColumns
+from .arithmetic import (ArithmeticDecoder, ArithmeticEncoder, DecodedColumns, FrameProgress,
+                         report_progress)
 from .fixed import CDF_BITS, FixedLM, one_thread
 
 __all__ = ["CRC_BITS", "MAX_CHECK_BITS", "check_after", "encode_segment_fixed",
@@ -103,7 +104,7 @@ def _check_args(flm: FixedLM, num_codebooks: int, check_bits: int, check_interva
 
 
 def encode_segment_fixed(flm: FixedLM, codes: torch.Tensor, *, check_bits: int, check_interval: int,
-                         crc_seed: int = 0, block: int = 32) -> bytes:
+                         crc_seed: int = 0, block: int = 32, progress: FrameProgress = None) -> bytes:
     """Arithmetic-code one segment's codes with the integer entropy model and its checks.
 
     Args:
@@ -114,6 +115,7 @@ def encode_segment_fixed(flm: FixedLM, codes: torch.Tensor, *, check_bits: int, 
         crc_seed: initial CRC-32 value (the ``.ecdc`` writer derives it from the header,
             the segment index and its scale).
         block: frames per forward pass of the model (any value gives the same bytes).
+        progress: called with the number of frames coded so far, now and then and at the end.
     Returns:
         The coded bytes (coder flushed, last byte zero-padded).
     """
@@ -125,11 +127,11 @@ def encode_segment_fixed(flm: FixedLM, codes: torch.Tensor, *, check_bits: int, 
     if num_frames and (int(codes.min()) < 0 or int(codes.max()) >= flm.card):
         raise ValueError(f"codes must be in [0, {flm.card})")
     with one_thread():
-        return _encode_segment(flm, codes, check_bits, check_interval, crc_seed, block)
+        return _encode_segment(flm, codes, check_bits, check_interval, crc_seed, block, progress)
 
 
 def _encode_segment(flm: FixedLM, codes: torch.Tensor, check_bits: int, check_interval: int,
-                    crc_seed: int, block: int) -> bytes:
+                    crc_seed: int, block: int, progress: FrameProgress) -> bytes:
     """The body of :func:`encode_segment_fixed` (arguments checked)."""
     K, num_frames = codes.shape
     enc = ArithmeticEncoder(CDF_BITS)
@@ -148,6 +150,7 @@ def _encode_segment(flm: FixedLM, codes: torch.Tensor, check_bits: int, check_in
             bits = check_after(t, num_frames, check_bits, check_interval)
             if bits:
                 _encode_value(enc, crc & ((1 << bits) - 1), bits)
+        report_progress(progress, start + len(his), num_frames)
     enc.flush()
     return enc.getvalue()
 
@@ -155,15 +158,17 @@ def _encode_segment(flm: FixedLM, codes: torch.Tensor, check_bits: int, check_in
 @tp.overload
 def decode_segment_fixed(flm: FixedLM, data: bytes | bytearray | memoryview | tp.BinaryIO,
                          num_codebooks: int, num_frames: int, *, check_bits: int, check_interval: int,
-                         crc_seed: int = 0, return_consumed: tp.Literal[False] = ...) -> torch.Tensor: ...
+                         crc_seed: int = 0, return_consumed: tp.Literal[False] = ...,
+                         progress: FrameProgress = None) -> torch.Tensor: ...
 @tp.overload
 def decode_segment_fixed(flm: FixedLM, data: bytes | bytearray | memoryview | tp.BinaryIO,
                          num_codebooks: int, num_frames: int, *, check_bits: int, check_interval: int,
-                         crc_seed: int = 0, return_consumed: tp.Literal[True]) -> tuple[torch.Tensor, int]: ...
+                         crc_seed: int = 0, return_consumed: tp.Literal[True],
+                         progress: FrameProgress = None) -> tuple[torch.Tensor, int]: ...
 def decode_segment_fixed(flm: FixedLM, data: bytes | bytearray | memoryview | tp.BinaryIO,
                          num_codebooks: int, num_frames: int, *, check_bits: int, check_interval: int,
-                         crc_seed: int = 0, return_consumed: bool = False
-                         ) -> torch.Tensor | tuple[torch.Tensor, int]:
+                         crc_seed: int = 0, return_consumed: bool = False,
+                         progress: FrameProgress = None) -> torch.Tensor | tuple[torch.Tensor, int]:
     """Decode one segment written by :func:`encode_segment_fixed` and verify its checks.
 
     Args:
@@ -174,6 +179,8 @@ def decode_segment_fixed(flm: FixedLM, data: bytes | bytearray | memoryview | tp
         num_frames: ``F``.
         check_bits, check_interval, crc_seed: as given to the encoder.
         return_consumed: also return the number of bytes the segment used.
+        progress: called with the number of frames decoded so far, every
+            :data:`~opencodec.entropy.arithmetic.PROGRESS_FRAMES` frames and at the end.
     Returns:
         long ``[K, F]`` codes, or ``(codes, bytes_consumed)``.
     Raises:
@@ -185,7 +192,7 @@ def decode_segment_fixed(flm: FixedLM, data: bytes | bytearray | memoryview | tp
         raise ValueError("num_frames must be >= 0")
     with one_thread():
         out, consumed = _decode_segment(flm, data, num_codebooks, num_frames, check_bits,
-                                        check_interval, crc_seed)
+                                        check_interval, crc_seed, progress)
     if return_consumed:
         return out, consumed
     return out
@@ -193,7 +200,7 @@ def decode_segment_fixed(flm: FixedLM, data: bytes | bytearray | memoryview | tp
 
 def _decode_segment(flm: FixedLM, data: bytes | bytearray | memoryview | tp.BinaryIO,
                     num_codebooks: int, num_frames: int, check_bits: int, check_interval: int,
-                    crc_seed: int) -> tuple[torch.Tensor, int]:
+                    crc_seed: int, progress: FrameProgress) -> tuple[torch.Tensor, int]:
     """The body of :func:`decode_segment_fixed` (arguments checked): codes and bytes used."""
     dec = ArithmeticDecoder(data, CDF_BITS)
     K = num_codebooks
@@ -204,7 +211,7 @@ def _decode_segment(flm: FixedLM, data: bytes | bytearray | memoryview | tp.Bina
     last_check = -1
     for t in range(num_frames):
         cdf, state = flm.step(inp, state)
-        rows = cdf.tolist()
+        rows = cdf.numpy()          # searched row by row with numpy (no lists of 1024 ints)
         try:
             syms = [dec.pull(rows[k]) for k in range(K)]
         except BitstreamError as exc:
@@ -225,4 +232,5 @@ def _decode_segment(flm: FixedLM, data: bytes | bytearray | memoryview | tp.Bina
                     f"(corrupt data, or coded with another entropy model or format)")
             last_check = t
         inp = torch.tensor(syms, dtype=torch.long) + 1
+        report_progress(progress, t + 1, num_frames)
     return columns.codes(), dec.bytes_read
