@@ -23,10 +23,11 @@ more than a 1-minute one).
 
 Entropy-coded files (an entropy model given): the audio is processed the same way, but a
 segment's arithmetic-coded body can only be written once all its codes are known (the
-24 kHz models have a single segment), so the codes are kept in memory, 2 bytes each (about
-4 MB per hour at 6 kbps, 16 MB at 24 kbps), and coded at the end with the same functions as
-:func:`opencodec.compress.compress` (same bytes). Decoding decodes all codes first, then the
-audio block by block.
+24 kHz models have a single segment), so the codes are spooled to a temporary file, 2 bytes
+each (about 4 MB per hour at 6 kbps, 16 MB at 24 kbps), and coded at the end with the same
+functions as :func:`opencodec.compress.compress` (same bytes), which then hold them in
+memory (8 bytes each). Decoding decodes all codes first (kept as 2 bytes each), then the
+audio block by block. Memory then grows with the duration, by those amounts only.
 
 Exactness
 ---------
@@ -128,30 +129,37 @@ class _CodeWriter:
         self._pending, self._count = [], 0
 
 
-class _CodeCollector:
-    """Keeps code frames [K, f] in memory (int16: 2 bytes per code, ~4 MB per hour at 6 kbps)
-    for entropy coding, whose segment body is written once all its codes are known."""
+class _CodeSpool:
+    """Keeps code frames [K, f] for entropy coding, whose segment body can only be written
+    once all its codes are known: spooled as int16 to a temporary file (2 bytes per code,
+    ~4 MB per hour at 6 kbps) and read back at the end. Holding them as many small arrays
+    in memory made the process grow far more than their size (heap fragmentation: 5 MB of
+    codes, +280 MB of peak memory over an hour)."""
 
-    def __init__(self) -> None:
-        self._parts: list[np.ndarray] = []
+    def __init__(self, fo: tp.BinaryIO, num_codebooks: int) -> None:
+        self.fo = fo
+        self.num_codebooks = num_codebooks
         self.frames = 0
+        self._start = fo.tell()
 
     def push(self, codes: torch.Tensor) -> None:
+        """Append frames ``[K, f]`` (frame-major on disk)."""
         if codes.shape[-1] == 0:
             return
-        self._parts.append(codes.cpu().numpy().astype(np.int16))
+        self.fo.write(np.ascontiguousarray(codes.cpu().numpy().T, dtype="<i2").tobytes())
         self.frames += codes.shape[-1]
 
     def flush(self) -> None:
         pass
 
-    def take(self, num_codebooks: int) -> torch.Tensor:
-        """All codes so far as long ``[1, K, F]``; the collector is emptied."""
-        if not self._parts:
-            return torch.zeros(1, num_codebooks, 0, dtype=torch.long)
-        codes = torch.from_numpy(np.concatenate(self._parts, axis=1)).long()[None]
-        self._parts = []
-        return codes
+    def read(self, first: int, count: int) -> torch.Tensor:
+        """Frames ``first .. first + count - 1`` as long ``[1, K, count]``."""
+        K = self.num_codebooks
+        self.fo.seek(self._start + 2 * K * first)
+        raw = self.fo.read(2 * K * count)
+        self.fo.seek(0, os.SEEK_END)
+        codes = np.frombuffer(raw, dtype="<i2").reshape(count, K).T
+        return torch.from_numpy(codes.astype(np.int64))[None]
 
 
 def compress_file_streaming(model: EncodecModel, in_path: str | Path, out_path: str | Path,
@@ -171,8 +179,8 @@ def compress_file_streaming(model: EncodecModel, in_path: str | Path, out_path: 
 
     ``lm`` and the keywords after it: entropy coding, as in
     :func:`opencodec.compress.compress_to_file` (same bytes). The audio is still encoded
-    block by block; the codes are kept in memory (2 bytes per code: 4 MB per hour of 24 kHz
-    audio at 6 kbps) and arithmetic coded at the end, segment by segment;
+    block by block; the codes are spooled to a temporary file (2 bytes per code: 4 MB per
+    hour of 24 kHz audio at 6 kbps) and arithmetic coded at the end, segment by segment;
     ``lm_progress(frames_coded, total_frames)`` follows that stage.
 
     Raises ``ValueError`` for a model that neither segments nor streams (see
@@ -208,8 +216,9 @@ class _StreamSink:
         self.model = model
         self.encoder = StreamingEncoder(model)
         self.num_codebooks = self.encoder.num_codebooks
-        self.writer: _CodeWriter | _CodeCollector = (
-            _CodeCollector() if collect else _CodeWriter(model.bits_per_codebook, body))
+        self.writer: _CodeWriter | _CodeSpool = (
+            _CodeSpool(body, self.num_codebooks) if collect
+            else _CodeWriter(model.bits_per_codebook, body))
         self.device, self.dtype = _model_device(model), _model_dtype(model)
 
     def push(self, x: np.ndarray) -> None:
@@ -229,8 +238,8 @@ class _StreamSink:
 
     def collected(self) -> list[EncodedFrame]:
         """With ``collect``: the one segment, ``(codes [1, K, F], None)``."""
-        assert isinstance(self.writer, _CodeCollector)
-        return [(self.writer.take(self.num_codebooks), None)]
+        assert isinstance(self.writer, _CodeSpool)
+        return [(self.writer.read(0, self.writer.frames), None)]
 
 
 class _SegmentSink:
@@ -241,8 +250,10 @@ class _SegmentSink:
     def __init__(self, model: EncodecModel, body: tp.BinaryIO, collect: bool = False):
         assert model.segment_length is not None and model.segment_stride is not None
         self.model, self.body = model, body
-        self._records: list[tuple[np.ndarray, torch.Tensor | None]] | None = [] if collect else None
         self.num_codebooks = model.num_codebooks()
+        # With collect: the codes go to a spool, and each segment's frame count and scale here.
+        self._spool = _CodeSpool(body, self.num_codebooks) if collect else None
+        self._records: list[tuple[int, torch.Tensor | None]] = []
         self.seg, self.stride = model.segment_length, model.segment_stride
         self.device, self.dtype = _model_device(model), _model_dtype(model)
         self.buffer = np.zeros((0, model.channels), dtype=np.float32)
@@ -256,9 +267,9 @@ class _SegmentSink:
         x = torch.from_numpy(piece)[None].to(device=self.device, dtype=self.dtype)
         with torch.inference_mode():
             codes, scale = self.model._encode_segment(x)  # what model.encode does per segment
-        if self._records is not None:
-            self._records.append((codes[0].cpu().numpy().astype(np.int16),
-                                  None if scale is None else scale.cpu()))
+        if self._spool is not None:
+            self._spool.push(codes[0])
+            self._records.append((codes.shape[-1], None if scale is None else scale.cpu()))
         else:
             if scale is not None:
                 self.body.write(SCALE_STRUCT.pack(float(scale.reshape(-1)[0])))
@@ -283,8 +294,12 @@ class _SegmentSink:
 
     def collected(self) -> list[EncodedFrame]:
         """With ``collect``: ``(codes [1, K, f], scale [1, 1] or None)`` per segment."""
-        assert self._records is not None
-        return [(torch.from_numpy(codes).long()[None], scale) for codes, scale in self._records]
+        assert self._spool is not None
+        frames, first = [], 0
+        for count, scale in self._records:
+            frames.append((self._spool.read(first, count), scale))
+            first += count
+        return frames
 
 
 def _compress_file(model: EncodecModel, in_path: Path, out_path: Path, block_seconds: float,
