@@ -234,18 +234,13 @@ class ArithmeticDecoder:
             max_bit += n
             delta <<= n
         v = current - low
-        if isinstance(cdf, np.ndarray):
-            symbol = int(np.searchsorted(cdf, (v << B) // delta, side="right"))
-            if symbol >= len(cdf):
-                raise BitstreamError("corrupt arithmetic-coded data (value past the last symbol)")
-            c_hi = int(cdf[symbol])
-            c_lo = int(cdf[symbol - 1]) if symbol else 0
-        else:
-            symbol = bisect_right(cdf, (v << B) // delta)
-            if symbol >= len(cdf):
-                raise BitstreamError("corrupt arithmetic-coded data (value past the last symbol)")
-            c_hi = cdf[symbol]
-            c_lo = cdf[symbol - 1] if symbol else 0
+        target = (v << B) // delta
+        symbol = (int(np.searchsorted(cdf, target, side="right")) if isinstance(cdf, np.ndarray)
+                  else bisect_right(cdf, target))
+        if symbol >= len(cdf):
+            raise BitstreamError("corrupt arithmetic-coded data (value past the last symbol)")
+        c_hi = int(cdf[symbol])
+        c_lo = int(cdf[symbol - 1]) if symbol else 0
         if v > (((c_hi - 1) * delta) >> B):
             raise BitstreamError("corrupt arithmetic-coded data (value outside every symbol range)")
         high = low + (((c_hi - 1) * delta) >> B)

@@ -391,15 +391,15 @@ def _exact_f64_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a @ b).long()
 
 
-def _matmul_t(x: torch.Tensor, w: torch.Tensor, w64: torch.Tensor | None = None) -> torch.Tensor:
-    """``x @ w.T`` for int64 ``x [N, in]`` (``|x| <= ACT_LIMIT``) and ``w [out, in]``
-    (``|w| <= 2**WEIGHT_BITS``), exact.
+def _matmul_t(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``x @ w.T`` for int64 ``x [N, in]`` (``|x| <= ACT_LIMIT``) and integer ``w [out, in]``
+    (``|w| <= 2**WEIGHT_BITS``; float64, as converted models hold it, or int64), exact.
 
-    Computed in float64 (``w64``: ``w`` as float64, if at hand): with at most
-    :data:`_F64_TERMS` terms every partial sum stays below ``2**53``; longer rows are split
-    into ``hi * 2**12 + lo`` (``0 <= lo < 2**12``, ``|hi| <= 2**12``), two exact products.
+    Computed in float64: with at most :data:`_F64_TERMS` terms every partial sum stays below
+    ``2**53``; longer rows are split into ``hi * 2**12 + lo`` (``0 <= lo < 2**12``,
+    ``|hi| <= 2**12``), two exact products.
     """
-    wt = (w64 if w64 is not None else w.double()).t()
+    wt = w.to(torch.float64).t()
     if x.shape[-1] <= _F64_TERMS:
         return _exact_f64_matmul(x.double(), wt)
     hi = x >> _SPLIT_BITS
@@ -410,7 +410,7 @@ def _matmul_t(x: torch.Tensor, w: torch.Tensor, w64: torch.Tensor | None = None)
 def _linear(x: torch.Tensor, p: "_LinearParams") -> torch.Tensor:
     """``x [..., in] -> [..., out]``: exact product, rounded rescale, bias, clamp."""
     shape = x.shape
-    acc = _matmul_t(x.reshape(-1, shape[-1]), p.weight, p.weight64)
+    acc = _matmul_t(x.reshape(-1, shape[-1]), p.weight)
     acc += 1 << (p.shift - 1)   # shift >= 1 (checked at conversion): round half up
     acc >>= p.shift
     acc += p.bias
@@ -453,14 +453,9 @@ def cdf_to_probs(cdf: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class _LinearParams:
-    weight: torch.Tensor  # integers [out, in], |w| <= 2**WEIGHT_BITS (int64, or float64)
+    weight: torch.Tensor  # integers [out, in], |w| <= 2**WEIGHT_BITS (float64 when converted)
     shift: int            # w_int = round(w * 2**shift)
     bias: torch.Tensor    # int64 [out] at 2**ACT_FRAC
-    weight64: torch.Tensor | None = None  # the same integers as float64 (filled in if None)
-
-    def __post_init__(self) -> None:
-        if self.weight64 is None:
-            object.__setattr__(self, "weight64", self.weight.double())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -530,8 +525,7 @@ def _act_tensor(w: torch.Tensor, name: str) -> torch.Tensor:
 def _linear_params(weight: torch.Tensor, bias: torch.Tensor, name: str) -> _LinearParams:
     shift = _weight_shift(weight, name + ".weight")
     # The integers held once, as float64 (exact: |w| <= 2**19), the type the products use.
-    w64 = _to_int(weight, shift).double()
-    return _LinearParams(w64, shift, _act_tensor(bias, name + ".bias"), w64)
+    return _LinearParams(_to_int(weight, shift).double(), shift, _act_tensor(bias, name + ".bias"))
 
 
 def _norm_params(norm: torch.nn.LayerNorm, name: str) -> _NormParams:
@@ -763,8 +757,7 @@ class FixedLM:
             ff = _linear(int_gelu(_linear(x, layer.linear1)), layer.linear2)
             x = _layer_norm(_clamp(x + ff), layer.norm2)
         heads = self._heads
-        sub = _LinearParams(heads.weight[:K * self.card], heads.shift, heads.bias[:K * self.card],
-                            heads.weight64[:K * self.card])
+        sub = _LinearParams(heads.weight[:K * self.card], heads.shift, heads.bias[:K * self.card])
         logits = _linear(x, sub).view(B, T, K, self.card).transpose(1, 2)
         return logits, FixedLMState(new_keys, new_values, state.offset + T)
 

@@ -277,11 +277,14 @@ class LMStepper:
 
     def _probs(self, x: torch.Tensor, K: int) -> torch.Tensor:
         """Probabilities ``[K, card]`` from the last layer's output ``x`` (``[1, 1, C]``)."""
-        lm = self.lm
         _, _, w, b = self._tables(K)
-        logits = torch.addmm(b, x.reshape(1, self.dim), w.t())
-        logits = logits.view(1, 1, K, lm.card).transpose(1, 2)
-        probs = torch.softmax(logits.permute(0, 3, 1, 2), dim=1)     # [1, card, K, 1]
+        return self._softmax(torch.addmm(b, x.reshape(1, self.dim), w.t()).view(K, self.lm.card))
+
+    def _softmax(self, logits: torch.Tensor) -> torch.Tensor:
+        """One frame's softmax ``[K, card] -> [K, card]``, over the official ``[1, card, K, 1]``
+        layout of the logits (the layout decides how the kernel sums)."""
+        K, card = logits.shape
+        probs = torch.softmax(logits.view(1, K, 1, card).permute(0, 3, 1, 2), dim=1)
         return probs.permute(0, 2, 3, 1)[0, :, 0]
 
     def _tables(self, K: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -335,35 +338,32 @@ class LMStepper:
         out = []
         with torch.inference_mode():
             for begin in range(0, T, self.chunk):
-                xs = list(self._inputs(indices[:, begin:begin + self.chunk]))  # [1, 1, C] each
+                xs = self._inputs(indices[:, begin:begin + self.chunk])        # [T, 1, 1, C]
                 for cache, lw in zip(self._layers, self._weights):
-                    self._append(cache, lw, torch.cat(xs).view(len(xs), self.dim))
+                    self._append(cache, lw, xs.view(len(xs), self.dim))
                     first = cache.count - len(xs)
-                    xs = [self._layer_row(lw, cache, x, first + i) for i, x in enumerate(xs)]
+                    xs = torch.stack([self._layer_row(lw, cache, x, first + i)
+                                      for i, x in enumerate(xs)])
                 out.append(self._heads_probs(xs, K))
                 self.offset += len(xs)
         return torch.cat(out) if out else torch.empty(0, K, self.lm.card, device=self.device)
 
-    def _heads_probs(self, xs: list[torch.Tensor], K: int) -> torch.Tensor:
-        """Probabilities ``[T, K, card]`` for last-layer outputs ``xs`` (``[1, 1, C]`` each).
+    def _heads_probs(self, xs: torch.Tensor, K: int) -> torch.Tensor:
+        """Probabilities ``[T, K, card]`` for last-layer outputs ``xs`` (``[T, 1, 1, C]``).
 
         The same one-row products as :meth:`_probs`, codebook by codebook (one head's weights,
         800 KB, stay in cache over all frames; all heads, 26 MB at 32 codebooks, do not),
         then the official softmax of each frame.
         """
         lm = self.lm
-        T, card = len(xs), lm.card
-        rows = torch.cat(xs).view(T, self.dim)
+        T, card = xs.shape[0], lm.card
+        rows = xs.view(T, self.dim)
         logits = torch.empty(T, K, card, device=self.device)
         for k, (w, b) in enumerate(self._head_weights(K)):
             wt = w.t()
             for t in range(T):
                 torch.addmm(b, rows[t:t + 1], wt, out=logits[t, k:k + 1])
-        probs = torch.empty(T, K, card, device=self.device)
-        for t in range(T):
-            p = torch.softmax(logits[t].view(1, K, 1, card).permute(0, 3, 1, 2), dim=1)
-            probs[t] = p.permute(0, 2, 3, 1)[0, :, 0]
-        return probs
+        return torch.stack([self._softmax(logits[t]) for t in range(T)])
 
     def _head_weights(self, K: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Each codebook's head weight ``[card, C]`` and bias, as views of the stacked heads."""
