@@ -76,13 +76,19 @@ def replay(calls: tp.Sequence[tuple[tp.Any, tuple, dict]]) -> None:
         func(*args, **kwargs)
 
 
-def kernel_summary(calls: tp.Sequence[tuple[tp.Any, tuple, dict]]) -> str:
-    """'name x count' for the recorded calls."""
-    counts: dict[str, int] = {}
-    for func, _, _ in calls:
-        name = func.overloadpacket.__name__
-        counts[name] = counts.get(name, 0) + 1
-    return ", ".join(f"{name} x{n}" for name, n in counts.items())
+def kernel_summary(calls: tp.Sequence[tuple[tp.Any, tuple, dict]], repeats: int = 0) -> str:
+    """'name xcount' for the recorded calls, with (repeats > 0) the median seconds of
+    replaying each kind of kernel alone."""
+    by_kind: dict[str, list[tuple[tp.Any, tuple, dict]]] = {}
+    for call in calls:
+        by_kind.setdefault(call[0].overloadpacket.__name__, []).append(call)
+    parts = []
+    for name, kind_calls in by_kind.items():
+        part = f"{name} x{len(kind_calls)}"
+        if repeats > 0:
+            part += f" {interleaved_medians([partial(replay, kind_calls)], repeats)[0]:.3f} s"
+        parts.append(part)
+    return ", ".join(parts)
 
 
 def interleaved_medians(fns: tp.Sequence[tp.Callable[[], tp.Any]], repeats: int) -> list[float]:
@@ -133,7 +139,7 @@ def main() -> int:
                 calls = record(our_fn)
                 t_ref, t_ours, t_floor = interleaved_medians([ref_fn, our_fn, partial(replay, calls)],
                                                              args.repeats)
-                rows.append((name, direction, t_ref, t_ours, t_floor, kernel_summary(calls)))
+                rows.append((name, direction, t_ref, t_ours, t_floor, kernel_summary(calls, args.repeats)))
         print(f"done: {name}", file=sys.stderr, flush=True)
     print(f"{args.seconds:g} s of audio, {args.bandwidth:g} kbps, {args.threads} thread(s), median wall time of "
           f"{args.repeats} interleaved runs, torch {torch.__version__}")
@@ -145,7 +151,7 @@ def main() -> int:
               f"{t_ref / t_floor:.2f}x |")
     print()
     for name, direction, *_, summary in rows:
-        print(f"{name} {direction} kernels: {summary}")
+        print(f"{name} {direction}, pinned kernels (replayed alone, per kind): {summary}")
     return 0
 
 
