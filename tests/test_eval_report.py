@@ -150,3 +150,25 @@ def test_parse_baseline_and_cli_usage():
     assert mean == 2.0 and n == 3 and math.isclose(ci, 4.302652729911275 * 1.0 / math.sqrt(3))
     from opencodec.cli import main
     assert main(["eval", "--help"]) == 0
+
+
+def test_versus_opus_states_where_the_model_falls_short():
+    def entry(family, kind, kbps, visqol, mel, ci=0.1):
+        return {"family": family, "kind": kind, "nominal_kbps": kbps,
+                "metrics": {"visqol": {"mean": visqol, "ci95": ci, "n": 8},
+                            "mel": {"mean": mel, "ci95": ci, "n": 8}}}
+
+    summary = {
+        "music": {"m@6kbps": entry("m", "neural", 6.0, 3.1, 0.7), "m@3kbps": entry("m", "neural", 3.0, 2.0, 1.0),
+                  "opus-6kbps": entry("opus", "baseline", 6.0, 2.6, 1.5)},
+        "speech": {"m@6kbps": entry("m", "neural", 6.0, 2.7, 1.0, ci=0.5),
+                   "opus-6kbps": entry("opus", "baseline", 6.0, 3.0, 1.4, ci=0.5)},
+    }
+    lines = R.versus_opus(summary, ["mel", "visqol"])
+    text = "\n".join(lines)
+    assert "**m@6kbps**: ViSQOL above Opus in 1 of 2 categories (music); **below in speech**." in text
+    assert "| music | m@6kbps | opus-6kbps | 0.70 vs 1.50: better | 3.10 vs 2.60: better |" in text
+    # 2.7 +- 0.5 against 3.0 +- 0.5: the means differ, the intervals do not tell them apart
+    assert "| speech | m@6kbps | opus-6kbps | 1.00 vs 1.40: better (intervals overlap) | 2.70 vs 3.00: worse (intervals overlap) |" in text
+    assert "m@3kbps" not in text  # no Opus at 3 kbps to compare with
+    assert R.versus_opus({"music": {"m@3kbps": summary["music"]["m@3kbps"]}}, ["visqol"]) == []

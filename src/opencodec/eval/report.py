@@ -348,6 +348,54 @@ def make_plots(summary: dict, out: Path, metrics: tp.Sequence[str]) -> dict[str,
     return made
 
 
+#: Metrics where a lower value is better (the others: higher is better).
+LOWER_IS_BETTER = frozenset({"mel", "stft"})
+
+
+def versus_opus(summary: dict, metrics: tp.Sequence[str]) -> list[str]:
+    """Markdown lines comparing every neural system with Opus at the same nominal bitrate,
+    per category and metric: which is better by the mean, and whether the two 95 %
+    intervals overlap (then the difference is not established by these items). Empty when
+    no Opus baseline shares a neural system's bitrate."""
+    rows = []
+    verdicts: dict[str, dict[str, list[str]]] = defaultdict(lambda: {"above": [], "below": []})
+    for cat, systems in summary.items():
+        opus = {s["nominal_kbps"]: (name, s) for name, s in systems.items() if s["family"] == "opus"}
+        for name, s in systems.items():
+            if s["kind"] != "neural" or s["nominal_kbps"] not in opus:
+                continue
+            opus_name, o = opus[s["nominal_kbps"]]
+            cells = [cat, name, opus_name]
+            for metric in metrics:
+                ours, theirs = s["metrics"].get(metric), o["metrics"].get(metric)
+                if not ours or not theirs or ours.get("mean") is None or theirs.get("mean") is None:
+                    cells.append("–")
+                    continue
+                better = (ours["mean"] < theirs["mean"]) == (metric in LOWER_IS_BETTER)
+                overlap = (ours.get("ci95") is None or theirs.get("ci95") is None
+                           or abs(ours["mean"] - theirs["mean"]) <= ours["ci95"] + theirs["ci95"])
+                word = "better" if better else "worse"
+                cells.append(f"{ours['mean']:.2f} vs {theirs['mean']:.2f}: {word}"
+                             + (" (intervals overlap)" if overlap else ""))
+                if metric == "visqol":
+                    verdicts[name]["above" if better else "below"].append(cat)
+            rows.append(cells)
+    if not rows:
+        return []
+    intro = ("Each neural system against the Opus baseline of the same nominal bitrate, by the "
+             "mean over the category's items (ours vs Opus).")
+    lines = ["## Against Opus at the same bitrate", "", intro, ""]
+    for name, v in verdicts.items():
+        total = len(v["above"]) + len(v["below"])
+        lines.append(f"- **{name}**: ViSQOL above Opus in {len(v['above'])} of {total} categories"
+                     + (f" ({', '.join(v['above'])})" if v["above"] else "")
+                     + (f"; **below in {', '.join(v['below'])}**" if v["below"] else "") + ".")
+    header = ["Category", "System", "Opus"] + [METRIC_LABELS.get(m, m) for m in metrics]
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return lines + [""]
+
+
 def write_report(out: Path, summary: dict, meta: dict, plots: dict[str, list[str]],
                  metrics: tp.Sequence[str]) -> None:
     from .visqol import VISQOL_IMPLEMENTATION
@@ -391,6 +439,7 @@ def write_report(out: Path, summary: dict, meta: dict, plots: dict[str, list[str
         for p in plots.get(cat, []):
             lines.append(f"![{cat} {Path(p).stem}]({p})")
         lines.append("")
+    lines += versus_opus(summary, [m for m in metrics if m in ("si_snr", "mel", "visqol")])
     (out / "report.md").write_text("\n".join(lines))
 
 
