@@ -39,8 +39,6 @@ from torch.utils._pytree import tree_map
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import official_ref  # the torchaudio stand-in, before encodec is imported
 
-from opencodec import EncodecConfig, EncodecModel
-
 # The kernels whose arithmetic fixes the result bits (aten overload packet names).
 PINNED = ("conv1d", "conv2d", "convolution", "conv_transpose1d", "conv_transpose2d", "lstm",
           "group_norm", "native_group_norm", "matmul", "mm", "addmm")
@@ -117,14 +115,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     rows = []
     for name in args.models:
-        config = getattr(EncodecConfig, name)()
-        ref = official_ref.make_official_model(name)
-        ours = EncodecModel(config)
-        ours.load_state_dict(ref.state_dict())
-        ref.set_target_bandwidth(args.bandwidth)
-        ours.set_target_bandwidth(args.bandwidth)
-        x = torch.randn(1, config.channels, int(args.seconds * config.sample_rate),
-                        generator=torch.Generator().manual_seed(0)) * 0.1
+        ref, ours, x = official_ref.benchmark_pair(name, args.bandwidth, args.seconds)
         with torch.inference_mode():
             ref_frames = ref.encode(x)
             our_frames = ours.encode(x)

@@ -34,8 +34,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import official_ref  # installs the torchaudio stand-in, imports encodec
 
-from opencodec import EncodecConfig, EncodecModel
-
 AUDIO_TOLERANCE = 1e-5
 
 
@@ -103,14 +101,7 @@ def main() -> int:
     clock = time.perf_counter if args.clock == "wall" else time.process_time
     rows = []
     for name in args.models:
-        config = getattr(EncodecConfig, name)()
-        ref = official_ref.make_official_model(name)
-        ours = EncodecModel(config)
-        ours.load_state_dict(ref.state_dict())
-        ref.set_target_bandwidth(args.bandwidth)
-        ours.set_target_bandwidth(args.bandwidth)
-        x = torch.randn(1, config.channels, int(args.seconds * config.sample_rate),
-                        generator=torch.Generator().manual_seed(0)) * 0.1
+        ref, ours, x = official_ref.benchmark_pair(name, args.bandwidth, args.seconds)
         for threads in args.threads:
             torch.set_num_threads(threads)
             where = f"{name}, {threads} thread(s)"

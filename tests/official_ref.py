@@ -71,6 +71,23 @@ def make_official_model(name: str, seed: int = 0) -> "encodec.EncodecModel":
     return model
 
 
+def benchmark_pair(name: str, bandwidth: float, seconds: float) -> tuple:
+    """(official model, opencodec model with the same weights, input [1, C, T]) for the
+    benchmarks: the official architecture ``name`` with random weights, both set to
+    ``bandwidth`` kbps, and ``seconds`` of seeded noise at 0.1 amplitude."""
+    from opencodec import EncodecConfig, EncodecModel
+
+    config = getattr(EncodecConfig, name)()
+    ref = make_official_model(name)
+    ours = EncodecModel(config)
+    ours.load_state_dict(ref.state_dict())
+    ref.set_target_bandwidth(bandwidth)
+    ours.set_target_bandwidth(bandwidth)
+    x = torch.randn(1, config.channels, int(seconds * config.sample_rate),
+                    generator=torch.Generator().manual_seed(0)) * 0.1
+    return ref, ours, x
+
+
 def save_official_checkpoint(model: "encodec.EncodecModel", path: Path) -> Path:
     """Save the state dict as the official `.th` files are saved (plain torch.save)."""
     torch.save(model.state_dict(), path)
