@@ -121,7 +121,7 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
                 assert torch.equal(value, expected), key
 
 
-@pytest.mark.parametrize("name", ["tiny_24khz", "opencodec_24khz", "encodec_24khz", "encodec_48khz"])
+@pytest.mark.parametrize("name", ["tiny_24khz", "opencodec_24khz", "opencodec_cpu_24khz", "encodec_24khz", "encodec_48khz"])
 def test_shipped_configs_build(name: str) -> None:
     """Every config in configs/ parses and builds its model (the paper ones load official weights)."""
     from opencodec import EncodecConfig, EncodecModel
@@ -134,3 +134,21 @@ def test_shipped_configs_build(name: str) -> None:
     if name.startswith("encodec_"):
         official = EncodecConfig.encodec_24khz() if "24" in name else EncodecConfig.encodec_48khz()
         assert model.state_dict().keys() == EncodecModel(official).state_dict().keys()
+
+
+def test_bundled_model_is_the_cpu_config() -> None:
+    """The bundled default model has exactly the architecture configs/opencodec_cpu_24khz.yaml
+    trains (same configuration, same tensors and shapes)."""
+    from opencodec import EncodecConfig, EncodecModel
+    from opencodec.pretrained import load_model
+    from opencodec.train.solver import load_config
+
+    root = Path(__file__).resolve().parent.parent
+    cfg = load_config(root / "configs" / "opencodec_cpu_24khz.yaml")
+    config = EncodecConfig.from_dict(cfg["model"])
+    bundled = load_model()
+    assert bundled.config.to_dict() == config.to_dict()
+    fresh = EncodecModel(config).state_dict()
+    shipped = bundled.state_dict()
+    assert fresh.keys() == shipped.keys()
+    assert all(fresh[k].shape == shipped[k].shape for k in fresh)
