@@ -603,6 +603,10 @@ class StreamLayout:
         return [(off, min(self.segment_length, audio_length - off))
                 for off in range(0, audio_length, self.segment_stride)]
 
+    def total_frames(self, audio_length: int) -> int:
+        """Code frames of all segments of ``audio_length`` samples together."""
+        return sum(self.num_frames(n) for _, n in self.segments(audio_length))
+
     def segment_size(self, length: int, num_codebooks: int) -> int:
         """Bytes of one segment record of ``length`` samples (scale + packed codes)."""
         return self.scale_bytes + packed_size(num_codebooks * self.num_frames(length), self.bits)
@@ -802,7 +806,7 @@ def _read_coded_body(body: bytes, header: EcdcHeader, layout: StreamLayout, card
     fo = io.BytesIO(body)
     frames: list[EncodedFrame] = []
     segments = layout.segments(header.audio_length)
-    total = sum(layout.num_frames(n) for _, n in segments)
+    total = layout.total_frames(header.audio_length)
     done = 0
     for index, (offset, length) in enumerate(segments):
         scale, raw = None, b""
@@ -895,7 +899,7 @@ def write_body(fo: tp.BinaryIO, header: EcdcHeader, frames: tp.Sequence[EncodedF
         raise ValueError(f"expected {len(segments)} segment(s) for {header.audio_length} samples, "
                          f"got {len(frames)}")
     written = 0
-    total = sum(layout.num_frames(n) for _, n in segments)
+    total = layout.total_frames(header.audio_length)
     done = 0
     for index, ((codes, scale), (_, length)) in enumerate(zip(frames, segments)):
         expected_shape = (1, header.num_codebooks, layout.num_frames(length))

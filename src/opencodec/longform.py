@@ -365,7 +365,7 @@ def _compress_file(model: EncodecModel, in_path: Path, out_path: Path, block_sec
                             num_codebooks=int(sink.num_codebooks), use_lm=collect,
                             deterministic=None if coding is None else coding[1])
         layout = StreamLayout.from_model(model)
-        expected_frames = sum(layout.num_frames(n) for _, n in layout.segments(length))
+        expected_frames = layout.total_frames(length)
         if frames != expected_frames or (not collect and body.tell() != body_size(header, layout)):
             raise AssertionError(f"encoder produced {frames} frames / "
                                  f"{body.tell()} bytes for {length} samples")  # pragma: no cover
@@ -424,7 +424,7 @@ def decompress_file_streaming(in_path: str | Path, out_path: str | Path,
             raise BitstreamError(f"ECDC header field 'nc' (number of codebooks): model "
                                  f"{model.name!r} has at most {layout.n_q}, got {header.num_codebooks}")
         nc, al = header.num_codebooks, header.audio_length
-        total_frames = sum(layout.num_frames(n) for _, n in layout.segments(al))
+        total_frames = layout.total_frames(al)
         if header.use_lm:  # the codes first (small), checked by read_body
             records = _compact(read_body(fi.read(), header, layout, _resolve_lm(header, model, lm),
                                          progress=lm_progress))
@@ -559,7 +559,7 @@ def _decode_segments(model: EncodecModel, layout: StreamLayout,
     segments = layout.segments(al)
     assert layout.segment_stride is not None
     stride = layout.segment_stride
-    total_frames = sum(layout.num_frames(n) for _, n in segments)
+    total_frames = layout.total_frames(al)
     out = weight_sum = weight = None
     out_start = 0  # absolute index of out[..., 0]
     done = 0
