@@ -26,11 +26,6 @@ from opencodec.entropy import decode_segment_with_lm, encode_segment_with_lm, lo
 from opencodec.entropy import decode_segment_fixed, encode_segment_fixed, fixed_lm_for  # noqa: E402
 
 
-def official_encode(lm: LMModel, codes: torch.Tensor) -> bytes:
-    """The official writer's per-segment LM coding (compress_to_file), for codes [K, F]."""
-    return official_ref.official_lm_segment_bytes(lm, codes)
-
-
 def official_decode(lm: LMModel, data: bytes, K: int, T: int) -> torch.Tensor:
     """The official reader's per-segment LM decoding (decompress_from_file)."""
     dec = ArithmeticDecoder(io.BytesIO(data))
@@ -69,13 +64,14 @@ def main() -> None:
 
     # Warm-up (first-call allocations, opencodec's one-time check of the BLAS rows), untimed.
     warm = codes[:, :20]
-    official_decode(ref, official_encode(ref, warm), args.codebooks, warm.shape[1])
+    official_decode(ref, official_ref.official_lm_segment_bytes(ref, warm), args.codebooks,
+                    warm.shape[1])
     decode_segment_with_lm(lm, encode_segment_with_lm(lm, warm), args.codebooks, warm.shape[1])
 
     times: dict[str, list[float]] = {"oe": [], "ue": [], "od": [], "ud": []}
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        ref_bytes = official_encode(ref, codes)
+        ref_bytes = official_ref.official_lm_segment_bytes(ref, codes)
         t1 = time.perf_counter()
         ours_bytes = encode_segment_with_lm(lm, codes)
         t2 = time.perf_counter()

@@ -239,10 +239,6 @@ def test_official_48khz_architecture(tmp_path):
 
 
 # -- entropy-coded files: audio streamed, codes kept in memory and coded at the end ------------
-def wav_len(path: Path) -> int:
-    return sf.info(str(path)).frames
-
-
 @pytest.fixture(scope="module")
 def small_lm():
     from opencodec.entropy import EntropyLM
@@ -258,7 +254,7 @@ def test_lm_compress_and_decompress_match_whole_file(tiny, small_lm, tmp_path, d
     coded: list[tuple[int, int]] = []
     compress_file_streaming(tiny, src, out, 3.0, block_seconds=0.7, lm=small_lm,
                             deterministic=deterministic, lm_progress=lambda *a: coded.append(a))
-    frames = -(-wav_len(src) // tiny.hop_length)
+    frames = -(-sf.info(str(src)).frames // tiny.hop_length)  # code frames of the input
     assert coded[-1] == (frames, frames) and coded == sorted(coded)
     wav, rate = read_audio(src)
     wav = convert_audio(wav, rate, tiny.sample_rate, tiny.channels)
