@@ -56,6 +56,8 @@ METRIC_LABELS = {
     "si_snr": "SI-SNR (dB) ↑", "mel": "Mel distance ↓", "stft": "STFT distance ↓",
     "visqol": "ViSQOL ↑", "pesq": "PESQ-WB ↑", "stoi": "STOI ↑",
 }
+#: Metrics where a lower value is better (the ↓ ones above; the others: higher is better).
+LOWER_IS_BETTER = frozenset({"mel", "stft"})
 
 
 class EvalReportError(ValueError):
@@ -348,8 +350,10 @@ def make_plots(summary: dict, out: Path, metrics: tp.Sequence[str]) -> dict[str,
     return made
 
 
-#: Metrics where a lower value is better (the others: higher is better).
-LOWER_IS_BETTER = frozenset({"mel", "stft"})
+def _markdown_table(header: tp.Sequence[str], rows: tp.Iterable[tp.Sequence[str]]) -> list[str]:
+    """Lines of a Markdown table."""
+    return (["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+            + ["| " + " | ".join(cells) + " |" for cells in rows])
 
 
 def versus_opus(summary: dict, metrics: tp.Sequence[str]) -> list[str]:
@@ -391,8 +395,7 @@ def versus_opus(summary: dict, metrics: tp.Sequence[str]) -> list[str]:
                      + (f" ({', '.join(v['above'])})" if v["above"] else "")
                      + (f"; **below in {', '.join(v['below'])}**" if v["below"] else "") + ".")
     header = ["Category", "System", "Opus"] + [METRIC_LABELS.get(m, m) for m in metrics]
-    lines += ["", "| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
-    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    lines += ["", *_markdown_table(header, rows)]
     return lines + [""]
 
 
@@ -428,13 +431,11 @@ def write_report(out: Path, summary: dict, meta: dict, plots: dict[str, list[str
         mode = next(iter(systems.values())).get("visqol_mode")
         lines += [f"## {cat}", "", f"ViSQOL mode: {mode}.", ""]
         header = ["System", "n", "kbps (actual)", "RTF"] + [METRIC_LABELS.get(m, m) for m in shown]
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join(["---"] * len(header)) + "|")
-        for name, s in systems.items():
-            digits = {"stoi": 3}
-            cells = [name, str(s["n_items"]), _fmt(s["actual_kbps"]), _fmt(s["rtf"], 3)]
-            cells += [_fmt(s["metrics"].get(m), digits.get(m, 2)) for m in shown]
-            lines.append("| " + " | ".join(cells) + " |")
+        digits = {"stoi": 3}
+        lines += _markdown_table(header, (
+            [name, str(s["n_items"]), _fmt(s["actual_kbps"]), _fmt(s["rtf"], 3)]
+            + [_fmt(s["metrics"].get(m), digits.get(m, 2)) for m in shown]
+            for name, s in systems.items()))
         lines.append("")
         for p in plots.get(cat, []):
             lines.append(f"![{cat} {Path(p).stem}]({p})")
