@@ -506,7 +506,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         with _progress_bar(args, job.src.name, "sample") as progress, \
                 _progress_bar(args, "entropy coding", "frame", lazy=True) as lm_progress:
             size = compress_file_streaming(model, job.src, job.dst, args.bandwidth, progress=progress,
-                                           **lm_arg, **({} if lm is None else {"lm_progress": lm_progress}))
+                                           lm_progress=lm_progress, **lm_arg)
         with open(job.dst, "rb") as fi:
             seconds = read_header(fi).audio_length / model.sample_rate
         _info(args, f"{job.src} -> {job.dst}: {seconds:.2f} s at {_fmt_kbps(args.bandwidth)} kbps "
