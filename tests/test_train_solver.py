@@ -152,3 +152,19 @@ def test_bundled_model_is_the_cpu_config() -> None:
     shipped = bundled.state_dict()
     assert fresh.keys() == shipped.keys()
     assert all(fresh[k].shape == shipped[k].shape for k in fresh)
+
+
+def test_mel_alpha_option() -> None:
+    """``mel_alpha`` sets the log-mel weight per scale: default 1 (paper), a number, or
+    audiocraft's sqrt(2^i - 1); anything else is an error naming the field."""
+    from opencodec.train.solver import build_mel_loss
+
+    assert build_mel_loss({}, SR).alphas == [1.0] * 7
+    assert build_mel_loss({"mel_alpha": 0.5, "mel_scales": [6, 8]}, SR).alphas == [0.5, 0.5]
+    loss = build_mel_loss({"mel_alpha": "audiocraft"}, SR)
+    assert loss.scales == list(range(5, 12))
+    assert loss.alphas == pytest.approx([31 ** 0.5, 63 ** 0.5, 127 ** 0.5, 255 ** 0.5, 511 ** 0.5,
+                                         1023 ** 0.5, 2047 ** 0.5])
+    for bad in ("paper", -1.0, True):
+        with pytest.raises(ValueError, match="mel_alpha"):
+            build_mel_loss({"mel_alpha": bad}, SR)

@@ -47,8 +47,8 @@ from ..pretrained import load_model, save_model
 from . import distributed
 from .balancer import Balancer
 from .discriminator import MultiScaleSTFTDiscriminator
-from .losses import (MultiScaleMelLoss, discriminator_hinge_loss, generator_hinge_loss, mel_distance,
-                     relative_feature_matching_loss, si_snr, waveform_l1)
+from .losses import (MultiScaleMelLoss, audiocraft_alphas, discriminator_hinge_loss, generator_hinge_loss,
+                     mel_distance, relative_feature_matching_loss, si_snr, waveform_l1)
 
 CHECKPOINT = "checkpoint.pt"
 EXPORT = "model.safetensors"
@@ -81,6 +81,23 @@ def load_config(path: str | os.PathLike[str], overrides: tp.Sequence[str] = ()) 
             node = child
         node[leaf] = yaml.safe_load(text)
     return cfg
+
+
+def build_mel_loss(cfg: dict[str, tp.Any], sample_rate: int) -> MultiScaleMelLoss:
+    """The multi-scale mel loss a config asks for.
+
+    ``mel_scales: [lo, hi]`` gives window sizes ``2^lo .. 2^(hi-1)`` samples (default the
+    paper's 2^5..2^11); ``mel_alpha`` weighs the log-mel L2 term against the linear L1 term
+    at every scale: a number (default 1, the paper), or ``audiocraft`` for audiocraft's
+    ``sqrt(2^i - 1)``, which puts most of the loss on log energies (quiet parts, high bands).
+    """
+    scales = range(*cfg.get("mel_scales", [5, 12]))
+    alpha = cfg.get("mel_alpha", 1.0)
+    if alpha == "audiocraft":
+        return MultiScaleMelLoss(sample_rate, scales=scales, alpha=audiocraft_alphas(scales))
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha < 0:
+        raise ValueError(f"mel_alpha: expected a number >= 0 or 'audiocraft', got {alpha!r}")
+    return MultiScaleMelLoss(sample_rate, scales=scales, alpha=float(alpha))
 
 
 def _device(cfg: dict, info: distributed.DistInfo) -> torch.device:
@@ -339,7 +356,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
     balancer = Balancer({k: v for k, v in weights.items() if v > 0},
                         ema_decay=float(cfg.get("balancer", {}).get("ema_decay", 0.999)),
                         balance=bool(cfg.get("balancer", {}).get("enabled", True)))
-    mel_loss = MultiScaleMelLoss(model.sample_rate, scales=range(*cfg.get("mel_scales", [5, 12]))).to(device)
+    mel_loss = build_mel_loss(cfg, model.sample_rate).to(device)
     ema_decay = cfg.get("ema")
     ema_model = copy.deepcopy(model).eval() if ema_decay else None
     if ema_model is not None:
