@@ -14,11 +14,12 @@ long, too slow for ViSQOL), so each is cut to the 8 s starting at its middle, wr
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from pathlib import Path
 
 import soundfile as sf
+
+from opencodec.data.corpus import read_jsonl, write_jsonl
 
 CATEGORIES = (("speech", "clean_speech", 12), ("music", "music", 8), ("general", "general", 8))
 MIN_SECONDS = 3.0
@@ -28,10 +29,9 @@ MUSIC_SECONDS = 8
 def build(preset_dir: Path, seed: int = 0) -> list[Path]:
     """Write ``preset_dir/probe/eval_<category>.jsonl`` (and the music cuts); returns the manifests."""
     manifests = preset_dir / "manifests"
-    rows = [json.loads(line) for line in (manifests / "valid.jsonl").read_text().splitlines() if line]
+    rows = read_jsonl(manifests / "valid.jsonl")
     rng = random.Random(seed)
     out_dir, audio_dir = preset_dir / "probe", preset_dir / "probe_audio"
-    out_dir.mkdir(exist_ok=True)
     written = []
     for category, name, count in CATEGORIES:
         chosen = [r for r in rows if r["category"] == category and r["duration"] >= MIN_SECONDS]
@@ -47,7 +47,7 @@ def build(preset_dir: Path, seed: int = 0) -> list[Path]:
                 sf.write(str(audio_dir / f"music_{i}.flac"), wav, sr)
                 chosen[i] = {**row, "path": f"../probe_audio/music_{i}.flac", "duration": len(wav) / sr}
         path = out_dir / f"eval_{name}.jsonl"
-        path.write_text("".join(json.dumps(r) + "\n" for r in chosen))
+        write_jsonl(path, chosen)
         written.append(path)
     return written
 
