@@ -94,10 +94,10 @@ def build_mel_loss(cfg: dict[str, tp.Any], sample_rate: int) -> MultiScaleMelLos
     scales = range(*cfg.get("mel_scales", [5, 12]))
     alpha = cfg.get("mel_alpha", 1.0)
     if alpha == "audiocraft":
-        return MultiScaleMelLoss(sample_rate, scales=scales, alpha=audiocraft_alphas(scales))
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha < 0:
+        alpha = audiocraft_alphas(scales)
+    elif isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha < 0:
         raise ValueError(f"mel_alpha: expected a number >= 0 or 'audiocraft', got {alpha!r}")
-    return MultiScaleMelLoss(sample_rate, scales=scales, alpha=float(alpha))
+    return MultiScaleMelLoss(sample_rate, scales=scales, alpha=alpha)
 
 
 def _device(cfg: dict, info: distributed.DistInfo) -> torch.device:
