@@ -168,3 +168,39 @@ def test_mel_alpha_option() -> None:
     for bad in ("paper", -1.0, True):
         with pytest.raises(ValueError, match="mel_alpha"):
             build_mel_loss({"mel_alpha": bad}, SR)
+
+
+def test_fine_tuning_an_inference_only_export_estimates_codebook_statistics(tmp_path: Path) -> None:
+    """``init_from`` an inference-only export (no EMA statistics): the trainer estimates
+    them (cluster sizes summing to the vectors of one step, ``embed_avg = size * embed``)
+    instead of keeping the unit sizes that dead-code expiry would replace at once."""
+    from opencodec.pretrained import save_model
+    from opencodec.train.solver import estimate_codebook_statistics
+
+    train_m, valid_m = _corpus(tmp_path / "data")
+    cfg = _config(train_m, valid_m, steps=4)
+    run = train(cfg, tmp_path / "base", progress=False)
+    slim = save_model(load_model(run / "model.safetensors"), tmp_path / "slim.safetensors", inference_only=True)
+    refilled = load_model(slim)
+    codebook = refilled.quantizer.vq.layers[0]._codebook
+    assert torch.equal(codebook.cluster_size, torch.ones(16))
+
+    frames = 15  # 0.2 s segments, hop 320
+    wav = torch.from_numpy(sf.read(str(tmp_path / "data" / "item0.wav"), dtype="float32")[0][: 7 * 4800])
+    refilled.train()
+    estimate_codebook_statistics(refilled, wav.view(7, 1, 4800), batch_size=4)
+    for layer in refilled.quantizer.vq.layers:
+        cb = layer._codebook
+        assert float(cb.cluster_size.sum()) == pytest.approx(4 * frames)
+        torch.testing.assert_close(cb.embed_avg, cb.embed * cb.cluster_size[:, None])
+    assert refilled.bandwidth is None and refilled.training  # left as it was
+
+    # Through the trainer, with expiry at 1.0: one step keeps the estimated EMA mass
+    # (sum of sizes ~ vectors per step, plus 1 per entry replaced), where unit sizes would
+    # have decayed towards 16 * 0.99 plus this step's share.
+    cfg = dict(_config(train_m, valid_m, steps=1), init_from=str(slim),
+               quantizer={"threshold_ema_dead_code": 1.0, "warmup_steps": 0})
+    _, tuned, _ = train(cfg, tmp_path / "tuned", progress=False, return_models=True)
+    for layer in tuned.quantizer.vq.layers:
+        total = float(layer._codebook.cluster_size.sum())
+        assert 4 * frames - 1e-3 <= total <= 4 * frames + 16, total

@@ -38,9 +38,12 @@ def _encode_opus(src: Path, dst: Path, level: float, mono: bool) -> int:
     return dst.stat().st_size
 
 
-def _interleave_categories(rows: list[dict]) -> list[dict]:
+def _interleave_categories(rows: list[dict], weights: dict[str, float] | None = None) -> list[dict]:
     """Order rows so every prefix is balanced in hours across categories (files shuffled
-    with a fixed seed within each): a size cap then keeps all categories in proportion."""
+    with a fixed seed within each): a size cap then keeps all categories in proportion.
+    ``weights`` (category -> share, default 1) tilts the balance: with ``speech: 2`` every
+    prefix holds about twice as many hours of speech as of each other category."""
+    weights = weights or {}
     rng = np.random.default_rng(0)
     by_cat: dict[str, list[dict]] = {}
     for row in rows:
@@ -49,7 +52,7 @@ def _interleave_categories(rows: list[dict]) -> list[dict]:
     hours = {c: 0.0 for c in queues}
     out = []
     while any(queues.values()):
-        cat = min((c for c in queues if queues[c]), key=lambda c: hours[c])
+        cat = min((c for c in queues if queues[c]), key=lambda c: hours[c] / weights.get(c, 1.0))
         row = queues[cat].pop()
         hours[cat] += float(row.get("duration", 0))
         out.append(row)
@@ -57,13 +60,13 @@ def _interleave_categories(rows: list[dict]) -> list[dict]:
 
 
 def pack(manifests: Path, out: Path, splits: list[str], level: float, max_mb: float, max_rows: int | None,
-         mono: bool) -> None:
+         mono: bool, weights: dict[str, float] | None = None) -> None:
     """Opus copies of every file of ``splits`` under ``out/audio`` and rewritten manifests."""
     out.mkdir(parents=True, exist_ok=True)
     total = 0
     for split in splits:
         rows = [json.loads(line) for line in (manifests / f"{split}.jsonl").read_text().splitlines() if line]
-        rows = _interleave_categories(rows)[:max_rows]
+        rows = _interleave_categories(rows, weights)[:max_rows]
         kept = []
         for i, row in enumerate(rows):
             src = (manifests / row["path"]).resolve()
@@ -122,6 +125,8 @@ def main() -> None:
     p.add_argument("--stereo", action="store_true", help="keep stereo (default: mono downmix)")
     p.add_argument("--max-mb", type=float, default=54.0)
     p.add_argument("--max-rows", type=int, default=None, help="at most this many files per split")
+    p.add_argument("--weight", nargs="*", default=[], metavar="CATEGORY=SHARE",
+                   help="tilt the category balance, e.g. speech=2 (default 1 each)")
     u = sub.add_parser("unpack")
     u.add_argument("packed", type=Path)
     u.add_argument("out", type=Path)
@@ -129,7 +134,14 @@ def main() -> None:
     u.add_argument("--rate", type=int, default=24000)
     args = parser.parse_args()
     if args.cmd == "pack":
-        pack(args.manifests, args.out, args.splits, args.level, args.max_mb, args.max_rows, not args.stereo)
+        weights = {}
+        for item in args.weight:
+            name, sep, share = item.partition("=")
+            if not sep:
+                parser.error(f"--weight {item!r}: expected CATEGORY=SHARE, e.g. speech=2")
+            weights[name] = float(share)
+        pack(args.manifests, args.out, args.splits, args.level, args.max_mb, args.max_rows, not args.stereo,
+             weights)
     else:
         unpack(args.packed, args.out, args.workers, args.rate)
 

@@ -232,7 +232,9 @@ def _read_safetensors(path: Path) -> tuple[StateDict, dict[str, tp.Any] | None]:
 
 def _restore_training_buffers(state: StateDict) -> StateDict:
     """Refill what an inference-only export dropped: each codebook's EMA sum is its entries
-    (``embed_avg = embed``) with unit cluster sizes, a valid starting point for fine-tuning."""
+    (``embed_avg = embed``) with unit cluster sizes. Decoding never reads them; the trainer
+    (``init_from``) replaces them with statistics estimated on training audio, since unit
+    sizes would let dead-code expiry replace most entries at the first step."""
     out = dict(state)
     for key, value in state.items():
         if key.endswith("._codebook.embed"):

@@ -289,16 +289,58 @@ def _maybe_data_dependent_init(cfg: dict, model: EncodecModel, device: torch.dev
 
 def _data_dependent_init(cfg: dict, model: EncodecModel, device: torch.device) -> None:
     """Rescale a fresh model's convolutions on a batch of training audio (``train/init.py``)."""
-    from ..data.dataset import AudioDataset
     from .init import data_dependent_init
 
+    wav = _training_segments(cfg, model, int(cfg.get("init_items", 16))).to(device)
+    data_dependent_init(model, wav)
+
+
+def _training_segments(cfg: dict, model: EncodecModel, items: int) -> torch.Tensor:
+    """``items`` training segments [items, C, T] (fixed seed, no augmentation)."""
+    from ..data.dataset import AudioDataset
+
     data = cfg["data"]
-    items = int(cfg.get("init_items", 16))
     ds = AudioDataset(data["train"], segment_seconds=data.get("segment_seconds", 1.0),
                       sample_rate=model.sample_rate, channels=model.channels, epoch_size=items,
                       seed=int(cfg.get("seed", 0)) + 1, augment=False)
-    wav = torch.stack([ds[i] for i in range(items)]).to(device)
-    data_dependent_init(model, wav)
+    return torch.stack([ds[i] for i in range(items)])
+
+
+CODEBOOK_STATISTICS_ITEMS = 64  # training segments coded to estimate an inference-only export's EMA state
+
+
+def _has_refilled_codebook_statistics(model: EncodecModel) -> bool:
+    """True when every codebook holds the unit cluster sizes and ``embed_avg == embed`` that
+    ``load_model`` refills for an inference-only export (no real EMA statistics)."""
+    codebooks = [layer._codebook for layer in model.quantizer.vq.layers]
+    return all(bool((cb.cluster_size == 1).all()) and torch.equal(cb.embed_avg, cb.embed) for cb in codebooks)
+
+
+@torch.no_grad()
+def estimate_codebook_statistics(model: EncodecModel, wav: torch.Tensor, batch_size: int) -> None:
+    """Set each codebook's EMA statistics to their steady state for ``batch_size`` items a
+    step, from the codes of ``wav`` [N, C, T] (training segments) at the full bandwidth.
+
+    At a constant code distribution the EMA ``cluster_size`` tends to the expected count per
+    step, ``batch_size * frames * p_k``, and ``embed_avg`` to ``cluster_size * embed``. An
+    inference-only export carries neither; ``load_model``'s unit sizes would make dead-code
+    expiry (``cluster_size < threshold``) replace most entries at the first step.
+    """
+    was_training, bandwidth = model.training, model.bandwidth
+    model.eval()
+    model.set_target_bandwidth(max(model.target_bandwidths))
+    try:
+        codes = torch.cat([frame.codes for frame in model.encode(wav)], dim=-1)  # [N, K, F]
+    finally:
+        model.bandwidth = bandwidth
+        model.train(was_training)
+    per_step = batch_size / wav.shape[0]
+    for k, layer in enumerate(model.quantizer.vq.layers[: codes.shape[1]]):
+        codebook = layer._codebook
+        counts = torch.bincount(codes[:, k].reshape(-1), minlength=codebook.codebook_size)
+        sizes = counts.to(codebook.cluster_size.dtype) * per_step
+        codebook.cluster_size.copy_(sizes)
+        codebook.embed_avg.copy_(codebook.embed * sizes[:, None])
 
 
 def _step_rng(seed: int, step: int, salt: int) -> random.Random:
@@ -341,6 +383,12 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         codebook.threshold_ema_dead_code = float(qcfg.get("threshold_ema_dead_code",
                                                           codebook.threshold_ema_dead_code))
     _maybe_data_dependent_init(cfg, model, device, run)
+    if cfg.get("init_from") and not (run / CHECKPOINT).exists() and _has_refilled_codebook_statistics(model):
+        wav = _training_segments(cfg, model, CODEBOOK_STATISTICS_ITEMS).to(device)
+        estimate_codebook_statistics(model, wav, int(cfg.get("optim", {}).get("batch_size", 8)))
+        if info.is_main:
+            print(f"{cfg['init_from']}: inference-only export; codebook EMA statistics estimated "
+                  f"from {wav.shape[0]} training segments", file=sys.stderr)
     adv = cfg.get("adversarial", {})
     use_adv = bool(adv.get("enabled", True))
     disc = MultiScaleSTFTDiscriminator(filters=adv.get("filters", 32), in_channels=model.channels,

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Fine-tune the bundled CPU-trained codec on a lent GPU, three recipes side by side on the
+# one GPU (the 3.7 M-parameter model leaves it mostly idle, so each runs near full speed):
+#   A  stage 2 continued: mel (audiocraft weights) + L1 0.1, no adversary;
+#   B  as A plus a gentle adversary: MS-STFT discriminator (32 filters), adv 1, feat 1, mel 2;
+#   C  as A plus the paper's adversarial weights: adv 3, feat 3, mel 1.
+# The model to ship is then chosen on the CPU by ViSQOL on validation audio
+# (scripts/valid_probe_set.py), never by anything measured on the evaluation sets.
+#
+# Carry: .gpu (scripts/device/pack_corpus.py's output as .gpu/corpus or .gpu/corpus.tar) and .whl (soundfile, cffi, pycparser, soxr
+# wheels for Python 3.12). Usage: scripts/device/finetune_variants.sh MINUTES [BATCH]
+# Writes $OUT/variants.tar.part* (join with cat): per variant its float32 inference-only
+# export, metrics.jsonl, config.json and log.
+set -uo pipefail
+minutes=${1:?minutes}; batch=${2:-64}
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+DEVICE=${DEVICE:-cuda}; WORKERS=${WORKERS:-4}; WORK=${WORK:-/tmp/ft}; VARIANTS=${VARIANTS:-A B C}
+# EXTRA: overrides added to every variant, e.g. quantizer.threshold_ema_dead_code=0 when
+# starting from an inference-only export (its unit cluster sizes would all expire at once).
+EXTRA=${EXTRA:-}
+if [ -z "${SKIP_WHEELS:-}" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD/src
+else
+  export PYTHONPATH=$PWD/src
+fi
+export PYTHONUNBUFFERED=1
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
+  torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
+# The packed corpus travels as one tar (a folder of small files costs a disk block each).
+packed=.gpu/corpus
+if [ -f .gpu/corpus.tar ]; then mkdir -p "$WORK" && tar -C "$WORK" -xf .gpu/corpus.tar && packed=$WORK/corpus_packed; fi
+[ "$packed" = .gpu/corpus ] || mv "$WORK/corpus" "$packed"
+python3 scripts/device/pack_corpus.py unpack "$packed" "$WORK/corpus" --workers "$(nproc)" || exit 1
+
+common=(init_from=src/opencodec/weights/opencodec_24khz.safetensors device="$DEVICE" threads=2
+  "data.train=[$WORK/corpus/manifests/train.jsonl]" "data.valid=[$WORK/corpus/manifests/valid.jsonl]"
+  "data.augment.noise_manifests=[$WORK/corpus/manifests/train_noise.jsonl]" data.num_workers="$WORKERS"
+  optim.batch_size="$batch" optim.steps=1000000 optim.steps_per_epoch=1000 seed=2
+  quantizer.warmup_steps=0 losses.l1=0.1 mel_alpha=audiocraft
+  log.every=50 log.valid_every=1000 log.checkpoint_every=1000 log.tensorboard=false)
+declare -A extra=(
+  [A]=""
+  [B]="adversarial.start_step=0 adversarial.filters=32 losses.adv=1 losses.feat=1 losses.mel=2"
+  [C]="adversarial.start_step=0 adversarial.filters=32 losses.adv=3 losses.feat=3 losses.mel=1"
+)
+for v in $VARIANTS; do
+  # shellcheck disable=SC2086
+  python3 -m opencodec.train configs/opencodec_cpu_24khz.yaml "${common[@]}" ${extra[$v]} $EXTRA \
+    --run-dir "$WORK/run_$v" --max-minutes "$minutes" --no-progress >"$WORK/train_$v.log" 2>&1 &
+done
+wait
+mkdir -p "$WORK/pack"
+for v in $VARIANTS; do
+  echo "== $v: $(grep -c . "$WORK/run_$v/metrics.jsonl" 2>/dev/null) metric lines"; tail -n 4 "$WORK/train_$v.log"
+  cp "$WORK/train_$v.log" "$WORK/pack/train_$v.log"
+  cp "$WORK/run_$v/metrics.jsonl" "$WORK/pack/metrics_$v.jsonl" 2>/dev/null
+  cp "$WORK/run_$v/config.json" "$WORK/pack/config_$v.json" 2>/dev/null
+  [ -f "$WORK/run_$v/model.safetensors" ] && python3 -c "
+from opencodec.pretrained import load_model, save_model
+p = save_model(load_model('$WORK/run_$v/model.safetensors'), '$WORK/pack/model_$v.safetensors', inference_only=True)
+print('export', p, p.stat().st_size)"
+done
+tar -C "$WORK/pack" -cf "$WORK/variants.tar" . && split -b 15M -d "$WORK/variants.tar" "$OUT/variants.tar.part"
+ls -la "$OUT"
