@@ -191,8 +191,15 @@ def test_fine_tuning_an_inference_only_export_estimates_codebook_statistics(tmp_
     estimate_codebook_statistics(refilled, wav.view(7, 1, 4800), batch_size=4)
     for layer in refilled.quantizer.vq.layers:
         cb = layer._codebook
-        assert float(cb.cluster_size.sum()) == pytest.approx(4 * frames)
+        unseen = cb.cluster_size == 0.01  # entries no segment used: kept, with a tiny size
+        seen_total = float(cb.cluster_size[~unseen].sum())
+        assert seen_total == pytest.approx(4 * frames) and (cb.cluster_size[~unseen] > 0.5).all()
         torch.testing.assert_close(cb.embed_avg, cb.embed * cb.cluster_size[:, None])
+    before = refilled.quantizer.vq.layers[0]._codebook.embed.clone()
+    layer0 = refilled.quantizer.vq.layers[0]._codebook
+    layer0.threshold_ema_dead_code = 0.0  # expiry off: an unused entry keeps its vector
+    layer0.update_(before[:1].repeat(3, 1), torch.zeros(3, dtype=torch.long))
+    assert torch.allclose(layer0.embed[1:], before[1:], rtol=0.02, atol=1e-6)
     assert refilled.bandwidth is None and refilled.training  # left as it was
 
     # Through the trainer, with expiry at 1.0: one step keeps the estimated EMA mass

@@ -307,6 +307,7 @@ def _training_segments(cfg: dict, model: EncodecModel, items: int) -> torch.Tens
 
 
 CODEBOOK_STATISTICS_ITEMS = 64  # training segments coded to estimate an inference-only export's EMA state
+UNSEEN_CLUSTER_SIZE = 0.01  # estimated EMA size of a codebook entry no estimation segment uses
 
 
 def _has_refilled_codebook_statistics(model: EncodecModel) -> bool:
@@ -324,7 +325,11 @@ def estimate_codebook_statistics(model: EncodecModel, wav: torch.Tensor, batch_s
     At a constant code distribution the EMA ``cluster_size`` tends to the expected count per
     step, ``batch_size * frames * p_k``, and ``embed_avg`` to ``cluster_size * embed``. An
     inference-only export carries neither; ``load_model``'s unit sizes would make dead-code
-    expiry (``cluster_size < threshold``) replace most entries at the first step.
+    expiry (``cluster_size < threshold``) replace most entries at the first step. Entries
+    unseen in ``wav`` get ``UNSEEN_CLUSTER_SIZE``, far below any expiry threshold: with
+    expiry on they are replaced at the first step, as a real EMA state would have them;
+    with it off they keep their vectors, which a size of 0 would send to 0 at the first
+    update (``embed = embed_avg / size``).
     """
     was_training, bandwidth = model.training, model.bandwidth
     model.eval()
@@ -338,7 +343,7 @@ def estimate_codebook_statistics(model: EncodecModel, wav: torch.Tensor, batch_s
     for k, layer in enumerate(model.quantizer.vq.layers[: codes.shape[1]]):
         codebook = layer._codebook
         counts = torch.bincount(codes[:, k].reshape(-1), minlength=codebook.codebook_size)
-        sizes = counts.to(codebook.cluster_size.dtype) * per_step
+        sizes = (counts.to(codebook.cluster_size.dtype) * per_step).clamp_min(UNSEEN_CLUSTER_SIZE)
         codebook.cluster_size.copy_(sizes)
         codebook.embed_avg.copy_(codebook.embed * sizes[:, None])
 
