@@ -1,22 +1,28 @@
 #!/usr/bin/env bash
-# Fine-tune the bundled CPU-trained codec on a lent GPU, three recipes side by side on the
-# one GPU (the 3.7 M-parameter model leaves it mostly idle, so each runs near full speed):
+# Fine-tune the bundled codec on a lent GPU, several recipes side by side on the one GPU
+# (VARIANTS, default "A B C"; the model is too small to fill the GPU, but three runs sharing
+# it each ran at about a third of one run alone: 307 against 959 s of audio per second):
 #   A  stage 2 continued: mel (audiocraft weights) + L1 0.1, no adversary;
 #   B  as A plus a gentle adversary: MS-STFT discriminator (32 filters), adv 1, feat 1, mel 2;
 #   C  as A plus the paper's adversarial weights: adv 3, feat 3, mel 1.
-# The model to ship is then chosen on the CPU by ViSQOL on validation audio
-# (scripts/valid_probe_set.py), never by anything measured on the evaluation sets.
+# Every variant starts from src/opencodec/weights/opencodec_24khz.safetensors. The model to
+# ship is then chosen on the CPU by ViSQOL on validation audio (scripts/valid_probe_set.py),
+# never by anything measured on the evaluation sets.
 #
-# Carry: .gpu (scripts/device/pack_corpus.py's output as .gpu/corpus or .gpu/corpus.tar) and .whl (soundfile, cffi, pycparser, soxr
-# wheels for Python 3.12). Usage: scripts/device/finetune_variants.sh MINUTES [BATCH]
+# Carry: .gpu (scripts/device/pack_corpus.py's output, as .gpu/corpus or, smaller on the
+# tool's block count, as .gpu/corpus.tar) and .whl (soundfile, cffi, pycparser and soxr
+# wheels for Python 3.12). The tree, .gpu and .whl must fit in 64 MiB together: session 6
+# moved the entropy model's weights out (git rm --cached, restored afterwards).
+# Usage: scripts/device/finetune_variants.sh MINUTES [BATCH]
 # Writes $OUT/variants.tar.part* (join with cat): per variant its float32 inference-only
 # export, metrics.jsonl, config.json and log.
 set -uo pipefail
 minutes=${1:?minutes}; batch=${2:-64}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 DEVICE=${DEVICE:-cuda}; WORKERS=${WORKERS:-4}; WORK=${WORK:-/tmp/ft}; VARIANTS=${VARIANTS:-A B C}
-# EXTRA: overrides added to every variant, e.g. quantizer.threshold_ema_dead_code=0 when
-# starting from an inference-only export (its unit cluster sizes would all expire at once).
+# EXTRA: overrides added to every variant (session 6's second call passed
+# quantizer.threshold_ema_dead_code=0; the trainer now estimates an inference-only export's
+# codebook statistics itself, so that is no longer needed).
 EXTRA=${EXTRA:-}
 if [ -z "${SKIP_WHEELS:-}" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
