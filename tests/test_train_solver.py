@@ -175,7 +175,7 @@ def test_fine_tuning_an_inference_only_export_estimates_codebook_statistics(tmp_
     them (cluster sizes summing to the vectors of one step, ``embed_avg = size * embed``)
     instead of keeping the unit sizes that dead-code expiry would replace at once."""
     from opencodec.pretrained import save_model
-    from opencodec.train.solver import estimate_codebook_statistics
+    from opencodec.train.solver import UNSEEN_CLUSTER_SIZE, estimate_codebook_statistics
 
     train_m, valid_m = _corpus(tmp_path / "data")
     cfg = _config(train_m, valid_m, steps=4)
@@ -191,7 +191,7 @@ def test_fine_tuning_an_inference_only_export_estimates_codebook_statistics(tmp_
     estimate_codebook_statistics(refilled, wav.view(7, 1, 4800), batch_size=4)
     for layer in refilled.quantizer.vq.layers:
         cb = layer._codebook
-        unseen = cb.cluster_size == 0.01  # entries no segment used: kept, with a tiny size
+        unseen = cb.cluster_size == UNSEEN_CLUSTER_SIZE  # entries no segment used: kept, with a tiny size
         seen_total = float(cb.cluster_size[~unseen].sum())
         assert seen_total == pytest.approx(4 * frames) and (cb.cluster_size[~unseen] > 0.5).all()
         torch.testing.assert_close(cb.embed_avg, cb.embed * cb.cluster_size[:, None])

@@ -9,10 +9,10 @@
 # ship is then chosen on the CPU by ViSQOL on validation audio (scripts/valid_probe_set.py),
 # never by anything measured on the evaluation sets.
 #
-# Carry: .gpu (scripts/device/pack_corpus.py's output, as .gpu/corpus or, smaller on the
-# tool's block count, as .gpu/corpus.tar) and .whl (soundfile, cffi, pycparser and soxr
-# wheels for Python 3.12). The tree, .gpu and .whl must fit in 64 MiB together: session 6
-# moved the entropy model's weights out (git rm --cached, restored afterwards).
+# Carry: .gpu (scripts/device/pack_corpus.py's output, as .gpu/corpus.tar or .gpu/corpus)
+# and .whl (wheels; see scripts/device/setup.sh). The tree, .gpu and .whl must fit in 64 MiB
+# together: session 6 moved the entropy model's weights out (git rm --cached, restored
+# afterwards).
 # Usage: scripts/device/finetune_variants.sh MINUTES [BATCH]
 # Writes $OUT/variants.tar.part* (join with cat): per variant its float32 inference-only
 # export, metrics.jsonl, config.json and log.
@@ -24,20 +24,8 @@ DEVICE=${DEVICE:-cuda}; WORKERS=${WORKERS:-4}; WORK=${WORK:-/tmp/ft}; VARIANTS=$
 # quantizer.threshold_ema_dead_code=0; the trainer now estimates an inference-only export's
 # codebook statistics itself, so that is no longer needed).
 EXTRA=${EXTRA:-}
-if [ -z "${SKIP_WHEELS:-}" ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD/src
-else
-  export PYTHONPATH=$PWD/src
-fi
-export PYTHONUNBUFFERED=1
-python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
-  torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
-# The packed corpus travels as one tar (a folder of small files costs a disk block each).
-packed=.gpu/corpus
-if [ -f .gpu/corpus.tar ]; then mkdir -p "$WORK" && tar -C "$WORK" -xf .gpu/corpus.tar && packed=$WORK/corpus_packed; fi
-[ "$packed" = .gpu/corpus ] || mv "$WORK/corpus" "$packed"
-python3 scripts/device/pack_corpus.py unpack "$packed" "$WORK/corpus" --workers "$(nproc)" || exit 1
+source scripts/device/setup.sh
+unpack_corpus "$WORK/corpus" || exit 1
 
 common=(init_from=src/opencodec/weights/opencodec_24khz.safetensors device="$DEVICE" threads=2
   "data.train=[$WORK/corpus/manifests/train.jsonl]" "data.valid=[$WORK/corpus/manifests/valid.jsonl]"

@@ -1,20 +1,15 @@
 #!/usr/bin/env bash
 # Train the default model on a lent GPU machine (no network there), in one call:
-#   carry: .gpu (the packed corpus, scripts/device/pack_corpus.py) and .whl (wheels the
-#   machine lacks: soundfile, cffi, pycparser, soxr for Python 3.12).
+#   carry: .gpu (the packed corpus, scripts/device/pack_corpus.py, as .gpu/corpus.tar or
+#   .gpu/corpus) and .whl (wheels the machine lacks; see scripts/device/setup.sh).
 # Usage: scripts/device/train_default.sh MINUTES [extra key=value overrides]
 # Writes to $OUT: the exported generator (float16, inference-only safetensors, split in
 # 15 MiB parts: join with cat), metrics.jsonl, config.json and the log.
 set -euo pipefail
 minutes=${1:?minutes}; shift
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-[ -n "${SKIP_WHEELS:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
-python3 - <<'PY'
-import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
-                    torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
-PY
-python3 scripts/device/pack_corpus.py unpack .gpu/corpus /tmp/corpus --workers "$(nproc)"
+source scripts/device/setup.sh
+unpack_corpus /tmp/corpus
 python3 -m opencodec.train configs/opencodec_24khz.yaml \
   "data.train=[/tmp/corpus/manifests/train.jsonl]" \
   "data.valid=[/tmp/corpus/manifests/valid.jsonl]" \
