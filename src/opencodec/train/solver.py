@@ -5,8 +5,9 @@ Distributed: ``torchrun --nproc_per_node N -m opencodec.train CONFIG [key=value 
 This file reads top to bottom, like nanoGPT's ``train.py``:
 
 1. configuration (a YAML file from ``configs/`` plus ``key=value`` overrides);
-2. the generator (``EncodecModel``), the MS-STFT discriminator, Adam optimisers, the
-   loss balancer and an EMA copy of the generator;
+2. the generator (``EncodecModel``), the MS-STFT discriminator, Adam optimisers (learning
+   rate constant, or with ``optim.schedule=cosine`` annealed to ``optim.lr_min`` over
+   ``optim.steps``), the loss balancer and an EMA copy of the generator;
 3. data: random 1 s segments with augmentation (``opencodec.data.AudioDataset``),
    sharded so that N processes see exactly the global batch one process would;
 4. resume from ``<run_dir>/checkpoint.pt`` when it exists (model, discriminator,
@@ -348,6 +349,22 @@ def estimate_codebook_statistics(model: EncodecModel, wav: torch.Tensor, batch_s
         codebook.embed_avg.copy_(codebook.embed * sizes[:, None])
 
 
+def learning_rate_at(step: int, lr: float, total_steps: int, schedule: str = "constant",
+                     lr_min: float = 0.0) -> float:
+    """The learning rate for training step ``step`` (0-based) of ``total_steps``.
+
+    ``constant`` keeps ``lr``; ``cosine`` anneals it from ``lr`` at step 0 to ``lr_min`` at
+    step ``total_steps``: lr_min + (lr - lr_min) * (1 + cos(pi * step / total_steps)) / 2.
+    A function of the step alone, so a resumed run continues the same curve.
+    """
+    if schedule == "constant":
+        return lr
+    if schedule == "cosine":
+        progress = min(max(step / max(total_steps, 1), 0.0), 1.0)
+        return lr_min + (lr - lr_min) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise ValueError(f"optim.schedule: expected 'constant' or 'cosine', got {schedule!r}")
+
+
 def _step_rng(seed: int, step: int, salt: int) -> random.Random:
     """A generator that every rank (and a resumed run) derives identically for ``step``."""
     return random.Random(seed * 1_000_003 + step * 7919 + salt)
@@ -400,8 +417,11 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
                                        negative_slope=adv.get("negative_slope", 0.2)).to(device)
     optim = cfg.get("optim", {})
     betas = tuple(optim.get("betas", (0.5, 0.9)))
-    opt_g = torch.optim.Adam(model.parameters(), lr=optim.get("lr", 3e-4), betas=betas)  # type: ignore[arg-type]
-    opt_d = torch.optim.Adam(disc.parameters(), lr=optim.get("lr_disc", optim.get("lr", 3e-4)), betas=betas)  # type: ignore[arg-type]
+    lr_g, lr_d = float(optim.get("lr", 3e-4)), float(optim.get("lr_disc", optim.get("lr", 3e-4)))
+    schedule, lr_min = str(optim.get("schedule", "constant")), float(optim.get("lr_min", 0.0))
+    learning_rate_at(0, lr_g, 1, schedule)  # a bad schedule name fails here, before any work
+    opt_g = torch.optim.Adam(model.parameters(), lr=lr_g, betas=betas)  # type: ignore[arg-type]
+    opt_d = torch.optim.Adam(disc.parameters(), lr=lr_d, betas=betas)  # type: ignore[arg-type]
     losses_cfg = cfg.get("losses", {"l1": 0.1, "mel": 1.0, "adv": 3.0, "feat": 3.0, "commit": 1.0})
     weights = {k: float(losses_cfg.get(k, 0.0)) for k in ("l1", "mel", "adv", "feat")}
     if not use_adv:
@@ -532,6 +552,9 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
                 save_checkpoint(step)
                 break
         x = next(batches).to(device, non_blocking=True)
+        for opt, base_lr in ((opt_g, lr_g), (opt_d, lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = learning_rate_at(step, base_lr, total_steps, schedule, lr_min * base_lr / lr_g)
         n_q = model.num_codebooks(_step_rng(seed, step, 1).choice(bandwidths))
         adv_on = use_adv and step >= adv_start
         with autocast:
@@ -587,6 +610,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
             if d_loss is not None:
                 values["train/disc"] = d_loss.item()
             values["train/n_q"] = float(n_q)
+            values["train/lr"] = opt_g.param_groups[0]["lr"]
             values["perf/audio_seconds_per_second"] = (
                 steps_since * batch_size * x.shape[-1] / model.sample_rate / max(elapsed, 1e-9))
             log(values, step)
