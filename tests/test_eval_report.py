@@ -166,9 +166,43 @@ def test_versus_opus_states_where_the_model_falls_short():
     }
     lines = R.versus_opus(summary, ["mel", "visqol"])
     text = "\n".join(lines)
-    assert "**m@6kbps**: ViSQOL above Opus in 1 of 2 categories (music); **below in speech**." in text
-    assert "| music | m@6kbps | opus-6kbps | 0.70 vs 1.50: better | 3.10 vs 2.60: better |" in text
+    assert ("**m@6kbps**: ViSQOL above Opus in 1 of 2 categories (music); **below in speech**; "
+            "not established in speech.") in text
+    assert "| music | m@6kbps | opus-6kbps | – vs – | 0.70 vs 1.50: better | 3.10 vs 2.60: better |" in text
     # 2.7 +- 0.5 against 3.0 +- 0.5: the means differ, the intervals do not tell them apart
-    assert "| speech | m@6kbps | opus-6kbps | 1.00 vs 1.40: better (intervals overlap) | 2.70 vs 3.00: worse (intervals overlap) |" in text
+    assert ("| speech | m@6kbps | opus-6kbps | – vs – | 1.00 vs 1.40: better (intervals overlap) "
+            "| 2.70 vs 3.00: worse (intervals overlap) |") in text
     assert "m@3kbps" not in text  # no Opus at 3 kbps to compare with
     assert R.versus_opus({"music": {"m@3kbps": summary["music"]["m@3kbps"]}}, ["visqol"]) == []
+
+
+def test_paired_versus_opus_tests_per_item_differences():
+    def row(system, family, kind, item, visqol, mel):
+        return {"category": "speech", "item_id": item, "system": system, "family": family, "kind": kind,
+                "nominal_kbps": 6.0, "actual_kbps": 6.0, "rtf": None, "metrics": {"visqol": visqol, "mel": mel}}
+
+    # ours = Opus + 0.1 +- 0.01 ViSQOL on every item: the items spread widely (2.0 to 4.0), so
+    # the two separate intervals overlap, but the paired difference is tight and above 0.
+    base = [2.0, 2.5, 3.0, 3.5, 4.0]
+    offsets = [0.09, 0.11, 0.10, 0.09, 0.11]
+    mel_offsets = [0.2, -0.3, 0.25, -0.2, 0.1]  # mixed signs: not established
+    rows = [row("opus-6kbps", "opus", "baseline", f"i{k}", b, 1.0) for k, b in enumerate(base)]
+    rows += [row("m@6kbps", "m", "neural", f"i{k}", b + o, 1.0 + mo)
+             for k, (b, o, mo) in enumerate(zip(base, offsets, mel_offsets))]
+    rows.append(row("opus-6kbps", "opus", "baseline", "only_opus", 1.0, 1.0))  # unpaired: left out
+    paired = R.paired_versus_opus(rows, ["visqol", "mel"])
+    d = paired["speech"]["m@6kbps"]
+    assert d["opus"] == "opus-6kbps"
+    assert d["visqol"]["n"] == 5 and d["visqol"]["wins"] == 5
+    assert math.isclose(d["visqol"]["mean"], 0.1)
+    diffs = np.array(offsets)
+    ci = 2.7764451051977987 * diffs.std(ddof=1) / math.sqrt(5)  # t(0.975, 4)
+    assert math.isclose(d["visqol"]["ci95"], ci)
+    assert d["mel"]["wins"] == 2  # mel: lower is better, so the two negative offsets win
+    summary = R.summarize(rows, ["visqol", "mel"])
+    assert R.summarize(rows, ["visqol"])["speech"]["m@6kbps"]["metrics"]["visqol"]["ci95"] > 0.1
+    text = "\n".join(R.versus_opus(summary, ["mel", "visqol"], paired))
+    # the means are each system's own (Opus's includes its unpaired item); the difference is paired
+    assert f"3.10 vs 2.67: +0.10 ± {ci:.2f}, better, 5/5 items" in text
+    assert "+0.01 ± " in text and "worse (not established), 2/5 items" in text
+    assert "**m@6kbps**: ViSQOL above Opus in 1 of 1 categories (speech)." in text

@@ -356,51 +356,114 @@ def _markdown_table(header: tp.Sequence[str], rows: tp.Iterable[tp.Sequence[str]
             + ["| " + " | ".join(cells) + " |" for cells in rows])
 
 
-def versus_opus(summary: dict, metrics: tp.Sequence[str]) -> list[str]:
+def _opus_partners(systems: tp.Iterable[tuple[str, str, str, float]]) -> dict[str, str]:
+    """``{neural system: Opus system}`` for (name, kind, family, nominal kbps) tuples of one
+    category, pairing each neural system with the Opus baseline of the same nominal bitrate."""
+    systems = list(systems)
+    opus = {kbps: name for name, kind, family, kbps in systems if family == "opus"}
+    return {name: opus[kbps] for name, kind, family, kbps in systems if kind == "neural" and kbps in opus}
+
+
+def paired_versus_opus(rows: list[dict], metrics: tp.Sequence[str]) -> dict[str, dict[str, dict]]:
+    """Per-item differences, neural system minus the Opus baseline of the same nominal bitrate.
+
+    Both systems code the same items, so the mean of the per-item differences, with its
+    own 95 % interval (Student t), is a sharper test than comparing the two systems'
+    separate intervals. Returns ``{category: {neural system: {"opus": name, metric:
+    {"mean", "ci95", "n", "wins"}}}}``; ``wins`` counts the items where the neural system
+    scores better (lower for ``mel``/``stft``, higher otherwise). Items where either
+    system lacks the metric are left out of that metric's difference.
+    """
+    by_item: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)
+    systems: dict[str, set[tuple[str, str, str, float]]] = defaultdict(set)
+    for r in rows:
+        by_item[(r["category"], r["item_id"])][r["system"]] = r.get("metrics", {})
+        systems[r["category"]].add((r["system"], r["kind"], r["family"], float(r["nominal_kbps"])))
+    out: dict[str, dict[str, dict]] = {}
+    for cat in sorted(systems):
+        for name, opus_name in sorted(_opus_partners(systems[cat]).items()):
+            entry: dict[str, tp.Any] = {"opus": opus_name}
+            for metric in metrics:
+                diffs = []
+                for (c, _), scored in by_item.items():
+                    ours, theirs = scored.get(name, {}).get(metric), scored.get(opus_name, {}).get(metric)
+                    if c == cat and ours is not None and theirs is not None \
+                            and math.isfinite(ours) and math.isfinite(theirs):
+                        diffs.append(float(ours) - float(theirs))
+                if not diffs:
+                    continue
+                mean, ci, n = mean_ci95(diffs)
+                lower = metric in LOWER_IS_BETTER
+                wins = sum(1 for d in diffs if (d < 0 if lower else d > 0))
+                entry[metric] = {"mean": mean, "ci95": ci, "n": n, "wins": wins}
+            out.setdefault(cat, {})[name] = entry
+    return out
+
+
+def versus_opus(summary: dict, metrics: tp.Sequence[str], paired: dict | None = None) -> list[str]:
     """Markdown lines comparing every neural system with Opus at the same nominal bitrate,
-    per category and metric: which is better by the mean, and whether the two 95 %
-    intervals overlap (then the difference is not established by these items). Empty when
-    no Opus baseline shares a neural system's bitrate."""
+    per category and metric. With ``paired`` (from ``paired_versus_opus``) a cell gives the
+    mean per-item difference (ours minus Opus) ± its 95 % interval and the items won, and
+    a difference whose interval contains 0 is marked "not established"; without it, the
+    two systems' separate intervals are compared ("intervals overlap"). Empty when no Opus
+    baseline shares a neural system's bitrate."""
     rows = []
-    verdicts: dict[str, dict[str, list[str]]] = defaultdict(lambda: {"above": [], "below": []})
+    verdicts: dict[str, dict[str, list[str]]] = defaultdict(lambda: {"above": [], "below": [], "open": []})
     for cat, systems in summary.items():
-        opus = {s["nominal_kbps"]: (name, s) for name, s in systems.items() if s["family"] == "opus"}
-        for name, s in systems.items():
-            if s["kind"] != "neural" or s["nominal_kbps"] not in opus:
-                continue
-            opus_name, o = opus[s["nominal_kbps"]]
-            cells = [cat, name, opus_name]
+        partners = _opus_partners((name, s["kind"], s["family"], s["nominal_kbps"]) for name, s in systems.items())
+        for name, opus_name in partners.items():
+            s, o = systems[name], systems[opus_name]
+            cells = [cat, name, opus_name, f"{_fmt(s.get('actual_kbps'))} vs {_fmt(o.get('actual_kbps'))}"]
             for metric in metrics:
                 ours, theirs = s["metrics"].get(metric), o["metrics"].get(metric)
                 if not ours or not theirs or ours.get("mean") is None or theirs.get("mean") is None:
                     cells.append("–")
                     continue
-                better = (ours["mean"] < theirs["mean"]) == (metric in LOWER_IS_BETTER)
-                overlap = (ours.get("ci95") is None or theirs.get("ci95") is None
-                           or abs(ours["mean"] - theirs["mean"]) <= ours["ci95"] + theirs["ci95"])
-                word = "better" if better else "worse"
-                cells.append(f"{ours['mean']:.2f} vs {theirs['mean']:.2f}: {word}"
-                             + (" (intervals overlap)" if overlap else ""))
+                diff = ((paired or {}).get(cat, {}).get(name, {}).get(metric) or {})
+                if diff.get("ci95") is not None:
+                    better = (diff["mean"] < 0) == (metric in LOWER_IS_BETTER)
+                    settled = abs(diff["mean"]) > diff["ci95"]
+                    text = (f"{ours['mean']:.2f} vs {theirs['mean']:.2f}: {diff['mean']:+.2f} ± "
+                            f"{diff['ci95']:.2f}, {'better' if better else 'worse'}"
+                            + ("" if settled else " (not established)")
+                            + f", {diff['wins']}/{diff['n']} items")
+                else:
+                    better = (ours["mean"] < theirs["mean"]) == (metric in LOWER_IS_BETTER)
+                    settled = not (ours.get("ci95") is None or theirs.get("ci95") is None
+                                   or abs(ours["mean"] - theirs["mean"]) <= ours["ci95"] + theirs["ci95"])
+                    text = (f"{ours['mean']:.2f} vs {theirs['mean']:.2f}: {'better' if better else 'worse'}"
+                            + ("" if settled else " (intervals overlap)"))
+                cells.append(text)
                 if metric == "visqol":
                     verdicts[name]["above" if better else "below"].append(cat)
+                    if not settled:
+                        verdicts[name]["open"].append(cat)
             rows.append(cells)
     if not rows:
         return []
-    intro = ("Each neural system against the Opus baseline of the same nominal bitrate, by the "
-             "mean over the category's items (ours vs Opus).")
+    if paired:
+        intro = ("Each neural system against the Opus baseline of the same nominal bitrate, on the "
+                 "same items: means (ours vs Opus), then the mean per-item difference (ours minus "
+                 "Opus) ± its 95 % interval, and the items where ours scores better. \"Not "
+                 "established\": the difference's interval contains 0.")
+    else:
+        intro = ("Each neural system against the Opus baseline of the same nominal bitrate, by the "
+                 "mean over the category's items (ours vs Opus).")
     lines = ["## Against Opus at the same bitrate", "", intro, ""]
     for name, v in verdicts.items():
         total = len(v["above"]) + len(v["below"])
         lines.append(f"- **{name}**: ViSQOL above Opus in {len(v['above'])} of {total} categories"
                      + (f" ({', '.join(v['above'])})" if v["above"] else "")
-                     + (f"; **below in {', '.join(v['below'])}**" if v["below"] else "") + ".")
-    header = ["Category", "System", "Opus"] + [METRIC_LABELS.get(m, m) for m in metrics]
+                     + (f"; **below in {', '.join(v['below'])}**" if v["below"] else "")
+                     + (f"; not established in {', '.join(v['open'])}" if v["open"] else "") + ".")
+    header = (["Category", "System", "Opus", "kbps (actual)"]
+              + [METRIC_LABELS.get(m, m) for m in metrics])
     lines += ["", *_markdown_table(header, rows)]
     return lines + [""]
 
 
 def write_report(out: Path, summary: dict, meta: dict, plots: dict[str, list[str]],
-                 metrics: tp.Sequence[str]) -> None:
+                 metrics: tp.Sequence[str], paired: dict | None = None) -> None:
     from .visqol import VISQOL_IMPLEMENTATION
 
     lines = [
@@ -440,7 +503,7 @@ def write_report(out: Path, summary: dict, meta: dict, plots: dict[str, list[str
         for p in plots.get(cat, []):
             lines.append(f"![{cat} {Path(p).stem}]({p})")
         lines.append("")
-    lines += versus_opus(summary, [m for m in metrics if m in ("si_snr", "mel", "visqol")])
+    lines += versus_opus(summary, [m for m in metrics if m in ("si_snr", "mel", "visqol")], paired)
     (out / "report.md").write_text("\n".join(lines))
 
 
@@ -561,8 +624,9 @@ def run_eval(models: tp.Sequence[str], bandwidths: tp.Sequence[float] | None,
     from .visqol import VISQOL_IMPLEMENTATION
     meta["visqol_implementation"] = VISQOL_IMPLEMENTATION
     plots = make_plots(summary, out, metrics)
-    write_report(out, summary, meta, plots, metrics)
-    doc = {"meta": meta, "categories": summary, "plots": plots}
+    paired = paired_versus_opus(all_rows, metrics)
+    write_report(out, summary, meta, plots, metrics, paired)
+    doc = {"meta": meta, "categories": summary, "plots": plots, "paired_versus_opus": paired}
     (out / "summary.json").write_text(json.dumps(doc, indent=2))
     return doc
 
