@@ -65,7 +65,7 @@ def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def test_resume_is_exact_and_export_loads(tmp_path: Path) -> None:
     train_m, valid_m = _corpus(tmp_path / "data")
     cfg = _config(train_m, valid_m, steps=6)
-    cfg["optim"].update(schedule="cosine", lr_min=1e-5)  # the resumed run must continue the curve
+    cfg["optim"].update(schedule="cosine", min_lr_ratio=0.05)  # the resumed run must continue the curve
     _, straight, straight_disc = train(cfg, tmp_path / "a", progress=False, return_models=True)
     # Stop after 3 steps (a checkpoint), then resume to 6 in a new call.
     train(cfg, tmp_path / "b", max_steps=3, progress=False)
@@ -81,17 +81,22 @@ def test_resume_is_exact_and_export_loads(tmp_path: Path) -> None:
     assert any("balancer/share/mel" in m for m in metrics)
     lrs = {m["step"]: m["train/lr"] for m in metrics if "train/lr" in m}
     # logged after step k (1-based) is the rate that step used, step k - 1 of the curve
-    assert lrs == pytest.approx({k: learning_rate_at(k - 1, 3e-4, 6, "cosine", 1e-5) for k in range(1, 7)})
+    assert lrs == pytest.approx({k: learning_rate_at(k - 1, 3e-4, 6, "cosine", 0.05) for k in range(1, 7)})
 
 
 def test_cosine_learning_rate_schedule() -> None:
     assert learning_rate_at(0, 1e-3, 100, "cosine") == pytest.approx(1e-3)
     assert learning_rate_at(50, 1e-3, 100, "cosine") == pytest.approx(5e-4)
-    assert learning_rate_at(50, 1e-3, 100, "cosine", lr_min=1e-4) == pytest.approx(5.5e-4)
-    assert learning_rate_at(100, 1e-3, 100, "cosine", lr_min=1e-4) == pytest.approx(1e-4)
-    assert learning_rate_at(250, 1e-3, 100, "cosine") == pytest.approx(0.0)  # past the end: stays at lr_min
+    assert learning_rate_at(50, 1e-3, 100, "cosine", min_lr_ratio=0.1) == pytest.approx(5.5e-4)
+    assert learning_rate_at(100, 1e-3, 100, "cosine", min_lr_ratio=0.1) == pytest.approx(1e-4)
+    assert learning_rate_at(250, 1e-3, 100, "cosine") == pytest.approx(0.0)  # past the end: stays at the minimum
     assert learning_rate_at(25, 1e-3, 100, "cosine") == pytest.approx(1e-3 * (1 + math.cos(math.pi / 4)) / 2)
     assert learning_rate_at(77, 1e-3, 100) == 1e-3
+    # warm-up (the entropy-model trainer's): linear to lr, then the cosine over the remaining steps
+    assert learning_rate_at(0, 1e-3, 100, "cosine", warmup_steps=10) == pytest.approx(1e-4)
+    assert learning_rate_at(9, 1e-3, 100, "cosine", warmup_steps=10) == pytest.approx(1e-3)
+    assert learning_rate_at(55, 1e-3, 100, "cosine", warmup_steps=10) == pytest.approx(5e-4)
+    assert learning_rate_at(5, 1e-3, 100, "constant", warmup_steps=10) == pytest.approx(6e-4)
     with pytest.raises(ValueError, match="optim.schedule.*'linear'"):
         learning_rate_at(0, 1e-3, 100, "linear")
 

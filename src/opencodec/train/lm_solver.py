@@ -64,6 +64,7 @@ from .solver import (
     _seed_everything,
     _set_rng_state,
     _step_rng,
+    learning_rate_at,
     parse_run_arguments,
 )
 
@@ -558,13 +559,8 @@ def _batch_rng(seed: int, step: int) -> np.random.Generator:
 
 def learning_rate(s: Settings, step: int) -> float:
     """Linear warm-up to ``lr`` over ``warmup_steps``, then constant or cosine down to
-    ``min_lr_ratio * lr`` at ``steps``."""
-    if s.warmup_steps and step < s.warmup_steps:
-        return s.lr * (step + 1) / s.warmup_steps
-    if s.schedule == "constant":
-        return s.lr
-    progress = min(1.0, (step - s.warmup_steps) / max(1, s.steps - s.warmup_steps))
-    return s.lr * (s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    ``min_lr_ratio * lr`` at ``steps`` (the codec trainer's ``learning_rate_at``)."""
+    return learning_rate_at(step, s.lr, s.steps, s.schedule, s.min_lr_ratio, s.warmup_steps)
 
 
 # -- 5. validation with the coder's path ---------------------------------------------------------

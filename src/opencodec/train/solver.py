@@ -6,8 +6,8 @@ This file reads top to bottom, like nanoGPT's ``train.py``:
 
 1. configuration (a YAML file from ``configs/`` plus ``key=value`` overrides);
 2. the generator (``EncodecModel``), the MS-STFT discriminator, Adam optimisers (learning
-   rate constant, or with ``optim.schedule=cosine`` annealed to ``optim.lr_min`` over
-   ``optim.steps``), the loss balancer and an EMA copy of the generator;
+   rate constant, or with ``optim.schedule=cosine`` annealed to ``optim.min_lr_ratio`` times
+   itself, default 0, over ``optim.steps``), the loss balancer and an EMA copy of the generator;
 3. data: random 1 s segments with augmentation (``opencodec.data.AudioDataset``),
    sharded so that N processes see exactly the global batch one process would;
 4. resume from ``<run_dir>/checkpoint.pt`` when it exists (model, discriminator,
@@ -350,19 +350,24 @@ def estimate_codebook_statistics(model: EncodecModel, wav: torch.Tensor, batch_s
 
 
 def learning_rate_at(step: int, lr: float, total_steps: int, schedule: str = "constant",
-                     lr_min: float = 0.0) -> float:
-    """The learning rate for training step ``step`` (0-based) of ``total_steps``.
+                     min_lr_ratio: float = 0.0, warmup_steps: int = 0) -> float:
+    """The learning rate for training step ``step`` (0-based) of ``total_steps``; shared by
+    the codec and entropy-model trainers.
 
-    ``constant`` keeps ``lr``; ``cosine`` anneals it from ``lr`` at step 0 to ``lr_min`` at
-    step ``total_steps``: lr_min + (lr - lr_min) * (1 + cos(pi * step / total_steps)) / 2.
-    A function of the step alone, so a resumed run continues the same curve.
+    A linear warm-up to ``lr`` over the first ``warmup_steps``, then ``constant`` keeps
+    ``lr`` and ``cosine`` anneals it to ``min_lr_ratio * lr`` at step ``total_steps``:
+    lr * (r + (1 - r) * (1 + cos(pi * progress)) / 2), progress going from 0 after the
+    warm-up to 1 at the end (and staying there). A function of the step alone, so a resumed
+    run continues the same curve.
     """
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"optim.schedule: expected 'constant' or 'cosine', got {schedule!r}")
+    if warmup_steps and step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
     if schedule == "constant":
         return lr
-    if schedule == "cosine":
-        progress = min(max(step / max(total_steps, 1), 0.0), 1.0)
-        return lr_min + (lr - lr_min) * 0.5 * (1.0 + math.cos(math.pi * progress))
-    raise ValueError(f"optim.schedule: expected 'constant' or 'cosine', got {schedule!r}")
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def _step_rng(seed: int, step: int, salt: int) -> random.Random:
@@ -418,7 +423,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
     optim = cfg.get("optim", {})
     betas = tuple(optim.get("betas", (0.5, 0.9)))
     lr_g, lr_d = float(optim.get("lr", 3e-4)), float(optim.get("lr_disc", optim.get("lr", 3e-4)))
-    schedule, lr_min = str(optim.get("schedule", "constant")), float(optim.get("lr_min", 0.0))
+    schedule, min_lr_ratio = str(optim.get("schedule", "constant")), float(optim.get("min_lr_ratio", 0.0))
     learning_rate_at(0, lr_g, 1, schedule)  # a bad schedule name fails here, before any work
     opt_g = torch.optim.Adam(model.parameters(), lr=lr_g, betas=betas)  # type: ignore[arg-type]
     opt_d = torch.optim.Adam(disc.parameters(), lr=lr_d, betas=betas)  # type: ignore[arg-type]
@@ -554,7 +559,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         x = next(batches).to(device, non_blocking=True)
         for opt, base_lr in ((opt_g, lr_g), (opt_d, lr_d)):
             for group in opt.param_groups:
-                group["lr"] = learning_rate_at(step, base_lr, total_steps, schedule, lr_min * base_lr / lr_g)
+                group["lr"] = learning_rate_at(step, base_lr, total_steps, schedule, min_lr_ratio)
         n_q = model.num_codebooks(_step_rng(seed, step, 1).choice(bandwidths))
         adv_on = use_adv and step >= adv_start
         with autocast:
