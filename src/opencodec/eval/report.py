@@ -374,10 +374,10 @@ def paired_versus_opus(rows: list[dict], metrics: tp.Sequence[str]) -> dict[str,
     scores better (lower for ``mel``/``stft``, higher otherwise). Items where either
     system lacks the metric are left out of that metric's difference.
     """
-    by_item: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)
+    items: dict[str, dict[str, dict[str, dict]]] = defaultdict(lambda: defaultdict(dict))  # cat -> item -> system
     systems: dict[str, set[tuple[str, str, str, float]]] = defaultdict(set)
     for r in rows:
-        by_item[(r["category"], r["item_id"])][r["system"]] = r.get("metrics", {})
+        items[r["category"]][r["item_id"]][r["system"]] = r.get("metrics", {})
         systems[r["category"]].add((r["system"], r["kind"], r["family"], float(r["nominal_kbps"])))
     out: dict[str, dict[str, dict]] = {}
     for cat in sorted(systems):
@@ -385,10 +385,9 @@ def paired_versus_opus(rows: list[dict], metrics: tp.Sequence[str]) -> dict[str,
             entry: dict[str, tp.Any] = {"opus": opus_name}
             for metric in metrics:
                 diffs = []
-                for (c, _), scored in by_item.items():
+                for scored in items[cat].values():
                     ours, theirs = scored.get(name, {}).get(metric), scored.get(opus_name, {}).get(metric)
-                    if c == cat and ours is not None and theirs is not None \
-                            and math.isfinite(ours) and math.isfinite(theirs):
+                    if ours is not None and theirs is not None and math.isfinite(ours) and math.isfinite(theirs):
                         diffs.append(float(ours) - float(theirs))
                 if not diffs:
                     continue
