@@ -1,0 +1,34 @@
+"""A fingerprint of a model's inference weights, independent of how the file stored them.
+
+``weights_sha256(model)`` hashes every tensor that inference reads, in key order: for each,
+the key, its dtype, its shape and its bytes (CPU, contiguous). Codebook training statistics
+(``embed_avg``, ``cluster_size``) and the k-means ``inited`` flag are left out, so a full
+training checkpoint and its inference-only export hash the same; so do the same weights read
+from a ``.th``, ``.safetensors`` or Hugging Face file (the loader maps them to one layout).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+# Buffers that only training reads (see opencodec.quantization.vq).
+NON_INFERENCE_SUFFIXES = ("._codebook.embed_avg", "._codebook.cluster_size", "._codebook.inited")
+
+
+def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
+    """Hex sha256 of the inference tensors of a state dict (see the module docstring)."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        if key.endswith(NON_INFERENCE_SUFFIXES):
+            continue
+        tensor = state[key].detach().to("cpu").contiguous()
+        digest.update(f"{key}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """Hex sha256 of a model's inference weights (``state_dict_sha256`` of its state dict)."""
+    return state_dict_sha256(model.state_dict())

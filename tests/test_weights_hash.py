@@ -1,0 +1,31 @@
+"""weights_sha256: one fingerprint per set of inference weights, whatever the file kept."""
+
+from pathlib import Path
+
+import torch
+
+from opencodec import EncodecConfig, EncodecModel
+from opencodec.pretrained import load_model, save_model
+from opencodec.weights_hash import weights_sha256
+
+
+def _small_model(seed: int) -> EncodecModel:
+    torch.manual_seed(seed)
+    return EncodecModel(EncodecConfig(name="hash_test", n_filters=4, dimension=16, n_q=4, lstm=1))
+
+
+def test_storage_does_not_change_the_hash(tmp_path: Path) -> None:
+    model = _small_model(0)
+    full = load_model(save_model(model, tmp_path / "full.safetensors"))
+    lean = load_model(save_model(model, tmp_path / "lean.safetensors", inference_only=True))
+    assert weights_sha256(full) == weights_sha256(lean) == weights_sha256(model)
+
+
+def test_any_weight_change_changes_the_hash() -> None:
+    model = _small_model(0)
+    before = weights_sha256(model)
+    assert before != weights_sha256(_small_model(1))
+    with torch.no_grad():
+        model.quantizer.vq.layers[0]._codebook.embed[0, 0] += 1e-6
+    assert weights_sha256(model) != before
+    assert len(before) == 64 and int(before, 16) >= 0
