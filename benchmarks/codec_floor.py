@@ -38,6 +38,7 @@ from torch.utils._pytree import tree_map
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import official_ref  # the torchaudio stand-in, before encodec is imported
+from provenance import provenance_line  # noqa: E402
 
 # The kernels whose arithmetic fixes the result bits (aten overload packet names).
 PINNED = ("conv1d", "conv2d", "convolution", "conv_transpose1d", "conv_transpose2d", "lstm",
@@ -114,8 +115,10 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
+    models = {}
     for name in args.models:
         ref, ours, x = official_ref.benchmark_pair(name, args.bandwidth, args.seconds)
+        models[f"{name} (random)"] = ours
         with torch.inference_mode():
             ref_frames = ref.encode(x)
             our_frames = ours.encode(x)
@@ -132,6 +135,7 @@ def main() -> int:
                                                              args.repeats)
                 rows.append((name, direction, t_ref, t_ours, t_floor, kernel_summary(calls, args.repeats)))
         print(f"done: {name}", file=sys.stderr, flush=True)
+    print(provenance_line(models))
     print(f"{args.seconds:g} s of audio, {args.bandwidth:g} kbps, {args.threads} thread(s), median wall time of "
           f"{args.repeats} interleaved runs, torch {torch.__version__}")
     print("| model | direction | official s | opencodec s | pinned kernels only s | opencodec ratio | "

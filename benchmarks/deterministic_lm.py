@@ -29,6 +29,7 @@ from opencodec.compress import compress, decompress
 from opencodec.entropy import EntropyLM, build_quantized_cdf, fixed_lm_for
 from opencodec.entropy.fixed import cdf_to_probs
 from opencodec.pretrained import load_lm_model, load_model
+from provenance import provenance_line
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,6 +83,7 @@ def main() -> None:
     flm = fixed_lm_for(lm)
     convert_s = time.perf_counter() - t0
     interval = default_check_interval(model.frame_rate)
+    print(provenance_line({model.name: model, f"entropy model {lm_label}": lm}))
     print(f"codec {model.name}, entropy model {lm_label} (hash {flm.weights_hash}, converted in "
           f"{convert_s:.2f} s), {Path(args.audio).name} {seconds:.2f} s, {torch.get_num_threads()} thread(s)")
     print(f"default checks: {DEFAULT_CHECK_BITS} bits every {interval} frames + CRC-32 per segment")

@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import official_ref  # noqa: E402  (torchaudio stand-in before importing encodec)
+from provenance import provenance_line  # noqa: E402
 from encodec.model import LMModel  # noqa: E402
 from encodec.quantization.ac import ArithmeticDecoder, build_stable_quantized_cdf  # noqa: E402
 
@@ -97,6 +98,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     lm = LMModel(32, 1024, num_layers=5, dim=200, past_context=262).eval()
+    print(provenance_line({"paper-size entropy model (random, seed 0)": lm}))
     print(f"paper-size entropy model, {args.frames} frames, {torch.get_num_threads()} thread(s)")
     print(f"{'codebooks':>9} {'official ms/frame':>18} {'kernels ms/frame':>17} {'max speed-up':>13}")
     for K in args.codebooks:

@@ -19,6 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import official_ref  # noqa: E402  (torchaudio stand-in before importing encodec)
+from provenance import provenance_line  # noqa: E402
 from encodec.model import LMModel  # noqa: E402
 from encodec.quantization.ac import ArithmeticDecoder, build_stable_quantized_cdf  # noqa: E402
 
@@ -85,6 +86,7 @@ def main() -> None:
             times[key].append(value)
 
     seconds = args.frames / args.frame_rate
+    print(provenance_line({"paper-size entropy model (random, seed 0)": ref}))
     print(f"{args.codebooks} codebooks x {args.frames} frames ({seconds:.1f} s of audio), "
           f"{torch.get_num_threads()} thread(s), {len(ours_bytes)} bytes (identical), "
           f"median of {args.repeats}")

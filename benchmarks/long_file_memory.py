@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from provenance import provenance_line
 
 CHILD = r"""
 import json, resource, sys, time
@@ -42,6 +43,7 @@ torch.set_num_threads(1)
 from opencodec.longform import compress_file_streaming, decompress_file_streaming
 from opencodec.model import EncodecConfig, EncodecModel
 from opencodec.pretrained import load_model
+from opencodec.weights_hash import weights_sha256
 mode, src, dst, bw, arch, lm_format = (sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]),
                                        sys.argv[5], sys.argv[6])
 if arch == "default":
@@ -61,7 +63,8 @@ if mode == "compress":
 else:
     decompress_file_streaming(src, dst, model, lm=lm)
 wall = time.perf_counter() - t0
-print(json.dumps({"wall_s": wall, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({"model": f"{model.name} (weights {weights_sha256(model)[:12]})",
+                  "wall_s": wall, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "rss_after_load_mib": base / 1024}))
 """
 
@@ -114,6 +117,8 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         for path in (src, ecdc, wav):
             path.unlink()
+    print(provenance_line() + f"; child processes at 1 thread; model: {rows[0]['compress']['model'] if rows else '-'}"
+          + (f", entropy model ({args.lm} format)" if args.lm != "none" else ""))
     print(f"{'minutes':>8} {'enc peak MiB':>13} {'enc s':>8} {'enc RTF':>8} {'dec peak MiB':>13} {'dec s':>8} {'dec RTF':>8}")
     for r in rows:
         sec = r["minutes"] * 60

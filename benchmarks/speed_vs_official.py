@@ -33,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import official_ref  # installs the torchaudio stand-in, imports encodec
+from provenance import provenance_line
 
 AUDIO_TOLERANCE = 1e-5
 
@@ -100,8 +101,10 @@ def main() -> int:
     args = parser.parse_args()
     clock = time.perf_counter if args.clock == "wall" else time.process_time
     rows = []
+    models = {}
     for name in args.models:
         ref, ours, x = official_ref.benchmark_pair(name, args.bandwidth, args.seconds)
+        models[f"{name} (random)"] = ours
         for threads in args.threads:
             torch.set_num_threads(threads)
             where = f"{name}, {threads} thread(s)"
@@ -128,6 +131,7 @@ def main() -> int:
     print(f"{args.seconds:g} s of audio, {args.bandwidth:g} kbps, median {args.clock} time of {args.repeats} "
           f"interleaved runs, torch {torch.__version__}; in every run codes identical, audio bitwise "
           f"identical (decode) or within {AUDIO_TOLERANCE:g} (exact_decode=False)")
+    print(provenance_line(models))
     print("| model | threads | direction | official s | official RTF | opencodec s | opencodec RTF | speed ratio |")
     print("|---|---|---|---|---|---|---|---|")
     for name, threads, direction, t_ref, t_ours in rows:

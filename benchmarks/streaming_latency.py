@@ -25,6 +25,7 @@ import torch
 
 from opencodec import EncodecConfig, EncodecModel
 from opencodec.streaming import StreamingDecoder, StreamingEncoder
+from provenance import provenance_line
 
 
 def build_model(bandwidth: float, seed: int = 0) -> EncodecModel:
@@ -161,6 +162,7 @@ def main() -> None:
         ("offline encode+decode real-time factor", f"{offline / seconds:.3f}"),
     ]
     width = max(len(k) for k, _ in rows)
+    print(provenance_line({"encodec_24khz (random, seed 0)": model}))
     print(f"| {'quantity'.ljust(width)} | value |")
     print(f"|{'-' * (width + 2)}|-------|")
     for key, value in rows:
