@@ -146,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "slower compression and decompression)")
     comp.add_argument("--lm-model", metavar="NAME_OR_PATH",
                       help="entropy model name or weights file (implies --lm; default: the one "
-                           "belonging to the model, encodec_lm_24khz or encodec_lm_48khz)")
+                           "belonging to the model: the bundled entropy model for the bundled "
+                           "codec, encodec_lm_24khz or encodec_lm_48khz for the official ones)")
     comp.add_argument("--lm-format", choices=("deterministic", "official"), default="deterministic",
                       help="entropy-coded format: 'deterministic' (default; version 1, decodes "
                            "identically on any machine and thread count, checksummed) or "
