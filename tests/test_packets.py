@@ -493,6 +493,39 @@ def test_chain_conceals_a_lost_packet_with_silence(tiny: EncodecModel) -> None:
     assert np.abs(audio[:, 14080 + 7 * HOP:]).max() > 0.0  # decoding resumes after the warm-up
 
 
+@pytest.mark.parametrize("lost", [[0], [0, 1], [5], "all"])
+def test_chain_lost_first_or_last_packets(tiny: EncodecModel, lost: tp.Any) -> None:
+    """The first data packet after the header lost (a late joiner, a dropped first packet),
+    the last one lost, or every one: silence for the lost frames, fresh decoding after them
+    (equal to the offline decoding of the frames that follow), never a crash."""
+    x = signal(24 * HOP - 50, seed=4)  # 24 frames = data packets 0-5 of 4 frames
+    codes, ref = offline(tiny, x, 1.8)
+    out = io.BytesIO()
+    encode_stream(tiny, io.BytesIO(wav_bytes(x, 24000)), out, bandwidth=1.8, frames_per_packet=4)
+    data = out.getvalue()
+    lost = list(range(6)) if lost == "all" else lost
+    cut = data
+    for n in sorted(lost, reverse=True):
+        offset, size, _ = nth_data(data, n)
+        cut = cut[:offset] + cut[offset + size:]
+    audio, warnings = decode_bytes(tiny, cut)
+    assert audio.shape == tuple(ref.shape)  # the end packet keeps the length
+    assert len(warnings) == 1 and "replaced by silence" in warnings[0]
+    first_kept = 4 * (max(lost) + 1) if lost[0] == 0 else 0
+    silent = range(4 * min(lost) * HOP, min(4 * (max(lost) + 1) * HOP, x.shape[-1]))
+    assert not audio[:, silent.start:silent.stop].any()
+    if lost[0] == 0 and first_kept < 24:  # decoding starts fresh at the first frame received
+        with torch.inference_mode():
+            after = tiny.decode([(codes[None, :, first_kept:], None)])[0]
+        start = first_kept * HOP
+        np.testing.assert_allclose(audio[:, start:], after.numpy()[:, :x.shape[-1] - start],
+                                   atol=1e-5, rtol=0)
+        assert np.abs(audio[:, start:]).max() > 0.01
+    elif lost == [5]:  # everything before the lost last packet is the offline decoding
+        np.testing.assert_allclose(audio[:, :silent.start], ref.numpy()[:, :silent.start],
+                                   atol=1e-5, rtol=0)
+
+
 def test_chain_joined_mid_stream_and_damaged(tiny: EncodecModel) -> None:
     x = signal(24000, seed=3)
     out = io.BytesIO()

@@ -810,12 +810,12 @@ class PacketAudioDecoder:
         if isinstance(event, CodeFrames):
             return self._add(decoder.push(event.codes[None].to(self._device))[0])
         if isinstance(event, MissingFrames):
-            out = self._add(decoder.flush()[0])
+            out = self._flush(decoder)
             silence = torch.zeros(self.channels or 1, event.count * self._hop)
             self.concealed_samples += silence.shape[-1]
             return out + self._add(silence)
         assert isinstance(event, StreamEnd)
-        out = self._add(decoder.flush()[0])
+        out = self._flush(decoder)
         rest = self._held
         if event.length is not None:
             rest = rest[:, :max(0, event.length - self._released)]
@@ -837,6 +837,13 @@ class PacketAudioDecoder:
         self._hop = info.hop_length
         self._held = torch.zeros(info.channels, 0)
         self._released = 0
+
+    def _flush(self, decoder: StreamingDecoder) -> list[torch.Tensor]:
+        """The rest of the audio of the frames pushed since the last flush (none when no
+        frame was pushed: a loss right after the header, or two losses in a row)."""
+        if decoder.frames_in == 0:
+            return []
+        return self._add(decoder.flush()[0])
 
     def _add(self, audio: torch.Tensor) -> list[torch.Tensor]:
         """Append decoded audio [C, n]; release all but the last hop - 1 samples."""
