@@ -1,4 +1,4 @@
-"""The packet stream container (``opencodec.packets``): byte layout, parsing, loss,
+"""The packet stream container (``opencodec.stream``): byte layout, parsing, loss,
 damage, joining mid-stream, truncation, and the model-level encode/decode chain.
 
 Most tests are model-free (random codes through ``PacketWriter`` -> bytes ->
@@ -22,7 +22,7 @@ import official_ref
 from opencodec import EncodecConfig, EncodecModel
 from opencodec.audio import convert_audio
 from opencodec.errors import AudioIOError, BitstreamError, OpenCodecError
-from opencodec.packets import (
+from opencodec.stream import (
     PACKET_OVERHEAD, SYNC, AudioSink, CodeFrames, Damaged, DataPacket, EndPacket, HeaderPacket,
     MissingFrames, Notice, PacketParser, PacketWriter, PcmFormat, PcmStreamReader, StreamEnd,
     StreamInfo, StreamReceiver, StreamStart, check_model_for_stream, data_packet, decode_stream,

@@ -25,7 +25,7 @@ import torch
 
 import official_ref
 from opencodec import EncodecConfig, EncodecModel, cli, save_model
-from opencodec.packets import DataPacket, PacketParser
+from opencodec.stream import DataPacket, PacketParser
 
 RATE = 24_000
 BANDWIDTH = "1.8"

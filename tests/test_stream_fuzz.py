@@ -17,7 +17,7 @@ import torch
 import official_ref
 from opencodec import EncodecConfig, EncodecModel
 from opencodec.errors import BitstreamError
-from opencodec.packets import decode_stream, encode_stream
+from opencodec.stream import decode_stream, encode_stream
 
 RATE = 24000
 HOP = 320

@@ -10,7 +10,7 @@
     opencodec stream-encode [-m NAME_OR_PATH] [-b KBPS] [--frames-per-packet N] [--header-every N]
                             [--raw --rate HZ --channels C [--format s16le|f32le]]  < in.wav > out.ocs
     opencodec stream-decode [-m NAME_OR_PATH] [--raw] [--float]  < in.ocs > out.wav
-                            (packet streams for pipes, see opencodec.packets)
+                            (packet streams for pipes, see opencodec.stream)
     opencodec eval --models NAME_OR_PATH [...] --set DIR --out DIR [...]  (see opencodec.eval.report)
     opencodec mushra build|serve|report ...  (listening test, see opencodec.eval.mushra)
     opencodec train-lm CONFIG [key=value ...] [--run-dir DIR]  (entropy model, see opencodec.train.lm_solver)
@@ -741,7 +741,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------
-# stream-encode / stream-decode (the packet container: opencodec.packets)
+# stream-encode / stream-decode (the packet container: opencodec.stream)
 # ------------------------------------------------------------------------------------------
 def _count(text: str) -> int:
     """argparse type: an integer in [1, 255]."""
@@ -756,7 +756,7 @@ def _count(text: str) -> int:
 
 def _add_stream_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
     """The ``stream-encode`` and ``stream-decode`` sub-commands."""
-    from .packets import DEFAULT_FRAMES_PER_PACKET, DEFAULT_HEADER_EVERY, RAW_FORMATS
+    from .stream import DEFAULT_FRAMES_PER_PACKET, DEFAULT_HEADER_EVERY, RAW_FORMATS
 
     enc = sub.add_parser(
         "stream-encode", parents=[common], help="WAV/raw PCM on stdin -> packet stream on stdout",
@@ -820,7 +820,7 @@ def _broken_pipe() -> tp.Iterator[None]:
 
 def cmd_stream_encode(args: argparse.Namespace) -> int:
     """``opencodec stream-encode``: WAV or raw PCM on stdin -> packet stream on stdout."""
-    from .packets import RAW_FORMATS, PcmFormat, check_streamable, encode_stream
+    from .stream import RAW_FORMATS, PcmFormat, check_streamable, encode_stream
 
     raw = None
     if args.raw:
@@ -849,7 +849,7 @@ def cmd_stream_encode(args: argparse.Namespace) -> int:
 
 def cmd_stream_decode(args: argparse.Namespace) -> int:
     """``opencodec stream-decode``: packet stream on stdin -> WAV or raw PCM on stdout."""
-    from .packets import decode_stream
+    from .stream import decode_stream
 
     fin, fout = _binary_stdin("a packet stream"), _binary_stdout()
     models = _Models(args.model)
