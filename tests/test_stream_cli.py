@@ -205,7 +205,7 @@ def stream(files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> 
      "model 'encodec_48khz' cannot be streamed: it is not causal"),
     (["stream-encode", "--raw", "--rate", "24000"], "wav", 2, "--raw needs --rate and --channels"),
     (["stream-encode", "-m", "MODEL", "--rate", "24000"], "wav", 2, "describe raw input: add --raw"),
-    (["stream-encode", "-m", "MODEL", "-b", "6"], "wav", 2, "bandwidth 6 kbps is not supported"),
+    (["stream-encode", "-m", "MODEL", "-b", "6"], "wav", 2, "model tiny_stream does not support 6 kbps; choose one of: 0.9, 1.8 kbps"),
     (["stream-encode", "-m", "MODEL", "-b", BANDWIDTH], b"RIFX" + bytes(40), 1,
      "stdin: not a WAV stream (big-endian RIFX is not supported)"),
     (["stream-decode", "-m", "MODEL"], b"\x00" * 500, 1, "no stream header found in 500 bytes"),

@@ -41,9 +41,10 @@ from tqdm import tqdm
 from . import __version__
 from ._files import check_output, write_bytes_atomic
 from .audio import AUDIO_EXTENSIONS, convert_audio, is_audio_file, read_audio, write_audio
+from .bandwidth import check_bandwidth
 from .bitstream import EcdcHeader, read_header
 from .compress import compress, decompress
-from .errors import ModelLoadError, OpenCodecError
+from .errors import ModelLoadError, OpenCodecError, UnsupportedBandwidthError
 from .longform import compress_file_streaming, decompress_file_streaming, supports_streaming
 from .model import EncodecConfig, EncodecModel
 from .pretrained import (DEFAULT_MODEL, config_for_name, known_lm_models, lm_name_for_codec,
@@ -463,9 +464,11 @@ def _fmt_kbps(value: float) -> str:
 # compress
 # ------------------------------------------------------------------------------------------
 def _check_bandwidth(bandwidth: float, name: str, supported: tp.Sequence[float]) -> None:
-    if bandwidth not in supported:
-        raise UsageError(f"bandwidth {_fmt_kbps(bandwidth)} kbps is not supported by {name}; "
-                         f"choose one of: {', '.join(_fmt_kbps(b) for b in supported)}")
+    """A usage error (exit status 2) for a bandwidth the model does not support."""
+    try:
+        check_bandwidth(bandwidth, supported, name)
+    except UnsupportedBandwidthError as error:
+        raise UsageError(str(error)) from None
 
 
 def _lm_name(lm_arg: str | None, model: EncodecModel) -> str:

@@ -21,7 +21,7 @@ import soxr
 import torch
 
 from ..audio import RESAMPLE_QUALITY, convert_channels
-from ..compress import _check_bandwidth, _model_device, _model_dtype
+from ..compress import _model_device, _model_dtype
 from ..errors import AudioIOError, BitstreamError
 from ..model import EncodecModel
 from ..streaming import StreamingEncoder
@@ -73,7 +73,7 @@ def encode_stream(model: EncodecModel, fin: tp.BinaryIO, fout: tp.BinaryIO, *,
     check_streamable(model.config)
     previous = model.bandwidth
     if bandwidth is not None:
-        model.set_target_bandwidth(_check_bandwidth(model, bandwidth))
+        model.set_target_bandwidth(bandwidth)
     try:
         encoder = StreamingEncoder(model)
     finally:
