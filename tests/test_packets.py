@@ -18,7 +18,6 @@ import pytest
 import soundfile as sf
 import torch
 
-import official_ref
 from opencodec import EncodecConfig, EncodecModel
 from opencodec.audio import convert_audio
 from opencodec.errors import AudioIOError, BitstreamError, OpenCodecError
@@ -27,6 +26,7 @@ from opencodec.stream import (
     MissingFrames, Notice, PacketParser, PacketWriter, PcmFormat, PcmStreamReader, StreamEnd,
     StreamInfo, StreamReceiver, StreamStart, check_model_for_stream, data_packet, decode_stream,
     encode_stream, end_packet, header_packet)
+from stream_models import tiny_stream_model
 
 HOP = 320
 INFO = StreamInfo(model_name="test", sample_rate=24000, channels=1, num_codebooks=3, bits=6,
@@ -404,10 +404,7 @@ def test_streaming_wav_sink_is_readable(float32: bool, seekable: bool) -> None:
 # ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny() -> EncodecModel:
-    torch.manual_seed(0)
-    cfg = EncodecConfig(name="tiny_stream", n_filters=8, dimension=32, n_q=4, bins=64, lstm=1,
-                        target_bandwidths=[0.9, 1.8])
-    return official_ref.random_codebooks(EncodecModel(cfg), 0)
+    return tiny_stream_model("tiny_stream", 0)
 
 
 def signal(length: int, channels: int = 1, rate: int = 24000, seed: int = 0) -> torch.Tensor:
@@ -527,21 +524,39 @@ def test_chain_lost_first_or_last_packets(tiny: EncodecModel, lost: tp.Any) -> N
 
 
 def test_chain_joined_mid_stream_and_damaged(tiny: EncodecModel) -> None:
+    """Joining mid-stream gives the offline decoding of the frames from the next header on;
+    a damaged packet gives silence for exactly its frames, the offline decoding before it
+    and a fresh decoding of the frames after it (the documented concealment)."""
     x = signal(24000, seed=3)
+    codes, ref = offline(tiny, x, 0.9)
     out = io.BytesIO()
     encode_stream(tiny, io.BytesIO(wav_bytes(x, 24000)), out, bandwidth=0.9, frames_per_packet=2,
                   header_every=8)
     data = out.getvalue()
+
+    def decoded_from(frame: int) -> np.ndarray:
+        """Offline decoding of frames ``frame ..``, trimmed to the rest of the signal."""
+        with torch.inference_mode():
+            return tiny.decode([(codes[None, :, frame:], None)])[0, :, :24000 - frame * HOP].numpy()
+
     offset, _, _ = nth_data(data, 5)
     audio, warnings = decode_bytes(tiny, data[offset + 3:])  # joins at data packet 8 = frame 16
     assert audio.shape == (1, 24000 - 16 * HOP)
-    assert warnings[0].startswith("joined mid-stream")
+    assert len(warnings) == 1 and warnings[0].startswith("joined mid-stream")
+    np.testing.assert_allclose(audio, decoded_from(16), atol=1e-5, rtol=0)
+    assert np.abs(audio).max() > 0.01
+
     bad = bytearray(data)
-    offset, _, _ = nth_data(data, 20)
+    offset, _, _ = nth_data(data, 20)  # frames 40-41 = samples 12800-13439
     bad[offset + 13] ^= 1
     audio, warnings = decode_bytes(tiny, bytes(bad))
     assert audio.shape == (1, 24000)
-    assert "corrupt data" in warnings[0] and "2 frame(s)" in warnings[1]
+    assert len(warnings) == 2
+    assert "corrupt data" in warnings[0] and "data packet(s) 20-20 lost: 2 frame(s)" in warnings[1]
+    np.testing.assert_allclose(audio[:, :40 * HOP], ref.numpy()[:, :40 * HOP], atol=1e-5, rtol=0)
+    assert not audio[:, 40 * HOP:42 * HOP].any()
+    np.testing.assert_allclose(audio[:, 42 * HOP:], decoded_from(42), atol=1e-5, rtol=0)
+    assert np.abs(audio[:, 42 * HOP:]).max() > 0.01
 
 
 def test_chain_errors(tiny: EncodecModel) -> None:

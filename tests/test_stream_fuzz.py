@@ -14,10 +14,10 @@ import pytest
 import soundfile as sf
 import torch
 
-import official_ref
-from opencodec import EncodecConfig, EncodecModel
+from opencodec import EncodecModel
 from opencodec.errors import BitstreamError
 from opencodec.stream import decode_stream, encode_stream
+from stream_models import tiny_stream_model
 
 RATE = 24000
 HOP = 320
@@ -28,10 +28,8 @@ LAYOUTS = [  # (frames per packet, header every, seconds): 4 x 110 = 440 damaged
 
 @pytest.fixture(scope="module")
 def tiny() -> EncodecModel:
-    torch.manual_seed(0)
-    cfg = EncodecConfig(name="tiny_fuzz", n_filters=4, dimension=8, n_q=3, bins=16, lstm=0,
-                        ratios=[8, 5, 4, 2], target_bandwidths=[0.6, 0.9])
-    return official_ref.random_codebooks(EncodecModel(cfg), 0)
+    return tiny_stream_model("tiny_fuzz", 0, n_filters=4, dimension=8, n_q=3, bins=16, lstm=0,
+                             target_bandwidths=[0.6, 0.9])
 
 
 def packet_stream(model: EncodecModel, fpp: int, header_every: int, seconds: float) -> bytes:
