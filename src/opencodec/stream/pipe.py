@@ -67,8 +67,8 @@ def encode_stream(model: EncodecModel, fin: tp.BinaryIO, fout: tp.BinaryIO, *,
     The end of the input ends the stream with an end packet.
 
     Raises ``OpenCodecError`` for a model that cannot stream, ``AudioIOError`` for bad or
-    empty input (nothing is written then), ``InvalidAudioError`` for a bandwidth the model
-    does not support.
+    empty input (nothing is written then), ``UnsupportedBandwidthError`` for a bandwidth
+    the model does not support.
     """
     check_streamable(model.config)
     previous = model.bandwidth
