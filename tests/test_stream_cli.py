@@ -303,3 +303,22 @@ def test_raw_float_output(files: dict[str, Path], stream: bytes, tmp_path: Path)
     assert res16.returncode == 0, res16.stderr.decode()
     got16 = np.frombuffer(res16.stdout, "<i2")
     np.testing.assert_array_equal(got16, np.clip(np.rint(got.astype(np.float64) * 32768), -32768, 32767))
+
+
+def test_first_data_packet_lost(files: dict[str, Path], stream: bytes, tmp_path: Path) -> None:
+    """The loss that used to crash ``stream-decode`` (IndexError): the first data packet
+    after the header. Its 4 frames are silence, the rest is a fresh decoding of the frames
+    that follow, and the length is kept."""
+    parser = PacketParser()
+    first = [p for p in parser.feed(stream) + parser.finish() if isinstance(p, DataPacket)][:2]
+    damaged = stream[:first[0].offset] + stream[first[1].offset:]
+    res = run(["stream-decode", "-m", str(files["model"]), "--raw", "--float"], tmp_path, damaged)
+    assert res.returncode == 0, res.stderr.decode()
+    assert res.stderr.decode().splitlines()[0] == (
+        "opencodec: warning: data packet(s) 0-0 lost: 4 frame(s) (0.053 s) missing, replaced by silence")
+    got = np.frombuffer(res.stdout, "<f4")
+    total = sf.info(str(files["wav"])).frames
+    assert got.shape == (total,) and not got[:4 * 320].any()
+    model = cli.load_model(str(files["model"]))
+    np.testing.assert_allclose(got[4 * 320:], _offline_decode_from(model, stream, 4)[:total - 4 * 320],
+                               atol=1e-5, rtol=0)
