@@ -1,4 +1,4 @@
-"""The packet stream container (``opencodec.packets``): byte layout, parsing, loss,
+"""The packet stream container (``opencodec.stream``): byte layout, parsing, loss,
 damage, joining mid-stream, truncation, and the model-level encode/decode chain.
 
 Most tests are model-free (random codes through ``PacketWriter`` -> bytes ->
@@ -18,15 +18,15 @@ import pytest
 import soundfile as sf
 import torch
 
-import official_ref
 from opencodec import EncodecConfig, EncodecModel
 from opencodec.audio import convert_audio
 from opencodec.errors import AudioIOError, BitstreamError, OpenCodecError
-from opencodec.packets import (
+from opencodec.stream import (
     PACKET_OVERHEAD, SYNC, AudioSink, CodeFrames, Damaged, DataPacket, EndPacket, HeaderPacket,
     MissingFrames, Notice, PacketParser, PacketWriter, PcmFormat, PcmStreamReader, StreamEnd,
     StreamInfo, StreamReceiver, StreamStart, check_model_for_stream, data_packet, decode_stream,
     encode_stream, end_packet, header_packet)
+from stream_models import tiny_stream_model
 
 HOP = 320
 INFO = StreamInfo(model_name="test", sample_rate=24000, channels=1, num_codebooks=3, bits=6,
@@ -404,10 +404,7 @@ def test_streaming_wav_sink_is_readable(float32: bool, seekable: bool) -> None:
 # ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny() -> EncodecModel:
-    torch.manual_seed(0)
-    cfg = EncodecConfig(name="tiny_stream", n_filters=8, dimension=32, n_q=4, bins=64, lstm=1,
-                        target_bandwidths=[0.9, 1.8])
-    return official_ref.random_codebooks(EncodecModel(cfg), 0)
+    return tiny_stream_model("tiny_stream", 0)
 
 
 def signal(length: int, channels: int = 1, rate: int = 24000, seed: int = 0) -> torch.Tensor:
@@ -493,22 +490,73 @@ def test_chain_conceals_a_lost_packet_with_silence(tiny: EncodecModel) -> None:
     assert np.abs(audio[:, 14080 + 7 * HOP:]).max() > 0.0  # decoding resumes after the warm-up
 
 
+@pytest.mark.parametrize("lost", [[0], [0, 1], [5], "all"])
+def test_chain_lost_first_or_last_packets(tiny: EncodecModel, lost: tp.Any) -> None:
+    """The first data packet after the header lost (a late joiner, a dropped first packet),
+    the last one lost, or every one: silence for the lost frames, fresh decoding after them
+    (equal to the offline decoding of the frames that follow), never a crash."""
+    x = signal(24 * HOP - 50, seed=4)  # 24 frames = data packets 0-5 of 4 frames
+    codes, ref = offline(tiny, x, 1.8)
+    out = io.BytesIO()
+    encode_stream(tiny, io.BytesIO(wav_bytes(x, 24000)), out, bandwidth=1.8, frames_per_packet=4)
+    data = out.getvalue()
+    lost = list(range(6)) if lost == "all" else lost
+    cut = data
+    for n in sorted(lost, reverse=True):
+        offset, size, _ = nth_data(data, n)
+        cut = cut[:offset] + cut[offset + size:]
+    audio, warnings = decode_bytes(tiny, cut)
+    assert audio.shape == tuple(ref.shape)  # the end packet keeps the length
+    assert len(warnings) == 1 and "replaced by silence" in warnings[0]
+    first_kept = 4 * (max(lost) + 1) if lost[0] == 0 else 0
+    silent = range(4 * min(lost) * HOP, min(4 * (max(lost) + 1) * HOP, x.shape[-1]))
+    assert not audio[:, silent.start:silent.stop].any()
+    if lost[0] == 0 and first_kept < 24:  # decoding starts fresh at the first frame received
+        with torch.inference_mode():
+            after = tiny.decode([(codes[None, :, first_kept:], None)])[0]
+        start = first_kept * HOP
+        np.testing.assert_allclose(audio[:, start:], after.numpy()[:, :x.shape[-1] - start],
+                                   atol=1e-5, rtol=0)
+        assert np.abs(audio[:, start:]).max() > 0.01
+    elif lost == [5]:  # everything before the lost last packet is the offline decoding
+        np.testing.assert_allclose(audio[:, :silent.start], ref.numpy()[:, :silent.start],
+                                   atol=1e-5, rtol=0)
+
+
 def test_chain_joined_mid_stream_and_damaged(tiny: EncodecModel) -> None:
+    """Joining mid-stream gives the offline decoding of the frames from the next header on;
+    a damaged packet gives silence for exactly its frames, the offline decoding before it
+    and a fresh decoding of the frames after it (the documented concealment)."""
     x = signal(24000, seed=3)
+    codes, ref = offline(tiny, x, 0.9)
     out = io.BytesIO()
     encode_stream(tiny, io.BytesIO(wav_bytes(x, 24000)), out, bandwidth=0.9, frames_per_packet=2,
                   header_every=8)
     data = out.getvalue()
+
+    def decoded_from(frame: int) -> np.ndarray:
+        """Offline decoding of frames ``frame ..``, trimmed to the rest of the signal."""
+        with torch.inference_mode():
+            return tiny.decode([(codes[None, :, frame:], None)])[0, :, :24000 - frame * HOP].numpy()
+
     offset, _, _ = nth_data(data, 5)
     audio, warnings = decode_bytes(tiny, data[offset + 3:])  # joins at data packet 8 = frame 16
     assert audio.shape == (1, 24000 - 16 * HOP)
-    assert warnings[0].startswith("joined mid-stream")
+    assert len(warnings) == 1 and warnings[0].startswith("joined mid-stream")
+    np.testing.assert_allclose(audio, decoded_from(16), atol=1e-5, rtol=0)
+    assert np.abs(audio).max() > 0.01
+
     bad = bytearray(data)
-    offset, _, _ = nth_data(data, 20)
+    offset, _, _ = nth_data(data, 20)  # frames 40-41 = samples 12800-13439
     bad[offset + 13] ^= 1
     audio, warnings = decode_bytes(tiny, bytes(bad))
     assert audio.shape == (1, 24000)
-    assert "corrupt data" in warnings[0] and "2 frame(s)" in warnings[1]
+    assert len(warnings) == 2
+    assert "corrupt data" in warnings[0] and "data packet(s) 20-20 lost: 2 frame(s)" in warnings[1]
+    np.testing.assert_allclose(audio[:, :40 * HOP], ref.numpy()[:, :40 * HOP], atol=1e-5, rtol=0)
+    assert not audio[:, 40 * HOP:42 * HOP].any()
+    np.testing.assert_allclose(audio[:, 42 * HOP:], decoded_from(42), atol=1e-5, rtol=0)
+    assert np.abs(audio[:, 42 * HOP:]).max() > 0.01
 
 
 def test_chain_errors(tiny: EncodecModel) -> None:

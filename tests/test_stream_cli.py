@@ -23,9 +23,9 @@ import pytest
 import soundfile as sf
 import torch
 
-import official_ref
-from opencodec import EncodecConfig, EncodecModel, cli, save_model
-from opencodec.packets import DataPacket, PacketParser
+from opencodec import EncodecModel, cli, save_model
+from opencodec.stream import CodeFrames, DataPacket, HeaderPacket, PacketParser, StreamReceiver
+from stream_models import tiny_stream_model
 
 RATE = 24_000
 BANDWIDTH = "1.8"
@@ -33,10 +33,7 @@ LSB = 1 / 32768
 
 
 def tiny_model(name: str, seed: int) -> EncodecModel:
-    torch.manual_seed(seed)
-    cfg = EncodecConfig(name=name, n_filters=8, dimension=32, n_q=4, bins=64, lstm=1,
-                        target_bandwidths=[0.9, 1.8])
-    return official_ref.random_codebooks(EncodecModel(cfg), seed)
+    return tiny_stream_model(name, seed)
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +202,8 @@ def stream(files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> 
      "model 'encodec_48khz' cannot be streamed: it is not causal"),
     (["stream-encode", "--raw", "--rate", "24000"], "wav", 2, "--raw needs --rate and --channels"),
     (["stream-encode", "-m", "MODEL", "--rate", "24000"], "wav", 2, "describe raw input: add --raw"),
-    (["stream-encode", "-m", "MODEL", "-b", "6"], "wav", 2, "bandwidth 6 kbps is not supported"),
+    (["stream-encode", "-m", "MODEL", "-b", "6"], "wav", 2,
+     "model tiny_stream does not support 6 kbps; choose one of: 0.9, 1.8 kbps"),
     (["stream-encode", "-m", "MODEL", "-b", BANDWIDTH], b"RIFX" + bytes(40), 1,
      "stdin: not a WAV stream (big-endian RIFX is not supported)"),
     (["stream-decode", "-m", "MODEL"], b"\x00" * 500, 1, "no stream header found in 500 bytes"),
@@ -229,3 +227,98 @@ def test_errors(files: dict[str, Path], stream: bytes, offline: Path, monkeypatc
     if code == 1:
         assert err.count("\n") == 1 and err.startswith("opencodec: error: ")
     assert out.getvalue() == b""  # nothing written on failure
+
+
+def test_header_every_sets_the_join_points(files: dict[str, Path], stream: bytes, tmp_path: Path) -> None:
+    """``--header-every 3``: a header before data packets 0, 3, 6, ...; a receiver that joins
+    inside data packet 4 starts at packet 6 (frame 24), and its audio is the offline decoding
+    of the frames from there on (a fresh decoder, as the receiver documents)."""
+    res = run(["stream-encode", "-m", str(files["model"]), "-b", BANDWIDTH, "--header-every", "3"],
+              tmp_path, files["wav"])
+    assert res.returncode == 0, res.stderr.decode()
+    data = res.stdout
+    parser = PacketParser()
+    packets = parser.feed(data) + parser.finish()
+    headers = [p.seq for p in packets if isinstance(p, HeaderPacket)]
+    data_packets = [p for p in packets if isinstance(p, DataPacket)]
+    assert headers == list(range(0, len(data_packets), 3))
+    default = PacketParser()
+    assert [p.seq for p in default.feed(stream) + default.finish()
+            if isinstance(p, HeaderPacket)] == list(range(0, len(data_packets), 16))
+    # the same codes either way: only the headers differ
+    assert [p.payload for p in data_packets] == [
+        p.payload for p in PacketParser().feed(stream) if isinstance(p, DataPacket)]
+
+    res = run(["stream-decode", "-m", str(files["model"]), "--raw", "--float"], tmp_path,
+              data[data_packets[4].offset + 5:])
+    assert res.returncode == 0, res.stderr.decode()
+    err = res.stderr.decode()
+    assert "warning: joined mid-stream" in err and err.count("warning:") == 1
+    got = np.frombuffer(res.stdout, "<f4")
+    total = sf.info(str(files["wav"])).frames
+    start = 6 * 4 * 320  # data packet 6 = frame 24
+    assert got.shape == (total - start,)
+    model = cli.load_model(str(files["model"]))
+    joined = _offline_decode_from(model, stream, 24)[:total - start]
+    np.testing.assert_allclose(got, joined, atol=1e-5, rtol=0)
+    assert np.abs(got).max() > 0.01
+
+
+def _offline_decode_from(model: EncodecModel, stream: bytes, frame: int) -> np.ndarray:
+    """Offline ``model.decode`` of the stream's code frames from ``frame`` on, channel 0."""
+    parser, receiver = PacketParser(), StreamReceiver()
+    frames = []
+    for packet in parser.feed(stream) + parser.finish():
+        frames += [e.codes for e in receiver.handle(packet) if isinstance(e, CodeFrames)]
+    codes = torch.cat(frames, dim=1)[None, :, frame:]
+    with torch.inference_mode():
+        return model.decode([(codes, None)])[0, 0].numpy()
+
+
+def test_raw_float_input_gives_the_same_stream(files: dict[str, Path], stream: bytes,
+                                               tmp_path: Path) -> None:
+    """``--raw --format f32le``: the WAV's samples as headerless float32 give the same packet
+    stream byte for byte (16-bit samples are exact in float32); any other value gives other codes."""
+    samples, _ = sf.read(str(files["wav"]), dtype="float32")
+    args = ["stream-encode", "-m", str(files["model"]), "-b", BANDWIDTH, "--raw", "--rate",
+            str(RATE), "--channels", "1", "--format", "f32le"]
+    res = run(args, tmp_path, samples.astype("<f4").tobytes())
+    assert res.returncode == 0, res.stderr.decode()
+    assert res.stdout == stream
+    res = run(args, tmp_path, (samples * 0.5).astype("<f4").tobytes())
+    assert res.returncode == 0 and res.stdout != stream  # the samples are read, not ignored
+    assert len(res.stdout) == len(stream)
+
+
+def test_raw_float_output(files: dict[str, Path], stream: bytes, tmp_path: Path) -> None:
+    """``stream-decode --raw --float``: headerless little-endian float32, the values of the
+    file path's ``--float`` output (within 1e-5), not clipped; ``--raw`` alone is s16le."""
+    res = run(["stream-decode", "-m", str(files["model"]), "--raw", "--float"], tmp_path, stream)
+    assert res.returncode == 0, res.stderr.decode()
+    got = np.frombuffer(res.stdout, "<f4")
+    expected, _ = sf.read(str(files["ref32"]), dtype="float32")
+    assert got.shape == expected.shape == (sf.info(str(files["wav"])).frames,)
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    res16 = run(["stream-decode", "-m", str(files["model"]), "--raw"], tmp_path, stream)
+    assert res16.returncode == 0, res16.stderr.decode()
+    got16 = np.frombuffer(res16.stdout, "<i2")
+    np.testing.assert_array_equal(got16, np.clip(np.rint(got.astype(np.float64) * 32768), -32768, 32767))
+
+
+def test_first_data_packet_lost(files: dict[str, Path], stream: bytes, tmp_path: Path) -> None:
+    """The loss that used to crash ``stream-decode`` (IndexError): the first data packet
+    after the header. Its 4 frames are silence, the rest is a fresh decoding of the frames
+    that follow, and the length is kept."""
+    parser = PacketParser()
+    first = [p for p in parser.feed(stream) + parser.finish() if isinstance(p, DataPacket)][:2]
+    damaged = stream[:first[0].offset] + stream[first[1].offset:]
+    res = run(["stream-decode", "-m", str(files["model"]), "--raw", "--float"], tmp_path, damaged)
+    assert res.returncode == 0, res.stderr.decode()
+    assert res.stderr.decode().splitlines()[0] == (
+        "opencodec: warning: data packet(s) 0-0 lost: 4 frame(s) (0.053 s) missing, replaced by silence")
+    got = np.frombuffer(res.stdout, "<f4")
+    total = sf.info(str(files["wav"])).frames
+    assert got.shape == (total,) and not got[:4 * 320].any()
+    model = cli.load_model(str(files["model"]))
+    np.testing.assert_allclose(got[4 * 320:], _offline_decode_from(model, stream, 4)[:total - 4 * 320],
+                               atol=1e-5, rtol=0)

@@ -10,7 +10,7 @@
     opencodec stream-encode [-m NAME_OR_PATH] [-b KBPS] [--frames-per-packet N] [--header-every N]
                             [--raw --rate HZ --channels C [--format s16le|f32le]]  < in.wav > out.ocs
     opencodec stream-decode [-m NAME_OR_PATH] [--raw] [--float]  < in.ocs > out.wav
-                            (packet streams for pipes, see opencodec.packets)
+                            (packet streams for pipes, see opencodec.stream)
     opencodec eval --models NAME_OR_PATH [...] --set DIR --out DIR [...]  (see opencodec.eval.report)
     opencodec mushra build|serve|report ...  (listening test, see opencodec.eval.mushra)
     opencodec train-lm CONFIG [key=value ...] [--run-dir DIR]  (entropy model, see opencodec.train.lm_solver)
@@ -41,9 +41,10 @@ from tqdm import tqdm
 from . import __version__
 from ._files import check_output, write_bytes_atomic
 from .audio import AUDIO_EXTENSIONS, convert_audio, is_audio_file, read_audio, write_audio
+from .bandwidth import check_bandwidth
 from .bitstream import EcdcHeader, read_header
 from .compress import compress, decompress
-from .errors import ModelLoadError, OpenCodecError
+from .errors import ModelLoadError, OpenCodecError, UnsupportedBandwidthError
 from .longform import compress_file_streaming, decompress_file_streaming, supports_streaming
 from .model import EncodecConfig, EncodecModel
 from .pretrained import (DEFAULT_MODEL, config_for_name, known_lm_models, lm_name_for_codec,
@@ -464,9 +465,11 @@ def _fmt_kbps(value: float) -> str:
 # compress
 # ------------------------------------------------------------------------------------------
 def _check_bandwidth(bandwidth: float, name: str, supported: tp.Sequence[float]) -> None:
-    if bandwidth not in supported:
-        raise UsageError(f"bandwidth {_fmt_kbps(bandwidth)} kbps is not supported by {name}; "
-                         f"choose one of: {', '.join(_fmt_kbps(b) for b in supported)}")
+    """A usage error (exit status 2) for a bandwidth the model does not support."""
+    try:
+        check_bandwidth(bandwidth, supported, name)
+    except UnsupportedBandwidthError as error:
+        raise UsageError(str(error)) from None
 
 
 def _lm_name(lm_arg: str | None, model: EncodecModel) -> str:
@@ -742,7 +745,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------
-# stream-encode / stream-decode (the packet container: opencodec.packets)
+# stream-encode / stream-decode (the packet container: opencodec.stream)
 # ------------------------------------------------------------------------------------------
 def _count(text: str) -> int:
     """argparse type: an integer in [1, 255]."""
@@ -757,7 +760,7 @@ def _count(text: str) -> int:
 
 def _add_stream_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
     """The ``stream-encode`` and ``stream-decode`` sub-commands."""
-    from .packets import DEFAULT_FRAMES_PER_PACKET, DEFAULT_HEADER_EVERY, RAW_FORMATS
+    from .stream import DEFAULT_FRAMES_PER_PACKET, DEFAULT_HEADER_EVERY, RAW_FORMATS
 
     enc = sub.add_parser(
         "stream-encode", parents=[common], help="WAV/raw PCM on stdin -> packet stream on stdout",
@@ -821,7 +824,7 @@ def _broken_pipe() -> tp.Iterator[None]:
 
 def cmd_stream_encode(args: argparse.Namespace) -> int:
     """``opencodec stream-encode``: WAV or raw PCM on stdin -> packet stream on stdout."""
-    from .packets import RAW_FORMATS, PcmFormat, check_streamable, encode_stream
+    from .stream import RAW_FORMATS, PcmFormat, check_streamable, encode_stream
 
     raw = None
     if args.raw:
@@ -850,7 +853,7 @@ def cmd_stream_encode(args: argparse.Namespace) -> int:
 
 def cmd_stream_decode(args: argparse.Namespace) -> int:
     """``opencodec stream-decode``: packet stream on stdin -> WAV or raw PCM on stdout."""
-    from .packets import decode_stream
+    from .stream import decode_stream
 
     fin, fout = _binary_stdin("a packet stream"), _binary_stdout()
     models = _Models(args.model)

@@ -30,15 +30,14 @@ count or math library, and checksums turn damage or a wrong entropy model into a
 from __future__ import annotations
 
 import io
-import math
-import numbers
 import typing as tp
 
 import torch
 
 from .bitstream import (DEFAULT_CHECK_BITS, DeterministicCoding, EcdcHeader, StreamLayout,
                         default_check_interval, read_body, read_header, write_ecdc)
-from .errors import BitstreamError, ModelLoadError, OpenCodecError
+from .bandwidth import check_bandwidth
+from .errors import BitstreamError, InvalidAudioError, ModelLoadError
 from .model import EncodecModel
 
 if tp.TYPE_CHECKING:
@@ -46,11 +45,6 @@ if tp.TYPE_CHECKING:
     from .entropy.fixed import FixedLM
 
 __all__ = ["InvalidAudioError", "compress", "compress_to_file", "decompress", "decompress_from_file"]
-
-
-class InvalidAudioError(OpenCodecError, ValueError):
-    """The audio or an argument given to :func:`compress` cannot be encoded (wrong shape,
-    channels, dtype, empty, non-finite samples, unsupported bandwidth)."""
 
 
 def _model_device(model: EncodecModel) -> torch.device:
@@ -85,11 +79,7 @@ def _check_audio(model: EncodecModel, wav: tp.Any) -> None:
 
 
 def _check_bandwidth(model: EncodecModel, bandwidth: tp.Any) -> float:
-    if isinstance(bandwidth, bool) or not isinstance(bandwidth, numbers.Real) \
-            or not math.isfinite(float(bandwidth)) or float(bandwidth) not in model.target_bandwidths:
-        raise InvalidAudioError(f"model {model.name} does not support a bandwidth of "
-                                f"{bandwidth!r} kbps; choose one of {model.target_bandwidths}")
-    return float(bandwidth)
+    return check_bandwidth(bandwidth, model.target_bandwidths, model.name)
 
 
 def _check_lm(model: EncodecModel, lm: tp.Any, num_codebooks: int, deterministic: bool = False) -> None:

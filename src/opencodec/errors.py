@@ -15,3 +15,13 @@ class ModelLoadError(OpenCodecError):
 
 class AudioIOError(OpenCodecError):
     """An audio file cannot be read, converted or written."""
+
+
+class InvalidAudioError(OpenCodecError, ValueError):
+    """The audio or an argument given to :func:`opencodec.compress.compress` cannot be encoded
+    (wrong shape, channels, dtype, empty, non-finite samples, unsupported bandwidth)."""
+
+
+class UnsupportedBandwidthError(InvalidAudioError):
+    """A bandwidth (kbps) that the model does not support (see
+    :func:`opencodec.bandwidth.check_bandwidth`)."""

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .bandwidth import check_bandwidth
 from .modules.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
 from .quantization.rvq import QuantizedResult, ResidualVectorQuantizer
 
@@ -248,11 +249,9 @@ class EncodecModel(nn.Module):
         return num_codebooks * self.quantizer.bandwidth_per_quantizer(self.frame_rate)
 
     def set_target_bandwidth(self, bandwidth: float) -> None:
-        """Select one of ``target_bandwidths`` (kbps) for ``encode``."""
-        if bandwidth not in self.config.target_bandwidths:
-            raise ValueError(f"model {self.name} does not support {bandwidth} kbps; "
-                             f"choose one of {self.config.target_bandwidths}")
-        self.bandwidth = float(bandwidth)
+        """Select one of ``target_bandwidths`` (kbps) for ``encode``; any other value raises
+        ``UnsupportedBandwidthError`` (a ``ValueError``)."""
+        self.bandwidth = check_bandwidth(bandwidth, self.config.target_bandwidths, self.name)
 
     # -- inference ------------------------------------------------------------------------
     def segments(self, length: int) -> list[tuple[int, int]]:

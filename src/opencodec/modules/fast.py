@@ -52,6 +52,7 @@ from .conv import (
     pad1d,
 )
 from .lstm import StreamableLSTM
+from .seanet_blocks import SEANetResnetBlock
 
 __all__ = ["decoder_forward_exact", "decoder_forward_fast", "encoder_forward_exact", "fast_path_enabled",
            "set_fast_path"]
@@ -203,8 +204,6 @@ def _convtr_exact(layer: StreamableConvTranspose1d, x: torch.Tensor) -> torch.Te
 def _run_exact(layers: tp.Iterable[nn.Module], x: torch.Tensor, owned: bool) -> tuple[torch.Tensor, bool]:
     """Apply ``layers`` in order; ``owned``: x is an intermediate that may be overwritten.
     Returns the output and whether it is owned."""
-    from .seanet import SEANetResnetBlock  # seanet imports this module
-
     for layer in layers:
         if isinstance(layer, StreamableConv1d):
             x, owned = _conv_exact(layer, x), True
@@ -262,8 +261,6 @@ def _encoder_chunk_plan(layers: tp.Sequence[nn.Module]) -> _ChunkPlan | None:
     """How the encoder's layers before its LSTM can be chunked, or None when they cannot
     (a normalisation over time, an unknown layer, or an ELU whose chunk boundaries would not
     fall on multiples of 32 elements)."""
-    from .seanet import SEANetResnetBlock
-
     reach = 0  # input samples an output can depend on, either side (an upper bound)
     elus: list[tuple[int, int]] = []
     state = {"down": 1, "channels": 0}
@@ -495,8 +492,6 @@ def _resblock_cl(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``block.shortcut(x) + block.block(x)`` on channels-last x. When both branches end
     in an unnormalised kernel-1 conv (EnCodec's blocks), the second product accumulates
     into the first (``addmm_``) with the two biases summed up front."""
-    from .seanet import SEANetResnetBlock
-
     assert isinstance(block, SEANetResnetBlock)
     short, body = block.shortcut, list(block.block)
     last = body[-1] if body else None
@@ -526,8 +521,6 @@ def _resblock_cl(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def _run_cl(layers: tp.Sequence[nn.Module], x: torch.Tensor, owned: bool) -> tuple[torch.Tensor, bool]:
     """Apply ``layers`` to channels-last x; an ELU directly before a conv is fused into it.
     ``owned``: x may be overwritten. Returns the output and whether it is owned."""
-    from .seanet import SEANetResnetBlock
-
     pending: float | None = None  # alpha of an ELU not applied yet
 
     def flush(x: torch.Tensor, owned: bool) -> tuple[torch.Tensor, bool]:

@@ -54,7 +54,8 @@ import torch
 import torch.nn.functional as F
 
 from .._files import atomic_output, check_output, write_bytes_atomic
-from ..errors import AudioIOError, ModelLoadError, OpenCodecError
+from ..bandwidth import check_bandwidth
+from ..errors import AudioIOError, ModelLoadError, OpenCodecError, UnsupportedBandwidthError
 from ..model import EncodecModel
 
 # The codec trainer's helpers (config loading, seeding, atomic checkpoints, random states).
@@ -440,10 +441,10 @@ def prepare_data(s: Settings, run: Path, device: torch.device, progress: bool = 
         raise ConfigError("config field data.train is missing (JSONL manifest(s) of training audio)")
     codec = load_model(s.codec)
     bandwidths = s.bandwidths or codec.target_bandwidths
-    unknown = [b for b in bandwidths if b not in codec.target_bandwidths]
-    if unknown:
-        raise ConfigError(f"config field bandwidths: {unknown} not supported by codec {codec.name} "
-                          f"(it has {codec.target_bandwidths})")
+    try:
+        bandwidths = [check_bandwidth(b, codec.target_bandwidths, codec.name) for b in bandwidths]
+    except UnsupportedBandwidthError as error:
+        raise ConfigError(f"config field bandwidths: {error}") from None
     codec_hash = codec_fingerprint(codec)
     cache = Path(s.cache_dir) if s.cache_dir else run / "codes"
     train_codes, hit = extract_codes(codec, s.train_manifests, cache, "train", progress, device, codec_hash)

@@ -51,6 +51,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ...bandwidth import check_bandwidth
+from ...errors import UnsupportedBandwidthError
 from ..report import DEFAULT_CATEGORIES, EvalReportError, neural_system_name, parse_baseline
 from .spec import (ANCHOR_KIND, DB_FILE, FORMAT, HIDDEN_REFERENCE_KIND, TEST_FILE, MushraError,
                    MushraTest, load_test)
@@ -156,9 +158,10 @@ def plan_systems(models: tp.Sequence[str], bandwidths: tp.Sequence[float] | None
     for spec in models:
         model = loaded[spec]
         for bw in (bandwidths or model.target_bandwidths):
-            if not any(abs(bw - t) < 1e-9 for t in model.target_bandwidths):
-                raise MushraError(f"model {model.name} does not support {bw:g} kbps (supports "
-                                  f"{', '.join(f'{t:g}' for t in model.target_bandwidths)})")
+            try:
+                check_bandwidth(bw, model.target_bandwidths, model.name)
+            except UnsupportedBandwidthError as error:
+                raise MushraError(str(error)) from None
             systems.append(System(neural_system_name(model.name, bw), "neural", float(bw), model=spec))
     for spec in baselines:
         try:

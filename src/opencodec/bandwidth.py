@@ -1,0 +1,46 @@
+"""The one check of a bandwidth against the bandwidths a model supports.
+
+Every place that takes a bandwidth from a user (``EncodecModel.set_target_bandwidth``,
+``compress``, the streaming and long-file paths, the command line, the entropy-model
+trainer, the listening-test builder) calls :func:`check_bandwidth`, so that the rule and
+the error message are the same everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import typing as tp
+
+from .errors import UnsupportedBandwidthError
+
+__all__ = ["BANDWIDTH_TOLERANCE", "check_bandwidth", "format_kbps"]
+
+BANDWIDTH_TOLERANCE = 1e-9
+"""kbps: a bandwidth this close to a supported one is that one (computed bandwidths such as
+``n * bits * frame_rate / 1000`` need not be exactly the decimal a user types)."""
+
+
+def format_kbps(kbps: float) -> str:
+    """``6.0`` -> ``'6'``, ``1.5`` -> ``'1.5'``."""
+    return f"{kbps:g}"
+
+
+def check_bandwidth(bandwidth: tp.Any, supported: tp.Sequence[float], model_name: str) -> float:
+    """The supported bandwidth (kbps, a float taken from ``supported``) that ``bandwidth``
+    names, or ``UnsupportedBandwidthError`` naming the model and the choices.
+
+    ``bandwidth`` must be a finite real number (not a bool or a string) within
+    :data:`BANDWIDTH_TOLERANCE` of one of ``supported``.
+    """
+    if not isinstance(bandwidth, bool) and isinstance(bandwidth, numbers.Real) \
+            and math.isfinite(float(bandwidth)):
+        for value in supported:
+            if abs(float(bandwidth) - float(value)) <= BANDWIDTH_TOLERANCE:
+                return float(value)
+        shown = format_kbps(float(bandwidth))
+    else:
+        shown = repr(bandwidth)
+    choices = ", ".join(format_kbps(float(b)) for b in supported)
+    raise UnsupportedBandwidthError(f"model {model_name} does not support {shown} kbps; choose one "
+                                    f"of: {choices} kbps")
