@@ -33,7 +33,10 @@ Stream header body (``n = 12 + len(name)``); ``seq`` is that of the next data pa
     19  2  hop length: samples per code frame (uint16)
     21  1  frames per data packet, fpp (1..255)
     22  1  name length L (1..255)
-    23  L  model name, UTF-8 (what ``opencodec.load_model`` is given to decode)
+    23  L  model name, UTF-8 (what ``opencodec.load_model`` is given to decode); for models
+           other than the official ones followed by "#" and the weights hash prefix
+           (16 hex digits, as ``mh`` in ``.ecdc``): ``opencodec_24khz_v5#e701927ffb852e18``.
+           A decoder refuses a model with another hash (:func:`split_model_label`)
 
 Data body (``n = 1 + ceil(K * F * bits / 8)``)::
 
@@ -108,6 +111,7 @@ from .audio import RESAMPLE_QUALITY, _to_file_samples, convert_channels
 from .bitstream import pack_codes, packed_size, unpack_codes
 from .compress import _check_bandwidth, _model_device, _model_dtype
 from .errors import AudioIOError, BitstreamError, OpenCodecError
+from .identity import HASH_CHARS, check_model_for_file, header_identity
 from .model import EncodecConfig, EncodecModel
 from .streaming import StreamingDecoder, StreamingEncoder
 
@@ -117,7 +121,8 @@ __all__ = [
     "header_packet", "data_packet", "end_packet", "PacketWriter",
     "HeaderPacket", "DataPacket", "EndPacket", "Damaged", "PacketParser",
     "StreamStart", "CodeFrames", "MissingFrames", "StreamEnd", "Notice", "StreamReceiver",
-    "PacketAudioDecoder", "check_streamable", "check_model_for_stream",
+    "PacketAudioDecoder", "check_streamable", "check_model_for_stream", "model_label",
+    "split_model_label",
     "PcmFormat", "RAW_FORMATS", "PcmStreamReader", "AudioSink",
     "EncodeReport", "DecodeReport", "encode_stream", "decode_stream",
 ]
@@ -190,10 +195,15 @@ class StreamInfo:
     def from_model(cls, model: EncodecModel, num_codebooks: int,
                    frames_per_packet: int = DEFAULT_FRAMES_PER_PACKET) -> "StreamInfo":
         """The parameters of a stream of ``model``'s codes with ``num_codebooks`` codebooks."""
-        return cls(model_name=model.name, sample_rate=int(model.sample_rate),
+        return cls(model_name=model_label(model), sample_rate=int(model.sample_rate),
                    channels=int(model.channels), num_codebooks=int(num_codebooks),
                    bits=int(model.bits_per_codebook), hop_length=int(model.hop_length),
                    frames_per_packet=int(frames_per_packet))
+
+    @property
+    def model(self) -> tuple[str, str | None]:
+        """The model's name and weights hash (None when the header has none)."""
+        return split_model_label(self.model_name)
 
     @property
     def max_data_body(self) -> int:
@@ -207,6 +217,21 @@ class StreamInfo:
     def frames_for(self, samples: int) -> int:
         """Code frames for ``samples`` samples: ``ceil(samples / hop_length)``."""
         return -(-samples // self.hop_length)
+
+
+def model_label(model: EncodecModel) -> str:
+    """The stream header's model field for ``model``: its name, then ``#`` and its weights
+    hash for every model but the official ones (see :mod:`opencodec.identity`)."""
+    name, digest = header_identity(model)
+    return name if digest is None else f"{name}#{digest}"
+
+
+def split_model_label(label: str) -> tuple[str, str | None]:
+    """``(name, weights hash or None)`` of a stream header's model field."""
+    name, sep, digest = label.rpartition("#")
+    if sep and len(digest) == HASH_CHARS and set(digest) <= set("0123456789abcdef"):
+        return name, digest
+    return label, None
 
 
 # ------------------------------------------------------------------------------------------
@@ -754,10 +779,11 @@ def check_streamable(config: EncodecConfig) -> None:
 
 def check_model_for_stream(model: EncodecModel, info: StreamInfo) -> None:
     """Raise ``BitstreamError`` unless ``model`` can decode a stream with header ``info``
-    (same name, sample rate, channels, hop and bits, enough codebooks; streamable)."""
-    if model.name != info.model_name:
-        raise BitstreamError(f"the stream was written by model {info.model_name!r}, but the model "
-                             f"given is {model.name!r}")
+    (same name or a release of a legacy name, same weights hash when the header has one, see
+    :func:`opencodec.identity.check_model_for_file`; sample rate, channels, hop and bits,
+    enough codebooks; streamable)."""
+    name, digest = info.model
+    check_model_for_file(model, name, digest, info.num_codebooks, "the stream")
     for field_name, stream_value, model_value in (
             ("sample rate", info.sample_rate, model.sample_rate),
             ("channels", info.channels, model.channels),
