@@ -567,7 +567,7 @@ class _Models:
         key = (name, weights_hash)
         if key not in self._by_name:
             try:
-                self._by_name[key] = model_for_file(name, weights_hash, 1, what)
+                self._by_name[key] = model_for_file(name, weights_hash, 1, what, lambda n: load_model(n))
             except OpenCodecError as exc:
                 self._by_name[key] = exc
         found = self._by_name[key]

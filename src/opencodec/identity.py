@@ -115,20 +115,23 @@ def check_model_for_file(model: "EncodecModel", name: str, weights_hash: str | N
 
 
 def model_for_file(name: str, weights_hash: str | None, num_codebooks: int,
-                   what: str = "the file", device: str = "cpu") -> "EncodecModel":
+                   what: str = "the file",
+                   load: "tp.Callable[[str], EncodecModel] | None" = None) -> "EncodecModel":
     """Load the model a header names (``name``, ``weights_hash``) and check it fits.
 
     A hash selects the release that has it (the name must not contradict it); without a
     hash the name is loaded as :func:`opencodec.pretrained.load_model` resolves it, except
     bare ``opencodec_24khz``, which five releases used: ``ModelLoadError`` explaining how to
     choose. A hash that no release has is a ``ModelLoadError`` asking for the weights file.
+    ``load`` loads a model by name (default :func:`opencodec.pretrained.load_model`).
     """
-    from .pretrained import load_model
+    if load is None:
+        from .pretrained import load_model as load
 
     if weights_hash is None:
         if name == CODEC_ALIAS:
             raise ModelLoadError(legacy_choice_message(what))
-        model = load_model(name, device=device)
+        model = load(name)
     else:
         release = codec_release(name)
         if release is not None and release.short_hash != weights_hash:
@@ -138,9 +141,9 @@ def model_for_file(name: str, weights_hash: str | None, num_codebooks: int,
                 f"custom export?); pass those weights with --model PATH (their hash is checked)")
         matches = [release] if release is not None else codec_releases_by_hash(weights_hash)
         if matches:
-            model = load_model(matches[0].name, device=device)
+            model = load(matches[0].name)
         elif name in OFFICIAL_NAMES:
-            model = load_model(name, device=device)
+            model = load(name)
         else:
             known = ", ".join(r.name for r in CODEC_RELEASES)
             raise ModelLoadError(
@@ -168,9 +171,9 @@ def lm_name_for_file(lm_name: str | None, weights_hash: str | None, codec: "Enco
                      what: str = "the file") -> str | None:
     """The name of the entropy model to load for a file: the release whose hash the file
     records (``weights_hash``), else the name it records (``lm_name``, a deterministic file),
-    else the codec's own entropy model (None when none is known). Raises ``ModelLoadError`` when the file's entropy
-    model is not a known one."""
-    from .pretrained import known_lm_models, lm_name_for_codec
+    else None: the codec's own entropy model. Raises ``ModelLoadError`` when the file's
+    entropy model is not a known one."""
+    from .pretrained import known_lm_models
 
     if weights_hash is not None:
         release = lm_release_by_fixed_hash(weights_hash)
@@ -181,14 +184,14 @@ def lm_name_for_file(lm_name: str | None, weights_hash: str | None, codec: "Enco
         if lm_name in known_lm_models() and not bundled:
             return lm_name  # an official entropy model: its hash is checked when decoding
         raise ModelLoadError(f"{what} was entropy coded with entropy model {lm_name!r} (weights "
-                             f"hash {weights_hash}), which is not a known one "
+                             f"hash {weights_hash}), which is not a known name "
                              f"({', '.join(known_lm_models())}); pass that entropy model "
                              f"(lm=..., or --lm-model PATH on the command line)")
     if weights_hash is not None:
         raise ModelLoadError(f"{what} was entropy coded by an entropy model with weights hash "
                              f"{weights_hash}, which is not a registered one; pass it with "
                              f"--lm-model PATH (lm=... in Python)")
-    return lm_name_for_codec(codec.name)  # None: load_lm_model(None, codec=...) explains
+    return None  # the codec's own: load_lm_model(None, codec=...) finds it, or explains
 
 __all__ = ["OFFICIAL_NAMES", "HASH_CHARS", "model_hash", "lm_hash", "header_identity",
            "check_model_for_file", "model_for_file", "check_lm_for_file", "lm_name_for_file"]
