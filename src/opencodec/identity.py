@@ -47,6 +47,21 @@ def lm_hash(lm: "EntropyLM | FixedLM") -> str:
     return fixed_lm_for(lm).weights_hash
 
 
+def is_registered_name(name: str) -> bool:
+    """True for a name that means particular weights: an official model, a release of a
+    bundled model, or the bundled aliases."""
+    return (name in OFFICIAL_NAMES or name in (CODEC_ALIAS, LM_ALIAS)
+            or codec_release(name) is not None or lm_release(name) is not None)
+
+
+def export_name(name: str) -> str:
+    """The name a newly trained model is exported under: ``name``, or ``<name>_custom`` when
+    ``name`` is registered to other weights (:func:`is_registered_name`; e.g. fine-tuning the
+    bundled ``opencodec_24khz_v5``, or a config naming its model ``opencodec_24khz``), so that
+    no export takes the name of released weights. Its files carry its own weights hash anyway."""
+    return f"{name}_custom" if is_registered_name(name) else name
+
+
 def header_identity(model: "EncodecModel") -> tuple[str, str | None]:
     """``(name, weights hash or None)`` for the header of a file ``model`` writes: official
     models give no hash (their headers stay the official package's), every other model its
@@ -194,4 +209,5 @@ def lm_name_for_file(lm_name: str | None, weights_hash: str | None, codec: "Enco
     return None  # the codec's own: load_lm_model(None, codec=...) finds it, or explains
 
 __all__ = ["OFFICIAL_NAMES", "HASH_CHARS", "model_hash", "lm_hash", "header_identity",
+           "is_registered_name", "export_name",
            "check_model_for_file", "model_for_file", "check_lm_for_file", "lm_name_for_file"]
