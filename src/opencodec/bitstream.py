@@ -209,6 +209,10 @@ class EcdcHeader:
     ``num_codebooks`` per frame (``nc``) and ``use_lm``: whether the body is entropy coded
     (``lm``). ``deterministic`` (None for the official version 0 format) makes it a
     version 1 header, entropy coded with the integer model (``use_lm`` must be true).
+    ``model_hash`` (``mh``, 16 hex digits): the model's weights hash, written for every model
+    but the official ones; ``lm_hash`` (``lmh``): the entropy model's, for a version 0
+    entropy-coded file (version 1 carries it in ``deterministic``). See
+    :mod:`opencodec.identity`.
     """
 
     model_name: str

@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("-b", "--bandwidth", type=_bandwidth, default=DEFAULT_BANDWIDTH, metavar="KBPS",
                       help=f"target bandwidth in kbps (default {DEFAULT_BANDWIDTH:g}); "
                            "the model decides which are supported")
-    _add_model_option(comp, f"model name or weights file (default {DEFAULT_MODEL})")
+    _add_model_option(comp, f"model name or weights file (default {DEFAULT_MODEL}, the current "
+                            f"release; files record the release's versioned name and weights hash)")
     comp.add_argument("--lm", action="store_true",
                       help="entropy-code the codes with the codec's language model (smaller files, "
                            "slower compression and decompression)")
@@ -163,7 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("input", type=Path, metavar="IN", help=".ecdc file, or folder (recursive)")
     dec.add_argument("output", type=Path, nargs="?", metavar="OUT",
                      help="output .wav/.flac, or folder; default: IN with .wav")
-    _add_model_option(dec, "model name or weights file (default: the model named in each file)")
+    _add_model_option(dec, "model name or weights file (default: the model named in each file); "
+                           "its weights hash must be the file's. For a file written before "
+                           "versioned names (header 'opencodec_24khz'), the release that wrote it, "
+                           "e.g. opencodec_24khz_v4")
     dec.add_argument("--lm-model", metavar="NAME_OR_PATH",
                      help="entropy model name or weights file for entropy-coded files (default: "
                           "the one belonging to the model of each file)")

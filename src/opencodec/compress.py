@@ -122,7 +122,9 @@ def compress_to_file(model: EncodecModel, wav: torch.Tensor, fo: tp.BinaryIO,
     ``bandwidth`` in kbps must be one of ``model.target_bandwidths``; it is used for this
     call only (the model's own target is restored afterwards). None uses the model's
     current target (all codebooks when it has none). The header's model name is
-    ``model.name``. Raises :class:`InvalidAudioError` for bad audio or bandwidth.
+    ``model.name`` (a release's versioned name for the bundled model), with the model's
+    weights hash for every model but the official ones (:func:`header_identity_fields`).
+    Raises :class:`InvalidAudioError` for bad audio or bandwidth.
 
     ``lm``: an entropy model (:class:`~opencodec.entropy.EntropyLM`) to arithmetic-code the
     codes with (header ``"lm": true``); it must predict ``model.bins`` bins and cover the
@@ -250,8 +252,12 @@ def decompress_from_file(fo: tp.BinaryIO, model: EncodecModel | None = None,
     """Read a ``.ecdc`` file from ``fo`` (to its end) and decode it.
 
     Returns ``(wav, sample_rate)``: wav [C, al] float on the model's device, sample rate in
-    Hz. With ``model`` None the model named in the header is loaded with
-    ``opencodec.pretrained.load_model``; a given model must carry that name.
+    Hz. With ``model`` None the model named in the header is loaded (the release its weights
+    hash names, see :func:`opencodec.identity.model_for_file`; a header that names bare
+    ``opencodec_24khz`` without a hash, written before versioned names, is a
+    ``ModelLoadError`` that says to name the release). A given model must fit the header:
+    its architecture, and its weights hash when the header has one, else its name
+    (``BitstreamError``).
 
     An entropy-coded file (header ``"lm": true``) is decoded with ``lm``, or, when it is
     None, with the entropy model that belongs to the codec

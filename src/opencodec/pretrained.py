@@ -3,7 +3,11 @@
 ``load_model(name_or_path)`` accepts
 
 - ``opencodec_24khz`` (the default): the model shipped inside the package, trained by
-  opencodec (``src/opencodec/weights``);
+  opencodec (``src/opencodec/weights``); an alias for the current release of its weights,
+  ``opencodec_24khz_v5``. Every release has its versioned name (:mod:`opencodec.releases`);
+  a release that is not shipped is read from ``<cache_dir()>/<name>.safetensors``, or the
+  error says which commit has it and how to extract it. Weights are checked against the
+  release's hash, and weights loaded from a file that hold a release get its name;
 - a known name (``encodec_24khz``, ``encodec_48khz``): the official checkpoint file is
   looked up in the cache folder (``$OPENCODEC_CACHE``, default ``~/.cache/opencodec``;
   torch hub's checkpoint folder is also searched), downloaded from the official URL
@@ -139,7 +143,8 @@ def _verify_release(release: CodecRelease | LMRelease, digest: str, path: Path, 
     if digest != release.sha256:
         raise ModelLoadError(
             f"{path} does not hold the {what} release {release.name!r}: its weights hash is "
-            f"{digest[:16]}, the release's is {release.sha256[:16]} (file replaced or damaged; "
+            f"{digest[:16]}, the release's is {release.sha256[:16]} (file replaced or damaged; new "
+            f"weights need a new release in opencodec/releases.py; "
             f"`{extract_command(release)}` writes the release's file)")
 
 
