@@ -124,7 +124,8 @@ def test_unshipped_release_error_and_extraction(tmp_path: Path, offline: Path) -
     assert release is not None and release.file is None
     with pytest.raises(ModelLoadError) as err:
         load_model("opencodec_24khz_v2")
-    command = "git show 9bfa8d1:src/opencodec/weights/opencodec_24khz.safetensors > opencodec_24khz_v2.safetensors"
+    command = ("git show 9bfa8d1:src/opencodec/weights/opencodec_24khz.safetensors"
+               " > opencodec_24khz_v2.safetensors")
     assert "'opencodec_24khz_v2'" in str(err.value) and "commit 9bfa8d1" in str(err.value)
     assert command in str(err.value)
     subprocess.run(command.replace("> ", f"> {tmp_path}/"), shell=True, cwd=ROOT, check=True)
@@ -188,6 +189,21 @@ def test_old_release_file_decodes_bit_for_bit_with_its_release(v4, current, spee
         assert _snr(speech, wav) == pytest.approx(10.80, abs=0.01)
         # today's weights would have given other audio (the silent failure this prevents)
         assert _snr(speech, decompress(data, load_model("opencodec_24khz_v5"))[0]) < 3
+
+
+def test_old_entropy_coded_file_of_a_codec_with_two_entropy_models(v4, speech) -> None:
+    """Codec v4 had two entropy models: an official-format file that records none (as before
+    versioned names) is refused until one is named, then decodes."""
+    lm = load_lm_model("opencodec_lm_24khz_v4b")
+    data = compress(v4, speech, 6.0, lm=lm)
+    header, offset = parse_header(data)
+    fo = io.BytesIO()
+    write_header(fo, EcdcHeader(CODEC_ALIAS, header.audio_length, header.num_codebooks, True))
+    legacy = fo.getvalue() + data[offset:]
+    with pytest.raises(ModelLoadError, match=r"served by 2 entropy models: opencodec_lm_24khz_v4 "
+                                             r"\(621d886.*opencodec_lm_24khz_v4b \(6e5aa39"):
+        decompress(legacy, v4)
+    assert torch.equal(decompress(legacy, v4, lm=lm)[0], decompress(data)[0])
 
 
 def test_old_release_file_without_a_release_fails_clearly(current, tmp_path, capsys) -> None:

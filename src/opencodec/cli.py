@@ -735,10 +735,11 @@ def _format_info(info: dict[str, tp.Any]) -> str:
     def known(value: tp.Any, fmt: str) -> str:
         return "unknown (model not known)" if value is None else fmt.format(value)
 
+    hashed = f"hash {info['model_hash']}, " if info["model_hash"] else ""
     lines = [
         f"file:          {info['file']}",
         f"model:         {info['model']}",
-        f"weights:       {'hash ' + info['model_hash'] + ', ' if info['model_hash'] else ''}{info['release']}",
+        f"weights:       {hashed}{info['release']}",
         f"sample rate:   {known(info['sample_rate'], '{} Hz')}",
         f"channels:      {known(info['channels'], '{}')}",
         f"codebooks:     {info['codebooks']}",
@@ -899,13 +900,16 @@ def cmd_stream_encode(args: argparse.Namespace) -> int:
 
 def cmd_stream_decode(args: argparse.Namespace) -> int:
     """``opencodec stream-decode``: packet stream on stdin -> WAV or raw PCM on stdout."""
-    from .packets import decode_stream
+    from .packets import StreamInfo, decode_stream
 
     fin, fout = _binary_stdin("a packet stream"), _binary_stdout()
     models = _Models(args.model)
+
+    def load(info: StreamInfo) -> EncodecModel:  # the header's model, hash checked
+        return models.get(*info.model, info.num_codebooks, "the stream")
+
     with _broken_pipe():
-        report = decode_stream(fin, fout, lambda info: models.get(*info.model, info.num_codebooks, "the stream"),
-                               raw=args.raw, float32=args.float32, warn=_warn)
+        report = decode_stream(fin, fout, load, raw=args.raw, float32=args.float32, warn=_warn)
     stats = report.stats
     _info(args, f"stream-decode: {report.samples / report.sample_rate:.2f} s, {report.channels} "
                 f"channel(s) at {report.sample_rate} Hz; {stats.data_packets} data packets, "

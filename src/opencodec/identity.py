@@ -19,7 +19,7 @@ from __future__ import annotations
 import typing as tp
 
 from .errors import BitstreamError, ModelLoadError
-from .releases import (CODEC_ALIAS, CODEC_RELEASES, HASH_CHARS, LM_ALIAS, codec_release,
+from .releases import (CODEC_ALIAS, CODEC_RELEASES, HASH_CHARS, LM_ALIAS, LM_RELEASES, codec_release,
                        codec_releases_by_hash, legacy_choice_message, lm_release,
                        lm_release_by_fixed_hash, short_hash)
 from .weights_hash import weights_sha256
@@ -206,6 +206,13 @@ def lm_name_for_file(lm_name: str | None, weights_hash: str | None, codec: "Enco
         raise ModelLoadError(f"{what} was entropy coded by an entropy model with weights hash "
                              f"{weights_hash}, which is not a registered one; pass it with "
                              f"--lm-model PATH (lm=... in Python)")
+    served = [r for r in LM_RELEASES if r.codec == codec.name]
+    if len(served) > 1:  # a file that records no entropy model, of a codec that had several
+        choices = ", ".join(f"{r.name} ({r.commit[:7]}, {r.summary})" for r in served)
+        raise ModelLoadError(
+            f"{what} records no entropy-model hash (written before versioned names), and "
+            f"{codec.name} was served by {len(served)} entropy models: {choices}. Name the one "
+            f"installed when it was written: --lm-model NAME (lm=load_lm_model(NAME) in Python)")
     return None  # the codec's own: load_lm_model(None, codec=...) finds it, or explains
 
 __all__ = ["OFFICIAL_NAMES", "HASH_CHARS", "model_hash", "lm_hash", "header_identity",
