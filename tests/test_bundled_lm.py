@@ -28,12 +28,15 @@ def speech(codec) -> torch.Tensor:
 
 
 def test_registered_and_shipped(codec):
-    assert lm_name_for_codec(codec.name) == "opencodec_lm_24khz"
-    assert "opencodec_lm_24khz" in known_lm_models()
+    # the default codec is the current release, whose entropy model is the current one
+    assert codec.name == "opencodec_24khz_v5"
+    assert lm_name_for_codec(codec.name) == "opencodec_lm_24khz_v5"
+    assert {"opencodec_lm_24khz", "opencodec_lm_24khz_v5"} <= set(known_lm_models())
     path = BUNDLED_DIR / BUNDLED_LMS["opencodec_lm_24khz"]
+    assert path == BUNDLED_DIR / BUNDLED_LMS["opencodec_lm_24khz_v5"]
     assert path.is_file() and path.stat().st_size < 20 * 2**20
     lm = load_lm_model(None, codec=codec, num_codebooks=codec.n_q)
-    assert lm.name == "opencodec_lm_24khz" and lm.n_q >= codec.n_q and lm.card == codec.bins
+    assert lm.name == "opencodec_lm_24khz_v5" and lm.n_q >= codec.n_q and lm.card == codec.bins
 
 
 @pytest.mark.parametrize("bandwidth", [1.5, 12.0])

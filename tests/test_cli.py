@@ -364,7 +364,8 @@ def test_info_fields(tmp_path: Path, capsys: pytest.CaptureFixture[str], ckpt24:
     assert fields["entropy model"] == "no"
     code, out, _ = run(capsys, "info", tmp_path, "--json")  # folder: every .ecdc under it
     info = json.loads(out)
-    assert info == {"file": str(tmp_path / "a.ecdc"), "model": "encodec_24khz", "sample_rate": 24000,
+    assert info == {"file": str(tmp_path / "a.ecdc"), "model": "encodec_24khz", "model_hash": None,
+                    "release": "official EnCodec weights", "sample_rate": 24000,
                     "channels": 1, "codebooks": 4, "bandwidth_kbps": 3.0, "samples": 24000,
                     "duration_s": 1.0, "size_bytes": size, "bitrate_kbps": size * 8 / 1000,
                     "entropy_coded": False}

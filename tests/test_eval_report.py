@@ -206,3 +206,46 @@ def test_paired_versus_opus_tests_per_item_differences():
     assert f"3.10 vs 2.67: +0.10 ± {ci:.2f}, better, 5/5 items" in text
     assert "+0.01 ± " in text and "worse (not established), 2/5 items" in text
     assert "**m@6kbps**: ViSQOL above Opus in 1 of 1 categories (speech)." in text
+
+
+def test_retrained_model_is_rescored(setup, tmp_path):
+    """Resume is keyed by the model's weights too: the same name with other weights (a retrain)
+    is scored again and only its rows are reported; rows without a hash (older files) are stale."""
+    from opencodec.identity import model_hash
+    from opencodec.pretrained import load_model
+
+    root, man, model_path = setup
+    out = tmp_path / "rep"
+    kw = dict(categories=["music"], metrics=["si_snr"], max_items=1)
+    _run(man, model_path, out, **kw)
+    first = R.read_results(out / "results.jsonl")
+    old_hash = model_hash(load_model(model_path))
+    assert {r.get(R.WEIGHTS_KEY) for r in first if r["kind"] == "neural"} == {old_hash}
+    assert all(R.WEIGHTS_KEY not in r for r in first if r["kind"] == "baseline")
+
+    torch.manual_seed(1)  # "retrained": same name and architecture, other weights
+    retrained = EncodecModel(EncodecConfig(name="tiny", n_filters=4, dimension=16, lstm=0, n_q=4,
+                                           target_bandwidths=[1.5, 3.0]))
+    path = root / "retrained" / "tiny.safetensors"
+    save_model(retrained, path)
+    new_hash = model_hash(load_model(path))
+    assert new_hash != old_hash
+    doc = _run(man, str(path), out, **kw)
+    rows = R.read_results(out / "results.jsonl")
+    added = rows[len(first):]
+    # the two neural systems scored again with the new weights, the baseline not
+    assert sorted((r["system"], r.get(R.WEIGHTS_KEY)) for r in added) == [
+        ("tiny@1.5kbps", new_hash), ("tiny@3kbps", new_hash)]
+    for system in ("tiny@1.5kbps", "tiny@3kbps"):
+        reported = doc["categories"]["music"][system]["metrics"]["si_snr"]["mean"]
+        new_row = next(r for r in added if r["system"] == system)
+        old_row = next(r for r in first if r["system"] == system)
+        assert reported == new_row["metrics"]["si_snr"] != old_row["metrics"]["si_snr"]
+
+    # rows without a hash (written before it was recorded) are stale: scored again
+    (out / "results.jsonl").write_text("".join(
+        json.dumps({k: v for k, v in r.items() if k != R.WEIGHTS_KEY}) + "\n" for r in added))
+    _run(man, str(path), out, **kw)
+    again = R.read_results(out / "results.jsonl")[len(added):]
+    neural = sorted((r["system"], r.get(R.WEIGHTS_KEY)) for r in again if r["kind"] == "neural")
+    assert neural == [("tiny@1.5kbps", new_hash), ("tiny@3kbps", new_hash)]

@@ -16,7 +16,7 @@ import torch
 
 from opencodec import EncodecModel
 from opencodec.errors import BitstreamError
-from opencodec.stream import decode_stream, encode_stream
+from opencodec.stream import decode_stream, encode_stream, model_label
 from stream_models import tiny_stream_model
 
 RATE = 24000
@@ -102,7 +102,7 @@ def test_damaged_streams_warn_or_fail_cleanly(tiny: EncodecModel, layout: tuple[
 def test_first_data_packet_lost_is_among_the_damage(tiny: EncodecModel) -> None:
     """The case that crashed before: the bytes of the first data packet deleted."""
     data = packet_stream(tiny, 4, 16, 0.3)
-    header_size = 11 + 12 + len("tiny_fuzz") + 4
+    header_size = 11 + 12 + len(model_label(tiny)) + 4  # the name field carries "#" + weights hash
     data_size = 16 + (3 * 4 * 4 + 7) // 8  # 3 codebooks x 4 frames x 4 bits
     audio, warnings = decode(tiny, data[:header_size] + data[header_size + data_size:])
     assert audio.shape[0] == int(0.3 * RATE) + 17

@@ -12,6 +12,12 @@ Byte layout of a file::
     9       N     UTF-8 JSON object, written as json.dumps({"m": ..., "al": ..., "nc": ..., "lm": ...})
                     m:  model name (str), al: audio length in samples (int >= 1),
                     nc: codebooks used (int >= 1), lm: entropy coded (bool)
+                  opencodec adds, only for models other than the official ones (whose
+                  headers stay byte-identical to the official package's):
+                    mh:  the model's weights hash, 16 lowercase hex digits (a prefix of
+                         opencodec.weights_hash.weights_sha256); a reader refuses a model
+                         with another hash (see opencodec.releases)
+                    lmh: with lm true, the entropy model's weights hash (as in version 1)
     9+N     ...   body: one record per segment, in time order
 
 The segments are those of the model for ``al`` samples (a single segment of ``al``
@@ -52,8 +58,8 @@ whose CDFs are the same on every machine, and checks what it decodes::
     4       1     version, 1
     5       4     N: JSON length (big-endian uint32)
     9       N     UTF-8 JSON object, json.dumps({"m", "al", "nc", "lm", "lmn", "lmh", "fx",
-                  "cb", "ci"}) in that order:
-                    m, al, nc as in version 0; lm: true (always);
+                  "cb", "ci"}) in that order, "mh" after "lm" when present:
+                    m, al, nc, mh as in version 0; lm: true (always);
                     lmn: name of the entropy model (str, e.g. "encodec_lm_24khz"; a reader
                          without an entropy model given loads the model of that name);
                     lmh: its weights hash, 16 lowercase hex digits (FixedLM.weights_hash: a
@@ -203,6 +209,10 @@ class EcdcHeader:
     ``num_codebooks`` per frame (``nc``) and ``use_lm``: whether the body is entropy coded
     (``lm``). ``deterministic`` (None for the official version 0 format) makes it a
     version 1 header, entropy coded with the integer model (``use_lm`` must be true).
+    ``model_hash`` (``mh``, 16 hex digits): the model's weights hash, written for every model
+    but the official ones; ``lm_hash`` (``lmh``): the entropy model's, for a version 0
+    entropy-coded file (version 1 carries it in ``deterministic``). See
+    :mod:`opencodec.identity`.
     """
 
     model_name: str
@@ -210,11 +220,21 @@ class EcdcHeader:
     num_codebooks: int
     use_lm: bool
     deterministic: DeterministicCoding | None = None
+    model_hash: str | None = None
+    lm_hash: str | None = None
 
     def __post_init__(self) -> None:
         if self.deterministic is not None and not isinstance(self.deterministic, DeterministicCoding):
             raise TypeError("deterministic must be a DeterministicCoding or None")
+        if self.lm_hash is not None and (self.deterministic is not None or not self.use_lm):
+            raise BitstreamError("ECDC header: lm_hash is for version 0 entropy-coded files "
+                                 "(a deterministic header carries its own)")
         _check_header_fields(self.to_dict(), self.version)
+
+    @property
+    def entropy_model_hash(self) -> str | None:
+        """The entropy model's weights hash the file records (``lmh``), or None."""
+        return self.deterministic.lm_hash if self.deterministic is not None else self.lm_hash
 
     @property
     def version(self) -> int:
@@ -223,8 +243,12 @@ class EcdcHeader:
 
     def to_dict(self) -> dict[str, tp.Any]:
         """The JSON object, keys in the official order ``m, al, nc, lm`` (then version 1's)."""
-        meta = {"m": self.model_name, "al": self.audio_length, "nc": self.num_codebooks,
-                "lm": self.use_lm}
+        meta: dict[str, tp.Any] = {"m": self.model_name, "al": self.audio_length,
+                                   "nc": self.num_codebooks, "lm": self.use_lm}
+        if self.model_hash is not None:
+            meta["mh"] = self.model_hash
+        if self.lm_hash is not None:
+            meta["lmh"] = self.lm_hash
         if self.deterministic is not None:
             meta.update(self.deterministic.to_dict())
         return meta
@@ -243,7 +267,8 @@ class EcdcHeader:
             det = DeterministicCoding(lm_name=meta["lmn"], lm_hash=meta["lmh"], scheme=meta["fx"],
                                       check_bits=meta["cb"], check_interval=meta["ci"])
         return cls(model_name=meta["m"], audio_length=meta["al"], num_codebooks=meta["nc"],
-                   use_lm=meta["lm"], deterministic=det)
+                   use_lm=meta["lm"], deterministic=det, model_hash=meta.get("mh"),
+                   lm_hash=meta.get("lmh") if det is None else None)
 
     @classmethod
     def from_json(cls, data: bytes | str, version: int = VERSION) -> "EcdcHeader":
@@ -302,11 +327,25 @@ def _check_header_fields(meta: tp.Any, version: int = VERSION) -> None:
     if not isinstance(meta["lm"], bool):
         raise BitstreamError(f"ECDC header field 'lm' (entropy coded): expected true or false, "
                              f"got {_describe(meta['lm'])}")
+    if "mh" in meta:
+        _check_hash(meta, "mh", "model weights hash")
     if version == DETERMINISTIC_VERSION:
         if meta["lm"] is not True:
             raise BitstreamError("ECDC version 1 (deterministic entropy coding) header: field 'lm' "
                                  "must be true, got false")
         _check_deterministic_fields(meta)
+    elif "lmh" in meta:
+        if meta["lm"] is not True:
+            raise BitstreamError("ECDC header field 'lmh' (entropy model weights hash) in a file "
+                                 "that is not entropy coded ('lm': false)")
+        _check_hash(meta, "lmh", "entropy model weights hash")
+
+
+def _check_hash(meta: dict[str, tp.Any], key: str, what: str) -> None:
+    digest = meta[key]
+    if not isinstance(digest, str) or len(digest) != 16 or not set(digest) <= _HASH_CHARS:
+        raise BitstreamError(f"ECDC header field {key!r} ({what}): expected 16 "
+                             f"lowercase hex digits, got {_describe(digest)}")
 
 
 def _check_deterministic_fields(meta: dict[str, tp.Any]) -> None:
@@ -320,10 +359,7 @@ def _check_deterministic_fields(meta: dict[str, tp.Any]) -> None:
     if not isinstance(name, str) or not name or len(name) > MAX_LM_NAME_CHARS:
         raise BitstreamError(f"ECDC header field 'lmn' (entropy model name): expected a non-empty "
                              f"string of at most {MAX_LM_NAME_CHARS} characters, got {_describe(name)}")
-    digest = meta["lmh"]
-    if not isinstance(digest, str) or len(digest) != 16 or not set(digest) <= _HASH_CHARS:
-        raise BitstreamError(f"ECDC header field 'lmh' (entropy model weights hash): expected 16 "
-                             f"lowercase hex digits, got {_describe(digest)}")
+    _check_hash(meta, "lmh", "entropy model weights hash")
     _check_int(meta, "fx", "fixed-point scheme", 1)
     _check_int(meta, "cb", "check bits", 0, 32)
     _check_int(meta, "ci", "check interval in frames", 1, (1 << 31) - 1)

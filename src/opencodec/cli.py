@@ -44,7 +44,10 @@ from .audio import AUDIO_EXTENSIONS, convert_audio, is_audio_file, read_audio, w
 from .bandwidth import check_bandwidth
 from .bitstream import EcdcHeader, read_header
 from .compress import compress, decompress
-from .errors import ModelLoadError, OpenCodecError, UnsupportedBandwidthError
+from .errors import OpenCodecError, UnsupportedBandwidthError
+from .identity import (OFFICIAL_NAMES, check_lm_for_file, check_model_for_file, lm_name_for_file,
+                       model_for_file)
+from .releases import CODEC_ALIAS, codec_release, codec_releases_by_hash
 from .longform import compress_file_streaming, decompress_file_streaming, supports_streaming
 from .model import EncodecConfig, EncodecModel
 from .pretrained import (DEFAULT_MODEL, config_for_name, known_lm_models, lm_name_for_codec,
@@ -141,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("-b", "--bandwidth", type=_bandwidth, default=DEFAULT_BANDWIDTH, metavar="KBPS",
                       help=f"target bandwidth in kbps (default {DEFAULT_BANDWIDTH:g}); "
                            "the model decides which are supported")
-    _add_model_option(comp, f"model name or weights file (default {DEFAULT_MODEL})")
+    _add_model_option(comp, f"model name or weights file (default {DEFAULT_MODEL}, the current "
+                            f"release; files record the release's versioned name and weights hash)")
     comp.add_argument("--lm", action="store_true",
                       help="entropy-code the codes with the codec's language model (smaller files, "
                            "slower compression and decompression)")
@@ -162,7 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("input", type=Path, metavar="IN", help=".ecdc file, or folder (recursive)")
     dec.add_argument("output", type=Path, nargs="?", metavar="OUT",
                      help="output .wav/.flac, or folder; default: IN with .wav")
-    _add_model_option(dec, "model name or weights file (default: the model named in each file)")
+    _add_model_option(dec, "model name or weights file (default: the model named in each file); "
+                           "its weights hash must be the file's. For a file written before "
+                           "versioned names (header 'opencodec_24khz'), the release that wrote it, "
+                           "e.g. opencodec_24khz_v4")
     dec.add_argument("--lm-model", metavar="NAME_OR_PATH",
                      help="entropy model name or weights file for entropy-coded files (default: "
                           "the one belonging to the model of each file)")
@@ -472,9 +479,12 @@ def _check_bandwidth(bandwidth: float, name: str, supported: tp.Sequence[float])
         raise UsageError(str(error)) from None
 
 
-def _lm_name(lm_arg: str | None, model: EncodecModel) -> str:
-    """Entropy-model name for a deterministic file's header: a known name as given, a weights
-    file's base name, or the name of the codec's own entropy model."""
+def _lm_name(lm_arg: str | None, model: EncodecModel, lm: "EntropyLM") -> str:
+    """Entropy-model name for a deterministic file's header: the name it was loaded by (a
+    release's versioned name, also for a file holding a release), a weights file's base
+    name, or the name of the codec's own entropy model."""
+    if getattr(lm, "name", None):
+        return str(lm.name)
     if lm_arg is None:
         return lm_name_for_codec(model.name) or "custom"
     return lm_arg if lm_arg in known_lm_models() else Path(lm_arg).name
@@ -504,7 +514,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         lm = load_lm_model(args.lm_model, codec=model, num_codebooks=model.num_codebooks(args.bandwidth))
     lm_arg: dict[str, tp.Any] = {} if lm is None else {"lm": lm}  # plain files: calls as they were
     if lm is not None and args.lm_format == "deterministic":
-        lm_arg.update(deterministic=True, lm_name=_lm_name(args.lm_model, model))
+        lm_arg.update(deterministic=True, lm_name=_lm_name(args.lm_model, model, lm))
 
     def work_streaming(job: Job) -> None:
         with _progress_bar(args, job.src.name, "sample") as progress, \
@@ -549,53 +559,59 @@ def cmd_compress(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------
 class _Models:
     """Models for decompression, each loaded at most once per invocation: the ``--model``
-    one, or else the one named in each file's header (a failure is remembered too)."""
+    one, or else the one each file's header names (a failure is remembered too). Either is
+    checked against the header: architecture and weights hash (:mod:`opencodec.identity`)."""
 
     def __init__(self, model_arg: str | None):
         self._fixed = load_model(model_arg) if model_arg is not None else None
-        self._by_name: dict[str, EncodecModel | Exception] = {}
+        self._by_name: dict[tuple[str, str | None], EncodecModel | Exception] = {}
 
-    def get(self, name: str) -> EncodecModel:
-        """The model to decode a file whose header names model ``name``."""
+    def get(self, name: str, weights_hash: str | None = None, num_codebooks: int = 1,
+            what: str = "the file") -> EncodecModel:
+        """The model to decode a file whose header names model ``name`` with ``weights_hash``."""
         if self._fixed is not None:
+            check_model_for_file(self._fixed, name, weights_hash, num_codebooks, what)
             return self._fixed
-        if name not in self._by_name:
+        key = (name, weights_hash)
+        if key not in self._by_name:
             try:
-                self._by_name[name] = load_model(name)
+                self._by_name[key] = model_for_file(name, weights_hash, 1, what, lambda n: load_model(n))
             except OpenCodecError as exc:
-                self._by_name[name] = exc
-        found = self._by_name[name]
+                self._by_name[key] = exc
+        found = self._by_name[key]
         if isinstance(found, Exception):
             raise found
+        check_model_for_file(found, name, weights_hash, num_codebooks, what)
         return found
 
 
 class _EntropyModels:
     """Entropy models for decompression, each loaded at most once per codec and invocation:
-    the ``--lm-model`` one, or else the one belonging to each file's codec (a failure is
-    remembered too). Whether a model covers a file's codebooks is checked per file."""
+    the ``--lm-model`` one, or else the one each file records (release by weights hash, or
+    name) or its codec's own (a failure is remembered too). Whether a model covers a file's
+    codebooks, and its weights hash, are checked per file."""
 
     def __init__(self, lm_arg: str | None):
         self._arg = lm_arg
         self._by_codec: dict[tuple[int, str | None], tuple[EncodecModel, EntropyLM | Exception]] = {}
 
-    def get(self, codec: EncodecModel, name: str | None = None) -> "EntropyLM":
-        """The entropy model to decode an entropy-coded file of ``codec``; ``name``: the one
-        a deterministic file's header names (used when no ``--lm-model`` was given)."""
-        key = (id(codec), None if self._arg is not None else name)
+    def get(self, codec: EncodecModel, header: EcdcHeader) -> "EntropyLM":
+        """The entropy model to decode an entropy-coded file of ``codec`` with ``header``."""
+        det = header.deterministic
+        name = self._arg or lm_name_for_file(det.lm_name if det is not None else None,
+                                             header.entropy_model_hash, codec)
+        key = (id(codec), name)
         if key not in self._by_codec:
             try:
-                if self._arg is None and name is not None and name not in known_lm_models():
-                    raise ModelLoadError(f"the file was entropy coded with entropy model {name!r}, "
-                                         f"which is not a known name ({', '.join(known_lm_models())}); "
-                                         f"pass its weights file with --lm-model PATH")
-                found: EntropyLM | Exception = load_lm_model(self._arg or name, codec=codec)
+                found: EntropyLM | Exception = load_lm_model(name, codec=codec)
             except OpenCodecError as exc:
                 found = exc
             self._by_codec[key] = (codec, found)  # keeps codec alive, so its id stays unique
         found = self._by_codec[key][1]
         if isinstance(found, Exception):
             raise found
+        if det is None:  # a deterministic file's hash is checked when it is decoded
+            check_lm_for_file(found, header.lm_hash)
         return found
 
 
@@ -619,11 +635,10 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         check_output(job.dst, args.force, need_folder=not args.folder)
         with open(job.src, "rb") as fi:
             header = read_header(fi)  # a bad file fails here, before any model loads
-        model = models.get(header.model_name)
-        det_name = header.deterministic.lm_name if header.deterministic is not None else None
+        model = models.get(header.model_name, header.model_hash, header.num_codebooks)
         if (not args.folder and not args.rescale and supports_streaming(model)
                 and header.audio_length / model.sample_rate > STREAMING_MIN_SECONDS):
-            lm = lms.get(model, det_name) if header.use_lm else None
+            lm = lms.get(model, header) if header.use_lm else None
             with warnings.catch_warnings(record=True) as caught, \
                     _progress_bar(args, "entropy decoding", "frame", lazy=True) as lm_progress, \
                     _progress_bar(args, job.src.name, "frame", lazy=True) as progress:
@@ -636,7 +651,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
             _info(args, f"{job.src} -> {job.dst}: {length / model.sample_rate:.2f} s, "
                         f"{model.channels} channel(s) at {model.sample_rate} Hz (streamed)")
             return
-        lm = lms.get(model, det_name) if header.use_lm else None
+        lm = lms.get(model, header) if header.use_lm else None
         data = job.src.read_bytes()
         steps = len(model.segments(header.audio_length))
         with torch.no_grad(), _segment_progress(args, [model.decoder], steps, job.src.name):
@@ -667,19 +682,30 @@ def describe_file(path: Path, known: tuple[str, EncodecConfig] | None = None) ->
     with open(path, "rb") as fo:
         header: EcdcHeader = read_header(fo)
     size = path.stat().st_size
+    release = codec_release(header.model_name)
+    facts: tuple[int, int, int, float] | None = None  # sample rate, channels, bins, frame rate
     config: EncodecConfig | None = config_for_name(header.model_name)
     if config is None and known is not None and known[0] == header.model_name:
         config = known[1]
+    if config is not None:
+        facts = (config.sample_rate, config.channels, config.bins, config.frame_rate)
+    elif release is not None:  # a release that is not shipped: its record has the numbers
+        facts = (release.sample_rate, release.channels, release.bins, release.frame_rate)
     info: dict[str, tp.Any] = {
-        "file": str(path), "model": header.model_name, "sample_rate": None, "channels": None,
+        "file": str(path), "model": header.model_name, "model_hash": header.model_hash,
+        "release": _release_note(header.model_name, header.model_hash),
+        "sample_rate": None, "channels": None,
         "codebooks": header.num_codebooks, "bandwidth_kbps": None, "samples": header.audio_length,
         "duration_s": None, "size_bytes": size, "bitrate_kbps": None, "entropy_coded": header.use_lm}
-    if config is not None:
-        duration = header.audio_length / config.sample_rate
+    if facts is not None:
+        rate, channels, bins, frame_rate = facts
+        duration = header.audio_length / rate
         info.update(
-            sample_rate=config.sample_rate, channels=config.channels,
-            bandwidth_kbps=header.num_codebooks * math.log2(config.bins) * config.frame_rate / 1000,
+            sample_rate=rate, channels=channels,
+            bandwidth_kbps=header.num_codebooks * math.log2(bins) * frame_rate / 1000,
             duration_s=duration, bitrate_kbps=size * 8 / duration / 1000)
+    if header.lm_hash is not None:
+        info.update(lm_hash=header.lm_hash)
     det = header.deterministic
     if det is not None:
         info.update(format_version=header.version, lm_name=det.lm_name, lm_hash=det.lm_hash,
@@ -687,14 +713,37 @@ def describe_file(path: Path, known: tuple[str, EncodecConfig] | None = None) ->
     return info
 
 
+def _release_note(name: str, weights_hash: str | None) -> str:
+    """What a header's model name and hash say about the weights, in words."""
+    release = codec_release(name)
+    if name in OFFICIAL_NAMES and weights_hash is None:
+        return "official EnCodec weights"
+    if weights_hash is None:
+        if name == CODEC_ALIAS:
+            return ("ambiguous: written before versioned names; decode with --model "
+                    "opencodec_24khz_vN, the release installed when it was written")
+        return "no weights hash recorded"
+    if release is not None:
+        where = "shipped" if release.file else f"not shipped, commit {release.commit[:7]} has it"
+        if release.short_hash == weights_hash:
+            return f"release {release.name} ({where})"
+        return f"NOT release {release.name} (its hash is {release.short_hash}): other weights"
+    matches = codec_releases_by_hash(weights_hash)
+    if matches:
+        return f"the weights of release {matches[0].name}"
+    return "not a registered release: decode with --model PATH to its weights"
+
+
 def _format_info(info: dict[str, tp.Any]) -> str:
     """Human-readable block for ``describe_file``'s dict."""
     def known(value: tp.Any, fmt: str) -> str:
         return "unknown (model not known)" if value is None else fmt.format(value)
 
+    hashed = f"hash {info['model_hash']}, " if info["model_hash"] else ""
     lines = [
         f"file:          {info['file']}",
         f"model:         {info['model']}",
+        f"weights:       {hashed}{info['release']}",
         f"sample rate:   {known(info['sample_rate'], '{} Hz')}",
         f"channels:      {known(info['channels'], '{}')}",
         f"codebooks:     {info['codebooks']}",
@@ -704,6 +753,8 @@ def _format_info(info: dict[str, tp.Any]) -> str:
         f"bitrate:       {known(info['bitrate_kbps'], '{:.2f} kbps (actual)')}",
         f"entropy model: {'yes' if info['entropy_coded'] else 'no'}",
     ]
+    if "lm_hash" in info and "format_version" not in info:
+        lines[-1] += f" (weights hash {info['lm_hash']})"
     if "format_version" in info:
         checks = (f"{info['check_bits']} bits every {info['check_interval']} frames, "
                   if info["check_bits"] else "")
@@ -853,13 +904,16 @@ def cmd_stream_encode(args: argparse.Namespace) -> int:
 
 def cmd_stream_decode(args: argparse.Namespace) -> int:
     """``opencodec stream-decode``: packet stream on stdin -> WAV or raw PCM on stdout."""
-    from .stream import decode_stream
+    from .stream import StreamInfo, decode_stream
 
     fin, fout = _binary_stdin("a packet stream"), _binary_stdout()
     models = _Models(args.model)
+
+    def load(info: StreamInfo) -> EncodecModel:  # the header's model, hash checked
+        return models.get(*info.model, info.num_codebooks, "the stream")
+
     with _broken_pipe():
-        report = decode_stream(fin, fout, lambda info: models.get(info.model_name),
-                               raw=args.raw, float32=args.float32, warn=_warn)
+        report = decode_stream(fin, fout, load, raw=args.raw, float32=args.float32, warn=_warn)
     stats = report.stats
     _info(args, f"stream-decode: {report.samples / report.sample_rate:.2f} s, {report.channels} "
                 f"channel(s) at {report.sample_rate} Hz; {stats.data_packets} data packets, "

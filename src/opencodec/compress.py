@@ -29,6 +29,7 @@ count or math library, and checksums turn damage or a wrong entropy model into a
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import typing as tp
 
@@ -37,7 +38,7 @@ import torch
 from .bitstream import (DEFAULT_CHECK_BITS, DeterministicCoding, EcdcHeader, StreamLayout,
                         default_check_interval, read_body, read_header, write_ecdc)
 from .bandwidth import check_bandwidth
-from .errors import BitstreamError, InvalidAudioError, ModelLoadError
+from .errors import BitstreamError, InvalidAudioError
 from .model import EncodecModel
 
 if tp.TYPE_CHECKING:
@@ -111,7 +112,9 @@ def compress_to_file(model: EncodecModel, wav: torch.Tensor, fo: tp.BinaryIO,
     ``bandwidth`` in kbps must be one of ``model.target_bandwidths``; it is used for this
     call only (the model's own target is restored afterwards). None uses the model's
     current target (all codebooks when it has none). The header's model name is
-    ``model.name``. Raises :class:`InvalidAudioError` for bad audio or bandwidth.
+    ``model.name`` (a release's versioned name for the bundled model), with the model's
+    weights hash for every model but the official ones (:func:`header_identity_fields`).
+    Raises :class:`InvalidAudioError` for bad audio or bandwidth.
 
     ``lm``: an entropy model (:class:`~opencodec.entropy.EntropyLM`) to arithmetic-code the
     codes with (header ``"lm": true``); it must predict ``model.bins`` bins and cover the
@@ -143,10 +146,23 @@ def compress_to_file(model: EncodecModel, wav: torch.Tensor, fo: tp.BinaryIO,
             frames = model.encode(x[None])
     finally:
         model.bandwidth = previous
-    header = EcdcHeader(model_name=model.name, audio_length=int(wav.shape[-1]),
-                        num_codebooks=int(frames[0].codes.shape[1]), use_lm=lm is not None,
-                        deterministic=det)
+    header = EcdcHeader(audio_length=int(wav.shape[-1]), num_codebooks=int(frames[0].codes.shape[1]),
+                        use_lm=lm is not None, deterministic=det, **header_identity_fields(model, lm, det))
     return write_ecdc(fo, header, frames, StreamLayout.from_model(model), lm)
+
+
+def header_identity_fields(model: EncodecModel, lm: "EntropyLM | FixedLM | None",
+                           det: DeterministicCoding | None) -> dict[str, tp.Any]:
+    """The header fields that say which weights wrote a file: ``model_name``, ``model_hash``
+    (None for the official models) and, for an official-format entropy-coded file of another
+    model, ``lm_hash`` (a deterministic header carries its own). See :mod:`opencodec.identity`."""
+    from .identity import header_identity, lm_hash
+
+    name, digest = header_identity(model)
+    fields: dict[str, tp.Any] = {"model_name": name, "model_hash": digest}
+    if digest is not None and lm is not None and det is None:
+        fields["lm_hash"] = lm_hash(lm)
+    return fields
 
 
 def _deterministic_coding(model: EncodecModel, lm: "EntropyLM | FixedLM", lm_name: str | None,
@@ -185,29 +201,40 @@ def compress(model: EncodecModel, wav: torch.Tensor, bandwidth: float | None = N
 
 
 def _resolve_model(header: EcdcHeader, model: EncodecModel | None) -> EncodecModel:
+    """The model to decode ``header``'s file: ``model`` checked against the header (names,
+    architecture, weights hash), or the model the header names (see
+    :func:`opencodec.identity.model_for_file`)."""
+    from .identity import check_model_for_file, model_for_file
+
     if model is not None:
-        if header.model_name != model.name:
-            raise BitstreamError(f"ECDC file was written by model {header.model_name!r}, "
-                                 f"but the model given is {model.name!r}")
+        check_model_for_file(model, header.model_name, header.model_hash, header.num_codebooks,
+                             "the ECDC file")
         return model
-    from .pretrained import load_model  # imported late: loading weights is optional
-    return load_model(header.model_name)
+    return model_for_file(header.model_name, header.model_hash, header.num_codebooks, "the ECDC file")
+
+
+def _decoding_layout(model: EncodecModel) -> StreamLayout:
+    """The body layout of ``model``, without the name check: :func:`_resolve_model` checked
+    the model against the header (a legacy name may differ from the release's)."""
+    return dataclasses.replace(StreamLayout.from_model(model), model_name=None)
 
 
 def _resolve_lm(header: EcdcHeader, model: EncodecModel, lm: "EntropyLM | FixedLM | None"
                 ) -> "EntropyLM | FixedLM":
-    if lm is not None:
-        return lm
-    from .pretrained import known_lm_models, load_lm_model  # late: loading weights is optional
-    det = header.deterministic
-    if det is None:
-        return load_lm_model(None, codec=model, num_codebooks=header.num_codebooks)
-    if det.lm_name not in known_lm_models():
-        raise ModelLoadError(f"the file was entropy coded with entropy model {det.lm_name!r} "
-                             f"(weights hash {det.lm_hash}), which is not a known name "
-                             f"({', '.join(known_lm_models())}); pass that entropy model "
-                             f"(lm=..., or --lm-model PATH on the command line)")
-    return load_lm_model(det.lm_name, codec=model, num_codebooks=header.num_codebooks)
+    """The entropy model to decode ``header``'s file: ``lm`` (its hash checked against the
+    file's record), or the one the file records (release by hash, or name), or the codec's."""
+    from .identity import check_lm_for_file, lm_name_for_file
+
+    if lm is None:
+        from .pretrained import load_lm_model  # late: loading weights is optional
+
+        det = header.deterministic
+        name = lm_name_for_file(det.lm_name if det is not None else None,
+                                header.entropy_model_hash, model, "the ECDC file")
+        lm = load_lm_model(name, codec=model, num_codebooks=header.num_codebooks)
+    if header.deterministic is None:  # version 1 checks its hash when decoding
+        check_lm_for_file(lm, header.lm_hash, "the ECDC file")
+    return lm
 
 
 def decompress_from_file(fo: tp.BinaryIO, model: EncodecModel | None = None,
@@ -215,8 +242,12 @@ def decompress_from_file(fo: tp.BinaryIO, model: EncodecModel | None = None,
     """Read a ``.ecdc`` file from ``fo`` (to its end) and decode it.
 
     Returns ``(wav, sample_rate)``: wav [C, al] float on the model's device, sample rate in
-    Hz. With ``model`` None the model named in the header is loaded with
-    ``opencodec.pretrained.load_model``; a given model must carry that name.
+    Hz. With ``model`` None the model named in the header is loaded (the release its weights
+    hash names, see :func:`opencodec.identity.model_for_file`; a header that names bare
+    ``opencodec_24khz`` without a hash, written before versioned names, is a
+    ``ModelLoadError`` that says to name the release). A given model must fit the header:
+    its architecture, and its weights hash when the header has one, else its name
+    (``BitstreamError``).
 
     An entropy-coded file (header ``"lm": true``) is decoded with ``lm``, or, when it is
     None, with the entropy model that belongs to the codec
@@ -230,7 +261,7 @@ def decompress_from_file(fo: tp.BinaryIO, model: EncodecModel | None = None,
     header = read_header(fo)
     body = fo.read()
     model = _resolve_model(header, model)
-    layout = StreamLayout.from_model(model)
+    layout = _decoding_layout(model)
     if header.use_lm:
         lm = _resolve_lm(header, model, lm)
         frames = read_body(body, header, layout, lm)

@@ -68,7 +68,8 @@ from .bitstream import (DEFAULT_CHECK_BITS, SCALE_STRUCT, DeterministicCoding, E
                         StreamLayout, body_size, pack_codes, packed_size, read_body, read_header,
                         unpack_codes, write_ecdc, write_header)
 from .compress import (InvalidAudioError, _check_bandwidth, _check_lm, _deterministic_coding,
-                       _model_device, _model_dtype, _resolve_lm, _resolve_model)
+                       _decoding_layout, _model_device, _model_dtype, _resolve_lm,
+                       _resolve_model, header_identity_fields)
 from .errors import AudioIOError, BitstreamError
 from .model import EncodedFrame, EncodecModel, overlap_add_weight
 from .streaming import StreamingDecoder, StreamingEncoder
@@ -361,9 +362,10 @@ def _compress_file(model: EncodecModel, in_path: Path, out_path: Path, block_sec
         frames = sink.finish(length)
         if progress is not None:
             progress(read, read)
-        header = EcdcHeader(model_name=model.name, audio_length=int(length),
-                            num_codebooks=int(sink.num_codebooks), use_lm=collect,
-                            deterministic=None if coding is None else coding[1])
+        det = None if coding is None else coding[1]
+        header = EcdcHeader(audio_length=int(length), num_codebooks=int(sink.num_codebooks),
+                            use_lm=collect, deterministic=det,
+                            **header_identity_fields(model, None if coding is None else coding[0], det))
         layout = StreamLayout.from_model(model)
         expected_frames = layout.total_frames(length)
         if frames != expected_frames or (not collect and body.tell() != body_size(header, layout)):
@@ -419,7 +421,7 @@ def decompress_file_streaming(in_path: str | Path, out_path: str | Path,
         header = read_header(fi)
         model = _resolve_model(header, model)
         _require_streaming(model)
-        layout = StreamLayout.from_model(model)
+        layout = _decoding_layout(model)
         if header.num_codebooks > layout.n_q:
             raise BitstreamError(f"ECDC header field 'nc' (number of codebooks): model "
                                  f"{model.name!r} has at most {layout.n_q}, got {header.num_codebooks}")

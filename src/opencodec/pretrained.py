@@ -3,7 +3,11 @@
 ``load_model(name_or_path)`` accepts
 
 - ``opencodec_24khz`` (the default): the model shipped inside the package, trained by
-  opencodec (``src/opencodec/weights``);
+  opencodec (``src/opencodec/weights``); an alias for the current release of its weights,
+  ``opencodec_24khz_v5``. Every release has its versioned name (:mod:`opencodec.releases`);
+  a release that is not shipped is read from ``<cache_dir()>/<name>.safetensors``, or the
+  error says which commit has it and how to extract it. Weights are checked against the
+  release's hash, and weights loaded from a file that hold a release get its name;
 - a known name (``encodec_24khz``, ``encodec_48khz``): the official checkpoint file is
   looked up in the cache folder (``$OPENCODEC_CACHE``, default ``~/.cache/opencodec``;
   torch hub's checkpoint folder is also searched), downloaded from the official URL
@@ -44,6 +48,10 @@ import torch
 
 from .errors import ModelLoadError
 from .model import EncodecConfig, EncodecModel
+from .releases import (CODEC_ALIAS, CODEC_RELEASES, CURRENT_CODEC, CURRENT_LM, LM_ALIAS, LM_RELEASES,
+                       CodecRelease, LMRelease, codec_release, extract_command, lm_release,
+                       resolve_alias)
+from .weights_hash import state_dict_sha256, weights_sha256
 
 if tp.TYPE_CHECKING:
     from .entropy import EntropyLM
@@ -64,14 +72,22 @@ OFFICIAL_CONFIGS: dict[str, tp.Callable[[], EncodecConfig]] = {
     "encodec_24khz": EncodecConfig.encodec_24khz,
     "encodec_48khz": EncodecConfig.encodec_48khz,
 }
-# Models shipped inside the package (trained by opencodec itself; see docs/training/).
+# Models shipped inside the package (trained by opencodec itself; see docs/training/): every
+# released set of weights has a versioned name (opencodec.releases); the unversioned alias
+# loads the current release.
 BUNDLED_DIR = Path(__file__).parent / "weights"
-BUNDLED_MODELS: dict[str, str] = {"opencodec_24khz": "opencodec_24khz.safetensors"}
+BUNDLED_MODELS: dict[str, str] = {
+    CODEC_ALIAS: tp.cast(str, codec_release(CURRENT_CODEC).file),  # type: ignore[union-attr]
+    **{r.name: r.file for r in CODEC_RELEASES if r.file is not None}}
 # Entropy models shipped inside the package, with the frame rate of the codec they serve.
-BUNDLED_LMS: dict[str, str] = {"opencodec_lm_24khz": "opencodec_lm_24khz.safetensors"}
-BUNDLED_LM_FRAME_RATES: dict[str, int] = {"opencodec_lm_24khz": 75}
-CODEC_LMS["opencodec_24khz"] = "opencodec_lm_24khz"
-DEFAULT_MODEL = "opencodec_24khz"
+BUNDLED_LMS: dict[str, str] = {
+    LM_ALIAS: tp.cast(str, lm_release(CURRENT_LM).file),  # type: ignore[union-attr]
+    **{r.name: r.file for r in LM_RELEASES if r.file is not None}}
+BUNDLED_LM_FRAME_RATES: dict[str, int] = {
+    LM_ALIAS: 75, **{r.name: 75 for r in LM_RELEASES}}
+CODEC_LMS[CODEC_ALIAS] = LM_ALIAS
+CODEC_LMS.update({r.name: r.lm for r in CODEC_RELEASES})
+DEFAULT_MODEL = CODEC_ALIAS
 CONFIG_METADATA_KEY = "opencodec_config"
 INFERENCE_ONLY_KEY = "opencodec_inference_only"
 # Codebook training statistics that an inference-only export leaves out (see save_model).
@@ -83,13 +99,14 @@ StateDict = dict[str, torch.Tensor]
 
 # -- names and the cache -------------------------------------------------------------------
 def known_models() -> list[str]:
-    """Names ``load_model`` resolves without a path."""
-    return sorted(set(OFFICIAL_CHECKPOINTS) | set(BUNDLED_MODELS))
+    """Names ``load_model`` resolves without a path (releases that are not shipped are
+    named too: loading one explains how to get its file)."""
+    return sorted(set(OFFICIAL_CHECKPOINTS) | set(BUNDLED_MODELS) | {r.name for r in CODEC_RELEASES})
 
 
 def config_for_name(name: str) -> EncodecConfig | None:
-    """Configuration of a known model name, or None (reads no weights; for a bundled model
-    only the file's metadata)."""
+    """Configuration of a known model name, or None (reads no weights; for a shipped
+    release only the file's metadata). The alias gives the current release's, named so."""
     factory = OFFICIAL_CONFIGS.get(name)
     if factory is not None:
         return factory()
@@ -97,8 +114,48 @@ def config_for_name(name: str) -> EncodecConfig | None:
         from safetensors.torch import safe_open
 
         with safe_open(str(BUNDLED_DIR / BUNDLED_MODELS[name]), framework="pt") as f:
-            return EncodecConfig.from_dict(json.loads((f.metadata() or {})[CONFIG_METADATA_KEY]))
+            config = EncodecConfig.from_dict(json.loads((f.metadata() or {})[CONFIG_METADATA_KEY]))
+        config.name = resolve_alias(name)
+        return config
     return None
+
+
+def _release_path(release: CodecRelease | LMRelease, what: str) -> Path:
+    """The file of a release: shipped in the package, or ``<cache_dir()>/<name>.safetensors``
+    for one that is not (ModelLoadError explaining how to get it when it is missing)."""
+    if release.file is not None:
+        path = BUNDLED_DIR / release.file
+        if not path.is_file():
+            raise ModelLoadError(f"the bundled {what} {release.name!r} is missing from the "
+                                 f"installation ({path}); reinstall opencodec")
+        return path
+    path = cache_dir() / f"{release.name}.safetensors"
+    if path.is_file():
+        return path
+    raise ModelLoadError(
+        f"{what} {release.name!r} ({release.summary}) is not shipped in the package: commit "
+        f"{release.commit[:7]} of the opencodec repository has it. In a clone, run "
+        f"`{extract_command(release)}`, then pass that file (--model/--lm-model PATH; its "
+        f"weights hash is checked) or put it at {path}")
+
+
+def _verify_release(release: CodecRelease | LMRelease, digest: str, path: Path, what: str) -> None:
+    if digest != release.sha256:
+        raise ModelLoadError(
+            f"{path} does not hold the {what} release {release.name!r}: its weights hash is "
+            f"{digest[:16]}, the release's is {release.sha256[:16]} (file replaced or damaged; new "
+            f"weights need a new release in opencodec/releases.py; "
+            f"`{extract_command(release)}` writes the release's file)")
+
+
+def _name_release(model: EncodecModel) -> EncodecModel:
+    """Give a model loaded from a path the name of the release with its weights, if any, so
+    that the files it writes name the release."""
+    digest = weights_sha256(model)
+    for release in CODEC_RELEASES:
+        if release.sha256 == digest:
+            model.config.name = release.name
+    return model
 
 
 def cache_dir() -> Path:
@@ -401,14 +458,23 @@ def load_model(name_or_path: str | os.PathLike[str] | None = None, device: str |
 
     ``None`` loads ``DEFAULT_MODEL``. ``config`` overrides the stored/inferred
     configuration. The model is returned in eval mode on ``device``.
+
+    A release name (``opencodec_24khz_v4``; the alias ``opencodec_24khz`` is the current
+    release) loads that release's weights and checks their hash; the model is named after
+    the release, as are weights loaded from a file that hold a release (same hash), so that
+    the files they write name the release (see :mod:`opencodec.releases`).
     """
     target = DEFAULT_MODEL if name_or_path is None else name_or_path
-    if isinstance(target, str) and target in BUNDLED_MODELS:
-        path = BUNDLED_DIR / BUNDLED_MODELS[target]
-        if not path.is_file():
-            raise ModelLoadError(f"the bundled model {target!r} is missing from the installation ({path})")
+    release = codec_release(resolve_alias(target)) if isinstance(target, str) else None
+    if release is not None:
+        path = _release_path(release, "model")
         state, stored = read_weights(path)
-        return model_from_state_dict(state, config or stored, str(path)).to(device)
+        model = model_from_state_dict(state, config or stored, str(path))
+        _verify_release(release, weights_sha256(model), path, "model")
+        model.config.name = release.name
+        # loaded as "the current release": no choice of release for a legacy file (identity.py)
+        model.loaded_by_alias = target == CODEC_ALIAS
+        return model.to(device)
     if isinstance(target, str) and target in OFFICIAL_CHECKPOINTS:
         path = official_checkpoint_path(target)
         state, stored = read_weights(path)
@@ -422,7 +488,7 @@ def load_model(name_or_path: str | os.PathLike[str] | None = None, device: str |
         raise ModelLoadError(f"{path} is a folder; pass a weights file (.th, .pt, .safetensors)")
     state, stored = read_weights(path)
     model = model_from_state_dict(state, config or stored, str(path))
-    return model.to(device)
+    return _name_release(model).to(device)
 
 
 def save_model(model: EncodecModel, path: str | os.PathLike[str], dtype: torch.dtype | None = None,
@@ -464,14 +530,16 @@ def save_model(model: EncodecModel, path: str | os.PathLike[str], dtype: torch.d
 
 # -- entropy models ------------------------------------------------------------------------
 def known_lm_models() -> list[str]:
-    """Names ``load_lm_model`` resolves without a path."""
-    return sorted(set(OFFICIAL_LM_CHECKPOINTS) | set(BUNDLED_LMS))
+    """Names ``load_lm_model`` resolves without a path (releases that are not shipped are
+    named too: loading one explains how to get its file)."""
+    return sorted(set(OFFICIAL_LM_CHECKPOINTS) | set(BUNDLED_LMS) | {r.name for r in LM_RELEASES})
 
 
 def lm_name_for_codec(codec_name: str) -> str | None:
     """The entropy model of codec ``codec_name`` (``encodec_24khz`` -> ``encodec_lm_24khz``,
-    ``encodec_48khz`` -> ``encodec_lm_48khz``, the bundled ``opencodec_24khz`` -> the bundled
-    ``opencodec_lm_24khz``), or None."""
+    ``encodec_48khz`` -> ``encodec_lm_48khz``, a bundled release such as
+    ``opencodec_24khz_v5`` -> its entropy model ``opencodec_lm_24khz_v5``, the alias
+    ``opencodec_24khz`` -> ``opencodec_lm_24khz``), or None."""
     return CODEC_LMS.get(codec_name)
 
 
@@ -533,18 +601,18 @@ def load_lm_model(name_or_path: str | os.PathLike[str] | None = None,
                 f"{', '.join(sorted(CODEC_LMS))}); pass an entropy model weights file "
                 f"(--lm-model PATH on the command line)")
     name: str | None = None
+    release: LMRelease | None = None
     if isinstance(name_or_path, str) and name_or_path in OFFICIAL_LM_CHECKPOINTS:
         name = name_or_path
         path = official_file_path(OFFICIAL_LM_CHECKPOINTS[name], f"entropy model {name!r}",
                                   "pass an entropy model weights file (--lm-model PATH)")
         frame_rate: int | None = OFFICIAL_LM_FRAME_RATES[name]
         source = f"entropy model {name!r} ({path})"
-    elif isinstance(name_or_path, str) and name_or_path in BUNDLED_LMS:
-        name = name_or_path
-        path = BUNDLED_DIR / BUNDLED_LMS[name]
-        if not path.is_file():
-            raise ModelLoadError(f"the bundled entropy model {name!r} is missing ({path}); "
-                                 f"reinstall opencodec")
+    elif isinstance(name_or_path, str) and lm_release(resolve_alias(name_or_path)) is not None:
+        release = lm_release(resolve_alias(name_or_path))
+        assert release is not None
+        name = release.name
+        path = _release_path(release, "entropy model")
         frame_rate = BUNDLED_LM_FRAME_RATES[name]
         source = f"entropy model {name!r} ({path})"
     else:
@@ -563,6 +631,11 @@ def load_lm_model(name_or_path: str | os.PathLike[str] | None = None,
         lm = load_lm(state, frame_rate=frame_rate, **sizes)
     except (TypeError, ValueError) as exc:
         raise ModelLoadError(f"{path}: cannot build the entropy model ({exc})") from exc
+    digest = state_dict_sha256(lm.state_dict())
+    if release is not None:
+        _verify_release(release, digest, path, "entropy model")
+    elif name is None:  # a file: named after the release with its weights, if any
+        name = next((r.name for r in LM_RELEASES if r.sha256 == digest), None)
     if codec is not None:
         check_lm_for_codec(lm, codec, num_codebooks, source)
     if name is not None:

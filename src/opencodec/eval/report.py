@@ -27,8 +27,12 @@ Protocol
   contains ``speech``), ``pesq`` (wide-band) and ``stoi`` for speech categories only. A
   metric that fails on an item (clip too short, silence, ...) is stored as ``null`` with the
   reason under ``errors`` and left out of that metric's mean.
-* ``OUT/results.jsonl`` gets one row per (category, item, system) as soon as it is scored;
-  a rerun skips the rows already there (resume). ``OUT/summary.json``, ``OUT/report.md`` and
+* ``OUT/results.jsonl`` gets one row per (category, item, system) as soon as it is scored,
+  a neural system's row with its model's weights hash (``weights_sha256``); a rerun skips
+  the rows already there for the same (category, item, system, weights hash) (resume), so a
+  model retrained under the same name is scored again, and only the rows of the weights
+  evaluated now are reported. Rows without a hash (written before it was recorded) are
+  stale: they match no model. ``OUT/summary.json``, ``OUT/report.md`` and
   ``OUT/plots/<category>_<metric>.png`` are rebuilt from all rows at the end.
 * Mean and 95 % confidence interval (Student t, half-width) per metric.
 """
@@ -77,6 +81,18 @@ class SystemSpec:
     nominal_kbps: float
     model: str = ""      # name_or_path given to load_model (neural)
     baseline: str = ""   # baseline spec, e.g. "opus12" (baseline)
+    weights: str = ""    # the model's weights hash prefix (neural; opencodec.identity.model_hash)
+
+
+WEIGHTS_KEY = "weights_sha256"
+"""Result-row field holding the weights hash prefix of a neural system's model; rows without
+it (written before it existed, e.g. the committed docs/report_opencodec_24khz, measured with
+opencodec_24khz_v5) match no model: a rerun into their folder scores the model again."""
+
+
+def row_key(row: dict) -> tuple[str, str, str, str]:
+    """A result row's resume key: (category, item, system, weights hash or "")."""
+    return row["category"], row["item_id"], row["system"], row.get(WEIGHTS_KEY) or ""
 
 
 def parse_baseline(spec: str):  # -> Codec
@@ -198,6 +214,8 @@ def evaluate_item(task: dict) -> list[dict]:
             "family": spec.family, "kind": spec.kind, "nominal_kbps": spec.nominal_kbps,
             "duration_s": duration, "sample_rate": sr, "channels": int(ref.shape[0]),
         }
+        if spec.weights:
+            row[WEIGHTS_KEY] = spec.weights
         try:
             if spec.kind == "neural":
                 model = _WORKER["models"][spec.model]
@@ -518,6 +536,7 @@ def run_eval(models: tp.Sequence[str], bandwidths: tp.Sequence[float] | None,
     from tqdm import tqdm
 
     from ..data.dataset import load_manifests
+    from ..identity import model_hash
 
     t_start = time.perf_counter()
     out = Path(out)
@@ -545,7 +564,7 @@ def run_eval(models: tp.Sequence[str], bandwidths: tp.Sequence[float] | None,
                       f"(supports {m.target_bandwidths}); skipped", file=sys.stderr)
             for b in bws:
                 systems.append(SystemSpec(neural_system_name(m.name, b), m.name, "neural",
-                                          float(b), model=spec))
+                                          float(b), model=spec, weights=model_hash(m)))
         if len(rates) > 1:
             raise EvalReportError(f"models disagree on sample rate/channels: {sorted(rates)}")
         sample_rate, channels = rates.pop()
@@ -567,7 +586,8 @@ def run_eval(models: tp.Sequence[str], bandwidths: tp.Sequence[float] | None,
     if not categories:
         raise EvalReportError(f"no eval_<category>.jsonl manifests under {eval_set}")
     results_path = out / "results.jsonl"
-    done = {(r["category"], r["item_id"], r["system"]) for r in read_results(results_path)}
+    # resumed by weights too: a model retrained under the same name is scored again
+    done = {row_key(r) for r in read_results(results_path)}
     tasks = []
     for cat in categories:
         manifest = eval_set / f"eval_{cat}.jsonl"
@@ -578,7 +598,7 @@ def run_eval(models: tp.Sequence[str], bandwidths: tp.Sequence[float] | None,
             rows = rows[:max_items]
         for i, row in enumerate(rows):
             item_id = str(row.get("item_id") or Path(row["path"]).stem)
-            todo = [s for s in systems if (cat, item_id, s.name) not in done]
+            todo = [s for s in systems if (cat, item_id, s.name, s.weights) not in done]
             if todo:
                 tasks.append({"row": row, "category": cat, "item_id": item_id,
                               "sample_rate": sample_rate, "channels": channels,
@@ -610,8 +630,10 @@ def run_eval(models: tp.Sequence[str], bandwidths: tp.Sequence[float] | None,
                     _write(fut.result())
     bar.close()
 
-    all_rows = [r for r in read_results(results_path)
-                if r["category"] in categories and r["system"] in names]
+    wanted = {(s.name, s.weights) for s in systems}
+    latest = {row_key(r): r for r in read_results(results_path)  # the last row of a key wins
+              if r["category"] in categories and row_key(r)[2:] in wanted}
+    all_rows = list(latest.values())
     summary = summarize(all_rows, metrics)
     meta = {
         "models": list(models), "bandwidths": list(bandwidths or []), "baselines": list(baselines),

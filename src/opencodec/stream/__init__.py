@@ -40,7 +40,8 @@ first 7 frames together (~93 ms of audio, see :mod:`opencodec.streaming`). Overh
 from .decoder import PacketAudioDecoder, check_model_for_stream, check_streamable
 from .format import (
     DEFAULT_FRAMES_PER_PACKET, DEFAULT_HEADER_EVERY, PACKET_OVERHEAD, SYNC, TYPE_DATA, TYPE_END,
-    TYPE_HEADER, VERSION, StreamInfo, data_packet, end_packet, header_packet, parse_header_body)
+    TYPE_HEADER, VERSION, StreamInfo, data_packet, end_packet, header_packet, model_label,
+    parse_header_body, split_model_label)
 from .parser import Damaged, DataPacket, EndPacket, HeaderPacket, Packet, PacketParser
 from .pcm import RAW_FORMATS, PcmFormat, PcmStreamReader
 from .pipe import DecodeReport, EncodeReport, decode_stream, encode_stream
@@ -57,6 +58,7 @@ __all__ = [
     "HeaderPacket", "DataPacket", "EndPacket", "Damaged", "Packet", "PacketParser",
     "StreamStart", "CodeFrames", "MissingFrames", "StreamEnd", "Notice", "Event", "ReceiverStats",
     "StreamReceiver", "PacketAudioDecoder", "check_streamable", "check_model_for_stream",
+    "model_label", "split_model_label",
     "PcmFormat", "RAW_FORMATS", "PcmStreamReader", "AudioSink",
     "EncodeReport", "DecodeReport", "encode_stream", "decode_stream",
 ]

@@ -9,6 +9,7 @@ import torch
 
 from ..compress import _model_device
 from ..errors import BitstreamError, OpenCodecError
+from ..identity import check_model_for_file
 from ..model import EncodecConfig, EncodecModel
 from ..streaming import StreamingDecoder
 from .format import StreamInfo
@@ -33,10 +34,11 @@ def check_streamable(config: EncodecConfig) -> None:
 
 def check_model_for_stream(model: EncodecModel, info: StreamInfo) -> None:
     """Raise ``BitstreamError`` unless ``model`` can decode a stream with header ``info``
-    (same name, sample rate, channels, hop and bits, enough codebooks; streamable)."""
-    if model.name != info.model_name:
-        raise BitstreamError(f"the stream was written by model {info.model_name!r}, but the model "
-                             f"given is {model.name!r}")
+    (same name or a release of a legacy name, same weights hash when the header has one, see
+    :func:`opencodec.identity.check_model_for_file`; sample rate, channels, hop and bits,
+    enough codebooks; streamable)."""
+    name, digest = info.model
+    check_model_for_file(model, name, digest, info.num_codebooks, "the stream")
     for field_name, stream_value, model_value in (
             ("sample rate", info.sample_rate, model.sample_rate),
             ("channels", info.channels, model.channels),

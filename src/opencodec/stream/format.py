@@ -24,7 +24,10 @@ Stream header body (``n = 12 + len(name)``); ``seq`` is that of the next data pa
     19  2  hop length: samples per code frame (uint16)
     21  1  frames per data packet, fpp (1..255)
     22  1  name length L (1..255)
-    23  L  model name, UTF-8 (what ``opencodec.load_model`` is given to decode)
+    23  L  model name, UTF-8 (what ``opencodec.load_model`` is given to decode); for models
+           other than the official ones followed by "#" and the weights hash prefix
+           (16 hex digits, as ``mh`` in ``.ecdc``): ``opencodec_24khz_v5#e701927ffb852e18``.
+           A decoder refuses a model with another hash (:func:`split_model_label`)
 
 Data body (``n = 1 + ceil(K * F * bits / 8)``)::
 
@@ -62,6 +65,7 @@ from dataclasses import dataclass
 
 from ..bitstream import pack_codes, packed_size
 from ..errors import BitstreamError
+from ..identity import HASH_CHARS, header_identity
 from ..model import EncodecModel
 
 
@@ -127,10 +131,15 @@ class StreamInfo:
     def from_model(cls, model: EncodecModel, num_codebooks: int,
                    frames_per_packet: int = DEFAULT_FRAMES_PER_PACKET) -> "StreamInfo":
         """The parameters of a stream of ``model``'s codes with ``num_codebooks`` codebooks."""
-        return cls(model_name=model.name, sample_rate=int(model.sample_rate),
+        return cls(model_name=model_label(model), sample_rate=int(model.sample_rate),
                    channels=int(model.channels), num_codebooks=int(num_codebooks),
                    bits=int(model.bits_per_codebook), hop_length=int(model.hop_length),
                    frames_per_packet=int(frames_per_packet))
+
+    @property
+    def model(self) -> tuple[str, str | None]:
+        """The model's name and weights hash (None when the header has none)."""
+        return split_model_label(self.model_name)
 
     @property
     def max_data_body(self) -> int:
@@ -145,6 +154,21 @@ class StreamInfo:
         """Code frames for ``samples`` samples: ``ceil(samples / hop_length)``."""
         return -(-samples // self.hop_length)
 
+
+
+def model_label(model: EncodecModel) -> str:
+    """The stream header's model field for ``model``: its name, then ``#`` and its weights
+    hash for every model but the official ones (see :mod:`opencodec.identity`)."""
+    name, digest = header_identity(model)
+    return name if digest is None else f"{name}#{digest}"
+
+
+def split_model_label(label: str) -> tuple[str, str | None]:
+    """``(name, weights hash or None)`` of a stream header's model field."""
+    name, sep, digest = label.rpartition("#")
+    if sep and len(digest) == HASH_CHARS and set(digest) <= set("0123456789abcdef"):
+        return name, digest
+    return label, None
 
 def _packet(ptype: int, seq: int, body: bytes) -> bytes:
     if len(body) > MAX_BODY:

@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from ..model import EncodecConfig, EncodecModel
+from ..identity import export_name
 from ..pretrained import load_model, save_model
 from . import distributed
 from .balancer import Balancer
@@ -410,6 +411,10 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         codebook.threshold_ema_dead_code = float(qcfg.get("threshold_ema_dead_code",
                                                           codebook.threshold_ema_dead_code))
     _maybe_data_dependent_init(cfg, model, device, run)
+    export_as = export_name(model.name)  # never the name of released (other) weights
+    if export_as != model.name and info.is_main:
+        print(f"model name {model.name!r} belongs to released weights; the export is named "
+              f"{export_as!r}", file=sys.stderr)
     if cfg.get("init_from") and not (run / CHECKPOINT).exists() and _has_refilled_codebook_statistics(model):
         wav = _training_segments(cfg, model, CODEBOOK_STATISTICS_ITEMS).to(device)
         estimate_codebook_statistics(model, wav, int(cfg.get("optim", {}).get("batch_size", 8)))
@@ -522,6 +527,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
             state["ema"] = ema_model.state_dict()
         _atomic_torch_save(state, ckpt_path)
         exported = copy.deepcopy(ema_model if ema_model is not None else model).cpu()
+        exported.config.name = export_as
         save_model(exported, run / EXPORT)
 
     if step == 0:

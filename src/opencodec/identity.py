@@ -1,0 +1,220 @@
+"""Which weights a compressed file names, and whether a model is those weights.
+
+A file's header names its model (``m``) and, for every model but the official ones, a prefix
+of its weights hash (``mh``, :mod:`opencodec.weights_hash`); an entropy-coded file also
+records its entropy model's hash (``lmh``). Decoding never uses other weights:
+
+- :func:`header_identity` gives what a header written by a model carries;
+- :func:`check_model_for_file` refuses a model whose architecture (sample rate, channels,
+  codebooks, codebook size, frame rate) or weights do not fit a header;
+- :func:`model_for_file` loads the model a header names (a registered release, see
+  :mod:`opencodec.releases`, or an official model), refusing an ambiguous legacy header;
+- :func:`lm_for_file` does the same for the entropy model.
+
+The packet stream (:mod:`opencodec.stream`) uses the same checks with its own header.
+"""
+
+from __future__ import annotations
+
+import typing as tp
+
+from .errors import BitstreamError, ModelLoadError
+from .releases import (CODEC_ALIAS, CODEC_RELEASES, HASH_CHARS, LM_ALIAS, LM_RELEASES, codec_release,
+                       codec_releases_by_hash, legacy_choice_message, lm_release,
+                       lm_release_by_fixed_hash, short_hash)
+from .weights_hash import weights_sha256
+
+if tp.TYPE_CHECKING:
+    from .entropy import EntropyLM
+    from .entropy.fixed import FixedLM
+    from .model import EncodecModel
+
+OFFICIAL_NAMES = ("encodec_24khz", "encodec_48khz")
+"""Models whose headers carry no hash, byte-identical to the official package's: the name
+means the official weights, whose files are checked against their sha256 when loaded."""
+
+
+def model_hash(model: "EncodecModel") -> str:
+    """The weights hash prefix a header carries for ``model`` (:data:`HASH_CHARS` hex digits)."""
+    return short_hash(weights_sha256(model))
+
+
+def lm_hash(lm: "EntropyLM | FixedLM") -> str:
+    """The entropy model's weights hash as headers carry it: ``FixedLM.weights_hash`` of its
+    integer twin (converted once and cached)."""
+    from .entropy.fixed import fixed_lm_for
+
+    return fixed_lm_for(lm).weights_hash
+
+
+def is_registered_name(name: str) -> bool:
+    """True for a name that means particular weights: an official model, a release of a
+    bundled model, or the bundled aliases."""
+    return (name in OFFICIAL_NAMES or name in (CODEC_ALIAS, LM_ALIAS)
+            or codec_release(name) is not None or lm_release(name) is not None)
+
+
+def export_name(name: str) -> str:
+    """The name a newly trained model is exported under: ``name``, or ``<name>_custom`` when
+    ``name`` is registered to other weights (:func:`is_registered_name`; e.g. fine-tuning the
+    bundled ``opencodec_24khz_v5``, or a config naming its model ``opencodec_24khz``), so that
+    no export takes the name of released weights. Its files carry its own weights hash anyway."""
+    return f"{name}_custom" if is_registered_name(name) else name
+
+
+def header_identity(model: "EncodecModel") -> tuple[str, str | None]:
+    """``(name, weights hash or None)`` for the header of a file ``model`` writes: official
+    models give no hash (their headers stay the official package's), every other model its
+    :func:`model_hash`."""
+    if model.name in OFFICIAL_NAMES:
+        return model.name, None
+    return model.name, model_hash(model)
+
+
+def _named_facts(name: str) -> dict[str, int] | None:
+    """Architecture facts of a model known by name (official or a release), else None."""
+    release = codec_release(name)
+    if release is not None:
+        return dict(sample_rate=release.sample_rate, channels=release.channels, n_q=release.n_q,
+                    bins=release.bins, frame_rate=release.frame_rate)
+    if name in OFFICIAL_NAMES:
+        from .model import EncodecConfig
+
+        config = EncodecConfig.encodec_24khz() if name == "encodec_24khz" else EncodecConfig.encodec_48khz()
+        return dict(sample_rate=config.sample_rate, channels=config.channels, n_q=config.n_q,
+                    bins=config.bins, frame_rate=config.frame_rate)
+    return None
+
+
+def check_model_for_file(model: "EncodecModel", name: str, weights_hash: str | None,
+                         num_codebooks: int, what: str = "the file") -> None:
+    """Raise ``BitstreamError`` unless ``model`` can decode a file whose header names model
+    ``name`` with ``weights_hash`` (None: no hash) and ``num_codebooks`` codebooks.
+
+    Checked: the codebooks used are at most the model's; when ``name`` is a known model (an
+    official one or a release) the model has its sample rate, channels, codebook count,
+    codebook size and frame rate; a hash must be the model's (:func:`model_hash`), whatever
+    its name. Without a hash the names must agree, except that a header saying bare
+    ``opencodec_24khz`` (written before versioned names) accepts any release of it that the
+    caller named explicitly.
+    """
+    if num_codebooks > model.n_q:
+        raise BitstreamError(f"{what} uses {num_codebooks} codebooks, but model {model.name!r} has "
+                             f"at most {model.n_q}: it is not the model that wrote it")
+    facts = _named_facts(name)
+    if facts is not None:
+        have = dict(sample_rate=model.sample_rate, channels=model.channels, n_q=model.n_q,
+                    bins=model.bins, frame_rate=model.frame_rate)
+        wrong = [f"{key} {have[key]} (expected {facts[key]})" for key in facts
+                 if int(round(have[key])) != facts[key]]
+        if wrong:
+            raise BitstreamError(f"{what} was written by model {name!r}, but the model given "
+                                 f"({model.name!r}) has another architecture: {', '.join(wrong)}")
+    if weights_hash is not None:
+        actual = model_hash(model)
+        if actual != weights_hash:
+            raise BitstreamError(
+                f"{what} was written by model {name!r} with weights hash {weights_hash}, but the "
+                f"model given ({model.name!r}) has weights hash {actual}: other weights would "
+                f"decode it to wrong audio; pass the model that wrote it")
+        return
+    if name == CODEC_ALIAS and (codec_release(model.name) is not None or model.name == CODEC_ALIAS):
+        if getattr(model, "loaded_by_alias", False):
+            raise BitstreamError(legacy_choice_message(what) + f"; the model given was loaded as "
+                                 f"{CODEC_ALIAS!r} (today's release, {model.name}), which is not a "
+                                 f"choice of the release that wrote the file")
+        return  # a legacy file, decoded with the release the caller chose
+    if name != model.name:
+        raise BitstreamError(f"{what} was written by model {name!r}, but the model given is "
+                             f"{model.name!r}")
+
+
+def model_for_file(name: str, weights_hash: str | None, num_codebooks: int,
+                   what: str = "the file",
+                   load: "tp.Callable[[str], EncodecModel] | None" = None) -> "EncodecModel":
+    """Load the model a header names (``name``, ``weights_hash``) and check it fits.
+
+    A hash selects the release that has it (the name must not contradict it); without a
+    hash the name is loaded as :func:`opencodec.pretrained.load_model` resolves it, except
+    bare ``opencodec_24khz``, which five releases used: ``ModelLoadError`` explaining how to
+    choose. A hash that no release has is a ``ModelLoadError`` asking for the weights file.
+    ``load`` loads a model by name (default :func:`opencodec.pretrained.load_model`).
+    """
+    if load is None:
+        from .pretrained import load_model as load
+
+    if weights_hash is None:
+        if name == CODEC_ALIAS:
+            raise ModelLoadError(legacy_choice_message(what))
+        model = load(name)
+    else:
+        release = codec_release(name)
+        if release is not None and release.short_hash != weights_hash:
+            raise ModelLoadError(
+                f"{what} names release {name!r} but weights hash {weights_hash}, and {name} has "
+                f"{release.short_hash}: it was written by other weights under that name (a "
+                f"custom export?); pass those weights with --model PATH (their hash is checked)")
+        matches = [release] if release is not None else codec_releases_by_hash(weights_hash)
+        if matches:
+            model = load(matches[0].name)
+        elif name in OFFICIAL_NAMES:
+            model = load(name)
+        else:
+            known = ", ".join(r.name for r in CODEC_RELEASES)
+            raise ModelLoadError(
+                f"{what} was written by model {name!r} with weights hash {weights_hash}, which is "
+                f"not a registered release ({known}); pass that model's weights file with "
+                f"--model PATH (Python: load_model(PATH)); its hash is checked")
+    check_model_for_file(model, name, weights_hash, num_codebooks, what)
+    return model
+
+
+def check_lm_for_file(lm: "EntropyLM | FixedLM", weights_hash: str | None,
+                      what: str = "the file") -> None:
+    """Raise ``BitstreamError`` when a file records entropy-model hash ``weights_hash`` and
+    ``lm`` has another (None: nothing to check)."""
+    if weights_hash is None:
+        return
+    actual = lm_hash(lm)
+    if actual != weights_hash:
+        raise BitstreamError(f"{what} was entropy coded by an entropy model with weights hash "
+                             f"{weights_hash}, but the one given has {actual}: pass the entropy "
+                             f"model that wrote it")
+
+
+def lm_name_for_file(lm_name: str | None, weights_hash: str | None, codec: "EncodecModel",
+                     what: str = "the file") -> str | None:
+    """The name of the entropy model to load for a file: the release whose hash the file
+    records (``weights_hash``), else the name it records (``lm_name``, a deterministic file),
+    else None: the codec's own entropy model. Raises ``ModelLoadError`` when the file's
+    entropy model is not a known one."""
+    from .pretrained import known_lm_models
+
+    if weights_hash is not None:
+        release = lm_release_by_fixed_hash(weights_hash)
+        if release is not None:
+            return release.name
+    if lm_name is not None:
+        bundled = lm_name == LM_ALIAS or lm_release(lm_name) is not None
+        if lm_name in known_lm_models() and not bundled:
+            return lm_name  # an official entropy model: its hash is checked when decoding
+        raise ModelLoadError(f"{what} was entropy coded with entropy model {lm_name!r} (weights "
+                             f"hash {weights_hash}), which is not a known name "
+                             f"({', '.join(known_lm_models())}); pass that entropy model "
+                             f"(lm=..., or --lm-model PATH on the command line)")
+    if weights_hash is not None:
+        raise ModelLoadError(f"{what} was entropy coded by an entropy model with weights hash "
+                             f"{weights_hash}, which is not a registered one; pass it with "
+                             f"--lm-model PATH (lm=... in Python)")
+    served = [r for r in LM_RELEASES if r.codec == codec.name]
+    if len(served) > 1:  # a file that records no entropy model, of a codec that had several
+        choices = ", ".join(f"{r.name} ({r.commit[:7]}, {r.summary})" for r in served)
+        raise ModelLoadError(
+            f"{what} records no entropy-model hash (written before versioned names), and "
+            f"{codec.name} was served by {len(served)} entropy models: {choices}. Name the one "
+            f"installed when it was written: --lm-model NAME (lm=load_lm_model(NAME) in Python)")
+    return None  # the codec's own: load_lm_model(None, codec=...) finds it, or explains
+
+__all__ = ["OFFICIAL_NAMES", "HASH_CHARS", "model_hash", "lm_hash", "header_identity",
+           "is_registered_name", "export_name",
+           "check_model_for_file", "model_for_file", "check_lm_for_file", "lm_name_for_file"]
