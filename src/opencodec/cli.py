@@ -14,6 +14,7 @@
     opencodec eval --models NAME_OR_PATH [...] --set DIR --out DIR [...]  (see opencodec.eval.report)
     opencodec mushra build|serve|report ...  (listening test, see opencodec.eval.mushra)
     opencodec train-lm CONFIG [key=value ...] [--run-dir DIR]  (entropy model, see opencodec.train.lm_solver)
+    opencodec tokenize INPUT... --out DIR [...] / detokenize DIR --out AUDIO_DIR  (see opencodec.cli_tokens)
 
 IN may be a folder: it is processed recursively and the tree is kept under OUT (default:
 next to the inputs). Exit status: 0 success, 1 failure (the message goes to stderr as
@@ -40,6 +41,7 @@ from tqdm import tqdm
 
 from . import __version__
 from ._files import check_output, write_bytes_atomic
+from .cli_tokens import add_token_parsers
 from .audio import AUDIO_EXTENSIONS, convert_audio, is_audio_file, read_audio, write_audio
 from .bitstream import EcdcHeader, read_header
 from .compress import compress, decompress
@@ -177,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "for files written by it")
     inf.set_defaults(parser=inf, handler=cmd_info)
     _add_stream_parsers(sub, common)
+    add_token_parsers(sub, common)
 
     train = sub.add_parser("train", help="train a codec (see configs/)", add_help=False,
                            description="Train an EnCodec codec: opencodec train CONFIG [key=value ...]")
