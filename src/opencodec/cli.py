@@ -3,9 +3,10 @@
 ::
 
     opencodec compress IN [OUT] [-b KBPS] [--model NAME_OR_PATH] [--lm [--lm-model NAME_OR_PATH]
-                       [--lm-format deterministic|official]] [-f]
+                       [--lm-format deterministic|official]] [-f] [--rate HZ] [--channels N]
+                       (OUT .wav/.flac: a round trip, at the input's rate and channels by default)
     opencodec decompress IN.ecdc [OUT] [--model NAME_OR_PATH] [--lm-model NAME_OR_PATH] [-f]
-                         [--rescale] [--float]
+                         [--rescale] [--float] [--rate HZ] [--channels N]
     opencodec info FILE.ecdc [...] [--json]
     opencodec stream-encode [-m NAME_OR_PATH] [-b KBPS] [--frames-per-packet N] [--header-every N]
                             [--raw --rate HZ --channels C [--format s16le|f32le]]  < in.wav > out.ocs
@@ -155,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "'official' (version 0, readable by the official encodec package, "
                            "but its decoding depends on the machine's float arithmetic)")
     _add_output_options(comp)
+    _add_rate_channels_options(comp, "round trip (OUT .wav/.flac): output sample rate in Hz "
+                                     "(default: the input's)", "round trip: output channels "
+                                     "(default: the input's)")
     comp.set_defaults(parser=comp, handler=cmd_compress)
 
     dec = sub.add_parser("decompress", parents=[common], help=".ecdc file(s) -> audio",
@@ -167,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="entropy model name or weights file for entropy-coded files (default: "
                           "the one belonging to the model of each file)")
     _add_output_options(dec)
+    _add_rate_channels_options(dec, "output sample rate in Hz (default: the model's)",
+                               "output channels, 1 = mono down-mix (default: the model's)")
     dec.set_defaults(parser=dec, handler=cmd_decompress)
 
     inf = sub.add_parser("info", parents=[common], help="describe .ecdc files (no model needed)",
@@ -252,6 +258,28 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
                         help="scale decoded audio down to a 0.99 peak instead of clipping")
     parser.add_argument("--float", dest="float32", action="store_true",
                         help="write 32-bit float WAV instead of 16-bit PCM")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_rate_channels_options(parser: argparse.ArgumentParser, rate_help: str, channels_help: str) -> None:
+    parser.add_argument("--rate", type=_positive_int, metavar="HZ", help=rate_help)
+    parser.add_argument("--channels", type=_positive_int, metavar="N", help=channels_help)
+
+
+def _to_output_format(args: argparse.Namespace, wav: torch.Tensor, sample_rate: int,
+                      default_rate: int, default_channels: int) -> tuple[torch.Tensor, int]:
+    """Decoded audio [C, T] converted to ``--rate``/``--channels`` (else the defaults)."""
+    rate = args.rate or default_rate
+    return convert_audio(wav, sample_rate, rate, args.channels or default_channels), rate
 
 
 # ------------------------------------------------------------------------------------------
@@ -492,6 +520,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
         check_output(dst, args.force)
         jobs = [Job(src, dst)]
     _check_float_flag(args, jobs)
+    if (args.rate or args.channels) and any(j.dst.suffix.lower() == ECDC_SUFFIX for j in jobs):
+        raise UsageError("--rate/--channels apply to a round trip (OUT .wav or .flac); an .ecdc file "
+                         "is decoded at the rate you choose with decompress --rate/--channels")
     known = config_for_name(args.model or DEFAULT_MODEL)
     if known is not None:  # fail fast, before loading any weights
         _check_bandwidth(args.bandwidth, known.name, known.target_bandwidths)
@@ -521,6 +552,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
                 and supports_streaming(model) and _input_seconds(job.src) > STREAMING_MIN_SECONDS):
             return work_streaming(job)
         wav, sample_rate = read_audio(job.src)
+        input_rate, input_channels = sample_rate, wav.shape[0]
         wav = convert_audio(wav, sample_rate, model.sample_rate, model.channels)
         length = wav.shape[-1]
         round_trip = job.dst.suffix.lower() in AUDIO_OUTPUT_SUFFIXES
@@ -531,7 +563,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
             if round_trip:
                 out, out_rate = decompress(data, model, **({} if lm is None else {"lm": lm}))
         _make_folder(job)
-        if round_trip:
+        if round_trip:  # back to the input's rate and channels unless --rate/--channels say otherwise
+            out, out_rate = _to_output_format(args, out, out_rate, input_rate, input_channels)
             _save_audio(args, job.dst, out, out_rate)
         else:
             write_bytes_atomic(job.dst, data)
@@ -621,6 +654,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         model = models.get(header.model_name)
         det_name = header.deterministic.lm_name if header.deterministic is not None else None
         if (not args.folder and not args.rescale and supports_streaming(model)
+                and args.rate in (None, model.sample_rate) and args.channels in (None, model.channels)
                 and header.audio_length / model.sample_rate > STREAMING_MIN_SECONDS):
             lm = lms.get(model, det_name) if header.use_lm else None
             with warnings.catch_warnings(record=True) as caught, \
@@ -640,6 +674,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         steps = len(model.segments(header.audio_length))
         with torch.no_grad(), _segment_progress(args, [model.decoder], steps, job.src.name):
             wav, sample_rate = decompress(data, model, **({} if lm is None else {"lm": lm}))
+        wav, sample_rate = _to_output_format(args, wav, sample_rate, sample_rate, wav.shape[0])
         _make_folder(job)
         _save_audio(args, job.dst, wav, sample_rate)
         if not args.folder:
@@ -710,6 +745,8 @@ def _format_info(info: dict[str, tp.Any]) -> str:
         lines += [f"lm name:       {info['lm_name']}",
                   f"lm weights:    hash {info['lm_hash']} (fixed-point scheme {info['lm_scheme']})",
                   f"checks:        {checks}CRC-32 per segment"]
+    lines.append("decodes to:    the sample rate and channels above; decompress --rate HZ --channels N "
+                 "converts (a compress IN OUT.wav round trip keeps the input's rate and channels)")
     return "\n".join(lines)
 
 
