@@ -196,18 +196,21 @@ def test_kill9_then_rerun_equals_uninterrupted(official_checkpoints: dict, tmp_p
     shards = sorted(p.name for p in (tmp_path / "full").glob("shard-*.parquet"))
     assert len(shards) == 17
 
-    killed = tmp_path / "killed"
-    proc = _run_cli(["tokenize", *args, "--out", str(killed)])
+    killed = tmp_path / "killed"  # 2 worker processes, the command killed: they stop too
+    proc = _run_cli(["tokenize", *args, "--out", str(killed), "--workers", "2"])
     deadline = time.monotonic() + 120
     while len(list(killed.glob("shard-*.parquet"))) < 4 and time.monotonic() < deadline:
         time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    time.sleep(1.5)  # the workers notice within 0.5 s; one may still finish its shard
     done = len(list(killed.glob("shard-*.parquet")))
+    time.sleep(1.5)
+    assert len(list(killed.glob("shard-*.parquet"))) == done, "worker processes outlived the killed command"
     assert 4 <= done < 17, f"the kill came too late ({done} shards written)"
     assert not (killed / "index.json").exists()
 
-    rerun = _run_cli(["tokenize", *args, "--out", str(killed)])
+    rerun = _run_cli(["tokenize", *args, "--out", str(killed), "--workers", "2"])
     assert rerun.wait(timeout=120) == 0, rerun.stderr.read().decode()
     assert sorted(p.name for p in killed.iterdir()) == sorted(p.name for p in (tmp_path / "full").iterdir())
     for name in shards + ["index.json", "errors.jsonl", "job.json"]:

@@ -242,12 +242,13 @@ def _exit_with_parent() -> None:
 
 
 def _worker_main(options: TokenizeOptions, plan: JobPlan, place: WorkerPlace, threads: int,
-                 messages: tp.Any) -> None:
+                 messages: tp.Any, model: EncodecModel | None) -> None:
     _exit_with_parent()
     torch.set_num_threads(threads)
     try:
         device = resolve_device(options.device, place)
-        model = prepare_model(options, device)
+        if model is None:
+            model = prepare_model(options, device)
         stats = run_worker(options, plan, model, place, device,
                            lambda s, f, e: messages.put(("progress", (s, f, e))))
         messages.put(("done", stats))
@@ -256,12 +257,15 @@ def _worker_main(options: TokenizeOptions, plan: JobPlan, place: WorkerPlace, th
 
 
 def _run_processes(options: TokenizeOptions, plan: JobPlan, places: list[WorkerPlace],
-                   report: Report) -> WorkerStats:
-    ctx = mp.get_context("spawn")
+                   model: EncodecModel, report: Report) -> WorkerStats:
+    # Forked workers share the loaded model (copy-on-write) and start at once; where fork is
+    # not available they start fresh and load it again.
+    fork = "fork" in mp.get_all_start_methods()
+    ctx = mp.get_context("fork" if fork else "spawn")
     messages = ctx.Queue()
     threads = max(1, torch.get_num_threads() // len(places))
-    procs = [ctx.Process(target=_worker_main, args=(options, plan, p, threads, messages), daemon=True)
-             for p in places]
+    procs = [ctx.Process(target=_worker_main, args=(options, plan, p, threads, messages, model if fork else None),
+                         daemon=True) for p in places]
     for proc in procs:
         proc.start()
     total, done, failures = WorkerStats(), 0, []
@@ -313,7 +317,6 @@ def tokenize(options: TokenizeOptions, progress: tp.Callable[[float], Report] | 
     if options.workers == 1:
         stats = run_worker(options, plan, model, places[0], device, report)
     else:
-        del model
-        stats = _run_processes(options, plan, places, report)
+        stats = _run_processes(options, plan, places, model, report)
     index = finalize(out, len(plan.shards))
     return Summary(stats, time.perf_counter() - start, places[0], index)
