@@ -164,13 +164,15 @@ def run_transformers(model: tp.Any, items: list, device: torch.device, dtype: st
 
 
 def run_opencodec(ckpt: Path, audio: list[str], device: torch.device, dtype: str, out: Path,
-                  processes: int, batch_seconds: float, threads: int) -> Codes:
+                  processes: int, batch_seconds: float, threads: int, loader_workers: int | None) -> Codes:
     """``python -m opencodec tokenize`` as a user runs it (its start-up is part of the time)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": str(threads * processes)}
     cmd = [sys.executable, "-m", "opencodec", "-q", "tokenize", *audio, "--out", str(out), "-m", str(ckpt),
            "-b", str(BANDWIDTH), "--device", device.type, "--batch-seconds", str(batch_seconds),
            "--workers", str(processes), "--dtype", dtype]
+    if loader_workers is not None:
+        cmd += ["--loader-workers", str(loader_workers)]
     subprocess.run(cmd, env=env, check=True)
     import pyarrow.parquet as pq
     codes = {}
@@ -234,7 +236,7 @@ def bench_device(args: argparse.Namespace, device: torch.device, items: list, ck
         for procs in (args.cpu_processes if device.type == "cpu" else [1]):
             systems.append((f"(c) opencodec tokenize", procs, lambda p=procs: run_opencodec(
                 ckpt, [str(listing)], device, dtype, work / f"c-{device.type}-{dtype}-{p}", p, args.batch_seconds,
-                torch.get_num_threads())))
+                torch.get_num_threads(), args.loader_workers if device.type == "cuda" else None)))
         for name, procs, fn in systems:
             for leftover in work.glob(f"c-{device.type}-{dtype}-{procs}"):
                 shutil.rmtree(leftover)
@@ -281,6 +283,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process on the CPU")
     parser.add_argument("--hf-batch", type=int, default=16)
     parser.add_argument("--batch-seconds", type=float, default=600.0, help="opencodec --batch-seconds on the GPU")
+    parser.add_argument("--loader-workers", type=int, help="opencodec --loader-workers on the GPU (default: its own)")
     parser.add_argument("--peers", nargs="+", default=["official", "transformers"],
                         choices=["official", "transformers"])
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one, removed)")

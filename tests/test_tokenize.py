@@ -215,3 +215,66 @@ def test_kill9_then_rerun_equals_uninterrupted(official_checkpoints: dict, tmp_p
     assert sorted(p.name for p in killed.iterdir()) == sorted(p.name for p in (tmp_path / "full").iterdir())
     for name in shards + ["index.json", "errors.jsonl", "job.json"]:
         assert (killed / name).read_bytes() == (tmp_path / "full" / name).read_bytes(), name
+
+
+def test_torchrun_ranks_write_the_same_shards(tiny_model_file: Path, corpus: Path, tokens: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """RANK/WORLD_SIZE (torchrun, or the same command on each node) split the shards round robin;
+    the rank that finds every shard written writes the index."""
+    out = tmp_path / "ranks"
+    options = TokenizeOptions([str(corpus)], out, model=str(tiny_model_file), device="cpu",
+                              batch_seconds=2.5, shard_rows=3, max_seconds=2.0)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    first = tokenize(options)
+    assert sorted(p.name for p in out.glob("shard-*")) == ["shard-00001-of-00003.parquet"]
+    assert first.index is None and not (out / "index.json").exists()
+    monkeypatch.setenv("RANK", "0")
+    second = tokenize(options)
+    assert second.stats.shards_written == 2 and second.index is not None
+    for a, b in zip(sorted(tokens.glob("shard-*")), sorted(out.glob("shard-*")), strict=True):
+        assert pq.read_table(a).equals(pq.read_table(b), check_metadata=True)
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(ValueError, match="RANK=2"):
+        tokenize(options)
+
+
+def test_loader_workers_and_bf16(tiny_model_file: Path, corpus: Path, tokens: Path, tmp_path: Path) -> None:
+    base = dict(model=str(tiny_model_file), device="cpu", batch_seconds=2.5, shard_rows=3, max_seconds=2.0)
+    tokenize(TokenizeOptions([str(corpus)], tmp_path / "loaders", loader_workers=2, **base))
+    assert _table(tmp_path / "loaders").equals(_table(tokens))  # decoding in DataLoader processes
+    summary = tokenize(TokenizeOptions([str(corpus)], tmp_path / "bf16", dtype="bf16", **base))
+    assert summary.stats.bf16_checked > 0 and 0 <= summary.stats.bf16_equal <= summary.stats.bf16_checked
+    bf16 = _table(tmp_path / "bf16")
+    assert json.loads(bf16.schema.metadata[b"opencodec"])["dtype"] == "bf16"
+    assert bf16.column("num_frames").to_pylist() == _table(tokens).column("num_frames").to_pylist()
+
+
+def test_48khz_rows_with_scales(official_checkpoints: dict, tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    _write_corpus(corpus, [("s.wav", 1.4, 48000, 2), ("m.wav", 0.5, 44100, 1)], seed=4)
+    (corpus / "broken.wav").unlink()
+    ckpt = official_checkpoints["encodec_48khz"]
+    tokenize(TokenizeOptions([str(corpus)], tmp_path / "out", model=str(ckpt), bandwidth=6.0, device="cpu"))
+    model = load_model(ckpt)
+    model.set_target_bandwidth(6.0)
+    ds = TokenDataset(tmp_path / "out")
+    for name in ("s.wav", "m.wav"):
+        item = ds[ds.index_of(name)]
+        wav, rate = read_audio(corpus / name)
+        with torch.inference_mode():
+            frames = model.encode(convert_audio(wav, rate, 48000, 2)[None])
+        torch.testing.assert_close(item["codes"], torch.cat([f.codes for f in frames], dim=-1)[0])
+        torch.testing.assert_close(item["scales"], torch.cat([f.scale.reshape(-1) for f in frames]))
+    paths = detokenize(tmp_path / "out", tmp_path / "audio", ids=["m.wav"], model=str(ckpt))
+    assert (sf.info(paths[0]).samplerate, sf.info(paths[0]).channels) == (44100, 1)
+
+
+def test_plan_batches_and_shards() -> None:
+    from opencodec.tokens.plan import Batch, WorkerPlace, batches, shard_ranges, shards_for
+
+    durations = [-1.0, 0.5, 1.0, 1.0, 2.0, 9.0]
+    assert batches(durations, batch_seconds=3.0, max_seconds=5.0) == [
+        Batch((0,)), Batch((1, 2, 3)), Batch((4,)), Batch((5,), streamed=True)]
+    assert [list(r) for r in shard_ranges(5, 2)] == [[0, 1], [2, 3], [4]]
+    assert shards_for(5, WorkerPlace(1, 2)) == [1, 3] and shards_for(5, WorkerPlace(0, 2)) == [0, 2, 4]

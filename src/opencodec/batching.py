@@ -166,7 +166,7 @@ def encode_batch(model: EncodecModel, wav: torch.Tensor, lengths: torch.Tensor |
     if model.segment_length is not None:
         return _encode_segmented(model, wav, lens)
     frames = [model.num_frames(n) for n in lens]
-    codes = torch.full((B, K, max(frames)), -1, dtype=torch.long)
+    codes = torch.full((B, K, max(frames)), -1, dtype=torch.long, device=wav.device)  # no copy per item
     if model.config.causal and not model.normalize:
         batched = [b for b, n in enumerate(lens) if _safe_for_batched_pass(model, n)]
         if batched:

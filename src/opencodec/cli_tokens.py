@@ -59,7 +59,8 @@ def add_token_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
     tok.add_argument("--workers", type=_positive(int), default=1, metavar="N",
                      help="CPU processes (default 1; on GPUs use torchrun instead)")
     tok.add_argument("--loader-workers", type=int, default=None, metavar="N",
-                     help="processes decoding and resampling per worker (default 4 on CUDA, 0 on CPU)")
+                     help="processes decoding and resampling per GPU process (default: the node's cores "
+                          "shared among its GPUs, at most 8; 0 on the CPU)")
     tok.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
                      help="fp32 (default: codes equal file-by-file encoding) or bf16 autocast "
                           "(faster on GPUs; some codes differ)")
@@ -141,6 +142,9 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
         print(f"{prefix}{stats.files} files, {stats.seconds / 3600:.4f} h of audio, {stats.errors} errors, "
               f"{summary.elapsed:.1f} s, {summary.realtime_factor:.1f}x real time; shards written "
               f"{stats.shards_written}, already done {stats.shards_skipped}", file=sys.stderr)
+    if stats.bf16_checked and not args.quiet:
+        print(f"{prefix}bf16: {100 * stats.bf16_equal / stats.bf16_checked:.2f}% of codes equal fp32 "
+              f"encoding ({stats.bf16_checked} codes of the first batch checked)", file=sys.stderr)
     if summary.index is not None and not args.quiet:
         index = summary.index
         print(f"{args.out}: {len(index['shards'])} shards, {index['rows']} rows, {index['hours']:.4f} h, "

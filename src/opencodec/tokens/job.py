@@ -54,7 +54,7 @@ class TokenizeOptions:
     shard_rows: int = 1000
     max_seconds: float = 300.0  # longer files are streamed in bounded memory
     workers: int = 1  # CPU processes (without torchrun)
-    loader_workers: int | None = None  # DataLoader processes per worker; None: 4 on CUDA, 0 on CPU
+    loader_workers: int | None = None  # DataLoader processes per worker; None: default_loader_workers
     dtype: str = "fp32"
 
 
@@ -67,6 +67,14 @@ class WorkerStats:
     errors: int = 0
     shards_written: int = 0
     shards_skipped: int = 0
+    bf16_equal: int = 0  # --dtype bf16: codes equal to fp32 on the checked batch
+    bf16_checked: int = 0
+
+    def add(self, other: "WorkerStats") -> None:
+        """Add ``other``'s counts to these."""
+        for name in ("files", "seconds", "errors", "shards_written", "shards_skipped", "bf16_equal",
+                     "bf16_checked"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 @dataclass
@@ -105,6 +113,15 @@ def resolve_device(device: str, place: WorkerPlace) -> torch.device:
     if device != "cpu":
         raise OpenCodecError(f"unknown device {device!r} (cpu, cuda or auto)")
     return torch.device("cpu")
+
+
+def default_loader_workers(device: torch.device) -> int:
+    """DataLoader processes per worker: on CUDA the node's cores shared among its ranks
+    (at most 8 each), on the CPU none (the encoding processes use the cores)."""
+    if device.type != "cuda":
+        return 0
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, min(8, (os.cpu_count() or 1) // max(1, local_world) - 1))
 
 
 def prepare_model(options: TokenizeOptions, device: torch.device) -> EncodecModel:
@@ -168,13 +185,16 @@ def _streamed_row(model: EncodecModel, item: PlannedItem, autocast: tp.ContextMa
 
 
 def encode_shard(model: EncodecModel, items: list[PlannedItem], options: TokenizeOptions,
-                 device: torch.device, report: Report) -> tuple[list[Row], list[dict[str, str]]]:
-    """Rows (in plan order) and errors of one shard's ``items``."""
+                 device: torch.device, report: Report, stats: WorkerStats | None = None
+                 ) -> tuple[list[Row], list[dict[str, str]]]:
+    """Rows (in plan order) and errors of one shard's ``items``. With bf16, the first batch
+    ``stats`` has not checked yet is also encoded in fp32 and the codes compared (counts
+    added to ``stats.bf16_equal`` / ``stats.bf16_checked``)."""
     max_seconds = options.max_seconds if supports_streaming(model) else math.inf
     plan = batches([i.duration for i in items], options.batch_seconds, max_seconds)
     loader_workers = options.loader_workers
     if loader_workers is None:
-        loader_workers = 4 if device.type == "cuda" else 0
+        loader_workers = default_loader_workers(device)
     dataset = BatchAudio(items, plan, model.sample_rate, model.channels)
     autocast: tp.ContextManager = (torch.autocast(device.type, dtype=torch.bfloat16)
                                    if options.dtype == "bf16" else contextlib.nullcontext())
@@ -182,6 +202,11 @@ def encode_shard(model: EncodecModel, items: list[PlannedItem], options: Tokeniz
     errors: dict[int, str] = {}
     for loaded in batch_loader(dataset, loader_workers, spawn=device.type == "cuda"):
         found = _rows_of_batch(model, loaded, items, device, autocast)
+        if options.dtype != "fp32" and found and stats is not None and not stats.bf16_checked:
+            exact = _rows_of_batch(model, loaded, items, device, contextlib.nullcontext())
+            for row, got in found.items():
+                stats.bf16_equal += int((got.codes == exact[row].codes).sum())
+                stats.bf16_checked += got.codes.size
         failed = dict(loaded.errors)
         if loaded.streamed:
             row = loaded.rows[0]
@@ -216,7 +241,7 @@ def run_worker(options: TokenizeOptions, plan: JobPlan, model: EncodecModel, pla
 
     for s in todo:
         items = [plan.planned[r] for r in plan.shards[s]]
-        rows, errors = encode_shard(model, items, options, device, count)
+        rows, errors = encode_shard(model, items, options, device, count, stats)
         meta = {**{k: plan.job[k] for k in ("model", "weights_sha256", "bandwidth", "opencodec_version",
                                               "dtype")},
                 "model_sample_rate": model.sample_rate, "model_channels": model.channels,
@@ -282,8 +307,7 @@ def _run_processes(options: TokenizeOptions, plan: JobPlan, places: list[WorkerP
                 report(*value)
             elif kind == "done":
                 done += 1
-                for name in ("files", "seconds", "errors", "shards_written", "shards_skipped"):
-                    setattr(total, name, getattr(total, name) + getattr(value, name))
+                total.add(value)
             else:
                 done += 1
                 failures.append(value)

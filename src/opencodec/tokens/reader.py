@@ -92,5 +92,5 @@ def batch_loader(dataset: BatchAudio, workers: int, spawn: bool = False) -> Data
     """Batches in order, read ahead by ``workers`` processes (0: in this process); ``spawn``
     starts them fresh instead of forking (needed once CUDA is initialised)."""
     return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
-                      collate_fn=_as_is, prefetch_factor=4 if workers else None,
+                      collate_fn=_as_is, prefetch_factor=2 if workers else None,
                       multiprocessing_context=("spawn" if spawn else "fork") if workers else None)
