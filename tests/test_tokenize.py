@@ -278,3 +278,17 @@ def test_plan_batches_and_shards() -> None:
         Batch((0,)), Batch((1, 2, 3)), Batch((4,)), Batch((5,), streamed=True)]
     assert [list(r) for r in shard_ranges(5, 2)] == [[0, 1], [2, 3], [4]]
     assert shards_for(5, WorkerPlace(1, 2)) == [1, 3] and shards_for(5, WorkerPlace(0, 2)) == [0, 2, 4]
+
+
+def test_hugging_face_datasets_loads_the_shards(tokens: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    files = sorted(str(p) for p in tokens.glob("shard-*.parquet"))
+    ds = datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=str(tmp_path / "cache"))
+    ds = ds.with_format("torch")
+    ours = TokenDataset(tokens)
+    assert len(ds) == len(ours) == 6
+    for i in range(len(ds)):
+        assert ds[i]["id"] == ours[i]["id"]
+        torch.testing.assert_close(ds[i]["codes"].long(), ours[i]["codes"])
