@@ -234,7 +234,7 @@ def bench_device(args: argparse.Namespace, device: torch.device, items: list, ck
             systems.append((f"(b) transformers, batches of {args.hf_batch}", 1, lambda: run_transformers(
                 hf, items, device, dtype, work / f"b-{device.type}-{dtype}", args.hf_batch)))
         for procs in (args.cpu_processes if device.type == "cpu" else [1]):
-            systems.append((f"(c) opencodec tokenize", procs, lambda p=procs: run_opencodec(
+            systems.append(("(c) opencodec tokenize", procs, lambda p=procs: run_opencodec(
                 ckpt, [str(listing)], device, dtype, work / f"c-{device.type}-{dtype}-{p}", p, args.batch_seconds,
                 torch.get_num_threads(), args.loader_workers if device.type == "cuda" else None)))
         for name, procs, fn in systems:

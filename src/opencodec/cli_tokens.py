@@ -34,6 +34,16 @@ def _positive(kind: type) -> tp.Callable[[str], tp.Any]:
     return parse
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def add_token_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
     """Add the ``tokenize`` and ``detokenize`` sub-commands."""
     tok = sub.add_parser(
@@ -58,7 +68,7 @@ def add_token_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
                      help="files longer than this are encoded alone, in bounded memory (default 300)")
     tok.add_argument("--workers", type=_positive(int), default=1, metavar="N",
                      help="CPU processes (default 1; on GPUs use torchrun instead)")
-    tok.add_argument("--loader-workers", type=int, default=None, metavar="N",
+    tok.add_argument("--loader-workers", type=_count, default=None, metavar="N",
                      help="processes decoding and resampling per GPU process (default: the node's cores "
                           "shared among its GPUs, at most 8; 0 on the CPU)")
     tok.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
@@ -89,7 +99,7 @@ class _Progress:
         self.bar: tqdm | None = None
 
     def start(self, total_seconds: float) -> tp.Callable[[float, int, int], None]:
-        self.bar = tqdm(total=round(total_seconds / 3600, 6), unit="h", desc=self.label, disable=self.quiet,
+        self.bar = tqdm(total=total_seconds / 3600, unit="h", desc=self.label, disable=self.quiet,
                         file=sys.stderr, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.4f}/{total:.4f} h "
                         "[{elapsed}<{remaining}{postfix}]", unit_scale=False)
         counts = {"files": 0, "errors": 0}
@@ -102,6 +112,8 @@ class _Progress:
             rate = (self.bar.n + seconds / 3600) / elapsed if elapsed > 0 else 0.0
             self.bar.set_postfix_str(f"{rate:.3g} h audio/s, files={counts['files']}, "
                                      f"errors={counts['errors']}", refresh=False)
+            if self.bar.n + seconds / 3600 > self.bar.total:  # decoded lengths can exceed the headers'
+                self.bar.total = self.bar.n + seconds / 3600
             self.bar.update(seconds / 3600)
         return update
 

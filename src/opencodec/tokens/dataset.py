@@ -114,7 +114,6 @@ def decode_row(model: EncodecModel, item: Item) -> torch.Tensor:
     codes = item["codes"][None]
     scales = item["scales"][None] if "scales" in item else None
     enc = BatchEncoding(codes, torch.tensor([codes.shape[-1]]), torch.tensor([item["num_samples"]]), scales)
-    model.set_target_bandwidth(model.bandwidth_for_codebooks(codes.shape[1]))
     audio, _ = decode_batch(model, enc)
     return audio[0]
 
@@ -139,6 +138,10 @@ def detokenize(folder: str | Path, out_dir: str | Path, ids: list[str] | None = 
     dataset = TokenDataset(folder)
     meta = dataset.metadata
     try:
+        rows = list(range(len(dataset))) if ids is None else [dataset.index_of(i) for i in ids]
+    except KeyError as exc:
+        raise TokenizeError(f"no row with id {exc.args[0]!r} in {folder}") from exc
+    try:
         codec = load_model(model or meta["model"], device=device)
     except ModelLoadError as exc:
         raise ModelLoadError(f"{exc}; the shards were written with model {meta['model']!r}: "
@@ -146,10 +149,6 @@ def detokenize(folder: str | Path, out_dir: str | Path, ids: list[str] | None = 
     if weights_sha256(codec) != meta["weights_sha256"]:
         raise ModelLoadError(f"the model's weights differ from those that wrote the shards "
                              f"(sha256 {meta['weights_sha256'][:12]}...): pass the right one with --model")
-    try:
-        rows = list(range(len(dataset))) if ids is None else [dataset.index_of(i) for i in ids]
-    except KeyError as exc:
-        raise TokenizeError(f"no row with id {exc.args[0]!r} in {folder}") from exc
     out_dir = Path(out_dir)
     items = [dataset[r] for r in rows]
     paths = [output_path(out_dir, it["id"]) for it in items]

@@ -17,6 +17,7 @@ import queue as queue_mod
 import threading
 import time
 import typing as tp
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -184,23 +185,29 @@ def _streamed_row(model: EncodecModel, item: PlannedItem, autocast: tp.ContextMa
                int(info.channels), length, None if scales is None else scales.numpy())
 
 
-def encode_shard(model: EncodecModel, items: list[PlannedItem], options: TokenizeOptions,
-                 device: torch.device, report: Report, stats: WorkerStats | None = None
-                 ) -> tuple[list[Row], list[dict[str, str]]]:
-    """Rows (in plan order) and errors of one shard's ``items``. With bf16, the first batch
-    ``stats`` has not checked yet is also encoded in fp32 and the codes compared (counts
-    added to ``stats.bf16_equal`` / ``stats.bf16_checked``)."""
+def encode_shards(model: EncodecModel, shards: dict[int, list[PlannedItem]], options: TokenizeOptions,
+                  device: torch.device, report: Report, stats: WorkerStats | None = None
+                  ) -> tp.Iterator[tuple[int, list[Row], list[dict[str, str]]]]:
+    """Encode the ``shards`` (shard index -> its items, in plan order) through one DataLoader,
+    yielding ``(shard, rows in plan order, errors)`` as soon as a shard's last batch is done.
+
+    With bf16, the first batch ``stats`` has not checked yet is also encoded in fp32 and the
+    codes compared (counts added to ``stats.bf16_equal`` / ``stats.bf16_checked``).
+    """
     max_seconds = options.max_seconds if supports_streaming(model) else math.inf
-    plan = batches([i.duration for i in items], options.batch_seconds, max_seconds)
+    work = [(s, batch) for s, items in shards.items()
+            for batch in batches([i.duration for i in items], options.batch_seconds, max_seconds)]
+    remaining = Counter(s for s, _ in work)
     loader_workers = options.loader_workers
     if loader_workers is None:
         loader_workers = default_loader_workers(device)
-    dataset = BatchAudio(items, plan, model.sample_rate, model.channels)
+    dataset = BatchAudio(shards, work, model.sample_rate, model.channels)
     autocast: tp.ContextManager = (torch.autocast(device.type, dtype=torch.bfloat16)
                                    if options.dtype == "bf16" else contextlib.nullcontext())
-    rows: dict[int, Row] = {}
-    errors: dict[int, str] = {}
+    rows: dict[int, dict[int, Row]] = defaultdict(dict)
+    errors: dict[int, dict[int, str]] = defaultdict(dict)
     for loaded in batch_loader(dataset, loader_workers, spawn=device.type == "cuda"):
+        items = shards[loaded.shard]
         found = _rows_of_batch(model, loaded, items, device, autocast)
         if options.dtype != "fp32" and found and stats is not None and not stats.bf16_checked:
             exact = _rows_of_batch(model, loaded, items, device, contextlib.nullcontext())
@@ -214,12 +221,14 @@ def encode_shard(model: EncodecModel, items: list[PlannedItem], options: Tokeniz
                 found[row] = _streamed_row(model, items[row], autocast)
             except (OpenCodecError, OSError, ValueError, RuntimeError) as exc:
                 failed[row] = str(exc) or type(exc).__name__
-        rows.update(found)
-        errors.update(failed)
+        rows[loaded.shard].update(found)
+        errors[loaded.shard].update(failed)
         report(sum(r.duration for r in found.values()), len(found), len(failed))
-    ordered = [rows[r] for r in sorted(rows)]
-    error_list = [{"id": items[r].id, "path": items[r].path, "error": errors[r]} for r in sorted(errors)]
-    return ordered, error_list
+        remaining[loaded.shard] -= 1
+        if remaining[loaded.shard] == 0:
+            done, failures = rows.pop(loaded.shard), errors.pop(loaded.shard)
+            yield (loaded.shard, [done[r] for r in sorted(done)],
+                   [{"id": items[r].id, "path": items[r].path, "error": failures[r]} for r in sorted(failures)])
 
 
 def run_worker(options: TokenizeOptions, plan: JobPlan, model: EncodecModel, place: WorkerPlace,
@@ -239,12 +248,10 @@ def run_worker(options: TokenizeOptions, plan: JobPlan, model: EncodecModel, pla
         stats.errors += errors
         report(seconds, files, errors)
 
-    for s in todo:
-        items = [plan.planned[r] for r in plan.shards[s]]
-        rows, errors = encode_shard(model, items, options, device, count, stats)
-        meta = {**{k: plan.job[k] for k in ("model", "weights_sha256", "bandwidth", "opencodec_version",
-                                              "dtype")},
-                "model_sample_rate": model.sample_rate, "model_channels": model.channels,
+    shards = {s: [plan.planned[r] for r in plan.shards[s]] for s in todo}
+    common = {k: plan.job[k] for k in ("model", "weights_sha256", "bandwidth", "opencodec_version", "dtype")}
+    for s, rows, errors in encode_shards(model, shards, options, device, count, stats):
+        meta = {**common, "model_sample_rate": model.sample_rate, "model_channels": model.channels,
                 "frame_rate": model.frame_rate, "shard": s, "num_shards": len(plan.shards),
                 "errors": errors, "seconds": sum(r.duration for r in rows)}
         write_shard(out / names[s], rows, meta, with_scales=model.normalize)

@@ -31,12 +31,13 @@ class SourceInfo:
 
 @dataclass
 class LoadedBatch:
-    """Batch ``index`` of a shard: ``audio`` [B, C, T] at the model's rate (zeros past each
-    item's end) for the ``rows`` that could be read, their ``lengths`` [B] in samples and
-    ``sources``; ``errors`` maps the other rows to the reason. ``streamed``: one long file,
-    not read (``audio`` is None)."""
+    """Batch ``index`` of the work, of shard ``shard``: ``audio`` [B, C, T] at the model's rate
+    (zeros past each item's end) for the ``rows`` (positions in the shard) that could be read,
+    their ``lengths`` [B] in samples and ``sources``; ``errors`` maps the other rows to the
+    reason. ``streamed``: one long file, not read (``audio`` is None)."""
 
     index: int
+    shard: int
     rows: list[int]
     audio: torch.Tensor | None
     lengths: list[int]
@@ -52,9 +53,11 @@ def source_info(path: str) -> SourceInfo:
 
 
 class BatchAudio(Dataset):
-    """Batches of a shard, read and converted for a model of ``sample_rate`` Hz and ``channels``."""
+    """``batches`` [(shard, batch)] of the shards' ``items`` {shard: items}, read and converted
+    for a model of ``sample_rate`` Hz and ``channels``."""
 
-    def __init__(self, items: list[PlannedItem], batches: list[Batch], sample_rate: int, channels: int):
+    def __init__(self, items: dict[int, list[PlannedItem]], batches: list[tuple[int, Batch]],
+                 sample_rate: int, channels: int):
         self.items, self.batches = items, batches
         self.sample_rate, self.channels = sample_rate, channels
 
@@ -62,12 +65,12 @@ class BatchAudio(Dataset):
         return len(self.batches)
 
     def __getitem__(self, index: int) -> LoadedBatch:
-        batch = self.batches[index]
+        shard, batch = self.batches[index]
         if batch.streamed:
-            return LoadedBatch(index, list(batch.rows), None, [], [], streamed=True)
+            return LoadedBatch(index, shard, list(batch.rows), None, [], [], streamed=True)
         waves, rows, sources, errors = [], [], [], {}
         for row in batch.rows:
-            path = self.items[row].path
+            path = self.items[shard][row].path
             try:
                 wav, rate = read_audio(path)
                 waves.append(convert_audio(wav, rate, self.sample_rate, self.channels))
@@ -81,7 +84,7 @@ class BatchAudio(Dataset):
             audio = torch.zeros(len(waves), self.channels, max(lengths))
             for b, wav in enumerate(waves):
                 audio[b, :, : wav.shape[-1]] = wav
-        return LoadedBatch(index, rows, audio, lengths, sources, errors)
+        return LoadedBatch(index, shard, rows, audio, lengths, sources, errors)
 
 
 def _as_is(batch: LoadedBatch) -> LoadedBatch:

@@ -135,17 +135,17 @@ def claim_folder(folder: Path, job: dict[str, tp.Any]) -> None:
     """
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / JOB_FILE
-    if path.exists():
-        found = json.loads(path.read_text())
-        if found != job:
-            diff = [key for key in sorted(set(job) | set(found)) if job.get(key) != found.get(key)]
-            raise TokenizeError(f"{folder} holds tokens of another job (differs in: {', '.join(diff)}); "
-                                "use a new --out folder, or delete that one")
-        return
-    if any(p for p in folder.iterdir() if not p.name.startswith(".")):
-        raise TokenizeError(f"{folder} is not empty and holds no {JOB_FILE}: not an opencodec token "
-                            "folder; use a new --out folder")
-    _write_json(path, job)
+    if not path.exists():
+        # Other ranks may claim the folder at the same moment: they write the same content.
+        if any(p for p in folder.iterdir() if not p.name.startswith(".") and p.name != JOB_FILE):
+            raise TokenizeError(f"{folder} is not empty and holds no {JOB_FILE}: not an opencodec token "
+                                "folder; use a new --out folder")
+        _write_json(path, job)
+    found = json.loads(path.read_text())
+    if found != job:
+        diff = [key for key in sorted(set(job) | set(found)) if job.get(key) != found.get(key)]
+        raise TokenizeError(f"{folder} holds tokens of another job (differs in: {', '.join(diff)}); "
+                            "use a new --out folder, or delete that one")
 
 
 def finalize(folder: Path, num_shards: int) -> dict[str, tp.Any] | None:
