@@ -11,7 +11,8 @@ audio (1-30 s), with the official 24 kHz architecture and random weights at 6 kb
 - (c) ``opencodec``: ``python -m opencodec tokenize`` (Parquet shards; its process start-up is
   timed too), 1 and 2 processes (``--workers``) on the CPU.
 
-Every system's codes are compared with file-by-file encoding by opencodec on the same device in
+On CUDA, TF32 is off for every system (fp32 rows are fp32); bf16 rows run each system under
+``torch.autocast(dtype=torch.bfloat16)``. Every system's codes are compared with file-by-file encoding by opencodec on the same device in
 fp32 (``model.encode`` of each file alone): the table gives the percent of codes equal. All three
 carry the same weights (the official model's, mapped to the transformers layout for (b)).
 Speed is hours of audio per hour of wall time (= real-time factor); "x best peer" divides
@@ -289,6 +290,10 @@ def main() -> int:
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one, removed)")
     args = parser.parse_args()
     torch.manual_seed(0)
+    # fp32 means fp32 for every system (opencodec tokenize sets the same in its own process);
+    # PyTorch's default lets cuDNN convolutions use TF32.
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
     with contextlib.ExitStack() as stack:
         work = args.work or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tokbench-")))
         work.mkdir(parents=True, exist_ok=True)
