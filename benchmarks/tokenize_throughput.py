@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import multiprocessing as mp
 import os
 import platform
 import shutil
@@ -40,6 +41,7 @@ import sys
 import tempfile
 import time
 import typing as tp
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -66,26 +68,35 @@ Codes = dict[str, np.ndarray]  # file id -> [K, F]
 
 
 # -- the audio set --------------------------------------------------------------------------------
+_POOL: np.ndarray | None = None  # the mono 48 kHz source pool, shared with forked writers
+
+
+def _write_piece(job: tuple[Path, float, int, int, int]) -> None:
+    path, seconds, rate, channels, start = job
+    assert _POOL is not None
+    piece = np.take(_POOL, np.arange(start, start + int(seconds * 48_000)), mode="wrap")
+    piece = convert_audio(torch.from_numpy(piece)[None], 48_000, rate, 1)[0].numpy()
+    data = np.stack([piece * g for g in (1.0, 0.8)[:channels]], axis=1).astype(np.float32)
+    sf.write(path, data, rate, subtype="PCM_16")
+
+
 def make_set(sources: list[Path], out: Path, files: int, seed: int, min_s: float, max_s: float) -> Path:
-    """``files`` pieces of the looped ``sources`` (mono pool at 48 kHz), random length, rate, channels."""
+    """``files`` FLAC pieces of the looped ``sources`` (mono pool at 48 kHz): random length,
+    rate and channel count (seeded); written by all cores."""
+    global _POOL
     pool = []
     for src in sources:
         wav, rate = read_audio(src)
         pool.append(convert_audio(wav, rate, 48_000, 1)[0].numpy())
     if not pool:
         raise SystemExit("no source audio: pass --audio DIR or --sources FILE ...")
-    pool_np = np.concatenate(pool)
+    _POOL = np.concatenate(pool)
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
-    for i in range(files):
-        seconds = float(rng.uniform(min_s, max_s))
-        rate, channels = int(rng.choice(RATES)), int(rng.integers(1, 3))
-        n48 = int(seconds * 48_000)
-        start = int(rng.integers(0, pool_np.size))
-        piece = np.take(pool_np, np.arange(start, start + n48), mode="wrap")
-        piece = convert_audio(torch.from_numpy(piece)[None], 48_000, rate, 1)[0].numpy()
-        data = np.stack([piece * g for g in (1.0, 0.8)[:channels]], axis=1).astype(np.float32)
-        sf.write(out / f"item{i:04d}.flac", data, rate, subtype="PCM_16")
+    jobs = [(out / f"item{i:04d}.flac", float(rng.uniform(min_s, max_s)), int(rng.choice(RATES)),
+             int(rng.integers(1, 3)), int(rng.integers(0, _POOL.size))) for i in range(files)]
+    with ProcessPoolExecutor(os.cpu_count() or 1, mp_context=mp.get_context("fork")) as pool_exec:
+        list(pool_exec.map(_write_piece, jobs))
     return out
 
 
