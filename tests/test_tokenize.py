@@ -180,15 +180,36 @@ def test_two_processes_same_rows_as_one(tiny_model_file: Path, corpus: Path, tok
     assert (tokens / "index.json").read_text() == (out / "index.json").read_text()
 
 
-def _run_cli(args: list[str]) -> subprocess.Popen:
+def _run_cli(args: list[str], new_session: bool = False) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "opencodec", "-q", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=new_session)
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting for its reaper counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_kill9_then_rerun_equals_uninterrupted(official_checkpoints: dict, tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
-    _write_corpus(corpus, [(f"x{i:02d}.wav", 0.5 + 0.05 * i, 24000, 1) for i in range(16)], seed=3)
+    _write_corpus(corpus, [(f"x{i:02d}.wav", 1.0 + 0.06 * i, 24000, 1) for i in range(16)], seed=3)
     args = [str(corpus), "-m", str(official_checkpoints["encodec_24khz"]), "-b", "6", "--device", "cpu",
             "--shard-rows", "1", "--batch-seconds", "1"]
     full = _run_cli(["tokenize", *args, "--out", str(tmp_path / "full")])
@@ -196,18 +217,27 @@ def test_kill9_then_rerun_equals_uninterrupted(official_checkpoints: dict, tmp_p
     shards = sorted(p.name for p in (tmp_path / "full").glob("shard-*.parquet"))
     assert len(shards) == 17
 
-    killed = tmp_path / "killed"  # 2 worker processes, the command killed: they stop too
-    proc = _run_cli(["tokenize", *args, "--out", str(killed), "--workers", "2"])
+    # 2 worker processes. Once 2 shards exist the whole job is frozen (SIGSTOP), so the kill
+    # lands half-way whatever the machine's speed; then the command alone gets kill -9 and
+    # the job is let go: its workers must notice and stop by themselves.
+    killed = tmp_path / "killed"
+    proc = _run_cli(["tokenize", *args, "--out", str(killed), "--workers", "2"], new_session=True)
     deadline = time.monotonic() + 120
-    while len(list(killed.glob("shard-*.parquet"))) < 4 and time.monotonic() < deadline:
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    time.sleep(1.5)  # the workers notice within 0.5 s; one may still finish its shard
+    while len(list(killed.glob("shard-*.parquet"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    os.killpg(proc.pid, signal.SIGSTOP)
+    workers = _children(proc.pid)
     done = len(list(killed.glob("shard-*.parquet")))
-    time.sleep(1.5)
-    assert len(list(killed.glob("shard-*.parquet"))) == done, "worker processes outlived the killed command"
-    assert 4 <= done < 17, f"the kill came too late ({done} shards written)"
+    assert len(workers) == 2 and 2 <= done < 17, (workers, done)
+    proc.kill()
+    proc.wait()
+    os.killpg(proc.pid, signal.SIGCONT)
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in workers), "worker processes outlived the killed command"
+    # each worker may finish the shard it was encoding (it checks its parent every 0.1 s), no more
+    assert len(list(killed.glob("shard-*.parquet"))) <= done + 2, "workers went on after the kill"
     assert not (killed / "index.json").exists()
 
     rerun = _run_cli(["tokenize", *args, "--out", str(killed), "--workers", "2"])

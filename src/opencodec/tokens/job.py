@@ -261,12 +261,12 @@ def run_worker(options: TokenizeOptions, plan: JobPlan, model: EncodecModel, pla
 
 # -- processes -----------------------------------------------------------------------------------
 def _exit_with_parent() -> None:
-    """End this worker process if its parent dies (``kill -9`` of the command)."""
+    """End this worker process (within 0.1 s) if its parent dies (``kill -9`` of the command)."""
     parent = os.getppid()
 
     def watch() -> None:
         while True:
-            time.sleep(0.5)
+            time.sleep(0.1)
             if os.getppid() != parent:
                 os._exit(1)
 
