@@ -69,11 +69,17 @@ def _conv_with_lengths(conv: StreamableConv1d, x: torch.Tensor, lengths: list[in
     need = left + max(n + r for n, r in zip(lengths, rights))
     if padded.shape[-1] < need:
         padded = torch.nn.functional.pad(padded, (0, need - padded.shape[-1]))
-    for b, (n, r) in enumerate(zip(lengths, rights)):
-        if n < T and r > 0:
-            # reflect: padded position left + n + i holds x[n - 2 - i]
-            src = x[b, :, n - 1 - r: n - 1].flip(-1) if conv.pad_mode == "reflect" else 0.0
-            padded[b, :, left + n: left + n + r] = src
+    # reflect: for item b, padded position left + n + i holds x[n - 2 - i] (i < r). One gather
+    # and one scatter for the whole batch (not two small copies per item: GPU launches).
+    pairs = [(b, n, i) for b, (n, r) in enumerate(zip(lengths, rights)) if n < T for i in range(r)]
+    if pairs:
+        rows = torch.tensor([b for b, _, _ in pairs], device=x.device)
+        dst = torch.tensor([left + n + i for _, n, i in pairs], device=x.device)
+        if conv.pad_mode == "reflect":
+            src = torch.tensor([n - 2 - i for _, n, i in pairs], device=x.device)
+            padded[rows, :, dst] = x[rows, :, src].to(padded.dtype)
+        else:
+            padded[rows, :, dst] = 0.0
     out = conv.conv(padded)
     out_lengths = [(n + left + r - k) // s + 1 for n, r in zip(lengths, rights)]
     return out, out_lengths
@@ -166,7 +172,7 @@ def encode_batch(model: EncodecModel, wav: torch.Tensor, lengths: torch.Tensor |
     if model.segment_length is not None:
         return _encode_segmented(model, wav, lens)
     frames = [model.num_frames(n) for n in lens]
-    codes = torch.full((B, K, max(frames)), -1, dtype=torch.long)
+    codes = torch.full((B, K, max(frames)), -1, dtype=torch.long, device=wav.device)  # no copy per item
     if model.config.causal and not model.normalize:
         batched = [b for b, n in enumerate(lens) if _safe_for_batched_pass(model, n)]
         if batched:

@@ -3,9 +3,10 @@
 ::
 
     opencodec compress IN [OUT] [-b KBPS] [--model NAME_OR_PATH] [--lm [--lm-model NAME_OR_PATH]
-                       [--lm-format deterministic|official]] [-f]
+                       [--lm-format deterministic|official]] [-f] [--rate HZ] [--channels N]
+                       (OUT .wav/.flac: a round trip, at the input's rate and channels by default)
     opencodec decompress IN.ecdc [OUT] [--model NAME_OR_PATH] [--lm-model NAME_OR_PATH] [-f]
-                         [--rescale] [--float]
+                         [--rescale] [--float] [--rate HZ] [--channels N]
     opencodec info FILE.ecdc [...] [--json]
     opencodec stream-encode [-m NAME_OR_PATH] [-b KBPS] [--frames-per-packet N] [--header-every N]
                             [--raw --rate HZ --channels C [--format s16le|f32le]]  < in.wav > out.ocs
@@ -14,6 +15,7 @@
     opencodec eval --models NAME_OR_PATH [...] --set DIR --out DIR [...]  (see opencodec.eval.report)
     opencodec mushra build|serve|report ...  (listening test, see opencodec.eval.mushra)
     opencodec train-lm CONFIG [key=value ...] [--run-dir DIR]  (entropy model, see opencodec.train.lm_solver)
+    opencodec tokenize INPUT... --out DIR [...] / detokenize DIR --out AUDIO_DIR  (see opencodec.cli_tokens)
 
 IN may be a folder: it is processed recursively and the tree is kept under OUT (default:
 next to the inputs). Exit status: 0 success, 1 failure (the message goes to stderr as
@@ -40,6 +42,7 @@ from tqdm import tqdm
 
 from . import __version__
 from ._files import check_output, write_bytes_atomic
+from .cli_tokens import add_token_parsers
 from .audio import AUDIO_EXTENSIONS, convert_audio, is_audio_file, read_audio, write_audio
 from .bandwidth import check_bandwidth
 from .bitstream import EcdcHeader, read_header
@@ -159,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "'official' (version 0, readable by the official encodec package, "
                            "but its decoding depends on the machine's float arithmetic)")
     _add_output_options(comp)
+    _add_rate_channels_options(comp, "round trip (OUT .wav/.flac): output sample rate in Hz "
+                                     "(default: the input's)", "round trip: output channels "
+                                     "(default: the input's)")
     comp.set_defaults(parser=comp, handler=cmd_compress)
 
     dec = sub.add_parser("decompress", parents=[common], help=".ecdc file(s) -> audio",
@@ -174,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="entropy model name or weights file for entropy-coded files (default: "
                           "the one belonging to the model of each file)")
     _add_output_options(dec)
+    _add_rate_channels_options(dec, "output sample rate in Hz (default: the model's)",
+                               "output channels, 1 = mono down-mix (default: the model's)")
     dec.set_defaults(parser=dec, handler=cmd_decompress)
 
     inf = sub.add_parser("info", parents=[common], help="describe .ecdc files (no model needed)",
@@ -186,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "for files written by it")
     inf.set_defaults(parser=inf, handler=cmd_info)
     _add_stream_parsers(sub, common)
+    add_token_parsers(sub, common)
 
     train = sub.add_parser("train", help="train a codec (see configs/)", add_help=False,
                            description="Train an EnCodec codec: opencodec train CONFIG [key=value ...]")
@@ -258,6 +267,28 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
                         help="scale decoded audio down to a 0.99 peak instead of clipping")
     parser.add_argument("--float", dest="float32", action="store_true",
                         help="write 32-bit float WAV instead of 16-bit PCM")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_rate_channels_options(parser: argparse.ArgumentParser, rate_help: str, channels_help: str) -> None:
+    parser.add_argument("--rate", type=_positive_int, metavar="HZ", help=rate_help)
+    parser.add_argument("--channels", type=_positive_int, metavar="N", help=channels_help)
+
+
+def _to_output_format(args: argparse.Namespace, wav: torch.Tensor, sample_rate: int,
+                      default_rate: int, default_channels: int) -> tuple[torch.Tensor, int]:
+    """Decoded audio [C, T] converted to ``--rate``/``--channels`` (else the defaults)."""
+    rate = args.rate or default_rate
+    return convert_audio(wav, sample_rate, rate, args.channels or default_channels), rate
 
 
 # ------------------------------------------------------------------------------------------
@@ -503,6 +534,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
         check_output(dst, args.force)
         jobs = [Job(src, dst)]
     _check_float_flag(args, jobs)
+    if (args.rate or args.channels) and any(j.dst.suffix.lower() == ECDC_SUFFIX for j in jobs):
+        raise UsageError("--rate/--channels apply to a round trip (OUT .wav or .flac); an .ecdc file "
+                         "is decoded at the rate you choose with decompress --rate/--channels")
     known = config_for_name(args.model or DEFAULT_MODEL)
     if known is not None:  # fail fast, before loading any weights
         _check_bandwidth(args.bandwidth, known.name, known.target_bandwidths)
@@ -532,6 +566,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
                 and supports_streaming(model) and _input_seconds(job.src) > STREAMING_MIN_SECONDS):
             return work_streaming(job)
         wav, sample_rate = read_audio(job.src)
+        input_rate, input_channels = sample_rate, wav.shape[0]
         wav = convert_audio(wav, sample_rate, model.sample_rate, model.channels)
         length = wav.shape[-1]
         round_trip = job.dst.suffix.lower() in AUDIO_OUTPUT_SUFFIXES
@@ -542,7 +577,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
             if round_trip:
                 out, out_rate = decompress(data, model, **({} if lm is None else {"lm": lm}))
         _make_folder(job)
-        if round_trip:
+        if round_trip:  # back to the input's rate and channels unless --rate/--channels say otherwise
+            out, out_rate = _to_output_format(args, out, out_rate, input_rate, input_channels)
             _save_audio(args, job.dst, out, out_rate)
         else:
             write_bytes_atomic(job.dst, data)
@@ -637,6 +673,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
             header = read_header(fi)  # a bad file fails here, before any model loads
         model = models.get(header.model_name, header.model_hash, header.num_codebooks)
         if (not args.folder and not args.rescale and supports_streaming(model)
+                and args.rate in (None, model.sample_rate) and args.channels in (None, model.channels)
                 and header.audio_length / model.sample_rate > STREAMING_MIN_SECONDS):
             lm = lms.get(model, header) if header.use_lm else None
             with warnings.catch_warnings(record=True) as caught, \
@@ -656,6 +693,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         steps = len(model.segments(header.audio_length))
         with torch.no_grad(), _segment_progress(args, [model.decoder], steps, job.src.name):
             wav, sample_rate = decompress(data, model, **({} if lm is None else {"lm": lm}))
+        wav, sample_rate = _to_output_format(args, wav, sample_rate, sample_rate, wav.shape[0])
         _make_folder(job)
         _save_audio(args, job.dst, wav, sample_rate)
         if not args.folder:
@@ -762,6 +800,8 @@ def _format_info(info: dict[str, tp.Any]) -> str:
         lines += [f"lm name:       {info['lm_name']}",
                   f"lm weights:    hash {info['lm_hash']} (fixed-point scheme {info['lm_scheme']})",
                   f"checks:        {checks}CRC-32 per segment"]
+    lines.append("decodes to:    the sample rate and channels above; decompress --rate HZ --channels N "
+                 "converts (a compress IN OUT.wav round trip keeps the input's rate and channels)")
     return "\n".join(lines)
 
 

@@ -74,7 +74,8 @@ from .errors import AudioIOError, BitstreamError
 from .model import EncodedFrame, EncodecModel, overlap_add_weight
 from .streaming import StreamingDecoder, StreamingEncoder
 
-__all__ = ["supports_streaming", "compress_file_streaming", "decompress_file_streaming"]
+__all__ = ["supports_streaming", "compress_file_streaming", "decompress_file_streaming",
+           "encode_file_streaming"]
 
 if tp.TYPE_CHECKING:
     from .entropy import EntropyLM
@@ -303,65 +304,114 @@ class _SegmentSink:
         return frames
 
 
+class _ConvertedBlocks:
+    """Iterates over a file's audio converted to ``channels`` at ``target_rate`` Hz, as
+    float32 blocks ``[n, C]`` of about ``block_seconds``; after the iteration ``length``
+    holds the samples yielded in all, ``round(T * target / source)`` (the one-shot
+    ``convert_audio`` length). ``progress(read, total)`` counts input frames."""
+
+    def __init__(self, in_path: Path, target_rate: int, channels: int, block_seconds: float,
+                 progress: Progress = None):
+        self.in_path, self.target_rate, self.channels = in_path, target_rate, channels
+        self.block_seconds, self.progress = block_seconds, progress
+        self.length = 0
+
+    def __iter__(self) -> tp.Iterator[np.ndarray]:
+        in_path, target_rate, channels, progress = (self.in_path, self.target_rate, self.channels,
+                                                    self.progress)
+        try:
+            sfile = sf.SoundFile(str(in_path))
+        except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+            raise AudioIOError(f"cannot read audio file {in_path}: {_reason(exc)}") from exc
+        with sfile:
+            rate = int(sfile.samplerate)
+            total = int(sfile.frames) if sfile.frames > 0 else 0
+            block = max(1, int(round(self.block_seconds * rate)))
+            resampler = None if rate == target_rate else soxr.ResampleStream(
+                rate, target_rate, channels, dtype="float32", quality=RESAMPLE_QUALITY)
+            hold = 0 if resampler is None else 4096  # resampled samples held back to fix the length
+            tail = np.zeros((0, channels), dtype=np.float32)
+            read = 0
+            pushed = 0
+            while True:
+                try:
+                    data = sfile.read(block, dtype="float32", always_2d=True)
+                except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+                    raise AudioIOError(f"cannot read audio file {in_path}: {_reason(exc)}") from exc
+                last = data.shape[0] < block
+                if data.shape[0]:
+                    if not np.isfinite(data).all():
+                        raise AudioIOError(f"cannot read audio file {in_path}: it holds NaN or "
+                                           "infinite samples")
+                    read += data.shape[0]
+                    data = convert_channels(torch.from_numpy(np.ascontiguousarray(data.T)), channels).numpy().T
+                data = np.ascontiguousarray(data, dtype=np.float32)
+                if resampler is not None:
+                    data = resampler.resample_chunk(data, last=last).reshape(-1, channels)
+                if last:
+                    tail = np.concatenate([tail, data])
+                    break
+                if hold:
+                    tail = np.concatenate([tail, data])
+                    data, tail = tail[:max(0, len(tail) - hold)], tail[max(0, len(tail) - hold):]
+                yield data
+                pushed += data.shape[0]
+                if progress is not None:
+                    progress(read, max(total, read))
+            if read == 0:
+                raise AudioIOError(f"cannot read audio file {in_path}: it holds no audio samples")
+            length = read if resampler is None else round(read * target_rate / rate)
+            tail = tail[:max(0, length - pushed)]
+            if pushed + tail.shape[0] < length:  # resampler came up short: zero-pad as needed
+                pad = np.zeros((length - pushed - tail.shape[0], channels), dtype=np.float32)
+                tail = np.concatenate([tail, pad])
+            self.length = length
+            yield tail
+            if progress is not None:
+                progress(read, read)
+
+
+def encode_file_streaming(model: EncodecModel, in_path: str | Path, block_seconds: float = 10.0
+                          ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """Codes of a whole audio file, read and encoded in bounded memory.
+
+    Returns ``(codes [K, F] int64 on the CPU, scales [S] float32 or None, length)``:
+    for streamed models the codes of :class:`StreamingEncoder` (equal to ``model.encode``
+    of the converted file), for segmenting models every segment's codes concatenated in
+    time with one scale per segment (normalising models). ``length`` is the input's
+    length in samples at the model's rate. Memory holds the codes (2 bytes each, spooled
+    to a temporary file while encoding) and a few blocks of audio, whatever the duration.
+    K follows the model's current bandwidth.
+    """
+    _require_streaming(model)
+    blocks = _ConvertedBlocks(Path(in_path), model.sample_rate, model.channels, block_seconds)
+    with tempfile.TemporaryFile() as body:
+        sink: _StreamSink | _SegmentSink = (
+            _SegmentSink(model, body, collect=True) if model.segment_length is not None
+            else _StreamSink(model, body, collect=True))
+        for data in blocks:
+            sink.push(data)
+        sink.finish(blocks.length)
+        frames = sink.collected()
+    codes = torch.cat([c[0] for c, _ in frames], dim=-1)
+    scales = None if frames[0][1] is None else torch.cat([s.reshape(-1).float() for _, s in frames])
+    return codes, scales, blocks.length
+
+
 def _compress_file(model: EncodecModel, in_path: Path, out_path: Path, block_seconds: float,
                    progress: Progress,
                    coding: tuple[AnyLM, DeterministicCoding | None, Progress] | None = None
                    ) -> int:
-    target_rate, channels = model.sample_rate, model.channels
-    try:
-        sfile = sf.SoundFile(str(in_path))
-    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
-        raise AudioIOError(f"cannot read audio file {in_path}: {_reason(exc)}") from exc
-    with sfile, tempfile.TemporaryFile() as body:
-        rate = int(sfile.samplerate)
-        total = int(sfile.frames) if sfile.frames > 0 else 0
-        block = max(1, int(round(block_seconds * rate)))
-        resampler = None if rate == target_rate else soxr.ResampleStream(
-            rate, target_rate, channels, dtype="float32", quality=RESAMPLE_QUALITY)
-        hold = 0 if resampler is None else 4096  # resampled samples held back to fix the length
-        tail = np.zeros((0, channels), dtype=np.float32)
+    with tempfile.TemporaryFile() as body:
         collect = coding is not None
         sink: _StreamSink | _SegmentSink = (
             _SegmentSink(model, body, collect) if model.segment_length is not None
             else _StreamSink(model, body, collect))
-        read = 0
-        pushed = 0
-        while True:
-            try:
-                data = sfile.read(block, dtype="float32", always_2d=True)
-            except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
-                raise AudioIOError(f"cannot read audio file {in_path}: {_reason(exc)}") from exc
-            last = data.shape[0] < block
-            if data.shape[0]:
-                if not np.isfinite(data).all():
-                    raise AudioIOError(f"cannot read audio file {in_path}: it holds NaN or "
-                                       "infinite samples")
-                read += data.shape[0]
-                data = convert_channels(torch.from_numpy(np.ascontiguousarray(data.T)), channels).numpy().T
-            data = np.ascontiguousarray(data, dtype=np.float32)
-            if resampler is not None:
-                data = resampler.resample_chunk(data, last=last).reshape(-1, channels)
-            if last:
-                tail = np.concatenate([tail, data])
-                break
-            if hold:
-                tail = np.concatenate([tail, data])
-                data, tail = tail[:max(0, len(tail) - hold)], tail[max(0, len(tail) - hold):]
+        blocks = _ConvertedBlocks(in_path, model.sample_rate, model.channels, block_seconds, progress)
+        for data in blocks:
             sink.push(data)
-            pushed += data.shape[0]
-            if progress is not None:
-                progress(read, max(total, read))
-        if read == 0:
-            raise AudioIOError(f"cannot read audio file {in_path}: it holds no audio samples")
-        length = read if resampler is None else round(read * target_rate / rate)
-        tail = tail[:max(0, length - pushed)]
-        if pushed + tail.shape[0] < length:  # resampler came up short: zero-pad as needed
-            pad = np.zeros((length - pushed - tail.shape[0], channels), dtype=np.float32)
-            tail = np.concatenate([tail, pad])
-        sink.push(tail)
+        length = blocks.length
         frames = sink.finish(length)
-        if progress is not None:
-            progress(read, read)
         det = None if coding is None else coding[1]
         header = EcdcHeader(audio_length=int(length), num_codebooks=int(sink.num_codebooks),
                             use_lm=collect, deterministic=det,

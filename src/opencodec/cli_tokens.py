@@ -1,0 +1,177 @@
+"""``opencodec tokenize`` and ``opencodec detokenize``: parsing, one library call, report.
+
+::
+
+    opencodec tokenize INPUT... --out DIR [-m NAME_OR_PATH] [-b KBPS] [--device cpu|cuda|auto]
+                       [--batch-seconds S] [--shard-rows N] [--max-seconds S] [--workers N]
+                       [--loader-workers N] [--dtype fp32|bf16]
+    torchrun --nproc_per_node N -m opencodec tokenize ...      (one process per GPU)
+    opencodec detokenize DIR --out AUDIO_DIR [--ids ID ...] [-m NAME_OR_PATH] [--rate HZ]
+                         [--channels N] [-f]
+
+See :mod:`opencodec.tokens` for the output layout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import typing as tp
+from pathlib import Path
+
+from tqdm import tqdm
+
+
+def _positive(kind: type) -> tp.Callable[[str], tp.Any]:
+    def parse(text: str) -> tp.Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+    return parse
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def add_token_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
+    """Add the ``tokenize`` and ``detokenize`` sub-commands."""
+    tok = sub.add_parser(
+        "tokenize", parents=[common], help="audio dataset -> Parquet shards of codes",
+        description="Encode every audio file of folders (recursive), JSON-lines/CSV manifests with a "
+                    "'path' column (and optional 'id'), or text files of paths, into Parquet shards "
+                    "(one row per file: id, codes [K][F] int16, num_codebooks, num_frames, "
+                    "sample_rate, duration, channels). Rerun the same command to resume; run it under "
+                    "torchrun to split the work across GPUs and nodes.")
+    tok.add_argument("inputs", nargs="+", metavar="INPUT", help="folder, manifest or list of paths")
+    tok.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    tok.add_argument("-m", "--model", metavar="NAME_OR_PATH", help="model name or weights file")
+    tok.add_argument("-b", "--bandwidth", type=_positive(float), metavar="KBPS",
+                     help="bandwidth in kbps (default: the model's largest)")
+    tok.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
+                     help="where to encode (default auto: CUDA when available)")
+    tok.add_argument("--batch-seconds", type=_positive(float), default=120.0, metavar="S",
+                     help="padded audio per batch, in seconds (default 120)")
+    tok.add_argument("--shard-rows", type=_positive(int), default=1000, metavar="N",
+                     help="files per shard (default 1000)")
+    tok.add_argument("--max-seconds", type=_positive(float), default=300.0, metavar="S",
+                     help="files longer than this are encoded alone, in bounded memory (default 300)")
+    tok.add_argument("--workers", type=_positive(int), default=1, metavar="N",
+                     help="CPU processes (default 1; on GPUs use torchrun instead)")
+    tok.add_argument("--loader-workers", type=_count, default=None, metavar="N",
+                     help="processes decoding and resampling per GPU process (default: the node's cores "
+                          "shared among its GPUs, at most 8; 0 on the CPU)")
+    tok.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
+                     help="fp32 (default: codes equal file-by-file encoding) or bf16 autocast "
+                          "(faster on GPUs; some codes differ)")
+    tok.set_defaults(parser=tok, handler=cmd_tokenize)
+
+    det = sub.add_parser(
+        "detokenize", parents=[common], help="token shards -> audio files",
+        description="Decode rows of a token folder to WAV files (at the source file's rate and "
+                    "channel count unless --rate/--channels say otherwise).")
+    det.add_argument("folder", type=Path, metavar="DIR", help="token folder (opencodec tokenize --out)")
+    det.add_argument("--out", type=Path, required=True, metavar="AUDIO_DIR", help="output folder")
+    det.add_argument("--ids", nargs="+", metavar="ID", help="rows to decode (default: all)")
+    det.add_argument("-m", "--model", metavar="NAME_OR_PATH",
+                     help="model weights (default: the model the shards name)")
+    det.add_argument("--rate", type=_positive(int), metavar="HZ", help="output sample rate")
+    det.add_argument("--channels", type=_positive(int), metavar="N", help="output channels")
+    det.add_argument("-f", "--force", action="store_true", help="overwrite existing files")
+    det.set_defaults(parser=det, handler=cmd_detokenize)
+
+
+class _Progress:
+    """tqdm bar in hours of audio (its rate is hours of audio per second, with the ETA)."""
+
+    def __init__(self, quiet: bool, label: str):
+        self.quiet, self.label = quiet, label
+        self.bar: tqdm | None = None
+
+    def start(self, total_seconds: float) -> tp.Callable[[float, int, int], None]:
+        self.bar = tqdm(total=total_seconds / 3600, unit="h", desc=self.label, disable=self.quiet,
+                        file=sys.stderr, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.4f}/{total:.4f} h "
+                        "[{elapsed}<{remaining}{postfix}]", unit_scale=False)
+        counts = {"files": 0, "errors": 0}
+
+        def update(seconds: float, files: int, errors: int) -> None:
+            assert self.bar is not None
+            counts["files"] += files
+            counts["errors"] += errors
+            elapsed = self.bar.format_dict["elapsed"]
+            rate = (self.bar.n + seconds / 3600) / elapsed if elapsed > 0 else 0.0
+            self.bar.set_postfix_str(f"{rate:.3g} h audio/s, files={counts['files']}, "
+                                     f"errors={counts['errors']}", refresh=False)
+            if self.bar.n + seconds / 3600 > self.bar.total:  # decoded lengths can exceed the headers'
+                self.bar.total = self.bar.n + seconds / 3600
+            self.bar.update(seconds / 3600)
+        return update
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _need_pyarrow() -> None:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        from .errors import OpenCodecError
+        raise OpenCodecError("token shards are Parquet files and need pyarrow: "
+                             "pip install 'opencodec[tokens]' (or pip install pyarrow)") from None
+
+
+def cmd_tokenize(args: argparse.Namespace) -> int:
+    """``opencodec tokenize``: see the module docstring."""
+    _need_pyarrow()
+    from .tokens import TokenizeOptions, tokenize
+    from .tokens.plan import place_from_env
+
+    options = TokenizeOptions(inputs=args.inputs, out=args.out, model=args.model, bandwidth=args.bandwidth,
+                              device=args.device, batch_seconds=args.batch_seconds,
+                              shard_rows=args.shard_rows, max_seconds=args.max_seconds,
+                              workers=args.workers, loader_workers=args.loader_workers, dtype=args.dtype)
+    place = place_from_env()
+    label = "tokenize" if place.world == 1 else f"tokenize rank {place.rank}/{place.world}"
+    progress = _Progress(args.quiet or place.rank != 0, label)
+    try:
+        summary = tokenize(options, progress.start)
+    finally:
+        progress.close()
+    stats = summary.stats
+    prefix = "" if place.world == 1 else f"rank {place.rank}/{place.world}: "
+    if not args.quiet:
+        print(f"{prefix}{stats.files} files, {stats.seconds / 3600:.4f} h of audio, {stats.errors} errors, "
+              f"{summary.elapsed:.1f} s, {summary.realtime_factor:.1f}x real time; shards written "
+              f"{stats.shards_written}, already done {stats.shards_skipped}", file=sys.stderr)
+    if stats.bf16_checked and not args.quiet:
+        print(f"{prefix}bf16: {100 * stats.bf16_equal / stats.bf16_checked:.2f}% of codes equal fp32 "
+              f"encoding ({stats.bf16_checked} codes of the first batch checked)", file=sys.stderr)
+    if summary.index is not None and not args.quiet:
+        index = summary.index
+        print(f"{args.out}: {len(index['shards'])} shards, {index['rows']} rows, {index['hours']:.4f} h, "
+              f"{index['errors']} errors" + (f" (see {args.out / 'errors.jsonl'})" if index["errors"] else ""),
+              file=sys.stderr)
+    return 0
+
+
+def cmd_detokenize(args: argparse.Namespace) -> int:
+    """``opencodec detokenize``: decode rows back to audio files."""
+    _need_pyarrow()
+    from .tokens import detokenize
+
+    paths = detokenize(args.folder, args.out, ids=args.ids, model=args.model, rate=args.rate,
+                       channels=args.channels, force=args.force)
+    if not args.quiet:
+        print(f"{len(paths)} file(s) written to {args.out}", file=sys.stderr)
+    return 0

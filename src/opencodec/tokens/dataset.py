@@ -1,0 +1,164 @@
+"""Reading token shards back: a map-style torch Dataset, a padding collate, and decoding.
+
+The shards are plain Parquet (see ``shards.SCHEMA``); pyarrow, pandas or Hugging Face
+``datasets`` read them without opencodec. ``TokenDataset`` adds random access to codes as
+tensors and the metadata of the job that wrote them.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import typing as tp
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import Dataset
+
+from .._files import check_output
+from ..audio import convert_audio, write_audio
+from ..batching import BatchEncoding, decode_batch
+from ..errors import ModelLoadError
+from ..model import EncodecModel
+from ..pretrained import load_model
+from ..weights_hash import weights_sha256
+from .shards import INDEX_FILE, TokenizeError, read_metadata
+
+Item = dict[str, tp.Any]
+
+
+def shard_files(folder: str | Path) -> list[Path]:
+    """The shard files of a token folder, in order (from ``index.json``, else by name)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise TokenizeError(f"{folder} is not a folder of token shards")
+    index = folder / INDEX_FILE
+    if index.exists():
+        return [folder / s["file"] for s in json.loads(index.read_text())["shards"]]
+    files = sorted(folder.glob("shard-*.parquet"))
+    if not files:
+        raise TokenizeError(f"{folder} holds no token shards (shard-*.parquet)")
+    return files
+
+
+class TokenDataset(Dataset):
+    """Rows of a token folder as a map-style dataset.
+
+    ``ds[i]`` is a dict: ``id`` (str), ``codes`` (LongTensor [K, F]), ``sample_rate``,
+    ``channels``, ``duration`` (s) of the source file, ``num_samples`` (its length at the
+    model's rate) and, for normalising models, ``scales`` (FloatTensor [S]). ``metadata``:
+    the job's model, weights sha256, bandwidth, opencodec version, frame rate.
+    Row order: shard by shard, as written (by duration, then id). The codes are held in
+    memory as int16 (2 bytes per code, ~4 MB per hour of audio at 6 kbps).
+    """
+
+    def __init__(self, folder: str | Path):
+        self.files = shard_files(folder)
+        self.tables = [pq.read_table(f) for f in self.files]
+        self.metadata = {k: v for k, v in read_metadata(self.files[0]).items()
+                         if k not in ("errors", "shard", "seconds")}
+        self._starts = list(np.cumsum([0] + [t.num_rows for t in self.tables]))
+        self._ids: dict[str, int] | None = None
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def index_of(self, row_id: str) -> int:
+        """Position of the row with ``id`` (KeyError if none)."""
+        if self._ids is None:
+            self._ids = {rid: i for i, rid in enumerate(
+                rid for t in self.tables for rid in t.column("id").to_pylist())}
+        return self._ids[row_id]
+
+    def __getitem__(self, index: int) -> Item:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"row {index} out of range for {len(self)} rows")
+        index %= len(self)
+        shard = bisect.bisect_right(self._starts, index) - 1
+        table, row = self.tables[shard], index - self._starts[shard]
+        k = table.column("num_codebooks")[row].as_py()
+        f = table.column("num_frames")[row].as_py()
+        flat = table.column("codes")[row].values.flatten().to_numpy(zero_copy_only=False)
+        item: Item = {"id": table.column("id")[row].as_py(),
+                      "codes": torch.from_numpy(flat.astype(np.int64).reshape(k, f))}
+        for name in ("sample_rate", "channels", "duration", "num_samples"):
+            item[name] = table.column(name)[row].as_py()
+        if "scales" in table.column_names:
+            item["scales"] = torch.tensor(table.column("scales")[row].as_py(), dtype=torch.float32)
+        return item
+
+
+def collate_tokens(items: list[Item], pad_value: int = -1) -> dict[str, tp.Any]:
+    """Batch rows: ``codes`` [B, K, F_max] padded with ``pad_value`` after each row's end,
+    ``lengths`` [B] (frames), ``ids``; other fields as lists."""
+    if not items:
+        raise ValueError("collate_tokens needs at least one item")
+    ks = {it["codes"].shape[0] for it in items}
+    if len(ks) != 1:
+        raise ValueError(f"rows with different numbers of codebooks cannot be batched: {sorted(ks)}")
+    lengths = torch.tensor([it["codes"].shape[1] for it in items])
+    codes = torch.full((len(items), ks.pop(), int(lengths.max())), pad_value, dtype=torch.long)
+    for b, it in enumerate(items):
+        codes[b, :, : it["codes"].shape[1]] = it["codes"]
+    batch: dict[str, tp.Any] = {"codes": codes, "lengths": lengths, "ids": [it["id"] for it in items]}
+    for key in items[0]:
+        if key not in ("codes", "id"):
+            batch[key] = [it[key] for it in items]
+    return batch
+
+
+def decode_row(model: EncodecModel, item: Item) -> torch.Tensor:
+    """Audio [C, T] at the model's rate (``num_samples`` long) from a ``TokenDataset`` row."""
+    codes = item["codes"][None]
+    scales = item["scales"][None] if "scales" in item else None
+    enc = BatchEncoding(codes, torch.tensor([codes.shape[-1]]), torch.tensor([item["num_samples"]]), scales)
+    audio, _ = decode_batch(model, enc)
+    return audio[0]
+
+
+def output_path(out_dir: Path, row_id: str) -> Path:
+    """``out_dir/<id with its extension replaced by .wav>`` (ids may hold folders)."""
+    relative = Path(row_id)
+    if relative.is_absolute() or ".." in relative.parts:
+        relative = Path(*[p for p in relative.parts if p not in ("/", "..")])
+    return out_dir / relative.with_suffix(".wav")
+
+
+def detokenize(folder: str | Path, out_dir: str | Path, ids: list[str] | None = None,
+               model: str | None = None, rate: int | None = None, channels: int | None = None,
+               force: bool = False, device: str = "cpu") -> list[Path]:
+    """Decode rows of a token folder to WAV files in ``out_dir`` (all rows, or ``ids``).
+
+    The audio is written at the source file's rate and channel count unless ``rate`` /
+    ``channels`` say otherwise. The model is the one the shards name (or ``model``), and its
+    weights' sha256 must equal the shards' (``ModelLoadError`` otherwise). Returns the paths.
+    """
+    dataset = TokenDataset(folder)
+    meta = dataset.metadata
+    try:
+        rows = list(range(len(dataset))) if ids is None else [dataset.index_of(i) for i in ids]
+    except KeyError as exc:
+        raise TokenizeError(f"no row with id {exc.args[0]!r} in {folder}") from exc
+    try:
+        codec = load_model(model or meta["model"], device=device)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{exc}; the shards were written with model {meta['model']!r}: "
+                             "pass its weights file with --model") from exc
+    if weights_sha256(codec) != meta["weights_sha256"]:
+        raise ModelLoadError(f"the model's weights differ from those that wrote the shards "
+                             f"(sha256 {meta['weights_sha256'][:12]}...): pass the right one with --model")
+    out_dir = Path(out_dir)
+    items = [dataset[r] for r in rows]
+    paths = [output_path(out_dir, it["id"]) for it in items]
+    for path in paths:
+        check_output(path, force, need_folder=False)
+    for item, path in zip(items, paths):
+        with torch.inference_mode():
+            audio = decode_row(codec, item).cpu()
+        audio = convert_audio(audio, codec.sample_rate, rate or item["sample_rate"],
+                              channels or item["channels"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_audio(path, audio, rate or item["sample_rate"])
+    return paths

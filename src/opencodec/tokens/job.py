@@ -1,0 +1,353 @@
+"""The tokenisation job: plan, encode each of this process's shards, write, finalise.
+
+``tokenize(options)`` runs the whole job from one command: in this process, or in
+``options.workers`` CPU processes, and under ``torchrun`` as one of ``WORLD_SIZE`` ranks (each
+rank takes its share of the shards; see ``plan``). Every worker writes only whole shards and
+skips those that exist, so a killed run resumes where it stopped and ends with the same files.
+Whichever worker finds all shards present writes ``index.json`` and ``errors.jsonl``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import multiprocessing as mp
+import os
+import queue as queue_mod
+import threading
+import time
+import typing as tp
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import soundfile as sf
+import torch
+
+from ..batching import encode_batch
+from ..errors import OpenCodecError
+from ..longform import encode_file_streaming, supports_streaming
+from ..model import EncodecModel
+from ..pretrained import load_model
+from ..weights_hash import weights_sha256
+from .inputs import list_inputs
+from .plan import (PlannedItem, WorkerPlace, batches, place_from_env, plan_sha256, probe, shard_ranges,
+                   shards_for)
+from .reader import BatchAudio, LoadedBatch, batch_loader
+from .shards import Row, claim_folder, finalize, remove_stale_temps, shard_name, write_shard
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+#: Called with (seconds of audio done, files done, errors) increments.
+Report = tp.Callable[[float, int, int], None]
+
+
+@dataclass
+class TokenizeOptions:
+    """Settings of a tokenisation job (the ``opencodec tokenize`` options)."""
+
+    inputs: list[str]
+    out: Path
+    model: str | None = None
+    bandwidth: float | None = None  # kbps; None: the model's largest
+    device: str = "auto"  # cpu, cuda or auto
+    batch_seconds: float = 120.0  # padded audio per batch
+    shard_rows: int = 1000
+    max_seconds: float = 300.0  # longer files are streamed in bounded memory
+    workers: int = 1  # CPU processes (without torchrun)
+    loader_workers: int | None = None  # DataLoader processes per worker; None: default_loader_workers
+    dtype: str = "fp32"
+
+
+@dataclass
+class WorkerStats:
+    """What one worker did: rows written, audio seconds, errors, shards written and skipped."""
+
+    files: int = 0
+    seconds: float = 0.0
+    errors: int = 0
+    shards_written: int = 0
+    shards_skipped: int = 0
+    bf16_equal: int = 0  # --dtype bf16: codes equal to fp32 on the checked batch
+    bf16_checked: int = 0
+
+    def add(self, other: "WorkerStats") -> None:
+        """Add ``other``'s counts to these."""
+        for name in ("files", "seconds", "errors", "shards_written", "shards_skipped", "bf16_equal",
+                     "bf16_checked"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class Summary:
+    """The job's outcome as seen by this process (``index`` once every shard exists)."""
+
+    stats: WorkerStats
+    elapsed: float
+    place: WorkerPlace
+    index: dict[str, tp.Any] | None = None
+    extra: dict[str, tp.Any] = field(default_factory=dict)
+
+    @property
+    def realtime_factor(self) -> float:
+        """Seconds of audio tokenised per second of wall time."""
+        return self.stats.seconds / self.elapsed if self.elapsed > 0 else float("nan")
+
+
+@dataclass
+class JobPlan:
+    """The planned rows (sorted by duration, id), the shard ranges and ``job.json``'s content."""
+
+    planned: list[PlannedItem]
+    shards: list[range]
+    job: dict[str, tp.Any]
+
+
+def resolve_device(device: str, place: WorkerPlace) -> torch.device:
+    """``auto``: CUDA when available; on CUDA each local rank takes its own GPU."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise OpenCodecError("--device cuda: no CUDA device is available")
+        return torch.device("cuda", place.local_rank % torch.cuda.device_count())
+    if device != "cpu":
+        raise OpenCodecError(f"unknown device {device!r} (cpu, cuda or auto)")
+    return torch.device("cpu")
+
+
+def default_loader_workers(device: torch.device) -> int:
+    """DataLoader processes per worker: on CUDA the node's cores shared among its ranks
+    (at most 8 each), on the CPU none (the encoding processes use the cores)."""
+    if device.type != "cuda":
+        return 0
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, min(8, (os.cpu_count() or 1) // max(1, local_world) - 1))
+
+
+def prepare_model(options: TokenizeOptions, device: torch.device) -> EncodecModel:
+    """The model on ``device`` at the job's bandwidth (default: the largest it supports)."""
+    model = load_model(options.model, device=device)
+    bandwidth = max(model.target_bandwidths) if options.bandwidth is None else options.bandwidth
+    if bandwidth not in model.target_bandwidths:
+        raise OpenCodecError(f"model {model.name} supports bandwidths "
+                             f"{', '.join(f'{b:g}' for b in model.target_bandwidths)} kbps, got {bandwidth:g}")
+    if model.bins > 32768:
+        raise OpenCodecError(f"model {model.name} has {model.bins} codes per codebook: more than int16 holds")
+    model.set_target_bandwidth(bandwidth)
+    if device.type == "cuda":  # fp32 must be fp32: codes are compared with file-by-file encoding
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = False
+    return model.eval()
+
+
+def make_plan(options: TokenizeOptions, model: EncodecModel) -> JobPlan:
+    """List and probe the inputs, cut the shards, and claim the output folder."""
+    if options.shard_rows < 1:
+        raise OpenCodecError(f"--shard-rows must be at least 1, got {options.shard_rows}")
+    if options.dtype not in DTYPES:
+        raise OpenCodecError(f"--dtype must be one of {', '.join(DTYPES)}, got {options.dtype!r}")
+    planned = probe(list_inputs(options.inputs))
+    shards = shard_ranges(len(planned), options.shard_rows)
+    from .. import __version__
+    job = {"model": model.name, "weights_sha256": weights_sha256(model), "bandwidth": model.bandwidth,
+           "dtype": options.dtype, "shard_rows": options.shard_rows, "num_shards": len(shards),
+           "num_files": len(planned), "files_sha256": plan_sha256(planned), "opencodec_version": __version__}
+    claim_folder(Path(options.out), job)
+    return JobPlan(planned, shards, job)
+
+
+def _rows_of_batch(model: EncodecModel, loaded: LoadedBatch, items: list[PlannedItem],
+                   device: torch.device, autocast: tp.ContextManager) -> dict[int, Row]:
+    if loaded.audio is None:
+        return {}
+    with autocast:
+        enc = encode_batch(model, loaded.audio.to(device, non_blocking=True), loaded.lengths)
+    codes = enc.codes.to("cpu", torch.int16).numpy()
+    rows = {}
+    for b, row in enumerate(loaded.rows):
+        frames = int(enc.frame_lengths[b])
+        scales = None
+        if enc.scales is not None:
+            scales = enc.scales[b, : len(model.segments(loaded.lengths[b]))].float().cpu().numpy()
+        src = loaded.sources[b]
+        rows[row] = Row(items[row].id, codes[b, :, :frames], src.sample_rate, src.duration,
+                        src.channels, loaded.lengths[b], scales)
+    return rows
+
+
+def _streamed_row(model: EncodecModel, item: PlannedItem, autocast: tp.ContextManager) -> Row:
+    info = sf.info(item.path)
+    with autocast:
+        codes, scales, length = encode_file_streaming(model, item.path)
+    return Row(item.id, codes.to(torch.int16).numpy(), int(info.samplerate), info.frames / info.samplerate,
+               int(info.channels), length, None if scales is None else scales.numpy())
+
+
+def encode_shards(model: EncodecModel, shards: dict[int, list[PlannedItem]], options: TokenizeOptions,
+                  device: torch.device, report: Report, stats: WorkerStats | None = None
+                  ) -> tp.Iterator[tuple[int, list[Row], list[dict[str, str]]]]:
+    """Encode the ``shards`` (shard index -> its items, in plan order) through one DataLoader,
+    yielding ``(shard, rows in plan order, errors)`` as soon as a shard's last batch is done.
+
+    With bf16, the first batch ``stats`` has not checked yet is also encoded in fp32 and the
+    codes compared (counts added to ``stats.bf16_equal`` / ``stats.bf16_checked``).
+    """
+    max_seconds = options.max_seconds if supports_streaming(model) else math.inf
+    work = [(s, batch) for s, items in shards.items()
+            for batch in batches([i.duration for i in items], options.batch_seconds, max_seconds)]
+    remaining = Counter(s for s, _ in work)
+    loader_workers = options.loader_workers
+    if loader_workers is None:
+        loader_workers = default_loader_workers(device)
+    dataset = BatchAudio(shards, work, model.sample_rate, model.channels)
+    autocast: tp.ContextManager = (torch.autocast(device.type, dtype=torch.bfloat16)
+                                   if options.dtype == "bf16" else contextlib.nullcontext())
+    rows: dict[int, dict[int, Row]] = defaultdict(dict)
+    errors: dict[int, dict[int, str]] = defaultdict(dict)
+    for loaded in batch_loader(dataset, loader_workers, spawn=device.type == "cuda"):
+        items = shards[loaded.shard]
+        found = _rows_of_batch(model, loaded, items, device, autocast)
+        if options.dtype != "fp32" and found and stats is not None and not stats.bf16_checked:
+            exact = _rows_of_batch(model, loaded, items, device, contextlib.nullcontext())
+            for row, got in found.items():
+                stats.bf16_equal += int((got.codes == exact[row].codes).sum())
+                stats.bf16_checked += got.codes.size
+        failed = dict(loaded.errors)
+        if loaded.streamed:
+            row = loaded.rows[0]
+            try:
+                found[row] = _streamed_row(model, items[row], autocast)
+            except (OpenCodecError, OSError, ValueError, RuntimeError) as exc:
+                failed[row] = str(exc) or type(exc).__name__
+        rows[loaded.shard].update(found)
+        errors[loaded.shard].update(failed)
+        report(sum(r.duration for r in found.values()), len(found), len(failed))
+        remaining[loaded.shard] -= 1
+        if remaining[loaded.shard] == 0:
+            done, failures = rows.pop(loaded.shard), errors.pop(loaded.shard)
+            yield (loaded.shard, [done[r] for r in sorted(done)],
+                   [{"id": items[r].id, "path": items[r].path, "error": failures[r]} for r in sorted(failures)])
+
+
+def run_worker(options: TokenizeOptions, plan: JobPlan, model: EncodecModel, place: WorkerPlace,
+               device: torch.device, report: Report) -> WorkerStats:
+    """Encode and write every shard of worker ``place`` that does not exist yet."""
+    out = Path(options.out)
+    stats = WorkerStats()
+    mine = shards_for(len(plan.shards), place)
+    names = {s: shard_name(s, len(plan.shards)) for s in mine}
+    todo = [s for s in mine if not (out / names[s]).exists()]
+    stats.shards_skipped = len(mine) - len(todo)
+    remove_stale_temps(out, [names[s] for s in todo])
+
+    def count(seconds: float, files: int, errors: int) -> None:
+        stats.seconds += seconds
+        stats.files += files
+        stats.errors += errors
+        report(seconds, files, errors)
+
+    shards = {s: [plan.planned[r] for r in plan.shards[s]] for s in todo}
+    common = {k: plan.job[k] for k in ("model", "weights_sha256", "bandwidth", "opencodec_version", "dtype")}
+    for s, rows, errors in encode_shards(model, shards, options, device, count, stats):
+        meta = {**common, "model_sample_rate": model.sample_rate, "model_channels": model.channels,
+                "frame_rate": model.frame_rate, "shard": s, "num_shards": len(plan.shards),
+                "errors": errors, "seconds": sum(r.duration for r in rows)}
+        write_shard(out / names[s], rows, meta, with_scales=model.normalize)
+        stats.shards_written += 1
+    return stats
+
+
+# -- processes -----------------------------------------------------------------------------------
+def _exit_with_parent() -> None:
+    """End this worker process (within 0.1 s) if its parent dies (``kill -9`` of the command)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.1)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _worker_main(options: TokenizeOptions, plan: JobPlan, place: WorkerPlace, threads: int,
+                 messages: tp.Any, model: EncodecModel | None) -> None:
+    _exit_with_parent()
+    torch.set_num_threads(threads)
+    try:
+        device = resolve_device(options.device, place)
+        if model is None:
+            model = prepare_model(options, device)
+        stats = run_worker(options, plan, model, place, device,
+                           lambda s, f, e: messages.put(("progress", (s, f, e))))
+        messages.put(("done", stats))
+    except BaseException as exc:  # noqa: BLE001  (reported by the parent)
+        messages.put(("failed", f"{type(exc).__name__}: {exc}"))
+
+
+def _run_processes(options: TokenizeOptions, plan: JobPlan, places: list[WorkerPlace],
+                   model: EncodecModel, report: Report) -> WorkerStats:
+    # Forked workers share the loaded model (copy-on-write) and start at once; where fork is
+    # not available they start fresh and load it again.
+    fork = "fork" in mp.get_all_start_methods()
+    ctx = mp.get_context("fork" if fork else "spawn")
+    messages = ctx.Queue()
+    threads = max(1, torch.get_num_threads() // len(places))
+    procs = [ctx.Process(target=_worker_main, args=(options, plan, p, threads, messages, model if fork else None),
+                         daemon=True) for p in places]
+    for proc in procs:
+        proc.start()
+    total, done, failures = WorkerStats(), 0, []
+    try:
+        while done < len(procs):
+            try:
+                kind, value = messages.get(timeout=1.0)
+            except queue_mod.Empty:
+                dead = [p for p in procs if p.exitcode not in (None, 0)]
+                if dead:
+                    raise OpenCodecError(f"a tokenize worker process died (exit code {dead[0].exitcode})")
+                continue
+            if kind == "progress":
+                report(*value)
+            elif kind == "done":
+                done += 1
+                total.add(value)
+            else:
+                done += 1
+                failures.append(value)
+    finally:
+        for proc in procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+    if failures:
+        raise OpenCodecError(f"a tokenize worker failed: {failures[0]}")
+    return total
+
+
+def tokenize(options: TokenizeOptions, progress: tp.Callable[[float], Report] | None = None) -> Summary:
+    """Run the job (see the module docstring); ``progress(total_seconds)`` returns the
+    callback that receives (seconds, files, errors) increments. Returns this process's summary."""
+    if options.workers < 1:
+        raise OpenCodecError(f"--workers must be at least 1, got {options.workers}")
+    start = time.perf_counter()
+    places = [place_from_env(options.workers, w) for w in range(options.workers)]
+    device = resolve_device(options.device, places[0])
+    if options.workers > 1 and device.type != "cpu":
+        raise OpenCodecError("--workers is for the CPU; on GPUs run one process per GPU with torchrun")
+    model = prepare_model(options, device)
+    plan = make_plan(options, model)
+    out = Path(options.out)
+    todo_seconds = sum(max(0.0, plan.planned[r].duration) for p in places
+                       for s in shards_for(len(plan.shards), p)
+                       if not (out / shard_name(s, len(plan.shards))).exists() for r in plan.shards[s])
+    report: Report = progress(todo_seconds) if progress is not None else (lambda s, f, e: None)
+    if options.workers == 1:
+        stats = run_worker(options, plan, model, places[0], device, report)
+    else:
+        stats = _run_processes(options, plan, places, model, report)
+    index = finalize(out, len(plan.shards))
+    return Summary(stats, time.perf_counter() - start, places[0], index)

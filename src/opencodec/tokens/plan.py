@@ -1,0 +1,122 @@
+"""Which process tokenises which files, in which shards and batches: a pure function of the
+file list and the options, so every rank and every rerun computes the same plan.
+
+- Every file's duration is read from its header (``soundfile.info``, no decoding); a file
+  whose header cannot be read gets duration -1 and fails again, with its reason, when read.
+- Files are sorted by (duration, id) and cut into shards of ``shard_rows`` rows: shard ``s``
+  holds rows ``s * shard_rows ..``. The shards do not depend on the number of processes, so
+  1, 2 or 64 processes write the same shards; shard ``s`` goes to worker ``s % world``
+  (round robin over durations keeps the work balanced).
+- Within a shard, consecutive files (already sorted by length, which keeps padding small)
+  form batches of at most ``batch_seconds`` of padded audio; files longer than
+  ``max_seconds`` are encoded alone, streamed in bounded memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import soundfile as sf
+
+from .inputs import InputItem
+
+
+@dataclass(frozen=True)
+class PlannedItem:
+    """A file with the duration (seconds) its header gives, -1 when it cannot be read."""
+
+    id: str
+    path: str
+    duration: float
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Items (positions in the shard) encoded together; ``streamed``: one long file."""
+
+    rows: tuple[int, ...]
+    streamed: bool = False
+
+
+@dataclass(frozen=True)
+class WorkerPlace:
+    """This process's place among all: ``rank`` in ``[0, world)``, ``local_rank`` on its node."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+
+def header_duration(path: str) -> float:
+    """Duration in seconds from the file's header; -1 when the header cannot be read."""
+    try:
+        info = sf.info(path)
+    except Exception:  # noqa: BLE001  (any failure is reported when the file is read)
+        return -1.0
+    return info.frames / info.samplerate if info.samplerate > 0 and info.frames > 0 else -1.0
+
+
+def probe(items: list[InputItem], threads: int = 16) -> list[PlannedItem]:
+    """Durations of ``items`` (headers read in ``threads`` threads), sorted by (duration, id)."""
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        durations = list(pool.map(header_duration, [item.path for item in items]))
+    planned = [PlannedItem(item.id, item.path, d) for item, d in zip(items, durations)]
+    return sorted(planned, key=lambda p: (p.duration, p.id))
+
+
+def plan_sha256(planned: list[PlannedItem]) -> str:
+    """Fingerprint of the planned rows (ids and durations, in order)."""
+    digest = hashlib.sha256()
+    for item in planned:
+        digest.update(json.dumps([item.id, item.duration]).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def shard_ranges(num_items: int, shard_rows: int) -> list[range]:
+    """Row ranges of the shards: ``ceil(num_items / shard_rows)`` of them."""
+    return [range(start, min(start + shard_rows, num_items)) for start in range(0, num_items, shard_rows)]
+
+
+def shards_for(num_shards: int, place: WorkerPlace) -> list[int]:
+    """The shards worker ``place.rank`` of ``place.world`` writes (round robin)."""
+    return list(range(place.rank, num_shards, place.world))
+
+
+def batches(durations: list[float], batch_seconds: float, max_seconds: float) -> list[Batch]:
+    """Batches over consecutive rows of a shard whose ``durations`` are sorted ascending.
+
+    A batch pads every item to its longest, so it holds ``n`` items while
+    ``n * longest <= batch_seconds`` (at least one). Items over ``max_seconds`` are alone
+    and streamed; unreadable items (duration -1) go alone too (they fail when read).
+    """
+    out: list[Batch] = []
+    current: list[int] = []
+    for row, duration in enumerate(durations):
+        if duration > max_seconds:
+            out.append(Batch((row,), streamed=True))
+            continue
+        if duration < 0:
+            out.append(Batch((row,)))
+            continue
+        if current and (len(current) + 1) * duration > batch_seconds:
+            out.append(Batch(tuple(current)))
+            current = []
+        current.append(row)
+    if current:
+        out.append(Batch(tuple(current)))
+    return sorted(out, key=lambda b: b.rows[0])
+
+
+def place_from_env(workers: int = 1, worker: int = 0) -> WorkerPlace:
+    """This process's place from torchrun's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` (one process
+    when unset), subdivided into ``workers`` CPU processes of which this is ``worker``."""
+    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if not 0 <= rank < world:
+        raise ValueError(f"RANK={rank} is not in [0, WORLD_SIZE={world})")
+    return WorkerPlace(rank * workers + worker, world * workers, local)

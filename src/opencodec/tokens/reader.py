@@ -1,0 +1,99 @@
+"""Reading a shard's batches: decoding and resampling in DataLoader worker processes.
+
+``BatchAudio`` is a map-style dataset whose item ``i`` is batch ``i`` of a shard, read,
+converted to the model's channels and rate (``read_audio`` + ``convert_audio``, exactly what
+``model.encode`` of the file alone is given) and right-padded into one tensor. A file that
+cannot be read is reported in the batch instead of raising, so one bad file never stops the
+job. Streamed (long) files are not read here: the encoding process reads them block by block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import soundfile as sf
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..audio import convert_audio, read_audio
+from ..errors import OpenCodecError
+from .plan import Batch, PlannedItem
+
+
+@dataclass
+class SourceInfo:
+    """What a row records about its source file: rate (Hz), channels, duration (s)."""
+
+    sample_rate: int
+    channels: int
+    duration: float
+
+
+@dataclass
+class LoadedBatch:
+    """Batch ``index`` of the work, of shard ``shard``: ``audio`` [B, C, T] at the model's rate
+    (zeros past each item's end) for the ``rows`` (positions in the shard) that could be read,
+    their ``lengths`` [B] in samples and ``sources``; ``errors`` maps the other rows to the
+    reason. ``streamed``: one long file, not read (``audio`` is None)."""
+
+    index: int
+    shard: int
+    rows: list[int]
+    audio: torch.Tensor | None
+    lengths: list[int]
+    sources: list[SourceInfo]
+    errors: dict[int, str] = field(default_factory=dict)
+    streamed: bool = False
+
+
+def source_info(path: str) -> SourceInfo:
+    """Rate, channels and duration from the file's header."""
+    info = sf.info(path)
+    return SourceInfo(int(info.samplerate), int(info.channels), info.frames / info.samplerate)
+
+
+class BatchAudio(Dataset):
+    """``batches`` [(shard, batch)] of the shards' ``items`` {shard: items}, read and converted
+    for a model of ``sample_rate`` Hz and ``channels``."""
+
+    def __init__(self, items: dict[int, list[PlannedItem]], batches: list[tuple[int, Batch]],
+                 sample_rate: int, channels: int):
+        self.items, self.batches = items, batches
+        self.sample_rate, self.channels = sample_rate, channels
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> LoadedBatch:
+        shard, batch = self.batches[index]
+        if batch.streamed:
+            return LoadedBatch(index, shard, list(batch.rows), None, [], [], streamed=True)
+        waves, rows, sources, errors = [], [], [], {}
+        for row in batch.rows:
+            path = self.items[shard][row].path
+            try:
+                wav, rate = read_audio(path)
+                waves.append(convert_audio(wav, rate, self.sample_rate, self.channels))
+                sources.append(SourceInfo(rate, wav.shape[0], wav.shape[-1] / rate))
+                rows.append(row)
+            except (OpenCodecError, OSError, ValueError, RuntimeError) as exc:
+                errors[row] = str(exc) or type(exc).__name__
+        lengths = [w.shape[-1] for w in waves]
+        audio = None
+        if waves:
+            audio = torch.zeros(len(waves), self.channels, max(lengths))
+            for b, wav in enumerate(waves):
+                audio[b, :, : wav.shape[-1]] = wav
+        return LoadedBatch(index, shard, rows, audio, lengths, sources, errors)
+
+
+def _as_is(batch: LoadedBatch) -> LoadedBatch:
+    return batch
+
+
+def batch_loader(dataset: BatchAudio, workers: int, spawn: bool = False) -> DataLoader:
+    """Batches in order, read ahead by ``workers`` processes (0: in this process); ``spawn``
+    starts them fresh instead of forking (needed once CUDA is initialised)."""
+    return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
+                      collate_fn=_as_is, prefetch_factor=2 if workers else None,
+                      multiprocessing_context=("spawn" if spawn else "fork") if workers else None)

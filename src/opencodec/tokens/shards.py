@@ -1,0 +1,172 @@
+"""The output folder: Parquet shards written atomically, the job's settings, the index.
+
+Layout of ``DIR``::
+
+    job.json                            settings and plan fingerprint (a rerun must match)
+    shard-00000-of-00012.parquet        one row per file (see ``SCHEMA``)
+    ...
+    index.json                          shards, their rows and errors (written when all exist)
+    errors.jsonl                        {"id", "path", "error"} per file that could not be read
+
+A shard appears only complete (temporary file + rename), so a shard file that exists is
+finished and a rerun skips it. Its Parquet key-value metadata ``opencodec`` holds (JSON)
+the model, its weights' sha256, the bandwidth, the opencodec version, and the shard's errors.
+"""
+
+from __future__ import annotations
+
+import json
+import typing as tp
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .._files import TEMP_SUFFIX, atomic_output
+from ..errors import OpenCodecError
+
+METADATA_KEY = b"opencodec"
+JOB_FILE = "job.json"
+INDEX_FILE = "index.json"
+ERRORS_FILE = "errors.jsonl"
+
+#: One row per file. ``codes``: K lists of F codes; ``sample_rate``/``channels``/``duration``
+#: describe the source file; ``num_samples``: its length at the model's rate (what decoding
+#: trims to); ``scales``: one per segment, only for models that normalise (48 kHz).
+SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("codes", pa.list_(pa.list_(pa.int16()))),
+    ("num_codebooks", pa.int32()),
+    ("num_frames", pa.int32()),
+    ("sample_rate", pa.int32()),
+    ("duration", pa.float64()),
+    ("channels", pa.int32()),
+    ("num_samples", pa.int64()),
+])
+SCALES_FIELD = pa.field("scales", pa.list_(pa.float32()))
+
+
+class TokenizeError(OpenCodecError):
+    """The output folder cannot be used for this job (different settings, not a token folder)."""
+
+
+def shard_name(shard: int, num_shards: int) -> str:
+    return f"shard-{shard:05d}-of-{num_shards:05d}.parquet"
+
+
+@dataclass
+class Row:
+    """One file's tokens: ``codes`` [K, F] int16 and what the row records of its source."""
+
+    id: str
+    codes: np.ndarray
+    sample_rate: int
+    duration: float
+    channels: int
+    num_samples: int
+    scales: np.ndarray | None = None
+
+
+def _nested_codes(codes: list[np.ndarray]) -> pa.Array:
+    """list<list<int16>> from [K, F] arrays, built from offsets (no Python lists)."""
+    values = pa.array(np.concatenate([c.reshape(-1) for c in codes]) if codes else
+                      np.zeros(0, np.int16), pa.int16())
+    frames = np.concatenate([np.full(c.shape[0], c.shape[1]) for c in codes]) if codes else np.zeros(0)
+    inner = pa.ListArray.from_arrays(pa.array(np.concatenate([[0], np.cumsum(frames)]), pa.int32()), values)
+    outer_offsets = np.concatenate([[0], np.cumsum([c.shape[0] for c in codes])])
+    return pa.ListArray.from_arrays(pa.array(outer_offsets, pa.int32()), inner)
+
+
+def shard_table(rows: list[Row], metadata: dict[str, tp.Any], with_scales: bool) -> pa.Table:
+    """The Parquet table of ``rows`` with the job's ``metadata`` (``SCHEMA``, plus ``scales``)."""
+    columns = [
+        pa.array([r.id for r in rows], pa.string()),
+        _nested_codes([np.ascontiguousarray(r.codes, dtype=np.int16) for r in rows]),
+        pa.array([r.codes.shape[0] for r in rows], pa.int32()),
+        pa.array([r.codes.shape[1] for r in rows], pa.int32()),
+        pa.array([r.sample_rate for r in rows], pa.int32()),
+        pa.array([r.duration for r in rows], pa.float64()),
+        pa.array([r.channels for r in rows], pa.int32()),
+        pa.array([r.num_samples for r in rows], pa.int64()),
+    ]
+    schema = SCHEMA
+    if with_scales:
+        schema = schema.append(SCALES_FIELD)
+        columns.append(pa.array([[float(v) for v in (r.scales if r.scales is not None else [])]
+                                 for r in rows], pa.list_(pa.float32())))
+    schema = schema.with_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()})
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def write_shard(path: Path, rows: list[Row], metadata: dict[str, tp.Any], with_scales: bool) -> None:
+    """Write ``rows`` as one Parquet file (zstd), atomically: it appears complete or not at all."""
+    table = shard_table(rows, metadata, with_scales)
+    with atomic_output(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def read_metadata(path: Path) -> dict[str, tp.Any]:
+    """The ``opencodec`` metadata of a shard (model, weights sha256, bandwidth, errors ...)."""
+    meta = pq.read_schema(path).metadata or {}
+    if METADATA_KEY not in meta:
+        raise TokenizeError(f"{path} is not an opencodec token shard (no '{METADATA_KEY.decode()}' metadata)")
+    return json.loads(meta[METADATA_KEY])
+
+
+def remove_stale_temps(folder: Path, names: list[str]) -> None:
+    """Delete temporary files a killed run left for the shards ``names``."""
+    for name in names:
+        for tmp in folder.glob(f".{name}.*{TEMP_SUFFIX}"):
+            tmp.unlink(missing_ok=True)
+
+
+def _write_json(path: Path, data: tp.Any) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def claim_folder(folder: Path, job: dict[str, tp.Any]) -> None:
+    """Create ``folder`` with ``job.json``, or check that the job already there is this one.
+
+    Raises ``TokenizeError`` when the folder holds another job's tokens (other inputs,
+    model, weights, bandwidth, dtype or shard size), or files that are not tokens.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / JOB_FILE
+    if not path.exists():
+        # Other ranks may claim the folder at the same moment: they write the same content.
+        if any(p for p in folder.iterdir() if not p.name.startswith(".") and p.name != JOB_FILE):
+            raise TokenizeError(f"{folder} is not empty and holds no {JOB_FILE}: not an opencodec token "
+                                "folder; use a new --out folder")
+        _write_json(path, job)
+    found = json.loads(path.read_text())
+    if found != job:
+        diff = [key for key in sorted(set(job) | set(found)) if job.get(key) != found.get(key)]
+        raise TokenizeError(f"{folder} holds tokens of another job (differs in: {', '.join(diff)}); "
+                            "use a new --out folder, or delete that one")
+
+
+def finalize(folder: Path, num_shards: int) -> dict[str, tp.Any] | None:
+    """When every shard exists, write ``index.json`` and ``errors.jsonl`` (atomically; the
+    content depends only on the shards, so concurrent writers agree) and return the index;
+    else None."""
+    names = [shard_name(s, num_shards) for s in range(num_shards)]
+    if not all((folder / name).exists() for name in names):
+        return None
+    shards, errors, seconds = [], [], 0.0
+    for name in names:
+        meta = read_metadata(folder / name)
+        rows = pq.read_metadata(folder / name).num_rows
+        shards.append({"file": name, "rows": rows, "errors": len(meta["errors"]),
+                       "seconds": meta["seconds"]})
+        errors.extend(meta["errors"])
+        seconds += meta["seconds"]
+    index = {"shards": shards, "rows": sum(s["rows"] for s in shards), "errors": len(errors),
+             "hours": seconds / 3600, **{k: meta[k] for k in ("model", "weights_sha256", "bandwidth",
+                                                                "opencodec_version", "dtype")}}
+    with atomic_output(folder / ERRORS_FILE) as tmp:
+        tmp.write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in errors))
+    _write_json(folder / INDEX_FILE, index)
+    return index

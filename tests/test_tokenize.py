@@ -1,0 +1,324 @@
+"""opencodec tokenize: every row's codes equal model.encode of that file alone; bad files are
+reported and skipped; manifests; 2 processes = 1; kill -9 and rerun = uninterrupted run;
+reading back with pyarrow, pandas, TokenDataset and detokenize."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+import torch
+
+from official_ref import random_codebooks
+from opencodec import EncodecConfig, EncodecModel, __version__, convert_audio, load_model, read_audio, save_model
+from opencodec.tokens import TokenDataset, TokenizeError, TokenizeOptions, collate_tokens, detokenize, tokenize
+from opencodec.weights_hash import weights_sha256
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+#: (relative path, seconds, sample rate, channels): mixed rates, a stereo file, a very short one.
+FILES = [("a.wav", 0.6, 24000, 1), ("sub/b.flac", 1.3, 16000, 1), ("sub/deeper/c.wav", 0.9, 48000, 2),
+         ("d.wav", 2.2, 24000, 1), ("e.wav", 0.004, 24000, 1), ("f.ogg", 1.0, 22050, 1)]
+
+
+@pytest.fixture(scope="module")
+def tiny_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(5)
+    config = EncodecConfig(name="tiny", n_filters=4, dimension=16, n_q=4, ratios=[8, 5, 4, 2], lstm=1,
+                           target_bandwidths=[1.5, 3.0])
+    model = random_codebooks(EncodecModel(config), 7)
+    return save_model(model, tmp_path_factory.mktemp("model") / "tiny.safetensors")
+
+
+def _write_corpus(root: Path, files: list[tuple[str, float, int, int]] = FILES, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for name, seconds, rate, channels in files:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        t = np.arange(int(seconds * rate)) / rate
+        tone = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 900) * t)[:, None]
+        noise = 0.05 * rng.standard_normal((t.size, channels))
+        sf.write(path, (tone + noise).astype(np.float32), rate)
+    (root / "broken.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEnot really audio")
+    return root
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _write_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def _alone(model: EncodecModel, path: Path) -> np.ndarray:
+    """Codes [K, F] of the file alone: read, convert, model.encode."""
+    wav, rate = read_audio(path)
+    wav = convert_audio(wav, rate, model.sample_rate, model.channels)
+    with torch.inference_mode():
+        frames = model.encode(wav[None])
+    return torch.cat([f.codes for f in frames], dim=-1)[0].numpy()
+
+
+def _table(folder: Path):
+    import pyarrow as pa
+    return pa.concat_tables([pq.read_table(p) for p in sorted(folder.glob("shard-*.parquet"))])
+
+
+@pytest.fixture(scope="module")
+def tokens(tiny_model_file: Path, corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tokens") / "out"
+    # max_seconds 2: d.wav (2.2 s) is streamed in bounded memory; small batches mix lengths.
+    summary = tokenize(TokenizeOptions([str(corpus)], out, model=str(tiny_model_file), device="cpu",
+                                       batch_seconds=2.5, shard_rows=3, max_seconds=2.0))
+    assert summary.stats.files == len(FILES) and summary.stats.errors == 1
+    assert summary.index is not None and summary.index["rows"] == len(FILES)
+    return out
+
+
+def test_rows_equal_file_alone(tokens: Path, corpus: Path, tiny_model_file: Path) -> None:
+    model = load_model(tiny_model_file)
+    model.set_target_bandwidth(3.0)  # the default: the model's largest
+    table = _table(tokens)
+    assert table.column_names == ["id", "codes", "num_codebooks", "num_frames", "sample_rate", "duration",
+                                  "channels", "num_samples"]
+    assert sorted(table.column("id").to_pylist()) == sorted(name for name, *_ in FILES)
+    for row in table.to_pylist():
+        codes = np.array(row["codes"], dtype=np.int64)
+        expected = _alone(model, corpus / row["id"])
+        assert codes.shape == expected.shape == (4, row["num_frames"])
+        np.testing.assert_array_equal(codes, expected, err_msg=row["id"])
+        name, seconds, rate, channels = next(f for f in FILES if f[0] == row["id"])
+        assert (row["sample_rate"], row["channels"], row["num_codebooks"]) == (rate, channels, 4)
+        assert row["duration"] == pytest.approx(int(seconds * rate) / rate)
+        assert row["num_samples"] == round(int(seconds * rate) * 24000 / rate)
+    # rows sorted by duration within and across shards
+    assert table.column("duration").to_pylist() == sorted(table.column("duration").to_pylist())
+
+
+def test_metadata_index_errors(tokens: Path, tiny_model_file: Path) -> None:
+    model = load_model(tiny_model_file)
+    shards = sorted(tokens.glob("shard-*.parquet"))
+    assert [p.name for p in shards] == [f"shard-0000{i}-of-00003.parquet" for i in range(3)]
+    meta = json.loads(pq.read_schema(shards[0]).metadata[b"opencodec"])
+    assert meta["model"] == "tiny" and meta["bandwidth"] == 3.0 and meta["opencodec_version"] == __version__
+    assert meta["weights_sha256"] == weights_sha256(model)
+    index = json.loads((tokens / "index.json").read_text())
+    assert [(s["rows"], s["errors"]) for s in index["shards"]] == [(2, 1), (3, 0), (1, 0)]
+    assert index["rows"] == 6 and index["errors"] == 1
+    errors = [json.loads(line) for line in (tokens / "errors.jsonl").read_text().splitlines()]
+    assert [e["id"] for e in errors] == ["broken.wav"]
+    assert "cannot read audio file" in errors[0]["error"]
+
+
+def test_plain_pyarrow_and_pandas(tokens: Path, corpus: Path, tiny_model_file: Path) -> None:
+    model = load_model(tiny_model_file)
+    frame = pd.concat([pd.read_parquet(p) for p in sorted(tokens.glob("shard-*.parquet"))])
+    row = frame[frame["id"] == "sub/b.flac"].iloc[0]
+    codes = np.stack([np.asarray(c) for c in row["codes"]])
+    assert codes.dtype == np.int16
+    np.testing.assert_array_equal(codes, _alone(model, corpus / "sub/b.flac"))
+
+
+def test_token_dataset_collate_and_detokenize(tokens: Path, corpus: Path, tiny_model_file: Path,
+                                             tmp_path: Path) -> None:
+    model = load_model(tiny_model_file)
+    ds = TokenDataset(tokens)
+    assert len(ds) == 6 and ds.metadata["model"] == "tiny"
+    item = ds[ds.index_of("d.wav")]
+    torch.testing.assert_close(item["codes"], torch.from_numpy(_alone(model, corpus / "d.wav")))
+    batch = collate_tokens([ds[0], ds[5]])
+    frames = [ds[0]["codes"].shape[1], ds[5]["codes"].shape[1]]
+    assert batch["lengths"].tolist() == frames and batch["codes"].shape == (2, 4, max(frames))
+    assert (batch["codes"][0, :, frames[0]:] == -1).all() and batch["ids"] == [ds[0]["id"], ds[5]["id"]]
+    paths = detokenize(tokens, tmp_path / "audio", ids=["sub/deeper/c.wav"], model=str(tiny_model_file))
+    assert paths == [tmp_path / "audio" / "sub/deeper/c.wav"]
+    info = sf.info(paths[0])
+    assert (info.samplerate, info.channels, info.frames) == (48000, 2, int(0.9 * 48000))
+    with pytest.raises(FileExistsError):
+        detokenize(tokens, tmp_path / "audio", ids=["sub/deeper/c.wav"], model=str(tiny_model_file))
+    # the decoded audio is the model's decoding of those codes, converted back to 48 kHz stereo
+    c = ds[ds.index_of("sub/deeper/c.wav")]
+    with torch.inference_mode():
+        ref = model.decode([(c["codes"][None], None)])[0, :, : c["num_samples"]]
+    ref = convert_audio(ref, 24000, 48000, 2)
+    got, _ = read_audio(paths[0])
+    assert (got - ref).abs().max() < 2 / 32768
+
+
+def test_manifests_and_ids(tiny_model_file: Path, corpus: Path, tmp_path: Path) -> None:
+    (tmp_path / "m.jsonl").write_text(json.dumps({"path": str(corpus / "a.wav"), "id": "utt-1"}) + "\n")
+    (tmp_path / "m.csv").write_text(f"path,id\n{corpus / 'd.wav'},utt-2\n")
+    (tmp_path / "list.txt").write_text(f"# a list\n{corpus / 'sub/b.flac'}\n")
+    out = tmp_path / "out"
+    tokenize(TokenizeOptions([str(tmp_path / n) for n in ("m.jsonl", "m.csv", "list.txt")], out,
+                             model=str(tiny_model_file), device="cpu", bandwidth=1.5))
+    rows = _table(out).to_pylist()
+    assert sorted(r["id"] for r in rows) == sorted(["utt-1", "utt-2", str(corpus / "sub/b.flac")])
+    assert {r["num_codebooks"] for r in rows} == {2}
+    # the same folder with other settings is refused, never mixed
+    with pytest.raises(TokenizeError, match="bandwidth"):
+        tokenize(TokenizeOptions([str(tmp_path / n) for n in ("m.jsonl", "m.csv", "list.txt")], out,
+                                 model=str(tiny_model_file), device="cpu", bandwidth=3.0))
+
+
+def test_two_processes_same_rows_as_one(tiny_model_file: Path, corpus: Path, tokens: Path,
+                                        tmp_path: Path) -> None:
+    out = tmp_path / "two"
+    summary = tokenize(TokenizeOptions([str(corpus)], out, model=str(tiny_model_file), device="cpu",
+                                       batch_seconds=2.5, shard_rows=3, max_seconds=2.0, workers=2))
+    assert summary.stats.shards_written == 3 and summary.stats.files == 6
+    for a, b in zip(sorted(tokens.glob("shard-*")), sorted(out.glob("shard-*")), strict=True):
+        assert pq.read_table(a).equals(pq.read_table(b), check_metadata=True)
+    assert (tokens / "index.json").read_text() == (out / "index.json").read_text()
+
+
+def _run_cli(args: list[str], new_session: bool = False) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "opencodec", "-q", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=new_session)
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting for its reaper counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_kill9_then_rerun_equals_uninterrupted(official_checkpoints: dict, tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    _write_corpus(corpus, [(f"x{i:02d}.wav", 1.0 + 0.06 * i, 24000, 1) for i in range(12)], seed=3)
+    args = [str(corpus), "-m", str(official_checkpoints["encodec_24khz"]), "-b", "6", "--device", "cpu",
+            "--shard-rows", "1", "--batch-seconds", "1"]
+    full = _run_cli(["tokenize", *args, "--out", str(tmp_path / "full")])
+    assert full.wait(timeout=120) == 0, full.stderr.read().decode()
+    shards = sorted(p.name for p in (tmp_path / "full").glob("shard-*.parquet"))
+    assert len(shards) == 13
+
+    # 2 worker processes. Once 2 shards exist the whole job is frozen (SIGSTOP), so the kill
+    # lands half-way whatever the machine's speed; then the command alone gets kill -9 and
+    # the job is let go: its workers must notice and stop by themselves.
+    killed = tmp_path / "killed"
+    proc = _run_cli(["tokenize", *args, "--out", str(killed), "--workers", "2"], new_session=True)
+    deadline = time.monotonic() + 120
+    while len(list(killed.glob("shard-*.parquet"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    os.killpg(proc.pid, signal.SIGSTOP)
+    workers = _children(proc.pid)
+    done = len(list(killed.glob("shard-*.parquet")))
+    assert len(workers) == 2 and 2 <= done < 13, (workers, done)
+    proc.kill()
+    proc.wait()
+    os.killpg(proc.pid, signal.SIGCONT)
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in workers), "worker processes outlived the killed command"
+    # each worker may finish the shard it was encoding (it checks its parent every 0.1 s), no more
+    assert len(list(killed.glob("shard-*.parquet"))) <= done + 2, "workers went on after the kill"
+    assert not (killed / "index.json").exists()
+
+    rerun = _run_cli(["tokenize", *args, "--out", str(killed), "--workers", "2"])
+    assert rerun.wait(timeout=120) == 0, rerun.stderr.read().decode()
+    assert sorted(p.name for p in killed.iterdir()) == sorted(p.name for p in (tmp_path / "full").iterdir())
+    for name in shards + ["index.json", "errors.jsonl", "job.json"]:
+        assert (killed / name).read_bytes() == (tmp_path / "full" / name).read_bytes(), name
+
+
+def test_torchrun_ranks_write_the_same_shards(tiny_model_file: Path, corpus: Path, tokens: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """RANK/WORLD_SIZE (torchrun, or the same command on each node) split the shards round robin;
+    the rank that finds every shard written writes the index."""
+    out = tmp_path / "ranks"
+    options = TokenizeOptions([str(corpus)], out, model=str(tiny_model_file), device="cpu",
+                              batch_seconds=2.5, shard_rows=3, max_seconds=2.0)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    first = tokenize(options)
+    assert sorted(p.name for p in out.glob("shard-*")) == ["shard-00001-of-00003.parquet"]
+    assert first.index is None and not (out / "index.json").exists()
+    monkeypatch.setenv("RANK", "0")
+    second = tokenize(options)
+    assert second.stats.shards_written == 2 and second.index is not None
+    for a, b in zip(sorted(tokens.glob("shard-*")), sorted(out.glob("shard-*")), strict=True):
+        assert pq.read_table(a).equals(pq.read_table(b), check_metadata=True)
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(ValueError, match="RANK=2"):
+        tokenize(options)
+
+
+def test_loader_workers_and_bf16(tiny_model_file: Path, corpus: Path, tokens: Path, tmp_path: Path) -> None:
+    base = dict(model=str(tiny_model_file), device="cpu", batch_seconds=2.5, shard_rows=3, max_seconds=2.0)
+    tokenize(TokenizeOptions([str(corpus)], tmp_path / "loaders", loader_workers=2, **base))
+    assert _table(tmp_path / "loaders").equals(_table(tokens))  # decoding in DataLoader processes
+    summary = tokenize(TokenizeOptions([str(corpus)], tmp_path / "bf16", dtype="bf16", **base))
+    assert summary.stats.bf16_checked > 0 and 0 <= summary.stats.bf16_equal <= summary.stats.bf16_checked
+    bf16 = _table(tmp_path / "bf16")
+    assert json.loads(bf16.schema.metadata[b"opencodec"])["dtype"] == "bf16"
+    assert bf16.column("num_frames").to_pylist() == _table(tokens).column("num_frames").to_pylist()
+
+
+def test_48khz_rows_with_scales(official_checkpoints: dict, tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    _write_corpus(corpus, [("s.wav", 1.4, 48000, 2), ("m.wav", 0.5, 44100, 1)], seed=4)
+    (corpus / "broken.wav").unlink()
+    ckpt = official_checkpoints["encodec_48khz"]
+    tokenize(TokenizeOptions([str(corpus)], tmp_path / "out", model=str(ckpt), bandwidth=6.0, device="cpu"))
+    model = load_model(ckpt)
+    model.set_target_bandwidth(6.0)
+    ds = TokenDataset(tmp_path / "out")
+    for name in ("s.wav", "m.wav"):
+        item = ds[ds.index_of(name)]
+        wav, rate = read_audio(corpus / name)
+        with torch.inference_mode():
+            frames = model.encode(convert_audio(wav, rate, 48000, 2)[None])
+        torch.testing.assert_close(item["codes"], torch.cat([f.codes for f in frames], dim=-1)[0])
+        torch.testing.assert_close(item["scales"], torch.cat([f.scale.reshape(-1) for f in frames]))
+    paths = detokenize(tmp_path / "out", tmp_path / "audio", ids=["m.wav"], model=str(ckpt))
+    assert (sf.info(paths[0]).samplerate, sf.info(paths[0]).channels) == (44100, 1)
+
+
+def test_plan_batches_and_shards() -> None:
+    from opencodec.tokens.plan import Batch, WorkerPlace, batches, shard_ranges, shards_for
+
+    durations = [-1.0, 0.5, 1.0, 1.0, 2.0, 9.0]
+    assert batches(durations, batch_seconds=3.0, max_seconds=5.0) == [
+        Batch((0,)), Batch((1, 2, 3)), Batch((4,)), Batch((5,), streamed=True)]
+    assert [list(r) for r in shard_ranges(5, 2)] == [[0, 1], [2, 3], [4]]
+    assert shards_for(5, WorkerPlace(1, 2)) == [1, 3] and shards_for(5, WorkerPlace(0, 2)) == [0, 2, 4]
+
+
+def test_hugging_face_datasets_loads_the_shards(tokens: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    files = sorted(str(p) for p in tokens.glob("shard-*.parquet"))
+    ds = datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=str(tmp_path / "cache"))
+    ds = ds.with_format("torch")
+    ours = TokenDataset(tokens)
+    assert len(ds) == len(ours) == 6
+    for i in range(len(ds)):
+        assert ds[i]["id"] == ours[i]["id"]
+        torch.testing.assert_close(ds[i]["codes"].long(), ours[i]["codes"])
