@@ -1,0 +1,149 @@
+"""What a corpus source is (one subset of one Debian package) and the speech sources that
+issue 19 released (``/work/shared/docs/DATA.md``, "More speech, released for use").
+
+A :class:`Source` selects files of an extracted package by path and gives each file a
+*group* (the unit the validation split and evaluation items never cut across) and a
+*speaker* (the unit :func:`opencodec.data.split.check_split` keeps in one role).
+
+Survey of the released packages (durations read with ``soundfile``; "voiced" is the share of
+active 40 ms frames whose normalised autocorrelation peaks above 0.5 at 70-400 Hz; F0 spread
+is the median over files of the within-file standard deviation of log-F0, in semitones):
+
+=============================  ======================================  ========  ======  ==========
+package / folder               what (from names and folders)           minutes   voiced  F0 spread
+=============================  ======================================  ========  ======  ==========
+fillets-ng-data-nl             Dutch dialogue, 168 character codes,       91      --      3.3
+                               fish ``m`` 35 min + ``v`` 38 min
+0ad-data voice/<lang>/civ      Greek, Latin, Napatan, Persian unit       3.6     0.77    2.3-2.6
+                               voices, female + male
+0ad-data actor/human/death     death cries (not speech)                  1.9     0.62     --
+asterisk-prompt-it-menardi     Italian prompts, 8 kHz, one voice        24.8      --      --
+freedroidrpg tux_ingame_...    Tux's spoken comments                     0.3     0.62    2.2
+freedroidrpg bot voice_samples robot voices, monotone (left out)         1.9     0.63    1.6
+redeclipse announcer, voice    English announcer + taunts                1.2     0.42    5.4-5.9
+redeclipse player/*            pain, jumps, footsteps (not speech)       0.2     0.24     --
+widelands sound/*              work sounds, animals, horns: no speech     --      --      --
+=============================  ======================================  ========  ======  ==========
+
+Speakers (best estimates): 0 A.D.'s credits (``gui/credits/texts/audio.json``) name one
+voice for Greek and two (a woman and a man) for Latin, Napatan and Persian, so a speaker is
+``<language>_<gender>``; Menardi's copyright names the voice, Paola Dal Zot (folder
+``it_IT_f_Menardi``); Red Eclipse has an announcer and one taunt voice (``x`` and ``x2``
+takes have the same F0 range); Tux is one voice. Hedgewars' Polish packs (``Default_pl``,
+``Russian_pl``) and Russian packs (``Default_ru``, ``Russian``) are each taken as one
+speaker; ktuberling's Serbian variants (``sr@latin`` ...) are one speaker.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Callable, Optional
+
+AUDIO_EXTS = (".ogg", ".oga", ".opus", ".flac", ".wav", ".mp3", ".aiff", ".aif", ".g722", ".mid")
+
+Selector = Callable[[str], Optional[str]]
+"""Maps a file path relative to the package extraction root to a group key (speaker /
+track / kit ...) or ``None`` when the file is not part of the source."""
+
+
+def _same(group: str) -> str:
+    return group
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """One subset of one Debian package.
+
+    Attributes:
+        name: unique id, used as the output folder name and in the manifests' ``source``.
+        package: Debian package name.
+        category: ``speech``, ``music``, ``general`` or ``noise``.
+        role: ``train`` (train/valid), ``eval`` (evaluation set), ``probe`` (the validation
+            probe that chooses between runs), ``train_noise`` (noise for on-the-fly noisy
+            speech) or ``eval_noise`` (noise for the noisy evaluation categories).
+        select: path filter + grouping function (see :data:`Selector`).
+        eval_category: for ``role == "eval"``, the evaluation category of the items.
+        speaker: group key -> speaker key (within the package); default: the group.
+    """
+
+    name: str
+    package: str
+    category: str
+    role: str
+    select: Selector
+    eval_category: Optional[str] = None
+    speaker: Callable[[str], str] = _same
+
+
+def _rx(pattern: str, group: Callable[[re.Match], Optional[str]]) -> Selector:
+    rx = re.compile(pattern)
+
+    def sel(rel: str) -> Optional[str]:
+        m = rx.search(rel)
+        if m is None or not rel.lower().endswith(AUDIO_EXTS):
+            return None
+        return group(m)
+
+    return sel
+
+
+def _stem_group(name: str) -> str:
+    """Group key for sound-effect files: stem without trailing digits / -N / _N."""
+    stem = Path(name).stem.lower()
+    return re.sub(r"[-_ ]*\d+[a-z]?$", "", stem) or stem
+
+
+# ---- issue 19: the released speech and how it is split ---------------------------------
+
+HEDGEWARS_EXCLUDED = ("British", "Mobster", "Default_uk")  # DATA.md: reserved voice packs
+HEDGEWARS_PROBE = ("Default_es", "Default_pl", "Russian_pl")  # held out from training
+_HEDGEWARS_SPEAKER = {"Default_pl": "polish", "Russian_pl": "polish",
+                      "Default_ru": "russian", "Russian": "russian"}
+
+
+def hedgewars_speaker(pack: str) -> str:
+    """Speaker key of a Hedgewars voice pack (packs voiced in one language by one person
+    share a key)."""
+    return _HEDGEWARS_SPEAKER.get(pack, pack)
+
+
+def ktuberling_speaker(language: str) -> str:
+    """Speaker key of a ktuberling language folder (``sr@latin`` -> ``sr``)."""
+    return language.split("@")[0]
+
+
+def hedgewars(name: str, role: str, packs: Callable[[str], bool]) -> Source:
+    """Hedgewars voice packs ``packs`` (never the reserved ones) as one source."""
+    return Source(name, "hedgewars-data", "speech", role,
+                  _rx(r"Sounds/voices/([^/]+)/[^/]+$",
+                      lambda m: m.group(1) if m.group(1) not in HEDGEWARS_EXCLUDED
+                      and packs(m.group(1)) else None),
+                  speaker=hedgewars_speaker)
+
+
+def _fillets_nl_speaker(level: str) -> str:
+    # The Dutch cast (two fish plus minor characters) voices every level: one key, so the
+    # whole package can only ever have one role.
+    return "dutch_cast"
+
+
+WIDE_SPEECH_SOURCES: list[Source] = [
+    # training: Dutch dialogue; groups (levels) only drive the train/valid hold-out
+    Source("fillets_nl_speech", "fillets-ng-data-nl", "speech", "train",
+           _rx(r"fillets-ng/sound/(.+)/nl/[^/]+\.ogg$", lambda m: m.group(1)),
+           speaker=_fillets_nl_speaker),
+    # validation probe: speakers that no training or evaluation source has
+    hedgewars("hedgewars_probe", "probe", lambda pack: pack in HEDGEWARS_PROBE),
+    # speech_unseen evaluation: packages that no training or probe source uses
+    Source("zeroad_speech", "0ad-data", "speech", "eval",
+           _rx(r"audio/voice/(greek|latin|napatan|persian)/civ/civ_(female|male)_[^/]+\.ogg$",
+               lambda m: f"{m.group(1)}_{m.group(2)}"), "speech_unseen"),
+    Source("menardi_speech", "asterisk-prompt-it-menardi-wav", "speech", "eval",
+           _rx(r"sounds/it_IT_f_Menardi/.+\.wav$", lambda m: "paola_dal_zot"), "speech_unseen"),
+    Source("redeclipse_speech", "redeclipse-data", "speech", "eval",
+           _rx(r"redeclipse/data/sounds/(announcer|voice)/[^/]+\.ogg$", lambda m: m.group(1)),
+           "speech_unseen"),
+    Source("freedroid_speech", "freedroidrpg-data", "speech", "eval",
+           _rx(r"sound/effects/tux_ingame_comments/[^/]+\.ogg$", lambda m: "tux"), "speech_unseen"),
+]
