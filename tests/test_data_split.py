@@ -69,15 +69,15 @@ _FILES = {
                         for x in ("announcer/fight", "voice/yes", "voice/yes2", "player/pain", "theme")],
     "freedroidrpg-data": ["usr/share/freedroidrpg/data/sound/effects/tux_ingame_comments/CantRepairThat.ogg",
                           "usr/share/freedroidrpg/data/sound/effects/bot_sounds/voice_samples/1.ogg"],
-    **{f"asterisk-core-sounds-{x}-g722": [f"usr/share/asterisk/sounds/{x}/vm-intro.g722"]
-       for x in ("en", "es", "it", "ru", "fr")},
+    **{f"asterisk-core-sounds-{x[:2]}-g722": [f"usr/share/asterisk/sounds/{x}/vm-intro.g722"]
+       for x in ("en_US_f_Allison", "es_MX_f_Allison", "it_IT_m_Carlo", "ru_RU_f_IvrvoiceRU", "fr_CA_f_June")},
 }
 
 
-def _uses(source_names) -> list[SpeakerUse]:
+def _uses(source_names, extra: tuple[Source, ...] = ()) -> list[SpeakerUse]:
     out = []
-    for name in source_names:
-        src = corpus.SOURCES[name]
+    for src in [corpus.SOURCES[n] for n in source_names] + list(extra):
+        name = src.name
         if src.category != "speech":
             continue
         for rel in _FILES[src.package]:
@@ -91,19 +91,26 @@ def _uses(source_names) -> list[SpeakerUse]:
 def test_builtin_presets_split_cleanly(preset: str) -> None:
     roles = check_split(_uses(corpus.PRESETS[preset].sources))
     if preset != "small":
-        assert roles["probe"] == ["asterisk-core-sounds-es-g722:es", "hedgewars-data:Default_es",
-                                  "hedgewars-data:polish"]
+        assert roles["probe"] == ["hedgewars-data:Default_es", "hedgewars-data:polish",
+                                  "hedgewars-data:russian"]
         assert roles["eval:speech_unseen"] == [
             "0ad-data:greek_female", "0ad-data:latin_male", "asterisk-prompt-it-menardi-wav:paola_dal_zot",
             "freedroidrpg-data:tux", "redeclipse-data:announcer", "redeclipse-data:voice"]
         assert "fillets-ng-data-nl:dutch_cast" in roles["train"]
-        assert "hedgewars-data:russian" in roles["train"]
+        assert "asterisk-voice:Allison" in roles["train"] and "hedgewars-data:Pirate" in roles["train"]
 
 
-def test_putting_a_probe_speaker_back_in_training_is_refused() -> None:
-    # the old "full" preset trained on asterisk es, which is now the probe's speaker
-    with pytest.raises(SplitError, match="asterisk-core-sounds-es-g722:es"):
-        check_split(_uses([*corpus.PRESETS["wide"].sources, "asterisk_es"]))
+def test_one_voice_across_packages_is_one_speaker() -> None:
+    # Allison speaks the English and the Spanish Asterisk packs: the Spanish one cannot be
+    # the probe while the English one trains
+    assert corpus.SOURCES["asterisk_es"].speaker("es_MX_f_Allison/./vm") == "asterisk-voice:Allison"
+    probe_es = corpus._asterisk("es", "probe", name="asterisk_es_probe")
+    names = [n for n in corpus.PRESETS["wide"].sources if n != "asterisk_es"]
+    with pytest.raises(SplitError, match="speaker asterisk-voice:Allison is in"):
+        check_split(_uses(names, (probe_es,)))
+    # a hedgewars probe pack put back in training is refused too
+    with pytest.raises(SplitError, match="speaker hedgewars-data:polish"):
+        check_split(_uses(corpus.PRESETS["wide"].sources, (corpus.hedgewars("x", "train", lambda p: True),)))
 
 
 def test_released_source_filters() -> None:
@@ -116,7 +123,7 @@ def test_released_source_filters() -> None:
     hw = _FILES["hedgewars-data"]
     train = {s["hedgewars_speech"].select(r) for r in hw} - {None}
     probe = {s["hedgewars_probe"].select(r) for r in hw} - {None}
-    assert probe == {"Default_es", "Default_pl", "Russian_pl"}
+    assert probe == {"Default_es", "Default_pl", "Russian_pl", "Default_ru", "Russian"}
     assert train.isdisjoint(probe) and train.isdisjoint({"British", "Mobster", "Default_uk"})
     assert {s["ktuberling_speech"].speaker(g) for g in ("sr", "sr@latin")} == {"sr"}
 

@@ -46,7 +46,7 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 
 from .sources import (AUDIO_EXTS, HEDGEWARS_PROBE, WIDE_SPEECH_SOURCES, Selector, Source,  # noqa: F401
-                      _rx, _stem_group, hedgewars, ktuberling_speaker)
+                      _rx, _stem_group, asterisk_speaker, hedgewars, ktuberling_speaker)
 from ._jsonl import read_jsonl, write_jsonl  # noqa: F401 (re-exported)
 from .probe import build_probe
 from .split import SpeakerUse, check_split, role_of
@@ -75,9 +75,8 @@ def _asterisk(lang: str, role: str, eval_category: Optional[str] = None,
         first = re.split(r"[-_]", Path(rest).name)[0]
         return f"{m.group(1)}/{Path(rest).parent}/{first}"
 
-    # one professional voice per language pack
     return Source(name or f"asterisk_{lang}", f"asterisk-core-sounds-{lang}-g722", "speech", role,
-                  _rx(r"sounds/([^/]+)/(.+)\.g722$", grp), eval_category, speaker=lambda g: lang)
+                  _rx(r"sounds/([^/]+)/(.+)\.g722$", grp), eval_category, speaker=asterisk_speaker)
 
 
 def _megaglest_is_noise(rel: str) -> bool:
@@ -134,7 +133,7 @@ SOURCES: dict[str, Source] = {s.name: s for s in [
     Source("ktuberling_eval", "ktuberling-data", "speech", "eval",
            _rx(r"ktuberling/sounds/(ru|uk|el)/[^/]+$", lambda m: m.group(1)), "clean_speech"),
     # ---- issue 19: released speech (training, probe, speech_unseen evaluation)
-    *WIDE_SPEECH_SOURCES, _asterisk("es", "probe", name="asterisk_es_probe"),
+    *WIDE_SPEECH_SOURCES,
     _asterisk("fr", "eval", "clean_speech"),
     Source("singularity_music", "singularity-music", "music", "eval",
            _rx(r"/([^/]+)\.ogg$", lambda m: m.group(1)), "music"),
@@ -185,10 +184,10 @@ _EVAL_ALL = {"tuxpaint_fr": None, "ktuberling_eval": None, "asterisk_fr": None,
 
 _UNSEEN = {"zeroad_speech": None, "menardi_speech": None, "redeclipse_speech": None,
            "freedroid_speech": None}
-_PROBE = {"hedgewars_probe": None, "asterisk_es_probe": None}
+_PROBE = {"hedgewars_probe": None}
 _PER_SPEAKER = {"speech_unseen": 24, "noisy_speech_unseen": 24, "probe": 8}
 _TRAIN_SPEECH = [n for n, s in SOURCES.items() if s.role == "train" and s.category == "speech"
-                 and not n.startswith("tiny_") and n != "asterisk_es"]  # asterisk es: the probe's
+                 and not n.startswith("tiny_")]
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
@@ -208,7 +207,7 @@ PRESETS: dict[str, Preset] = {
          "speech_unseen": None, "noisy_speech_unseen": None}, items_per_speaker=_PER_SPEAKER),
     "full": Preset(
         {**{n: None for n, s in SOURCES.items() if s.role in ("train", "train_noise")
-            and not n.startswith("tiny_") and n != "asterisk_es"}, **_EVAL_ALL, **_UNSEEN, **_PROBE},
+            and not n.startswith("tiny_")}, **_EVAL_ALL, **_UNSEEN, **_PROBE},
         {c: None for c in (*EVAL_CATEGORIES, *UNSEEN_CATEGORIES)}, items_per_speaker=_PER_SPEAKER),
 }
 

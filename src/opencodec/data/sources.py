@@ -31,7 +31,9 @@ voice for Greek and two (a woman and a man) for Latin, Napatan and Persian, so a
 ``it_IT_f_Menardi``); Red Eclipse has an announcer and one taunt voice (``x`` and ``x2``
 takes have the same F0 range); Tux is one voice. Hedgewars' Polish packs (``Default_pl``,
 ``Russian_pl``) and Russian packs (``Default_ru``, ``Russian``) are each taken as one
-speaker; ktuberling's Serbian variants (``sr@latin`` ...) are one speaker.
+speaker; ktuberling's Serbian variants (``sr@latin`` ...) are one speaker. The Asterisk
+core-sounds voices are named by their folders: Allison (en and es), June (fr), Carlo (it),
+IvrvoiceRU (ru); Menardi's Paola Dal Zot is none of them.
 """
 from __future__ import annotations
 
@@ -97,7 +99,7 @@ def _stem_group(name: str) -> str:
 # ---- issue 19: the released speech and how it is split ---------------------------------
 
 HEDGEWARS_EXCLUDED = ("British", "Mobster", "Default_uk")  # DATA.md: reserved voice packs
-HEDGEWARS_PROBE = ("Default_es", "Default_pl", "Russian_pl")  # held out from training
+HEDGEWARS_PROBE = ("Default_es", "Default_pl", "Russian_pl", "Default_ru", "Russian")  # not trained on
 _HEDGEWARS_SPEAKER = {"Default_pl": "polish", "Russian_pl": "polish",
                       "Default_ru": "russian", "Russian": "russian"}
 
@@ -106,6 +108,13 @@ def hedgewars_speaker(pack: str) -> str:
     """Speaker key of a Hedgewars voice pack (packs voiced in one language by one person
     share a key)."""
     return _HEDGEWARS_SPEAKER.get(pack, pack)
+
+
+def asterisk_speaker(group: str) -> str:
+    """Speaker key of an Asterisk core-sounds prompt group ``<lang>_<REGION>_<f|m>_<Voice>/...``:
+    the voice's name, package-independent (``asterisk-voice:Allison`` speaks both the
+    English and the Spanish pack)."""
+    return "asterisk-voice:" + group.split("/", 1)[0].rsplit("_", 1)[-1]
 
 
 def ktuberling_speaker(language: str) -> str:

@@ -4,7 +4,9 @@ Every speech file of a corpus build has a *role*: ``train`` (training and its va
 hold-out), ``probe`` (the validation probe that chooses between runs) or
 ``eval:<category>`` (an evaluation category). :func:`check_split` refuses a build where
 
-1. a speaker is heard in two roles (speaker keys are ``<package>:<speaker>``);
+1. a speaker is heard in two roles (speaker keys are ``<package>:<speaker>``, or the
+   speaker itself when it holds a ``:``: a person known across packages, e.g.
+   ``asterisk-voice:Allison``);
 2. a package feeds both the probe and an evaluation category (the probe must not be drawn
    from the places the evaluation set comes from);
 3. a package feeds a *source-disjoint* evaluation category (``speech_unseen``) and also
@@ -38,7 +40,7 @@ class SpeakerUse:
 
     @property
     def speaker_key(self) -> str:
-        return f"{self.package}:{self.speaker}"
+        return self.speaker if ":" in self.speaker else f"{self.package}:{self.speaker}"
 
 
 def role_of(source_role: str, eval_category: str | None) -> str:
