@@ -107,7 +107,8 @@ SOURCES: dict[str, Source] = {s.name: s for s in [
            speaker=ktuberling_speaker),
     hedgewars("hedgewars_speech", "train", lambda pack: pack not in HEDGEWARS_PROBE),
     Source("fillets_speech", "fillets-ng-data-cs", "speech", "train",
-           _rx(r"fillets-ng/sound/(.+)/cs/[^/]+\.ogg$", lambda m: m.group(1))),
+           _rx(r"fillets-ng/sound/(.+)/cs/[^/]+\.ogg$", lambda m: m.group(1)),
+           speaker=lambda level: "czech_cast"),  # one cast voices every level
     _asterisk("en", "train"), _asterisk("es", "train"), _asterisk("it", "train"),
     _asterisk("ru", "train"),
     # ---- training: music
