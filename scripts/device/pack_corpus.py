@@ -6,6 +6,7 @@ mostly Vorbis already) and is decoded back to WAV on the device by ``unpack``.
 
     python scripts/device/pack_corpus.py pack data/small_24k/manifests .gpu/corpus \
         --splits train train_noise valid
+    python scripts/device/pack_corpus.py pack data/wide_24k/manifests .gpu/corpus --weight speech=2
     python scripts/device/pack_corpus.py unpack .gpu/corpus /tmp/corpus --workers 12
 """
 
@@ -61,10 +62,14 @@ def _interleave_categories(rows: list[dict], weights: dict[str, float] | None = 
 
 def pack(manifests: Path, out: Path, splits: list[str], level: float, max_mb: float, max_rows: int | None,
          mono: bool, weights: dict[str, float] | None = None) -> None:
-    """Opus copies of every file of ``splits`` under ``out/audio`` and rewritten manifests."""
+    """Opus copies of every file of ``splits`` under ``out/audio`` and rewritten manifests.
+
+    ``train`` is packed last, so when the corpus is larger than ``max_mb`` (the ``wide``
+    preset's 7 h of training speech alone is about 95 MiB) it is the training split that is
+    cut, in its category-balanced order, never the small validation and noise splits."""
     out.mkdir(parents=True, exist_ok=True)
     total = 0
-    for split in splits:
+    for split in sorted(splits, key=lambda name: name == "train"):
         rows = [json.loads(line) for line in (manifests / f"{split}.jsonl").read_text().splitlines() if line]
         rows = _interleave_categories(rows, weights)[:max_rows]
         kept = []
