@@ -11,6 +11,7 @@ import soundfile as sf
 
 from opencodec.data import corpus
 from opencodec.data.corpus import Preset, Source, _rx
+from opencodec.data.sources import _asterisk, hedgewars
 from opencodec.data.split import SpeakerUse, SplitError, check_split, role_of
 
 
@@ -104,13 +105,13 @@ def test_one_voice_across_packages_is_one_speaker() -> None:
     # Allison speaks the English and the Spanish Asterisk packs: the Spanish one cannot be
     # the probe while the English one trains
     assert corpus.SOURCES["asterisk_es"].speaker("es_MX_f_Allison/./vm") == "asterisk-voice:Allison"
-    probe_es = corpus._asterisk("es", "probe", name="asterisk_es_probe")
+    probe_es = _asterisk("es", "probe", name="asterisk_es_probe")
     names = [n for n in corpus.PRESETS["wide"].sources if n != "asterisk_es"]
     with pytest.raises(SplitError, match="speaker asterisk-voice:Allison is in"):
         check_split(_uses(names, (probe_es,)))
     # a hedgewars probe pack put back in training is refused too
     with pytest.raises(SplitError, match="speaker hedgewars-data:polish"):
-        check_split(_uses(corpus.PRESETS["wide"].sources, (corpus.hedgewars("x", "train", lambda p: True),)))
+        check_split(_uses(corpus.PRESETS["wide"].sources, (hedgewars("x", "train", lambda p: True),)))
 
 
 def test_released_source_filters() -> None:

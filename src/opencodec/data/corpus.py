@@ -32,7 +32,6 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -41,12 +40,12 @@ import zipfile
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from .sources import (AUDIO_EXTS, HEDGEWARS_PROBE, WIDE_SPEECH_SOURCES, Selector, Source,  # noqa: F401
-                      _rx, _stem_group, asterisk_speaker, hedgewars, ktuberling_speaker)
+# re-exported: the source table and its helpers used to live here
+from .sources import AUDIO_EXTS, SOURCES, Selector, Source, _rx, _stem_group  # noqa: F401
 from ._jsonl import read_jsonl, write_jsonl  # noqa: F401 (re-exported)
 from .probe import build_probe
 from .split import SpeakerUse, check_split, role_of
@@ -63,101 +62,8 @@ NOISY_OF = {"clean_speech": "noisy_speech", "speech_unseen": "noisy_speech_unsee
 EVAL_SNRS_DB = (0.0, 5.0, 10.0, 15.0)
 
 # ---------------------------------------------------------------------------------------
-# Source definitions
+# Presets (the sources themselves: opencodec.data.sources.SOURCES)
 # ---------------------------------------------------------------------------------------
-
-def _asterisk(lang: str, role: str, eval_category: Optional[str] = None,
-              name: Optional[str] = None) -> Source:
-    # group = speaker folder + sub-folder + first token of the prompt name (file groups:
-    # every pack is one speaker, so valid holds out whole prompt families).
-    def grp(m: re.Match) -> str:
-        rest = m.group(2)
-        first = re.split(r"[-_]", Path(rest).name)[0]
-        return f"{m.group(1)}/{Path(rest).parent}/{first}"
-
-    return Source(name or f"asterisk_{lang}", f"asterisk-core-sounds-{lang}-g722", "speech", role,
-                  _rx(r"sounds/([^/]+)/(.+)\.g722$", grp), eval_category, speaker=asterisk_speaker)
-
-
-def _megaglest_is_noise(rel: str) -> bool:
-    return bool(re.search(r"/tilesets/[^/]+/sounds/|/data/core/water_sounds/", rel))
-
-
-def _megaglest_general(rel: str) -> Optional[str]:
-    if not rel.endswith(".wav") or _megaglest_is_noise(rel):
-        return None
-    m = re.search(r"megaglest/(.*)/[^/]+$", rel)
-    if m is None:
-        return None
-    parts = m.group(1).split("/")
-    # techs/megapack/factions/<faction>/units/<unit>/... -> faction/unit
-    if "factions" in parts:
-        i = parts.index("factions")
-        return "/".join(parts[i + 1:i + 4])
-    return "/".join(parts[:4])
-
-
-SOURCES: dict[str, Source] = {s.name: s for s in [
-    # ---- training: speech
-    Source("tuxpaint_speech", "tuxpaint-stamps-default", "speech", "train",
-           _rx(r"_desc_(ru|bg|ro|da|lt|nl)\.ogg$", lambda m: m.group(1))),  # speaker: language
-    Source("ktuberling_speech", "ktuberling-data", "speech", "train",
-           _rx(r"ktuberling/sounds/([^/]+)/[^/]+$",
-               lambda m: None if m.group(1) in ("ru", "uk", "el") else m.group(1)),
-           speaker=ktuberling_speaker),
-    hedgewars("hedgewars_speech", "train", lambda pack: pack not in HEDGEWARS_PROBE),
-    Source("fillets_speech", "fillets-ng-data-cs", "speech", "train",
-           _rx(r"fillets-ng/sound/(.+)/cs/[^/]+\.ogg$", lambda m: m.group(1)),
-           speaker=lambda level: "czech_cast"),  # one cast voices every level
-    _asterisk("en", "train"), _asterisk("es", "train"), _asterisk("it", "train"),
-    _asterisk("ru", "train"),
-    # ---- training: music
-    Source("wesnoth_music", "wesnoth-1.16-music", "music", "train",
-           _rx(r"/music/(.+)\.ogg$", lambda m: m.group(1))),
-    Source("ufoai_music", "ufoai-music", "music", "train",
-           _rx(r"_unzipped/.*/([^/]+)\.ogg$", lambda m: m.group(1))),
-    Source("freedoom_music", "freedoom", "music", "train",
-           _rx(r"_wadmidi/([^/]+/[^/]+)\.mid$", lambda m: m.group(1))),
-    # ---- training: general
-    Source("megaglest_general", "megaglest-data", "general", "train", _megaglest_general),
-    Source("hydrogen_general", "hydrogen-drumkits", "general", "train",
-           _rx(r"drumkits/([^/]+)/", lambda m: m.group(1))),
-    Source("wesnoth_general", "wesnoth-1.16-data", "general", "train",
-           _rx(r"/sounds/(?:.*/)?([^/]+)$", lambda m: _stem_group(m.group(1)))),
-    # ---- training: noise for on-the-fly noisy speech
-    Source("megaglest_noise", "megaglest-data", "noise", "train_noise",
-           lambda rel: (re.search(r"/(tilesets/[^/]+|water_sounds)/", rel).group(1)  # type: ignore[union-attr]
-                        if rel.endswith(".wav") and _megaglest_is_noise(rel) else None)),
-    # ---- public evaluation set
-    Source("tuxpaint_fr", "tuxpaint-stamps-default", "speech", "eval",
-           _rx(r"_desc_(fr)\.ogg$", lambda m: "tuxpaint_fr"), "clean_speech"),
-    Source("ktuberling_eval", "ktuberling-data", "speech", "eval",
-           _rx(r"ktuberling/sounds/(ru|uk|el)/[^/]+$", lambda m: m.group(1)), "clean_speech"),
-    # ---- issue 19: released speech (training, probe, speech_unseen evaluation)
-    *WIDE_SPEECH_SOURCES,
-    _asterisk("fr", "eval", "clean_speech"),
-    Source("singularity_music", "singularity-music", "music", "eval",
-           _rx(r"/([^/]+)\.ogg$", lambda m: m.group(1)), "music"),
-    Source("ufoai_general", "ufoai-sound", "general", "eval",
-           _rx(r"_unzipped/[^/]+/sound/(?!ambience/)([^/]+)/", lambda m: m.group(1)), "general"),
-    Source("ufoai_noise", "ufoai-sound", "noise", "eval_noise",
-           _rx(r"_unzipped/[^/]+/sound/ambience/(?!tv_news|radiomessage)([^/]+)$",
-               lambda m: _stem_group(m.group(1)))),
-    # ---- tiny (CI only): alsa-utils + sound-theme-freedesktop
-    Source("tiny_alsa_speech", "alsa-utils", "speech", "train",
-           _rx(r"sounds/alsa/(?!Noise)([^/]+)\.wav$", lambda m: m.group(1))),
-    Source("tiny_alsa_noise", "alsa-utils", "noise", "train_noise",
-           _rx(r"sounds/alsa/(Noise)\.wav$", lambda m: m.group(1))),
-    Source("tiny_fd_general", "sound-theme-freedesktop", "general", "train",
-           _rx(r"stereo/(?!audio-channel|alarm|phone|service)([^/]+)\.oga$",
-               lambda m: _stem_group(m.group(1).split("-")[0]))),
-    Source("tiny_fd_speech_eval", "sound-theme-freedesktop", "speech", "eval",
-           _rx(r"stereo/(audio-channel)-[^/]+\.oga$", lambda m: m.group(1)), "clean_speech"),
-    Source("tiny_fd_general_eval", "sound-theme-freedesktop", "general", "eval",
-           _rx(r"stereo/(alarm|phone|service)[^/]*\.oga$", lambda m: "fd_eval"), "general"),
-    Source("tiny_alsa_noise_eval", "alsa-utils", "noise", "eval_noise",
-           _rx(r"sounds/alsa/(Noise)\.wav$", lambda m: m.group(1))),
-]}
 
 
 @dataclasses.dataclass(frozen=True)
