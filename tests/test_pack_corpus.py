@@ -40,3 +40,11 @@ def test_cap_cuts_train_not_valid_or_noise(tmp_path: Path) -> None:
     assert 0 < count["train"] < 40
     size = sum(p.stat().st_size for p in (out / "audio").rglob("*.opus"))
     assert size <= 0.15 * 2**20
+
+
+def test_seed_changes_which_files_a_cut_keeps() -> None:
+    rows = [{"path": f"{i}.flac", "duration": 1.0, "category": "speech" if i % 2 else "music"} for i in range(40)]
+    a = [r["path"] for r in pack_corpus._interleave_categories(rows, seed=0)[:10]]
+    b = [r["path"] for r in pack_corpus._interleave_categories(rows, seed=1)[:10]]
+    assert a != b and sorted(a) != sorted(b)
+    assert a == [r["path"] for r in pack_corpus._interleave_categories(rows, seed=0)[:10]]
