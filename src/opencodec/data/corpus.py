@@ -834,7 +834,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     b.add_argument("--sample-rate", type=int, default=24000)
     b.add_argument("--seed", type=int, default=1234)
     b.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
-    b.add_argument("--categories", nargs="+", default=None, metavar="CATEGORY",
+    b.add_argument("--categories", nargs="+", default=None, choices=("speech", "music", "general", "noise"),
                    help="build only the preset's sources of these categories (speech music general noise)")
     s = sub.add_parser("summary", help="print the summary of a built preset")
     s.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
