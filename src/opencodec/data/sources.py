@@ -12,8 +12,8 @@ is the median over files of the within-file standard deviation of log-F0, in sem
 =============================  ======================================  ========  ======  ==========
 package / folder               what (from names and folders)           minutes   voiced  F0 spread
 =============================  ======================================  ========  ======  ==========
-fillets-ng-data-nl             Dutch dialogue, 168 character codes,       91      --      3.3
-                               fish ``m`` 35 min + ``v`` 38 min
+fillets-ng-data-nl             Dutch dialogue: fish ``m`` 35 min,          91      --      3.3
+                               ``v`` 38 min, other characters 17 min
 0ad-data voice/<lang>/civ      Greek, Latin, Napatan, Persian unit       3.6     0.77    2.3-2.6
                                voices, female + male
 0ad-data actor/human/death     death cries (not speech)                  1.9     0.62     --
