@@ -6,6 +6,7 @@ mostly Vorbis already) and is decoded back to WAV on the device by ``unpack``.
 
     python scripts/device/pack_corpus.py pack data/small_24k/manifests .gpu/corpus \
         --splits train train_noise valid
+    python scripts/device/pack_corpus.py pack data/wide_24k/manifests .gpu/corpus --weight speech=2
     python scripts/device/pack_corpus.py unpack .gpu/corpus /tmp/corpus --workers 12
 """
 
@@ -38,13 +39,13 @@ def _encode_opus(src: Path, dst: Path, level: float, mono: bool) -> int:
     return dst.stat().st_size
 
 
-def _interleave_categories(rows: list[dict], weights: dict[str, float] | None = None) -> list[dict]:
+def _interleave_categories(rows: list[dict], weights: dict[str, float] | None = None, seed: int = 0) -> list[dict]:
     """Order rows so every prefix is balanced in hours across categories (files shuffled
     with a fixed seed within each): a size cap then keeps all categories in proportion.
     ``weights`` (category -> share, default 1) tilts the balance: with ``speech: 2`` every
     prefix holds about twice as many hours of speech as of each other category."""
     weights = weights or {}
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     by_cat: dict[str, list[dict]] = {}
     for row in rows:
         by_cat.setdefault(row.get("category", ""), []).append(row)
@@ -60,13 +61,19 @@ def _interleave_categories(rows: list[dict], weights: dict[str, float] | None = 
 
 
 def pack(manifests: Path, out: Path, splits: list[str], level: float, max_mb: float, max_rows: int | None,
-         mono: bool, weights: dict[str, float] | None = None) -> None:
-    """Opus copies of every file of ``splits`` under ``out/audio`` and rewritten manifests."""
+         mono: bool, weights: dict[str, float] | None = None, seed: int = 0) -> None:
+    """Opus copies of every file of ``splits`` under ``out/audio`` and rewritten manifests.
+
+    ``train`` is packed last, so when the corpus is larger than ``max_mb`` (the ``wide``
+    preset's 7 h of training speech alone is about 95 MiB) it is the training split that is
+    cut, in its category-balanced order, never the small validation and noise splits.
+    ``seed`` picks which files a cut keeps: successive GPU runs given different seeds carry
+    different parts of a corpus too large for one upload."""
     out.mkdir(parents=True, exist_ok=True)
     total = 0
-    for split in splits:
+    for split in sorted(splits, key=lambda name: name == "train"):
         rows = [json.loads(line) for line in (manifests / f"{split}.jsonl").read_text().splitlines() if line]
-        rows = _interleave_categories(rows, weights)[:max_rows]
+        rows = _interleave_categories(rows, weights, seed)[:max_rows]
         kept = []
         for i, row in enumerate(rows):
             src = (manifests / row["path"]).resolve()
@@ -125,6 +132,7 @@ def main() -> None:
     p.add_argument("--stereo", action="store_true", help="keep stereo (default: mono downmix)")
     p.add_argument("--max-mb", type=float, default=54.0)
     p.add_argument("--max-rows", type=int, default=None, help="at most this many files per split")
+    p.add_argument("--seed", type=int, default=0, help="shuffle seed: which files a size cap keeps")
     p.add_argument("--weight", nargs="*", default=[], metavar="CATEGORY=SHARE",
                    help="tilt the category balance, e.g. speech=2 (default 1 each)")
     u = sub.add_parser("unpack")
@@ -141,7 +149,7 @@ def main() -> None:
                 parser.error(f"--weight {item!r}: expected CATEGORY=SHARE, e.g. speech=2")
             weights[name] = float(share)
         pack(args.manifests, args.out, args.splits, args.level, args.max_mb, args.max_rows, not args.stereo,
-             weights)
+             weights, args.seed)
     else:
         unpack(args.packed, args.out, args.workers, args.rate)
 

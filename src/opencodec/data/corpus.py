@@ -32,7 +32,6 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -41,159 +40,30 @@ import zipfile
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+# re-exported: the source table and its helpers used to live here
+from .sources import AUDIO_EXTS, SOURCES, Selector, Source, _rx, _stem_group  # noqa: F401
+from ._jsonl import read_jsonl, write_jsonl  # noqa: F401 (re-exported)
+from .probe import build_probe
+from .split import SpeakerUse, check_split, role_of
+
 log = logging.getLogger("opencodec.data.corpus")
 
-AUDIO_EXTS = (".ogg", ".oga", ".opus", ".flac", ".wav", ".mp3", ".aiff", ".aif", ".g722", ".mid")
 SOUNDFONT_PACKAGE = "fluid-soundfont-gm"
 SOUNDFONT_REL = "usr/share/sounds/sf2/FluidR3_GM.sf2"
 MIDI_GAIN = 0.25  # fluidsynth synth gain; DATA.md: 0.2-0.3, higher clips
 ARCHIVE_EXTS = (".pk3", ".zip", ".wz")
 EVAL_CATEGORIES = ("clean_speech", "noisy_speech", "music", "general")
+UNSEEN_CATEGORIES = ("speech_unseen", "noisy_speech_unseen")  # issue 19, presets that have them
+NOISY_OF = {"clean_speech": "noisy_speech", "speech_unseen": "noisy_speech_unseen"}
 EVAL_SNRS_DB = (0.0, 5.0, 10.0, 15.0)
 
 # ---------------------------------------------------------------------------------------
-# Source definitions
+# Presets (the sources themselves: opencodec.data.sources.SOURCES)
 # ---------------------------------------------------------------------------------------
-
-Selector = Callable[[str], Optional[str]]
-"""Maps a file path relative to the package extraction root to a group key (speaker /
-track / kit ...) or ``None`` when the file is not part of the source."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Source:
-    """One subset of one Debian package.
-
-    Attributes:
-        name: unique id, used as the output folder name and in the manifests' ``source``.
-        package: Debian package name.
-        category: ``speech``, ``music``, ``general`` or ``noise``.
-        role: ``train`` (train/valid), ``eval`` (public evaluation set), ``train_noise``
-            (noise for on-the-fly noisy speech) or ``eval_noise`` (noise for ``noisy_speech``).
-        select: path filter + grouping function (see :data:`Selector`).
-        eval_category: for ``role == "eval"``, the evaluation category of the items.
-    """
-
-    name: str
-    package: str
-    category: str
-    role: str
-    select: Selector
-    eval_category: Optional[str] = None
-
-
-def _rx(pattern: str, group: Callable[[re.Match], Optional[str]]) -> Selector:
-    rx = re.compile(pattern)
-
-    def sel(rel: str) -> Optional[str]:
-        m = rx.search(rel)
-        if m is None or not rel.lower().endswith(AUDIO_EXTS):
-            return None
-        return group(m)
-
-    return sel
-
-
-def _stem_group(name: str) -> str:
-    """Group key for sound-effect files: stem without trailing digits / -N / _N."""
-    stem = Path(name).stem.lower()
-    return re.sub(r"[-_ ]*\d+[a-z]?$", "", stem) or stem
-
-
-def _asterisk(lang: str, role: str, eval_category: Optional[str] = None) -> Source:
-    # group = speaker folder + sub-folder + first token of the prompt name (file groups:
-    # every pack is one speaker, so valid holds out whole prompt families).
-    def grp(m: re.Match) -> str:
-        rest = m.group(2)
-        first = re.split(r"[-_]", Path(rest).name)[0]
-        return f"{m.group(1)}/{Path(rest).parent}/{first}"
-
-    return Source(f"asterisk_{lang}", f"asterisk-core-sounds-{lang}-g722", "speech", role,
-                  _rx(r"sounds/([^/]+)/(.+)\.g722$", grp), eval_category)
-
-
-def _megaglest_is_noise(rel: str) -> bool:
-    return bool(re.search(r"/tilesets/[^/]+/sounds/|/data/core/water_sounds/", rel))
-
-
-def _megaglest_general(rel: str) -> Optional[str]:
-    if not rel.endswith(".wav") or _megaglest_is_noise(rel):
-        return None
-    m = re.search(r"megaglest/(.*)/[^/]+$", rel)
-    if m is None:
-        return None
-    parts = m.group(1).split("/")
-    # techs/megapack/factions/<faction>/units/<unit>/... -> faction/unit
-    if "factions" in parts:
-        i = parts.index("factions")
-        return "/".join(parts[i + 1:i + 4])
-    return "/".join(parts[:4])
-
-
-SOURCES: dict[str, Source] = {s.name: s for s in [
-    # ---- training: speech
-    Source("tuxpaint_speech", "tuxpaint-stamps-default", "speech", "train",
-           _rx(r"_desc_(ru|bg|ro|da|lt|nl)\.ogg$", lambda m: m.group(1))),
-    Source("ktuberling_speech", "ktuberling-data", "speech", "train",
-           _rx(r"ktuberling/sounds/([^/]+)/[^/]+$",
-               lambda m: None if m.group(1) in ("ru", "uk", "el") else m.group(1))),
-    Source("hedgewars_speech", "hedgewars-data", "speech", "train",
-           _rx(r"Sounds/voices/([^/]+)/[^/]+$",
-               lambda m: None if m.group(1) in ("British", "Mobster", "Default_uk")
-               else m.group(1))),
-    Source("fillets_speech", "fillets-ng-data-cs", "speech", "train",
-           _rx(r"fillets-ng/sound/(.+)/cs/[^/]+\.ogg$", lambda m: m.group(1))),
-    _asterisk("en", "train"), _asterisk("es", "train"), _asterisk("it", "train"),
-    _asterisk("ru", "train"),
-    # ---- training: music
-    Source("wesnoth_music", "wesnoth-1.16-music", "music", "train",
-           _rx(r"/music/(.+)\.ogg$", lambda m: m.group(1))),
-    Source("ufoai_music", "ufoai-music", "music", "train",
-           _rx(r"_unzipped/.*/([^/]+)\.ogg$", lambda m: m.group(1))),
-    Source("freedoom_music", "freedoom", "music", "train",
-           _rx(r"_wadmidi/([^/]+/[^/]+)\.mid$", lambda m: m.group(1))),
-    # ---- training: general
-    Source("megaglest_general", "megaglest-data", "general", "train", _megaglest_general),
-    Source("hydrogen_general", "hydrogen-drumkits", "general", "train",
-           _rx(r"drumkits/([^/]+)/", lambda m: m.group(1))),
-    Source("wesnoth_general", "wesnoth-1.16-data", "general", "train",
-           _rx(r"/sounds/(?:.*/)?([^/]+)$", lambda m: _stem_group(m.group(1)))),
-    # ---- training: noise for on-the-fly noisy speech
-    Source("megaglest_noise", "megaglest-data", "noise", "train_noise",
-           lambda rel: (re.search(r"/(tilesets/[^/]+|water_sounds)/", rel).group(1)  # type: ignore[union-attr]
-                        if rel.endswith(".wav") and _megaglest_is_noise(rel) else None)),
-    # ---- public evaluation set
-    Source("tuxpaint_fr", "tuxpaint-stamps-default", "speech", "eval",
-           _rx(r"_desc_(fr)\.ogg$", lambda m: "tuxpaint_fr"), "clean_speech"),
-    Source("ktuberling_eval", "ktuberling-data", "speech", "eval",
-           _rx(r"ktuberling/sounds/(ru|uk|el)/[^/]+$", lambda m: m.group(1)), "clean_speech"),
-    _asterisk("fr", "eval", "clean_speech"),
-    Source("singularity_music", "singularity-music", "music", "eval",
-           _rx(r"/([^/]+)\.ogg$", lambda m: m.group(1)), "music"),
-    Source("ufoai_general", "ufoai-sound", "general", "eval",
-           _rx(r"_unzipped/[^/]+/sound/(?!ambience/)([^/]+)/", lambda m: m.group(1)), "general"),
-    Source("ufoai_noise", "ufoai-sound", "noise", "eval_noise",
-           _rx(r"_unzipped/[^/]+/sound/ambience/(?!tv_news|radiomessage)([^/]+)$",
-               lambda m: _stem_group(m.group(1)))),
-    # ---- tiny (CI only): alsa-utils + sound-theme-freedesktop
-    Source("tiny_alsa_speech", "alsa-utils", "speech", "train",
-           _rx(r"sounds/alsa/(?!Noise)([^/]+)\.wav$", lambda m: m.group(1))),
-    Source("tiny_alsa_noise", "alsa-utils", "noise", "train_noise",
-           _rx(r"sounds/alsa/(Noise)\.wav$", lambda m: m.group(1))),
-    Source("tiny_fd_general", "sound-theme-freedesktop", "general", "train",
-           _rx(r"stereo/(?!audio-channel|alarm|phone|service)([^/]+)\.oga$",
-               lambda m: _stem_group(m.group(1).split("-")[0]))),
-    Source("tiny_fd_speech_eval", "sound-theme-freedesktop", "speech", "eval",
-           _rx(r"stereo/(audio-channel)-[^/]+\.oga$", lambda m: m.group(1)), "clean_speech"),
-    Source("tiny_fd_general_eval", "sound-theme-freedesktop", "general", "eval",
-           _rx(r"stereo/(alarm|phone|service)[^/]*\.oga$", lambda m: "fd_eval"), "general"),
-    Source("tiny_alsa_noise_eval", "alsa-utils", "noise", "eval_noise",
-           _rx(r"sounds/alsa/(Noise)\.wav$", lambda m: m.group(1))),
-]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,15 +76,25 @@ class Preset:
             items are a prefix of one seeded order, so a smaller preset's evaluation items
             are a subset of a larger preset's ones (same seed/rate).
         valid_fraction: fraction of each training source's hours held out (whole groups).
+        items_per_speaker: evaluation category (or ``probe``) -> at most this many items
+            per speaker group, so one long source does not fill the category.
     """
 
     sources: dict[str, Optional[float]]
     eval_max_items: dict[str, Optional[int]]
     valid_fraction: float = 0.05
+    items_per_speaker: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 _EVAL_ALL = {"tuxpaint_fr": None, "ktuberling_eval": None, "asterisk_fr": None,
              "singularity_music": None, "ufoai_general": None, "ufoai_noise": None}
+
+_UNSEEN = {"zeroad_speech": None, "menardi_speech": None, "redeclipse_speech": None,
+           "freedroid_speech": None}
+_PROBE = {"hedgewars_probe": None}
+_PER_SPEAKER = {"speech_unseen": 24, "noisy_speech_unseen": 24, "probe": 8}
+_TRAIN_SPEECH = [n for n, s in SOURCES.items() if s.role == "train" and s.category == "speech"
+                 and not n.startswith("tiny_")]
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
@@ -225,10 +105,17 @@ PRESETS: dict[str, Preset] = {
         {"ktuberling_speech": 0.3, "fillets_speech": 0.45, "asterisk_en": 0.42,
          "wesnoth_music": 1.1, "megaglest_general": None, "wesnoth_general": 0.15, "megaglest_noise": None, **_EVAL_ALL},
         {"clean_speech": 120, "noisy_speech": 120, "music": 60, "general": None}),
+    # issue 19: every released training speech source in full, small's music and general,
+    # the public evaluation set, the speech_unseen evaluation and the speech probe
+    "wide": Preset(
+        {**{n: None for n in _TRAIN_SPEECH}, "wesnoth_music": 1.1, "megaglest_general": None,
+         "wesnoth_general": 0.15, "megaglest_noise": None, **_EVAL_ALL, **_UNSEEN, **_PROBE},
+        {"clean_speech": 120, "noisy_speech": 120, "music": 60, "general": None,
+         "speech_unseen": None, "noisy_speech_unseen": None}, items_per_speaker=_PER_SPEAKER),
     "full": Preset(
-        {**{n: None for n, s in SOURCES.items()
-            if s.role in ("train", "train_noise") and not n.startswith("tiny_")}, **_EVAL_ALL},
-        {c: None for c in EVAL_CATEGORIES}),
+        {**{n: None for n, s in SOURCES.items() if s.role in ("train", "train_noise")
+            and not n.startswith("tiny_")}, **_EVAL_ALL, **_UNSEEN, **_PROBE},
+        {c: None for c in (*EVAL_CATEGORIES, *UNSEEN_CATEGORIES)}, items_per_speaker=_PER_SPEAKER),
 }
 
 # ---------------------------------------------------------------------------------------
@@ -328,8 +215,10 @@ def extract(deb: Path, package: str, extract_dir: Path) -> Path:
     _run(["dpkg", "-x", str(deb), str(tmp)])
     for arc in [p for p in tmp.rglob("*") if p.suffix.lower() in ARCHIVE_EXTS and p.is_file()]:
         try:
-            with zipfile.ZipFile(arc) as z:
-                z.extractall(tmp / "_unzipped" / arc.name)
+            with zipfile.ZipFile(arc) as z:  # audio members only (0ad's public.zip is 3 GB)
+                z.extractall(tmp / "_unzipped" / arc.name,
+                             [n for n in z.namelist() if n.lower().endswith(AUDIO_EXTS)])
+            arc.unlink()
         except zipfile.BadZipFile as e:
             log.warning("cannot unzip %s: %s", arc, e)
     seen: set[str] = set()
@@ -639,25 +528,6 @@ def render_item(parts: list[tuple[str, float, float]], sample_rate: int, channel
 # ---------------------------------------------------------------------------------------
 
 
-def write_jsonl(path: Path, rows: Iterable[dict]) -> int:
-    """Write rows atomically as JSON lines; returns the number of rows."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    n = 0
-    with open(tmp, "w") as fh:
-        for r in rows:
-            fh.write(json.dumps(r, sort_keys=True) + "\n")
-            n += 1
-    os.replace(tmp, path)
-    return n
-
-
-def read_jsonl(path: Path | str) -> list[dict]:
-    """Read a JSONL manifest (list of dicts)."""
-    with open(path) as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
 def _entry(path: str, manifest_dir: Path, category: str, source: str, **extra: object) -> dict:
     import soundfile as sf
     info = sf.info(path)
@@ -674,7 +544,8 @@ def _entry(path: str, manifest_dir: Path, category: str, source: str, **extra: o
 def build(preset: str, out: Path, sample_rate: int = 24000, seed: int = 1234,
           workers: int = 2, sources: Optional[dict[str, Source]] = None,
           presets: Optional[dict[str, Preset]] = None,
-          roots: Optional[dict[str, Path]] = None) -> dict:
+          roots: Optional[dict[str, Path]] = None,
+          categories: Optional[Sequence[str]] = None) -> dict:
     """Build (or resume) a preset; returns the summary dict (also written to summary.json).
 
     Args:
@@ -685,6 +556,8 @@ def build(preset: str, out: Path, sample_rate: int = 24000, seed: int = 1234,
         workers: conversion processes.
         sources, presets: override the built-in tables (tests).
         roots: package name -> already extracted tree, used instead of downloading.
+        categories: build only the preset's sources of these categories (``speech``,
+            ``music``, ``general``, ``noise``); ``None`` builds all.
 
     Returns a dict with ``table`` (split -> category -> files/hours), ``seconds_total``,
     ``seconds_fetch`` (download + extraction), ``skipped_files``, ``notes``, ``manifests``.
@@ -692,6 +565,12 @@ def build(preset: str, out: Path, sample_rate: int = 24000, seed: int = 1234,
     sources = sources or SOURCES
     presets = presets or PRESETS
     p = presets[preset]
+    if categories is not None:
+        unknown = set(categories) - {"speech", "music", "general", "noise"}
+        if unknown:
+            raise ValueError(f"unknown categories {sorted(unknown)} (speech, music, general, noise)")
+        p = dataclasses.replace(p, sources={n: c for n, c in p.sources.items()
+                                            if sources[n].category in categories})
     out = out.resolve()
     work = out / f"{preset}_{sample_rate // 1000}k"
     man_dir = work / "manifests"
@@ -768,7 +647,14 @@ def _build(preset: str, p: Preset, sources: dict[str, Source], out: Path, work: 
                  sum(d for _, d, _, _ in ok) / 3600, len(files) - len(ok))
     for path, reason in skipped:
         log.warning("SKIP %s: %s", path, reason)
-    # 3. train / valid / noise manifests
+    # 3. the speech split (speaker- and source-disjoint roles), then train / valid / noise
+    speakers = check_split(
+        SpeakerUse(name, sources[name].package, sources[name].speaker(f.group),
+                   role_of(sources[name].role, sources[name].eval_category))
+        for name, ok in converted.items() if sources[name].category == "speech"
+        and sources[name].role in ("train", "probe", "eval") for f, _, _, _ in ok)
+    for role, keys in speakers.items():
+        log.info("speech %-22s %3d speakers: %s", role, len(keys), ", ".join(keys))
     rows: dict[str, list[dict]] = defaultdict(list)
     for name, ok in converted.items():
         src = sources[name]
@@ -784,10 +670,19 @@ def _build(preset: str, p: Preset, sources: dict[str, Source], out: Path, work: 
                                 "group": f"{name}/{f.group}", "original": f.rel})
     # 4. evaluation items
     eval_rows = _build_eval(p, sources, converted, man_dir, audio_dir, eval_dir, sample_rate, seed, notes)
+    probe_rows = eval_rows.pop("probe", [])
     for cat, r in eval_rows.items():
         rows[f"eval_{cat}"] = r
-    for split in ("train", "valid", "train_noise", *[f"eval_{c}" for c in EVAL_CATEGORIES]):
+    unseen = [c for c in UNSEEN_CATEGORIES if c in p.eval_max_items]
+    for split in ("train", "valid", "train_noise", *[f"eval_{c}" for c in (*EVAL_CATEGORIES, *unseen)]):
         write_jsonl(man_dir / f"{split}.jsonl", rows.get(split, []))
+    if probe_rows:
+        rows["probe_speech"] = probe_rows
+        probe_dir = build_probe(work, speech=[
+            {**{k: v for k, v in r.items() if k != "parts"},
+             "path": os.path.relpath(os.path.normpath(man_dir / r["path"]), work / "probe")}
+            for r in probe_rows], seed=0)
+        notes.append(f"validation probe: {probe_dir}")
     write_jsonl(work / "skipped.jsonl", [{"path": a, "reason": b} for a, b in skipped])
     # 5. summary
     table: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
@@ -800,7 +695,8 @@ def _build(preset: str, p: Preset, sources: dict[str, Source], out: Path, work: 
     summary = {"preset": preset, "sample_rate": sample_rate, "seed": seed,
                "manifests": str(man_dir), "seconds_total": round(time.time() - t0, 1),
                "seconds_fetch": round(t_fetch, 1), "skipped_files": len(skipped),
-               "notes": notes, "table": table}
+               "notes": notes, "table": table,
+               "speakers": {role: len(keys) for role, keys in speakers.items()}}
     (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(format_summary(summary))
     return summary
@@ -808,27 +704,44 @@ def _build(preset: str, p: Preset, sources: dict[str, Source], out: Path, work: 
 
 def _build_eval(p: Preset, sources: dict[str, Source], converted: dict, man_dir: Path, audio_dir: Path,
                 eval_dir: Path, sample_rate: int, seed: int, notes: list[str]) -> dict[str, list[dict]]:
+    """Cut the evaluation items of every clean category (and the ``probe`` speech items),
+    then mix each clean speech category's items with the evaluation noise."""
+    import soundfile as sf
     # Clip keys are paths relative to audio_dir, so item ids (and the seeded selection of
     # items) do not depend on where the corpus lives.
-    import soundfile as sf
-    out: dict[str, list[dict]] = {}
-    plans: dict[str, list[tuple[str, list[tuple[str, float, float]], int]]] = defaultdict(list)
+    plans: dict[str, list[tuple[str, list[tuple[str, float, float]], int, str]]] = defaultdict(list)
     for name, ok in converted.items():
         src = sources[name]
-        if src.role != "eval" or src.eval_category is None:
+        cat = "probe" if src.role == "probe" else src.eval_category if src.role == "eval" else None
+        if cat is None:
             continue
+        # issue 19's categories group items by speaker; the public set keeps its groups
+        by_speaker = cat == "probe" or cat in UNSEEN_CATEGORIES
         rel = {f.out_path: os.path.relpath(f.out_path, audio_dir) for f, _, _, _ in ok}
-        clips = [Clip(rel[f.out_path], f"{name}/{f.group}", d) for f, d, _, _ in ok]
+        spk = {rel[f.out_path]: src.speaker(f.group) for f, _, _, _ in ok}
+        clips = [Clip(rel[f.out_path], f"{name}/{src.speaker(f.group) if by_speaker else f.group}", d)
+                 for f, d, _, _ in ok]
         chans = {rel[f.out_path]: ch for f, _, _, ch in ok}
         for parts in plan_eval_items(clips, seed):
-            plans[src.eval_category].append((name, parts, max(chans[k] for k, _, _ in parts)))
-    for cat in ("clean_speech", "music", "general"):
-        items = plans.get(cat, [])
-        items = sorted(items, key=lambda it: hashlib.sha1(f"{seed}:{_item_id(it[1])}".encode()).hexdigest())
+            plans[cat].append((name, parts, max(chans[k] for k, _, _ in parts),
+                               f"{name}/{spk[parts[0][0]]}"))
+    out: dict[str, list[dict]] = {}
+    for cat in ("clean_speech", "music", "general", "speech_unseen", "probe"):
+        items = sorted(plans.get(cat, []),
+                       key=lambda it: hashlib.sha1(f"{seed}:{_item_id(it[1])}".encode()).hexdigest())
+        per_speaker = p.items_per_speaker.get(cat)
+        if per_speaker is not None:
+            count: dict[str, int] = defaultdict(int)
+            kept = []
+            for it in items:
+                count[it[3]] += 1
+                if count[it[3]] <= per_speaker:
+                    kept.append(it)
+            items = kept
         cap = p.eval_max_items.get(cat)
         items = items[:cap] if cap is not None else items
         rows = []
-        for name, parts, ch in items:
+        for name, parts, ch, speaker in items:
             iid = _item_id(parts)
             path = eval_dir / cat / f"{iid}.flac"
             if not path.exists():
@@ -837,52 +750,65 @@ def _build_eval(p: Preset, sources: dict[str, Source], converted: dict, man_dir:
                 tmp = str(path) + ".tmp.flac"
                 sf.write(tmp, x.T, sample_rate, subtype="PCM_16", format="FLAC")
                 os.replace(tmp, path)
-            rows.append(_entry(str(path), man_dir, cat, name, item_id=iid,
+            extra = {"speaker": speaker} if per_speaker is not None else {}
+            rows.append(_entry(str(path), man_dir, "clean_speech" if cat == "probe" else cat, name,
+                               item_id=iid, **extra,
                                parts=[[os.path.relpath(audio_dir / k, man_dir), a, b] for k, a, b in parts]))
-        out[cat] = rows
-        if not rows:
+        if rows or cat in p.eval_max_items:
+            out[cat] = rows
+        if not rows and cat in p.eval_max_items:
             notes.append(f"eval category {cat}: no items in this preset")
-    # noisy speech: every clean item mixed with eval noise at SNR 0/5/10/15 dB (seeded)
-    noise = [(f.out_path, d) for name, ok in converted.items()
-             if sources[name].role == "eval_noise" for f, d, _, _ in ok]
-    noisy_rows = []
-    if noise and out.get("clean_speech"):
-        clean = out["clean_speech"]
-        cap = p.eval_max_items.get("noisy_speech")
-        noise.sort()
-        for e in clean[:cap] if cap is not None else clean:
-            # SNR, noise file and offset depend only on (seed, item): the same clean item
-            # gets the same noisy version in every preset.
-            h = int(hashlib.sha1(f"{seed}:noisy:{e['item_id']}".encode()).hexdigest(), 16)
-            rng = np.random.default_rng([seed, h % 2**63])
-            snr = EVAL_SNRS_DB[h % len(EVAL_SNRS_DB)]
-            npath, ndur = noise[int(rng.integers(len(noise)))]
-            offset = float(rng.uniform(0, max(0.0, ndur - e["duration"])))
-            path = eval_dir / "noisy_speech" / f"{e['item_id']}_snr{int(snr)}.flac"
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                x, _ = sf.read(os.path.normpath(man_dir / e["path"]), dtype="float32", always_2d=True)
-                x = x.T
-                nz, _ = sf.read(npath, dtype="float32", always_2d=True)
-                nz = nz.T.mean(0, keepdims=True)
-                start = int(offset * sample_rate)
-                nz = np.tile(nz, (1, math.ceil((x.shape[1] + start) / max(1, nz.shape[1])) + 1))
-                nz = np.repeat(nz[:, start:start + x.shape[1]], x.shape[0], 0)
-                y = mix_at_snr(x, nz, snr)
-                peak = float(np.abs(y).max())
-                if peak > 0.99:
-                    y = y * (0.99 / peak)
-                tmp = str(path) + ".tmp.flac"
-                sf.write(tmp, y.T, sample_rate, subtype="PCM_16", format="FLAC")
-                os.replace(tmp, path)
-            noisy_rows.append(_entry(str(path), man_dir, "noisy_speech", e["source"],
-                                     item_id=f"{e['item_id']}_snr{int(snr)}", snr_db=snr,
-                                     clean_path=e["path"], noise=os.path.relpath(npath, man_dir),
-                                     noise_offset=round(offset, 3)))
-    elif out.get("clean_speech"):
-        notes.append("noisy_speech: no eval noise source in this preset")
-    out["noisy_speech"] = noisy_rows
+    noise = sorted((f.out_path, d) for name, ok in converted.items()
+                   if sources[name].role == "eval_noise" for f, d, _, _ in ok)
+    for clean_cat, noisy_cat in NOISY_OF.items():
+        if noisy_cat not in p.eval_max_items:
+            continue
+        if not out.get(clean_cat):
+            out[noisy_cat] = []
+            continue
+        if not noise:
+            notes.append(f"{noisy_cat}: no eval noise source in this preset")
+            out[noisy_cat] = []
+            continue
+        cap = p.eval_max_items.get(noisy_cat)
+        out[noisy_cat] = [_noisy_item(e, noise, noisy_cat, man_dir, eval_dir, sample_rate, seed)
+                          for e in (out[clean_cat][:cap] if cap is not None else out[clean_cat])]
     return out
+
+
+def _noisy_item(e: dict, noise: list[tuple[str, float]], category: str, man_dir: Path, eval_dir: Path,
+                sample_rate: int, seed: int) -> dict:
+    """Mix one clean item with the evaluation noise at SNR 0/5/10/15 dB (peak-limited to 0.99).
+
+    SNR, noise file and offset depend only on (seed, item): the same clean item gets the same
+    noisy version in every preset."""
+    import soundfile as sf
+    h = int(hashlib.sha1(f"{seed}:noisy:{e['item_id']}".encode()).hexdigest(), 16)
+    rng = np.random.default_rng([seed, h % 2**63])
+    snr = EVAL_SNRS_DB[h % len(EVAL_SNRS_DB)]
+    npath, ndur = noise[int(rng.integers(len(noise)))]
+    offset = float(rng.uniform(0, max(0.0, ndur - e["duration"])))
+    path = eval_dir / category / f"{e['item_id']}_snr{int(snr)}.flac"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        x, _ = sf.read(os.path.normpath(man_dir / e["path"]), dtype="float32", always_2d=True)
+        x = x.T
+        nz, _ = sf.read(npath, dtype="float32", always_2d=True)
+        nz = nz.T.mean(0, keepdims=True)
+        start = int(offset * sample_rate)
+        nz = np.tile(nz, (1, math.ceil((x.shape[1] + start) / max(1, nz.shape[1])) + 1))
+        nz = np.repeat(nz[:, start:start + x.shape[1]], x.shape[0], 0)
+        y = mix_at_snr(x, nz, snr)
+        peak = float(np.abs(y).max())
+        if peak > 0.99:
+            y = y * (0.99 / peak)
+        tmp = str(path) + ".tmp.flac"
+        sf.write(tmp, y.T, sample_rate, subtype="PCM_16", format="FLAC")
+        os.replace(tmp, path)
+    extra = {"speaker": e["speaker"]} if "speaker" in e else {}
+    return _entry(str(path), man_dir, category, e["source"], item_id=f"{e['item_id']}_snr{int(snr)}",
+                  snr_db=snr, clean_path=e["path"], noise=os.path.relpath(npath, man_dir),
+                  noise_offset=round(offset, 3), **extra)
 
 
 def format_summary(summary: dict) -> str:
@@ -908,6 +834,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     b.add_argument("--sample-rate", type=int, default=24000)
     b.add_argument("--seed", type=int, default=1234)
     b.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    b.add_argument("--categories", nargs="+", default=None, choices=("speech", "music", "general", "noise"),
+                   help="build only the preset's sources of these categories (speech music general noise)")
     s = sub.add_parser("summary", help="print the summary of a built preset")
     s.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     s.add_argument("--out", type=Path, default=Path("data"))
@@ -915,7 +843,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     if a.cmd == "build":
-        build(a.preset, a.out, a.sample_rate, a.seed, a.workers)
+        build(a.preset, a.out, a.sample_rate, a.seed, a.workers, categories=a.categories)
     else:
         f = a.out / f"{a.preset}_{a.sample_rate // 1000}k" / "summary.json"
         print(format_summary(json.loads(f.read_text())))

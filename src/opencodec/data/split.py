@@ -1,0 +1,81 @@
+"""Who may be heard where: the speaker/source split of the speech corpus, checked.
+
+Every speech file of a corpus build has a *role*: ``train`` (training and its validation
+hold-out), ``probe`` (the validation probe that chooses between runs) or
+``eval:<category>`` (an evaluation category). :func:`check_split` refuses a build where
+
+1. a speaker is heard in two roles (speaker keys are ``<package>:<speaker>``, or the
+   speaker itself when it holds a ``:``: a person known across packages, e.g.
+   ``asterisk-voice:Allison``);
+2. a package feeds both the probe and an evaluation category (the probe must not be drawn
+   from the places the evaluation set comes from);
+3. a package feeds a *source-disjoint* evaluation category (``speech_unseen``) and also
+   training or the probe.
+
+The public evaluation set's ``clean_speech`` shares packages with training by design
+(DATA.md: ktuberling ru/uk/el, tuxpaint fr are held-out speakers of training packages), so
+rule 3 applies only to the categories named in ``source_disjoint``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from typing import Iterable
+
+SOURCE_DISJOINT_EVAL = frozenset({"speech_unseen"})
+
+
+class SplitError(ValueError):
+    """The speech split puts a speaker or a source in two roles."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeakerUse:
+    """One (source, speaker) of a build and the role its audio has."""
+
+    source: str
+    package: str
+    speaker: str
+    role: str  # "train", "probe" or "eval:<category>"
+
+    @property
+    def speaker_key(self) -> str:
+        return self.speaker if ":" in self.speaker else f"{self.package}:{self.speaker}"
+
+
+def role_of(source_role: str, eval_category: str | None) -> str:
+    """The split role of a source's files (``eval`` sources get ``eval:<category>``)."""
+    if source_role == "eval":
+        if not eval_category:
+            raise SplitError("an eval source needs an eval_category")
+        return f"eval:{eval_category}"
+    if source_role in ("train", "probe"):
+        return source_role
+    raise SplitError(f"role {source_role!r} is not a speech role (train, probe, eval)")
+
+
+def check_split(uses: Iterable[SpeakerUse],
+                source_disjoint: frozenset[str] = SOURCE_DISJOINT_EVAL) -> dict[str, list[str]]:
+    """Raise :class:`SplitError` naming every violation of the module's three rules.
+
+    Returns ``{role: sorted speaker keys}`` for the report when the split is clean."""
+    uses = list(uses)
+    roles_of_speaker: dict[str, set[str]] = defaultdict(set)
+    roles_of_package: dict[str, set[str]] = defaultdict(set)
+    for u in uses:
+        roles_of_speaker[u.speaker_key].add(u.role)
+        roles_of_package[u.package].add(u.role)
+    problems = [f"speaker {k} is in {sorted(r)}" for k, r in sorted(roles_of_speaker.items()) if len(r) > 1]
+    for pkg, roles in sorted(roles_of_package.items()):
+        evals = {r for r in roles if r.startswith("eval:")}
+        if "probe" in roles and evals:
+            problems.append(f"package {pkg} feeds the probe and {sorted(evals)}")
+        for r in sorted(evals):
+            if r.split(":", 1)[1] in source_disjoint and roles - {r}:
+                problems.append(f"package {pkg} feeds {r} (source-disjoint) and {sorted(roles - {r})}")
+    if problems:
+        raise SplitError("speech split is not disjoint: " + "; ".join(problems))
+    out: dict[str, set[str]] = defaultdict(set)
+    for u in uses:
+        out[u.role].add(u.speaker_key)
+    return {r: sorted(v) for r, v in sorted(out.items())}
