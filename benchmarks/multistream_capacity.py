@@ -39,14 +39,26 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def official_random(seed: int = 0) -> EncodecModel:
-    """The official 24 kHz architecture with random weights and random codebooks."""
+    """The official 24 kHz architecture with random weights; codebook entries are its own
+    latents of noise and a chirp (random N(0, 1) entries would give nearly the same codes
+    to every frame, and the batched-vs-alone code comparison would mean nothing)."""
     torch.manual_seed(seed)
-    model = EncodecModel(EncodecConfig.encodec_24khz())
+    model = EncodecModel(EncodecConfig.encodec_24khz()).eval()
+    gen = torch.Generator().manual_seed(seed + 1)
+    t = torch.arange(48000) / 24000
+    x = torch.cat([0.3 * torch.randn(1, 1, 48000, generator=gen),
+                   0.4 * torch.sin(2 * torch.pi * (100 + 900 * t) * t)[None, None]], dim=-1)
+    with torch.inference_mode():
+        residual = model.encoder(x)[0].T.clone()  # [frames, D]
     with torch.no_grad():
         for layer in model.quantizer.vq.layers:
-            layer._codebook.embed.copy_(torch.randn(layer._codebook.embed.shape) * 0.5)
-            layer._codebook.inited.fill_(1.0)
-    return model.eval()
+            cb = layer._codebook
+            pick = torch.randint(residual.shape[0], (cb.embed.shape[0],), generator=gen)
+            noise = torch.randn(cb.embed.shape, generator=gen)
+            cb.embed.copy_(residual[pick] + 0.1 * residual.std() * noise)
+            cb.inited.fill_(1.0)
+            residual = residual - cb.embed[torch.cdist(residual, cb.embed).argmin(dim=1)]
+    return model
 
 
 def tiny_random(seed: int = 0) -> EncodecModel:
