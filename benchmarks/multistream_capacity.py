@@ -140,7 +140,7 @@ def main() -> None:
     print(provenance_line(models))
     print(f"{'batched' if not args.unbatched else 'unbatched'}, {bandwidth} kbps, {ticks} ticks after the warm-up, "
           f"one tick = encode + decode one frame of every stream, real time = {frame_ms:.2f} ms per tick")
-    print(f"| model | streams | tick p50 ms | tick p99 ms | per stream p50 ms | p99 / real time |")
+    print("| model | streams | tick p50 ms | tick p99 ms | per stream p50 ms | p99 / real time |")
     print("|---|---|---|---|---|---|")
     for name, model in models.items():
         audio = speech(Path(args.audio), model, seconds=(ticks + 20) * 320 / 24000 + 5)

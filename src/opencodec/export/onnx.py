@@ -28,6 +28,7 @@ The batch axis is dynamic in every graph: streams are batched by stacking their 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import typing as tp
 import warnings
@@ -96,10 +97,8 @@ def export_onnx(model: EncodecModel, out_dir: str | Path, force: bool = False) -
     The bandwidth is the model's current one (``model.set_target_bandwidth``). Existing files
     are only replaced with ``force``. Needs the ``onnx`` package (``pip install opencodec[onnx]``).
     """
-    try:
-        import onnx  # noqa: F401  (torch.onnx.export needs it)
-    except ImportError:
-        raise OpenCodecError("export-onnx needs the onnx package: pip install 'opencodec[onnx]'") from None
+    if importlib.util.find_spec("onnx") is None:  # torch.onnx.export needs it
+        raise OpenCodecError("export-onnx needs the onnx package: pip install 'opencodec[onnx]'")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"output {out} exists and is not a folder")
