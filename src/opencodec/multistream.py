@@ -160,7 +160,9 @@ class MultiStreamEncoder(_MultiStream):
     ``push({id: frame [C, hop]})`` -> ``{id: codes [K, f]}``; a stream's codes, concatenated
     with those ``close`` returns, equal ``model.encode`` of its audio (``batched=False``: bit
     for bit; ``batched=True``: up to rare near-ties, see the module doc). K is
-    ``model.num_codebooks()`` when built (set the bandwidth first).
+    ``model.num_codebooks()`` when built (set the bandwidth first). Residual quantisation is
+    sequential, so a stream at a lower bandwidth takes the first rows of its codes: one encoder
+    at the highest bandwidth serves streams at every bandwidth.
     """
 
     def __init__(self, model: EncodecModel, batched: bool = True):

@@ -7,7 +7,8 @@
     dec = DecoderStep(model)
     audio, state = dec.start(codes[..., :W]); audio, *state = dec(codes_t, *state)
 
-Every piece of state is a tensor with the batch first (``state_specs()`` names them and
+Run the steps under ``torch.inference_mode()`` (or ``torch.no_grad()``). Every piece of state is
+a tensor with the batch first (``state_specs()`` names them and
 gives their shape per row): a convolution's last input samples, an LSTM layer's ``h`` and
 ``c``, a transposed convolution's overlap. Streams are batched by stacking their states
 along dimension 0 and separated by slicing it (:mod:`opencodec.multistream`); the same
