@@ -22,6 +22,12 @@ def tiny_stream_model(name: str, seed: int, **config: object) -> EncodecModel:
                target_bandwidths=[0.9, 1.8])
     cfg.update(config)
     model = EncodecModel(EncodecConfig(**cfg))  # type: ignore[arg-type]
+    return codebooks_from_latents(model, seed)
+
+
+def codebooks_from_latents(model: EncodecModel, seed: int) -> EncodecModel:
+    """Set every codebook of ``model`` to residuals of its own latents of noise and tones
+    (layer by layer, as residual vector quantisation sees them); returns it in eval mode."""
     gen = torch.Generator().manual_seed(seed + 1000)
     n = 24000 * 2
     t = torch.arange(n) / 24000
@@ -32,8 +38,13 @@ def tiny_stream_model(name: str, seed: int, **config: object) -> EncodecModel:
     with torch.no_grad():
         for layer in model.quantizer.vq.layers:
             cb = layer._codebook
-            pick = torch.randperm(residual.shape[0], generator=gen)[:cb.embed.shape[0]]
-            cb.embed.copy_(residual[pick])
+            bins, frames = cb.embed.shape[0], residual.shape[0]
+            if bins <= frames:
+                cb.embed.copy_(residual[torch.randperm(frames, generator=gen)[:bins]])
+            else:  # more entries than latents (the 24 kHz model's 1024): jittered repeats
+                pick = torch.randint(frames, (bins,), generator=gen)
+                noise = torch.randn(bins, residual.shape[1], generator=gen)
+                cb.embed.copy_(residual[pick] + 0.1 * residual.std() * noise)
             cb.embed_avg.copy_(cb.embed)
             cb.cluster_size.fill_(1.0)
             cb.inited.fill_(1.0)

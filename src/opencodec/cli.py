@@ -14,6 +14,7 @@
                             (packet streams for pipes, see opencodec.stream)
     opencodec eval --models NAME_OR_PATH [...] --set DIR --out DIR [...]  (see opencodec.eval.report)
     opencodec mushra build|serve|report ...  (listening test, see opencodec.eval.mushra)
+    opencodec export-onnx MODEL OUT_DIR [-b KBPS] [-f]  (ONNX step graphs, see opencodec.export.onnx)
     opencodec train-lm CONFIG [key=value ...] [--run-dir DIR]  (entropy model, see opencodec.train.lm_solver)
     opencodec tokenize INPUT... --out DIR [...] / detokenize DIR --out AUDIO_DIR  (see opencodec.cli_tokens)
 
@@ -217,7 +218,41 @@ def build_parser() -> argparse.ArgumentParser:
                         add_help=False, description="opencodec mushra build|serve|report [...]")
     mu.add_argument("rest", nargs=argparse.REMAINDER, help="see opencodec mushra --help")
     mu.set_defaults(parser=mu, handler=cmd_mushra)
+
+    onx = sub.add_parser(
+        "export-onnx", parents=[common], help="causal model -> ONNX step graphs with explicit state",
+        description="Write encoder_step.onnx and decoder_step.onnx (one frame in, one frame out, every "
+                    "piece of streaming state an explicit input and output), encoder_start.onnx and "
+                    "decoder_start.onnx (the first warm-up frames -> the initial state), offline "
+                    "encoder.onnx and decoder.onnx, and meta.json (see opencodec.export.onnx). "
+                    "Needs the onnx package (pip install 'opencodec[onnx]').")
+    onx.add_argument("model", metavar="MODEL", help="model name or weights file (causal models only)")
+    onx.add_argument("out_dir", metavar="OUT_DIR", help="folder to write (created)")
+    onx.add_argument("-b", "--bandwidth", type=_bandwidth, default=DEFAULT_BANDWIDTH, metavar="KBPS",
+                     help=f"bandwidth in kbps, which fixes the number of codebooks (default {DEFAULT_BANDWIDTH:g})")
+    onx.add_argument("-f", "--force", action="store_true", help="overwrite existing files")
+    onx.set_defaults(parser=onx, handler=cmd_export_onnx)
     return parser
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    """``opencodec export-onnx``: a causal model -> ONNX graphs and meta.json in OUT_DIR."""
+    from .export.onnx import export_onnx
+    from .stream import check_streamable
+
+    known = config_for_name(args.model)
+    if known is not None:  # fail fast, before loading (or downloading) any weights
+        check_streamable(known)
+        _check_bandwidth(args.bandwidth, known.name, known.target_bandwidths)
+    model = load_model(args.model)
+    check_streamable(model.config)
+    _check_bandwidth(args.bandwidth, model.name, model.target_bandwidths)
+    model.set_target_bandwidth(args.bandwidth)
+    meta = export_onnx(model, args.out_dir, force=args.force)
+    _info(args, f"export-onnx: {model.name}, {meta['num_codebooks']} codebooks ({_fmt_kbps(args.bandwidth)} kbps), "
+                f"{len(meta['state']['encoder'])} + {len(meta['state']['decoder'])} state tensors, "
+                f"warm-up {meta['warmup_frames']} frames -> {args.out_dir}")
+    return 0
 
 
 def cmd_mushra(args: argparse.Namespace) -> int:

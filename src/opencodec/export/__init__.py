@@ -1,0 +1,1 @@
+"""Exports of a codec to other runtimes: :mod:`.onnx` (``opencodec export-onnx``)."""

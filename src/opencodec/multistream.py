@@ -1,0 +1,248 @@
+"""Many independent streams advanced together: one batched step per frame for all of them.
+
+    enc = MultiStreamEncoder(model)
+    a, b = enc.open(), enc.open()                   # streams join at any frame
+    out = enc.push({a: frame_a, b: frame_b})        # frames [C, hop] -> {id: codes [K, f]}
+    last = enc.close(a, tail=rest_a)                # leave at any frame; tail < hop samples
+    dec = MultiStreamDecoder(model)
+    s = dec.open(); audio = dec.push({s: codes_t})  # codes [K, 1] -> {id: audio [C, m]}
+
+A stream's output arrives as from :class:`~opencodec.streaming.StreamingEncoder` /
+:class:`~opencodec.streaming.StreamingDecoder` pushed one frame at a time: nothing during
+the first ``warmup_frames - 1`` frames, then ``warmup_frames`` frames at once, then one per
+frame (the encoder: one code frame per audio frame; the decoder: ``hop`` samples per code
+frame). Each call to ``push`` advances only the streams it is given, so a stream whose
+data is late simply skips that call.
+
+The state of every live stream is held in one tensor per state entry with a row per stream
+(:mod:`opencodec.step`); a push gathers the rows of the streams it advances, runs one
+step on them and writes the rows back; a stream that joins gets a row when its warm-up
+frames are in (they run through ``start`` together with the other streams that complete
+their warm-up in the same push), and one that leaves gives its row up.
+
+Exactness (see README, "Many streams at once"): ``batched=False`` runs each stream in its
+own batch-1 step, which is bit for bit :class:`StreamingEncoder` (codes equal to
+``model.encode``) and :class:`StreamingDecoder`. ``batched=True`` (default) runs the
+streams in one batch: PyTorch's convolution kernels (and the decoder's native LSTM kernel)
+round a batch of several streams differently from a batch of one (~1e-7 relative per
+layer), so a stream's codes can differ from its codes alone on rare near-ties and its
+audio by ~1e-6 relative L2 (measured in tests/test_multistream.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+import typing as tp
+
+import torch
+
+from .model import EncodecModel
+from .step import DecoderStep, EncoderStep, States
+
+__all__ = ["MultiStreamDecoder", "MultiStreamEncoder"]
+
+
+class _Rows:
+    """The live streams' states: per state entry one tensor [N, ...], row i for ``ids[i]``."""
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.tensors: States = []
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(self, ids: list[int], states: States) -> None:
+        if not self.ids:
+            self.tensors = [s.contiguous() for s in states]
+        else:
+            self.tensors = [torch.cat([t, s]) for t, s in zip(self.tensors, states)]
+        self.ids += ids
+
+    def drop(self, sid: int) -> States:
+        """Remove ``sid``'s row; returns it (each tensor [1, ...])."""
+        i = self.ids.index(sid)
+        row = [t[i:i + 1] for t in self.tensors]
+        keep = [j for j in range(len(self.ids)) if j != i]
+        self.tensors = [t[keep] for t in self.tensors] if keep else []
+        del self.ids[i]
+        return row
+
+    def index(self, ids: list[int]) -> list[int] | None:
+        """Row numbers of ``ids``; None when they are all the rows in order (no gather needed)."""
+        if ids == self.ids:
+            return None
+        where = {sid: i for i, sid in enumerate(self.ids)}
+        return [where[sid] for sid in ids]
+
+    def get(self, rows: list[int] | None) -> States:
+        return self.tensors if rows is None else [t[rows] for t in self.tensors]
+
+    def put(self, rows: list[int] | None, states: tp.Sequence[torch.Tensor]) -> None:
+        if rows is None:
+            self.tensors = list(states)
+        else:
+            index = torch.tensor(rows)
+            for t, s in zip(self.tensors, states):
+                t.index_copy_(0, index, s)
+
+
+class _MultiStream:
+    """Bookkeeping shared by the encoder and the decoder: warm-up buffers and state rows."""
+
+    def __init__(self, step: EncoderStep | DecoderStep, batched: bool):
+        self._step = step
+        self.batched = batched
+        self.warmup_frames = step.warmup_frames
+        self.hop_length = step.hop_length
+        self._ids = itertools.count()
+        self._warming: dict[int, list[torch.Tensor]] = {}  # stream -> its first frames so far
+        self._rows = _Rows()
+        self.frames_in: dict[int, int] = {}
+
+    @property
+    def streams(self) -> list[int]:
+        """The open streams' ids."""
+        return list(self._warming) + list(self._rows.ids)
+
+    def open(self) -> int:
+        """Start a new stream; returns its id."""
+        sid = next(self._ids)
+        self._warming[sid] = []
+        self.frames_in[sid] = 0
+        return sid
+
+    def _known(self, sid: int) -> None:
+        if sid not in self.frames_in:
+            raise KeyError(f"no open stream {sid}")
+
+    def _groups(self, ids: list[int]) -> list[list[int]]:
+        if not ids:
+            return []
+        return [ids] if self.batched else [[sid] for sid in ids]
+
+    def _advance(self, items: tp.Mapping[int, torch.Tensor], frames: tp.Callable[[torch.Tensor], int],
+                 ) -> dict[int, torch.Tensor]:
+        """Feed one item per stream; returns each stream's new output (possibly empty)."""
+        out: dict[int, torch.Tensor] = {}
+        live, starting = [], []
+        for sid, item in items.items():
+            self._known(sid)
+            self.frames_in[sid] += frames(item)
+            if sid in self._warming:
+                self._warming[sid].append(item)
+                if len(self._warming[sid]) == self.warmup_frames:
+                    starting.append(sid)
+                else:
+                    out[sid] = self._empty()
+            else:
+                live.append(sid)
+        with torch.inference_mode():
+            for group in self._groups(live):
+                rows = self._rows.index(group)
+                y, *new = self._step(torch.stack([items[sid] for sid in group]), *self._rows.get(rows))
+                self._rows.put(rows, new)
+                out.update(zip(group, y))
+            for group in self._groups(starting):
+                x = torch.stack([torch.cat(self._warming.pop(sid), dim=-1) for sid in group])
+                y, state = self._step.start(x)
+                self._rows.add(group, state)
+                out.update(zip(group, y))
+        return out
+
+    def _empty(self) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class MultiStreamEncoder(_MultiStream):
+    """N audio streams -> N code streams, one batched step per frame.
+
+    ``push({id: frame [C, hop]})`` -> ``{id: codes [K, f]}``; a stream's codes, concatenated
+    with those ``close`` returns, equal ``model.encode`` of its audio (``batched=False``: bit
+    for bit; ``batched=True``: up to rare near-ties, see the module doc). K is
+    ``model.num_codebooks()`` when built (set the bandwidth first). Residual quantisation is
+    sequential, so a stream at a lower bandwidth takes the first rows of its codes: one encoder
+    at the highest bandwidth serves streams at every bandwidth.
+    """
+
+    def __init__(self, model: EncodecModel, batched: bool = True):
+        super().__init__(EncoderStep(model), batched)
+        self.model = model
+        self.channels = model.channels
+        self.num_codebooks = self._step.num_codebooks
+
+    def _empty(self) -> torch.Tensor:
+        return torch.empty(self.num_codebooks, 0, dtype=torch.long)
+
+    def push(self, frames: tp.Mapping[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """One frame [C, hop] for each stream given -> the code frames now complete, {id: [K, f]}."""
+        for sid, frame in frames.items():
+            if frame.shape != (self.channels, self.hop_length):
+                raise ValueError(f"stream {sid}: expected a frame [{self.channels}, {self.hop_length}], "
+                                 f"got {list(frame.shape)}")
+        return self._advance(frames, lambda frame: 1)
+
+    def close(self, sid: int, tail: torch.Tensor | None = None) -> torch.Tensor:
+        """End stream ``sid`` after its last samples ``tail`` [C, r] (0 <= r < hop); returns its
+        remaining code frames [K, f] (a stream shorter than the warm-up: all of them)."""
+        self._known(sid)
+        if tail is not None and (tail.dim() != 2 or tail.shape[0] != self.channels
+                                 or tail.shape[-1] >= self.hop_length):
+            raise ValueError(f"a tail is [{self.channels}, r] with r < {self.hop_length}, "
+                             f"got {list(tail.shape)}")
+        del self.frames_in[sid]
+        has_tail = tail is not None and tail.shape[-1] > 0
+        with torch.inference_mode():
+            if sid in self._warming:
+                audio = self._warming.pop(sid) + ([tail] if has_tail else [])
+                if not audio:
+                    return self._empty()
+                return self.model.encode(torch.cat(audio, dim=-1)[None])[0].codes[0]
+            state = self._rows.drop(sid)
+            if not has_tail:
+                return self._empty()
+            assert tail is not None
+            return self._step.finish(tail[None], state)[0]
+
+
+class MultiStreamDecoder(_MultiStream):
+    """N code streams -> N audio streams, one batched step per frame.
+
+    ``push({id: codes [K, 1]})`` -> ``{id: audio [C, m]}``; a stream's audio equals
+    :class:`~opencodec.streaming.StreamingDecoder`'s for the same codes (``batched=False``:
+    bit for bit; ``batched=True``: ~1e-6 relative, see the module doc). Trim the end to the
+    signal length as with ``model.decode``.
+    """
+
+    def __init__(self, model: EncodecModel, batched: bool = True):
+        super().__init__(DecoderStep(model), batched)
+        self.model = model
+        self.channels = model.channels
+        self.num_codebooks = model.num_codebooks()
+
+    def _empty(self) -> torch.Tensor:
+        return torch.empty(self.channels, 0)
+
+    def push(self, codes: tp.Mapping[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """One code frame [K, 1] for each stream given -> the audio now complete, {id: [C, m]}."""
+        k = None
+        for sid, frame in codes.items():
+            if frame.dim() != 2 or frame.shape[-1] != 1 or (k is not None and frame.shape[0] != k):
+                raise ValueError(f"stream {sid}: expected one code frame [K, 1] (the same K for all "
+                                 f"streams), got {list(frame.shape)}")
+            k = frame.shape[0]
+        return self._advance(codes, lambda frame: 1)
+
+    def close(self, sid: int) -> torch.Tensor:
+        """End stream ``sid``; returns its remaining audio [C, m] (a stream shorter than the
+        warm-up: all of it, decoded as the offline decoder decodes so short a stream)."""
+        self._known(sid)
+        del self.frames_in[sid]
+        if sid in self._warming:
+            frames = self._warming.pop(sid)
+            if not frames:
+                return self._empty()
+            with torch.inference_mode():
+                return self._step.start(torch.cat(frames, dim=-1)[None])[0][0]
+        self._rows.drop(sid)
+        return self._empty()

@@ -1,0 +1,361 @@
+"""Streaming with EXPLICIT state: the causal codec as ``step(frame, state) -> (out, state)``.
+
+    enc = EncoderStep(model)                          # an nn.Module; the state is a list of tensors
+    codes, state = enc.start(audio[..., :W * hop])    # the first W = enc.warmup_frames frames
+    codes, state = enc(audio[..., t*hop:(t+1)*hop], *state)   # then one frame (or n) at a time
+    ...                                               # -> (codes [B, K, n], *new_state)
+    dec = DecoderStep(model)
+    audio, state = dec.start(codes[..., :W]); audio, *state = dec(codes_t, *state)
+
+Run the steps under ``torch.inference_mode()`` (or ``torch.no_grad()``). Every piece of state is
+a tensor with the batch first (``state_specs()`` names them and
+gives their shape per row): a convolution's last input samples, an LSTM layer's ``h`` and
+``c``, a transposed convolution's overlap. Streams are batched by stacking their states
+along dimension 0 and separated by slicing it (:mod:`opencodec.multistream`); the same
+``forward`` is what ONNX exports (:mod:`opencodec.export.onnx`).
+
+Why a separate ``start``: with reflect padding (the EnCodec models) the first output of a
+convolution reflects the samples after its first input, ``x[P], ..., x[1]``; the last
+kernel-7 convolution of the encoder (and the first of the decoder) runs at the frame rate,
+so the first code frame needs latent frames 0..6: nothing can come out before
+``warmup_frames`` (7 for the 24 kHz models) frames are in, and then all of them at once.
+``start`` pads every layer's input on the left exactly as the offline forward does and
+returns the state after those frames; every later call concatenates the state instead.
+No constant initial state reproduces this (the padding depends on the signal), so the
+state's initial value is ``start``'s output. Models with constant or replicate padding
+need one frame (``warmup_frames`` = 1).
+
+Exactness: ``start`` then ``forward`` frame by frame compute, layer by layer, the same
+operations on the same values as :class:`~opencodec.streaming.StreamingEncoder` /
+:class:`~opencodec.streaming.StreamingDecoder` pushed one frame at a time (the LSTM kernel
+chosen by ``native_lstm`` as there), so at batch 1 codes equal ``model.encode`` and audio
+equals the streaming decoder bit for bit; what changes across batch sizes is measured in
+tests/test_multistream.py and the README. ``finish`` ends an encoder stream whose length is
+not a whole number of frames with the offline right padding (reflected samples), so the
+last frame's codes equal ``model.encode`` too.
+"""
+
+from __future__ import annotations
+
+import typing as tp
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .model import EncodecModel
+from .modules.conv import StreamableConv1d, StreamableConvTranspose1d, pad1d
+from .modules.lstm import StreamableLSTM
+from .modules.seanet import SEANetDecoder, SEANetEncoder
+from .modules.seanet_blocks import SEANetResnetBlock
+
+__all__ = ["DecoderStep", "EncoderStep", "StateSpec", "check_streamable_model"]
+
+_POINTWISE = (nn.ELU, nn.Identity, nn.ReLU, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid)
+
+States = list[torch.Tensor]
+
+
+class StateSpec(tp.NamedTuple):
+    """One state tensor: its ``name`` and its ``shape`` per batch row (the tensor is [B, *shape])."""
+
+    name: str
+    shape: tuple[int, ...]
+
+
+class _Op:
+    """A layer with explicit state; ``run`` consumes its state tensors from ``states``."""
+
+    specs: list[StateSpec] = []
+
+    def run(self, x: torch.Tensor, states: tp.Iterator[torch.Tensor] | None, out: States,
+            tail: bool) -> torch.Tensor:
+        """``states`` None: the first call (initial padding); ``tail``: the end of the signal."""
+        raise NotImplementedError
+
+
+class _Pointwise(_Op):
+    def __init__(self, module: nn.Module):
+        self.module, self.specs = module, []
+
+    def run(self, x, states, out, tail):  # type: ignore[no-untyped-def]
+        return self.module(x)
+
+
+class _Conv(_Op):
+    """Causal conv: state = the last ``keep`` samples of its (padded) input, [B, C_in, keep]."""
+
+    def __init__(self, layer: StreamableConv1d, name: str):
+        if not layer.causal:
+            raise ValueError("streaming needs causal convolutions")
+        if not isinstance(layer.conv.norm, nn.Identity):
+            raise ValueError("streaming does not support normalisation over time (time_group_norm)")
+        conv = layer.conv.conv
+        if getattr(conv, "groups", 1) != 1:
+            raise ValueError("unsupported convolution (groups)")
+        if layer.pad_mode not in ("reflect", "constant", "replicate"):
+            raise ValueError(f"pad mode {layer.pad_mode!r} cannot be streamed")
+        self.weight = conv.weight.detach().clone()
+        self.bias = None if conv.bias is None else conv.bias.detach().clone()
+        self.dilation = int(conv.dilation[0])
+        self.k, self.s, self.P, self.mode = layer.kernel_size, layer.stride, layer.padding_total, layer.pad_mode
+        # The end-of-signal reflection needs up to s - 1 samples before the tail.
+        self.keep = max(self.P, self.s - 1)
+        self.specs = [StateSpec(name, (int(self.weight.shape[1]), self.keep))] if self.keep else []
+
+    def run(self, x, states, out, tail):  # type: ignore[no-untyped-def]
+        if states is None:
+            buf = pad1d(x, (self.P, 0), self.mode)
+        elif self.keep:
+            buf = torch.cat([next(states), x], dim=-1)
+        else:
+            buf = x
+        if self.keep:
+            out.append(buf[..., buf.shape[-1] - self.keep:])
+        if tail:
+            extra = (-x.shape[-1]) % self.s
+            if extra:
+                buf = pad1d(buf, (0, extra), self.mode)
+        if self.keep > self.P:
+            buf = buf[..., self.keep - self.P:] if states is not None else buf
+        if buf.shape[-1] < self.k:
+            return buf.new_zeros(buf.shape[0], self.weight.shape[0], 0)
+        return F.conv1d(buf, self.weight, self.bias, self.s, 0, self.dilation)
+
+
+class _ConvTr(_Op):
+    """Causal transposed conv: state = the ``k - s`` partial sums (no bias) overlapping the next frame."""
+
+    def __init__(self, layer: StreamableConvTranspose1d, name: str):
+        if not layer.causal:
+            raise ValueError("streaming needs causal transposed convolutions")
+        if not isinstance(layer.convtr.norm, nn.Identity):
+            raise ValueError("streaming does not support normalisation over time (time_group_norm)")
+        conv = layer.convtr.convtr
+        self.weight = conv.weight.detach().clone()
+        self.bias = None if conv.bias is None else conv.bias.detach().clone().view(1, -1, 1)
+        self.k, self.s = layer.kernel_size, layer.stride
+        self.m = self.k - self.s
+        self.specs = [StateSpec(name, (int(self.weight.shape[1]), self.m))] if self.m else []
+
+    def run(self, x, states, out, tail):  # type: ignore[no-untyped-def]
+        y = F.conv_transpose1d(x, self.weight, None, self.s)  # [B, C_out, (n - 1) * s + k]
+        done = x.shape[-1] * self.s
+        if self.m:
+            if states is not None:
+                y = torch.cat([y[..., :self.m] + next(states), y[..., self.m:]], dim=-1)
+            out.append(y[..., done:])
+        y = y[..., :done]
+        return y + self.bias if self.bias is not None else y
+
+
+class _LSTM(_Op):
+    """LSTM with skip; state ``h`` and ``c`` as [B, layers, H] (batch first, unlike nn.LSTM)."""
+
+    def __init__(self, layer: StreamableLSTM, name: str, native: bool):
+        self.lstm, self.skip, self.native = layer.lstm, layer.skip, native
+        if self.lstm.bidirectional or self.lstm.batch_first:
+            raise ValueError("streaming needs a unidirectional, time-first LSTM")
+        shape = (self.lstm.num_layers, self.lstm.hidden_size)
+        self.specs = [StateSpec(f"{name}.h", shape), StateSpec(f"{name}.c", shape)]
+
+    def run(self, x, states, out, tail):  # type: ignore[no-untyped-def]
+        xt = x.permute(2, 0, 1)  # [T, B, C]
+        if states is None:
+            zeros = x.new_zeros(self.lstm.num_layers, x.shape[0], self.lstm.hidden_size)
+            hc = (zeros, zeros)
+        else:
+            hc = (next(states).transpose(0, 1).contiguous(), next(states).transpose(0, 1).contiguous())
+        if self.native and xt.device.type == "cpu" and torch.backends.mkldnn.enabled \
+                and not torch.jit.is_tracing():
+            torch.backends.mkldnn.enabled = False  # PyTorch's native kernel (see streaming.py)
+            try:
+                y, (h, c) = self.lstm(xt, hc)
+            finally:
+                torch.backends.mkldnn.enabled = True
+        else:
+            y, (h, c) = self.lstm(xt, hc)
+        out += [h.transpose(0, 1), c.transpose(0, 1)]
+        if self.skip:
+            y = y + xt
+        return y.permute(1, 2, 0)
+
+
+class _Seq(_Op):
+    def __init__(self, ops: list[_Op]):
+        self.ops = ops
+        self.specs = [spec for op in ops for spec in op.specs]
+
+    def run(self, x, states, out, tail):  # type: ignore[no-untyped-def]
+        for op in self.ops:
+            x = op.run(x, states, out, tail)
+        return x
+
+
+class _Res(_Op):
+    """``shortcut(x) + block(x)``: both branches emit the same steps once warmed up."""
+
+    def __init__(self, short: _Op, block: _Op):
+        self.short, self.block = short, block
+        self.specs = short.specs + block.specs
+
+    def run(self, x, states, out, tail):  # type: ignore[no-untyped-def]
+        a = self.short.run(x, states, out, tail)
+        b = self.block.run(x, states, out, tail)
+        return a + b
+
+
+def _build(module: nn.Module, name: str, native_lstm: bool) -> _Op:
+    if isinstance(module, (SEANetEncoder, SEANetDecoder)):
+        return _build(module.model, name, native_lstm)
+    if isinstance(module, nn.Sequential):
+        return _Seq([_build(m, f"{name}.{i}", native_lstm) for i, m in enumerate(module)])
+    if isinstance(module, StreamableConv1d):
+        return _Conv(module, name)
+    if isinstance(module, StreamableConvTranspose1d):
+        return _ConvTr(module, name)
+    if isinstance(module, StreamableLSTM):
+        return _LSTM(module, name, native_lstm)
+    if isinstance(module, SEANetResnetBlock):
+        return _Res(_build(module.shortcut, f"{name}.shortcut", native_lstm),
+                    _build(module.block, f"{name}.block", native_lstm))
+    if isinstance(module, _POINTWISE):
+        return _Pointwise(module)
+    raise ValueError(f"cannot stream layer {type(module).__name__}")
+
+
+def _warmup(op: _Op, rate: float) -> tuple[int, float]:
+    """(frames needed before ``op``'s first output is final, its output rate), ``rate`` =
+    input steps per frame: a reflect-padded conv needs P + 1 input steps in its first call."""
+    if isinstance(op, _Seq):
+        need = 1
+        for sub in op.ops:
+            n, rate = _warmup(sub, rate)
+            need = max(need, n)
+        return need, rate
+    if isinstance(op, _Res):
+        a, rate_a = _warmup(op.short, rate)
+        b, _ = _warmup(op.block, rate)
+        return max(a, b), rate_a
+    if isinstance(op, _Conv):
+        need = -(-(op.P + 1) // rate) if op.mode == "reflect" and op.P else 1
+        return int(need), rate / op.s
+    if isinstance(op, _ConvTr):
+        return 1, rate * op.s
+    return 1, rate
+
+
+def _walk(op: _Op) -> tp.Iterator[_Op]:
+    yield op
+    children = op.ops if isinstance(op, _Seq) else [op.short, op.block] if isinstance(op, _Res) else []
+    for child in children:
+        yield from _walk(child)
+
+
+def check_streamable_model(model: EncodecModel) -> None:
+    """Raise ValueError unless ``model`` can be streamed (causal, one segment, no renormalising)."""
+    if not model.config.causal:
+        raise ValueError(f"model {model.name!r} is not causal: streaming needs a causal model "
+                         "(e.g. encodec_24khz); non-causal convolutions look into the future")
+    if model.segment_length is not None or model.normalize:
+        raise ValueError(f"model {model.name!r} segments or renormalises its input; "
+                         "streaming needs a single-segment, unnormalised causal model")
+
+
+class _StepBase(nn.Module):
+    """Common part of the encoder and decoder steps (weights copied, weight norm folded)."""
+
+    def __init__(self, model: EncodecModel, net: nn.Module, prefix: str, native_lstm: bool, in_rate: int):
+        super().__init__()
+        check_streamable_model(model)
+        with torch.no_grad():
+            self._net = _build(net, prefix, native_lstm)
+        self.hop_length = model.hop_length
+        self.sample_rate = model.sample_rate
+        self.channels = model.channels
+        self.warmup_frames = _warmup(self._net, in_rate)[0]
+        # Registered so that ``to()``, tracing and ONNX export see the LSTM weights.
+        self._lstms = nn.ModuleList(op.lstm for op in _walk(self._net) if isinstance(op, _LSTM))
+
+    def state_specs(self) -> list[StateSpec]:
+        """Name and per-row shape of every state tensor, in the order ``forward`` takes them."""
+        return list(self._net.specs)
+
+    def _run(self, x: torch.Tensor, states: tp.Sequence[torch.Tensor] | None, tail: bool = False
+             ) -> tuple[torch.Tensor, States]:
+        if states is not None and len(states) != len(self._net.specs):
+            raise ValueError(f"expected {len(self._net.specs)} state tensors, got {len(states)}")
+        out: States = []
+        y = self._net.run(x, None if states is None else iter(states), out, tail)
+        return y, out
+
+
+class EncoderStep(_StepBase):
+    """Audio frames [B, C, n * hop] + state -> codes [B, K, n] + new state (K fixed when built).
+
+    ``native_lstm`` False (default): oneDNN LSTM as ``model.encode`` (codes bit-exact at batch 1).
+    """
+
+    def __init__(self, model: EncodecModel, native_lstm: bool = False):
+        super().__init__(model, model.encoder, "encoder", native_lstm, model.hop_length)
+        self.quantizer = model.quantizer
+        self.num_codebooks = model.num_codebooks()
+
+    def _codes(self, emb: torch.Tensor) -> torch.Tensor:
+        return self.quantizer.encode(emb, self.num_codebooks)
+
+    def _check(self, x: torch.Tensor, frames: int | None) -> None:
+        if x.dim() != 3 or x.shape[1] != self.channels:
+            raise ValueError(f"expected audio [B, {self.channels}, n], got {tuple(x.shape)}")
+        if frames is not None and x.shape[-1] != frames * self.hop_length:
+            raise ValueError(f"expected {frames} frame(s) of {self.hop_length} samples, got {x.shape[-1]}")
+
+    def start(self, x: torch.Tensor) -> tuple[torch.Tensor, States]:
+        """The first ``warmup_frames`` frames x [B, C, W * hop] -> (codes [B, K, W], state)."""
+        self._check(x, self.warmup_frames)
+        emb, state = self._run(x, None)
+        return self._codes(emb), state
+
+    def forward(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Whole frames x [B, C, n * hop] after ``start`` -> (codes [B, K, n], *new_state)."""
+        if x.shape[-1] % self.hop_length:
+            raise ValueError(f"expected whole frames of {self.hop_length} samples, got {x.shape[-1]}")
+        emb, new = self._run(x, state)
+        return (self._codes(emb), *new)
+
+    def finish(self, tail: torch.Tensor, state: tp.Sequence[torch.Tensor]) -> torch.Tensor:
+        """The end of a stream: tail [B, C, r], 0 < r < hop, after ``start`` -> codes [B, K, 1]
+        of the last, partial frame, padded as the offline encoder pads the end of a signal."""
+        if not 0 < tail.shape[-1] < self.hop_length:
+            raise ValueError(f"a tail has 1 to {self.hop_length - 1} samples, got {tail.shape[-1]}")
+        emb, _ = self._run(tail, state, tail=True)
+        return self._codes(emb)
+
+
+class DecoderStep(_StepBase):
+    """Codes [B, K, n] + state -> audio [B, C, n * hop] + new state.
+
+    ``native_lstm`` True (default, as :class:`~opencodec.streaming.StreamingDecoder`):
+    PyTorch's native LSTM kernel, ~1e-7 from the offline (oneDNN) decoder.
+    """
+
+    def __init__(self, model: EncodecModel, native_lstm: bool = True):
+        super().__init__(model, model.decoder, "decoder", native_lstm, 1)
+        self.quantizer = model.quantizer
+
+    def _check(self, codes: torch.Tensor, frames: int | None) -> None:
+        if codes.dim() != 3:
+            raise ValueError(f"expected codes [B, K, n], got {tuple(codes.shape)}")
+        if frames is not None and codes.shape[-1] != frames:
+            raise ValueError(f"expected {frames} code frame(s), got {codes.shape[-1]}")
+
+    def start(self, codes: torch.Tensor) -> tuple[torch.Tensor, States]:
+        """The first ``warmup_frames`` code frames [B, K, W] -> (audio [B, C, W * hop], state).
+        Fewer frames give the offline decoding of a stream that short (its state is then unusable)."""
+        self._check(codes, None)
+        return self._run(self.quantizer.decode(codes), None)
+
+    def forward(self, codes: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Code frames [B, K, n] after ``start`` -> (audio [B, C, n * hop], *new_state)."""
+        y, new = self._run(self.quantizer.decode(codes), state)
+        return (y, *new)
