@@ -468,15 +468,20 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
         model.load_state_dict(ckpt["model"])
         disc.load_state_dict(ckpt["disc"])
-        opt_g.load_state_dict(ckpt["opt_g"])
-        opt_d.load_state_dict(ckpt["opt_d"])
+        # A compact campaign state (train/campaign.py) may lack the optimisers' moments
+        # (resumed fresh) or the EMA copy (restarted from the generator).
+        for name, opt in (("opt_g", opt_g), ("opt_d", opt_d)):
+            if name in ckpt:
+                opt.load_state_dict(ckpt[name])
         balancer.load_state_dict(ckpt["balancer"])
-        if ema_model is not None and "ema" in ckpt:
-            ema_model.load_state_dict(ckpt["ema"])
+        if ema_model is not None:
+            ema_model.load_state_dict(ckpt["ema"] if "ema" in ckpt else model.state_dict())
         step = int(ckpt["step"])
         _set_rng_state(ckpt["rng"])
         if info.is_main:
-            print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
+            fresh = [k for k in ("opt_g", "opt_d", "ema") if k not in ckpt]
+            print(f"resumed from {ckpt_path} at step {step}" + (f" ({', '.join(fresh)} fresh)" if fresh else ""),
+                  file=sys.stderr)
 
     log_cfg = cfg.get("log", {})
     writer = None
