@@ -479,7 +479,8 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         step = int(ckpt["step"])
         _set_rng_state(ckpt["rng"])
         if info.is_main:
-            fresh = [k for k in ("opt_g", "opt_d", "ema") if k not in ckpt]
+            fresh = [k for k in ("opt_g", "opt_d") if k not in ckpt] + (
+                ["ema"] if ema_model is not None and "ema" not in ckpt else [])
             print(f"resumed from {ckpt_path} at step {step}" + (f" ({', '.join(fresh)} fresh)" if fresh else ""),
                   file=sys.stderr)
 
