@@ -170,6 +170,30 @@ def _batches(base: tp.Any, shard: GlobalBatchShard, local_batch: int, steps_per_
             step += 1
 
 
+def _device_corpus(cfg: dict, model: EncodecModel, device: torch.device) -> tp.Any:
+    """``data.loader: device``: the training corpus decoded once into device (or pinned,
+    ``data.device_storage: pinned``) memory, batches augmented there (``device_data.py``)."""
+    from .device_data import DeviceCorpus
+
+    data = cfg["data"]
+    corpus = DeviceCorpus(data["train"], model.sample_rate, model.channels, data.get("segment_seconds", 1.0), device,
+                          seed=int(cfg.get("seed", 0)), storage=data.get("device_storage", "device"),
+                          **data.get("augment", {}))
+    print(f"data.loader=device: {corpus.hours:.2f} h decoded into {corpus.audio.device} memory "
+          f"({corpus.audio.numel() * 2 / 2**20:.0f} MiB)", file=sys.stderr)
+    return corpus
+
+
+def _device_batches(corpus: tp.Any, start_step: int, local_batch: int, info: distributed.DistInfo
+                    ) -> tp.Iterator[torch.Tensor]:
+    """This rank's slice of each step's global batch, drawn on the device, from ``start_step`` on."""
+    step = start_step
+    while True:
+        batch = corpus.batch(step, local_batch * info.world_size)
+        yield batch[info.rank * local_batch: (info.rank + 1) * local_batch]
+        step += 1
+
+
 def _valid_items(cfg: dict, model: EncodecModel) -> list[torch.Tensor]:
     """Fixed held-out clips [1, C, T] (at most ``valid.items`` of ``valid.seconds``)."""
     from ..data.dataset import EvalDataset
@@ -441,7 +465,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         ema_model.requires_grad_(False)
 
     if cfg.get("compile", False):
-        compile_models(model, disc)
+        compile_models(model, disc, cfg["compile"] if isinstance(cfg["compile"], str) else "inductor")
     trainer: nn.Module = TrainerModule(model)
     disc_run: nn.Module = disc
     if info.enabled:
@@ -456,7 +480,13 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
     local_batch = batch_size // info.world_size
     total_steps = int(optim.get("steps", 1000))
     steps_per_epoch = int(optim.get("steps_per_epoch", 1000))
-    base, shard = _train_dataset(cfg, model, info, local_batch, steps_per_epoch)
+    loader = cfg["data"].get("loader", "workers")
+    if loader not in ("workers", "device"):
+        raise ValueError(f"data.loader: expected 'workers' or 'device', got {loader!r}")
+    if loader == "workers":
+        base, shard = _train_dataset(cfg, model, info, local_batch, steps_per_epoch)
+    else:
+        corpus = _device_corpus(cfg, model, device)
     valid_items = _valid_items(cfg, model) if info.is_main else []
     valid_bws = cfg.get("valid", {}).get("bandwidths") or sorted({model.target_bandwidths[0],
                                                                   model.target_bandwidths[-1]})
@@ -536,8 +566,8 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
 
     # 5. the loop
     stop = total_steps if max_steps is None else min(total_steps, step + max_steps)
-    batches = _batches(base, shard, local_batch, steps_per_epoch, step,
-                       int(cfg.get("data", {}).get("num_workers", 0)))
+    batches = (_batches(base, shard, local_batch, steps_per_epoch, step, int(cfg["data"].get("num_workers", 0)))
+               if loader == "workers" else _device_batches(corpus, step, local_batch, info))
     bandwidths = [float(b) for b in cfg.get("bandwidths", model.target_bandwidths)]
     disc_prob = float(adv.get("disc_prob", 2 / 3))
     # Steps without quantisation at the start; k-means then initialises the codebooks on

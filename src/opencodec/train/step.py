@@ -8,8 +8,8 @@ Levers (config keys; each default keeps the plain float32 eager path):
 * ``amp: bf16`` -- the generator and the discriminator run under bf16 autocast; the
   waveform/mel losses, the adversarial losses' reductions and the quantiser (nearest
   neighbours, EMA statistics; ``rvq.py``) stay in float32.
-* ``compile: true`` -- ``torch.compile`` of the encoder, the decoder and every
-  discriminator scale, in place (``Module.compile``: state-dict keys unchanged).
+* ``compile: true`` (or a backend name) -- ``torch.compile`` of the encoder, the decoder
+  and every discriminator scale, in place (``Module.compile``: state-dict keys unchanged).
 * ``optim.fused: auto|true|false`` -- fused Adam (one kernel for all parameters) where
   the device supports it (``auto``: on CUDA).
 * ``optim.lr_scale: none|sqrt|linear`` with ``optim.lr_reference_batch`` -- large-batch
@@ -77,13 +77,14 @@ def make_adam(params: tp.Iterable[nn.Parameter], lr: float, betas: tuple[float, 
     return torch.optim.Adam(params, lr=lr, betas=betas, fused=use_fused or None)
 
 
-def compile_models(model: EncodecModel, disc: nn.Module) -> None:
-    """``torch.compile`` the encoder, the decoder and each discriminator scale in place.
-    The quantiser stays eager: its k-means and dead-code replacement branch on data."""
-    model.encoder.compile()
-    model.decoder.compile()
+def compile_models(model: EncodecModel, disc: nn.Module, backend: str = "inductor") -> None:
+    """``torch.compile`` the encoder, the decoder and each discriminator scale in place
+    (``backend``: ``inductor``, or e.g. ``aot_eager`` to check tracing without code
+    generation). The quantiser stays eager: its k-means and dead-code replacement branch on data."""
+    model.encoder.compile(backend=backend)
+    model.decoder.compile(backend=backend)
     for scale in getattr(disc, "discriminators", [disc]):
-        scale.compile()
+        scale.compile(backend=backend)
 
 
 def autocast_for(amp: str, device: torch.device) -> tp.Callable[[], contextlib.AbstractContextManager]:
