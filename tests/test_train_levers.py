@@ -92,3 +92,17 @@ def test_metric_accumulator_means() -> None:
     acc.add({"a": torch.tensor(3.0)})
     assert acc.means() == {"a": 2.0, "b": 4.0}
     assert acc.means() == {}
+
+
+@pytest.mark.slow
+def test_compiled_models_train_like_eager(tmp_path: Path) -> None:
+    """``compile`` traces encoder, decoder and discriminator scales (aot_eager: dynamo and
+    autograd tracing without inductor's code generation, ~20 s here) and trains as eager does."""
+    train_m, valid_m = _corpus(tmp_path / "data")
+    cfg = _config(train_m, valid_m, steps=3)
+    cfg["adversarial"]["start_step"] = 1
+    train(cfg, tmp_path / "eager", progress=False)
+    train({**cfg, "compile": "aot_eager"}, tmp_path / "compiled", progress=False)
+    eager, compiled = _losses(tmp_path / "eager", "train/mel"), _losses(tmp_path / "compiled", "train/mel")
+    assert sorted(compiled) == [1, 2, 3]
+    assert [compiled[k] for k in sorted(compiled)] == pytest.approx([eager[k] for k in sorted(eager)], rel=1e-4)
