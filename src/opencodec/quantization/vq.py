@@ -156,8 +156,8 @@ class EuclideanCodebook(nn.Module):
         if self.threshold_ema_dead_code <= 0:
             return
         dead = self.cluster_size < self.threshold_ema_dead_code
-        if not bool(dead.any()):
-            return
+        # Candidates are drawn every step and used only where an entry is dead: no host
+        # synchronisation to ask whether any is (a training step stays asynchronous on a GPU).
         new = _sample_vectors(self._gather(x), self.codebook_size)
         self.embed.copy_(torch.where(dead[:, None], new, self.embed))
         # Restart the statistics of replaced entries from the new vector (count 1),
