@@ -20,9 +20,13 @@
 #                 a     no adversary
 #                 b     MS-STFT discriminator with the balancer (the paper's recipe)
 #                 c     the adversary without the balancer (weighted sum of the losses)
-#               b and c start the adversary at the run's first step, with DISC_WARMUP
+#               b and c start the adversary (32 filters) at the run's first step, with DISC_WARMUP
 #               steps of discriminator alone on the frozen generator (default 300) and
 #               the discriminator's rate LR_DISC (default 1e-4)
+#   RECIPE      overrides before the arguments, for every variant (default stage 4's
+#               fine-tuning recipe of the bundled model: "losses.l1=0.1 mel_alpha=audiocraft
+#               quantizer.warmup_steps=0 quantizer.threshold_ema_dead_code=0"; set it
+#               empty to train the config as it is)
 #   STEPS       if set, every variant trains to this many steps (equal compute in
 #               generator updates), still within MINUTES
 #   MAX_STATE_MB  budget of each variant's packed state (default 30 / number of variants;
@@ -40,6 +44,7 @@ CONFIG=${CONFIG:-configs/opencodec_cpu_24khz.yaml}; STATE=${STATE:-docs/training
 INIT_FROM=${INIT_FROM-src/opencodec/weights/opencodec_24khz.safetensors}  # set empty: a fresh model
 VARIANTS=${VARIANTS:-main}; DEVICE=${DEVICE:-cuda}; WORKERS=${WORKERS:-12}; WORK=${WORK:-/tmp/campaign}
 DISC_WARMUP=${DISC_WARMUP:-300}; LR_DISC=${LR_DISC:-1e-4}
+RECIPE=${RECIPE-losses.l1=0.1 mel_alpha=audiocraft quantizer.warmup_steps=0 quantizer.threshold_ema_dead_code=0}
 n_variants=$(wc -w <<<"$VARIANTS")
 MAX_STATE_MB=${MAX_STATE_MB:-$(python3 -c "print(30 / $n_variants)")}
 source scripts/device/setup.sh
@@ -50,7 +55,7 @@ common=(device="$DEVICE" max_minutes="$minutes"
   "data.augment.noise_manifests=[$WORK/corpus/manifests/train_noise.jsonl]" data.num_workers="$WORKERS"
   log.tensorboard=false)
 [ -n "${STEPS:-}" ] && common+=(optim.steps="$STEPS")
-adversary="adversarial.enabled=true adversarial.start_step=0 adversarial.disc_warmup_steps=$DISC_WARMUP optim.lr_disc=$LR_DISC"
+adversary="adversarial.enabled=true adversarial.start_step=0 adversarial.filters=32 adversarial.disc_warmup_steps=$DISC_WARMUP optim.lr_disc=$LR_DISC"
 declare -A extra=(
   [main]=""
   [a]="adversarial.enabled=false"
@@ -68,7 +73,7 @@ for v in $VARIANTS; do
     [ -n "$INIT_FROM" ] && start=(init_from="$INIT_FROM")
   fi
   # shellcheck disable=SC2086
-  python3 -m opencodec.train "$CONFIG" "${common[@]}" "${start[@]}" ${extra[$v]} "$@" \
+  python3 -m opencodec.train "$CONFIG" "${common[@]}" "${start[@]}" $RECIPE ${extra[$v]} "$@" \
     --run-dir "$run" --no-progress >"$WORK/train_$v.log" 2>&1 &
 done
 wait
