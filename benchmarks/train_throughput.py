@@ -40,7 +40,7 @@ from opencodec.train.balancer import Balancer  # noqa: E402
 from opencodec.train.discriminator import MultiScaleSTFTDiscriminator  # noqa: E402
 from opencodec.train.solver import build_mel_loss, load_config  # noqa: E402
 from opencodec.train.step import (StepParts, TrainerModule, autocast_for, compile_models,  # noqa: E402
-                                  discriminator_step, generator_step, make_adam)
+                                  configure_backends, discriminator_step, generator_step, make_adam)
 
 CONFIGS = {"bundled": ROOT / "configs/opencodec_cpu_24khz.yaml", "paper": ROOT / "configs/opencodec_24khz.yaml"}
 # Dense peaks in TFLOP/s (NVIDIA datasheets, SXM parts; the H200 is the H100's chip with more
@@ -152,16 +152,20 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--cudnn-benchmark", action="store_true", help="the trainer's cudnn_benchmark key")
+    parser.add_argument("--tf32", action="store_true", help="the trainer's tf32 key (float32 matmuls as TF32)")
     parser.add_argument("--tiny", action="store_true", help="a tiny model, batch 2, 0.5 s: a dry run of the script")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
+    configure_backends({"cudnn_benchmark": args.cudnn_benchmark, "tf32": args.tf32}, device)
     if args.tiny:
         args.batch, args.seconds, args.warmup, args.steps = 2, 0.5, 1, 2
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"device: {name}; torch {torch.__version__}; amp {args.amp}; compile {args.compile}; batch {args.batch} x "
+    print(f"device: {name}; torch {torch.__version__}; amp {args.amp}; compile {args.compile}; "
+          f"cudnn_benchmark {args.cudnn_benchmark}; tf32 {args.tf32}; batch {args.batch} x "
           f"{args.seconds:g} s; {args.steps} timed steps after {args.warmup}" + ("; TINY MODEL (dry run)" if args.tiny else ""))
     print("| config | adversary | audio s/s | step ms | GFLOP/step | TFLOP/s | % peak | peak memory GiB |")
     print("|---|---|---|---|---|---|---|---|")

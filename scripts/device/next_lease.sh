@@ -14,9 +14,9 @@ LEASE_SECONDS=${LEASE_SECONDS:-540}; BENCH_SECONDS=${BENCH_SECONDS:-150}; BENCH_
 export VARIANTS=${VARIANTS:-a b c}
 source scripts/device/setup.sh
 # shellcheck disable=SC2086
-{ timeout "$BENCH_SECONDS" python3 benchmarks/train_throughput.py --amp bf16 --batch 64 --steps 10 --warmup 3 $BENCH_ARGS
+{ timeout "$BENCH_SECONDS" python3 benchmarks/train_throughput.py --amp bf16 --batch 64 --steps 10 --warmup 3 --cudnn-benchmark $BENCH_ARGS
   timeout "$BENCH_SECONDS" python3 benchmarks/train_throughput.py --amp bf16 --batch 64 --steps 10 --warmup 3 \
-    --compile --configs bundled $BENCH_ARGS || echo "compiled benchmark: exit $? (124: over $BENCH_SECONDS s)"
+    --cudnn-benchmark --compile --configs bundled $BENCH_ARGS || echo "compiled benchmark: exit $? (124: over $BENCH_SECONDS s)"
 } 2>&1 | tee "$OUT/benchmark.md"
 minutes=$(python3 -c "print(round(max(0.2, ($LEASE_SECONDS - $SECONDS - 120) / 60), 2))")
 echo "== campaign: $minutes minutes of training for $VARIANTS"

@@ -53,8 +53,8 @@ from . import distributed
 from .balancer import Balancer
 from .discriminator import MultiScaleSTFTDiscriminator
 from .losses import MultiScaleMelLoss, audiocraft_alphas, mel_distance, si_snr
-from .step import (MetricAccumulator, StepParts, TrainerModule, autocast_for, compile_models, discriminator_step,
-                   frozen_generator_output, generator_step, make_adam, scaled_learning_rate)
+from .step import (MetricAccumulator, StepParts, TrainerModule, autocast_for, compile_models, configure_backends,
+                   discriminator_step, frozen_generator_output, generator_step, make_adam, scaled_learning_rate)
 
 CHECKPOINT = "checkpoint.pt"
 EXPORT = "model.safetensors"
@@ -464,6 +464,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
     if ema_model is not None:
         ema_model.requires_grad_(False)
 
+    configure_backends(cfg, device)
     if cfg.get("compile", False):
         compile_models(model, disc, cfg["compile"] if isinstance(cfg["compile"], str) else "inductor")
     trainer: nn.Module = TrainerModule(model)

@@ -21,6 +21,12 @@ Levers (config keys; each default keeps the plain float32 eager path):
 * The discriminator sees real and decoded audio as one batch (one STFT and one conv
   stack per scale instead of two), and the generator step runs the bare discriminator
   with its parameters frozen (no weight gradients computed, no DDP all-reduce for them).
+  The five scales are not merged into one call: their windows differ, and so do their
+  frame and bin counts.
+* ``cudnn_benchmark: true`` -- cuDNN picks the fastest convolution algorithms for the
+  fixed training shapes (CUDA; nondeterministic choice, so off by default);
+  ``tf32: true`` -- float32 matrix products as TF32 on CUDA (convolutions already are,
+  PyTorch's default).
 """
 
 from __future__ import annotations
@@ -38,7 +44,8 @@ from .losses import (MultiScaleMelLoss, discriminator_hinge_loss, generator_hing
                      relative_feature_matching_loss, waveform_l1)
 
 __all__ = ["TrainerModule", "StepParts", "generator_step", "discriminator_step", "frozen_generator_output",
-           "scaled_learning_rate", "make_adam", "compile_models", "autocast_for", "MetricAccumulator"]
+           "scaled_learning_rate", "make_adam", "compile_models", "configure_backends", "autocast_for",
+           "MetricAccumulator"]
 
 
 class TrainerModule(nn.Module):
@@ -85,6 +92,13 @@ def compile_models(model: EncodecModel, disc: nn.Module, backend: str = "inducto
     model.decoder.compile(backend=backend)
     for scale in getattr(disc, "discriminators", [disc]):
         scale.compile(backend=backend)
+
+
+def configure_backends(cfg: dict, device: torch.device) -> None:
+    """Apply the ``cudnn_benchmark`` and ``tf32`` keys (CUDA only; both default off)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = bool(cfg.get("cudnn_benchmark", False))
+        torch.backends.cuda.matmul.allow_tf32 = bool(cfg.get("tf32", False))
 
 
 def autocast_for(amp: str, device: torch.device) -> tp.Callable[[], contextlib.AbstractContextManager]:
