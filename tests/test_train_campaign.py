@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from opencodec.train.campaign import compact_state, main, pack, read_parts, unpack, write_parts
+from opencodec.train.campaign import compact_state, expand_state, main, pack, read_parts, unpack, write_parts
 from opencodec.train.solver import train
 from test_train_solver import _config, _corpus  # tests/ is on sys.path (conftest.py)
 
@@ -38,6 +38,14 @@ def test_resume_from_compact_state_continues_training(tmp_path: Path) -> None:
     assert state["model"]["encoder.model.0.conv.conv.weight_v"].dtype == torch.float16
     moments = next(iter(state["opt_g"]["state"].values()))
     assert moments["exp_avg"].dtype == moments["exp_avg_sq"].dtype == torch.bfloat16
+    # the codebooks' EMA sums travel as entries and sizes, and come back to fp16 precision
+    original = torch.load(tmp_path / "first" / "checkpoint.pt", weights_only=True)["model"]
+    assert not any(k.endswith("embed_avg") for k in state["model"])
+    rebuilt = expand_state(state)["model"]
+    sums = [k for k in original if k.endswith("embed_avg")]
+    assert sums
+    for key in sums:
+        torch.testing.assert_close(rebuilt[key], original[key], rtol=5e-3, atol=1e-3 * float(original[key].abs().max()))
     unpack(tmp_path / "state", tmp_path / "second")
     _, resumed, _ = train(cfg, tmp_path / "second", progress=False, return_models=True)
     # it continued from step 3 (not from scratch) to step 6, close to the exact run

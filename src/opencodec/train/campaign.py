@@ -6,7 +6,9 @@ moments, EMA copy) of even the bundled 3.7 M-parameter model is ~75 MB, so betwe
 trainer's state travels compact:
 
 * generator and discriminator weights in float16 (a tensor whose values do not fit float16
-  stays float32: codebook EMA sums can exceed 65504);
+  stays float32); the codebooks' EMA sums (``embed_avg``) are left out and rebuilt from
+  the entries and their EMA sizes (``embed * smoothed size``, which the EMA update keeps
+  equal to ``embed_avg``);
 * Adam's moments (``exp_avg``, ``exp_avg_sq``) in bfloat16 (float32's range, 8-bit mantissa);
 * the EMA copy of the generator in float16;
 * balancer state, random states, step and config as they are.
@@ -51,6 +53,31 @@ def _half_weights(state: tp.Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
     return out
 
 
+EMBED_AVG, EMBED, CLUSTER_SIZE = "embed_avg", "embed", "cluster_size"
+CODEBOOK_EPSILON = 1e-5  # EuclideanCodebook's default Laplace smoothing
+
+
+def _without_embed_avg(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if not k.endswith("." + EMBED_AVG)}
+
+
+def _with_embed_avg(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rebuild every codebook's ``embed_avg`` [K, D] as ``embed * smoothed(cluster_size)``,
+    the relation ``EuclideanCodebook.update_`` maintains (entries replaced by dead-code
+    expiry since the last update are off by the smoothing, a factor ~1)."""
+    out = dict(state)
+    for key in state:
+        if key.endswith("." + CLUSTER_SIZE):
+            prefix = key[: -len(CLUSTER_SIZE)]
+            if prefix + EMBED_AVG in state or prefix + EMBED not in state:
+                continue
+            size = state[key].float()
+            n = size.sum()
+            smoothed = (size + CODEBOOK_EPSILON) / (n + len(size) * CODEBOOK_EPSILON) * n
+            out[prefix + EMBED_AVG] = state[prefix + EMBED].float() * smoothed[:, None]
+    return out
+
+
 def _bf16_moments(optim_state: dict) -> dict:
     """An optimiser state dict with its float tensors (Adam's moments) in bfloat16; the
     ``step`` counters and ``param_groups`` are kept as they are."""
@@ -69,11 +96,11 @@ def compact_state(ckpt: dict, max_bytes: int | None = None) -> tuple[dict, list[
     """The compact form of a trainer checkpoint, and the names of the parts left out for
     ``max_bytes`` (``model``, ``disc`` and the small fields are always kept)."""
     compact = {k: ckpt[k] for k in ("step", "rng", "balancer", "config") if k in ckpt}
-    compact["model"] = _half_weights(ckpt["model"])
+    compact["model"] = _half_weights(_without_embed_avg(ckpt["model"]))
     compact["disc"] = _half_weights(ckpt["disc"])
     compact["format"] = "opencodec-campaign-1"
     optional = [("opt_g", lambda: _bf16_moments(ckpt["opt_g"])), ("opt_d", lambda: _bf16_moments(ckpt["opt_d"])),
-                ("ema", lambda: _half_weights(ckpt["ema"]))]
+                ("ema", lambda: _half_weights(_without_embed_avg(ckpt["ema"])))]
     left_out = []
     for name, make in optional:
         if name not in ckpt:
@@ -100,7 +127,7 @@ def expand_state(compact: dict) -> dict:
     ckpt = {k: v for k, v in compact.items() if k != "format"}
     for name in ("model", "disc", "ema"):
         if name in ckpt:
-            ckpt[name] = _float_like(ckpt[name])
+            ckpt[name] = _with_embed_avg(_float_like(ckpt[name]))
     for name in ("opt_g", "opt_d"):
         if name in ckpt:
             ckpt[name] = {"state": {i: {k: v.float() if v.is_floating_point() and k != "step" else v
