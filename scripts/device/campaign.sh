@@ -29,8 +29,9 @@
 #               empty to train the config as it is)
 #   STEPS       if set, every variant trains to this many steps (equal compute in
 #               generator updates), still within MINUTES
-#   MAX_STATE_MB  budget of each variant's packed state (default 30 / number of variants;
-#               weights are always kept, then Adam moments and the EMA copy if they fit)
+#   MAX_STATE_MB  budget of each variant's packed state (default 33 / number of variants;
+#               weights are always kept, even over it, then Adam moments and the EMA copy
+#               if they fit)
 #   DEVICE (cuda), WORKERS (loader processes, 12), WORK (/tmp/campaign), SKIP_WHEELS=1
 #   where the wheels are installed (see scripts/device/setup.sh)
 # Writes $OUT/campaign.tar.partNN (join with cat; scripts/device/campaign_commit.sh files
@@ -46,7 +47,7 @@ VARIANTS=${VARIANTS:-main}; DEVICE=${DEVICE:-cuda}; WORKERS=${WORKERS:-12}; WORK
 DISC_WARMUP=${DISC_WARMUP:-300}; LR_DISC=${LR_DISC:-1e-4}
 RECIPE=${RECIPE-losses.l1=0.1 mel_alpha=audiocraft quantizer.warmup_steps=0 quantizer.threshold_ema_dead_code=0}
 n_variants=$(wc -w <<<"$VARIANTS")
-MAX_STATE_MB=${MAX_STATE_MB:-$(python3 -c "print(30 / $n_variants)")}
+MAX_STATE_MB=${MAX_STATE_MB:-$(python3 -c "print(33 / $n_variants)")}
 source scripts/device/setup.sh
 unpack_corpus "$WORK/corpus" || exit 1
 
