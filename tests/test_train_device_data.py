@@ -57,6 +57,12 @@ def test_segments_are_windows_of_the_files_and_depend_on_the_step(tmp_path: Path
         assert found
     assert torch.equal(corpus.batch(7, 4), batch)
     assert not torch.equal(corpus.batch(8, 4), batch)
+    host = DeviceCorpus([str(train_m)], SR, 1, 0.25, torch.device("cpu"), seed=3, augment=False, storage="pinned")
+    assert torch.equal(host.batch(7, 4), batch)  # same draws whichever memory holds the corpus
+    with pytest.raises(ValueError, match="device_storage"):
+        DeviceCorpus([str(train_m)], SR, 1, 0.25, torch.device("cpu"), storage="disk")
+    with pytest.raises(ValueError, match="reverb"):
+        DeviceCorpus([str(train_m)], SR, 1, 0.25, torch.device("cpu"), reverb=0.5)
 
 
 def test_gain_and_speech_plus_noise_at_the_drawn_snr(tmp_path: Path) -> None:
