@@ -5,7 +5,8 @@ For each config and each adversary setting, one row:
 * audio s/s -- seconds of training audio processed per second (batch x segment / step time);
 * TFLOP/s -- FLOPs of one step counted by ``torch.utils.flop_counter.FlopCounterMode``
   (matrix products and convolutions, forward and backward; STFTs and element-wise work
-  are not counted), times steps per second;
+  are not counted, nor, on CUDA, the cuDNN LSTM kernel: about 2 x 8 x D^2 FLOPs per frame
+  and layer, under 0.1% of a step here), times steps per second;
 * % peak -- that over the chip's dense peak for the precision used (table below; CUDA only);
 * peak memory -- ``torch.cuda.max_memory_allocated`` on a GPU, the process's peak RSS on
   the CPU.
