@@ -6,7 +6,7 @@ For each config and each adversary setting, one row:
 * TFLOP/s -- FLOPs of one step counted by ``torch.utils.flop_counter.FlopCounterMode``
   (matrix products and convolutions, forward and backward; STFTs and element-wise work
   are not counted, nor, on CUDA, the cuDNN LSTM kernel: about 2 x 8 x D^2 FLOPs per frame
-  and layer, under 0.1% of a step here), times steps per second;
+  and layer forward, about 0.1% of a step by that estimate), times steps per second;
 * % peak -- that over the chip's dense peak for the precision used (table below; CUDA only);
 * peak memory -- ``torch.cuda.max_memory_allocated`` on a GPU, the process's peak RSS on
   the CPU.
