@@ -93,6 +93,11 @@ class EuclideanCodebook(nn.Module):
         # gathered global batch and the EMA the summed statistics, so that every rank
         # (sharing the same random state) makes the same update as one process would.
         self.sync: CodebookSync | None = None
+        self._inited_seen = False
+
+    def _load_from_state_dict(self, *args: tp.Any, **kwargs: tp.Any) -> None:
+        self._inited_seen = False
+        super()._load_from_state_dict(*args, **kwargs)
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         """Nearest-entry indices [N] for vectors x [N, D]."""
@@ -115,7 +120,10 @@ class EuclideanCodebook(nn.Module):
     @torch.no_grad()
     def init_embed_(self, x: torch.Tensor) -> None:
         """k-means initialisation from vectors x [N, D] (once, on the global batch)."""
+        if self._inited_seen:  # no host sync once known (reset by load_state_dict)
+            return
         if bool(self.inited.item()):
+            self._inited_seen = True
             return
         embed, sizes = kmeans(self._gather(x).float(), self.codebook_size, self.kmeans_iters)
         # Keep the EMA state consistent (embed = embed_avg / cluster_size): the reference
@@ -125,6 +133,7 @@ class EuclideanCodebook(nn.Module):
         self.embed_avg.copy_(embed * sizes.to(embed.dtype)[:, None])
         self.cluster_size.copy_(sizes)
         self.inited.fill_(1.0)
+        self._inited_seen = True
 
     @torch.no_grad()
     def update_(self, x: torch.Tensor, indices: torch.Tensor) -> None:
@@ -147,8 +156,8 @@ class EuclideanCodebook(nn.Module):
         if self.threshold_ema_dead_code <= 0:
             return
         dead = self.cluster_size < self.threshold_ema_dead_code
-        if not bool(dead.any()):
-            return
+        # Candidates are drawn every step and used only where an entry is dead: no host
+        # synchronisation to ask whether any is (a training step stays asynchronous on a GPU).
         new = _sample_vectors(self._gather(x), self.codebook_size)
         self.embed.copy_(torch.where(dead[:, None], new, self.embed))
         # Restart the statistics of replaced entries from the new vector (count 1),

@@ -21,6 +21,10 @@ whatever the scale of its raw gradient. ``balance=False`` back-propagates the
 plain weighted sum ``G = sum_i lambda_i g_i`` instead (same as
 ``(sum_i lambda_i l_i).backward()``).
 
+The norms and their EMA stay on the loss's device as tensors (float64 sums), so a
+training step makes no host synchronisation; :meth:`balanced_gradient` returns its stats
+as 0-d tensors for the caller to read when it logs (:meth:`backward` returns floats).
+
 Losses that do not flow through ``y`` (e.g. the quantiser's commitment loss) must be
 back-propagated separately by the caller; ``backward`` keeps the graph alive
 (``retain_graph=True`` on the final call too), so calling ``commit.backward()``
@@ -60,26 +64,27 @@ class Balancer:
         self.per_batch_item = per_batch_item
         self.balance = balance
         self.eps = eps
-        self._ema_sum: dict[str, float] = {}
-        self._ema_count: dict[str, float] = {}
+        self._ema_sum: dict[str, torch.Tensor | float] = {}  # float64 tensors once updated
+        self._ema_count: dict[str, float] = {}  # deterministic: kept on the host
 
     # ------------------------------------------------------------------ norms and EMA
-    def grad_norm(self, grad: torch.Tensor) -> float:
-        """L2 norm of ``grad`` [B, ...]: per item then batch mean, or of the whole tensor."""
+    def grad_norm(self, grad: torch.Tensor) -> torch.Tensor:
+        """L2 norm (0-d tensor) of ``grad`` [B, ...]: per item then batch mean, or of the whole tensor."""
         if self.per_batch_item and grad.dim() > 1:
-            return grad.detach().flatten(1).norm(dim=1).mean().item()
-        return grad.detach().norm().item()
+            return grad.detach().flatten(1).norm(dim=1).mean()
+        return grad.detach().norm()
 
-    def _update_ema(self, name: str, value: float) -> float:
-        """Bias-corrected EMA update; returns the new average."""
+    def _update_ema(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        """Bias-corrected EMA update (float64, on ``value``'s device); returns the new average."""
         beta = self.ema_decay
-        self._ema_sum[name] = beta * self._ema_sum.get(name, 0.0) + value
+        previous = torch.as_tensor(self._ema_sum.get(name, 0.0), dtype=torch.float64, device=value.device)
+        self._ema_sum[name] = beta * previous + value.to(torch.float64)
         self._ema_count[name] = beta * self._ema_count.get(name, 0.0) + 1.0
         return self._ema_sum[name] / self._ema_count[name]
 
     def ema_norms(self) -> dict[str, float]:
         """Current bias-corrected EMA norm of each loss seen so far."""
-        return {k: self._ema_sum[k] / self._ema_count[k] for k in self._ema_sum}
+        return {k: float(self._ema_sum[k]) / self._ema_count[k] for k in self._ema_sum}
 
     # ------------------------------------------------------------------ backward
     def _gradients(self, losses: Mapping[str, torch.Tensor], output: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -95,13 +100,13 @@ class Balancer:
         return grads
 
     def balanced_gradient(self, losses: Mapping[str, torch.Tensor], output: torch.Tensor,
-                          reduce_norm: Callable[[float], float] | None = None
-                          ) -> tuple[torch.Tensor | None, dict[str, float]]:
+                          reduce_norm: Callable[[torch.Tensor], torch.Tensor] | None = None
+                          ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
         """The gradient to back-propagate from ``output`` [B, C, T], and logging stats.
 
         ``reduce_norm`` maps this process's norm to the value to use (distributed
         training passes the mean over ranks, so every rank keeps the same EMA).
-        Stats per loss ``name``: ``grad_norm/name`` (this step's raw gradient norm),
+        Stats (0-d tensors) per loss ``name``: ``grad_norm/name`` (this step's raw gradient norm),
         ``ema_norm/name`` (the EMA used), ``share/name`` (norm of this loss's component
         of the final gradient over the sum of those norms, ~``lambda_i / sum lambda``
         when balanced), and ``total_norm`` (norm of the returned gradient).
@@ -111,7 +116,7 @@ class Balancer:
         if not grads:
             return None, {}
         weight_sum = sum(self.weights[k] for k in grads)
-        stats: dict[str, float] = {}
+        stats: dict[str, torch.Tensor] = {}
         components: dict[str, torch.Tensor] = {}
         for name, grad in grads.items():
             norm = self.grad_norm(grad)
@@ -126,9 +131,9 @@ class Balancer:
                 scale = self.weights[name]
             components[name] = grad * scale
         comp_norms = {k: self.grad_norm(v) for k, v in components.items()}
-        comp_total = sum(comp_norms.values())
+        comp_total = torch.stack(list(comp_norms.values())).sum()
         for name, value in comp_norms.items():
-            stats[f"share/{name}"] = value / comp_total if comp_total > 0 else 0.0
+            stats[f"share/{name}"] = torch.where(comp_total > 0, value / comp_total, torch.zeros_like(value))
         out_grad = torch.stack(list(components.values())).sum(dim=0)
         stats["total_norm"] = self.grad_norm(out_grad)
         return out_grad, stats
@@ -139,17 +144,17 @@ class Balancer:
 
         ``retain_graph`` (default True) keeps the graph for a later ``backward`` of
         losses that share it (e.g. the commitment loss through the encoder).
-        Returns the stats of :meth:`balanced_gradient`.
+        Returns the stats of :meth:`balanced_gradient` as floats.
         """
         out_grad, stats = self.balanced_gradient(losses, output)
         if out_grad is not None:
             output.backward(out_grad, retain_graph=retain_graph)
-        return stats
+        return {k: float(v) for k, v in stats.items()}
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, dict[str, float]]:
-        """EMA state (plain floats) for exact resume."""
-        return {"ema_sum": dict(self._ema_sum), "ema_count": dict(self._ema_count)}
+        """EMA state (plain floats: the float64 sums round-trip exactly) for exact resume."""
+        return {"ema_sum": {k: float(v) for k, v in self._ema_sum.items()}, "ema_count": dict(self._ema_count)}
 
     def load_state_dict(self, state: Mapping[str, Mapping[str, float]]) -> None:
         """Restore the EMA state saved by :meth:`state_dict`."""

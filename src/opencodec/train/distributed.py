@@ -62,13 +62,13 @@ def attach_codebook_sync(model: torch.nn.Module) -> None:
             module.sync = sync
 
 
-def mean_over_ranks(value: float, device: torch.device) -> float:
-    """Average a Python float over ranks (identity for a single process)."""
+def mean_over_ranks(value: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Average a 0-d tensor over ranks (identity for a single process; no host sync)."""
     if not (dist.is_available() and dist.is_initialized()):
         return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
+    t = value.detach().to(device=device, dtype=torch.float64).reshape(1).clone()
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return float(t.item()) / dist.get_world_size()
+    return (t / dist.get_world_size()).reshape(()).to(value.dtype)
 
 
 def broadcast_object(obj: object) -> object:

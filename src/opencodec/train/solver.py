@@ -15,7 +15,11 @@ This file reads top to bottom, like nanoGPT's ``train.py``:
 5. the loop: per step the number of codebooks is drawn uniformly from the model's
    bandwidths (same on every rank), the generator is updated with the balanced
    time/mel/adversarial/feature losses plus the commitment loss (outside the balancer),
-   and the discriminator with probability ``adversarial.disc_prob``;
+   and the discriminator with probability ``adversarial.disc_prob`` (``step.py`` holds the
+   step and its throughput levers: bf16, compile, fused Adam, no host sync per step). The
+   adversary starts at ``adversarial.start_step``; its first ``adversarial.disc_warmup_steps``
+   train the discriminator alone on the frozen generator. ``optim.lr_disc`` sets the
+   discriminator's own rate, ``balancer.enabled: false`` sums the weighted losses instead;
 6. periodic validation on held-out audio (SI-SNR, mel distance, codebook usage, at each
    of a few bandwidths), TensorBoard logs, a ``metrics.jsonl`` log, checkpoints and an
    export of the generator to ``<run_dir>/model.safetensors`` that ``load_model`` reads.
@@ -49,8 +53,9 @@ from ..pretrained import load_model, save_model
 from . import distributed
 from .balancer import Balancer
 from .discriminator import MultiScaleSTFTDiscriminator
-from .losses import (MultiScaleMelLoss, audiocraft_alphas, discriminator_hinge_loss, generator_hinge_loss,
-                     mel_distance, relative_feature_matching_loss, si_snr, waveform_l1)
+from .losses import MultiScaleMelLoss, audiocraft_alphas, mel_distance, si_snr
+from .step import (MetricAccumulator, StepParts, TrainerModule, autocast_for, compile_models, configure_backends,
+                   discriminator_step, frozen_generator_output, generator_step, make_adam, scaled_learning_rate)
 
 CHECKPOINT = "checkpoint.pt"
 EXPORT = "model.safetensors"
@@ -166,6 +171,30 @@ def _batches(base: tp.Any, shard: GlobalBatchShard, local_batch: int, steps_per_
             step += 1
 
 
+def _device_corpus(cfg: dict, model: EncodecModel, device: torch.device) -> tp.Any:
+    """``data.loader: device``: the training corpus decoded once into device (or pinned,
+    ``data.device_storage: pinned``) memory, batches augmented there (``device_data.py``)."""
+    from .device_data import DeviceCorpus
+
+    data = cfg["data"]
+    corpus = DeviceCorpus(data["train"], model.sample_rate, model.channels, data.get("segment_seconds", 1.0), device,
+                          seed=int(cfg.get("seed", 0)), storage=data.get("device_storage", "device"),
+                          **data.get("augment", {}))
+    print(f"data.loader=device: {corpus.hours:.2f} h decoded into {corpus.audio.device} memory "
+          f"({corpus.audio.numel() * 2 / 2**20:.0f} MiB)", file=sys.stderr)
+    return corpus
+
+
+def _device_batches(corpus: tp.Any, start_step: int, local_batch: int, info: distributed.DistInfo
+                    ) -> tp.Iterator[torch.Tensor]:
+    """This rank's slice of each step's global batch, drawn on the device, from ``start_step`` on."""
+    step = start_step
+    while True:
+        batch = corpus.batch(step, local_batch * info.world_size)
+        yield batch[info.rank * local_batch: (info.rank + 1) * local_batch]
+        step += 1
+
+
 def _valid_items(cfg: dict, model: EncodecModel) -> list[torch.Tensor]:
     """Fixed held-out clips [1, C, T] (at most ``valid.items`` of ``valid.seconds``)."""
     from ..data.dataset import EvalDataset
@@ -260,19 +289,6 @@ def _set_rng_state(state: dict[str, tp.Any]) -> None:
 
 
 # -- 2. + 5. the run ------------------------------------------------------------------------------
-class _Trainer(nn.Module):
-    """Wraps ``train_forward`` so DistributedDataParallel sees it as ``forward``."""
-
-    def __init__(self, model: EncodecModel):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor, n_q: int, bypass: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        y, q = self.model.train_forward(x, n_q, bypass_quantizer=bypass)
-        return y, q.commitment_loss, q.codes
-
-
 def _build_model(cfg: dict) -> EncodecModel:
     init_from = cfg.get("init_from")
     if init_from:
@@ -382,10 +398,13 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
     """Run (or resume) training as configured; returns the run folder (and, with
     ``return_models``, also this process's generator and discriminator).
 
-    ``max_steps`` and ``max_minutes`` (wall clock) stop this invocation early, after a
-    validation, a checkpoint and an export (the run can be resumed later).
+    ``max_steps`` and ``max_minutes`` (wall clock; default the config's ``max_minutes``)
+    stop this invocation early, after a validation, a checkpoint and an export (the run
+    can be resumed later). The budget is checked every ``log.every`` steps.
     """
     started = time.monotonic()
+    if max_minutes is None and cfg.get("max_minutes") is not None:
+        max_minutes = float(cfg["max_minutes"])  # the config's wall-clock budget (campaign runs)
     info = distributed.init("cuda" if cfg.get("device", "auto") in ("auto", "cuda") and torch.cuda.is_available()
                             else "cpu")
     device = _device(cfg, info)
@@ -427,11 +446,16 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
                                        negative_slope=adv.get("negative_slope", 0.2)).to(device)
     optim = cfg.get("optim", {})
     betas = tuple(optim.get("betas", (0.5, 0.9)))
-    lr_g, lr_d = float(optim.get("lr", 3e-4)), float(optim.get("lr_disc", optim.get("lr", 3e-4)))
+    batch_size = int(optim.get("batch_size", 8))
+    # Rates hold at optim.lr_reference_batch and scale with the batch by optim.lr_scale (step.py).
+    lr_rule, lr_ref = str(optim.get("lr_scale", "none")), optim.get("lr_reference_batch")
+    lr_g = scaled_learning_rate(float(optim.get("lr", 3e-4)), batch_size, lr_rule, lr_ref)
+    lr_d = scaled_learning_rate(float(optim.get("lr_disc", optim.get("lr", 3e-4))), batch_size, lr_rule, lr_ref)
     schedule, min_lr_ratio = str(optim.get("schedule", "constant")), float(optim.get("min_lr_ratio", 0.0))
     learning_rate_at(0, lr_g, 1, schedule)  # a bad schedule name fails here, before any work
-    opt_g = torch.optim.Adam(model.parameters(), lr=lr_g, betas=betas)  # type: ignore[arg-type]
-    opt_d = torch.optim.Adam(disc.parameters(), lr=lr_d, betas=betas)  # type: ignore[arg-type]
+    fused = optim.get("fused", "auto")
+    opt_g = make_adam(model.parameters(), lr_g, betas, device, fused)  # type: ignore[arg-type]
+    opt_d = make_adam(disc.parameters(), lr_d, betas, device, fused)  # type: ignore[arg-type]
     losses_cfg = cfg.get("losses", {"l1": 0.1, "mel": 1.0, "adv": 3.0, "feat": 3.0, "commit": 1.0})
     weights = {k: float(losses_cfg.get(k, 0.0)) for k in ("l1", "mel", "adv", "feat")}
     if not use_adv:
@@ -445,7 +469,10 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
     if ema_model is not None:
         ema_model.requires_grad_(False)
 
-    trainer: nn.Module = _Trainer(model)
+    configure_backends(cfg, device)
+    if cfg.get("compile", False):
+        compile_models(model, disc, cfg["compile"] if isinstance(cfg["compile"], str) else "inductor")
+    trainer: nn.Module = TrainerModule(model)
     disc_run: nn.Module = disc
     if info.enabled:
         distributed.attach_codebook_sync(model)
@@ -454,13 +481,18 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         disc_run = torch.nn.parallel.DistributedDataParallel(disc, **ddp_kwargs)
 
     # 3. data
-    batch_size = int(optim.get("batch_size", 8))
     if batch_size % info.world_size:
         raise ValueError(f"optim.batch_size={batch_size} is not divisible by {info.world_size} processes")
     local_batch = batch_size // info.world_size
     total_steps = int(optim.get("steps", 1000))
     steps_per_epoch = int(optim.get("steps_per_epoch", 1000))
-    base, shard = _train_dataset(cfg, model, info, local_batch, steps_per_epoch)
+    loader = cfg["data"].get("loader", "workers")
+    if loader not in ("workers", "device"):
+        raise ValueError(f"data.loader: expected 'workers' or 'device', got {loader!r}")
+    if loader == "workers":
+        base, shard = _train_dataset(cfg, model, info, local_batch, steps_per_epoch)
+    else:
+        corpus = _device_corpus(cfg, model, device)
     valid_items = _valid_items(cfg, model) if info.is_main else []
     valid_bws = cfg.get("valid", {}).get("bandwidths") or sorted({model.target_bandwidths[0],
                                                                   model.target_bandwidths[-1]})
@@ -472,15 +504,21 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
         model.load_state_dict(ckpt["model"])
         disc.load_state_dict(ckpt["disc"])
-        opt_g.load_state_dict(ckpt["opt_g"])
-        opt_d.load_state_dict(ckpt["opt_d"])
+        # A compact campaign state (train/campaign.py) may lack the optimisers' moments
+        # (resumed fresh) or the EMA copy (restarted from the generator).
+        for name, opt in (("opt_g", opt_g), ("opt_d", opt_d)):
+            if name in ckpt:
+                opt.load_state_dict(ckpt[name])
         balancer.load_state_dict(ckpt["balancer"])
-        if ema_model is not None and "ema" in ckpt:
-            ema_model.load_state_dict(ckpt["ema"])
+        if ema_model is not None:
+            ema_model.load_state_dict(ckpt["ema"] if "ema" in ckpt else model.state_dict())
         step = int(ckpt["step"])
         _set_rng_state(ckpt["rng"])
         if info.is_main:
-            print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
+            fresh = [k for k in ("opt_g", "opt_d") if k not in ckpt] + (
+                ["ema"] if ema_model is not None and "ema" not in ckpt else [])
+            print(f"resumed from {ckpt_path} at step {step}" + (f" ({', '.join(fresh)} fresh)" if fresh else ""),
+                  file=sys.stderr)
 
     log_cfg = cfg.get("log", {})
     writer = None
@@ -535,18 +573,22 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
 
     # 5. the loop
     stop = total_steps if max_steps is None else min(total_steps, step + max_steps)
-    batches = _batches(base, shard, local_batch, steps_per_epoch, step,
-                       int(cfg.get("data", {}).get("num_workers", 0)))
+    batches = (_batches(base, shard, local_batch, steps_per_epoch, step, int(cfg["data"].get("num_workers", 0)))
+               if loader == "workers" else _device_batches(corpus, step, local_batch, info))
     bandwidths = [float(b) for b in cfg.get("bandwidths", model.target_bandwidths)]
     disc_prob = float(adv.get("disc_prob", 2 / 3))
     # Steps without quantisation at the start; k-means then initialises the codebooks on
     # the encoder's trained latents instead of the near-constant latents of a fresh encoder
     # (whose first codebook otherwise collapses to one code on small batches).
     quantizer_warmup = int(qcfg.get("warmup_steps", 0))
+    # The adversary starts at adversarial.start_step; for its first disc_warmup_steps steps only
+    # the discriminator trains, every step, on the frozen generator's output.
     adv_start = int(adv.get("start_step", 0))
-    amp = cfg.get("amp", "none")
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if amp == "bf16"
-                else torch.autocast(device.type, enabled=False))
+    disc_warmup = int(adv.get("disc_warmup_steps", 0))
+    parts = StepParts(model=model, trainer=trainer, disc=disc, disc_run=disc_run, opt_g=opt_g, opt_d=opt_d,
+                      balancer=balancer, mel_loss=mel_loss, autocast=autocast_for(cfg.get("amp", "none"), device),
+                      commit_weight=float(losses_cfg.get("commit", 1.0)), world_size=info.world_size,
+                      reduce_norm=lambda v: distributed.mean_over_ranks(v, device))
     every = int(log_cfg.get("every", 10))
     valid_every = int(log_cfg.get("valid_every", 200))
     ckpt_every = int(log_cfg.get("checkpoint_every", 200))
@@ -554,6 +596,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
     if info.is_main and progress:
         from tqdm import tqdm
         bar = tqdm(total=stop, initial=step, desc=cfg.get("name", "train"), unit="step", dynamic_ncols=True)
+    metrics = MetricAccumulator()  # on the device; read every `every` steps (no sync per step)
     t_last, steps_since = time.perf_counter(), 0
     while step < stop:
         if max_minutes is not None and step % every == 0:
@@ -568,67 +611,36 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
                 group["lr"] = learning_rate_at(step, base_lr, total_steps, schedule, min_lr_ratio)
         n_q = model.num_codebooks(_step_rng(seed, step, 1).choice(bandwidths))
         adv_on = use_adv and step >= adv_start
-        with autocast:
-            y, commit, codes = trainer(x, n_q, step < quantizer_warmup)
-        y = y.float()
-        losses = {"l1": waveform_l1(y, x), "mel": mel_loss(y, x)}
-        if adv_on:
-            with autocast:
-                fake_logits, fake_feats = disc_run(y)
+        if adv_on and step < adv_start + disc_warmup:  # discriminator warm-up, generator frozen
+            metrics.add({"train/disc": discriminator_step(parts, x, frozen_generator_output(parts, x, n_q))})
+        else:
+            y, losses, stats = generator_step(parts, x, n_q, step < quantizer_warmup, adv_on)
+            metrics.add({f"train/{k}": v for k, v in losses.items()})
+            metrics.add({f"balancer/{k}": v for k, v in stats.items()})
+            if adv_on and _step_rng(seed, step, 2).random() < disc_prob:
+                metrics.add({"train/disc": discriminator_step(parts, x, y)})
+            if ema_model is not None:
                 with torch.no_grad():
-                    _, real_feats = disc_run(x)
-            losses["adv"] = generator_hinge_loss([f.float() for f in fake_logits])
-            losses["feat"] = relative_feature_matching_loss([[f.float() for f in fs] for fs in real_feats],
-                                                            [[f.float() for f in fs] for fs in fake_feats])
-        active = {k: v for k, v in losses.items() if balancer.weights.get(k, 0) > 0}
-        out_grad, stats = balancer.balanced_gradient(
-            active, y, reduce_norm=lambda v: distributed.mean_over_ranks(v, device))
-        if out_grad is not None and balancer.balance:
-            out_grad = out_grad * info.world_size  # DDP averages: keep the global sum over items
-        opt_g.zero_grad(set_to_none=True)
-        commit_w = float(losses_cfg.get("commit", 1.0))
-        roots = [y] + ([commit * commit_w] if commit_w > 0 and commit.requires_grad else [])
-        grads = [out_grad if out_grad is not None else torch.zeros_like(y)] + [None] * (len(roots) - 1)
-        torch.autograd.backward(roots, grads)
-        if adv_on:  # the generator's adversarial losses must not train the discriminator
-            disc.zero_grad(set_to_none=True)
-        opt_g.step()
-
-        d_loss = None
-        if adv_on and _step_rng(seed, step, 2).random() < disc_prob:
-            with autocast:
-                real_logits, _ = disc_run(x)
-                fake_logits, _ = disc_run(y.detach())
-            d_loss = discriminator_hinge_loss([r.float() for r in real_logits], [f.float() for f in fake_logits])
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-
-        if ema_model is not None:
-            with torch.no_grad():
-                for pe, p in zip(ema_model.parameters(), model.parameters()):
-                    pe.lerp_(p, 1 - float(ema_decay))
-                for be, b in zip(ema_model.buffers(), model.buffers()):
-                    be.copy_(b)
+                    ema_params, params = list(ema_model.parameters()), list(model.parameters())
+                    torch._foreach_lerp_(ema_params, params, 1 - float(ema_decay))
+                    for be, b in zip(ema_model.buffers(), model.buffers()):
+                        be.copy_(b)
         step += 1
         steps_since += 1
 
         if step % every == 0 or step == stop:
+            values = metrics.means()  # the only host sync of the loop
             elapsed = time.perf_counter() - t_last
-            values = {f"train/{k}": v.item() for k, v in losses.items()}
-            values["train/commit"] = commit.item()
-            values.update({f"balancer/{k}": v for k, v in stats.items()})
-            if d_loss is not None:
-                values["train/disc"] = d_loss.item()
             values["train/n_q"] = float(n_q)
             values["train/lr"] = opt_g.param_groups[0]["lr"]
+            values["train/lr_disc"] = opt_d.param_groups[0]["lr"]
             values["perf/audio_seconds_per_second"] = (
                 steps_since * batch_size * x.shape[-1] / model.sample_rate / max(elapsed, 1e-9))
             log(values, step)
             t_last, steps_since = time.perf_counter(), 0
             if bar is not None:
-                bar.set_postfix(mel=f"{float(losses['mel']):.3f}", l1=f"{float(losses['l1']):.4f}",
-                                commit=f"{float(commit):.3f}")
+                bar.set_postfix({k.split("/")[1]: f"{values[k]:.3f}" for k in ("train/mel", "train/l1", "train/disc")
+                                 if k in values})
         if bar is not None:
             bar.update(1)
         if step % valid_every == 0 or step == stop:

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The prepared command for the next 15-minute GPU lease (docs/training/campaign.md), one
+# call with timeout_s=600: the training-throughput table (eager, then compiled; each capped
+# at BENCH_SECONDS), then the campaign (scripts/device/campaign.sh; default the ablation,
+# VARIANTS="a b c") for the time left of LEASE_SECONDS, less 2 minutes for unpacking and
+# packing. Carry .gpu and .whl; take the weight files out of the tree first (see the doc).
+# Writes $OUT/benchmark.md, $OUT/campaign.tar.partNN.
+# Usage: scripts/device/next_lease.sh [key=value overrides for the campaign]
+# Environment: LEASE_SECONDS (540), BENCH_SECONDS (150), BENCH_ARGS (extra benchmark
+# arguments), VARIANTS (a b c), and everything campaign.sh reads.
+set -uo pipefail
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+LEASE_SECONDS=${LEASE_SECONDS:-540}; BENCH_SECONDS=${BENCH_SECONDS:-150}; BENCH_ARGS=${BENCH_ARGS:-}
+export VARIANTS=${VARIANTS:-a b c}
+source scripts/device/setup.sh
+# shellcheck disable=SC2086
+{ timeout "$BENCH_SECONDS" python3 benchmarks/train_throughput.py --amp bf16 --batch 64 --steps 10 --warmup 3 --cudnn-benchmark $BENCH_ARGS
+  timeout "$BENCH_SECONDS" python3 benchmarks/train_throughput.py --amp bf16 --batch 64 --steps 10 --warmup 3 \
+    --cudnn-benchmark --compile --configs bundled $BENCH_ARGS || echo "compiled benchmark: exit $? (124: over $BENCH_SECONDS s)"
+} 2>&1 | tee "$OUT/benchmark.md"
+minutes=$(python3 -c "print(round(max(0.2, ($LEASE_SECONDS - $SECONDS - 120) / 60), 2))")
+echo "== campaign: $minutes minutes of training for $VARIANTS"
+bash scripts/device/campaign.sh "$minutes" "$@"
