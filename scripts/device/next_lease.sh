@@ -3,7 +3,8 @@
 # call with timeout_s=600: the training-throughput table (eager, then compiled; each capped
 # at BENCH_SECONDS), then the campaign (scripts/device/campaign.sh; default the ablation,
 # VARIANTS="a b c") for the time left of LEASE_SECONDS, less 2 minutes for unpacking and
-# packing. Carry .gpu and .whl; take the weight files out of the tree first (see the doc).
+# packing. Carry .gpu and .whl; take the weight files out of the tree first with
+# scripts/device/slim_tree.sh (KEEP="opencodec_24khz.safetensors" on the first run), and back in after.
 # Writes $OUT/benchmark.md, $OUT/campaign.tar.partNN.
 # Usage: scripts/device/next_lease.sh [key=value overrides for the campaign]
 # Environment: LEASE_SECONDS (540), BENCH_SECONDS (150), BENCH_ARGS (extra benchmark
