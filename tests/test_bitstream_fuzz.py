@@ -31,6 +31,9 @@ LAYOUTS = {
                          segment_length=40, segment_stride=30),
 }
 MAX_LENGTH = {"24k": 3000, "48k": 100_000, "tiny": 400}
+# "never a hang": each test here takes seconds (8 s the longest, one idle core). The thread
+# method ends the run: hypothesis would catch a signal's failure and retry the hanging input.
+pytestmark = pytest.mark.timeout(120, method="thread")
 
 
 def fuzz_settings(examples: int) -> tp.Callable[[tp.Callable], tp.Callable]:
