@@ -44,17 +44,11 @@ EncodecModelRef = encodec.EncodecModel
 
 
 def random_codebooks(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Give every codebook of ``model`` (official or ours: same attribute names) random
-    entries N(0, 0.5^2), marked initialised, so codes vary; returns the model."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for layer in model.quantizer.vq.layers:
-            cb = layer._codebook
-            cb.embed.copy_(torch.randn(cb.embed.shape, generator=gen) * 0.5)
-            cb.embed_avg.copy_(cb.embed)
-            cb.cluster_size.fill_(1.0)
-            cb.inited.fill_(1.0)
-    return model
+    """Give every codebook of ``model`` (official or ours: same attribute names) entries
+    that make codes follow the input, marked initialised; returns the model. The entries
+    are drawn near the model's own encoder outputs (:func:`fitted_codebooks`): N(0, 0.5^2)
+    entries, as this once was, gave every input the same codes with a random encoder."""
+    return fitted_codebooks(model, seed)
 
 
 def fitted_codebooks(model: torch.nn.Module, seed: int) -> torch.nn.Module:
