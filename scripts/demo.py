@@ -6,7 +6,7 @@ mel distance, ViSQOL (speech mode, 16 kHz; the audio-samples-qoe reimplementatio
 ViSQOL v3) and the encode/decode real-time factors (compute time / audio duration, one
 CPU thread). Opus at 6 and 12 kbps on the same clip is shown for comparison.
 
-    python scripts/demo.py [AUDIO_FILE] [--model NAME_OR_PATH] [--out DIR]
+    python scripts/demo.py [AUDIO_FILE] [--model NAME_OR_PATH] [--out DIR] [--bandwidths KBPS ...]
 """
 
 from __future__ import annotations
@@ -40,10 +40,17 @@ def main() -> int:
     parser.add_argument("audio", nargs="?", type=Path, default=SAMPLE)
     parser.add_argument("--model", default=None, help="model name or weights file (default: the bundled model)")
     parser.add_argument("--out", type=Path, default=HERE / "demo" / "out")
+    parser.add_argument("--bandwidths", type=float, nargs="+", default=None, metavar="KBPS",
+                        help="bandwidths to run (default: all of the model's)")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     model = load_model(args.model)
+    bandwidths = args.bandwidths or model.target_bandwidths
+    bad = [bw for bw in bandwidths if bw not in model.target_bandwidths]
+    if bad:
+        parser.error(f"--bandwidths {' '.join(f'{b:g}' for b in bad)}: model {model.name} supports "
+                     f"{', '.join(f'{b:g}' for b in model.target_bandwidths)} kbps")
     wav, rate = read_audio(args.audio)
     wav = convert_audio(wav, rate, model.sample_rate, model.channels)
     seconds = wav.shape[-1] / model.sample_rate
@@ -55,7 +62,7 @@ def main() -> int:
     print(header)
     print("-" * len(header))
     stem = args.audio.stem
-    for bw in model.target_bandwidths:
+    for bw in bandwidths:
         t0 = time.perf_counter()
         data = compress(model, wav, bandwidth=bw)
         t1 = time.perf_counter()

@@ -8,6 +8,7 @@ from the internet, so `patched_official_models` swaps in our random-weight model
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import types
 import typing as tp
@@ -43,21 +44,52 @@ EncodecModelRef = encodec.EncodecModel
 
 
 def random_codebooks(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Give every codebook of ``model`` (official or ours: same attribute names) random
-    entries N(0, 0.5^2), marked initialised, so codes vary; returns the model."""
+    """Give every codebook of ``model`` (official or ours: same attribute names) entries
+    that make codes follow the input, marked initialised; returns the model. The entries
+    are drawn near the model's own encoder outputs (:func:`fitted_codebooks`): N(0, 0.5^2)
+    entries, as this once was, gave every input the same codes with a random encoder."""
+    return fitted_codebooks(model, seed)
+
+
+def fitted_codebooks(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Give every codebook of ``model`` (official or ours) entries drawn from its own
+    encoder's outputs, layer after layer from the residuals (k-means' initialisation,
+    plus noise), marked initialised; returns the model.
+
+    A random encoder's output is almost a constant vector per channel (its variation over
+    time is ~1/20 of that), so N(0, 0.5^2) entries (:func:`random_codebooks`) give the same
+    code for every input; entries drawn near its outputs make codes follow the input."""
     gen = torch.Generator().manual_seed(seed)
+    rate, channels = int(model.sample_rate), int(model.channels)
+    n = rate // 4
+    t = torch.arange(n) / rate
+    clips = []
+    for i, level in enumerate((0.02, 0.05, 0.1, 0.2, 0.4, 0.8)):
+        tone = torch.sin(2 * math.pi * 110 * (i + 1) * t)
+        clips.append(level * (0.7 * tone + 0.3 * torch.randn(channels, n, generator=gen)))
+    x = torch.stack(clips)  # [6, C, n]
+    if model.normalize:  # what the encoder sees: unit-RMS segments
+        x = x / x.mean(dim=1, keepdim=True).pow(2).mean(dim=2, keepdim=True).sqrt()
     with torch.no_grad():
+        emb = model.encoder(x)  # [6, D, F]
+        residual = emb.transpose(1, 2).reshape(-1, emb.shape[1])
         for layer in model.quantizer.vq.layers:
             cb = layer._codebook
-            cb.embed.copy_(torch.randn(cb.embed.shape, generator=gen) * 0.5)
+            bins = cb.embed.shape[0]
+            picks = torch.randint(0, residual.shape[0], (bins,), generator=gen)
+            spread = residual.std(dim=0, keepdim=True)
+            embed = residual[picks] + spread * torch.randn(bins, residual.shape[1], generator=gen)
+            cb.embed.copy_(embed)
             cb.embed_avg.copy_(cb.embed)
             cb.cluster_size.fill_(1.0)
             cb.inited.fill_(1.0)
+            residual = residual - embed[torch.cdist(residual, embed).argmin(dim=1)]
     return model
 
 
 def make_official_model(name: str, seed: int = 0) -> "encodec.EncodecModel":
-    """The official architecture `name` with random weights and random (inited) codebooks."""
+    """The official architecture `name` with random weights and codebooks drawn from its
+    encoder's outputs (:func:`fitted_codebooks`: codes that depend on the input)."""
     torch.manual_seed(seed)
     if name == "encodec_24khz":
         model = EncodecModelRef.encodec_model_24khz(pretrained=False)
@@ -65,7 +97,7 @@ def make_official_model(name: str, seed: int = 0) -> "encodec.EncodecModel":
         model = EncodecModelRef.encodec_model_48khz(pretrained=False)
     else:
         raise ValueError(name)
-    random_codebooks(model, seed + 1)
+    fitted_codebooks(model, seed + 1)
     model.name = name
     model.eval()
     return model

@@ -147,9 +147,17 @@ def test_codec_protocol() -> None:
     assert [c.name for c in codecs] == ["opus-6kbps", "opus-12kbps", "opus-24kbps",
                                         "mp3-64kbps"]
     assert all(isinstance(c, B.Codec) for c in codecs)
-    ident = B.FunctionCodec("identity", 0.0, lambda w, sr: (w, 0.0))
+    ident = B.FunctionCodec("identity", 0.0, lambda w, sr: (w.copy(), 0.0))
+    half = B.FunctionCodec("half", 3.0, lambda w, sr: (0.5 * w, 3.0 * sr / 24000))
     assert isinstance(ident, B.Codec)
     x = speech_like(24000, 1.0)
-    for codec in (codecs[1], codecs[3], ident):
+    y, kbps = ident.roundtrip(x, 24000)
+    assert np.array_equal(y, x) and kbps == 0.0
+    y, kbps = half.roundtrip(x, 48000)  # the wrapped function's own output and rate
+    assert np.array_equal(y, 0.5 * x) and kbps == 6.0
+    # The real codecs give the input back, degraded by their bitrate (measured 9.4 dB
+    # and 19.0 dB SI-SNR at 12 and 64 kbit/s on this clip).
+    for codec, floor in ((codecs[1], 7.0), (codecs[3], 15.0)):
         y, kbps = codec.roundtrip(x, 24000)
-        assert y.shape == x.shape and kbps >= 0
+        assert y.shape == x.shape and kbps > 0
+        assert float(M.si_snr(y, x)) > floor, codec.name

@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import soxr
 import torch
 
 import official_ref
 from opencodec import __version__, cli
-from opencodec.audio import read_audio
+from opencodec.audio import convert_audio, read_audio
 from opencodec.bitstream import EcdcHeader, write_header
 from opencodec.compress import compress, decompress
 from opencodec.model import EncodecConfig, EncodecModel
@@ -150,21 +151,41 @@ def test_decompress_clipping_warning_and_rescale(tmp_path: Path, capsys: pytest.
     assert read_audio(tmp_path / "a.wav")[0][0].tolist() == pytest.approx([0.33, 0.99, -0.495, 0.0], abs=1e-4)
 
 
-def test_compress_resamples_and_downmixes(tmp_path: Path, capsys: pytest.CaptureFixture[str], ckpt24: str) -> None:
-    write_wav(tmp_path / "cd.flac", rate=44_100, seconds=0.5, channels=2, subtype="PCM_16")
+def test_compress_resamples_and_downmixes(tmp_path: Path, capsys: pytest.CaptureFixture[str], ckpt24: str,
+                                         official_models: dict) -> None:
+    """A 44.1 kHz stereo file with a different tone in each channel: the file is the
+    official compressor's bytes for the channel mean resampled to 24 kHz (computed here with
+    NumPy and soxr directly), so a wrong rate or a one-channel mix would change it."""
+    rate, n = 44_100, 22_050
+    t = np.arange(n) / rate
+    stereo = np.stack([0.4 * np.sin(2 * np.pi * 440 * t), 0.4 * np.sin(2 * np.pi * 1000 * t)], axis=1)
+    sf.write(tmp_path / "cd.flac", stereo.astype(np.float32), rate, subtype="PCM_16")
     code, out, _ = run(capsys, "compress", tmp_path / "cd.flac", "--model", ckpt24, "-q")
     assert code == 0
     code, out, _ = run(capsys, "info", tmp_path / "cd.ecdc", "--json")
-    assert json.loads(out)["samples"] == round(22_050 * RATE24 / 44_100)
+    assert json.loads(out)["samples"] == round(n * RATE24 / rate)
+    stored = sf.read(tmp_path / "cd.flac", dtype="float32")[0]  # the 16-bit samples
+    mono = soxr.resample(stored.mean(axis=1, dtype=np.float32), rate, RATE24, quality="HQ")
+    expected = official_bytes(official_models["encodec_24khz"], mono.astype(np.float32)[:, None], 6.0)
+    assert (tmp_path / "cd.ecdc").read_bytes() == expected
 
 
 def test_compress_round_trip_to_audio(tmp_path: Path, capsys: pytest.CaptureFixture[str], ckpt24: str) -> None:
-    write_wav(tmp_path / "in.wav", rate=16_000, seconds=0.5)
+    """``compress IN OUT.wav`` writes the decoded audio: the library's compress then
+    decompress of the resampled input, to 16-bit precision."""
+    x = write_wav(tmp_path / "in.wav", rate=16_000, seconds=0.5)
     code, _, err = run(capsys, "compress", tmp_path / "in.wav", tmp_path / "rt.wav", "--model", ckpt24)
     assert code == 0 and "rt.wav" in err
     wav, rate = read_audio(tmp_path / "rt.wav")
     assert rate == 16_000 and wav.shape == (1, 8_000)  # the input's rate (tests/test_cli_rate_channels.py)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav", "rt.wav"]  # no .ecdc, no temp files
+    model = cli.load_model(ckpt24)
+    source = convert_audio(torch.from_numpy(x.T.copy()), 16_000, RATE24, 1)
+    expected, _ = decompress(compress(model, source, bandwidth=6.0), model)
+    assert float(expected.abs().max()) > 1e-3  # (random weights: the values, not their quality)
+    assert float((wav - expected.clamp(-1, 1)).abs().max()) <= 0.5 / 32768 + 1e-6
+
+
 
 
 def test_refuses_to_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str], ckpt24: str) -> None:

@@ -155,6 +155,7 @@ def test_decompress_finds_models_and_lm_in_the_cache(official_checkpoints: dict,
 
 
 # -- damage -----------------------------------------------------------------------------------
+@pytest.mark.timeout(120, method="thread")  # garbage input must never hang the decoder
 def test_truncated_padded_and_corrupt_lm_bodies(our_models: dict, our_lms: dict) -> None:
     model, lm = our_models["encodec_48khz"], our_lms["encodec_48khz"]
     data = compress(model, _audio(2, 50_000, 48_000), bandwidth=3.0, lm=lm)

@@ -54,6 +54,18 @@ def test_segment_shape_dtype_and_resampling(rows: list[dict]) -> None:
             x = ds[i]
             assert x.dtype == torch.float32 and x.shape == (ch, 12000)
             assert torch.isfinite(x).all() and x.abs().max() <= 1.0
+    # Each file is one tone (200, 250, 300 Hz at 24, 16, 44.1 kHz): every segment's spectral
+    # peak is its file's tone at the output rate, and each file's tone is drawn.
+    ds = AudioDataset(rows, segment_seconds=0.5, sample_rate=24000, channels=1, epoch_size=24, seed=5)
+    found = set()
+    for i in range(len(ds)):
+        x = ds[i][0].numpy().astype(np.float64)
+        spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+        peak = float(np.fft.rfftfreq(len(x), 1 / 24000)[np.argmax(spectrum)])
+        tone = min((200.0, 250.0, 300.0), key=lambda f: abs(f - peak))
+        assert abs(peak - tone) <= 2.0, peak
+        found.add(tone)
+    assert found == {200.0, 250.0, 300.0}
 
 
 def test_duration_weighting(tmp_path: Path) -> None:

@@ -195,6 +195,7 @@ def test_official_decoder_reads_our_bytes() -> None:
         assert torch.equal(got, codes)
 
 
+@pytest.mark.timeout(120, method="thread")  # garbage input must never hang the decoder
 def test_round_trip_consumed_and_errors() -> None:
     torch.manual_seed(0)
     lm = EntropyLM(n_q=4, card=1024, num_layers=2, past_context=10).eval()

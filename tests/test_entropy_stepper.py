@@ -13,6 +13,7 @@ from encodec.quantization.ac import (
 )
 from official_ref import official_lm_segment_bytes
 
+from opencodec.entropy import stepper as stepper_module
 from opencodec.entropy import decode_segment_with_lm, encode_segment_with_lm, load_lm
 from opencodec.entropy.stepper import LMStepper, projection_rows_are_independent
 
@@ -118,11 +119,20 @@ def test_two_threads_equal_lm_step(reference) -> None:
 
 
 def test_projection_check_is_cached_and_boolean() -> None:
+    """The answer is a bool, computed once per weight storage: a second call reads the cache
+    (a poisoned entry comes back), a copy of the weight is checked afresh (same answer)."""
     w = torch.randn(40, 20)
     b = torch.randn(40)
     first = projection_rows_are_independent(w, b, past_context=30, pad_rows=16)
     assert isinstance(first, bool)
-    assert projection_rows_are_independent(w, b, past_context=30, pad_rows=16) is first
+    keys = [k for k in stepper_module._INDEPENDENCE_CACHE if k[1] == w.data_ptr()]
+    assert len(keys) == 1 and stepper_module._INDEPENDENCE_CACHE[keys[0]] is first
+    stepper_module._INDEPENDENCE_CACHE[keys[0]] = not first
+    try:
+        assert projection_rows_are_independent(w, b, past_context=30, pad_rows=16) is (not first)
+        assert projection_rows_are_independent(w.clone(), b, past_context=30, pad_rows=16) is first
+    finally:
+        del stepper_module._INDEPENDENCE_CACHE[keys[0]]
 
 
 def test_segment_bytes_past_the_official_window() -> None:

@@ -171,12 +171,24 @@ def test_cli_uses_streaming_for_long_inputs(tiny, tmp_path, monkeypatch, offline
 
     ckpt = save_model(tiny, tmp_path / "tiny.safetensors")
     src = _write(tmp_path / "in.wav", _signal(2.5, 24000), 24000)
+    calls: list[str] = []
+
+    def spy(name: str, fn):
+        def wrapped(*args, **kwargs):
+            calls.append(name)
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(cli, "compress_file_streaming", spy("compress", cli.compress_file_streaming))
+    monkeypatch.setattr(cli, "decompress_file_streaming", spy("decompress", cli.decompress_file_streaming))
     monkeypatch.setattr(cli, "STREAMING_MIN_SECONDS", 1.0)
     assert cli.main(["compress", str(src), str(tmp_path / "s.ecdc"), "--model", str(ckpt), "-b", "3"]) == 0
     assert cli.main(["decompress", str(tmp_path / "s.ecdc"), str(tmp_path / "s.wav"), "--model", str(ckpt)]) == 0
+    assert calls == ["compress", "decompress"]  # the streaming path, both ways
     monkeypatch.setattr(cli, "STREAMING_MIN_SECONDS", 1e9)
     assert cli.main(["compress", str(src), str(tmp_path / "w.ecdc"), "--model", str(ckpt), "-b", "3"]) == 0
     assert cli.main(["decompress", str(tmp_path / "w.ecdc"), str(tmp_path / "w.wav"), "--model", str(ckpt)]) == 0
+    assert calls == ["compress", "decompress"]  # the whole-file path this time
     assert (tmp_path / "s.ecdc").read_bytes() == (tmp_path / "w.ecdc").read_bytes()
     a, _ = sf.read(str(tmp_path / "s.wav"), dtype="int16")
     b, _ = sf.read(str(tmp_path / "w.wav"), dtype="int16")

@@ -2,7 +2,7 @@
 driven by Selenium): open the page, play every condition, rate, submit, and find exactly
 those ratings in the SQLite database; a bad submission from the page is rejected.
 
-Skipped when chromium, chromedriver or selenium is missing, unless
+Skipped when chromium, chromedriver, selenium, scipy or av is missing, unless
 ``OPENCODEC_REQUIRE_BROWSER=1`` (as in CI), which turns the skip into a failure. Selenium is
 always given both binaries, so it never downloads a browser or a driver.
 """
@@ -10,6 +10,7 @@ always given both binaries, so it never downloads a browser or a driver.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -21,9 +22,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-pytest.importorskip("scipy")
-pytest.importorskip("av")
-
 SR = 24000
 CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -32,18 +30,25 @@ CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
 WAIT_S = 20
 
 
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def _browser_or_skip() -> tuple[str, str]:
-    """(chromium, chromedriver) paths; skip (or fail under OPENCODEC_REQUIRE_BROWSER=1)."""
+    """(chromium, chromedriver) paths, once the Python packages the test needs are found;
+    else skip, or fail under OPENCODEC_REQUIRE_BROWSER=1 (checked before anything imports
+    them, so that CI can never skip this test)."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     missing = [name for name, path in (("chromium", chromium), ("chromedriver", driver)) if not path]
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        missing.append("the selenium Python package")
+    missing += [f"the {module} Python package" for module in ("selenium", "scipy", "av")
+                if not _importable(module)]
     if missing:
         reason = (f"MUSHRA browser test needs {', '.join(missing)} (Debian: apt-get install chromium "
-                  "chromium-driver; pip install selenium)")
+                  "chromium-driver; pip install selenium scipy av)")
         if os.environ.get("OPENCODEC_REQUIRE_BROWSER") == "1":
             pytest.fail(reason + " and OPENCODEC_REQUIRE_BROWSER=1 is set")
         pytest.skip(reason)
@@ -74,6 +79,7 @@ def chromium_driver(profile: Path) -> tp.Iterator[tp.Any]:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """A 2-trial test (clean speech + music; hidden reference, anchor, Opus 12) being served."""
+    _browser_or_skip()  # before the imports below need scipy and av
     from opencodec.eval.mushra import build as B
     from opencodec.eval.mushra import server as S
 

@@ -14,6 +14,7 @@ import soundfile as sf
 import torch
 
 from opencodec import EncodecConfig, EncodecModel, cli, save_model
+from opencodec.bitstream import parse_header
 from opencodec.compress import compress, decompress
 from opencodec.pretrained import load_lm_model
 from opencodec.train import lm_solver
@@ -264,7 +265,13 @@ def test_train_lm_command_exports_a_model_that_codes_ecdc_files(codec_setup: dic
                      "--model", str(codec_setup["codec_path"]), "--lm-model", str(lm_path)]) == 0
     assert cli.main(["-q", "decompress", str(ecdc), str(out), "--model", str(codec_setup["codec_path"]),
                      "--lm-model", str(lm_path)]) == 0
-    assert out.is_file()
+    data = ecdc.read_bytes()
+    assert parse_header(data)[0].use_lm and data != plain  # entropy coded with that model
+    expected = decompress(plain, codec)[0]
+    assert torch.equal(decompress(data, codec, lm=lm)[0], expected)
+    decoded, _ = sf.read(out, dtype="float32", always_2d=True)
+    assert decoded.shape == (wav.shape[-1], 1)
+    assert np.abs(decoded.T - expected.clamp(-1, 1).numpy()).max() <= 0.5 / 32768 + 1e-6
     # the report command measures the same thing for any LM file; it never overwrites silently
     capsys.readouterr()
     rep_args = ["train-lm", "report", "--lm", str(lm_path), "--codec", str(codec_setup["codec_path"]),

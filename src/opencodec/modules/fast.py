@@ -22,7 +22,8 @@ module-by-module computation does on the way:
   the transposed convolutions in oneDNN's channels-last kernels, which give the
   channels-first result bit for bit and are 2-4x faster (33% of the plain decode).
 * **Decoder, approximate** (``decoder_forward_fast``; ``SEANetDecoder.exact = False``,
-  ``EncodecModel.exact_decode = False``): equal to ~1e-6 relative or better. Activations
+  ``EncodecModel.exact_decode = False``): within 1e-5 relative L2 (measured 3e-7 for
+  the 24 kHz model's decode, 1.3e-6 for the 48 kHz one). Activations
   are kept channels-last ([B, C, 1, T] with time-major memory): convolutions use the
   channels-last kernels (another summation order, ~1e-7 relative), or for 1-2 output
   channels one matrix product over the taps; kernel-1 convolutions are matrix products
@@ -561,8 +562,8 @@ def decoder_forward_exact(decoder: nn.Module, z: torch.Tensor) -> torch.Tensor:
 
 
 def decoder_forward_fast(decoder: nn.Module, z: torch.Tensor, batch_invariant: bool = False) -> torch.Tensor:
-    """SEANet decoder z [B, D, F] -> audio [B, C, F * hop], equal to ``decoder(z)`` to ~1e-6
-    (relative) or better, computed channels-last.
+    """SEANet decoder z [B, D, F] -> audio [B, C, F * hop], within 1e-5 relative L2 of
+    ``decoder(z)`` (~1e-6 measured), computed channels-last.
 
     The layers up to the LSTM run on the whole batch (the LSTM's cost per step barely grows
     with B); the upsampling stack after it runs item by item, so that one item's

@@ -1,0 +1,166 @@
+"""What the README promises a newcomer, end to end: the bundled default model through the
+command line (no --model), ``--lm`` with the bundled entropy model, ``scripts/demo.py``, and
+the official-weights download with its sha256 check."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import typing as tp
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+
+from opencodec import cli, pretrained
+from opencodec.audio import read_audio
+from opencodec.bitstream import parse_header
+from opencodec.errors import ModelLoadError
+from opencodec.eval.metrics import mel_distance, si_snr
+from opencodec.pretrained import load_model
+from opencodec.weights_hash import weights_sha256
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "demo" / "sample_speech_fr.flac"
+# The bundled default codec's weights (weights_sha256). A retrain changes this on purpose:
+# then re-measure the floors below and update both.
+BUNDLED_WEIGHTS_SHA256 = "e701927ffb852e186dcbf517c024915b06a2b2a8168259744c615c1e8dd39aca"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: tp.Any) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_bundled_default_model_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               offline: Path) -> None:
+    """``opencodec compress demo/sample_speech_fr.flac`` then ``decompress``, no --model,
+    offline: the bundled model at its default 6 kbps, with a floor on quality (measured
+    with these weights: SI-SNR 7.82 dB, mel distance 0.831)."""
+    assert weights_sha256(load_model()) == BUNDLED_WEIGHTS_SHA256
+    ecdc, wav_path = tmp_path / "s.ecdc", tmp_path / "s.wav"
+    assert run(capsys, "compress", SAMPLE, ecdc, "-q")[0] == 0
+    header, _ = parse_header(ecdc.read_bytes())
+    model = load_model()
+    assert header.num_codebooks == model.num_codebooks(6.0) and not header.use_lm
+    assert run(capsys, "decompress", ecdc, wav_path, "--float", "-q")[0] == 0  # model from the header
+    decoded, rate = read_audio(wav_path)
+    reference, ref_rate = read_audio(SAMPLE)
+    assert rate == ref_rate == model.sample_rate and decoded.shape == reference.shape
+    assert 8 * ecdc.stat().st_size / (reference.shape[-1] / rate) / 1000 < 6.5  # kbps
+    snr = si_snr(decoded.numpy(), reference.numpy())
+    mel = mel_distance(decoded.numpy(), reference.numpy(), rate)
+    assert snr > 6.5, snr
+    assert mel < 0.95, mel
+
+
+def test_cli_lm_with_the_bundled_entropy_model(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               offline: Path) -> None:
+    """``compress --lm`` (the bundled entropy model, found for the bundled codec) writes a
+    smaller file that decodes to exactly the plain file's audio (3 s of the demo speech)."""
+    speech, rate = sf.read(SAMPLE, dtype="float32")
+    sf.write(tmp_path / "in.wav", speech[: 3 * rate], rate, subtype="FLOAT")
+    assert run(capsys, "compress", tmp_path / "in.wav", tmp_path / "plain.ecdc", "-q")[0] == 0
+    assert run(capsys, "compress", tmp_path / "in.wav", tmp_path / "lm.ecdc", "--lm", "-q")[0] == 0
+    plain, coded = (tmp_path / "plain.ecdc").read_bytes(), (tmp_path / "lm.ecdc").read_bytes()
+    assert parse_header(coded)[0].use_lm and not parse_header(plain)[0].use_lm
+    assert len(coded) < 0.95 * len(plain), (len(coded), len(plain))  # measured 2059 vs 2318 bytes
+    for name in ("plain", "lm"):
+        assert run(capsys, "decompress", tmp_path / f"{name}.ecdc", tmp_path / f"{name}.wav", "--float",
+                   "-q")[0] == 0
+    got, _ = read_audio(tmp_path / "lm.wav")
+    expected, _ = read_audio(tmp_path / "plain.wav")
+    assert torch.equal(got, expected)
+
+
+def test_demo_script_runs(tmp_path: Path) -> None:
+    """``scripts/demo.py`` (here at one bandwidth) prints its table and writes the files."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+           "OPENCODEC_OFFLINE": "1", "OPENCODEC_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py"), "--out", str(tmp_path / "out"),
+                           "--bandwidths", "6"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines()]
+    ours = [r for r in rows if r[:2] == ["opencodec", "6"]]
+    opus = [r[1] for r in rows if r[0] == "Opus"]
+    assert len(ours) == 1 and len(ours[0]) == 9 and opus == ["6", "12"]
+    # system, kbps, bytes, actual kbps, SI-SNR, mel distance, ViSQOL, RTFs: as measured above
+    assert float(ours[0][4]) > 6.5 and float(ours[0][5]) < 0.95 and float(ours[0][6]) > 2.5
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "sample_speech_fr_6kbps.ecdc", "sample_speech_fr_6kbps.wav",
+        "sample_speech_fr_opus12.wav", "sample_speech_fr_opus6.wav"]
+
+
+# -- the official weights: download, sha256 check, cache ------------------------------------
+class _Response(io.BytesIO):
+    """What ``urlopen`` returns, as a context manager."""
+
+    def __enter__(self) -> "_Response":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@pytest.fixture()
+def online_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty cache, downloads allowed (the network is replaced by each test)."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("OPENCODEC_CACHE", str(cache))
+    monkeypatch.delenv("OPENCODEC_OFFLINE", raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    return cache
+
+
+def _serve(monkeypatch: pytest.MonkeyPatch, payload: bytes) -> list[str]:
+    urls: list[str] = []
+
+    def urlopen(url: str, timeout: float | None = None) -> _Response:
+        urls.append(url)
+        return _Response(payload)
+
+    monkeypatch.setattr(pretrained.urllib.request, "urlopen", urlopen)
+    return urls
+
+
+def test_download_is_checked_and_cached(official_checkpoints: dict, online_cache: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    data = Path(official_checkpoints["encodec_24khz"]).read_bytes()
+    filename = f"encodec_24khz-{hashlib.sha256(data).hexdigest()[:8]}.th"
+    monkeypatch.setitem(pretrained.OFFICIAL_CHECKPOINTS, "encodec_24khz", filename)
+    urls = _serve(monkeypatch, data)
+    model = load_model("encodec_24khz")
+    assert urls == [pretrained.ROOT_URL + filename]
+    assert sorted(p.name for p in online_cache.iterdir()) == [filename]
+    assert (online_cache / filename).read_bytes() == data
+    assert weights_sha256(model) == weights_sha256(load_model(official_checkpoints["encodec_24khz"]))
+    # the second time it comes from the cache: no download
+    load_model("encodec_24khz")
+    assert len(urls) == 1
+
+
+def test_corrupt_download_is_refused_and_not_cached(official_checkpoints: dict, online_cache: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    data = Path(official_checkpoints["encodec_24khz"]).read_bytes()
+    prefix = hashlib.sha256(data).hexdigest()[:8]
+    monkeypatch.setitem(pretrained.OFFICIAL_CHECKPOINTS, "encodec_24khz", f"encodec_24khz-{prefix}.th")
+    damaged = bytearray(data)
+    damaged[len(damaged) // 2] ^= 0x01  # one bit
+    _serve(monkeypatch, bytes(damaged))
+    actual = hashlib.sha256(bytes(damaged)).hexdigest()[:8]
+    with pytest.raises(ModelLoadError, match=f"sha256 prefix {actual}, expected {prefix}"):
+        load_model("encodec_24khz")
+    assert not online_cache.exists() or list(online_cache.iterdir()) == []  # no file, no temp file
+    # the network's own failure is a clear error too, naming where to put the file
+    def unreachable(url: str, timeout: float | None = None) -> _Response:
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(pretrained.urllib.request, "urlopen", unreachable)
+    with pytest.raises(ModelLoadError, match="network is unreachable.*put it at"):
+        load_model("encodec_24khz")
+    assert not online_cache.exists() or list(online_cache.iterdir()) == []
