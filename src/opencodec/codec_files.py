@@ -24,16 +24,15 @@ import torch
 
 from ._files import check_output, write_bytes_atomic
 from .audio import AUDIO_EXTENSIONS, convert_audio, is_audio_file, read_audio, write_audio
-from .bandwidth import check_bandwidth
 from .bitstream import read_header
 from .compress import compress, decompress
 from .ecdc_info import ECDC_SUFFIX, is_ecdc_file
-from .errors import UnsupportedBandwidthError, UsageError
+from .errors import UsageError
 from .file_jobs import Job, Plan, check_input, plan_folder, single_output
 from .longform import compress_file_streaming, decompress_file_streaming, supports_streaming
 from .model import EncodecModel
-from .model_cache import CodecModels, EntropyModels, lm_header_name
-from .pretrained import DEFAULT_MODEL, config_for_name, load_lm_model, load_model
+from .model_cache import CodecModels, EntropyModels, lm_header_name, load_checked_model
+from .pretrained import load_lm_model, load_model
 
 AUDIO_OUTPUT_SUFFIXES = (".wav", ".flac")
 DEFAULT_BANDWIDTH = 6.0
@@ -178,14 +177,6 @@ def input_seconds(path: Path) -> float:
     return info.frames / info.samplerate if info.samplerate > 0 else 0.0
 
 
-def check_model_bandwidth(bandwidth: float, name: str, supported: tp.Sequence[float]) -> None:
-    """:class:`~opencodec.errors.UsageError` for a bandwidth (kbps) the model does not support."""
-    try:
-        check_bandwidth(bandwidth, supported, name)
-    except UnsupportedBandwidthError as error:
-        raise UsageError(str(error)) from None
-
-
 # ------------------------------------------------------------------------------------------
 # compress
 # ------------------------------------------------------------------------------------------
@@ -202,11 +193,7 @@ class FileCompressor:
                  lm: bool = False, lm_model: str | None = None, lm_format: str = "deterministic",
                  progress: ProgressFactory | None = None):
         self.bandwidth, self.options, self.progress = bandwidth, options, progress
-        known = config_for_name(model_arg or DEFAULT_MODEL)
-        if known is not None:  # fail fast, before loading any weights
-            check_model_bandwidth(bandwidth, known.name, known.target_bandwidths)
-        self.model: EncodecModel = load_model(model_arg)
-        check_model_bandwidth(bandwidth, self.model.name, self.model.target_bandwidths)
+        self.model: EncodecModel = load_checked_model(model_arg, bandwidth, load=lambda arg: load_model(arg))
         self.model.set_target_bandwidth(bandwidth)
         self.lm = None
         if lm or lm_model is not None:

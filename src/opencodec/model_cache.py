@@ -11,16 +11,46 @@ from __future__ import annotations
 import typing as tp
 from pathlib import Path
 
+from .bandwidth import check_bandwidth
 from .bitstream import EcdcHeader
-from .errors import OpenCodecError
+from .errors import OpenCodecError, UnsupportedBandwidthError, UsageError
 from .identity import check_lm_for_file, check_model_for_file, lm_name_for_file, model_for_file
-from .model import EncodecModel
-from .pretrained import known_lm_models, lm_name_for_codec, load_lm_model, load_model
+from .model import EncodecConfig, EncodecModel
+from .pretrained import (DEFAULT_MODEL, config_for_name, known_lm_models, lm_name_for_codec, load_lm_model,
+                         load_model)
 
 if tp.TYPE_CHECKING:
     from .entropy import EntropyLM
 
 Loader = tp.Callable[[str], EncodecModel]
+
+
+def check_model_bandwidth(bandwidth: float, name: str, supported: tp.Sequence[float]) -> None:
+    """:class:`~opencodec.errors.UsageError` for a bandwidth (kbps) the model does not support."""
+    try:
+        check_bandwidth(bandwidth, supported, name)
+    except UnsupportedBandwidthError as error:
+        raise UsageError(str(error)) from None
+
+
+def load_checked_model(model_arg: str | None, bandwidth: float, *, streaming: bool = False,
+                       load: tp.Callable[[str | None], EncodecModel] | None = None) -> EncodecModel:
+    """The model ``model_arg`` names (default :data:`~opencodec.pretrained.DEFAULT_MODEL`),
+    checked to support ``bandwidth`` (kbps) and, with ``streaming``, to be streamable. A known
+    name is checked before any weights load, so a bad option fails fast; the loaded model is
+    checked again (a weights file). ``load`` defaults to :func:`~opencodec.pretrained.load_model`."""
+    def check(config: EncodecConfig) -> None:
+        if streaming:
+            from .stream.decoder import check_streamable
+            check_streamable(config)
+        check_model_bandwidth(bandwidth, config.name, config.target_bandwidths)
+
+    known = config_for_name(model_arg or DEFAULT_MODEL)
+    if known is not None:
+        check(known)
+    model = (load or load_model)(model_arg)
+    check(model.config)
+    return model
 
 
 class CodecModels:

@@ -8,10 +8,10 @@ import os
 import sys
 import typing as tp
 
-from ..codec_files import DEFAULT_BANDWIDTH, check_model_bandwidth
+from ..codec_files import DEFAULT_BANDWIDTH
 from ..model import EncodecModel
-from ..model_cache import CodecModels
-from ..pretrained import DEFAULT_MODEL, config_for_name, load_model
+from ..model_cache import CodecModels, load_checked_model
+from ..pretrained import DEFAULT_MODEL
 from .common import UsageError, add_model_option, bandwidth_arg, fmt_kbps, info, warn
 
 
@@ -90,20 +90,6 @@ def _broken_pipe() -> tp.Iterator[None]:
         raise OSError("stdout was closed by the reading side (broken pipe)") from None
 
 
-def _streaming_model(model_arg: str | None, bandwidth: float) -> EncodecModel:
-    """The causal model to stream with; a known name is checked before any weights load."""
-    from ..stream import check_streamable
-
-    known = config_for_name(model_arg or DEFAULT_MODEL)
-    if known is not None:  # fail fast, before loading any weights
-        check_streamable(known)
-        check_model_bandwidth(bandwidth, known.name, known.target_bandwidths)
-    model = load_model(model_arg)
-    check_streamable(model.config)
-    check_model_bandwidth(bandwidth, model.name, model.target_bandwidths)
-    return model
-
-
 def cmd_stream_encode(args: argparse.Namespace) -> int:
     """``opencodec stream-encode``: WAV or raw PCM on stdin -> packet stream on stdout."""
     from ..stream import RAW_FORMATS, PcmFormat, encode_stream
@@ -116,7 +102,7 @@ def cmd_stream_encode(args: argparse.Namespace) -> int:
     elif args.rate is not None or args.channels is not None or args.format is not None:
         raise UsageError("--rate, --channels and --format describe raw input: add --raw")
     fin, fout = _binary_stdin("WAV or raw PCM"), _binary_stdout()
-    model = _streaming_model(args.model, args.bandwidth)
+    model = load_checked_model(args.model, args.bandwidth, streaming=True)
     with _broken_pipe():
         report = encode_stream(model, fin, fout, bandwidth=args.bandwidth, raw=raw,
                                frames_per_packet=args.frames_per_packet, header_every=args.header_every)
