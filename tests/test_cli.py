@@ -17,7 +17,7 @@ import soxr
 import torch
 
 import official_ref
-from opencodec import __version__, cli
+from opencodec import __version__, cli, codec_files
 from opencodec.audio import convert_audio, read_audio
 from opencodec.bitstream import EcdcHeader, write_header
 from opencodec.compress import compress, decompress
@@ -45,7 +45,7 @@ def reuse_models(monkeypatch: pytest.MonkeyPatch) -> None:
             _LOADED[key] = load_model(name_or_path, **kwargs)
         return _LOADED[key]
 
-    monkeypatch.setattr(cli, "load_model", load)
+    monkeypatch.setattr(codec_files, "load_model", load)
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ def test_decompress_values_and_formats(tmp_path: Path, capsys: pytest.CaptureFix
     write_wav(tmp_path / "src" / "a.wav", seconds=0.5)
     run(capsys, "compress", tmp_path / "src" / "a.wav", tmp_path / "a.ecdc", "--model", ckpt24, "-q")
     data = (tmp_path / "a.ecdc").read_bytes()
-    expected, rate = decompress(data, cli.load_model(ckpt24))
+    expected, rate = decompress(data, codec_files.load_model(ckpt24))
     assert run(capsys, "decompress", tmp_path / "a.ecdc", tmp_path / "f.wav", "--model", ckpt24, "--float")[0] == 0
     got, got_rate = read_audio(tmp_path / "f.wav")
     assert sf.info(tmp_path / "f.wav").subtype == "FLOAT" and got_rate == rate
@@ -142,7 +142,7 @@ def test_decompress_clipping_warning_and_rescale(tmp_path: Path, capsys: pytest.
     write_wav(tmp_path / "src.wav", seconds=0.2)
     run(capsys, "compress", tmp_path / "src.wav", tmp_path / "a.ecdc", "--model", ckpt24, "-q")
     loud = torch.tensor([[0.5, 1.5, -0.75, 0.0]])
-    monkeypatch.setattr(cli, "decompress", lambda data, model: (loud, RATE24))
+    monkeypatch.setattr(codec_files, "decompress", lambda data, model: (loud, RATE24))
     code, _, err = run(capsys, "decompress", tmp_path / "a.ecdc", "--model", ckpt24, "-q")
     assert code == 0 and "opencodec: warning:" in err and "peak amplitude 1.5000" in err and "--rescale" in err
     assert read_audio(tmp_path / "a.wav")[0][0].tolist() == pytest.approx([0.5, 1.0, -0.75, 0.0], abs=1e-4)
@@ -179,9 +179,10 @@ def test_compress_round_trip_to_audio(tmp_path: Path, capsys: pytest.CaptureFixt
     wav, rate = read_audio(tmp_path / "rt.wav")
     assert rate == 16_000 and wav.shape == (1, 8_000)  # the input's rate (tests/test_cli_rate_channels.py)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav", "rt.wav"]  # no .ecdc, no temp files
-    model = cli.load_model(ckpt24)
+    model = codec_files.load_model(ckpt24)
     source = convert_audio(torch.from_numpy(x.T.copy()), 16_000, RATE24, 1)
-    expected, _ = decompress(compress(model, source, bandwidth=6.0), model)
+    decoded, _ = decompress(compress(model, source, bandwidth=6.0), model)
+    expected = convert_audio(decoded, RATE24, 16_000, 1)  # back to the input's rate
     assert float(expected.abs().max()) > 1e-3  # (random weights: the values, not their quality)
     assert float((wav - expected.clamp(-1, 1)).abs().max()) <= 0.5 / 32768 + 1e-6
 
@@ -249,7 +250,7 @@ def test_bad_bandwidth_is_usage_error(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_bad_bandwidth_for_named_model_fails_before_loading(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     write_wav(tmp_path / "a.wav", seconds=0.2)
-    monkeypatch.setattr(cli, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(codec_files, "load_model", lambda *a, **k: pytest.fail("model loaded"))
     code, _, err = run(capsys, "compress", tmp_path / "a.wav", "-b", "1.5", "--model", "encodec_48khz")
     assert code == 2 and "model encodec_48khz does not support 1.5 kbps; choose one of: 3, 6, 12, 24" in err
 
@@ -310,8 +311,8 @@ def test_folder_compress_and_decompress_keep_tree(tmp_path: Path, capsys: pytest
                                                   ckpt24: str, monkeypatch: pytest.MonkeyPatch) -> None:
     make_tree(tmp_path / "in")
     loads: list[object] = []
-    real_load = cli.load_model
-    monkeypatch.setattr(cli, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    real_load = codec_files.load_model
+    monkeypatch.setattr(codec_files, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
     code, _, err = run(capsys, "compress", tmp_path / "in", tmp_path / "codes", "--model", ckpt24)
     assert code == 0 and "3/3" in err and "file" in err
     assert len(loads) == 1  # once per invocation, not per file
@@ -358,9 +359,9 @@ def test_folder_decompress_loads_header_model_once(tmp_path: Path, capsys: pytes
     for name in ("a", "b", "c"):
         write_wav(tmp_path / "in" / f"{name}.wav", seconds=0.2)
     run(capsys, "compress", tmp_path / "in", tmp_path / "codes", "--model", ckpt24, "-q")
-    model = cli.load_model(ckpt24)
+    model = codec_files.load_model(ckpt24)
     names: list[object] = []
-    monkeypatch.setattr(cli, "load_model", lambda name=None, **k: names.append(name) or model)
+    monkeypatch.setattr(codec_files, "load_model", lambda name=None, **k: names.append(name) or model)
     assert run(capsys, "decompress", tmp_path / "codes", "-q") == (0, "", "")
     assert names == ["encodec_24khz"]
     assert sorted(p.name for p in (tmp_path / "codes").iterdir()) == [
@@ -425,7 +426,7 @@ def test_info_with_model_option(tmp_path: Path, capsys: pytest.CaptureFixture[st
 # -- the installed console script ---------------------------------------------------------------
 def test_console_script(tmp_path: Path, ckpt24: str) -> None:
     write_wav(tmp_path / "a.wav", seconds=0.2)
-    data = compress(cli.load_model(ckpt24), read_audio(tmp_path / "a.wav")[0], bandwidth=6.0)
+    data = compress(codec_files.load_model(ckpt24), read_audio(tmp_path / "a.wav")[0], bandwidth=6.0)
     (tmp_path / "a.ecdc").write_bytes(data)
     script = Path(sys.executable).parent / "opencodec"
     if not script.exists():

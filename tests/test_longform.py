@@ -166,7 +166,7 @@ def test_official_architecture_20s(m24, tmp_path):
 
 
 def test_cli_uses_streaming_for_long_inputs(tiny, tmp_path, monkeypatch, offline):
-    from opencodec import cli
+    from opencodec import cli, codec_files
     from opencodec.pretrained import save_model
 
     ckpt = save_model(tiny, tmp_path / "tiny.safetensors")
@@ -179,13 +179,14 @@ def test_cli_uses_streaming_for_long_inputs(tiny, tmp_path, monkeypatch, offline
             return fn(*args, **kwargs)
         return wrapped
 
-    monkeypatch.setattr(cli, "compress_file_streaming", spy("compress", cli.compress_file_streaming))
-    monkeypatch.setattr(cli, "decompress_file_streaming", spy("decompress", cli.decompress_file_streaming))
-    monkeypatch.setattr(cli, "STREAMING_MIN_SECONDS", 1.0)
+    monkeypatch.setattr(codec_files, "compress_file_streaming", spy("compress", codec_files.compress_file_streaming))
+    monkeypatch.setattr(codec_files, "decompress_file_streaming",
+                        spy("decompress", codec_files.decompress_file_streaming))
+    monkeypatch.setattr(codec_files, "STREAMING_MIN_SECONDS", 1.0)
     assert cli.main(["compress", str(src), str(tmp_path / "s.ecdc"), "--model", str(ckpt), "-b", "3"]) == 0
     assert cli.main(["decompress", str(tmp_path / "s.ecdc"), str(tmp_path / "s.wav"), "--model", str(ckpt)]) == 0
     assert calls == ["compress", "decompress"]  # the streaming path, both ways
-    monkeypatch.setattr(cli, "STREAMING_MIN_SECONDS", 1e9)
+    monkeypatch.setattr(codec_files, "STREAMING_MIN_SECONDS", 1e9)
     assert cli.main(["compress", str(src), str(tmp_path / "w.ecdc"), "--model", str(ckpt), "-b", "3"]) == 0
     assert cli.main(["decompress", str(tmp_path / "w.ecdc"), str(tmp_path / "w.wav"), "--model", str(ckpt)]) == 0
     assert calls == ["compress", "decompress"]  # the whole-file path this time
@@ -321,7 +322,7 @@ def test_lm_rejected_before_reading(tiny, tmp_path):
 
 
 def test_cli_streams_entropy_coded_long_inputs(tiny, small_lm, tmp_path, monkeypatch, offline, capsys):
-    from opencodec import cli
+    from opencodec import cli, codec_files
     from opencodec.pretrained import save_model
 
     ckpt = save_model(tiny, tmp_path / "tiny.safetensors")
@@ -330,14 +331,14 @@ def test_cli_streams_entropy_coded_long_inputs(tiny, small_lm, tmp_path, monkeyp
     src = _write(tmp_path / "in.wav", _signal(2.5, 24000), 24000)
     common = ["--model", str(ckpt), "--lm-model", str(lm_path)]
     for fmt in ("deterministic", "official"):
-        monkeypatch.setattr(cli, "STREAMING_MIN_SECONDS", 1.0)
+        monkeypatch.setattr(codec_files, "STREAMING_MIN_SECONDS", 1.0)
         assert cli.main(["compress", str(src), str(tmp_path / f"s{fmt}.ecdc"), "-b", "3",
                          "--lm-format", fmt, *common]) == 0
         assert cli.main(["decompress", str(tmp_path / f"s{fmt}.ecdc"), str(tmp_path / f"s{fmt}.wav"),
                          *common]) == 0
         captured = capsys.readouterr()
         assert (captured.out + captured.err).count("streamed") == 2   # both went the streaming way
-        monkeypatch.setattr(cli, "STREAMING_MIN_SECONDS", 1e9)
+        monkeypatch.setattr(codec_files, "STREAMING_MIN_SECONDS", 1e9)
         assert cli.main(["compress", str(src), str(tmp_path / f"w{fmt}.ecdc"), "-b", "3",
                          "--lm-format", fmt, *common]) == 0
         assert cli.main(["decompress", str(tmp_path / f"w{fmt}.ecdc"), str(tmp_path / f"w{fmt}.wav"),

@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from opencodec import cli, pretrained
+from opencodec import cli, official_files, pretrained
 from opencodec.audio import read_audio
 from opencodec.bitstream import parse_header
 from opencodec.errors import ModelLoadError
@@ -124,7 +124,7 @@ def _serve(monkeypatch: pytest.MonkeyPatch, payload: bytes) -> list[str]:
         urls.append(url)
         return _Response(payload)
 
-    monkeypatch.setattr(pretrained.urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(official_files.urllib.request, "urlopen", urlopen)
     return urls
 
 
@@ -160,7 +160,7 @@ def test_corrupt_download_is_refused_and_not_cached(official_checkpoints: dict, 
     def unreachable(url: str, timeout: float | None = None) -> _Response:
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(pretrained.urllib.request, "urlopen", unreachable)
+    monkeypatch.setattr(official_files.urllib.request, "urlopen", unreachable)
     with pytest.raises(ModelLoadError, match="network is unreachable.*put it at"):
         load_model("encodec_24khz")
     assert not online_cache.exists() or list(online_cache.iterdir()) == []

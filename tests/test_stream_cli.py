@@ -24,6 +24,7 @@ import soundfile as sf
 import torch
 
 from opencodec import EncodecModel, cli, save_model
+from opencodec.pretrained import load_model
 from opencodec.stream import CodeFrames, DataPacket, HeaderPacket, PacketParser, StreamReceiver
 from stream_models import tiny_stream_model
 
@@ -258,7 +259,7 @@ def test_header_every_sets_the_join_points(files: dict[str, Path], stream: bytes
     total = sf.info(str(files["wav"])).frames
     start = 6 * 4 * 320  # data packet 6 = frame 24
     assert got.shape == (total - start,)
-    model = cli.load_model(str(files["model"]))
+    model = load_model(str(files["model"]))
     joined = _offline_decode_from(model, stream, 24)[:total - start]
     np.testing.assert_allclose(got, joined, atol=1e-5, rtol=0)
     assert np.abs(got).max() > 0.01
@@ -319,6 +320,6 @@ def test_first_data_packet_lost(files: dict[str, Path], stream: bytes, tmp_path:
     got = np.frombuffer(res.stdout, "<f4")
     total = sf.info(str(files["wav"])).frames
     assert got.shape == (total,) and not got[:4 * 320].any()
-    model = cli.load_model(str(files["model"]))
+    model = load_model(str(files["model"]))
     np.testing.assert_allclose(got[4 * 320:], _offline_decode_from(model, stream, 4)[:total - 4 * 320],
                                atol=1e-5, rtol=0)

@@ -25,3 +25,12 @@ class InvalidAudioError(OpenCodecError, ValueError):
 class UnsupportedBandwidthError(InvalidAudioError):
     """A bandwidth (kbps) that the model does not support (see
     :func:`opencodec.bandwidth.check_bandwidth`)."""
+
+
+class UsageError(OpenCodecError):
+    """An invalid option value or combination of options (the command line reports it with
+    its usage line and exit status 2)."""
+
+
+#: Errors that are the user's or the environment's: reported in one line, without a traceback.
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (OpenCodecError, OSError, ValueError)

@@ -34,29 +34,41 @@ missing, unexpected or mis-shaped tensor is a ``ModelLoadError`` that names it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
-import shutil
 import tempfile
 import typing as tp
-import urllib.request
 from pathlib import Path
 
 import torch
 
 from .errors import ModelLoadError
 from .model import EncodecConfig, EncodecModel
+# Re-exported: these were defined here before the split by responsibility.
+from .official_files import ROOT_URL, cache_dir, official_file_path, sha256_prefix_ok
 from .releases import (CODEC_ALIAS, CODEC_RELEASES, CURRENT_CODEC, CURRENT_LM, LM_ALIAS, LM_RELEASES,
                        CodecRelease, LMRelease, codec_release, extract_command, lm_release,
                        resolve_alias)
 from .weights_hash import state_dict_sha256, weights_sha256
+from .weights_layout import (CONFIG_METADATA_KEY, INFERENCE_ONLY_KEY, OFFICIAL_CONFIGS,
+                             TORCH_SUFFIXES, StateDict, infer_config, model_from_state_dict, normalize_keys,
+                             read_weights)
 
 if tp.TYPE_CHECKING:
     from .entropy import EntropyLM
 
-ROOT_URL = "https://dl.fbaipublicfiles.com/encodec/v0/"
+__all__ = [
+    # names, releases, loading and saving (this module)
+    "known_models", "config_for_name", "official_checkpoint_path", "load_model", "save_model",
+    "known_lm_models", "lm_name_for_codec", "check_lm_for_codec", "load_lm_model",
+    "OFFICIAL_CHECKPOINTS", "OFFICIAL_LM_CHECKPOINTS", "OFFICIAL_LM_FRAME_RATES", "CODEC_LMS",
+    "BUNDLED_DIR", "BUNDLED_MODELS", "BUNDLED_LMS", "BUNDLED_LM_FRAME_RATES", "DEFAULT_MODEL",
+    # re-exported from official_files (cache and downloads) and weights_layout (file formats)
+    "ROOT_URL", "cache_dir", "official_file_path", "sha256_prefix_ok",
+    "CONFIG_METADATA_KEY", "INFERENCE_ONLY_KEY", "OFFICIAL_CONFIGS", "TORCH_SUFFIXES", "StateDict",
+    "infer_config", "model_from_state_dict", "normalize_keys", "read_weights",
+]
+
 OFFICIAL_CHECKPOINTS: dict[str, str] = {
     "encodec_24khz": "encodec_24khz-d7cc33bc.th",
     "encodec_48khz": "encodec_48khz-7e698e3e.th",
@@ -68,10 +80,6 @@ OFFICIAL_LM_CHECKPOINTS: dict[str, str] = {
 }
 OFFICIAL_LM_FRAME_RATES: dict[str, int] = {"encodec_lm_24khz": 75, "encodec_lm_48khz": 150}
 CODEC_LMS: dict[str, str] = {"encodec_24khz": "encodec_lm_24khz", "encodec_48khz": "encodec_lm_48khz"}
-OFFICIAL_CONFIGS: dict[str, tp.Callable[[], EncodecConfig]] = {
-    "encodec_24khz": EncodecConfig.encodec_24khz,
-    "encodec_48khz": EncodecConfig.encodec_48khz,
-}
 # Models shipped inside the package (trained by opencodec itself; see docs/training/): every
 # released set of weights has a versioned name (opencodec.releases); the unversioned alias
 # loads the current release.
@@ -88,16 +96,11 @@ BUNDLED_LM_FRAME_RATES: dict[str, int] = {
 CODEC_LMS[CODEC_ALIAS] = LM_ALIAS
 CODEC_LMS.update({r.name: r.lm for r in CODEC_RELEASES})
 DEFAULT_MODEL = CODEC_ALIAS
-CONFIG_METADATA_KEY = "opencodec_config"
-INFERENCE_ONLY_KEY = "opencodec_inference_only"
 # Codebook training statistics that an inference-only export leaves out (see save_model).
 _TRAINING_BUFFERS = ("._codebook.embed_avg", "._codebook.cluster_size")
-TORCH_SUFFIXES = {".th", ".pt", ".pth", ".bin", ".ckpt"}
-
-StateDict = dict[str, torch.Tensor]
 
 
-# -- names and the cache -------------------------------------------------------------------
+# -- names and releases --------------------------------------------------------------------
 def known_models() -> list[str]:
     """Names ``load_model`` resolves without a path (releases that are not shipped are
     named too: loading one explains how to get its file)."""
@@ -158,298 +161,9 @@ def _name_release(model: EncodecModel) -> EncodecModel:
     return model
 
 
-def cache_dir() -> Path:
-    """Folder holding downloaded checkpoints: ``$OPENCODEC_CACHE`` or ``~/.cache/opencodec``."""
-    env = os.environ.get("OPENCODEC_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "opencodec"
-
-
-def _offline() -> bool:
-    return os.environ.get("OPENCODEC_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def sha256_prefix_ok(path: Path, filename: str | None = None) -> tuple[bool, str, str]:
-    """Check a checkpoint against the hash prefix in its name (``name-<sha256 prefix>.ext``).
-
-    Returns (ok, expected prefix, actual prefix).
-    """
-    stem = Path(filename or path.name).stem
-    expected = stem.rsplit("-", 1)[-1]
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    actual = digest.hexdigest()[: len(expected)]
-    return actual == expected, expected, actual
-
-
-def _download(url: str, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".download-", suffix=dest.suffix)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as resp:
-            shutil.copyfileobj(resp, out)
-        ok, expected, actual = sha256_prefix_ok(Path(tmp), dest.name)
-        if not ok:
-            raise ModelLoadError(f"downloaded {url} has sha256 prefix {actual}, expected {expected}")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def official_file_path(filename: str, what: str | None = None,
-                       alternative: str = "pass a weights file path instead") -> Path:
-    """Local path of the official file ``filename`` (e.g. ``encodec_24khz-d7cc33bc.th``).
-
-    Looked up in ``cache_dir()`` and in torch hub's checkpoint folder, checked against the
-    sha256 prefix in its name, and downloaded from ``ROOT_URL`` into ``cache_dir()`` when
-    missing (unless ``OPENCODEC_OFFLINE`` is set). ``what`` names the thing in the error
-    message (default: the file), ``alternative`` is the last hint of that message.
-    Raises ``ModelLoadError`` for a corrupt file, or a missing one that cannot be downloaded.
-    """
-    what = what or f"file {filename!r}"
-    folders = [cache_dir(), Path(torch.hub.get_dir()) / "checkpoints"]
-    for folder in folders:
-        path = folder / filename
-        if path.is_file():
-            ok, expected, actual = sha256_prefix_ok(path)
-            if not ok:
-                raise ModelLoadError(
-                    f"{path} is corrupt: its sha256 starts with {actual}, expected {expected}. "
-                    f"Delete it and put the official {filename} there.")
-            return path
-    dest = cache_dir() / filename
-    url = ROOT_URL + filename
-    reason = "downloads are disabled (OPENCODEC_OFFLINE is set)"
-    if not _offline():
-        try:
-            _download(url, dest)
-            return dest
-        except ModelLoadError:
-            raise
-        except (OSError, ValueError) as exc:  # URLError is an OSError
-            reason = f"downloading {url} failed ({exc})"
-    raise ModelLoadError(
-        f"{what} needs the weights file {filename}, which is not in {cache_dir()} and {reason}. "
-        f"Get {filename} from {url} and put it at {dest} "
-        f"(or set OPENCODEC_CACHE to the folder that holds it), or {alternative}.")
-
-
 def official_checkpoint_path(name: str) -> Path:
     """Local path of the official checkpoint ``name``, downloading it if needed and allowed."""
     return official_file_path(OFFICIAL_CHECKPOINTS[name], f"model {name!r}")
-
-
-# -- reading weight files ------------------------------------------------------------------
-def read_weights(path: Path) -> tuple[StateDict, dict[str, tp.Any] | None]:
-    """Tensors and (if stored) the configuration dict of a weights file."""
-    suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        return _read_safetensors(path)
-    if suffix not in TORCH_SUFFIXES:
-        raise ModelLoadError(f"{path}: unknown weights format {suffix!r}; expected .safetensors or "
-                             f"one of {', '.join(sorted(TORCH_SUFFIXES))}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for bad or unsafe pickles
-        raise ModelLoadError(f"{path}: cannot load as a PyTorch state dict ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
-    config = None
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        config = obj.get("config")
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ModelLoadError(f"{path}: expected a dict of tensors (a state dict)")
-    if config is not None and not isinstance(config, dict):
-        raise ModelLoadError(f"{path}: 'config' must be a dict, got {type(config).__name__}")
-    return dict(obj), config
-
-
-def _read_safetensors(path: Path) -> tuple[StateDict, dict[str, tp.Any] | None]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelLoadError(f"{path}: cannot read safetensors file ({exc})") from exc
-    config = None
-    if CONFIG_METADATA_KEY in metadata:
-        try:
-            config = json.loads(metadata[CONFIG_METADATA_KEY])
-        except json.JSONDecodeError as exc:
-            raise ModelLoadError(f"{path}: metadata {CONFIG_METADATA_KEY!r} is not valid JSON ({exc})") from exc
-    if metadata.get(INFERENCE_ONLY_KEY) == "1":
-        tensors = _restore_training_buffers(tensors)
-    return tensors, config
-
-
-def _restore_training_buffers(state: StateDict) -> StateDict:
-    """Refill what an inference-only export dropped: each codebook's EMA sum is its entries
-    (``embed_avg = embed``) with unit cluster sizes. Decoding never reads them; the trainer
-    (``init_from``) replaces them with statistics estimated on training audio, since unit
-    sizes would let dead-code expiry replace most entries at the first step."""
-    out = dict(state)
-    for key, value in state.items():
-        if key.endswith("._codebook.embed"):
-            prefix = key[: -len(".embed")]
-            out.setdefault(prefix + ".embed_avg", value.clone())
-            out.setdefault(prefix + ".cluster_size", torch.ones(value.shape[0], dtype=value.dtype))
-    return out
-
-
-# -- key layouts ---------------------------------------------------------------------------
-_PARAMETRIZATION = re.compile(r"\.parametrizations\.weight\.original([01])$")
-
-
-def normalize_keys(state: StateDict, expected: tp.Collection[str] | None = None) -> StateDict:
-    """Rename keys from the Hugging Face or ``parametrizations`` layouts to the official one.
-
-    ``expected`` (the target model's keys) resolves the one ambiguity of the Hugging Face
-    layout, whether ``layers.N.conv`` is a conv or a transposed conv.
-    """
-    out: StateDict = {}
-    for key, value in state.items():
-        new = _PARAMETRIZATION.sub(lambda m: ".weight_g" if m.group(1) == "0" else ".weight_v", key)
-        if new.startswith(("encoder.layers.", "decoder.layers.")) or ".codebook." in new \
-                and new.startswith("quantizer.layers."):
-            new = _from_hf(new, expected)
-        out[new] = value
-    return out
-
-
-def _from_hf(key: str, expected: tp.Collection[str] | None) -> str:
-    if key.startswith("quantizer.layers."):
-        return key.replace("quantizer.layers.", "quantizer.vq.layers.", 1).replace(".codebook.", "._codebook.")
-    key = key.replace(".layers.", ".model.", 1)
-    if ".lstm." in key:
-        return key
-    # "<prefix>.conv.<param>" or "<prefix>.norm.<param>" -> official wrapper paths.
-    prefix, kind, param = key.rsplit(".", 2)
-    candidates = ([f"{prefix}.conv.conv.{param}", f"{prefix}.convtr.convtr.{param}"] if kind == "conv"
-                  else [f"{prefix}.conv.norm.{param}", f"{prefix}.convtr.norm.{param}"])
-    if expected is not None:
-        for cand in candidates:
-            if cand in expected:
-                return cand
-    return candidates[0]
-
-
-# -- configuration from weights ------------------------------------------------------------
-def _conv_weight(state: StateDict, prefix: str) -> torch.Tensor | None:
-    for suffix in (".conv.conv.weight_v", ".conv.conv.weight"):
-        if prefix + suffix in state:
-            return state[prefix + suffix]
-    return None
-
-
-def infer_config(state: StateDict) -> EncodecConfig:
-    """Architecture sizes read off an (official-layout) state dict.
-
-    Sample rate, causality, segmenting and bandwidths are not in the weights: when the
-    sizes match an official model its configuration is returned; otherwise the
-    EnCodec 24 kHz defaults fill them in and the caller should supply a config.
-    """
-    first = _conv_weight(state, "encoder.model.0")
-    if first is None:
-        raise ModelLoadError("not an EnCodec state dict: no encoder.model.0 convolution weight "
-                             f"(first keys: {', '.join(list(state)[:5])})")
-    if "encoder.model.0.conv.conv.weight_g" in state:
-        norm = "weight_norm"
-    elif "encoder.model.0.conv.norm.weight" in state:
-        norm = "time_group_norm"
-    else:
-        norm = "none"
-    n_filters, channels, kernel_size = first.shape
-    indices = sorted({int(k.split(".")[2]) for k in state if k.startswith("encoder.model.")})
-    blocks = [i for i in indices if any(k.startswith(f"encoder.model.{i}.block.") for k in state)]
-    lstm_idx = [i for i in indices if f"encoder.model.{i}.lstm.weight_ih_l0" in state]
-    convs = [i for i in indices if i not in blocks and i not in lstm_idx and _conv_weight(state, f"encoder.model.{i}") is not None]
-    down = convs[1:-1]
-    ratios = [int(_conv_weight(state, f"encoder.model.{i}").shape[-1]) // 2 for i in down]  # type: ignore[union-attr]
-    last = _conv_weight(state, f"encoder.model.{convs[-1]}")
-    assert last is not None
-    lstm_layers = 0
-    if lstm_idx:
-        lstm_layers = sum(1 for k in state if k.startswith(f"encoder.model.{lstm_idx[0]}.lstm.weight_ih_l"))
-    n_q = len({k.split(".")[3] for k in state if k.startswith("quantizer.vq.layers.") and k.endswith("._codebook.embed")})
-    embed = state.get("quantizer.vq.layers.0._codebook.embed")
-    if embed is None:
-        raise ModelLoadError("not an EnCodec state dict: no quantizer.vq.layers.0._codebook.embed")
-    res_kernel, compress, true_skip = 3, 2, False
-    if blocks:
-        b1 = _conv_weight(state, f"encoder.model.{blocks[0]}.block.1")
-        if b1 is not None:
-            res_kernel = int(b1.shape[-1])
-            compress = max(1, int(b1.shape[1]) // max(1, int(b1.shape[0])))
-        true_skip = _conv_weight(state, f"encoder.model.{blocks[0]}.shortcut") is None
-    sizes = dict(
-        channels=int(channels), norm=norm, n_filters=int(n_filters), kernel_size=int(kernel_size),
-        ratios=list(reversed(ratios)), n_residual_layers=len(blocks) // max(1, len(ratios)),
-        lstm=lstm_layers, dimension=int(last.shape[0]), last_kernel_size=int(last.shape[-1]),
-        n_q=n_q, bins=int(embed.shape[0]), residual_kernel_size=res_kernel, compress=compress,
-        true_skip=true_skip)
-    for factory in OFFICIAL_CONFIGS.values():
-        official = factory()
-        if all(getattr(official, k) == v for k, v in sizes.items()):
-            return official
-    base = EncodecConfig(causal=norm != "time_group_norm", name="unset")
-    for k, v in sizes.items():
-        setattr(base, k, v)
-    frame_rate = base.frame_rate
-    per_q = base.bins.bit_length() - 1
-    base.target_bandwidths = [n * per_q * frame_rate / 1000 for n in _default_codebook_counts(n_q)]
-    return base
-
-
-def _default_codebook_counts(n_q: int) -> list[int]:
-    counts, n = [], 2
-    while n < n_q:
-        counts.append(n)
-        n *= 2
-    return counts + [n_q]
-
-
-# -- public entry points -------------------------------------------------------------------
-def model_from_state_dict(state: StateDict, config: EncodecConfig | dict | None = None,
-                          source: str = "state dict") -> EncodecModel:
-    """Build a model from tensors (any supported key layout) and an optional config."""
-    if isinstance(config, dict):
-        try:
-            config = EncodecConfig.from_dict(config)
-        except (TypeError, ValueError) as exc:
-            raise ModelLoadError(f"{source}: invalid model configuration ({exc})") from exc
-    if config is None:
-        config = infer_config(normalize_keys(state))
-    try:
-        model = EncodecModel(config)
-    except (TypeError, ValueError) as exc:
-        raise ModelLoadError(f"{source}: cannot build the model ({exc})") from exc
-    expected = model.state_dict()
-    state = normalize_keys(state, expected.keys())
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_short_list(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_short_list(unexpected)}")
-    shapes = [f"{k} (expected {tuple(expected[k].shape)}, got {tuple(state[k].shape)})"
-              for k in sorted(set(expected) & set(state)) if expected[k].shape != state[k].shape]
-    if shapes:
-        problems.append(f"shape mismatch: {_short_list(shapes)}")
-    if problems:
-        raise ModelLoadError(f"{source} does not match the {config.name} architecture: " + "; ".join(problems))
-    model.load_state_dict(state, strict=True)
-    return model.eval()
-
-
-def _short_list(items: list[str], limit: int = 6) -> str:
-    more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
-    return ", ".join(items[:limit]) + more
 
 
 def load_model(name_or_path: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu",

@@ -15,6 +15,7 @@ See :mod:`opencodec.tokens` for the output layout.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import typing as tp
 from pathlib import Path
@@ -124,9 +125,9 @@ class _Progress:
 
 def _need_pyarrow() -> None:
     try:
-        import pyarrow  # noqa: F401
+        importlib.import_module("pyarrow")
     except ImportError:
-        from .errors import OpenCodecError
+        from ..errors import OpenCodecError
         raise OpenCodecError("token shards are Parquet files and need pyarrow: "
                              "pip install 'opencodec[tokens]' (or pip install pyarrow)") from None
 
@@ -134,8 +135,8 @@ def _need_pyarrow() -> None:
 def cmd_tokenize(args: argparse.Namespace) -> int:
     """``opencodec tokenize``: see the module docstring."""
     _need_pyarrow()
-    from .tokens import TokenizeOptions, tokenize
-    from .tokens.plan import place_from_env
+    from ..tokens import TokenizeOptions, tokenize
+    from ..tokens.plan import place_from_env
 
     options = TokenizeOptions(inputs=args.inputs, out=args.out, model=args.model, bandwidth=args.bandwidth,
                               device=args.device, batch_seconds=args.batch_seconds,
@@ -168,7 +169,7 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
 def cmd_detokenize(args: argparse.Namespace) -> int:
     """``opencodec detokenize``: decode rows back to audio files."""
     _need_pyarrow()
-    from .tokens import detokenize
+    from ..tokens import detokenize
 
     paths = detokenize(args.folder, args.out, ids=args.ids, model=args.model, rate=args.rate,
                        channels=args.channels, force=args.force)

@@ -1,0 +1,150 @@
+"""``opencodec compress`` and ``opencodec decompress``: parse, call :mod:`opencodec.codec_files`, report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import typing as tp
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..codec_files import (DEFAULT_BANDWIDTH, FileCompressor, FileDecompressor, FileResult, OutputOptions,
+                           plan_compress, plan_decompress)
+from ..file_jobs import Job, Plan, run_jobs
+from ..pretrained import DEFAULT_MODEL
+from .common import (add_model_option, bandwidth_arg, describe, error, fmt_kbps, info, positive_int,
+                     progress_bars, warn)
+
+CLIP_HINT = "[-r/--rescale scales down, --float keeps the peaks]"
+
+
+def add_codec_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
+    """Add the ``compress`` and ``decompress`` sub-commands."""
+    comp = sub.add_parser(
+        "compress", parents=[common], help="audio file(s) -> .ecdc",
+        description="Compress audio (any format soundfile reads: WAV, FLAC, Ogg, Opus, MP3, ...) "
+                    "to .ecdc. The audio is converted to the model's sample rate and channels. "
+                    "If OUT ends in .wav or .flac, compress and decompress into that audio file.")
+    comp.add_argument("input", type=Path, metavar="IN", help="audio file, or folder (recursive)")
+    comp.add_argument("output", type=Path, nargs="?", metavar="OUT",
+                      help="output .ecdc (or .wav/.flac for a round trip), or folder; "
+                           "default: IN with .ecdc")
+    comp.add_argument("-b", "--bandwidth", type=bandwidth_arg, default=DEFAULT_BANDWIDTH, metavar="KBPS",
+                      help=f"target bandwidth in kbps (default {DEFAULT_BANDWIDTH:g}); "
+                           "the model decides which are supported")
+    add_model_option(comp, f"model name or weights file (default {DEFAULT_MODEL}, the current "
+                           f"release; files record the release's versioned name and weights hash)")
+    comp.add_argument("--lm", action="store_true",
+                      help="entropy-code the codes with the codec's language model (smaller files, "
+                           "slower compression and decompression)")
+    comp.add_argument("--lm-model", metavar="NAME_OR_PATH",
+                      help="entropy model name or weights file (implies --lm; default: the one "
+                           "belonging to the model: the bundled entropy model for the bundled "
+                           "codec, encodec_lm_24khz or encodec_lm_48khz for the official ones)")
+    comp.add_argument("--lm-format", choices=("deterministic", "official"), default="deterministic",
+                      help="entropy-coded format: 'deterministic' (default; version 1, decodes "
+                           "identically on any machine and thread count, checksummed) or "
+                           "'official' (version 0, readable by the official encodec package, "
+                           "but its decoding depends on the machine's float arithmetic)")
+    _add_output_options(comp)
+    _add_rate_channels_options(comp, "round trip (OUT .wav/.flac): output sample rate in Hz "
+                                     "(default: the input's)", "round trip: output channels "
+                                     "(default: the input's)")
+    comp.set_defaults(parser=comp, handler=cmd_compress)
+
+    dec = sub.add_parser("decompress", parents=[common], help=".ecdc file(s) -> audio",
+                         description="Decode .ecdc files to WAV (or FLAC) audio.")
+    dec.add_argument("input", type=Path, metavar="IN", help=".ecdc file, or folder (recursive)")
+    dec.add_argument("output", type=Path, nargs="?", metavar="OUT",
+                     help="output .wav/.flac, or folder; default: IN with .wav")
+    add_model_option(dec, "model name or weights file (default: the model named in each file); "
+                          "its weights hash must be the file's. For a file written before "
+                          "versioned names (header 'opencodec_24khz'), the release that wrote it, "
+                          "e.g. opencodec_24khz_v4")
+    dec.add_argument("--lm-model", metavar="NAME_OR_PATH",
+                     help="entropy model name or weights file for entropy-coded files (default: "
+                          "the one belonging to the model of each file)")
+    _add_output_options(dec)
+    _add_rate_channels_options(dec, "output sample rate in Hz (default: the model's)",
+                               "output channels, 1 = mono down-mix (default: the model's)")
+    dec.set_defaults(parser=dec, handler=cmd_decompress)
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
+    parser.add_argument("-r", "--rescale", action="store_true",
+                        help="scale decoded audio down to a 0.99 peak instead of clipping")
+    parser.add_argument("--float", dest="float32", action="store_true",
+                        help="write 32-bit float WAV instead of 16-bit PCM")
+
+
+def _add_rate_channels_options(parser: argparse.ArgumentParser, rate_help: str, channels_help: str) -> None:
+    parser.add_argument("--rate", type=positive_int, metavar="HZ", help=rate_help)
+    parser.add_argument("--channels", type=positive_int, metavar="N", help=channels_help)
+
+
+def _output_options(args: argparse.Namespace) -> OutputOptions:
+    return OutputOptions(force=args.force, rescale=args.rescale, float32=args.float32, rate=args.rate,
+                         channels=args.channels)
+
+
+def _report_all(args: argparse.Namespace, plan: Plan, work: tp.Callable[[Job, bool], FileResult],
+                verb: str, line: tp.Callable[[FileResult], str]) -> int:
+    """Run the plan's jobs and report each (one line for a single file; a progress bar over the
+    files and every failure for a folder); returns the exit status (1 if any failed)."""
+    outcomes = run_jobs(plan, work)
+    if plan.folder:
+        outcomes = tqdm(outcomes, total=len(plan.jobs), unit="file", desc=verb, disable=args.quiet,
+                        file=sys.stderr)
+    failed = 0
+    try:
+        for outcome in outcomes:
+            if outcome.error is not None:
+                failed += 1
+                error(describe(outcome.error, outcome.job.src))
+                continue
+            assert outcome.result is not None
+            for message in outcome.result.warnings:
+                warn(f"{message} {CLIP_HINT}")
+            if not plan.folder:
+                info(args, line(outcome.result))
+    finally:
+        if isinstance(outcomes, tqdm):
+            outcomes.close()
+    if not plan.folder:
+        return 1 if failed else 0
+    if failed:
+        error(f"{failed} of {len(plan.jobs)} file(s) failed")
+        return 1
+    info(args, f"{verb}: {len(plan.jobs)} file(s) done")
+    return 0
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    """``opencodec compress``: audio file(s) -> .ecdc (or a round trip to .wav/.flac)."""
+    options = _output_options(args)
+    plan = plan_compress(args.input, args.output, options)
+    compressor = FileCompressor(args.model, args.bandwidth, options, lm=args.lm, lm_model=args.lm_model,
+                                lm_format=args.lm_format, progress=progress_bars(args))
+
+    def line(r: FileResult) -> str:
+        assert r.size_bytes is not None
+        how = f"{compressor.model.name}, streamed" if r.streamed else compressor.model.name
+        return (f"{r.src} -> {r.dst}: {r.seconds:.2f} s at {fmt_kbps(args.bandwidth)} kbps ({how}), "
+                f"{r.size_bytes} bytes, {r.size_bytes * 8 / r.seconds / 1000:.2f} kbps")
+
+    return _report_all(args, plan, compressor, "compress", line)
+
+
+def cmd_decompress(args: argparse.Namespace) -> int:
+    """``opencodec decompress``: .ecdc file(s) -> WAV/FLAC."""
+    options = _output_options(args)
+    plan = plan_decompress(args.input, args.output, options)
+    decompressor = FileDecompressor(args.model, options, lm_model=args.lm_model, progress=progress_bars(args))
+
+    def line(r: FileResult) -> str:
+        return (f"{r.src} -> {r.dst}: {r.seconds:.2f} s, {r.channels} channel(s) at {r.sample_rate} Hz"
+                + (" (streamed)" if r.streamed else ""))
+
+    return _report_all(args, plan, decompressor, "decompress", line)

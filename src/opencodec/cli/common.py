@@ -1,0 +1,107 @@
+"""Pieces every ``opencodec`` sub-command shares: messages, option types, progress bars."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import sys
+import typing as tp
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..codec_files import ProgressFactory, Update
+from ..errors import UsageError
+
+PROG = "opencodec"
+
+__all__ = ["PROG", "UsageError", "error", "warn", "info", "describe", "bandwidth_arg", "positive_int",
+           "add_model_option", "progress_bars", "fmt_kbps"]
+
+
+def error(message: str) -> None:
+    """Print ``opencodec: error: message`` to stderr (above any progress bar)."""
+    tqdm.write(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def warn(message: str) -> None:
+    """Print ``opencodec: warning: message`` to stderr."""
+    tqdm.write(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+def info(args: argparse.Namespace, message: str) -> None:
+    """Print an informational line to stderr unless ``--quiet``."""
+    if not args.quiet:
+        tqdm.write(message, file=sys.stderr)
+
+
+def describe(exc: BaseException, path: Path) -> str:
+    """The error message, prefixed with ``path`` unless it already names it."""
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        message = f"{exc.filename}: {exc.strerror}"
+    return message if str(path) in message else f"{path}: {message}"
+
+
+def fmt_kbps(value: float) -> str:
+    return f"{value:g}"
+
+
+# ------------------------------------------------------------------------------------------
+# Option types
+# ------------------------------------------------------------------------------------------
+def bandwidth_arg(text: str) -> float:
+    """argparse type: a positive, finite bandwidth in kbps."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid bandwidth {text!r}: expected a number of kbps") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"invalid bandwidth {text!r}: must be a positive number of kbps")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_model_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("-m", "--model", metavar="NAME_OR_PATH", help=help_text)
+
+
+# ------------------------------------------------------------------------------------------
+# Progress
+# ------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _tqdm_progress(desc: str, unit: str, lazy: bool = False) -> tp.Iterator[Update]:
+    """An ``update(done, total)`` callback driving a tqdm bar on stderr; ``lazy``: the bar
+    appears at the first call only (a stage that may not happen)."""
+    bars: list[tqdm] = []
+
+    def update(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=0, unit=unit, desc=desc, file=sys.stderr))
+        bar = bars[0]
+        bar.total = total
+        bar.update(done - bar.n)
+
+    if not lazy:
+        update(0, 0)
+    try:
+        yield update
+    finally:
+        for bar in bars:
+            bar.close()
+
+
+def progress_bars(args: argparse.Namespace) -> ProgressFactory | None:
+    """The progress factory of the library calls: tqdm bars, or none with ``--quiet``."""
+    return None if args.quiet else _tqdm_progress

@@ -1,0 +1,81 @@
+"""``opencodec info``: parse, describe each file (:mod:`opencodec.ecdc_info`), print."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import typing as tp
+from pathlib import Path
+
+from ..ecdc_info import ECDC_SUFFIX, describe_file, is_ecdc_file, known_model
+from ..errors import EXPECTED_ERRORS
+from ..file_jobs import find_files
+from .common import add_model_option, describe, error
+
+
+def add_info_parser(sub: tp.Any, common: argparse.ArgumentParser) -> None:
+    """Add the ``info`` sub-command."""
+    inf = sub.add_parser("info", parents=[common], help="describe .ecdc files (no model needed)",
+                         description="Print what the header of each .ecdc file says.")
+    inf.add_argument("inputs", type=Path, nargs="+", metavar="FILE",
+                     help=".ecdc file(s) or folder(s) (recursive)")
+    inf.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_model_option(inf, "weights file (or name) of a model the header's name does not "
+                          "resolve to: its configuration fills in rate, duration and bitrate "
+                          "for files written by it")
+    inf.set_defaults(parser=inf, handler=cmd_info)
+
+
+def format_info(info: dict[str, tp.Any]) -> str:
+    """Human-readable block for :func:`opencodec.ecdc_info.describe_file`'s dict."""
+    def known(value: tp.Any, fmt: str) -> str:
+        return "unknown (model not known)" if value is None else fmt.format(value)
+
+    hashed = f"hash {info['model_hash']}, " if info["model_hash"] else ""
+    lines = [
+        f"file:          {info['file']}",
+        f"model:         {info['model']}",
+        f"weights:       {hashed}{info['release']}",
+        f"sample rate:   {known(info['sample_rate'], '{} Hz')}",
+        f"channels:      {known(info['channels'], '{}')}",
+        f"codebooks:     {info['codebooks']}",
+        f"bandwidth:     {known(info['bandwidth_kbps'], '{:g} kbps (nominal)')}",
+        f"duration:      {known(info['duration_s'], '{:.3f} s')} ({info['samples']} samples)",
+        f"size:          {info['size_bytes']} bytes",
+        f"bitrate:       {known(info['bitrate_kbps'], '{:.2f} kbps (actual)')}",
+        f"entropy model: {'yes' if info['entropy_coded'] else 'no'}",
+    ]
+    if "lm_hash" in info and "format_version" not in info:
+        lines[-1] += f" (weights hash {info['lm_hash']})"
+    if "format_version" in info:
+        checks = (f"{info['check_bits']} bits every {info['check_interval']} frames, "
+                  if info["check_bits"] else "")
+        lines[-1] += f" (deterministic format, version {info['format_version']})"
+        lines += [f"lm name:       {info['lm_name']}",
+                  f"lm weights:    hash {info['lm_hash']} (fixed-point scheme {info['lm_scheme']})",
+                  f"checks:        {checks}CRC-32 per segment"]
+    lines.append("decodes to:    the sample rate and channels above; decompress --rate HZ --channels N "
+                 "converts (a compress IN OUT.wav round trip keeps the input's rate and channels)")
+    return "\n".join(lines)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """``opencodec info``: print each file's header fields, size and bitrates."""
+    files = find_files(args.inputs, is_ecdc_file)
+    if not files:
+        error(f"no {ECDC_SUFFIX} files found in {', '.join(map(str, args.inputs))}")
+        return 1
+    known = None if args.model is None else known_model(args.model)
+    failed = 0
+    for index, path in enumerate(files):
+        try:
+            info = describe_file(path, known)
+        except EXPECTED_ERRORS as exc:
+            failed += 1
+            error(describe(exc, path))
+            continue
+        if args.json:
+            print(json.dumps(info))
+        else:
+            print(("\n" if index else "") + format_info(info))
+    return 1 if failed else 0

@@ -1,0 +1,68 @@
+"""The ``opencodec`` entry point: the parser of every sub-command and the exit-status policy."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from .. import __version__
+from ..errors import EXPECTED_ERRORS, UsageError
+from .codec import add_codec_parsers
+from .common import PROG, error
+from .export import add_export_parser
+from .info import add_info_parser
+from .stream import add_stream_parsers
+from .tokens import add_token_parsers
+from .wrappers import WRAPPED, add_wrapper_parsers
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``opencodec`` argument parser with all its sub-commands."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="EnCodec neural audio codec: compress audio to .ecdc files and back.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info lines")
+    # Sub-commands accept -q too; SUPPRESS keeps a -q given before the sub-command.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bars or info lines")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_codec_parsers(sub, common)
+    add_info_parser(sub, common)
+    add_stream_parsers(sub, common)
+    add_token_parsers(sub, common)
+    add_export_parser(sub, common)
+    add_wrapper_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] and argv[0] in WRAPPED:  # these tools parse their own arguments (including --help)
+        return WRAPPED[argv[0]](argparse.Namespace(rest=argv[1:]))
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error (already printed)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    if args.command is None:
+        parser.print_usage(sys.stderr)
+        print(f"{PROG}: error: a command is required (compress, decompress, info, train, train-lm, eval or mushra)", file=sys.stderr)
+        return 2
+    try:
+        with warnings.catch_warnings():
+            # The legacy weight-norm API the official layout needs is deprecated: not the user's concern.
+            warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
+            return int(args.handler(args))
+    except UsageError as exc:
+        args.parser.print_usage(sys.stderr)
+        print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except EXPECTED_ERRORS as exc:
+        error(str(exc) or type(exc).__name__)
+        return 1
+    except KeyboardInterrupt:
+        error("interrupted")
+        return 130

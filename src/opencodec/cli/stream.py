@@ -1,0 +1,133 @@
+"""``opencodec stream-encode`` / ``stream-decode``: parse, call :mod:`opencodec.stream`, report."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import typing as tp
+
+from ..codec_files import DEFAULT_BANDWIDTH
+from ..model import EncodecModel
+from ..model_cache import CodecModels, load_checked_model
+from ..pretrained import DEFAULT_MODEL
+from .common import UsageError, add_model_option, bandwidth_arg, fmt_kbps, info, warn
+
+
+def _count(text: str) -> int:
+    """argparse type: an integer in [1, 255]."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: expected an integer") from None
+    if not 1 <= value <= 255:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: must be between 1 and 255")
+    return value
+
+
+def add_stream_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
+    """Add the ``stream-encode`` and ``stream-decode`` sub-commands."""
+    from ..stream import DEFAULT_FRAMES_PER_PACKET, DEFAULT_HEADER_EVERY, RAW_FORMATS
+
+    enc = sub.add_parser(
+        "stream-encode", parents=[common], help="WAV/raw PCM on stdin -> packet stream on stdout",
+        description="Encode audio from stdin as it arrives (a WAV stream, or headerless PCM with "
+                    "--raw) into a packet stream on stdout, flushed packet by packet. Causal models "
+                    "only. Latency ~(frames per packet + 1) x 13.3 ms at 24 kHz.")
+    add_model_option(enc, f"model name or weights file (default {DEFAULT_MODEL}); must be causal")
+    enc.add_argument("-b", "--bandwidth", type=bandwidth_arg, default=DEFAULT_BANDWIDTH, metavar="KBPS",
+                     help=f"target bandwidth in kbps (default {DEFAULT_BANDWIDTH:g})")
+    enc.add_argument("--frames-per-packet", type=_count, default=DEFAULT_FRAMES_PER_PACKET, metavar="N",
+                     help=f"code frames per packet, 1-255 (default {DEFAULT_FRAMES_PER_PACKET}: 53 ms at "
+                          "75 frames/s; fewer: lower latency, more overhead)")
+    enc.add_argument("--header-every", type=_count, default=DEFAULT_HEADER_EVERY, metavar="N",
+                     help=f"repeat the stream header every N data packets (default {DEFAULT_HEADER_EVERY}); "
+                          "a receiver joining mid-stream starts at the next header")
+    enc.add_argument("--raw", action="store_true", help="stdin is headerless PCM (needs --rate, --channels)")
+    enc.add_argument("--rate", type=int, metavar="HZ", help="sample rate of raw input")
+    enc.add_argument("--channels", type=int, metavar="C", help="channels of raw input (interleaved)")
+    enc.add_argument("--format", choices=sorted(RAW_FORMATS),
+                     help="sample format of raw input (default s16le)")
+    enc.set_defaults(parser=enc, handler=cmd_stream_encode)
+
+    dec = sub.add_parser(
+        "stream-decode", parents=[common], help="packet stream on stdin -> WAV/raw PCM on stdout",
+        description="Decode a packet stream from stdin as it arrives to a WAV stream (length fields "
+                    "0xFFFFFFFF, fixed when stdout is a file) or raw PCM on stdout. Lost packets "
+                    "become silence of the same duration, damaged ones are dropped, and a stream "
+                    "joined mid-way starts at its next header; each is reported on stderr.")
+    add_model_option(dec, "model name or weights file (default: the model named in the stream header)")
+    dec.add_argument("--raw", action="store_true", help="write headerless PCM (s16le, or f32le with --float)")
+    dec.add_argument("--float", dest="float32", action="store_true",
+                     help="32-bit float samples instead of 16-bit integers")
+    dec.set_defaults(parser=dec, handler=cmd_stream_decode)
+
+
+def _binary_stdout() -> tp.BinaryIO:
+    """stdout for binary data; a terminal is refused."""
+    if sys.stdout.isatty():
+        raise UsageError("refusing to write binary data to a terminal: redirect stdout to a file "
+                         "or pipe it into another command")
+    return sys.stdout.buffer
+
+
+def _binary_stdin(what: str) -> tp.BinaryIO:
+    """stdin for binary data; a terminal is refused."""
+    if sys.stdin.isatty():
+        raise UsageError(f"stdin is a terminal: pipe or redirect {what} into it")
+    return sys.stdin.buffer
+
+
+@contextlib.contextmanager
+def _broken_pipe() -> tp.Iterator[None]:
+    """Turn a closed stdout (the reader went away) into an ordinary error, without a second
+    one when Python flushes stdout at exit."""
+    try:
+        yield
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise OSError("stdout was closed by the reading side (broken pipe)") from None
+
+
+def cmd_stream_encode(args: argparse.Namespace) -> int:
+    """``opencodec stream-encode``: WAV or raw PCM on stdin -> packet stream on stdout."""
+    from ..stream import RAW_FORMATS, PcmFormat, encode_stream
+
+    raw = None
+    if args.raw:
+        if args.rate is None or args.channels is None:
+            raise UsageError("--raw needs --rate and --channels (and --format, default s16le)")
+        raw = PcmFormat(args.rate, args.channels, RAW_FORMATS[args.format or "s16le"])
+    elif args.rate is not None or args.channels is not None or args.format is not None:
+        raise UsageError("--rate, --channels and --format describe raw input: add --raw")
+    fin, fout = _binary_stdin("WAV or raw PCM"), _binary_stdout()
+    model = load_checked_model(args.model, args.bandwidth, streaming=True)
+    with _broken_pipe():
+        report = encode_stream(model, fin, fout, bandwidth=args.bandwidth, raw=raw,
+                               frames_per_packet=args.frames_per_packet, header_every=args.header_every)
+    seconds = report.samples / report.sample_rate
+    info(args, f"stream-encode: {seconds:.2f} s at {fmt_kbps(args.bandwidth)} kbps ({model.name}, "
+               f"{report.num_codebooks} codebooks), {report.packets} packets, {report.bytes} bytes, "
+               f"{report.bytes * 8 / seconds / 1000:.2f} kbps with packet overhead")
+    return 0
+
+
+def cmd_stream_decode(args: argparse.Namespace) -> int:
+    """``opencodec stream-decode``: packet stream on stdin -> WAV or raw PCM on stdout."""
+    from ..stream import StreamInfo, decode_stream
+
+    fin, fout = _binary_stdin("a packet stream"), _binary_stdout()
+    models = CodecModels(args.model)
+
+    def load(info: StreamInfo) -> EncodecModel:  # the header's model, hash checked
+        return models.get(*info.model, info.num_codebooks, "the stream")
+
+    with _broken_pipe():
+        report = decode_stream(fin, fout, load, raw=args.raw, float32=args.float32, warn=warn)
+    stats = report.stats
+    info(args, f"stream-decode: {report.samples / report.sample_rate:.2f} s, {report.channels} "
+               f"channel(s) at {report.sample_rate} Hz; {stats.data_packets} data packets, "
+               f"{stats.lost_packets} lost ({report.concealed_samples / report.sample_rate:.3f} s "
+               f"concealed), {stats.damaged_regions} damaged region(s), {stats.dropped_packets} dropped")
+    return 0

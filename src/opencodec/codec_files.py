@@ -1,0 +1,289 @@
+"""Compress audio files to ``.ecdc`` and back, one file or a folder tree at a time.
+
+The work behind ``opencodec compress`` and ``opencodec decompress``, without the printing:
+:func:`plan_compress` / :func:`plan_decompress` decide which file goes where (refusing to
+overwrite without ``force``), :class:`FileCompressor` / :class:`FileDecompressor` load the
+models once and process one :class:`~opencodec.file_jobs.Job`, returning a
+:class:`FileResult`; :func:`opencodec.file_jobs.run_jobs` runs them over a plan. Outputs are
+written atomically (a temporary file renamed into place), so a failure leaves no partial file.
+Long single inputs of a streaming model go through :mod:`opencodec.longform` (bounded memory).
+
+Progress is reported through an optional :data:`ProgressFactory`: ``factory(desc, unit, lazy)``
+is a context manager yielding ``update(done, total)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import typing as tp
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ._files import check_output, write_bytes_atomic
+from .audio import AUDIO_EXTENSIONS, convert_audio, is_audio_file, read_audio, write_audio
+from .bitstream import read_header
+from .compress import compress, decompress
+from .ecdc_info import ECDC_SUFFIX, is_ecdc_file
+from .errors import UsageError
+from .file_jobs import Job, Plan, check_input, plan_folder, single_output
+from .longform import compress_file_streaming, decompress_file_streaming, supports_streaming
+from .model import EncodecModel
+from .model_cache import CodecModels, EntropyModels, lm_header_name, load_checked_model
+from .pretrained import load_lm_model, load_model
+
+AUDIO_OUTPUT_SUFFIXES = (".wav", ".flac")
+DEFAULT_BANDWIDTH = 6.0
+
+#: Inputs longer than this (seconds) are processed in bounded memory (``opencodec.longform``)
+#: when the model streams and a single plain ``.ecdc``/audio file is written.
+STREAMING_MIN_SECONDS = 60.0
+
+Update = tp.Callable[[int, int], None]
+ProgressFactory = tp.Callable[[str, str, bool], tp.ContextManager[Update]]
+
+
+@dataclass
+class OutputOptions:
+    """How outputs are written: ``force`` overwrites, ``rescale`` scales decoded audio to a
+    0.99 peak instead of clipping, ``float32`` writes 32-bit float WAV, ``rate`` (Hz) and
+    ``channels`` convert decoded audio (None: the default of the command)."""
+
+    force: bool = False
+    rescale: bool = False
+    float32: bool = False
+    rate: int | None = None
+    channels: int | None = None
+
+
+@dataclass
+class FileResult:
+    """One processed file: ``seconds`` of audio, ``size_bytes`` of ``.ecdc`` data (compress;
+    None for decompress), the written audio's ``sample_rate`` and ``channels`` (decompress and
+    round trips), ``streamed`` when it went through bounded-memory streaming, and the
+    ``warnings`` (clipping) raised while writing audio."""
+
+    src: Path
+    dst: Path
+    seconds: float
+    size_bytes: int | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+    streamed: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------
+# Planning
+# ------------------------------------------------------------------------------------------
+def _check_float(options: OutputOptions, jobs: list[Job]) -> None:
+    if options.float32 and any(j.dst.suffix.lower() == ".flac" for j in jobs):
+        raise UsageError("--float needs a .wav output: FLAC stores 16 or 24-bit integers only")
+
+
+def _plan(src: Path, out: Path | None, options: OutputOptions, accept: tp.Callable[[Path], bool],
+          suffix: str, allowed: tp.Sequence[str], what: str) -> Plan:
+    check_input(src)
+    if src.is_dir():
+        plan = Plan(plan_folder(src, out, accept, suffix, what), folder=True)
+    else:
+        dst = single_output(src, out, suffix, allowed)
+        check_output(dst, options.force)
+        plan = Plan([Job(src, dst)])
+    _check_float(options, plan.jobs)
+    return plan
+
+
+def plan_compress(src: Path, out: Path | None, options: OutputOptions) -> Plan:
+    """Jobs for ``compress SRC [OUT]``: audio -> ``.ecdc``, or a round trip when OUT ends in
+    .wav/.flac. Raises ``FileNotFoundError``/``FileExistsError`` (existing output without
+    ``force``) or :class:`~opencodec.errors.UsageError` (options that do not fit)."""
+    plan = _plan(src, out, options, is_audio_file, ECDC_SUFFIX, (ECDC_SUFFIX, *AUDIO_OUTPUT_SUFFIXES),
+                 f"audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})")
+    if (options.rate or options.channels) and any(j.dst.suffix.lower() == ECDC_SUFFIX for j in plan.jobs):
+        raise UsageError("--rate/--channels apply to a round trip (OUT .wav or .flac); an .ecdc file "
+                         "is decoded at the rate you choose with decompress --rate/--channels")
+    return plan
+
+
+def plan_decompress(src: Path, out: Path | None, options: OutputOptions) -> Plan:
+    """Jobs for ``decompress SRC [OUT]``: ``.ecdc`` -> .wav (or .flac). Errors as
+    :func:`plan_compress`."""
+    return _plan(src, out, options, is_ecdc_file, ".wav",
+                 AUDIO_OUTPUT_SUFFIXES, f"{ECDC_SUFFIX} files")
+
+
+# ------------------------------------------------------------------------------------------
+# Shared pieces
+# ------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _bar(progress: ProgressFactory | None, desc: str, unit: str, lazy: bool = False) -> tp.Iterator[Update]:
+    if progress is None:
+        yield lambda done, total: None
+        return
+    with progress(desc, unit, lazy) as update:
+        yield update
+
+
+@contextlib.contextmanager
+def _count_segments(progress: ProgressFactory | None, modules: tp.Sequence[torch.nn.Module],
+                    steps: int, desc: str) -> tp.Iterator[None]:
+    """Progress advanced by each forward call of ``modules`` (one per segment), when there is
+    more than one step to count."""
+    if progress is None or steps <= 1:
+        yield
+        return
+    with progress(desc, "segment", False) as update:
+        done = [0]
+        update(0, steps)
+
+        def advance(*_: tp.Any) -> None:  # must return None: a hook's return value replaces the output
+            done[0] += 1
+            update(done[0], steps)
+
+        handles = [m.register_forward_hook(advance) for m in modules]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
+def _save_audio(options: OutputOptions, dst: Path, wav: torch.Tensor, sample_rate: int) -> list[str]:
+    """Write decoded audio [C, T] with the output options; returns the clipping warnings."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        write_audio(dst, wav, sample_rate, bits=32 if options.float32 else 16, rescale=options.rescale)
+    return [str(w.message) for w in caught]
+
+
+def _to_output_format(options: OutputOptions, wav: torch.Tensor, sample_rate: int,
+                      default_rate: int, default_channels: int) -> tuple[torch.Tensor, int]:
+    """Decoded audio [C, T] converted to ``options.rate``/``channels`` (else the defaults)."""
+    rate = options.rate or default_rate
+    return convert_audio(wav, sample_rate, rate, options.channels or default_channels), rate
+
+
+def input_seconds(path: Path) -> float:
+    """Duration of an audio file from its header; 0 when it cannot be told (the ordinary
+    path then reports the problem)."""
+    import soundfile as sf
+    try:
+        info = sf.info(str(path))
+    except Exception:  # noqa: BLE001 - any failure: fall back to the ordinary path
+        return 0.0
+    return info.frames / info.samplerate if info.samplerate > 0 else 0.0
+
+
+# ------------------------------------------------------------------------------------------
+# compress
+# ------------------------------------------------------------------------------------------
+class FileCompressor:
+    """Compresses files with one model at one bandwidth (kbps), loaded once.
+
+    ``lm`` (or an ``lm_model`` name/path) entropy-codes the codes, in the ``lm_format``
+    'deterministic' (version 1) or 'official' (version 0) format. An unsupported bandwidth of
+    a known model name fails before any weights load; the entropy model loads here too, so
+    it fails before any file.
+    """
+
+    def __init__(self, model_arg: str | None, bandwidth: float, options: OutputOptions, *,
+                 lm: bool = False, lm_model: str | None = None, lm_format: str = "deterministic",
+                 progress: ProgressFactory | None = None):
+        self.bandwidth, self.options, self.progress = bandwidth, options, progress
+        self.model: EncodecModel = load_checked_model(model_arg, bandwidth, load=lambda arg: load_model(arg))
+        self.model.set_target_bandwidth(bandwidth)
+        self.lm = None
+        if lm or lm_model is not None:
+            self.lm = load_lm_model(lm_model, codec=self.model,
+                                    num_codebooks=self.model.num_codebooks(bandwidth))
+        self._lm_args: dict[str, tp.Any] = {} if self.lm is None else {"lm": self.lm}
+        if self.lm is not None and lm_format == "deterministic":
+            self._lm_args.update(deterministic=True, lm_name=lm_header_name(lm_model, self.model, self.lm))
+
+    def __call__(self, job: Job, folder: bool = False) -> FileResult:
+        """Compress ``job.src`` to ``job.dst`` (.ecdc, or .wav/.flac for a round trip)."""
+        check_output(job.dst, self.options.force, need_folder=not folder)
+        model = self.model
+        if (not folder and job.dst.suffix.lower() == ECDC_SUFFIX
+                and supports_streaming(model) and input_seconds(job.src) > STREAMING_MIN_SECONDS):
+            return self._streamed(job)
+        wav, sample_rate = read_audio(job.src)
+        input_rate, input_channels = sample_rate, wav.shape[0]
+        wav = convert_audio(wav, sample_rate, model.sample_rate, model.channels)
+        length = wav.shape[-1]
+        round_trip = job.dst.suffix.lower() in AUDIO_OUTPUT_SUFFIXES
+        steps = len(model.segments(length)) * (2 if round_trip else 1)
+        modules = [model.encoder, model.decoder] if round_trip else [model.encoder]
+        with torch.no_grad(), _count_segments(None if folder else self.progress, modules, steps,
+                                              job.src.name):
+            data = compress(model, wav, bandwidth=self.bandwidth, **self._lm_args)
+            if round_trip:
+                out, out_rate = decompress(data, model, **({} if self.lm is None else {"lm": self.lm}))
+        job.dst.parent.mkdir(parents=True, exist_ok=True)
+        result = FileResult(job.src, job.dst, length / model.sample_rate, size_bytes=len(data))
+        if round_trip:  # back to the input's rate and channels unless options say otherwise
+            out, out_rate = _to_output_format(self.options, out, out_rate, input_rate, input_channels)
+            result.warnings = _save_audio(self.options, job.dst, out, out_rate)
+            result.sample_rate, result.channels = out_rate, out.shape[0]
+        else:
+            write_bytes_atomic(job.dst, data)
+        return result
+
+    def _streamed(self, job: Job) -> FileResult:
+        with _bar(self.progress, job.src.name, "sample") as progress, \
+                _bar(self.progress, "entropy coding", "frame", lazy=True) as lm_progress:
+            size = compress_file_streaming(self.model, job.src, job.dst, self.bandwidth, progress=progress,
+                                           lm_progress=lm_progress, **self._lm_args)
+        with open(job.dst, "rb") as fi:
+            seconds = read_header(fi).audio_length / self.model.sample_rate
+        return FileResult(job.src, job.dst, seconds, size_bytes=size, streamed=True)
+
+
+# ------------------------------------------------------------------------------------------
+# decompress
+# ------------------------------------------------------------------------------------------
+class FileDecompressor:
+    """Decompresses ``.ecdc`` files with the model each header names (or ``model_arg``,
+    checked against each header) and, for entropy-coded files, its entropy model (or
+    ``lm_model``); each model loads at most once."""
+
+    def __init__(self, model_arg: str | None, options: OutputOptions, *, lm_model: str | None = None,
+                 progress: ProgressFactory | None = None):
+        self.options, self.progress = options, progress
+        self.models = CodecModels(model_arg, lambda name: load_model(name))
+        self.lms = EntropyModels(lm_model)
+
+    def __call__(self, job: Job, folder: bool = False) -> FileResult:
+        """Decode ``job.src`` (.ecdc) to ``job.dst`` (.wav/.flac)."""
+        options = self.options
+        check_output(job.dst, options.force, need_folder=not folder)
+        with open(job.src, "rb") as fi:
+            header = read_header(fi)  # a bad file fails here, before any model loads
+        model = self.models.get(header.model_name, header.model_hash, header.num_codebooks)
+        lm = self.lms.get(model, header) if header.use_lm else None
+        if (not folder and not options.rescale and supports_streaming(model)
+                and options.rate in (None, model.sample_rate) and options.channels in (None, model.channels)
+                and header.audio_length / model.sample_rate > STREAMING_MIN_SECONDS):
+            with warnings.catch_warnings(record=True) as caught, \
+                    _bar(self.progress, "entropy decoding", "frame", lazy=True) as lm_progress, \
+                    _bar(self.progress, job.src.name, "frame", lazy=True) as progress:
+                warnings.simplefilter("always")
+                length = decompress_file_streaming(job.src, job.dst, model,
+                                                   bits=32 if options.float32 else 16, progress=progress,
+                                                   lm=lm, lm_progress=lm_progress)
+            return FileResult(job.src, job.dst, length / model.sample_rate, sample_rate=model.sample_rate,
+                              channels=model.channels, streamed=True,
+                              warnings=[str(w.message) for w in caught])
+        data = job.src.read_bytes()
+        steps = len(model.segments(header.audio_length))
+        with torch.no_grad(), _count_segments(None if folder else self.progress, [model.decoder], steps,
+                                              job.src.name):
+            wav, sample_rate = decompress(data, model, **({} if lm is None else {"lm": lm}))
+        wav, sample_rate = _to_output_format(options, wav, sample_rate, sample_rate, wav.shape[0])
+        job.dst.parent.mkdir(parents=True, exist_ok=True)
+        warned = _save_audio(options, job.dst, wav, sample_rate)
+        return FileResult(job.src, job.dst, wav.shape[-1] / sample_rate, sample_rate=sample_rate,
+                          channels=wav.shape[0], warnings=warned)

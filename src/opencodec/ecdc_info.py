@@ -1,0 +1,94 @@
+"""What an ``.ecdc`` file says about itself, without loading any weights (``opencodec info``)."""
+
+from __future__ import annotations
+
+import math
+import typing as tp
+from pathlib import Path
+
+from .bitstream import EcdcHeader, read_header
+from .identity import OFFICIAL_NAMES
+from .model import EncodecConfig
+from .pretrained import config_for_name, load_model
+from .releases import CODEC_ALIAS, codec_release, codec_releases_by_hash
+
+ECDC_SUFFIX = ".ecdc"
+
+
+def is_ecdc_file(path: Path) -> bool:
+    """Whether ``path`` has the ``.ecdc`` suffix (any case)."""
+    return path.suffix.lower() == ECDC_SUFFIX
+
+
+def known_model(model_arg: str) -> tuple[str, EncodecConfig]:
+    """(name, configuration) of a model name or weights file, for :func:`describe_file`'s
+    ``known``: a known name needs no weights, a file is loaded for its configuration."""
+    config = config_for_name(model_arg) or load_model(model_arg).config
+    return config.name, config
+
+
+def describe_file(path: Path, known: tuple[str, EncodecConfig] | None = None) -> dict[str, tp.Any]:
+    """What an ``.ecdc`` file's header and size say, without loading any weights.
+
+    Keys: ``file``, ``model``, ``model_hash``, ``release`` (what the name and hash say about
+    the weights, in words), ``sample_rate`` (Hz), ``channels``, ``codebooks``,
+    ``bandwidth_kbps`` (nominal: codebooks x log2(bins) x frame rate), ``samples``,
+    ``duration_s``, ``size_bytes``, ``bitrate_kbps`` (actual: 8 x size / duration) and
+    ``entropy_coded``. Values that need the model's configuration are None for a model
+    name that is not known; ``known`` = (model name, its configuration) makes one more name
+    known (``info --model``). Deterministic (version 1) files add ``format_version``,
+    ``lm_name``, ``lm_hash``, ``lm_scheme``, ``check_bits`` and ``check_interval`` (frames).
+    """
+    with open(path, "rb") as fo:
+        header: EcdcHeader = read_header(fo)
+    size = path.stat().st_size
+    release = codec_release(header.model_name)
+    facts: tuple[int, int, int, float] | None = None  # sample rate, channels, bins, frame rate
+    config: EncodecConfig | None = config_for_name(header.model_name)
+    if config is None and known is not None and known[0] == header.model_name:
+        config = known[1]
+    if config is not None:
+        facts = (config.sample_rate, config.channels, config.bins, config.frame_rate)
+    elif release is not None:  # a release that is not shipped: its record has the numbers
+        facts = (release.sample_rate, release.channels, release.bins, release.frame_rate)
+    info: dict[str, tp.Any] = {
+        "file": str(path), "model": header.model_name, "model_hash": header.model_hash,
+        "release": release_note(header.model_name, header.model_hash),
+        "sample_rate": None, "channels": None,
+        "codebooks": header.num_codebooks, "bandwidth_kbps": None, "samples": header.audio_length,
+        "duration_s": None, "size_bytes": size, "bitrate_kbps": None, "entropy_coded": header.use_lm}
+    if facts is not None:
+        rate, channels, bins, frame_rate = facts
+        duration = header.audio_length / rate
+        info.update(
+            sample_rate=rate, channels=channels,
+            bandwidth_kbps=header.num_codebooks * math.log2(bins) * frame_rate / 1000,
+            duration_s=duration, bitrate_kbps=size * 8 / duration / 1000)
+    if header.lm_hash is not None:
+        info.update(lm_hash=header.lm_hash)
+    det = header.deterministic
+    if det is not None:
+        info.update(format_version=header.version, lm_name=det.lm_name, lm_hash=det.lm_hash,
+                    lm_scheme=det.scheme, check_bits=det.check_bits, check_interval=det.check_interval)
+    return info
+
+
+def release_note(name: str, weights_hash: str | None) -> str:
+    """What a header's model name and hash say about the weights, in words."""
+    release = codec_release(name)
+    if name in OFFICIAL_NAMES and weights_hash is None:
+        return "official EnCodec weights"
+    if weights_hash is None:
+        if name == CODEC_ALIAS:
+            return ("ambiguous: written before versioned names; decode with --model "
+                    "opencodec_24khz_vN, the release installed when it was written")
+        return "no weights hash recorded"
+    if release is not None:
+        where = "shipped" if release.file else f"not shipped, commit {release.commit[:7]} has it"
+        if release.short_hash == weights_hash:
+            return f"release {release.name} ({where})"
+        return f"NOT release {release.name} (its hash is {release.short_hash}): other weights"
+    matches = codec_releases_by_hash(weights_hash)
+    if matches:
+        return f"the weights of release {matches[0].name}"
+    return "not a registered release: decode with --model PATH to its weights"

@@ -1,0 +1,125 @@
+"""Which files go where: the input/output plan of a command that takes a file or a folder tree.
+
+A single input file maps to one output (OUT, OUT/<name> when OUT is a folder, or the input
+with a new suffix). A folder is walked recursively (sorted, hidden entries and symlinked
+folders skipped) and its tree is mirrored under OUT. :func:`run_jobs` applies one function to
+every job with the error policy of the command line: a single file stops at its error, a
+folder reports every failing file and still processes the others.
+"""
+
+from __future__ import annotations
+
+import os
+import typing as tp
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import EXPECTED_ERRORS, UsageError
+
+R = tp.TypeVar("R")
+
+
+@dataclass
+class Job:
+    """One input file and the output it produces; ``conflict`` names an earlier input
+    that maps to the same output (the job then fails instead of overwriting it)."""
+
+    src: Path
+    dst: Path
+    conflict: Path | None = None
+
+
+@dataclass
+class Plan:
+    """The jobs of one invocation; ``folder``: the input was a folder (batch mode)."""
+
+    jobs: list[Job] = field(default_factory=list)
+    folder: bool = False
+
+
+@dataclass
+class Outcome(tp.Generic[R]):
+    """What became of one job: ``result`` on success, else the ``error`` it raised."""
+
+    job: Job
+    result: R | None = None
+    error: BaseException | None = None
+
+
+def walk_files(root: Path, accept: tp.Callable[[Path], bool]) -> list[Path]:
+    """Files under ``root`` (recursive, sorted, symlinked folders not followed) that
+    ``accept`` takes; hidden files and folders (name starting with ``.``) are skipped."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(folder) / f for f in sorted(files) if not f.startswith(".") and accept(Path(f))]
+    return found
+
+
+def find_files(inputs: tp.Iterable[Path], accept: tp.Callable[[Path], bool]) -> list[Path]:
+    """``inputs`` with every folder replaced by the accepted files under it (:func:`walk_files`);
+    files named directly are kept as they are, in order."""
+    files: list[Path] = []
+    for path in inputs:
+        files += walk_files(path, accept) if path.is_dir() else [path]
+    return files
+
+
+def check_input(src: Path) -> None:
+    """``FileNotFoundError`` when the input does not exist."""
+    if not src.exists():
+        raise FileNotFoundError(f"input {src} does not exist")
+
+
+def plan_folder(src: Path, out: Path | None, accept: tp.Callable[[Path], bool], out_suffix: str,
+                what: str) -> list[Job]:
+    """Jobs for a folder ``src``: every accepted file, mirrored under ``out`` (default: next to
+    the inputs) with ``out_suffix``. ``what`` names the accepted files in the error for none."""
+    root = src if out is None else out
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"input {src} is a folder, so OUT must be a folder, but {root} is a file")
+    files = walk_files(src, accept)
+    if not files:
+        raise FileNotFoundError(f"no {what} found under {src}")
+    jobs: list[Job] = []
+    first_src: dict[Path, Path] = {}
+    for f in files:  # e.g. song.wav and song.flac would both become song.ecdc
+        dst = root / f.relative_to(src).with_suffix(out_suffix)
+        jobs.append(Job(f, dst, first_src.get(dst)))
+        first_src.setdefault(dst, f)
+    return jobs
+
+
+def single_output(src: Path, out: Path | None, default_suffix: str, allowed: tp.Sequence[str]) -> Path:
+    """Output path of a single-file job: OUT, OUT/<name> when OUT is a folder, or IN + suffix."""
+    if out is None:
+        return src.with_suffix(default_suffix)
+    if out.is_dir():
+        return out / src.with_suffix(default_suffix).name
+    if out.suffix.lower() not in allowed:
+        raise UsageError(f"output {out} must end in {', '.join(allowed)}")
+    return out
+
+
+def run_jobs(plan: Plan, work: tp.Callable[[Job, bool], R]) -> tp.Iterator[Outcome[R]]:
+    """Call ``work(job, plan.folder)`` on each job and yield its :class:`Outcome`.
+
+    A single file: an expected error (:data:`~opencodec.errors.EXPECTED_ERRORS`) becomes the
+    outcome's ``error``, any other propagates. A folder: any error of one file (even an
+    unexpected one, but not ``KeyboardInterrupt``) becomes its outcome and the other files are
+    still processed; a job whose output another input also maps to fails with
+    ``FileExistsError`` without running.
+    """
+    caught: tuple[type[BaseException], ...] = (Exception,) if plan.folder else EXPECTED_ERRORS
+    for job in plan.jobs:
+        try:
+            if job.conflict is not None:
+                raise FileExistsError(f"output {job.dst} would also be written from "
+                                      f"{job.conflict}; skipped (rename one of them)")
+            result = work(job, plan.folder)
+        except KeyboardInterrupt:
+            raise
+        except caught as exc:
+            yield Outcome(job, error=exc)
+            continue
+        yield Outcome(job, result=result)

@@ -1,0 +1,82 @@
+"""Reading a long audio file as converted, resampled blocks (bounded memory)."""
+
+from __future__ import annotations
+
+import typing as tp
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+
+from ..audio import RESAMPLE_QUALITY, _reason, convert_channels
+from ..errors import AudioIOError
+from .common import Progress
+
+
+class _ConvertedBlocks:
+    """Iterates over a file's audio converted to ``channels`` at ``target_rate`` Hz, as
+    float32 blocks ``[n, C]`` of about ``block_seconds``; after the iteration ``length``
+    holds the samples yielded in all, ``round(T * target / source)`` (the one-shot
+    ``convert_audio`` length). ``progress(read, total)`` counts input frames."""
+
+    def __init__(self, in_path: Path, target_rate: int, channels: int, block_seconds: float,
+                 progress: Progress = None):
+        self.in_path, self.target_rate, self.channels = in_path, target_rate, channels
+        self.block_seconds, self.progress = block_seconds, progress
+        self.length = 0
+
+    def __iter__(self) -> tp.Iterator[np.ndarray]:
+        in_path, target_rate, channels, progress = (self.in_path, self.target_rate, self.channels,
+                                                    self.progress)
+        try:
+            sfile = sf.SoundFile(str(in_path))
+        except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+            raise AudioIOError(f"cannot read audio file {in_path}: {_reason(exc)}") from exc
+        with sfile:
+            rate = int(sfile.samplerate)
+            total = int(sfile.frames) if sfile.frames > 0 else 0
+            block = max(1, int(round(self.block_seconds * rate)))
+            resampler = None if rate == target_rate else soxr.ResampleStream(
+                rate, target_rate, channels, dtype="float32", quality=RESAMPLE_QUALITY)
+            hold = 0 if resampler is None else 4096  # resampled samples held back to fix the length
+            tail = np.zeros((0, channels), dtype=np.float32)
+            read = 0
+            pushed = 0
+            while True:
+                try:
+                    data = sfile.read(block, dtype="float32", always_2d=True)
+                except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+                    raise AudioIOError(f"cannot read audio file {in_path}: {_reason(exc)}") from exc
+                last = data.shape[0] < block
+                if data.shape[0]:
+                    if not np.isfinite(data).all():
+                        raise AudioIOError(f"cannot read audio file {in_path}: it holds NaN or "
+                                           "infinite samples")
+                    read += data.shape[0]
+                    data = convert_channels(torch.from_numpy(np.ascontiguousarray(data.T)), channels).numpy().T
+                data = np.ascontiguousarray(data, dtype=np.float32)
+                if resampler is not None:
+                    data = resampler.resample_chunk(data, last=last).reshape(-1, channels)
+                if last:
+                    tail = np.concatenate([tail, data])
+                    break
+                if hold:
+                    tail = np.concatenate([tail, data])
+                    data, tail = tail[:max(0, len(tail) - hold)], tail[max(0, len(tail) - hold):]
+                yield data
+                pushed += data.shape[0]
+                if progress is not None:
+                    progress(read, max(total, read))
+            if read == 0:
+                raise AudioIOError(f"cannot read audio file {in_path}: it holds no audio samples")
+            length = read if resampler is None else round(read * target_rate / rate)
+            tail = tail[:max(0, length - pushed)]
+            if pushed + tail.shape[0] < length:  # resampler came up short: zero-pad as needed
+                pad = np.zeros((length - pushed - tail.shape[0], channels), dtype=np.float32)
+                tail = np.concatenate([tail, pad])
+            self.length = length
+            yield tail
+            if progress is not None:
+                progress(read, read)

@@ -1,0 +1,297 @@
+"""Long files to ``.ecdc`` in bounded memory: streamed or segment by segment, packed as it goes
+(entropy-coded files: codes spooled to a temporary file and coded at the end)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import typing as tp
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._files import atomic_output
+from ..bitstream import (DEFAULT_CHECK_BITS, SCALE_STRUCT, DeterministicCoding, EcdcHeader,
+                        StreamLayout, body_size, pack_codes, write_ecdc, write_header)
+from ..compress import (InvalidAudioError, _check_bandwidth, _check_lm, _deterministic_coding,
+                       _model_device, _model_dtype, header_identity_fields)
+from ..model import EncodedFrame, EncodecModel
+from ..streaming import StreamingEncoder
+from .blocks import _ConvertedBlocks
+from .common import _PACK_FRAMES, _PUSH_SECONDS, Progress, _require_streaming
+
+if tp.TYPE_CHECKING:
+    from ..entropy import EntropyLM
+    from ..entropy.fixed import FixedLM
+
+    AnyLM = EntropyLM | FixedLM
+
+
+class _CodeWriter:
+    """Packs code frames [K, f] time-major into ``fo`` in whole-byte units of 8 frames."""
+
+    def __init__(self, bits: int, fo: tp.BinaryIO):
+        self.bits = bits
+        self.fo = fo
+        self._pending: list[np.ndarray] = []
+        self._count = 0
+        self.frames = 0
+
+    def push(self, codes: torch.Tensor) -> None:
+        if codes.shape[-1] == 0:
+            return
+        self._pending.append(codes.cpu().numpy())
+        self._count += codes.shape[-1]
+        self.frames += codes.shape[-1]
+        whole = self._count - self._count % _PACK_FRAMES
+        if whole:
+            block = np.concatenate(self._pending, axis=1)
+            self.fo.write(pack_codes(block[:, :whole], self.bits))
+            rest = block[:, whole:]
+            self._pending = [rest] if rest.shape[1] else []
+            self._count = rest.shape[1]
+
+    def flush(self) -> None:
+        if self._count:
+            self.fo.write(pack_codes(np.concatenate(self._pending, axis=1), self.bits))
+        self._pending, self._count = [], 0
+
+
+class _CodeSpool:
+    """Keeps code frames [K, f] for entropy coding, whose segment body can only be written
+    once all its codes are known: spooled as int16 to a temporary file (2 bytes per code,
+    ~4 MB per hour at 6 kbps) and read back at the end. Holding them as many small arrays
+    in memory made the process grow far more than their size (heap fragmentation: 5 MB of
+    codes, +280 MB of peak memory over an hour)."""
+
+    def __init__(self, fo: tp.BinaryIO, num_codebooks: int) -> None:
+        self.fo = fo
+        self.num_codebooks = num_codebooks
+        self.frames = 0
+        self._start = fo.tell()
+
+    def push(self, codes: torch.Tensor) -> None:
+        """Append frames ``[K, f]`` (frame-major on disk)."""
+        if codes.shape[-1] == 0:
+            return
+        self.fo.write(np.ascontiguousarray(codes.cpu().numpy().T, dtype="<i2").tobytes())
+        self.frames += codes.shape[-1]
+
+    def flush(self) -> None:
+        pass
+
+    def read(self, first: int, count: int) -> torch.Tensor:
+        """Frames ``first .. first + count - 1`` as long ``[1, K, count]``."""
+        K = self.num_codebooks
+        self.fo.seek(self._start + 2 * K * first)
+        raw = self.fo.read(2 * K * count)
+        self.fo.seek(0, os.SEEK_END)
+        codes = np.frombuffer(raw, dtype="<i2").reshape(count, K).T
+        return torch.from_numpy(codes.astype(np.int64))[None]
+
+
+def compress_file_streaming(model: EncodecModel, in_path: str | Path, out_path: str | Path,
+                            bandwidth: float | None = None, block_seconds: float = 10.0,
+                            progress: Progress = None, lm: "AnyLM | None" = None, *,
+                            deterministic: bool = False, lm_name: str | None = None,
+                            check_bits: int = DEFAULT_CHECK_BITS,
+                            check_interval: int | None = None, lm_progress: Progress = None) -> int:
+    """Encode the audio file ``in_path`` into the ``.ecdc`` file ``out_path`` in bounded memory.
+
+    The input is read ``block_seconds`` at a time (any format libsndfile reads, any rate
+    and channel count, converted like :func:`opencodec.audio.convert_audio`). The output
+    equals ``compress(model, convert_audio(read_audio(in_path), ...), bandwidth)`` byte for
+    byte (see the module notes on resampling). It appears atomically; on any error no
+    file is left. ``progress(samples_read, total_samples)`` (input samples, the total
+    from the file's header) is called after each block. Returns the bytes written.
+
+    ``lm`` and the keywords after it: entropy coding, as in
+    :func:`opencodec.compress.compress_to_file` (same bytes). The audio is still encoded
+    block by block; the codes are spooled to a temporary file (2 bytes per code: 4 MB per
+    hour of 24 kHz audio at 6 kbps) and arithmetic coded at the end, segment by segment;
+    ``lm_progress(frames_coded, total_frames)`` follows that stage.
+
+    Raises ``ValueError`` for a model that neither segments nor streams (see
+    :func:`supports_streaming`), ``InvalidAudioError`` for an unsupported bandwidth or an
+    entropy model that does not fit the codec, ``AudioIOError`` for an unreadable, empty or
+    non-finite input.
+    """
+    _require_streaming(model)
+    if not block_seconds > 0:
+        raise ValueError(f"block_seconds must be > 0, got {block_seconds!r}")
+    if deterministic and lm is None:
+        raise InvalidAudioError("deterministic=True needs an entropy model (lm=...)")
+    in_path, out_path = Path(in_path), Path(out_path)
+    previous = model.bandwidth
+    if bandwidth is not None:
+        model.set_target_bandwidth(_check_bandwidth(model, bandwidth))
+    try:
+        coding = None
+        if lm is not None:  # before reading any audio
+            _check_lm(model, lm, model.num_codebooks(), deterministic)
+            det = _deterministic_coding(model, lm, lm_name, check_bits, check_interval) \
+                if deterministic else None
+            coding = (lm, det, lm_progress)
+        return _compress_file(model, in_path, out_path, block_seconds, progress, coding)
+    finally:
+        model.bandwidth = previous
+
+
+class _StreamSink:
+    """Encodes audio pushed block by block with :class:`StreamingEncoder` into ``body``."""
+
+    def __init__(self, model: EncodecModel, body: tp.BinaryIO, collect: bool = False):
+        self.model = model
+        self.encoder = StreamingEncoder(model)
+        self.num_codebooks = self.encoder.num_codebooks
+        self.writer: _CodeWriter | _CodeSpool = (
+            _CodeSpool(body, self.num_codebooks) if collect
+            else _CodeWriter(model.bits_per_codebook, body))
+        self.device, self.dtype = _model_device(model), _model_dtype(model)
+
+    def push(self, x: np.ndarray) -> None:
+        """x: float32 [n, C] at the model's rate, the next samples."""
+        step = max(1, int(_PUSH_SECONDS * self.model.sample_rate))
+        for start in range(0, x.shape[0], step):  # the codes do not depend on the chunking
+            piece = np.ascontiguousarray(x[start:start + step].T)
+            piece_t = torch.from_numpy(piece)[None].to(device=self.device, dtype=self.dtype)
+            self.writer.push(self.encoder.push(piece_t)[0])
+
+    def finish(self, length: int) -> int:
+        """End of the input (``length`` samples in all); returns the frames written."""
+        with torch.inference_mode():
+            self.writer.push(self.encoder.flush()[0])
+        self.writer.flush()
+        return self.writer.frames
+
+    def collected(self) -> list[EncodedFrame]:
+        """With ``collect``: the one segment, ``(codes [1, K, F], None)``."""
+        assert isinstance(self.writer, _CodeSpool)
+        return [(self.writer.read(0, self.writer.frames), None)]
+
+
+class _SegmentSink:
+    """Encodes each segment of a segmenting model as soon as the pushed audio covers it,
+    writing its record (scale, packed codes) to ``body``, or with ``collect`` keeping its
+    codes (int16) and scale for entropy coding."""
+
+    def __init__(self, model: EncodecModel, body: tp.BinaryIO, collect: bool = False):
+        assert model.segment_length is not None and model.segment_stride is not None
+        self.model, self.body = model, body
+        self.num_codebooks = model.num_codebooks()
+        # With collect: the codes go to a spool, and each segment's frame count and scale here.
+        self._spool = _CodeSpool(body, self.num_codebooks) if collect else None
+        self._records: list[tuple[int, torch.Tensor | None]] = []
+        self.seg, self.stride = model.segment_length, model.segment_stride
+        self.device, self.dtype = _model_device(model), _model_dtype(model)
+        self.buffer = np.zeros((0, model.channels), dtype=np.float32)
+        self.buffer_start = 0  # absolute index of buffer[0]
+        self.next_offset = 0   # start of the next segment to encode
+        self.frames = 0
+
+    def _encode(self, offset: int, length: int) -> None:
+        start = offset - self.buffer_start
+        piece = np.ascontiguousarray(self.buffer[start:start + length].T)
+        x = torch.from_numpy(piece)[None].to(device=self.device, dtype=self.dtype)
+        with torch.inference_mode():
+            codes, scale = self.model._encode_segment(x)  # what model.encode does per segment
+        if self._spool is not None:
+            self._spool.push(codes[0])
+            self._records.append((codes.shape[-1], None if scale is None else scale.cpu()))
+        else:
+            if scale is not None:
+                self.body.write(SCALE_STRUCT.pack(float(scale.reshape(-1)[0])))
+            self.body.write(pack_codes(codes[0].cpu(), self.model.bits_per_codebook))
+        self.frames += codes.shape[-1]
+        self.next_offset = offset + self.stride
+        drop = min(self.next_offset - self.buffer_start, self.buffer.shape[0])
+        self.buffer = self.buffer[drop:]
+        self.buffer_start += drop
+
+    def push(self, x: np.ndarray) -> None:
+        """x: float32 [n, C] at the model's rate, the next samples."""
+        self.buffer = np.concatenate([self.buffer, x])
+        while self.buffer_start + self.buffer.shape[0] >= self.next_offset + self.seg:
+            self._encode(self.next_offset, self.seg)
+
+    def finish(self, length: int) -> int:
+        """End of the input (``length`` samples in all): the remaining, shorter segments."""
+        for offset in range(self.next_offset, length, self.stride):
+            self._encode(offset, min(self.seg, length - offset))
+        return self.frames
+
+    def collected(self) -> list[EncodedFrame]:
+        """With ``collect``: ``(codes [1, K, f], scale [1, 1] or None)`` per segment."""
+        assert self._spool is not None
+        frames, first = [], 0
+        for count, scale in self._records:
+            frames.append((self._spool.read(first, count), scale))
+            first += count
+        return frames
+
+
+def encode_file_streaming(model: EncodecModel, in_path: str | Path, block_seconds: float = 10.0
+                          ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """Codes of a whole audio file, read and encoded in bounded memory.
+
+    Returns ``(codes [K, F] int64 on the CPU, scales [S] float32 or None, length)``:
+    for streamed models the codes of :class:`StreamingEncoder` (equal to ``model.encode``
+    of the converted file), for segmenting models every segment's codes concatenated in
+    time with one scale per segment (normalising models). ``length`` is the input's
+    length in samples at the model's rate. Memory holds the codes (2 bytes each, spooled
+    to a temporary file while encoding) and a few blocks of audio, whatever the duration.
+    K follows the model's current bandwidth.
+    """
+    _require_streaming(model)
+    blocks = _ConvertedBlocks(Path(in_path), model.sample_rate, model.channels, block_seconds)
+    with tempfile.TemporaryFile() as body:
+        sink: _StreamSink | _SegmentSink = (
+            _SegmentSink(model, body, collect=True) if model.segment_length is not None
+            else _StreamSink(model, body, collect=True))
+        for data in blocks:
+            sink.push(data)
+        sink.finish(blocks.length)
+        frames = sink.collected()
+    codes = torch.cat([c[0] for c, _ in frames], dim=-1)
+    scales = None if frames[0][1] is None else torch.cat([s.reshape(-1).float() for _, s in frames])
+    return codes, scales, blocks.length
+
+
+def _compress_file(model: EncodecModel, in_path: Path, out_path: Path, block_seconds: float,
+                   progress: Progress,
+                   coding: tuple[AnyLM, DeterministicCoding | None, Progress] | None = None
+                   ) -> int:
+    with tempfile.TemporaryFile() as body:
+        collect = coding is not None
+        sink: _StreamSink | _SegmentSink = (
+            _SegmentSink(model, body, collect) if model.segment_length is not None
+            else _StreamSink(model, body, collect))
+        blocks = _ConvertedBlocks(in_path, model.sample_rate, model.channels, block_seconds, progress)
+        for data in blocks:
+            sink.push(data)
+        length = blocks.length
+        frames = sink.finish(length)
+        det = None if coding is None else coding[1]
+        header = EcdcHeader(audio_length=int(length), num_codebooks=int(sink.num_codebooks),
+                            use_lm=collect, deterministic=det,
+                            **header_identity_fields(model, None if coding is None else coding[0], det))
+        layout = StreamLayout.from_model(model)
+        expected_frames = layout.total_frames(length)
+        if frames != expected_frames or (not collect and body.tell() != body_size(header, layout)):
+            raise AssertionError(f"encoder produced {frames} frames / "
+                                 f"{body.tell()} bytes for {length} samples")  # pragma: no cover
+        body.seek(0)
+        with atomic_output(out_path) as tmp:
+            with open(tmp, "wb") as fo:
+                if coding is not None:  # entropy coding, segment by segment, at the end
+                    size = write_ecdc(fo, header, sink.collected(), layout, coding[0],
+                                      progress=coding[2])
+                else:
+                    size = write_header(fo, header)
+                    shutil.copyfileobj(body, fo, 1 << 20)
+                    size += body_size(header, layout)
+                fo.flush()
+                os.fsync(fo.fileno())
+    return size

@@ -1,0 +1,124 @@
+"""The models that decode a file: chosen from its header, loaded at most once per run.
+
+:class:`CodecModels` gives the codec for a header's model name and weights hash (or the one
+the user named, checked against the header); :class:`EntropyModels` gives the entropy model
+of an entropy-coded file. Both remember failures too, so a folder of files written by a
+model that cannot load reports each file without retrying the load.
+"""
+
+from __future__ import annotations
+
+import typing as tp
+from pathlib import Path
+
+from .bandwidth import check_bandwidth
+from .bitstream import EcdcHeader
+from .errors import OpenCodecError, UnsupportedBandwidthError, UsageError
+from .identity import check_lm_for_file, check_model_for_file, lm_name_for_file, model_for_file
+from .model import EncodecConfig, EncodecModel
+from .pretrained import (DEFAULT_MODEL, config_for_name, known_lm_models, lm_name_for_codec, load_lm_model,
+                         load_model)
+
+if tp.TYPE_CHECKING:
+    from .entropy import EntropyLM
+
+Loader = tp.Callable[[str], EncodecModel]
+
+
+def check_model_bandwidth(bandwidth: float, name: str, supported: tp.Sequence[float]) -> None:
+    """:class:`~opencodec.errors.UsageError` for a bandwidth (kbps) the model does not support."""
+    try:
+        check_bandwidth(bandwidth, supported, name)
+    except UnsupportedBandwidthError as error:
+        raise UsageError(str(error)) from None
+
+
+def load_checked_model(model_arg: str | None, bandwidth: float, *, streaming: bool = False,
+                       load: tp.Callable[[str | None], EncodecModel] | None = None) -> EncodecModel:
+    """The model ``model_arg`` names (default :data:`~opencodec.pretrained.DEFAULT_MODEL`),
+    checked to support ``bandwidth`` (kbps) and, with ``streaming``, to be streamable. A known
+    name is checked before any weights load, so a bad option fails fast; the loaded model is
+    checked again (a weights file). ``load`` defaults to :func:`~opencodec.pretrained.load_model`."""
+    def check(config: EncodecConfig) -> None:
+        if streaming:
+            from .stream.decoder import check_streamable
+            check_streamable(config)
+        check_model_bandwidth(bandwidth, config.name, config.target_bandwidths)
+
+    known = config_for_name(model_arg or DEFAULT_MODEL)
+    if known is not None:
+        check(known)
+    model = (load or load_model)(model_arg)
+    check(model.config)
+    return model
+
+
+class CodecModels:
+    """Codecs for decompression, each loaded at most once: the ``model_arg`` one (name or
+    weights file), or else the one each header names (a failure is remembered too). Either
+    is checked against the header: architecture and weights hash (:mod:`opencodec.identity`).
+    ``load`` loads a model by name or path (default :func:`opencodec.pretrained.load_model`)."""
+
+    def __init__(self, model_arg: str | None, load: Loader | None = None):
+        self._load: Loader = load if load is not None else (lambda name: load_model(name))
+        self._fixed = self._load(model_arg) if model_arg is not None else None
+        self._by_name: dict[tuple[str, str | None], EncodecModel | Exception] = {}
+
+    def get(self, name: str, weights_hash: str | None = None, num_codebooks: int = 1,
+            what: str = "the file") -> EncodecModel:
+        """The model to decode a file whose header names model ``name`` with ``weights_hash``."""
+        if self._fixed is not None:
+            check_model_for_file(self._fixed, name, weights_hash, num_codebooks, what)
+            return self._fixed
+        key = (name, weights_hash)
+        if key not in self._by_name:
+            try:
+                self._by_name[key] = model_for_file(name, weights_hash, 1, what, self._load)
+            except OpenCodecError as exc:
+                self._by_name[key] = exc
+        found = self._by_name[key]
+        if isinstance(found, Exception):
+            raise found
+        check_model_for_file(found, name, weights_hash, num_codebooks, what)
+        return found
+
+
+class EntropyModels:
+    """Entropy models for decompression, each loaded at most once per codec: the ``lm_arg``
+    one, or else the one each file records (release by weights hash, or name) or its codec's
+    own (a failure is remembered too). Whether a model covers a file's codebooks, and its
+    weights hash, are checked per file."""
+
+    def __init__(self, lm_arg: str | None):
+        self._arg = lm_arg
+        self._by_codec: dict[tuple[int, str | None], tuple[EncodecModel, EntropyLM | Exception]] = {}
+
+    def get(self, codec: EncodecModel, header: EcdcHeader) -> "EntropyLM":
+        """The entropy model to decode an entropy-coded file of ``codec`` with ``header``."""
+        det = header.deterministic
+        name = self._arg or lm_name_for_file(det.lm_name if det is not None else None,
+                                             header.entropy_model_hash, codec)
+        key = (id(codec), name)
+        if key not in self._by_codec:
+            try:
+                found: EntropyLM | Exception = load_lm_model(name, codec=codec)
+            except OpenCodecError as exc:
+                found = exc
+            self._by_codec[key] = (codec, found)  # keeps codec alive, so its id stays unique
+        found = self._by_codec[key][1]
+        if isinstance(found, Exception):
+            raise found
+        if det is None:  # a deterministic file's hash is checked when it is decoded
+            check_lm_for_file(found, header.lm_hash)
+        return found
+
+
+def lm_header_name(lm_arg: str | None, model: EncodecModel, lm: "EntropyLM") -> str:
+    """Entropy-model name for a deterministic file's header: the name it was loaded by (a
+    release's versioned name, also for a file holding a release), a weights file's base
+    name, or the name of the codec's own entropy model (``lm_arg`` None)."""
+    if getattr(lm, "name", None):
+        return str(lm.name)
+    if lm_arg is None:
+        return lm_name_for_codec(model.name) or "custom"
+    return lm_arg if lm_arg in known_lm_models() else Path(lm_arg).name

@@ -1,0 +1,43 @@
+"""Modules split by responsibility keep their old import paths: ``opencodec.pretrained``
+re-exports what moved to ``official_files`` and ``weights_layout``, ``opencodec.longform``
+(now a package) its public functions, and ``opencodec.cli`` stays the entry point."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from opencodec import longform, official_files, pretrained, weights_layout
+from opencodec.longform import decode, encode
+
+
+def test_pretrained_reexports_the_moved_names() -> None:
+    for name in ("ROOT_URL", "cache_dir", "official_file_path", "sha256_prefix_ok"):
+        assert getattr(pretrained, name) is getattr(official_files, name)
+    for name in ("read_weights", "normalize_keys", "infer_config", "model_from_state_dict", "OFFICIAL_CONFIGS",
+                 "CONFIG_METADATA_KEY", "INFERENCE_ONLY_KEY", "TORCH_SUFFIXES"):
+        assert getattr(pretrained, name) is getattr(weights_layout, name)
+    assert set(pretrained.__all__) <= set(dir(pretrained))
+
+
+def test_official_checkpoint_table_is_the_one_consulted(monkeypatch: pytest.MonkeyPatch, offline) -> None:
+    monkeypatch.setitem(pretrained.OFFICIAL_CHECKPOINTS, "encodec_24khz", "encodec_24khz-00000000.th")
+    with pytest.raises(pretrained.ModelLoadError, match="encodec_24khz-00000000.th"):
+        pretrained.official_checkpoint_path("encodec_24khz")
+
+
+def test_longform_public_names() -> None:
+    assert longform.compress_file_streaming is encode.compress_file_streaming
+    assert longform.encode_file_streaming is encode.encode_file_streaming
+    assert longform.decompress_file_streaming is decode.decompress_file_streaming
+    assert sorted(longform.__all__) == ["compress_file_streaming", "decompress_file_streaming",
+                                        "encode_file_streaming", "supports_streaming"]
+
+
+def test_python_m_entry_points() -> None:
+    for module in ("opencodec", "opencodec.cli"):
+        done = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0 and done.stdout.startswith("opencodec "), (module, done.stderr)
