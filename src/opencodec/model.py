@@ -231,11 +231,24 @@ class EncodecModel(nn.Module):
         """True (default): ``decode`` gives bitwise the audio of the plain (and the official)
         computation. False: a faster decoder (channels-last kernels, fused products, the
         48 kHz model's segments batched), within ~1e-6 relative of it (see ``modules.fast``).
-        Encoding is always bitwise exact."""
+        Encoding is bitwise exact unless ``exact`` is off (which switches both)."""
         return bool(self.decoder.exact)
 
     @exact_decode.setter
     def exact_decode(self, exact: bool) -> None:
+        self.decoder.exact = bool(exact)
+
+    @property
+    def exact(self) -> bool:
+        """True (default): encode and decode give bitwise the plain (official) computation.
+        False: fast mode for both (channels-last kernels, fused products; the encoder too),
+        equal up to float rounding; the measured differences on real audio are in the README.
+        ``opencodec compress/decompress --fast`` set it."""
+        return bool(self.encoder.exact) and bool(self.decoder.exact)
+
+    @exact.setter
+    def exact(self, exact: bool) -> None:
+        self.encoder.exact = bool(exact)
         self.decoder.exact = bool(exact)
 
     # -- bandwidth ------------------------------------------------------------------------

@@ -48,6 +48,7 @@ from .modules.conv import StreamableConv1d, StreamableConvTranspose1d, pad1d
 from .modules.lstm import StreamableLSTM
 from .modules.seanet import SEANetDecoder, SEANetEncoder
 from .modules.seanet_blocks import SEANetResnetBlock
+from .step_fast import FastNet
 
 __all__ = ["DecoderStep", "EncoderStep", "StateSpec", "check_streamable_model"]
 
@@ -265,26 +266,35 @@ def check_streamable_model(model: EncodecModel) -> None:
 class _StepBase(nn.Module):
     """Common part of the encoder and decoder steps (weights copied, weight norm folded)."""
 
-    def __init__(self, model: EncodecModel, net: nn.Module, prefix: str, native_lstm: bool, in_rate: int):
+    def __init__(self, model: EncodecModel, net: nn.Module, prefix: str, native_lstm: bool, in_rate: int,
+                 exact: bool = True):
         super().__init__()
         check_streamable_model(model)
-        with torch.no_grad():
-            self._net = _build(net, prefix, native_lstm)
+        self.exact = bool(exact)
+        self._net: _Op | FastNet
+        if self.exact:
+            with torch.no_grad():
+                self._net = _build(net, prefix, native_lstm)
+            self._specs = list(self._net.specs)
+            self.warmup_frames = _warmup(self._net, in_rate)[0]
+        else:
+            self._net = FastNet(net, prefix)
+            self._specs = [StateSpec(name, shape) for name, shape in self._net.specs]
+            self.warmup_frames = self._net.warmup(in_rate)
         self.hop_length = model.hop_length
         self.sample_rate = model.sample_rate
         self.channels = model.channels
-        self.warmup_frames = _warmup(self._net, in_rate)[0]
         # Registered so that ``to()``, tracing and ONNX export see the LSTM weights.
         self._lstms = nn.ModuleList(op.lstm for op in _walk(self._net) if isinstance(op, _LSTM))
 
     def state_specs(self) -> list[StateSpec]:
         """Name and per-row shape of every state tensor, in the order ``forward`` takes them."""
-        return list(self._net.specs)
+        return list(self._specs)
 
     def _run(self, x: torch.Tensor, states: tp.Sequence[torch.Tensor] | None, tail: bool = False
              ) -> tuple[torch.Tensor, States]:
-        if states is not None and len(states) != len(self._net.specs):
-            raise ValueError(f"expected {len(self._net.specs)} state tensors, got {len(states)}")
+        if states is not None and len(states) != len(self._specs):
+            raise ValueError(f"expected {len(self._specs)} state tensors, got {len(states)}")
         out: States = []
         y = self._net.run(x, None if states is None else iter(states), out, tail)
         return y, out
@@ -294,10 +304,12 @@ class EncoderStep(_StepBase):
     """Audio frames [B, C, n * hop] + state -> codes [B, K, n] + new state (K fixed when built).
 
     ``native_lstm`` False (default): oneDNN LSTM as ``model.encode`` (codes bit-exact at batch 1).
+    ``exact`` False: the fast time-major path (:mod:`opencodec.step_fast`; ``native_lstm`` is
+    then unused): same state semantics, time-major state tensors, float rounding differences.
     """
 
-    def __init__(self, model: EncodecModel, native_lstm: bool = False):
-        super().__init__(model, model.encoder, "encoder", native_lstm, model.hop_length)
+    def __init__(self, model: EncodecModel, native_lstm: bool = False, exact: bool = True):
+        super().__init__(model, model.encoder, "encoder", native_lstm, model.hop_length, exact)
         self.quantizer = model.quantizer
         self.num_codebooks = model.num_codebooks()
 
@@ -337,10 +349,11 @@ class DecoderStep(_StepBase):
 
     ``native_lstm`` True (default, as :class:`~opencodec.streaming.StreamingDecoder`):
     PyTorch's native LSTM kernel, ~1e-7 from the offline (oneDNN) decoder.
+    ``exact`` False: the fast time-major path (:mod:`opencodec.step_fast`).
     """
 
-    def __init__(self, model: EncodecModel, native_lstm: bool = True):
-        super().__init__(model, model.decoder, "decoder", native_lstm, 1)
+    def __init__(self, model: EncodecModel, native_lstm: bool = True, exact: bool = True):
+        super().__init__(model, model.decoder, "decoder", native_lstm, 1, exact)
         self.quantizer = model.quantizer
 
     def _check(self, codes: torch.Tensor, frames: int | None) -> None:
