@@ -48,7 +48,7 @@ from .modules.conv import StreamableConv1d, StreamableConvTranspose1d, pad1d
 from .modules.lstm import StreamableLSTM
 from .modules.seanet import SEANetDecoder, SEANetEncoder
 from .modules.seanet_blocks import SEANetResnetBlock
-from .step_fast import FastNet
+from .step_fast import FastNet, FastRVQ
 
 __all__ = ["DecoderStep", "EncoderStep", "StateSpec", "check_streamable_model"]
 
@@ -312,8 +312,14 @@ class EncoderStep(_StepBase):
         super().__init__(model, model.encoder, "encoder", native_lstm, model.hop_length, exact)
         self.quantizer = model.quantizer
         self.num_codebooks = model.num_codebooks()
+        self._rvq: FastRVQ | None = None
+        if isinstance(self._net, FastNet):  # fast: time-major latent straight into cached tables
+            self._net.time_major_out = True
+            self._rvq = FastRVQ(model.quantizer, self.num_codebooks)
 
     def _codes(self, emb: torch.Tensor) -> torch.Tensor:
+        if self._rvq is not None:
+            return self._rvq.encode(emb)
         return self.quantizer.encode(emb, self.num_codebooks)
 
     def _check(self, x: torch.Tensor, frames: int | None) -> None:
@@ -355,6 +361,13 @@ class DecoderStep(_StepBase):
     def __init__(self, model: EncodecModel, native_lstm: bool = True, exact: bool = True):
         super().__init__(model, model.decoder, "decoder", native_lstm, 1, exact)
         self.quantizer = model.quantizer
+        self._rvq: FastRVQ | None = None
+        if isinstance(self._net, FastNet):  # fast: codes -> time-major latent in one gather
+            self._net.time_major_in = True
+            self._rvq = FastRVQ(model.quantizer)
+
+    def _latent(self, codes: torch.Tensor) -> torch.Tensor:
+        return self._rvq.decode(codes) if self._rvq is not None else self.quantizer.decode(codes)
 
     def _check(self, codes: torch.Tensor, frames: int | None) -> None:
         if codes.dim() != 3:
@@ -366,9 +379,9 @@ class DecoderStep(_StepBase):
         """The first ``warmup_frames`` code frames [B, K, W] -> (audio [B, C, W * hop], state).
         Fewer frames give the offline decoding of a stream that short (its state is then unusable)."""
         self._check(codes, None)
-        return self._run(self.quantizer.decode(codes), None)
+        return self._run(self._latent(codes), None)
 
     def forward(self, codes: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Code frames [B, K, n] after ``start`` -> (audio [B, C, n * hop], *new_state)."""
-        y, new = self._run(self.quantizer.decode(codes), state)
+        y, new = self._run(self._latent(codes), state)
         return (y, *new)

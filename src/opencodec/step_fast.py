@@ -39,7 +39,7 @@ from .modules.lstm import StreamableLSTM
 from .modules.seanet import SEANetDecoder, SEANetEncoder
 from .modules.seanet_blocks import SEANetResnetBlock
 
-__all__ = ["FastNet"]
+__all__ = ["FastNet", "FastRVQ"]
 
 States = list[torch.Tensor]
 Spec = tuple[str, tuple[int, ...]]
@@ -324,13 +324,56 @@ def _build(module: nn.Module, name: str) -> _Op:
     raise ValueError(f"cannot stream layer {type(module).__name__}")
 
 
+class FastRVQ:
+    """Residual vector quantisation of time-major latents with cached tables.
+
+    The distances are those of the plain quantiser, ``|x|^2 - 2 x.e + |e|^2``, in the same
+    order of operations (so near-ties resolve as there), with the product and the ``|x|^2``
+    term in one ``addmm`` and ``|e|^2`` cached; decoding is one gather over all codebooks
+    stacked and one sum."""
+
+    def __init__(self, quantizer: nn.Module, num_codebooks: int | None = None):
+        layers = list(quantizer.vq.layers)[: num_codebooks or len(quantizer.vq.layers)]
+        with torch.no_grad():
+            embeds = [layer.codebook.detach().clone() for layer in layers]  # [bins, D] each
+            self.embed = embeds
+            self.norm = [e.t().pow(2).sum(0, keepdim=True) for e in embeds]  # [1, bins]
+            self.table = torch.cat(embeds)  # [K * bins, D]
+        self.bins = int(embeds[0].shape[0]) if embeds else 0
+        self.offsets = torch.arange(len(embeds)) * self.bins
+
+    def encode(self, latent: torch.Tensor) -> torch.Tensor:
+        """Time-major latent [B, T, D] -> codes [B, K, T]."""
+        batch, steps = latent.shape[0], latent.shape[1]
+        residual = latent.reshape(batch * steps, -1)
+        codes = []
+        for k, (embed, norm) in enumerate(zip(self.embed, self.norm)):
+            dist = torch.addmm(residual.pow(2).sum(1, keepdim=True), residual, embed.t(), alpha=-2)
+            idx = dist.add_(norm).argmin(1)
+            codes.append(idx)
+            if k + 1 < len(self.embed):
+                residual = residual - embed.index_select(0, idx)
+        return torch.stack(codes, 1).view(batch, steps, -1).transpose(1, 2)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes [B, K, T] (K at most the codebooks cached) -> time-major latent [B, T, D]."""
+        batch, count, steps = codes.shape
+        if count > len(self.embed):
+            raise ValueError(f"got {count} codebooks, {len(self.embed)} available")
+        idx = (codes.transpose(1, 2) + self.offsets[:count].to(codes.device)).reshape(-1)
+        return self.table.index_select(0, idx).view(batch, steps, count, -1).sum(2)
+
+
 class FastNet:
-    """A SEANet encoder or decoder as fast time-major ops, taking and giving [B, C, T]."""
+    """A SEANet encoder or decoder as fast time-major ops, taking and giving [B, C, T]
+    (``time_major_in`` / ``time_major_out``: [B, T, C] instead)."""
 
     def __init__(self, net: nn.Module, prefix: str):
         with torch.no_grad():
             self.root = _build(net, prefix)
         self.specs = self.root.specs
+        self.time_major_in = False
+        self.time_major_out = False
 
     def warmup(self, rate: float) -> int:
         """Frames needed before the first output, for ``rate`` input steps per frame."""
@@ -338,5 +381,5 @@ class FastNet:
 
     def run(self, x: torch.Tensor, states: tp.Iterator[torch.Tensor] | None, out: States,
             tail: bool) -> torch.Tensor:
-        y = self.root.run(x.transpose(1, 2).contiguous(), states, out, tail)
-        return y.transpose(1, 2).contiguous()
+        y = self.root.run(x if self.time_major_in else x.transpose(1, 2).contiguous(), states, out, tail)
+        return y if self.time_major_out else y.transpose(1, 2).contiguous()
