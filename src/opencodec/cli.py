@@ -54,6 +54,7 @@ from .identity import (OFFICIAL_NAMES, check_lm_for_file, check_model_for_file, 
 from .releases import CODEC_ALIAS, codec_release, codec_releases_by_hash
 from .longform import compress_file_streaming, decompress_file_streaming, supports_streaming
 from .model import EncodecConfig, EncodecModel
+from .threads import use_live_threads
 from .pretrained import (DEFAULT_MODEL, config_for_name, known_lm_models, lm_name_for_codec,
                          load_lm_model, load_model)
 
@@ -162,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "identically on any machine and thread count, checksummed) or "
                            "'official' (version 0, readable by the official encodec package, "
                            "but its decoding depends on the machine's float arithmetic)")
+    _add_mode_options(comp, fast_default=False)
     _add_output_options(comp)
     _add_rate_channels_options(comp, "round trip (OUT .wav/.flac): output sample rate in Hz "
                                      "(default: the input's)", "round trip: output channels "
@@ -180,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--lm-model", metavar="NAME_OR_PATH",
                      help="entropy model name or weights file for entropy-coded files (default: "
                           "the one belonging to the model of each file)")
+    _add_mode_options(dec, fast_default=False)
     _add_output_options(dec)
     _add_rate_channels_options(dec, "output sample rate in Hz (default: the model's)",
                                "output channels, 1 = mono down-mix (default: the model's)")
@@ -245,6 +248,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
         check_streamable(known)
         _check_bandwidth(args.bandwidth, known.name, known.target_bandwidths)
     model = load_model(args.model)
+    model.exact = not args.fast
     check_streamable(model.config)
     _check_bandwidth(args.bandwidth, model.name, model.target_bandwidths)
     model.set_target_bandwidth(args.bandwidth)
@@ -294,6 +298,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _add_model_option(parser: argparse.ArgumentParser, help_text: str) -> None:
     parser.add_argument("-m", "--model", metavar="NAME_OR_PATH", help=help_text)
+
+
+def _add_mode_options(parser: argparse.ArgumentParser, fast_default: bool) -> None:
+    """--exact / --fast (see the README, "Fast mode"): exact gives the official computation
+    bit for bit; fast equals it up to float rounding (measured differences in the README)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--exact", dest="fast", action="store_false",
+                       help="official-identical output (bitwise the plain computation)"
+                            + ("" if fast_default else "; the default"))
+    group.add_argument("--fast", dest="fast", action="store_true",
+                       help="fast mode: fewer, fused kernels, equal up to float rounding"
+                            + ("; the default" if fast_default else ""))
+    parser.set_defaults(fast=fast_default)
 
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
@@ -576,6 +593,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if known is not None:  # fail fast, before loading any weights
         _check_bandwidth(args.bandwidth, known.name, known.target_bandwidths)
     model = load_model(args.model)
+    model.exact = not args.fast
     _check_bandwidth(args.bandwidth, model.name, model.target_bandwidths)
     model.set_target_bandwidth(args.bandwidth)
     lm = None
@@ -633,9 +651,14 @@ class _Models:
     one, or else the one each file's header names (a failure is remembered too). Either is
     checked against the header: architecture and weights hash (:mod:`opencodec.identity`)."""
 
-    def __init__(self, model_arg: str | None):
-        self._fixed = load_model(model_arg) if model_arg is not None else None
+    def __init__(self, model_arg: str | None, exact: bool = True):
+        self._exact = exact  # each model's ``exact`` (fast mode when False)
+        self._fixed = self._mode(load_model(model_arg)) if model_arg is not None else None
         self._by_name: dict[tuple[str, str | None], EncodecModel | Exception] = {}
+
+    def _mode(self, model: EncodecModel) -> EncodecModel:
+        model.exact = self._exact
+        return model
 
     def get(self, name: str, weights_hash: str | None = None, num_codebooks: int = 1,
             what: str = "the file") -> EncodecModel:
@@ -646,7 +669,8 @@ class _Models:
         key = (name, weights_hash)
         if key not in self._by_name:
             try:
-                self._by_name[key] = model_for_file(name, weights_hash, 1, what, lambda n: load_model(n))
+                self._by_name[key] = self._mode(model_for_file(name, weights_hash, 1, what,
+                                                               lambda n: load_model(n)))
             except OpenCodecError as exc:
                 self._by_name[key] = exc
         found = self._by_name[key]
@@ -699,7 +723,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         check_output(dst, args.force)
         jobs = [Job(src, dst)]
     _check_float_flag(args, jobs)
-    models = _Models(args.model)
+    models = _Models(args.model, exact=not args.fast)
     lms = _EntropyModels(args.lm_model)
 
     def work(job: Job) -> None:
@@ -907,6 +931,7 @@ def _add_stream_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
     enc.add_argument("--channels", type=int, metavar="C", help="channels of raw input (interleaved)")
     enc.add_argument("--format", choices=sorted(RAW_FORMATS),
                      help="sample format of raw input (default s16le)")
+    _add_mode_options(enc, fast_default=True)
     enc.set_defaults(parser=enc, handler=cmd_stream_encode)
 
     dec = sub.add_parser(
@@ -919,6 +944,7 @@ def _add_stream_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
     dec.add_argument("--raw", action="store_true", help="write headerless PCM (s16le, or f32le with --float)")
     dec.add_argument("--float", dest="float32", action="store_true",
                      help="32-bit float samples instead of 16-bit integers")
+    _add_mode_options(dec, fast_default=True)
     dec.set_defaults(parser=dec, handler=cmd_stream_decode)
 
 
@@ -960,6 +986,7 @@ def cmd_stream_encode(args: argparse.Namespace) -> int:
     elif args.rate is not None or args.channels is not None or args.format is not None:
         raise UsageError("--rate, --channels and --format describe raw input: add --raw")
     fin, fout = _binary_stdin("WAV or raw PCM"), _binary_stdout()
+    use_live_threads()  # no spinning threads against other work (see opencodec.threads)
     known = config_for_name(args.model or DEFAULT_MODEL)
     if known is not None:  # fail fast, before loading any weights
         check_streamable(known)
@@ -982,7 +1009,8 @@ def cmd_stream_decode(args: argparse.Namespace) -> int:
     from .stream import StreamInfo, decode_stream
 
     fin, fout = _binary_stdin("a packet stream"), _binary_stdout()
-    models = _Models(args.model)
+    use_live_threads()
+    models = _Models(args.model, exact=not args.fast)
 
     def load(info: StreamInfo) -> EncodecModel:  # the header's model, hash checked
         return models.get(*info.model, info.num_codebooks, "the stream")

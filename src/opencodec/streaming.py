@@ -390,15 +390,16 @@ class StreamingEncoder:
     ``torch.inference_mode()`` / ``torch.no_grad()`` (with autograd enabled PyTorch
     itself picks the native kernel).
 
+    ``exact`` None (default): ``model.exact`` (True unless switched off).
     ``exact=False``: fast mode (:mod:`opencodec.streaming_fast`): whole frames through the
     fast time-major step, same emission times; codes equal exact mode's on >= 99.9% of
     frames of real audio (measured in tests/test_streaming_fast.py). ``fast_lstm`` is then unused.
     """
 
-    def __init__(self, model: EncodecModel, fast_lstm: bool = False, exact: bool = True):
+    def __init__(self, model: EncodecModel, fast_lstm: bool = False, exact: bool | None = None):
         _check_model(model)
         self.model = model
-        self.exact = bool(exact)
+        self.exact = bool(getattr(model, "exact", True) if exact is None else exact)
         self.channels = model.channels
         self.num_codebooks = model.num_codebooks()
         self._fast: FastStreamEncoder | None = None
@@ -474,14 +475,15 @@ class StreamingDecoder:
     samples, to be trimmed to the signal length as with ``model.decode``.
     The LSTM uses PyTorch's native CPU kernel (``fast_lstm``, default True): ~4x
     faster for one step than oneDNN, equal to the offline decoder to ~1e-7.
-    ``exact=False``: fast mode (:mod:`opencodec.streaming_fast`), audio within 1e-4 relative
+    ``exact`` None (default): ``model.exact``. ``exact=False``: fast mode
+    (:mod:`opencodec.streaming_fast`), audio within 1e-4 relative
     of exact mode on real audio (measured in tests/test_streaming_fast.py).
     """
 
-    def __init__(self, model: EncodecModel, fast_lstm: bool = True, exact: bool = True):
+    def __init__(self, model: EncodecModel, fast_lstm: bool = True, exact: bool | None = None):
         _check_model(model)
         self.model = model
-        self.exact = bool(exact)
+        self.exact = bool(getattr(model, "exact", True) if exact is None else exact)
         self.channels = model.channels
         self._fast: FastStreamDecoder | None = None
         with torch.inference_mode():
