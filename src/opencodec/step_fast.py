@@ -123,13 +123,7 @@ class _Conv(_Op):
                 x = F.elu(x, self.alpha)
             buf = _pad_time(x, self.P, 0, self.mode) if self.P else x
         elif self.keep:
-            state = next(states)
-            buf = torch.empty(x.shape[0], self.keep + x.shape[1], self.c_in, dtype=x.dtype, device=x.device)
-            buf[:, :self.keep] = state
-            if self.alpha is not None:
-                torch.ops.aten.elu.out(x, self.alpha, 1.0, 1.0, out=buf[:, self.keep:])
-            else:
-                buf[:, self.keep:] = x
+            buf = torch.cat([next(states), F.elu(x, self.alpha) if self.alpha is not None else x], dim=1)
         else:
             buf = F.elu(x, self.alpha) if self.alpha is not None else x
         if self.keep:
@@ -221,14 +215,17 @@ class _LSTM(_Op):
         seq = x
         for i in range(self.layers):
             xw = torch.addmm(self.b[i], seq.reshape(batch * steps, -1), self.w_x[i]).view(batch, steps, 4 * hid)
-            ys = x.new_empty(batch, steps, hid)
+            # One step (the live case): h and c go straight into the new state, no copies.
+            ys = h_new[:, i:i + 1] if steps == 1 else x.new_empty(batch, steps, hid)
             h, c = h0[:, i], c0[:, i]
             for t in range(steps):
                 gates = torch.addmm(xw[:, t], h, self.w_h[i])
                 sig = torch.sigmoid(gates[:, :3 * hid])
-                c = torch.addcmul(sig[:, hid:2 * hid] * c, sig[:, :hid], torch.tanh(gates[:, 3 * hid:]))
+                c_out = c_new[:, i] if t == steps - 1 else None
+                c = torch.addcmul(sig[:, hid:2 * hid] * c, sig[:, :hid], torch.tanh(gates[:, 3 * hid:]), out=c_out)
                 h = torch.mul(sig[:, 2 * hid:], torch.tanh(c), out=ys[:, t])
-            h_new[:, i], c_new[:, i] = h, c
+            if steps > 1:
+                h_new[:, i] = h
             seq = ys
         out += [h_new, c_new]
         return seq + x if self.skip else seq
