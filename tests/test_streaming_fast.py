@@ -200,3 +200,43 @@ def test_cli_mode_options() -> None:
     assert not parser.parse_args(["decompress", "a.ecdc"]).fast
     with pytest.raises(SystemExit):
         parser.parse_args(["compress", "a.wav", "--fast", "--exact"])
+
+
+def test_cli_commands_set_the_mode(monkeypatch: pytest.MonkeyPatch, speech: torch.Tensor, tmp_path: Path) -> None:
+    """stream-encode / stream-decode run fast mode unless --exact; compress exact unless --fast."""
+    import io
+    import sys
+
+    import soundfile as sf
+
+    from opencodec import cli
+
+    seen: list[EncodecModel] = []
+    real = cli.load_model
+
+    def spy(*args: object, **kwargs: object) -> EncodecModel:
+        seen.append(real(*args, **kwargs))  # type: ignore[arg-type]
+        return seen[-1]
+
+    monkeypatch.setattr(cli, "load_model", spy)
+    wav = io.BytesIO()
+    sf.write(wav, speech[0, 0, :12000].numpy(), 24000, format="WAV", subtype="PCM_16")
+
+    def run(args: list[str], data: bytes) -> bytes:
+        out = io.BytesIO()
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+        monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(out))
+        assert cli.main(["-q", *args]) == 0
+        sys.stdout.flush()
+        return out.getvalue()
+
+    for flags, exact in (([], False), (["--exact"], True)):
+        packets = run(["stream-encode", "-b", "6", *flags], wav.getvalue())
+        assert seen[-1].exact is exact
+        assert len(run(["stream-decode", *flags], packets)) > 2 * 12000
+        assert seen[-1].exact is exact
+    src = tmp_path / "in.wav"
+    src.write_bytes(wav.getvalue())
+    for flags, exact in (([], True), (["--fast"], False)):
+        assert cli.main(["-q", "compress", str(src), str(tmp_path / f"out{len(flags)}.ecdc"), *flags]) == 0
+        assert seen[-1].exact is exact

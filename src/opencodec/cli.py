@@ -248,7 +248,6 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
         check_streamable(known)
         _check_bandwidth(args.bandwidth, known.name, known.target_bandwidths)
     model = load_model(args.model)
-    model.exact = not args.fast
     check_streamable(model.config)
     _check_bandwidth(args.bandwidth, model.name, model.target_bandwidths)
     model.set_target_bandwidth(args.bandwidth)
@@ -992,6 +991,7 @@ def cmd_stream_encode(args: argparse.Namespace) -> int:
         check_streamable(known)
         _check_bandwidth(args.bandwidth, known.name, known.target_bandwidths)
     model = load_model(args.model)
+    model.exact = not args.fast
     check_streamable(model.config)
     _check_bandwidth(args.bandwidth, model.name, model.target_bandwidths)
     with _broken_pipe():

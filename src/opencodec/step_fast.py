@@ -95,6 +95,9 @@ class _Conv(_Op):
         self.alpha = alpha
         self.keep = max(self.P, self.s - 1)
         self.pointwise = self.k == 1 and self.s == 1
+        # keep == P > 0: after ``start`` every call is "state ++ input", then the conv (whole
+        # frames give whole strides, so there is always at least one window).
+        self.steady = self.keep == self.P > 0
         self.specs = [(name, (self.keep, self.c_in))] if self.keep else []
 
     def warmup(self, rate: float) -> tuple[int, float]:
@@ -107,6 +110,8 @@ class _Conv(_Op):
         n = (length - self.k) // self.s + 1
         if self.pointwise:
             rows = buf.reshape(-1, self.c_in)
+        elif n == 1 and length == self.taps and buf.is_contiguous():  # one window: a view
+            rows = buf.reshape(batch, -1)
         else:
             sb, st, sc = buf.stride()
             windows = buf.as_strided((batch, n, self.taps, self.c_in),
@@ -139,6 +144,12 @@ class _Conv(_Op):
         return buf
 
     def run(self, x, states, out, tail):  # type: ignore[no-untyped-def]
+        if self.steady and states is not None and not tail:  # the per-frame case, in few steps
+            buf = torch.cat([next(states), F.elu(x, self.alpha) if self.alpha is not None else x], dim=1)
+            out.append(buf[:, buf.shape[1] - self.keep:])
+            return self.matmul(buf)
+        if self.pointwise and states is not None and not tail:
+            return self.matmul(F.elu(x, self.alpha) if self.alpha is not None else x)
         buf = self.prepare(x, states, out, tail)
         if buf is None:
             return x.new_zeros(x.shape[0], 0, self.c_out)
