@@ -18,7 +18,6 @@ the machine's load hit both.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from pathlib import Path
 
