@@ -240,3 +240,25 @@ def test_cli_commands_set_the_mode(monkeypatch: pytest.MonkeyPatch, speech: torc
     for flags, exact in (([], True), (["--fast"], False)):
         assert cli.main(["-q", "compress", str(src), str(tmp_path / f"out{len(flags)}.ecdc"), *flags]) == 0
         assert seen[-1].exact is exact
+
+
+@pytest.mark.parametrize("align", [4, 10])
+def test_frames_per_call_keeps_packet_times(bundled: EncodecModel, speech: torch.Tensor, align: int) -> None:
+    """With ``frames_per_call`` N, frames come out in whole groups of N (after the warm-up's
+    first ones), no later than the packets of N frames they fill, with the same codes."""
+    x = speech[..., :30 * HOP + 123]
+    plain = StreamingEncoder(bundled, exact=False)
+    held = StreamingEncoder(bundled, exact=False, frames_per_call=align)
+    total_plain = total_held = 0
+    codes_plain, codes_held = [], []
+    for i in range(0, x.shape[-1], HOP):
+        a, b = plain.push(x[..., i:i + HOP]), held.push(x[..., i:i + HOP])
+        codes_plain.append(a)
+        codes_held.append(b)
+        total_plain += a.shape[-1]
+        total_held += b.shape[-1]
+        assert total_held % align == 0 or total_held == 7  # whole packets (or the warm-up's 7)
+        assert total_held // align == total_plain // align  # each packet as early as before
+    codes_plain.append(plain.flush())
+    codes_held.append(held.flush())
+    assert torch.equal(torch.cat(codes_held, -1), torch.cat(codes_plain, -1))

@@ -394,9 +394,14 @@ class StreamingEncoder:
     ``exact=False``: fast mode (:mod:`opencodec.streaming_fast`): whole frames through the
     fast time-major step, same emission times; codes equal exact mode's on >= 99.9% of
     frames of real audio (measured in tests/test_streaming_fast.py). ``fast_lstm`` is then unused.
+    ``frames_per_call`` (fast mode): hold whole frames back until the total emitted reaches a
+    multiple of it, so a consumer that sends ``frames_per_call`` frames per packet gets each
+    packet as early as before while the network runs once per packet (its fixed cost per
+    call, mostly reading the weights, is paid once); ``flush`` emits what is held back.
     """
 
-    def __init__(self, model: EncodecModel, fast_lstm: bool = False, exact: bool | None = None):
+    def __init__(self, model: EncodecModel, fast_lstm: bool = False, exact: bool | None = None,
+                 frames_per_call: int = 1):
         _check_model(model)
         self.model = model
         self.exact = bool(getattr(model, "exact", True) if exact is None else exact)
@@ -407,7 +412,7 @@ class StreamingEncoder:
             if self.exact:
                 self._net = _build(model.encoder, native_lstm=fast_lstm)
             else:
-                self._fast = FastStreamEncoder(model)
+                self._fast = FastStreamEncoder(model, align=frames_per_call)
         self.reset()
 
     def reset(self) -> None:

@@ -29,16 +29,21 @@ def _cat(a: torch.Tensor | None, b: torch.Tensor) -> torch.Tensor:
 class FastStreamEncoder:
     """Audio chunks [B, C, n] -> code frames [B, K, f] (fast mode); ``flush`` ends the stream."""
 
-    def __init__(self, model: EncodecModel):
+    def __init__(self, model: EncodecModel, align: int = 1):
         self.model = model
         self.step = EncoderStep(model, exact=False)
         self.hop = model.hop_length
         self.warmup = self.step.warmup_frames
+        # Frames go through the network only when the total out becomes a multiple of
+        # ``align``: a packet writer of ``align`` frames per packet gets whole packets, as
+        # early as before, and the network runs once per packet instead of once per frame.
+        self.align = max(1, int(align))
         self.reset()
 
     def reset(self) -> None:
         self.pending: torch.Tensor | None = None  # samples not yet in a whole frame (or the warm-up)
         self.state: list[torch.Tensor] | None = None
+        self.frames_out = 0
 
     def push(self, chunk: torch.Tensor) -> torch.Tensor | None:
         """New whole frames' codes [B, K, f], or None."""
@@ -51,9 +56,13 @@ class FastStreamEncoder:
                 return None
             codes, self.state = self.step.start(buf[..., :first])
             out.append(codes)
+            self.frames_out += self.warmup
             buf = buf[..., first:]
-        whole = buf.shape[-1] // self.hop * self.hop
+        frames = buf.shape[-1] // self.hop
+        frames = (self.frames_out + frames) // self.align * self.align - self.frames_out
+        whole = max(0, frames) * self.hop
         if whole:
+            self.frames_out += frames
             codes, *self.state = self.step(buf[..., :whole], *self.state)
             out.append(codes)
         self.pending = buf[..., whole:]
@@ -70,7 +79,14 @@ class FastStreamEncoder:
                 return None
             if self.state is None:
                 return self.model.encode(rest)[0].codes
-            return self.step.finish(rest, self.state)
+            out = []
+            whole = rest.shape[-1] // self.hop * self.hop
+            if whole:  # frames held back for alignment
+                codes, *self.state = self.step(rest[..., :whole], *self.state)
+                out.append(codes)
+            if rest.shape[-1] > whole:
+                out.append(self.step.finish(rest[..., whole:], self.state))
+            return out[0] if len(out) == 1 else torch.cat(out, dim=-1)
         finally:
             self.reset()
 
