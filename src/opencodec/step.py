@@ -30,7 +30,9 @@ operations on the same values as :class:`~opencodec.streaming.StreamingEncoder` 
 :class:`~opencodec.streaming.StreamingDecoder` pushed one frame at a time (the LSTM kernel
 chosen by ``native_lstm`` as there), so at batch 1 codes equal ``model.encode`` and audio
 equals the streaming decoder bit for bit; what changes across batch sizes is measured in
-tests/test_multistream.py and the README. ``finish`` ends an encoder stream whose length is
+tests/test_multistream.py and the README. ``exact=False`` builds the fast path instead
+(:mod:`opencodec.step_fast`: the same state, time-major, fewer kernels per frame; equal up to
+float rounding, measured in tests/test_streaming_fast.py). ``finish`` ends an encoder stream whose length is
 not a whole number of frames with the offline right padding (reflected samples), so the
 last frame's codes equal ``model.encode`` too.
 """

@@ -15,6 +15,8 @@ whole codes (trim to the input length) for the decoder, whatever the chunking.
 Codes are bit-identical to ``model.encode`` run under ``torch.inference_mode()`` or
 ``torch.no_grad()`` (same kernels on the same values); the decoder uses a faster LSTM
 kernel by default and matches ``model.decode`` to ~1e-7 (``fast_lstm`` switches).
+``exact=False`` (or ``model.exact = False``) selects fast mode (:mod:`opencodec.streaming_fast`):
+the same emission times, results equal up to float rounding.
 
 How exactness is obtained, layer by layer
 -----------------------------------------
