@@ -15,9 +15,10 @@ of small kernels, not by arithmetic):
 * an ELU before a convolution is applied while the input is written next to the state;
 * a residual block whose shortcut and last layer are kernel-1 convolutions (EnCodec's) is one
   ``addmm`` plus one ``addmm_`` into the same output (biases summed once);
-* the LSTM runs as cached-weight products: the input projection of all T steps in one
-  ``addmm`` (gate order rearranged so the three sigmoid gates are one slice), then per step one
-  ``addmm`` of ``h`` and five element-wise kernels;
+* the LSTM: one frame per call (the live case) is one ``torch.lstm_cell`` per layer (the whole
+  cell in one C++ call); several frames are cached-weight products: the input projection of
+  all T steps in one ``addmm`` (gate order rearranged so the three sigmoid gates are one
+  slice), then per step one ``addmm`` of ``h`` and five element-wise kernels;
 * the transposed convolution (kernel ``k <= 2 * stride``) is one product and two adds.
 
 Every state tensor is batch-first, as in :mod:`opencodec.step` (streams stack along dim 0),
@@ -213,6 +214,10 @@ class _LSTM(_Op):
             self.w_x.append(w_ih[order].t().contiguous())
             self.w_h.append(w_hh[order].t().contiguous())
             self.b.append(bias[order].contiguous())
+        # (w_ih, w_hh, b_ih, b_hh) in PyTorch's layout, for ``torch.lstm_cell``
+        self.cell = [tuple(getattr(lstm, f"{kind}_l{i}").detach() if lstm.bias or kind.startswith("weight")
+                           else None for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+                     for i in range(self.layers)]
         self.specs = [(f"{name}.h", (self.layers, hid)), (f"{name}.c", (self.layers, hid))]
 
     def run(self, x, states, out, tail):  # type: ignore[no-untyped-def]
@@ -221,6 +226,16 @@ class _LSTM(_Op):
             h0 = c0 = x.new_zeros(batch, self.layers, hid)
         else:
             h0, c0 = next(states), next(states)
+        if steps == 1:  # the live case: one fused cell per layer (PyTorch's lstm_cell, in C++)
+            seq, hs, cs = x[:, 0], [], []
+            for i in range(self.layers):
+                h, c = torch.lstm_cell(seq, (h0[:, i], c0[:, i]), *self.cell[i])
+                hs.append(h)
+                cs.append(c)
+                seq = h
+            out += [torch.stack(hs, 1), torch.stack(cs, 1)]
+            y = seq.unsqueeze(1)
+            return y + x if self.skip else y
         h_new = x.new_empty(batch, self.layers, hid)
         c_new = x.new_empty(batch, self.layers, hid)
         seq = x
