@@ -191,9 +191,10 @@ class FileCompressor:
 
     def __init__(self, model_arg: str | None, bandwidth: float, options: OutputOptions, *,
                  lm: bool = False, lm_model: str | None = None, lm_format: str = "deterministic",
-                 progress: ProgressFactory | None = None):
+                 progress: ProgressFactory | None = None, exact: bool = True):
         self.bandwidth, self.options, self.progress = bandwidth, options, progress
         self.model: EncodecModel = load_checked_model(model_arg, bandwidth, load=lambda arg: load_model(arg))
+        self.model.exact = exact  # fast mode when False (README, "Fast mode")
         self.model.set_target_bandwidth(bandwidth)
         self.lm = None
         if lm or lm_model is not None:
@@ -251,9 +252,9 @@ class FileDecompressor:
     ``lm_model``); each model loads at most once."""
 
     def __init__(self, model_arg: str | None, options: OutputOptions, *, lm_model: str | None = None,
-                 progress: ProgressFactory | None = None):
+                 progress: ProgressFactory | None = None, exact: bool = True):
         self.options, self.progress = options, progress
-        self.models = CodecModels(model_arg, lambda name: load_model(name))
+        self.models = CodecModels(model_arg, lambda name: load_model(name), exact=exact)
         self.lms = EntropyModels(lm_model)
 
     def __call__(self, job: Job, folder: bool = False) -> FileResult:

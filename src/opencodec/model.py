@@ -232,11 +232,24 @@ class EncodecModel(nn.Module):
         computation. False: a faster decoder (channels-last kernels, fused products, the
         48 kHz model's segments batched), within 1e-5 relative L2 of it (measured 3e-7 at
         24 kHz, 1.3e-6 at 48 kHz; see ``modules.fast``).
-        Encoding is always bitwise exact."""
+        Encoding is bitwise exact unless ``exact`` is off (which switches both)."""
         return bool(self.decoder.exact)
 
     @exact_decode.setter
     def exact_decode(self, exact: bool) -> None:
+        self.decoder.exact = bool(exact)
+
+    @property
+    def exact(self) -> bool:
+        """True (default): encode and decode give bitwise the plain (official) computation.
+        False: fast mode for both (channels-last kernels, fused products; the encoder too),
+        equal up to float rounding; the measured differences on real audio are in the README.
+        ``opencodec compress/decompress --fast`` set it."""
+        return bool(self.encoder.exact) and bool(self.decoder.exact)
+
+    @exact.setter
+    def exact(self, exact: bool) -> None:
+        self.encoder.exact = bool(exact)
         self.decoder.exact = bool(exact)
 
     # -- bandwidth ------------------------------------------------------------------------

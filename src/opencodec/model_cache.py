@@ -59,8 +59,15 @@ class CodecModels:
     is checked against the header: architecture and weights hash (:mod:`opencodec.identity`).
     ``load`` loads a model by name or path (default :func:`opencodec.pretrained.load_model`)."""
 
-    def __init__(self, model_arg: str | None, load: Loader | None = None):
-        self._load: Loader = load if load is not None else (lambda name: load_model(name))
+    def __init__(self, model_arg: str | None, load: Loader | None = None, exact: bool = True):
+        base: Loader = load if load is not None else (lambda name: load_model(name))
+
+        def load_in_mode(name: str | None) -> EncodecModel:  # each model's ``exact`` (fast when False)
+            model = base(name)
+            model.exact = exact
+            return model
+
+        self._load: Loader = load_in_mode
         self._fixed = self._load(model_arg) if model_arg is not None else None
         self._by_name: dict[tuple[str, str | None], EncodecModel | Exception] = {}
 

@@ -87,6 +87,12 @@ class _Rows:
                 t.index_copy_(0, index, s)
 
 
+def _exact(model: EncodecModel, exact: bool | None) -> bool:
+    """``exact``, or the model's setting (``model.exact``) when None. Fast mode (False): the
+    steps of :mod:`opencodec.step_fast`, equal up to float rounding."""
+    return bool(getattr(model, "exact", True) if exact is None else exact)
+
+
 class _MultiStream:
     """Bookkeeping shared by the encoder and the decoder: warm-up buffers and state rows."""
 
@@ -165,8 +171,8 @@ class MultiStreamEncoder(_MultiStream):
     at the highest bandwidth serves streams at every bandwidth.
     """
 
-    def __init__(self, model: EncodecModel, batched: bool = True):
-        super().__init__(EncoderStep(model), batched)
+    def __init__(self, model: EncodecModel, batched: bool = True, exact: bool | None = None):
+        super().__init__(EncoderStep(model, exact=_exact(model, exact)), batched)
         self.model = model
         self.channels = model.channels
         self.num_codebooks = self._step.num_codebooks
@@ -214,8 +220,8 @@ class MultiStreamDecoder(_MultiStream):
     signal length as with ``model.decode``.
     """
 
-    def __init__(self, model: EncodecModel, batched: bool = True):
-        super().__init__(DecoderStep(model), batched)
+    def __init__(self, model: EncodecModel, batched: bool = True, exact: bool | None = None):
+        super().__init__(DecoderStep(model, exact=_exact(model, exact)), batched)
         self.model = model
         self.channels = model.channels
         self.num_codebooks = model.num_codebooks()

@@ -30,7 +30,9 @@ operations on the same values as :class:`~opencodec.streaming.StreamingEncoder` 
 :class:`~opencodec.streaming.StreamingDecoder` pushed one frame at a time (the LSTM kernel
 chosen by ``native_lstm`` as there), so at batch 1 codes equal ``model.encode`` and audio
 equals the streaming decoder bit for bit; what changes across batch sizes is measured in
-tests/test_multistream.py and the README. ``finish`` ends an encoder stream whose length is
+tests/test_multistream.py and the README. ``exact=False`` builds the fast path instead
+(:mod:`opencodec.step_fast`: the same state, time-major, fewer kernels per frame; equal up to
+float rounding, measured in tests/test_streaming_fast.py). ``finish`` ends an encoder stream whose length is
 not a whole number of frames with the offline right padding (reflected samples), so the
 last frame's codes equal ``model.encode`` too.
 """
@@ -48,6 +50,7 @@ from .modules.conv import StreamableConv1d, StreamableConvTranspose1d, pad1d
 from .modules.lstm import StreamableLSTM
 from .modules.seanet import SEANetDecoder, SEANetEncoder
 from .modules.seanet_blocks import SEANetResnetBlock
+from .step_fast import FastNet, FastRVQ
 
 __all__ = ["DecoderStep", "EncoderStep", "StateSpec", "check_streamable_model"]
 
@@ -265,26 +268,35 @@ def check_streamable_model(model: EncodecModel) -> None:
 class _StepBase(nn.Module):
     """Common part of the encoder and decoder steps (weights copied, weight norm folded)."""
 
-    def __init__(self, model: EncodecModel, net: nn.Module, prefix: str, native_lstm: bool, in_rate: int):
+    def __init__(self, model: EncodecModel, net: nn.Module, prefix: str, native_lstm: bool, in_rate: int,
+                 exact: bool = True):
         super().__init__()
         check_streamable_model(model)
-        with torch.no_grad():
-            self._net = _build(net, prefix, native_lstm)
+        self.exact = bool(exact)
+        self._net: _Op | FastNet
+        if self.exact:
+            with torch.no_grad():
+                self._net = _build(net, prefix, native_lstm)
+            self._specs = list(self._net.specs)
+            self.warmup_frames = _warmup(self._net, in_rate)[0]
+        else:
+            self._net = FastNet(net, prefix)
+            self._specs = [StateSpec(name, shape) for name, shape in self._net.specs]
+            self.warmup_frames = self._net.warmup(in_rate)
         self.hop_length = model.hop_length
         self.sample_rate = model.sample_rate
         self.channels = model.channels
-        self.warmup_frames = _warmup(self._net, in_rate)[0]
         # Registered so that ``to()``, tracing and ONNX export see the LSTM weights.
         self._lstms = nn.ModuleList(op.lstm for op in _walk(self._net) if isinstance(op, _LSTM))
 
     def state_specs(self) -> list[StateSpec]:
         """Name and per-row shape of every state tensor, in the order ``forward`` takes them."""
-        return list(self._net.specs)
+        return list(self._specs)
 
     def _run(self, x: torch.Tensor, states: tp.Sequence[torch.Tensor] | None, tail: bool = False
              ) -> tuple[torch.Tensor, States]:
-        if states is not None and len(states) != len(self._net.specs):
-            raise ValueError(f"expected {len(self._net.specs)} state tensors, got {len(states)}")
+        if states is not None and len(states) != len(self._specs):
+            raise ValueError(f"expected {len(self._specs)} state tensors, got {len(states)}")
         out: States = []
         y = self._net.run(x, None if states is None else iter(states), out, tail)
         return y, out
@@ -294,14 +306,22 @@ class EncoderStep(_StepBase):
     """Audio frames [B, C, n * hop] + state -> codes [B, K, n] + new state (K fixed when built).
 
     ``native_lstm`` False (default): oneDNN LSTM as ``model.encode`` (codes bit-exact at batch 1).
+    ``exact`` False: the fast time-major path (:mod:`opencodec.step_fast`; ``native_lstm`` is
+    then unused): same state semantics, time-major state tensors, float rounding differences.
     """
 
-    def __init__(self, model: EncodecModel, native_lstm: bool = False):
-        super().__init__(model, model.encoder, "encoder", native_lstm, model.hop_length)
+    def __init__(self, model: EncodecModel, native_lstm: bool = False, exact: bool = True):
+        super().__init__(model, model.encoder, "encoder", native_lstm, model.hop_length, exact)
         self.quantizer = model.quantizer
         self.num_codebooks = model.num_codebooks()
+        self._rvq: FastRVQ | None = None
+        if isinstance(self._net, FastNet):  # fast: time-major latent straight into cached tables
+            self._net.time_major_out = True
+            self._rvq = FastRVQ(model.quantizer, self.num_codebooks)
 
     def _codes(self, emb: torch.Tensor) -> torch.Tensor:
+        if self._rvq is not None:
+            return self._rvq.encode(emb)
         return self.quantizer.encode(emb, self.num_codebooks)
 
     def _check(self, x: torch.Tensor, frames: int | None) -> None:
@@ -337,11 +357,19 @@ class DecoderStep(_StepBase):
 
     ``native_lstm`` True (default, as :class:`~opencodec.streaming.StreamingDecoder`):
     PyTorch's native LSTM kernel, ~1e-7 from the offline (oneDNN) decoder.
+    ``exact`` False: the fast time-major path (:mod:`opencodec.step_fast`).
     """
 
-    def __init__(self, model: EncodecModel, native_lstm: bool = True):
-        super().__init__(model, model.decoder, "decoder", native_lstm, 1)
+    def __init__(self, model: EncodecModel, native_lstm: bool = True, exact: bool = True):
+        super().__init__(model, model.decoder, "decoder", native_lstm, 1, exact)
         self.quantizer = model.quantizer
+        self._rvq: FastRVQ | None = None
+        if isinstance(self._net, FastNet):  # fast: codes -> time-major latent in one gather
+            self._net.time_major_in = True
+            self._rvq = FastRVQ(model.quantizer)
+
+    def _latent(self, codes: torch.Tensor) -> torch.Tensor:
+        return self._rvq.decode(codes) if self._rvq is not None else self.quantizer.decode(codes)
 
     def _check(self, codes: torch.Tensor, frames: int | None) -> None:
         if codes.dim() != 3:
@@ -353,9 +381,9 @@ class DecoderStep(_StepBase):
         """The first ``warmup_frames`` code frames [B, K, W] -> (audio [B, C, W * hop], state).
         Fewer frames give the offline decoding of a stream that short (its state is then unusable)."""
         self._check(codes, None)
-        return self._run(self.quantizer.decode(codes), None)
+        return self._run(self._latent(codes), None)
 
     def forward(self, codes: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Code frames [B, K, n] after ``start`` -> (audio [B, C, n * hop], *new_state)."""
-        y, new = self._run(self.quantizer.decode(codes), state)
+        y, new = self._run(self._latent(codes), state)
         return (y, *new)

@@ -13,7 +13,7 @@ from ..codec_files import (DEFAULT_BANDWIDTH, FileCompressor, FileDecompressor, 
                            plan_compress, plan_decompress)
 from ..file_jobs import Job, Plan, run_jobs
 from ..pretrained import DEFAULT_MODEL
-from .common import (add_model_option, bandwidth_arg, describe, error, fmt_kbps, info, positive_int,
+from .common import (add_mode_options, add_model_option, bandwidth_arg, describe, error, fmt_kbps, info, positive_int,
                      progress_bars, warn)
 
 CLIP_HINT = "[-r/--rescale scales down, --float keeps the peaks]"
@@ -47,6 +47,7 @@ def add_codec_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
                            "identically on any machine and thread count, checksummed) or "
                            "'official' (version 0, readable by the official encodec package, "
                            "but its decoding depends on the machine's float arithmetic)")
+    add_mode_options(comp, fast_default=False)
     _add_output_options(comp)
     _add_rate_channels_options(comp, "round trip (OUT .wav/.flac): output sample rate in Hz "
                                      "(default: the input's)", "round trip: output channels "
@@ -65,6 +66,7 @@ def add_codec_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
     dec.add_argument("--lm-model", metavar="NAME_OR_PATH",
                      help="entropy model name or weights file for entropy-coded files (default: "
                           "the one belonging to the model of each file)")
+    add_mode_options(dec, fast_default=False)
     _add_output_options(dec)
     _add_rate_channels_options(dec, "output sample rate in Hz (default: the model's)",
                                "output channels, 1 = mono down-mix (default: the model's)")
@@ -126,7 +128,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     options = _output_options(args)
     plan = plan_compress(args.input, args.output, options)
     compressor = FileCompressor(args.model, args.bandwidth, options, lm=args.lm, lm_model=args.lm_model,
-                                lm_format=args.lm_format, progress=progress_bars(args))
+                                lm_format=args.lm_format, progress=progress_bars(args), exact=not args.fast)
 
     def line(r: FileResult) -> str:
         assert r.size_bytes is not None
@@ -141,7 +143,8 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     """``opencodec decompress``: .ecdc file(s) -> WAV/FLAC."""
     options = _output_options(args)
     plan = plan_decompress(args.input, args.output, options)
-    decompressor = FileDecompressor(args.model, options, lm_model=args.lm_model, progress=progress_bars(args))
+    decompressor = FileDecompressor(args.model, options, lm_model=args.lm_model, progress=progress_bars(args),
+                                    exact=not args.fast)
 
     def line(r: FileResult) -> str:
         return (f"{r.src} -> {r.dst}: {r.seconds:.2f} s, {r.channels} channel(s) at {r.sample_rate} Hz"

@@ -73,6 +73,19 @@ def positive_int(text: str) -> int:
     return value
 
 
+def add_mode_options(parser: argparse.ArgumentParser, fast_default: bool) -> None:
+    """--exact / --fast (see the README, "Fast mode"): exact gives the official computation
+    bit for bit; fast equals it up to float rounding (measured differences in the README)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--exact", dest="fast", action="store_false",
+                       help="official-identical output (bitwise the plain computation)"
+                            + ("" if fast_default else "; the default"))
+    group.add_argument("--fast", dest="fast", action="store_true",
+                       help="fast mode: fewer, fused kernels, equal up to float rounding"
+                            + ("; the default" if fast_default else ""))
+    parser.set_defaults(fast=fast_default)
+
+
 def add_model_option(parser: argparse.ArgumentParser, help_text: str) -> None:
     parser.add_argument("-m", "--model", metavar="NAME_OR_PATH", help=help_text)
 

@@ -12,7 +12,8 @@ from ..codec_files import DEFAULT_BANDWIDTH
 from ..model import EncodecModel
 from ..model_cache import CodecModels, load_checked_model
 from ..pretrained import DEFAULT_MODEL
-from .common import UsageError, add_model_option, bandwidth_arg, fmt_kbps, info, warn
+from ..threads import use_live_threads
+from .common import UsageError, add_mode_options, add_model_option, bandwidth_arg, fmt_kbps, info, warn
 
 
 def _count(text: str) -> int:
@@ -49,6 +50,7 @@ def add_stream_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
     enc.add_argument("--channels", type=int, metavar="C", help="channels of raw input (interleaved)")
     enc.add_argument("--format", choices=sorted(RAW_FORMATS),
                      help="sample format of raw input (default s16le)")
+    add_mode_options(enc, fast_default=True)
     enc.set_defaults(parser=enc, handler=cmd_stream_encode)
 
     dec = sub.add_parser(
@@ -61,6 +63,7 @@ def add_stream_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
     dec.add_argument("--raw", action="store_true", help="write headerless PCM (s16le, or f32le with --float)")
     dec.add_argument("--float", dest="float32", action="store_true",
                      help="32-bit float samples instead of 16-bit integers")
+    add_mode_options(dec, fast_default=True)
     dec.set_defaults(parser=dec, handler=cmd_stream_decode)
 
 
@@ -102,7 +105,9 @@ def cmd_stream_encode(args: argparse.Namespace) -> int:
     elif args.rate is not None or args.channels is not None or args.format is not None:
         raise UsageError("--rate, --channels and --format describe raw input: add --raw")
     fin, fout = _binary_stdin("WAV or raw PCM"), _binary_stdout()
+    use_live_threads()  # no spinning threads against other work (see opencodec.threads)
     model = load_checked_model(args.model, args.bandwidth, streaming=True)
+    model.exact = not args.fast
     with _broken_pipe():
         report = encode_stream(model, fin, fout, bandwidth=args.bandwidth, raw=raw,
                                frames_per_packet=args.frames_per_packet, header_every=args.header_every)
@@ -118,7 +123,8 @@ def cmd_stream_decode(args: argparse.Namespace) -> int:
     from ..stream import StreamInfo, decode_stream
 
     fin, fout = _binary_stdin("a packet stream"), _binary_stdout()
-    models = CodecModels(args.model)
+    use_live_threads()
+    models = CodecModels(args.model, exact=not args.fast)
 
     def load(info: StreamInfo) -> EncodecModel:  # the header's model, hash checked
         return models.get(*info.model, info.num_codebooks, "the stream")

@@ -572,6 +572,13 @@ def _run_cl(layers: tp.Sequence[nn.Module], x: torch.Tensor, owned: bool) -> tup
     return flush(x, owned)
 
 
+def encoder_forward_fast(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """SEANet encoder x [B, C, T] -> latent [B, D, F], equal to ``encoder(x)`` up to float
+    rounding (~1e-6 relative), computed channels-last as ``decoder_forward_fast`` (fused
+    ELU + padding, kernel-1 convs and residual shortcuts as matrix products)."""
+    return _run_cl(list(encoder.model), _to_cl(x), False)[0].squeeze(2).contiguous()
+
+
 def decoder_forward_exact(decoder: nn.Module, z: torch.Tensor) -> torch.Tensor:
     """SEANet decoder z [B, D, F] -> audio [B, C, F * hop], bitwise equal to ``decoder(z)``
     run without autograd: the exact encoder's savings plus channels-last transposed convs

@@ -75,7 +75,8 @@ def encode_stream(model: EncodecModel, fin: tp.BinaryIO, fout: tp.BinaryIO, *,
     if bandwidth is not None:
         model.set_target_bandwidth(bandwidth)
     try:
-        encoder = StreamingEncoder(model)
+        # fast mode: the network runs once per packet (each packet still leaves as early)
+        encoder = StreamingEncoder(model, frames_per_call=frames_per_packet)
     finally:
         model.bandwidth = previous
     info = StreamInfo.from_model(model, encoder.num_codebooks, frames_per_packet)

@@ -1,0 +1,408 @@
+"""The fast per-frame streaming path: the layers of :mod:`opencodec.step` rebuilt time-major.
+
+Used by ``EncoderStep(model, exact=False)`` / ``DecoderStep(model, exact=False)`` and through
+them by ``StreamingEncoder(model, exact=False)`` / ``StreamingDecoder(model, exact=False)``.
+It computes the same function as the exact step (same state, same padding, same warm-up) with
+fewer, larger kernels per frame; results differ from the exact path only by float rounding
+(~1e-7 relative per layer), measured end to end in tests/test_streaming_fast.py.
+
+What makes it cheaper than the exact step (whose cost per frame is dominated by the number
+of small kernels, not by arithmetic):
+
+* activations are time-major ``[B, T, C]`` (channels-last), so every convolution is one
+  matrix product: a view of the padded input as ``[B * n, k * C_in]`` windows (im2col) times
+  the cached weight ``[k * C_in, C_out]`` (weight norm folded once, when built);
+* an ELU before a convolution is applied while the input is written next to the state;
+* a residual block whose shortcut and last layer are kernel-1 convolutions (EnCodec's) is one
+  ``addmm`` plus one ``addmm_`` into the same output (biases summed once);
+* the LSTM: one frame per call (the live case) is one ``torch.lstm_cell`` per layer (the whole
+  cell in one C++ call); several frames are cached-weight products: the input projection of
+  all T steps in one ``addmm`` (gate order rearranged so the three sigmoid gates are one
+  slice), then per step one ``addmm`` of ``h`` and five element-wise kernels;
+* the transposed convolution (kernel ``k <= 2 * stride``) is one product and two adds.
+
+Every state tensor is batch-first, as in :mod:`opencodec.step` (streams stack along dim 0),
+but time-major: a conv's state is ``[B, keep, C_in]``, a transposed conv's ``[B, k - s, C_out]``.
+Weights are copied when the step is built (on the model's device and dtype): rebuild after
+changing the model's weights.
+"""
+
+from __future__ import annotations
+
+import typing as tp
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .modules.conv import StreamableConv1d, StreamableConvTranspose1d, pad1d
+from .modules.lstm import StreamableLSTM
+from .modules.seanet import SEANetDecoder, SEANetEncoder
+from .modules.seanet_blocks import SEANetResnetBlock
+
+__all__ = ["FastNet", "FastRVQ"]
+
+States = list[torch.Tensor]
+Spec = tuple[str, tuple[int, ...]]
+_POINTWISE = (nn.ELU, nn.Identity, nn.ReLU, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid)
+
+
+def _pad_time(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
+    """Pad time-major x [B, T, C] along T exactly as ``pad1d`` pads [B, C, T]."""
+    return pad1d(x.transpose(1, 2), (left, right), mode).transpose(1, 2).contiguous()
+
+
+class _Op:
+    specs: list[Spec] = []
+
+    def run(self, x: torch.Tensor, states: tp.Iterator[torch.Tensor] | None, out: States,
+            tail: bool) -> torch.Tensor:
+        """x [B, T, C] -> y [B, T', C']; ``states`` None: the first call (left padding as offline)."""
+        raise NotImplementedError
+
+    def warmup(self, rate: float) -> tuple[int, float]:
+        """(frames before the first final output, output steps per frame) for ``rate`` input steps per frame."""
+        return 1, rate
+
+
+class _Pointwise(_Op):
+    def __init__(self, module: nn.Module):
+        self.module, self.specs = module, []
+
+    def run(self, x, states, out, tail):  # type: ignore[no-untyped-def]
+        return self.module(x)
+
+
+class _Conv(_Op):
+    """Causal conv, with the ELU before it (``alpha``) fused; state: the last ``keep`` input steps."""
+
+    def __init__(self, layer: StreamableConv1d, name: str, alpha: float | None):
+        if not layer.causal:
+            raise ValueError("streaming needs causal convolutions")
+        if not isinstance(layer.conv.norm, nn.Identity):
+            raise ValueError("streaming does not support normalisation over time (time_group_norm)")
+        conv = layer.conv.conv
+        if getattr(conv, "groups", 1) != 1:
+            raise ValueError("unsupported convolution (groups)")
+        if layer.pad_mode not in ("reflect", "constant", "replicate"):
+            raise ValueError(f"pad mode {layer.pad_mode!r} cannot be streamed")
+        weight = conv.weight.detach()  # [C_out, C_in, k] (weight norm already applied)
+        self.c_in, self.c_out, taps = int(weight.shape[1]), int(weight.shape[0]), int(weight.shape[2])
+        # [k * C_in, C_out]: row j * C_in + c is W[:, c, j], matching the im2col windows.
+        self.weight = weight.permute(2, 1, 0).reshape(taps * self.c_in, self.c_out).contiguous()
+        self.bias = None if conv.bias is None else conv.bias.detach().clone()
+        self.taps, self.dilation = taps, int(conv.dilation[0])
+        self.k, self.s, self.P, self.mode = layer.kernel_size, layer.stride, layer.padding_total, layer.pad_mode
+        self.alpha = alpha
+        self.keep = max(self.P, self.s - 1)
+        self.pointwise = self.k == 1 and self.s == 1
+        # keep == P > 0: after ``start`` every call is "state ++ input", then the conv (whole
+        # frames give whole strides, so there is always at least one window).
+        self.steady = self.keep == self.P > 0
+        self.specs = [(name, (self.keep, self.c_in))] if self.keep else []
+
+    def warmup(self, rate: float) -> tuple[int, float]:
+        need = -(-(self.P + 1) // rate) if self.mode == "reflect" and self.P else 1
+        return int(need), rate / self.s
+
+    def matmul(self, buf: torch.Tensor) -> torch.Tensor:
+        """The convolution of the padded time-major buf [B, L, C_in] -> [B, n, C_out]."""
+        batch, length = buf.shape[0], buf.shape[1]
+        n = (length - self.k) // self.s + 1
+        if self.pointwise:
+            rows = buf.reshape(-1, self.c_in)
+        elif n == 1 and length == self.taps and buf.is_contiguous():  # one window: a view
+            rows = buf.reshape(batch, -1)
+        else:
+            sb, st, sc = buf.stride()
+            windows = buf.as_strided((batch, n, self.taps, self.c_in),
+                                     (sb, self.s * st, self.dilation * st, sc), buf.storage_offset())
+            rows = windows.reshape(batch * n, self.taps * self.c_in)
+        y = torch.mm(rows, self.weight) if self.bias is None else torch.addmm(self.bias, rows, self.weight)
+        return y.view(batch, n, self.c_out)
+
+    def prepare(self, x: torch.Tensor, states: tp.Iterator[torch.Tensor] | None, out: States,
+                tail: bool) -> torch.Tensor | None:
+        """The padded input of this call (ELU applied), or None when it gives no output."""
+        if states is None:
+            if self.alpha is not None:
+                x = F.elu(x, self.alpha)
+            buf = _pad_time(x, self.P, 0, self.mode) if self.P else x
+        elif self.keep:
+            buf = torch.cat([next(states), F.elu(x, self.alpha) if self.alpha is not None else x], dim=1)
+        else:
+            buf = F.elu(x, self.alpha) if self.alpha is not None else x
+        if self.keep:
+            out.append(buf[:, buf.shape[1] - self.keep:])
+        if tail:
+            extra = (-x.shape[1]) % self.s
+            if extra:
+                buf = _pad_time(buf, 0, extra, self.mode)
+        if self.keep > self.P and states is not None:
+            buf = buf[:, self.keep - self.P:]
+        if buf.shape[1] < self.k:
+            return None
+        return buf
+
+    def run(self, x, states, out, tail):  # type: ignore[no-untyped-def]
+        if self.steady and states is not None and not tail:  # the per-frame case, in few steps
+            buf = torch.cat([next(states), F.elu(x, self.alpha) if self.alpha is not None else x], dim=1)
+            out.append(buf[:, buf.shape[1] - self.keep:])
+            return self.matmul(buf)
+        if self.pointwise and states is not None and not tail:
+            return self.matmul(F.elu(x, self.alpha) if self.alpha is not None else x)
+        buf = self.prepare(x, states, out, tail)
+        if buf is None:
+            return x.new_zeros(x.shape[0], 0, self.c_out)
+        return self.matmul(buf)
+
+
+class _ConvTr(_Op):
+    """Causal transposed conv (k = s or k = 2s): state = the partial sums [B, k - s, C_out] (no bias)."""
+
+    def __init__(self, layer: StreamableConvTranspose1d, name: str):
+        if not layer.causal:
+            raise ValueError("streaming needs causal transposed convolutions")
+        if not isinstance(layer.convtr.norm, nn.Identity):
+            raise ValueError("streaming does not support normalisation over time (time_group_norm)")
+        conv = layer.convtr.convtr
+        self.k, self.s = layer.kernel_size, layer.stride
+        if self.k not in (self.s, 2 * self.s) or getattr(conv, "groups", 1) != 1:
+            raise ValueError("the fast path needs transposed convolutions with kernel = stride or 2 x stride")
+        weight = conv.weight.detach()  # [C_in, C_out, k]
+        self.c_out = int(weight.shape[1])
+        # [C_in, k * C_out]: column j * C_out + o is W[:, o, j].
+        self.weight = weight.permute(0, 2, 1).reshape(weight.shape[0], -1).contiguous()
+        self.bias = None if conv.bias is None else conv.bias.detach().clone()
+        self.m = self.k - self.s
+        self.specs = [(name, (self.m, self.c_out))] if self.m else []
+
+    def warmup(self, rate: float) -> tuple[int, float]:
+        return 1, rate * self.s
+
+    def run(self, x, states, out, tail):  # type: ignore[no-untyped-def]
+        batch, n = x.shape[0], x.shape[1]
+        g = torch.mm(x.reshape(batch * n, -1), self.weight).view(batch, n, self.k // self.s, self.s, self.c_out)
+        y = g[:, :, 0] + self.bias if self.bias is not None else g[:, :, 0].clone()  # [B, n, s, C_out]
+        if self.m:
+            if n > 1:
+                y[:, 1:] += g[:, :-1, 1]
+            if states is not None:
+                y[:, 0] += next(states)
+            out.append(g[:, -1, 1])
+        return y.view(batch, n * self.s, self.c_out)
+
+
+class _LSTM(_Op):
+    """LSTM (+ skip) as cached-weight products; state ``h``, ``c`` as [B, layers, H]."""
+
+    def __init__(self, layer: StreamableLSTM, name: str):
+        lstm = layer.lstm
+        if lstm.bidirectional or lstm.batch_first or getattr(lstm, "proj_size", 0):
+            raise ValueError("streaming needs a unidirectional, time-first LSTM without projection")
+        self.skip, self.layers, self.hidden = layer.skip, lstm.num_layers, lstm.hidden_size
+        hid = self.hidden
+        order = torch.cat([torch.arange(0, 2 * hid), torch.arange(3 * hid, 4 * hid), torch.arange(2 * hid, 3 * hid)])
+        self.w_x: list[torch.Tensor] = []
+        self.w_h: list[torch.Tensor] = []
+        self.b: list[torch.Tensor] = []
+        for i in range(self.layers):  # gates reordered (i, f, g, o) -> (i, f, o, g)
+            w_ih, w_hh = getattr(lstm, f"weight_ih_l{i}").detach(), getattr(lstm, f"weight_hh_l{i}").detach()
+            bias = torch.zeros(4 * hid, dtype=w_ih.dtype, device=w_ih.device)
+            if lstm.bias:
+                bias = getattr(lstm, f"bias_ih_l{i}").detach() + getattr(lstm, f"bias_hh_l{i}").detach()
+            self.w_x.append(w_ih[order].t().contiguous())
+            self.w_h.append(w_hh[order].t().contiguous())
+            self.b.append(bias[order].contiguous())
+        # (w_ih, w_hh, b_ih, b_hh) in PyTorch's layout, for ``torch.lstm_cell``
+        self.cell = [tuple(getattr(lstm, f"{kind}_l{i}").detach() if lstm.bias or kind.startswith("weight")
+                           else None for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+                     for i in range(self.layers)]
+        self.specs = [(f"{name}.h", (self.layers, hid)), (f"{name}.c", (self.layers, hid))]
+
+    def run(self, x, states, out, tail):  # type: ignore[no-untyped-def]
+        batch, steps, hid = x.shape[0], x.shape[1], self.hidden
+        if states is None:
+            h0 = c0 = x.new_zeros(batch, self.layers, hid)
+        else:
+            h0, c0 = next(states), next(states)
+        if steps == 1:  # the live case: one fused cell per layer (PyTorch's lstm_cell, in C++)
+            seq, hs, cs = x[:, 0], [], []
+            for i in range(self.layers):
+                h, c = torch.lstm_cell(seq, (h0[:, i], c0[:, i]), *self.cell[i])
+                hs.append(h)
+                cs.append(c)
+                seq = h
+            out += [torch.stack(hs, 1), torch.stack(cs, 1)]
+            y = seq.unsqueeze(1)
+            return y + x if self.skip else y
+        h_new = x.new_empty(batch, self.layers, hid)
+        c_new = x.new_empty(batch, self.layers, hid)
+        seq = x
+        for i in range(self.layers):
+            xw = torch.addmm(self.b[i], seq.reshape(batch * steps, -1), self.w_x[i]).view(batch, steps, 4 * hid)
+            # One step (the live case): h and c go straight into the new state, no copies.
+            ys = h_new[:, i:i + 1] if steps == 1 else x.new_empty(batch, steps, hid)
+            h, c = h0[:, i], c0[:, i]
+            for t in range(steps):
+                gates = torch.addmm(xw[:, t], h, self.w_h[i])
+                sig = torch.sigmoid(gates[:, :3 * hid])
+                c_out = c_new[:, i] if t == steps - 1 else None
+                c = torch.addcmul(sig[:, hid:2 * hid] * c, sig[:, :hid], torch.tanh(gates[:, 3 * hid:]), out=c_out)
+                h = torch.mul(sig[:, 2 * hid:], torch.tanh(c), out=ys[:, t])
+            if steps > 1:
+                h_new[:, i] = h
+            seq = ys
+        out += [h_new, c_new]
+        return seq + x if self.skip else seq
+
+
+class _Seq(_Op):
+    def __init__(self, ops: list[_Op]):
+        self.ops = ops
+        self.specs = [spec for op in ops for spec in op.specs]
+
+    def warmup(self, rate: float) -> tuple[int, float]:
+        need = 1
+        for op in self.ops:
+            n, rate = op.warmup(rate)
+            need = max(need, n)
+        return need, rate
+
+    def run(self, x, states, out, tail):  # type: ignore[no-untyped-def]
+        for op in self.ops:
+            x = op.run(x, states, out, tail)
+        return x
+
+
+class _Res(_Op):
+    """``shortcut(x) + block(x)``; with kernel-1 convs ending both branches, one fused product."""
+
+    def __init__(self, short: _Op, block: _Seq):
+        self.short, self.block = short, block
+        self.specs = short.specs + block.specs
+        last = block.ops[-1] if block.ops else None
+        self.fused = (isinstance(short, _Conv) and short.pointwise and short.alpha is None
+                      and isinstance(last, _Conv) and last.pointwise)
+        if self.fused:
+            assert isinstance(short, _Conv) and isinstance(last, _Conv)
+            self.last, self.body = last, _Seq(block.ops[:-1])
+            biases = [b for b in (short.bias, last.bias) if b is not None]
+            self.bias = None if not biases else biases[0] if len(biases) == 1 else biases[0] + biases[1]
+
+    def warmup(self, rate: float) -> tuple[int, float]:
+        a, rate_a = self.short.warmup(rate)
+        b, _ = self.block.warmup(rate)
+        return max(a, b), rate_a
+
+    def run(self, x, states, out, tail):  # type: ignore[no-untyped-def]
+        if not self.fused:
+            return self.short.run(x, states, out, tail) + self.block.run(x, states, out, tail)
+        assert isinstance(self.short, _Conv)
+        rows = x.reshape(-1, x.shape[2])
+        acc = torch.mm(rows, self.short.weight) if self.bias is None else torch.addmm(self.bias, rows, self.short.weight)
+        h = self.body.run(x, states, out, tail)
+        if self.last.alpha is not None:
+            h = F.elu(h, self.last.alpha)
+        acc.addmm_(h.reshape(-1, h.shape[2]), self.last.weight)
+        return acc.view(x.shape[0], x.shape[1], -1)
+
+
+def _build(module: nn.Module, name: str) -> _Op:
+    if isinstance(module, (SEANetEncoder, SEANetDecoder)):
+        return _build(module.model, name)
+    if isinstance(module, nn.Sequential):
+        ops: list[_Op] = []
+        alpha: float | None = None  # an ELU waiting to be fused into the next conv
+        for i, sub in enumerate(module):
+            if isinstance(sub, nn.ELU) and alpha is None:
+                alpha = float(sub.alpha)
+                continue
+            if isinstance(sub, StreamableConv1d):
+                ops.append(_Conv(sub, f"{name}.{i}", alpha))
+                alpha = None
+                continue
+            if alpha is not None:
+                ops.append(_Pointwise(nn.ELU(alpha)))
+                alpha = None
+            if isinstance(sub, nn.ELU):
+                alpha = float(sub.alpha)
+            else:
+                ops.append(_build(sub, f"{name}.{i}"))
+        if alpha is not None:
+            ops.append(_Pointwise(nn.ELU(alpha)))
+        return _Seq(ops)
+    if isinstance(module, StreamableConv1d):
+        return _Conv(module, name, None)
+    if isinstance(module, StreamableConvTranspose1d):
+        return _ConvTr(module, name)
+    if isinstance(module, StreamableLSTM):
+        return _LSTM(module, name)
+    if isinstance(module, SEANetResnetBlock):
+        block = _build(module.block, f"{name}.block")
+        block = block if isinstance(block, _Seq) else _Seq([block])
+        return _Res(_build(module.shortcut, f"{name}.shortcut"), block)
+    if isinstance(module, _POINTWISE):
+        return _Pointwise(module)
+    raise ValueError(f"cannot stream layer {type(module).__name__}")
+
+
+class FastRVQ:
+    """Residual vector quantisation of time-major latents with cached tables.
+
+    The distances are those of the plain quantiser, ``|x|^2 - 2 x.e + |e|^2``, in the same
+    order of operations (so near-ties resolve as there), with the product and the ``|x|^2``
+    term in one ``addmm`` and ``|e|^2`` cached; decoding is one gather over all codebooks
+    stacked and one sum."""
+
+    def __init__(self, quantizer: nn.Module, num_codebooks: int | None = None):
+        layers = list(quantizer.vq.layers)[: num_codebooks or len(quantizer.vq.layers)]
+        with torch.no_grad():
+            embeds = [layer.codebook.detach().clone() for layer in layers]  # [bins, D] each
+            self.embed = embeds
+            self.norm = [e.t().pow(2).sum(0, keepdim=True) for e in embeds]  # [1, bins]
+            self.table = torch.cat(embeds)  # [K * bins, D]
+        self.bins = int(embeds[0].shape[0]) if embeds else 0
+        self.offsets = torch.arange(len(embeds)) * self.bins
+
+    def encode(self, latent: torch.Tensor) -> torch.Tensor:
+        """Time-major latent [B, T, D] -> codes [B, K, T]."""
+        batch, steps = latent.shape[0], latent.shape[1]
+        residual = latent.reshape(batch * steps, -1)
+        codes = []
+        for k, (embed, norm) in enumerate(zip(self.embed, self.norm)):
+            dist = torch.addmm(residual.pow(2).sum(1, keepdim=True), residual, embed.t(), alpha=-2)
+            idx = dist.add_(norm).argmin(1)
+            codes.append(idx)
+            if k + 1 < len(self.embed):
+                residual = residual - embed.index_select(0, idx)
+        return torch.stack(codes, 1).view(batch, steps, -1).transpose(1, 2)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes [B, K, T] (K at most the codebooks cached) -> time-major latent [B, T, D]."""
+        batch, count, steps = codes.shape
+        if count > len(self.embed):
+            raise ValueError(f"got {count} codebooks, {len(self.embed)} available")
+        idx = (codes.transpose(1, 2) + self.offsets[:count].to(codes.device)).reshape(-1)
+        return self.table.index_select(0, idx).view(batch, steps, count, -1).sum(2)
+
+
+class FastNet:
+    """A SEANet encoder or decoder as fast time-major ops, taking and giving [B, C, T]
+    (``time_major_in`` / ``time_major_out``: [B, T, C] instead)."""
+
+    def __init__(self, net: nn.Module, prefix: str):
+        with torch.no_grad():
+            self.root = _build(net, prefix)
+        self.specs = self.root.specs
+        self.time_major_in = False
+        self.time_major_out = False
+
+    def warmup(self, rate: float) -> int:
+        """Frames needed before the first output, for ``rate`` input steps per frame."""
+        return self.root.warmup(rate)[0]
+
+    def run(self, x: torch.Tensor, states: tp.Iterator[torch.Tensor] | None, out: States,
+            tail: bool) -> torch.Tensor:
+        y = self.root.run(x if self.time_major_in else x.transpose(1, 2).contiguous(), states, out, tail)
+        return y if self.time_major_out else y.transpose(1, 2).contiguous()
