@@ -1,0 +1,309 @@
+"""``opencodec serve``: the WebSocket server (``websockets``' asyncio API) and its page.
+
+One port serves both: ``/ws`` is the WebSocket endpoint (protocol in :mod:`.protocol`), every
+other path a file of the page in ``static/``. All sessions feed one :class:`.engine.Engine`.
+
+Limits and policy (:class:`ServeLimits`):
+
+* ``max_clients``: a client past the limit is accepted and closed at once with 1013 ("server
+  full ... try again later"), so the others keep their capacity: refusal, not collapse;
+* ``max_message_bytes``: a bigger message closes that connection with 1009 (the library
+  refuses it before reading it into memory);
+* ``idle_timeout``: a client that sends nothing for that long (hello included) is closed
+  with 1008;
+* a slow reader: what the server sends a client waits in a bounded queue (``send_queue``
+  messages, one per tick that produced output: ~13 ms of audio each at real-time pace);
+  a client whose queue is full is disconnected (1008, "too slow"), never waited for: the
+  engine's tick never awaits a socket. Nothing is dropped silently: a stream either arrives
+  whole or its connection is closed with a reason;
+* a fast writer: a client whose input waits for the encoder beyond ``max_backlog_seconds``
+  is not read from until it drains (TCP back-pressure slows it down), so a client that sends
+  a whole file at once is served at the engine's pace without holding memory;
+* malformed input (bad hello, PCM that is not whole float32 samples or not finite, damaged
+  packets, a gap in decode mode, a wrong model): 1007 with the reason, that connection only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import mimetypes
+import statistics
+import time
+import typing as tp
+from dataclasses import dataclass
+from importlib import resources
+
+import numpy as np
+import torch
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from ..errors import OpenCodecError
+from ..model import EncodecModel
+from ..stream.decoder import check_model_for_stream
+from ..stream.format import model_label
+from ..stream.parser import Damaged, PacketParser
+from ..stream.receiver import CodeFrames, Event, StreamEnd, StreamReceiver, StreamStart
+from .engine import Engine, Output, Session
+from .protocol import (CLOSE, ProtocolError, close_reason, message, parse_control, parse_hello,
+                       pcm_from_bytes, pcm_to_bytes)
+
+WS_PATH = "/ws"
+_STATIC = {"/": "index.html", "/index.html": "index.html", "/app.js": "app.js",
+           "/capture-worklet.js": "capture-worklet.js"}
+_DONE = object()
+STATS_INTERVAL = 0.5  # seconds between a session's stats messages
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """The server's limits (see the module doc for what happens at each)."""
+
+    max_clients: int = 16
+    max_message_bytes: int = 1 << 20
+    idle_timeout: float = 30.0
+    send_queue: int = 256
+    max_backlog_seconds: float = 2.0
+    close_timeout: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_clients", "max_message_bytes", "send_queue"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("idle_timeout", "max_backlog_seconds", "close_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+def _static_response(path: str) -> Response:
+    name = _STATIC.get(path)
+    if name is None:
+        return Response(404, "Not Found", Headers([("Content-Type", "text/plain")]), b"not found\n")
+    body = resources.files(__package__).joinpath("static", name).read_bytes()
+    kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return Response(200, "OK", Headers([("Content-Type", kind), ("Content-Length", str(len(body))),
+                                        ("Cache-Control", "no-store")]), body)
+
+
+class CodecServer:
+    """The server: ``async with CodecServer(model).running(host, port) as server`` (tests), or
+    :meth:`serve_forever` (the command). ``batched`` False: every stream in its own batch-1
+    step (bit-exact codes, slower)."""
+
+    def __init__(self, model: EncodecModel, limits: ServeLimits = ServeLimits(), batched: bool = True):
+        self.model = model
+        self.limits = limits
+        self.batched = batched
+        self.clients = 0
+        self.refused = 0
+        self.engine: Engine | None = None
+        self.port: int | None = None
+
+    @contextlib.asynccontextmanager
+    async def running(self, host: str = "127.0.0.1", port: int = 0) -> tp.AsyncIterator["CodecServer"]:
+        """Serve on ``host:port`` (0: any free port, then ``self.port``) inside the block."""
+        self.engine = Engine(self.model, batched=self.batched)
+        ticker = asyncio.create_task(self.engine.run())
+        try:
+            async with serve(self._handle, host, port, process_request=self._http,
+                             max_size=self.limits.max_message_bytes,
+                             close_timeout=self.limits.close_timeout) as server:
+                self.port = _bound_port(server)
+                yield self
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+
+    async def serve_forever(self, host: str, port: int, ready: tp.Callable[[str], None] = print) -> None:
+        async with self.running(host, port):
+            ready(f"serving {model_label(self.model)} on http://{host}:{self.port}/ "
+                  f"(WebSocket {WS_PATH}); Ctrl-C stops")
+            await asyncio.Future()
+
+    # -- HTTP and connections ---------------------------------------------------------------
+    def _http(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == WS_PATH:
+            return None
+        return _static_response(path)
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        if self.clients >= self.limits.max_clients:
+            self.refused += 1
+            await ws.close(CLOSE["full"], f"server full ({self.limits.max_clients} clients); "
+                                          "try again later")
+            return
+        self.clients += 1
+        try:
+            await self._converse(ws)
+        except ProtocolError as exc:
+            await ws.close(exc.code, close_reason(str(exc)))
+        except ConnectionClosed:
+            pass
+        finally:
+            self.clients -= 1
+
+    async def _converse(self, ws: ServerConnection) -> None:
+        assert self.engine is not None
+        hello = parse_hello(await self._recv(ws, "the hello"), self.model.target_bandwidths,
+                            self.model.name)
+        queue: asyncio.Queue[tp.Any] = asyncio.Queue(self.limits.send_queue)
+        too_slow = asyncio.Event()
+        session = Session(hello, self.model.num_codebooks(hello.bandwidth),
+                          lambda output: self._deliver(session, output, queue, too_slow))
+        await ws.send(message("ready", mode=hello.mode, bandwidth=hello.bandwidth,
+                              num_codebooks=session.num_codebooks, sample_rate=self.model.sample_rate,
+                              channels=self.model.channels, hop_length=self.model.hop_length,
+                              frames_per_packet=hello.frames_per_packet, model=model_label(self.model),
+                              pcm="float32le"))
+        self.engine.add(session)
+        reader = asyncio.create_task(self._read(ws, session))
+        sender = asyncio.create_task(self._send(ws, queue))
+        slow = asyncio.create_task(too_slow.wait())
+        tasks = {reader, sender, slow}
+        try:
+            while True:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                if slow in done:
+                    raise ProtocolError(f"client too slow: {self.limits.send_queue} messages "
+                                        "waiting to be sent; disconnected", CLOSE["policy"])
+                if reader in done:
+                    reader.result()  # a ProtocolError or ConnectionClosed ends the session here
+                    tasks.discard(reader)
+                if sender in done:
+                    sender.result()
+                    return
+        finally:
+            session.dropped = not session.finished
+            self.engine.notify()
+            for task in tasks:
+                task.cancel()
+
+    async def _recv(self, ws: ServerConnection, what: str) -> str | bytes:
+        try:
+            return await asyncio.wait_for(ws.recv(), self.limits.idle_timeout)
+        except asyncio.TimeoutError:
+            raise ProtocolError(f"idle: no message for {self.limits.idle_timeout:g} s "
+                                f"(waiting for {what})", CLOSE["policy"]) from None
+
+    async def _read(self, ws: ServerConnection, session: Session) -> None:
+        """Client messages -> the session's input, until its end."""
+        assert self.engine is not None
+        hop, channels = self.model.hop_length, self.model.channels
+        max_backlog = max(1, int(self.limits.max_backlog_seconds * self.model.frame_rate))
+        rest = torch.zeros(channels, 0)
+        parser, receiver = PacketParser(), StreamReceiver()
+        while True:
+            while session.backlog() > max_backlog:
+                await asyncio.sleep(hop / self.model.sample_rate)
+            data = await self._recv(ws, "audio, packets or {\"type\": \"end\"}")
+            if isinstance(data, str):
+                parse_control(data)
+                if session.hello.mode == "decode":
+                    events = [e for p in parser.finish() for e in self._packet_events(receiver, p)]
+                    self._decode_events(session, events + receiver.finish())
+                    if not session.ending:
+                        session.end_length, session.ending = None, True
+                else:
+                    session.tail = rest if rest.shape[-1] else None
+                    session.ending = True
+                self.engine.notify()
+                return
+            if session.hello.mode == "decode":
+                events = [e for p in parser.feed(data) for e in self._packet_events(receiver, p)]
+                self._decode_events(session, events)
+            else:
+                pcm = torch.cat([rest, torch.from_numpy(pcm_from_bytes(data, channels))], dim=-1)
+                whole = pcm.shape[-1] - pcm.shape[-1] % hop
+                session.frames.extend(pcm[:, i:i + hop] for i in range(0, whole, hop))
+                rest = pcm[:, whole:]
+            self.engine.notify()
+            if session.ending:
+                return
+
+    @staticmethod
+    def _packet_events(receiver: StreamReceiver, packet: tp.Any) -> list[Event]:
+        if isinstance(packet, Damaged):
+            raise ProtocolError(f"damaged packet data at byte {packet.offset}: {packet.reason}")
+        return receiver.handle(packet)
+
+    def _decode_events(self, session: Session, events: list[Event]) -> None:
+        """Decode mode: one loss-free stream (the WebSocket is reliable); anything else closes."""
+        for event in events:
+            if session.ending:
+                raise ProtocolError("data after the end of the stream")
+            if isinstance(event, StreamStart):
+                if session.stream_started:
+                    raise ProtocolError("a second stream header: one stream per connection")
+                try:
+                    check_model_for_stream(self.model, event.info)
+                except OpenCodecError as exc:
+                    raise ProtocolError(str(exc)) from None
+                session.stream_started = True
+                session.num_codebooks = event.info.num_codebooks
+            elif isinstance(event, CodeFrames):
+                session.codes.extend(event.codes[:, i:i + 1] for i in range(event.codes.shape[-1]))
+            elif isinstance(event, StreamEnd):
+                session.end_length, session.ending = event.length, True
+            else:  # MissingFrames or a Notice
+                text = getattr(event, "message", None) or f"{event.count} frame(s) missing"
+                raise ProtocolError(f"decode mode takes one loss-free stream: {text}")
+
+    def _deliver(self, session: Session, output: Output, queue: asyncio.Queue, too_slow: asyncio.Event
+                 ) -> None:
+        """Engine output -> the client's queue (on the loop; never blocks)."""
+        items: list[tp.Any] = []
+        if output.packets:
+            items.append(output.packets)
+        if output.pcm:
+            items.append(pcm_to_bytes(np.concatenate(output.pcm, axis=-1)))
+        now = time.monotonic()
+        if output.done or now - session.stats_at >= STATS_INTERVAL:
+            session.stats_at = now
+            items.append(message("done" if output.done else "stats", **self._stats(session)))
+        if output.done:
+            items.append(_DONE)
+        for item in items:
+            try:
+                queue.put_nowait(item)
+            except asyncio.QueueFull:
+                too_slow.set()
+                return
+
+    def _stats(self, session: Session) -> dict[str, tp.Any]:
+        assert self.engine is not None
+        rate = self.model.sample_rate
+        seconds = session.samples_in / rate
+        steps = list(self.engine.step_seconds)[-200:]
+        return {"samples_in": session.samples_in, "samples_out": session.samples_out,
+                "packet_bytes": session.packet_bytes,
+                "bitrate_kbps": (8 * session.packet_bytes / seconds / 1000) if seconds else None,
+                "step_ms_p50": 1000 * statistics.median(steps) if steps else None,
+                "clients": self.clients}
+
+    async def _send(self, ws: ServerConnection, queue: asyncio.Queue) -> None:
+        while True:
+            item = await queue.get()
+            if item is _DONE:
+                await ws.close(CLOSE["normal"], "stream complete")
+                return
+            await ws.send(item)
+
+
+def _bound_port(server: Server) -> int:
+    return int(next(iter(server.sockets)).getsockname()[1])
+
+
+def run_server(model: EncodecModel, host: str = "127.0.0.1", port: int = 8765,
+               limits: ServeLimits = ServeLimits(), batched: bool = True,
+               ready: tp.Callable[[str], None] = print) -> None:
+    """Serve ``model`` until interrupted (Ctrl-C returns normally)."""
+    from ..stream.decoder import check_streamable
+
+    check_streamable(model.config)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(CodecServer(model, limits, batched).serve_forever(host, port, ready))
