@@ -39,7 +39,8 @@ class ClientResult:
 
 async def run_client(uri: str, data: np.ndarray | bytes, *, mode: str = "relay",
                      bandwidth: float | None = None, chunk: int = 320, realtime: bool = False,
-                     stall: float = 0.0, max_size: int | None = 1 << 24) -> ClientResult:
+                     stall: float = 0.0, max_size: int | None = 1 << 24, max_queue: int = 16
+                     ) -> ClientResult:
     """Stream ``data`` (PCM [C, n] float32 for encode/relay, packet bytes for decode) in pieces
     of ``chunk`` samples (or bytes), paced at the model's rate when ``realtime``; then
     ``{"type": "end"}``; collect everything until the server closes. ``stall`` > 0: read
@@ -50,7 +51,7 @@ async def run_client(uri: str, data: np.ndarray | bytes, *, mode: str = "relay",
     result = ClientResult()
     pieces: list[np.ndarray] = []
     sent_at: list[tuple[int, float]] = []  # (end sample, time sent), increasing
-    async with connect(uri, max_size=max_size, open_timeout=10) as ws:
+    async with connect(uri, max_size=max_size, max_queue=max_queue, open_timeout=10) as ws:
         await ws.send(json.dumps(hello))
         try:
             first = await ws.recv()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import mimetypes
 import statistics
 import time
@@ -129,7 +130,20 @@ class CodecServer:
         path = request.path.split("?", 1)[0]
         if path == WS_PATH:
             return None
+        if path == "/info.json":
+            body = json.dumps(self.info()).encode()
+            return Response(200, "OK", Headers([("Content-Type", "application/json"),
+                                                ("Content-Length", str(len(body)))]), body)
         return _static_response(path)
+
+    def info(self) -> dict[str, tp.Any]:
+        """What the page needs before it connects (served as /info.json)."""
+        bandwidths = [float(b) for b in self.model.target_bandwidths]
+        return {"model": model_label(self.model), "sample_rate": self.model.sample_rate,
+                "channels": self.model.channels, "hop_length": self.model.hop_length,
+                "bandwidths": bandwidths,
+                "default_bandwidth": 6.0 if 6.0 in bandwidths else max(bandwidths),
+                "max_clients": self.limits.max_clients}
 
     async def _handle(self, ws: ServerConnection) -> None:
         if self.clients >= self.limits.max_clients:
