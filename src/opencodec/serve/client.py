@@ -39,21 +39,22 @@ class ClientResult:
 
 async def run_client(uri: str, data: np.ndarray | bytes, *, mode: str = "relay",
                      bandwidth: float | None = None, chunk: int = 320, realtime: bool = False,
-                     stall: float = 0.0, max_size: int | None = 1 << 24, max_queue: int = 16
-                     ) -> ClientResult:
+                     stall: float = 0.0, max_size: int | None = 1 << 24, max_queue: int = 16,
+                     **connect_args: tp.Any) -> ClientResult:
     """Stream ``data`` (PCM [C, n] float32 for encode/relay, packet bytes for decode) in pieces
     of ``chunk`` samples (or bytes), paced at the model's rate when ``realtime``; then
     ``{"type": "end"}``; collect everything until the server closes. ``stall`` > 0: read
-    nothing for that many seconds after the hello (a stalled client)."""
+    nothing for that many seconds after the hello (a stalled client). ``connect_args`` go to
+    ``websockets.asyncio.client.connect`` (e.g. ``sock``)."""
     hello: dict[str, tp.Any] = {"mode": mode}
     if bandwidth is not None:
         hello["bandwidth"] = bandwidth
     result = ClientResult()
     pieces: list[np.ndarray] = []
     sent_at: list[tuple[int, float]] = []  # (end sample, time sent), increasing
-    async with connect(uri, max_size=max_size, max_queue=max_queue, open_timeout=10) as ws:
-        await ws.send(json.dumps(hello))
+    async with connect(uri, max_size=max_size, max_queue=max_queue, open_timeout=10, **connect_args) as ws:
         try:
+            await ws.send(json.dumps(hello))
             first = await ws.recv()
         except ConnectionClosed:
             result.close_code, result.close_reason = ws.close_code, ws.close_reason or ""

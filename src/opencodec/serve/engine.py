@@ -233,15 +233,15 @@ class Engine:
             s.enc_id = None
             out = {id(s): output}
             self._codes_out(s, codes, out)
-            if s.hello.mode == "relay":
+            assert s.writer is not None
+            data = s.writer.finish(s.samples_in)  # the last packet and the end packet
+            s.packet_bytes += len(data)
+            if s.hello.mode == "encode":
+                output.packets += data
+            else:
                 s.end_length = s.samples_in
                 if s.codes:
                     return  # decode the last frames first (later steps of this or the next tick)
-            else:
-                assert s.writer is not None
-                data = s.writer.finish(s.samples_in)
-                s.packet_bytes += len(data)
-                output.packets += data
         if s.decodes and s.dec_id is not None:
             self._pcm_out(s, self.decoder.close(s.dec_id), {id(s): output}, final=True)
             s.dec_id = None

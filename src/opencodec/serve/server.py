@@ -12,7 +12,8 @@ Limits and policy (:class:`ServeLimits`):
 * ``idle_timeout``: a client that sends nothing for that long (hello included) is closed
   with 1008;
 * a slow reader: what the server sends a client waits in a bounded queue (``send_queue``
-  messages, one per tick that produced output: ~13 ms of audio each at real-time pace);
+  messages, one per tick that produced output: ~13 ms of audio each at real-time pace) and a
+  bounded kernel send buffer (``socket_send_buffer`` bytes, 256 KiB: ~2.7 s of relayed PCM);
   a client whose queue is full is disconnected (1008, "too slow"), never waited for: the
   engine's tick never awaits a socket. Nothing is dropped silently: a stream either arrives
   whole or its connection is closed with a reason;
@@ -29,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import mimetypes
+import socket
 import statistics
 import time
 import typing as tp
@@ -69,9 +71,10 @@ class ServeLimits:
     send_queue: int = 256
     max_backlog_seconds: float = 2.0
     close_timeout: float = 2.0
+    socket_send_buffer: int = 256 << 10
 
     def __post_init__(self) -> None:
-        for name in ("max_clients", "max_message_bytes", "send_queue"):
+        for name in ("max_clients", "max_message_bytes", "send_queue", "socket_send_buffer"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("idle_timeout", "max_backlog_seconds", "close_timeout"):
@@ -152,6 +155,9 @@ class CodecServer:
                                           "try again later")
             return
         self.clients += 1
+        sock = ws.transport.get_extra_info("socket")
+        if sock is not None:  # bounded: the kernel would otherwise buffer megabytes for a stalled client
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.limits.socket_send_buffer)
         try:
             await self._converse(ws)
         except ProtocolError as exc:

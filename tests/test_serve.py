@@ -1,0 +1,226 @@
+"""``opencodec serve`` over the loopback with Python clients: round trips equal the file
+path, batching across clients, load (latency, no drops, refusal past capacity), a stalled
+client, malformed and oversize input (each closes only its own connection, with a reason)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import typing as tp
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("websockets")
+
+from websockets.asyncio.client import connect  # noqa: E402
+from websockets.exceptions import ConnectionClosed  # noqa: E402
+
+from opencodec.serve.client import ClientResult, run_client  # noqa: E402
+from opencodec.serve.server import ServeLimits  # noqa: E402
+from opencodec.stream import CodeFrames, PacketParser, StreamReceiver, data_packet  # noqa: E402
+from opencodec.stream.format import StreamInfo, header_packet  # noqa: E402
+from serve_helpers import file_path_audio, file_path_codes, rel_l2, server_thread  # noqa: E402
+from stream_models import tiny_stream_model  # noqa: E402
+
+SR = 24000
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_stream_model("tiny_serve", 3)
+
+
+def _signal(seed: int, seconds: float) -> np.ndarray:
+    gen = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    f = 150 + 100 * seed
+    x = 0.3 * np.sin(2 * np.pi * (f * t + 300 * t ** 2)) + 0.05 * gen.standard_normal(t.shape)
+    return x[None].astype(np.float32)
+
+
+def _codes(packets: bytes) -> torch.Tensor:
+    parser, receiver = PacketParser(), StreamReceiver()
+    events = [e for p in parser.feed(packets) + parser.finish() for e in receiver.handle(p)]
+    return torch.cat([e.codes for e in events if isinstance(e, CodeFrames)], dim=-1)
+
+
+def _clients(port: int, jobs: list[dict[str, tp.Any]]) -> list[ClientResult]:
+    async def main() -> list[ClientResult]:
+        uri = f"ws://127.0.0.1:{port}/ws"
+        return list(await asyncio.gather(*(run_client(uri, **job) for job in jobs)))
+    return asyncio.run(main())
+
+
+def test_round_trip_equals_compress_exact(model):
+    """Exact mode (batch-1 steps): the codes are compress's, bit for bit; decode and relay
+    give compress -> decompress's audio up to the streaming decoder's float rounding."""
+    audio = _signal(0, 1.3)[:, :31_123]  # a partial last frame
+    with server_thread(model, batched=False) as server:
+        enc, = _clients(server.port, [dict(data=audio, mode="encode", bandwidth=0.9, chunk=1000)])
+        dec, relay = _clients(server.port, [dict(data=enc.packets, mode="decode", chunk=777),
+                                            dict(data=audio, mode="relay", bandwidth=0.9, chunk=500)])
+    assert (enc.close_code, dec.close_code, relay.close_code) == (1000, 1000, 1000)
+    assert enc.ready["num_codebooks"] == 2 and enc.stats[-1]["type"] == "done"
+    codes = _codes(enc.packets)
+    assert torch.equal(codes, file_path_codes(model, audio, 0.9))
+    ref = file_path_audio(model, audio, 0.9)
+    assert dec.pcm.shape == relay.pcm.shape == audio.shape
+    assert np.array_equal(dec.pcm, relay.pcm)  # one decoder path, whichever way the codes came
+    assert rel_l2(relay.pcm, ref) < 1e-5
+    kbps = relay.stats[-1]["bitrate_kbps"]
+    assert kbps == pytest.approx(8 * len(enc.packets) / (audio.shape[-1] / SR) / 1000)
+
+
+def test_batched_clients_match_their_file_path(model):
+    """Six clients at once, mixed bandwidths, batched: each stream's codes against its own
+    file path (measured: all equal for this model) and audio within 1e-5."""
+    audios = [_signal(i, 1.0 + 0.1 * i) for i in range(6)]
+    bws = [0.9, 1.8] * 3
+    with server_thread(model) as server:
+        enc = _clients(server.port, [dict(data=a, mode="encode", bandwidth=b, chunk=640, realtime=True)
+                                     for a, b in zip(audios, bws)])
+        relay = _clients(server.port, [dict(data=a, mode="relay", bandwidth=b, chunk=640, realtime=True)
+                                       for a, b in zip(audios, bws)])
+    frames = equal = 0
+    for a, b, e, r in zip(audios, bws, enc, relay):
+        assert e.close_code == r.close_code == 1000
+        codes, ref = _codes(e.packets), file_path_codes(model, a, b)
+        assert codes.shape == ref.shape
+        frames += ref.shape[-1]
+        equal += int((codes == ref).all(dim=0).sum())
+        assert rel_l2(r.pcm, file_path_audio(model, a, b)) < 1e-5
+    print(f"batched: {equal} of {frames} code frames equal to the file path")
+    assert equal == frames
+
+
+def test_load_latency_no_drops_and_refusal_past_capacity(model):
+    """8 real-time relay clients for 3 s (the limit) and a 9th refused: every sample comes
+    back, the 9th is told the server is full. Latency p50/p99 printed (not asserted: this
+    machine is shared; benchmarks/serve_load.py measures it)."""
+    audios = [_signal(i, 3.0) for i in range(8)]
+    with server_thread(model, limits=ServeLimits(max_clients=8)) as server:
+        async def main() -> list[ClientResult]:
+            uri = f"ws://127.0.0.1:{server.port}/ws"
+            live = [asyncio.create_task(run_client(uri, a, chunk=320, realtime=True)) for a in audios]
+            await asyncio.sleep(0.5)
+            extra = await run_client(uri, audios[0], chunk=320)
+            return [extra] + list(await asyncio.gather(*live))
+        extra, *results = asyncio.run(main())
+        refused = server.refused
+    assert extra.close_code == 1013 and "server full (8 clients)" in extra.close_reason and refused == 1
+    latencies = np.concatenate([r.latencies for r in results])
+    for a, r in zip(audios, results):
+        assert r.close_code == 1000 and r.pcm.shape == a.shape  # nothing dropped
+        assert len(r.latencies) == a.shape[-1] // 320
+    print(f"8 clients x 3 s: frame latency p50 {1000 * np.median(latencies):.1f} ms, "
+          f"p99 {1000 * np.percentile(latencies, 99):.1f} ms, dropped 0")
+
+
+def test_stalled_client_is_cut_off_and_others_go_on(model):
+    """A client that stops reading is disconnected (1008) once its send queue is full; the
+    real-time clients beside it finish, complete, while it is still stalled."""
+    audios = [_signal(i, 1.5) for i in range(3)]
+    big = _signal(9, 30.0)  # ~2.9 MB of PCM back: more than the socket buffers hold
+    limits = ServeLimits(send_queue=8, max_backlog_seconds=30.0)
+    with server_thread(model, limits=limits) as server:
+        async def main() -> tuple[ClientResult, list[ClientResult], float, float]:
+            uri = f"ws://127.0.0.1:{server.port}/ws"
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            sock = socket.create_connection(("127.0.0.1", server.port))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 10)  # a slow link
+            stalled = asyncio.create_task(run_client(uri, big, chunk=24000, stall=5.0, max_queue=1,
+                                                     sock=sock))
+            others = await asyncio.gather(*(run_client(uri, a, chunk=320, realtime=True) for a in audios))
+            others_done = loop.time() - started
+            return await stalled, list(others), others_done, loop.time() - started
+        stalled, others, others_done, stalled_done = asyncio.run(main())
+    assert stalled.close_code == 1008 and "too slow" in stalled.close_reason
+    for a, r in zip(audios, others):
+        assert r.close_code == 1000 and r.pcm.shape == a.shape
+        assert rel_l2(r.pcm, file_path_audio(model, a, 1.8)) < 1e-5
+    assert others_done < 5.0 <= stalled_done  # they did not wait for the stalled one
+    print(f"others done after {others_done:.2f} s; stalled client closed: {stalled.close_reason!r}")
+
+
+async def _raw(uri: str, messages: list[tp.Any], max_size: int | None = None) -> tuple[int | None, str]:
+    """Send ``messages`` (the hello first), read until the server closes: (code, reason)."""
+    async with connect(uri, max_size=max_size) as ws:
+        try:
+            for m in messages:
+                await ws.send(m)
+            async for _ in ws:
+                pass
+        except ConnectionClosed:
+            pass
+        return ws.close_code, ws.close_reason
+
+
+@pytest.fixture(scope="module")
+def strict_server(model):
+    """A server with 1 MiB messages and a 0.5 s idle timeout, shared by the bad-input tests."""
+    with server_thread(model, limits=ServeLimits(max_message_bytes=1 << 20, idle_timeout=0.5)) as server:
+        yield server
+
+
+@pytest.mark.parametrize("messages, code, reason", [
+    ([b"\x00\x01"], 1007, "the first message must be JSON text"),
+    (["{not json"], 1007, "not valid JSON"),
+    ([json.dumps({"mode": "shout"})], 1007, "mode must be one of encode, decode, relay"),
+    ([json.dumps({"mode": "relay", "bandwidth": 7})], 1007, "does not support 7 kbps; choose one of: 0.9, 1.8"),
+    ([json.dumps({"mode": "relay"}), b"\x00" * 6], 1007, "whole samples of float32"),
+    ([json.dumps({"mode": "relay"}), np.full(320, np.nan, "<f4").tobytes()], 1007, "NaN"),
+    ([json.dumps({"mode": "relay"}), '{"type": "pause"}'], 1007, 'the only text message'),
+    ([json.dumps({"mode": "decode"}), b"junk, not packets" * 8, '{"type": "end"}'], 1007,
+     "damaged packet data at byte 0"),
+    ([json.dumps({"mode": "relay"}), np.zeros(300_000, "<f4").tobytes()], 1009, ""),
+    ([json.dumps({"mode": "relay"})], 1008, "idle: no message for 0.5 s"),
+])
+def test_bad_input_closes_only_that_connection(strict_server, messages, code, reason):
+    audio = _signal(1, 0.8)
+
+    async def main() -> tuple[ClientResult, tuple[int | None, str]]:
+        uri = f"ws://127.0.0.1:{strict_server.port}/ws"
+        good = asyncio.create_task(run_client(uri, audio, chunk=320, realtime=True))
+        await asyncio.sleep(0.1)
+        bad = await _raw(uri, messages)
+        return await good, bad
+    good, (bad_code, bad_reason) = asyncio.run(main())
+    assert bad_code == code and reason in bad_reason, (bad_code, bad_reason)
+    assert good.close_code == 1000 and good.pcm.shape == audio.shape
+
+
+def test_decode_mode_refuses_a_gap_and_another_model(model):
+    """Decode mode takes one loss-free stream of this model: a missing packet or a header
+    for another model closes with the reason."""
+    audio = _signal(2, 0.5)
+    with server_thread(model) as server:
+        enc, = _clients(server.port, [dict(data=audio, mode="encode", bandwidth=1.8)])
+        info = StreamInfo.from_model(model, 4)
+        wrong = StreamInfo("other_model", SR, 1, 4, 6, 320, 4)
+        codes = torch.zeros(4, 4, dtype=torch.long)
+        gap = header_packet(info, 0) + data_packet(info, 0, codes) + data_packet(info, 2, codes)
+        hello = json.dumps({"mode": "decode"})
+        uri = f"ws://127.0.0.1:{server.port}/ws"
+        gap_close = asyncio.run(_raw(uri, [hello, gap]))
+        wrong_close = asyncio.run(_raw(uri, [hello, header_packet(wrong, 0)]))
+    assert enc.close_code == 1000
+    assert gap_close[0] == 1007 and "loss-free" in gap_close[1] and "missing" in gap_close[1]
+    assert wrong_close[0] == 1007 and "other_model" in wrong_close[1]
+
+
+def test_static_page_and_info(model):
+    import urllib.request
+
+    with server_thread(model) as server:
+        base = f"http://127.0.0.1:{server.port}"
+        page = urllib.request.urlopen(base + "/").read().decode()
+        info = json.loads(urllib.request.urlopen(base + "/info.json").read())
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(base + "/nothing")
+    assert "app.js" in page and "bandwidth" in page
+    assert info["bandwidths"] == [0.9, 1.8] and info["sample_rate"] == SR and info["hop_length"] == 320
+    assert missing.value.code == 404
