@@ -230,3 +230,28 @@ def test_static_page_and_info(model):
     assert "app.js" in page and "bandwidth" in page
     assert info["bandwidths"] == [0.9, 1.8] and info["sample_rate"] == SR and info["hop_length"] == 320
     assert missing.value.code == 404
+
+
+def test_cli_serve_starts_and_serves(tmp_path):
+    """``opencodec serve --port 0`` (the bundled model) announces its address and serves the
+    page info; bad limits are a usage error."""
+    import os
+    import re
+    import subprocess
+    import sys
+    import urllib.request
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    bad = subprocess.run([sys.executable, "-m", "opencodec", "serve", "--max-clients", "0"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode != 0 and "max_clients must be at least 1" in bad.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "opencodec", "serve", "--port", "0"],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stderr.readline()
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", line).group(1))
+        info = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/info.json").read())
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert info["model"].startswith("opencodec_24khz") and 6.0 in info["bandwidths"]
