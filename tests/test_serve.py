@@ -255,3 +255,17 @@ def test_cli_serve_starts_and_serves(tmp_path):
         proc.terminate()
         proc.wait(10)
     assert info["model"].startswith("opencodec_24khz") and 6.0 in info["bandwidths"]
+
+
+def test_engine_failure_closes_with_1011_and_recovers(model):
+    """A step that raises ends the live sessions with 1011 and the reason; the engine starts
+    over, and the next client is served normally."""
+    audio = _signal(4, 0.5)
+    with server_thread(model) as server:
+        def boom(frames):
+            raise RuntimeError("boom")
+        server.engine.encoder.push = boom
+        failed, = _clients(server.port, [dict(data=audio, mode="relay", chunk=3200)])
+        after, = _clients(server.port, [dict(data=audio, mode="relay", chunk=3200)])
+    assert failed.close_code == 1011 and failed.close_reason == "server error: RuntimeError: boom"
+    assert after.close_code == 1000 and after.pcm.shape == audio.shape

@@ -43,6 +43,7 @@ class Output:
     packets: bytes = b""
     pcm: list[np.ndarray] = field(default_factory=list)
     done: bool = False
+    error: str | None = None  # the engine failed: the session is over
 
 
 @dataclass(eq=False)
@@ -134,7 +135,10 @@ class Engine:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                outputs = await loop.run_in_executor(self._pool, self._tick)
+                try:
+                    outputs = await loop.run_in_executor(self._pool, self._tick)
+                except Exception as exc:  # noqa: BLE001 - every live session is told, then a fresh start
+                    outputs = self._fail(exc)
                 for session, output in outputs:
                     if not session.dropped:
                         session.deliver(output)
@@ -142,6 +146,15 @@ class Engine:
                     self._wake.set()
         finally:
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _fail(self, exc: Exception) -> list[tuple[Session, Output]]:
+        """A step raised: the streams' states cannot be trusted; end every session with the
+        reason and start over with empty encoder and decoder."""
+        failed = [(s, Output(error=f"server error: {type(exc).__name__}: {exc}")) for s in self.sessions]
+        self.sessions = []
+        self.encoder = MultiStreamEncoder(self.model, batched=self.batched)
+        self.decoder = MultiStreamDecoder(self.model, batched=self.batched)
+        return failed
 
     # -- worker thread --------------------------------------------------------------------
     def _has_work(self, s: Session) -> bool:

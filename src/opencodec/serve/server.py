@@ -172,9 +172,10 @@ class CodecServer:
         hello = parse_hello(await self._recv(ws, "the hello"), self.model.target_bandwidths,
                             self.model.name)
         queue: asyncio.Queue[tp.Any] = asyncio.Queue(self.limits.send_queue)
-        too_slow = asyncio.Event()
+        halt: list[ProtocolError] = []  # why the server ends this session early
+        halted = asyncio.Event()
         session = Session(hello, self.model.num_codebooks(hello.bandwidth),
-                          lambda output: self._deliver(session, output, queue, too_slow))
+                          lambda output: self._deliver(session, output, queue, halt, halted))
         await ws.send(message("ready", mode=hello.mode, bandwidth=hello.bandwidth,
                               num_codebooks=session.num_codebooks, sample_rate=self.model.sample_rate,
                               channels=self.model.channels, hop_length=self.model.hop_length,
@@ -183,14 +184,13 @@ class CodecServer:
         self.engine.add(session)
         reader = asyncio.create_task(self._read(ws, session))
         sender = asyncio.create_task(self._send(ws, queue))
-        slow = asyncio.create_task(too_slow.wait())
-        tasks = {reader, sender, slow}
+        stopper = asyncio.create_task(halted.wait())
+        tasks = {reader, sender, stopper}
         try:
             while True:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                if slow in done:
-                    raise ProtocolError(f"client too slow: {self.limits.send_queue} messages "
-                                        "waiting to be sent; disconnected", CLOSE["policy"])
+                if stopper in done:
+                    raise halt[0]
                 if reader in done:
                     reader.result()  # a ProtocolError or ConnectionClosed ends the session here
                     tasks.discard(reader)
@@ -273,9 +273,13 @@ class CodecServer:
                 text = getattr(event, "message", None) or f"{event.count} frame(s) missing"
                 raise ProtocolError(f"decode mode takes one loss-free stream: {text}")
 
-    def _deliver(self, session: Session, output: Output, queue: asyncio.Queue, too_slow: asyncio.Event
-                 ) -> None:
+    def _deliver(self, session: Session, output: Output, queue: asyncio.Queue,
+                 halt: list[ProtocolError], halted: asyncio.Event) -> None:
         """Engine output -> the client's queue (on the loop; never blocks)."""
+        if output.error is not None:
+            halt.append(ProtocolError(output.error, CLOSE["server_error"]))
+            halted.set()
+            return
         items: list[tp.Any] = []
         if output.packets:
             items.append(output.packets)
@@ -291,7 +295,9 @@ class CodecServer:
             try:
                 queue.put_nowait(item)
             except asyncio.QueueFull:
-                too_slow.set()
+                halt.append(ProtocolError(f"client too slow: {self.limits.send_queue} messages "
+                                          "waiting to be sent; disconnected", CLOSE["policy"]))
+                halted.set()
                 return
 
     def _stats(self, session: Session) -> dict[str, tp.Any]:
