@@ -245,7 +245,10 @@ def test_cli_serve_starts_and_serves(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "opencodec", "serve", "--max-clients", "0"],
                          capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode != 0 and "max_clients must be at least 1" in bad.stderr
-    proc = subprocess.Popen([sys.executable, "-m", "opencodec", "serve", "--port", "0"],
+    bad_bw = subprocess.run([sys.executable, "-m", "opencodec", "serve", "-b", "5"],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert bad_bw.returncode == 1 and "does not support 5 kbps" in bad_bw.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "opencodec", "serve", "--port", "0", "-b", "6"],
                             stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = proc.stderr.readline()
@@ -254,7 +257,7 @@ def test_cli_serve_starts_and_serves(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
-    assert info["model"].startswith("opencodec_24khz") and 6.0 in info["bandwidths"]
+    assert info["model"].startswith("opencodec_24khz") and info["bandwidths"] == [1.5, 3.0, 6.0]
 
 
 def test_engine_failure_closes_with_1011_and_recovers(model):
@@ -269,3 +272,14 @@ def test_engine_failure_closes_with_1011_and_recovers(model):
         after, = _clients(server.port, [dict(data=audio, mode="relay", chunk=3200)])
     assert failed.close_code == 1011 and failed.close_reason == "server error: RuntimeError: boom"
     assert after.close_code == 1000 and after.pcm.shape == audio.shape
+
+
+def test_max_bandwidth_caps_what_clients_may_ask(model):
+    """``max_bandwidth``: the shared encoder runs at it, a client asking for more is refused
+    (1007), one at it gets the file path's codes."""
+    audio = _signal(5, 0.5)
+    with server_thread(model, batched=False, max_bandwidth=0.9) as server:
+        ok, over = _clients(server.port, [dict(data=audio, mode="encode", bandwidth=0.9),
+                                          dict(data=audio, mode="encode", bandwidth=1.8)])
+    assert ok.close_code == 1000 and torch.equal(_codes(ok.packets), file_path_codes(model, audio, 0.9))
+    assert over.close_code == 1007 and "choose one of: 0.9 kbps" in over.close_reason

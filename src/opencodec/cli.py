@@ -938,6 +938,9 @@ def _add_stream_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
     srv.add_argument("--send-queue", type=int, default=256, metavar="N",
                      help="messages waiting for a client before it is disconnected as too slow "
                           "(default 256, ~3.4 s of relayed audio)")
+    srv.add_argument("-b", "--max-bandwidth", type=_bandwidth, metavar="KBPS",
+                     help="the highest bandwidth clients may ask for, and the shared encoder's "
+                          "(default: the model's highest; lower is cheaper per stream)")
     srv.add_argument("--exact", action="store_true",
                      help="run each stream in its own batch-1 step: codes bit-identical to 'compress' "
                           "(slower with many clients)")
@@ -1032,7 +1035,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     run_server(load_model(args.model), args.host, args.port, limits, batched=not args.exact,
-               ready=lambda text: _info(args, text))
+               max_bandwidth=args.max_bandwidth, ready=lambda text: _info(args, text))
     return 0
 
 

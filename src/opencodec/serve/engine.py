@@ -96,12 +96,15 @@ class Session:
 class Engine:
     """All live streams, one batched encoder and decoder step per tick (see the module doc).
 
-    ``model``: a streamable model (its target bandwidth is set to its highest); ``batched``
-    False runs each stream in its own batch-1 step (bit-exact, slower).
+    ``model``: a streamable model; its target bandwidth is set to ``max_bandwidth`` (kbps,
+    default its highest), the encoder's, and no stream may ask for more. ``batched`` False
+    runs each stream in its own batch-1 step (bit-exact, slower).
     """
 
-    def __init__(self, model: EncodecModel, batched: bool = True, max_steps: int = 8):
-        model.set_target_bandwidth(max(model.target_bandwidths))
+    def __init__(self, model: EncodecModel, batched: bool = True, max_steps: int = 8,
+                 max_bandwidth: float | None = None):
+        model.set_target_bandwidth(max(model.target_bandwidths) if max_bandwidth is None else max_bandwidth)
+        self.bandwidths = [float(b) for b in model.target_bandwidths if b <= model.bandwidth]
         self.model = model
         self.batched = batched
         self.max_steps = max_steps
@@ -129,7 +132,7 @@ class Engine:
         self._wake.set()
 
     async def run(self) -> None:
-        """Tick until cancelled."""
+        """Tick until cancelled (then the worker thread ends: run once)."""
         loop = asyncio.get_running_loop()
         try:
             while True:

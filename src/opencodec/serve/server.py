@@ -97,19 +97,20 @@ class CodecServer:
     :meth:`serve_forever` (the command). ``batched`` False: every stream in its own batch-1
     step (bit-exact codes, slower)."""
 
-    def __init__(self, model: EncodecModel, limits: ServeLimits = ServeLimits(), batched: bool = True):
+    def __init__(self, model: EncodecModel, limits: ServeLimits = ServeLimits(), batched: bool = True,
+                 max_bandwidth: float | None = None):
         self.model = model
+        self.engine = Engine(model, batched=batched, max_bandwidth=max_bandwidth)  # checks the bandwidth
         self.limits = limits
         self.batched = batched
         self.clients = 0
         self.refused = 0
-        self.engine: Engine | None = None
         self.port: int | None = None
 
     @contextlib.asynccontextmanager
     async def running(self, host: str = "127.0.0.1", port: int = 0) -> tp.AsyncIterator["CodecServer"]:
-        """Serve on ``host:port`` (0: any free port, then ``self.port``) inside the block."""
-        self.engine = Engine(self.model, batched=self.batched)
+        """Serve on ``host:port`` (0: any free port, then ``self.port``) inside the block
+        (once per server: the engine's worker thread ends with it)."""
         ticker = asyncio.create_task(self.engine.run())
         try:
             async with serve(self._handle, host, port, process_request=self._http,
@@ -141,7 +142,7 @@ class CodecServer:
 
     def info(self) -> dict[str, tp.Any]:
         """What the page needs before it connects (served as /info.json)."""
-        bandwidths = [float(b) for b in self.model.target_bandwidths]
+        bandwidths = self.engine.bandwidths
         return {"model": model_label(self.model), "sample_rate": self.model.sample_rate,
                 "channels": self.model.channels, "hop_length": self.model.hop_length,
                 "bandwidths": bandwidths,
@@ -168,8 +169,7 @@ class CodecServer:
             self.clients -= 1
 
     async def _converse(self, ws: ServerConnection) -> None:
-        assert self.engine is not None
-        hello = parse_hello(await self._recv(ws, "the hello"), self.model.target_bandwidths,
+        hello = parse_hello(await self._recv(ws, "the hello"), self.engine.bandwidths,
                             self.model.name)
         queue: asyncio.Queue[tp.Any] = asyncio.Queue(self.limits.send_queue)
         halt: list[ProtocolError] = []  # why the server ends this session early
@@ -212,7 +212,6 @@ class CodecServer:
 
     async def _read(self, ws: ServerConnection, session: Session) -> None:
         """Client messages -> the session's input, until its end."""
-        assert self.engine is not None
         hop, channels = self.model.hop_length, self.model.channels
         max_backlog = max(1, int(self.limits.max_backlog_seconds * self.model.frame_rate))
         rest = torch.zeros(channels, 0)
@@ -301,7 +300,6 @@ class CodecServer:
                 return
 
     def _stats(self, session: Session) -> dict[str, tp.Any]:
-        assert self.engine is not None
         rate = self.model.sample_rate
         seconds = session.samples_in / rate
         steps = list(self.engine.step_seconds)[-200:]
@@ -326,10 +324,12 @@ def _bound_port(server: Server) -> int:
 
 def run_server(model: EncodecModel, host: str = "127.0.0.1", port: int = 8765,
                limits: ServeLimits = ServeLimits(), batched: bool = True,
-               ready: tp.Callable[[str], None] = print) -> None:
-    """Serve ``model`` until interrupted (Ctrl-C returns normally)."""
+               max_bandwidth: float | None = None, ready: tp.Callable[[str], None] = print) -> None:
+    """Serve ``model`` until interrupted (Ctrl-C returns normally); ``max_bandwidth`` (kbps):
+    the highest a client may ask for (default the model's highest)."""
     from ..stream.decoder import check_streamable
 
     check_streamable(model.config)
+    server = CodecServer(model, limits, batched, max_bandwidth)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(CodecServer(model, limits, batched).serve_forever(host, port, ready))
+        asyncio.run(server.serve_forever(host, port, ready))
