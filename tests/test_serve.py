@@ -283,3 +283,19 @@ def test_max_bandwidth_caps_what_clients_may_ask(model):
                                           dict(data=audio, mode="encode", bandwidth=1.8)])
     assert ok.close_code == 1000 and torch.equal(_codes(ok.packets), file_path_codes(model, audio, 0.9))
     assert over.close_code == 1007 and "choose one of: 0.9 kbps" in over.close_reason
+
+
+@pytest.mark.parametrize("samples", [0, 1, 319, 2000, 2240, 2300])
+def test_short_streams_round_trip(model, samples):
+    """Streams around the frame size and the 7-frame warm-up (2240 samples), empty included:
+    relay and encode -> decode give the same audio, of the input's length, the file path's
+    within 1e-6."""
+    audio = (0.2 * np.random.default_rng(samples).standard_normal((1, samples))).astype(np.float32)
+    with server_thread(model, batched=False) as server:
+        relay, enc = _clients(server.port, [dict(data=audio, mode="relay", bandwidth=1.8, chunk=300),
+                                            dict(data=audio, mode="encode", bandwidth=1.8, chunk=300)])
+        dec, = _clients(server.port, [dict(data=enc.packets, mode="decode", chunk=50)])
+    assert relay.close_code == enc.close_code == dec.close_code == 1000
+    assert relay.pcm.shape == dec.pcm.shape == audio.shape and np.array_equal(relay.pcm, dec.pcm)
+    if samples:
+        assert rel_l2(relay.pcm, file_path_audio(model, audio, 1.8)) < 1e-6
