@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 import typing as tp
 
 import numpy as np
@@ -45,6 +46,17 @@ def _codes(packets: bytes) -> torch.Tensor:
     parser, receiver = PacketParser(), StreamReceiver()
     events = [e for p in parser.feed(packets) + parser.finish() for e in receiver.handle(p)]
     return torch.cat([e.codes for e in events if isinstance(e, CodeFrames)], dim=-1)
+
+
+def _no_streams_left(server: tp.Any) -> bool:
+    """Every stream of every gone client closed in the engine (waits up to 5 s for the tick)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        engine = server.engine
+        if not (engine.encoder.streams or engine.decoder.streams or engine.sessions):
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def _clients(port: int, jobs: list[dict[str, tp.Any]]) -> list[ClientResult]:
@@ -144,6 +156,7 @@ def test_stalled_client_is_cut_off_and_others_go_on(model):
             others_done = loop.time() - started
             return await stalled, list(others), others_done, loop.time() - started
         stalled, others, others_done, stalled_done = asyncio.run(main())
+        assert _no_streams_left(server)  # the stalled client's streams were closed
     assert stalled.close_code == 1008 and "too slow" in stalled.close_reason
     for a, r in zip(audios, others):
         assert r.close_code == 1000 and r.pcm.shape == a.shape
@@ -195,6 +208,7 @@ def test_bad_input_closes_only_that_connection(strict_server, messages, code, re
         bad = await _raw(uri, messages)
         return await good, bad
     good, (bad_code, bad_reason) = asyncio.run(main())
+    assert _no_streams_left(strict_server)
     assert bad_code == code and reason in bad_reason, (bad_code, bad_reason)
     assert good.close_code == 1000 and good.pcm.shape == audio.shape
 

@@ -111,7 +111,8 @@ class Engine:
         self.encoder = MultiStreamEncoder(model, batched=batched)
         self.decoder = MultiStreamDecoder(model, batched=batched)
         self.hop = model.hop_length
-        self.sessions: list[Session] = []
+        self.sessions: list[Session] = []  # the worker's; sessions join through _joining
+        self._joining: collections.deque[Session] = collections.deque()
         self.step_seconds: collections.deque[float] = collections.deque(maxlen=2000)
         self.ticks = 0
         self._wake = asyncio.Event()
@@ -124,7 +125,7 @@ class Engine:
             session.writer = PacketWriter(session.info)
         if session.hello.mode == "decode":
             session.hold = self.hop - 1
-        self.sessions.append(session)
+        self._joining.append(session)
         self.notify()
 
     def notify(self) -> None:
@@ -145,7 +146,7 @@ class Engine:
                 for session, output in outputs:
                     if not session.dropped:
                         session.deliver(output)
-                if any(self._has_work(s) for s in self.sessions):
+                if self._joining or any(self._has_work(s) for s in self.sessions):
                     self._wake.set()
         finally:
             self._pool.shutdown(wait=False, cancel_futures=True)
@@ -153,6 +154,8 @@ class Engine:
     def _fail(self, exc: Exception) -> list[tuple[Session, Output]]:
         """A step raised: the streams' states cannot be trusted; end every session with the
         reason and start over with empty encoder and decoder."""
+        while self._joining:
+            self.sessions.append(self._joining.popleft())
         failed = [(s, Output(error=f"server error: {type(exc).__name__}: {exc}")) for s in self.sessions]
         self.sessions = []
         self.encoder = MultiStreamEncoder(self.model, batched=self.batched)
@@ -166,17 +169,26 @@ class Engine:
     def _tick(self) -> list[tuple[Session, Output]]:
         self.ticks += 1
         out: dict[int, Output] = {}
+        while self._joining:
+            self.sessions.append(self._joining.popleft())
         by_id = {id(s): s for s in self.sessions}
-        for s in [s for s in self.sessions if s.dropped]:
-            self._drop(s)
+        self._drop_gone()
         for _ in range(self.max_steps):
             if not self._step(out):
                 break
         for s in self.sessions:
             if s.ending and not s.finished and not s.frames and not s.codes:
                 self._finish(s, out.setdefault(id(s), Output()))
-        self.sessions = [s for s in self.sessions if not s.finished and not s.dropped]
+        self._drop_gone()  # also those that left during this tick
+        self.sessions = [s for s in self.sessions if not s.finished]
         return [(by_id[key], o) for key, o in out.items()]
+
+    def _drop_gone(self) -> None:
+        """Close the streams of sessions whose client has gone, and forget them."""
+        for s in self.sessions:
+            if s.dropped and not s.finished:
+                self._drop(s)
+                s.finished = True
 
     def _step(self, out: dict[int, Output]) -> bool:
         """One encoder step and one decoder step per K; False when no stream had input."""
@@ -274,3 +286,4 @@ class Engine:
         s.enc_id = s.dec_id = None
         s.frames.clear()
         s.codes.clear()
+        s.ending = False
