@@ -178,6 +178,15 @@ async def _raw(uri: str, messages: list[tp.Any], max_size: int | None = None) ->
         return ws.close_code, ws.close_reason
 
 
+def _header_of_version(version: int) -> bytes:
+    """A stream header with a correct CRC but another format version."""
+    import zlib
+
+    raw = bytearray(header_packet(StreamInfo("tiny_serve", SR, 1, 2, 6, 320, 4), 0)[:-4])
+    raw[11] = version
+    return bytes(raw) + zlib.crc32(raw).to_bytes(4, "big")
+
+
 @pytest.fixture(scope="module")
 def strict_server(model):
     """A server with 1 MiB messages and a 0.5 s idle timeout, shared by the bad-input tests."""
@@ -195,7 +204,8 @@ def strict_server(model):
     ([json.dumps({"mode": "relay"}), '{"type": "pause"}'], 1007, 'the only text message'),
     ([json.dumps({"mode": "decode"}), b"junk, not packets" * 8, '{"type": "end"}'], 1007,
      "damaged packet data at byte 0"),
-    ([json.dumps({"mode": "relay"}), np.zeros(300_000, "<f4").tobytes()], 1009, ""),
+    ([json.dumps({"mode": "decode"}), _header_of_version(9)], 1007, "format version 9 is not supported"),
+    ([json.dumps({"mode": "relay"}), np.zeros(300_000, "<f4").tobytes()], 1009, "exceeds limit of 1048576 bytes"),
     ([json.dumps({"mode": "relay"})], 1008, "idle: no message for 0.5 s"),
 ])
 def test_bad_input_closes_only_that_connection(strict_server, messages, code, reason):

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import mimetypes
 import socket
 import statistics
@@ -54,6 +55,7 @@ from .engine import Engine, Output, Session
 from .protocol import (CLOSE, ProtocolError, close_reason, message, parse_control, parse_hello,
                        pcm_from_bytes, pcm_to_bytes)
 
+_LOG = logging.getLogger(__name__)
 WS_PATH = "/ws"
 _STATIC = {"/": "index.html", "/index.html": "index.html", "/app.js": "app.js",
            "/capture-worklet.js": "capture-worklet.js"}
@@ -163,8 +165,13 @@ class CodecServer:
             await self._converse(ws)
         except ProtocolError as exc:
             await ws.close(exc.code, close_reason(str(exc)))
+        except OpenCodecError as exc:  # e.g. a packet whose CRC is right but whose format is not
+            await ws.close(CLOSE["invalid_data"], close_reason(str(exc)))
         except ConnectionClosed:
             pass
+        except Exception as exc:  # a bug: this connection only, said so, and logged
+            _LOG.exception("session failed")
+            await ws.close(CLOSE["server_error"], close_reason(f"server error: {type(exc).__name__}: {exc}"))
         finally:
             self.clients -= 1
 
