@@ -87,11 +87,12 @@ class ServeLimits:
 def _static_response(path: str) -> Response:
     name = _STATIC.get(path)
     if name is None:
-        return Response(404, "Not Found", Headers([("Content-Type", "text/plain")]), b"not found\n")
+        return Response(404, "Not Found", Headers([("Content-Type", "text/plain"), ("Content-Length", "10"),
+                                                   ("Connection", "close")]), b"not found\n")
     body = resources.files(__package__).joinpath("static", name).read_bytes()
     kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
     return Response(200, "OK", Headers([("Content-Type", kind), ("Content-Length", str(len(body))),
-                                        ("Cache-Control", "no-store")]), body)
+                                        ("Cache-Control", "no-store"), ("Connection", "close")]), body)
 
 
 class CodecServer:
@@ -139,7 +140,8 @@ class CodecServer:
         if path == "/info.json":
             body = json.dumps(self.info()).encode()
             return Response(200, "OK", Headers([("Content-Type", "application/json"),
-                                                ("Content-Length", str(len(body)))]), body)
+                                                ("Content-Length", str(len(body))),
+                                                ("Connection", "close")]), body)
         return _static_response(path)
 
     def info(self) -> dict[str, tp.Any]:
