@@ -201,7 +201,9 @@ def strict_server(model):
     ([json.dumps({"mode": "relay", "bandwidth": 7})], 1007, "does not support 7 kbps; choose one of: 0.9, 1.8"),
     ([json.dumps({"mode": "relay"}), b"\x00" * 6], 1007, "whole samples of float32"),
     ([json.dumps({"mode": "relay"}), np.full(320, np.nan, "<f4").tobytes()], 1007, "NaN"),
-    ([json.dumps({"mode": "relay"}), '{"type": "pause"}'], 1007, 'the only text message'),
+    ([json.dumps({"mode": "relay"}), '{"type": "pause"}'], 1007, 'text messages after the hello are'),
+    ([json.dumps({"mode": "encode"}), '{"type": "bandwidth", "bandwidth": 0.9}'], 1007, "relay mode only"),
+    ([json.dumps({"mode": "relay"}), '{"type": "bandwidth", "bandwidth": 3}'], 1007, "does not support 3 kbps"),
     ([json.dumps({"mode": "decode"}), b"junk, not packets" * 8, '{"type": "end"}'], 1007,
      "damaged packet data at byte 0"),
     ([json.dumps({"mode": "decode"}), _header_of_version(9)], 1007, "format version 9 is not supported"),
@@ -323,3 +325,40 @@ def test_short_streams_round_trip(model, samples):
     assert relay.pcm.shape == dec.pcm.shape == audio.shape and np.array_equal(relay.pcm, dec.pcm)
     if samples:
         assert rel_l2(relay.pcm, file_path_audio(model, audio, 1.8)) < 1e-6
+
+
+def test_relay_bandwidth_switch_on_the_fly(model):
+    """Relay: {"type": "bandwidth"} mid-stream, sent before the chunk at frame 30 (the client
+    sends faster than real time, so the server reads it long before it encodes that frame):
+    the audio is the decoder's output of the file path's codes cut to 4 codebooks before
+    frame 30 and 2 from it, bit for bit (exact mode), and the packet bytes are exactly two
+    packet streams split there."""
+    from opencodec.multistream import MultiStreamDecoder
+    from opencodec.stream import PacketWriter
+
+    audio = _signal(6, 1.0)
+    n = audio.shape[-1]
+    with server_thread(model, batched=False) as server:
+        relay, = _clients(server.port, [dict(data=audio, mode="relay", bandwidth=1.8, chunk=320,
+                                             controls={9600: {"type": "bandwidth", "bandwidth": 0.9}})])
+    assert relay.close_code == 1000 and relay.pcm.shape == audio.shape
+    done = relay.stats[-1]
+    assert done["type"] == "done" and done["num_codebooks"] == 2 and done["bandwidth"] == pytest.approx(0.9)
+    codes = file_path_codes(model, audio, 1.8)
+    frames = codes.shape[-1]
+
+    def decoded(f: int) -> np.ndarray:
+        dec = MultiStreamDecoder(model, batched=False)
+        sid = dec.open()
+        out = [dec.push({sid: codes[:4 if t < f else 2, t:t + 1]})[sid] for t in range(frames)]
+        return torch.cat(out + [dec.close(sid)], dim=-1)[:, :n].numpy()
+
+    f = 9600 // 320  # the frame where the client sent the message, whenever the server read it
+    assert np.array_equal(decoded(f), relay.pcm)
+    # neither as soon as the server read it (after the warm-up) nor never
+    assert not np.array_equal(decoded(7), relay.pcm) and not np.array_equal(decoded(frames), relay.pcm)
+    first, second = PacketWriter(StreamInfo.from_model(model, 4)), PacketWriter(StreamInfo.from_model(model, 2))
+    size = len(first.push(codes[:4, :f]) + first.finish(f * 320))
+    size += len(second.push(codes[:2, f:]) + second.finish(n - f * 320))
+    assert done["packet_bytes"] == size
+    print(f"switched at code frame {f} of {frames}")

@@ -40,11 +40,14 @@ class ClientResult:
 async def run_client(uri: str, data: np.ndarray | bytes, *, mode: str = "relay",
                      bandwidth: float | None = None, chunk: int = 320, realtime: bool = False,
                      stall: float = 0.0, max_size: int | None = 1 << 24, max_queue: int = 16,
+                     controls: dict[int, dict[str, tp.Any]] | None = None,
                      **connect_args: tp.Any) -> ClientResult:
     """Stream ``data`` (PCM [C, n] float32 for encode/relay, packet bytes for decode) in pieces
     of ``chunk`` samples (or bytes), paced at the model's rate when ``realtime``; then
     ``{"type": "end"}``; collect everything until the server closes. ``stall`` > 0: read
-    nothing for that many seconds after the hello (a stalled client). ``connect_args`` go to
+    nothing for that many seconds after the hello (a stalled client). ``controls``: JSON
+    messages to send before the chunk at that position (e.g. ``{12000: {"type":
+    "bandwidth", "bandwidth": 3}}``; positions are multiples of ``chunk``). ``connect_args`` go to
     ``websockets.asyncio.client.connect`` (e.g. ``sock``)."""
     hello: dict[str, tp.Any] = {"mode": mode}
     if bandwidth is not None:
@@ -70,6 +73,8 @@ async def run_client(uri: str, data: np.ndarray | bytes, *, mode: str = "relay",
             for pos in range(0, total, chunk):
                 if realtime:
                     await asyncio.sleep(max(0.0, start + pos / rate - time.monotonic()))
+                if controls and pos in controls:
+                    await ws.send(json.dumps(controls[pos]))
                 if isinstance(data, np.ndarray):
                     piece = data[:, pos:pos + chunk]
                     sent_at.append((pos + piece.shape[-1], time.monotonic()))

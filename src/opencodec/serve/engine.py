@@ -68,8 +68,14 @@ class Session:
     dropped: bool = False
     stream_started: bool = False  # decode mode: the stream header has arrived
     stats_at: float = 0.0  # when the last stats message was queued (loop clock)
+    stats_samples: int = 0  # samples_in and packet_bytes at the last stats message
+    stats_bytes: int = 0
+    samples_received: int = 0  # loop side: PCM samples received so far
     # worker side
     writer: PacketWriter | None = None
+    switch: tuple[int, int] | None = None  # relay: (K, from code frame) asked for (loop side)
+    code_frames: int = 0  # code frames produced so far
+    writer_start: int = 0  # the code frame the current packet stream started at
     enc_id: int | None = None
     dec_id: int | None = None
     samples_in: int = 0
@@ -221,11 +227,25 @@ class Engine:
         return False
 
     def _codes_out(self, s: Session, codes: torch.Tensor, out: dict[int, Output]) -> None:
-        """A stream's new code frames [K_max, f]: cut to its K, packed, and (relay) queued
-        for the decoder."""
-        if codes.shape[-1] == 0:
-            return
-        mine = codes[:s.num_codebooks]
+        """A stream's new code frames [K_max, f]: cut to its K (a bandwidth change applies
+        from its frame on), packed, and (relay) queued for the decoder."""
+        while codes.shape[-1]:
+            n = codes.shape[-1]
+            switch = s.switch
+            if switch is not None:
+                # the decoder's warm-up concatenates its first frames: they keep one K
+                at = max(switch[1], self.decoder.warmup_frames)
+                if s.code_frames >= at:
+                    self._switch_bandwidth(s, switch[0])
+                    if s.switch is switch:
+                        s.switch = None
+                    continue
+                n = min(n, at - s.code_frames)
+            self._pack(s, codes[:s.num_codebooks, :n], out)
+            codes = codes[:, n:]
+
+    def _pack(self, s: Session, mine: torch.Tensor, out: dict[int, Output]) -> None:
+        s.code_frames += mine.shape[-1]
         assert s.writer is not None
         data = s.writer.push(mine)
         s.packet_bytes += len(data)
@@ -233,6 +253,18 @@ class Engine:
             out.setdefault(id(s), Output()).packets += data
         else:
             s.codes.extend(mine[:, i:i + 1] for i in range(mine.shape[-1]))
+
+    def _switch_bandwidth(self, s: Session, k: int) -> None:
+        """Relay: from now on K = ``k``. The packet stream the bit rate is measured on ends and
+        a new one starts, as a sender would do (a new header)."""
+        if k == s.num_codebooks:
+            return
+        assert s.writer is not None and s.info is not None
+        s.packet_bytes += len(s.writer.finish((s.code_frames - s.writer_start) * self.hop))
+        s.info = StreamInfo.from_model(self.model, k, s.info.frames_per_packet)
+        s.writer = PacketWriter(s.info)
+        s.writer_start = s.code_frames
+        s.num_codebooks = k
 
     def _pcm_out(self, s: Session, audio: torch.Tensor, out: dict[int, Output], final: bool = False
                  ) -> None:
@@ -262,7 +294,7 @@ class Engine:
             out = {id(s): output}
             self._codes_out(s, codes, out)
             assert s.writer is not None
-            data = s.writer.finish(s.samples_in)  # the last packet and the end packet
+            data = s.writer.finish(s.samples_in - s.writer_start * self.hop)  # last packet, end packet
             s.packet_bytes += len(data)
             if s.hello.mode == "encode":
                 output.packets += data

@@ -7,6 +7,7 @@ A session, as the client sees it::
     server -> {"type": "ready", "sample_rate": 24000, ...}  # text
     client -> PCM (binary: float32 little-endian, channels interleaved, at the model's rate)
     server -> PCM (binary, same layout)   + {"type": "stats", ...} (text, about twice a second)
+    client -> {"type": "bandwidth", "bandwidth": 3}        # text, relay: switch on the fly
     client -> {"type": "end"}                              # text: no more input
     server -> the rest, then {"type": "done", ...} and a normal close (1000)
 
@@ -90,15 +91,24 @@ def parse_hello(message: tp.Any, bandwidths: tp.Sequence[float], model_name: str
     return Hello(mode=mode, bandwidth=bandwidth, frames_per_packet=fpp)
 
 
-def parse_control(message: str) -> str:
-    """A text message after the hello: only ``{"type": "end"}`` is defined; returns "end"."""
+def parse_control(message: str, bandwidths: tp.Sequence[float], model_name: str
+                  ) -> tuple[str, float | None]:
+    """A text message after the hello: ``{"type": "end"}`` -> ("end", None), or (relay mode)
+    ``{"type": "bandwidth", "bandwidth": 3}`` -> ("bandwidth", 3.0); ``ProtocolError`` else."""
     try:
         data = json.loads(message)
     except ValueError:
         raise ProtocolError("a text message after the hello must be JSON") from None
-    if not isinstance(data, dict) or data.get("type") != "end":
-        raise ProtocolError('the only text message after the hello is {"type": "end"}')
-    return "end"
+    kind = data.get("type") if isinstance(data, dict) else None
+    if kind == "end":
+        return "end", None
+    if kind == "bandwidth":
+        try:
+            return "bandwidth", check_bandwidth(data.get("bandwidth"), bandwidths, model_name)
+        except OpenCodecError as exc:
+            raise ProtocolError(str(exc)) from None
+    raise ProtocolError('text messages after the hello are {"type": "end"} and (relay) '
+                        '{"type": "bandwidth", "bandwidth": KBPS}')
 
 
 def pcm_from_bytes(data: bytes, channels: int) -> np.ndarray:

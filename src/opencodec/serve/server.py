@@ -230,7 +230,15 @@ class CodecServer:
                 await asyncio.sleep(hop / self.model.sample_rate)
             data = await self._recv(ws, "audio, packets or {\"type\": \"end\"}")
             if isinstance(data, str):
-                parse_control(data)
+                kind, bandwidth = parse_control(data, self.engine.bandwidths, self.model.name)
+                if kind == "bandwidth":
+                    if session.hello.mode != "relay":
+                        raise ProtocolError("the bandwidth changes on the fly in relay mode only; "
+                                            "open a new connection for another bandwidth")
+                    # from the first frame that starts at or after this point of the input
+                    session.switch = (self.model.num_codebooks(bandwidth), -(-session.samples_received // hop))
+                    self.engine.notify()
+                    continue
                 if session.hello.mode == "decode":
                     events = [e for p in parser.finish() for e in self._packet_events(receiver, p)]
                     self._decode_events(session, events + receiver.finish())
@@ -245,7 +253,9 @@ class CodecServer:
                 events = [e for p in parser.feed(data) for e in self._packet_events(receiver, p)]
                 self._decode_events(session, events)
             else:
-                pcm = torch.cat([rest, torch.from_numpy(pcm_from_bytes(data, channels))], dim=-1)
+                new = torch.from_numpy(pcm_from_bytes(data, channels))
+                session.samples_received += new.shape[-1]
+                pcm = torch.cat([rest, new], dim=-1)
                 whole = pcm.shape[-1] - pcm.shape[-1] % hop
                 session.frames.extend(pcm[:, i:i + hop] for i in range(0, whole, hop))
                 rest = pcm[:, whole:]
@@ -296,7 +306,7 @@ class CodecServer:
         now = time.monotonic()
         if output.done or now - session.stats_at >= STATS_INTERVAL:
             session.stats_at = now
-            items.append(message("done" if output.done else "stats", **self._stats(session)))
+            items.append(message("done" if output.done else "stats", **self._stats(session, output.done)))
         if output.done:
             items.append(_DONE)
         for item in items:
@@ -308,13 +318,19 @@ class CodecServer:
                 halted.set()
                 return
 
-    def _stats(self, session: Session) -> dict[str, tp.Any]:
+    def _stats(self, session: Session, done: bool) -> dict[str, tp.Any]:
+        """A stats message's fields; ``bitrate_kbps``: over the whole stream when ``done``, else
+        since the previous stats message (so that a bandwidth change shows at once)."""
         rate = self.model.sample_rate
-        seconds = session.samples_in / rate
+        samples, data = session.samples_in, session.packet_bytes
+        if not done:
+            samples, data = samples - session.stats_samples, data - session.stats_bytes
+            session.stats_samples, session.stats_bytes = session.samples_in, session.packet_bytes
         steps = list(self.engine.step_seconds)[-200:]
         return {"samples_in": session.samples_in, "samples_out": session.samples_out,
-                "packet_bytes": session.packet_bytes,
-                "bitrate_kbps": (8 * session.packet_bytes / seconds / 1000) if seconds else None,
+                "packet_bytes": session.packet_bytes, "num_codebooks": session.num_codebooks,
+                "bandwidth": self.model.bandwidth_for_codebooks(session.num_codebooks),
+                "bitrate_kbps": (8 * data / (samples / rate) / 1000) if samples > 0 else None,
                 "step_ms_p50": 1000 * statistics.median(steps) if steps else None,
                 "clients": self.clients}
 

@@ -39,7 +39,10 @@ function median(xs) {
 
 function showStats() {
   const st = state.stats;
-  if (st && st.bitrate_kbps != null) $('bitrate').textContent = st.bitrate_kbps.toFixed(2) + ' kbps';
+  if (st && st.bitrate_kbps != null) {
+    $('bitrate').textContent = st.bitrate_kbps.toFixed(2) + ' kbps' + (st.type === 'done' ? ' (whole stream)' : '')
+      + (st.bandwidth != null ? ` at ${st.bandwidth} kbps of codes` : '');
+  }
   if (st && st.step_ms_p50 != null) $('step').textContent = st.step_ms_p50.toFixed(2) + ' ms';
   const lat = median(state.latencies.slice(-100));
   if (lat != null) $('latency').textContent = lat.toFixed(0) + ' ms (median of the last 100 chunks)';
@@ -141,6 +144,12 @@ async function init() {
     $('bandwidth').appendChild(o);
   }
   $('start').onclick = start; $('stop').onclick = stop;
+  // While streaming, a new bandwidth applies on the fly (from the audio sent after it).
+  $('bandwidth').onchange = () => {
+    if (state.ws && state.ws.readyState === WebSocket.OPEN && !state.ending) {
+      state.ws.send(JSON.stringify({ type: 'bandwidth', bandwidth: parseFloat($('bandwidth').value) }));
+    }
+  };
   state.ready = true;
 }
 init();
