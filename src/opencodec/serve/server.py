@@ -27,6 +27,7 @@ Limits and policy (:class:`ServeLimits`):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -108,6 +109,7 @@ class CodecServer:
         self.batched = batched
         self.clients = 0
         self.refused = 0
+        self.closed_early: collections.Counter[int] = collections.Counter()  # close code -> sessions
         self.port: int | None = None
 
     @contextlib.asynccontextmanager
@@ -166,13 +168,16 @@ class CodecServer:
         try:
             await self._converse(ws)
         except ProtocolError as exc:
+            self.closed_early[exc.code] += 1
             await ws.close(exc.code, close_reason(str(exc)))
         except OpenCodecError as exc:  # e.g. a packet whose CRC is right but whose format is not
+            self.closed_early[CLOSE["invalid_data"]] += 1
             await ws.close(CLOSE["invalid_data"], close_reason(str(exc)))
         except ConnectionClosed:
             pass
         except Exception as exc:  # a bug: this connection only, said so, and logged
             _LOG.exception("session failed")
+            self.closed_early[CLOSE["server_error"]] += 1
             await ws.close(CLOSE["server_error"], close_reason(f"server error: {type(exc).__name__}: {exc}"))
         finally:
             self.clients -= 1
