@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, int]:
     """``opencodec serve`` in a subprocess on a free port; returns (process, port)."""
     cmd = [sys.executable, "-m", "opencodec", "serve", "--port", "0", "-m", args.model,
-           "--max-clients", str(args.clients)] + (["--exact"] if args.exact else [])
+           "--max-clients", str(args.clients), "--threads", str(args.threads)] + (["--exact"] if args.exact else [])
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     cpu = args.server_cpu
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True,

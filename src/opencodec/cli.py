@@ -941,6 +941,8 @@ def _add_stream_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
     srv.add_argument("-b", "--max-bandwidth", type=_bandwidth, metavar="KBPS",
                      help="the highest bandwidth clients may ask for, and the shared encoder's "
                           "(default: the model's highest; lower is cheaper per stream)")
+    srv.add_argument("--threads", type=int, default=1, metavar="N",
+                     help="PyTorch threads (default 1; set OMP_WAIT_POLICY=PASSIVE on a busy machine)")
     srv.add_argument("--exact", action="store_true",
                      help="run each stream in its own batch-1 step: codes bit-identical to 'compress' "
                           "(slower with many clients)")
@@ -1034,8 +1036,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              idle_timeout=args.idle_timeout, send_queue=args.send_queue)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
     run_server(load_model(args.model), args.host, args.port, limits, batched=not args.exact,
-               max_bandwidth=args.max_bandwidth, ready=lambda text: _info(args, text))
+               max_bandwidth=args.max_bandwidth, threads=args.threads, ready=lambda text: _info(args, text))
     return 0
 
 

@@ -354,12 +354,17 @@ def _bound_port(server: Server) -> int:
 
 def run_server(model: EncodecModel, host: str = "127.0.0.1", port: int = 8765,
                limits: ServeLimits = ServeLimits(), batched: bool = True,
-               max_bandwidth: float | None = None, ready: tp.Callable[[str], None] = print) -> None:
+               max_bandwidth: float | None = None, threads: int = 1,
+               ready: tp.Callable[[str], None] = print) -> None:
     """Serve ``model`` until interrupted (Ctrl-C returns normally); ``max_bandwidth`` (kbps):
-    the highest a client may ask for (default the model's highest)."""
+    the highest a client may ask for (default the model's highest); ``threads``: PyTorch's
+    (default 1: the streams are batched, and more threads spin against other work)."""
     from ..stream.decoder import check_streamable
 
     check_streamable(model.config)
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads)
     server = CodecServer(model, limits, batched, max_bandwidth)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(server.serve_forever(host, port, ready))
