@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 test: $(STAMP)
-	# The MUSHRA browser test needs Debian's chromium and chromedriver: installed here when
+	# The browser tests (MUSHRA, serve) need Debian's chromium and chromedriver: installed here when
 	# missing and we are root with apt-get; otherwise that test is skipped (or fails in CI,
 	# which sets OPENCODEC_REQUIRE_BROWSER=1).
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \

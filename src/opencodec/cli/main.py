@@ -11,6 +11,7 @@ from ..errors import EXPECTED_ERRORS, UsageError
 from .codec import add_codec_parsers
 from .common import PROG, error
 from .export import add_export_parser
+from .serve import add_serve_parser
 from .info import add_info_parser
 from .stream import add_stream_parsers
 from .tokens import add_token_parsers
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_codec_parsers(sub, common)
     add_info_parser(sub, common)
     add_stream_parsers(sub, common)
+    add_serve_parser(sub, common)
     add_token_parsers(sub, common)
     add_export_parser(sub, common)
     add_wrapper_parsers(sub)

@@ -1,0 +1,59 @@
+"""``opencodec serve``: parse, run :func:`opencodec.serve.server.run_server`, report."""
+
+from __future__ import annotations
+
+import argparse
+import typing as tp
+
+from ..errors import UsageError
+from ..pretrained import DEFAULT_MODEL, load_model
+from .common import add_model_option, bandwidth_arg, info
+
+
+def add_serve_parser(sub: tp.Any, common: argparse.ArgumentParser) -> None:
+    """Add the ``serve`` sub-command."""
+    srv = sub.add_parser(
+        "serve", parents=[common], help="WebSocket server for live streams, with a browser page",
+        description="Serve live encoding, decoding and relaying over WebSocket (ws://HOST:PORT/ws) "
+                    "and a page at http://HOST:PORT/ (microphone in, decoded audio out). All streams "
+                    "share one batched step per frame. Causal models only. Needs the 'serve' extra.")
+    add_model_option(srv, f"model name or weights file (default {DEFAULT_MODEL}); must be causal")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free port)")
+    srv.add_argument("--max-clients", type=int, default=16, metavar="N",
+                     help="clients served at once; more are refused with close code 1013 (default 16)")
+    srv.add_argument("--max-message", type=int, default=1 << 20, metavar="BYTES",
+                     help="largest message a client may send (default 1048576); bigger: close 1009")
+    srv.add_argument("--idle-timeout", type=float, default=30.0, metavar="S",
+                     help="close a client that sends nothing for S seconds (default 30)")
+    srv.add_argument("--send-queue", type=int, default=256, metavar="N",
+                     help="messages waiting for a client before it is disconnected as too slow "
+                          "(default 256, ~3.4 s of relayed audio)")
+    srv.add_argument("-b", "--max-bandwidth", type=bandwidth_arg, metavar="KBPS",
+                     help="the highest bandwidth clients may ask for, and the shared encoder's "
+                          "(default: the model's highest; lower is cheaper per stream)")
+    srv.add_argument("--threads", type=int, default=1, metavar="N",
+                     help="PyTorch threads (default 1; set OMP_WAIT_POLICY=PASSIVE on a busy machine)")
+    srv.add_argument("--exact", action="store_true",
+                     help="run each stream in its own batch-1 step: codes bit-identical to 'compress' "
+                          "(slower with many clients)")
+    srv.set_defaults(parser=srv, handler=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``opencodec serve``: the WebSocket server (opencodec.serve) until Ctrl-C."""
+    try:
+        from ..serve.server import ServeLimits, run_server
+    except ImportError as exc:
+        raise UsageError(f"opencodec serve needs the 'serve' extra ({exc.name} is missing): "
+                         "pip install 'opencodec[serve]'") from None
+    try:
+        limits = ServeLimits(max_clients=args.max_clients, max_message_bytes=args.max_message,
+                             idle_timeout=args.idle_timeout, send_queue=args.send_queue)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
+    run_server(load_model(args.model), args.host, args.port, limits, batched=not args.exact,
+               max_bandwidth=args.max_bandwidth, threads=args.threads, ready=lambda text: info(args, text))
+    return 0

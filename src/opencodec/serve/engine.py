@@ -1,0 +1,321 @@
+"""The batcher behind ``opencodec serve``: every live stream advanced by one batched step per
+tick, whatever connection it came from.
+
+One :class:`~opencodec.multistream.MultiStreamEncoder` built at the highest bandwidth the
+server offers serves every stream: residual quantisation is sequential, so a stream at a lower
+bandwidth takes the first K rows of those codes (exactly the codes an encoder at its own
+bandwidth gives). One :class:`~opencodec.multistream.MultiStreamDecoder` decodes all streams;
+its step takes one K per call, so a tick runs one decoder step per distinct K among the
+streams with a code frame ready.
+
+Threads: the network I/O stays on the asyncio loop; the steps run on one worker thread
+(``run_in_executor``), so a tick never waits for a socket and the loop keeps reading while a
+step runs. A :class:`Session`'s input deques are filled on the loop and emptied on the worker
+(``deque`` append/popleft are atomic); everything else of a session is touched on one side
+only. A tick takes at most one frame per stream per step and at most ``max_steps`` steps, then
+hands the output back to the loop (:meth:`Session.deliver`, set by the server, must not block).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+import typing as tp
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..model import EncodecModel
+from ..multistream import MultiStreamDecoder, MultiStreamEncoder
+from ..stream.format import StreamInfo
+from ..stream.writer import PacketWriter
+from .protocol import Hello
+
+
+@dataclass
+class Output:
+    """What one tick produced for a session: ``packets`` (bytes, encode mode), ``pcm``
+    ([C, n] float32 pieces, decode and relay), ``done`` once the stream is over."""
+
+    packets: bytes = b""
+    pcm: list[np.ndarray] = field(default_factory=list)
+    done: bool = False
+    error: str | None = None  # the engine failed: the session is over
+
+
+@dataclass(eq=False)
+class Session:
+    """One client's stream in the engine.
+
+    Loop side: ``frames`` (encoder input, [C, hop] tensors), ``codes`` (decoder input, [K, 1],
+    decode mode), ``tail`` and ``ending`` (set together when the input is over), ``end_length``
+    (decode mode: samples in the stream, from its end packet), ``dropped`` (gone: discard).
+    ``deliver(output)`` is called on the loop after each tick that produced something.
+    """
+
+    hello: Hello
+    num_codebooks: int
+    deliver: tp.Callable[[Output], None]
+    info: StreamInfo | None = None  # the packets' layout (encode, relay)
+    frames: collections.deque = field(default_factory=collections.deque)
+    codes: collections.deque = field(default_factory=collections.deque)
+    tail: torch.Tensor | None = None
+    ending: bool = False
+    end_length: int | None = None
+    dropped: bool = False
+    stream_started: bool = False  # decode mode: the stream header has arrived
+    stats_at: float = 0.0  # when the last stats message was queued (loop clock)
+    stats_samples: int = 0  # samples_in and packet_bytes at the last stats message
+    stats_bytes: int = 0
+    samples_received: int = 0  # loop side: PCM samples received so far
+    # worker side
+    writer: PacketWriter | None = None
+    switch: tuple[int, int] | None = None  # relay: (K, from code frame) asked for (loop side)
+    code_frames: int = 0  # code frames produced so far
+    writer_start: int = 0  # the code frame the current packet stream started at
+    enc_id: int | None = None
+    dec_id: int | None = None
+    samples_in: int = 0
+    samples_out: int = 0
+    enc_closed: bool = False
+    finished: bool = False
+    packet_bytes: int = 0
+    held: torch.Tensor | None = None
+    hold: int = 0  # samples held back (decode mode: hop - 1, until the end packet gives the length)
+
+    @property
+    def encodes(self) -> bool:
+        return self.hello.mode in ("encode", "relay")
+
+    @property
+    def decodes(self) -> bool:
+        return self.hello.mode in ("decode", "relay")
+
+    def backlog(self) -> int:
+        """Input frames waiting for the encoder or the decoder."""
+        return len(self.frames) + len(self.codes)
+
+
+class Engine:
+    """All live streams, one batched encoder and decoder step per tick (see the module doc).
+
+    ``model``: a streamable model; its target bandwidth is set to ``max_bandwidth`` (kbps,
+    default its highest), the encoder's, and no stream may ask for more. ``batched`` False
+    runs each stream in its own batch-1 step (bit-exact, slower).
+    """
+
+    def __init__(self, model: EncodecModel, batched: bool = True, max_steps: int = 8,
+                 max_bandwidth: float | None = None):
+        model.set_target_bandwidth(max(model.target_bandwidths) if max_bandwidth is None else max_bandwidth)
+        self.bandwidths = [float(b) for b in model.target_bandwidths if b <= model.bandwidth]
+        self.model = model
+        self.batched = batched
+        self.max_steps = max_steps
+        self.encoder = MultiStreamEncoder(model, batched=batched)
+        self.decoder = MultiStreamDecoder(model, batched=batched)
+        self.hop = model.hop_length
+        self.sessions: list[Session] = []  # the worker's; sessions join through _joining
+        self._joining: collections.deque[Session] = collections.deque()
+        self.step_seconds: collections.deque[float] = collections.deque(maxlen=2000)
+        self.ticks = 0
+        self._wake = asyncio.Event()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="opencodec-serve")
+
+    def add(self, session: Session) -> None:
+        if session.encodes:
+            session.info = StreamInfo.from_model(self.model, session.num_codebooks,
+                                                 session.hello.frames_per_packet)
+            session.writer = PacketWriter(session.info)
+        if session.hello.mode == "decode":
+            session.hold = self.hop - 1
+        self._joining.append(session)
+        self.notify()
+
+    def notify(self) -> None:
+        """Input arrived (or a session ended): run a tick soon."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Tick until cancelled (then the worker thread ends: run once)."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                try:
+                    outputs = await loop.run_in_executor(self._pool, self._tick)
+                except Exception as exc:  # noqa: BLE001 - every live session is told, then a fresh start
+                    outputs = self._fail(exc)
+                for session, output in outputs:
+                    if not session.dropped:
+                        session.deliver(output)
+                if self._joining or any(self._has_work(s) for s in self.sessions):
+                    self._wake.set()
+        finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _fail(self, exc: Exception) -> list[tuple[Session, Output]]:
+        """A step raised: the streams' states cannot be trusted; end every session with the
+        reason and start over with empty encoder and decoder."""
+        while self._joining:
+            self.sessions.append(self._joining.popleft())
+        failed = [(s, Output(error=f"server error: {type(exc).__name__}: {exc}")) for s in self.sessions]
+        self.sessions = []
+        self.encoder = MultiStreamEncoder(self.model, batched=self.batched)
+        self.decoder = MultiStreamDecoder(self.model, batched=self.batched)
+        return failed
+
+    # -- worker thread --------------------------------------------------------------------
+    def _has_work(self, s: Session) -> bool:
+        return bool(s.frames or s.codes or s.dropped or (s.ending and not s.finished))
+
+    def _tick(self) -> list[tuple[Session, Output]]:
+        self.ticks += 1
+        out: dict[int, Output] = {}
+        while self._joining:
+            self.sessions.append(self._joining.popleft())
+        by_id = {id(s): s for s in self.sessions}
+        self._drop_gone()
+        for _ in range(self.max_steps):
+            if not self._step(out):
+                break
+        for s in self.sessions:
+            if s.ending and not s.finished and not s.frames and not s.codes:
+                self._finish(s, out.setdefault(id(s), Output()))
+        self._drop_gone()  # also those that left during this tick
+        self.sessions = [s for s in self.sessions if not s.finished]
+        return [(by_id[key], o) for key, o in out.items()]
+
+    def _drop_gone(self) -> None:
+        """Close the streams of sessions whose client has gone, and forget them."""
+        for s in self.sessions:
+            if s.dropped and not s.finished:
+                self._drop(s)
+                s.finished = True
+
+    def _step(self, out: dict[int, Output]) -> bool:
+        """One encoder step and one decoder step per K; False when no stream had input."""
+        started = time.perf_counter()
+        enc_in = {}
+        for s in self.sessions:
+            if s.encodes and s.frames:
+                if s.enc_id is None:
+                    s.enc_id = self.encoder.open()
+                enc_in[s.enc_id] = (s, s.frames.popleft())
+        if enc_in:
+            codes = self.encoder.push({sid: frame for sid, (_, frame) in enc_in.items()})
+            for sid, (s, frame) in enc_in.items():
+                s.samples_in += frame.shape[-1]
+                self._codes_out(s, codes[sid], out)
+        groups: dict[int, dict[int, tuple[Session, torch.Tensor]]] = {}
+        for s in self.sessions:
+            if s.decodes and s.codes:
+                if s.dec_id is None:
+                    s.dec_id = self.decoder.open()
+                frame = s.codes.popleft()
+                groups.setdefault(frame.shape[0], {})[s.dec_id] = (s, frame)
+        for group in groups.values():
+            audio = self.decoder.push({sid: frame for sid, (_, frame) in group.items()})
+            for sid, (s, _) in group.items():
+                self._pcm_out(s, audio[sid], out)
+        if enc_in or groups:
+            self.step_seconds.append(time.perf_counter() - started)
+            return True
+        return False
+
+    def _codes_out(self, s: Session, codes: torch.Tensor, out: dict[int, Output]) -> None:
+        """A stream's new code frames [K_max, f]: cut to its K (a bandwidth change applies
+        from its frame on), packed, and (relay) queued for the decoder."""
+        while codes.shape[-1]:
+            n = codes.shape[-1]
+            switch = s.switch
+            if switch is not None:
+                # the decoder's warm-up concatenates its first frames: they keep one K
+                at = max(switch[1], self.decoder.warmup_frames)
+                if s.code_frames >= at:
+                    self._switch_bandwidth(s, switch[0])
+                    if s.switch is switch:
+                        s.switch = None
+                    continue
+                n = min(n, at - s.code_frames)
+            self._pack(s, codes[:s.num_codebooks, :n], out)
+            codes = codes[:, n:]
+
+    def _pack(self, s: Session, mine: torch.Tensor, out: dict[int, Output]) -> None:
+        s.code_frames += mine.shape[-1]
+        assert s.writer is not None
+        data = s.writer.push(mine)
+        s.packet_bytes += len(data)
+        if s.hello.mode == "encode":
+            out.setdefault(id(s), Output()).packets += data
+        else:
+            s.codes.extend(mine[:, i:i + 1] for i in range(mine.shape[-1]))
+
+    def _switch_bandwidth(self, s: Session, k: int) -> None:
+        """Relay: from now on K = ``k``. The packet stream the bit rate is measured on ends and
+        a new one starts, as a sender would do (a new header)."""
+        if k == s.num_codebooks:
+            return
+        assert s.writer is not None and s.info is not None
+        s.packet_bytes += len(s.writer.finish((s.code_frames - s.writer_start) * self.hop))
+        s.info = StreamInfo.from_model(self.model, k, s.info.frames_per_packet)
+        s.writer = PacketWriter(s.info)
+        s.writer_start = s.code_frames
+        s.num_codebooks = k
+
+    def _pcm_out(self, s: Session, audio: torch.Tensor, out: dict[int, Output], final: bool = False
+                 ) -> None:
+        """Release decoded audio [C, m], trimmed to ``end_length``; in decode mode the last
+        ``hop - 1`` samples wait until more audio or the end packet (the stream's length)."""
+        held = torch.cat([s.held, audio], dim=-1) if s.held is not None else audio
+        n = held.shape[-1] if final else held.shape[-1] - s.hold
+        if s.end_length is not None:
+            n = min(n, s.end_length - s.samples_out)
+        n = max(0, n)
+        s.held = None if final else held[:, n:]
+        if n:
+            s.samples_out += n
+            out.setdefault(id(s), Output()).pcm.append(held[:, :n].numpy().astype(np.float32))
+
+    def _finish(self, s: Session, output: Output) -> None:
+        """The input is over and drained: close the encoder (tail), then the decoder."""
+        if s.encodes and not s.enc_closed:
+            s.enc_closed = True
+            tail = s.tail
+            if s.enc_id is None:
+                s.enc_id = self.encoder.open()
+            if tail is not None:
+                s.samples_in += tail.shape[-1]
+            codes = self.encoder.close(s.enc_id, tail=tail)
+            s.enc_id = None
+            out = {id(s): output}
+            self._codes_out(s, codes, out)
+            assert s.writer is not None
+            data = s.writer.finish(s.samples_in - s.writer_start * self.hop)  # last packet, end packet
+            s.packet_bytes += len(data)
+            if s.hello.mode == "encode":
+                output.packets += data
+            else:
+                s.end_length = s.samples_in
+                if s.codes:
+                    return  # decode the last frames first (later steps of this or the next tick)
+        if s.decodes and s.dec_id is not None:
+            self._pcm_out(s, self.decoder.close(s.dec_id), {id(s): output}, final=True)
+            s.dec_id = None
+        elif s.decodes:
+            self._pcm_out(s, torch.zeros(self.model.channels, 0), {id(s): output}, final=True)
+        s.finished = True
+        output.done = True
+
+    def _drop(self, s: Session) -> None:
+        if s.enc_id is not None:
+            self.encoder.close(s.enc_id)
+        if s.dec_id is not None:
+            self.decoder.close(s.dec_id)
+        s.enc_id = s.dec_id = None
+        s.frames.clear()
+        s.codes.clear()
+        s.ending = False

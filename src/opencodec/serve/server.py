@@ -1,0 +1,370 @@
+"""``opencodec serve``: the WebSocket server (``websockets``' asyncio API) and its page.
+
+One port serves both: ``/ws`` is the WebSocket endpoint (protocol in :mod:`.protocol`), every
+other path a file of the page in ``static/``. All sessions feed one :class:`.engine.Engine`.
+
+Limits and policy (:class:`ServeLimits`):
+
+* ``max_clients``: a client past the limit is accepted and closed at once with 1013 ("server
+  full ... try again later"), so the others keep their capacity: refusal, not collapse;
+* ``max_message_bytes``: a bigger message closes that connection with 1009 (the library
+  refuses it before reading it into memory);
+* ``idle_timeout``: a client that sends nothing for that long (hello included) is closed
+  with 1008;
+* a slow reader: what the server sends a client waits in a bounded queue (``send_queue``
+  messages, one per tick that produced output: ~13 ms of audio each at real-time pace) and a
+  bounded kernel send buffer (``socket_send_buffer`` bytes, 256 KiB: ~2.7 s of relayed PCM);
+  a client whose queue is full is disconnected (1008, "too slow"), never waited for: the
+  engine's tick never awaits a socket. Nothing is dropped silently: a stream either arrives
+  whole or its connection is closed with a reason;
+* a fast writer: a client whose input waits for the encoder beyond ``max_backlog_seconds``
+  is not read from until it drains (TCP back-pressure slows it down), so a client that sends
+  a whole file at once is served at the engine's pace without holding memory;
+* malformed input (bad hello, PCM that is not whole float32 samples or not finite, damaged
+  packets, a gap in decode mode, a wrong model): 1007 with the reason, that connection only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import mimetypes
+import socket
+import statistics
+import time
+import typing as tp
+from dataclasses import dataclass
+from importlib import resources
+
+import numpy as np
+import torch
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from ..errors import OpenCodecError
+from ..model import EncodecModel
+from ..stream.decoder import check_model_for_stream
+from ..stream.format import model_label
+from ..stream.parser import Damaged, PacketParser
+from ..stream.receiver import CodeFrames, Event, StreamEnd, StreamReceiver, StreamStart
+from .engine import Engine, Output, Session
+from .protocol import (CLOSE, ProtocolError, close_reason, message, parse_control, parse_hello,
+                       pcm_from_bytes, pcm_to_bytes)
+
+_LOG = logging.getLogger(__name__)
+WS_PATH = "/ws"
+_STATIC = {"/": "index.html", "/index.html": "index.html", "/app.js": "app.js",
+           "/capture-worklet.js": "capture-worklet.js"}
+_DONE = object()
+STATS_INTERVAL = 0.5  # seconds between a session's stats messages
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """The server's limits (see the module doc for what happens at each)."""
+
+    max_clients: int = 16
+    max_message_bytes: int = 1 << 20
+    idle_timeout: float = 30.0
+    send_queue: int = 256
+    max_backlog_seconds: float = 2.0
+    close_timeout: float = 2.0
+    socket_send_buffer: int = 256 << 10
+
+    def __post_init__(self) -> None:
+        for name in ("max_clients", "max_message_bytes", "send_queue", "socket_send_buffer"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("idle_timeout", "max_backlog_seconds", "close_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+def _static_response(path: str) -> Response:
+    name = _STATIC.get(path)
+    if name is None:
+        return Response(404, "Not Found", Headers([("Content-Type", "text/plain"), ("Content-Length", "10"),
+                                                   ("Connection", "close")]), b"not found\n")
+    body = resources.files(__package__).joinpath("static", name).read_bytes()
+    kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return Response(200, "OK", Headers([("Content-Type", kind), ("Content-Length", str(len(body))),
+                                        ("Cache-Control", "no-store"), ("Connection", "close")]), body)
+
+
+class CodecServer:
+    """The server: ``async with CodecServer(model).running(host, port) as server`` (tests), or
+    :meth:`serve_forever` (the command). ``batched`` False: every stream in its own batch-1
+    step (bit-exact codes, slower)."""
+
+    def __init__(self, model: EncodecModel, limits: ServeLimits = ServeLimits(), batched: bool = True,
+                 max_bandwidth: float | None = None):
+        self.model = model
+        self.engine = Engine(model, batched=batched, max_bandwidth=max_bandwidth)  # checks the bandwidth
+        self.limits = limits
+        self.batched = batched
+        self.clients = 0
+        self.refused = 0
+        self.closed_early: collections.Counter[int] = collections.Counter()  # close code -> sessions
+        self.port: int | None = None
+
+    @contextlib.asynccontextmanager
+    async def running(self, host: str = "127.0.0.1", port: int = 0) -> tp.AsyncIterator["CodecServer"]:
+        """Serve on ``host:port`` (0: any free port, then ``self.port``) inside the block
+        (once per server: the engine's worker thread ends with it)."""
+        ticker = asyncio.create_task(self.engine.run())
+        try:
+            async with serve(self._handle, host, port, process_request=self._http,
+                             max_size=self.limits.max_message_bytes,
+                             close_timeout=self.limits.close_timeout) as server:
+                self.port = _bound_port(server)
+                yield self
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+
+    async def serve_forever(self, host: str, port: int, ready: tp.Callable[[str], None] = print) -> None:
+        async with self.running(host, port):
+            ready(f"serving {model_label(self.model)} on http://{host}:{self.port}/ "
+                  f"(WebSocket {WS_PATH}); Ctrl-C stops")
+            await asyncio.Future()
+
+    # -- HTTP and connections ---------------------------------------------------------------
+    def _http(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == WS_PATH:
+            return None
+        if path == "/info.json":
+            body = json.dumps(self.info()).encode()
+            return Response(200, "OK", Headers([("Content-Type", "application/json"),
+                                                ("Content-Length", str(len(body))),
+                                                ("Connection", "close")]), body)
+        return _static_response(path)
+
+    def info(self) -> dict[str, tp.Any]:
+        """What the page needs before it connects (served as /info.json)."""
+        bandwidths = self.engine.bandwidths
+        return {"model": model_label(self.model), "sample_rate": self.model.sample_rate,
+                "channels": self.model.channels, "hop_length": self.model.hop_length,
+                "bandwidths": bandwidths,
+                "default_bandwidth": 6.0 if 6.0 in bandwidths else max(bandwidths),
+                "max_clients": self.limits.max_clients}
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        if self.clients >= self.limits.max_clients:
+            self.refused += 1
+            await ws.close(CLOSE["full"], f"server full ({self.limits.max_clients} clients); "
+                                          "try again later")
+            return
+        self.clients += 1
+        sock = ws.transport.get_extra_info("socket")
+        if sock is not None:  # bounded: the kernel would otherwise buffer megabytes for a stalled client
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.limits.socket_send_buffer)
+        try:
+            await self._converse(ws)
+        except ProtocolError as exc:
+            self.closed_early[exc.code] += 1
+            await ws.close(exc.code, close_reason(str(exc)))
+        except OpenCodecError as exc:  # e.g. a packet whose CRC is right but whose format is not
+            self.closed_early[CLOSE["invalid_data"]] += 1
+            await ws.close(CLOSE["invalid_data"], close_reason(str(exc)))
+        except ConnectionClosed:
+            pass
+        except Exception as exc:  # a bug: this connection only, said so, and logged
+            _LOG.exception("session failed")
+            self.closed_early[CLOSE["server_error"]] += 1
+            await ws.close(CLOSE["server_error"], close_reason(f"server error: {type(exc).__name__}: {exc}"))
+        finally:
+            self.clients -= 1
+
+    async def _converse(self, ws: ServerConnection) -> None:
+        hello = parse_hello(await self._recv(ws, "the hello"), self.engine.bandwidths,
+                            self.model.name)
+        queue: asyncio.Queue[tp.Any] = asyncio.Queue(self.limits.send_queue)
+        halt: list[ProtocolError] = []  # why the server ends this session early
+        halted = asyncio.Event()
+        session = Session(hello, self.model.num_codebooks(hello.bandwidth),
+                          lambda output: self._deliver(session, output, queue, halt, halted))
+        await ws.send(message("ready", mode=hello.mode, bandwidth=hello.bandwidth,
+                              num_codebooks=session.num_codebooks, sample_rate=self.model.sample_rate,
+                              channels=self.model.channels, hop_length=self.model.hop_length,
+                              frames_per_packet=hello.frames_per_packet, model=model_label(self.model),
+                              pcm="float32le"))
+        self.engine.add(session)
+        reader = asyncio.create_task(self._read(ws, session))
+        sender = asyncio.create_task(self._send(ws, queue))
+        stopper = asyncio.create_task(halted.wait())
+        tasks = {reader, sender, stopper}
+        try:
+            while True:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                if stopper in done:
+                    raise halt[0]
+                if reader in done:
+                    reader.result()  # a ProtocolError or ConnectionClosed ends the session here
+                    tasks.discard(reader)
+                if sender in done:
+                    sender.result()
+                    return
+        finally:
+            session.dropped = not session.finished
+            self.engine.notify()
+            for task in tasks:
+                task.cancel()
+
+    async def _recv(self, ws: ServerConnection, what: str) -> str | bytes:
+        try:
+            return await asyncio.wait_for(ws.recv(), self.limits.idle_timeout)
+        except asyncio.TimeoutError:
+            raise ProtocolError(f"idle: no message for {self.limits.idle_timeout:g} s "
+                                f"(waiting for {what})", CLOSE["policy"]) from None
+
+    async def _read(self, ws: ServerConnection, session: Session) -> None:
+        """Client messages -> the session's input, until its end."""
+        hop, channels = self.model.hop_length, self.model.channels
+        max_backlog = max(1, int(self.limits.max_backlog_seconds * self.model.frame_rate))
+        rest = torch.zeros(channels, 0)
+        parser, receiver = PacketParser(), StreamReceiver()
+        while True:
+            while session.backlog() > max_backlog:
+                await asyncio.sleep(hop / self.model.sample_rate)
+            data = await self._recv(ws, "audio, packets or {\"type\": \"end\"}")
+            if isinstance(data, str):
+                kind, bandwidth = parse_control(data, self.engine.bandwidths, self.model.name)
+                if kind == "bandwidth":
+                    if session.hello.mode != "relay":
+                        raise ProtocolError("the bandwidth changes on the fly in relay mode only; "
+                                            "open a new connection for another bandwidth")
+                    # from the first frame that starts at or after this point of the input
+                    session.switch = (self.model.num_codebooks(bandwidth), -(-session.samples_received // hop))
+                    self.engine.notify()
+                    continue
+                if session.hello.mode == "decode":
+                    events = [e for p in parser.finish() for e in self._packet_events(receiver, p)]
+                    self._decode_events(session, events + receiver.finish())
+                    if not session.ending:
+                        session.end_length, session.ending = None, True
+                else:
+                    session.tail = rest if rest.shape[-1] else None
+                    session.ending = True
+                self.engine.notify()
+                return
+            if session.hello.mode == "decode":
+                events = [e for p in parser.feed(data) for e in self._packet_events(receiver, p)]
+                self._decode_events(session, events)
+            else:
+                new = torch.from_numpy(pcm_from_bytes(data, channels))
+                session.samples_received += new.shape[-1]
+                pcm = torch.cat([rest, new], dim=-1)
+                whole = pcm.shape[-1] - pcm.shape[-1] % hop
+                session.frames.extend(pcm[:, i:i + hop] for i in range(0, whole, hop))
+                rest = pcm[:, whole:]
+            self.engine.notify()
+            if session.ending:
+                return
+
+    @staticmethod
+    def _packet_events(receiver: StreamReceiver, packet: tp.Any) -> list[Event]:
+        if isinstance(packet, Damaged):
+            raise ProtocolError(f"damaged packet data at byte {packet.offset}: {packet.reason}")
+        return receiver.handle(packet)
+
+    def _decode_events(self, session: Session, events: list[Event]) -> None:
+        """Decode mode: one loss-free stream (the WebSocket is reliable); anything else closes."""
+        for event in events:
+            if session.ending:
+                raise ProtocolError("data after the end of the stream")
+            if isinstance(event, StreamStart):
+                if session.stream_started:
+                    raise ProtocolError("a second stream header: one stream per connection")
+                try:
+                    check_model_for_stream(self.model, event.info)
+                except OpenCodecError as exc:
+                    raise ProtocolError(str(exc)) from None
+                session.stream_started = True
+                session.num_codebooks = event.info.num_codebooks
+            elif isinstance(event, CodeFrames):
+                session.codes.extend(event.codes[:, i:i + 1] for i in range(event.codes.shape[-1]))
+            elif isinstance(event, StreamEnd):
+                session.end_length, session.ending = event.length, True
+            else:  # MissingFrames or a Notice
+                text = getattr(event, "message", None) or f"{event.count} frame(s) missing"
+                raise ProtocolError(f"decode mode takes one loss-free stream: {text}")
+
+    def _deliver(self, session: Session, output: Output, queue: asyncio.Queue,
+                 halt: list[ProtocolError], halted: asyncio.Event) -> None:
+        """Engine output -> the client's queue (on the loop; never blocks)."""
+        if output.error is not None:
+            halt.append(ProtocolError(output.error, CLOSE["server_error"]))
+            halted.set()
+            return
+        items: list[tp.Any] = []
+        if output.packets:
+            items.append(output.packets)
+        if output.pcm:
+            items.append(pcm_to_bytes(np.concatenate(output.pcm, axis=-1)))
+        now = time.monotonic()
+        if output.done or now - session.stats_at >= STATS_INTERVAL:
+            session.stats_at = now
+            items.append(message("done" if output.done else "stats", **self._stats(session, output.done)))
+        if output.done:
+            items.append(_DONE)
+        for item in items:
+            try:
+                queue.put_nowait(item)
+            except asyncio.QueueFull:
+                halt.append(ProtocolError(f"client too slow: {self.limits.send_queue} messages "
+                                          "waiting to be sent; disconnected", CLOSE["policy"]))
+                halted.set()
+                return
+
+    def _stats(self, session: Session, done: bool) -> dict[str, tp.Any]:
+        """A stats message's fields; ``bitrate_kbps``: over the whole stream when ``done``, else
+        since the previous stats message (so that a bandwidth change shows at once)."""
+        rate = self.model.sample_rate
+        samples, data = session.samples_in, session.packet_bytes
+        if not done:
+            samples, data = samples - session.stats_samples, data - session.stats_bytes
+            session.stats_samples, session.stats_bytes = session.samples_in, session.packet_bytes
+        steps = list(self.engine.step_seconds)[-200:]
+        return {"samples_in": session.samples_in, "samples_out": session.samples_out,
+                "packet_bytes": session.packet_bytes, "num_codebooks": session.num_codebooks,
+                "bandwidth": self.model.bandwidth_for_codebooks(session.num_codebooks),
+                "bitrate_kbps": (8 * data / (samples / rate) / 1000) if samples > 0 else None,
+                "step_ms_p50": 1000 * statistics.median(steps) if steps else None,
+                "clients": self.clients}
+
+    async def _send(self, ws: ServerConnection, queue: asyncio.Queue) -> None:
+        while True:
+            item = await queue.get()
+            if item is _DONE:
+                await ws.close(CLOSE["normal"], "stream complete")
+                return
+            await ws.send(item)
+
+
+def _bound_port(server: Server) -> int:
+    return int(next(iter(server.sockets)).getsockname()[1])
+
+
+def run_server(model: EncodecModel, host: str = "127.0.0.1", port: int = 8765,
+               limits: ServeLimits = ServeLimits(), batched: bool = True,
+               max_bandwidth: float | None = None, threads: int = 1,
+               ready: tp.Callable[[str], None] = print) -> None:
+    """Serve ``model`` until interrupted (Ctrl-C returns normally); ``max_bandwidth`` (kbps):
+    the highest a client may ask for (default the model's highest); ``threads``: PyTorch's
+    (default 1: the streams are batched, and more threads spin against other work)."""
+    from ..stream.decoder import check_streamable
+
+    check_streamable(model.config)
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads)
+    server = CodecServer(model, limits, batched, max_bandwidth)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(server.serve_forever(host, port, ready))
