@@ -35,8 +35,9 @@ def add_serve_parser(sub: tp.Any, common: argparse.ArgumentParser) -> None:
     srv.add_argument("--threads", type=int, default=1, metavar="N",
                      help="PyTorch threads (default 1; set OMP_WAIT_POLICY=PASSIVE on a busy machine)")
     srv.add_argument("--exact", action="store_true",
-                     help="run each stream in its own batch-1 step: codes bit-identical to 'compress' "
-                          "(slower with many clients)")
+                     help="exact kernels, each stream in its own batch-1 step: codes bit-identical to "
+                          "'compress' (much slower with many clients). Default: fast mode (README, "
+                          "'Fast mode'), all streams batched in one step")
     srv.set_defaults(parser=srv, handler=cmd_serve)
 
 
@@ -54,6 +55,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if args.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
-    run_server(load_model(args.model), args.host, args.port, limits, batched=not args.exact,
+    model = load_model(args.model)
+    model.exact = args.exact  # fast mode unless --exact, as for stream-encode / stream-decode
+    run_server(model, args.host, args.port, limits, batched=not args.exact,
                max_bandwidth=args.max_bandwidth, threads=args.threads, ready=lambda text: info(args, text))
     return 0
