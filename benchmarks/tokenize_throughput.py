@@ -61,6 +61,7 @@ import official_ref  # noqa: E402  (installs the torchaudio stand-in, imports en
 from opencodec.audio import convert_audio, read_audio  # noqa: E402
 from opencodec.pretrained import load_model, normalize_keys  # noqa: E402
 from opencodec.tokens.inputs import list_inputs  # noqa: E402
+from provenance import provenance_line  # noqa: E402
 
 BANDWIDTH = 6.0
 RATES = (16_000, 22_050, 44_100, 48_000)
@@ -325,7 +326,8 @@ def main() -> int:
                 args.dtypes = saved
             else:
                 rows += bench_device(args, device, chosen, ckpt, work, hours)
-        print(f"\nopencodec tokenize throughput, official 24 kHz architecture (random weights), {BANDWIDTH:g} kbps; "
+        print("\n" + provenance_line())
+        print(f"opencodec tokenize throughput, official 24 kHz architecture (random weights), {BANDWIDTH:g} kbps; "
               f"torch {torch.__version__}; set: {folder if args.audio else 'cut from ' + ', '.join(s.name for s in args.sources)}\n")
         print_table(rows)
     return 0
