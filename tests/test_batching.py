@@ -81,3 +81,29 @@ def test_bad_lengths(models: dict) -> None:
         encode_batch(model, torch.zeros(2, 1, 100), [5, 101])
     with pytest.raises(ValueError, match="2 lengths"):
         encode_batch(model, torch.zeros(3, 1, 100), [5, 10])
+
+
+@pytest.mark.parametrize("name", ["encodec_24khz", "small", "encodec_48khz"])
+def test_encode_each_equals_single_and_batch_layout(models: dict, name: str) -> None:
+    """encode_each: item by item, so every item's codes are model.encode's exactly (the small
+    architecture included), in encode_batch's layout (codes -1 past the end, scales NaN)."""
+    from opencodec.batching import encode_each
+
+    model = models[name]
+    model.set_target_bandwidth(6.0)
+    lengths = [1, 4_000, 9_000] if name != "encodec_48khz" else [700, 48_000, 60_000]
+    wav = torch.randn(len(lengths), model.channels, max(lengths), generator=torch.Generator().manual_seed(5)) * 0.3
+    each = encode_each(model, wav, lengths)
+    batch = encode_batch(model, wav, lengths)
+    assert each.codes.shape == batch.codes.shape
+    assert torch.equal(each.frame_lengths, batch.frame_lengths) and torch.equal(each.lengths, batch.lengths)
+    for b, n in enumerate(lengths):
+        codes, _ = _single(model, wav[b: b + 1, :, :n])
+        f = int(each.frame_lengths[b])
+        assert torch.equal(each.codes[b, :, :f], codes), (name, n)
+        assert (each.codes[b, :, f:] == -1).all()
+    if batch.scales is None:
+        assert each.scales is None
+    else:
+        assert torch.equal(each.scales.isnan(), batch.scales.isnan())
+        assert torch.allclose(each.scales.nan_to_num(), batch.scales.nan_to_num())

