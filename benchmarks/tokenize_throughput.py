@@ -177,13 +177,15 @@ def run_transformers(model: tp.Any, items: list, device: torch.device, dtype: st
 
 
 def run_opencodec(ckpt: Path, audio: list[str], device: torch.device, dtype: str, out: Path,
-                  processes: int, batch_seconds: float, threads: int, loader_workers: int | None) -> Codes:
-    """``python -m opencodec tokenize`` as a user runs it (its start-up is part of the time)."""
+                  processes: int, batch_seconds: float, threads: int, loader_workers: int | None,
+                  shard_rows: int = 1000) -> Codes:
+    """``python -m opencodec tokenize`` as a user runs it (its start-up is part of the time).
+    Work is split between processes by shard, so ``shard_rows`` must give each several."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": str(threads * processes)}
     cmd = [sys.executable, "-m", "opencodec", "-q", "tokenize", *audio, "--out", str(out), "-m", str(ckpt),
            "-b", str(BANDWIDTH), "--device", device.type, "--batch-seconds", str(batch_seconds),
-           "--workers", str(processes), "--dtype", dtype]
+           "--workers", str(processes), "--dtype", dtype, "--shard-rows", str(shard_rows)]
     if loader_workers is not None:
         cmd += ["--loader-workers", str(loader_workers)]
     subprocess.run(cmd, env=env, check=True)
@@ -249,7 +251,8 @@ def bench_device(args: argparse.Namespace, device: torch.device, items: list, ck
         for procs in (args.cpu_processes if device.type == "cpu" else [1]):
             systems.append(("(c) opencodec tokenize", procs, lambda p=procs: run_opencodec(
                 ckpt, [str(listing)], device, dtype, work / f"c-{device.type}-{dtype}-{p}", p, args.batch_seconds,
-                torch.get_num_threads(), args.loader_workers if device.type == "cuda" else None)))
+                torch.get_num_threads(), args.loader_workers if device.type == "cuda" else None,
+                max(1, len(items) // (4 * p)))))
         for name, procs, fn in systems:
             for leftover in work.glob(f"c-{device.type}-{dtype}-{procs}"):
                 shutil.rmtree(leftover)
