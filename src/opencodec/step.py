@@ -46,7 +46,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from .model import EncodecModel
-from .modules.conv import StreamableConv1d, StreamableConvTranspose1d, pad1d
+from .modules.conv import (StreamableConv1d, StreamableConvTranspose1d, pad1d, streamable_conv,
+                           streamable_convtr)
 from .modules.lstm import StreamableLSTM
 from .modules.seanet import SEANetDecoder, SEANetEncoder
 from .modules.seanet_blocks import SEANetResnetBlock
@@ -89,15 +90,7 @@ class _Conv(_Op):
     """Causal conv: state = the last ``keep`` samples of its (padded) input, [B, C_in, keep]."""
 
     def __init__(self, layer: StreamableConv1d, name: str):
-        if not layer.causal:
-            raise ValueError("streaming needs causal convolutions")
-        if not isinstance(layer.conv.norm, nn.Identity):
-            raise ValueError("streaming does not support normalisation over time (time_group_norm)")
-        conv = layer.conv.conv
-        if getattr(conv, "groups", 1) != 1:
-            raise ValueError("unsupported convolution (groups)")
-        if layer.pad_mode not in ("reflect", "constant", "replicate"):
-            raise ValueError(f"pad mode {layer.pad_mode!r} cannot be streamed")
+        conv = streamable_conv(layer)
         self.weight = conv.weight.detach().clone()
         self.bias = None if conv.bias is None else conv.bias.detach().clone()
         self.dilation = int(conv.dilation[0])
@@ -130,11 +123,7 @@ class _ConvTr(_Op):
     """Causal transposed conv: state = the ``k - s`` partial sums (no bias) overlapping the next frame."""
 
     def __init__(self, layer: StreamableConvTranspose1d, name: str):
-        if not layer.causal:
-            raise ValueError("streaming needs causal transposed convolutions")
-        if not isinstance(layer.convtr.norm, nn.Identity):
-            raise ValueError("streaming does not support normalisation over time (time_group_norm)")
-        conv = layer.convtr.convtr
+        conv = streamable_convtr(layer)
         self.weight = conv.weight.detach().clone()
         self.bias = None if conv.bias is None else conv.bias.detach().clone().view(1, -1, 1)
         self.k, self.s = layer.kernel_size, layer.stride

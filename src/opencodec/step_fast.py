@@ -35,7 +35,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .modules.conv import StreamableConv1d, StreamableConvTranspose1d, pad1d
+from .modules.conv import (StreamableConv1d, StreamableConvTranspose1d, pad1d, streamable_conv,
+                           streamable_convtr)
 from .modules.lstm import StreamableLSTM
 from .modules.seanet import SEANetDecoder, SEANetEncoder
 from .modules.seanet_blocks import SEANetResnetBlock
@@ -77,15 +78,7 @@ class _Conv(_Op):
     """Causal conv, with the ELU before it (``alpha``) fused; state: the last ``keep`` input steps."""
 
     def __init__(self, layer: StreamableConv1d, name: str, alpha: float | None):
-        if not layer.causal:
-            raise ValueError("streaming needs causal convolutions")
-        if not isinstance(layer.conv.norm, nn.Identity):
-            raise ValueError("streaming does not support normalisation over time (time_group_norm)")
-        conv = layer.conv.conv
-        if getattr(conv, "groups", 1) != 1:
-            raise ValueError("unsupported convolution (groups)")
-        if layer.pad_mode not in ("reflect", "constant", "replicate"):
-            raise ValueError(f"pad mode {layer.pad_mode!r} cannot be streamed")
+        conv = streamable_conv(layer)
         weight = conv.weight.detach()  # [C_out, C_in, k] (weight norm already applied)
         self.c_in, self.c_out, taps = int(weight.shape[1]), int(weight.shape[0]), int(weight.shape[2])
         # [k * C_in, C_out]: row j * C_in + c is W[:, c, j], matching the im2col windows.
@@ -161,11 +154,7 @@ class _ConvTr(_Op):
     """Causal transposed conv (k = s or k = 2s): state = the partial sums [B, k - s, C_out] (no bias)."""
 
     def __init__(self, layer: StreamableConvTranspose1d, name: str):
-        if not layer.causal:
-            raise ValueError("streaming needs causal transposed convolutions")
-        if not isinstance(layer.convtr.norm, nn.Identity):
-            raise ValueError("streaming does not support normalisation over time (time_group_norm)")
-        conv = layer.convtr.convtr
+        conv = streamable_convtr(layer)
         self.k, self.s = layer.kernel_size, layer.stride
         if self.k not in (self.s, 2 * self.s) or getattr(conv, "groups", 1) != 1:
             raise ValueError("the fast path needs transposed convolutions with kernel = stride or 2 x stride")

@@ -194,3 +194,28 @@ class StreamableConvTranspose1d(nn.Module):
             right = self.padding_total // 2
             left = self.padding_total - right
         return y[..., left: y.shape[-1] - right]
+
+
+def streamable_conv(layer: StreamableConv1d) -> nn.Conv1d:
+    """The plain convolution inside ``layer``, or a ValueError naming why it cannot be streamed
+    (not causal, normalised over time, grouped, or a pad mode without a causal form)."""
+    if not layer.causal:
+        raise ValueError("streaming needs causal convolutions")
+    if not isinstance(layer.conv.norm, nn.Identity):
+        raise ValueError("streaming does not support normalisation over time (time_group_norm)")
+    conv = layer.conv.conv
+    if getattr(conv, "groups", 1) != 1:
+        raise ValueError("unsupported convolution (groups)")
+    if layer.pad_mode not in ("reflect", "constant", "replicate"):
+        raise ValueError(f"pad mode {layer.pad_mode!r} cannot be streamed")
+    return conv
+
+
+def streamable_convtr(layer: StreamableConvTranspose1d) -> nn.ConvTranspose1d:
+    """The plain transposed convolution inside ``layer``, or a ValueError naming why it cannot
+    be streamed (not causal, or normalised over time)."""
+    if not layer.causal:
+        raise ValueError("streaming needs causal transposed convolutions")
+    if not isinstance(layer.convtr.norm, nn.Identity):
+        raise ValueError("streaming does not support normalisation over time (time_group_norm)")
+    return layer.convtr.convtr
