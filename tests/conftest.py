@@ -46,15 +46,7 @@ def official_models() -> dict:
 @pytest.fixture(scope="session")
 def our_models(official_models: dict) -> dict:
     """Our models carrying the official models' random weights, keyed by name."""
-    from opencodec import EncodecConfig, EncodecModel
-
-    configs = {"encodec_24khz": EncodecConfig.encodec_24khz, "encodec_48khz": EncodecConfig.encodec_48khz}
-    models = {}
-    for name, ref in official_models.items():
-        model = EncodecModel(configs[name]())
-        model.load_state_dict(ref.state_dict())
-        models[name] = model.eval()
-    return models
+    return {name: official_ref.ours_from(ref, name).eval() for name, ref in official_models.items()}
 
 
 @pytest.fixture(scope="session")

@@ -103,16 +103,23 @@ def make_official_model(name: str, seed: int = 0) -> "encodec.EncodecModel":
     return model
 
 
+def ours_from(ref: "encodec.EncodecModel", name: str) -> tp.Any:
+    """An opencodec ``EncodecModel`` of the official architecture ``name`` carrying ``ref``'s weights
+    (left in training mode, as built: callers call ``.eval()`` where they need it)."""
+    from opencodec import EncodecConfig, EncodecModel
+
+    model = EncodecModel(getattr(EncodecConfig, name)())
+    model.load_state_dict(ref.state_dict())
+    return model
+
+
 def benchmark_pair(name: str, bandwidth: float, seconds: float) -> tuple:
     """(official model, opencodec model with the same weights, input [1, C, T]) for the
     benchmarks: the official architecture ``name`` with random weights, both set to
     ``bandwidth`` kbps, and ``seconds`` of seeded noise at 0.1 amplitude."""
-    from opencodec import EncodecConfig, EncodecModel
-
-    config = getattr(EncodecConfig, name)()
     ref = make_official_model(name)
-    ours = EncodecModel(config)
-    ours.load_state_dict(ref.state_dict())
+    ours = ours_from(ref, name)
+    config = ours.config
     ref.set_target_bandwidth(bandwidth)
     ours.set_target_bandwidth(bandwidth)
     x = torch.randn(1, config.channels, int(seconds * config.sample_rate),

@@ -33,10 +33,7 @@ def tiny() -> EncodecModel:
 
 @pytest.fixture(scope="module")
 def m24() -> EncodecModel:
-    ref = official_ref.make_official_model("encodec_24khz", seed=3)
-    model = EncodecModel(EncodecConfig.encodec_24khz())
-    model.load_state_dict(ref.state_dict())
-    return model.eval()
+    return official_ref.ours_from(official_ref.make_official_model("encodec_24khz", seed=3), "encodec_24khz").eval()
 
 
 def _signal(seconds: float, rate: int, channels: int = 1, seed: int = 0) -> np.ndarray:
@@ -236,9 +233,7 @@ def test_segmenting_truncated(seg, tmp_path):
 @pytest.mark.slow
 def test_official_48khz_architecture(tmp_path):
     ref_model = official_ref.make_official_model("encodec_48khz", seed=4)
-    model = EncodecModel(EncodecConfig.encodec_48khz())
-    model.load_state_dict(ref_model.state_dict())
-    model.eval()
+    model = official_ref.ours_from(ref_model, "encodec_48khz").eval()
     # 95300 samples: the last segment ends before the previous decoded one (see linear_overlap_add)
     src = _write(tmp_path / "in.wav", _signal(95300 / 48000, 48000, channels=2, seed=6), 48000)
     out = tmp_path / "out.ecdc"

@@ -26,9 +26,7 @@ HYP = settings(max_examples=6, deadline=None, derandomize=True, database=None,
 
 @pytest.fixture(scope="module")
 def m24() -> EncodecModel:
-    ref = official_ref.make_official_model("encodec_24khz", seed=3)
-    model = EncodecModel(EncodecConfig.encodec_24khz())
-    model.load_state_dict(ref.state_dict())
+    model = official_ref.ours_from(official_ref.make_official_model("encodec_24khz", seed=3), "encodec_24khz")
     model.set_target_bandwidth(6.0)
     return model
 

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 import official_ref
-from opencodec import EncodecConfig, EncodecModel
+from opencodec import EncodecModel
 from opencodec.audio import convert_audio, read_audio
 from opencodec.cli import build_parser
 from opencodec.multistream import MultiStreamDecoder, MultiStreamEncoder
@@ -51,9 +51,7 @@ def bundled() -> EncodecModel:
 
 @pytest.fixture(scope="module")
 def official_arch() -> EncodecModel:
-    ref = official_ref.make_official_model("encodec_24khz", seed=3)
-    model = EncodecModel(EncodecConfig.encodec_24khz())
-    model.load_state_dict(ref.state_dict())
+    model = official_ref.ours_from(official_ref.make_official_model("encodec_24khz", seed=3), "encodec_24khz")
     model.set_target_bandwidth(6.0)
     return codebooks_from_latents(model, seed=3)
 
