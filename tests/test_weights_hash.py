@@ -29,3 +29,16 @@ def test_any_weight_change_changes_the_hash() -> None:
         model.quantizer.vq.layers[0]._codebook.embed[0, 0] += 1e-6
     assert weights_sha256(model) != before
     assert len(before) == 64 and int(before, 16) >= 0
+
+
+def test_the_cached_hash_follows_a_reloaded_state() -> None:
+    """The digest kept on the model is recomputed after load_state_dict brings other weights
+    (an in-place copy: the tensors' version counters move), and equals a fresh computation."""
+    from opencodec.weights_hash import state_dict_sha256
+
+    model, other = _small_model(0), _small_model(1)
+    first = weights_sha256(model)
+    assert weights_sha256(model) == first  # served from the cache
+    model.load_state_dict(other.state_dict())
+    assert weights_sha256(model) == weights_sha256(other) == state_dict_sha256(model.state_dict())
+    assert weights_sha256(model) != first

@@ -30,5 +30,17 @@ def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
 
 
 def weights_sha256(model: torch.nn.Module) -> str:
-    """Hex sha256 of a model's inference weights (``state_dict_sha256`` of its state dict)."""
-    return state_dict_sha256(model.state_dict())
+    """Hex sha256 of a model's inference weights (``state_dict_sha256`` of its state dict).
+
+    Every file written and read checks it, so the digest is kept on the model with the key,
+    storage address and version counter of each tensor (in-place changes bump the counter,
+    ``load_state_dict`` included): it is recomputed only when a tensor changed.
+    """
+    state = model.state_dict()
+    stamp = tuple((key, t.data_ptr(), t._version) for key, t in state.items())
+    cached = model.__dict__.get("_weights_sha256")
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    digest = state_dict_sha256(state)
+    model.__dict__["_weights_sha256"] = (stamp, digest)
+    return digest
