@@ -24,6 +24,7 @@ from opencodec.compress import compress, decompress
 from opencodec.eval.baselines import opus_roundtrip
 from opencodec.eval.metrics import mel_distance, si_snr
 from opencodec.eval.visqol import visqol
+from opencodec.identity import model_hash
 from opencodec.pretrained import load_model
 
 HERE = Path(__file__).resolve().parent.parent
@@ -55,8 +56,8 @@ def main() -> int:
     wav = convert_audio(wav, rate, model.sample_rate, model.channels)
     seconds = wav.shape[-1] / model.sample_rate
     args.out.mkdir(parents=True, exist_ok=True)
-    print(f"opencodec {opencodec.__version__}: model {model.name} ({model.sample_rate} Hz, "
-          f"{model.channels} ch), input {args.audio.name}: {seconds:.2f} s")
+    print(f"opencodec {opencodec.__version__}: model {model.name} (weights {model_hash(model)}, "
+          f"{model.sample_rate} Hz, {model.channels} ch), input {args.audio.name}: {seconds:.2f} s")
     header = (f"{'system':<16}{'bytes':>8}{'kbps':>8}{'SI-SNR dB':>11}{'mel dist':>10}"
               f"{'ViSQOL':>8}{'enc RTF':>9}{'dec RTF':>9}")
     print(header)

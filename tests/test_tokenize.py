@@ -249,19 +249,20 @@ def test_kill9_then_rerun_equals_uninterrupted(official_checkpoints: dict, tmp_p
 
 def test_torchrun_ranks_write_the_same_shards(tiny_model_file: Path, corpus: Path, tokens: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    """RANK/WORLD_SIZE (torchrun, or the same command on each node) split the shards round robin;
-    the rank that finds every shard written writes the index."""
+    """RANK/WORLD_SIZE (torchrun, or the same command on each node) split the shards between
+    them (balanced by seconds); the rank that finds every shard written writes the index."""
     out = tmp_path / "ranks"
     options = TokenizeOptions([str(corpus)], out, model=str(tiny_model_file), device="cpu",
                               batch_seconds=2.5, shard_rows=3, max_seconds=2.0)
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     first = tokenize(options)
-    assert sorted(p.name for p in out.glob("shard-*")) == ["shard-00001-of-00003.parquet"]
+    by_rank_1 = sorted(p.name for p in out.glob("shard-*"))
+    assert 1 <= len(by_rank_1) < 3 and first.stats.shards_written == len(by_rank_1)
     assert first.index is None and not (out / "index.json").exists()
     monkeypatch.setenv("RANK", "0")
     second = tokenize(options)
-    assert second.stats.shards_written == 2 and second.index is not None
+    assert second.stats.shards_written == 3 - len(by_rank_1) and second.index is not None
     for a, b in zip(sorted(tokens.glob("shard-*")), sorted(out.glob("shard-*")), strict=True):
         assert pq.read_table(a).equals(pq.read_table(b), check_metadata=True)
     monkeypatch.setenv("RANK", "2")
@@ -301,13 +302,24 @@ def test_48khz_rows_with_scales(official_checkpoints: dict, tmp_path: Path) -> N
 
 
 def test_plan_batches_and_shards() -> None:
-    from opencodec.tokens.plan import Batch, WorkerPlace, batches, shard_ranges, shards_for
+    from opencodec.tokens.plan import Batch, WorkerPlace, assign_shards, batches, shard_ranges, shards_for
 
     durations = [-1.0, 0.5, 1.0, 1.0, 2.0, 9.0]
     assert batches(durations, batch_seconds=3.0, max_seconds=5.0) == [
         Batch((0,)), Batch((1, 2, 3)), Batch((4,)), Batch((5,), streamed=True)]
     assert [list(r) for r in shard_ranges(5, 2)] == [[0, 1], [2, 3], [4]]
-    assert shards_for(5, WorkerPlace(1, 2)) == [1, 3] and shards_for(5, WorkerPlace(0, 2)) == [0, 2, 4]
+    # longest first to the least-loaded worker: 9 (w0), 7 (w1), 5 (w1), 3 (w0), 1 (w0)
+    seconds = [1.0, 3.0, 5.0, 7.0, 9.0]
+    assert shards_for(seconds, WorkerPlace(0, 2)) == [0, 1, 4] and shards_for(seconds, WorkerPlace(1, 2)) == [2, 3]
+    # shards sorted by length, as the plan makes them: every worker within the shortest shard of
+    # the mean (round robin would give worker 0 of 2 the longest of every pair: 2.5 over)
+    seconds = [float(i + 1) for i in range(9)]
+    for world in (2, 3, 4):
+        mine = assign_shards(seconds, world)
+        assert sorted(s for m in mine for s in m) == list(range(9))
+        loads = [sum(seconds[s] for s in m) for m in mine]
+        assert max(loads) - sum(seconds) / world <= min(seconds), (world, loads)
+    assert assign_shards(seconds[:1], 3) == [[0], [], []]
 
 
 def test_hugging_face_datasets_loads_the_shards(tokens: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

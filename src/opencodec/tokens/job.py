@@ -32,7 +32,7 @@ from ..pretrained import load_model
 from ..weights_hash import weights_sha256
 from .inputs import list_inputs
 from .plan import (PlannedItem, WorkerPlace, batches, place_from_env, plan_sha256, probe, shard_ranges,
-                   shards_for)
+                   shard_seconds, shards_for)
 from .reader import BatchAudio, LoadedBatch, batch_loader
 from .shards import Row, claim_folder, finalize, remove_stale_temps, shard_name, write_shard
 
@@ -238,7 +238,7 @@ def run_worker(options: TokenizeOptions, plan: JobPlan, model: EncodecModel, pla
     """Encode and write every shard of worker ``place`` that does not exist yet."""
     out = Path(options.out)
     stats = WorkerStats()
-    mine = shards_for(len(plan.shards), place)
+    mine = shards_for(shard_seconds(plan.planned, plan.shards), place)
     names = {s: shard_name(s, len(plan.shards)) for s in mine}
     todo = [s for s in mine if not (out / names[s]).exists()]
     stats.shards_skipped = len(mine) - len(todo)
@@ -343,9 +343,9 @@ def tokenize(options: TokenizeOptions, progress: tp.Callable[[float], Report] | 
     model = prepare_model(options, device)
     plan = make_plan(options, model)
     out = Path(options.out)
-    todo_seconds = sum(max(0.0, plan.planned[r].duration) for p in places
-                       for s in shards_for(len(plan.shards), p)
-                       if not (out / shard_name(s, len(plan.shards))).exists() for r in plan.shards[s])
+    seconds = shard_seconds(plan.planned, plan.shards)
+    todo_seconds = sum(seconds[s] for p in places for s in shards_for(seconds, p)
+                       if not (out / shard_name(s, len(plan.shards))).exists())
     report: Report = progress(todo_seconds) if progress is not None else (lambda s, f, e: None)
     if options.workers == 1:
         stats = run_worker(options, plan, model, places[0], device, report)

@@ -5,8 +5,10 @@ file list and the options, so every rank and every rerun computes the same plan.
   whose header cannot be read gets duration -1 and fails again, with its reason, when read.
 - Files are sorted by (duration, id) and cut into shards of ``shard_rows`` rows: shard ``s``
   holds rows ``s * shard_rows ..``. The shards do not depend on the number of processes, so
-  1, 2 or 64 processes write the same shards; shard ``s`` goes to worker ``s % world``
-  (round robin over durations keeps the work balanced).
+  1, 2 or 64 processes write the same shards. Shards go to workers by their seconds of audio,
+  longest first, each to the worker with the least so far (ties: the lower rank): a greedy
+  balance that every rank computes alike. (Round robin over duration-sorted shards gave the
+  last worker the longest of every round: 11% more than its share for 9 shards on 2 workers.)
 - Within a shard, consecutive files (already sorted by length, which keeps padding small)
   form batches of at most ``batch_seconds`` of padded audio; files longer than
   ``max_seconds`` are encoded alone, streamed in bounded memory.
@@ -81,9 +83,32 @@ def shard_ranges(num_items: int, shard_rows: int) -> list[range]:
     return [range(start, min(start + shard_rows, num_items)) for start in range(0, num_items, shard_rows)]
 
 
-def shards_for(num_shards: int, place: WorkerPlace) -> list[int]:
-    """The shards worker ``place.rank`` of ``place.world`` writes (round robin)."""
-    return list(range(place.rank, num_shards, place.world))
+def shard_seconds(planned: list[PlannedItem], shards: list[range]) -> list[float]:
+    """Seconds of audio in each shard (unreadable files count 0)."""
+    return [sum(max(0.0, planned[r].duration) for r in rows) for rows in shards]
+
+
+def assign_shards(seconds: list[float], world: int) -> list[list[int]]:
+    """Shards of each of ``world`` workers, balanced by seconds of audio (ascending shard order).
+
+    Greedy longest-first: shards in order of (-seconds, index) go one by one to the worker
+    with the fewest seconds so far (ties: the lowest rank). Its makespan is within 4/3 of
+    the best possible, and close to ``sum / world`` when shards are many and similar.
+    """
+    if world < 1:
+        raise ValueError(f"world must be at least 1, got {world}")
+    load = [0.0] * world
+    mine: list[list[int]] = [[] for _ in range(world)]
+    for s in sorted(range(len(seconds)), key=lambda i: (-seconds[i], i)):
+        w = min(range(world), key=lambda k: (load[k], k))
+        load[w] += seconds[s]
+        mine[w].append(s)
+    return [sorted(m) for m in mine]
+
+
+def shards_for(seconds: list[float], place: WorkerPlace) -> list[int]:
+    """The shards worker ``place.rank`` of ``place.world`` writes (``assign_shards``)."""
+    return assign_shards(seconds, place.world)[place.rank]
 
 
 def batches(durations: list[float], batch_seconds: float, max_seconds: float) -> list[Batch]:
