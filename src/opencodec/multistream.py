@@ -2,17 +2,19 @@
 
     enc = MultiStreamEncoder(model)
     a, b = enc.open(), enc.open()                   # streams join at any frame
-    out = enc.push({a: frame_a, b: frame_b})        # frames [C, hop] -> {id: codes [K, f]}
+    out = enc.push({a: frame_a, b: frame_b})        # frames [C, n * hop] -> {id: codes [K, f]}
     last = enc.close(a, tail=rest_a)                # leave at any frame; tail < hop samples
     dec = MultiStreamDecoder(model)
-    s = dec.open(); audio = dec.push({s: codes_t})  # codes [K, 1] -> {id: audio [C, m]}
+    s = dec.open(); audio = dec.push({s: codes_t})  # codes [K, n] -> {id: audio [C, m]}
 
 A stream's output arrives as from :class:`~opencodec.streaming.StreamingEncoder` /
 :class:`~opencodec.streaming.StreamingDecoder` pushed one frame at a time: nothing during
 the first ``warmup_frames - 1`` frames, then ``warmup_frames`` frames at once, then one per
 frame (the encoder: one code frame per audio frame; the decoder: ``hop`` samples per code
 frame). Each call to ``push`` advances only the streams it is given, so a stream whose
-data is late simply skips that call.
+data is late simply skips that call; a stream may also be given several frames at once (a
+server catching up), and the streams given the same number share one step, which costs far
+less per frame than one step per frame.
 
 The state of every live stream is held in one tensor per state entry with a row per stream
 (:mod:`opencodec.step`); a push gathers the rows of the streams it advances, runs one
@@ -129,32 +131,55 @@ class _MultiStream:
 
     def _advance(self, items: tp.Mapping[int, torch.Tensor], frames: tp.Callable[[torch.Tensor], int],
                  ) -> dict[int, torch.Tensor]:
-        """Feed one item per stream; returns each stream's new output (possibly empty)."""
+        """Feed one item of n >= 1 frames per stream; returns each stream's new output (possibly
+        empty). Live streams are stepped in one batch per frame count n."""
         out: dict[int, torch.Tensor] = {}
-        live, starting = [], []
+        live: dict[int, list[int]] = {}  # frame count -> streams
+        starting: list[int] = []
+        after_start: dict[int, torch.Tensor] = {}  # frames beyond a warm-up completed in this item
         for sid, item in items.items():
             self._known(sid)
-            self.frames_in[sid] += frames(item)
+            n = frames(item)
+            self.frames_in[sid] += n
             if sid in self._warming:
-                self._warming[sid].append(item)
-                if len(self._warming[sid]) == self.warmup_frames:
+                warming = self._warming[sid]
+                need = self.warmup_frames - len(warming)
+                unit = item.shape[-1] // n
+                warming.extend(item[..., j * unit:(j + 1) * unit] for j in range(min(n, need)))  # one per frame
+                if n >= need:
                     starting.append(sid)
+                    if n > need:
+                        after_start[sid] = item[..., need * unit:]
                 else:
                     out[sid] = self._empty()
             else:
-                live.append(sid)
+                live.setdefault(n, []).append(sid)
         with torch.inference_mode():
-            for group in self._groups(live):
-                rows = self._rows.index(group)
-                y, *new = self._step(torch.stack([items[sid] for sid in group]), *self._rows.get(rows))
-                self._rows.put(rows, new)
-                out.update(zip(group, y))
+            for sids in live.values():
+                self._step_live(sids, items, out)
             for group in self._groups(starting):
                 x = torch.stack([torch.cat(self._warming.pop(sid), dim=-1) for sid in group])
                 y, state = self._step.start(x)
                 self._rows.add(group, state)
                 out.update(zip(group, y))
+            by_count: dict[int, list[int]] = {}
+            for sid, rest in after_start.items():
+                by_count.setdefault(frames(rest), []).append(sid)
+            for sids in by_count.values():
+                more: dict[int, torch.Tensor] = {}
+                self._step_live(sids, after_start, more)
+                for sid in sids:
+                    out[sid] = torch.cat([out[sid], more[sid]], dim=-1)
         return out
+
+    def _step_live(self, sids: list[int], items: tp.Mapping[int, torch.Tensor],
+                   out: dict[int, torch.Tensor]) -> None:
+        """One step of live streams whose items have the same number of frames."""
+        for group in self._groups(sids):
+            rows = self._rows.index(group)
+            y, *new = self._step(torch.stack([items[sid] for sid in group]), *self._rows.get(rows))
+            self._rows.put(rows, new)
+            out.update(zip(group, y))
 
     def _empty(self) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
@@ -181,12 +206,16 @@ class MultiStreamEncoder(_MultiStream):
         return torch.empty(self.num_codebooks, 0, dtype=torch.long)
 
     def push(self, frames: tp.Mapping[int, torch.Tensor]) -> dict[int, torch.Tensor]:
-        """One frame [C, hop] for each stream given -> the code frames now complete, {id: [K, f]}."""
+        """Whole frames [C, n * hop] (n >= 1, per stream) for each stream given -> the code
+        frames now complete, {id: [K, f]}. Streams given the same n share one batched step;
+        a stream's codes are those of pushing its frames one at a time (up to the batched
+        rounding of the module doc)."""
         for sid, frame in frames.items():
-            if frame.shape != (self.channels, self.hop_length):
-                raise ValueError(f"stream {sid}: expected a frame [{self.channels}, {self.hop_length}], "
+            if (frame.dim() != 2 or frame.shape[0] != self.channels or frame.shape[-1] == 0
+                    or frame.shape[-1] % self.hop_length):
+                raise ValueError(f"stream {sid}: expected whole frames [{self.channels}, n * {self.hop_length}], "
                                  f"got {list(frame.shape)}")
-        return self._advance(frames, lambda frame: 1)
+        return self._advance(frames, lambda frame: frame.shape[-1] // self.hop_length)
 
     def close(self, sid: int, tail: torch.Tensor | None = None) -> torch.Tensor:
         """End stream ``sid`` after its last samples ``tail`` [C, r] (0 <= r < hop); returns its
@@ -230,14 +259,17 @@ class MultiStreamDecoder(_MultiStream):
         return torch.empty(self.channels, 0)
 
     def push(self, codes: tp.Mapping[int, torch.Tensor]) -> dict[int, torch.Tensor]:
-        """One code frame [K, 1] for each stream given -> the audio now complete, {id: [C, m]}."""
+        """Code frames [K, n] (n >= 1, per stream; the same K for all) for each stream given ->
+        the audio now complete, {id: [C, m]}. Streams given the same n share one batched step.
+        Several frames at once run the kernels over a longer input, which rounds differently
+        from one frame per push (~1e-6 relative, tests/test_multistream.py)."""
         k = None
         for sid, frame in codes.items():
-            if frame.dim() != 2 or frame.shape[-1] != 1 or (k is not None and frame.shape[0] != k):
-                raise ValueError(f"stream {sid}: expected one code frame [K, 1] (the same K for all "
+            if frame.dim() != 2 or frame.shape[-1] < 1 or (k is not None and frame.shape[0] != k):
+                raise ValueError(f"stream {sid}: expected code frames [K, n] (the same K for all "
                                  f"streams), got {list(frame.shape)}")
             k = frame.shape[0]
-        return self._advance(codes, lambda frame: 1)
+        return self._advance(codes, lambda frame: frame.shape[-1])
 
     def close(self, sid: int) -> torch.Tensor:
         """End stream ``sid``; returns its remaining audio [C, m] (a stream shorter than the

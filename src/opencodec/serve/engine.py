@@ -12,7 +12,8 @@ Threads: the network I/O stays on the asyncio loop; the steps run on one worker 
 (``run_in_executor``), so a tick never waits for a socket and the loop keeps reading while a
 step runs. A :class:`Session`'s input deques are filled on the loop and emptied on the worker
 (``deque`` append/popleft are atomic); everything else of a session is touched on one side
-only. A tick takes at most one frame per stream per step and at most ``max_steps`` steps, then
+only. A step takes every frame a stream has waiting (at most ``max_frames``), the streams
+with as many frames sharing one batched step; a tick runs at most ``max_steps`` steps, then
 hands the output back to the loop (:meth:`Session.deliver`, set by the server, must not block).
 """
 
@@ -104,16 +105,24 @@ class Engine:
 
     ``model``: a streamable model; its target bandwidth is set to ``max_bandwidth`` (kbps,
     default its highest), the encoder's, and no stream may ask for more. ``batched`` False
-    runs each stream in its own batch-1 step (bit-exact, slower).
+    runs each stream in its own batch-1 step (bit-exact, slower). A step takes up to
+    ``max_frames`` waiting frames of each stream at once: a server that fell behind catches up
+    with steps that cost far less per frame than one frame per step (the encoder's codes are
+    the same either way; unbatched, the decoder still takes one frame per step, because
+    several at once round differently).
     """
 
     def __init__(self, model: EncodecModel, batched: bool = True, max_steps: int = 8,
-                 max_bandwidth: float | None = None):
+                 max_bandwidth: float | None = None, max_frames: int = 8):
         model.set_target_bandwidth(max(model.target_bandwidths) if max_bandwidth is None else max_bandwidth)
         self.bandwidths = [float(b) for b in model.target_bandwidths if b <= model.bandwidth]
         self.model = model
         self.batched = batched
         self.max_steps = max_steps
+        self.max_frames = max_frames
+        # Several code frames in one decoder step round differently (~1e-6) from one at a time:
+        # unbatched (exact) mode keeps one, so its audio stays the streaming decoder's bit for bit.
+        self.decode_frames = max_frames if batched else 1
         self.encoder = MultiStreamEncoder(model, batched=batched)
         self.decoder = MultiStreamDecoder(model, batched=batched)
         self.hop = model.hop_length
@@ -204,7 +213,8 @@ class Engine:
             if s.encodes and s.frames:
                 if s.enc_id is None:
                     s.enc_id = self.encoder.open()
-                enc_in[s.enc_id] = (s, s.frames.popleft())
+                take = [s.frames.popleft() for _ in range(min(len(s.frames), self.max_frames))]
+                enc_in[s.enc_id] = (s, take[0] if len(take) == 1 else torch.cat(take, dim=-1))
         if enc_in:
             codes = self.encoder.push({sid: frame for sid, (_, frame) in enc_in.items()})
             for sid, (s, frame) in enc_in.items():
@@ -215,8 +225,11 @@ class Engine:
             if s.decodes and s.codes:
                 if s.dec_id is None:
                     s.dec_id = self.decoder.open()
-                frame = s.codes.popleft()
-                groups.setdefault(frame.shape[0], {})[s.dec_id] = (s, frame)
+                take = [s.codes.popleft()]
+                k = take[0].shape[0]
+                while s.codes and len(take) < self.decode_frames and s.codes[0].shape[0] == k:
+                    take.append(s.codes.popleft())
+                groups.setdefault(k, {})[s.dec_id] = (s, take[0] if len(take) == 1 else torch.cat(take, dim=-1))
         for group in groups.values():
             audio = self.decoder.push({sid: frame for sid, (_, frame) in group.items()})
             for sid, (s, _) in group.items():
