@@ -1,7 +1,7 @@
 """How many full-duplex 24 kHz streams one core sustains in real time (``opencodec.multistream``).
 
     OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/multistream_capacity.py \
-        [--streams 1,2,4,8,16,24,32] [--ticks 150] [--threads 1] [--audio demo/sample_speech_fr.flac]
+        [--streams 1,2,4,6,8,12,16,20,24,28,32] [--ticks 150] [--threads 1] [--audio demo/sample_speech_fr.flac]
 
 For each model (the official 24 kHz architecture with random weights, 6 kbps; the bundled
 ``opencodec_24khz``, 6 kbps) and each number of streams N: N streams of real speech (the same
@@ -118,7 +118,7 @@ def pct(values: list[float], q: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--streams", default="1,2,4,8,16,24,32")
+    parser.add_argument("--streams", default="1,2,4,6,8,12,16,20,24,28,32")
     parser.add_argument("--ticks", type=int, default=150)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--bandwidth", type=float, default=6.0)
