@@ -86,8 +86,8 @@ class SystemSpec:
 
 WEIGHTS_KEY = "weights_sha256"
 """Result-row field holding the weights hash prefix of a neural system's model; rows without
-it (written before it existed, e.g. the committed docs/report_opencodec_24khz, measured with
-opencodec_24khz_v5) match no model: a rerun into their folder scores the model again."""
+it (written before it existed) match no model: a rerun into their folder scores the model
+again."""
 
 
 def row_key(row: dict) -> tuple[str, str, str, str]:
