@@ -191,3 +191,31 @@ def test_corrupt_download_is_refused_and_not_cached(official_checkpoints: dict, 
     with pytest.raises(ModelLoadError, match="network is unreachable.*put it at"):
         load_model("encodec_24khz")
     assert not online_cache.exists() or list(online_cache.iterdir()) == []
+
+
+def test_stream_size_table_in_the_readme() -> None:
+    """The README's table of packet-stream bitrates (bundled model, the 6.4 s demo sample, 1 / 4
+    / 10 frames per packet at 1.5 and 6 kbps, headers repeated as by default) is what
+    ``opencodec stream-encode`` writes today, to the printed 0.1 kbps."""
+    from opencodec.stream import encode_stream
+
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("| frames per packet | packet | latency | 1.5 kbps codes | 6 kbps codes |"):]
+    table = {}
+    for line in section.splitlines()[2:5]:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        frames = int(cells[0].split()[0])
+        table[frames] = (float(cells[3].split()[0]), float(cells[4].split()[0]))
+    assert sorted(table) == [1, 4, 10]
+    wav, rate = read_audio(SAMPLE)
+    source = io.BytesIO()
+    sf.write(source, wav.T.numpy(), rate, format="WAV", subtype="PCM_16")
+    seconds = wav.shape[-1] / rate
+    model = load_model(None)
+    for frames, expected in table.items():
+        for bandwidth, kbps in zip((1.5, 6.0), expected):
+            out = io.BytesIO()
+            encode_stream(model, io.BytesIO(source.getvalue()), out, bandwidth=bandwidth,
+                          frames_per_packet=frames)
+            measured = 8 * len(out.getvalue()) / seconds / 1000
+            assert abs(measured - kbps) <= 0.051, (frames, bandwidth, measured, kbps)
