@@ -10,6 +10,7 @@ Skipped when chromium, chromedriver or selenium is missing, unless
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 import time
 
 import numpy as np
@@ -56,20 +57,18 @@ def _wait(driver, script: str, what: str) -> None:
         time.sleep(0.1)
 
 
-def test_page_relays_fake_microphone(tmp_path):
-    chromium, driver_path = _browser_or_skip()
+def _browser_session(chromium: str, driver_path: str, model, wav: Path, profile: Path
+                     ) -> tuple[np.ndarray, np.ndarray, list]:
+    """One page session: the fake microphone (the WAV) streamed through the server in exact
+    mode; returns what the page sent, what it played, and [bitrate text, latency text, stats]."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    mic = _mic_signal()
-    wav = tmp_path / "mic.wav"
-    sf.write(wav, mic, SR, subtype="PCM_16")
-    model = load_model("opencodec_24khz")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for flag in CHROME_FLAGS + ("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
                                 f"--use-file-for-fake-audio-capture={wav}",
-                                f"--user-data-dir={tmp_path / 'profile'}"):
+                                f"--user-data-dir={profile}"):
         options.add_argument(flag)
     with server_thread(model, batched=False) as server:
         driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
@@ -90,34 +89,54 @@ def test_page_relays_fake_microphone(tmp_path):
                 "document.getElementById('latency').textContent, window.opencodec.stats]")
         finally:
             driver.quit()
-    print(f"page: sent {len(sent)} samples, played {len(played)}; bitrate {page[0]!r}, "
-          f"latency {page[1]!r}")
-    # every sample sent came back and was played, in order
-    assert len(played) == len(sent) >= SECONDS * SR
-    assert page[2]["type"] == "done" and page[2]["bitrate_kbps"] > 0 and "kbps" in page[0]
-    # what it played is the file path's decode of what it sent (exact mode: codes equal to
-    # compress's; the streaming decoder differs from the offline one by float rounding ~1e-7)
-    ref = file_path_audio(model, sent[None].copy(), BANDWIDTH)[0]
-    err = rel_l2(played, ref)
-    print(f"played vs decompress(compress(sent)): relative L2 {err:.2e}")
-    assert err < 1e-4
-    # What it sent is the file, from wherever the looping fake device started, after the
-    # device's first 0.25 s (a start-up transient). Chromium resamples the file to the
-    # context's rate and drifts slightly against it: measured 2-7% relative L2 against the
-    # file over 2.5 s (correlation 0.998-0.9997 per 0.25 s), hence correlation > 0.99.
-    looped = np.tile(mic, 3)
-    o = _align(sent, looped)
-    start = SR // 4
-    fit = np.corrcoef(sent[start:], looped[o + start:o + len(sent)])[0, 1]
-    # What it played matches the file path's decode of the (looped) file at that offset, from
-    # 0.5 s on (past the stream's warm-up and its different past) to 0.1 s before the end
-    # (the stream's last frame is padded, the file goes on). The codec turns the 2-7% input
-    # difference above into 8-30% in its output (measured: 0.21 over this span), hence < 0.35;
-    # the decode of another signal is ~1.4.
-    ref_file = file_path_audio(model, looped[None].copy(), BANDWIDTH)[0][o:o + len(sent)]
-    span = slice(SR // 2, len(sent) - SR // 10)
-    err_file = rel_l2(played[span], ref_file[span])
-    print(f"sent vs file: offset {o} samples, correlation {fit:.4f}; played vs the file's decode: "
-          f"relative L2 {err_file:.3f}")
+    return sent, played, page
+
+
+def test_page_relays_fake_microphone(tmp_path):
+    """The page in headless Chromium, a WAV file as its microphone: every sample sent is played
+    back, the played audio is the file path's decode of what the page sent, and what it sent
+    and played match the file. Chromium's fake capture device occasionally glitches under
+    load (a CI run measured a correlation of 0.77 between what it captured and the file, while
+    the server-side checks held): that one input-side check gets a second session; the
+    server-side checks hold on every session."""
+    chromium, driver_path = _browser_or_skip()
+    mic = _mic_signal()
+    wav = tmp_path / "mic.wav"
+    sf.write(wav, mic, SR, subtype="PCM_16")
+    model = load_model("opencodec_24khz")
+    for attempt in range(2):
+        sent, played, page = _browser_session(chromium, driver_path, model, wav, tmp_path / f"profile{attempt}")
+        print(f"page: sent {len(sent)} samples, played {len(played)}; bitrate {page[0]!r}, "
+              f"latency {page[1]!r}")
+        # every sample sent came back and was played, in order
+        assert len(played) == len(sent) >= SECONDS * SR
+        assert page[2]["type"] == "done" and page[2]["bitrate_kbps"] > 0 and "kbps" in page[0]
+        # what it played is the file path's decode of what it sent (exact mode: codes equal to
+        # compress's; the streaming decoder differs from the offline one by float rounding ~1e-7)
+        ref = file_path_audio(model, sent[None].copy(), BANDWIDTH)[0]
+        err = rel_l2(played, ref)
+        print(f"played vs decompress(compress(sent)): relative L2 {err:.2e}")
+        assert err < 1e-4
+        # What it sent is the file, from wherever the looping fake device started, after the
+        # device's first 0.25 s (a start-up transient). Chromium resamples the file to the
+        # context's rate and drifts slightly against it: measured 2-7% relative L2 against the
+        # file over 2.5 s (correlation 0.998-0.9997 per 0.25 s), hence correlation > 0.99.
+        looped = np.tile(mic, 3)
+        o = _align(sent, looped)
+        start = SR // 4
+        fit = np.corrcoef(sent[start:], looped[o + start:o + len(sent)])[0, 1]
+        # What it played matches the file path's decode of the (looped) file at that offset, from
+        # 0.5 s on (past the stream's warm-up and its different past) to 0.1 s before the end
+        # (the stream's last frame is padded, the file goes on). The codec turns the 2-7% input
+        # difference above into 8-30% in its output (measured: 0.21 over this span), hence < 0.35;
+        # the decode of another signal is ~1.4.
+        ref_file = file_path_audio(model, looped[None].copy(), BANDWIDTH)[0][o:o + len(sent)]
+        span = slice(SR // 2, len(sent) - SR // 10)
+        err_file = rel_l2(played[span], ref_file[span])
+        print(f"sent vs file: offset {o} samples, correlation {fit:.4f}; played vs the file's decode: "
+              f"relative L2 {err_file:.3f}")
+        if fit > 0.99 or attempt == 1:
+            break
+        print(f"Chromium's capture did not match the file (correlation {fit:.4f}): a second session")
     assert fit > 0.99
     assert err_file < 0.35
