@@ -31,8 +31,8 @@ from ..model import EncodecModel
 from ..pretrained import load_model
 from ..weights_hash import weights_sha256
 from .inputs import list_inputs
-from .plan import (PlannedItem, WorkerPlace, batches, place_from_env, plan_sha256, probe, shard_ranges,
-                   shard_seconds, shards_for)
+from .plan import (PlannedItem, WorkerPlace, assign_shards, batches, place_from_env, plan_sha256, probe,
+                   shard_ranges, shard_seconds, shards_for)
 from .reader import BatchAudio, LoadedBatch, batch_loader
 from .shards import Row, claim_folder, finalize, remove_stale_temps, shard_name, write_shard
 
@@ -343,8 +343,10 @@ def tokenize(options: TokenizeOptions, progress: tp.Callable[[float], Report] | 
     model = prepare_model(options, device)
     plan = make_plan(options, model)
     out = Path(options.out)
+    # this command's processes, together, write every shard their ranks are assigned
     seconds = shard_seconds(plan.planned, plan.shards)
-    todo_seconds = sum(seconds[s] for p in places for s in shards_for(seconds, p)
+    assigned = assign_shards(seconds, places[0].world)
+    todo_seconds = sum(seconds[s] for p in places for s in assigned[p.rank]
                        if not (out / shard_name(s, len(plan.shards))).exists())
     report: Report = progress(todo_seconds) if progress is not None else (lambda s, f, e: None)
     if options.workers == 1:

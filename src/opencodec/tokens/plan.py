@@ -17,6 +17,7 @@ file list and the options, so every rank and every rerun computes the same plan.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -97,12 +98,12 @@ def assign_shards(seconds: list[float], world: int) -> list[list[int]]:
     """
     if world < 1:
         raise ValueError(f"world must be at least 1, got {world}")
-    load = [0.0] * world
+    least = [(0.0, rank) for rank in range(world)]  # a heap of (seconds so far, rank)
     mine: list[list[int]] = [[] for _ in range(world)]
     for s in sorted(range(len(seconds)), key=lambda i: (-seconds[i], i)):
-        w = min(range(world), key=lambda k: (load[k], k))
-        load[w] += seconds[s]
-        mine[w].append(s)
+        load, rank = heapq.heappop(least)
+        mine[rank].append(s)
+        heapq.heappush(least, (load + seconds[s], rank))
     return [sorted(m) for m in mine]
 
 
