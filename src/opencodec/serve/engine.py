@@ -107,9 +107,8 @@ class Engine:
     default its highest), the encoder's, and no stream may ask for more. ``batched`` False
     runs each stream in its own batch-1 step (bit-exact, slower). A step takes up to
     ``max_frames`` waiting frames of each stream at once: a server that fell behind catches up
-    with steps that cost far less per frame than one frame per step (the encoder's codes are
-    the same either way; unbatched, the decoder still takes one frame per step, because
-    several at once round differently).
+    with steps that cost far less per frame than one frame per step. Unbatched (``--exact``)
+    it keeps one frame per step, as before.
     """
 
     def __init__(self, model: EncodecModel, batched: bool = True, max_steps: int = 8,
@@ -119,10 +118,10 @@ class Engine:
         self.model = model
         self.batched = batched
         self.max_steps = max_steps
-        self.max_frames = max_frames
-        # Several code frames in one decoder step round differently (~1e-6) from one at a time:
-        # unbatched (exact) mode keeps one, so its audio stays the streaming decoder's bit for bit.
-        self.decode_frames = max_frames if batched else 1
+        # Unbatched (exact) mode keeps one frame per stream per step, as before catching up
+        # existed: several code frames in one decoder step round differently (~1e-6) from one
+        # at a time, and its purpose is bitwise output, not load.
+        self.max_frames = max_frames if batched else 1
         self.encoder = MultiStreamEncoder(model, batched=batched)
         self.decoder = MultiStreamDecoder(model, batched=batched)
         self.hop = model.hop_length
@@ -227,7 +226,7 @@ class Engine:
                     s.dec_id = self.decoder.open()
                 take = [s.codes.popleft()]
                 k = take[0].shape[0]
-                while s.codes and len(take) < self.decode_frames and s.codes[0].shape[0] == k:
+                while s.codes and len(take) < self.max_frames and s.codes[0].shape[0] == k:
                     take.append(s.codes.popleft())
                 groups.setdefault(k, {})[s.dec_id] = (s, take[0] if len(take) == 1 else torch.cat(take, dim=-1))
         for group in groups.values():
