@@ -97,6 +97,37 @@ def test_official_architecture_fast_vs_exact(official_arch: EncodecModel, speech
     assert len(torch.unique(codes)) > 100  # codes that follow the audio (all 8 codebooks)
 
 
+def test_official_architecture_batched_and_several_frames(official_arch: EncodecModel, speech: torch.Tensor) -> None:
+    """The products with several rows (4 frames per call; 3 streams in one batch) go through
+    the prepacked weights of the 512-unit LSTM and 512-channel convolutions: still within
+    the bounds, against exact streaming of each stream alone."""
+    from opencodec.prepacked import PrepackedWeight, prepacking_available
+    step = EncoderStep(official_arch, exact=False)
+    packed = [w for w in vars(step._net.root.ops[9]).get("w_h", []) if isinstance(w, PrepackedWeight)]
+    assert packed and all((w.packed is not None) == prepacking_available(w.weight) for w in packed)
+    xs = [speech[0, :, i * 24000:i * 24000 + 2 * 24000] for i in range(3)]
+    enc = MultiStreamEncoder(official_arch, exact=False)
+    dec = MultiStreamDecoder(official_arch, exact=False)
+    ids, dids = [enc.open() for _ in xs], [dec.open() for _ in xs]
+    codes: dict[int, list[torch.Tensor]] = {i: [] for i in ids}
+    audio: dict[int, list[torch.Tensor]] = {i: [] for i in dids}
+    per_call = 4 * HOP
+    with torch.inference_mode():
+        for t in range(0, xs[0].shape[-1] - per_call + 1, per_call):
+            out = enc.push({i: x[:, t:t + per_call] for i, x in zip(ids, xs)})
+            back = dec.push({d: out[i] for i, d in zip(ids, dids) if out[i].shape[-1]})
+            for i in ids:
+                codes[i].append(out[i])
+            for d, a in back.items():
+                audio[d].append(a)
+    for i, d, x in zip(ids, dids, xs):
+        exact_codes, exact_audio, _, _ = _stream(official_arch, x[None], HOP, exact=True)
+        mine, heard = torch.cat(codes[i], -1), torch.cat(audio[d], -1)
+        assert mine.shape[-1] >= 140
+        assert _frames_equal(mine[None], exact_codes[..., :mine.shape[-1]]) >= 0.999
+        assert _rel(heard, exact_audio[0, :, :heard.shape[-1]]) <= 1e-4
+
+
 def test_offline_fast_mode(bundled: EncodecModel, speech: torch.Tensor) -> None:
     with torch.inference_mode():
         codes = bundled.encode(speech)[0].codes

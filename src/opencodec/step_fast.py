@@ -12,7 +12,13 @@ of small kernels, not by arithmetic):
 * activations are time-major ``[B, T, C]`` (channels-last), so every convolution is one
   matrix product: a view of the padded input as ``[B * n, k * C_in]`` windows (im2col) times
   the cached weight ``[k * C_in, C_out]`` (weight norm folded once, when built);
-* an ELU before a convolution is applied while the input is written next to the state;
+* an ELU before a convolution is applied while the input is written next to the state, as
+  ``max(x, 0) + alpha * (exp(min(x, 0)) - 1)`` (PyTorch's CPU ``expm1`` is ~2x slower than
+  ``exp``; the two differ by < 1e-7 absolute);
+* products with a weight larger than a core's L2 cache (the 512-unit LSTM, the 512-channel
+  convolutions) go through a copy of the weight reordered once for oneDNN when they have
+  several rows (:mod:`opencodec.prepacked`): 1.3-2x faster than ``addmm``, which repacks the
+  weight on every call;
 * a residual block whose shortcut and last layer are kernel-1 convolutions (EnCodec's) is one
   ``addmm`` plus one ``addmm_`` into the same output (biases summed once);
 * the LSTM: one frame per call for one or two streams is one ``torch.lstm_cell`` per layer
@@ -36,13 +42,13 @@ import typing as tp
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from .modules.conv import (StreamableConv1d, StreamableConvTranspose1d, pad1d, streamable_conv,
                            streamable_convtr)
 from .modules.lstm import StreamableLSTM
 from .modules.seanet import SEANetDecoder, SEANetEncoder
 from .modules.seanet_blocks import SEANetResnetBlock
+from .prepacked import PrepackedWeight
 
 __all__ = ["FastNet", "FastRVQ"]
 
@@ -56,6 +62,21 @@ def _pad_time(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor
     return pad1d(x.transpose(1, 2), (left, right), mode).transpose(1, 2).contiguous()
 
 
+
+
+def _elu(x: torch.Tensor, alpha: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """ELU as ``max(x, 0) + alpha * (exp(min(x, 0)) - 1)``, into ``out`` when given.
+
+    ``exp(x) - 1`` instead of ``expm1(x)``: PyTorch's CPU ``expm1`` kernel is about 2x slower
+    than ``exp``; the result differs from ``F.elu`` by less than 1e-7 absolute (where
+    ``exp(x)`` is near 1), a rounding-level difference like the fast path's others."""
+    y = torch.clamp_max(x, 0.0) if out is None else torch.clamp_max(x, 0.0, out=out)
+    y.exp_().sub_(1.0)
+    if alpha != 1.0:
+        y.mul_(alpha)
+    return y.add_(x.clamp_min(0.0))
+
+
 class _Op:
     specs: list[Spec] = []
 
@@ -67,6 +88,14 @@ class _Op:
     def warmup(self, rate: float) -> tuple[int, float]:
         """(frames before the first final output, output steps per frame) for ``rate`` input steps per frame."""
         return 1, rate
+
+
+class _ELU(_Op):
+    def __init__(self, alpha: float):
+        self.alpha, self.specs = alpha, []
+
+    def run(self, x, states, out, tail):  # type: ignore[no-untyped-def]
+        return _elu(x, self.alpha)
 
 
 class _Pointwise(_Op):
@@ -86,16 +115,18 @@ class _Conv(_Op):
         self.c_in, self.c_out, taps = int(weight.shape[1]), int(weight.shape[0]), int(weight.shape[2])
         # [k * C_in, C_out]: row j * C_in + c is W[:, c, j], matching the im2col windows.
         self.weight = weight.permute(2, 1, 0).reshape(taps * self.c_in, self.c_out).contiguous()
+        self.product = PrepackedWeight(self.weight)
         self.bias = None if conv.bias is None else conv.bias.detach().clone()
         self.taps, self.dilation = taps, int(conv.dilation[0])
         self.k, self.s, self.P, self.mode = layer.kernel_size, layer.stride, layer.padding_total, layer.pad_mode
         self.alpha = alpha
-        # Few output channels (EnCodec's last decoder conv: 32 -> 1): multiply every input step
-        # by all taps' weights at once, [C_in, k * C_out], then add the k shifted products,
-        # instead of copying k shifted windows of the input (im2col): the copy cost more than
-        # the product (same products, summed in another order: ~1e-7 relative).
+        # Fewer output than input channels (EnCodec's residual blocks, C -> C / 2, and its last
+        # decoder conv, 32 -> 1): multiply every input step by all taps' weights at once,
+        # [C_in, k * C_out], then add the k shifted products, instead of copying k shifted
+        # windows of the input (im2col): the copy cost more than the product (same products,
+        # summed in another order: ~1e-7 relative). Measured with 6 and 24 batched streams.
         self.taps_side = None
-        if self.s == 1 and taps > 1 and 4 * self.c_out <= self.c_in:
+        if self.s == 1 and taps > 1 and 2 * self.c_out <= self.c_in:
             self.taps_side = weight.permute(1, 2, 0).reshape(self.c_in, taps * self.c_out).contiguous()
         self.keep = max(self.P, self.s - 1)
         self.pointwise = self.k == 1 and self.s == 1
@@ -127,20 +158,28 @@ class _Conv(_Op):
             windows = buf.as_strided((batch, n, self.taps, self.c_in),
                                      (sb, self.s * st, self.dilation * st, sc), buf.storage_offset())
             rows = windows.reshape(batch * n, self.taps * self.c_in)
-        y = torch.mm(rows, self.weight) if self.bias is None else torch.addmm(self.bias, rows, self.weight)
-        return y.view(batch, n, self.c_out)
+        return self.product.addmm(self.bias, rows).view(batch, n, self.c_out)
+
+    def joined(self, state: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """[B, keep + T, C_in]: the kept input steps, then x (through the ELU, written in place)."""
+        if self.alpha is None:
+            return torch.cat([state, x], dim=1)
+        buf = x.new_empty(x.shape[0], state.shape[1] + x.shape[1], x.shape[2])
+        buf[:, :state.shape[1]] = state
+        _elu(x, self.alpha, out=buf[:, state.shape[1]:])
+        return buf
 
     def prepare(self, x: torch.Tensor, states: tp.Iterator[torch.Tensor] | None, out: States,
                 tail: bool) -> torch.Tensor | None:
         """The padded input of this call (ELU applied), or None when it gives no output."""
         if states is None:
             if self.alpha is not None:
-                x = F.elu(x, self.alpha)
+                x = _elu(x, self.alpha)
             buf = _pad_time(x, self.P, 0, self.mode) if self.P else x
         elif self.keep:
-            buf = torch.cat([next(states), F.elu(x, self.alpha) if self.alpha is not None else x], dim=1)
+            buf = self.joined(next(states), x)
         else:
-            buf = F.elu(x, self.alpha) if self.alpha is not None else x
+            buf = _elu(x, self.alpha) if self.alpha is not None else x
         if self.keep:
             out.append(buf[:, buf.shape[1] - self.keep:])
         if tail:
@@ -155,11 +194,11 @@ class _Conv(_Op):
 
     def run(self, x, states, out, tail):  # type: ignore[no-untyped-def]
         if self.steady and states is not None and not tail:  # the per-frame case, in few steps
-            buf = torch.cat([next(states), F.elu(x, self.alpha) if self.alpha is not None else x], dim=1)
+            buf = self.joined(next(states), x)
             out.append(buf[:, buf.shape[1] - self.keep:])
             return self.matmul(buf)
         if self.pointwise and states is not None and not tail:
-            return self.matmul(F.elu(x, self.alpha) if self.alpha is not None else x)
+            return self.matmul(_elu(x, self.alpha) if self.alpha is not None else x)
         buf = self.prepare(x, states, out, tail)
         if buf is None:
             return x.new_zeros(x.shape[0], 0, self.c_out)
@@ -178,6 +217,7 @@ class _ConvTr(_Op):
         self.c_out = int(weight.shape[1])
         # [C_in, k * C_out]: column j * C_out + o is W[:, o, j].
         self.weight = weight.permute(0, 2, 1).reshape(weight.shape[0], -1).contiguous()
+        self.product = PrepackedWeight(self.weight)
         self.bias = None if conv.bias is None else conv.bias.detach().clone()
         self.m = self.k - self.s
         self.specs = [(name, (self.m, self.c_out))] if self.m else []
@@ -187,7 +227,7 @@ class _ConvTr(_Op):
 
     def run(self, x, states, out, tail):  # type: ignore[no-untyped-def]
         batch, n = x.shape[0], x.shape[1]
-        g = torch.mm(x.reshape(batch * n, -1), self.weight).view(batch, n, self.k // self.s, self.s, self.c_out)
+        g = self.product.addmm(None, x.reshape(batch * n, -1)).view(batch, n, self.k // self.s, self.s, self.c_out)
         y = g[:, :, 0] + self.bias if self.bias is not None else g[:, :, 0].clone()  # [B, n, s, C_out]
         if self.m:
             if n > 1:
@@ -208,16 +248,16 @@ class _LSTM(_Op):
         self.skip, self.layers, self.hidden = layer.skip, lstm.num_layers, lstm.hidden_size
         hid = self.hidden
         order = torch.cat([torch.arange(0, 2 * hid), torch.arange(3 * hid, 4 * hid), torch.arange(2 * hid, 3 * hid)])
-        self.w_x: list[torch.Tensor] = []
-        self.w_h: list[torch.Tensor] = []
+        self.w_x: list[PrepackedWeight] = []
+        self.w_h: list[PrepackedWeight] = []
         self.b: list[torch.Tensor] = []
         for i in range(self.layers):  # gates reordered (i, f, g, o) -> (i, f, o, g)
             w_ih, w_hh = getattr(lstm, f"weight_ih_l{i}").detach(), getattr(lstm, f"weight_hh_l{i}").detach()
             bias = torch.zeros(4 * hid, dtype=w_ih.dtype, device=w_ih.device)
             if lstm.bias:
                 bias = getattr(lstm, f"bias_ih_l{i}").detach() + getattr(lstm, f"bias_hh_l{i}").detach()
-            self.w_x.append(w_ih[order].t().contiguous())
-            self.w_h.append(w_hh[order].t().contiguous())
+            self.w_x.append(PrepackedWeight(w_ih[order].t().contiguous()))
+            self.w_h.append(PrepackedWeight(w_hh[order].t().contiguous()))
             self.b.append(bias[order].contiguous())
         # (w_ih, w_hh, b_ih, b_hh) in PyTorch's layout, for ``torch.lstm_cell``
         self.cell = [tuple(getattr(lstm, f"{kind}_l{i}").detach() if lstm.bias or kind.startswith("weight")
@@ -245,12 +285,12 @@ class _LSTM(_Op):
         c_new = x.new_empty(batch, self.layers, hid)
         seq = x
         for i in range(self.layers):
-            xw = torch.addmm(self.b[i], seq.reshape(batch * steps, -1), self.w_x[i]).view(batch, steps, 4 * hid)
+            xw = self.w_x[i].addmm(self.b[i], seq.reshape(batch * steps, -1)).view(batch, steps, 4 * hid)
             # One step (the live case): h and c go straight into the new state, no copies.
             ys = h_new[:, i:i + 1] if steps == 1 else x.new_empty(batch, steps, hid)
             h, c = h0[:, i], c0[:, i]
             for t in range(steps):
-                gates = torch.addmm(xw[:, t], h, self.w_h[i])
+                gates = self.w_h[i].addmm_matrix(xw[:, t], h)
                 sig = torch.sigmoid(gates[:, :3 * hid])
                 c_out = c_new[:, i] if t == steps - 1 else None
                 c = torch.addcmul(sig[:, hid:2 * hid] * c, sig[:, :hid], torch.tanh(gates[:, 3 * hid:]), out=c_out)
@@ -308,7 +348,7 @@ class _Res(_Op):
         acc = torch.mm(rows, self.short.weight) if self.bias is None else torch.addmm(self.bias, rows, self.short.weight)
         h = self.body.run(x, states, out, tail)
         if self.last.alpha is not None:
-            h = F.elu(h, self.last.alpha)
+            h = _elu(h, self.last.alpha)
         acc.addmm_(h.reshape(-1, h.shape[2]), self.last.weight)
         return acc.view(x.shape[0], x.shape[1], -1)
 
@@ -328,14 +368,14 @@ def _build(module: nn.Module, name: str) -> _Op:
                 alpha = None
                 continue
             if alpha is not None:
-                ops.append(_Pointwise(nn.ELU(alpha)))
+                ops.append(_ELU(alpha))
                 alpha = None
             if isinstance(sub, nn.ELU):
                 alpha = float(sub.alpha)
             else:
                 ops.append(_build(sub, f"{name}.{i}"))
         if alpha is not None:
-            ops.append(_Pointwise(nn.ELU(alpha)))
+            ops.append(_ELU(alpha))
         return _Seq(ops)
     if isinstance(module, StreamableConv1d):
         return _Conv(module, name, None)
