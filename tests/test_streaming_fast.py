@@ -98,9 +98,9 @@ def test_official_architecture_fast_vs_exact(official_arch: EncodecModel, speech
 
 
 def test_official_architecture_batched_and_several_frames(official_arch: EncodecModel, speech: torch.Tensor) -> None:
-    """The products with several rows (4 frames per call; 3 streams in one batch) go through
-    the prepacked weights of the 512-unit LSTM and 512-channel convolutions: still within
-    the bounds, against exact streaming of each stream alone."""
+    """The products with several rows (3 streams in one batch; 1, then 4 frames per call) go
+    through the prepacked weights of the 512-unit LSTM and 512-channel convolutions: still
+    within the bounds, against exact streaming of each stream alone."""
     from opencodec.prepacked import PrepackedWeight, prepacking_available
     step = EncoderStep(official_arch, exact=False)
     packed = [w for w in vars(step._net.root.ops[9]).get("w_h", []) if isinstance(w, PrepackedWeight)]
@@ -111,10 +111,13 @@ def test_official_architecture_batched_and_several_frames(official_arch: Encodec
     ids, dids = [enc.open() for _ in xs], [dec.open() for _ in xs]
     codes: dict[int, list[torch.Tensor]] = {i: [] for i in ids}
     audio: dict[int, list[torch.Tensor]] = {i: [] for i in dids}
-    per_call = 4 * HOP
+    # one frame per call (one LSTM product of [x, h]), then four (one product for the four
+    # frames' inputs, then one per step)
+    starts = list(range(0, 24 * HOP, HOP)) + list(range(24 * HOP, xs[0].shape[-1] - 4 * HOP + 1, 4 * HOP))
+    ends = starts[1:] + [starts[-1] + 4 * HOP]
     with torch.inference_mode():
-        for t in range(0, xs[0].shape[-1] - per_call + 1, per_call):
-            out = enc.push({i: x[:, t:t + per_call] for i, x in zip(ids, xs)})
+        for t, end in zip(starts, ends):
+            out = enc.push({i: x[:, t:end] for i, x in zip(ids, xs)})
             back = dec.push({d: out[i] for i, d in zip(ids, dids) if out[i].shape[-1]})
             for i in ids:
                 codes[i].append(out[i])
@@ -193,12 +196,12 @@ def test_fast_steps_several_frames_per_call(bundled: EncodecModel, speech: torch
 
 
 def test_multistream_fast(bundled: EncodecModel, speech: torch.Tensor) -> None:
-    """Two streams batched in fast mode give each one's fast stream (up to rounding)."""
-    xs = [speech[0, :, :30 * HOP], speech[0, :, 40 * HOP:70 * HOP]]
+    """Three streams batched in fast mode give each one's fast stream (up to rounding)."""
+    xs = [speech[0, :, :30 * HOP], speech[0, :, 40 * HOP:70 * HOP], speech[0, :, 80 * HOP:110 * HOP]]
     enc = MultiStreamEncoder(bundled, exact=False)
     dec = MultiStreamDecoder(bundled, exact=False)
-    ids = [enc.open(), enc.open()]
-    dids = [dec.open(), dec.open()]
+    ids = [enc.open() for _ in xs]
+    dids = [dec.open() for _ in xs]
     codes: dict[int, list[torch.Tensor]] = {i: [] for i in ids}
     audio: dict[int, list[torch.Tensor]] = {i: [] for i in dids}
     with torch.inference_mode():
