@@ -17,6 +17,7 @@ from ..errors import UsageError
 PROG = "opencodec"
 
 __all__ = ["PROG", "UsageError", "error", "warn", "info", "describe", "bandwidth_arg", "positive_int",
+           "positive_float", "count_arg", "int_in",
            "add_model_option", "progress_bars", "fmt_kbps"]
 
 
@@ -62,14 +63,36 @@ def bandwidth_arg(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1."""
+def int_in(low: int, high: int | None = None) -> tp.Callable[[str], int]:
+    """argparse type: a whole number in [low, high] (no upper bound when ``high`` is None)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if high is not None and not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse
+
+
+positive_int = int_in(1)
+"""argparse type: a whole number >= 1."""
+
+count_arg = int_in(0)
+"""argparse type: a whole number >= 0."""
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
     try:
-        value = int(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
 
 

@@ -13,18 +13,8 @@ from ..model import EncodecModel
 from ..model_cache import CodecModels, load_checked_model
 from ..pretrained import DEFAULT_MODEL
 from ..threads import use_live_threads
-from .common import UsageError, add_mode_options, add_model_option, bandwidth_arg, fmt_kbps, info, warn
-
-
-def _count(text: str) -> int:
-    """argparse type: an integer in [1, 255]."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid count {text!r}: expected an integer") from None
-    if not 1 <= value <= 255:
-        raise argparse.ArgumentTypeError(f"invalid count {text!r}: must be between 1 and 255")
-    return value
+from .common import (UsageError, add_mode_options, add_model_option, bandwidth_arg, fmt_kbps, info, int_in,
+                     warn)
 
 
 def add_stream_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
@@ -39,10 +29,10 @@ def add_stream_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
     add_model_option(enc, f"model name or weights file (default {DEFAULT_MODEL}); must be causal")
     enc.add_argument("-b", "--bandwidth", type=bandwidth_arg, default=DEFAULT_BANDWIDTH, metavar="KBPS",
                      help=f"target bandwidth in kbps (default {DEFAULT_BANDWIDTH:g})")
-    enc.add_argument("--frames-per-packet", type=_count, default=DEFAULT_FRAMES_PER_PACKET, metavar="N",
+    enc.add_argument("--frames-per-packet", type=int_in(1, 255), default=DEFAULT_FRAMES_PER_PACKET, metavar="N",
                      help=f"code frames per packet, 1-255 (default {DEFAULT_FRAMES_PER_PACKET}: 53 ms at "
                           "75 frames/s; fewer: lower latency, more overhead)")
-    enc.add_argument("--header-every", type=_count, default=DEFAULT_HEADER_EVERY, metavar="N",
+    enc.add_argument("--header-every", type=int_in(1, 255), default=DEFAULT_HEADER_EVERY, metavar="N",
                      help=f"repeat the stream header every N data packets (default {DEFAULT_HEADER_EVERY}); "
                           "a receiver joining mid-stream starts at the next header")
     enc.add_argument("--raw", action="store_true", help="stdin is headerless PCM (needs --rate, --channels)")

@@ -22,27 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-
-def _positive(kind: type) -> tp.Callable[[str], tp.Any]:
-    def parse(text: str) -> tp.Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return value
-    return parse
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+from .common import bandwidth_arg, count_arg, positive_float, positive_int
 
 
 def add_token_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
@@ -57,19 +37,19 @@ def add_token_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
     tok.add_argument("inputs", nargs="+", metavar="INPUT", help="folder, manifest or list of paths")
     tok.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     tok.add_argument("-m", "--model", metavar="NAME_OR_PATH", help="model name or weights file")
-    tok.add_argument("-b", "--bandwidth", type=_positive(float), metavar="KBPS",
+    tok.add_argument("-b", "--bandwidth", type=bandwidth_arg, metavar="KBPS",
                      help="bandwidth in kbps (default: the model's largest)")
     tok.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
                      help="where to encode (default auto: CUDA when available)")
-    tok.add_argument("--batch-seconds", type=_positive(float), default=120.0, metavar="S",
+    tok.add_argument("--batch-seconds", type=positive_float, default=120.0, metavar="S",
                      help="padded audio per batch, in seconds (default 120)")
-    tok.add_argument("--shard-rows", type=_positive(int), default=1000, metavar="N",
+    tok.add_argument("--shard-rows", type=positive_int, default=1000, metavar="N",
                      help="files per shard (default 1000)")
-    tok.add_argument("--max-seconds", type=_positive(float), default=300.0, metavar="S",
+    tok.add_argument("--max-seconds", type=positive_float, default=300.0, metavar="S",
                      help="files longer than this are encoded alone, in bounded memory (default 300)")
-    tok.add_argument("--workers", type=_positive(int), default=1, metavar="N",
+    tok.add_argument("--workers", type=positive_int, default=1, metavar="N",
                      help="CPU processes (default 1; on GPUs use torchrun instead)")
-    tok.add_argument("--loader-workers", type=_count, default=None, metavar="N",
+    tok.add_argument("--loader-workers", type=count_arg, default=None, metavar="N",
                      help="processes decoding and resampling per GPU process (default: the node's cores "
                           "shared among its GPUs, at most 8; 0 on the CPU)")
     tok.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
@@ -86,8 +66,8 @@ def add_token_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
     det.add_argument("--ids", nargs="+", metavar="ID", help="rows to decode (default: all)")
     det.add_argument("-m", "--model", metavar="NAME_OR_PATH",
                      help="model weights (default: the model the shards name)")
-    det.add_argument("--rate", type=_positive(int), metavar="HZ", help="output sample rate")
-    det.add_argument("--channels", type=_positive(int), metavar="N", help="output channels")
+    det.add_argument("--rate", type=positive_int, metavar="HZ", help="output sample rate")
+    det.add_argument("--channels", type=positive_int, metavar="N", help="output channels")
     det.add_argument("-f", "--force", action="store_true", help="overwrite existing files")
     det.set_defaults(parser=det, handler=cmd_detokenize)
 

@@ -1,0 +1,51 @@
+"""The CLI's shared option types (opencodec.cli.common) and the commands that use them."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from opencodec.cli import build_parser
+from opencodec.cli.common import count_arg, int_in, positive_float, positive_int
+
+
+def test_whole_numbers() -> None:
+    assert positive_int("3") == 3 and count_arg("0") == 0 and int_in(1, 255)("255") == 255
+    for parse, text, message in [(positive_int, "0", "must be at least 1, got 0"),
+                                 (count_arg, "-1", "must be at least 0, got -1"),
+                                 (int_in(1, 255), "256", "must be between 1 and 255, got 256"),
+                                 (int_in(1, 255), "0", "must be between 1 and 255, got 0"),
+                                 (positive_int, "2.5", "not a whole number: '2.5'")]:
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            parse(text)
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "nan", "inf", "x"])
+def test_positive_float_refuses(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        positive_float(text)
+    assert positive_float("0.5") == 0.5
+
+
+@pytest.mark.parametrize("argv", [
+    ["tokenize", "in", "--out", "o", "--shard-rows", "0"],
+    ["tokenize", "in", "--out", "o", "--batch-seconds", "nan"],
+    ["tokenize", "in", "--out", "o", "--loader-workers", "-1"],
+    ["tokenize", "in", "--out", "o", "-b", "0"],
+    ["detokenize", "d", "--out", "o", "--rate", "0"],
+    ["stream-encode", "--frames-per-packet", "256"],
+    ["stream-encode", "--header-every", "0"],
+])
+def test_commands_refuse_bad_values(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(argv)
+    assert exit_info.value.code == 2
+    assert "argument" in capsys.readouterr().err
+
+
+def test_commands_take_good_values() -> None:
+    args = build_parser().parse_args(["tokenize", "in", "--out", "o", "--shard-rows", "5",
+                                      "--loader-workers", "0", "--batch-seconds", "30", "-b", "6"])
+    assert (args.shard_rows, args.loader_workers, args.batch_seconds, args.bandwidth) == (5, 0, 30.0, 6.0)
+    assert build_parser().parse_args(["stream-encode", "--frames-per-packet", "255"]).frames_per_packet == 255
