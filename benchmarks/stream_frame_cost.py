@@ -8,7 +8,8 @@ model, streams demo/sample_speech_fr.flac through ``StreamingEncoder`` then ``St
 with ``exact=True`` and ``exact=False``, ``--frames-per-call`` frames per push (one frame =
 320 samples = 13.3 ms), and prints per push the encode and decode time (p50 / p99, in ms per
 frame) after the 7-frame warm-up, the share of code frames fast mode gives equal to exact mode
-and the relative L2 difference of its audio. ``--clock process`` (default) times with
+and the relative L2 difference of its audio; then the memory floor of one frame per call (the time to
+read every weight of the encoder and decoder once). ``--clock process`` (default) times with
 ``time.process_time`` (the CPU time of this process: less disturbed by other work on a shared
 machine, the right measure for "compute per frame" on one thread); ``wall`` with
 ``time.perf_counter``. The modes alternate stream by stream (``--repeats`` each) so drifts in
@@ -71,6 +72,20 @@ def run_stream(model: EncodecModel, x: torch.Tensor, exact: bool, per_call: int,
     return enc_t, dec_t, torch.cat(codes, -1), torch.cat(audio, -1)
 
 
+def weight_read_floor(model: EncodecModel, repeats: int = 30) -> tuple[float, float]:
+    """(megabytes, ms): reading every encoder and decoder weight once (``sum`` of each tensor,
+    a streaming read), the median of ``repeats``; the memory floor of one frame per call,
+    which has to read every weight once per frame."""
+    weights = [w.detach().clone() for w in list(model.encoder.parameters()) + list(model.decoder.parameters())]
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for w in weights:
+            w.sum()
+        times.append(time.perf_counter() - start)
+    return sum(w.numel() * w.element_size() for w in weights) / 1e6, p(times, 0.5)
+
+
 def p(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return 1e3 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -116,6 +131,15 @@ def main() -> None:
                 extra = "" if exact else f" {100 * equal:.2f}% | {rel:.1e} |"
                 print(f"| {name} | {'exact' if exact else 'fast'} | {p(e, .5):.2f} | {p(e, .99):.2f} | "
                       f"{p(d, .5):.2f} | {p(d, .99):.2f} | {both:.2f} |" + (extra or " | |"))
+    print()
+    print("Memory floor of one frame per call (every weight is read once per frame): reading the "
+          "encoder's and decoder's weights once, median of 30")
+    print("| model | weights MB | read once, ms | GB/s |")
+    print("|---|---|---|---|")
+    with torch.inference_mode():
+        for name, model in models.items():
+            mb, ms = weight_read_floor(model)
+            print(f"| {name} | {mb:.1f} | {ms:.2f} | {mb / ms:.1f} |")
 
 
 if __name__ == "__main__":
