@@ -43,6 +43,51 @@ def _align(x: np.ndarray, ref: np.ndarray) -> int:
     return int(np.argmax(corr[:len(ref) - len(x) + 1]))
 
 
+WINDOW = SR // 4  # 0.25 s
+DRIFT = SR // 100  # 10 ms: how far Chromium's resampled capture may drift from the file
+
+
+def _capture_runs(sent: np.ndarray, mic: np.ndarray) -> tuple[float, list[tuple[int, int, int]]]:
+    """How the page's capture follows the looping file, window by window (0.25 s, after the
+    fake device's first window: a start-up transient): each window's offset in the file and
+    its correlation there. Returns the share of windows with correlation > 0.99 and the runs
+    of consecutive such windows whose offsets agree within ``DRIFT``, as (first sample,
+    end sample, offset of sent's sample 0 in the file), longest first. One run covering every
+    window is a clean capture; a capture that skipped or repeated audio (the fake device
+    under load) gives several."""
+    looped = np.tile(mic, 3)
+    good: list[tuple[int, int]] = []  # (window start, offset mod the file's length)
+    windows = range(WINDOW, len(sent) - WINDOW + 1, WINDOW)
+    for a in windows:
+        w = sent[a:a + WINDOW]
+        p = _align(w, looped)
+        if np.corrcoef(w, looped[p:p + WINDOW])[0, 1] > 0.99:
+            good.append((a, (p - a) % len(mic)))
+    runs: list[tuple[int, int, int]] = []
+    for a, o in good:
+        if runs and runs[-1][1] == a and min(abs(o - runs[-1][2]), len(mic) - abs(o - runs[-1][2])) <= DRIFT:
+            runs[-1] = (runs[-1][0], a + WINDOW, runs[-1][2])
+        else:
+            runs.append((a, a + WINDOW, o))
+    runs.sort(key=lambda run: run[0] - run[1])
+    return len(good) / max(1, len(windows)), runs
+
+
+def test_capture_runs_find_the_file_and_its_skips() -> None:
+    """The input-side check itself: a clean capture is one run at its offset; a capture that
+    skipped 0.1 s of the file half-way is two runs, the windows around the skip aside."""
+    mic = _mic_signal()
+    clean = np.tile(mic, 2)[5000:5000 + int(2.5 * SR)]
+    share, runs = _capture_runs(clean, mic)
+    assert share == 1.0 and len(runs) == 1 and runs[0][2] == 5000 and runs[0][1] - runs[0][0] >= 2 * SR
+    skipped = np.concatenate([clean[:SR + 1000], np.tile(mic, 2)[5000 + SR + 1000 + SR // 10:][:int(1.5 * SR)]])
+    share, runs = _capture_runs(skipped, mic)
+    assert share >= 0.8 and len(runs) == 2
+    assert {runs[0][2], runs[1][2]} == {5000, 5000 + SR // 10}
+    noise = np.random.default_rng(0).standard_normal(int(2.5 * SR)).astype(np.float32)
+    assert _capture_runs(noise, mic) == (0.0, [])
+
+
 def _read(driver, which: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(driver.execute_script(
         f"return window.opencodec.pcmBase64('{which}')")), dtype="<f4")
@@ -97,8 +142,8 @@ def test_page_relays_fake_microphone(tmp_path):
     back, the played audio is the file path's decode of what the page sent, and what it sent
     and played match the file. Chromium's fake capture device occasionally glitches under
     load (a CI run measured a correlation of 0.77 between what it captured and the file, while
-    the server-side checks held): that one input-side check gets a second session; the
-    server-side checks hold on every session."""
+    the server-side checks held): the input-side check matches the capture to the file 0.25 s
+    at a time, and gets a second session; the server-side checks hold on every session."""
     chromium, driver_path = _browser_or_skip()
     mic = _mic_signal()
     wav = tmp_path / "mic.wav"
@@ -120,23 +165,29 @@ def test_page_relays_fake_microphone(tmp_path):
         # What it sent is the file, from wherever the looping fake device started, after the
         # device's first 0.25 s (a start-up transient). Chromium resamples the file to the
         # context's rate and drifts slightly against it: measured 2-7% relative L2 against the
-        # file over 2.5 s (correlation 0.998-0.9997 per 0.25 s), hence correlation > 0.99.
-        looped = np.tile(mic, 3)
-        o = _align(sent, looped)
-        start = SR // 4
-        fit = np.corrcoef(sent[start:], looped[o + start:o + len(sent)])[0, 1]
-        # What it played matches the file path's decode of the (looped) file at that offset, from
-        # 0.5 s on (past the stream's warm-up and its different past) to 0.1 s before the end
+        # file over 2.5 s (correlation 0.998-0.9997 per 0.25 s), hence correlation > 0.99 per
+        # 0.25 s window. Under load the fake device has skipped audio (a CI run: correlation
+        # 0.75-0.80 over the whole capture while every server-side check held), so the windows
+        # are matched one by one: at least 80% must match the file, and the longest stretch
+        # that follows it without a skip must last a second.
+        share, runs = _capture_runs(sent, mic)
+        first, end, o = runs[0] if runs else (0, 0, 0)
+        # What it played matches the file path's decode of the (looped) file at that offset
+        # over that stretch, from 0.5 s into the stream (past the warm-up and its different
+        # past; 0.5 s into the stretch when it starts after a skip) to 0.1 s before its end
         # (the stream's last frame is padded, the file goes on). The codec turns the 2-7% input
-        # difference above into 8-30% in its output (measured: 0.21 over this span), hence < 0.35;
-        # the decode of another signal is ~1.4.
+        # difference above into 8-30% in its output (measured: 0.21 over this span), hence
+        # < 0.35; the decode of another signal is ~1.4.
+        looped = np.tile(mic, 3)
         ref_file = file_path_audio(model, looped[None].copy(), BANDWIDTH)[0][o:o + len(sent)]
-        span = slice(SR // 2, len(sent) - SR // 10)
-        err_file = rel_l2(played[span], ref_file[span])
-        print(f"sent vs file: offset {o} samples, correlation {fit:.4f}; played vs the file's decode: "
-              f"relative L2 {err_file:.3f}")
-        if fit > 0.99 or attempt == 1:
+        span = slice(max(SR // 2, first + (SR // 2 if first > WINDOW else 0)), min(end, len(sent) - SR // 10))
+        err_file = rel_l2(played[span], ref_file[span]) if span.stop - span.start >= SR // 2 else float("inf")
+        print(f"sent vs file: {100 * share:.0f}% of 0.25 s windows match it, runs "
+              f"{[(r[0], r[1], r[2]) for r in runs]}; played vs the file's decode over "
+              f"{span.start}-{span.stop}: relative L2 {err_file:.3f}")
+        if (share >= 0.8 and end - first >= SR and err_file < 0.35) or attempt == 1:
             break
-        print(f"Chromium's capture did not match the file (correlation {fit:.4f}): a second session")
-    assert fit > 0.99
+        print("Chromium's capture did not follow the file: a second session")
+    assert share >= 0.8, f"only {100 * share:.0f}% of the capture matches the file"
+    assert end - first >= SR, f"no second of the capture follows the file without a skip: {runs}"
     assert err_file < 0.35
