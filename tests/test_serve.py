@@ -283,6 +283,21 @@ def test_static_page_and_info(model):
     assert missing.value.code == 404
 
 
+def test_no_per_message_compression(model):
+    """A client offering permessage-deflate (websockets' default) gets none: PCM and code
+    packets hardly compress, and deflating every message cost the server CPU."""
+    async def handshake() -> tuple[str | None, str | None]:
+        async with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+            assert ws.request is not None and ws.response is not None
+            return (ws.request.headers.get("Sec-WebSocket-Extensions"),
+                    ws.response.headers.get("Sec-WebSocket-Extensions"))
+
+    with server_thread(model) as server:
+        offered, accepted = asyncio.run(handshake())
+    assert offered is not None and "permessage-deflate" in offered
+    assert accepted is None
+
+
 def test_cli_serve_starts_and_serves(tmp_path):
     """``opencodec serve --port 0`` (the bundled model) announces its address and serves the
     page info; bad limits are a usage error."""
