@@ -4,10 +4,10 @@
 ``w`` [K, N] (megabytes: EnCodec's LSTM gates, its 512-channel convolutions) reads the weight
 far slower than a one-row product does: measured on this project's CPU with 4 MB weights
 cycling through 64 MB, [4, 512] x [512, 2048] took 337-385 us against 166 us for one row
-(our reading: MKL's small-M path packs the weight as it goes; not confirmed in its source). Reordering the
-weight once into oneDNN's layout (``torch.ops.mkldnn._reorder_linear_weight``, what
-``torch.compile`` does with frozen weights) and multiplying with ``_linear_pointwise`` took
-254 us there, and 301 against 584 us with 8 rows: 1.3-2x faster for 4-16 rows.
+(our reading: MKL's small-M path packs the weight as it goes; not confirmed in its source).
+Reordering the weight once into oneDNN's layout (``torch.ops.mkldnn._reorder_linear_weight``,
+what ``torch.compile`` does with frozen weights) and multiplying with ``_linear_pointwise``
+took 254 us there, and 301 against 584 us with 8 rows: 1.3-2x faster for 4-16 rows.
 One row (a matrix-vector product) stays on ``addmm``, which is faster there.
 
 The two kernels sum in different orders: their results differ by float rounding

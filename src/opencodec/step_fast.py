@@ -63,8 +63,6 @@ def _pad_time(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor
     return pad1d(x.transpose(1, 2), (left, right), mode).transpose(1, 2).contiguous()
 
 
-
-
 def _elu(x: torch.Tensor, alpha: float, out: torch.Tensor | None = None) -> torch.Tensor:
     """ELU as ``max(x, 0) + alpha * (exp(min(x, 0)) - 1)``, into ``out`` when given.
 
@@ -228,7 +226,8 @@ class _ConvTr(_Op):
 
     def run(self, x, states, out, tail):  # type: ignore[no-untyped-def]
         batch, n = x.shape[0], x.shape[1]
-        g = self.product.addmm(None, x.reshape(batch * n, -1)).view(batch, n, self.k // self.s, self.s, self.c_out)
+        g = self.product.addmm(None, x.reshape(batch * n, -1))
+        g = g.view(batch, n, self.k // self.s, self.s, self.c_out)
         y = g[:, :, 0] + self.bias if self.bias is not None else g[:, :, 0].clone()  # [B, n, s, C_out]
         if self.m:
             if n > 1:
@@ -258,9 +257,11 @@ class _LSTM(_Op):
             bias = torch.zeros(4 * hid, dtype=w_ih.dtype, device=w_ih.device)
             if lstm.bias:
                 bias = getattr(lstm, f"bias_ih_l{i}").detach() + getattr(lstm, f"bias_hh_l{i}").detach()
-            self.w_x.append(PrepackedWeight(w_ih[order].t().contiguous()))
-            self.w_h.append(PrepackedWeight(w_hh[order].t().contiguous()))
-            self.w_xh.append(PrepackedWeight(torch.cat([w_ih, w_hh], 1)[order].t().contiguous()))
+            # one plain copy, [H_in + H, 4H]; W_x and W_h are its two row blocks (contiguous views)
+            both = torch.cat([w_ih, w_hh], 1)[order].t().contiguous()
+            self.w_x.append(PrepackedWeight(both[:w_ih.shape[1]]))
+            self.w_h.append(PrepackedWeight(both[w_ih.shape[1]:]))
+            self.w_xh.append(PrepackedWeight(both))
             self.b.append(bias[order].contiguous())
         # (w_ih, w_hh, b_ih, b_hh) in PyTorch's layout, for ``torch.lstm_cell``
         self.cell = [tuple(getattr(lstm, f"{kind}_l{i}").detach() if lstm.bias or kind.startswith("weight")
