@@ -103,7 +103,8 @@ def test_official_architecture_batched_and_several_frames(official_arch: Encodec
     within the bounds, against exact streaming of each stream alone."""
     from opencodec.prepacked import PrepackedWeight, prepacking_available
     step = EncoderStep(official_arch, exact=False)
-    packed = [w for w in vars(step._net.root.ops[9]).get("w_h", []) if isinstance(w, PrepackedWeight)]
+    lstm = next(op for op in step._net.root.ops if hasattr(op, "w_h"))  # the encoder's LSTM
+    packed = [w for w in lstm.w_h if isinstance(w, PrepackedWeight)]
     assert packed and all((w.packed is not None) == prepacking_available(w.weight) for w in packed)
     xs = [speech[0, :, i * 24000:i * 24000 + 2 * 24000] for i in range(3)]
     enc = MultiStreamEncoder(official_arch, exact=False)
