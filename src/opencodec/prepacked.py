@@ -2,13 +2,16 @@
 
 ``torch.addmm(bias, x, w)`` with a few rows ``x`` [M, K] (2 <= M <= ~32) and a large weight
 ``w`` [K, N] (megabytes: EnCodec's LSTM gates, its 512-channel convolutions) reads the weight
-far slower than a one-row product does: measured on this project's CPU with 4 MB weights
-cycling through 64 MB, [4, 512] x [512, 2048] took 337-385 us against 166 us for one row
-(our reading: MKL's small-M path packs the weight as it goes; not confirmed in its source).
-Reordering the weight once into oneDNN's layout (``torch.ops.mkldnn._reorder_linear_weight``,
-what ``torch.compile`` does with frozen weights) and multiplying with ``_linear_pointwise``
-took 254 us there, and 301 against 584 us with 8 rows: 1.3-2x faster for 4-16 rows.
-One row (a matrix-vector product) stays on ``addmm``, which is faster there.
+far slower than a one-row product does (our reading: MKL's small-M path packs the weight as it
+goes; not confirmed in its source). Reordering the weight once into oneDNN's layout
+(``torch.ops.mkldnn._reorder_linear_weight``, what ``torch.compile`` does with frozen weights)
+and multiplying with ``_linear_pointwise`` is faster from 3 rows on. ``benchmarks/
+prepacked_products.py`` (4 MiB weights cycling through 64 MiB, one thread; docs/BENCHMARKS.md)
+measured per product: 1 row 166 us either way, 4 rows 572-597 us with ``addmm`` against
+483-493 us prepacked, 8 rows 824 against 561 us, 16 rows 879 against 656 us; but 2 rows 428-456
+against 476-489 us, slower prepacked (two rows still go prepacked; see docs/BENCHMARKS.md).
+One row (a matrix-vector product) stays on ``addmm``: the table's 1-row column is ``addmm`` in
+both, and oneDNN's product of one row was slower in hand measurements (224 against 172 us).
 
 The two kernels sum in different orders: their results differ by float rounding
 (~1e-7 relative, measured in tests/test_prepacked.py), which is why only the fast streaming

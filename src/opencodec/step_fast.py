@@ -17,8 +17,9 @@ of small kernels, not by arithmetic):
   ``exp``; the two differ by < 1e-7 absolute);
 * products with a weight larger than a core's L2 cache (the 512-unit LSTM, the 512-channel
   convolutions) go through a copy of the weight reordered once for oneDNN when they have
-  several rows (:mod:`opencodec.prepacked`): 1.3-2x faster than ``addmm``, which reads such
-  a weight at about half the speed of a one-row product;
+  several rows (:mod:`opencodec.prepacked`): 1.2-1.5x faster than ``addmm`` for 4-16 rows
+  (``benchmarks/prepacked_products.py``), whose few-row products read such a weight several
+  times slower than a one-row product;
 * a residual block whose shortcut and last layer are kernel-1 convolutions (EnCodec's) is one
   ``addmm`` plus one ``addmm_`` into the same output (biases summed once);
 * the LSTM: one frame per call for one or two streams is one ``torch.lstm_cell`` per layer
