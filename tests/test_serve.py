@@ -5,6 +5,7 @@ client, malformed and oversize input (each closes only its own connection, with 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
@@ -432,3 +433,100 @@ def test_engine_catches_up_with_several_frames_per_step(model):
     for a, b in zip(several, one):
         assert a.shape == b.shape == (1, 20 * 320)  # every frame decoded within the tick
         assert rel_l2(a, b) < 1e-5
+
+
+def _relay_sessions(model, engine, count: int) -> list:
+    from opencodec.serve.engine import Session
+    from opencodec.serve.protocol import Hello
+
+    sessions = [Session(Hello("relay", 1.8), model.num_codebooks(1.8), deliver=lambda o: None)
+                for _ in range(count)]
+    for s in sessions:
+        engine.add(s)
+    return sessions
+
+
+def _recording_pushes(engine) -> list[list[int]]:
+    """Wrap the engine's encoder: each push is recorded as its streams' frame counts."""
+    pushes: list[list[int]] = []
+    push = engine.encoder.push
+
+    def recorded(frames):
+        pushes.append(sorted(f.shape[-1] // 320 for f in frames.values()))
+        return push(frames)
+    engine.encoder.push = recorded
+    return pushes
+
+
+def test_engine_steps_take_as_many_frames_from_every_stream(model):
+    """Streams with 1, 3 and 3 frames waiting: one step of all three (1 frame each), then one
+    of the two with more (2 each); never a step per distinct count."""
+    from opencodec.serve.engine import Engine
+
+    engine = Engine(model, max_steps=64)
+    sessions = _relay_sessions(model, engine, 3)
+    pushes = _recording_pushes(engine)
+    audio = torch.from_numpy(_signal(0, 3 * 320 / SR))
+    for s, n in zip(sessions, (1, 3, 3)):
+        s.frames.extend(audio[:, j * 320:(j + 1) * 320].numpy() for j in range(n))
+    engine._tick()
+    assert pushes == [[1, 1, 1], [2, 2]]
+    assert [s.samples_in for s in sessions] == [320, 960, 960] and not any(s.frames for s in sessions)
+
+
+def test_engine_tick_leaves_input_that_arrives_during_it(model):
+    """Frames that arrive while a tick runs wait for the next tick (which gathers every stream's
+    next frame), instead of a second small step in the same tick."""
+    from opencodec.serve.engine import Engine
+
+    engine = Engine(model, max_steps=64)
+    sessions = _relay_sessions(model, engine, 2)
+    pushes = _recording_pushes(engine)
+    frame = _signal(1, 320 / SR)
+    push = engine.encoder.push
+
+    def arriving(frames):  # the loop adds a frame to the first stream during the step
+        sessions[0].frames.append(frame.copy())
+        return push(frames)
+    engine.encoder.push = arriving
+    for s in sessions:
+        s.frames.append(frame.copy())
+    engine._tick()
+    assert pushes == [[1, 1]]  # one step: the frame that arrived during it was left
+    assert len(sessions[0].frames) == 1 and not sessions[1].frames
+    engine.encoder.push = push
+    sessions[1].frames.append(frame.copy())
+    engine._tick()
+    assert pushes == [[1, 1], [1, 1]]
+
+
+def test_engine_gathers_streams_within_the_batch_window(model):
+    """Frames of three streams arriving 3 ms apart are served by one step of all three; a
+    stream that sends nothing delays the others by at most the window."""
+    from opencodec.serve.engine import Engine
+
+    async def scenario(window: float, senders: int, streams: int) -> tuple[list[list[int]], float]:
+        engine = Engine(model, batch_window=window)
+        sessions = _relay_sessions(model, engine, streams)
+        pushes = _recording_pushes(engine)
+        runner = asyncio.create_task(engine.run())
+        try:
+            first = time.monotonic()
+            for s in sessions[:senders]:
+                s.frames.append(_signal(2, 320 / SR))
+                engine.notify()
+                await asyncio.sleep(0.003)
+            while not pushes and time.monotonic() < first + 5:
+                await asyncio.sleep(0.001)
+            return pushes, time.monotonic() - first
+        finally:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+
+    pushes, _ = asyncio.run(scenario(0.05, 3, 3))
+    assert pushes == [[1, 1, 1]]
+    pushes, waited = asyncio.run(scenario(0.05, 2, 3))  # the third stream never sends
+    assert pushes == [[1, 1]] and 0.045 < waited < 1.0
+    pushes, _ = asyncio.run(scenario(0.0, 3, 3))  # no window: the first frame is served alone
+    assert pushes[0] == [1]

@@ -15,12 +15,21 @@ step runs. A :class:`Session`'s input deques are filled on the loop and emptied 
 only. A step takes every frame a stream has waiting (at most ``max_frames``), the streams
 with as many frames sharing one batched step; a tick runs at most ``max_steps`` steps, then
 hands the output back to the loop (:meth:`Session.deliver`, set by the server, must not block).
+
+Batching: one step of N streams costs far less than N steps of one (the weights are read once),
+so a tick waits, at most ``batch_window`` (one frame) after the oldest input it would serve,
+until every live stream has input; it takes only the input waiting when it began (what arrives
+meanwhile waits for the next tick, with the others), and every stream in a step takes as many
+frames as the one with the fewest. Without this, clients whose frames arrive at different
+moments of a frame period were served in several small steps per period, which cost more
+than the core had at 16 clients (``benchmarks/serve_load.py``, docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import time
 import typing as tp
 from concurrent.futures import ThreadPoolExecutor
@@ -51,7 +60,7 @@ class Output:
 class Session:
     """One client's stream in the engine.
 
-    Loop side: ``frames`` (encoder input, [C, hop] tensors), ``codes`` (decoder input, [K, 1],
+    Loop side: ``frames`` (encoder input, [C, hop] float32 arrays or tensors), ``codes`` (decoder input, [K, 1],
     decode mode), ``tail`` and ``ending`` (set together when the input is over), ``end_length``
     (decode mode: samples in the stream, from its end packet), ``dropped`` (gone: discard).
     ``deliver(output)`` is called on the loop after each tick that produced something.
@@ -63,7 +72,7 @@ class Session:
     info: StreamInfo | None = None  # the packets' layout (encode, relay)
     frames: collections.deque = field(default_factory=collections.deque)
     codes: collections.deque = field(default_factory=collections.deque)
-    tail: torch.Tensor | None = None
+    tail: np.ndarray | torch.Tensor | None = None
     ending: bool = False
     end_length: int | None = None
     dropped: bool = False
@@ -84,6 +93,7 @@ class Session:
     enc_closed: bool = False
     finished: bool = False
     packet_bytes: int = 0
+    quota: int = 0  # input frames this tick may still take (those waiting when it began)
     held: torch.Tensor | None = None
     hold: int = 0  # samples held back (decode mode: hop - 1, until the end packet gives the length)
 
@@ -100,6 +110,14 @@ class Session:
         return len(self.frames) + len(self.codes)
 
 
+def _joined(frames: list[np.ndarray] | list[torch.Tensor]) -> torch.Tensor:
+    """Frames [C, hop] each (arrays, as the server's reader gives them, or tensors) -> one
+    tensor [C, n * hop]."""
+    if isinstance(frames[0], np.ndarray):
+        return torch.from_numpy(frames[0] if len(frames) == 1 else np.concatenate(frames, axis=-1))
+    return frames[0] if len(frames) == 1 else torch.cat(frames, dim=-1)
+
+
 class Engine:
     """All live streams, one batched encoder and decoder step per tick (see the module doc).
 
@@ -112,7 +130,8 @@ class Engine:
     """
 
     def __init__(self, model: EncodecModel, batched: bool = True, max_steps: int = 8,
-                 max_bandwidth: float | None = None, max_frames: int = 8):
+                 max_bandwidth: float | None = None, max_frames: int = 8,
+                 batch_window: float | None = None):
         model.set_target_bandwidth(max(model.target_bandwidths) if max_bandwidth is None else max_bandwidth)
         self.bandwidths = [float(b) for b in model.target_bandwidths if b <= model.bandwidth]
         self.model = model
@@ -129,6 +148,13 @@ class Engine:
         self._joining: collections.deque[Session] = collections.deque()
         self.step_seconds: collections.deque[float] = collections.deque(maxlen=2000)
         self.ticks = 0
+        # Batched, a tick waits (at most this long after the first input it would serve) until
+        # every live stream has input: one step of all streams costs far less than several
+        # steps of a few each (default: one frame's duration).
+        self.batch_window = (model.hop_length / model.sample_rate if batch_window is None
+                             else batch_window) if batched else 0.0
+        self._input_since: float | None = None  # loop clock: the oldest input no tick has taken
+        self._waiter: asyncio.Future | None = None
         self._wake = asyncio.Event()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="opencodec-serve")
 
@@ -143,8 +169,36 @@ class Engine:
         self.notify()
 
     def notify(self) -> None:
-        """Input arrived (or a session ended): run a tick soon."""
+        """Input arrived (or a session ended): run a tick soon (on the loop)."""
+        if self._input_since is None:
+            self._input_since = time.monotonic()
         self._wake.set()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _someone_missing(self) -> bool:
+        """A live stream has no input waiting (loop side, between ticks)."""
+        for s in itertools.chain(self.sessions, self._joining):
+            if not (s.dropped or s.finished or s.ending or (s.frames if s.encodes else s.codes)):
+                return True
+        return False
+
+    async def _gather(self) -> None:
+        """Wait until every live stream has input, or ``batch_window`` after the oldest input."""
+        if self.batch_window <= 0 or self._input_since is None:
+            return
+        loop = asyncio.get_running_loop()
+        while self._someone_missing():
+            left = self._input_since + self.batch_window - time.monotonic()
+            if left <= 0:
+                return
+            self._waiter = waiter = loop.create_future()
+            timer = loop.call_later(left, lambda: waiter.done() or waiter.set_result(None))
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
 
     async def run(self) -> None:
         """Tick until cancelled (then the worker thread ends: run once)."""
@@ -152,7 +206,9 @@ class Engine:
         try:
             while True:
                 await self._wake.wait()
+                await self._gather()
                 self._wake.clear()
+                self._input_since = None
                 try:
                     outputs = await loop.run_in_executor(self._pool, self._tick)
                 except Exception as exc:  # noqa: BLE001 - every live session is told, then a fresh start
@@ -187,6 +243,8 @@ class Engine:
             self.sessions.append(self._joining.popleft())
         by_id = {id(s): s for s in self.sessions}
         self._drop_gone()
+        for s in self.sessions:  # input that arrives during this tick waits for the next one
+            s.quota = len(s.frames) if s.encodes else len(s.codes)
         for _ in range(self.max_steps):
             if not self._step(out):
                 break
@@ -208,27 +266,38 @@ class Engine:
         """One encoder step and one decoder step per K; False when no stream had input."""
         started = time.perf_counter()
         enc_in = {}
-        for s in self.sessions:
-            if s.encodes and s.frames:
-                if s.enc_id is None:
-                    s.enc_id = self.encoder.open()
-                take = [s.frames.popleft() for _ in range(min(len(s.frames), self.max_frames))]
-                enc_in[s.enc_id] = (s, take[0] if len(take) == 1 else torch.cat(take, dim=-1))
+        # Every stream takes as many frames (the fewest any has waiting): one batched step.
+        feeding = [s for s in self.sessions if s.encodes and s.quota]
+        count = min([self.max_frames] + [s.quota for s in feeding])
+        for s in feeding:
+            s.quota -= count
+            if s.enc_id is None:
+                s.enc_id = self.encoder.open()
+            enc_in[s.enc_id] = (s, _joined([s.frames.popleft() for _ in range(count)]))
         if enc_in:
             codes = self.encoder.push({sid: frame for sid, (_, frame) in enc_in.items()})
             for sid, (s, frame) in enc_in.items():
                 s.samples_in += frame.shape[-1]
                 self._codes_out(s, codes[sid], out)
-        groups: dict[int, dict[int, tuple[Session, torch.Tensor]]] = {}
+        runs: dict[int, list[tuple[Session, int]]] = {}  # K -> (stream, code frames with that K)
         for s in self.sessions:
-            if s.decodes and s.codes:
+            # decode mode: the code frames of this tick's quota; relay: those just encoded
+            limit = min(len(s.codes), self.max_frames, s.quota if s.hello.mode == "decode" else len(s.codes))
+            if s.decodes and limit:
                 if s.dec_id is None:
                     s.dec_id = self.decoder.open()
-                take = [s.codes.popleft()]
-                k = take[0].shape[0]
-                while s.codes and len(take) < self.max_frames and s.codes[0].shape[0] == k:
-                    take.append(s.codes.popleft())
-                groups.setdefault(k, {})[s.dec_id] = (s, take[0] if len(take) == 1 else torch.cat(take, dim=-1))
+                k, n = s.codes[0].shape[0], 1
+                while n < limit and s.codes[n].shape[0] == k:
+                    n += 1
+                runs.setdefault(k, []).append((s, n))
+        groups: dict[int, dict[int, tuple[Session, torch.Tensor]]] = {}
+        for k, streams in runs.items():
+            count = min(n for _, n in streams)
+            for s, _ in streams:
+                if s.hello.mode == "decode":
+                    s.quota -= count
+                take = [s.codes.popleft() for _ in range(count)]
+                groups.setdefault(k, {})[s.dec_id] = (s, take[0] if count == 1 else torch.cat(take, dim=-1))
         for group in groups.values():
             audio = self.decoder.push({sid: frame for sid, (_, frame) in group.items()})
             for sid, (s, _) in group.items():
@@ -296,7 +365,7 @@ class Engine:
         """The input is over and drained: close the encoder (tail), then the decoder."""
         if s.encodes and not s.enc_closed:
             s.enc_closed = True
-            tail = s.tail
+            tail = None if s.tail is None else torch.as_tensor(s.tail)
             if s.enc_id is None:
                 s.enc_id = self.encoder.open()
             if tail is not None:
