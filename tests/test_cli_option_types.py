@@ -1,4 +1,5 @@
-"""The CLI's shared option types (opencodec.cli.common) and the commands that use them."""
+"""The command lines' shared option types (opencodec.argtypes, re-exported by opencodec.cli.common)
+and the commands that use them."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import argparse
 import pytest
 
 from opencodec.cli import build_parser
+from opencodec.argtypes import port_arg
 from opencodec.cli.common import count_arg, int_in, positive_float, positive_int
 
 
@@ -36,12 +38,17 @@ def test_positive_float_refuses(text: str) -> None:
     ["detokenize", "d", "--out", "o", "--rate", "0"],
     ["stream-encode", "--frames-per-packet", "256"],
     ["stream-encode", "--header-every", "0"],
+    ["stream-encode", "--rate", "0"],
+    ["serve", "--port", "70000"],
+    ["serve", "--max-clients", "0"],
+    ["serve", "--idle-timeout", "nan"],
+    ["serve", "--threads", "0"],
 ])
 def test_commands_refuse_bad_values(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args(argv)
     assert exit_info.value.code == 2
-    assert "argument" in capsys.readouterr().err
+    assert f"argument {argv[-2]}" in capsys.readouterr().err  # the option with the bad value
 
 
 def test_commands_take_good_values() -> None:
@@ -49,3 +56,22 @@ def test_commands_take_good_values() -> None:
                                       "--loader-workers", "0", "--batch-seconds", "30", "-b", "6"])
     assert (args.shard_rows, args.loader_workers, args.batch_seconds, args.bandwidth) == (5, 0, 30.0, 6.0)
     assert build_parser().parse_args(["stream-encode", "--frames-per-packet", "255"]).frames_per_packet == 255
+
+
+def test_ports() -> None:
+    assert port_arg("0") == 0 and port_arg("65535") == 65535
+    for text, message in [("65536", "not in 0..65535"), ("-1", "not in 0..65535"), ("http", "invalid port")]:
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            port_arg(text)
+
+
+@pytest.mark.parametrize("argv", [["serve", "x", "--port", "99999"],
+                                  ["build", "--set", "s", "--out", "o", "--max-seconds", "0"],
+                                  ["build", "--set", "s", "--out", "o", "--channels", "0"]])
+def test_mushra_refuses_bad_values(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from opencodec.eval.mushra.cli import build_parser as mushra_parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        mushra_parser().parse_args(argv)
+    assert exit_info.value.code == 2
+    assert f"argument {argv[-2]}" in capsys.readouterr().err

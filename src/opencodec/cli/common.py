@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import sys
 import typing as tp
 from pathlib import Path
 
 from tqdm import tqdm
 
+from ..argtypes import bandwidth_arg, count_arg, int_in, port_arg, positive_float, positive_int
 from ..codec_files import ProgressFactory, Update
 from ..errors import UsageError
 
 PROG = "opencodec"
 
 __all__ = ["PROG", "UsageError", "error", "warn", "info", "describe", "bandwidth_arg", "positive_int",
-           "positive_float", "count_arg", "int_in",
+           "positive_float", "count_arg", "int_in", "port_arg",
            "add_model_option", "progress_bars", "fmt_kbps"]
 
 
@@ -47,53 +47,6 @@ def describe(exc: BaseException, path: Path) -> str:
 
 def fmt_kbps(value: float) -> str:
     return f"{value:g}"
-
-
-# ------------------------------------------------------------------------------------------
-# Option types
-# ------------------------------------------------------------------------------------------
-def bandwidth_arg(text: str) -> float:
-    """argparse type: a positive, finite bandwidth in kbps."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid bandwidth {text!r}: expected a number of kbps") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"invalid bandwidth {text!r}: must be a positive number of kbps")
-    return value
-
-
-def int_in(low: int, high: int | None = None) -> tp.Callable[[str], int]:
-    """argparse type: a whole number in [low, high] (no upper bound when ``high`` is None)."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if high is not None and not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        return value
-    return parse
-
-
-positive_int = int_in(1)
-"""argparse type: a whole number >= 1."""
-
-count_arg = int_in(0)
-"""argparse type: a whole number >= 0."""
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
 
 
 def add_mode_options(parser: argparse.ArgumentParser, fast_default: bool) -> None:

@@ -7,7 +7,7 @@ import typing as tp
 
 from ..errors import UsageError
 from ..pretrained import DEFAULT_MODEL, load_model
-from .common import add_model_option, bandwidth_arg, info
+from .common import add_model_option, bandwidth_arg, info, port_arg, positive_float, positive_int
 
 
 def add_serve_parser(sub: tp.Any, common: argparse.ArgumentParser) -> None:
@@ -19,20 +19,20 @@ def add_serve_parser(sub: tp.Any, common: argparse.ArgumentParser) -> None:
                     "share one batched step per frame. Causal models only. Needs the 'serve' extra.")
     add_model_option(srv, f"model name or weights file (default {DEFAULT_MODEL}); must be causal")
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    srv.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free port)")
-    srv.add_argument("--max-clients", type=int, default=16, metavar="N",
+    srv.add_argument("--port", type=port_arg, default=8765, help="port (default 8765; 0: any free port)")
+    srv.add_argument("--max-clients", type=positive_int, default=16, metavar="N",
                      help="clients served at once; more are refused with close code 1013 (default 16)")
-    srv.add_argument("--max-message", type=int, default=1 << 20, metavar="BYTES",
+    srv.add_argument("--max-message", type=positive_int, default=1 << 20, metavar="BYTES",
                      help="largest message a client may send (default 1048576); bigger: close 1009")
-    srv.add_argument("--idle-timeout", type=float, default=30.0, metavar="S",
+    srv.add_argument("--idle-timeout", type=positive_float, default=30.0, metavar="S",
                      help="close a client that sends nothing for S seconds (default 30)")
-    srv.add_argument("--send-queue", type=int, default=256, metavar="N",
+    srv.add_argument("--send-queue", type=positive_int, default=256, metavar="N",
                      help="messages waiting for a client before it is disconnected as too slow "
                           "(default 256, ~3.4 s of relayed audio)")
     srv.add_argument("-b", "--max-bandwidth", type=bandwidth_arg, metavar="KBPS",
                      help="the highest bandwidth clients may ask for, and the shared encoder's "
                           "(default: the model's highest; lower is cheaper per stream)")
-    srv.add_argument("--threads", type=int, default=1, metavar="N",
+    srv.add_argument("--threads", type=positive_int, default=1, metavar="N",
                      help="PyTorch threads (default 1; set OMP_WAIT_POLICY=PASSIVE on a busy machine)")
     srv.add_argument("--exact", action="store_true",
                      help="exact kernels, each stream in its own batch-1 step: codes bit-identical to "
@@ -53,8 +53,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              idle_timeout=args.idle_timeout, send_queue=args.send_queue)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if args.threads < 1:
-        raise UsageError(f"--threads must be at least 1, got {args.threads}")
     model = load_model(args.model)
     model.exact = args.exact  # fast mode unless --exact, as for stream-encode / stream-decode
     run_server(model, args.host, args.port, limits, batched=not args.exact,

@@ -14,7 +14,7 @@ from ..model_cache import CodecModels, load_checked_model
 from ..pretrained import DEFAULT_MODEL
 from ..threads import use_live_threads
 from .common import (UsageError, add_mode_options, add_model_option, bandwidth_arg, fmt_kbps, info, int_in,
-                     warn)
+                     positive_int, warn)
 
 
 def add_stream_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
@@ -36,8 +36,8 @@ def add_stream_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
                      help=f"repeat the stream header every N data packets (default {DEFAULT_HEADER_EVERY}); "
                           "a receiver joining mid-stream starts at the next header")
     enc.add_argument("--raw", action="store_true", help="stdin is headerless PCM (needs --rate, --channels)")
-    enc.add_argument("--rate", type=int, metavar="HZ", help="sample rate of raw input")
-    enc.add_argument("--channels", type=int, metavar="C", help="channels of raw input (interleaved)")
+    enc.add_argument("--rate", type=positive_int, metavar="HZ", help="sample rate of raw input")
+    enc.add_argument("--channels", type=positive_int, metavar="C", help="channels of raw input (interleaved)")
     enc.add_argument("--format", choices=sorted(RAW_FORMATS),
                      help="sample format of raw input (default s16le)")
     add_mode_options(enc, fast_default=True)

@@ -45,6 +45,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 # re-exported: the source table and its helpers used to live here
+from ..argtypes import positive_int
 from .sources import AUDIO_EXTS, SOURCES, Selector, Source, _rx, _stem_group  # noqa: F401
 from ._jsonl import read_jsonl, write_jsonl  # noqa: F401 (re-exported)
 from .probe import build_probe
@@ -831,15 +832,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     b = sub.add_parser("build", help="download, extract, convert, cut and write manifests")
     b.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     b.add_argument("--out", type=Path, default=Path("data"))
-    b.add_argument("--sample-rate", type=int, default=24000)
+    b.add_argument("--sample-rate", type=positive_int, default=24000)
     b.add_argument("--seed", type=int, default=1234)
-    b.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    b.add_argument("--workers", type=positive_int, default=min(4, os.cpu_count() or 1))
     b.add_argument("--categories", nargs="+", default=None, choices=("speech", "music", "general", "noise"),
                    help="build only the preset's sources of these categories (speech music general noise)")
     s = sub.add_parser("summary", help="print the summary of a built preset")
     s.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     s.add_argument("--out", type=Path, default=Path("data"))
-    s.add_argument("--sample-rate", type=int, default=24000)
+    s.add_argument("--sample-rate", type=positive_int, default=24000)
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     if a.cmd == "build":

@@ -53,6 +53,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..argtypes import bandwidth_arg, positive_int
+
 ALL_METRICS = ("si_snr", "mel", "stft", "visqol", "pesq", "stoi")
 SPEECH_ONLY_METRICS = ("pesq", "stoi")
 DEFAULT_CATEGORIES = ("clean_speech", "noisy_speech", "music", "general")
@@ -657,7 +659,7 @@ def build_parser(prog: str = "opencodec eval") -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="*", default=[], metavar="NAME_OR_PATH",
                    help="neural model names or weight files")
-    p.add_argument("--bandwidths", nargs="*", type=float, default=None, metavar="KBPS",
+    p.add_argument("--bandwidths", nargs="*", type=bandwidth_arg, default=None, metavar="KBPS",
                    help="bandwidths for the models (default: each model's own)")
     p.add_argument("--baselines", nargs="*", default=[], metavar="SPEC",
                    help="baselines: opusN, mp3_N (e.g. opus6 opus12 opus24 mp3_64)")
@@ -665,13 +667,13 @@ def build_parser(prog: str = "opencodec eval") -> argparse.ArgumentParser:
                    help="folder with eval_<category>.jsonl manifests")
     p.add_argument("--categories", nargs="*", default=None,
                    help="categories (default: all eval_*.jsonl found)")
-    p.add_argument("--max-items", type=int, default=None, metavar="N", help="first N items per category")
+    p.add_argument("--max-items", type=positive_int, default=None, metavar="N", help="first N items per category")
     p.add_argument("--metrics", nargs="*", default=list(ALL_METRICS), choices=ALL_METRICS)
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (resumable)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (1 torch thread each)")
-    p.add_argument("--sample-rate", type=int, default=24000,
+    p.add_argument("--workers", type=positive_int, default=1, help="worker processes (1 torch thread each)")
+    p.add_argument("--sample-rate", type=positive_int, default=24000,
                    help="scoring rate when no model is given (default 24000)")
-    p.add_argument("--channels", type=int, default=1, help="scoring channels when no model is given")
+    p.add_argument("--channels", type=positive_int, default=1, help="scoring channels when no model is given")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
 

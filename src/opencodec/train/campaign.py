@@ -37,6 +37,8 @@ from pathlib import Path
 
 import torch
 
+from ..argtypes import positive_float
+
 __all__ = ["compact_state", "expand_state", "write_parts", "read_parts", "pack", "unpack", "main"]
 
 PART_NAME = "state.pt.part"
@@ -195,8 +197,8 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
     p = sub.add_parser("pack", help="a trainer checkpoint -> compact state parts")
     p.add_argument("checkpoint", type=Path)
     p.add_argument("folder", type=Path)
-    p.add_argument("--max-mb", type=float, default=None, help="budget for the whole state (MB = 10^6 bytes)")
-    p.add_argument("--part-mb", type=float, default=DEFAULT_PART_BYTES / 1e6, help="largest part (MB)")
+    p.add_argument("--max-mb", type=positive_float, default=None, help="budget for the whole state (MB = 10^6 bytes)")
+    p.add_argument("--part-mb", type=positive_float, default=DEFAULT_PART_BYTES / 1e6, help="largest part (MB)")
     u = sub.add_parser("unpack", help="compact state parts -> RUN_DIR/checkpoint.pt")
     u.add_argument("folder", type=Path)
     u.add_argument("run_dir", type=Path)

@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 
 from .._files import atomic_output, check_output, write_bytes_atomic
+from ..argtypes import bandwidth_arg, positive_int
 from ..bandwidth import check_bandwidth
 from ..errors import AudioIOError, ModelLoadError, OpenCodecError, UnsupportedBandwidthError
 from ..model import EncodecModel
@@ -936,11 +937,11 @@ def report_main(argv: tp.Sequence[str]) -> int:
     parser.add_argument("--codec", default=None,
                         help="codec name or weights file (default: the one the LM file was trained on)")
     parser.add_argument("--manifest", nargs="+", required=True, help="JSONL manifest(s) of held-out audio")
-    parser.add_argument("--bandwidths", type=float, nargs="*", default=None, help="kbps (default: all)")
-    parser.add_argument("--items", type=int, default=16, help="files to measure (default 16)")
+    parser.add_argument("--bandwidths", type=bandwidth_arg, nargs="*", default=None, help="kbps (default: all)")
+    parser.add_argument("--items", type=positive_int, default=16, help="files to measure (default 16)")
     parser.add_argument("--out", default=None, help="folder for report.json and report.md")
     parser.add_argument("-f", "--force", action="store_true", help="overwrite an existing report")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch threads")
     parser.add_argument("--no-verify", action="store_true", help="skip the round-trip check")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)

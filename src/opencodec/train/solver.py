@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..argtypes import count_arg, positive_float
 from ..model import EncodecConfig, EncodecModel
 from ..identity import export_name
 from ..pretrained import load_model, save_model
@@ -664,8 +665,8 @@ def parse_run_arguments(parser: argparse.ArgumentParser, argv: tp.Sequence[str] 
     parser.add_argument("config", help=config_help)
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. optim.steps=500")
     parser.add_argument("--run-dir", default=None, help="output folder (default: run_dir in the config)")
-    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resumable)")
-    parser.add_argument("--max-minutes", type=float, default=None,
+    parser.add_argument("--max-steps", type=count_arg, default=None, help="stop after this many steps (resumable)")
+    parser.add_argument("--max-minutes", type=positive_float, default=None,
                         help="stop (validate, checkpoint, export) after this many minutes")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)

@@ -6,32 +6,12 @@ Exit status: 0 success, 1 failure (one line ``opencodec mushra: error: ...``), 2
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
+from ...argtypes import port_arg, positive_float, positive_int
 from ...errors import OpenCodecError
 from .build import DEFAULT_ANCHOR_HZ, DEFAULT_MAX_SECONDS
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid port {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port {value} is not in 0..65535 (0 picks a free one)")
-    return value
 
 
 def build_parser(prog: str = "opencodec mushra") -> argparse.ArgumentParser:
@@ -49,21 +29,21 @@ def build_parser(prog: str = "opencodec mushra") -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, type=Path, metavar="DIR", help="test folder to create")
     b.add_argument("--models", nargs="*", default=[], metavar="NAME_OR_PATH",
                    help="neural models (names or weight files); none is needed")
-    b.add_argument("--bandwidths", nargs="*", type=_positive, default=None, metavar="KBPS",
+    b.add_argument("--bandwidths", nargs="*", type=positive_float, default=None, metavar="KBPS",
                    help="bandwidths for every model (default: each model's own)")
     b.add_argument("--baselines", nargs="*", default=[], metavar="SPEC",
                    help="baselines as opencodec eval names them: opusN, mp3_N (e.g. opus6 opus12 mp3_64)")
     b.add_argument("--categories", nargs="*", default=None,
                    help="categories (default: every eval_*.jsonl found)")
-    b.add_argument("-n", "--items-per-category", type=int, default=3, metavar="N",
+    b.add_argument("-n", "--items-per-category", type=positive_int, default=3, metavar="N",
                    help="items drawn per category (default 3)")
     b.add_argument("--seed", type=int, default=0, help="seed of the item draw (default 0)")
-    b.add_argument("--max-seconds", type=_positive, default=DEFAULT_MAX_SECONDS, metavar="S",
+    b.add_argument("--max-seconds", type=positive_float, default=DEFAULT_MAX_SECONDS, metavar="S",
                    help=f"cut every item to its first S seconds (default {DEFAULT_MAX_SECONDS:g})")
-    b.add_argument("--sample-rate", type=int, default=24000,
+    b.add_argument("--sample-rate", type=positive_int, default=24000,
                    help="rate of the test when no model is given (default 24000)")
-    b.add_argument("--channels", type=int, default=1, help="channels when no model is given (default 1)")
-    b.add_argument("--anchor-hz", type=_positive, default=DEFAULT_ANCHOR_HZ, metavar="HZ",
+    b.add_argument("--channels", type=positive_int, default=1, help="channels when no model is given (default 1)")
+    b.add_argument("--anchor-hz", type=positive_float, default=DEFAULT_ANCHOR_HZ, metavar="HZ",
                    help=f"low-pass anchor cut-off (default {DEFAULT_ANCHOR_HZ:g})")
     b.add_argument("--test-id", default=None, help="test id (default: folder name + random suffix)")
     b.add_argument("--title", default=None, help="title shown on the page")
@@ -75,7 +55,7 @@ def build_parser(prog: str = "opencodec mushra") -> argparse.ArgumentParser:
                        description="Serve the test's rating page; ratings go to a SQLite database.")
     s.add_argument("test_dir", type=Path, metavar="TEST_DIR")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    s.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0 picks a free one)")
+    s.add_argument("--port", type=port_arg, default=8000, help="port (default 8000; 0 picks a free one)")
     s.add_argument("--db", type=Path, default=None, metavar="PATH",
                    help="ratings database (default TEST_DIR/ratings.sqlite)")
     s.add_argument("-v", "--verbose", action="store_true", help="log every request to stderr")

@@ -1,0 +1,66 @@
+"""argparse option types shared by every command line (``opencodec`` and its sub-commands,
+``opencodec mushra``): each turns a bad value into a one-line usage error naming it."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import typing as tp
+
+__all__ = ["bandwidth_arg", "int_in", "positive_int", "count_arg", "positive_float", "port_arg"]
+
+
+def _positive_number(text: str, not_number: str, not_positive: str) -> float:
+    """``text`` as a finite number > 0, else ``ArgumentTypeError`` with the message that fits
+    (``{text}`` in a message is replaced by the value)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(not_number.format(text=repr(text))) from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(not_positive.format(text=text))
+    return value
+
+
+def bandwidth_arg(text: str) -> float:
+    """argparse type: a positive, finite bandwidth in kbps."""
+    return _positive_number(text, "invalid bandwidth {text}: expected a number of kbps",
+                            "invalid bandwidth '{text}': must be a positive number of kbps")
+
+
+def int_in(low: int, high: int | None = None) -> tp.Callable[[str], int]:
+    """argparse type: a whole number in [low, high] (no upper bound when ``high`` is None)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if high is not None and not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse
+
+
+positive_int = int_in(1)
+"""argparse type: a whole number >= 1."""
+
+count_arg = int_in(0)
+"""argparse type: a whole number >= 0."""
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    return _positive_number(text, "not a number: {text}", "must be a positive number, got {text}")
+
+
+def port_arg(text: str) -> int:
+    """argparse type: a TCP port, 0-65535 (0: any free port)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port {value} is not in 0..65535 (0 picks a free one)")
+    return value
