@@ -502,12 +502,16 @@ def test_engine_tick_leaves_input_that_arrives_during_it(model):
 
 def test_engine_gathers_streams_within_the_batch_window(model):
     """Frames of three streams arriving 3 ms apart are served by one step of all three; a
-    stream that sends nothing delays the others by at most the window."""
+    stream that stops sending delays the others by at most the window, and one that has not
+    sent anything yet not at all."""
     from opencodec.serve.engine import Engine
 
-    async def scenario(window: float, senders: int, streams: int) -> tuple[list[list[int]], float]:
+    async def scenario(window: float, senders: int, streams: int, started: bool = True
+                       ) -> tuple[list[list[int]], float]:
         engine = Engine(model, batch_window=window)
         sessions = _relay_sessions(model, engine, streams)
+        for s in sessions:
+            s.samples_received = 320 * started  # as the server's reader counts input
         pushes = _recording_pushes(engine)
         runner = asyncio.create_task(engine.run())
         try:
@@ -526,7 +530,9 @@ def test_engine_gathers_streams_within_the_batch_window(model):
 
     pushes, _ = asyncio.run(scenario(0.05, 3, 3))
     assert pushes == [[1, 1, 1]]
-    pushes, waited = asyncio.run(scenario(0.05, 2, 3))  # the third stream never sends
+    pushes, waited = asyncio.run(scenario(0.05, 2, 3))  # the third stream stopped sending
     assert pushes == [[1, 1]] and 0.045 < waited < 1.0
+    pushes, waited = asyncio.run(scenario(0.5, 1, 2, started=False))  # neither had sent before
+    assert pushes == [[1]] and waited < 0.4
     pushes, _ = asyncio.run(scenario(0.0, 3, 3))  # no window: the first frame is served alone
     assert pushes[0] == [1]

@@ -177,9 +177,14 @@ class Engine:
             self._waiter.set_result(None)
 
     def _someone_missing(self) -> bool:
-        """A live stream has no input waiting (loop side, between ticks)."""
+        """A live stream that has sent input before has none waiting (loop side, between
+        ticks). A client that has not sent anything yet is not waited for."""
         for s in itertools.chain(self.sessions, self._joining):
-            if not (s.dropped or s.finished or s.ending or (s.frames if s.encodes else s.codes)):
+            if s.dropped or s.finished or s.ending:
+                continue
+            if s.encodes and s.samples_received and not s.frames:
+                return True
+            if not s.encodes and s.stream_started and not s.codes:
                 return True
         return False
 
