@@ -311,7 +311,7 @@ def test_cli_serve_starts_and_serves(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     bad = subprocess.run([sys.executable, "-m", "opencodec", "serve", "--max-clients", "0"],
                          capture_output=True, text=True, env=env, timeout=60)
-    assert bad.returncode != 0 and "max_clients must be at least 1" in bad.stderr
+    assert bad.returncode == 2 and "argument --max-clients: must be at least 1, got 0" in bad.stderr
     bad_bw = subprocess.run([sys.executable, "-m", "opencodec", "serve", "-b", "5"],
                             capture_output=True, text=True, env=env, timeout=60)
     assert bad_bw.returncode == 1 and "does not support 5 kbps" in bad_bw.stderr
