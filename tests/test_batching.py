@@ -33,30 +33,33 @@ def _single(model: EncodecModel, wav: torch.Tensor) -> tuple[torch.Tensor, torch
 
 
 # Known limit, found once the test models' codes followed their input (official_ref): for
-# this small architecture (8-32 channels), PyTorch's CPU convolutions round a batch of
-# several items differently from a batch of one (~1e-7 relative; the multi-stream encoder
-# measured the same), and a near-tie in codebook 0 then picks another entry at a few frames.
-# For the official architectures the batched codes are bitwise the single ones.
-SMALL_NOT_BITWISE = pytest.mark.xfail(raises=AssertionError, strict=False, reason=(
-    "small architecture: a batch's convolutions round differently from a single item's (~1e-7 rel.)"))
+# the small architecture (8-32 channels), PyTorch's CPU convolutions round a batch of several
+# items differently from a batch of one (~1e-7 relative; the multi-stream encoder measured the
+# same), and a near-tie in codebook 0 then picks another entry at a few frames (measured: 1 of
+# 618 frames in one item of seven, audio 3-4e-5 relative L2 there, ~1e-7 elsewhere). For the
+# official architectures the batched codes are bitwise the single ones.
+BITWISE = {"encodec_24khz": True, "encodec_48khz": True, "small": False}
 
 
 @pytest.mark.parametrize("name,max_len,bandwidth", [
-    ("encodec_24khz", 30_000, 6.0), pytest.param("small", 9_000, 24.0, marks=SMALL_NOT_BITWISE),
-    ("encodec_48khz", 100_000, 6.0)])
+    ("encodec_24khz", 30_000, 6.0), ("small", 9_000, 24.0), ("encodec_48khz", 100_000, 6.0)])
 def test_batch_equals_single(models: dict, name: str, max_len: int, bandwidth: float) -> None:
+    """Official architectures: every item's codes bitwise its codes alone, audio within 1e-5.
+    The small architecture: 99% of each item's frames equal, audio within 1e-5 where all its
+    codes are equal and 1e-3 where a near-tie flipped one."""
     model = models[name]
     model.set_target_bandwidth(bandwidth)
     rng = random.Random(zlib.crc32(name.encode()))
     lengths = [1, 7, max_len] + [rng.randint(1, max_len) for _ in range(4)]
     if name == "encodec_48khz":
         lengths = [1, 700, 48_000, 47_520, max_len, rng.randint(48_001, max_len)]
-    wav = torch.randn(len(lengths), model.channels, max(lengths)) * 0.3
+    gen = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+    wav = torch.randn(len(lengths), model.channels, max(lengths), generator=gen) * 0.3
     # Whatever lies in the padding must not matter: fill it with loud noise.
     enc = encode_batch(model, wav, lengths)
     noisy = wav.clone()
     for b, n in enumerate(lengths):
-        noisy[b, :, n:] = torch.randn_like(noisy[b, :, n:]) * 5
+        noisy[b, :, n:] = torch.randn(noisy[b, :, n:].shape, generator=gen) * 5
     enc2 = encode_batch(model, noisy, lengths)
     assert torch.equal(enc.codes, enc2.codes)
     audio, out_lengths = decode_batch(model, enc)
@@ -66,10 +69,15 @@ def test_batch_equals_single(models: dict, name: str, max_len: int, bandwidth: f
         codes, single_audio = _single(model, wav[b: b + 1, :, :n])
         f = int(enc.frame_lengths[b])
         assert f == codes.shape[-1]
-        assert torch.equal(enc.codes[b, :, :f], codes), (name, n)
+        same = torch.equal(enc.codes[b, :, :f], codes)
+        if BITWISE[name]:
+            assert same, (name, n)
+        else:
+            frames_equal = float((enc.codes[b, :, :f] == codes).all(0).float().mean())
+            assert frames_equal >= 0.99, (name, n, frames_equal)
         assert (enc.codes[b, :, f:] == -1).all()
         err = (audio[b, :, :n] - single_audio).norm() / single_audio.norm().clamp_min(1e-12)
-        assert err < 1e-5, (name, n, float(err))
+        assert err < (1e-5 if same else 1e-3), (name, n, float(err))
         assert (audio[b, :, n:] == 0).all()
 
 
