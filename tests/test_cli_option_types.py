@@ -8,7 +8,7 @@ import argparse
 import pytest
 
 from opencodec.cli import build_parser
-from opencodec.argtypes import port_arg
+from opencodec.argtypes import non_negative_float, port_arg
 from opencodec.cli.common import count_arg, int_in, positive_float, positive_int
 
 
@@ -43,6 +43,7 @@ def test_positive_float_refuses(text: str) -> None:
     ["serve", "--max-clients", "0"],
     ["serve", "--idle-timeout", "nan"],
     ["serve", "--threads", "0"],
+    ["serve", "--batch-window-ms", "-1"],
 ])
 def test_commands_refuse_bad_values(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
@@ -75,3 +76,11 @@ def test_mushra_refuses_bad_values(argv: list[str], capsys: pytest.CaptureFixtur
         mushra_parser().parse_args(argv)
     assert exit_info.value.code == 2
     assert f"argument {argv[-2]}" in capsys.readouterr().err
+
+
+def test_non_negative_float() -> None:
+    assert non_negative_float("0") == 0.0 and non_negative_float("2.5") == 2.5
+    for text in ("-0.1", "nan", "inf", "x"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            non_negative_float(text)
+    assert build_parser().parse_args(["serve", "--batch-window-ms", "0"]).batch_window_ms == 0.0

@@ -536,3 +536,6 @@ def test_engine_gathers_streams_within_the_batch_window(model):
     assert pushes == [[1]] and waited < 0.4
     pushes, _ = asyncio.run(scenario(0.0, 3, 3))  # no window: the first frame is served alone
     assert pushes[0] == [1]
+    for bad in (-0.001, float("nan")):
+        with pytest.raises(ValueError, match="batch_window"):
+            Engine(model, batch_window=bad)

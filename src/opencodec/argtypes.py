@@ -7,7 +7,8 @@ import argparse
 import math
 import typing as tp
 
-__all__ = ["bandwidth_arg", "int_in", "positive_int", "count_arg", "positive_float", "port_arg"]
+__all__ = ["bandwidth_arg", "int_in", "positive_int", "count_arg", "positive_float", "non_negative_float",
+           "port_arg"]
 
 
 def _positive_number(text: str, not_number: str, not_positive: str) -> float:
@@ -53,6 +54,17 @@ count_arg = int_in(0)
 def positive_float(text: str) -> float:
     """argparse type: a finite number > 0."""
     return _positive_number(text, "not a number: {text}", "must be a positive number, got {text}")
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
 
 
 def port_arg(text: str) -> int:

@@ -10,14 +10,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..argtypes import bandwidth_arg, count_arg, int_in, port_arg, positive_float, positive_int
+from ..argtypes import (bandwidth_arg, count_arg, int_in, non_negative_float, port_arg, positive_float,
+                        positive_int)
 from ..codec_files import ProgressFactory, Update
 from ..errors import UsageError
 
 PROG = "opencodec"
 
 __all__ = ["PROG", "UsageError", "error", "warn", "info", "describe", "bandwidth_arg", "positive_int",
-           "positive_float", "count_arg", "int_in", "port_arg",
+           "positive_float", "count_arg", "int_in", "port_arg", "non_negative_float",
            "add_model_option", "progress_bars", "fmt_kbps"]
 
 

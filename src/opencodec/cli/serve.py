@@ -7,7 +7,7 @@ import typing as tp
 
 from ..errors import UsageError
 from ..pretrained import DEFAULT_MODEL, load_model
-from .common import add_model_option, bandwidth_arg, info, port_arg, positive_float, positive_int
+from .common import add_model_option, bandwidth_arg, info, non_negative_float, port_arg, positive_float, positive_int
 
 
 def add_serve_parser(sub: tp.Any, common: argparse.ArgumentParser) -> None:
@@ -34,6 +34,9 @@ def add_serve_parser(sub: tp.Any, common: argparse.ArgumentParser) -> None:
                           "(default: the model's highest; lower is cheaper per stream)")
     srv.add_argument("--threads", type=positive_int, default=1, metavar="N",
                      help="PyTorch threads (default 1; set OMP_WAIT_POLICY=PASSIVE on a busy machine)")
+    srv.add_argument("--batch-window-ms", type=non_negative_float, default=None, metavar="MS",
+                     help="how long a step may wait for every live stream's next frame, so that all "
+                          "share one batched step (default one frame, 13.3 ms at 24 kHz; 0: no waiting)")
     srv.add_argument("--exact", action="store_true",
                      help="exact kernels, each stream in its own batch-1 step: codes bit-identical to "
                           "'compress' (much slower with many clients). Default: fast mode (README, "
@@ -56,5 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     model.exact = args.exact  # fast mode unless --exact, as for stream-encode / stream-decode
     run_server(model, args.host, args.port, limits, batched=not args.exact,
-               max_bandwidth=args.max_bandwidth, threads=args.threads, ready=lambda text: info(args, text))
+               max_bandwidth=args.max_bandwidth, threads=args.threads,
+               batch_window=None if args.batch_window_ms is None else args.batch_window_ms / 1000,
+               ready=lambda text: info(args, text))
     return 0

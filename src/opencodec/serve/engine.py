@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import math
 import time
 import typing as tp
 from concurrent.futures import ThreadPoolExecutor
@@ -126,7 +127,8 @@ class Engine:
     runs each stream in its own batch-1 step (bit-exact, slower). A step takes up to
     ``max_frames`` waiting frames of each stream at once: a server that fell behind catches up
     with steps that cost far less per frame than one frame per step. Unbatched (``--exact``)
-    it keeps one frame per step, as before.
+    it keeps one frame per step, as before. ``batch_window`` (seconds, batched only): how long
+    a tick may wait for every live stream's input (default one frame; 0: no waiting).
     """
 
     def __init__(self, model: EncodecModel, batched: bool = True, max_steps: int = 8,
@@ -151,6 +153,8 @@ class Engine:
         # Batched, a tick waits (at most this long after the first input it would serve) until
         # every live stream has input: one step of all streams costs far less than several
         # steps of a few each (default: one frame's duration).
+        if batch_window is not None and not (math.isfinite(batch_window) and batch_window >= 0):
+            raise ValueError(f"batch_window must be a finite number of seconds >= 0, got {batch_window}")
         self.batch_window = (model.hop_length / model.sample_rate if batch_window is None
                              else batch_window) if batched else 0.0
         self._input_since: float | None = None  # loop clock: the oldest input no tick has taken

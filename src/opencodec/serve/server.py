@@ -103,9 +103,11 @@ class CodecServer:
     step (bit-exact codes, slower)."""
 
     def __init__(self, model: EncodecModel, limits: ServeLimits = ServeLimits(), batched: bool = True,
-                 max_bandwidth: float | None = None):
+                 max_bandwidth: float | None = None, batch_window: float | None = None):
         self.model = model
-        self.engine = Engine(model, batched=batched, max_bandwidth=max_bandwidth)  # checks the bandwidth
+        # checks the bandwidth; batch_window (s): how long a tick may wait for every stream's
+        # frame (default one frame; 0: serve whatever has arrived at once)
+        self.engine = Engine(model, batched=batched, max_bandwidth=max_bandwidth, batch_window=batch_window)
         self.limits = limits
         self.batched = batched
         self.clients = 0
@@ -362,17 +364,18 @@ def _bound_port(server: Server) -> int:
 
 def run_server(model: EncodecModel, host: str = "127.0.0.1", port: int = 8765,
                limits: ServeLimits = ServeLimits(), batched: bool = True,
-               max_bandwidth: float | None = None, threads: int = 1,
+               max_bandwidth: float | None = None, threads: int = 1, batch_window: float | None = None,
                ready: tp.Callable[[str], None] = print) -> None:
     """Serve ``model`` until interrupted (Ctrl-C returns normally); ``max_bandwidth`` (kbps):
     the highest a client may ask for (default the model's highest); ``threads``: PyTorch's
-    (default 1: the streams are batched, and more threads spin against other work)."""
+    (default 1: the streams are batched, and more threads spin against other work);
+    ``batch_window`` (s): see :class:`~.engine.Engine`."""
     from ..stream.decoder import check_streamable
 
     check_streamable(model.config)
     if threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
     torch.set_num_threads(threads)
-    server = CodecServer(model, limits, batched, max_bandwidth)
+    server = CodecServer(model, limits, batched, max_bandwidth, batch_window)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(server.serve_forever(host, port, ready))
