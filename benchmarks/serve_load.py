@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/serve_load.py [--clients 16] [--seconds 60]
         [--model opencodec_24khz] [--bandwidth 6] [--exact] [--server-cpu 0]
-        [--audio demo/sample_speech_fr.flac]
+        [--audio demo/sample_speech_fr.flac] [--batch-window-ms MS]
 
 The server is the real command (``python -m opencodec serve --port 0 --max-clients N``) in its
 own process (one thread; ``--server-cpu`` pins it to one core); the clients run here, each
@@ -41,7 +41,8 @@ REPO = Path(__file__).resolve().parent.parent
 def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, int]:
     """``opencodec serve`` in a subprocess on a free port; returns (process, port)."""
     cmd = [sys.executable, "-m", "opencodec", "serve", "--port", "0", "-m", args.model,
-           "--max-clients", str(args.clients), "--threads", str(args.threads)] + (["--exact"] if args.exact else [])
+           "--max-clients", str(args.clients), "--threads", str(args.threads)] + (["--exact"] if args.exact else []) \
+        + ([] if args.batch_window_ms is None else ["--batch-window-ms", str(args.batch_window_ms)])
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     cpu = args.server_cpu
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True,
@@ -81,6 +82,8 @@ def main() -> None:
     parser.add_argument("--exact", action="store_true", help="the server's batch-1 exact mode")
     parser.add_argument("--threads", type=int, default=1, help="server threads (default 1)")
     parser.add_argument("--server-cpu", type=int, default=None, help="pin the server to this CPU")
+    parser.add_argument("--batch-window-ms", type=float, default=None,
+                        help="the server's --batch-window-ms (default: its own, one frame)")
     parser.add_argument("--audio", type=Path, default=REPO / "demo" / "sample_speech_fr.flac")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)  # so that the provenance line states the server's threads
@@ -106,8 +109,9 @@ def main() -> None:
     steps = [r.stats[-1].get("step_ms_p50") for r in results if r.stats]
     step = np.median([s for s in steps if s is not None]) if any(s is not None for s in steps) else float("nan")
     print(provenance_line({args.model: model}))
+    window = "" if args.batch_window_ms is None else f" --batch-window-ms {args.batch_window_ms:g}"
     print(f"server: opencodec serve -m {args.model} --max-clients {args.clients}"
-          f"{' --exact' if args.exact else ''}, {args.threads} thread(s)"
+          f"{' --exact' if args.exact else ''}{window}, {args.threads} thread(s)"
           f"{f', pinned to CPU {args.server_cpu}' if args.server_cpu is not None else ''}; "
           f"clients: relay at {args.bandwidth:g} kbps, {args.seconds:g} s of {args.audio.name} each, "
           f"real time, 320-sample chunks; wall {wall:.1f} s")
