@@ -474,6 +474,25 @@ def test_engine_steps_take_as_many_frames_from_every_stream(model):
     assert [s.samples_in for s in sessions] == [320, 960, 960] and not any(s.frames for s in sessions)
 
 
+def test_engine_leaves_a_few_streams_extra_frames_for_the_next_tick(model):
+    """After a tick's first step, the frames left to fewer than half of the streams wait for
+    the next tick (a step for a few streams costs nearly what one for all costs)."""
+    from opencodec.serve.engine import Engine
+
+    engine = Engine(model, max_steps=64)
+    sessions = _relay_sessions(model, engine, 4)
+    pushes = _recording_pushes(engine)
+    frame = _signal(3, 320 / SR)
+    for s, n in zip(sessions, (1, 1, 1, 2)):
+        s.frames.extend(frame.copy() for _ in range(n))
+    engine._tick()
+    assert pushes == [[1, 1, 1, 1]] and len(sessions[3].frames) == 1
+    for s in sessions[:3]:
+        s.frames.append(frame.copy())
+    engine._tick()
+    assert pushes == [[1, 1, 1, 1], [1, 1, 1, 1]] and not any(s.frames for s in sessions)
+
+
 def test_engine_tick_leaves_input_that_arrives_during_it(model):
     """Frames that arrive while a tick runs wait for the next tick (which gathers every stream's
     next frame), instead of a second small step in the same tick."""

@@ -20,7 +20,9 @@ Batching: one step of N streams costs far less than N steps of one (the weights 
 so a tick waits, at most ``batch_window`` (one frame) after the oldest input it would serve,
 until every live stream has input; it takes only the input waiting when it began (what arrives
 meanwhile waits for the next tick, with the others), and every stream in a step takes as many
-frames as the one with the fewest. Without this, clients whose frames arrive at different
+frames as the one with the fewest. Frames left after a tick's first step get more steps in
+that tick only if at least half the streams have some (or a stream is ending); otherwise they
+wait for the next tick's step of all streams. Without this, clients whose frames arrive at different
 moments of a frame period were served in several small steps per period, which cost more
 than the core had at 16 clients (``benchmarks/serve_load.py``, docs/BENCHMARKS.md).
 """
@@ -254,8 +256,8 @@ class Engine:
         self._drop_gone()
         for s in self.sessions:  # input that arrives during this tick waits for the next one
             s.quota = len(s.frames) if s.encodes else len(s.codes)
-        for _ in range(self.max_steps):
-            if not self._step(out):
+        for i in range(self.max_steps):
+            if not self._step(out, first=i == 0):
                 break
         for s in self.sessions:
             if s.ending and not s.finished and not s.frames and not s.codes:
@@ -271,12 +273,18 @@ class Engine:
                 self._drop(s)
                 s.finished = True
 
-    def _step(self, out: dict[int, Output]) -> bool:
+    def _step(self, out: dict[int, Output], first: bool = True) -> bool:
         """One encoder step and one decoder step per K; False when no stream had input."""
         started = time.perf_counter()
         enc_in = {}
         # Every stream takes as many frames (the fewest any has waiting): one batched step.
         feeding = [s for s in self.sessions if s.encodes and s.quota]
+        if not first and self.batched and not any(s.ending for s in feeding):
+            # The frames left after the first step: a step for a few streams costs almost what
+            # one for all costs, so they wait for the next tick unless half the streams have some.
+            live = sum(1 for s in self.sessions if s.encodes and not s.finished)
+            if 2 * len(feeding) < live:
+                feeding = []
         count = min([self.max_frames] + [s.quota for s in feeding])
         for s in feeding:
             s.quota -= count
