@@ -379,7 +379,55 @@ def _check_model(model: EncodecModel) -> None:
                          "streaming needs a single-segment, unnormalised causal model")
 
 
-class StreamingEncoder:
+class _Streaming:
+    """What the streaming encoder and decoder share: the exact or fast network, the stream's
+    batch size (fixed by its first push) and the empty output of a push that completes nothing."""
+
+    def __init__(self, model: EncodecModel, net: nn.Module, fast_class: tp.Callable[[], tp.Any],
+                 native_lstm: bool, exact: bool | None):
+        _check_model(model)
+        self.model = model
+        self.exact = bool(getattr(model, "exact", True) if exact is None else exact)
+        self.channels = model.channels
+        self._fast: tp.Any = None
+        with torch.inference_mode():
+            if self.exact:
+                self._net = _build(net, native_lstm=native_lstm)
+            else:
+                self._fast = fast_class()
+        self.reset()
+
+    def reset(self) -> None:
+        """Drop all state and start a new stream."""
+        if self._fast is not None:
+            self._fast.reset()
+        else:
+            self._net.reset()
+        self._proto: torch.Tensor | None = None
+        self._reset_counts()
+
+    def _reset_counts(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _empty(self) -> torch.Tensor:
+        """[B, rows, 0] of the output's dtype (B: the stream's batch size, 0 before any push)."""
+        batch = 0 if self._proto is None else self._proto.shape[0]
+        device = None if self._proto is None else self._proto.device
+        rows, dtype = self._empty_layout()
+        return torch.empty(batch, rows, 0, dtype=dtype, device=device)
+
+    def _empty_layout(self) -> tuple[int, torch.dtype]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _accept(self, x: torch.Tensor) -> None:
+        """The first push fixes the batch size; later pushes must keep it."""
+        if self._proto is None:
+            self._proto = x
+        elif x.shape[0] != self._proto.shape[0]:
+            raise ValueError(f"batch size changed within a stream: {self._proto.shape[0]} -> {x.shape[0]}")
+
+
+class StreamingEncoder(_Streaming):
     """Audio chunks [B, C, n] -> code frames [B, K, f], exactly equal to ``model.encode``.
 
     K is ``model.num_codebooks()`` when the encoder is built (set the bandwidth first).
@@ -404,33 +452,16 @@ class StreamingEncoder:
 
     def __init__(self, model: EncodecModel, fast_lstm: bool = False, exact: bool | None = None,
                  frames_per_call: int = 1):
-        _check_model(model)
-        self.model = model
-        self.exact = bool(getattr(model, "exact", True) if exact is None else exact)
-        self.channels = model.channels
         self.num_codebooks = model.num_codebooks()
-        self._fast: FastStreamEncoder | None = None
-        with torch.inference_mode():
-            if self.exact:
-                self._net = _build(model.encoder, native_lstm=fast_lstm)
-            else:
-                self._fast = FastStreamEncoder(model, align=frames_per_call)
-        self.reset()
+        super().__init__(model, model.encoder, lambda: FastStreamEncoder(model, align=frames_per_call),
+                         fast_lstm, exact)
 
-    def reset(self) -> None:
-        """Drop all state and start a new stream."""
-        if self._fast is not None:
-            self._fast.reset()
-        else:
-            self._net.reset()
-        self._proto: torch.Tensor | None = None
+    def _reset_counts(self) -> None:
         self.samples_in = 0
         self.frames_out = 0
 
-    def _empty(self) -> torch.Tensor:
-        batch = 0 if self._proto is None else self._proto.shape[0]
-        device = None if self._proto is None else self._proto.device
-        return torch.empty(batch, self.num_codebooks, 0, dtype=torch.long, device=device)
+    def _empty_layout(self) -> tuple[int, torch.dtype]:
+        return self.num_codebooks, torch.long
 
     def _codes(self, emb: Opt) -> torch.Tensor:
         if emb is None or emb.shape[-1] == 0:
@@ -443,10 +474,7 @@ class StreamingEncoder:
         """Feed ``chunk`` [B, C, n] (n >= 0); returns the code frames now complete, [B, K, f]."""
         if chunk.dim() != 3 or chunk.shape[1] != self.channels:
             raise ValueError(f"expected audio [B, {self.channels}, n], got {tuple(chunk.shape)}")
-        if self._proto is None:
-            self._proto = chunk
-        elif chunk.shape[0] != self._proto.shape[0]:
-            raise ValueError(f"batch size changed within a stream: {self._proto.shape[0]} -> {chunk.shape[0]}")
+        self._accept(chunk)
         if chunk.shape[-1] == 0:
             return self._empty()
         self.samples_in += chunk.shape[-1]
@@ -475,7 +503,7 @@ class StreamingEncoder:
         return codes
 
 
-class StreamingDecoder:
+class StreamingDecoder(_Streaming):
     """Code frames [B, K, f] -> audio [B, C, m], equal to ``model.decode`` of the whole codes.
 
     ``flush`` ends the stream; the concatenated output has ``frames * hop_length``
@@ -488,32 +516,14 @@ class StreamingDecoder:
     """
 
     def __init__(self, model: EncodecModel, fast_lstm: bool = True, exact: bool | None = None):
-        _check_model(model)
-        self.model = model
-        self.exact = bool(getattr(model, "exact", True) if exact is None else exact)
-        self.channels = model.channels
-        self._fast: FastStreamDecoder | None = None
-        with torch.inference_mode():
-            if self.exact:
-                self._net = _build(model.decoder, native_lstm=fast_lstm)
-            else:
-                self._fast = FastStreamDecoder(model)
-        self.reset()
+        super().__init__(model, model.decoder, lambda: FastStreamDecoder(model), fast_lstm, exact)
 
-    def reset(self) -> None:
-        """Drop all state and start a new stream."""
-        if self._fast is not None:
-            self._fast.reset()
-        else:
-            self._net.reset()
-        self._proto: torch.Tensor | None = None
+    def _reset_counts(self) -> None:
         self.frames_in = 0
         self.samples_out = 0
 
-    def _empty(self) -> torch.Tensor:
-        batch = 0 if self._proto is None else self._proto.shape[0]
-        device = None if self._proto is None else self._proto.device
-        return torch.empty(batch, self.channels, 0, device=device)
+    def _empty_layout(self) -> tuple[int, torch.dtype]:
+        return self.channels, torch.get_default_dtype()
 
     def _audio(self, y: Opt) -> torch.Tensor:
         if y is None or y.shape[-1] == 0:
@@ -525,10 +535,7 @@ class StreamingDecoder:
         """Feed code frames [B, K, f] (f >= 0); returns the audio now complete, [B, C, m]."""
         if codes.dim() != 3:
             raise ValueError(f"expected codes [B, K, f], got {tuple(codes.shape)}")
-        if self._proto is None:
-            self._proto = codes
-        elif codes.shape[0] != self._proto.shape[0]:
-            raise ValueError(f"batch size changed within a stream: {self._proto.shape[0]} -> {codes.shape[0]}")
+        self._accept(codes)
         if codes.shape[-1] == 0:
             return self._empty()
         self.frames_in += codes.shape[-1]
