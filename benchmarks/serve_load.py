@@ -1,7 +1,7 @@
 """Load test of ``opencodec serve`` on the loopback: N real-time relay clients for T seconds.
 
     OMP_NUM_THREADS=1 python benchmarks/serve_load.py [--clients 16] [--seconds 60]
-        [--model opencodec_24khz] [--bandwidth 6] [--exact] [--server-cpu 0]
+        [--model opencodec_24khz] [--bandwidth 6 [3 ...]] [--exact] [--server-cpu 0]
         [--audio demo/sample_speech_fr.flac] [--batch-window-ms MS]
 
 The server is the real command (``python -m opencodec serve --port 0 --max-clients N``) in its
@@ -64,12 +64,15 @@ def speech(path: Path, rate: int, seconds: float, offset: int) -> np.ndarray:
     return looped[None, offset:offset + need].astype(np.float32)
 
 
-async def load(port: int, audios: list[np.ndarray], bandwidth: float) -> tuple[list[ClientResult], ClientResult]:
+async def load(port: int, audios: list[np.ndarray], bandwidths: list[float]
+               ) -> tuple[list[ClientResult], ClientResult]:
+    """The clients (client i at ``bandwidths[i % len(bandwidths)]``), then one more."""
     uri = f"ws://127.0.0.1:{port}/ws"
-    live = [asyncio.create_task(run_client(uri, a, bandwidth=bandwidth, chunk=320, realtime=True))
-            for a in audios]
+    live = [asyncio.create_task(run_client(uri, a, bandwidth=bandwidths[i % len(bandwidths)], chunk=320,
+                                           realtime=True))
+            for i, a in enumerate(audios)]
     await asyncio.sleep(1.0)
-    extra = await run_client(uri, audios[0][:, :24000], bandwidth=bandwidth, chunk=320)
+    extra = await run_client(uri, audios[0][:, :24000], bandwidth=bandwidths[0], chunk=320)
     return list(await asyncio.gather(*live)), extra
 
 
@@ -78,7 +81,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--model", default="opencodec_24khz")
-    parser.add_argument("--bandwidth", type=float, default=6.0)
+    parser.add_argument("--bandwidth", type=float, nargs="+", default=[6.0],
+                        help="kbps; several: the clients take them in turn (mixed bandwidths)")
     parser.add_argument("--exact", action="store_true", help="the server's batch-1 exact mode")
     parser.add_argument("--threads", type=int, default=1, help="server threads (default 1)")
     parser.add_argument("--server-cpu", type=int, default=None, help="pin the server to this CPU")
@@ -113,7 +117,7 @@ def main() -> None:
     print(f"server: opencodec serve -m {args.model} --max-clients {args.clients}"
           f"{' --exact' if args.exact else ''}{window}, {args.threads} thread(s)"
           f"{f', pinned to CPU {args.server_cpu}' if args.server_cpu is not None else ''}; "
-          f"clients: relay at {args.bandwidth:g} kbps, {args.seconds:g} s of {args.audio.name} each, "
+          f"clients: relay at {'/'.join(f'{b:g}' for b in args.bandwidth)} kbps, {args.seconds:g} s of {args.audio.name} each, "
           f"real time, 320-sample chunks; wall {wall:.1f} s")
     print()
     print("| clients | s each | frames sent | dropped | closed normally | latency p50 | p90 | p99 | max "

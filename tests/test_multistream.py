@@ -300,3 +300,35 @@ def test_errors(tiny: EncodecModel) -> None:
                                             ratios=[2], lstm=0))
     with pytest.raises(ValueError, match="not causal"):
         MultiStreamEncoder(non_causal)
+
+
+def test_fast_decoder_takes_streams_at_different_bandwidths_in_one_step(m24: EncodecModel) -> None:
+    """Fast mode: streams at 1.5, 3 and 6 kbps (K = 2, 4, 8) pushed together share one batched
+    step per push (their codes padded with -1, "no codebook"), and each stream's audio is its
+    own fast streaming decode within 1e-5; exact mode still takes one K per push."""
+    codes = _offline_codes(m24, _signal(15 * HOP, seed=31))
+    ks = [2, 4, 8]
+    dec = MultiStreamDecoder(m24, exact=False)
+    assert dec.mixed_bandwidths and dec.num_codebooks == 8
+    steps = []
+    step_live = dec._step_live
+    dec._step_live = lambda sids, items, out: (steps.append(len(sids)), step_live(sids, items, out))
+    ids = [dec.open() for _ in ks]
+    parts: list[list[torch.Tensor]] = [[] for _ in ks]
+    for f in range(codes.shape[-1]):
+        back = dec.push({sid: codes[:k, f:f + 1] for sid, k in zip(ids, ks)})
+        for i, sid in enumerate(ids):
+            parts[i].append(back[sid])
+    assert steps and all(n == len(ks) for n in steps)  # every live step held all three
+    for i, (sid, k) in enumerate(zip(ids, ks)):
+        alone = StreamingDecoder(m24, exact=False)
+        ref = torch.cat([alone.push(codes[None, :k, f:f + 1]) for f in range(codes.shape[-1])]
+                        + [alone.flush()], dim=-1)[0]
+        got = torch.cat(parts[i] + [dec.close(sid)], dim=-1)
+        assert got.shape == ref.shape and _rel(got, ref) < 1e-5
+    with pytest.raises(ValueError, match="at most 8 codebooks"):
+        dec.push({dec.open(): torch.zeros(9, 1, dtype=torch.long)})
+    exact = MultiStreamDecoder(m24, exact=True)
+    assert not exact.mixed_bandwidths
+    with pytest.raises(ValueError, match="the same K"):
+        exact.push({exact.open(): codes[:2, :1], exact.open(): codes[:4, :1]})

@@ -558,3 +558,32 @@ def test_engine_gathers_streams_within_the_batch_window(model):
     for bad in (-0.001, float("nan")):
         with pytest.raises(ValueError, match="batch_window"):
             Engine(model, batch_window=bad)
+
+
+def test_engine_decodes_every_bandwidth_in_one_step():
+    """Fast mode: relay streams at 0.9 and 1.8 kbps are decoded in one decoder step per step
+    (codes padded), where exact mode needs one step per bandwidth."""
+    from opencodec.serve.engine import Engine, Session
+    from opencodec.serve.protocol import Hello
+
+    fast = tiny_stream_model("tiny_serve_fast", 3)
+    counts = {}
+    for exact in (False, True):
+        fast.exact = exact
+        engine = Engine(fast, max_steps=64)
+        sessions = [Session(Hello("relay", bw), fast.num_codebooks(bw), deliver=lambda o: None)
+                    for bw in (0.9, 1.8)]
+        for s in sessions:
+            engine.add(s)
+        pushes: list[list[int]] = []
+        push = engine.decoder.push
+        engine.decoder.push = lambda codes: (pushes.append(sorted(c.shape[0] for c in codes.values())),
+                                             push(codes))[1]
+        for t in range(10):
+            for i, s in enumerate(sessions):
+                s.frames.append(_signal(i, 320 / SR))
+            engine._tick()
+        assert pushes and all(len(p) == (1 if exact else 2) for p in pushes), pushes
+        assert all(s.samples_out > 0 for s in sessions)
+        counts[exact] = len(pushes)
+    assert counts[True] == 2 * counts[False]  # exact: a decoder step per bandwidth

@@ -95,6 +95,13 @@ def _exact(model: EncodecModel, exact: bool | None) -> bool:
     return bool(getattr(model, "exact", True) if exact is None else exact)
 
 
+def _padded(codes: torch.Tensor, count: int) -> torch.Tensor:
+    """Codes [K, n] -> [count, n], the missing codebooks' rows -1."""
+    if codes.shape[0] == count:
+        return codes
+    return torch.cat([codes, codes.new_full((count - codes.shape[0], codes.shape[1]), -1)])
+
+
 class _MultiStream:
     """Bookkeeping shared by the encoder and the decoder: warm-up buffers and state rows."""
 
@@ -254,21 +261,32 @@ class MultiStreamDecoder(_MultiStream):
         self.model = model
         self.channels = model.channels
         self.num_codebooks = model.num_codebooks()
+        # Fast mode: streams at different bandwidths share a step, their codes padded with -1
+        # (no codebook) to num_codebooks; exact mode: one K per push.
+        self.mixed_bandwidths = not self._step.exact
 
     def _empty(self) -> torch.Tensor:
         return torch.empty(self.channels, 0)
 
     def push(self, codes: tp.Mapping[int, torch.Tensor]) -> dict[int, torch.Tensor]:
-        """Code frames [K, n] (n >= 1, per stream; the same K for all) for each stream given ->
-        the audio now complete, {id: [C, m]}. Streams given the same n share one batched step.
-        Several frames at once run the kernels over a longer input, which rounds differently
-        from one frame per push (~1e-6 relative, tests/test_multistream.py)."""
+        """Code frames [K, n] (n >= 1, per stream) for each stream given -> the audio now
+        complete, {id: [C, m]}. Exact mode: the same K for all streams; fast mode
+        (``mixed_bandwidths``): any K up to ``num_codebooks`` (the streams at a lower K add
+        zeros for the codebooks they lack, which rounds like a sum in another order, ~1e-7).
+        Streams given the same n share one batched step. Several frames at once run the
+        kernels over a longer input, which rounds differently from one frame per push (~1e-6
+        relative, tests/test_multistream.py)."""
         k = None
         for sid, frame in codes.items():
-            if frame.dim() != 2 or frame.shape[-1] < 1 or (k is not None and frame.shape[0] != k):
-                raise ValueError(f"stream {sid}: expected code frames [K, n] (the same K for all "
-                                 f"streams), got {list(frame.shape)}")
+            if (frame.dim() != 2 or frame.shape[-1] < 1
+                    or (self.mixed_bandwidths and frame.shape[0] > self.num_codebooks)
+                    or (not self.mixed_bandwidths and k is not None and frame.shape[0] != k)):
+                what = (f"at most {self.num_codebooks} codebooks" if self.mixed_bandwidths
+                        else "the same K for all streams")
+                raise ValueError(f"stream {sid}: expected code frames [K, n] ({what}), got {list(frame.shape)}")
             k = frame.shape[0]
+        if self.mixed_bandwidths:
+            codes = {sid: _padded(frame, self.num_codebooks) for sid, frame in codes.items()}
         return self._advance(codes, lambda frame: frame.shape[-1])
 
     def close(self, sid: int) -> torch.Tensor:

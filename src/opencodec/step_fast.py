@@ -415,7 +415,8 @@ class FastRVQ:
             embeds = [layer.codebook.detach().clone() for layer in layers]  # [bins, D] each
             self.embed = embeds
             self.norm = [e.t().pow(2).sum(0, keepdim=True) for e in embeds]  # [1, bins]
-            self.table = torch.cat(embeds)  # [K * bins, D]
+            # [K * bins + 1, D]: every codebook, then a zero row for code -1 (no codebook)
+            self.table = torch.cat(embeds + [embeds[0].new_zeros(1, embeds[0].shape[1])]) if embeds else None
         self.bins = int(embeds[0].shape[0]) if embeds else 0
         self.offsets = torch.arange(len(embeds)) * self.bins
 
@@ -433,12 +434,17 @@ class FastRVQ:
         return torch.stack(codes, 1).view(batch, steps, -1).transpose(1, 2)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codes [B, K, T] (K at most the codebooks cached) -> time-major latent [B, T, D]."""
+        """Codes [B, K, T] (K at most the codebooks cached) -> time-major latent [B, T, D].
+        A code -1 stands for no codebook (it adds nothing): streams at different bandwidths
+        decode in one batch, their codes padded with -1 to the largest K."""
         batch, count, steps = codes.shape
         if count > len(self.embed):
             raise ValueError(f"got {count} codebooks, {len(self.embed)} available")
-        idx = (codes.transpose(1, 2) + self.offsets[:count].to(codes.device)).reshape(-1)
-        return self.table.index_select(0, idx).view(batch, steps, count, -1).sum(2)
+        codes = codes.transpose(1, 2)
+        idx = codes + self.offsets[:count].to(codes.device)
+        if bool((codes < 0).any()):  # padding: code -1 adds nothing (the zero row)
+            idx = torch.where(codes < 0, self.offsets.new_tensor(len(self.embed) * self.bins), idx)
+        return self.table.index_select(0, idx.reshape(-1)).view(batch, steps, count, -1).sum(2)
 
 
 class FastNet:

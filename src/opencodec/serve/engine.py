@@ -5,8 +5,9 @@ One :class:`~opencodec.multistream.MultiStreamEncoder` built at the highest band
 server offers serves every stream: residual quantisation is sequential, so a stream at a lower
 bandwidth takes the first K rows of those codes (exactly the codes an encoder at its own
 bandwidth gives). One :class:`~opencodec.multistream.MultiStreamDecoder` decodes all streams;
-its step takes one K per call, so a tick runs one decoder step per distinct K among the
-streams with a code frame ready.
+in fast mode one step takes every K (the codes padded with "no codebook"); in exact mode its
+step takes one K per call, so a tick runs one decoder step per distinct K among the streams
+with a code frame ready.
 
 Threads: the network I/O stays on the asyncio loop; the steps run on one worker thread
 (``run_in_executor``), so a tick never waits for a socket and the loop keeps reading while a
@@ -306,7 +307,8 @@ class Engine:
                 k, n = s.codes[0].shape[0], 1
                 while n < limit and s.codes[n].shape[0] == k:
                     n += 1
-                runs.setdefault(k, []).append((s, n))
+                # a fast decoder takes every K in one step (codes padded): one group
+                runs.setdefault(0 if self.decoder.mixed_bandwidths else k, []).append((s, n))
         groups: dict[int, dict[int, tuple[Session, torch.Tensor]]] = {}
         for k, streams in runs.items():
             count = min(n for _, n in streams)
