@@ -262,8 +262,9 @@ class MultiStreamDecoder(_MultiStream):
         self.channels = model.channels
         self.num_codebooks = model.num_codebooks()
         # Fast mode: streams at different bandwidths share a step, their codes padded with -1
-        # (no codebook) to num_codebooks; exact mode: one K per push.
+        # (no codebook) to every codebook the quantiser has; exact mode: one K per push.
         self.mixed_bandwidths = not self._step.exact
+        self.max_codebooks = len(model.quantizer.vq.layers)
 
     def _empty(self) -> torch.Tensor:
         return torch.empty(self.channels, 0)
@@ -271,22 +272,22 @@ class MultiStreamDecoder(_MultiStream):
     def push(self, codes: tp.Mapping[int, torch.Tensor]) -> dict[int, torch.Tensor]:
         """Code frames [K, n] (n >= 1, per stream) for each stream given -> the audio now
         complete, {id: [C, m]}. Exact mode: the same K for all streams; fast mode
-        (``mixed_bandwidths``): any K up to ``num_codebooks`` (the streams at a lower K add
-        zeros for the codebooks they lack, which rounds like a sum in another order, ~1e-7).
+        (``mixed_bandwidths``): any K up to ``max_codebooks`` (the quantiser's; a stream adds
+        zeros for the codebooks it lacks, which rounds like a sum in another order, ~1e-7).
         Streams given the same n share one batched step. Several frames at once run the
         kernels over a longer input, which rounds differently from one frame per push (~1e-6
         relative, tests/test_multistream.py)."""
         k = None
         for sid, frame in codes.items():
             if (frame.dim() != 2 or frame.shape[-1] < 1
-                    or (self.mixed_bandwidths and frame.shape[0] > self.num_codebooks)
+                    or (self.mixed_bandwidths and frame.shape[0] > self.max_codebooks)
                     or (not self.mixed_bandwidths and k is not None and frame.shape[0] != k)):
-                what = (f"at most {self.num_codebooks} codebooks" if self.mixed_bandwidths
+                what = (f"at most {self.max_codebooks} codebooks" if self.mixed_bandwidths
                         else "the same K for all streams")
                 raise ValueError(f"stream {sid}: expected code frames [K, n] ({what}), got {list(frame.shape)}")
             k = frame.shape[0]
         if self.mixed_bandwidths:
-            codes = {sid: _padded(frame, self.num_codebooks) for sid, frame in codes.items()}
+            codes = {sid: _padded(frame, self.max_codebooks) for sid, frame in codes.items()}
         return self._advance(codes, lambda frame: frame.shape[-1])
 
     def close(self, sid: int) -> torch.Tensor:
