@@ -435,26 +435,30 @@ def test_engine_catches_up_with_several_frames_per_step(model):
         assert rel_l2(a, b) < 1e-5
 
 
-def _relay_sessions(model, engine, count: int) -> list:
+def _relay_sessions(model, engine, count: int, bandwidths: tuple[float, ...] = (1.8,)) -> list:
+    """``count`` relay sessions added to ``engine``, session i at ``bandwidths[i % len]``."""
     from opencodec.serve.engine import Session
     from opencodec.serve.protocol import Hello
 
-    sessions = [Session(Hello("relay", 1.8), model.num_codebooks(1.8), deliver=lambda o: None)
-                for _ in range(count)]
+    chosen = [bandwidths[i % len(bandwidths)] for i in range(count)]
+    sessions = [Session(Hello("relay", bw), model.num_codebooks(bw), deliver=lambda o: None)
+                for bw in chosen]
     for s in sessions:
         engine.add(s)
     return sessions
 
 
-def _recording_pushes(engine) -> list[list[int]]:
-    """Wrap the engine's encoder: each push is recorded as its streams' frame counts."""
+def _recording_pushes(engine, part: str = "encoder") -> list[list[int]]:
+    """Wrap the engine's encoder (frame counts per stream) or decoder (codebooks per stream):
+    each push is recorded as that list, sorted."""
     pushes: list[list[int]] = []
-    push = engine.encoder.push
+    target = getattr(engine, part)
+    push = target.push
 
-    def recorded(frames):
-        pushes.append(sorted(f.shape[-1] // 320 for f in frames.values()))
-        return push(frames)
-    engine.encoder.push = recorded
+    def recorded(items):
+        pushes.append(sorted(f.shape[-1] // 320 if part == "encoder" else f.shape[0] for f in items.values()))
+        return push(items)
+    target.push = recorded
     return pushes
 
 
@@ -563,22 +567,15 @@ def test_engine_gathers_streams_within_the_batch_window(model):
 def test_engine_decodes_every_bandwidth_in_one_step():
     """Fast mode: relay streams at 0.9 and 1.8 kbps are decoded in one decoder step per step
     (codes padded), where exact mode needs one step per bandwidth."""
-    from opencodec.serve.engine import Engine, Session
-    from opencodec.serve.protocol import Hello
+    from opencodec.serve.engine import Engine
 
     fast = tiny_stream_model("tiny_serve_fast", 3)
     counts = {}
     for exact in (False, True):
         fast.exact = exact
         engine = Engine(fast, max_steps=64)
-        sessions = [Session(Hello("relay", bw), fast.num_codebooks(bw), deliver=lambda o: None)
-                    for bw in (0.9, 1.8)]
-        for s in sessions:
-            engine.add(s)
-        pushes: list[list[int]] = []
-        push = engine.decoder.push
-        engine.decoder.push = lambda codes: (pushes.append(sorted(c.shape[0] for c in codes.values())),
-                                             push(codes))[1]
+        sessions = _relay_sessions(fast, engine, 2, bandwidths=(0.9, 1.8))
+        pushes = _recording_pushes(engine, "decoder")
         for t in range(10):
             for i, s in enumerate(sessions):
                 s.frames.append(_signal(i, 320 / SR))

@@ -11,22 +11,22 @@ __all__ = ["bandwidth_arg", "int_in", "positive_int", "count_arg", "positive_flo
            "port_arg"]
 
 
-def _positive_number(text: str, not_number: str, not_positive: str) -> float:
-    """``text`` as a finite number > 0, else ``ArgumentTypeError`` with the message that fits
-    (``{text}`` in a message is replaced by the value)."""
+def _finite_number(text: str, not_number: str, out_of_range: str, zero_allowed: bool = False) -> float:
+    """``text`` as a finite number > 0 (>= 0 when ``zero_allowed``), else ``ArgumentTypeError``
+    with the message that fits (``{text}`` in a message is replaced by the value)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(not_number.format(text=repr(text))) from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(not_positive.format(text=text))
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_allowed):
+        raise argparse.ArgumentTypeError(out_of_range.format(text=text))
     return value
 
 
 def bandwidth_arg(text: str) -> float:
     """argparse type: a positive, finite bandwidth in kbps."""
-    return _positive_number(text, "invalid bandwidth {text}: expected a number of kbps",
-                            "invalid bandwidth '{text}': must be a positive number of kbps")
+    return _finite_number(text, "invalid bandwidth {text}: expected a number of kbps",
+                          "invalid bandwidth '{text}': must be a positive number of kbps")
 
 
 def int_in(low: int, high: int | None = None) -> tp.Callable[[str], int]:
@@ -53,18 +53,12 @@ count_arg = int_in(0)
 
 def positive_float(text: str) -> float:
     """argparse type: a finite number > 0."""
-    return _positive_number(text, "not a number: {text}", "must be a positive number, got {text}")
+    return _finite_number(text, "not a number: {text}", "must be a positive number, got {text}")
 
 
 def non_negative_float(text: str) -> float:
     """argparse type: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
+    return _finite_number(text, "not a number: {text}", "must be a number >= 0, got {text}", zero_allowed=True)
 
 
 def port_arg(text: str) -> int:

@@ -275,7 +275,8 @@ class Engine:
                 s.finished = True
 
     def _step(self, out: dict[int, Output], first: bool = True) -> bool:
-        """One encoder step and one decoder step per K; False when no stream had input."""
+        """One encoder step, then one decoder step (one per K in exact mode); False when no
+        stream had input."""
         started = time.perf_counter()
         enc_in = {}
         # Every stream takes as many frames (the fewest any has waiting): one batched step.
@@ -297,10 +298,13 @@ class Engine:
             for sid, (s, frame) in enc_in.items():
                 s.samples_in += frame.shape[-1]
                 self._codes_out(s, codes[sid], out)
-        runs: dict[int, list[tuple[Session, int]]] = {}  # K -> (stream, code frames with that K)
+        # decoder group (K, or 0: one group for every K) -> (stream, its next frames with one K)
+        runs: dict[int, list[tuple[Session, int]]] = {}
         for s in self.sessions:
             # decode mode: the code frames of this tick's quota; relay: those just encoded
-            limit = min(len(s.codes), self.max_frames, s.quota if s.hello.mode == "decode" else len(s.codes))
+            limit = min(len(s.codes), self.max_frames)
+            if s.hello.mode == "decode":
+                limit = min(limit, s.quota)
             if s.decodes and limit:
                 if s.dec_id is None:
                     s.dec_id = self.decoder.open()
