@@ -173,7 +173,7 @@ class Engine:
         if session.hello.mode == "decode":
             session.hold = self.hop - 1
         self._joining.append(session)
-        self.notify()
+        self._wake.set()  # a tick takes it in; not input, so the batch window is not started
 
     def notify(self) -> None:
         """Input arrived (or a session ended): run a tick soon (on the loop)."""
