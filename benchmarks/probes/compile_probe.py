@@ -4,7 +4,6 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]
 from multistream_capacity import official_random
 from opencodec.pretrained import load_model
 from opencodec.step import EncoderStep, DecoderStep
-import opencodec.prepacked as pp
 torch.set_num_threads(1)
 m = official_random() if sys.argv[1] == "official" else load_model(sys.argv[1])
 m.set_target_bandwidth(6.0)

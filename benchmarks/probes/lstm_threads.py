@@ -1,4 +1,4 @@
-import torch, time, sys
+import torch, time
 torch.manual_seed(0)
 lstm = torch.nn.LSTM(512, 512, 2).eval()
 x = torch.randn(750, 1, 512)

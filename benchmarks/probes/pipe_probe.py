@@ -30,7 +30,6 @@ def serial():
         return torch.cat(outc, -1)
 def piped():
     q = queue.Queue(maxsize=4)
-    res = []
     with torch.inference_mode():
         codes0, st = enc.start(x[..., :W*hop])
     sA0, sB0 = st[:nA], st[nA:]
