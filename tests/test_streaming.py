@@ -268,7 +268,7 @@ def _state_numel(obj: tp.Any, seen: set[int] | None = None) -> int:
         return obj.numel()
     if isinstance(obj, (list, tuple)):
         return sum(_state_numel(o, seen) for o in obj)
-    if hasattr(obj, "__dict__") and type(obj).__module__ == "opencodec.streaming":
+    if hasattr(obj, "__dict__") and type(obj).__module__.startswith("opencodec.streaming"):
         return sum(_state_numel(v, seen) for k, v in vars(obj).items()
                    if k not in ("weight", "bias", "model", "layer", "lstm", "module", "_proto"))
     return 0

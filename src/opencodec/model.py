@@ -231,7 +231,7 @@ class EncodecModel(nn.Module):
         """True (default): ``decode`` gives bitwise the audio of the plain (and the official)
         computation. False: a faster decoder (channels-last kernels, fused products, the
         48 kHz model's segments batched), within 1e-5 relative L2 of it (measured 3e-7 at
-        24 kHz, 1.3e-6 at 48 kHz; see ``modules.fast``).
+        24 kHz, 1.3e-6 at 48 kHz; see ``modules.fast_cl``).
         Encoding is bitwise exact unless ``exact`` is off (which switches both)."""
         return bool(self.decoder.exact)
 

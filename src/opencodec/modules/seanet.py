@@ -17,13 +17,8 @@ import torch
 from torch import nn
 
 from .conv import StreamableConv1d, StreamableConvTranspose1d
-from .fast import (
-    decoder_forward_exact,
-    decoder_forward_fast,
-    encoder_forward_exact,
-    encoder_forward_fast,
-    fast_path_enabled,
-)
+from .fast import decoder_forward_exact, encoder_forward_exact, fast_path_enabled
+from .fast_cl import decoder_forward_fast, encoder_forward_fast
 from .lstm import StreamableLSTM
 from .seanet_blocks import SEANetConfig, SEANetResnetBlock
 
@@ -64,13 +59,13 @@ class SEANetEncoder(nn.Module):
 class SEANetDecoder(nn.Module):
     """Latent [B, dimension, F] -> waveform [B, channels, F * hop_length].
 
-    Without autograd (eval mode, CPU float32) ``forward`` runs a fast path (``modules.fast``):
-    ``exact`` True (default): bitwise the plain computation; False: channels-last kernels,
-    within 1e-5 relative L2 (~1e-6 measured), faster. ``batch_invariant`` (with ``exact``
-    False): make each
-    item's output bitwise independent of the batch it is decoded in (a single item then
-    costs a 2-item LSTM); segmenting models set it, so that decoding segments in batches
-    gives exactly what decoding them one at a time gives.
+    Without autograd (eval mode, CPU float32) ``forward`` runs a fast path: ``exact`` True
+    (default, ``modules.fast``): bitwise the plain computation; False (``modules.fast_cl``):
+    channels-last kernels, within 1e-5 relative L2 (~1e-6 measured), faster.
+    ``batch_invariant`` (with ``exact`` False): make each item's output bitwise independent
+    of the batch it is decoded in (a single item then costs a 2-item LSTM); segmenting models
+    set it, so that decoding segments in batches gives exactly what decoding them one at a
+    time gives.
     """
 
     def __init__(self, cfg: SEANetConfig):
