@@ -11,7 +11,7 @@ __all__ = ["AudioDataset", "EvalDataset", "iter_eval_items", "build_corpus", "re
            "load_manifests"]
 
 _WHERE = {"AudioDataset": "dataset", "EvalDataset": "dataset", "iter_eval_items": "dataset",
-          "load_manifests": "dataset", "build_corpus": "corpus", "read_jsonl": "corpus"}
+          "load_manifests": "dataset", "build_corpus": "corpus", "read_jsonl": "_jsonl"}
 
 
 def __getattr__(name: str) -> Any:

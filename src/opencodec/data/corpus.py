@@ -21,6 +21,12 @@ Every step is idempotent: a ``.deb`` present is not downloaded again, an extract
 renamed atomically) or ``.failed`` marker is not converted again, an existing eval item is
 not cut again, and manifests are rewritten (cheap) from what is on disk.  An interrupted run
 simply continues when started again.
+
+The steps live in sibling modules: :mod:`.presets` (the presets), :mod:`.debian` (download,
+extract), :mod:`.source_files` (list, cap, split), :mod:`.convert` (decode, normalise, FLAC),
+:mod:`.eval_items` (plan and cut evaluation items), :mod:`.loudness` (level and mixing
+helpers); this module runs them (:func:`build`), writes the manifests and the summary, and is
+the command line.
 """
 from __future__ import annotations
 
@@ -33,496 +39,48 @@ import logging
 import math
 import os
 import shutil
-import subprocess
 import sys
 import time
-import zipfile
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
-# re-exported: the source table and its helpers used to live here
 from ..argtypes import positive_int
-from .sources import AUDIO_EXTS, SOURCES, Selector, Source, _rx, _stem_group  # noqa: F401
-from ._jsonl import read_jsonl, write_jsonl  # noqa: F401 (re-exported)
+from ._jsonl import read_jsonl, write_jsonl
+from .convert import MIDI_GAIN, convert_all, convert_file
+from .debian import ARCHIVE_EXTS, _unpack_wad_midi, download, extract
+from .eval_items import Clip, _item_id, plan_eval_items, render_item
+from .loudness import gated_rms_db, mix_at_snr, normalize_loudness
+from .presets import EVAL_CATEGORIES, PRESETS, UNSEEN_CATEGORIES, Preset
 from .probe import build_probe
+from .source_files import SourceFile, cap_files, list_source_files, split_groups
+from .sources import AUDIO_EXTS, SOURCES, Selector, Source, _rx, _stem_group
 from .split import SpeakerUse, check_split, role_of
+
+__all__ = [
+    # the build and its command line (this module)
+    "build", "format_summary", "main", "SOUNDFONT_PACKAGE", "SOUNDFONT_REL", "NOISY_OF",
+    "EVAL_SNRS_DB",
+    # re-exported: they used to live here (.presets, .loudness, .debian, .source_files,
+    # .convert, .eval_items, .sources, ._jsonl)
+    "EVAL_CATEGORIES", "UNSEEN_CATEGORIES", "PRESETS", "Preset",
+    "gated_rms_db", "normalize_loudness", "mix_at_snr",
+    "ARCHIVE_EXTS", "download", "extract", "_unpack_wad_midi",
+    "SourceFile", "list_source_files", "cap_files", "split_groups",
+    "MIDI_GAIN", "convert_file", "convert_all",
+    "Clip", "plan_eval_items", "render_item",
+    "AUDIO_EXTS", "SOURCES", "Selector", "Source", "_rx", "_stem_group",
+    "read_jsonl", "write_jsonl",
+]
 
 log = logging.getLogger("opencodec.data.corpus")
 
 SOUNDFONT_PACKAGE = "fluid-soundfont-gm"
 SOUNDFONT_REL = "usr/share/sounds/sf2/FluidR3_GM.sf2"
-MIDI_GAIN = 0.25  # fluidsynth synth gain; DATA.md: 0.2-0.3, higher clips
-ARCHIVE_EXTS = (".pk3", ".zip", ".wz")
-EVAL_CATEGORIES = ("clean_speech", "noisy_speech", "music", "general")
-UNSEEN_CATEGORIES = ("speech_unseen", "noisy_speech_unseen")  # issue 19, presets that have them
 NOISY_OF = {"clean_speech": "noisy_speech", "speech_unseen": "noisy_speech_unseen"}
 EVAL_SNRS_DB = (0.0, 5.0, 10.0, 15.0)
-
-# ---------------------------------------------------------------------------------------
-# Presets (the sources themselves: opencodec.data.sources.SOURCES)
-# ---------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Preset:
-    """Which sources a preset uses.
-
-    Attributes:
-        sources: source name -> cap in hours of converted audio (``None`` = everything).
-        eval_max_items: evaluation category -> maximum number of items (``None`` = all);
-            items are a prefix of one seeded order, so a smaller preset's evaluation items
-            are a subset of a larger preset's ones (same seed/rate).
-        valid_fraction: fraction of each training source's hours held out (whole groups).
-        items_per_speaker: evaluation category (or ``probe``) -> at most this many items
-            per speaker group, so one long source does not fill the category.
-    """
-
-    sources: dict[str, Optional[float]]
-    eval_max_items: dict[str, Optional[int]]
-    valid_fraction: float = 0.05
-    items_per_speaker: dict[str, int] = dataclasses.field(default_factory=dict)
-
-
-_EVAL_ALL = {"tuxpaint_fr": None, "ktuberling_eval": None, "asterisk_fr": None,
-             "singularity_music": None, "ufoai_general": None, "ufoai_noise": None}
-
-_UNSEEN = {"zeroad_speech": None, "menardi_speech": None, "redeclipse_speech": None,
-           "freedroid_speech": None}
-_PROBE = {"hedgewars_probe": None}
-_PER_SPEAKER = {"speech_unseen": 24, "noisy_speech_unseen": 24, "probe": 8}
-_TRAIN_SPEECH = [n for n, s in SOURCES.items() if s.role == "train" and s.category == "speech"
-                 and not n.startswith("tiny_")]
-
-PRESETS: dict[str, Preset] = {
-    "tiny": Preset(
-        {"tiny_alsa_speech": None, "tiny_alsa_noise": None, "tiny_fd_general": None,
-         "tiny_fd_speech_eval": None, "tiny_fd_general_eval": None, "tiny_alsa_noise_eval": None},
-        {c: None for c in EVAL_CATEGORIES}, valid_fraction=0.2),
-    "small": Preset(
-        {"ktuberling_speech": 0.3, "fillets_speech": 0.45, "asterisk_en": 0.42,
-         "wesnoth_music": 1.1, "megaglest_general": None, "wesnoth_general": 0.15, "megaglest_noise": None, **_EVAL_ALL},
-        {"clean_speech": 120, "noisy_speech": 120, "music": 60, "general": None}),
-    # issue 19: every released training speech source in full, small's music and general,
-    # the public evaluation set, the speech_unseen evaluation and the speech probe
-    "wide": Preset(
-        {**{n: None for n in _TRAIN_SPEECH}, "wesnoth_music": 1.1, "megaglest_general": None,
-         "wesnoth_general": 0.15, "megaglest_noise": None, **_EVAL_ALL, **_UNSEEN, **_PROBE},
-        {"clean_speech": 120, "noisy_speech": 120, "music": 60, "general": None,
-         "speech_unseen": None, "noisy_speech_unseen": None}, items_per_speaker=_PER_SPEAKER),
-    "full": Preset(
-        {**{n: None for n, s in SOURCES.items() if s.role in ("train", "train_noise")
-            and not n.startswith("tiny_")}, **_EVAL_ALL, **_UNSEEN, **_PROBE},
-        {c: None for c in (*EVAL_CATEGORIES, *UNSEEN_CATEGORIES)}, items_per_speaker=_PER_SPEAKER),
-}
-
-# ---------------------------------------------------------------------------------------
-# Audio helpers (pure functions, unit-tested)
-# ---------------------------------------------------------------------------------------
-
-
-def gated_rms_db(audio: np.ndarray, sample_rate: int, block_s: float = 0.05) -> float:
-    """Gated RMS level in dBFS of ``audio`` [C, T] (float, full scale 1.0).
-
-    Blocks of ``block_s`` seconds of the channel-mean power are gated like ITU BS.1770
-    (absolute gate -70 dBFS, then relative gate 10 dB under the mean of the kept blocks),
-    but without K-weighting. Returns ``-inf`` for silence.
-    """
-    power = np.mean(audio.astype(np.float64) ** 2, axis=0)
-    n = max(1, int(block_s * sample_rate))
-    nb = max(1, len(power) // n)
-    blocks = power[: nb * n].reshape(nb, n).mean(axis=1) if len(power) >= n else power.mean(keepdims=True)
-    blocks = blocks[blocks > 10 ** (-70 / 10)]
-    if blocks.size == 0:
-        return float("-inf")
-    rel = blocks.mean() * 10 ** (-10 / 10)
-    kept = blocks[blocks >= rel]
-    return float(10 * np.log10(kept.mean()))
-
-
-def normalize_loudness(audio: np.ndarray, sample_rate: int, target_db: float = -20.0,
-                       peak: float = 0.95) -> np.ndarray:
-    """Scale ``audio`` [C, T] to a gated RMS of ``target_db`` dBFS, then lower the gain if
-    needed so the absolute peak is at most ``peak`` (no clipping, no limiter).
-    Silence is returned unchanged."""
-    level = gated_rms_db(audio, sample_rate)
-    if not math.isfinite(level):
-        return audio
-    gain = 10 ** ((target_db - level) / 20)
-    mx = float(np.max(np.abs(audio))) * gain
-    if mx > peak:
-        gain *= peak / mx
-    return (audio * gain).astype(np.float32)
-
-
-def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
-    """Return ``clean + g * noise`` with ``g`` chosen so that the power ratio (over the
-    whole signals, all channels) is ``snr_db`` dB. Shapes [C, T], equal; silent noise
-    returns ``clean``."""
-    ps = float(np.mean(clean.astype(np.float64) ** 2))
-    pn = float(np.mean(noise.astype(np.float64) ** 2))
-    if pn <= 0 or ps <= 0:
-        return clean.copy()
-    g = math.sqrt(ps / (pn * 10 ** (snr_db / 10)))
-    return (clean + g * noise).astype(np.float32)
-
-
-# ---------------------------------------------------------------------------------------
-# Steps: download, extract, list, convert
-# ---------------------------------------------------------------------------------------
-
-
-def _run(cmd: Sequence[str], cwd: Optional[Path] = None) -> None:
-    res = subprocess.run(list(cmd), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if res.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({res.returncode}): {res.stderr.strip()[-500:]}")
-
-
-def download(package: str, debs_dir: Path) -> Path:
-    """``apt-get download`` ``package`` into ``debs_dir`` (skipped if a .deb is there).
-    Downloads into a private partial folder and moves the file in when complete."""
-    debs_dir.mkdir(parents=True, exist_ok=True)
-    found = sorted(debs_dir.glob(f"{package}_*.deb"))
-    if found:
-        return found[-1]
-    tmp = debs_dir / ".partial" / package
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    t0 = time.time()
-    _run(["apt-get", "download", package], cwd=tmp)
-    deb = next(tmp.glob("*.deb"))
-    dst = debs_dir / deb.name
-    os.replace(deb, dst)
-    shutil.rmtree(tmp, ignore_errors=True)
-    log.info("downloaded %s (%.1f MB, %.1f s)", dst.name, dst.stat().st_size / 1e6, time.time() - t0)
-    return dst
-
-
-def extract(deb: Path, package: str, extract_dir: Path) -> Path:
-    """``dpkg -x`` the package into ``extract_dir/<package>`` and unzip game archives
-    (.pk3/.zip/.wz) into ``<package>/_unzipped/<archive name>/``. Skipped when the
-    ``<package>.done`` marker exists."""
-    dst = extract_dir / package
-    done = extract_dir / f"{package}.done"
-    if done.exists() and dst.is_dir():
-        return dst
-    tmp = extract_dir / f"{package}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    _run(["dpkg", "-x", str(deb), str(tmp)])
-    for arc in [p for p in tmp.rglob("*") if p.suffix.lower() in ARCHIVE_EXTS and p.is_file()]:
-        try:
-            with zipfile.ZipFile(arc) as z:  # audio members only (0ad's public.zip is 3 GB)
-                z.extractall(tmp / "_unzipped" / arc.name,
-                             [n for n in z.namelist() if n.lower().endswith(AUDIO_EXTS)])
-            arc.unlink()
-        except zipfile.BadZipFile as e:
-            log.warning("cannot unzip %s: %s", arc, e)
-    seen: set[str] = set()
-    for wad in sorted(p for p in tmp.rglob("*.wad") if p.is_file()):
-        _unpack_wad_midi(wad, tmp / "_wadmidi" / wad.stem, seen)
-    os.replace(tmp, dst)
-    done.write_text(deb.name + "\n")
-    log.info("extracted %s", package)
-    return dst
-
-
-def _unpack_wad_midi(wad: Path, dst: Path, seen: set[str]) -> int:
-    """Write the Standard-MIDI music lumps (``D_*`` starting with ``MThd``) of a Doom WAD
-    to ``dst/<LUMP>.mid``, skipping contents already in ``seen`` (sha1). Returns count."""
-    import struct
-    data = wad.read_bytes()
-    if data[:4] not in (b"IWAD", b"PWAD"):
-        return 0
-    n, off = struct.unpack("<ii", data[4:12])
-    count = 0
-    for i in range(n):
-        pos, size, raw = struct.unpack("<ii8s", data[off + 16 * i: off + 16 * i + 16])
-        name = raw.rstrip(b"\0").decode("ascii", "replace")
-        lump = data[pos:pos + size]
-        if not name.startswith("D_") or lump[:4] != b"MThd":
-            continue
-        h = hashlib.sha1(lump).hexdigest()
-        if h in seen:
-            continue
-        seen.add(h)
-        dst.mkdir(parents=True, exist_ok=True)
-        (dst / f"{name}.mid").write_bytes(lump)
-        count += 1
-    return count
-
-
-@dataclasses.dataclass
-class SourceFile:
-    """One input audio file of a source (before conversion)."""
-
-    source: str
-    rel: str            # path relative to the package extraction root
-    group: str
-    src_path: str       # absolute input path
-    out_path: str       # absolute output FLAC path
-    est_duration: float  # seconds, estimated from the header (-1 if unreadable)
-
-
-def list_source_files(src: Source, root: Path, audio_dir: Path) -> list[SourceFile]:
-    """All files of ``src`` under the extracted package ``root``, sorted by path."""
-    out: list[SourceFile] = []
-    for dirpath, _dirs, files in os.walk(root):
-        for f in files:
-            p = Path(dirpath) / f
-            rel = p.relative_to(root).as_posix()
-            g = src.select(rel)
-            if g is None:
-                continue
-            dst = audio_dir / src.name / (rel.rsplit(".", 1)[0] + ".flac")
-            out.append(SourceFile(src.name, rel, g, str(p), str(dst), _estimate_duration(p)))
-    out.sort(key=lambda s: s.rel)
-    return out
-
-
-def _estimate_duration(path: Path) -> float:
-    if path.suffix.lower() == ".mid":
-        return -1.0  # unknown before rendering (caps do not apply to MIDI sources)
-    if path.suffix.lower() == ".g722":
-        return path.stat().st_size / 8000.0  # 64 kbit/s
-    try:
-        import soundfile as sf
-        return float(sf.info(str(path)).duration)
-    except Exception:
-        return -1.0
-
-
-def _seeded_order(keys: Iterable[str], seed: int) -> list[str]:
-    return sorted(keys, key=lambda k: hashlib.sha1(f"{seed}:{k}".encode()).hexdigest())
-
-
-def cap_files(files: list[SourceFile], max_hours: Optional[float], seed: int) -> list[SourceFile]:
-    """Keep whole groups (in a seeded order) until ``max_hours`` is reached; inside the
-    last group, files are taken in order until the cap (so single-group sources are capped
-    too). ``None`` keeps everything."""
-    if max_hours is None:
-        return files
-    by_group: dict[str, list[SourceFile]] = defaultdict(list)
-    for f in files:
-        by_group[f.group].append(f)
-    left = max_hours * 3600
-    kept: list[SourceFile] = []
-    for g in _seeded_order(by_group, seed):
-        for f in by_group[g]:
-            if left <= 0:
-                break
-            kept.append(f)
-            left -= max(f.est_duration, 0)
-        if left <= 0:
-            break
-    return sorted(kept, key=lambda s: s.rel)
-
-
-def split_groups(group_hours: dict[str, float], valid_fraction: float, seed: int) -> set[str]:
-    """Choose the validation groups (whole groups) holding out about ``valid_fraction`` of
-    the hours: groups are taken in a seeded order, skipping those that would push the
-    held-out hours over 1.5x the target, until the target is reached; if no group is small
-    enough, the smallest group is held out. At least one group stays in train; with a
-    single group nothing is held out. Returns the set of validation group keys."""
-    groups = _seeded_order(group_hours, seed)
-    if len(groups) < 2 or valid_fraction <= 0:
-        return set()
-    target = valid_fraction * sum(group_hours.values())
-    chosen: set[str] = set()
-    acc = 0.0
-    for g in groups:
-        if acc >= target or len(chosen) == len(groups) - 1:
-            break
-        if acc + group_hours[g] <= 1.5 * target:
-            chosen.add(g)
-            acc += group_hours[g]
-    if not chosen:
-        chosen.add(min(groups, key=lambda g: (group_hours[g], g)))
-    return chosen
-
-
-def _decode(path: str, sample_rate: int = 48000) -> tuple[np.ndarray, int]:
-    """Decode any supported file to float32 [C, T] and its rate (MIDI is rendered with
-    fluidsynth at ``sample_rate``, sound font from ``$OPENCODEC_SF2``)."""
-    if path.lower().endswith(".mid"):
-        sf2 = os.environ.get("OPENCODEC_SF2", "")
-        if not sf2 or shutil.which("fluidsynth") is None:
-            raise RuntimeError("MIDI needs fluidsynth and the fluid-soundfont-gm sound font")
-        import soundfile as sf
-        import tempfile
-        with tempfile.TemporaryDirectory() as td:
-            wav = os.path.join(td, "out.wav")
-            _run(["fluidsynth", "-ni", "-q", "-g", str(MIDI_GAIN), "-r", str(sample_rate),
-                  "-F", wav, "-T", "wav", sf2, path])
-            data, sr = sf.read(wav, dtype="float32", always_2d=True)
-        return np.ascontiguousarray(data.T), int(sr)
-    if path.lower().endswith(".g722"):
-        try:  # PyAV (bundled FFmpeg) decodes in-process, ~40x faster than spawning ffmpeg
-            import av
-        except ImportError:
-            av = None
-        if av is not None:
-            with av.open(path, format="g722") as c:
-                frames = [f.to_ndarray() for f in c.decode(audio=0)]
-                rate = int(c.streams.audio[0].rate)
-            x = np.concatenate(frames, axis=1).astype(np.float32)[:1]
-            if frames and frames[0].dtype == np.int16:
-                x /= 32768.0
-            return x, rate
-        if shutil.which("ffmpeg") is None:
-            raise RuntimeError("G.722 needs Debian's ffmpeg (apt-get install ffmpeg)")
-        res = subprocess.run(["ffmpeg", "-v", "error", "-f", "g722", "-i", path, "-f", "f32le",
-                              "-ac", "1", "-ar", "16000", "-"], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE)
-        if res.returncode != 0:
-            raise RuntimeError(res.stderr.decode(errors="replace")[-300:])
-        return np.frombuffer(res.stdout, dtype=np.float32)[None, :].copy(), 16000
-    import soundfile as sf
-    data, sr = sf.read(path, dtype="float32", always_2d=True)
-    return np.ascontiguousarray(data.T), int(sr)
-
-
-def convert_file(src_path: str, out_path: str, sample_rate: int, min_seconds: float = 0.2,
-                 max_channels: int = 2, target_db: float = -20.0) -> tuple[str, Optional[str]]:
-    """Decode -> resample (soxr HQ) -> loudness-normalise -> FLAC (PCM_16) at ``out_path``.
-
-    Channel count is kept (capped at ``max_channels`` by dropping extra channels).
-    Returns ``(out_path, None)`` on success (also if it already existed) or
-    ``(out_path, reason)`` when the input is skipped; the reason is stored in
-    ``out_path + ".failed"`` so the file is not retried."""
-    failed = out_path + ".failed"
-    if os.path.exists(out_path):
-        return out_path, None
-    if os.path.exists(failed):
-        with open(failed) as fh:
-            return out_path, fh.read().strip() or "failed"
-    os.makedirs(os.path.dirname(out_path), exist_ok=True)
-    try:
-        import soundfile as sf
-        import soxr
-        audio, sr = _decode(src_path, sample_rate)
-        audio = audio[:max_channels]
-        if audio.shape[1] < min_seconds * sr:
-            raise ValueError(f"too short ({audio.shape[1] / sr:.3f} s < {min_seconds} s)")
-        if not np.all(np.isfinite(audio)):
-            raise ValueError("non-finite samples")
-        if sr != sample_rate:
-            audio = soxr.resample(audio.T, sr, sample_rate, quality="HQ").T
-        audio = normalize_loudness(np.ascontiguousarray(audio, dtype=np.float32), sample_rate, target_db)
-        if not math.isfinite(gated_rms_db(audio, sample_rate)):
-            raise ValueError("silent")
-        tmp = out_path + ".tmp.flac"
-        sf.write(tmp, audio.T, sample_rate, subtype="PCM_16", format="FLAC")
-        os.replace(tmp, out_path)
-        return out_path, None
-    except Exception as e:  # unreadable input: log + skip, never crash
-        reason = f"{type(e).__name__}: {e}".replace("\n", " ")[:300]
-        with open(failed, "w") as fh:
-            fh.write(reason + "\n")
-        return out_path, reason
-
-
-def _convert_star(args: tuple) -> tuple[str, Optional[str]]:
-    return convert_file(*args)
-
-
-def convert_all(files: list[SourceFile], sample_rate: int, workers: int,
-                min_seconds: float = 0.2) -> dict[str, Optional[str]]:
-    """Convert ``files`` in parallel; returns out_path -> failure reason (None = ok)."""
-    todo = [(f.src_path, f.out_path, sample_rate, min_seconds) for f in files]
-    results: dict[str, Optional[str]] = {}
-    pending = [t for t in todo if not (os.path.exists(t[1]) or os.path.exists(t[1] + ".failed"))]
-    log.info("convert: %d files (%d already done)", len(todo), len(todo) - len(pending))
-    if workers > 1 and len(pending) > 8:
-        with ProcessPoolExecutor(workers) as ex:
-            for out, reason in ex.map(_convert_star, pending, chunksize=8):
-                results[out] = reason
-    for t in todo:
-        if t[1] not in results:
-            results[t[1]] = _convert_star(t)[1]
-    return results
-
-
-# ---------------------------------------------------------------------------------------
-# Evaluation items
-# ---------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Clip:
-    """A converted file available for evaluation cutting."""
-
-    key: str       # unique id (output path)
-    group: str     # speaker / track; items never mix groups
-    duration: float  # seconds
-
-
-def plan_eval_items(clips: Sequence[Clip], seed: int, min_s: float = 5.0, max_s: float = 10.0,
-                    gap_s: float = 0.15) -> list[list[tuple[str, float, float]]]:
-    """Plan evaluation items of ``min_s``..``max_s`` seconds.
-
-    Per group (speaker / track), clips are shuffled with ``seed``; each item gets a target
-    length drawn uniformly in [min_s, max_s] and is filled by concatenating clips (separated
-    by ``gap_s`` of silence, counted in the length); a clip longer than what is missing is
-    cut and its rest starts the next item. Leftovers shorter than ``min_s`` are dropped.
-    Returns a list of items, each a list of ``(clip key, start_s, end_s)``; deterministic
-    given ``clips`` and ``seed``; item order is groups sorted, then time order."""
-    rng = np.random.default_rng(seed)
-    by_group: dict[str, list[Clip]] = defaultdict(list)
-    for c in sorted(clips, key=lambda c: c.key):
-        by_group[c.group].append(c)
-    items: list[list[tuple[str, float, float]]] = []
-    for g in sorted(by_group):
-        order = [by_group[g][i] for i in rng.permutation(len(by_group[g]))]
-        cur: list[tuple[str, float, float]] = []
-        cur_len = 0.0
-        target = float(rng.uniform(min_s, max_s))
-        for c in order:
-            pos = 0.0
-            while c.duration - pos >= 0.05:
-                need = target - cur_len - (gap_s if cur else 0.0)
-                take = min(c.duration - pos, need)
-                if take < 0.05:  # only a sliver fits: close the item
-                    if cur_len >= min_s - 1e-6:
-                        items.append(cur)
-                    cur, cur_len, target = [], 0.0, float(rng.uniform(min_s, max_s))
-                    continue
-                cur_len += take + (gap_s if cur else 0.0)
-                cur.append((c.key, pos, pos + take))
-                pos += take
-                if cur_len >= target - 1e-6:
-                    items.append(cur)
-                    cur, cur_len, target = [], 0.0, float(rng.uniform(min_s, max_s))
-        if cur and cur_len >= min_s - 1e-6:
-            items.append(cur)
-    return items
-
-
-def _item_id(parts: list[tuple[str, float, float]]) -> str:
-    return hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:12]
-
-
-def render_item(parts: list[tuple[str, float, float]], sample_rate: int, channels: int,
-                gap_s: float = 0.15) -> np.ndarray:
-    """Concatenate the planned parts (read from the converted FLACs) into [C, T] float32."""
-    import soundfile as sf
-    chunks: list[np.ndarray] = []
-    gap = np.zeros((channels, int(round(gap_s * sample_rate))), np.float32)
-    for i, (path, a, b) in enumerate(parts):
-        start, stop = int(round(a * sample_rate)), int(round(b * sample_rate))
-        x, _ = sf.read(path, start=start, stop=stop, dtype="float32", always_2d=True)
-        x = x.T
-        if x.shape[0] != channels:
-            x = np.repeat(x[:1], channels, 0) if x.shape[0] == 1 else x.mean(0, keepdims=True)
-        if i:
-            chunks.append(gap)
-        chunks.append(x)
-    return np.concatenate(chunks, axis=1)
-
 
 # ---------------------------------------------------------------------------------------
 # Manifests

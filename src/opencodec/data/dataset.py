@@ -39,6 +39,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from .loudness import mix_at_snr
+
 log = logging.getLogger("opencodec.data.dataset")
 
 PathLike = Union[str, os.PathLike]
@@ -115,17 +117,6 @@ def fix_length(x: np.ndarray, length: int) -> np.ndarray:
 def apply_gain_db(x: np.ndarray, gain_db: float) -> np.ndarray:
     """Multiply by ``10 ** (gain_db / 20)``."""
     return (x * 10 ** (gain_db / 20)).astype(np.float32)
-
-
-def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
-    """``speech + g * noise`` with ``g`` such that the power ratio speech/(g*noise) over
-    the whole [C, T] arrays is ``snr_db`` dB. Silent noise or speech returns ``speech``."""
-    ps = float(np.mean(speech.astype(np.float64) ** 2))
-    pn = float(np.mean(noise.astype(np.float64) ** 2))
-    if ps <= 0 or pn <= 0:
-        return speech.astype(np.float32, copy=True)
-    g = math.sqrt(ps / (pn * 10 ** (snr_db / 10)))
-    return (speech + g * noise).astype(np.float32)
 
 
 def coloured_noise(channels: int, length: int, exponent: float, rng: np.random.Generator) -> np.ndarray:

@@ -18,8 +18,8 @@ Protocol
   phase, so aligned with the reference; the magnitude response is the Butterworth response
   squared, -6 dB at the cut-off and -96 dB per octave above it), each neural model at each
   chosen bandwidth (a real ``compress`` -> ``.ecdc`` -> ``decompress`` round trip,
-  :func:`opencodec.eval.report._neural_roundtrip`) and each baseline (``opusN``, ``mp3_N``,
-  parsed and run by :func:`opencodec.eval.report.parse_baseline` / the codecs of
+  :func:`opencodec.eval.scoring._neural_roundtrip`) and each baseline (``opusN``, ``mp3_N``,
+  parsed and run by :func:`opencodec.eval.systems.parse_baseline` / the codecs of
   :mod:`opencodec.eval.baselines`). System names are those of ``opencodec eval``
   (``opencodec_24khz@6kbps``, ``opus-6kbps``, ``mp3-64kbps``).
 * Levels: **not loudness-matched**; every condition keeps the level its system outputs
@@ -53,7 +53,7 @@ import numpy as np
 
 from ...bandwidth import check_bandwidth
 from ...errors import UnsupportedBandwidthError
-from ..report import DEFAULT_CATEGORIES, EvalReportError, neural_system_name, parse_baseline
+from ..systems import DEFAULT_CATEGORIES, EvalReportError, neural_system_name, parse_baseline
 from .spec import (ANCHOR_KIND, DB_FILE, FORMAT, HIDDEN_REFERENCE_KIND, TEST_FILE, MushraError,
                    MushraTest, load_test)
 
@@ -187,7 +187,7 @@ def make_conditions(ref: np.ndarray, sample_rate: int, systems: tp.Sequence[Syst
                     codecs: dict[str, tp.Any]) -> dict[str, tuple[np.ndarray, float | None]]:
     """Every system's version of ``ref`` (float32 ``[C, T]`` at ``sample_rate`` Hz):
     ``{system name: (audio [C, T] as long as ref, actual kbit/s or None)}``."""
-    from ..report import _neural_roundtrip
+    from ..scoring import _neural_roundtrip
 
     out: dict[str, tuple[np.ndarray, float | None]] = {}
     length = ref.shape[-1]

@@ -7,7 +7,7 @@
 * **Statistics** over the kept listeners' ratings: per system, over all trials and per
   category, the mean, the 95 % confidence interval half-width from Student's t
   (``t(0.975, n - 1) * s / sqrt(n)``, ``s`` the sample standard deviation of the ``n``
-  ratings; :func:`opencodec.eval.report.mean_ci95`), the number of ratings and listeners,
+  ratings; :func:`opencodec.eval.summary.mean_ci95`), the number of ratings and listeners,
   and the mean measured bitrate of the system's conditions.
 * **Outputs** (default folder ``TEST_DIR/report``): ``mushra_report.md`` (tables and the
   screening), ``mushra_summary.csv``, ``mushra_summary.json`` and ``mushra.png`` (means with
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..._files import atomic_output, check_output, write_bytes_atomic
-from ..report import mean_ci95
+from ..summary import mean_ci95
 from .db import Rating, load_ratings
 from .spec import DB_FILE, HIDDEN_REFERENCE_KIND, MushraError, MushraTest, load_test
 

@@ -1,0 +1,185 @@
+"""Rendering a summary: one rate-quality plot per (category, metric) and ``OUT/report.md``
+(per-category tables and the comparison with Opus at the same bitrate).
+"""
+
+from __future__ import annotations
+
+import typing as tp
+from collections import defaultdict
+from pathlib import Path
+
+from .summary import _opus_partners
+from .systems import LOWER_IS_BETTER, METRIC_LABELS
+
+
+# ------------------------------------------------------------------------------------------
+# Report
+# ------------------------------------------------------------------------------------------
+def _fmt(stat: dict | None, digits: int = 2) -> str:
+    if not stat or stat.get("mean") is None:
+        return "–"
+    s = f"{stat['mean']:.{digits}f}"
+    if stat.get("ci95") is not None:
+        s += f" ± {stat['ci95']:.{digits}f}"
+    return s
+
+
+def make_plots(summary: dict, out: Path, metrics: tp.Sequence[str]) -> dict[str, list[str]]:
+    """One PNG per (category, metric): metric vs actual kbps, one curve per family."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots_dir = out / "plots"
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    made: dict[str, list[str]] = {}
+    for cat, systems in summary.items():
+        made[cat] = []
+        for name in metrics:
+            fams: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+            for s in systems.values():
+                st = s["metrics"].get(name)
+                kbps = s["actual_kbps"]["mean"]
+                if st is None or st["mean"] is None or kbps is None:
+                    continue
+                fams[s["family"]].append((kbps, st["mean"], st["ci95"] or 0.0))
+            if not fams:
+                continue
+            fig, ax = plt.subplots(figsize=(5.5, 4))
+            for fam, pts in sorted(fams.items()):
+                pts.sort()
+                x, y, e = zip(*pts)
+                ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=fam)
+            ax.set_xscale("log")
+            from matplotlib.ticker import FormatStrFormatter, NullFormatter
+            xs = [p[0] for pts in fams.values() for p in pts]
+            ticks = [t for t in (0.75, 1.5, 3, 6, 12, 24, 64, 128, 256)
+                     if min(xs) / 1.6 <= t <= max(xs) * 1.6]
+            ax.set_xticks(ticks)
+            ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel("actual bitrate (kbps)")
+            ax.set_ylabel(METRIC_LABELS.get(name, name))
+            ax.set_title(f"{cat}: {name}")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=8)
+            fig.tight_layout()
+            path = plots_dir / f"{cat}_{name}.png"
+            fig.savefig(path, dpi=100)
+            plt.close(fig)
+            made[cat].append(str(path.relative_to(out)))
+    return made
+
+
+def _markdown_table(header: tp.Sequence[str], rows: tp.Iterable[tp.Sequence[str]]) -> list[str]:
+    """Lines of a Markdown table."""
+    return (["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+            + ["| " + " | ".join(cells) + " |" for cells in rows])
+
+
+def versus_opus(summary: dict, metrics: tp.Sequence[str], paired: dict | None = None) -> list[str]:
+    """Markdown lines comparing every neural system with Opus at the same nominal bitrate,
+    per category and metric. With ``paired`` (from ``paired_versus_opus``) a cell gives the
+    mean per-item difference (ours minus Opus) ± its 95 % interval and the items won, and
+    a difference whose interval contains 0 is marked "not established"; without it, the
+    two systems' separate intervals are compared ("intervals overlap"). Empty when no Opus
+    baseline shares a neural system's bitrate."""
+    rows = []
+    verdicts: dict[str, dict[str, list[str]]] = defaultdict(lambda: {"above": [], "below": [], "open": []})
+    for cat, systems in summary.items():
+        partners = _opus_partners((name, s["kind"], s["family"], s["nominal_kbps"]) for name, s in systems.items())
+        for name, opus_name in partners.items():
+            s, o = systems[name], systems[opus_name]
+            cells = [cat, name, opus_name, f"{_fmt(s.get('actual_kbps'))} vs {_fmt(o.get('actual_kbps'))}"]
+            for metric in metrics:
+                ours, theirs = s["metrics"].get(metric), o["metrics"].get(metric)
+                if not ours or not theirs or ours.get("mean") is None or theirs.get("mean") is None:
+                    cells.append("–")
+                    continue
+                diff = ((paired or {}).get(cat, {}).get(name, {}).get(metric) or {})
+                if diff.get("ci95") is not None:
+                    better = (diff["mean"] < 0) == (metric in LOWER_IS_BETTER)
+                    settled = abs(diff["mean"]) > diff["ci95"]
+                    text = (f"{ours['mean']:.2f} vs {theirs['mean']:.2f}: {diff['mean']:+.2f} ± "
+                            f"{diff['ci95']:.2f}, {'better' if better else 'worse'}"
+                            + ("" if settled else " (not established)")
+                            + f", {diff['wins']}/{diff['n']} items")
+                else:
+                    better = (ours["mean"] < theirs["mean"]) == (metric in LOWER_IS_BETTER)
+                    settled = not (ours.get("ci95") is None or theirs.get("ci95") is None
+                                   or abs(ours["mean"] - theirs["mean"]) <= ours["ci95"] + theirs["ci95"])
+                    text = (f"{ours['mean']:.2f} vs {theirs['mean']:.2f}: {'better' if better else 'worse'}"
+                            + ("" if settled else " (intervals overlap)"))
+                cells.append(text)
+                if metric == "visqol":
+                    verdicts[name]["above" if better else "below"].append(cat)
+                    if not settled:
+                        verdicts[name]["open"].append(cat)
+            rows.append(cells)
+    if not rows:
+        return []
+    if paired:
+        intro = ("Each neural system against the Opus baseline of the same nominal bitrate, on the "
+                 "same items: means (ours vs Opus), then the mean per-item difference (ours minus "
+                 "Opus) ± its 95 % interval, and the items where ours scores better. \"Not "
+                 "established\": the difference's interval contains 0.")
+    else:
+        intro = ("Each neural system against the Opus baseline of the same nominal bitrate, by the "
+                 "mean over the category's items (ours vs Opus).")
+    lines = ["## Against Opus at the same bitrate", "", intro, ""]
+    for name, v in verdicts.items():
+        total = len(v["above"]) + len(v["below"])
+        lines.append(f"- **{name}**: ViSQOL above Opus in {len(v['above'])} of {total} categories"
+                     + (f" ({', '.join(v['above'])})" if v["above"] else "")
+                     + (f"; **below in {', '.join(v['below'])}**" if v["below"] else "")
+                     + (f"; not established in {', '.join(v['open'])}" if v["open"] else "") + ".")
+    header = (["Category", "System", "Opus", "kbps (actual)"]
+              + [METRIC_LABELS.get(m, m) for m in metrics])
+    lines += ["", *_markdown_table(header, rows)]
+    return lines + [""]
+
+
+def write_report(out: Path, summary: dict, meta: dict, plots: dict[str, list[str]],
+                 metrics: tp.Sequence[str], paired: dict | None = None) -> None:
+    from .visqol import VISQOL_IMPLEMENTATION
+
+    lines = [
+        "# opencodec evaluation report", "",
+        f"- Models: {', '.join(meta['models']) or '–'}; bandwidths: "
+        f"{', '.join(f'{b:g}' for b in meta['bandwidths']) or 'model defaults'} kbps",
+        f"- Baselines: {', '.join(meta['baselines']) or '–'}",
+        f"- Eval set: `{meta['set']}`; max items per category: {meta['max_items'] or 'all'}",
+        f"- Scoring: every item is converted to {meta['sample_rate']} Hz, {meta['channels']} "
+        "channel(s) (channels first, then soxr resampling) before coding; every system codes that "
+        "converted signal and is scored against it at that rate.",
+        "- Neural systems: real `compress` -> `.ecdc` bytes -> `decompress` round trip; actual kbps "
+        "from the `.ecdc` size (header included); RTF = (encode + decode wall time) / audio "
+        "duration, CPU, 1 torch thread per worker.",
+        f"- ViSQOL: {VISQOL_IMPLEMENTATION}; **audio mode at 48 kHz** for music/general "
+        "categories, **speech mode at 16 kHz** for speech categories. PESQ (wide-band) and STOI "
+        "on speech categories only.",
+        "- Cells: mean ± 95 % confidence interval half-width (Student t over items); "
+        "metrics undefined on an item (too short, silent, ...) are left out of that mean "
+        "(see `errors` in results.jsonl).",
+        f"- Items scored: {meta['n_rows']} rows in results.jsonl; wall time of this run: "
+        f"{meta['wall_s']:.1f} s with {meta['workers']} worker(s) (a resumed run only "
+        "computes the missing rows).",
+        "",
+    ]
+    for cat, systems in summary.items():
+        shown = [m for m in metrics if any(m in s["metrics"] for s in systems.values())]
+        mode = next(iter(systems.values())).get("visqol_mode")
+        lines += [f"## {cat}", "", f"ViSQOL mode: {mode}.", ""]
+        header = ["System", "n", "kbps (actual)", "RTF"] + [METRIC_LABELS.get(m, m) for m in shown]
+        digits = {"stoi": 3}
+        lines += _markdown_table(header, (
+            [name, str(s["n_items"]), _fmt(s["actual_kbps"]), _fmt(s["rtf"], 3)]
+            + [_fmt(s["metrics"].get(m), digits.get(m, 2)) for m in shown]
+            for name, s in systems.items()))
+        lines.append("")
+        for p in plots.get(cat, []):
+            lines.append(f"![{cat} {Path(p).stem}]({p})")
+        lines.append("")
+    lines += versus_opus(summary, [m for m in metrics if m in ("si_snr", "mel", "visqol")], paired)
+    (out / "report.md").write_text("\n".join(lines))
