@@ -17,7 +17,7 @@ from opencodec import EncodecConfig, EncodecModel, cli, save_model
 from opencodec.bitstream import parse_header
 from opencodec.compress import compress, decompress
 from opencodec.pretrained import load_lm_model
-from opencodec.train import lm_solver
+from opencodec.train import lm_codes, lm_solver
 from opencodec.train.solver import load_config
 from opencodec.train.lm_solver import (
     CodeData,
@@ -222,7 +222,7 @@ def test_codes_are_extracted_once_and_cached(codec_setup: dict, tmp_path: Path,
     def no_encoding(*args: object, **kwargs: object) -> None:
         raise AssertionError("the cache was not used")
 
-    monkeypatch.setattr(lm_solver, "_encode_file", no_encoding)
+    monkeypatch.setattr(lm_codes, "_encode_file", no_encoding)  # where extract_codes looks it up
     again, from_cache = extract_codes(codec, [str(codec_setup["train"])], tmp_path, progress=False)
     assert from_cache
     assert torch.equal(again.codes, codes.codes) and torch.equal(again.offsets, codes.offsets)

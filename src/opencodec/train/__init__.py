@@ -33,7 +33,11 @@ def __getattr__(name: str) -> object:
     """``train_lm`` and ``evaluate_saving``, imported on first use (so that
     ``python -m opencodec.train.lm_solver`` does not import that module twice)."""
     if name in ("train_lm", "evaluate_saving"):
-        from . import lm_solver
+        if name == "evaluate_saving":
+            from .lm_eval import evaluate_saving
 
-        return lm_solver.train if name == "train_lm" else lm_solver.evaluate_saving
+            return evaluate_saving
+        from .lm_solver import train
+
+        return train
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

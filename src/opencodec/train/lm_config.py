@@ -1,0 +1,165 @@
+"""The ``train-lm`` configuration: a YAML file from ``configs/`` (``lm_tiny.yaml``,
+``lm_opencodec_24khz.yaml``) plus dotted ``key=value`` overrides, checked field by field
+(:func:`parse_settings`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing as tp
+
+import torch
+
+from ..errors import OpenCodecError
+
+# What load_lm_model builds for a weights file: 8 heads, a 3.5 s window, max period 10000.
+LOADABLE_HEADS = 8
+LOADABLE_PAST_SECONDS = 3.5
+
+
+class ConfigError(OpenCodecError, ValueError):
+    """A ``train-lm`` config field is missing, has the wrong type or an unusable value."""
+
+
+# -- 1. configuration --------------------------------------------------------------------------
+_MISSING = object()
+
+
+def _get(cfg: dict, dotted: str, kind: type | tuple[type, ...], default: tp.Any = _MISSING) -> tp.Any:
+    """The value at ``dotted`` (``"optim.lr"``) checked against ``kind``; ``default`` if absent."""
+    node: tp.Any = cfg
+    *parents, leaf = dotted.split(".")
+    for i, part in enumerate(parents):
+        node = node.get(part) if isinstance(node, dict) else None
+        if node is None:
+            node = {}
+        if not isinstance(node, dict):
+            raise ConfigError(f"config field {'.'.join(parents[:i + 1])} must be a section, "
+                              f"got {node!r}")
+    value = node.get(leaf, _MISSING)
+    if value is _MISSING or (value is None and default is not _MISSING):
+        if default is _MISSING:
+            raise ConfigError(f"config field {dotted} is missing")
+        return default
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if list in kinds and isinstance(value, str):
+        value = [value]
+    if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+        names = " or ".join(k.__name__ for k in kinds)
+        raise ConfigError(f"config field {dotted}: expected {names}, got {value!r}")
+    return value
+
+
+@dataclasses.dataclass
+class Settings:
+    """Everything a ``train-lm`` run reads from its config (see ``configs/lm_*.yaml``)."""
+
+    name: str
+    codec: str | None
+    train_manifests: list[str]
+    valid_manifests: list[str]
+    cache_dir: str | None
+    bandwidths: list[float] | None
+    dim: int
+    num_heads: int
+    num_layers: int
+    hidden_scale: float
+    past_context_s: float
+    seq_len: int
+    batch_size: int
+    optimizer: str
+    lr: float
+    betas: tuple[float, float]
+    weight_decay: float
+    warmup_steps: int
+    schedule: str
+    min_lr_ratio: float
+    grad_clip: float
+    steps: int
+    log_every: int
+    valid_every: int
+    checkpoint_every: int
+    tensorboard: bool
+    valid_max_items: int
+    report_items: int
+    report_manifests: list[str]
+    seed: int
+    threads: int | None
+    device: str
+    amp: str
+
+
+def parse_settings(cfg: dict) -> Settings:
+    """Check a loaded config and fill in the defaults (the paper's LM sizes).
+
+    Raises :class:`ConfigError` naming the field for a missing or mistyped value, and for LM
+    sizes that ``load_lm_model`` could not rebuild from the exported file (it assumes
+    8 heads and a 3.5 s attention window).
+    """
+    s = Settings(
+        name=_get(cfg, "name", str, "lm"),
+        codec=_get(cfg, "codec", str, None),
+        train_manifests=[str(m) for m in _get(cfg, "data.train", list, [])],
+        valid_manifests=[str(m) for m in _get(cfg, "data.valid", list, [])],
+        cache_dir=_get(cfg, "data.cache_dir", str, None),
+        bandwidths=[float(b) for b in _get(cfg, "bandwidths", list, [])] or None,
+        dim=_get(cfg, "lm.dim", int, 200),
+        num_heads=_get(cfg, "lm.num_heads", int, LOADABLE_HEADS),
+        num_layers=_get(cfg, "lm.num_layers", int, 5),
+        hidden_scale=_get(cfg, "lm.hidden_scale", float, 4.0),
+        past_context_s=_get(cfg, "lm.past_context_s", float, LOADABLE_PAST_SECONDS),
+        seq_len=_get(cfg, "seq_len", int, 300),
+        batch_size=_get(cfg, "optim.batch_size", int, 32),
+        optimizer=_get(cfg, "optim.name", str, "adamw").lower(),
+        lr=_get(cfg, "optim.lr", float, 5e-4),
+        betas=tuple(float(b) for b in _get(cfg, "optim.betas", list, [0.9, 0.95])),  # type: ignore[arg-type]
+        weight_decay=_get(cfg, "optim.weight_decay", float, 0.01),
+        warmup_steps=_get(cfg, "optim.warmup_steps", int, 0),
+        schedule=_get(cfg, "optim.schedule", str, "cosine").lower(),
+        min_lr_ratio=_get(cfg, "optim.min_lr_ratio", float, 0.1),
+        grad_clip=_get(cfg, "optim.grad_clip", float, 1.0),
+        steps=_get(cfg, "optim.steps", int, 1000),
+        log_every=_get(cfg, "log.every", int, 10),
+        valid_every=_get(cfg, "log.valid_every", int, 500),
+        checkpoint_every=_get(cfg, "log.checkpoint_every", int, 500),
+        tensorboard=_get(cfg, "log.tensorboard", bool, True),
+        valid_max_items=_get(cfg, "valid.max_items", int, 200),
+        report_items=_get(cfg, "report.items", int, 16),
+        report_manifests=[str(m) for m in _get(cfg, "report.manifests", list, [])],
+        seed=_get(cfg, "seed", int, 0),
+        threads=_get(cfg, "threads", int, None),
+        device=_get(cfg, "device", str, "auto"),
+        amp=_get(cfg, "amp", str, "none"),
+    )
+    positive = {"lm.dim": s.dim, "lm.num_layers": s.num_layers, "seq_len": s.seq_len,
+                "optim.batch_size": s.batch_size, "optim.steps": s.steps, "log.every": s.log_every,
+                "log.valid_every": s.valid_every, "log.checkpoint_every": s.checkpoint_every}
+    for field, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"config field {field} must be >= 1, got {value}")
+    if s.num_heads != LOADABLE_HEADS:
+        raise ConfigError(f"config field lm.num_heads is {s.num_heads}, but load_lm_model builds "
+                          f"{LOADABLE_HEADS} heads, so the exported model would not load as trained")
+    if s.past_context_s != LOADABLE_PAST_SECONDS:
+        raise ConfigError(f"config field lm.past_context_s is {s.past_context_s:g}, but load_lm_model "
+                          f"gives a weights file a {LOADABLE_PAST_SECONDS:g} s window")
+    if s.dim % s.num_heads or s.dim % 2:
+        raise ConfigError(f"config field lm.dim ({s.dim}) must be even and a multiple of lm.num_heads "
+                          f"({s.num_heads})")
+    if s.optimizer not in ("adamw", "adam"):
+        raise ConfigError(f"config field optim.name: expected adamw or adam, got {s.optimizer!r}")
+    if s.schedule not in ("cosine", "constant"):
+        raise ConfigError(f"config field optim.schedule: expected cosine or constant, got {s.schedule!r}")
+    if len(s.betas) != 2:
+        raise ConfigError(f"config field optim.betas: expected two numbers, got {list(s.betas)}")
+    if s.amp not in ("none", "bf16"):
+        raise ConfigError(f"config field amp: expected none or bf16, got {s.amp!r}")
+    return s
+
+
+def _device(want: str) -> torch.device:
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(want)

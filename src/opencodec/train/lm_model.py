@@ -1,0 +1,118 @@
+"""The entropy model a ``train-lm`` run trains: :class:`~opencodec.entropy.EntropyLM` with the
+config's sizes (paper sizes by default), its differentiable forward (:func:`lm_logits`),
+identical in arithmetic to the streaming path the coder uses, the training loss, and the
+export to the weights file that ``opencodec.pretrained.load_lm_model`` and
+``opencodec compress --lm-model`` read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import typing as tp
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .._files import atomic_output
+from .lm_config import Settings
+
+if tp.TYPE_CHECKING:
+    from ..entropy import EntropyLM
+
+LM_METADATA_KEY = "opencodec_lm_config"
+IGNORE = -100  # target of padded positions (not scored)
+
+
+# -- 3. the model ------------------------------------------------------------------------------
+def build_lm(s: Settings, num_codebooks: int, card: int, frame_rate: int) -> EntropyLM:
+    """An :class:`EntropyLM` with the config's sizes and the window ``load_lm_model`` uses."""
+    from ..entropy import EntropyLM
+
+    return EntropyLM(n_q=num_codebooks, card=card, dim=s.dim, num_heads=s.num_heads,
+                     num_layers=s.num_layers, hidden_scale=s.hidden_scale,
+                     past_context=int(s.past_context_s * frame_rate))
+
+
+def _hidden(lm: EntropyLM, indices: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Transformer output ``[B, T, dim]`` of a fresh state for ``indices`` ``[B, K, T]``."""
+    from ..entropy import sin_embedding
+
+    B, K, T = indices.shape
+    x = lm.emb[0](indices[:, 0])
+    for k in range(1, K):  # the coder's order: ((e_0 + e_1) + e_2) + ...
+        x = x + lm.emb[k](indices[:, k])
+    tr = lm.transformer
+    positions = torch.arange(T, device=indices.device).view(1, -1, 1) + offsets.view(-1, 1, 1)
+    x = tr.norm_in(x) + sin_embedding(positions, lm.dim, tr.max_period)
+    past = x.new_zeros(B, 1, lm.dim)  # the streaming state's initial zero vector
+    for layer in tr.layers:
+        x = layer(x, past, tr.past_context)
+    return x
+
+
+def lm_logits(lm: EntropyLM, indices: torch.Tensor, offsets: torch.Tensor | None = None) -> torch.Tensor:
+    """Differentiable logits of ``lm`` from a fresh state (``EntropyLM.forward`` caches its
+    embedding and head tables without gradients, so training needs this path).
+
+    Args:
+        indices: long ``[B, K, T]``, ``1 + code`` of the previous frame (0: none), ``K <= n_q``.
+        offsets: long ``[B]``, position of each window's first step (default 0).
+    Returns:
+        float ``[B, K, T, card]``; ``softmax`` over the last axis equals ``lm(indices)[0]`` for
+        zero offsets (same operations, up to float rounding).
+    """
+    if offsets is None:
+        offsets = torch.zeros(indices.shape[0], dtype=torch.long, device=indices.device)
+    x = _hidden(lm, indices, offsets)
+    return torch.stack([lm.linears[k](x) for k in range(indices.shape[1])], dim=1)
+
+
+def _loss(lm: EntropyLM, inputs: torch.Tensor, targets: torch.Tensor, offsets: torch.Tensor
+          ) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy (nats) of the first ``K`` heads and the number of scored codes.
+
+    inputs, targets: long ``[B, K, T]`` (targets ``IGNORE`` where padded); offsets ``[B]``.
+    """
+    x = _hidden(lm, inputs, offsets)
+    valid = targets[:, 0] != IGNORE              # [B, T]: padding is the same in every codebook
+    x = x[valid]                                 # [N, dim]: the heads only see scored steps
+    total = x.new_zeros((), dtype=torch.float32)
+    for k in range(inputs.shape[1]):  # one head at a time: [N, card] logits, not [N, K, card]
+        logits = lm.linears[k](x).float()
+        total = total + F.cross_entropy(logits, targets[:, k][valid], reduction="sum")
+    return total, int(valid.sum()) * inputs.shape[1]
+
+
+# -- 6. export -----------------------------------------------------------------------------------
+def export_lm(lm: EntropyLM, path: str | os.PathLike[str], info: dict[str, tp.Any]) -> Path:
+    """Write the LM's state dict (official ``LMModel`` keys) to a ``.safetensors`` file.
+
+    ``info`` (codec name and hash, bandwidths, training step, ...) goes into the file's
+    metadata under ``opencodec_lm_config`` together with the model sizes; the tensors alone
+    are what ``opencodec.pretrained.load_lm_model`` needs.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    sizes = {"n_q": lm.n_q, "card": lm.card, "dim": lm.dim, "num_layers": len(lm.transformer.layers),
+             "num_heads": lm.transformer.layers[0].self_attn.num_heads,
+             "hidden": lm.transformer.layers[0].linear1.out_features,
+             "past_context": lm.past_context, "max_period": lm.transformer.max_period}
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in lm.state_dict().items()}
+    with atomic_output(path) as tmp:
+        save_file(state, str(tmp), metadata={LM_METADATA_KEY: json.dumps({**sizes, **info})})
+    return path
+
+
+def read_lm_info(path: str | os.PathLike[str]) -> dict[str, tp.Any]:
+    """The ``opencodec_lm_config`` metadata of an exported LM (empty for other files)."""
+    if Path(path).suffix.lower() != ".safetensors":
+        return {}
+    from safetensors.torch import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    return json.loads(meta[LM_METADATA_KEY]) if LM_METADATA_KEY in meta else {}
+
