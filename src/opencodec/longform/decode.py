@@ -172,7 +172,7 @@ def _decode_stream(model: EncodecModel, blocks: tp.Iterator[torch.Tensor], total
 def _packed_records(fi: tp.BinaryIO, layout: StreamLayout, nc: int, al: int
                     ) -> tp.Iterator[tuple[np.ndarray, torch.Tensor | None]]:
     """Per segment of a plain segmented body: ``(codes [K, f], scale [1, 1] or None)``."""
-    from ..bitstream import _scale_tensor
+    from ..bitstream.layout import _scale_tensor
 
     for index, (offset, length) in enumerate(layout.segments(al)):
         scale = None
