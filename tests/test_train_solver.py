@@ -224,7 +224,7 @@ def test_fine_tuning_an_inference_only_export_estimates_codebook_statistics(tmp_
     them (cluster sizes summing to the vectors of one step, ``embed_avg = size * embed``)
     instead of keeping the unit sizes that dead-code expiry would replace at once."""
     from opencodec.pretrained import save_model
-    from opencodec.train.solver import UNSEEN_CLUSTER_SIZE, estimate_codebook_statistics
+    from opencodec.train.codebook_stats import UNSEEN_CLUSTER_SIZE, estimate_codebook_statistics
 
     train_m, valid_m = _corpus(tmp_path / "data")
     cfg = _config(train_m, valid_m, steps=4)

@@ -180,7 +180,8 @@ def pack(checkpoint: Path, folder: Path, max_bytes: int | None = None,
 
 def unpack(folder: Path, run_dir: Path, force: bool = False) -> Path:
     """Expand ``folder``'s compact state to ``run_dir/checkpoint.pt`` for the trainer to resume."""
-    from .solver import CHECKPOINT, _atomic_torch_save
+    from .run_state import _atomic_torch_save
+    from .solver import CHECKPOINT
 
     target = run_dir / CHECKPOINT
     if target.exists() and not force:

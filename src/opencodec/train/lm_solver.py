@@ -57,16 +57,8 @@ from .lm_eval import (
 )
 from .lm_model import IGNORE, LM_METADATA_KEY, _loss, build_lm, export_lm, lm_logits, read_lm_info
 
-# The codec trainer's helpers (config loading, seeding, atomic checkpoints, random states).
-from .solver import (
-    _atomic_torch_save,
-    _rng_state,
-    _seed_everything,
-    _set_rng_state,
-    _step_rng,
-    learning_rate_at,
-    parse_run_arguments,
-)
+from .run_state import _atomic_torch_save, _rng_state, _seed_everything, _set_rng_state, _step_rng
+from .solver import learning_rate_at, parse_run_arguments  # the codec trainer's schedule and run options
 
 CHECKPOINT = "checkpoint.pt"
 EXPORT = "lm.safetensors"

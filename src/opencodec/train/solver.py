@@ -24,6 +24,11 @@ This file reads top to bottom, like nanoGPT's ``train.py``:
    of a few bandwidths), TensorBoard logs, a ``metrics.jsonl`` log, checkpoints and an
    export of the generator to ``<run_dir>/model.safetensors`` that ``load_model`` reads.
 
+The loop's helpers live beside it: the data of part 3 in ``batches.py``, random states,
+seeds and atomic checkpoint writes in ``run_state.py`` (shared with the entropy model's
+trainer), the EMA codebook statistics of a fine-tuned inference-only export in
+``codebook_stats.py``.
+
 Distributed training keeps codebooks identical across ranks: k-means and dead-code
 replacement use the gathered global batch, EMA statistics are summed over ranks (see
 ``quantization/vq.py``), and the balancer's gradient norms are averaged over ranks.
@@ -36,9 +41,7 @@ import copy
 import json
 import math
 import os
-import random
 import sys
-import tempfile
 import time
 import typing as tp
 from pathlib import Path
@@ -53,8 +56,11 @@ from ..identity import export_name
 from ..pretrained import load_model, save_model
 from . import distributed
 from .balancer import Balancer
+from .batches import _batches, _device_batches, _device_corpus, _train_dataset, _training_segments, _valid_items
+from .codebook_stats import CODEBOOK_STATISTICS_ITEMS, _has_refilled_codebook_statistics, estimate_codebook_statistics
 from .discriminator import MultiScaleSTFTDiscriminator
 from .losses import MultiScaleMelLoss, audiocraft_alphas, mel_distance, si_snr
+from .run_state import _atomic_torch_save, _rng_state, _seed_everything, _set_rng_state, _step_rng
 from .step import (MetricAccumulator, StepParts, TrainerModule, autocast_for, compile_models, configure_backends,
                    discriminator_step, frozen_generator_output, generator_step, make_adam, scaled_learning_rate)
 
@@ -118,102 +124,6 @@ def _device(cfg: dict, info: distributed.DistInfo) -> torch.device:
     return torch.device(want)
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-# -- 3. data -----------------------------------------------------------------------------------
-class GlobalBatchShard(torch.utils.data.Dataset):
-    """Rank ``rank``'s slice of each global batch of a single-process dataset.
-
-    Local item ``i`` is global item ``step * B_global + rank * B_local + j`` with
-    ``step, j = divmod(i, B_local)``, so concatenating the ranks' batches in rank order
-    gives exactly the batch a single process with ``B_global`` would draw.
-    """
-
-    def __init__(self, base: torch.utils.data.Dataset, rank: int, world_size: int, local_batch: int):
-        self.base, self.rank, self.world_size, self.local_batch = base, rank, world_size, local_batch
-
-    def __len__(self) -> int:
-        return len(self.base) // self.world_size  # type: ignore[arg-type]
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        step, j = divmod(i, self.local_batch)
-        return self.base[step * self.local_batch * self.world_size + self.rank * self.local_batch + j]
-
-
-def _train_dataset(cfg: dict, model: EncodecModel, info: distributed.DistInfo, local_batch: int,
-                   steps_per_epoch: int) -> tuple[tp.Any, GlobalBatchShard]:
-    from ..data.dataset import AudioDataset
-
-    data = cfg["data"]
-    base = AudioDataset(data["train"], segment_seconds=data.get("segment_seconds", 1.0),
-                        sample_rate=model.sample_rate, channels=model.channels,
-                        epoch_size=steps_per_epoch * local_batch * info.world_size,
-                        seed=cfg.get("seed", 0), rank=0, world_size=1, **data.get("augment", {}))
-    return base, GlobalBatchShard(base, info.rank, info.world_size, local_batch)
-
-
-def _batches(base: tp.Any, shard: GlobalBatchShard, local_batch: int, steps_per_epoch: int,
-             start_step: int, num_workers: int) -> tp.Iterator[torch.Tensor]:
-    """Batches [B_local, C, T] from ``start_step`` on, epoch after epoch (resumable)."""
-    step = start_step
-    while True:
-        epoch, first = divmod(step, steps_per_epoch)
-        base.set_epoch(epoch)
-        indices = list(range(first * local_batch, steps_per_epoch * local_batch))
-        loader = torch.utils.data.DataLoader(shard, batch_size=local_batch, sampler=indices,
-                                             num_workers=num_workers, drop_last=True,
-                                             persistent_workers=False)
-        for batch in loader:
-            yield batch
-            step += 1
-
-
-def _device_corpus(cfg: dict, model: EncodecModel, device: torch.device) -> tp.Any:
-    """``data.loader: device``: the training corpus decoded once into device (or pinned,
-    ``data.device_storage: pinned``) memory, batches augmented there (``device_data.py``)."""
-    from .device_data import DeviceCorpus
-
-    data = cfg["data"]
-    corpus = DeviceCorpus(data["train"], model.sample_rate, model.channels, data.get("segment_seconds", 1.0), device,
-                          seed=int(cfg.get("seed", 0)), storage=data.get("device_storage", "device"),
-                          **data.get("augment", {}))
-    print(f"data.loader=device: {corpus.hours:.2f} h decoded into {corpus.audio.device} memory "
-          f"({corpus.audio.numel() * 2 / 2**20:.0f} MiB)", file=sys.stderr)
-    return corpus
-
-
-def _device_batches(corpus: tp.Any, start_step: int, local_batch: int, info: distributed.DistInfo
-                    ) -> tp.Iterator[torch.Tensor]:
-    """This rank's slice of each step's global batch, drawn on the device, from ``start_step`` on."""
-    step = start_step
-    while True:
-        batch = corpus.batch(step, local_batch * info.world_size)
-        yield batch[info.rank * local_batch: (info.rank + 1) * local_batch]
-        step += 1
-
-
-def _valid_items(cfg: dict, model: EncodecModel) -> list[torch.Tensor]:
-    """Fixed held-out clips [1, C, T] (at most ``valid.items`` of ``valid.seconds``)."""
-    from ..data.dataset import EvalDataset
-
-    valid = cfg.get("valid", {})
-    manifests = cfg["data"].get("valid")
-    if not manifests:
-        return []
-    ds = EvalDataset(manifests, sample_rate=model.sample_rate, channels=model.channels)
-    length = int(valid.get("seconds", 3.0) * model.sample_rate)
-    items = []
-    for i in range(min(len(ds), valid.get("items", 16))):
-        audio = ds[i]["audio"][:, :length]
-        if audio.shape[-1] >= model.hop_length * 8 and audio.abs().max() > 1e-4:
-            items.append(audio[None])
-    return items
-
-
 # -- 6. validation -------------------------------------------------------------------------------
 @torch.no_grad()
 def validate(model: EncodecModel, items: list[torch.Tensor], device: torch.device,
@@ -255,40 +165,6 @@ def _spectrogram_image(x: torch.Tensor) -> torch.Tensor:
     return db.flip(0)[None]
 
 
-# -- checkpoints -----------------------------------------------------------------------------------
-def _atomic_torch_save(obj: tp.Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _rng_state() -> dict[str, tp.Any]:
-    """Every random state the loop consumes, in types ``torch.load(weights_only=True)`` reads."""
-    _, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, py_state, py_gauss = random.getstate()
-    state = {"torch": torch.get_rng_state(),
-             "numpy": {"keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
-             "python": {"version": version, "state": list(py_state), "gauss": py_gauss}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, tp.Any]) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    n = state["numpy"]
-    np.random.set_state(("MT19937", np.array(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
 # -- 2. + 5. the run ------------------------------------------------------------------------------
 def _build_model(cfg: dict) -> EncodecModel:
     init_from = cfg.get("init_from")
@@ -314,59 +190,6 @@ def _data_dependent_init(cfg: dict, model: EncodecModel, device: torch.device) -
     data_dependent_init(model, wav)
 
 
-def _training_segments(cfg: dict, model: EncodecModel, items: int) -> torch.Tensor:
-    """``items`` training segments [items, C, T] (fixed seed, no augmentation)."""
-    from ..data.dataset import AudioDataset
-
-    data = cfg["data"]
-    ds = AudioDataset(data["train"], segment_seconds=data.get("segment_seconds", 1.0),
-                      sample_rate=model.sample_rate, channels=model.channels, epoch_size=items,
-                      seed=int(cfg.get("seed", 0)) + 1, augment=False)
-    return torch.stack([ds[i] for i in range(items)])
-
-
-CODEBOOK_STATISTICS_ITEMS = 64  # training segments coded to estimate an inference-only export's EMA state
-UNSEEN_CLUSTER_SIZE = 0.01  # estimated EMA size of a codebook entry no estimation segment uses
-
-
-def _has_refilled_codebook_statistics(model: EncodecModel) -> bool:
-    """True when every codebook holds the unit cluster sizes and ``embed_avg == embed`` that
-    ``load_model`` refills for an inference-only export (no real EMA statistics)."""
-    codebooks = [layer._codebook for layer in model.quantizer.vq.layers]
-    return all(bool((cb.cluster_size == 1).all()) and torch.equal(cb.embed_avg, cb.embed) for cb in codebooks)
-
-
-@torch.no_grad()
-def estimate_codebook_statistics(model: EncodecModel, wav: torch.Tensor, batch_size: int) -> None:
-    """Set each codebook's EMA statistics to their steady state for ``batch_size`` items a
-    step, from the codes of ``wav`` [N, C, T] (training segments) at the full bandwidth.
-
-    At a constant code distribution the EMA ``cluster_size`` tends to the expected count per
-    step, ``batch_size * frames * p_k``, and ``embed_avg`` to ``cluster_size * embed``. An
-    inference-only export carries neither; ``load_model``'s unit sizes would make dead-code
-    expiry (``cluster_size < threshold``) replace most entries at the first step. Entries
-    unseen in ``wav`` get ``UNSEEN_CLUSTER_SIZE``, far below any expiry threshold: with
-    expiry on they are replaced at the first step, as a real EMA state would have them;
-    with it off they keep their vectors, which a size of 0 would send to 0 at the first
-    update (``embed = embed_avg / size``).
-    """
-    was_training, bandwidth = model.training, model.bandwidth
-    model.eval()
-    model.set_target_bandwidth(max(model.target_bandwidths))
-    try:
-        codes = torch.cat([frame.codes for frame in model.encode(wav)], dim=-1)  # [N, K, F]
-    finally:
-        model.bandwidth = bandwidth
-        model.train(was_training)
-    per_step = batch_size / wav.shape[0]
-    for k, layer in enumerate(model.quantizer.vq.layers[: codes.shape[1]]):
-        codebook = layer._codebook
-        counts = torch.bincount(codes[:, k].reshape(-1), minlength=codebook.codebook_size)
-        sizes = (counts.to(codebook.cluster_size.dtype) * per_step).clamp_min(UNSEEN_CLUSTER_SIZE)
-        codebook.cluster_size.copy_(sizes)
-        codebook.embed_avg.copy_(codebook.embed * sizes[:, None])
-
-
 def learning_rate_at(step: int, lr: float, total_steps: int, schedule: str = "constant",
                      min_lr_ratio: float = 0.0, warmup_steps: int = 0) -> float:
     """The learning rate for training step ``step`` (0-based) of ``total_steps``; shared by
@@ -386,11 +209,6 @@ def learning_rate_at(step: int, lr: float, total_steps: int, schedule: str = "co
         return lr
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def _step_rng(seed: int, step: int, salt: int) -> random.Random:
-    """A generator that every rank (and a resumed run) derives identically for ``step``."""
-    return random.Random(seed * 1_000_003 + step * 7919 + salt)
 
 
 def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: int | None = None,

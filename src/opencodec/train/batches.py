@@ -1,0 +1,114 @@
+"""The codec trainer's data (part 3 of :mod:`opencodec.train.solver`): random training
+segments with augmentation, sharded so that N processes draw exactly the global batch one
+process would, either through DataLoader workers or decoded once into device memory
+(``data.loader: device``), and the fixed held-out clips of the periodic validation."""
+
+from __future__ import annotations
+
+import sys
+import typing as tp
+
+import torch
+
+from ..model import EncodecModel
+from . import distributed
+
+
+class GlobalBatchShard(torch.utils.data.Dataset):
+    """Rank ``rank``'s slice of each global batch of a single-process dataset.
+
+    Local item ``i`` is global item ``step * B_global + rank * B_local + j`` with
+    ``step, j = divmod(i, B_local)``, so concatenating the ranks' batches in rank order
+    gives exactly the batch a single process with ``B_global`` would draw.
+    """
+
+    def __init__(self, base: torch.utils.data.Dataset, rank: int, world_size: int, local_batch: int):
+        self.base, self.rank, self.world_size, self.local_batch = base, rank, world_size, local_batch
+
+    def __len__(self) -> int:
+        return len(self.base) // self.world_size  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        step, j = divmod(i, self.local_batch)
+        return self.base[step * self.local_batch * self.world_size + self.rank * self.local_batch + j]
+
+
+def _train_dataset(cfg: dict, model: EncodecModel, info: distributed.DistInfo, local_batch: int,
+                   steps_per_epoch: int) -> tuple[tp.Any, GlobalBatchShard]:
+    from ..data.dataset import AudioDataset
+
+    data = cfg["data"]
+    base = AudioDataset(data["train"], segment_seconds=data.get("segment_seconds", 1.0),
+                        sample_rate=model.sample_rate, channels=model.channels,
+                        epoch_size=steps_per_epoch * local_batch * info.world_size,
+                        seed=cfg.get("seed", 0), rank=0, world_size=1, **data.get("augment", {}))
+    return base, GlobalBatchShard(base, info.rank, info.world_size, local_batch)
+
+
+def _batches(base: tp.Any, shard: GlobalBatchShard, local_batch: int, steps_per_epoch: int,
+             start_step: int, num_workers: int) -> tp.Iterator[torch.Tensor]:
+    """Batches [B_local, C, T] from ``start_step`` on, epoch after epoch (resumable)."""
+    step = start_step
+    while True:
+        epoch, first = divmod(step, steps_per_epoch)
+        base.set_epoch(epoch)
+        indices = list(range(first * local_batch, steps_per_epoch * local_batch))
+        loader = torch.utils.data.DataLoader(shard, batch_size=local_batch, sampler=indices,
+                                             num_workers=num_workers, drop_last=True,
+                                             persistent_workers=False)
+        for batch in loader:
+            yield batch
+            step += 1
+
+
+def _device_corpus(cfg: dict, model: EncodecModel, device: torch.device) -> tp.Any:
+    """``data.loader: device``: the training corpus decoded once into device (or pinned,
+    ``data.device_storage: pinned``) memory, batches augmented there (``device_data.py``)."""
+    from .device_data import DeviceCorpus
+
+    data = cfg["data"]
+    corpus = DeviceCorpus(data["train"], model.sample_rate, model.channels, data.get("segment_seconds", 1.0), device,
+                          seed=int(cfg.get("seed", 0)), storage=data.get("device_storage", "device"),
+                          **data.get("augment", {}))
+    print(f"data.loader=device: {corpus.hours:.2f} h decoded into {corpus.audio.device} memory "
+          f"({corpus.audio.numel() * 2 / 2**20:.0f} MiB)", file=sys.stderr)
+    return corpus
+
+
+def _device_batches(corpus: tp.Any, start_step: int, local_batch: int, info: distributed.DistInfo
+                    ) -> tp.Iterator[torch.Tensor]:
+    """This rank's slice of each step's global batch, drawn on the device, from ``start_step`` on."""
+    step = start_step
+    while True:
+        batch = corpus.batch(step, local_batch * info.world_size)
+        yield batch[info.rank * local_batch: (info.rank + 1) * local_batch]
+        step += 1
+
+
+def _valid_items(cfg: dict, model: EncodecModel) -> list[torch.Tensor]:
+    """Fixed held-out clips [1, C, T] (at most ``valid.items`` of ``valid.seconds``)."""
+    from ..data.dataset import EvalDataset
+
+    valid = cfg.get("valid", {})
+    manifests = cfg["data"].get("valid")
+    if not manifests:
+        return []
+    ds = EvalDataset(manifests, sample_rate=model.sample_rate, channels=model.channels)
+    length = int(valid.get("seconds", 3.0) * model.sample_rate)
+    items = []
+    for i in range(min(len(ds), valid.get("items", 16))):
+        audio = ds[i]["audio"][:, :length]
+        if audio.shape[-1] >= model.hop_length * 8 and audio.abs().max() > 1e-4:
+            items.append(audio[None])
+    return items
+
+
+def _training_segments(cfg: dict, model: EncodecModel, items: int) -> torch.Tensor:
+    """``items`` training segments [items, C, T] (fixed seed, no augmentation)."""
+    from ..data.dataset import AudioDataset
+
+    data = cfg["data"]
+    ds = AudioDataset(data["train"], segment_seconds=data.get("segment_seconds", 1.0),
+                      sample_rate=model.sample_rate, channels=model.channels, epoch_size=items,
+                      seed=int(cfg.get("seed", 0)) + 1, augment=False)
+    return torch.stack([ds[i] for i in range(items)])
