@@ -96,13 +96,26 @@ def test_reverberation_spreads_energy(tmp_path: Path) -> None:
     assert float(torch.nn.functional.cosine_similarity(a.flatten(1), b.flatten(1)).min()) < 0.99
 
 
-def test_trainer_with_the_device_loader_resumes_exactly(tmp_path: Path) -> None:
+def test_trainer_with_the_device_loader_resumes_exactly(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     train_m, valid_m = _corpus(tmp_path / "data")
     cfg = _config(train_m, valid_m, steps=4)
     cfg["data"]["loader"] = "device"
+    drawn: list[int] = []  # the steps whose batches the device corpus drew (a spy: same batches)
+    batch = DeviceCorpus.batch
+    monkeypatch.setattr(DeviceCorpus, "batch", lambda self, step, n: drawn.append(step) or batch(self, step, n))
     _, straight, _ = train(cfg, tmp_path / "a", progress=False, return_models=True)
+    assert drawn == [0, 1, 2, 3] and "data.loader=device:" in capsys.readouterr().err
     train(cfg, tmp_path / "b", max_steps=2, progress=False)
+    drawn.clear()
     _, resumed, _ = train(cfg, tmp_path / "b", progress=False, return_models=True)
+    # Deterministic training: a run that retrained from step 0 (or on the worker loader) would
+    # end with the same weights, so the resume, the loader and the log are checked as well.
+    err = capsys.readouterr().err
+    assert "data.loader=device:" in err and f"resumed from {tmp_path / 'b' / 'checkpoint.pt'} at step 2" in err
+    assert drawn == [2, 3]  # the resumed run draws on from the checkpoint's step
+    metrics = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if "train/lr" in m] == [1, 2, 3, 4]
     for key, value in straight.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key
     with pytest.raises(ValueError, match="data.loader"):

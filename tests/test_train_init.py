@@ -58,7 +58,6 @@ def test_solver_option(tmp_path, monkeypatch):
     monkeypatch.setattr(solver, "_data_dependent_init", lambda cfg, model, device: calls.append(model))
     cfg = {"model": {"name": "t", "n_filters": 4, "dimension": 16, "lstm": 1, "n_q": 2,
                      "target_bandwidths": [1.5]}, "init": "data_dependent"}
-    assert cfg["init"] == "data_dependent"
     solver._maybe_data_dependent_init(cfg, EncodecModel(EncodecConfig.from_dict(cfg["model"])),
                                       torch.device("cpu"), tmp_path)
     assert len(calls) == 1
@@ -66,3 +65,35 @@ def test_solver_option(tmp_path, monkeypatch):
     solver._maybe_data_dependent_init(cfg, EncodecModel(EncodecConfig.from_dict(cfg["model"])),
                                       torch.device("cpu"), tmp_path)
     assert len(calls) == 1
+
+
+def test_solver_data_dependent_init_on_the_corpus(tmp_path):
+    """Un-mocked, through ``train`` (no steps): ``init: data_dependent`` rescales a fresh
+    model's convolutions on the corpus's training segments, so that the (unquantised)
+    reconstruction of those segments has their level; the default init leaves the same seed's
+    weights as built; with ``init_from`` the checkpoint's weights are kept as they are."""
+    from opencodec.pretrained import save_model
+    from opencodec.train.batches import _training_segments
+    from opencodec.train.solver import train
+    from test_train_solver import _config, _corpus  # tests/ is on sys.path (conftest.py)
+
+    train_m, valid_m = _corpus(tmp_path / "data")
+    cfg = _config(train_m, valid_m, steps=0)
+    cfg["init_items"] = 4
+    _, plain, _ = train(cfg, tmp_path / "default", progress=False, return_models=True)
+    _, ddi, _ = train({**cfg, "init": "data_dependent"}, tmp_path / "ddi", progress=False, return_models=True)
+    a, b = plain.state_dict(), ddi.state_dict()
+    changed = {k for k in a if not torch.equal(a[k], b[k])}
+    assert changed and all(k.startswith(("encoder.", "decoder.")) for k in changed), changed
+    assert any(k.startswith("encoder.") for k in changed) and any(k.startswith("decoder.") for k in changed)
+    wav = _training_segments(cfg, ddi, 4)
+    with torch.no_grad():
+        levels = [m.decoder.model(m.encoder.model(wav)).std().item() / wav.std().item() for m in (plain, ddi)]
+    # measured: 1.000 after the data-dependent init, 2.73 with the default init
+    assert abs(levels[1] - 1) < 1e-2 and abs(levels[0] - 1) > 0.3, levels
+
+    export = save_model(plain, tmp_path / "plain.safetensors")
+    _, tuned, _ = train({**cfg, "init": "data_dependent", "init_from": str(export)}, tmp_path / "tuned",
+                        progress=False, return_models=True)
+    for key, value in tuned.state_dict().items():
+        assert torch.equal(value, a[key]), f"init_from: {key} re-initialised"

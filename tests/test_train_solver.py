@@ -62,14 +62,19 @@ def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def test_resume_is_exact_and_export_loads(tmp_path: Path) -> None:
+def test_resume_is_exact_and_export_loads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     train_m, valid_m = _corpus(tmp_path / "data")
     cfg = _config(train_m, valid_m, steps=6)
     cfg["optim"].update(schedule="cosine", min_lr_ratio=0.05)  # the resumed run must continue the curve
     _, straight, straight_disc = train(cfg, tmp_path / "a", progress=False, return_models=True)
     # Stop after 3 steps (a checkpoint), then resume to 6 in a new call.
     train(cfg, tmp_path / "b", max_steps=3, progress=False)
+    assert "resumed from" not in capsys.readouterr().err
     _, resumed, resumed_disc = train(cfg, tmp_path / "b", progress=False, return_models=True)
+    # Training is deterministic, so equal weights alone would not show that the second call
+    # resumed: a run that retrained from step 0 ends with the same weights. It must say it
+    # resumed, and the log must hold each step once (a restart would log steps 1-3 again).
+    assert f"resumed from {tmp_path / 'b' / 'checkpoint.pt'} at step 3" in capsys.readouterr().err
     for a, b in ((straight, resumed), (straight_disc, resumed_disc)):
         sa, sb = _state(a), _state(b)
         for key in sa:
@@ -79,6 +84,8 @@ def test_resume_is_exact_and_export_loads(tmp_path: Path) -> None:
     metrics = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert any("valid/si_snr/1.2kbps" in m for m in metrics)
     assert any("balancer/share/mel" in m for m in metrics)
+    assert [m["step"] for m in metrics if "train/lr" in m] == [1, 2, 3, 4, 5, 6]
+    assert [m["step"] for m in metrics if "valid/si_snr/1.2kbps" in m] == [0, 3, 6]  # no second baseline
     lrs = {m["step"]: m["train/lr"] for m in metrics if "train/lr" in m}
     # logged after step k (1-based) is the rate that step used, step k - 1 of the curve
     assert lrs == pytest.approx({k: learning_rate_at(k - 1, 3e-4, 6, "cosine", 0.05) for k in range(1, 7)})
@@ -169,7 +176,7 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["tiny_24khz", "opencodec_24khz", "opencodec_cpu_24khz", "encodec_24khz", "encodec_48khz"])
-def test_shipped_configs_build(name: str) -> None:
+def test_shipped_configs_build(name: str, request: pytest.FixtureRequest) -> None:
     """Every config in configs/ parses and builds its model (the paper ones load official weights)."""
     from opencodec import EncodecConfig, EncodecModel
     from opencodec.train.solver import load_config
@@ -179,8 +186,12 @@ def test_shipped_configs_build(name: str) -> None:
     assert cfg["optim"]["steps"] == 7
     model = EncodecModel(EncodecConfig.from_dict(cfg["model"]))
     if name.startswith("encodec_"):
-        official = EncodecConfig.encodec_24khz() if "24" in name else EncodecConfig.encodec_48khz()
-        assert model.state_dict().keys() == EncodecModel(official).state_dict().keys()
+        # the official architecture's state dict (random weights) loads strictly: same keys and shapes
+        official = request.getfixturevalue("official_models")[name].state_dict()
+        ours = model.state_dict()
+        assert ours.keys() == official.keys()
+        assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in official.items()}
+        model.load_state_dict(official, strict=True)
 
 
 def test_bundled_model_is_the_cpu_config() -> None:
