@@ -35,8 +35,8 @@ def test_unsupported_values_have_one_message(value: object, shown: str) -> None:
     with pytest.raises(UnsupportedBandwidthError) as info:
         check_bandwidth(value, SUPPORTED, "m")
     assert str(info.value) == MESSAGE.format(shown)
-    # one error type that every earlier caller still catches
-    assert isinstance(info.value, (InvalidAudioError, ValueError, OpenCodecError))
+    # one error type that every earlier caller still catches, whichever of these it catches
+    assert all(isinstance(info.value, kind) for kind in (InvalidAudioError, ValueError, OpenCodecError))
 
 
 @pytest.fixture(scope="module")

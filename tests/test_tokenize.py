@@ -275,10 +275,22 @@ def test_loader_workers_and_bf16(tiny_model_file: Path, corpus: Path, tokens: Pa
     tokenize(TokenizeOptions([str(corpus)], tmp_path / "loaders", loader_workers=2, **base))
     assert _table(tmp_path / "loaders").equals(_table(tokens))  # decoding in DataLoader processes
     summary = tokenize(TokenizeOptions([str(corpus)], tmp_path / "bf16", dtype="bf16", **base))
-    assert summary.stats.bf16_checked > 0 and 0 <= summary.stats.bf16_equal <= summary.stats.bf16_checked
-    bf16 = _table(tmp_path / "bf16")
+    bf16, fp32 = _table(tmp_path / "bf16"), _table(tokens)
     assert json.loads(bf16.schema.metadata[b"opencodec"])["dtype"] == "bf16"
-    assert bf16.column("num_frames").to_pylist() == _table(tokens).column("num_frames").to_pylist()
+    assert bf16.column("id").to_pylist() == fp32.column("id").to_pylist()
+    assert bf16.column("num_frames").to_pylist() == fp32.column("num_frames").to_pylist()
+    # This tiny random model's codebook entries lie close together (fitted near its encoder's
+    # outputs), so bf16 rounding moves many codes: chance agreement is 1/1024, fp32 gives all.
+    # Measured: 113 of 1808 codes (6.3%) of the bf16 table equal the fp32 run's; the job's own
+    # check of its first batch counted 21 of 184 (11.4%). Lower bounds: about half of those;
+    # upper bound 1/2: bf16 really in use (an agreement counter counting all as equal gives 100%).
+    pairs = [(np.array(a), np.array(b)) for a, b in zip(bf16.column("codes").to_pylist(),
+                                                        fp32.column("codes").to_pylist(), strict=True)]
+    equal = sum(int((a == b).sum()) for a, b in pairs)
+    total = sum(b.size for _, b in pairs)
+    assert 0.03 < equal / total < 0.5, (equal, total)
+    stats = summary.stats
+    assert stats.bf16_checked > 0 and 0.05 < stats.bf16_equal / stats.bf16_checked < 0.5, stats
 
 
 def test_48khz_rows_with_scales(official_checkpoints: dict, tmp_path: Path) -> None:
