@@ -1,7 +1,8 @@
 """The official LSTM step's stacked product ([x, h] [M, 1024] times the 1024 x 2048 gate
 weight, 8 MiB in float32) for M streams, through each CPU kernel PyTorch offers: ``addmm``
 (MKL), oneDNN's prepacked ``_linear_pointwise`` (what the fast step uses from 2 rows on) and
-MKL's packed GEMM (``mkl::_mkl_linear``, what ``torch.compile`` freezing uses). Twelve weights
+MKL's packed GEMM (``mkl::_mkl_linear``, what ``torch.compile`` freezing uses), and ``addmm``
+over 512-column blocks of the weight (2 MiB each, a core's L2 here). Twelve weights
 are cycled so that each product reads its weight from L3, as in a multistream tick. Prints the
 median microseconds per product and the packed kernel's relative difference from ``addmm``.
 
@@ -19,6 +20,11 @@ CYCLE = 12
 weights = [torch.randn(N, K) for _ in range(CYCLE)]  # [out, in], nn.Linear's layout
 onednn = [torch.ops.mkldnn._reorder_linear_weight(w, None) for w in weights]
 bias = torch.randn(N)
+
+
+def blocked(x: torch.Tensor, i: int, width: int = 512) -> torch.Tensor:
+    w = weights[i]
+    return torch.cat([torch.addmm(bias[n:n + width], x, w[n:n + width].t()) for n in range(0, N, width)], 1)
 
 
 def bench(fn, rows: int, repeats: int = 15) -> float:
@@ -43,4 +49,4 @@ for rows in (1, 2, 4, 6, 8, 12, 16, 24):
     print(f"M={rows:2d}  addmm {bench(lambda x, i: torch.addmm(bias, x, weights[i].t()), rows):5.0f}"
           f"  onednn prepacked {bench(lambda x, i: torch.ops.mkldnn._linear_pointwise(x, onednn[i], bias, 'none', [], ''), rows):5.0f}"
           f"  mkl packed {bench(lambda x, i: torch.ops.mkl._mkl_linear(x, mkl[i], weights[i], bias, rows), rows):5.0f}"
-          f"  (mkl packed vs addmm {diff:.1e})")
+          f"  addmm in blocks {bench(blocked, rows):5.0f}  (mkl packed vs addmm {diff:.1e})")
