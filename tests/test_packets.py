@@ -463,6 +463,28 @@ def test_chain_equals_offline(tiny: EncodecModel, fpp: int) -> None:
     np.testing.assert_allclose(audio, ref.numpy(), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("exact", [True, False])
+@pytest.mark.parametrize("length", [1, HOP - 1, HOP, 1000, 7 * HOP - 1])
+def test_chain_of_a_stream_shorter_than_the_warm_up(tiny: EncodecModel, exact: bool, length: int) -> None:
+    """A stream shorter than the encoder's 7-frame warm-up gets the offline codes at the
+    stream's bandwidth in both modes, although the model's own bandwidth is restored as soon
+    as the encoder is built (fast mode once encoded such a stream at the model's bandwidth:
+    its codebooks in a stream of fewer, and stream-encode failed)."""
+    x = signal(length, seed=5)
+    codes, ref = offline(tiny, x, 0.9)  # below the model's default (largest) bandwidth
+    tiny.exact = exact
+    try:
+        out = io.BytesIO()
+        report = encode_stream(tiny, NoSeek(wav_bytes(x, 24000)), out, bandwidth=0.9, frames_per_packet=4)
+    finally:
+        tiny.exact = True
+    assert tiny.bandwidth is None and report.num_codebooks == 2
+    got = torch.cat([e.codes for e in of(receive(out.getvalue()), CodeFrames)], 1)
+    assert torch.equal(got, codes)
+    audio, warnings = decode_bytes(tiny, out.getvalue())
+    assert warnings == [] and audio.shape == tuple(ref.shape)
+
+
 def test_chain_resamples_and_remixes_like_convert_audio(tiny: EncodecModel) -> None:
     x = signal(16000 + 7, channels=2, rate=16000, seed=1)
     expected_codes, _ = offline(tiny, convert_audio(x, 16000, 24000, 1), 0.9)

@@ -31,6 +31,7 @@ class FastStreamEncoder:
 
     def __init__(self, model: EncodecModel, align: int = 1):
         self.model = model
+        self.num_codebooks = model.num_codebooks()  # fixed when built, as the step's quantiser
         self.step = EncoderStep(model, exact=False)
         self.hop = model.hop_length
         self.warmup = self.step.warmup_frames
@@ -77,8 +78,8 @@ class FastStreamEncoder:
             rest = self.pending
             if rest is None or rest.shape[-1] == 0:
                 return None
-            if self.state is None:
-                return self.model.encode(rest)[0].codes
+            if self.state is None:  # a streamable model: one segment, no normalisation
+                return self.model.quantizer.encode(self.model.encoder(rest), self.num_codebooks)
             out = []
             whole = rest.shape[-1] // self.hop * self.hop
             if whole:  # frames held back for alignment
