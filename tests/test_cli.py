@@ -122,6 +122,22 @@ def test_compress_then_decompress(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert info.samplerate == RATE24 and info.channels == 1 and info.frames == int(0.7 * RATE24)
 
 
+def test_options_between_the_positionals(tmp_path: Path, capsys: pytest.CaptureFixture[str], ckpt24: str) -> None:
+    """``compress IN -b 6 OUT`` (the README's order) and ``decompress IN --float OUT``: options
+    may stand between IN and OUT, with the same result as options last."""
+    write_wav(tmp_path / "src.wav", seconds=0.5)
+    assert run(capsys, "compress", tmp_path / "src.wav", "-b", "3", tmp_path / "mid.ecdc", "--model", ckpt24,
+               "-q")[0] == 0
+    assert run(capsys, "compress", tmp_path / "src.wav", tmp_path / "end.ecdc", "--model", ckpt24, "-q",
+               "-b", "3")[0] == 0
+    assert (tmp_path / "mid.ecdc").read_bytes() == (tmp_path / "end.ecdc").read_bytes()
+    assert run(capsys, "decompress", tmp_path / "mid.ecdc", "--float", tmp_path / "mid.wav", "--model", ckpt24,
+               "-q")[0] == 0
+    assert sf.info(tmp_path / "mid.wav").subtype == "FLOAT"
+    code, _, err = run(capsys, "compress", tmp_path / "src.wav", "-b", "3", tmp_path / "x.ecdc", tmp_path / "y")
+    assert code == 2 and "unrecognized arguments" in err  # a third positional is still refused
+
+
 def test_decompress_values_and_formats(tmp_path: Path, capsys: pytest.CaptureFixture[str], ckpt24: str) -> None:
     write_wav(tmp_path / "src" / "a.wav", seconds=0.5)
     run(capsys, "compress", tmp_path / "src" / "a.wav", tmp_path / "a.ecdc", "--model", ckpt24, "-q")

@@ -18,6 +18,25 @@ from .tokens import add_token_parsers
 from .wrappers import WRAPPED, add_wrapper_parsers
 
 
+class IntermixedParser(argparse.ArgumentParser):
+    """A sub-command parser that takes options between its positionals, as users write them:
+    ``compress IN -b 6 OUT`` (plain argparse stops at ``-b 6`` and refuses ``OUT``). Parsers
+    whose positionals argparse cannot intermix (a REMAINDER, nested sub-commands) parse as usual."""
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def]
+        cannot = any(action.nargs in (argparse.REMAINDER, argparse.PARSER)
+                     for action in self._get_positional_actions())
+        if self._intermixing or cannot:  # (argparse's intermixed parsing calls back in here)
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return super().parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``opencodec`` argument parser with all its sub-commands."""
     parser = argparse.ArgumentParser(
@@ -28,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                         help="no progress bars or info lines")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=IntermixedParser)
     add_codec_parsers(sub, common)
     add_info_parser(sub, common)
     add_stream_parsers(sub, common)
