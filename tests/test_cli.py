@@ -399,14 +399,33 @@ def test_info_fields(tmp_path: Path, capsys: pytest.CaptureFixture[str], ckpt24:
     assert fields["duration"] == "1.000 s (24000 samples)"
     assert fields["size"] == f"{size} bytes"
     assert fields["bitrate"] == f"{size * 8 / 1000:.2f} kbps (actual)"
-    assert fields["entropy model"] == "no"
+    assert fields["entropy model"] == "no" and fields["complete"] == "yes"
     code, out, _ = run(capsys, "info", tmp_path, "--json")  # folder: every .ecdc under it
     info = json.loads(out)
     assert info == {"file": str(tmp_path / "a.ecdc"), "model": "encodec_24khz", "model_hash": None,
                     "release": "official EnCodec weights", "sample_rate": 24000,
                     "channels": 1, "codebooks": 4, "bandwidth_kbps": 3.0, "samples": 24000,
                     "duration_s": 1.0, "size_bytes": size, "bitrate_kbps": size * 8 / 1000,
-                    "entropy_coded": False}
+                    "entropy_coded": False, "body_bytes_missing": 0}
+
+
+def test_info_reports_a_truncated_or_padded_file(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 ckpt24: str) -> None:
+    """A plain body's length follows from the header: ``info`` says how many bytes are missing
+    (or too many) and exits 1, as ``decompress`` would refuse the file."""
+    write_wav(tmp_path / "a.wav", seconds=1.0)
+    run(capsys, "compress", tmp_path / "a.wav", "--model", ckpt24, "-q", "-b", "3")
+    data = (tmp_path / "a.ecdc").read_bytes()
+    (tmp_path / "cut.ecdc").write_bytes(data[:-100])
+    (tmp_path / "long.ecdc").write_bytes(data + b"xy")
+    code, out, err = run(capsys, "info", tmp_path / "cut.ecdc", tmp_path / "long.ecdc")
+    assert code == 1
+    assert "complete:      NO, truncated: 100 bytes missing" in out and "complete:      NO, 2 bytes after the end" in out
+    assert f"{tmp_path / 'cut.ecdc'}: truncated: 100 bytes missing" in err and "long.ecdc: 2 bytes after the end" in err
+    code, out, _ = run(capsys, "info", tmp_path / "cut.ecdc", "--json")
+    assert code == 1 and json.loads(out)["body_bytes_missing"] == 100
+    code, _, err = run(capsys, "decompress", tmp_path / "cut.ecdc", "--model", ckpt24, "-q")
+    assert code == 1 and "truncated" in err  # what decompress says of the same file
 
 
 def test_info_unknown_model_and_bad_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -429,14 +448,15 @@ def test_info_with_model_option(tmp_path: Path, capsys: pytest.CaptureFixture[st
     ckpt = save_model(model, tmp_path / "my.safetensors")
     with open(tmp_path / "x.ecdc", "wb") as fo:
         write_header(fo, EcdcHeader(model_name="my_16khz", audio_length=32000, num_codebooks=2, use_lm=False))
-        fo.write(bytes(1000))
+        fo.write(bytes(5000))  # 2000 frames x 2 codes x 10 bits: a complete plain body
     code, out, _ = run(capsys, "info", tmp_path / "x.ecdc", "--json")
     assert code == 0 and json.loads(out)["duration_s"] is None
     code, out, _ = run(capsys, "info", tmp_path / "x.ecdc", "--json", "--model", ckpt)
     info = json.loads(out)
     assert code == 0 and info["sample_rate"] == 16000 and info["duration_s"] == 2.0
     assert info["bandwidth_kbps"] == 2 * 10 * 1000 / 1000  # 2 codebooks x 10 bits x 1000 Hz
-    assert info["bitrate_kbps"] == (1000 + len(EcdcHeader("my_16khz", 32000, 2, False).to_json()) + 9) * 8 / 2 / 1000
+    assert info["bitrate_kbps"] == (5000 + len(EcdcHeader("my_16khz", 32000, 2, False).to_json()) + 9) * 8 / 2 / 1000
+    assert info["body_bytes_missing"] == 0
 
 
 # -- the installed console script ---------------------------------------------------------------

@@ -6,7 +6,7 @@ import math
 import typing as tp
 from pathlib import Path
 
-from .bitstream import EcdcHeader, read_header
+from .bitstream import EcdcHeader, StreamLayout, body_size, read_header
 from .identity import OFFICIAL_NAMES
 from .model import EncodecConfig
 from .pretrained import config_for_name, load_model
@@ -34,13 +34,16 @@ def describe_file(path: Path, known: tuple[str, EncodecConfig] | None = None) ->
     the weights, in words), ``sample_rate`` (Hz), ``channels``, ``codebooks``,
     ``bandwidth_kbps`` (nominal: codebooks x log2(bins) x frame rate), ``samples``,
     ``duration_s``, ``size_bytes``, ``bitrate_kbps`` (actual: 8 x size / duration) and
-    ``entropy_coded``. Values that need the model's configuration are None for a model
+    ``entropy_coded``, ``body_bytes_missing`` (a plain body's bytes missing, negative for
+    bytes too many, 0 for a complete file; None for an entropy-coded body, whose length only
+    decoding tells, or an unknown model). Values that need the model's configuration are None for a model
     name that is not known; ``known`` = (model name, its configuration) makes one more name
     known (``info --model``). Deterministic (version 1) files add ``format_version``,
     ``lm_name``, ``lm_hash``, ``lm_scheme``, ``check_bits`` and ``check_interval`` (frames).
     """
     with open(path, "rb") as fo:
         header: EcdcHeader = read_header(fo)
+        header_bytes = fo.tell()
     size = path.stat().st_size
     release = codec_release(header.model_name)
     facts: tuple[int, int, int, float] | None = None  # sample rate, channels, bins, frame rate
@@ -64,6 +67,7 @@ def describe_file(path: Path, known: tuple[str, EncodecConfig] | None = None) ->
             sample_rate=rate, channels=channels,
             bandwidth_kbps=header.num_codebooks * math.log2(bins) * frame_rate / 1000,
             duration_s=duration, bitrate_kbps=size * 8 / duration / 1000)
+    info["body_bytes_missing"] = _body_bytes_missing(header, config, size - header_bytes)
     if header.lm_hash is not None:
         info.update(lm_hash=header.lm_hash)
     det = header.deterministic
@@ -71,6 +75,15 @@ def describe_file(path: Path, known: tuple[str, EncodecConfig] | None = None) ->
         info.update(format_version=header.version, lm_name=det.lm_name, lm_hash=det.lm_hash,
                     lm_scheme=det.scheme, check_bits=det.check_bits, check_interval=det.check_interval)
     return info
+
+
+def _body_bytes_missing(header: EcdcHeader, config: EncodecConfig | None, body: int) -> int | None:
+    """How many bytes a plain (not entropy-coded) body lacks (negative: bytes too many), from
+    the header and the model's configuration; None when that cannot be told without
+    decoding (entropy coded) or without the configuration."""
+    if config is None or header.use_lm:
+        return None
+    return body_size(header, StreamLayout.from_config(config, header.model_name)) - body
 
 
 def release_note(name: str, weights_hash: str | None) -> str:

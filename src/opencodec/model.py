@@ -113,6 +113,26 @@ class EncodecConfig:
         """Code frames per second, ``ceil(sample_rate / hop_length)``."""
         return math.ceil(self.sample_rate / self.hop_length)
 
+    @property
+    def bits_per_codebook(self) -> int:
+        """Bits of one code, ``log2(bins)``."""
+        return int(math.log2(self.bins))
+
+    @property
+    def segment_length(self) -> int | None:
+        """Segment length in samples, or None when the whole signal is one segment."""
+        if self.segment is None:
+            return None
+        return int(self.segment * self.sample_rate)
+
+    @property
+    def segment_stride(self) -> int | None:
+        """Samples between segment starts, or None when not segmenting."""
+        length = self.segment_length
+        if length is None:
+            return None
+        return max(1, int((1 - self.overlap) * length))
+
 
 def overlap_add_weight(first: torch.Tensor) -> torch.Tensor:
     """The triangle ``w(t) = 0.5 - |t - 0.5|`` (t uniform in (0, 1), ends excluded) over the
@@ -209,22 +229,17 @@ class EncodecModel(nn.Module):
 
     @property
     def bits_per_codebook(self) -> int:
-        return int(math.log2(self.config.bins))
+        return self.config.bits_per_codebook
 
     @property
     def segment_length(self) -> int | None:
         """Segment length in samples, or None when the whole signal is one segment."""
-        if self.config.segment is None:
-            return None
-        return int(self.config.segment * self.sample_rate)
+        return self.config.segment_length
 
     @property
     def segment_stride(self) -> int | None:
         """Samples between segment starts, or None when not segmenting."""
-        length = self.segment_length
-        if length is None:
-            return None
-        return max(1, int((1 - self.config.overlap) * length))
+        return self.config.segment_stride
 
     @property
     def exact_decode(self) -> bool:

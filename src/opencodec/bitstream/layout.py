@@ -15,7 +15,7 @@ from .header import EcdcHeader
 from .packing import _check_bits, packed_size
 
 if tp.TYPE_CHECKING:
-    from ..model import EncodecModel
+    from ..model import EncodecConfig, EncodecModel
 
 SCALE_STRUCT = struct.Struct("!f")
 
@@ -50,9 +50,16 @@ class StreamLayout:
     @classmethod
     def from_model(cls, model: "EncodecModel") -> "StreamLayout":
         """The layout of ``model``'s files."""
-        return cls(model_name=model.name, n_q=model.n_q, bits=model.bits_per_codebook,
-                   hop_length=model.hop_length, normalize=bool(model.normalize),
-                   segment_length=model.segment_length, segment_stride=model.segment_stride)
+        return cls.from_config(model.config, model.name)
+
+    @classmethod
+    def from_config(cls, config: "EncodecConfig", name: str | None = None) -> "StreamLayout":
+        """The layout of the files of a model built from ``config`` (no weights needed);
+        ``name``: the model's name, checked against headers (default ``config.name``)."""
+        return cls(model_name=config.name if name is None else name, n_q=config.n_q,
+                   bits=config.bits_per_codebook, hop_length=config.hop_length,
+                   normalize=bool(config.normalize), segment_length=config.segment_length,
+                   segment_stride=config.segment_stride)
 
     @property
     def scale_bytes(self) -> int:

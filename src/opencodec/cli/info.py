@@ -45,6 +45,9 @@ def format_info(info: dict[str, tp.Any]) -> str:
         f"bitrate:       {known(info['bitrate_kbps'], '{:.2f} kbps (actual)')}",
         f"entropy model: {'yes' if info['entropy_coded'] else 'no'}",
     ]
+    missing = info["body_bytes_missing"]
+    if missing is not None:
+        lines.insert(-1, "complete:      " + ("yes" if missing == 0 else f"NO, {damage(missing)}"))
     if "lm_hash" in info and "format_version" not in info:
         lines[-1] += f" (weights hash {info['lm_hash']})"
     if "format_version" in info:
@@ -78,4 +81,12 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(json.dumps(info))
         else:
             print(("\n" if index else "") + format_info(info))
+        if info["body_bytes_missing"]:  # described, but damaged: say so and fail
+            failed += 1
+            error(f"{path}: " + damage(info["body_bytes_missing"]))
     return 1 if failed else 0
+
+
+def damage(missing: int) -> str:
+    """``body_bytes_missing`` of a damaged file, in words."""
+    return f"truncated: {missing} bytes missing" if missing > 0 else f"{-missing} bytes after the end"
