@@ -218,6 +218,18 @@ def test_refuses_to_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert code == 1 and "a.wav already exists" in err
 
 
+def test_never_overwrites_its_input(tmp_path: Path, capsys: pytest.CaptureFixture[str], ckpt24: str) -> None:
+    """``compress a.wav a.wav -f`` (a round trip onto its own input, under any name or a
+    link) is refused even with --force: the input would be replaced by its lossy copy."""
+    write_wav(tmp_path / "a.wav", seconds=0.3)
+    before = (tmp_path / "a.wav").read_bytes()
+    (tmp_path / "link.wav").symlink_to(tmp_path / "a.wav")
+    for out in (tmp_path / "a.wav", tmp_path / "." / "a.wav", tmp_path / "link.wav"):
+        code, _, err = run(capsys, "compress", tmp_path / "a.wav", out, "--model", ckpt24, "-f", "-q")
+        assert code == 1 and "is the input file itself" in err, err
+    assert (tmp_path / "a.wav").read_bytes() == before
+
+
 @pytest.mark.parametrize("damage,message,header_only", [
     (lambda d: b"XXXX" + d[4:], "magic", True),
     (lambda d: d[:6], "truncated", True),

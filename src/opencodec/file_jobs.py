@@ -101,14 +101,22 @@ def single_output(src: Path, out: Path | None, default_suffix: str, allowed: tp.
     return out
 
 
+def is_same_file(src: Path, dst: Path) -> bool:
+    """Whether ``dst`` exists and is ``src`` (the same file under any name or link)."""
+    try:
+        return dst.exists() and os.path.samefile(src, dst)
+    except OSError:
+        return False
+
+
 def run_jobs(plan: Plan, work: tp.Callable[[Job, bool], R]) -> tp.Iterator[Outcome[R]]:
     """Call ``work(job, plan.folder)`` on each job and yield its :class:`Outcome`.
 
     A single file: an expected error (:data:`~opencodec.errors.EXPECTED_ERRORS`) becomes the
     outcome's ``error``, any other propagates. A folder: any error of one file (even an
     unexpected one, but not ``KeyboardInterrupt``) becomes its outcome and the other files are
-    still processed; a job whose output another input also maps to fails with
-    ``FileExistsError`` without running.
+    still processed; a job whose output another input also maps to, or whose output is its
+    input file, fails with ``FileExistsError`` without running.
     """
     caught: tuple[type[BaseException], ...] = (Exception,) if plan.folder else EXPECTED_ERRORS
     for job in plan.jobs:
@@ -116,6 +124,8 @@ def run_jobs(plan: Plan, work: tp.Callable[[Job, bool], R]) -> tp.Iterator[Outco
             if job.conflict is not None:
                 raise FileExistsError(f"output {job.dst} would also be written from "
                                       f"{job.conflict}; skipped (rename one of them)")
+            if is_same_file(job.src, job.dst):  # even with --force: the input would be lost
+                raise FileExistsError(f"output {job.dst} is the input file itself; give another output")
             result = work(job, plan.folder)
         except KeyboardInterrupt:
             raise
