@@ -10,6 +10,7 @@ within 1e-4 relative L2 (measured ~3e-7). The offline graphs take any whole numb
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import torch
 
 from opencodec.audio import convert_audio, read_audio
 from opencodec.cli import main
+import opencodec.export.onnx as onnx_export
 from opencodec.export.onnx import GRAPHS, export_onnx
 from opencodec import EncodecConfig, EncodecModel
 from opencodec.pretrained import load_model, save_model
@@ -99,6 +101,77 @@ def test_cli_refusals(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["-q", "export-onnx", "opencodec_24khz", str(tmp_path / "c"), "-b", "5"]) == 2
     assert "does not support 5 kbps" in capsys.readouterr().err
     assert not any(tmp_path.glob("[abc]"))
+
+
+def _full_disk_on_second_graph(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Make the graph writer write the first graph, then a truncated second one and fail with
+    ENOSPC (as on a full disk); returns the paths it was given."""
+    paths: list[Path] = []
+
+    def write(module, args, path: Path, inputs, outputs) -> None:
+        paths.append(path)
+        path.write_bytes(b"new graph"[: 3 if len(paths) == 2 else None])
+        if len(paths) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    monkeypatch.setattr(onnx_export, "_export", write)
+    return paths
+
+
+def test_failure_midway_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture) -> None:
+    """A disk that fills up at the second graph: no output folder, no temporary left, and one
+    clear error naming the output (not a temporary path, no errno)."""
+    paths = _full_disk_on_second_graph(monkeypatch)
+    out = tmp_path / "sub" / "onnx"
+    assert main(["-q", "export-onnx", "opencodec_24khz", str(out), "-b", "6"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == f"opencodec: error: cannot write {out}: No space left on device"
+    assert len(paths) == 2 and paths[0].parent != out and not paths[0].parent.exists()
+    assert not out.exists() and list(tmp_path.rglob("*")) == [tmp_path / "sub"]
+
+
+def test_failure_midway_with_force_keeps_the_old_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """-f over an earlier export that fails midway keeps every old file as it was."""
+    out = tmp_path / "onnx"
+    out.mkdir()
+    for name in (*GRAPHS, "meta.json"):
+        (out / name).write_text(f"old {name}")
+    _full_disk_on_second_graph(monkeypatch)
+    assert main(["-q", "export-onnx", "opencodec_24khz", str(out), "-b", "6", "-f"]) == 1
+    assert f"cannot write {out}: No space left on device" in capsys.readouterr().err
+    assert {p.name: p.read_text() for p in out.iterdir()} == {n: f"old {n}" for n in (*GRAPHS, "meta.json")}
+    assert list(tmp_path.iterdir()) == [out]
+
+
+def test_read_only_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """A folder that cannot be written: one clear error naming it, no errno."""
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / ".onnx.x.tmp"))
+    monkeypatch.setattr("opencodec._files.tempfile.mkdtemp", read_only)
+    assert main(["-q", "export-onnx", "opencodec_24khz", str(tmp_path / "onnx"), "-b", "6"]) == 1
+    assert capsys.readouterr().err.strip() == f"opencodec: error: cannot write {tmp_path / 'onnx'}: Read-only file system"
+    assert not any(tmp_path.iterdir())
+
+
+def test_files_appear_together(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: torch.nn.Module) -> None:
+    """Written into a temporary folder next to the output, moved into place at the end (an
+    unrelated file in the folder is kept); the output folder and its parents are created."""
+    seen: list[tuple[bool, list[str]]] = []
+    out = tmp_path / "a" / "b"
+
+    def write(module, args, path: Path, inputs, outputs) -> None:
+        assert path.parent.parent == out.parent
+        seen.append((out.exists(), sorted(p.name for p in path.parent.iterdir())))
+        path.write_bytes(b"graph")
+    monkeypatch.setattr(onnx_export, "_export", write)
+    export_onnx(model, out)
+    assert seen[-1] == (False, sorted(GRAPHS[:-1])) and not any(exists for exists, _ in seen)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*GRAPHS, "meta.json"])
+    assert list(out.parent.iterdir()) == [out]
+    (out / "notes.txt").write_text("mine")
+    export_onnx(model, out, force=True)
+    assert (out / "notes.txt").read_text() == "mine" and list(out.parent.iterdir()) == [out]
 
 
 def test_streaming_codes_and_audio(exported: Path, model: torch.nn.Module, speech: torch.Tensor) -> None:

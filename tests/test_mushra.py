@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import sqlite3
 import urllib.error
 import urllib.request
@@ -549,6 +550,23 @@ def test_report_everyone_excluded_and_errors(built, tmp_path):
 # ------------------------------------------------------------------------------------------
 # Command line
 # ------------------------------------------------------------------------------------------
+def test_build_creates_missing_parent_folders(eval_set, tmp_path, monkeypatch, capsys):
+    """--out mushra/x in a fresh folder: the parents are created (as every other command does);
+    a non-empty output is still refused without --force, and a file on the way is an error."""
+    monkeypatch.chdir(tmp_path)
+    args = ["mushra", "build", "--set", str(eval_set), "--out", "mushra/x", "-n", "1", "--categories", "music",
+            "--max-seconds", "0.25", "-q"]
+    assert cli_main(args) == 0
+    assert "built MUSHRA test" in capsys.readouterr().out
+    assert load_test(tmp_path / "mushra" / "x").trials and os.listdir(tmp_path / "mushra") == ["x"]
+    assert cli_main(args) == 1
+    assert "mushra/x exists and is not empty (use -f/--force" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert cli_main(args[:4] + ["--out", "file/sub/x"] + args[6:]) == 1
+    assert f"cannot create file/sub/x: {tmp_path / 'file'} is not a folder" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["file", "mushra"]
+
+
 def test_cli(eval_set, tmp_path, capsys):
     assert cli_main(["mushra"]) == 2
     assert "an action is required" in capsys.readouterr().err

@@ -346,3 +346,72 @@ def test_hugging_face_datasets_loads_the_shards(tokens: Path, tmp_path: Path, mo
     for i in range(len(ds)):
         assert ds[i]["id"] == ours[i]["id"]
         torch.testing.assert_close(ds[i]["codes"].long(), ours[i]["codes"])
+
+
+# -- failures and output folders -----------------------------------------------------------------
+def _tokenize_cli(inputs: Path, out: Path, model: Path) -> int:
+    from opencodec.cli import main
+    return main(["-q", "tokenize", str(inputs), "--out", str(out), "-m", str(model), "--device", "cpu"])
+
+
+def test_every_file_failing_exits_1(tiny_model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A corrupt and an empty WAV only: exit 1 with a clear error; the errors are listed."""
+    corpus = tmp_path / "bad"
+    corpus.mkdir()
+    (corpus / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEnot really audio")
+    sf.write(corpus / "empty.wav", np.zeros(0, np.float32), 24000)
+    out = tmp_path / "out"
+    assert _tokenize_cli(corpus, out, tiny_model_file) == 1
+    err = capsys.readouterr().err
+    assert f"error: no file could be tokenised: all 2 failed (reasons in {out / 'errors.jsonl'})" in err
+    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    assert sorted(e["id"] for e in errors) == ["corrupt.wav", "empty.wav"]
+    assert _tokenize_cli(corpus, out, tiny_model_file) == 1  # a rerun (all shards done) says the same
+
+
+def test_some_files_failing_exit_0_and_progress_reaches_the_total(tiny_model_file: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    """3 good files and one whose header is fine but whose samples are NaN: exit 0 with a
+    warning; the progress reports add up to the planned seconds (the bar reaches 100%), while
+    the summary counts the tokenised audio only."""
+    corpus = _write_corpus(tmp_path / "corpus", [(f"g{i}.wav", 1.0, 24000, 1) for i in range(3)])
+    (corpus / "broken.wav").unlink()
+    sf.write(corpus / "nan.wav", np.full(24000, np.nan, np.float32), 24000, subtype="FLOAT")
+    done: dict[str, float] = {}
+
+    def progress(total: float):
+        done["total"], done["seconds"] = total, 0.0
+        return lambda seconds, files, errors: done.__setitem__("seconds", done["seconds"] + seconds)
+
+    summary = tokenize(TokenizeOptions([str(corpus)], tmp_path / "lib", model=str(tiny_model_file), device="cpu",
+                                       batch_seconds=2.0), progress)
+    assert done["total"] == pytest.approx(4.0) and done["seconds"] == pytest.approx(4.0)
+    assert (summary.stats.files, summary.stats.errors, summary.stats.seconds) == (3, 1, pytest.approx(3.0))
+    assert not summary.all_failed
+    out = tmp_path / "out"
+    assert _tokenize_cli(corpus, out, tiny_model_file) == 0
+    assert (f"warning: 1 of 4 files could not be tokenised (reasons in {out / 'errors.jsonl'})"
+            in capsys.readouterr().err)
+
+
+def test_out_not_a_writable_folder(tiny_model_file: Path, corpus: Path, tokens: Path, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """--out an existing file, or a folder that cannot be written to: one clear error naming it."""
+    from opencodec.cli import main
+    file = tmp_path / "speech.wav"
+    file.write_bytes(b"x")
+    detok = ["-q", "detokenize", str(tokens), "-m", str(tiny_model_file), "--out"]
+    assert _tokenize_cli(corpus, file, tiny_model_file) == 1
+    assert capsys.readouterr().err.strip() == f"opencodec: error: --out {file} exists and is not a folder"
+    assert main(detok + [str(file)]) == 1
+    assert capsys.readouterr().err.strip() == f"opencodec: error: --out {file} exists and is not a folder"
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system", str(tmp_path / "ro" / "tmpXYZ"))
+    monkeypatch.setattr("opencodec._files.tempfile.TemporaryFile", read_only)
+    ro = tmp_path / "ro"
+    assert _tokenize_cli(corpus, ro, tiny_model_file) == 1
+    assert capsys.readouterr().err.strip() == f"opencodec: error: cannot write to --out folder {ro}: Read-only file system"
+    assert main(detok + [str(ro)]) == 1
+    assert capsys.readouterr().err.strip() == f"opencodec: error: cannot write to --out folder {ro}: Read-only file system"
+    assert file.read_bytes() == b"x" and not ro.exists()

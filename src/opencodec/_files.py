@@ -4,16 +4,21 @@ Every file opencodec writes goes through ``atomic_output``: the data is written 
 hidden temporary file in the destination folder (same file system, so the final
 ``os.replace`` is an atomic rename), and the temporary file is removed if anything
 fails, including ``KeyboardInterrupt``. A reader of the destination path therefore sees
-either the old file (or nothing) or the complete new file.
+either the old file (or nothing) or the complete new file. ``staged_files`` does the same
+for a set of files written together into one folder (all of them or none), and
+``output_folder`` creates an output folder, with a clear error when it cannot be written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 import typing as tp
 from pathlib import Path
+
+from .errors import OutputError
 
 TEMP_SUFFIX = ".tmp"
 
@@ -73,3 +78,62 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
             fo.write(data)
             fo.flush()
             os.fsync(fo.fileno())
+
+
+def _reason(exc: OSError) -> str:
+    """``exc``'s reason without its errno and file name (``Read-only file system``)."""
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def output_folder(path: str | Path, what: str = "output") -> Path:
+    """Create the folder ``path`` (and its missing parents) and check that it takes new files.
+
+    Raises ``OutputError`` naming ``what`` (``"output"``, ``"--out"``) and ``path`` when it
+    exists and is not a folder, or cannot be created or written to (read-only file system,
+    no permission); the check creates an anonymous temporary file, and a folder it created
+    for a check that fails is removed again.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{what} {path} exists and is not a folder")
+    existed = path.exists()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        if not existed:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        raise OutputError(f"cannot write to {what} folder {path}: {_reason(exc)}") from exc
+    return path
+
+
+@contextlib.contextmanager
+def staged_files(out: str | Path) -> tp.Iterator[Path]:
+    """All-or-nothing output of several files into the folder ``out``.
+
+    Yields a new hidden temporary folder next to ``out`` (same file system) for the caller
+    to write every file into. When the body succeeds, ``out`` is created if needed and each
+    file is moved onto ``out/<name>`` with an atomic rename (replacing a file of that name).
+    On any error (including ``KeyboardInterrupt``) the temporary folder is removed and
+    ``out`` is left as it was; an ``OSError`` (raised by the body or the moves) becomes
+    ``OutputError("cannot write OUT: <reason>")``, naming ``out``, never the temporary path.
+    """
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=TEMP_SUFFIX, dir=out.parent))
+    except OSError as exc:
+        raise OutputError(f"cannot write {out}: {_reason(exc)}") from exc
+    try:
+        yield tmp
+        out.mkdir(exist_ok=True)
+        for item in sorted(tmp.iterdir()):
+            os.replace(item, out / item.name)
+    except OutputError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"cannot write {out}: {_reason(exc)}") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -27,6 +27,11 @@ class UnsupportedBandwidthError(InvalidAudioError):
     :func:`opencodec.bandwidth.check_bandwidth`)."""
 
 
+class OutputError(OpenCodecError, OSError):
+    """An output file or folder cannot be created or written (the path is a file where a
+    folder is needed, read-only file system, no permission, disk full); an ``OSError`` too."""
+
+
 class UsageError(OpenCodecError):
     """An invalid option value or combination of options (the command line reports it with
     its usage line and exit status 2)."""

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .common import bandwidth_arg, count_arg, positive_float, positive_int
+from .common import bandwidth_arg, count_arg, error, positive_float, positive_int, warn
 
 
 def add_token_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
@@ -112,8 +112,14 @@ def _need_pyarrow() -> None:
                              "pip install 'opencodec[tokens]' (or pip install pyarrow)") from None
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def cmd_tokenize(args: argparse.Namespace) -> int:
-    """``opencodec tokenize``: see the module docstring."""
+    """``opencodec tokenize``: see the module docstring. Exit status 1 when not one file could
+    be tokenised; files that fail beside others that succeed are listed in errors.jsonl, with
+    a warning, and do not change the exit status."""
     _need_pyarrow()
     from ..tokens import TokenizeOptions, tokenize
     from ..tokens.plan import place_from_env
@@ -132,17 +138,25 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     stats = summary.stats
     prefix = "" if place.world == 1 else f"rank {place.rank}/{place.world}: "
     if not args.quiet:
-        print(f"{prefix}{stats.files} files, {stats.seconds / 3600:.4f} h of audio, {stats.errors} errors, "
+        print(f"{prefix}{_count(stats.files, 'file')}, {stats.seconds / 3600:.4f} h of audio, "
+              f"{_count(stats.errors, 'error')}, "
               f"{summary.elapsed:.1f} s, {summary.realtime_factor:.1f}x real time; shards written "
               f"{stats.shards_written}, already done {stats.shards_skipped}", file=sys.stderr)
     if stats.bf16_checked and not args.quiet:
         print(f"{prefix}bf16: {100 * stats.bf16_equal / stats.bf16_checked:.2f}% of codes equal fp32 "
               f"encoding ({stats.bf16_checked} codes of the first batch checked)", file=sys.stderr)
-    if summary.index is not None and not args.quiet:
-        index = summary.index
-        print(f"{args.out}: {len(index['shards'])} shards, {index['rows']} rows, {index['hours']:.4f} h, "
-              f"{index['errors']} errors" + (f" (see {args.out / 'errors.jsonl'})" if index["errors"] else ""),
-              file=sys.stderr)
+    index = summary.index
+    if index is None:  # other ranks still at work: the last one to finish reports the job
+        return 0
+    if not args.quiet:
+        print(f"{args.out}: {_count(len(index['shards']), 'shard')}, {_count(index['rows'], 'row')}, "
+              f"{index['hours']:.4f} h, {_count(index['errors'], 'error')}", file=sys.stderr)
+    reasons = f"reasons in {args.out / 'errors.jsonl'}"
+    if summary.all_failed:
+        error(f"no file could be tokenised: all {index['errors']} failed ({reasons})")
+        return 1
+    if index["errors"]:
+        warn(f"{index['errors']} of {index['rows'] + index['errors']} files could not be tokenised ({reasons})")
     return 0
 
 

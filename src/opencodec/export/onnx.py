@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .._files import check_output
+from .._files import check_output, staged_files
 from ..errors import OpenCodecError
 from ..model import EncodecModel
 from ..step import DecoderStep, EncoderStep, StateSpec
@@ -95,16 +95,19 @@ def export_onnx(model: EncodecModel, out_dir: str | Path, force: bool = False) -
     """Write the six graphs and ``meta.json`` to ``out_dir`` (created); returns the metadata.
 
     The bandwidth is the model's current one (``model.set_target_bandwidth``). Existing files
-    are only replaced with ``force``. Needs the ``onnx`` package (``pip install opencodec[onnx]``).
+    are only replaced with ``force``. All or nothing: the files are written into a temporary
+    folder next to ``out_dir`` and moved into place only once all of them are complete; on
+    any error nothing of this export is left (``OutputError`` "cannot write OUT_DIR: ..." for
+    a file system error such as a full disk). Needs the ``onnx`` package
+    (``pip install opencodec[onnx]``).
     """
     if importlib.util.find_spec("onnx") is None:  # torch.onnx.export needs it
         raise OpenCodecError("export-onnx needs the onnx package: pip install 'opencodec[onnx]'")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"output {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
     for name in (*GRAPHS, "meta.json"):
-        check_output(out / name, force)
+        check_output(out / name, force, need_folder=False)
     model = model.eval()
     enc, dec = EncoderStep(model), DecoderStep(model)
     hop, ch, k, w = model.hop_length, model.channels, enc.num_codebooks, enc.warmup_frames
@@ -127,17 +130,14 @@ def export_onnx(model: EncodecModel, out_dir: str | Path, force: bool = False) -
         c, state = enc.start(x[..., :w * hop])
         a, dstate = dec.start(c)
         c_all = torch.cat([c, enc(x[..., w * hop:], *state)[0]], dim=-1)
-        modules: dict[str, tuple[nn.Module, tuple[torch.Tensor, ...]]] = {
-            "encoder_step.onnx": (enc, (x[..., w * hop:], *state)),
-            "decoder_step.onnx": (dec, (c[..., :1], *dstate)),
-            "encoder_start.onnx": (_Start(enc), (x[..., :w * hop],)),
-            "decoder_start.onnx": (_Start(dec), (c,)),
-            "encoder.onnx": (_Offline(enc), (x,)),
-            "decoder.onnx": (_Offline(dec), (c_all,)),
-        }
-        for name, (inputs, outputs) in graphs.items():
-            module, args = modules[name]
-            _export(module, args, out / name, inputs, outputs)
+    modules: dict[str, tuple[nn.Module, tuple[torch.Tensor, ...]]] = {
+        "encoder_step.onnx": (enc, (x[..., w * hop:], *state)),
+        "decoder_step.onnx": (dec, (c[..., :1], *dstate)),
+        "encoder_start.onnx": (_Start(enc), (x[..., :w * hop],)),
+        "decoder_start.onnx": (_Start(dec), (c,)),
+        "encoder.onnx": (_Offline(enc), (x,)),
+        "decoder.onnx": (_Offline(dec), (c_all,)),
+    }
     initial = [{"name": s.name, "shape": ["batch", *s.shape], "dtype": "float32"} for s in es]
     meta = {
         "model": model.name, "sample_rate": model.sample_rate, "channels": ch, "hop_length": hop,
@@ -154,5 +154,9 @@ def export_onnx(model: EncodecModel, out_dir: str | Path, force: bool = False) -
                      "graph with the state, replacing each state input by its '.next' output. "
                      "Offline graphs take whole frames, at least warmup_frames of them."),
     }
-    (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    with staged_files(out) as tmp, torch.no_grad():
+        for name, (inputs, outputs) in graphs.items():
+            module, args = modules[name]
+            _export(module, args, tmp / name, inputs, outputs)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     return meta

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
 
-from .._files import check_output
+from .._files import check_output, output_folder
 from ..audio import convert_audio, write_audio
 from ..batching import BatchEncoding, decode_batch
 from ..errors import ModelLoadError
@@ -133,7 +133,8 @@ def detokenize(folder: str | Path, out_dir: str | Path, ids: list[str] | None = 
 
     The audio is written at the source file's rate and channel count unless ``rate`` /
     ``channels`` say otherwise. The model is the one the shards name (or ``model``), and its
-    weights' sha256 must equal the shards' (``ModelLoadError`` otherwise). Returns the paths.
+    weights' sha256 must equal the shards' (``ModelLoadError`` otherwise). ``out_dir`` is
+    created (``OutputError`` when it is a file or cannot be written to). Returns the paths.
     """
     dataset = TokenDataset(folder)
     meta = dataset.metadata
@@ -154,6 +155,7 @@ def detokenize(folder: str | Path, out_dir: str | Path, ids: list[str] | None = 
     paths = [output_path(out_dir, it["id"]) for it in items]
     for path in paths:
         check_output(path, force, need_folder=False)
+    output_folder(out_dir, "--out")
     for item, path in zip(items, paths):
         with torch.inference_mode():
             audio = decode_row(codec, item).cpu()

@@ -38,7 +38,8 @@ from .shards import Row, claim_folder, finalize, remove_stale_temps, shard_name,
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
-#: Called with (seconds of audio done, files done, errors) increments.
+#: Called with (seconds of audio done, files done, errors) increments. A file that fails counts
+#: the seconds its header gives (0 when unreadable), so the seconds add up to the plan's.
 Report = tp.Callable[[float, int, int], None]
 
 
@@ -87,6 +88,12 @@ class Summary:
     place: WorkerPlace
     index: dict[str, tp.Any] | None = None
     extra: dict[str, tp.Any] = field(default_factory=dict)
+
+    @property
+    def all_failed(self) -> bool:
+        """True when the job is complete and not one file could be tokenised (every file
+        failed; ``errors.jsonl`` says why)."""
+        return self.index is not None and self.index["rows"] == 0 and self.index["errors"] > 0
 
     @property
     def realtime_factor(self) -> float:
@@ -225,7 +232,8 @@ def encode_shards(model: EncodecModel, shards: dict[int, list[PlannedItem]], opt
                 failed[row] = str(exc) or type(exc).__name__
         rows[loaded.shard].update(found)
         errors[loaded.shard].update(failed)
-        report(sum(r.duration for r in found.values()), len(found), len(failed))
+        seconds = sum(r.duration for r in found.values()) + sum(max(0.0, items[r].duration) for r in failed)
+        report(seconds, len(found), len(failed))
         remaining[loaded.shard] -= 1
         if remaining[loaded.shard] == 0:
             done, failures = rows.pop(loaded.shard), errors.pop(loaded.shard)
@@ -245,7 +253,6 @@ def run_worker(options: TokenizeOptions, plan: JobPlan, model: EncodecModel, pla
     remove_stale_temps(out, [names[s] for s in todo])
 
     def count(seconds: float, files: int, errors: int) -> None:
-        stats.seconds += seconds
         stats.files += files
         stats.errors += errors
         report(seconds, files, errors)
@@ -257,6 +264,7 @@ def run_worker(options: TokenizeOptions, plan: JobPlan, model: EncodecModel, pla
                 "frame_rate": model.frame_rate, "shard": s, "num_shards": len(plan.shards),
                 "errors": errors, "seconds": sum(r.duration for r in rows)}
         write_shard(out / names[s], rows, meta, with_scales=model.normalize)
+        stats.seconds += meta["seconds"]  # audio tokenised (the reports also count failed files)
         stats.shards_written += 1
     return stats
 

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .._files import TEMP_SUFFIX, atomic_output
+from .._files import TEMP_SUFFIX, atomic_output, output_folder
 from ..errors import OpenCodecError
 
 METADATA_KEY = b"opencodec"
@@ -131,9 +131,10 @@ def claim_folder(folder: Path, job: dict[str, tp.Any]) -> None:
     """Create ``folder`` with ``job.json``, or check that the job already there is this one.
 
     Raises ``TokenizeError`` when the folder holds another job's tokens (other inputs,
-    model, weights, bandwidth, dtype or shard size), or files that are not tokens.
+    model, weights, bandwidth, dtype or shard size), or files that are not tokens, and
+    ``OutputError`` when it is a file or cannot be written to.
     """
-    folder.mkdir(parents=True, exist_ok=True)
+    output_folder(folder, "--out")
     path = folder / JOB_FILE
     if not path.exists():
         # Other ranks may claim the folder at the same moment: they write the same content.

@@ -30,8 +30,8 @@ Protocol
 * Output: ``OUT/test.json`` (see :mod:`.spec`), ``OUT/audio/<trial>/reference.wav`` and one
   ``OUT/audio/<trial>/<condition id>.wav`` per condition, the ids random (blind test). The
   folder is built under a temporary name and renamed at the end: an interrupted build leaves
-  nothing behind. An existing ``OUT`` is only replaced with ``--force``, and never when it
-  holds a ratings database.
+  nothing behind. Missing parent folders of ``OUT`` are created. An existing ``OUT`` is only
+  replaced with ``--force``, and never when it holds a ratings database.
 """
 
 from __future__ import annotations
@@ -245,8 +245,10 @@ def _check_out(out: Path, force: bool) -> None:
                               "with --force: move the folder or the database away first")
         if not force:
             raise MushraError(f"output folder {out} exists and is not empty (use -f/--force to replace it)")
-    if not out.resolve().parent.is_dir():
-        raise MushraError(f"parent folder of {out} does not exist")
+    parent = out.resolve().parent
+    nearest = next(p for p in (parent, *parent.parents) if p.exists())  # missing ones are created
+    if not nearest.is_dir():
+        raise MushraError(f"cannot create {out}: {nearest} is not a folder")
 
 
 def build_test(eval_set: str | os.PathLike[str], out: str | os.PathLike[str], *,
@@ -287,7 +289,11 @@ def build_test(eval_set: str | os.PathLike[str], out: str | os.PathLike[str], *,
 
     test_id = test_id or _default_test_id(out)
     tmp = out.resolve().parent / f".{out.resolve().name}.building-{secrets.token_hex(4)}"
-    tmp.mkdir()
+    try:
+        tmp.parent.mkdir(parents=True, exist_ok=True)  # missing parent folders are created
+        tmp.mkdir()
+    except OSError as exc:
+        raise MushraError(f"cannot write {out}: {exc.strerror or exc}") from exc
     try:
         trials = []
         todo = [(cat, row) for cat in cats for row in chosen[cat]]
