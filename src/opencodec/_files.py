@@ -46,6 +46,8 @@ def check_output(path: str | Path, force: bool, *, need_folder: bool = True) -> 
     if path.exists() and not force:
         raise FileExistsError(f"output file {path} already exists (use -f/--force to overwrite)")
     if need_folder and not path.parent.is_dir():
+        if path.parent.exists():
+            raise NotADirectoryError(f"output folder {path.parent} is a file, not a folder")
         raise FileNotFoundError(f"output folder {path.parent} does not exist")
 
 
@@ -54,20 +56,27 @@ def atomic_output(path: str | Path) -> tp.Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it onto ``path``.
 
     The caller writes the complete file to the yielded path. If the ``with`` body
-    raises, the temporary file is deleted and ``path`` is left untouched. The final file
+    raises, the temporary file is deleted and ``path`` is left untouched; an ``OSError`` about
+    the temporary file (a full disk, a read-only folder) becomes ``OutputError`` naming ``path``. The final file
     gets the usual permissions (``0o666`` minus the umask), not ``mkstemp``'s ``0o600``.
     """
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {_reason(exc)}") from exc
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, OSError) and not isinstance(exc, OutputError) and str(tmp) in (
+                str(exc.filename), str(exc.filename2)):  # name the output, not its temporary file
+            raise OutputError(f"cannot write {path}: {_reason(exc)}") from exc
         raise
 
 
