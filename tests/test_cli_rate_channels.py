@@ -72,7 +72,7 @@ def test_round_trip_rate_and_channels_options(tmp_path: Path, capsys: pytest.Cap
     info = sf.info(tmp_path / "rt.wav")
     assert (info.samplerate, info.channels, info.frames) == (16_000, 1, 8_000)
     code, _, err = _run(capsys, "compress", tmp_path / "in.wav", tmp_path / "x.ecdc", "-m", ckpt24, "--rate", 8000)
-    assert code == 2 and "--rate/--channels apply to a round trip" in err
+    assert code == 2 and "--rate applies to decoded audio: a round trip" in err
     assert not (tmp_path / "x.ecdc").exists()
     code, _, err = _run(capsys, "compress", tmp_path / "in.wav", tmp_path / "y.wav", "-m", ckpt24, "--rate", 0)
     assert code == 2 and "must be at least 1" in err

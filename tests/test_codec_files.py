@@ -80,8 +80,10 @@ def test_plan_compress_and_decompress_refusals(tmp_path: Path) -> None:
     assert plan_compress(src, None, OutputOptions(force=True)) == Plan([Job(src, tmp_path / "a.ecdc")])
     with pytest.raises(UsageError, match="--float needs a .wav output"):
         plan_compress(src, tmp_path / "rt.flac", OutputOptions(float32=True))
-    with pytest.raises(UsageError, match="--rate/--channels apply to a round trip"):
+    with pytest.raises(UsageError, match="--rate applies to decoded audio: a round trip"):
         plan_compress(src, tmp_path / "b.ecdc", OutputOptions(rate=8000))
+    with pytest.raises(UsageError, match="--float and -r/--rescale apply to decoded audio"):
+        plan_compress(src, tmp_path / "b.ecdc", OutputOptions(float32=True, rescale=True))
     assert plan_compress(src, tmp_path / "rt.wav", OutputOptions(rate=8000)).jobs[0].dst == tmp_path / "rt.wav"
     plan = plan_decompress(tmp_path, tmp_path / "out", OutputOptions())
     assert plan.folder and plan.jobs == [Job(tmp_path / "a.ecdc", tmp_path / "out/a.wav")]

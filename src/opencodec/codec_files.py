@@ -102,9 +102,14 @@ def plan_compress(src: Path, out: Path | None, options: OutputOptions) -> Plan:
     ``force``) or :class:`~opencodec.errors.UsageError` (options that do not fit)."""
     plan = _plan(src, out, options, is_audio_file, ECDC_SUFFIX, (ECDC_SUFFIX, *AUDIO_OUTPUT_SUFFIXES),
                  f"audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})")
-    if (options.rate or options.channels) and any(j.dst.suffix.lower() == ECDC_SUFFIX for j in plan.jobs):
-        raise UsageError("--rate/--channels apply to a round trip (OUT .wav or .flac); an .ecdc file "
-                         "is decoded at the rate you choose with decompress --rate/--channels")
+    if any(j.dst.suffix.lower() == ECDC_SUFFIX for j in plan.jobs):
+        decoding = [flag for flag, given in (("--rate", options.rate), ("--channels", options.channels),
+                                             ("--float", options.float32), ("-r/--rescale", options.rescale))
+                    if given]
+        if decoding:
+            verb = "applies" if len(decoding) == 1 else "apply"
+            raise UsageError(f"{' and '.join(decoding)} {verb} to decoded audio: a round trip (OUT .wav "
+                             f"or .flac), or decompress of the .ecdc file")
     return plan
 
 
