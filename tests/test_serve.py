@@ -314,7 +314,11 @@ def test_cli_serve_starts_and_serves(tmp_path):
     assert bad.returncode == 2 and "argument --max-clients: must be at least 1, got 0" in bad.stderr
     bad_bw = subprocess.run([sys.executable, "-m", "opencodec", "serve", "-b", "5"],
                             capture_output=True, text=True, env=env, timeout=60)
-    assert bad_bw.returncode == 1 and "does not support 5 kbps" in bad_bw.stderr
+    assert bad_bw.returncode == 2 and "does not support 5 kbps" in bad_bw.stderr  # a usage error, as for compress
+    not_causal = subprocess.run([sys.executable, "-m", "opencodec", "serve", "-m", "encodec_48khz"],
+                                capture_output=True, text=True, env=env, timeout=60)
+    # said before any weights are looked for (they are not here)
+    assert not_causal.returncode == 1 and "cannot be streamed: it is not causal" in not_causal.stderr
     proc = subprocess.Popen([sys.executable, "-m", "opencodec", "serve", "--port", "0", "-b", "6"],
                             stderr=subprocess.PIPE, text=True, env=env)
     try:

@@ -33,17 +33,19 @@ def check_model_bandwidth(bandwidth: float, name: str, supported: tp.Sequence[fl
         raise UsageError(str(error)) from None
 
 
-def load_checked_model(model_arg: str | None, bandwidth: float, *, streaming: bool = False,
+def load_checked_model(model_arg: str | None, bandwidth: float | None, *, streaming: bool = False,
                        load: tp.Callable[[str | None], EncodecModel] | None = None) -> EncodecModel:
     """The model ``model_arg`` names (default :data:`~opencodec.pretrained.DEFAULT_MODEL`),
-    checked to support ``bandwidth`` (kbps) and, with ``streaming``, to be streamable. A known
+    checked to support ``bandwidth`` (kbps; None: not checked) and, with ``streaming``, to be
+    streamable. A known
     name is checked before any weights load, so a bad option fails fast; the loaded model is
     checked again (a weights file). ``load`` defaults to :func:`~opencodec.pretrained.load_model`."""
     def check(config: EncodecConfig) -> None:
         if streaming:
             from .stream.decoder import check_streamable
             check_streamable(config)
-        check_model_bandwidth(bandwidth, config.name, config.target_bandwidths)
+        if bandwidth is not None:
+            check_model_bandwidth(bandwidth, config.name, config.target_bandwidths)
 
     known = config_for_name(model_arg or DEFAULT_MODEL)
     if known is not None:

@@ -6,7 +6,8 @@ import argparse
 import typing as tp
 
 from ..errors import UsageError
-from ..pretrained import DEFAULT_MODEL, load_model
+from ..model_cache import load_checked_model
+from ..pretrained import DEFAULT_MODEL
 from .common import add_model_option, bandwidth_arg, info, non_negative_float, port_arg, positive_float, positive_int
 
 
@@ -56,7 +57,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              idle_timeout=args.idle_timeout, send_queue=args.send_queue)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    model = load_model(args.model)
+    # causal and the bandwidth checked before any weights load (a known name)
+    model = load_checked_model(args.model, args.max_bandwidth, streaming=True)
     model.exact = args.exact  # fast mode unless --exact, as for stream-encode / stream-decode
     run_server(model, args.host, args.port, limits, batched=not args.exact,
                max_bandwidth=args.max_bandwidth, threads=args.threads,
