@@ -35,9 +35,10 @@ def decompress_file_streaming(in_path: str | Path, out_path: str | Path,
                               lm: "AnyLM | None" = None, lm_progress: Progress = None) -> int:
     """Decode the ``.ecdc`` file ``in_path`` into the audio file ``out_path`` in bounded memory.
 
-    ``model`` None loads the model named in the header; it must be causal and must not
-    segment (``ValueError`` otherwise). The body is read ``block_frames`` code frames at a
-    time (rounded up to a multiple of 8). The output format follows the extension
+    ``model`` None loads the model named in the header. A model that does not segment (the
+    24 kHz ones) decodes the body ``block_frames`` code frames at a time (rounded up to a
+    multiple of 8) through the streaming decoder; a segmenting one (the 48 kHz model) one
+    segment at a time, overlap-added as ``model.decode`` does. The output format follows the extension
     (``.wav`` 16/24-bit PCM or 32-bit float, ``.flac`` 16/24-bit), as
     :func:`opencodec.audio.write_audio` writes it with ``rescale=False``: integer PCM is
     rounded to the nearest level and a louder signal is clipped with one warning naming the
