@@ -188,9 +188,11 @@ def test_corrupt_download_is_refused_and_not_cached(official_checkpoints: dict, 
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(official_files.urllib.request, "urlopen", unreachable)
-    with pytest.raises(ModelLoadError, match="network is unreachable.*put it at"):
+    with pytest.raises(ModelLoadError, match="network is unreachable.*put it at") as info:
         load_model("encodec_24khz")
     assert not online_cache.exists() or list(online_cache.iterdir()) == []
+    # both folders it looked in are named (the README says torch hub's is searched too)
+    assert str(official_files.cache_dir()) in str(info.value) and "hub" in str(info.value)
 
 
 def test_stream_size_table_in_the_readme() -> None:

@@ -95,6 +95,7 @@ def official_file_path(filename: str, what: str | None = None,
         except (OSError, ValueError) as exc:  # URLError is an OSError
             reason = f"downloading {url} failed ({exc})"
     raise ModelLoadError(
-        f"{what} needs the weights file {filename}, which is not in {cache_dir()} and {reason}. "
+        f"{what} needs the weights file {filename}, which is not in {' or '.join(map(str, folders))} "
+        f"and {reason}. "
         f"Get {filename} from {url} and put it at {dest} "
         f"(or set OPENCODEC_CACHE to the folder that holds it), or {alternative}.")
