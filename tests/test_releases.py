@@ -8,9 +8,11 @@ import io
 import json
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 import torch
 
 from opencodec import cli
@@ -187,8 +189,13 @@ def test_old_release_file_decodes_bit_for_bit_with_its_release(v4, current, spee
         wav, rate = decompress(data, v4)  # the LM file finds opencodec_lm_24khz_v4b by its hash
         assert rate == 24000 and _sha(wav) == OLD_DECODED_SHA256, path.name
         assert _snr(speech, wav) == pytest.approx(10.80, abs=0.01)
-        # today's weights would have given other audio (the silent failure this prevents)
-        assert _snr(speech, decompress(data, load_model("opencodec_24khz_v5"))[0]) < 3
+        # today's weights would have given other audio (the silent failure this prevents); the
+        # LM file's entropy model then serves a codec it was not trained for, which is said
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            assert _snr(speech, decompress(data, load_model("opencodec_24khz_v5"))[0]) < 3
+        assert [str(w.message)[:50] for w in said] == (
+            ["entropy model opencodec_lm_24khz_v4b was trained f"] if path == OLD_LM else [])
 
 
 def test_old_entropy_coded_file_of_a_codec_with_two_entropy_models(v4, speech) -> None:
@@ -204,6 +211,25 @@ def test_old_entropy_coded_file_of_a_codec_with_two_entropy_models(v4, speech) -
                                              r"\(621d886.*opencodec_lm_24khz_v4b \(6e5aa39"):
         decompress(legacy, v4)
     assert torch.equal(decompress(legacy, v4, lm=lm)[0], decompress(data)[0])
+
+
+def test_entropy_model_of_another_codec_warns(current, v4, speech, tmp_path, capsys) -> None:
+    """A released entropy model serving another released codec works (lossless) but makes
+    larger files: loading it says so, as one ``opencodec: warning:`` line on the command line;
+    each codec with its own entropy model stays silent."""
+    with pytest.warns(UserWarning, match="opencodec_lm_24khz_v4b was trained for codec opencodec_24khz_v4, "
+                                         f"not {current.name}.*its own entropy model is {CURRENT_LM}"):
+        load_lm_model("opencodec_lm_24khz_v4b", current)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_lm_model("opencodec_lm_24khz_v4b", v4)
+        load_lm_model(None, current)
+    wav = tmp_path / "in.wav"
+    sf.write(wav, speech[0].numpy(), 24000)
+    code = cli.main(["compress", str(wav), str(tmp_path / "x.ecdc"), "--lm-model", "opencodec_lm_24khz_v4b", "-q"])
+    err = capsys.readouterr().err
+    assert code == 0 and err.startswith("opencodec: warning: entropy model opencodec_lm_24khz_v4b was trained")
+    assert ".py:" not in err  # not Python's default format (file and line)
 
 
 def test_old_release_file_without_a_release_fails_clearly(current, tmp_path, capsys) -> None:

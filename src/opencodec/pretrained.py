@@ -38,6 +38,7 @@ import json
 import os
 import tempfile
 import typing as tp
+import warnings
 from pathlib import Path
 
 import torch
@@ -352,6 +353,19 @@ def load_lm_model(name_or_path: str | os.PathLike[str] | None = None,
         name = next((r.name for r in LM_RELEASES if r.sha256 == digest), None)
     if codec is not None:
         check_lm_for_codec(lm, codec, num_codebooks, source)
+        _warn_if_trained_for_another_codec(name, codec)
     if name is not None:
         lm.name = name  # deterministic files record it, and decompress finds the model by it
     return lm.to(device)
+
+
+def _warn_if_trained_for_another_codec(lm_name: str | None, codec: EncodecModel) -> None:
+    """Warn when a released entropy model serves a released codec other than its own: the
+    codes stay lossless, but they are predicted worse, so files come out larger."""
+    release = lm_release(lm_name) if lm_name is not None else None
+    if release is None or codec_release(codec.name) is None or release.codec == codec.name:
+        return
+    own = lm_name_for_codec(codec.name)
+    warnings.warn(f"entropy model {release.name} was trained for codec {release.codec}, not "
+                  f"{codec.name}: files stay lossless but come out larger"
+                  + (f" (its own entropy model is {own})" if own else ""), stacklevel=3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import typing as tp
 import warnings
 
 from .. import __version__
@@ -58,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: tp.TextIO | None = None, line: str | None = None) -> None:
+    """A library warning as the command line's other messages: ``opencodec: warning: ...``
+    (Python's default names the source file and line, which say nothing to a user)."""
+    print(f"{PROG}: warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -76,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             # The legacy weight-norm API the official layout needs is deprecated: not the user's concern.
             warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
+            warnings.showwarning = _show_warning
             return int(args.handler(args))
     except UsageError as exc:
         args.parser.print_usage(sys.stderr)
