@@ -249,3 +249,52 @@ def test_retrained_model_is_rescored(setup, tmp_path):
     again = R.read_results(out / "results.jsonl")[len(added):]
     neural = sorted((r["system"], r.get(R.WEIGHTS_KEY)) for r in again if r["kind"] == "neural")
     assert neural == [("tiny@1.5kbps", new_hash), ("tiny@3kbps", new_hash)]
+
+
+@pytest.mark.parametrize("model", ["nosuch", "encodec_24khz"])
+def test_cli_model_that_cannot_load_is_one_line_before_any_output(setup, tmp_path, monkeypatch,
+                                                                  capsys, model):
+    """A model name that does not exist, or an official model whose weights are missing offline,
+    is an ``opencodec eval: error:`` line and exit status 1 (not a traceback), before the output
+    folder is made."""
+    from opencodec.cli import main
+
+    root, man, model_path = setup
+    monkeypatch.setenv("OPENCODEC_OFFLINE", "1")
+    monkeypatch.setenv("OPENCODEC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    out = tmp_path / "rep"
+    assert main(["eval", "--models", model, "--set", str(man), "--out", str(out), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("opencodec eval: error: ") and "Traceback" not in err
+    assert err.count("\n") == 1
+    assert ("no model named 'nosuch'" in err if model == "nosuch"
+            else "needs the weights file encodec_24khz-" in err and "OPENCODEC_OFFLINE" in err)
+    assert not out.exists()
+
+
+def test_cli_no_supported_bandwidth_says_so(setup, tmp_path, capsys):
+    """``--bandwidths`` that no model supports: the error says so and lists what each model
+    supports (not 'give --models'), and nothing is written."""
+    root, man, model_path = setup
+    out = tmp_path / "rep"
+    assert R.main(["--models", model_path, "--bandwidths", "5", "24", "--set", str(man),
+                   "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "warning: tiny does not support 5, 24 kbps (supports 1.5, 3); skipped" in err
+    assert err.endswith("opencodec eval: error: nothing to evaluate: no model supports the "
+                        "requested bandwidths 5, 24; tiny supports 1.5, 3\n")
+    assert not out.exists()
+    # with a baseline there is still something to evaluate: the model is skipped, Opus scored
+    doc = R.run_eval([model_path], [5.0], ["opus12"], man, out, categories=["music"],
+                     metrics=["si_snr"], max_items=1, quiet=True)
+    assert {r["system"] for r in R.read_results(out / "results.jsonl")} == {"opus-12kbps"}
+    assert doc["meta"]["sample_rate"] == SR
+
+
+def test_missing_category_manifest_writes_nothing(setup, tmp_path):
+    root, man, model_path = setup
+    out = tmp_path / "rep"
+    with pytest.raises(R.EvalReportError, match=r"missing manifest\(s\) .*eval_nosuch\.jsonl"):
+        R.run_eval([], None, ["opus12"], man, out, categories=["music", "nosuch"], quiet=True)
+    assert not out.exists()

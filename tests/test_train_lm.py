@@ -18,7 +18,7 @@ from opencodec.bitstream import parse_header
 from opencodec.compress import compress, decompress
 from opencodec.pretrained import load_lm_model
 from opencodec.train import lm_codes, lm_solver
-from opencodec.train.solver import load_config
+from opencodec.train.config import LM_OPTIONAL_KEYS, load_config
 from opencodec.train.lm_solver import (
     CodeData,
     CodeSet,
@@ -293,11 +293,46 @@ def test_config_errors_name_the_field(tmp_path: Path, capsys: pytest.CaptureFixt
         parse_settings(_lm_cfg(1, optim={"schedule": "linear"}))
     with pytest.raises(ConfigError, match="seq_len"):
         parse_settings(_lm_cfg(1, seq_len=0))
-    # a bad codec name is one line and exit status 1
+    # a bad codec name is one line and exit status 1, before the run folder is made
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text("")
     assert cli.main(["train-lm", str(ROOT / "configs" / "lm_tiny.yaml"), "codec=no_such_codec",
-                     "--run-dir", str(tmp_path / "r"), "--no-progress"]) == 1
+                     f"data.train=[{manifest}]", "data.valid=[]", "--run-dir", str(tmp_path / "r"),
+                     "--no-progress"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no_such_codec" in err[0]
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_manifest_is_one_line_before_the_run_folder(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    """The shipped config without its corpus: one error line naming the manifest and the
+    command that builds it, exit status 1, and no run folder (no config.json left behind)."""
+    run = tmp_path / "r"
+    missing = tmp_path / "data" / "tiny_24k" / "manifests" / "train.jsonl"
+    assert cli.main(["train-lm", str(ROOT / "configs" / "lm_tiny.yaml"), f"data.train=[{missing}]",
+                     "--run-dir", str(run), "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"opencodec train-lm: error: config field data.train: no manifest file {missing}; "
+                   f"build the corpus first: python -m opencodec.data.corpus build --preset tiny "
+                   f"--out {tmp_path / 'data'}"]
+    assert not run.exists()
+
+
+def test_override_of_an_unknown_key_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A typo in an override is a usage error naming the closest key; a key the trainer reads
+    although the config leaves it out is accepted."""
+    config = tmp_path / "lm.yaml"
+    config.write_text("name: x\ncodec: opencodec_24khz\noptim: {steps: 10}\n")
+    assert cli.main(["train-lm", str(config), "optim.stpes=3", "--run-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "error: override optim.stpes=3: no key optim.stpes in the config (did you mean optim.steps?)" in err
+    assert not (tmp_path / "r").exists()
+    cfg = load_config(config, ["optim.grad_clip=0.5", "lm.dim=64", "report={items: 0}"], LM_OPTIONAL_KEYS)
+    s = parse_settings(cfg)
+    assert (s.grad_clip, s.dim, s.report_items) == (0.5, 64, 0)
+    with pytest.raises(ConfigError, match="no key optim.steps_per_epoch"):  # a codec-trainer key
+        load_config(config, ["optim.steps_per_epoch=5"], LM_OPTIONAL_KEYS)
 
 
 @pytest.mark.parametrize("name", ["lm_tiny", "lm_opencodec_24khz", "lm_opencodec_24khz_cpu"])

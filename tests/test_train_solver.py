@@ -271,3 +271,98 @@ def test_fine_tuning_an_inference_only_export_estimates_codebook_statistics(tmp_
     for layer in tuned.quantizer.vq.layers:
         total = float(layer._codebook.cluster_size.sum())
         assert 4 * frames - 1e-3 <= total <= 4 * frames + 16, total
+
+
+def test_missing_manifest_is_one_line_before_the_run_folder(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A config whose training manifest is missing (the corpus not built): one error line that
+    names it and the command building it, exit status 1, and no run folder or config.json."""
+    import yaml
+
+    from opencodec import cli
+    from opencodec.train.lm_config import ConfigError
+
+    train_m, valid_m = _corpus(tmp_path / "corpus")
+    missing = tmp_path / "data" / "tiny_24k" / "manifests" / "train.jsonl"
+    config = tmp_path / "unit.yaml"
+    config.write_text(yaml.safe_dump(_config(missing, valid_m, steps=1)))
+    run = tmp_path / "run"
+    assert cli.main(["train", str(config), "--run-dir", str(run), "--no-progress"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"opencodec train: error: config field data.train: no manifest file {missing}; build the corpus "
+        f"first: python -m opencodec.data.corpus build --preset tiny --out {tmp_path / 'data'}"]
+    assert not run.exists()
+    # a missing validation manifest too, and a manifest that is not a corpus one (no command)
+    with pytest.raises(ConfigError, match=r"^config field data.valid: no manifest file \S*nowhere.jsonl$"):
+        train(_config(train_m, tmp_path / "nowhere.jsonl", steps=1), run, progress=False)
+    assert not run.exists()
+
+
+def test_override_of_an_unknown_key_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``optim.step=500`` (for ``optim.steps``) is a usage error naming the key and the close
+    match, not a new key that training ignores; keys the trainer reads although a config omits
+    them are accepted, and so are the overrides the docs and device scripts use."""
+    import yaml
+
+    from opencodec import cli
+    from opencodec.train.lm_config import ConfigError
+    from opencodec.train.solver import load_config
+
+    root = Path(__file__).resolve().parent.parent
+    tiny = root / "configs" / "tiny_24khz.yaml"
+    with pytest.raises(ConfigError) as exc:
+        load_config(tiny, ["optim.steps=5", "optim.step=500"])
+    assert str(exc.value) == "override optim.step=500: no key optim.step in the config (did you mean optim.steps?)"
+    for typo, hint in (("steps=500", "did you mean optim.steps?"), ("balancer.enable=false", "balancer.enabled"),
+                       ("model.lsmt=2", "model.lstm"), ("data.augment.gain=[1,2]", "data.augment.gain_db"),
+                       ("optim.nosuch=3", "keys of optim: batch_size, betas,"),
+                       ("optim.warmup_steps=9", r"did you mean quantizer\.warmup_steps")):  # an LM key
+        with pytest.raises(ConfigError, match=f"override {typo.split('=')[0]}=.*{hint}"):
+            load_config(tiny, [typo])
+    run = tmp_path / "run"
+    assert cli.main(["train", str(tiny), "optim.nosuch=3", "--run-dir", str(run)]) == 2
+    assert "opencodec train: error: override optim.nosuch=3: no key optim.nosuch" in capsys.readouterr().err
+    assert not run.exists()
+
+    # optional keys: the unit config has no balancer, init or loader settings
+    train_m, valid_m = _corpus(tmp_path / "corpus")
+    config = tmp_path / "unit.yaml"
+    config.write_text(yaml.safe_dump(_config(train_m, valid_m, steps=1)))
+    cfg = load_config(config, ["balancer.enabled=false", "adversarial.disc_warmup_steps=3", "init=data_dependent",
+                               "data.augment.gain_db=[-3,3]", "model.causal=true", "optim.lr_disc=1e-4",
+                               "balancer={ema_decay: 0.9}", "cudnn_benchmark=true", "data.loader=device"])
+    assert cfg["balancer"] == {"ema_decay": 0.9} and cfg["data"]["augment"] == {"gain_db": [-3, 3]}
+    assert cfg["adversarial"]["disc_warmup_steps"] == 3 and cfg["model"]["causal"] is True
+    # the overrides of docs/training/*.md and scripts/device/*.sh, on every codec config
+    used = ["amp=bf16", "optim.batch_size=64", "data.loader=device", "cudnn_benchmark=true", "compile=true",
+            "device=cuda", "max_minutes=7", "data.train=[a.jsonl]", "data.valid=[b.jsonl]",
+            "data.augment.noise_manifests=[n.jsonl]", "data.num_workers=12", "log.tensorboard=false",
+            "optim.steps=3000", "adversarial.enabled=true", "adversarial.start_step=0", "adversarial.filters=32",
+            "adversarial.disc_warmup_steps=300", "optim.lr_disc=1e-4", "balancer.enabled=false",
+            "losses.l1=0.1", "mel_alpha=audiocraft", "quantizer.warmup_steps=0",
+            "quantizer.threshold_ema_dead_code=0", "init_from=x.safetensors", "optim.schedule=cosine",
+            "optim.lr_scale=sqrt", "optim.lr_reference_batch=8", "optim.fused=true", "data.segment_seconds=2",
+            "data.device_storage=pinned", "log.every=50", "threads=2", "seed=1", "optim.steps_per_epoch=100",
+            "losses.adv=1", "losses.feat=1", "losses.mel=1", "log.checkpoint_every=5", "log.valid_every=5",
+            "log.audio=false", "valid.items=2", "valid.seconds=1"]
+    for name in ("tiny_24khz", "opencodec_24khz", "opencodec_cpu_24khz", "encodec_24khz", "encodec_48khz"):
+        assert load_config(root / "configs" / f"{name}.yaml", used)["amp"] == "bf16"
+
+
+def test_optional_keys_cover_what_the_trainers_read() -> None:
+    """The one list of keys an override may add (train/config.py, with load_config) names every key that
+    solver.py, batches.py and step.py read with .get / [], and every field of parse_settings."""
+    import re
+
+    from opencodec.train import config as train_config
+    from opencodec.train import solver
+    from opencodec.train.lm_config import parse_settings
+
+    src = Path(solver.__file__).parent
+    text = "".join((src / f).read_text() for f in ("solver.py", "batches.py", "step.py"))
+    receivers = r"(?:cfg|data|data_cfg|optim|adv|qcfg|log_cfg|valid|losses_cfg|\))"
+    read = set(re.findall(receivers + r'\.get\("(\w+)"', text)) | set(re.findall(r'cfg\["(\w+)"\]', text))
+    names = {part for k in train_config.codec_optional_keys() for part in k.split(".")}  # sections and leaves
+    assert read and read <= names, read - names
+    lm_read = set(re.findall(r'_get\(cfg, "([\w.]+)"', Path(parse_settings.__code__.co_filename).read_text()))
+    assert lm_read | {"run_dir"} == set(train_config.LM_OPTIONAL_KEYS)

@@ -49,6 +49,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from ..argtypes import bandwidth_arg, positive_int
+from ..bandwidth import check_bandwidth, format_kbps
+from ..errors import OpenCodecError, UnsupportedBandwidthError
 from .report_writer import make_plots, versus_opus, write_report
 from .scoring import _WORKER, _init_worker, _neural_roundtrip, evaluate_item, score
 from .summary import mean_ci95, paired_versus_opus, read_results, summarize
@@ -71,6 +73,69 @@ __all__ = [
 # ------------------------------------------------------------------------------------------
 # Driver
 # ------------------------------------------------------------------------------------------
+def _kbps_list(bandwidths: tp.Iterable[float]) -> str:
+    """``[1.5, 3.0]`` -> ``'1.5, 3'``."""
+    return ", ".join(format_kbps(float(b)) for b in bandwidths)
+
+
+def _supported_bandwidths() -> str:
+    """``'NAME supports 1.5, 3, 6, 12; ...'`` for the models loaded in this process."""
+    return "; ".join(f"{m.name} supports {_kbps_list(m.target_bandwidths)}"
+                     for m in _WORKER["models"].values())
+
+
+def _neural_systems(models: tp.Sequence[str], bandwidths: tp.Sequence[float] | None,
+                    quiet: bool) -> tuple[list[SystemSpec], tuple[int, int] | None]:
+    """Load ``models`` (in this process, raising ``ModelLoadError`` for a bad name or missing
+    weights) and return their systems, one per requested bandwidth the model supports (each
+    model's own bandwidths without ``bandwidths``), with the models' common (sample rate,
+    channels), ``None`` without models. An unsupported bandwidth is skipped with a warning."""
+    from ..identity import model_hash
+
+    if not models:
+        return [], None
+    _init_worker(tuple(models), ())
+    systems: list[SystemSpec] = []
+    rates = set()
+    for spec in models:
+        m = _WORKER["models"][spec]
+        rates.add((m.sample_rate, m.channels))
+        bws, skipped = list(m.target_bandwidths), []
+        if bandwidths:
+            bws = []
+            for b in bandwidths:
+                try:
+                    bws.append(check_bandwidth(b, m.target_bandwidths, m.name))
+                except UnsupportedBandwidthError:
+                    skipped.append(b)
+        if skipped and not quiet:
+            print(f"opencodec eval: warning: {m.name} does not support {_kbps_list(skipped)} kbps "
+                  f"(supports {_kbps_list(m.target_bandwidths)}); skipped", file=sys.stderr)
+        for b in bws:
+            systems.append(SystemSpec(neural_system_name(m.name, b), m.name, "neural",
+                                      float(b), model=spec, weights=model_hash(m)))
+    if len(rates) > 1:
+        raise EvalReportError(f"models disagree on sample rate/channels: {sorted(rates)}")
+    return systems, rates.pop()
+
+
+def _categories(eval_set: Path, categories: tp.Sequence[str] | None) -> list[str]:
+    """The categories to evaluate (by default those of :data:`DEFAULT_CATEGORIES` with a
+    manifest under ``eval_set``, else every ``eval_*.jsonl`` there); ``EvalReportError`` when
+    there is none or one of the ``categories`` asked for has no manifest."""
+    if categories is None:
+        categories = [c for c in DEFAULT_CATEGORIES if (eval_set / f"eval_{c}.jsonl").exists()]
+        if not categories:
+            categories = sorted(p.stem[len("eval_"):] for p in eval_set.glob("eval_*.jsonl"))
+    if not categories:
+        raise EvalReportError(f"no eval_<category>.jsonl manifests under {eval_set}")
+    missing = [str(eval_set / f"eval_{c}.jsonl") for c in categories
+               if not (eval_set / f"eval_{c}.jsonl").exists()]
+    if missing:
+        raise EvalReportError(f"missing manifest(s) {', '.join(missing)}")
+    return list(categories)
+
+
 def run_eval(models: tp.Sequence[str], bandwidths: tp.Sequence[float] | None,
              baselines: tp.Sequence[str], eval_set: str | os.PathLike[str], out: str | os.PathLike[str],
              categories: tp.Sequence[str] | None = None, max_items: int | None = None,
@@ -80,11 +145,9 @@ def run_eval(models: tp.Sequence[str], bandwidths: tp.Sequence[float] | None,
     from tqdm import tqdm
 
     from ..data.dataset import load_manifests
-    from ..identity import model_hash
 
     t_start = time.perf_counter()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     eval_set = Path(eval_set)
     bad = [m for m in metrics if m not in ALL_METRICS]
     if bad:
@@ -92,26 +155,16 @@ def run_eval(models: tp.Sequence[str], bandwidths: tp.Sequence[float] | None,
     for b in baselines:
         parse_baseline(b)
 
-    # Systems (load each model once here, for names / rates / bandwidths).
-    systems: list[SystemSpec] = []
-    if models:
-        _init_worker(tuple(models), ())
-        rates = set()
-        for spec in models:
-            m = _WORKER["models"][spec]
-            rates.add((m.sample_rate, m.channels))
-            bws = m.target_bandwidths if not bandwidths else [
-                b for b in bandwidths if any(abs(b - t) < 1e-9 for t in m.target_bandwidths)]
-            skipped = [b for b in (bandwidths or []) if b not in bws]
-            if skipped and not quiet:
-                print(f"opencodec eval: warning: {m.name} does not support {skipped} kbps "
-                      f"(supports {m.target_bandwidths}); skipped", file=sys.stderr)
-            for b in bws:
-                systems.append(SystemSpec(neural_system_name(m.name, b), m.name, "neural",
-                                          float(b), model=spec, weights=model_hash(m)))
-        if len(rates) > 1:
-            raise EvalReportError(f"models disagree on sample rate/channels: {sorted(rates)}")
-        sample_rate, channels = rates.pop()
+    # checked before the models are loaded (which may download weights) and before any output
+    categories = _categories(eval_set, categories)
+
+    # Systems (each model loaded once here, before any output or worker: a bad name fails now).
+    systems, rate = _neural_systems(models, bandwidths, quiet)
+    if rate is not None:
+        sample_rate, channels = rate
+    if models and not systems and not baselines:
+        raise EvalReportError(f"nothing to evaluate: no model supports the requested bandwidths "
+                              f"{_kbps_list(bandwidths or [])}; {_supported_bandwidths()}")
     for b in baselines:
         c = parse_baseline(b)
         systems.append(SystemSpec(c.name, c.name.split("-")[0], "baseline", float(c.nominal_kbps),
@@ -123,21 +176,12 @@ def run_eval(models: tp.Sequence[str], bandwidths: tp.Sequence[float] | None,
         raise EvalReportError("nothing to evaluate: give --models and/or --baselines")
 
     # Items.
-    if categories is None:
-        categories = [c for c in DEFAULT_CATEGORIES if (eval_set / f"eval_{c}.jsonl").exists()]
-        if not categories:
-            categories = sorted(p.stem[len("eval_"):] for p in eval_set.glob("eval_*.jsonl"))
-    if not categories:
-        raise EvalReportError(f"no eval_<category>.jsonl manifests under {eval_set}")
     results_path = out / "results.jsonl"
     # resumed by weights too: a model retrained under the same name is scored again
     done = {row_key(r) for r in read_results(results_path)}
     tasks = []
     for cat in categories:
-        manifest = eval_set / f"eval_{cat}.jsonl"
-        if not manifest.exists():
-            raise EvalReportError(f"missing manifest {manifest}")
-        rows = load_manifests(manifest)
+        rows = load_manifests(eval_set / f"eval_{cat}.jsonl")
         if max_items is not None:
             rows = rows[:max_items]
         for i, row in enumerate(rows):
@@ -150,6 +194,7 @@ def run_eval(models: tp.Sequence[str], bandwidths: tp.Sequence[float] | None,
 
     model_specs = tuple(models)
     baseline_specs = tuple(baselines)
+    out.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(tasks), desc="eval items", unit="item", disable=quiet, file=sys.stderr)
     with open(results_path, "a") as fh:
         def _write(rows: list[dict]) -> None:
@@ -230,7 +275,7 @@ def main(argv: list[str] | None = None, prog: str = "opencodec eval") -> int:
                        categories=args.categories, max_items=args.max_items, metrics=args.metrics,
                        workers=args.workers, quiet=args.quiet, sample_rate=args.sample_rate,
                        channels=args.channels)
-    except (EvalReportError, OSError) as exc:
+    except (EvalReportError, OpenCodecError, OSError) as exc:  # bad input, model, weights: one line
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
     if not args.quiet:

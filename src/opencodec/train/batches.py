@@ -5,13 +5,44 @@ process would, either through DataLoader workers or decoded once into device mem
 
 from __future__ import annotations
 
+import re
 import sys
 import typing as tp
+from pathlib import Path
 
 import torch
 
 from ..model import EncodecModel
 from . import distributed
+from .lm_config import ConfigError
+
+
+def corpus_command(manifest: str | Path) -> str | None:
+    """The command that builds ``manifest`` when it is one the corpus builder writes
+    (``DIR/<preset>_<kHz>k/manifests/NAME.jsonl``), else ``None``."""
+    from ..data.presets import PRESETS
+
+    path = Path(manifest)
+    match = re.fullmatch(r"(\w+)_(\d+)k", path.parent.parent.name)
+    if path.parent.name != "manifests" or not match or match[1] not in PRESETS:
+        return None
+    command = f"python -m opencodec.data.corpus build --preset {match[1]} --out {path.parent.parent.parent}"
+    return command if match[2] == "24" else f"{command} --sample-rate {match[2]}000"
+
+
+def check_manifests(field: str, manifests: tp.Any, required: bool = False) -> None:
+    """Raise :class:`ConfigError` naming config field ``field`` (``data.train``) when one of its
+    manifest files does not exist (with the command that builds it, when it is a corpus
+    manifest), or when it is ``required`` and empty; a trainer calls this before it creates
+    its run folder. ``manifests``: a path or a list of paths (row dicts are not checked)."""
+    listed = [manifests] if isinstance(manifests, (str, Path)) else list(manifests or [])
+    if required and not listed:
+        raise ConfigError(f"config field {field} is missing (JSONL manifest(s) of training audio)")
+    for manifest in listed:
+        if isinstance(manifest, (str, Path)) and not Path(manifest).is_file():
+            build = corpus_command(manifest)
+            raise ConfigError(f"config field {field}: no manifest file {manifest}"
+                              + (f"; build the corpus first: {build}" if build else ""))
 
 
 class GlobalBatchShard(torch.utils.data.Dataset):

@@ -43,6 +43,8 @@ import torch
 
 from .._files import write_bytes_atomic
 from ..errors import OpenCodecError
+from .batches import check_manifests
+from .config import LM_OPTIONAL_KEYS
 from .lm_codes import CACHE_FORMAT, CodeData, CodeSet, codec_fingerprint, extract_codes, prepare_data
 from .lm_config import LOADABLE_HEADS, LOADABLE_PAST_SECONDS, ConfigError, Settings, _device, parse_settings
 from .lm_eval import (
@@ -132,13 +134,18 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
     s = parse_settings(cfg)
     started = time.monotonic()
     run = Path(run_dir or cfg.get("run_dir") or f"runs/{s.name}")
-    run.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(run / "config.json", json.dumps(cfg, indent=2).encode())
+    if data is None:  # the manifests, checked before the codec is loaded and anything is written
+        check_manifests("data.train", s.train_manifests, required=True)
+        check_manifests("data.valid", s.valid_manifests)
+        if s.report_items > 0:
+            check_manifests("report.manifests", s.report_manifests)
     if s.threads:
         torch.set_num_threads(s.threads)
     device = _device(s.device)
     if data is None:
         data = prepare_data(s, run, device, progress)
+    run.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(run / "config.json", json.dumps(cfg, indent=2).encode())
 
     # the model and the optimiser
     _seed_everything(s.seed)
@@ -282,7 +289,8 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
             prog="opencodec train-lm",
             description="Train the entropy model on a codec's codes (see configs/lm_*.yaml). "
                         "'opencodec train-lm report --help' measures a trained model's saving.")
-        args, cfg = parse_run_arguments(parser, argv, "YAML config (see configs/lm_*.yaml)")
+        args, cfg = parse_run_arguments(parser, argv, "YAML config (see configs/lm_*.yaml)",
+                                        LM_OPTIONAL_KEYS)
         run = train(cfg, args.run_dir, args.max_steps, progress=not args.no_progress,
                     max_minutes=args.max_minutes)
         print(f"run folder: {run}; entropy model: {run / EXPORT} "

@@ -4,7 +4,7 @@ Distributed: ``torchrun --nproc_per_node N -m opencodec.train CONFIG [key=value 
 
 This file reads top to bottom, like nanoGPT's ``train.py``:
 
-1. configuration (a YAML file from ``configs/`` plus ``key=value`` overrides);
+1. configuration (a YAML file from ``configs/`` plus ``key=value`` overrides, ``config.py``);
 2. the generator (``EncodecModel``), the MS-STFT discriminator, Adam optimisers (learning
    rate constant, or with ``optim.schedule=cosine`` annealed to ``optim.min_lr_ratio`` times
    itself, default 0, over ``optim.steps``), the loss balancer and an EMA copy of the generator;
@@ -51,13 +51,16 @@ import torch
 from torch import nn
 
 from ..argtypes import count_arg, positive_float
+from ..errors import OpenCodecError
 from ..model import EncodecConfig, EncodecModel
 from ..identity import export_name
 from ..pretrained import load_model, save_model
 from . import distributed
 from .balancer import Balancer
-from .batches import _batches, _device_batches, _device_corpus, _train_dataset, _training_segments, _valid_items
+from .batches import (_batches, _device_batches, _device_corpus, _train_dataset, _training_segments, _valid_items,
+                      check_manifests)
 from .codebook_stats import CODEBOOK_STATISTICS_ITEMS, _has_refilled_codebook_statistics, estimate_codebook_statistics
+from .config import load_config
 from .discriminator import MultiScaleSTFTDiscriminator
 from .losses import MultiScaleMelLoss, audiocraft_alphas, mel_distance, si_snr
 from .run_state import _atomic_torch_save, _rng_state, _seed_everything, _set_rng_state, _step_rng
@@ -69,34 +72,6 @@ EXPORT = "model.safetensors"
 
 
 # -- 1. configuration ------------------------------------------------------------------------
-def load_config(path: str | os.PathLike[str], overrides: tp.Sequence[str] = ()) -> dict[str, tp.Any]:
-    """YAML config with dotted ``key=value`` overrides (values parsed as YAML), as a plain dict.
-
-    ``optim.steps=500`` sets ``cfg["optim"]["steps"] = 500``; ``data.train=[a.jsonl,b.jsonl]``
-    sets a list; a key that does not exist yet is created.
-    """
-    import yaml
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"no config file {path}")
-    cfg = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{path}: the config must be a mapping, got {type(cfg).__name__}")
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"override {item!r} is not key=value")
-        node = cfg
-        *parents, leaf = key.split(".")
-        for part in parents:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ValueError(f"override {item!r}: {part!r} is not a section")
-            node = child
-        node[leaf] = yaml.safe_load(text)
-    return cfg
-
-
 def build_mel_loss(cfg: dict[str, tp.Any], sample_rate: int) -> MultiScaleMelLoss:
     """The multi-scale mel loss a config asks for.
 
@@ -222,15 +197,15 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
     can be resumed later). The budget is checked every ``log.every`` steps.
     """
     started = time.monotonic()
+    data_cfg = cfg.get("data") or {}
+    check_manifests("data.train", data_cfg.get("train"), required=True)  # before any work or output
+    check_manifests("data.valid", data_cfg.get("valid"))
     if max_minutes is None and cfg.get("max_minutes") is not None:
         max_minutes = float(cfg["max_minutes"])  # the config's wall-clock budget (campaign runs)
     info = distributed.init("cuda" if cfg.get("device", "auto") in ("auto", "cuda") and torch.cuda.is_available()
                             else "cpu")
     device = _device(cfg, info)
     run = Path(run_dir or cfg.get("run_dir") or f"runs/{cfg.get('name', 'run')}")
-    if info.is_main:
-        run.mkdir(parents=True, exist_ok=True)
-        (run / "config.json").write_text(json.dumps(cfg, indent=2))
     seed = int(cfg.get("seed", 0))
     _seed_everything(seed)
     threads = cfg.get("threads")
@@ -315,6 +290,11 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
     valid_items = _valid_items(cfg, model) if info.is_main else []
     valid_bws = cfg.get("valid", {}).get("bandwidths") or sorted({model.target_bandwidths[0],
                                                                   model.target_bandwidths[-1]})
+
+    # the run folder: made once the config has built the models and found the data
+    if info.is_main:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.json").write_text(json.dumps(cfg, indent=2))
 
     # 4. resume
     step = 0
@@ -476,10 +456,12 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
 
 
 def parse_run_arguments(parser: argparse.ArgumentParser, argv: tp.Sequence[str] | None,
-                        config_help: str) -> tuple[argparse.Namespace, dict[str, tp.Any]]:
+                        config_help: str, optional_keys: tp.Collection[str] | None = None
+                        ) -> tuple[argparse.Namespace, dict[str, tp.Any]]:
     """Add and parse the arguments every trainer takes (CONFIG, overrides, --run-dir,
     --max-steps, --max-minutes, --no-progress); returns them and the loaded config (a bad
-    config is a usage error)."""
+    config or override is a usage error). ``optional_keys``: as :func:`load_config`'s
+    ``optional`` (the keys this trainer reads that a config may omit)."""
     parser.add_argument("config", help=config_help)
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. optim.steps=500")
     parser.add_argument("--run-dir", default=None, help="output folder (default: run_dir in the config)")
@@ -489,7 +471,7 @@ def parse_run_arguments(parser: argparse.ArgumentParser, argv: tp.Sequence[str] 
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, args.overrides, optional_keys)
     except (FileNotFoundError, ValueError) as exc:
         parser.error(str(exc))
     return args, cfg
@@ -499,7 +481,11 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
     """``opencodec train CONFIG [key=value ...] [--run-dir DIR] [--max-steps N]``."""
     parser = argparse.ArgumentParser(prog="opencodec train", description="Train an EnCodec codec.")
     args, cfg = parse_run_arguments(parser, argv, "YAML config (see configs/)")
-    run = train(cfg, args.run_dir, args.max_steps, progress=not args.no_progress, max_minutes=args.max_minutes)
+    try:
+        run = train(cfg, args.run_dir, args.max_steps, progress=not args.no_progress, max_minutes=args.max_minutes)
+    except (OpenCodecError, OSError, ValueError) as exc:  # the config, data or a file: one line
+        print(f"opencodec train: error: {exc}", file=sys.stderr)
+        return 1
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"run folder: {run}; exported generator: {run / EXPORT}", file=sys.stderr)
     return 0

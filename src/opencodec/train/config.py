@@ -1,0 +1,149 @@
+"""The trainers' configuration: a YAML file plus dotted ``key=value`` overrides, and the keys
+an override may add (those the trainers read although a config may leave them out), so that a
+typo such as ``optim.step=500`` is refused instead of silently ignored."""
+
+from __future__ import annotations
+
+import os
+import typing as tp
+from pathlib import Path
+
+from ..model import EncodecConfig
+from .lm_config import ConfigError
+
+__all__ = ["CODEC_OPTIONAL_KEYS", "LM_OPTIONAL_KEYS", "codec_optional_keys", "load_config"]
+
+
+#: The keys the codec trainer reads although a config may leave them out (each has a default),
+#: as dotted paths: an override may set them. An override of a key that is neither in the
+#: config nor listed here is refused as a likely typo (``optim.step=500``). Also accepted:
+#: ``model.<field>`` for every :class:`~opencodec.model.EncodecConfig` field and
+#: ``data.augment.<name>`` for every augmentation parameter of
+#: :class:`~opencodec.data.dataset.AudioDataset` (see :func:`codec_optional_keys`).
+#: Keep this list in step with what ``solver.py``, ``batches.py`` and ``step.py`` read.
+CODEC_OPTIONAL_KEYS: tuple[str, ...] = (
+    "name", "run_dir", "seed", "device", "threads", "max_minutes", "init", "init_from",
+    "init_items", "bandwidths", "compile", "amp", "cudnn_benchmark", "tf32", "ema",
+    "mel_scales", "mel_alpha",
+    "data.train", "data.valid", "data.segment_seconds", "data.num_workers", "data.loader",
+    "data.device_storage", "data.augment",
+    "valid.items", "valid.seconds", "valid.bandwidths",
+    "optim.lr", "optim.lr_disc", "optim.betas", "optim.batch_size", "optim.steps",
+    "optim.steps_per_epoch", "optim.schedule", "optim.min_lr_ratio", "optim.fused",
+    "optim.lr_scale", "optim.lr_reference_batch",
+    "losses.l1", "losses.mel", "losses.adv", "losses.feat", "losses.commit",
+    "balancer.enabled", "balancer.ema_decay",
+    "adversarial.enabled", "adversarial.disc_prob", "adversarial.start_step",
+    "adversarial.disc_warmup_steps", "adversarial.filters", "adversarial.negative_slope",
+    "quantizer.detach_residual", "quantizer.threshold_ema_dead_code", "quantizer.decay",
+    "quantizer.kmeans_iters", "quantizer.warmup_steps",
+    "log.every", "log.valid_every", "log.checkpoint_every", "log.tensorboard", "log.audio",
+)
+
+#: The same for the entropy-model trainer (``opencodec train-lm``): every field that
+#: :func:`opencodec.train.lm_config.parse_settings` reads, and ``run_dir``.
+LM_OPTIONAL_KEYS: tuple[str, ...] = (
+    "name", "run_dir", "codec", "bandwidths", "seq_len", "seed", "threads", "device", "amp",
+    "data.train", "data.valid", "data.cache_dir",
+    "lm.dim", "lm.num_heads", "lm.num_layers", "lm.hidden_scale", "lm.past_context_s",
+    "optim.name", "optim.lr", "optim.betas", "optim.weight_decay", "optim.warmup_steps",
+    "optim.schedule", "optim.min_lr_ratio", "optim.grad_clip", "optim.batch_size", "optim.steps",
+    "log.every", "log.valid_every", "log.checkpoint_every", "log.tensorboard",
+    "valid.max_items", "report.items", "report.manifests",
+)
+
+
+def codec_optional_keys() -> frozenset[str]:
+    """:data:`CODEC_OPTIONAL_KEYS` with ``model.<EncodecConfig field>`` and
+    ``data.augment.<AudioDataset augmentation parameter>``."""
+    import dataclasses
+    import inspect
+
+    from ..data.dataset import AudioDataset
+
+    set_by_trainer = {"self", "manifests", "segment_seconds", "sample_rate", "channels",
+                      "epoch_size", "seed", "rank", "world_size"}
+    augment = [name for name in inspect.signature(AudioDataset.__init__).parameters
+               if name not in set_by_trainer]
+    return frozenset((*CODEC_OPTIONAL_KEYS, *(f"model.{f.name}" for f in dataclasses.fields(EncodecConfig)),
+                      *(f"data.augment.{name}" for name in augment)))
+
+
+def _dotted_keys(node: tp.Any, prefix: str = "") -> list[str]:
+    """Every key of a nested config as a dotted path (sections and leaves)."""
+    if not isinstance(node, dict):
+        return []
+    keys = []
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        keys += [path, *_dotted_keys(value, path + ".")]
+    return keys
+
+
+def _check_override_key(cfg: dict[str, tp.Any], item: str, key: str, optional: tp.Collection[str]) -> None:
+    """Raise ``ConfigError`` unless ``key`` is in ``cfg``, in ``optional`` or a section of an
+    ``optional`` key, naming the closest keys (a typo such as ``optim.step``) or else the keys
+    of its section. (A key under a value that is not a section is left to the caller.)"""
+    import difflib
+
+    present = _dotted_keys(cfg)
+    if key in present or key in optional or any(k.startswith(key + ".") for k in optional):
+        return
+    parent: tp.Any = cfg
+    for part in key.split(".")[:-1]:
+        if part not in parent:
+            break
+        parent = parent[part]
+        if not isinstance(parent, dict):
+            return  # ``ema.decay`` with ``ema: 0.99``: the caller says "'ema' is not a section"
+    section, _, leaf = key.rpartition(".")
+    known = set(present) | set(optional)
+    siblings = sorted({k[len(section) + 1:].split(".")[0] for k in known if k.startswith(section + ".")}
+                      if section else {k.split(".")[0] for k in known})
+    by_leaf: dict[str, list[str]] = {}
+    for k in sorted(known):
+        by_leaf.setdefault(k.rpartition(".")[2], []).append(k)
+    close = ([f"{section}.{k}" if section else k for k in difflib.get_close_matches(leaf, siblings, 2, 0.7)]
+             or [k for name in difflib.get_close_matches(leaf, sorted(by_leaf), 2, 0.8) for k in by_leaf[name]])
+    if close:
+        hint = f" (did you mean {' or '.join(close)}?)"
+    elif siblings:
+        hint = f" (keys{' of ' + section if section else ''}: {', '.join(siblings)})"
+    else:
+        hint = ""
+    raise ConfigError(f"override {item}: no key {key} in the config{hint}")
+
+
+def load_config(path: str | os.PathLike[str], overrides: tp.Sequence[str] = (),
+                optional: tp.Collection[str] | None = None) -> dict[str, tp.Any]:
+    """YAML config with dotted ``key=value`` overrides (values parsed as YAML), as a plain dict.
+
+    ``optim.steps=500`` sets ``cfg["optim"]["steps"] = 500``; ``data.train=[a.jsonl,b.jsonl]``
+    sets a list. A key that is not in the config is created only when the trainer reads it:
+    when it is one of ``optional`` (default :func:`codec_optional_keys`; the entropy-model
+    trainer passes :data:`LM_OPTIONAL_KEYS`) or a section of one; any other is refused with a
+    ``ConfigError`` that names the closest keys (``optim.step=500``: did you mean optim.steps?).
+    """
+    import yaml
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no config file {path}")
+    cfg = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path}: the config must be a mapping, got {type(cfg).__name__}")
+    if overrides and optional is None:
+        optional = codec_optional_keys()
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} is not key=value")
+        _check_override_key(cfg, item, key, optional or ())
+        node = cfg
+        *parents, leaf = key.split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ValueError(f"override {item!r}: {part!r} is not a section")
+            node = child
+        node[leaf] = yaml.safe_load(text)
+    return cfg
