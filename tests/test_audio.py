@@ -91,6 +91,13 @@ def test_read_corrupt_and_empty_files(tmp_path: Path) -> None:
         read_audio(no_samples)
     with pytest.raises(AudioIOError, match="not a regular file"):
         read_audio(tmp_path)
+    rate0 = tmp_path / "rate0.wav"  # a WAV header whose sample rate field is 0
+    sf.write(rate0, np.zeros((100, 1), np.float32), 8000)
+    data = bytearray(rate0.read_bytes())
+    data[24:28] = bytes(4)
+    rate0.write_bytes(bytes(data))
+    with pytest.raises(AudioIOError, match="rate0.wav: corrupt header"):
+        read_audio(rate0)
 
 
 def test_read_rejects_nan(tmp_path: Path) -> None:

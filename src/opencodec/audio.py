@@ -67,12 +67,15 @@ def _reason(exc: BaseException) -> str:
     """A short human reason from a soundfile/OS exception.
 
     libsndfile answers "File does not exist or is not a regular file" for some files it
-    cannot decode (e.g. a broken MP3); existence is checked first, so say what it means.
+    cannot decode (e.g. a broken MP3), and "Internal error : SF_INFO struct incomplete." for a
+    header with a zero sample rate; existence is checked first, so say what they mean.
     """
     if isinstance(exc, sf.LibsndfileError):
         text = exc.error_string or str(exc)
         if "does not exist or is not a regular file" in text:
             return "not a decodable audio file (unknown format or corrupt data)"
+        if "SF_INFO struct incomplete" in text:  # e.g. a WAV header with a sample rate of 0
+            return "corrupt header (a sample rate or format field of 0)"
         return text
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
