@@ -382,6 +382,30 @@ def test_folder_continues_after_failures(tmp_path: Path, capsys: pytest.CaptureF
     assert (tmp_path / "out" / "a.ecdc").read_bytes() == data
 
 
+def test_skip_existing_resumes_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str], ckpt24: str) -> None:
+    """``--skip-existing``: the inputs whose output exists are left out (and left alone), the
+    others written; a rerun then does nothing and succeeds. It contradicts --force."""
+    for name in ("a", "b", "c"):
+        write_wav(tmp_path / "in" / f"{name}.wav", seconds=0.3, seed=ord(name))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "b.ecdc").write_bytes(b"done before")  # as from an interrupted run
+    code, _, err = run(capsys, "compress", tmp_path / "in", tmp_path / "out", "--model", ckpt24, "--skip-existing")
+    assert code == 0 and "1 file(s) skipped, their output exists" in err and "2 file(s) done, 1 skipped" in err
+    assert (tmp_path / "out" / "b.ecdc").read_bytes() == b"done before"
+    assert all((tmp_path / "out" / f"{n}.ecdc").read_bytes()[:4] == b"ECDC" for n in ("a", "c"))
+    code, _, err = run(capsys, "compress", tmp_path / "in", tmp_path / "out", "--model", ckpt24, "--skip-existing")
+    assert code == 0 and "3 file(s) skipped" in err
+    code, _, err = run(capsys, "compress", tmp_path / "in", tmp_path / "out", "--model", ckpt24)
+    assert code == 1 and "3 of 3 file(s) failed" in err  # without the option, existing outputs are errors
+    code, _, err = run(capsys, "compress", tmp_path / "in", tmp_path / "out", "--skip-existing", "-f")
+    assert code == 2 and "--force and --skip-existing contradict" in err
+    code, _, err = run(capsys, "decompress", tmp_path / "out" / "a.ecdc", tmp_path / "a.wav", "--model", ckpt24, "-q")
+    assert code == 0
+    code, _, err = run(capsys, "decompress", tmp_path / "out" / "a.ecdc", tmp_path / "a.wav", "--model", ckpt24,
+                       "--skip-existing")
+    assert code == 0 and "1 file(s) skipped, their output exists" in err
+
+
 def test_folder_decompress_loads_header_model_once(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                    ckpt24: str, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("a", "b", "c"):

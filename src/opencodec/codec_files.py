@@ -47,11 +47,13 @@ ProgressFactory = tp.Callable[[str, str, bool], tp.ContextManager[Update]]
 
 @dataclass
 class OutputOptions:
-    """How outputs are written: ``force`` overwrites, ``rescale`` scales decoded audio to a
+    """How outputs are written: ``force`` overwrites, ``skip_existing`` leaves out the inputs
+    whose output exists (to resume an interrupted folder), ``rescale`` scales decoded audio to a
     0.99 peak instead of clipping, ``float32`` writes 32-bit float WAV, ``rate`` (Hz) and
     ``channels`` convert decoded audio (None: the default of the command)."""
 
     force: bool = False
+    skip_existing: bool = False
     rescale: bool = False
     float32: bool = False
     rate: int | None = None
@@ -86,14 +88,17 @@ def _check_float(options: OutputOptions, jobs: list[Job]) -> None:
 def _plan(src: Path, out: Path | None, options: OutputOptions, accept: tp.Callable[[Path], bool],
           suffix: str, allowed: tp.Sequence[str], what: str) -> Plan:
     check_input(src)
+    if options.force and options.skip_existing:
+        raise UsageError("--force and --skip-existing contradict each other: choose one")
     if src.is_dir():
         plan = Plan(plan_folder(src, out, accept, suffix, what), folder=True)
     else:
         dst = single_output(src, out, suffix, allowed)
-        check_output(dst, options.force)
+        if not (options.skip_existing and dst.is_file()):
+            check_output(dst, options.force)
         plan = Plan([Job(src, dst)])
     _check_float(options, plan.jobs)
-    return plan
+    return plan.skip_existing() if options.skip_existing else plan
 
 
 def plan_compress(src: Path, out: Path | None, options: OutputOptions) -> Plan:

@@ -31,10 +31,18 @@ class Job:
 
 @dataclass
 class Plan:
-    """The jobs of one invocation; ``folder``: the input was a folder (batch mode)."""
+    """The jobs of one invocation; ``folder``: the input was a folder (batch mode);
+    ``skipped``: jobs left out because their output exists (``--skip-existing``)."""
 
     jobs: list[Job] = field(default_factory=list)
     folder: bool = False
+    skipped: list[Job] = field(default_factory=list)
+
+    def skip_existing(self) -> "Plan":
+        """This plan without the jobs whose output already exists (a file: outputs are written
+        atomically, so one that exists is complete); those go to ``skipped``."""
+        keep = [job for job in self.jobs if not job.dst.is_file()]
+        return Plan(keep, self.folder, self.skipped + [job for job in self.jobs if job.dst.is_file()])
 
 
 @dataclass

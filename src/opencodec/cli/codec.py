@@ -75,6 +75,9 @@ def add_codec_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
+    parser.add_argument("--skip-existing", action="store_true",
+                        help="leave out inputs whose output exists (outputs are written atomically, "
+                             "so this resumes an interrupted folder)")
     parser.add_argument("-r", "--rescale", action="store_true",
                         help="scale decoded audio down to a 0.99 peak instead of clipping")
     parser.add_argument("--float", dest="float32", action="store_true",
@@ -87,14 +90,17 @@ def _add_rate_channels_options(parser: argparse.ArgumentParser, rate_help: str, 
 
 
 def _output_options(args: argparse.Namespace) -> OutputOptions:
-    return OutputOptions(force=args.force, rescale=args.rescale, float32=args.float32, rate=args.rate,
-                         channels=args.channels)
+    return OutputOptions(force=args.force, skip_existing=args.skip_existing, rescale=args.rescale,
+                         float32=args.float32, rate=args.rate, channels=args.channels)
 
 
 def _report_all(args: argparse.Namespace, plan: Plan, work: tp.Callable[[Job, bool], FileResult],
                 verb: str, line: tp.Callable[[FileResult], str]) -> int:
     """Run the plan's jobs and report each (one line for a single file; a progress bar over the
     files and every failure for a folder); returns the exit status (1 if any failed)."""
+    if plan.skipped:
+        info(args, f"{verb}: {len(plan.skipped)} file(s) skipped, their output exists"
+                   + (f" ({plan.skipped[0].dst})" if len(plan.skipped) == 1 else ""))
     outcomes = run_jobs(plan, work)
     if plan.folder:
         outcomes = tqdm(outcomes, total=len(plan.jobs), unit="file", desc=verb, disable=args.quiet,
@@ -119,7 +125,8 @@ def _report_all(args: argparse.Namespace, plan: Plan, work: tp.Callable[[Job, bo
     if failed:
         error(f"{failed} of {len(plan.jobs)} file(s) failed")
         return 1
-    info(args, f"{verb}: {len(plan.jobs)} file(s) done")
+    info(args, f"{verb}: {len(plan.jobs)} file(s) done"
+               + (f", {len(plan.skipped)} skipped" if plan.skipped else ""))
     return 0
 
 
