@@ -64,7 +64,7 @@ def atomic_output(path: str | Path) -> tp.Iterator[Path]:
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     except OSError as exc:
-        raise OutputError(f"cannot write {path}: {_reason(exc)}") from exc
+        raise OutputError(f"cannot write {path}: {error_reason(exc)}") from exc
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -76,7 +76,7 @@ def atomic_output(path: str | Path) -> tp.Iterator[Path]:
             tmp.unlink()
         if isinstance(exc, OSError) and not isinstance(exc, OutputError) and str(tmp) in (
                 str(exc.filename), str(exc.filename2)):  # name the output, not its temporary file
-            raise OutputError(f"cannot write {path}: {_reason(exc)}") from exc
+            raise OutputError(f"cannot write {path}: {error_reason(exc)}") from exc
         raise
 
 
@@ -89,9 +89,10 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
             os.fsync(fo.fileno())
 
 
-def _reason(exc: OSError) -> str:
-    """``exc``'s reason without its errno and file name (``Read-only file system``)."""
-    return exc.strerror or str(exc) or type(exc).__name__
+def error_reason(exc: BaseException) -> str:
+    """``exc``'s reason in words, without an ``OSError``'s errno and file name (``Read-only
+    file system``); the message, or the exception's type when it has none."""
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
 def output_folder(path: str | Path, what: str = "output") -> Path:
@@ -114,7 +115,7 @@ def output_folder(path: str | Path, what: str = "output") -> Path:
         if not existed:
             with contextlib.suppress(OSError):
                 path.rmdir()
-        raise OutputError(f"cannot write to {what} folder {path}: {_reason(exc)}") from exc
+        raise OutputError(f"cannot write to {what} folder {path}: {error_reason(exc)}") from exc
     return path
 
 
@@ -134,7 +135,7 @@ def staged_files(out: str | Path) -> tp.Iterator[Path]:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=TEMP_SUFFIX, dir=out.parent))
     except OSError as exc:
-        raise OutputError(f"cannot write {out}: {_reason(exc)}") from exc
+        raise OutputError(f"cannot write {out}: {error_reason(exc)}") from exc
     try:
         yield tmp
         out.mkdir(exist_ok=True)
@@ -143,6 +144,6 @@ def staged_files(out: str | Path) -> tp.Iterator[Path]:
     except OutputError:
         raise
     except OSError as exc:
-        raise OutputError(f"cannot write {out}: {_reason(exc)}") from exc
+        raise OutputError(f"cannot write {out}: {error_reason(exc)}") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -19,7 +19,7 @@ import soundfile as sf
 import soxr
 import torch
 
-from ._files import atomic_output
+from ._files import atomic_output, error_reason
 from .errors import AudioIOError
 
 #: File extensions (lower case) treated as audio when scanning folders.
@@ -77,9 +77,7 @@ def _reason(exc: BaseException) -> str:
         if "SF_INFO struct incomplete" in text:  # e.g. a WAV header with a sample rate of 0
             return "corrupt header (a sample rate or format field of 0)"
         return text
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
+    return error_reason(exc)
 
 
 def convert_channels(wav: torch.Tensor, target_channels: int) -> torch.Tensor:

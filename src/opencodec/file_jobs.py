@@ -41,8 +41,9 @@ class Plan:
     def skip_existing(self) -> "Plan":
         """This plan without the jobs whose output already exists (a file: outputs are written
         atomically, so one that exists is complete); those go to ``skipped``."""
-        keep = [job for job in self.jobs if not job.dst.is_file()]
-        return Plan(keep, self.folder, self.skipped + [job for job in self.jobs if job.dst.is_file()])
+        exists = [job.dst.is_file() for job in self.jobs]
+        return Plan([job for job, done in zip(self.jobs, exists) if not done], self.folder,
+                    self.skipped + [job for job, done in zip(self.jobs, exists) if done])
 
 
 @dataclass

@@ -51,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..._files import error_reason
 from ...bandwidth import check_bandwidth
 from ...errors import UnsupportedBandwidthError
 from ..systems import DEFAULT_CATEGORIES, EvalReportError, neural_system_name, parse_baseline
@@ -293,7 +294,7 @@ def build_test(eval_set: str | os.PathLike[str], out: str | os.PathLike[str], *,
         tmp.parent.mkdir(parents=True, exist_ok=True)  # missing parent folders are created
         tmp.mkdir()
     except OSError as exc:
-        raise MushraError(f"cannot write {out}: {exc.strerror or exc}") from exc
+        raise MushraError(f"cannot write {out}: {error_reason(exc)}") from exc
     try:
         trials = []
         todo = [(cat, row) for cat in cats for row in chosen[cat]]

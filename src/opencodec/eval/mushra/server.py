@@ -30,6 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from ..._files import error_reason
 from . import db
 from .spec import DB_FILE, MushraError, MushraTest, load_test
 
@@ -274,7 +275,7 @@ def make_server(test_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
     try:
         return MushraHTTPServer((host, port), test, db_file, log)
     except OSError as exc:
-        raise MushraError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        raise MushraError(f"cannot listen on {host}:{port}: {error_reason(exc)}") from exc
 
 
 def serve_in_thread(server: MushraHTTPServer) -> threading.Thread:
