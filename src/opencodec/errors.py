@@ -1,5 +1,8 @@
 """The project's own error types: every failure a user can cause raises one of these."""
 
+import os
+import traceback
+
 
 class OpenCodecError(Exception):
     """Base class of every error opencodec raises on bad input or missing resources."""
@@ -32,10 +35,25 @@ class OutputError(OpenCodecError, OSError):
     folder is needed, read-only file system, no permission, disk full); an ``OSError`` too."""
 
 
+class ConfigError(OpenCodecError, ValueError):
+    """A training or data configuration, manifest or checkpoint that cannot be used (bad value,
+    missing key, malformed manifest); a ValueError too."""
+
+
 class UsageError(OpenCodecError):
     """An invalid option value or combination of options (the command line reports it with
     its usage line and exit status 2)."""
 
 
-#: Errors that are the user's or the environment's: reported in one line, without a traceback.
+#: Errors that are the user's or the environment's: reported in one line, without a traceback
+#: (unless ``OPENCODEC_TRACEBACK=1``: :func:`print_traceback_if_asked`).
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (OpenCodecError, OSError, ValueError)
+
+
+def print_traceback_if_asked() -> None:
+    """Print the exception being handled, with its traceback, on stderr when the environment
+    variable ``OPENCODEC_TRACEBACK`` is set to a value other than empty or ``0``. The handlers
+    that report an expected error in one line call it first, so that an error taken for the
+    user's (a ``ValueError`` from deep inside) can still be traced."""
+    if os.environ.get("OPENCODEC_TRACEBACK", "") not in ("", "0"):
+        traceback.print_exc()

@@ -8,7 +8,7 @@ import typing as tp
 import warnings
 
 from .. import __version__
-from ..errors import EXPECTED_ERRORS, UsageError
+from ..errors import EXPECTED_ERRORS, UsageError, print_traceback_if_asked
 from .codec import add_codec_parsers
 from .common import PROG, error
 from .export import add_export_parser
@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except EXPECTED_ERRORS as exc:
+        print_traceback_if_asked()
         error(str(exc) or type(exc).__name__)
         return 1
     except KeyboardInterrupt:

@@ -39,6 +39,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from ..errors import AudioIOError, ConfigError
 from .loudness import mix_at_snr
 
 log = logging.getLogger("opencodec.data.dataset")
@@ -57,7 +58,8 @@ def load_manifests(manifests: Manifests) -> list[dict]:
 
     Relative ``path`` fields (and ``clean_path``/``noise`` of noisy-speech rows) are
     resolved against the manifest file's folder. Returns a list of dicts with absolute
-    ``path`` strings."""
+    ``path`` strings. Raises :class:`~opencodec.errors.ConfigError` naming the file and line
+    of a line that is not a JSON object with a string ``path``."""
     if isinstance(manifests, (str, os.PathLike)):
         manifests = [manifests]
     rows: list[dict] = []
@@ -67,15 +69,27 @@ def load_manifests(manifests: Manifests) -> list[dict]:
             continue
         base = Path(m).resolve().parent
         with open(m) as fh:
-            for line in fh:
+            for number, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
-                r = json.loads(line)
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ConfigError(f"{m}:{number}: not a JSON object ({exc.msg})") from exc
+                if not isinstance(r, dict) or not isinstance(r.get("path"), str):
+                    raise ConfigError(f'{m}:{number}: a manifest row needs a string "path"')
                 for k in ("path", "clean_path", "noise"):
                     if k in r and isinstance(r[k], str) and not os.path.isabs(r[k]):
                         r[k] = str((base / r[k]).resolve())
                 rows.append(r)
     return rows
+
+
+def _names(manifests: Manifests) -> str:
+    """The manifest files of ``manifests`` for a message (``3 rows`` when given rows)."""
+    items = [manifests] if isinstance(manifests, (str, os.PathLike)) else list(manifests)
+    files = [str(m) for m in items if not isinstance(m, dict)]
+    return ", ".join(files) if files else f"({len(items)} rows)"
 
 
 # ---------------------------------------------------------------------------------------
@@ -221,6 +235,7 @@ class AudioDataset(torch.utils.data.Dataset):
         self.generated_noise_prob = generated_noise_prob
         self.pad_short = pad_short
         self._bad: set[str] = set()
+        self._last_error = ""  # the last unreadable file and why, for the error when none is left
 
         rows = load_manifests(manifests)
         noise_rows = [r for r in rows if r.get("category") == "noise"]
@@ -237,7 +252,9 @@ class AudioDataset(torch.utils.data.Dataset):
         self.rows = [r for r in rows if float(r.get("duration", 0)) >= min_keep]
         self.noise_rows = [r for r in noise_rows if float(r.get("duration", 0)) >= min_keep]
         if not self.rows:
-            raise ValueError("no usable rows in the manifests")
+            kept = f", of categories {', '.join(categories)}" if categories is not None else ""
+            raise ConfigError(f"no usable rows in the manifests {_names(manifests)} (a training row is not "
+                              f"noise{kept}, and lasts at least {min_keep:g} s)")
         self._dur = np.array([float(r["duration"]) for r in self.rows])
         self._w = self._dur.copy()  # sampling weights; 0 for files found unreadable
         self._cat = np.array([r.get("category", "general") for r in self.rows])
@@ -259,7 +276,8 @@ class AudioDataset(torch.utils.data.Dataset):
     def _pick(self, rng: np.random.Generator, mask: Optional[np.ndarray] = None) -> int:
         w = self._w if mask is None else self._w * mask
         if w.sum() <= 0:
-            raise RuntimeError("no readable file left to sample from")
+            raise AudioIOError(f"no readable audio file left in the manifests: {len(self._bad)} unreadable, "
+                               f"the last {self._last_error}")
         return int(rng.choice(len(w), p=w / w.sum()))
 
     def read_segment(self, row: dict, rng: np.random.Generator) -> np.ndarray:
@@ -288,8 +306,9 @@ class AudioDataset(torch.utils.data.Dataset):
             except Exception as e:
                 log.warning("skipping unreadable file %s: %s", row["path"], e)
                 self._bad.add(row["path"])
+                self._last_error = f"{row['path']} ({e})"
                 self._w[i] = 0.0
-        raise RuntimeError("too many unreadable files")
+        raise AudioIOError(f"too many unreadable audio files: {tries} in a row, the last {self._last_error}")
 
     def _noise(self, rng: np.random.Generator) -> tuple[np.ndarray, str]:
         usable = [i for i, r in enumerate(self.noise_rows) if r["path"] not in self._bad]

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
+from ..errors import ConfigError
 from ..model import EncodecModel
 from . import distributed
-from .lm_config import ConfigError
 
 
 def corpus_command(manifest: str | Path) -> str | None:

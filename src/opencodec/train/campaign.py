@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 
 from ..argtypes import positive_float
+from ..errors import ConfigError
 
 __all__ = ["compact_state", "expand_state", "write_parts", "read_parts", "pack", "unpack", "main"]
 
@@ -124,7 +125,7 @@ def expand_state(compact: dict) -> dict:
     """A trainer checkpoint (float32 tensors) from :func:`compact_state`'s output; parts
     left out stay absent (the trainer resumes them fresh)."""
     if compact.get("format") != "opencodec-campaign-1":
-        raise ValueError("not a campaign state (format opencodec-campaign-1)")
+        raise ConfigError("not a campaign state (format opencodec-campaign-1)")
     ckpt = {k: v for k, v in compact.items() if k != "format"}
     for name in ("model", "disc", "ema"):
         if name in ckpt:

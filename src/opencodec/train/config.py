@@ -4,14 +4,15 @@ typo such as ``optim.step=500`` is refused instead of silently ignored."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import typing as tp
 from pathlib import Path
 
+from ..errors import ConfigError, OpenCodecError
 from ..model import EncodecConfig
-from .lm_config import ConfigError
 
-__all__ = ["CODEC_OPTIONAL_KEYS", "LM_OPTIONAL_KEYS", "codec_optional_keys", "load_config"]
+__all__ = ["CODEC_OPTIONAL_KEYS", "LM_OPTIONAL_KEYS", "codec_optional_keys", "config_errors", "load_config"]
 
 
 #: The keys the codec trainer reads although a config may leave them out (each has a default),
@@ -114,6 +115,14 @@ def _check_override_key(cfg: dict[str, tp.Any], item: str, key: str, optional: t
     raise ConfigError(f"override {item}: no key {key} in the config{hint}")
 
 
+def _yaml_problem(exc: tp.Any) -> str:
+    """A YAML parse error in one line: its problem and where (``line 3, column 7``)."""
+    problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
+    if problem is None:
+        return " ".join(str(exc).split())
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else problem
+
+
 def load_config(path: str | os.PathLike[str], overrides: tp.Sequence[str] = (),
                 optional: tp.Collection[str] | None = None) -> dict[str, tp.Any]:
     """YAML config with dotted ``key=value`` overrides (values parsed as YAML), as a plain dict.
@@ -128,22 +137,43 @@ def load_config(path: str | os.PathLike[str], overrides: tp.Sequence[str] = (),
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"no config file {path}")
-    cfg = yaml.safe_load(Path(path).read_text()) or {}
+    try:
+        cfg = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not a YAML config: {_yaml_problem(exc)}") from exc
     if not isinstance(cfg, dict):
-        raise ValueError(f"{path}: the config must be a mapping, got {type(cfg).__name__}")
+        raise ConfigError(f"{path}: the config must be a mapping, got {type(cfg).__name__}")
     if overrides and optional is None:
         optional = codec_optional_keys()
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"override {item!r} is not key=value")
+            raise ConfigError(f"override {item!r} is not key=value")
         _check_override_key(cfg, item, key, optional or ())
         node = cfg
         *parents, leaf = key.split(".")
         for part in parents:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ValueError(f"override {item!r}: {part!r} is not a section")
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
             node = child
-        node[leaf] = yaml.safe_load(text)
+        try:
+            node[leaf] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: the value is not YAML: {_yaml_problem(exc)}") from exc
     return cfg
+
+
+@contextlib.contextmanager
+def config_errors() -> tp.Iterator[None]:
+    """The run's set-up reads the config through constructors and helpers (the model's, the
+    optimisers', ``step.py``'s, ``int()``) that refuse a bad value with a plain ``ValueError``:
+    one raised there is the config's and leaves as a :class:`ConfigError` (one line; the
+    original is its ``__cause__``). The loop runs outside, so that a ``ValueError`` there, a
+    bug, keeps its traceback."""
+    try:
+        yield
+    except ValueError as exc:
+        if isinstance(exc, OpenCodecError):
+            raise
+        raise ConfigError(f"{exc} (while setting up the run; OPENCODEC_TRACEBACK=1 shows where)") from exc

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..data.dataset import convert_channels, load_manifests, resample
+from ..errors import ConfigError
 
 __all__ = ["DeviceCorpus"]
 
@@ -36,10 +37,10 @@ INT16_SCALE = 32767.0
 
 
 def _decode(row: dict, sample_rate: int, channels: int) -> np.ndarray:
-    import soundfile as sf
+    from ..audio import read_audio
 
-    x, sr = sf.read(row["path"], dtype="float32", always_2d=True)
-    x = resample(np.ascontiguousarray(x.T), int(sr), sample_rate)
+    wav, sr = read_audio(row["path"])  # AudioIOError naming the file and the reason
+    x = resample(np.ascontiguousarray(wav.numpy()), int(sr), sample_rate)
     return convert_channels(x, channels)
 
 
@@ -56,9 +57,9 @@ class DeviceCorpus:
                  snr_db: tuple[float, float] = (0.0, 20.0), generated_noise_prob: float = 0.2,
                  min_seconds: float = 0.1, augment: bool = True, **unused: tp.Any) -> None:
         if storage not in ("device", "pinned"):
-            raise ValueError(f"data.device_storage: expected 'device' or 'pinned', got {storage!r}")
+            raise ConfigError(f"data.device_storage: expected 'device' or 'pinned', got {storage!r}")
         if unused:
-            raise ValueError(f"data.augment keys the device loader does not know: {sorted(unused)}")
+            raise ConfigError(f"data.augment keys the device loader does not know: {sorted(unused)}")
         self.device, self.seed, self.channels, self.sample_rate = device, int(seed), int(channels), int(sample_rate)
         self.length = int(round(segment_seconds * sample_rate))
         self.augment = augment
@@ -71,7 +72,8 @@ class DeviceCorpus:
         noise_rows += load_manifests(noise_manifests) if noise_manifests else []
         rows = [r for r in rows if r.get("category") != "noise" and float(r.get("duration", 0)) >= min_seconds]
         if not rows:
-            raise ValueError("no usable rows in the manifests")
+            raise ConfigError(f"no usable rows in the manifests (a training row is not noise, and lasts at "
+                              f"least {min_seconds:g} s)")
         audio = [_decode(r, self.sample_rate, self.channels) for r in rows + noise_rows]
         lengths = [a.shape[1] for a in audio]
         flat = np.concatenate([np.clip(a, -1, 1) for a in audio], axis=1) * INT16_SCALE

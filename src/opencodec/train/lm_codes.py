@@ -22,9 +22,9 @@ import torch
 
 from .._files import atomic_output
 from ..bandwidth import check_bandwidth
-from ..errors import AudioIOError, UnsupportedBandwidthError
+from ..errors import AudioIOError, ConfigError, UnsupportedBandwidthError
 from ..model import EncodecModel
-from .lm_config import ConfigError, Settings
+from .lm_config import Settings
 
 CACHE_FORMAT = 1
 
@@ -91,10 +91,7 @@ def _manifest_rows(manifests: tp.Sequence[str]) -> list[dict]:
     for m in manifests:
         if not Path(m).is_file():
             raise FileNotFoundError(f"no manifest file {m}")
-    try:
-        return load_manifests(list(manifests))
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ConfigError(f"cannot read manifest(s) {', '.join(manifests)}: {exc}") from exc
+    return load_manifests(list(manifests))  # ConfigError naming the file and line of a bad row
 
 
 def _cache_key(codec_hash: str, rows: list[dict], num_codebooks: int) -> str:

@@ -10,15 +10,11 @@ import typing as tp
 
 import torch
 
-from ..errors import OpenCodecError
+from ..errors import ConfigError  # every check's error (importable from here too)
 
 # What load_lm_model builds for a weights file: 8 heads, a 3.5 s window, max period 10000.
 LOADABLE_HEADS = 8
 LOADABLE_PAST_SECONDS = 3.5
-
-
-class ConfigError(OpenCodecError, ValueError):
-    """A ``train-lm`` config field is missing, has the wrong type or an unusable value."""
 
 
 # -- 1. configuration --------------------------------------------------------------------------

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from .._files import write_bytes_atomic
-from ..errors import OpenCodecError
+from ..errors import OpenCodecError, print_traceback_if_asked
 from .batches import check_manifests
 from .config import LM_OPTIONAL_KEYS
 from .lm_codes import CACHE_FORMAT, CodeData, CodeSet, codec_fingerprint, extract_codes, prepare_data
@@ -280,7 +280,8 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
 
 def main(argv: tp.Sequence[str] | None = None) -> int:
     """``opencodec train-lm CONFIG [key=value ...] [--run-dir DIR] [--max-steps N]``, or
-    ``opencodec train-lm report ...``; errors are one line on stderr and exit status 1."""
+    ``opencodec train-lm report ...``. The user's errors (config, manifest, data, files) are one
+    line on stderr and exit status 1; any other error (a bug) propagates with its traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv[:1] == ["report"]:
@@ -296,7 +297,8 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
         print(f"run folder: {run}; entropy model: {run / EXPORT} "
               f"(opencodec compress IN --model {cfg.get('codec')} --lm-model {run / EXPORT})", file=sys.stderr)
         return 0
-    except (OpenCodecError, OSError, ValueError) as exc:
+    except (OpenCodecError, OSError) as exc:
+        print_traceback_if_asked()
         print(f"opencodec train-lm: error: {exc}", file=sys.stderr)
         return 1
 

@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 from ..argtypes import count_arg, positive_float
-from ..errors import OpenCodecError
+from ..errors import ConfigError, OpenCodecError, print_traceback_if_asked
 from ..model import EncodecConfig, EncodecModel
 from ..identity import export_name
 from ..pretrained import load_model, save_model
@@ -60,7 +60,7 @@ from .balancer import Balancer
 from .batches import (_batches, _device_batches, _device_corpus, _train_dataset, _training_segments, _valid_items,
                       check_manifests)
 from .codebook_stats import CODEBOOK_STATISTICS_ITEMS, _has_refilled_codebook_statistics, estimate_codebook_statistics
-from .config import load_config
+from .config import config_errors, load_config
 from .discriminator import MultiScaleSTFTDiscriminator
 from .losses import MultiScaleMelLoss, audiocraft_alphas, mel_distance, si_snr
 from .run_state import _atomic_torch_save, _rng_state, _seed_everything, _set_rng_state, _step_rng
@@ -85,7 +85,7 @@ def build_mel_loss(cfg: dict[str, tp.Any], sample_rate: int) -> MultiScaleMelLos
     if alpha == "audiocraft":
         alpha = audiocraft_alphas(scales)
     elif isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha < 0:
-        raise ValueError(f"mel_alpha: expected a number >= 0 or 'audiocraft', got {alpha!r}")
+        raise ConfigError(f"mel_alpha: expected a number >= 0 or 'audiocraft', got {alpha!r}")
     return MultiScaleMelLoss(sample_rate, scales=scales, alpha=alpha)
 
 
@@ -152,7 +152,7 @@ def _maybe_data_dependent_init(cfg: dict, model: EncodecModel, device: torch.dev
     """``init: data_dependent`` on a fresh run (not when resuming or fine-tuning). Every rank
     computes the same rescaling from the same batch, so the weights stay identical."""
     if cfg.get("init", "default") not in ("default", "data_dependent"):
-        raise ValueError(f"init must be 'default' or 'data_dependent', got {cfg.get('init')!r}")
+        raise ConfigError(f"init must be 'default' or 'data_dependent', got {cfg.get('init')!r}")
     if cfg.get("init") == "data_dependent" and not cfg.get("init_from") and not (run / CHECKPOINT).exists():
         _data_dependent_init(cfg, model, device)
 
@@ -177,7 +177,7 @@ def learning_rate_at(step: int, lr: float, total_steps: int, schedule: str = "co
     run continues the same curve.
     """
     if schedule not in ("constant", "cosine"):
-        raise ValueError(f"optim.schedule: expected 'constant' or 'cosine', got {schedule!r}")
+        raise ConfigError(f"optim.schedule: expected 'constant' or 'cosine', got {schedule!r}")
     if warmup_steps and step < warmup_steps:
         return lr * (step + 1) / warmup_steps
     if schedule == "constant":
@@ -195,101 +195,127 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
     ``max_steps`` and ``max_minutes`` (wall clock; default the config's ``max_minutes``)
     stop this invocation early, after a validation, a checkpoint and an export (the run
     can be resumed later). The budget is checked every ``log.every`` steps.
+
+    A config, manifest or checkpoint that cannot be used raises :class:`ConfigError` (any
+    ``ValueError`` of the set-up becomes one), unreadable training audio ``AudioIOError``;
+    an error of the loop itself is left as it is.
     """
     started = time.monotonic()
     data_cfg = cfg.get("data") or {}
     check_manifests("data.train", data_cfg.get("train"), required=True)  # before any work or output
     check_manifests("data.valid", data_cfg.get("valid"))
-    if max_minutes is None and cfg.get("max_minutes") is not None:
-        max_minutes = float(cfg["max_minutes"])  # the config's wall-clock budget (campaign runs)
-    info = distributed.init("cuda" if cfg.get("device", "auto") in ("auto", "cuda") and torch.cuda.is_available()
-                            else "cpu")
-    device = _device(cfg, info)
-    run = Path(run_dir or cfg.get("run_dir") or f"runs/{cfg.get('name', 'run')}")
-    seed = int(cfg.get("seed", 0))
-    _seed_everything(seed)
-    threads = cfg.get("threads")
-    if threads:
-        torch.set_num_threads(int(threads))
+    with config_errors():  # a ValueError of the set-up is the config's (the loop's is a bug)
+        if max_minutes is None and cfg.get("max_minutes") is not None:
+            max_minutes = float(cfg["max_minutes"])  # the config's wall-clock budget (campaign runs)
+        info = distributed.init("cuda" if cfg.get("device", "auto") in ("auto", "cuda") and torch.cuda.is_available()
+                                else "cpu")
+        device = _device(cfg, info)
+        run = Path(run_dir or cfg.get("run_dir") or f"runs/{cfg.get('name', 'run')}")
+        seed = int(cfg.get("seed", 0))
+        _seed_everything(seed)
+        threads = cfg.get("threads")
+        if threads:
+            torch.set_num_threads(int(threads))
 
-    # 2. models, optimisers, balancer, EMA
-    model = _build_model(cfg).to(device)
-    model.train()
-    qcfg = cfg.get("quantizer", {})
-    model.quantizer.detach_residual = bool(qcfg.get("detach_residual", True))
-    for layer in model.quantizer.vq.layers:  # codebook training settings (not part of the model)
-        codebook = layer._codebook
-        codebook.decay = float(qcfg.get("decay", codebook.decay))
-        codebook.kmeans_iters = int(qcfg.get("kmeans_iters", codebook.kmeans_iters))
-        codebook.threshold_ema_dead_code = float(qcfg.get("threshold_ema_dead_code",
-                                                          codebook.threshold_ema_dead_code))
-    _maybe_data_dependent_init(cfg, model, device, run)
-    export_as = export_name(model.name)  # never the name of released (other) weights
-    if export_as != model.name and info.is_main:
-        print(f"model name {model.name!r} belongs to released weights; the export is named "
-              f"{export_as!r}", file=sys.stderr)
-    if cfg.get("init_from") and not (run / CHECKPOINT).exists() and _has_refilled_codebook_statistics(model):
-        wav = _training_segments(cfg, model, CODEBOOK_STATISTICS_ITEMS).to(device)
-        estimate_codebook_statistics(model, wav, int(cfg.get("optim", {}).get("batch_size", 8)))
-        if info.is_main:
-            print(f"{cfg['init_from']}: inference-only export; codebook EMA statistics estimated "
-                  f"from {wav.shape[0]} training segments", file=sys.stderr)
-    adv = cfg.get("adversarial", {})
-    use_adv = bool(adv.get("enabled", True))
-    disc = MultiScaleSTFTDiscriminator(filters=adv.get("filters", 32), in_channels=model.channels,
-                                       negative_slope=adv.get("negative_slope", 0.2)).to(device)
-    optim = cfg.get("optim", {})
-    betas = tuple(optim.get("betas", (0.5, 0.9)))
-    batch_size = int(optim.get("batch_size", 8))
-    # Rates hold at optim.lr_reference_batch and scale with the batch by optim.lr_scale (step.py).
-    lr_rule, lr_ref = str(optim.get("lr_scale", "none")), optim.get("lr_reference_batch")
-    lr_g = scaled_learning_rate(float(optim.get("lr", 3e-4)), batch_size, lr_rule, lr_ref)
-    lr_d = scaled_learning_rate(float(optim.get("lr_disc", optim.get("lr", 3e-4))), batch_size, lr_rule, lr_ref)
-    schedule, min_lr_ratio = str(optim.get("schedule", "constant")), float(optim.get("min_lr_ratio", 0.0))
-    learning_rate_at(0, lr_g, 1, schedule)  # a bad schedule name fails here, before any work
-    fused = optim.get("fused", "auto")
-    opt_g = make_adam(model.parameters(), lr_g, betas, device, fused)  # type: ignore[arg-type]
-    opt_d = make_adam(disc.parameters(), lr_d, betas, device, fused)  # type: ignore[arg-type]
-    losses_cfg = cfg.get("losses", {"l1": 0.1, "mel": 1.0, "adv": 3.0, "feat": 3.0, "commit": 1.0})
-    weights = {k: float(losses_cfg.get(k, 0.0)) for k in ("l1", "mel", "adv", "feat")}
-    if not use_adv:
-        weights["adv"] = weights["feat"] = 0.0
-    balancer = Balancer({k: v for k, v in weights.items() if v > 0},
-                        ema_decay=float(cfg.get("balancer", {}).get("ema_decay", 0.999)),
-                        balance=bool(cfg.get("balancer", {}).get("enabled", True)))
-    mel_loss = build_mel_loss(cfg, model.sample_rate).to(device)
-    ema_decay = cfg.get("ema")
-    ema_model = copy.deepcopy(model).eval() if ema_decay else None
-    if ema_model is not None:
-        ema_model.requires_grad_(False)
+        # 2. models, optimisers, balancer, EMA
+        model = _build_model(cfg).to(device)
+        model.train()
+        qcfg = cfg.get("quantizer", {})
+        model.quantizer.detach_residual = bool(qcfg.get("detach_residual", True))
+        for layer in model.quantizer.vq.layers:  # codebook training settings (not part of the model)
+            codebook = layer._codebook
+            codebook.decay = float(qcfg.get("decay", codebook.decay))
+            codebook.kmeans_iters = int(qcfg.get("kmeans_iters", codebook.kmeans_iters))
+            codebook.threshold_ema_dead_code = float(qcfg.get("threshold_ema_dead_code",
+                                                              codebook.threshold_ema_dead_code))
+        _maybe_data_dependent_init(cfg, model, device, run)
+        export_as = export_name(model.name)  # never the name of released (other) weights
+        if export_as != model.name and info.is_main:
+            print(f"model name {model.name!r} belongs to released weights; the export is named "
+                  f"{export_as!r}", file=sys.stderr)
+        if cfg.get("init_from") and not (run / CHECKPOINT).exists() and _has_refilled_codebook_statistics(model):
+            wav = _training_segments(cfg, model, CODEBOOK_STATISTICS_ITEMS).to(device)
+            estimate_codebook_statistics(model, wav, int(cfg.get("optim", {}).get("batch_size", 8)))
+            if info.is_main:
+                print(f"{cfg['init_from']}: inference-only export; codebook EMA statistics estimated "
+                      f"from {wav.shape[0]} training segments", file=sys.stderr)
+        adv = cfg.get("adversarial", {})
+        use_adv = bool(adv.get("enabled", True))
+        disc = MultiScaleSTFTDiscriminator(filters=adv.get("filters", 32), in_channels=model.channels,
+                                           negative_slope=adv.get("negative_slope", 0.2)).to(device)
+        optim = cfg.get("optim", {})
+        betas = tuple(optim.get("betas", (0.5, 0.9)))
+        batch_size = int(optim.get("batch_size", 8))
+        # Rates hold at optim.lr_reference_batch and scale with the batch by optim.lr_scale (step.py).
+        lr_rule, lr_ref = str(optim.get("lr_scale", "none")), optim.get("lr_reference_batch")
+        lr_g = scaled_learning_rate(float(optim.get("lr", 3e-4)), batch_size, lr_rule, lr_ref)
+        lr_d = scaled_learning_rate(float(optim.get("lr_disc", optim.get("lr", 3e-4))), batch_size, lr_rule, lr_ref)
+        schedule, min_lr_ratio = str(optim.get("schedule", "constant")), float(optim.get("min_lr_ratio", 0.0))
+        learning_rate_at(0, lr_g, 1, schedule)  # a bad schedule name fails here, before any work
+        fused = optim.get("fused", "auto")
+        opt_g = make_adam(model.parameters(), lr_g, betas, device, fused)  # type: ignore[arg-type]
+        opt_d = make_adam(disc.parameters(), lr_d, betas, device, fused)  # type: ignore[arg-type]
+        losses_cfg = cfg.get("losses", {"l1": 0.1, "mel": 1.0, "adv": 3.0, "feat": 3.0, "commit": 1.0})
+        weights = {k: float(losses_cfg.get(k, 0.0)) for k in ("l1", "mel", "adv", "feat")}
+        if not use_adv:
+            weights["adv"] = weights["feat"] = 0.0
+        balancer = Balancer({k: v for k, v in weights.items() if v > 0},
+                            ema_decay=float(cfg.get("balancer", {}).get("ema_decay", 0.999)),
+                            balance=bool(cfg.get("balancer", {}).get("enabled", True)))
+        mel_loss = build_mel_loss(cfg, model.sample_rate).to(device)
+        ema_decay = cfg.get("ema")
+        ema_model = copy.deepcopy(model).eval() if ema_decay else None
+        if ema_model is not None:
+            ema_model.requires_grad_(False)
 
-    configure_backends(cfg, device)
-    if cfg.get("compile", False):
-        compile_models(model, disc, cfg["compile"] if isinstance(cfg["compile"], str) else "inductor")
-    trainer: nn.Module = TrainerModule(model)
-    disc_run: nn.Module = disc
-    if info.enabled:
-        distributed.attach_codebook_sync(model)
-        ddp_kwargs = dict(broadcast_buffers=False, device_ids=[device.index] if device.type == "cuda" else None)
-        trainer = torch.nn.parallel.DistributedDataParallel(trainer, **ddp_kwargs)
-        disc_run = torch.nn.parallel.DistributedDataParallel(disc, **ddp_kwargs)
+        configure_backends(cfg, device)
+        if cfg.get("compile", False):
+            compile_models(model, disc, cfg["compile"] if isinstance(cfg["compile"], str) else "inductor")
+        trainer: nn.Module = TrainerModule(model)
+        disc_run: nn.Module = disc
+        if info.enabled:
+            distributed.attach_codebook_sync(model)
+            ddp_kwargs = dict(broadcast_buffers=False, device_ids=[device.index] if device.type == "cuda" else None)
+            trainer = torch.nn.parallel.DistributedDataParallel(trainer, **ddp_kwargs)
+            disc_run = torch.nn.parallel.DistributedDataParallel(disc, **ddp_kwargs)
 
-    # 3. data
-    if batch_size % info.world_size:
-        raise ValueError(f"optim.batch_size={batch_size} is not divisible by {info.world_size} processes")
-    local_batch = batch_size // info.world_size
-    total_steps = int(optim.get("steps", 1000))
-    steps_per_epoch = int(optim.get("steps_per_epoch", 1000))
-    loader = cfg["data"].get("loader", "workers")
-    if loader not in ("workers", "device"):
-        raise ValueError(f"data.loader: expected 'workers' or 'device', got {loader!r}")
-    if loader == "workers":
-        base, shard = _train_dataset(cfg, model, info, local_batch, steps_per_epoch)
-    else:
-        corpus = _device_corpus(cfg, model, device)
-    valid_items = _valid_items(cfg, model) if info.is_main else []
-    valid_bws = cfg.get("valid", {}).get("bandwidths") or sorted({model.target_bandwidths[0],
-                                                                  model.target_bandwidths[-1]})
+        # 3. data
+        if batch_size % info.world_size:
+            raise ConfigError(f"optim.batch_size={batch_size} is not divisible by {info.world_size} processes")
+        local_batch = batch_size // info.world_size
+        total_steps = int(optim.get("steps", 1000))
+        steps_per_epoch = int(optim.get("steps_per_epoch", 1000))
+        loader = cfg["data"].get("loader", "workers")
+        if loader not in ("workers", "device"):
+            raise ConfigError(f"data.loader: expected 'workers' or 'device', got {loader!r}")
+        if loader == "workers":
+            base, shard = _train_dataset(cfg, model, info, local_batch, steps_per_epoch)
+        else:
+            corpus = _device_corpus(cfg, model, device)
+        valid_items = _valid_items(cfg, model) if info.is_main else []
+        valid_bws = cfg.get("valid", {}).get("bandwidths") or sorted({model.target_bandwidths[0],
+                                                                      model.target_bandwidths[-1]})
+
+        # the loop's settings (part 5), read before anything is written
+        num_workers = int(cfg["data"].get("num_workers", 0))
+        bandwidths = [float(b) for b in cfg.get("bandwidths", model.target_bandwidths)]
+        disc_prob = float(adv.get("disc_prob", 2 / 3))
+        # Steps without quantisation at the start; k-means then initialises the codebooks on
+        # the encoder's trained latents instead of the near-constant latents of a fresh encoder
+        # (whose first codebook otherwise collapses to one code on small batches).
+        quantizer_warmup = int(qcfg.get("warmup_steps", 0))
+        # The adversary starts at adversarial.start_step; for its first disc_warmup_steps steps only
+        # the discriminator trains, every step, on the frozen generator's output.
+        adv_start = int(adv.get("start_step", 0))
+        disc_warmup = int(adv.get("disc_warmup_steps", 0))
+        parts = StepParts(model=model, trainer=trainer, disc=disc, disc_run=disc_run, opt_g=opt_g, opt_d=opt_d,
+                          balancer=balancer, mel_loss=mel_loss, autocast=autocast_for(cfg.get("amp", "none"), device),
+                          commit_weight=float(losses_cfg.get("commit", 1.0)), world_size=info.world_size,
+                          reduce_norm=lambda v: distributed.mean_over_ranks(v, device))
+        log_cfg = cfg.get("log", {})
+        every = int(log_cfg.get("every", 10))
+        valid_every = int(log_cfg.get("valid_every", 200))
+        ckpt_every = int(log_cfg.get("checkpoint_every", 200))
 
     # the run folder: made once the config has built the models and found the data
     if info.is_main:
@@ -301,8 +327,14 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
     ckpt_path = run / CHECKPOINT
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        model.load_state_dict(ckpt["model"])
-        disc.load_state_dict(ckpt["disc"])
+        try:
+            model.load_state_dict(ckpt["model"])
+            disc.load_state_dict(ckpt["disc"])
+        except RuntimeError as exc:  # a run folder of another model configuration
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            reason = lines[1] if len(lines) > 1 else str(exc)  # the first mismatch, after the heading
+            raise ConfigError(f"{ckpt_path} does not match the configured model ({reason}); "
+                              f"use another --run-dir") from exc
         # A compact campaign state (train/campaign.py) may lack the optimisers' moments
         # (resumed fresh) or the EMA copy (restarted from the generator).
         for name, opt in (("opt_g", opt_g), ("opt_d", opt_d)):
@@ -319,7 +351,6 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
             print(f"resumed from {ckpt_path} at step {step}" + (f" ({', '.join(fresh)} fresh)" if fresh else ""),
                   file=sys.stderr)
 
-    log_cfg = cfg.get("log", {})
     writer = None
     if info.is_main and log_cfg.get("tensorboard", True):
         from torch.utils.tensorboard import SummaryWriter
@@ -372,25 +403,8 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
 
     # 5. the loop
     stop = total_steps if max_steps is None else min(total_steps, step + max_steps)
-    batches = (_batches(base, shard, local_batch, steps_per_epoch, step, int(cfg["data"].get("num_workers", 0)))
+    batches = (_batches(base, shard, local_batch, steps_per_epoch, step, num_workers)
                if loader == "workers" else _device_batches(corpus, step, local_batch, info))
-    bandwidths = [float(b) for b in cfg.get("bandwidths", model.target_bandwidths)]
-    disc_prob = float(adv.get("disc_prob", 2 / 3))
-    # Steps without quantisation at the start; k-means then initialises the codebooks on
-    # the encoder's trained latents instead of the near-constant latents of a fresh encoder
-    # (whose first codebook otherwise collapses to one code on small batches).
-    quantizer_warmup = int(qcfg.get("warmup_steps", 0))
-    # The adversary starts at adversarial.start_step; for its first disc_warmup_steps steps only
-    # the discriminator trains, every step, on the frozen generator's output.
-    adv_start = int(adv.get("start_step", 0))
-    disc_warmup = int(adv.get("disc_warmup_steps", 0))
-    parts = StepParts(model=model, trainer=trainer, disc=disc, disc_run=disc_run, opt_g=opt_g, opt_d=opt_d,
-                      balancer=balancer, mel_loss=mel_loss, autocast=autocast_for(cfg.get("amp", "none"), device),
-                      commit_weight=float(losses_cfg.get("commit", 1.0)), world_size=info.world_size,
-                      reduce_norm=lambda v: distributed.mean_over_ranks(v, device))
-    every = int(log_cfg.get("every", 10))
-    valid_every = int(log_cfg.get("valid_every", 200))
-    ckpt_every = int(log_cfg.get("checkpoint_every", 200))
     bar = None
     if info.is_main and progress:
         from tqdm import tqdm
@@ -478,12 +492,15 @@ def parse_run_arguments(parser: argparse.ArgumentParser, argv: tp.Sequence[str] 
 
 
 def main(argv: tp.Sequence[str] | None = None) -> int:
-    """``opencodec train CONFIG [key=value ...] [--run-dir DIR] [--max-steps N]``."""
+    """``opencodec train CONFIG [key=value ...] [--run-dir DIR] [--max-steps N]``. The user's
+    errors (config, manifest, data, files) are one line on stderr and exit status 1; any other
+    error (a bug) propagates with its traceback."""
     parser = argparse.ArgumentParser(prog="opencodec train", description="Train an EnCodec codec.")
     args, cfg = parse_run_arguments(parser, argv, "YAML config (see configs/)")
     try:
         run = train(cfg, args.run_dir, args.max_steps, progress=not args.no_progress, max_minutes=args.max_minutes)
-    except (OpenCodecError, OSError, ValueError) as exc:  # the config, data or a file: one line
+    except (OpenCodecError, OSError) as exc:  # the config, data or a file: one line
+        print_traceback_if_asked()
         print(f"opencodec train: error: {exc}", file=sys.stderr)
         return 1
     if int(os.environ.get("RANK", "0")) == 0:
