@@ -32,6 +32,7 @@ from .model import EncodecModel, EncodedFrame
 from .modules.conv import StreamableConv1d, extra_padding_for_conv1d, pad1d
 from .modules.lstm import StreamableLSTM
 from .modules.seanet import SEANetResnetBlock
+from .threads import one_thread
 
 
 @dataclass
@@ -165,9 +166,15 @@ def encode_batch(model: EncodecModel, wav: torch.Tensor, lengths: torch.Tensor |
     """Encode audio [B, C, T] whose item b is valid on its first ``lengths[b]`` samples.
 
     Item b's codes equal ``model.encode(wav[b:b+1, :, :lengths[b]])`` (concatenated over
-    segments for segmenting models), independent of the padding and the other items.
+    segments for segmenting models), independent of the padding and the other items (and,
+    as ``model.encode``'s, of the thread count: on the CPU it runs on one thread).
     """
     lens = _check(model, wav, lengths)
+    with one_thread(wav):
+        return _encode_batch(model, wav, lens)
+
+
+def _encode_batch(model: EncodecModel, wav: torch.Tensor, lens: list[int]) -> BatchEncoding:
     B, K = len(lens), model.num_codebooks()
     if model.segment_length is not None:
         return _encode_segmented(model, wav, lens)

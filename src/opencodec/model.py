@@ -27,6 +27,7 @@ from torch import nn
 from .bandwidth import check_bandwidth
 from .modules.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
 from .quantization.rvq import QuantizedResult, ResidualVectorQuantizer
+from .threads import one_thread
 
 
 class EncodedFrame(tp.NamedTuple):
@@ -306,9 +307,13 @@ class EncodecModel(nn.Module):
 
     def encode(self, wav: torch.Tensor) -> list[EncodedFrame]:
         """Audio [B, C, T] at ``sample_rate`` -> one ``EncodedFrame`` per segment,
-        codes [B, K, ceil(segment / hop)] with K = ``num_codebooks()``."""
+        codes [B, K, ceil(segment / hop)] with K = ``num_codebooks()``.
+
+        On the CPU the encoder runs on one thread, so the codes do not depend on the
+        caller's thread count (see :mod:`opencodec.threads`)."""
         self._check_input(wav)
-        return [self._encode_segment(wav[:, :, off:off + n]) for off, n in self.segments(wav.shape[-1])]
+        with one_thread(wav):
+            return [self._encode_segment(wav[:, :, off:off + n]) for off, n in self.segments(wav.shape[-1])]
 
     def _encode_segment(self, x: torch.Tensor) -> EncodedFrame:
         scale = None

@@ -40,6 +40,7 @@ import torch
 
 from .model import EncodecModel
 from .step import DecoderStep, EncoderStep, States
+from .threads import one_thread
 
 __all__ = ["MultiStreamDecoder", "MultiStreamEncoder"]
 
@@ -222,7 +223,8 @@ class MultiStreamEncoder(_MultiStream):
                     or frame.shape[-1] % self.hop_length):
                 raise ValueError(f"stream {sid}: expected whole frames [{self.channels}, n * {self.hop_length}], "
                                  f"got {list(frame.shape)}")
-        return self._advance(frames, lambda frame: frame.shape[-1] // self.hop_length)
+        with one_thread(next(iter(frames.values()), None)):  # codes independent of the thread count
+            return self._advance(frames, lambda frame: frame.shape[-1] // self.hop_length)
 
     def close(self, sid: int, tail: torch.Tensor | None = None) -> torch.Tensor:
         """End stream ``sid`` after its last samples ``tail`` [C, r] (0 <= r < hop); returns its
@@ -234,7 +236,7 @@ class MultiStreamEncoder(_MultiStream):
                              f"got {list(tail.shape)}")
         del self.frames_in[sid]
         has_tail = tail is not None and tail.shape[-1] > 0
-        with torch.inference_mode():
+        with torch.inference_mode(), one_thread(tail):
             if sid in self._warming:
                 audio = self._warming.pop(sid) + ([tail] if has_tail else [])
                 if not audio:

@@ -43,6 +43,7 @@ from torch import nn
 from .model import EncodecModel
 from .streaming_fast import FastStreamDecoder, FastStreamEncoder
 from .streaming_layers import build_stream
+from .threads import one_thread
 
 __all__ = ["StreamingEncoder", "StreamingDecoder", "algorithmic_delays"]
 
@@ -157,7 +158,7 @@ class StreamingEncoder(_Streaming):
         if chunk.shape[-1] == 0:
             return self._empty()
         self.samples_in += chunk.shape[-1]
-        with torch.inference_mode():
+        with torch.inference_mode(), one_thread(chunk):  # codes independent of the thread count
             if self._fast is not None:
                 return self._counted(self._fast.push(chunk))
             return self._codes(self._net.push(chunk))
@@ -173,7 +174,7 @@ class StreamingEncoder(_Streaming):
 
         In total ``ceil(samples / hop_length)`` frames come out of a stream.
         """
-        with torch.inference_mode():
+        with torch.inference_mode(), one_thread(self._proto):
             if self._fast is not None:
                 codes = self._counted(self._fast.flush())
             else:

@@ -1,4 +1,23 @@
-"""Thread settings for live (real-time) work on a machine that may be busy.
+"""Thread settings: one thread for encoding on the CPU, and for live work on a busy machine.
+
+**Encoding runs on one thread** (:func:`one_thread`, used by ``EncodecModel.encode``,
+``batching.encode_batch``, ``StreamingEncoder`` and ``MultiStreamEncoder`` on CPU tensors).
+PyTorch's CPU kernels sum in another order on several threads than on one: a kernel-1
+convolution is a matrix product on one thread but oneDNN's convolution on more, and oneDNN
+splits the sums of short inputs' convolutions among threads. The encoder's latent therefore
+depended on ``torch.get_num_threads()``, and with it the codes wherever two code vectors are
+nearly tied: 7 of 43 real files (47 of 2.4 million codes) tokenised by worker processes
+of one thread each got other codes than ``model.encode`` of the file in a process of two
+threads. On one thread the codes are the same whatever the caller's thread count, and they are
+the official package's codes run on one thread. The cost is small where it was measured: on
+the 2-core development machine one thread encodes as fast or faster than two
+(``benchmarks/probes/encode_threads.py``, table in ``docs/BENCHMARKS.md``); on a machine with
+many cores a single long file encodes more slowly than it could, so encode files in parallel
+processes there (``opencodec tokenize --workers``, or several ``compress`` jobs). Decoding is
+left on the caller's threads: its audio differs between thread counts in its last bits (2.4e-7
+at most in a 3 s check).
+
+**Live work.**
 
 A live command (``stream-encode``, ``stream-decode``, ``serve``) computes one small frame every
 13.3 ms and then waits for the next. With several OpenMP threads, every parallel region ends
@@ -27,12 +46,29 @@ too small to split across cores).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import typing as tp
 
 import torch
 
-__all__ = ["use_live_threads"]
+__all__ = ["one_thread", "use_live_threads"]
+
+
+@contextlib.contextmanager
+def one_thread(tensor: torch.Tensor | None = None) -> tp.Iterator[None]:
+    """Run the block on one intra-op thread when ``tensor`` is on the CPU (or is None), then
+    give the calling thread back its count (even on an error). Thread counts are per thread:
+    other threads of the process keep theirs. Nested uses are free."""
+    previous = torch.get_num_threads()
+    if previous == 1 or (tensor is not None and tensor.device.type != "cpu"):
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def use_live_threads(environ: tp.Mapping[str, str] | None = None) -> int:

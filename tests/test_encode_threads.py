@@ -1,0 +1,117 @@
+"""Codes do not depend on the caller's thread count: CPU encoding runs on one thread
+(opencodec.threads.one_thread)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from opencodec.batching import encode_batch
+from opencodec.model import EncodecConfig, EncodecModel
+from opencodec.multistream import MultiStreamEncoder
+from opencodec.streaming import StreamingEncoder
+from opencodec.threads import one_thread
+
+
+@pytest.fixture()
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def _model() -> EncodecModel:
+    torch.manual_seed(0)
+    model = EncodecModel(EncodecConfig.encodec_24khz()).eval()
+    model.set_target_bandwidth(24.0)
+    return model
+
+
+def _latent_at(model: EncodecModel, x: torch.Tensor, threads: int) -> torch.Tensor:
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            return model.encoder(x)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_one_thread_restores_the_count(two_threads) -> None:
+    with one_thread():
+        assert torch.get_num_threads() == 1
+        with one_thread(torch.zeros(1)):  # nested
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 2
+    with pytest.raises(RuntimeError):
+        with one_thread(torch.zeros(1)):
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == 2
+    with one_thread(torch.zeros(1, device="meta")):  # not a CPU tensor: left alone
+        assert torch.get_num_threads() == 2
+
+
+def test_encode_latent_is_the_one_thread_latent(two_threads) -> None:
+    """The latent ``model.encode`` quantises on two threads is bitwise the one-thread latent.
+    (On two threads the plain encoder's latent of a short input is not, on the machines
+    measured: its last convolution's sums are split among the threads.)"""
+    model = _model()
+    x = 0.1 * torch.randn(1, 1, 7200)  # 0.3 s: 23 frames
+    seen: list[torch.Tensor] = []
+    hook = model.encoder.register_forward_hook(lambda mod, inp, out: seen.append(out.clone()))
+    with torch.inference_mode():
+        codes = model.encode(x)[0].codes
+    hook.remove()
+    assert torch.get_num_threads() == 2  # the caller's count is given back
+    one = _latent_at(model, x, 1)
+    assert torch.equal(seen[0], one)
+    assert torch.equal(codes, model.quantizer.encode(one, model.num_codebooks()))
+
+
+@pytest.fixture()
+def conv_threads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The thread count each 1-d convolution runs on from here on."""
+    seen: list[int] = []
+    conv1d = torch.nn.functional.conv1d
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(torch.get_num_threads())
+        return conv1d(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "conv1d", counted)
+    return seen
+
+
+def test_streams_and_batches_give_the_one_thread_codes(two_threads, conv_threads) -> None:
+    """Batches, streams and multistreams compute on one thread (their codes then equal the
+    one-thread ``model.encode``; with random weights the codes alone rarely show a change
+    of thread count, so the convolutions' thread counts are checked too)."""
+    model = _model()
+    x = 0.1 * torch.randn(2, 1, 9600)
+    lengths = [9600, 7000]
+    torch.set_num_threads(1)
+    want = [model.encode(x[b: b + 1, :, :n])[0].codes for b, n in enumerate(lengths)]
+    torch.set_num_threads(2)
+    conv_threads.clear()
+    batch = encode_batch(model, x, lengths)
+    assert conv_threads and set(conv_threads) == {1}
+    for b, n in enumerate(lengths):
+        assert torch.equal(batch.codes[b: b + 1, :, : want[b].shape[-1]], want[b])
+    conv_threads.clear()
+    stream = StreamingEncoder(model, exact=True)
+    got = torch.cat([stream.push(x[:1, :, i: i + 2000]) for i in range(0, 9600, 2000)] + [stream.flush()], -1)
+    assert torch.equal(got, want[0])
+    assert conv_threads and set(conv_threads) == {1}
+    assert torch.get_num_threads() == 2
+    conv_threads.clear()
+    multi = MultiStreamEncoder(model, batched=False, exact=True)
+    hop = model.hop_length
+    frames = x[0, :, : 9600 // hop * hop]
+    sid = multi.open()
+    out = [multi.push({sid: frames[:, i: i + hop]})[sid] for i in range(0, frames.shape[-1], hop)]
+    out.append(multi.close(sid, x[0, :, frames.shape[-1]:]))
+    assert torch.equal(torch.cat(out, -1)[None], want[0])
+    assert conv_threads and set(conv_threads) == {1}
+    assert torch.get_num_threads() == 2
