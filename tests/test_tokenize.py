@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
@@ -120,11 +121,15 @@ def test_metadata_index_errors(tokens: Path, tiny_model_file: Path) -> None:
 
 def test_plain_pyarrow_and_pandas(tokens: Path, corpus: Path, tiny_model_file: Path) -> None:
     model = load_model(tiny_model_file)
-    frame = pd.concat([pd.read_parquet(p) for p in sorted(tokens.glob("shard-*.parquet"))])
+    shards = [str(p) for p in sorted(tokens.glob("shard-*.parquet"))]
+    frame = pd.read_parquet(shards)  # all shards at once, as the README shows
+    assert len(frame) == 6 and pq.read_table(shards).num_rows == 6
     row = frame[frame["id"] == "sub/b.flac"].iloc[0]
     codes = np.stack([np.asarray(c) for c in row["codes"]])
     assert codes.dtype == np.int16
     np.testing.assert_array_equal(codes, _alone(model, corpus / "sub/b.flac"))
+    # the folder itself, with index.json, errors.jsonl and job.json beside the shards
+    assert pads.dataset(str(tokens), format="parquet", exclude_invalid_files=True).to_table().num_rows == 6
 
 
 def test_token_dataset_collate_and_detokenize(tokens: Path, corpus: Path, tiny_model_file: Path,
