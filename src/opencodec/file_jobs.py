@@ -4,16 +4,22 @@ A single input file maps to one output (OUT, OUT/<name> when OUT is a folder, or
 with a new suffix). A folder is walked recursively (sorted, hidden entries and symlinked
 folders skipped) and its tree is mirrored under OUT. :func:`run_jobs` applies one function to
 every job with the error policy of the command line: a single file stops at its error, a
-folder reports every failing file and still processes the others.
+folder reports every failing file and still processes the others, in one process or in
+several (``processes``).
 """
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
+import pickle
 import typing as tp
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ._process import exit_with_parent
 from .errors import EXPECTED_ERRORS, UsageError
 
 R = tp.TypeVar("R")
@@ -118,27 +124,79 @@ def is_same_file(src: Path, dst: Path) -> bool:
         return False
 
 
-def run_jobs(plan: Plan, work: tp.Callable[[Job, bool], R]) -> tp.Iterator[Outcome[R]]:
-    """Call ``work(job, plan.folder)`` on each job and yield its :class:`Outcome`.
+def run_jobs(plan: Plan, work: tp.Callable[[Job, bool], R], processes: int = 1) -> tp.Iterator[Outcome[R]]:
+    """Call ``work(job, plan.folder)`` on each job and yield its :class:`Outcome`, in the
+    plan's order.
 
     A single file: an expected error (:data:`~opencodec.errors.EXPECTED_ERRORS`) becomes the
     outcome's ``error``, any other propagates. A folder: any error of one file (even an
     unexpected one, but not ``KeyboardInterrupt``) becomes its outcome and the other files are
     still processed; a job whose output another input also maps to, or whose output is its
     input file, fails with ``FileExistsError`` without running.
+
+    ``processes`` > 1 (a folder of several files): the jobs run in that many worker processes,
+    each on one PyTorch thread, with a copy of ``work`` (forked, so a loaded model is shared
+    until written; where fork is unavailable ``work`` is pickled). Encoded outputs are the
+    same as one process's (encoding runs on one thread anyway); decoded audio is computed on
+    one thread instead of the caller's count, so it can differ in its last bits, as it does
+    between thread counts.
     """
     caught: tuple[type[BaseException], ...] = (Exception,) if plan.folder else EXPECTED_ERRORS
+    if processes > 1 and plan.folder and len(plan.jobs) > 1:
+        yield from _run_in_processes(plan, work, min(processes, len(plan.jobs)))
+        return
     for job in plan.jobs:
+        yield _run_one(job, work, plan.folder, caught)
+
+
+def _run_one(job: Job, work: tp.Callable[[Job, bool], R], folder: bool,
+             caught: tuple[type[BaseException], ...]) -> Outcome[R]:
+    try:
+        if job.conflict is not None:
+            raise FileExistsError(f"output {job.dst} would also be written from "
+                                  f"{job.conflict}; skipped (rename one of them)")
+        if is_same_file(job.src, job.dst):  # even with --force: the input would be lost
+            raise FileExistsError(f"output {job.dst} is the input file itself; give another output")
+        return Outcome(job, result=work(job, folder))
+    except KeyboardInterrupt:
+        raise
+    except caught as exc:
+        return Outcome(job, error=exc)
+
+
+# -- worker processes ------------------------------------------------------------------------------
+_WORK: tp.Callable[[Job, bool], tp.Any] | None = None
+
+
+def _start_worker(work: tp.Callable[[Job, bool], tp.Any]) -> None:
+    global _WORK
+    import torch  # only here: planning files needs no torch
+
+    exit_with_parent()
+    torch.set_num_threads(1)  # the processes share the cores
+    _WORK = work
+
+
+def _run_in_worker(job: Job, folder: bool) -> Outcome[tp.Any]:
+    assert _WORK is not None
+    outcome = _run_one(job, _WORK, folder, (Exception,))
+    if outcome.error is not None:
         try:
-            if job.conflict is not None:
-                raise FileExistsError(f"output {job.dst} would also be written from "
-                                      f"{job.conflict}; skipped (rename one of them)")
-            if is_same_file(job.src, job.dst):  # even with --force: the input would be lost
-                raise FileExistsError(f"output {job.dst} is the input file itself; give another output")
-            result = work(job, plan.folder)
-        except KeyboardInterrupt:
-            raise
-        except caught as exc:
-            yield Outcome(job, error=exc)
-            continue
-        yield Outcome(job, result=result)
+            pickle.dumps(outcome.error)
+        except Exception:  # noqa: BLE001  (an error that cannot travel back: its type and message do)
+            outcome.error = RuntimeError(f"{type(outcome.error).__name__}: {outcome.error}")
+    return outcome
+
+
+def _run_in_processes(plan: Plan, work: tp.Callable[[Job, bool], R], processes: int) -> tp.Iterator[Outcome[R]]:
+    context = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    pool = ProcessPoolExecutor(processes, mp_context=context, initializer=_start_worker, initargs=(work,))
+    futures = [pool.submit(_run_in_worker, job, plan.folder) for job in plan.jobs]
+    try:
+        for job, future in zip(plan.jobs, futures):
+            try:
+                yield future.result()
+            except BrokenProcessPool as exc:  # a worker died (killed, out of memory)
+                yield Outcome(job, error=RuntimeError(f"a worker process died ({exc})"))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -82,6 +82,10 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
                         help="scale decoded audio down to a 0.99 peak instead of clipping")
     parser.add_argument("--float", dest="float32", action="store_true",
                         help="write 32-bit float WAV instead of 16-bit PCM")
+    parser.add_argument("-j", "--jobs", type=positive_int, default=1, metavar="N",
+                        help="folders: files processed at once, in N processes of one thread each "
+                             "(default 1). .ecdc outputs are the same for any N; decoded audio can "
+                             "differ in its last bit, as it does between thread counts")
 
 
 def _add_rate_channels_options(parser: argparse.ArgumentParser, rate_help: str, channels_help: str) -> None:
@@ -101,7 +105,7 @@ def _report_all(args: argparse.Namespace, plan: Plan, work: tp.Callable[[Job, bo
     if plan.skipped:
         info(args, f"{verb}: {len(plan.skipped)} file(s) skipped, their output exists"
                    + (f" ({plan.skipped[0].dst})" if len(plan.skipped) == 1 else ""))
-    outcomes = run_jobs(plan, work)
+    outcomes = run_jobs(plan, work, processes=args.jobs)
     if plan.folder:
         outcomes = tqdm(outcomes, total=len(plan.jobs), unit="file", desc=verb, disable=args.quiet,
                         file=sys.stderr)

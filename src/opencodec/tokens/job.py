@@ -14,7 +14,6 @@ import math
 import multiprocessing as mp
 import os
 import queue as queue_mod
-import threading
 import time
 import typing as tp
 from collections import Counter, defaultdict
@@ -24,6 +23,7 @@ from pathlib import Path
 import soundfile as sf
 import torch
 
+from .._process import exit_with_parent
 from ..batching import encode_batch, encode_each
 from ..errors import OpenCodecError
 from ..longform import encode_file_streaming, supports_streaming
@@ -270,22 +270,9 @@ def run_worker(options: TokenizeOptions, plan: JobPlan, model: EncodecModel, pla
 
 
 # -- processes -----------------------------------------------------------------------------------
-def _exit_with_parent() -> None:
-    """End this worker process (within 0.1 s) if its parent dies (``kill -9`` of the command)."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while True:
-            time.sleep(0.1)
-            if os.getppid() != parent:
-                os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
 def _worker_main(options: TokenizeOptions, plan: JobPlan, place: WorkerPlace, threads: int,
                  messages: tp.Any, model: EncodecModel | None) -> None:
-    _exit_with_parent()
+    exit_with_parent()
     torch.set_num_threads(threads)
     try:
         device = resolve_device(options.device, place)

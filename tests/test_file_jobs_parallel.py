@@ -1,0 +1,101 @@
+"""Folders in several processes: ``compress``/``decompress -j N`` and ``file_jobs.run_jobs``."""
+
+from __future__ import annotations
+
+import os
+import typing as tp
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from opencodec import cli, file_jobs
+from opencodec.file_jobs import Job, Plan, run_jobs
+
+
+def _write(path: Path, seconds: float, seed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(24_000 * seconds)) / 24_000
+    x = 0.3 * np.sin(2 * np.pi * (180 + 40 * seed) * t) + 0.03 * rng.standard_normal(t.size)
+    sf.write(path, x.astype(np.float32), 24_000)
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: tp.Any) -> tuple[int, list[str]]:
+    code = cli.main([str(a) for a in argv])
+    return code, sorted(capsys.readouterr().err.splitlines())
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
+
+
+def test_jobs_give_the_same_files_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    pools: list[int] = []
+    in_processes = file_jobs._run_in_processes
+
+    def counted(plan: Plan, work: tp.Any, processes: int) -> tp.Iterator[tp.Any]:
+        pools.append(processes)
+        return in_processes(plan, work, processes)
+
+    monkeypatch.setattr(file_jobs, "_run_in_processes", counted)
+    src = tmp_path / "in"
+    for i, seconds in enumerate([0.3, 0.5, 0.2, 0.4]):
+        _write(src / ("sub" if i == 3 else "") / f"s{i}.wav", seconds, i)
+    (src / "y").mkdir()
+    (src / "y" / "b.wav").write_bytes(b"RIFF not really")
+    code1, err1 = _run(capsys, "compress", src, tmp_path / "e1", "-q")
+    code2, err2 = _run(capsys, "compress", src, tmp_path / "e2", "-q", "-j", "2")
+    assert code1 == code2 == 1 and err1 == err2 and any("b.wav" in line for line in err2)
+    assert pools == [2]
+    assert _files(tmp_path / "e2") == _files(tmp_path / "e1") == [Path("s0.ecdc"), Path("s1.ecdc"),
+                                                                  Path("s2.ecdc"), Path("sub/s3.ecdc")]
+    for name in _files(tmp_path / "e1"):
+        assert (tmp_path / "e2" / name).read_bytes() == (tmp_path / "e1" / name).read_bytes()
+    assert _run(capsys, "decompress", tmp_path / "e1", tmp_path / "w1", "-q")[0] == 0
+    assert _run(capsys, "decompress", tmp_path / "e1", tmp_path / "w3", "-q", "-j", "3")[0] == 0
+    assert _files(tmp_path / "w3") == _files(tmp_path / "w1") and pools == [2, 3]
+    for name in _files(tmp_path / "w1"):  # one thread in the workers: the last bit may differ
+        a, b = (sf.read(tmp_path / d / name, dtype="int16")[0].astype(int) for d in ("w1", "w3"))
+        assert a.shape == b.shape and np.abs(a - b).max() <= 1
+
+
+class _Unpicklable(Exception):
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.callback = lambda: None  # a lambda cannot be pickled
+
+
+class _WhereAmI:
+    def __call__(self, job: Job, folder: bool) -> tuple[str, int, int]:
+        if job.src.name == "bad":
+            raise _Unpicklable("cannot travel")
+        if job.src.name == "missing":
+            raise FileNotFoundError(2, "No such file or directory", str(job.src))
+        return job.src.name, os.getpid(), torch.get_num_threads()
+
+
+def test_run_jobs_in_processes(tmp_path: Path) -> None:
+    names = ["a", "bad", "c", "missing", "e", "f"]
+    plan = Plan([Job(tmp_path / n, tmp_path / f"{n}.out") for n in names], folder=True)
+    plan.jobs[4].conflict = tmp_path / "a"
+    outcomes = list(run_jobs(plan, _WhereAmI(), processes=2))
+    assert [o.job.src.name for o in outcomes] == names  # the plan's order
+    done = [o.result for o in outcomes if o.result is not None]
+    assert [r[0] for r in done] == ["a", "c", "f"]
+    assert all(pid != os.getpid() and threads == 1 for _, pid, threads in done)  # in workers, one thread
+    errors = {o.job.src.name: o.error for o in outcomes if o.error is not None}
+    assert isinstance(errors["bad"], RuntimeError) and str(errors["bad"]) == "_Unpicklable: cannot travel"
+    assert isinstance(errors["missing"], FileNotFoundError) and errors["missing"].filename == str(tmp_path / "missing")
+    assert isinstance(errors["e"], FileExistsError) and "would also be written" in str(errors["e"])
+
+
+def test_one_file_or_one_process_runs_here(tmp_path: Path) -> None:
+    single = Plan([Job(tmp_path / "a", tmp_path / "a.out")], folder=False)
+    (outcome,) = run_jobs(single, _WhereAmI(), processes=4)
+    assert outcome.result is not None and outcome.result[1] == os.getpid()
+    folder = Plan([Job(tmp_path / n, tmp_path / f"{n}.out") for n in "ab"], folder=True)
+    assert {o.result[1] for o in run_jobs(folder, _WhereAmI()) if o.result} == {os.getpid()}
