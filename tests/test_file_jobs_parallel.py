@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 import typing as tp
 from pathlib import Path
 
@@ -99,3 +103,33 @@ def test_one_file_or_one_process_runs_here(tmp_path: Path) -> None:
     assert outcome.result is not None and outcome.result[1] == os.getpid()
     folder = Plan([Job(tmp_path / n, tmp_path / f"{n}.out") for n in "ab"], folder=True)
     assert {o.result[1] for o in run_jobs(folder, _WhereAmI()) if o.result} == {os.getpid()}
+
+
+def test_ctrl_c_stops_every_process_at_once(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the process group) during ``compress -j 2``: exit 130 within seconds,
+    no process left, no temporary file, and the files not started are not written."""
+    src = tmp_path / "in"
+    for i in range(8):
+        _write(src / f"s{i}.wav", 30.0, i)
+    out = tmp_path / "out"
+    # Python's Ctrl-C handler in the child (a background shell may have SIGINT ignored)
+    start = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "sys.argv = ['opencodec'] + sys.argv[1:]; from opencodec.cli import main; sys.exit(main())")
+    proc = subprocess.Popen([sys.executable, "-c", start, "compress", str(src), str(out), "-j", "2", "-q"],
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
+    deadline = time.monotonic() + 120
+    while not (out.is_dir() and any(out.glob("*.ecdc"))) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    started = len(list(out.glob("*.ecdc")))
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    time.sleep(0.5)
+    with pytest.raises(ProcessLookupError):  # the workers are gone too
+        os.killpg(proc.pid, 0)
+    written = [p.name for p in out.iterdir()]
+    assert all(name.endswith(".ecdc") and not name.startswith(".") for name in written)
+    # the files being encoded at the signal are dropped, and the one queued next never starts
+    # (at most one more may have finished between the look and the signal)
+    assert started <= len(written) <= started + 1

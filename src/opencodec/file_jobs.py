@@ -13,6 +13,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import pickle
+import signal
 import typing as tp
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -166,6 +167,15 @@ def _run_one(job: Job, work: tp.Callable[[Job, bool], R], folder: bool,
 
 # -- worker processes ------------------------------------------------------------------------------
 _WORK: tp.Callable[[Job, bool], tp.Any] | None = None
+_BUSY = False
+
+
+def _on_interrupt(signum: int, frame: tp.Any) -> None:
+    """Ctrl-C in a worker: stop its file (whose temporary output is then removed), or, idle,
+    leave at once and quietly."""
+    if _BUSY:
+        raise KeyboardInterrupt
+    os._exit(130)
 
 
 def _start_worker(work: tp.Callable[[Job, bool], tp.Any]) -> None:
@@ -173,13 +183,21 @@ def _start_worker(work: tp.Callable[[Job, bool], tp.Any]) -> None:
     import torch  # only here: planning files needs no torch
 
     exit_with_parent()
+    signal.signal(signal.SIGINT, _on_interrupt)
     torch.set_num_threads(1)  # the processes share the cores
     _WORK = work
 
 
 def _run_in_worker(job: Job, folder: bool) -> Outcome[tp.Any]:
+    global _BUSY
     assert _WORK is not None
-    outcome = _run_one(job, _WORK, folder, (Exception,))
+    _BUSY = True
+    try:
+        outcome = _run_one(job, _WORK, folder, (Exception,))
+    except KeyboardInterrupt:
+        os._exit(130)  # the parent stops the job; files not started are not started here
+    finally:
+        _BUSY = False
     if outcome.error is not None:
         try:
             pickle.dumps(outcome.error)
@@ -198,5 +216,10 @@ def _run_in_processes(plan: Plan, work: tp.Callable[[Job, bool], R], processes: 
                 yield future.result()
             except BrokenProcessPool as exc:  # a worker died (killed, out of memory)
                 yield Outcome(job, error=RuntimeError(f"a worker process died ({exc})"))
+    except BaseException:  # Ctrl-C (perhaps the parent's alone), or the caller stopped early
+        for process in list(getattr(pool, "_processes", {}).values()):
+            if process.is_alive():
+                os.kill(process.pid, signal.SIGINT)
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
