@@ -253,8 +253,13 @@ def bench_device(args: argparse.Namespace, device: torch.device, items: list, ck
                 ckpt, [str(listing)], device, dtype, work / f"c-{device.type}-{dtype}-{p}", p, args.batch_seconds,
                 torch.get_num_threads(), args.loader_workers if device.type == "cuda" else None,
                 max(1, len(items) // (4 * p)))))
+        if args.one_file_batches and dtype == "fp32":  # batch-size effects on the GPU's kernels, ruled out
+            systems.append(("(c) opencodec tokenize, one file per batch", 1, lambda: run_opencodec(
+                ckpt, [str(listing)], device, dtype, work / f"c-{device.type}-{dtype}-single", 1, 1e-3,
+                torch.get_num_threads(), args.loader_workers if device.type == "cuda" else None,
+                max(1, len(items) // 4))))
         for name, procs, fn in systems:
-            for leftover in work.glob(f"c-{device.type}-{dtype}-{procs}"):
+            for leftover in [*work.glob(f"c-{device.type}-{dtype}-{procs}"), *work.glob(f"c-{device.type}-{dtype}-single")]:
                 shutil.rmtree(leftover)
             codes, seconds = timed(fn, device)
             rows.append({"device": device_name(device), "dtype": dtype, "system": name, "processes": procs,
@@ -300,6 +305,9 @@ def main() -> int:
     parser.add_argument("--hf-batch", type=int, default=16)
     parser.add_argument("--batch-seconds", type=float, default=600.0, help="opencodec --batch-seconds on the GPU")
     parser.add_argument("--loader-workers", type=int, help="opencodec --loader-workers on the GPU (default: its own)")
+    parser.add_argument("--one-file-batches", action="store_true",
+                        help="also time opencodec tokenize with one file per batch (fp32): its codes cannot "
+                             "differ from file-by-file encoding through batch-size-dependent GPU kernels")
     parser.add_argument("--peers", nargs="+", default=["official", "transformers"],
                         choices=["official", "transformers"])
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one, removed)")

@@ -8,7 +8,9 @@
 # official package file by file, the transformers padded-batch loop and opencodec tokenize
 # over FILES (default 400) files of 1-30 s (~1.7 h of audio, so start-up costs amortise) cut from the repository's real
 # speech at mixed rates and channel counts; on the CPU, CPU_FILES (default 16) of them with 1 and
-# 2 processes of 1 thread. Every row says how many codes equal file-by-file encoding.
+# 2 processes of 1 thread. Every row says how many codes equal file-by-file encoding; an extra fp32
+# row per device tokenises one file per batch (if batched codes differ on the GPU, this row shows
+# whether batch size is the cause and what exact codes cost there).
 # DEVICES, FILES, CPU_FILES, MAX_SECONDS shrink it for a dry run on the CPU here:
 #   SKIP_WHEELS=1 DEVICES=cpu FILES=3 CPU_FILES=3 MAX_SECONDS=3 PATH=/work/main/.venv/bin:$PATH bash scripts/device/tokenize_bench.sh
 # Record the table with this command and the device line in docs/BENCHMARKS.md.
@@ -20,5 +22,5 @@ OUT=${OUT:-/tmp/tokenize_bench}
 mkdir -p "$OUT"
 python3 benchmarks/tokenize_throughput.py --files "${FILES:-400}" --cpu-files "${CPU_FILES:-16}" \
   --devices ${DEVICES:-cpu cuda} --dtypes fp32 bf16 --cpu-processes 1 2 --threads 1 \
-  --max-seconds "${MAX_SECONDS:-30}" --batch-seconds "${BATCH_SECONDS:-600}" --work /tmp/tokbench 2> >(tee "$OUT/stderr.log" >&2) \
+  --max-seconds "${MAX_SECONDS:-30}" --batch-seconds "${BATCH_SECONDS:-600}" --one-file-batches --work /tmp/tokbench 2> >(tee "$OUT/stderr.log" >&2) \
   | tee "$OUT/tokenize_bench.md"
