@@ -34,7 +34,8 @@ def add_serve_parser(sub: tp.Any, common: argparse.ArgumentParser) -> None:
                      help="the highest bandwidth clients may ask for, and the shared encoder's "
                           "(default: the model's highest; lower is cheaper per stream)")
     srv.add_argument("--threads", type=positive_int, default=1, metavar="N",
-                     help="PyTorch threads (default 1; set OMP_WAIT_POLICY=PASSIVE on a busy machine)")
+                     help="PyTorch threads for decoding (default 1; encoding always runs on one thread; "
+                          "set OMP_WAIT_POLICY=PASSIVE on a busy machine)")
     srv.add_argument("--batch-window-ms", type=non_negative_float, default=None, metavar="MS",
                      help="how long a step may wait for every live stream's next frame, so that all "
                           "share one batched step (default one frame, 13.3 ms at 24 kHz; 0: no waiting)")
