@@ -13,6 +13,7 @@ from ..codec_files import (DEFAULT_BANDWIDTH, FileCompressor, FileDecompressor, 
                            plan_compress, plan_decompress)
 from ..file_jobs import Job, Plan, run_jobs
 from ..pretrained import DEFAULT_MODEL
+from ..progress import progress_bar
 from .common import (add_mode_options, add_model_option, bandwidth_arg, describe, error, fmt_kbps, info, positive_int,
                      progress_bars, warn)
 
@@ -107,8 +108,8 @@ def _report_all(args: argparse.Namespace, plan: Plan, work: tp.Callable[[Job, bo
                    + (f" ({plan.skipped[0].dst})" if len(plan.skipped) == 1 else ""))
     outcomes = run_jobs(plan, work, processes=args.jobs)
     if plan.folder:
-        outcomes = tqdm(outcomes, total=len(plan.jobs), unit="file", desc=verb, disable=args.quiet,
-                        file=sys.stderr)
+        outcomes = progress_bar(outcomes, total=len(plan.jobs), unit="file", desc=verb,
+                                disable=args.quiet, file=sys.stderr)
     failed = 0
     try:
         for outcome in outcomes:

@@ -14,6 +14,7 @@ from ..argtypes import (bandwidth_arg, count_arg, int_in, non_negative_float, po
                         positive_int)
 from ..codec_files import ProgressFactory, Update
 from ..errors import UsageError
+from ..progress import progress_bar
 
 PROG = "opencodec"
 
@@ -78,7 +79,7 @@ def _tqdm_progress(desc: str, unit: str, lazy: bool = False) -> tp.Iterator[Upda
 
     def update(done: int, total: int) -> None:
         if not bars:
-            bars.append(tqdm(total=0, unit=unit, desc=desc, file=sys.stderr))
+            bars.append(progress_bar(total=0, unit=unit, desc=desc, file=sys.stderr))
         bar = bars[0]
         bar.total = total
         bar.update(done - bar.n)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..progress import progress_bar
 from .common import bandwidth_arg, count_arg, error, positive_float, positive_int, warn
 
 
@@ -80,9 +81,9 @@ class _Progress:
         self.bar: tqdm | None = None
 
     def start(self, total_seconds: float) -> tp.Callable[[float, int, int], None]:
-        self.bar = tqdm(total=total_seconds / 3600, unit="h", desc=self.label, disable=self.quiet,
-                        file=sys.stderr, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.4f}/{total:.4f} h "
-                        "[{elapsed}<{remaining}{postfix}]", unit_scale=False)
+        self.bar = progress_bar(total=total_seconds / 3600, unit="h", desc=self.label, disable=self.quiet,
+                                file=sys.stderr, bar_format="{desc}: {percentage:3.0f}%|{bar}| "
+                                "{n:.4f}/{total:.4f} h [{elapsed}<{remaining}{postfix}]", unit_scale=False)
         counts = {"files": 0, "errors": 0}
 
         def update(seconds: float, files: int, errors: int) -> None:

@@ -142,9 +142,8 @@ def run_eval(models: tp.Sequence[str], bandwidths: tp.Sequence[float] | None,
              metrics: tp.Sequence[str] = ALL_METRICS, workers: int = 1, quiet: bool = False,
              sample_rate: int = 24000, channels: int = 1) -> dict:
     """Run (or resume) an evaluation; returns the summary dict (also written to OUT)."""
-    from tqdm import tqdm
-
     from ..data.dataset import load_manifests
+    from ..progress import progress_bar
 
     t_start = time.perf_counter()
     out = Path(out)
@@ -195,7 +194,7 @@ def run_eval(models: tp.Sequence[str], bandwidths: tp.Sequence[float] | None,
     model_specs = tuple(models)
     baseline_specs = tuple(baselines)
     out.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(tasks), desc="eval items", unit="item", disable=quiet, file=sys.stderr)
+    bar = progress_bar(total=len(tasks), desc="eval items", unit="item", disable=quiet, file=sys.stderr)
     with open(results_path, "a") as fh:
         def _write(rows: list[dict]) -> None:
             for r in rows:

@@ -166,7 +166,7 @@ def extract_codes(codec: EncodecModel, manifests: tp.Sequence[str], cache_dir: s
     Raises:
         AudioIOError: no file of the manifests could be read.
     """
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
     rows = _manifest_rows(manifests)
     if not rows:
@@ -183,7 +183,8 @@ def extract_codes(codec: EncodecModel, manifests: tp.Sequence[str], cache_dir: s
     codec.to(device)
     sequences, names, skipped = [], [], []
     try:
-        for row in tqdm(rows, desc=f"codes {split}", unit="file", disable=not progress, dynamic_ncols=True):
+        for row in progress_bar(rows, desc=f"codes {split}", unit="file", disable=not progress,
+                                dynamic_ncols=True):
             try:
                 segments = _encode_file(codec, row["path"], torch.device(device))
             except AudioIOError as exc:

@@ -99,11 +99,10 @@ def evaluate_saving(codec: EncodecModel, lm: EntropyLM, manifests: tp.Sequence[s
     Raises:
         AudioIOError: no file could be read. BitstreamError/ValueError: a failed round trip.
     """
-    from tqdm import tqdm
-
     from ..audio import convert_audio, read_audio
     from ..compress import compress, decompress
     from ..pretrained import check_lm_for_codec
+    from ..progress import progress_bar
 
     bandwidths = [float(b) for b in (bandwidths or codec.target_bandwidths)]
     check_lm_for_codec(lm, codec, max(codec.num_codebooks(b) for b in bandwidths))
@@ -114,8 +113,8 @@ def evaluate_saving(codec: EncodecModel, lm: EntropyLM, manifests: tp.Sequence[s
     round_trip: dict[float, bool | None] = {bw: None for bw in bandwidths}
     items, seconds, skipped = 0, 0.0, []
     top = max(codec.target_bandwidths)
-    bar = tqdm(total=len(rows) if max_items is None else min(len(rows), max_items), desc="saving",
-               unit="file", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(rows) if max_items is None else min(len(rows), max_items),
+                       desc="saving", unit="file", disable=not progress, dynamic_ncols=True)
     for row in rows:
         if max_items is not None and items >= max_items:
             break

@@ -213,8 +213,8 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
                 else torch.autocast(device.type, enabled=False))
     bar = None
     if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=stop, initial=step, desc=s.name, unit="step", dynamic_ncols=True)
+        from ..progress import progress_bar
+        bar = progress_bar(total=stop, initial=step, desc=s.name, unit="step", dynamic_ncols=True)
     t_last, nats, scored, steps_since = time.perf_counter(), 0.0, 0, 0
     while step < stop:
         if max_minutes is not None and time.monotonic() - started > 60 * max_minutes:

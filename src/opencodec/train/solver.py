@@ -407,8 +407,8 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
                if loader == "workers" else _device_batches(corpus, step, local_batch, info))
     bar = None
     if info.is_main and progress:
-        from tqdm import tqdm
-        bar = tqdm(total=stop, initial=step, desc=cfg.get("name", "train"), unit="step", dynamic_ncols=True)
+        from ..progress import progress_bar
+        bar = progress_bar(total=stop, initial=step, desc=cfg.get("name", "train"), unit="step", dynamic_ncols=True)
     metrics = MetricAccumulator()  # on the device; read every `every` steps (no sync per step)
     t_last, steps_since = time.perf_counter(), 0
     while step < stop:

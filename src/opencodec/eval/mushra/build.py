@@ -263,10 +263,9 @@ def build_test(eval_set: str | os.PathLike[str], out: str | os.PathLike[str], *,
     """Build a MUSHRA test folder (see the module notes); returns it as read back by
     :func:`.spec.load_test`. Works without any model (baselines only, or no codec at all:
     hidden reference and anchor)."""
-    from tqdm import tqdm
-
     from ...data.dataset import EvalDataset
     from ...pretrained import load_model
+    from ...progress import progress_bar
     from .spec import ID_PATTERN
 
     eval_set, out = Path(eval_set), Path(out)
@@ -298,8 +297,8 @@ def build_test(eval_set: str | os.PathLike[str], out: str | os.PathLike[str], *,
     try:
         trials = []
         todo = [(cat, row) for cat in cats for row in chosen[cat]]
-        for index, (cat, row) in enumerate(tqdm(todo, desc="mushra items", unit="item",
-                                                disable=quiet, file=sys.stderr)):
+        for index, (cat, row) in enumerate(progress_bar(todo, desc="mushra items", unit="item",
+                                                        disable=quiet, file=sys.stderr)):
             trial_id = f"t{index + 1:02d}"
             try:
                 item = EvalDataset([row], sample_rate=sample_rate, channels=channels, skip_errors=False)[0]
