@@ -115,3 +115,21 @@ def test_streams_and_batches_give_the_one_thread_codes(two_threads, conv_threads
     assert torch.equal(torch.cat(out, -1)[None], want[0])
     assert conv_threads and set(conv_threads) == {1}
     assert torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("config", ["encodec_24khz", "encodec_48khz"])
+def test_long_files_encode_on_one_thread(two_threads, conv_threads, tmp_path, config) -> None:
+    """Files encoded in bounded memory (long files in ``compress``, ``tokenize`` over
+    ``--max-seconds``): the streamed 24 kHz model and the segmented 48 kHz one."""
+    import soundfile as sf
+
+    from opencodec.longform import encode_file_streaming
+
+    torch.manual_seed(0)
+    model = EncodecModel(getattr(EncodecConfig, config)()).eval()
+    path = tmp_path / "x.wav"
+    sf.write(path, 0.1 * torch.randn(int(2.2 * model.sample_rate), model.channels).numpy(), model.sample_rate)
+    conv_threads.clear()
+    codes, _, _ = encode_file_streaming(model, path, block_seconds=1.0)
+    assert codes.shape[-1] > 0 and conv_threads and set(conv_threads) == {1}
+    assert torch.get_num_threads() == 2

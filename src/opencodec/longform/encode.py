@@ -19,6 +19,7 @@ from ..compress import (InvalidAudioError, _check_bandwidth, _check_lm, _determi
                        _model_device, _model_dtype, header_identity_fields)
 from ..model import EncodedFrame, EncodecModel
 from ..streaming import StreamingEncoder
+from ..threads import one_thread
 from .blocks import _ConvertedBlocks
 from .common import _PACK_FRAMES, _PUSH_SECONDS, Progress, _require_streaming
 
@@ -195,8 +196,8 @@ class _SegmentSink:
         start = offset - self.buffer_start
         piece = np.ascontiguousarray(self.buffer[start:start + length].T)
         x = torch.from_numpy(piece)[None].to(device=self.device, dtype=self.dtype)
-        with torch.inference_mode():
-            codes, scale = self.model._encode_segment(x)  # what model.encode does per segment
+        with torch.inference_mode(), one_thread(x):  # what model.encode does per segment
+            codes, scale = self.model._encode_segment(x)
         if self._spool is not None:
             self._spool.push(codes[0])
             self._records.append((codes.shape[-1], None if scale is None else scale.cpu()))
