@@ -73,10 +73,20 @@ class _Unpicklable(Exception):
         self.callback = lambda: None  # a lambda cannot be pickled
 
 
+class _TwoArgs(Exception):
+    def __init__(self, first: str, second: str):  # pickles, but cannot be rebuilt from its args
+        super().__init__(f"{first} and {second}")
+
+
 class _WhereAmI:
     def __call__(self, job: Job, folder: bool) -> tuple[str, int, int]:
         if job.src.name == "bad":
             raise _Unpicklable("cannot travel")
+        if job.src.name == "die":  # killed half-way through writing its output
+            (job.dst.parent / f".{job.dst.name}.half.tmp").write_bytes(b"partial")
+            os.kill(os.getpid(), signal.SIGKILL)
+        if job.src.name == "two-args":
+            raise _TwoArgs("a", "b")
         if job.src.name == "missing":
             raise FileNotFoundError(2, "No such file or directory", str(job.src))
         return job.src.name, os.getpid(), torch.get_num_threads()
@@ -95,6 +105,21 @@ def test_run_jobs_in_processes(tmp_path: Path) -> None:
     assert isinstance(errors["bad"], RuntimeError) and str(errors["bad"]) == "_Unpicklable: cannot travel"
     assert isinstance(errors["missing"], FileNotFoundError) and errors["missing"].filename == str(tmp_path / "missing")
     assert isinstance(errors["e"], FileExistsError) and "would also be written" in str(errors["e"])
+
+
+def test_a_dying_worker_fails_only_its_own_file(tmp_path: Path) -> None:
+    """A worker killed (out of memory, say) breaks the pool; the files not finished run again
+    one at a time, so that only the file that kills its worker again fails, and no temporary
+    output is left behind."""
+    names = ["a", "b", "die", "c", "two-args", "d", "e", "f"]
+    plan = Plan([Job(tmp_path / n, tmp_path / f"{n}.out") for n in names], folder=True)
+    outcomes = list(run_jobs(plan, _WhereAmI(), processes=2))
+    assert [o.job.src.name for o in outcomes] == names
+    failed = {o.job.src.name: o.error for o in outcomes if o.error is not None}
+    assert sorted(failed) == ["die", "two-args"]
+    assert isinstance(failed["die"], RuntimeError) and "worker process died" in str(failed["die"])
+    assert str(failed["two-args"]) == "_TwoArgs: a and b"
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_one_file_or_one_process_runs_here(tmp_path: Path) -> None:
@@ -133,3 +158,23 @@ def test_ctrl_c_stops_every_process_at_once(tmp_path: Path) -> None:
     # the files being encoded at the signal are dropped, and the one queued next never starts
     # (at most one more may have finished between the look and the signal)
     assert started <= len(written) <= started + 1
+
+
+def test_a_background_job_ignoring_ctrl_c_goes_on(tmp_path: Path) -> None:
+    """A parent that ignores SIGINT (a background job of a script): its workers do too."""
+    src = tmp_path / "in"
+    for i in range(4):
+        _write(src / f"s{i}.wav", 30.0, i)
+    out = tmp_path / "out"
+    start = ("import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+             "sys.argv = ['opencodec'] + sys.argv[1:]; from opencodec.cli import main; sys.exit(main())")
+    proc = subprocess.Popen([sys.executable, "-c", start, "compress", str(src), str(out), "-j", "2", "-q"],
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
+    deadline = time.monotonic() + 120
+    while not (out.is_dir() and any(out.glob("*.ecdc"))) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and err == ""
+    assert sorted(p.name for p in out.iterdir()) == [f"s{i}.ecdc" for i in range(4)]

@@ -10,6 +10,8 @@ several (``processes``).
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import multiprocessing as mp
 import os
 import pickle
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._process import exit_with_parent
+from ._files import TEMP_SUFFIX
 from .errors import EXPECTED_ERRORS, UsageError
 
 R = tp.TypeVar("R")
@@ -136,8 +139,8 @@ def run_jobs(plan: Plan, work: tp.Callable[[Job, bool], R], processes: int = 1) 
     input file, fails with ``FileExistsError`` without running.
 
     ``processes`` > 1 (a folder of several files): the jobs run in that many worker processes,
-    each on one PyTorch thread, with a copy of ``work`` (forked, so a loaded model is shared
-    until written; where fork is unavailable ``work`` is pickled). Encoded outputs are the
+    each on one PyTorch thread, with a copy of ``work`` (forked, so a model it has already
+    loaded is shared until written; where fork is unavailable ``work`` is pickled). Encoded outputs are the
     same as one process's (encoding runs on one thread anyway); decoded audio is computed on
     one thread instead of the caller's count, so it can differ in its last bits, as it does
     between thread counts.
@@ -171,8 +174,8 @@ _BUSY = False
 
 
 def _on_interrupt(signum: int, frame: tp.Any) -> None:
-    """Ctrl-C in a worker: stop its file (whose temporary output is then removed), or, idle,
-    leave at once and quietly."""
+    """Ctrl-C (or the pool stopping a worker) in a worker: stop its file, whose temporary
+    output is then removed, or, idle, leave at once and quietly."""
     if _BUSY:
         raise KeyboardInterrupt
     os._exit(130)
@@ -183,7 +186,9 @@ def _start_worker(work: tp.Callable[[Job, bool], tp.Any]) -> None:
     import torch  # only here: planning files needs no torch
 
     exit_with_parent()
-    signal.signal(signal.SIGINT, _on_interrupt)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # a background job ignores Ctrl-C
+        signal.signal(signal.SIGINT, _on_interrupt)
+    signal.signal(signal.SIGTERM, _on_interrupt)  # the pool stops the others when one dies
     torch.set_num_threads(1)  # the processes share the cores
     _WORK = work
 
@@ -200,26 +205,68 @@ def _run_in_worker(job: Job, folder: bool) -> Outcome[tp.Any]:
         _BUSY = False
     if outcome.error is not None:
         try:
-            pickle.dumps(outcome.error)
+            pickle.loads(pickle.dumps(outcome.error))
         except Exception:  # noqa: BLE001  (an error that cannot travel back: its type and message do)
             outcome.error = RuntimeError(f"{type(outcome.error).__name__}: {outcome.error}")
     return outcome
 
 
+def _remove_temporaries(dst: Path) -> None:
+    """The temporary outputs a stopped or killed worker left for ``dst`` (see ``atomic_output``)."""
+    for path in dst.parent.glob(f".{glob.escape(dst.name)}.*{TEMP_SUFFIX}"):
+        path.unlink(missing_ok=True)
+
+
 def _run_in_processes(plan: Plan, work: tp.Callable[[Job, bool], R], processes: int) -> tp.Iterator[Outcome[R]]:
+    """The jobs in a pool of worker processes, outcomes in the plan's order.
+
+    A worker that dies (killed, out of memory) breaks the pool, which stops the others (their
+    files are dropped like at Ctrl-C). The outcomes that came in are kept; the files not
+    finished run again one at a time in a fresh worker, so that only a file that kills its
+    worker again is reported as failed, and the rest go on.
+    """
     context = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    pool = ProcessPoolExecutor(processes, mp_context=context, initializer=_start_worker, initargs=(work,))
-    futures = [pool.submit(_run_in_worker, job, plan.folder) for job in plan.jobs]
-    try:
-        for job, future in zip(plan.jobs, futures):
-            try:
-                yield future.result()
-            except BrokenProcessPool as exc:  # a worker died (killed, out of memory)
-                yield Outcome(job, error=RuntimeError(f"a worker process died ({exc})"))
-    except BaseException:  # Ctrl-C (perhaps the parent's alone), or the caller stopped early
-        for process in list(getattr(pool, "_processes", {}).values()):
-            if process.is_alive():
-                os.kill(process.pid, signal.SIGINT)
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    finished: dict[int, Outcome[R]] = {}
+    todo, workers, following = list(range(len(plan.jobs))), processes, 0
+
+    def ready() -> tp.Iterator[Outcome[R]]:
+        nonlocal following
+        while following in finished:
+            yield finished.pop(following)
+            following += 1
+
+    while todo:
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(work,))
+        futures = {i: pool.submit(_run_in_worker, plan.jobs[i], plan.folder) for i in todo}
+        broken: int | None = None
+        try:
+            for i in todo:
+                try:
+                    finished[i] = futures[i].result()
+                except BrokenProcessPool:
+                    broken = i
+                    break
+                yield from ready()
+        except BaseException:  # Ctrl-C (perhaps the parent's alone), or the caller stopped early
+            for process in list(getattr(pool, "_processes", {}).values()):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGINT)
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if broken is None:
+            break
+        for i in todo:  # outcomes that came in before the pool broke
+            future = futures[i]
+            if i not in finished and future.done() and not future.cancelled() and future.exception() is None:
+                finished[i] = future.result()
+        todo = [i for i in todo if i not in finished]
+        for i in todo:
+            _remove_temporaries(plan.jobs[i].dst)
+        if workers == 1:  # one worker, files in order: the one it was on killed it
+            finished[broken] = Outcome(plan.jobs[broken], error=RuntimeError(
+                "its worker process died (killed, or out of memory); the other files went on"))
+            todo.remove(broken)
+        workers = 1
+        yield from ready()
+    yield from ready()

@@ -58,8 +58,9 @@ __all__ = ["one_thread", "use_live_threads"]
 @contextlib.contextmanager
 def one_thread(tensor: torch.Tensor | None = None) -> tp.Iterator[None]:
     """Run the block on one intra-op thread when ``tensor`` is on the CPU (or is None), then
-    give the calling thread back its count (even on an error). Thread counts are per thread:
-    other threads of the process keep theirs. Nested uses are free."""
+    give the calling thread back its count (even on an error). Threads already running keep
+    their counts, but one that first uses torch while the block runs starts with one thread
+    (torch takes a new thread's count from the last ``set_num_threads``). Nested uses are free."""
     previous = torch.get_num_threads()
     if previous == 1 or (tensor is not None and tensor.device.type != "cpu"):
         yield
