@@ -41,7 +41,8 @@ def test_config_error_is_one_class() -> None:
         campaign.expand_state({"model": {}})
 
 
-@pytest.mark.parametrize("case", ["not_json", "not_an_object", "no_path", "missing_audio", "missing_audio_device"])
+@pytest.mark.parametrize("case", ["not_json", "not_an_object", "no_path", "missing_audio", "missing_audio_device",
+                                  "missing_audio_workers"])
 def test_a_bad_manifest_or_missing_audio_is_one_line(case: str, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     train_m, valid_m = _corpus(tmp_path / "data")
@@ -65,13 +66,15 @@ def test_a_bad_manifest_or_missing_audio_is_one_line(case: str, tmp_path: Path,
             cfg["data"]["loader"] = "device"  # decoded at set-up, before the run folder
             expected = f"cannot read audio file {missing}: no such file"
         else:  # skipped with a warning while files are left, then the error
+            if case == "missing_audio_workers":  # raised in a DataLoader worker process, re-raised here
+                cfg["data"]["num_workers"] = 2
             expected = f"no readable audio file left in the manifests: 1 unreadable, the last {missing} ("
     status, err = _train(tmp_path, capsys, cfg)
     assert status == 1
     assert TRACE not in err
     lines = _error_lines(err)
     assert len(lines) == 1 and lines[0].startswith(f"opencodec train: error: {expected}"), err
-    if case != "missing_audio":  # found before anything is written
+    if not case.startswith("missing_audio") or case == "missing_audio_device":  # found before anything is written
         assert err.splitlines() == lines
         assert not (tmp_path / "run").exists()
 
@@ -182,3 +185,14 @@ def test_opencodec_traceback_prints_the_traceback_of_an_expected_error(
     err = capsys.readouterr().err
     assert err.startswith(TRACE) and "FileNotFoundError: input" in err
     assert err.splitlines()[-1] == expected
+
+
+@pytest.mark.parametrize("override", ["optim.betas=[x, y]", "optim.lr=-1"])
+def test_train_lm_bad_value_is_one_line(override: str, codec_setup: dict, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """A value its settings parser or the optimiser refuses (a plain ValueError in the set-up)."""
+    args = _lm_args(codec_setup, tmp_path, codec_setup["train"])
+    assert cli.main(args[:2] + [override] + args[2:]) == 1
+    err = capsys.readouterr().err
+    lines = _error_lines(err, "opencodec train-lm")
+    assert len(lines) == 1 and "while setting up the run" in lines[0] and TRACE not in err

@@ -57,3 +57,15 @@ def print_traceback_if_asked() -> None:
     user's (a ``ValueError`` from deep inside) can still be traced."""
     if os.environ.get("OPENCODEC_TRACEBACK", "") not in ("", "0"):
         traceback.print_exc()
+
+
+def one_line(exc: BaseException) -> str:
+    """``exc``'s message for a one-line report. An error re-raised from a DataLoader worker
+    process carries the worker's whole traceback in its message; that gives its last line,
+    without the type name."""
+    text = str(exc) or type(exc).__name__
+    if "\nOriginal Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1].strip()
+        _, found, message = last.partition(f"{type(exc).__name__}: ")
+        text = message if found else last
+    return text

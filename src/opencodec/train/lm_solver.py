@@ -42,9 +42,9 @@ import numpy as np
 import torch
 
 from .._files import write_bytes_atomic
-from ..errors import OpenCodecError, print_traceback_if_asked
+from ..errors import OpenCodecError, one_line, print_traceback_if_asked
 from .batches import check_manifests
-from .config import LM_OPTIONAL_KEYS
+from .config import LM_OPTIONAL_KEYS, config_errors
 from .lm_codes import CACHE_FORMAT, CodeData, CodeSet, codec_fingerprint, extract_codes, prepare_data
 from .lm_config import LOADABLE_HEADS, LOADABLE_PAST_SECONDS, ConfigError, Settings, _device, parse_settings
 from .lm_eval import (
@@ -131,7 +131,8 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
     reaches ``optim.steps`` and the codec is known, the saving on held-out audio is measured
     (``report.items`` files) into ``report.json``/``report.md``.
     """
-    s = parse_settings(cfg)
+    with config_errors():  # a ValueError of the set-up is the config's (the loop's is a bug)
+        s = parse_settings(cfg)
     started = time.monotonic()
     run = Path(run_dir or cfg.get("run_dir") or f"runs/{s.name}")
     if data is None:  # the manifests, checked before the codec is loaded and anything is written
@@ -149,10 +150,11 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
 
     # the model and the optimiser
     _seed_everything(s.seed)
-    lm = build_lm(s, max(data.codebooks), data.card, data.frame_rate).to(device)
-    lm.train()
-    optim_cls = torch.optim.AdamW if s.optimizer == "adamw" else torch.optim.Adam
-    opt = optim_cls(lm.parameters(), lr=s.lr, betas=s.betas, weight_decay=s.weight_decay)
+    with config_errors():
+        lm = build_lm(s, max(data.codebooks), data.card, data.frame_rate).to(device)
+        lm.train()
+        optim_cls = torch.optim.AdamW if s.optimizer == "adamw" else torch.optim.Adam
+        opt = optim_cls(lm.parameters(), lr=s.lr, betas=s.betas, weight_decay=s.weight_decay)
 
     # resume
     step = 0
@@ -299,7 +301,7 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
         return 0
     except (OpenCodecError, OSError) as exc:
         print_traceback_if_asked()
-        print(f"opencodec train-lm: error: {exc}", file=sys.stderr)
+        print(f"opencodec train-lm: error: {one_line(exc)}", file=sys.stderr)
         return 1
 
 

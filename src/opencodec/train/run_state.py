@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import ConfigError
+
 
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -57,3 +59,16 @@ def _set_rng_state(state: dict[str, tp.Any]) -> None:
 def _step_rng(seed: int, step: int, salt: int) -> random.Random:
     """A generator that every rank (and a resumed run) derives identically for ``step``."""
     return random.Random(seed * 1_000_003 + step * 7919 + salt)
+
+
+def load_run_weights(path: Path, ckpt: dict[str, tp.Any], modules: dict[str, torch.nn.Module]) -> None:
+    """Load each module's weights from checkpoint ``ckpt`` (read from ``path``); a run folder
+    of another model configuration is a :class:`ConfigError` naming the first mismatch."""
+    try:
+        for key, module in modules.items():
+            module.load_state_dict(ckpt[key])
+    except RuntimeError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = lines[1] if len(lines) > 1 else str(exc)  # the first mismatch, after the heading
+        raise ConfigError(f"{path} does not match the configured model ({reason}); "
+                          f"use another --run-dir") from exc

@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 from ..argtypes import count_arg, positive_float
-from ..errors import ConfigError, OpenCodecError, print_traceback_if_asked
+from ..errors import ConfigError, OpenCodecError, one_line, print_traceback_if_asked
 from ..model import EncodecConfig, EncodecModel
 from ..identity import export_name
 from ..pretrained import load_model, save_model
@@ -63,7 +63,8 @@ from .codebook_stats import CODEBOOK_STATISTICS_ITEMS, _has_refilled_codebook_st
 from .config import config_errors, load_config
 from .discriminator import MultiScaleSTFTDiscriminator
 from .losses import MultiScaleMelLoss, audiocraft_alphas, mel_distance, si_snr
-from .run_state import _atomic_torch_save, _rng_state, _seed_everything, _set_rng_state, _step_rng
+from .run_state import (_atomic_torch_save, _rng_state, _seed_everything, _set_rng_state, _step_rng,
+                        load_run_weights)
 from .step import (MetricAccumulator, StepParts, TrainerModule, autocast_for, compile_models, configure_backends,
                    discriminator_step, frozen_generator_output, generator_step, make_adam, scaled_learning_rate)
 
@@ -327,14 +328,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
     ckpt_path = run / CHECKPOINT
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        try:
-            model.load_state_dict(ckpt["model"])
-            disc.load_state_dict(ckpt["disc"])
-        except RuntimeError as exc:  # a run folder of another model configuration
-            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-            reason = lines[1] if len(lines) > 1 else str(exc)  # the first mismatch, after the heading
-            raise ConfigError(f"{ckpt_path} does not match the configured model ({reason}); "
-                              f"use another --run-dir") from exc
+        load_run_weights(ckpt_path, ckpt, {"model": model, "disc": disc})
         # A compact campaign state (train/campaign.py) may lack the optimisers' moments
         # (resumed fresh) or the EMA copy (restarted from the generator).
         for name, opt in (("opt_g", opt_g), ("opt_d", opt_d)):
@@ -501,7 +495,7 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
         run = train(cfg, args.run_dir, args.max_steps, progress=not args.no_progress, max_minutes=args.max_minutes)
     except (OpenCodecError, OSError) as exc:  # the config, data or a file: one line
         print_traceback_if_asked()
-        print(f"opencodec train: error: {exc}", file=sys.stderr)
+        print(f"opencodec train: error: {one_line(exc)}", file=sys.stderr)
         return 1
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"run folder: {run}; exported generator: {run / EXPORT}", file=sys.stderr)
