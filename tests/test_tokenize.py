@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import typing as tp
 from pathlib import Path
 
 import numpy as np
@@ -420,3 +421,44 @@ def test_out_not_a_writable_folder(tiny_model_file: Path, corpus: Path, tokens: 
     assert main(detok + [str(ro)]) == 1
     assert capsys.readouterr().err.strip() == f"opencodec: error: cannot write to --out folder {ro}: Read-only file system"
     assert file.read_bytes() == b"x" and not ro.exists()
+
+
+def test_default_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --workers: one process per usable core on the CPU (encoding runs on one
+    thread), one on a GPU or under torchrun."""
+    from opencodec.tokens.job import default_workers
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 5}, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert default_workers("cpu") == 4 and default_workers("auto") == 4 and default_workers("cuda") == 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert default_workers("auto") == 1 and default_workers("cpu") == 4
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert default_workers("cpu") == 1
+
+
+def test_the_command_uses_the_default_and_never_more_workers_than_shards(
+        tiny_model_file: Path, corpus: Path, tokens: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import opencodec.tokens as tokens_pkg
+    from opencodec import cli
+
+    seen: list[TokenizeOptions] = []
+    run = tokens_pkg.tokenize
+
+    def spy(options: TokenizeOptions, progress: tp.Any = None) -> tp.Any:
+        seen.append(options)
+        return run(options, progress)
+
+    monkeypatch.setattr(tokens_pkg, "tokenize", spy)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    out = tmp_path / "one_shard"
+    assert cli.main(["tokenize", str(corpus), "--out", str(out), "-m", str(tiny_model_file), "--device", "cpu",
+                     "-b", "3", "--batch-seconds", "2.5", "--max-seconds", "2", "-q"]) == 0  # 1000 rows a shard
+    assert seen[0].workers == 8
+    summary = tokenize(TokenizeOptions([str(corpus)], tmp_path / "again", model=str(tiny_model_file),
+                                       device="cpu", batch_seconds=2.5, max_seconds=2.0, workers=8))
+    assert summary.place.world == 1  # one shard: one process, not eight
+    assert _table(out).equals(_table(tmp_path / "again"))

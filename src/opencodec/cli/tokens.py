@@ -48,8 +48,9 @@ def add_token_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
                      help="files per shard (default 1000)")
     tok.add_argument("--max-seconds", type=positive_float, default=300.0, metavar="S",
                      help="files longer than this are encoded alone, in bounded memory (default 300)")
-    tok.add_argument("--workers", type=positive_int, default=1, metavar="N",
-                     help="CPU processes (default 1; on GPUs use torchrun instead)")
+    tok.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                     help="CPU processes (default: one per core on the CPU, as encoding runs on one "
+                          "thread; 1 on a GPU: for several GPUs use torchrun)")
     tok.add_argument("--loader-workers", type=count_arg, default=None, metavar="N",
                      help="processes decoding and resampling per GPU process (default: the node's cores "
                           "shared among its GPUs, at most 8; 0 on the CPU)")
@@ -123,12 +124,14 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     a warning, and do not change the exit status."""
     _need_pyarrow()
     from ..tokens import TokenizeOptions, tokenize
+    from ..tokens.job import default_workers
     from ..tokens.plan import place_from_env
 
     options = TokenizeOptions(inputs=args.inputs, out=args.out, model=args.model, bandwidth=args.bandwidth,
                               device=args.device, batch_seconds=args.batch_seconds,
                               shard_rows=args.shard_rows, max_seconds=args.max_seconds,
-                              workers=args.workers, loader_workers=args.loader_workers, dtype=args.dtype)
+                              workers=args.workers if args.workers is not None else default_workers(args.device),
+                              loader_workers=args.loader_workers, dtype=args.dtype)
     place = place_from_env()
     label = "tokenize" if place.world == 1 else f"tokenize rank {place.rank}/{place.world}"
     progress = _Progress(args.quiet or place.rank != 0, label)

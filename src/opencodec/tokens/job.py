@@ -325,18 +325,30 @@ def _run_processes(options: TokenizeOptions, plan: JobPlan, places: list[WorkerP
     return total
 
 
+def default_workers(device: str) -> int:
+    """``--workers`` when not given: one process per usable core on the CPU (encoding runs on
+    one thread, see :mod:`opencodec.threads`), one on a GPU or under torchrun (``WORLD_SIZE``)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or device == "cuda" or (
+            device == "auto" and torch.cuda.is_available()):
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, cores or 1)
+
+
 def tokenize(options: TokenizeOptions, progress: tp.Callable[[float], Report] | None = None) -> Summary:
     """Run the job (see the module docstring); ``progress(total_seconds)`` returns the
-    callback that receives (seconds, files, errors) increments. Returns this process's summary."""
+    callback that receives (seconds, files, errors) increments. Returns this process's summary.
+    More ``workers`` than shards would idle: the job starts one per shard at most."""
     if options.workers < 1:
         raise OpenCodecError(f"--workers must be at least 1, got {options.workers}")
     start = time.perf_counter()
-    places = [place_from_env(options.workers, w) for w in range(options.workers)]
-    device = resolve_device(options.device, places[0])
+    device = resolve_device(options.device, place_from_env())
     if options.workers > 1 and device.type != "cpu":
         raise OpenCodecError("--workers is for the CPU; on GPUs run one process per GPU with torchrun")
     model = prepare_model(options, device)
     plan = make_plan(options, model)
+    workers = min(options.workers, max(1, len(plan.shards)))
+    places = [place_from_env(workers, w) for w in range(workers)]
     out = Path(options.out)
     # this command's processes, together, write every shard their ranks are assigned
     seconds = shard_seconds(plan.planned, plan.shards)
@@ -344,7 +356,7 @@ def tokenize(options: TokenizeOptions, progress: tp.Callable[[float], Report] | 
     todo_seconds = sum(seconds[s] for p in places for s in assigned[p.rank]
                        if not (out / shard_name(s, len(plan.shards))).exists())
     report: Report = progress(todo_seconds) if progress is not None else (lambda s, f, e: None)
-    if options.workers == 1:
+    if workers == 1:
         stats = run_worker(options, plan, model, places[0], device, report)
     else:
         stats = _run_processes(options, plan, places, model, report)
