@@ -51,7 +51,7 @@ def test_jobs_give_the_same_files_and_errors(tmp_path: Path, capsys: pytest.Capt
         _write(src / ("sub" if i == 3 else "") / f"s{i}.wav", seconds, i)
     (src / "y").mkdir()
     (src / "y" / "b.wav").write_bytes(b"RIFF not really")
-    code1, err1 = _run(capsys, "compress", src, tmp_path / "e1", "-q")
+    code1, err1 = _run(capsys, "compress", src, tmp_path / "e1", "-q", "-j", "1")
     code2, err2 = _run(capsys, "compress", src, tmp_path / "e2", "-q", "-j", "2")
     assert code1 == code2 == 1 and err1 == err2 and any("b.wav" in line for line in err2)
     assert pools == [2]
@@ -59,9 +59,12 @@ def test_jobs_give_the_same_files_and_errors(tmp_path: Path, capsys: pytest.Capt
                                                                   Path("s2.ecdc"), Path("sub/s3.ecdc")]
     for name in _files(tmp_path / "e1"):
         assert (tmp_path / "e2" / name).read_bytes() == (tmp_path / "e1" / name).read_bytes()
-    assert _run(capsys, "decompress", tmp_path / "e1", tmp_path / "w1", "-q")[0] == 0
+    assert _run(capsys, "decompress", tmp_path / "e1", tmp_path / "w1", "-q", "-j", "1")[0] == 0
     assert _run(capsys, "decompress", tmp_path / "e1", tmp_path / "w3", "-q", "-j", "3")[0] == 0
     assert _files(tmp_path / "w3") == _files(tmp_path / "w1") and pools == [2, 3]
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 7}, raising=False)
+    assert _run(capsys, "compress", src, tmp_path / "e4", "-q")[0] == 1  # default: one per core
+    assert pools == [2, 3, 3] and _files(tmp_path / "e4") == _files(tmp_path / "e1")
     for name in _files(tmp_path / "w1"):  # one thread in the workers: the last bit may differ
         a, b = (sf.read(tmp_path / d / name, dtype="int16")[0].astype(int) for d in ("w1", "w3"))
         assert a.shape == b.shape and np.abs(a - b).max() <= 1

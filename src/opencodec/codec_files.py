@@ -27,7 +27,7 @@ from .audio import AUDIO_EXTENSIONS, convert_audio, is_audio_file, read_audio, w
 from .bitstream import read_header
 from .compress import compress, decompress
 from .ecdc_info import ECDC_SUFFIX, is_ecdc_file
-from .errors import UsageError
+from .errors import EXPECTED_ERRORS, UsageError
 from .file_jobs import Job, Plan, check_input, plan_folder, single_output
 from .longform import compress_file_streaming, decompress_file_streaming, supports_streaming
 from .model import EncodecModel
@@ -266,6 +266,20 @@ class FileDecompressor:
         self.options, self.progress = options, progress
         self.models = CodecModels(model_arg, lambda name: load_model(name), exact=exact)
         self.lms = EntropyModels(lm_model)
+
+    def preload(self, paths: tp.Iterable[Path]) -> None:
+        """Load now the models the headers of ``paths`` name (each once), so that worker
+        processes forked afterwards share them instead of each loading its own. A file or
+        model that fails is left for its job to report."""
+        for path in paths:
+            try:
+                with open(path, "rb") as fi:
+                    header = read_header(fi)
+                model = self.models.get(header.model_name, header.model_hash, header.num_codebooks)
+                if header.use_lm:
+                    self.lms.get(model, header)
+            except EXPECTED_ERRORS:
+                continue
 
     def __call__(self, job: Job, folder: bool = False) -> FileResult:
         """Decode ``job.src`` (.ecdc) to ``job.dst`` (.wav/.flac)."""

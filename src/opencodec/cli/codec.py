@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from ..codec_files import (DEFAULT_BANDWIDTH, FileCompressor, FileDecompressor, FileResult, OutputOptions,
                            plan_compress, plan_decompress)
+from .._process import usable_cores
 from ..file_jobs import Job, Plan, run_jobs
 from ..pretrained import DEFAULT_MODEL
 from ..progress import progress_bar
@@ -83,10 +84,10 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
                         help="scale decoded audio down to a 0.99 peak instead of clipping")
     parser.add_argument("--float", dest="float32", action="store_true",
                         help="write 32-bit float WAV instead of 16-bit PCM")
-    parser.add_argument("-j", "--jobs", type=positive_int, default=1, metavar="N",
+    parser.add_argument("-j", "--jobs", type=positive_int, default=None, metavar="N",
                         help="folders: files processed at once, in N processes of one thread each "
-                             "(default 1). .ecdc outputs are the same for any N; decoded audio can "
-                             "differ in its last bit, as it does between thread counts")
+                             "(default: one per core). .ecdc outputs are the same for any N; decoded "
+                             "audio can differ in its last bit, as it does between thread counts")
 
 
 def _add_rate_channels_options(parser: argparse.ArgumentParser, rate_help: str, channels_help: str) -> None:
@@ -99,6 +100,11 @@ def _output_options(args: argparse.Namespace) -> OutputOptions:
                          float32=args.float32, rate=args.rate, channels=args.channels)
 
 
+def _processes(args: argparse.Namespace) -> int:
+    """``-j``: given, or one per core."""
+    return args.jobs if args.jobs is not None else usable_cores()
+
+
 def _report_all(args: argparse.Namespace, plan: Plan, work: tp.Callable[[Job, bool], FileResult],
                 verb: str, line: tp.Callable[[FileResult], str]) -> int:
     """Run the plan's jobs and report each (one line for a single file; a progress bar over the
@@ -106,7 +112,7 @@ def _report_all(args: argparse.Namespace, plan: Plan, work: tp.Callable[[Job, bo
     if plan.skipped:
         info(args, f"{verb}: {len(plan.skipped)} file(s) skipped, their output exists"
                    + (f" ({plan.skipped[0].dst})" if len(plan.skipped) == 1 else ""))
-    outcomes = run_jobs(plan, work, processes=args.jobs)
+    outcomes = run_jobs(plan, work, processes=_processes(args))
     if plan.folder:
         outcomes = progress_bar(outcomes, total=len(plan.jobs), unit="file", desc=verb,
                                 disable=args.quiet, file=sys.stderr)
@@ -162,4 +168,6 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         return (f"{r.src} -> {r.dst}: {r.seconds:.2f} s, {r.channels} channel(s) at {r.sample_rate} Hz"
                 + (" (streamed)" if r.streamed else ""))
 
+    if plan.folder and len(plan.jobs) > 1 and _processes(args) > 1:
+        decompressor.preload(job.src for job in plan.jobs)  # once, shared by the forked workers
     return _report_all(args, plan, decompressor, "decompress", line)

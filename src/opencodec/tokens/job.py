@@ -23,7 +23,7 @@ from pathlib import Path
 import soundfile as sf
 import torch
 
-from .._process import exit_with_parent
+from .._process import exit_with_parent, usable_cores
 from ..batching import encode_batch, encode_each
 from ..errors import OpenCodecError
 from ..longform import encode_file_streaming, supports_streaming
@@ -331,8 +331,7 @@ def default_workers(device: str) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 or device == "cuda" or (
             device == "auto" and torch.cuda.is_available()):
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, cores or 1)
+    return usable_cores()
 
 
 def tokenize(options: TokenizeOptions, progress: tp.Callable[[float], Report] | None = None) -> Summary:
