@@ -88,6 +88,14 @@ class _WhereAmI:
         if job.src.name == "die":  # killed half-way through writing its output
             (job.dst.parent / f".{job.dst.name}.half.tmp").write_bytes(b"partial")
             os.kill(os.getpid(), signal.SIGKILL)
+        if job.src.name == "writes-then-waits":  # its output is complete when the other worker dies
+            if job.dst.exists():
+                raise FileExistsError(f"output {job.dst} already exists")
+            job.dst.write_bytes(b"complete")
+            time.sleep(1.0)
+        if job.src.name == "dies-soon":
+            time.sleep(0.3)
+            os.kill(os.getpid(), signal.SIGKILL)
         if job.src.name == "two-args":
             raise _TwoArgs("a", "b")
         if job.src.name == "missing":
@@ -123,6 +131,17 @@ def test_a_dying_worker_fails_only_its_own_file(tmp_path: Path) -> None:
     assert isinstance(failed["die"], RuntimeError) and "worker process died" in str(failed["die"])
     assert str(failed["two-args"]) == "_TwoArgs: a and b"
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_job_whose_outcome_was_lost_runs_again_cleanly(tmp_path: Path) -> None:
+    """A job that had written its output when another worker died: its outcome is lost with
+    the pool, so it runs again, and the output this run wrote is removed first."""
+    names = ["writes-then-waits", "dies-soon", "g", "h"]
+    plan = Plan([Job(tmp_path / n, tmp_path / f"{n}.out") for n in names], folder=True)
+    outcomes = list(run_jobs(plan, _WhereAmI(), processes=2))
+    assert [o.job.src.name for o in outcomes] == names
+    assert [o.job.src.name for o in outcomes if o.error is not None] == ["dies-soon"]
+    assert (tmp_path / "writes-then-waits.out").read_bytes() == b"complete"
 
 
 def test_one_file_or_one_process_runs_here(tmp_path: Path) -> None:

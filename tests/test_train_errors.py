@@ -196,3 +196,15 @@ def test_train_lm_bad_value_is_one_line(override: str, codec_setup: dict, tmp_pa
     err = capsys.readouterr().err
     lines = _error_lines(err, "opencodec train-lm")
     assert len(lines) == 1 and "while setting up the run" in lines[0] and TRACE not in err
+
+
+def test_train_lm_run_folder_of_other_sizes_is_one_line(codec_setup: dict, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    args = _lm_args(codec_setup, tmp_path, codec_setup["train"])
+    assert cli.main(args) == 0
+    capsys.readouterr()
+    assert cli.main(args[:2] + ["lm.dim=16"] + args[2:]) == 1
+    lines = _error_lines(capsys.readouterr().err, "opencodec train-lm")
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    assert len(lines) == 1 and lines[0].startswith(
+        f"opencodec train-lm: error: {checkpoint} does not match the configured model (size mismatch for ")

@@ -27,7 +27,7 @@ from .audio import AUDIO_EXTENSIONS, convert_audio, is_audio_file, read_audio, w
 from .bitstream import read_header
 from .compress import compress, decompress
 from .ecdc_info import ECDC_SUFFIX, is_ecdc_file
-from .errors import EXPECTED_ERRORS, UsageError
+from .errors import UsageError
 from .file_jobs import Job, Plan, check_input, plan_folder, single_output
 from .longform import compress_file_streaming, decompress_file_streaming, supports_streaming
 from .model import EncodecModel
@@ -278,7 +278,7 @@ class FileDecompressor:
                 model = self.models.get(header.model_name, header.model_hash, header.num_codebooks)
                 if header.use_lm:
                     self.lms.get(model, header)
-            except EXPECTED_ERRORS:
+            except Exception:  # noqa: BLE001  (each job reports its own file's error)
                 continue
 
     def __call__(self, job: Job, folder: bool = False) -> FileResult:

@@ -65,7 +65,12 @@ def one_line(exc: BaseException) -> str:
     without the type name."""
     text = str(exc) or type(exc).__name__
     if "\nOriginal Traceback" in text:
-        last = [line for line in text.splitlines() if line.strip()][-1].strip()
-        _, found, message = last.partition(f"{type(exc).__name__}: ")
-        text = message if found else last
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        marker = f"{type(exc).__name__}: "
+        starts = [n for n, line in enumerate(lines) if marker in line]
+        if starts:  # the message, from the line that names the error (it may span lines)
+            first = lines[starts[-1]]
+            text = " ".join([first[first.index(marker) + len(marker):], *lines[starts[-1] + 1:]])
+        else:
+            text = lines[-1]
     return text

@@ -17,7 +17,8 @@ import os
 import pickle
 import signal
 import typing as tp
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,9 +174,18 @@ _WORK: tp.Callable[[Job, bool], tp.Any] | None = None
 _BUSY = False
 
 
+_STOPPING = False
+
+
 def _on_interrupt(signum: int, frame: tp.Any) -> None:
-    """Ctrl-C (or the pool stopping a worker) in a worker: stop its file, whose temporary
-    output is then removed, or, idle, leave at once and quietly."""
+    """Ctrl-C (or the parent or the pool stopping a worker) in a worker: stop its file, whose
+    temporary output is then removed, or, idle, leave at once and quietly. A second signal
+    (Ctrl-C reaches the worker and its parent, which then stops it too) is ignored, so that it
+    cannot cut that clean-up short."""
+    global _STOPPING
+    if _STOPPING:
+        return
+    _STOPPING = True
     if _BUSY:
         raise KeyboardInterrupt
     os._exit(130)
@@ -220,14 +230,18 @@ def _remove_temporaries(dst: Path) -> None:
 def _run_in_processes(plan: Plan, work: tp.Callable[[Job, bool], R], processes: int) -> tp.Iterator[Outcome[R]]:
     """The jobs in a pool of worker processes, outcomes in the plan's order.
 
-    A worker that dies (killed, out of memory) breaks the pool, which stops the others (their
-    files are dropped like at Ctrl-C). The outcomes that came in are kept; the files not
-    finished run again one at a time in a fresh worker, so that only a file that kills its
-    worker again is reported as failed, and the rest go on.
+    At most two jobs a worker are submitted at a time. A worker that dies (killed, out of
+    memory) breaks the pool, which stops the others (their files are dropped like at Ctrl-C).
+    The outcomes that came in are kept; the jobs that were in flight run again one at a time
+    in a fresh single worker, so that only a job that kills its worker again is reported as
+    failed (an output one of them had already written is removed first); then the rest go on
+    with ``processes`` workers again.
     """
     context = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    existed = {i for i, job in enumerate(plan.jobs) if job.dst.exists()}
     finished: dict[int, Outcome[R]] = {}
-    todo, workers, following = list(range(len(plan.jobs))), processes, 0
+    pending, suspects = deque(range(len(plan.jobs))), deque[int]()
+    following = 0
 
     def ready() -> tp.Iterator[Outcome[R]]:
         nonlocal following
@@ -235,38 +249,53 @@ def _run_in_processes(plan: Plan, work: tp.Callable[[Job, bool], R], processes: 
             yield finished.pop(following)
             following += 1
 
-    while todo:
+    while pending or suspects:
+        alone = bool(suspects)
+        source, workers = (suspects, 1) if alone else (pending, processes)
         pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(work,))
-        futures = {i: pool.submit(_run_in_worker, plan.jobs[i], plan.folder) for i in todo}
-        broken: int | None = None
+        in_flight: dict[int, Future[Outcome[R]]] = {}  # in submission order
+        broken = False
         try:
-            for i in todo:
-                try:
-                    finished[i] = futures[i].result()
-                except BrokenProcessPool:
-                    broken = i
+            while (source or in_flight) and not broken:
+                while source and len(in_flight) < 2 * workers:
+                    try:
+                        in_flight[source[0]] = pool.submit(_run_in_worker, plan.jobs[source[0]], plan.folder)
+                    except BrokenProcessPool:
+                        broken = True
+                        break
+                    source.popleft()
+                if broken:
                     break
+                done, _ = wait(list(in_flight.values()), return_when=FIRST_COMPLETED)
+                for i in [i for i, future in in_flight.items() if future in done]:
+                    try:
+                        finished[i] = in_flight[i].result()
+                    except BrokenProcessPool:
+                        broken = True
+                        break
+                    del in_flight[i]
                 yield from ready()
         except BaseException:  # Ctrl-C (perhaps the parent's alone), or the caller stopped early
             for process in list(getattr(pool, "_processes", {}).values()):
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, signal.SIGINT)
+                    os.kill(process.pid, signal.SIGTERM)  # handled even where SIGINT is ignored
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-        if broken is None:
-            break
-        for i in todo:  # outcomes that came in before the pool broke
-            future = futures[i]
-            if i not in finished and future.done() and not future.cancelled() and future.exception() is None:
+        lost = []
+        for i, future in in_flight.items():  # outcomes that came in before the pool broke
+            if future.done() and not future.cancelled() and future.exception() is None:
                 finished[i] = future.result()
-        todo = [i for i in todo if i not in finished]
-        for i in todo:
+            else:
+                lost.append(i)
+        for i in lost:
             _remove_temporaries(plan.jobs[i].dst)
-        if workers == 1:  # one worker, files in order: the one it was on killed it
-            finished[broken] = Outcome(plan.jobs[broken], error=RuntimeError(
+            if i not in existed:  # written by this run before its outcome was lost: run it again
+                plan.jobs[i].dst.unlink(missing_ok=True)
+        if alone and lost:  # one worker, jobs in order: the oldest in flight is the one it died on
+            finished[lost[0]] = Outcome(plan.jobs[lost[0]], error=RuntimeError(
                 "its worker process died (killed, or out of memory); the other files went on"))
-            todo.remove(broken)
-        workers = 1
+            lost = lost[1:]
+        suspects.extendleft(reversed(lost))
         yield from ready()
     yield from ready()

@@ -59,7 +59,8 @@ from .lm_eval import (
 )
 from .lm_model import IGNORE, LM_METADATA_KEY, _loss, build_lm, export_lm, lm_logits, read_lm_info
 
-from .run_state import _atomic_torch_save, _rng_state, _seed_everything, _set_rng_state, _step_rng
+from .run_state import (_atomic_torch_save, _rng_state, _seed_everything, _set_rng_state, _step_rng,
+                        load_run_weights)
 from .solver import learning_rate_at, parse_run_arguments  # the codec trainer's schedule and run options
 
 CHECKPOINT = "checkpoint.pt"
@@ -166,11 +167,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
                               f"({ckpt.get('codec_name')}, weights {str(ckpt.get('codec_hash'))[:12]}); "
                               f"this config uses {data.codec_name} ({data.codec_hash[:12]}): "
                               f"use another --run-dir")
-        try:
-            lm.load_state_dict(ckpt["model"])
-        except RuntimeError as exc:
-            raise ConfigError(f"{ckpt_path} does not match the configured LM sizes: "
-                              f"{str(exc).splitlines()[0]}") from exc
+        load_run_weights(ckpt_path, ckpt, {"model": lm})  # a ConfigError naming the first mismatch
         opt.load_state_dict(ckpt["optim"])
         step = int(ckpt["step"])
         _set_rng_state(ckpt["rng"])
