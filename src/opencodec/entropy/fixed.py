@@ -39,8 +39,12 @@ import weakref
 import torch
 
 from ..errors import ModelLoadError
+# The integer model's results do not depend on the thread count, and its many small operations
+# only gain synchronisation from a second thread (on the 2-core development machine, decoding
+# took 1.7x as long with 2 threads as with 1): it runs under one_thread.
+from ..threads import one_thread
 from .fixed_ops import (_clamp, _exact_f64_matmul, _isqrt_rows, _round_div, _round_shift, cdf_to_probs,
-                        int_exp, int_gelu, logits_to_cdf, one_thread)
+                        int_exp, int_gelu, logits_to_cdf)
 from .fixed_params import (_act_tensor, _LayerParams, _linear_params, _LinearParams, _norm_params,
                            _NormParams)
 from .fixed_scheme import (_MAX_DIM, ACT_FRAC, ACT_LIMIT, ATTN_FRAC, CDF_BITS, EXP_FRAC, LN_EXTRA,

@@ -1,13 +1,10 @@
 """Integer kernels of the fixed-point scheme (:mod:`opencodec.entropy.fixed_scheme`): rounding
 shifts and divisions, the activation clamp, ``exp`` and GELU from the exact tables, exact integer
-square roots, products of integers in float64, and the integer CDF of a softmax; plus
-:func:`one_thread`, the thread setting they run fastest with."""
+square roots, products of integers in float64, and the integer CDF of a softmax."""
 
 from __future__ import annotations
 
-import contextlib
 import math
-import typing as tp
 
 import torch
 
@@ -122,20 +119,3 @@ def cdf_to_probs(cdf: torch.Tensor) -> torch.Tensor:
     return freq.double() / cdf[..., -1:].double()
 
 
-@contextlib.contextmanager
-def one_thread() -> tp.Iterator[None]:
-    """Run the block with one intra-op thread, then restore the previous count.
-
-    The integer model's results do not depend on the thread count, and its many small
-    operations run fastest on one thread: a second one only adds synchronisation (on the
-    2-core development machine, decoding took 1.7x as long with 2 threads as with 1).
-    """
-    before = torch.get_num_threads()
-    if before == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
