@@ -462,3 +462,15 @@ def test_the_command_uses_the_default_and_never_more_workers_than_shards(
                                        device="cpu", batch_seconds=2.5, max_seconds=2.0, workers=8))
     assert summary.place.world == 1  # one shard: one process, not eight
     assert _table(out).equals(_table(tmp_path / "again"))
+
+
+def test_a_malformed_manifest_line_is_named(tmp_path: Path) -> None:
+    from opencodec.tokens.inputs import InputError, list_inputs
+
+    manifest = tmp_path / "list.jsonl"
+    manifest.write_text('{"path": "a.wav"}\n\n{"id": "b"}\n')
+    with pytest.raises(InputError, match=f'^{manifest}:3: a manifest row needs a string "path"$'):
+        list_inputs([str(manifest)])
+    manifest.write_text('{"path": "a.wav"\n')
+    with pytest.raises(InputError, match=rf"^{manifest}:1: not a JSON object \("):
+        list_inputs([str(manifest)])

@@ -1,10 +1,10 @@
-"""JSON-lines manifests: atomic write, read."""
+"""JSON-lines manifests: atomic write, read, and checked manifest rows."""
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 
 def write_jsonl(path: Path, rows: Iterable[dict]) -> int:
@@ -24,3 +24,19 @@ def read_jsonl(path: Path | str) -> list[dict]:
     """Read a JSONL manifest (list of dicts)."""
     with open(path) as fh:
         return [json.loads(line) for line in fh if line.strip()]
+
+
+def manifest_rows(path: Path | str, error: type[Exception]) -> Iterator[dict]:
+    """The rows of a JSON-lines manifest (blank lines skipped), each a JSON object with a
+    string ``path``; any other line raises ``error`` naming the file and line."""
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise error(f"{path}:{number}: not a JSON object ({exc.msg})") from exc
+            if not isinstance(row, dict) or not isinstance(row.get("path"), str):
+                raise error(f'{path}:{number}: a manifest row needs a string "path"')
+            yield row

@@ -28,7 +28,6 @@ workers or the order of access, and ranks draw different examples.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -40,6 +39,7 @@ import soundfile as sf
 import torch
 
 from ..errors import AudioIOError, ConfigError
+from ._jsonl import manifest_rows
 from .loudness import mix_at_snr
 
 log = logging.getLogger("opencodec.data.dataset")
@@ -68,20 +68,11 @@ def load_manifests(manifests: Manifests) -> list[dict]:
             rows.append(dict(m))
             continue
         base = Path(m).resolve().parent
-        with open(m) as fh:
-            for number, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    r = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ConfigError(f"{m}:{number}: not a JSON object ({exc.msg})") from exc
-                if not isinstance(r, dict) or not isinstance(r.get("path"), str):
-                    raise ConfigError(f'{m}:{number}: a manifest row needs a string "path"')
-                for k in ("path", "clean_path", "noise"):
-                    if k in r and isinstance(r[k], str) and not os.path.isabs(r[k]):
-                        r[k] = str((base / r[k]).resolve())
-                rows.append(r)
+        for r in manifest_rows(m, ConfigError):
+            for k in ("path", "clean_path", "noise"):
+                if k in r and isinstance(r[k], str) and not os.path.isabs(r[k]):
+                    r[k] = str((base / r[k]).resolve())
+            rows.append(r)
     return rows
 
 

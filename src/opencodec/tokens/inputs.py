@@ -15,12 +15,12 @@ on the order of the inputs or of the file system.
 from __future__ import annotations
 
 import csv
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..audio import is_audio_file
+from ..data._jsonl import manifest_rows
 from ..errors import OpenCodecError
 
 MANIFEST_JSONL = (".jsonl", ".ndjson")
@@ -55,19 +55,8 @@ def _resolve(base: Path, path: str) -> str:
 
 
 def _read_jsonl(manifest: Path) -> list[InputItem]:
-    items = []
-    with open(manifest, encoding="utf-8") as fi:
-        for number, line in enumerate(fi, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{manifest}:{number}: not a JSON object ({exc.msg})") from exc
-            if not isinstance(row, dict) or not isinstance(row.get("path"), str):
-                raise InputError(f"{manifest}:{number}: a manifest row needs a string \"path\"")
-            items.append(InputItem(str(row.get("id", row["path"])), _resolve(manifest.parent, row["path"])))
-    return items
+    return [InputItem(str(row.get("id", row["path"])), _resolve(manifest.parent, row["path"]))
+            for row in manifest_rows(manifest, InputError)]
 
 
 def _read_csv(manifest: Path) -> list[InputItem]:
