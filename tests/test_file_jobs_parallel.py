@@ -152,15 +152,14 @@ def test_one_file_or_one_process_runs_here(tmp_path: Path) -> None:
     assert {o.result[1] for o in run_jobs(folder, _WhereAmI()) if o.result} == {os.getpid()}
 
 
-def test_ctrl_c_stops_every_process_at_once(tmp_path: Path) -> None:
-    """Ctrl-C (SIGINT to the process group) during ``compress -j 2``: exit 130 within seconds,
-    no process left, no temporary file, and the files not started are not written."""
+def _compress_until_one_is_written(tmp_path: Path, files: int, sigint: str) -> tuple[subprocess.Popen, Path]:
+    """``compress -j 2`` of ``files`` 30 s files in a child process (its own process group)
+    whose SIGINT handler is ``sigint``, returned once its first output exists."""
     src = tmp_path / "in"
-    for i in range(8):
+    for i in range(files):
         _write(src / f"s{i}.wav", 30.0, i)
     out = tmp_path / "out"
-    # Python's Ctrl-C handler in the child (a background shell may have SIGINT ignored)
-    start = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    start = (f"import signal, sys; signal.signal(signal.SIGINT, {sigint}); "
              "sys.argv = ['opencodec'] + sys.argv[1:]; from opencodec.cli import main; sys.exit(main())")
     proc = subprocess.Popen([sys.executable, "-c", start, "compress", str(src), str(out), "-j", "2", "-q"],
                             stderr=subprocess.PIPE, text=True, start_new_session=True,
@@ -168,6 +167,14 @@ def test_ctrl_c_stops_every_process_at_once(tmp_path: Path) -> None:
     deadline = time.monotonic() + 120
     while not (out.is_dir() and any(out.glob("*.ecdc"))) and time.monotonic() < deadline:
         time.sleep(0.05)
+    return proc, out
+
+
+def test_ctrl_c_stops_every_process_at_once(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the process group) during ``compress -j 2``: exit 130 within seconds,
+    no process left, no temporary file, and the files not started are not written."""
+    # Python's Ctrl-C handler in the child (a background shell may have SIGINT ignored)
+    proc, out = _compress_until_one_is_written(tmp_path, 8, "signal.default_int_handler")
     started = len(list(out.glob("*.ecdc")))
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=30)
@@ -184,18 +191,7 @@ def test_ctrl_c_stops_every_process_at_once(tmp_path: Path) -> None:
 
 def test_a_background_job_ignoring_ctrl_c_goes_on(tmp_path: Path) -> None:
     """A parent that ignores SIGINT (a background job of a script): its workers do too."""
-    src = tmp_path / "in"
-    for i in range(4):
-        _write(src / f"s{i}.wav", 30.0, i)
-    out = tmp_path / "out"
-    start = ("import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
-             "sys.argv = ['opencodec'] + sys.argv[1:]; from opencodec.cli import main; sys.exit(main())")
-    proc = subprocess.Popen([sys.executable, "-c", start, "compress", str(src), str(out), "-j", "2", "-q"],
-                            stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
-    deadline = time.monotonic() + 120
-    while not (out.is_dir() and any(out.glob("*.ecdc"))) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    proc, out = _compress_until_one_is_written(tmp_path, 4, "signal.SIG_IGN")
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0 and err == ""
