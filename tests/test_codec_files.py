@@ -17,6 +17,8 @@ from opencodec.ecdc_info import describe_file, is_ecdc_file
 from opencodec.errors import ModelLoadError, OpenCodecError, UsageError
 from opencodec.file_jobs import Job, Plan, find_files, plan_folder, run_jobs, single_output
 from opencodec.model import EncodecConfig, EncodecModel
+from opencodec.identity import model_hash
+from opencodec.releases import CURRENT_CODEC
 from opencodec.model_cache import CodecModels, load_checked_model
 from opencodec.pretrained import save_model
 
@@ -140,22 +142,26 @@ def test_load_checked_model_fails_fast_for_known_names() -> None:
         load_checked_model("encodec_48khz", 6.0, streaming=True, load=no_load)
 
 
-def test_codec_models_load_once_and_remember_failures(tiny_ckpt: Path) -> None:
-    model = codec_files.load_model(str(tiny_ckpt))
+def test_codec_models_load_once_and_remember_failures() -> None:
+    model = codec_files.load_model(CURRENT_CODEC)
     calls: list[str] = []
 
     def load(name: str) -> EncodecModel:
         calls.append(name)
-        if name == "tiny_files":
+        if name == CURRENT_CODEC:
             return model
         raise ModelLoadError(f"no model {name}")
 
     models = CodecModels(None, load)
-    assert models.get("tiny_files") is model and models.get("tiny_files", None, 4) is model
+    digest = model_hash(model)
+    assert models.get(CURRENT_CODEC, digest) is model and models.get(CURRENT_CODEC, digest, 4) is model
     for _ in range(2):
         with pytest.raises(ModelLoadError, match="no model"):
-            models.get("encodec_24khz_missing")
-    assert calls.count("tiny_files") == 1 and len(calls) == 2
+            models.get("encodec_48khz")
+    for _ in range(2):  # a name no release or official model has is never loaded
+        with pytest.raises(ModelLoadError, match="not a known model"):
+            models.get("tiny_files")
+    assert calls == [CURRENT_CODEC, "encodec_48khz"]
 
 
 # -- compress / decompress one file ------------------------------------------------------------

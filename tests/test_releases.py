@@ -3,6 +3,7 @@ with them, or fail clearly; never with other weights (opencodec.releases, openco
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -351,3 +352,32 @@ def test_trainer_renames_an_export_with_a_registered_name(tmp_path: Path, capsys
     exported = load_model(Path(run) / "model.safetensors")
     assert exported.name == "opencodec_24khz_custom"
     assert "belongs to released weights" in capsys.readouterr().err
+
+
+def test_a_header_never_chooses_a_file_on_this_disk(current, speech, tmp_path: Path) -> None:
+    """A name without a hash comes from the input: only official names and releases load."""
+    weights = tmp_path / "weights.safetensors"
+    save_model(current, weights)  # a loadable file: the header must still not reach it
+    loaded: list[str] = []
+
+    def spy(name: str) -> EncodecModel:
+        loaded.append(name)
+        return load_model(name)
+
+    from opencodec.identity import model_for_file
+    from opencodec.model_cache import CodecModels
+
+    with pytest.raises(ModelLoadError, match="not a known model"):
+        model_for_file(str(weights), None, 8, "the stream", spy)
+    with pytest.raises(ModelLoadError, match="not a known model"):
+        CodecModels(None, spy).get(str(weights), None, 8, "the stream")
+    assert loaded == []
+    # the same through a whole .ecdc file whose header names the path
+    data = compress(current, speech, 6.0)
+    header, offset = parse_header(data)
+    forged = io.BytesIO()
+    write_header(forged, dataclasses.replace(header, model_name=str(weights), model_hash=None))
+    with pytest.raises(ModelLoadError, match="not a known model"):
+        decompress(forged.getvalue() + data[offset:])
+    # official names and releases still load by name (here through the spy)
+    assert model_for_file(CURRENT_CODEC, None, 8, "the file", spy).name == CURRENT_CODEC

@@ -135,9 +135,9 @@ def model_for_file(name: str, weights_hash: str | None, num_codebooks: int,
     """Load the model a header names (``name``, ``weights_hash``) and check it fits.
 
     A hash selects the release that has it (the name must not contradict it); without a
-    hash the name is loaded as :func:`opencodec.pretrained.load_model` resolves it, except
-    bare ``opencodec_24khz``, which five releases used: ``ModelLoadError`` explaining how to
-    choose. A hash that no release has is a ``ModelLoadError`` asking for the weights file.
+    hash the name must be an official model or a release (a name that comes from a file never
+    chooses a file on this disk), and bare ``opencodec_24khz``, which five releases used, is a
+    ``ModelLoadError`` explaining how to choose. A hash that no release has is a ``ModelLoadError`` asking for the weights file.
     ``load`` loads a model by name (default :func:`opencodec.pretrained.load_model`).
     """
     if load is None:
@@ -146,6 +146,13 @@ def model_for_file(name: str, weights_hash: str | None, num_codebooks: int,
     if weights_hash is None:
         if name == CODEC_ALIAS:
             raise ModelLoadError(legacy_choice_message(what))
+        if name not in OFFICIAL_NAMES and codec_release(name) is None:
+            # the name came from the input: never let it choose a file on this disk
+            known = ", ".join((*OFFICIAL_NAMES, *(r.name for r in CODEC_RELEASES)))
+            raise ModelLoadError(
+                f"{what} names model {name!r} without a weights hash, which is not a known model "
+                f"({known}); pass the model that wrote it with --model PATH (Python: "
+                f"load_model(PATH))")
         model = load(name)
     else:
         release = codec_release(name)
