@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import time
 import typing as tp
 from pathlib import Path
 
@@ -170,10 +169,8 @@ def test_truncated_padded_and_corrupt_lm_bodies(our_models: dict, our_lms: dict)
     # A header claiming absurdly long audio is refused before decoding anything.
     fo = io.BytesIO()
     write_header(fo, EcdcHeader("encodec_48khz", 10 ** 12, 2, True))
-    start = time.monotonic()
-    with pytest.raises(BitstreamError, match="truncated"):
+    with pytest.raises(BitstreamError, match="truncated"):  # pytest-timeout guards a hang
         decompress(fo.getvalue() + data[offset:], model, lm=lm)
-    assert time.monotonic() - start < 5
     # Garbage after a valid first scale never hangs: it ends in a BitstreamError (corrupt or
     # truncated code, a bad second scale, or extra bytes).
     gen = torch.Generator().manual_seed(0)
