@@ -166,8 +166,9 @@ def test_versus_opus_states_where_the_model_falls_short():
     }
     lines = R.versus_opus(summary, ["mel", "visqol"])
     text = "\n".join(lines)
-    assert ("**m@6kbps**: ViSQOL above Opus in 1 of 2 categories (music); **below in speech**; "
-            "not established in speech.") in text
+    # only established results count in the headline; speech is a point estimate only
+    assert ("**m@6kbps**: ViSQOL established above Opus in 1 of 2 categories (music); "
+            "not established in speech (point estimate below).") in text
     assert "| music | m@6kbps | opus-6kbps | – vs – | 0.70 vs 1.50: better | 3.10 vs 2.60: better |" in text
     # 2.7 +- 0.5 against 3.0 +- 0.5: the means differ, the intervals do not tell them apart
     assert ("| speech | m@6kbps | opus-6kbps | – vs – | 1.00 vs 1.40: better (intervals overlap) "
@@ -205,7 +206,7 @@ def test_paired_versus_opus_tests_per_item_differences():
     # the means are each system's own (Opus's includes its unpaired item); the difference is paired
     assert f"3.10 vs 2.67: +0.10 ± {ci:.2f}, better, 5/5 items" in text
     assert "+0.01 ± " in text and "worse (not established), 2/5 items" in text
-    assert "**m@6kbps**: ViSQOL above Opus in 1 of 1 categories (speech)." in text
+    assert "**m@6kbps**: ViSQOL established above Opus in 1 of 1 categories (speech)." in text
 
 
 def test_retrained_model_is_rescored(setup, tmp_path):

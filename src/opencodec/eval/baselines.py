@@ -47,7 +47,8 @@ from ..errors import OpenCodecError
 __all__ = [
     "BaselineError", "Codec", "RoundtripResult", "OpusCodec", "MP3Codec", "FunctionCodec",
     "opus_roundtrip", "mp3_roundtrip", "opus_roundtrip_result", "mp3_roundtrip_result",
-    "paper_baselines", "OPUS_SILK_NB_EXTRA_DELAY_48K", "MP3_RATES",
+    "paper_baselines", "OPUS_SILK_NB_EXTRA_DELAY_48K", "MP3_RATES", "BITRATE_RANGES",
+    "check_bitrate",
 ]
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -60,6 +61,10 @@ OPUS_SILK_NB_EXTRA_DELAY_48K = 6
 MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 
 _OPUS_RATE = 48000
+
+#: The bitrates (kbit/s, inclusive) each baseline's encoder takes: libopus 6..510, LAME 8..320.
+BITRATE_RANGES = {"opus": (6.0, 510.0), "mp3": (8.0, 320.0)}
+_CODEC_LABELS = {"opus": "Opus", "mp3": "MP3"}
 
 
 class BaselineError(OpenCodecError, ValueError):
@@ -149,6 +154,16 @@ def _fit_length(x: np.ndarray, length: int) -> np.ndarray:
     return np.pad(x, ((0, 0), (0, length - x.shape[1])))
 
 
+def check_bitrate(codec: str, bitrate_kbps: float) -> None:
+    """Raise :class:`BaselineError` unless ``codec``'s encoder (``"opus"`` or ``"mp3"``) takes
+    ``bitrate_kbps`` (:data:`BITRATE_RANGES`); the one check of the round trips and of
+    :func:`opencodec.eval.systems.parse_baseline`."""
+    low, high = BITRATE_RANGES[codec]
+    if not low <= bitrate_kbps <= high:
+        raise BaselineError(f"{_CODEC_LABELS[codec]} bitrate must be {low:g}..{high:g} kbit/s, "
+                            f"got {bitrate_kbps}")
+
+
 def _import_av():  # type: ignore[no-untyped-def]
     try:
         import av
@@ -235,8 +250,7 @@ def opus_roundtrip_result(wav: ArrayLike, sample_rate: int, bitrate_kbps: float
     """
     x = _to_wav(wav)
     sr = _check_rate(sample_rate)
-    if not 6 <= bitrate_kbps <= 510:
-        raise BaselineError(f"Opus bitrate must be 6..510 kbit/s, got {bitrate_kbps}")
+    check_bitrate("opus", bitrate_kbps)
     length, duration = x.shape[1], x.shape[1] / sr
     x48 = _resample(x, sr, _OPUS_RATE)
     data, packets = _encode(x48, _OPUS_RATE, "libopus", "ogg", "flt",
@@ -289,8 +303,7 @@ def mp3_roundtrip_result(wav: ArrayLike, sample_rate: int, bitrate_kbps: float
     """
     x = _to_wav(wav)
     sr = _check_rate(sample_rate)
-    if not 8 <= bitrate_kbps <= 320:
-        raise BaselineError(f"MP3 bitrate must be 8..320 kbit/s, got {bitrate_kbps}")
+    check_bitrate("mp3", bitrate_kbps)
     length, duration = x.shape[1], x.shape[1] / sr
     rate = sr if sr in MP3_RATES else 48000
     xc = _resample(x, sr, rate)

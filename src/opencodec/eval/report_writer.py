@@ -78,6 +78,20 @@ def _markdown_table(header: tp.Sequence[str], rows: tp.Iterable[tp.Sequence[str]
             + ["| " + " | ".join(cells) + " |" for cells in rows])
 
 
+def _verdict_line(name: str, verdicts: tp.Sequence[tuple[str, bool, bool]]) -> str:
+    """The headline of ``name`` against Opus on ViSQOL from its ``(category, better, settled)``
+    verdicts: only established results count as above or below; the categories where the
+    result is not established are named apart, with the direction of the point estimate."""
+    above = [cat for cat, better, settled in verdicts if settled and better]
+    below = [cat for cat, better, settled in verdicts if settled and not better]
+    open_ = [f"{cat} (point estimate {'above' if better else 'below'})"
+             for cat, better, settled in verdicts if not settled]
+    return (f"- **{name}**: ViSQOL established above Opus in {len(above)} of {len(verdicts)} "
+            "categories" + (f" ({', '.join(above)})" if above else "")
+            + (f"; **established below in {', '.join(below)}**" if below else "")
+            + (f"; not established in {', '.join(open_)}" if open_ else "") + ".")
+
+
 def versus_opus(summary: dict, metrics: tp.Sequence[str], paired: dict | None = None) -> list[str]:
     """Markdown lines comparing every neural system with Opus at the same nominal bitrate,
     per category and metric. With ``paired`` (from ``paired_versus_opus``) a cell gives the
@@ -86,7 +100,7 @@ def versus_opus(summary: dict, metrics: tp.Sequence[str], paired: dict | None = 
     two systems' separate intervals are compared ("intervals overlap"). Empty when no Opus
     baseline shares a neural system's bitrate."""
     rows = []
-    verdicts: dict[str, dict[str, list[str]]] = defaultdict(lambda: {"above": [], "below": [], "open": []})
+    verdicts: dict[str, list[tuple[str, bool, bool]]] = defaultdict(list)  # (category, better, settled)
     for cat, systems in summary.items():
         partners = _opus_partners((name, s["kind"], s["family"], s["nominal_kbps"]) for name, s in systems.items())
         for name, opus_name in partners.items():
@@ -113,9 +127,7 @@ def versus_opus(summary: dict, metrics: tp.Sequence[str], paired: dict | None = 
                             + ("" if settled else " (intervals overlap)"))
                 cells.append(text)
                 if metric == "visqol":
-                    verdicts[name]["above" if better else "below"].append(cat)
-                    if not settled:
-                        verdicts[name]["open"].append(cat)
+                    verdicts[name].append((cat, better, settled))
             rows.append(cells)
     if not rows:
         return []
@@ -128,34 +140,44 @@ def versus_opus(summary: dict, metrics: tp.Sequence[str], paired: dict | None = 
         intro = ("Each neural system against the Opus baseline of the same nominal bitrate, by the "
                  "mean over the category's items (ours vs Opus).")
     lines = ["## Against Opus at the same bitrate", "", intro, ""]
-    for name, v in verdicts.items():
-        total = len(v["above"]) + len(v["below"])
-        lines.append(f"- **{name}**: ViSQOL above Opus in {len(v['above'])} of {total} categories"
-                     + (f" ({', '.join(v['above'])})" if v["above"] else "")
-                     + (f"; **below in {', '.join(v['below'])}**" if v["below"] else "")
-                     + (f"; not established in {', '.join(v['open'])}" if v["open"] else "") + ".")
+    if verdicts:
+        lines += ["Summary on ViSQOL: a category counts as above or below Opus only where the "
+                  "result is established; the others are listed apart with the direction of "
+                  "their point estimate.", ""]
+    lines += [_verdict_line(name, v) for name, v in verdicts.items()]
     header = (["Category", "System", "Opus", "kbps (actual)"]
               + [METRIC_LABELS.get(m, m) for m in metrics])
     lines += ["", *_markdown_table(header, rows)]
     return lines + [""]
 
 
-def write_report(out: Path, summary: dict, meta: dict, plots: dict[str, list[str]],
-                 metrics: tp.Sequence[str], paired: dict | None = None) -> None:
+def _header_lines(meta: dict) -> list[str]:
+    """The bullet list at the top of ``report.md``: what was asked for, how items are scored
+    and how each kind of system's bitrate is measured."""
     from .visqol import VISQOL_IMPLEMENTATION
 
     lines = [
-        "# opencodec evaluation report", "",
         f"- Models: {', '.join(meta['models']) or '–'}; bandwidths: "
         f"{', '.join(f'{b:g}' for b in meta['bandwidths']) or 'model defaults'} kbps",
+    ]
+    lines += [f"- **Not evaluated**: {note}" for note in meta.get("skipped_bandwidths", [])]
+    lines += [
         f"- Baselines: {', '.join(meta['baselines']) or '–'}",
         f"- Eval set: `{meta['set']}`; max items per category: {meta['max_items'] or 'all'}",
+    ]
+    if meta.get("metrics"):
+        lines.append(f"- Metrics: {', '.join(meta['metrics'])}")
+    lines += [
         f"- Scoring: every item is converted to {meta['sample_rate']} Hz, {meta['channels']} "
         "channel(s) (channels first, then soxr resampling) before coding; every system codes that "
         "converted signal and is scored against it at that rate.",
         "- Neural systems: real `compress` -> `.ecdc` bytes -> `decompress` round trip; actual kbps "
         "from the `.ecdc` size (header included); RTF = (encode + decode wall time) / audio "
         "duration, CPU, 1 torch thread per worker.",
+        "- Bitrates are measured differently by kind of system: a neural system's \"kbps "
+        "(actual)\" counts the whole `.ecdc` file, its header included; an Opus or MP3 "
+        "baseline's counts the codec packets only (payload), without the Ogg or MP3 container "
+        "(page headers, OpusHead/OpusTags, the Xing/LAME frame, ID3 tag).",
         f"- ViSQOL: {VISQOL_IMPLEMENTATION}; **audio mode at 48 kHz** for music/general "
         "categories, **speech mode at 16 kHz** for speech categories. PESQ (wide-band) and STOI "
         "on speech categories only.",
@@ -164,9 +186,35 @@ def write_report(out: Path, summary: dict, meta: dict, plots: dict[str, list[str
         "(see `errors` in results.jsonl).",
         f"- Items scored: {meta['n_rows']} rows in results.jsonl; wall time of this run: "
         f"{meta['wall_s']:.1f} s with {meta['workers']} worker(s) (a resumed run only "
-        "computes the missing rows).",
-        "",
+        "computes the missing rows). Only the rows of this run's items, systems and metrics are "
+        "reported; rows of other runs into the same folder stay in results.jsonl.",
     ]
+    skipped = meta.get("skipped", [])
+    if skipped:
+        lines.append(f"- **Skipped items**: {len(skipped)} item(s) could not be read and are in no "
+                     "table (listed at the end).")
+    return lines
+
+
+def _skipped_lines(skipped: tp.Sequence[dict]) -> list[str]:
+    """The ``## Skipped items`` section of ``report.md`` (empty when none was skipped)."""
+    if not skipped:
+        return []
+    return (["## Skipped items", "", "These items could not be read; they are left out of every "
+             "table (a rerun tries them again).", ""]
+            + _markdown_table(["Category", "Item", "File", "Reason"], (
+                [s["category"], s["item_id"], f"`{s['path']}`", s["error"].replace("|", "\\|")]
+                for s in skipped))
+            + [""])
+
+
+def write_report(out: Path, summary: dict, meta: dict, plots: dict[str, list[str]],
+                 metrics: tp.Sequence[str], paired: dict | None = None) -> None:
+    """Write ``out/report.md`` (atomically) from the summary, the run's ``meta`` (as in
+    ``summary.json``), the plots and the paired comparison with Opus."""
+    from .._files import write_bytes_atomic
+
+    lines = ["# opencodec evaluation report", "", *_header_lines(meta), ""]
     for cat, systems in summary.items():
         shown = [m for m in metrics if any(m in s["metrics"] for s in systems.values())]
         mode = next(iter(systems.values())).get("visqol_mode")
@@ -182,4 +230,5 @@ def write_report(out: Path, summary: dict, meta: dict, plots: dict[str, list[str
             lines.append(f"![{cat} {Path(p).stem}]({p})")
         lines.append("")
     lines += versus_opus(summary, [m for m in metrics if m in ("si_snr", "mel", "visqol")], paired)
-    (out / "report.md").write_text("\n".join(lines))
+    lines += _skipped_lines(meta.get("skipped", []))
+    write_bytes_atomic(out / "report.md", "\n".join(lines).encode())

@@ -11,8 +11,22 @@ import typing as tp
 
 import numpy as np
 
-from .systems import (SPEECH_ONLY_METRICS, WEIGHTS_KEY, SystemSpec, is_speech_category,
-                      parse_baseline, visqol_mode)
+from .systems import (ITEM_KEY, SCORED_KEY, SPEECH_ONLY_METRICS, WEIGHTS_KEY, EvalReportError,
+                      SystemSpec, is_speech_category, metrics_for, parse_baseline, visqol_mode)
+
+
+class ItemReadError(EvalReportError):
+    """An eval item's audio cannot be read or holds no samples: the item is skipped.
+
+    ``path`` is the item's file and ``reason`` why it cannot be read (the arguments, so that
+    the error pickles back from a worker process)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(path, reason)
+        self.path, self.reason = path, reason
+
+    def __str__(self) -> str:
+        return f"cannot read {self.path}: {self.reason}"
 
 
 # ------------------------------------------------------------------------------------------
@@ -38,6 +52,15 @@ def _init_worker(model_specs: tuple[str, ...], baseline_specs: tuple[str, ...]) 
         models[spec] = m
     _WORKER["models"] = models
     _WORKER["baselines"] = {b: parse_baseline(b) for b in baseline_specs}
+
+
+def _init_pool_worker(model_specs: tuple[str, ...], baseline_specs: tuple[str, ...]) -> None:
+    """:func:`_init_worker` for a worker process, which leaves Ctrl-C to its parent (the
+    parent stops the pool; a worker's own ``KeyboardInterrupt`` would print a traceback)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init_worker(model_specs, baseline_specs)
 
 
 def _neural_roundtrip(model, wav: np.ndarray, bandwidth: float) -> tuple[np.ndarray, float, float]:
@@ -87,14 +110,29 @@ def score(est: np.ndarray, ref: np.ndarray, sample_rate: int, category: str,
     return values, errors
 
 
-def evaluate_item(task: dict) -> list[dict]:
-    """Score one item with the systems listed in ``task``; returns result rows."""
+def load_reference(task: dict) -> np.ndarray:
+    """The item of ``task`` as float32 ``[C, T]`` at the scoring rate and channels; raises
+    :class:`ItemReadError` naming the file and the reason when it cannot be read or is empty."""
     from ..data.dataset import EvalDataset
 
-    ds = EvalDataset([task["row"]], sample_rate=task["sample_rate"], channels=task["channels"],
-                     skip_errors=False)
-    item = ds[0]
+    path = str(task["row"].get("path"))
+    try:
+        item = EvalDataset([task["row"]], sample_rate=task["sample_rate"], channels=task["channels"],
+                           skip_errors=False)[0]
+    except (OSError, RuntimeError, ValueError) as exc:  # soundfile's errors are RuntimeErrors
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        prefix = f"Error opening {path!r}: "  # soundfile's; the path is named already
+        raise ItemReadError(path, reason[len(prefix):] if reason.startswith(prefix) else reason) from None
     ref = item["audio"].numpy().astype(np.float32)
+    if ref.shape[-1] == 0:
+        raise ItemReadError(path, "the file holds no audio samples")
+    return ref
+
+
+def evaluate_item(task: dict) -> list[dict]:
+    """Score one item with the systems listed in ``task``; returns result rows. Raises
+    :class:`ItemReadError` when the item's audio cannot be read (the caller skips the item)."""
+    ref = load_reference(task)
     sr = int(task["sample_rate"])
     duration = ref.shape[-1] / sr
     rows = []
@@ -107,6 +145,9 @@ def evaluate_item(task: dict) -> list[dict]:
         }
         if spec.weights:
             row[WEIGHTS_KEY] = spec.weights
+        if task.get("item_sha256"):
+            row[ITEM_KEY] = task["item_sha256"]
+        row[SCORED_KEY] = metrics_for(task["category"], task["metrics"])
         try:
             if spec.kind == "neural":
                 model = _WORKER["models"][spec.model]

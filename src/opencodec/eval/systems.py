@@ -7,6 +7,7 @@ The protocol of ``opencodec eval`` is described in :mod:`opencodec.eval.report`.
 from __future__ import annotations
 
 import math
+import typing as tp
 from dataclasses import dataclass
 
 ALL_METRICS = ("si_snr", "mel", "stft", "visqol", "pesq", "stoi")
@@ -45,15 +46,45 @@ WEIGHTS_KEY = "weights_sha256"
 it (written before it existed) match no model: a rerun into their folder scores the model
 again."""
 
+ITEM_KEY = "item_sha256"
+"""Result-row field holding the hash prefix of the item's audio file (its bytes), so that a
+row is only ever reused for the same audio: another eval set whose item has the same id, or
+a rebuilt file, is scored again. Rows without it (written before it was recorded) are stale."""
 
-def row_key(row: dict) -> tuple[str, str, str, str]:
-    """A result row's resume key: (category, item, system, weights hash or "")."""
-    return row["category"], row["item_id"], row["system"], row.get(WEIGHTS_KEY) or ""
+SCORED_KEY = "scored_metrics"
+"""Result-row field listing the metrics the row was asked to compute (those that apply to
+its category); a rerun that asks for a metric a row lacks scores that row again."""
+
+
+def row_key(row: dict) -> tuple[str, str, str, str, str, int, int]:
+    """A result row's resume key: (category, item, item file hash or "", system, weights
+    hash or "", scoring sample rate, scoring channels)."""
+    return (row["category"], row["item_id"], row.get(ITEM_KEY) or "", row["system"],
+            row.get(WEIGHTS_KEY) or "", int(row.get("sample_rate") or 0), int(row.get("channels") or 0))
+
+
+def metrics_for(category: str, metrics: tp.Sequence[str]) -> list[str]:
+    """The metrics of ``metrics`` that apply to ``category`` (PESQ and STOI only for speech)."""
+    speech = is_speech_category(category)
+    return [m for m in metrics if speech or m not in SPEECH_ONLY_METRICS]
+
+
+def row_scored_metrics(row: dict) -> set[str]:
+    """The metrics ``row`` was computed with (:data:`SCORED_KEY`, else its ``metrics``' keys)."""
+    scored = row.get(SCORED_KEY)
+    if isinstance(scored, list):
+        return {str(m) for m in scored}
+    metrics = row.get("metrics")
+    return set(metrics) if isinstance(metrics, dict) else set()
 
 
 def parse_baseline(spec: str):  # -> Codec
-    """``opus6``/``opus-6``/``opus_6`` -> OpusCodec(6); ``mp3_64``/``mp3-64``/``mp364`` -> MP3Codec(64)."""
-    from .baselines import MP3Codec, OpusCodec
+    """``opus6``/``opus-6``/``opus_6`` -> OpusCodec(6); ``mp3_64``/``mp3-64``/``mp364`` -> MP3Codec(64).
+
+    Raises :class:`EvalReportError` for an unknown spec, or a bitrate the encoder does not
+    take (Opus 6..510, MP3 8..320 kbit/s; :func:`opencodec.eval.baselines.check_bitrate`),
+    so that ``eval`` and ``mushra build`` refuse it before any work."""
+    from .baselines import BaselineError, MP3Codec, OpusCodec, check_bitrate
 
     s = spec.lower().replace("-", "_").replace("kbps", "")
     for prefix, cls in (("opus", OpusCodec), ("mp3", MP3Codec)):
@@ -65,17 +96,24 @@ def parse_baseline(spec: str):  # -> Codec
                 break
             if not math.isfinite(kbps) or kbps <= 0:
                 break
+            try:
+                check_bitrate(prefix, kbps)
+            except BaselineError as exc:
+                raise EvalReportError(f"baseline {spec!r}: {exc}") from None
             return cls(kbps)
     raise EvalReportError(f"unknown baseline {spec!r}: expected opusN or mp3_N (e.g. opus12, mp3_64)")
 
 
 def neural_system_name(model_name: str, bandwidth: float) -> str:
+    """``('tiny', 1.5)`` -> ``'tiny@1.5kbps'``."""
     return f"{model_name}@{bandwidth:g}kbps"
 
 
 def is_speech_category(category: str) -> bool:
+    """Whether ``category`` holds speech (its name contains ``speech``)."""
     return "speech" in category
 
 
 def visqol_mode(category: str) -> str:
+    """ViSQOL's mode for ``category``: ``speech`` (16 kHz) or ``audio`` (48 kHz)."""
     return "speech" if is_speech_category(category) else "audio"
