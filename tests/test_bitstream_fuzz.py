@@ -288,11 +288,13 @@ def test_decompress_mutated(tiny_models: dict[str, EncodecModel], name: str, aud
     layout = StreamLayout.from_model(model)
     num_codebooks = data.draw(st.integers(1, model.n_q))
     damaged = _make_file(layout, audio_length, num_codebooks, seed=audio_length)
-    if data.draw(st.booleans()):
+    mutated = data.draw(st.booleans())
+    if mutated:
         damaged = data.draw(mutation(damaged))
     try:
         wav, rate = decompress(damaged, model)
     except BitstreamError:
+        assert mutated, "an undamaged file must decode"
         return
     header, _ = parse_header(damaged)
     assert rate == model.sample_rate

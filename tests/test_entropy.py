@@ -216,9 +216,10 @@ def test_round_trip_consumed_and_errors() -> None:
     for _ in range(5):
         junk = bytes(torch.randint(0, 256, (len(data),), generator=gen).tolist())
         try:
-            decode_segment_with_lm(lm, junk, 3, 25)
+            got = decode_segment_with_lm(lm, junk, 3, 25)
         except BitstreamError:
-            pass
+            continue
+        assert got.shape == (3, 25) and 0 <= int(got.min()) and int(got.max()) < lm.card
     with pytest.raises(BitstreamError):  # all ones: past the last bin's range
         decode_segment_with_lm(lm, b"\xff" * 64, 3, 25)
     with pytest.raises(ValueError):

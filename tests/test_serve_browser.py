@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-pytest.importorskip("websockets")
+import websockets  # noqa: F401  (installed by make test: a missing extra fails, never skips)
 
 from opencodec import load_model  # noqa: E402
 from serve_helpers import file_path_audio, rel_l2, server_thread  # noqa: E402
