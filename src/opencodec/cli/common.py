@@ -13,6 +13,7 @@ from tqdm import tqdm
 from ..argtypes import (bandwidth_arg, count_arg, int_in, non_negative_float, port_arg, positive_float,
                         positive_int)
 from ..codec_files import ProgressFactory, Update
+from ..bandwidth import format_kbps as fmt_kbps  # the one formatter, under the CLI's name
 from ..errors import UsageError
 from ..progress import progress_bar
 
@@ -45,10 +46,6 @@ def describe(exc: BaseException, path: Path) -> str:
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
         message = f"{exc.filename}: {exc.strerror}"
     return message if str(path) in message else f"{path}: {message}"
-
-
-def fmt_kbps(value: float) -> str:
-    return f"{value:g}"
 
 
 def add_mode_options(parser: argparse.ArgumentParser, fast_default: bool) -> None:

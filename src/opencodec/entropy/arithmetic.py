@@ -107,7 +107,6 @@ class ArithmeticEncoder:
         self._out = bytearray()
         self._acc = 0   # pending output bits, first one in bit 0
         self._nacc = 0
-        self._flushed = False
 
     def _emit(self, value: int, n: int) -> None:
         """Append the ``n`` low bits of ``value``, most significant first."""
@@ -157,7 +156,6 @@ class ArithmeticEncoder:
             self._out.append(self._acc)
             self._acc = 0
             self._nacc = 0
-        self._flushed = True
 
     def getvalue(self) -> bytes:
         """The bytes written so far (complete only after :meth:`flush`)."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import soundfile as sf
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -44,12 +43,6 @@ class LoadedBatch:
     sources: list[SourceInfo]
     errors: dict[int, str] = field(default_factory=dict)
     streamed: bool = False
-
-
-def source_info(path: str) -> SourceInfo:
-    """Rate, channels and duration from the file's header."""
-    info = sf.info(path)
-    return SourceInfo(int(info.samplerate), int(info.channels), info.frames / info.samplerate)
 
 
 class BatchAudio(Dataset):
