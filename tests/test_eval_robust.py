@@ -323,3 +323,31 @@ def test_ctrl_c_is_one_line_and_status_130(tmp_path, monkeypatch, capsys):
     assert status == 130
     err = capsys.readouterr().err
     assert err.startswith("opencodec eval: error: interrupted") and err.count("\n") == 1
+
+
+def _sleep_long(seconds: float) -> float:
+    import time as _time
+
+    _time.sleep(seconds)
+    return seconds
+
+
+def test_stop_pool_terminates_workers_in_progress() -> None:
+    """Ctrl-C's pool stop kills the workers busy on an item (shutdown alone waits for them)."""
+    import multiprocessing
+    import time as _time
+    from concurrent.futures import ProcessPoolExecutor
+
+    from opencodec.eval.workers import stop_pool
+
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
+    pool.submit(_sleep_long, 60.0)
+    processes = list(pool._processes.values())
+    deadline = _time.monotonic() + 30  # wait for the worker to start the item
+    while not processes and _time.monotonic() < deadline:
+        _time.sleep(0.01)
+        processes = list(pool._processes.values())
+    stop_pool(pool)
+    for process in processes:
+        process.join(30)  # a bound for a hang only: a live worker would sleep for 60 s
+        assert not process.is_alive()

@@ -47,7 +47,8 @@ SPLITS = {  # old public face -> the modules its code moved to (session 12)
     "opencodec.bitstream": ["header", "packing", "layout", "coded_body", "body"],
     "opencodec.entropy.fixed": ["fixed_scheme", "fixed_ops", "fixed_params"],
     "opencodec.data.corpus": ["presets", "loudness", "debian", "source_files", "convert", "eval_items"],
-    "opencodec.eval.report": ["systems", "scoring", "summary", "report_writer"],
+    "opencodec.eval.report": ["systems", "scoring", "summary", "report_writer", "results_file", "cli",
+                              "console", "items", "lineup", "workers"],
     "opencodec.train.lm_solver": ["lm_config", "lm_codes", "lm_model", "lm_eval"],
 }
 
@@ -76,3 +77,44 @@ def test_split_modules_reexport_what_moved(old: str) -> None:
 def test_split_command_lines_still_run(module: str) -> None:
     done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "usage" in done.stdout.lower(), (module, done.stderr)
+
+
+def test_eval_report_keeps_its_names_after_the_split() -> None:
+    """``opencodec.eval.report`` was split into ``items``, ``results_file``, ``lineup``,
+    ``workers``, ``console`` and ``cli``: its names stay the very objects, private names are
+    out of ``__all__`` but still importable, and reading ``results.jsonl`` keeps its old path."""
+    from opencodec.eval import cli, console, report, results_file, scoring, summary
+
+    assert report.build_parser is cli.build_parser
+    assert report.PROG == console.PROG == "opencodec eval"
+    assert report.RESULTS_FILE == results_file.RESULTS_FILE == "results.jsonl"
+    for name in ("read_results", "repair_results"):
+        assert getattr(report, name) is getattr(summary, name) is getattr(results_file, name)
+    assert report.neural_roundtrip is report._neural_roundtrip is scoring._neural_roundtrip
+    assert scoring._init_worker is scoring.init_worker
+    assert scoring._init_pool_worker is scoring.init_pool_worker
+    assert not [n for n in report.__all__ if n.startswith("_")]
+    assert {"run_eval", "main", "build_parser"} <= set(report.__all__)
+
+
+def test_eval_modules_do_not_import_upwards() -> None:
+    """The modules split out of ``opencodec.eval.report`` never import it (no cycle), and
+    only ``report`` imports the command line module ``cli``."""
+    import ast
+    import importlib
+
+    for sub in ("items", "results_file", "lineup", "workers", "console", "cli", "scoring", "summary",
+                "systems", "report_writer"):
+        module = importlib.import_module(f"opencodec.eval.{sub}")
+        tree = ast.parse(open(module.__file__, encoding="utf-8").read())
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):  # from .report import x / from . import report
+                imported |= {node.module.rsplit(".", 1)[-1]} if node.module else {a.name for a in node.names}
+        assert not imported & {"report", "cli"} - {sub}, (sub, sorted(imported))
+
+
+def test_opencodec_eval_help_still_runs() -> None:
+    done = subprocess.run([sys.executable, "-m", "opencodec", "eval", "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and "usage: opencodec eval" in done.stdout, done.stderr

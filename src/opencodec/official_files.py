@@ -32,6 +32,15 @@ def _offline() -> bool:
     return os.environ.get("OPENCODEC_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 hex digest of a file's bytes, read 1 MiB at a time (``OSError`` if unreadable)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def sha256_prefix_ok(path: Path, filename: str | None = None) -> tuple[bool, str, str]:
     """Check a checkpoint against the hash prefix in its name (``name-<sha256 prefix>.ext``).
 
@@ -39,11 +48,7 @@ def sha256_prefix_ok(path: Path, filename: str | None = None) -> tuple[bool, str
     """
     stem = Path(filename or path.name).stem
     expected = stem.rsplit("-", 1)[-1]
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    actual = digest.hexdigest()[: len(expected)]
+    actual = file_sha256(path)[: len(expected)]
     return actual == expected, expected, actual
 
 

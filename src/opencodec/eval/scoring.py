@@ -14,6 +14,9 @@ import numpy as np
 from .systems import (ITEM_KEY, SCORED_KEY, SPEECH_ONLY_METRICS, WEIGHTS_KEY, EvalReportError,
                       SystemSpec, is_speech_category, metrics_for, parse_baseline, visqol_mode)
 
+__all__ = ["ItemReadError", "init_worker", "init_pool_worker", "score_in_this_process",
+           "loaded_models", "neural_roundtrip", "score", "load_reference", "evaluate_item"]
+
 
 class ItemReadError(EvalReportError):
     """An eval item's audio cannot be read or holds no samples: the item is skipped.
@@ -35,7 +38,7 @@ class ItemReadError(EvalReportError):
 _WORKER: dict[str, tp.Any] = {}
 
 
-def _init_worker(model_specs: tuple[str, ...], baseline_specs: tuple[str, ...]) -> None:
+def init_worker(model_specs: tuple[str, ...], baseline_specs: tuple[str, ...]) -> None:
     """Load models and baselines once per process; one torch thread."""
     import warnings
 
@@ -54,16 +57,31 @@ def _init_worker(model_specs: tuple[str, ...], baseline_specs: tuple[str, ...]) 
     _WORKER["baselines"] = {b: parse_baseline(b) for b in baseline_specs}
 
 
-def _init_pool_worker(model_specs: tuple[str, ...], baseline_specs: tuple[str, ...]) -> None:
-    """:func:`_init_worker` for a worker process, which leaves Ctrl-C to its parent (the
+def init_pool_worker(model_specs: tuple[str, ...], baseline_specs: tuple[str, ...]) -> None:
+    """:func:`init_worker` for a worker process, which leaves Ctrl-C to its parent (the
     parent stops the pool; a worker's own ``KeyboardInterrupt`` would print a traceback)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _init_worker(model_specs, baseline_specs)
+    init_worker(model_specs, baseline_specs)
 
 
-def _neural_roundtrip(model, wav: np.ndarray, bandwidth: float) -> tuple[np.ndarray, float, float]:
+def score_in_this_process(model_specs: tuple[str, ...], baseline_specs: tuple[str, ...]) -> None:
+    """Make this process ready for :func:`evaluate_item`: load the models with
+    :func:`init_worker` unless exactly these are loaded already (the parent loads them
+    before any work), and fresh baselines."""
+    if set(_WORKER.get("models", {})) != set(model_specs):
+        init_worker(model_specs, baseline_specs)
+    _WORKER["baselines"] = {b: parse_baseline(b) for b in baseline_specs}
+
+
+def loaded_models() -> dict[str, tp.Any]:
+    """The models :func:`init_worker` loaded in this process, by the spec they were loaded
+    from (a copy of the mapping; empty before any load)."""
+    return dict(_WORKER.get("models", {}))
+
+
+def neural_roundtrip(model, wav: np.ndarray, bandwidth: float) -> tuple[np.ndarray, float, float]:
     """(decoded [C, T], actual kbps, encode+decode seconds)."""
     import torch
 
@@ -77,6 +95,12 @@ def _neural_roundtrip(model, wav: np.ndarray, bandwidth: float) -> tuple[np.ndar
     duration = wav.shape[-1] / model.sample_rate
     return out.detach().cpu().numpy().astype(np.float32), 8.0 * len(data) / duration / 1000.0, elapsed
 
+
+# The names these functions had before they were made public (``eval/mushra/build.py`` imports
+# ``_neural_roundtrip``).
+_init_worker = init_worker
+_init_pool_worker = init_pool_worker
+_neural_roundtrip = neural_roundtrip
 
 
 def score(est: np.ndarray, ref: np.ndarray, sample_rate: int, category: str,
@@ -151,7 +175,7 @@ def evaluate_item(task: dict) -> list[dict]:
         try:
             if spec.kind == "neural":
                 model = _WORKER["models"][spec.model]
-                est, kbps, elapsed = _neural_roundtrip(model, ref, spec.nominal_kbps)
+                est, kbps, elapsed = neural_roundtrip(model, ref, spec.nominal_kbps)
                 row["rtf"] = elapsed / duration
             else:
                 codec = _WORKER["baselines"][spec.baseline]

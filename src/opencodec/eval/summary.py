@@ -1,19 +1,22 @@
-"""Statistics over result rows: reading ``results.jsonl``, mean and 95 % confidence interval
-(Student t, half-width) per metric and system, and the per-item differences of each neural
-system against the Opus baseline of the same nominal bitrate.
+"""Statistics over result rows: mean and 95 % confidence interval (Student t, half-width)
+per metric and system, and the per-item differences of each neural system against the Opus
+baseline of the same nominal bitrate. (Reading ``results.jsonl`` moved to
+:mod:`opencodec.eval.results_file`; :func:`read_results` and :func:`repair_results` stay
+importable from here.)
 """
 
 from __future__ import annotations
 
-import json
 import math
 import typing as tp
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 
-from .systems import LOWER_IS_BETTER, EvalReportError
+from .results_file import read_results, repair_results  # their old import path
+from .systems import LOWER_IS_BETTER
+
+__all__ = ["mean_ci95", "summarize", "paired_versus_opus", "read_results", "repair_results"]
 
 
 # ------------------------------------------------------------------------------------------
@@ -34,70 +37,6 @@ def mean_ci95(values: tp.Sequence[float]) -> tuple[float | None, float | None, i
     except ImportError:  # pragma: no cover
         q = 1.96
     return mean, q * float(np.std(vals, ddof=1)) / math.sqrt(n), n
-
-
-def _result_row(line: str) -> dict | None:
-    """The result row a ``results.jsonl`` line holds, ``None`` if it is not one."""
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(row, dict) or not all(isinstance(row.get(k), str)
-                                            for k in ("category", "item_id", "system")):
-        return None
-    return row
-
-
-def repair_results(path: Path) -> tuple[list[dict], str | None]:
-    """Read ``path`` (``OUT/results.jsonl``) before a run appends to it: ``(rows, warning)``.
-
-    An interrupted run (a hard kill, a full disk) can leave its last line cut short (no
-    newline at the end of the file); that line is dropped, so its row is scored again, and
-    the file is rewritten (atomically) to end with a complete line, which is what
-    ``warning`` then says (``None`` when nothing was dropped). Any other line that is not a
-    result row is an :class:`EvalReportError` naming the file and line: the file is not one
-    this tool wrote, or was edited, and is left untouched."""
-    if not path.exists():
-        return [], None
-    text = path.read_bytes().decode("utf-8", errors="replace")
-    lines = text.split("\n")
-    numbered = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
-    rows, kept, dropped = [], [], None
-    for index, (n, line) in enumerate(numbered):
-        row = _result_row(line)
-        if row is not None:
-            rows.append(row)
-            kept.append(line.strip())
-        elif index == len(numbered) - 1 and not text.endswith("\n"):  # cut short while written
-            dropped = n
-        else:
-            raise EvalReportError(f"{path}:{n} is not a result row (an edited or foreign file?); "
-                                  "remove that line or use another --out")
-    if dropped is None and (not text or text.endswith("\n")):
-        return rows, None
-    from .._files import write_bytes_atomic
-
-    write_bytes_atomic(path, "".join(line + "\n" for line in kept).encode())
-    if dropped is None:
-        return rows, None
-    return rows, (f"dropped the incomplete last line ({dropped}) of {path}, left by a run that "
-                  "was cut short; its row is scored again")
-
-
-def read_results(path: Path) -> list[dict]:
-    """The result rows of ``path`` (``OUT/results.jsonl``), skipping lines that are not one."""
-    rows = []
-    if path.exists():
-        with open(path) as fh:
-            for line in fh:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:  # a line cut by an interrupted run
-                    continue
-    return rows
 
 
 def summarize(rows: list[dict], metrics: tp.Sequence[str]) -> dict:

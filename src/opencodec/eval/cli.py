@@ -1,0 +1,89 @@
+"""The ``opencodec eval`` command line: its parser, and one run of it with its exit status.
+
+The driver it runs is passed in (:func:`opencodec.eval.report.main` passes
+:func:`opencodec.eval.report.run_eval`), so this module does not import the driver's module,
+which re-exports :func:`build_parser` and is the ``python -m opencodec.eval.report`` entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import typing as tp
+from pathlib import Path
+
+from ..argtypes import bandwidth_arg, positive_int
+from ..errors import OpenCodecError
+from .console import PROG
+from .results_file import RESULTS_FILE
+from .systems import ALL_METRICS, EvalReportError, parse_baseline
+
+__all__ = ["DESCRIPTION", "build_parser", "run_command"]
+
+#: The first line of ``opencodec eval --help`` (the protocol is in :mod:`opencodec.eval.report`).
+DESCRIPTION = "Rate-quality evaluation report: score neural codecs and classic baselines on eval sets."
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The ``opencodec eval`` command line."""
+    p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="*", default=[], metavar="NAME_OR_PATH",
+                   help="neural model names or weight files (two checkpoints of one config are "
+                        "told apart by NAME#<weights hash>)")
+    p.add_argument("--bandwidths", nargs="*", type=bandwidth_arg, default=None, metavar="KBPS",
+                   help="bandwidths for the models (default: each model's own; one a model does "
+                        "not support is skipped for it with a warning)")
+    p.add_argument("--baselines", nargs="*", default=[], metavar="SPEC",
+                   help="baselines: opusN (6..510), mp3_N (8..320) (e.g. opus6 opus12 opus24 mp3_64)")
+    p.add_argument("--set", dest="eval_set", required=True, metavar="DIR",
+                   help="folder with eval_<category>.jsonl manifests")
+    p.add_argument("--categories", nargs="*", default=None,
+                   help="categories (default: all eval_*.jsonl found)")
+    p.add_argument("--max-items", type=positive_int, default=None, metavar="N", help="first N items per category")
+    p.add_argument("--metrics", nargs="*", default=list(ALL_METRICS), choices=ALL_METRICS)
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder: new, empty, or an earlier eval output (with results.jsonl), "
+                        "which is resumed: only missing rows are computed, and the report covers "
+                        "exactly this run's items, systems and metrics")
+    p.add_argument("-f", "--force", action="store_true",
+                   help="write into a non-empty --out folder that is not an eval output "
+                        "(its report.md, summary.json and plots/ are replaced)")
+    p.add_argument("--workers", type=positive_int, default=1, help="worker processes (1 torch thread each)")
+    p.add_argument("--sample-rate", type=positive_int, default=24000,
+                   help="scoring rate when no model is given (default 24000)")
+    p.add_argument("--channels", type=positive_int, default=1, help="scoring channels when no model is given")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar (warnings, such as skipped items or bandwidths, still show)")
+    return p
+
+
+def run_command(argv: list[str] | None, prog: str, run_eval: tp.Callable[..., dict]) -> int:
+    """Parse ``argv`` and call ``run_eval`` with it. Exit status: 0 success, 1 failure (one
+    line ``opencodec eval: error: ...``), 2 usage (including a baseline the encoders do not
+    take), 130 interrupted (the rows written so far are kept: rerun the command to resume)."""
+    import torch
+
+    torch.set_num_threads(1)
+    args = build_parser(prog).parse_args(argv)
+    try:
+        for spec in args.baselines:
+            parse_baseline(spec)
+    except EvalReportError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        doc = run_eval(args.models, args.bandwidths, args.baselines, args.eval_set, args.out,
+                       categories=args.categories, max_items=args.max_items, metrics=args.metrics,
+                       workers=args.workers, quiet=args.quiet, sample_rate=args.sample_rate,
+                       channels=args.channels, force=args.force)
+    except (EvalReportError, OpenCodecError, OSError) as exc:  # bad input, model, weights: one line
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: error: interrupted (the rows already scored are kept in "
+              f"{Path(args.out) / RESULTS_FILE}; rerun the same command to resume)", file=sys.stderr)
+        return 130
+    if not args.quiet:
+        print(f"wrote {Path(args.out) / 'report.md'} ({doc['meta']['n_rows']} rows)", file=sys.stderr)
+    return 0

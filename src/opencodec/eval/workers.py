@@ -1,0 +1,105 @@
+"""Scoring a run's tasks: one task per item with the systems it still lacks, scored in this
+process or in a pool of worker processes (one torch thread each), each item's rows appended
+to ``OUT/results.jsonl`` as soon as they are ready.
+"""
+
+from __future__ import annotations
+
+import sys
+import typing as tp
+from concurrent.futures import ProcessPoolExecutor, as_completed
+
+from .items import skip_item
+from .results_file import ResultsFile
+from .scoring import ItemReadError, evaluate_item, init_pool_worker, score_in_this_process
+from .systems import SystemSpec
+
+__all__ = ["pending_tasks", "run_tasks", "stop_pool"]
+
+#: Scores one task: its result rows, or ``ItemReadError`` (:func:`evaluate_item`).
+Evaluate = tp.Callable[[dict], list[dict]]
+#: Takes one finished task and a call that returns its rows (or raises ``ItemReadError``).
+Done = tp.Callable[[dict, tp.Callable[[], list[dict]]], None]
+
+
+def pending_tasks(items: tp.Sequence[dict], systems: tp.Sequence[SystemSpec], done: tp.Container[tuple],
+                  metrics: tp.Sequence[str], sample_rate: int, channels: int) -> list[dict]:
+    """One task per item (as :func:`opencodec.eval.items.identify_items` gives them) with
+    the systems whose row key is not in ``done``; an item with every row done has none."""
+    tasks = []
+    for it in items:
+        todo = [s for s in systems if (it["category"], it["item_id"], it["sha"], s.name, s.weights,
+                                       sample_rate, channels) not in done]
+        if todo:
+            tasks.append({"row": it["row"], "category": it["category"], "item_id": it["item_id"],
+                          "item_sha256": it["sha"], "sample_rate": sample_rate, "channels": channels,
+                          "metrics": list(metrics), "systems": [s.__dict__ for s in todo]})
+    return tasks
+
+
+def run_tasks(tasks: list[dict], results: ResultsFile, models: tuple[str, ...],
+              baselines: tuple[str, ...], workers: int, quiet: bool,
+              evaluate: Evaluate = evaluate_item) -> list[dict]:
+    """Score ``tasks`` with ``evaluate`` (in this process, or ``workers`` processes),
+    appending each item's rows as soon as they are ready; returns the items skipped because
+    their audio cannot be read. On Ctrl-C (or any error) the worker processes are stopped."""
+    from ..progress import progress_bar
+
+    skipped: list[dict] = []
+    bar = progress_bar(total=len(tasks), desc="eval items", unit="item", disable=quiet, file=sys.stderr)
+
+    def done(task: dict, get_rows: tp.Callable[[], list[dict]]) -> None:
+        try:
+            results.write(get_rows())
+        except ItemReadError as exc:
+            skipped.append(skip_item(task["category"], task["item_id"], exc.path, exc.reason))
+        bar.update(1)
+
+    try:
+        if workers <= 1 or len(tasks) <= 1:
+            _score_here(tasks, models, baselines, evaluate, done)
+        elif tasks:
+            _score_in_pool(tasks, models, baselines, workers, evaluate, done)
+    finally:
+        bar.close()
+        results.close()
+    return skipped
+
+
+def _score_here(tasks: list[dict], models: tuple[str, ...], baselines: tuple[str, ...],
+                evaluate: Evaluate, done: Done) -> None:
+    """Score ``tasks`` one after the other in this process."""
+    score_in_this_process(models, baselines)
+    for task in tasks:
+        done(task, lambda task=task: evaluate(task))
+
+
+def _score_in_pool(tasks: list[dict], models: tuple[str, ...], baselines: tuple[str, ...],
+                   workers: int, evaluate: Evaluate, done: Done) -> None:
+    """Score ``tasks`` in ``workers`` spawned processes, handing each to ``done`` as it
+    finishes; on any error (Ctrl-C included) the pool is stopped with :func:`stop_pool`."""
+    import multiprocessing as mp
+
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                               initializer=init_pool_worker, initargs=(models, baselines))
+    try:
+        futures = {pool.submit(evaluate, t): t for t in tasks}
+        for fut in as_completed(futures):
+            done(futures[fut], fut.result)
+    except BaseException:
+        stop_pool(pool)
+        raise
+    pool.shutdown()
+
+
+def stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Shut ``pool`` down without waiting, cancelling the tasks not started, and terminate
+    its worker processes (Ctrl-C must not wait for the items in progress).
+
+    ``ProcessPoolExecutor`` has no public way to reach its processes before Python 3.14
+    (``terminate_workers``), so this reads its private ``_processes``, here only, and before
+    ``shutdown``, which empties it."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
