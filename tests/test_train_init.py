@@ -78,10 +78,11 @@ def test_solver_data_dependent_init_on_the_corpus(tmp_path):
     from test_train_solver import _config, _corpus  # tests/ is on sys.path (conftest.py)
 
     train_m, valid_m = _corpus(tmp_path / "data")
-    cfg = _config(train_m, valid_m, steps=0)
+    cfg = _config(train_m, valid_m, steps=1)
     cfg["init_items"] = 4
-    _, plain, _ = train(cfg, tmp_path / "default", progress=False, return_models=True)
-    _, ddi, _ = train({**cfg, "init": "data_dependent"}, tmp_path / "ddi", progress=False, return_models=True)
+    _, plain, _ = train(cfg, tmp_path / "default", max_steps=0, progress=False, return_models=True)
+    _, ddi, _ = train({**cfg, "init": "data_dependent"}, tmp_path / "ddi", max_steps=0, progress=False,
+                      return_models=True)
     a, b = plain.state_dict(), ddi.state_dict()
     changed = {k for k in a if not torch.equal(a[k], b[k])}
     assert changed and all(k.startswith(("encoder.", "decoder.")) for k in changed), changed
@@ -94,6 +95,6 @@ def test_solver_data_dependent_init_on_the_corpus(tmp_path):
 
     export = save_model(plain, tmp_path / "plain.safetensors")
     _, tuned, _ = train({**cfg, "init": "data_dependent", "init_from": str(export)}, tmp_path / "tuned",
-                        progress=False, return_models=True)
+                        max_steps=0, progress=False, return_models=True)
     for key, value in tuned.state_dict().items():
         assert torch.equal(value, a[key]), f"init_from: {key} re-initialised"

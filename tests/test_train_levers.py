@@ -70,8 +70,7 @@ def test_discriminator_warmup_keeps_the_generator_frozen(tmp_path: Path) -> None
     cfg["adversarial"].update(start_step=0, disc_warmup_steps=3)
     cfg["quantizer"]["warmup_steps"] = 0
     cfg["ema"] = None
-    _, g0, d0 = train({**cfg, "optim": {**cfg["optim"], "steps": 0}}, tmp_path / "start", progress=False,
-                      return_models=True)
+    _, g0, d0 = train(cfg, tmp_path / "start", max_steps=0, progress=False, return_models=True)
     _, g3, d3 = train(cfg, tmp_path / "warm", progress=False, return_models=True)
     for key, value in g0.state_dict().items():
         assert torch.equal(value, g3.state_dict()[key]), f"generator changed during the warm-up: {key}"

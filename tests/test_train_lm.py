@@ -16,7 +16,8 @@ import torch
 from opencodec import EncodecConfig, EncodecModel, cli, save_model
 from opencodec.bitstream import parse_header
 from opencodec.compress import compress, decompress
-from opencodec.pretrained import load_lm_model
+from opencodec.identity import model_hash
+from opencodec.pretrained import load_lm_model, load_model
 from opencodec.train import lm_codes, lm_solver
 from opencodec.train.config import LM_OPTIONAL_KEYS, load_config
 from opencodec.train.lm_solver import (
@@ -242,6 +243,10 @@ def test_train_lm_command_exports_a_model_that_codes_ecdc_files(codec_setup: dic
     assert cli.main(args) == 0
     lm_path = run / "lm.safetensors"
     assert (run / "checkpoint.pt").is_file() and lm_path.is_file()
+    # the export names its run, and records the codec's weights hash as headers and `info` show it
+    info = lm_solver.read_lm_info(lm_path)
+    assert info["name"] == "unit_lm_24khz_lm_run"
+    assert info["codec_weights_hash"] == model_hash(load_model(codec_setup["codec_path"]))
     # the end-of-run report: both bandwidths, real sizes, a verified round trip
     report = json.loads((run / "report.json").read_text())
     assert report["codec"] == "unit_lm_24khz" and report["items"] == 1
@@ -267,6 +272,7 @@ def test_train_lm_command_exports_a_model_that_codes_ecdc_files(codec_setup: dic
                      "--lm-model", str(lm_path)]) == 0
     data = ecdc.read_bytes()
     assert parse_header(data)[0].use_lm and data != plain  # entropy coded with that model
+    assert parse_header(data)[0].deterministic.lm_name == "unit_lm_24khz_lm_run"
     expected = decompress(plain, codec)[0]
     assert torch.equal(decompress(data, codec, lm=lm)[0], expected)
     decoded, _ = sf.read(out, dtype="float32", always_2d=True)
@@ -337,7 +343,7 @@ def test_override_of_an_unknown_key_is_refused(tmp_path: Path, capsys: pytest.Ca
 
 @pytest.mark.parametrize("name", ["lm_tiny", "lm_opencodec_24khz", "lm_opencodec_24khz_cpu"])
 def test_shipped_configs_parse(name: str) -> None:
-    cfg = load_config(ROOT / "configs" / f"{name}.yaml", ["optim.steps=3"])
+    cfg = load_config(ROOT / "configs" / f"{name}.yaml", ["optim.steps=3"], LM_OPTIONAL_KEYS)
     s = parse_settings(cfg)
     assert s.steps == 3 and s.codec == "opencodec_24khz" and s.train_manifests and s.valid_manifests
     if name == "lm_opencodec_24khz":  # the paper's sizes

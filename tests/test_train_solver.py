@@ -15,6 +15,7 @@ import soundfile as sf
 import torch
 import torch.multiprocessing as mp
 
+from opencodec.errors import ModelLoadError
 from opencodec.pretrained import load_model
 from opencodec.train.solver import learning_rate_at, train
 
@@ -81,6 +82,8 @@ def test_resume_is_exact_and_export_loads(tmp_path: Path, capsys: pytest.Capture
             assert torch.equal(sa[key], sb[key]), key
     exported = load_model(tmp_path / "b" / "model.safetensors")
     assert exported.name == "unit_24khz"
+    with pytest.raises(ModelLoadError, match=r"training checkpoint .* load .*model\.safetensors"):
+        load_model(tmp_path / "b" / "checkpoint.pt")  # a user's likely mistake, named
     metrics = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert any("valid/si_snr/1.2kbps" in m for m in metrics)
     assert any("balancer/share/mel" in m for m in metrics)

@@ -15,6 +15,7 @@ is a context manager yielding ``update(done, total)``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import typing as tp
 import warnings
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ import torch
 
 from ._files import check_output, write_bytes_atomic
 from .audio import AUDIO_EXTENSIONS, convert_audio, is_audio_file, read_audio, write_audio
-from .bitstream import read_header
+from .bitstream import EcdcHeader, StreamLayout, body_size, header_bytes, parse_header, read_header
 from .compress import compress, decompress
 from .ecdc_info import ECDC_SUFFIX, is_ecdc_file
 from .errors import UsageError
@@ -64,8 +65,10 @@ class OutputOptions:
 class FileResult:
     """One processed file: ``seconds`` of audio, ``size_bytes`` of ``.ecdc`` data (compress;
     None for decompress), the written audio's ``sample_rate`` and ``channels`` (decompress and
-    round trips), ``streamed`` when it went through bounded-memory streaming, and the
-    ``warnings`` (clipping) raised while writing audio."""
+    round trips), ``streamed`` when it went through bounded-memory streaming, the
+    ``warnings`` (clipping) raised while writing audio, and for entropy-coded data
+    ``plain_bytes``, the size the same file has without the entropy model
+    (:func:`plain_size`)."""
 
     src: Path
     dst: Path
@@ -75,6 +78,7 @@ class FileResult:
     channels: int | None = None
     streamed: bool = False
     warnings: list[str] = field(default_factory=list)
+    plain_bytes: int | None = None
 
 
 # ------------------------------------------------------------------------------------------
@@ -187,6 +191,14 @@ def input_seconds(path: Path) -> float:
     return info.frames / info.samplerate if info.samplerate > 0 else 0.0
 
 
+def plain_size(header: EcdcHeader, model: EncodecModel) -> int:
+    """Bytes of the ``.ecdc`` file that ``compress`` writes without an entropy model for the
+    audio that ``header`` (an entropy-coded file's) describes: its header without the entropy
+    model's fields, and the packed body (``log2(bins)`` bits a code), computed, not encoded."""
+    plain = dataclasses.replace(header, use_lm=False, deterministic=None, lm_hash=None)
+    return len(header_bytes(plain)) + body_size(plain, StreamLayout.from_model(model))
+
+
 # ------------------------------------------------------------------------------------------
 # compress
 # ------------------------------------------------------------------------------------------
@@ -235,6 +247,8 @@ class FileCompressor:
                 out, out_rate = decompress(data, model, **({} if self.lm is None else {"lm": self.lm}))
         job.dst.parent.mkdir(parents=True, exist_ok=True)
         result = FileResult(job.src, job.dst, length / model.sample_rate, size_bytes=len(data))
+        if self.lm is not None:
+            result.plain_bytes = plain_size(parse_header(data)[0], model)
         if round_trip:  # back to the input's rate and channels unless options say otherwise
             out, out_rate = _to_output_format(self.options, out, out_rate, input_rate, input_channels)
             result.warnings = _save_audio(self.options, job.dst, out, out_rate)
@@ -249,8 +263,10 @@ class FileCompressor:
             size = compress_file_streaming(self.model, job.src, job.dst, self.bandwidth, progress=progress,
                                            lm_progress=lm_progress, **self._lm_args)
         with open(job.dst, "rb") as fi:
-            seconds = read_header(fi).audio_length / self.model.sample_rate
-        return FileResult(job.src, job.dst, seconds, size_bytes=size, streamed=True)
+            header = read_header(fi)
+        plain = plain_size(header, self.model) if self.lm is not None else None
+        return FileResult(job.src, job.dst, header.audio_length / self.model.sample_rate, size_bytes=size,
+                          streamed=True, plain_bytes=plain)
 
 
 # ------------------------------------------------------------------------------------------

@@ -100,6 +100,12 @@ def _check_lm(model: EncodecModel, lm: tp.Any, num_codebooks: int, deterministic
         raise InvalidAudioError(f"the entropy model covers {lm.n_q} codebooks, but model {model.name} "
                                 f"uses {num_codebooks} at "
                                 f"{model.bandwidth_for_codebooks(num_codebooks):g} kbps")
+    trained_for = getattr(lm, "trained_for", None)
+    if trained_for:  # loaded from a train-lm export: the codec it was trained on (ModelLoadError)
+        from .pretrained import check_lm_trained_for
+
+        name = getattr(lm, "name", None)
+        check_lm_trained_for(trained_for, model, f"entropy model {name}" if name else "the entropy model")
 
 
 def compress_to_file(model: EncodecModel, wav: torch.Tensor, fo: tp.BinaryIO,
@@ -118,7 +124,9 @@ def compress_to_file(model: EncodecModel, wav: torch.Tensor, fo: tp.BinaryIO,
 
     ``lm``: an entropy model (:class:`~opencodec.entropy.EntropyLM`) to arithmetic-code the
     codes with (header ``"lm": true``); it must predict ``model.bins`` bins and cover the
-    codebooks used (else :class:`InvalidAudioError`). None writes plain packed codes.
+    codebooks used (else :class:`InvalidAudioError`); one loaded from a ``train-lm`` export
+    must have been trained on this model's codes (else ``ModelLoadError``, see
+    :func:`opencodec.pretrained.check_lm_trained_for`). None writes plain packed codes.
 
     ``deterministic`` (needs ``lm``): write the deterministic format (version 1) with the
     integer twin of ``lm`` (an ``EntropyLM``, converted once and cached, or a
@@ -224,6 +232,7 @@ def _resolve_lm(header: EcdcHeader, model: EncodecModel, lm: "EntropyLM | FixedL
     """The entropy model to decode ``header``'s file: ``lm`` (its hash checked against the
     file's record), or the one the file records (release by hash, or name), or the codec's."""
     from .identity import check_lm_for_file, lm_name_for_file
+    from .pretrained import check_lm_for_decoding
 
     if lm is None:
         from .pretrained import load_lm_model  # late: loading weights is optional
@@ -231,10 +240,12 @@ def _resolve_lm(header: EcdcHeader, model: EncodecModel, lm: "EntropyLM | FixedL
         det = header.deterministic
         name = lm_name_for_file(det.lm_name if det is not None else None,
                                 header.entropy_model_hash, model, "the ECDC file")
-        lm = load_lm_model(name, codec=model, num_codebooks=header.num_codebooks)
+        lm = load_lm_model(name, codec=model, num_codebooks=header.num_codebooks, any_codec=True)
     if header.deterministic is None:  # version 1 checks its hash when decoding
         check_lm_for_file(lm, header.lm_hash, "the ECDC file")
+    check_lm_for_decoding(lm, model, header.entropy_model_hash)
     return lm
+
 
 
 def decompress_from_file(fo: tp.BinaryIO, model: EncodecModel | None = None,

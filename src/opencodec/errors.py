@@ -22,7 +22,16 @@ class AudioIOError(OpenCodecError):
 
 class InvalidAudioError(OpenCodecError, ValueError):
     """The audio or an argument given to :func:`opencodec.compress.compress` cannot be encoded
-    (wrong shape, channels, dtype, empty, non-finite samples, unsupported bandwidth)."""
+    (wrong shape, channels, dtype, empty, non-finite samples, unsupported bandwidth); also the
+    audio given to ``EncodecModel.encode``, ``batching.encode_batch`` and the streaming and
+    multistream encoders (see :mod:`opencodec.input_checks`)."""
+
+
+class InvalidCodesError(OpenCodecError, ValueError):
+    """Codes given to a decoder (``EncodecModel.decode``, ``batching.decode_batch``, the
+    streaming and multistream decoders) that it cannot decode: not an integer tensor, the
+    wrong shape or number of codebooks, or a code outside ``[0, bins)`` (see
+    :mod:`opencodec.input_checks`)."""
 
 
 class UnsupportedBandwidthError(InvalidAudioError):
@@ -74,3 +83,8 @@ def one_line(exc: BaseException) -> str:
         else:
             text = lines[-1]
     return text
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, once the command has saved what it could: its message says what (a trainer's:
+    the step its checkpoint holds, and how to resume). A ``KeyboardInterrupt`` too (exit 130)."""

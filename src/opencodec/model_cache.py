@@ -16,8 +16,8 @@ from .bitstream import EcdcHeader
 from .errors import OpenCodecError, UnsupportedBandwidthError, UsageError
 from .identity import check_lm_for_file, check_model_for_file, lm_name_for_file, model_for_file
 from .model import EncodecConfig, EncodecModel
-from .pretrained import (DEFAULT_MODEL, config_for_name, known_lm_models, lm_name_for_codec, load_lm_model,
-                         load_model)
+from .pretrained import (DEFAULT_MODEL, check_lm_for_decoding, config_for_name, known_lm_models,
+                         lm_name_for_codec, load_lm_model, load_model)
 
 if tp.TYPE_CHECKING:
     from .entropy import EntropyLM
@@ -110,7 +110,8 @@ class EntropyModels:
         key = (id(codec), name)
         if key not in self._by_codec:
             try:
-                found: EntropyLM | Exception = load_lm_model(name, codec=codec)
+                # another codec's entropy model may decode a file that records its hash
+                found: EntropyLM | Exception = load_lm_model(name, codec=codec, any_codec=True)
             except OpenCodecError as exc:
                 found = exc
             self._by_codec[key] = (codec, found)  # keeps codec alive, so its id stays unique
@@ -119,6 +120,7 @@ class EntropyModels:
             raise found
         if det is None:  # a deterministic file's hash is checked when it is decoded
             check_lm_for_file(found, header.lm_hash)
+        check_lm_for_decoding(found, codec, header.entropy_model_hash)
         return found
 
 

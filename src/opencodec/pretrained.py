@@ -62,6 +62,8 @@ __all__ = [
     # names, releases, loading and saving (this module)
     "known_models", "config_for_name", "official_checkpoint_path", "load_model", "save_model",
     "known_lm_models", "lm_name_for_codec", "check_lm_for_codec", "load_lm_model",
+    "LM_METADATA_KEY", "read_lm_info", "trained_lm_name", "lm_codec_mismatch", "check_lm_trained_for",
+    "check_lm_for_decoding",
     "OFFICIAL_CHECKPOINTS", "OFFICIAL_LM_CHECKPOINTS", "OFFICIAL_LM_FRAME_RATES", "CODEC_LMS",
     "BUNDLED_DIR", "BUNDLED_MODELS", "BUNDLED_LMS", "BUNDLED_LM_FRAME_RATES", "DEFAULT_MODEL",
     # re-exported from official_files (cache and downloads) and weights_layout (file formats)
@@ -286,9 +288,131 @@ def check_lm_for_codec(lm: tp.Any, codec: EncodecModel, num_codebooks: int | Non
                              f"({codec.name} at {codec.bandwidth_for_codebooks(num_codebooks):g} kbps)")
 
 
+# Metadata of an entropy model exported by ``opencodec train-lm`` (opencodec.train.lm_model.export_lm):
+# its sizes, the codec it was trained on (``codec``: name; ``codec_weights_hash``: that codec's
+# weights hash as headers and ``opencodec info`` show it, opencodec.identity.model_hash;
+# ``codec_hash``: the older sha256 of the codec's config and state, recorded by every export),
+# its name (``name``), bandwidths and training step.
+LM_METADATA_KEY = "opencodec_lm_config"
+TRAINED_LM_FILE = "lm.safetensors"
+
+
+def read_lm_info(path: str | os.PathLike[str]) -> dict[str, tp.Any]:
+    """The ``opencodec_lm_config`` metadata of an exported entropy model (empty for other
+    files: another format, or no such metadata). ``ModelLoadError`` for unreadable metadata."""
+    if Path(path).suffix.lower() != ".safetensors":
+        return {}
+    from safetensors import SafetensorError
+    from safetensors.torch import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        info = json.loads(meta[LM_METADATA_KEY]) if LM_METADATA_KEY in meta else {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelLoadError(f"{path}: cannot read the entropy model's metadata ({exc})") from exc
+    return info if isinstance(info, dict) else {}
+
+
+def trained_lm_name(codec_name: str | None, path: str | os.PathLike[str]) -> str:
+    """The name of an entropy model that ``train-lm`` exports to ``path`` (``<run>/lm.safetensors``):
+    ``<codec name>_lm_<run folder name>``, e.g. ``opencodec_24khz_v5_lm_speech1``, which
+    headers record and errors show (``_custom`` is added to a name that means other weights)."""
+    from .bitstream import MAX_LM_NAME_CHARS
+    from .identity import is_registered_name
+
+    folder = Path(path).expanduser().absolute().parent.name or "run"
+    name = f"{codec_name or 'codec'}_lm_{folder}"[:MAX_LM_NAME_CHARS - len("_custom")]
+    return f"{name}_custom" if name in known_lm_models() or is_registered_name(name) else name
+
+
+def _recorded_codec(info: tp.Mapping[str, tp.Any]) -> str:
+    name = info.get("codec") if isinstance(info.get("codec"), str) else "an unnamed codec"
+    weights = info.get("codec_weights_hash")
+    if isinstance(weights, str) and weights:
+        return f"codec {name} (weights hash {weights})"
+    return f"codec {name} (config and weights sha256 {str(info.get('codec_hash'))[:16]})"
+
+
+def lm_codec_mismatch(info: tp.Mapping[str, tp.Any], codec: EncodecModel) -> str | None:
+    """The codec an entropy model's metadata (:func:`read_lm_info`) names, when it is not
+    ``codec``; None when it is, or when the metadata names none.
+
+    The codec's weights hash (``codec_weights_hash``) decides when recorded; otherwise the
+    sha256 of its config and state (``codec_hash``, every ``train-lm`` export), computed with
+    the codec's name or the name recorded with it (a release loaded today has its versioned
+    name; an entropy model trained before versioned names recorded ``opencodec_24khz``)."""
+    from .identity import model_hash
+
+    weights = info.get("codec_weights_hash")
+    if isinstance(weights, str) and weights:
+        return None if weights == model_hash(codec) else _recorded_codec(info)
+    fingerprint = info.get("codec_hash")
+    if not isinstance(fingerprint, str) or not fingerprint:
+        return None
+    from .train.lm_codes import codec_fingerprint
+
+    if codec_fingerprint(codec) == fingerprint:
+        return None
+    recorded = info.get("codec")
+    if isinstance(recorded, str) and recorded != codec.config.name:
+        own = codec.config.name
+        codec.config.name = recorded
+        try:
+            if codec_fingerprint(codec) == fingerprint:
+                return None
+        finally:
+            codec.config.name = own
+    return _recorded_codec(info)
+
+
+def check_lm_trained_for(info: tp.Mapping[str, tp.Any], codec: EncodecModel,
+                         source: str = "the entropy model") -> None:
+    """Raise ``ModelLoadError`` when an entropy model's metadata says it was trained on the
+    codes of another codec than ``codec`` (:func:`lm_codec_mismatch`): it would code them
+    losslessly, but its predictions are for other codes, so files come out larger."""
+    other = lm_codec_mismatch(info, codec)
+    if other is not None:
+        from .identity import model_hash
+
+        raise ModelLoadError(
+            f"{source} was trained on the codes of {other}, not on {codec.name} (weights hash "
+            f"{model_hash(codec)}): files coded with it would come out larger; use an entropy "
+            f"model trained for {codec.name} (opencodec train-lm), or the codec it was trained for")
+
+
+def check_lm_for_decoding(lm: tp.Any, codec: EncodecModel, recorded_hash: str | None) -> None:
+    """Decoding: an entropy model trained on another codec's codes (``lm.trained_for``, see
+    :func:`load_lm_model`) may decode a file that records its weights hash (``recorded_hash``,
+    checked separately: the file was coded with it, e.g. before such pairs were refused); for a
+    file that records none, nothing says it was, so it is a ``ModelLoadError``."""
+    trained_for = getattr(lm, "trained_for", None)
+    if trained_for and recorded_hash is None:
+        name = getattr(lm, "name", None)
+        check_lm_trained_for(trained_for, codec, f"entropy model {name}" if name else "the entropy model")
+
+
+def _training_checkpoint_error(path: Path) -> ModelLoadError | None:
+    """A clear error when ``path`` is a training checkpoint rather than weights, else None."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - not loadable: the ordinary error stands
+        return None
+    if not isinstance(obj, dict) or not {"model", "optim", "step"} <= set(obj):
+        return None
+    if "codec_hash" in obj:  # a train-lm run's checkpoint.pt
+        export = path.with_name(TRAINED_LM_FILE)
+        there = "" if export.is_file() else " (not written yet: the run exports it at each checkpoint)"
+        return ModelLoadError(f"{path} is a train-lm training checkpoint (model, optimiser and step "
+                              f"{obj['step']}), not an entropy model: pass {export}, the entropy "
+                              f"model the run exports{there}")
+    return ModelLoadError(f"{path} is a training checkpoint (model, optimiser and step {obj['step']}), "
+                          f"not an entropy model weights file")
+
+
 def load_lm_model(name_or_path: str | os.PathLike[str] | None = None,
                   codec: EncodecModel | None = None, *, num_codebooks: int | None = None,
-                  device: str | torch.device = "cpu") -> "EntropyLM":
+                  device: str | torch.device = "cpu", any_codec: bool = False) -> "EntropyLM":
     """Load an entropy model (:class:`~opencodec.entropy.EntropyLM`), in eval mode on ``device``.
 
     ``name_or_path``: an official name (``known_lm_models()``; the file is found like the
@@ -300,8 +424,15 @@ def load_lm_model(name_or_path: str | os.PathLike[str] | None = None,
     ``codec``: the codec the model will serve. The attention window of a file's model is
     3.5 s of the codec's frames (262 at 75 Hz when no codec is given). The model must
     predict ``codec.bins`` bins and, when ``num_codebooks`` is given, cover that many
-    codebooks. Raises ``ModelLoadError`` (missing or corrupt file, no entropy model known for
-    the codec, wrong layout, mismatch).
+    codebooks. A file exported by ``train-lm`` names the codec whose codes it was trained on
+    (:func:`read_lm_info`): another codec than ``codec`` is a ``ModelLoadError``
+    (:func:`check_lm_trained_for`), unless ``any_codec`` (decoding a file whose header proves it
+    was coded with this entropy model); the loaded model keeps that record as ``trained_for``,
+    which :func:`opencodec.compress.compress` checks too, and is named after its run
+    (:func:`trained_lm_name`). A released entropy model serving another release of its codec
+    only warns (:mod:`opencodec.releases` records which codec each was trained for). Raises
+    ``ModelLoadError`` (missing or corrupt file, training checkpoint, no entropy model known
+    for the codec, wrong layout, mismatch).
     """
     from .entropy import load_lm
 
@@ -340,7 +471,13 @@ def load_lm_model(name_or_path: str | os.PathLike[str] | None = None,
                                  f".safetensors)")
         frame_rate = codec.frame_rate if codec is not None else None
         source = f"entropy model {path}"
-    state, _ = read_weights(path)
+    try:
+        state, _ = read_weights(path)
+    except ModelLoadError:
+        better = _training_checkpoint_error(path) if path.suffix.lower() in TORCH_SUFFIXES else None
+        if better is None:
+            raise
+        raise better from None
     sizes = _lm_sizes(state, str(path))
     try:
         lm = load_lm(state, frame_rate=frame_rate, **sizes)
@@ -351,11 +488,23 @@ def load_lm_model(name_or_path: str | os.PathLike[str] | None = None,
         _verify_release(release, digest, path, "entropy model")
     elif name is None:  # a file: named after the release with its weights, if any
         name = next((r.name for r in LM_RELEASES if r.sha256 == digest), None)
+    trained_for: dict[str, tp.Any] = {}
+    if name is None:  # not a release (whose codec opencodec.releases records): the file's record
+        info = read_lm_info(path)
+        trained_for = {k: info[k] for k in ("codec", "codec_weights_hash", "codec_hash") if k in info}
+        if isinstance(info.get("name"), str) and info["name"]:
+            name = info["name"]
+        elif "codec" in info and path.name == TRAINED_LM_FILE:  # exported before LMs had names
+            name = trained_lm_name(str(info["codec"]), path)
     if codec is not None:
         check_lm_for_codec(lm, codec, num_codebooks, source)
+        if not any_codec:
+            check_lm_trained_for(trained_for, codec, source)
         _warn_if_trained_for_another_codec(name, codec)
     if name is not None:
         lm.name = name  # deterministic files record it, and decompress finds the model by it
+    if trained_for:
+        lm.trained_for = trained_for  # compress() checks it against the codec
     return lm.to(device)
 
 

@@ -51,6 +51,11 @@ def read_weights(path: Path) -> tuple[StateDict, dict[str, tp.Any] | None]:
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         config = obj.get("config")
         obj = obj["state_dict"]
+    if isinstance(obj, dict) and {"model", "step"} <= set(obj) and ({"optim", "opt_g"} & set(obj)):
+        export = Path(path).with_name("lm.safetensors" if "codec_hash" in obj else "model.safetensors")
+        raise ModelLoadError(f"{path} is a training checkpoint (model, optimiser and step "
+                             f"{obj['step']}), not model weights: load {export}, which the run "
+                             f"exports next to it at every checkpoint")
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ModelLoadError(f"{path}: expected a dict of tensors (a state dict)")
     if config is not None and not isinstance(config, dict):

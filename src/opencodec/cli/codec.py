@@ -67,7 +67,11 @@ def add_codec_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
                           "e.g. opencodec_24khz_v4")
     dec.add_argument("--lm-model", metavar="NAME_OR_PATH",
                      help="entropy model name or weights file for entropy-coded files (default: "
-                          "the one belonging to the model of each file)")
+                          "the one each file's header names, else its model's own)")
+    dec.add_argument("--lm", action="store_true",
+                     help="accepted for symmetry with compress, and not needed: entropy-coded files "
+                          "are recognised from their header and decoded with the entropy model it "
+                          "names (--lm-model chooses another)")
     add_mode_options(dec, fast_default=False)
     _add_output_options(dec)
     _add_rate_channels_options(dec, "output sample rate in Hz (default: the model's)",
@@ -117,6 +121,7 @@ def _report_all(args: argparse.Namespace, plan: Plan, work: tp.Callable[[Job, bo
         outcomes = progress_bar(outcomes, total=len(plan.jobs), unit="file", desc=verb,
                                 disable=args.quiet, file=sys.stderr)
     failed = 0
+    larger: list[FileResult] = []  # entropy coded, yet larger than plain coding
     try:
         for outcome in outcomes:
             if outcome.error is not None:
@@ -126,11 +131,16 @@ def _report_all(args: argparse.Namespace, plan: Plan, work: tp.Callable[[Job, bo
             assert outcome.result is not None
             for message in outcome.result.warnings:
                 warn(f"{message} {CLIP_HINT}")
+            result = outcome.result
+            if result.plain_bytes is not None and result.size_bytes is not None \
+                    and result.size_bytes > result.plain_bytes:
+                larger.append(result)
             if not plan.folder:
-                info(args, line(outcome.result))
+                info(args, line(result))
     finally:
         if isinstance(outcomes, tqdm):
             outcomes.close()
+    _warn_larger(larger, len(plan.jobs))
     if not plan.folder:
         return 1 if failed else 0
     if failed:
@@ -139,6 +149,22 @@ def _report_all(args: argparse.Namespace, plan: Plan, work: tp.Callable[[Job, bo
     info(args, f"{verb}: {len(plan.jobs)} file(s) done"
                + (f", {len(plan.skipped)} skipped" if plan.skipped else ""))
     return 0
+
+
+def _warn_larger(larger: list[FileResult], jobs: int) -> None:
+    """One ``warning:`` line when the entropy model made output(s) larger than plain coding."""
+    if not larger:
+        return
+    hint = "the entropy model predicts these codes poorly; plain coding (no --lm/--lm-model) is smaller"
+    if len(larger) == 1 and jobs == 1:
+        r = larger[0]
+        assert r.size_bytes is not None and r.plain_bytes is not None
+        warn(f"{r.dst}: the entropy-coded file ({r.size_bytes} bytes) is larger than plain coding "
+             f"({r.plain_bytes} bytes): {hint}")
+        return
+    extra = sum(tp.cast(int, r.size_bytes) - tp.cast(int, r.plain_bytes) for r in larger)
+    warn(f"{len(larger)} of {jobs} entropy-coded file(s) are larger than plain coding ({extra} bytes "
+         f"more in all, e.g. {larger[0].dst}): {hint}")
 
 
 def cmd_compress(args: argparse.Namespace) -> int:

@@ -70,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] and argv[0] in WRAPPED:  # these tools parse their own arguments (including --help)
-        return WRAPPED[argv[0]](argparse.Namespace(rest=argv[1:]))
+        try:
+            return WRAPPED[argv[0]](argparse.Namespace(rest=argv[1:]))
+        except KeyboardInterrupt as exc:  # one the tool left to us (Interrupted says what was saved)
+            print(f"{PROG} {argv[0]}: error: {str(exc) or 'interrupted'}", file=sys.stderr)
+            return 130
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -83,6 +83,20 @@ def _names(manifests: Manifests) -> str:
     return ", ".join(files) if files else f"({len(items)} rows)"
 
 
+def check_durations(rows: list[dict], manifests: Manifests) -> None:
+    """Refuse training rows without a ``duration`` in seconds (the sampler weighs files by
+    it), naming the first such file: a hand-written manifest row may lack it."""
+    for row in rows:
+        try:
+            ok = math.isfinite(float(row["duration"])) and float(row["duration"]) >= 0
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            found = "no" if "duration" not in row else f"a bad ({row['duration']!r})"
+            raise ConfigError(f"manifest {_names(manifests)}: the row of {row.get('path')} has {found} "
+                              f"\"duration\" (seconds; a training row needs it, see docs/DATA_PIPELINE.md)")
+
+
 # ---------------------------------------------------------------------------------------
 # Signal helpers (numpy, [C, T] float32)
 # ---------------------------------------------------------------------------------------
@@ -232,6 +246,7 @@ class AudioDataset(torch.utils.data.Dataset):
         noise_rows = [r for r in rows if r.get("category") == "noise"]
         if noise_manifests is not None:
             noise_rows += load_manifests(noise_manifests)
+        check_durations(rows + noise_rows, manifests)
         rows = [r for r in rows if r.get("category") != "noise"]
         if categories is not None:
             rows = [r for r in rows if r.get("category") in set(categories)]

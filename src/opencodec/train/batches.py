@@ -73,12 +73,29 @@ def _train_dataset(cfg: dict, model: EncodecModel, info: distributed.DistInfo, l
                         sample_rate=model.sample_rate, channels=model.channels,
                         epoch_size=steps_per_epoch * local_batch * info.world_size,
                         seed=cfg.get("seed", 0), rank=0, world_size=1, **data.get("augment", {}))
+    _warn_if_every_file_is_shorter(base.rows, float(data.get("segment_seconds", 1.0)))
     return base, GlobalBatchShard(base, info.rank, info.world_size, local_batch)
+
+
+def _warn_if_every_file_is_shorter(rows: list[dict], segment_seconds: float) -> None:
+    """Say so when no training file lasts ``data.segment_seconds``: every segment is then
+    mostly zero padding."""
+    longest = max((float(r["duration"]) for r in rows), default=0.0)
+    if longest < segment_seconds:
+        print(f"warning: every training file is shorter than data.segment_seconds={segment_seconds:g} s "
+              f"(the longest lasts {longest:.3g} s): each segment is zero-padded to {segment_seconds:g} s",
+              file=sys.stderr)
 
 
 def _batches(base: tp.Any, shard: GlobalBatchShard, local_batch: int, steps_per_epoch: int,
              start_step: int, num_workers: int) -> tp.Iterator[torch.Tensor]:
-    """Batches [B_local, C, T] from ``start_step`` on, epoch after epoch (resumable)."""
+    """Batches [B_local, C, T] from ``start_step`` on, epoch after epoch (resumable).
+
+    Starting a DataLoader iterator draws its base seed from the global torch generator, which
+    k-means and dead-code replacement (``quantization/vq.py``) also draw from. A run draws once
+    at each epoch start; a run resumed in the middle of an epoch starts an iterator there,
+    whose draw is undone, so that it continues exactly as the uninterrupted run. (The batches
+    themselves depend on (seed, epoch, index) only, not on the workers' seeds.)"""
     step = start_step
     while True:
         epoch, first = divmod(step, steps_per_epoch)
@@ -87,7 +104,11 @@ def _batches(base: tp.Any, shard: GlobalBatchShard, local_batch: int, steps_per_
         loader = torch.utils.data.DataLoader(shard, batch_size=local_batch, sampler=indices,
                                              num_workers=num_workers, drop_last=True,
                                              persistent_workers=False)
-        for batch in loader:
+        state = torch.get_rng_state()
+        batches = iter(loader)
+        if first:  # mid-epoch: only a resumed run starts an iterator here
+            torch.set_rng_state(state)
+        for batch in batches:
             yield batch
             step += 1
 

@@ -4,6 +4,7 @@ typo such as ``optim.step=500`` is refused instead of silently ignored."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import typing as tp
@@ -12,7 +13,8 @@ from pathlib import Path
 from ..errors import ConfigError, OpenCodecError
 from ..model import EncodecConfig
 
-__all__ = ["CODEC_OPTIONAL_KEYS", "LM_OPTIONAL_KEYS", "codec_optional_keys", "config_errors", "load_config"]
+__all__ = ["CODEC_OPTIONAL_KEYS", "LM_OPTIONAL_KEYS", "codec_optional_keys", "config_errors", "load_config",
+           "parse_run_arguments"]
 
 
 #: The keys the codec trainer reads although a config may leave them out (each has a default),
@@ -81,12 +83,30 @@ def _dotted_keys(node: tp.Any, prefix: str = "") -> list[str]:
     return keys
 
 
+def _key_hint(key: str, known: tp.Collection[str]) -> str:
+    """`` (did you mean ...?)`` naming the keys closest to ``key`` among ``known`` (dotted), else
+    `` (keys of SECTION: ...)``, else nothing."""
+    import difflib
+
+    section, _, leaf = key.rpartition(".")
+    siblings = sorted({k[len(section) + 1:].split(".")[0] for k in known if k.startswith(section + ".")}
+                      if section else {k.split(".")[0] for k in known})
+    by_leaf: dict[str, list[str]] = {}
+    for k in sorted(known):
+        by_leaf.setdefault(k.rpartition(".")[2], []).append(k)
+    close = ([f"{section}.{k}" if section else k for k in difflib.get_close_matches(leaf, siblings, 2, 0.7)]
+             or [k for name in difflib.get_close_matches(leaf, sorted(by_leaf), 2, 0.8) for k in by_leaf[name]])
+    if close:
+        return f" (did you mean {' or '.join(close)}?)"
+    if siblings:
+        return f" (keys{' of ' + section if section else ''}: {', '.join(siblings)})"
+    return ""
+
+
 def _check_override_key(cfg: dict[str, tp.Any], item: str, key: str, optional: tp.Collection[str]) -> None:
     """Raise ``ConfigError`` unless ``key`` is in ``cfg``, in ``optional`` or a section of an
     ``optional`` key, naming the closest keys (a typo such as ``optim.step``) or else the keys
     of its section. (A key under a value that is not a section is left to the caller.)"""
-    import difflib
-
     present = _dotted_keys(cfg)
     if key in present or key in optional or any(k.startswith(key + ".") for k in optional):
         return
@@ -97,22 +117,20 @@ def _check_override_key(cfg: dict[str, tp.Any], item: str, key: str, optional: t
         parent = parent[part]
         if not isinstance(parent, dict):
             return  # ``ema.decay`` with ``ema: 0.99``: the caller says "'ema' is not a section"
-    section, _, leaf = key.rpartition(".")
-    known = set(present) | set(optional)
-    siblings = sorted({k[len(section) + 1:].split(".")[0] for k in known if k.startswith(section + ".")}
-                      if section else {k.split(".")[0] for k in known})
-    by_leaf: dict[str, list[str]] = {}
-    for k in sorted(known):
-        by_leaf.setdefault(k.rpartition(".")[2], []).append(k)
-    close = ([f"{section}.{k}" if section else k for k in difflib.get_close_matches(leaf, siblings, 2, 0.7)]
-             or [k for name in difflib.get_close_matches(leaf, sorted(by_leaf), 2, 0.8) for k in by_leaf[name]])
-    if close:
-        hint = f" (did you mean {' or '.join(close)}?)"
-    elif siblings:
-        hint = f" (keys{' of ' + section if section else ''}: {', '.join(siblings)})"
-    else:
-        hint = ""
-    raise ConfigError(f"override {item}: no key {key} in the config{hint}")
+    raise ConfigError(f"override {item}: no key {key} in the config{_key_hint(key, set(present) | set(optional))}")
+
+
+def _check_file_keys(cfg: dict[str, tp.Any], path: str | os.PathLike[str], known: tp.Collection[str]) -> None:
+    """Refuse a key of the config file that the trainer does not read (``seq_lenn: 3``, or
+    ``valid: {max_itmes: 5}``, which would silently leave the default), naming the closest
+    keys as for an override. Below a key read whole (no known key goes deeper) anything goes."""
+    for key in _dotted_keys(cfg):
+        parts = key.split(".")
+        prefixes = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+        if key in known or any(k.startswith(key + ".") for k in known) or any(
+                p in known and not any(k.startswith(p + ".") for k in known) for p in prefixes[:-1]):
+            continue
+        raise ConfigError(f"{path}: unknown key {key}{_key_hint(key, known)}")
 
 
 def _yaml_problem(exc: tp.Any) -> str:
@@ -128,7 +146,8 @@ def load_config(path: str | os.PathLike[str], overrides: tp.Sequence[str] = (),
     """YAML config with dotted ``key=value`` overrides (values parsed as YAML), as a plain dict.
 
     ``optim.steps=500`` sets ``cfg["optim"]["steps"] = 500``; ``data.train=[a.jsonl,b.jsonl]``
-    sets a list. A key that is not in the config is created only when the trainer reads it:
+    sets a list. A key of the file that the trainer does not read is refused (naming the
+    closest keys), and a key that is not in the config is created only when the trainer reads it:
     when it is one of ``optional`` (default :func:`codec_optional_keys`; the entropy-model
     trainer passes :data:`LM_OPTIONAL_KEYS`) or a section of one; any other is refused with a
     ``ConfigError`` that names the closest keys (``optim.step=500``: did you mean optim.steps?).
@@ -143,13 +162,14 @@ def load_config(path: str | os.PathLike[str], overrides: tp.Sequence[str] = (),
         raise ConfigError(f"{path}: not a YAML config: {_yaml_problem(exc)}") from exc
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: the config must be a mapping, got {type(cfg).__name__}")
-    if overrides and optional is None:
+    if optional is None:
         optional = codec_optional_keys()
+    _check_file_keys(cfg, path, optional)
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not key=value")
-        _check_override_key(cfg, item, key, optional or ())
+        _check_override_key(cfg, item, key, optional)
         node = cfg
         *parents, leaf = key.split(".")
         for part in parents:
@@ -177,3 +197,28 @@ def config_errors() -> tp.Iterator[None]:
         if isinstance(exc, OpenCodecError):
             raise
         raise ConfigError(f"{exc} (while setting up the run; OPENCODEC_TRACEBACK=1 shows where)") from exc
+
+
+def parse_run_arguments(parser: argparse.ArgumentParser, argv: tp.Sequence[str] | None,
+                        config_help: str, optional_keys: tp.Collection[str] | None = None
+                        ) -> tuple[argparse.Namespace, dict[str, tp.Any]]:
+    """Add and parse the arguments every trainer takes (CONFIG, overrides, --run-dir,
+    --max-steps, --max-minutes, --no-progress), overrides and options in any order; returns
+    them and the loaded config (a bad config or override is a usage error). ``optional_keys``:
+    as :func:`load_config`'s ``optional`` (the keys this trainer reads that a config may omit)."""
+    from ..argtypes import positive_float, positive_int
+
+    parser.add_argument("config", help=config_help)
+    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. optim.steps=500")
+    parser.add_argument("--run-dir", default=None, help="output folder (default: run_dir in the config)")
+    parser.add_argument("--max-steps", type=positive_int, default=None,
+                        help="stop after this many steps (>= 1; rerun to continue)")
+    parser.add_argument("--max-minutes", type=positive_float, default=None,
+                        help="stop (validate, checkpoint, export) after this many minutes")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_intermixed_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides, optional_keys)
+    except (FileNotFoundError, ValueError) as exc:
+        parser.error(str(exc))
+    return args, cfg

@@ -28,7 +28,7 @@ import typing as tp
 import numpy as np
 import torch
 
-from ..data.dataset import convert_channels, load_manifests, resample
+from ..data.dataset import check_durations, convert_channels, load_manifests, resample
 from ..errors import ConfigError
 
 __all__ = ["DeviceCorpus"]
@@ -70,6 +70,7 @@ class DeviceCorpus:
         rows = load_manifests(manifests)
         noise_rows = [r for r in rows if r.get("category") == "noise"]
         noise_rows += load_manifests(noise_manifests) if noise_manifests else []
+        check_durations(rows + noise_rows, manifests)
         rows = [r for r in rows if r.get("category") != "noise" and float(r.get("duration", 0)) >= min_seconds]
         if not rows:
             raise ConfigError(f"no usable rows in the manifests (a training row is not noise, and lasts at "

@@ -62,6 +62,19 @@ def attach_codebook_sync(model: torch.nn.Module) -> None:
             module.sync = sync
 
 
+def wrap(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``module`` in ``DistributedDataParallel`` without syncing buffers at each forward (the
+    codebooks stay identical through their own collectives). Newer torch names this
+    ``forward_sync_buffers`` and warns at ``broadcast_buffers``; both ranks' buffers are equal at
+    the start, so the initial sync of the new option changes nothing."""
+    import inspect
+
+    ddp = torch.nn.parallel.DistributedDataParallel
+    option = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters
+              else "broadcast_buffers")
+    return ddp(module, device_ids=[device.index] if device.type == "cuda" else None, **{option: False})
+
+
 def mean_over_ranks(value: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Average a 0-d tensor over ranks (identity for a single process; no host sync)."""
     if not (dist.is_available() and dist.is_initialized()):

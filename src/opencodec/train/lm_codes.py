@@ -24,7 +24,7 @@ from .._files import atomic_output
 from ..bandwidth import check_bandwidth
 from ..errors import AudioIOError, ConfigError, UnsupportedBandwidthError
 from ..model import EncodecModel
-from .lm_config import Settings
+from .lm_config import Settings, check_seq_len
 
 CACHE_FORMAT = 1
 
@@ -225,8 +225,10 @@ class CodeData:
     codec_source: str | None = None  # the config's codec: a name or a weights file
 
 
-def prepare_data(s: Settings, run: Path, device: torch.device, progress: bool = True) -> CodeData:
-    """Load the codec of ``s.codec``, extract (or load cached) codes of the manifests."""
+def load_codec(s: Settings) -> tuple[EncodecModel, list[float]]:
+    """The codec of ``s.codec`` and the bandwidths to train for, with the settings that depend
+    on it checked (the bandwidths are its own, ``seq_len`` fits its frame rate): before
+    anything is written."""
     from ..pretrained import load_model
 
     if not s.codec:
@@ -240,6 +242,15 @@ def prepare_data(s: Settings, run: Path, device: torch.device, progress: bool = 
         bandwidths = [check_bandwidth(b, codec.target_bandwidths, codec.name) for b in bandwidths]
     except UnsupportedBandwidthError as error:
         raise ConfigError(f"config field bandwidths: {error}") from None
+    check_seq_len(s, codec.frame_rate)
+    return codec, [float(b) for b in bandwidths]
+
+
+def prepare_data(s: Settings, run: Path, device: torch.device, progress: bool = True,
+                 loaded: tuple[EncodecModel, list[float]] | None = None) -> CodeData:
+    """Extract (or load cached) codes of the manifests with the codec of ``s.codec`` (``loaded``:
+    what :func:`load_codec` returned; by default it is called here)."""
+    codec, bandwidths = load_codec(s) if loaded is None else loaded
     codec_hash = codec_fingerprint(codec)
     cache = Path(s.cache_dir) if s.cache_dir else run / "codes"
     train_codes, hit = extract_codes(codec, s.train_manifests, cache, "train", progress, device, codec_hash)

@@ -11,6 +11,7 @@ import typing as tp
 import torch
 
 from ..errors import ConfigError  # every check's error (importable from here too)
+from .config_checks import resolve_device
 
 # What load_lm_model builds for a weights file: 8 heads, a 3.5 s window, max period 10000.
 LOADABLE_HEADS = 8
@@ -152,10 +153,43 @@ def parse_settings(cfg: dict) -> Settings:
         raise ConfigError(f"config field optim.betas: expected two numbers, got {list(s.betas)}")
     if s.amp not in ("none", "bf16"):
         raise ConfigError(f"config field amp: expected none or bf16, got {s.amp!r}")
+    _check_ranges(s)
+    resolve_device(s.device)  # one this machine has
     return s
 
 
+def _check_ranges(s: Settings) -> None:
+    """Refuse the numbers no run can use: negative counts, rates or decays, ratios and betas
+    outside [0, 1]."""
+    at_least_zero = {"optim.warmup_steps": s.warmup_steps, "optim.weight_decay": s.weight_decay,
+                     "optim.grad_clip": s.grad_clip, "valid.max_items": s.valid_max_items,
+                     "report.items": s.report_items, "seed": s.seed, "lm.hidden_scale": s.hidden_scale}
+    for field, value in at_least_zero.items():
+        if value < 0:
+            raise ConfigError(f"config field {field} must be >= 0, got {value}")
+    if s.threads is not None and s.threads < 1:
+        raise ConfigError(f"config field threads must be >= 1, got {s.threads}")
+    if not 0 <= s.min_lr_ratio <= 1:
+        raise ConfigError(f"config field optim.min_lr_ratio must be in [0, 1], got {s.min_lr_ratio}")
+    if not all(0 <= b < 1 for b in s.betas):
+        raise ConfigError(f"config field optim.betas: each must be in [0, 1), got {list(s.betas)}")
+
+
+#: The longest training window, in attention windows (``lm.past_context_s``): a longer one
+#: only costs memory (the attention matrix grows with its square) and teaches nothing more.
+MAX_SEQ_LEN_WINDOWS = 8
+
+
+def check_seq_len(s: Settings, frame_rate: int) -> None:
+    """Refuse a ``seq_len`` (frames) beyond :data:`MAX_SEQ_LEN_WINDOWS` attention windows of the
+    codec's ``frame_rate`` (a window of 100000 frames asks for tens of GB)."""
+    window = int(s.past_context_s * frame_rate)
+    if s.seq_len > MAX_SEQ_LEN_WINDOWS * window:
+        raise ConfigError(f"config field seq_len is {s.seq_len} frames, over {MAX_SEQ_LEN_WINDOWS} attention windows "
+                          f"({MAX_SEQ_LEN_WINDOWS} x {window} frames: lm.past_context_s={s.past_context_s:g} s at "
+                          f"{frame_rate} Hz); the paper's configs use 300")
+
+
 def _device(want: str) -> torch.device:
-    if want == "auto":
-        want = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(want)
+    """The device config field ``device`` names, checked to exist here (``auto``: CUDA if any)."""
+    return resolve_device(want)

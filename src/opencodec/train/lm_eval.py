@@ -20,9 +20,9 @@ import torch
 
 from .._files import check_output, write_bytes_atomic
 from ..argtypes import bandwidth_arg, positive_int
-from ..errors import AudioIOError, ModelLoadError
+from ..errors import AudioIOError
 from ..model import EncodecModel
-from .lm_codes import CodeSet, _manifest_rows, codec_fingerprint
+from .lm_codes import CodeSet, _manifest_rows
 from .lm_model import read_lm_info
 
 if tp.TYPE_CHECKING:
@@ -229,15 +229,15 @@ def report_main(argv: tp.Sequence[str]) -> int:
     if args.out is not None:  # before the slow part
         for name in (REPORT_JSON, REPORT_MD):
             check_output(Path(args.out) / name, args.force, need_folder=False)
-    info = read_lm_info(args.lm) if Path(args.lm).is_file() else {}
     official_codec = {lm_name: codec for codec, lm_name in CODEC_LMS.items()}.get(args.lm)
+    if official_codec is None and not Path(args.lm).expanduser().exists():
+        load_lm_model(args.lm)  # the loader's own error: no such name or file
+    info = read_lm_info(Path(args.lm).expanduser()) if Path(args.lm).expanduser().is_file() else {}
     codec_name = args.codec or info.get("codec_source") or info.get("codec") or official_codec
     if codec_name is None:
         parser.error(f"{args.lm} does not name its codec: pass --codec")
     codec = load_model(codec_name)
-    if info.get("codec_hash") and info["codec_hash"] != codec_fingerprint(codec):
-        raise ModelLoadError(f"{args.lm} was trained on the codes of another {info.get('codec')} "
-                             f"(weights {info['codec_hash'][:12]}), not on {codec_name}")
+    # refuses an entropy model trained on another codec's codes (as compress does)
     lm = load_lm_model(args.lm, codec=codec)
     report = evaluate_saving(codec, lm, args.manifest, args.bandwidths or None, args.items,
                              progress=not args.no_progress, verify=not args.no_verify)

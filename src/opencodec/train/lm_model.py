@@ -7,6 +7,7 @@ export to the weights file that ``opencodec.pretrained.load_lm_model`` and
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import typing as tp
@@ -16,12 +17,15 @@ import torch
 import torch.nn.functional as F
 
 from .._files import atomic_output
+from ..pretrained import LM_METADATA_KEY, read_lm_info, trained_lm_name
 from .lm_config import Settings
 
 if tp.TYPE_CHECKING:
     from ..entropy import EntropyLM
+    from ..model import EncodecModel
 
-LM_METADATA_KEY = "opencodec_lm_config"
+__all__ = ["LM_METADATA_KEY", "IGNORE", "build_lm", "lm_logits", "export_lm", "read_lm_info"]
+
 IGNORE = -100  # target of padded positions (not scored)
 
 
@@ -86,12 +90,18 @@ def _loss(lm: EntropyLM, inputs: torch.Tensor, targets: torch.Tensor, offsets: t
 
 
 # -- 6. export -----------------------------------------------------------------------------------
-def export_lm(lm: EntropyLM, path: str | os.PathLike[str], info: dict[str, tp.Any]) -> Path:
+def export_lm(lm: EntropyLM, path: str | os.PathLike[str], info: dict[str, tp.Any], *,
+              codec: EncodecModel | None = None) -> Path:
     """Write the LM's state dict (official ``LMModel`` keys) to a ``.safetensors`` file.
 
     ``info`` (codec name and hash, bandwidths, training step, ...) goes into the file's
-    metadata under ``opencodec_lm_config`` together with the model sizes; the tensors alone
-    are what ``opencodec.pretrained.load_lm_model`` needs.
+    metadata under ``opencodec_lm_config`` together with the model sizes, the model's name
+    (``name``: :func:`~opencodec.pretrained.trained_lm_name`, ``<codec>_lm_<run folder>``, which
+    ``.ecdc`` headers record) and the codec's weights hash as headers and ``opencodec info`` show
+    it (``codec_weights_hash``, :func:`opencodec.identity.model_hash` of ``codec``, else of the
+    codec ``info["codec_source"]`` names when its ``codec_hash`` is ``info["codec_hash"]``);
+    ``load_lm_model`` refuses the file for any other codec. The tensors alone are what
+    ``opencodec.pretrained.load_lm_model`` needs.
     """
     from safetensors.torch import save_file
 
@@ -100,19 +110,41 @@ def export_lm(lm: EntropyLM, path: str | os.PathLike[str], info: dict[str, tp.An
              "num_heads": lm.transformer.layers[0].self_attn.num_heads,
              "hidden": lm.transformer.layers[0].linear1.out_features,
              "past_context": lm.past_context, "max_period": lm.transformer.max_period}
+    info = dict(info)
+    if "codec_weights_hash" not in info:
+        weights = _codec_weights_hash(codec, info)
+        if weights is not None:
+            info["codec_weights_hash"] = weights
+    info.setdefault("name", trained_lm_name(info.get("codec"), path))
     state = {k: v.detach().cpu().contiguous().clone() for k, v in lm.state_dict().items()}
     with atomic_output(path) as tmp:
         save_file(state, str(tmp), metadata={LM_METADATA_KEY: json.dumps({**sizes, **info})})
     return path
 
 
-def read_lm_info(path: str | os.PathLike[str]) -> dict[str, tp.Any]:
-    """The ``opencodec_lm_config`` metadata of an exported LM (empty for other files)."""
-    if Path(path).suffix.lower() != ".safetensors":
-        return {}
-    from safetensors.torch import safe_open
+def _codec_weights_hash(codec: EncodecModel | None, info: dict[str, tp.Any]) -> str | None:
+    """The weights hash (as headers carry it) of the codec an export was trained on: of
+    ``codec``, or of the codec ``info["codec_source"]`` names, loaded once per process and used
+    only when its config-and-state sha256 is ``info["codec_hash"]`` (None otherwise)."""
+    from ..identity import model_hash
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    return json.loads(meta[LM_METADATA_KEY]) if LM_METADATA_KEY in meta else {}
+    if codec is not None:
+        return model_hash(codec)
+    source, fingerprint = info.get("codec_source"), info.get("codec_hash")
+    if not isinstance(source, str) or not isinstance(fingerprint, str):
+        return None
+    return _weights_hash_of_source(source, fingerprint, os.getcwd())
 
+
+@functools.lru_cache(maxsize=8)
+def _weights_hash_of_source(source: str, fingerprint: str, cwd: str) -> str | None:
+    from ..errors import OpenCodecError
+    from ..identity import model_hash
+    from ..pretrained import load_model
+    from .lm_codes import codec_fingerprint
+
+    try:
+        codec = load_model(source)
+    except (OpenCodecError, OSError):
+        return None
+    return model_hash(codec) if codec_fingerprint(codec) == fingerprint else None

@@ -30,7 +30,6 @@ This file reads top to bottom; the steps it calls live in sibling modules:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -41,11 +40,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._files import write_bytes_atomic
-from ..errors import OpenCodecError, one_line, print_traceback_if_asked
+from ..errors import Interrupted, OpenCodecError, one_line, print_traceback_if_asked
 from .batches import check_manifests
-from .config import LM_OPTIONAL_KEYS, config_errors
-from .lm_codes import CACHE_FORMAT, CodeData, CodeSet, codec_fingerprint, extract_codes, prepare_data
+from .config import LM_OPTIONAL_KEYS, config_errors, parse_run_arguments
+from .lm_codes import CACHE_FORMAT, CodeData, CodeSet, codec_fingerprint, extract_codes, load_codec, prepare_data
 from .lm_config import LOADABLE_HEADS, LOADABLE_PAST_SECONDS, ConfigError, Settings, _device, parse_settings
 from .lm_eval import (
     REPORT_JSON,
@@ -61,7 +59,8 @@ from .lm_model import IGNORE, LM_METADATA_KEY, _loss, build_lm, export_lm, lm_lo
 
 from .run_state import (_atomic_torch_save, _rng_state, _seed_everything, _set_rng_state, _step_rng,
                         load_run_weights)
-from .solver import learning_rate_at, parse_run_arguments  # the codec trainer's schedule and run options
+from .run_folder import RunFolder, StopRequests, saving, stopped_message
+from .solver import learning_rate_at  # the codec trainer's schedule
 
 CHECKPOINT = "checkpoint.pt"
 EXPORT = "lm.safetensors"
@@ -144,124 +143,123 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
     if s.threads:
         torch.set_num_threads(s.threads)
     device = _device(s.device)
-    if data is None:
-        data = prepare_data(s, run, device, progress)
-    run.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(run / "config.json", json.dumps(cfg, indent=2).encode())
+    loaded = load_codec(s) if data is None else None  # and the settings that depend on it
 
-    # the model and the optimiser
-    _seed_everything(s.seed)
-    with config_errors():
-        lm = build_lm(s, max(data.codebooks), data.card, data.frame_rate).to(device)
-        lm.train()
-        optim_cls = torch.optim.AdamW if s.optimizer == "adamw" else torch.optim.Adam
-        opt = optim_cls(lm.parameters(), lr=s.lr, betas=s.betas, weight_decay=s.weight_decay)
+    with RunFolder(run) as folder:  # made and locked once the config is known to be good
+        if data is None:
+            data = prepare_data(s, run, device, progress, loaded)
 
-    # resume
-    step = 0
-    ckpt_path = run / CHECKPOINT
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        if ckpt.get("codec_hash") != data.codec_hash:
-            raise ConfigError(f"{ckpt_path} was trained on the codes of another codec "
-                              f"({ckpt.get('codec_name')}, weights {str(ckpt.get('codec_hash'))[:12]}); "
-                              f"this config uses {data.codec_name} ({data.codec_hash[:12]}): "
-                              f"use another --run-dir")
-        load_run_weights(ckpt_path, ckpt, {"model": lm})  # a ConfigError naming the first mismatch
-        opt.load_state_dict(ckpt["optim"])
-        step = int(ckpt["step"])
-        _set_rng_state(ckpt["rng"])
-        print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
+        # the model and the optimiser
+        _seed_everything(s.seed)
+        with config_errors():
+            lm = build_lm(s, max(data.codebooks), data.card, data.frame_rate).to(device)
+            lm.train()
+            optim_cls = torch.optim.AdamW if s.optimizer == "adamw" else torch.optim.Adam
+            opt = optim_cls(lm.parameters(), lr=s.lr, betas=s.betas, weight_decay=s.weight_decay)
 
-    writer = None
-    if s.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(str(run / "tensorboard"))
-    metrics_file = open(run / "metrics.jsonl", "a")  # noqa: SIM115 - closed after the loop
+        # resume
+        step, previous = 0, None
+        ckpt_path = run / CHECKPOINT
+        if ckpt_path.exists():
+            ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+            if ckpt.get("codec_hash") != data.codec_hash:
+                raise ConfigError(f"{ckpt_path} was trained on the codes of another codec "
+                                  f"({ckpt.get('codec_name')}, weights {str(ckpt.get('codec_hash'))[:12]}); "
+                                  f"this config uses {data.codec_name} ({data.codec_hash[:12]}): "
+                                  f"use another --run-dir")
+            load_run_weights(ckpt_path, ckpt, {"model": lm})  # a ConfigError naming the first mismatch
+            opt.load_state_dict(ckpt["optim"])
+            step, previous = int(ckpt["step"]), ckpt.get("config")
+            _set_rng_state(ckpt["rng"])
+            print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
+        folder.start(cfg, step, previous, s.tensorboard)  # config.json when fresh, history.jsonl, the logs
 
-    def log(values: dict[str, float], at: int) -> None:
-        if writer is not None:
-            for key, value in values.items():
-                writer.add_scalar(key, value, at)
-        metrics_file.write(json.dumps({"step": at, **values}) + "\n")
-        metrics_file.flush()
+        def run_validation(at: int) -> None:
+            if data.valid is None:
+                return
+            values = validate(lm, data.valid, data.bandwidths, data.codebooks, data.frame_rate, s.valid_max_items)
+            folder.log({f"valid/{k}": v for k, v in values.items()}, at)
+            print(f"step {at}: " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()
+                                            if k.startswith("bits")), file=sys.stderr)
 
-    def run_validation(at: int) -> None:
-        if data.valid is None:
-            return
-        values = validate(lm, data.valid, data.bandwidths, data.codebooks, data.frame_rate, s.valid_max_items)
-        log({f"valid/{k}": v for k, v in values.items()}, at)
-        print(f"step {at}: " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()
-                                        if k.startswith("bits")), file=sys.stderr)
+        def save_checkpoint(at: int) -> None:
+            state = {"model": lm.state_dict(), "optim": opt.state_dict(), "step": at, "rng": _rng_state(),
+                     "config": cfg, "codec_name": data.codec_name, "codec_hash": data.codec_hash}
+            _atomic_torch_save(state, ckpt_path)
+            with saving(run / EXPORT):
+                export_lm(lm, run / EXPORT, {"codec": data.codec_name, "codec_source": data.codec_source,
+                                             "codec_hash": data.codec_hash, "frame_rate": data.frame_rate,
+                                             "bandwidths": data.bandwidths, "step": at})
 
-    def save_checkpoint(at: int) -> None:
-        state = {"model": lm.state_dict(), "optim": opt.state_dict(), "step": at, "rng": _rng_state(),
-                 "config": cfg, "codec_name": data.codec_name, "codec_hash": data.codec_hash}
-        _atomic_torch_save(state, ckpt_path)
-        export_lm(lm, run / EXPORT, {"codec": data.codec_name, "codec_source": data.codec_source,
-                                     "codec_hash": data.codec_hash, "frame_rate": data.frame_rate,
-                                     "bandwidths": data.bandwidths, "step": at})
+        if step == 0:
+            run_validation(0)  # the untrained model (about log2(card) bits per code)
 
-    if step == 0:
-        run_validation(0)  # the untrained model (about log2(card) bits per code)
+        # the loop
+        start_step, why = step, None
+        stop = s.steps if max_steps is None else min(s.steps, step + max_steps)
+        if step >= s.steps:
+            print(f"{run} is at step {step}, optim.steps is {s.steps}: nothing to train", file=sys.stderr)
+        autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if s.amp == "bf16"
+                    else torch.autocast(device.type, enabled=False))
+        bar = None
+        if progress:
+            from ..progress import progress_bar
+            bar = progress_bar(total=stop, initial=step, desc=s.name, unit="step", dynamic_ncols=True)
+        t_last, nats, scored, steps_since = time.perf_counter(), 0.0, 0, 0
+        with StopRequests(max_minutes, started=started) as stops:  # Ctrl-C, --max-minutes
+            while step < stop:
+                why = stops.reason(step)  # stop at a step boundary, with a checkpoint of it
+                if why is not None:
+                    if why == "time":
+                        run_validation(step)
+                    if why == "time" or (step > start_step and step % s.checkpoint_every):
+                        save_checkpoint(step)
+                    break
+                k = _step_rng(s.seed, step, 1).choice(data.codebooks)
+                inputs, targets, offsets = (t.to(device) for t in
+                                            sample_batch(data.train, s.batch_size, s.seq_len, k,
+                                                         _batch_rng(s.seed, step)))
+                lr = learning_rate(s, step)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                with autocast:
+                    total, count = _loss(lm, inputs, targets, offsets)
+                loss = total / max(count, 1)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = (torch.nn.utils.clip_grad_norm_(lm.parameters(), s.grad_clip) if s.grad_clip > 0
+                             else None)
+                opt.step()
+                step += 1
+                steps_since += 1
+                nats += float(total.detach())
+                scored += count
 
-    # the loop
-    start_step = step
-    stop = s.steps if max_steps is None else min(s.steps, step + max_steps)
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if s.amp == "bf16"
-                else torch.autocast(device.type, enabled=False))
-    bar = None
-    if progress:
-        from ..progress import progress_bar
-        bar = progress_bar(total=stop, initial=step, desc=s.name, unit="step", dynamic_ncols=True)
-    t_last, nats, scored, steps_since = time.perf_counter(), 0.0, 0, 0
-    while step < stop:
-        if max_minutes is not None and time.monotonic() - started > 60 * max_minutes:
-            run_validation(step)
-            save_checkpoint(step)
-            break
-        k = _step_rng(s.seed, step, 1).choice(data.codebooks)
-        inputs, targets, offsets = (t.to(device) for t in
-                                    sample_batch(data.train, s.batch_size, s.seq_len, k, _batch_rng(s.seed, step)))
-        lr = learning_rate(s, step)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        with autocast:
-            total, count = _loss(lm, inputs, targets, offsets)
-        loss = total / max(count, 1)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = (torch.nn.utils.clip_grad_norm_(lm.parameters(), s.grad_clip) if s.grad_clip > 0
-                     else None)
-        opt.step()
-        step += 1
-        steps_since += 1
-        nats += float(total.detach())
-        scored += count
-
-        if step % s.log_every == 0 or step == stop:
-            elapsed = time.perf_counter() - t_last
-            bits = nats / max(scored, 1) / math.log(2)
-            values = {"train/bits_per_code": bits, "train/n_q": float(k), "train/lr": lr,
-                      "perf/steps_per_second": steps_since / max(elapsed, 1e-9),
-                      "perf/codes_per_second": scored / max(elapsed, 1e-9)}
-            if grad_norm is not None:
-                values["train/grad_norm"] = float(grad_norm)
-            log(values, step)
-            if bar is not None:
-                bar.set_postfix(bits=f"{bits:.3f}", k=int(k))
-            t_last, nats, scored, steps_since = time.perf_counter(), 0.0, 0, 0
+                if step % s.log_every == 0 or step == stop:
+                    elapsed = time.perf_counter() - t_last
+                    bits = nats / max(scored, 1) / math.log(2)
+                    values = {"train/bits_per_code": bits, "train/n_q": float(k), "train/lr": lr,
+                              "perf/steps_per_second": steps_since / max(elapsed, 1e-9),
+                              "perf/codes_per_second": scored / max(elapsed, 1e-9)}
+                    if grad_norm is not None:
+                        values["train/grad_norm"] = float(grad_norm)
+                    folder.log(values, step)
+                    if bar is not None:
+                        bar.set_postfix(bits=f"{bits:.3f}", k=int(k))
+                    t_last, nats, scored, steps_since = time.perf_counter(), 0.0, 0, 0
+                if bar is not None:
+                    bar.update(1)
+                if step % s.valid_every == 0 or step == stop:
+                    run_validation(step)
+                if step % s.checkpoint_every == 0 or step == stop:
+                    save_checkpoint(step)
         if bar is not None:
-            bar.update(1)
-        if step % s.valid_every == 0 or step == stop:
-            run_validation(step)
-        if step % s.checkpoint_every == 0 or step == stop:
-            save_checkpoint(step)
-    if bar is not None:
-        bar.close()
-    if writer is not None:
-        writer.close()
-    metrics_file.close()
+            bar.close()
+    message = stopped_message(why, step, s.steps, ckpt_path)
+    if why == "interrupted":
+        raise Interrupted(message)
+    if message:
+        print(message, file=sys.stderr)
 
     # the saving on held-out audio, measured with the exported file as the CLI loads it
     manifests = s.report_manifests or s.valid_manifests
@@ -280,13 +278,15 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
 def main(argv: tp.Sequence[str] | None = None) -> int:
     """``opencodec train-lm CONFIG [key=value ...] [--run-dir DIR] [--max-steps N]``, or
     ``opencodec train-lm report ...``. The user's errors (config, manifest, data, files) are one
-    line on stderr and exit status 1; any other error (a bug) propagates with its traceback."""
+    line on stderr and exit status 1; Ctrl-C saves a checkpoint of the last whole step, says so
+    in one line and exits with 130; any other error (a bug) propagates with its traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    prog = "opencodec train-lm report" if argv[:1] == ["report"] else "opencodec train-lm"
     try:
         if argv[:1] == ["report"]:
             return report_main(argv[1:])
         parser = argparse.ArgumentParser(
-            prog="opencodec train-lm",
+            prog=prog,
             description="Train the entropy model on a codec's codes (see configs/lm_*.yaml). "
                         "'opencodec train-lm report --help' measures a trained model's saving.")
         args, cfg = parse_run_arguments(parser, argv, "YAML config (see configs/lm_*.yaml)",
@@ -294,11 +294,15 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
         run = train(cfg, args.run_dir, args.max_steps, progress=not args.no_progress,
                     max_minutes=args.max_minutes)
         print(f"run folder: {run}; entropy model: {run / EXPORT} "
-              f"(opencodec compress IN --model {cfg.get('codec')} --lm-model {run / EXPORT})", file=sys.stderr)
+              f"(opencodec compress IN --model {cfg.get('codec')} --lm-model {run / EXPORT})"
+              if (run / EXPORT).exists() else f"run folder: {run}; nothing exported", file=sys.stderr)
         return 0
+    except KeyboardInterrupt as exc:  # Ctrl-C: after a checkpoint (Interrupted) or before the loop
+        print(f"{prog}: error: {str(exc) or 'interrupted'}", file=sys.stderr)
+        return 130
     except (OpenCodecError, OSError) as exc:
         print_traceback_if_asked()
-        print(f"opencodec train-lm: error: {one_line(exc)}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
         return 1
 
 

@@ -5,9 +5,7 @@ resumed run) derives alike."""
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 import typing as tp
 from pathlib import Path
 
@@ -24,14 +22,11 @@ def _seed_everything(seed: int) -> None:
 
 
 def _atomic_torch_save(obj: tp.Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """``torch.save`` atomically, with the usual permissions; a full disk is an ``OutputError``
+    naming ``path`` (:func:`opencodec.train.run_folder.save_checkpoint_file`)."""
+    from .run_folder import save_checkpoint_file
+
+    save_checkpoint_file(obj, path)
 
 
 def _rng_state() -> dict[str, tp.Any]:

@@ -1,0 +1,272 @@
+"""A training run's folder, as both trainers write it, and how an invocation of a run stops.
+
+- :class:`RunFolder`: the folder is locked while a trainer writes it (``.lock``: a second
+  training into the same folder is refused); ``config.json`` is the run's first config, written
+  when the run starts from step 0 and never replaced; every start (fresh or resumed) appends a
+  row to ``history.jsonl`` (time, step, command line, opencodec version and source commit,
+  torch version, and the config keys changed since the checkpoint, each also said on stderr);
+  on resume ``metrics.jsonl`` and TensorBoard drop what was logged after the checkpoint's step
+  (a run killed between two checkpoints logs those steps again).
+- :func:`save_checkpoint_file` and :func:`saving`: a checkpoint or an export that cannot be
+  written (a full disk) is an ``OutputError`` naming the file, in one line.
+- :class:`StopRequests`: Ctrl-C (SIGINT) or the wall-clock budget stops the loop at a step
+  boundary, so that the trainer saves a checkpoint of a whole step before it exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import errno
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import typing as tp
+from pathlib import Path
+
+import torch
+
+from .._files import write_bytes_atomic
+from ..errors import ConfigError, OutputError
+from .config_checks import config_changes
+
+LOCK = ".lock"
+HISTORY = "history.jsonl"
+METRICS = "metrics.jsonl"
+
+
+# -- writing files -----------------------------------------------------------------------------------
+def _os_error_in(exc: BaseException) -> str | None:
+    """The operating system's reason inside a library's error (safetensors: ``(os error 28)``)."""
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    match = re.search(r"os error (\d+)", str(exc))
+    return os.strerror(int(match[1])) if match else None
+
+
+@contextlib.contextmanager
+def saving(path: Path) -> tp.Iterator[None]:
+    """``with saving(path): ...``: an error of the operating system while writing ``path`` (a
+    full disk, a read-only folder), also one that a library wraps in its own type, leaves as an
+    ``OutputError`` naming ``path``."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except Exception as exc:
+        reason = _os_error_in(exc)
+        if reason is None:
+            raise
+        raise OutputError(f"writing {path}: {reason[:1].lower() + reason[1:]}") from exc
+
+
+def save_checkpoint_file(state: dict[str, tp.Any], path: Path) -> None:
+    """``torch.save`` ``state`` to ``path`` atomically, with the usual file permissions. The
+    state is serialised in memory first: PyTorch's file writer reports a full disk as an
+    ``unexpected pos`` RuntimeError, a plain write as ``No space left on device``."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    with saving(path):
+        write_bytes_atomic(path, buffer.getbuffer())
+
+
+def set_usual_permissions(path: Path) -> None:
+    """Give a file written through ``mkstemp`` (mode 0600) the permissions of any other new
+    file (0666 minus the umask), so that colleagues can read an exported model."""
+    from .._files import _UMASK
+
+    os.chmod(path, 0o666 & ~_UMASK)
+
+
+# -- provenance --------------------------------------------------------------------------------------
+def _source_commit() -> str | None:
+    """``git describe --always --dirty`` of the opencodec source when it is a git checkout."""
+    root = Path(__file__).resolve().parents[3]
+    if not (root / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=12"],
+                             capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def provenance() -> dict[str, tp.Any]:
+    """What made this invocation: the time, command line, opencodec version and source
+    commit, and the torch and Python versions."""
+    from .. import __version__
+
+    return {"time": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "command": list(sys.argv), "opencodec": __version__, "commit": _source_commit(),
+            "torch": torch.__version__, "python": sys.version.split()[0]}
+
+
+# -- the run folder ----------------------------------------------------------------------------------
+class RunFolder:
+    """The folder of a run, locked from ``__enter__`` to ``__exit__`` (only ``main``, rank 0
+    under torchrun, touches it; the other ranks' instance does nothing)."""
+
+    def __init__(self, path: Path, main: bool = True):
+        self.path, self.main = Path(path), main
+        self._lock: tp.IO[str] | None = None
+        self.metrics: tp.IO[str] | None = None
+        self.writer: tp.Any = None
+
+    def __enter__(self) -> RunFolder:
+        if self.main:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._lock = _lock(self.path / LOCK)
+        return self
+
+    def __exit__(self, *exc: tp.Any) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self.metrics is not None:
+            self.metrics.close()
+        if self._lock is not None:
+            self._lock.close()  # releases the lock (the file stays: removing it would race)
+
+    def start(self, cfg: dict, step: int, previous: dict | None, tensorboard: bool) -> None:
+        """Record this invocation, from ``step`` (0: a fresh run; else the checkpoint's, whose
+        config was ``previous``), and open the logs for the steps after ``step``."""
+        if not self.main:
+            return
+        row = {"step": step, **provenance()}
+        if step == 0:  # a fresh run: its config (a run that never checkpointed starts over)
+            with saving(self.path / "config.json"):
+                write_bytes_atomic(self.path / "config.json", json.dumps(cfg, indent=2).encode())
+        elif previous is not None:
+            changed = config_changes(previous, cfg)
+            row["changed"] = {key: {"was": old, "now": new} for key, (old, new) in changed.items()}
+            if changed:
+                print(f"warning: resuming {self.path} at step {step} with a changed config: "
+                      + "; ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changed.items())
+                      + f" (config.json keeps the run's first config; {HISTORY} records each start)",
+                      file=sys.stderr)
+        with saving(self.path / HISTORY), open(self.path / HISTORY, "a", encoding="utf-8") as history:
+            history.write(json.dumps(row, default=str) + "\n")
+        self.metrics = _metrics_from(self.path / METRICS, step)
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # TensorBoard hides the events of earlier files at steps >= purge_step
+            self.writer = SummaryWriter(str(self.path / "tensorboard"), purge_step=step + 1 if step else 0)
+
+    def log(self, values: dict[str, float], at: int) -> None:
+        """Log scalars at step ``at`` to ``metrics.jsonl`` and TensorBoard (rank 0 only)."""
+        if self.writer is not None:
+            for key, value in values.items():
+                self.writer.add_scalar(key, value, at)
+        if self.metrics is not None:
+            self.metrics.write(json.dumps({"step": at, **values}) + "\n")
+            self.metrics.flush()
+
+
+def _lock(path: Path) -> tp.IO[str]:
+    """Hold an exclusive lock on ``path`` (created), or refuse: another process trains here."""
+    import fcntl
+
+    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held until RunFolder.__exit__
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        handle.seek(0)
+        holder = handle.read().strip()
+        handle.close()
+        if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise
+        raise ConfigError(f"{path.parent} is in use by another training ({holder or 'see ' + str(path)}); "
+                          f"wait for it to end or use another --run-dir") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
+    handle.flush()
+    return handle
+
+
+def _metrics_from(path: Path, step: int) -> tp.IO[str]:
+    """``metrics.jsonl`` opened for appending the steps after ``step``: rows logged after
+    ``step`` by an earlier invocation (killed between checkpoints) are dropped, and so is a
+    partial last row."""
+    if path.exists():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        kept = []
+        for line in lines:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if step and isinstance(row, dict) and int(row.get("step", 0)) <= step:
+                kept.append(line)
+        if len(kept) < len(lines):
+            print(f"{path}: {len(lines) - len(kept)} rows after step {step} dropped (logged after the "
+                  f"checkpoint the run goes on from)", file=sys.stderr)
+            with saving(path):
+                write_bytes_atomic(path, "".join(line + "\n" for line in kept).encode())
+    with saving(path):
+        return open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by RunFolder.__exit__
+
+
+# -- stopping ----------------------------------------------------------------------------------------
+class StopRequests:
+    """Why the loop should stop before its next step: ``"interrupted"`` (Ctrl-C) or ``"time"``
+    (past ``max_minutes``), else None. While active (``with``), the first SIGINT only asks the
+    loop to stop at the next step boundary, where the trainer saves a checkpoint; a second
+    one stops at once (a single process). Under torchrun, rank 0's answer is every rank's,
+    asked every ``every`` steps (a collective), and repeated signals (torchrun forwards one)
+    are ignored."""
+
+    def __init__(self, max_minutes: float | None, every: int = 1, distributed: bool = False,
+                 started: float | None = None):
+        self.max_minutes, self.every, self.distributed = max_minutes, every, distributed
+        self.started = time.monotonic() if started is None else started
+        self.interrupted = False
+        self._previous: tp.Any = None
+
+    def _on_sigint(self, signum: int, frame: tp.Any) -> None:
+        if self.interrupted and not self.distributed:
+            raise KeyboardInterrupt
+        self.interrupted = True
+
+    def __enter__(self) -> StopRequests:
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.getsignal(signal.SIGINT)
+            if previous is signal.default_int_handler:  # Python's Ctrl-C (not ignored, not someone else's)
+                self._previous = previous
+                signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *exc: tp.Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def reason(self, step: int) -> str | None:
+        """``"interrupted"``, ``"time"`` or None, before ``step``."""
+        if self.distributed and step % self.every:
+            return None
+        why = ("interrupted" if self.interrupted else
+               "time" if self.max_minutes is not None and time.monotonic() - self.started > 60 * self.max_minutes
+               else None)
+        if self.distributed:
+            from .distributed import broadcast_object
+
+            why = tp.cast("str | None", broadcast_object(why))
+        return why
+
+
+def stopped_message(why: str | None, step: int, total: int, checkpoint: Path) -> str | None:
+    """What to tell the user when the loop ended at ``step`` of ``total`` for ``why``."""
+    if why == "interrupted":
+        saved = f"{checkpoint} holds step {step}" if checkpoint.exists() else "nothing saved"
+        return f"interrupted at step {step} of {total}; {saved}; rerun the same command to resume"
+    if step < total:
+        return f"stopped at step {step} of {total}; rerun the same command to continue"
+    return None
