@@ -37,6 +37,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # provenance, also when loaded by a test
 import official_ref  # the torchaudio stand-in, before encodec is imported
 from provenance import provenance_line  # noqa: E402
 

@@ -49,7 +49,7 @@ from .model import EncodecConfig, EncodecModel
 from .official_files import ROOT_URL, cache_dir, official_file_path, sha256_prefix_ok
 from .releases import (CODEC_ALIAS, CODEC_RELEASES, CURRENT_CODEC, CURRENT_LM, LM_ALIAS, LM_RELEASES,
                        CodecRelease, LMRelease, codec_release, extract_command, lm_release,
-                       resolve_alias)
+                       resolve_alias, short_hash)
 from .weights_hash import state_dict_sha256, weights_sha256
 from .weights_layout import (CONFIG_METADATA_KEY, INFERENCE_ONLY_KEY, OFFICIAL_CONFIGS,
                              TORCH_SUFFIXES, StateDict, infer_config, model_from_state_dict, normalize_keys,
@@ -319,11 +319,12 @@ def trained_lm_name(codec_name: str | None, path: str | os.PathLike[str]) -> str
     ``<codec name>_lm_<run folder name>``, e.g. ``opencodec_24khz_v5_lm_speech1``, which
     headers record and errors show (``_custom`` is added to a name that means other weights)."""
     from .bitstream import MAX_LM_NAME_CHARS
-    from .identity import is_registered_name
 
     folder = Path(path).expanduser().absolute().parent.name or "run"
     name = f"{codec_name or 'codec'}_lm_{folder}"[:MAX_LM_NAME_CHARS - len("_custom")]
-    return f"{name}_custom" if name in known_lm_models() or is_registered_name(name) else name
+    registered = (name in known_lm_models() or name in known_models() or name in (CODEC_ALIAS, LM_ALIAS)
+                  or codec_release(name) is not None or lm_release(name) is not None)
+    return f"{name}_custom" if registered else name  # as identity.is_registered_name
 
 
 def _recorded_codec(info: tp.Mapping[str, tp.Any]) -> str:
@@ -342,27 +343,20 @@ def lm_codec_mismatch(info: tp.Mapping[str, tp.Any], codec: EncodecModel) -> str
     sha256 of its config and state (``codec_hash``, every ``train-lm`` export), computed with
     the codec's name or the name recorded with it (a release loaded today has its versioned
     name; an entropy model trained before versioned names recorded ``opencodec_24khz``)."""
-    from .identity import model_hash
-
     weights = info.get("codec_weights_hash")
-    if isinstance(weights, str) and weights:
-        return None if weights == model_hash(codec) else _recorded_codec(info)
+    if isinstance(weights, str) and weights:  # as headers carry it (identity.model_hash)
+        return None if weights == short_hash(weights_sha256(codec)) else _recorded_codec(info)
     fingerprint = info.get("codec_hash")
     if not isinstance(fingerprint, str) or not fingerprint:
         return None
-    from .train.lm_codes import codec_fingerprint
+    from .weights_hash import codec_fingerprint
 
     if codec_fingerprint(codec) == fingerprint:
         return None
     recorded = info.get("codec")
-    if isinstance(recorded, str) and recorded != codec.config.name:
-        own = codec.config.name
-        codec.config.name = recorded
-        try:
-            if codec_fingerprint(codec) == fingerprint:
-                return None
-        finally:
-            codec.config.name = own
+    if isinstance(recorded, str) and recorded != codec.config.name \
+            and codec_fingerprint(codec, name=recorded) == fingerprint:
+        return None
     return _recorded_codec(info)
 
 
@@ -373,11 +367,9 @@ def check_lm_trained_for(info: tp.Mapping[str, tp.Any], codec: EncodecModel,
     losslessly, but its predictions are for other codes, so files come out larger."""
     other = lm_codec_mismatch(info, codec)
     if other is not None:
-        from .identity import model_hash
-
         raise ModelLoadError(
             f"{source} was trained on the codes of {other}, not on {codec.name} (weights hash "
-            f"{model_hash(codec)}): files coded with it would come out larger; use an entropy "
+            f"{short_hash(weights_sha256(codec))}): files coded with it would come out larger; use an entropy "
             f"model trained for {codec.name} (opencodec train-lm), or the codec it was trained for")
 
 

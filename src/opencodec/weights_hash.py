@@ -10,6 +10,8 @@ from a ``.th``, ``.safetensors`` or Hugging Face file (the loader maps them to o
 from __future__ import annotations
 
 import hashlib
+import json
+import typing as tp
 
 import torch
 
@@ -44,3 +46,18 @@ def weights_sha256(model: torch.nn.Module) -> str:
     digest = state_dict_sha256(state)
     model.__dict__["_weights_sha256"] = (stamp, digest)
     return digest
+
+
+def codec_fingerprint(codec: tp.Any, name: str | None = None) -> str:
+    """sha256 (hex) of a codec's configuration (with its ``name`` replaced by ``name`` when
+    given) and every tensor of its state dict, training buffers included: what ``train-lm``
+    records as ``codec_hash`` and keys its code cache by (:func:`weights_sha256` is the hash
+    of the inference weights alone, which headers carry)."""
+    config = codec.config.to_dict()
+    if name is not None:
+        config["name"] = name
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    for key, value in sorted(codec.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

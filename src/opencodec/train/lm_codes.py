@@ -24,6 +24,7 @@ from .._files import atomic_output
 from ..bandwidth import check_bandwidth
 from ..errors import AudioIOError, ConfigError, UnsupportedBandwidthError
 from ..model import EncodecModel
+from ..weights_hash import codec_fingerprint  # noqa: F401  (imported from here by lm_solver and tests)
 from .lm_config import Settings, check_seq_len
 
 CACHE_FORMAT = 1
@@ -74,15 +75,6 @@ class CodeSet:
         lengths = torch.tensor([0] + [int(s.shape[-1]) for s in sequences], dtype=torch.int64)
         return cls(torch.cat([s.to(dtype) for s in sequences], dim=1), lengths.cumsum(0),
                    list(names), list(skipped))
-
-
-def codec_fingerprint(codec: EncodecModel) -> str:
-    """sha256 (hex) of the codec's configuration and every tensor of its state dict."""
-    digest = hashlib.sha256(json.dumps(codec.config.to_dict(), sort_keys=True).encode())
-    for key, value in sorted(codec.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _manifest_rows(manifests: tp.Sequence[str]) -> list[dict]:
