@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .errors import InvalidAudioError, InvalidCodesError
+from .input_checks import check_audio_tensor, check_codes, parameter_dtype_device
 from .model import EncodecModel, EncodedFrame
 from .modules.conv import StreamableConv1d, extra_padding_for_conv1d, pad1d
 from .modules.lstm import StreamableLSTM
@@ -143,15 +145,53 @@ def _safe_for_batched_pass(model: EncodecModel, length: int) -> bool:
 
 # -- public API ------------------------------------------------------------------------------
 def _check(model: EncodecModel, wav: torch.Tensor, lengths: torch.Tensor | list[int]) -> list[int]:
+    """The lengths as ints, or ``InvalidAudioError`` (a ``ValueError``) unless ``wav`` is a
+    float32 (the model's dtype) tensor [B, C, T] on the model's device with ``lengths[b]`` in
+    [1, T] and finite samples within every item's length (padding may hold anything)."""
+    layout = f"[B, {model.channels}, T]"
+    dtype, device = parameter_dtype_device(model)
+    check_audio_tensor(wav, layout, dtype, device)
     if wav.dim() != 3 or wav.shape[1] != model.channels:
-        raise ValueError(f"expected audio [B, {model.channels}, T], got {tuple(wav.shape)}")
+        raise InvalidAudioError(f"expected audio {layout}, got {tuple(wav.shape)}")
     lens = [int(n) for n in (lengths.tolist() if isinstance(lengths, torch.Tensor) else lengths)]
     if len(lens) != wav.shape[0]:
-        raise ValueError(f"got {len(lens)} lengths for a batch of {wav.shape[0]}")
+        raise InvalidAudioError(f"got {len(lens)} lengths for a batch of {wav.shape[0]}")
     bad = [n for n in lens if n < 1 or n > wav.shape[-1]]
     if bad:
-        raise ValueError(f"lengths must be in [1, {wav.shape[-1]}], got {bad[0]}")
+        raise InvalidAudioError(f"lengths must be in [1, {wav.shape[-1]}], got {bad[0]}")
+    _check_finite_items(wav, lens)
     return lens
+
+
+def _check_finite_items(wav: torch.Tensor, lens: list[int]) -> None:
+    """``InvalidAudioError`` naming the first item of ``wav`` [B, C, T] with a NaN or infinite
+    sample within its first ``lens[b]`` samples (one ``isfinite`` pass when there is none)."""
+    finite = torch.isfinite(wav)
+    if bool(finite.all()):
+        return
+    for b, n in enumerate(lens):
+        bad = int((~finite[b, :, :n]).sum())
+        if bad:
+            raise InvalidAudioError(f"item {b}: audio contains {bad} non-finite sample(s) (NaN or inf)")
+
+
+def _check_encoding(model: EncodecModel, encoding: BatchEncoding) -> None:
+    """``InvalidCodesError`` (a ``ValueError``) unless ``encoding.codes`` is an integer tensor
+    [B, K, F_max] (1 <= K <= ``n_q``) whose codes are in ``[0, bins)`` within each item's
+    ``frame_lengths[b]`` frames and in ``[0, bins)`` or -1 (padding) after them."""
+    codes = encoding.codes
+    if isinstance(codes, torch.Tensor) and codes.dim() != 3:
+        raise InvalidCodesError(f"expected BatchEncoding.codes [B, K, F_max], got {tuple(codes.shape)}")
+    check_codes(codes, "[B, K, F_max]", model.bins, model.n_q, padding=True)
+    frames = encoding.frame_lengths.to(codes.device)
+    if frames.shape != (codes.shape[0],):
+        raise InvalidCodesError(f"got {tuple(frames.shape)} frame lengths for a batch of {codes.shape[0]}")
+    valid = torch.arange(codes.shape[-1], device=codes.device)[None, :] < frames[:, None]  # [B, F]
+    padding_inside = (codes < 0) & valid[:, None, :]
+    if bool(padding_inside.any()):
+        b, k, f = (int(i) for i in padding_inside.nonzero()[0])
+        raise InvalidCodesError(f"item {b}: code -1 (padding) in codebook {k} at frame {f}, within its "
+                                f"{int(frames[b])} frames; codes must be in [0, {model.bins}) there")
 
 
 def _group_by_length(lens: list[int]) -> dict[int, list[int]]:
@@ -163,7 +203,9 @@ def _group_by_length(lens: list[int]) -> dict[int, list[int]]:
 
 @torch.inference_mode()
 def encode_batch(model: EncodecModel, wav: torch.Tensor, lengths: torch.Tensor | list[int]) -> BatchEncoding:
-    """Encode audio [B, C, T] whose item b is valid on its first ``lengths[b]`` samples.
+    """Encode audio [B, C, T] (float32, the model's dtype) whose item b is valid on its first
+    ``lengths[b]`` samples (finite there; the padding may hold anything); anything else
+    raises ``InvalidAudioError`` (a ``ValueError``).
 
     Item b's codes equal ``model.encode(wav[b:b+1, :, :lengths[b]])`` (concatenated over
     segments for segmenting models), independent of the padding and the other items (and,
@@ -255,7 +297,10 @@ def _encode_segmented(model: EncodecModel, wav: torch.Tensor, lens: list[int]) -
 @torch.inference_mode()
 def decode_batch(model: EncodecModel, encoding: BatchEncoding) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode a ``BatchEncoding``: returns audio [B, C, max(lengths)] (zeros past each
-    item's end) and the per-item lengths [B] in samples."""
+    item's end) and the per-item lengths [B] in samples. Codes must be in ``[0, bins)``
+    within each item's ``frame_lengths`` and may be -1 (padding) after them; anything else
+    raises ``InvalidCodesError`` (a ``ValueError``) naming the item or codebook."""
+    _check_encoding(model, encoding)
     lens = [int(n) for n in encoding.lengths.tolist()]
     B = len(lens)
     out = torch.zeros(B, model.channels, max(lens))

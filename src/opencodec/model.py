@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .bandwidth import check_bandwidth
+from .bandwidth import check_bandwidth, format_kbps
+from .errors import InvalidAudioError, InvalidCodesError, UnsupportedBandwidthError
+from .input_checks import check_audio_tensor, check_codes, check_finite, describe, parameter_dtype_device
 from .modules.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
 from .quantization.rvq import QuantizedResult, ResidualVectorQuantizer
 from .threads import one_thread
@@ -198,38 +200,48 @@ class EncodecModel(nn.Module):
 
     @property
     def sample_rate(self) -> int:
+        """Sample rate of the audio the model encodes and decodes, in Hz."""
         return self.config.sample_rate
 
     @property
     def channels(self) -> int:
+        """Audio channels the model encodes and decodes (1: mono, 2: stereo)."""
         return self.config.channels
 
     @property
     def normalize(self) -> bool:
+        """True when each segment is divided by its RMS ``scale`` before encoding
+        (``EncodedFrame.scale``; the 48 kHz model), False when ``scale`` is None."""
         return self.config.normalize
 
     @property
     def target_bandwidths(self) -> list[float]:
+        """The bandwidths ``set_target_bandwidth`` accepts, in kbps (a copy)."""
         return list(self.config.target_bandwidths)
 
     @property
     def hop_length(self) -> int:
+        """Audio samples per code frame (the product of the encoder's strides)."""
         return self.config.hop_length
 
     @property
     def frame_rate(self) -> int:
+        """Code frames per second (Hz), ``ceil(sample_rate / hop_length)``."""
         return self.config.frame_rate
 
     @property
     def n_q(self) -> int:
+        """Codebooks the quantiser has (the most ``encode`` uses, at the highest bandwidth)."""
         return self.config.n_q
 
     @property
     def bins(self) -> int:
+        """Entries per codebook: every code is in ``[0, bins)``."""
         return self.config.bins
 
     @property
     def bits_per_codebook(self) -> int:
+        """Bits of one code, ``log2(bins)`` (10 for 1024 entries)."""
         return self.config.bits_per_codebook
 
     @property
@@ -280,7 +292,14 @@ class EncodecModel(nn.Module):
 
     def set_target_bandwidth(self, bandwidth: float) -> None:
         """Select one of ``target_bandwidths`` (kbps) for ``encode``; any other value raises
-        ``UnsupportedBandwidthError`` (a ``ValueError``)."""
+        ``UnsupportedBandwidthError`` (a ``ValueError``). ``bandwidth`` None (a new model's
+        state: every codebook) is not a choice here: set ``model.bandwidth = None``."""
+        if bandwidth is None:
+            choices = ", ".join(format_kbps(float(b)) for b in self.config.target_bandwidths)
+            raise UnsupportedBandwidthError(
+                f"set_target_bandwidth needs a bandwidth of model {self.name}: one of {choices} kbps, "
+                "got None (a new model's bandwidth is None, all its codebooks; to return to that, "
+                "set model.bandwidth = None)")
         self.bandwidth = check_bandwidth(bandwidth, self.config.target_bandwidths, self.name)
 
     # -- inference ------------------------------------------------------------------------
@@ -298,20 +317,39 @@ class EncodecModel(nn.Module):
         return -(-length // self.hop_length)
 
     def _check_input(self, wav: torch.Tensor) -> None:
+        """A tensor [B, C, T] with ``channels`` channels and T >= 1, else ``InvalidAudioError``
+        (a ``ValueError``)."""
+        if not isinstance(wav, torch.Tensor):
+            raise InvalidAudioError(f"expected audio as a torch.Tensor [B, C, T], got {describe(wav)}")
         if wav.dim() != 3:
-            raise ValueError(f"expected audio of shape [B, C, T], got {tuple(wav.shape)}")
+            raise InvalidAudioError(f"expected audio of shape [B, C, T], got {tuple(wav.shape)}")
         if wav.shape[1] != self.channels:
-            raise ValueError(f"model {self.name} expects {self.channels} channel(s), got {wav.shape[1]}")
+            raise InvalidAudioError(f"model {self.name} expects {self.channels} channel(s), got {wav.shape[1]}")
         if wav.shape[-1] == 0:
-            raise ValueError("cannot encode an empty signal (0 samples)")
+            raise InvalidAudioError("cannot encode an empty signal (0 samples)")
+
+    def check_audio(self, wav: torch.Tensor, layout: str = "[B, C, T]", prefix: str = "") -> None:
+        """``InvalidAudioError`` (a ``ValueError``) unless ``wav`` is a ``torch.Tensor`` of the
+        model's float dtype (float32 unless converted) on its device with finite samples (one
+        ``isfinite`` pass). The shape is the caller's to check; ``layout`` and ``prefix`` go
+        into the message."""
+        dtype, device = parameter_dtype_device(self)
+        check_audio_tensor(wav, layout, dtype, device, prefix)
+        check_finite(wav, prefix)
 
     def encode(self, wav: torch.Tensor) -> list[EncodedFrame]:
         """Audio [B, C, T] at ``sample_rate`` -> one ``EncodedFrame`` per segment,
         codes [B, K, ceil(segment / hop)] with K = ``num_codebooks()``.
 
-        On the CPU the encoder runs on one thread, so the codes do not depend on the
-        caller's thread count (see :mod:`opencodec.threads`)."""
+        ``wav`` must be a float32 tensor (the model's dtype) on the model's device with finite
+        samples: anything else raises ``InvalidAudioError`` (a ``ValueError``) naming the
+        problem (``compress`` converts float64 itself). On the CPU the encoder runs on one
+        thread, so the codes do not depend on the caller's thread count (see
+        :mod:`opencodec.threads`)."""
+        dtype, device = parameter_dtype_device(self)
+        check_audio_tensor(wav, "[B, C, T]", dtype, device)
         self._check_input(wav)
+        check_finite(wav)
         with one_thread(wav):
             return [self._encode_segment(wav[:, :, off:off + n]) for off, n in self.segments(wav.shape[-1])]
 
@@ -329,9 +367,15 @@ class EncodecModel(nn.Module):
 
     def decode(self, frames: tp.Sequence[EncodedFrame] | tp.Sequence[tuple[torch.Tensor, torch.Tensor | None]]
                ) -> torch.Tensor:
-        """Segments' codes -> audio [B, C, T'] with T' >= the encoded length (trim it)."""
-        if len(frames) == 0:
-            raise ValueError("no encoded frames to decode")
+        """Segments' codes -> audio [B, C, T'] with T' >= the encoded length (trim it).
+
+        ``frames``: what ``encode`` returns, a list of ``EncodedFrame(codes [B, K, F], scale)``
+        (or ``(codes, scale)`` pairs) with integer codes in ``[0, bins)``, 1 <= K <= ``n_q``
+        and F >= 1; anything else raises ``InvalidCodesError`` (a ``ValueError``) naming the
+        problem. Run it under ``torch.inference_mode()`` (or ``torch.no_grad()``) unless you
+        need gradients: otherwise the output requires grad (``.numpy()`` refuses it) and
+        autograd keeps the decoder's activations."""
+        frames = self._check_frames(frames)
         if self.segment_length is None:
             if len(frames) != 1:
                 raise ValueError(f"model {self.name} does not segment, got {len(frames)} segments")
@@ -339,6 +383,34 @@ class EncodecModel(nn.Module):
         stride = self.segment_stride
         assert stride is not None
         return linear_overlap_add(self._decode_segments(frames), stride)
+
+    def _check_frames(self, frames: tp.Any) -> list[EncodedFrame]:
+        """``frames`` as a list of ``EncodedFrame`` with int64 codes (the same tensors when they
+        are int64), or ``InvalidCodesError`` unless it is a non-empty sequence of
+        ``(codes, scale)`` pairs, codes [B, K, F] integers in ``[0, bins)`` with
+        1 <= K <= ``n_q`` and F >= 1."""
+        usage = "decode expects a list of EncodedFrame(codes [B, K, F], scale), as encode returns"
+        if isinstance(frames, torch.Tensor):
+            raise InvalidCodesError(f"{usage}, got a Tensor {tuple(frames.shape)}; for the codes of "
+                                    "one segment pass [EncodedFrame(codes, None)]")
+        if not isinstance(frames, tp.Sequence) or isinstance(frames, (str, bytes)):
+            raise InvalidCodesError(f"{usage}, got {describe(frames)}")
+        if len(frames) == 0:
+            raise InvalidCodesError("no encoded frames to decode (an empty list)")
+        device = parameter_dtype_device(self)[1]
+        checked = []
+        for i, frame in enumerate(frames):
+            where = f"segment {i}: " if len(frames) > 1 else ""
+            if not isinstance(frame, (tuple, list)) or len(frame) != 2:
+                raise InvalidCodesError(f"{usage}; {where}got {describe(frame)}")
+            codes, scale = frame
+            if isinstance(codes, torch.Tensor) and codes.dim() != 3:
+                raise InvalidCodesError(f"{where}expected codes of shape [B, K, F], got {tuple(codes.shape)}")
+            codes = check_codes(codes, "[B, K, F]", self.bins, self.quantizer.n_q, device, prefix=where)
+            if codes.shape[-1] == 0:
+                raise InvalidCodesError(f"{where}no code frames to decode (codes {tuple(codes.shape)})")
+            checked.append(EncodedFrame(codes, scale))
+        return checked
 
     def _decode_segments(self, frames: tp.Sequence[EncodedFrame] | tp.Sequence[tuple[torch.Tensor, torch.Tensor | None]]
                          ) -> list[torch.Tensor]:

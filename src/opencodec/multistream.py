@@ -22,6 +22,13 @@ step on them and writes the rows back; a stream that joins gets a row when its w
 frames are in (they run through ``start`` together with the other streams that complete
 their warm-up in the same push), and one that leaves gives its row up.
 
+Input is checked before any stream changes: ``push`` validates the whole request (every id
+open, every frame's shape, dtype (float32, the model's), device and finite samples, or every
+code frame's K and codes in ``[0, bins)``) and raises ``InvalidAudioError`` /
+``InvalidCodesError`` (``ValueError``) or ``KeyError`` naming the stream, with nothing
+consumed. The steps' results are committed only once every step of the push has succeeded,
+so a step that raises leaves every stream as it was before the push.
+
 Exactness (see README, "Many streams at once"): ``batched=False`` runs each stream in its
 own batch-1 step, which is bit for bit :class:`StreamingEncoder` (codes equal to
 ``model.encode``) and :class:`StreamingDecoder`. ``batched=True`` (default) runs the
@@ -35,9 +42,12 @@ from __future__ import annotations
 
 import itertools
 import typing as tp
+from dataclasses import dataclass, field
 
 import torch
 
+from .errors import InvalidAudioError, InvalidCodesError
+from .input_checks import check_codes, parameter_dtype_device
 from .model import EncodecModel
 from .step import DecoderStep, EncoderStep, States
 from .threads import one_thread
@@ -61,6 +71,11 @@ class _Rows:
         else:
             self.tensors = [torch.cat([t, s]) for t, s in zip(self.tensors, states)]
         self.ids += ids
+
+    def row(self, sid: int) -> States:
+        """``sid``'s row (each tensor [1, ...]), left in place."""
+        i = self.ids.index(sid)
+        return [t[i:i + 1] for t in self.tensors]
 
     def drop(self, sid: int) -> States:
         """Remove ``sid``'s row; returns it (each tensor [1, ...])."""
@@ -103,8 +118,27 @@ def _padded(codes: torch.Tensor, count: int) -> torch.Tensor:
     return torch.cat([codes, codes.new_full((count - codes.shape[0], codes.shape[1]), -1)])
 
 
+@dataclass
+class _Plan:
+    """What one ``push`` will do, worked out before anything changes: ``counts`` frames per
+    stream; ``live`` frame count -> the live streams given that many; ``warming`` a stream still
+    in its warm-up after this push -> its new warm-up frames; ``starting`` the streams whose
+    warm-up completes, with ``first`` (their warm-up frames, one tensor per frame) and ``rest``
+    (their frames beyond the warm-up, when there are any)."""
+
+    counts: dict[int, int] = field(default_factory=dict)
+    live: dict[int, list[int]] = field(default_factory=dict)
+    warming: dict[int, list[torch.Tensor]] = field(default_factory=dict)
+    starting: list[int] = field(default_factory=list)
+    first: dict[int, list[torch.Tensor]] = field(default_factory=dict)
+    rest: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
 class _MultiStream:
-    """Bookkeeping shared by the encoder and the decoder: warm-up buffers and state rows."""
+    """Bookkeeping shared by the encoder and the decoder: warm-up buffers and state rows.
+
+    A push is planned (:meth:`_plan`), its steps run, and only then are their results
+    committed: a step that raises leaves every stream as it was."""
 
     def __init__(self, step: EncoderStep | DecoderStep, batched: bool):
         self._step = step
@@ -115,6 +149,7 @@ class _MultiStream:
         self._warming: dict[int, list[torch.Tensor]] = {}  # stream -> its first frames so far
         self._rows = _Rows()
         self.frames_in: dict[int, int] = {}
+        self._staged: list[tuple[list[int] | None, tp.Sequence[torch.Tensor]]] = []  # row updates of a push
 
     @property
     def streams(self) -> list[int]:
@@ -132,61 +167,101 @@ class _MultiStream:
         if sid not in self.frames_in:
             raise KeyError(f"no open stream {sid}")
 
+    def _check_ids(self, items: tp.Mapping[int, tp.Any]) -> None:
+        """``KeyError`` naming the first id of ``items`` that is not an open stream."""
+        for sid in items:
+            if sid not in self.frames_in:
+                raise KeyError(f"no open stream {sid} (open: {sorted(self.frames_in)}); nothing in "
+                               "this push was consumed")
+
     def _groups(self, ids: list[int]) -> list[list[int]]:
         if not ids:
             return []
         return [ids] if self.batched else [[sid] for sid in ids]
 
+    def _plan(self, items: tp.Mapping[int, torch.Tensor], frames: tp.Callable[[torch.Tensor], int]) -> _Plan:
+        """What pushing ``items`` (checked) does to each stream; changes nothing."""
+        plan = _Plan()
+        for sid, item in items.items():
+            n = frames(item)
+            plan.counts[sid] = n
+            if sid not in self._warming:
+                plan.live.setdefault(n, []).append(sid)
+                continue
+            need = self.warmup_frames - len(self._warming[sid])
+            unit = item.shape[-1] // n
+            new = [item[..., j * unit:(j + 1) * unit] for j in range(min(n, need))]  # one per frame
+            if n < need:
+                plan.warming[sid] = new
+                continue
+            plan.starting.append(sid)
+            plan.first[sid] = self._warming[sid] + new
+            if n > need:
+                plan.rest[sid] = item[..., need * unit:]
+        return plan
+
     def _advance(self, items: tp.Mapping[int, torch.Tensor], frames: tp.Callable[[torch.Tensor], int],
                  ) -> dict[int, torch.Tensor]:
-        """Feed one item of n >= 1 frames per stream; returns each stream's new output (possibly
-        empty). Live streams are stepped in one batch per frame count n."""
-        out: dict[int, torch.Tensor] = {}
-        live: dict[int, list[int]] = {}  # frame count -> streams
-        starting: list[int] = []
-        after_start: dict[int, torch.Tensor] = {}  # frames beyond a warm-up completed in this item
-        for sid, item in items.items():
-            self._known(sid)
-            n = frames(item)
-            self.frames_in[sid] += n
-            if sid in self._warming:
-                warming = self._warming[sid]
-                need = self.warmup_frames - len(warming)
-                unit = item.shape[-1] // n
-                warming.extend(item[..., j * unit:(j + 1) * unit] for j in range(min(n, need)))  # one per frame
-                if n >= need:
-                    starting.append(sid)
-                    if n > need:
-                        after_start[sid] = item[..., need * unit:]
-                else:
-                    out[sid] = self._empty()
-            else:
-                live.setdefault(n, []).append(sid)
-        with torch.inference_mode():
-            for sids in live.values():
-                self._step_live(sids, items, out)
-            for group in self._groups(starting):
-                x = torch.stack([torch.cat(self._warming.pop(sid), dim=-1) for sid in group])
-                y, state = self._step.start(x)
+        """Feed one checked item of n >= 1 frames per stream; returns each stream's new output
+        (possibly empty). Live streams are stepped in one batch per frame count n. The streams
+        change only after every step has succeeded."""
+        plan = self._plan(items, frames)
+        out: dict[int, torch.Tensor] = {sid: self._empty() for sid in plan.warming}
+        started: list[tuple[list[int], States]] = []
+        self._staged = []
+        with torch.inference_mode():  # the state rows are inference tensors
+            try:
+                for sids in plan.live.values():
+                    self._step_live(sids, items, out)
+                for group in self._groups(plan.starting):
+                    started.append((group, self._start(group, plan, frames, out)))
+                staged = self._staged
+            finally:
+                self._staged = []
+            # commit: rows first (their indices are those before the new streams' rows are added)
+            for rows, states in staged:
+                self._rows.put(rows, states)
+            for group, state in started:
+                for sid in group:
+                    del self._warming[sid]
                 self._rows.add(group, state)
-                out.update(zip(group, y))
-            by_count: dict[int, list[int]] = {}
-            for sid, rest in after_start.items():
-                by_count.setdefault(frames(rest), []).append(sid)
-            for sids in by_count.values():
-                more: dict[int, torch.Tensor] = {}
-                self._step_live(sids, after_start, more)
-                for sid in sids:
-                    out[sid] = torch.cat([out[sid], more[sid]], dim=-1)
+        for sid, new in plan.warming.items():
+            self._warming[sid].extend(new)
+        for sid, n in plan.counts.items():
+            self.frames_in[sid] += n
         return out
+
+    def _start(self, group: list[int], plan: _Plan, frames: tp.Callable[[torch.Tensor], int],
+               out: dict[int, torch.Tensor]) -> States:
+        """Run the warm-up of the streams ``group`` (and, for those given more, their frames
+        beyond it, in one step per frame count); their outputs into ``out``. Returns their
+        state rows (not yet added)."""
+        x = torch.stack([torch.cat(plan.first[sid], dim=-1) for sid in group])
+        y, first_state = self._step.start(x)
+        out.update(zip(group, y))
+        state = [t.contiguous() for t in first_state]
+        by_count: dict[int, list[int]] = {}  # frames beyond the warm-up -> positions in group
+        for i, sid in enumerate(group):
+            if sid in plan.rest:
+                by_count.setdefault(frames(plan.rest[sid]), []).append(i)
+        for where in by_count.values():
+            every = len(where) == len(group)
+            rows = None if every else torch.tensor(where, device=x.device)
+            more, *new = self._step(torch.stack([plan.rest[group[i]] for i in where]),
+                                    *(state if rows is None else [t[rows] for t in state]))
+            state = list(new) if rows is None else [t.index_copy(0, rows, s) for t, s in zip(state, new)]
+            for j, i in enumerate(where):
+                out[group[i]] = torch.cat([out[group[i]], more[j]], dim=-1)
+        return state
 
     def _step_live(self, sids: list[int], items: tp.Mapping[int, torch.Tensor],
                    out: dict[int, torch.Tensor]) -> None:
-        """One step of live streams whose items have the same number of frames."""
+        """One step of live streams whose items have the same number of frames; their new
+        state rows are staged (``_advance`` commits them)."""
         for group in self._groups(sids):
             rows = self._rows.index(group)
             y, *new = self._step(torch.stack([items[sid] for sid in group]), *self._rows.get(rows))
-            self._rows.put(rows, new)
+            self._staged.append((rows, new))
             out.update(zip(group, y))
 
     def _empty(self) -> torch.Tensor:  # pragma: no cover - interface
@@ -213,40 +288,52 @@ class MultiStreamEncoder(_MultiStream):
     def _empty(self) -> torch.Tensor:
         return torch.empty(self.num_codebooks, 0, dtype=torch.long)
 
-    def push(self, frames: tp.Mapping[int, torch.Tensor]) -> dict[int, torch.Tensor]:
-        """Whole frames [C, n * hop] (n >= 1, per stream) for each stream given -> the code
-        frames now complete, {id: [K, f]}. Streams given the same n share one batched step;
-        a stream's codes are those of pushing its frames one at a time (up to the batched
-        rounding of the module doc)."""
+    def _check_frames(self, frames: tp.Mapping[int, torch.Tensor]) -> None:
+        """``KeyError`` for an id that is not open, ``InvalidAudioError`` (a ``ValueError``)
+        naming the stream for a frame that is not a float32 (the model's dtype) tensor
+        [C, n * hop] on the model's device with finite samples. Changes nothing."""
+        self._check_ids(frames)
         for sid, frame in frames.items():
+            prefix = f"stream {sid}: "
+            layout = f"[{self.channels}, n * {self.hop_length}]"
+            self.model.check_audio(frame, layout, prefix)
             if (frame.dim() != 2 or frame.shape[0] != self.channels or frame.shape[-1] == 0
                     or frame.shape[-1] % self.hop_length):
-                raise ValueError(f"stream {sid}: expected whole frames [{self.channels}, n * {self.hop_length}], "
-                                 f"got {list(frame.shape)}")
+                raise InvalidAudioError(f"{prefix}expected whole frames {layout}, got {list(frame.shape)}")
+
+    def push(self, frames: tp.Mapping[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """Whole frames [C, n * hop] (n >= 1, per stream; float32 with finite samples) for each
+        stream given -> the code frames now complete, {id: [K, f]}. Streams given the same n
+        share one batched step; a stream's codes are those of pushing its frames one at a time
+        (up to the batched rounding of the module doc). The whole request is checked first: a
+        bad id (``KeyError``) or frame (``InvalidAudioError``) consumes nothing."""
+        self._check_frames(frames)
         with one_thread(next(iter(frames.values()), None)):  # codes independent of the thread count
             return self._advance(frames, lambda frame: frame.shape[-1] // self.hop_length)
 
     def close(self, sid: int, tail: torch.Tensor | None = None) -> torch.Tensor:
-        """End stream ``sid`` after its last samples ``tail`` [C, r] (0 <= r < hop); returns its
-        remaining code frames [K, f] (a stream shorter than the warm-up: all of them)."""
+        """End stream ``sid`` after its last samples ``tail`` [C, r] (0 <= r < hop; float32,
+        finite); returns its remaining code frames [K, f] (a stream shorter than the warm-up:
+        all of them). A bad tail raises ``InvalidAudioError`` and leaves the stream open."""
         self._known(sid)
-        if tail is not None and (tail.dim() != 2 or tail.shape[0] != self.channels
-                                 or tail.shape[-1] >= self.hop_length):
-            raise ValueError(f"a tail is [{self.channels}, r] with r < {self.hop_length}, "
-                             f"got {list(tail.shape)}")
-        del self.frames_in[sid]
+        if tail is not None:
+            layout = f"[{self.channels}, r] with r < {self.hop_length}"
+            self.model.check_audio(tail, layout, f"stream {sid}: tail: ")
+            if tail.dim() != 2 or tail.shape[0] != self.channels or tail.shape[-1] >= self.hop_length:
+                raise InvalidAudioError(f"stream {sid}: a tail is {layout}, got {list(tail.shape)}")
         has_tail = tail is not None and tail.shape[-1] > 0
         with torch.inference_mode(), one_thread(tail):
             if sid in self._warming:
-                audio = self._warming.pop(sid) + ([tail] if has_tail else [])
-                if not audio:
-                    return self._empty()
-                return self.model.encode(torch.cat(audio, dim=-1)[None])[0].codes[0]
-            state = self._rows.drop(sid)
-            if not has_tail:
-                return self._empty()
-            assert tail is not None
-            return self._step.finish(tail[None], state)[0]
+                audio = self._warming[sid] + ([tail] if has_tail else [])
+                codes = self.model.encode(torch.cat(audio, dim=-1)[None])[0].codes[0] if audio else self._empty()
+                del self._warming[sid]
+            else:
+                codes = self._empty()
+                if tail is not None and has_tail:
+                    codes = self._step.finish(tail[None], self._rows.row(sid))[0]
+                self._rows.drop(sid)
+        del self.frames_in[sid]
+        return codes
 
 
 class MultiStreamDecoder(_MultiStream):
@@ -267,41 +354,70 @@ class MultiStreamDecoder(_MultiStream):
         # (no codebook) to every codebook the quantiser has; exact mode: one K per push.
         self.mixed_bandwidths = not self._step.exact
         self.max_codebooks = len(model.quantizer.vq.layers)
+        self._device = parameter_dtype_device(model)[1]
 
     def _empty(self) -> torch.Tensor:
         return torch.empty(self.channels, 0)
 
+    def _check_codes(self, codes: tp.Mapping[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """The code frames as int64, or ``KeyError`` for an id that is not open and
+        ``InvalidCodesError`` (a ``ValueError``) naming the stream for code frames that are not
+        an integer tensor [K, n] (n >= 1, K <= ``max_codebooks``) on the model's device with
+        codes in ``[0, bins)``; in exact mode also for a K other than the push's other streams'
+        or than the frames of the stream's warm-up so far. Changes nothing."""
+        self._check_ids(codes)
+        checked: dict[int, torch.Tensor] = {}
+        k = None
+        for sid, frame in codes.items():
+            prefix = f"stream {sid}: "
+            if isinstance(frame, torch.Tensor) and (frame.dim() != 2 or frame.shape[-1] < 1
+                                                    or frame.shape[0] > self.max_codebooks):
+                raise InvalidCodesError(f"{prefix}expected code frames [K, n] (n >= 1, at most "
+                                        f"{self.max_codebooks} codebooks), got {list(frame.shape)}")
+            frame = check_codes(frame, "[K, n]", self.model.bins, self.max_codebooks, self._device,
+                                codebook_dim=0, prefix=prefix)
+            if not self.mixed_bandwidths:
+                if k is not None and frame.shape[0] != k:
+                    raise InvalidCodesError(f"{prefix}expected code frames [K, n] (the same K for all "
+                                            f"streams), got {list(frame.shape)}")
+                warming = self._warming.get(sid)
+                if warming and warming[0].shape[0] != frame.shape[0]:
+                    raise InvalidCodesError(
+                        f"{prefix}got {frame.shape[0]} codebooks, but the {len(warming)} frame(s) of its "
+                        f"warm-up so far have {warming[0].shape[0]}: in exact mode a stream keeps one K "
+                        f"for its first {self.warmup_frames} frames")
+                k = frame.shape[0]
+            checked[sid] = frame
+        return checked
+
     def push(self, codes: tp.Mapping[int, torch.Tensor]) -> dict[int, torch.Tensor]:
-        """Code frames [K, n] (n >= 1, per stream) for each stream given -> the audio now
-        complete, {id: [C, m]}. Exact mode: the same K for all streams; fast mode
+        """Code frames [K, n] (n >= 1, per stream; integers in ``[0, bins)``) for each stream
+        given -> the audio now complete, {id: [C, m]}. Exact mode: the same K for all streams
+        (and for a stream's first ``warmup_frames`` frames); fast mode
         (``mixed_bandwidths``): any K up to ``max_codebooks`` (the quantiser's; a stream adds
         zeros for the codebooks it lacks, which rounds like a sum in another order, ~1e-7).
         Streams given the same n share one batched step. Several frames at once run the
         kernels over a longer input, which rounds differently from one frame per push (~1e-6
-        relative, tests/test_multistream.py)."""
-        k = None
-        for sid, frame in codes.items():
-            if (frame.dim() != 2 or frame.shape[-1] < 1
-                    or (self.mixed_bandwidths and frame.shape[0] > self.max_codebooks)
-                    or (not self.mixed_bandwidths and k is not None and frame.shape[0] != k)):
-                what = (f"at most {self.max_codebooks} codebooks" if self.mixed_bandwidths
-                        else "the same K for all streams")
-                raise ValueError(f"stream {sid}: expected code frames [K, n] ({what}), got {list(frame.shape)}")
-            k = frame.shape[0]
+        relative, tests/test_multistream.py). The whole request is checked first: a bad id
+        (``KeyError``) or code frame (``InvalidCodesError``) consumes nothing."""
+        checked = self._check_codes(codes)
         if self.mixed_bandwidths:
-            codes = {sid: _padded(frame, self.max_codebooks) for sid, frame in codes.items()}
-        return self._advance(codes, lambda frame: frame.shape[-1])
+            checked = {sid: _padded(frame, self.max_codebooks) for sid, frame in checked.items()}
+        return self._advance(checked, lambda frame: frame.shape[-1])
 
     def close(self, sid: int) -> torch.Tensor:
         """End stream ``sid``; returns its remaining audio [C, m] (a stream shorter than the
         warm-up: all of it, decoded as the offline decoder decodes so short a stream)."""
         self._known(sid)
-        del self.frames_in[sid]
         if sid in self._warming:
-            frames = self._warming.pop(sid)
-            if not frames:
-                return self._empty()
-            with torch.inference_mode():
-                return self._step.start(torch.cat(frames, dim=-1)[None])[0][0]
-        self._rows.drop(sid)
-        return self._empty()
+            frames = self._warming[sid]
+            audio = self._empty()
+            if frames:
+                with torch.inference_mode():
+                    audio = self._step.start(torch.cat(frames, dim=-1)[None])[0][0]
+            del self._warming[sid]
+        else:
+            audio = self._empty()
+            self._rows.drop(sid)
+        del self.frames_in[sid]
+        return audio

@@ -28,6 +28,12 @@ left pad needs latent frames 1..6: the first 7 code frames come out together whe
 input sample 2239 arrives, and the decoder's first 7 x 320 samples come out together
 once code frame 6 arrives (see ``benchmarks/streaming_latency.py``).
 
+Input is checked before it touches the stream: a chunk that is not a float32 tensor (the
+model's dtype) on the model's device of shape [B, C, n] with finite samples raises
+``InvalidAudioError``, codes that are not integers in ``[0, bins)`` with 1 to ``n_q``
+codebooks raise ``InvalidCodesError`` (both ``ValueError``), and a rejected push leaves the
+stream (its state and counters) exactly as it was.
+
 Memory is bounded by the kernel sizes and the chunk size, not by the stream length.
 Weights (weight norm folded) are cached when the stream object is built: rebuild it
 after changing the model's weights. All work runs under ``torch.inference_mode()``.
@@ -40,6 +46,8 @@ import typing as tp
 import torch
 from torch import nn
 
+from .errors import InvalidAudioError, InvalidCodesError
+from .input_checks import check_audio_tensor, check_codes, check_finite, parameter_dtype_device
 from .model import EncodecModel
 from .streaming_fast import FastStreamDecoder, FastStreamEncoder
 from .streaming_layers import build_stream
@@ -61,7 +69,8 @@ def _check_model(model: EncodecModel) -> None:
 
 class _Streaming:
     """What the streaming encoder and decoder share: the exact or fast network, the stream's
-    batch size (fixed by its first push) and the empty output of a push that completes nothing."""
+    batch size (fixed by its first push), the dtype and device inputs must have (the model's)
+    and the empty output of a push that completes nothing."""
 
     def __init__(self, model: EncodecModel, net: nn.Module, fast_class: tp.Callable[[], tp.Any],
                  native_lstm: bool, exact: bool | None):
@@ -69,6 +78,7 @@ class _Streaming:
         self.model = model
         self.exact = bool(getattr(model, "exact", True) if exact is None else exact)
         self.channels = model.channels
+        self._dtype, self._device = parameter_dtype_device(model)
         self._fast: tp.Any = None
         with torch.inference_mode():
             if self.exact:
@@ -90,7 +100,8 @@ class _Streaming:
         raise NotImplementedError
 
     def _empty(self) -> torch.Tensor:
-        """[B, rows, 0] of the output's dtype (B: the stream's batch size, 0 before any push)."""
+        """[B, rows, 0] of the output's dtype (B: the stream's batch size; 0 before any push,
+        so ``flush`` of a stream that was never pushed returns [0, rows, 0])."""
         batch = 0 if self._proto is None else self._proto.shape[0]
         device = None if self._proto is None else self._proto.device
         rows, dtype = self._empty_layout()
@@ -99,19 +110,23 @@ class _Streaming:
     def _empty_layout(self) -> tuple[int, torch.dtype]:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def _check_batch(self, x: torch.Tensor) -> None:
+        """``ValueError`` when ``x``'s batch size is not the stream's (fixed by its first push)."""
+        if self._proto is not None and x.shape[0] != self._proto.shape[0]:
+            raise ValueError(f"batch size changed within a stream: {self._proto.shape[0]} -> {x.shape[0]}")
+
     def _accept(self, x: torch.Tensor) -> None:
-        """The first push fixes the batch size; later pushes must keep it."""
+        """The first push fixes the batch size (``x`` was checked)."""
         if self._proto is None:
             self._proto = x
-        elif x.shape[0] != self._proto.shape[0]:
-            raise ValueError(f"batch size changed within a stream: {self._proto.shape[0]} -> {x.shape[0]}")
 
 
 class StreamingEncoder(_Streaming):
     """Audio chunks [B, C, n] -> code frames [B, K, f], exactly equal to ``model.encode``.
 
     K is ``model.num_codebooks()`` when the encoder is built (set the bandwidth first).
-    Batch size, channels, dtype and device are fixed by the first push of a stream.
+    The batch size is fixed by the first push of a stream; every push must have the model's
+    channels, dtype (float32) and device, and finite samples (``InvalidAudioError`` otherwise).
 
     ``fast_lstm=True`` runs the bottleneck LSTM with PyTorch's native CPU kernel, ~3 ms
     less per frame on one thread for the 24 kHz model, but its outputs differ from the
@@ -150,10 +165,22 @@ class StreamingEncoder(_Streaming):
         self.frames_out += codes.shape[-1]
         return codes
 
-    def push(self, chunk: torch.Tensor) -> torch.Tensor:
-        """Feed ``chunk`` [B, C, n] (n >= 0); returns the code frames now complete, [B, K, f]."""
+    def _check_chunk(self, chunk: torch.Tensor) -> None:
+        """``InvalidAudioError`` (``ValueError`` for a changed batch size) unless ``chunk`` is
+        a tensor [B, C, n] of the model's dtype on its device, of the stream's batch size,
+        with finite samples. Changes nothing."""
+        layout = f"[B, {self.channels}, n]"
+        check_audio_tensor(chunk, layout, self._dtype, self._device)
         if chunk.dim() != 3 or chunk.shape[1] != self.channels:
-            raise ValueError(f"expected audio [B, {self.channels}, n], got {tuple(chunk.shape)}")
+            raise InvalidAudioError(f"expected audio {layout}, got {tuple(chunk.shape)}")
+        self._check_batch(chunk)
+        check_finite(chunk)
+
+    def push(self, chunk: torch.Tensor) -> torch.Tensor:
+        """Feed ``chunk`` [B, C, n] (n >= 0), float32 (the model's dtype) with finite samples;
+        returns the code frames now complete, [B, K, f]. A chunk that cannot be encoded raises
+        ``InvalidAudioError`` and leaves the stream as it was."""
+        self._check_chunk(chunk)
         self._accept(chunk)
         if chunk.shape[-1] == 0:
             return self._empty()
@@ -172,7 +199,8 @@ class StreamingEncoder(_Streaming):
     def flush(self) -> torch.Tensor:
         """End the stream: returns the last code frames (end-of-signal padding) and resets.
 
-        In total ``ceil(samples / hop_length)`` frames come out of a stream.
+        In total ``ceil(samples / hop_length)`` frames come out of a stream. A stream that was
+        never pushed returns [0, K, 0]: no batch size is known yet.
         """
         with torch.inference_mode(), one_thread(self._proto):
             if self._fast is not None:
@@ -211,10 +239,22 @@ class StreamingDecoder(_Streaming):
         self.samples_out += y.shape[-1]
         return y
 
+    def _check_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """``codes`` as int64, or ``InvalidCodesError`` (``ValueError`` for a changed batch
+        size) unless they are an integer tensor [B, K, f] on the model's device with
+        1 <= K <= ``n_q`` and every code in ``[0, bins)``. Changes nothing."""
+        if isinstance(codes, torch.Tensor) and codes.dim() != 3:
+            raise InvalidCodesError(f"expected codes [B, K, f], got {tuple(codes.shape)}")
+        checked = check_codes(codes, "[B, K, f]", self.model.bins, len(self.model.quantizer.vq.layers),
+                              self._device)
+        self._check_batch(checked)
+        return checked
+
     def push(self, codes: torch.Tensor) -> torch.Tensor:
-        """Feed code frames [B, K, f] (f >= 0); returns the audio now complete, [B, C, m]."""
-        if codes.dim() != 3:
-            raise ValueError(f"expected codes [B, K, f], got {tuple(codes.shape)}")
+        """Feed code frames [B, K, f] (f >= 0; integers in ``[0, bins)``, K up to ``n_q``, any
+        K from push to push); returns the audio now complete, [B, C, m]. Codes that cannot be
+        decoded raise ``InvalidCodesError`` and leave the stream as it was."""
+        codes = self._check_codes(codes)
         self._accept(codes)
         if codes.shape[-1] == 0:
             return self._empty()
@@ -226,7 +266,8 @@ class StreamingDecoder(_Streaming):
             return self._audio(self._net.push(emb))
 
     def flush(self) -> torch.Tensor:
-        """End the stream: returns the remaining audio and resets."""
+        """End the stream: returns the remaining audio and resets. A stream that was never
+        pushed returns [0, C, 0]: no batch size is known yet."""
         with torch.inference_mode():
             out = self._audio(self._fast.flush() if self._fast is not None else self._net.flush())
         self.reset()

@@ -26,6 +26,18 @@ def _cat(a: torch.Tensor | None, b: torch.Tensor) -> torch.Tensor:
     return b if a is None or a.shape[-1] == 0 else torch.cat([a, b], dim=-1)
 
 
+def _cat_codes(a: torch.Tensor | None, b: torch.Tensor) -> torch.Tensor:
+    """Codes [B, K_a, f] then [B, K_b, g] -> [B, max(K), f + g], the missing codebooks' rows
+    -1 (no codebook, which the fast quantiser decodes as nothing): a stream may change its
+    number of codebooks during the warm-up too."""
+    if a is None or a.shape[-1] == 0:
+        return b
+    k = max(a.shape[1], b.shape[1])
+    parts = [x if x.shape[1] == k else torch.cat([x, x.new_full((x.shape[0], k - x.shape[1], x.shape[2]), -1)], 1)
+             for x in (a, b)]
+    return torch.cat(parts, dim=-1)
+
+
 class FastStreamEncoder:
     """Audio chunks [B, C, n] -> code frames [B, K, f] (fast mode); ``flush`` ends the stream."""
 
@@ -105,11 +117,12 @@ class FastStreamDecoder:
         self.state: list[torch.Tensor] | None = None
 
     def push(self, codes: torch.Tensor) -> torch.Tensor | None:
-        """The audio of the new frames [B, C, m], or None during the warm-up."""
+        """The audio of the new frames [B, C, m], or None during the warm-up. ``codes``
+        [B, K, f] are not checked here (``StreamingDecoder.push`` checks them)."""
         if self.state is not None:
             audio, *self.state = self.step(codes, *self.state)
             return audio
-        buf = _cat(self.pending, codes)
+        buf = _cat_codes(self.pending, codes)
         if buf.shape[-1] < self.warmup:
             self.pending = buf
             return None

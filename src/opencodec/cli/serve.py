@@ -47,7 +47,8 @@ def add_serve_parser(sub: tp.Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """``opencodec serve``: the WebSocket server (opencodec.serve) until Ctrl-C."""
+    """``opencodec serve``: the WebSocket server (opencodec.serve) until Ctrl-C or SIGTERM
+    (both close the clients with 1001 and return 0)."""
     try:
         from ..serve.server import ServeLimits, run_server
     except ImportError as exc:

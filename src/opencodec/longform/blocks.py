@@ -30,6 +30,10 @@ class _ConvertedBlocks:
     def __iter__(self) -> tp.Iterator[np.ndarray]:
         in_path, target_rate, channels, progress = (self.in_path, self.target_rate, self.channels,
                                                     self.progress)
+        if not Path(in_path).exists():  # as read_audio says it (libsndfile: "System error.")
+            raise AudioIOError(f"cannot read audio file {in_path}: no such file")
+        if Path(in_path).is_dir():
+            raise AudioIOError(f"cannot read audio file {in_path}: not a regular file")
         try:
             sfile = sf.SoundFile(str(in_path))
         except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:

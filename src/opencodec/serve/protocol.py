@@ -63,6 +63,15 @@ class Hello:
     frames_per_packet: int = DEFAULT_FRAMES_PER_PACKET
 
 
+def _json(text: str) -> tp.Any:
+    """``json.loads(text)``; ``ValueError`` for malformed JSON, including JSON nested too deeply
+    for Python's parser (its ``RecursionError``, e.g. 100000 opening brackets)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def parse_hello(message: tp.Any, bandwidths: tp.Sequence[float], model_name: str) -> Hello:
     """The client's first message (JSON text) -> :class:`Hello`; ``ProtocolError`` naming the
     problem otherwise. A missing bandwidth is the highest in ``bandwidths``."""
@@ -70,7 +79,7 @@ def parse_hello(message: tp.Any, bandwidths: tp.Sequence[float], model_name: str
         raise ProtocolError("the first message must be JSON text such as "
                             '{"mode": "relay", "bandwidth": 6}, got binary data')
     try:
-        data = json.loads(message)
+        data = _json(message)
     except ValueError:
         raise ProtocolError("the first message is not valid JSON") from None
     if not isinstance(data, dict):
@@ -96,7 +105,7 @@ def parse_control(message: str, bandwidths: tp.Sequence[float], model_name: str
     """A text message after the hello: ``{"type": "end"}`` -> ("end", None), or (relay mode)
     ``{"type": "bandwidth", "bandwidth": 3}`` -> ("bandwidth", 3.0); ``ProtocolError`` else."""
     try:
-        data = json.loads(message)
+        data = _json(message)
     except ValueError:
         raise ProtocolError("a text message after the hello must be JSON") from None
     kind = data.get("type") if isinstance(data, dict) else None

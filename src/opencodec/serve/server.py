@@ -32,6 +32,7 @@ import contextlib
 import json
 import logging
 import mimetypes
+import signal
 import socket
 import statistics
 import time
@@ -134,10 +135,15 @@ class CodecServer:
                 await ticker
 
     async def serve_forever(self, host: str, port: int, ready: tp.Callable[[str], None] = print) -> None:
-        async with self.running(host, port):
-            ready(f"serving {model_label(self.model)} on http://{host}:{self.port}/ "
-                  f"(WebSocket {WS_PATH}); Ctrl-C stops")
-            await asyncio.Future()
+        """Serve until Ctrl-C (SIGINT, which ``asyncio.run`` turns into cancelling this task)
+        or SIGTERM (``kill``, ``docker stop``, systemd), which returns normally: either way
+        the connected clients get close 1001 (going away)."""
+        stop = asyncio.get_running_loop().create_future()
+        with _on_sigterm(lambda: stop.done() or stop.set_result(None)):
+            async with self.running(host, port):
+                ready(f"serving {model_label(self.model)} on http://{host}:{self.port}/ "
+                      f"(WebSocket {WS_PATH}); Ctrl-C stops")
+                await stop
 
     # -- HTTP and connections ---------------------------------------------------------------
     def _http(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -358,6 +364,23 @@ class CodecServer:
             await ws.send(item)
 
 
+@contextlib.contextmanager
+def _on_sigterm(callback: tp.Callable[[], object]) -> tp.Iterator[None]:
+    """Call ``callback`` on the running loop when the process gets SIGTERM, inside the block
+    (where the loop cannot take signal handlers, e.g. outside the main thread or on Windows,
+    SIGTERM keeps its default action)."""
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGTERM, callback)
+    except (NotImplementedError, RuntimeError, ValueError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
 def _bound_port(server: Server) -> int:
     return int(next(iter(server.sockets)).getsockname()[1])
 
@@ -366,7 +389,8 @@ def run_server(model: EncodecModel, host: str = "127.0.0.1", port: int = 8765,
                limits: ServeLimits = ServeLimits(), batched: bool = True,
                max_bandwidth: float | None = None, threads: int = 1, batch_window: float | None = None,
                ready: tp.Callable[[str], None] = print) -> None:
-    """Serve ``model`` until interrupted (Ctrl-C returns normally); ``max_bandwidth`` (kbps):
+    """Serve ``model`` until interrupted (Ctrl-C or SIGTERM returns normally, the clients
+    closed with 1001); ``max_bandwidth`` (kbps):
     the highest a client may ask for (default the model's highest); ``threads``: PyTorch's
     (default 1: the streams are batched, and more threads spin against other work);
     ``batch_window`` (s): see :class:`~.engine.Engine`."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import typing as tp
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,7 +89,10 @@ class PcmStreamReader:
     available, or None at the end. WAV: PCM 8/16/24/32-bit, float 32/64-bit,
     WAVE_FORMAT_EXTENSIBLE of those. A data chunk size of 0 or 0xFFFFFFFF (what streaming
     writers put when the length is unknown) means "until the end of input"; otherwise the
-    reader stops after that many bytes. ``name`` names the source in errors.
+    reader stops after that many bytes. ``name`` names the source in errors. Input that ends
+    inside a sample frame (not whole samples of every channel) is dropped with a warning
+    (``warnings.warn``; the command line prints it as a ``warning:`` line): it usually means a
+    wrong ``--format`` or ``--channels``.
     """
 
     def __init__(self, fi: tp.BinaryIO, raw: PcmFormat | None = None, name: str = "stdin"):
@@ -147,6 +151,17 @@ class PcmStreamReader:
                        f"channel(s) of {bits} bits")
         return fmt
 
+    def _warn_partial_frame(self) -> None:
+        """At the end of the input: warn (once) about bytes left that do not make a whole
+        sample frame, and drop them."""
+        if self._carry:
+            fmt = self.format
+            warnings.warn(f"{self.name}: the input ended inside a sample frame ({len(self._carry)} "
+                          f"byte(s) dropped; a frame is {fmt.frame_bytes} bytes: {fmt.channels} "
+                          f"channel(s) of {fmt.encoding}); check the format and channel count",
+                          stacklevel=3)
+            self._carry = b""
+
     def read(self, max_bytes: int = 1 << 15) -> np.ndarray | None:
         """The next samples [n, C] float32 (n >= 1), or None at the end of the input."""
         frame = self.format.frame_bytes
@@ -156,6 +171,7 @@ class PcmStreamReader:
                 want = min(want, self._remaining)
             data = _read_some(self._fi, want) if want > 0 else b""
             if not data:
+                self._warn_partial_frame()
                 return None
             if self._remaining is not None:
                 self._remaining -= len(data)

@@ -1,0 +1,127 @@
+"""Cheap checks of the tensors the low-level APIs take, with errors that say what was given
+and what is expected (never a failure from deep inside the network, never silently wrong
+output).
+
+- Audio (``EncodecModel.encode``, ``batching.encode_batch``, the streaming and multistream
+  encoders): a ``torch.Tensor`` of the model's float dtype on its device
+  (:func:`check_audio_tensor`) whose samples are all finite (:func:`check_finite`, the same
+  message as :func:`opencodec.compress.compress`'s); else :class:`InvalidAudioError`.
+- Codes (``EncodecModel.decode``, ``batching.decode_batch``, the streaming and multistream
+  decoders): an integer ``torch.Tensor`` with 1 to ``max_codebooks`` codebooks whose codes
+  are in ``[0, bins)`` (:func:`check_codes`); else :class:`InvalidCodesError`.
+
+Each check is one pass over the data at most (``isfinite``, ``aminmax``); the slower search
+for the offending sample or code runs only when there is one. A low layer: this module
+imports nothing from opencodec but :mod:`opencodec.errors`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import InvalidAudioError, InvalidCodesError
+
+__all__ = ["check_audio_tensor", "check_codes", "check_finite", "describe", "parameter_dtype_device"]
+
+
+def parameter_dtype_device(module: torch.nn.Module) -> tuple[torch.dtype, torch.device]:
+    """The dtype and device of ``module``'s first parameter (float32 on the CPU if it has none):
+    what its inputs must be."""
+    for param in module.parameters():
+        return param.dtype, param.device
+    return torch.float32, torch.device("cpu")
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    """``torch.float32`` -> ``'float32'``."""
+    return str(dtype).replace("torch.", "")
+
+
+def describe(x: object) -> str:
+    """What ``x`` is, for an error message: ``'float64'`` for a tensor (its dtype), else its
+    type (``'a numpy.ndarray of int16'``, ``'a list'``)."""
+    if isinstance(x, torch.Tensor):
+        return _dtype_name(x.dtype)
+    kind = type(x)
+    module = kind.__module__
+    name = kind.__name__ if module in ("builtins", None) else f"{module.split('.')[0]}.{kind.__name__}"
+    dtype = getattr(x, "dtype", None)
+    return f"a {name}" + (f" of {dtype}" if dtype is not None else "")
+
+
+def _audio_hint(x: object, dtype: torch.dtype) -> str:
+    """How to turn ``x`` into what is expected."""
+    convert = {torch.float32: ".float()", torch.float64: ".double()", torch.float16: ".half()",
+               torch.bfloat16: ".bfloat16()"}.get(dtype, f".to(torch.{_dtype_name(dtype)})")
+    if not isinstance(x, torch.Tensor):
+        return f"; convert with torch.as_tensor(x){convert}" if hasattr(x, "dtype") else ""
+    if x.dtype == torch.bool or x.is_complex():
+        return ""
+    if not x.is_floating_point():  # integer PCM
+        return f"; integer PCM must be scaled to [-1, 1] first (int16: x{convert} / 32768)"
+    return f"; convert with {convert}"
+
+
+def check_audio_tensor(x: object, layout: str, dtype: torch.dtype, device: torch.device | None = None,
+                       prefix: str = "") -> torch.Tensor:
+    """``x`` if it is a ``torch.Tensor`` of ``dtype`` (on ``device`` when given); else
+    ``InvalidAudioError`` such as "expected audio as a float32 torch.Tensor [B, C, T], got
+    float64; convert with .float()". ``layout`` names the expected shape, ``prefix`` starts
+    the message (e.g. ``"stream 3: "``). Checks no shape and no values."""
+    expected = f"expected audio as a {_dtype_name(dtype)} torch.Tensor {layout}"
+    if not isinstance(x, torch.Tensor) or x.dtype != dtype:
+        raise InvalidAudioError(f"{prefix}{expected}, got {describe(x)}{_audio_hint(x, dtype)}")
+    if device is not None and x.device != device:
+        raise InvalidAudioError(f"{prefix}{expected} on {device} (the model's device), got one on "
+                                f"{x.device}; move it with .to({str(device)!r})")
+    return x
+
+
+def check_finite(x: torch.Tensor, prefix: str = "") -> None:
+    """``InvalidAudioError("audio contains N non-finite sample(s) (NaN or inf)")`` (after
+    ``prefix``) unless every sample of ``x`` is finite: one ``isfinite`` pass (a second one
+    only to count). The message is :func:`opencodec.compress.compress`'s."""
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise InvalidAudioError(f"{prefix}audio contains {bad} non-finite sample(s) (NaN or inf)")
+
+
+def _first_bad(codes: torch.Tensor, low: int, bins: int) -> tuple[tuple[int, ...], int]:
+    """Index and value of the first code of ``codes`` outside ``[low, bins)`` (there is one)."""
+    where = tuple(int(i) for i in ((codes < low) | (codes >= bins)).nonzero()[0])
+    return where, int(codes[where])
+
+
+def check_codes(codes: object, layout: str, bins: int, max_codebooks: int,
+                device: torch.device | None = None, codebook_dim: int = 1, prefix: str = "",
+                padding: bool = False) -> torch.Tensor:
+    """``codes`` as int64 (the same tensor when it already is) if it is an integer
+    ``torch.Tensor`` of ``len(layout's dims)`` dimensions (checked by the caller) whose
+    dimension ``codebook_dim`` (K) is 1 to ``max_codebooks`` and whose codes are in
+    ``[0, bins)`` (``padding``: ``[-1, bins)``, -1 being documented padding); on ``device``
+    when given. Else ``InvalidCodesError`` naming the problem, e.g. "codes must be in
+    [0, 1024); got 5000 in codebook 0". ``prefix`` starts the message."""
+    if not isinstance(codes, torch.Tensor) or codes.dtype == torch.bool or codes.is_floating_point() \
+            or codes.is_complex():
+        raise InvalidCodesError(f"{prefix}expected codes as an integer torch.Tensor {layout}, "
+                                f"got {describe(codes)}")
+    if device is not None and codes.device != device:
+        raise InvalidCodesError(f"{prefix}expected codes on {device} (the model's device), got codes "
+                                f"on {codes.device}; move them with .to({str(device)!r})")
+    k = codes.shape[codebook_dim]
+    if not 1 <= k <= max_codebooks:
+        raise InvalidCodesError(f"{prefix}expected 1 to {max_codebooks} codebooks (K in {layout}), "
+                                f"got {k}")
+    low = -1 if padding else 0
+    codes = codes.long()  # the same tensor when int64 (aminmax has no kernel for uint16/uint32)
+    if codes.numel():
+        lo, hi = torch.aminmax(codes)
+        if int(lo) < low or int(hi) >= bins:
+            where, value = _first_bad(codes, low, bins)
+            allowed = f"[0, {bins})" + (" (or -1: padding)" if padding else "")
+            item = f" of item {where[0]}" if codebook_dim == 1 and codes.shape[0] > 1 else ""
+            raise InvalidCodesError(f"{prefix}codes must be in {allowed}; got {value} in codebook "
+                                    f"{where[codebook_dim]} at frame {where[-1]}{item}")
+    return codes
+
