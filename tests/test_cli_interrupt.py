@@ -101,3 +101,28 @@ def test_ctrl_c_that_a_tool_leaves_is_one_line(command: str, monkeypatch: pytest
         pytest.fail("the KeyboardInterrupt left cli.main")
     assert status == 130
     assert capsys.readouterr().err == f"opencodec {command}: error: interrupted\n"
+
+
+class _SigintProbe(torch.utils.data.Dataset):
+    """Items that say whether the process reading them ignores SIGINT."""
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.tensor([float(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)])
+
+
+def test_loader_workers_ignore_ctrl_c() -> None:
+    """A terminal's Ctrl-C reaches the DataLoader workers too: they must ignore it, or the
+    trainer, waiting for a batch, fails with 'worker exited unexpectedly' instead of saving."""
+    import types
+
+    from opencodec.train.batches import _batches
+
+    base = types.SimpleNamespace(set_epoch=lambda epoch: None)
+    batches = _batches(base, _SigintProbe(), 2, 4, 0, num_workers=1)
+    try:
+        assert float(next(batches).min()) == 1.0
+    finally:
+        batches.close()

@@ -228,3 +228,34 @@ def test_the_config_yaml_helper_loads_the_shipped_codec_configs() -> None:
     for name in ("tiny_24khz", "opencodec_24khz", "opencodec_cpu_24khz", "encodec_24khz", "encodec_48khz"):
         cfg = solver.load_config(test_train_lm.ROOT / "configs" / f"{name}.yaml")
         assert isinstance(yaml.safe_dump(cfg), str)
+
+
+def test_resume_into_a_folder_without_config_json_records_the_checkpoints(tmp_path) -> None:
+    """A campaign resumes into a new folder that holds only the unpacked checkpoint: the
+    folder gets the checkpoint's config (the run's), and the change is still reported."""
+    import json as _json
+
+    from opencodec.train.run_folder import RunFolder
+
+    before, now = {"optim": {"lr": 1e-3}}, {"optim": {"lr": 5e-4}}
+    with RunFolder(tmp_path / "run") as folder:
+        folder.start(now, 5, before, tensorboard=False)
+    assert _json.loads((tmp_path / "run" / "config.json").read_text()) == before
+    history = [_json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert history[-1]["changed"] == {"optim.lr": {"was": 1e-3, "now": 5e-4}}
+
+
+def test_a_file_system_without_locks_trains_unlocked(tmp_path, monkeypatch, capsys) -> None:
+    import errno as _errno
+    import fcntl
+
+    from opencodec.train.run_folder import RunFolder
+
+    def no_locks(handle, flags) -> None:
+        raise OSError(_errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with RunFolder(tmp_path / "run") as folder:
+        folder.start({"a": 1}, 0, None, tensorboard=False)
+    assert "cannot lock" in capsys.readouterr().err
+    assert (tmp_path / "run" / "config.json").exists()

@@ -84,7 +84,7 @@ for v in $VARIANTS; do
   run="$WORK/run_$v"; dst="$pack/$v"; mkdir -p "$dst"
   echo "== $v"; tail -n 3 "$WORK/train_$v.log"
   cp "$WORK/train_$v.log" "$dst/train.log"
-  cp "$run/metrics.jsonl" "$run/config.json" "$dst/" 2>/dev/null
+  cp "$run/metrics.jsonl" "$run/config.json" "$run/history.jsonl" "$dst/" 2>/dev/null
   grep '"valid/' "$run/metrics.jsonl" >"$dst/valid.jsonl" 2>/dev/null
   [ -f "$run/checkpoint.pt" ] || { echo "$v: no checkpoint, nothing to carry"; continue; }
   python3 -m opencodec.train.campaign pack "$run/checkpoint.pt" "$dst/state" --max-mb "$MAX_STATE_MB"

@@ -15,7 +15,7 @@ cat "$parts"/campaign.tar.part* | tar -C "$tmp" -xf -
 [ ! -e "$root/runs/$name" ] || { echo "$root/runs/$name exists"; exit 1; }
 for dir in "$tmp"/*/; do
   v=$(basename "$dir"); dst="$root/runs/$name/$v"; mkdir -p "$dst"
-  for f in metrics.jsonl config.json train.log valid.jsonl; do [ -f "$dir/$f" ] && cp "$dir/$f" "$dst/"; done
+  for f in metrics.jsonl config.json history.jsonl train.log valid.jsonl; do [ -f "$dir/$f" ] && cp "$dir/$f" "$dst/"; done
   if [ -d "$dir/state" ]; then
     cp "$dir/state/state.json" "$dst/"
     rm -rf "$root/state/$v"; mkdir -p "$root/state/$v"; cp "$dir"/state/* "$root/state/$v/"

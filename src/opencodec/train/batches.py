@@ -6,6 +6,7 @@ process would, either through DataLoader workers or decoded once into device mem
 from __future__ import annotations
 
 import re
+import signal
 import sys
 import typing as tp
 from pathlib import Path
@@ -87,6 +88,13 @@ def _warn_if_every_file_is_shorter(rows: list[dict], segment_seconds: float) -> 
               file=sys.stderr)
 
 
+def ignore_interrupts(worker_id: int) -> None:
+    """A DataLoader worker ignores Ctrl-C (a terminal sends SIGINT to the whole process
+    group): the trainer finishes its step and saves, which needs the workers alive. They
+    end with the trainer."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _batches(base: tp.Any, shard: GlobalBatchShard, local_batch: int, steps_per_epoch: int,
              start_step: int, num_workers: int) -> tp.Iterator[torch.Tensor]:
     """Batches [B_local, C, T] from ``start_step`` on, epoch after epoch (resumable).
@@ -103,7 +111,8 @@ def _batches(base: tp.Any, shard: GlobalBatchShard, local_batch: int, steps_per_
         indices = list(range(first * local_batch, steps_per_epoch * local_batch))
         loader = torch.utils.data.DataLoader(shard, batch_size=local_batch, sampler=indices,
                                              num_workers=num_workers, drop_last=True,
-                                             persistent_workers=False)
+                                             persistent_workers=False,
+                                             worker_init_fn=ignore_interrupts if num_workers else None)
         state = torch.get_rng_state()
         batches = iter(loader)
         if first:  # mid-epoch: only a resumed run starts an iterator here

@@ -17,7 +17,9 @@ __all__ = ["check_codec_bandwidths", "check_codec_config", "config_changes", "re
 
 #: Keys that may differ between the invocations of one run without changing what it trains
 #: (where it is written, how long this invocation may take, the CPU threads and workers).
-PER_INVOCATION_KEYS = ("run_dir", "max_minutes", "threads", "data.num_workers")
+# what one invocation may set without changing the run (init_*: only a fresh start reads them)
+PER_INVOCATION_KEYS = ("run_dir", "max_minutes", "threads", "data.num_workers", "init_from", "init",
+                       "init_items")
 
 
 def _value(cfg: dict, dotted: str) -> tp.Any:

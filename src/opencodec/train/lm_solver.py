@@ -189,7 +189,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
             with saving(run / EXPORT):
                 export_lm(lm, run / EXPORT, {"codec": data.codec_name, "codec_source": data.codec_source,
                                              "codec_hash": data.codec_hash, "frame_rate": data.frame_rate,
-                                             "bandwidths": data.bandwidths, "step": at})
+                                             "bandwidths": data.bandwidths, "step": at}, codec=data.codec)
 
         if step == 0:
             run_validation(0)  # the untrained model (about log2(card) bits per code)

@@ -139,10 +139,14 @@ class RunFolder:
         if not self.main:
             return
         row = {"step": step, **provenance()}
-        if step == 0:  # a fresh run: its config (a run that never checkpointed starts over)
-            with saving(self.path / "config.json"):
-                write_bytes_atomic(self.path / "config.json", json.dumps(cfg, indent=2).encode())
-        elif previous is not None:
+        config_file = self.path / "config.json"
+        if step == 0 or not config_file.exists():
+            # a fresh run's config (a run that never checkpointed starts over), or the
+            # checkpoint's own for a folder that lacks it (a campaign resumes into a new folder)
+            first = cfg if step == 0 or previous is None else previous
+            with saving(config_file):
+                write_bytes_atomic(config_file, json.dumps(first, indent=2).encode())
+        if step and previous is not None:
             changed = config_changes(previous, cfg)
             row["changed"] = {key: {"was": old, "now": new} for key, (old, new) in changed.items()}
             if changed:
@@ -181,7 +185,10 @@ def _lock(path: Path) -> tp.IO[str]:
         holder = handle.read().strip()
         handle.close()
         if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-            raise
+            # a file system without locks (NFS without lockd, some FUSE mounts): train unlocked
+            print(f"warning: cannot lock {path} ({exc.strerror}); a second training into "
+                  f"{path.parent} would not be refused", file=sys.stderr)
+            return open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by RunFolder.__exit__
         raise ConfigError(f"{path.parent} is in use by another training ({holder or 'see ' + str(path)}); "
                           f"wait for it to end or use another --run-dir") from None
     handle.seek(0)
