@@ -93,3 +93,25 @@ def test_sigterm_stops_the_server_like_ctrl_c() -> None:
             proc.wait(10)
     assert code == 1001
     assert status == 0
+
+
+def test_sigterm_handler_of_the_embedding_application_is_restored() -> None:
+    """serve's SIGTERM handling lasts only while it runs: the process's own handler comes back."""
+    import asyncio
+    import signal
+
+    from opencodec.serve.server import _on_sigterm
+
+    def own(signum: int, frame: object) -> None:  # an application's handler
+        pass
+
+    before = signal.signal(signal.SIGTERM, own)
+    try:
+        async def run() -> object:
+            with _on_sigterm(lambda: None):
+                return signal.getsignal(signal.SIGTERM)
+
+        during = asyncio.run(run())
+        assert during is not own and signal.getsignal(signal.SIGTERM) is own
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .errors import InvalidAudioError, InvalidCodesError
-from .input_checks import check_codes, parameter_dtype_device
+from .input_checks import check_audio_tensor, check_codes, check_finite, parameter_dtype_device
 from .model import EncodecModel
 from .step import DecoderStep, EncoderStep, States
 from .threads import one_thread
@@ -284,6 +284,8 @@ class MultiStreamEncoder(_MultiStream):
         self.model = model
         self.channels = model.channels
         self.num_codebooks = self._step.num_codebooks
+        # the steps copied the weights now: frames must match them (read once, not per push)
+        self._dtype, self._device = parameter_dtype_device(model)
 
     def _empty(self) -> torch.Tensor:
         return torch.empty(self.num_codebooks, 0, dtype=torch.long)
@@ -296,7 +298,8 @@ class MultiStreamEncoder(_MultiStream):
         for sid, frame in frames.items():
             prefix = f"stream {sid}: "
             layout = f"[{self.channels}, n * {self.hop_length}]"
-            self.model.check_audio(frame, layout, prefix)
+            check_audio_tensor(frame, layout, self._dtype, self._device, prefix)
+            check_finite(frame, prefix)
             if (frame.dim() != 2 or frame.shape[0] != self.channels or frame.shape[-1] == 0
                     or frame.shape[-1] % self.hop_length):
                 raise InvalidAudioError(f"{prefix}expected whole frames {layout}, got {list(frame.shape)}")

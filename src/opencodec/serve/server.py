@@ -368,8 +368,10 @@ class CodecServer:
 def _on_sigterm(callback: tp.Callable[[], object]) -> tp.Iterator[None]:
     """Call ``callback`` on the running loop when the process gets SIGTERM, inside the block
     (where the loop cannot take signal handlers, e.g. outside the main thread or on Windows,
-    SIGTERM keeps its default action)."""
+    SIGTERM keeps its action). The handler the process had before is restored afterwards
+    (an embedding application's own, not the default)."""
     loop = asyncio.get_running_loop()
+    previous = signal.getsignal(signal.SIGTERM)
     try:
         loop.add_signal_handler(signal.SIGTERM, callback)
     except (NotImplementedError, RuntimeError, ValueError):
@@ -378,7 +380,9 @@ def _on_sigterm(callback: tp.Callable[[], object]) -> tp.Iterator[None]:
     try:
         yield
     finally:
-        loop.remove_signal_handler(signal.SIGTERM)
+        loop.remove_signal_handler(signal.SIGTERM)  # this resets it to the default action
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _bound_port(server: Server) -> int:
