@@ -39,6 +39,9 @@ def test_positive_float_refuses(text: str) -> None:
     ["stream-encode", "--frames-per-packet", "256"],
     ["stream-encode", "--header-every", "0"],
     ["stream-encode", "--rate", "0"],
+    ["stream-encode", "--raw", "--channels", "1", "--rate", "1"],
+    ["compress", "a.wav", "b.wav", "--rate", "999"],
+    ["decompress", "a.ecdc", "b.wav", "--rate", "800000"],
     ["serve", "--port", "70000"],
     ["serve", "--max-clients", "0"],
     ["serve", "--idle-timeout", "nan"],
@@ -84,3 +87,13 @@ def test_non_negative_float() -> None:
         with pytest.raises(argparse.ArgumentTypeError):
             non_negative_float(text)
     assert build_parser().parse_args(["serve", "--batch-window-ms", "0"]).batch_window_ms == 0.0
+
+
+def test_no_command_lists_every_command(capsys) -> None:
+    from opencodec.cli.main import main
+
+    assert main([]) == 2
+    listed = capsys.readouterr().err.splitlines()[-1]
+    for command in ("compress", "decompress", "info", "stream-encode", "stream-decode", "serve", "tokenize",
+                    "detokenize", "export-onnx", "train", "train-lm", "eval", "mushra"):
+        assert f" {command}," in listed or f"({command}," in listed or f" {command})" in listed, command

@@ -75,7 +75,7 @@ def test_round_trip_rate_and_channels_options(tmp_path: Path, capsys: pytest.Cap
     assert code == 2 and "--rate applies to decoded audio: a round trip" in err
     assert not (tmp_path / "x.ecdc").exists()
     code, _, err = _run(capsys, "compress", tmp_path / "in.wav", tmp_path / "y.wav", "-m", ckpt24, "--rate", 0)
-    assert code == 2 and "must be at least 1" in err
+    assert code == 2 and "--rate: must be between 1000 and 768000, got 0" in err
 
 
 def test_decompress_rate_and_channels(tmp_path: Path, capsys: pytest.CaptureFixture[str], ckpt24: str) -> None:

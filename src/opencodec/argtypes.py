@@ -8,7 +8,7 @@ import math
 import typing as tp
 
 __all__ = ["bandwidth_arg", "int_in", "positive_int", "count_arg", "positive_float", "non_negative_float",
-           "port_arg"]
+           "port_arg", "sample_rate_arg"]
 
 
 def _finite_number(text: str, not_number: str, out_of_range: str, zero_allowed: bool = False) -> float:
@@ -70,3 +70,9 @@ def port_arg(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"port {value} is not in 0..65535 (0 picks a free one)")
     return value
+
+
+def sample_rate_arg(text: str) -> int:
+    """argparse type: a sample rate in Hz, 1000 to 768000 (a mistyped ``--rate 1`` would
+    otherwise resample by a factor of 24000)."""
+    return int_in(1000, 768_000)(text)

@@ -17,6 +17,8 @@
     opencodec train-lm CONFIG [key=value ...] [--run-dir DIR]  (entropy model, see opencodec.train.lm_solver)
     opencodec tokenize INPUT... --out DIR [...] / detokenize DIR --out AUDIO_DIR  (see opencodec.cli.tokens)
     opencodec export-onnx MODEL OUT_DIR [-b KBPS] [-f]  (ONNX step graphs, see opencodec.export.onnx)
+    opencodec serve [--port N] [-m NAME_OR_PATH] [...]  (WebSocket server for live streams, see opencodec.serve)
+    opencodec train CONFIG [key=value ...] [--run-dir DIR]  (the codec, see opencodec.train.solver)
 
 IN may be a folder: it is processed recursively and the tree is kept under OUT (default:
 next to the inputs). Exit status: 0 success, 1 failure (the message goes to stderr as

@@ -15,6 +15,7 @@ from .._process import usable_cores
 from ..file_jobs import Job, Plan, run_jobs
 from ..pretrained import DEFAULT_MODEL
 from ..progress import progress_bar
+from ..argtypes import sample_rate_arg
 from .common import (add_mode_options, add_model_option, bandwidth_arg, describe, error, fmt_kbps, info, positive_int,
                      progress_bars, warn)
 
@@ -95,7 +96,7 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_rate_channels_options(parser: argparse.ArgumentParser, rate_help: str, channels_help: str) -> None:
-    parser.add_argument("--rate", type=positive_int, metavar="HZ", help=rate_help)
+    parser.add_argument("--rate", type=sample_rate_arg, metavar="HZ", help=rate_help)
     parser.add_argument("--channels", type=positive_int, metavar="N", help=channels_help)
 
 

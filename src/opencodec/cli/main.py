@@ -66,6 +66,14 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
     print(f"{PROG}: warning: {message}", file=sys.stderr if file is None else file)
 
 
+def _command_names(parser: argparse.ArgumentParser) -> list[str]:
+    """The sub-commands ``parser`` knows, in the order they were added."""
+    for action in parser._actions:  # argparse keeps sub-commands in a private action list
+        if isinstance(action, argparse._SubParsersAction):
+            return list(action.choices)
+    return []
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -82,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     if args.command is None:
         parser.print_usage(sys.stderr)
-        print(f"{PROG}: error: a command is required (compress, decompress, info, train, train-lm, eval or mushra)", file=sys.stderr)
+        print(f"{PROG}: error: a command is required ({', '.join(_command_names(parser))})", file=sys.stderr)
         return 2
     try:
         with warnings.catch_warnings():

@@ -13,6 +13,7 @@ from ..model import EncodecModel
 from ..model_cache import CodecModels, load_checked_model
 from ..pretrained import DEFAULT_MODEL
 from ..threads import use_live_threads
+from ..argtypes import sample_rate_arg
 from .common import (UsageError, add_mode_options, add_model_option, bandwidth_arg, fmt_kbps, info, int_in,
                      positive_int, warn)
 
@@ -36,7 +37,7 @@ def add_stream_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
                      help=f"repeat the stream header every N data packets (default {DEFAULT_HEADER_EVERY}); "
                           "a receiver joining mid-stream starts at the next header")
     enc.add_argument("--raw", action="store_true", help="stdin is headerless PCM (needs --rate, --channels)")
-    enc.add_argument("--rate", type=positive_int, metavar="HZ", help="sample rate of raw input")
+    enc.add_argument("--rate", type=sample_rate_arg, metavar="HZ", help="sample rate of raw input")
     enc.add_argument("--channels", type=positive_int, metavar="C", help="channels of raw input (interleaved)")
     enc.add_argument("--format", choices=sorted(RAW_FORMATS),
                      help="sample format of raw input (default s16le)")

@@ -23,6 +23,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..progress import progress_bar
+from ..argtypes import sample_rate_arg
 from .common import bandwidth_arg, count_arg, error, positive_float, positive_int, warn
 
 
@@ -68,7 +69,7 @@ def add_token_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
     det.add_argument("--ids", nargs="+", metavar="ID", help="rows to decode (default: all)")
     det.add_argument("-m", "--model", metavar="NAME_OR_PATH",
                      help="model weights (default: the model the shards name)")
-    det.add_argument("--rate", type=positive_int, metavar="HZ", help="output sample rate")
+    det.add_argument("--rate", type=sample_rate_arg, metavar="HZ", help="output sample rate")
     det.add_argument("--channels", type=positive_int, metavar="N", help="output channels")
     det.add_argument("-f", "--force", action="store_true", help="overwrite existing files")
     det.set_defaults(parser=det, handler=cmd_detokenize)
