@@ -560,7 +560,9 @@ def test_build_creates_missing_parent_folders(eval_set, tmp_path, monkeypatch, c
     assert "built MUSHRA test" in capsys.readouterr().out
     assert load_test(tmp_path / "mushra" / "x").trials and os.listdir(tmp_path / "mushra") == ["x"]
     assert cli_main(args) == 1
-    assert "mushra/x exists and is not empty (use -f/--force" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("opencodec mushra build: error: ")  # the prefix names the action
+    assert "mushra/x exists and is not empty (use -f/--force" in err
     (tmp_path / "file").write_text("x")
     assert cli_main(args[:4] + ["--out", "file/sub/x"] + args[6:]) == 1
     assert f"cannot create file/sub/x: {tmp_path / 'file'} is not a folder" in capsys.readouterr().err

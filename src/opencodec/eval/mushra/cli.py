@@ -1,6 +1,6 @@
 """``opencodec mushra build|serve|report`` (also ``python -m opencodec.eval.mushra``).
 
-Exit status: 0 success, 1 failure (one line ``opencodec mushra: error: ...``), 2 usage.
+Exit status: 0 success, 1 failure (one line ``opencodec mushra ACTION: error: ...``), 2 usage.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None, prog: str = "opencodec mushra") -> int:
     try:
         return {"build": _build, "serve": _serve, "report": _report}[args.action](args)
     except (OpenCodecError, OSError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog} {args.action}: error: {exc}", file=sys.stderr)
         return 1
 
 
