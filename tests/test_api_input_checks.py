@@ -83,7 +83,7 @@ def test_streaming_encoder_rejects_bad_chunks_and_goes_on(tiny: EncodecModel, ex
             assert torch.equal(codes, tiny.encode(x)[0].codes)
 
 
-def test_streaming_encoder_rejects_another_channel_count_without_fixing_the_batch(tiny: EncodecModel) -> None:
+def test_a_rejected_first_push_does_not_fix_the_batch_size(tiny: EncodecModel) -> None:
     """A rejected first push does not fix the stream's batch size."""
     enc = StreamingEncoder(tiny)
     with pytest.raises(InvalidAudioError, match="non-finite"):
