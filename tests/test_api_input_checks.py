@@ -186,7 +186,7 @@ def test_model_properties_have_docstrings() -> None:
 
 
 def test_the_finite_check_says_what_compress_says(tiny: EncodecModel) -> None:
-    """The shared check gives compress()'s message, so compress can use it unchanged."""
+    """compress() and model.encode give one message for non-finite audio (both use input_checks)."""
     x = _with_nan(_signal(2 * HOP, seed=6), 7)
     with pytest.raises(InvalidAudioError) as low:
         tiny.encode(x)

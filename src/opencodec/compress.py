@@ -39,6 +39,7 @@ from .bitstream import (DEFAULT_CHECK_BITS, DeterministicCoding, EcdcHeader, Str
                         default_check_interval, read_body, read_header, write_ecdc)
 from .bandwidth import check_bandwidth
 from .errors import BitstreamError, InvalidAudioError
+from .input_checks import check_finite, parameter_dtype_device
 from .model import EncodecModel
 
 if tp.TYPE_CHECKING:
@@ -49,15 +50,11 @@ __all__ = ["InvalidAudioError", "compress", "compress_to_file", "decompress", "d
 
 
 def _model_device(model: EncodecModel) -> torch.device:
-    for param in model.parameters():
-        return param.device
-    return torch.device("cpu")
+    return parameter_dtype_device(model)[1]
 
 
 def _model_dtype(model: EncodecModel) -> torch.dtype:
-    for param in model.parameters():
-        return param.dtype
-    return torch.float32
+    return parameter_dtype_device(model)[0]
 
 
 def _check_audio(model: EncodecModel, wav: tp.Any) -> None:
@@ -74,9 +71,7 @@ def _check_audio(model: EncodecModel, wav: tp.Any) -> None:
                                 f"got {channels}")
     if length == 0:
         raise InvalidAudioError("cannot compress empty audio (0 samples)")
-    if not bool(torch.isfinite(wav).all()):
-        bad = int((~torch.isfinite(wav)).sum())
-        raise InvalidAudioError(f"audio contains {bad} non-finite sample(s) (NaN or inf)")
+    check_finite(wav)  # the message model.encode and the streaming encoders give
 
 
 def _check_bandwidth(model: EncodecModel, bandwidth: tp.Any) -> float:
