@@ -69,3 +69,19 @@ def file_path_audio(model: EncodecModel, audio: np.ndarray, bandwidth: float) ->
 
 def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
+
+
+async def raw_client(uri: str, messages: list[tp.Any], max_size: int | None = None) -> tuple[int | None, str]:
+    """Send ``messages`` (the hello first), read until the server closes: (code, reason)."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    async with connect(uri, max_size=max_size) as ws:
+        try:
+            for m in messages:
+                await ws.send(m)
+            async for _ in ws:
+                pass
+        except ConnectionClosed:
+            pass
+        return ws.close_code, ws.close_reason

@@ -18,13 +18,12 @@ import torch
 import websockets  # noqa: F401  (installed by make test: a missing extra fails, never skips)
 
 from websockets.asyncio.client import connect  # noqa: E402
-from websockets.exceptions import ConnectionClosed  # noqa: E402
 
 from opencodec.serve.client import ClientResult, run_client  # noqa: E402
 from opencodec.serve.server import ServeLimits  # noqa: E402
 from opencodec.stream import CodeFrames, PacketParser, StreamReceiver, data_packet  # noqa: E402
 from opencodec.stream.format import StreamInfo, header_packet  # noqa: E402
-from serve_helpers import file_path_audio, file_path_codes, rel_l2, server_thread  # noqa: E402
+from serve_helpers import raw_client, file_path_audio, file_path_codes, rel_l2, server_thread  # noqa: E402
 from stream_models import tiny_stream_model  # noqa: E402
 
 SR = 24000
@@ -199,17 +198,7 @@ def test_stalled_client_is_cut_off_and_others_go_on(model):
         assert rel_l2(r.pcm, file_path_audio(model, a, 1.8)) < 1e-5
 
 
-async def _raw(uri: str, messages: list[tp.Any], max_size: int | None = None) -> tuple[int | None, str]:
-    """Send ``messages`` (the hello first), read until the server closes: (code, reason)."""
-    async with connect(uri, max_size=max_size) as ws:
-        try:
-            for m in messages:
-                await ws.send(m)
-            async for _ in ws:
-                pass
-        except ConnectionClosed:
-            pass
-        return ws.close_code, ws.close_reason
+_raw = raw_client  # one raw client for the serve tests (serve_helpers)
 
 
 def _header_of_version(version: int) -> bytes:

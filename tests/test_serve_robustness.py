@@ -12,7 +12,6 @@ import re
 import signal
 import subprocess
 import sys
-import typing as tp
 
 import numpy as np
 import pytest
@@ -23,23 +22,13 @@ from websockets.asyncio.client import connect  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
 from opencodec.serve.protocol import ProtocolError, parse_control, parse_hello  # noqa: E402
-from serve_helpers import server_thread  # noqa: E402
+from serve_helpers import raw_client, server_thread  # noqa: E402
 from stream_models import tiny_stream_model  # noqa: E402
 
 DEEP = "[" * 100_000 + "]" * 100_000  # 200 kB: under the default 1 MiB message limit
 
 
-async def _raw(uri: str, messages: list[tp.Any]) -> tuple[int | None, str]:
-    """Send ``messages`` (the hello first), read until the server closes: (code, reason)."""
-    async with connect(uri, max_size=None) as ws:
-        try:
-            for m in messages:
-                await ws.send(m)
-            async for _ in ws:
-                pass
-        except ConnectionClosed:
-            pass
-        return ws.close_code, ws.close_reason
+_raw = raw_client  # one raw client for the serve tests (serve_helpers)
 
 
 def test_deeply_nested_json_is_malformed_input() -> None:
