@@ -36,6 +36,47 @@ def test_longform_public_names() -> None:
                                         "encode_file_streaming", "supports_streaming"]
 
 
+def test_encoded_frame_is_one_object() -> None:
+    """``EncodedFrame`` moved to the low module ``opencodec.frames`` (so that ``bitstream`` need
+    not import the model); ``opencodec.model``, ``opencodec`` and ``bitstream`` use that object."""
+    import opencodec
+    from opencodec import frames, model
+    from opencodec.bitstream import body, coded_body
+
+    assert model.EncodedFrame is frames.EncodedFrame
+    assert opencodec.EncodedFrame is frames.EncodedFrame
+    assert body.EncodedFrame is coded_body.EncodedFrame is frames.EncodedFrame
+
+
+def test_one_streamability_rule() -> None:
+    """The rule is written once (``opencodec.streamability``): ``stream.check_streamable`` is that
+    function, and the streaming classes' ``step.check_streamable_model`` words the same problems."""
+    import dataclasses
+
+    import pytest
+
+    from opencodec import step, stream, streamability, streaming
+    from opencodec.model import EncodecModel
+    from opencodec.errors import OpenCodecError
+    from opencodec.pretrained import config_for_name
+
+    assert stream.check_streamable is streamability.check_streamable
+    assert streaming.check_streamable_model is step.check_streamable_model
+    base = config_for_name("encodec_24khz")
+    assert streamability.streaming_problems(base) == []
+    assert streamability.streaming_problems(config_for_name("encodec_48khz")) == ["not_causal", "segmented",
+                                                                                  "normalized"]
+    for change, problem in ((dict(causal=False), "not_causal"), (dict(segment=1.0), "segmented"),
+                            (dict(normalize=True), "normalized")):
+        config = dataclasses.replace(base, **change)
+        assert streamability.streaming_problems(config) == [problem]
+        with pytest.raises(OpenCodecError) as error:
+            streamability.check_streamable(config)
+        assert "cannot be streamed" in str(error.value)
+        with pytest.raises(ValueError):
+            step.check_streamable_model(EncodecModel(config))
+
+
 def test_python_m_entry_points() -> None:
     for module in ("opencodec", "opencodec.cli"):
         done = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True,

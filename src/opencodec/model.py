@@ -26,17 +26,11 @@ from torch import nn
 
 from .bandwidth import check_bandwidth, format_kbps
 from .errors import InvalidAudioError, InvalidCodesError, UnsupportedBandwidthError
+from .frames import EncodedFrame  # re-exported: ``opencodec.model.EncodedFrame`` is that object
 from .input_checks import check_audio_tensor, check_codes, check_finite, describe, parameter_dtype_device
 from .modules.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
 from .quantization.rvq import QuantizedResult, ResidualVectorQuantizer
 from .threads import one_thread
-
-
-class EncodedFrame(tp.NamedTuple):
-    """Codes of one segment: ``codes`` [B, K, F] int64 and ``scale`` [B, 1] (or None)."""
-
-    codes: torch.Tensor
-    scale: torch.Tensor | None
 
 
 @dataclass

@@ -16,6 +16,7 @@ from .bitstream import EcdcHeader
 from .errors import OpenCodecError, UnsupportedBandwidthError, UsageError
 from .identity import check_lm_for_file, check_model_for_file, lm_name_for_file, model_for_file
 from .model import EncodecConfig, EncodecModel
+from .streamability import check_streamable
 from .pretrained import (DEFAULT_MODEL, check_lm_for_decoding, config_for_name, known_lm_models,
                          lm_name_for_codec, load_lm_model, load_model)
 
@@ -42,7 +43,6 @@ def load_checked_model(model_arg: str | None, bandwidth: float | None, *, stream
     checked again (a weights file). ``load`` defaults to :func:`~opencodec.pretrained.load_model`."""
     def check(config: EncodecConfig) -> None:
         if streaming:
-            from .stream.decoder import check_streamable
             check_streamable(config)
         if bandwidth is not None:
             check_model_bandwidth(bandwidth, config.name, config.target_bandwidths)

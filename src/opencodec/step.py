@@ -46,6 +46,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .model import EncodecModel
+from .streamability import streaming_problems
 from .modules.conv import (StreamableConv1d, StreamableConvTranspose1d, pad1d, streamable_conv,
                            streamable_convtr)
 from .modules.lstm import StreamableLSTM
@@ -245,11 +246,13 @@ def _walk(op: _Op) -> tp.Iterator[_Op]:
 
 
 def check_streamable_model(model: EncodecModel) -> None:
-    """Raise ValueError unless ``model`` can be streamed (causal, one segment, no renormalising)."""
-    if not model.config.causal:
+    """Raise ValueError unless ``model`` can be streamed (causal, one segment, no renormalising;
+    the rule is :func:`opencodec.streamability.streaming_problems`)."""
+    problems = streaming_problems(model.config)
+    if "not_causal" in problems:
         raise ValueError(f"model {model.name!r} is not causal: streaming needs a causal model "
                          "(e.g. encodec_24khz); non-causal convolutions look into the future")
-    if model.segment_length is not None or model.normalize:
+    if problems:
         raise ValueError(f"model {model.name!r} segments or renormalises its input; "
                          "streaming needs a single-segment, unnormalised causal model")
 

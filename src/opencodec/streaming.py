@@ -49,6 +49,7 @@ from torch import nn
 from .errors import InvalidAudioError, InvalidCodesError
 from .input_checks import check_audio_tensor, check_codes, check_finite, parameter_dtype_device
 from .model import EncodecModel
+from .step import check_streamable_model
 from .streaming_fast import FastStreamDecoder, FastStreamEncoder
 from .streaming_layers import build_stream
 from .threads import one_thread
@@ -56,15 +57,6 @@ from .threads import one_thread
 __all__ = ["StreamingEncoder", "StreamingDecoder", "algorithmic_delays"]
 
 Opt = tp.Optional[torch.Tensor]
-
-def _check_model(model: EncodecModel) -> None:
-    cfg = model.config
-    if not cfg.causal:
-        raise ValueError(f"model {model.name!r} is not causal: streaming needs a causal model "
-                         "(e.g. encodec_24khz); non-causal convolutions look into the future")
-    if model.segment_length is not None or model.normalize:
-        raise ValueError(f"model {model.name!r} segments or renormalises its input; "
-                         "streaming needs a single-segment, unnormalised causal model")
 
 
 class _Streaming:
@@ -74,7 +66,7 @@ class _Streaming:
 
     def __init__(self, model: EncodecModel, net: nn.Module, fast_class: tp.Callable[[], tp.Any],
                  native_lstm: bool, exact: bool | None):
-        _check_model(model)
+        check_streamable_model(model)
         self.model = model
         self.exact = bool(getattr(model, "exact", True) if exact is None else exact)
         self.channels = model.channels

@@ -7,7 +7,7 @@ import io
 import typing as tp
 
 from ..errors import BitstreamError
-from ..model import EncodedFrame
+from ..frames import EncodedFrame
 from .coded_body import (BodyProgress, _read_det_body, _read_lm_body, _segment_crc_seed,
                          _segment_progress)
 from .header import EcdcHeader, header_bytes, parse_header, write_header

@@ -11,7 +11,7 @@ import zlib
 import torch
 
 from ..errors import BitstreamError
-from ..model import EncodedFrame
+from ..frames import EncodedFrame
 from .header import EcdcHeader, header_bytes
 from .layout import SCALE_STRUCT, StreamLayout, _scale_tensor, min_lm_body_size
 

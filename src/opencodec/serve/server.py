@@ -398,7 +398,7 @@ def run_server(model: EncodecModel, host: str = "127.0.0.1", port: int = 8765,
     the highest a client may ask for (default the model's highest); ``threads``: PyTorch's
     (default 1: the streams are batched, and more threads spin against other work);
     ``batch_window`` (s): see :class:`~.engine.Engine`."""
-    from ..stream.decoder import check_streamable
+    from ..streamability import check_streamable
 
     check_streamable(model.config)
     if threads < 1:

@@ -8,28 +8,13 @@ import typing as tp
 import torch
 
 from ..compress import _model_device
-from ..errors import BitstreamError, OpenCodecError
+from ..errors import BitstreamError
 from ..identity import check_model_for_file
-from ..model import EncodecConfig, EncodecModel
+from ..model import EncodecModel
+from ..streamability import check_streamable  # also re-exported from here
 from ..streaming import StreamingDecoder
 from .format import StreamInfo
 from .receiver import CodeFrames, Event, MissingFrames, Notice, StreamEnd, StreamStart
-
-
-def check_streamable(config: EncodecConfig) -> None:
-    """Raise ``OpenCodecError`` unless a model of ``config`` (``model.config``) can be
-    streamed (causal, no segments, no renormalisation), naming the reason."""
-    reasons = []
-    if not config.causal:
-        reasons.append("it is not causal (its convolutions look into the future)")
-    if config.segment is not None:
-        reasons.append(f"it cuts the input into {config.segment:g} s segments")
-    if config.normalize:
-        reasons.append("it renormalises each segment by its loudness")
-    if reasons:
-        raise OpenCodecError(f"model {config.name!r} cannot be streamed: {'; '.join(reasons)}. "
-                             "Streaming needs a causal model such as opencodec_24khz or "
-                             "encodec_24khz; use 'opencodec compress' for files")
 
 
 def check_model_for_stream(model: EncodecModel, info: StreamInfo) -> None:
