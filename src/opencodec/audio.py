@@ -55,7 +55,7 @@ def read_audio(path: str | Path) -> tuple[torch.Tensor, int]:
     try:
         data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
-        raise AudioIOError(f"cannot read audio file {path}: {_reason(exc)}") from exc
+        raise AudioIOError(f"cannot read audio file {path}: {audio_error_reason(exc)}") from exc
     if data.shape[0] == 0:
         raise AudioIOError(f"cannot read audio file {path}: it holds no audio samples")
     if not np.isfinite(data).all():
@@ -63,7 +63,7 @@ def read_audio(path: str | Path) -> tuple[torch.Tensor, int]:
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(sample_rate)
 
 
-def _reason(exc: BaseException) -> str:
+def audio_error_reason(exc: BaseException) -> str:
     """A short human reason from a soundfile/OS exception.
 
     libsndfile answers "File does not exist or is not a regular file" for some files it
@@ -147,7 +147,7 @@ def convert_audio(wav: torch.Tensor, sample_rate: int, target_rate: int,
     return resample(wav, sample_rate, target_rate)
 
 
-def _subtype_for(path: Path, bits: int) -> tuple[str, str]:
+def subtype_for(path: Path, bits: int) -> tuple[str, str]:
     """(libsndfile format, subtype) for writing ``path`` with ``bits`` bits per sample."""
     ext = path.suffix.lower()
     if ext not in _WRITE_FORMATS:
@@ -180,7 +180,7 @@ def limit_peak(wav: torch.Tensor, *, rescale: bool, clip: bool, name: str = "aud
     return wav
 
 
-def _to_file_samples(data: np.ndarray, bits: int | None) -> np.ndarray:
+def to_file_samples(data: np.ndarray, bits: int | None) -> np.ndarray:
     """Samples [T, C] as handed to libsndfile: float32 for float files, else integers.
 
     libsndfile's own float -> PCM conversion rounds toward minus infinity (up to 1 LSB
@@ -212,17 +212,17 @@ def write_audio(path: str | Path, wav: torch.Tensor, sample_rate: int, *, bits: 
     path = Path(path)
     if wav.dim() != 2:
         raise ValueError(f"expected audio of shape [C, T], got {tuple(wav.shape)}")
-    fmt, subtype = _subtype_for(path, bits)
+    fmt, subtype = subtype_for(path, bits)
     wav = wav.detach().to("cpu", torch.float32)
     if not bool(torch.isfinite(wav).all()):
         raise AudioIOError(f"cannot write {path}: the audio holds NaN or infinite samples")
     wav = limit_peak(wav, rescale=rescale, clip=subtype != "FLOAT", name=str(path))
-    data = _to_file_samples(wav.numpy().T, bits if subtype != "FLOAT" else None)  # [T, C]
+    data = to_file_samples(wav.numpy().T, bits if subtype != "FLOAT" else None)  # [T, C]
     try:
         with atomic_output(path) as tmp:
             sf.write(str(tmp), data, int(sample_rate), format=fmt, subtype=subtype)
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
-        raise AudioIOError(f"cannot write {path}: {_reason(exc)}") from exc
+        raise AudioIOError(f"cannot write {path}: {audio_error_reason(exc)}") from exc
 
 
 def is_audio_file(path: str | Path) -> bool:

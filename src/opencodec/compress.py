@@ -49,11 +49,13 @@ if tp.TYPE_CHECKING:
 __all__ = ["InvalidAudioError", "compress", "compress_to_file", "decompress", "decompress_from_file"]
 
 
-def _model_device(model: EncodecModel) -> torch.device:
+def model_device(model: EncodecModel) -> torch.device:
+    """The device of ``model``'s parameters."""
     return parameter_dtype_device(model)[1]
 
 
-def _model_dtype(model: EncodecModel) -> torch.dtype:
+def model_dtype(model: EncodecModel) -> torch.dtype:
+    """The dtype of ``model``'s parameters."""
     return parameter_dtype_device(model)[0]
 
 
@@ -74,11 +76,15 @@ def _check_audio(model: EncodecModel, wav: tp.Any) -> None:
     check_finite(wav)  # the message model.encode and the streaming encoders give
 
 
-def _check_bandwidth(model: EncodecModel, bandwidth: tp.Any) -> float:
+def check_model_bandwidth(model: EncodecModel, bandwidth: tp.Any) -> float:
+    """``bandwidth`` (kbps) as a float when ``model`` has it, else ``UnsupportedBandwidthError``."""
     return check_bandwidth(bandwidth, model.target_bandwidths, model.name)
 
 
-def _check_lm(model: EncodecModel, lm: tp.Any, num_codebooks: int, deterministic: bool = False) -> None:
+def check_lm_covers(model: EncodecModel, lm: tp.Any, num_codebooks: int, deterministic: bool = False) -> None:
+    """Raise unless ``lm`` can code ``model``'s codes with ``num_codebooks`` codebooks: its type
+    (``TypeError``; a ``FixedLM`` only when ``deterministic``), bins and codebooks
+    (``InvalidAudioError``) and the codec it was trained on (``ModelLoadError``)."""
     from .entropy import EntropyLM
     from .entropy.fixed import FixedLM
 
@@ -97,7 +103,7 @@ def _check_lm(model: EncodecModel, lm: tp.Any, num_codebooks: int, deterministic
                                 f"{model.bandwidth_for_codebooks(num_codebooks):g} kbps")
     trained_for = getattr(lm, "trained_for", None)
     if trained_for:  # loaded from a train-lm export: the codec it was trained on (ModelLoadError)
-        from .pretrained import check_lm_trained_for
+        from .lm_pairing import check_lm_trained_for
 
         name = getattr(lm, "name", None)
         check_lm_trained_for(trained_for, model, f"entropy model {name}" if name else "the entropy model")
@@ -121,7 +127,7 @@ def compress_to_file(model: EncodecModel, wav: torch.Tensor, fo: tp.BinaryIO,
     codes with (header ``"lm": true``); it must predict ``model.bins`` bins and cover the
     codebooks used (else :class:`InvalidAudioError`); one loaded from a ``train-lm`` export
     must have been trained on this model's codes (else ``ModelLoadError``, see
-    :func:`opencodec.pretrained.check_lm_trained_for`). None writes plain packed codes.
+    :func:`opencodec.lm_pairing.check_lm_trained_for`). None writes plain packed codes.
 
     ``deterministic`` (needs ``lm``): write the deterministic format (version 1) with the
     integer twin of ``lm`` (an ``EntropyLM``, converted once and cached, or a
@@ -137,14 +143,14 @@ def compress_to_file(model: EncodecModel, wav: torch.Tensor, fo: tp.BinaryIO,
         raise InvalidAudioError("deterministic=True needs an entropy model (lm=...)")
     previous = model.bandwidth
     if bandwidth is not None:
-        model.set_target_bandwidth(_check_bandwidth(model, bandwidth))
+        model.set_target_bandwidth(check_model_bandwidth(model, bandwidth))
     det = None
     try:
         if lm is not None:  # before the (slow) encoding
-            _check_lm(model, lm, model.num_codebooks(), deterministic)
+            check_lm_covers(model, lm, model.num_codebooks(), deterministic)
             if deterministic:
-                det = _deterministic_coding(model, lm, lm_name, check_bits, check_interval)
-        x = wav.to(device=_model_device(model), dtype=_model_dtype(model))
+                det = deterministic_coding(model, lm, lm_name, check_bits, check_interval)
+        x = wav.to(device=model_device(model), dtype=model_dtype(model))
         with torch.inference_mode():
             frames = model.encode(x[None])
     finally:
@@ -168,7 +174,7 @@ def header_identity_fields(model: EncodecModel, lm: "EntropyLM | FixedLM | None"
     return fields
 
 
-def _deterministic_coding(model: EncodecModel, lm: "EntropyLM | FixedLM", lm_name: str | None,
+def deterministic_coding(model: EncodecModel, lm: "EntropyLM | FixedLM", lm_name: str | None,
                           check_bits: int, check_interval: int | None) -> DeterministicCoding:
     """The version 1 header fields for ``lm`` (converted to its FixedLM here, cached)."""
     from .entropy.fixed import SCHEME, fixed_lm_for
@@ -203,7 +209,7 @@ def compress(model: EncodecModel, wav: torch.Tensor, bandwidth: float | None = N
     return fo.getvalue()
 
 
-def _resolve_model(header: EcdcHeader, model: EncodecModel | None) -> EncodecModel:
+def model_for_header(header: EcdcHeader, model: EncodecModel | None) -> EncodecModel:
     """The model to decode ``header``'s file: ``model`` checked against the header (names,
     architecture, weights hash), or the model the header names (see
     :func:`opencodec.identity.model_for_file`)."""
@@ -216,18 +222,18 @@ def _resolve_model(header: EcdcHeader, model: EncodecModel | None) -> EncodecMod
     return model_for_file(header.model_name, header.model_hash, header.num_codebooks, "the ECDC file")
 
 
-def _decoding_layout(model: EncodecModel) -> StreamLayout:
-    """The body layout of ``model``, without the name check: :func:`_resolve_model` checked
+def decoding_layout(model: EncodecModel) -> StreamLayout:
+    """The body layout of ``model``, without the name check: :func:`model_for_header` checked
     the model against the header (a legacy name may differ from the release's)."""
     return dataclasses.replace(StreamLayout.from_model(model), model_name=None)
 
 
-def _resolve_lm(header: EcdcHeader, model: EncodecModel, lm: "EntropyLM | FixedLM | None"
+def lm_for_header(header: EcdcHeader, model: EncodecModel, lm: "EntropyLM | FixedLM | None"
                 ) -> "EntropyLM | FixedLM":
     """The entropy model to decode ``header``'s file: ``lm`` (its hash checked against the
     file's record), or the one the file records (release by hash, or name), or the codec's."""
     from .identity import check_lm_for_file, lm_name_for_file
-    from .pretrained import check_lm_for_decoding
+    from .lm_pairing import check_lm_for_decoding
 
     if lm is None:
         from .pretrained import load_lm_model  # late: loading weights is optional
@@ -266,14 +272,14 @@ def decompress_from_file(fo: tp.BinaryIO, model: EncodecModel | None = None,
     """
     header = read_header(fo)
     body = fo.read()
-    model = _resolve_model(header, model)
-    layout = _decoding_layout(model)
+    model = model_for_header(header, model)
+    layout = decoding_layout(model)
     if header.use_lm:
-        lm = _resolve_lm(header, model, lm)
+        lm = lm_for_header(header, model, lm)
         frames = read_body(body, header, layout, lm)
     else:
         frames = read_body(body, header, layout)
-    device = _model_device(model)
+    device = model_device(model)
     frames = [(codes.to(device), None if scale is None else scale.to(device)) for codes, scale in frames]
     with torch.no_grad():  # not inference_mode: the caller gets an ordinary tensor
         wav = model.decode(frames)

@@ -16,9 +16,10 @@ from .bitstream import EcdcHeader
 from .errors import OpenCodecError, UnsupportedBandwidthError, UsageError
 from .identity import check_lm_for_file, check_model_for_file, lm_name_for_file, model_for_file
 from .model import EncodecConfig, EncodecModel
+from .lm_pairing import check_lm_for_decoding
+from .pretrained import (DEFAULT_MODEL, config_for_name, known_lm_models, lm_name_for_codec, load_lm_model,
+                         load_model)
 from .streamability import check_streamable
-from .pretrained import (DEFAULT_MODEL, check_lm_for_decoding, config_for_name, known_lm_models,
-                         lm_name_for_codec, load_lm_model, load_model)
 
 if tp.TYPE_CHECKING:
     from .entropy import EntropyLM

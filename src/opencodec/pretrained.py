@@ -44,12 +44,14 @@ from pathlib import Path
 import torch
 
 from .errors import ModelLoadError
+# Re-exported from lm_pairing, official_files and weights_layout: defined here before the split.
+from .lm_pairing import (LM_METADATA_KEY, TRAINED_LM_FILE, check_lm_for_codec, check_lm_for_decoding,
+                         check_lm_trained_for, lm_codec_mismatch, read_lm_info)
 from .model import EncodecConfig, EncodecModel
-# Re-exported: these were defined here before the split by responsibility.
 from .official_files import ROOT_URL, cache_dir, official_file_path, sha256_prefix_ok
 from .releases import (CODEC_ALIAS, CODEC_RELEASES, CURRENT_CODEC, CURRENT_LM, LM_ALIAS, LM_RELEASES,
                        CodecRelease, LMRelease, codec_release, extract_command, lm_release,
-                       resolve_alias, short_hash)
+                       resolve_alias)
 from .weights_hash import state_dict_sha256, weights_sha256
 from .weights_layout import (CONFIG_METADATA_KEY, INFERENCE_ONLY_KEY, OFFICIAL_CONFIGS,
                              TORCH_SUFFIXES, StateDict, infer_config, model_from_state_dict, normalize_keys,
@@ -61,12 +63,13 @@ if tp.TYPE_CHECKING:
 __all__ = [
     # names, releases, loading and saving (this module)
     "known_models", "config_for_name", "official_checkpoint_path", "load_model", "save_model",
-    "known_lm_models", "lm_name_for_codec", "check_lm_for_codec", "load_lm_model",
-    "LM_METADATA_KEY", "read_lm_info", "trained_lm_name", "lm_codec_mismatch", "check_lm_trained_for",
-    "check_lm_for_decoding",
+    "known_lm_models", "lm_name_for_codec", "load_lm_model", "trained_lm_name",
     "OFFICIAL_CHECKPOINTS", "OFFICIAL_LM_CHECKPOINTS", "OFFICIAL_LM_FRAME_RATES", "CODEC_LMS",
     "BUNDLED_DIR", "BUNDLED_MODELS", "BUNDLED_LMS", "BUNDLED_LM_FRAME_RATES", "DEFAULT_MODEL",
-    # re-exported from official_files (cache and downloads) and weights_layout (file formats)
+    # re-exported from lm_pairing (does an entropy model belong to a codec), official_files
+    # (cache and downloads) and weights_layout (file formats)
+    "LM_METADATA_KEY", "TRAINED_LM_FILE", "read_lm_info", "check_lm_for_codec", "lm_codec_mismatch",
+    "check_lm_trained_for", "check_lm_for_decoding",
     "ROOT_URL", "cache_dir", "official_file_path", "sha256_prefix_ok",
     "CONFIG_METADATA_KEY", "INFERENCE_ONLY_KEY", "OFFICIAL_CONFIGS", "TORCH_SUFFIXES", "StateDict",
     "infer_config", "model_from_state_dict", "normalize_keys", "read_weights",
@@ -276,44 +279,6 @@ def _lm_sizes(state: StateDict, source: str) -> dict[str, tp.Any]:
                 hidden_scale=int(lin1.shape[0]) / dim)
 
 
-def check_lm_for_codec(lm: tp.Any, codec: EncodecModel, num_codebooks: int | None = None,
-                       source: str = "the entropy model") -> None:
-    """Raise ``ModelLoadError`` unless ``lm`` predicts ``codec.bins`` bins and covers
-    ``num_codebooks`` codebooks (when given)."""
-    if lm.card != codec.bins:
-        raise ModelLoadError(f"{source} predicts {lm.card} bins per codebook, but codec "
-                             f"{codec.name} has {codec.bins}: it is not this codec's entropy model")
-    if num_codebooks is not None and num_codebooks > lm.n_q:
-        raise ModelLoadError(f"{source} covers {lm.n_q} codebooks, but {num_codebooks} are used "
-                             f"({codec.name} at {codec.bandwidth_for_codebooks(num_codebooks):g} kbps)")
-
-
-# Metadata of an entropy model exported by ``opencodec train-lm`` (opencodec.train.lm_model.export_lm):
-# its sizes, the codec it was trained on (``codec``: name; ``codec_weights_hash``: that codec's
-# weights hash as headers and ``opencodec info`` show it, opencodec.identity.model_hash;
-# ``codec_hash``: the older sha256 of the codec's config and state, recorded by every export),
-# its name (``name``), bandwidths and training step.
-LM_METADATA_KEY = "opencodec_lm_config"
-TRAINED_LM_FILE = "lm.safetensors"
-
-
-def read_lm_info(path: str | os.PathLike[str]) -> dict[str, tp.Any]:
-    """The ``opencodec_lm_config`` metadata of an exported entropy model (empty for other
-    files: another format, or no such metadata). ``ModelLoadError`` for unreadable metadata."""
-    if Path(path).suffix.lower() != ".safetensors":
-        return {}
-    from safetensors import SafetensorError
-    from safetensors.torch import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        info = json.loads(meta[LM_METADATA_KEY]) if LM_METADATA_KEY in meta else {}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelLoadError(f"{path}: cannot read the entropy model's metadata ({exc})") from exc
-    return info if isinstance(info, dict) else {}
-
-
 def trained_lm_name(codec_name: str | None, path: str | os.PathLike[str]) -> str:
     """The name of an entropy model that ``train-lm`` exports to ``path`` (``<run>/lm.safetensors``):
     ``<codec name>_lm_<run folder name>``, e.g. ``opencodec_24khz_v5_lm_speech1``, which
@@ -325,63 +290,6 @@ def trained_lm_name(codec_name: str | None, path: str | os.PathLike[str]) -> str
     registered = (name in known_lm_models() or name in known_models() or name in (CODEC_ALIAS, LM_ALIAS)
                   or codec_release(name) is not None or lm_release(name) is not None)
     return f"{name}_custom" if registered else name  # as identity.is_registered_name
-
-
-def _recorded_codec(info: tp.Mapping[str, tp.Any]) -> str:
-    name = info.get("codec") if isinstance(info.get("codec"), str) else "an unnamed codec"
-    weights = info.get("codec_weights_hash")
-    if isinstance(weights, str) and weights:
-        return f"codec {name} (weights hash {weights})"
-    return f"codec {name} (config and weights sha256 {str(info.get('codec_hash'))[:16]})"
-
-
-def lm_codec_mismatch(info: tp.Mapping[str, tp.Any], codec: EncodecModel) -> str | None:
-    """The codec an entropy model's metadata (:func:`read_lm_info`) names, when it is not
-    ``codec``; None when it is, or when the metadata names none.
-
-    The codec's weights hash (``codec_weights_hash``) decides when recorded; otherwise the
-    sha256 of its config and state (``codec_hash``, every ``train-lm`` export), computed with
-    the codec's name or the name recorded with it (a release loaded today has its versioned
-    name; an entropy model trained before versioned names recorded ``opencodec_24khz``)."""
-    weights = info.get("codec_weights_hash")
-    if isinstance(weights, str) and weights:  # as headers carry it (identity.model_hash)
-        return None if weights == short_hash(weights_sha256(codec)) else _recorded_codec(info)
-    fingerprint = info.get("codec_hash")
-    if not isinstance(fingerprint, str) or not fingerprint:
-        return None
-    from .weights_hash import codec_fingerprint
-
-    if codec_fingerprint(codec) == fingerprint:
-        return None
-    recorded = info.get("codec")
-    if isinstance(recorded, str) and recorded != codec.config.name \
-            and codec_fingerprint(codec, name=recorded) == fingerprint:
-        return None
-    return _recorded_codec(info)
-
-
-def check_lm_trained_for(info: tp.Mapping[str, tp.Any], codec: EncodecModel,
-                         source: str = "the entropy model") -> None:
-    """Raise ``ModelLoadError`` when an entropy model's metadata says it was trained on the
-    codes of another codec than ``codec`` (:func:`lm_codec_mismatch`): it would code them
-    losslessly, but its predictions are for other codes, so files come out larger."""
-    other = lm_codec_mismatch(info, codec)
-    if other is not None:
-        raise ModelLoadError(
-            f"{source} was trained on the codes of {other}, not on {codec.name} (weights hash "
-            f"{short_hash(weights_sha256(codec))}): files coded with it would come out larger; use an entropy "
-            f"model trained for {codec.name} (opencodec train-lm), or the codec it was trained for")
-
-
-def check_lm_for_decoding(lm: tp.Any, codec: EncodecModel, recorded_hash: str | None) -> None:
-    """Decoding: an entropy model trained on another codec's codes (``lm.trained_for``, see
-    :func:`load_lm_model`) may decode a file that records its weights hash (``recorded_hash``,
-    checked separately: the file was coded with it, e.g. before such pairs were refused); for a
-    file that records none, nothing says it was, so it is a ``ModelLoadError``."""
-    trained_for = getattr(lm, "trained_for", None)
-    if trained_for and recorded_hash is None:
-        name = getattr(lm, "name", None)
-        check_lm_trained_for(trained_for, codec, f"entropy model {name}" if name else "the entropy model")
 
 
 def _training_checkpoint_error(path: Path) -> ModelLoadError | None:

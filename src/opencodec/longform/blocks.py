@@ -10,7 +10,7 @@ import soundfile as sf
 import soxr
 import torch
 
-from ..audio import RESAMPLE_QUALITY, _reason, convert_channels
+from ..audio import RESAMPLE_QUALITY, audio_error_reason, convert_channels
 from ..errors import AudioIOError
 from .common import Progress
 
@@ -37,7 +37,7 @@ class _ConvertedBlocks:
         try:
             sfile = sf.SoundFile(str(in_path))
         except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
-            raise AudioIOError(f"cannot read audio file {in_path}: {_reason(exc)}") from exc
+            raise AudioIOError(f"cannot read audio file {in_path}: {audio_error_reason(exc)}") from exc
         with sfile:
             rate = int(sfile.samplerate)
             total = int(sfile.frames) if sfile.frames > 0 else 0
@@ -52,7 +52,7 @@ class _ConvertedBlocks:
                 try:
                     data = sfile.read(block, dtype="float32", always_2d=True)
                 except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
-                    raise AudioIOError(f"cannot read audio file {in_path}: {_reason(exc)}") from exc
+                    raise AudioIOError(f"cannot read audio file {in_path}: {audio_error_reason(exc)}") from exc
                 last = data.shape[0] < block
                 if data.shape[0]:
                     if not np.isfinite(data).all():

@@ -13,10 +13,10 @@ import soundfile as sf
 import torch
 
 from .._files import atomic_output
-from ..audio import _reason, _subtype_for, _to_file_samples
+from ..audio import audio_error_reason, subtype_for, to_file_samples
 from ..bitstream import (SCALE_STRUCT, StreamLayout, body_size, packed_size,
                         read_body, read_header, unpack_codes)
-from ..compress import (_decoding_layout, _model_device, _resolve_lm, _resolve_model)
+from ..compress import (decoding_layout, model_device, lm_for_header, model_for_header)
 from ..errors import AudioIOError, BitstreamError
 from ..model import EncodedFrame, EncodecModel, overlap_add_weight
 from ..streaming import StreamingDecoder
@@ -58,21 +58,21 @@ def decompress_file_streaming(in_path: str | Path, out_path: str | Path,
     if isinstance(block_frames, bool) or not isinstance(block_frames, int) or block_frames < 1:
         raise ValueError(f"block_frames must be an integer >= 1, got {block_frames!r}")
     in_path, out_path = Path(in_path), Path(out_path)
-    fmt, subtype = _subtype_for(out_path, bits)
+    fmt, subtype = subtype_for(out_path, bits)
     quant_bits = None if subtype == "FLOAT" else bits
     block_frames = -(-block_frames // _PACK_FRAMES) * _PACK_FRAMES
     with open(in_path, "rb") as fi:
         header = read_header(fi)
-        model = _resolve_model(header, model)
+        model = model_for_header(header, model)
         _require_streaming(model)
-        layout = _decoding_layout(model)
+        layout = decoding_layout(model)
         if header.num_codebooks > layout.n_q:
             raise BitstreamError(f"ECDC header field 'nc' (number of codebooks): model "
                                  f"{model.name!r} has at most {layout.n_q}, got {header.num_codebooks}")
         nc, al = header.num_codebooks, header.audio_length
         total_frames = layout.total_frames(al)
         if header.use_lm:  # the codes first (small), checked by read_body
-            records = _compact(read_body(fi.read(), header, layout, _resolve_lm(header, model, lm),
+            records = _compact(read_body(fi.read(), header, layout, lm_for_header(header, model, lm),
                                          progress=lm_progress))
         else:
             expected = body_size(header, layout)
@@ -103,7 +103,7 @@ def decompress_file_streaming(in_path: str | Path, out_path: str | Path,
                         if quant_bits is not None:
                             peak = max(peak, float(audio.abs().max()))
                             audio = audio.clamp(-1.0, 1.0)
-                        fo.write(_to_file_samples(audio.numpy().T, quant_bits))
+                        fo.write(to_file_samples(audio.numpy().T, quant_bits))
                         written += audio.shape[-1]
 
                     if layout.segment_length is None:
@@ -118,7 +118,7 @@ def decompress_file_streaming(in_path: str | Path, out_path: str | Path,
                     raise BitstreamError(f"model {model.name} decoded {written} samples, "
                                          f"header says {al}")
         except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-            raise AudioIOError(f"cannot write {out_path}: {_reason(exc)}") from exc
+            raise AudioIOError(f"cannot write {out_path}: {audio_error_reason(exc)}") from exc
     if peak > 1.0:
         warnings.warn(f"{out_path}: peak amplitude {peak:.4f} exceeds full scale 1.0; clipped "
                       f"(rescale to avoid clipping)", stacklevel=2)
@@ -155,7 +155,7 @@ def _memory_blocks(records: list[tuple[np.ndarray, torch.Tensor | None]],
 def _decode_stream(model: EncodecModel, blocks: tp.Iterator[torch.Tensor], total_frames: int,
                    emit: tp.Callable[[torch.Tensor], None], progress: Progress) -> None:
     """Run blocks of codes ``[1, K, n]`` through StreamingDecoder, emitting the audio."""
-    device = _model_device(model)
+    device = model_device(model)
     decoder = StreamingDecoder(model, fast_lstm=False)
     step = max(1, int(_PUSH_SECONDS * model.sample_rate / model.hop_length))  # frames per push
     done = 0
@@ -201,7 +201,7 @@ def _decode_segments(model: EncodecModel, layout: StreamLayout,
     segment order, from zero) and the weights likewise; a position is divided and emitted
     once the next segment starts after it, since no later segment can reach it.
     """
-    device = _model_device(model)
+    device = model_device(model)
     segments = layout.segments(al)
     assert layout.segment_stride is not None
     stride = layout.segment_stride

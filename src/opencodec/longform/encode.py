@@ -15,8 +15,8 @@ import torch
 from .._files import atomic_output
 from ..bitstream import (DEFAULT_CHECK_BITS, SCALE_STRUCT, DeterministicCoding, EcdcHeader,
                         StreamLayout, body_size, pack_codes, write_ecdc, write_header)
-from ..compress import (InvalidAudioError, _check_bandwidth, _check_lm, _deterministic_coding,
-                       _model_device, _model_dtype, header_identity_fields)
+from ..compress import (InvalidAudioError, check_model_bandwidth, check_lm_covers, deterministic_coding,
+                       model_device, model_dtype, header_identity_fields)
 from ..model import EncodedFrame, EncodecModel
 from ..streaming import StreamingEncoder
 from ..threads import one_thread
@@ -127,12 +127,12 @@ def compress_file_streaming(model: EncodecModel, in_path: str | Path, out_path: 
     in_path, out_path = Path(in_path), Path(out_path)
     previous = model.bandwidth
     if bandwidth is not None:
-        model.set_target_bandwidth(_check_bandwidth(model, bandwidth))
+        model.set_target_bandwidth(check_model_bandwidth(model, bandwidth))
     try:
         coding = None
         if lm is not None:  # before reading any audio
-            _check_lm(model, lm, model.num_codebooks(), deterministic)
-            det = _deterministic_coding(model, lm, lm_name, check_bits, check_interval) \
+            check_lm_covers(model, lm, model.num_codebooks(), deterministic)
+            det = deterministic_coding(model, lm, lm_name, check_bits, check_interval) \
                 if deterministic else None
             coding = (lm, det, lm_progress)
         return _compress_file(model, in_path, out_path, block_seconds, progress, coding)
@@ -150,7 +150,7 @@ class _StreamSink:
         self.writer: _CodeWriter | _CodeSpool = (
             _CodeSpool(body, self.num_codebooks) if collect
             else _CodeWriter(model.bits_per_codebook, body))
-        self.device, self.dtype = _model_device(model), _model_dtype(model)
+        self.device, self.dtype = model_device(model), model_dtype(model)
 
     def push(self, x: np.ndarray) -> None:
         """x: float32 [n, C] at the model's rate, the next samples."""
@@ -186,7 +186,7 @@ class _SegmentSink:
         self._spool = _CodeSpool(body, self.num_codebooks) if collect else None
         self._records: list[tuple[int, torch.Tensor | None]] = []
         self.seg, self.stride = model.segment_length, model.segment_stride
-        self.device, self.dtype = _model_device(model), _model_dtype(model)
+        self.device, self.dtype = model_device(model), model_dtype(model)
         self.buffer = np.zeros((0, model.channels), dtype=np.float32)
         self.buffer_start = 0  # absolute index of buffer[0]
         self.next_offset = 0   # start of the next segment to encode

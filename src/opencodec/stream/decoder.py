@@ -7,7 +7,7 @@ import typing as tp
 
 import torch
 
-from ..compress import _model_device
+from ..compress import model_device
 from ..errors import BitstreamError
 from ..identity import check_model_for_file
 from ..model import EncodecModel
@@ -98,7 +98,7 @@ class PacketAudioDecoder:
         model = self._load(info)
         check_model_for_stream(model, info)
         self.sample_rate, self.channels = info.sample_rate, info.channels
-        self._device = _model_device(model)
+        self._device = model_device(model)
         self._decoder = StreamingDecoder(model, fast_lstm=self._fast_lstm)
         self._hop = info.hop_length
         self._held = torch.zeros(info.channels, 0)

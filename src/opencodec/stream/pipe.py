@@ -21,7 +21,7 @@ import soxr
 import torch
 
 from ..audio import RESAMPLE_QUALITY, convert_channels
-from ..compress import _model_device, _model_dtype
+from ..compress import model_device, model_dtype
 from ..errors import AudioIOError, BitstreamError
 from ..model import EncodecModel
 from ..streaming import StreamingEncoder
@@ -83,7 +83,7 @@ def encode_stream(model: EncodecModel, fin: tp.BinaryIO, fout: tp.BinaryIO, *,
     writer = PacketWriter(info, header_every)
     reader = PcmStreamReader(fin, raw, name)
     rate, channels = model.sample_rate, model.channels
-    device, dtype = _model_device(model), _model_dtype(model)
+    device, dtype = model_device(model), model_dtype(model)
     resampler = None
     if reader.format.sample_rate != rate:
         resampler = soxr.ResampleStream(reader.format.sample_rate, rate, channels, dtype="float32",

@@ -9,7 +9,7 @@ import typing as tp
 import numpy as np
 import torch
 
-from ..audio import _to_file_samples
+from ..audio import to_file_samples
 from ..errors import AudioIOError
 from .pcm import _UNKNOWN_SIZE, _WAV_FLOAT, _WAV_PCM
 
@@ -75,7 +75,7 @@ class AudioSink:
             out = np.ascontiguousarray(data, dtype="<f4")
         else:
             self.peak = max(self.peak, float(np.abs(data).max()))
-            out = _to_file_samples(np.clip(data, -1.0, 1.0), 16).astype("<i2")
+            out = to_file_samples(np.clip(data, -1.0, 1.0), 16).astype("<i2")
         self._fo.write(out.tobytes())
         self.frames += data.shape[0]
 

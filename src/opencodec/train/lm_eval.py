@@ -101,7 +101,7 @@ def evaluate_saving(codec: EncodecModel, lm: EntropyLM, manifests: tp.Sequence[s
     """
     from ..audio import convert_audio, read_audio
     from ..compress import compress, decompress
-    from ..pretrained import check_lm_for_codec
+    from ..lm_pairing import check_lm_for_codec
     from ..progress import progress_bar
 
     bandwidths = [float(b) for b in (bandwidths or codec.target_bandwidths)]

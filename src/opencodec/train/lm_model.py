@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from .._files import atomic_output
-from ..pretrained import LM_METADATA_KEY, read_lm_info, trained_lm_name
+from ..lm_pairing import LM_METADATA_KEY, read_lm_info
+from ..pretrained import trained_lm_name
 from .lm_config import Settings
 
 if tp.TYPE_CHECKING:
