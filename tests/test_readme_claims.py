@@ -221,3 +221,21 @@ def test_stream_size_table_in_the_readme() -> None:
                           frames_per_packet=frames)
             measured = 8 * len(out.getvalue()) / seconds / 1000
             assert abs(measured - kbps) <= 0.051, (frames, bandwidth, measured, kbps)
+
+
+def test_layout_names_every_module() -> None:
+    """The README's Layout names every top-level module and package of ``src/opencodec`` (and
+    names nothing that does not exist), so a reader can find where each job lives."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    layout = text[text.index("## Layout\n"):]
+    layout = layout[:layout.index("\n## ", 1)] if "\n## " in layout[1:] else layout
+    src = ROOT / "src" / "opencodec"
+    modules = {p.name for p in src.glob("*.py") if p.name not in ("__init__.py", "__main__.py")}
+    packages = {p.name + "/" for p in src.iterdir() if (p / "__init__.py").is_file()}
+    missing = sorted(name for name in modules | packages if f"`{name}`" not in layout)
+    assert missing == [], f"README Layout does not name {missing}"
+    import re
+
+    named = set(re.findall(r"`([a-z_]+\.py)`", layout))
+    nowhere = sorted(n for n in named if not list(src.rglob(n)))
+    assert nowhere == [], f"README Layout names modules that do not exist: {nowhere}"
