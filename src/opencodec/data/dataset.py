@@ -104,7 +104,11 @@ def check_durations(rows: list[dict], manifests: Manifests) -> None:
 
 def convert_channels(x: np.ndarray, channels: int) -> np.ndarray:
     """[C_in, T] -> [channels, T]: mean for downmix to mono, repeat for mono upmix,
-    otherwise keep the first channels / repeat the last one."""
+    otherwise keep the first channels / repeat the last one.
+
+    More permissive than :func:`opencodec.audio.convert_channels`, which refuses e.g. 6 -> 2
+    because a file's down-mix would be a guess: a training segment only needs plausible audio
+    with the model's channel count, and refusing would drop the file from the corpus."""
     c = x.shape[0]
     if c == channels:
         return x
