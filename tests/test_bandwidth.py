@@ -46,6 +46,15 @@ def tiny() -> EncodecModel:
                                       lstm=0, target_bandwidths=[0.6, 1.2]))
 
 
+def test_codebooks_for_bandwidths_that_are_not_multiples(tiny: EncodecModel) -> None:
+    # 16 bins = 4 bits per code at 24000 / 320 = 75 frames/s: 0.3 kbps per codebook, and
+    # spec section 5: n = max(1, floor(bw / 0.3)), at most the model's 4 codebooks
+    assert tiny.frame_rate == 75 and tiny.bandwidth_for_codebooks(1) == pytest.approx(0.3)
+    for bw, n in [(0.01, 1), (0.1, 1), (0.29, 1), (0.5, 1), (0.59, 1), (0.61, 2), (0.75, 2),
+                  (0.95, 3), (1.1, 3), (1.19, 3), (1.25, 4), (5.0, 4), (0.0, 4)]:
+        assert tiny.num_codebooks(bw) == n, bw
+
+
 def test_every_entry_point_uses_the_check(tiny: EncodecModel) -> None:
     expected = "model tiny_bw does not support 0.9 kbps; choose one of: 0.6, 1.2 kbps"
     with pytest.raises(UnsupportedBandwidthError, match=expected):

@@ -235,6 +235,37 @@ def test_header_json_limit_never_reads_gigabytes() -> None:
     assert stream.served < 2 * MAX_HEADER_JSON_BYTES
 
 
+def test_header_json_limit_is_inclusive() -> None:
+    """The documented limit (MAX_HEADER_JSON_BYTES = 2^16, "largest JSON header accepted") is
+    inclusive: a JSON of exactly 65536 bytes is written and read, one byte more is refused by
+    the writer and by the reader. The bytes come from the official writer."""
+    assert MAX_HEADER_JSON_BYTES == 65536
+    short = {"m": "m", "al": 10, "nc": 2, "lm": False}
+    name = "m" * (65536 - len(json.dumps(short).encode()) + 1)
+    meta = {**short, "m": name}
+    theirs = io.BytesIO()
+    official_binary.write_ecdc_header(theirs, meta)
+    data = theirs.getvalue()
+    assert data[:9] == struct.pack("!4sBI", b"ECDC", 0, 65536) and len(data) == 9 + 65536
+    header = EcdcHeader(name, 10, 2, False)
+    ours = io.BytesIO()
+    assert write_header(ours, header) == len(data) and ours.getvalue() == data
+    assert parse_header(data + b"body") == (header, 9 + 65536)
+    assert read_header(io.BytesIO(data)) == header
+
+    longer = {**meta, "m": name + "m"}
+    theirs = io.BytesIO()
+    official_binary.write_ecdc_header(theirs, longer)
+    data = theirs.getvalue()
+    assert data[:9] == struct.pack("!4sBI", b"ECDC", 0, 65537)
+    with pytest.raises(BitstreamError, match="JSON is 65537 bytes, at most 65536 allowed"):
+        write_header(io.BytesIO(), EcdcHeader(name + "m", 10, 2, False))
+    with pytest.raises(BitstreamError, match="JSON length field says 65537 bytes, at most 65536 allowed"):
+        read_header(io.BytesIO(data))
+    with pytest.raises(BitstreamError, match="JSON length field says 65537 bytes, at most 65536 allowed"):
+        parse_header(data + b"body")
+
+
 def test_header_constructor_validates() -> None:
     with pytest.raises(BitstreamError, match="'nc'"):
         EcdcHeader("encodec_24khz", 10, 0, False)

@@ -293,6 +293,28 @@ def test_wrong_or_missing_entropy_model(lms: dict, our_models: dict) -> None:
             parse_header(HEADER_STRUCT.pack(b"ECDC", 1, len(raw)) + raw)
 
 
+def test_check_bits_bounds_are_0_to_32() -> None:
+    """The version 1 header documents 'cb' (check bits) as 0..32: both ends are written and
+    read back; -1 and 33 are refused by the constructor and by the reader."""
+    def raw_header(bits: int) -> bytes:
+        meta = {"m": "x", "al": 10, "nc": 1, "lm": True, "lmn": "lm", "lmh": "0" * 16, "fx": 1,
+                "cb": bits, "ci": 75}
+        raw = json.dumps(meta).encode()
+        return HEADER_STRUCT.pack(b"ECDC", 1, len(raw)) + raw
+
+    for bits in (0, 1, 31, 32):
+        header = EcdcHeader("x", 10, 1, True, DeterministicCoding("lm", "0" * 16, 1, check_bits=bits))
+        data = raw_header(bits)
+        assert parse_header(data) == (header, len(data))
+        assert header.to_json() == data[HEADER_STRUCT.size:]
+    for bits in (-1, 33, 64):
+        pattern = rf"'cb' \(check bits\): expected an integer in \[0, 32\], got {bits}"
+        with pytest.raises(BitstreamError, match=pattern):
+            DeterministicCoding("lm", "0" * 16, 1, check_bits=bits)
+        with pytest.raises(BitstreamError, match=pattern):
+            parse_header(raw_header(bits))
+
+
 def test_official_reader_rejects_version_1(lms: dict) -> None:
     layout, lm = LAYOUTS["24k"], lms["24k"]
     data = encode_ecdc(_header("24k", lm, 640, 1), _frames(layout, 640, 1, 0), layout, lm)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from encodec.model import LMModel
 from encodec.quantization.ac import ArithmeticCoder, build_stable_quantized_cdf
+from encodec.quantization.ac import ArithmeticDecoder as OfficialDecoder
 
 from opencodec.entropy import (ArithmeticDecoder, ArithmeticEncoder, EntropyLM, build_quantized_cdf,
                                decode_segment_with_lm, encode_segment_with_lm, load_lm)
@@ -226,3 +227,99 @@ def test_round_trip_consumed_and_errors() -> None:
         encode_segment_with_lm(lm, torch.full((3, 2), 1024))
     with pytest.raises(ValueError):
         encode_segment_with_lm(lm, torch.zeros(5, 2, dtype=torch.long))
+
+
+# -- values between two symbols' intervals, and empty intervals, against the official coder ----
+def _bits_to_bytes(bits: list[int]) -> bytes:
+    """Pack bits least significant first in each byte (the official ``BitPacker(bits=1)``)."""
+    out = bytearray((len(bits) + 7) // 8)
+    for i, bit in enumerate(bits):
+        out[i // 8] |= bit << (i % 8)
+    return bytes(out)
+
+
+def _msb_first(value: int, n: int) -> list[int]:
+    return [(value >> (n - 1 - i)) & 1 for i in range(n)]
+
+
+@pytest.mark.parametrize("first", [2, 4])
+def test_decoder_values_outside_every_symbol_agree_with_official(first: int) -> None:
+    """Once the range ``delta`` is not a power of two, the integer intervals of neighbouring
+    symbols ``[ceil(c_lo delta / 2^B), floor((c_hi - 1) delta / 2^B)]`` can leave an integer
+    between them, and the last one can end below ``delta``: a stream whose value lands there
+    is not a valid code. The official decoder's bisection fails ("Binary search failed") on
+    such a value; ours must raise BitstreamError, and decode every other value to the same
+    symbol as the official one.
+
+    Construction (official coder rules, B = 24): the first pull reads 24 bits ``X1`` with
+    ``delta = 2^24`` and decodes symbol ``first`` (``X1`` in ``[c_lo, c_hi)``); the second pull
+    doubles the range ``R = c_hi - c_lo`` ``n = 25 - bitlen(R)`` times, reading ``n`` bits,
+    so its value relative to ``low`` is ``v = (X1 - c_lo) * 2^n + bits``: any ``v`` in
+    ``[0, R 2^n)`` can be written. The values tried surround every symbol boundary and cover
+    the end of the range."""
+    B = 24
+    pdf = torch.tensor([0.31, 0.07, 0.2, 0.013, 0.25, 0.001, 0.156])
+    cdf = build_stable_quantized_cdf(pdf, B, check=False)
+    rows = cdf.tolist()
+    assert rows[-1] < 2 ** B  # room past the last symbol too
+    c_lo, c_hi = rows[first - 1], rows[first]
+    n = B + 1 - (c_hi - c_lo).bit_length()
+    delta = (c_hi - c_lo) << n
+    assert 2 ** B < delta < 2 ** (B + 1)
+    values: set[int] = set()
+    for c in [0] + rows:
+        edge = (c * delta) >> B
+        values.update(range(max(0, edge - 3), min(delta, edge + 4)))
+    values.update(range(((rows[-1] - 1) * delta >> B) - 2, delta))
+    outside = 0
+    for v in sorted(values):
+        bits = _msb_first(c_lo + (v >> n), B) + _msb_first(v & ((1 << n) - 1), n)
+        data = _bits_to_bytes(bits) + bytes(8)
+        ref = OfficialDecoder(io.BytesIO(data), B)
+        assert ref.pull(cdf) == first
+        try:
+            want = ref.pull(cdf)
+        except RuntimeError as exc:
+            assert "Binary search failed" in str(exc)
+            want = None
+        dec = ArithmeticDecoder(data, B)
+        assert dec.pull(rows) == first
+        if want is None:
+            outside += 1
+            with pytest.raises(BitstreamError, match="corrupt arithmetic-coded data"):
+                dec.pull(rows)
+        else:
+            assert dec.pull(rows) == want, v
+    assert outside >= 8  # the construction really reaches values between intervals
+
+
+def test_encoder_empty_intervals_agree_with_official() -> None:
+    """A symbol of one count (or none) can map to an empty integer interval
+    (``ceil(c_lo delta / 2^B) > floor((c_hi - 1) delta / 2^B)``); the official coder's
+    assertion refuses it, ours raises ValueError; every non-empty one gives the official bytes.
+    The first symbol (1174406 counts) makes the next ``delta`` not a power of two."""
+    B = 24
+    first = (5200934, 6375340)
+    intervals = ([(5, 5), (5, 6), (0, 1), (2 ** 24 - 1, 2 ** 24)]
+                 + [(c, c + 1) for c in range(1000, 1040)] + [(c, c) for c in range(3000, 3006)])
+    empty = fine = 0
+    for prefix in ([], [first]):
+        for c_lo, c_hi in intervals:
+            fo = io.BytesIO()
+            ref, ours = ArithmeticCoder(fo, B), ArithmeticEncoder(B)
+            for lo, hi in prefix:
+                ref.push(1, torch.tensor([lo, hi]))
+                ours.encode(lo, hi)
+            try:
+                ref.push(1, torch.tensor([c_lo, c_hi]))
+            except AssertionError:
+                empty += 1
+                with pytest.raises(ValueError, match="empty symbol interval"):
+                    ours.encode(c_lo, c_hi)
+                continue
+            fine += 1
+            ref.flush()
+            ours.encode(c_lo, c_hi)
+            ours.flush()
+            assert ours.getvalue() == fo.getvalue(), (prefix, c_lo, c_hi)
+    assert empty >= 10 and fine >= 10  # both cases are exercised

@@ -3,6 +3,8 @@ fail clearly."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -119,7 +121,36 @@ def test_torch_and_numpy_agree(clean: np.ndarray, noisy: list[np.ndarray]) -> No
     b = M.si_snr(torch.from_numpy(noisy[1]), torch.from_numpy(clean))
     c = M.si_snr(noisy[1][0], clean[0])  # [T]
     assert a == pytest.approx(b) and a == pytest.approx(c)
-    assert isinstance(M.mel_distance(torch.from_numpy(noisy[1]), clean, SR), float)
+    d = M.mel_distance(torch.from_numpy(noisy[1]), clean, SR)
+    assert isinstance(d, float) and d > 0
+    assert d == pytest.approx(M.mel_distance(noisy[1], clean, SR), rel=1e-12)
+    assert d == pytest.approx(M.mel_distance(noisy[1][0], torch.from_numpy(clean[0]), SR),
+                              rel=1e-12)
+
+
+def _broadband(seconds: float = 1.0) -> np.ndarray:
+    return (0.1 * np.random.default_rng(0).standard_normal((1, int(SR * seconds)))
+            ).astype(np.float32)
+
+
+def test_mel_distance_is_in_nepers() -> None:
+    # Mel energies are linear in the STFT magnitude, so scaling the signal by 10 scales every
+    # energy by 10 and every natural-log difference is ln 10 (energies >> eps for broadband
+    # noise). The docstring says nepers (natural log); log10 would give 1.0.
+    x = _broadband()
+    assert M.mel_distance(10 * x, x, SR) == pytest.approx(math.log(10), rel=1e-3)
+    assert M.mel_distance(x, 10 * x, SR) == pytest.approx(math.log(10), rel=1e-3)
+    assert M.mel_distance(0.5 * x, x, SR) == pytest.approx(math.log(2), rel=1e-3)
+    # one scale alone gives the same value (mean over scales of equal values)
+    assert M.mel_distance(10 * x, x, SR, n_ffts=(1024,)) == pytest.approx(math.log(10), rel=1e-3)
+
+
+def test_stft_distance_pinned_value() -> None:
+    # E = 10 R: spectral convergence ||R - 10R|| / ||R|| = 9, log-magnitude |ln 10| per bin
+    x = _broadband()
+    assert M.stft_distance(10 * x, x) == pytest.approx(9 + math.log(10), rel=1e-4)
+    # E = R / 2: SC = 0.5, LM = ln 2
+    assert M.stft_distance(0.5 * x, x) == pytest.approx(0.5 + math.log(2), rel=1e-4)
 
 
 def test_stereo_is_mean_of_channels() -> None:
@@ -186,12 +217,31 @@ def test_silence_is_clear(clean: np.ndarray) -> None:
         M.stft_distance(clean, z)
 
 
+def _reference_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """Written from the formula (HTK mel m = 2595 log10(1 + f / 700), n_mels + 2 points
+    equally spaced in mel from 0 Hz to Nyquist, triangles scaled to unit area by
+    2 / (f_upper - f_lower)), evaluated at bin frequencies k * sr / n_fft; no row dropped."""
+    mel = 2595.0 * np.log10(1.0 + (sample_rate / 2.0) / 700.0)
+    hz = 700.0 * (10.0 ** (np.linspace(0.0, mel, n_mels + 2) / 2595.0) - 1.0)
+    freqs = np.arange(n_fft // 2 + 1) * sample_rate / n_fft
+    return np.array([np.interp(freqs, hz[i:i + 3], [0.0, 2.0 / (hz[i + 2] - hz[i]), 0.0],
+                               left=0.0, right=0.0) for i in range(n_mels)])
+
+
 def test_mel_filterbank() -> None:
     fb = M.mel_filterbank(24000, 1024, 64)
     assert fb.shape == (64, 513)
     assert np.all(fb >= 0)
-    # each triangle peaks once, centres increase with the band index
+    # each triangle peaks once, centres strictly increase with the band index
     centres = np.argmax(fb, axis=1)
-    assert np.all(np.diff(centres) >= 0)
+    assert np.all(np.diff(centres) > 0)
+    np.testing.assert_allclose(fb, _reference_filterbank(24000, 1024, 64), rtol=1e-9, atol=1e-15)
     small = M.mel_filterbank(48000, 256, 64)  # narrow low bands get no bin: dropped
     assert 0 < small.shape[0] < 64 and np.all(small.sum(axis=1) > 0)
+    ref = _reference_filterbank(48000, 256, 64)
+    kept = ref.sum(axis=1) > 0
+    assert small.shape[0] == int(kept.sum()) == 58  # 6 low bands fall between two bins
+    np.testing.assert_allclose(small, ref[kept], rtol=1e-9, atol=1e-15)
+    # Slaney normalisation: on a fine frequency grid every triangle has unit area
+    fine = M.mel_filterbank(24000, 16384, 64)
+    np.testing.assert_allclose(fine.sum(axis=1) * 24000 / 16384, 1.0, rtol=1e-3)

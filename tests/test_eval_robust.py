@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -325,29 +326,34 @@ def test_ctrl_c_is_one_line_and_status_130(tmp_path, monkeypatch, capsys):
     assert err.startswith("opencodec eval: error: interrupted") and err.count("\n") == 1
 
 
-def _sleep_long(seconds: float) -> float:
+def _sleep_long(seconds: float, marker: str) -> float:
     import time as _time
 
+    Path(marker).write_text("started")  # the item is in progress from here on
     _time.sleep(seconds)
     return seconds
 
 
-def test_stop_pool_terminates_workers_in_progress() -> None:
+def test_stop_pool_terminates_workers_in_progress(tmp_path: Path) -> None:
     """Ctrl-C's pool stop kills the workers busy on an item (shutdown alone waits for them)."""
     import multiprocessing
+    import signal
     import time as _time
     from concurrent.futures import ProcessPoolExecutor
 
     from opencodec.eval.workers import stop_pool
 
+    marker = tmp_path / "started"
     pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
-    pool.submit(_sleep_long, 60.0)
-    processes = list(pool._processes.values())
-    deadline = _time.monotonic() + 30  # wait for the worker to start the item
-    while not processes and _time.monotonic() < deadline:
+    future = pool.submit(_sleep_long, 60.0, str(marker))
+    deadline = _time.monotonic() + 30  # a bound for a hang only: wait for the worker to start the item
+    while not marker.exists() and not future.done() and _time.monotonic() < deadline:
         _time.sleep(0.01)
-        processes = list(pool._processes.values())
+    assert marker.exists() and not future.done(), "the worker never started the item"
+    processes = list(pool._processes.values())
+    assert len(processes) == 1 and processes[0].is_alive()
     stop_pool(pool)
     for process in processes:
         process.join(30)  # a bound for a hang only: a live worker would sleep for 60 s
         assert not process.is_alive()
+        assert process.exitcode == -signal.SIGTERM  # terminated, not finished

@@ -105,6 +105,34 @@ def test_bandwidth_to_codebooks(ours: dict) -> None:
         ours["encodec_24khz"].set_target_bandwidth(5.0)
 
 
+# bandwidths that are not multiples of one codebook's cost (0.75 kbps at 24 kHz, 1.5 at 48 kHz),
+# below one codebook, at and past the largest, and 0 / negative (= every codebook)
+ANY_BANDWIDTHS = ([0.0, -1.0, 0.01, 0.5, 0.74, 0.75, 0.76, 1.0, 1.49, 2.2, 4.0, 5.0, 7.4,
+                   11.99, 13.1, 23.9, 24.0, 24.1, 100.0]
+                  + [0.25 * i for i in range(1, 110)])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_any_bandwidth_to_codebooks_as_official(official_models: dict, ours: dict, name: str) -> None:
+    """``num_codebooks`` at any bandwidth, not only the supported ones, is the official
+    ``ResidualVectorQuantizer.get_num_quantizers_for_bandwidth`` (which the official encoder
+    then caps at its ``n_q`` codebooks by slicing the layers)."""
+    ref, model = official_models[name], ours[name]
+    assert model.frame_rate == ref.frame_rate and model.quantizer.n_q == ref.quantizer.n_q
+    for bw in ANY_BANDWIDTHS:
+        expected = min(ref.quantizer.n_q,
+                       ref.quantizer.get_num_quantizers_for_bandwidth(ref.frame_rate, bw))
+        assert model.num_codebooks(bw) == expected, bw
+
+
+def test_any_bandwidth_to_codebooks_spec_values(ours: dict) -> None:
+    # spec section 5: n = max(1, floor(bw * 1000 / (log2(bins) * frame_rate))), at most n_q
+    m24, m48 = ours["encodec_24khz"], ours["encodec_48khz"]
+    assert [m24.num_codebooks(b) for b in (0.1, 0.5, 0.75, 1.4, 5.0, 23.9, 100.0)] == [
+        1, 1, 1, 1, 6, 31, 32]
+    assert [m48.num_codebooks(b) for b in (0.5, 1.5, 2.9, 4.0, 23.9, 100.0)] == [1, 1, 1, 2, 15, 16]
+
+
 def test_bad_input_shapes(ours: dict) -> None:
     model = ours["encodec_24khz"]
     with pytest.raises(ValueError, match="shape"):

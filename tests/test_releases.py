@@ -26,7 +26,7 @@ from opencodec.model import EncodecConfig, EncodecModel
 from opencodec.stream import StreamInfo, check_model_for_stream, split_model_label
 from opencodec.pretrained import BUNDLED_DIR, load_lm_model, load_model, save_model
 from opencodec.releases import (CODEC_ALIAS, CODEC_RELEASES, CURRENT_CODEC, CURRENT_LM, LM_RELEASES,
-                                codec_release, lm_release)
+                                codec_release, codec_releases_by_hash, lm_release)
 from opencodec.weights_hash import state_dict_sha256, weights_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -306,6 +306,34 @@ def test_architecture_that_does_not_fit_the_header(current, speech, our_models) 
     odd.config.name = "opencodec_24khz"
     with pytest.raises(BitstreamError, match="extra byte"):
         decompress(OLD_PLAIN.read_bytes(), odd)
+
+
+def test_header_without_hash_naming_another_model_is_refused() -> None:
+    """Without a weights hash only the name ties a file to its model: a header naming another
+    model is refused, with both names; the same header naming the model decodes as before."""
+    model = _tiny("tiny", seed=0)
+    wav = 0.1 * torch.randn(1, 4000, generator=torch.Generator().manual_seed(5))
+    data = compress(model, wav, 3.0)
+    header, offset = parse_header(data)
+    assert header.model_name == "tiny" and header.model_hash == model_hash(model)
+
+    def rewritten(name: str) -> bytes:
+        fo = io.BytesIO()
+        write_header(fo, EcdcHeader(name, header.audio_length, header.num_codebooks, header.use_lm))
+        return fo.getvalue() + data[offset:]
+
+    with pytest.raises(BitstreamError, match=r"^the ECDC file was written by model 'some_other_model', "
+                                             r"but the model given is 'tiny'$"):
+        decompress(rewritten("some_other_model"), model)
+    assert torch.equal(decompress(rewritten("tiny"), model)[0], decompress(data, model)[0])
+
+
+def test_releases_by_hash_prefix() -> None:
+    assert codec_releases_by_hash("") == []  # an empty prefix names no release
+    assert codec_releases_by_hash("g" * 16) == []
+    for release in CODEC_RELEASES:
+        assert codec_releases_by_hash(release.sha256) == [release]
+        assert codec_releases_by_hash(release.sha256[:16]) == [release]
 
 
 def test_bad_hash_fields_are_rejected() -> None:

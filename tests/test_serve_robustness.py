@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("websockets")
+import websockets  # noqa: F401,E402  (installed by make test: a missing extra fails, never skips)
 
 from websockets.asyncio.client import connect  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 from pathlib import Path
 
@@ -226,8 +227,30 @@ def test_train_lm_says_where_it_stopped_and_report_errors_name_report(
 
 def test_the_config_yaml_helper_loads_the_shipped_codec_configs() -> None:
     for name in ("tiny_24khz", "opencodec_24khz", "opencodec_cpu_24khz", "encodec_24khz", "encodec_48khz"):
-        cfg = solver.load_config(test_train_lm.ROOT / "configs" / f"{name}.yaml")
+        path = test_train_lm.ROOT / "configs" / f"{name}.yaml"
+        cfg = solver.load_config(path)
         assert isinstance(yaml.safe_dump(cfg), str)
+        # no overrides: the helper returns the file's mapping unchanged
+        assert cfg == yaml.safe_load(path.read_text())
+        model = cfg["model"]
+        assert model["sample_rate"] in (24000, 48000) and model["bins"] == 1024
+        # the spec's rule n_q = int(1000 * max_bw // (frame_rate * 10)), frame rate = sr / hop
+        frame_rate = model["sample_rate"] / math.prod(model["ratios"])
+        assert model["n_q"] == int(1000 * max(model["target_bandwidths"]) // (frame_rate * 10))
+        # an override changes that key only
+        changed = solver.load_config(path, ["optim.steps=7"])
+        assert changed["optim"]["steps"] == 7
+        changed["optim"]["steps"] = cfg["optim"]["steps"]
+        assert changed == cfg
+    # the paper's two models (spec section 1 table)
+    paper24 = solver.load_config(test_train_lm.ROOT / "configs" / "encodec_24khz.yaml")["model"]
+    assert (paper24["sample_rate"], paper24["channels"], paper24["causal"], paper24["n_q"]) == (
+        24000, 1, True, 32)
+    assert paper24["target_bandwidths"] == [1.5, 3.0, 6.0, 12.0, 24.0]
+    paper48 = solver.load_config(test_train_lm.ROOT / "configs" / "encodec_48khz.yaml")["model"]
+    assert (paper48["sample_rate"], paper48["channels"], paper48["causal"], paper48["n_q"]) == (
+        48000, 2, False, 16)
+    assert paper48["target_bandwidths"] == [3.0, 6.0, 12.0, 24.0]
 
 
 def test_resume_into_a_folder_without_config_json_records_the_checkpoints(tmp_path) -> None:

@@ -120,6 +120,43 @@ def test_mel_loss_alpha_weights_log_term() -> None:
     assert both.item() > l1_only.item() > 0
 
 
+def _noise(length: int = SR // 2, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return 0.3 * torch.randn(2, 1, length, generator=g)  # broadband: no band at the log floor
+
+
+@pytest.mark.parametrize("scales", [[6], [8], [6, 8]])
+def test_mel_loss_log_term_pinned_value(scales: list[int]) -> None:
+    # y = x / 2 quarters every *power* mel energy, so every log10 difference is log10(1/4)
+    # and the log term (a mean *squared* error) is log10(4)^2 at every scale; the mean over
+    # scales of equal values is that value again (a sum over 2 scales would double it).
+    x = _noise()
+    y = 0.5 * x
+    l1_only = MultiScaleMelLoss(SR, scales=scales, alpha=0.0)(y, x).item()
+    both = MultiScaleMelLoss(SR, scales=scales, alpha=1.0)(y, x).item()
+    assert both - l1_only == pytest.approx(math.log10(4) ** 2, rel=2e-3)
+    weighted = MultiScaleMelLoss(SR, scales=scales, alpha=2.5)(y, x).item()
+    assert weighted - l1_only == pytest.approx(2.5 * math.log10(4) ** 2, rel=2e-3)
+
+
+def test_mel_loss_linear_term_and_scale_average() -> None:
+    x = _noise()
+    y = 0.5 * x
+    single = MultiScaleMelLoss(SR, scales=[8], alpha=0.0)
+    # linear L1 term: |S(x)/4 - S(x)| = 3/4 S(x) for every (non-negative) energy
+    energies = single.mels[0](x)
+    assert single(y, x).item() == pytest.approx(0.75 * energies.mean().item(), rel=1e-5)
+    # the multi-scale loss is the mean of the single-scale losses (docstring: 1/|scales| sum)
+    g = torch.Generator().manual_seed(1)
+    z = x + 0.05 * torch.randn(x.shape, generator=g)
+    alphas = [0.7, 1.9]
+    multi = MultiScaleMelLoss(SR, scales=[6, 8], alpha=alphas)(z, x).item()
+    singles = [MultiScaleMelLoss(SR, scales=[s], alpha=a)(z, x).item()
+               for s, a in zip([6, 8], alphas)]
+    assert multi == pytest.approx(sum(singles) / 2, rel=1e-6)
+    assert singles[0] != pytest.approx(singles[1], rel=1e-2)  # the two scales really differ
+
+
 def test_mel_distance_and_waveform_l1() -> None:
     x = 0.05 * torch.randn(2, 1, SR // 4)  # broadband: no band sits at the log floor
     assert mel_distance(x, x, SR).item() == 0.0
