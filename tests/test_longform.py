@@ -193,6 +193,58 @@ def test_cli_uses_streaming_for_long_inputs(tiny, tmp_path, monkeypatch, offline
     assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).max() <= 1
 
 
+@pytest.mark.parametrize("seconds", [1.0, 1.5])
+def test_compress_whole_number_of_blocks_other_channels_and_rate(tiny, tmp_path, seconds):
+    """44.1 kHz stereo for a mono 24 kHz model, 2 or 3 blocks exactly: the empty read at the
+    end must reach the resampler with the model's channel count (was "Channel num mismatch").
+    The blocks hold convert_audio's samples; the file compresses to the right length."""
+    from opencodec.longform.blocks import _ConvertedBlocks
+
+    src = _write(tmp_path / "in.wav", _signal(seconds, 44100, channels=2), 44100)
+    blocks = _ConvertedBlocks(src, 24000, 1, 0.5)
+    got = np.concatenate(list(blocks))
+    wav, rate = read_audio(src)
+    np.testing.assert_array_equal(got.T, convert_audio(wav, rate, 24000, 1).numpy())
+    assert blocks.length == round(seconds * 24000)
+    out = tmp_path / "out.ecdc"
+    compress_file_streaming(tiny, src, out, 3.0, block_seconds=0.5)
+    assert decompress(out.read_bytes(), tiny)[0].shape == (1, round(seconds * 24000))
+
+
+def test_cli_compress_of_a_long_file_of_whole_blocks(tiny, tmp_path, monkeypatch, offline):
+    """`opencodec compress` streams long files in 10 s blocks: a 10 s 44.1 kHz stereo file
+    (one block exactly) is compressed, not refused."""
+    from opencodec import cli, codec_files
+    from opencodec.pretrained import save_model
+
+    ckpt = save_model(tiny, tmp_path / "tiny.safetensors")
+    src = _write(tmp_path / "in.wav", _signal(10.0, 44100, channels=2), 44100)
+    calls: list[int] = []
+    stream = codec_files.compress_file_streaming
+    monkeypatch.setattr(codec_files, "compress_file_streaming", lambda *a, **k: calls.append(1) or stream(*a, **k))
+    monkeypatch.setattr(codec_files, "STREAMING_MIN_SECONDS", 1.0)
+    assert cli.main(["compress", str(src), str(tmp_path / "s.ecdc"), "--model", str(ckpt), "-b", "3"]) == 0
+    assert calls == [1]
+    assert decompress((tmp_path / "s.ecdc").read_bytes(), tiny)[0].shape == (1, 240000)
+
+
+def test_compress_mp3_blocks_read_like_the_whole_file(tiny, tmp_path):
+    """Block reads of an MP3 give read_audio's samples (libsndfile is called without the seek
+    python-soundfile makes after each read, which restarted the MP3 decoder without its bit
+    reservoir): streaming the MP3 writes the bytes of streaming a float WAV of those samples."""
+    t = np.arange(3 * 24000) / 24000
+    sig = 0.3 * np.sin(2 * np.pi * (200 + 300 * t) * t) * (np.sin(2 * np.pi * 1.5 * t) > 0)
+    sig = sig + 0.02 * np.random.default_rng(1).standard_normal(t.size)
+    src = tmp_path / "in.mp3"
+    sf.write(str(src), sig.astype(np.float32), 24000, format="MP3")
+    wav, rate = read_audio(src)
+    same = _write(tmp_path / "same.wav", wav.numpy().T, rate)
+    for block_seconds in (0.17, 1.0):
+        compress_file_streaming(tiny, src, tmp_path / "mp3.ecdc", 3.0, block_seconds=block_seconds)
+        compress_file_streaming(tiny, same, tmp_path / "wav.ecdc", 3.0, block_seconds=block_seconds)
+        assert (tmp_path / "mp3.ecdc").read_bytes() == (tmp_path / "wav.ecdc").read_bytes(), block_seconds
+
+
 # -- segmenting models (the 48 kHz architecture): one segment at a time ----------------------
 @pytest.fixture(scope="module")
 def seg() -> EncodecModel:

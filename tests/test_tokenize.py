@@ -280,7 +280,8 @@ def test_loader_workers_and_bf16(tiny_model_file: Path, corpus: Path, tokens: Pa
     base = dict(model=str(tiny_model_file), device="cpu", batch_seconds=2.5, shard_rows=3, max_seconds=2.0)
     tokenize(TokenizeOptions([str(corpus)], tmp_path / "loaders", loader_workers=2, **base))
     assert _table(tmp_path / "loaders").equals(_table(tokens))  # decoding in DataLoader processes
-    summary = tokenize(TokenizeOptions([str(corpus)], tmp_path / "bf16", dtype="bf16", **base))
+    with pytest.warns(UserWarning, match="--dtype bf16 on the CPU"):
+        summary = tokenize(TokenizeOptions([str(corpus)], tmp_path / "bf16", dtype="bf16", **base))
     bf16, fp32 = _table(tmp_path / "bf16"), _table(tokens)
     assert json.loads(bf16.schema.metadata[b"opencodec"])["dtype"] == "bf16"
     assert bf16.column("id").to_pylist() == fp32.column("id").to_pylist()

@@ -7,7 +7,7 @@
                        [--loader-workers N] [--dtype fp32|bf16]
     torchrun --nproc_per_node N -m opencodec tokenize ...      (one process per GPU)
     opencodec detokenize DIR --out AUDIO_DIR [--ids ID ...] [-m NAME_OR_PATH] [--rate HZ]
-                         [--channels N] [-f]
+                         [--channels N] [--rescale] [-f]
 
 See :mod:`opencodec.tokens` for the output layout.
 """
@@ -31,12 +31,16 @@ def add_token_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
     """Add the ``tokenize`` and ``detokenize`` sub-commands."""
     tok = sub.add_parser(
         "tokenize", parents=[common], help="audio dataset -> Parquet shards of codes",
-        description="Encode every audio file of folders (recursive), JSON-lines/CSV manifests with a "
-                    "'path' column (and optional 'id'), or text files of paths, into Parquet shards "
-                    "(one row per file: id, codes [K][F] int16, num_codebooks, num_frames, "
-                    "sample_rate, duration, channels). Rerun the same command to resume; run it under "
-                    "torchrun to split the work across GPUs and nodes.")
-    tok.add_argument("inputs", nargs="+", metavar="INPUT", help="folder, manifest or list of paths")
+        description="Encode audio files into Parquet shards: every audio file of folders (recursive, "
+                    "linked sub-folders followed), single audio files (id: the file name), "
+                    "JSON-lines/CSV manifests with a 'path' column (and optional 'id'), or UTF-8 text "
+                    "files of paths (relative paths in manifests and lists are relative to their own "
+                    "folder). One row per file: id, codes [K][F] int16, num_codebooks, num_frames, "
+                    "sample_rate, duration, channels (of the source file), num_samples (its length at "
+                    "the model's rate), and scales for models that normalise (48 kHz). Rerun the same "
+                    "command to resume; run it under torchrun to split the work across GPUs and nodes.")
+    tok.add_argument("inputs", nargs="+", metavar="INPUT",
+                     help="folder, audio file, manifest (.jsonl/.csv/.tsv) or text list of paths")
     tok.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     tok.add_argument("-m", "--model", metavar="NAME_OR_PATH", help="model name or weights file")
     tok.add_argument("-b", "--bandwidth", type=bandwidth_arg, metavar="KBPS",
@@ -57,7 +61,7 @@ def add_token_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
                           "shared among its GPUs, at most 8; 0 on the CPU)")
     tok.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
                      help="fp32 (default: codes equal file-by-file encoding) or bf16 autocast "
-                          "(faster on GPUs; some codes differ)")
+                          "(faster on GPUs, some codes differ; on the CPU most differ: a warning says so)")
     tok.set_defaults(parser=tok, handler=cmd_tokenize)
 
     det = sub.add_parser(
@@ -71,21 +75,49 @@ def add_token_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
                      help="model weights (default: the model the shards name)")
     det.add_argument("--rate", type=sample_rate_arg, metavar="HZ", help="output sample rate")
     det.add_argument("--channels", type=positive_int, metavar="N", help="output channels")
+    det.add_argument("--rescale", action="store_true",
+                     help="scale a file louder than full scale down to a 0.99 peak (default: clip, with a "
+                          "warning)")
     det.add_argument("-f", "--force", action="store_true", help="overwrite existing files")
     det.set_defaults(parser=det, handler=cmd_detokenize)
 
 
+def _duration(seconds: float) -> str:
+    """Seconds of audio or time, readable at any size: ``0.00421 s``, ``12.3 s``, ``4.5 min``,
+    ``2.25 h``."""
+    if seconds < 1:
+        return f"{seconds:.3g} s"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+def _bar_unit(total_seconds: float) -> tuple[float, str]:
+    """(seconds per unit, unit) of the progress bar: seconds, minutes or hours of audio."""
+    if total_seconds < 120:
+        return 1.0, "s"
+    if total_seconds < 7200:
+        return 60.0, "min"
+    return 3600.0, "h"
+
+
 class _Progress:
-    """tqdm bar in hours of audio (its rate is hours of audio per second, with the ETA)."""
+    """tqdm bar in seconds, minutes or hours of audio (by the job's size), with the speed in
+    times real time, the files and errors so far, and the ETA."""
 
     def __init__(self, quiet: bool, label: str):
         self.quiet, self.label = quiet, label
         self.bar: tqdm | None = None
 
     def start(self, total_seconds: float) -> tp.Callable[[float, int, int], None]:
-        self.bar = progress_bar(total=total_seconds / 3600, unit="h", desc=self.label, disable=self.quiet,
+        scale, unit = _bar_unit(total_seconds)
+        spec = ".3g" if unit == "s" else ".2f"
+        self.bar = progress_bar(total=total_seconds / scale, unit=unit, desc=self.label, disable=self.quiet,
                                 file=sys.stderr, bar_format="{desc}: {percentage:3.0f}%|{bar}| "
-                                "{n:.4f}/{total:.4f} h [{elapsed}<{remaining}{postfix}]", unit_scale=False)
+                                f"{{n:{spec}}}/{{total:{spec}}} {unit} [{{elapsed}}<{{remaining}}{{postfix}}]",
+                                unit_scale=False)
         counts = {"files": 0, "errors": 0}
 
         def update(seconds: float, files: int, errors: int) -> None:
@@ -93,12 +125,13 @@ class _Progress:
             counts["files"] += files
             counts["errors"] += errors
             elapsed = self.bar.format_dict["elapsed"]
-            rate = (self.bar.n + seconds / 3600) / elapsed if elapsed > 0 else 0.0
-            self.bar.set_postfix_str(f"{rate:.3g} h audio/s, files={counts['files']}, "
+            done = self.bar.n + seconds / scale
+            speed = done * scale / elapsed if elapsed > 0 else 0.0
+            self.bar.set_postfix_str(f"{speed:.3g}x real time, files={counts['files']}, "
                                      f"errors={counts['errors']}", refresh=False)
-            if self.bar.n + seconds / 3600 > self.bar.total:  # decoded lengths can exceed the headers'
-                self.bar.total = self.bar.n + seconds / 3600
-            self.bar.update(seconds / 3600)
+            if done > self.bar.total:  # decoded lengths can exceed the headers'
+                self.bar.total = done
+            self.bar.update(seconds / scale)
         return update
 
     def close(self) -> None:
@@ -143,19 +176,20 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     stats = summary.stats
     prefix = "" if place.world == 1 else f"rank {place.rank}/{place.world}: "
     if not args.quiet:
-        print(f"{prefix}{_count(stats.files, 'file')}, {stats.seconds / 3600:.4f} h of audio, "
-              f"{_count(stats.errors, 'error')}, "
-              f"{summary.elapsed:.1f} s, {summary.realtime_factor:.1f}x real time; shards written "
+        speed = f", {summary.realtime_factor:.3g}x real time" if stats.seconds > 0 else ""
+        print(f"{prefix}{_count(stats.files, 'file')}, {_duration(stats.seconds)} of audio, "
+              f"{_count(stats.errors, 'error')}, {_duration(summary.elapsed)}{speed}; shards written "
               f"{stats.shards_written}, already done {stats.shards_skipped}", file=sys.stderr)
-    if stats.bf16_checked and not args.quiet:
-        print(f"{prefix}bf16: {100 * stats.bf16_equal / stats.bf16_checked:.2f}% of codes equal fp32 "
-              f"encoding ({stats.bf16_checked} codes of the first batch checked)", file=sys.stderr)
+    if stats.bf16_checked:  # a warning, also with -q: bf16 changes codes
+        warn(f"{prefix}bf16: {100 * stats.bf16_equal / stats.bf16_checked:.2f}% of codes equal fp32 "
+             f"encoding ({stats.bf16_checked} codes of the first batch checked)")
     index = summary.index
     if index is None:  # other ranks still at work: the last one to finish reports the job
         return 0
     if not args.quiet:
         print(f"{args.out}: {_count(len(index['shards']), 'shard')}, {_count(index['rows'], 'row')}, "
-              f"{index['hours']:.4f} h, {_count(index['errors'], 'error')}", file=sys.stderr)
+              f"{_duration(index['hours'] * 3600)} of audio, {_count(index['errors'], 'error')}",
+              file=sys.stderr)
     reasons = f"reasons in {args.out / 'errors.jsonl'}"
     if summary.all_failed:
         error(f"no file could be tokenised: all {index['errors']} failed ({reasons})")
@@ -171,7 +205,7 @@ def cmd_detokenize(args: argparse.Namespace) -> int:
     from ..tokens import detokenize
 
     paths = detokenize(args.folder, args.out, ids=args.ids, model=args.model, rate=args.rate,
-                       channels=args.channels, force=args.force)
+                       channels=args.channels, force=args.force, rescale=args.rescale)
     if not args.quiet:
-        print(f"{len(paths)} file(s) written to {args.out}", file=sys.stderr)
+        print(f"{_count(len(paths), 'file')} written to {args.out}", file=sys.stderr)
     return 0

@@ -15,6 +15,36 @@ from ..errors import AudioIOError
 from .common import Progress
 
 
+def _start_reading(sfile: sf.SoundFile) -> None:
+    """Position ``sfile`` at its first frame the way ``soundfile.read`` (so ``read_audio``)
+    does: one seek to 0 when the file is seekable. For MPEG files this seek changes the
+    decoder's start state, so the samples only match ``read_audio``'s after the same seek."""
+    if sfile.seekable():
+        sfile.seek(0)
+
+
+def _read_block(sfile: sf.SoundFile, frames: int) -> np.ndarray:
+    """The next ``frames`` frames (fewer at the end) of ``sfile`` as float32 ``[n, C]``.
+
+    ``SoundFile.read`` seeks to its own position after every call (``tell`` + ``seek``). For
+    MP3 that seek is not transparent: libmpg123 restarts decoding at a frame boundary without
+    the bit reservoir of the frames before it ("part2_3_length too large" on stderr), so
+    block reads gave other samples than one whole read (up to 0.2 apart with small blocks).
+    Calling libsndfile's ``sf_readf_float`` directly decodes sequentially, sample for sample
+    what ``read_audio`` returns whatever the block size. Falls back to ``SoundFile.read``
+    where python-soundfile's internals differ.
+    """
+    snd, ffi, handle = getattr(sf, "_snd", None), getattr(sf, "_ffi", None), getattr(sfile, "_file", None)
+    if snd is None or ffi is None or handle is None:
+        return sfile.read(frames, dtype="float32", always_2d=True)
+    out = np.empty((frames, sfile.channels), dtype=np.float32)
+    got = snd.sf_readf_float(handle, ffi.cast("float *", out.ctypes.data), frames)
+    code = snd.sf_error(handle)
+    if code:
+        raise sf.LibsndfileError(code)
+    return out[:max(0, int(got))]
+
+
 class _ConvertedBlocks:
     """Iterates over a file's audio converted to ``channels`` at ``target_rate`` Hz, as
     float32 blocks ``[n, C]`` of about ``block_seconds``; after the iteration ``length``
@@ -39,6 +69,10 @@ class _ConvertedBlocks:
         except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
             raise AudioIOError(f"cannot read audio file {in_path}: {audio_error_reason(exc)}") from exc
         with sfile:
+            try:
+                _start_reading(sfile)
+            except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+                raise AudioIOError(f"cannot read audio file {in_path}: {audio_error_reason(exc)}") from exc
             rate = int(sfile.samplerate)
             total = int(sfile.frames) if sfile.frames > 0 else 0
             block = max(1, int(round(self.block_seconds * rate)))
@@ -50,7 +84,7 @@ class _ConvertedBlocks:
             pushed = 0
             while True:
                 try:
-                    data = sfile.read(block, dtype="float32", always_2d=True)
+                    data = _read_block(sfile, block)
                 except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
                     raise AudioIOError(f"cannot read audio file {in_path}: {audio_error_reason(exc)}") from exc
                 last = data.shape[0] < block
@@ -60,6 +94,8 @@ class _ConvertedBlocks:
                                            "infinite samples")
                     read += data.shape[0]
                     data = convert_channels(torch.from_numpy(np.ascontiguousarray(data.T)), channels).numpy().T
+                else:  # end of file on a block boundary: an empty block, at the model's channel count
+                    data = np.zeros((0, channels), dtype=np.float32)
                 data = np.ascontiguousarray(data, dtype=np.float32)
                 if resampler is not None:
                     data = resampler.resample_chunk(data, last=last).reshape(-1, channels)

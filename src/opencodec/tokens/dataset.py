@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import bisect
 import json
+import operator
+import re
 import typing as tp
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,20 +27,51 @@ from ..errors import ModelLoadError
 from ..model import EncodecModel
 from ..pretrained import load_model
 from ..weights_hash import weights_sha256
-from .shards import INDEX_FILE, TokenizeError, read_metadata
+from .shards import INDEX_FILE, JOB_FILE, TokenizeError, read_metadata
 
 Item = dict[str, tp.Any]
 
 
-def shard_files(folder: str | Path) -> list[Path]:
-    """The shard files of a token folder, in order (from ``index.json``, else by name)."""
+def _expected_shards(folder: Path, files: list[Path]) -> int | None:
+    """How many shards the job in ``folder`` has: ``job.json``'s ``num_shards``, else the
+    ``-of-NNNNN`` part of the shard names; None when neither says."""
+    job = folder / JOB_FILE
+    try:
+        return int(json.loads(job.read_text())["num_shards"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    totals = {m.group(1) for f in files if (m := re.fullmatch(r"shard-\d+-of-(\d+)\.parquet", f.name))}
+    return int(totals.pop()) if len(totals) == 1 else None
+
+
+def shard_files(folder: str | Path, partial: bool = False) -> list[Path]:
+    """The shard files of a token folder, in order (from ``index.json``, else by name).
+
+    Without ``index.json`` the job is unfinished (still running, or stopped) unless every
+    shard it plans exists: ``TokenizeError`` saying "N of M shards", or with ``partial`` a
+    warning and the shards that exist. A shard ``index.json`` lists but that is missing:
+    ``TokenizeError``.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise TokenizeError(f"{folder} is not a folder of token shards")
     index = folder / INDEX_FILE
     if index.exists():
-        return [folder / s["file"] for s in json.loads(index.read_text())["shards"]]
+        files = [folder / s["file"] for s in json.loads(index.read_text())["shards"]]
+        for path in files:
+            if not path.exists():
+                raise TokenizeError(f"token folder {folder} is incomplete: {path.name}, listed in "
+                                    f"{INDEX_FILE}, is missing")
+        return files
     files = sorted(folder.glob("shard-*.parquet"))
+    expected = _expected_shards(folder, files)
+    if expected is not None and len(files) < expected:
+        message = (f"token folder {folder}: job incomplete: {len(files)} of {expected} shards written "
+                   f"(no {INDEX_FILE} yet); rerun the tokenize command to finish it")
+        if not partial or not files:
+            raise TokenizeError(message + "; TokenDataset(folder, partial=True) reads the finished "
+                                "shards only")
+        warnings.warn(message + "; reading the finished shards only", stacklevel=3)
     if not files:
         raise TokenizeError(f"{folder} holds no token shards (shard-*.parquet)")
     return files
@@ -52,10 +86,13 @@ class TokenDataset(Dataset):
     the job's model, weights sha256, bandwidth, opencodec version, frame rate.
     Row order: shard by shard, as written (by duration, then id). The codes are held in
     memory as int16 (2 bytes per code, ~4 MB per hour of audio at 6 kbps).
+
+    A folder whose job is unfinished (no ``index.json``, fewer shards than planned) is
+    refused; ``partial=True`` reads the shards written so far, with a warning.
     """
 
-    def __init__(self, folder: str | Path):
-        self.files = shard_files(folder)
+    def __init__(self, folder: str | Path, partial: bool = False):
+        self.files = shard_files(folder, partial)
         self.tables = [pq.read_table(f) for f in self.files]
         self.metadata = {k: v for k, v in read_metadata(self.files[0]).items()
                          if k not in ("errors", "shard", "seconds")}
@@ -73,6 +110,12 @@ class TokenDataset(Dataset):
         return self._ids[row_id]
 
     def __getitem__(self, index: int) -> Item:
+        try:
+            index = operator.index(index)
+        except TypeError:
+            hint = " (use ds[ds.index_of(id)] for a row id)" if isinstance(index, str) else ""
+            raise TypeError(f"TokenDataset rows are indexed by an integer position, got "
+                            f"{type(index).__name__} {index!r}{hint}") from None
         if not -len(self) <= index < len(self):
             raise IndexError(f"row {index} out of range for {len(self)} rows")
         index %= len(self)
@@ -119,40 +162,85 @@ def decode_row(model: EncodecModel, item: Item) -> torch.Tensor:
 
 
 def output_path(out_dir: Path, row_id: str) -> Path:
-    """``out_dir/<id with its extension replaced by .wav>`` (ids may hold folders)."""
+    """``out_dir/<id with its extension replaced by .wav>`` (ids may hold folders; ``..``
+    and a leading ``/`` are dropped, so every file stays inside ``out_dir``).
+    ``TokenizeError`` when the id leaves no file name (``""``, ``"."``, ``"/"``, ``".."``)."""
     relative = Path(row_id)
     if relative.is_absolute() or ".." in relative.parts:
-        relative = Path(*[p for p in relative.parts if p not in ("/", "..")])
+        relative = Path(*[p for p in relative.parts if p not in (relative.anchor, "/", "..")])
+    if not relative.name:
+        raise TokenizeError(f"row id {row_id!r} names no output file (an id needs a file name)")
     return out_dir / relative.with_suffix(".wav")
 
 
-def detokenize(folder: str | Path, out_dir: str | Path, ids: list[str] | None = None,
-               model: str | None = None, rate: int | None = None, channels: int | None = None,
-               force: bool = False, device: str = "cpu") -> list[Path]:
-    """Decode rows of a token folder to WAV files in ``out_dir`` (all rows, or ``ids``).
+def output_paths(out_dir: Path, ids: list[str]) -> list[Path]:
+    """``output_path`` of each id; ``TokenizeError`` naming both ids when two would be
+    written to one file (``x.flac`` and ``x.wav``; ``a/../b.wav`` and ``b.wav``)."""
+    taken: dict[Path, str] = {}
+    paths = []
+    for row_id in ids:
+        path = output_path(out_dir, row_id)
+        if path in taken:
+            raise TokenizeError(f"rows {taken[path]!r} and {row_id!r} would both be written to {path}; "
+                                "decode them into different --out folders (choose rows with --ids)")
+        taken[path] = row_id
+        paths.append(path)
+    return paths
 
-    The audio is written at the source file's rate and channel count unless ``rate`` /
-    ``channels`` say otherwise. The model is the one the shards name (or ``model``), and its
-    weights' sha256 must equal the shards' (``ModelLoadError`` otherwise). ``out_dir`` is
-    created (``OutputError`` when it is a file or cannot be written to). Returns the paths.
-    """
-    dataset = TokenDataset(folder)
-    meta = dataset.metadata
+
+def _load_codec(meta: dict[str, tp.Any], model: str | None, device: str) -> EncodecModel:
+    """The model that wrote the shards: ``model`` if given, else the weights file the shards
+    record (when the job was given one) or the model name; its sha256 must be the shards'."""
+    recorded = meta.get("weights_file")
+    if model is None and recorded is not None and not Path(recorded).is_file():
+        raise ModelLoadError(f"the shards were written with the weights file {recorded}, which no longer "
+                             f"exists (model {meta['model']!r}, sha256 {meta['weights_sha256'][:12]}...): "
+                             "pass it, or a copy, with --model")
     try:
-        rows = list(range(len(dataset))) if ids is None else [dataset.index_of(i) for i in ids]
-    except KeyError as exc:
-        raise TokenizeError(f"no row with id {exc.args[0]!r} in {folder}") from exc
-    try:
-        codec = load_model(model or meta["model"], device=device)
+        codec = load_model(model or recorded or meta["model"], device=device)
     except ModelLoadError as exc:
         raise ModelLoadError(f"{exc}; the shards were written with model {meta['model']!r}: "
                              "pass its weights file with --model") from exc
     if weights_sha256(codec) != meta["weights_sha256"]:
         raise ModelLoadError(f"the model's weights differ from those that wrote the shards "
                              f"(sha256 {meta['weights_sha256'][:12]}...): pass the right one with --model")
+    return codec
+
+
+def _clip(audio: torch.Tensor, path: Path) -> torch.Tensor:
+    """``audio`` clamped to [-1, 1] for 16-bit WAV, with a warning naming the peak."""
+    peak = float(audio.abs().max()) if audio.numel() else 0.0
+    if peak <= 1.0:
+        return audio
+    warnings.warn(f"{path}: peak amplitude {peak:.4f} exceeds full scale 1.0; clipped "
+                  "(detokenize --rescale, or rescale=True, scales such files down instead)", stacklevel=3)
+    return audio.clamp(-1.0, 1.0)
+
+
+def detokenize(folder: str | Path, out_dir: str | Path, ids: list[str] | None = None,
+               model: str | None = None, rate: int | None = None, channels: int | None = None,
+               force: bool = False, device: str = "cpu", rescale: bool = False) -> list[Path]:
+    """Decode rows of a token folder to WAV files in ``out_dir`` (all rows, or ``ids``; an id
+    given twice is decoded once).
+
+    The audio is written at the source file's rate and channel count unless ``rate`` /
+    ``channels`` say otherwise, as 16-bit WAV: louder audio is clipped with a warning, or
+    with ``rescale`` scaled down to a 0.99 peak. The model is ``model``, else the weights file
+    or model the shards name, and its weights' sha256 must equal the shards' (``ModelLoadError``
+    otherwise). Before anything is written, ``TokenizeError`` when two rows would share an
+    output file, ``FileExistsError`` when an output exists (unless ``force``). ``out_dir`` is
+    created (``OutputError`` when it is a file or cannot be written to). Returns the paths written.
+    """
+    dataset = TokenDataset(folder)
+    meta = dataset.metadata
+    try:
+        rows = list(range(len(dataset))) if ids is None else [dataset.index_of(i) for i in dict.fromkeys(ids)]
+    except KeyError as exc:
+        raise TokenizeError(f"no row with id {exc.args[0]!r} in {folder}") from exc
     out_dir = Path(out_dir)
     items = [dataset[r] for r in rows]
-    paths = [output_path(out_dir, it["id"]) for it in items]
+    paths = output_paths(out_dir, [it["id"] for it in items])
+    codec = _load_codec(meta, model, device)
     for path in paths:
         check_output(path, force, need_folder=False)
     output_folder(out_dir, "--out")
@@ -162,5 +250,5 @@ def detokenize(folder: str | Path, out_dir: str | Path, ids: list[str] | None = 
         audio = convert_audio(audio, codec.sample_rate, rate or item["sample_rate"],
                               channels or item["channels"])
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_audio(path, audio, rate or item["sample_rate"])
+        write_audio(path, audio if rescale else _clip(audio, path), rate or item["sample_rate"], rescale=rescale)
     return paths

@@ -1,26 +1,35 @@
-"""What to tokenise: the audio files named by folders, manifests and path lists.
+"""What to tokenise: the audio files named by folders, manifests, path lists and audio files.
 
 - a folder: every audio file under it (recursive, any extension in ``AUDIO_EXTENSIONS``;
-  hidden files and folders skipped), its id the path relative to the folder;
+  hidden files and folders skipped), its id the path relative to the folder. Linked
+  sub-folders are followed (as ``find -L`` does); a folder reached a second time (a link
+  loop, or two links to one folder) is walked once only, with a warning;
 - a JSON-lines manifest (``.jsonl``/``.ndjson``) or a CSV manifest (``.csv``/``.tsv``) with a
-  ``path`` column and an optional ``id`` column (default: the path as written); relative paths
-  are relative to the manifest's folder;
-- any other file: a text file with one path per line (``#`` comments and blank lines skipped),
-  ids as written.
+  ``path`` column and an optional ``id`` column (default, also for an empty CSV cell or a
+  JSON ``null``: the path as written); ids are strings (JSON integers are accepted as their
+  decimal text); relative paths are relative to the manifest's folder;
+- an audio file: that file, its id the file's name;
+- any other file: a UTF-8 text file with one path per line (``#`` comments and blank lines
+  skipped), ids as written, relative paths relative to the list's folder.
 
-Ids must be unique across all inputs; the list is sorted by id, so the order does not depend
-on the order of the inputs or of the file system.
+Ids must be unique and non-empty across all inputs; the list is sorted by id, so the order
+does not depend on the order of the inputs or of the file system. A manifest or list none of
+whose files exist is refused (usually paths relative to the wrong folder); one file listed
+under several ids is tokenised once per id, with a warning.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
-from dataclasses import dataclass
+import typing as tp
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..audio import is_audio_file
-from ..data._jsonl import manifest_rows
+from ..audio import AUDIO_EXTENSIONS, is_audio_file
 from ..errors import OpenCodecError
 
 MANIFEST_JSONL = (".jsonl", ".ndjson")
@@ -33,20 +42,34 @@ class InputError(OpenCodecError):
 
 @dataclass(frozen=True, order=True)
 class InputItem:
-    """One file to tokenise: its row ``id`` and its ``path``."""
+    """One file to tokenise: its row ``id`` and its ``path``; ``origin`` (not compared)
+    says where the id came from, for messages."""
 
     id: str
     path: str
+    origin: str = field(default="", compare=False, repr=False)
 
 
 def _walk_folder(root: Path) -> list[InputItem]:
+    """Audio files under ``root``, following linked folders, each real folder once."""
     items = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in files:
+    seen = {os.path.realpath(root)}
+    origin = f"folder {root}"
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        kept = []
+        for name in sorted(d for d in dirs if not d.startswith(".")):
+            real = os.path.realpath(os.path.join(folder, name))
+            if real in seen:
+                warnings.warn(f"{os.path.join(folder, name)} leads to folder {real}, which is already "
+                              "listed (a link loop, or two links to one folder): skipped", stacklevel=2)
+                continue
+            seen.add(real)
+            kept.append(name)
+        dirs[:] = kept
+        for name in sorted(files):
             if not name.startswith(".") and is_audio_file(name):
                 path = Path(folder) / name
-                items.append(InputItem(path.relative_to(root).as_posix(), str(path)))
+                items.append(InputItem(path.relative_to(root).as_posix(), str(path), origin))
     return items
 
 
@@ -54,60 +77,154 @@ def _resolve(base: Path, path: str) -> str:
     return path if os.path.isabs(path) else str(base / path)
 
 
+def _not_text(source: Path, exc: UnicodeDecodeError) -> InputError:
+    """The error for an input that is neither audio, a manifest, nor UTF-8 text."""
+    return InputError(f"{source}: not an audio file, manifest or UTF-8 list of paths (byte {exc.start} "
+                      f"is not UTF-8 text); audio files need one of the extensions "
+                      f"{', '.join(sorted(AUDIO_EXTENSIONS))}")
+
+
+def _manifest_id(value: tp.Any, path: str, where: str) -> str:
+    """A manifest row's id: ``value`` when a non-empty string (an integer as its decimal
+    text), the ``path`` when missing or null; anything else raises ``InputError``."""
+    if value is None:
+        return path
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise InputError(f'{where}: "id" must be a string (or an integer), got {json.dumps(value)}')
+    if not value.strip():
+        raise InputError(f'{where}: empty "id" (leave it out, or null, to use the path as the id)')
+    return value
+
+
+def _jsonl_rows(manifest: Path) -> tp.Iterator[tuple[int, dict[str, tp.Any]]]:
+    """(line number, row) of a JSON-lines manifest: JSON objects with a string ``path``."""
+    try:
+        with open(manifest, encoding="utf-8-sig") as fi:
+            for number, line in enumerate(fi, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InputError(f"{manifest}:{number}: not a JSON object ({exc.msg})") from exc
+                if not isinstance(row, dict) or not isinstance(row.get("path"), str):
+                    raise InputError(f'{manifest}:{number}: a manifest row needs a string "path"')
+                yield number, row
+    except UnicodeDecodeError as exc:
+        raise _not_text(manifest, exc) from exc
+
+
 def _read_jsonl(manifest: Path) -> list[InputItem]:
-    return [InputItem(str(row.get("id", row["path"])), _resolve(manifest.parent, row["path"]))
-            for row in manifest_rows(manifest, InputError)]
+    origin = f"the 'id' field of {manifest}"
+    return [InputItem(_manifest_id(row.get("id"), row["path"], f"{manifest}:{number}"),
+                      _resolve(manifest.parent, row["path"]), origin if row.get("id") is not None else "")
+            for number, row in _jsonl_rows(manifest)]
 
 
 def _read_csv(manifest: Path) -> list[InputItem]:
-    with open(manifest, encoding="utf-8", newline="") as fi:
-        reader = csv.DictReader(fi, delimiter="\t" if manifest.suffix.lower() == ".tsv" else ",")
-        if reader.fieldnames is None or "path" not in reader.fieldnames:
-            raise InputError(f"{manifest}: a CSV manifest needs a 'path' column "
-                             f"(columns: {', '.join(reader.fieldnames or []) or 'none'})")
-        return [InputItem(row.get("id") or row["path"], _resolve(manifest.parent, row["path"]))
-                for row in reader if row["path"]]
+    origin = f"the 'id' column of {manifest}"
+    try:
+        # utf-8-sig: spreadsheet programs start UTF-8 CSV files with a byte order mark
+        with open(manifest, encoding="utf-8-sig", newline="") as fi:
+            reader = csv.DictReader(fi, delimiter="\t" if manifest.suffix.lower() == ".tsv" else ",")
+            if reader.fieldnames is None or "path" not in reader.fieldnames:
+                raise InputError(f"{manifest}: a CSV manifest needs a 'path' column "
+                                 f"(columns: {', '.join(reader.fieldnames or []) or 'none'})")
+            return [InputItem(row.get("id") or row["path"], _resolve(manifest.parent, row["path"]),
+                              origin if row.get("id") else "")
+                    for row in reader if row["path"]]
+    except UnicodeDecodeError as exc:
+        raise _not_text(manifest, exc) from exc
+    except csv.Error as exc:
+        raise InputError(f"{manifest}: not a readable CSV file ({exc})") from exc
 
 
 def _read_list(listing: Path) -> list[InputItem]:
     items = []
-    with open(listing, encoding="utf-8") as fi:
-        for line in fi:
-            path = line.strip()
-            if path and not path.startswith("#"):
-                items.append(InputItem(path, _resolve(listing.parent, path)))
+    try:
+        with open(listing, encoding="utf-8-sig") as fi:
+            for line in fi:
+                path = line.strip()
+                if path and not path.startswith("#"):
+                    items.append(InputItem(path, _resolve(listing.parent, path), f"list {listing}"))
+    except UnicodeDecodeError as exc:
+        raise _not_text(listing, exc) from exc
     return items
 
 
-def list_inputs(inputs: list[str | Path]) -> list[InputItem]:
-    """The files named by ``inputs`` (folders, manifests, path lists), sorted by id.
+def _check_some_exist(source: Path, found: list[InputItem]) -> None:
+    """Refuse a manifest or list none of whose files exist: nearly always relative paths
+    written for another folder (they are relative to the manifest's or list's own folder)."""
+    if any(os.path.exists(item.path) for item in found):
+        return
+    raise InputError(f"{source}: none of its {len(found)} files exists (the first: {found[0].path}); "
+                     f"relative paths in a manifest or list are relative to its own folder "
+                     f"({source.parent or '.'}), not to the current folder")
 
-    Raises ``InputError`` for a missing input, a malformed manifest, an input naming no
-    file, or two files with the same id.
+
+def _read_input(source: Path) -> list[InputItem]:
+    """The files one input names (folder, audio file, manifest or list)."""
+    if source.is_dir():
+        return _walk_folder(source)
+    if not source.is_file():
+        raise InputError(f"input {source} does not exist")
+    suffix = source.suffix.lower()
+    if is_audio_file(source):
+        return [InputItem(source.name, str(source), f"audio file {source}")]
+    if suffix in MANIFEST_JSONL:
+        found = _read_jsonl(source)
+    elif suffix in MANIFEST_CSV:
+        found = _read_csv(source)
+    else:
+        found = _read_list(source)
+    if found:
+        _check_some_exist(source, found)
+    return found
+
+
+def _check_unique(items: list[InputItem]) -> None:
+    """Refuse two files with one id (``items`` sorted by id), saying where the ids came from."""
+    for before, after in zip(items, items[1:]):
+        if before.id == after.id:
+            if before.origin.startswith("the 'id'") and after.origin.startswith("the 'id'"):
+                advice = "fix the manifest's 'id' values"
+            else:
+                advice = "give a manifest with an 'id' column, or inputs whose paths differ"
+            where = ", ".join(sorted({o for o in (before.origin, after.origin) if o}))
+            raise InputError(f"two files have the id {before.id!r} ({before.path} and {after.path}"
+                             f"{'; from ' + where if where else ''}); ids must be unique ({advice})")
+
+
+def _warn_same_file(items: list[InputItem]) -> None:
+    """Warn when one file is listed under several ids (overlapping folders, folder + manifest):
+    it is tokenised once per id."""
+    ids: dict[str, list[str]] = defaultdict(list)
+    for item in items:
+        ids[os.path.realpath(item.path)].append(item.id)
+    repeated = {path: names for path, names in ids.items() if len(names) > 1}
+    if repeated:
+        path, names = min(repeated.items())
+        warnings.warn(f"{len(repeated)} file(s) are listed under more than one id and get a row per id "
+                      f"(e.g. {path} as {', '.join(repr(n) for n in names)}); check for overlapping inputs",
+                      stacklevel=3)
+
+
+def list_inputs(inputs: list[str | Path]) -> list[InputItem]:
+    """The files named by ``inputs`` (folders, manifests, path lists, audio files), sorted by id.
+
+    Raises ``InputError`` for a missing input, a malformed manifest, a file that is neither
+    audio, manifest nor UTF-8 text, an input naming no file (or only missing files), an empty
+    or non-string id, or two files with the same id. Warns when one file has several ids.
     """
     items: list[InputItem] = []
     for given in inputs:
-        source = Path(given)
-        if source.is_dir():
-            found = _walk_folder(source)
-        elif source.is_file():
-            suffix = source.suffix.lower()
-            if is_audio_file(source):
-                found = [InputItem(source.name, str(source))]
-            elif suffix in MANIFEST_JSONL:
-                found = _read_jsonl(source)
-            elif suffix in MANIFEST_CSV:
-                found = _read_csv(source)
-            else:
-                found = _read_list(source)
-        else:
-            raise InputError(f"input {source} does not exist")
+        found = _read_input(Path(given))
         if not found:
-            raise InputError(f"input {source} names no audio file")
+            raise InputError(f"input {given} names no audio file")
         items.extend(found)
     items.sort()
-    for before, after in zip(items, items[1:]):
-        if before.id == after.id:
-            raise InputError(f"two files have the id {before.id!r} ({before.path} and {after.path}); "
-                             "ids must be unique (give a manifest with an 'id' column)")
+    _check_unique(items)
+    _warn_same_file(items)
     return items

@@ -16,6 +16,7 @@ import os
 import queue as queue_mod
 import time
 import typing as tp
+import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +29,12 @@ from ..batching import encode_batch, encode_each
 from ..errors import OpenCodecError
 from ..longform import encode_file_streaming, supports_streaming
 from ..model import EncodecModel
-from ..pretrained import load_model
+from ..pretrained import known_models, load_model
 from ..weights_hash import weights_sha256
 from .inputs import list_inputs
-from .plan import (PlannedItem, WorkerPlace, assign_shards, batches, place_from_env, plan_sha256, probe,
-                   shard_ranges, shard_seconds, shards_for)
-from .reader import BatchAudio, LoadedBatch, batch_loader
+from .plan import (PlannedItem, WorkerPlace, assign_shards, batches, env_int, place_from_env, plan_sha256,
+                   probe, shard_ranges, shard_seconds, shards_for)
+from .reader import BatchAudio, LoadedBatch, batch_loader, loader_workers_warning
 from .shards import Row, claim_folder, finalize, remove_stale_temps, shard_name, write_shard
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -128,7 +129,7 @@ def default_loader_workers(device: torch.device) -> int:
     (at most 8 each), on the CPU none (the encoding processes use the cores)."""
     if device.type != "cuda":
         return 0
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    local_world = env_int("LOCAL_WORLD_SIZE", 1)
     return max(1, min(8, (os.cpu_count() or 1) // max(1, local_world) - 1))
 
 
@@ -147,6 +148,30 @@ def prepare_model(options: TokenizeOptions, device: torch.device) -> EncodecMode
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cudnn.benchmark = False
     return model.eval()
+
+
+def weights_file(model: str | None) -> str | None:
+    """The absolute path of the weights file ``--model`` names, None for a model name (the
+    shards record it, so ``detokenize`` finds the weights without ``--model``)."""
+    if model is None or model in known_models():
+        return None
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.is_file() else None
+
+
+def device_warnings(options: TokenizeOptions, device: torch.device) -> list[str]:
+    """Warnings about settings that work but are not what they seem on ``device``: bf16 on
+    the CPU, more DataLoader processes than usable cores."""
+    found = []
+    if options.dtype == "bf16" and device.type == "cpu":
+        found.append("--dtype bf16 on the CPU: bfloat16 autocast changes most codes (on speech with the "
+                     "bundled model, 42% equalled fp32, 67% on the first codebook) and is meant for GPUs; "
+                     "use fp32 on the CPU (the agreement measured on the first batch is reported at the end)")
+    loaders = options.loader_workers if options.loader_workers is not None else default_loader_workers(device)
+    too_many = loader_workers_warning(loaders, usable_cores())
+    if too_many:
+        found.append(too_many)
+    return found
 
 
 def make_plan(options: TokenizeOptions, model: EncodecModel) -> JobPlan:
@@ -259,6 +284,8 @@ def run_worker(options: TokenizeOptions, plan: JobPlan, model: EncodecModel, pla
 
     shards = {s: [plan.planned[r] for r in plan.shards[s]] for s in todo}
     common = {k: plan.job[k] for k in ("model", "weights_sha256", "bandwidth", "opencodec_version", "dtype")}
+    if weights_file(options.model) is not None:
+        common["weights_file"] = weights_file(options.model)
     for s, rows, errors in encode_shards(model, shards, options, device, count, stats):
         meta = {**common, "model_sample_rate": model.sample_rate, "model_channels": model.channels,
                 "frame_rate": model.frame_rate, "shard": s, "num_shards": len(plan.shards),
@@ -328,7 +355,7 @@ def _run_processes(options: TokenizeOptions, plan: JobPlan, places: list[WorkerP
 def default_workers(device: str) -> int:
     """``--workers`` when not given: one process per usable core on the CPU (encoding runs on
     one thread, see :mod:`opencodec.threads`), one on a GPU or under torchrun (``WORLD_SIZE``)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or device == "cuda" or (
+    if env_int("WORLD_SIZE", 1) > 1 or device == "cuda" or (
             device == "auto" and torch.cuda.is_available()):
         return 1
     return usable_cores()
@@ -344,6 +371,8 @@ def tokenize(options: TokenizeOptions, progress: tp.Callable[[float], Report] | 
     device = resolve_device(options.device, place_from_env())
     if options.workers > 1 and device.type != "cpu":
         raise OpenCodecError("--workers is for the CPU; on GPUs run one process per GPU with torchrun")
+    for message in device_warnings(options, device):
+        warnings.warn(message, stacklevel=2)
     model = prepare_model(options, device)
     plan = make_plan(options, model)
     workers = min(options.workers, max(1, len(plan.shards)))

@@ -137,12 +137,25 @@ def batches(durations: list[float], batch_seconds: float, max_seconds: float) ->
     return sorted(out, key=lambda b: b.rows[0])
 
 
+def env_int(name: str, default: int) -> int:
+    """The integer in environment variable ``name`` (``default`` when unset or empty);
+    ``ValueError`` naming the variable when it holds something else."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={value!r} is not an integer (torchrun sets it; "
+                         "unset it to run as one process)") from None
+
+
 def place_from_env(workers: int = 1, worker: int = 0) -> WorkerPlace:
     """This process's place from torchrun's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` (one process
     when unset), subdivided into ``workers`` CPU processes of which this is ``worker``."""
-    rank = int(os.environ.get("RANK", "0"))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
+    rank = env_int("RANK", 0)
+    world = env_int("WORLD_SIZE", 1)
+    local = env_int("LOCAL_RANK", 0)
     if not 0 <= rank < world:
         raise ValueError(f"RANK={rank} is not in [0, WORLD_SIZE={world})")
     return WorkerPlace(rank * workers + worker, world * workers, local)

@@ -9,6 +9,8 @@ job. Streamed (long) files are not read here: the encoding process reads them bl
 
 from __future__ import annotations
 
+import typing as tp
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -84,9 +86,25 @@ def _as_is(batch: LoadedBatch) -> LoadedBatch:
     return batch
 
 
-def batch_loader(dataset: BatchAudio, workers: int, spawn: bool = False) -> DataLoader:
+#: PyTorch's warning when a DataLoader has more workers than cores (given twice, at creation
+#: and at iteration); ``tokenize`` says it once, in its own words (``loader_workers_warning``).
+_TORCH_WORKERS_WARNING = r"This DataLoader will create \d+ worker processes"
+
+
+def loader_workers_warning(workers: int, cores: int) -> str | None:
+    """The warning for ``workers`` DataLoader processes on ``cores`` usable cores, or None."""
+    if workers <= cores:
+        return None
+    return (f"--loader-workers {workers} is more than the {cores} usable core(s): the decoding processes "
+            "will compete for them (and with the encoding)")
+
+
+def batch_loader(dataset: BatchAudio, workers: int, spawn: bool = False) -> tp.Iterator[LoadedBatch]:
     """Batches in order, read ahead by ``workers`` processes (0: in this process); ``spawn``
     starts them fresh instead of forking (needed once CUDA is initialised)."""
-    return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
-                      collate_fn=_as_is, prefetch_factor=2 if workers else None,
-                      multiprocessing_context=("spawn" if spawn else "fork") if workers else None)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_TORCH_WORKERS_WARNING, category=UserWarning)
+        loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
+                            collate_fn=_as_is, prefetch_factor=2 if workers else None,
+                            multiprocessing_context=("spawn" if spawn else "fork") if workers else None)
+        return iter(loader)
