@@ -51,7 +51,29 @@ def our_models(official_models: dict) -> dict:
 
 @pytest.fixture(scope="session")
 def official_checkpoints(official_models: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The official models' state dicts saved as `.th` files, keyed by name."""
+    """The official models' state dicts saved as `.th` files, keyed by name. They stand in for
+    the official checkpoints: each is loaded once by its official name (from a cache holding it
+    under its sha256 prefix), so that weights loaded from them keep the official name, as the
+    official weights do (a path-loaded model with an official name and other weights is
+    renamed `<name>_custom`, see opencodec.pretrained)."""
     folder = tmp_path_factory.mktemp("official_ckpt")
-    return {name: official_ref.save_official_checkpoint(model, folder / f"{name}-random.th")
-            for name, model in official_models.items()}
+    paths = {name: official_ref.save_official_checkpoint(model, folder / f"{name}-random.th")
+             for name, model in official_models.items()}
+    _load_as_official(paths, tmp_path_factory.mktemp("official_cache"))
+    return paths
+
+
+def _load_as_official(paths: dict, cache: Path) -> None:
+    import hashlib
+
+    from opencodec import pretrained
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OPENCODEC_OFFLINE", "1")
+        patch.setenv("OPENCODEC_CACHE", str(cache))
+        for name, path in paths.items():
+            data = path.read_bytes()
+            filename = f"{name}-{hashlib.sha256(data).hexdigest()[:8]}.th"
+            (cache / filename).write_bytes(data)
+            patch.setitem(pretrained.OFFICIAL_CHECKPOINTS, name, filename)
+            pretrained.load_model(name)

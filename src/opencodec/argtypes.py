@@ -8,7 +8,7 @@ import math
 import typing as tp
 
 __all__ = ["bandwidth_arg", "int_in", "positive_int", "count_arg", "positive_float", "non_negative_float",
-           "port_arg", "sample_rate_arg"]
+           "port_arg", "sample_rate_arg", "channels_arg", "MAX_CHANNELS"]
 
 
 def _finite_number(text: str, not_number: str, out_of_range: str, zero_allowed: bool = False) -> float:
@@ -76,3 +76,21 @@ def sample_rate_arg(text: str) -> int:
     """argparse type: a sample rate in Hz, 1000 to 768000 (a mistyped ``--rate 1`` would
     otherwise resample by a factor of 24000)."""
     return int_in(1000, 768_000)(text)
+
+
+#: The most channels ``--channels`` takes (an output channel count, or a raw input's): far
+#: more than any speaker layout, far below what would exhaust memory (each channel is a
+#: whole decoded signal) or what libsndfile's formats take (WAV: 1024, FLAC: 8).
+MAX_CHANNELS = 64
+
+
+def channels_arg(text: str) -> int:
+    """argparse type: a channel count, 1 to :data:`MAX_CHANNELS` (``--channels 100000``
+    would otherwise run the whole codec and then exhaust memory or fail to write)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= MAX_CHANNELS:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_CHANNELS} channels, got {value}")
+    return value

@@ -52,10 +52,16 @@ def read_audio(path: str | Path) -> tuple[torch.Tensor, int]:
         raise AudioIOError(f"cannot read audio file {path}: no such file")
     if not path.is_file():
         raise AudioIOError(f"cannot read audio file {path}: not a regular file")
-    try:
-        data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
+    try:  # as soundfile.read does it, keeping the length the header claims
+        with sf.SoundFile(soundfile_name(path)) as sfile:
+            claimed = sfile.frames
+            if sfile.seekable():
+                sfile.seek(0)
+            data = sfile.read(claimed, dtype="float32", always_2d=True)
+            sample_rate = sfile.samplerate
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
-        raise AudioIOError(f"cannot read audio file {path}: {audio_error_reason(exc)}") from exc
+        raise AudioIOError(f"cannot read audio file {path}: {audio_error_reason(exc, path)}") from exc
+    _warn_if_truncated(path, data.shape[0], claimed)
     if data.shape[0] == 0:
         raise AudioIOError(f"cannot read audio file {path}: it holds no audio samples")
     if not np.isfinite(data).all():
@@ -63,12 +69,25 @@ def read_audio(path: str | Path) -> tuple[torch.Tensor, int]:
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(sample_rate)
 
 
-def audio_error_reason(exc: BaseException) -> str:
-    """A short human reason from a soundfile/OS exception.
+def soundfile_name(path: str | Path) -> str | bytes:
+    """``path`` as soundfile takes it: a ``str``, or ``bytes`` for a name that is not valid
+    UTF-8 (soundfile encodes a ``str`` strictly, so such a name fails as a ``str``)."""
+    name = os.fspath(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(name)
+    return name
+
+
+def audio_error_reason(exc: BaseException, path: str | Path | None = None) -> str:
+    """A short human reason from a soundfile/OS exception (``path``: the file, whose suffix
+    names the format in the reason for corrupt data).
 
     libsndfile answers "File does not exist or is not a regular file" for some files it
-    cannot decode (e.g. a broken MP3), and "Internal error : SF_INFO struct incomplete." for a
-    header with a zero sample rate; existence is checked first, so say what they mean.
+    cannot decode (e.g. a broken MP3), "Internal error : SF_INFO struct incomplete." for a
+    header with a zero sample rate, and "Internal psf_fseek() failed." or a FLAC decoder
+    error for a cut or damaged FLAC body; existence is checked first, so say what they mean.
     """
     if isinstance(exc, sf.LibsndfileError):
         text = exc.error_string or str(exc)
@@ -76,8 +95,41 @@ def audio_error_reason(exc: BaseException) -> str:
             return "not a decodable audio file (unknown format or corrupt data)"
         if "SF_INFO struct incomplete" in text:  # e.g. a WAV header with a sample rate of 0
             return "corrupt header (a sample rate or format field of 0)"
+        if "psf_fseek" in text or "flac decoder" in text.lower():
+            kind = Path(path).suffix.lstrip(".").upper() if path is not None else ""
+            return f"corrupt or truncated {kind or 'audio'} data ({text.rstrip('.')})"
         return text
     return error_reason(exc)
+
+
+def _warn_if_truncated(path: Path, frames: int, claimed: int) -> None:
+    """``warnings.warn`` when ``path`` holds fewer samples than its header says: libsndfile's
+    count (an MP3's Xing header), or for a WAV the size of its ``data`` chunk, which
+    libsndfile silently cuts to the bytes present."""
+    declared = max(claimed, _wav_declared_frames(path) or 0)
+    if frames < declared:
+        warnings.warn(f"{path}: truncated: its header says {declared} samples, the file holds {frames} "
+                      f"(the {frames} there are used)", stacklevel=3)
+
+
+def _wav_declared_frames(path: Path) -> int | None:
+    """Sample frames the ``data`` chunk of a RIFF/WAVE file declares (None: not a WAV, a
+    streamed WAV of unknown length, or no ``data`` chunk in its first 64 KiB)."""
+    with open(path, "rb") as fi:
+        head = fi.read(1 << 16)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    offset, block_align = 12, 0
+    while offset + 8 <= len(head):
+        tag, size = head[offset:offset + 4], int.from_bytes(head[offset + 4:offset + 8], "little")
+        if tag == b"fmt " and offset + 22 <= len(head):
+            block_align = int.from_bytes(head[offset + 20:offset + 22], "little")
+        if tag == b"data":
+            if size in (0, 0xFFFFFFFF) or block_align == 0:  # a stream's placeholder length
+                return None
+            return size // block_align
+        offset += 8 + size + (size & 1)
+    return None
 
 
 def convert_channels(wav: torch.Tensor, target_channels: int) -> torch.Tensor:
@@ -141,10 +193,18 @@ def convert_audio(wav: torch.Tensor, sample_rate: int, target_rate: int,
     ``AudioIOError``), then resampling (``resample``: soxr HQ), so a down-mix resamples
     fewer channels. Output length is ``round(T * target_rate / sample_rate)``.
     """
+    _require_tensor(wav, "convert_audio")
     if wav.dim() not in (2, 3):
         raise ValueError(f"expected audio of shape [C, T] or [B, C, T], got {tuple(wav.shape)}")
     wav = convert_channels(wav, target_channels)
     return resample(wav, sample_rate, target_rate)
+
+
+def _require_tensor(wav: object, where: str) -> None:
+    """``TypeError`` naming the type when ``wav`` is not a tensor (a NumPy array: how to convert it)."""
+    if not isinstance(wav, torch.Tensor):
+        hint = " (torch.from_numpy(array) converts it)" if isinstance(wav, np.ndarray) else ""
+        raise TypeError(f"{where} expects a torch.Tensor, got {type(wav).__module__}.{type(wav).__name__}{hint}")
 
 
 def subtype_for(path: Path, bits: int) -> tuple[str, str]:
@@ -210,8 +270,13 @@ def write_audio(path: str | Path, wav: torch.Tensor, sample_rate: int, *, bits: 
     on any error no file is left behind. Raises ``AudioIOError`` on bad format or I/O.
     """
     path = Path(path)
+    _require_tensor(wav, "write_audio")
     if wav.dim() != 2:
         raise ValueError(f"expected audio of shape [C, T], got {tuple(wav.shape)}")
+    number = isinstance(sample_rate, (int, float, np.integer, np.floating)) and not isinstance(sample_rate, bool)
+    if not (number and sample_rate >= 1):
+        raise ValueError(f"cannot write {path}: sample_rate must be a positive whole number of Hz, "
+                         f"got {sample_rate!r}")
     fmt, subtype = subtype_for(path, bits)
     wav = wav.detach().to("cpu", torch.float32)
     if not bool(torch.isfinite(wav).all()):
@@ -220,7 +285,7 @@ def write_audio(path: str | Path, wav: torch.Tensor, sample_rate: int, *, bits: 
     data = to_file_samples(wav.numpy().T, bits if subtype != "FLOAT" else None)  # [T, C]
     try:
         with atomic_output(path) as tmp:
-            sf.write(str(tmp), data, int(sample_rate), format=fmt, subtype=subtype)
+            sf.write(soundfile_name(tmp), data, int(sample_rate), format=fmt, subtype=subtype)
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
         raise AudioIOError(f"cannot write {path}: {audio_error_reason(exc)}") from exc
 

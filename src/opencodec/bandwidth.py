@@ -26,21 +26,29 @@ def format_kbps(kbps: float) -> str:
     return f"{kbps:g}"
 
 
+def _exact_kbps(kbps: float) -> str:
+    """``kbps`` with every digit it needs to be told apart from its neighbours: ``'6'``,
+    ``'6.0000001'`` (``format_kbps`` would print ``'6'``), ``'nan'``."""
+    short = format_kbps(kbps)
+    return short if not math.isfinite(kbps) or float(short) == kbps else repr(kbps)
+
+
 def check_bandwidth(bandwidth: tp.Any, supported: tp.Sequence[float], model_name: str) -> float:
     """The supported bandwidth (kbps, a float taken from ``supported``) that ``bandwidth``
     names, or ``UnsupportedBandwidthError`` naming the model and the choices.
 
-    ``bandwidth`` must be a finite real number (not a bool or a string) within
-    :data:`BANDWIDTH_TOLERANCE` of one of ``supported``.
+    ``bandwidth`` must be a finite real number (not a bool or a string: "bandwidth must be a
+    number") within :data:`BANDWIDTH_TOLERANCE` of one of ``supported``. The value is shown
+    with all its digits (``6.0000001``), so a near miss does not read as a supported value.
     """
-    if not isinstance(bandwidth, bool) and isinstance(bandwidth, numbers.Real) \
-            and math.isfinite(float(bandwidth)):
+    choices = ", ".join(format_kbps(float(b)) for b in supported)
+    if isinstance(bandwidth, bool) or not isinstance(bandwidth, numbers.Real):
+        raise UnsupportedBandwidthError(f"bandwidth must be a number, got {bandwidth!r:.60} "
+                                        f"({type(bandwidth).__name__}); choose one of: {choices} "
+                                        f"kbps (model {model_name})")
+    if math.isfinite(float(bandwidth)):
         for value in supported:
             if abs(float(bandwidth) - float(value)) <= BANDWIDTH_TOLERANCE:
                 return float(value)
-        shown = format_kbps(float(bandwidth))
-    else:
-        shown = repr(bandwidth)
-    choices = ", ".join(format_kbps(float(b)) for b in supported)
-    raise UnsupportedBandwidthError(f"model {model_name} does not support {shown} kbps; choose one "
-                                    f"of: {choices} kbps")
+    raise UnsupportedBandwidthError(f"model {model_name} does not support "
+                                    f"{_exact_kbps(float(bandwidth))} kbps; choose one of: {choices} kbps")

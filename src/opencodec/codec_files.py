@@ -6,7 +6,8 @@ overwrite without ``force``), :class:`FileCompressor` / :class:`FileDecompressor
 models once and process one :class:`~opencodec.file_jobs.Job`, returning a
 :class:`FileResult`; :func:`opencodec.file_jobs.run_jobs` runs them over a plan. Outputs are
 written atomically (a temporary file renamed into place), so a failure leaves no partial file.
-Long single inputs of a streaming model go through :mod:`opencodec.longform` (bounded memory).
+Long inputs of a streaming model (single files and files in a folder alike) go through
+:mod:`opencodec.longform` (bounded memory).
 
 Progress is reported through an optional :data:`ProgressFactory`: ``factory(desc, unit, lazy)``
 is a context manager yielding ``update(done, total)``.
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
+import os
 import typing as tp
 import warnings
 from dataclasses import dataclass, field
@@ -39,7 +42,8 @@ AUDIO_OUTPUT_SUFFIXES = (".wav", ".flac")
 DEFAULT_BANDWIDTH = 6.0
 
 #: Inputs longer than this (seconds) are processed in bounded memory (``opencodec.longform``)
-#: when the model streams and a single plain ``.ecdc``/audio file is written.
+#: when the model streams and an ``.ecdc`` file (compress) or audio at the model's rate and
+#: channels (decompress) is written, for a single file or for each file of a folder.
 STREAMING_MIN_SECONDS = 60.0
 
 Update = tp.Callable[[int, int], None]
@@ -66,9 +70,11 @@ class FileResult:
     """One processed file: ``seconds`` of audio, ``size_bytes`` of ``.ecdc`` data (compress;
     None for decompress), the written audio's ``sample_rate`` and ``channels`` (decompress and
     round trips), ``streamed`` when it went through bounded-memory streaming, the
-    ``warnings`` (clipping) raised while writing audio, and for entropy-coded data
-    ``plain_bytes``, the size the same file has without the entropy model
-    (:func:`plain_size`)."""
+    ``warnings`` (clipping) raised while writing audio, the other ``notices`` (an input
+    louder than full scale or shorter than its header says, an output with no samples),
+    and for entropy-coded data ``plain_bytes``, the size the same file has without the
+    entropy model (:func:`plain_size`), and ``header_extra``, the bytes its header has
+    over the plain header's (:func:`header_extra`)."""
 
     src: Path
     dst: Path
@@ -79,6 +85,8 @@ class FileResult:
     streamed: bool = False
     warnings: list[str] = field(default_factory=list)
     plain_bytes: int | None = None
+    notices: list[str] = field(default_factory=list)
+    header_extra: int | None = None
 
 
 # ------------------------------------------------------------------------------------------
@@ -90,11 +98,17 @@ def _check_float(options: OutputOptions, jobs: list[Job]) -> None:
 
 
 def _plan(src: Path, out: Path | None, options: OutputOptions, accept: tp.Callable[[Path], bool],
-          suffix: str, allowed: tp.Sequence[str], what: str) -> Plan:
+          suffix: str, allowed: tp.Sequence[str], what: str, stdio: str) -> Plan:
+    if str(src) == "-" or str(out) == "-":
+        raise UsageError(f"'-' (stdin/stdout) is not a file: {stdio}")
     check_input(src)
     if options.force and options.skip_existing:
         raise UsageError("--force and --skip-existing contradict each other: choose one")
     if src.is_dir():
+        if out is not None and not out.is_dir() and out.suffix.lower() in (*AUDIO_EXTENSIONS, ECDC_SUFFIX):
+            raise UsageError(f"input {src} is a folder, so OUT must be a folder, but {out} ends in "
+                             f"{out.suffix}: give a folder name (a folder's files are written into it, "
+                             "each with its own name)")
         plan = Plan(plan_folder(src, out, accept, suffix, what), folder=True)
     else:
         dst = single_output(src, out, suffix, allowed)
@@ -110,7 +124,9 @@ def plan_compress(src: Path, out: Path | None, options: OutputOptions) -> Plan:
     .wav/.flac. Raises ``FileNotFoundError``/``FileExistsError`` (existing output without
     ``force``) or :class:`~opencodec.errors.UsageError` (options that do not fit)."""
     plan = _plan(src, out, options, is_audio_file, ECDC_SUFFIX, (ECDC_SUFFIX, *AUDIO_OUTPUT_SUFFIXES),
-                 f"audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})")
+                 f"audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})",
+                 "compress reads and writes files; 'opencodec stream-encode' encodes audio from stdin "
+                 "to a packet stream on stdout ('opencodec stream-decode' decodes it)")
     if any(j.dst.suffix.lower() == ECDC_SUFFIX for j in plan.jobs):
         decoding = [flag for flag, given in (("--rate", options.rate), ("--channels", options.channels),
                                              ("--float", options.float32), ("-r/--rescale", options.rescale))
@@ -126,7 +142,10 @@ def plan_decompress(src: Path, out: Path | None, options: OutputOptions) -> Plan
     """Jobs for ``decompress SRC [OUT]``: ``.ecdc`` -> .wav (or .flac). Errors as
     :func:`plan_compress`."""
     return _plan(src, out, options, is_ecdc_file, ".wav",
-                 AUDIO_OUTPUT_SUFFIXES, f"{ECDC_SUFFIX} files")
+                 AUDIO_OUTPUT_SUFFIXES, f"{ECDC_SUFFIX} files",
+                 "decompress reads and writes files (an .ecdc file from a pipe: IN /dev/stdin); "
+                 "'opencodec stream-decode' decodes the packet streams of 'opencodec stream-encode' "
+                 "from stdin to stdout")
 
 
 # ------------------------------------------------------------------------------------------
@@ -180,12 +199,43 @@ def _to_output_format(options: OutputOptions, wav: torch.Tensor, sample_rate: in
     return convert_audio(wav, sample_rate, rate, options.channels or default_channels), rate
 
 
+def _empty_output(dst: Path, wav: torch.Tensor, seconds: float, rate: int) -> list[str]:
+    """The notice for decoded audio that holds no samples (a very short input at a low rate)."""
+    if wav.shape[-1]:
+        return []
+    return [f"{dst}: the output holds no samples: {seconds:.6g} s of audio at {rate} Hz rounds to 0 samples"]
+
+
+@contextlib.contextmanager
+def _notices(into: list[str]) -> tp.Iterator[None]:
+    """Collect the ``UserWarning`` messages raised in the block (a truncated input, a loud
+    long input) into ``into``, for the caller to report with its result."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        yield
+    into += [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+
+
+def _peak(peak: float) -> str:
+    return f"{peak:.4f}" if peak < 1e6 else f"{peak:.4g}"
+
+
+def loudness_notice(src: Path, wav: torch.Tensor) -> list[str]:
+    """The notice for input audio louder than full scale (peak above 1.0: a float file),
+    which the codec, trained on [-1, 1], reproduces distorted."""
+    peak = float(wav.abs().max()) if wav.numel() else 0.0
+    if peak <= 1.0:
+        return []
+    return [f"{src}: input peak amplitude {_peak(peak)} exceeds full scale 1.0; the codec expects "
+            "audio within [-1, 1] and distorts louder input: scale it down first"]
+
+
 def input_seconds(path: Path) -> float:
     """Duration of an audio file from its header; 0 when it cannot be told (the ordinary
     path then reports the problem)."""
     import soundfile as sf
     try:
-        info = sf.info(str(path))
+        info = sf.info(os.fsencode(path))
     except Exception:  # noqa: BLE001 - any failure: fall back to the ordinary path
         return 0.0
     return info.frames / info.samplerate if info.samplerate > 0 else 0.0
@@ -197,6 +247,14 @@ def plain_size(header: EcdcHeader, model: EncodecModel) -> int:
     model's fields, and the packed body (``log2(bins)`` bits a code), computed, not encoded."""
     plain = dataclasses.replace(header, use_lm=False, deterministic=None, lm_hash=None)
     return len(header_bytes(plain)) + body_size(plain, StreamLayout.from_model(model))
+
+
+def header_extra(header: EcdcHeader) -> int:
+    """Bytes an entropy-coded file's header has over the plain header of the same audio
+    (the entropy model's name and hash, the format's fields): what short inputs pay whatever
+    the entropy model saves."""
+    plain = dataclasses.replace(header, use_lm=False, deterministic=None, lm_hash=None)
+    return len(header_bytes(header)) - len(header_bytes(plain))
 
 
 # ------------------------------------------------------------------------------------------
@@ -230,10 +288,13 @@ class FileCompressor:
         """Compress ``job.src`` to ``job.dst`` (.ecdc, or .wav/.flac for a round trip)."""
         check_output(job.dst, self.options.force, need_folder=not folder)
         model = self.model
-        if (not folder and job.dst.suffix.lower() == ECDC_SUFFIX
+        if (job.dst.suffix.lower() == ECDC_SUFFIX
                 and supports_streaming(model) and input_seconds(job.src) > STREAMING_MIN_SECONDS):
-            return self._streamed(job)
-        wav, sample_rate = read_audio(job.src)
+            return self._streamed(job, folder)
+        notices: list[str] = []
+        with _notices(notices):
+            wav, sample_rate = read_audio(job.src)
+        notices += loudness_notice(job.src, wav)
         input_rate, input_channels = sample_rate, wav.shape[0]
         wav = convert_audio(wav, sample_rate, model.sample_rate, model.channels)
         length = wav.shape[-1]
@@ -246,27 +307,34 @@ class FileCompressor:
             if round_trip:
                 out, out_rate = decompress(data, model, **({} if self.lm is None else {"lm": self.lm}))
         job.dst.parent.mkdir(parents=True, exist_ok=True)
-        result = FileResult(job.src, job.dst, length / model.sample_rate, size_bytes=len(data))
+        result = FileResult(job.src, job.dst, length / model.sample_rate, size_bytes=len(data), notices=notices)
         if self.lm is not None:
-            result.plain_bytes = plain_size(parse_header(data)[0], model)
+            header = parse_header(data)[0]
+            result.plain_bytes, result.header_extra = plain_size(header, model), header_extra(header)
         if round_trip:  # back to the input's rate and channels unless options say otherwise
             out, out_rate = _to_output_format(self.options, out, out_rate, input_rate, input_channels)
+            notices += _empty_output(job.dst, out, result.seconds, out_rate)
             result.warnings = _save_audio(self.options, job.dst, out, out_rate)
             result.sample_rate, result.channels = out_rate, out.shape[0]
         else:
             write_bytes_atomic(job.dst, data)
         return result
 
-    def _streamed(self, job: Job) -> FileResult:
-        with _bar(self.progress, job.src.name, "sample") as progress, \
-                _bar(self.progress, "entropy coding", "frame", lazy=True) as lm_progress:
+    def _streamed(self, job: Job, folder: bool) -> FileResult:
+        bars = None if folder else self.progress  # a folder has one bar, over its files
+        notices: list[str] = []
+        job.dst.parent.mkdir(parents=True, exist_ok=True)
+        with _bar(bars, job.src.name, "sample") as progress, \
+                _bar(bars, "entropy coding", "frame", lazy=True) as lm_progress, _notices(notices):
             size = compress_file_streaming(self.model, job.src, job.dst, self.bandwidth, progress=progress,
                                            lm_progress=lm_progress, **self._lm_args)
         with open(job.dst, "rb") as fi:
             header = read_header(fi)
-        plain = plain_size(header, self.model) if self.lm is not None else None
-        return FileResult(job.src, job.dst, header.audio_length / self.model.sample_rate, size_bytes=size,
-                          streamed=True, plain_bytes=plain)
+        result = FileResult(job.src, job.dst, header.audio_length / self.model.sample_rate, size_bytes=size,
+                            streamed=True, notices=notices)
+        if self.lm is not None:
+            result.plain_bytes, result.header_extra = plain_size(header, self.model), header_extra(header)
+        return result
 
 
 # ------------------------------------------------------------------------------------------
@@ -301,16 +369,20 @@ class FileDecompressor:
         """Decode ``job.src`` (.ecdc) to ``job.dst`` (.wav/.flac)."""
         options = self.options
         check_output(job.dst, options.force, need_folder=not folder)
-        with open(job.src, "rb") as fi:
+        # a pipe (IN /dev/stdin) can be read once: all of it, then the header from memory
+        data = None if job.src.is_file() else job.src.read_bytes()
+        with (open(job.src, "rb") if data is None else io.BytesIO(data)) as fi:
             header = read_header(fi)  # a bad file fails here, before any model loads
         model = self.models.get(header.model_name, header.model_hash, header.num_codebooks)
         lm = self.lms.get(model, header) if header.use_lm else None
-        if (not folder and not options.rescale and supports_streaming(model)
+        bars = None if folder else self.progress  # a folder has one bar, over its files
+        if (data is None and not options.rescale and supports_streaming(model)
                 and options.rate in (None, model.sample_rate) and options.channels in (None, model.channels)
                 and header.audio_length / model.sample_rate > STREAMING_MIN_SECONDS):
+            job.dst.parent.mkdir(parents=True, exist_ok=True)
             with warnings.catch_warnings(record=True) as caught, \
-                    _bar(self.progress, "entropy decoding", "frame", lazy=True) as lm_progress, \
-                    _bar(self.progress, job.src.name, "frame", lazy=True) as progress:
+                    _bar(bars, "entropy decoding", "frame", lazy=True) as lm_progress, \
+                    _bar(bars, job.src.name, "frame", lazy=True) as progress:
                 warnings.simplefilter("always")
                 length = decompress_file_streaming(job.src, job.dst, model,
                                                    bits=32 if options.float32 else 16, progress=progress,
@@ -318,13 +390,15 @@ class FileDecompressor:
             return FileResult(job.src, job.dst, length / model.sample_rate, sample_rate=model.sample_rate,
                               channels=model.channels, streamed=True,
                               warnings=[str(w.message) for w in caught])
-        data = job.src.read_bytes()
+        data = job.src.read_bytes() if data is None else data
         steps = len(model.segments(header.audio_length))
         with torch.no_grad(), _count_segments(None if folder else self.progress, [model.decoder], steps,
                                               job.src.name):
             wav, sample_rate = decompress(data, model, **({} if lm is None else {"lm": lm}))
+        seconds = header.audio_length / model.sample_rate
         wav, sample_rate = _to_output_format(options, wav, sample_rate, sample_rate, wav.shape[0])
         job.dst.parent.mkdir(parents=True, exist_ok=True)
         warned = _save_audio(options, job.dst, wav, sample_rate)
         return FileResult(job.src, job.dst, wav.shape[-1] / sample_rate, sample_rate=sample_rate,
-                          channels=wav.shape[0], warnings=warned)
+                          channels=wav.shape[0], warnings=warned,
+                          notices=_empty_output(job.dst, wav, seconds, sample_rate))

@@ -59,6 +59,19 @@ def model_dtype(model: EncodecModel) -> torch.dtype:
     return parameter_dtype_device(model)[0]
 
 
+def check_model_arg(model: tp.Any, optional: bool = False) -> None:
+    """``TypeError`` unless ``model`` is an ``EncodecModel`` (or None when ``optional``): a
+    name or path is not loaded here, so the model that writes or reads a file is always the
+    one the caller chose and holds (``load_model(NAME_OR_PATH)`` loads one)."""
+    if isinstance(model, torch.nn.Module) or (optional and model is None):
+        return  # an EncodecModel, or a wrapper of one (torch.compile)
+    what = f"{type(model).__name__} {model!r:.60}" if isinstance(model, (str, bytes)) or \
+        hasattr(model, "__fspath__") else type(model).__name__
+    none = " or None (the model the file names)" if optional else ""
+    raise TypeError(f"model must be an EncodecModel{none}, got {what}; load one with "
+                    f"opencodec.pretrained.load_model(NAME_OR_PATH)")
+
+
 def _check_audio(model: EncodecModel, wav: tp.Any) -> None:
     if not isinstance(wav, torch.Tensor):
         raise InvalidAudioError(f"audio must be a torch.Tensor [C, T], got {type(wav).__name__}")
@@ -121,7 +134,8 @@ def compress_to_file(model: EncodecModel, wav: torch.Tensor, fo: tp.BinaryIO,
     current target (all codebooks when it has none). The header's model name is
     ``model.name`` (a release's versioned name for the bundled model), with the model's
     weights hash for every model but the official ones (:func:`header_identity_fields`).
-    Raises :class:`InvalidAudioError` for bad audio or bandwidth.
+    Raises :class:`InvalidAudioError` for bad audio or bandwidth, ``TypeError`` when
+    ``model`` is not an ``EncodecModel`` (a name is not loaded: pass ``load_model(name)``).
 
     ``lm``: an entropy model (:class:`~opencodec.entropy.EntropyLM`) to arithmetic-code the
     codes with (header ``"lm": true``); it must predict ``model.bins`` bins and cover the
@@ -138,6 +152,7 @@ def compress_to_file(model: EncodecModel, wav: torch.Tensor, fo: tp.BinaryIO,
     (default: about one second, :func:`~opencodec.bitstream.default_check_interval`), and a
     CRC-32 ends every segment.
     """
+    check_model_arg(model)
     _check_audio(model, wav)
     if deterministic and lm is None:
         raise InvalidAudioError("deterministic=True needs an entropy model (lm=...)")
@@ -215,6 +230,7 @@ def model_for_header(header: EcdcHeader, model: EncodecModel | None) -> EncodecM
     :func:`opencodec.identity.model_for_file`)."""
     from .identity import check_model_for_file, model_for_file
 
+    check_model_arg(model, optional=True)
     if model is not None:
         check_model_for_file(model, header.model_name, header.model_hash, header.num_codebooks,
                              "the ECDC file")
@@ -259,7 +275,9 @@ def decompress_from_file(fo: tp.BinaryIO, model: EncodecModel | None = None,
     ``opencodec_24khz`` without a hash, written before versioned names, is a
     ``ModelLoadError`` that says to name the release). A given model must fit the header:
     its architecture, and its weights hash when the header has one, else its name
-    (``BitstreamError``).
+    (``BitstreamError``). ``model`` must be an ``EncodecModel`` or None (``TypeError`` for a
+    name: the header already names the weights; to insist on a release, pass
+    ``load_model(name)``, which is then checked against the header).
 
     An entropy-coded file (header ``"lm": true``) is decoded with ``lm``, or, when it is
     None, with the entropy model that belongs to the codec
@@ -294,5 +312,7 @@ def decompress(data: bytes, model: EncodecModel | None = None,
     """Decode the bytes of a ``.ecdc`` file: ``(wav [C, al], sample_rate)``
     (see :func:`decompress_from_file`)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"expected bytes, got {type(data).__name__}")
+        hint = ("; to read a file, use decompress_from_file(open(path, 'rb'))"
+                if isinstance(data, str) or hasattr(data, "__fspath__") or hasattr(data, "read") else "")
+        raise TypeError(f"expected the bytes of a .ecdc file, got {type(data).__name__}{hint}")
     return decompress_from_file(io.BytesIO(bytes(data)), model=model, lm=lm)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import typing as tp
 from pathlib import Path
@@ -42,14 +43,23 @@ def describe_file(path: Path, known: tuple[str, EncodecConfig] | None = None) ->
     ``lm_name``, ``lm_hash``, ``lm_scheme``, ``check_bits`` and ``check_interval`` (frames).
     """
     with open(path, "rb") as fo:
+        if not path.is_file():  # a pipe (/dev/stdin) cannot seek: read it once, whole
+            fo = io.BytesIO(fo.read())  # type: ignore[assignment]
         header: EcdcHeader = read_header(fo)
         header_bytes = fo.tell()
-    size = path.stat().st_size
+        size = fo.seek(0, io.SEEK_END)
     release = codec_release(header.model_name)
     facts: tuple[int, int, int, float] | None = None  # sample rate, channels, bins, frame rate
     config: EncodecConfig | None = config_for_name(header.model_name)
     if config is None and known is not None and known[0] == header.model_name:
         config = known[1]
+    if config is None and release is None and header.model_hash is not None:
+        # the release whose weights hash the file records: the one decompress decodes it with
+        # (opencodec.identity.model_for_file), whatever name the header gives
+        by_hash = codec_releases_by_hash(header.model_hash)
+        if by_hash:
+            release = by_hash[0]
+            config = config_for_name(release.name)
     if config is not None:
         facts = (config.sample_rate, config.channels, config.bins, config.frame_rate)
     elif release is not None:  # a release that is not shipped: its record has the numbers
@@ -95,7 +105,7 @@ def release_note(name: str, weights_hash: str | None) -> str:
         if name == CODEC_ALIAS:
             return ("ambiguous: written before versioned names; decode with --model "
                     "opencodec_24khz_vN, the release installed when it was written")
-        return "no weights hash recorded"
+        return "no weights hash recorded: decode with --model PATH to the weights that wrote it"
     if release is not None:
         where = "shipped" if release.file else f"not shipped, commit {release.commit[:7]} has it"
         if release.short_hash == weights_hash:

@@ -19,19 +19,17 @@ from __future__ import annotations
 import typing as tp
 
 from .errors import BitstreamError, ModelLoadError
-from .releases import (CODEC_ALIAS, CODEC_RELEASES, HASH_CHARS, LM_ALIAS, LM_RELEASES, codec_release,
-                       codec_releases_by_hash, legacy_choice_message, lm_release,
-                       lm_release_by_fixed_hash, short_hash)
+# OFFICIAL_NAMES, is_registered_name and export_name live in releases (pretrained uses them)
+from .releases import (CODEC_ALIAS, CODEC_RELEASES, HASH_CHARS, LM_ALIAS, LM_RELEASES, OFFICIAL_NAMES,
+                       codec_release, codec_releases_by_hash, export_name, is_registered_name,
+                       legacy_choice_message, lm_release, lm_release_by_fixed_hash, needs_weights_hash,
+                       short_hash)
 from .weights_hash import weights_sha256
 
 if tp.TYPE_CHECKING:
     from .entropy import EntropyLM
     from .entropy.fixed import FixedLM
     from .model import EncodecModel
-
-OFFICIAL_NAMES = ("encodec_24khz", "encodec_48khz")
-"""Models whose headers carry no hash, byte-identical to the official package's: the name
-means the official weights, whose files are checked against their sha256 when loaded."""
 
 
 def model_hash(model: "EncodecModel") -> str:
@@ -45,21 +43,6 @@ def lm_hash(lm: "EntropyLM | FixedLM") -> str:
     from .entropy.fixed import fixed_lm_for
 
     return fixed_lm_for(lm).weights_hash
-
-
-def is_registered_name(name: str) -> bool:
-    """True for a name that means particular weights: an official model, a release of a
-    bundled model, or the bundled aliases."""
-    return (name in OFFICIAL_NAMES or name in (CODEC_ALIAS, LM_ALIAS)
-            or codec_release(name) is not None or lm_release(name) is not None)
-
-
-def export_name(name: str) -> str:
-    """The name a newly trained model is exported under: ``name``, or ``<name>_custom`` when
-    ``name`` is registered to other weights (:func:`is_registered_name`; e.g. fine-tuning the
-    bundled ``opencodec_24khz_v5``, or a config naming its model ``opencodec_24khz``), so that
-    no export takes the name of released weights. Its files carry its own weights hash anyway."""
-    return f"{name}_custom" if is_registered_name(name) else name
 
 
 def header_identity(model: "EncodecModel") -> tuple[str, str | None]:
@@ -86,8 +69,15 @@ def _named_facts(name: str) -> dict[str, int] | None:
     return None
 
 
+def _hashless_release_error(name: str, what: str) -> BitstreamError:
+    """A header naming a release (or a bundled entropy model) without a weights hash: no
+    writer produced one (versioned names came with ``mh``), so the header is damaged."""
+    return BitstreamError(f"{what} names model {name!r} without a weights hash, which every file "
+                          f"of that release records: its header is damaged")
+
+
 def check_model_for_file(model: "EncodecModel", name: str, weights_hash: str | None,
-                         num_codebooks: int, what: str = "the file") -> None:
+                         num_codebooks: int, what: str = "the file", loaded_for: str | None = None) -> None:
     """Raise ``BitstreamError`` unless ``model`` can decode a file whose header names model
     ``name`` with ``weights_hash`` (None: no hash) and ``num_codebooks`` codebooks.
 
@@ -96,8 +86,15 @@ def check_model_for_file(model: "EncodecModel", name: str, weights_hash: str | N
     codebook size and frame rate; a hash must be the model's (:func:`model_hash`), whatever
     its name. Without a hash the names must agree, except that a header saying bare
     ``opencodec_24khz`` (written before versioned names) accepts any release of it that the
-    caller named explicitly.
+    caller named explicitly; a release's name without a hash is a damaged header.
+    ``loaded_for``: why the model was chosen when the caller did not give it (e.g. "the
+    release whose weights hash the file records"); errors then do not speak of "the model
+    given".
     """
+    who = (f"the model given ({model.name!r})" if loaded_for is None
+           else f"model {model.name!r} ({loaded_for})")
+    if weights_hash is None and needs_weights_hash(name):
+        raise _hashless_release_error(name, what)
     if num_codebooks > model.n_q:
         raise BitstreamError(f"{what} uses {num_codebooks} codebooks, but model {model.name!r} has "
                              f"at most {model.n_q}: it is not the model that wrote it")
@@ -108,15 +105,15 @@ def check_model_for_file(model: "EncodecModel", name: str, weights_hash: str | N
         wrong = [f"{key} {have[key]} (expected {facts[key]})" for key in facts
                  if int(round(have[key])) != facts[key]]
         if wrong:
-            raise BitstreamError(f"{what} was written by model {name!r}, but the model given "
-                                 f"({model.name!r}) has another architecture: {', '.join(wrong)}")
+            raise BitstreamError(f"{what} was written by model {name!r}, but {who} has another "
+                                 f"architecture: {', '.join(wrong)}")
     if weights_hash is not None:
         actual = model_hash(model)
         if actual != weights_hash:
             raise BitstreamError(
-                f"{what} was written by model {name!r} with weights hash {weights_hash}, but the "
-                f"model given ({model.name!r}) has weights hash {actual}: other weights would "
-                f"decode it to wrong audio; pass the model that wrote it")
+                f"{what} was written by model {name!r} with weights hash {weights_hash}, but "
+                f"{who} has weights hash {actual}: other weights would decode it to wrong audio; "
+                f"pass the model that wrote it")
         return
     if name == CODEC_ALIAS and (codec_release(model.name) is not None or model.name == CODEC_ALIAS):
         if getattr(model, "loaded_by_alias", False):
@@ -125,8 +122,8 @@ def check_model_for_file(model: "EncodecModel", name: str, weights_hash: str | N
                                  f"choice of the release that wrote the file")
         return  # a legacy file, decoded with the release the caller chose
     if name != model.name:
-        raise BitstreamError(f"{what} was written by model {name!r}, but the model given is "
-                             f"{model.name!r}")
+        given = f"the model given is {model.name!r}" if loaded_for is None else f"{who} is another model"
+        raise BitstreamError(f"{what} was written by model {name!r}, but {given}")
 
 
 def model_for_file(name: str, weights_hash: str | None, num_codebooks: int,
@@ -135,10 +132,12 @@ def model_for_file(name: str, weights_hash: str | None, num_codebooks: int,
     """Load the model a header names (``name``, ``weights_hash``) and check it fits.
 
     A hash selects the release that has it (the name must not contradict it); without a
-    hash the name must be an official model or a release (a name that comes from a file never
-    chooses a file on this disk), and bare ``opencodec_24khz``, which five releases used, is a
-    ``ModelLoadError`` explaining how to choose. A hash that no release has is a ``ModelLoadError`` asking for the weights file.
-    ``load`` loads a model by name (default :func:`opencodec.pretrained.load_model`).
+    hash the name must be an official model (a name that comes from a file never chooses a
+    file on this disk); a release's name without a hash is a damaged header
+    (``BitstreamError``: every release's files record it), and bare ``opencodec_24khz``,
+    which five releases used, is a ``ModelLoadError`` explaining how to choose. A hash that
+    no release has is a ``ModelLoadError`` asking for the weights file. ``load`` loads a
+    model by name (default :func:`opencodec.pretrained.load_model`).
     """
     if load is None:
         from .pretrained import load_model as load
@@ -146,7 +145,9 @@ def model_for_file(name: str, weights_hash: str | None, num_codebooks: int,
     if weights_hash is None:
         if name == CODEC_ALIAS:
             raise ModelLoadError(legacy_choice_message(what))
-        if name not in OFFICIAL_NAMES and codec_release(name) is None:
+        if needs_weights_hash(name):
+            raise _hashless_release_error(name, what)
+        if name not in OFFICIAL_NAMES:
             # the name came from the input: never let it choose a file on this disk
             known = ", ".join((*OFFICIAL_NAMES, *(r.name for r in CODEC_RELEASES)))
             raise ModelLoadError(
@@ -154,6 +155,7 @@ def model_for_file(name: str, weights_hash: str | None, num_codebooks: int,
                 f"({known}); pass the model that wrote it with --model PATH (Python: "
                 f"load_model(PATH))")
         model = load(name)
+        loaded_for = "loaded by the name the file records"
     else:
         release = codec_release(name)
         if release is not None and release.short_hash != weights_hash:
@@ -164,15 +166,17 @@ def model_for_file(name: str, weights_hash: str | None, num_codebooks: int,
         matches = [release] if release is not None else codec_releases_by_hash(weights_hash)
         if matches:
             model = load(matches[0].name)
+            loaded_for = "the release whose weights hash the file records"
         elif name in OFFICIAL_NAMES:
             model = load(name)
+            loaded_for = "loaded by the name the file records"
         else:
             known = ", ".join(r.name for r in CODEC_RELEASES)
             raise ModelLoadError(
                 f"{what} was written by model {name!r} with weights hash {weights_hash}, which is "
                 f"not a registered release ({known}); pass that model's weights file with "
                 f"--model PATH (Python: load_model(PATH)); its hash is checked")
-    check_model_for_file(model, name, weights_hash, num_codebooks, what)
+    check_model_for_file(model, name, weights_hash, num_codebooks, what, loaded_for)
     return model
 
 

@@ -80,7 +80,11 @@ def check_audio_tensor(x: object, layout: str, dtype: torch.dtype, device: torch
 def check_finite(x: torch.Tensor, prefix: str = "") -> None:
     """``InvalidAudioError("audio contains N non-finite sample(s) (NaN or inf)")`` (after
     ``prefix``) unless every sample of ``x`` is finite: one ``isfinite`` pass (a second one
-    only to count). The message is :func:`opencodec.compress.compress`'s."""
+    only to count). The message is :func:`opencodec.compress.compress`'s. A meta tensor (a
+    shape without samples) is an ``InvalidAudioError`` too."""
+    if x.is_meta:
+        raise InvalidAudioError(f"{prefix}audio is on the meta device: it has a shape but no "
+                                f"samples; pass a tensor with data (e.g. on the CPU)")
     finite = torch.isfinite(x)
     if not bool(finite.all()):
         bad = int((~finite).sum())
@@ -106,6 +110,9 @@ def check_codes(codes: object, layout: str, bins: int, max_codebooks: int,
             or codes.is_complex():
         raise InvalidCodesError(f"{prefix}expected codes as an integer torch.Tensor {layout}, "
                                 f"got {describe(codes)}")
+    if codes.is_meta and (device is None or device.type != "meta"):
+        raise InvalidCodesError(f"{prefix}codes are on the meta device: they have a shape but no "
+                                f"values; pass a tensor with data (e.g. on the CPU)")
     if device is not None and codes.device != device:
         raise InvalidCodesError(f"{prefix}expected codes on {device} (the model's device), got codes "
                                 f"on {codes.device}; move them with .to({str(device)!r})")

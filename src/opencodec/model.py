@@ -387,6 +387,8 @@ class EncodecModel(nn.Module):
         if isinstance(frames, torch.Tensor):
             raise InvalidCodesError(f"{usage}, got a Tensor {tuple(frames.shape)}; for the codes of "
                                     "one segment pass [EncodedFrame(codes, None)]")
+        if isinstance(frames, EncodedFrame):
+            raise InvalidCodesError(f"{usage}, got one EncodedFrame; pass a list: decode([frame])")
         if not isinstance(frames, tp.Sequence) or isinstance(frames, (str, bytes)):
             raise InvalidCodesError(f"{usage}, got {describe(frames)}")
         if len(frames) == 0:

@@ -34,6 +34,7 @@ missing, unexpected or mis-shaped tensor is a ``ModelLoadError`` that names it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -50,8 +51,8 @@ from .lm_pairing import (LM_METADATA_KEY, TRAINED_LM_FILE, check_lm_for_codec, c
 from .model import EncodecConfig, EncodecModel
 from .official_files import ROOT_URL, cache_dir, official_file_path, sha256_prefix_ok
 from .releases import (CODEC_ALIAS, CODEC_RELEASES, CURRENT_CODEC, CURRENT_LM, LM_ALIAS, LM_RELEASES,
-                       CodecRelease, LMRelease, codec_release, extract_command, lm_release,
-                       resolve_alias)
+                       CodecRelease, LMRelease, codec_release, export_name, extract_command,
+                       is_registered_name, lm_release, resolve_alias)
 from .weights_hash import state_dict_sha256, weights_sha256
 from .weights_layout import (CONFIG_METADATA_KEY, INFERENCE_ONLY_KEY, OFFICIAL_CONFIGS,
                              TORCH_SUFFIXES, StateDict, infer_config, model_from_state_dict, normalize_keys,
@@ -157,14 +158,57 @@ def _verify_release(release: CodecRelease | LMRelease, digest: str, path: Path, 
             f"`{extract_command(release)}` writes the release's file)")
 
 
-def _name_release(model: EncodecModel) -> EncodecModel:
-    """Give a model loaded from a path the name of the release with its weights, if any, so
-    that the files it writes name the release."""
+# Weights hashes of official checkpoints loaded by name in this process (their files' sha256
+# checked): weights loaded from another file with one of these hashes are that official model.
+_OFFICIAL_WEIGHTS: dict[str, set[str]] = {}
+
+
+def _is_official_file(path: Path, name: str) -> bool:
+    """Whether ``path`` is the official checkpoint of ``name`` (its sha256 prefix)."""
+    try:
+        return sha256_prefix_ok(path, OFFICIAL_CHECKPOINTS[name])[0]
+    except OSError:
+        return False
+
+
+def _name_loaded_model(model: EncodecModel, path: Path) -> EncodecModel:
+    """Name a model loaded from ``path`` after what its weights are, so that the files it
+    writes never claim other weights (see :mod:`opencodec.identity`):
+
+    - weights that hold a release (same weights hash) get the release's name;
+    - an official name (``encodec_24khz``, stored or inferred from the shapes) is kept only
+      for the official checkpoint file itself (the sha256 prefix of
+      :data:`OFFICIAL_CHECKPOINTS`) or weights equal to an official checkpoint loaded by name
+      in this process (a converted copy, e.g. the Hugging Face one, is not provable
+      otherwise: the official weights hash is not known offline);
+    - any other registered name (an official name, a release, the alias) becomes
+      ``<name>_custom`` (:func:`opencodec.releases.export_name`, as training exports are
+      named), whose files carry the weights hash and decode only with these weights.
+    """
     digest = weights_sha256(model)
-    for release in CODEC_RELEASES:
-        if release.sha256 == digest:
-            model.config.name = release.name
+    release = next((r for r in CODEC_RELEASES if r.sha256 == digest), None)
+    name = model.config.name
+    if release is not None:
+        model.config.name = release.name
+    elif name in OFFICIAL_CHECKPOINTS and (digest in _OFFICIAL_WEIGHTS.get(name, ())
+                                           or _is_official_file(path, name)):
+        _OFFICIAL_WEIGHTS.setdefault(name, set()).add(digest)
+    elif is_registered_name(name):
+        model.config.name = export_name(name)
     return model
+
+
+def _weights_path(target: tp.Any, what: str = "model") -> Path:
+    """``target`` (a name that is not known, or a path) as a path: a ``TypeError`` for
+    another type, a ``ModelLoadError`` for an empty string (which ``Path`` reads as ``.``)."""
+    if not isinstance(target, (str, os.PathLike)):
+        raise TypeError(f"expected a {what} name or a weights file path (str or os.PathLike), got "
+                        f"{type(target).__name__} {target!r:.60}")
+    if str(os.fspath(target)).strip() == "":
+        known = known_models() if what == "model" else known_lm_models()
+        raise ModelLoadError(f"empty {what} name: pass a {what} name ({', '.join(known)}) or a "
+                             f"weights file path")
+    return Path(target).expanduser()
 
 
 def official_checkpoint_path(name: str) -> Path:
@@ -182,9 +226,17 @@ def load_model(name_or_path: str | os.PathLike[str] | None = None, device: str |
     A release name (``opencodec_24khz_v4``; the alias ``opencodec_24khz`` is the current
     release) loads that release's weights and checks their hash; the model is named after
     the release, as are weights loaded from a file that hold a release (same hash), so that
-    the files they write name the release (see :mod:`opencodec.releases`).
+    the files they write name the release (see :mod:`opencodec.releases`). Weights loaded
+    from a file whose stored or inferred name is registered to other weights (an official
+    name, a release, the alias) are named ``<name>_custom``, except the official checkpoint
+    file itself: their files carry their weights hash and decode only with them.
+
+    ``TypeError`` for a ``name_or_path`` that is not a str or path; ``ModelLoadError`` for
+    an empty name, an unknown name, a missing, unreadable or mismatched file.
     """
     target = DEFAULT_MODEL if name_or_path is None else name_or_path
+    if config is not None:  # the model is named below: not the caller's object
+        config = dataclasses.replace(config)
     release = codec_release(resolve_alias(target)) if isinstance(target, str) else None
     if release is not None:
         path = _release_path(release, "model")
@@ -199,8 +251,12 @@ def load_model(name_or_path: str | os.PathLike[str] | None = None, device: str |
         path = official_checkpoint_path(target)
         state, stored = read_weights(path)
         model = model_from_state_dict(state, config or OFFICIAL_CONFIGS[target](), str(path))
+        if model.name == target:  # the official file (official_file_path checked its sha256)
+            _OFFICIAL_WEIGHTS.setdefault(target, set()).add(weights_sha256(model))
+        elif is_registered_name(model.name):  # a config naming other weights
+            model.config.name = export_name(model.name)
         return model.to(device)
-    path = Path(target).expanduser()
+    path = _weights_path(target)
     if not path.exists():
         raise ModelLoadError(f"no model named {str(target)!r} and no such file; "
                              f"known names: {', '.join(known_models())}")
@@ -208,7 +264,7 @@ def load_model(name_or_path: str | os.PathLike[str] | None = None, device: str |
         raise ModelLoadError(f"{path} is a folder; pass a weights file (.th, .pt, .safetensors)")
     state, stored = read_weights(path)
     model = model_from_state_dict(state, config or stored, str(path))
-    return _name_release(model).to(device)
+    return _name_loaded_model(model, path).to(device)
 
 
 def save_model(model: EncodecModel, path: str | os.PathLike[str], dtype: torch.dtype | None = None,
@@ -362,7 +418,7 @@ def load_lm_model(name_or_path: str | os.PathLike[str] | None = None,
         frame_rate = BUNDLED_LM_FRAME_RATES[name]
         source = f"entropy model {name!r} ({path})"
     else:
-        path = Path(name_or_path).expanduser()
+        path = _weights_path(name_or_path, "entropy model")
         if not path.exists():
             raise ModelLoadError(f"no entropy model named {str(name_or_path)!r} and no such file; "
                                  f"known names: {', '.join(known_lm_models())}")

@@ -33,7 +33,8 @@ __all__ = [
     "HASH_CHARS", "CODEC_ALIAS", "LM_ALIAS", "CURRENT_CODEC", "CURRENT_LM", "CodecRelease",
     "LMRelease", "CODEC_RELEASES", "LM_RELEASES", "codec_release", "codec_releases_by_hash",
     "lm_release", "lm_release_by_fixed_hash", "resolve_alias", "extract_command",
-    "legacy_choice_message", "short_hash",
+    "legacy_choice_message", "short_hash", "OFFICIAL_NAMES", "is_registered_name", "export_name",
+    "needs_weights_hash",
 ]
 
 HASH_CHARS = 16
@@ -45,6 +46,11 @@ file header (files written before versioned names)."""
 
 LM_ALIAS = "opencodec_lm_24khz"
 """The bundled entropy model's unversioned name (same rules as :data:`CODEC_ALIAS`)."""
+
+OFFICIAL_NAMES = ("encodec_24khz", "encodec_48khz")
+"""Models whose headers carry no hash, byte-identical to the official package's: the name
+means the official weights, whose files are checked against their sha256 when loaded
+(re-exported by :mod:`opencodec.identity`)."""
 
 _CODEC_GIT_PATH = "src/opencodec/weights/opencodec_24khz.safetensors"
 _LM_GIT_PATH = "src/opencodec/weights/opencodec_lm_24khz.safetensors"
@@ -189,6 +195,32 @@ def lm_release(name: str) -> LMRelease | None:
 def lm_release_by_fixed_hash(fixed_hash: str) -> LMRelease | None:
     """The entropy-model release whose FixedLM weights hash is ``fixed_hash``, or None."""
     return next((r for r in LM_RELEASES if r.fixed_hash == fixed_hash), None)
+
+
+def is_registered_name(name: str) -> bool:
+    """True for a name that means particular weights: an official model, a release of a
+    bundled model, or the bundled aliases."""
+    return (name in OFFICIAL_NAMES or name in (CODEC_ALIAS, LM_ALIAS)
+            or codec_release(name) is not None or lm_release(name) is not None)
+
+
+def export_name(name: str) -> str:
+    """The name a model whose weights are not the registered ones is known by: ``name``, or
+    ``<name>_custom`` when ``name`` is registered to other weights (:func:`is_registered_name`;
+    e.g. fine-tuning the bundled ``opencodec_24khz_v5``, a config naming its model
+    ``opencodec_24khz``, or a file that stores an official name), so that no export and no
+    model loaded from a file takes the name of released weights. Its files carry its own
+    weights hash anyway."""
+    return f"{name}_custom" if is_registered_name(name) else name
+
+
+def needs_weights_hash(name: str) -> bool:
+    """Whether a file header naming model ``name`` must carry its weights hash (``mh``): a
+    versioned release (``opencodec_24khz_vN``, or an entropy model's name) was only ever written
+    with it, so such a header without one is damaged (e.g. a flipped bit in the key ``"mh"``).
+    The bare alias :data:`CODEC_ALIAS` without a hash is a legacy file
+    (:func:`legacy_choice_message`); official and custom names may have none."""
+    return codec_release(name) is not None or lm_release(name) is not None or name == LM_ALIAS
 
 
 def resolve_alias(name: str) -> str:

@@ -31,6 +31,7 @@ INFERENCE_ONLY_KEY = "opencodec_inference_only"
 TORCH_SUFFIXES = {".th", ".pt", ".pth", ".bin", ".ckpt"}
 
 StateDict = dict[str, torch.Tensor]
+_TRAINING_BUFFER_SUFFIXES = ("._codebook.embed_avg", "._codebook.cluster_size")
 
 
 # -- reading weight files ------------------------------------------------------------------
@@ -45,8 +46,8 @@ def read_weights(path: Path) -> tuple[StateDict, dict[str, tp.Any] | None]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for bad or unsafe pickles
-        raise ModelLoadError(f"{path}: cannot load as a PyTorch state dict ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+        raise ModelLoadError(f"{path}: cannot load as a PyTorch state dict "
+                             f"({_torch_load_reason(path, exc)})") from exc
     config = None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         config = obj.get("config")
@@ -61,6 +62,33 @@ def read_weights(path: Path) -> tuple[StateDict, dict[str, tp.Any] | None]:
     if config is not None and not isinstance(config, dict):
         raise ModelLoadError(f"{path}: 'config' must be a dict, got {type(config).__name__}")
     return dict(obj), config
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _torch_load_reason(path: Path, exc: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused ``path``, in one line: our words for a
+    file that is not a PyTorch file or holds objects other than tensors (never torch's
+    advice to retry with ``weights_only=False``, which would run the file's code), else the
+    first line of torch's message; terminal escapes removed."""
+    try:
+        with open(path, "rb") as f:
+            start = f.read(4)
+    except OSError as err:
+        return f"cannot read it: {err.strerror or err}"
+    text = _ANSI.sub("", str(exc))
+    if not start:
+        return "the file is empty"
+    if not start.startswith(b"PK\x03\x04") and start[:1] != b"\x80":
+        return "not a PyTorch file: neither a torch.save zip archive nor a pickle"
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found:
+        return (f"it holds Python objects other than tensors ({found.group(1)}), which are not "
+                f"loaded: unpickling them could run code")
+    detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    line = detail.group(1) if detail else next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
 def _read_safetensors(path: Path) -> tuple[StateDict, dict[str, tp.Any] | None]:
@@ -152,6 +180,9 @@ def infer_config(state: StateDict) -> EncodecConfig:
     """
     first = _conv_weight(state, "encoder.model.0")
     if first is None:
+        if "emb.0.weight" in state and "transformer.layers.0.linear1.weight" in state:
+            raise ModelLoadError("this is an entropy model, not a codec: use --lm-model (Python: "
+                                 "load_lm_model(PATH, codec=...))")
         raise ModelLoadError("not an EnCodec state dict: no encoder.model.0 convolution weight "
                              f"(first keys: {', '.join(list(state)[:5])})")
     if "encoder.model.0.conv.conv.weight_g" in state:
@@ -219,8 +250,14 @@ def model_from_state_dict(state: StateDict, config: EncodecConfig | dict | None 
             config = EncodecConfig.from_dict(config)
         except (TypeError, ValueError) as exc:
             raise ModelLoadError(f"{source}: invalid model configuration ({exc})") from exc
+    arch = f"the {config.name} architecture" if config is not None else ""
     if config is None:
-        config = infer_config(normalize_keys(state))
+        try:
+            config = infer_config(normalize_keys(state))
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"{source}: {exc}") from None
+        arch = (f"the {config.name} architecture (read off its tensor shapes)" if config.name != "unset"
+                else "the architecture read off its tensor shapes (no stored configuration)")
     try:
         model = EncodecModel(config)
     except (TypeError, ValueError) as exc:
@@ -239,7 +276,11 @@ def model_from_state_dict(state: StateDict, config: EncodecConfig | dict | None 
     if shapes:
         problems.append(f"shape mismatch: {_short_list(shapes)}")
     if problems:
-        raise ModelLoadError(f"{source} does not match the {config.name} architecture: " + "; ".join(problems))
+        hint = ""
+        if missing and all(k.endswith(_TRAINING_BUFFER_SUFFIXES) for k in missing):
+            hint = (" (only codebook training statistics are missing: an inference-only export "
+                    "whose metadata was lost? re-save it with save_model)")
+        raise ModelLoadError(f"{source} does not match {arch}: " + "; ".join(problems) + hint)
     model.load_state_dict(state, strict=True)
     return model.eval()
 

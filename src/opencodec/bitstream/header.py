@@ -7,9 +7,11 @@ import io
 import json
 import struct
 import typing as tp
+import warnings
 from dataclasses import dataclass
 
 from ..errors import BitstreamError
+from ..releases import needs_weights_hash
 
 MAGIC = b"ECDC"
 """The four bytes every ``.ecdc`` file starts with."""
@@ -37,6 +39,11 @@ MAX_LM_NAME_CHARS = 200
 """Longest entropy-model name a version 1 header may carry."""
 
 _HASH_CHARS = frozenset("0123456789abcdef")
+
+KNOWN_KEYS = {VERSION: ("m", "al", "nc", "lm", "mh", "lmh"),
+              DETERMINISTIC_VERSION: ("m", "al", "nc", "lm", "mh", "lmn", "lmh", "fx", "cb", "ci")}
+"""The JSON keys each version defines; a reader warns about others (another writer's, or a
+damaged key name) and ignores them."""
 
 
 def default_check_interval(frame_rate: float) -> int:
@@ -125,8 +132,13 @@ class EcdcHeader:
     @classmethod
     def from_dict(cls, meta: tp.Any, version: int = VERSION) -> "EcdcHeader":
         """Validate a decoded JSON value of a ``version`` header and build the header;
-        unknown keys are ignored."""
+        unknown keys are ignored with a warning that names them."""
         _check_header_fields(meta, version)
+        unknown = [key for key in meta if key not in KNOWN_KEYS[version]]
+        if unknown:
+            warnings.warn(f"ECDC header: unknown key(s) {', '.join(map(repr, unknown))} ignored "
+                          f"(known: {', '.join(KNOWN_KEYS[version])}); written by another "
+                          f"program, or the header is damaged", stacklevel=2)
         det = None
         if version == DETERMINISTIC_VERSION:
             det = DeterministicCoding(lm_name=meta["lmn"], lm_hash=meta["lmh"], scheme=meta["fx"],
@@ -194,6 +206,10 @@ def _check_header_fields(meta: tp.Any, version: int = VERSION) -> None:
                              f"got {_describe(meta['lm'])}")
     if "mh" in meta:
         _check_hash(meta, "mh", "model weights hash")
+    elif needs_weights_hash(name):
+        raise BitstreamError(f"ECDC header names model {name!r} but has no weights hash ('mh'), "
+                             f"which every file of that release records: the header is damaged "
+                             f"(keys: {', '.join(map(str, meta))})")
     if version == DETERMINISTIC_VERSION:
         if meta["lm"] is not True:
             raise BitstreamError("ECDC version 1 (deterministic entropy coding) header: field 'lm' "
@@ -264,7 +280,8 @@ def read_header(fo: tp.BinaryIO) -> EcdcHeader:
 
     Raises ``BitstreamError`` for a wrong magic or version (0 and 1 are read), a truncated
     header, a JSON length beyond :data:`MAX_HEADER_JSON_BYTES` or beyond the data
-    available, invalid UTF-8/JSON, and missing or mistyped fields.
+    available, invalid UTF-8/JSON, missing or mistyped fields, and a release's name without
+    its weights hash (:func:`opencodec.releases.needs_weights_hash`); warns about unknown keys.
     """
     fixed = _read_up_to(fo, HEADER_STRUCT.size)
     if len(fixed) < HEADER_STRUCT.size:

@@ -15,9 +15,9 @@ from .._process import usable_cores
 from ..file_jobs import Job, Plan, run_jobs
 from ..pretrained import DEFAULT_MODEL
 from ..progress import progress_bar
-from ..argtypes import sample_rate_arg
+from ..argtypes import MAX_CHANNELS, channels_arg, sample_rate_arg
 from .common import (add_mode_options, add_model_option, bandwidth_arg, describe, error, fmt_kbps, info, positive_int,
-                     progress_bars, warn)
+                     progress_bars, sigterm_as_interrupt, warn)
 
 CLIP_HINT = "[-r/--rescale scales down, --float keeps the peaks]"
 
@@ -45,8 +45,8 @@ def add_codec_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
                       help="entropy model name or weights file (implies --lm; default: the one "
                            "belonging to the model: the bundled entropy model for the bundled "
                            "codec, encodec_lm_24khz or encodec_lm_48khz for the official ones)")
-    comp.add_argument("--lm-format", choices=("deterministic", "official"), default="deterministic",
-                      help="entropy-coded format: 'deterministic' (default; version 1, decodes "
+    comp.add_argument("--lm-format", choices=("deterministic", "official"), default=None,
+                      help="entropy-coded format (implies --lm): 'deterministic' (default; version 1, decodes "
                            "identically on any machine and thread count, checksummed) or "
                            "'official' (version 0, readable by the official encodec package, "
                            "but its decoding depends on the machine's float arithmetic)")
@@ -81,7 +81,10 @@ def add_codec_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
 
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
+    parser.add_argument("-f", "--force", action="store_true",
+                        help="overwrite existing outputs (a new file is renamed into place: an output "
+                             "that is a symbolic link is replaced by the file, its target left as it was; "
+                             "a FIFO or device is refused)")
     parser.add_argument("--skip-existing", action="store_true",
                         help="leave out inputs whose output exists (outputs are written atomically, "
                              "so this resumes an interrupted folder)")
@@ -97,7 +100,7 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_rate_channels_options(parser: argparse.ArgumentParser, rate_help: str, channels_help: str) -> None:
     parser.add_argument("--rate", type=sample_rate_arg, metavar="HZ", help=rate_help)
-    parser.add_argument("--channels", type=positive_int, metavar="N", help=channels_help)
+    parser.add_argument("--channels", type=channels_arg, metavar="N", help=f"{channels_help}; 1-{MAX_CHANNELS}")
 
 
 def _output_options(args: argparse.Namespace) -> OutputOptions:
@@ -130,6 +133,8 @@ def _report_all(args: argparse.Namespace, plan: Plan, work: tp.Callable[[Job, bo
                 error(describe(outcome.error, outcome.job.src))
                 continue
             assert outcome.result is not None
+            for message in outcome.result.notices:
+                warn(message)
             for message in outcome.result.warnings:
                 warn(f"{message} {CLIP_HINT}")
             result = outcome.result
@@ -152,11 +157,29 @@ def _report_all(args: argparse.Namespace, plan: Plan, work: tp.Callable[[Job, bo
     return 0
 
 
+def _header_bound(r: FileResult) -> bool:
+    """Whether an entropy-coded file is larger than plain coding mostly because of its larger
+    header (a short input), rather than because its codes were coded into more bytes."""
+    extra = tp.cast(int, r.size_bytes) - tp.cast(int, r.plain_bytes)
+    return r.header_extra is not None and extra - r.header_extra <= r.header_extra
+
+
 def _warn_larger(larger: list[FileResult], jobs: int) -> None:
-    """One ``warning:`` line when the entropy model made output(s) larger than plain coding."""
+    """One ``warning:`` line when the entropy model made output(s) larger than plain coding,
+    with the reason: the entropy-coded format's larger header (and checksums) on short
+    inputs, or codes the entropy model predicts poorly."""
     if not larger:
         return
-    hint = "the entropy model predicts these codes poorly; plain coding (no --lm/--lm-model) is smaller"
+    plain = "plain coding (no --lm/--lm-model) is smaller"
+    if all(_header_bound(r) for r in larger):
+        most = max(tp.cast(int, r.header_extra) for r in larger)
+        hint = (f"the entropy-coded format's header ({most} bytes more: the entropy model's name and "
+                f"hash) and checksums outweigh what the entropy model saves on so short an input; {plain}")
+    elif any(_header_bound(r) for r in larger):
+        hint = (f"the entropy-coded format's larger header and checksums (short inputs), or codes the "
+                f"entropy model predicts poorly; {plain}")
+    else:
+        hint = f"the entropy model predicts these codes poorly; {plain}"
     if len(larger) == 1 and jobs == 1:
         r = larger[0]
         assert r.size_bytes is not None and r.plain_bytes is not None
@@ -170,10 +193,16 @@ def _warn_larger(larger: list[FileResult], jobs: int) -> None:
 
 def cmd_compress(args: argparse.Namespace) -> int:
     """``opencodec compress``: audio file(s) -> .ecdc (or a round trip to .wav/.flac)."""
+    with sigterm_as_interrupt():  # SIGTERM cleans up like Ctrl-C (no temporary file left)
+        return _compress(args)
+
+
+def _compress(args: argparse.Namespace) -> int:
     options = _output_options(args)
     plan = plan_compress(args.input, args.output, options)
-    compressor = FileCompressor(args.model, args.bandwidth, options, lm=args.lm, lm_model=args.lm_model,
-                                lm_format=args.lm_format, progress=progress_bars(args), exact=not args.fast)
+    compressor = FileCompressor(args.model, args.bandwidth, options, lm=args.lm or args.lm_format is not None,
+                                lm_model=args.lm_model, lm_format=args.lm_format or "deterministic",
+                                progress=progress_bars(args), exact=not args.fast)
 
     def line(r: FileResult) -> str:
         assert r.size_bytes is not None
@@ -186,6 +215,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
 def cmd_decompress(args: argparse.Namespace) -> int:
     """``opencodec decompress``: .ecdc file(s) -> WAV/FLAC."""
+    with sigterm_as_interrupt():  # SIGTERM cleans up like Ctrl-C (no temporary file left)
+        return _decompress(args)
+
+
+def _decompress(args: argparse.Namespace) -> int:
     options = _output_options(args)
     plan = plan_decompress(args.input, args.output, options)
     decompressor = FileDecompressor(args.model, options, lm_model=args.lm_model, progress=progress_bars(args),

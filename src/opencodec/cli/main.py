@@ -10,7 +10,7 @@ import warnings
 from .. import __version__
 from ..errors import EXPECTED_ERRORS, UsageError, print_traceback_if_asked
 from .codec import add_codec_parsers
-from .common import PROG, error
+from .common import PROG, Terminated, error
 from .export import add_export_parser
 from .serve import add_serve_parser
 from .info import add_info_parser
@@ -33,9 +33,37 @@ class IntermixedParser(argparse.ArgumentParser):
             return super().parse_known_args(args, namespace)
         self._intermixing = True
         try:
+            args = list(sys.argv[1:] if args is None else args)
+            if "--" in args:
+                return self._intermixed_with_end_of_options(args, namespace)
             return super().parse_known_intermixed_args(args, namespace)
         finally:
             self._intermixing = False
+
+    def _intermixed_with_end_of_options(self, args: list[str], namespace: tp.Any) -> tp.Any:
+        """Intermixed parsing where ``--`` ends the options (``compress -- -lead.wav``), which
+        Python 3.11's intermixed parser mishandles: the options are parsed from the arguments
+        before ``--`` with the positionals set aside (as ``parse_known_intermixed_args`` does),
+        then the positionals from what is left, followed by ``--`` and everything after it."""
+        cut = args.index("--")
+        positionals = self._get_positional_actions()
+        saved = [(action.nargs, action.default) for action in positionals]
+        try:
+            for action in positionals:
+                action.nargs, action.default = argparse.SUPPRESS, argparse.SUPPRESS
+            namespace, rest = super().parse_known_args(args[:cut], namespace)
+        finally:
+            for action, (nargs, default) in zip(positionals, saved):
+                action.nargs, action.default = nargs, default
+        checked = [*self._get_optional_actions(), *self._mutually_exclusive_groups]  # (checked above)
+        required = [item.required for item in checked]
+        try:
+            for item in checked:
+                item.required = False
+            return super().parse_known_args(rest + args[cut:], namespace)
+        finally:
+            for item, was in zip(checked, required):
+                item.required = was
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         print_traceback_if_asked()
         error(str(exc) or type(exc).__name__)
         return 1
+    except Terminated:  # SIGTERM during compress/decompress (cleaned up like Ctrl-C)
+        error("terminated")
+        return 143
     except KeyboardInterrupt:
         error("interrupted")
         return 130

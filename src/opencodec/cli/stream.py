@@ -13,9 +13,8 @@ from ..model import EncodecModel
 from ..model_cache import CodecModels, load_checked_model
 from ..pretrained import DEFAULT_MODEL
 from ..threads import use_live_threads
-from ..argtypes import sample_rate_arg
-from .common import (UsageError, add_mode_options, add_model_option, bandwidth_arg, fmt_kbps, info, int_in,
-                     positive_int, warn)
+from ..argtypes import channels_arg, sample_rate_arg
+from .common import UsageError, add_mode_options, add_model_option, bandwidth_arg, fmt_kbps, info, int_in, warn
 
 
 def add_stream_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
@@ -38,7 +37,8 @@ def add_stream_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
                           "a receiver joining mid-stream starts at the next header")
     enc.add_argument("--raw", action="store_true", help="stdin is headerless PCM (needs --rate, --channels)")
     enc.add_argument("--rate", type=sample_rate_arg, metavar="HZ", help="sample rate of raw input")
-    enc.add_argument("--channels", type=positive_int, metavar="C", help="channels of raw input (interleaved)")
+    enc.add_argument("--channels", type=channels_arg, metavar="C",
+                     help="channels of raw input (interleaved), 1-64")
     enc.add_argument("--format", choices=sorted(RAW_FORMATS),
                      help="sample format of raw input (default s16le)")
     add_mode_options(enc, fast_default=True)

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from ..progress import progress_bar
 from ..argtypes import sample_rate_arg
-from .common import bandwidth_arg, count_arg, error, positive_float, positive_int, warn
+from .common import bandwidth_arg, channels_arg, count_arg, error, positive_float, positive_int, warn
 
 
 def add_token_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
@@ -74,7 +74,7 @@ def add_token_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
     det.add_argument("-m", "--model", metavar="NAME_OR_PATH",
                      help="model weights (default: the model the shards name)")
     det.add_argument("--rate", type=sample_rate_arg, metavar="HZ", help="output sample rate")
-    det.add_argument("--channels", type=positive_int, metavar="N", help="output channels")
+    det.add_argument("--channels", type=channels_arg, metavar="N", help="output channels (1-64)")
     det.add_argument("--rescale", action="store_true",
                      help="scale a file louder than full scale down to a 0.99 peak (default: clip, with a "
                           "warning)")

@@ -10,7 +10,7 @@ import soundfile as sf
 import soxr
 import torch
 
-from ..audio import RESAMPLE_QUALITY, audio_error_reason, convert_channels
+from ..audio import RESAMPLE_QUALITY, audio_error_reason, convert_channels, soundfile_name
 from ..errors import AudioIOError
 from .common import Progress
 
@@ -65,7 +65,7 @@ class _ConvertedBlocks:
         if Path(in_path).is_dir():
             raise AudioIOError(f"cannot read audio file {in_path}: not a regular file")
         try:
-            sfile = sf.SoundFile(str(in_path))
+            sfile = sf.SoundFile(soundfile_name(in_path))
         except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
             raise AudioIOError(f"cannot read audio file {in_path}: {audio_error_reason(exc)}") from exc
         with sfile:

@@ -89,7 +89,7 @@ def decompress_file_streaming(in_path: str | Path, out_path: str | Path,
         written = 0
         try:
             with atomic_output(out_path) as tmp:
-                with sf.SoundFile(str(tmp), "w", samplerate=model.sample_rate,
+                with sf.SoundFile(os.fsencode(tmp), "w", samplerate=model.sample_rate,
                                   channels=model.channels, format=fmt, subtype=subtype) as fo:
 
                     def emit(audio: torch.Tensor) -> None:

@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 import typing as tp
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -117,7 +118,8 @@ def compress_file_streaming(model: EncodecModel, in_path: str | Path, out_path: 
     Raises ``ValueError`` for a model that neither segments nor streams (see
     :func:`supports_streaming`), ``InvalidAudioError`` for an unsupported bandwidth or an
     entropy model that does not fit the codec, ``AudioIOError`` for an unreadable, empty or
-    non-finite input.
+    non-finite input. A float input louder than full scale (its audio at the model's rate
+    and channels peaking above 1.0) is encoded with a ``UserWarning`` naming the peak.
     """
     _require_streaming(model)
     if not block_seconds > 0:
@@ -260,6 +262,15 @@ def encode_file_streaming(model: EncodecModel, in_path: str | Path, block_second
     return codes, scales, blocks.length
 
 
+def _float_samples(path: Path) -> bool:
+    """Whether the audio file ``path`` stores float samples (which may exceed full scale)."""
+    import soundfile as sf
+    try:
+        return sf.info(os.fsencode(path)).subtype in ("FLOAT", "DOUBLE")
+    except Exception:  # noqa: BLE001 - it was just read; a failure here only skips a warning
+        return False
+
+
 def _compress_file(model: EncodecModel, in_path: Path, out_path: Path, block_seconds: float,
                    progress: Progress,
                    coding: tuple[AnyLM, DeterministicCoding | None, Progress] | None = None
@@ -270,9 +281,16 @@ def _compress_file(model: EncodecModel, in_path: Path, out_path: Path, block_sec
             _SegmentSink(model, body, collect) if model.segment_length is not None
             else _StreamSink(model, body, collect))
         blocks = _ConvertedBlocks(in_path, model.sample_rate, model.channels, block_seconds, progress)
+        peak = 0.0
         for data in blocks:
+            peak = max(peak, float(np.abs(data).max())) if data.size else peak
             sink.push(data)
         length = blocks.length
+        if peak > 1.0 and _float_samples(in_path):  # (integer PCM can only overshoot by resampling)
+            shown = f"{peak:.4f}" if peak < 1e6 else f"{peak:.4g}"
+            warnings.warn(f"{in_path}: input peak amplitude {shown} exceeds full scale 1.0; the codec "
+                          "expects audio within [-1, 1] and distorts louder input: scale it down first",
+                          stacklevel=3)
         frames = sink.finish(length)
         det = None if coding is None else coding[1]
         header = EcdcHeader(audio_length=int(length), num_codebooks=int(sink.num_codebooks),
