@@ -7,7 +7,9 @@
 
 For causal models that do not segment (``opencodec_24khz``, ``encodec_24khz``) the file
 is read in blocks, converted and resampled block by block, encoded with
-:class:`~opencodec.streaming.StreamingEncoder` and packed as it goes; decoding reads the
+:class:`~opencodec.longform.exact_encoder.ChunkedExactEncoder` (offline's own chunks of the
+downsampling stack, then the LSTM, the last layers and the quantiser in long chunks) and
+packed as it goes; decoding reads the
 body a block of frames at a time, runs :class:`~opencodec.streaming.StreamingDecoder`
 and writes the audio incrementally.
 
@@ -33,7 +35,9 @@ Exactness
 ---------
 * ``compress_file_streaming`` writes the same bytes as
   ``compress(model, convert_audio(read_audio(path)), bandwidth)``: channel conversion is
-  per sample, the codes of :class:`StreamingEncoder` equal ``model.encode`` bit for bit,
+  per sample, the codes of :class:`ChunkedExactEncoder` equal ``model.encode`` bit for bit
+  (it computes what ``model.encode`` computes, chunk for chunk; :class:`StreamingEncoder`,
+  used before, could differ at rare near-ties: see its notes),
   and the packing is the same. Resampling uses ``soxr.ResampleStream`` (same "HQ"
   recipe as :func:`opencodec.audio.resample`); in our checks (python-soxr 1.1) its output
   was sample-identical to the one-shot ``soxr.resample`` whatever the block size, and it

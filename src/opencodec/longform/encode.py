@@ -19,10 +19,10 @@ from ..bitstream import (DEFAULT_CHECK_BITS, SCALE_STRUCT, DeterministicCoding, 
 from ..compress import (InvalidAudioError, check_model_bandwidth, check_lm_covers, deterministic_coding,
                        model_device, model_dtype, header_identity_fields)
 from ..model import EncodedFrame, EncodecModel
-from ..streaming import StreamingEncoder
 from ..threads import one_thread
 from .blocks import _ConvertedBlocks
-from .common import _PACK_FRAMES, _PUSH_SECONDS, Progress, _require_streaming
+from .exact_encoder import ChunkedExactEncoder
+from .common import _PACK_FRAMES, Progress, _require_streaming
 
 if tp.TYPE_CHECKING:
     from ..entropy import EntropyLM
@@ -143,29 +143,27 @@ def compress_file_streaming(model: EncodecModel, in_path: str | Path, out_path: 
 
 
 class _StreamSink:
-    """Encodes audio pushed block by block with :class:`StreamingEncoder` into ``body``."""
+    """Encodes audio pushed block by block with :class:`ChunkedExactEncoder` into ``body``:
+    the codes of ``model.encode`` of the whole signal, bit for bit (that class names the cases
+    where it falls back to exact streaming, which can differ at rare near-ties)."""
 
     def __init__(self, model: EncodecModel, body: tp.BinaryIO, collect: bool = False):
         self.model = model
-        self.encoder = StreamingEncoder(model)
+        self.encoder = ChunkedExactEncoder(model)
         self.num_codebooks = self.encoder.num_codebooks
         self.writer: _CodeWriter | _CodeSpool = (
             _CodeSpool(body, self.num_codebooks) if collect
             else _CodeWriter(model.bits_per_codebook, body))
-        self.device, self.dtype = model_device(model), model_dtype(model)
 
     def push(self, x: np.ndarray) -> None:
         """x: float32 [n, C] at the model's rate, the next samples."""
-        step = max(1, int(_PUSH_SECONDS * self.model.sample_rate))
-        for start in range(0, x.shape[0], step):  # the codes do not depend on the chunking
-            piece = np.ascontiguousarray(x[start:start + step].T)
-            piece_t = torch.from_numpy(piece)[None].to(device=self.device, dtype=self.dtype)
-            self.writer.push(self.encoder.push(piece_t)[0])
+        self.writer.push(self.encoder.push(x.T))
 
     def finish(self, length: int) -> int:
         """End of the input (``length`` samples in all); returns the frames written."""
-        with torch.inference_mode():
-            self.writer.push(self.encoder.flush()[0])
+        if self.encoder.samples_in != length:
+            raise AssertionError(f"pushed {self.encoder.samples_in} samples, expected {length}")
+        self.writer.push(self.encoder.finish())
         self.writer.flush()
         return self.writer.frames
 
@@ -240,8 +238,8 @@ def encode_file_streaming(model: EncodecModel, in_path: str | Path, block_second
     """Codes of a whole audio file, read and encoded in bounded memory.
 
     Returns ``(codes [K, F] int64 on the CPU, scales [S] float32 or None, length)``:
-    for streamed models the codes of :class:`StreamingEncoder` (equal to ``model.encode``
-    of the converted file), for segmenting models every segment's codes concatenated in
+    for streamed models the codes of :class:`~.exact_encoder.ChunkedExactEncoder` (bitwise
+    ``model.encode`` of the converted file), for segmenting models every segment's codes concatenated in
     time with one scale per segment (normalising models). ``length`` is the input's
     length in samples at the model's rate. Memory holds the codes (2 bytes each, spooled
     to a temporary file while encoding) and a few blocks of audio, whatever the duration.

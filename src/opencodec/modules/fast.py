@@ -106,7 +106,7 @@ def _cached(conv: nn.Module, tag: str, build: tp.Callable[[], tp.Any]) -> tp.Any
     return value
 
 
-def _weight_bias(conv: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+def weight_bias(conv: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Effective (weight, bias) of a plain or weight-normed conv, as its forward uses them."""
     def build() -> tuple[torch.Tensor, torch.Tensor | None]:
         bias = conv.bias.detach() if conv.bias is not None else None
@@ -152,7 +152,7 @@ def _conv_exact(layer: StreamableConv1d, x: torch.Tensor) -> torch.Tensor:
     if left or right:
         x = _pad_ncw(x, left, right, layer.pad_mode)
     conv = layer.conv.conv
-    weight, bias = _weight_bias(conv)
+    weight, bias = weight_bias(conv)
     y = F.conv1d(x, weight, bias, conv.stride, 0, conv.dilation)
     norm = layer.conv.norm
     return y if isinstance(norm, nn.Identity) else norm(y)
@@ -184,7 +184,7 @@ def _from_nwc(x: torch.Tensor) -> torch.Tensor:
 def _cl_weight(conv: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(weight [O, I, 1, k] channels-last, bias) of a conv or transposed conv."""
     def build() -> tuple[torch.Tensor, torch.Tensor | None]:
-        weight, bias = _weight_bias(conv)
+        weight, bias = weight_bias(conv)
         return weight.unsqueeze(2).contiguous(memory_format=torch.channels_last), bias
     return _cached(conv, "cl", build)
 
@@ -215,7 +215,7 @@ def _convtr_exact(layer: StreamableConvTranspose1d, x: torch.Tensor) -> torch.Te
     return y[..., left: y.shape[-1] - right]
 
 
-def _run_exact(layers: tp.Iterable[nn.Module], x: torch.Tensor, owned: bool) -> tuple[torch.Tensor, bool]:
+def run_exact(layers: tp.Iterable[nn.Module], x: torch.Tensor, owned: bool) -> tuple[torch.Tensor, bool]:
     """Apply ``layers`` in order; ``owned``: x is an intermediate that may be overwritten.
     Returns the output and whether it is owned."""
     for layer in layers:
@@ -228,7 +228,7 @@ def _run_exact(layers: tp.Iterable[nn.Module], x: torch.Tensor, owned: bool) -> 
         elif isinstance(layer, SEANetResnetBlock):
             x, owned = _resblock_exact(layer, x), True
         elif isinstance(layer, nn.Sequential):
-            x, owned = _run_exact(layer, x, owned)
+            x, owned = run_exact(layer, x, owned)
         elif isinstance(layer, StreamableLSTM):
             x, owned = layer(x), True
         else:  # unknown layer: plain call, and its output may alias its input
@@ -238,8 +238,8 @@ def _run_exact(layers: tp.Iterable[nn.Module], x: torch.Tensor, owned: bool) -> 
 
 def _resblock_exact(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``block.shortcut(x) + block.block(x)`` with the sum done in place."""
-    short, short_owned = _run_exact([block.shortcut], x, False)
-    branch, branch_owned = _run_exact(block.block, x, False)
+    short, short_owned = run_exact([block.shortcut], x, False)
+    branch, branch_owned = run_exact(block.block, x, False)
     if short_owned:
         return short.add_(branch)
     if branch_owned:
@@ -265,13 +265,13 @@ def _resblock_exact(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
 ENCODER_CHUNK_FRAMES = 200
 
 
-class _ChunkPlan(tp.NamedTuple):
+class ChunkPlan(tp.NamedTuple):
     stop: int  # layers[:stop] are chunked (the downsampling stack, up to the LSTM)
     hop: int  # input samples per output frame of those layers
     context: int  # frames of context per side that covers every output's input window
 
 
-def _encoder_chunk_plan(layers: tp.Sequence[nn.Module]) -> _ChunkPlan | None:
+def _encoder_chunk_plan(layers: tp.Sequence[nn.Module]) -> ChunkPlan | None:
     """How the encoder's layers before its LSTM can be chunked, or None when they cannot
     (a normalisation over time, an unknown layer, or an ELU whose chunk boundaries would not
     fall on multiples of 32 elements)."""
@@ -316,10 +316,10 @@ def _encoder_chunk_plan(layers: tp.Sequence[nn.Module]) -> _ChunkPlan | None:
     # n differs from the whole signal's by such a multiple): whole blocks of 32 elements.
     if any(c * (hop // d) % 32 for c, d in elus):
         return None
-    return _ChunkPlan(stop, hop, -(-reach // hop))
+    return ChunkPlan(stop, hop, -(-reach // hop))
 
 
-def _chunked_bounds(frames: int, chunk: int) -> list[tuple[int, int]]:
+def chunked_bounds(frames: int, chunk: int) -> list[tuple[int, int]]:
     """[f0, f1) frame ranges of ``chunk`` frames; a last range shorter than half a chunk is
     merged into the one before, so every chunk is long."""
     bounds = [(f0, min(frames, f0 + chunk)) for f0 in range(0, frames, chunk)]
@@ -328,7 +328,7 @@ def _chunked_bounds(frames: int, chunk: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def _can_chunk(plan: _ChunkPlan | None, x: torch.Tensor) -> bool:
+def _can_chunk(plan: ChunkPlan | None, x: torch.Tensor) -> bool:
     """Chunk this input? One item, one thread, at least three chunks long."""
     return (plan is not None and x.shape[0] == 1 and torch.get_num_threads() == 1
             and x.shape[-1] >= 3 * ENCODER_CHUNK_FRAMES * plan.hop)
@@ -340,40 +340,50 @@ def encoder_forward_exact(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
     run the downsampling stack in time chunks (see above): ~25% faster, as a chunk's
     activations stay in cache."""
     layers = list(encoder.model)
-    plan = encoder.__dict__.get("_chunk_plan", False)
-    if plan is False:  # not yet decided for this model
-        plan = _encoder_chunk_plan(layers)
-        if plan is None:
-            encoder.__dict__["_chunk_plan"] = None
-        elif _can_chunk(plan, x):  # decided once, on the first input long enough to chunk
-            plan = plan if _chunking_is_exact(layers, plan, x) else None
-            encoder.__dict__["_chunk_plan"] = plan
-    if plan is False or not _can_chunk(plan, x):
-        y, _ = _run_exact(layers, x, False)
+    plan = encoder_chunk_plan(encoder, x)
+    if plan is None:
+        y, _ = run_exact(layers, x, False)
         return y
-    y, _ = _run_exact(layers[plan.stop:], _chunked_stack(layers, plan, x), True)
+    y, _ = run_exact(layers[plan.stop:], _chunked_stack(layers, plan, x), True)
     return y
 
 
-def _chunked_stack(layers: list[nn.Module], plan: _ChunkPlan, x: torch.Tensor) -> torch.Tensor:
+def encoder_chunk_plan(encoder: nn.Module, x: torch.Tensor) -> ChunkPlan | None:
+    """How :func:`encoder_forward_exact` runs ``encoder``'s downsampling stack on ``x`` [B, C, T]:
+    in the time chunks of the returned plan, or in one pass (None). Whether chunking is exact
+    for a model is decided once, on the first input long enough to chunk (its first samples,
+    see :func:`_chunking_is_exact`), and cached on the encoder; the long-file encoder
+    (:mod:`opencodec.longform.exact_encoder`) asks the same question on the same samples."""
+    plan = encoder.__dict__.get("_chunk_plan", False)
+    if plan is False:  # not yet decided for this model
+        plan = _encoder_chunk_plan(list(encoder.model))
+        if plan is None:
+            encoder.__dict__["_chunk_plan"] = None
+        elif _can_chunk(plan, x):  # decided once, on the first input long enough to chunk
+            plan = plan if _chunking_is_exact(list(encoder.model), plan, x) else None
+            encoder.__dict__["_chunk_plan"] = plan
+    return plan if plan is not None and _can_chunk(plan, x) else None
+
+
+def _chunked_stack(layers: list[nn.Module], plan: ChunkPlan, x: torch.Tensor) -> torch.Tensor:
     """The downsampling stack (``layers[:plan.stop]``) of x [1, C, T], run in time chunks."""
     length, frames = x.shape[-1], -(-x.shape[-1] // plan.hop)
     pieces = []
-    for f0, f1 in _chunked_bounds(frames, ENCODER_CHUNK_FRAMES):
+    for f0, f1 in chunked_bounds(frames, ENCODER_CHUNK_FRAMES):
         a, b = max(0, f0 - plan.context), min(frames, f1 + plan.context)
-        y, _ = _run_exact(layers[: plan.stop], x[..., a * plan.hop: min(length, b * plan.hop)], False)
+        y, _ = run_exact(layers[: plan.stop], x[..., a * plan.hop: min(length, b * plan.hop)], False)
         pieces.append(y[..., f0 - a: f1 - a])
     return torch.cat(pieces, dim=-1)
 
 
-def _chunking_is_exact(layers: list[nn.Module], plan: _ChunkPlan, x: torch.Tensor) -> bool:
+def _chunking_is_exact(layers: list[nn.Module], plan: ChunkPlan, x: torch.Tensor) -> bool:
     """Whether chunking gives bitwise the one-pass stack on this model and machine, checked
     once on the first input long enough to chunk. The cut-invariance the plan relies on is a
     property of the convolution kernels oneDNN picks for the layer shapes, and it does not
     hold for every architecture (a small test model with 8-16 channels differed by ~1e-7);
     where it fails, the model runs in one pass."""
     probe = x[..., : (3 * ENCODER_CHUNK_FRAMES + ENCODER_CHUNK_FRAMES // 2) * plan.hop + plan.hop // 2]
-    whole, _ = _run_exact(layers[: plan.stop], probe, False)
+    whole, _ = run_exact(layers[: plan.stop], probe, False)
     return torch.equal(whole, _chunked_stack(layers, plan, probe))
 
 
@@ -381,5 +391,5 @@ def decoder_forward_exact(decoder: nn.Module, z: torch.Tensor) -> torch.Tensor:
     """SEANet decoder z [B, D, F] -> audio [B, C, F * hop], bitwise equal to ``decoder(z)``
     run without autograd: the exact encoder's savings plus channels-last transposed convs
     (see ``_convtr_exact``)."""
-    y, _ = _run_exact(decoder.model, z, False)
+    y, _ = run_exact(decoder.model, z, False)
     return y

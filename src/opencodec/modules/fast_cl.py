@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .conv import StreamableConv1d, StreamableConvTranspose1d, pad1d
-from .fast import _cached, _cl_weight, _convtr_trim, _from_nwc, _nwc, _pads, _reflect_edges_, _to_cl, _weight_bias
+from .fast import _cached, _cl_weight, _convtr_trim, _from_nwc, _nwc, _pads, _reflect_edges_, _to_cl, weight_bias
 from .lstm import StreamableLSTM
 from .seanet_blocks import SEANetResnetBlock
 
@@ -37,7 +37,7 @@ __all__ = ["decoder_forward_fast", "encoder_forward_fast"]
 def _gemm_weight(conv: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(weight [C_in, C_out], bias) of a kernel-1 conv, for ``x [N, C_in] @ weight``."""
     def build() -> tuple[torch.Tensor, torch.Tensor | None]:
-        weight, bias = _weight_bias(conv)
+        weight, bias = weight_bias(conv)
         return weight[:, :, 0].t().contiguous(), bias
     return _cached(conv, "gemm", build)
 
@@ -82,7 +82,7 @@ def _pointwise_cl(layer: StreamableConv1d, x: torch.Tensor) -> torch.Tensor:
 def _narrow_weight(conv: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(weight [C_in, k * C_out] with column j * C_out + o = W[o, :, j], bias)."""
     def build() -> tuple[torch.Tensor, torch.Tensor | None]:
-        weight, bias = _weight_bias(conv)
+        weight, bias = weight_bias(conv)
         return weight.permute(1, 2, 0).reshape(weight.shape[1], -1).contiguous(), bias
     return _cached(conv, "narrow", build)
 
