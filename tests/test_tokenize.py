@@ -5,6 +5,7 @@ reading back with pyarrow, pandas, TokenDataset and detokenize."""
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import signal
 import subprocess
@@ -115,6 +116,10 @@ def test_metadata_index_errors(tokens: Path, tiny_model_file: Path) -> None:
     index = json.loads((tokens / "index.json").read_text())
     assert [(s["rows"], s["errors"]) for s in index["shards"]] == [(2, 1), (3, 0), (1, 0)]
     assert index["rows"] == 6 and index["errors"] == 1
+    # the hours of audio: the files' lengths at their own rates, summed over every shard
+    assert index["hours"] == pytest.approx(sum(int(sec * rate) / rate for _, sec, rate, _ in FILES) / 3600,
+                                           rel=1e-9)
+    assert index["hours"] == pytest.approx(sum(shard["seconds"] for shard in index["shards"]) / 3600)
     errors = [json.loads(line) for line in (tokens / "errors.jsonl").read_text().splitlines()]
     assert [e["id"] for e in errors] == ["broken.wav"]
     assert "cannot read audio file" in errors[0]["error"]
@@ -184,6 +189,24 @@ def test_two_processes_same_rows_as_one(tiny_model_file: Path, corpus: Path, tok
     for a, b in zip(sorted(tokens.glob("shard-*")), sorted(out.glob("shard-*")), strict=True):
         assert pq.read_table(a).equals(pq.read_table(b), check_metadata=True)
     assert (tokens / "index.json").read_text() == (out / "index.json").read_text()
+
+
+def test_rerun_rewrites_only_the_missing_shard(tiny_model_file: Path, corpus: Path, tokens: Path,
+                                               tmp_path: Path) -> None:
+    """A finished shard is never recomputed: after one shard is deleted, a rerun writes that one
+    shard (equal to the uninterrupted run's) and leaves the two others untouched."""
+    out = tmp_path / "resume"
+    shutil.copytree(tokens, out)
+    (out / "index.json").unlink()
+    middle = out / "shard-00001-of-00003.parquet"
+    middle.unlink()
+    kept = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.parquet")}
+    summary = tokenize(TokenizeOptions([str(corpus)], out, model=str(tiny_model_file), device="cpu",
+                                       batch_seconds=2.5, shard_rows=3, max_seconds=2.0))
+    assert summary.stats.shards_skipped == 2 and summary.stats.shards_written == 1
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.parquet") if p.name in kept} == kept
+    assert pq.read_table(middle).equals(pq.read_table(tokens / middle.name), check_metadata=True)
+    assert (out / "index.json").read_text() == (tokens / "index.json").read_text()
 
 
 def _run_cli(args: list[str], new_session: bool = False) -> subprocess.Popen:

@@ -30,8 +30,8 @@ consumed. The steps' results are committed only once every step of the push has 
 so a step that raises leaves every stream as it was before the push.
 
 Exactness (see README, "Many streams at once"): ``batched=False`` runs each stream in its
-own batch-1 step, which is bit for bit :class:`StreamingEncoder` (codes equal to
-``model.encode``) and :class:`StreamingDecoder`. ``batched=True`` (default) runs the
+own batch-1 step, which is bit for bit :class:`StreamingEncoder` (``model.encode``'s codes
+but for rare near-ties, see :mod:`opencodec.streaming`) and :class:`StreamingDecoder`. ``batched=True`` (default) runs the
 streams in one batch: PyTorch's convolution kernels (and the decoder's native LSTM kernel)
 round a batch of several streams differently from a batch of one (~1e-7 relative per
 layer), so a stream's codes can differ from its codes alone on rare near-ties and its
@@ -272,8 +272,8 @@ class MultiStreamEncoder(_MultiStream):
     """N audio streams -> N code streams, one batched step per frame.
 
     ``push({id: frame [C, hop]})`` -> ``{id: codes [K, f]}``; a stream's codes, concatenated
-    with those ``close`` returns, equal ``model.encode`` of its audio (``batched=False``: bit
-    for bit; ``batched=True``: up to rare near-ties, see the module doc). K is
+    with those ``close`` returns, equal ``model.encode`` of its audio up to rare near-ties (``batched=False``: bit for bit
+    :class:`StreamingEncoder`'s; ``batched=True``: a few more, see the module doc). K is
     ``model.num_codebooks()`` when built (set the bandwidth first). Residual quantisation is
     sequential, so a stream at a lower bandwidth takes the first rows of its codes: one encoder
     at the highest bandwidth serves streams at every bandwidth.

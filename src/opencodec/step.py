@@ -28,13 +28,14 @@ need one frame (``warmup_frames`` = 1).
 Exactness: ``start`` then ``forward`` frame by frame compute, layer by layer, the same
 operations on the same values as :class:`~opencodec.streaming.StreamingEncoder` /
 :class:`~opencodec.streaming.StreamingDecoder` pushed one frame at a time (the LSTM kernel
-chosen by ``native_lstm`` as there), so at batch 1 codes equal ``model.encode`` and audio
-equals the streaming decoder bit for bit; what changes across batch sizes is measured in
+chosen by ``native_lstm`` as there), so at batch 1 codes and audio equal the streaming
+encoder's and decoder's bit for bit (and ``model.encode``'s codes but for rare near-ties: see
+:mod:`opencodec.streaming`); what changes across batch sizes is measured in
 tests/test_multistream.py and the README. ``exact=False`` builds the fast path instead
 (:mod:`opencodec.step_fast`: the same state, time-major, fewer kernels per frame; equal up to
 float rounding, measured in tests/test_streaming_fast.py). ``finish`` ends an encoder stream whose length is
-not a whole number of frames with the offline right padding (reflected samples), so the
-last frame's codes equal ``model.encode`` too.
+not a whole number of frames with the offline right padding (reflected samples), as
+``model.encode`` pads.
 """
 
 from __future__ import annotations
@@ -297,7 +298,7 @@ class _StepBase(nn.Module):
 class EncoderStep(_StepBase):
     """Audio frames [B, C, n * hop] + state -> codes [B, K, n] + new state (K fixed when built).
 
-    ``native_lstm`` False (default): oneDNN LSTM as ``model.encode`` (codes bit-exact at batch 1).
+    ``native_lstm`` False (default): oneDNN LSTM as ``model.encode`` (at batch 1 bitwise the streaming encoder).
     ``exact`` False: the fast time-major path (:mod:`opencodec.step_fast`; ``native_lstm`` is
     then unused): same state semantics, time-major state tensors, float rounding differences.
     """

@@ -8,13 +8,22 @@
     codes = enc.flush()                     # the last frames (end-of-signal padding)
     audio = dec.flush()
 
-Concatenating every ``push`` output and the ``flush`` output gives exactly
-``model.encode(whole)[0].codes`` for the encoder, and ``model.decode(...)`` of the
-whole codes (trim to the input length) for the decoder, whatever the chunking.
-``flush`` ends the stream and resets the object, so it can start a new stream.
-Codes are bit-identical to ``model.encode`` run under ``torch.inference_mode()`` or
-``torch.no_grad()`` (same kernels on the same values); the decoder uses a faster LSTM
-kernel by default and matches ``model.decode`` to ~1e-7 (``fast_lstm`` switches).
+Concatenating every ``push`` output and the ``flush`` output gives the codes of
+``model.encode(whole)[0].codes`` for the encoder, and ``model.decode(...)`` of the whole codes
+(trim to the input length, to ~1e-7) for the decoder, whatever the chunking. ``flush`` ends the
+stream and resets the object, so it can start a new stream.
+
+The encoder runs the same layers on the same values as ``model.encode``, but on the pieces a
+push brings, and PyTorch picks its CPU kernels by input size: a convolution over a short piece
+(conv1d takes oneDNN only above 20480 elements), the ELU's last ``numel % 32`` elements, the
+LSTM over one frame and the quantiser's distances for a few frames are summed in another order
+than over the whole signal. The latent then differs by ~1e-7, and a code whose two nearest
+codewords are that close flips: on real audio 0-14 frames in 4500 (0-0.3%), depending on the
+model and the push size (``benchmarks/probes/stream_vs_offline.py``, docs/BENCHMARKS.md). For
+whole files in bounded memory, :class:`opencodec.longform.exact_encoder.ChunkedExactEncoder`
+computes what ``model.encode`` computes, chunk for chunk, and gives its codes bit for bit (at
+the cost of seconds of latency). The decoder uses a faster LSTM kernel by default and matches
+``model.decode`` to ~1e-7 (``fast_lstm`` switches).
 ``exact=False`` (or ``model.exact = False``) selects fast mode (:mod:`opencodec.streaming_fast`):
 the same emission times, results equal up to float rounding.
 
@@ -114,7 +123,8 @@ class _Streaming:
 
 
 class StreamingEncoder(_Streaming):
-    """Audio chunks [B, C, n] -> code frames [B, K, f], exactly equal to ``model.encode``.
+    """Audio chunks [B, C, n] -> code frames [B, K, f]: ``model.encode``'s codes, but for rare
+    near-ties (see the module notes).
 
     K is ``model.num_codebooks()`` when the encoder is built (set the bandwidth first).
     The batch size is fixed by the first push of a stream; every push must have the model's
@@ -122,9 +132,8 @@ class StreamingEncoder(_Streaming):
 
     ``fast_lstm=True`` runs the bottleneck LSTM with PyTorch's native CPU kernel, ~3 ms
     less per frame on one thread for the 24 kHz model, but its outputs differ from the
-    offline (oneDNN) LSTM by ~1e-7, so a code can in rare near-ties differ from
-    ``model.encode``. The default (False) is bit-exact with ``model.encode`` run under
-    ``torch.inference_mode()`` / ``torch.no_grad()`` (with autograd enabled PyTorch
+    offline (oneDNN) LSTM by ~1e-7, so more codes can differ from ``model.encode`` at
+    near-ties. The default (False) runs the offline kernel (with autograd enabled PyTorch
     itself picks the native kernel).
 
     ``exact`` None (default): ``model.exact`` (True unless switched off).

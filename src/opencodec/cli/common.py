@@ -82,11 +82,12 @@ def sigterm_as_interrupt() -> tp.Iterator[None]:
 
 
 def add_mode_options(parser: argparse.ArgumentParser, fast_default: bool) -> None:
-    """--exact / --fast (see the README, "Fast mode"): exact gives the official computation
-    bit for bit; fast equals it up to float rounding (measured differences in the README)."""
+    """--exact / --fast (see the README, "Fast mode"): exact runs the plain computation (files:
+    the official package's bit for bit; streams: the same layers on the pieces, see README "Live
+    streaming"); fast equals it up to float rounding (measured differences in the README)."""
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--exact", dest="fast", action="store_false",
-                       help="official-identical output (bitwise the plain computation)"
+                       help="the plain computation (files: official-identical output)"
                             + ("" if fast_default else "; the default"))
     group.add_argument("--fast", dest="fast", action="store_true",
                        help="fast mode: fewer, fused kernels, equal up to float rounding"
