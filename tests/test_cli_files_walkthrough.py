@@ -261,6 +261,15 @@ def test_louder_than_full_scale_input_warns(tmp_path: Path, tiny_ckpt: str, caps
     monkeypatch.setattr(codec_files, "STREAMING_MIN_SECONDS", 1.0)
     code, _, err = run(capsys, "compress", long, "--model", tiny_ckpt, "-q")
     assert code == 0 and "warning:" in err and "input peak amplitude 1.9" in err
+    # both paths measure what the codec sees (the audio at its rate and channels): a stereo
+    # float file whose channels cancel in the mono down-mix warns on neither
+    mono = sf.read(signal_wav(tmp_path / "m.wav", 1.5, peak=1.5))[0]
+    cancel = tmp_path / "cancel.wav"
+    sf.write(cancel, np.stack([mono, -mono], axis=1).astype(np.float32), RATE, subtype="FLOAT")
+    for minimum in (1.0, 60.0):  # the long-file path, then the whole-file path
+        monkeypatch.setattr(codec_files, "STREAMING_MIN_SECONDS", minimum)
+        code, _, err = run(capsys, "compress", cancel, tmp_path / f"c{minimum}.ecdc", "--model", tiny_ckpt, "-q")
+        assert (code, err) == (0, ""), minimum
 
 
 # -- #18: a folder's OUT is a folder ----------------------------------------------------------------------------

@@ -140,18 +140,6 @@ def test_tiny_odd_lengths(tiny):
             _check(model, wav[:, : frames * HOP + extra], blocks=(0.37,))
 
 
-def test_tiny_streaming_encoder_differs_here(tiny):
-    """The motivation: fed 0.5 s pushes, ``StreamingEncoder`` (the long-file path so far) gets
-    other codes than ``model.encode`` for some of these signals on this machine (AVX-512,
-    PyTorch 2.13); the chunked encoder gets the same (test_tiny_bitwise)."""
-    model = _fresh(tiny)
-    differing = {s: int((_streamed(model, _mono24(s), 0.5) != _reference(model, _mono24(s))).sum())
-                 for s in TINY_SECONDS}
-    if not any(differing.values()):
-        pytest.skip(f"the streamed codes happen to match on this machine: {differing}")
-    assert differing[9.0] or differing[10.2] or differing[1.5]
-
-
 # (b), (c) the official 24 kHz architecture (random weights) and the bundled model. Most
 # lengths with a chunk of 64 frames (offline reads the size at call time; 3 chunks = 2.6 s),
 # then the real size (200 frames) once.
@@ -227,3 +215,23 @@ def test_falls_back_where_offline_runs_one_pass(tiny, monkeypatch):
     assert enc.fallback_reason is not None and "one pass" in enc.fallback_reason
     assert torch.equal(got, _streamed(model, wav, 0.37))
     assert got.shape == _reference(model, wav).shape
+
+
+def test_a_float64_model_gets_its_dtype(tiny):
+    """Blocks are float32 (as read); a model in another dtype gets them in its own, as
+    ``compress`` converts: short signals through ``model.encode``, long ones through the
+    streaming fallback (offline's chunks are reproduced for CPU float32 models only)."""
+    model = _fresh(tiny).double()
+    short = _mono24(1.5)
+    got, enc = _chunked(model, short, 0.37)
+    assert enc.fallback_reason is None and torch.equal(got, _reference(model, short.double()))
+    long = _mono24(9.0)
+    got, enc = _chunked(model, long, 1.0)
+    assert enc.fallback_reason is not None and "float32" in enc.fallback_reason
+    streamed = StreamingEncoder(model)
+    step = model.sample_rate
+    with torch.inference_mode():
+        outs = [streamed.push(long.double()[None, :, i:i + step]) for i in range(0, long.shape[-1], step)]
+        expected = torch.cat(outs + [streamed.flush()], dim=-1)[0]
+    # exact streaming with other push sizes: equal but for rare near-ties (see opencodec.streaming)
+    assert got.shape == expected.shape and (got == expected).float().mean() > 0.99

@@ -131,7 +131,19 @@ def test_linked_folders_are_followed_once(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="already listed") as rec:
         ids = [i.id for i in list_inputs([root])]
     assert ids == ["again/broken.wav", "again/m1.wav", "again/m2.wav", "own.wav"]
-    assert len([w for w in rec if "already listed" in str(w.message)]) == 2
+    assert len([w for w in rec if "already listed" in str(w.message)]) == 1  # music: again's folder
+    assert len([w for w in rec if "listed under its own path" in str(w.message)]) == 1  # the loop
+
+
+def test_a_link_into_the_tree_never_hides_the_real_folder(tmp_path: Path) -> None:
+    """A convenience link whose name sorts first (``a_link -> b``) must not take the real
+    folder's place: ids stay ``b/...`` whatever the names' order."""
+    root = tmp_path / "ds"
+    _write_corpus(root / "b", [("x.wav", 0.1, 24000, 1)])
+    (root / "a_link").symlink_to(root / "b")
+    with pytest.warns(UserWarning, match="a_link is a link to .*listed under its own path"):
+        ids = [i.id for i in list_inputs([root])]
+    assert ids == ["b/broken.wav", "b/x.wav"]
 
 
 # -- 5, 11: unfinished and damaged token folders -------------------------------------------------

@@ -88,6 +88,12 @@ def test_official_name_with_other_weights_is_custom_and_hashed(fake24: EncodecMo
     # a model built in Python keeps its name (the official package's headers, no hash)
     header, _ = parse_header(compress(fake24, WAV, 6.0))
     assert (header.model_name, header.model_hash) == ("encodec_24khz", None)
+    # a file of the official package (no hash) still decodes with a copy loaded from a file,
+    # with a warning that its weights are not proven official (nothing in such a file proves it)
+    official_file = compress(fake24, WAV, 6.0)
+    with pytest.warns(UserWarning, match="not proven to be the official ones"):
+        audio, _ = decompress(official_file, load_model(saved))
+    assert torch.equal(audio, decompress(official_file, fake24)[0])
 
 
 def test_the_official_checkpoint_file_keeps_its_name(fake24: EncodecModel, tmp_path: Path,

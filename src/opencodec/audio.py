@@ -80,6 +80,15 @@ def soundfile_name(path: str | Path) -> str | bytes:
     return name
 
 
+def stores_float_samples(path: str | Path) -> bool:
+    """Whether the audio file ``path`` stores float samples (FLOAT or DOUBLE), which may exceed
+    full scale; False when its header cannot be read."""
+    try:
+        return sf.info(soundfile_name(path)).subtype in ("FLOAT", "DOUBLE")
+    except Exception:  # noqa: BLE001 - used only to decide on a warning
+        return False
+
+
 def audio_error_reason(exc: BaseException, path: str | Path | None = None) -> str:
     """A short human reason from a soundfile/OS exception (``path``: the file, whose suffix
     names the format in the reason for corrupt data).

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from ._files import check_output, write_bytes_atomic
-from .audio import AUDIO_EXTENSIONS, convert_audio, is_audio_file, read_audio, write_audio
+from .audio import AUDIO_EXTENSIONS, convert_audio, is_audio_file, read_audio, stores_float_samples, write_audio
 from .bitstream import EcdcHeader, StreamLayout, body_size, header_bytes, parse_header, read_header
 from .compress import compress, decompress
 from .ecdc_info import ECDC_SUFFIX, is_ecdc_file
@@ -294,9 +294,10 @@ class FileCompressor:
         notices: list[str] = []
         with _notices(notices):
             wav, sample_rate = read_audio(job.src)
-        notices += loudness_notice(job.src, wav)
         input_rate, input_channels = sample_rate, wav.shape[0]
         wav = convert_audio(wav, sample_rate, model.sample_rate, model.channels)
+        if stores_float_samples(job.src):  # what the codec sees, as the long-file path measures it
+            notices += loudness_notice(job.src, wav)
         length = wav.shape[-1]
         round_trip = job.dst.suffix.lower() in AUDIO_OUTPUT_SUFFIXES
         steps = len(model.segments(length)) * (2 if round_trip else 1)

@@ -17,6 +17,7 @@ The packet stream (:mod:`opencodec.stream`) uses the same checks with its own he
 from __future__ import annotations
 
 import typing as tp
+import warnings
 
 from .errors import BitstreamError, ModelLoadError
 # OFFICIAL_NAMES, is_registered_name and export_name live in releases (pretrained uses them)
@@ -84,7 +85,9 @@ def check_model_for_file(model: "EncodecModel", name: str, weights_hash: str | N
     Checked: the codebooks used are at most the model's; when ``name`` is a known model (an
     official one or a release) the model has its sample rate, channels, codebook count,
     codebook size and frame rate; a hash must be the model's (:func:`model_hash`), whatever
-    its name. Without a hash the names must agree, except that a header saying bare
+    its name. Without a hash the names must agree, except that an official name accepts, with a
+    warning, ``<name>_custom`` (weights loaded from a file that may be a copy of the official
+    ones), and a header saying bare
     ``opencodec_24khz`` (written before versioned names) accepts any release of it that the
     caller named explicitly; a release's name without a hash is a damaged header.
     ``loaded_for``: why the model was chosen when the caller did not give it (e.g. "the
@@ -121,6 +124,15 @@ def check_model_for_file(model: "EncodecModel", name: str, weights_hash: str | N
                                  f"{CODEC_ALIAS!r} (today's release, {model.name}), which is not a "
                                  f"choice of the release that wrote the file")
         return  # a legacy file, decoded with the release the caller chose
+    if name in OFFICIAL_NAMES and model.name == export_name(name):
+        # The official package's headers record no hash, so nothing proves which weights wrote
+        # them, as before; a copy of the official weights loaded from a file is named
+        # <name>_custom (opencodec.pretrained) and may be exactly those weights.
+        warnings.warn(f"{what} was written by {name!r}, which records no weights hash; {who} is "
+                      f"weights loaded from a file that are not proven to be the official ones: "
+                      f"decoding with them (right only if they are; load {name!r} by name to be sure)",
+                      stacklevel=3)
+        return
     if name != model.name:
         given = f"the model given is {model.name!r}" if loaded_for is None else f"{who} is another model"
         raise BitstreamError(f"{what} was written by model {name!r}, but {given}")

@@ -18,7 +18,12 @@
   ``.safetensors``. Keys may follow the official layout (legacy weight-norm names
   ``weight_g``/``weight_v``), the newer ``parametrizations.weight.original0/1``
   naming, or the Hugging Face layout (``encoder.layers.N.conv.*``,
-  ``quantizer.layers.N.codebook.*``).
+  ``quantizer.layers.N.codebook.*``). A file never gives a model a registered name its
+  weights are not proven to have: weights of a release get its name, other weights stored
+  under a registered name load as ``<name>_custom`` (their files record their weights hash).
+  An official name is kept for the official checkpoint file itself (its sha256 prefix), and
+  for a copy of its weights once the official checkpoint was loaded by name in this process
+  (so the same copy can load under either name, depending on what the process loaded first).
 
 ``load_lm_model(name_or_path, codec=...)`` finds the entropy model (the transformer that
 arithmetic-codes ``.ecdc`` files with ``"lm": true``): the official ``encodec_lm_24khz`` /

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .._files import atomic_output
+from ..audio import stores_float_samples
 from ..bitstream import (DEFAULT_CHECK_BITS, SCALE_STRUCT, DeterministicCoding, EcdcHeader,
                         StreamLayout, body_size, pack_codes, write_ecdc, write_header)
 from ..compress import (InvalidAudioError, check_model_bandwidth, check_lm_covers, deterministic_coding,
@@ -260,15 +261,6 @@ def encode_file_streaming(model: EncodecModel, in_path: str | Path, block_second
     return codes, scales, blocks.length
 
 
-def _float_samples(path: Path) -> bool:
-    """Whether the audio file ``path`` stores float samples (which may exceed full scale)."""
-    import soundfile as sf
-    try:
-        return sf.info(os.fsencode(path)).subtype in ("FLOAT", "DOUBLE")
-    except Exception:  # noqa: BLE001 - it was just read; a failure here only skips a warning
-        return False
-
-
 def _compress_file(model: EncodecModel, in_path: Path, out_path: Path, block_seconds: float,
                    progress: Progress,
                    coding: tuple[AnyLM, DeterministicCoding | None, Progress] | None = None
@@ -284,7 +276,7 @@ def _compress_file(model: EncodecModel, in_path: Path, out_path: Path, block_sec
             peak = max(peak, float(np.abs(data).max())) if data.size else peak
             sink.push(data)
         length = blocks.length
-        if peak > 1.0 and _float_samples(in_path):  # (integer PCM can only overshoot by resampling)
+        if peak > 1.0 and stores_float_samples(in_path):  # (integer PCM can only overshoot by resampling)
             shown = f"{peak:.4f}" if peak < 1e6 else f"{peak:.4g}"
             warnings.warn(f"{in_path}: input peak amplitude {shown} exceeds full scale 1.0; the codec "
                           "expects audio within [-1, 1] and distorts louder input: scale it down first",

@@ -143,7 +143,7 @@ class ChunkedExactEncoder:
         if self._mode == "stream":
             assert self._stream is not None
             self.samples_in += x.shape[-1]
-            return self._count(self._stream.push(x[None].to(self._device))[0].cpu())
+            return self._count(self._stream.push(self._for_model(x[None]))[0].cpu())
         self._pieces.append(x)
         self.samples_in += x.shape[-1]
         with torch.inference_mode(), one_thread():
@@ -158,13 +158,18 @@ class ChunkedExactEncoder:
                 if self.samples_in < 3 * self.chunk * self.hop:  # offline: one pass, not chunked
                     if not self.samples_in:
                         return self._empty()
-                    whole = self._held(0, self.samples_in).to(self._device)
+                    whole = self._for_model(self._held(0, self.samples_in))
                     return self._count(self.model.encode(whole)[0].codes[0].cpu())
                 codes = self._decide(final=True)
                 return codes if self._mode == "chunked" else torch.cat([codes, self._finish_stream()], -1)
             if self._mode == "stream":
                 return self._finish_stream()
             return self._advance(final=True)
+
+    def _for_model(self, x: torch.Tensor) -> torch.Tensor:
+        """Float32 audio on the model's device and in its dtype (``compress`` converts the
+        same way), for the paths that call the model or the streaming encoder."""
+        return x.to(device=self._device, dtype=self._dtype)
 
     def _finish_stream(self) -> torch.Tensor:
         assert self._stream is not None
@@ -188,7 +193,7 @@ class ChunkedExactEncoder:
             return self._advance(final)
         self._mode, self.fallback_reason = "stream", reason
         self._stream = StreamingEncoder(self.model)
-        codes = self._stream.push(self._held(0, self.samples_in).to(self._device))[0].cpu()
+        codes = self._stream.push(self._for_model(self._held(0, self.samples_in)))[0].cpu()
         self._pieces = []
         return self._count(codes)
 
@@ -213,8 +218,13 @@ class ChunkedExactEncoder:
             return "unsupported LSTM or last conv (needs time-first LSTM, causal stride-1 reflect conv)"
         if self.chunk * channels % 32 or self._plan.hop != self.hop:
             return f"chunk boundaries ({self.chunk} frames x {channels} channels) split ELU vector blocks"
+        # The whole sequence is at least the probe long (ceil: offline's frame count) and may be
+        # far longer; PyTorch's backend choice grows with the width (a numel threshold), so one
+        # backend holds for every whole only when the probe's width and a huge one agree.
         whole = _conv_backend(conv.conv.conv, *weight_bias(conv.conv.conv),
-                              probe.shape[-1] // self.hop + conv.padding_total)
+                              -(-probe.shape[-1] // self.hop) + conv.padding_total)
+        if whole != _conv_backend(conv.conv.conv, *weight_bias(conv.conv.conv), 1 << 20):
+            return f"the last conv's backend depends on the file's length ({whole} at the probe's)"
         self.window = max(self.chunk, 8)
         while _conv_backend(conv.conv.conv, *weight_bias(conv.conv.conv),
                             self.window + conv.padding_total) != whole:

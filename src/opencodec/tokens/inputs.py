@@ -51,17 +51,25 @@ class InputItem:
 
 
 def _walk_folder(root: Path) -> list[InputItem]:
-    """Audio files under ``root``, following linked folders, each real folder once."""
+    """Audio files under ``root``, following linked folders, each real folder once: a folder of
+    the tree itself is always listed under its own path (a link to it is skipped, whatever the
+    names' order), and a folder outside the tree under the first link that leads to it."""
     items = []
+    tree = {os.path.realpath(folder) for folder, _, _ in os.walk(root)}  # without following links
     seen = {os.path.realpath(root)}
     origin = f"folder {root}"
     for folder, dirs, files in os.walk(root, followlinks=True):
         kept = []
         for name in sorted(d for d in dirs if not d.startswith(".")):
-            real = os.path.realpath(os.path.join(folder, name))
+            path = os.path.join(folder, name)
+            real = os.path.realpath(path)
+            if os.path.islink(path) and real in tree:
+                warnings.warn(f"{path} is a link to {real}, a folder of this tree that is listed under "
+                              "its own path: skipped", stacklevel=2)
+                continue
             if real in seen:
-                warnings.warn(f"{os.path.join(folder, name)} leads to folder {real}, which is already "
-                              "listed (a link loop, or two links to one folder): skipped", stacklevel=2)
+                warnings.warn(f"{path} leads to folder {real}, which is already listed (a link loop, "
+                              "or two links to one folder): skipped", stacklevel=2)
                 continue
             seen.add(real)
             kept.append(name)
