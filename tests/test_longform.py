@@ -394,3 +394,27 @@ def test_cli_streams_entropy_coded_long_inputs(tiny, small_lm, tmp_path, monkeyp
         a, _ = sf.read(str(tmp_path / f"s{fmt}.wav"), dtype="int16")
         b, _ = sf.read(str(tmp_path / f"w{fmt}.wav"), dtype="int16")
         assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_block_reader_stops_at_the_header_frame_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The long-file reader reads at most the frames the header announces, as ``read_audio``
+    (``soundfile.read``) does, even from a decoder that would yield more (simulated here by a
+    block reader that always returns a full block)."""
+    from opencodec.longform import blocks
+
+    path = _write(tmp_path / "x.wav", _signal(2.3, 24000), 24000)
+    real, calls = blocks._read_block, []
+
+    def generous(sfile, frames):
+        calls.append(frames)
+        if len(calls) > 50:
+            raise AssertionError("the reader never stopped")
+        data = real(sfile, frames)
+        return np.concatenate([data, np.zeros((frames - data.shape[0], data.shape[1]), np.float32)])
+
+    monkeypatch.setattr(blocks, "_read_block", generous)
+    reader = blocks._ConvertedBlocks(path, 24000, 1, block_seconds=1.0)
+    audio = np.concatenate(list(reader))
+    expected, _ = read_audio(path)
+    assert reader.length == audio.shape[0] == expected.shape[-1]
+    np.testing.assert_array_equal(audio[:, 0], expected[0].numpy())

@@ -83,8 +83,10 @@ class _ConvertedBlocks:
             read = 0
             pushed = 0
             while True:
+                # at most the header's frame count, as read_audio (soundfile.read) reads
+                want = block if not total else min(block, total - read)
                 try:
-                    data = _read_block(sfile, block)
+                    data = _read_block(sfile, want) if want else np.zeros((0, sfile.channels), np.float32)
                 except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
                     raise AudioIOError(f"cannot read audio file {in_path}: {audio_error_reason(exc)}") from exc
                 last = data.shape[0] < block
