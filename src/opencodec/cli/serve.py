@@ -40,8 +40,9 @@ def add_serve_parser(sub: tp.Any, common: argparse.ArgumentParser) -> None:
                      help="how long a step may wait for every live stream's next frame, so that all "
                           "share one batched step (default one frame, 13.3 ms at 24 kHz; 0: no waiting)")
     srv.add_argument("--exact", action="store_true",
-                     help="exact kernels, each stream in its own batch-1 step: codes bit-identical to "
-                          "'compress' (much slower with many clients). Default: fast mode (README, "
+                     help="exact kernels, each stream in its own batch-1 step: the streaming encoder's codes "
+                          "(those of 'compress' but for rare near-ties, README 'Streamed codes'; much slower "
+                          "with many clients). Default: fast mode (README, "
                           "'Fast mode'), all streams batched in one step")
     srv.set_defaults(parser=srv, handler=cmd_serve)
 

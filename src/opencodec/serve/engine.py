@@ -144,7 +144,7 @@ class Engine:
         self.max_steps = max_steps
         # Unbatched (exact) mode keeps one frame per stream per step, as before catching up
         # existed: several code frames in one decoder step round differently (~1e-6) from one
-        # at a time, and its purpose is bitwise output, not load.
+        # at a time, and its purpose is the streaming encoder's and decoder's output, not load.
         self.max_frames = max_frames if batched else 1
         self.encoder = MultiStreamEncoder(model, batched=batched)
         self.decoder = MultiStreamDecoder(model, batched=batched)
