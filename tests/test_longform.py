@@ -15,6 +15,7 @@ import soundfile as sf
 import torch
 
 import official_ref
+from signals import tones_and_noise
 from opencodec import EncodecConfig, EncodecModel
 from opencodec.audio import convert_audio, read_audio, write_audio
 from opencodec.compress import compress, decompress
@@ -36,15 +37,6 @@ def m24() -> EncodecModel:
     return official_ref.ours_from(official_ref.make_official_model("encodec_24khz", seed=3), "encodec_24khz").eval()
 
 
-def _signal(seconds: float, rate: int, channels: int = 1, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    n = int(round(seconds * rate))
-    t = np.arange(n) / rate
-    cols = [0.3 * np.sin(2 * np.pi * (220 + 110 * c) * t) + 0.1 * rng.standard_normal(n)
-            for c in range(channels)]
-    return np.stack(cols, axis=1).astype(np.float32)  # [n, C]
-
-
 def _write(path: Path, data: np.ndarray, rate: int, subtype: str = "FLOAT") -> Path:
     sf.write(str(path), data, rate, subtype=subtype)
     return path
@@ -58,7 +50,7 @@ def _reference_bytes(model: EncodecModel, path: Path, bandwidth: float) -> bytes
 
 @pytest.mark.parametrize("block_seconds", [0.0137, 0.5, 10.0])
 def test_compress_identical_at_model_rate(tiny, tmp_path, block_seconds):
-    src = _write(tmp_path / "in.wav", _signal(3.21, 24000), 24000)
+    src = _write(tmp_path / "in.wav", tones_and_noise(3.21, 24000), 24000)
     out = tmp_path / "out.ecdc"
     seen = []
     size = compress_file_streaming(tiny, src, out, 3.0, block_seconds=block_seconds,
@@ -71,7 +63,7 @@ def test_compress_identical_at_model_rate(tiny, tmp_path, block_seconds):
 
 
 def test_compress_identical_with_downmix_and_pcm(tiny, tmp_path):
-    src = _write(tmp_path / "in.wav", _signal(2.0, 24000, channels=2), 24000, subtype="PCM_16")
+    src = _write(tmp_path / "in.wav", tones_and_noise(2.0, 24000, channels=2), 24000, subtype="PCM_16")
     out = tmp_path / "out.ecdc"
     compress_file_streaming(tiny, src, out, 1.5, block_seconds=0.3)
     assert out.read_bytes() == _reference_bytes(tiny, src, 1.5)
@@ -80,7 +72,7 @@ def test_compress_identical_with_downmix_and_pcm(tiny, tmp_path):
 def test_compress_resampled_matches(tiny, tmp_path):
     # Equality is only guaranteed without resampling; python-soxr's stream resampler has
     # so far been sample-identical to its one-shot resampler, which this checks.
-    src = _write(tmp_path / "in.wav", _signal(2.345, 44100, channels=2), 44100)
+    src = _write(tmp_path / "in.wav", tones_and_noise(2.345, 44100, channels=2), 44100)
     out = tmp_path / "out.ecdc"
     compress_file_streaming(tiny, src, out, 3.0, block_seconds=0.21)
     assert out.read_bytes() == _reference_bytes(tiny, src, 3.0)
@@ -91,7 +83,7 @@ def test_decompress_matches(tiny, tmp_path):
     last_conv = [m for m in tiny.decoder.modules() if type(m).__name__ == "StreamableConv1d"][-1].conv.conv
     with torch.no_grad():
         last_conv.bias += 0.9  # loud output: exercises clipping
-    wav = torch.from_numpy(_signal(2.7, 24000).T.copy())
+    wav = torch.from_numpy(tones_and_noise(2.7, 24000).T.copy())
     data = compress(tiny, wav, 3.0)
     src = tmp_path / "x.ecdc"
     src.write_bytes(data)
@@ -115,7 +107,7 @@ def test_decompress_matches(tiny, tmp_path):
 
 
 def test_truncated_raises_and_leaves_nothing(tiny, tmp_path):
-    data = compress(tiny, torch.from_numpy(_signal(1.0, 24000).T.copy()), 1.5)
+    data = compress(tiny, torch.from_numpy(tones_and_noise(1.0, 24000).T.copy()), 1.5)
     for name, bad in (("short.ecdc", data[:-3]), ("long.ecdc", data + b"\0"),
                       ("header.ecdc", data[:7])):
         src = tmp_path / name
@@ -130,7 +122,7 @@ def test_truncated_raises_and_leaves_nothing(tiny, tmp_path):
 def test_bad_input_leaves_nothing(tiny, tmp_path):
     from opencodec.errors import AudioIOError
     src = tmp_path / "nan.wav"
-    sig = _signal(1.0, 24000)
+    sig = tones_and_noise(1.0, 24000)
     sig[20000] = np.nan
     _write(src, sig, 24000)
     out = tmp_path / "sub" / "o.ecdc"
@@ -145,13 +137,13 @@ def test_rejects_non_streamable_model(tmp_path):
                                        causal=False, norm="time_group_norm",
                                        target_bandwidths=[1.5]))
     assert not supports_streaming(model)
-    src = _write(tmp_path / "in.wav", _signal(0.5, 24000), 24000)
+    src = _write(tmp_path / "in.wav", tones_and_noise(0.5, 24000), 24000)
     with pytest.raises(ValueError, match="cannot be streamed"):
         compress_file_streaming(model, src, tmp_path / "o.ecdc", 1.5)
 
 
 def test_official_architecture_20s(m24, tmp_path):
-    src = _write(tmp_path / "in.wav", _signal(20.0, 24000, seed=5), 24000)
+    src = _write(tmp_path / "in.wav", tones_and_noise(20.0, 24000, seed=5), 24000)
     out = tmp_path / "out.ecdc"
     compress_file_streaming(m24, src, out, 6.0, block_seconds=1.7)
     data = out.read_bytes()
@@ -167,7 +159,7 @@ def test_cli_uses_streaming_for_long_inputs(tiny, tmp_path, monkeypatch, offline
     from opencodec.pretrained import save_model
 
     ckpt = save_model(tiny, tmp_path / "tiny.safetensors")
-    src = _write(tmp_path / "in.wav", _signal(2.5, 24000), 24000)
+    src = _write(tmp_path / "in.wav", tones_and_noise(2.5, 24000), 24000)
     calls: list[str] = []
 
     def spy(name: str, fn):
@@ -200,7 +192,7 @@ def test_compress_whole_number_of_blocks_other_channels_and_rate(tiny, tmp_path,
     The blocks hold convert_audio's samples; the file compresses to the right length."""
     from opencodec.longform.blocks import _ConvertedBlocks
 
-    src = _write(tmp_path / "in.wav", _signal(seconds, 44100, channels=2), 44100)
+    src = _write(tmp_path / "in.wav", tones_and_noise(seconds, 44100, channels=2), 44100)
     blocks = _ConvertedBlocks(src, 24000, 1, 0.5)
     got = np.concatenate(list(blocks))
     wav, rate = read_audio(src)
@@ -218,7 +210,7 @@ def test_cli_compress_of_a_long_file_of_whole_blocks(tiny, tmp_path, monkeypatch
     from opencodec.pretrained import save_model
 
     ckpt = save_model(tiny, tmp_path / "tiny.safetensors")
-    src = _write(tmp_path / "in.wav", _signal(10.0, 44100, channels=2), 44100)
+    src = _write(tmp_path / "in.wav", tones_and_noise(10.0, 44100, channels=2), 44100)
     calls: list[int] = []
     stream = codec_files.compress_file_streaming
     monkeypatch.setattr(codec_files, "compress_file_streaming", lambda *a, **k: calls.append(1) or stream(*a, **k))
@@ -259,7 +251,7 @@ def seg() -> EncodecModel:
 @pytest.mark.parametrize("seconds,block_seconds", [(2.345, 0.1), (1.0, 0.37), (0.2, 10.0), (0.9976, 0.05)])
 def test_segmenting_compress_identical(seg, tmp_path, seconds, block_seconds):
     assert supports_streaming(seg)
-    src = _write(tmp_path / "in.wav", _signal(seconds, 24000, channels=2, seed=3), 24000)
+    src = _write(tmp_path / "in.wav", tones_and_noise(seconds, 24000, channels=2, seed=3), 24000)
     out = tmp_path / "out.ecdc"
     compress_file_streaming(seg, src, out, 3.0, block_seconds=block_seconds)
     data = out.read_bytes()
@@ -272,7 +264,7 @@ def test_segmenting_compress_identical(seg, tmp_path, seconds, block_seconds):
 
 
 def test_segmenting_truncated(seg, tmp_path):
-    data = compress(seg, torch.from_numpy(_signal(1.3, 24000, channels=2).T.copy()), 1.5)
+    data = compress(seg, torch.from_numpy(tones_and_noise(1.3, 24000, channels=2).T.copy()), 1.5)
     src = tmp_path / "short.ecdc"
     src.write_bytes(data[:-2])
     out = tmp_path / "sub" / "o.wav"
@@ -287,7 +279,7 @@ def test_official_48khz_architecture(tmp_path):
     ref_model = official_ref.make_official_model("encodec_48khz", seed=4)
     model = official_ref.ours_from(ref_model, "encodec_48khz").eval()
     # 95300 samples: the last segment ends before the previous decoded one (see linear_overlap_add)
-    src = _write(tmp_path / "in.wav", _signal(95300 / 48000, 48000, channels=2, seed=6), 48000)
+    src = _write(tmp_path / "in.wav", tones_and_noise(95300 / 48000, 48000, channels=2, seed=6), 48000)
     out = tmp_path / "out.ecdc"
     compress_file_streaming(model, src, out, 6.0, block_seconds=0.3)
     data = out.read_bytes()
@@ -309,7 +301,7 @@ def small_lm():
 
 @pytest.mark.parametrize("deterministic", [False, True])
 def test_lm_compress_and_decompress_match_whole_file(tiny, small_lm, tmp_path, deterministic):
-    src = _write(tmp_path / "in.wav", _signal(2.6, 24000, seed=8), 24000)
+    src = _write(tmp_path / "in.wav", tones_and_noise(2.6, 24000, seed=8), 24000)
     out = tmp_path / "out.ecdc"
     coded: list[tuple[int, int]] = []
     compress_file_streaming(tiny, src, out, 3.0, block_seconds=0.7, lm=small_lm,
@@ -342,7 +334,7 @@ def test_lm_segmenting_identical(seg, tmp_path, deterministic):
 
     torch.manual_seed(6)
     lm = EntropyLM(n_q=4, card=1024, dim=32, num_heads=8, num_layers=1, past_context=20).eval()
-    src = _write(tmp_path / "in.wav", _signal(1.3, 24000, channels=2, seed=9), 24000)
+    src = _write(tmp_path / "in.wav", tones_and_noise(1.3, 24000, channels=2, seed=9), 24000)
     out = tmp_path / "out.ecdc"
     compress_file_streaming(seg, src, out, 3.0, block_seconds=0.2, lm=lm, deterministic=deterministic)
     wav, rate = read_audio(src)
@@ -359,7 +351,7 @@ def test_lm_rejected_before_reading(tiny, tmp_path):
     from opencodec.compress import InvalidAudioError
     from opencodec.entropy import EntropyLM
 
-    src = _write(tmp_path / "in.wav", _signal(0.5, 24000), 24000)
+    src = _write(tmp_path / "in.wav", tones_and_noise(0.5, 24000), 24000)
     wrong = EntropyLM(n_q=2, card=1024, dim=16, num_heads=8, num_layers=1).eval()
     with pytest.raises(InvalidAudioError, match="covers 2 codebooks"):
         compress_file_streaming(tiny, src, tmp_path / "o.ecdc", 3.0, lm=wrong)
@@ -375,7 +367,7 @@ def test_cli_streams_entropy_coded_long_inputs(tiny, small_lm, tmp_path, monkeyp
     ckpt = save_model(tiny, tmp_path / "tiny.safetensors")
     lm_path = tmp_path / "lm.th"
     torch.save(small_lm.state_dict(), lm_path)
-    src = _write(tmp_path / "in.wav", _signal(2.5, 24000), 24000)
+    src = _write(tmp_path / "in.wav", tones_and_noise(2.5, 24000), 24000)
     common = ["--model", str(ckpt), "--lm-model", str(lm_path)]
     for fmt in ("deterministic", "official"):
         monkeypatch.setattr(codec_files, "STREAMING_MIN_SECONDS", 1.0)
@@ -402,7 +394,7 @@ def test_block_reader_stops_at_the_header_frame_count(tmp_path: Path, monkeypatc
     block reader that always returns a full block)."""
     from opencodec.longform import blocks
 
-    path = _write(tmp_path / "x.wav", _signal(2.3, 24000), 24000)
+    path = _write(tmp_path / "x.wav", tones_and_noise(2.3, 24000), 24000)
     real, calls = blocks._read_block, []
 
     def generous(sfile, frames):

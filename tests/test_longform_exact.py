@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import official_ref
+from signals import tones_and_noise
 from official_ref import random_codebooks
 from opencodec import EncodecConfig, EncodecModel, load_model
 from opencodec.audio import convert_audio
@@ -66,19 +67,9 @@ def bundled() -> EncodecModel:
     return model
 
 
-def _signal(seconds: float, rate: int, channels: int = 1, seed: int = 0) -> np.ndarray:
-    """As tests/test_longform.py: [n, C] float32, tones plus noise."""
-    rng = np.random.default_rng(seed)
-    n = int(round(seconds * rate))
-    t = np.arange(n) / rate
-    cols = [0.3 * np.sin(2 * np.pi * (220 + 110 * c) * t) + 0.1 * rng.standard_normal(n)
-            for c in range(channels)]
-    return np.stack(cols, axis=1).astype(np.float32)
-
-
 def _mono24(seconds: float, seed: int = 0) -> torch.Tensor:
     """44.1 kHz stereo converted to mono 24 kHz, [1, n] (what the long-file path encodes)."""
-    x = torch.from_numpy(_signal(seconds, 44100, 2, seed).T.copy())
+    x = torch.from_numpy(tones_and_noise(seconds, 44100, 2, seed).T.copy())
     return convert_audio(x, 44100, 24000, 1).contiguous()
 
 

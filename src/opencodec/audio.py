@@ -229,6 +229,16 @@ def subtype_for(path: Path, bits: int) -> tuple[str, str]:
     return fmt, subtypes[bits]
 
 
+def loud_input_message(name: str | Path, peak: float) -> str | None:
+    """The warning for input audio ``name`` whose peak amplitude ``peak`` exceeds full scale
+    (a float file), which the codec, trained on [-1, 1], reproduces distorted; None within it."""
+    if peak <= 1.0:
+        return None
+    shown = f"{peak:.4f}" if peak < 1e6 else f"{peak:.4g}"
+    return (f"{name}: input peak amplitude {shown} exceeds full scale 1.0; the codec expects "
+            "audio within [-1, 1] and distorts louder input: scale it down first")
+
+
 def limit_peak(wav: torch.Tensor, *, rescale: bool, clip: bool, name: str = "audio") -> torch.Tensor:
     """Keep ``[C, T]`` audio inside [-1, 1] for integer formats.
 

@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 
 from ._files import check_output, write_bytes_atomic
-from .audio import AUDIO_EXTENSIONS, convert_audio, is_audio_file, read_audio, stores_float_samples, write_audio
+from .audio import (AUDIO_EXTENSIONS, convert_audio, is_audio_file, loud_input_message, read_audio,
+                    stores_float_samples, write_audio)
 from .bitstream import EcdcHeader, StreamLayout, body_size, header_bytes, parse_header, read_header
 from .compress import compress, decompress
 from .ecdc_info import ECDC_SUFFIX, is_ecdc_file
@@ -216,18 +217,10 @@ def _notices(into: list[str]) -> tp.Iterator[None]:
     into += [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
 
 
-def _peak(peak: float) -> str:
-    return f"{peak:.4f}" if peak < 1e6 else f"{peak:.4g}"
-
-
 def loudness_notice(src: Path, wav: torch.Tensor) -> list[str]:
-    """The notice for input audio louder than full scale (peak above 1.0: a float file),
-    which the codec, trained on [-1, 1], reproduces distorted."""
-    peak = float(wav.abs().max()) if wav.numel() else 0.0
-    if peak <= 1.0:
-        return []
-    return [f"{src}: input peak amplitude {_peak(peak)} exceeds full scale 1.0; the codec expects "
-            "audio within [-1, 1] and distorts louder input: scale it down first"]
+    """The notice for input audio louder than full scale (:func:`~opencodec.audio.loud_input_message`)."""
+    message = loud_input_message(src, float(wav.abs().max()) if wav.numel() else 0.0)
+    return [] if message is None else [message]
 
 
 def input_seconds(path: Path) -> float:

@@ -29,7 +29,15 @@ def read_jsonl(path: Path | str) -> list[dict]:
 def manifest_rows(path: Path | str, error: type[Exception]) -> Iterator[dict]:
     """The rows of a JSON-lines manifest (blank lines skipped), each a JSON object with a
     string ``path``; any other line raises ``error`` naming the file and line."""
-    with open(path, encoding="utf-8") as fh:
+    for _, row in numbered_manifest_rows(path, error):
+        yield row
+
+
+def numbered_manifest_rows(path: Path | str, error: type[Exception],
+                           encoding: str = "utf-8") -> Iterator[tuple[int, dict]]:
+    """(line number, row) for each row of :func:`manifest_rows`, read with ``encoding``
+    (``utf-8-sig`` also takes a leading byte-order mark)."""
+    with open(path, encoding=encoding) as fh:
         for number, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -39,4 +47,4 @@ def manifest_rows(path: Path | str, error: type[Exception]) -> Iterator[dict]:
                 raise error(f"{path}:{number}: not a JSON object ({exc.msg})") from exc
             if not isinstance(row, dict) or not isinstance(row.get("path"), str):
                 raise error(f'{path}:{number}: a manifest row needs a string "path"')
-            yield row
+            yield number, row

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .._files import atomic_output
-from ..audio import stores_float_samples
+from ..audio import loud_input_message, stores_float_samples
 from ..bitstream import (DEFAULT_CHECK_BITS, SCALE_STRUCT, DeterministicCoding, EcdcHeader,
                         StreamLayout, body_size, pack_codes, write_ecdc, write_header)
 from ..compress import (InvalidAudioError, check_model_bandwidth, check_lm_covers, deterministic_coding,
@@ -276,11 +276,9 @@ def _compress_file(model: EncodecModel, in_path: Path, out_path: Path, block_sec
             peak = max(peak, float(np.abs(data).max())) if data.size else peak
             sink.push(data)
         length = blocks.length
-        if peak > 1.0 and stores_float_samples(in_path):  # (integer PCM can only overshoot by resampling)
-            shown = f"{peak:.4f}" if peak < 1e6 else f"{peak:.4g}"
-            warnings.warn(f"{in_path}: input peak amplitude {shown} exceeds full scale 1.0; the codec "
-                          "expects audio within [-1, 1] and distorts louder input: scale it down first",
-                          stacklevel=3)
+        loud = loud_input_message(in_path, peak)
+        if loud is not None and stores_float_samples(in_path):  # (integer PCM only overshoots by resampling)
+            warnings.warn(loud, stacklevel=3)
         frames = sink.finish(length)
         det = None if coding is None else coding[1]
         header = EcdcHeader(audio_length=int(length), num_codebooks=int(sink.num_codebooks),

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..audio import AUDIO_EXTENSIONS, is_audio_file
+from ..data._jsonl import numbered_manifest_rows
 from ..errors import OpenCodecError
 
 MANIFEST_JSONL = (".jsonl", ".ndjson")
@@ -109,17 +110,7 @@ def _manifest_id(value: tp.Any, path: str, where: str) -> str:
 def _jsonl_rows(manifest: Path) -> tp.Iterator[tuple[int, dict[str, tp.Any]]]:
     """(line number, row) of a JSON-lines manifest: JSON objects with a string ``path``."""
     try:
-        with open(manifest, encoding="utf-8-sig") as fi:
-            for number, line in enumerate(fi, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"{manifest}:{number}: not a JSON object ({exc.msg})") from exc
-                if not isinstance(row, dict) or not isinstance(row.get("path"), str):
-                    raise InputError(f'{manifest}:{number}: a manifest row needs a string "path"')
-                yield number, row
+        yield from numbered_manifest_rows(manifest, InputError, encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise _not_text(manifest, exc) from exc
 
