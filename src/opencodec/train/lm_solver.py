@@ -22,7 +22,8 @@ This file reads top to bottom; the steps it calls live in sibling modules:
    periodic validation (held-out bits per code per bandwidth, computed with
    ``EntropyLM.forward`` under inference mode: the coder's own arithmetic) and an export
    to ``<run_dir>/lm.safetensors`` that ``opencodec.pretrained.load_lm_model`` and
-   ``opencodec compress --lm-model`` read;
+   ``opencodec compress --lm-model`` read; the model of the lowest mean held-out bits per
+   code so far is also exported, to ``<run_dir>/lm_best.safetensors``;
 6. at the end, the saving on held-out audio (:mod:`.lm_eval`, :func:`evaluate_saving`) in
    ``<run_dir>/report.json`` and ``report.md``.
 """
@@ -64,12 +65,13 @@ from .solver import learning_rate_at  # the codec trainer's schedule
 
 CHECKPOINT = "checkpoint.pt"
 EXPORT = "lm.safetensors"
+BEST_EXPORT = "lm_best.safetensors"  # the model of the lowest held-out bits per code so far
 
 __all__ = [
-    "CACHE_FORMAT", "CHECKPOINT", "EXPORT", "IGNORE", "LM_METADATA_KEY", "LOADABLE_HEADS",
+    "BEST_EXPORT", "CACHE_FORMAT", "CHECKPOINT", "EXPORT", "IGNORE", "LM_METADATA_KEY", "LOADABLE_HEADS",
     "LOADABLE_PAST_SECONDS", "REPORT_JSON", "REPORT_MD", "CodeData", "CodeSet", "ConfigError",
     "Settings", "build_lm", "codec_fingerprint", "evaluate_saving", "export_lm", "extract_codes",
-    "format_report", "learning_rate", "lm_logits", "main", "parse_settings", "prepare_data",
+    "format_report", "learning_rate", "lm_logits", "main", "mean_bits_per_code", "parse_settings", "prepare_data",
     "read_lm_info", "report_main", "sample_batch", "sequence_bits", "train", "validate",
     "write_report",
 ]
@@ -110,6 +112,15 @@ def sample_batch(codes: CodeSet, batch_size: int, seq_len: int, num_codebooks: i
 def _batch_rng(seed: int, step: int) -> np.random.Generator:
     """The window sampler of ``step``: a function of (seed, step) only, so resume is exact."""
     return np.random.default_rng([seed, step, 0x4C4D])
+
+
+def mean_bits_per_code(values: dict[str, float]) -> float:
+    """The mean of :func:`validate`'s ``bits_per_code/<bw>kbps`` over the bandwidths (each
+    bandwidth weighs the same): what chooses ``lm_best.safetensors``."""
+    bits = [v for k, v in values.items() if k.startswith("bits_per_code/")]
+    if not bits:
+        raise ValueError("no bits_per_code/<bw>kbps value to average")
+    return sum(bits) / len(bits)
 
 
 def learning_rate(s: Settings, step: int) -> float:
@@ -158,7 +169,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
             opt = optim_cls(lm.parameters(), lr=s.lr, betas=s.betas, weight_decay=s.weight_decay)
 
         # resume
-        step, previous = 0, None
+        step, previous, best = 0, None, None
         ckpt_path = run / CHECKPOINT
         if ckpt_path.exists():
             ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
@@ -169,27 +180,38 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
                                   f"use another --run-dir")
             load_run_weights(ckpt_path, ckpt, {"model": lm})  # a ConfigError naming the first mismatch
             opt.load_state_dict(ckpt["optim"])
-            step, previous = int(ckpt["step"]), ckpt.get("config")
+            step, previous, best = int(ckpt["step"]), ckpt.get("config"), ckpt.get("best")
             _set_rng_state(ckpt["rng"])
             print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
         folder.start(cfg, step, previous, s.tensorboard)  # config.json when fresh, history.jsonl, the logs
 
+        def export(path: Path, at: int, **extra: tp.Any) -> None:
+            with saving(path):
+                export_lm(lm, path, {"codec": data.codec_name, "codec_source": data.codec_source,
+                                     "codec_hash": data.codec_hash, "frame_rate": data.frame_rate,
+                                     "bandwidths": data.bandwidths, "step": at, **extra}, codec=data.codec)
+
         def run_validation(at: int) -> None:
+            nonlocal best
             if data.valid is None:
                 return
             values = validate(lm, data.valid, data.bandwidths, data.codebooks, data.frame_rate, s.valid_max_items)
+            values["mean_bits_per_code"] = mean_bits_per_code(values)
             folder.log({f"valid/{k}": v for k, v in values.items()}, at)
             print(f"step {at}: " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()
                                             if k.startswith("bits")), file=sys.stderr)
+            score = values["mean_bits_per_code"]
+            if at > 0 and (best is None or score < best["mean_bits_per_code"]):
+                best = {"step": at, "mean_bits_per_code": score}
+                export(run / BEST_EXPORT, at, selected_by="lowest mean held-out bits per code",
+                       valid_mean_bits_per_code=score)
 
         def save_checkpoint(at: int) -> None:
             state = {"model": lm.state_dict(), "optim": opt.state_dict(), "step": at, "rng": _rng_state(),
-                     "config": cfg, "codec_name": data.codec_name, "codec_hash": data.codec_hash}
+                     "config": cfg, "codec_name": data.codec_name, "codec_hash": data.codec_hash,
+                     "best": best}
             _atomic_torch_save(state, ckpt_path)
-            with saving(run / EXPORT):
-                export_lm(lm, run / EXPORT, {"codec": data.codec_name, "codec_source": data.codec_source,
-                                             "codec_hash": data.codec_hash, "frame_rate": data.frame_rate,
-                                             "bandwidths": data.bandwidths, "step": at}, codec=data.codec)
+            export(run / EXPORT, at)
 
         if step == 0:
             run_validation(0)  # the untrained model (about log2(card) bits per code)
