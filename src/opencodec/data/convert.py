@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 import subprocess
 from concurrent.futures import ProcessPoolExecutor
 from typing import Optional
@@ -109,6 +110,11 @@ def convert_file(src_path: str, out_path: str, sample_rate: int, min_seconds: fl
         return out_path, reason
 
 
+def _ignore_sigint() -> None:
+    """Initializer of a conversion process: Ctrl-C is the parent's to handle."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _convert_star(args: tuple) -> tuple[str, Optional[str]]:
     return convert_file(*args)
 
@@ -121,9 +127,16 @@ def convert_all(files: list[SourceFile], sample_rate: int, workers: int,
     pending = [t for t in todo if not (os.path.exists(t[1]) or os.path.exists(t[1] + ".failed"))]
     log.info("convert: %d files (%d already done)", len(todo), len(todo) - len(pending))
     if workers > 1 and len(pending) > 8:
-        with ProcessPoolExecutor(workers) as ex:
+        # workers ignore Ctrl-C: the parent stops them (finishing the files they are writing,
+        # each written atomically) and reports the interruption in one line
+        ex = ProcessPoolExecutor(workers, initializer=_ignore_sigint)
+        try:
             for out, reason in ex.map(_convert_star, pending, chunksize=8):
                 results[out] = reason
+        except BaseException:
+            ex.shutdown(wait=True, cancel_futures=True)
+            raise
+        ex.shutdown(wait=True)
     for t in todo:
         if t[1] not in results:
             results[t[1]] = _convert_star(t)[1]

@@ -13,14 +13,15 @@ Layout under ``--out`` (shared caches, so presets reuse each other's work)::
     audio_<rate>/<source>/<rel>.flac       converted files (resampled, loudness-normalised)
     audio_<rate>/<source>/<rel>.flac.failed  marker + reason for unreadable / too-short inputs
     eval_<rate>/<category>/<item>.flac     cut evaluation items (5-10 s)
-    <preset>_<rate>/manifests/*.jsonl      train, valid, train_noise, eval_<category>
-    <preset>_<rate>/build.log, summary.json
+    <preset>_<kHz>k/manifests/*.jsonl      train, valid, train_noise, eval_<category>
+    <preset>_<kHz>k/build.log, summary.json  (``<preset>_<Hz>`` for a rate such as 22050)
 
 Every step is idempotent: a ``.deb`` present is not downloaded again, an extraction with a
 ``.done`` marker is not redone, an existing output FLAC (written to a temporary name and
 renamed atomically) or ``.failed`` marker is not converted again, an existing eval item is
 not cut again, and manifests are rewritten (cheap) from what is on disk.  An interrupted run
-simply continues when started again.
+simply continues when started again.  A build of some ``categories`` only replaces those
+sources' rows and keeps the other rows of the manifests already there.
 
 The steps live in sibling modules: :mod:`.presets` (the presets), :mod:`.debian` (download,
 extract), :mod:`.source_files` (list, cap, split), :mod:`.convert` (decode, normalise, FLAC),
@@ -32,11 +33,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import importlib.util
 import json
 import logging
-import math
+import numbers
 import os
 import shutil
 import sys
@@ -45,17 +45,18 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
-
-from ..argtypes import positive_int
+from ..argtypes import count_arg, positive_int, sample_rate_arg
+from ..errors import EXPECTED_ERRORS, one_line, print_traceback_if_asked
 from ._jsonl import read_jsonl, write_jsonl
 from .convert import MIDI_GAIN, convert_all, convert_file
 from .debian import ARCHIVE_EXTS, _unpack_wad_midi, download, extract
-from .eval_items import Clip, _item_id, plan_eval_items, render_item
+from .eval_items import Clip, plan_eval_items, render_item
+from .eval_sets import EVAL_SNRS_DB, NOISY_OF, build_eval
 from .loudness import gated_rms_db, mix_at_snr, normalize_loudness
+from .manifests import entry, merge_rows, preset_dir_name
 from .presets import EVAL_CATEGORIES, PRESETS, UNSEEN_CATEGORIES, Preset
 from .probe import build_probe
-from .source_files import SourceFile, cap_files, list_source_files, split_groups
+from .source_files import SourceFile, cap_files, drop_duplicates, list_source_files, split_groups
 from .sources import AUDIO_EXTS, SOURCES, Selector, Source, _rx, _stem_group
 from .split import SpeakerUse, check_split, role_of
 
@@ -79,25 +80,36 @@ log = logging.getLogger("opencodec.data.corpus")
 
 SOUNDFONT_PACKAGE = "fluid-soundfont-gm"
 SOUNDFONT_REL = "usr/share/sounds/sf2/FluidR3_GM.sf2"
-NOISY_OF = {"clean_speech": "noisy_speech", "speech_unseen": "noisy_speech_unseen"}
-EVAL_SNRS_DB = (0.0, 5.0, 10.0, 15.0)
-
-# ---------------------------------------------------------------------------------------
-# Manifests
-# ---------------------------------------------------------------------------------------
-
-
-def _entry(path: str, manifest_dir: Path, category: str, source: str, **extra: object) -> dict:
-    import soundfile as sf
-    info = sf.info(path)
-    return {"path": os.path.relpath(path, manifest_dir), "duration": round(float(info.duration), 4),
-            "sample_rate": int(info.samplerate), "channels": int(info.channels),
-            "category": category, "source": source, **extra}
+CATEGORIES = ("speech", "music", "general", "noise")
+MIN_RATE, MAX_RATE = 1000, 768_000  # as opencodec.argtypes.sample_rate_arg
+PROG = "python -m opencodec.data.corpus"
 
 
 # ---------------------------------------------------------------------------------------
 # Build
 # ---------------------------------------------------------------------------------------
+
+
+def check_build_args(sample_rate: int, seed: int, workers: int) -> None:
+    """Raise ``ValueError`` for a rate outside 1000..768000 Hz, a negative seed or fewer than
+    one worker (before anything is downloaded)."""
+    if not _whole(sample_rate) or not MIN_RATE <= sample_rate <= MAX_RATE:
+        raise ValueError(f"sample rate must be a whole number of Hz in {MIN_RATE}..{MAX_RATE}, "
+                         f"got {sample_rate!r}")
+    if not _whole(seed) or seed < 0:
+        raise ValueError(f"seed must be a whole number >= 0, got {seed!r}")
+    if not _whole(workers) or workers < 1:
+        raise ValueError(f"workers must be a whole number >= 1, got {workers!r}")
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _wanted(src: Source, categories: Sequence[str]) -> bool:
+    """Whether a build of ``categories`` builds ``src``: its category is one of them, or it
+    is evaluation noise and speech is built (the noisy speech items need it)."""
+    return src.category in categories or (src.role == "eval_noise" and "speech" in categories)
 
 
 def build(preset: str, out: Path, sample_rate: int = 24000, seed: int = 1234,
@@ -108,52 +120,60 @@ def build(preset: str, out: Path, sample_rate: int = 24000, seed: int = 1234,
     """Build (or resume) a preset; returns the summary dict (also written to summary.json).
 
     Args:
-        preset: key of ``presets`` (``tiny``, ``small``, ``full``).
+        preset: key of ``presets`` (``tiny``, ``small``, ``wide``, ``full``).
         out: root folder (caches shared between presets; see the module docstring).
-        sample_rate: rate in Hz of every converted file and eval item.
-        seed: seed of the caps, the train/valid split, the eval cutting and mixing.
+        sample_rate: rate in Hz of every converted file and eval item (1000..768000).
+        seed: seed of the caps, the train/valid split, the eval cutting and mixing (>= 0).
         workers: conversion processes.
         sources, presets: override the built-in tables (tests).
         roots: package name -> already extracted tree, used instead of downloading.
         categories: build only the preset's sources of these categories (``speech``,
-            ``music``, ``general``, ``noise``); ``None`` builds all.
+            ``music``, ``general``, ``noise``; speech brings the evaluation noise, which the
+            noisy speech items need); their rows replace those sources' rows in the
+            manifests already there, the other rows are kept. ``None`` builds all.
 
     Returns a dict with ``table`` (split -> category -> files/hours), ``seconds_total``,
     ``seconds_fetch`` (download + extraction), ``skipped_files``, ``notes``, ``manifests``.
-    Sets ``$OPENCODEC_SF2`` to the extracted sound font when a MIDI source is built."""
+    Sets ``$OPENCODEC_SF2`` to the extracted sound font when a MIDI source is built.
+    Raises ``ValueError`` for a bad argument, or for ``categories`` with another seed than
+    the build already in the folder."""
+    check_build_args(sample_rate, seed, workers)
     sources = sources or SOURCES
     presets = presets or PRESETS
-    p = presets[preset]
+    full = p = presets[preset]
     if categories is not None:
-        unknown = set(categories) - {"speech", "music", "general", "noise"}
+        unknown = set(categories) - set(CATEGORIES)
         if unknown:
-            raise ValueError(f"unknown categories {sorted(unknown)} (speech, music, general, noise)")
+            raise ValueError(f"unknown categories {sorted(unknown)} ({', '.join(CATEGORIES)})")
         p = dataclasses.replace(p, sources={n: c for n, c in p.sources.items()
-                                            if sources[n].category in categories})
+                                            if _wanted(sources[n], categories)})
     out = out.resolve()
-    work = out / f"{preset}_{sample_rate // 1000}k"
+    work = out / preset_dir_name(preset, sample_rate)
+    old_summary = _read_summary(work) if categories is not None else None
+    if old_summary is not None and old_summary.get("seed") != seed:
+        raise ValueError(f"{work} was built with seed {old_summary.get('seed')}; --categories keeps "
+                         f"its other rows, so give the same --seed (or build every category)")
     man_dir = work / "manifests"
-    audio_dir = out / f"audio_{sample_rate}"
-    eval_dir = out / f"eval_{sample_rate}"
     man_dir.mkdir(parents=True, exist_ok=True)
     fh = logging.FileHandler(work / "build.log")
     fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(fh)
-    t0 = time.time()
     try:
-        return _build(preset, p, sources, out, work, man_dir, audio_dir, eval_dir, sample_rate,
-                      seed, workers, roots or {}, t0)
+        return _build(preset, p, sources, out, work, sample_rate, seed, workers, roots or {},
+                      merge_into=None if categories is None else (full, old_summary or {}))
     finally:
         log.removeHandler(fh)
         fh.close()
 
 
-def _build(preset: str, p: Preset, sources: dict[str, Source], out: Path, work: Path,
-           man_dir: Path, audio_dir: Path, eval_dir: Path, sample_rate: int, seed: int,
-           workers: int, roots: dict[str, Path], t0: float) -> dict:
-    log.info("build preset=%s rate=%d out=%s", preset, sample_rate, out)
-    notes: list[str] = []
-    # 1. download + extract
+def _read_summary(work: Path) -> Optional[dict]:
+    f = work / "summary.json"
+    return json.loads(f.read_text()) if f.exists() else None
+
+
+def _fetch(p: Preset, sources: dict[str, Source], out: Path, roots: dict[str, Path]) -> dict[str, Path]:
+    """Download and extract every package of ``p`` (and the sound font for MIDI sources);
+    returns package -> extracted tree."""
     pkg_roots: dict[str, Path] = {}
     for name in p.sources:
         pkg = sources[name].package
@@ -172,13 +192,29 @@ def _build(preset: str, p: Preset, sources: dict[str, Source], out: Path, work: 
                 os.environ["OPENCODEC_SF2"] = str(sf_root / SOUNDFONT_REL)
         except Exception as e:
             log.warning("no sound font: %s", e)
-    t_fetch = time.time() - t0
-    # 2. list + cap + convert
+    return pkg_roots
+
+
+def _convert(p: Preset, sources: dict[str, Source], pkg_roots: dict[str, Path], audio_dir: Path,
+             sample_rate: int, seed: int, workers: int, notes: list[str],
+             inputs: set[str]) -> tuple[dict[str, list], list[tuple[str, str]]]:
+    """List, cap and convert every source of ``p`` (training sources without byte-identical
+    copies: :func:`drop_duplicates`). Returns source ->
+    [(file, duration, rate, channels)] of the converted files, and the skipped
+    (input, reason); adds every listed input to ``inputs``."""
+    import soundfile as sf
     converted: dict[str, list[tuple[SourceFile, float, int, int]]] = {}
     skipped: list[tuple[str, str]] = []
     for name, cap in p.sources.items():
         src = sources[name]
         files = list_source_files(src, pkg_roots[src.package], audio_dir)
+        inputs.update(f.src_path for f in files)
+        # training sources: a recording in two groups could land in train and valid;
+        # evaluation sources keep their files (their item ids must not change)
+        files, dups = drop_duplicates(files) if src.role == "train" else (files, [])
+        if dups:
+            notes.append(f"{name}: {len(dups)} inputs dropped, byte-identical to another input")
+            log.info("source %s: %d duplicate inputs dropped (%s ...)", name, len(dups), dups[0].rel)
         if any(f.rel.endswith(".mid") for f in files):
             if shutil.which("fluidsynth") is None or not os.environ.get("OPENCODEC_SF2"):
                 notes.append(f"{name}: skipped, MIDI rendering needs fluidsynth "
@@ -192,7 +228,6 @@ def _build(preset: str, p: Preset, sources: dict[str, Source], out: Path, work: 
             continue
         files = cap_files(files, cap, seed)
         res = convert_all(files, sample_rate, workers)
-        import soundfile as sf
         ok = []
         for f in files:
             reason = res.get(f.out_path)
@@ -206,6 +241,23 @@ def _build(preset: str, p: Preset, sources: dict[str, Source], out: Path, work: 
                  sum(d for _, d, _, _ in ok) / 3600, len(files) - len(ok))
     for path, reason in skipped:
         log.warning("SKIP %s: %s", path, reason)
+    return converted, skipped
+
+
+def _build(preset: str, p: Preset, sources: dict[str, Source], out: Path, work: Path,
+           sample_rate: int, seed: int, workers: int, roots: dict[str, Path],
+           merge_into: Optional[tuple[Preset, dict]]) -> dict:
+    """The steps of :func:`build`; ``merge_into`` = (the whole preset, the summary already
+    there) for a build of some categories only."""
+    t0 = time.time()
+    man_dir, audio_dir, eval_dir = work / "manifests", out / f"audio_{sample_rate}", out / f"eval_{sample_rate}"
+    log.info("build preset=%s rate=%d out=%s", preset, sample_rate, out)
+    notes: list[str] = []
+    # 1. download + extract, 2. list + cap + convert
+    pkg_roots = _fetch(p, sources, out, roots)
+    t_fetch = time.time() - t0
+    inputs: set[str] = set()
+    converted, skipped = _convert(p, sources, pkg_roots, audio_dir, sample_rate, seed, workers, notes, inputs)
     # 3. the speech split (speaker- and source-disjoint roles), then train / valid / noise
     speakers = check_split(
         SpeakerUse(name, sources[name].package, sources[name].speaker(f.group),
@@ -214,6 +266,60 @@ def _build(preset: str, p: Preset, sources: dict[str, Source], out: Path, work: 
         and sources[name].role in ("train", "probe", "eval") for f, _, _, _ in ok)
     for role, keys in speakers.items():
         log.info("speech %-22s %3d speakers: %s", role, len(keys), ", ".join(keys))
+    rows = _train_rows(p, sources, converted, man_dir, seed)
+    # 4. evaluation items
+    eval_rows = build_eval(p, sources, converted, man_dir, audio_dir, eval_dir, sample_rate, seed, notes)
+    probe_rows = eval_rows.pop("probe", [])
+    for cat, r in eval_rows.items():
+        rows[f"eval_{cat}"] = r
+    unseen = [c for c in UNSEEN_CATEGORIES if c in p.eval_max_items]
+    splits = ("train", "valid", "train_noise", *[f"eval_{c}" for c in (*EVAL_CATEGORIES, *unseen)])
+    skipped_rows = [{"path": a, "reason": b} for a, b in skipped]
+    speaker_counts = {role: len(keys) for role, keys in speakers.items()}
+    if merge_into is not None:
+        full, old_summary = merge_into
+        notes.append(f"built only the sources {', '.join(p.sources) or '(none)'}; the other rows "
+                     f"are kept from the manifests already there")
+        for split in splits:
+            old = man_dir / f"{split}.jsonl"
+            rows[split] = merge_rows(read_jsonl(old) if old.exists() else [], rows.get(split, []),
+                                     set(p.sources), list(full.sources))
+        old_skipped = work / "skipped.jsonl"
+        skipped_rows = [r for r in (read_jsonl(old_skipped) if old_skipped.exists() else [])
+                        if r["path"] not in inputs] + skipped_rows
+        if not speakers:  # no speech built: the speech split is the one already there
+            speaker_counts = dict(old_summary.get("speakers", {}))
+        if not probe_rows and any(sources[n].role == "probe" for n in full.sources) \
+                and (work / "probe" / "eval_clean_speech.jsonl").exists():
+            rows["probe_speech"] = read_jsonl(work / "probe" / "eval_clean_speech.jsonl")
+    for cat in (c for c in ("clean_speech", "music", "general", "speech_unseen") if c in p.eval_max_items):
+        if not rows.get(f"eval_{cat}"):
+            notes.append(f"eval category {cat}: no items in this preset")
+    for split in splits:
+        write_jsonl(man_dir / f"{split}.jsonl", rows.get(split, []))
+    if probe_rows:
+        rows["probe_speech"] = probe_rows
+        probe_dir = build_probe(work, speech=[
+            {**{k: v for k, v in r.items() if k != "parts"},
+             "path": os.path.relpath(os.path.normpath(man_dir / r["path"]), work / "probe")}
+            for r in probe_rows], seed=0)
+        notes.append(f"validation probe: {probe_dir}")
+    write_jsonl(work / "skipped.jsonl", skipped_rows)
+    # 5. summary
+    summary = {"preset": preset, "sample_rate": sample_rate, "seed": seed,
+               "manifests": str(man_dir), "seconds_total": round(time.time() - t0, 1),
+               "seconds_fetch": round(t_fetch, 1), "skipped_files": len(skipped_rows),
+               "notes": notes, "table": _table(rows),
+               "speakers": speaker_counts}
+    (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(format_summary(summary))
+    return summary
+
+
+def _train_rows(p: Preset, sources: dict[str, Source], converted: dict[str, list], man_dir: Path,
+                seed: int) -> dict[str, list[dict]]:
+    """The ``train``, ``valid`` and ``train_noise`` rows: each training source's groups
+    split by :func:`split_groups` (whole groups to ``valid``)."""
     rows: dict[str, list[dict]] = defaultdict(list)
     for name, ok in converted.items():
         src = sources[name]
@@ -225,25 +331,13 @@ def _build(preset: str, p: Preset, sources: dict[str, Source], out: Path, work: 
         valid = split_groups(gh, p.valid_fraction, seed) if src.role == "train" else set()
         for f, d, sr, ch in ok:
             split = "train_noise" if src.role == "train_noise" else ("valid" if f.group in valid else "train")
-            rows[split].append({**_entry(f.out_path, man_dir, src.category, name),
+            rows[split].append({**entry(f.out_path, man_dir, src.category, name),
                                 "group": f"{name}/{f.group}", "original": f.rel})
-    # 4. evaluation items
-    eval_rows = _build_eval(p, sources, converted, man_dir, audio_dir, eval_dir, sample_rate, seed, notes)
-    probe_rows = eval_rows.pop("probe", [])
-    for cat, r in eval_rows.items():
-        rows[f"eval_{cat}"] = r
-    unseen = [c for c in UNSEEN_CATEGORIES if c in p.eval_max_items]
-    for split in ("train", "valid", "train_noise", *[f"eval_{c}" for c in (*EVAL_CATEGORIES, *unseen)]):
-        write_jsonl(man_dir / f"{split}.jsonl", rows.get(split, []))
-    if probe_rows:
-        rows["probe_speech"] = probe_rows
-        probe_dir = build_probe(work, speech=[
-            {**{k: v for k, v in r.items() if k != "parts"},
-             "path": os.path.relpath(os.path.normpath(man_dir / r["path"]), work / "probe")}
-            for r in probe_rows], seed=0)
-        notes.append(f"validation probe: {probe_dir}")
-    write_jsonl(work / "skipped.jsonl", [{"path": a, "reason": b} for a, b in skipped])
-    # 5. summary
+    return rows
+
+
+def _table(rows: dict[str, list[dict]]) -> dict[str, dict[str, dict[str, float]]]:
+    """split -> category -> {files, hours} of the manifest rows."""
     table: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
     for split, r in rows.items():
         by_cat: dict[str, list[float]] = defaultdict(list)
@@ -251,123 +345,7 @@ def _build(preset: str, p: Preset, sources: dict[str, Source], out: Path, work: 
             by_cat[e["category"]].append(e["duration"])
         for cat, ds in by_cat.items():
             table[split][cat] = {"files": len(ds), "hours": round(sum(ds) / 3600, 4)}
-    summary = {"preset": preset, "sample_rate": sample_rate, "seed": seed,
-               "manifests": str(man_dir), "seconds_total": round(time.time() - t0, 1),
-               "seconds_fetch": round(t_fetch, 1), "skipped_files": len(skipped),
-               "notes": notes, "table": table,
-               "speakers": {role: len(keys) for role, keys in speakers.items()}}
-    (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(format_summary(summary))
-    return summary
-
-
-def _build_eval(p: Preset, sources: dict[str, Source], converted: dict, man_dir: Path, audio_dir: Path,
-                eval_dir: Path, sample_rate: int, seed: int, notes: list[str]) -> dict[str, list[dict]]:
-    """Cut the evaluation items of every clean category (and the ``probe`` speech items),
-    then mix each clean speech category's items with the evaluation noise."""
-    import soundfile as sf
-    # Clip keys are paths relative to audio_dir, so item ids (and the seeded selection of
-    # items) do not depend on where the corpus lives.
-    plans: dict[str, list[tuple[str, list[tuple[str, float, float]], int, str]]] = defaultdict(list)
-    for name, ok in converted.items():
-        src = sources[name]
-        cat = "probe" if src.role == "probe" else src.eval_category if src.role == "eval" else None
-        if cat is None:
-            continue
-        # issue 19's categories group items by speaker; the public set keeps its groups
-        by_speaker = cat == "probe" or cat in UNSEEN_CATEGORIES
-        rel = {f.out_path: os.path.relpath(f.out_path, audio_dir) for f, _, _, _ in ok}
-        spk = {rel[f.out_path]: src.speaker(f.group) for f, _, _, _ in ok}
-        clips = [Clip(rel[f.out_path], f"{name}/{src.speaker(f.group) if by_speaker else f.group}", d)
-                 for f, d, _, _ in ok]
-        chans = {rel[f.out_path]: ch for f, _, _, ch in ok}
-        for parts in plan_eval_items(clips, seed):
-            plans[cat].append((name, parts, max(chans[k] for k, _, _ in parts),
-                               f"{name}/{spk[parts[0][0]]}"))
-    out: dict[str, list[dict]] = {}
-    for cat in ("clean_speech", "music", "general", "speech_unseen", "probe"):
-        items = sorted(plans.get(cat, []),
-                       key=lambda it: hashlib.sha1(f"{seed}:{_item_id(it[1])}".encode()).hexdigest())
-        per_speaker = p.items_per_speaker.get(cat)
-        if per_speaker is not None:
-            count: dict[str, int] = defaultdict(int)
-            kept = []
-            for it in items:
-                count[it[3]] += 1
-                if count[it[3]] <= per_speaker:
-                    kept.append(it)
-            items = kept
-        cap = p.eval_max_items.get(cat)
-        items = items[:cap] if cap is not None else items
-        rows = []
-        for name, parts, ch, speaker in items:
-            iid = _item_id(parts)
-            path = eval_dir / cat / f"{iid}.flac"
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                x = render_item([(str(audio_dir / k), a, b) for k, a, b in parts], sample_rate, ch)
-                tmp = str(path) + ".tmp.flac"
-                sf.write(tmp, x.T, sample_rate, subtype="PCM_16", format="FLAC")
-                os.replace(tmp, path)
-            extra = {"speaker": speaker} if per_speaker is not None else {}
-            rows.append(_entry(str(path), man_dir, "clean_speech" if cat == "probe" else cat, name,
-                               item_id=iid, **extra,
-                               parts=[[os.path.relpath(audio_dir / k, man_dir), a, b] for k, a, b in parts]))
-        if rows or cat in p.eval_max_items:
-            out[cat] = rows
-        if not rows and cat in p.eval_max_items:
-            notes.append(f"eval category {cat}: no items in this preset")
-    noise = sorted((f.out_path, d) for name, ok in converted.items()
-                   if sources[name].role == "eval_noise" for f, d, _, _ in ok)
-    for clean_cat, noisy_cat in NOISY_OF.items():
-        if noisy_cat not in p.eval_max_items:
-            continue
-        if not out.get(clean_cat):
-            out[noisy_cat] = []
-            continue
-        if not noise:
-            notes.append(f"{noisy_cat}: no eval noise source in this preset")
-            out[noisy_cat] = []
-            continue
-        cap = p.eval_max_items.get(noisy_cat)
-        out[noisy_cat] = [_noisy_item(e, noise, noisy_cat, man_dir, eval_dir, sample_rate, seed)
-                          for e in (out[clean_cat][:cap] if cap is not None else out[clean_cat])]
-    return out
-
-
-def _noisy_item(e: dict, noise: list[tuple[str, float]], category: str, man_dir: Path, eval_dir: Path,
-                sample_rate: int, seed: int) -> dict:
-    """Mix one clean item with the evaluation noise at SNR 0/5/10/15 dB (peak-limited to 0.99).
-
-    SNR, noise file and offset depend only on (seed, item): the same clean item gets the same
-    noisy version in every preset."""
-    import soundfile as sf
-    h = int(hashlib.sha1(f"{seed}:noisy:{e['item_id']}".encode()).hexdigest(), 16)
-    rng = np.random.default_rng([seed, h % 2**63])
-    snr = EVAL_SNRS_DB[h % len(EVAL_SNRS_DB)]
-    npath, ndur = noise[int(rng.integers(len(noise)))]
-    offset = float(rng.uniform(0, max(0.0, ndur - e["duration"])))
-    path = eval_dir / category / f"{e['item_id']}_snr{int(snr)}.flac"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        x, _ = sf.read(os.path.normpath(man_dir / e["path"]), dtype="float32", always_2d=True)
-        x = x.T
-        nz, _ = sf.read(npath, dtype="float32", always_2d=True)
-        nz = nz.T.mean(0, keepdims=True)
-        start = int(offset * sample_rate)
-        nz = np.tile(nz, (1, math.ceil((x.shape[1] + start) / max(1, nz.shape[1])) + 1))
-        nz = np.repeat(nz[:, start:start + x.shape[1]], x.shape[0], 0)
-        y = mix_at_snr(x, nz, snr)
-        peak = float(np.abs(y).max())
-        if peak > 0.99:
-            y = y * (0.99 / peak)
-        tmp = str(path) + ".tmp.flac"
-        sf.write(tmp, y.T, sample_rate, subtype="PCM_16", format="FLAC")
-        os.replace(tmp, path)
-    extra = {"speaker": e["speaker"]} if "speaker" in e else {}
-    return _entry(str(path), man_dir, category, e["source"], item_id=f"{e['item_id']}_snr{int(snr)}",
-                  snr_db=snr, clean_path=e["path"], noise=os.path.relpath(npath, man_dir),
-                  noise_offset=round(offset, 3), **extra)
+    return table
 
 
 def format_summary(summary: dict) -> str:
@@ -383,29 +361,61 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """CLI entry point: ``build`` a preset or print a built preset's ``summary``."""
-    ap = argparse.ArgumentParser(prog="python -m opencodec.data.corpus", description=__doc__.split("\n")[0])
+# ---------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="download, extract, convert, cut and write manifests")
-    b.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
-    b.add_argument("--out", type=Path, default=Path("data"))
-    b.add_argument("--sample-rate", type=positive_int, default=24000)
-    b.add_argument("--seed", type=int, default=1234)
-    b.add_argument("--workers", type=positive_int, default=min(4, os.cpu_count() or 1))
-    b.add_argument("--categories", nargs="+", default=None, choices=("speech", "music", "general", "noise"),
-                   help="build only the preset's sources of these categories (speech music general noise)")
     s = sub.add_parser("summary", help="print the summary of a built preset")
-    s.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
-    s.add_argument("--out", type=Path, default=Path("data"))
-    s.add_argument("--sample-rate", type=positive_int, default=24000)
-    a = ap.parse_args(argv)
+    for p in (b, s):
+        p.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="the preset (default tiny)")
+        p.add_argument("--out", type=Path, default=Path("data"),
+                       help="corpus root: caches, audio and <preset>_<kHz>k/ (default data)")
+        p.add_argument("--sample-rate", type=sample_rate_arg, default=24000,
+                       help="rate in Hz of the corpus, 1000-768000 (default 24000)")
+    b.add_argument("--seed", type=count_arg, default=1234,
+                   help="seed of the caps, the train/valid split and the evaluation items (default 1234)")
+    workers = min(4, os.cpu_count() or 1)
+    b.add_argument("--workers", type=positive_int, default=workers,
+                   help=f"conversion processes (default min(4, CPU cores) = {workers} here)")
+    b.add_argument("--categories", nargs="+", default=None, choices=CATEGORIES,
+                   help="build only the preset's sources of these categories; their rows replace "
+                        "those sources' rows in the manifests already there (default: all)")
+    return ap
+
+
+def _print_summary(preset: str, out: Path, sample_rate: int) -> None:
+    f = out / preset_dir_name(preset, sample_rate) / "summary.json"
+    if not f.is_file():
+        rate = "" if sample_rate == 24000 else f" --sample-rate {sample_rate}"
+        raise FileNotFoundError(f"{f} does not exist: build the preset first "
+                                f"({PROG} build --preset {preset} --out {out}{rate})")
+    print(format_summary(json.loads(f.read_text())))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """CLI entry point: ``build`` a preset or print a built preset's ``summary``. Exit status:
+    0 done, 1 an error (one line ``error: ...``), 2 a usage error, 130 interrupted (what is
+    done is kept: the same command resumes)."""
+    a = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    if a.cmd == "build":
-        build(a.preset, a.out, a.sample_rate, a.seed, a.workers, categories=a.categories)
-    else:
-        f = a.out / f"{a.preset}_{a.sample_rate // 1000}k" / "summary.json"
-        print(format_summary(json.loads(f.read_text())))
+    try:
+        if a.cmd == "build":
+            build(a.preset, a.out, a.sample_rate, a.seed, a.workers, categories=a.categories)
+        else:
+            _print_summary(a.preset, a.out, a.sample_rate)
+    except KeyboardInterrupt:
+        print(f"{PROG}: error: interrupted (finished files are kept; rerun the same command to resume)",
+              file=sys.stderr)
+        return 130
+    except EXPECTED_ERRORS as exc:
+        print_traceback_if_asked()
+        print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 from typing import Optional, Sequence
 
+from ..errors import OpenCodecError
 from .sources import AUDIO_EXTS
 
 # the builder's logger: these steps' lines go to the build.log that build() attaches to it
@@ -26,10 +27,18 @@ log = logging.getLogger("opencodec.data.corpus")
 ARCHIVE_EXTS = (".pk3", ".zip", ".wz")
 
 
+class ToolError(OpenCodecError, RuntimeError):
+    """An external tool of the builder (``apt-get``, ``dpkg``, ``fluidsynth``) failed: the
+    command line reports it in one line."""
+
+
 def _run(cmd: Sequence[str], cwd: Optional[Path] = None) -> None:
+    """Run ``cmd``; raise :class:`ToolError` with the last lines of its stderr (joined into
+    one line) when it fails."""
     res = subprocess.run(list(cmd), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if res.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({res.returncode}): {res.stderr.strip()[-500:]}")
+        tail = " ".join(line.strip() for line in res.stderr.strip().splitlines()[-3:])
+        raise ToolError(f"{' '.join(cmd)} failed ({res.returncode}): {tail[-500:]}")
 
 
 def download(package: str, debs_dir: Path) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -25,19 +25,71 @@ class SourceFile:
 
 
 def list_source_files(src: Source, root: Path, audio_dir: Path) -> list[SourceFile]:
-    """All files of ``src`` under the extracted package ``root``, sorted by path."""
-    out: list[SourceFile] = []
+    """All files of ``src`` under the extracted package ``root``, sorted by path.
+
+    Each file's output is ``audio_dir/<source>/<rel without extension>.flac``, except when
+    several inputs differ only by extension (``mace.ogg``, ``mace.wav``): then every one of
+    them keeps its extension (``mace.ogg.flac``, ``mace.wav.flac``), so two inputs never
+    share an output (see :func:`output_names`)."""
+    found: list[tuple[str, str, Path]] = []
     for dirpath, _dirs, files in os.walk(root):
         for f in files:
             p = Path(dirpath) / f
             rel = p.relative_to(root).as_posix()
             g = src.select(rel)
-            if g is None:
-                continue
-            dst = audio_dir / src.name / (rel.rsplit(".", 1)[0] + ".flac")
-            out.append(SourceFile(src.name, rel, g, str(p), str(dst), _estimate_duration(p)))
-    out.sort(key=lambda s: s.rel)
-    return out
+            if g is not None:
+                found.append((rel, g, p))
+    found.sort()
+    names = output_names([rel for rel, _, _ in found])
+    return [SourceFile(src.name, rel, g, str(p), str(audio_dir / src.name / names[rel]),
+                       _estimate_duration(p)) for rel, g, p in found]
+
+
+def output_names(rels: Iterable[str]) -> dict[str, str]:
+    """Input path -> output FLAC path (both relative): the input without its extension plus
+    ``.flac``; inputs whose names would collide keep their extension (``a.wav.flac``).
+    Raises ``ValueError`` if names still collide (never two inputs in one output)."""
+    rels = list(rels)
+    plain: dict[str, list[str]] = defaultdict(list)
+    for rel in rels:
+        plain[rel.rsplit(".", 1)[0] + ".flac"].append(rel)
+    names = {rel: (name if len(group) == 1 else rel + ".flac")
+             for name, group in plain.items() for rel in group}
+    owners: dict[str, list[str]] = defaultdict(list)
+    for rel, name in names.items():
+        owners[name].append(rel)
+    clash = sorted(group for group in owners.values() if len(group) > 1)
+    if clash:
+        raise ValueError(f"inputs {clash[0]} would share one output file")
+    return names
+
+
+def drop_duplicates(files: list[SourceFile]) -> tuple[list[SourceFile], list[SourceFile]]:
+    """Split ``files`` (sorted by path) into (kept, dropped): of byte-identical inputs only
+    the first by path is kept, so one recording can never be in both ``train`` and
+    ``valid`` (ktuberling's four Serbian folders hold the same 15 files). Only files whose
+    size another file shares are hashed."""
+    size = {f.src_path: os.path.getsize(f.src_path) for f in files}
+    shared = {n for n, count in Counter(size.values()).items() if count > 1}
+    seen: set[str] = set()
+    dropped: set[str] = set()
+    for f in files:
+        if size[f.src_path] not in shared:
+            continue
+        digest = _sha1(f.src_path)
+        if digest in seen:
+            dropped.add(f.src_path)
+        seen.add(digest)
+    return ([f for f in files if f.src_path not in dropped],
+            [f for f in files if f.src_path in dropped])
+
+
+def _sha1(path: str) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _estimate_duration(path: Path) -> float:

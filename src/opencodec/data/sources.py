@@ -195,9 +195,11 @@ SOURCES: dict[str, Source] = {s.name: s for s in [
     # ---- training: speech
     Source("tuxpaint_speech", "tuxpaint-stamps-default", "speech", "train",
            _rx(r"_desc_(ru|bg|ro|da|lt|nl)\.ogg$", lambda m: m.group(1))),  # speaker: language
+    # group = speaker = language, the Serbian variants (sr, sr@latin ...) one group: the
+    # train/valid split never separates them (their files are the same recordings)
     Source("ktuberling_speech", "ktuberling-data", "speech", "train",
            _rx(r"ktuberling/sounds/([^/]+)/[^/]+$",
-               lambda m: None if m.group(1) in ("ru", "uk", "el") else m.group(1)),
+               lambda m: None if m.group(1) in ("ru", "uk", "el") else ktuberling_speaker(m.group(1))),
            speaker=ktuberling_speaker),
     hedgewars("hedgewars_speech", "train", lambda pack: pack not in HEDGEWARS_PROBE),
     Source("fillets_speech", "fillets-ng-data-cs", "speech", "train",
@@ -223,10 +225,13 @@ SOURCES: dict[str, Source] = {s.name: s for s in [
            lambda rel: (re.search(r"/(tilesets/[^/]+|water_sounds)/", rel).group(1)  # type: ignore[union-attr]
                         if rel.endswith(".wav") and _megaglest_is_noise(rel) else None)),
     # ---- public evaluation set
+    # speaker keys as the training sources of the same packages give them (the language),
+    # so check_split sees one person as one key whichever source reads the file
     Source("tuxpaint_fr", "tuxpaint-stamps-default", "speech", "eval",
-           _rx(r"_desc_(fr)\.ogg$", lambda m: "tuxpaint_fr"), "clean_speech"),
+           _rx(r"_desc_(fr)\.ogg$", lambda m: m.group(1)), "clean_speech"),
     Source("ktuberling_eval", "ktuberling-data", "speech", "eval",
-           _rx(r"ktuberling/sounds/(ru|uk|el)/[^/]+$", lambda m: m.group(1)), "clean_speech"),
+           _rx(r"ktuberling/sounds/(ru|uk|el)/[^/]+$", lambda m: m.group(1)), "clean_speech",
+           speaker=ktuberling_speaker),
     # ---- issue 19: released speech (training, probe, speech_unseen evaluation)
     *WIDE_SPEECH_SOURCES,
     _asterisk("fr", "eval", "clean_speech"),
