@@ -20,15 +20,17 @@ from . import distributed
 
 def corpus_command(manifest: str | Path) -> str | None:
     """The command that builds ``manifest`` when it is one the corpus builder writes
-    (``DIR/<preset>_<kHz>k/manifests/NAME.jsonl``), else ``None``."""
+    (``DIR/<preset>_<kHz>k/manifests/NAME.jsonl``, or ``<preset>_<Hz>`` for a rate that is not
+    a whole number of kHz: :func:`opencodec.data.manifests.preset_dir_name`), else ``None``."""
     from ..data.presets import PRESETS
 
     path = Path(manifest)
-    match = re.fullmatch(r"(\w+)_(\d+)k", path.parent.parent.name)
+    match = re.fullmatch(r"(\w+?)_(\d+)(k?)", path.parent.parent.name)
     if path.parent.name != "manifests" or not match or match[1] not in PRESETS:
         return None
+    rate = int(match[2]) * (1000 if match[3] else 1)
     command = f"python -m opencodec.data.corpus build --preset {match[1]} --out {path.parent.parent.parent}"
-    return command if match[2] == "24" else f"{command} --sample-rate {match[2]}000"
+    return command if rate == 24000 else f"{command} --sample-rate {rate}"
 
 
 def check_manifests(field: str, manifests: tp.Any, required: bool = False) -> None:
