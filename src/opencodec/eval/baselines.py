@@ -48,7 +48,8 @@ __all__ = [
     "BaselineError", "Codec", "RoundtripResult", "OpusCodec", "MP3Codec", "FunctionCodec",
     "opus_roundtrip", "mp3_roundtrip", "opus_roundtrip_result", "mp3_roundtrip_result",
     "paper_baselines", "OPUS_SILK_NB_EXTRA_DELAY_48K", "MP3_RATES", "BITRATE_RANGES",
-    "check_bitrate",
+    "check_bitrate", "MP3_BITRATES", "OPUS_MAX_KBPS_PER_CHANNEL", "mp3_coding_rate",
+    "mp3_bitrates", "check_bitrate_for",
 ]
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -65,6 +66,20 @@ _OPUS_RATE = 48000
 #: The bitrates (kbit/s, inclusive) each baseline's encoder takes: libopus 6..510, LAME 8..320.
 BITRATE_RANGES = {"opus": (6.0, 510.0), "mp3": (8.0, 320.0)}
 _CODEC_LABELS = {"opus": "Opus", "mp3": "MP3"}
+
+#: LAME's CBR bitrates (kbit/s) per MPEG version, keyed by that version's sample rates (Hz):
+#: MPEG-1 (32-48 kHz), MPEG-2 (16-24 kHz), MPEG-2.5 (8-12 kHz). FFmpeg hands LAME any
+#: bitrate, and LAME silently codes the nearest one of its version (measured: 320 kbit/s at
+#: 24 kHz codes 160, 100 codes 96, 80 at 8 kHz codes 64), so others are refused.
+MP3_BITRATES: dict[tuple[int, ...], tuple[int, ...]] = {
+    (32000, 44100, 48000): (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    (16000, 22050, 24000): (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+    (8000, 11025, 12000): (8, 16, 24, 32, 40, 48, 56, 64),
+}
+
+#: The most libopus takes per channel (kbit/s): 256 mono, 510 stereo (measured: mono 257 fails
+#: in ``avcodec_open2``).
+OPUS_MAX_KBPS_PER_CHANNEL = 256.0
 
 
 class BaselineError(OpenCodecError, ValueError):
@@ -164,6 +179,38 @@ def check_bitrate(codec: str, bitrate_kbps: float) -> None:
                             f"got {bitrate_kbps}")
 
 
+def mp3_coding_rate(sample_rate: int) -> int:
+    """The rate (Hz) LAME codes ``sample_rate`` audio at: itself when MPEG audio has it
+    (:data:`MP3_RATES`), else 48000 (resampled with soxr)."""
+    return int(sample_rate) if sample_rate in MP3_RATES else 48000
+
+
+def mp3_bitrates(sample_rate: int) -> tuple[int, ...]:
+    """LAME's CBR bitrates (kbit/s) for audio at ``sample_rate`` Hz (:data:`MP3_BITRATES`
+    of its coding rate's MPEG version)."""
+    rate = mp3_coding_rate(sample_rate)
+    return next(rates for versions, rates in MP3_BITRATES.items() if rate in versions)
+
+
+def check_bitrate_for(codec: str, bitrate_kbps: float, sample_rate: int, channels: int) -> None:
+    """Raise :class:`BaselineError`, naming the allowed values, unless ``codec``'s encoder
+    codes ``bitrate_kbps`` itself at ``sample_rate`` Hz with ``channels`` channels: Opus at
+    most :data:`OPUS_MAX_KBPS_PER_CHANNEL` per channel, MP3 one of :func:`mp3_bitrates`.
+    (:func:`check_bitrate` is the rate-independent range.)"""
+    check_bitrate(codec, bitrate_kbps)
+    if codec == "opus":
+        high = min(BITRATE_RANGES["opus"][1], OPUS_MAX_KBPS_PER_CHANNEL * channels)
+        if bitrate_kbps > high:
+            raise BaselineError(f"Opus bitrate must be {BITRATE_RANGES['opus'][0]:g}..{high:g} "
+                                f"kbit/s for {channels} channel(s), got {bitrate_kbps:g}")
+    else:
+        allowed = mp3_bitrates(sample_rate)
+        if bitrate_kbps not in allowed:
+            raise BaselineError(f"MP3 bitrate {bitrate_kbps:g} kbit/s is not one LAME codes at "
+                                f"{mp3_coding_rate(sample_rate)} Hz; choose one of "
+                                f"{', '.join(map(str, allowed))}")
+
+
 def _import_av():  # type: ignore[no-untyped-def]
     try:
         import av
@@ -243,14 +290,15 @@ def opus_roundtrip_result(wav: ArrayLike, sample_rate: int, bitrate_kbps: float
     Args:
         wav: float32 ``[C, T]`` (C = 1 or 2; ``[T]`` is taken as mono), full scale 1.0.
         sample_rate: Hz.
-        bitrate_kbps: libopus target bitrate, kbit/s (6 to 510).
+        bitrate_kbps: libopus target bitrate, kbit/s (6 to 256 per channel: 256 mono, 510
+            stereo).
 
     Returns:
         :class:`RoundtripResult` (``codec_rate`` 48000).
     """
     x = _to_wav(wav)
     sr = _check_rate(sample_rate)
-    check_bitrate("opus", bitrate_kbps)
+    check_bitrate_for("opus", bitrate_kbps, sr, x.shape[0])
     length, duration = x.shape[1], x.shape[1] / sr
     x48 = _resample(x, sr, _OPUS_RATE)
     data, packets = _encode(x48, _OPUS_RATE, "libopus", "ogg", "flt",
@@ -296,14 +344,15 @@ def mp3_roundtrip_result(wav: ArrayLike, sample_rate: int, bitrate_kbps: float
     Args:
         wav: float32 ``[C, T]`` (C = 1 or 2), full scale 1.0.
         sample_rate: Hz; encoded at this rate if in :data:`MP3_RATES`, else at 48 kHz.
-        bitrate_kbps: LAME CBR bitrate, kbit/s (must be valid for the MPEG version).
+        bitrate_kbps: LAME CBR bitrate, kbit/s: one of :func:`mp3_bitrates` for the rate
+            (else :class:`BaselineError` naming them).
 
     Returns:
         :class:`RoundtripResult`.
     """
     x = _to_wav(wav)
     sr = _check_rate(sample_rate)
-    check_bitrate("mp3", bitrate_kbps)
+    check_bitrate_for("mp3", bitrate_kbps, sr, x.shape[0])
     length, duration = x.shape[1], x.shape[1] / sr
     rate = sr if sr in MP3_RATES else 48000
     xc = _resample(x, sr, rate)

@@ -12,13 +12,18 @@ import sys
 import typing as tp
 from pathlib import Path
 
-from ..argtypes import bandwidth_arg, positive_int
+from ..argtypes import bandwidth_arg, int_in, positive_int
 from ..errors import OpenCodecError
 from .console import PROG
 from .results_file import RESULTS_FILE
 from .systems import ALL_METRICS, EvalReportError, parse_baseline
 
-__all__ = ["DESCRIPTION", "build_parser", "run_command"]
+__all__ = ["DESCRIPTION", "EVAL_RATE_RANGE", "build_parser", "check_format_options", "run_command"]
+
+#: The scoring rates ``--sample-rate`` takes (Hz): PESQ and ViSQOL's speech mode work at 16 kHz
+#: and ViSQOL's audio mode at 48 kHz, so rates far outside telephone to studio ones would only
+#: be resampled into meaningless scores.
+EVAL_RATE_RANGE = (8000, 192000)
 
 #: The first line of ``opencodec eval --help`` (the protocol is in :mod:`opencodec.eval.report`).
 DESCRIPTION = "Rate-quality evaluation report: score neural codecs and classic baselines on eval sets."
@@ -35,7 +40,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                    help="bandwidths for the models (default: each model's own; one a model does "
                         "not support is skipped for it with a warning)")
     p.add_argument("--baselines", nargs="*", default=[], metavar="SPEC",
-                   help="baselines: opusN (6..510), mp3_N (8..320) (e.g. opus6 opus12 opus24 mp3_64)")
+                   help="baselines: opusN (6..256 kbit/s per channel: 256 mono, 510 stereo), mp3_N "
+                        "(a bitrate LAME codes at the scoring rate: 8, 16, ..., 160 at 16-24 kHz; "
+                        "32, 40, ..., 320 at 32-48 kHz; 8..64 at 8-12 kHz) (e.g. opus6 opus12 "
+                        "opus24 mp3_64); another is refused before any work")
     p.add_argument("--set", dest="eval_set", required=True, metavar="DIR",
                    help="folder with eval_<category>.jsonl manifests")
     p.add_argument("--categories", nargs="*", default=None,
@@ -50,12 +58,27 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                    help="write into a non-empty --out folder that is not an eval output "
                         "(its report.md, summary.json and plots/ are replaced)")
     p.add_argument("--workers", type=positive_int, default=1, help="worker processes (1 torch thread each)")
-    p.add_argument("--sample-rate", type=positive_int, default=24000,
-                   help="scoring rate when no model is given (default 24000)")
-    p.add_argument("--channels", type=positive_int, default=1, help="scoring channels when no model is given")
+    p.add_argument("--sample-rate", type=int_in(*EVAL_RATE_RANGE), default=None, metavar="HZ",
+                   help=f"scoring rate, {EVAL_RATE_RANGE[0]}..{EVAL_RATE_RANGE[1]} Hz, without "
+                        "--models only (default 24000; with models, theirs is used and this "
+                        "option is refused)")
+    p.add_argument("--channels", type=positive_int, default=None,
+                   help="scoring channels, without --models only (default 1)")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar (warnings, such as skipped items or bandwidths, still show)")
     return p
+
+
+def check_format_options(models: tp.Sequence[str], sample_rate: int | None,
+                         channels: int | None) -> None:
+    """``EvalReportError`` when ``--sample-rate`` or ``--channels`` is given with ``--models``
+    (the models' own rate and channels are the scoring format; the option would be ignored)."""
+    given = [opt for opt, value in (("--sample-rate", sample_rate), ("--channels", channels))
+             if value is not None]
+    if models and given:
+        verb, them = ("apply", "them") if len(given) > 1 else ("applies", "it")
+        raise EvalReportError(f"{' and '.join(given)} {verb} only without --models (the models' "
+                              f"own rate and channels are used); drop {them}")
 
 
 def run_command(argv: list[str] | None, prog: str, run_eval: tp.Callable[..., dict]) -> int:
@@ -69,14 +92,16 @@ def run_command(argv: list[str] | None, prog: str, run_eval: tp.Callable[..., di
     try:
         for spec in args.baselines:
             parse_baseline(spec)
+        check_format_options(args.models, args.sample_rate, args.channels)
     except EvalReportError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     try:
         doc = run_eval(args.models, args.bandwidths, args.baselines, args.eval_set, args.out,
                        categories=args.categories, max_items=args.max_items, metrics=args.metrics,
-                       workers=args.workers, quiet=args.quiet, sample_rate=args.sample_rate,
-                       channels=args.channels, force=args.force)
+                       workers=args.workers, quiet=args.quiet,
+                       sample_rate=args.sample_rate or 24000, channels=args.channels or 1,
+                       force=args.force)
     except (EvalReportError, OpenCodecError, OSError) as exc:  # bad input, model, weights: one line
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1

@@ -14,14 +14,26 @@ from ..official_files import file_sha256
 from .console import warn
 from .systems import DEFAULT_CATEGORIES, EvalReportError
 
-__all__ = ["choose_categories", "list_items", "item_id", "item_file_hash", "identify_items",
-           "skip_item"]
+__all__ = ["check_set_folder", "choose_categories", "read_manifest", "list_items",
+           "check_unique_ids", "item_id", "item_file_hash", "identify_items", "skip_item"]
+
+
+def check_set_folder(eval_set: Path) -> None:
+    """``EvalReportError`` when ``--set`` does not exist or is a file (a manifest given
+    instead of its folder)."""
+    if not eval_set.exists():
+        raise EvalReportError(f"--set {eval_set} does not exist")
+    if not eval_set.is_dir():
+        raise EvalReportError(f"--set {eval_set} is a file; pass the folder holding the "
+                              "eval_<category>.jsonl manifests")
 
 
 def choose_categories(eval_set: Path, categories: tp.Sequence[str] | None) -> list[str]:
     """The categories to evaluate (by default those of :data:`DEFAULT_CATEGORIES` with a
     manifest under ``eval_set``, else every ``eval_*.jsonl`` there); ``EvalReportError`` when
-    there is none or one of the ``categories`` asked for has no manifest."""
+    ``eval_set`` is not a folder (:func:`check_set_folder`), there is no manifest or one of
+    the ``categories`` asked for has none."""
+    check_set_folder(eval_set)
     if categories is None:
         categories = [c for c in DEFAULT_CATEGORIES if (eval_set / f"eval_{c}.jsonl").exists()]
         if not categories:
@@ -41,21 +53,46 @@ def list_items(eval_set: Path, categories: list[str], chosen: bool,
     manifest lists no item is an ``EvalReportError`` when ``chosen`` (named by
     ``--categories``), else skipped with a note; a set whose manifests are all empty is an
     ``EvalReportError`` too."""
-    from ..data.dataset import load_manifests
-
     items: dict[str, list[dict]] = {}
     for cat in categories:
         manifest = eval_set / f"eval_{cat}.jsonl"
-        rows = load_manifests(manifest)
+        rows = read_manifest(manifest)
         if not rows:
             if chosen:
                 raise EvalReportError(f"{manifest} lists no items (category {cat!r})")
             print(f"note: {manifest} is empty; category {cat!r} skipped", file=sys.stderr)
             continue
         items[cat] = rows[:max_items] if max_items is not None else rows
+        check_unique_ids(manifest, items[cat])
     if not items:
         raise EvalReportError(f"every eval_<category>.jsonl manifest under {eval_set} is empty")
     return items
+
+
+def read_manifest(manifest: Path) -> list[dict]:
+    """The rows of ``manifest`` (:func:`opencodec.data.dataset.load_manifests`); a file that
+    is not UTF-8 text is an ``EvalReportError`` naming it and the first bad byte."""
+    from ..data.dataset import load_manifests
+
+    try:
+        return load_manifests(manifest)
+    except UnicodeDecodeError as exc:
+        raise EvalReportError(f"{manifest} is not UTF-8 text (byte {exc.object[exc.start]:#04x} "
+                              f"at offset {exc.start}); a manifest is JSON lines in UTF-8") from None
+
+
+def check_unique_ids(manifest: Path, rows: tp.Sequence[dict]) -> None:
+    """``EvalReportError`` naming the ids (and their files) that several rows of ``manifest``
+    share (an ``item_id`` given twice, or the same file stem in two folders without one):
+    results are keyed by id, so the paired comparison would silently lose items."""
+    paths: dict[str, list[str]] = {}
+    for row in rows:
+        paths.setdefault(item_id(row), []).append(str(row["path"]))
+    twice = {ident: files for ident, files in paths.items() if len(files) > 1}
+    if twice:
+        named = "; ".join(f"{ident!r}: {', '.join(files)}" for ident, files in sorted(twice.items())[:5])
+        raise EvalReportError(f"{manifest}: {len(twice)} item id(s) are shared by several rows "
+                              f"({named}); give each row a unique \"item_id\"")
 
 
 def item_id(row: dict) -> str:

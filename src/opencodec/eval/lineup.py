@@ -8,12 +8,13 @@ from __future__ import annotations
 import typing as tp
 
 from ..bandwidth import check_bandwidth, format_kbps
-from ..errors import UnsupportedBandwidthError
+from ..errors import ModelLoadError, UnsupportedBandwidthError
 from .console import warn
 from .scoring import init_worker, loaded_models
 from .systems import EvalReportError, SystemSpec, neural_system_name, parse_baseline
 
 __all__ = ["Lineup", "build_systems", "neural_systems", "baseline_systems", "check_baselines",
+           "check_bandwidths_once",
            "model_labels", "supported_bandwidths", "kbps_list"]
 
 
@@ -53,6 +54,22 @@ def model_labels(models: tp.Sequence[str], hashes: dict[str, str]) -> dict[str, 
     return labels
 
 
+#: The advice of the loader's error for an entropy model given as a codec, which names an
+#: option ``opencodec eval`` does not have.
+_LM_ADVICE = "use --lm-model (Python: load_lm_model(PATH, codec=...))"
+
+
+def _eval_load_error(exc: ModelLoadError) -> ModelLoadError:
+    """``exc`` for ``opencodec eval``: an entropy model given to ``--models`` is told that
+    eval scores codecs only (the loader's advice names ``--lm-model``, an option of other
+    commands)."""
+    message = str(exc)
+    if _LM_ADVICE not in message:
+        return exc
+    return ModelLoadError(message.replace(_LM_ADVICE, "opencodec eval scores codecs only; pass a "
+                                          "codec's name or weights to --models"))
+
+
 def _usable_bandwidths(model: tp.Any, bandwidths: tp.Sequence[float] | None
                        ) -> tuple[list[float], list[float]]:
     """``(usable, skipped)``: the requested ``bandwidths`` (the model's own without them)
@@ -79,7 +96,10 @@ def neural_systems(models: tp.Sequence[str], bandwidths: tp.Sequence[float] | No
 
     if not models:
         return [], None, []
-    init_worker(tuple(models), ())
+    try:
+        init_worker(tuple(models), ())
+    except ModelLoadError as exc:
+        raise _eval_load_error(exc) from None
     loaded = loaded_models()
     hashes = {spec: model_hash(loaded[spec]) for spec in models}
     labels = model_labels(models, hashes)
@@ -104,7 +124,10 @@ def neural_systems(models: tp.Sequence[str], bandwidths: tp.Sequence[float] | No
 
 def check_baselines(baselines: tp.Sequence[str], sample_rate: int, channels: int) -> None:
     """Code 0.1 s of silence with each baseline at the scoring rate and channels, so that a
-    baseline its encoder cannot run there fails now with one line, not on every item."""
+    baseline its encoder cannot run there fails now with one line, not on every item: the
+    round trip refuses, naming the allowed values, a bitrate the encoder would not code
+    there (:func:`opencodec.eval.baselines.check_bitrate_for`: Opus at most 256 kbit/s per
+    channel, MP3 LAME's bitrates of the coding rate's MPEG version)."""
     import numpy as np
 
     from .baselines import BaselineError
@@ -116,6 +139,18 @@ def check_baselines(baselines: tp.Sequence[str], sample_rate: int, channels: int
         except BaselineError as exc:
             raise EvalReportError(f"baseline {spec!r} cannot code {sample_rate} Hz, {channels} "
                                   f"channel(s): {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - the encoder's own refusal (PyAV errors)
+            raise EvalReportError(f"baseline {spec!r} cannot code {sample_rate} Hz, {channels} "
+                                  f"channel(s): {type(exc).__name__}: {exc}") from None
+
+
+def check_bandwidths_once(bandwidths: tp.Sequence[float] | None) -> None:
+    """``EvalReportError`` naming a bandwidth given twice (``--bandwidths 6.0 6``)."""
+    given = [format_kbps(float(b)) for b in bandwidths or []]
+    twice = sorted({b for b in given if given.count(b) > 1}, key=float)
+    if twice:
+        raise EvalReportError(f"bandwidth(s) {', '.join(twice)} kbps given more than once "
+                              "(--bandwidths)")
 
 
 def baseline_systems(baselines: tp.Sequence[str]) -> list[SystemSpec]:
@@ -134,6 +169,7 @@ def build_systems(models: tp.Sequence[str], bandwidths: tp.Sequence[float] | Non
     name fails before any output), then the baselines, checked at the scoring rate and
     channels: the models' when there are models, else ``sample_rate`` and ``channels``.
     ``EvalReportError`` when there is nothing to evaluate or two systems share a name."""
+    check_bandwidths_once(bandwidths)
     systems, rate, notes = neural_systems(models, bandwidths)
     if rate is not None:
         sample_rate, channels = rate

@@ -16,10 +16,18 @@ Protocol
   models ``--sample-rate``/``--channels``, default 24 kHz mono), channels first, then soxr
   resampling (:class:`opencodec.data.dataset.EvalDataset`). This converted signal is the
   input of every system *and* the reference every output is scored against. An item whose
-  file cannot be read is skipped with a warning (also with ``-q``) and listed under
-  "Skipped items" in ``report.md`` and ``meta.skipped`` in ``summary.json``; when no item
-  can be scored the run fails. An empty manifest is an error when its category is named
-  by ``--categories``, else skipped with a note; a set with only empty manifests is an error.
+  file cannot be read, or whose audio holds NaN or infinite samples, is skipped with a
+  warning (also with ``-q``) and listed under "Skipped items" in ``report.md`` and
+  ``meta.skipped`` in ``summary.json``; when no item can be scored the run fails. An empty
+  manifest is an error when its category is named by ``--categories``, else skipped with a
+  note and stated in ``report.md`` and ``meta.empty_categories``; a set with only empty
+  manifests is an error. Two rows of one manifest with the same item id (``item_id``, else
+  the file's stem) are an error naming them. ``--sample-rate`` is 8000..192000 Hz and, with
+  ``--channels``, only taken without ``--models``.
+* A system whose codec fails on an item (an exception while coding) is warned about, its row
+  is stored with the reason under ``errors.codec`` but left out of every table and of ``n``,
+  listed under "Codec failures" in ``report.md`` (``meta.codec_failures``), and coded again
+  by a rerun (such rows are never reused).
 * Neural systems: a real ``compress`` -> ``.ecdc`` bytes -> ``decompress`` round trip at each
   bandwidth the model supports (a requested bandwidth a model does not support is skipped
   with a warning, also with ``-q``, and stated in ``report.md``); actual kbps =
@@ -27,8 +35,8 @@ Protocol
   decode wall time) / duration, measured in the worker with one torch thread on CPU. Two
   models with the same name but other weights (two checkpoints of one config) are named
   ``NAME#<first 8 digits of the weights hash>``.
-* Baselines (``opusN``, ``mp3_N``; Opus 6..510 and MP3 8..320 kbit/s, checked before any
-  work): :meth:`Codec.roundtrip` on the converted signal; actual kbps as reported by the
+* Baselines (``opusN``, ``mp3_N``; checked before any work: Opus 6..256 kbit/s per channel,
+  MP3 a bitrate LAME codes at the scoring rate, e.g. 8..160 in its steps at 16-24 kHz): :meth:`Codec.roundtrip` on the converted signal; actual kbps as reported by the
   baseline (payload bits, no container). ``report.md`` states both ways of measuring.
 * Metrics: ``si_snr`` (dB), ``mel`` and ``stft`` distances (lower is better), ``visqol``
   (audio mode at 48 kHz for music/general, speech mode at 16 kHz for categories whose name
@@ -64,12 +72,13 @@ import typing as tp
 from pathlib import Path
 
 from .._files import write_bytes_atomic
-from .cli import build_parser, run_command
+from .cli import EVAL_RATE_RANGE, build_parser, run_command
 from .console import PROG, warn
 from .items import choose_categories, identify_items, list_items
 from .lineup import build_systems
 from .report_writer import make_plots, versus_opus, write_report
-from .results_file import RESULTS_FILE, ResultsFile, check_out, pick_rows, read_results, repair_results
+from .results_file import (RESULTS_FILE, ResultsFile, check_out, codec_failed, pick_rows,
+                           read_results, repair_results)
 from .scoring import ItemReadError, evaluate_item, neural_roundtrip, score
 from .summary import mean_ci95, paired_versus_opus, summarize
 from .systems import (ALL_METRICS, DEFAULT_CATEGORIES, ITEM_KEY, LOWER_IS_BETTER, METRIC_LABELS,
@@ -114,10 +123,14 @@ def run_eval(models: tp.Sequence[str], bandwidths: tp.Sequence[float] | None,
     out = Path(out)
     eval_set = Path(eval_set)
     _check_request(metrics, baselines, out, force)
+    if not models and not EVAL_RATE_RANGE[0] <= sample_rate <= EVAL_RATE_RANGE[1]:
+        raise EvalReportError(f"sample_rate must be {EVAL_RATE_RANGE[0]}..{EVAL_RATE_RANGE[1]} Hz, "
+                              f"got {sample_rate}")
 
     # checked before the models are loaded (which may download weights) and before any output
-    manifest_items = list_items(eval_set, choose_categories(eval_set, categories),
-                                categories is not None, max_items)
+    chosen = choose_categories(eval_set, categories)
+    manifest_items = list_items(eval_set, chosen, categories is not None, max_items)
+    empty_categories = [c for c in chosen if c not in manifest_items]
     categories = list(manifest_items)
     results_path = out / RESULTS_FILE
     previous, repaired = repair_results(results_path)
@@ -130,16 +143,19 @@ def run_eval(models: tp.Sequence[str], bandwidths: tp.Sequence[float] | None,
 
     # Items: resumed by item file, system, weights, scoring format and metrics
     items, skipped = identify_items(manifest_items)
-    done = pick_rows(previous, items, systems, metrics, sample_rate, channels)
+    done = pick_rows(previous, items, systems, metrics, sample_rate, channels, keep_failed=False)
     tasks = pending_tasks(items, systems, done, metrics, sample_rate, channels)
     # evaluate_item is looked up here, at call time, so that a test can replace it
     skipped += run_tasks(tasks, ResultsFile(results_path), tuple(models), tuple(baselines),
                          workers, quiet, evaluate_item)
 
-    all_rows = list(pick_rows(read_results(results_path), items, systems, metrics,
-                              sample_rate, channels).values())
+    picked = list(pick_rows(read_results(results_path), items, systems, metrics,
+                            sample_rate, channels).values())
+    all_rows = [r for r in picked if not codec_failed(r)]
+    failures = [{"category": r["category"], "item_id": r["item_id"], "system": r["system"],
+                 "error": r["errors"]["codec"]} for r in picked if codec_failed(r)]
     if not all_rows:
-        raise _nothing_scored(eval_set, skipped)
+        raise _nothing_scored(eval_set, skipped, failures)
     summary = summarize(all_rows, metrics)
     meta = {
         "models": list(models), "bandwidths": list(bandwidths or []), "baselines": list(baselines),
@@ -148,6 +164,7 @@ def run_eval(models: tp.Sequence[str], bandwidths: tp.Sequence[float] | None,
         "workers": workers, "n_rows": len(all_rows), "wall_s": time.perf_counter() - t_start,
         "visqol_modes": {c: visqol_mode(c) for c in categories},
         "skipped_bandwidths": lineup.bandwidth_notes, "skipped": skipped,
+        "codec_failures": failures, "empty_categories": empty_categories,
     }
     return _write_outputs(out, summary, meta, all_rows, metrics)
 
@@ -164,8 +181,15 @@ def _check_request(metrics: tp.Sequence[str], baselines: tp.Sequence[str], out: 
     check_out(out, force)
 
 
-def _nothing_scored(eval_set: Path, skipped: list[dict]) -> EvalReportError:
-    """The error of a run where no item could be scored, naming the first skipped item."""
+def _nothing_scored(eval_set: Path, skipped: list[dict],
+                    failures: list[dict] | None = None) -> EvalReportError:
+    """The error of a run where no item could be scored, naming the first skipped item, or
+    else the first codec failure."""
+    if not skipped and failures:
+        first = failures[0]
+        return EvalReportError(f"no item of {eval_set} could be scored: every system failed on "
+                               f"every item ({len(failures)} failure(s); first: {first['system']} "
+                               f"on {first['item_id']!r}: {first['error']})")
     first = skipped[0] if skipped else None
     return EvalReportError(f"no item of {eval_set} could be scored: all {len(skipped)} were "
                            "skipped" + (f" (first: {first['path']}: {first['error']})"

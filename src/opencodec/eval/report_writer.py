@@ -25,7 +25,8 @@ def _fmt(stat: dict | None, digits: int = 2) -> str:
 
 
 def make_plots(summary: dict, out: Path, metrics: tp.Sequence[str]) -> dict[str, list[str]]:
-    """One PNG per (category, metric): metric vs actual kbps, one curve per family."""
+    """One PNG per (category, metric): metric vs actual kbps, one curve per family; any other
+    PNG in ``out/plots`` is removed (:func:`remove_stale_plots`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -69,7 +70,20 @@ def make_plots(summary: dict, out: Path, metrics: tp.Sequence[str]) -> dict[str,
             fig.savefig(path, dpi=100)
             plt.close(fig)
             made[cat].append(str(path.relative_to(out)))
+    remove_stale_plots(plots_dir, {Path(p).name for paths in made.values() for p in paths})
     return made
+
+
+def remove_stale_plots(plots_dir: Path, keep: tp.Container[str]) -> list[str]:
+    """Delete the PNG files of ``plots_dir`` not named in ``keep`` (those of an earlier run, or
+    of a folder given with ``-f``), so that ``plots/`` holds exactly this report's plots;
+    returns the names deleted."""
+    removed = []
+    for png in sorted(plots_dir.glob("*.png")):
+        if png.name not in keep and png.is_file():
+            png.unlink()
+            removed.append(png.name)
+    return removed
 
 
 def _markdown_table(header: tp.Sequence[str], rows: tp.Iterable[tp.Sequence[str]]) -> list[str]:
@@ -121,10 +135,12 @@ def versus_opus(summary: dict, metrics: tp.Sequence[str], paired: dict | None = 
                             + f", {diff['wins']}/{diff['n']} items")
                 else:
                     better = (ours["mean"] < theirs["mean"]) == (metric in LOWER_IS_BETTER)
-                    settled = not (ours.get("ci95") is None or theirs.get("ci95") is None
-                                   or abs(ours["mean"] - theirs["mean"]) <= ours["ci95"] + theirs["ci95"])
+                    no_interval = ours.get("ci95") is None or theirs.get("ci95") is None
+                    settled = not (no_interval or abs(ours["mean"] - theirs["mean"])
+                                   <= ours["ci95"] + theirs["ci95"])
                     text = (f"{ours['mean']:.2f} vs {theirs['mean']:.2f}: {'better' if better else 'worse'}"
-                            + ("" if settled else " (intervals overlap)"))
+                            + ("" if settled else " (no interval: fewer than 2 items)"
+                               if no_interval else " (intervals overlap)"))
                 cells.append(text)
                 if metric == "visqol":
                     verdicts[name].append((cat, better, settled))
@@ -156,10 +172,13 @@ def _header_lines(meta: dict) -> list[str]:
     and how each kind of system's bitrate is measured."""
     from .visqol import VISQOL_IMPLEMENTATION
 
-    lines = [
-        f"- Models: {', '.join(meta['models']) or '–'}; bandwidths: "
-        f"{', '.join(f'{b:g}' for b in meta['bandwidths']) or 'model defaults'} kbps",
-    ]
+    if not meta["models"]:
+        lines = ["- Models: –"]
+    elif meta["bandwidths"]:
+        lines = [f"- Models: {', '.join(meta['models'])}; bandwidths: "
+                 f"{', '.join(f'{b:g}' for b in meta['bandwidths'])} kbps"]
+    else:
+        lines = [f"- Models: {', '.join(meta['models'])}; bandwidths: each model's own"]
     lines += [f"- **Not evaluated**: {note}" for note in meta.get("skipped_bandwidths", [])]
     lines += [
         f"- Baselines: {', '.join(meta['baselines']) or '–'}",
@@ -193,6 +212,14 @@ def _header_lines(meta: dict) -> list[str]:
     if skipped:
         lines.append(f"- **Skipped items**: {len(skipped)} item(s) could not be read and are in no "
                      "table (listed at the end).")
+    failures = meta.get("codec_failures", [])
+    if failures:
+        lines.append(f"- **Codec failures**: {len(failures)} (item, system) pair(s) could not be "
+                     "coded; they are in no table and not counted in n (listed at the end; a "
+                     "rerun tries them again).")
+    for cat in meta.get("empty_categories", []):
+        lines.append(f"- **Empty manifest**: `eval_{cat}.jsonl` lists no items; category {cat!r} "
+                     "is not evaluated.")
     return lines
 
 
@@ -205,6 +232,18 @@ def _skipped_lines(skipped: tp.Sequence[dict]) -> list[str]:
             + _markdown_table(["Category", "Item", "File", "Reason"], (
                 [s["category"], s["item_id"], f"`{s['path']}`", s["error"].replace("|", "\\|")]
                 for s in skipped))
+            + [""])
+
+
+def _failure_lines(failures: tp.Sequence[dict]) -> list[str]:
+    """The ``## Codec failures`` section of ``report.md`` (empty when none failed)."""
+    if not failures:
+        return []
+    return (["## Codec failures", "", "These systems failed to code these items; the pairs are "
+             "left out of every table and of n (a rerun tries them again).", ""]
+            + _markdown_table(["Category", "Item", "System", "Reason"], (
+                [f["category"], f["item_id"], f["system"], f["error"].replace("|", "\\|")]
+                for f in failures))
             + [""])
 
 
@@ -231,4 +270,5 @@ def write_report(out: Path, summary: dict, meta: dict, plots: dict[str, list[str
         lines.append("")
     lines += versus_opus(summary, [m for m in metrics if m in ("si_snr", "mel", "visqol")], paired)
     lines += _skipped_lines(meta.get("skipped", []))
+    lines += _failure_lines(meta.get("codec_failures", []))
     write_bytes_atomic(out / "report.md", "\n".join(lines).encode())

@@ -13,7 +13,7 @@ from .._files import output_folder
 from .systems import EvalReportError, SystemSpec, metrics_for, row_key, row_scored_metrics
 
 __all__ = ["RESULTS_FILE", "check_out", "repair_results", "read_results", "pick_rows",
-           "ResultsFile"]
+           "codec_failed", "ResultsFile"]
 
 RESULTS_FILE = "results.jsonl"
 
@@ -39,9 +39,20 @@ def _result_row(line: str) -> dict | None:
     except json.JSONDecodeError:
         return None
     if not isinstance(row, dict) or not all(isinstance(row.get(k), str)
-                                            for k in ("category", "item_id", "system")):
+                                            for k in ("category", "item_id", "system", "kind",
+                                                      "family")):
+        return None
+    kbps = row.get("nominal_kbps")
+    if isinstance(kbps, bool) or not isinstance(kbps, (int, float)):
         return None
     return row
+
+
+def codec_failed(row: dict) -> bool:
+    """Whether the system's codec failed on the row's item (``errors["codec"]``): such a
+    row has no metric values and is never reused (a rerun tries the item again)."""
+    errors = row.get("errors")
+    return isinstance(errors, dict) and "codec" in errors
 
 
 def repair_results(path: Path) -> tuple[list[dict], str | None]:
@@ -97,11 +108,13 @@ def read_results(path: Path) -> list[dict]:
 
 
 def pick_rows(rows: tp.Iterable[dict], items: tp.Sequence[dict], systems: tp.Sequence[SystemSpec],
-              metrics: tp.Sequence[str], sample_rate: int, channels: int) -> dict[tuple, dict]:
+              metrics: tp.Sequence[str], sample_rate: int, channels: int,
+              keep_failed: bool = True) -> dict[tuple, dict]:
     """The rows of this request, by :func:`row_key`: an item asked for (same category, id and
     file hash), a system asked for (same name and weights hash), the same scoring rate and
     channels, and every asked metric that applies to the category computed. Of several rows
-    with one key, the last wins."""
+    with one key, the last wins. Without ``keep_failed`` a row whose codec failed
+    (:func:`codec_failed`) is left out, so that a rerun codes that item again."""
     wanted_items = {(it["category"], it["item_id"], it["sha"]) for it in items}
     wanted_systems = {(s.name, s.weights) for s in systems}
     picked: dict[tuple, dict] = {}
@@ -110,7 +123,8 @@ def pick_rows(rows: tp.Iterable[dict], items: tp.Sequence[dict], systems: tp.Seq
         category, item_id, sha, system, weights, rate, chans = key
         if ((category, item_id, sha) in wanted_items and (system, weights) in wanted_systems
                 and (rate, chans) == (sample_rate, channels)
-                and set(metrics_for(category, metrics)) <= row_scored_metrics(r)):
+                and set(metrics_for(category, metrics)) <= row_scored_metrics(r)
+                and (keep_failed or not codec_failed(r))):
             picked[key] = r
     return picked
 

@@ -136,10 +136,17 @@ def score(est: np.ndarray, ref: np.ndarray, sample_rate: int, category: str,
 
 def load_reference(task: dict) -> np.ndarray:
     """The item of ``task`` as float32 ``[C, T]`` at the scoring rate and channels; raises
-    :class:`ItemReadError` naming the file and the reason when it cannot be read or is empty."""
+    :class:`ItemReadError` naming the file and the reason when it cannot be read, is empty
+    or holds NaN or infinite samples (bad input: the item is skipped, not coded)."""
+    from .._files import error_reason
     from ..data.dataset import EvalDataset
 
     path = str(task["row"].get("path"))
+    try:
+        with open(path, "rb"):  # the OS's reason (soundfile says only "System error.")
+            pass
+    except OSError as exc:
+        raise ItemReadError(path, error_reason(exc)) from None
     try:
         item = EvalDataset([task["row"]], sample_rate=task["sample_rate"], channels=task["channels"],
                            skip_errors=False)[0]
@@ -150,6 +157,9 @@ def load_reference(task: dict) -> np.ndarray:
     ref = item["audio"].numpy().astype(np.float32)
     if ref.shape[-1] == 0:
         raise ItemReadError(path, "the file holds no audio samples")
+    bad = int(ref.size - np.count_nonzero(np.isfinite(ref)))
+    if bad:
+        raise ItemReadError(path, f"the audio holds {bad} non-finite sample(s) (NaN or inf)")
     return ref
 
 

@@ -81,9 +81,12 @@ def row_scored_metrics(row: dict) -> set[str]:
 def parse_baseline(spec: str):  # -> Codec
     """``opus6``/``opus-6``/``opus_6`` -> OpusCodec(6); ``mp3_64``/``mp3-64``/``mp364`` -> MP3Codec(64).
 
-    Raises :class:`EvalReportError` for an unknown spec, or a bitrate the encoder does not
-    take (Opus 6..510, MP3 8..320 kbit/s; :func:`opencodec.eval.baselines.check_bitrate`),
-    so that ``eval`` and ``mushra build`` refuse it before any work."""
+    Raises :class:`EvalReportError` for an unknown spec, or a bitrate outside the encoder's
+    whole range (Opus 6..510, MP3 8..320 kbit/s; :func:`opencodec.eval.baselines.check_bitrate`),
+    so that ``eval`` and ``mushra build`` refuse it before any work. Whether the encoder
+    takes it at the scoring rate and channels (Opus at most 256 kbit/s per channel, MP3
+    LAME's bitrates of the MPEG version) is checked once those are known
+    (:func:`opencodec.eval.lineup.check_baselines`)."""
     from .baselines import BaselineError, MP3Codec, OpusCodec, check_bitrate
 
     s = spec.lower().replace("-", "_").replace("kbps", "")

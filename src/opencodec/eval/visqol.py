@@ -17,6 +17,13 @@ Measured on this scorer: identical signals score 4.732 (audio mode) and 5.0 (spe
 the minimum clip is 47,040 samples at 48 kHz (0.98 s) in audio mode and 10,240 samples at
 16 kHz (0.64 s) in speech mode; ~0.25 s of compute per second of audio in audio mode.
 
+Silence (measured): on a silent reference the scorer finds nothing to compare and returns
+its *maximum* (5.0 speech / 4.732 audio) whatever the degraded signal, and so it does on
+a reference of -80 dBFS noise. :func:`visqol` therefore refuses (``SilentSignalError``,
+as SI-SNR, PESQ and STOI do) a reference any of whose channels has an RMS level below
+:data:`VISQOL_SILENCE_DBFS` (-60 dBFS, relative to full scale 1.0); the quietest item of
+``data/eval_24000`` (mono downmix) is at -36 dBFS, far above it.
+
 Caveat (measured): in audio mode a reference with *empty* high-frequency bands (e.g. a pure
 sum of a few sinusoids) scores white-noise degradations non-monotonically; use realistic,
 broadband references (speech, music, or synthetic signals with a noise floor).
@@ -33,10 +40,11 @@ from typing import Literal
 
 import numpy as np
 
-from .metrics import ArrayLike, ClipTooShortError, MetricError, _check_rate, _pair, resample
+from .metrics import (ArrayLike, ClipTooShortError, MetricError, SilentSignalError, _check_rate,
+                      _pair, resample)
 
 __all__ = ["visqol", "VISQOL_IMPLEMENTATION", "VISQOL_RATES", "VISQOL_MIN_SAMPLES",
-           "visqol_min_seconds", "load_native_scorer"]
+           "VISQOL_SILENCE_DBFS", "visqol_min_seconds", "load_native_scorer", "check_not_silent"]
 
 #: Which ViSQOL produced the scores (put this in reports).
 VISQOL_IMPLEMENTATION = "audio-samples-qoe 0.1.2 (Rust ViSQOL v3 reimplementation, native _score)"
@@ -46,6 +54,10 @@ VISQOL_RATES: dict[str, int] = {"audio": 48000, "speech": 16000}
 
 #: Shortest clip (samples at ``VISQOL_RATES[mode]``) the native scorer accepts (measured).
 VISQOL_MIN_SAMPLES: dict[str, int] = {"audio": 47040, "speech": 10240}
+
+#: A reference channel whose RMS level (dB relative to full scale 1.0) is below this is
+#: "effectively silent": ViSQOL is undefined on it (the scorer would give its maximum).
+VISQOL_SILENCE_DBFS = -60.0
 
 _NATIVE: ModuleType | None = None
 
@@ -87,6 +99,18 @@ def load_native_scorer() -> ModuleType:
         "pip install --no-deps audio-samples-qoe==0.1.2")
 
 
+def check_not_silent(ref: np.ndarray) -> None:
+    """Raise :class:`SilentSignalError` when a channel of ``ref`` (``[C, T]``, full scale
+    1.0) has an RMS level below :data:`VISQOL_SILENCE_DBFS`."""
+    rms = np.sqrt(np.mean(np.square(ref, dtype=np.float64), axis=-1))
+    for ch, level in enumerate(rms):
+        dbfs = 20.0 * np.log10(level) if level > 0 else -np.inf
+        if dbfs < VISQOL_SILENCE_DBFS:
+            raise SilentSignalError(
+                f"ViSQOL is undefined: reference channel {ch} is silent or nearly so "
+                f"({dbfs:.1f} dBFS RMS, below {VISQOL_SILENCE_DBFS:g} dBFS)")
+
+
 def visqol_min_seconds(mode: Literal["audio", "speech"] = "audio") -> float:
     """Shortest clip, in seconds, that :func:`visqol` accepts in ``mode``."""
     if mode not in VISQOL_RATES:
@@ -122,6 +146,8 @@ def visqol(est: ArrayLike, ref: ArrayLike, sample_rate: int,
     Raises:
         ClipTooShortError: the clip is shorter than the scorer's minimum (0.98 s in audio
             mode, 0.64 s in speech mode).
+        SilentSignalError: a reference channel is below :data:`VISQOL_SILENCE_DBFS`
+            (the scorer would give its maximum score whatever ``est`` is).
         MetricError: shape mismatch, bad mode/channels, or any other scorer failure.
         ImportError: audio-samples-qoe is not installed.
     """
@@ -140,6 +166,7 @@ def visqol(est: ArrayLike, ref: ArrayLike, sample_rate: int,
     native = load_native_scorer()
     if channels == "downmix":
         e, r = e.mean(axis=0, keepdims=True), r.mean(axis=0, keepdims=True)
+    check_not_silent(r)
     e, r = resample(e, sr, rate), resample(r, sr, rate)
     scores = []
     for ch in range(r.shape[0]):

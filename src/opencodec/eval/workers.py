@@ -9,12 +9,13 @@ import sys
 import typing as tp
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
+from .console import warn
 from .items import skip_item
-from .results_file import ResultsFile
+from .results_file import ResultsFile, codec_failed
 from .scoring import ItemReadError, evaluate_item, init_pool_worker, score_in_this_process
 from .systems import SystemSpec
 
-__all__ = ["pending_tasks", "run_tasks", "stop_pool"]
+__all__ = ["pending_tasks", "run_tasks", "stop_pool", "warn_codec_failures"]
 
 #: Scores one task: its result rows, or ``ItemReadError`` (:func:`evaluate_item`).
 Evaluate = tp.Callable[[dict], list[dict]]
@@ -50,7 +51,9 @@ def run_tasks(tasks: list[dict], results: ResultsFile, models: tuple[str, ...],
 
     def done(task: dict, get_rows: tp.Callable[[], list[dict]]) -> None:
         try:
-            results.write(get_rows())
+            rows = get_rows()
+            results.write(rows)
+            warn_codec_failures(rows)
         except ItemReadError as exc:
             skipped.append(skip_item(task["category"], task["item_id"], exc.path, exc.reason))
         bar.update(1)
@@ -64,6 +67,14 @@ def run_tasks(tasks: list[dict], results: ResultsFile, models: tuple[str, ...],
         bar.close()
         results.close()
     return skipped
+
+
+def warn_codec_failures(rows: tp.Iterable[dict]) -> None:
+    """Warn (also with ``-q``) about each row whose system's codec failed on its item."""
+    for row in rows:
+        if codec_failed(row):
+            warn(f"{row['system']} failed on item {row['item_id']!r} of {row['category']}: "
+                 f"{row['errors']['codec']} (left out of the tables; a rerun tries it again)")
 
 
 def _score_here(tasks: list[dict], models: tuple[str, ...], baselines: tuple[str, ...],

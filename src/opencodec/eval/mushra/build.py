@@ -20,8 +20,12 @@ Protocol
   chosen bandwidth (a real ``compress`` -> ``.ecdc`` -> ``decompress`` round trip,
   :func:`opencodec.eval.scoring._neural_roundtrip`) and each baseline (``opusN``, ``mp3_N``,
   parsed and run by :func:`opencodec.eval.systems.parse_baseline` / the codecs of
-  :mod:`opencodec.eval.baselines`). System names are those of ``opencodec eval``
-  (``opencodec_24khz@6kbps``, ``opus-6kbps``, ``mp3-64kbps``).
+  :mod:`opencodec.eval.baselines`; a bitrate the encoder would not code at the test's rate
+  and channels is refused before any work, as by ``opencodec eval``). System names are
+  those of ``opencodec eval`` (``opencodec_24khz@6kbps``, ``opus-6kbps``, ``mp3-64kbps``).
+* Bad input, refused with one line before any output: a ``--set`` that is missing or a file,
+  a manifest that is not UTF-8; an item that cannot be read, is empty or holds NaN/inf
+  samples (named with its file and the reason).
 * Levels: **not loudness-matched**; every condition keeps the level its system outputs
   (codecs preserve level closely). Only when some condition of a trial peaks above full
   scale is the whole trial (reference and every condition) scaled by one gain so that the
@@ -54,6 +58,7 @@ import numpy as np
 from ..._files import error_reason
 from ...bandwidth import check_bandwidth
 from ...errors import UnsupportedBandwidthError
+from ..items import check_set_folder, item_id, read_manifest
 from ..systems import DEFAULT_CATEGORIES, EvalReportError, neural_system_name, parse_baseline
 from .spec import (ANCHOR_KIND, DB_FILE, FORMAT, HIDDEN_REFERENCE_KIND, TEST_FILE, MushraError,
                    MushraTest, load_test)
@@ -109,8 +114,6 @@ def select_items(eval_set: Path, categories: tp.Sequence[str], per_category: int
 
     Rows keep their manifest order. Raises :class:`MushraError` if a manifest is missing or
     holds fewer items than asked for."""
-    from ...data.dataset import load_manifests
-
     if per_category < 1:
         raise MushraError(f"--items-per-category must be at least 1, got {per_category}")
     chosen: dict[str, list[dict]] = {}
@@ -118,7 +121,7 @@ def select_items(eval_set: Path, categories: tp.Sequence[str], per_category: int
         manifest = eval_set / f"eval_{cat}.jsonl"
         if not manifest.is_file():
             raise MushraError(f"missing manifest {manifest} (category {cat!r})")
-        rows = load_manifests(manifest)
+        rows = _eval_checked(read_manifest, manifest)
         if len(rows) < per_category:
             raise MushraError(f"{manifest} has {len(rows)} item(s), but {per_category} per "
                               "category were asked for (--items-per-category)")
@@ -126,6 +129,29 @@ def select_items(eval_set: Path, categories: tp.Sequence[str], per_category: int
         picks = sorted(rng.choice(len(rows), size=per_category, replace=False).tolist())
         chosen[cat] = [rows[i] for i in picks]
     return chosen
+
+
+def _eval_checked(check: tp.Callable[..., tp.Any], *args: tp.Any) -> tp.Any:
+    """``check(*args)`` (a check shared with ``opencodec eval``), its ``EvalReportError``
+    raised as :class:`MushraError`."""
+    try:
+        return check(*args)
+    except EvalReportError as exc:
+        raise MushraError(str(exc)) from None
+
+
+def read_item(row: dict, category: str, sample_rate: int, channels: int) -> np.ndarray:
+    """The item of manifest ``row`` as float32 ``[C, T]`` at ``sample_rate`` and ``channels``,
+    read as ``opencodec eval`` reads it (:func:`opencodec.eval.scoring.load_reference`); a
+    file that cannot be read, is empty or holds NaN/inf samples is a :class:`MushraError`
+    naming the item, its file and the reason."""
+    from ..scoring import ItemReadError, load_reference
+
+    try:
+        return load_reference({"row": row, "sample_rate": sample_rate, "channels": channels})
+    except ItemReadError as exc:
+        raise MushraError(f"cannot read item {item_id(row)!r} of {category}: {exc.path}: "
+                          f"{exc.reason}") from None
 
 
 def find_categories(eval_set: Path) -> list[str]:
@@ -137,7 +163,7 @@ def find_categories(eval_set: Path) -> list[str]:
         cats = sorted(p.stem[len("eval_"):] for p in eval_set.glob("eval_*.jsonl"))
     if not cats:
         raise MushraError(f"no eval_<category>.jsonl manifests under {eval_set}")
-    empty = [c for c in cats if not (eval_set / f"eval_{c}.jsonl").read_text().strip()]
+    empty = [c for c in cats if not _eval_checked(read_manifest, eval_set / f"eval_{c}.jsonl")]
     for cat in empty:
         print(f"note: {eval_set / f'eval_{cat}.jsonl'} is empty; category {cat!r} skipped",
               file=sys.stderr)
@@ -263,12 +289,13 @@ def build_test(eval_set: str | os.PathLike[str], out: str | os.PathLike[str], *,
     """Build a MUSHRA test folder (see the module notes); returns it as read back by
     :func:`.spec.load_test`. Works without any model (baselines only, or no codec at all:
     hidden reference and anchor)."""
-    from ...data.dataset import EvalDataset
     from ...pretrained import load_model
+    from ..lineup import check_baselines
     from ...progress import progress_bar
     from .spec import ID_PATTERN
 
     eval_set, out = Path(eval_set), Path(out)
+    _eval_checked(check_set_folder, eval_set)
     _check_out(out, force)
     if test_id is not None and not ID_PATTERN.match(test_id):
         raise MushraError(f"test id {test_id!r} is not valid (letters, digits, '_', '.', '-'; "
@@ -282,6 +309,7 @@ def build_test(eval_set: str | os.PathLike[str], out: str | os.PathLike[str], *,
             raise MushraError(f"models disagree on sample rate/channels: {sorted(formats)}")
         sample_rate, channels = formats.pop()
     systems = plan_systems(models, bandwidths, baselines, anchor_hz, loaded)
+    _eval_checked(check_baselines, baselines, sample_rate, channels)
     lowpass_anchor(np.zeros((1, 16), np.float32), sample_rate, anchor_hz)  # checks the cut-off now
     codecs = {s.baseline: parse_baseline(s.baseline) for s in systems if s.kind == "baseline"}
     cats = list(categories) if categories else find_categories(eval_set)
@@ -300,11 +328,7 @@ def build_test(eval_set: str | os.PathLike[str], out: str | os.PathLike[str], *,
         for index, (cat, row) in enumerate(progress_bar(todo, desc="mushra items", unit="item",
                                                         disable=quiet, file=sys.stderr)):
             trial_id = f"t{index + 1:02d}"
-            try:
-                item = EvalDataset([row], sample_rate=sample_rate, channels=channels, skip_errors=False)[0]
-            except (OSError, RuntimeError, ValueError) as exc:  # soundfile's errors are RuntimeErrors
-                raise MushraError(f"cannot read item {row.get('path')!r} of {cat}: {exc}") from exc
-            ref = item["audio"].numpy().astype(np.float32)
+            ref = read_item(row, cat, sample_rate, channels)
             if max_seconds is not None:
                 ref = ref[:, : round(max_seconds * sample_rate)]
             conds = make_conditions(ref, sample_rate, systems, anchor_hz, loaded, codecs)
@@ -325,7 +349,7 @@ def build_test(eval_set: str | os.PathLike[str], out: str | os.PathLike[str], *,
                 entries.append({"id": cid, "system": s.name, "file": f"audio/{trial_id}/{cid}.wav",
                                 "actual_kbps": kbps})
             trials.append({"trial_id": trial_id, "category": cat,
-                           "item_id": str(item.get("item_id") or Path(row["path"]).stem),
+                           "item_id": item_id(row),
                            "source": str(row["path"]), "duration_s": ref.shape[-1] / sample_rate,
                            "gain": gain, "reference": f"audio/{trial_id}/reference.wav",
                            "conditions": entries})

@@ -9,8 +9,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from ...argtypes import port_arg, positive_float, positive_int
+from ...argtypes import int_in, port_arg, positive_float, positive_int
 from ...errors import OpenCodecError
+from ..cli import EVAL_RATE_RANGE, check_format_options
+from ..systems import EvalReportError
 from .build import DEFAULT_ANCHOR_HZ, DEFAULT_MAX_SECONDS
 
 
@@ -32,7 +34,9 @@ def build_parser(prog: str = "opencodec mushra") -> argparse.ArgumentParser:
     b.add_argument("--bandwidths", nargs="*", type=positive_float, default=None, metavar="KBPS",
                    help="bandwidths for every model (default: each model's own)")
     b.add_argument("--baselines", nargs="*", default=[], metavar="SPEC",
-                   help="baselines as opencodec eval names them: opusN, mp3_N (e.g. opus6 opus12 mp3_64)")
+                   help="baselines as opencodec eval names them: opusN, mp3_N (e.g. opus6 opus12 "
+                        "mp3_64); Opus at most 256 kbit/s per channel, MP3 a bitrate LAME codes "
+                        "at the test's rate (8..160 in its steps at 16-24 kHz), else refused")
     b.add_argument("--categories", nargs="*", default=None,
                    help="categories (default: every eval_*.jsonl found)")
     b.add_argument("-n", "--items-per-category", type=positive_int, default=3, metavar="N",
@@ -40,9 +44,11 @@ def build_parser(prog: str = "opencodec mushra") -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0, help="seed of the item draw (default 0)")
     b.add_argument("--max-seconds", type=positive_float, default=DEFAULT_MAX_SECONDS, metavar="S",
                    help=f"cut every item to its first S seconds (default {DEFAULT_MAX_SECONDS:g})")
-    b.add_argument("--sample-rate", type=positive_int, default=24000,
-                   help="rate of the test when no model is given (default 24000)")
-    b.add_argument("--channels", type=positive_int, default=1, help="channels when no model is given (default 1)")
+    b.add_argument("--sample-rate", type=int_in(*EVAL_RATE_RANGE), default=None, metavar="HZ",
+                   help=f"rate of the test, {EVAL_RATE_RANGE[0]}..{EVAL_RATE_RANGE[1]} Hz, without "
+                        "--models only (default 24000; models use their own)")
+    b.add_argument("--channels", type=positive_int, default=None,
+                   help="channels, without --models only (default 1)")
     b.add_argument("--anchor-hz", type=positive_float, default=DEFAULT_ANCHOR_HZ, metavar="HZ",
                    help=f"low-pass anchor cut-off (default {DEFAULT_ANCHOR_HZ:g})")
     b.add_argument("--test-id", default=None, help="test id (default: folder name + random suffix)")
@@ -52,7 +58,9 @@ def build_parser(prog: str = "opencodec mushra") -> argparse.ArgumentParser:
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     s = sub.add_parser("serve", help="run the rating page on a local web server",
-                       description="Serve the test's rating page; ratings go to a SQLite database.")
+                       description="Serve the test's rating page; ratings go to a SQLite database. A "
+                                   "connection silent for 10 s is dropped, and at most 32 are "
+                                   "served at once (more get HTTP 503).")
     s.add_argument("test_dir", type=Path, metavar="TEST_DIR")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=port_arg, default=8000, help="port (default 8000; 0 picks a free one)")
@@ -78,11 +86,16 @@ def _build(args: argparse.Namespace) -> int:
     from .build import build_test
 
     torch.set_num_threads(1)
+    try:
+        check_format_options(args.models, args.sample_rate, args.channels)
+    except EvalReportError as exc:
+        print(f"opencodec mushra build: error: {exc}", file=sys.stderr)
+        return 2
     test = build_test(args.eval_set, args.out, models=args.models, bandwidths=args.bandwidths,
                       baselines=args.baselines, categories=args.categories,
                       items_per_category=args.items_per_category, seed=args.seed,
-                      max_seconds=args.max_seconds, sample_rate=args.sample_rate,
-                      channels=args.channels, anchor_hz=args.anchor_hz, test_id=args.test_id,
+                      max_seconds=args.max_seconds, sample_rate=args.sample_rate or 24000,
+                      channels=args.channels or 1, anchor_hz=args.anchor_hz, test_id=args.test_id,
                       title=args.title, force=args.force, quiet=args.quiet)
     print(f"built MUSHRA test {test.test_id} in {args.out}: {len(test.trials)} trials x "
           f"{len(test.systems)} conditions ({', '.join(test.systems)}) at {test.sample_rate} Hz")

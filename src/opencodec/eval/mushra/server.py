@@ -14,7 +14,15 @@ Routes:
   :func:`validate_submission` (known test and trial, non-empty listener, every condition
   of the trial rated exactly once, each rating a finite number in [0, 100], no unknown
   fields) and stored with :func:`.db.store_trial`. Answers ``200 {"ok": true, ...}`` or
-  ``400 {"ok": false, "error": "<what is wrong>"}`` (413 for bodies over 64 KiB).
+  ``400 {"ok": false, "error": "<what is wrong>"}`` (413 for bodies over 64 KiB, 400 for a
+  negative ``Content-Length``).
+
+Bounds on what a client can hold (the server may listen beyond localhost with ``--host``):
+every connection's socket has a read timeout (:data:`READ_TIMEOUT_S`, 10 s: a client that
+stops sending, e.g. in the middle of the headers or of a promised body, is disconnected), and
+at most :data:`MAX_CONNECTIONS` (32) connections are served at once; one more is answered
+``503 Service Unavailable`` and closed at once, without a thread. Both are arguments of
+:func:`make_server`.
 """
 
 from __future__ import annotations
@@ -39,6 +47,13 @@ STATIC_FILES = {"index.html": "text/html; charset=utf-8",
                 "mushra.js": "text/javascript; charset=utf-8",
                 "mushra.css": "text/css; charset=utf-8"}
 MAX_BODY_BYTES = 64 * 1024
+#: Seconds a connection may stay silent while the server waits to read from it.
+READ_TIMEOUT_S = 10.0
+#: Connections served at once; more are answered 503 and closed.
+MAX_CONNECTIONS = 32
+_BUSY_RESPONSE = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                  b"Connection: close\r\nContent-Length: 60\r\n\r\n"
+                  b'{"ok": false, "error": "too many connections; retry later"}\n')
 MAX_LISTENER_CHARS = 64
 SUBMISSION_FIELDS = ("test_id", "trial_id", "listener", "ratings")
 
@@ -144,14 +159,42 @@ class MushraHTTPServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], test: MushraTest, db_path: Path, log: bool):
+    def __init__(self, address: tuple[str, int], test: MushraTest, db_path: Path, log: bool,
+                 read_timeout: float = READ_TIMEOUT_S, max_connections: int = MAX_CONNECTIONS):
         self.test = test
         self.db_path = db_path
         self.log = log
+        self.read_timeout = read_timeout
+        self.max_connections = max_connections
+        self._slots = threading.BoundedSemaphore(max_connections)
         self.audio_files = {f"/audio/{t.trial_id}/{Path(f).name}": test.root / f
                             for t in test.trials for f in (t.reference, *(c.file for c in t.conditions))}
         self.public_json = json.dumps(test.public()).encode()
         super().__init__(address, MushraHandler)
+
+    def process_request(self, request: tp.Any, client_address: tp.Any) -> None:
+        """Serve the connection in a thread if fewer than ``max_connections`` are being
+        served, else answer 503 and close it."""
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.settimeout(1.0)
+                request.sendall(_BUSY_RESPONSE)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: tp.Any, client_address: tp.Any) -> None:
+        """Serve one connection (a thread of its own) and free its slot."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     @property
     def url(self) -> str:
@@ -165,6 +208,12 @@ class MushraHandler(BaseHTTPRequestHandler):
 
     server: MushraHTTPServer
     server_version = "opencodec-mushra"
+
+    def setup(self) -> None:
+        """Give the connection's socket the server's read timeout (``StreamRequestHandler``
+        applies ``self.timeout``; a timed-out request is closed by ``handle_one_request``)."""
+        self.timeout = self.server.read_timeout
+        super().setup()
 
     def log_message(self, format: str, *args: tp.Any) -> None:  # noqa: A002 - stdlib signature
         if self.server.log:
@@ -240,7 +289,12 @@ class MushraHandler(BaseHTTPRequestHandler):
         except ValueError:
             self._error(HTTPStatus.LENGTH_REQUIRED, "a Content-Length header is required")
             return
-        if length > MAX_BODY_BYTES or length < 0:
+        if length < 0:
+            self._error(HTTPStatus.BAD_REQUEST, f"invalid Content-Length {length}: it must be a "
+                        "non-negative whole number")
+            self.close_connection = True
+            return
+        if length > MAX_BODY_BYTES:
             self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                         f"the body has {length} bytes; at most {MAX_BODY_BYTES} are accepted")
             self.close_connection = True
@@ -265,15 +319,21 @@ class MushraHandler(BaseHTTPRequestHandler):
 
 
 def make_server(test_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
-                db_path: str | Path | None = None, log: bool = False) -> MushraHTTPServer:
+                db_path: str | Path | None = None, log: bool = False,
+                read_timeout: float = READ_TIMEOUT_S,
+                max_connections: int = MAX_CONNECTIONS) -> MushraHTTPServer:
     """A server for the test in ``test_dir`` (not yet serving; ``port`` 0 picks a free
     one, see ``.url``). Ratings go to ``db_path`` (default ``TEST_DIR/ratings.sqlite``),
-    created with its schema now so that a bad path fails here."""
+    created with its schema now so that a bad path fails here. ``read_timeout`` (seconds)
+    and ``max_connections`` bound what clients can hold (see the module notes)."""
+    if not read_timeout > 0 or max_connections < 1:
+        raise MushraError(f"read_timeout must be > 0 and max_connections >= 1, got "
+                          f"{read_timeout} and {max_connections}")
     test = load_test(test_dir)
     db_file = Path(db_path) if db_path is not None else test.root / DB_FILE
     db.connect(db_file).close()
     try:
-        return MushraHTTPServer((host, port), test, db_file, log)
+        return MushraHTTPServer((host, port), test, db_file, log, read_timeout, max_connections)
     except OSError as exc:
         raise MushraError(f"cannot listen on {host}:{port}: {error_reason(exc)}") from exc
 
