@@ -12,9 +12,13 @@ from ..codec_files import DEFAULT_BANDWIDTH
 from ..model import EncodecModel
 from ..model_cache import CodecModels, load_checked_model
 from ..pretrained import DEFAULT_MODEL
+from ..releases import is_registered_name
 from ..threads import use_live_threads
 from ..argtypes import channels_arg, sample_rate_arg
 from .common import UsageError, add_mode_options, add_model_option, bandwidth_arg, fmt_kbps, info, int_in, warn
+
+if tp.TYPE_CHECKING:
+    from ..stream import StreamInfo
 
 
 def add_stream_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
@@ -109,16 +113,35 @@ def cmd_stream_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stream_models(model_arg: str | None, exact: bool) -> tp.Callable[["StreamInfo"], EncodecModel]:
+    """``load(info)`` for :func:`opencodec.stream.decode_stream`: the model a stream header
+    names, or ``-m`` checked against it (weights hash). A ``-m`` name (official, a release) is
+    loaded only once a header has arrived and does not rule it out
+    (:func:`~opencodec.stream.decoder.check_named_model_for_stream`): no download of weights
+    that would then be refused. A weights file (or an unknown name) loads at once, so that a
+    bad one is an error before any input."""
+    from ..stream.decoder import check_named_model_for_stream
+
+    holder: list[CodecModels] = []
+    if model_arg is None or not is_registered_name(model_arg):
+        holder.append(CodecModels(model_arg, exact=exact))
+
+    def load(info: "StreamInfo") -> EncodecModel:  # the header's model, hash checked
+        if model_arg is not None:
+            check_named_model_for_stream(model_arg, info)
+        if not holder:
+            holder.append(CodecModels(model_arg, exact=exact))
+        return holder[0].get(*info.model, info.num_codebooks, "the stream")
+    return load
+
+
 def cmd_stream_decode(args: argparse.Namespace) -> int:
     """``opencodec stream-decode``: packet stream on stdin -> WAV or raw PCM on stdout."""
-    from ..stream import StreamInfo, decode_stream
+    from ..stream import decode_stream
 
     fin, fout = _binary_stdin("a packet stream"), _binary_stdout()
     use_live_threads()
-    models = CodecModels(args.model, exact=not args.fast)
-
-    def load(info: StreamInfo) -> EncodecModel:  # the header's model, hash checked
-        return models.get(*info.model, info.num_codebooks, "the stream")
+    load = _stream_models(args.model, exact=not args.fast)
 
     with _broken_pipe():
         report = decode_stream(fin, fout, load, raw=args.raw, float32=args.float32, warn=warn)

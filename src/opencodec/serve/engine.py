@@ -87,7 +87,9 @@ class Session:
     samples_received: int = 0  # loop side: PCM samples received so far
     # worker side
     writer: PacketWriter | None = None
-    switch: tuple[int, int] | None = None  # relay: (K, from code frame) asked for (loop side)
+    # relay: the bandwidth changes not applied yet, (K, from code frame) in the order sent
+    # (appended on the loop, applied and removed on the worker)
+    switches: collections.deque = field(default_factory=collections.deque)
     code_frames: int = 0  # code frames produced so far
     writer_start: int = 0  # the code frame the current packet stream started at
     enc_id: int | None = None
@@ -331,18 +333,17 @@ class Engine:
         return False
 
     def _codes_out(self, s: Session, codes: torch.Tensor, out: dict[int, Output]) -> None:
-        """A stream's new code frames [K_max, f]: cut to its K (a bandwidth change applies
-        from its frame on), packed, and (relay) queued for the decoder."""
+        """A stream's new code frames [K_max, f]: cut to its K (each bandwidth change applies
+        from its own frame on, in the order sent), packed, and (relay) queued for the decoder."""
         while codes.shape[-1]:
             n = codes.shape[-1]
-            switch = s.switch
-            if switch is not None:
+            if s.switches:
+                k, frame = s.switches[0]
                 # the decoder's warm-up concatenates its first frames: they keep one K
-                at = max(switch[1], self.decoder.warmup_frames)
+                at = max(frame, self.decoder.warmup_frames)
                 if s.code_frames >= at:
-                    self._switch_bandwidth(s, switch[0])
-                    if s.switch is switch:
-                        s.switch = None
+                    self._switch_bandwidth(s, k)
+                    s.switches.popleft()
                     continue
                 n = min(n, at - s.code_frames)
             self._pack(s, codes[:s.num_codebooks, :n], out)

@@ -19,6 +19,7 @@ with a WebSocket close code and a reason that says what was wrong (see :data:`CL
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import typing as tp
@@ -26,9 +27,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..bandwidth import check_bandwidth
+from ..bandwidth import check_bandwidth, format_kbps
 from ..errors import OpenCodecError
 from ..stream.format import DEFAULT_FRAMES_PER_PACKET
+from ..stream.receiver import Event, MissingFrames, Notice
 
 MODES = ("encode", "decode", "relay")
 
@@ -72,9 +74,31 @@ def _json(text: str) -> tp.Any:
         raise ValueError("JSON nested too deeply") from None
 
 
-def parse_hello(message: tp.Any, bandwidths: tp.Sequence[float], model_name: str) -> Hello:
+def _bandwidth(value: tp.Any, bandwidths: tp.Sequence[float], model_name: str,
+               model_bandwidths: tp.Sequence[float] | None) -> float:
+    """``value`` as one of the server's ``bandwidths``; ``ProtocolError`` naming the choices,
+    and the server's cap (not the model) when the model has ``value`` but the server offers
+    less (``model_bandwidths``: all of the model's)."""
+    try:
+        return check_bandwidth(value, bandwidths, model_name)
+    except OpenCodecError as exc:
+        asked = None
+        if model_bandwidths is not None:
+            with contextlib.suppress(OpenCodecError):
+                asked = check_bandwidth(value, model_bandwidths, model_name)
+        if asked is not None:
+            choices = ", ".join(format_kbps(float(b)) for b in bandwidths)
+            raise ProtocolError(f"{format_kbps(asked)} kbps is more than this server offers (at most "
+                                f"{format_kbps(max(bandwidths))} kbps, its -b/--max-bandwidth); "
+                                f"choose one of: {choices} kbps") from None
+        raise ProtocolError(str(exc)) from None
+
+
+def parse_hello(message: tp.Any, bandwidths: tp.Sequence[float], model_name: str,
+                model_bandwidths: tp.Sequence[float] | None = None) -> Hello:
     """The client's first message (JSON text) -> :class:`Hello`; ``ProtocolError`` naming the
-    problem otherwise. A missing bandwidth is the highest in ``bandwidths``."""
+    problem otherwise. A missing bandwidth is the highest in ``bandwidths`` (the server's;
+    ``model_bandwidths``: the model's, to say when the server's cap refuses one)."""
     if not isinstance(message, str):
         raise ProtocolError("the first message must be JSON text such as "
                             '{"mode": "relay", "bandwidth": 6}, got binary data')
@@ -90,20 +114,18 @@ def parse_hello(message: tp.Any, bandwidths: tp.Sequence[float], model_name: str
     mode = data.get("mode")
     if mode not in MODES:
         raise ProtocolError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    try:
-        bandwidth = check_bandwidth(data.get("bandwidth", max(bandwidths)), bandwidths, model_name)
-    except OpenCodecError as exc:
-        raise ProtocolError(str(exc)) from None
+    bandwidth = _bandwidth(data.get("bandwidth", max(bandwidths)), bandwidths, model_name, model_bandwidths)
     fpp = data.get("frames_per_packet", DEFAULT_FRAMES_PER_PACKET)
     if isinstance(fpp, bool) or not isinstance(fpp, int) or not 1 <= fpp <= 255:
         raise ProtocolError(f"frames_per_packet must be an integer in [1, 255], got {fpp!r}")
     return Hello(mode=mode, bandwidth=bandwidth, frames_per_packet=fpp)
 
 
-def parse_control(message: str, bandwidths: tp.Sequence[float], model_name: str
-                  ) -> tuple[str, float | None]:
+def parse_control(message: str, bandwidths: tp.Sequence[float], model_name: str,
+                  model_bandwidths: tp.Sequence[float] | None = None) -> tuple[str, float | None]:
     """A text message after the hello: ``{"type": "end"}`` -> ("end", None), or (relay mode)
-    ``{"type": "bandwidth", "bandwidth": 3}`` -> ("bandwidth", 3.0); ``ProtocolError`` else."""
+    ``{"type": "bandwidth", "bandwidth": 3}`` -> ("bandwidth", 3.0); ``ProtocolError`` else
+    (``model_bandwidths`` as for :func:`parse_hello`)."""
     try:
         data = _json(message)
     except ValueError:
@@ -112,10 +134,7 @@ def parse_control(message: str, bandwidths: tp.Sequence[float], model_name: str
     if kind == "end":
         return "end", None
     if kind == "bandwidth":
-        try:
-            return "bandwidth", check_bandwidth(data.get("bandwidth"), bandwidths, model_name)
-        except OpenCodecError as exc:
-            raise ProtocolError(str(exc)) from None
+        return "bandwidth", _bandwidth(data.get("bandwidth"), bandwidths, model_name, model_bandwidths)
     raise ProtocolError('text messages after the hello are {"type": "end"} and (relay) '
                         '{"type": "bandwidth", "bandwidth": KBPS}')
 
@@ -145,8 +164,25 @@ def message(kind: str, **fields: tp.Any) -> str:
 
 
 def close_reason(text: str) -> str:
-    """``text`` cut to what a close frame can carry."""
+    """``text`` cut to what a close frame can carry, at a space when there is one (no word
+    cut in half), with "..." for what is left out."""
     data = text.encode("utf-8")
     if len(data) <= MAX_REASON:
         return text
-    return data[:MAX_REASON - 3].decode("utf-8", "ignore") + "..."
+    cut = data[:MAX_REASON - 3].decode("utf-8", "ignore")
+    head, space, _ = cut.rpartition(" ")
+    return (head.rstrip(" ,;:") if space and head else cut) + "..."
+
+
+def loss_reason(event: Notice | MissingFrames, following: tp.Sequence[Event] = ()) -> str:
+    """The close reason when a decode-mode stream is not loss-free: ``event`` is the
+    receiver's ``Notice`` (or ``MissingFrames``), ``following`` the events after it. Short
+    (a close reason holds at most 123 bytes), and without the receiver's remedy ("replaced
+    by silence", "dropped"): the server conceals nothing, it closes."""
+    if isinstance(event, MissingFrames):
+        what, missing = "frames lost", event
+    else:
+        what, missing = event.message.split(": ", 1)[0], next(iter(following), None)
+    if isinstance(missing, MissingFrames):
+        what += f" ({missing.count} frame(s) missing)"
+    return f"decode mode takes one loss-free stream: {what}"

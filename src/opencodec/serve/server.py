@@ -17,9 +17,11 @@ Limits and policy (:class:`ServeLimits`):
   a client whose queue is full is disconnected (1008, "too slow"), never waited for: the
   engine's tick never awaits a socket. Nothing is dropped silently: a stream either arrives
   whole or its connection is closed with a reason;
-* a fast writer: a client whose input waits for the encoder beyond ``max_backlog_seconds``
-  is not read from until it drains (TCP back-pressure slows it down), so a client that sends
-  a whole file at once is served at the engine's pace without holding memory;
+* a fast writer: at most ``max_backlog_seconds`` of a client's input (PCM frames, or code
+  frames in decode mode) waits for the engine; the rest of a message waits as it came (at
+  most ``max_message_bytes``: in decode mode one message can carry over an hour of audio)
+  and the client is not read from until it fits (TCP back-pressure slows it down), so a
+  client that sends a whole file at once is served at the engine's pace with bounded memory;
 * malformed input (bad hello, PCM that is not whole float32 samples or not finite, damaged
   packets, a gap in decode mode, a wrong model): 1007 with the reason, that connection only.
 """
@@ -54,8 +56,8 @@ from ..stream.format import model_label
 from ..stream.parser import Damaged, PacketParser
 from ..stream.receiver import CodeFrames, Event, StreamEnd, StreamReceiver, StreamStart
 from .engine import Engine, Output, Session
-from .protocol import (CLOSE, ProtocolError, close_reason, message, parse_control, parse_hello,
-                       pcm_from_bytes, pcm_to_bytes)
+from .protocol import (CLOSE, ProtocolError, close_reason, loss_reason, message, parse_control,
+                       parse_hello, pcm_from_bytes, pcm_to_bytes)
 
 _LOG = logging.getLogger(__name__)
 WS_PATH = "/ws"
@@ -122,11 +124,16 @@ class CodecServer:
         (once per server: the engine's worker thread ends with it)."""
         ticker = asyncio.create_task(self.engine.run())
         try:
-            # compression=None: no permessage-deflate. PCM and code packets hardly compress,
-            # and deflating every message cost ~10% of the server's CPU at 16 clients (py-spy).
-            async with serve(self._handle, host, port, process_request=self._http,
-                             compression=None, max_size=self.limits.max_message_bytes,
-                             close_timeout=self.limits.close_timeout) as server:
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    # compression=None: no permessage-deflate. PCM and code packets hardly compress,
+                    # and deflating every message cost ~10% of the server's CPU at 16 clients (py-spy).
+                    server = await stack.enter_async_context(serve(
+                        self._handle, host, port, process_request=self._http, compression=None,
+                        max_size=self.limits.max_message_bytes, close_timeout=self.limits.close_timeout))
+                except socket.gaierror as exc:  # the address does not resolve: say which
+                    raise OSError(f"cannot listen on host {host!r} (port {port}): "
+                                  f"{exc.strerror or exc}") from None
                 self.port = _bound_port(server)
                 yield self
         finally:
@@ -195,7 +202,7 @@ class CodecServer:
 
     async def _converse(self, ws: ServerConnection) -> None:
         hello = parse_hello(await self._recv(ws, "the hello"), self.engine.bandwidths,
-                            self.model.name)
+                            self.model.name, self.model.target_bandwidths)
         queue: asyncio.Queue[tp.Any] = asyncio.Queue(self.limits.send_queue)
         halt: list[ProtocolError] = []  # why the server ends this session early
         halted = asyncio.Event()
@@ -239,28 +246,32 @@ class CodecServer:
                                 f"(waiting for {what})", CLOSE["policy"]) from None
 
     async def _read(self, ws: ServerConnection, session: Session) -> None:
-        """Client messages -> the session's input, until its end."""
+        """Client messages -> the session's input, until its end. At most ``max_backlog``
+        frames wait for the engine: the rest of a message waits (as it came: PCM or code
+        packets) and the client is not read from until they fit (TCP back-pressure)."""
         hop, channels = self.model.hop_length, self.model.channels
         max_backlog = max(1, int(self.limits.max_backlog_seconds * self.model.frame_rate))
         rest = np.zeros((channels, 0), dtype=np.float32)
         parser, receiver = PacketParser(), StreamReceiver()
         while True:
-            while session.backlog() > max_backlog:
-                await asyncio.sleep(hop / self.model.sample_rate)
+            await self._room(session, max_backlog)
             data = await self._recv(ws, "audio, packets or {\"type\": \"end\"}")
             if isinstance(data, str):
-                kind, bandwidth = parse_control(data, self.engine.bandwidths, self.model.name)
+                kind, bandwidth = parse_control(data, self.engine.bandwidths, self.model.name,
+                                                self.model.target_bandwidths)
                 if kind == "bandwidth":
                     if session.hello.mode != "relay":
                         raise ProtocolError("the bandwidth changes on the fly in relay mode only; "
                                             "open a new connection for another bandwidth")
-                    # from the first frame that starts at or after this point of the input
-                    session.switch = (self.model.num_codebooks(bandwidth), -(-session.samples_received // hop))
+                    # from the first frame that starts at or after this point of the input;
+                    # queued, so that every change applies at its own frame, in order
+                    session.switches.append((self.model.num_codebooks(bandwidth),
+                                             -(-session.samples_received // hop)))
                     self.engine.notify()
                     continue
                 if session.hello.mode == "decode":
-                    events = [e for p in parser.finish() for e in self._packet_events(receiver, p)]
-                    self._decode_events(session, events + receiver.finish())
+                    await self._decode_packets(session, receiver, parser.finish(), max_backlog)
+                    await self._decode_events(session, receiver.finish(), max_backlog)
                     if not session.ending:
                         session.end_length, session.ending = None, True
                 else:
@@ -269,8 +280,7 @@ class CodecServer:
                 self.engine.notify()
                 return
             if session.hello.mode == "decode":
-                events = [e for p in parser.feed(data) for e in self._packet_events(receiver, p)]
-                self._decode_events(session, events)
+                await self._decode_packets(session, receiver, parser.feed(data), max_backlog)
             else:
                 # numpy here: the loop's per-message work (one message per ~13 ms per client)
                 # costs a few microseconds per operation instead of a torch call's ~10.
@@ -278,11 +288,36 @@ class CodecServer:
                 session.samples_received += new.shape[-1]
                 pcm = np.concatenate([rest, new], axis=-1) if rest.shape[-1] else new
                 whole = pcm.shape[-1] - pcm.shape[-1] % hop
-                session.frames.extend(pcm[:, i:i + hop] for i in range(0, whole, hop))
+                await self._queue(session, session.frames, (pcm[:, i:i + hop] for i in range(0, whole, hop)),
+                                  max_backlog)
                 rest = pcm[:, whole:]
             self.engine.notify()
             if session.ending:
                 return
+
+    async def _room(self, session: Session, max_backlog: int) -> None:
+        """Wait until fewer than ``max_backlog`` input frames of ``session`` wait for the engine."""
+        if session.backlog() < max_backlog:
+            return
+        self.engine.notify()
+        while session.backlog() >= max_backlog:
+            await asyncio.sleep(self.model.hop_length / self.model.sample_rate)
+
+    async def _queue(self, session: Session, queue: collections.deque, frames: tp.Iterable[tp.Any],
+                     max_backlog: int) -> None:
+        """Append ``frames`` to the session's ``queue`` (its ``frames`` or ``codes``), never
+        more than ``max_backlog`` waiting: a frame that does not fit waits for the engine."""
+        for frame in frames:
+            if session.backlog() >= max_backlog:
+                await self._room(session, max_backlog)
+            queue.append(frame)
+
+    async def _decode_packets(self, session: Session, receiver: StreamReceiver, packets: list[tp.Any],
+                              max_backlog: int) -> None:
+        """Decode mode: parsed packets -> the session's code frames, packet by packet (a
+        message of many packets is not turned into code frames at once)."""
+        for packet in packets:
+            await self._decode_events(session, self._packet_events(receiver, packet), max_backlog)
 
     @staticmethod
     def _packet_events(receiver: StreamReceiver, packet: tp.Any) -> list[Event]:
@@ -290,9 +325,9 @@ class CodecServer:
             raise ProtocolError(f"damaged packet data at byte {packet.offset}: {packet.reason}")
         return receiver.handle(packet)
 
-    def _decode_events(self, session: Session, events: list[Event]) -> None:
+    async def _decode_events(self, session: Session, events: list[Event], max_backlog: int) -> None:
         """Decode mode: one loss-free stream (the WebSocket is reliable); anything else closes."""
-        for event in events:
+        for i, event in enumerate(events):
             if session.ending:
                 raise ProtocolError("data after the end of the stream")
             if isinstance(event, StreamStart):
@@ -305,12 +340,14 @@ class CodecServer:
                 session.stream_started = True
                 session.num_codebooks = event.info.num_codebooks
             elif isinstance(event, CodeFrames):
-                session.codes.extend(event.codes[:, i:i + 1] for i in range(event.codes.shape[-1]))
+                codes = event.codes
+                await self._queue(session, session.codes, (codes[:, f:f + 1] for f in range(codes.shape[-1])),
+                                  max_backlog)
+                self.engine.notify()
             elif isinstance(event, StreamEnd):
                 session.end_length, session.ending = event.length, True
-            else:  # MissingFrames or a Notice
-                text = getattr(event, "message", None) or f"{event.count} frame(s) missing"
-                raise ProtocolError(f"decode mode takes one loss-free stream: {text}")
+            else:  # MissingFrames or a Notice (loss, damage, a duplicate, ...)
+                raise ProtocolError(loss_reason(event, events[i + 1:]))
 
     def _deliver(self, session: Session, output: Output, queue: asyncio.Queue,
                  halt: list[ProtocolError], halted: asyncio.Event) -> None:

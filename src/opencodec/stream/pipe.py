@@ -14,13 +14,14 @@ first 7 frames together (~93 ms of audio, see :mod:`opencodec.streaming`). Overh
 from __future__ import annotations
 
 import typing as tp
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import soxr
 import torch
 
-from ..audio import RESAMPLE_QUALITY, convert_channels
+from ..audio import RESAMPLE_QUALITY, convert_channels, loud_input_message
 from ..compress import model_device, model_dtype
 from ..errors import AudioIOError, BitstreamError
 from ..model import EncodecModel
@@ -102,7 +103,9 @@ def encode_stream(model: EncodecModel, fin: tp.BinaryIO, fout: tp.BinaryIO, *,
             piece = torch.from_numpy(np.ascontiguousarray(x[start:start + step].T))[None]
             send(writer.push(encoder.push(piece.to(device=device, dtype=dtype))[0]))
 
+    loud = _LoudInput(name, reader.format)
     while (block := reader.read(read_bytes)) is not None:
+        loud.check(block)
         x = convert_channels(torch.from_numpy(np.ascontiguousarray(block.T)), channels).numpy().T
         x = np.ascontiguousarray(x, dtype=np.float32)
         if resampler is not None:
@@ -117,6 +120,26 @@ def encode_stream(model: EncodecModel, fin: tp.BinaryIO, fout: tp.BinaryIO, *,
     send(writer.finish(report.samples))
     report.frames, report.packets, report.bytes = writer.frames, writer.packets, writer.bytes
     return report
+
+
+class _LoudInput:
+    """Warns once (``warnings.warn``, a ``warning:`` line on the command line) when float
+    input goes beyond full scale, as ``compress`` does (:func:`opencodec.audio.loud_input_message`):
+    the codec distorts it. Integer formats cannot exceed it. The peak named is the first
+    block's that does: the stream is live, its end may never come."""
+
+    def __init__(self, name: str, fmt: PcmFormat):
+        self.name = name
+        self.active = fmt.encoding in ("f32", "f64")
+
+    def check(self, block: np.ndarray) -> None:
+        """Look at the next samples [n, C] (before conversion)."""
+        if not self.active or block.size == 0:
+            return
+        text = loud_input_message(self.name, float(np.abs(block).max()))
+        if text is not None:
+            self.active = False
+            warnings.warn(text, stacklevel=3)
 
 
 @dataclass
