@@ -105,12 +105,15 @@ def make_official_model(name: str, seed: int = 0) -> "encodec.EncodecModel":
 
 def ours_from(ref: "encodec.EncodecModel", name: str) -> tp.Any:
     """An opencodec ``EncodecModel`` of the official architecture ``name`` carrying ``ref``'s weights
-    (left in training mode, as built: callers call ``.eval()`` where they need it)."""
+    (left in training mode, as built: callers call ``.eval()`` where they need it), declared
+    official (:func:`opencodec.identity.declare_official`) so that its files carry the
+    official package's headers, as the byte comparisons with the reference need."""
     from opencodec import EncodecConfig, EncodecModel
+    from opencodec.identity import declare_official
 
     model = EncodecModel(getattr(EncodecConfig, name)())
     model.load_state_dict(ref.state_dict())
-    return model
+    return declare_official(model)
 
 
 def benchmark_pair(name: str, bandwidth: float, seconds: float) -> tuple:

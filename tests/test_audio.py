@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 
 from opencodec import audio
-from opencodec.audio import convert_audio, read_audio, write_audio
+from opencodec.audio import convert_audio, read_audio, resample, write_audio
 from opencodec.errors import AudioIOError, OpenCodecError
 
 
@@ -258,7 +258,8 @@ def test_resample_up_batch_and_dtypes() -> None:
         ideal = 0.5 * np.sin(2 * np.pi * freq * t)
         assert np.abs(y[b, 1].numpy()[300:-300] - ideal[300:-300]).max() < 1e-4
     x64 = torch.randn(1, 1000, dtype=torch.float64)
-    assert convert_audio(x64, 32000, 24000, 1).dtype == torch.float64
-    odd = convert_audio(torch.randn(1, 44101), 44100, 24000, 1)  # length round(T * 24000 / 44100)
+    assert convert_audio(x64, 32000, 24000, 1).dtype == torch.float32  # float32 out, as documented
+    assert resample(x64, 32000, 24000).dtype == torch.float64  # the lower level keeps float64
+    odd = convert_audio(torch.randn(1, 44101), 44100, 24000, 1)  # length T * 24000 / 44100, half up
     assert odd.shape == (1, 24001)
     assert convert_audio(torch.zeros(1, 0), 44100, 24000, 1).shape == (1, 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -278,9 +279,12 @@ def test_layout_from_models() -> None:
     small = dict(n_filters=2, dimension=4, lstm=0)
     m24 = EncodecModel(EncodecConfig(**{**EncodecConfig.encodec_24khz().to_dict(), **small}))
     m48 = EncodecModel(EncodecConfig(**{**EncodecConfig.encodec_48khz().to_dict(), **small}))
-    assert StreamLayout.from_model(m24) == LAYOUT_24
-    assert StreamLayout.from_model(m48) == LAYOUT_48
-    header = EcdcHeader("encodec_48khz", 50_000, 3, False)
+    # an official name on weights not proven official: its files name it <name>_custom
+    # (opencodec.identity.header_identity), and so does its layout
+    assert StreamLayout.from_model(m24) == dataclasses.replace(LAYOUT_24, model_name="encodec_24khz_custom")
+    assert StreamLayout.from_model(m48) == dataclasses.replace(LAYOUT_48, model_name="encodec_48khz_custom")
+    assert StreamLayout.from_config(m48.config) == LAYOUT_48
+    header = EcdcHeader("encodec_48khz_custom", 50_000, 3, False)
     data = encode_ecdc(header, _random_frames(LAYOUT_48, header), m48)  # a model serves as layout
     assert read_ecdc(data, m48)[0] == header
     for length in (1, 47520, 47521, 48000, 95040, 95041, 480_000):

@@ -19,7 +19,7 @@ import torch
 import official_ref
 from opencodec import __version__, cli, codec_files
 from opencodec.audio import convert_audio, read_audio
-from opencodec.bitstream import EcdcHeader, write_header
+from opencodec.bitstream import EcdcHeader, parse_header, write_header
 from opencodec.compress import compress, decompress
 from opencodec.model import EncodecConfig, EncodecModel
 from opencodec.pretrained import load_model, save_model
@@ -442,7 +442,9 @@ def test_info_fields(tmp_path: Path, capsys: pytest.CaptureFixture[str], ckpt24:
                     "release": "official EnCodec weights", "sample_rate": 24000,
                     "channels": 1, "codebooks": 4, "bandwidth_kbps": 3.0, "samples": 24000,
                     "duration_s": 1.0, "size_bytes": size, "bitrate_kbps": size * 8 / 1000,
-                    "entropy_coded": False, "body_bytes_missing": 0}
+                    "entropy_coded": False, "body_bytes_missing": 0,
+                    "body_bytes": size - parse_header((tmp_path / "a.ecdc").read_bytes())[1],
+                    "lm_body_min_bytes": None}
 
 
 def test_info_reports_a_truncated_or_padded_file(tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -191,12 +191,12 @@ def test_old_release_file_decodes_bit_for_bit_with_its_release(v4, current, spee
         assert rate == 24000 and _sha(wav) == OLD_DECODED_SHA256, path.name
         assert _snr(speech, wav) == pytest.approx(10.80, abs=0.01)
         # today's weights would have given other audio (the silent failure this prevents); the
-        # LM file's entropy model then serves a codec it was not trained for, which is said
+        # LM file's entropy model then serves a codec it was not trained for, but "files come
+        # out larger" is a compression-time warning: decoding does not give it
         with warnings.catch_warnings(record=True) as said:
             warnings.simplefilter("always")
             assert _snr(speech, decompress(data, load_model("opencodec_24khz_v5"))[0]) < 3
-        assert [str(w.message)[:50] for w in said] == (
-            ["entropy model opencodec_lm_24khz_v4b was trained f"] if path == OLD_LM else [])
+        assert [str(w.message)[:50] for w in said] == []
 
 
 def test_old_entropy_coded_file_of_a_codec_with_two_entropy_models(v4, speech) -> None:
@@ -356,8 +356,10 @@ def test_stream_header_carries_the_weights_hash(current, v4) -> None:
     check_model_for_stream(v4, legacy)  # a release named explicitly
     with pytest.raises(BitstreamError, match="without a weights hash"):
         check_model_for_stream(current, legacy)  # loaded by the alias: not a choice
+    # an official name on weights not proven official: <name>_custom and the hash
     official = StreamInfo.from_model(_tiny("encodec_24khz", 0), 2)
-    assert official.model_name == "encodec_24khz"
+    assert split_model_label(official.model_name) == ("encodec_24khz_custom",
+                                                      model_hash(_tiny("encodec_24khz", 0)))
 
 
 # -- the trainer --------------------------------------------------------------------------------

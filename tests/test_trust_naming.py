@@ -4,6 +4,7 @@ was given (16), and ``info`` identifying the model as decompress does (17)."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import io
@@ -21,7 +22,7 @@ from opencodec.bitstream import EcdcHeader, parse_header, write_header
 from opencodec.compress import compress, decompress
 from opencodec.ecdc_info import describe_file
 from opencodec.errors import BitstreamError, ModelLoadError
-from opencodec.identity import check_model_for_file, model_for_file, model_hash
+from opencodec.identity import check_model_for_file, declare_official, model_for_file, model_hash
 from opencodec.model import EncodecConfig, EncodecModel
 from opencodec.pretrained import load_model, save_model
 from opencodec.releases import CURRENT_CODEC, codec_release
@@ -85,15 +86,19 @@ def test_official_name_with_other_weights_is_custom_and_hashed(fake24: EncodecMo
         decompress(data, load_model(other))
     (tmp_path / "f.ecdc").write_bytes(data)
     assert describe_file(tmp_path / "f.ecdc")["release"] != "official EnCodec weights"
-    # a model built in Python keeps its name (the official package's headers, no hash)
+    # a model built in Python with those weights is not proven official either: <name>_custom
+    # and its hash, unless declared official (the official package's headers, no hash)
     header, _ = parse_header(compress(fake24, WAV, 6.0))
+    assert (header.model_name, header.model_hash) == ("encodec_24khz_custom", model_hash(fake24))
+    declared = declare_official(copy.deepcopy(fake24))
+    header, _ = parse_header(compress(declared, WAV, 6.0))
     assert (header.model_name, header.model_hash) == ("encodec_24khz", None)
     # a file of the official package (no hash) still decodes with a copy loaded from a file,
     # with a warning that its weights are not proven official (nothing in such a file proves it)
-    official_file = compress(fake24, WAV, 6.0)
+    official_file = compress(declared, WAV, 6.0)
     with pytest.warns(UserWarning, match="not proven to be the official ones"):
         audio, _ = decompress(official_file, load_model(saved))
-    assert torch.equal(audio, decompress(official_file, fake24)[0])
+    assert torch.equal(audio, decompress(official_file, declared)[0])
 
 
 def test_the_official_checkpoint_file_keeps_its_name(fake24: EncodecModel, tmp_path: Path,

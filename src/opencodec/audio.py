@@ -20,6 +20,7 @@ import soxr
 import torch
 
 from ._files import atomic_output, error_reason
+from .argtypes import MAX_CHANNELS
 from .errors import AudioIOError
 
 #: File extensions (lower case) treated as audio when scanning folders.
@@ -166,15 +167,31 @@ def convert_channels(wav: torch.Tensor, target_channels: int) -> torch.Tensor:
         f"and mono up-mix are supported; convert the file with a tool that knows its layout")
 
 
+def resampled_length(length: int, sample_rate: int, target_rate: int) -> int:
+    """Samples that ``length`` samples at ``sample_rate`` Hz have at ``target_rate`` Hz after
+    :func:`resample`: ``length * target_rate / sample_rate`` rounded half up (soxr's count,
+    e.g. 48001 samples at 48 kHz -> 24001 at 24 kHz), in exact integer arithmetic."""
+    return (2 * length * target_rate + sample_rate) // (2 * sample_rate)
+
+
+def fit_length(wav: torch.Tensor, length: int) -> torch.Tensor:
+    """``[..., T]`` audio cut or zero-padded at the end to ``length`` samples (unchanged when
+    it has them): a round trip back to the input's rate gives the input's length."""
+    if wav.shape[-1] >= length:
+        return wav[..., :length]
+    return torch.nn.functional.pad(wav, (0, length - wav.shape[-1]))
+
+
 def resample(wav: torch.Tensor, sample_rate: int, target_rate: int) -> torch.Tensor:
     """Resample ``[..., T]`` audio from ``sample_rate`` to ``target_rate`` (Hz) with soxr.
 
     soxr's "HQ" recipe: a linear-phase band-limited (windowed-sinc / polyphase) filter,
     pass band to ~0.91 of the lower Nyquist frequency, stop-band attenuation ~130 dB; any
     rate ratio works (rational or not). The one-shot call compensates the filter delay,
-    so the output is time-aligned with the input and has ``round(T * target / source)``
-    samples. Not differentiable (runs on CPU through NumPy); float64 stays float64,
-    every other dtype is computed in float32 and cast back. The device is preserved.
+    so the output is time-aligned with the input and has :func:`resampled_length` samples
+    (``T * target / source`` rounded half up; so does empty input). Not differentiable
+    (runs on CPU through NumPy); float64 stays float64, every other dtype is computed in
+    float32 and cast back. The device is preserved.
     """
     if sample_rate <= 0 or target_rate <= 0:
         raise ValueError(f"sample rates must be positive, got {sample_rate} -> {target_rate}")
@@ -184,8 +201,7 @@ def resample(wav: torch.Tensor, sample_rate: int, target_rate: int) -> torch.Ten
     shape = wav.shape
     rows = math.prod(shape[:-1])
     if rows == 0 or shape[-1] == 0:
-        length = round(shape[-1] * target_rate / sample_rate)
-        return wav.new_zeros(*shape[:-1], length)
+        return wav.new_zeros(*shape[:-1], resampled_length(shape[-1], sample_rate, target_rate))
     flat = wav.detach().to("cpu", work).reshape(rows, shape[-1])  # [N, T]
     out = soxr.resample(np.ascontiguousarray(flat.numpy().T), sample_rate, target_rate,
                         quality=RESAMPLE_QUALITY)  # [T', N]
@@ -195,17 +211,26 @@ def resample(wav: torch.Tensor, sample_rate: int, target_rate: int) -> torch.Ten
 
 def convert_audio(wav: torch.Tensor, sample_rate: int, target_rate: int,
                   target_channels: int) -> torch.Tensor:
-    """Convert ``[C, T]`` or ``[B, C, T]`` audio at ``sample_rate`` Hz to ``target_channels``
-    channels at ``target_rate`` Hz (float32 in, float32 out).
+    """Convert float ``[C, T]`` or ``[B, C, T]`` audio at ``sample_rate`` Hz to
+    ``target_channels`` channels at ``target_rate`` Hz; the result is float32 whatever the
+    float dtype given (float64, float16 and bfloat16 are converted first). Integer PCM is a
+    ``TypeError``: scale it to full scale 1.0 first (int16: ``x.float() / 32768``).
 
     Channels first (``convert_channels``: mean to mono, repeat from mono, else
     ``AudioIOError``), then resampling (``resample``: soxr HQ), so a down-mix resamples
-    fewer channels. Output length is ``round(T * target_rate / sample_rate)``.
+    fewer channels. Output length is :func:`resampled_length`: ``T * target_rate /
+    sample_rate`` rounded half up (soxr's rounding: 1001 samples at 48 kHz give 501 at
+    24 kHz), so a round trip through another rate can come back one sample longer; cut it
+    with :func:`fit_length`.
     """
     _require_tensor(wav, "convert_audio")
+    if not wav.is_floating_point():
+        hint = " (int16: x.float() / 32768)" if wav.dtype == torch.int16 else ""
+        raise TypeError(f"convert_audio expects float audio (full scale 1.0), got {wav.dtype}; "
+                        f"scale integer PCM to [-1, 1) first{hint}")
     if wav.dim() not in (2, 3):
         raise ValueError(f"expected audio of shape [C, T] or [B, C, T], got {tuple(wav.shape)}")
-    wav = convert_channels(wav, target_channels)
+    wav = convert_channels(wav.to(torch.float32), target_channels)
     return resample(wav, sample_rate, target_rate)
 
 
@@ -281,6 +306,9 @@ def write_audio(path: str | Path, wav: torch.Tensor, sample_rate: int, *, bits: 
                 rescale: bool = False) -> None:
     """Write ``[C, T]`` float audio (full scale 1.0) at ``sample_rate`` Hz to ``path``.
 
+    At most :data:`~opencodec.argtypes.MAX_CHANNELS` (64) channels: more is a ``ValueError``
+    naming the shape (most likely a transposed ``[T, C]`` tensor).
+
     The format follows the extension: ``.wav`` with ``bits`` 16 or 24 (integer PCM) or
     32 (IEEE float), ``.flac`` with 16 or 24. Integer formats hold [-1, 1]: a louder
     signal is clipped with a warning naming the peak, unless ``rescale`` scales it down
@@ -292,6 +320,11 @@ def write_audio(path: str | Path, wav: torch.Tensor, sample_rate: int, *, bits: 
     _require_tensor(wav, "write_audio")
     if wav.dim() != 2:
         raise ValueError(f"expected audio of shape [C, T], got {tuple(wav.shape)}")
+    if wav.shape[0] > MAX_CHANNELS:
+        likely = (" (it looks transposed: [T, C] as soundfile uses; pass wav.T)"
+                  if wav.shape[1] <= MAX_CHANNELS else "")
+        raise ValueError(f"cannot write {path}: expected audio [C, T] with at most {MAX_CHANNELS} "
+                         f"channels, got shape {tuple(wav.shape)}{likely}")
     number = isinstance(sample_rate, (int, float, np.integer, np.floating)) and not isinstance(sample_rate, bool)
     if not (number and sample_rate >= 1):
         raise ValueError(f"cannot write {path}: sample_rate must be a positive whole number of Hz, "

@@ -22,9 +22,11 @@ so padded code frames do not change the valid samples; other models decode per g
 
 from __future__ import annotations
 
+import typing as tp
 from collections import defaultdict
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -153,7 +155,9 @@ def _check(model: EncodecModel, wav: torch.Tensor, lengths: torch.Tensor | list[
     check_audio_tensor(wav, layout, dtype, device)
     if wav.dim() != 3 or wav.shape[1] != model.channels:
         raise InvalidAudioError(f"expected audio {layout}, got {tuple(wav.shape)}")
-    lens = [int(n) for n in (lengths.tolist() if isinstance(lengths, torch.Tensor) else lengths)]
+    if wav.shape[0] == 0:
+        raise InvalidAudioError(f"empty batch: audio {tuple(wav.shape)} has no items")
+    lens = _as_lengths(lengths)
     if len(lens) != wav.shape[0]:
         raise InvalidAudioError(f"got {len(lens)} lengths for a batch of {wav.shape[0]}")
     bad = [n for n in lens if n < 1 or n > wav.shape[-1]]
@@ -161,6 +165,27 @@ def _check(model: EncodecModel, wav: torch.Tensor, lengths: torch.Tensor | list[
         raise InvalidAudioError(f"lengths must be in [1, {wav.shape[-1]}], got {bad[0]}")
     _check_finite_items(wav, lens)
     return lens
+
+
+def _as_lengths(lengths: object) -> list[int]:
+    """``lengths`` (a 1-D integer tensor or a sequence of ints) as a list of ints, else
+    ``InvalidAudioError`` naming what was given (a float such as 24000.0 is refused: a
+    length is a whole number of samples)."""
+    if isinstance(lengths, torch.Tensor):
+        if lengths.dim() != 1:
+            raise InvalidAudioError(f"lengths must be 1-D, one per item [B], got a tensor of shape "
+                                    f"{tuple(lengths.shape)}")
+        if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+            raise InvalidAudioError(f"lengths must be integers (samples), got a {lengths.dtype} tensor")
+        return [int(n) for n in lengths.tolist()]
+    if isinstance(lengths, (str, bytes)) or not isinstance(lengths, tp.Sequence):
+        raise InvalidAudioError(f"lengths must be a list or 1-D tensor of ints, got {type(lengths).__name__}")
+    for n in lengths:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) and not (
+                isinstance(n, torch.Tensor) and n.dim() == 0 and not n.is_floating_point()):
+            raise InvalidAudioError(f"lengths must be whole numbers of samples (int), got "
+                                    f"{type(n).__name__} {n!r:.40}")
+    return [int(n) for n in lengths]
 
 
 def _check_finite_items(wav: torch.Tensor, lens: list[int]) -> None:

@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 
 from ._files import check_output, write_bytes_atomic
-from .audio import (AUDIO_EXTENSIONS, convert_audio, is_audio_file, loud_input_message, read_audio,
-                    stores_float_samples, write_audio)
+from .audio import (AUDIO_EXTENSIONS, convert_audio, fit_length, is_audio_file, loud_input_message, read_audio,
+                    resampled_length, stores_float_samples, write_audio)
 from .bitstream import EcdcHeader, StreamLayout, body_size, header_bytes, parse_header, read_header
 from .compress import compress, decompress
 from .ecdc_info import ECDC_SUFFIX, is_ecdc_file
@@ -194,10 +194,17 @@ def _save_audio(options: OutputOptions, dst: Path, wav: torch.Tensor, sample_rat
 
 
 def _to_output_format(options: OutputOptions, wav: torch.Tensor, sample_rate: int,
-                      default_rate: int, default_channels: int) -> tuple[torch.Tensor, int]:
-    """Decoded audio [C, T] converted to ``options.rate``/``channels`` (else the defaults)."""
+                      default_rate: int, default_channels: int,
+                      input_length: int | None = None) -> tuple[torch.Tensor, int]:
+    """Decoded audio [C, T] converted to ``options.rate``/``channels`` (else the defaults).
+    ``input_length``: samples of the round trip's input at ``default_rate`` (its own rate);
+    the output then has exactly that length at that rate (:func:`resampled_length` of it at
+    another): resampling to the codec's rate and back can add a sample (soxr rounds half up)."""
     rate = options.rate or default_rate
-    return convert_audio(wav, sample_rate, rate, options.channels or default_channels), rate
+    out = convert_audio(wav, sample_rate, rate, options.channels or default_channels)
+    if input_length is not None:
+        out = fit_length(out, resampled_length(input_length, default_rate, rate))
+    return out, rate
 
 
 def _empty_output(dst: Path, wav: torch.Tensor, seconds: float, rate: int) -> list[str]:
@@ -287,7 +294,7 @@ class FileCompressor:
         notices: list[str] = []
         with _notices(notices):
             wav, sample_rate = read_audio(job.src)
-        input_rate, input_channels = sample_rate, wav.shape[0]
+        input_rate, input_channels, input_length = sample_rate, wav.shape[0], wav.shape[-1]
         wav = convert_audio(wav, sample_rate, model.sample_rate, model.channels)
         if stores_float_samples(job.src):  # what the codec sees, as the long-file path measures it
             notices += loudness_notice(job.src, wav)
@@ -306,7 +313,8 @@ class FileCompressor:
             header = parse_header(data)[0]
             result.plain_bytes, result.header_extra = plain_size(header, model), header_extra(header)
         if round_trip:  # back to the input's rate and channels unless options say otherwise
-            out, out_rate = _to_output_format(self.options, out, out_rate, input_rate, input_channels)
+            out, out_rate = _to_output_format(self.options, out, out_rate, input_rate, input_channels,
+                                              input_length)
             notices += _empty_output(job.dst, out, result.seconds, out_rate)
             result.warnings = _save_audio(self.options, job.dst, out, out_rate)
             result.sample_rate, result.channels = out_rate, out.shape[0]

@@ -125,7 +125,7 @@ def check_lm_covers(model: EncodecModel, lm: tp.Any, num_codebooks: int, determi
 def compress_to_file(model: EncodecModel, wav: torch.Tensor, fo: tp.BinaryIO,
                      bandwidth: float | None = None, lm: "EntropyLM | FixedLM | None" = None, *,
                      deterministic: bool = False, lm_name: str | None = None,
-                     check_bits: int = DEFAULT_CHECK_BITS, check_interval: int | None = None) -> int:
+                     check_bits: int | None = None, check_interval: int | None = None) -> int:
     """Encode ``wav`` [C, T] (float, ``model.channels`` channels at ``model.sample_rate`` Hz)
     and write a ``.ecdc`` file to ``fo``; returns the bytes written.
 
@@ -133,7 +133,9 @@ def compress_to_file(model: EncodecModel, wav: torch.Tensor, fo: tp.BinaryIO,
     call only (the model's own target is restored afterwards). None uses the model's
     current target (all codebooks when it has none). The header's model name is
     ``model.name`` (a release's versioned name for the bundled model), with the model's
-    weights hash for every model but the official ones (:func:`header_identity_fields`).
+    weights hash for every model but the official ones whose weights are proven official
+    (loaded by name, or :func:`opencodec.identity.declare_official`; an official name on other
+    weights writes ``<name>_custom``, see :func:`header_identity_fields`).
     Raises :class:`InvalidAudioError` for bad audio or bandwidth, ``TypeError`` when
     ``model`` is not an ``EncodecModel`` (a name is not loaded: pass ``load_model(name)``).
 
@@ -148,14 +150,23 @@ def compress_to_file(model: EncodecModel, wav: torch.Tensor, fo: tp.BinaryIO,
     :class:`~opencodec.entropy.fixed.FixedLM`) instead of the official one. ``lm_name`` is
     the entropy model's name stored in the header, by which :func:`decompress` finds it
     when no ``lm`` is given (default: ``lm.name`` if set, else ``"custom"``);
-    ``check_bits`` (0..32) bits of checksum are coded every ``check_interval`` frames
-    (default: about one second, :func:`~opencodec.bitstream.default_check_interval`), and a
-    CRC-32 ends every segment.
+    ``check_bits`` (0..32, default :data:`DEFAULT_CHECK_BITS`) bits of checksum are coded
+    every ``check_interval`` frames (default: about one second,
+    :func:`~opencodec.bitstream.default_check_interval`), and a CRC-32 ends every segment.
+    ``lm_name`` (a non-empty str), ``check_bits`` and ``check_interval`` belong to the
+    deterministic format: given without ``deterministic=True`` they are an
+    :class:`InvalidAudioError` (not silently ignored).
     """
     check_model_arg(model)
     _check_audio(model, wav)
     if deterministic and lm is None:
         raise InvalidAudioError("deterministic=True needs an entropy model (lm=...)")
+    if not deterministic:
+        given = [k for k, v in (("lm_name", lm_name), ("check_bits", check_bits),
+                                ("check_interval", check_interval)) if v is not None]
+        if given:
+            raise InvalidAudioError(f"{', '.join(given)} only apply to the deterministic format: pass "
+                                    f"deterministic=True (with lm=...), or leave them out")
     previous = model.bandwidth
     if bandwidth is not None:
         model.set_target_bandwidth(check_model_bandwidth(model, bandwidth))
@@ -164,7 +175,9 @@ def compress_to_file(model: EncodecModel, wav: torch.Tensor, fo: tp.BinaryIO,
         if lm is not None:  # before the (slow) encoding
             check_lm_covers(model, lm, model.num_codebooks(), deterministic)
             if deterministic:
-                det = deterministic_coding(model, lm, lm_name, check_bits, check_interval)
+                det = deterministic_coding(model, lm, lm_name,
+                                           DEFAULT_CHECK_BITS if check_bits is None else check_bits,
+                                           check_interval)
         x = wav.to(device=model_device(model), dtype=model_dtype(model))
         with torch.inference_mode():
             frames = model.encode(x[None])
@@ -202,8 +215,15 @@ def deterministic_coding(model: EncodecModel, lm: "EntropyLM | FixedLM", lm_name
         check_interval = default_check_interval(model.frame_rate)
     if isinstance(check_interval, bool) or not isinstance(check_interval, int) or check_interval < 1:
         raise InvalidAudioError(f"check_interval must be an integer >= 1 (frames), got {check_interval!r}")
+    if lm_name is not None:
+        if not isinstance(lm_name, str):
+            raise TypeError(f"lm_name must be a str (the entropy model's name for the header), got "
+                            f"{type(lm_name).__name__} {lm_name!r:.60}")
+        if not lm_name.strip():
+            raise InvalidAudioError("lm_name is empty: give the entropy model's name, or None for "
+                                    "lm.name")
     flm = fixed_lm_for(lm)
-    name = lm_name or getattr(lm, "name", None) or flm.name or "custom"
+    name = lm_name if lm_name is not None else (getattr(lm, "name", None) or flm.name or "custom")
     try:
         return DeterministicCoding(lm_name=str(name), lm_hash=flm.weights_hash, scheme=SCHEME,
                                    check_bits=check_bits, check_interval=check_interval)
@@ -213,7 +233,7 @@ def deterministic_coding(model: EncodecModel, lm: "EntropyLM | FixedLM", lm_name
 
 def compress(model: EncodecModel, wav: torch.Tensor, bandwidth: float | None = None,
              lm: "EntropyLM | FixedLM | None" = None, *, deterministic: bool = False,
-             lm_name: str | None = None, check_bits: int = DEFAULT_CHECK_BITS,
+             lm_name: str | None = None, check_bits: int | None = None,
              check_interval: int | None = None) -> bytes:
     """Encode ``wav`` [C, T] to the bytes of a ``.ecdc`` file (see :func:`compress_to_file`);
     with ``lm`` the codes are entropy coded, in the official format, or with

@@ -7,7 +7,7 @@ import math
 import typing as tp
 from pathlib import Path
 
-from .bitstream import EcdcHeader, StreamLayout, body_size, read_header
+from .bitstream import EcdcHeader, StreamLayout, body_size, min_lm_body_size, read_header
 from .identity import OFFICIAL_NAMES
 from .model import EncodecConfig
 from .pretrained import config_for_name, load_model
@@ -37,7 +37,9 @@ def describe_file(path: Path, known: tuple[str, EncodecConfig] | None = None) ->
     ``duration_s``, ``size_bytes``, ``bitrate_kbps`` (actual: 8 x size / duration) and
     ``entropy_coded``, ``body_bytes_missing`` (a plain body's bytes missing, negative for
     bytes too many, 0 for a complete file; None for an entropy-coded body, whose length only
-    decoding tells, or an unknown model). Values that need the model's configuration are None for a model
+    decoding tells, or an unknown model), ``lm_body_min_bytes`` (an entropy-coded body's
+    lower bound in bytes, :func:`~opencodec.bitstream.min_lm_body_size`; None otherwise) and
+    ``body_bytes`` (the bytes after the header). Values that need the model's configuration are None for a model
     name that is not known; ``known`` = (model name, its configuration) makes one more name
     known (``info --model``). Deterministic (version 1) files add ``format_version``,
     ``lm_name``, ``lm_hash``, ``lm_scheme``, ``check_bits`` and ``check_interval`` (frames).
@@ -69,7 +71,8 @@ def describe_file(path: Path, known: tuple[str, EncodecConfig] | None = None) ->
         "release": release_note(header.model_name, header.model_hash),
         "sample_rate": None, "channels": None,
         "codebooks": header.num_codebooks, "bandwidth_kbps": None, "samples": header.audio_length,
-        "duration_s": None, "size_bytes": size, "bitrate_kbps": None, "entropy_coded": header.use_lm}
+        "duration_s": None, "size_bytes": size, "bitrate_kbps": None, "entropy_coded": header.use_lm,
+        "body_bytes": size - header_bytes}
     if facts is not None:
         rate, channels, bins, frame_rate = facts
         duration = header.audio_length / rate
@@ -78,6 +81,7 @@ def describe_file(path: Path, known: tuple[str, EncodecConfig] | None = None) ->
             bandwidth_kbps=header.num_codebooks * math.log2(bins) * frame_rate / 1000,
             duration_s=duration, bitrate_kbps=size * 8 / duration / 1000)
     info["body_bytes_missing"] = _body_bytes_missing(header, config, size - header_bytes)
+    info["lm_body_min_bytes"] = _lm_body_min_bytes(header, config)
     if header.lm_hash is not None:
         info.update(lm_hash=header.lm_hash)
     det = header.deterministic
@@ -94,6 +98,15 @@ def _body_bytes_missing(header: EcdcHeader, config: EncodecConfig | None, body: 
     if config is None or header.use_lm:
         return None
     return body_size(header, StreamLayout.from_config(config, header.model_name)) - body
+
+
+def _lm_body_min_bytes(header: EcdcHeader, config: EncodecConfig | None) -> int | None:
+    """A lower bound on an entropy-coded body's bytes (:func:`~opencodec.bitstream.min_lm_body_size`:
+    a body below it is surely damaged; one above it is not proven whole, only decoding tells);
+    None for a plain body or an unknown model."""
+    if config is None or not header.use_lm:
+        return None
+    return min_lm_body_size(header, StreamLayout.from_config(config, header.model_name), config.bins)
 
 
 def release_note(name: str, weights_hash: str | None) -> str:

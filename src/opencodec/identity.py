@@ -4,7 +4,9 @@ A file's header names its model (``m``) and, for every model but the official on
 of its weights hash (``mh``, :mod:`opencodec.weights_hash`); an entropy-coded file also
 records its entropy model's hash (``lmh``). Decoding never uses other weights:
 
-- :func:`header_identity` gives what a header written by a model carries;
+- :func:`header_identity` gives what a header written by a model carries: an official name
+  without a hash only for weights proven official (loaded by name, or
+  :func:`declare_official`), else ``<name>_custom`` and the hash;
 - :func:`check_model_for_file` refuses a model whose architecture (sample rate, channels,
   codebooks, codebook size, frame rate) or weights do not fit a header;
 - :func:`model_for_file` loads the model a header names (a registered release, see
@@ -25,6 +27,7 @@ from .releases import (CODEC_ALIAS, CODEC_RELEASES, HASH_CHARS, LM_ALIAS, LM_REL
                        codec_release, codec_releases_by_hash, export_name, is_registered_name,
                        legacy_choice_message, lm_release, lm_release_by_fixed_hash, needs_weights_hash,
                        short_hash)
+from .official_proof import DECLARED_KEY, header_identity, is_proven_official
 from .weights_hash import weights_sha256
 
 if tp.TYPE_CHECKING:
@@ -46,13 +49,37 @@ def lm_hash(lm: "EntropyLM | FixedLM") -> str:
     return fixed_lm_for(lm).weights_hash
 
 
-def header_identity(model: "EncodecModel") -> tuple[str, str | None]:
-    """``(name, weights hash or None)`` for the header of a file ``model`` writes: official
-    models give no hash (their headers stay the official package's), every other model its
-    :func:`model_hash`."""
-    if model.name in OFFICIAL_NAMES:
-        return model.name, None
-    return model.name, model_hash(model)
+def declare_official(model: "EncodecModel") -> "EncodecModel":
+    """Let ``model``, an official architecture (``encodec_24khz``/``encodec_48khz``) with
+    weights that were not loaded by name, write the official package's headers (no weights
+    hash); returns ``model``.
+
+    Without it such a model (built with ``EncodecModel(EncodecConfig.encodec_24khz())``,
+    given weights with ``load_state_dict``) writes ``<name>_custom`` and its weights hash
+    (:func:`header_identity`), as a copy loaded from a file does. RISK: an official header
+    records no weights hash, so nothing checks the weights that decode it: the official
+    package, or opencodec loading ``encodec_24khz`` by name, decodes the file with the
+    official weights, which gives wrong audio without an error unless ``model`` really holds
+    them. Use it for interoperability with those weights or byte-identity tests with random
+    weights, never for fine-tuned or random weights whose files others will decode. The
+    declaration holds for the weights ``model`` has now: changing them in place (training,
+    ``load_state_dict``, another dtype) ends it. ``ValueError`` for another name or an
+    architecture that is not the official one.
+    """
+    name = getattr(model, "name", None)
+    if name not in OFFICIAL_NAMES:
+        raise ValueError(f"declare_official needs a model named {' or '.join(OFFICIAL_NAMES)}, got "
+                         f"{name!r}")
+    facts = _named_facts(name)
+    assert facts is not None
+    have = dict(sample_rate=model.sample_rate, channels=model.channels, n_q=model.n_q,
+                bins=model.bins, frame_rate=model.frame_rate)
+    wrong = [f"{key} {have[key]} (official {facts[key]})" for key in facts
+             if int(round(have[key])) != facts[key]]
+    if wrong:
+        raise ValueError(f"model {name!r} does not have the official architecture: {', '.join(wrong)}")
+    model.__dict__[DECLARED_KEY] = weights_sha256(model)
+    return model
 
 
 def _named_facts(name: str) -> dict[str, int] | None:
@@ -124,14 +151,16 @@ def check_model_for_file(model: "EncodecModel", name: str, weights_hash: str | N
                                  f"{CODEC_ALIAS!r} (today's release, {model.name}), which is not a "
                                  f"choice of the release that wrote the file")
         return  # a legacy file, decoded with the release the caller chose
-    if name in OFFICIAL_NAMES and model.name == export_name(name):
+    if name in OFFICIAL_NAMES and (model.name == export_name(name)
+                                   or (model.name == name and not is_proven_official(model))):
         # The official package's headers record no hash, so nothing proves which weights wrote
         # them, as before; a copy of the official weights loaded from a file is named
-        # <name>_custom (opencodec.pretrained) and may be exactly those weights.
-        warnings.warn(f"{what} was written by {name!r}, which records no weights hash; {who} is "
-                      f"weights loaded from a file that are not proven to be the official ones: "
-                      f"decoding with them (right only if they are; load {name!r} by name to be sure)",
-                      stacklevel=3)
+        # <name>_custom (opencodec.pretrained) and may be exactly those weights, as may a
+        # model built with the official architecture.
+        warnings.warn(f"{what} was written by {name!r}, which records no weights hash; {who} has "
+                      f"weights that are not proven to be the official ones (loaded from a file, "
+                      f"or built in this process): decoding with them (right only if they are; "
+                      f"load {name!r} by name to be sure)", stacklevel=3)
         return
     if name != model.name:
         given = f"the model given is {model.name!r}" if loaded_for is None else f"{who} is another model"
@@ -239,5 +268,6 @@ def lm_name_for_file(lm_name: str | None, weights_hash: str | None, codec: "Enco
     return None  # the codec's own: load_lm_model(None, codec=...) finds it, or explains
 
 __all__ = ["OFFICIAL_NAMES", "HASH_CHARS", "model_hash", "lm_hash", "header_identity",
+           "is_proven_official", "declare_official",
            "is_registered_name", "export_name",
            "check_model_for_file", "model_for_file", "check_lm_for_file", "lm_name_for_file"]

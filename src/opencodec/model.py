@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 from .bandwidth import check_bandwidth, format_kbps
-from .errors import InvalidAudioError, InvalidCodesError, UnsupportedBandwidthError
-from .frames import EncodedFrame  # re-exported: ``opencodec.model.EncodedFrame`` is that object
-from .input_checks import check_audio_tensor, check_codes, check_finite, describe, parameter_dtype_device
+from .errors import InvalidAudioError, UnsupportedBandwidthError
+from .frames import EncodedFrame, check_frames  # EncodedFrame re-exported: ``opencodec.model.EncodedFrame`` is that object
+from .input_checks import check_audio_tensor, check_finite, describe, parameter_dtype_device
 from .modules.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
 from .quantization.rvq import QuantizedResult, ResidualVectorQuantizer
 from .threads import one_thread
@@ -379,34 +379,9 @@ class EncodecModel(nn.Module):
         return linear_overlap_add(self._decode_segments(frames), stride)
 
     def _check_frames(self, frames: tp.Any) -> list[EncodedFrame]:
-        """``frames`` as a list of ``EncodedFrame`` with int64 codes (the same tensors when they
-        are int64), or ``InvalidCodesError`` unless it is a non-empty sequence of
-        ``(codes, scale)`` pairs, codes [B, K, F] integers in ``[0, bins)`` with
-        1 <= K <= ``n_q`` and F >= 1."""
-        usage = "decode expects a list of EncodedFrame(codes [B, K, F], scale), as encode returns"
-        if isinstance(frames, torch.Tensor):
-            raise InvalidCodesError(f"{usage}, got a Tensor {tuple(frames.shape)}; for the codes of "
-                                    "one segment pass [EncodedFrame(codes, None)]")
-        if isinstance(frames, EncodedFrame):
-            raise InvalidCodesError(f"{usage}, got one EncodedFrame; pass a list: decode([frame])")
-        if not isinstance(frames, tp.Sequence) or isinstance(frames, (str, bytes)):
-            raise InvalidCodesError(f"{usage}, got {describe(frames)}")
-        if len(frames) == 0:
-            raise InvalidCodesError("no encoded frames to decode (an empty list)")
-        device = parameter_dtype_device(self)[1]
-        checked = []
-        for i, frame in enumerate(frames):
-            where = f"segment {i}: " if len(frames) > 1 else ""
-            if not isinstance(frame, (tuple, list)) or len(frame) != 2:
-                raise InvalidCodesError(f"{usage}; {where}got {describe(frame)}")
-            codes, scale = frame
-            if isinstance(codes, torch.Tensor) and codes.dim() != 3:
-                raise InvalidCodesError(f"{where}expected codes of shape [B, K, F], got {tuple(codes.shape)}")
-            codes = check_codes(codes, "[B, K, F]", self.bins, self.quantizer.n_q, device, prefix=where)
-            if codes.shape[-1] == 0:
-                raise InvalidCodesError(f"{where}no code frames to decode (codes {tuple(codes.shape)})")
-            checked.append(EncodedFrame(codes, scale))
-        return checked
+        """``frames`` checked by :func:`opencodec.frames.check_frames` (codes, batch sizes,
+        scales), or ``InvalidCodesError``."""
+        return check_frames(frames, self.bins, self.quantizer.n_q, parameter_dtype_device(self)[1])
 
     def _decode_segments(self, frames: tp.Sequence[EncodedFrame] | tp.Sequence[tuple[torch.Tensor, torch.Tensor | None]]
                          ) -> list[torch.Tensor]:

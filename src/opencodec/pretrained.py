@@ -108,6 +108,8 @@ BUNDLED_LM_FRAME_RATES: dict[str, int] = {
 CODEC_LMS[CODEC_ALIAS] = LM_ALIAS
 CODEC_LMS.update({r.name: r.lm for r in CODEC_RELEASES})
 DEFAULT_MODEL = CODEC_ALIAS
+# The dtypes save_model stores weights in (integer or complex ones would destroy them).
+_SAVE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # Codebook training statistics that an inference-only export leaves out (see save_model).
 _TRAINING_BUFFERS = ("._codebook.embed_avg", "._codebook.cluster_size")
 
@@ -276,13 +278,22 @@ def save_model(model: EncodecModel, path: str | os.PathLike[str], dtype: torch.d
                inference_only: bool = False) -> Path:
     """Write the model's weights and configuration to a ``.safetensors`` file (atomically).
 
-    ``dtype`` (e.g. ``torch.float16``) stores floating-point tensors in that type (they
+    ``dtype`` (one of ``torch.float16``, ``torch.bfloat16``, ``torch.float32``,
+    ``torch.float64``; else ``ValueError``) stores floating-point tensors in that type (they
     are loaded back as float32); ``inference_only`` leaves out the codebooks' training
     statistics (``embed_avg``, ``cluster_size``), which decoding does not use, and marks
-    the file so that ``load_model`` refills them.
+    the file so that ``load_model`` refills them. ``TypeError`` when ``model`` is not an
+    ``EncodecModel`` (a name is not loaded: ``save_model(load_model(name), path)``).
     """
     from safetensors.torch import save_file
 
+    if not isinstance(model, EncodecModel):
+        hint = " (a name is not loaded: pass load_model(name))" if isinstance(model, (str, os.PathLike)) else ""
+        raise TypeError(f"save_model expects an opencodec EncodecModel, got "
+                        f"{type(model).__name__} {model!r:.60}{hint}")
+    if dtype is not None and dtype not in _SAVE_DTYPES:
+        raise ValueError(f"save_model stores weights as a floating-point dtype "
+                         f"({', '.join(map(str, _SAVE_DTYPES))}), got {dtype!r}")
     path = Path(path)
     if path.suffix.lower() != ".safetensors":
         raise ValueError(f"save_model writes .safetensors files, got {path.name}")
@@ -391,7 +402,7 @@ def load_lm_model(name_or_path: str | os.PathLike[str] | None = None,
     was coded with this entropy model); the loaded model keeps that record as ``trained_for``,
     which :func:`opencodec.compress.compress` checks too, and is named after its run
     (:func:`trained_lm_name`). A released entropy model serving another release of its codec
-    only warns (:mod:`opencodec.releases` records which codec each was trained for). Raises
+    only warns (not with ``any_codec``: when decoding, the file's size is already fixed) (:mod:`opencodec.releases` records which codec each was trained for). Raises
     ``ModelLoadError`` (missing or corrupt file, training checkpoint, no entropy model known
     for the codec, wrong layout, mismatch).
     """
@@ -404,8 +415,8 @@ def load_lm_model(name_or_path: str | os.PathLike[str] | None = None,
         name_or_path = lm_name_for_codec(codec.name)
         if name_or_path is None:
             raise ModelLoadError(
-                f"no entropy model is known for codec {codec.name!r} (official ones exist for "
-                f"{', '.join(sorted(CODEC_LMS))}); pass an entropy model weights file "
+                f"no entropy model is known for codec {codec.name!r} (entropy models exist for "
+                f"{', '.join(_codecs_with_lms())}); pass an entropy model weights file "
                 f"(--lm-model PATH on the command line)")
     name: str | None = None
     release: LMRelease | None = None
@@ -459,14 +470,20 @@ def load_lm_model(name_or_path: str | os.PathLike[str] | None = None,
             name = trained_lm_name(str(info["codec"]), path)
     if codec is not None:
         check_lm_for_codec(lm, codec, num_codebooks, source)
-        if not any_codec:
+        if not any_codec:  # compressing: the pairing decides the size of the files
             check_lm_trained_for(trained_for, codec, source)
-        _warn_if_trained_for_another_codec(name, codec)
+            _warn_if_trained_for_another_codec(name, codec)
     if name is not None:
         lm.name = name  # deterministic files record it, and decompress finds the model by it
     if trained_for:
         lm.trained_for = trained_for  # compress() checks it against the codec
     return lm.to(device)
+
+
+def _codecs_with_lms() -> list[str]:
+    """Codecs whose entropy model is available: the official ones (downloaded) and the
+    releases whose entropy model ships in the package (not those only a commit has)."""
+    return sorted(c for c, lm in CODEC_LMS.items() if c in OFFICIAL_CHECKPOINTS or lm in BUNDLED_LMS)
 
 
 def _warn_if_trained_for_another_codec(lm_name: str | None, codec: EncodecModel) -> None:

@@ -69,8 +69,12 @@ def _read_coded_body(body: bytes, header: EcdcHeader, layout: StreamLayout, card
         done += count
     extra = len(body) - fo.tell()
     if extra:
+        other_lm = ("" if header.deterministic is not None else
+                    "; the file is damaged, or it was decoded with another entropy model than the "
+                    "one that wrote it (an official-format file of an official model records no "
+                    "entropy-model hash to check)")
         raise BitstreamError(f"ECDC body has {extra} extra byte(s) after the last entropy-coded "
-                             f"segment (the segments used {fo.tell()} of {len(body)} bytes)")
+                             f"segment (the segments used {fo.tell()} of {len(body)} bytes){other_lm}")
     return frames
 
 

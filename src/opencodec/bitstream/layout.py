@@ -49,8 +49,17 @@ class StreamLayout:
 
     @classmethod
     def from_model(cls, model: "EncodecModel") -> "StreamLayout":
-        """The layout of ``model``'s files."""
-        return cls.from_config(model.config, model.name)
+        """The layout of ``model``'s files, named as their headers name it
+        (:func:`opencodec.official_proof.header_identity`: an official name with weights not
+        proven official writes ``<name>_custom``)."""
+        from ..releases import OFFICIAL_NAMES
+
+        name = model.name
+        if name in OFFICIAL_NAMES:
+            from ..official_proof import header_identity
+
+            name = header_identity(model)[0]
+        return cls.from_config(model.config, name)
 
     @classmethod
     def from_config(cls, config: "EncodecConfig", name: str | None = None) -> "StreamLayout":
@@ -122,7 +131,9 @@ def min_lm_body_size(header: EcdcHeader, layout: StreamLayout, card: int) -> int
     is the largest probability a quantised CDF can give a bin (every other bin keeps 2
     counts), plus each segment's scale. Half of that bound is returned, as a safety margin:
     it only serves to reject, before any decoding, headers whose audio length is absurd for
-    the body (which would otherwise make the decoder run for a very long time).
+    the body (which would otherwise make the decoder run for a very long time). A
+    deterministic (version 1) body also codes a CRC-32 per segment (32 bits at uniform
+    probability: 4 bytes, of which half count here), so a body cut to nothing is caught.
     """
     al, nc = header.audio_length, header.num_codebooks
     n_seg = layout.num_segments(al)
@@ -135,7 +146,8 @@ def min_lm_body_size(header: EcdcHeader, layout: StreamLayout, card: int) -> int
         frames += sum(layout.num_frames(al - i * stride) for i in range(n_full, n_seg))
     total = 1 << 24
     bits_per_code = -math.log2((total - 2 * card + 2) / total) if 2 * card <= total else 0.0
-    return n_seg * layout.scale_bytes + int(frames * nc * bits_per_code / 16)
+    crc = 2 * n_seg if header.deterministic is not None else 0
+    return n_seg * layout.scale_bytes + crc + int(frames * nc * bits_per_code / 16)
 
 
 def _scale_tensor(value: float, index: int, offset: int) -> torch.Tensor:

@@ -46,10 +46,13 @@ def add_codec_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
                            "belonging to the model: the bundled entropy model for the bundled "
                            "codec, encodec_lm_24khz or encodec_lm_48khz for the official ones)")
     comp.add_argument("--lm-format", choices=("deterministic", "official"), default=None,
-                      help="entropy-coded format (implies --lm): 'deterministic' (default; version 1, decodes "
-                           "identically on any machine and thread count, checksummed) or "
-                           "'official' (version 0, readable by the official encodec package, "
-                           "but its decoding depends on the machine's float arithmetic)")
+                      help="entropy-coded format (implies --lm): 'deterministic' (default; version 1: its "
+                           "codes decode identically on any machine and thread count (the audio "
+                           "may differ in the last bit with the decoder's thread count), and "
+                           "checksums make damage an error) or 'official' (version 0, readable "
+                           "by the official encodec package, but its decoding depends on the "
+                           "machine's float arithmetic, and like plain files it carries no "
+                           "integrity check: damage can decode silently to wrong audio)")
     add_mode_options(comp, fast_default=False)
     _add_output_options(comp)
     _add_rate_channels_options(comp, "round trip (OUT .wav/.flac): output sample rate in Hz "

@@ -48,6 +48,10 @@ def format_info(info: dict[str, tp.Any]) -> str:
     missing = info["body_bytes_missing"]
     if missing is not None:
         lines.insert(-1, "complete:      " + ("yes" if missing == 0 else f"NO, {damage(missing)}"))
+    elif info["entropy_coded"]:
+        short = lm_body_short(info)
+        lines.insert(-1, "complete:      " + (f"NO, {short}" if short else
+                                              "not checked (entropy coded: only decoding tells)"))
     if "lm_hash" in info and "format_version" not in info:
         lines[-1] += f" (weights hash {info['lm_hash']})"
     if "format_version" in info:
@@ -84,7 +88,20 @@ def cmd_info(args: argparse.Namespace) -> int:
         if info["body_bytes_missing"]:  # described, but damaged: say so and fail
             failed += 1
             error(f"{path}: " + damage(info["body_bytes_missing"]))
+        elif lm_body_short(info):
+            failed += 1
+            error(f"{path}: " + lm_body_short(info))
     return 1 if failed else 0
+
+
+def lm_body_short(info: dict[str, tp.Any]) -> str:
+    """Why an entropy-coded body is surely truncated (shorter than the lower bound for its
+    frames, :func:`opencodec.bitstream.min_lm_body_size`), else ""."""
+    minimum = info.get("lm_body_min_bytes")
+    if minimum is None or info["body_bytes"] >= minimum:
+        return ""
+    return (f"truncated: the entropy-coded body has {info['body_bytes']} bytes, and "
+            f"{info['samples']} samples x {info['codebooks']} codebooks need at least {minimum}")
 
 
 def damage(missing: int) -> str:

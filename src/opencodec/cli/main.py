@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import typing as tp
 import warnings
@@ -130,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         args.parser.print_usage(sys.stderr)
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # stdout closed by its reader (`opencodec info ... | head`): quietly,
+        # as ls or grep; stdout goes to /dev/null so that Python's flush at exit stays quiet too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13  # SIGPIPE's status, as a command killed by it
     except EXPECTED_ERRORS as exc:
         print_traceback_if_asked()
         error(str(exc) or type(exc).__name__)
