@@ -187,15 +187,17 @@ def test_opencodec_traceback_prints_the_traceback_of_an_expected_error(
     assert err.splitlines()[-1] == expected
 
 
-@pytest.mark.parametrize("override", ["optim.betas=[x, y]", "optim.lr=-1"])
-def test_train_lm_bad_value_is_one_line(override: str, codec_setup: dict, tmp_path: Path,
+@pytest.mark.parametrize("override, expected", [
+    ("optim.betas=[x, y]", "config field optim.betas: expected two numbers in [0, 1), got ['x', 'y']"),
+    ("optim.lr=-1", "config field optim.lr must be > 0, got -1")])
+def test_train_lm_bad_value_is_one_line(override: str, expected: str, codec_setup: dict, tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    """A value its settings parser or the optimiser refuses (a plain ValueError in the set-up)."""
+    """A value the optimiser would refuse is named by the settings parser, in one line."""
     args = _lm_args(codec_setup, tmp_path, codec_setup["train"])
     assert cli.main(args[:2] + [override] + args[2:]) == 1
     err = capsys.readouterr().err
     lines = _error_lines(err, "opencodec train-lm")
-    assert len(lines) == 1 and "while setting up the run" in lines[0] and TRACE not in err
+    assert lines == [f"opencodec train-lm: error: {expected}"] and TRACE not in err
 
 
 def test_train_lm_run_folder_of_other_sizes_is_one_line(codec_setup: dict, tmp_path: Path,

@@ -53,7 +53,13 @@ def read_weights(path: Path) -> tuple[StateDict, dict[str, tp.Any] | None]:
         config = obj.get("config")
         obj = obj["state_dict"]
     if isinstance(obj, dict) and {"model", "step"} <= set(obj) and ({"optim", "opt_g"} & set(obj)):
-        export = Path(path).with_name("lm.safetensors" if "codec_hash" in obj else "model.safetensors")
+        if "codec_hash" in obj:  # a train-lm run's: its export is an entropy model, not a codec
+            export = Path(path).with_name("lm.safetensors")
+            raise ModelLoadError(f"{path} is a train-lm training checkpoint (model, optimiser and step "
+                                 f"{obj['step']}), not codec weights: it holds an entropy model; pass "
+                                 f"--lm-model {export} (load_lm_model in Python), which the run exports "
+                                 f"next to it at every checkpoint")
+        export = Path(path).with_name("model.safetensors")
         raise ModelLoadError(f"{path} is a training checkpoint (model, optimiser and step "
                              f"{obj['step']}), not model weights: load {export}, which the run "
                              f"exports next to it at every checkpoint")

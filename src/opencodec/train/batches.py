@@ -149,8 +149,11 @@ def _device_batches(corpus: tp.Any, start_step: int, local_batch: int, info: dis
 
 
 def _valid_items(cfg: dict, model: EncodecModel) -> list[torch.Tensor]:
-    """Fixed held-out clips [1, C, T] (at most ``valid.items`` of ``valid.seconds``)."""
-    from ..data.dataset import EvalDataset
+    """Fixed held-out clips [1, C, T] (at most ``valid.items`` of ``valid.seconds``). Manifests
+    given (``data.valid``) with ``valid.items`` > 0 that yield no clip (empty, every file
+    unreadable, too short or silent) are a ``ConfigError``, as for the training manifests:
+    validation is not silently left out."""
+    from ..data.dataset import EvalDataset, _names
 
     valid = cfg.get("valid", {})
     manifests = cfg["data"].get("valid")
@@ -158,11 +161,16 @@ def _valid_items(cfg: dict, model: EncodecModel) -> list[torch.Tensor]:
         return []
     ds = EvalDataset(manifests, sample_rate=model.sample_rate, channels=model.channels)
     length = int(valid.get("seconds", 3.0) * model.sample_rate)
-    items = []
-    for i in range(min(len(ds), valid.get("items", 16))):
+    items, checked = [], min(len(ds), valid.get("items", 16))
+    for i in range(checked):
         audio = ds[i]["audio"][:, :length]
         if audio.shape[-1] >= model.hop_length * 8 and audio.abs().max() > 1e-4:
             items.append(audio[None])
+    if not items and valid.get("items", 16) > 0:
+        shortest = model.hop_length * 8 / model.sample_rate
+        raise ConfigError(f"config field data.valid: no usable rows in the manifests {_names(manifests)} ({checked} "
+                          f"of {len(ds)} readable rows checked; a validation clip lasts at least {shortest:g} s and "
+                          f"is not silent); set data.valid=[] or valid.items=0 to train without validation")
     return items
 
 

@@ -7,13 +7,31 @@ compares with its checkpoint's config (:func:`config_changes`)."""
 from __future__ import annotations
 
 import math
+import os
 import typing as tp
 
 import torch
 
 from ..errors import ConfigError
 
-__all__ = ["check_codec_bandwidths", "check_codec_config", "config_changes", "resolve_device"]
+__all__ = ["CODEC_BOOLEAN_KEYS", "RankConfigError", "check_betas", "check_codec_bandwidths", "check_codec_config",
+           "config_changes", "resolve_device"]
+
+#: The codec trainer's true/false keys, besides the boolean fields of ``EncodecConfig``
+#: (``model.causal``, ...) and of the data augmentation (``data.augment.pad_short``, ...),
+#: which :func:`_boolean_keys` adds. Only YAML booleans are accepted: an override's text is
+#: read as YAML, so ``adversarial.enabled=false`` (or ``no``) is the boolean false, while
+#: ``adversarial.enabled=maybe`` is the string 'maybe' (which ``bool()`` would take as true).
+CODEC_BOOLEAN_KEYS = ("adversarial.enabled", "balancer.enabled", "log.audio", "log.tensorboard",
+                      "quantizer.detach_residual", "cudnn_benchmark", "tf32")
+
+#: ``EncodecConfig`` integer fields that may be 0 (no residual layer, no LSTM); the others are >= 1.
+_MODEL_FIELDS_FROM_ZERO = ("n_residual_layers", "lstm")
+
+
+class RankConfigError(ConfigError):
+    """A config error of one torchrun process alone (its GPU index), which the other ranks do
+    not see: every rank reports its own, where a config error common to all is said once."""
 
 #: Keys that may differ between the invocations of one run without changing what it trains
 #: (where it is written, how long this invocation may take, the CPU threads and workers).
@@ -32,6 +50,22 @@ def _value(cfg: dict, dotted: str) -> tp.Any:
     return node
 
 
+def _set(cfg: dict, dotted: str, value: tp.Any) -> None:
+    """Replace the (present) value at ``dotted`` with ``value``."""
+    *parents, leaf = dotted.split(".")
+    node = cfg
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+
+
+def _boolean(cfg: dict, dotted: str) -> None:
+    """Refuse a value at ``dotted`` that is not true or false (an absent one is the default)."""
+    value = _value(cfg, dotted)
+    if value is not None and not isinstance(value, bool):
+        raise ConfigError(f"config field {dotted}: expected true or false, got {value!r}")
+
+
 def _integer(cfg: dict, dotted: str, low: int) -> None:
     """Refuse a value at ``dotted`` that is not an integer >= ``low`` (an absent one is the default)."""
     value = _value(cfg, dotted)
@@ -46,7 +80,8 @@ def _integer(cfg: dict, dotted: str, low: int) -> None:
 def _number(cfg: dict, dotted: str, low: float, high: float = math.inf, *, open_low: bool = False,
             what: str = "") -> None:
     """Refuse a value at ``dotted`` that is not a number in [low, high] (``(low, high]`` with
-    ``open_low``). A number written as a string (YAML reads ``1e-3`` so) counts as one."""
+    ``open_low``). A number written as a string (YAML reads ``1e-3`` so) counts as one, and is
+    replaced by the number in ``cfg`` (so that ``config.json`` and ``history.jsonl`` hold a number)."""
     value = _value(cfg, dotted)
     if value is None:
         return
@@ -61,6 +96,8 @@ def _number(cfg: dict, dotted: str, low: float, high: float = math.inf, *, open_
             f"{'>' if open_low else '>='} {low:g}")
         raise ConfigError(f"config field {dotted} must be {what or ('in ' + interval if high < math.inf else interval)}"
                           f", got {value!r}")
+    if isinstance(value, str):
+        _set(cfg, dotted, number)
 
 
 def resolve_device(want: tp.Any, local_rank: int = 0) -> torch.device:
@@ -79,8 +116,9 @@ def resolve_device(want: tp.Any, local_rank: int = 0) -> torch.device:
                               f"(torch {torch.__version__}); use device=cpu or device=auto")
         index = local_rank if device.index is None else device.index
         if index >= torch.cuda.device_count():
-            raise ConfigError(f"config field device is {want}, but this machine has "
-                              f"{torch.cuda.device_count()} CUDA device(s)")
+            error = RankConfigError if device.index is None and local_rank else ConfigError  # this rank's GPU
+            raise error(f"config field device is {want}, but this machine has "
+                        f"{torch.cuda.device_count()} CUDA device(s)")
         return torch.device("cuda", index)
     if device.type == "mps":
         if not torch.backends.mps.is_available():
@@ -93,15 +131,17 @@ def resolve_device(want: tp.Any, local_rank: int = 0) -> torch.device:
 
 def check_codec_config(cfg: dict) -> None:
     """Refuse a value of the codec trainer's config that the run could not use (sizes, counts,
-    durations, probabilities, the device), naming the field; called before any work."""
+    durations, probabilities, rates, booleans, the architecture, the manifests' types, the
+    device), naming the field; called before any work (the manifest files are checked after)."""
     for dotted in ("optim.batch_size", "optim.steps", "optim.steps_per_epoch", "log.every",
-                   "log.valid_every", "log.checkpoint_every", "init_items", "quantizer.kmeans_iters"):
+                   "log.valid_every", "log.checkpoint_every", "init_items", "quantizer.kmeans_iters",
+                   "adversarial.filters"):
         _integer(cfg, dotted, 1)
     for dotted in ("data.num_workers", "valid.items", "adversarial.start_step", "adversarial.disc_warmup_steps",
                    "quantizer.warmup_steps", "seed"):
         _integer(cfg, dotted, 0)
     _integer(cfg, "threads", 1)
-    for dotted in ("data.segment_seconds", "valid.seconds"):
+    for dotted in ("data.segment_seconds", "valid.seconds", "optim.lr", "optim.lr_disc"):
         _number(cfg, dotted, 0.0, open_low=True)
     for dotted in ("adversarial.disc_prob", "optim.min_lr_ratio", "balancer.ema_decay", "quantizer.decay"):
         _number(cfg, dotted, 0.0, 1.0)
@@ -109,11 +149,93 @@ def check_codec_config(cfg: dict) -> None:
         _number(cfg, "ema", 0.0, 1.0, open_low=True, what="a decay in (0, 1] (or false: no EMA copy)")
     for dotted in ("losses.l1", "losses.mel", "losses.adv", "losses.feat", "losses.commit"):
         _number(cfg, dotted, 0.0)
+    if _value(cfg, "optim.betas") is not None:
+        check_betas(_value(cfg, "optim.betas"))
+    for dotted in _boolean_keys():
+        _boolean(cfg, dotted)
+    _check_model(cfg)
+    _check_mel_scales(cfg)
     for dotted in ("data.train", "data.valid"):
-        if isinstance(_value(cfg, dotted), (int, float, bool)):
-            raise ConfigError(f"config field {dotted}: expected a manifest path or a list of them, "
-                              f"got {_value(cfg, dotted)!r}")
+        _check_manifest_list(cfg, dotted)
     resolve_device(cfg.get("device", "auto"))
+
+
+def check_betas(value: tp.Any, dotted: str = "optim.betas") -> tuple[float, float]:
+    """Adam's ``betas`` (both trainers): two numbers in [0, 1), else a ``ConfigError``."""
+    try:
+        if isinstance(value, (str, bytes, dict)) or len(value) != 2 or any(isinstance(b, bool) for b in value):
+            raise TypeError
+        first, second = (float(b) for b in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"config field {dotted}: expected two numbers in [0, 1), got {value!r}") from None
+    if not (0 <= first < 1 and 0 <= second < 1):
+        raise ConfigError(f"config field {dotted}: each must be in [0, 1), got {[first, second]}")
+    return first, second
+
+
+def _annotated_bool(annotation: tp.Any) -> bool:
+    """Whether a dataclass field's or parameter's annotation (a string under postponed
+    evaluation) is ``bool``."""
+    return annotation in (bool, "bool")
+
+
+def _boolean_keys() -> list[str]:
+    """:data:`CODEC_BOOLEAN_KEYS` and the boolean fields of ``model`` and ``data.augment``."""
+    import dataclasses
+    import inspect
+
+    from ..data.dataset import AudioDataset
+    from ..model import EncodecConfig
+
+    model = [f"model.{f.name}" for f in dataclasses.fields(EncodecConfig) if _annotated_bool(f.type)]
+    augment = [f"data.augment.{name}" for name, p in inspect.signature(AudioDataset.__init__).parameters.items()
+               if _annotated_bool(p.annotation)]
+    return [*CODEC_BOOLEAN_KEYS, *model, *augment]
+
+
+def _check_model(cfg: dict) -> None:
+    """The architecture (``model.*``, ``EncodecConfig`` fields): integer sizes >= 1 (layer
+    counts >= 0), ``ratios`` a non-empty list of integers >= 1, ``target_bandwidths`` a
+    non-empty list of kbps (each checked against the codebooks once the model is built)."""
+    import dataclasses
+
+    from ..model import EncodecConfig
+
+    for f in dataclasses.fields(EncodecConfig):
+        if f.type in (int, "int"):
+            _integer(cfg, f"model.{f.name}", 0 if f.name in _MODEL_FIELDS_FROM_ZERO else 1)
+    ratios = _value(cfg, "model.ratios")
+    if ratios is not None and (not isinstance(ratios, (list, tuple)) or not ratios or any(
+            isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in ratios)):
+        raise ConfigError(f"config field model.ratios: expected a non-empty list of integers >= 1, got {ratios!r}")
+    bandwidths = _value(cfg, "model.target_bandwidths")
+    if bandwidths is not None and (not isinstance(bandwidths, (list, tuple)) or not bandwidths):
+        raise ConfigError(f"config field model.target_bandwidths: expected a non-empty list of kbps, "
+                          f"got {bandwidths!r}")
+    _bandwidth_list(cfg, "model.target_bandwidths")
+
+
+def _check_mel_scales(cfg: dict) -> None:
+    """``mel_scales: [lo, hi]``: the window exponents ``lo .. hi-1``, at least one, lo >= 2
+    (a window of 4 samples, hop 1)."""
+    scales = _value(cfg, "mel_scales")
+    if scales is None:
+        return
+    if (not isinstance(scales, (list, tuple)) or len(scales) != 2
+            or any(isinstance(v, bool) or not isinstance(v, int) for v in scales)):
+        raise ConfigError(f"config field mel_scales: expected [lo, hi], two integers, got {scales!r}")
+    if not 2 <= scales[0] < scales[1]:
+        raise ConfigError(f"config field mel_scales: expected 2 <= lo < hi (windows 2^lo .. 2^(hi-1) samples), "
+                          f"got {scales!r}")
+
+
+def _check_manifest_list(cfg: dict, dotted: str) -> None:
+    """``data.train``/``data.valid``: a manifest path or a list of paths (or of row dicts)."""
+    value = _value(cfg, dotted)
+    if value is None or isinstance(value, (str, os.PathLike)):
+        return
+    if not isinstance(value, (list, tuple)) or any(not isinstance(m, (str, os.PathLike, dict)) for m in value):
+        raise ConfigError(f"config field {dotted}: expected a manifest path or a list of them, got {value!r}")
 
 
 def _bandwidth_list(cfg: dict, dotted: str) -> list[float] | None:

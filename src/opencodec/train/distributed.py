@@ -76,12 +76,13 @@ def wrap(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 
 
 def mean_over_ranks(value: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Average a 0-d tensor over ranks (identity for a single process; no host sync)."""
+    """Average a tensor (0-d: a norm; 1-d: the logged sums) over ranks, in float64 (identity
+    for a single process; no host sync)."""
     if not (dist.is_available() and dist.is_initialized()):
         return value
-    t = value.detach().to(device=device, dtype=torch.float64).reshape(1).clone()
+    t = value.detach().to(device=device, dtype=torch.float64).reshape(-1).clone()
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return (t / dist.get_world_size()).reshape(()).to(value.dtype)
+    return (t / dist.get_world_size()).reshape(value.shape).to(value.dtype)
 
 
 def broadcast_object(obj: object) -> object:

@@ -6,12 +6,13 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing as tp
 
 import torch
 
 from ..errors import ConfigError  # every check's error (importable from here too)
-from .config_checks import resolve_device
+from .config_checks import _number, check_betas, resolve_device
 
 # What load_lm_model builds for a weights file: 8 heads, a 3.5 s window, max period 10000.
 LOADABLE_HEADS = 8
@@ -22,8 +23,9 @@ LOADABLE_PAST_SECONDS = 3.5
 _MISSING = object()
 
 
-def _get(cfg: dict, dotted: str, kind: type | tuple[type, ...], default: tp.Any = _MISSING) -> tp.Any:
-    """The value at ``dotted`` (``"optim.lr"``) checked against ``kind``; ``default`` if absent."""
+def _get(cfg: dict, dotted: str, kind: type | tuple[type, ...] | None, default: tp.Any = _MISSING) -> tp.Any:
+    """The value at ``dotted`` (``"optim.lr"``) checked against ``kind`` (None: any value, which
+    the caller checks); ``default`` if absent."""
     node: tp.Any = cfg
     *parents, leaf = dotted.split(".")
     for i, part in enumerate(parents):
@@ -38,9 +40,16 @@ def _get(cfg: dict, dotted: str, kind: type | tuple[type, ...], default: tp.Any 
         if default is _MISSING:
             raise ConfigError(f"config field {dotted} is missing")
         return default
+    if kind is None:
+        return value
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if float in kinds and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if float in kinds and isinstance(value, str):  # YAML reads 5e-4 as a string
+        try:
+            value = node[leaf] = float(value)  # the number, also in config.json and history.jsonl
+        except ValueError:
+            pass  # refused below
     if list in kinds and isinstance(value, str):
         value = [value]
     if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
@@ -93,7 +102,8 @@ def parse_settings(cfg: dict) -> Settings:
 
     Raises :class:`ConfigError` naming the field for a missing or mistyped value, and for LM
     sizes that ``load_lm_model`` could not rebuild from the exported file (it assumes
-    8 heads and a 3.5 s attention window).
+    8 heads and a 3.5 s attention window) or the fixed-point coder could not run. A number
+    written as a string (YAML reads ``5e-4`` so) is replaced by the number in ``cfg``.
     """
     s = Settings(
         name=_get(cfg, "name", str, "lm"),
@@ -111,7 +121,7 @@ def parse_settings(cfg: dict) -> Settings:
         batch_size=_get(cfg, "optim.batch_size", int, 32),
         optimizer=_get(cfg, "optim.name", str, "adamw").lower(),
         lr=_get(cfg, "optim.lr", float, 5e-4),
-        betas=tuple(float(b) for b in _get(cfg, "optim.betas", list, [0.9, 0.95])),  # type: ignore[arg-type]
+        betas=check_betas(_get(cfg, "optim.betas", None, [0.9, 0.95])),
         weight_decay=_get(cfg, "optim.weight_decay", float, 0.01),
         warmup_steps=_get(cfg, "optim.warmup_steps", int, 0),
         schedule=_get(cfg, "optim.schedule", str, "cosine").lower(),
@@ -149,30 +159,49 @@ def parse_settings(cfg: dict) -> Settings:
         raise ConfigError(f"config field optim.name: expected adamw or adam, got {s.optimizer!r}")
     if s.schedule not in ("cosine", "constant"):
         raise ConfigError(f"config field optim.schedule: expected cosine or constant, got {s.schedule!r}")
-    if len(s.betas) != 2:
-        raise ConfigError(f"config field optim.betas: expected two numbers, got {list(s.betas)}")
     if s.amp not in ("none", "bf16"):
         raise ConfigError(f"config field amp: expected none or bf16, got {s.amp!r}")
+    _number(cfg, "optim.lr", 0.0, open_low=True)  # > 0, as for the codec trainer
     _check_ranges(s)
+    _check_loadable_sizes(s)
     resolve_device(s.device)  # one this machine has
     return s
 
 
 def _check_ranges(s: Settings) -> None:
-    """Refuse the numbers no run can use: negative counts, rates or decays, ratios and betas
+    """Refuse the numbers no run can use: negative (or NaN) counts, rates or decays, ratios
     outside [0, 1]."""
     at_least_zero = {"optim.warmup_steps": s.warmup_steps, "optim.weight_decay": s.weight_decay,
                      "optim.grad_clip": s.grad_clip, "valid.max_items": s.valid_max_items,
                      "report.items": s.report_items, "seed": s.seed, "lm.hidden_scale": s.hidden_scale}
     for field, value in at_least_zero.items():
-        if value < 0:
+        if not value >= 0:  # (NaN too)
             raise ConfigError(f"config field {field} must be >= 0, got {value}")
     if s.threads is not None and s.threads < 1:
         raise ConfigError(f"config field threads must be >= 1, got {s.threads}")
     if not 0 <= s.min_lr_ratio <= 1:
         raise ConfigError(f"config field optim.min_lr_ratio must be in [0, 1], got {s.min_lr_ratio}")
-    if not all(0 <= b < 1 for b in s.betas):
-        raise ConfigError(f"config field optim.betas: each must be in [0, 1), got {list(s.betas)}")
+
+
+def _check_loadable_sizes(s: Settings) -> None:
+    """Refuse LM sizes the fixed-point coder cannot run (``FixedLM.from_float``'s limits: width
+    and feed-forward width at most ``_MAX_DIM``) or ``load_lm_model`` cannot rebuild (it reads
+    ``hidden_scale`` back as feed-forward width / ``dim``), before any work: the run would
+    otherwise train, then fail at its report, leaving an export ``--lm-model`` refuses."""
+    from ..entropy.fixed_scheme import _MAX_DIM
+
+    if s.dim > _MAX_DIM:
+        raise ConfigError(f"config field lm.dim is {s.dim}, over the entropy coder's fixed-point limit of {_MAX_DIM}")
+    finite = math.isfinite(s.hidden_scale)
+    hidden = int(s.dim * s.hidden_scale) if finite else -1  # EntropyLM's feed-forward width
+    if not 1 <= hidden <= _MAX_DIM:
+        raise ConfigError(f"config field lm.hidden_scale is {s.hidden_scale:g}: lm.dim {s.dim} x {s.hidden_scale:g} "
+                          f"gives a feed-forward width of {hidden if finite else s.hidden_scale:g}, outside the "
+                          f"entropy coder's fixed-point limits (1 to {_MAX_DIM})")
+    if int(s.dim * (hidden / s.dim)) != hidden:
+        raise ConfigError(f"config field lm.hidden_scale is {s.hidden_scale:g}: load_lm_model would rebuild the "
+                          f"feed-forward width {hidden} of lm.dim {s.dim} as {int(s.dim * (hidden / s.dim))}, so the "
+                          f"exported model would not load; use a whole number")
 
 
 #: The longest training window, in attention windows (``lm.past_context_s``): a longer one

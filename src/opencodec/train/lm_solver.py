@@ -129,6 +129,12 @@ def learning_rate(s: Settings, step: int) -> float:
     return learning_rate_at(step, s.lr, s.steps, s.schedule, s.min_lr_ratio, s.warmup_steps)
 
 
+def make_optimizer(s: Settings, params: tp.Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """The configured AdamW or Adam over ``params``."""
+    optim_cls = torch.optim.AdamW if s.optimizer == "adamw" else torch.optim.Adam
+    return optim_cls(params, lr=s.lr, betas=s.betas, weight_decay=s.weight_decay)
+
+
 # -- 7. the run ----------------------------------------------------------------------------------
 def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: int | None = None,
           progress: bool = True, max_minutes: float | None = None, data: CodeData | None = None,
@@ -138,12 +144,15 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
 
     ``data`` gives the codes directly (tests); by default they come from ``prepare_data``.
     ``max_steps`` and ``max_minutes`` stop this invocation early after a validation, a
-    checkpoint and an export; the run resumes from ``<run_dir>/checkpoint.pt``. When the run
+    checkpoint and an export; the run resumes from ``<run_dir>/checkpoint.pt``. The budget
+    counts from the start of this call (code extraction included), and every invocation
+    trains at least one step (as the codec trainer). When the run
     reaches ``optim.steps`` and the codec is known, the saving on held-out audio is measured
     (``report.items`` files) into ``report.json``/``report.md``.
     """
     with config_errors():  # a ValueError of the set-up is the config's (the loop's is a bug)
         s = parse_settings(cfg)
+        make_optimizer(s, [torch.zeros(1, requires_grad=True)])  # a value torch refuses: before any work
     started = time.monotonic()
     run = Path(run_dir or cfg.get("run_dir") or f"runs/{s.name}")
     if data is None:  # the manifests, checked before the codec is loaded and anything is written
@@ -165,8 +174,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         with config_errors():
             lm = build_lm(s, max(data.codebooks), data.card, data.frame_rate).to(device)
             lm.train()
-            optim_cls = torch.optim.AdamW if s.optimizer == "adamw" else torch.optim.Adam
-            opt = optim_cls(lm.parameters(), lr=s.lr, betas=s.betas, weight_decay=s.weight_decay)
+            opt = make_optimizer(s, lm.parameters())
 
         # resume
         step, previous, best = 0, None, None
@@ -230,11 +238,11 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         t_last, nats, scored, steps_since = time.perf_counter(), 0.0, 0, 0
         with StopRequests(max_minutes, started=started) as stops:  # Ctrl-C, --max-minutes
             while step < stop:
-                why = stops.reason(step)  # stop at a step boundary, with a checkpoint of it
+                why = stops.reason(step)  # stop at a step boundary (after one step at least), with a checkpoint of it
                 if why is not None:
-                    if why == "time":
+                    if why == "time" and step % s.valid_every:  # (a step of valid_every was just validated)
                         run_validation(step)
-                    if why == "time" or (step > start_step and step % s.checkpoint_every):
+                    if step > start_step and step % s.checkpoint_every:
                         save_checkpoint(step)
                     break
                 k = _step_rng(s.seed, step, 1).choice(data.codebooks)

@@ -224,9 +224,13 @@ def _metrics_from(path: Path, step: int) -> tp.IO[str]:
 # -- stopping ----------------------------------------------------------------------------------------
 class StopRequests:
     """Why the loop should stop before its next step: ``"interrupted"`` (Ctrl-C) or ``"time"``
-    (past ``max_minutes``), else None. While active (``with``), the first SIGINT only asks the
-    loop to stop at the next step boundary, where the trainer saves a checkpoint; a second
-    one stops at once (a single process). Under torchrun, rank 0's answer is every rank's,
+    (past ``max_minutes`` since ``started``, the invocation's start: set-up included, so that
+    ``--max-minutes`` bounds the whole command, as a GPU lease needs), else None. The budget
+    never stops the loop before the first step it is asked about: every invocation trains at
+    least one step, so that rerunning a command whose set-up outlasts its budget still makes
+    progress (and a stop never repeats the step a run resumed from). While active (``with``),
+    the first SIGINT only asks the loop to stop at the next step boundary, where the trainer
+    saves a checkpoint; a second one stops at once (a single process). Under torchrun, rank 0's answer is every rank's,
     asked every ``every`` steps (a collective), and repeated signals (torchrun forwards one)
     are ignored."""
 
@@ -235,6 +239,7 @@ class StopRequests:
         self.max_minutes, self.every, self.distributed = max_minutes, every, distributed
         self.started = time.monotonic() if started is None else started
         self.interrupted = False
+        self._first_step: int | None = None  # the step of the first question: no time stop there
         self._previous: tp.Any = None
 
     def _on_sigint(self, signum: int, frame: tp.Any) -> None:
@@ -256,12 +261,14 @@ class StopRequests:
             self._previous = None
 
     def reason(self, step: int) -> str | None:
-        """``"interrupted"``, ``"time"`` or None, before ``step``."""
+        """``"interrupted"``, ``"time"`` (never at the first step asked about) or None, before ``step``."""
+        if self._first_step is None:
+            self._first_step = step
         if self.distributed and step % self.every:
             return None
-        why = ("interrupted" if self.interrupted else
-               "time" if self.max_minutes is not None and time.monotonic() - self.started > 60 * self.max_minutes
-               else None)
+        out_of_time = (self.max_minutes is not None and step > self._first_step
+                       and time.monotonic() - self.started > 60 * self.max_minutes)
+        why = "interrupted" if self.interrupted else "time" if out_of_time else None
         if self.distributed:
             from .distributed import broadcast_object
 

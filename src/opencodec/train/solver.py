@@ -35,7 +35,11 @@ in ``codebook_stats.py``.
 
 Distributed training keeps codebooks identical across ranks: k-means and dead-code
 replacement use the gathered global batch, EMA statistics are summed over ranks (see
-``quantization/vq.py``), and the balancer's gradient norms are averaged over ranks.
+``quantization/vq.py``), and the balancer's gradient norms are averaged over ranks. The
+logged training metrics are the global batch's, as one process would log them: the sums
+accumulated since the last log are averaged over ranks when they are read (one collective
+per log, none per step; ``step.global_batch_metrics``). A config error that every rank finds
+is said once, by rank 0.
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ from .batches import (_batches, _device_batches, _device_corpus, _train_dataset,
                       check_manifests)
 from .codebook_stats import CODEBOOK_STATISTICS_ITEMS, _has_refilled_codebook_statistics, estimate_codebook_statistics
 from .config import config_errors, load_config, parse_run_arguments  # noqa: F401 - load_config: scripts import it here
-from .config_checks import check_codec_bandwidths, check_codec_config, resolve_device
+from .config_checks import RankConfigError, check_betas, check_codec_bandwidths, check_codec_config, resolve_device
 from .discriminator import MultiScaleSTFTDiscriminator
 from .losses import MultiScaleMelLoss, audiocraft_alphas
 from .run_folder import RunFolder, StopRequests, saving, set_usual_permissions, stopped_message
@@ -70,7 +74,8 @@ from .run_state import (_atomic_torch_save, _rng_state, _seed_everything, _set_r
                         load_run_weights)
 from .validation import _spectrogram_image, validate  # noqa: F401 - validate: scripts import it here
 from .step import (MetricAccumulator, StepParts, TrainerModule, autocast_for, compile_models, configure_backends,
-                   discriminator_step, frozen_generator_output, generator_step, make_adam, scaled_learning_rate)
+                   discriminator_step, frozen_generator_output, generator_step, global_batch_metrics, make_adam,
+                   scaled_learning_rate)
 
 CHECKPOINT = "checkpoint.pt"
 EXPORT = "model.safetensors"
@@ -148,8 +153,10 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
 
     ``max_steps`` and ``max_minutes`` (wall clock; default the config's ``max_minutes``)
     stop this invocation early, after a validation, a checkpoint and an export (the run
-    can be resumed later). The budget is checked before every step (every ``log.every``
-    steps under torchrun). Ctrl-C stops at the next step boundary: a checkpoint and an export
+    can be resumed later). The budget counts from the start of this call (set-up included)
+    and is checked before every step (every ``log.every`` steps under torchrun) but the first:
+    every invocation trains at least one step, and the step it stops at is validated and
+    logged once. Ctrl-C stops at the next step boundary: a checkpoint and an export
     of that step, then :class:`~opencodec.errors.Interrupted` saying how to resume.
 
     A config, manifest or checkpoint that cannot be used raises :class:`ConfigError` (any
@@ -157,14 +164,17 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
     an error of the loop itself is left as it is.
     """
     started = time.monotonic()
-    data_cfg = cfg.get("data") or {}
-    check_manifests("data.train", data_cfg.get("train"), required=True)  # before any work or output
-    check_manifests("data.valid", data_cfg.get("valid"))
     with config_errors():  # a ValueError of the set-up is the config's (the loop's is a bug)
         check_codec_config(cfg)  # every value the run reads: nothing is built or written for a bad one
+        data_cfg = cfg.get("data") or {}
+        check_manifests("data.train", data_cfg.get("train"), required=True)  # the files, once their types are right
+        check_manifests("data.valid", data_cfg.get("valid"))
         if max_minutes is None and cfg.get("max_minutes") is not None:
             max_minutes = float(cfg["max_minutes"])  # the config's wall-clock budget (campaign runs)
         info = distributed.init(resolve_device(cfg.get("device", "auto")).type)
+        batch_size = int(cfg.get("optim", {}).get("batch_size", 8))
+        if batch_size % info.world_size:  # (every rank finds it: rank 0 says it)
+            raise ConfigError(f"optim.batch_size={batch_size} is not divisible by {info.world_size} processes")
         device = resolve_device(cfg.get("device", "auto"), info.local_rank)
         if device.type == "cuda":
             torch.cuda.set_device(device)
@@ -194,7 +204,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
                   f"{export_as!r}", file=sys.stderr)
         if cfg.get("init_from") and not (run / CHECKPOINT).exists() and _has_refilled_codebook_statistics(model):
             wav = _training_segments(cfg, model, CODEBOOK_STATISTICS_ITEMS).to(device)
-            estimate_codebook_statistics(model, wav, int(cfg.get("optim", {}).get("batch_size", 8)))
+            estimate_codebook_statistics(model, wav, batch_size)
             if info.is_main:
                 print(f"{cfg['init_from']}: inference-only export; codebook EMA statistics estimated "
                       f"from {wav.shape[0]} training segments", file=sys.stderr)
@@ -203,8 +213,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         disc = MultiScaleSTFTDiscriminator(filters=adv.get("filters", 32), in_channels=model.channels,
                                            negative_slope=adv.get("negative_slope", 0.2)).to(device)
         optim = cfg.get("optim", {})
-        betas = tuple(optim.get("betas", (0.5, 0.9)))
-        batch_size = int(optim.get("batch_size", 8))
+        betas = check_betas(optim.get("betas", (0.5, 0.9)))
         # Rates hold at optim.lr_reference_batch and scale with the batch by optim.lr_scale (step.py).
         lr_rule, lr_ref = str(optim.get("lr_scale", "none")), optim.get("lr_reference_batch")
         lr_g = scaled_learning_rate(float(optim.get("lr", 3e-4)), batch_size, lr_rule, lr_ref)
@@ -237,8 +246,6 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
             trainer, disc_run = distributed.wrap(trainer, device), distributed.wrap(disc, device)
 
         # 3. data
-        if batch_size % info.world_size:
-            raise ConfigError(f"optim.batch_size={batch_size} is not divisible by {info.world_size} processes")
         local_batch = batch_size // info.world_size
         total_steps = int(optim.get("steps", 1000))
         steps_per_epoch = int(optim.get("steps_per_epoch", 1000))
@@ -349,11 +356,11 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         t_last, steps_since = time.perf_counter(), 0
         with StopRequests(max_minutes, every, info.enabled, started) as stops:  # Ctrl-C, --max-minutes
             while step < stop:
-                why = stops.reason(step)  # stop at a step boundary, with a checkpoint of it
+                why = stops.reason(step)  # stop at a step boundary (after one step at least), with a checkpoint of it
                 if why is not None:
-                    if why == "time":
+                    if why == "time" and step % valid_every:  # (a step of valid_every was just validated)
                         run_validation(step)
-                    if why == "time" or (step > start_step and step % ckpt_every):
+                    if step > start_step and step % ckpt_every:
                         save_checkpoint(step)
                     break
                 x = next(batches).to(device, non_blocking=True)
@@ -380,7 +387,8 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
                 steps_since += 1
 
                 if step % every == 0 or step == stop:
-                    values = metrics.means()  # the only host sync of the loop
+                    values = global_batch_metrics(metrics.means(parts.reduce_norm if info.enabled else None),
+                                                  info.world_size)  # the only host sync of the loop
                     elapsed = time.perf_counter() - t_last
                     values["train/n_q"] = float(n_q)
                     values["train/lr"] = opt_g.param_groups[0]["lr"]
@@ -423,8 +431,9 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
             print(f"opencodec train: error: {str(exc) or 'interrupted'}", file=sys.stderr)
         return 130
     except (OpenCodecError, OSError) as exc:  # the config, data or a file: one line
-        print_traceback_if_asked()
-        print(f"opencodec train: error: {one_line(exc)}", file=sys.stderr)
+        if is_main or not isinstance(exc, ConfigError) or isinstance(exc, RankConfigError):
+            print_traceback_if_asked()  # (a config error common to every rank is said once, by rank 0)
+            print(f"opencodec train: error: {one_line(exc)}", file=sys.stderr)
         return 1
     if is_main:
         export = run / EXPORT

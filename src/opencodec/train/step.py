@@ -45,7 +45,7 @@ from .losses import (MultiScaleMelLoss, discriminator_hinge_loss, generator_hing
 
 __all__ = ["TrainerModule", "StepParts", "generator_step", "discriminator_step", "frozen_generator_output",
            "scaled_learning_rate", "make_adam", "compile_models", "configure_backends", "autocast_for",
-           "MetricAccumulator"]
+           "MetricAccumulator", "global_batch_metrics"]
 
 
 class TrainerModule(nn.Module):
@@ -201,12 +201,31 @@ class MetricAccumulator:
             self._sums[k] = self._sums[k] + v if k in self._sums else v.clone()
             self._counts[k] = self._counts.get(k, 0) + 1
 
-    def means(self) -> dict[str, float]:
-        """Means since the last call (one host sync), then reset."""
+    def means(self, reduce: tp.Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
+        """Means since the last call (one host sync), then reset. ``reduce`` maps the stacked
+        sums (a 1-d tensor) before they are read: under torchrun, their mean over ranks (one
+        collective per log, every rank adding the same keys in the same order), so that the
+        means are those of the global batch."""
         if not self._sums:
             return {}
         keys = list(self._sums)
-        values = torch.stack([self._sums[k] for k in keys]).tolist()
+        stacked = torch.stack([self._sums[k] for k in keys])
+        values = (stacked if reduce is None else reduce(stacked)).tolist()
         out = {k: v / self._counts[k] for k, v in zip(keys, values)}
         self._sums, self._counts = {}, {}
         return out
+
+
+#: The balancer's logged norms of the gradient with respect to the decoded audio: under torchrun
+#: each rank's loss is a mean over its B/N items, whose gradient is N times the global batch's.
+_PER_RANK_NORMS = ("balancer/grad_norm/", "balancer/ema_norm/")
+
+
+def global_batch_metrics(values: dict[str, float], world_size: int) -> dict[str, float]:
+    """The logged means of :meth:`MetricAccumulator.means` (already averaged over ranks) as a
+    single process with the global batch logs them: the balancer's gradient and EMA norms
+    divided by ``world_size`` (the losses, ``total_norm`` and the shares need nothing; a share
+    is the mean of the ranks' shares, which agree closely). A single process: unchanged."""
+    if world_size == 1:
+        return values
+    return {k: v / world_size if k.startswith(_PER_RANK_NORMS) else v for k, v in values.items()}
