@@ -58,3 +58,20 @@ def test_mean_bits_per_code_weighs_each_bandwidth_once() -> None:
     assert mean_bits_per_code(values) == 3.5
     with pytest.raises(ValueError, match="bits_per_code"):
         mean_bits_per_code({"ideal_kbps/1.5kbps": 0.3})
+
+
+@pytest.mark.parametrize("dim, width", [(56, 61), (32, 64), (40, 37), (200, 800)])
+def test_any_feed_forward_width_reloads(tmp_path: Path, dim: int, width: int) -> None:
+    """``load_lm_model`` rebuilds the exported width exactly, also where ``width / dim`` rounds
+    under it in floating point (61 / 56 * 56 = 60.99...)."""
+    from opencodec.entropy.lm import EntropyLM
+    from opencodec.train.lm_model import export_lm
+
+    torch.manual_seed(0)
+    lm = EntropyLM(n_q=2, card=16, dim=dim, num_heads=8, num_layers=1,
+                   hidden_scale=(width + 0.5) / dim)
+    assert lm.transformer.layers[0].linear1.out_features == width
+    path = export_lm(lm, tmp_path / "lm.safetensors", {"codec": "unit", "frame_rate": 75})
+    loaded = load_lm_model(path)
+    for key, value in lm.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key

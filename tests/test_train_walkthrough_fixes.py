@@ -51,8 +51,6 @@ def _valid_steps(run: Path) -> list[int]:
                                         "width of 0,"),
     ({"dim": 32, "hidden_scale": float("inf")}, "config field lm.hidden_scale is inf: lm.dim 32 x inf gives a "
                                                 "feed-forward width of inf,"),
-    ({"dim": 56, "hidden_scale": 61.5 / 56}, "config field lm.hidden_scale is 1.09821: load_lm_model would rebuild "
-                                             "the feed-forward width 61 of lm.dim 56 as 60"),
     ({"dim": _MAX_DIM + 8, "hidden_scale": 0.5}, f"config field lm.dim is {_MAX_DIM + 8}, over the entropy "
                                                  f"coder's fixed-point limit of {_MAX_DIM}"),
 ])

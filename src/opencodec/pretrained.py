@@ -347,8 +347,10 @@ def _lm_sizes(state: StateDict, source: str) -> dict[str, tp.Any]:
     num_layers = len({k.split(".")[2] for k in state
                       if k.startswith("transformer.layers.") and k.endswith(".linear1.weight")})
     dim = int(emb.shape[1])
+    # EntropyLM's width is int(dim * hidden_scale): half a unit over the stored width gives it
+    # back for every width (width / dim can round to just under it, e.g. 61 / 56)
     return dict(n_q=n_q, card=int(emb.shape[0]) - 1, dim=dim, num_layers=num_layers,
-                hidden_scale=int(lin1.shape[0]) / dim)
+                hidden_scale=(int(lin1.shape[0]) + 0.5) / dim)
 
 
 def trained_lm_name(codec_name: str | None, path: str | os.PathLike[str]) -> str:

@@ -185,9 +185,8 @@ def _check_ranges(s: Settings) -> None:
 
 def _check_loadable_sizes(s: Settings) -> None:
     """Refuse LM sizes the fixed-point coder cannot run (``FixedLM.from_float``'s limits: width
-    and feed-forward width at most ``_MAX_DIM``) or ``load_lm_model`` cannot rebuild (it reads
-    ``hidden_scale`` back as feed-forward width / ``dim``), before any work: the run would
-    otherwise train, then fail at its report, leaving an export ``--lm-model`` refuses."""
+    and feed-forward width at most ``_MAX_DIM``), before any work: the run would otherwise
+    train, then fail at its report, leaving an export ``--lm-model`` refuses."""
     from ..entropy.fixed_scheme import _MAX_DIM
 
     if s.dim > _MAX_DIM:
@@ -198,10 +197,6 @@ def _check_loadable_sizes(s: Settings) -> None:
         raise ConfigError(f"config field lm.hidden_scale is {s.hidden_scale:g}: lm.dim {s.dim} x {s.hidden_scale:g} "
                           f"gives a feed-forward width of {hidden if finite else s.hidden_scale:g}, outside the "
                           f"entropy coder's fixed-point limits (1 to {_MAX_DIM})")
-    if int(s.dim * (hidden / s.dim)) != hidden:
-        raise ConfigError(f"config field lm.hidden_scale is {s.hidden_scale:g}: load_lm_model would rebuild the "
-                          f"feed-forward width {hidden} of lm.dim {s.dim} as {int(s.dim * (hidden / s.dim))}, so the "
-                          f"exported model would not load; use a whole number")
 
 
 #: The longest training window, in attention windows (``lm.past_context_s``): a longer one
