@@ -65,20 +65,20 @@ def test_visqol_silent_reference_has_no_value():
     assert 1.0 <= visqol(ref + est, ref, SR, mode="speech") < 4.0
 
 
-def test_visqol_silence_threshold_spares_the_quietest_eval_items():
-    """The quietest items of data/eval_24000 (mono, as scored) are far above the threshold."""
+def test_visqol_silence_threshold_spares_quiet_real_speech():
+    """A real evaluation item (the demo speech, an asterisk-fr clean-speech item) still scores
+    at 30 dB below its level: the threshold is far under quiet real recordings (the quietest
+    items of the public set, as scored, measured -34 to -36 dBFS)."""
     from opencodec.eval.visqol import check_not_silent
 
-    quietest = ["music/7841f1428cfe.flac", "music/8e9c954d3f5c.flac", "music/c9a2a6e6e800.flac"]
-    files = [REPO / "data" / "eval_24000" / q for q in quietest]
-    if not all(f.exists() for f in files):
-        pytest.skip("data/eval_24000 is not built here")
-    for f in files:
-        x, _ = sf.read(f, dtype="float32", always_2d=True)
-        mono = x.mean(axis=1)[None]
-        level = 20 * np.log10(np.sqrt(np.mean(mono.astype(np.float64) ** 2)))
-        assert level > VISQOL_SILENCE_DBFS + 20
-        check_not_silent(mono)  # does not raise
+    x, _ = sf.read(REPO / "demo" / "sample_speech_fr.flac", dtype="float32", always_2d=True)
+    mono = x.mean(axis=1)[None].astype(np.float64)
+    level = 20 * np.log10(np.sqrt(np.mean(mono ** 2)))
+    quiet = mono * 10 ** (-30 / 20)
+    assert level - 30 > VISQOL_SILENCE_DBFS + 5
+    check_not_silent(quiet.astype(np.float32))  # does not raise
+    with pytest.raises(SilentSignalError, match="below"):
+        check_not_silent((mono * 10 ** ((VISQOL_SILENCE_DBFS - 10 - level) / 20)).astype(np.float32))
 
 
 # ------------------------------------------------------------------------------------------
@@ -302,8 +302,6 @@ def test_entropy_model_given_as_codec_names_no_missing_option(tmp_path):
     from opencodec.eval.lineup import neural_systems
 
     lm = REPO / "src" / "opencodec" / "weights" / "opencodec_lm_24khz.safetensors"
-    if not lm.exists():
-        pytest.skip("no entropy model weights here")
     with pytest.raises(ModelLoadError) as info:
         neural_systems([str(lm)], None)
     assert "entropy model, not a codec" in str(info.value)
