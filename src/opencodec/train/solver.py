@@ -169,6 +169,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         data_cfg = cfg.get("data") or {}
         check_manifests("data.train", data_cfg.get("train"), required=True)  # the files, once their types are right
         check_manifests("data.valid", data_cfg.get("valid"))
+        check_manifests("data.augment.noise_manifests", (data_cfg.get("augment") or {}).get("noise_manifests"))
         if max_minutes is None and cfg.get("max_minutes") is not None:
             max_minutes = float(cfg["max_minutes"])  # the config's wall-clock budget (campaign runs)
         info = distributed.init(resolve_device(cfg.get("device", "auto")).type)
