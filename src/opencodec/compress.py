@@ -185,7 +185,8 @@ def compress_to_file(model: EncodecModel, wav: torch.Tensor, fo: tp.BinaryIO,
         model.bandwidth = previous
     header = EcdcHeader(audio_length=int(wav.shape[-1]), num_codebooks=int(frames[0].codes.shape[1]),
                         use_lm=lm is not None, deterministic=det, **header_identity_fields(model, lm, det))
-    return write_ecdc(fo, header, frames, StreamLayout.from_model(model), lm)
+    # named as the header (StreamLayout.from_model would hash the weights a second time)
+    return write_ecdc(fo, header, frames, StreamLayout.from_config(model.config, header.model_name), lm)
 
 
 def header_identity_fields(model: EncodecModel, lm: "EntropyLM | FixedLM | None",
@@ -261,7 +262,7 @@ def model_for_header(header: EcdcHeader, model: EncodecModel | None) -> EncodecM
 def decoding_layout(model: EncodecModel) -> StreamLayout:
     """The body layout of ``model``, without the name check: :func:`model_for_header` checked
     the model against the header (a legacy name may differ from the release's)."""
-    return dataclasses.replace(StreamLayout.from_model(model), model_name=None)
+    return dataclasses.replace(StreamLayout.from_config(model.config), model_name=None)
 
 
 def lm_for_header(header: EcdcHeader, model: EncodecModel, lm: "EntropyLM | FixedLM | None"

@@ -19,7 +19,6 @@ The packet stream (:mod:`opencodec.stream`) uses the same checks with its own he
 from __future__ import annotations
 
 import typing as tp
-import warnings
 
 from .errors import BitstreamError, ModelLoadError
 # OFFICIAL_NAMES, is_registered_name and export_name live in releases (pretrained uses them)
@@ -27,7 +26,7 @@ from .releases import (CODEC_ALIAS, CODEC_RELEASES, HASH_CHARS, LM_ALIAS, LM_REL
                        codec_release, codec_releases_by_hash, export_name, is_registered_name,
                        legacy_choice_message, lm_release, lm_release_by_fixed_hash, needs_weights_hash,
                        short_hash)
-from .official_proof import DECLARED_KEY, header_identity, is_proven_official
+from .official_proof import DECLARED_KEY, header_identity, is_proven_official, warn_not_proven
 from .weights_hash import weights_sha256
 
 if tp.TYPE_CHECKING:
@@ -157,10 +156,7 @@ def check_model_for_file(model: "EncodecModel", name: str, weights_hash: str | N
         # them, as before; a copy of the official weights loaded from a file is named
         # <name>_custom (opencodec.pretrained) and may be exactly those weights, as may a
         # model built with the official architecture.
-        warnings.warn(f"{what} was written by {name!r}, which records no weights hash; {who} has "
-                      f"weights that are not proven to be the official ones (loaded from a file, "
-                      f"or built in this process): decoding with them (right only if they are; "
-                      f"load {name!r} by name to be sure)", stacklevel=3)
+        warn_not_proven(name, who, what, stacklevel=3)
         return
     if name != model.name:
         given = f"the model given is {model.name!r}" if loaded_for is None else f"{who} is another model"

@@ -55,6 +55,7 @@ from .lm_pairing import (LM_METADATA_KEY, TRAINED_LM_FILE, check_lm_for_codec, c
                          check_lm_trained_for, lm_codec_mismatch, read_lm_info)
 from .model import EncodecConfig, EncodecModel
 from .official_files import ROOT_URL, cache_dir, official_file_path, sha256_prefix_ok
+from .official_proof import record_official
 from .releases import (CODEC_ALIAS, CODEC_RELEASES, CURRENT_CODEC, CURRENT_LM, LM_ALIAS, LM_RELEASES,
                        CodecRelease, LMRelease, codec_release, export_name, extract_command,
                        is_registered_name, lm_release, resolve_alias)
@@ -165,8 +166,7 @@ def _verify_release(release: CodecRelease | LMRelease, digest: str, path: Path, 
             f"`{extract_command(release)}` writes the release's file)")
 
 
-# Weights hashes of official checkpoints loaded by name in this process (their files' sha256
-# checked): weights loaded from another file with one of these hashes are that official model.
+# Weights hashes of official checkpoints loaded by name in this process (see record_official).
 _OFFICIAL_WEIGHTS: dict[str, set[str]] = {}
 
 
@@ -199,7 +199,7 @@ def _name_loaded_model(model: EncodecModel, path: Path) -> EncodecModel:
         model.config.name = release.name
     elif name in OFFICIAL_CHECKPOINTS and (digest in _OFFICIAL_WEIGHTS.get(name, ())
                                            or _is_official_file(path, name)):
-        _OFFICIAL_WEIGHTS.setdefault(name, set()).add(digest)
+        record_official(model, _OFFICIAL_WEIGHTS)
     elif is_registered_name(name):
         model.config.name = export_name(name)
     return model
@@ -259,7 +259,7 @@ def load_model(name_or_path: str | os.PathLike[str] | None = None, device: str |
         state, stored = read_weights(path)
         model = model_from_state_dict(state, config or OFFICIAL_CONFIGS[target](), str(path))
         if model.name == target:  # the official file (official_file_path checked its sha256)
-            _OFFICIAL_WEIGHTS.setdefault(target, set()).add(weights_sha256(model))
+            record_official(model, _OFFICIAL_WEIGHTS)
         elif is_registered_name(model.name):  # a config naming other weights
             model.config.name = export_name(model.name)
         return model.to(device)

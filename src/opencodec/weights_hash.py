@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import typing as tp
 
 import torch
@@ -34,12 +35,18 @@ def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
 def weights_sha256(model: torch.nn.Module) -> str:
     """Hex sha256 of a model's inference weights (``state_dict_sha256`` of its state dict).
 
-    Every file written and read checks it, so the digest is kept on the model with the key,
-    storage address and version counter of each tensor (in-place changes bump the counter,
-    ``load_state_dict`` included): it is recomputed only when a tensor changed.
+    Every file written and read checks it, so the digest is kept on the model with the
+    process id and the key, storage address and version counter of each tensor (in-place
+    changes bump the counter, ``load_state_dict`` included): it is recomputed only when a
+    tensor changed, or in another process (a pickled model's copy has other addresses).
+    Inference tensors (made under ``torch.inference_mode``) have no version counter, so a
+    model holding one is hashed on every call, without a cache.
     """
     state = model.state_dict()
-    stamp = tuple((key, t.data_ptr(), t._version) for key, t in state.items())
+    if any(t.is_inference() for t in state.values()):
+        model.__dict__.pop("_weights_sha256", None)
+        return state_dict_sha256(state)
+    stamp = (os.getpid(), *((key, t.data_ptr(), t._version) for key, t in state.items()))
     cached = model.__dict__.get("_weights_sha256")
     if cached is not None and cached[0] == stamp:
         return cached[1]

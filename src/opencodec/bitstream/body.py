@@ -21,13 +21,37 @@ if tp.TYPE_CHECKING:
     AnyLM = tp.Union[EntropyLM, FixedLM]
 
 
-def _check_compatible(header: EcdcHeader, layout: StreamLayout, lm: "AnyLM | None" = None
-                      ) -> "AnyLM | None":
-    """Check that the header fits the layout and the entropy model; returns the model to code
-    the body with (the integer :class:`~opencodec.entropy.fixed.FixedLM` for version 1)."""
-    if layout.model_name is not None and header.model_name != layout.model_name:
-        raise BitstreamError(f"ECDC file was written by model {header.model_name!r}, "
-                             f"but is being read with model {layout.model_name!r}")
+def _check_name(header: EcdcHeader, layout: StreamLayout, reading: bool) -> None:
+    """The header's model name must be the layout's (None: not checked). An official file
+    (official name, no weights hash) read with the layout of a model whose weights are not
+    proven official (``<name>_custom``, :meth:`StreamLayout.from_model`) is read with a
+    warning, as :func:`opencodec.compress.decompress` reads it with that model; writing one
+    with that layout is refused (:func:`opencodec.identity.declare_official` allows it)."""
+    from ..official_proof import warn_not_proven
+    from ..releases import OFFICIAL_NAMES, export_name
+
+    name = header.model_name
+    if layout.model_name is None or name == layout.model_name:
+        return
+    unproven = (name in OFFICIAL_NAMES and header.model_hash is None
+                and layout.model_name == export_name(name))
+    if unproven and reading:
+        warn_not_proven(name, f"the model given (its files are named {layout.model_name!r})",
+                        "the ECDC file", stacklevel=4)  # points at read_body's caller
+        return
+    hint = (f": its weights are not proven to be the official ones (load {name!r} by name, or "
+            f"opencodec.identity.declare_official(model))" if unproven else "")
+    raise BitstreamError(f"ECDC file was written by model {name!r}, "
+                         f"but is being {'read' if reading else 'written'} with model "
+                         f"{layout.model_name!r}{hint}")
+
+
+def _check_compatible(header: EcdcHeader, layout: StreamLayout, lm: "AnyLM | None" = None,
+                      reading: bool = True) -> "AnyLM | None":
+    """Check that the header fits the layout (:func:`_check_name`; ``reading``: the file is
+    read, not written) and the entropy model; returns the model to code the body with (the
+    integer :class:`~opencodec.entropy.fixed.FixedLM` for version 1)."""
+    _check_name(header, layout, reading)
     if header.num_codebooks > layout.n_q:
         raise BitstreamError(f"ECDC header field 'nc' (number of codebooks): model "
                              f"{layout.model_name!r} has at most {layout.n_q}, got "
@@ -89,7 +113,9 @@ def read_body(body: bytes, header: EcdcHeader, layout: LayoutLike,
     Each frame has codes LongTensor [1, nc, ceil(L / hop)] for a segment of L samples and
     a float32 scale [1, 1] (normalising models) or None. Raises ``BitstreamError`` when the
     header does not fit the layout, the body is truncated or has extra bytes, or a scale
-    is not finite and positive. ``layout`` may be the model itself.
+    is not finite and positive. ``layout`` may be the model itself; an official file
+    (official name, no weights hash) read with a model whose weights are not proven official
+    (its layout's name is ``<name>_custom``) gives a warning, as ``decompress`` does.
 
     An entropy-coded body (header ``lm`` true) needs ``lm``, the entropy model it was written
     with (``BitstreamError`` without it, or when it does not cover the file's codebooks and
@@ -203,7 +229,7 @@ def write_ecdc(fo: tp.BinaryIO, header: EcdcHeader, frames: tp.Sequence[EncodedF
     layout = as_layout(layout)
     if header.use_lm and lm is None:
         raise BitstreamError("writing an entropy-coded ('lm': true) file needs the entropy model")
-    _check_compatible(header, layout, lm)
+    _check_compatible(header, layout, lm, reading=False)
     return write_header(fo, header) + write_body(fo, header, frames, layout, lm, progress)
 
 

@@ -51,7 +51,10 @@ class StreamLayout:
     def from_model(cls, model: "EncodecModel") -> "StreamLayout":
         """The layout of ``model``'s files, named as their headers name it
         (:func:`opencodec.official_proof.header_identity`: an official name with weights not
-        proven official writes ``<name>_custom``)."""
+        proven official writes ``<name>_custom``). Such a layout still reads an official
+        file (the official name, no weights hash) with a warning, as
+        :func:`opencodec.compress.decompress` does with the model (see
+        :func:`opencodec.bitstream.read_body`)."""
         from ..releases import OFFICIAL_NAMES
 
         name = model.name
