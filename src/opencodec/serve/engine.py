@@ -12,9 +12,10 @@ with a code frame ready.
 Threads: the network I/O stays on the asyncio loop; the steps run on one worker thread
 (``run_in_executor``), so a tick never waits for a socket and the loop keeps reading while a
 step runs. A :class:`Session`'s input deques are filled on the loop and emptied on the worker
-(``deque`` append/popleft are atomic); everything else of a session is touched on one side
-only. A step takes every frame a stream has waiting (at most ``max_frames``), the streams
-with as many frames sharing one batched step; a tick runs at most ``max_steps`` steps, then
+(``deque`` append/popleft are atomic), and so are its pending bandwidth changes (relay), under
+its ``switch_lock``; everything else of a session is touched on one side only. A step takes
+every frame a stream has waiting (at most ``max_frames``), the streams with as many frames
+sharing one batched step; a tick runs at most ``max_steps`` steps, then
 hands the output back to the loop (:meth:`Session.deliver`, set by the server, must not block).
 
 Batching: one step of N streams costs far less than N steps of one (the weights are read once),
@@ -34,6 +35,7 @@ import asyncio
 import collections
 import itertools
 import math
+import threading
 import time
 import typing as tp
 from concurrent.futures import ThreadPoolExecutor
@@ -87,9 +89,11 @@ class Session:
     samples_received: int = 0  # loop side: PCM samples received so far
     # worker side
     writer: PacketWriter | None = None
-    # relay: the bandwidth changes not applied yet, (K, from code frame) in the order sent
-    # (appended on the loop, applied and removed on the worker)
+    # relay: the bandwidth changes not applied yet, (K, from code frame) in the order sent, at
+    # most one per frame (see :meth:`request_switch`; changed on the loop, applied and removed
+    # on the worker, both under ``switch_lock``)
     switches: collections.deque = field(default_factory=collections.deque)
+    switch_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     code_frames: int = 0  # code frames produced so far
     writer_start: int = 0  # the code frame the current packet stream started at
     enc_id: int | None = None
@@ -114,6 +118,29 @@ class Session:
     def backlog(self) -> int:
         """Input frames waiting for the encoder or the decoder."""
         return len(self.frames) + len(self.codes)
+
+    def request_switch(self, k: int, frame: int, limit: int) -> bool:
+        """Relay (loop side): K = ``k`` from code frame ``frame`` on (after every change
+        queued before it). A change at the same frame as the last one queued replaces it, and
+        one that leaves K as it is at that frame is dropped, so at most one change waits per
+        frame whatever the client sends; False (nothing queued) when ``limit`` changes
+        already wait.
+
+        The last change queued can be replaced safely: ``frame`` only grows with the audio
+        received, and a change applies only once the encoder has produced its frame, which
+        needs audio after it; so a change at ``frame`` has not been applied yet."""
+        with self.switch_lock:
+            switches = self.switches
+            if switches and switches[-1][1] == frame:
+                switches.pop()
+            # the worker applies a change before it removes it: with none left, num_codebooks
+            # is the K in effect
+            if k == (switches[-1][0] if switches else self.num_codebooks):
+                return True
+            if len(switches) >= limit:
+                return False
+            switches.append((k, frame))
+            return True
 
 
 def _joined(frames: list[np.ndarray] | list[torch.Tensor]) -> torch.Tensor:
@@ -337,13 +364,16 @@ class Engine:
         from its own frame on, in the order sent), packed, and (relay) queued for the decoder."""
         while codes.shape[-1]:
             n = codes.shape[-1]
-            if s.switches:
-                k, frame = s.switches[0]
+            with s.switch_lock:  # the loop may be replacing the last change
+                head = s.switches[0] if s.switches else None
+            if head is not None:
+                k, frame = head
                 # the decoder's warm-up concatenates its first frames: they keep one K
                 at = max(frame, self.decoder.warmup_frames)
                 if s.code_frames >= at:
-                    self._switch_bandwidth(s, k)
-                    s.switches.popleft()
+                    self._switch_bandwidth(s, k)  # before it is removed: see request_switch
+                    with s.switch_lock:
+                        s.switches.popleft()
                     continue
                 n = min(n, at - s.code_frames)
             self._pack(s, codes[:s.num_codebooks, :n], out)

@@ -19,9 +19,16 @@ Limits and policy (:class:`ServeLimits`):
   whole or its connection is closed with a reason;
 * a fast writer: at most ``max_backlog_seconds`` of a client's input (PCM frames, or code
   frames in decode mode) waits for the engine; the rest of a message waits as it came (at
-  most ``max_message_bytes``: in decode mode one message can carry over an hour of audio)
-  and the client is not read from until it fits (TCP back-pressure slows it down), so a
-  client that sends a whole file at once is served at the engine's pace with bounded memory;
+  most ``max_message_bytes``: in decode mode one message can carry over an hour of audio;
+  its packets are parsed ``PARSE_SLICE`` bytes, 16 KiB, at a time as room frees, never all
+  at once) and the client is not read from until it fits (TCP back-pressure slows it down),
+  so a client that sends a whole file at once is served at the engine's pace with bounded
+  memory: one message, 2 s of frames and the packets of one 16 KiB slice;
+* bandwidth changes (relay): each applies at the frame where it was sent, in order; at most
+  one waits per frame (a change at the same frame as the last one waiting replaces it, one
+  that leaves the bandwidth as it is at that frame is dropped), and at most
+  ``max_pending_changes`` (64) wait: past that the client is closed with 1008. The engine
+  thus never spends more on a client's changes than one per frame of its audio;
 * malformed input (bad hello, PCM that is not whole float32 samples or not finite, damaged
   packets, a gap in decode mode, a wrong model): 1007 with the reason, that connection only.
 """
@@ -66,6 +73,7 @@ _STATIC = {"/": "index.html", "/index.html": "index.html", "/app.js": "app.js",
 _DONE = object()
 _timeout = getattr(asyncio, "timeout", None)  # Python 3.11+
 STATS_INTERVAL = 0.5  # seconds between a session's stats messages
+PARSE_SLICE = 16 << 10  # decode mode: bytes of a message parsed at a time (see _parsed)
 
 
 @dataclass(frozen=True)
@@ -79,9 +87,11 @@ class ServeLimits:
     max_backlog_seconds: float = 2.0
     close_timeout: float = 2.0
     socket_send_buffer: int = 256 << 10
+    max_pending_changes: int = 64
 
     def __post_init__(self) -> None:
-        for name in ("max_clients", "max_message_bytes", "send_queue", "socket_send_buffer"):
+        for name in ("max_clients", "max_message_bytes", "send_queue", "socket_send_buffer",
+                     "max_pending_changes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("idle_timeout", "max_backlog_seconds", "close_timeout"):
@@ -264,9 +274,13 @@ class CodecServer:
                         raise ProtocolError("the bandwidth changes on the fly in relay mode only; "
                                             "open a new connection for another bandwidth")
                     # from the first frame that starts at or after this point of the input;
-                    # queued, so that every change applies at its own frame, in order
-                    session.switches.append((self.model.num_codebooks(bandwidth),
-                                             -(-session.samples_received // hop)))
+                    # queued, so that every change applies at its own frame, in order (at most
+                    # one per frame: the last one sent for it)
+                    limit = self.limits.max_pending_changes
+                    if not session.request_switch(self.model.num_codebooks(bandwidth),
+                                                  -(-session.samples_received // hop), limit):
+                        raise ProtocolError(f"too many bandwidth changes waiting (over {limit}, at "
+                                            "most one per frame)", CLOSE["policy"])
                     self.engine.notify()
                     continue
                 if session.hello.mode == "decode":
@@ -280,7 +294,7 @@ class CodecServer:
                 self.engine.notify()
                 return
             if session.hello.mode == "decode":
-                await self._decode_packets(session, receiver, parser.feed(data), max_backlog)
+                await self._decode_packets(session, receiver, _parsed(parser, data), max_backlog)
             else:
                 # numpy here: the loop's per-message work (one message per ~13 ms per client)
                 # costs a few microseconds per operation instead of a torch call's ~10.
@@ -312,10 +326,10 @@ class CodecServer:
                 await self._room(session, max_backlog)
             queue.append(frame)
 
-    async def _decode_packets(self, session: Session, receiver: StreamReceiver, packets: list[tp.Any],
+    async def _decode_packets(self, session: Session, receiver: StreamReceiver, packets: tp.Iterable[tp.Any],
                               max_backlog: int) -> None:
         """Decode mode: parsed packets -> the session's code frames, packet by packet (a
-        message of many packets is not turned into code frames at once)."""
+        message of many packets is neither parsed nor turned into code frames at once)."""
         for packet in packets:
             await self._decode_events(session, self._packet_events(receiver, packet), max_backlog)
 
@@ -399,6 +413,15 @@ class CodecServer:
                 await ws.close(CLOSE["normal"], "stream complete")
                 return
             await ws.send(item)
+
+
+def _parsed(parser: PacketParser, data: bytes) -> tp.Iterator[tp.Any]:
+    """The packets of ``data`` (a message), parsed ``PARSE_SLICE`` bytes at a time as they are
+    taken: a message of small packets is never held as all of its packet objects (a 1 MiB one
+    of one-frame packets made ~50,000 of them, ~10 MiB: benchmarks/probes/serve_message_memory.py)."""
+    view = memoryview(data)
+    for start in range(0, len(view), PARSE_SLICE):
+        yield from parser.feed(view[start:start + PARSE_SLICE])
 
 
 @contextlib.contextmanager
