@@ -72,10 +72,15 @@ def port_arg(text: str) -> int:
     return value
 
 
+#: The sample rates (Hz) opencodec takes where a user gives one (``--rate``, a raw or WAV
+#: stream's header, a corpus build): a mistyped ``--rate 1`` would otherwise resample by a
+#: factor of 24000.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 768_000
+
+
 def sample_rate_arg(text: str) -> int:
-    """argparse type: a sample rate in Hz, 1000 to 768000 (a mistyped ``--rate 1`` would
-    otherwise resample by a factor of 24000)."""
-    return int_in(1000, 768_000)(text)
+    """argparse type: a sample rate in Hz, :data:`MIN_SAMPLE_RATE` to :data:`MAX_SAMPLE_RATE`."""
+    return int_in(MIN_SAMPLE_RATE, MAX_SAMPLE_RATE)(text)
 
 
 #: The most channels ``--channels`` takes (an output channel count, or a raw input's): far

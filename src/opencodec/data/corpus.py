@@ -45,7 +45,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..argtypes import count_arg, positive_int, sample_rate_arg
+from ..argtypes import MAX_SAMPLE_RATE as MAX_RATE, MIN_SAMPLE_RATE as MIN_RATE, count_arg, positive_int, sample_rate_arg
 from ..errors import EXPECTED_ERRORS, one_line, print_traceback_if_asked
 from ._jsonl import read_jsonl, write_jsonl
 from .convert import MIDI_GAIN, convert_all, convert_file
@@ -81,7 +81,6 @@ log = logging.getLogger("opencodec.data.corpus")
 SOUNDFONT_PACKAGE = "fluid-soundfont-gm"
 SOUNDFONT_REL = "usr/share/sounds/sf2/FluidR3_GM.sf2"
 CATEGORIES = ("speech", "music", "general", "noise")
-MIN_RATE, MAX_RATE = 1000, 768_000  # as opencodec.argtypes.sample_rate_arg
 PROG = "python -m opencodec.data.corpus"
 
 

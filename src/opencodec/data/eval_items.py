@@ -61,7 +61,8 @@ def plan_eval_items(clips: Sequence[Clip], seed: int, min_s: float = 5.0, max_s:
     return items
 
 
-def _item_id(parts: list[tuple[str, float, float]]) -> str:
+def item_id_of(parts: list[tuple[str, float, float]]) -> str:
+    """An evaluation item's id: 12 hex digits of the sha1 of its parts ``[(file, start, seconds)]``."""
     return hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:12]
 
 

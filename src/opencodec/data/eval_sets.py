@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .eval_items import Clip, _item_id, plan_eval_items, render_item
+from .eval_items import Clip, item_id_of, plan_eval_items, render_item
 from .loudness import mix_at_snr
 from .manifests import entry as _entry
 from .presets import UNSEEN_CATEGORIES, Preset
@@ -58,7 +58,7 @@ def build_eval(p: Preset, sources: dict[str, Source], converted: dict, man_dir: 
     out: dict[str, list[dict]] = {}
     for cat in ("clean_speech", "music", "general", "speech_unseen", "probe"):
         items = sorted(plans.get(cat, []),
-                       key=lambda it: hashlib.sha1(f"{seed}:{_item_id(it[1])}".encode()).hexdigest())
+                       key=lambda it: hashlib.sha1(f"{seed}:{item_id_of(it[1])}".encode()).hexdigest())
         per_speaker = p.items_per_speaker.get(cat)
         if per_speaker is not None:
             count: dict[str, int] = defaultdict(int)
@@ -72,7 +72,7 @@ def build_eval(p: Preset, sources: dict[str, Source], converted: dict, man_dir: 
         items = items[:cap] if cap is not None else items
         rows = []
         for name, parts, ch, speaker in items:
-            iid = _item_id(parts)
+            iid = item_id_of(parts)
             path = eval_dir / cat / f"{iid}.flac"
             if not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)

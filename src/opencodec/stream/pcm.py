@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import struct
 import typing as tp
 import warnings
@@ -10,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..argtypes import sample_rate_arg
+from ..argtypes import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from ..errors import AudioIOError
 
 
@@ -147,10 +146,9 @@ class PcmStreamReader:
                        "supported: PCM 8/16/24/32-bit, IEEE float 32/64-bit")
         if channels < 1 or rate < 1:
             self._fail(f"WAV 'fmt ' chunk says {channels} channel(s) at {rate} Hz")
-        try:  # the range --rate takes for raw input
-            sample_rate_arg(str(rate))
-        except argparse.ArgumentTypeError as exc:
-            self._fail(f"WAV header sample rate {rate} Hz is not supported: {exc}")
+        if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:  # the range --rate takes for raw input
+            self._fail(f"WAV header sample rate {rate} Hz is not supported: must be between "
+                       f"{MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE}, got {rate}")
         fmt = PcmFormat(rate, channels, encoding)
         if align != fmt.frame_bytes:
             self._fail(f"WAV block align is {align}, expected {fmt.frame_bytes} for {channels} "

@@ -14,7 +14,7 @@ import torch
 
 from ..errors import ConfigError
 
-__all__ = ["CODEC_BOOLEAN_KEYS", "RankConfigError", "check_betas", "check_codec_bandwidths", "check_codec_config",
+__all__ = ["CODEC_BOOLEAN_KEYS", "RankConfigError", "check_betas", "check_codec_bandwidths", "check_codec_config", "check_number",
            "config_changes", "resolve_device"]
 
 #: The codec trainer's true/false keys, besides the boolean fields of ``EncodecConfig``
@@ -77,7 +77,7 @@ def _integer(cfg: dict, dotted: str, low: int) -> None:
         raise ConfigError(f"config field {dotted} must be >= {low}, got {value}")
 
 
-def _number(cfg: dict, dotted: str, low: float, high: float = math.inf, *, open_low: bool = False,
+def check_number(cfg: dict, dotted: str, low: float, high: float = math.inf, *, open_low: bool = False,
             what: str = "") -> None:
     """Refuse a value at ``dotted`` that is not a number in [low, high] (``(low, high]`` with
     ``open_low``). A number written as a string (YAML reads ``1e-3`` so) counts as one, and is
@@ -142,13 +142,13 @@ def check_codec_config(cfg: dict) -> None:
         _integer(cfg, dotted, 0)
     _integer(cfg, "threads", 1)
     for dotted in ("data.segment_seconds", "valid.seconds", "optim.lr", "optim.lr_disc"):
-        _number(cfg, dotted, 0.0, open_low=True)
+        check_number(cfg, dotted, 0.0, open_low=True)
     for dotted in ("adversarial.disc_prob", "optim.min_lr_ratio", "balancer.ema_decay", "quantizer.decay"):
-        _number(cfg, dotted, 0.0, 1.0)
+        check_number(cfg, dotted, 0.0, 1.0)
     if _value(cfg, "ema") not in (None, False):
-        _number(cfg, "ema", 0.0, 1.0, open_low=True, what="a decay in (0, 1] (or false: no EMA copy)")
+        check_number(cfg, "ema", 0.0, 1.0, open_low=True, what="a decay in (0, 1] (or false: no EMA copy)")
     for dotted in ("losses.l1", "losses.mel", "losses.adv", "losses.feat", "losses.commit"):
-        _number(cfg, dotted, 0.0)
+        check_number(cfg, dotted, 0.0)
     if _value(cfg, "optim.betas") is not None:
         check_betas(_value(cfg, "optim.betas"))
     for dotted in _boolean_keys():

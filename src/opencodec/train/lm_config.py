@@ -12,7 +12,7 @@ import typing as tp
 import torch
 
 from ..errors import ConfigError  # every check's error (importable from here too)
-from .config_checks import _number, check_betas, resolve_device
+from .config_checks import check_betas, check_number, resolve_device
 
 # What load_lm_model builds for a weights file: 8 heads, a 3.5 s window, max period 10000.
 LOADABLE_HEADS = 8
@@ -161,7 +161,7 @@ def parse_settings(cfg: dict) -> Settings:
         raise ConfigError(f"config field optim.schedule: expected cosine or constant, got {s.schedule!r}")
     if s.amp not in ("none", "bf16"):
         raise ConfigError(f"config field amp: expected none or bf16, got {s.amp!r}")
-    _number(cfg, "optim.lr", 0.0, open_low=True)  # > 0, as for the codec trainer
+    check_number(cfg, "optim.lr", 0.0, open_low=True)  # > 0, as for the codec trainer
     _check_ranges(s)
     _check_loadable_sizes(s)
     resolve_device(s.device)  # one this machine has
