@@ -14,8 +14,8 @@ import torch
 
 from ..errors import ConfigError
 
-__all__ = ["CODEC_BOOLEAN_KEYS", "RankConfigError", "check_betas", "check_codec_bandwidths", "check_codec_config", "check_number",
-           "config_changes", "resolve_device"]
+__all__ = ["CODEC_BOOLEAN_KEYS", "RankConfigError", "check_betas", "check_codec_bandwidths", "check_codec_config",
+           "check_number", "config_changes", "resolve_device"]
 
 #: The codec trainer's true/false keys, besides the boolean fields of ``EncodecConfig``
 #: (``model.causal``, ...) and of the data augmentation (``data.augment.pad_short``, ...),
