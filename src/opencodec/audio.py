@@ -20,7 +20,7 @@ import soxr
 import torch
 
 from ._files import atomic_output, error_reason
-from .argtypes import MAX_CHANNELS
+from .argtypes import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from .errors import AudioIOError
 
 #: File extensions (lower case) treated as audio when scanning folders.
@@ -46,7 +46,8 @@ def read_audio(path: str | Path) -> tuple[torch.Tensor, int]:
     Any format libsndfile reads works (WAV, FLAC, Ogg/Vorbis, Ogg/Opus, MP3, ...), at any
     rate and channel count; integer PCM is scaled to [-1, 1) (divided by 2^(bits-1)).
     Raises ``AudioIOError`` naming the file and the reason when it is missing, not a
-    file, not decodable, has no samples, or holds NaN/infinite samples.
+    file, not decodable, has a sample rate outside 1000-768000 Hz (:func:`check_file_rate`),
+    has no samples, or holds NaN/infinite samples.
     """
     path = Path(path)
     if not path.exists():
@@ -55,6 +56,7 @@ def read_audio(path: str | Path) -> tuple[torch.Tensor, int]:
         raise AudioIOError(f"cannot read audio file {path}: not a regular file")
     try:  # as soundfile.read does it, keeping the length the header claims
         with sf.SoundFile(soundfile_name(path)) as sfile:
+            check_file_rate(path, sfile.samplerate)
             claimed = sfile.frames
             if sfile.seekable():
                 sfile.seek(0)
@@ -68,6 +70,16 @@ def read_audio(path: str | Path) -> tuple[torch.Tensor, int]:
     if not np.isfinite(data).all():
         raise AudioIOError(f"cannot read audio file {path}: it holds NaN or infinite samples")
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(sample_rate)
+
+
+def check_file_rate(path: str | Path, sample_rate: int) -> None:
+    """Refuse a file whose header gives a sample rate outside ``--rate``'s range
+    (:data:`~opencodec.argtypes.MIN_SAMPLE_RATE` to ``MAX_SAMPLE_RATE`` Hz): a damaged or
+    crafted header (1 Hz) would otherwise be resampled by a factor of thousands, into more
+    samples than memory holds."""
+    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise AudioIOError(f"cannot read audio file {path}: its header gives a sample rate of "
+                           f"{sample_rate} Hz, outside {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz")
 
 
 def soundfile_name(path: str | Path) -> str | bytes:
