@@ -4,8 +4,10 @@ serve tests, and the ``decode(encode(x))`` reference of the file path."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import threading
+import time
 import typing as tp
 
 import numpy as np
@@ -52,6 +54,66 @@ def server_thread(model: EncodecModel, **kwargs: tp.Any) -> tp.Iterator[tp.Any]:
         loop.call_soon_threadsafe(lambda: stop.done() or stop.set_result(None))  # type: ignore[union-attr]
         thread.join(30)
         loop.close()
+
+
+def chirp(seconds: float, rate: int = 24000, seed: int = 0) -> np.ndarray:
+    """[1, n] float32: a 0.3-amplitude chirp from 200 Hz (+500 Hz per second) plus seeded
+    N(0, 0.05^2) noise, n = int(seconds * rate)."""
+    gen = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    x = 0.3 * np.sin(2 * np.pi * (200 * t + 250 * t ** 2)) + 0.05 * gen.standard_normal(t.shape)
+    return x[None].astype(np.float32)
+
+
+class MaxDeque(collections.deque):
+    """A deque that remembers the most items it ever held (``most``)."""
+
+    most = 0
+
+    def append(self, item: tp.Any) -> None:
+        super().append(item)
+        self.most = max(self.most, len(self))
+
+    def extend(self, items: tp.Iterable[tp.Any]) -> None:
+        super().extend(items)
+        self.most = max(self.most, len(self))
+
+
+def record_sessions(server: tp.Any, prepare: tp.Callable[[tp.Any], None]) -> list[tp.Any]:
+    """Call ``prepare(session)`` on every session the server's engine gets (e.g. to give it
+    recording queues) before it is added; returns the list of those sessions, in order."""
+    sessions: list[tp.Any] = []
+    add = server.engine.add
+
+    def recording_add(session: tp.Any) -> None:
+        prepare(session)
+        sessions.append(session)
+        add(session)
+    server.engine.add = recording_add
+    return sessions
+
+
+def hold_ticks_until_input_ends(server: tp.Any, on_release: tp.Callable[[tp.Any], None] | None = None,
+                                wait: float = 60.0) -> None:
+    """The engine's worker waits until a session's whole input (its end included) has been
+    read, so every message reaches the server before any frame is encoded (a burst);
+    ``on_release(session)`` then sees that session as the input left it. Fails after ``wait``
+    seconds (generous: no assertion depends on how fast anything runs)."""
+    engine, tick = server.engine, server.engine._tick
+    released = threading.Event()  # once the input has ended, ticks run as usual
+
+    def held_tick() -> tp.Any:
+        deadline = time.monotonic() + wait
+        while not released.is_set():
+            ending = [s for s in (*engine._joining, *engine.sessions) if s.ending]
+            if ending:
+                if on_release is not None:
+                    on_release(ending[0])
+                released.set()
+            assert time.monotonic() < deadline, "the input never ended"
+            time.sleep(0.005)
+        return tick()
+    engine._tick = held_tick
 
 
 def file_path_codes(model: EncodecModel, audio: np.ndarray, bandwidth: float) -> torch.Tensor:

@@ -12,13 +12,11 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import io
 import json
 import socket
 import struct
-import threading
 import time
 import typing as tp
 import warnings
@@ -40,7 +38,7 @@ from opencodec.serve.server import ServeLimits, run_server  # noqa: E402
 from opencodec.stream import CodeFrames, PacketParser, PacketWriter, PcmStreamReader, StreamReceiver, encode_stream  # noqa: E402
 from opencodec.stream.decoder import check_named_model_for_stream  # noqa: E402
 from opencodec.stream.format import StreamInfo, data_packet, header_packet  # noqa: E402
-from serve_helpers import server_thread  # noqa: E402
+from serve_helpers import MaxDeque, chirp, hold_ticks_until_input_ends, record_sessions, server_thread  # noqa: E402
 from stream_models import tiny_stream_model  # noqa: E402
 
 SR, HOP = 24000, 320
@@ -52,38 +50,9 @@ def model():
     return tiny_stream_model("tiny_live_fixes", 5)
 
 
-def _signal(seconds: float, seed: int = 0) -> np.ndarray:
-    gen = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SR)) / SR
-    x = 0.3 * np.sin(2 * np.pi * (200 * t + 250 * t ** 2)) + 0.05 * gen.standard_normal(t.shape)
-    return x[None].astype(np.float32)
-
-
-class _MaxDeque(collections.deque):
-    """A deque that remembers the most items it ever held."""
-
-    most = 0
-
-    def append(self, item: tp.Any) -> None:
-        super().append(item)
-        self.most = max(self.most, len(self))
-
-    def extend(self, items: tp.Iterable[tp.Any]) -> None:
-        super().extend(items)
-        self.most = max(self.most, len(self))
-
-
-def _record_queues(server: tp.Any) -> list[tp.Any]:
-    """Give every session the server opens recording input queues; the sessions, in order."""
-    sessions: list[tp.Any] = []
-    add = server.engine.add
-
-    def recording_add(session: tp.Any) -> None:
-        session.codes, session.frames = _MaxDeque(), _MaxDeque()
-        sessions.append(session)
-        add(session)
-    server.engine.add = recording_add
-    return sessions
+def _recording_queues(session: tp.Any) -> None:
+    """Input queues that remember how many frames (and code frames) they ever held."""
+    session.codes, session.frames = MaxDeque(), MaxDeque()
 
 
 async def _decode_one_message(uri: str, stream: bytes) -> tuple[np.ndarray, int | None, str]:
@@ -113,7 +82,7 @@ def test_decode_message_of_many_seconds_is_held_within_the_backlog(model):
     stream = writer.push(codes) + writer.finish(600 * HOP - 100)
     limits = ServeLimits(max_backlog_seconds=0.1)
     with server_thread(model, batched=False, limits=limits) as server:
-        sessions = _record_queues(server)
+        sessions = record_sessions(server, _recording_queues)
         uri = f"ws://127.0.0.1:{server.port}/ws"
         pcm, code, reason = asyncio.run(_decode_one_message(uri, stream))
         paced = asyncio.run(run_client(uri, stream, mode="decode", chunk=40))
@@ -126,9 +95,9 @@ def test_decode_message_of_many_seconds_is_held_within_the_backlog(model):
 def test_pcm_message_of_many_seconds_is_held_within_the_backlog(model):
     """Relay, 3 s of PCM in one message with a 0.1 s lead: at most 7 frames wait, and all
     of the audio comes back."""
-    audio = _signal(3.0)
+    audio = chirp(3.0)
     with server_thread(model, batched=False, limits=ServeLimits(max_backlog_seconds=0.1)) as server:
-        sessions = _record_queues(server)
+        sessions = record_sessions(server, _recording_queues)
         result = asyncio.run(run_client(f"ws://127.0.0.1:{server.port}/ws", audio, chunk=audio.shape[-1]))
     assert result.close_code == 1000 and result.pcm.shape == audio.shape
     assert sessions[0].frames.most == 7  # was 225
@@ -136,23 +105,6 @@ def test_pcm_message_of_many_seconds_is_held_within_the_backlog(model):
 
 # -- 2. relay: bandwidth changes in a burst ------------------------------------------------
 CHANGES = {9600: {"type": "bandwidth", "bandwidth": 0.9}, 16000: {"type": "bandwidth", "bandwidth": 1.8}}
-
-
-def _hold_ticks_until_input_ends(server: tp.Any) -> None:
-    """The engine's worker waits until a session's whole input (its end included) has been
-    read: every message reaches the server before any frame is encoded (a burst)."""
-    engine, tick = server.engine, server.engine._tick
-    released = threading.Event()  # once the input has ended, ticks run as usual
-
-    def held_tick() -> tp.Any:
-        deadline = time.monotonic() + WAIT
-        while not released.is_set():
-            if any(s.ending for s in (*engine._joining, *engine.sessions)):
-                released.set()
-            assert time.monotonic() < deadline, "the input never ended"
-            time.sleep(0.005)
-        return tick()
-    engine._tick = held_tick
 
 
 async def _lockstep_relay(uri: str, sessions: list[tp.Any], audio: np.ndarray, chunk: int
@@ -189,16 +141,16 @@ def test_relay_bandwidth_changes_in_a_burst_each_apply_at_their_frame(model):
     mode); the packet bytes are those of three packet streams split there."""
     from opencodec.multistream import MultiStreamDecoder
 
-    audio = _signal(1.0, seed=3)
+    audio = chirp(1.0, seed=3)
     n = audio.shape[-1]
     limits = ServeLimits(max_backlog_seconds=10.0)  # the burst is read whole
     with server_thread(model, batched=False, limits=limits) as server:
         uri = f"ws://127.0.0.1:{server.port}/ws"
         encoded = asyncio.run(run_client(uri, audio, mode="encode", bandwidth=1.8, chunk=3200))
-        _hold_ticks_until_input_ends(server)
+        hold_ticks_until_input_ends(server, wait=WAIT)
         burst = asyncio.run(run_client(uri, audio, bandwidth=1.8, chunk=3200, controls=CHANGES))
     with server_thread(model, batched=False, limits=limits) as server:
-        sessions = _record_queues(server)
+        sessions = record_sessions(server, _recording_queues)
         paced, done = asyncio.run(_lockstep_relay(f"ws://127.0.0.1:{server.port}/ws", sessions, audio, 3200))
     codes = _codes(encoded.packets)
     dec = MultiStreamDecoder(model, batched=False)
@@ -279,7 +231,7 @@ def _wav(audio: np.ndarray, subtype: str, rate: int = SR) -> bytes:
 
 
 def test_stream_encode_warns_on_float_input_beyond_full_scale(model):
-    loud = _signal(0.5) / np.float32(0.3) * np.float32(1.28)  # peak 1.28 in the first block
+    loud = chirp(0.5) / np.float32(0.3) * np.float32(1.28)  # peak 1.28 in the first block
     peak = float(np.abs(loud[:, :4096]).max())
     with pytest.warns(UserWarning) as caught:
         encode_stream(model, io.BytesIO(_wav(loud, "FLOAT")), io.BytesIO(), name="loud.wav", read_bytes=16384)

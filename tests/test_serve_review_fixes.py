@@ -11,11 +11,9 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import threading
-import time
 import typing as tp
 
 import numpy as np
@@ -34,7 +32,7 @@ from opencodec.serve.protocol import Hello, pcm_from_bytes, pcm_to_bytes  # noqa
 from opencodec.serve.server import PARSE_SLICE, ServeLimits  # noqa: E402
 from opencodec.stream import PacketParser, PacketWriter  # noqa: E402
 from opencodec.stream.format import StreamInfo  # noqa: E402
-from serve_helpers import server_thread  # noqa: E402
+from serve_helpers import MaxDeque, chirp, hold_ticks_until_input_ends, record_sessions, server_thread  # noqa: E402
 from stream_models import tiny_stream_model  # noqa: E402
 
 SR, HOP = 24000, 320
@@ -46,54 +44,9 @@ def model():
     return tiny_stream_model("tiny_review_fixes", 5)
 
 
-def _signal(seconds: float, seed: int = 0) -> np.ndarray:
-    gen = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SR)) / SR
-    x = 0.3 * np.sin(2 * np.pi * (200 * t + 250 * t ** 2)) + 0.05 * gen.standard_normal(t.shape)
-    return x[None].astype(np.float32)
-
-
-class _MaxDeque(collections.deque):
-    """A deque that remembers the most items it ever held."""
-
-    most = 0
-
-    def append(self, item: tp.Any) -> None:
-        super().append(item)
-        self.most = max(self.most, len(self))
-
-
-def _record_switches(server: tp.Any) -> list[tp.Any]:
-    """Give every session the server opens a recording ``switches`` deque; the sessions."""
-    sessions: list[tp.Any] = []
-    add = server.engine.add
-
-    def recording_add(session: tp.Any) -> None:
-        session.switches = _MaxDeque()
-        sessions.append(session)
-        add(session)
-    server.engine.add = recording_add
-    return sessions
-
-
-def _hold_ticks_until_input_ends(server: tp.Any, pending: list[list[tp.Any]]) -> None:
-    """The engine's worker waits until a session's whole input (its end included) has been
-    read, so every message reaches the server before any frame is encoded; ``pending`` gets
-    that session's changes waiting then."""
-    engine, tick = server.engine, server.engine._tick
-    released = threading.Event()
-
-    def held_tick() -> tp.Any:
-        deadline = time.monotonic() + WAIT
-        while not released.is_set():
-            ending = [s for s in (*engine._joining, *engine.sessions) if s.ending]
-            if ending:
-                pending.append(list(ending[0].switches))
-                released.set()
-            assert time.monotonic() < deadline, "the input never ended"
-            time.sleep(0.005)
-        return tick()
-    engine._tick = held_tick
+def _recording_switches(session: tp.Any) -> None:
+    """A ``switches`` queue that remembers how many changes ever waited."""
+    session.switches = MaxDeque()
 
 
 def _changes(count: int, last: float) -> list[str]:
@@ -128,7 +81,7 @@ def test_thousands_of_bandwidth_messages_between_frames_keep_one_change_per_fram
     encoded: the changes waiting are those two, (K 2 from 30) and (K 4 from 50) (the third
     group changes nothing), never more than 3 waited (was 6000), and the audio and packet
     bytes are those of a client that sent only 0.9 at frame 30 and 1.8 at 50, bit for bit."""
-    audio = _signal(1.0, seed=3)
+    audio = chirp(1.0, seed=3)
     cuts = (9600, 16000, 22400)  # frames 30, 50, 70
     spam = {9600: _changes(2000, 0.9), 16000: _changes(2000, 1.8), 22400: _changes(2000, 1.8)}
     clean = {9600: _changes(1, 0.9), 16000: _changes(1, 1.8)}
@@ -143,8 +96,8 @@ def test_thousands_of_bandwidth_messages_between_frames_keep_one_change_per_fram
     results, pending = [], []
     for changes in (spam, clean):
         with server_thread(model, batched=False, limits=limits) as server:
-            sessions = _record_switches(server)
-            _hold_ticks_until_input_ends(server, pending)
+            sessions = record_sessions(server, _recording_switches)
+            hold_ticks_until_input_ends(server, lambda session: pending.append(list(session.switches)), wait=WAIT)
             results.append(asyncio.run(_relay(f"ws://127.0.0.1:{server.port}/ws", messages(changes))))
             results[-1] += (sessions[0].switches.most,)
     (pcm, done, code, most), (clean_pcm, clean_done, clean_code, _) = results
@@ -158,7 +111,7 @@ def test_thousands_of_bandwidth_messages_between_frames_keep_one_change_per_fram
 async def _changes_at_distinct_frames(uri: str, count: int) -> tuple[int | None, str, int]:
     """Relay: ``count`` times one frame of audio then a change (alternating 0.9 and 1.8
     kbps), at once; (close code, reason, messages sent before the close was seen)."""
-    audio = _signal(count * HOP / SR, seed=4)
+    audio = chirp(count * HOP / SR, seed=4)
     sent = 0
     async with connect(uri, max_size=None, open_timeout=WAIT) as ws:
         await ws.send(json.dumps({"mode": "relay", "bandwidth": 1.8}))
@@ -187,7 +140,7 @@ def test_more_bandwidth_changes_waiting_than_the_cap_close_with_1008(model):
             assert gate.wait(WAIT), "the test never released the engine"
             return tick()
         server.engine._tick = held_tick
-        sessions = _record_switches(server)
+        sessions = record_sessions(server, _recording_switches)
         uri = f"ws://127.0.0.1:{server.port}/ws"
         try:
             code, reason, sent = asyncio.run(_changes_at_distinct_frames(uri, 100))
@@ -195,7 +148,7 @@ def test_more_bandwidth_changes_waiting_than_the_cap_close_with_1008(model):
             gate.set()
         assert code == 1008 and reason == "too many bandwidth changes waiting (over 64, at most one per frame)"
         assert sessions[0].switches.most == 64 and sent >= 64  # the 65th was sent (maybe still draining)
-        audio = _signal(0.5, seed=5)
+        audio = chirp(0.5, seed=5)
         after = asyncio.run(run_client(uri, audio, bandwidth=1.8, chunk=3200, ))
     assert after.close_code == 1000 and after.pcm.shape == audio.shape
     assert server.closed_early[1008] == 1
