@@ -25,11 +25,12 @@ from opencodec.bitstream import (EcdcHeader, StreamLayout, encode_ecdc, parse_he
                                  read_ecdc, write_ecdc)
 from opencodec.compress import compress, decompress
 from opencodec.errors import BitstreamError
-from opencodec.frames import EncodedFrame
 from opencodec.identity import declare_official, header_identity, is_proven_official, model_hash
 from opencodec.model import EncodecConfig, EncodecModel
 from opencodec.pretrained import load_model, save_model
 from opencodec.weights_hash import state_dict_sha256, weights_sha256
+
+from test_bitstream import _random_frames
 
 SMALL = dict(n_filters=2, dimension=4, lstm=0)
 WAV24 = 0.1 * torch.randn(1, 2400, generator=torch.Generator().manual_seed(3))
@@ -47,17 +48,6 @@ def _small(name: str, seed: int) -> EncodecModel:
     base = EncodecConfig.encodec_24khz() if name == "encodec_24khz" else EncodecConfig.encodec_48khz()
     torch.manual_seed(seed)
     return EncodecModel(EncodecConfig(**{**base.to_dict(), **SMALL})).eval()
-
-
-def _random_frames(layout: StreamLayout, header: EcdcHeader) -> list[EncodedFrame]:
-    gen = torch.Generator().manual_seed(0)
-    frames = []
-    for _, length in layout.segments(header.audio_length):
-        codes = torch.randint(0, 1 << layout.bits, (1, header.num_codebooks, layout.num_frames(length)),
-                              generator=gen)
-        scale = torch.rand(1, 1, generator=gen) + 0.01 if layout.normalize else None
-        frames.append(EncodedFrame(codes, scale))
-    return frames
 
 
 # -- 2: the proof travels with the model ------------------------------------------------------
