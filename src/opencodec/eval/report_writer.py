@@ -223,28 +223,31 @@ def _header_lines(meta: dict) -> list[str]:
     return lines
 
 
+def _listing(title: str, intro: str, headers: list[str], rows: tp.Iterable[list[str]]) -> list[str]:
+    """A ``## title`` section of ``report.md``: ``intro``, then a table (``|`` escaped in the
+    last column, a free-text reason)."""
+    return ([f"## {title}", "", intro, ""]
+            + _markdown_table(headers, ([*row[:-1], row[-1].replace("|", "\\|")] for row in rows))
+            + [""])
+
+
 def _skipped_lines(skipped: tp.Sequence[dict]) -> list[str]:
     """The ``## Skipped items`` section of ``report.md`` (empty when none was skipped)."""
     if not skipped:
         return []
-    return (["## Skipped items", "", "These items could not be read; they are left out of every "
-             "table (a rerun tries them again).", ""]
-            + _markdown_table(["Category", "Item", "File", "Reason"], (
-                [s["category"], s["item_id"], f"`{s['path']}`", s["error"].replace("|", "\\|")]
-                for s in skipped))
-            + [""])
+    return _listing("Skipped items", "These items could not be read; they are left out of every "
+                    "table (a rerun tries them again).", ["Category", "Item", "File", "Reason"],
+                    ([s["category"], s["item_id"], f"`{s['path']}`", s["error"]] for s in skipped))
 
 
 def _failure_lines(failures: tp.Sequence[dict]) -> list[str]:
     """The ``## Codec failures`` section of ``report.md`` (empty when none failed)."""
     if not failures:
         return []
-    return (["## Codec failures", "", "These systems failed to code these items; the pairs are "
-             "left out of every table and of n (a rerun tries them again).", ""]
-            + _markdown_table(["Category", "Item", "System", "Reason"], (
-                [f["category"], f["item_id"], f["system"], f["error"].replace("|", "\\|")]
-                for f in failures))
-            + [""])
+    return _listing("Codec failures", "These systems failed to code these items; the pairs are "
+                    "left out of every table and of n (a rerun tries them again).",
+                    ["Category", "Item", "System", "Reason"],
+                    ([f["category"], f["item_id"], f["system"], f["error"]] for f in failures))
 
 
 def write_report(out: Path, summary: dict, meta: dict, plots: dict[str, list[str]],
