@@ -354,7 +354,7 @@ def mp3_roundtrip_result(wav: ArrayLike, sample_rate: int, bitrate_kbps: float
     sr = _check_rate(sample_rate)
     check_bitrate_for("mp3", bitrate_kbps, sr, x.shape[0])
     length, duration = x.shape[1], x.shape[1] / sr
-    rate = sr if sr in MP3_RATES else 48000
+    rate = mp3_coding_rate(sr)
     xc = _resample(x, sr, rate)
     try:
         data, packets = _encode(xc, rate, "libmp3lame", "mp3", "fltp",
