@@ -9,6 +9,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable, Optional
 
+from ..official_files import file_sha256
 from .sources import Source
 
 
@@ -76,20 +77,12 @@ def drop_duplicates(files: list[SourceFile]) -> tuple[list[SourceFile], list[Sou
     for f in files:
         if size[f.src_path] not in shared:
             continue
-        digest = _sha1(f.src_path)
+        digest = file_sha256(f.src_path)
         if digest in seen:
             dropped.add(f.src_path)
         seen.add(digest)
     return ([f for f in files if f.src_path not in dropped],
             [f for f in files if f.src_path in dropped])
-
-
-def _sha1(path: str) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _estimate_duration(path: Path) -> float:
