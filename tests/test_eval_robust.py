@@ -353,7 +353,12 @@ def test_stop_pool_terminates_workers_in_progress(tmp_path: Path) -> None:
     processes = list(pool._processes.values())
     assert len(processes) == 1 and processes[0].is_alive()
     stop_pool(pool)
+    # The pool's manager thread also reaps its workers (waitpid) once it sees them die. A
+    # join() here races it: the loser's waitpid fails with ECHILD, which multiprocessing reads
+    # as "still running", so is_alive() could be True for a dead worker. exitcode is set by
+    # whichever thread reaps it, so wait for that instead.
+    deadline = _time.monotonic() + 30  # a bound for a hang only: a live worker would sleep for 60 s
     for process in processes:
-        process.join(30)  # a bound for a hang only: a live worker would sleep for 60 s
-        assert not process.is_alive()
+        while process.exitcode is None and _time.monotonic() < deadline:
+            _time.sleep(0.01)
         assert process.exitcode == -signal.SIGTERM  # terminated, not finished
