@@ -10,14 +10,12 @@ import warnings
 
 from .. import __version__
 from ..errors import EXPECTED_ERRORS, UsageError, print_traceback_if_asked
-from .codec import add_codec_parsers
-from .common import PROG, Terminated, error
-from .export import add_export_parser
-from .serve import add_serve_parser
-from .info import add_info_parser
-from .stream import add_stream_parsers
-from .tokens import add_token_parsers
 from .wrappers import WRAPPED, add_wrapper_parsers
+
+# Only light modules above, so that ``from opencodec.cli import main`` is quick: the command
+# modules (and with them torch, about 2 s) are imported by build_parser, which main calls where
+# Ctrl-C already ends quietly. common.PROG's value, as that module is one of the heavy ones.
+PROG = "opencodec"
 
 
 class IntermixedParser(argparse.ArgumentParser):
@@ -68,7 +66,14 @@ class IntermixedParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``opencodec`` argument parser with all its sub-commands."""
+    """The ``opencodec`` argument parser with all its sub-commands (imports the command modules)."""
+    from .codec import add_codec_parsers
+    from .export import add_export_parser
+    from .info import add_info_parser
+    from .serve import add_serve_parser
+    from .stream import add_stream_parsers
+    from .tokens import add_token_parsers
+
     parser = argparse.ArgumentParser(
         prog=PROG, description="EnCodec neural audio codec: compress audio to .ecdc files and back.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -112,7 +117,12 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt as exc:  # one the tool left to us (Interrupted says what was saved)
             print(f"{PROG} {argv[0]}: error: {str(exc) or 'interrupted'}", file=sys.stderr)
             return 130
-    parser = build_parser()
+    try:
+        parser = build_parser()
+        from .common import Terminated, error
+    except KeyboardInterrupt:  # while the command modules load torch: as later, one line
+        print(f"{PROG}: error: interrupted", file=sys.stderr)
+        return 130
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error (already printed)
