@@ -2,6 +2,7 @@
 
 import os
 import traceback
+import typing as tp
 
 
 class OpenCodecError(Exception):
@@ -14,6 +15,29 @@ class BitstreamError(OpenCodecError):
 
 class ModelLoadError(OpenCodecError):
     """A model or checkpoint cannot be found, downloaded, verified or loaded."""
+
+
+class EntropyModelAsCodecError(ModelLoadError):
+    """An entropy model (its weights, or a ``train-lm`` training checkpoint) given where a
+    codec is expected. The message is ``problem + joiner + advice``; the loader's advice names
+    ``--lm-model``, so a command without that option gives its own (:meth:`with_advice`)."""
+
+    def __init__(self, problem: str, advice: str, joiner: str = "; ") -> None:
+        super().__init__(f"{problem}{joiner}{advice}")
+        self.problem = problem
+        self.advice = advice
+        self.joiner = joiner
+
+    def __reduce__(self) -> tuple[tp.Any, ...]:  # pickled across processes with its parts
+        return type(self), (self.problem, self.advice, self.joiner)
+
+    def with_source(self, source: str) -> "EntropyModelAsCodecError":
+        """The same error with ``source`` (the file, the model name) before its message."""
+        return type(self)(f"{source}: {self.problem}", self.advice, self.joiner)
+
+    def with_advice(self, advice: str) -> "EntropyModelAsCodecError":
+        """The same error with ``advice`` in place of the loader's."""
+        return type(self)(self.problem, advice, self.joiner)
 
 
 class AudioIOError(OpenCodecError):

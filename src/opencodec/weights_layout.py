@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import ModelLoadError
+from .errors import EntropyModelAsCodecError, ModelLoadError
 from .model import EncodecConfig, EncodecModel
 
 OFFICIAL_CONFIGS: dict[str, tp.Callable[[], EncodecConfig]] = {
@@ -36,7 +36,9 @@ _TRAINING_BUFFER_SUFFIXES = ("._codebook.embed_avg", "._codebook.cluster_size")
 
 # -- reading weight files ------------------------------------------------------------------
 def read_weights(path: Path) -> tuple[StateDict, dict[str, tp.Any] | None]:
-    """Tensors and (if stored) the configuration dict of a weights file."""
+    """Tensors and (if stored) the configuration dict of a weights file. ``ModelLoadError``
+    for a file that cannot be used; :class:`~opencodec.errors.EntropyModelAsCodecError` (a
+    ``ModelLoadError`` too) for a ``train-lm`` training checkpoint, which holds an entropy model."""
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         return _read_safetensors(path)
@@ -55,10 +57,11 @@ def read_weights(path: Path) -> tuple[StateDict, dict[str, tp.Any] | None]:
     if isinstance(obj, dict) and {"model", "step"} <= set(obj) and ({"optim", "opt_g"} & set(obj)):
         if "codec_hash" in obj:  # a train-lm run's: its export is an entropy model, not a codec
             export = Path(path).with_name("lm.safetensors")
-            raise ModelLoadError(f"{path} is a train-lm training checkpoint (model, optimiser and step "
-                                 f"{obj['step']}), not codec weights: it holds an entropy model; pass "
-                                 f"--lm-model {export} (load_lm_model in Python), which the run exports "
-                                 f"next to it at every checkpoint")
+            raise EntropyModelAsCodecError(
+                f"{path} is a train-lm training checkpoint (model, optimiser and step {obj['step']}), "
+                f"not codec weights: it holds an entropy model",
+                f"pass --lm-model {export} (load_lm_model in Python), which the run exports next to "
+                f"it at every checkpoint")
         export = Path(path).with_name("model.safetensors")
         raise ModelLoadError(f"{path} is a training checkpoint (model, optimiser and step "
                              f"{obj['step']}), not model weights: load {export}, which the run "
@@ -183,12 +186,14 @@ def infer_config(state: StateDict) -> EncodecConfig:
     Sample rate, causality, segmenting and bandwidths are not in the weights: when the
     sizes match an official model its configuration is returned; otherwise the
     EnCodec 24 kHz defaults fill them in and the caller should supply a config.
+    :class:`~opencodec.errors.EntropyModelAsCodecError` for an entropy model's state dict.
     """
     first = _conv_weight(state, "encoder.model.0")
     if first is None:
         if "emb.0.weight" in state and "transformer.layers.0.linear1.weight" in state:
-            raise ModelLoadError("this is an entropy model, not a codec: use --lm-model (Python: "
-                                 "load_lm_model(PATH, codec=...))")
+            raise EntropyModelAsCodecError("this is an entropy model, not a codec",
+                                           "use --lm-model (Python: load_lm_model(PATH, codec=...))",
+                                           joiner=": ")
         raise ModelLoadError("not an EnCodec state dict: no encoder.model.0 convolution weight "
                              f"(first keys: {', '.join(list(state)[:5])})")
     if "encoder.model.0.conv.conv.weight_g" in state:
@@ -260,6 +265,8 @@ def model_from_state_dict(state: StateDict, config: EncodecConfig | dict | None 
     if config is None:
         try:
             config = infer_config(normalize_keys(state))
+        except EntropyModelAsCodecError as exc:  # keeps its type: callers give their own advice
+            raise exc.with_source(source) from None
         except ModelLoadError as exc:
             raise ModelLoadError(f"{source}: {exc}") from None
         arch = (f"the {config.name} architecture (read off its tensor shapes)" if config.name != "unset"

@@ -47,9 +47,9 @@ from .fixed_ops import (_clamp, _exact_f64_matmul, _isqrt_rows, _round_div, _rou
                         int_exp, int_gelu, logits_to_cdf)
 from .fixed_params import (_act_tensor, _LayerParams, _linear_params, _LinearParams, _norm_params,
                            _NormParams)
-from .fixed_scheme import (_MAX_DIM, ACT_FRAC, ACT_LIMIT, ATTN_FRAC, CDF_BITS, EXP_FRAC, LN_EXTRA,
-                           MAX_POSITION_BITS, MIN_FREQ, ROT_FRAC, SCHEME, WEIGHT_BITS, _exp2_table,
-                           _phi_table, _rotation_tables)
+from .fixed_scheme import (_MAX_DIM, ACT_FRAC, ACT_LIMIT, ATTN_FRAC, CDF_BITS, EXP_FRAC, LN_EXTRA, MAX_CARD,
+                           MAX_N_Q, MAX_PAST_CONTEXT, MAX_POSITION_BITS, MIN_FREQ, ROT_FRAC, SCHEME,
+                           WEIGHT_BITS, _exp2_table, _phi_table, _rotation_tables)
 
 if tp.TYPE_CHECKING:
     from .lm import EntropyLM
@@ -174,8 +174,8 @@ class FixedLM:
         hidden = layers[0].linear1.out_features if layers else 0
         sizes = dict(n_q=lm.n_q, card=lm.card, dim=lm.dim, hidden=hidden, heads=num_heads,
                      past_context=tr.past_context)
-        limits = dict(n_q=64, card=1 << 20, dim=_MAX_DIM, hidden=_MAX_DIM, heads=lm.dim,
-                      past_context=(1 << 16) - 1)
+        limits = dict(n_q=MAX_N_Q, card=MAX_CARD, dim=_MAX_DIM, hidden=_MAX_DIM, heads=lm.dim,
+                      past_context=MAX_PAST_CONTEXT)
         bad = [f"{k}={v} (at most {limits[k]})" for k, v in sizes.items() if not 1 <= v <= limits[k]]
         if lm.dim % 2 or lm.dim < 4:
             bad.append(f"dim={lm.dim} (must be even and >= 4)")

@@ -105,6 +105,17 @@ _TABLE_BITS = 8  # table steps of 2**-8 (exp2 fraction, Phi)
 _U_FRAC = 24     # fractional bits of z * log2(e) inside int_exp
 _MAX_DIM = 4096
 
+# The sizes FixedLM.from_float accepts (the overflow bounds above assume them); train-lm checks
+# a run's against them before it starts.
+MAX_N_Q = 64
+"""Most codebooks an entropy model predicts (``n_q``)."""
+
+MAX_CARD = 1 << 20
+"""Most entries per codebook (``card``, the codec's ``bins``)."""
+
+MAX_PAST_CONTEXT = (1 << 16) - 1
+"""Longest attention window, in frames (``past_context``)."""
+
 
 # ------------------------------------------------------------------------------------------
 # Exact tables (computed once per process with Python integers / decimal)

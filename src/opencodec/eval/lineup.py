@@ -8,7 +8,7 @@ from __future__ import annotations
 import typing as tp
 
 from ..bandwidth import check_bandwidth, format_kbps
-from ..errors import ModelLoadError, UnsupportedBandwidthError
+from ..errors import EntropyModelAsCodecError, ModelLoadError, UnsupportedBandwidthError
 from .console import warn
 from .scoring import init_worker, loaded_models
 from .systems import EvalReportError, SystemSpec, neural_system_name, parse_baseline
@@ -54,20 +54,19 @@ def model_labels(models: tp.Sequence[str], hashes: dict[str, str]) -> dict[str, 
     return labels
 
 
-#: The advice of the loader's error for an entropy model given as a codec, which names an
-#: option ``opencodec eval`` does not have.
-_LM_ADVICE = "use --lm-model (Python: load_lm_model(PATH, codec=...))"
+#: What ``opencodec eval`` advises for an entropy model (weights or a train-lm checkpoint)
+#: given to ``--models``, in place of the loader's advice (``--lm-model``, an option eval
+#: does not have).
+EVAL_LM_ADVICE = "opencodec eval scores codecs only; pass a codec's name or weights to --models"
 
 
 def _eval_load_error(exc: ModelLoadError) -> ModelLoadError:
-    """``exc`` for ``opencodec eval``: an entropy model given to ``--models`` is told that
-    eval scores codecs only (the loader's advice names ``--lm-model``, an option of other
-    commands)."""
-    message = str(exc)
-    if _LM_ADVICE not in message:
-        return exc
-    return ModelLoadError(message.replace(_LM_ADVICE, "opencodec eval scores codecs only; pass a "
-                                          "codec's name or weights to --models"))
+    """``exc`` for ``opencodec eval``: an entropy model given to ``--models``
+    (:class:`~opencodec.errors.EntropyModelAsCodecError`) gets :data:`EVAL_LM_ADVICE`; any
+    other error is returned as it is."""
+    if isinstance(exc, EntropyModelAsCodecError):
+        return exc.with_advice(EVAL_LM_ADVICE)
+    return exc
 
 
 def _usable_bandwidths(model: tp.Any, bandwidths: tp.Sequence[float] | None

@@ -25,7 +25,7 @@ from ..bandwidth import check_bandwidth
 from ..errors import AudioIOError, ConfigError, UnsupportedBandwidthError
 from ..model import EncodecModel
 from ..weights_hash import codec_fingerprint  # noqa: F401  (imported from here by lm_solver and tests)
-from .lm_config import Settings, check_seq_len
+from .lm_config import Settings, check_coder_limits, check_seq_len
 
 CACHE_FORMAT = 1
 
@@ -219,8 +219,9 @@ class CodeData:
 
 def load_codec(s: Settings) -> tuple[EncodecModel, list[float]]:
     """The codec of ``s.codec`` and the bandwidths to train for, with the settings that depend
-    on it checked (the bandwidths are its own, ``seq_len`` fits its frame rate): before
-    anything is written."""
+    on it checked (the bandwidths are its own, ``seq_len`` fits its frame rate, the entropy
+    coder's size limits hold: :func:`~.lm_config.check_coder_limits`): before anything is
+    written."""
     from ..pretrained import load_model
 
     if not s.codec:
@@ -235,7 +236,10 @@ def load_codec(s: Settings) -> tuple[EncodecModel, list[float]]:
     except UnsupportedBandwidthError as error:
         raise ConfigError(f"config field bandwidths: {error}") from None
     check_seq_len(s, codec.frame_rate)
-    return codec, [float(b) for b in bandwidths]
+    bandwidths = [float(b) for b in bandwidths]
+    check_coder_limits(s, codec.name, {b: codec.num_codebooks(b) for b in bandwidths}, codec.bins,
+                       codec.frame_rate)
+    return codec, bandwidths
 
 
 def prepare_data(s: Settings, run: Path, device: torch.device, progress: bool = True,

@@ -214,6 +214,41 @@ def check_seq_len(s: Settings, frame_rate: int) -> None:
                           f"{frame_rate} Hz); the paper's configs use 300")
 
 
+def check_coder_limits(s: Settings, codec_name: str, codebooks: dict[float, int], card: int,
+                       frame_rate: int) -> None:
+    """Refuse a codec whose codes the fixed-point entropy coder cannot code, before anything is
+    written: the run would otherwise train, then fail at its end when its report converts the
+    export, or (no report audio) succeed with an export that ``--lm-model`` refuses.
+    The limits are ``FixedLM.from_float``'s (:data:`~opencodec.entropy.fixed_scheme.MAX_N_Q`,
+    ``MAX_CARD``, ``MAX_PAST_CONTEXT``) on the entropy model :func:`~.lm_model.build_lm` makes.
+
+    Args:
+        codec_name: the codec's name (for the message).
+        codebooks: ``{kbps: codebook count}`` of the bandwidths trained; the model's ``n_q``
+            is the largest count.
+        card: entries per codebook (the codec's ``bins``).
+        frame_rate: the codec's frame rate (Hz); the window ``past_context`` is
+            ``int(lm.past_context_s * frame_rate)`` frames.
+    """
+    from ..entropy.fixed_scheme import MAX_CARD, MAX_N_Q, MAX_PAST_CONTEXT
+
+    kbps, n_q = max(codebooks.items(), key=lambda item: (item[1], item[0]))
+    if n_q > MAX_N_Q:
+        field = "bandwidths" if s.bandwidths else "codec"
+        fits = [b for b, n in codebooks.items() if n <= MAX_N_Q]
+        hint = f" (bandwidths up to {max(fits):g} kbps are within it)" if fits else ""
+        raise ConfigError(f"config field {field}: codec {codec_name} uses n_q={n_q} codebooks at {kbps:g} kbps, "
+                          f"over the entropy coder's fixed-point limit of {MAX_N_Q}{hint}")
+    if card > MAX_CARD:
+        raise ConfigError(f"config field codec: codec {codec_name} has card={card} entries per codebook, over "
+                          f"the entropy coder's fixed-point limit of {MAX_CARD}")
+    past_context = int(s.past_context_s * frame_rate)  # as build_lm
+    if past_context > MAX_PAST_CONTEXT:
+        raise ConfigError(f"config field lm.past_context_s is {s.past_context_s:g}: at codec {codec_name}'s "
+                          f"{frame_rate} Hz frame rate that is past_context={past_context} frames, over the "
+                          f"entropy coder's fixed-point limit of {MAX_PAST_CONTEXT}")
+
+
 def _device(want: str) -> torch.device:
     """The device config field ``device`` names, checked to exist here (``auto``: CUDA if any)."""
     return resolve_device(want)
