@@ -41,7 +41,8 @@ Exactness
   and the packing is the same. Resampling uses ``soxr.ResampleStream`` (same "HQ"
   recipe as :func:`opencodec.audio.resample`); in our checks (python-soxr 1.1) its output
   was sample-identical to the one-shot ``soxr.resample`` whatever the block size, and it
-  is trimmed/zero-padded to the same ``round(T * target / source)`` length. Exact
+  is trimmed/zero-padded to the same length, :func:`opencodec.audio.resampled_length`
+  (``T * target / source`` rounded half up, as ``soxr.resample`` counts). Exact
   equality is *guaranteed* (and tested) only when no resampling is needed.
 * For segmenting models the bytes are identical too (each segment is encoded alone, on
   the same samples, by the same ``model.encode``).

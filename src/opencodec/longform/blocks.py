@@ -10,7 +10,8 @@ import soundfile as sf
 import soxr
 import torch
 
-from ..audio import RESAMPLE_QUALITY, audio_error_reason, check_file_rate, convert_channels, soundfile_name
+from ..audio import (RESAMPLE_QUALITY, audio_error_reason, check_file_rate, convert_channels,
+                     resampled_length, soundfile_name)
 from ..errors import AudioIOError
 from .common import Progress
 
@@ -48,8 +49,9 @@ def _read_block(sfile: sf.SoundFile, frames: int) -> np.ndarray:
 class _ConvertedBlocks:
     """Iterates over a file's audio converted to ``channels`` at ``target_rate`` Hz, as
     float32 blocks ``[n, C]`` of about ``block_seconds``; after the iteration ``length``
-    holds the samples yielded in all, ``round(T * target / source)`` (the one-shot
-    ``convert_audio`` length). ``progress(read, total)`` counts input frames."""
+    holds the samples yielded in all, ``resampled_length(T, source, target)`` (``T * target /
+    source`` rounded half up: the one-shot ``convert_audio`` length).
+    ``progress(read, total)`` counts input frames."""
 
     def __init__(self, in_path: Path, target_rate: int, channels: int, block_seconds: float,
                  progress: Progress = None):
@@ -114,7 +116,7 @@ class _ConvertedBlocks:
                     progress(read, max(total, read))
             if read == 0:
                 raise AudioIOError(f"cannot read audio file {in_path}: it holds no audio samples")
-            length = read if resampler is None else round(read * target_rate / rate)
+            length = read if resampler is None else resampled_length(read, rate, target_rate)
             tail = tail[:max(0, length - pushed)]
             if pushed + tail.shape[0] < length:  # resampler came up short: zero-pad as needed
                 pad = np.zeros((length - pushed - tail.shape[0], channels), dtype=np.float32)
