@@ -49,7 +49,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import ModelLoadError
+from .errors import EntropyModelAsCodecError, ModelLoadError
 # Re-exported from lm_pairing, official_files and weights_layout: defined here before the split.
 from .lm_pairing import (LM_METADATA_KEY, TRAINED_LM_FILE, check_lm_for_codec, check_lm_for_decoding,
                          check_lm_trained_for, lm_codec_mismatch, read_lm_info)
@@ -239,7 +239,9 @@ def load_model(name_or_path: str | os.PathLike[str] | None = None, device: str |
     file itself: their files carry their weights hash and decode only with them.
 
     ``TypeError`` for a ``name_or_path`` that is not a str or path; ``ModelLoadError`` for
-    an empty name, an unknown name, a missing, unreadable or mismatched file.
+    an empty name, an unknown name, a missing, unreadable or mismatched file;
+    :class:`~opencodec.errors.EntropyModelAsCodecError` (a ``ModelLoadError``) for an entropy
+    model's name (``known_lm_models()``, unless a file of that name exists) or weights.
     """
     target = DEFAULT_MODEL if name_or_path is None else name_or_path
     if config is not None:  # the model is named below: not the caller's object
@@ -265,6 +267,9 @@ def load_model(name_or_path: str | os.PathLike[str] | None = None, device: str |
         return model.to(device)
     path = _weights_path(target)
     if not path.exists():
+        if isinstance(target, str) and target in known_lm_models():  # callers give their own advice
+            raise EntropyModelAsCodecError(f"{target} is an entropy model, not a codec", f"use --lm-model "
+                                           f"{target} (Python: load_lm_model({target!r}, codec=...))", ": ")
         raise ModelLoadError(f"no model named {str(target)!r} and no such file; "
                              f"known names: {', '.join(known_models())}")
     if path.is_dir():

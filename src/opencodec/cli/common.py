@@ -16,14 +16,15 @@ from ..argtypes import (bandwidth_arg, channels_arg, count_arg, int_in, non_nega
                         positive_float, positive_int)
 from ..codec_files import ProgressFactory, Update
 from ..bandwidth import format_kbps as fmt_kbps  # the one formatter, under the CLI's name
-from ..errors import UsageError
+from ..errors import EntropyModelAsCodecError, UsageError
 from ..progress import progress_bar
 
 PROG = "opencodec"
 
 __all__ = ["PROG", "UsageError", "error", "warn", "info", "describe", "bandwidth_arg", "channels_arg", "positive_int",
            "positive_float", "count_arg", "int_in", "port_arg", "non_negative_float",
-           "add_model_option", "progress_bars", "fmt_kbps", "Terminated", "sigterm_as_interrupt"]
+           "add_model_option", "progress_bars", "fmt_kbps", "Terminated", "sigterm_as_interrupt",
+           "codec_advice", "codec_expected"]
 
 
 def error(message: str) -> None:
@@ -97,6 +98,24 @@ def add_mode_options(parser: argparse.ArgumentParser, fast_default: bool) -> Non
 
 def add_model_option(parser: argparse.ArgumentParser, help_text: str) -> None:
     parser.add_argument("-m", "--model", metavar="NAME_OR_PATH", help=help_text)
+
+
+def codec_advice(command: str, where: str = "to -m/--model") -> str:
+    """What ``opencodec COMMAND`` advises for an entropy model given as its codec: pass a
+    codec ``where`` (its option for one)."""
+    return f"opencodec {command} takes a codec: pass a codec's name or weights file {where}"
+
+
+@contextlib.contextmanager
+def codec_expected(advice: str) -> tp.Iterator[None]:
+    """Inside the block, an entropy model given where the command expects a codec
+    (:class:`~opencodec.errors.EntropyModelAsCodecError`, whose loader's advice names
+    ``--lm-model``) is re-raised with ``advice``: the command's own option for a codec
+    (:func:`codec_advice`), for the commands that have no ``--lm-model``."""
+    try:
+        yield
+    except EntropyModelAsCodecError as exc:
+        raise exc.with_advice(advice) from None
 
 
 # ------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..ecdc_info import ECDC_SUFFIX, describe_file, is_ecdc_file, known_model
 from ..errors import EXPECTED_ERRORS
 from ..file_jobs import find_files
-from .common import add_model_option, describe, error
+from .common import add_model_option, codec_advice, codec_expected, describe, error
 
 
 def add_info_parser(sub: tp.Any, common: argparse.ArgumentParser) -> None:
@@ -72,7 +72,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     if not files:
         error(f"no {ECDC_SUFFIX} files found in {', '.join(map(str, args.inputs))}")
         return 1
-    known = None if args.model is None else known_model(args.model)
+    with codec_expected(codec_advice("info")):
+        known = None if args.model is None else known_model(args.model)
     failed = 0
     for index, path in enumerate(files):
         try:

@@ -11,11 +11,12 @@ import typing as tp
 from ..codec_files import DEFAULT_BANDWIDTH
 from ..model import EncodecModel
 from ..model_cache import CodecModels, load_checked_model
-from ..pretrained import DEFAULT_MODEL
+from ..pretrained import DEFAULT_MODEL, known_lm_models
 from ..releases import is_registered_name
 from ..threads import use_live_threads
 from ..argtypes import channels_arg, sample_rate_arg
-from .common import UsageError, add_mode_options, add_model_option, bandwidth_arg, fmt_kbps, info, int_in, warn
+from .common import (UsageError, add_mode_options, add_model_option, bandwidth_arg, codec_advice, codec_expected,
+                     fmt_kbps, info, int_in, warn)
 
 if tp.TYPE_CHECKING:
     from ..stream import StreamInfo
@@ -101,7 +102,8 @@ def cmd_stream_encode(args: argparse.Namespace) -> int:
         raise UsageError("--rate, --channels and --format describe raw input: add --raw")
     fin, fout = _binary_stdin("WAV or raw PCM"), _binary_stdout()
     use_live_threads()  # no spinning threads against other work (see opencodec.threads)
-    model = load_checked_model(args.model, args.bandwidth, streaming=True)
+    with codec_expected(codec_advice("stream-encode")):
+        model = load_checked_model(args.model, args.bandwidth, streaming=True)
     model.exact = not args.fast
     with _broken_pipe():
         report = encode_stream(model, fin, fout, bandwidth=args.bandwidth, raw=raw,
@@ -118,19 +120,24 @@ def _stream_models(model_arg: str | None, exact: bool) -> tp.Callable[["StreamIn
     names, or ``-m`` checked against it (weights hash). A ``-m`` name (official, a release) is
     loaded only once a header has arrived and does not rule it out
     (:func:`~opencodec.stream.decoder.check_named_model_for_stream`): no download of weights
-    that would then be refused. A weights file (or an unknown name) loads at once, so that a
-    bad one is an error before any input."""
+    that would then be refused. A weights file (or an unknown name, or an entropy model's,
+    refused with advice naming ``-m``) loads at once, so that a bad one is an error before any input."""
     from ..stream.decoder import check_named_model_for_stream
 
     holder: list[CodecModels] = []
-    if model_arg is None or not is_registered_name(model_arg):
-        holder.append(CodecModels(model_arg, exact=exact))
+
+    def models() -> CodecModels:  # -m loads here (an entropy model's advice: -m, not --lm-model)
+        with codec_expected(codec_advice("stream-decode")):
+            return CodecModels(model_arg, exact=exact)
+
+    if model_arg is None or not is_registered_name(model_arg) or model_arg in known_lm_models():
+        holder.append(models())
 
     def load(info: "StreamInfo") -> EncodecModel:  # the header's model, hash checked
         if model_arg is not None:
             check_named_model_for_stream(model_arg, info)
         if not holder:
-            holder.append(CodecModels(model_arg, exact=exact))
+            holder.append(models())
         return holder[0].get(*info.model, info.num_codebooks, "the stream")
     return load
 

@@ -57,7 +57,7 @@ import numpy as np
 
 from ..._files import error_reason
 from ...bandwidth import check_bandwidth
-from ...errors import UnsupportedBandwidthError
+from ...errors import EntropyModelAsCodecError, UnsupportedBandwidthError
 from ..items import check_set_folder, item_id, read_manifest
 from ..systems import DEFAULT_CATEGORIES, EvalReportError, neural_system_name, parse_baseline
 from .spec import (ANCHOR_KIND, DB_FILE, FORMAT, HIDDEN_REFERENCE_KIND, TEST_FILE, MushraError,
@@ -67,6 +67,10 @@ DEFAULT_ANCHOR_HZ = 3500.0
 ANCHOR_ORDER = 8
 DEFAULT_MAX_SECONDS = 10.0
 HEADROOM_PEAK = 0.99
+#: What ``opencodec mushra build`` advises for an entropy model (its weights or name, or a
+#: train-lm checkpoint) given to ``--models``, in place of the loader's advice
+#: (``--lm-model``, an option mushra does not have).
+MUSHRA_LM_ADVICE = "opencodec mushra build tests codecs only; pass a codec's name or weights to --models"
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,17 @@ class System:
     nominal_kbps: float | None = None
     model: str = ""      # name or path given to load_model (neural)
     baseline: str = ""   # baseline spec such as "opus12" (baseline)
+
+
+def load_codec(spec: str) -> tp.Any:
+    """The codec ``spec`` names (a name or weights file; ``EncodecModel`` in eval mode). An
+    entropy model gets :data:`MUSHRA_LM_ADVICE` (:class:`~opencodec.errors.EntropyModelAsCodecError`)."""
+    from ...pretrained import load_model
+
+    try:
+        return load_model(spec).eval()
+    except EntropyModelAsCodecError as exc:
+        raise exc.with_advice(MUSHRA_LM_ADVICE) from None
 
 
 def anchor_name(cutoff_hz: float) -> str:
@@ -289,7 +304,6 @@ def build_test(eval_set: str | os.PathLike[str], out: str | os.PathLike[str], *,
     """Build a MUSHRA test folder (see the module notes); returns it as read back by
     :func:`.spec.load_test`. Works without any model (baselines only, or no codec at all:
     hidden reference and anchor)."""
-    from ...pretrained import load_model
     from ..lineup import check_baselines
     from ...progress import progress_bar
     from .spec import ID_PATTERN
@@ -302,7 +316,7 @@ def build_test(eval_set: str | os.PathLike[str], out: str | os.PathLike[str], *,
                           "at most 64 characters)")
     if max_seconds is not None and not (math.isfinite(max_seconds) and max_seconds > 0):
         raise MushraError(f"--max-seconds must be a positive number, got {max_seconds}")
-    loaded = {spec: load_model(spec).eval() for spec in models}
+    loaded = {spec: load_codec(spec) for spec in models}
     if loaded:
         formats = {(m.sample_rate, m.channels) for m in loaded.values()}
         if len(formats) > 1:
