@@ -24,7 +24,12 @@ from tqdm import tqdm
 
 from ..progress import progress_bar
 from ..argtypes import sample_rate_arg
-from .common import bandwidth_arg, channels_arg, count_arg, error, positive_float, positive_int, warn
+from .common import bandwidth_arg, channels_arg, count_arg, error, info, positive_float, positive_int, warn
+
+#: The advice for an entropy model given to ``tokenize --model`` (the loader's names
+#: ``--lm-model``, an option tokenize does not have; ``detokenize`` gives its own, naming the
+#: shards' model).
+CODEC_ADVICE = "tokenize takes a codec: pass a codec's name or weights file to --model"
 
 
 def add_token_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
@@ -157,6 +162,7 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     be tokenised; files that fail beside others that succeed are listed in errors.jsonl, with
     a warning, and do not change the exit status."""
     _need_pyarrow()
+    from ..errors import EntropyModelAsCodecError
     from ..tokens import TokenizeOptions, tokenize
     from ..tokens.job import default_workers
     from ..tokens.plan import place_from_env
@@ -171,10 +177,14 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     progress = _Progress(args.quiet or place.rank != 0, label)
     try:
         summary = tokenize(options, progress.start)
+    except EntropyModelAsCodecError as exc:
+        raise exc.with_advice(CODEC_ADVICE) from None
     finally:
         progress.close()
     stats = summary.stats
     prefix = "" if place.world == 1 else f"rank {place.rank}/{place.world}: "
+    if summary.workers_note is not None:
+        info(args, summary.workers_note)
     if not args.quiet:
         speed = f", {summary.realtime_factor:.3g}x real time" if stats.seconds > 0 else ""
         print(f"{prefix}{_count(stats.files, 'file')}, {_duration(stats.seconds)} of audio, "
@@ -204,6 +214,7 @@ def cmd_detokenize(args: argparse.Namespace) -> int:
     _need_pyarrow()
     from ..tokens import detokenize
 
+    # an entropy model given as --model: detokenize's own advice names the shards' model
     paths = detokenize(args.folder, args.out, ids=args.ids, model=args.model, rate=args.rate,
                        channels=args.channels, force=args.force, rescale=args.rescale)
     if not args.quiet:

@@ -21,9 +21,9 @@ import torch
 from torch.utils.data import Dataset
 
 from .._files import check_output, output_folder
-from ..audio import convert_audio, write_audio
+from ..audio import convert_audio, fit_length, resampled_length, write_audio
 from ..batching import BatchEncoding, decode_batch
-from ..errors import ModelLoadError
+from ..errors import EntropyModelAsCodecError, ModelLoadError
 from ..model import EncodecModel
 from ..pretrained import load_model
 from ..weights_hash import weights_sha256
@@ -161,6 +161,24 @@ def decode_row(model: EncodecModel, item: Item) -> torch.Tensor:
     return audio[0]
 
 
+def source_length(item: Item) -> int:
+    """Samples of the row's source file at its own rate: ``duration * sample_rate`` rounded,
+    exact (the row's ``duration`` is that count divided by the rate, in float64)."""
+    return round(item["duration"] * item["sample_rate"])
+
+
+def decoded_audio(model: EncodecModel, item: Item, rate: int | None = None,
+                  channels: int | None = None) -> torch.Tensor:
+    """Audio [C, T] of a ``TokenDataset`` row at ``rate`` Hz with ``channels`` (default: the
+    source file's), exactly as long as the source (``resampled_length`` of it at another
+    rate): the round trip through the model's rate can add a sample, which is cut."""
+    with torch.inference_mode():
+        audio = decode_row(model, item).cpu()
+    out_rate = rate or item["sample_rate"]
+    audio = convert_audio(audio, model.sample_rate, out_rate, channels or item["channels"])
+    return fit_length(audio, resampled_length(source_length(item), item["sample_rate"], out_rate))
+
+
 def output_path(out_dir: Path, row_id: str) -> Path:
     """``out_dir/<id with its extension replaced by .wav>`` (ids may hold folders; ``..``
     and a leading ``/`` are dropped, so every file stays inside ``out_dir``).
@@ -198,6 +216,9 @@ def _load_codec(meta: dict[str, tp.Any], model: str | None, device: str) -> Enco
                              "pass it, or a copy, with --model")
     try:
         codec = load_model(model or recorded or meta["model"], device=device)
+    except EntropyModelAsCodecError as exc:  # keeps its type, with advice for detokenize
+        raise exc.with_advice(f"detokenize takes the codec that wrote the shards (model {meta['model']!r}): "
+                              "pass its name or weights file with --model (model= in Python)") from None
     except ModelLoadError as exc:
         raise ModelLoadError(f"{exc}; the shards were written with model {meta['model']!r}: "
                              "pass its weights file with --model") from exc
@@ -224,7 +245,8 @@ def detokenize(folder: str | Path, out_dir: str | Path, ids: list[str] | None = 
     given twice is decoded once).
 
     The audio is written at the source file's rate and channel count unless ``rate`` /
-    ``channels`` say otherwise, as 16-bit WAV: louder audio is clipped with a warning, or
+    ``channels`` say otherwise, with the source's length at that rate (``decoded_audio``), as
+    16-bit WAV: louder audio is clipped with a warning, or
     with ``rescale`` scaled down to a 0.99 peak. The model is ``model``, else the weights file
     or model the shards name, and its weights' sha256 must equal the shards' (``ModelLoadError``
     otherwise). Before anything is written, ``TokenizeError`` when two rows would share an
@@ -245,10 +267,7 @@ def detokenize(folder: str | Path, out_dir: str | Path, ids: list[str] | None = 
         check_output(path, force, need_folder=False)
     output_folder(out_dir, "--out")
     for item, path in zip(items, paths):
-        with torch.inference_mode():
-            audio = decode_row(codec, item).cpu()
-        audio = convert_audio(audio, codec.sample_rate, rate or item["sample_rate"],
-                              channels or item["channels"])
+        audio = decoded_audio(codec, item, rate, channels)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_audio(path, audio if rescale else _clip(audio, path), rate or item["sample_rate"], rescale=rescale)
     return paths

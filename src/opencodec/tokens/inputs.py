@@ -15,7 +15,10 @@
 Ids must be unique and non-empty across all inputs; the list is sorted by id, so the order
 does not depend on the order of the inputs or of the file system. A manifest or list none of
 whose files exist is refused (usually paths relative to the wrong folder); one file listed
-under several ids is tokenised once per id, with a warning.
+under several ids is tokenised once per id, with a warning. A file whose id would not be valid
+UTF-8 text (a file name in another encoding, such as Latin-1), which a Parquet string cannot
+hold, is listed with its ``error`` set and the bytes written ``\\xNN`` in its id: the job
+reports it in ``errors.jsonl`` and skips it.
 """
 
 from __future__ import annotations
@@ -44,11 +47,39 @@ class InputError(OpenCodecError):
 @dataclass(frozen=True, order=True)
 class InputItem:
     """One file to tokenise: its row ``id`` and its ``path``; ``origin`` (not compared)
-    says where the id came from, for messages."""
+    says where the id came from, for messages; ``error`` (not compared), when not empty, why
+    the file is skipped without being read (``errors.jsonl`` gives it)."""
 
     id: str
     path: str
     origin: str = field(default="", compare=False, repr=False)
+    error: str = field(default="", compare=False)
+
+
+def utf8_text(text: str) -> str:
+    """``text`` itself when it is valid Unicode, else with the bytes that are not UTF-8 written
+    ``\\xNN`` (Python keeps such bytes of a file name as lone surrogates, which UTF-8 files,
+    JSON readers and Parquet strings refuse): ``'bad\\udcffname'`` -> ``'bad\\\\xffname'``."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte (a JSON "\ud800" escape)
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _skip_if_not_utf8(item: InputItem) -> InputItem:
+    """``item``, or when its id is not valid UTF-8 text (a file name in another encoding),
+    the item with that id escaped (``utf8_text``) and the ``error`` saying why it is skipped."""
+    safe = utf8_text(item.id)
+    if safe == item.id:
+        return item
+    return InputItem(safe, item.path, item.origin,
+                     error=f"{utf8_text(item.path)}: the file name is not valid UTF-8 (its other bytes are "
+                           "shown as \\xNN), and a row's id must be UTF-8 text: rename the file to tokenise it")
 
 
 def _walk_folder(root: Path) -> list[InputItem]:
@@ -102,6 +133,9 @@ def _manifest_id(value: tp.Any, path: str, where: str) -> str:
         return str(value)
     if not isinstance(value, str):
         raise InputError(f'{where}: "id" must be a string (or an integer), got {json.dumps(value)}')
+    if utf8_text(value) != value:
+        raise InputError(f'{where}: "id" {utf8_text(value)!r} is not valid Unicode text (a lone '
+                         "surrogate \\u escape)")
     if not value.strip():
         raise InputError(f'{where}: empty "id" (leave it out, or null, to use the path as the id)')
     return value
@@ -131,9 +165,15 @@ def _read_csv(manifest: Path) -> list[InputItem]:
             if reader.fieldnames is None or "path" not in reader.fieldnames:
                 raise InputError(f"{manifest}: a CSV manifest needs a 'path' column "
                                  f"(columns: {', '.join(reader.fieldnames or []) or 'none'})")
-            return [InputItem(row.get("id") or row["path"], _resolve(manifest.parent, row["path"]),
-                              origin if row.get("id") else "")
-                    for row in reader if row["path"]]
+            items = []
+            for row in reader:
+                path = row["path"]
+                if not path or not path.strip():  # empty, or missing from a short row
+                    raise InputError(f'{manifest}:{reader.line_num}: a manifest row needs a "path" '
+                                     "(this one's is empty or missing)")
+                items.append(InputItem(row.get("id") or path, _resolve(manifest.parent, path),
+                                       origin if row.get("id") else ""))
+            return items
     except UnicodeDecodeError as exc:
         raise _not_text(manifest, exc) from exc
     except csv.Error as exc:
@@ -214,15 +254,17 @@ def list_inputs(inputs: list[str | Path]) -> list[InputItem]:
     """The files named by ``inputs`` (folders, manifests, path lists, audio files), sorted by id.
 
     Raises ``InputError`` for a missing input, a malformed manifest, a file that is neither
-    audio, manifest nor UTF-8 text, an input naming no file (or only missing files), an empty
-    or non-string id, or two files with the same id. Warns when one file has several ids.
+    audio, manifest nor UTF-8 text, an input naming no file (or only missing files), a
+    manifest row without a path, an empty or non-string id, or two files with the same id.
+    Warns when one file has several ids. A file whose id is not valid UTF-8 (its name is in
+    another encoding) comes with its ``error`` set (``_skip_if_not_utf8``).
     """
     items: list[InputItem] = []
     for given in inputs:
         found = _read_input(Path(given))
         if not found:
             raise InputError(f"input {given} names no audio file")
-        items.extend(found)
+        items.extend(_skip_if_not_utf8(item) for item in found)
     items.sort()
     _check_unique(items)
     _warn_same_file(items)

@@ -25,13 +25,14 @@ import soundfile as sf
 import torch
 
 from .._process import exit_with_parent, usable_cores
+from ..audio import soundfile_name
 from ..batching import encode_batch, encode_each
 from ..errors import OpenCodecError
 from ..longform import encode_file_streaming, supports_streaming
 from ..model import EncodecModel
 from ..pretrained import known_models, load_model
 from ..weights_hash import weights_sha256
-from .inputs import list_inputs
+from .inputs import list_inputs, utf8_text
 from .plan import (PlannedItem, WorkerPlace, assign_shards, batches, env_int, place_from_env, plan_sha256,
                    probe, shard_ranges, shard_seconds, shards_for)
 from .reader import BatchAudio, LoadedBatch, batch_loader, loader_workers_warning
@@ -82,13 +83,16 @@ class WorkerStats:
 
 @dataclass
 class Summary:
-    """The job's outcome as seen by this process (``index`` once every shard exists)."""
+    """The job's outcome as seen by this process (``index`` once every shard exists);
+    ``workers_note``: in the first process, when fewer ``workers`` ran than were asked for
+    (see ``workers_note``)."""
 
     stats: WorkerStats
     elapsed: float
     place: WorkerPlace
     index: dict[str, tp.Any] | None = None
     extra: dict[str, tp.Any] = field(default_factory=dict)
+    workers_note: str | None = None
 
     @property
     def all_failed(self) -> bool:
@@ -212,7 +216,7 @@ def _rows_of_batch(model: EncodecModel, loaded: LoadedBatch, items: list[Planned
 
 
 def _streamed_row(model: EncodecModel, item: PlannedItem, autocast: tp.ContextManager) -> Row:
-    info = sf.info(item.path)
+    info = sf.info(soundfile_name(item.path))
     with autocast:
         codes, scales, length = encode_file_streaming(model, item.path)
     return Row(item.id, codes.to(torch.int16).numpy(), int(info.samplerate), info.frames / info.samplerate,
@@ -263,7 +267,8 @@ def encode_shards(model: EncodecModel, shards: dict[int, list[PlannedItem]], opt
         if remaining[loaded.shard] == 0:
             done, failures = rows.pop(loaded.shard), errors.pop(loaded.shard)
             yield (loaded.shard, [done[r] for r in sorted(done)],
-                   [{"id": items[r].id, "path": items[r].path, "error": failures[r]} for r in sorted(failures)])
+                   [{"id": items[r].id, "path": utf8_text(items[r].path), "error": utf8_text(failures[r])}
+                    for r in sorted(failures)])
 
 
 def run_worker(options: TokenizeOptions, plan: JobPlan, model: EncodecModel, place: WorkerPlace,
@@ -361,10 +366,27 @@ def default_workers(device: str) -> int:
     return usable_cores()
 
 
+def workers_note(workers: int, num_files: int, num_shards: int, shard_rows: int) -> str | None:
+    """The note for ``workers`` CPU processes asked for a job of ``num_shards`` shards of up to
+    ``shard_rows`` of its ``num_files`` files, when fewer run (one per shard at most): how many
+    do, and the ``--shard-rows`` that would give each a shard. None when every one has a shard."""
+    if workers <= 1 or num_shards >= workers:
+        return None
+    shards = f"{num_shards} shard" + ("s" if num_shards > 1 else "")
+    note = (f"--workers {workers}: the job's {num_files} files fill {shards} of up to {shard_rows} "
+            f"(--shard-rows), one process's work each, so {num_shards} of the {workers} processes run")
+    rows = math.ceil(num_files / workers)
+    if rows < shard_rows:
+        note += (f"; --shard-rows {rows} would make {math.ceil(num_files / rows)} shards for as many processes "
+                 "(the shard size is part of the job: give it a new --out folder)")
+    return note
+
+
 def tokenize(options: TokenizeOptions, progress: tp.Callable[[float], Report] | None = None) -> Summary:
     """Run the job (see the module docstring); ``progress(total_seconds)`` returns the
     callback that receives (seconds, files, errors) increments. Returns this process's summary.
-    More ``workers`` than shards would idle: the job starts one per shard at most."""
+    More ``workers`` than shards would idle: the job starts one per shard at most, and says so
+    in the first process's ``Summary.workers_note``."""
     if options.workers < 1:
         raise OpenCodecError(f"--workers must be at least 1, got {options.workers}")
     start = time.perf_counter()
@@ -389,4 +411,6 @@ def tokenize(options: TokenizeOptions, progress: tp.Callable[[float], Report] | 
     else:
         stats = _run_processes(options, plan, places, model, report)
     index = finalize(out, len(plan.shards))
-    return Summary(stats, time.perf_counter() - start, places[0], index)
+    note = workers_note(options.workers, len(plan.planned), len(plan.shards), options.shard_rows)
+    return Summary(stats, time.perf_counter() - start, places[0], index,
+                   workers_note=note if places[0].rank == 0 else None)

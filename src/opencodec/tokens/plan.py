@@ -2,7 +2,8 @@
 file list and the options, so every rank and every rerun computes the same plan.
 
 - Every file's duration is read from its header (``soundfile.info``, no decoding); a file
-  whose header cannot be read gets duration -1 and fails again, with its reason, when read.
+  whose header cannot be read gets duration -1 and fails again, with its reason, when read;
+  a file listed with an ``error`` (``InputItem.error``) gets -1 unread and fails with that.
 - Files are sorted by (duration, id) and cut into shards of ``shard_rows`` rows: shard ``s``
   holds rows ``s * shard_rows ..``. The shards do not depend on the number of processes, so
   1, 2 or 64 processes write the same shards. Shards go to workers by their seconds of audio,
@@ -25,16 +26,19 @@ from dataclasses import dataclass
 
 import soundfile as sf
 
+from ..audio import soundfile_name
 from .inputs import InputItem
 
 
 @dataclass(frozen=True)
 class PlannedItem:
-    """A file with the duration (seconds) its header gives, -1 when it cannot be read."""
+    """A file with the duration (seconds) its header gives, -1 when it cannot be read;
+    ``error``, when not empty: why it is skipped unread (``InputItem.error``)."""
 
     id: str
     path: str
     duration: float
+    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -57,17 +61,18 @@ class WorkerPlace:
 def header_duration(path: str) -> float:
     """Duration in seconds from the file's header; -1 when the header cannot be read."""
     try:
-        info = sf.info(path)
+        info = sf.info(soundfile_name(path))
     except Exception:  # noqa: BLE001  (any failure is reported when the file is read)
         return -1.0
     return info.frames / info.samplerate if info.samplerate > 0 and info.frames > 0 else -1.0
 
 
 def probe(items: list[InputItem], threads: int = 16) -> list[PlannedItem]:
-    """Durations of ``items`` (headers read in ``threads`` threads), sorted by (duration, id)."""
+    """Durations of ``items`` (headers read in ``threads`` threads; -1 unread for an item with
+    an ``error``), sorted by (duration, id)."""
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        durations = list(pool.map(header_duration, [item.path for item in items]))
-    planned = [PlannedItem(item.id, item.path, d) for item, d in zip(items, durations)]
+        durations = list(pool.map(lambda item: -1.0 if item.error else header_duration(item.path), items))
+    planned = [PlannedItem(item.id, item.path, d, item.error) for item, d in zip(items, durations)]
     return sorted(planned, key=lambda p: (p.duration, p.id))
 
 

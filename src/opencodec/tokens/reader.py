@@ -65,9 +65,12 @@ class BatchAudio(Dataset):
             return LoadedBatch(index, shard, list(batch.rows), None, [], [], streamed=True)
         waves, rows, sources, errors = [], [], [], {}
         for row in batch.rows:
-            path = self.items[shard][row].path
+            item = self.items[shard][row]
+            if item.error:  # skipped unread (a file name that is not UTF-8)
+                errors[row] = item.error
+                continue
             try:
-                wav, rate = read_audio(path)
+                wav, rate = read_audio(item.path)
                 waves.append(convert_audio(wav, rate, self.sample_rate, self.channels))
                 sources.append(SourceInfo(rate, wav.shape[0], wav.shape[-1] / rate))
                 rows.append(row)

@@ -101,10 +101,17 @@ def shard_table(rows: list[Row], metadata: dict[str, tp.Any], with_scales: bool)
 
 
 def write_shard(path: Path, rows: list[Row], metadata: dict[str, tp.Any], with_scales: bool) -> None:
-    """Write ``rows`` as one Parquet file (zstd), atomically: it appears complete or not at all."""
+    """Write ``rows`` as one Parquet file (zstd), atomically: it appears complete or not at all.
+
+    A shard without rows (every file of it failed) has the schema and metadata and no row
+    group: Hugging Face ``datasets`` refuses a row group of 0 rows ("BatchSize must be greater
+    than 0"), while pyarrow and pandas read either as an empty table."""
     table = shard_table(rows, metadata, with_scales)
     with atomic_output(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        if rows:
+            pq.write_table(table, tmp, compression="zstd")
+        else:
+            pq.ParquetWriter(tmp, table.schema, compression="zstd").close()
 
 
 def read_metadata(path: Path) -> dict[str, tp.Any]:
@@ -144,9 +151,33 @@ def claim_folder(folder: Path, job: dict[str, tp.Any]) -> None:
         _write_json(path, job)
     found = json.loads(path.read_text())
     if found != job:
-        diff = [key for key in sorted(set(job) | set(found)) if job.get(key) != found.get(key)]
-        raise TokenizeError(f"{folder} holds tokens of another job (differs in: {', '.join(diff)}); "
-                            "use a new --out folder, or delete that one")
+        raise TokenizeError(f"{folder} holds the tokens of another job: {'; '.join(job_differences(found, job))}; "
+                            "its shards cannot be reused for this one: give a new --out folder, or delete "
+                            f"{folder} to start again")
+
+
+#: ``job.json`` keys a user changes with an option, and the words for them.
+_JOB_SETTINGS = {"model": "the model", "weights_sha256": "the model's weights", "bandwidth": "--bandwidth",
+                 "dtype": "--dtype", "shard_rows": "--shard-rows", "opencodec_version": "the opencodec version"}
+
+
+def job_differences(found: dict[str, tp.Any], job: dict[str, tp.Any]) -> list[str]:
+    """What differs between the job a folder holds (``found``) and this ``job``, in words:
+    a setting with its two values, or that the input files (or their durations) changed."""
+    words = []
+    for key in sorted(set(job) | set(found)):
+        if key in ("files_sha256", "num_files", "num_shards") or found.get(key) == job.get(key):
+            continue
+        then, now = found.get(key), job.get(key)
+        if key == "weights_sha256":
+            then, now = str(then)[:12] + "...", str(now)[:12] + "..."
+        words.append(f"{_JOB_SETTINGS.get(key, key)}: {then} then, {now} now")
+    if found.get("files_sha256") != job.get("files_sha256") or found.get("num_files") != job.get("num_files"):
+        words.append(f"the input files, or their durations, changed since that job ({found.get('num_files')} "
+                     f"files then, {job.get('num_files')} now)")
+    if not words:  # only num_shards, which follows from the files and --shard-rows: an edited job.json
+        words.append(f"its {JOB_FILE} differs in num_shards")
+    return words
 
 
 def finalize(folder: Path, num_shards: int) -> dict[str, tp.Any] | None:
