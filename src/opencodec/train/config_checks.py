@@ -6,16 +6,17 @@ compares with its checkpoint's config (:func:`config_changes`)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import typing as tp
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, EntropyModelAsCodecError
 
 __all__ = ["CODEC_BOOLEAN_KEYS", "RankConfigError", "check_betas", "check_codec_bandwidths", "check_codec_config",
-           "check_number", "config_changes", "resolve_device"]
+           "check_number", "codec_field", "config_changes", "resolve_device"]
 
 #: The codec trainer's true/false keys, besides the boolean fields of ``EncodecConfig``
 #: (``model.causal``, ...) and of the data augmentation (``data.augment.pad_short``, ...),
@@ -32,6 +33,19 @@ _MODEL_FIELDS_FROM_ZERO = ("n_residual_layers", "lstm")
 class RankConfigError(ConfigError):
     """A config error of one torchrun process alone (its GPU index), which the other ranks do
     not see: every rank reports its own, where a config error common to all is said once."""
+
+
+@contextlib.contextmanager
+def codec_field(field: str, advice: str) -> tp.Iterator[None]:
+    """Inside the block (loading the codec a config's ``field`` names), an entropy model given
+    as that codec (:class:`~opencodec.errors.EntropyModelAsCodecError`, whose loader's advice
+    names ``--lm-model``, an option the trainers do not have) becomes a one-line
+    :class:`ConfigError` ``config field FIELD: <problem>; <advice>``."""
+    try:
+        yield
+    except EntropyModelAsCodecError as exc:
+        raise ConfigError(f"config field {field}: {exc.problem}; {advice}") from None
+
 
 #: Keys that may differ between the invocations of one run without changing what it trains
 #: (where it is written, how long this invocation may take, the CPU threads and workers).

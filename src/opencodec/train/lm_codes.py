@@ -25,7 +25,12 @@ from ..bandwidth import check_bandwidth
 from ..errors import AudioIOError, ConfigError, UnsupportedBandwidthError
 from ..model import EncodecModel
 from ..weights_hash import codec_fingerprint  # noqa: F401  (imported from here by lm_solver and tests)
+from .config_checks import codec_field
 from .lm_config import Settings, check_coder_limits, check_seq_len
+
+#: What ``codec`` says of an entropy model given in place of the codec whose codes are modelled.
+CODEC_LM_ADVICE = ("codec takes the codec whose codes the entropy model learns (a codec's name or weights "
+                   "file); a train-lm run resumes from the checkpoint.pt in its --run-dir")
 
 CACHE_FORMAT = 1
 
@@ -229,7 +234,8 @@ def load_codec(s: Settings) -> tuple[EncodecModel, list[float]]:
                           "weights file)")
     if not s.train_manifests:
         raise ConfigError("config field data.train is missing (JSONL manifest(s) of training audio)")
-    codec = load_model(s.codec)
+    with codec_field("codec", CODEC_LM_ADVICE):  # an entropy model: a ConfigError
+        codec = load_model(s.codec)
     bandwidths = s.bandwidths or codec.target_bandwidths
     try:
         bandwidths = [check_bandwidth(b, codec.target_bandwidths, codec.name) for b in bandwidths]

@@ -20,10 +20,15 @@ import torch
 
 from .._files import check_output, write_bytes_atomic
 from ..argtypes import bandwidth_arg, positive_int
-from ..errors import AudioIOError
+from ..errors import AudioIOError, EntropyModelAsCodecError
 from ..model import EncodecModel
 from .lm_codes import CodeSet, _manifest_rows
 from .lm_model import read_lm_info
+
+#: What ``train-lm report`` says of an entropy model given as its codec (the loader's advice
+#: names ``--lm-model``, an option report does not have).
+REPORT_LM_ADVICE = ("opencodec train-lm report takes a codec: pass a codec's name or weights file to --codec "
+                    "(the entropy model goes to --lm)")
 
 if tp.TYPE_CHECKING:
     from ..entropy import EntropyLM
@@ -236,7 +241,10 @@ def report_main(argv: tp.Sequence[str]) -> int:
     codec_name = args.codec or info.get("codec_source") or info.get("codec") or official_codec
     if codec_name is None:
         parser.error(f"{args.lm} does not name its codec: pass --codec")
-    codec = load_model(codec_name)
+    try:
+        codec = load_model(codec_name)
+    except EntropyModelAsCodecError as exc:
+        raise exc.with_advice(REPORT_LM_ADVICE) from None
     # refuses an entropy model trained on another codec's codes (as compress does)
     lm = load_lm_model(args.lm, codec=codec)
     report = evaluate_saving(codec, lm, args.manifest, args.bandwidths or None, args.items,

@@ -66,7 +66,8 @@ from .batches import (_batches, _device_batches, _device_corpus, _train_dataset,
                       check_manifests)
 from .codebook_stats import CODEBOOK_STATISTICS_ITEMS, _has_refilled_codebook_statistics, estimate_codebook_statistics
 from .config import config_errors, load_config, parse_run_arguments  # noqa: F401 - load_config: scripts import it here
-from .config_checks import RankConfigError, check_betas, check_codec_bandwidths, check_codec_config, resolve_device
+from .config_checks import (RankConfigError, check_betas, check_codec_bandwidths, check_codec_config, codec_field,
+                            resolve_device)
 from .discriminator import MultiScaleSTFTDiscriminator
 from .losses import MultiScaleMelLoss, audiocraft_alphas
 from .run_folder import RunFolder, StopRequests, saving, set_usual_permissions, stopped_message
@@ -79,6 +80,9 @@ from .step import (MetricAccumulator, StepParts, TrainerModule, autocast_for, co
 
 CHECKPOINT = "checkpoint.pt"
 EXPORT = "model.safetensors"
+#: What ``init_from`` says of an entropy model given in place of the codec to fine-tune.
+INIT_FROM_LM_ADVICE = ("init_from takes a codec's name or weights file to fine-tune; entropy models are trained "
+                       "with opencodec train-lm, whose runs resume from the checkpoint.pt in their --run-dir")
 
 
 # -- 1. configuration ------------------------------------------------------------------------
@@ -103,7 +107,8 @@ def build_mel_loss(cfg: dict[str, tp.Any], sample_rate: int) -> MultiScaleMelLos
 def _build_model(cfg: dict) -> EncodecModel:
     init_from = cfg.get("init_from")
     if init_from:
-        return load_model(init_from)  # fine-tuning: the checkpoint's own configuration
+        with codec_field("init_from", INIT_FROM_LM_ADVICE):  # an entropy model: a ConfigError
+            return load_model(init_from)  # fine-tuning: the checkpoint's own configuration
     return EncodecModel(EncodecConfig.from_dict(cfg["model"]))
 
 
