@@ -21,7 +21,7 @@ import torch
 
 from ._files import atomic_output, error_reason
 from .argtypes import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
-from .errors import AudioIOError
+from .errors import AudioIOError, OutputError
 
 #: File extensions (lower case) treated as audio when scanning folders.
 AUDIO_EXTENSIONS: frozenset[str] = frozenset(
@@ -350,6 +350,8 @@ def write_audio(path: str | Path, wav: torch.Tensor, sample_rate: int, *, bits: 
     try:
         with atomic_output(path) as tmp:
             sf.write(soundfile_name(tmp), data, int(sample_rate), format=fmt, subtype=subtype)
+    except OutputError as exc:  # atomic_output's, which already says "cannot write PATH: reason"
+        raise AudioIOError(str(exc)) from exc
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
         raise AudioIOError(f"cannot write {path}: {audio_error_reason(exc)}") from exc
 

@@ -74,8 +74,9 @@ class FileResult:
     ``warnings`` (clipping) raised while writing audio, the other ``notices`` (an input
     louder than full scale or shorter than its header says, an output with no samples),
     and for entropy-coded data ``plain_bytes``, the size the same file has without the
-    entropy model (:func:`plain_size`), and ``header_extra``, the bytes its header has
-    over the plain header's (:func:`header_extra`)."""
+    entropy model (:func:`plain_size`), ``header_extra``, the bytes its header has
+    over the plain header's (:func:`header_extra`), and ``checksums``: whether its format
+    carries checksums (the deterministic one; the official one has none)."""
 
     src: Path
     dst: Path
@@ -88,6 +89,7 @@ class FileResult:
     plain_bytes: int | None = None
     notices: list[str] = field(default_factory=list)
     header_extra: int | None = None
+    checksums: bool = False
 
 
 # ------------------------------------------------------------------------------------------
@@ -99,10 +101,14 @@ def _check_float(options: OutputOptions, jobs: list[Job]) -> None:
 
 
 def _plan(src: Path, out: Path | None, options: OutputOptions, accept: tp.Callable[[Path], bool],
-          suffix: str, allowed: tp.Sequence[str], what: str, stdio: str) -> Plan:
+          suffix: str, allowed: tp.Sequence[str], what: str, stdio: str, reads_pipes: bool) -> Plan:
+    """The plan of a command; ``reads_pipes``: the command reads an input that is not a regular
+    file (``/dev/stdin``), else such an input is refused with ``stdio``, which says why."""
     if str(src) == "-" or str(out) == "-":
         raise UsageError(f"'-' (stdin/stdout) is not a file: {stdio}")
     check_input(src)
+    if not reads_pipes and not src.is_dir() and not src.is_file():
+        raise UsageError(f"input {src} is not a regular file (a pipe or device): {stdio}")
     if options.force and options.skip_existing:
         raise UsageError("--force and --skip-existing contradict each other: choose one")
     if src.is_dir():
@@ -127,7 +133,7 @@ def plan_compress(src: Path, out: Path | None, options: OutputOptions) -> Plan:
     plan = _plan(src, out, options, is_audio_file, ECDC_SUFFIX, (ECDC_SUFFIX, *AUDIO_OUTPUT_SUFFIXES),
                  f"audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})",
                  "compress reads and writes files; 'opencodec stream-encode' encodes audio from stdin "
-                 "to a packet stream on stdout ('opencodec stream-decode' decodes it)")
+                 "to a packet stream on stdout ('opencodec stream-decode' decodes it)", reads_pipes=False)
     if any(j.dst.suffix.lower() == ECDC_SUFFIX for j in plan.jobs):
         decoding = [flag for flag, given in (("--rate", options.rate), ("--channels", options.channels),
                                              ("--float", options.float32), ("-r/--rescale", options.rescale))
@@ -146,7 +152,7 @@ def plan_decompress(src: Path, out: Path | None, options: OutputOptions) -> Plan
                  AUDIO_OUTPUT_SUFFIXES, f"{ECDC_SUFFIX} files",
                  "decompress reads and writes files (an .ecdc file from a pipe: IN /dev/stdin); "
                  "'opencodec stream-decode' decodes the packet streams of 'opencodec stream-encode' "
-                 "from stdin to stdout")
+                 "from stdin to stdout", reads_pipes=True)
 
 
 # ------------------------------------------------------------------------------------------
@@ -257,6 +263,13 @@ def header_extra(header: EcdcHeader) -> int:
     return len(header_bytes(header)) - len(header_bytes(plain))
 
 
+def _entropy_coded_sizes(result: FileResult, header: EcdcHeader, model: EncodecModel) -> None:
+    """Fill in ``result``'s sizes of an entropy-coded file with ``header``: ``plain_bytes``,
+    ``header_extra`` and ``checksums`` (the deterministic format's)."""
+    result.plain_bytes, result.header_extra = plain_size(header, model), header_extra(header)
+    result.checksums = header.deterministic is not None
+
+
 # ------------------------------------------------------------------------------------------
 # compress
 # ------------------------------------------------------------------------------------------
@@ -310,8 +323,7 @@ class FileCompressor:
         job.dst.parent.mkdir(parents=True, exist_ok=True)
         result = FileResult(job.src, job.dst, length / model.sample_rate, size_bytes=len(data), notices=notices)
         if self.lm is not None:
-            header = parse_header(data)[0]
-            result.plain_bytes, result.header_extra = plain_size(header, model), header_extra(header)
+            _entropy_coded_sizes(result, parse_header(data)[0], model)
         if round_trip:  # back to the input's rate and channels unless options say otherwise
             out, out_rate = _to_output_format(self.options, out, out_rate, input_rate, input_channels,
                                               input_length)
@@ -335,7 +347,7 @@ class FileCompressor:
         result = FileResult(job.src, job.dst, header.audio_length / self.model.sample_rate, size_bytes=size,
                             streamed=True, notices=notices)
         if self.lm is not None:
-            result.plain_bytes, result.header_extra = plain_size(header, self.model), header_extra(header)
+            _entropy_coded_sizes(result, header, self.model)
         return result
 
 

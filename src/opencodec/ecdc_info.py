@@ -8,10 +8,12 @@ import typing as tp
 from pathlib import Path
 
 from .bitstream import EcdcHeader, StreamLayout, body_size, min_lm_body_size, read_header
+from .bitstream.header import check_num_codebooks
+from .errors import BitstreamError
 from .identity import OFFICIAL_NAMES
 from .model import EncodecConfig
 from .pretrained import config_for_name, load_model
-from .releases import CODEC_ALIAS, codec_release, codec_releases_by_hash
+from .releases import CODEC_ALIAS, CodecRelease, codec_release, codec_releases_by_hash
 
 ECDC_SUFFIX = ".ecdc"
 
@@ -43,11 +45,16 @@ def describe_file(path: Path, known: tuple[str, EncodecConfig] | None = None) ->
     name that is not known; ``known`` = (model name, its configuration) makes one more name
     known (``info --model``). Deterministic (version 1) files add ``format_version``,
     ``lm_name``, ``lm_hash``, ``lm_scheme``, ``check_bits`` and ``check_interval`` (frames).
+    A release that is not shipped is known from its record (:func:`release_layout`).
+
+    Raises ``BitstreamError`` for a damaged header (:func:`read_file_header`) and for one that
+    uses more codebooks than its known model has (the check decompress makes,
+    :func:`~opencodec.bitstream.header.check_num_codebooks`).
     """
     with open(path, "rb") as fo:
         if not path.is_file():  # a pipe (/dev/stdin) cannot seek: read it once, whole
             fo = io.BytesIO(fo.read())  # type: ignore[assignment]
-        header: EcdcHeader = read_header(fo)
+        header: EcdcHeader = read_file_header(fo)
         header_bytes = fo.tell()
         size = fo.seek(0, io.SEEK_END)
     release = codec_release(header.model_name)
@@ -62,10 +69,15 @@ def describe_file(path: Path, known: tuple[str, EncodecConfig] | None = None) ->
         if by_hash:
             release = by_hash[0]
             config = config_for_name(release.name)
+    layout: StreamLayout | None = None
     if config is not None:
         facts = (config.sample_rate, config.channels, config.bins, config.frame_rate)
+        layout = StreamLayout.from_config(config, header.model_name)
+        check_num_codebooks(header.num_codebooks, config.n_q, config.name)
     elif release is not None:  # a release that is not shipped: its record has the numbers
         facts = (release.sample_rate, release.channels, release.bins, release.frame_rate)
+        layout = release_layout(release, header.model_name)
+        check_num_codebooks(header.num_codebooks, release.n_q, release.name)
     info: dict[str, tp.Any] = {
         "file": str(path), "model": header.model_name, "model_hash": header.model_hash,
         "release": release_note(header.model_name, header.model_hash),
@@ -80,8 +92,8 @@ def describe_file(path: Path, known: tuple[str, EncodecConfig] | None = None) ->
             sample_rate=rate, channels=channels,
             bandwidth_kbps=header.num_codebooks * math.log2(bins) * frame_rate / 1000,
             duration_s=duration, bitrate_kbps=size * 8 / duration / 1000)
-    info["body_bytes_missing"] = _body_bytes_missing(header, config, size - header_bytes)
-    info["lm_body_min_bytes"] = _lm_body_min_bytes(header, config)
+    info["body_bytes_missing"] = _body_bytes_missing(header, layout, size - header_bytes)
+    info["lm_body_min_bytes"] = None if facts is None else _lm_body_min_bytes(header, layout, facts[2])
     if header.lm_hash is not None:
         info.update(lm_hash=header.lm_hash)
     det = header.deterministic
@@ -91,22 +103,51 @@ def describe_file(path: Path, known: tuple[str, EncodecConfig] | None = None) ->
     return info
 
 
-def _body_bytes_missing(header: EcdcHeader, config: EncodecConfig | None, body: int) -> int | None:
-    """How many bytes a plain (not entropy-coded) body lacks (negative: bytes too many), from
-    the header and the model's configuration; None when that cannot be told without
-    decoding (entropy coded) or without the configuration."""
-    if config is None or header.use_lm:
+def read_file_header(fo: tp.BinaryIO) -> EcdcHeader:
+    """:func:`~opencodec.bitstream.read_header`, whose error for a file that starts with the
+    packet stream's sync word (``opencodec stream-encode``'s output) says so."""
+    start = fo.tell()
+    try:
+        return read_header(fo)
+    except BitstreamError as exc:
+        fo.seek(start)
+        from .stream.format import SYNC  # only here: the stream package is not needed otherwise
+
+        if fo.read(len(SYNC)) == SYNC:
+            raise BitstreamError(f"{exc} (a packet stream: use opencodec stream-decode)") from None
+        raise
+
+
+def release_layout(release: CodecRelease, name: str | None = None) -> StreamLayout | None:
+    """The body layout of a release's files from its record alone (no weights): the bundled
+    codec's releases neither normalise nor segment (``tests/test_trust_checker_fixes.py``
+    checks this against the shipped ones); None when the record's frame rate does not give a
+    whole hop length or its codebook size is not a power of two. ``name``: checked against
+    headers (default the release's)."""
+    hop, rest = divmod(release.sample_rate, release.frame_rate)
+    bits = release.bins.bit_length() - 1
+    if rest or release.bins != 1 << bits:
         return None
-    return body_size(header, StreamLayout.from_config(config, header.model_name)) - body
+    return StreamLayout(model_name=release.name if name is None else name, n_q=release.n_q, bits=bits,
+                        hop_length=hop, normalize=False)
 
 
-def _lm_body_min_bytes(header: EcdcHeader, config: EncodecConfig | None) -> int | None:
+def _body_bytes_missing(header: EcdcHeader, layout: StreamLayout | None, body: int) -> int | None:
+    """How many bytes a plain (not entropy-coded) body lacks (negative: bytes too many), from
+    the header and the model's layout; None when that cannot be told without decoding
+    (entropy coded) or without the layout."""
+    if layout is None or header.use_lm:
+        return None
+    return body_size(header, layout) - body
+
+
+def _lm_body_min_bytes(header: EcdcHeader, layout: StreamLayout | None, bins: int) -> int | None:
     """A lower bound on an entropy-coded body's bytes (:func:`~opencodec.bitstream.min_lm_body_size`:
     a body below it is surely damaged; one above it is not proven whole, only decoding tells);
     None for a plain body or an unknown model."""
-    if config is None or not header.use_lm:
+    if layout is None or not header.use_lm:
         return None
-    return min_lm_body_size(header, StreamLayout.from_config(config, header.model_name), config.bins)
+    return min_lm_body_size(header, layout, bins)
 
 
 def release_note(name: str, weights_hash: str | None) -> str:

@@ -111,7 +111,16 @@ def plan_folder(src: Path, out: Path | None, accept: tp.Callable[[Path], bool], 
 
 
 def single_output(src: Path, out: Path | None, default_suffix: str, allowed: tp.Sequence[str]) -> Path:
-    """Output path of a single-file job: OUT, OUT/<name> when OUT is a folder, or IN + suffix."""
+    """Output path of a single-file job: OUT, OUT/<name> when OUT is a folder, or IN + suffix.
+
+    The name is derived from IN only for a regular file: for a pipe or device (``/dev/stdin``,
+    ``/dev/fd/N``, a FIFO) it would be a file in ``/dev`` or named after a descriptor, so
+    without an OUT file name that is a :class:`~opencodec.errors.UsageError`."""
+    if (out is None or out.is_dir()) and src.exists() and not src.is_file():
+        where = "OUT is a folder" if out is not None else "no OUT is given"
+        raise UsageError(f"input {src} is not a regular file (a pipe or device), and {where}: there is "
+                         f"no file name to derive the output's from; give OUT, the output file "
+                         f"(e.g. out{default_suffix})")
     if out is None:
         return src.with_suffix(default_suffix)
     if out.is_dir():

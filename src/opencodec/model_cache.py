@@ -13,12 +13,14 @@ from pathlib import Path
 
 from .bandwidth import check_bandwidth
 from .bitstream import EcdcHeader
-from .errors import OpenCodecError, UnsupportedBandwidthError, UsageError
+from .bitstream.header import check_num_codebooks
+from .errors import BitstreamError, OpenCodecError, UnsupportedBandwidthError, UsageError
 from .identity import check_lm_for_file, check_model_for_file, lm_name_for_file, model_for_file
 from .model import EncodecConfig, EncodecModel
 from .lm_pairing import check_lm_for_decoding
 from .pretrained import (DEFAULT_MODEL, config_for_name, known_lm_models, lm_name_for_codec, load_lm_model,
                          load_model)
+from .releases import CODEC_ALIAS, OFFICIAL_NAMES, codec_release, codec_releases_by_hash, resolve_alias
 from .streamability import check_streamable
 
 if tp.TYPE_CHECKING:
@@ -56,11 +58,60 @@ def load_checked_model(model_arg: str | None, bandwidth: float | None, *, stream
     return model
 
 
+def is_codec_name(model_arg: str) -> bool:
+    """Whether ``model_arg`` names codec weights whose identity is known without loading them:
+    an official model, a release of the bundled codec, or its alias."""
+    return model_arg in OFFICIAL_NAMES or model_arg == CODEC_ALIAS or codec_release(model_arg) is not None
+
+
+def check_named_model(model_arg: str, name: str, weights_hash: str | None, num_codebooks: int | None = None,
+                      what: str = "the file") -> None:
+    """Before model ``model_arg`` (a name given with ``-m``) is loaded, or downloaded: raise
+    ``BitstreamError`` when a header naming model ``name`` with ``weights_hash`` (None: none)
+    and ``num_codebooks`` (None: not checked) certainly needs other weights.
+
+    Known without loading (:func:`is_codec_name`): a release's weights hash and codebooks
+    (:mod:`opencodec.releases`), an official model's codebooks, that an official model's
+    weights are no release's, and that a header naming an official model without a hash
+    needs that model. Anything else (a weights file, a header naming another model without a
+    hash) is checked once the model is loaded (:func:`~opencodec.identity.check_model_for_file`).
+    """
+    if not is_codec_name(model_arg):
+        return
+    release = codec_release(resolve_alias(model_arg))
+    if num_codebooks is not None:
+        if release is not None:
+            check_num_codebooks(num_codebooks, release.n_q, release.name, what)
+        else:
+            config = config_for_name(model_arg)
+            if config is not None:
+                check_num_codebooks(num_codebooks, config.n_q, model_arg, what)
+    if weights_hash is None:
+        given = model_arg if release is None else release.name
+        if name in OFFICIAL_NAMES and given != name:
+            raise BitstreamError(f"{what} was written by model {name!r}, but the model given is "
+                                 f"{model_arg!r}: pass the model that wrote it (or no -m: the "
+                                 f"header's model)")
+        return
+    if release is not None:
+        other = release.short_hash != weights_hash
+    else:  # an official model: its weights are no release's
+        other = codec_release(name) is not None or bool(codec_releases_by_hash(weights_hash))
+    if other:
+        raise BitstreamError(f"{what} was written by model {name!r} with weights hash {weights_hash}, "
+                             f"but the model given is {model_arg!r}, whose weights are others: "
+                             "pass the model that wrote it (or no -m: the header's model)")
+
+
 class CodecModels:
     """Codecs for decompression, each loaded at most once: the ``model_arg`` one (name or
     weights file), or else the one each header names (a failure is remembered too). Either
     is checked against the header: architecture and weights hash (:mod:`opencodec.identity`).
-    ``load`` loads a model by name or path (default :func:`opencodec.pretrained.load_model`)."""
+    A ``model_arg`` weights file loads at once (a bad one fails before any file); a name
+    (:func:`is_codec_name`) loads at the first header it can decode
+    (:func:`check_named_model`), so weights a header rules out are never loaded or
+    downloaded. ``load`` loads a model by name or path (default
+    :func:`opencodec.pretrained.load_model`)."""
 
     def __init__(self, model_arg: str | None, load: Loader | None = None, exact: bool = True):
         base: Loader = load if load is not None else (lambda name: load_model(name))
@@ -71,15 +122,31 @@ class CodecModels:
             return model
 
         self._load: Loader = load_in_mode
-        self._fixed = self._load(model_arg) if model_arg is not None else None
+        self._arg = model_arg
+        self._fixed: EncodecModel | Exception | None = None
+        if model_arg is not None and not is_codec_name(model_arg):
+            self._fixed = self._load(model_arg)
         self._by_name: dict[tuple[str, str | None], EncodecModel | Exception] = {}
+
+    def _given(self) -> EncodecModel:
+        """The ``model_arg`` model, loaded now if it was not (a failure is remembered)."""
+        if self._fixed is None:
+            try:
+                self._fixed = self._load(self._arg)
+            except OpenCodecError as exc:
+                self._fixed = exc
+        if isinstance(self._fixed, Exception):
+            raise self._fixed
+        return self._fixed
 
     def get(self, name: str, weights_hash: str | None = None, num_codebooks: int = 1,
             what: str = "the file") -> EncodecModel:
         """The model to decode a file whose header names model ``name`` with ``weights_hash``."""
-        if self._fixed is not None:
-            check_model_for_file(self._fixed, name, weights_hash, num_codebooks, what)
-            return self._fixed
+        if self._arg is not None:
+            check_named_model(self._arg, name, weights_hash, num_codebooks, what)
+            model = self._given()
+            check_model_for_file(model, name, weights_hash, num_codebooks, what)
+            return model
         key = (name, weights_hash)
         if key not in self._by_name:
             try:

@@ -38,6 +38,10 @@ DEFAULT_CHECK_BITS = 8
 MAX_LM_NAME_CHARS = 200
 """Longest entropy-model name a version 1 header may carry."""
 
+MAX_MODEL_NAME_CHARS = 200
+"""Longest model name (``m``) a header may carry: registered names are under 30 characters,
+``<name>_custom`` and a trained model's name far below it."""
+
 _HASH_CHARS = frozenset("0123456789abcdef")
 
 KNOWN_KEYS = {VERSION: ("m", "al", "nc", "lm", "mh", "lmh"),
@@ -195,10 +199,8 @@ def _check_header_fields(meta: tp.Any, version: int = VERSION) -> None:
     if missing:
         raise BitstreamError(f"ECDC header: missing key(s) {', '.join(map(repr, missing))} "
                              f"(expected 'm', 'al', 'nc', 'lm'; got {sorted(map(str, meta))})")
+    _check_name(meta, "m", "model name", MAX_MODEL_NAME_CHARS)
     name = meta["m"]
-    if not isinstance(name, str) or not name:
-        raise BitstreamError(f"ECDC header field 'm' (model name): expected a non-empty string, "
-                             f"got {_describe(name)}")
     _check_int(meta, "al", "audio length", 1)
     _check_int(meta, "nc", "number of codebooks", 1)
     if not isinstance(meta["lm"], bool):
@@ -222,6 +224,30 @@ def _check_header_fields(meta: tp.Any, version: int = VERSION) -> None:
         _check_hash(meta, "lmh", "entropy model weights hash")
 
 
+def _check_name(meta: dict[str, tp.Any], key: str, what: str, limit: int) -> None:
+    """A model name: a non-empty string of at most ``limit`` printable characters (no line
+    break, tab or terminal escape: readers print it, and it must not fake lines there)."""
+    name = meta[key]
+    if not isinstance(name, str) or not name:
+        raise BitstreamError(f"ECDC header field {key!r} ({what}): expected a non-empty string, "
+                             f"got {_describe(name)}")
+    if len(name) > limit:
+        raise BitstreamError(f"ECDC header field {key!r} ({what}): expected at most {limit} "
+                             f"characters, got {len(name)} ({_describe(name)})")
+    if not name.isprintable():
+        bad = next(ch for ch in name if not ch.isprintable())
+        raise BitstreamError(f"ECDC header field {key!r} ({what}): expected printable characters only "
+                             f"(readers print the name), got {bad!r} (U+{ord(bad):04X}) in {_describe(name)}")
+
+
+def check_num_codebooks(num_codebooks: int, n_q: int, model_name: str, what: str = "the file") -> None:
+    """``BitstreamError`` when a header's ``num_codebooks`` exceeds the ``n_q`` codebooks of model
+    ``model_name``: that model did not write ``what`` (a file, a stream)."""
+    if num_codebooks > n_q:
+        raise BitstreamError(f"{what} uses {num_codebooks} codebooks, but model {model_name!r} has "
+                             f"at most {n_q}: it is not the model that wrote it")
+
+
 def _check_hash(meta: dict[str, tp.Any], key: str, what: str) -> None:
     digest = meta[key]
     if not isinstance(digest, str) or len(digest) != 16 or not set(digest) <= _HASH_CHARS:
@@ -236,10 +262,7 @@ def _check_deterministic_fields(meta: dict[str, tp.Any]) -> None:
     if missing:
         raise BitstreamError(f"ECDC version 1 (deterministic entropy coding) header: missing key(s) "
                              f"{', '.join(map(repr, missing))} (expected {', '.join(map(repr, keys))})")
-    name = meta["lmn"]
-    if not isinstance(name, str) or not name or len(name) > MAX_LM_NAME_CHARS:
-        raise BitstreamError(f"ECDC header field 'lmn' (entropy model name): expected a non-empty "
-                             f"string of at most {MAX_LM_NAME_CHARS} characters, got {_describe(name)}")
+    _check_name(meta, "lmn", "entropy model name", MAX_LM_NAME_CHARS)
     _check_hash(meta, "lmh", "entropy model weights hash")
     _check_int(meta, "fx", "fixed-point scheme", 1)
     _check_int(meta, "cb", "check bits", 0, 32)

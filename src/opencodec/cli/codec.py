@@ -169,17 +169,21 @@ def _header_bound(r: FileResult) -> bool:
 
 def _warn_larger(larger: list[FileResult], jobs: int) -> None:
     """One ``warning:`` line when the entropy model made output(s) larger than plain coding,
-    with the reason: the entropy-coded format's larger header (and checksums) on short
-    inputs, or codes the entropy model predicts poorly."""
+    with the reason: the entropy-coded format's larger header (and the deterministic
+    format's checksums) on short inputs, or codes the entropy model predicts poorly."""
     if not larger:
         return
     plain = "plain coding (no --lm/--lm-model) is smaller"
+    checksums = any(r.checksums for r in larger)  # the official format (version 0) has none
     if all(_header_bound(r) for r in larger):
         most = max(tp.cast(int, r.header_extra) for r in larger)
-        hint = (f"the entropy-coded format's header ({most} bytes more: the entropy model's name and "
-                f"hash) and checksums outweigh what the entropy model saves on so short an input; {plain}")
+        fields, outweigh = (("the entropy model's name and hash", "and checksums outweigh") if checksums
+                            else ("the entropy model's hash", "outweighs"))
+        hint = (f"the entropy-coded format's header ({most} bytes more: {fields}) {outweigh} what the "
+                f"entropy model saves on so short an input; {plain}")
     elif any(_header_bound(r) for r in larger):
-        hint = (f"the entropy-coded format's larger header and checksums (short inputs), or codes the "
+        costs = "larger header and checksums" if checksums else "larger header"
+        hint = (f"the entropy-coded format's {costs} (short inputs), or codes the "
                 f"entropy model predicts poorly; {plain}")
     else:
         hint = f"the entropy model predicts these codes poorly; {plain}"

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..ecdc_info import ECDC_SUFFIX, describe_file, is_ecdc_file, known_model
 from ..errors import EXPECTED_ERRORS
 from ..file_jobs import find_files
-from .common import add_model_option, codec_advice, codec_expected, describe, error
+from .common import add_model_option, codec_advice, codec_expected, describe, error, warn
 
 
 def add_info_parser(sub: tp.Any, common: argparse.ArgumentParser) -> None:
@@ -48,6 +48,9 @@ def format_info(info: dict[str, tp.Any]) -> str:
     missing = info["body_bytes_missing"]
     if missing is not None:
         lines.insert(-1, "complete:      " + ("yes" if missing == 0 else f"NO, {damage(missing)}"))
+    elif not info["entropy_coded"]:  # a plain body of a model that is not known
+        lines.insert(-1, "complete:      unknown (model not known: pass -m/--model PATH, the weights "
+                         "that wrote it)")
     elif info["entropy_coded"]:
         short = lm_body_short(info)
         lines.insert(-1, "complete:      " + (f"NO, {short}" if short else
@@ -75,6 +78,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     with codec_expected(codec_advice("info")):
         known = None if args.model is None else known_model(args.model)
     failed = 0
+    unused: list[tuple[Path, str]] = []  # files whose header names another model than -m's
     for index, path in enumerate(files):
         try:
             info = describe_file(path, known)
@@ -82,6 +86,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             failed += 1
             error(describe(exc, path))
             continue
+        if known is not None and info["model"] != known[0]:
+            unused.append((path, info["model"]))
         if args.json:
             print(json.dumps(info))
         else:
@@ -92,7 +98,19 @@ def cmd_info(args: argparse.Namespace) -> int:
         elif lm_body_short(info):
             failed += 1
             error(f"{path}: " + lm_body_short(info))
+    if known is not None and unused:
+        warn(unused_model_message(args.model, known[0], unused, len(files)))
     return 1 if failed else 0
+
+
+def unused_model_message(model_arg: str, name: str, unused: list[tuple[Path, str]], total: int) -> str:
+    """The one warning for ``info -m`` when files' headers name another model than ``name``
+    (the model ``model_arg`` gives): it describes only the files that name it."""
+    path, other = unused[0]
+    given = repr(model_arg) if model_arg == name else f"{model_arg!r} (model {name!r})"
+    which = (f"{path}, whose header names model {other!r}" if len(unused) == 1 else
+             f"{len(unused)} of {total} files, whose headers name another model (e.g. {path}: {other!r})")
+    return f"-m/--model {given} was not used for {which}: it describes only files that name it"
 
 
 def lm_body_short(info: dict[str, tp.Any]) -> str:

@@ -11,7 +11,6 @@ from ..compress import model_device
 from ..errors import BitstreamError
 from ..identity import check_model_for_file
 from ..model import EncodecModel
-from ..releases import OFFICIAL_NAMES, codec_release, codec_releases_by_hash, resolve_alias
 from ..streamability import check_streamable  # also re-exported from here
 from ..streaming import StreamingDecoder
 from .format import StreamInfo
@@ -41,23 +40,14 @@ def check_model_for_stream(model: EncodecModel, info: StreamInfo) -> None:
 
 def check_named_model_for_stream(model_name: str, info: StreamInfo) -> None:
     """Before model ``model_name`` (a name given with ``-m``) is loaded, or downloaded:
-    raise ``BitstreamError`` when a header ``info`` certainly needs other weights. Known
-    without loading: a release's weights hash (:mod:`opencodec.releases`), and that an
-    official model's weights are no release's. Anything else (a weights file, a header
-    without a hash) is checked once the model is loaded (:func:`check_model_for_stream`)."""
+    raise ``BitstreamError`` when a header ``info`` certainly needs other weights
+    (:func:`opencodec.model_cache.check_named_model`, which ``decompress -m`` uses too).
+    Anything else (a weights file, a header without a hash) is checked once the model is
+    loaded (:func:`check_model_for_stream`)."""
+    from ..model_cache import check_named_model
+
     name, digest = info.model
-    if digest is None:
-        return
-    release = codec_release(resolve_alias(model_name))
-    if release is not None:
-        other = release.short_hash != digest
-    else:
-        other = model_name in OFFICIAL_NAMES and (codec_release(name) is not None
-                                                 or bool(codec_releases_by_hash(digest)))
-    if other:
-        raise BitstreamError(f"the stream was written by model {name!r} with weights hash {digest}, "
-                             f"but the model given is {model_name!r}, whose weights are others: "
-                             "pass the model that wrote it (or no -m: the header's model)")
+    check_named_model(model_name, name, digest, info.num_codebooks, "the stream")
 
 
 class PacketAudioDecoder:
