@@ -55,21 +55,32 @@ def declare_official(model: "EncodecModel") -> "EncodecModel":
 
     Without it such a model (built with ``EncodecModel(EncodecConfig.encodec_24khz())``,
     given weights with ``load_state_dict``) writes ``<name>_custom`` and its weights hash
-    (:func:`header_identity`), as a copy loaded from a file does. RISK: an official header
-    records no weights hash, so nothing checks the weights that decode it: the official
+    (:func:`header_identity`), as a copy loaded from a file does; a model named
+    ``<name>_custom`` (a copy loaded from a file) is renamed ``<name>``. RISK: an official
+    header records no weights hash, so nothing checks the weights that decode it: the official
     package, or opencodec loading ``encodec_24khz`` by name, decodes the file with the
     official weights, which gives wrong audio without an error unless ``model`` really holds
     them. Use it for interoperability with those weights or byte-identity tests with random
     weights, never for fine-tuned or random weights whose files others will decode. The
     declaration holds for the weights ``model`` has now: changing them in place (training,
-    ``load_state_dict``, another dtype) ends it. ``ValueError`` for another name or an
-    architecture that is not the official one.
+    ``load_state_dict``, another dtype) ends it. ``ValueError`` for another name, an
+    architecture that is not the official one (sample rate, channels, codebooks, codebook size,
+    frame rate), or a configuration that computes otherwise than the official one (``causal``,
+    ``pad_mode``, ``segment``...: :func:`opencodec.config_identity.config_differences`; the
+    official package would decode its files with the official one).
     """
+    import dataclasses
+
+    from .config_identity import config_differences
+    from .model import EncodecConfig
+
     name = getattr(model, "name", None)
-    if name not in OFFICIAL_NAMES:
-        raise ValueError(f"declare_official needs a model named {' or '.join(OFFICIAL_NAMES)}, got "
-                         f"{name!r}")
-    facts = _named_facts(name)
+    official = next((n for n in OFFICIAL_NAMES if name in (n, export_name(n))), None)
+    if official is None:
+        names = " or ".join(OFFICIAL_NAMES)
+        raise ValueError(f"declare_official needs a model named {names} (or <name>_custom, a copy "
+                         f"loaded from a file), got {name!r}")
+    facts = _named_facts(official)
     assert facts is not None
     have = dict(sample_rate=model.sample_rate, channels=model.channels, n_q=model.n_q,
                 bins=model.bins, frame_rate=model.frame_rate)
@@ -77,6 +88,14 @@ def declare_official(model: "EncodecModel") -> "EncodecModel":
              if int(round(have[key])) != facts[key]]
     if wrong:
         raise ValueError(f"model {name!r} does not have the official architecture: {', '.join(wrong)}")
+    reference = getattr(EncodecConfig, official)()
+    wrong = config_differences(model.config, reference, official, shapes=False)
+    if wrong:
+        raise ValueError(f"model {name!r} computes otherwise than the official {official}, which "
+                         f"would decode its files: {', '.join(wrong)}; declare a model with the "
+                         f"official configuration (EncodecConfig.{official}())")
+    if name != official:  # a copy loaded from a file: its config is its own (load_model copies it)
+        model.config = dataclasses.replace(model.config, name=official)
     model.__dict__[DECLARED_KEY] = weights_sha256(model)
     return model
 

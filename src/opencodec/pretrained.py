@@ -49,6 +49,7 @@ from pathlib import Path
 
 import torch
 
+from .config_identity import check_config, release_config
 from .errors import EntropyModelAsCodecError, ModelLoadError
 # Re-exported from lm_pairing, official_files and weights_layout: defined here before the split.
 from .lm_pairing import (LM_METADATA_KEY, TRAINED_LM_FILE, check_lm_for_codec, check_lm_for_decoding,
@@ -166,6 +167,14 @@ def _verify_release(release: CodecRelease | LMRelease, digest: str, path: Path, 
             f"`{extract_command(release)}` writes the release's file)")
 
 
+def _check_release_config(config: EncodecConfig, release: CodecRelease, what: str) -> None:
+    """``ModelLoadError`` unless ``config`` computes as ``release`` (:mod:`opencodec.config_identity`)."""
+    shipped = config_for_name(release.name) if release.file is not None else None
+    advice = None if shipped else (f"load {release.name!r} by name without config=, from the file "
+                                   f"`{extract_command(release)}` writes")
+    check_config(config, release_config(release, shipped, config), release.name, what, advice)
+
+
 # Weights hashes of official checkpoints loaded by name in this process (see record_official).
 _OFFICIAL_WEIGHTS: dict[str, set[str]] = {}
 
@@ -191,15 +200,26 @@ def _name_loaded_model(model: EncodecModel, path: Path) -> EncodecModel:
     - any other registered name (an official name, a release, the alias) becomes
       ``<name>_custom`` (:func:`opencodec.releases.export_name`, as training exports are
       named), whose files carry the weights hash and decode only with these weights.
+
+    A release's or the official checkpoint's weights with another configuration (``causal``,
+    ``pad_mode``...: :mod:`opencodec.config_identity`) are a ``ModelLoadError`` naming the fields.
     """
     digest = weights_sha256(model)
     release = next((r for r in CODEC_RELEASES if r.sha256 == digest), None)
     name = model.config.name
+    official = infer_config(model.state_dict()).name  # an official architecture gives its name
     if release is not None:
+        _check_release_config(model.config, release, f"{path} holds the weights of release "
+                              f"{release.name} with another configuration")
         model.config.name = release.name
-    elif name in OFFICIAL_CHECKPOINTS and (digest in _OFFICIAL_WEIGHTS.get(name, ())
-                                           or _is_official_file(path, name)):
-        record_official(model, _OFFICIAL_WEIGHTS)
+    elif official in OFFICIAL_CHECKPOINTS and (digest in _OFFICIAL_WEIGHTS.get(official, ())
+                                               or _is_official_file(path, official)):
+        check_config(model.config, OFFICIAL_CONFIGS[official](), official,
+                     f"{path} holds the official {official} weights with another configuration")
+        if name == official:
+            record_official(model, _OFFICIAL_WEIGHTS)
+        elif is_registered_name(name):
+            model.config.name = export_name(name)
     elif is_registered_name(name):
         model.config.name = export_name(name)
     return model
@@ -236,7 +256,10 @@ def load_model(name_or_path: str | os.PathLike[str] | None = None, device: str |
     the files they write name the release (see :mod:`opencodec.releases`). Weights loaded
     from a file whose stored or inferred name is registered to other weights (an official
     name, a release, the alias) are named ``<name>_custom``, except the official checkpoint
-    file itself: their files carry their weights hash and decode only with them.
+    file itself: their files carry their weights hash and decode only with them. A release's
+    or the official checkpoint's weights load only with its configuration in every field that
+    changes the computation (``name`` and ``target_bandwidths`` may differ; see
+    :mod:`opencodec.config_identity`): another one is a ``ModelLoadError`` naming the fields.
 
     ``TypeError`` for a ``name_or_path`` that is not a str or path; ``ModelLoadError`` for
     an empty name, an unknown name, a missing, unreadable or mismatched file;
@@ -248,15 +271,22 @@ def load_model(name_or_path: str | os.PathLike[str] | None = None, device: str |
         config = dataclasses.replace(config)
     release = codec_release(resolve_alias(target)) if isinstance(target, str) else None
     if release is not None:
+        if config is not None:  # before reading: a field that sets shapes is named, not tensors
+            _check_release_config(config, release, f"config= does not fit release {release.name}")
         path = _release_path(release, "model")
         state, stored = read_weights(path)
         model = model_from_state_dict(state, config or stored, str(path))
         _verify_release(release, weights_sha256(model), path, "model")
+        _check_release_config(model.config, release, f"{path} stores another configuration than "
+                              f"release {release.name}'s")  # a cached file of a release not shipped
         model.config.name = release.name
         # loaded as "the current release": no choice of release for a legacy file (identity.py)
         model.loaded_by_alias = target == CODEC_ALIAS
         return model.to(device)
     if isinstance(target, str) and target in OFFICIAL_CHECKPOINTS:
+        if config is not None:  # the official weights compute the official model only with its own
+            check_config(config, OFFICIAL_CONFIGS[target](), target, f"config= does not fit the "
+                         f"official {target}")
         path = official_checkpoint_path(target)
         state, stored = read_weights(path)
         model = model_from_state_dict(state, config or OFFICIAL_CONFIGS[target](), str(path))

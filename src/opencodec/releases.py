@@ -34,7 +34,7 @@ __all__ = [
     "LMRelease", "CODEC_RELEASES", "LM_RELEASES", "codec_release", "codec_releases_by_hash",
     "lm_release", "lm_release_by_fixed_hash", "resolve_alias", "extract_command",
     "legacy_choice_message", "short_hash", "OFFICIAL_NAMES", "is_registered_name", "export_name",
-    "needs_weights_hash",
+    "needs_weights_hash", "RELEASE_SETTINGS",
 ]
 
 HASH_CHARS = 16
@@ -161,6 +161,14 @@ LM_RELEASES: tuple[LMRelease, ...] = (
               "opencodec_lm_24khz.safetensors", "opencodec_24khz_v5",
               "retrained for codec v5"),
 )
+
+RELEASE_SETTINGS: dict[str, object] = dict(causal=True, normalize=False, segment=None, overlap=0.01,
+                                           dilation_base=2, pad_mode="reflect")
+"""The configuration settings that are not in the weights (nor in their hash) and that every
+codec release so far shipped with, besides its ``sample_rate``: a release's weights load only
+with them (:mod:`opencodec.config_identity`; its sizes are its tensors'). Every shipped file
+stores them (``tests/test_release_config_identity.py``); a release with other settings needs
+its own record."""
 
 CURRENT_CODEC = "opencodec_24khz_v5"
 """The release :data:`CODEC_ALIAS` loads for encoding (the package's default model)."""
