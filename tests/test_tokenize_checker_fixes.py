@@ -203,11 +203,11 @@ def test_the_source_length_from_the_stored_duration_is_exact() -> None:
 def test_workers_note() -> None:
     assert workers_note(2, 4, 1, 1000) == (
         "--workers 2: the job's 4 files fill 1 shard of up to 1000 (--shard-rows), one process's work each, "
-        "so 1 of the 2 processes run; --shard-rows 2 would make 2 shards for as many processes (the shard "
-        "size is part of the job: give it a new --out folder)")
+        "so 1 of the 2 processes runs; --shard-rows 2 would make 2 shards and let each of the 2 processes work "
+        "(the shard size is part of the job: give it a new --out folder)")
     assert workers_note(8, 2500, 3, 1000).endswith("so 3 of the 8 processes run; --shard-rows 313 would make "
-                                                   "8 shards for as many processes (the shard size is part of "
-                                                   "the job: give it a new --out folder)")
+                                                   "8 shards and let each of the 8 processes work (the shard "
+                                                   "size is part of the job: give it a new --out folder)")
     assert workers_note(4, 3, 3, 1) == ("--workers 4: the job's 3 files fill 3 shards of up to 1 (--shard-rows), "
                                         "one process's work each, so 3 of the 4 processes run")
     assert workers_note(1, 4, 1, 1000) is None and workers_note(2, 4, 2, 2) is None and workers_note(2, 5, 3, 2) is None
@@ -259,7 +259,7 @@ def test_an_entropy_model_as_model(tokens: Path, corpus: Path, tmp_path: Path, c
     out = tmp_path / "out"
     assert _cli("-q", "tokenize", str(corpus), "--out", str(out), "-m", str(LM_FILE), "--device", "cpu") == 1
     assert capsys.readouterr().err.splitlines() == [
-        f"opencodec: error: {LM_FILE}: this is an entropy model, not a codec: tokenize takes a codec: pass a "
+        f"opencodec: error: {LM_FILE}: this is an entropy model, not a codec: opencodec tokenize takes a codec: pass a "
         "codec's name or weights file to --model"]
     assert not out.exists()
     with pytest.raises(EntropyModelAsCodecError) as caught:

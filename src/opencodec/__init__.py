@@ -47,15 +47,28 @@ _LAZY: dict[str, str] = {
 
 def __getattr__(name: str) -> _tp.Any:
     """A public name of ``_LAZY``, imported on first use (then kept as a plain attribute); any
-    other name that is a submodule (``opencodec.pretrained``), imported as ``import`` would."""
+    other name that is a submodule (``opencodec.pretrained``), imported as ``import`` would.
+    Anything else, also a name that is no identifier (``"x.y"``) or a submodule that cannot
+    be imported (its ImportError is the cause), is an AttributeError, as ``hasattr`` expects."""
     if name in _LAZY:
         value = getattr(_importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    elif not name.startswith("__") and _importlib_util.find_spec(f"{__name__}.{name}") is not None:
-        value = _importlib.import_module(f"{__name__}.{name}")
     else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = _submodule(name)
     globals()[name] = value
     return value
+
+
+def _submodule(name: str) -> _types.ModuleType:
+    """The submodule ``name`` (imported), or AttributeError when there is none or it fails to import."""
+    missing = AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name.startswith("__") or not name.isidentifier():
+        raise missing
+    try:
+        if _importlib_util.find_spec(f"{__name__}.{name}") is None:
+            raise missing
+        return _importlib.import_module(f"{__name__}.{name}")
+    except ImportError as exc:
+        raise missing from exc
 
 
 def __dir__() -> list[str]:

@@ -1,5 +1,6 @@
 """The project's own error types: every failure a user can cause raises one of these."""
 
+import contextlib
 import os
 import traceback
 import typing as tp
@@ -38,6 +39,28 @@ class EntropyModelAsCodecError(ModelLoadError):
     def with_advice(self, advice: str) -> "EntropyModelAsCodecError":
         """The same error with ``advice`` in place of the loader's."""
         return type(self)(self.problem, advice, self.joiner)
+
+
+def codec_advice(command: str, where: str = "to -m/--model") -> str:
+    """What ``opencodec COMMAND`` advises for an entropy model given where it expects a codec:
+    pass a codec ``where`` (its option for one: ``"to --codec"``, ``"as MODEL"``)."""
+    return f"opencodec {command} takes a codec: pass a codec's name or weights file {where}"
+
+
+@contextlib.contextmanager
+def advice_for_entropy_model(
+        advice: str, error: tp.Callable[[EntropyModelAsCodecError], Exception] | None = None) -> tp.Iterator[None]:
+    """Inside the block, an entropy model given where a codec is expected
+    (:class:`EntropyModelAsCodecError`, whose loader's advice names ``--lm-model``) is re-raised
+    with ``advice`` in place of the loader's (:meth:`~EntropyModelAsCodecError.with_advice`;
+    the commands' own wording: :func:`codec_advice`), or as ``error(that error)`` when given
+    (a trainer's ``ConfigError`` naming its config field). The one place that does this, for
+    the command line and the library alike (this module imports no torch)."""
+    try:
+        yield
+    except EntropyModelAsCodecError as exc:
+        advised = exc.with_advice(advice)
+        raise (advised if error is None else error(advised)) from None
 
 
 class AudioIOError(OpenCodecError):

@@ -16,10 +16,9 @@ from ..argtypes import (bandwidth_arg, channels_arg, count_arg, int_in, non_nega
                         positive_float, positive_int)
 from ..codec_files import ProgressFactory, Update
 from ..bandwidth import format_kbps as fmt_kbps  # the one formatter, under the CLI's name
-from ..errors import EntropyModelAsCodecError, UsageError
+from ..errors import UsageError, advice_for_entropy_model, codec_advice
 from ..progress import progress_bar
-
-PROG = "opencodec"
+from .wrappers import PROG
 
 __all__ = ["PROG", "UsageError", "error", "warn", "info", "describe", "bandwidth_arg", "channels_arg", "positive_int",
            "positive_float", "count_arg", "int_in", "port_arg", "non_negative_float",
@@ -100,22 +99,10 @@ def add_model_option(parser: argparse.ArgumentParser, help_text: str) -> None:
     parser.add_argument("-m", "--model", metavar="NAME_OR_PATH", help=help_text)
 
 
-def codec_advice(command: str, where: str = "to -m/--model") -> str:
-    """What ``opencodec COMMAND`` advises for an entropy model given as its codec: pass a
-    codec ``where`` (its option for one)."""
-    return f"opencodec {command} takes a codec: pass a codec's name or weights file {where}"
-
-
-@contextlib.contextmanager
-def codec_expected(advice: str) -> tp.Iterator[None]:
-    """Inside the block, an entropy model given where the command expects a codec
-    (:class:`~opencodec.errors.EntropyModelAsCodecError`, whose loader's advice names
-    ``--lm-model``) is re-raised with ``advice``: the command's own option for a codec
-    (:func:`codec_advice`), for the commands that have no ``--lm-model``."""
-    try:
-        yield
-    except EntropyModelAsCodecError as exc:
-        raise exc.with_advice(advice) from None
+#: Inside the block, an entropy model given where the command expects a codec is re-raised with
+#: the advice given (the command's own option for a codec, :func:`codec_advice`), for the
+#: commands that have no ``--lm-model``: :func:`opencodec.errors.advice_for_entropy_model`.
+codec_expected = advice_for_entropy_model
 
 
 # ------------------------------------------------------------------------------------------

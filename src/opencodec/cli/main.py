@@ -10,12 +10,11 @@ import warnings
 
 from .. import __version__
 from ..errors import EXPECTED_ERRORS, UsageError, print_traceback_if_asked
-from .wrappers import WRAPPED, add_wrapper_parsers
+from .wrappers import PROG, WRAPPED, add_wrapper_parsers
 
 # Only light modules above, so that ``from opencodec.cli import main`` is quick: the command
 # modules (and with them torch, about 2 s) are imported by build_parser, which main calls where
-# Ctrl-C already ends quietly. common.PROG's value, as that module is one of the heavy ones.
-PROG = "opencodec"
+# Ctrl-C already ends quietly.
 
 
 class IntermixedParser(argparse.ArgumentParser):

@@ -24,12 +24,13 @@ from tqdm import tqdm
 
 from ..progress import progress_bar
 from ..argtypes import sample_rate_arg
-from .common import bandwidth_arg, channels_arg, count_arg, error, info, positive_float, positive_int, warn
+from .common import (bandwidth_arg, channels_arg, codec_advice, codec_expected, count_arg, error, info,
+                     positive_float, positive_int, warn)
 
 #: The advice for an entropy model given to ``tokenize --model`` (the loader's names
 #: ``--lm-model``, an option tokenize does not have; ``detokenize`` gives its own, naming the
 #: shards' model).
-CODEC_ADVICE = "tokenize takes a codec: pass a codec's name or weights file to --model"
+CODEC_ADVICE = codec_advice("tokenize", "to --model")
 
 
 def add_token_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
@@ -162,7 +163,6 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     be tokenised; files that fail beside others that succeed are listed in errors.jsonl, with
     a warning, and do not change the exit status."""
     _need_pyarrow()
-    from ..errors import EntropyModelAsCodecError
     from ..tokens import TokenizeOptions, tokenize
     from ..tokens.job import default_workers
     from ..tokens.plan import place_from_env
@@ -176,14 +176,13 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     label = "tokenize" if place.world == 1 else f"tokenize rank {place.rank}/{place.world}"
     progress = _Progress(args.quiet or place.rank != 0, label)
     try:
-        summary = tokenize(options, progress.start)
-    except EntropyModelAsCodecError as exc:
-        raise exc.with_advice(CODEC_ADVICE) from None
+        with codec_expected(CODEC_ADVICE):
+            summary = tokenize(options, progress.start)
     finally:
         progress.close()
     stats = summary.stats
     prefix = "" if place.world == 1 else f"rank {place.rank}/{place.world}: "
-    if summary.workers_note is not None:
+    if summary.workers_note is not None and args.workers is not None:  # not for the default, one per core
         info(args, summary.workers_note)
     if not args.quiet:
         speed = f", {summary.realtime_factor:.3g}x real time" if stats.seconds > 0 else ""

@@ -6,6 +6,10 @@ from __future__ import annotations
 import argparse
 import typing as tp
 
+#: The command's name, in its messages (``opencodec: error: ...``) and usage lines. Defined
+#: here, a light module (no torch) that both :mod:`.main` and :mod:`.common` import.
+PROG = "opencodec"
+
 
 def add_wrapper_parsers(sub: tp.Any) -> None:
     """Add the sub-commands whose tools parse their own arguments (listed in ``--help``)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import typing as tp
 
 from ..bandwidth import check_bandwidth, format_kbps
-from ..errors import EntropyModelAsCodecError, ModelLoadError, UnsupportedBandwidthError
+from ..errors import UnsupportedBandwidthError, advice_for_entropy_model
 from .console import warn
 from .scoring import init_worker, loaded_models
 from .systems import EvalReportError, SystemSpec, neural_system_name, parse_baseline
@@ -60,15 +60,6 @@ def model_labels(models: tp.Sequence[str], hashes: dict[str, str]) -> dict[str, 
 EVAL_LM_ADVICE = "opencodec eval scores codecs only; pass a codec's name or weights to --models"
 
 
-def _eval_load_error(exc: ModelLoadError) -> ModelLoadError:
-    """``exc`` for ``opencodec eval``: an entropy model given to ``--models``
-    (:class:`~opencodec.errors.EntropyModelAsCodecError`) gets :data:`EVAL_LM_ADVICE`; any
-    other error is returned as it is."""
-    if isinstance(exc, EntropyModelAsCodecError):
-        return exc.with_advice(EVAL_LM_ADVICE)
-    return exc
-
-
 def _usable_bandwidths(model: tp.Any, bandwidths: tp.Sequence[float] | None
                        ) -> tuple[list[float], list[float]]:
     """``(usable, skipped)``: the requested ``bandwidths`` (the model's own without them)
@@ -95,10 +86,8 @@ def neural_systems(models: tp.Sequence[str], bandwidths: tp.Sequence[float] | No
 
     if not models:
         return [], None, []
-    try:
+    with advice_for_entropy_model(EVAL_LM_ADVICE):  # an entropy model given to --models
         init_worker(tuple(models), ())
-    except ModelLoadError as exc:
-        raise _eval_load_error(exc) from None
     loaded = loaded_models()
     hashes = {spec: model_hash(loaded[spec]) for spec in models}
     labels = model_labels(models, hashes)

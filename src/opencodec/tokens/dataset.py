@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from .._files import check_output, output_folder
 from ..audio import convert_audio, fit_length, resampled_length, write_audio
 from ..batching import BatchEncoding, decode_batch
-from ..errors import EntropyModelAsCodecError, ModelLoadError
+from ..errors import EntropyModelAsCodecError, ModelLoadError, advice_for_entropy_model
 from ..model import EncodecModel
 from ..pretrained import load_model
 from ..weights_hash import weights_sha256
@@ -214,14 +214,16 @@ def _load_codec(meta: dict[str, tp.Any], model: str | None, device: str) -> Enco
         raise ModelLoadError(f"the shards were written with the weights file {recorded}, which no longer "
                              f"exists (model {meta['model']!r}, sha256 {meta['weights_sha256'][:12]}...): "
                              "pass it, or a copy, with --model")
-    try:
-        codec = load_model(model or recorded or meta["model"], device=device)
-    except EntropyModelAsCodecError as exc:  # keeps its type, with advice for detokenize
-        raise exc.with_advice(f"detokenize takes the codec that wrote the shards (model {meta['model']!r}): "
-                              "pass its name or weights file with --model (model= in Python)") from None
-    except ModelLoadError as exc:
-        raise ModelLoadError(f"{exc}; the shards were written with model {meta['model']!r}: "
-                             "pass its weights file with --model") from exc
+    advice = (f"detokenize takes the codec that wrote the shards (model {meta['model']!r}): "
+              "pass its name or weights file with --model (model= in Python)")
+    with advice_for_entropy_model(advice):  # keeps its type, with advice for detokenize
+        try:
+            codec = load_model(model or recorded or meta["model"], device=device)
+        except EntropyModelAsCodecError:
+            raise  # (given the advice above)
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"{exc}; the shards were written with model {meta['model']!r}: "
+                                 "pass its weights file with --model") from exc
     if weights_sha256(codec) != meta["weights_sha256"]:
         raise ModelLoadError(f"the model's weights differ from those that wrote the shards "
                              f"(sha256 {meta['weights_sha256'][:12]}...): pass the right one with --model")

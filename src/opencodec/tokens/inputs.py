@@ -18,7 +18,8 @@ whose files exist is refused (usually paths relative to the wrong folder); one f
 under several ids is tokenised once per id, with a warning. A file whose id would not be valid
 UTF-8 text (a file name in another encoding, such as Latin-1), which a Parquet string cannot
 hold, is listed with its ``error`` set and the bytes written ``\\xNN`` in its id: the job
-reports it in ``errors.jsonl`` and skips it.
+reports it in ``errors.jsonl`` and skips it; such a file takes no part in the check of unique ids
+(its escaped id may be another file's real name).
 """
 
 from __future__ import annotations
@@ -224,7 +225,11 @@ def _read_input(source: Path) -> list[InputItem]:
 
 
 def _check_unique(items: list[InputItem]) -> None:
-    """Refuse two files with one id (``items`` sorted by id), saying where the ids came from."""
+    """Refuse two files with one id (``items`` sorted by id), saying where the ids came from.
+    Items with an ``error`` take no part: they are skipped, only listed in ``errors.jsonl``
+    (with their paths), and the escaped id of a name that is not UTF-8 (``b\\xe9.wav``) may be
+    another file's real name."""
+    items = [item for item in items if not item.error]
     for before, after in zip(items, items[1:]):
         if before.id == after.id:
             if before.origin.startswith("the 'id'") and after.origin.startswith("the 'id'"):
@@ -257,7 +262,8 @@ def list_inputs(inputs: list[str | Path]) -> list[InputItem]:
     audio, manifest nor UTF-8 text, an input naming no file (or only missing files), a
     manifest row without a path, an empty or non-string id, or two files with the same id.
     Warns when one file has several ids. A file whose id is not valid UTF-8 (its name is in
-    another encoding) comes with its ``error`` set (``_skip_if_not_utf8``).
+    another encoding) comes with its ``error`` set (``_skip_if_not_utf8``); its escaped id may
+    be another item's (it is skipped, so never a row: not a clash).
     """
     items: list[InputItem] = []
     for given in inputs:

@@ -369,15 +369,22 @@ def default_workers(device: str) -> int:
 def workers_note(workers: int, num_files: int, num_shards: int, shard_rows: int) -> str | None:
     """The note for ``workers`` CPU processes asked for a job of ``num_shards`` shards of up to
     ``shard_rows`` of its ``num_files`` files, when fewer run (one per shard at most): how many
-    do, and the ``--shard-rows`` that would give each a shard. None when every one has a shard."""
+    do, and the ``--shard-rows`` that would let more work: ``ceil(files / min(workers, files))``,
+    whose shards (one per process) are as few and as even as ``workers`` processes allow,
+    which finishes as soon as any shard size can. None when every process has a shard. The
+    command gives it only for ``--workers`` given (its default, one per core, is no request)."""
     if workers <= 1 or num_shards >= workers:
         return None
     shards = f"{num_shards} shard" + ("s" if num_shards > 1 else "")
-    note = (f"--workers {workers}: the job's {num_files} files fill {shards} of up to {shard_rows} "
-            f"(--shard-rows), one process's work each, so {num_shards} of the {workers} processes run")
-    rows = math.ceil(num_files / workers)
-    if rows < shard_rows:
-        note += (f"; --shard-rows {rows} would make {math.ceil(num_files / rows)} shards for as many processes "
+    files = f"{num_files} file" + ("s fill" if num_files != 1 else " fills")
+    runs = "runs" if num_shards == 1 else "run"
+    note = (f"--workers {workers}: the job's {files} {shards} of up to {shard_rows} (--shard-rows), "
+            f"one process's work each, so {num_shards} of the {workers} processes {runs}")
+    rows = math.ceil(num_files / max(1, min(workers, num_files)))
+    more = math.ceil(num_files / rows) if num_files > 0 else 0
+    if more > num_shards:
+        working = f"each of the {workers} processes" if more == workers else f"{more} processes"
+        note += (f"; --shard-rows {rows} would make {more} shards and let {working} work "
                  "(the shard size is part of the job: give it a new --out folder)")
     return note
 

@@ -6,14 +6,13 @@ compares with its checkpoint's config (:func:`config_changes`)."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import typing as tp
 
 import torch
 
-from ..errors import ConfigError, EntropyModelAsCodecError
+from ..errors import ConfigError, EntropyModelAsCodecError, advice_for_entropy_model
 
 __all__ = ["CODEC_BOOLEAN_KEYS", "RankConfigError", "check_betas", "check_codec_bandwidths", "check_codec_config",
            "check_number", "codec_field", "config_changes", "resolve_device"]
@@ -35,16 +34,15 @@ class RankConfigError(ConfigError):
     not see: every rank reports its own, where a config error common to all is said once."""
 
 
-@contextlib.contextmanager
-def codec_field(field: str, advice: str) -> tp.Iterator[None]:
+def codec_field(field: str, advice: str) -> tp.ContextManager[None]:
     """Inside the block (loading the codec a config's ``field`` names), an entropy model given
     as that codec (:class:`~opencodec.errors.EntropyModelAsCodecError`, whose loader's advice
     names ``--lm-model``, an option the trainers do not have) becomes a one-line
-    :class:`ConfigError` ``config field FIELD: <problem>; <advice>``."""
-    try:
-        yield
-    except EntropyModelAsCodecError as exc:
-        raise ConfigError(f"config field {field}: {exc.problem}; {advice}") from None
+    :class:`ConfigError` ``config field FIELD: <problem>; <advice>``
+    (:func:`~opencodec.errors.advice_for_entropy_model`, as a config error)."""
+    def config_error(exc: EntropyModelAsCodecError) -> ConfigError:
+        return ConfigError(f"config field {field}: {exc.problem}; {exc.advice}")
+    return advice_for_entropy_model(advice, config_error)
 
 
 #: Keys that may differ between the invocations of one run without changing what it trains

@@ -20,15 +20,14 @@ import torch
 
 from .._files import check_output, write_bytes_atomic
 from ..argtypes import bandwidth_arg, positive_int
-from ..errors import AudioIOError, EntropyModelAsCodecError
+from ..errors import AudioIOError, advice_for_entropy_model, codec_advice
 from ..model import EncodecModel
 from .lm_codes import CodeSet, _manifest_rows
 from .lm_model import read_lm_info
 
 #: What ``train-lm report`` says of an entropy model given as its codec (the loader's advice
 #: names ``--lm-model``, an option report does not have).
-REPORT_LM_ADVICE = ("opencodec train-lm report takes a codec: pass a codec's name or weights file to --codec "
-                    "(the entropy model goes to --lm)")
+REPORT_LM_ADVICE = codec_advice("train-lm report", "to --codec") + " (the entropy model goes to --lm)"
 
 if tp.TYPE_CHECKING:
     from ..entropy import EntropyLM
@@ -241,10 +240,8 @@ def report_main(argv: tp.Sequence[str]) -> int:
     codec_name = args.codec or info.get("codec_source") or info.get("codec") or official_codec
     if codec_name is None:
         parser.error(f"{args.lm} does not name its codec: pass --codec")
-    try:
+    with advice_for_entropy_model(REPORT_LM_ADVICE):
         codec = load_model(codec_name)
-    except EntropyModelAsCodecError as exc:
-        raise exc.with_advice(REPORT_LM_ADVICE) from None
     # refuses an entropy model trained on another codec's codes (as compress does)
     lm = load_lm_model(args.lm, codec=codec)
     report = evaluate_saving(codec, lm, args.manifest, args.bandwidths or None, args.items,

@@ -57,7 +57,7 @@ import numpy as np
 
 from ..._files import error_reason
 from ...bandwidth import check_bandwidth
-from ...errors import EntropyModelAsCodecError, UnsupportedBandwidthError
+from ...errors import UnsupportedBandwidthError, advice_for_entropy_model
 from ..items import check_set_folder, item_id, read_manifest
 from ..systems import DEFAULT_CATEGORIES, EvalReportError, neural_system_name, parse_baseline
 from .spec import (ANCHOR_KIND, DB_FILE, FORMAT, HIDDEN_REFERENCE_KIND, TEST_FILE, MushraError,
@@ -90,10 +90,8 @@ def load_codec(spec: str) -> tp.Any:
     entropy model gets :data:`MUSHRA_LM_ADVICE` (:class:`~opencodec.errors.EntropyModelAsCodecError`)."""
     from ...pretrained import load_model
 
-    try:
+    with advice_for_entropy_model(MUSHRA_LM_ADVICE):
         return load_model(spec).eval()
-    except EntropyModelAsCodecError as exc:
-        raise exc.with_advice(MUSHRA_LM_ADVICE) from None
 
 
 def anchor_name(cutoff_hz: float) -> str:
