@@ -17,7 +17,7 @@ from ..audio import audio_error_reason, subtype_for, to_file_samples
 from ..bitstream import (SCALE_STRUCT, StreamLayout, body_size, packed_size,
                         read_body, read_header, unpack_codes)
 from ..compress import (decoding_layout, model_device, lm_for_header, model_for_header)
-from ..errors import AudioIOError, BitstreamError
+from ..errors import AudioIOError, BitstreamError, OutputError
 from ..model import EncodedFrame, EncodecModel, overlap_add_weight
 from ..streaming import StreamingDecoder
 from .common import _PACK_FRAMES, _PUSH_SECONDS, Progress, _require_streaming
@@ -117,6 +117,8 @@ def decompress_file_streaming(in_path: str | Path, out_path: str | Path,
                 if written != al:  # cannot happen with a consistent model
                     raise BitstreamError(f"model {model.name} decoded {written} samples, "
                                          f"header says {al}")
+        except OutputError as exc:  # atomic_output's, which already says "cannot write PATH: reason"
+            raise AudioIOError(str(exc)) from exc
         except (sf.LibsndfileError, RuntimeError, OSError) as exc:
             raise AudioIOError(f"cannot write {out_path}: {audio_error_reason(exc)}") from exc
     if peak > 1.0:

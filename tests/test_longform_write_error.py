@@ -1,0 +1,30 @@
+"""A long file's decode that cannot create its output says "cannot write PATH: reason" once
+(the atomic-output error already carries that prefix; it was repeated)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from official_ref import random_codebooks
+from opencodec import EncodecConfig, EncodecModel
+from opencodec.compress import compress
+from opencodec.errors import AudioIOError
+from opencodec.longform import decompress_file_streaming
+
+
+def test_unwritable_output_is_named_once(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    cfg = EncodecConfig(name="tiny", n_filters=4, dimension=16, lstm=1, n_q=4, target_bandwidths=[1.5, 3.0])
+    model = random_codebooks(EncodecModel(cfg), 0).eval()
+    src = tmp_path / "a.ecdc"
+    src.write_bytes(compress(model, 0.1 * torch.randn(1, 4800), 1.5))
+    out = tmp_path / "missing" / "a.wav"  # its folder does not exist
+    with pytest.raises(AudioIOError) as info:
+        decompress_file_streaming(src, out, model)
+    message = str(info.value)
+    assert message.startswith(f"cannot write {out}: ")
+    assert message.count("cannot write") == 1
+    assert not out.parent.exists()
