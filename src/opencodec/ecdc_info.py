@@ -13,7 +13,7 @@ from .errors import BitstreamError
 from .identity import OFFICIAL_NAMES
 from .model import EncodecConfig
 from .pretrained import config_for_name, load_model
-from .releases import CODEC_ALIAS, CodecRelease, codec_release, codec_releases_by_hash
+from .releases import CODEC_ALIAS, RELEASE_SETTINGS, CodecRelease, codec_release, codec_releases_by_hash
 
 ECDC_SUFFIX = ".ecdc"
 
@@ -119,17 +119,17 @@ def read_file_header(fo: tp.BinaryIO) -> EcdcHeader:
 
 
 def release_layout(release: CodecRelease, name: str | None = None) -> StreamLayout | None:
-    """The body layout of a release's files from its record alone (no weights): the bundled
-    codec's releases neither normalise nor segment (``tests/test_trust_checker_fixes.py``
-    checks this against the shipped ones); None when the record's frame rate does not give a
-    whole hop length or its codebook size is not a power of two. ``name``: checked against
-    headers (default the release's)."""
+    """The body layout of a release's files from its record and :data:`RELEASE_SETTINGS` (no
+    weights; ``tests/test_trust_checker_fixes.py`` checks it against the shipped releases);
+    None when the record's frame rate does not give a whole hop length, its codebook size is
+    not a power of two, or the releases' settings segment (a segment layout needs the model).
+    ``name``: checked against headers (default the release's)."""
     hop, rest = divmod(release.sample_rate, release.frame_rate)
     bits = release.bins.bit_length() - 1
-    if rest or release.bins != 1 << bits:
+    if rest or release.bins != 1 << bits or RELEASE_SETTINGS["segment"] is not None:
         return None
     return StreamLayout(model_name=release.name if name is None else name, n_q=release.n_q, bits=bits,
-                        hop_length=hop, normalize=False)
+                        hop_length=hop, normalize=bool(RELEASE_SETTINGS["normalize"]))
 
 
 def _body_bytes_missing(header: EcdcHeader, layout: StreamLayout | None, body: int) -> int | None:

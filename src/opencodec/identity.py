@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import typing as tp
 
+from .bitstream.header import check_num_codebooks
 from .errors import BitstreamError, ModelLoadError
 # OFFICIAL_NAMES, is_registered_name and export_name live in releases (pretrained uses them)
 from .releases import (CODEC_ALIAS, CODEC_RELEASES, HASH_CHARS, LM_ALIAS, LM_RELEASES, OFFICIAL_NAMES,
@@ -143,9 +144,7 @@ def check_model_for_file(model: "EncodecModel", name: str, weights_hash: str | N
            else f"model {model.name!r} ({loaded_for})")
     if weights_hash is None and needs_weights_hash(name):
         raise _hashless_release_error(name, what)
-    if num_codebooks > model.n_q:
-        raise BitstreamError(f"{what} uses {num_codebooks} codebooks, but model {model.name!r} has "
-                             f"at most {model.n_q}: it is not the model that wrote it")
+    check_num_codebooks(num_codebooks, model.n_q, model.name, what)
     facts = _named_facts(name)
     if facts is not None:
         have = dict(sample_rate=model.sample_rate, channels=model.channels, n_q=model.n_q,
