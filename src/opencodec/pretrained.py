@@ -207,13 +207,12 @@ def _name_loaded_model(model: EncodecModel, path: Path) -> EncodecModel:
     digest = weights_sha256(model)
     release = next((r for r in CODEC_RELEASES if r.sha256 == digest), None)
     name = model.config.name
-    official = infer_config(model.state_dict()).name  # an official architecture gives its name
     if release is not None:
         _check_release_config(model.config, release, f"{path} holds the weights of release "
                               f"{release.name} with another configuration")
         model.config.name = release.name
-    elif official in OFFICIAL_CHECKPOINTS and (digest in _OFFICIAL_WEIGHTS.get(official, ())
-                                               or _is_official_file(path, official)):
+    elif (official := infer_config(model.state_dict()).name) in OFFICIAL_CHECKPOINTS and (  # by shapes
+            digest in _OFFICIAL_WEIGHTS.get(official, ()) or _is_official_file(path, official)):
         check_config(model.config, OFFICIAL_CONFIGS[official](), official,
                      f"{path} holds the official {official} weights with another configuration")
         if name == official:
@@ -277,8 +276,9 @@ def load_model(name_or_path: str | os.PathLike[str] | None = None, device: str |
         state, stored = read_weights(path)
         model = model_from_state_dict(state, config or stored, str(path))
         _verify_release(release, weights_sha256(model), path, "model")
-        _check_release_config(model.config, release, f"{path} stores another configuration than "
-                              f"release {release.name}'s")  # a cached file of a release not shipped
+        if config is None and release.file is None:  # a shipped file's stored config is the reference
+            _check_release_config(model.config, release, f"{path} stores another configuration than "
+                                  f"release {release.name}'s")  # a cached file of a release not shipped
         model.config.name = release.name
         # loaded as "the current release": no choice of release for a legacy file (identity.py)
         model.loaded_by_alias = target == CODEC_ALIAS
