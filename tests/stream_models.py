@@ -52,3 +52,13 @@ def codebooks_from_latents(model: EncodecModel, seed: int) -> EncodecModel:
             residual = residual - cb.embed[nearest]
     model.eval()
     return model
+
+
+def tiny_random_model() -> EncodecModel:
+    """The long-file tests' small causal 24 kHz mono model (hop 320, 4 codebooks of 1024,
+    1.5/3 kbps) with :func:`official_ref.random_codebooks` codebooks (seed 0)."""
+    from official_ref import random_codebooks
+
+    torch.manual_seed(0)
+    cfg = EncodecConfig(name="tiny", n_filters=4, dimension=16, lstm=1, n_q=4, target_bandwidths=[1.5, 3.0])
+    return random_codebooks(EncodecModel(cfg), 0).eval()

@@ -16,6 +16,7 @@ import torch
 
 import official_ref
 from signals import tones_and_noise
+from stream_models import tiny_random_model
 from opencodec import EncodecConfig, EncodecModel
 from opencodec.audio import convert_audio, read_audio, write_audio
 from opencodec.compress import compress, decompress
@@ -26,10 +27,7 @@ from opencodec.longform import compress_file_streaming, decompress_file_streamin
 
 @pytest.fixture(scope="module")
 def tiny() -> EncodecModel:
-    torch.manual_seed(0)
-    cfg = EncodecConfig(name="tiny", n_filters=4, dimension=16, lstm=1, n_q=4,
-                        target_bandwidths=[1.5, 3.0])
-    return random_codebooks(EncodecModel(cfg), 0).eval()
+    return tiny_random_model()
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import torch
 
 import official_ref
 from signals import tones_and_noise
-from official_ref import random_codebooks
+from stream_models import tiny_random_model
 from opencodec import EncodecConfig, EncodecModel, load_model
 from opencodec.audio import convert_audio
 from opencodec.longform.exact_encoder import ChunkedExactEncoder
@@ -44,10 +44,7 @@ def _fresh(model: EncodecModel) -> EncodecModel:
 
 @pytest.fixture(scope="module")
 def tiny() -> EncodecModel:
-    torch.manual_seed(0)
-    cfg = EncodecConfig(name="tiny", n_filters=4, dimension=16, lstm=1, n_q=4,
-                        target_bandwidths=[1.5, 3.0])
-    model = random_codebooks(EncodecModel(cfg), 0).eval()
+    model = tiny_random_model()
     model.set_target_bandwidth(3.0)
     return model
 

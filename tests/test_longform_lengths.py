@@ -18,32 +18,22 @@ import pytest
 import soundfile as sf
 import torch
 
-from official_ref import random_codebooks
-from opencodec import EncodecConfig, EncodecModel
+from opencodec import EncodecModel
 from opencodec.audio import convert_audio, read_audio, resampled_length
 from opencodec.compress import compress
 from opencodec.longform import compress_file_streaming, encode_file_streaming
 from opencodec.longform.blocks import _ConvertedBlocks
+from stream_models import tiny_random_model
+from test_longform_exact import _one_thread  # noqa: F401  (autouse: one thread, restored after)
 
 #: 48 kHz samples whose 24 kHz length is a tie rounded up to 1 (mod 320): a frame more.
 TIE = 128001
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def tiny() -> EncodecModel:
     """A small random-weight streamable 24 kHz mono model (hop 320)."""
-    torch.manual_seed(0)
-    cfg = EncodecConfig(name="tiny", n_filters=4, dimension=16, lstm=1, n_q=4,
-                        target_bandwidths=[1.5, 3.0])
-    model = random_codebooks(EncodecModel(cfg), 0).eval()
+    model = tiny_random_model()
     model.set_target_bandwidth(3.0)
     return model
 

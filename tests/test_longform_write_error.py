@@ -8,17 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from official_ref import random_codebooks
-from opencodec import EncodecConfig, EncodecModel
 from opencodec.compress import compress
 from opencodec.errors import AudioIOError
 from opencodec.longform import decompress_file_streaming
+from stream_models import tiny_random_model
 
 
 def test_unwritable_output_is_named_once(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    cfg = EncodecConfig(name="tiny", n_filters=4, dimension=16, lstm=1, n_q=4, target_bandwidths=[1.5, 3.0])
-    model = random_codebooks(EncodecModel(cfg), 0).eval()
+    model = tiny_random_model()
     src = tmp_path / "a.ecdc"
     src.write_bytes(compress(model, 0.1 * torch.randn(1, 4800), 1.5))
     out = tmp_path / "missing" / "a.wav"  # its folder does not exist
