@@ -16,14 +16,13 @@ from ..argtypes import (bandwidth_arg, channels_arg, count_arg, int_in, non_nega
                         positive_float, positive_int)
 from ..codec_files import ProgressFactory, Update
 from ..bandwidth import format_kbps as fmt_kbps  # the one formatter, under the CLI's name
-from ..errors import UsageError, advice_for_entropy_model, codec_advice
+from ..errors import UsageError
 from ..progress import progress_bar
 from .wrappers import PROG
 
 __all__ = ["PROG", "UsageError", "error", "warn", "info", "describe", "bandwidth_arg", "channels_arg", "positive_int",
            "positive_float", "count_arg", "int_in", "port_arg", "non_negative_float",
-           "add_model_option", "progress_bars", "fmt_kbps", "Terminated", "sigterm_as_interrupt",
-           "codec_advice", "codec_expected"]
+           "add_model_option", "progress_bars", "fmt_kbps", "Terminated", "sigterm_as_interrupt"]
 
 
 def error(message: str) -> None:
@@ -97,12 +96,6 @@ def add_mode_options(parser: argparse.ArgumentParser, fast_default: bool) -> Non
 
 def add_model_option(parser: argparse.ArgumentParser, help_text: str) -> None:
     parser.add_argument("-m", "--model", metavar="NAME_OR_PATH", help=help_text)
-
-
-#: Inside the block, an entropy model given where the command expects a codec is re-raised with
-#: the advice given (the command's own option for a codec, :func:`codec_advice`), for the
-#: commands that have no ``--lm-model``: :func:`opencodec.errors.advice_for_entropy_model`.
-codec_expected = advice_for_entropy_model
 
 
 # ------------------------------------------------------------------------------------------

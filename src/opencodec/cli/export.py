@@ -7,7 +7,8 @@ import typing as tp
 
 from ..codec_files import DEFAULT_BANDWIDTH
 from ..model_cache import load_checked_model
-from .common import bandwidth_arg, codec_advice, codec_expected, fmt_kbps, info
+from ..errors import advice_for_entropy_model, codec_advice
+from .common import bandwidth_arg, fmt_kbps, info
 
 
 def add_export_parser(sub: tp.Any, common: argparse.ArgumentParser) -> None:
@@ -31,7 +32,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     """``opencodec export-onnx``: a causal model -> ONNX graphs and meta.json in OUT_DIR."""
     from ..export.onnx import export_onnx
 
-    with codec_expected(codec_advice("export-onnx", "as MODEL")):
+    with advice_for_entropy_model(codec_advice("export-onnx", "as MODEL")):
         model = load_checked_model(args.model, args.bandwidth, streaming=True)
     model.set_target_bandwidth(args.bandwidth)
     meta = export_onnx(model, args.out_dir, force=args.force)

@@ -8,9 +8,9 @@ import typing as tp
 from pathlib import Path
 
 from ..ecdc_info import ECDC_SUFFIX, describe_file, is_ecdc_file, known_model
-from ..errors import EXPECTED_ERRORS
+from ..errors import EXPECTED_ERRORS, advice_for_entropy_model, codec_advice
 from ..file_jobs import find_files
-from .common import add_model_option, codec_advice, codec_expected, describe, error, warn
+from .common import add_model_option, describe, error, warn
 
 
 def add_info_parser(sub: tp.Any, common: argparse.ArgumentParser) -> None:
@@ -75,7 +75,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if not files:
         error(f"no {ECDC_SUFFIX} files found in {', '.join(map(str, args.inputs))}")
         return 1
-    with codec_expected(codec_advice("info")):
+    with advice_for_entropy_model(codec_advice("info")):
         known = None if args.model is None else known_model(args.model)
     failed = 0
     unused: list[tuple[Path, str]] = []  # files whose header names another model than -m's

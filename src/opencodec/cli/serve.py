@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import typing as tp
 
-from ..errors import UsageError
+from ..errors import UsageError, advice_for_entropy_model, codec_advice
 from ..model_cache import load_checked_model
 from ..pretrained import DEFAULT_MODEL
-from .common import (add_model_option, bandwidth_arg, codec_advice, codec_expected, info, non_negative_float, port_arg,
+from .common import (add_model_option, bandwidth_arg, info, non_negative_float, port_arg,
                      positive_float, positive_int)
 
 
@@ -62,7 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     # causal and the bandwidth checked before any weights load (a known name)
-    with codec_expected(codec_advice("serve")):
+    with advice_for_entropy_model(codec_advice("serve")):
         model = load_checked_model(args.model, args.max_bandwidth, streaming=True)
     model.exact = args.exact  # fast mode unless --exact, as for stream-encode / stream-decode
     run_server(model, args.host, args.port, limits, batched=not args.exact,

@@ -15,7 +15,8 @@ from ..pretrained import DEFAULT_MODEL, known_lm_models
 from ..releases import is_registered_name
 from ..threads import use_live_threads
 from ..argtypes import channels_arg, sample_rate_arg
-from .common import (UsageError, add_mode_options, add_model_option, bandwidth_arg, codec_advice, codec_expected,
+from ..errors import advice_for_entropy_model, codec_advice
+from .common import (UsageError, add_mode_options, add_model_option, bandwidth_arg,
                      fmt_kbps, info, int_in, warn)
 
 if tp.TYPE_CHECKING:
@@ -102,7 +103,7 @@ def cmd_stream_encode(args: argparse.Namespace) -> int:
         raise UsageError("--rate, --channels and --format describe raw input: add --raw")
     fin, fout = _binary_stdin("WAV or raw PCM"), _binary_stdout()
     use_live_threads()  # no spinning threads against other work (see opencodec.threads)
-    with codec_expected(codec_advice("stream-encode")):
+    with advice_for_entropy_model(codec_advice("stream-encode")):
         model = load_checked_model(args.model, args.bandwidth, streaming=True)
     model.exact = not args.fast
     with _broken_pipe():
@@ -127,7 +128,7 @@ def _stream_models(model_arg: str | None, exact: bool) -> tp.Callable[["StreamIn
     holder: list[CodecModels] = []
 
     def models() -> CodecModels:  # -m loads here (an entropy model's advice: -m, not --lm-model)
-        with codec_expected(codec_advice("stream-decode")):
+        with advice_for_entropy_model(codec_advice("stream-decode")):
             return CodecModels(model_arg, exact=exact)
 
     if model_arg is None or not is_registered_name(model_arg) or model_arg in known_lm_models():

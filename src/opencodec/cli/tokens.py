@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from ..progress import progress_bar
 from ..argtypes import sample_rate_arg
-from .common import (bandwidth_arg, channels_arg, codec_advice, codec_expected, count_arg, error, info,
+from ..errors import advice_for_entropy_model, codec_advice
+from .common import (bandwidth_arg, channels_arg, count_arg, error, info,
                      positive_float, positive_int, warn)
 
 #: The advice for an entropy model given to ``tokenize --model`` (the loader's names
@@ -176,7 +177,7 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     label = "tokenize" if place.world == 1 else f"tokenize rank {place.rank}/{place.world}"
     progress = _Progress(args.quiet or place.rank != 0, label)
     try:
-        with codec_expected(CODEC_ADVICE):
+        with advice_for_entropy_model(CODEC_ADVICE):
             summary = tokenize(options, progress.start)
     finally:
         progress.close()
