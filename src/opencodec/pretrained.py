@@ -25,10 +25,8 @@
   for a copy of its weights once the official checkpoint was loaded by name in this process
   (so the same copy can load under either name, depending on what the process loaded first).
 
-``load_lm_model(name_or_path, codec=...)`` finds the entropy model (the transformer that
-arithmetic-codes ``.ecdc`` files with ``"lm": true``): the official ``encodec_lm_24khz`` /
-``encodec_lm_48khz`` (same cache, download, hash check and offline message as the codecs),
-the one belonging to a codec (``lm_name_for_codec``), or a state-dict file.
+``load_lm_model(name_or_path, codec=...)`` (:mod:`opencodec.lm_loading`, re-exported here)
+finds the entropy model; the names both know are in :mod:`opencodec.model_registry`.
 
 The configuration comes from the file's metadata when it has one (files written by
 ``save_model``), otherwise it is inferred from the tensor shapes; weights whose
@@ -43,34 +41,36 @@ import dataclasses
 import json
 import os
 import tempfile
-import typing as tp
-import warnings
 from pathlib import Path
 
 import torch
 
 from .config_identity import check_config, release_config
 from .errors import EntropyModelAsCodecError, ModelLoadError
-# Re-exported from lm_pairing, official_files and weights_layout: defined here before the split.
+# Re-exported: defined here before lm_pairing, official_files, weights_layout, model_registry and
+# lm_loading were split out of this module.
+from .lm_loading import load_lm_model, trained_lm_name
 from .lm_pairing import (LM_METADATA_KEY, TRAINED_LM_FILE, check_lm_for_codec, check_lm_for_decoding,
                          check_lm_trained_for, lm_codec_mismatch, read_lm_info)
 from .model import EncodecConfig, EncodecModel
+from .model_registry import (BUNDLED_DIR, BUNDLED_LM_FRAME_RATES, BUNDLED_LMS, BUNDLED_MODELS, CODEC_LMS,
+                             DEFAULT_MODEL, OFFICIAL_CHECKPOINTS, OFFICIAL_LM_CHECKPOINTS,
+                             OFFICIAL_LM_FRAME_RATES, config_for_name, known_lm_models, known_models,
+                             lm_name_for_codec, release_path, verify_release, weights_path)
 from .official_files import ROOT_URL, cache_dir, official_file_path, sha256_prefix_ok
 from .official_proof import record_official
-from .releases import (CODEC_ALIAS, CODEC_RELEASES, CURRENT_CODEC, CURRENT_LM, LM_ALIAS, LM_RELEASES,
-                       CodecRelease, LMRelease, codec_release, export_name, extract_command,
-                       is_registered_name, lm_release, resolve_alias)
-from .weights_hash import state_dict_sha256, weights_sha256
+from .releases import (CODEC_ALIAS, CODEC_RELEASES, CodecRelease, codec_release, export_name, extract_command,
+                       is_registered_name, resolve_alias)
+from .weights_hash import weights_sha256
 from .weights_layout import (CONFIG_METADATA_KEY, INFERENCE_ONLY_KEY, OFFICIAL_CONFIGS,
                              TORCH_SUFFIXES, StateDict, infer_config, model_from_state_dict, normalize_keys,
                              read_weights)
 
-if tp.TYPE_CHECKING:
-    from .entropy import EntropyLM
-
 __all__ = [
-    # names, releases, loading and saving (this module)
-    "known_models", "config_for_name", "official_checkpoint_path", "load_model", "save_model",
+    # loading and saving codecs (this module)
+    "official_checkpoint_path", "load_model", "save_model",
+    # re-exported from model_registry (names and releases) and lm_loading (entropy models)
+    "known_models", "config_for_name",
     "known_lm_models", "lm_name_for_codec", "load_lm_model", "trained_lm_name",
     "OFFICIAL_CHECKPOINTS", "OFFICIAL_LM_CHECKPOINTS", "OFFICIAL_LM_FRAME_RATES", "CODEC_LMS",
     "BUNDLED_DIR", "BUNDLED_MODELS", "BUNDLED_LMS", "BUNDLED_LM_FRAME_RATES", "DEFAULT_MODEL",
@@ -83,90 +83,13 @@ __all__ = [
     "infer_config", "model_from_state_dict", "normalize_keys", "read_weights",
 ]
 
-OFFICIAL_CHECKPOINTS: dict[str, str] = {
-    "encodec_24khz": "encodec_24khz-d7cc33bc.th",
-    "encodec_48khz": "encodec_48khz-7e698e3e.th",
-}
-# Entropy models (official LMModel checkpoints), the codec each belongs to and its frame rate.
-OFFICIAL_LM_CHECKPOINTS: dict[str, str] = {
-    "encodec_lm_24khz": "encodec_lm_24khz-1608e3c0.th",
-    "encodec_lm_48khz": "encodec_lm_48khz-7add9fc3.th",
-}
-OFFICIAL_LM_FRAME_RATES: dict[str, int] = {"encodec_lm_24khz": 75, "encodec_lm_48khz": 150}
-CODEC_LMS: dict[str, str] = {"encodec_24khz": "encodec_lm_24khz", "encodec_48khz": "encodec_lm_48khz"}
-# Models shipped inside the package (trained by opencodec itself; see docs/training/): every
-# released set of weights has a versioned name (opencodec.releases); the unversioned alias
-# loads the current release.
-BUNDLED_DIR = Path(__file__).parent / "weights"
-BUNDLED_MODELS: dict[str, str] = {
-    CODEC_ALIAS: tp.cast(str, codec_release(CURRENT_CODEC).file),  # type: ignore[union-attr]
-    **{r.name: r.file for r in CODEC_RELEASES if r.file is not None}}
-# Entropy models shipped inside the package, with the frame rate of the codec they serve.
-BUNDLED_LMS: dict[str, str] = {
-    LM_ALIAS: tp.cast(str, lm_release(CURRENT_LM).file),  # type: ignore[union-attr]
-    **{r.name: r.file for r in LM_RELEASES if r.file is not None}}
-BUNDLED_LM_FRAME_RATES: dict[str, int] = {
-    LM_ALIAS: 75, **{r.name: 75 for r in LM_RELEASES}}
-CODEC_LMS[CODEC_ALIAS] = LM_ALIAS
-CODEC_LMS.update({r.name: r.lm for r in CODEC_RELEASES})
-DEFAULT_MODEL = CODEC_ALIAS
 # The dtypes save_model stores weights in (integer or complex ones would destroy them).
 _SAVE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # Codebook training statistics that an inference-only export leaves out (see save_model).
 _TRAINING_BUFFERS = ("._codebook.embed_avg", "._codebook.cluster_size")
 
 
-# -- names and releases --------------------------------------------------------------------
-def known_models() -> list[str]:
-    """Names ``load_model`` resolves without a path (releases that are not shipped are
-    named too: loading one explains how to get its file)."""
-    return sorted(set(OFFICIAL_CHECKPOINTS) | set(BUNDLED_MODELS) | {r.name for r in CODEC_RELEASES})
-
-
-def config_for_name(name: str) -> EncodecConfig | None:
-    """Configuration of a known model name, or None (reads no weights; for a shipped
-    release only the file's metadata). The alias gives the current release's, named so."""
-    factory = OFFICIAL_CONFIGS.get(name)
-    if factory is not None:
-        return factory()
-    if name in BUNDLED_MODELS:
-        from safetensors.torch import safe_open
-
-        with safe_open(str(BUNDLED_DIR / BUNDLED_MODELS[name]), framework="pt") as f:
-            config = EncodecConfig.from_dict(json.loads((f.metadata() or {})[CONFIG_METADATA_KEY]))
-        config.name = resolve_alias(name)
-        return config
-    return None
-
-
-def _release_path(release: CodecRelease | LMRelease, what: str) -> Path:
-    """The file of a release: shipped in the package, or ``<cache_dir()>/<name>.safetensors``
-    for one that is not (ModelLoadError explaining how to get it when it is missing)."""
-    if release.file is not None:
-        path = BUNDLED_DIR / release.file
-        if not path.is_file():
-            raise ModelLoadError(f"the bundled {what} {release.name!r} is missing from the "
-                                 f"installation ({path}); reinstall opencodec")
-        return path
-    path = cache_dir() / f"{release.name}.safetensors"
-    if path.is_file():
-        return path
-    raise ModelLoadError(
-        f"{what} {release.name!r} ({release.summary}) is not shipped in the package: commit "
-        f"{release.commit[:7]} of the opencodec repository has it. In a clone, run "
-        f"`{extract_command(release)}`, then pass that file (--model/--lm-model PATH; its "
-        f"weights hash is checked) or put it at {path}")
-
-
-def _verify_release(release: CodecRelease | LMRelease, digest: str, path: Path, what: str) -> None:
-    if digest != release.sha256:
-        raise ModelLoadError(
-            f"{path} does not hold the {what} release {release.name!r}: its weights hash is "
-            f"{digest[:16]}, the release's is {release.sha256[:16]} (file replaced or damaged; new "
-            f"weights need a new release in opencodec/releases.py; "
-            f"`{extract_command(release)}` writes the release's file)")
-
-
+# -- what loaded weights are ------------------------------------------------------------------
 def _check_release_config(config: EncodecConfig, release: CodecRelease, what: str) -> None:
     """``ModelLoadError`` unless ``config`` computes as ``release`` (:mod:`opencodec.config_identity`)."""
     shipped = config_for_name(release.name) if release.file is not None else None
@@ -224,19 +147,6 @@ def _name_loaded_model(model: EncodecModel, path: Path) -> EncodecModel:
     return model
 
 
-def _weights_path(target: tp.Any, what: str = "model") -> Path:
-    """``target`` (a name that is not known, or a path) as a path: a ``TypeError`` for
-    another type, a ``ModelLoadError`` for an empty string (which ``Path`` reads as ``.``)."""
-    if not isinstance(target, (str, os.PathLike)):
-        raise TypeError(f"expected a {what} name or a weights file path (str or os.PathLike), got "
-                        f"{type(target).__name__} {target!r:.60}")
-    if str(os.fspath(target)).strip() == "":
-        known = known_models() if what == "model" else known_lm_models()
-        raise ModelLoadError(f"empty {what} name: pass a {what} name ({', '.join(known)}) or a "
-                             f"weights file path")
-    return Path(target).expanduser()
-
-
 def official_checkpoint_path(name: str) -> Path:
     """Local path of the official checkpoint ``name``, downloading it if needed and allowed."""
     return official_file_path(OFFICIAL_CHECKPOINTS[name], f"model {name!r}")
@@ -272,10 +182,10 @@ def load_model(name_or_path: str | os.PathLike[str] | None = None, device: str |
     if release is not None:
         if config is not None:  # before reading: a field that sets shapes is named, not tensors
             _check_release_config(config, release, f"config= does not fit release {release.name}")
-        path = _release_path(release, "model")
+        path = release_path(release, "model")
         state, stored = read_weights(path)
         model = model_from_state_dict(state, config or stored, str(path))
-        _verify_release(release, weights_sha256(model), path, "model")
+        verify_release(release, weights_sha256(model), path, "model")
         if config is None and release.file is None:  # a shipped file's stored config is the reference
             _check_release_config(model.config, release, f"{path} stores another configuration than "
                                   f"release {release.name}'s")  # a cached file of a release not shipped
@@ -295,7 +205,7 @@ def load_model(name_or_path: str | os.PathLike[str] | None = None, device: str |
         elif is_registered_name(model.name):  # a config naming other weights
             model.config.name = export_name(model.name)
         return model.to(device)
-    path = _weights_path(target)
+    path = weights_path(target)
     if not path.exists():
         if isinstance(target, str) and target in known_lm_models():  # callers give their own advice
             raise EntropyModelAsCodecError(f"{target} is an entropy model, not a codec", f"use --lm-model "
@@ -353,183 +263,3 @@ def save_model(model: EncodecModel, path: str | os.PathLike[str], dtype: torch.d
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
-
-
-# -- entropy models ------------------------------------------------------------------------
-def known_lm_models() -> list[str]:
-    """Names ``load_lm_model`` resolves without a path (releases that are not shipped are
-    named too: loading one explains how to get its file)."""
-    return sorted(set(OFFICIAL_LM_CHECKPOINTS) | set(BUNDLED_LMS) | {r.name for r in LM_RELEASES})
-
-
-def lm_name_for_codec(codec_name: str) -> str | None:
-    """The entropy model of codec ``codec_name`` (``encodec_24khz`` -> ``encodec_lm_24khz``,
-    ``encodec_48khz`` -> ``encodec_lm_48khz``, a bundled release such as
-    ``opencodec_24khz_v5`` -> its entropy model ``opencodec_lm_24khz_v5``, the alias
-    ``opencodec_24khz`` -> ``opencodec_lm_24khz``), or None."""
-    return CODEC_LMS.get(codec_name)
-
-
-def _lm_sizes(state: StateDict, source: str) -> dict[str, tp.Any]:
-    """``EntropyLM`` sizes read off an official-layout LM state dict."""
-    emb = state.get("emb.0.weight")
-    lin1 = state.get("transformer.layers.0.linear1.weight")
-    if emb is None or lin1 is None or emb.dim() != 2 or lin1.dim() != 2:
-        raise ModelLoadError(f"{source} is not an entropy model state dict (expected "
-                             f"emb.0.weight and transformer.layers.0.linear1.weight; first keys: "
-                             f"{', '.join(list(state)[:5])})")
-    n_q = len({k.split(".")[1] for k in state if k.startswith("emb.") and k.endswith(".weight")})
-    num_layers = len({k.split(".")[2] for k in state
-                      if k.startswith("transformer.layers.") and k.endswith(".linear1.weight")})
-    dim = int(emb.shape[1])
-    # EntropyLM's width is int(dim * hidden_scale): half a unit over the stored width gives it
-    # back for every width (width / dim can round to just under it, e.g. 61 / 56)
-    return dict(n_q=n_q, card=int(emb.shape[0]) - 1, dim=dim, num_layers=num_layers,
-                hidden_scale=(int(lin1.shape[0]) + 0.5) / dim)
-
-
-def trained_lm_name(codec_name: str | None, path: str | os.PathLike[str]) -> str:
-    """The name of an entropy model that ``train-lm`` exports to ``path`` (``<run>/lm.safetensors``):
-    ``<codec name>_lm_<run folder name>``, e.g. ``opencodec_24khz_v5_lm_speech1``, which
-    headers record and errors show (``_custom`` is added to a name that means other weights)."""
-    from .bitstream import MAX_LM_NAME_CHARS
-
-    folder = Path(path).expanduser().absolute().parent.name or "run"
-    name = f"{codec_name or 'codec'}_lm_{folder}"[:MAX_LM_NAME_CHARS - len("_custom")]
-    registered = (name in known_lm_models() or name in known_models() or name in (CODEC_ALIAS, LM_ALIAS)
-                  or codec_release(name) is not None or lm_release(name) is not None)
-    return f"{name}_custom" if registered else name  # as identity.is_registered_name
-
-
-def _training_checkpoint_error(path: Path) -> ModelLoadError | None:
-    """A clear error when ``path`` is a training checkpoint rather than weights, else None."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - not loadable: the ordinary error stands
-        return None
-    if not isinstance(obj, dict) or not {"model", "optim", "step"} <= set(obj):
-        return None
-    if "codec_hash" in obj:  # a train-lm run's checkpoint.pt
-        export = path.with_name(TRAINED_LM_FILE)
-        there = "" if export.is_file() else " (not written yet: the run exports it at each checkpoint)"
-        return ModelLoadError(f"{path} is a train-lm training checkpoint (model, optimiser and step "
-                              f"{obj['step']}), not an entropy model: pass {export}, the entropy "
-                              f"model the run exports{there}")
-    return ModelLoadError(f"{path} is a training checkpoint (model, optimiser and step {obj['step']}), "
-                          f"not an entropy model weights file")
-
-
-def load_lm_model(name_or_path: str | os.PathLike[str] | None = None,
-                  codec: EncodecModel | None = None, *, num_codebooks: int | None = None,
-                  device: str | torch.device = "cpu", any_codec: bool = False) -> "EntropyLM":
-    """Load an entropy model (:class:`~opencodec.entropy.EntropyLM`), in eval mode on ``device``.
-
-    ``name_or_path``: an official name (``known_lm_models()``; the file is found like the
-    official codec checkpoints, see ``official_file_path``), a state-dict file in the
-    official ``LMModel`` layout (``.th``/``.pt``/... with ``weights_only``, or
-    ``.safetensors``; sizes are read off the tensors), or None for the entropy model that
-    belongs to ``codec`` (``lm_name_for_codec``).
-
-    ``codec``: the codec the model will serve. The attention window of a file's model is
-    3.5 s of the codec's frames (262 at 75 Hz when no codec is given). The model must
-    predict ``codec.bins`` bins and, when ``num_codebooks`` is given, cover that many
-    codebooks. A file exported by ``train-lm`` names the codec whose codes it was trained on
-    (:func:`read_lm_info`): another codec than ``codec`` is a ``ModelLoadError``
-    (:func:`check_lm_trained_for`), unless ``any_codec`` (decoding a file whose header proves it
-    was coded with this entropy model); the loaded model keeps that record as ``trained_for``,
-    which :func:`opencodec.compress.compress` checks too, and is named after its run
-    (:func:`trained_lm_name`). A released entropy model serving another release of its codec
-    only warns (not with ``any_codec``: when decoding, the file's size is already fixed) (:mod:`opencodec.releases` records which codec each was trained for). Raises
-    ``ModelLoadError`` (missing or corrupt file, training checkpoint, no entropy model known
-    for the codec, wrong layout, mismatch).
-    """
-    from .entropy import load_lm
-
-    if name_or_path is None:
-        if codec is None:
-            raise ModelLoadError("load_lm_model needs an entropy model name or path, or the codec "
-                                 "whose entropy model to load")
-        name_or_path = lm_name_for_codec(codec.name)
-        if name_or_path is None:
-            raise ModelLoadError(
-                f"no entropy model is known for codec {codec.name!r} (entropy models exist for "
-                f"{', '.join(_codecs_with_lms())}); pass an entropy model weights file "
-                f"(--lm-model PATH on the command line)")
-    name: str | None = None
-    release: LMRelease | None = None
-    if isinstance(name_or_path, str) and name_or_path in OFFICIAL_LM_CHECKPOINTS:
-        name = name_or_path
-        path = official_file_path(OFFICIAL_LM_CHECKPOINTS[name], f"entropy model {name!r}",
-                                  "pass an entropy model weights file (--lm-model PATH)")
-        frame_rate: int | None = OFFICIAL_LM_FRAME_RATES[name]
-        source = f"entropy model {name!r} ({path})"
-    elif isinstance(name_or_path, str) and lm_release(resolve_alias(name_or_path)) is not None:
-        release = lm_release(resolve_alias(name_or_path))
-        assert release is not None
-        name = release.name
-        path = _release_path(release, "entropy model")
-        frame_rate = BUNDLED_LM_FRAME_RATES[name]
-        source = f"entropy model {name!r} ({path})"
-    else:
-        path = _weights_path(name_or_path, "entropy model")
-        if not path.exists():
-            raise ModelLoadError(f"no entropy model named {str(name_or_path)!r} and no such file; "
-                                 f"known names: {', '.join(known_lm_models())}")
-        if path.is_dir():
-            raise ModelLoadError(f"{path} is a folder; pass an entropy model weights file (.th, .pt, "
-                                 f".safetensors)")
-        frame_rate = codec.frame_rate if codec is not None else None
-        source = f"entropy model {path}"
-    try:
-        state, _ = read_weights(path)
-    except ModelLoadError:
-        better = _training_checkpoint_error(path) if path.suffix.lower() in TORCH_SUFFIXES else None
-        if better is None:
-            raise
-        raise better from None
-    sizes = _lm_sizes(state, str(path))
-    try:
-        lm = load_lm(state, frame_rate=frame_rate, **sizes)
-    except (TypeError, ValueError) as exc:
-        raise ModelLoadError(f"{path}: cannot build the entropy model ({exc})") from exc
-    digest = state_dict_sha256(lm.state_dict())
-    if release is not None:
-        _verify_release(release, digest, path, "entropy model")
-    elif name is None:  # a file: named after the release with its weights, if any
-        name = next((r.name for r in LM_RELEASES if r.sha256 == digest), None)
-    trained_for: dict[str, tp.Any] = {}
-    if name is None:  # not a release (whose codec opencodec.releases records): the file's record
-        info = read_lm_info(path)
-        trained_for = {k: info[k] for k in ("codec", "codec_weights_hash", "codec_hash") if k in info}
-        if isinstance(info.get("name"), str) and info["name"]:
-            name = info["name"]
-        elif "codec" in info and path.name == TRAINED_LM_FILE:  # exported before LMs had names
-            name = trained_lm_name(str(info["codec"]), path)
-    if codec is not None:
-        check_lm_for_codec(lm, codec, num_codebooks, source)
-        if not any_codec:  # compressing: the pairing decides the size of the files
-            check_lm_trained_for(trained_for, codec, source)
-            _warn_if_trained_for_another_codec(name, codec)
-    if name is not None:
-        lm.name = name  # deterministic files record it, and decompress finds the model by it
-    if trained_for:
-        lm.trained_for = trained_for  # compress() checks it against the codec
-    return lm.to(device)
-
-
-def _codecs_with_lms() -> list[str]:
-    """Codecs whose entropy model is available: the official ones (downloaded) and the
-    releases whose entropy model ships in the package (not those only a commit has)."""
-    return sorted(c for c, lm in CODEC_LMS.items() if c in OFFICIAL_CHECKPOINTS or lm in BUNDLED_LMS)
-
-
-def _warn_if_trained_for_another_codec(lm_name: str | None, codec: EncodecModel) -> None:
-    """Warn when a released entropy model serves a released codec other than its own: the
-    codes stay lossless, but they are predicted worse, so files come out larger."""
-    release = lm_release(lm_name) if lm_name is not None else None
-    if release is None or codec_release(codec.name) is None or release.codec == codec.name:
-        return
-    own = lm_name_for_codec(codec.name)
-    warnings.warn(f"entropy model {release.name} was trained for codec {release.codec}, not "
-                  f"{codec.name}: files stay lossless but come out larger"
-                  + (f" (its own entropy model is {own})" if own else ""), stacklevel=3)

@@ -1,0 +1,132 @@
+"""Which models and entropy models opencodec knows by name, and where their files are.
+
+The official checkpoints (:data:`OFFICIAL_CHECKPOINTS`, :data:`OFFICIAL_LM_CHECKPOINTS`), the
+releases shipped inside the package (:data:`BUNDLED_MODELS`, :data:`BUNDLED_LMS`; every release
+is recorded in :mod:`opencodec.releases`), which entropy model belongs to which codec
+(:data:`CODEC_LMS`), and the file of a release (:func:`release_path`, checked with
+:func:`verify_release`). Loading is :mod:`opencodec.pretrained` (codecs) and
+:mod:`opencodec.lm_loading` (entropy models).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import typing as tp
+from pathlib import Path
+
+from .errors import ModelLoadError
+from .model import EncodecConfig
+from .official_files import cache_dir
+from .releases import (CODEC_ALIAS, CODEC_RELEASES, CURRENT_CODEC, CURRENT_LM, LM_ALIAS, LM_RELEASES,
+                       CodecRelease, LMRelease, codec_release, extract_command, lm_release, resolve_alias)
+from .weights_layout import CONFIG_METADATA_KEY, OFFICIAL_CONFIGS
+
+__all__ = ["OFFICIAL_CHECKPOINTS", "OFFICIAL_LM_CHECKPOINTS", "OFFICIAL_LM_FRAME_RATES", "CODEC_LMS",
+           "BUNDLED_DIR", "BUNDLED_MODELS", "BUNDLED_LMS", "BUNDLED_LM_FRAME_RATES", "DEFAULT_MODEL",
+           "known_models", "config_for_name", "known_lm_models", "lm_name_for_codec", "release_path",
+           "verify_release", "weights_path"]
+
+OFFICIAL_CHECKPOINTS: dict[str, str] = {
+    "encodec_24khz": "encodec_24khz-d7cc33bc.th",
+    "encodec_48khz": "encodec_48khz-7e698e3e.th",
+}
+# Entropy models (official LMModel checkpoints), the codec each belongs to and its frame rate.
+OFFICIAL_LM_CHECKPOINTS: dict[str, str] = {
+    "encodec_lm_24khz": "encodec_lm_24khz-1608e3c0.th",
+    "encodec_lm_48khz": "encodec_lm_48khz-7add9fc3.th",
+}
+OFFICIAL_LM_FRAME_RATES: dict[str, int] = {"encodec_lm_24khz": 75, "encodec_lm_48khz": 150}
+CODEC_LMS: dict[str, str] = {"encodec_24khz": "encodec_lm_24khz", "encodec_48khz": "encodec_lm_48khz"}
+# Models shipped inside the package (trained by opencodec itself; see docs/training/): every
+# released set of weights has a versioned name (opencodec.releases); the unversioned alias
+# loads the current release.
+BUNDLED_DIR = Path(__file__).parent / "weights"
+BUNDLED_MODELS: dict[str, str] = {
+    CODEC_ALIAS: tp.cast(str, codec_release(CURRENT_CODEC).file),  # type: ignore[union-attr]
+    **{r.name: r.file for r in CODEC_RELEASES if r.file is not None}}
+# Entropy models shipped inside the package, with the frame rate of the codec they serve.
+BUNDLED_LMS: dict[str, str] = {
+    LM_ALIAS: tp.cast(str, lm_release(CURRENT_LM).file),  # type: ignore[union-attr]
+    **{r.name: r.file for r in LM_RELEASES if r.file is not None}}
+BUNDLED_LM_FRAME_RATES: dict[str, int] = {
+    LM_ALIAS: 75, **{r.name: 75 for r in LM_RELEASES}}
+CODEC_LMS[CODEC_ALIAS] = LM_ALIAS
+CODEC_LMS.update({r.name: r.lm for r in CODEC_RELEASES})
+DEFAULT_MODEL = CODEC_ALIAS
+
+def known_models() -> list[str]:
+    """Names ``load_model`` resolves without a path (releases that are not shipped are
+    named too: loading one explains how to get its file)."""
+    return sorted(set(OFFICIAL_CHECKPOINTS) | set(BUNDLED_MODELS) | {r.name for r in CODEC_RELEASES})
+
+
+def config_for_name(name: str) -> EncodecConfig | None:
+    """Configuration of a known model name, or None (reads no weights; for a shipped
+    release only the file's metadata). The alias gives the current release's, named so."""
+    factory = OFFICIAL_CONFIGS.get(name)
+    if factory is not None:
+        return factory()
+    if name in BUNDLED_MODELS:
+        from safetensors.torch import safe_open
+
+        with safe_open(str(BUNDLED_DIR / BUNDLED_MODELS[name]), framework="pt") as f:
+            config = EncodecConfig.from_dict(json.loads((f.metadata() or {})[CONFIG_METADATA_KEY]))
+        config.name = resolve_alias(name)
+        return config
+    return None
+
+
+def release_path(release: CodecRelease | LMRelease, what: str) -> Path:
+    """The file of a release: shipped in the package, or ``<cache_dir()>/<name>.safetensors``
+    for one that is not (ModelLoadError explaining how to get it when it is missing)."""
+    if release.file is not None:
+        path = BUNDLED_DIR / release.file
+        if not path.is_file():
+            raise ModelLoadError(f"the bundled {what} {release.name!r} is missing from the "
+                                 f"installation ({path}); reinstall opencodec")
+        return path
+    path = cache_dir() / f"{release.name}.safetensors"
+    if path.is_file():
+        return path
+    raise ModelLoadError(
+        f"{what} {release.name!r} ({release.summary}) is not shipped in the package: commit "
+        f"{release.commit[:7]} of the opencodec repository has it. In a clone, run "
+        f"`{extract_command(release)}`, then pass that file (--model/--lm-model PATH; its "
+        f"weights hash is checked) or put it at {path}")
+
+
+def verify_release(release: CodecRelease | LMRelease, digest: str, path: Path, what: str) -> None:
+    if digest != release.sha256:
+        raise ModelLoadError(
+            f"{path} does not hold the {what} release {release.name!r}: its weights hash is "
+            f"{digest[:16]}, the release's is {release.sha256[:16]} (file replaced or damaged; new "
+            f"weights need a new release in opencodec/releases.py; "
+            f"`{extract_command(release)}` writes the release's file)")
+
+
+def known_lm_models() -> list[str]:
+    """Names ``load_lm_model`` resolves without a path (releases that are not shipped are
+    named too: loading one explains how to get its file)."""
+    return sorted(set(OFFICIAL_LM_CHECKPOINTS) | set(BUNDLED_LMS) | {r.name for r in LM_RELEASES})
+
+
+def lm_name_for_codec(codec_name: str) -> str | None:
+    """The entropy model of codec ``codec_name`` (``encodec_24khz`` -> ``encodec_lm_24khz``,
+    ``encodec_48khz`` -> ``encodec_lm_48khz``, a bundled release such as
+    ``opencodec_24khz_v5`` -> its entropy model ``opencodec_lm_24khz_v5``, the alias
+    ``opencodec_24khz`` -> ``opencodec_lm_24khz``), or None."""
+    return CODEC_LMS.get(codec_name)
+
+
+def weights_path(target: tp.Any, what: str = "model") -> Path:
+    """``target`` (a name that is not known, or a path) as a path: a ``TypeError`` for
+    another type, a ``ModelLoadError`` for an empty string (which ``Path`` reads as ``.``)."""
+    if not isinstance(target, (str, os.PathLike)):
+        raise TypeError(f"expected a {what} name or a weights file path (str or os.PathLike), got "
+                        f"{type(target).__name__} {target!r:.60}")
+    if str(os.fspath(target)).strip() == "":
+        known = known_models() if what == "model" else known_lm_models()
+        raise ModelLoadError(f"empty {what} name: pass a {what} name ({', '.join(known)}) or a "
+                             f"weights file path")
+    return Path(target).expanduser()
