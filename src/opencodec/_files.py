@@ -7,13 +7,20 @@ fails, including ``KeyboardInterrupt``. A reader of the destination path therefo
 either the old file (or nothing) or the complete new file. ``staged_files`` does the same
 for a set of files written together into one folder (all of them or none), and
 ``output_folder`` creates an output folder, with a clear error when it cannot be written.
+
+A process killed outright (``kill -9``, a power cut) cannot remove its temporary file. Each
+temporary file's name therefore says which process on which machine wrote it
+(``.NAME.<host>-<pid>.<random>.tmp``), and the first ``atomic_output`` of a process in a folder
+removes the ones there whose process on this machine has ended.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import socket
 import tempfile
 import typing as tp
 from pathlib import Path
@@ -31,6 +38,47 @@ def _current_umask() -> int:
 
 
 _UMASK = _current_umask()
+# Folders this process has swept for its predecessors' temporary files (see atomic_output).
+_SWEPT: set[str] = set()
+
+
+def _host() -> str:
+    """This machine's name as it appears in temporary file names (letters, digits, ``-``)."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32] or "host"
+
+
+def _owner_tag() -> str:
+    """``<host>-<pid>``: who writes a temporary file (read again by :func:`_remove_dead_temporaries`)."""
+    return f"{_host()}-{os.getpid()}"
+
+
+def _process_ended(pid: int) -> bool:
+    """Whether no process ``pid`` runs on this machine (one of another user's counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: it exists
+        return False
+    return False
+
+
+def _remove_dead_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files in ``folder`` that ``atomic_output`` calls of processes on this
+    machine that have ended left behind (``kill -9``); returns them. Files of processes still
+    running, of other machines (a shared folder) and names in another pattern are left alone."""
+    pattern = re.compile(rf"^\..+\.{re.escape(_host())}-(\d+)\.[^.]+{re.escape(TEMP_SUFFIX)}$")
+    removed = []
+    with contextlib.suppress(OSError):
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                match = pattern.match(entry.name)
+                if match and int(match.group(1)) != os.getpid() and _process_ended(int(match.group(1))):
+                    with contextlib.suppress(OSError):
+                        if entry.is_file(follow_symlinks=False):
+                            os.unlink(entry.path)
+                            removed.append(Path(entry.path))
+    return removed
 
 
 def check_output(path: str | Path, force: bool, *, need_folder: bool = True) -> None:
@@ -69,8 +117,13 @@ def atomic_output(path: str | Path) -> tp.Iterator[Path]:
     unchanged), as ``mv`` would: the rename is what makes the write atomic.
     """
     path = Path(path)
+    folder = os.path.abspath(path.parent)
+    if folder not in _SWEPT:  # once per folder and process: a folder of many outputs is scanned once
+        _SWEPT.add(folder)
+        _remove_dead_temporaries(path.parent)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{_owner_tag()}.", suffix=TEMP_SUFFIX,
+                                        dir=path.parent)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {error_reason(exc)}") from exc
     os.close(fd)
