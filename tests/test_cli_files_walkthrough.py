@@ -180,7 +180,7 @@ def test_lm_format_implies_lm(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         given.update(kwargs)
         raise Stop
 
-    monkeypatch.setattr(cli_codec, "FileCompressor", fake)
+    monkeypatch.setattr(codec_files, "FileCompressor", fake)  # imported by the command when it runs
     src = signal_wav(tmp_path / "a.wav", 0.1)
     for extra, expected in (([], (False, "deterministic")), (["--lm-format", "official"], (True, "official")),
                             (["--lm-format", "deterministic"], (True, "deterministic")), (["--lm"], (True, "deterministic"))):

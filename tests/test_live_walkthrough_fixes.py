@@ -277,6 +277,7 @@ def test_stream_decode_refuses_another_model_before_loading_it(monkeypatch):
     """``stream-decode -m encodec_24khz`` on a v5 stream: refused at its header, with the
     model never loaded (so never downloaded); a model that fits is loaded then."""
     import opencodec.cli.stream as cli_stream
+    import opencodec.model_cache as model_cache
 
     loaded: list[str | None] = []
 
@@ -286,7 +287,7 @@ def test_stream_decode_refuses_another_model_before_loading_it(monkeypatch):
 
         def get(self, *args: tp.Any) -> str:
             return "model"
-    monkeypatch.setattr(cli_stream, "CodecModels", Models)
+    monkeypatch.setattr(model_cache, "CodecModels", Models)  # imported by the command when it runs
     load = cli_stream._stream_models("encodec_24khz", exact=False)
     with pytest.raises(BitstreamError, match="written by model 'opencodec_24khz_v5'"):
         load(V5)

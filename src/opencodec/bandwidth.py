@@ -14,7 +14,10 @@ import typing as tp
 
 from .errors import UnsupportedBandwidthError
 
-__all__ = ["BANDWIDTH_TOLERANCE", "check_bandwidth", "format_kbps"]
+__all__ = ["BANDWIDTH_TOLERANCE", "DEFAULT_BANDWIDTH", "check_bandwidth", "format_kbps"]
+
+DEFAULT_BANDWIDTH = 6.0
+"""kbps: the bandwidth the command line and ``compress`` use when none is given."""
 
 BANDWIDTH_TOLERANCE = 1e-9
 """kbps: a bandwidth this close to a supported one is that one (computed bandwidths such as

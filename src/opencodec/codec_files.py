@@ -29,6 +29,7 @@ import torch
 from ._files import check_output, write_bytes_atomic
 from .audio import (AUDIO_EXTENSIONS, convert_audio, fit_length, is_audio_file, loud_input_message, read_audio,
                     resampled_length, stores_float_samples, write_audio)
+from .bandwidth import DEFAULT_BANDWIDTH  # noqa: F401 (re-exported: defined here before)
 from .bitstream import EcdcHeader, StreamLayout, body_size, header_bytes, parse_header, read_header
 from .compress import compress, decompress
 from .ecdc_info import ECDC_SUFFIX, is_ecdc_file
@@ -38,17 +39,15 @@ from .longform import compress_file_streaming, decompress_file_streaming, suppor
 from .model import EncodecModel
 from .model_cache import CodecModels, EntropyModels, lm_header_name, load_checked_model
 from .pretrained import load_lm_model, load_model
+from .progress import ProgressFactory, Update  # (defined here before: still importable from here)
 
 AUDIO_OUTPUT_SUFFIXES = (".wav", ".flac")
-DEFAULT_BANDWIDTH = 6.0
 
 #: Inputs longer than this (seconds) are processed in bounded memory (``opencodec.longform``)
 #: when the model streams and an ``.ecdc`` file (compress) or audio at the model's rate and
 #: channels (decompress) is written, for a single file or for each file of a folder.
 STREAMING_MIN_SECONDS = 60.0
 
-Update = tp.Callable[[int, int], None]
-ProgressFactory = tp.Callable[[str, str, bool], tp.ContextManager[Update]]
 
 
 @dataclass

@@ -18,7 +18,7 @@ from pathlib import Path
 from .errors import ModelLoadError
 from .model import EncodecConfig
 from .official_files import cache_dir
-from .releases import (CODEC_ALIAS, CODEC_RELEASES, CURRENT_CODEC, CURRENT_LM, LM_ALIAS, LM_RELEASES,
+from .releases import (CODEC_ALIAS, CODEC_RELEASES, CURRENT_CODEC, CURRENT_LM, DEFAULT_MODEL, LM_ALIAS, LM_RELEASES,
                        CodecRelease, LMRelease, codec_release, extract_command, lm_release, resolve_alias)
 from .weights_layout import CONFIG_METADATA_KEY, OFFICIAL_CONFIGS
 
@@ -53,7 +53,6 @@ BUNDLED_LM_FRAME_RATES: dict[str, int] = {
     LM_ALIAS: 75, **{r.name: 75 for r in LM_RELEASES}}
 CODEC_LMS[CODEC_ALIAS] = LM_ALIAS
 CODEC_LMS.update({r.name: r.lm for r in CODEC_RELEASES})
-DEFAULT_MODEL = CODEC_ALIAS
 
 def known_models() -> list[str]:
     """Names ``load_model`` resolves without a path (releases that are not shipped are

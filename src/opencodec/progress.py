@@ -18,7 +18,12 @@ import typing as tp
 
 from tqdm import tqdm
 
-__all__ = ["progress_bar"]
+__all__ = ["progress_bar", "Update", "ProgressFactory"]
+
+Update = tp.Callable[[int, int], None]
+"""A progress callback: ``update(done, total)``."""
+ProgressFactory = tp.Callable[[str, str, bool], tp.ContextManager[Update]]
+"""``factory(desc, unit, lazy)``: a context manager giving an :data:`Update` (a bar, or nothing)."""
 
 ENV_SECONDS = "OPENCODEC_PROGRESS_SECONDS"
 DEFAULT_SECONDS = 30.0

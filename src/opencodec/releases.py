@@ -44,6 +44,9 @@ CODEC_ALIAS = "opencodec_24khz"
 """The bundled codec's unversioned name: the current release when encoding; ambiguous in a
 file header (files written before versioned names)."""
 
+DEFAULT_MODEL = CODEC_ALIAS
+"""The codec ``load_model()`` and the command line use when none is named."""
+
 LM_ALIAS = "opencodec_lm_24khz"
 """The bundled entropy model's unversioned name (same rules as :data:`CODEC_ALIAS`)."""
 

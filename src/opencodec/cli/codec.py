@@ -9,15 +9,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..codec_files import (DEFAULT_BANDWIDTH, FileCompressor, FileDecompressor, FileResult, OutputOptions,
-                           plan_compress, plan_decompress)
 from .._process import usable_cores
-from ..file_jobs import Job, Plan, run_jobs
-from ..pretrained import DEFAULT_MODEL
-from ..progress import progress_bar
 from ..argtypes import MAX_CHANNELS, channels_arg, sample_rate_arg
+from ..bandwidth import DEFAULT_BANDWIDTH
+from ..file_jobs import Job, Plan, run_jobs
+from ..progress import progress_bar
+from ..releases import DEFAULT_MODEL
+from .commands import command_help
 from .common import (add_mode_options, add_model_option, bandwidth_arg, describe, error, fmt_kbps, info, positive_int,
                      progress_bars, sigterm_as_interrupt, warn)
+
+if tp.TYPE_CHECKING:  # the command's library (and torch) load when it runs, not for --help
+    from ..codec_files import FileResult, OutputOptions
 
 CLIP_HINT = "[-r/--rescale scales down, --float keeps the peaks]"
 
@@ -25,7 +28,7 @@ CLIP_HINT = "[-r/--rescale scales down, --float keeps the peaks]"
 def add_codec_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
     """Add the ``compress`` and ``decompress`` sub-commands."""
     comp = sub.add_parser(
-        "compress", parents=[common], help="audio file(s) -> .ecdc",
+        "compress", parents=[common], help=command_help("compress"),
         description="Compress audio (any format soundfile reads: WAV, FLAC, Ogg, Opus, MP3, ...) "
                     "to .ecdc. The audio is converted to the model's sample rate and channels. "
                     "If OUT ends in .wav or .flac, compress and decompress into that audio file.")
@@ -60,7 +63,7 @@ def add_codec_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
                                      "(default: the input's)")
     comp.set_defaults(parser=comp, handler=cmd_compress)
 
-    dec = sub.add_parser("decompress", parents=[common], help=".ecdc file(s) -> audio",
+    dec = sub.add_parser("decompress", parents=[common], help=command_help("decompress"),
                          description="Decode .ecdc files to WAV (or FLAC) audio.")
     dec.add_argument("input", type=Path, metavar="IN", help=".ecdc file, or folder (recursive)")
     dec.add_argument("output", type=Path, nargs="?", metavar="OUT",
@@ -107,6 +110,8 @@ def _add_rate_channels_options(parser: argparse.ArgumentParser, rate_help: str, 
 
 
 def _output_options(args: argparse.Namespace) -> OutputOptions:
+    from ..codec_files import OutputOptions
+
     return OutputOptions(force=args.force, skip_existing=args.skip_existing, rescale=args.rescale,
                          float32=args.float32, rate=args.rate, channels=args.channels)
 
@@ -205,6 +210,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
 
 def _compress(args: argparse.Namespace) -> int:
+    from ..codec_files import FileCompressor, plan_compress
+
     options = _output_options(args)
     plan = plan_compress(args.input, args.output, options)
     compressor = FileCompressor(args.model, args.bandwidth, options, lm=args.lm or args.lm_format is not None,
@@ -227,6 +234,8 @@ def cmd_decompress(args: argparse.Namespace) -> int:
 
 
 def _decompress(args: argparse.Namespace) -> int:
+    from ..codec_files import FileDecompressor, plan_decompress
+
     options = _output_options(args)
     plan = plan_decompress(args.input, args.output, options)
     decompressor = FileDecompressor(args.model, options, lm_model=args.lm_model, progress=progress_bars(args),

@@ -14,10 +14,9 @@ from tqdm import tqdm
 
 from ..argtypes import (bandwidth_arg, channels_arg, count_arg, int_in, non_negative_float, port_arg,
                         positive_float, positive_int)
-from ..codec_files import ProgressFactory, Update
 from ..bandwidth import format_kbps as fmt_kbps  # the one formatter, under the CLI's name
 from ..errors import UsageError
-from ..progress import progress_bar
+from ..progress import ProgressFactory, Update, progress_bar
 from .wrappers import PROG
 
 __all__ = ["PROG", "UsageError", "error", "warn", "info", "describe", "bandwidth_arg", "channels_arg", "positive_int",

@@ -5,16 +5,16 @@ from __future__ import annotations
 import argparse
 import typing as tp
 
-from ..codec_files import DEFAULT_BANDWIDTH
-from ..model_cache import load_checked_model
+from ..bandwidth import DEFAULT_BANDWIDTH
 from ..errors import advice_for_entropy_model, codec_advice
+from .commands import command_help
 from .common import bandwidth_arg, fmt_kbps, info
 
 
 def add_export_parser(sub: tp.Any, common: argparse.ArgumentParser) -> None:
     """Add the ``export-onnx`` sub-command."""
     onx = sub.add_parser(
-        "export-onnx", parents=[common], help="causal model -> ONNX step graphs with explicit state",
+        "export-onnx", parents=[common], help=command_help("export-onnx"),
         description="Write encoder_step.onnx and decoder_step.onnx (one frame in, one frame out, every "
                     "piece of streaming state an explicit input and output), encoder_start.onnx and "
                     "decoder_start.onnx (the first warm-up frames -> the initial state), offline "
@@ -31,6 +31,7 @@ def add_export_parser(sub: tp.Any, common: argparse.ArgumentParser) -> None:
 def cmd_export_onnx(args: argparse.Namespace) -> int:
     """``opencodec export-onnx``: a causal model -> ONNX graphs and meta.json in OUT_DIR."""
     from ..export.onnx import export_onnx
+    from ..model_cache import load_checked_model
 
     with advice_for_entropy_model(codec_advice("export-onnx", "as MODEL")):
         model = load_checked_model(args.model, args.bandwidth, streaming=True)

@@ -7,15 +7,15 @@ import json
 import typing as tp
 from pathlib import Path
 
-from ..ecdc_info import ECDC_SUFFIX, describe_file, is_ecdc_file, known_model
 from ..errors import EXPECTED_ERRORS, advice_for_entropy_model, codec_advice
 from ..file_jobs import find_files
+from .commands import command_help
 from .common import add_model_option, describe, error, warn
 
 
 def add_info_parser(sub: tp.Any, common: argparse.ArgumentParser) -> None:
     """Add the ``info`` sub-command."""
-    inf = sub.add_parser("info", parents=[common], help="describe .ecdc files (no model needed)",
+    inf = sub.add_parser("info", parents=[common], help=command_help("info"),
                          description="Print what the header of each .ecdc file says.")
     inf.add_argument("inputs", type=Path, nargs="+", metavar="FILE",
                      help=".ecdc file(s) or folder(s) (recursive)")
@@ -71,6 +71,8 @@ def format_info(info: dict[str, tp.Any]) -> str:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """``opencodec info``: print each file's header fields, size and bitrates."""
+    from ..ecdc_info import ECDC_SUFFIX, describe_file, is_ecdc_file, known_model
+
     files = find_files(args.inputs, is_ecdc_file)
     if not files:
         error(f"no {ECDC_SUFFIX} files found in {', '.join(map(str, args.inputs))}")

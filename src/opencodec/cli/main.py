@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import typing as tp
@@ -10,11 +11,12 @@ import warnings
 
 from .. import __version__
 from ..errors import EXPECTED_ERRORS, UsageError, print_traceback_if_asked
+from .commands import COMMANDS, PARSER_BUILDERS, command_help, command_module
 from .wrappers import PROG, WRAPPED, add_wrapper_parsers
 
-# Only light modules above, so that ``from opencodec.cli import main`` is quick: the command
-# modules (and with them torch, about 2 s) are imported by build_parser, which main calls where
-# Ctrl-C already ends quietly.
+# Only light modules above, so that ``from opencodec.cli import main`` is quick. The command
+# modules are imported by build_parser, which main calls where Ctrl-C already ends quietly, and
+# main asks only for the module of the command it runs: ``opencodec --help`` needs none of them.
 
 
 class IntermixedParser(argparse.ArgumentParser):
@@ -64,15 +66,16 @@ class IntermixedParser(argparse.ArgumentParser):
                 item.required = was
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``opencodec`` argument parser with all its sub-commands (imports the command modules)."""
-    from .codec import add_codec_parsers
-    from .export import add_export_parser
-    from .info import add_info_parser
-    from .serve import add_serve_parser
-    from .stream import add_stream_parsers
-    from .tokens import add_token_parsers
+def build_parser(commands: tp.Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The ``opencodec`` argument parser with all its sub-commands.
 
+    ``commands``: the sub-commands whose parsers are complete (their modules are imported,
+    with torch where they need it); the others are listed with their help line only, as
+    ``opencodec --help`` shows them, and cannot parse their options. None (the default):
+    every sub-command is complete.
+    """
+    wanted = set(COMMANDS) if commands is None else set(commands)
+    modules = {command_module(name) for name in wanted if name in COMMANDS}
     parser = argparse.ArgumentParser(
         prog=PROG, description="EnCodec neural audio codec: compress audio to .ecdc files and back.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -82,14 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                         help="no progress bars or info lines")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=IntermixedParser)
-    add_codec_parsers(sub, common)
-    add_info_parser(sub, common)
-    add_stream_parsers(sub, common)
-    add_serve_parser(sub, common)
-    add_token_parsers(sub, common)
-    add_export_parser(sub, common)
+    for name, module in ((name, command_module(name)) for name in COMMANDS):  # in COMMANDS' order
+        if name in sub.choices:  # added with an earlier command of its module
+            continue
+        if module in modules:
+            getattr(importlib.import_module(f"{__package__}.{module}"), PARSER_BUILDERS[module])(sub, common)
+        else:  # listed only
+            sub.add_parser(name, help=command_help(name), add_help=False)
     add_wrapper_parsers(sub)
     return parser
+
+
+def _command_in(argv: list[str]) -> str | None:
+    """The sub-command an ``opencodec`` command line names: its first word that is not an
+    option (the options before a sub-command, ``-q``, ``--version``, ``-h``, take no value)."""
+    return next((word for word in argv if not word.startswith("-")), None)
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
@@ -117,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{PROG} {argv[0]}: error: {str(exc) or 'interrupted'}", file=sys.stderr)
             return 130
     try:
-        parser = build_parser()
+        parser = build_parser(commands=[command] if (command := _command_in(argv)) in COMMANDS else [])
         from .common import Terminated, error
     except KeyboardInterrupt:  # while the command modules load torch: as later, one line
         print(f"{PROG}: error: interrupted", file=sys.stderr)

@@ -6,8 +6,8 @@ import argparse
 import typing as tp
 
 from ..errors import UsageError, advice_for_entropy_model, codec_advice
-from ..model_cache import load_checked_model
-from ..pretrained import DEFAULT_MODEL
+from ..releases import DEFAULT_MODEL
+from .commands import command_help
 from .common import (add_model_option, bandwidth_arg, info, non_negative_float, port_arg,
                      positive_float, positive_int)
 
@@ -15,7 +15,7 @@ from .common import (add_model_option, bandwidth_arg, info, non_negative_float, 
 def add_serve_parser(sub: tp.Any, common: argparse.ArgumentParser) -> None:
     """Add the ``serve`` sub-command."""
     srv = sub.add_parser(
-        "serve", parents=[common], help="WebSocket server for live streams, with a browser page",
+        "serve", parents=[common], help=command_help("serve"),
         description="Serve live encoding, decoding and relaying over WebSocket (ws://HOST:PORT/ws) "
                     "and a page at http://HOST:PORT/ (microphone in, decoded audio out). All streams "
                     "share one batched step per frame. Causal models only. Needs the 'serve' extra.")
@@ -61,6 +61,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              idle_timeout=args.idle_timeout, send_queue=args.send_queue)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    from ..model_cache import load_checked_model
+
     # causal and the bandwidth checked before any weights load (a known name)
     with advice_for_entropy_model(codec_advice("serve")):
         model = load_checked_model(args.model, args.max_bandwidth, streaming=True)

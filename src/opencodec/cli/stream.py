@@ -8,27 +8,24 @@ import os
 import sys
 import typing as tp
 
-from ..codec_files import DEFAULT_BANDWIDTH
-from ..model import EncodecModel
-from ..model_cache import CodecModels, load_checked_model
-from ..pretrained import DEFAULT_MODEL, known_lm_models
-from ..releases import is_registered_name
-from ..threads import use_live_threads
 from ..argtypes import channels_arg, sample_rate_arg
+from ..bandwidth import DEFAULT_BANDWIDTH
 from ..errors import advice_for_entropy_model, codec_advice
+from ..releases import DEFAULT_MODEL, is_registered_name
+from ..stream.defaults import DEFAULT_FRAMES_PER_PACKET, DEFAULT_HEADER_EVERY, RAW_FORMATS
+from .commands import command_help
 from .common import (UsageError, add_mode_options, add_model_option, bandwidth_arg,
                      fmt_kbps, info, int_in, warn)
 
-if tp.TYPE_CHECKING:
+if tp.TYPE_CHECKING:  # the command's library (and torch) load when it runs, not for --help
+    from ..model import EncodecModel
     from ..stream import StreamInfo
 
 
 def add_stream_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
     """Add the ``stream-encode`` and ``stream-decode`` sub-commands."""
-    from ..stream import DEFAULT_FRAMES_PER_PACKET, DEFAULT_HEADER_EVERY, RAW_FORMATS
-
     enc = sub.add_parser(
-        "stream-encode", parents=[common], help="WAV/raw PCM on stdin -> packet stream on stdout",
+        "stream-encode", parents=[common], help=command_help("stream-encode"),
         description="Encode audio from stdin as it arrives (a WAV stream, or headerless PCM with "
                     "--raw) into a packet stream on stdout, flushed packet by packet. Causal models "
                     "only. Latency ~(frames per packet + 1) x 13.3 ms at 24 kHz.")
@@ -51,7 +48,7 @@ def add_stream_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
     enc.set_defaults(parser=enc, handler=cmd_stream_encode)
 
     dec = sub.add_parser(
-        "stream-decode", parents=[common], help="packet stream on stdin -> WAV/raw PCM on stdout",
+        "stream-decode", parents=[common], help=command_help("stream-decode"),
         description="Decode a packet stream from stdin as it arrives to a WAV stream (length fields "
                     "0xFFFFFFFF, fixed when stdout is a file) or raw PCM on stdout. Lost packets "
                     "become silence of the same duration, damaged ones are dropped, and a stream "
@@ -92,7 +89,9 @@ def _broken_pipe() -> tp.Iterator[None]:
 
 def cmd_stream_encode(args: argparse.Namespace) -> int:
     """``opencodec stream-encode``: WAV or raw PCM on stdin -> packet stream on stdout."""
-    from ..stream import RAW_FORMATS, PcmFormat, encode_stream
+    from ..model_cache import load_checked_model
+    from ..stream import PcmFormat, encode_stream
+    from ..threads import use_live_threads
 
     raw = None
     if args.raw:
@@ -116,25 +115,27 @@ def cmd_stream_encode(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stream_models(model_arg: str | None, exact: bool) -> tp.Callable[["StreamInfo"], EncodecModel]:
+def _stream_models(model_arg: str | None, exact: bool) -> tp.Callable[["StreamInfo"], "EncodecModel"]:
     """``load(info)`` for :func:`opencodec.stream.decode_stream`: the model a stream header
     names, or ``-m`` checked against it (weights hash). A ``-m`` name (official, a release) is
     loaded only once a header has arrived and does not rule it out
     (:func:`~opencodec.stream.decoder.check_named_model_for_stream`): no download of weights
     that would then be refused. A weights file (or an unknown name, or an entropy model's,
     refused with advice naming ``-m``) loads at once, so that a bad one is an error before any input."""
+    from ..model_cache import CodecModels
+    from ..model_registry import known_lm_models
     from ..stream.decoder import check_named_model_for_stream
 
-    holder: list[CodecModels] = []
+    holder: list["CodecModels"] = []
 
-    def models() -> CodecModels:  # -m loads here (an entropy model's advice: -m, not --lm-model)
+    def models() -> "CodecModels":  # -m loads here (an entropy model's advice: -m, not --lm-model)
         with advice_for_entropy_model(codec_advice("stream-decode")):
             return CodecModels(model_arg, exact=exact)
 
     if model_arg is None or not is_registered_name(model_arg) or model_arg in known_lm_models():
         holder.append(models())
 
-    def load(info: "StreamInfo") -> EncodecModel:  # the header's model, hash checked
+    def load(info: "StreamInfo") -> "EncodecModel":  # the header's model, hash checked
         if model_arg is not None:
             check_named_model_for_stream(model_arg, info)
         if not holder:
@@ -146,6 +147,7 @@ def _stream_models(model_arg: str | None, exact: bool) -> tp.Callable[["StreamIn
 def cmd_stream_decode(args: argparse.Namespace) -> int:
     """``opencodec stream-decode``: packet stream on stdin -> WAV or raw PCM on stdout."""
     from ..stream import decode_stream
+    from ..threads import use_live_threads
 
     fin, fout = _binary_stdin("a packet stream"), _binary_stdout()
     use_live_threads()

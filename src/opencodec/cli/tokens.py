@@ -25,6 +25,7 @@ from tqdm import tqdm
 from ..progress import progress_bar
 from ..argtypes import sample_rate_arg
 from ..errors import advice_for_entropy_model, codec_advice
+from .commands import command_help
 from .common import (bandwidth_arg, channels_arg, count_arg, error, info,
                      positive_float, positive_int, warn)
 
@@ -37,7 +38,7 @@ CODEC_ADVICE = codec_advice("tokenize", "to --model")
 def add_token_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
     """Add the ``tokenize`` and ``detokenize`` sub-commands."""
     tok = sub.add_parser(
-        "tokenize", parents=[common], help="audio dataset -> Parquet shards of codes",
+        "tokenize", parents=[common], help=command_help("tokenize"),
         description="Encode audio files into Parquet shards: every audio file of folders (recursive, "
                     "linked sub-folders followed), single audio files (id: the file name), "
                     "JSON-lines/CSV manifests with a 'path' column (and optional 'id'), or UTF-8 text "
@@ -72,7 +73,7 @@ def add_token_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
     tok.set_defaults(parser=tok, handler=cmd_tokenize)
 
     det = sub.add_parser(
-        "detokenize", parents=[common], help="token shards -> audio files",
+        "detokenize", parents=[common], help=command_help("detokenize"),
         description="Decode rows of a token folder to WAV files (at the source file's rate and "
                     "channel count unless --rate/--channels say otherwise).")
     det.add_argument("folder", type=Path, metavar="DIR", help="token folder (opencodec tokenize --out)")

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..bandwidth import check_bandwidth, format_kbps
 from ..errors import OpenCodecError
-from ..stream.format import DEFAULT_FRAMES_PER_PACKET
+from ..stream.defaults import DEFAULT_FRAMES_PER_PACKET
 from ..stream.receiver import Event, MissingFrames, Notice
 
 MODES = ("encode", "decode", "relay")

@@ -37,19 +37,24 @@ first 7 frames together (~93 ms of audio, see :mod:`opencodec.streaming`). Overh
 ``27 + len(name)`` bytes per header.
 """
 
-from .decoder import PacketAudioDecoder, check_model_for_stream, check_streamable
-from .format import (
-    DEFAULT_FRAMES_PER_PACKET, DEFAULT_HEADER_EVERY, PACKET_OVERHEAD, SYNC, TYPE_DATA, TYPE_END,
-    TYPE_HEADER, VERSION, StreamInfo, data_packet, end_packet, header_packet, model_label,
-    parse_header_body, split_model_label)
-from .parser import Damaged, DataPacket, EndPacket, HeaderPacket, Packet, PacketParser
-from .pcm import RAW_FORMATS, PcmFormat, PcmStreamReader
-from .pipe import DecodeReport, EncodeReport, decode_stream, encode_stream
-from .receiver import (
-    DEFAULT_MAX_GAP_SECONDS, CodeFrames, Event, MissingFrames, Notice, ReceiverStats, StreamEnd,
-    StreamReceiver, StreamStart)
-from .sink import AudioSink
-from .writer import PacketWriter
+from __future__ import annotations
+
+import importlib as _importlib
+import typing as _tp
+
+if _tp.TYPE_CHECKING:  # what type checkers see; at run time __getattr__ imports these on first use
+    from .decoder import PacketAudioDecoder, check_model_for_stream, check_streamable
+    from .defaults import DEFAULT_FRAMES_PER_PACKET, DEFAULT_HEADER_EVERY, RAW_FORMATS
+    from .format import (PACKET_OVERHEAD, SYNC, TYPE_DATA, TYPE_END, TYPE_HEADER, VERSION, StreamInfo,
+                         data_packet, end_packet, header_packet, model_label, parse_header_body,
+                         split_model_label)
+    from .parser import Damaged, DataPacket, EndPacket, HeaderPacket, Packet, PacketParser
+    from .pcm import PcmFormat, PcmStreamReader
+    from .pipe import DecodeReport, EncodeReport, decode_stream, encode_stream
+    from .receiver import (DEFAULT_MAX_GAP_SECONDS, CodeFrames, Event, MissingFrames, Notice,
+                           ReceiverStats, StreamEnd, StreamReceiver, StreamStart)
+    from .sink import AudioSink
+    from .writer import PacketWriter
 
 __all__ = [
     "SYNC", "VERSION", "TYPE_HEADER", "TYPE_DATA", "TYPE_END", "PACKET_OVERHEAD",
@@ -62,3 +67,41 @@ __all__ = [
     "PcmFormat", "RAW_FORMATS", "PcmStreamReader", "AudioSink",
     "EncodeReport", "DecodeReport", "encode_stream", "decode_stream",
 ]
+
+# The names load on first use (PEP 562): the command line reads the defaults (module
+# ``defaults``) to build its help without importing the chain, and with it torch.
+_LAZY: dict[str, str] = {
+    "PacketAudioDecoder": "decoder", "check_model_for_stream": "decoder", "check_streamable": "decoder",
+    "DEFAULT_FRAMES_PER_PACKET": "defaults", "DEFAULT_HEADER_EVERY": "defaults", "RAW_FORMATS": "defaults",
+    "PACKET_OVERHEAD": "format", "SYNC": "format", "StreamInfo": "format", "TYPE_DATA": "format",
+    "TYPE_END": "format", "TYPE_HEADER": "format", "VERSION": "format", "data_packet": "format",
+    "end_packet": "format", "header_packet": "format", "model_label": "format",
+    "parse_header_body": "format", "split_model_label": "format",
+    "Damaged": "parser", "DataPacket": "parser", "EndPacket": "parser", "HeaderPacket": "parser",
+    "Packet": "parser", "PacketParser": "parser",
+    "PcmFormat": "pcm", "PcmStreamReader": "pcm",
+    "DecodeReport": "pipe", "EncodeReport": "pipe", "decode_stream": "pipe", "encode_stream": "pipe",
+    "CodeFrames": "receiver", "DEFAULT_MAX_GAP_SECONDS": "receiver", "Event": "receiver",
+    "MissingFrames": "receiver", "Notice": "receiver", "ReceiverStats": "receiver", "StreamEnd": "receiver",
+    "StreamReceiver": "receiver", "StreamStart": "receiver",
+    "AudioSink": "sink",
+    "PacketWriter": "writer",
+}
+_SUBMODULES = frozenset(_LAZY.values())
+
+
+def __getattr__(name: str) -> _tp.Any:
+    """A name of ``__all__``, imported from its module on first use (then a plain attribute), or
+    one of the submodules (``opencodec.stream.pipe``), all of which importing the package used to load."""
+    if name in _LAZY:
+        value = getattr(_importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    elif name in _SUBMODULES:
+        value = _importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -67,6 +67,7 @@ from ..bitstream import pack_codes, packed_size
 from ..errors import BitstreamError
 from ..identity import HASH_CHARS, header_identity
 from ..model import EncodecModel
+from .defaults import DEFAULT_FRAMES_PER_PACKET
 
 
 SYNC = b"OCSP"
@@ -88,8 +89,6 @@ MAX_BODY = 0xFFFF
 PACKET_OVERHEAD = _PREFIX.size + 1 + _CRC.size
 """Bytes a data packet adds to its packed codes (16)."""
 
-DEFAULT_FRAMES_PER_PACKET = 4
-DEFAULT_HEADER_EVERY = 16
 
 
 @dataclass(frozen=True)

@@ -55,8 +55,6 @@ class PcmFormat:
 
 
 _SAMPLE_BYTES = {"u8": 1, "s16": 2, "s24": 3, "s32": 4, "f32": 4, "f64": 8}
-RAW_FORMATS = {"s16le": "s16", "f32le": "f32"}
-"""``--format`` names of raw PCM -> :class:`PcmFormat` encodings."""
 
 _WAV_PCM, _WAV_FLOAT, _WAV_EXTENSIBLE = 0x0001, 0x0003, 0xFFFE
 _UNKNOWN_SIZE = 0xFFFFFFFF

@@ -27,7 +27,8 @@ from ..errors import AudioIOError, BitstreamError
 from ..model import EncodecModel
 from ..streaming import StreamingEncoder
 from .decoder import PacketAudioDecoder, check_streamable
-from .format import DEFAULT_FRAMES_PER_PACKET, DEFAULT_HEADER_EVERY, StreamInfo
+from .defaults import DEFAULT_FRAMES_PER_PACKET, DEFAULT_HEADER_EVERY
+from .format import StreamInfo
 from .parser import Packet, PacketParser
 from .pcm import PcmFormat, PcmStreamReader, _read_some
 from .receiver import DEFAULT_MAX_GAP_SECONDS, Event, Notice, ReceiverStats, StreamReceiver, StreamStart

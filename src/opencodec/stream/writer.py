@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .format import DEFAULT_HEADER_EVERY, StreamInfo, data_packet, end_packet, header_packet
+from .defaults import DEFAULT_HEADER_EVERY
+from .format import StreamInfo, data_packet, end_packet, header_packet
 
 
 class PacketWriter:
