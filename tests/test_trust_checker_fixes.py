@@ -10,7 +10,9 @@ import os
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from opencodec import cli
@@ -240,7 +242,7 @@ def test_larger_than_plain_warning_mentions_checksums_only_for_the_deterministic
     for checksums, said in ((False, "(26 bytes more: the entropy model's hash) outweighs what"),
                             (True, "(26 bytes more: the entropy model's name and hash) and checksums outweigh")):
         result = FileResult(Path("a.wav"), Path("a.ecdc"), 0.1, size_bytes=205, plain_bytes=176,
-                            header_extra=26, checksums=checksums)
+                            header_extra=26, checksums=checksums, body_overhead=7)
         cli_codec._warn_larger([result], 1)
         err = capsys.readouterr().err
         assert said in err and ("checksums" in err) == checksums, err
@@ -251,8 +253,11 @@ def test_larger_than_plain_warning_mentions_checksums_only_for_the_deterministic
     ("deterministic", "bytes more: the entropy model's name and hash) and checksums outweigh what")])
 def test_compress_warning_names_checksums_only_for_the_deterministic_format(
         fmt: str, said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    src = signal_wav(tmp_path / "short.wav", 0.1)
-    code, _, err = run(capsys, "compress", src, tmp_path / "o.ecdc", "--lm-format", fmt, "-q")
+    rng = np.random.default_rng(0)  # half a second the bundled entropy model codes into fewer bytes than plain
+    x = 0.3 * np.sin(2 * np.pi * 440 * np.arange(12_000) / 24_000) + 0.05 * rng.standard_normal(12_000)
+    src = tmp_path / "short.wav"
+    sf.write(src, x.astype(np.float32), 24_000, subtype="FLOAT")
+    code, _, err = run(capsys, "compress", src, tmp_path / "o.ecdc", "-b", "1.5", "--lm-format", fmt, "-q")
     assert code == 0 and err.count("warning:") == 1 and said in err
     assert ("checksums" in err) == (fmt == "deterministic")
 

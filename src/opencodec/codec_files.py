@@ -74,8 +74,9 @@ class FileResult:
     louder than full scale or shorter than its header says, an output with no samples),
     and for entropy-coded data ``plain_bytes``, the size the same file has without the
     entropy model (:func:`plain_size`), ``header_extra``, the bytes its header has
-    over the plain header's (:func:`header_extra`), and ``checksums``: whether its format
-    carries checksums (the deterministic one; the official one has none)."""
+    over the plain header's (:func:`header_extra`), ``checksums``: whether its format
+    carries checksums (the deterministic one; the official one has none), and
+    ``body_overhead``, the bytes of its body that code no code (:func:`body_overhead`)."""
 
     src: Path
     dst: Path
@@ -89,6 +90,17 @@ class FileResult:
     notices: list[str] = field(default_factory=list)
     header_extra: int | None = None
     checksums: bool = False
+    body_overhead: int = 0
+
+    @property
+    def body_extra(self) -> int | None:
+        """Bytes an entropy-coded file's body spends on the codes (and scales) over the plain
+        body, its fixed costs left out (the header's extra fields, :attr:`body_overhead`):
+        >= 0 when the entropy model codes the codes into no fewer bytes than plain coding,
+        negative when it saves. None unless entropy-coded."""
+        if self.size_bytes is None or self.plain_bytes is None or self.header_extra is None:
+            return None
+        return self.size_bytes - self.plain_bytes - self.header_extra - self.body_overhead
 
 
 # ------------------------------------------------------------------------------------------
@@ -262,11 +274,32 @@ def header_extra(header: EcdcHeader) -> int:
     return len(header_bytes(header)) - len(header_bytes(plain))
 
 
+def body_overhead(header: EcdcHeader, layout: StreamLayout) -> int:
+    """Bytes of an entropy-coded body (of ``header``) that code no code, whatever the entropy
+    model predicts: per segment with frames, the arithmetic coder's end (it flushes about
+    ``TOTAL_RANGE_BITS`` = 24 pending bits) and, in the deterministic format, the checks
+    (a CRC-32 after the last frame, ``check_bits`` after every ``check_interval``-th frame
+    before it; :func:`opencodec.entropy.deterministic.check_after`). Bits, summed, rounded up."""
+    from .entropy.arithmetic import TOTAL_RANGE_BITS
+    from .entropy.deterministic import CRC_BITS
+
+    det, bits = header.deterministic, 0
+    for _, length in layout.segments(header.audio_length):
+        frames = layout.num_frames(length)
+        if frames <= 0:
+            continue
+        bits += TOTAL_RANGE_BITS
+        if det is not None:
+            bits += CRC_BITS + det.check_bits * ((frames - 1) // det.check_interval)
+    return -(-bits // 8)
+
+
 def _entropy_coded_sizes(result: FileResult, header: EcdcHeader, model: EncodecModel) -> None:
     """Fill in ``result``'s sizes of an entropy-coded file with ``header``: ``plain_bytes``,
-    ``header_extra`` and ``checksums`` (the deterministic format's)."""
+    ``header_extra``, ``checksums`` (the deterministic format's) and ``body_overhead``."""
     result.plain_bytes, result.header_extra = plain_size(header, model), header_extra(header)
     result.checksums = header.deterministic is not None
+    result.body_overhead = body_overhead(header, StreamLayout.from_model(model))
 
 
 # ------------------------------------------------------------------------------------------

@@ -166,33 +166,37 @@ def _report_all(args: argparse.Namespace, plan: Plan, work: tp.Callable[[Job, bo
 
 
 def _header_bound(r: FileResult) -> bool:
-    """Whether an entropy-coded file is larger than plain coding mostly because of its larger
-    header (a short input), rather than because its codes were coded into more bytes."""
-    extra = tp.cast(int, r.size_bytes) - tp.cast(int, r.plain_bytes)
-    return r.header_extra is not None and extra - r.header_extra <= r.header_extra
+    """Whether an entropy-coded file is larger than plain coding only because of its fixed
+    costs (the header's extra fields, the checksums, the coder's end: a short input): its
+    body codes the codes into fewer bytes than plain coding (``FileResult.body_extra`` < 0).
+    When the body is no smaller, the entropy model predicts the codes poorly."""
+    return r.body_extra is not None and r.body_extra < 0
 
 
 def _warn_larger(larger: list[FileResult], jobs: int) -> None:
     """One ``warning:`` line when the entropy model made output(s) larger than plain coding,
     with the reason: the entropy-coded format's larger header (and the deterministic
-    format's checksums) on short inputs, or codes the entropy model predicts poorly."""
+    format's checksums) on short inputs, when the body alone is smaller than plain coding's,
+    or else codes the entropy model predicts poorly (its body is no smaller)."""
     if not larger:
         return
     plain = "plain coding (no --lm/--lm-model) is smaller"
     checksums = any(r.checksums for r in larger)  # the official format (version 0) has none
+    one = len(larger) == 1 and jobs == 1
     if all(_header_bound(r) for r in larger):
         most = max(tp.cast(int, r.header_extra) for r in larger)
         fields, outweigh = (("the entropy model's name and hash", "and checksums outweigh") if checksums
                             else ("the entropy model's hash", "outweighs"))
+        saved = f" ({-tp.cast(int, larger[0].body_extra)} bytes on the codes)" if one else ""
         hint = (f"the entropy-coded format's header ({most} bytes more: {fields}) {outweigh} what the "
-                f"entropy model saves on so short an input; {plain}")
+                f"entropy model saves{saved} on so short an input; {plain}")
     elif any(_header_bound(r) for r in larger):
         costs = "larger header and checksums" if checksums else "larger header"
         hint = (f"the entropy-coded format's {costs} (short inputs), or codes the "
                 f"entropy model predicts poorly; {plain}")
     else:
         hint = f"the entropy model predicts these codes poorly; {plain}"
-    if len(larger) == 1 and jobs == 1:
+    if one:
         r = larger[0]
         assert r.size_bytes is not None and r.plain_bytes is not None
         warn(f"{r.dst}: the entropy-coded file ({r.size_bytes} bytes) is larger than plain coding "

@@ -8,7 +8,7 @@ import typing as tp
 from pathlib import Path
 
 from ..errors import EXPECTED_ERRORS, advice_for_entropy_model, codec_advice
-from ..file_jobs import find_files
+from ..file_jobs import check_input, find_files
 from .commands import command_help
 from .common import add_model_option, describe, error, warn
 
@@ -64,9 +64,19 @@ def format_info(info: dict[str, tp.Any]) -> str:
         lines += [f"lm name:       {info['lm_name']}",
                   f"lm weights:    hash {info['lm_hash']} (fixed-point scheme {info['lm_scheme']})",
                   f"checks:        {checks}CRC-32 per segment"]
-    lines.append("decodes to:    the sample rate and channels above; decompress --rate HZ --channels N "
-                 "converts (a compress IN OUT.wav round trip keeps the input's rate and channels)")
+    lines.append(decodes_to(info))
     return "\n".join(lines)
+
+
+def decodes_to(info: dict[str, tp.Any]) -> str:
+    """The ``decodes to:`` line: the model's sample rate and channels when the model is known,
+    else that they are those of the weights that wrote the file (only they tell)."""
+    converts = ("decompress --rate HZ --channels N converts (a compress IN OUT.wav round trip keeps "
+                "the input's rate and channels)")
+    if info["sample_rate"] is None or info["channels"] is None:
+        return ("decodes to:    the sample rate and channels of the model that wrote it (not known "
+                f"here: decompress with --model PATH to its weights); {converts}")
+    return f"decodes to:    the sample rate and channels above; {converts}"
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -83,6 +93,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     unused: list[tuple[Path, str]] = []  # files whose header names another model than -m's
     for index, path in enumerate(files):
         try:
+            check_input(path)  # "input X does not exist", as compress and decompress say
             info = describe_file(path, known)
         except EXPECTED_ERRORS as exc:
             failed += 1

@@ -148,6 +148,7 @@ def build(preset: str, out: Path, sample_rate: int = 24000, seed: int = 1234,
                                             if _wanted(sources[n], categories)})
     out = out.resolve()
     work = out / preset_dir_name(preset, sample_rate)
+    check_out_folder(out, work / "manifests")
     old_summary = _read_summary(work) if categories is not None else None
     if old_summary is not None and old_summary.get("seed") != seed:
         raise ValueError(f"{work} was built with seed {old_summary.get('seed')}; --categories keeps "
@@ -163,6 +164,21 @@ def build(preset: str, out: Path, sample_rate: int = 24000, seed: int = 1234,
     finally:
         log.removeHandler(fh)
         fh.close()
+
+
+def check_out_folder(out: Path, folder: Path) -> None:
+    """``NotADirectoryError`` (one line) when ``out`` (``--out``), a folder above it, or
+    ``folder`` or a folder between it and ``out`` exists as a file: the build would fail to
+    create ``folder`` with an ``[Errno 20]`` naming a path the user never gave."""
+    for path in (folder, *folder.parents):
+        if path.exists() and not path.is_dir():
+            if path == out:
+                raise NotADirectoryError(f"--out {out} is a file; give a folder (the corpus root, "
+                                         "e.g. data/)")
+            where = "under" if out in path.parents else "above"
+            raise NotADirectoryError(f"{path} is a file, not a folder ({where} --out {out})")
+        if path.is_dir():
+            return
 
 
 def _read_summary(work: Path) -> Optional[dict]:

@@ -49,7 +49,8 @@ def choose_categories(eval_set: Path, categories: tp.Sequence[str] | None) -> li
 
 def list_items(eval_set: Path, categories: list[str], chosen: bool,
                max_items: int | None) -> dict[str, list[dict]]:
-    """``{category: [manifest row, ...]}`` (the first ``max_items`` of each). A category whose
+    """``{category: [manifest row, ...]}`` (the first ``max_items`` of each; ids are checked
+    unique over the whole manifest first, :func:`check_unique_ids`). A category whose
     manifest lists no item is an ``EvalReportError`` when ``chosen`` (named by
     ``--categories``), else skipped with a note; a set whose manifests are all empty is an
     ``EvalReportError`` too."""
@@ -62,8 +63,8 @@ def list_items(eval_set: Path, categories: list[str], chosen: bool,
                 raise EvalReportError(f"{manifest} lists no items (category {cat!r})")
             print(f"note: {manifest} is empty; category {cat!r} skipped", file=sys.stderr)
             continue
+        check_unique_ids(manifest, rows)  # over the whole manifest, before --max-items cuts it
         items[cat] = rows[:max_items] if max_items is not None else rows
-        check_unique_ids(manifest, items[cat])
     if not items:
         raise EvalReportError(f"every eval_<category>.jsonl manifest under {eval_set} is empty")
     return items

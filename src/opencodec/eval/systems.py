@@ -6,7 +6,7 @@ The protocol of ``opencodec eval`` is described in :mod:`opencodec.eval.report`.
 
 from __future__ import annotations
 
-import math
+import re
 import typing as tp
 from dataclasses import dataclass
 
@@ -78,10 +78,19 @@ def row_scored_metrics(row: dict) -> set[str]:
     return set(metrics) if isinstance(metrics, dict) else set()
 
 
-def parse_baseline(spec: str):  # -> Codec
-    """``opus6``/``opus-6``/``opus_6`` -> OpusCodec(6); ``mp3_64``/``mp3-64``/``mp364`` -> MP3Codec(64).
+BASELINE_FORMS = "opusN or mp3_N, N in kbit/s (e.g. opus6, opus12, mp3_64)"
+"""The baseline spellings ``--baselines`` takes (README "Evaluation", ``eval --help``)."""
 
-    Raises :class:`EvalReportError` for an unknown spec, or a bitrate outside the encoder's
+_BASELINE_RE = re.compile(r"(opus|mp3_)((?:0|[1-9][0-9]*)(?:\.[0-9]+)?)")
+
+
+def parse_baseline(spec: str):  # -> Codec
+    """``opusN`` -> OpusCodec(N); ``mp3_N`` -> MP3Codec(N) (N in kbit/s, e.g. ``opus6``,
+    ``mp3_64``): the documented spellings only, exactly as written, so that the report's
+    "Baselines:" line names what was scored; ``opus_6``, ``mp364``, ``Opus6`` or ``opus6kbps``
+    are refused.
+
+    Raises :class:`EvalReportError` for any other spec, or a bitrate outside the encoder's
     whole range (Opus 6..510, MP3 8..320 kbit/s; :func:`opencodec.eval.baselines.check_bitrate`),
     so that ``eval`` and ``mushra build`` refuse it before any work. Whether the encoder
     takes it at the scoring rate and channels (Opus at most 256 kbit/s per channel, MP3
@@ -89,22 +98,15 @@ def parse_baseline(spec: str):  # -> Codec
     (:func:`opencodec.eval.lineup.check_baselines`)."""
     from .baselines import BaselineError, MP3Codec, OpusCodec, check_bitrate
 
-    s = spec.lower().replace("-", "_").replace("kbps", "")
-    for prefix, cls in (("opus", OpusCodec), ("mp3", MP3Codec)):
-        if s.startswith(prefix):
-            rest = s[len(prefix):].lstrip("_")
-            try:
-                kbps = float(rest)
-            except ValueError:
-                break
-            if not math.isfinite(kbps) or kbps <= 0:
-                break
-            try:
-                check_bitrate(prefix, kbps)
-            except BaselineError as exc:
-                raise EvalReportError(f"baseline {spec!r}: {exc}") from None
-            return cls(kbps)
-    raise EvalReportError(f"unknown baseline {spec!r}: expected opusN or mp3_N (e.g. opus12, mp3_64)")
+    match = _BASELINE_RE.fullmatch(spec)
+    if match is None:
+        raise EvalReportError(f"unknown baseline {spec!r}: expected {BASELINE_FORMS}")
+    prefix, kbps = match.group(1).rstrip("_"), float(match.group(2))
+    try:
+        check_bitrate(prefix, kbps)
+    except BaselineError as exc:
+        raise EvalReportError(f"baseline {spec!r}: {exc}") from None
+    return OpusCodec(kbps) if prefix == "opus" else MP3Codec(kbps)
 
 
 def neural_system_name(model_name: str, bandwidth: float) -> str:
