@@ -13,7 +13,9 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 import torch.multiprocessing as mp
 
@@ -235,18 +237,25 @@ def test_campaign_doc_says_where_bf16_was_measured() -> None:
 
 
 # -- 8. an unusable validation manifest ------------------------------------------------------------
-@pytest.mark.parametrize("content", ["", '{"path": "nope.wav", "duration": 1.0}\n'])
-def test_an_unusable_validation_manifest_is_refused(content: str, tmp_path: Path,
+@pytest.mark.parametrize("content, why", [
+    ("", "list no files"),
+    ('{"path": "nope.wav", "duration": 1.0}\n', "none of the 1 audio file(s) the manifests {valid} list can be "
+                                                "read (e.g. {tmp}/nope.wav: no such file)"),
+    ('{"path": "short.wav", "duration": 0.01}\n', "no usable rows in the manifests {valid} (1 of 1 readable rows "
+                                                  "checked; a validation clip lasts at least 0.106667 s and is not silent)")])
+def test_an_unusable_validation_manifest_is_refused(content: str, why: str, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Each reason in words: no rows, no readable file, or rows too short or silent."""
     train_m, _ = _corpus(tmp_path / "data")
     valid = tmp_path / "valid.jsonl"
-    valid.write_text(content)
+    valid.write_text(content.replace("short.wav", str(tmp_path / "short.wav")))
+    sf.write(tmp_path / "short.wav", np.zeros(240, dtype=np.float32), 24000)  # 10 ms
     cfg = _config(train_m, valid, steps=1)
     status, err = _train(tmp_path, capsys, cfg)
-    assert status == 1 and _error_lines(err) == [  # (8 frames of 320 samples at 24 kHz: 0.106667 s)
-        f"opencodec train: error: config field data.valid: no usable rows in the manifests {valid} (0 of "
-        f"0 readable rows checked; a validation clip lasts at least 0.106667 s and is not silent); set "
-        f"data.valid=[] or valid.items=0 to train without validation"], err
+    (line,) = _error_lines(err)
+    assert status == 1 and line.startswith(f"opencodec train: error: config field data.valid: ") and \
+        why.format(valid=valid, tmp=tmp_path) in line and line.endswith(
+            "set data.valid=[] or valid.items=0 to train without validation"), err
     assert not (tmp_path / "run").exists()
     cfg["valid"]["items"] = 0  # asked for no validation: the manifest is not read
     assert _train(tmp_path, capsys, cfg)[0] == 0 and _valid_steps(tmp_path / "run") == []

@@ -399,13 +399,14 @@ class EvalDataset(torch.utils.data.Dataset):
     Item ``i`` is a dict: ``audio`` float32 tensor [C, T] (whole item, resampled to
     ``sample_rate`` and converted to ``channels`` if given, else the file's own), plus
     ``sample_rate``, ``item_id``, ``category``, ``source``, ``path`` and, for noisy speech,
-    ``snr_db``. Unreadable items are logged and yield ``audio=None`` only if
-    ``skip_errors`` is False; otherwise they are dropped at construction time (files checked
-    with ``soundfile.info``)."""
+    ``snr_db``. With ``skip_errors`` (the default) rows whose audio file cannot be read are
+    dropped at construction time (files checked with ``soundfile.info``), logged, and kept in
+    ``skipped`` as ``(path, reason)``; without, reading such an item raises."""
 
     def __init__(self, manifests: Manifests, sample_rate: Optional[int] = None,
                  channels: Optional[int] = None, skip_errors: bool = True) -> None:
         rows = load_manifests(manifests)
+        self.skipped: list[tuple[str, str]] = []
         if skip_errors:
             good = []
             for r in rows:
@@ -413,7 +414,9 @@ class EvalDataset(torch.utils.data.Dataset):
                     sf.info(r["path"])
                     good.append(r)
                 except Exception as e:
-                    log.warning("skipping unreadable eval item %s: %s", r["path"], e)
+                    log.warning("skipping unreadable audio file %s: %s", r["path"], e)
+                    reason = "no such file" if not Path(r["path"]).exists() else str(e) or type(e).__name__
+                    self.skipped.append((str(r["path"]), reason))
             rows = good
         self.rows = rows
         self.sample_rate = sample_rate

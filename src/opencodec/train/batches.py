@@ -166,6 +166,14 @@ def _valid_items(cfg: dict, model: EncodecModel) -> list[torch.Tensor]:
         audio = ds[i]["audio"][:, :length]
         if audio.shape[-1] >= model.hop_length * 8 and audio.abs().max() > 1e-4:
             items.append(audio[None])
+    if not items and valid.get("items", 16) > 0 and not len(ds):
+        if ds.skipped:
+            path, reason = ds.skipped[0]
+            raise ConfigError(f"config field data.valid: none of the {len(ds.skipped)} audio file(s) the manifests "
+                              f"{_names(manifests)} list can be read (e.g. {path}: {reason}); set "
+                              f"data.valid=[] or valid.items=0 to train without validation")
+        raise ConfigError(f"config field data.valid: the manifests {_names(manifests)} list no files; set "
+                          f"data.valid=[] or valid.items=0 to train without validation")
     if not items and valid.get("items", 16) > 0:
         shortest = model.hop_length * 8 / model.sample_rate
         raise ConfigError(f"config field data.valid: no usable rows in the manifests {_names(manifests)} ({checked} "
