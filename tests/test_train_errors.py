@@ -124,9 +124,9 @@ def test_a_checkpoint_of_another_model_is_one_line(tmp_path: Path, capsys: pytes
     assert status == 1 and TRACE not in err
     checkpoint = tmp_path / "run" / "checkpoint.pt"
     assert err.splitlines() == _error_lines(err)
-    assert err.startswith(f"opencodec train: error: {checkpoint} does not match the configured model (size "
-                          f"mismatch for encoder.")
-    assert err.rstrip().endswith("; use another --run-dir")
+    assert err.strip() == (f"opencodec train: error: {checkpoint} holds a codec of another architecture: "
+                           f"n_filters 8 (checkpoint: 4); resume with the checkpoint's model.* values (only "
+                           f"model.name and model.target_bandwidths may change) or use another --run-dir")
 
 
 def test_a_config_that_is_not_yaml_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

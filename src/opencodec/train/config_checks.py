@@ -2,20 +2,29 @@
 the run could not use (a batch of 0 items, a probability of 2, a device this machine does not
 have, a bandwidth the model cannot code) is a :class:`ConfigError` naming the field, never a
 traceback from deep inside PyTorch or a silently different run. Also what a resumed run
-compares with its checkpoint's config (:func:`config_changes`)."""
+compares with its checkpoint's config (:func:`config_changes`), and the architecture a run
+trains against its checkpoint's (:func:`check_codec_checkpoint`) and the model ``init_from``
+names (:func:`init_from_config`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import typing as tp
+from pathlib import Path
 
 import torch
 
+from ..config_identity import FREE_FIELDS, config_differences
 from ..errors import ConfigError, EntropyModelAsCodecError, advice_for_entropy_model
 
-__all__ = ["CODEC_BOOLEAN_KEYS", "RankConfigError", "check_betas", "check_codec_bandwidths", "check_codec_config",
-           "check_number", "codec_field", "config_changes", "resolve_device"]
+if tp.TYPE_CHECKING:
+    from ..model import EncodecConfig
+
+__all__ = ["CODEC_BOOLEAN_KEYS", "RankConfigError", "check_betas", "check_codec_bandwidths",
+           "check_codec_checkpoint", "check_codec_config", "check_number", "codec_field", "config_changes",
+           "init_from_config", "resolve_device"]
 
 #: The codec trainer's true/false keys, besides the boolean fields of ``EncodecConfig``
 #: (``model.causal``, ...) and of the data augmentation (``data.augment.pad_short``, ...),
@@ -300,9 +309,97 @@ def _leaves(node: dict, prefix: str = "") -> dict[str, tp.Any]:
     return out
 
 
+def _model_sections(old: dict, new: dict) -> tuple[dict, dict]:
+    """``old`` and ``new`` with their ``model`` sections made comparable key by key: a key a
+    config leaves out trains with its ``EncodecConfig`` default, so the defaults are filled in
+    (a fine-tune records its model's whole configuration); but a fine-tune recorded before that
+    (``init_from``, a partial section: the config's, not the model's) says nothing of the keys it
+    lacks, so only those it has are compared."""
+    from ..model import EncodecConfig
+
+    if not (isinstance(old.get("model"), dict) and isinstance(new.get("model"), dict)):
+        return old, new
+    fields = EncodecConfig().to_dict()
+    if old.get("init_from") and set(old["model"]) != set(fields):
+        return old, {**new, "model": {k: v for k, v in new["model"].items() if k in old["model"]}}
+    return {**old, "model": {**fields, **old["model"]}}, {**new, "model": {**fields, **new["model"]}}
+
+
 def config_changes(old: dict, new: dict) -> dict[str, tuple[tp.Any, tp.Any]]:
     """The leaves that differ between a run's earlier config and this invocation's, as
-    ``{dotted key: (old, new)}`` (None for absent), apart from :data:`PER_INVOCATION_KEYS`."""
+    ``{dotted key: (old, new)}`` (None for absent), apart from :data:`PER_INVOCATION_KEYS`;
+    ``model.*`` keys as :func:`_model_sections` compares them."""
+    old, new = _model_sections(old, new)
     before, after = _leaves(old), _leaves(new)
     return {key: (before.get(key), after.get(key)) for key in sorted(set(before) | set(after))
-            if before.get(key) != after.get(key) and key not in PER_INVOCATION_KEYS}
+            if _plain(before.get(key)) != _plain(after.get(key)) and key not in PER_INVOCATION_KEYS}
+
+
+def _plain(value: tp.Any) -> tp.Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+# -- the architecture: a fine-tune's, a resumed run's ------------------------------------------------
+def init_from_config(section: dict | None, loaded: EncodecConfig, source: str) -> EncodecConfig:
+    """The configuration a fine-tune of ``source`` (the ``init_from`` model, whose configuration
+    is ``loaded``) trains: ``loaded``, with the config's ``model.name`` and
+    ``model.target_bandwidths`` where ``section`` (the config's ``model`` section) sets them
+    (:data:`~opencodec.config_identity.FREE_FIELDS`: they change no weight and nothing encode or
+    decode compute; which bandwidths are trained is the config's choice, checked against the
+    codebooks later). Any other value ``section`` sets that changes what the model computes or
+    its shapes (:func:`~opencodec.config_identity.config_differences`) and differs from
+    ``loaded``'s is a one-line :class:`ConfigError` naming each such field: a fine-tune keeps
+    its model's architecture, and silently training another than the config says is refused."""
+    from ..model import EncodecConfig
+
+    explicit = dict(section or {})
+    wanted = EncodecConfig.from_dict({**loaded.to_dict(), **explicit})  # (an unknown field: a ValueError)
+    wrong = config_differences(wanted, loaded, "init_from", shapes=True)
+    if wrong:
+        raise ConfigError(f"config field init_from: {source} has another architecture than the config's model "
+                          f"section: {', '.join(wrong)}; a fine-tune keeps its model's architecture: remove these "
+                          f"model.* keys or set them to its values (only model.name and model.target_bandwidths "
+                          f"may differ)")
+    return dataclasses.replace(loaded, **{k: getattr(wanted, k) for k in sorted(FREE_FIELDS) if k in explicit})
+
+
+def _checkpoint_model(config: tp.Any) -> EncodecConfig | None:
+    """The architecture a codec checkpoint's ``config`` trained, or None where it does not say
+    reliably: no ``model`` section, or a fine-tune (``init_from``) recorded before fine-tunes
+    recorded their model's whole configuration (the section was the config's, not the model's)."""
+    from ..model import EncodecConfig
+
+    section = config.get("model") if isinstance(config, dict) else None
+    if not isinstance(section, dict):
+        return None
+    if config.get("init_from") and set(section) != {f.name for f in dataclasses.fields(EncodecConfig)}:
+        return None
+    try:
+        return EncodecConfig.from_dict(section)
+    except (TypeError, ValueError):
+        return None
+
+
+def check_codec_checkpoint(path: Path, ckpt: dict[str, tp.Any], config: EncodecConfig) -> None:
+    """Refuse, in one short line and before anything is written, a ``checkpoint.pt`` (read from
+    ``path``) that the codec trainer cannot resume with the model of ``config``: an entropy
+    model's run (``opencodec train-lm``), anything else that is not a codec training
+    checkpoint, or a codec whose recorded architecture differs from ``config`` in a field that
+    changes what the model computes or its shapes (``causal``, ``n_filters``, ...: each named
+    with both values). ``name`` and ``target_bandwidths`` may change on a resume (the trainer
+    warns and ``history.jsonl`` records it): they change no weight, only the export's name and
+    which bandwidths the following steps train (e.g. a run continued at its higher rates)."""
+    if "codec_hash" in ckpt and "disc" not in ckpt:
+        codec = f" of {ckpt['codec_name']}" if isinstance(ckpt.get("codec_name"), str) else ""
+        raise ConfigError(f"{path.parent} holds an entropy model's run (opencodec train-lm, the entropy model"
+                          f"{codec}), not a codec's: continue it with opencodec train-lm, or give this codec "
+                          f"another --run-dir")
+    if not isinstance(ckpt.get("model"), dict) or "disc" not in ckpt or "step" not in ckpt:
+        raise ConfigError(f"{path} is not a codec training checkpoint (opencodec train writes its model, "
+                          f"discriminator and step): use another --run-dir")
+    previous = _checkpoint_model(ckpt.get("config"))
+    wrong = [] if previous is None else config_differences(config, previous, "checkpoint", shapes=True)
+    if wrong:
+        raise ConfigError(f"{path} holds a codec of another architecture: {', '.join(wrong)}; resume with the "
+                          f"checkpoint's model.* values (only model.name and model.target_bandwidths may change) "
+                          f"or use another --run-dir")

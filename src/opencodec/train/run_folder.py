@@ -9,8 +9,12 @@
   (a run killed between two checkpoints logs those steps again).
 - :func:`save_checkpoint_file` and :func:`saving`: a checkpoint or an export that cannot be
   written (a full disk) is an ``OutputError`` naming the file, in one line.
-- :class:`StopRequests`: Ctrl-C (SIGINT) or the wall-clock budget stops the loop at a step
-  boundary, so that the trainer saves a checkpoint of a whole step before it exits.
+- :class:`StopRequests`: Ctrl-C (SIGINT), SIGTERM (``kill``, ``timeout``, a scheduler; for
+  the trainers that ask for it) or the wall-clock budget stops the loop at a step boundary, so
+  that the trainer saves a checkpoint of a whole step before it exits; :class:`Terminated` and
+  :func:`sigterm_raises_terminated` make SIGTERM outside the loop a ``KeyboardInterrupt`` too.
+- :func:`check_run_folder`: a run folder path that cannot be a folder (a file is there) is a
+  one-line ``ConfigError`` before anything is built.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from pathlib import Path
 import torch
 
 from .._files import write_bytes_atomic
-from ..errors import ConfigError, OutputError
+from ..errors import ConfigError, Interrupted, OutputError
 from .config_checks import config_changes
 
 LOCK = ".lock"
@@ -109,6 +113,19 @@ def provenance() -> dict[str, tp.Any]:
 
 
 # -- the run folder ----------------------------------------------------------------------------------
+def check_run_folder(path: Path, what: str = "--run-dir") -> None:
+    """Refuse, as a one-line ``ConfigError`` naming ``what`` (where the path came from: the
+    option, ``config field run_dir``), a run folder path that exists and is not a folder, or
+    below a file: the trainers check it before building anything."""
+    for candidate in (path, *path.parents):
+        if candidate.exists() or candidate.is_symlink():
+            if candidate == path and not candidate.is_dir():
+                raise ConfigError(f"{what} {path} exists and is not a folder; give a folder's path")
+            if not candidate.is_dir():
+                raise ConfigError(f"{what} {path} cannot be a folder: {candidate} is a file; give a folder's path")
+            return
+
+
 class RunFolder:
     """The folder of a run, locked from ``__enter__`` to ``__exit__`` (only ``main``, rank 0
     under torchrun, touches it; the other ranks' instance does nothing)."""
@@ -121,6 +138,7 @@ class RunFolder:
 
     def __enter__(self) -> RunFolder:
         if self.main:
+            check_run_folder(self.path, "run folder")
             self.path.mkdir(parents=True, exist_ok=True)
             self._lock = _lock(self.path / LOCK)
         return self
@@ -213,62 +231,118 @@ def _metrics_from(path: Path, step: int) -> tp.IO[str]:
             if step and isinstance(row, dict) and int(row.get("step", 0)) <= step:
                 kept.append(line)
         if len(kept) < len(lines):
-            print(f"{path}: {len(lines) - len(kept)} rows after step {step} dropped (logged after the "
-                  f"checkpoint the run goes on from)", file=sys.stderr)
+            print(f"{path}: {_dropped_rows(len(lines) - len(kept), step)}", file=sys.stderr)
             with saving(path):
                 write_bytes_atomic(path, "".join(line + "\n" for line in kept).encode())
     with saving(path):
         return open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by RunFolder.__exit__
 
 
+def _dropped_rows(count: int, step: int) -> str:
+    """What :func:`_metrics_from` says of the ``count`` rows it dropped before logging after ``step``."""
+    rows = f"{count} row{'' if count == 1 else 's'}"
+    if step == 0:  # no checkpoint: every row of the earlier start goes, step 0's included
+        return f"{rows} of an earlier start dropped (it left no checkpoint: the run starts over from step 0)"
+    return f"{rows} logged after step {step} dropped (after the checkpoint the run goes on from)"
+
+
 # -- stopping ----------------------------------------------------------------------------------------
+class Terminated(Interrupted):
+    """SIGTERM (``kill``, ``timeout``, a scheduler or ``docker stop``) during a training: like
+    Ctrl-C (:class:`~opencodec.errors.Interrupted`, a ``KeyboardInterrupt``), after the checkpoint
+    of the last whole step when it came during the loop; the trainer reports it as
+    ``error: terminated ...`` with exit status 143 (128 + SIGTERM, as Ctrl-C gives 130), as the
+    other commands do (``opencodec.cli.common.Terminated``, which this layer cannot import)."""
+
+
+def _raise_terminated(signum: int, frame: tp.Any) -> None:
+    """The SIGTERM handler outside the loop (:func:`sigterm_raises_terminated`)."""
+    raise Terminated("terminated")
+
+
+@contextlib.contextmanager
+def sigterm_raises_terminated() -> tp.Iterator[None]:
+    """Inside the block, SIGTERM raises :class:`Terminated` in the main thread (a trainer's
+    set-up and its end: it unwinds like Ctrl-C); :class:`StopRequests` with ``sigterm=True``
+    turns it into a stop at the next step boundary while the loop runs. The handler the process
+    had is restored afterwards; where SIGTERM is ignored (``SIG_IGN``), or outside the main
+    thread, nothing changes."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
 class StopRequests:
-    """Why the loop should stop before its next step: ``"interrupted"`` (Ctrl-C) or ``"time"``
+    """Why the loop should stop before its next step: ``"interrupted"`` (Ctrl-C),
+    ``"terminated"`` (SIGTERM, with ``sigterm=True``) or ``"time"``
     (past ``max_minutes`` since ``started``, the invocation's start: set-up included, so that
     ``--max-minutes`` bounds the whole command, as a GPU lease needs), else None. The budget
     never stops the loop before the first step it is asked about: every invocation trains at
     least one step, so that rerunning a command whose set-up outlasts its budget still makes
     progress (and a stop never repeats the step a run resumed from). While active (``with``),
-    the first SIGINT only asks the loop to stop at the next step boundary, where the trainer
-    saves a checkpoint; a second one stops at once (a single process). Under torchrun, rank 0's answer is every rank's,
-    asked every ``every`` steps (a collective), and repeated signals (torchrun forwards one)
-    are ignored."""
+    the first SIGINT or SIGTERM only asks the loop to stop at the next step boundary, where the
+    trainer saves a checkpoint; a second SIGINT stops at once (a single process), a second
+    SIGTERM is ignored (it would cut that checkpoint short; SIGKILL is the hard stop). Under
+    torchrun, rank 0's answer is every rank's, asked every ``every`` steps (a collective), and
+    repeated signals (torchrun forwards one) are ignored.
+
+    A signal the process ignores stays ignored: in a shell script, a background job
+    (``opencodec train ... &``) starts with SIGINT ignored (POSIX, so that Ctrl-C at the
+    terminal reaches only the foreground job), as under ``nohup``-like launchers; such a run is
+    stopped with SIGTERM (``kill PID``). A handler someone else installed (an application
+    embedding the trainer) is left in place too."""
 
     def __init__(self, max_minutes: float | None, every: int = 1, distributed: bool = False,
-                 started: float | None = None):
+                 started: float | None = None, sigterm: bool = False):
         self.max_minutes, self.every, self.distributed = max_minutes, every, distributed
         self.started = time.monotonic() if started is None else started
-        self.interrupted = False
+        self.sigterm = sigterm
+        self.signalled: str | None = None  # "interrupted" or "terminated": the first stop signal
         self._first_step: int | None = None  # the step of the first question: no time stop there
-        self._previous: tp.Any = None
+        self._previous: dict[int, tp.Any] = {}
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether a stop signal (SIGINT, or SIGTERM when handled) has come."""
+        return self.signalled is not None
 
     def _on_sigint(self, signum: int, frame: tp.Any) -> None:
-        if self.interrupted and not self.distributed:
+        if self.signalled is not None and not self.distributed:
             raise KeyboardInterrupt
-        self.interrupted = True
+        self.signalled = self.signalled or "interrupted"
+
+    def _on_sigterm(self, signum: int, frame: tp.Any) -> None:
+        self.signalled = self.signalled or "terminated"  # a repeated one: ignored
 
     def __enter__(self) -> StopRequests:
         if threading.current_thread() is threading.main_thread():
-            previous = signal.getsignal(signal.SIGINT)
-            if previous is signal.default_int_handler:  # Python's Ctrl-C (not ignored, not someone else's)
-                self._previous = previous
-                signal.signal(signal.SIGINT, self._on_sigint)
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # Python's Ctrl-C (not ignored)
+                self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_sigint)
+            if self.sigterm and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, _raise_terminated):
+                self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_sigterm)
         return self
 
     def __exit__(self, *exc: tp.Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
 
     def reason(self, step: int) -> str | None:
-        """``"interrupted"``, ``"time"`` (never at the first step asked about) or None, before ``step``."""
+        """``"interrupted"``, ``"terminated"``, ``"time"`` (never at the first step asked about) or
+        None, before ``step``."""
         if self._first_step is None:
             self._first_step = step
         if self.distributed and step % self.every:
             return None
         out_of_time = (self.max_minutes is not None and step > self._first_step
                        and time.monotonic() - self.started > 60 * self.max_minutes)
-        why = "interrupted" if self.interrupted else "time" if out_of_time else None
+        why = self.signalled or ("time" if out_of_time else None)
         if self.distributed:
             from .distributed import broadcast_object
 
@@ -278,9 +352,9 @@ class StopRequests:
 
 def stopped_message(why: str | None, step: int, total: int, checkpoint: Path) -> str | None:
     """What to tell the user when the loop ended at ``step`` of ``total`` for ``why``."""
-    if why == "interrupted":
+    if why in ("interrupted", "terminated"):
         saved = f"{checkpoint} holds step {step}" if checkpoint.exists() else "nothing saved"
-        return f"interrupted at step {step} of {total}; {saved}; rerun the same command to resume"
+        return f"{why} at step {step} of {total}; {saved}; rerun the same command to resume"
     if step < total:
         return f"stopped at step {step} of {total}; rerun the same command to continue"
     return None

@@ -56,14 +56,40 @@ def _step_rng(seed: int, step: int, salt: int) -> random.Random:
     return random.Random(seed * 1_000_003 + step * 7919 + salt)
 
 
+def _mismatch(state: tp.Any, module: torch.nn.Module) -> str | None:
+    """How checkpoint weights ``state`` differ from ``module``'s, in a few words: the first
+    tensor of another shape (``size mismatch for KEY: [8, 1, 7] in the checkpoint, [4, 1, 7]
+    configured``, and how many more), else the tensors missing and extra (counted, one named);
+    None when no key or shape differs."""
+    if not isinstance(state, dict):
+        return f"no weights of this model but a {type(state).__name__}"
+    own = module.state_dict()
+    shapes = [(k, list(v.shape), list(own[k].shape)) for k, v in state.items()
+              if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape]
+    if shapes:
+        key, theirs, ours = shapes[0]
+        more = f" (and {len(shapes) - 1} more tensors of other sizes)" if len(shapes) > 1 else ""
+        return f"size mismatch for {key}: {theirs} in the checkpoint, {ours} configured{more}"
+    missing, extra = [k for k in own if k not in state], [k for k in state if k not in own]
+    parts = ([f"{len(missing)} of the model's {len(own)} tensors missing (e.g. {missing[0]})"] if missing else []) + (
+        [f"{len(extra)} tensors the model does not have (e.g. {extra[0]})"] if extra else [])
+    return "; ".join(parts) or None
+
+
 def load_run_weights(path: Path, ckpt: dict[str, tp.Any], modules: dict[str, torch.nn.Module]) -> None:
     """Load each module's weights from checkpoint ``ckpt`` (read from ``path``); a run folder
-    of another model configuration is a :class:`ConfigError` naming the first mismatch."""
-    try:
-        for key, module in modules.items():
+    of another model configuration is a :class:`ConfigError` in one short line naming the first
+    mismatch (a tensor of another size, or how many are missing or extra), not PyTorch's list
+    of every key."""
+    for key, module in modules.items():
+        if key not in ckpt:
+            raise ConfigError(f"{path} has no {key!r} weights; use another --run-dir")
+        reason = _mismatch(ckpt[key], module)
+        try:
             module.load_state_dict(ckpt[key])
-    except RuntimeError as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        reason = lines[1] if len(lines) > 1 else str(exc)  # the first mismatch, after the heading
-        raise ConfigError(f"{path} does not match the configured model ({reason}); "
-                          f"use another --run-dir") from exc
+        except RuntimeError as exc:
+            if reason is None:  # another problem of the state dict: its first line, cut short
+                lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+                reason = (lines[1] if len(lines) > 1 else str(exc))[:200]
+            raise ConfigError(f"{path} does not match the configured model ({reason}); "
+                              f"use another --run-dir") from exc

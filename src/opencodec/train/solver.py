@@ -12,7 +12,8 @@ This file reads top to bottom, like nanoGPT's ``train.py``:
    sharded so that N processes see exactly the global batch one process would;
 4. resume from ``<run_dir>/checkpoint.pt`` when it exists (model, discriminator,
    optimisers, balancer, EMA, random states and step: the run continues exactly; config
-   keys changed since the checkpoint are named in a warning and in ``history.jsonl``);
+   keys changed since the checkpoint are named in a warning and in ``history.jsonl``; another
+   architecture, or a folder of another trainer, is refused before anything is written);
 5. the loop: per step the number of codebooks is drawn uniformly from the model's
    bandwidths (same on every rank), the generator is updated with the balanced
    time/mel/adversarial/feature losses plus the commitment loss (outside the balancer),
@@ -29,7 +30,7 @@ The loop's helpers live beside it: the checks of every config value (made before
 is built or written) in ``config_checks.py``, the data of part 3 in ``batches.py``, the
 validation of part 6 in ``validation.py``, random states, seeds and atomic checkpoint writes
 in ``run_state.py``, the run folder (its lock, ``config.json``, ``history.jsonl``, the logs) and
-how the loop stops (Ctrl-C, ``--max-minutes``) in ``run_folder.py`` (both shared with the
+how the loop stops (Ctrl-C, SIGTERM, ``--max-minutes``) in ``run_folder.py`` (both shared with the
 entropy model's trainer), the EMA codebook statistics of a fine-tuned inference-only export
 in ``codebook_stats.py``.
 
@@ -66,11 +67,12 @@ from .batches import (_batches, _device_batches, _device_corpus, _train_dataset,
                       check_manifests)
 from .codebook_stats import CODEBOOK_STATISTICS_ITEMS, _has_refilled_codebook_statistics, estimate_codebook_statistics
 from .config import config_errors, load_config, parse_run_arguments  # noqa: F401 - load_config: scripts import it here
-from .config_checks import (RankConfigError, check_betas, check_codec_bandwidths, check_codec_config, codec_field,
-                            resolve_device)
+from .config_checks import (RankConfigError, check_betas, check_codec_bandwidths, check_codec_checkpoint,
+                            check_codec_config, codec_field, init_from_config, resolve_device)
 from .discriminator import MultiScaleSTFTDiscriminator
 from .losses import MultiScaleMelLoss, audiocraft_alphas
-from .run_folder import RunFolder, StopRequests, saving, set_usual_permissions, stopped_message
+from .run_folder import (RunFolder, StopRequests, Terminated, check_run_folder, saving, set_usual_permissions,
+                         sigterm_raises_terminated, stopped_message)
 from .run_state import (_atomic_torch_save, _rng_state, _seed_everything, _set_rng_state, _step_rng,
                         load_run_weights)
 from .validation import _spectrogram_image, validate  # noqa: F401 - validate: scripts import it here
@@ -105,11 +107,16 @@ def build_mel_loss(cfg: dict[str, tp.Any], sample_rate: int) -> MultiScaleMelLos
 
 # -- 2. + 5. the run ------------------------------------------------------------------------------
 def _build_model(cfg: dict) -> EncodecModel:
+    """The generator: built from ``model.*``, or with ``init_from`` the model it names, whose
+    architecture a fine-tune keeps: a ``model.*`` value the config sets that would change it is
+    refused, naming each (``name`` and ``target_bandwidths`` are taken from the config)."""
     init_from = cfg.get("init_from")
-    if init_from:
-        with codec_field("init_from", INIT_FROM_LM_ADVICE):  # an entropy model: a ConfigError
-            return load_model(init_from)  # fine-tuning: the checkpoint's own configuration
-    return EncodecModel(EncodecConfig.from_dict(cfg["model"]))
+    if not init_from:
+        return EncodecModel(EncodecConfig.from_dict(cfg["model"]))
+    with codec_field("init_from", INIT_FROM_LM_ADVICE):  # an entropy model: a ConfigError
+        model = load_model(init_from)
+    model.config = init_from_config(cfg.get("model"), model.config, str(init_from))
+    return model
 
 
 def _maybe_data_dependent_init(cfg: dict, model: EncodecModel, device: torch.device, run: Path) -> None:
@@ -162,7 +169,9 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
     and is checked before every step (every ``log.every`` steps under torchrun) but the first:
     every invocation trains at least one step, and the step it stops at is validated and
     logged once. Ctrl-C stops at the next step boundary: a checkpoint and an export
-    of that step, then :class:`~opencodec.errors.Interrupted` saying how to resume.
+    of that step, then :class:`~opencodec.errors.Interrupted` saying how to resume; SIGTERM
+    the same (where the SIGTERM handler is the default or :func:`sigterm_raises_terminated`'s),
+    then :class:`~opencodec.train.run_folder.Terminated`.
 
     A config, manifest or checkpoint that cannot be used raises :class:`ConfigError` (any
     ``ValueError`` of the set-up becomes one), unreadable training audio ``AudioIOError``;
@@ -185,6 +194,8 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         if device.type == "cuda":
             torch.cuda.set_device(device)
         run = Path(run_dir or cfg.get("run_dir") or f"runs/{cfg.get('name', 'run')}")
+        check_run_folder(run, "--run-dir" if run_dir else "config field run_dir" if cfg.get("run_dir")
+                         else "run folder")  # a file there: one line, before anything is built
         seed = int(cfg.get("seed", 0))
         _seed_everything(seed)
         threads = cfg.get("threads")
@@ -194,7 +205,9 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         # 2. models, optimisers, balancer, EMA
         model = _build_model(cfg).to(device)
         model.train()
-        bandwidths, valid_bws = check_codec_bandwidths(cfg, model)  # the model's own (init_from brings its own)
+        if cfg.get("init_from"):  # config.json and the checkpoints record the model trained, not the config's section
+            cfg = {**cfg, "model": model.config.to_dict()}
+        bandwidths, valid_bws = check_codec_bandwidths(cfg, model)  # the model's (init_from: its own or the config's)
         qcfg = cfg.get("quantizer", {})
         model.quantizer.detach_residual = bool(qcfg.get("detach_residual", True))
         for layer in model.quantizer.vq.layers:  # codebook training settings (not part of the model)
@@ -291,7 +304,8 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         ckpt_path = run / CHECKPOINT
         if ckpt_path.exists():
             ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-            load_run_weights(ckpt_path, ckpt, {"model": model, "disc": disc})  # refused: nothing written
+            check_codec_checkpoint(ckpt_path, ckpt, model.config)  # another architecture or trainer: refused,
+            load_run_weights(ckpt_path, ckpt, {"model": model, "disc": disc})  # nothing written
             # A compact campaign state (train/campaign.py) may lack the optimisers' moments
             # (resumed fresh) or the EMA copy (restarted from the generator).
             for name, opt in (("opt_g", opt_g), ("opt_d", opt_d)):
@@ -360,7 +374,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
                                dynamic_ncols=True)
         metrics = MetricAccumulator()  # on the device; read every `every` steps (no sync per step)
         t_last, steps_since = time.perf_counter(), 0
-        with StopRequests(max_minutes, every, info.enabled, started) as stops:  # Ctrl-C, --max-minutes
+        with StopRequests(max_minutes, every, info.enabled, started, sigterm=True) as stops:  # Ctrl-C, SIGTERM, time
             while step < stop:
                 why = stops.reason(step)  # stop at a step boundary (after one step at least), with a checkpoint of it
                 if why is not None:
@@ -415,8 +429,8 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         if bar is not None:
             bar.close()
     message = stopped_message(why, step, total_steps, ckpt_path)
-    if why == "interrupted":
-        raise Interrupted(message)
+    if why in ("interrupted", "terminated"):
+        raise (Terminated if why == "terminated" else Interrupted)(message)
     if message and info.is_main:
         print(message, file=sys.stderr)
     return (run, model, disc) if return_models else run
@@ -425,17 +439,20 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
 def main(argv: tp.Sequence[str] | None = None) -> int:
     """``opencodec train CONFIG [key=value ...] [--run-dir DIR] [--max-steps N]``. The user's
     errors (config, manifest, data, files) are one line on stderr and exit status 1; Ctrl-C
-    saves a checkpoint of the last whole step, says so in one line, and exits with 130; any
-    other error (a bug) propagates with its traceback."""
+    saves a checkpoint of the last whole step, says so in one line, and exits with 130, SIGTERM
+    the same with ``terminated`` and 143 (as the other commands); any other error (a bug)
+    propagates with its traceback."""
     parser = argparse.ArgumentParser(prog="opencodec train", description="Train an EnCodec codec.")
     args, cfg = parse_run_arguments(parser, argv, "YAML config (see configs/)")
     is_main = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 speaks for the job
     try:
-        run = train(cfg, args.run_dir, args.max_steps, progress=not args.no_progress, max_minutes=args.max_minutes)
-    except KeyboardInterrupt as exc:  # Ctrl-C: after a checkpoint (Interrupted) or during the set-up
+        with sigterm_raises_terminated():  # the loop itself stops at a step boundary (StopRequests)
+            run = train(cfg, args.run_dir, args.max_steps, progress=not args.no_progress,
+                        max_minutes=args.max_minutes)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: after a checkpoint (Interrupted) or during the set-up
         if is_main:
             print(f"opencodec train: error: {str(exc) or 'interrupted'}", file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
     except (OpenCodecError, OSError) as exc:  # the config, data or a file: one line
         if is_main or not isinstance(exc, ConfigError) or isinstance(exc, RankConfigError):
             print_traceback_if_asked()  # (a config error common to every rank is said once, by rank 0)
