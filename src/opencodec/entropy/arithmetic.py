@@ -4,8 +4,13 @@ Quantised CDF (:func:`build_quantized_cdf`).  A float32 pdf ``p`` over ``N`` bin
 integer cumulative counts on a ``2**B`` scale (``B = 24``): ``p`` is rounded down to a multiple
 of ``1e-8``, mixed with a uniform floor so that every bin gets at least ``min_range = 2``:
 ``range_i = floor((1 - alpha) * 2**B * p_i) + 2`` with ``alpha = 2 N / 2**B``, and
-``cdf = cumsum(range)`` (so ``cdf[-1] <= 2**B``).  The float32 operations are the official ones,
-element by element, so batching rows (all codebooks of a frame at once) gives the same integers.
+``cdf = cumsum(range)``, so ``cdf[-1] <= 2**B`` when the pdf sums to at most 1.  The float32
+operations are the official ones, element by element, so batching rows (all codebooks of a frame
+at once) gives the same integers.  A float32 softmax can sum slightly above 1 (a very peaked
+distribution): ``cdf[-1]`` then ends a few counts above ``2**B``. A symbol whose counts pass
+``2**B`` can then take ``high`` past the coder's window: the official coder fails an assertion
+there, and this one raises a ``ValueError`` saying so (where the window holds, both write the
+same bytes).
 
 Coder state.  ``low <= high`` are integers holding the bits not yet written, ``max_bit`` is the
 index of their top pending bit (``-1``: nothing pending), ``delta = high - low + 1``.
@@ -132,6 +137,9 @@ class ArithmeticEncoder:
         low = low + ((c_lo * delta + (1 << B) - 1) >> B)
         if low > high:
             raise ValueError(f"empty symbol interval [{c_lo}, {c_hi})")
+        if high >> (max_bit + 1):  # counts past 2**B (the official coder's assertion: the same cases)
+            raise ValueError(f"symbol counts [{c_lo}, {c_hi}) pass the coder's range here (a CDF that ends "
+                             f"above 2**{B}: see build_quantized_cdf)")
         n = max_bit + 1 - (low ^ high).bit_length()
         if n:
             keep = max_bit + 1 - n
@@ -342,10 +350,24 @@ def encode_segment_with_lm(lm: "EntropyLM", codes: torch.Tensor,
                 for t in range(t1 - t0):
                     first, hi, lo = is_first[t], his[t], los[t]
                     for k in range(K):
-                        enc.encode(0 if first[k] else lo[k], hi[k])
+                        try:
+                            enc.encode(0 if first[k] else lo[k], hi[k])
+                        except ValueError as exc:
+                            if hi[k] > 1 << TOTAL_RANGE_BITS:
+                                raise _past_the_range(t0 + t, k, hi[k]) from exc
+                            raise
                 report_progress(progress, t1, num_frames, force=True)
     enc.flush()
     return enc.getvalue()
+
+
+def _past_the_range(frame: int, codebook: int, c_hi: int) -> ValueError:
+    """The error for a code whose counts end above ``2**TOTAL_RANGE_BITS`` (see the module's docstring)."""
+    return ValueError(
+        f"the official entropy-coded format cannot code frame {frame}, codebook {codebook}: the entropy "
+        f"model's float32 probabilities there sum above 1, and the code's cumulative count ({c_hi}) passes "
+        f"2**{TOTAL_RANGE_BITS} (the official package fails on it too); write the deterministic format "
+        f"(--lm-format deterministic, the default), whose integer model has no such limit")
 
 
 @tp.overload
