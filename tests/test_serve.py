@@ -217,6 +217,9 @@ def strict_server(model):
         yield server
 
 
+BAD_CLOSE_WAIT = 10.0  # seconds a bad client waits for its close (the idle timeout is 0.5 s)
+
+
 @pytest.mark.parametrize("messages, code, reason", [
     ([b"\x00\x01"], 1007, "the first message must be JSON text"),
     (["{not json"], 1007, "not valid JSON"),
@@ -240,7 +243,11 @@ def test_bad_input_closes_only_that_connection(strict_server, messages, code, re
         uri = f"ws://127.0.0.1:{strict_server.port}/ws"
         good = asyncio.create_task(run_client(uri, audio, chunk=320, realtime=True))
         await _sessions_open(strict_server, 1)
-        bad = await _raw(uri, messages)
+        try:  # the server closes each of these within ~0.5 s; never wait for pytest's timeout
+            bad = await asyncio.wait_for(_raw(uri, messages), BAD_CLOSE_WAIT)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"the server did not close the connection within {BAD_CLOSE_WAIT:g} s "
+                                 f"(expected {code}: {reason!r})") from None
         return await good, bad
     good, (bad_code, bad_reason) = asyncio.run(main())
     assert _no_streams_left(strict_server)

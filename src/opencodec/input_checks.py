@@ -21,7 +21,20 @@ import torch
 
 from .errors import InvalidAudioError, InvalidCodesError
 
-__all__ = ["check_audio_tensor", "check_codes", "check_finite", "describe", "parameter_dtype_device"]
+__all__ = ["check_audio_tensor", "check_codes", "check_finite", "check_model", "describe",
+           "parameter_dtype_device"]
+
+
+def check_model(model: object, what: str) -> None:
+    """``TypeError`` unless ``model`` is an ``EncodecModel`` (any ``torch.nn.Module``: a
+    wrapper of one passes), naming ``what`` takes it, e.g. "StreamingEncoder: model must be an
+    EncodecModel, got str 'opencodec_24khz'; load one with ...". A name or path is not loaded
+    here (as :func:`opencodec.compress.compress`)."""
+    if isinstance(model, torch.nn.Module):
+        return
+    shown = f" {model!r:.60}" if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__") else ""
+    raise TypeError(f"{what}: model must be an EncodecModel, got {type(model).__name__}{shown}; "
+                    f"load one with opencodec.pretrained.load_model(NAME_OR_PATH)")
 
 
 def parameter_dtype_device(module: torch.nn.Module) -> tuple[torch.dtype, torch.device]:

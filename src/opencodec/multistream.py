@@ -41,13 +41,14 @@ audio by ~1e-6 relative L2 (measured in tests/test_multistream.py).
 from __future__ import annotations
 
 import itertools
+import numbers
 import typing as tp
 from dataclasses import dataclass, field
 
 import torch
 
 from .errors import InvalidAudioError, InvalidCodesError
-from .input_checks import check_audio_tensor, check_codes, check_finite, parameter_dtype_device
+from .input_checks import check_audio_tensor, check_codes, check_finite, check_model, describe, parameter_dtype_device
 from .model import EncodecModel
 from .step import DecoderStep, EncoderStep, States
 from .threads import one_thread
@@ -163,12 +164,26 @@ class _MultiStream:
         self.frames_in[sid] = 0
         return sid
 
+    @staticmethod
+    def _check_id(sid: object) -> None:
+        """``TypeError`` unless ``sid`` is an int (what ``open`` returns); the message shows
+        its type, never its value (a tensor given by mistake would fill the screen)."""
+        if isinstance(sid, bool) or not isinstance(sid, numbers.Integral):
+            what = "a torch.Tensor" if isinstance(sid, torch.Tensor) else describe(sid)
+            raise TypeError(f"stream ids are the ints open() returns, got {what}")
+
     def _known(self, sid: int) -> None:
+        self._check_id(sid)
         if sid not in self.frames_in:
             raise KeyError(f"no open stream {sid}")
 
-    def _check_ids(self, items: tp.Mapping[int, tp.Any]) -> None:
-        """``KeyError`` naming the first id of ``items`` that is not an open stream."""
+    def _check_ids(self, items: tp.Mapping[int, tp.Any], what: str) -> None:
+        """``TypeError`` unless ``items`` is a mapping with int keys (``what``: its values,
+        for the message); ``KeyError`` naming the first id that is not an open stream."""
+        if not isinstance(items, tp.Mapping):
+            raise TypeError(f"push takes a dict {{stream id: {what}}}, got {describe(items)}")
+        for sid in items:
+            self._check_id(sid)
         for sid in items:
             if sid not in self.frames_in:
                 raise KeyError(f"no open stream {sid} (open: {sorted(self.frames_in)}); nothing in "
@@ -280,6 +295,7 @@ class MultiStreamEncoder(_MultiStream):
     """
 
     def __init__(self, model: EncodecModel, batched: bool = True, exact: bool | None = None):
+        check_model(model, "MultiStreamEncoder")
         super().__init__(EncoderStep(model, exact=_exact(model, exact)), batched)
         self.model = model
         self.channels = model.channels
@@ -294,7 +310,7 @@ class MultiStreamEncoder(_MultiStream):
         """``KeyError`` for an id that is not open, ``InvalidAudioError`` (a ``ValueError``)
         naming the stream for a frame that is not a float32 (the model's dtype) tensor
         [C, n * hop] on the model's device with finite samples. Changes nothing."""
-        self._check_ids(frames)
+        self._check_ids(frames, f"frames [{self.channels}, n * {self.hop_length}]")
         for sid, frame in frames.items():
             prefix = f"stream {sid}: "
             layout = f"[{self.channels}, n * {self.hop_length}]"
@@ -349,6 +365,7 @@ class MultiStreamDecoder(_MultiStream):
     """
 
     def __init__(self, model: EncodecModel, batched: bool = True, exact: bool | None = None):
+        check_model(model, "MultiStreamDecoder")
         super().__init__(DecoderStep(model, exact=_exact(model, exact)), batched)
         self.model = model
         self.channels = model.channels
@@ -368,7 +385,7 @@ class MultiStreamDecoder(_MultiStream):
         an integer tensor [K, n] (n >= 1, K <= ``max_codebooks``) on the model's device with
         codes in ``[0, bins)``; in exact mode also for a K other than the push's other streams'
         or than the frames of the stream's warm-up so far. Changes nothing."""
-        self._check_ids(codes)
+        self._check_ids(codes, "code frames [K, n]")
         checked: dict[int, torch.Tensor] = {}
         k = None
         for sid, frame in codes.items():

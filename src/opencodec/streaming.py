@@ -56,7 +56,7 @@ import torch
 from torch import nn
 
 from .errors import InvalidAudioError, InvalidCodesError
-from .input_checks import check_audio_tensor, check_codes, check_finite, parameter_dtype_device
+from .input_checks import check_audio_tensor, check_codes, check_finite, check_model, parameter_dtype_device
 from .model import EncodecModel
 from .step import check_streamable_model
 from .streaming_fast import FastStreamDecoder, FastStreamEncoder
@@ -140,7 +140,7 @@ class StreamingEncoder(_Streaming):
     ``exact=False``: fast mode (:mod:`opencodec.streaming_fast`): whole frames through the
     fast time-major step, same emission times; codes equal exact mode's on >= 99.9% of
     frames of real audio (measured in tests/test_streaming_fast.py). ``fast_lstm`` is then unused.
-    ``frames_per_call`` (fast mode): hold whole frames back until the total emitted reaches a
+    ``frames_per_call`` (a positive int; fast mode): hold whole frames back until the total emitted reaches a
     multiple of it, so a consumer that sends ``frames_per_call`` frames per packet gets each
     packet as early as before while the network runs once per packet (its fixed cost per
     call, mostly reading the weights, is paid once); ``flush`` emits what is held back.
@@ -148,6 +148,12 @@ class StreamingEncoder(_Streaming):
 
     def __init__(self, model: EncodecModel, fast_lstm: bool = False, exact: bool | None = None,
                  frames_per_call: int = 1):
+        check_model(model, "StreamingEncoder")
+        if isinstance(frames_per_call, bool) or not isinstance(frames_per_call, int):
+            raise TypeError(f"frames_per_call must be a positive int (code frames), got "
+                            f"{type(frames_per_call).__name__} {frames_per_call!r:.40}")
+        if frames_per_call < 1:
+            raise ValueError(f"frames_per_call must be a positive int (code frames), got {frames_per_call}")
         self.num_codebooks = model.num_codebooks()
         super().__init__(model, model.encoder, lambda: FastStreamEncoder(model, align=frames_per_call),
                          fast_lstm, exact)
@@ -225,6 +231,7 @@ class StreamingDecoder(_Streaming):
     """
 
     def __init__(self, model: EncodecModel, fast_lstm: bool = True, exact: bool | None = None):
+        check_model(model, "StreamingDecoder")
         super().__init__(model, model.decoder, lambda: FastStreamDecoder(model), fast_lstm, exact)
 
     def _reset_counts(self) -> None:

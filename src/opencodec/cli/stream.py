@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
 import typing as tp
 
@@ -36,7 +34,7 @@ def add_stream_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
                      help=f"code frames per packet, 1-255 (default {DEFAULT_FRAMES_PER_PACKET}: 53 ms at "
                           "75 frames/s; fewer: lower latency, more overhead)")
     enc.add_argument("--header-every", type=int_in(1, 255), default=DEFAULT_HEADER_EVERY, metavar="N",
-                     help=f"repeat the stream header every N data packets (default {DEFAULT_HEADER_EVERY}); "
+                     help=f"repeat the stream header every N data packets, 1-255 (default {DEFAULT_HEADER_EVERY}); "
                           "a receiver joining mid-stream starts at the next header")
     enc.add_argument("--raw", action="store_true", help="stdin is headerless PCM (needs --rate, --channels)")
     enc.add_argument("--rate", type=sample_rate_arg, metavar="HZ", help="sample rate of raw input")
@@ -76,17 +74,6 @@ def _binary_stdin(what: str) -> tp.BinaryIO:
     return sys.stdin.buffer
 
 
-@contextlib.contextmanager
-def _broken_pipe() -> tp.Iterator[None]:
-    """Turn a closed stdout (the reader went away) into an ordinary error, without a second
-    one when Python flushes stdout at exit."""
-    try:
-        yield
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise OSError("stdout was closed by the reading side (broken pipe)") from None
-
-
 def cmd_stream_encode(args: argparse.Namespace) -> int:
     """``opencodec stream-encode``: WAV or raw PCM on stdin -> packet stream on stdout."""
     from ..model_cache import load_checked_model
@@ -105,9 +92,10 @@ def cmd_stream_encode(args: argparse.Namespace) -> int:
     with advice_for_entropy_model(codec_advice("stream-encode")):
         model = load_checked_model(args.model, args.bandwidth, streaming=True)
     model.exact = not args.fast
-    with _broken_pipe():
-        report = encode_stream(model, fin, fout, bandwidth=args.bandwidth, raw=raw,
-                               frames_per_packet=args.frames_per_packet, header_every=args.header_every)
+    # a closed stdout (`... | head -c 100`) raises BrokenPipeError: cli/main.py exits quietly
+    # with 141, as ls or grep (and every other command) do
+    report = encode_stream(model, fin, fout, bandwidth=args.bandwidth, raw=raw,
+                           frames_per_packet=args.frames_per_packet, header_every=args.header_every)
     seconds = report.samples / report.sample_rate
     info(args, f"stream-encode: {seconds:.2f} s at {fmt_kbps(args.bandwidth)} kbps ({model.name}, "
                f"{report.num_codebooks} codebooks), {report.packets} packets, {report.bytes} bytes, "
@@ -153,8 +141,7 @@ def cmd_stream_decode(args: argparse.Namespace) -> int:
     use_live_threads()
     load = _stream_models(args.model, exact=not args.fast)
 
-    with _broken_pipe():
-        report = decode_stream(fin, fout, load, raw=args.raw, float32=args.float32, warn=warn)
+    report = decode_stream(fin, fout, load, raw=args.raw, float32=args.float32, warn=warn)  # see above: 141
     stats = report.stats
     info(args, f"stream-decode: {report.samples / report.sample_rate:.2f} s, {report.channels} "
                f"channel(s) at {report.sample_rate} Hz; {stats.data_packets} data packets, "

@@ -9,6 +9,17 @@ in fast mode one step takes every K (the codes padded with "no codebook"); in ex
 step takes one K per call, so a tick runs one decoder step per distinct K among the streams
 with a code frame ready.
 
+Pacing (``pace_seconds``, set by the server; :mod:`.pacing`): with two live streams or more, a
+stream takes at most real time plus what it has banked: it earns one frame of credit per frame
+period, at most ``pace_seconds`` of it (it starts with that much), each frame it takes costs
+one, and a tick gives it at most ``max_frames`` frames. A client that sends faster than real time (a
+whole file at once) is thus served at real time once its bank is spent, its other frames
+waiting in its bounded backlog, and cannot slow the other streams' ticks down; a client that
+sends at real time, however late some of its audio arrives, always has the credit for it
+(while the server's backlog bound, ``pace_seconds`` by default, holds less). A lone stream
+is not paced: there is nobody to share with. Pacing changes when frames are taken, never
+which: each stream's output is what it would be alone.
+
 Threads: the network I/O stays on the asyncio loop; the steps run on one worker thread
 (``run_in_executor``), so a tick never waits for a socket and the loop keeps reading while a
 step runs. A :class:`Session`'s input deques are filled on the loop and emptied on the worker
@@ -48,6 +59,7 @@ from ..model import EncodecModel
 from ..multistream import MultiStreamDecoder, MultiStreamEncoder
 from ..stream.format import StreamInfo
 from ..stream.writer import PacketWriter
+from .pacing import Pacer, stream_input
 from .protocol import Hello
 
 
@@ -83,6 +95,7 @@ class Session:
     end_length: int | None = None
     dropped: bool = False
     stream_started: bool = False  # decode mode: the stream header has arrived
+    hop_samples: int = 0  # decode mode: samples per code frame (from the stream header)
     stats_at: float = 0.0  # when the last stats message was queued (loop clock)
     stats_samples: int = 0  # samples_in and packet_bytes at the last stats message
     stats_bytes: int = 0
@@ -105,6 +118,8 @@ class Session:
     packet_bytes: int = 0
     quota: int = 0  # input frames this tick may still take (those waiting when it began)
     held: torch.Tensor | None = None
+    credit: float = 0.0  # pacing: input frames the stream may still take (worker side)
+    credit_at: float | None = None  # engine clock when the credit was last brought up to date
     hold: int = 0  # samples held back (decode mode: hop - 1, until the end packet gives the length)
 
     @property
@@ -161,11 +176,14 @@ class Engine:
     with steps that cost far less per frame than one frame per step. Unbatched (``--exact``)
     it keeps one frame per step, as before. ``batch_window`` (seconds, batched only): how long
     a tick may wait for every live stream's input (default one frame; 0: no waiting).
+    ``pace_seconds`` (seconds of audio, None: no pacing): the most credit a stream banks when
+    it is paced (see the module doc); ``clock``: the engine's clock in seconds (tests).
     """
 
     def __init__(self, model: EncodecModel, batched: bool = True, max_steps: int = 8,
                  max_bandwidth: float | None = None, max_frames: int = 8,
-                 batch_window: float | None = None):
+                 batch_window: float | None = None, pace_seconds: float | None = None,
+                 clock: tp.Callable[[], float] = time.monotonic):
         model.set_target_bandwidth(max(model.target_bandwidths) if max_bandwidth is None else max_bandwidth)
         self.bandwidths = [float(b) for b in model.target_bandwidths if b <= model.bandwidth]
         self.model = model
@@ -189,6 +207,13 @@ class Engine:
             raise ValueError(f"batch_window must be a finite number of seconds >= 0, got {batch_window}")
         self.batch_window = (model.hop_length / model.sample_rate if batch_window is None
                              else batch_window) if batched else 0.0
+        if pace_seconds is not None and not (math.isfinite(pace_seconds) and pace_seconds > 0):
+            raise ValueError(f"pace_seconds must be a finite number of seconds > 0, got {pace_seconds}")
+        rate = model.sample_rate / model.hop_length
+        # the most credit a paced stream banks: pace_seconds, at least one tick's worth
+        self.pacer = None if pace_seconds is None else Pacer(
+            max(float(self.max_frames), pace_seconds * rate), rate, self.max_frames, clock)
+        self._credit_timer: asyncio.TimerHandle | None = None
         self._input_since: float | None = None  # loop clock: the oldest input no tick has taken
         self._waiter: asyncio.Future | None = None
         self._wake = asyncio.Event()
@@ -259,8 +284,18 @@ class Engine:
                         session.deliver(output)
                 if self._joining or any(self._has_work(s) for s in self.sessions):
                     self._wake.set()
+                elif self.pacer is not None and self.pacer.credit_in is not None:
+                    self._wake_later(loop, self.pacer.credit_in)  # a held stream earns a frame
         finally:
+            if self._credit_timer is not None:
+                self._credit_timer.cancel()
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _wake_later(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
+        """Run a tick in ``delay`` seconds (one timer at a time: the latest replaces it)."""
+        if self._credit_timer is not None:
+            self._credit_timer.cancel()
+        self._credit_timer = loop.call_later(max(delay, 1e-3), self._wake.set)
 
     def _fail(self, exc: Exception) -> list[tuple[Session, Output]]:
         """A step raised: the streams' states cannot be trusted; end every session with the
@@ -269,13 +304,20 @@ class Engine:
             self.sessions.append(self._joining.popleft())
         failed = [(s, Output(error=f"server error: {type(exc).__name__}: {exc}")) for s in self.sessions]
         self.sessions = []
+        if self.pacer is not None:
+            self.pacer.reset()
         self.encoder = MultiStreamEncoder(self.model, batched=self.batched)
         self.decoder = MultiStreamDecoder(self.model, batched=self.batched)
         return failed
 
     # -- worker thread --------------------------------------------------------------------
     def _has_work(self, s: Session) -> bool:
-        return bool(s.frames or s.codes or s.dropped or (s.ending and not s.finished))
+        """Something a tick can do for ``s`` now (a paced stream without credit waits)."""
+        if s.dropped or (s.hello.mode == "relay" and s.codes):
+            return True
+        if self.pacer is not None and id(s) in self.pacer.held:
+            return False
+        return bool(s.frames or s.codes or (s.ending and not s.finished))
 
     def _tick(self) -> list[tuple[Session, Output]]:
         self.ticks += 1
@@ -285,10 +327,15 @@ class Engine:
         by_id = {id(s): s for s in self.sessions}
         self._drop_gone()
         for s in self.sessions:  # input that arrives during this tick waits for the next one
-            s.quota = len(s.frames) if s.encodes else len(s.codes)
+            s.quota = len(stream_input(s))
+        if self.pacer is not None:
+            self.pacer.quotas(self.sessions)
+        taken = {id(s): s.quota for s in self.sessions}
         for i in range(self.max_steps):
             if not self._step(out, first=i == 0):
                 break
+        if self.pacer is not None:
+            self.pacer.charge(self.sessions, taken)
         for s in self.sessions:
             if s.ending and not s.finished and not s.frames and not s.codes:
                 self._finish(s, out.setdefault(id(s), Output()))

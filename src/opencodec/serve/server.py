@@ -24,6 +24,11 @@ Limits and policy (:class:`ServeLimits`):
   at once) and the client is not read from until it fits (TCP back-pressure slows it down),
   so a client that sends a whole file at once is served at the engine's pace with bounded
   memory: one message, 2 s of frames and the packets of one 16 KiB slice;
+* pacing: while two clients or more are live, each stream is served at most at real time
+  plus a bank of ``max_backlog_seconds`` (it earns one frame per frame period; a tick gives
+  it at most ``max_frames``, 8), so a client that sends faster than real time cannot slow
+  the others' frames down; its extra frames wait in its backlog (above). A client sending
+  at real time always has the credit for its frames; a lone client is not paced;
 * bandwidth changes (relay): each applies at the frame where it was sent, in order; at most
   one waits per frame (a change at the same frame as the last one waiting replaces it, one
   that leaves the bandwidth as it is at that frame is dropped), and at most
@@ -41,6 +46,7 @@ import contextlib
 import json
 import logging
 import mimetypes
+import os
 import signal
 import socket
 import statistics
@@ -62,6 +68,7 @@ from ..stream.decoder import check_model_for_stream
 from ..stream.format import model_label
 from ..stream.parser import Damaged, PacketParser
 from ..stream.receiver import CodeFrames, Event, StreamEnd, StreamReceiver, StreamStart
+from .decode_input import PARSE_SLICE, SyncWatch  # noqa: F401  (PARSE_SLICE: imported from here)
 from .engine import Engine, Output, Session
 from .protocol import (CLOSE, ProtocolError, close_reason, loss_reason, message, parse_control,
                        parse_hello, pcm_from_bytes, pcm_to_bytes)
@@ -73,7 +80,6 @@ _STATIC = {"/": "index.html", "/index.html": "index.html", "/app.js": "app.js",
 _DONE = object()
 _timeout = getattr(asyncio, "timeout", None)  # Python 3.11+
 STATS_INTERVAL = 0.5  # seconds between a session's stats messages
-PARSE_SLICE = 16 << 10  # decode mode: bytes of a message parsed at a time (see _parsed)
 
 
 @dataclass(frozen=True)
@@ -119,8 +125,10 @@ class CodecServer:
                  max_bandwidth: float | None = None, batch_window: float | None = None):
         self.model = model
         # checks the bandwidth; batch_window (s): how long a tick may wait for every stream's
-        # frame (default one frame; 0: serve whatever has arrived at once)
-        self.engine = Engine(model, batched=batched, max_bandwidth=max_bandwidth, batch_window=batch_window)
+        # frame (default one frame; 0: serve whatever has arrived at once). Each stream is paced
+        # (real time plus at most max_backlog_seconds banked) as soon as two are live.
+        self.engine = Engine(model, batched=batched, max_bandwidth=max_bandwidth, batch_window=batch_window,
+                             pace_seconds=limits.max_backlog_seconds)
         self.limits = limits
         self.batched = batched
         self.clients = 0
@@ -144,6 +152,10 @@ class CodecServer:
                 except socket.gaierror as exc:  # the address does not resolve: say which
                     raise OSError(f"cannot listen on host {host!r} (port {port}): "
                                   f"{exc.strerror or exc}") from None
+                except OSError as exc:  # e.g. the port is taken: the reason, without asyncio's wording
+                    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                    raise OSError(f"cannot listen on host {host!r} (port {port}): "
+                                  f"{reason[:1].lower()}{reason[1:]}") from None
                 self.port = _bound_port(server)
                 yield self
         finally:
@@ -216,10 +228,15 @@ class CodecServer:
         queue: asyncio.Queue[tp.Any] = asyncio.Queue(self.limits.send_queue)
         halt: list[ProtocolError] = []  # why the server ends this session early
         halted = asyncio.Event()
-        session = Session(hello, self.model.num_codebooks(hello.bandwidth),
+        # decode mode: the stream header decides the codebooks (0 until it arrives); a bandwidth
+        # in the hello does not apply, and ready says so (null, "from": the stream header)
+        decode = hello.mode == "decode"
+        session = Session(hello, 0 if decode else self.model.num_codebooks(hello.bandwidth),
                           lambda output: self._deliver(session, output, queue, halt, halted))
-        await ws.send(message("ready", mode=hello.mode, bandwidth=hello.bandwidth,
-                              num_codebooks=session.num_codebooks, sample_rate=self.model.sample_rate,
+        await ws.send(message("ready", mode=hello.mode, bandwidth=None if decode else hello.bandwidth,
+                              num_codebooks=session.num_codebooks or None,
+                              **({"codebooks_from": "the stream header"} if decode else {}),
+                              sample_rate=self.model.sample_rate,
                               channels=self.model.channels, hop_length=self.model.hop_length,
                               frames_per_packet=hello.frames_per_packet, model=model_label(self.model),
                               pcm="float32le"))
@@ -262,7 +279,7 @@ class CodecServer:
         hop, channels = self.model.hop_length, self.model.channels
         max_backlog = max(1, int(self.limits.max_backlog_seconds * self.model.frame_rate))
         rest = np.zeros((channels, 0), dtype=np.float32)
-        parser, receiver = PacketParser(), StreamReceiver()
+        parser, receiver, watch = PacketParser(), StreamReceiver(), SyncWatch()
         while True:
             await self._room(session, max_backlog)
             data = await self._recv(ws, "audio, packets or {\"type\": \"end\"}")
@@ -294,7 +311,8 @@ class CodecServer:
                 self.engine.notify()
                 return
             if session.hello.mode == "decode":
-                await self._decode_packets(session, receiver, _parsed(parser, data), max_backlog)
+                session.packet_bytes += len(data)  # the packets' bytes, as encode mode counts them
+                await self._decode_packets(session, receiver, watch.parsed(parser, data), max_backlog)
             else:
                 # numpy here: the loop's per-message work (one message per ~13 ms per client)
                 # costs a few microseconds per operation instead of a torch call's ~10.
@@ -353,13 +371,16 @@ class CodecServer:
                     raise ProtocolError(str(exc)) from None
                 session.stream_started = True
                 session.num_codebooks = event.info.num_codebooks
+                session.hop_samples = event.info.hop_length
             elif isinstance(event, CodeFrames):
                 codes = event.codes
+                session.samples_in += codes.shape[-1] * session.hop_samples  # decode: audio received
                 await self._queue(session, session.codes, (codes[:, f:f + 1] for f in range(codes.shape[-1])),
                                   max_backlog)
                 self.engine.notify()
             elif isinstance(event, StreamEnd):
                 session.end_length, session.ending = event.length, True
+                session.samples_in = event.length
             else:  # MissingFrames or a Notice (loss, damage, a duplicate, ...)
                 raise ProtocolError(loss_reason(event, events[i + 1:]))
 
@@ -400,8 +421,9 @@ class CodecServer:
             session.stats_samples, session.stats_bytes = session.samples_in, session.packet_bytes
         steps = list(self.engine.step_seconds)[-200:]
         return {"samples_in": session.samples_in, "samples_out": session.samples_out,
-                "packet_bytes": session.packet_bytes, "num_codebooks": session.num_codebooks,
-                "bandwidth": self.model.bandwidth_for_codebooks(session.num_codebooks),
+                "packet_bytes": session.packet_bytes, "num_codebooks": session.num_codebooks or None,
+                "bandwidth": (self.model.bandwidth_for_codebooks(session.num_codebooks)
+                              if session.num_codebooks else None),
                 "bitrate_kbps": (8 * data / (samples / rate) / 1000) if samples > 0 else None,
                 "step_ms_p50": 1000 * statistics.median(steps) if steps else None,
                 "clients": self.clients}
@@ -413,15 +435,6 @@ class CodecServer:
                 await ws.close(CLOSE["normal"], "stream complete")
                 return
             await ws.send(item)
-
-
-def _parsed(parser: PacketParser, data: bytes) -> tp.Iterator[tp.Any]:
-    """The packets of ``data`` (a message), parsed ``PARSE_SLICE`` bytes at a time as they are
-    taken: a message of small packets is never held as all of its packet objects (a 1 MiB one
-    of one-frame packets made ~50,000 of them, ~10 MiB: benchmarks/probes/serve_message_memory.py)."""
-    view = memoryview(data)
-    for start in range(0, len(view), PARSE_SLICE):
-        yield from parser.feed(view[start:start + PARSE_SLICE])
 
 
 @contextlib.contextmanager
