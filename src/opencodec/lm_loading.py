@@ -26,12 +26,12 @@ from .model_registry import (BUNDLED_LM_FRAME_RATES, BUNDLED_LMS, CODEC_LMS, OFF
 from .official_files import official_file_path
 from .releases import CODEC_ALIAS, LM_ALIAS, LM_RELEASES, LMRelease, codec_release, lm_release, resolve_alias
 from .weights_hash import state_dict_sha256
-from .weights_layout import TORCH_SUFFIXES, StateDict, read_weights
+from .weights_layout import TORCH_SUFFIXES, StateDict, normalize_keys, read_weights
 
 if tp.TYPE_CHECKING:
     from .entropy import EntropyLM
 
-__all__ = ["load_lm_model", "trained_lm_name"]
+__all__ = ["CODEC_AS_LM_ADVICE", "CodecAsEntropyModelError", "load_lm_model", "trained_lm_name"]
 
 
 def _lm_sizes(state: StateDict, source: str) -> dict[str, tp.Any]:
@@ -65,13 +65,56 @@ def trained_lm_name(codec_name: str | None, path: str | os.PathLike[str]) -> str
     return f"{name}_custom" if registered else name  # as identity.is_registered_name
 
 
-def _training_checkpoint_error(path: Path) -> ModelLoadError | None:
-    """A clear error when ``path`` is a training checkpoint rather than weights, else None."""
+#: What the loader advises for a codec given where an entropy model is expected (the options of
+#: ``opencodec compress``; a command with other options passes its own: ``load_lm_model(codec_advice=...)``).
+CODEC_AS_LM_ADVICE = ("a codec goes to -m/--model; --lm-model takes an entropy model (the lm.safetensors that "
+                      "opencodec train-lm exports)")
+
+
+class CodecAsEntropyModelError(ModelLoadError):
+    """A codec (its weights, or an ``opencodec train`` checkpoint) given where an entropy model
+    is expected: the reverse of :class:`~opencodec.errors.EntropyModelAsCodecError`. The
+    message is ``problem + "; " + advice``; the loader's advice names ``compress``'s options,
+    a command with others passes its own (``load_lm_model(..., codec_advice=...)``)."""
+
+    def __init__(self, problem: str, advice: str = CODEC_AS_LM_ADVICE) -> None:
+        super().__init__(f"{problem}; {advice}")
+        self.problem, self.advice = problem, advice
+
+    def __reduce__(self) -> tuple[tp.Any, ...]:  # pickled across processes with its parts
+        return type(self), (self.problem, self.advice)
+
+
+def _is_codec_state(state: StateDict) -> bool:
+    """Whether ``state`` holds a codec's tensors (an encoder and a quantizer, in the official or
+    Hugging Face layout)."""
+    keys = normalize_keys(state).keys()
+    return "quantizer.vq.layers.0._codebook.embed" in keys and any(k.startswith("encoder.model.") for k in keys)
+
+
+def _codec_error(path: Path, state: StateDict, config: dict[str, tp.Any] | None,
+                 advice: str = CODEC_AS_LM_ADVICE) -> CodecAsEntropyModelError | None:
+    """The error for a codec's weights file read from ``path`` (``state``, stored ``config``), else None."""
+    if not _is_codec_state(state):
+        return None
+    name = config.get("name") if isinstance(config, dict) else None
+    return CodecAsEntropyModelError(f"{path} is a codec's weights{f' ({name})' if isinstance(name, str) else ''}, "
+                                    f"not an entropy model state dict", advice)
+
+
+def _training_checkpoint_error(path: Path, advice: str = CODEC_AS_LM_ADVICE) -> ModelLoadError | None:
+    """A clear error when ``path`` is a training checkpoint rather than weights, else None: a
+    train-lm run's (pass its export), or a codec's (:class:`CodecAsEntropyModelError`)."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - not loadable: the ordinary error stands
         return None
-    if not isinstance(obj, dict) or not {"model", "optim", "step"} <= set(obj):
+    if not isinstance(obj, dict) or not {"model", "step"} <= set(obj):
+        return None
+    if "disc" in obj or "opt_g" in obj:  # opencodec train's
+        return CodecAsEntropyModelError(f"{path} is a codec's training checkpoint (opencodec train, step "
+                                        f"{obj['step']}), not an entropy model", advice)
+    if "optim" not in obj:
         return None
     if "codec_hash" in obj:  # a train-lm run's checkpoint.pt
         export = path.with_name(TRAINED_LM_FILE)
@@ -85,7 +128,8 @@ def _training_checkpoint_error(path: Path) -> ModelLoadError | None:
 
 def load_lm_model(name_or_path: str | os.PathLike[str] | None = None,
                   codec: EncodecModel | None = None, *, num_codebooks: int | None = None,
-                  device: str | torch.device = "cpu", any_codec: bool = False) -> "EntropyLM":
+                  device: str | torch.device = "cpu", any_codec: bool = False,
+                  codec_advice: str = CODEC_AS_LM_ADVICE) -> "EntropyLM":
     """Load an entropy model (:class:`~opencodec.entropy.EntropyLM`), in eval mode on ``device``.
 
     ``name_or_path``: an official name (``known_lm_models()``; the file is found like the
@@ -104,7 +148,9 @@ def load_lm_model(name_or_path: str | os.PathLike[str] | None = None,
     which :func:`opencodec.compress.compress` checks too, and is named after its run
     (:func:`trained_lm_name`). A released entropy model serving another release of its codec
     only warns (not with ``any_codec``: when decoding, the file's size is already fixed) (:mod:`opencodec.releases` records which codec each was trained for). Raises
-    ``ModelLoadError`` (missing or corrupt file, training checkpoint, no entropy model known
+    ``ModelLoadError`` (missing or corrupt file, training checkpoint, a codec's weights or
+    training checkpoint: :class:`CodecAsEntropyModelError`, whose advice is ``codec_advice``
+    (by default :data:`CODEC_AS_LM_ADVICE`, compress's options), no entropy model known
     for the codec, wrong layout, mismatch).
     """
     from .entropy import load_lm
@@ -145,12 +191,16 @@ def load_lm_model(name_or_path: str | os.PathLike[str] | None = None,
         frame_rate = codec.frame_rate if codec is not None else None
         source = f"entropy model {path}"
     try:
-        state, _ = read_weights(path)
+        state, stored = read_weights(path)
     except ModelLoadError:
-        better = _training_checkpoint_error(path) if path.suffix.lower() in TORCH_SUFFIXES else None
+        better = _training_checkpoint_error(path, codec_advice) if path.suffix.lower() in TORCH_SUFFIXES else None
         if better is None:
             raise
         raise better from None
+    if "emb.0.weight" not in state:  # a codec's weights: say so (else the layout error below)
+        codec_error = _codec_error(path, state, stored, codec_advice)
+        if codec_error is not None:
+            raise codec_error
     sizes = _lm_sizes(state, str(path))
     try:
         lm = load_lm(state, frame_rate=frame_rate, **sizes)

@@ -91,6 +91,27 @@ def _manifest_rows(manifests: tp.Sequence[str]) -> list[dict]:
     return load_manifests(list(manifests))  # ConfigError naming the file and line of a bad row
 
 
+def check_manifest_rows(s: Settings) -> None:
+    """Refuse, as a ``ConfigError`` naming its config field and before any code is extracted or
+    anything written, a manifest list that names no file: ``data.train`` always, ``data.valid``
+    when given (an empty list trains without validation), ``report.manifests`` when the report
+    is asked for; or whose files are all missing."""
+    fields = [("data.train", s.train_manifests, "")]
+    if s.valid_manifests:
+        fields.append(("data.valid", s.valid_manifests, "; set data.valid=[] to train without validation"))
+    if s.report_items > 0 and s.report_manifests:
+        fields.append(("report.manifests", s.report_manifests, "; set report.items=0 to skip the report"))
+    for field, manifests, advice in fields:
+        rows = _manifest_rows(manifests)
+        names = ", ".join(str(m) for m in manifests)
+        if not rows:
+            raise ConfigError(f"config field {field}: the manifest(s) {names} list no files{advice}")
+        paths = [str(row.get("path")) for row in rows]
+        if not any(Path(p).is_file() for p in paths):
+            raise ConfigError(f"config field {field}: none of the {len(paths)} file(s) the manifest(s) {names} "
+                              f"list exists (e.g. {paths[0]}){advice}")
+
+
 def _cache_key(codec_hash: str, rows: list[dict], num_codebooks: int) -> str:
     """What decides whether cached codes are still valid: codec weights, manifest rows (with
     each file's size) and codebooks."""
@@ -249,11 +270,12 @@ def load_codec(s: Settings) -> tuple[EncodecModel, list[float]]:
 
 
 def prepare_data(s: Settings, run: Path, device: torch.device, progress: bool = True,
-                 loaded: tuple[EncodecModel, list[float]] | None = None) -> CodeData:
+                 loaded: tuple[EncodecModel, list[float]] | None = None, codec_hash: str | None = None) -> CodeData:
     """Extract (or load cached) codes of the manifests with the codec of ``s.codec`` (``loaded``:
-    what :func:`load_codec` returned; by default it is called here)."""
+    what :func:`load_codec` returned; by default it is called here; ``codec_hash``: its
+    :func:`codec_fingerprint` if already computed)."""
     codec, bandwidths = load_codec(s) if loaded is None else loaded
-    codec_hash = codec_fingerprint(codec)
+    codec_hash = codec_hash or codec_fingerprint(codec)
     cache = Path(s.cache_dir) if s.cache_dir else run / "codes"
     train_codes, hit = extract_codes(codec, s.train_manifests, cache, "train", progress, device, codec_hash)
     print(f"train codes: {len(train_codes)} sequences, {int(train_codes.offsets[-1])} frames "

@@ -20,7 +20,7 @@ import torch
 
 from .._files import check_output, write_bytes_atomic
 from ..argtypes import bandwidth_arg, positive_int
-from ..errors import AudioIOError, advice_for_entropy_model, codec_advice
+from ..errors import AudioIOError, ConfigError, OutputError, advice_for_entropy_model, codec_advice
 from ..model import EncodecModel
 from .lm_codes import CodeSet, _manifest_rows
 from .lm_model import read_lm_info
@@ -28,6 +28,9 @@ from .lm_model import read_lm_info
 #: What ``train-lm report`` says of an entropy model given as its codec (the loader's advice
 #: names ``--lm-model``, an option report does not have).
 REPORT_LM_ADVICE = codec_advice("train-lm report", "to --codec") + " (the entropy model goes to --lm)"
+#: ... and of a codec given as its entropy model (the loader's advice names compress's options).
+REPORT_CODEC_ADVICE = ("a codec goes to --codec; --lm takes an entropy model (the lm.safetensors that "
+                       "opencodec train-lm exports)")
 
 if tp.TYPE_CHECKING:
     from ..entropy import EntropyLM
@@ -111,6 +114,8 @@ def evaluate_saving(codec: EncodecModel, lm: EntropyLM, manifests: tp.Sequence[s
     bandwidths = [float(b) for b in (bandwidths or codec.target_bandwidths)]
     check_lm_for_codec(lm, codec, max(codec.num_codebooks(b) for b in bandwidths))
     rows = _manifest_rows(manifests)
+    if not rows:
+        raise ConfigError(f"manifest(s) {', '.join(str(m) for m in manifests)} list no files")
     codec, lm = codec.cpu().eval(), lm.cpu().eval()
     plain_bits = math.log2(codec.bins)
     totals = {bw: {"bits": 0.0, "codes": 0, "plain_bytes": 0, "lm_bytes": 0} for bw in bandwidths}
@@ -208,6 +213,16 @@ def write_report(report: dict[str, tp.Any], folder: str | os.PathLike[str], forc
 
 
 # -- command line --------------------------------------------------------------------------------
+def _check_report_folder(out: Path) -> None:
+    """``OutputError`` when ``--out`` cannot be a folder (it, or a folder above it, is a file)."""
+    for candidate in (out, *out.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                where = "is a file" if candidate == out else f"cannot be a folder: {candidate} is a file"
+                raise OutputError(f"--out {out} {where}; give a folder for {REPORT_JSON} and {REPORT_MD}")
+            return
+
+
 def report_main(argv: tp.Sequence[str]) -> int:
     """``... report --lm PATH --manifest M [...] [--codec NAME] [--bandwidths ...] [--items N]``."""
     from ..pretrained import CODEC_LMS, load_lm_model, load_model
@@ -231,6 +246,7 @@ def report_main(argv: tp.Sequence[str]) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.out is not None:  # before the slow part
+        _check_report_folder(Path(args.out))
         for name in (REPORT_JSON, REPORT_MD):
             check_output(Path(args.out) / name, args.force, need_folder=False)
     official_codec = {lm_name: codec for codec, lm_name in CODEC_LMS.items()}.get(args.lm)
@@ -239,11 +255,15 @@ def report_main(argv: tp.Sequence[str]) -> int:
     info = read_lm_info(Path(args.lm).expanduser()) if Path(args.lm).expanduser().is_file() else {}
     codec_name = args.codec or info.get("codec_source") or info.get("codec") or official_codec
     if codec_name is None:
+        load_lm_model(args.lm, codec_advice=REPORT_CODEC_ADVICE)  # what it is if not an entropy model (a codec...)
         parser.error(f"{args.lm} does not name its codec: pass --codec")
     with advice_for_entropy_model(REPORT_LM_ADVICE):
         codec = load_model(codec_name)
     # refuses an entropy model trained on another codec's codes (as compress does)
-    lm = load_lm_model(args.lm, codec=codec)
+    lm = load_lm_model(args.lm, codec=codec, codec_advice=REPORT_CODEC_ADVICE)
+    if not _manifest_rows(args.manifest):  # before the slow part (a missing manifest: FileNotFoundError naming it)
+        raise ConfigError(f"--manifest {' '.join(args.manifest)}: the manifest(s) list no files; give "
+                          f"manifest(s) of held-out audio")
     report = evaluate_saving(codec, lm, args.manifest, args.bandwidths or None, args.items,
                              progress=not args.no_progress, verify=not args.no_verify)
     report["lm"] = str(args.lm)

@@ -31,6 +31,7 @@ This file reads top to bottom; the steps it calls live in sibling modules:
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -44,7 +45,8 @@ import torch
 from ..errors import Interrupted, OpenCodecError, one_line, print_traceback_if_asked
 from .batches import check_manifests
 from .config import LM_OPTIONAL_KEYS, config_errors, parse_run_arguments
-from .lm_codes import CACHE_FORMAT, CodeData, CodeSet, codec_fingerprint, extract_codes, load_codec, prepare_data
+from .lm_codes import (CACHE_FORMAT, CodeData, CodeSet, check_manifest_rows, codec_fingerprint, extract_codes,
+                       load_codec, prepare_data)
 from .lm_config import LOADABLE_HEADS, LOADABLE_PAST_SECONDS, ConfigError, Settings, _device, parse_settings
 from .lm_eval import (
     REPORT_JSON,
@@ -129,6 +131,91 @@ def learning_rate(s: Settings, step: int) -> float:
     return learning_rate_at(step, s.lr, s.steps, s.schedule, s.min_lr_ratio, s.warmup_steps)
 
 
+# -- the run folder: checked before any code is extracted or written ---------------------------
+def _read_checkpoint(path: Path, map_location: tp.Any = "cpu", mmap: bool = False) -> dict[str, tp.Any]:
+    """``torch.load`` of a run's ``checkpoint.pt``; one that cannot be read is a ``ConfigError``."""
+    try:
+        try:
+            ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        except Exception:  # noqa: BLE001 - mmap needs torch.save's zip format: read it whole
+            if not mmap:
+                raise
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
+        raise ConfigError(f"cannot read {path} ({one_line(exc)[:200]}): use another --run-dir") from exc
+    if not isinstance(ckpt, dict):
+        raise ConfigError(f"{path} is not a training checkpoint: use another --run-dir")
+    return ckpt
+
+
+def _recorded_weights_hash(path: Path, ckpt: dict[str, tp.Any]) -> str | None:
+    """The weights hash (as headers and ``opencodec info`` show it) of the codec whose codes the
+    run of ``ckpt`` (read from ``path``) trained on: recorded in the checkpoint, else in the run's
+    export beside it, else of the codec its config names if that is still the same codec."""
+    from .lm_model import _weights_hash_of_source
+
+    if isinstance(ckpt.get("codec_weights_hash"), str):
+        return ckpt["codec_weights_hash"]
+    try:
+        info = read_lm_info(path.with_name(EXPORT)) if path.with_name(EXPORT).is_file() else {}
+    except OpenCodecError:
+        info = {}
+    if info.get("codec_hash") == ckpt.get("codec_hash") and isinstance(info.get("codec_weights_hash"), str):
+        return info["codec_weights_hash"]
+    source = (ckpt.get("config") or {}).get("codec") if isinstance(ckpt.get("config"), dict) else None
+    if isinstance(source, str) and isinstance(ckpt.get("codec_hash"), str):
+        return _weights_hash_of_source(source, ckpt["codec_hash"], os.getcwd())
+    return None
+
+
+def check_run_dir(run: Path, what: str, codec: tp.Any, codec_hash: str, codec_source: str | None) -> None:
+    """Refuse, as a one-line ``ConfigError`` before any code is extracted or anything written, a
+    run folder ``run`` (``what``: where its path came from) that this config cannot continue: a
+    codec's training run (``opencodec train``), or a ``checkpoint.pt`` that
+    :func:`check_checkpoint` refuses."""
+    ckpt_path = run / CHECKPOINT
+    if ckpt_path.is_file():
+        check_checkpoint(ckpt_path, _read_checkpoint(ckpt_path, mmap=True), codec, codec_hash, codec_source, what)
+        return
+    try:  # a codec's run that has not checkpointed yet: its config.json
+        previous = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if isinstance(previous, dict) and "codec" not in previous and "model" in previous:
+        raise ConfigError(_codec_run(run, what))
+
+
+def _codec_run(run: Path, what: str) -> str:
+    return (f"{what} {run} holds a codec's training run (opencodec train), not an entropy model's: give "
+            f"train-lm another --run-dir (the codec the run trains, {run / 'model.safetensors'}, can be its codec=)")
+
+
+def check_checkpoint(path: Path, ckpt: dict[str, tp.Any], codec: tp.Any, codec_hash: str,
+                     codec_source: str | None, what: str = "run folder") -> None:
+    """Refuse, as a one-line ``ConfigError``, a checkpoint ``ckpt`` (read from ``path``) that
+    this run cannot resume: a codec's (``opencodec train``), another file that is not a
+    train-lm run's, or one trained on the codes of another codec than ``codec`` (whose
+    :func:`codec_fingerprint` is ``codec_hash``; ``codec_source``: the config's ``codec``):
+    both codecs named, with their weights hashes as headers and ``opencodec info`` show them."""
+    if "disc" in ckpt or "opt_g" in ckpt:
+        raise ConfigError(_codec_run(path.parent, what))
+    if not {"model", "optim", "step", "codec_hash"} <= set(ckpt):
+        raise ConfigError(f"{path} is not a train-lm training checkpoint (it writes the model, optimiser, "
+                          f"step and codec): use another --run-dir")
+    if ckpt["codec_hash"] == codec_hash:
+        return
+    name = ckpt.get("codec_name")
+    from ..identity import model_hash
+
+    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    theirs = _recorded_weights_hash(path, ckpt)
+    was = (f"codec {name or 'an unnamed codec'} (weights hash {theirs or 'not recorded'}"
+           + (f", codec={config['codec']}" if isinstance(config.get("codec"), str) else "") + ")")
+    now = f"codec {codec.name} (weights hash {model_hash(codec)}" + (f", codec={codec_source})" if codec_source else ")")
+    raise ConfigError(f"{path} was trained on the codes of {was}, not on this config's {now}: resume with "
+                      f"the run's codec, or use another --run-dir")
+
+
 def make_optimizer(s: Settings, params: tp.Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     """The configured AdamW or Adam over ``params``."""
     optim_cls = torch.optim.AdamW if s.optimizer == "adamw" else torch.optim.Adam
@@ -148,7 +235,9 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
     counts from the start of this call (code extraction included), and every invocation
     trains at least one step (as the codec trainer). When the run
     reaches ``optim.steps`` and the codec is known, the saving on held-out audio is measured
-    (``report.items`` files) into ``report.json``/``report.md``.
+    (``report.items`` files) into ``report.json``/``report.md``. Manifests that list no file and
+    a run folder this config cannot continue (:func:`check_run_dir`) are a ``ConfigError``
+    before any code is extracted or anything written.
     """
     with config_errors():  # a ValueError of the set-up is the config's (the loop's is a bug)
         s = parse_settings(cfg)
@@ -164,10 +253,21 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         torch.set_num_threads(s.threads)
     device = _device(s.device)
     loaded = load_codec(s) if data is None else None  # and the settings that depend on it
+    codec_hash = None
+    if loaded is not None:  # manifests listing no file, a run folder this config cannot continue: before
+        check_manifest_rows(s)  # any code is extracted or anything written
+        codec_hash = codec_fingerprint(loaded[0])
+        check_run_dir(run, "--run-dir" if run_dir else "config field run_dir" if cfg.get("run_dir")
+                      else "run folder", loaded[0], codec_hash, s.codec)
 
     with RunFolder(run) as folder:  # made and locked once the config is known to be good
         if data is None:
-            data = prepare_data(s, run, device, progress, loaded)
+            data = prepare_data(s, run, device, progress, loaded, codec_hash)
+        codec_weights = None
+        if data.codec is not None:
+            from ..identity import model_hash
+
+            codec_weights = model_hash(data.codec)
 
         # the model and the optimiser
         _seed_everything(s.seed)
@@ -180,11 +280,12 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         step, previous, best = 0, None, None
         ckpt_path = run / CHECKPOINT
         if ckpt_path.exists():
-            ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-            if ckpt.get("codec_hash") != data.codec_hash:
+            ckpt = _read_checkpoint(ckpt_path, device)
+            if data.codec is not None:  # (checked before the codes, and again under the lock)
+                check_checkpoint(ckpt_path, ckpt, data.codec, data.codec_hash, data.codec_source)
+            elif ckpt.get("codec_hash") != data.codec_hash:  # codes given directly (tests)
                 raise ConfigError(f"{ckpt_path} was trained on the codes of another codec "
-                                  f"({ckpt.get('codec_name')}, weights {str(ckpt.get('codec_hash'))[:12]}); "
-                                  f"this config uses {data.codec_name} ({data.codec_hash[:12]}): "
+                                  f"({ckpt.get('codec_name')}); this run's codes are of {data.codec_name}: "
                                   f"use another --run-dir")
             load_run_weights(ckpt_path, ckpt, {"model": lm})  # a ConfigError naming the first mismatch
             opt.load_state_dict(ckpt["optim"])
@@ -218,6 +319,8 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
             state = {"model": lm.state_dict(), "optim": opt.state_dict(), "step": at, "rng": _rng_state(),
                      "config": cfg, "codec_name": data.codec_name, "codec_hash": data.codec_hash,
                      "best": best}
+            if codec_weights is not None:  # the codec's weights hash as headers show it (errors quote it)
+                state["codec_weights_hash"] = codec_weights
             _atomic_torch_save(state, ckpt_path)
             export(run / EXPORT, at)
 
