@@ -62,7 +62,7 @@ from .lm_model import IGNORE, LM_METADATA_KEY, _loss, build_lm, export_lm, lm_lo
 
 from .run_state import (_atomic_torch_save, _rng_state, _seed_everything, _set_rng_state, _step_rng,
                         load_run_weights)
-from .run_folder import RunFolder, StopRequests, saving, stopped_message
+from .run_folder import RunFolder, StopRequests, Terminated, saving, sigterm_raises_terminated, stopped_message
 from .solver import learning_rate_at  # the codec trainer's schedule
 
 CHECKPOINT = "checkpoint.pt"
@@ -339,7 +339,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
             from ..progress import progress_bar
             bar = progress_bar(total=stop, initial=step, desc=s.name, unit="step", dynamic_ncols=True)
         t_last, nats, scored, steps_since = time.perf_counter(), 0.0, 0, 0
-        with StopRequests(max_minutes, started=started) as stops:  # Ctrl-C, --max-minutes
+        with StopRequests(max_minutes, started=started, sigterm=True) as stops:  # Ctrl-C, SIGTERM, time
             while step < stop:
                 why = stops.reason(step)  # stop at a step boundary (after one step at least), with a checkpoint of it
                 if why is not None:
@@ -389,8 +389,8 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         if bar is not None:
             bar.close()
     message = stopped_message(why, step, s.steps, ckpt_path)
-    if why == "interrupted":
-        raise Interrupted(message)
+    if why in ("interrupted", "terminated"):
+        raise (Terminated if why == "terminated" else Interrupted)(message)
     if message:
         print(message, file=sys.stderr)
 
@@ -412,7 +412,8 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
     """``opencodec train-lm CONFIG [key=value ...] [--run-dir DIR] [--max-steps N]``, or
     ``opencodec train-lm report ...``. The user's errors (config, manifest, data, files) are one
     line on stderr and exit status 1; Ctrl-C saves a checkpoint of the last whole step, says so
-    in one line and exits with 130; any other error (a bug) propagates with its traceback."""
+    in one line and exits with 130, SIGTERM the same with ``terminated`` and 143 (as ``train``);
+    any other error (a bug) propagates with its traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = "opencodec train-lm report" if argv[:1] == ["report"] else "opencodec train-lm"
     try:
@@ -424,15 +425,16 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
                         "'opencodec train-lm report --help' measures a trained model's saving.")
         args, cfg = parse_run_arguments(parser, argv, "YAML config (see configs/lm_*.yaml)",
                                         LM_OPTIONAL_KEYS)
-        run = train(cfg, args.run_dir, args.max_steps, progress=not args.no_progress,
-                    max_minutes=args.max_minutes)
+        with sigterm_raises_terminated():  # the loop itself stops at a step boundary (StopRequests)
+            run = train(cfg, args.run_dir, args.max_steps, progress=not args.no_progress,
+                        max_minutes=args.max_minutes)
         print(f"run folder: {run}; entropy model: {run / EXPORT} "
               f"(opencodec compress IN --model {cfg.get('codec')} --lm-model {run / EXPORT})"
               if (run / EXPORT).exists() else f"run folder: {run}; nothing exported", file=sys.stderr)
         return 0
-    except KeyboardInterrupt as exc:  # Ctrl-C: after a checkpoint (Interrupted) or before the loop
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: after a checkpoint (Interrupted) or before the loop
         print(f"{prog}: error: {str(exc) or 'interrupted'}", file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
     except (OpenCodecError, OSError) as exc:
         print_traceback_if_asked()
         print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
