@@ -39,6 +39,7 @@ from websockets.exceptions import ConnectionClosed  # noqa: E402
 from opencodec import save_model  # noqa: E402
 from opencodec.multistream import MultiStreamDecoder, MultiStreamEncoder  # noqa: E402
 from opencodec.serve.engine import Engine, Session  # noqa: E402
+from opencodec.serve.pacing import CATCH_UP  # noqa: E402
 from opencodec.serve.protocol import Hello, pcm_from_bytes, pcm_to_bytes  # noqa: E402
 from opencodec.serve.server import ServeLimits, run_server  # noqa: E402
 from opencodec.stream import PacketWriter  # noqa: E402
@@ -102,7 +103,7 @@ def test_a_stream_ahead_of_real_time_is_paced_while_another_is_live(model):
         assert not other.frames
     assert taken == [8, 7, 0, 0, 0, 0]
     assert id(flood) in engine.pacer.held and not engine._has_work(flood) and engine._has_work(other) is False
-    assert engine.pacer.credit_in == pytest.approx(1 / 75)
+    assert engine.pacer.credit_in == pytest.approx(1 / (75 * CATCH_UP))
     for _ in range(3):  # one frame period: one frame
         clock.now += 1 / 75
         before = len(flood.frames)
@@ -115,6 +116,41 @@ def test_a_stream_ahead_of_real_time_is_paced_while_another_is_live(model):
         _tick(engine, outputs)
         counts.append(before - len(flood.frames))
     assert counts == [8, 7, 0]
+
+
+def test_a_late_real_time_stream_catches_up_beside_another(model):
+    """Bank 0.2 s (15 frames): a real-time stream whose audio was held up 40 frames (a stall
+    longer than its bank) while another stream is live, then gets one frame per frame period:
+    it takes its bank at once, then earns 1.25 frames a period, so its backlog drains (earning
+    exactly real time, 25 frames would wait for good)."""
+    clock = _Clock()
+    late_audio, other_audio = chirp(300 * HOP / SR, seed=1), chirp(300 * HOP / SR, seed=2)
+    engine = Engine(model, max_frames=8, pace_seconds=0.2, clock=clock)
+    late, _ = _relay(model, engine, late_audio, 40)
+    other, _ = _relay(model, engine, other_audio, 0)
+    outputs: dict[int, list[np.ndarray]] = {}
+    backlog = []
+    for tick in range(200):
+        late.frames.append(late_audio[:, (40 + tick) * HOP:(41 + tick) * HOP])
+        other.frames.append(other_audio[:, tick * HOP:(tick + 1) * HOP])
+        _tick(engine, outputs)
+        backlog.append(len(late.frames))
+        clock.now += 1 / 75
+    assert backlog[2] >= 20  # paced: the stall is not taken at once beyond the bank
+    assert max(backlog[150:]) <= 1  # and yet it caught up
+    assert not other.frames
+
+
+def test_a_lone_stream_left_with_input_is_never_held(model):
+    """One tick takes at most max_frames x max_steps frames; a lone stream left with input
+    and spent credit is still work (no wait for credit: it is not paced)."""
+    clock = _Clock()
+    engine = Engine(model, max_frames=8, max_steps=1, pace_seconds=0.2, clock=clock)
+    lone, _ = _relay(model, engine, chirp(60 * HOP / SR), 60)
+    for _ in range(4):
+        engine._tick()
+    assert len(lone.frames) == 60 - 4 * 8 and lone.credit < 1
+    assert not engine.pacer.held and engine.pacer.credit_in is None and engine._has_work(lone)
 
 
 def test_pacing_changes_when_frames_are_taken_not_the_audio(model):

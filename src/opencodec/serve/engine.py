@@ -10,14 +10,14 @@ step takes one K per call, so a tick runs one decoder step per distinct K among 
 with a code frame ready.
 
 Pacing (``pace_seconds``, set by the server; :mod:`.pacing`): with two live streams or more, a
-stream takes at most real time plus what it has banked: it earns one frame of credit per frame
-period, at most ``pace_seconds`` of it (it starts with that much), each frame it takes costs
-one, and a tick gives it at most ``max_frames`` frames. A client that sends faster than real time (a
-whole file at once) is thus served at real time once its bank is spent, its other frames
-waiting in its bounded backlog, and cannot slow the other streams' ticks down; a client that
-sends at real time, however late some of its audio arrives, always has the credit for it
-(while the server's backlog bound, ``pace_seconds`` by default, holds less). A lone stream
-is not paced: there is nobody to share with. Pacing changes when frames are taken, never
+stream takes at most 1.25x real time plus what it has banked: it earns 1.25 frames of credit
+per frame period, at most ``pace_seconds`` of it (it starts with that much), each frame it takes
+costs one, and a tick gives it at most ``max_frames`` frames. A client that sends faster than
+real time (a whole file at once) is thus served at 1.25x real time once its bank is spent, its
+other frames waiting in its bounded backlog, and cannot slow the other streams' ticks down; a
+client that sends at real time has the credit for its frames, and one whose audio was held up
+(a stall longer than the bank) catches up at a quarter of real time. A lone stream is not
+paced: there is nobody to share with. Pacing changes when frames are taken, never
 which: each stream's output is what it would be alone.
 
 Threads: the network I/O stays on the asyncio loop; the steps run on one worker thread
