@@ -373,6 +373,8 @@ def test_frames_per_call_must_be_a_positive_int(model, bad, error, text):
         StreamingEncoder(model, exact=False, frames_per_call=bad)
     assert str(failed.value).endswith(text)
     assert StreamingEncoder(model, exact=False, frames_per_call=5).push(torch.zeros(1, 1, 8000)).shape[-1] == 25
+    assert StreamingEncoder(model, exact=False, frames_per_call=np.int64(5)).push(  # a numpy int is an int
+        torch.zeros(1, 1, 8000)).shape[-1] == 25
 
 
 def test_exact_single_stream_decoder_takes_a_codebook_change_in_its_warm_up_as_offline(model):

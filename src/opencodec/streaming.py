@@ -50,6 +50,7 @@ after changing the model's weights. All work runs under ``torch.inference_mode()
 
 from __future__ import annotations
 
+import numbers
 import typing as tp
 
 import torch
@@ -149,9 +150,10 @@ class StreamingEncoder(_Streaming):
     def __init__(self, model: EncodecModel, fast_lstm: bool = False, exact: bool | None = None,
                  frames_per_call: int = 1):
         check_model(model, "StreamingEncoder")
-        if isinstance(frames_per_call, bool) or not isinstance(frames_per_call, int):
+        if isinstance(frames_per_call, bool) or not isinstance(frames_per_call, numbers.Integral):
             raise TypeError(f"frames_per_call must be a positive int (code frames), got "
                             f"{type(frames_per_call).__name__} {frames_per_call!r:.40}")
+        frames_per_call = int(frames_per_call)  # (a numpy integer too)
         if frames_per_call < 1:
             raise ValueError(f"frames_per_call must be a positive int (code frames), got {frames_per_call}")
         self.num_codebooks = model.num_codebooks()
