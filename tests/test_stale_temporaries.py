@@ -49,12 +49,14 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path: 
 
 
 def test_temporaries_that_may_be_in_use_are_kept(tmp_path: Path) -> None:
-    host = _files._host()
+    host = f"{_files._host()}-{_files._pid_namespace()}"
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         keep = [f".x.wav.{host}-{live.pid}.abcd1234.tmp",           # its writer still runs
                 f".x.wav.{host}-{os.getpid()}.abcd1234.tmp",        # this process's own
                 f".x.wav.other-{host}-{ended_pid()}.abcd1234.tmp",  # another machine's
+                f".x.wav.{_files._host()}-1{_files._pid_namespace()}-{ended_pid()}.abcd1234.tmp",  # another pid namespace's
+                f".x.wav.{_files._host()}-{ended_pid()}.abcd1234.tmp",  # no pid namespace recorded
                 ".x.wav.abcd1234.tmp",                              # no owner recorded
                 "x.wav.tmp"]                                        # not a temporary output
         gone = [f".x.wav.{host}-{ended_pid()}.abcd1234.tmp", f".y.ecdc.{host}-{ended_pid()}.zz_9q.tmp"]
@@ -70,7 +72,7 @@ def test_temporaries_that_may_be_in_use_are_kept(tmp_path: Path) -> None:
 
 def test_a_folder_is_swept_once_per_process(tmp_path: Path) -> None:
     write_bytes_atomic(tmp_path / "a", b"1")
-    late = tmp_path / f".q.{_files._host()}-{ended_pid()}.abcd1234.tmp"
+    late = tmp_path / f".q.{_files._host()}-{_files._pid_namespace()}-{ended_pid()}.abcd1234.tmp"
     late.write_bytes(b"x")
     write_bytes_atomic(tmp_path / "b", b"2")
     assert late.exists()  # the folder was swept at the first write only
@@ -83,7 +85,7 @@ def test_compress_into_a_folder_removes_a_killed_runs_temporary_file(tmp_path: P
     sf.write(tmp_path / "in.wav", np.zeros(2400, dtype=np.float32), 24000)
     out = tmp_path / "out"
     out.mkdir()
-    stale = out / f".in.ecdc.{_files._host()}-{ended_pid()}.abcd1234.tmp"
+    stale = out / f".in.ecdc.{_files._host()}-{_files._pid_namespace()}-{ended_pid()}.abcd1234.tmp"
     stale.write_bytes(b"partial")
     run = subprocess.run([sys.executable, "-m", "opencodec", "-q", "compress", str(tmp_path / "in.wav"),
                           str(out / "in.ecdc")], capture_output=True, text=True, timeout=300)

@@ -10,8 +10,9 @@ for a set of files written together into one folder (all of them or none), and
 
 A process killed outright (``kill -9``, a power cut) cannot remove its temporary file. Each
 temporary file's name therefore says which process on which machine wrote it
-(``.NAME.<host>-<pid>.<random>.tmp``), and the first ``atomic_output`` of a process in a folder
-removes the ones there whose process on this machine has ended.
+(``.NAME.<host>-<pid namespace>-<pid>.<random>.tmp``), and the first ``atomic_output`` of a
+process in a folder removes the ones there whose process has ended: only those of this machine
+and this pid namespace (containers sharing a host name and a folder see other pids).
 """
 
 from __future__ import annotations
@@ -47,9 +48,18 @@ def _host() -> str:
     return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32] or "host"
 
 
+def _pid_namespace() -> int:
+    """This process's pid namespace (the inode of ``/proc/self/ns/pid``; 0 where there is none)."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return 0
+
+
 def _owner_tag() -> str:
-    """``<host>-<pid>``: who writes a temporary file (read again by :func:`_remove_dead_temporaries`)."""
-    return f"{_host()}-{os.getpid()}"
+    """``<host>-<pid namespace>-<pid>``: who writes a temporary file (read again by
+    :func:`_remove_dead_temporaries`)."""
+    return f"{_host()}-{_pid_namespace()}-{os.getpid()}"
 
 
 def _process_ended(pid: int) -> bool:
@@ -65,9 +75,11 @@ def _process_ended(pid: int) -> bool:
 
 def _remove_dead_temporaries(folder: Path) -> list[Path]:
     """Delete the temporary files in ``folder`` that ``atomic_output`` calls of processes on this
-    machine that have ended left behind (``kill -9``); returns them. Files of processes still
-    running, of other machines (a shared folder) and names in another pattern are left alone."""
-    pattern = re.compile(rf"^\..+\.{re.escape(_host())}-(\d+)\.[^.]+{re.escape(TEMP_SUFFIX)}$")
+    machine, in this pid namespace, that have ended left behind (``kill -9``); returns them. Files
+    of processes still running, of other machines or pid namespaces (a shared folder) and names
+    in another pattern are left alone."""
+    owner = f"{re.escape(_host())}-{_pid_namespace()}"
+    pattern = re.compile(rf"^\..+\.{owner}-(\d+)\.[^.]+{re.escape(TEMP_SUFFIX)}$")
     removed = []
     with contextlib.suppress(OSError):
         with os.scandir(folder) as entries:
