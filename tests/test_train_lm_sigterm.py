@@ -15,7 +15,7 @@ import torch
 
 import opencodec
 from opencodec.train import lm_solver
-from opencodec.train.run_folder import Terminated
+from opencodec.errors import Terminated
 
 TESTS = Path(__file__).resolve().parent
 SRC = Path(opencodec.__file__).resolve().parent.parent  # the opencodec this test imports
@@ -23,7 +23,7 @@ SRC = Path(opencodec.__file__).resolve().parent.parent  # the opencodec this tes
 SCRIPT = """
 import json, os, signal, sys
 from opencodec.train import lm_solver
-from opencodec.train.run_folder import Terminated
+from opencodec.errors import Terminated
 from test_train_lm import _lm_cfg, _synthetic_data
 
 run = sys.argv[1]

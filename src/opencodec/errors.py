@@ -135,3 +135,10 @@ def one_line(exc: BaseException) -> str:
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C, once the command has saved what it could: its message says what (a trainer's:
     the step its checkpoint holds, and how to resume). A ``KeyboardInterrupt`` too (exit 130)."""
+
+
+class Terminated(Interrupted):
+    """SIGTERM (``kill``, ``timeout``, a scheduler, ``docker stop``), handled like Ctrl-C under
+    :func:`opencodec.signals.sigterm_as_interrupt` (temporary outputs removed; a trainer saves
+    the checkpoint of its last whole step first) and reported as ``error: terminated`` with
+    exit status 143 (128 + SIGTERM, as Ctrl-C gives 130 = 128 + SIGINT)."""

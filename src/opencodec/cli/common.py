@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import signal
 import sys
-import threading
 import typing as tp
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from ..argtypes import (bandwidth_arg, channels_arg, count_arg, int_in, non_nega
 from ..bandwidth import format_kbps as fmt_kbps  # the one formatter, under the CLI's name
 from ..errors import UsageError
 from ..progress import ProgressFactory, Update, progress_bar
+from ..signals import Terminated, sigterm_as_interrupt  # (the commands import them from here)
 from .wrappers import PROG
 
 __all__ = ["PROG", "UsageError", "error", "warn", "info", "describe", "bandwidth_arg", "channels_arg", "positive_int",
@@ -46,37 +45,6 @@ def describe(exc: BaseException, path: Path) -> str:
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
         message = f"{exc.filename}: {exc.strerror}"
     return message if str(path) in message else f"{path}: {message}"
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (``kill``, ``timeout``) during a command run under :func:`sigterm_as_interrupt`:
-    handled like Ctrl-C (temporary outputs removed), reported as ``error: terminated``
-    with exit status 143 (128 + SIGTERM, as Ctrl-C gives 130 = 128 + SIGINT)."""
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> tp.Iterator[None]:
-    """Inside the block, SIGTERM raises :class:`Terminated` in the main thread, so that it
-    unwinds like Ctrl-C: ``atomic_output`` removes its temporary file, worker processes are
-    stopped. A second SIGTERM is ignored (it cannot cut that clean-up short). The handler
-    the process had before is restored afterwards (an embedding application's own, or the
-    default); where SIGTERM is ignored, or outside the main thread, nothing changes."""
-    if threading.current_thread() is not threading.main_thread() \
-            or signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
-        yield
-        return
-    raised = [False]
-
-    def terminate(signum: int, frame: tp.Any) -> None:
-        if not raised[0]:
-            raised[0] = True
-            raise Terminated("terminated")
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def add_mode_options(parser: argparse.ArgumentParser, fast_default: bool) -> None:

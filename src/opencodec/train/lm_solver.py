@@ -62,7 +62,8 @@ from .lm_model import IGNORE, LM_METADATA_KEY, _loss, build_lm, export_lm, lm_lo
 
 from .run_state import (_atomic_torch_save, _rng_state, _seed_everything, _set_rng_state, _step_rng,
                         load_run_weights)
-from .run_folder import RunFolder, StopRequests, Terminated, saving, sigterm_raises_terminated, stopped_message
+from ..signals import Terminated, sigterm_as_interrupt
+from .run_folder import RunFolder, StopRequests, saving, stopped_message
 from .solver import learning_rate_at  # the codec trainer's schedule
 
 CHECKPOINT = "checkpoint.pt"
@@ -425,7 +426,7 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
                         "'opencodec train-lm report --help' measures a trained model's saving.")
         args, cfg = parse_run_arguments(parser, argv, "YAML config (see configs/lm_*.yaml)",
                                         LM_OPTIONAL_KEYS)
-        with sigterm_raises_terminated():  # the loop itself stops at a step boundary (StopRequests)
+        with sigterm_as_interrupt():  # the loop itself stops at a step boundary (StopRequests)
             run = train(cfg, args.run_dir, args.max_steps, progress=not args.no_progress,
                         max_minutes=args.max_minutes)
         print(f"run folder: {run}; entropy model: {run / EXPORT} "

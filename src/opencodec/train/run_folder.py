@@ -11,8 +11,9 @@
   written (a full disk) is an ``OutputError`` naming the file, in one line.
 - :class:`StopRequests`: Ctrl-C (SIGINT), SIGTERM (``kill``, ``timeout``, a scheduler; for
   the trainers that ask for it) or the wall-clock budget stops the loop at a step boundary, so
-  that the trainer saves a checkpoint of a whole step before it exits; :class:`Terminated` and
-  :func:`sigterm_raises_terminated` make SIGTERM outside the loop a ``KeyboardInterrupt`` too.
+  that the trainer saves a checkpoint of a whole step before it exits; outside the loop,
+  :func:`opencodec.signals.sigterm_as_interrupt` makes SIGTERM a ``KeyboardInterrupt`` too
+  (:class:`~opencodec.errors.Terminated`).
 - :func:`check_run_folder`: a run folder path that cannot be a folder (a file is there) is a
   one-line ``ConfigError`` before anything is built.
 """
@@ -37,7 +38,8 @@ from pathlib import Path
 import torch
 
 from .._files import write_bytes_atomic
-from ..errors import ConfigError, Interrupted, OutputError
+from ..errors import ConfigError, OutputError
+from ..signals import is_interrupting_handler
 from .config_checks import config_changes
 
 LOCK = ".lock"
@@ -247,37 +249,6 @@ def _dropped_rows(count: int, step: int) -> str:
 
 
 # -- stopping ----------------------------------------------------------------------------------------
-class Terminated(Interrupted):
-    """SIGTERM (``kill``, ``timeout``, a scheduler or ``docker stop``) during a training: like
-    Ctrl-C (:class:`~opencodec.errors.Interrupted`, a ``KeyboardInterrupt``), after the checkpoint
-    of the last whole step when it came during the loop; the trainer reports it as
-    ``error: terminated ...`` with exit status 143 (128 + SIGTERM, as Ctrl-C gives 130), as the
-    other commands do (``opencodec.cli.common.Terminated``, which this layer cannot import)."""
-
-
-def _raise_terminated(signum: int, frame: tp.Any) -> None:
-    """The SIGTERM handler outside the loop (:func:`sigterm_raises_terminated`)."""
-    raise Terminated("terminated")
-
-
-@contextlib.contextmanager
-def sigterm_raises_terminated() -> tp.Iterator[None]:
-    """Inside the block, SIGTERM raises :class:`Terminated` in the main thread (a trainer's
-    set-up and its end: it unwinds like Ctrl-C); :class:`StopRequests` with ``sigterm=True``
-    turns it into a stop at the next step boundary while the loop runs. The handler the process
-    had is restored afterwards; where SIGTERM is ignored (``SIG_IGN``), or outside the main
-    thread, nothing changes."""
-    if threading.current_thread() is not threading.main_thread() \
-            or signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
-
-
 class StopRequests:
     """Why the loop should stop before its next step: ``"interrupted"`` (Ctrl-C),
     ``"terminated"`` (SIGTERM, with ``sigterm=True``) or ``"time"``
@@ -324,7 +295,8 @@ class StopRequests:
         if threading.current_thread() is threading.main_thread():
             if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # Python's Ctrl-C (not ignored)
                 self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_sigint)
-            if self.sigterm and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, _raise_terminated):
+            if self.sigterm and (signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+                                or is_interrupting_handler(signal.getsignal(signal.SIGTERM))):
                 self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_sigterm)
         return self
 

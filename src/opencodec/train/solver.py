@@ -71,8 +71,8 @@ from .config_checks import (RankConfigError, check_betas, check_codec_bandwidths
                             check_codec_config, codec_field, init_from_config, resolve_device)
 from .discriminator import MultiScaleSTFTDiscriminator
 from .losses import MultiScaleMelLoss, audiocraft_alphas
-from .run_folder import (RunFolder, StopRequests, Terminated, check_run_folder, saving, set_usual_permissions,
-                         sigterm_raises_terminated, stopped_message)
+from ..signals import Terminated, sigterm_as_interrupt
+from .run_folder import RunFolder, StopRequests, check_run_folder, saving, set_usual_permissions, stopped_message
 from .run_state import (_atomic_torch_save, _rng_state, _seed_everything, _set_rng_state, _step_rng,
                         load_run_weights)
 from .validation import _spectrogram_image, validate  # noqa: F401 - validate: scripts import it here
@@ -170,8 +170,8 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
     every invocation trains at least one step, and the step it stops at is validated and
     logged once. Ctrl-C stops at the next step boundary: a checkpoint and an export
     of that step, then :class:`~opencodec.errors.Interrupted` saying how to resume; SIGTERM
-    the same (where the SIGTERM handler is the default or :func:`sigterm_raises_terminated`'s),
-    then :class:`~opencodec.train.run_folder.Terminated`.
+    the same (where the SIGTERM handler is the default or :func:`~opencodec.signals.sigterm_as_interrupt`'s),
+    then :class:`~opencodec.errors.Terminated`.
 
     A config, manifest or checkpoint that cannot be used raises :class:`ConfigError` (any
     ``ValueError`` of the set-up becomes one), unreadable training audio ``AudioIOError``;
@@ -446,7 +446,7 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
     args, cfg = parse_run_arguments(parser, argv, "YAML config (see configs/)")
     is_main = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 speaks for the job
     try:
-        with sigterm_raises_terminated():  # the loop itself stops at a step boundary (StopRequests)
+        with sigterm_as_interrupt():  # the loop itself stops at a step boundary (StopRequests)
             run = train(cfg, args.run_dir, args.max_steps, progress=not args.no_progress,
                         max_minutes=args.max_minutes)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: after a checkpoint (Interrupted) or during the set-up
