@@ -190,3 +190,18 @@ def test_report_out_file_and_empty_manifest_are_clear_lines(setup: dict, tmp_pat
     code, err = _run(capsys, "train-lm", "report", "--lm", lm, "--manifest", setup["empty"], "--no-progress")
     assert code == 1 and err == [f"opencodec train-lm report: error: --manifest {setup['empty']}: the manifest(s) "
                                  f"list no files; give manifest(s) of held-out audio"], err
+
+
+def test_an_old_checkpoint_of_an_official_codec_downloads_nothing_to_word_the_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint without ``codec_weights_hash`` whose config names the official codec: the
+    hash is said to be not recorded, and no weights are loaded (or downloaded) for a message."""
+    from opencodec import pretrained
+    from opencodec.train.lm_solver import _recorded_weights_hash
+
+    def no_loading(*args: object, **kwargs: object) -> None:
+        raise AssertionError("load_model called")
+
+    monkeypatch.setattr(pretrained, "load_model", no_loading)
+    ckpt = {"codec_hash": "ab" * 32, "config": {"codec": "encodec_24khz"}}
+    assert _recorded_weights_hash(tmp_path / "checkpoint.pt", ckpt) is None

@@ -43,6 +43,8 @@ import numpy as np
 import torch
 
 from ..errors import Interrupted, OpenCodecError, one_line, print_traceback_if_asked
+from ..model_registry import OFFICIAL_CHECKPOINTS
+from ..signals import Terminated, sigterm_as_interrupt
 from .batches import check_manifests
 from .config import LM_OPTIONAL_KEYS, config_errors, parse_run_arguments
 from .lm_codes import (CACHE_FORMAT, CodeData, CodeSet, check_manifest_rows, codec_fingerprint, extract_codes,
@@ -62,7 +64,6 @@ from .lm_model import IGNORE, LM_METADATA_KEY, _loss, build_lm, export_lm, lm_lo
 
 from .run_state import (_atomic_torch_save, _rng_state, _seed_everything, _set_rng_state, _step_rng,
                         load_run_weights)
-from ..signals import Terminated, sigterm_as_interrupt
 from .run_folder import RunFolder, StopRequests, saving, stopped_message
 from .solver import learning_rate_at  # the codec trainer's schedule
 
@@ -164,6 +165,8 @@ def _recorded_weights_hash(path: Path, ckpt: dict[str, tp.Any]) -> str | None:
     if info.get("codec_hash") == ckpt.get("codec_hash") and isinstance(info.get("codec_weights_hash"), str):
         return info["codec_weights_hash"]
     source = (ckpt.get("config") or {}).get("codec") if isinstance(ckpt.get("config"), dict) else None
+    if source in OFFICIAL_CHECKPOINTS:  # no download only to word an error
+        return None
     if isinstance(source, str) and isinstance(ckpt.get("codec_hash"), str):
         return _weights_hash_of_source(source, ckpt["codec_hash"], os.getcwd())
     return None
