@@ -253,7 +253,7 @@ def test_an_unusable_validation_manifest_is_refused(content: str, why: str, tmp_
     cfg = _config(train_m, valid, steps=1)
     status, err = _train(tmp_path, capsys, cfg)
     (line,) = _error_lines(err)
-    assert status == 1 and line.startswith(f"opencodec train: error: config field data.valid: ") and \
+    assert status == 1 and line.startswith("opencodec train: error: config field data.valid: ") and \
         why.format(valid=valid, tmp=tmp_path) in line and line.endswith(
             "set data.valid=[] or valid.items=0 to train without validation"), err
     assert not (tmp_path / "run").exists()

@@ -15,7 +15,6 @@ import pytest
 import soundfile as sf
 import torch
 
-from opencodec import cli
 from opencodec.audio import write_audio
 from opencodec.bitstream import EcdcHeader, StreamLayout, header_bytes, min_lm_body_size, parse_header
 from opencodec.bitstream.header import MAX_MODEL_NAME_CHARS, DeterministicCoding
@@ -30,7 +29,7 @@ from opencodec.model import EncodecModel
 from opencodec.model_cache import CodecModels
 from opencodec.pretrained import config_for_name, load_model
 from opencodec.releases import CODEC_RELEASES, codec_release
-from test_cli_files_walkthrough import run, signal_wav  # noqa: F401  (helpers, no tests)
+from test_cli_files_walkthrough import run  # noqa: F401  (a helper; no tests)
 
 V3 = codec_release("opencodec_24khz_v3")
 V4 = codec_release("opencodec_24khz_v4")
