@@ -2,13 +2,17 @@
 
     OMP_NUM_THREADS=1 python benchmarks/serve_load.py [--clients 16] [--seconds 60]
         [--model opencodec_24khz] [--bandwidth 6 [3 ...]] [--exact] [--server-cpu 0]
-        [--audio demo/sample_speech_fr.flac] [--batch-window-ms MS]
+        [--audio demo/sample_speech_fr.flac] [--batch-window-ms MS] [--flooders N]
 
 The server is the real command (``python -m opencodec serve --port 0 --max-clients N``) in its
 own process (one thread; ``--server-cpu`` pins it to one core); the clients run here, each
 sending speech at real-time pace in 13.3 ms chunks and timing every chunk from its send to
 the moment its last sample comes back decoded. Once the N clients are streaming, one more
 client connects: past capacity it must be refused (close 1013), not slow the others down.
+With ``--flooders N``, N more clients (the server admits them) each send the same length of
+speech at once (1 s messages, no pause), as fast as the server reads it, and read what comes back: the table's
+latencies stay those of the real-time clients, and a line says how fast the flooders were served
+(the server's pacing holds each stream to 1.25x real time plus its 2 s bank once two stream).
 
 Prints the provenance line and a table: frame latency p50/p90/p99/max over all clients'
 chunks (the first 0.5 s of each stream, the codec's warm-up, reported apart), frames sent and
@@ -25,6 +29,7 @@ import re
 import subprocess
 import sys
 import time
+import typing as tp
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, int]:
     """``opencodec serve`` in a subprocess on a free port; returns (process, port)."""
     cmd = [sys.executable, "-m", "opencodec", "serve", "--port", "0", "-m", args.model,
-           "--max-clients", str(args.clients), "--threads", str(args.threads)] + (["--exact"] if args.exact else []) \
+           "--max-clients", str(args.clients + args.flooders), "--threads", str(args.threads)] + (["--exact"] if args.exact else []) \
         + ([] if args.batch_window_ms is None else ["--batch-window-ms", str(args.batch_window_ms)])
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     cpu = args.server_cpu
@@ -64,16 +69,25 @@ def speech(path: Path, rate: int, seconds: float, offset: int) -> np.ndarray:
     return looped[None, offset:offset + need].astype(np.float32)
 
 
-async def load(port: int, audios: list[np.ndarray], bandwidths: list[float]
-               ) -> tuple[list[ClientResult], ClientResult]:
-    """The clients (client i at ``bandwidths[i % len(bandwidths)]``), then one more."""
+async def _timed(client: tp.Awaitable[ClientResult]) -> tuple[ClientResult, float]:
+    started = time.monotonic()
+    result = await client
+    return result, time.monotonic() - started
+
+
+async def load(port: int, audios: list[np.ndarray], bandwidths: list[float], floods: list[np.ndarray]
+               ) -> tuple[list[ClientResult], ClientResult, list[tuple[ClientResult, float]]]:
+    """The clients (client i at ``bandwidths[i % len(bandwidths)]``) and the flooders (all their
+    audio at once; each with its seconds to the end), then one more client."""
     uri = f"ws://127.0.0.1:{port}/ws"
     live = [asyncio.create_task(run_client(uri, a, bandwidth=bandwidths[i % len(bandwidths)], chunk=320,
                                            realtime=True))
             for i, a in enumerate(audios)]
+    flooding = [asyncio.create_task(_timed(run_client(uri, a, bandwidth=bandwidths[0], chunk=24000)))
+                for a in floods]
     await asyncio.sleep(1.0)
     extra = await run_client(uri, audios[0][:, :24000], bandwidth=bandwidths[0], chunk=320)
-    return list(await asyncio.gather(*live)), extra
+    return list(await asyncio.gather(*live)), extra, list(await asyncio.gather(*flooding))
 
 
 def main() -> None:
@@ -89,16 +103,19 @@ def main() -> None:
     parser.add_argument("--batch-window-ms", type=float, default=None,
                         help="the server's --batch-window-ms (default: its own, one frame)")
     parser.add_argument("--audio", type=Path, default=REPO / "demo" / "sample_speech_fr.flac")
+    parser.add_argument("--flooders", type=int, default=0,
+                        help="clients that send their --seconds of speech all at once (default 0)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)  # so that the provenance line states the server's threads
 
     model = load_model(args.model)
     rate = model.sample_rate
     audios = [speech(args.audio, rate, args.seconds, i * rate // 7) for i in range(args.clients)]
+    floods = [speech(args.audio, rate, args.seconds, (i + 1) * rate // 5) for i in range(args.flooders)]
     proc, port = start_server(args)
     try:
         started = time.monotonic()
-        results, extra = asyncio.run(load(port, audios, args.bandwidth))
+        results, extra, flooded = asyncio.run(load(port, audios, args.bandwidth, floods))
         wall = time.monotonic() - started
     finally:
         proc.terminate()
@@ -129,6 +146,12 @@ def main() -> None:
     print(f"| {args.clients} | {args.seconds:g} | {sent} | {sent - back} | {closed_ok}/{len(results)} "
           f"| {pct(steady, 50)} | {pct(steady, 90)} | {pct(steady, 99)} | {pct(steady, 100)} "
           f"| {pct(first, 50)} | {step:.2f} ms | {refusal} |")
+    if flooded:
+        print()
+        print(f"flooders: {len(flooded)} client(s) sending {args.seconds:g} s at once; served in "
+              + ", ".join(f"{seconds:.1f} s ({args.seconds / seconds:.2f}x real time, "
+                          f"{result.pcm.shape[-1] / rate:.1f} s back, close {result.close_code})"
+                          for result, seconds in flooded))
 
 
 if __name__ == "__main__":
