@@ -168,6 +168,17 @@ def error_reason(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
+def file_in_the_way(path: str | Path) -> Path | None:
+    """What keeps ``path`` from being a folder: ``path`` itself when it exists and is not a
+    folder, else the nearest existing path above it when that is not a folder (a file, a broken
+    link), else None (``path`` is a folder, or can be created as one)."""
+    path = Path(path)
+    for candidate in (path, *path.parents):
+        if candidate.exists() or candidate.is_symlink():
+            return None if candidate.is_dir() else candidate
+    return None
+
+
 def output_folder(path: str | Path, what: str = "output") -> Path:
     """Create the folder ``path`` (and its missing parents) and check that it takes new files.
 

@@ -45,6 +45,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .._files import file_in_the_way
 from ..argtypes import MAX_SAMPLE_RATE as MAX_RATE, MIN_SAMPLE_RATE as MIN_RATE, count_arg, positive_int, sample_rate_arg
 from ..errors import EXPECTED_ERRORS, one_line, print_traceback_if_asked
 from ._jsonl import read_jsonl, write_jsonl
@@ -170,15 +171,12 @@ def check_out_folder(out: Path, folder: Path) -> None:
     """``NotADirectoryError`` (one line) when ``out`` (``--out``), a folder above it, or
     ``folder`` or a folder between it and ``out`` exists as a file: the build would fail to
     create ``folder`` with an ``[Errno 20]`` naming a path the user never gave."""
-    for path in (folder, *folder.parents):
-        if path.exists() and not path.is_dir():
-            if path == out:
-                raise NotADirectoryError(f"--out {out} is a file; give a folder (the corpus root, "
-                                         "e.g. data/)")
-            where = "under" if out in path.parents else "above"
-            raise NotADirectoryError(f"{path} is a file, not a folder ({where} --out {out})")
-        if path.is_dir():
-            return
+    blocker = file_in_the_way(folder)
+    if blocker == out:
+        raise NotADirectoryError(f"--out {out} is a file; give a folder (the corpus root, e.g. data/)")
+    if blocker is not None:
+        where = "under" if out in blocker.parents else "above"
+        raise NotADirectoryError(f"{blocker} is a file, not a folder ({where} --out {out})")
 
 
 def _read_summary(work: Path) -> Optional[dict]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .._files import check_output, write_bytes_atomic
+from .._files import check_output, file_in_the_way, write_bytes_atomic
 from ..argtypes import bandwidth_arg, positive_int
 from ..errors import AudioIOError, ConfigError, OutputError, advice_for_entropy_model, codec_advice
 from ..model import EncodecModel
@@ -215,12 +215,10 @@ def write_report(report: dict[str, tp.Any], folder: str | os.PathLike[str], forc
 # -- command line --------------------------------------------------------------------------------
 def _check_report_folder(out: Path) -> None:
     """``OutputError`` when ``--out`` cannot be a folder (it, or a folder above it, is a file)."""
-    for candidate in (out, *out.parents):
-        if candidate.exists():
-            if not candidate.is_dir():
-                where = "is a file" if candidate == out else f"cannot be a folder: {candidate} is a file"
-                raise OutputError(f"--out {out} {where}; give a folder for {REPORT_JSON} and {REPORT_MD}")
-            return
+    blocker = file_in_the_way(out)
+    if blocker is not None:
+        where = "is a file" if blocker == out else f"cannot be a folder: {blocker} is a file"
+        raise OutputError(f"--out {out} {where}; give a folder for {REPORT_JSON} and {REPORT_MD}")
 
 
 def report_main(argv: tp.Sequence[str]) -> int:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from .._files import write_bytes_atomic
+from .._files import file_in_the_way, write_bytes_atomic
 from ..errors import ConfigError, OutputError
 from ..signals import is_interrupting_handler
 from .config_checks import config_changes
@@ -119,13 +119,11 @@ def check_run_folder(path: Path, what: str = "--run-dir") -> None:
     """Refuse, as a one-line ``ConfigError`` naming ``what`` (where the path came from: the
     option, ``config field run_dir``), a run folder path that exists and is not a folder, or
     below a file: the trainers check it before building anything."""
-    for candidate in (path, *path.parents):
-        if candidate.exists() or candidate.is_symlink():
-            if candidate == path and not candidate.is_dir():
-                raise ConfigError(f"{what} {path} exists and is not a folder; give a folder's path")
-            if not candidate.is_dir():
-                raise ConfigError(f"{what} {path} cannot be a folder: {candidate} is a file; give a folder's path")
-            return
+    blocker = file_in_the_way(path)
+    if blocker == path:
+        raise ConfigError(f"{what} {path} exists and is not a folder; give a folder's path")
+    if blocker is not None:
+        raise ConfigError(f"{what} {path} cannot be a folder: {blocker} is a file; give a folder's path")
 
 
 class RunFolder:
