@@ -24,11 +24,12 @@ Limits and policy (:class:`ServeLimits`):
   at once) and the client is not read from until it fits (TCP back-pressure slows it down),
   so a client that sends a whole file at once is served at the engine's pace with bounded
   memory: one message, 2 s of frames and the packets of one 16 KiB slice;
-* pacing: while two clients or more are live, each stream is served at most at real time
-  plus a bank of ``max_backlog_seconds`` (it earns one frame per frame period; a tick gives
-  it at most ``max_frames``, 8), so a client that sends faster than real time cannot slow
-  the others' frames down; its extra frames wait in its backlog (above). A client sending
-  at real time always has the credit for its frames; a lone client is not paced;
+* pacing: while two clients or more are live, each stream is served at most at 1.25x real
+  time plus a bank of ``max_backlog_seconds`` (it earns 1.25 frames per frame period; a tick
+  gives it at most ``max_frames``, 8), so a client that sends faster than real time cannot
+  slow the others' frames down; its extra frames wait in its backlog (above). A client
+  sending at real time has the credit for its frames, and one held up longer than the bank
+  catches up (:mod:`.pacing`); a lone client is not paced;
 * bandwidth changes (relay): each applies at the frame where it was sent, in order; at most
   one waits per frame (a change at the same frame as the last one waiting replaces it, one
   that leaves the bandwidth as it is at that frame is dropped), and at most
@@ -126,7 +127,7 @@ class CodecServer:
         self.model = model
         # checks the bandwidth; batch_window (s): how long a tick may wait for every stream's
         # frame (default one frame; 0: serve whatever has arrived at once). Each stream is paced
-        # (real time plus at most max_backlog_seconds banked) as soon as two are live.
+        # (1.25x real time plus at most max_backlog_seconds banked) as soon as two are live.
         self.engine = Engine(model, batched=batched, max_bandwidth=max_bandwidth, batch_window=batch_window,
                              pace_seconds=limits.max_backlog_seconds)
         self.limits = limits
