@@ -41,6 +41,26 @@ class EntropyModelAsCodecError(ModelLoadError):
         return type(self)(self.problem, advice, self.joiner)
 
 
+#: What the loader advises for a codec given where an entropy model is expected (the options of
+#: ``opencodec compress``; a command with other options passes its own: ``load_lm_model(codec_advice=...)``).
+CODEC_AS_LM_ADVICE = ("a codec goes to -m/--model; --lm-model takes an entropy model (the lm.safetensors that "
+                      "opencodec train-lm exports)")
+
+
+class CodecAsEntropyModelError(ModelLoadError):
+    """A codec (its weights, or an ``opencodec train`` checkpoint) given where an entropy model
+    is expected: the reverse of :class:`EntropyModelAsCodecError`. The
+    message is ``problem + "; " + advice``; the loader's advice names ``compress``'s options,
+    a command with others passes its own (``opencodec.lm_loading.load_lm_model(..., codec_advice=...)``)."""
+
+    def __init__(self, problem: str, advice: str = CODEC_AS_LM_ADVICE) -> None:
+        super().__init__(f"{problem}; {advice}")
+        self.problem, self.advice = problem, advice
+
+    def __reduce__(self) -> tuple[tp.Any, ...]:  # pickled across processes with its parts
+        return type(self), (self.problem, self.advice)
+
+
 def codec_advice(command: str, where: str = "to -m/--model") -> str:
     """What ``opencodec COMMAND`` advises for an entropy model given where it expects a codec:
     pass a codec ``where`` (its option for one: ``"to --codec"``, ``"as MODEL"``)."""

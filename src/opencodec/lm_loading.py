@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import ModelLoadError
+from .errors import CODEC_AS_LM_ADVICE, CodecAsEntropyModelError, ModelLoadError
 from .lm_pairing import TRAINED_LM_FILE, check_lm_for_codec, check_lm_trained_for, read_lm_info
 from .model import EncodecModel
 from .model_registry import (BUNDLED_LM_FRAME_RATES, BUNDLED_LMS, CODEC_LMS, OFFICIAL_CHECKPOINTS,
@@ -63,26 +63,6 @@ def trained_lm_name(codec_name: str | None, path: str | os.PathLike[str]) -> str
     registered = (name in known_lm_models() or name in known_models() or name in (CODEC_ALIAS, LM_ALIAS)
                   or codec_release(name) is not None or lm_release(name) is not None)
     return f"{name}_custom" if registered else name  # as identity.is_registered_name
-
-
-#: What the loader advises for a codec given where an entropy model is expected (the options of
-#: ``opencodec compress``; a command with other options passes its own: ``load_lm_model(codec_advice=...)``).
-CODEC_AS_LM_ADVICE = ("a codec goes to -m/--model; --lm-model takes an entropy model (the lm.safetensors that "
-                      "opencodec train-lm exports)")
-
-
-class CodecAsEntropyModelError(ModelLoadError):
-    """A codec (its weights, or an ``opencodec train`` checkpoint) given where an entropy model
-    is expected: the reverse of :class:`~opencodec.errors.EntropyModelAsCodecError`. The
-    message is ``problem + "; " + advice``; the loader's advice names ``compress``'s options,
-    a command with others passes its own (``load_lm_model(..., codec_advice=...)``)."""
-
-    def __init__(self, problem: str, advice: str = CODEC_AS_LM_ADVICE) -> None:
-        super().__init__(f"{problem}; {advice}")
-        self.problem, self.advice = problem, advice
-
-    def __reduce__(self) -> tuple[tp.Any, ...]:  # pickled across processes with its parts
-        return type(self), (self.problem, self.advice)
 
 
 def _is_codec_state(state: StateDict) -> bool:
