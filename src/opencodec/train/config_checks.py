@@ -309,6 +309,16 @@ def _leaves(node: dict, prefix: str = "") -> dict[str, tp.Any]:
     return out
 
 
+def _partial_fine_tune_record(config: dict) -> bool:
+    """Whether ``config`` (a checkpoint's) is a fine-tune (``init_from``) recorded before
+    fine-tunes recorded their model's whole configuration: its ``model`` section was the
+    config's (some keys), not the model's (every ``EncodecConfig`` field)."""
+    from ..model import EncodecConfig
+
+    return bool(config.get("init_from")) and isinstance(config.get("model"), dict) and \
+        set(config["model"]) != {f.name for f in dataclasses.fields(EncodecConfig)}
+
+
 def _model_sections(old: dict, new: dict) -> tuple[dict, dict]:
     """``old`` and ``new`` with their ``model`` sections made comparable key by key: a key a
     config leaves out trains with its ``EncodecConfig`` default, so the defaults are filled in
@@ -320,7 +330,7 @@ def _model_sections(old: dict, new: dict) -> tuple[dict, dict]:
     if not (isinstance(old.get("model"), dict) and isinstance(new.get("model"), dict)):
         return old, new
     fields = EncodecConfig().to_dict()
-    if old.get("init_from") and set(old["model"]) != set(fields):
+    if _partial_fine_tune_record(old):
         return old, {**new, "model": {k: v for k, v in new["model"].items() if k in old["model"]}}
     return {**old, "model": {**fields, **old["model"]}}, {**new, "model": {**fields, **new["model"]}}
 
@@ -372,7 +382,7 @@ def _checkpoint_model(config: tp.Any) -> EncodecConfig | None:
     section = config.get("model") if isinstance(config, dict) else None
     if not isinstance(section, dict):
         return None
-    if config.get("init_from") and set(section) != {f.name for f in dataclasses.fields(EncodecConfig)}:
+    if _partial_fine_tune_record(config):
         return None
     try:
         return EncodecConfig.from_dict(section)

@@ -84,10 +84,10 @@ def load_run_weights(path: Path, ckpt: dict[str, tp.Any], modules: dict[str, tor
     for key, module in modules.items():
         if key not in ckpt:
             raise ConfigError(f"{path} has no {key!r} weights; use another --run-dir")
-        reason = _mismatch(ckpt[key], module)
         try:
             module.load_state_dict(ckpt[key])
         except RuntimeError as exc:
+            reason = _mismatch(ckpt[key], module)
             if reason is None:  # another problem of the state dict: its first line, cut short
                 lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
                 reason = (lines[1] if len(lines) > 1 else str(exc))[:200]
