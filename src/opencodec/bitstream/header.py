@@ -234,10 +234,19 @@ def _check_name(meta: dict[str, tp.Any], key: str, what: str, limit: int) -> Non
     if len(name) > limit:
         raise BitstreamError(f"ECDC header field {key!r} ({what}): expected at most {limit} "
                              f"characters, got {len(name)} ({_describe(name)})")
-    if not name.isprintable():
-        bad = next(ch for ch in name if not ch.isprintable())
+    bad = unprintable(name)
+    if bad:
         raise BitstreamError(f"ECDC header field {key!r} ({what}): expected printable characters only "
-                             f"(readers print the name), got {bad!r} (U+{ord(bad):04X}) in {_describe(name)}")
+                             f"(readers print the name), got {bad} in {_describe(name)}")
+
+
+def unprintable(name: str) -> str | None:
+    """The first character of a model name that readers cannot print as is (a line break, tab
+    or terminal escape, which could fake lines where they print it), as ``'\\n' (U+000A)``;
+    None when every character is printable. ``.ecdc`` and packet-stream headers check their
+    model names with it."""
+    bad = next((ch for ch in name if not ch.isprintable()), None)
+    return None if bad is None else f"{bad!r} (U+{ord(bad):04X})"
 
 
 def check_num_codebooks(num_codebooks: int, n_q: int, model_name: str, what: str = "the file") -> None:

@@ -64,6 +64,7 @@ import zlib
 from dataclasses import dataclass
 
 from ..bitstream import pack_codes, packed_size
+from ..bitstream.header import unprintable
 from ..errors import BitstreamError
 from ..identity import HASH_CHARS, header_identity
 from ..model import EncodecModel
@@ -113,10 +114,10 @@ class StreamInfo:
         if not isinstance(name, str) or not name or len(name.encode("utf-8")) > 255:
             raise BitstreamError(f"stream header field 'model name': expected 1 to 255 bytes of "
                                  f"UTF-8, got {name!r}")
-        if not name.isprintable():  # readers print it: no line break, tab or terminal escape
-            bad = next(ch for ch in name if not ch.isprintable())
+        bad = unprintable(name)  # readers print it: no line break, tab or terminal escape
+        if bad:
             raise BitstreamError(f"stream header field 'model name': expected printable characters "
-                                 f"only, got {bad!r} (U+{ord(bad):04X}) in {name!r}")
+                                 f"only, got {bad} in {name!r}")
         for key, low, high in (("sample_rate", 1, 0xFFFFFFFF), ("channels", 1, 255),
                                ("num_codebooks", 1, 255), ("bits", 1, 32),
                                ("hop_length", 1, 0xFFFF), ("frames_per_packet", 1, 255)):
