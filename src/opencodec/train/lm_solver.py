@@ -64,7 +64,7 @@ from .lm_model import IGNORE, LM_METADATA_KEY, _loss, build_lm, export_lm, lm_lo
 
 from .run_state import (_atomic_torch_save, _rng_state, _seed_everything, _set_rng_state, _step_rng,
                         load_run_weights)
-from .run_folder import RunFolder, StopRequests, saving, stopped_message
+from .run_folder import RunFolder, StopRequests, run_folder_path, saving, stopped_message
 from .solver import learning_rate_at  # the codec trainer's schedule
 
 CHECKPOINT = "checkpoint.pt"
@@ -247,7 +247,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         s = parse_settings(cfg)
         make_optimizer(s, [torch.zeros(1, requires_grad=True)])  # a value torch refuses: before any work
     started = time.monotonic()
-    run = Path(run_dir or cfg.get("run_dir") or f"runs/{s.name}")
+    run, run_from = run_folder_path(run_dir, cfg, s.name)
     if data is None:  # the manifests, checked before the codec is loaded and anything is written
         check_manifests("data.train", s.train_manifests, required=True)
         check_manifests("data.valid", s.valid_manifests)
@@ -261,8 +261,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
     if loaded is not None:  # manifests listing no file, a run folder this config cannot continue: before
         check_manifest_rows(s)  # any code is extracted or anything written
         codec_hash = codec_fingerprint(loaded[0])
-        check_run_dir(run, "--run-dir" if run_dir else "config field run_dir" if cfg.get("run_dir")
-                      else "run folder", loaded[0], codec_hash, s.codec)
+        check_run_dir(run, run_from, loaded[0], codec_hash, s.codec)
 
     with RunFolder(run) as folder:  # made and locked once the config is known to be good
         if data is None:

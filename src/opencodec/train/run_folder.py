@@ -115,6 +115,16 @@ def provenance() -> dict[str, tp.Any]:
 
 
 # -- the run folder ----------------------------------------------------------------------------------
+def run_folder_path(run_dir: str | os.PathLike[str] | None, cfg: dict, name: str) -> tuple[Path, str]:
+    """A trainer's run folder, ``run_dir`` (``--run-dir``), else config field ``run_dir``, else
+    ``runs/<name>``, and where its path came from, as errors name it."""
+    if run_dir:
+        return Path(run_dir), "--run-dir"
+    if cfg.get("run_dir"):
+        return Path(cfg["run_dir"]), "config field run_dir"
+    return Path(f"runs/{name}"), "run folder"
+
+
 def check_run_folder(path: Path, what: str = "--run-dir") -> None:
     """Refuse, as a one-line ``ConfigError`` naming ``what`` (where the path came from: the
     option, ``config field run_dir``), a run folder path that exists and is not a folder, or

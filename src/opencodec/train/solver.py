@@ -72,7 +72,8 @@ from .config_checks import (RankConfigError, check_betas, check_codec_bandwidths
 from .discriminator import MultiScaleSTFTDiscriminator
 from .losses import MultiScaleMelLoss, audiocraft_alphas
 from ..signals import Terminated, sigterm_as_interrupt
-from .run_folder import RunFolder, StopRequests, check_run_folder, saving, set_usual_permissions, stopped_message
+from .run_folder import (RunFolder, StopRequests, check_run_folder, run_folder_path, saving, set_usual_permissions,
+                         stopped_message)
 from .run_state import (_atomic_torch_save, _rng_state, _seed_everything, _set_rng_state, _step_rng,
                         load_run_weights)
 from .validation import _spectrogram_image, validate  # noqa: F401 - validate: scripts import it here
@@ -193,9 +194,8 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         device = resolve_device(cfg.get("device", "auto"), info.local_rank)
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        run = Path(run_dir or cfg.get("run_dir") or f"runs/{cfg.get('name', 'run')}")
-        check_run_folder(run, "--run-dir" if run_dir else "config field run_dir" if cfg.get("run_dir")
-                         else "run folder")  # a file there: one line, before anything is built
+        run, run_from = run_folder_path(run_dir, cfg, cfg.get("name", "run"))
+        check_run_folder(run, run_from)  # a file there: one line, before anything is built
         seed = int(cfg.get("seed", 0))
         _seed_everything(seed)
         threads = cfg.get("threads")
