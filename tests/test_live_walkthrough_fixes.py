@@ -36,7 +36,6 @@ from opencodec.serve.client import run_client  # noqa: E402
 from opencodec.serve.protocol import close_reason, parse_control, parse_hello, pcm_from_bytes, pcm_to_bytes  # noqa: E402
 from opencodec.serve.server import ServeLimits, run_server  # noqa: E402
 from opencodec.stream import CodeFrames, PacketParser, PacketWriter, PcmStreamReader, StreamReceiver, encode_stream  # noqa: E402
-from opencodec.stream.decoder import check_named_model_for_stream  # noqa: E402
 from opencodec.stream.format import StreamInfo, data_packet, header_packet  # noqa: E402
 from serve_helpers import MaxDeque, chirp, hold_ticks_until_input_ends, record_sessions, server_thread  # noqa: E402
 from stream_models import tiny_stream_model  # noqa: E402
@@ -262,36 +261,38 @@ def test_wav_header_rate_must_be_in_the_range_rate_takes(rate, ok):
 V5 = StreamInfo("opencodec_24khz_v5#e701927ffb852e18", SR, 1, 8, 10, HOP, 4)
 
 
-def test_named_model_checked_against_the_header_before_loading():
-    with pytest.raises(BitstreamError) as official:
-        check_named_model_for_stream("encodec_24khz", V5)
-    assert "'opencodec_24khz_v5'" in str(official.value) and "'encodec_24khz'" in str(official.value)
-    with pytest.raises(BitstreamError, match="'opencodec_24khz_v4', whose weights are others"):
-        check_named_model_for_stream("opencodec_24khz_v4", V5)
-    check_named_model_for_stream("opencodec_24khz_v5", V5)  # the same weights
-    check_named_model_for_stream("opencodec_24khz", V5)  # the alias: today's release, v5
-    check_named_model_for_stream("encodec_24khz", StreamInfo("encodec_24khz", SR, 1, 8, 10, HOP, 4))
-
-
-def test_stream_decode_refuses_another_model_before_loading_it(monkeypatch):
-    """``stream-decode -m encodec_24khz`` on a v5 stream: refused at its header, with the
-    model never loaded (so never downloaded); a model that fits is loaded then."""
-    import opencodec.cli.stream as cli_stream
+def _spy_on_model_loads(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
+    """The names ``CodecModels`` loads from now on (each still loaded for real)."""
     import opencodec.model_cache as model_cache
 
     loaded: list[str | None] = []
+    real = model_cache.load_model
 
-    class Models:
-        def __init__(self, model_arg: str | None, exact: bool = True):
-            loaded.append(model_arg)
+    def spy(name: str | None) -> tp.Any:
+        loaded.append(name)
+        return real(name)
+    monkeypatch.setattr(model_cache, "load_model", spy)
+    return loaded
 
-        def get(self, *args: tp.Any) -> str:
-            return "model"
-    monkeypatch.setattr(model_cache, "CodecModels", Models)  # imported by the command when it runs
-    load = cli_stream._stream_models("encodec_24khz", exact=False)
-    with pytest.raises(BitstreamError, match="written by model 'opencodec_24khz_v5'"):
-        load(V5)
+
+def test_named_model_checked_against_the_header_before_loading(monkeypatch):
+    """``stream-decode -m NAME`` on a v5 stream: another model's name is refused at the
+    header with the model never loaded (so never downloaded); a name that fits loads then."""
+    from opencodec.cli.stream import _stream_models
+    from opencodec.identity import model_hash
+    from opencodec.model_cache import check_named_model
+
+    loaded = _spy_on_model_loads(monkeypatch)
+    with pytest.raises(BitstreamError) as official:
+        _stream_models("encodec_24khz", exact=False)(V5)
+    assert "written by model 'opencodec_24khz_v5'" in str(official.value)
+    assert "'encodec_24khz'" in str(official.value)
+    with pytest.raises(BitstreamError, match="'opencodec_24khz_v4', whose weights are others"):
+        _stream_models("opencodec_24khz_v4", exact=False)(V5)
     assert loaded == []
-    assert cli_stream._stream_models("opencodec_24khz_v5", exact=False)(V5) == "model"
-    assert loaded == ["opencodec_24khz_v5"]
+    for name in ("opencodec_24khz_v5", "opencodec_24khz"):  # the same weights; the alias: v5
+        model = _stream_models(name, exact=False)(V5)
+        assert model_hash(model) == "e701927ffb852e18" and not model.exact
+    assert loaded == ["opencodec_24khz_v5", "opencodec_24khz"]
+    check_named_model("encodec_24khz", "encodec_24khz", None, 8, "the stream")  # its own stream
 

@@ -9,7 +9,7 @@ import typing as tp
 from ..argtypes import channels_arg, sample_rate_arg
 from ..bandwidth import DEFAULT_BANDWIDTH
 from ..errors import advice_for_entropy_model, codec_advice
-from ..releases import DEFAULT_MODEL, is_registered_name
+from ..releases import DEFAULT_MODEL
 from ..stream.defaults import DEFAULT_FRAMES_PER_PACKET, DEFAULT_HEADER_EVERY, RAW_FORMATS
 from .commands import command_help
 from .common import (UsageError, add_mode_options, add_model_option, bandwidth_arg,
@@ -105,30 +105,18 @@ def cmd_stream_encode(args: argparse.Namespace) -> int:
 
 def _stream_models(model_arg: str | None, exact: bool) -> tp.Callable[["StreamInfo"], "EncodecModel"]:
     """``load(info)`` for :func:`opencodec.stream.decode_stream`: the model a stream header
-    names, or ``-m`` checked against it (weights hash). A ``-m`` name (official, a release) is
-    loaded only once a header has arrived and does not rule it out
-    (:func:`~opencodec.stream.decoder.check_named_model_for_stream`): no download of weights
-    that would then be refused. A weights file (or an unknown name, or an entropy model's,
-    refused with advice naming ``-m``) loads at once, so that a bad one is an error before any input."""
+    names, or ``-m`` checked against it (weights hash), by
+    :class:`~opencodec.model_cache.CodecModels`. A ``-m`` name (official, a release) is loaded
+    only once a header has arrived and does not rule it out: no download of weights that
+    would then be refused. A weights file (or an unknown name, or an entropy model's, refused
+    with advice naming ``-m``) loads at once, so that a bad one is an error before any input."""
     from ..model_cache import CodecModels
-    from ..model_registry import known_lm_models
-    from ..stream.decoder import check_named_model_for_stream
 
-    holder: list["CodecModels"] = []
-
-    def models() -> "CodecModels":  # -m loads here (an entropy model's advice: -m, not --lm-model)
-        with advice_for_entropy_model(codec_advice("stream-decode")):
-            return CodecModels(model_arg, exact=exact)
-
-    if model_arg is None or not is_registered_name(model_arg) or model_arg in known_lm_models():
-        holder.append(models())
+    with advice_for_entropy_model(codec_advice("stream-decode")):
+        models = CodecModels(model_arg, exact=exact)
 
     def load(info: "StreamInfo") -> "EncodecModel":  # the header's model, hash checked
-        if model_arg is not None:
-            check_named_model_for_stream(model_arg, info)
-        if not holder:
-            holder.append(models())
-        return holder[0].get(*info.model, info.num_codebooks, "the stream")
+        return models.get(*info.model, info.num_codebooks, "the stream")
     return load
 
 

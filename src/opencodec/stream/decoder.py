@@ -38,18 +38,6 @@ def check_model_for_stream(model: EncodecModel, info: StreamInfo) -> None:
     check_streamable(model.config)
 
 
-def check_named_model_for_stream(model_name: str, info: StreamInfo) -> None:
-    """Before model ``model_name`` (a name given with ``-m``) is loaded, or downloaded:
-    raise ``BitstreamError`` when a header ``info`` certainly needs other weights
-    (:func:`opencodec.model_cache.check_named_model`, which ``decompress -m`` uses too).
-    Anything else (a weights file, a header without a hash) is checked once the model is
-    loaded (:func:`check_model_for_stream`)."""
-    from ..model_cache import check_named_model
-
-    name, digest = info.model
-    check_named_model(model_name, name, digest, info.num_codebooks, "the stream")
-
-
 class PacketAudioDecoder:
     """Receiver events -> audio chunks [C, n] (float32, CPU), concealment and trimming.
 
