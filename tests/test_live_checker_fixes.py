@@ -38,7 +38,8 @@ from websockets.exceptions import ConnectionClosed  # noqa: E402
 
 from opencodec import save_model  # noqa: E402
 from opencodec.multistream import MultiStreamDecoder, MultiStreamEncoder  # noqa: E402
-from opencodec.serve.engine import Engine, Session  # noqa: E402
+from opencodec.serve.engine import Engine  # noqa: E402
+from opencodec.serve.session import Session  # noqa: E402
 from opencodec.serve.pacing import CATCH_UP  # noqa: E402
 from opencodec.serve.protocol import Hello, pcm_from_bytes, pcm_to_bytes  # noqa: E402
 from opencodec.serve.server import ServeLimits, run_server  # noqa: E402

@@ -418,7 +418,8 @@ def test_engine_catches_up_with_several_frames_per_step(model):
     fell behind catches up at a lower cost per frame): 20 waiting frames of 3 relay streams
     take 3 steps in one tick, not 20+, and give the audio of one frame per step (within the
     batched rounding)."""
-    from opencodec.serve.engine import Engine, Session
+    from opencodec.serve.engine import Engine
+    from opencodec.serve.session import Session
     from opencodec.serve.protocol import Hello
 
     audio = [torch.from_numpy(_signal(i, 20 * 320 / SR)) for i in range(3)]
@@ -445,7 +446,7 @@ def test_engine_catches_up_with_several_frames_per_step(model):
 
 def _relay_sessions(model, engine, count: int, bandwidths: tuple[float, ...] = (1.8,)) -> list:
     """``count`` relay sessions added to ``engine``, session i at ``bandwidths[i % len]``."""
-    from opencodec.serve.engine import Session
+    from opencodec.serve.session import Session
     from opencodec.serve.protocol import Hello
 
     chosen = [bandwidths[i % len(bandwidths)] for i in range(count)]

@@ -27,7 +27,7 @@ from websockets.exceptions import ConnectionClosed  # noqa: E402
 
 import opencodec.serve.server as server_module  # noqa: E402
 from opencodec.serve.client import run_client  # noqa: E402
-from opencodec.serve.engine import Session  # noqa: E402
+from opencodec.serve.session import Session  # noqa: E402
 from opencodec.serve.protocol import Hello, pcm_from_bytes, pcm_to_bytes  # noqa: E402
 from opencodec.serve.server import PARSE_SLICE, ServeLimits  # noqa: E402
 from opencodec.stream import PacketParser, PacketWriter  # noqa: E402

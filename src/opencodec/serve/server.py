@@ -70,7 +70,8 @@ from ..stream.format import model_label
 from ..stream.parser import Damaged, PacketParser
 from ..stream.receiver import CodeFrames, Event, StreamEnd, StreamReceiver, StreamStart
 from .decode_input import PARSE_SLICE, SyncWatch  # noqa: F401  (PARSE_SLICE: imported from here)
-from .engine import Engine, Output, Session
+from .engine import Engine
+from .session import Output, Session
 from .protocol import (CLOSE, ProtocolError, close_reason, loss_reason, message, parse_control,
                        parse_hello, pcm_from_bytes, pcm_to_bytes)
 
