@@ -25,6 +25,10 @@ Without ``--audio`` the set is cut from the real recordings found in ``--sources
 repository's demo speech), looped, at random lengths 1-30 s, rates 16/22.05/44.1/48 kHz, mono or
 stereo (seeded). ``--audio DIR`` uses the audio files of DIR as they are. The CPU rows use the
 first ``--cpu-files`` files (a CPU pass over the GPU set would take too long).
+
+Interrupted (Ctrl-C, or SIGTERM, which ``timeout`` in ``scripts/device/tokenize_bench.sh`` sends
+before a device call's own time limit), it prints the table of the rows measured so far, marked
+PARTIAL, and exits with status 130: a run cut short still returns its rows.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import multiprocessing as mp
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -230,8 +235,9 @@ def timed(fn: tp.Callable[[], Codes], device: torch.device) -> tuple[Codes, floa
 
 
 def bench_device(args: argparse.Namespace, device: torch.device, items: list, ckpt: Path, work: Path,
-                 hours: float) -> list[dict[str, tp.Any]]:
-    rows = []
+                 hours: float, rows: list[dict[str, tp.Any]]) -> None:
+    """Time every system on ``device``, appending each row to ``rows`` as soon as it is measured
+    (so that an interrupted run keeps the rows it has)."""
     official = official_model(device)
     hf = hf_model(official, device) if "transformers" in args.peers else None
     if "transformers" in args.peers and hf is None:
@@ -266,7 +272,6 @@ def bench_device(args: argparse.Namespace, device: torch.device, items: list, ck
                          "threads": torch.get_num_threads(), "files": len(items), "audio_h": hours,
                          "wall_s": seconds, "speed": hours * 3600 / seconds, "equal_pct": agreement(codes, ref)})
             print(f"  {rows[-1]['device']} {dtype} {name} x{procs}: {seconds:.2f} s", file=sys.stderr)
-    return rows
 
 
 def device_name(device: torch.device) -> str:
@@ -286,6 +291,11 @@ def print_table(rows: list[dict[str, tp.Any]]) -> None:
         print(f"| {row['device']} | {row['dtype']} | {row['system']} | {row['processes']} x {row['threads']} | "
               f"{row['files']} | {row['audio_h']:.4f} | {row['wall_s']:.2f} | {row['speed']:,.0f} | {ratio} | "
               f"{row['equal_pct']:.3f}% |")
+
+
+def _interrupt(signum: int, frame: tp.Any) -> None:
+    """SIGTERM as Ctrl-C: stop measuring, print the rows so far."""
+    raise KeyboardInterrupt
 
 
 def main() -> int:
@@ -312,6 +322,7 @@ def main() -> int:
                         choices=["official", "transformers"])
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one, removed)")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _interrupt)  # timeout's SIGTERM: the partial table, as Ctrl-C
     torch.manual_seed(0)
     # fp32 means fp32 for every system (opencodec tokenize sets the same in its own process);
     # PyTorch's default lets cuDNN convolutions use TF32.
@@ -324,24 +335,36 @@ def main() -> int:
                                         args.min_seconds, args.max_seconds)
         items = [it for it in list_inputs([str(folder)])]
         ckpt = official_ref.save_official_checkpoint(official_model(torch.device("cpu")), work / "encodec_24khz-random.th")
-        rows = []
-        for name in args.devices:
-            device = torch.device(name)
-            chosen = items[: args.cpu_files] if device.type == "cpu" else items
-            hours = sum(sf.info(it.path).frames / sf.info(it.path).samplerate for it in chosen) / 3600
-            print(f"{name}: {len(chosen)} files, {hours * 60:.2f} min of audio", file=sys.stderr)
-            if device.type == "cpu":
-                torch.set_num_threads(args.threads)
-                saved, args.dtypes = args.dtypes, args.cpu_dtypes
-                rows += bench_device(args, device, chosen, ckpt, work, hours)
-                args.dtypes = saved
-            else:
-                rows += bench_device(args, device, chosen, ckpt, work, hours)
+        rows: list[dict[str, tp.Any]] = []
+        interrupted = False
+        try:
+            for name in args.devices:
+                device = torch.device(name)
+                chosen = items[: args.cpu_files] if device.type == "cpu" else items
+                hours = sum(sf.info(it.path).frames / sf.info(it.path).samplerate for it in chosen) / 3600
+                print(f"{name}: {len(chosen)} files, {hours * 60:.2f} min of audio", file=sys.stderr)
+                if device.type == "cpu":
+                    torch.set_num_threads(args.threads)
+                    saved, args.dtypes = args.dtypes, args.cpu_dtypes
+                    try:
+                        bench_device(args, device, chosen, ckpt, work, hours, rows)
+                    finally:
+                        args.dtypes = saved
+                else:
+                    bench_device(args, device, chosen, ckpt, work, hours, rows)
+        except (KeyboardInterrupt, subprocess.CalledProcessError) as exc:
+            # timeout's signal reaches the tokenize subprocess too, which then fails (130/143)
+            if not isinstance(exc, KeyboardInterrupt) and exc.returncode not in (130, 143, -2, -15):
+                raise
+            interrupted = True
         print("\n" + provenance_line())
         print(f"opencodec tokenize throughput, official 24 kHz architecture (random weights), {BANDWIDTH:g} kbps; "
               f"torch {torch.__version__}; set: {folder if args.audio else 'cut from ' + ', '.join(s.name for s in args.sources)}\n")
+        if interrupted:
+            print(f"PARTIAL: interrupted after {len(rows)} row(s); the rows below are complete, the others "
+                  f"were not measured\n")
         print_table(rows)
-    return 0
+    return 130 if interrupted else 0
 
 
 if __name__ == "__main__":

@@ -3,9 +3,14 @@
 # with SKIP_WHEELS=1 where they are installed), puts src/ on PYTHONPATH, prints what torch
 # sees, and defines unpack_corpus.
 
-if [ -z "${SKIP_WHEELS:-}" ]; then
+if [ -n "${OPENCODEC_WHEELS_READY:-}" ]; then
+  :  # a script that sourced this before us (next_lease.sh -> campaign.sh) installed them: PYTHONPATH is set
+elif [ -z "${SKIP_WHEELS:-}" ]; then
+  compgen -G ".whl/*.whl" >/dev/null || {
+    echo "setup: no wheels in .whl/: fill it here with scripts/device/tokenize_wheels.sh and carry .whl" \
+      "(or SKIP_WHEELS=1 where soundfile and soxr are installed)" >&2; exit 1; }
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD/src
+  export PYTHONPATH=/tmp/site:$PWD/src OPENCODEC_WHEELS_READY=1
 else
   export PYTHONPATH=$PWD/src
 fi

@@ -6,7 +6,9 @@
 # exclude file. The files stay on disk throughout; nothing is committed.
 #   KEEP="opencodec_24khz.safetensors" scripts/device/slim_tree.sh out   # INIT_FROM needs the codec
 #   scripts/device/slim_tree.sh in
-# Prints the size of what would travel (tracked + untracked-not-ignored files).
+# Prints the size of what would travel (tracked + untracked-not-ignored files), then with the
+# ignored folders a device call carries (CARRY, default ".whl .gpu"; a folder the tree already
+# holds counts once), against the device tool's 64 MiB.
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 EXCLUDE=$(git rev-parse --git-path info/exclude)
@@ -33,5 +35,16 @@ case "${1:-}" in
     sed -i "/^$BEGIN\$/,/^$END\$/d" "$EXCLUDE" ;;
   *) echo "usage: [KEEP='a.safetensors ...'] $0 out|in" >&2; exit 2 ;;
 esac
-bytes=$( { git ls-files -z; git ls-files -z --others --exclude-standard; } | xargs -0 -r du -cb 2>/dev/null | tail -1 | cut -f1)
+# one sum over every file (du -c's last line would be only the last xargs batch's total)
+sum_bytes() { xargs -0 -r stat -c %s -- 2>/dev/null | awk '{s += $1} END {print s + 0}'; }
+bytes=$( { git ls-files -z; git ls-files -z --others --exclude-standard; } | sum_bytes)
 echo "what would travel (tracked + untracked-not-ignored, without shared/ and carry): $((bytes / 1048576)) MiB"
+carried=0
+for d in ${CARRY-.whl .gpu}; do
+  [ -e "$d" ] || { echo "carry: $d is missing"; continue; }
+  git check-ignore -q "$d" || continue  # not ignored: already counted above
+  carried=$((carried + $(find "$d" -type f -print0 | sum_bytes)))
+done
+total=$((bytes + carried))
+echo "with the carried ${CARRY-.whl .gpu}: $((total / 1048576)) MiB of 64 MiB"
+[ "$total" -le $((64 * 1048576)) ] || echo "WARNING: over the device tool's 64 MiB: the call would be refused"

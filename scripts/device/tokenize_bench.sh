@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# The tokenize throughput table (issue 16, item 4) on a lent GPU: one run, about 3 minutes.
+# The tokenize throughput table (issue 16, item 4) on a lent GPU: one run of a few minutes
+# (never run on a GPU yet: 3-6 minutes is an estimate).
 #
 # Here, once:   bash scripts/device/tokenize_wheels.sh        (fills .whl/, ~2 MB)
+#               scripts/device/slim_tree.sh out               (the bundled weights are 78 MB: the
+#               tree must travel under 64 MiB; none is needed here; `slim_tree.sh in` after the call)
 # Then:         run(command="bash scripts/device/tokenize_bench.sh", carry=[".whl"], timeout_s=540)
+# The GPU rows come first (DEVICES, default "cuda cpu"). The benchmark gets SIGTERM after
+# MAX_WALL seconds (default 470, inside timeout_s=540 with the wheels' install) and then prints
+# the rows measured so far, marked PARTIAL, so that a run cut short still returns a table.
 #
 # Prints the table (and writes it to $OUT/tokenize_bench.md): on the GPU, fp32 and bf16, the
 # official package file by file, the transformers padded-batch loop and opencodec tokenize
@@ -20,7 +26,8 @@ python3 -c "import importlib.util as u, pyarrow, soundfile, soxr; assert u.find_
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 OUT=${OUT:-/tmp/tokenize_bench}
 mkdir -p "$OUT"
+timeout -k 20 "${MAX_WALL:-470}" \
 python3 benchmarks/tokenize_throughput.py --files "${FILES:-400}" --cpu-files "${CPU_FILES:-16}" \
-  --devices ${DEVICES:-cpu cuda} --dtypes fp32 bf16 --cpu-processes 1 2 --threads 1 \
+  --devices ${DEVICES:-cuda cpu} --dtypes fp32 bf16 --cpu-processes 1 2 --threads 1 \
   --max-seconds "${MAX_SECONDS:-30}" --batch-seconds "${BATCH_SECONDS:-600}" --one-file-batches --work /tmp/tokbench 2> >(tee "$OUT/stderr.log" >&2) \
   | tee "$OUT/tokenize_bench.md"
