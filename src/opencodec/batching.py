@@ -167,24 +167,26 @@ def _check(model: EncodecModel, wav: torch.Tensor, lengths: torch.Tensor | list[
     return lens
 
 
-def _as_lengths(lengths: object) -> list[int]:
-    """``lengths`` (a 1-D integer tensor or a sequence of ints) as a list of ints, else
-    ``InvalidAudioError`` naming what was given (a float such as 24000.0 is refused: a
-    length is a whole number of samples)."""
+def _as_lengths(lengths: object, name: str = "lengths", unit: str = "samples",
+                error: type[ValueError] = InvalidAudioError) -> list[int]:
+    """``lengths`` (a 1-D integer tensor or numpy array, or a sequence of ints) as a list of
+    ints, else ``error`` (``InvalidAudioError``) naming ``name`` and what was given (a float
+    such as 24000.0 is refused: a length is a whole number of ``unit``)."""
+    if isinstance(lengths, np.ndarray):
+        lengths = torch.from_numpy(lengths) if lengths.dtype.kind in "biuf" else lengths
     if isinstance(lengths, torch.Tensor):
         if lengths.dim() != 1:
-            raise InvalidAudioError(f"lengths must be 1-D, one per item [B], got a tensor of shape "
-                                    f"{tuple(lengths.shape)}")
+            raise error(f"{name} must be 1-D, one per item [B], got a tensor of shape "
+                        f"{tuple(lengths.shape)}")
         if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
-            raise InvalidAudioError(f"lengths must be integers (samples), got a {lengths.dtype} tensor")
+            raise error(f"{name} must be integers ({unit}), got a {lengths.dtype} tensor")
         return [int(n) for n in lengths.tolist()]
     if isinstance(lengths, (str, bytes)) or not isinstance(lengths, tp.Sequence):
-        raise InvalidAudioError(f"lengths must be a list or 1-D tensor of ints, got {type(lengths).__name__}")
+        raise error(f"{name} must be a list or 1-D tensor of ints, got {type(lengths).__name__}")
     for n in lengths:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) and not (
                 isinstance(n, torch.Tensor) and n.dim() == 0 and not n.is_floating_point()):
-            raise InvalidAudioError(f"lengths must be whole numbers of samples (int), got "
-                                    f"{type(n).__name__} {n!r:.40}")
+            raise error(f"{name} must be whole numbers of {unit} (int), got {type(n).__name__} {n!r:.40}")
     return [int(n) for n in lengths]
 
 
@@ -200,23 +202,66 @@ def _check_finite_items(wav: torch.Tensor, lens: list[int]) -> None:
             raise InvalidAudioError(f"item {b}: audio contains {bad} non-finite sample(s) (NaN or inf)")
 
 
-def _check_encoding(model: EncodecModel, encoding: BatchEncoding) -> None:
-    """``InvalidCodesError`` (a ``ValueError``) unless ``encoding.codes`` is an integer tensor
-    [B, K, F_max] (1 <= K <= ``n_q``) whose codes are in ``[0, bins)`` within each item's
-    ``frame_lengths[b]`` frames and in ``[0, bins)`` or -1 (padding) after them."""
+def _item_frames(model: EncodecModel, length: int) -> int:
+    """Code frames :func:`encode_batch` gives an item of ``length`` samples (over its segments)."""
+    return sum(model.num_frames(n) for _, n in model.segments(length))
+
+
+def _encoding_lengths(values: object, field: str, batch: int) -> list[int]:
+    """``BatchEncoding.<field>`` (a 1-D integer tensor or sequence, one per item) as ints >= 1,
+    else ``InvalidCodesError`` naming the field."""
+    unit = "frames" if field == "frame_lengths" else "samples"
+    lens = _as_lengths(values, f"BatchEncoding.{field}", unit, InvalidCodesError)
+    if len(lens) != batch:
+        raise InvalidCodesError(f"BatchEncoding.{field}: got {len(lens)} for a batch of {batch} (codes [B, K, F_max])")
+    if any(n < 1 for n in lens):
+        raise InvalidCodesError(f"BatchEncoding.{field} must be >= 1, got {min(lens)}")
+    return lens
+
+
+def _check_encoding(model: EncodecModel, encoding: BatchEncoding
+                    ) -> tuple[torch.Tensor, list[int], list[int], torch.Tensor | None]:
+    """``encoding``'s codes (int64, on the model's device), frame lengths, lengths and scales,
+    or ``InvalidCodesError`` (a ``ValueError``) unless it is a ``BatchEncoding`` as
+    :func:`encode_batch` gives: ``codes`` an integer tensor [B, K, F_max] (1 <= K <= ``n_q``)
+    whose codes are in ``[0, bins)`` within each item's ``frame_lengths[b]`` frames and in
+    ``[0, bins)`` or -1 (padding) after them; ``lengths`` [B] >= 1 samples, and
+    ``frame_lengths`` [B] the frames those lengths encode to (at most F_max); ``scales``
+    None or a float tensor [B, S] with a column per segment of the longest item."""
+    if not isinstance(encoding, BatchEncoding):
+        raise InvalidCodesError(f"decode_batch expects the BatchEncoding encode_batch returns, got "
+                                f"{type(encoding).__name__}; for a tensor of codes: "
+                                f"BatchEncoding(codes, frame_lengths, lengths, None)")
     codes = encoding.codes
     if isinstance(codes, torch.Tensor) and codes.dim() != 3:
         raise InvalidCodesError(f"expected BatchEncoding.codes [B, K, F_max], got {tuple(codes.shape)}")
-    check_codes(codes, "[B, K, F_max]", model.bins, model.n_q, padding=True)
-    frames = encoding.frame_lengths.to(codes.device)
-    if frames.shape != (codes.shape[0],):
-        raise InvalidCodesError(f"got {tuple(frames.shape)} frame lengths for a batch of {codes.shape[0]}")
-    valid = torch.arange(codes.shape[-1], device=codes.device)[None, :] < frames[:, None]  # [B, F]
+    codes = check_codes(codes, "[B, K, F_max]", model.bins, model.n_q, padding=True)
+    B, F = codes.shape[0], codes.shape[-1]
+    frames = _encoding_lengths(encoding.frame_lengths, "frame_lengths", B)
+    lens = _encoding_lengths(encoding.lengths, "lengths", B)
+    for b, (f, n) in enumerate(zip(frames, lens)):
+        if f != _item_frames(model, n):
+            raise InvalidCodesError(f"item {b}: frame_lengths {f} does not fit its length of {n} samples, "
+                                    f"which model {model.name} encodes to {_item_frames(model, n)} frames")
+    if max(frames) > F:
+        raise InvalidCodesError(f"item {frames.index(max(frames))}: frame_lengths {max(frames)} > the "
+                                f"{F} frames of codes [B, K, F_max]")
+    valid = torch.arange(F, device=codes.device)[None, :] < torch.tensor(frames, device=codes.device)[:, None]
     padding_inside = (codes < 0) & valid[:, None, :]
     if bool(padding_inside.any()):
         b, k, f = (int(i) for i in padding_inside.nonzero()[0])
         raise InvalidCodesError(f"item {b}: code -1 (padding) in codebook {k} at frame {f}, within its "
-                                f"{int(frames[b])} frames; codes must be in [0, {model.bins}) there")
+                                f"{frames[b]} frames; codes must be in [0, {model.bins}) there")
+    scales = encoding.scales
+    if scales is not None:
+        segments = max(len(model.segments(n)) for n in lens)
+        if not isinstance(scales, torch.Tensor) or not scales.is_floating_point() or scales.dim() != 2 \
+                or scales.shape[0] != B or scales.shape[1] < segments:
+            shown = tuple(scales.shape) if isinstance(scales, torch.Tensor) else type(scales).__name__
+            raise InvalidCodesError(f"BatchEncoding.scales must be None or a float tensor [B, S] = [{B}, "
+                                    f">= {segments}] (one per segment), got {shown}")
+    device = parameter_dtype_device(model)[1]
+    return codes.to(device), frames, lens, None if scales is None else scales.to(device)
 
 
 def _group_by_length(lens: list[int]) -> dict[int, list[int]]:
@@ -258,11 +303,14 @@ def _encode_batch(model: EncodecModel, wav: torch.Tensor, lens: list[int]) -> Ba
         rest = [b for b in range(B) if b not in set(batched)]
     else:
         rest = list(range(B))
+    scales = torch.full((B, 1), float("nan")) if model.normalize else None
     for n, items in _group_by_length([lens[b] for b in rest]).items():
         idx = [rest[i] for i in items]
         (frame,) = model.encode(wav[idx][:, :, :n])
         codes[idx, :, : frames[idx[0]]] = frame.codes
-    return BatchEncoding(codes, torch.tensor(frames), torch.tensor(lens), None)
+        if scales is not None and frame.scale is not None:  # a normalising model's: as encode_each keeps them
+            scales[idx] = frame.scale.float().cpu()
+    return BatchEncoding(codes, torch.tensor(frames), torch.tensor(lens), scales)
 
 
 @torch.inference_mode()
@@ -301,7 +349,7 @@ def _encode_segmented(model: EncodecModel, wav: torch.Tensor, lens: list[int]) -
     layouts = [model.segments(n) for n in lens]
     B, K = len(lens), model.num_codebooks()
     total_frames = [sum(model.num_frames(n) for _, n in lay) for lay in layouts]
-    codes = torch.full((B, K, max(total_frames)), -1, dtype=torch.long)
+    codes = torch.full((B, K, max(total_frames)), -1, dtype=torch.long, device=wav.device)
     scales = torch.full((B, max(len(lay) for lay in layouts)), float("nan")) if model.normalize else None
     # Group (item, segment) pairs by segment length: each group is one batched pass.
     groups: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
@@ -323,32 +371,34 @@ def _encode_segmented(model: EncodecModel, wav: torch.Tensor, lens: list[int]) -
 def decode_batch(model: EncodecModel, encoding: BatchEncoding) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode a ``BatchEncoding``: returns audio [B, C, max(lengths)] (zeros past each
     item's end) and the per-item lengths [B] in samples. Codes must be in ``[0, bins)``
-    within each item's ``frame_lengths`` and may be -1 (padding) after them; anything else
-    raises ``InvalidCodesError`` (a ``ValueError``) naming the item or codebook."""
-    _check_encoding(model, encoding)
-    lens = [int(n) for n in encoding.lengths.tolist()]
+    within each item's ``frame_lengths`` and may be -1 (padding) after them; ``lengths`` (or
+    lists of ints) must be the samples those frames encode (what :func:`encode_batch` gives),
+    ``scales`` None or [B, S >= segments]; anything else raises ``InvalidCodesError`` (a
+    ``ValueError``) naming the item, field or codebook. Each item's audio is its
+    ``model.decode`` to float rounding (the decoder's LSTM rounds a batch differently, ~1e-7)."""
+    all_codes, frames, lens, scales = _check_encoding(model, encoding)
     B = len(lens)
     out = torch.zeros(B, model.channels, max(lens))
     rest = list(range(B))
     if model.segment_length is None and model.config.causal:
-        frames = encoding.frame_lengths.tolist()
         batched = [b for b in range(B) if _decoder_safe_for_batched_pass(model, frames[b])]
         if batched:
             # Padding frames only affect samples past each item's end (the decoder looks left).
-            codes = encoding.codes[batched][:, :, : max(frames[b] for b in batched)].clamp_min(0)
-            audio = model.decode([EncodedFrame(codes, None)])
+            codes = all_codes[batched][:, :, : max(frames[b] for b in batched)].clamp_min(0)
+            scale = None if scales is None else scales[batched][:, :1]  # as model.decode scales them
+            audio = model.decode([EncodedFrame(codes, scale)])
             for i, b in enumerate(batched):
                 out[b, :, : lens[b]] = audio[i, :, : lens[b]]
         rest = [b for b in range(B) if b not in set(batched)]
     for n, group in _group_by_length([lens[b] for b in rest]).items():
         items = [rest[i] for i in group]
-        frames = []
+        segment_frames = []
         per_seg = model.num_frames(model.segment_length) if model.segment_length else 0
         for s, (_, seg_n) in enumerate(model.segments(n)):
             f = model.num_frames(seg_n)
             start = s * per_seg
-            codes = encoding.codes[items][:, :, start: start + f]
-            scale = encoding.scales[items][:, s: s + 1] if encoding.scales is not None else None
-            frames.append(EncodedFrame(codes, scale))
-        out[items, :, :n] = model.decode(frames)[:, :, :n]
-    return out, encoding.lengths.clone()
+            codes = all_codes[items][:, :, start: start + f]
+            scale = scales[items][:, s: s + 1] if scales is not None else None
+            segment_frames.append(EncodedFrame(codes, scale))
+        out[items, :, :n] = model.decode(segment_frames)[:, :, :n]
+    return out, torch.tensor(lens)

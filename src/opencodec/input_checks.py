@@ -21,8 +21,8 @@ import torch
 
 from .errors import InvalidAudioError, InvalidCodesError
 
-__all__ = ["check_audio_tensor", "check_codes", "check_finite", "check_model", "describe",
-           "parameter_dtype_device"]
+__all__ = ["check_audio_tensor", "check_codes", "check_device", "check_finite", "check_model",
+           "check_segment_frames", "describe", "parameter_dtype_device"]
 
 
 def check_model(model: object, what: str) -> None:
@@ -35,6 +35,27 @@ def check_model(model: object, what: str) -> None:
     shown = f" {model!r:.60}" if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__") else ""
     raise TypeError(f"{what}: model must be an EncodecModel, got {type(model).__name__}{shown}; "
                     f"load one with opencodec.pretrained.load_model(NAME_OR_PATH)")
+
+
+def check_device(device: object, what: str = "load_model") -> torch.device:
+    """``device`` (a str such as ``"cpu"``, ``"cuda:0"``, ``"meta"``, or a ``torch.device``) as a
+    ``torch.device`` that this machine has; else ``TypeError`` (another type) or ``ValueError``
+    (a name torch does not know, or a device it cannot use here, e.g. ``"cuda"`` without CUDA),
+    naming ``what`` takes it. Run before any weights are read, so a bad device fails at once."""
+    if isinstance(device, bool) or not isinstance(device, (str, torch.device)):
+        raise TypeError(f"{what}: device must be a str such as 'cpu' or 'cuda:0', or a torch.device, "
+                        f"got {type(device).__name__} {device!r:.40}")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"{what}: unknown device {str(device)!r}; pass e.g. 'cpu', 'cuda', 'cuda:0' "
+                         f"or a torch.device") from None
+    try:
+        torch.empty(0, device=resolved)
+    except (RuntimeError, AssertionError, ValueError) as exc:  # AssertionError: torch without CUDA
+        raise ValueError(f"{what}: device {str(device)!r} is not available here "
+                         f"({str(exc).splitlines()[0]:.160})") from None
+    return resolved
 
 
 def parameter_dtype_device(module: torch.nn.Module) -> tuple[torch.dtype, torch.device]:
@@ -90,11 +111,14 @@ def check_audio_tensor(x: object, layout: str, dtype: torch.dtype, device: torch
     return x
 
 
-def check_finite(x: torch.Tensor, prefix: str = "") -> None:
+def check_finite(x: torch.Tensor, prefix: str = "", allow_meta: bool = False) -> None:
     """``InvalidAudioError("audio contains N non-finite sample(s) (NaN or inf)")`` (after
     ``prefix``) unless every sample of ``x`` is finite: one ``isfinite`` pass (a second one
     only to count). The message is :func:`opencodec.compress.compress`'s. A meta tensor (a
-    shape without samples) is an ``InvalidAudioError`` too."""
+    shape without samples) is an ``InvalidAudioError`` too, unless ``allow_meta`` (a model on
+    the meta device, which computes shapes only)."""
+    if x.is_meta and allow_meta:
+        return
     if x.is_meta:
         raise InvalidAudioError(f"{prefix}audio is on the meta device: it has a shape but no "
                                 f"samples; pass a tensor with data (e.g. on the CPU)")
@@ -118,7 +142,8 @@ def check_codes(codes: object, layout: str, bins: int, max_codebooks: int,
     dimension ``codebook_dim`` (K) is 1 to ``max_codebooks`` and whose codes are in
     ``[0, bins)`` (``padding``: ``[-1, bins)``, -1 being documented padding); on ``device``
     when given. Else ``InvalidCodesError`` naming the problem, e.g. "codes must be in
-    [0, 1024); got 5000 in codebook 0". ``prefix`` starts the message."""
+    [0, 1024); got 5000 in codebook 0". ``prefix`` starts the message. Meta codes (shapes
+    only) are taken only for a ``device`` on the meta device, and have no values to check."""
     if not isinstance(codes, torch.Tensor) or codes.dtype == torch.bool or codes.is_floating_point() \
             or codes.is_complex():
         raise InvalidCodesError(f"{prefix}expected codes as an integer torch.Tensor {layout}, "
@@ -135,7 +160,7 @@ def check_codes(codes: object, layout: str, bins: int, max_codebooks: int,
                                 f"got {k}")
     low = -1 if padding else 0
     codes = codes.long()  # the same tensor when int64 (aminmax has no kernel for uint16/uint32)
-    if codes.numel():
+    if codes.numel() and not codes.is_meta:
         lo, hi = torch.aminmax(codes)
         if int(lo) < low or int(hi) >= bins:
             where, value = _first_bad(codes, low, bins)
@@ -145,3 +170,23 @@ def check_codes(codes: object, layout: str, bins: int, max_codebooks: int,
                                     f"{where[codebook_dim]} at frame {where[-1]}{item}")
     return codes
 
+
+def check_segment_frames(codes: list[torch.Tensor], full: int, least: int, model_name: str) -> None:
+    """``InvalidCodesError`` unless the segments' codes (each [B, K, F_i]) have frame counts a
+    segmenting model's ``encode`` can give: none more than ``full`` (a whole segment's) or
+    than segment 0's, and each but the last at least ``least`` (the frames of a segment one
+    sample longer than the stride between segment starts). Overlap-adding other lengths leaves
+    gaps (NaN audio), fails, or mixes segments at the wrong places. One segment alone
+    overlaps nothing: any length."""
+    if len(codes) < 2:
+        return
+    first = int(codes[0].shape[-1])
+    for i, c in enumerate(codes):
+        frames, last = int(c.shape[-1]), i == len(codes) - 1
+        top, low = min(full, first), 1 if last else least
+        if not low <= frames <= top:
+            which = "the last segment" if last else "a segment before the last"
+            allowed = f"{low} to {top}" if low < top else f"{top}" if low == top else f"at least {low}"
+            raise InvalidCodesError(f"segment {i}: {frames} code frame(s), but {which} of model {model_name} "
+                                    f"has {allowed} (a whole segment has {full}, none more than segment 0, "
+                                    f"here {first}); pass the EncodedFrames encode returns, in order")

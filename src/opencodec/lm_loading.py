@@ -10,6 +10,7 @@ it fits the codec it will serve (:mod:`opencodec.lm_pairing`).
 
 from __future__ import annotations
 
+import numbers
 import os
 import typing as tp
 import warnings
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .errors import CODEC_AS_LM_ADVICE, CodecAsEntropyModelError, ModelLoadError
+from .input_checks import check_device, check_model
 from .lm_pairing import TRAINED_LM_FILE, check_lm_for_codec, check_lm_trained_for, read_lm_info
 from .model import EncodecModel
 from .model_registry import (BUNDLED_LM_FRAME_RATES, BUNDLED_LMS, CODEC_LMS, OFFICIAL_CHECKPOINTS,
@@ -131,9 +133,23 @@ def load_lm_model(name_or_path: str | os.PathLike[str] | None = None,
     ``ModelLoadError`` (missing or corrupt file, training checkpoint, a codec's weights or
     training checkpoint: :class:`CodecAsEntropyModelError`, whose advice is ``codec_advice``
     (by default :data:`CODEC_AS_LM_ADVICE`, compress's options), no entropy model known
-    for the codec, wrong layout, mismatch).
+    for the codec, wrong layout, mismatch); ``TypeError`` for a ``codec`` that is not a model
+    (a name: ``codec=load_model(name)``), a ``num_codebooks`` that is not an int or a ``device``
+    that is not a str or ``torch.device``; ``ValueError`` for ``num_codebooks`` < 1 or a device
+    this machine does not have. The arguments are checked before any file is read.
     """
     from .entropy import load_lm
+
+    device = check_device(device, "load_lm_model")
+    if codec is not None:
+        check_model(codec, "load_lm_model: codec")
+    if num_codebooks is not None:
+        if isinstance(num_codebooks, bool) or not isinstance(num_codebooks, numbers.Integral):
+            raise TypeError(f"load_lm_model: num_codebooks must be an int (or None), got "
+                            f"{type(num_codebooks).__name__} {num_codebooks!r:.40}")
+        if num_codebooks < 1:
+            raise ValueError(f"load_lm_model: num_codebooks must be >= 1, got {num_codebooks}")
+        num_codebooks = int(num_codebooks)
 
     if name_or_path is None:
         if codec is None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import typing as tp
 from dataclasses import dataclass, field
 
@@ -25,9 +26,10 @@ import torch
 from torch import nn
 
 from .bandwidth import check_bandwidth, format_kbps
-from .errors import InvalidAudioError, UnsupportedBandwidthError
+from .errors import InvalidAudioError, InvalidCodesError, UnsupportedBandwidthError
 from .frames import EncodedFrame, check_frames  # EncodedFrame re-exported: ``opencodec.model.EncodedFrame`` is that object
-from .input_checks import check_audio_tensor, check_finite, describe, parameter_dtype_device
+from .input_checks import (check_audio_tensor, check_finite, check_segment_frames, describe,
+                           parameter_dtype_device)
 from .modules.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
 from .quantization.rvq import QuantizedResult, ResidualVectorQuantizer
 from .threads import one_thread
@@ -79,7 +81,10 @@ class EncodecConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, tp.Any]) -> "EncodecConfig":
-        """Build from a plain dict (e.g. JSON metadata); unknown keys are an error."""
+        """Build from a plain dict (e.g. JSON metadata); unknown keys are a ``ValueError``,
+        anything but a dict a ``TypeError``."""
+        if not isinstance(data, dict):
+            raise TypeError(f"EncodecConfig.from_dict expects a dict, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -165,6 +170,35 @@ def linear_overlap_add(frames: list[torch.Tensor], stride: int) -> torch.Tensor:
     return out / weight_sum
 
 
+_PAD_MODES = ("reflect", "constant", "replicate", "circular")
+
+
+def _check_config(config: object) -> None:
+    """``TypeError`` unless ``config`` is an :class:`EncodecConfig`; ``ValueError`` naming the
+    field for a value no model can have (a size < 1, no strides, a segment shorter than a
+    sample, an overlap outside [0, 1), an unknown pad mode, ``bins`` not a power of two), which
+    would otherwise fail deep inside the first encode or decode, or silently compute nonsense."""
+    if not isinstance(config, EncodecConfig):
+        hint = "; build one with EncodecConfig.from_dict(d)" if isinstance(config, dict) else ""
+        raise TypeError(f"EncodecModel expects an EncodecConfig, got {type(config).__name__}{hint}")
+    for key in ("sample_rate", "channels", "n_q", "dimension", "n_filters"):
+        value = getattr(config, key)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"EncodecConfig.{key} must be an integer >= 1, got {value!r}")
+    if not config.ratios or any(isinstance(r, bool) or not isinstance(r, numbers.Integral) or r < 1
+                                for r in config.ratios):
+        raise ValueError(f"EncodecConfig.ratios must be a non-empty list of integers >= 1, got {config.ratios!r}")
+    if config.bins < 2 or config.bins & (config.bins - 1):
+        raise ValueError(f"bins must be a power of two, got {config.bins}")
+    if config.segment is not None and not config.segment * config.sample_rate >= 1:
+        raise ValueError(f"EncodecConfig.segment must be None or at least one sample (seconds), got "
+                         f"{config.segment!r}")
+    if not 0 <= config.overlap < 1:
+        raise ValueError(f"EncodecConfig.overlap must be in [0, 1) (a fraction of a segment), got {config.overlap!r}")
+    if config.pad_mode not in _PAD_MODES:
+        raise ValueError(f"EncodecConfig.pad_mode must be one of {', '.join(_PAD_MODES)}, got {config.pad_mode!r}")
+
+
 class EncodecModel(nn.Module):
     """Waveform codec. Attributes mirror the config: ``sample_rate`` (Hz), ``channels``,
     ``frame_rate`` (Hz), ``hop_length`` (samples), ``n_q``, ``bins``, ``target_bandwidths`` (kbps)."""
@@ -174,8 +208,7 @@ class EncodecModel(nn.Module):
 
     def __init__(self, config: EncodecConfig):
         super().__init__()
-        if config.bins < 2 or config.bins & (config.bins - 1):
-            raise ValueError(f"bins must be a power of two, got {config.bins}")
+        _check_config(config)
         self.config = config
         self.encoder = SEANetEncoder(config.seanet())
         self.quantizer = ResidualVectorQuantizer(dimension=config.dimension, n_q=config.n_q, bins=config.bins)
@@ -278,6 +311,9 @@ class EncodecModel(nn.Module):
     def num_codebooks(self, bandwidth: float | None = None) -> int:
         """Codebooks used at ``bandwidth`` kbps (default: the current target; all when unset)."""
         bw = self.bandwidth if bandwidth is None else bandwidth
+        if bw is not None and (isinstance(bw, bool) or not isinstance(bw, numbers.Real)):
+            raise UnsupportedBandwidthError(f"bandwidth must be a number of kbps (or None: every "
+                                            f"codebook), got {bw!r:.40} ({type(bw).__name__})")
         return self.quantizer.num_quantizers_for_bandwidth(self.frame_rate, bw)
 
     def bandwidth_for_codebooks(self, num_codebooks: int) -> float:
@@ -329,7 +365,7 @@ class EncodecModel(nn.Module):
         into the message."""
         dtype, device = parameter_dtype_device(self)
         check_audio_tensor(wav, layout, dtype, device, prefix)
-        check_finite(wav, prefix)
+        check_finite(wav, prefix, allow_meta=device.type == "meta")
 
     def encode(self, wav: torch.Tensor) -> list[EncodedFrame]:
         """Audio [B, C, T] at ``sample_rate`` -> one ``EncodedFrame`` per segment,
@@ -343,7 +379,7 @@ class EncodecModel(nn.Module):
         dtype, device = parameter_dtype_device(self)
         check_audio_tensor(wav, "[B, C, T]", dtype, device)
         self._check_input(wav)
-        check_finite(wav)
+        check_finite(wav, allow_meta=device.type == "meta")
         with one_thread(wav):
             return [self._encode_segment(wav[:, :, off:off + n]) for off, n in self.segments(wav.shape[-1])]
 
@@ -366,16 +402,23 @@ class EncodecModel(nn.Module):
         ``frames``: what ``encode`` returns, a list of ``EncodedFrame(codes [B, K, F], scale)``
         (or ``(codes, scale)`` pairs) with integer codes in ``[0, bins)``, 1 <= K <= ``n_q``
         and F >= 1; anything else raises ``InvalidCodesError`` (a ``ValueError``) naming the
-        problem. Run it under ``torch.inference_mode()`` (or ``torch.no_grad()``) unless you
+        problem. A segmenting model takes segments as ``encode`` gives them: none longer than
+        ``ceil(segment_length / hop_length)`` frames or than the first, each but the last
+        longer than the stride between segment starts (other lengths would leave gaps, NaN,
+        or overlap wrongly; one segment alone may have any length); any other model takes
+        one segment. Run it under ``torch.inference_mode()`` (or ``torch.no_grad()``) unless you
         need gradients: otherwise the output requires grad (``.numpy()`` refuses it) and
         autograd keeps the decoder's activations."""
         frames = self._check_frames(frames)
         if self.segment_length is None:
             if len(frames) != 1:
-                raise ValueError(f"model {self.name} does not segment, got {len(frames)} segments")
+                raise InvalidCodesError(f"model {self.name} does not segment, got {len(frames)} segments: "
+                                        f"pass the one EncodedFrame encode returns")
             return self._decode_segment(*frames[0])
         stride = self.segment_stride
         assert stride is not None
+        check_segment_frames([f.codes for f in frames], self.num_frames(self.segment_length),
+                             self.num_frames(stride + 1), self.name)
         return linear_overlap_add(self._decode_segments(frames), stride)
 
     def _check_frames(self, frames: tp.Any) -> list[EncodedFrame]:
@@ -422,8 +465,8 @@ class EncodecModel(nn.Module):
         if codes.dim() != 3:
             raise ValueError(f"expected codes of shape [B, K, F], got {tuple(codes.shape)}")
         out = self.decoder(self.quantizer.decode(codes))
-        if scale is not None:
-            out = out * scale.view(-1, 1, 1)
+        if scale is not None:  # in the output's dtype: a float64 scale does not make float64 audio
+            out = out * scale.view(-1, 1, 1).to(out.dtype)
         return out
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:

@@ -47,6 +47,7 @@ import torch
 
 from .config_identity import check_config, release_config
 from .errors import EntropyModelAsCodecError, ModelLoadError
+from .input_checks import check_device
 # Re-exported: defined here before lm_pairing, official_files, weights_layout, model_registry and
 # lm_loading were split out of this module.
 from .lm_loading import load_lm_model, trained_lm_name
@@ -170,12 +171,19 @@ def load_model(name_or_path: str | os.PathLike[str] | None = None, device: str |
     changes the computation (``name`` and ``target_bandwidths`` may differ; see
     :mod:`opencodec.config_identity`): another one is a ``ModelLoadError`` naming the fields.
 
-    ``TypeError`` for a ``name_or_path`` that is not a str or path; ``ModelLoadError`` for
-    an empty name, an unknown name, a missing, unreadable or mismatched file;
+    ``TypeError`` for a ``name_or_path`` that is not a str or path, a ``config`` that is not an
+    ``EncodecConfig`` or a ``device`` that is not a str or ``torch.device``; ``ValueError`` for
+    a device this machine does not have (``"cuda"`` without CUDA), before any file is read;
+    ``ModelLoadError`` for an empty name, an unknown name, a missing, unreadable or mismatched file;
     :class:`~opencodec.errors.EntropyModelAsCodecError` (a ``ModelLoadError``) for an entropy
     model's name (``known_lm_models()``, unless a file of that name exists) or weights.
     """
     target = DEFAULT_MODEL if name_or_path is None else name_or_path
+    device = check_device(device, "load_model")
+    if config is not None and not isinstance(config, EncodecConfig):
+        raise TypeError(f"load_model: config must be an EncodecConfig (or None: the file's own), got "
+                        f"{type(config).__name__}" + ("; build one with EncodecConfig.from_dict(d)"
+                                                      if isinstance(config, dict) else ""))
     if config is not None:  # the model is named below: not the caller's object
         config = dataclasses.replace(config)
     release = codec_release(resolve_alias(target)) if isinstance(target, str) else None
