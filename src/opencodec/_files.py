@@ -18,6 +18,8 @@ and this pid namespace (containers sharing a host name and a folder see other pi
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import errno
 import os
 import re
 import shutil
@@ -41,6 +43,8 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 # Folders this process has swept for its predecessors' temporary files (see atomic_output).
 _SWEPT: set[str] = set()
+# Whether atomic_output may replace an existing file (see keep_existing).
+_OVERWRITE: contextvars.ContextVar[bool] = contextvars.ContextVar("opencodec_overwrite", default=True)
 
 
 def _host() -> str:
@@ -118,7 +122,46 @@ def check_output(path: str | Path, force: bool, *, need_folder: bool = True) -> 
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | Path) -> tp.Iterator[Path]:
+def keep_existing(keep: bool = True) -> tp.Iterator[None]:
+    """Within the block, ``atomic_output`` (without ``overwrite=``) never replaces a file that
+    exists when its new file is moved into place: that raises ``OutputError`` ("already
+    exists"). A command without ``-f`` checks its outputs first (``check_output``), but
+    another process (a second command into the same folder) can write one in between;
+    this closes that gap for every file the block writes, those of the long-file writers
+    included. ``keep=False`` leaves overwriting allowed (``-f``)."""
+    token = _OVERWRITE.set(not keep)
+    try:
+        yield
+    finally:
+        _OVERWRITE.reset(token)
+
+
+def _place(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Move the complete file ``tmp`` onto ``path``: an atomic rename, or with ``overwrite``
+    False a hard link that fails when ``path`` exists (atomically: no window in which
+    another process's file could be replaced), then ``tmp`` removed. Where the file system has
+    no hard links, a check then the rename."""
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    exists = OutputError(f"output file {path} already exists (use -f/--force to overwrite)")
+    try:
+        os.link(tmp, path, follow_symlinks=False)
+    except FileExistsError:
+        raise exists from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV, errno.ENOSYS):
+            raise
+        if os.path.lexists(path):  # no hard links here: check, then rename (a small window)
+            raise exists from None
+        os.replace(tmp, path)
+        return
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path, *, overwrite: bool | None = None) -> tp.Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it onto ``path``.
 
     The caller writes the complete file to the yielded path. If the ``with`` body
@@ -126,9 +169,12 @@ def atomic_output(path: str | Path) -> tp.Iterator[Path]:
     the temporary file (a full disk, a read-only folder) becomes ``OutputError`` naming ``path``. The final file
     gets the usual permissions (``0o666`` minus the umask), not ``mkstemp``'s ``0o600``. A
     ``path`` that is a symbolic link is replaced by the new file (the link's target is left
-    unchanged), as ``mv`` would: the rename is what makes the write atomic.
+    unchanged), as ``mv`` would: the rename is what makes the write atomic. ``overwrite``
+    False (default: True, or False inside :func:`keep_existing`) never replaces a file that
+    exists by then: ``OutputError`` ("already exists"), and the temporary file is removed.
     """
     path = Path(path)
+    overwrite = _OVERWRITE.get() if overwrite is None else overwrite
     folder = os.path.abspath(path.parent)
     if folder not in _SWEPT:  # once per folder and process: a folder of many outputs is scanned once
         _SWEPT.add(folder)
@@ -143,7 +189,7 @@ def atomic_output(path: str | Path) -> tp.Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
+        _place(tmp, path, overwrite)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -153,9 +199,9 @@ def atomic_output(path: str | Path) -> tp.Iterator[Path]:
         raise
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (see ``atomic_output``)."""
-    with atomic_output(path) as tmp:
+def write_bytes_atomic(path: str | Path, data: bytes, *, overwrite: bool | None = None) -> None:
+    """Write ``data`` to ``path`` atomically (see ``atomic_output``, also for ``overwrite``)."""
+    with atomic_output(path, overwrite=overwrite) as tmp:
         with open(tmp, "wb") as fo:
             fo.write(data)
             fo.flush()

@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import io
 import os
+import tempfile
 import typing as tp
 import warnings
 from dataclasses import dataclass, field
@@ -26,15 +27,15 @@ from pathlib import Path
 
 import torch
 
-from ._files import check_output, write_bytes_atomic
+from ._files import check_output, error_reason, keep_existing, write_bytes_atomic
 from .audio import (AUDIO_EXTENSIONS, convert_audio, fit_length, is_audio_file, loud_input_message, read_audio,
                     resampled_length, stores_float_samples, write_audio)
 from .bandwidth import DEFAULT_BANDWIDTH  # noqa: F401 (re-exported: defined here before)
 from .bitstream import EcdcHeader, StreamLayout, body_size, header_bytes, parse_header, read_header
 from .compress import compress, decompress
 from .ecdc_info import ECDC_SUFFIX, is_ecdc_file
-from .errors import UsageError
-from .file_jobs import Job, Plan, check_input, plan_folder, single_output
+from .errors import OutputError, UsageError
+from .file_jobs import Job, Plan, check_input, is_same_file, plan_folder, single_output
 from .longform import compress_file_streaming, decompress_file_streaming, supports_streaming
 from .model import EncodecModel
 from .model_cache import CodecModels, EntropyModels, lm_header_name, load_checked_model
@@ -45,7 +46,8 @@ AUDIO_OUTPUT_SUFFIXES = (".wav", ".flac")
 
 #: Inputs longer than this (seconds) are processed in bounded memory (``opencodec.longform``)
 #: when the model streams and an ``.ecdc`` file (compress) or audio at the model's rate and
-#: channels (decompress) is written, for a single file or for each file of a folder.
+#: channels (decompress, and a round trip not rescaled) is written, for a single file or for
+#: each file of a folder.
 STREAMING_MIN_SECONDS = 60.0
 
 
@@ -130,6 +132,8 @@ def _plan(src: Path, out: Path | None, options: OutputOptions, accept: tp.Callab
         plan = Plan(plan_folder(src, out, accept, suffix, what), folder=True)
     else:
         dst = single_output(src, out, suffix, allowed)
+        if is_same_file(src, dst):  # before "exists, use -f": -f would not help
+            raise FileExistsError(f"output {dst} is the input file itself; give another output")
         if not (options.skip_existing and dst.is_file()):
             check_output(dst, options.force)
         plan = Plan([Job(src, dst)])
@@ -202,6 +206,14 @@ def _count_segments(progress: ProgressFactory | None, modules: tp.Sequence[torch
                 handle.remove()
 
 
+def _make_folder(folder: Path) -> None:
+    """Create an output file's folder (and its parents), or ``OutputError`` naming it and why."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {folder}: {error_reason(exc)}") from exc
+
+
 def _save_audio(options: OutputOptions, dst: Path, wav: torch.Tensor, sample_rate: int) -> list[str]:
     """Write decoded audio [C, T] with the output options; returns the clipping warnings."""
     with warnings.catch_warnings(record=True) as caught:
@@ -245,6 +257,16 @@ def loudness_notice(src: Path, wav: torch.Tensor) -> list[str]:
     """The notice for input audio louder than full scale (:func:`~opencodec.audio.loud_input_message`)."""
     message = loud_input_message(src, float(wav.abs().max()) if wav.numel() else 0.0)
     return [] if message is None else [message]
+
+
+def _input_format(path: Path) -> tuple[int, int] | None:
+    """An audio file's (sample rate in Hz, channels) from its header; None when unreadable."""
+    import soundfile as sf
+    try:
+        info = sf.info(os.fsencode(path))
+    except Exception:  # noqa: BLE001 - the ordinary path reports the problem
+        return None
+    return int(info.samplerate), int(info.channels)
 
 
 def input_seconds(path: Path) -> float:
@@ -330,12 +352,19 @@ class FileCompressor:
             self._lm_args.update(deterministic=True, lm_name=lm_header_name(lm_model, self.model, self.lm))
 
     def __call__(self, job: Job, folder: bool = False) -> FileResult:
-        """Compress ``job.src`` to ``job.dst`` (.ecdc, or .wav/.flac for a round trip)."""
+        """Compress ``job.src`` to ``job.dst`` (.ecdc, or .wav/.flac for a round trip). Without
+        ``options.force``, an output that appears meanwhile (another command) is kept: an error."""
+        with keep_existing(not self.options.force):
+            return self._compress(job, folder)
+
+    def _compress(self, job: Job, folder: bool) -> FileResult:
         check_output(job.dst, self.options.force, need_folder=not folder)
         model = self.model
-        if (job.dst.suffix.lower() == ECDC_SUFFIX
-                and supports_streaming(model) and input_seconds(job.src) > STREAMING_MIN_SECONDS):
-            return self._streamed(job, folder)
+        if supports_streaming(model) and input_seconds(job.src) > STREAMING_MIN_SECONDS:
+            if job.dst.suffix.lower() == ECDC_SUFFIX:
+                return self._streamed(job, folder)
+            if self._round_trip_streams(job.src):
+                return self._streamed_round_trip(job, folder)
         notices: list[str] = []
         with _notices(notices):
             wav, sample_rate = read_audio(job.src)
@@ -352,7 +381,7 @@ class FileCompressor:
             data = compress(model, wav, bandwidth=self.bandwidth, **self._lm_args)
             if round_trip:
                 out, out_rate = decompress(data, model, **({} if self.lm is None else {"lm": self.lm}))
-        job.dst.parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(job.dst.parent)
         result = FileResult(job.src, job.dst, length / model.sample_rate, size_bytes=len(data), notices=notices)
         if self.lm is not None:
             _entropy_coded_sizes(result, parse_header(data)[0], model)
@@ -366,10 +395,31 @@ class FileCompressor:
             write_bytes_atomic(job.dst, data)
         return result
 
+    def _round_trip_streams(self, src: Path) -> bool:
+        """Whether a long round trip can run in bounded memory (.ecdc streamed, then decoded
+        streamed): its output is at the model's rate and channels, not rescaled (which needs
+        the whole peak). Other long round trips are processed whole (memory grows with length)."""
+        found, options, model = _input_format(src), self.options, self.model
+        return (found is not None and not options.rescale
+                and (options.rate or found[0]) == model.sample_rate
+                and (options.channels or found[1]) == model.channels)
+
+    def _streamed_round_trip(self, job: Job, folder: bool) -> FileResult:
+        """A long round trip in bounded memory: ``.ecdc`` into a temporary folder, decoded from there."""
+        with tempfile.TemporaryDirectory(prefix="opencodec-round-trip-") as tmp:
+            coded = self._streamed(Job(job.src, Path(tmp) / "coded.ecdc"), folder)
+            bars = None if folder else self.progress
+            with warnings.catch_warnings(record=True) as caught, _bar(bars, job.src.name, "frame", lazy=True) as bar:
+                warnings.simplefilter("always")
+                decompress_file_streaming(coded.dst, job.dst, self.model, bits=32 if self.options.float32 else 16,
+                                          progress=bar, lm=self.lm)
+        return dataclasses.replace(coded, dst=job.dst, sample_rate=self.model.sample_rate,
+                                   channels=self.model.channels, warnings=[str(w.message) for w in caught])
+
     def _streamed(self, job: Job, folder: bool) -> FileResult:
         bars = None if folder else self.progress  # a folder has one bar, over its files
         notices: list[str] = []
-        job.dst.parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(job.dst.parent)
         with _bar(bars, job.src.name, "sample") as progress, \
                 _bar(bars, "entropy coding", "frame", lazy=True) as lm_progress, _notices(notices):
             size = compress_file_streaming(self.model, job.src, job.dst, self.bandwidth, progress=progress,
@@ -412,7 +462,12 @@ class FileDecompressor:
                 continue
 
     def __call__(self, job: Job, folder: bool = False) -> FileResult:
-        """Decode ``job.src`` (.ecdc) to ``job.dst`` (.wav/.flac)."""
+        """Decode ``job.src`` (.ecdc) to ``job.dst`` (.wav/.flac). Without ``options.force``, an
+        output that appears meanwhile (another command) is kept: an error."""
+        with keep_existing(not self.options.force):
+            return self._decompress(job, folder)
+
+    def _decompress(self, job: Job, folder: bool) -> FileResult:
         options = self.options
         check_output(job.dst, options.force, need_folder=not folder)
         # a pipe (IN /dev/stdin) can be read once: all of it, then the header from memory
@@ -425,7 +480,7 @@ class FileDecompressor:
         if (data is None and not options.rescale and supports_streaming(model)
                 and options.rate in (None, model.sample_rate) and options.channels in (None, model.channels)
                 and header.audio_length / model.sample_rate > STREAMING_MIN_SECONDS):
-            job.dst.parent.mkdir(parents=True, exist_ok=True)
+            _make_folder(job.dst.parent)
             with warnings.catch_warnings(record=True) as caught, \
                     _bar(bars, "entropy decoding", "frame", lazy=True) as lm_progress, \
                     _bar(bars, job.src.name, "frame", lazy=True) as progress:
@@ -443,7 +498,7 @@ class FileDecompressor:
             wav, sample_rate = decompress(data, model, **({} if lm is None else {"lm": lm}))
         seconds = header.audio_length / model.sample_rate
         wav, sample_rate = _to_output_format(options, wav, sample_rate, sample_rate, wav.shape[0])
-        job.dst.parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(job.dst.parent)
         warned = _save_audio(options, job.dst, wav, sample_rate)
         return FileResult(job.src, job.dst, wav.shape[-1] / sample_rate, sample_rate=sample_rate,
                           channels=wav.shape[0], warnings=warned,

@@ -23,6 +23,7 @@ if tp.TYPE_CHECKING:  # the command's library (and torch) load when it runs, not
     from ..codec_files import FileResult, OutputOptions
 
 CLIP_HINT = "[-r/--rescale scales down, --float keeps the peaks]"
+EXISTS = "already exists (use -f/--force to overwrite)"  # the error of an output that exists
 
 
 def add_codec_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
@@ -132,12 +133,13 @@ def _report_all(args: argparse.Namespace, plan: Plan, work: tp.Callable[[Job, bo
     if plan.folder:
         outcomes = progress_bar(outcomes, total=len(plan.jobs), unit="file", desc=verb,
                                 disable=args.quiet, file=sys.stderr)
-    failed = 0
+    failed = existing = 0  # existing: failed because their output exists
     larger: list[FileResult] = []  # entropy coded, yet larger than plain coding
     try:
         for outcome in outcomes:
             if outcome.error is not None:
                 failed += 1
+                existing += EXISTS in str(outcome.error)
                 error(describe(outcome.error, outcome.job.src))
                 continue
             assert outcome.result is not None
@@ -158,7 +160,9 @@ def _report_all(args: argparse.Namespace, plan: Plan, work: tp.Callable[[Job, bo
     if not plan.folder:
         return 1 if failed else 0
     if failed:
-        error(f"{failed} of {len(plan.jobs)} file(s) failed")
+        hint = (f" ({'all' if existing == failed else existing} because their output exists: --skip-existing "
+                f"leaves those out, -f overwrites)" if existing else "")
+        error(f"{failed} of {len(plan.jobs)} file(s) failed{hint}")
         return 1
     info(args, f"{verb}: {len(plan.jobs)} file(s) done"
                + (f", {len(plan.skipped)} skipped" if plan.skipped else ""))
