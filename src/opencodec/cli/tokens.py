@@ -25,9 +25,10 @@ from tqdm import tqdm
 from ..progress import progress_bar
 from ..argtypes import sample_rate_arg
 from ..errors import advice_for_entropy_model, codec_advice
+from ..releases import DEFAULT_MODEL
 from .commands import command_help
 from .common import (bandwidth_arg, channels_arg, count_arg, error, info,
-                     positive_float, positive_int, warn)
+                     positive_float, positive_int, sigterm_as_interrupt, warn)
 
 #: The advice for an entropy model given to ``tokenize --model`` (the loader's names
 #: ``--lm-model``, an option tokenize does not have; ``detokenize`` gives its own, naming the
@@ -50,7 +51,8 @@ def add_token_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
     tok.add_argument("inputs", nargs="+", metavar="INPUT",
                      help="folder, audio file, manifest (.jsonl/.csv/.tsv) or text list of paths")
     tok.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
-    tok.add_argument("-m", "--model", metavar="NAME_OR_PATH", help="model name or weights file")
+    tok.add_argument("-m", "--model", metavar="NAME_OR_PATH",
+                     help=f"model name or weights file (default {DEFAULT_MODEL}, the current release)")
     tok.add_argument("-b", "--bandwidth", type=bandwidth_arg, metavar="KBPS",
                      help="bandwidth in kbps (default: the model's largest)")
     tok.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
@@ -163,7 +165,13 @@ def _count(n: int, noun: str) -> str:
 def cmd_tokenize(args: argparse.Namespace) -> int:
     """``opencodec tokenize``: see the module docstring. Exit status 1 when not one file could
     be tokenised; files that fail beside others that succeed are listed in errors.jsonl, with
-    a warning, and do not change the exit status."""
+    a warning, and do not change the exit status. SIGTERM stops it as Ctrl-C does (exit 143,
+    one line; worker processes stopped, no temporary file left)."""
+    with sigterm_as_interrupt():
+        return _tokenize(args)
+
+
+def _tokenize(args: argparse.Namespace) -> int:
     _need_pyarrow()
     from ..tokens import TokenizeOptions, tokenize
     from ..tokens.job import default_workers
@@ -207,11 +215,20 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
         return 1
     if index["errors"]:
         warn(f"{index['errors']} of {index['rows'] + index['errors']} files could not be tokenised ({reasons})")
+    if index.get("warnings"):
+        warn(f"{_count(index['warnings'], 'file')} tokenised as read despite a warning (a truncated file: "
+             f"fewer samples than its header says): listed in {args.out / 'warnings.jsonl'}")
     return 0
 
 
 def cmd_detokenize(args: argparse.Namespace) -> int:
-    """``opencodec detokenize``: decode rows back to audio files."""
+    """``opencodec detokenize``: decode rows back to audio files. SIGTERM stops it as Ctrl-C
+    does (exit 143, one line, no partial file)."""
+    with sigterm_as_interrupt():
+        return _detokenize(args)
+
+
+def _detokenize(args: argparse.Namespace) -> int:
     _need_pyarrow()
     from ..tokens import detokenize
 

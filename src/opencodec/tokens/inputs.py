@@ -153,7 +153,8 @@ def _jsonl_rows(manifest: Path) -> tp.Iterator[tuple[int, dict[str, tp.Any]]]:
 def _read_jsonl(manifest: Path) -> list[InputItem]:
     origin = f"the 'id' field of {manifest}"
     return [InputItem(_manifest_id(row.get("id"), row["path"], f"{manifest}:{number}"),
-                      _resolve(manifest.parent, row["path"]), origin if row.get("id") is not None else "")
+                      _resolve(manifest.parent, row["path"]),
+                      origin if row.get("id") is not None else f"manifest {manifest}")
             for number, row in _jsonl_rows(manifest)]
 
 
@@ -173,7 +174,7 @@ def _read_csv(manifest: Path) -> list[InputItem]:
                     raise InputError(f'{manifest}:{reader.line_num}: a manifest row needs a "path" '
                                      "(this one's is empty or missing)")
                 items.append(InputItem(row.get("id") or path, _resolve(manifest.parent, path),
-                                       origin if row.get("id") else ""))
+                                       origin if row.get("id") else f"manifest {manifest}"))
             return items
     except UnicodeDecodeError as exc:
         raise _not_text(manifest, exc) from exc
@@ -231,6 +232,12 @@ def _check_unique(items: list[InputItem]) -> None:
     another file's real name."""
     items = [item for item in items if not item.error]
     for before, after in zip(items, items[1:]):
+        if before.id == after.id and os.path.realpath(before.path) == os.path.realpath(after.path):
+            where = " and ".join(dict.fromkeys(o for o in (before.origin, after.origin) if o))
+            raise InputError(f"{before.path} is listed twice with the id {before.id!r}"
+                             f"{' (from ' + where + ')' if where else ''}: "
+                             "the same input given twice, overlapping inputs or a manifest repeating a row; "
+                             "list each file once")
         if before.id == after.id:
             if before.origin.startswith("the 'id'") and after.origin.startswith("the 'id'"):
                 advice = "fix the manifest's 'id' values"

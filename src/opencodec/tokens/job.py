@@ -14,6 +14,7 @@ import math
 import multiprocessing as mp
 import os
 import queue as queue_mod
+import signal
 import time
 import typing as tp
 import warnings
@@ -25,7 +26,7 @@ import soundfile as sf
 import torch
 
 from .._process import exit_with_parent, usable_cores
-from ..audio import soundfile_name
+from ..audio import _wav_declared_frames, soundfile_name  # (audio's WAV header reader: see _streamed_row)
 from ..batching import encode_batch, encode_each
 from ..errors import OpenCodecError
 from ..longform import encode_file_streaming, supports_streaming
@@ -215,19 +216,26 @@ def _rows_of_batch(model: EncodecModel, loaded: LoadedBatch, items: list[Planned
     return rows
 
 
-def _streamed_row(model: EncodecModel, item: PlannedItem, autocast: tp.ContextManager) -> Row:
+def _streamed_row(model: EncodecModel, item: PlannedItem, autocast: tp.ContextManager) -> tuple[Row, str]:
+    """A long file's row, encoded block by block, and its note ("" or, for a WAV holding fewer
+    samples than its header declares, ``read_audio``'s truncation warning, which the block
+    reader does not give)."""
     info = sf.info(soundfile_name(item.path))
     with autocast:
         codes, scales, length = encode_file_streaming(model, item.path)
-    return Row(item.id, codes.to(torch.int16).numpy(), int(info.samplerate), info.frames / info.samplerate,
-               int(info.channels), length, None if scales is None else scales.numpy())
+    declared = _wav_declared_frames(Path(item.path)) or 0
+    note = (f"{item.path}: truncated: its header says {declared} samples, the file holds {info.frames} "
+            f"(the {info.frames} there are used)") if info.frames < declared else ""
+    return (Row(item.id, codes.to(torch.int16).numpy(), int(info.samplerate), info.frames / info.samplerate,
+                int(info.channels), length, None if scales is None else scales.numpy()), note)
 
 
 def encode_shards(model: EncodecModel, shards: dict[int, list[PlannedItem]], options: TokenizeOptions,
                   device: torch.device, report: Report, stats: WorkerStats | None = None
-                  ) -> tp.Iterator[tuple[int, list[Row], list[dict[str, str]]]]:
+                  ) -> tp.Iterator[tuple[int, list[Row], list[dict[str, str]], list[dict[str, str]]]]:
     """Encode the ``shards`` (shard index -> its items, in plan order) through one DataLoader,
-    yielding ``(shard, rows in plan order, errors)`` as soon as a shard's last batch is done.
+    yielding ``(shard, rows in plan order, errors, notes)`` as soon as a shard's last batch is
+    done. ``notes``: the rows read with a warning (a truncated file), which is also warned here.
 
     With bf16, the first batch ``stats`` has not checked yet is also encoded in fp32 and the
     codes compared (counts added to ``stats.bf16_equal`` / ``stats.bf16_checked``).
@@ -244,6 +252,7 @@ def encode_shards(model: EncodecModel, shards: dict[int, list[PlannedItem]], opt
                                    if options.dtype == "bf16" else contextlib.nullcontext())
     rows: dict[int, dict[int, Row]] = defaultdict(dict)
     errors: dict[int, dict[int, str]] = defaultdict(dict)
+    notes: dict[int, dict[int, str]] = defaultdict(dict)
     for loaded in batch_loader(dataset, loader_workers, spawn=device.type == "cuda"):
         items = shards[loaded.shard]
         found = _rows_of_batch(model, loaded, items, device, autocast)
@@ -256,19 +265,26 @@ def encode_shards(model: EncodecModel, shards: dict[int, list[PlannedItem]], opt
         if loaded.streamed:
             row = loaded.rows[0]
             try:
-                found[row] = _streamed_row(model, items[row], autocast)
+                found[row], note = _streamed_row(model, items[row], autocast)
+                if note:
+                    loaded.notes[row] = note
             except (OpenCodecError, OSError, ValueError, RuntimeError) as exc:
                 failed[row] = str(exc) or type(exc).__name__
         rows[loaded.shard].update(found)
         errors[loaded.shard].update(failed)
+        for note in loaded.notes.values():  # read in a DataLoader process: said here, once
+            warnings.warn(note, stacklevel=2)
+        notes[loaded.shard].update({r: n for r, n in loaded.notes.items() if r in found})
         seconds = sum(r.duration for r in found.values()) + sum(max(0.0, items[r].duration) for r in failed)
         report(seconds, len(found), len(failed))
         remaining[loaded.shard] -= 1
         if remaining[loaded.shard] == 0:
-            done, failures = rows.pop(loaded.shard), errors.pop(loaded.shard)
+            done, failures, noted = rows.pop(loaded.shard), errors.pop(loaded.shard), notes.pop(loaded.shard)
             yield (loaded.shard, [done[r] for r in sorted(done)],
                    [{"id": items[r].id, "path": utf8_text(items[r].path), "error": utf8_text(failures[r])}
-                    for r in sorted(failures)])
+                    for r in sorted(failures)],
+                   [{"id": items[r].id, "path": utf8_text(items[r].path), "warning": utf8_text(noted[r])}
+                    for r in sorted(noted)])
 
 
 def run_worker(options: TokenizeOptions, plan: JobPlan, model: EncodecModel, place: WorkerPlace,
@@ -291,10 +307,10 @@ def run_worker(options: TokenizeOptions, plan: JobPlan, model: EncodecModel, pla
     common = {k: plan.job[k] for k in ("model", "weights_sha256", "bandwidth", "opencodec_version", "dtype")}
     if weights_file(options.model) is not None:
         common["weights_file"] = weights_file(options.model)
-    for s, rows, errors in encode_shards(model, shards, options, device, count, stats):
+    for s, rows, errors, notes in encode_shards(model, shards, options, device, count, stats):
         meta = {**common, "model_sample_rate": model.sample_rate, "model_channels": model.channels,
                 "frame_rate": model.frame_rate, "shard": s, "num_shards": len(plan.shards),
-                "errors": errors, "seconds": sum(r.duration for r in rows)}
+                "errors": errors, "warnings": notes, "seconds": sum(r.duration for r in rows)}
         write_shard(out / names[s], rows, meta, with_scales=model.normalize)
         stats.seconds += meta["seconds"]  # audio tokenised (the reports also count failed files)
         stats.shards_written += 1
@@ -311,10 +327,28 @@ def _worker_main(options: TokenizeOptions, plan: JobPlan, place: WorkerPlace, th
         if model is None:
             model = prepare_model(options, device)
         stats = run_worker(options, plan, model, place, device,
-                           lambda s, f, e: messages.put(("progress", (s, f, e))))
-        messages.put(("done", stats))
+                           lambda s, f, e: messages.put(("progress", (s, f, e), place.rank)))
+        messages.put(("done", stats, place.rank))
     except BaseException as exc:  # noqa: BLE001  (reported by the parent)
-        messages.put(("failed", f"{type(exc).__name__}: {exc}"))
+        try:
+            messages.put(("failed", f"{type(exc).__name__}: {exc}", place.rank))
+        except KeyboardInterrupt:  # Ctrl-C, then the parent's SIGTERM as it stops the job: quietly
+            pass
+
+
+def worker_death(exitcode: int) -> str:
+    """The error for a worker process that ended without a word: killed by a signal (SIGKILL,
+    usually the out-of-memory killer) or exited with ``exitcode``; finished shards are kept."""
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        how = f"was killed by {name}" + (" (out of memory?)" if -exitcode == signal.SIGKILL else "")
+    else:
+        how = f"exited with status {exitcode}"
+    return (f"a tokenize worker process {how}; the shards finished so far are kept: run the same "
+            "command again to finish the job")
 
 
 def _run_processes(options: TokenizeOptions, plan: JobPlan, places: list[WorkerPlace],
@@ -329,29 +363,45 @@ def _run_processes(options: TokenizeOptions, plan: JobPlan, places: list[WorkerP
                          daemon=True) for p in places]
     for proc in procs:
         proc.start()
-    total, done, failures = WorkerStats(), 0, []
+    total, failures, ended = WorkerStats(), [], set()
+    finished, dead_since = False, math.inf
     try:
-        while done < len(procs):
+        while len(ended) < len(procs):
+            # A worker killed without a word (out of memory) is noticed even while others
+            # report; after a second's grace, in which its last words, if any, would arrive.
+            dead = [p for p, place in zip(procs, places) if place.rank not in ended and p.exitcode not in (None, 0)]
+            dead_since = min(dead_since, time.monotonic()) if dead else math.inf
+            if dead and time.monotonic() - dead_since > 1.0:
+                raise OpenCodecError(worker_death(tp.cast(int, dead[0].exitcode)))
             try:
-                kind, value = messages.get(timeout=1.0)
+                kind, value, rank = messages.get(timeout=0.25)
             except queue_mod.Empty:
-                dead = [p for p in procs if p.exitcode not in (None, 0)]
-                if dead:
-                    raise OpenCodecError(f"a tokenize worker process died (exit code {dead[0].exitcode})")
                 continue
             if kind == "progress":
                 report(*value)
             elif kind == "done":
-                done += 1
+                ended.add(rank)
                 total.add(value)
             else:
-                done += 1
+                ended.add(rank)
                 failures.append(value)
+        finished = True
     finally:
+        # Stopped early (a worker died, Ctrl-C, SIGTERM): the others stop too, by themselves
+        # (Ctrl-C reached them all) or within half a second (SIGTERM) rather than work on; the
+        # shards they finished are kept, a shard being written is not.
+        if not finished:
+            grace = time.monotonic() + 0.5
+            for proc in procs:
+                proc.join(timeout=max(0.0, grace - time.monotonic()))
+            for proc in procs:
+                if proc.is_alive():
+                    proc.terminate()
         for proc in procs:
             proc.join(timeout=5)
             if proc.is_alive():
-                proc.terminate()
+                proc.kill()
+                proc.join(timeout=5)
     if failures:
         raise OpenCodecError(f"a tokenize worker failed: {failures[0]}")
     return total
@@ -397,13 +447,17 @@ def tokenize(options: TokenizeOptions, progress: tp.Callable[[float], Report] | 
     if options.workers < 1:
         raise OpenCodecError(f"--workers must be at least 1, got {options.workers}")
     start = time.perf_counter()
-    device = resolve_device(options.device, place_from_env())
+    rank = place_from_env()
+    device = resolve_device(options.device, rank)
     if options.workers > 1 and device.type != "cpu":
         raise OpenCodecError("--workers is for the CPU; on GPUs run one process per GPU with torchrun")
-    for message in device_warnings(options, device):
-        warnings.warn(message, stacklevel=2)
-    model = prepare_model(options, device)
-    plan = make_plan(options, model)
+    with warnings.catch_warnings():
+        if rank.rank != 0:  # every rank loads and lists the same: rank 0 alone warns of it
+            warnings.simplefilter("ignore")
+        for message in device_warnings(options, device):
+            warnings.warn(message, stacklevel=2)
+        model = prepare_model(options, device)
+        plan = make_plan(options, model)
     workers = min(options.workers, max(1, len(plan.shards)))
     places = [place_from_env(workers, w) for w in range(workers)]
     out = Path(options.out)

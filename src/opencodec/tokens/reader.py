@@ -35,7 +35,8 @@ class LoadedBatch:
     """Batch ``index`` of the work, of shard ``shard``: ``audio`` [B, C, T] at the model's rate
     (zeros past each item's end) for the ``rows`` (positions in the shard) that could be read,
     their ``lengths`` [B] in samples and ``sources``; ``errors`` maps the other rows to the
-    reason. ``streamed``: one long file, not read (``audio`` is None)."""
+    reason, ``notes`` rows read with a warning (a truncated file) to its words. ``streamed``:
+    one long file, not read (``audio`` is None)."""
 
     index: int
     shard: int
@@ -45,6 +46,7 @@ class LoadedBatch:
     sources: list[SourceInfo]
     errors: dict[int, str] = field(default_factory=dict)
     streamed: bool = False
+    notes: dict[int, str] = field(default_factory=dict)
 
 
 class BatchAudio(Dataset):
@@ -63,14 +65,16 @@ class BatchAudio(Dataset):
         shard, batch = self.batches[index]
         if batch.streamed:
             return LoadedBatch(index, shard, list(batch.rows), None, [], [], streamed=True)
-        waves, rows, sources, errors = [], [], [], {}
+        waves, rows, sources, errors, notes = [], [], [], {}, {}
         for row in batch.rows:
             item = self.items[shard][row]
             if item.error:  # skipped unread (a file name that is not UTF-8)
                 errors[row] = item.error
                 continue
             try:
-                wav, rate = read_audio(item.path)
+                wav, rate, note = _read_noting(item.path)
+                if note:
+                    notes[row] = note
                 waves.append(convert_audio(wav, rate, self.sample_rate, self.channels))
                 sources.append(SourceInfo(rate, wav.shape[0], wav.shape[-1] / rate))
                 rows.append(row)
@@ -82,7 +86,23 @@ class BatchAudio(Dataset):
             audio = torch.zeros(len(waves), self.channels, max(lengths))
             for b, wav in enumerate(waves):
                 audio[b, :, : wav.shape[-1]] = wav
-        return LoadedBatch(index, shard, rows, audio, lengths, sources, errors)
+        return LoadedBatch(index, shard, rows, audio, lengths, sources, errors, notes=notes)
+
+
+def _read_noting(path: str) -> tuple[torch.Tensor, int, str]:
+    """``read_audio(path)`` and the words of the ``UserWarning``s it gave (a truncated file:
+    "its header says N samples, the file holds M"), "" when none; the job lists them in
+    ``warnings.jsonl`` and says them once, from the main process. Other warnings pass on."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        wav, rate = read_audio(path)
+    notes = []
+    for found in caught:
+        if issubclass(found.category, UserWarning):
+            notes.append(str(found.message))
+        else:
+            warnings.warn_explicit(found.message, found.category, found.filename, found.lineno)
+    return wav, rate, "; ".join(dict.fromkeys(notes))
 
 
 def _as_is(batch: LoadedBatch) -> LoadedBatch:
