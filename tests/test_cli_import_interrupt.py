@@ -80,8 +80,11 @@ def test_public_names_are_the_defining_modules_objects() -> None:
 
     for name, module in opencodec._LAZY.items():
         assert getattr(opencodec, name) is getattr(importlib.import_module(f"opencodec.{module}"), name), name
-    assert set(opencodec._LAZY) | {"AudioIOError", "BitstreamError", "ModelLoadError", "OpenCodecError",
-                                   "__version__"} == set(opencodec.__all__)
+    errors = {"AudioIOError", "BitstreamError", "InvalidAudioError", "InvalidCodesError", "ModelLoadError",
+              "OpenCodecError", "UnsupportedBandwidthError"}
+    assert set(opencodec._LAZY) | errors | {"__version__"} == set(opencodec.__all__)
+    assert all(getattr(opencodec, name) is getattr(importlib.import_module("opencodec.errors"), name)
+               for name in errors)
     star: dict[str, object] = {}
     exec("from opencodec import *", star)
     assert all(star[name] is getattr(opencodec, name) for name in opencodec.__all__)

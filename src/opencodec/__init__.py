@@ -20,7 +20,8 @@ import sys as _sys
 import types as _types
 import typing as _tp
 
-from .errors import AudioIOError, BitstreamError, ModelLoadError, OpenCodecError  # (light: no torch)
+from .errors import (AudioIOError, BitstreamError, InvalidAudioError, InvalidCodesError,  # (light: no torch)
+                     ModelLoadError, OpenCodecError, UnsupportedBandwidthError)
 
 if _tp.TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ loads these
     from .audio import convert_audio, read_audio, write_audio
@@ -31,7 +32,8 @@ if _tp.TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr_
 __version__ = "0.1.0"
 
 __all__ = [
-    "AudioIOError", "BitstreamError", "ModelLoadError", "OpenCodecError",
+    "AudioIOError", "BitstreamError", "InvalidAudioError", "InvalidCodesError", "ModelLoadError",
+    "OpenCodecError", "UnsupportedBandwidthError",
     "EncodecConfig", "EncodecModel", "EncodedFrame", "load_model", "save_model",
     "compress", "decompress", "convert_audio", "read_audio", "write_audio", "__version__",
 ]
