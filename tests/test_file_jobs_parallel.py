@@ -16,6 +16,7 @@ import soundfile as sf
 import torch
 
 from opencodec import cli, file_jobs
+from opencodec._files import write_bytes_atomic
 from opencodec.file_jobs import Job, Plan, run_jobs
 
 
@@ -91,7 +92,7 @@ class _WhereAmI:
         if job.src.name == "writes-then-waits":  # its output is complete when the other worker dies
             if job.dst.exists():
                 raise FileExistsError(f"output {job.dst} already exists")
-            job.dst.write_bytes(b"complete")
+            write_bytes_atomic(job.dst, b"complete", overwrite=False)  # as real jobs place outputs
             time.sleep(1.0)
         if job.src.name == "dies-soon":
             time.sleep(0.3)

@@ -193,9 +193,14 @@ def test_folder_rerun_says_the_outputs_exist(tmp_path: Path, tiny_ckpt: str, cap
     assert capsys.readouterr().err.splitlines()[-1] == "opencodec: error: 1 of 1 file(s) failed"
 
 
-def test_no_overwrite_where_the_file_system_has_no_hard_links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("refusal", [PermissionError(1, "Operation not permitted"),  # EPERM: Linux's
+                                     OSError(22, "Invalid argument"), OSError(13, "Permission denied")])
+def test_no_overwrite_where_the_file_system_has_no_hard_links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              refusal: OSError) -> None:
+    """Whatever a file system without hard links answers (other platforms, network shares),
+    the output is placed by a check and a rename, and an existing one is still refused."""
     def no_links(*args: object, **kwargs: object) -> None:
-        raise PermissionError(1, "Operation not permitted")  # EPERM: what such file systems say
+        raise refusal
 
     monkeypatch.setattr(_files.os, "link", no_links)
     path = tmp_path / "x.bin"

@@ -13,15 +13,18 @@ temporary file's name therefore says which process on which machine wrote it
 (``.NAME.<host>-<pid namespace>-<pid>.<random>.tmp``), and the first ``atomic_output`` of a
 process in a folder removes the ones there whose process has ended: only those of this machine
 and this pid namespace (containers sharing a host name and a folder see other pids).
+``temporary_path`` names a temporary file of its caller's the same way (``kill -9`` leaves
+nothing that is not removed so), and ``record_placements`` lets a worker process record the
+identity of each file it places, so that its parent removes only its own outputs when it dies.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import errno
 import os
 import re
+import secrets
 import shutil
 import socket
 import tempfile
@@ -45,6 +48,8 @@ _UMASK = _current_umask()
 _SWEPT: set[str] = set()
 # Whether atomic_output may replace an existing file (see keep_existing).
 _OVERWRITE: contextvars.ContextVar[bool] = contextvars.ContextVar("opencodec_overwrite", default=True)
+# Where this process records the files it places (see record_placements); None: nowhere.
+_PLACEMENT_LOG: int | None = None
 
 
 def _host() -> str:
@@ -77,24 +82,105 @@ def _process_ended(pid: int) -> bool:
     return False
 
 
+def _temporary_owner(name: str) -> tuple[str, int] | None:
+    """``(host-pidns, pid)`` of the process that a temporary file's name says wrote it, or None
+    when the name is not in the pattern of :func:`atomic_output`'s files."""
+    match = re.match(rf"^\..+\.([A-Za-z0-9-]+-\d+)-(\d+)\.[^.]+{re.escape(TEMP_SUFFIX)}$", name)
+    return None if match is None else (match.group(1), int(match.group(2)))
+
+
+def temporary_in_use(path: str | Path) -> bool:
+    """Whether the temporary file ``path`` may still be written: its name says that a process of
+    another machine or pid namespace wrote it, or one of this one's that still runs (this one
+    included). False for names in another pattern (no writer can be told)."""
+    owner = _temporary_owner(Path(path).name)
+    if owner is None:
+        return False
+    return owner[0] != f"{_host()}-{_pid_namespace()}" or owner[1] == os.getpid() or not _process_ended(owner[1])
+
+
 def _remove_dead_temporaries(folder: Path) -> list[Path]:
     """Delete the temporary files in ``folder`` that ``atomic_output`` calls of processes on this
     machine, in this pid namespace, that have ended left behind (``kill -9``); returns them. Files
     of processes still running, of other machines or pid namespaces (a shared folder) and names
     in another pattern are left alone."""
-    owner = f"{re.escape(_host())}-{_pid_namespace()}"
-    pattern = re.compile(rf"^\..+\.{owner}-(\d+)\.[^.]+{re.escape(TEMP_SUFFIX)}$")
     removed = []
     with contextlib.suppress(OSError):
         with os.scandir(folder) as entries:
             for entry in entries:
-                match = pattern.match(entry.name)
-                if match and int(match.group(1)) != os.getpid() and _process_ended(int(match.group(1))):
+                if _temporary_owner(entry.name) is not None and not temporary_in_use(entry.name):
                     with contextlib.suppress(OSError):
                         if entry.is_file(follow_symlinks=False):
                             os.unlink(entry.path)
                             removed.append(Path(entry.path))
     return removed
+
+
+def remove_dead_temporaries(folder: str | Path) -> list[Path]:
+    """Delete now the temporary files in ``folder`` whose writer has ended (see
+    :func:`atomic_output`), even if this process swept ``folder`` before; returns them."""
+    _SWEPT.add(os.path.abspath(folder))
+    return _remove_dead_temporaries(Path(folder))
+
+
+@contextlib.contextmanager
+def temporary_path(path: str | Path) -> tp.Iterator[Path]:
+    """Yield a free hidden path next to ``path`` for an intermediate file (a round trip's
+    ``.ecdc``), named like :func:`atomic_output`'s temporary files (``.NAME.<host>-<pid
+    namespace>-<pid>.<random>.tmp``), and remove whatever is there on leaving the block. One
+    that a killed process (``kill -9``) leaves is removed by the next ``atomic_output`` in
+    that folder, as theirs are; hidden, it is skipped by a folder walk."""
+    path = Path(path)
+    folder = os.path.abspath(path.parent)
+    if folder not in _SWEPT and path.parent.is_dir():
+        _SWEPT.add(folder)
+        _remove_dead_temporaries(path.parent)
+    tmp = path.parent / f".{path.name}.{_owner_tag()}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
+    try:
+        yield tmp
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def record_placements(fd: int | None) -> None:
+    """From now on, append to the open file ``fd`` (``O_APPEND``) the identity of every file this
+    process's :func:`atomic_output` calls place: ``+<device> <inode>`` before it is moved into
+    place, ``-<device> <inode>`` when that fails (one line each, one ``write`` each); None
+    stops. A worker's parent reads them back (:func:`recorded_placements`) when the worker
+    dies, to remove what it placed and nothing another process placed meanwhile."""
+    global _PLACEMENT_LOG
+    _PLACEMENT_LOG = fd
+
+
+def recorded_placements(log: bytes) -> set[tuple[int, int]]:
+    """The ``(device, inode)`` of the files placed according to the lines of ``log`` (see
+    :func:`record_placements`), those whose placement failed left out."""
+    placed: set[tuple[int, int]] = set()
+    for line in log.decode("ascii", "replace").splitlines():
+        fields = line[1:].split()
+        if line[:1] not in ("+", "-") or len(fields) != 2 or not all(f.isdigit() for f in fields):
+            continue  # a line cut short by a kill
+        identity = (int(fields[0]), int(fields[1]))
+        (placed.add if line[0] == "+" else placed.discard)(identity)
+    return placed
+
+
+def file_identity(path: str | Path) -> tuple[int, int] | None:
+    """``(device, inode)`` of the file ``path`` (not following a symbolic link), None when there is none."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _record(tmp: Path, sign: str) -> None:
+    """Record ``tmp``'s identity in the placement log, if any (see :func:`record_placements`)."""
+    identity = None if _PLACEMENT_LOG is None else file_identity(tmp)
+    if identity is not None:
+        with contextlib.suppress(OSError):  # not recorded: the parent keeps the file (safe side)
+            os.write(tp.cast(int, _PLACEMENT_LOG), f"{sign}{identity[0]} {identity[1]}\n".encode())
 
 
 def check_output(path: str | Path, force: bool, *, need_folder: bool = True) -> None:
@@ -140,7 +226,18 @@ def _place(tmp: Path, path: Path, overwrite: bool) -> None:
     """Move the complete file ``tmp`` onto ``path``: an atomic rename, or with ``overwrite``
     False a hard link that fails when ``path`` exists (atomically: no window in which
     another process's file could be replaced), then ``tmp`` removed. Where the file system has
-    no hard links, a check then the rename."""
+    no hard links, a check then the rename. Recorded in the placement log, if any (both keep
+    ``tmp``'s inode)."""
+    _record(tmp, "+")  # before: a process killed right after placing has recorded it
+    try:
+        _move(tmp, path, overwrite)
+    except BaseException:
+        _record(tmp, "-")
+        raise
+
+
+def _move(tmp: Path, path: Path, overwrite: bool) -> None:
+    """:func:`_place`'s move."""
     if overwrite:
         os.replace(tmp, path)
         return
@@ -149,10 +246,8 @@ def _place(tmp: Path, path: Path, overwrite: bool) -> None:
         os.link(tmp, path, follow_symlinks=False)
     except FileExistsError:
         raise exists from None
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV, errno.ENOSYS):
-            raise
-        if os.path.lexists(path):  # no hard links here: check, then rename (a small window)
+    except OSError:  # no hard links here (EPERM, ENOSYS, an SMB share's own code...): check, then
+        if os.path.lexists(path):  # rename (a small window); a real fault fails the rename too
             raise exists from None
         os.replace(tmp, path)
         return

@@ -7,7 +7,8 @@ models once and process one :class:`~opencodec.file_jobs.Job`, returning a
 :class:`FileResult`; :func:`opencodec.file_jobs.run_jobs` runs them over a plan. Outputs are
 written atomically (a temporary file renamed into place), so a failure leaves no partial file.
 Long inputs of a streaming model (single files and files in a folder alike) go through
-:mod:`opencodec.longform` (bounded memory).
+:mod:`opencodec.longform` (bounded memory). The sizes reported for entropy-coded files come
+from :mod:`opencodec.ecdc_sizes`.
 
 Progress is reported through an optional :data:`ProgressFactory`: ``factory(desc, unit, lazy)``
 is a context manager yielding ``update(done, total)``.
@@ -19,7 +20,6 @@ import contextlib
 import dataclasses
 import io
 import os
-import tempfile
 import typing as tp
 import warnings
 from dataclasses import dataclass, field
@@ -27,13 +27,14 @@ from pathlib import Path
 
 import torch
 
-from ._files import check_output, error_reason, keep_existing, write_bytes_atomic
+from ._files import check_output, error_reason, keep_existing, temporary_path, write_bytes_atomic
 from .audio import (AUDIO_EXTENSIONS, convert_audio, fit_length, is_audio_file, loud_input_message, read_audio,
                     resampled_length, stores_float_samples, write_audio)
 from .bandwidth import DEFAULT_BANDWIDTH  # noqa: F401 (re-exported: defined here before)
-from .bitstream import EcdcHeader, StreamLayout, body_size, header_bytes, parse_header, read_header
+from .bitstream import EcdcHeader, StreamLayout, parse_header, read_header
 from .compress import compress, decompress
 from .ecdc_info import ECDC_SUFFIX, is_ecdc_file
+from .ecdc_sizes import body_overhead, header_extra, plain_size  # noqa: F401 (re-exported: defined here before)
 from .errors import OutputError, UsageError
 from .file_jobs import Job, Plan, check_input, is_same_file, plan_folder, single_output
 from .longform import compress_file_streaming, decompress_file_streaming, supports_streaming
@@ -280,42 +281,6 @@ def input_seconds(path: Path) -> float:
     return info.frames / info.samplerate if info.samplerate > 0 else 0.0
 
 
-def plain_size(header: EcdcHeader, model: EncodecModel) -> int:
-    """Bytes of the ``.ecdc`` file that ``compress`` writes without an entropy model for the
-    audio that ``header`` (an entropy-coded file's) describes: its header without the entropy
-    model's fields, and the packed body (``log2(bins)`` bits a code), computed, not encoded."""
-    plain = dataclasses.replace(header, use_lm=False, deterministic=None, lm_hash=None)
-    return len(header_bytes(plain)) + body_size(plain, StreamLayout.from_model(model))
-
-
-def header_extra(header: EcdcHeader) -> int:
-    """Bytes an entropy-coded file's header has over the plain header of the same audio
-    (the entropy model's name and hash, the format's fields): what short inputs pay whatever
-    the entropy model saves."""
-    plain = dataclasses.replace(header, use_lm=False, deterministic=None, lm_hash=None)
-    return len(header_bytes(header)) - len(header_bytes(plain))
-
-
-def body_overhead(header: EcdcHeader, layout: StreamLayout) -> int:
-    """Bytes of an entropy-coded body (of ``header``) that code no code, whatever the entropy
-    model predicts: per segment with frames, the arithmetic coder's end (it flushes about
-    ``TOTAL_RANGE_BITS`` = 24 pending bits) and, in the deterministic format, the checks
-    (a CRC-32 after the last frame, ``check_bits`` after every ``check_interval``-th frame
-    before it; :func:`opencodec.entropy.deterministic.check_after`). Bits, summed, rounded up."""
-    from .entropy.arithmetic import TOTAL_RANGE_BITS
-    from .entropy.deterministic import CRC_BITS
-
-    det, bits = header.deterministic, 0
-    for _, length in layout.segments(header.audio_length):
-        frames = layout.num_frames(length)
-        if frames <= 0:
-            continue
-        bits += TOTAL_RANGE_BITS
-        if det is not None:
-            bits += CRC_BITS + det.check_bits * ((frames - 1) // det.check_interval)
-    return -(-bits // 8)
-
-
 def _entropy_coded_sizes(result: FileResult, header: EcdcHeader, model: EncodecModel) -> None:
     """Fill in ``result``'s sizes of an entropy-coded file with ``header``: ``plain_bytes``,
     ``header_extra``, ``checksums`` (the deterministic format's) and ``body_overhead``."""
@@ -405,9 +370,14 @@ class FileCompressor:
                 and (options.channels or found[1]) == model.channels)
 
     def _streamed_round_trip(self, job: Job, folder: bool) -> FileResult:
-        """A long round trip in bounded memory: ``.ecdc`` into a temporary folder, decoded from there."""
-        with tempfile.TemporaryDirectory(prefix="opencodec-round-trip-") as tmp:
-            coded = self._streamed(Job(job.src, Path(tmp) / "coded.ecdc"), folder)
+        """A long round trip in bounded memory: ``.ecdc`` into a hidden temporary file beside the
+        output (:func:`~opencodec._files.temporary_path`: one a ``kill -9`` leaves is removed by
+        the next write into that folder), decoded from there, then removed."""
+        with temporary_path(job.dst) as coded_path:
+            try:
+                coded = self._streamed(Job(job.src, coded_path), folder)
+            except OutputError as exc:  # "cannot write PATH": name the output, not its temporary file
+                raise OutputError(str(exc).replace(str(coded_path), str(job.dst))) from exc
             bars = None if folder else self.progress
             with warnings.catch_warnings(record=True) as caught, _bar(bars, job.src.name, "frame", lazy=True) as bar:
                 warnings.simplefilter("always")

@@ -2,8 +2,8 @@
 
 ::
 
-    data = compress(model, wav, bandwidth=6.0)      # wav [C, T] at model.sample_rate
-    wav2, sample_rate = decompress(data)            # model named in the header, [C, T]
+    data = compress(model, wav, bandwidth=6.0)      # wav [C, T]: C channels, T samples at model.sample_rate
+    wav2, sample_rate = decompress(data)            # model named in the header, [C, T] again
 
 The bytes equal those of the official ``encodec.compress.compress(model, wav,
 use_lm=False)`` for the same weights; see :mod:`opencodec.bitstream` for the format.
@@ -68,13 +68,26 @@ def check_model_arg(model: tp.Any, optional: bool = False) -> None:
     what = f"{type(model).__name__} {model!r:.60}" if isinstance(model, (str, bytes)) or \
         hasattr(model, "__fspath__") else type(model).__name__
     none = " or None (the model the file names)" if optional else ""
+    order = "; a tensor is audio: the model comes first, compress(model, wav, ...)" \
+        if isinstance(model, torch.Tensor) and not optional else ""
     raise TypeError(f"model must be an EncodecModel{none}, got {what}; load one with "
-                    f"opencodec.pretrained.load_model(NAME_OR_PATH)")
+                    f"opencodec.pretrained.load_model(NAME_OR_PATH){order}")
+
+
+#: A first dimension at least this long, with the model's channel count as the last, reads as
+#: audio given as [T, C] (samples first, as soundfile and numpy give it) instead of [C, T].
+TRANSPOSED_MIN_SAMPLES = 64
 
 
 def _check_audio(model: EncodecModel, wav: tp.Any) -> None:
     if not isinstance(wav, torch.Tensor):
-        raise InvalidAudioError(f"audio must be a torch.Tensor [C, T], got {type(wav).__name__}")
+        hint = ""
+        if isinstance(wav, (str, bytes)) or hasattr(wav, "__fspath__"):
+            hint = ("; to compress a file, read it first: wav, rate = opencodec.audio.read_audio(path), then "
+                    "opencodec.audio.convert_audio(wav, rate, model.sample_rate, model.channels)")
+        elif type(wav).__module__ == "numpy":
+            hint = "; convert it with torch.from_numpy(array) (shape [C, T], float)"
+        raise InvalidAudioError(f"audio must be a torch.Tensor [C, T], got {type(wav).__name__}{hint}")
     if wav.dim() != 2:
         raise InvalidAudioError(f"audio must have shape [C, T] (channels, samples), "
                                 f"got {tuple(wav.shape)}")
@@ -82,8 +95,12 @@ def _check_audio(model: EncodecModel, wav: tp.Any) -> None:
         raise InvalidAudioError(f"audio must be floating point, got dtype {wav.dtype}")
     channels, length = wav.shape
     if channels != model.channels:
+        hint = ""
+        if length == model.channels and channels >= TRANSPOSED_MIN_SAMPLES:
+            hint = (f"; the audio looks transposed: shape {tuple(wav.shape)} reads as [T, C] (samples "
+                    f"first), but [C, T] (channels, samples) is expected: pass wav.T")
         raise InvalidAudioError(f"model {model.name} expects {model.channels} channel(s), "
-                                f"got {channels}")
+                                f"got {channels}{hint}")
     if length == 0:
         raise InvalidAudioError("cannot compress empty audio (0 samples)")
     check_finite(wav)  # the message model.encode and the streaming encoders give
@@ -122,12 +139,46 @@ def check_lm_covers(model: EncodecModel, lm: tp.Any, num_codebooks: int, determi
         check_lm_trained_for(trained_for, model, f"entropy model {name}" if name else "the entropy model")
 
 
+def _what(value: tp.Any) -> str:
+    """``value`` named for an error: its type, and for a path its value."""
+    if isinstance(value, (str, bytes)) or hasattr(value, "__fspath__"):
+        return f"{type(value).__name__} {value!r:.60}"
+    return type(value).__name__
+
+
+def check_binary_file(fo: tp.Any, mode: str) -> None:
+    """``TypeError`` unless ``fo`` is a file object open in binary mode for ``mode`` ('rb':
+    has ``read``, 'wb': has ``write``), naming what was given and how to open one: a path
+    (str, ``Path``) is not opened here, the caller chooses where the bytes go."""
+    method = "read" if mode == "rb" else "write"
+    if isinstance(fo, io.TextIOBase):
+        raise TypeError(f"expected a binary file object, got a text-mode file ({type(fo).__name__}); "
+                        f"open it with open(path, {mode!r})")
+    if not callable(getattr(fo, method, None)):
+        wanted = f"expected a binary file object open for {'reading' if mode == 'rb' else 'writing'}"
+        if isinstance(fo, str) or hasattr(fo, "__fspath__"):
+            raise TypeError(f"{wanted}, got {_what(fo)}: a path is not opened here; pass open(path, {mode!r})")
+        hint = "; to decode the bytes of a .ecdc file, use decompress(data)" \
+            if mode == "rb" and isinstance(fo, (bytes, bytearray, memoryview)) else ""
+        raise TypeError(f"{wanted} (open(path, {mode!r})), got {_what(fo)}{hint}")
+    able = getattr(fo, "readable" if mode == "rb" else "writable", None)
+    try:
+        refused = callable(able) and not able()
+    except (OSError, ValueError) as exc:  # a closed file
+        raise TypeError(f"expected a binary file object open for {'reading' if mode == 'rb' else 'writing'}, "
+                        f"got {type(fo).__name__}: {exc}") from None
+    if refused:
+        raise TypeError(f"the file object is not open for {'reading' if mode == 'rb' else 'writing'}: "
+                        f"open it with open(path, {mode!r})")
+
+
 def compress_to_file(model: EncodecModel, wav: torch.Tensor, fo: tp.BinaryIO,
                      bandwidth: float | None = None, lm: "EntropyLM | FixedLM | None" = None, *,
                      deterministic: bool = False, lm_name: str | None = None,
                      check_bits: int | None = None, check_interval: int | None = None) -> int:
-    """Encode ``wav`` [C, T] (float, ``model.channels`` channels at ``model.sample_rate`` Hz)
-    and write a ``.ecdc`` file to ``fo``; returns the bytes written.
+    """Encode ``wav`` [C, T] (float; C = ``model.channels`` channels, T samples at
+    ``model.sample_rate`` Hz, full scale 1.0) and write a ``.ecdc`` file to ``fo``, a binary file
+    object open for writing (``open(path, "wb")``, ``io.BytesIO``); returns the bytes written.
 
     ``bandwidth`` in kbps must be one of ``model.target_bandwidths``; it is used for this
     call only (the model's own target is restored afterwards). None uses the model's
@@ -136,8 +187,10 @@ def compress_to_file(model: EncodecModel, wav: torch.Tensor, fo: tp.BinaryIO,
     weights hash for every model but the official ones whose weights are proven official
     (loaded by name, or :func:`opencodec.identity.declare_official`; an official name on other
     weights writes ``<name>_custom``, see :func:`header_identity_fields`).
-    Raises :class:`InvalidAudioError` for bad audio or bandwidth, ``TypeError`` when
-    ``model`` is not an ``EncodecModel`` (a name is not loaded: pass ``load_model(name)``).
+    Raises :class:`InvalidAudioError` for bad audio (not a float tensor [C, T], another channel
+    count, audio that looks transposed [T, C], no samples, NaN or inf) or bandwidth,
+    ``TypeError`` when ``model`` is not an ``EncodecModel`` (a name is not loaded: pass
+    ``load_model(name)``) or ``fo`` is not a binary file object (a path is not opened here).
 
     ``lm``: an entropy model (:class:`~opencodec.entropy.EntropyLM`) to arithmetic-code the
     codes with (header ``"lm": true``); it must predict ``model.bins`` bins and cover the
@@ -159,6 +212,7 @@ def compress_to_file(model: EncodecModel, wav: torch.Tensor, fo: tp.BinaryIO,
     """
     check_model_arg(model)
     _check_audio(model, wav)
+    check_binary_file(fo, "wb")
     if deterministic and lm is None:
         raise InvalidAudioError("deterministic=True needs an entropy model (lm=...)")
     if not deterministic:
@@ -236,7 +290,8 @@ def compress(model: EncodecModel, wav: torch.Tensor, bandwidth: float | None = N
              lm: "EntropyLM | FixedLM | None" = None, *, deterministic: bool = False,
              lm_name: str | None = None, check_bits: int | None = None,
              check_interval: int | None = None) -> bytes:
-    """Encode ``wav`` [C, T] to the bytes of a ``.ecdc`` file (see :func:`compress_to_file`);
+    """Encode ``wav`` [C, T] (float; C = ``model.channels`` channels, T samples at
+    ``model.sample_rate`` Hz) to the bytes of a ``.ecdc`` file (see :func:`compress_to_file`);
     with ``lm`` the codes are entropy coded, in the official format, or with
     ``deterministic=True`` in the deterministic one."""
     fo = io.BytesIO()
@@ -288,10 +343,13 @@ def lm_for_header(header: EcdcHeader, model: EncodecModel, lm: "EntropyLM | Fixe
 
 def decompress_from_file(fo: tp.BinaryIO, model: EncodecModel | None = None,
                          lm: "EntropyLM | FixedLM | None" = None) -> tuple[torch.Tensor, int]:
-    """Read a ``.ecdc`` file from ``fo`` (to its end) and decode it.
+    """Read a ``.ecdc`` file from ``fo``, a binary file object open for reading
+    (``open(path, "rb")``, ``io.BytesIO``; a path is a ``TypeError``: it is not opened here),
+    to its end, and decode it.
 
-    Returns ``(wav, sample_rate)``: wav [C, al] float on the model's device, sample rate in
-    Hz. With ``model`` None the model named in the header is loaded (the release its weights
+    Returns ``(wav, sample_rate)``: wav [C, T] float on the model's device, C = the model's
+    channels, T = the header's audio length in samples (the input's length at encoding), at
+    ``sample_rate`` Hz (the model's). With ``model`` None the model named in the header is loaded (the release its weights
     hash names, see :func:`opencodec.identity.model_for_file`; a header that names bare
     ``opencodec_24khz`` without a hash, written before versioned names, is a
     ``ModelLoadError`` that says to name the release). A given model must fit the header:
@@ -309,6 +367,7 @@ def decompress_from_file(fo: tp.BinaryIO, model: EncodecModel | None = None,
     hash must be the header's. Raises ``BitstreamError`` for a malformed, truncated or padded
     file, a model mismatch, an entropy model that does not fit the file, or a failed check.
     """
+    check_binary_file(fo, "rb")
     header = read_header(fo)
     body = fo.read()
     model = model_for_header(header, model)
@@ -330,8 +389,9 @@ def decompress_from_file(fo: tp.BinaryIO, model: EncodecModel | None = None,
 
 def decompress(data: bytes, model: EncodecModel | None = None,
                lm: "EntropyLM | FixedLM | None" = None) -> tuple[torch.Tensor, int]:
-    """Decode the bytes of a ``.ecdc`` file: ``(wav [C, al], sample_rate)``
-    (see :func:`decompress_from_file`)."""
+    """Decode the bytes of a ``.ecdc`` file: ``(wav, sample_rate)``, wav [C, T] float (C
+    channels, T = the header's audio length in samples) at ``sample_rate`` Hz (see
+    :func:`decompress_from_file`)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         hint = ("; to read a file, use decompress_from_file(open(path, 'rb'))"
                 if isinstance(data, str) or hasattr(data, "__fspath__") or hasattr(data, "read") else "")

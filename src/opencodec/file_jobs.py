@@ -16,6 +16,7 @@ import multiprocessing as mp
 import os
 import pickle
 import signal
+import tempfile
 import typing as tp
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -24,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._process import exit_with_parent
-from ._files import TEMP_SUFFIX
+from ._files import (TEMP_SUFFIX, file_identity, record_placements, recorded_placements, remove_dead_temporaries,
+                     temporary_in_use)
 from .errors import EXPECTED_ERRORS, UsageError
 
 R = tp.TypeVar("R")
@@ -200,11 +202,14 @@ def _on_interrupt(signum: int, frame: tp.Any) -> None:
     os._exit(130)
 
 
-def _start_worker(work: tp.Callable[[Job, bool], tp.Any]) -> None:
+def _start_worker(work: tp.Callable[[Job, bool], tp.Any], log: int | str) -> None:
+    """A worker's set-up; ``log``: the placement log (see :class:`_PlacementLog`), its inherited
+    descriptor (fork) or its path."""
     global _WORK
     import torch  # only here: planning files needs no torch
 
     exit_with_parent()
+    record_placements(log if isinstance(log, int) else os.open(log, os.O_WRONLY | os.O_APPEND))
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # a background job ignores Ctrl-C
         signal.signal(signal.SIGINT, _on_interrupt)
     signal.signal(signal.SIGTERM, _on_interrupt)  # the pool stops the others when one dies
@@ -231,9 +236,53 @@ def _run_in_worker(job: Job, folder: bool) -> Outcome[tp.Any]:
 
 
 def _remove_temporaries(dst: Path) -> None:
-    """The temporary outputs a stopped or killed worker left for ``dst`` (see ``atomic_output``)."""
+    """The temporary outputs a stopped or killed worker left for ``dst`` (see ``atomic_output``):
+    in its folder, those whose writer has ended, and those for ``dst`` that name no writer;
+    another run's, whose writer still runs, are kept."""
+    remove_dead_temporaries(dst.parent)
     for path in dst.parent.glob(f".{glob.escape(dst.name)}.*{TEMP_SUFFIX}"):
-        path.unlink(missing_ok=True)
+        if not temporary_in_use(path) and path.is_file():
+            path.unlink(missing_ok=True)
+
+
+class _PlacementLog:
+    """The file the workers of one run record the outputs they place in (``+<device> <inode>``
+    lines, see :func:`opencodec._files.record_placements`), read when a worker dies: a lost
+    job's output is removed only when one of this run's workers placed it, never when another
+    run (a second command into the same folder) did. Forked workers inherit its descriptor (a
+    file without a name: nothing is left behind by a kill); others open it by its path."""
+
+    def __init__(self, fork: bool):
+        if fork:
+            self._file: tp.BinaryIO | None = tempfile.TemporaryFile(prefix="opencodec-placed-")
+            self.fd, self._path = self._file.fileno(), None
+            import fcntl  # POSIX, as fork is
+
+            fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) | os.O_APPEND)
+        else:
+            self._file = None
+            self.fd, self._path = tempfile.mkstemp(prefix="opencodec-placed-", suffix=".log")
+
+    @property
+    def target(self) -> int | str:
+        """What a worker records into: the descriptor (fork) or the path."""
+        return self.fd if self._path is None else self._path
+
+    def placed(self) -> set[tuple[int, int]]:
+        """The identities of the files this run's workers have placed."""
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        data = b""
+        while chunk := os.read(self.fd, 1 << 16):
+            data += chunk
+        return recorded_placements(data)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        else:
+            os.close(self.fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tp.cast(str, self._path))
 
 
 def _run_in_processes(plan: Plan, work: tp.Callable[[Job, bool], R], processes: int) -> tp.Iterator[Outcome[R]]:
@@ -243,11 +292,21 @@ def _run_in_processes(plan: Plan, work: tp.Callable[[Job, bool], R], processes: 
     memory) breaks the pool, which stops the others (their files are dropped like at Ctrl-C).
     The outcomes that came in are kept; the jobs that were in flight run again one at a time
     in a fresh single worker, so that only a job that kills its worker again is reported as
-    failed (an output one of them had already written is removed first); then the rest go on
-    with ``processes`` workers again.
+    failed (an output one of them had already placed is removed first: only one that this
+    run's workers placed, never a file another run placed meanwhile, see :class:`_PlacementLog`);
+    then the rest go on with ``processes`` workers again.
     """
-    context = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    existed = {i for i, job in enumerate(plan.jobs) if job.dst.exists()}
+    fork = "fork" in mp.get_all_start_methods()
+    log = _PlacementLog(fork)
+    try:
+        yield from _run_pools(plan, work, processes, mp.get_context("fork" if fork else "spawn"), log)
+    finally:
+        log.close()
+
+
+def _run_pools(plan: Plan, work: tp.Callable[[Job, bool], R], processes: int, context: tp.Any,
+               log: _PlacementLog) -> tp.Iterator[Outcome[R]]:
+    """:func:`_run_in_processes`, with its start method's ``context`` and placement ``log``."""
     finished: dict[int, Outcome[R]] = {}
     pending, suspects = deque(range(len(plan.jobs))), deque[int]()
     following = 0
@@ -261,7 +320,8 @@ def _run_in_processes(plan: Plan, work: tp.Callable[[Job, bool], R], processes: 
     while pending or suspects:
         alone = bool(suspects)
         source, workers = (suspects, 1) if alone else (pending, processes)
-        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(work,))
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                                   initargs=(work, log.target))
         in_flight: dict[int, Future[Outcome[R]]] = {}  # in submission order
         broken = False
         try:
@@ -297,10 +357,12 @@ def _run_in_processes(plan: Plan, work: tp.Callable[[Job, bool], R], processes: 
                 finished[i] = future.result()
             else:
                 lost.append(i)
+        placed = log.placed() if lost else set()
         for i in lost:
-            _remove_temporaries(plan.jobs[i].dst)
-            if i not in existed:  # written by this run before its outcome was lost: run it again
-                plan.jobs[i].dst.unlink(missing_ok=True)
+            dst = plan.jobs[i].dst
+            if file_identity(dst) in placed:  # placed by this run before its outcome was lost: run it again
+                dst.unlink(missing_ok=True)
+            _remove_temporaries(dst)
         if alone and lost:  # one worker, jobs in order: the oldest in flight is the one it died on
             finished[lost[0]] = Outcome(plan.jobs[lost[0]], error=RuntimeError(
                 "its worker process died (killed, or out of memory); the other files went on"))
