@@ -1,7 +1,8 @@
 """opencodec tokenize, third new-user walkthrough: SIGTERM stops tokenize and detokenize as
 Ctrl-C does (exit 143, one line); a worker process killed without a word (out of memory) is
 named, and the other workers are stopped at once; a file given twice under one id is named as
-such; under torchrun only rank 0 warns about what every rank lists."""
+such; under torchrun only rank 0 warns about what every rank lists; a truncated file is a bad
+file (errors.jsonl)."""
 
 from __future__ import annotations
 
@@ -154,11 +155,12 @@ def _truncated_wav(path: Path, seconds: float, kept: float, rate: int = 24000) -
     return path
 
 
-def test_truncated_files_are_tokenised_and_listed_in_warnings_jsonl(tiny_model_file: Path, tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture) -> None:
-    """A truncated WAV gets its row (the samples there are), and is listed in warnings.jsonl and
-    counted in index.json: batched (short) and streamed (over --max-seconds) alike."""
+def test_truncated_files_are_skipped_and_listed_in_errors_jsonl(tiny_model_file: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    """A truncated WAV is a bad file for tokenize: no row, listed in errors.jsonl with the
+    reason, batched (short) and streamed (over --max-seconds) alike; there is no warnings.jsonl."""
     import json
+    import pyarrow.parquet as pq
     from opencodec.cli import main
     data = tmp_path / "data"
     data.mkdir()
@@ -168,35 +170,34 @@ def test_truncated_files_are_tokenised_and_listed_in_warnings_jsonl(tiny_model_f
     out = tmp_path / "out"
     assert main(["-q", "tokenize", str(data), "--out", str(out), "-m", str(tiny_model_file), "--device", "cpu",
                  "--max-seconds", "1"]) == 0
-    noted = [json.loads(line) for line in (out / "warnings.jsonl").read_text().splitlines()]
-    assert [(n["id"], n["path"]) for n in noted] == [("short.wav", str(data / "short.wav")),
-                                                     ("long.wav", str(data / "long.wav"))]
-    assert "its header says 12000 samples, the file holds 6000" in noted[0]["warning"]
-    assert "its header says 48000 samples, the file holds 28800" in noted[1]["warning"]
+    failed = {e["id"]: e for e in map(json.loads, (out / "errors.jsonl").read_text().splitlines())}
+    assert failed == {
+        "short.wav": {"id": "short.wav", "path": str(data / "short.wav"), "error": f"cannot read audio file "
+                      f"{data / 'short.wav'}: truncated: its header says 12000 samples, the file holds 6000"},
+        "long.wav": {"id": "long.wav", "path": str(data / "long.wav"), "error": f"cannot read audio file "
+                     f"{data / 'long.wav'}: truncated: its header says 48000 samples, the file holds 28800"}}
     index = json.loads((out / "index.json").read_text())
-    assert (index["rows"], index["errors"], index["warnings"]) == (3, 0, 2)
-    assert (out / "errors.jsonl").read_text() == ""
-    from opencodec.tokens import TokenDataset
-    assert "warnings" not in TokenDataset(out).metadata  # a shard's own list, as its errors
+    assert (index["rows"], index["errors"], "warnings" in index) == (1, 2, False)
+    assert not (out / "warnings.jsonl").exists()
+    assert pq.read_table(sorted(out.glob("shard-*.parquet"))).column("id").to_pylist() == ["fine.wav"]
     err = capsys.readouterr().err
-    assert (f"opencodec: warning: 2 files tokenised as read despite a warning (a truncated file: fewer samples "
-            f"than its header says): listed in {out / 'warnings.jsonl'}") in err
-    assert err.count("truncated: its header says") == 2  # each file once
+    assert err == f"opencodec: warning: 2 of 3 files could not be tokenised (reasons in {out / 'errors.jsonl'})\n"
 
 
-def test_a_warning_in_a_loader_process_is_said_once_by_the_job(tiny_model_file: Path, tmp_path: Path) -> None:
-    """Read in a DataLoader worker process (--loader-workers 1), the truncation warning comes
-    back with the batch: the job says it (and lists it), instead of the worker printing it."""
+def test_a_truncated_file_read_in_a_loader_process_is_an_error(tiny_model_file: Path, tmp_path: Path) -> None:
+    """Read in a DataLoader worker process (--loader-workers 1), the truncated file comes back
+    as the batch's error (no warning printed by the worker, none by the job)."""
     data = tmp_path / "data"
     data.mkdir()
     _truncated_wav(data / "short.wav", 0.5, 0.25)
+    _wav(data / "fine.wav", 0.3)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         summary = tokenize(TokenizeOptions([str(data)], tmp_path / "out", model=str(tiny_model_file), device="cpu",
                                            loader_workers=1, workers=1))
-    said = [str(w.message) for w in caught if "truncated" in str(w.message)]
-    assert len(said) == 1 and said[0].startswith(f"{data / 'short.wav'}: truncated"), said
-    assert summary.index is not None and summary.index["warnings"] == 1
+    assert not [str(w.message) for w in caught if "truncated" in str(w.message)]
+    assert summary.index is not None and (summary.index["rows"], summary.index["errors"]) == (1, 1)
+    assert "truncated: its header says 12000 samples" in (tmp_path / "out" / "errors.jsonl").read_text()
 
 
 def test_help_names_the_default_model(capsys: pytest.CaptureFixture) -> None:

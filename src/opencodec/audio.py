@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ import torch
 
 from ._files import atomic_output, error_reason
 from .argtypes import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
-from .errors import AudioIOError, OutputError
+from .errors import AudioIOError, InvalidAudioError, OutputError
 
 #: File extensions (lower case) treated as audio when scanning folders.
 AUDIO_EXTENSIONS: frozenset[str] = frozenset(
@@ -40,20 +41,28 @@ RESCALE_PEAK = 0.99
 RESAMPLE_QUALITY = "HQ"
 
 
-def read_audio(path: str | Path) -> tuple[torch.Tensor, int]:
+def read_audio(path: str | Path, *, refuse_truncated: bool = False) -> tuple[torch.Tensor, int]:
     """Decode an audio file into a float32 tensor ``[C, T]`` and its sample rate (Hz).
 
     Any format libsndfile reads works (WAV, FLAC, Ogg/Vorbis, Ogg/Opus, MP3, ...), at any
     rate and channel count; integer PCM is scaled to [-1, 1) (divided by 2^(bits-1)).
     Raises ``AudioIOError`` naming the file and the reason when it is missing, not a
-    file, not decodable, has a sample rate outside 1000-768000 Hz (:func:`check_file_rate`),
-    has no samples, or holds NaN/infinite samples.
+    file, not decodable (a ``.mp3`` holding no MPEG audio: :func:`check_mp3_content`), has a
+    sample rate outside 1000-768000 Hz (:func:`check_file_rate`), has no samples, or holds
+    NaN/infinite samples.
+
+    A truncated file (fewer samples than its header declares: :func:`find_truncation`) gives
+    the samples it holds with a ``UserWarning`` ("PATH: truncated: its header says N samples,
+    the file holds M (the M there are used)"), or with ``refuse_truncated`` raises
+    ``AudioIOError`` ("cannot read audio file PATH: truncated: its header says N samples, the
+    file holds M"), as ``opencodec tokenize`` does.
     """
     path = Path(path)
     if not path.exists():
         raise AudioIOError(f"cannot read audio file {path}: no such file")
     if not path.is_file():
         raise AudioIOError(f"cannot read audio file {path}: not a regular file")
+    check_mp3_content(path)
     try:  # as soundfile.read does it, keeping the length the header claims
         with sf.SoundFile(soundfile_name(path)) as sfile:
             check_file_rate(path, sfile.samplerate)
@@ -64,7 +73,11 @@ def read_audio(path: str | Path) -> tuple[torch.Tensor, int]:
             sample_rate = sfile.samplerate
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
         raise AudioIOError(f"cannot read audio file {path}: {audio_error_reason(exc, path)}") from exc
-    _warn_if_truncated(path, data.shape[0], claimed)
+    cut = find_truncation(path, data.shape[0], claimed)
+    if cut is not None:
+        if refuse_truncated:
+            raise AudioIOError(f"cannot read audio file {path}: {cut.reason}")
+        warnings.warn(f"{path}: {cut.reason} (the {cut.held} there are used)", stacklevel=2)
     if data.shape[0] == 0:
         raise AudioIOError(f"cannot read audio file {path}: it holds no audio samples")
     if not np.isfinite(data).all():
@@ -124,23 +137,64 @@ def audio_error_reason(exc: BaseException, path: str | Path | None = None) -> st
     return error_reason(exc)
 
 
-def _warn_if_truncated(path: Path, frames: int, claimed: int) -> None:
-    """``warnings.warn`` when ``path`` holds fewer samples than its header says: libsndfile's
-    count (an MP3's Xing header), or for a WAV the size of its ``data`` chunk, which
-    libsndfile silently cuts to the bytes present."""
-    declared = max(claimed, _wav_declared_frames(path) or 0)
-    if frames < declared:
-        warnings.warn(f"{path}: truncated: its header says {declared} samples, the file holds {frames} "
-                      f"(the {frames} there are used)", stacklevel=3)
+@dataclass(frozen=True)
+class Truncation:
+    """A file holding fewer sample frames (``held``) than its header declares (``declared``):
+    an interrupted copy or download, a file cut with ``head -c``."""
+
+    declared: int
+    held: int
+
+    @property
+    def reason(self) -> str:
+        """``"truncated: its header says N samples, the file holds M"``."""
+        return f"truncated: its header says {self.declared} samples, the file holds {self.held}"
 
 
-def _wav_declared_frames(path: Path) -> int | None:
-    """Sample frames the ``data`` chunk of a RIFF/WAVE file declares (None: not a WAV, a
-    streamed WAV of unknown length, or no ``data`` chunk in its first 64 KiB)."""
+def find_truncation(path: str | Path, held: int | None = None, claimed: int | None = None) -> Truncation | None:
+    """How the audio file ``path`` falls short of its header, None when it does not.
+
+    ``held``: the sample frames it holds (decoded); ``claimed``: libsndfile's count from its
+    header (``SoundFile.frames``). Left out, both are libsndfile's count, read from the header
+    without decoding: that finds a WAV or AIFF that was cut (libsndfile silently counts the
+    frames present; :func:`header_declared_frames` gives what the header declares), not an
+    MP3 whose Xing header counts more frames than its data holds (only decoding finds that).
+    The header declares ``max(claimed, header_declared_frames(path))`` frames. Raises
+    ``AudioIOError`` when libsndfile cannot read the header (only when ``held`` or ``claimed``
+    is left out)."""
+    if held is None or claimed is None:
+        check_mp3_content(path)
+        try:
+            frames = sf.info(soundfile_name(path)).frames
+        except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+            raise AudioIOError(f"cannot read audio file {path}: {audio_error_reason(exc, path)}") from exc
+        held = frames if held is None else held
+        claimed = frames if claimed is None else claimed
+    declared = max(claimed, header_declared_frames(path) or 0)
+    return Truncation(declared, held) if held < declared else None
+
+
+def header_declared_frames(path: str | Path) -> int | None:
+    """Sample frames the header of a RIFF/WAVE file (the size of its ``data`` chunk) or an
+    AIFF/AIFC file (its ``COMM`` chunk's count) declares; None for other formats, a streamed
+    WAV of unknown length, or no such chunk in its first 64 KiB. libsndfile reports the frames
+    present instead, so comparing the two finds a cut file (:func:`find_truncation`)."""
     with open(path, "rb") as fi:
         head = fi.read(1 << 16)
-    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        return None
+    if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return _wav_data_frames(head)
+    if len(head) >= 12 and head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        offset = 12
+        while offset + 8 <= len(head):  # big-endian chunk sizes
+            tag, size = head[offset:offset + 4], int.from_bytes(head[offset + 4:offset + 8], "big")
+            if tag == b"COMM" and offset + 14 <= len(head):
+                return int.from_bytes(head[offset + 10:offset + 14], "big")
+            offset += 8 + size + (size & 1)
+    return None
+
+
+def _wav_data_frames(head: bytes) -> int | None:
+    """Frames the ``data`` chunk of the RIFF/WAVE file starting with ``head`` declares."""
     offset, block_align = 12, 0
     while offset + 8 <= len(head):
         tag, size = head[offset:offset + 4], int.from_bytes(head[offset + 4:offset + 8], "little")
@@ -154,6 +208,57 @@ def _wav_declared_frames(path: Path) -> int | None:
     return None
 
 
+#: Bytes of a ``.mp3`` file searched for an MPEG audio frame (:func:`check_mp3_content`).
+MP3_SNIFF_BYTES = 1 << 16
+
+
+def _has_mpeg_frame(head: bytes) -> bool:
+    """Whether ``head`` starts with an ID3v2 tag or holds an MPEG audio frame header: 11 sync
+    bits, then a version, layer, bitrate and sample rate that are not the reserved values."""
+    if head[:3] == b"ID3":
+        return True
+    at = head.find(b"\xff")
+    while 0 <= at < len(head) - 2:
+        b1, b2 = head[at + 1], head[at + 2]
+        if ((b1 & 0xE0) == 0xE0 and (b1 >> 3) & 3 != 1 and (b1 >> 1) & 3 != 0
+                and b2 >> 4 != 15 and (b2 >> 2) & 3 != 3):
+            return True
+        at = head.find(b"\xff", at + 1)
+    return False
+
+
+def check_mp3_content(path: str | Path) -> None:
+    """Refuse a ``.mp3`` file that holds no MPEG audio (an ``AudioIOError`` naming it), before
+    libsndfile sees it: for a file of that name whose content it does not recognise, libsndfile
+    hands it to libmpg123, which prints "Note: Illegal Audio-MPEG-Header ..." and "Note: Trying
+    to resync..." to stderr before failing. A ``.mp3`` passes with an ID3v2 tag or an MPEG
+    frame header in its first :data:`MP3_SNIFF_BYTES` bytes (a real MP3, also after some junk),
+    or when libsndfile recognises its content without the name (a WAV named ``.mp3``).
+    Other names pass unread."""
+    if os.path.splitext(os.fspath(path))[1].lower() != ".mp3":
+        return
+    try:
+        with open(path, "rb") as fi:
+            if _has_mpeg_frame(fi.read(MP3_SNIFF_BYTES)):
+                return
+            fi.seek(0)
+            with sf.SoundFile(fi):  # no name: libsndfile goes by the content alone, quietly
+                return
+    except (sf.LibsndfileError, RuntimeError, ValueError):
+        pass
+    except OSError as exc:
+        raise AudioIOError(f"cannot read audio file {path}: {error_reason(exc)}") from exc
+    raise AudioIOError(f"cannot read audio file {path}: not a decodable audio file (named .mp3, but it holds "
+                       "no MPEG audio frame or ID3 tag, nor another audio format)")
+
+
+class ChannelConversionError(InvalidAudioError, AudioIOError):
+    """Audio whose channel count ``convert_channels`` cannot change as asked (e.g. 3 -> 2): a
+    ``ValueError`` (:class:`~opencodec.errors.InvalidAudioError`) about the tensor given, and
+    also an ``AudioIOError``, as before, so that callers skipping files they cannot use by that
+    class (``except AudioIOError``) still skip such a file."""
+
+
 def convert_channels(wav: torch.Tensor, target_channels: int) -> torch.Tensor:
     """Change the channel count of ``[..., C, T]`` audio to ``target_channels``.
 
@@ -161,8 +266,9 @@ def convert_channels(wav: torch.Tensor, target_channels: int) -> torch.Tensor:
     - to mono: the mean of the channels, ``y = (1/C) sum_c x_c`` (amplitude-preserving
       for correlated channels; a full-scale channel alone becomes half scale in stereo);
     - from mono: the channel is repeated (each output channel equals the input);
-    - anything else (e.g. 6 -> 2): ``AudioIOError``, because a down-mix matrix would be a
-      guess (surround layouts differ in channel order and weights).
+    - anything else (e.g. 6 -> 2): :class:`ChannelConversionError` (a ``ValueError``),
+      because a down-mix matrix would be a guess (surround layouts differ in channel order
+      and weights).
     """
     if target_channels < 1:
         raise ValueError(f"target_channels must be >= 1, got {target_channels}")
@@ -174,7 +280,7 @@ def convert_channels(wav: torch.Tensor, target_channels: int) -> torch.Tensor:
     if channels == 1:
         repeats = [1] * (wav.dim() - 2) + [target_channels, 1]
         return wav.repeat(*repeats)
-    raise AudioIOError(
+    raise ChannelConversionError(
         f"cannot convert {channels} channels to {target_channels}: only mono down-mix "
         f"and mono up-mix are supported; convert the file with a tool that knows its layout")
 
@@ -229,10 +335,10 @@ def convert_audio(wav: torch.Tensor, sample_rate: int, target_rate: int,
     ``TypeError``: scale it to full scale 1.0 first (int16: ``x.float() / 32768``).
 
     Channels first (``convert_channels``: mean to mono, repeat from mono, else
-    ``AudioIOError``), then resampling (``resample``: soxr HQ), so a down-mix resamples
-    fewer channels. Output length is :func:`resampled_length`: ``T * target_rate /
-    sample_rate`` rounded half up (soxr's rounding: 1001 samples at 48 kHz give 501 at
-    24 kHz), so a round trip through another rate can come back one sample longer; cut it
+    :class:`ChannelConversionError`, a ``ValueError``), then resampling (``resample``: soxr
+    HQ), so a down-mix resamples fewer channels. Output length is :func:`resampled_length`:
+    ``T * target_rate / sample_rate`` rounded half up (soxr's rounding: 1001 samples at 48 kHz
+    give 501 at 24 kHz), so a round trip through another rate can come back one sample longer; cut it
     with :func:`fit_length`.
     """
     _require_tensor(wav, "convert_audio")

@@ -95,7 +95,7 @@ class TokenDataset(Dataset):
         self.files = shard_files(folder, partial)
         self.tables = [pq.read_table(f) for f in self.files]
         self.metadata = {k: v for k, v in read_metadata(self.files[0]).items()
-                         if k not in ("errors", "warnings", "shard", "seconds")}
+                         if k not in ("errors", "shard", "seconds")}
         self._starts = list(np.cumsum([0] + [t.num_rows for t in self.tables]))
         self._ids: dict[str, int] | None = None
 

@@ -19,7 +19,8 @@ under several ids is tokenised once per id, with a warning. A file whose id woul
 UTF-8 text (a file name in another encoding, such as Latin-1), which a Parquet string cannot
 hold, is listed with its ``error`` set and the bytes written ``\\xNN`` in its id: the job
 reports it in ``errors.jsonl`` and skips it; such a file takes no part in the check of unique ids
-(its escaped id may be another file's real name).
+(its escaped id may be another file's real name). So is a broken symbolic link, named as such
+with its target ("broken symbolic link (points to X)") rather than "no such file".
 """
 
 from __future__ import annotations
@@ -81,6 +82,28 @@ def _skip_if_not_utf8(item: InputItem) -> InputItem:
     return InputItem(safe, item.path, item.origin,
                      error=f"{utf8_text(item.path)}: the file name is not valid UTF-8 (its other bytes are "
                            "shown as \\xNN), and a row's id must be UTF-8 text: rename the file to tokenise it")
+
+
+def broken_link(path: str | Path) -> str | None:
+    """``"broken symbolic link (points to TARGET)"`` when ``path`` is a symbolic link whose
+    target does not exist (a dangling link, or a loop of links), else None."""
+    if not os.path.islink(path) or os.path.exists(path):
+        return None
+    try:
+        target = os.readlink(path)
+    except OSError:  # gone since: say what was there
+        return "broken symbolic link"
+    return f"broken symbolic link (points to {utf8_text(target)})"
+
+
+def _skip_if_broken_link(item: InputItem) -> InputItem:
+    """``item``, or when its path is a broken symbolic link, the item with the ``error``
+    saying so (read, it would fail as "no such file", though a file of that name is there)."""
+    broken = None if item.error else broken_link(item.path)
+    if broken is None:
+        return item
+    return InputItem(item.id, item.path, item.origin,
+                     error=f"cannot read audio file {utf8_text(item.path)}: {broken}")
 
 
 def _walk_folder(root: Path) -> list[InputItem]:
@@ -210,7 +233,8 @@ def _read_input(source: Path) -> list[InputItem]:
     if source.is_dir():
         return _walk_folder(source)
     if not source.is_file():
-        raise InputError(f"input {source} does not exist")
+        broken = broken_link(source)
+        raise InputError(f"input {source} is a {broken}" if broken else f"input {source} does not exist")
     suffix = source.suffix.lower()
     if is_audio_file(source):
         return [InputItem(source.name, str(source), f"audio file {source}")]
@@ -277,7 +301,7 @@ def list_inputs(inputs: list[str | Path]) -> list[InputItem]:
         found = _read_input(Path(given))
         if not found:
             raise InputError(f"input {given} names no audio file")
-        items.extend(_skip_if_not_utf8(item) for item in found)
+        items.extend(_skip_if_broken_link(_skip_if_not_utf8(item)) for item in found)
     items.sort()
     _check_unique(items)
     _warn_same_file(items)

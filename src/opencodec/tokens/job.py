@@ -26,9 +26,9 @@ import soundfile as sf
 import torch
 
 from .._process import exit_with_parent, usable_cores
-from ..audio import _wav_declared_frames, soundfile_name  # (audio's WAV header reader: see _streamed_row)
+from ..audio import find_truncation, resampled_length, soundfile_name
 from ..batching import encode_batch, encode_each
-from ..errors import OpenCodecError
+from ..errors import AudioIOError, OpenCodecError
 from ..longform import encode_file_streaming, supports_streaming
 from ..model import EncodecModel
 from ..pretrained import known_models, load_model
@@ -216,26 +216,32 @@ def _rows_of_batch(model: EncodecModel, loaded: LoadedBatch, items: list[Planned
     return rows
 
 
-def _streamed_row(model: EncodecModel, item: PlannedItem, autocast: tp.ContextManager) -> tuple[Row, str]:
-    """A long file's row, encoded block by block, and its note ("" or, for a WAV holding fewer
-    samples than its header declares, ``read_audio``'s truncation warning, which the block
-    reader does not give)."""
+def _streamed_row(model: EncodecModel, item: PlannedItem, autocast: tp.ContextManager) -> Row:
+    """A long file's row, encoded block by block. A truncated file fails as ``read_audio(...,
+    refuse_truncated=True)`` fails for a short one, and gets no row: a cut WAV or AIFF before
+    any encoding (its header against libsndfile's count), another format (an MP3 whose Xing
+    header counts more frames than it holds) when it gave fewer samples than libsndfile's count."""
+    cut = find_truncation(item.path)
+    if cut is not None:
+        raise AudioIOError(f"cannot read audio file {item.path}: {cut.reason}")
     info = sf.info(soundfile_name(item.path))
     with autocast:
         codes, scales, length = encode_file_streaming(model, item.path)
-    declared = _wav_declared_frames(Path(item.path)) or 0
-    note = (f"{item.path}: truncated: its header says {declared} samples, the file holds {info.frames} "
-            f"(the {info.frames} there are used)") if info.frames < declared else ""
-    return (Row(item.id, codes.to(torch.int16).numpy(), int(info.samplerate), info.frames / info.samplerate,
-                int(info.channels), length, None if scales is None else scales.numpy()), note)
+    if length < resampled_length(info.frames, info.samplerate, model.sample_rate):
+        # samples held, from those given at the model's rate (rounded when resampled)
+        held = round(length * info.samplerate / model.sample_rate)
+        about = "" if info.samplerate == model.sample_rate else "about "
+        raise AudioIOError(f"cannot read audio file {item.path}: truncated: its header says {info.frames} "
+                           f"samples, the file holds {about}{held}")
+    return Row(item.id, codes.to(torch.int16).numpy(), int(info.samplerate), info.frames / info.samplerate,
+               int(info.channels), length, None if scales is None else scales.numpy())
 
 
 def encode_shards(model: EncodecModel, shards: dict[int, list[PlannedItem]], options: TokenizeOptions,
                   device: torch.device, report: Report, stats: WorkerStats | None = None
-                  ) -> tp.Iterator[tuple[int, list[Row], list[dict[str, str]], list[dict[str, str]]]]:
+                  ) -> tp.Iterator[tuple[int, list[Row], list[dict[str, str]]]]:
     """Encode the ``shards`` (shard index -> its items, in plan order) through one DataLoader,
-    yielding ``(shard, rows in plan order, errors, notes)`` as soon as a shard's last batch is
-    done. ``notes``: the rows read with a warning (a truncated file), which is also warned here.
+    yielding ``(shard, rows in plan order, errors)`` as soon as a shard's last batch is done.
 
     With bf16, the first batch ``stats`` has not checked yet is also encoded in fp32 and the
     codes compared (counts added to ``stats.bf16_equal`` / ``stats.bf16_checked``).
@@ -252,7 +258,6 @@ def encode_shards(model: EncodecModel, shards: dict[int, list[PlannedItem]], opt
                                    if options.dtype == "bf16" else contextlib.nullcontext())
     rows: dict[int, dict[int, Row]] = defaultdict(dict)
     errors: dict[int, dict[int, str]] = defaultdict(dict)
-    notes: dict[int, dict[int, str]] = defaultdict(dict)
     for loaded in batch_loader(dataset, loader_workers, spawn=device.type == "cuda"):
         items = shards[loaded.shard]
         found = _rows_of_batch(model, loaded, items, device, autocast)
@@ -265,26 +270,19 @@ def encode_shards(model: EncodecModel, shards: dict[int, list[PlannedItem]], opt
         if loaded.streamed:
             row = loaded.rows[0]
             try:
-                found[row], note = _streamed_row(model, items[row], autocast)
-                if note:
-                    loaded.notes[row] = note
+                found[row] = _streamed_row(model, items[row], autocast)
             except (OpenCodecError, OSError, ValueError, RuntimeError) as exc:
                 failed[row] = str(exc) or type(exc).__name__
         rows[loaded.shard].update(found)
         errors[loaded.shard].update(failed)
-        for note in loaded.notes.values():  # read in a DataLoader process: said here, once
-            warnings.warn(note, stacklevel=2)
-        notes[loaded.shard].update({r: n for r, n in loaded.notes.items() if r in found})
         seconds = sum(r.duration for r in found.values()) + sum(max(0.0, items[r].duration) for r in failed)
         report(seconds, len(found), len(failed))
         remaining[loaded.shard] -= 1
         if remaining[loaded.shard] == 0:
-            done, failures, noted = rows.pop(loaded.shard), errors.pop(loaded.shard), notes.pop(loaded.shard)
+            done, failures = rows.pop(loaded.shard), errors.pop(loaded.shard)
             yield (loaded.shard, [done[r] for r in sorted(done)],
                    [{"id": items[r].id, "path": utf8_text(items[r].path), "error": utf8_text(failures[r])}
-                    for r in sorted(failures)],
-                   [{"id": items[r].id, "path": utf8_text(items[r].path), "warning": utf8_text(noted[r])}
-                    for r in sorted(noted)])
+                    for r in sorted(failures)])
 
 
 def run_worker(options: TokenizeOptions, plan: JobPlan, model: EncodecModel, place: WorkerPlace,
@@ -307,10 +305,10 @@ def run_worker(options: TokenizeOptions, plan: JobPlan, model: EncodecModel, pla
     common = {k: plan.job[k] for k in ("model", "weights_sha256", "bandwidth", "opencodec_version", "dtype")}
     if weights_file(options.model) is not None:
         common["weights_file"] = weights_file(options.model)
-    for s, rows, errors, notes in encode_shards(model, shards, options, device, count, stats):
+    for s, rows, errors in encode_shards(model, shards, options, device, count, stats):
         meta = {**common, "model_sample_rate": model.sample_rate, "model_channels": model.channels,
                 "frame_rate": model.frame_rate, "shard": s, "num_shards": len(plan.shards),
-                "errors": errors, "warnings": notes, "seconds": sum(r.duration for r in rows)}
+                "errors": errors, "seconds": sum(r.duration for r in rows)}
         write_shard(out / names[s], rows, meta, with_scales=model.normalize)
         stats.seconds += meta["seconds"]  # audio tokenised (the reports also count failed files)
         stats.shards_written += 1

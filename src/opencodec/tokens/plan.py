@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import soundfile as sf
 
-from ..audio import soundfile_name
+from ..audio import check_mp3_content, soundfile_name
 from .inputs import InputItem
 
 
@@ -59,8 +59,10 @@ class WorkerPlace:
 
 
 def header_duration(path: str) -> float:
-    """Duration in seconds from the file's header; -1 when the header cannot be read."""
+    """Duration in seconds from the file's header; -1 when the header cannot be read (also
+    a ``.mp3`` holding no MPEG audio, refused before libmpg123 prints its notes about it)."""
     try:
+        check_mp3_content(path)
         info = sf.info(soundfile_name(path))
     except Exception:  # noqa: BLE001  (any failure is reported when the file is read)
         return -1.0

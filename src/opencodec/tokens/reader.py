@@ -4,7 +4,10 @@
 converted to the model's channels and rate (``read_audio`` + ``convert_audio``, exactly what
 ``model.encode`` of the file alone is given) and right-padded into one tensor. A file that
 cannot be read is reported in the batch instead of raising, so one bad file never stops the
-job. Streamed (long) files are not read here: the encoding process reads them block by block.
+job. A truncated file (fewer samples than its header declares) is such a bad file here
+(``read_audio(..., refuse_truncated=True)``): its row would hold part of the audio its
+transcript or label describes. Streamed (long) files are not read here: the encoding process
+reads them block by block (and checks them, ``job``).
 """
 
 from __future__ import annotations
@@ -35,8 +38,7 @@ class LoadedBatch:
     """Batch ``index`` of the work, of shard ``shard``: ``audio`` [B, C, T] at the model's rate
     (zeros past each item's end) for the ``rows`` (positions in the shard) that could be read,
     their ``lengths`` [B] in samples and ``sources``; ``errors`` maps the other rows to the
-    reason, ``notes`` rows read with a warning (a truncated file) to its words. ``streamed``:
-    one long file, not read (``audio`` is None)."""
+    reason. ``streamed``: one long file, not read (``audio`` is None)."""
 
     index: int
     shard: int
@@ -46,7 +48,6 @@ class LoadedBatch:
     sources: list[SourceInfo]
     errors: dict[int, str] = field(default_factory=dict)
     streamed: bool = False
-    notes: dict[int, str] = field(default_factory=dict)
 
 
 class BatchAudio(Dataset):
@@ -65,16 +66,14 @@ class BatchAudio(Dataset):
         shard, batch = self.batches[index]
         if batch.streamed:
             return LoadedBatch(index, shard, list(batch.rows), None, [], [], streamed=True)
-        waves, rows, sources, errors, notes = [], [], [], {}, {}
+        waves, rows, sources, errors = [], [], [], {}
         for row in batch.rows:
             item = self.items[shard][row]
-            if item.error:  # skipped unread (a file name that is not UTF-8)
+            if item.error:  # skipped unread (a file name that is not UTF-8, a broken link)
                 errors[row] = item.error
                 continue
             try:
-                wav, rate, note = _read_noting(item.path)
-                if note:
-                    notes[row] = note
+                wav, rate = read_audio(item.path, refuse_truncated=True)
                 waves.append(convert_audio(wav, rate, self.sample_rate, self.channels))
                 sources.append(SourceInfo(rate, wav.shape[0], wav.shape[-1] / rate))
                 rows.append(row)
@@ -86,23 +85,7 @@ class BatchAudio(Dataset):
             audio = torch.zeros(len(waves), self.channels, max(lengths))
             for b, wav in enumerate(waves):
                 audio[b, :, : wav.shape[-1]] = wav
-        return LoadedBatch(index, shard, rows, audio, lengths, sources, errors, notes=notes)
-
-
-def _read_noting(path: str) -> tuple[torch.Tensor, int, str]:
-    """``read_audio(path)`` and the words of the ``UserWarning``s it gave (a truncated file:
-    "its header says N samples, the file holds M"), "" when none; the job lists them in
-    ``warnings.jsonl`` and says them once, from the main process. Other warnings pass on."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        wav, rate = read_audio(path)
-    notes = []
-    for found in caught:
-        if issubclass(found.category, UserWarning):
-            notes.append(str(found.message))
-        else:
-            warnings.warn_explicit(found.message, found.category, found.filename, found.lineno)
-    return wav, rate, "; ".join(dict.fromkeys(notes))
+        return LoadedBatch(index, shard, rows, audio, lengths, sources, errors)
 
 
 def _as_is(batch: LoadedBatch) -> LoadedBatch:

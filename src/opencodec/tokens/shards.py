@@ -7,13 +7,11 @@ Layout of ``DIR``::
     ...
     index.json                          shards, their rows and errors (written when all exist)
     errors.jsonl                        {"id", "path", "error"} per file that could not be read
-    warnings.jsonl                      {"id", "path", "warning"} per file tokenised as it is despite
-                                        a warning (a truncated file: its header promised more)
+                                        (also a truncated file: fewer samples than its header says)
 
 A shard appears only complete (temporary file + rename), so a shard file that exists is
 finished and a rerun skips it. Its Parquet key-value metadata ``opencodec`` holds (JSON)
-the model, its weights' sha256, the bandwidth, the opencodec version, and the shard's errors
-and warnings.
+the model, its weights' sha256, the bandwidth, the opencodec version, and the shard's errors.
 """
 
 from __future__ import annotations
@@ -34,7 +32,6 @@ METADATA_KEY = b"opencodec"
 JOB_FILE = "job.json"
 INDEX_FILE = "index.json"
 ERRORS_FILE = "errors.jsonl"
-WARNINGS_FILE = "warnings.jsonl"
 
 #: One row per file. ``codes``: K lists of F codes; ``sample_rate``/``channels``/``duration``
 #: describe the source file; ``num_samples``: its length at the model's rate (what decoding
@@ -185,27 +182,24 @@ def job_differences(found: dict[str, tp.Any], job: dict[str, tp.Any]) -> list[st
 
 
 def finalize(folder: Path, num_shards: int) -> dict[str, tp.Any] | None:
-    """When every shard exists, write ``index.json``, ``errors.jsonl`` and ``warnings.jsonl``
-    (atomically; the content depends only on the shards, so concurrent writers agree) and
-    return the index; else None."""
+    """When every shard exists, write ``index.json`` and ``errors.jsonl`` (atomically; the
+    content depends only on the shards, so concurrent writers agree) and return the index;
+    else None."""
     names = [shard_name(s, num_shards) for s in range(num_shards)]
     if not all((folder / name).exists() for name in names):
         return None
-    shards, errors, notes, seconds = [], [], [], 0.0
+    shards, errors, seconds = [], [], 0.0
     for name in names:
         meta = read_metadata(folder / name)
         rows = pq.read_metadata(folder / name).num_rows
         shards.append({"file": name, "rows": rows, "errors": len(meta["errors"]),
                        "seconds": meta["seconds"]})
         errors.extend(meta["errors"])
-        notes.extend(meta.get("warnings", []))  # (shards written before warnings were kept: none)
         seconds += meta["seconds"]
     index = {"shards": shards, "rows": sum(s["rows"] for s in shards), "errors": len(errors),
-             "warnings": len(notes),
              "hours": seconds / 3600, **{k: meta[k] for k in ("model", "weights_sha256", "bandwidth",
                                                                 "opencodec_version", "dtype")}}
-    for name, lines in ((ERRORS_FILE, errors), (WARNINGS_FILE, notes)):
-        with atomic_output(folder / name) as tmp:
-            tmp.write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in lines))
+    with atomic_output(folder / ERRORS_FILE) as tmp:
+        tmp.write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in errors))
     _write_json(folder / INDEX_FILE, index)
     return index
