@@ -333,3 +333,18 @@ def test_docstrings_define_the_shapes() -> None:
         doc = function.__doc__ or ""
         assert "[C, al]" not in doc and "[C, T]" in doc and "Hz" in doc, function.__name__
     assert "T = the header's audio length in samples" in (compress_module.decompress_from_file.__doc__ or "")
+
+
+def test_compress_of_a_non_mp3_named_mp3_says_one_line(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """libsndfile hands a ``.mp3`` it cannot place to libmpg123, which printed "Note: Illegal
+    Audio-MPEG-Header" / "Trying to resync" on stderr from compress's header probes; now only
+    our one-line error is said, and nothing is written."""
+    from opencodec import cli
+
+    fake = tmp_path / "fake.mp3"
+    fake.write_bytes(b"this is no audio at all " * 200)
+    assert cli.main(["compress", str(fake), str(tmp_path / "out.ecdc")]) == 1
+    err = capfd.readouterr().err
+    assert err == (f"opencodec: error: cannot read audio file {fake}: not a decodable audio file (named .mp3, "
+                   "but it holds no MPEG audio frame or ID3 tag, nor another audio format)\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fake.mp3"]

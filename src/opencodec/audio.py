@@ -22,7 +22,7 @@ import torch
 
 from ._files import atomic_output, error_reason
 from .argtypes import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
-from .errors import AudioIOError, InvalidAudioError, OutputError
+from .errors import AudioIOError, ChannelConversionError, OutputError  # ChannelConversionError: was defined here
 
 #: File extensions (lower case) treated as audio when scanning folders.
 AUDIO_EXTENSIONS: frozenset[str] = frozenset(
@@ -250,13 +250,6 @@ def check_mp3_content(path: str | Path) -> None:
         raise AudioIOError(f"cannot read audio file {path}: {error_reason(exc)}") from exc
     raise AudioIOError(f"cannot read audio file {path}: not a decodable audio file (named .mp3, but it holds "
                        "no MPEG audio frame or ID3 tag, nor another audio format)")
-
-
-class ChannelConversionError(InvalidAudioError, AudioIOError):
-    """Audio whose channel count ``convert_channels`` cannot change as asked (e.g. 3 -> 2): a
-    ``ValueError`` (:class:`~opencodec.errors.InvalidAudioError`) about the tensor given, and
-    also an ``AudioIOError``, as before, so that callers skipping files they cannot use by that
-    class (``except AudioIOError``) still skip such a file."""
 
 
 def convert_channels(wav: torch.Tensor, target_channels: int) -> torch.Tensor:

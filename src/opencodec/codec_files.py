@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from ._files import check_output, error_reason, keep_existing, temporary_path, write_bytes_atomic
-from .audio import (AUDIO_EXTENSIONS, convert_audio, fit_length, is_audio_file, loud_input_message, read_audio,
+from .audio import (AUDIO_EXTENSIONS, check_mp3_content, convert_audio, fit_length, is_audio_file, loud_input_message, read_audio,
                     resampled_length, stores_float_samples, write_audio)
 from .bandwidth import DEFAULT_BANDWIDTH  # noqa: F401 (re-exported: defined here before)
 from .bitstream import EcdcHeader, StreamLayout, parse_header, read_header
@@ -260,25 +260,29 @@ def loudness_notice(src: Path, wav: torch.Tensor) -> list[str]:
     return [] if message is None else [message]
 
 
-def _input_format(path: Path) -> tuple[int, int] | None:
-    """An audio file's (sample rate in Hz, channels) from its header; None when unreadable."""
+def _header_info(path: Path) -> tp.Any:
+    """libsndfile's header facts of an audio file (``soundfile.info``), None when unreadable (the
+    ordinary path then reports the problem; a ``.mp3`` holding no MPEG audio is not handed to
+    libsndfile, whose MP3 decoder would print notes on stderr: :func:`~opencodec.audio.check_mp3_content`)."""
     import soundfile as sf
     try:
-        info = sf.info(os.fsencode(path))
+        check_mp3_content(path)
+        return sf.info(os.fsencode(path))
     except Exception:  # noqa: BLE001 - the ordinary path reports the problem
         return None
-    return int(info.samplerate), int(info.channels)
+
+
+def _input_format(path: Path) -> tuple[int, int] | None:
+    """An audio file's (sample rate in Hz, channels) from its header; None when unreadable."""
+    info = _header_info(path)
+    return None if info is None else (int(info.samplerate), int(info.channels))
 
 
 def input_seconds(path: Path) -> float:
     """Duration of an audio file from its header; 0 when it cannot be told (the ordinary
     path then reports the problem)."""
-    import soundfile as sf
-    try:
-        info = sf.info(os.fsencode(path))
-    except Exception:  # noqa: BLE001 - any failure: fall back to the ordinary path
-        return 0.0
-    return info.frames / info.samplerate if info.samplerate > 0 else 0.0
+    info = _header_info(path)
+    return info.frames / info.samplerate if info is not None and info.samplerate > 0 else 0.0
 
 
 def _entropy_coded_sizes(result: FileResult, header: EcdcHeader, model: EncodecModel) -> None:

@@ -101,6 +101,13 @@ class InvalidCodesError(OpenCodecError, ValueError):
     :mod:`opencodec.input_checks`)."""
 
 
+class ChannelConversionError(InvalidAudioError, AudioIOError):
+    """Audio whose channel count :func:`~opencodec.audio.convert_channels` cannot change as asked (e.g. 3 -> 2): a
+    ``ValueError`` (:class:`~opencodec.errors.InvalidAudioError`) about the tensor given, and
+    also an ``AudioIOError``, as before, so that callers skipping files they cannot use by that
+    class (``except AudioIOError``) still skip such a file."""
+
+
 class UnsupportedBandwidthError(InvalidAudioError):
     """A bandwidth (kbps) that the model does not support (see
     :func:`opencodec.bandwidth.check_bandwidth`)."""
