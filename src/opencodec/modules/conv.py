@@ -161,15 +161,18 @@ class StreamableConv1d(nn.Module):
         self.stride = stride
         self.padding_total = self.kernel_size - stride
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        extra = extra_padding_for_conv1d(x.shape[-1], self.kernel_size, self.stride, self.padding_total)
+    def pads(self, length: int) -> tuple[int, int]:
+        """(left, right) padding in samples for an input of ``length`` samples: causal, all of
+        ``padding_total`` on the left; else split, the odd sample on the left; plus on the
+        right the ``extra`` that makes the last window whole (:func:`extra_padding_for_conv1d`)."""
+        extra = extra_padding_for_conv1d(length, self.kernel_size, self.stride, self.padding_total)
         if self.causal:
-            x = pad1d(x, (self.padding_total, extra), self.pad_mode)
-        else:
-            right = self.padding_total // 2
-            left = self.padding_total - right
-            x = pad1d(x, (left, right + extra), self.pad_mode)
-        return self.conv(x)
+            return self.padding_total, extra
+        right = self.padding_total // 2
+        return self.padding_total - right, right + extra
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(pad1d(x, self.pads(x.shape[-1]), self.pad_mode))
 
 
 class StreamableConvTranspose1d(nn.Module):
@@ -186,13 +189,17 @@ class StreamableConvTranspose1d(nn.Module):
         self.stride = stride
         self.padding_total = kernel_size - stride
 
+    def trim(self) -> tuple[int, int]:
+        """(left, right) samples trimmed from the transposed convolution's output: causal, all
+        of ``padding_total`` on the right; else split, the odd sample on the left."""
+        if self.causal:
+            return 0, self.padding_total
+        right = self.padding_total // 2
+        return self.padding_total - right, right
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.convtr(x)
-        if self.causal:
-            left, right = 0, self.padding_total
-        else:
-            right = self.padding_total // 2
-            left = self.padding_total - right
+        left, right = self.trim()
         return y[..., left: y.shape[-1] - right]
 
 

@@ -40,7 +40,6 @@ from torch.nn import functional as F
 from .conv import (
     StreamableConv1d,
     StreamableConvTranspose1d,
-    extra_padding_for_conv1d,
     pad1d,
 )
 from .lstm import StreamableLSTM
@@ -117,11 +116,7 @@ def weight_bias(conv: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
 # -- exact paths --------------------------------------------------------------------------------
 def _pads(layer: StreamableConv1d, length: int) -> tuple[int, int]:
     """(left, right) padding of ``layer`` for an input of ``length`` samples (as its forward)."""
-    extra = extra_padding_for_conv1d(length, layer.kernel_size, layer.stride, layer.padding_total)
-    if layer.causal:
-        return layer.padding_total, extra
-    right = layer.padding_total // 2
-    return layer.padding_total - right, right + extra
+    return layer.pads(length)
 
 
 def _reflect_edges_(buf: torch.Tensor, left: int, length: int, right: int) -> None:
@@ -160,10 +155,7 @@ def _conv_exact(layer: StreamableConv1d, x: torch.Tensor) -> torch.Tensor:
 
 def _convtr_trim(layer: StreamableConvTranspose1d) -> tuple[int, int]:
     """(left, right) samples a streamable transposed conv trims from its output."""
-    if layer.causal:
-        return 0, layer.padding_total
-    right = layer.padding_total // 2
-    return layer.padding_total - right, right
+    return layer.trim()
 
 
 def _to_cl(x: torch.Tensor) -> torch.Tensor:
