@@ -33,7 +33,7 @@ class BlockTorch:
         return None
 
 sys.meta_path.insert(0, BlockTorch())
-sys.argv = ["opencodec", "info", "missing.ecdc"]
+sys.argv = ["opencodec", "decompress", "missing.ecdc"]
 """
 
 ENTRIES = {  # how the command starts: the console script, python -m opencodec, python -m opencodec.cli

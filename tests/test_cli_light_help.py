@@ -38,7 +38,7 @@ def test_help_does_not_import_torch(argv: list[str]) -> None:
 
 
 def test_a_command_that_runs_loads_its_library() -> None:
-    status, torch_loaded, _ = run_probe(["info", "/nonexistent/x.ecdc"])
+    status, torch_loaded, _ = run_probe(["decompress", "/nonexistent/x.ecdc"])
     assert status == 1 and torch_loaded
 
 

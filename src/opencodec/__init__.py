@@ -26,7 +26,8 @@ from .errors import (AudioIOError, BitstreamError, InvalidAudioError, InvalidCod
 if _tp.TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ loads these
     from .audio import convert_audio, read_audio, write_audio
     from .compress import compress, decompress
-    from .model import EncodecConfig, EncodecModel, EncodedFrame
+    from .model import EncodecModel, EncodedFrame
+    from .model_config import EncodecConfig
     from .pretrained import load_model, save_model
 
 __version__ = "0.1.0"
@@ -40,7 +41,7 @@ __all__ = [
 
 #: The lazily loaded public names, by the submodule that defines them.
 _LAZY: dict[str, str] = {
-    "EncodecConfig": "model", "EncodecModel": "model", "EncodedFrame": "model",
+    "EncodecConfig": "model_config", "EncodecModel": "model", "EncodedFrame": "model",
     "load_model": "pretrained", "save_model": "pretrained",
     "compress": "compress", "decompress": "compress",
     "convert_audio": "audio", "read_audio": "audio", "write_audio": "audio",

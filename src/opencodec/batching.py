@@ -47,7 +47,9 @@ class BatchEncoding:
     ``frame_lengths`` [B] valid frames per item; ``lengths`` [B] input samples per item;
     ``scales`` [B, S_max] per-segment scales for normalising models (NaN past the end),
     else None. For segmenting models the frames of consecutive segments are concatenated
-    in time (segment s of item b starts at frame ``s * frames_per_full_segment``).
+    in time, as ``torch.cat([f.codes for f in model.encode(item)], -1)``: segment s of item b
+    starts after the frames of its segments before s (``_segment_frame_spans``), which is
+    not ``s * ceil(segment / hop)`` when segment 0 is shorter than a whole segment.
     """
 
     codes: torch.Tensor
@@ -202,9 +204,34 @@ def _check_finite_items(wav: torch.Tensor, lens: list[int]) -> None:
             raise InvalidAudioError(f"item {b}: audio contains {bad} non-finite sample(s) (NaN or inf)")
 
 
+def _segment_frame_spans(model: EncodecModel, length: int) -> list[tuple[int, int]]:
+    """(first frame, frames) of each segment of an item of ``length`` samples in its
+    concatenated codes (:class:`BatchEncoding`'s layout, ``model.encode``'s segments one after
+    the other): segment s starts at the sum of the frame counts of segments 0..s-1. The
+    layout ``encode_batch`` writes and ``decode_batch`` reads (``encode_each`` concatenates)."""
+    spans, start = [], 0
+    for _, n in model.segments(length):
+        frames = model.num_frames(n)
+        spans.append((start, frames))
+        start += frames
+    return spans
+
+
 def _item_frames(model: EncodecModel, length: int) -> int:
     """Code frames :func:`encode_batch` gives an item of ``length`` samples (over its segments)."""
-    return sum(model.num_frames(n) for _, n in model.segments(length))
+    start, frames = _segment_frame_spans(model, length)[-1]
+    return start + frames
+
+
+def _frame_slice(codes: torch.Tensor, start: int, frames: int) -> torch.Tensor:
+    """``codes[..., start:start + frames]``, which must be ``frames`` wide: a narrower slice
+    (past the end of the tensor) would take a 1-frame write by broadcasting, or give a
+    shorter segment, silently; it is a bug here, so an ``AssertionError``."""
+    part = codes[..., start: start + frames]
+    if part.shape[-1] != frames:
+        raise AssertionError(f"segment frames {start}:{start + frames} outside codes of "
+                             f"{codes.shape[-1]} frames")
+    return part
 
 
 def _encoding_lengths(values: object, field: str, batch: int) -> list[int]:
@@ -343,12 +370,11 @@ def encode_each(model: EncodecModel, wav: torch.Tensor, lengths: torch.Tensor | 
 
 
 def _encode_segmented(model: EncodecModel, wav: torch.Tensor, lens: list[int]) -> BatchEncoding:
-    seg = model.segment_length
-    assert seg is not None
-    per_seg = model.num_frames(seg)
+    assert model.segment_length is not None
     layouts = [model.segments(n) for n in lens]
+    spans = [_segment_frame_spans(model, n) for n in lens]
     B, K = len(lens), model.num_codebooks()
-    total_frames = [sum(model.num_frames(n) for _, n in lay) for lay in layouts]
+    total_frames = [_item_frames(model, n) for n in lens]
     codes = torch.full((B, K, max(total_frames)), -1, dtype=torch.long, device=wav.device)
     scales = torch.full((B, max(len(lay) for lay in layouts)), float("nan")) if model.normalize else None
     # Group (item, segment) pairs by segment length: each group is one batched pass.
@@ -359,9 +385,12 @@ def _encode_segmented(model: EncodecModel, wav: torch.Tensor, lens: list[int]) -
     for n, members in groups.items():
         chunk = torch.stack([wav[b, :, off: off + n] for b, _, off in members])
         frame = model._encode_segment(chunk)  # one segment per row, no re-segmenting
-        f = frame.codes.shape[-1]
         for i, (b, s, _) in enumerate(members):
-            codes[b, :, s * per_seg: s * per_seg + f] = frame.codes[i]
+            start, f = spans[b][s]
+            if frame.codes.shape[-1] != f:  # the layout's count is the encoder's: a bug otherwise
+                raise AssertionError(f"a segment of {n} samples encoded to {frame.codes.shape[-1]} "
+                                     f"frames, the layout has {f}")
+            _frame_slice(codes[b], start, f).copy_(frame.codes[i])
             if scales is not None and frame.scale is not None:
                 scales[b, s] = frame.scale[i, 0]
     return BatchEncoding(codes, torch.tensor(total_frames), torch.tensor(lens), scales)
@@ -393,11 +422,8 @@ def decode_batch(model: EncodecModel, encoding: BatchEncoding) -> tuple[torch.Te
     for n, group in _group_by_length([lens[b] for b in rest]).items():
         items = [rest[i] for i in group]
         segment_frames = []
-        per_seg = model.num_frames(model.segment_length) if model.segment_length else 0
-        for s, (_, seg_n) in enumerate(model.segments(n)):
-            f = model.num_frames(seg_n)
-            start = s * per_seg
-            codes = all_codes[items][:, :, start: start + f]
+        for s, (start, f) in enumerate(_segment_frame_spans(model, n)):
+            codes = _frame_slice(all_codes[items], start, f)
             scale = scales[items][:, s: s + 1] if scales is not None else None
             segment_frames.append(EncodedFrame(codes, scale))
         out[items, :, :n] = model.decode(segment_frames)[:, :, :n]

@@ -1,4 +1,10 @@
-"""What an ``.ecdc`` file says about itself, without loading any weights (``opencodec info``)."""
+"""What an ``.ecdc`` file says about itself, without loading any weights (``opencodec info``).
+
+Torch-free (``tests/test_cli_light_info.py``): only the header and layout parts of
+:mod:`opencodec.bitstream` and the configurations of :mod:`opencodec.model_config`, so that
+``info`` answers without the seconds ``import torch`` takes. Only :func:`known_model` for a
+weights file (``info -m PATH``) loads the model, and with it torch.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +13,17 @@ import math
 import typing as tp
 from pathlib import Path
 
-from .bitstream import EcdcHeader, StreamLayout, body_size, min_lm_body_size, read_header
-from .bitstream.header import check_num_codebooks
+from .bitstream.header import EcdcHeader, check_num_codebooks, read_header
+from .bitstream.layout import StreamLayout, body_size, min_lm_body_size
 from .errors import BitstreamError
-from .identity import OFFICIAL_NAMES
-from .model import EncodecConfig
-from .pretrained import config_for_name, load_model
-from .releases import CODEC_ALIAS, RELEASE_SETTINGS, CodecRelease, codec_release, codec_releases_by_hash
+from .model_config import EncodecConfig, config_for_name
+from .releases import (CODEC_ALIAS, OFFICIAL_NAMES, RELEASE_SETTINGS, CodecRelease, codec_release,
+                       codec_releases_by_hash)
 
 ECDC_SUFFIX = ".ecdc"
+#: The first bytes of a packet stream (``opencodec.stream.format.SYNC``, which imports torch
+#: with the stream package; ``tests/test_cli_light_info.py`` checks that the two agree).
+PACKET_STREAM_SYNC = b"OCSP"
 
 
 def is_ecdc_file(path: Path) -> bool:
@@ -26,7 +34,11 @@ def is_ecdc_file(path: Path) -> bool:
 def known_model(model_arg: str) -> tuple[str, EncodecConfig]:
     """(name, configuration) of a model name or weights file, for :func:`describe_file`'s
     ``known``: a known name needs no weights, a file is loaded for its configuration."""
-    config = config_for_name(model_arg) or load_model(model_arg).config
+    config = config_for_name(model_arg)
+    if config is None:
+        from .pretrained import load_model  # only here: a weights file needs torch to be read
+
+        config = load_model(model_arg).config
     return config.name, config
 
 
@@ -111,9 +123,7 @@ def read_file_header(fo: tp.BinaryIO) -> EcdcHeader:
         return read_header(fo)
     except BitstreamError as exc:
         fo.seek(start)
-        from .stream.format import SYNC  # only here: the stream package is not needed otherwise
-
-        if fo.read(len(SYNC)) == SYNC:
+        if fo.read(len(PACKET_STREAM_SYNC)) == PACKET_STREAM_SYNC:
             raise BitstreamError(f"{exc} (a packet stream: use opencodec stream-decode)") from None
         raise
 

@@ -17,6 +17,8 @@ imports nothing from opencodec but :mod:`opencodec.errors`.
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from .errors import InvalidAudioError, InvalidCodesError
@@ -38,22 +40,39 @@ def check_model(model: object, what: str) -> None:
 
 
 def check_device(device: object, what: str = "load_model") -> torch.device:
-    """``device`` (a str such as ``"cpu"``, ``"cuda:0"``, ``"meta"``, or a ``torch.device``) as a
-    ``torch.device`` that this machine has; else ``TypeError`` (another type) or ``ValueError``
-    (a name torch does not know, or a device it cannot use here, e.g. ``"cuda"`` without CUDA),
-    naming ``what`` takes it. Run before any weights are read, so a bad device fails at once."""
-    if isinstance(device, bool) or not isinstance(device, (str, torch.device)):
-        raise TypeError(f"{what}: device must be a str such as 'cpu' or 'cuda:0', or a torch.device, "
-                        f"got {type(device).__name__} {device!r:.40}")
+    """``device`` as a ``torch.device`` that this machine has. Taken as torch takes it: a str
+    such as ``"cpu"``, ``"cuda:0"``, ``"meta"``, a ``torch.device``, or an int >= 0 (numpy's
+    too), the index of the accelerator (``0``: ``cuda:0`` on a CUDA machine). Else
+    ``TypeError`` (another type: a bool, a float, a tensor) or ``ValueError`` (a name torch does
+    not know, a negative index, or a device this machine lacks: ``"cuda"`` or ``0`` without
+    CUDA, ``"cuda:3"`` with fewer GPUs, the count named), naming ``what`` takes it. Run before
+    any weights are read, so a bad device fails at once."""
+    if isinstance(device, bool) or not isinstance(device, (str, torch.device, numbers.Integral)):
+        raise TypeError(f"{what}: device must be a str such as 'cpu' or 'cuda:0', an int (an "
+                        f"accelerator index, 0 for cuda:0) or a torch.device, got "
+                        f"{type(device).__name__} {device!r:.40}")
+    if isinstance(device, numbers.Integral):
+        device = int(device)
+        if device < 0:
+            raise ValueError(f"{what}: device index must be >= 0 (0 for cuda:0), got {device}")
+    shown = f"{device}" if isinstance(device, int) else repr(str(device))
     try:
         resolved = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise ValueError(f"{what}: unknown device {str(device)!r}; pass e.g. 'cpu', 'cuda', 'cuda:0' "
+    except (RuntimeError, ValueError, OverflowError) as exc:
+        if isinstance(device, int):  # torch reads an int as the accelerator's index
+            raise ValueError(f"{what}: device {shown} (an accelerator index) is not available here "
+                             f"({str(exc).splitlines()[0]:.160})") from None
+        raise ValueError(f"{what}: unknown device {shown}; pass e.g. 'cpu', 'cuda', 'cuda:0' "
                          f"or a torch.device") from None
+    if resolved.type == "cuda" and resolved.index is not None and torch.cuda.is_available() \
+            and resolved.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ValueError(f"{what}: device {shown} is not available here: this machine has {count} "
+                         f"CUDA device(s), cuda:0 to cuda:{count - 1}")
     try:
         torch.empty(0, device=resolved)
     except (RuntimeError, AssertionError, ValueError) as exc:  # AssertionError: torch without CUDA
-        raise ValueError(f"{what}: device {str(device)!r} is not available here "
+        raise ValueError(f"{what}: device {shown} is not available here "
                          f"({str(exc).splitlines()[0]:.160})") from None
     return resolved
 
@@ -174,8 +193,10 @@ def check_codes(codes: object, layout: str, bins: int, max_codebooks: int,
 def check_segment_frames(codes: list[torch.Tensor], full: int, least: int, model_name: str) -> None:
     """``InvalidCodesError`` unless the segments' codes (each [B, K, F_i]) have frame counts a
     segmenting model's ``encode`` can give: none more than ``full`` (a whole segment's) or
-    than segment 0's, and each but the last at least ``least`` (the frames of a segment one
-    sample longer than the stride between segment starts). Overlap-adding other lengths leaves
+    than segment 0's, and each but the last at least ``least`` (the frames of the shortest
+    segment before the last: ``min(segment, stride + 1)`` samples, since more than a stride of
+    the input follows its start; a whole segment when the stride is the segment, overlap 0;
+    the caller computes it). Overlap-adding other lengths leaves
     gaps (NaN audio), fails, or mixes segments at the wrong places. One segment alone
     overlaps nothing: any length."""
     if len(codes) < 2:

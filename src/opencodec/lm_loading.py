@@ -110,7 +110,7 @@ def _training_checkpoint_error(path: Path, advice: str = CODEC_AS_LM_ADVICE) -> 
 
 def load_lm_model(name_or_path: str | os.PathLike[str] | None = None,
                   codec: EncodecModel | None = None, *, num_codebooks: int | None = None,
-                  device: str | torch.device = "cpu", any_codec: bool = False,
+                  device: str | int | torch.device = "cpu", any_codec: bool = False,
                   codec_advice: str = CODEC_AS_LM_ADVICE) -> "EntropyLM":
     """Load an entropy model (:class:`~opencodec.entropy.EntropyLM`), in eval mode on ``device``.
 
@@ -135,7 +135,7 @@ def load_lm_model(name_or_path: str | os.PathLike[str] | None = None,
     (by default :data:`CODEC_AS_LM_ADVICE`, compress's options), no entropy model known
     for the codec, wrong layout, mismatch); ``TypeError`` for a ``codec`` that is not a model
     (a name: ``codec=load_model(name)``), a ``num_codebooks`` that is not an int or a ``device``
-    that is not a str or ``torch.device``; ``ValueError`` for ``num_codebooks`` < 1 or a device
+    that is not a str, an int or a ``torch.device``; ``ValueError`` for ``num_codebooks`` < 1 or a device
     this machine does not have. The arguments are checked before any file is read.
     """
     from .entropy import load_lm

@@ -16,11 +16,9 @@ triangular window.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import numbers
 import typing as tp
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -30,110 +28,10 @@ from .errors import InvalidAudioError, InvalidCodesError, UnsupportedBandwidthEr
 from .frames import EncodedFrame, check_frames  # EncodedFrame re-exported: ``opencodec.model.EncodedFrame`` is that object
 from .input_checks import (check_audio_tensor, check_finite, check_segment_frames, describe,
                            parameter_dtype_device)
-from .modules.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
+from .model_config import EncodecConfig  # re-exported: ``opencodec.model.EncodecConfig`` is that class (torch-free)
+from .modules.seanet import SEANetDecoder, SEANetEncoder
 from .quantization.rvq import QuantizedResult, ResidualVectorQuantizer
 from .threads import one_thread
-
-
-@dataclass
-class EncodecConfig:
-    """Everything needed to build an ``EncodecModel``.
-
-    ``target_bandwidths`` in kbps; ``segment`` and ``overlap`` in seconds and fraction;
-    ``n_q`` codebooks of ``bins`` entries (a power of two).
-    """
-
-    name: str = "unset"
-    sample_rate: int = 24_000
-    channels: int = 1
-    causal: bool = True
-    norm: str = "weight_norm"
-    normalize: bool = False
-    segment: float | None = None
-    overlap: float = 0.01
-    target_bandwidths: list[float] = field(default_factory=lambda: [1.5, 3.0, 6.0, 12.0, 24.0])
-    n_q: int = 32
-    bins: int = 1024
-    dimension: int = 128
-    n_filters: int = 32
-    n_residual_layers: int = 1
-    ratios: list[int] = field(default_factory=lambda: [8, 5, 4, 2])
-    lstm: int = 2
-    kernel_size: int = 7
-    last_kernel_size: int = 7
-    residual_kernel_size: int = 3
-    dilation_base: int = 2
-    compress: int = 2
-    true_skip: bool = False
-    pad_mode: str = "reflect"
-
-    @classmethod
-    def encodec_24khz(cls) -> "EncodecConfig":
-        """The released 24 kHz mono causal model (1.5-24 kbps, 32 codebooks)."""
-        return cls(name="encodec_24khz")
-
-    @classmethod
-    def encodec_48khz(cls) -> "EncodecConfig":
-        """The released 48 kHz stereo non-causal model (3-24 kbps, 16 codebooks, 1 s segments)."""
-        return cls(name="encodec_48khz", sample_rate=48_000, channels=2, causal=False,
-                   norm="time_group_norm", normalize=True, segment=1.0,
-                   target_bandwidths=[3.0, 6.0, 12.0, 24.0], n_q=16)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, tp.Any]) -> "EncodecConfig":
-        """Build from a plain dict (e.g. JSON metadata); unknown keys are a ``ValueError``,
-        anything but a dict a ``TypeError``."""
-        if not isinstance(data, dict):
-            raise TypeError(f"EncodecConfig.from_dict expects a dict, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown EncodecConfig field(s): {', '.join(unknown)}")
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, tp.Any]:
-        """Plain-dict form (JSON-serialisable)."""
-        return dataclasses.asdict(self)
-
-    def seanet(self) -> SEANetConfig:
-        """The encoder/decoder part of this configuration."""
-        return SEANetConfig(
-            channels=self.channels, dimension=self.dimension, n_filters=self.n_filters,
-            n_residual_layers=self.n_residual_layers, ratios=list(self.ratios), norm=self.norm,
-            kernel_size=self.kernel_size, last_kernel_size=self.last_kernel_size,
-            residual_kernel_size=self.residual_kernel_size, dilation_base=self.dilation_base,
-            causal=self.causal, pad_mode=self.pad_mode, true_skip=self.true_skip,
-            compress=self.compress, lstm=self.lstm)
-
-    @property
-    def hop_length(self) -> int:
-        """Samples per code frame."""
-        return int(math.prod(self.ratios))
-
-    @property
-    def frame_rate(self) -> int:
-        """Code frames per second, ``ceil(sample_rate / hop_length)``."""
-        return math.ceil(self.sample_rate / self.hop_length)
-
-    @property
-    def bits_per_codebook(self) -> int:
-        """Bits of one code, ``log2(bins)``."""
-        return int(math.log2(self.bins))
-
-    @property
-    def segment_length(self) -> int | None:
-        """Segment length in samples, or None when the whole signal is one segment."""
-        if self.segment is None:
-            return None
-        return int(self.segment * self.sample_rate)
-
-    @property
-    def segment_stride(self) -> int | None:
-        """Samples between segment starts, or None when not segmenting."""
-        length = self.segment_length
-        if length is None:
-            return None
-        return max(1, int((1 - self.overlap) * length))
 
 
 def overlap_add_weight(first: torch.Tensor) -> torch.Tensor:
@@ -309,11 +207,17 @@ class EncodecModel(nn.Module):
 
     # -- bandwidth ------------------------------------------------------------------------
     def num_codebooks(self, bandwidth: float | None = None) -> int:
-        """Codebooks used at ``bandwidth`` kbps (default: the current target; all when unset)."""
+        """Codebooks used at ``bandwidth`` kbps (default: the current target; all when unset).
+        ``bandwidth`` is a finite real number (a numpy scalar too) or None, as
+        ``set_target_bandwidth`` takes; anything else (a bool, a str, a tensor: pass
+        ``float(t)``, NaN, inf) raises ``UnsupportedBandwidthError`` (a ``ValueError``)."""
         bw = self.bandwidth if bandwidth is None else bandwidth
         if bw is not None and (isinstance(bw, bool) or not isinstance(bw, numbers.Real)):
+            hint = "; pass float(t)" if isinstance(bw, torch.Tensor) and bw.numel() == 1 else ""
             raise UnsupportedBandwidthError(f"bandwidth must be a number of kbps (or None: every "
-                                            f"codebook), got {bw!r:.40} ({type(bw).__name__})")
+                                            f"codebook), got {bw!r:.40} ({type(bw).__name__}){hint}")
+        if bw is not None and not math.isfinite(float(bw)):
+            raise UnsupportedBandwidthError(f"bandwidth must be a finite number of kbps, got {float(bw)!r}")
         return self.quantizer.num_quantizers_for_bandwidth(self.frame_rate, bw)
 
     def bandwidth_for_codebooks(self, num_codebooks: int) -> float:
@@ -403,12 +307,14 @@ class EncodecModel(nn.Module):
         (or ``(codes, scale)`` pairs) with integer codes in ``[0, bins)``, 1 <= K <= ``n_q``
         and F >= 1; anything else raises ``InvalidCodesError`` (a ``ValueError``) naming the
         problem. A segmenting model takes segments as ``encode`` gives them: none longer than
-        ``ceil(segment_length / hop_length)`` frames or than the first, each but the last
-        longer than the stride between segment starts (other lengths would leave gaps, NaN,
-        or overlap wrongly; one segment alone may have any length); any other model takes
-        one segment. Run it under ``torch.inference_mode()`` (or ``torch.no_grad()``) unless you
-        need gradients: otherwise the output requires grad (``.numpy()`` refuses it) and
-        autograd keeps the decoder's activations."""
+        ``ceil(segment_length / hop_length)`` frames or than the first, and each but the last
+        at least the frames of ``min(segment_length, segment_stride + 1)`` samples (a segment
+        before the last holds more samples than the stride; with ``overlap`` 0 it is a whole
+        segment). Other lengths would leave gaps, NaN, or overlap wrongly; one segment alone
+        may have any length. Any other model takes one segment. Run it under
+        ``torch.inference_mode()`` (or ``torch.no_grad()``) unless you need gradients:
+        otherwise the output requires grad (``.numpy()`` refuses it) and autograd keeps the
+        decoder's activations."""
         frames = self._check_frames(frames)
         if self.segment_length is None:
             if len(frames) != 1:
@@ -417,8 +323,9 @@ class EncodecModel(nn.Module):
             return self._decode_segment(*frames[0])
         stride = self.segment_stride
         assert stride is not None
+        # A segment before the last holds min(segment, T - offset) samples, T - offset > stride.
         check_segment_frames([f.codes for f in frames], self.num_frames(self.segment_length),
-                             self.num_frames(stride + 1), self.name)
+                             self.num_frames(min(self.segment_length, stride + 1)), self.name)
         return linear_overlap_add(self._decode_segments(frames), stride)
 
     def _check_frames(self, frames: tp.Any) -> list[EncodedFrame]:

@@ -10,17 +10,16 @@ is recorded in :mod:`opencodec.releases`), which entropy model belongs to which 
 
 from __future__ import annotations
 
-import json
 import os
 import typing as tp
 from pathlib import Path
 
 from .errors import ModelLoadError
-from .model import EncodecConfig
+# Moved to the torch-free opencodec.model_config (for ``opencodec info``), re-exported here:
+from .model_config import BUNDLED_DIR, BUNDLED_MODELS, config_for_name
 from .official_files import cache_dir
-from .releases import (CODEC_ALIAS, CODEC_RELEASES, CURRENT_CODEC, CURRENT_LM, DEFAULT_MODEL, LM_ALIAS, LM_RELEASES,
-                       CodecRelease, LMRelease, codec_release, extract_command, lm_release, resolve_alias)
-from .weights_layout import CONFIG_METADATA_KEY, OFFICIAL_CONFIGS
+from .releases import (CODEC_ALIAS, CODEC_RELEASES, CURRENT_LM, DEFAULT_MODEL, LM_ALIAS, LM_RELEASES,
+                       CodecRelease, LMRelease, extract_command, lm_release)
 
 __all__ = ["OFFICIAL_CHECKPOINTS", "OFFICIAL_LM_CHECKPOINTS", "OFFICIAL_LM_FRAME_RATES", "CODEC_LMS",
            "BUNDLED_DIR", "BUNDLED_MODELS", "BUNDLED_LMS", "BUNDLED_LM_FRAME_RATES", "DEFAULT_MODEL",
@@ -38,13 +37,7 @@ OFFICIAL_LM_CHECKPOINTS: dict[str, str] = {
 }
 OFFICIAL_LM_FRAME_RATES: dict[str, int] = {"encodec_lm_24khz": 75, "encodec_lm_48khz": 150}
 CODEC_LMS: dict[str, str] = {"encodec_24khz": "encodec_lm_24khz", "encodec_48khz": "encodec_lm_48khz"}
-# Models shipped inside the package (trained by opencodec itself; see docs/training/): every
-# released set of weights has a versioned name (opencodec.releases); the unversioned alias
-# loads the current release.
-BUNDLED_DIR = Path(__file__).parent / "weights"
-BUNDLED_MODELS: dict[str, str] = {
-    CODEC_ALIAS: tp.cast(str, codec_release(CURRENT_CODEC).file),  # type: ignore[union-attr]
-    **{r.name: r.file for r in CODEC_RELEASES if r.file is not None}}
+# The models shipped inside the package: BUNDLED_DIR and BUNDLED_MODELS (opencodec.model_config).
 # Entropy models shipped inside the package, with the frame rate of the codec they serve.
 BUNDLED_LMS: dict[str, str] = {
     LM_ALIAS: tp.cast(str, lm_release(CURRENT_LM).file),  # type: ignore[union-attr]
@@ -58,22 +51,6 @@ def known_models() -> list[str]:
     """Names ``load_model`` resolves without a path (releases that are not shipped are
     named too: loading one explains how to get its file)."""
     return sorted(set(OFFICIAL_CHECKPOINTS) | set(BUNDLED_MODELS) | {r.name for r in CODEC_RELEASES})
-
-
-def config_for_name(name: str) -> EncodecConfig | None:
-    """Configuration of a known model name, or None (reads no weights; for a shipped
-    release only the file's metadata). The alias gives the current release's, named so."""
-    factory = OFFICIAL_CONFIGS.get(name)
-    if factory is not None:
-        return factory()
-    if name in BUNDLED_MODELS:
-        from safetensors.torch import safe_open
-
-        with safe_open(str(BUNDLED_DIR / BUNDLED_MODELS[name]), framework="pt") as f:
-            config = EncodecConfig.from_dict(json.loads((f.metadata() or {})[CONFIG_METADATA_KEY]))
-        config.name = resolve_alias(name)
-        return config
-    return None
 
 
 def release_path(release: CodecRelease | LMRelease, what: str) -> Path:

@@ -153,7 +153,7 @@ def official_checkpoint_path(name: str) -> Path:
     return official_file_path(OFFICIAL_CHECKPOINTS[name], f"model {name!r}")
 
 
-def load_model(name_or_path: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu",
+def load_model(name_or_path: str | os.PathLike[str] | None = None, device: str | int | torch.device = "cpu",
                config: EncodecConfig | None = None) -> EncodecModel:
     """Load an ``EncodecModel`` by name (see ``known_models()``) or from a weights file.
 
@@ -172,8 +172,8 @@ def load_model(name_or_path: str | os.PathLike[str] | None = None, device: str |
     :mod:`opencodec.config_identity`): another one is a ``ModelLoadError`` naming the fields.
 
     ``TypeError`` for a ``name_or_path`` that is not a str or path, a ``config`` that is not an
-    ``EncodecConfig`` or a ``device`` that is not a str or ``torch.device``; ``ValueError`` for
-    a device this machine does not have (``"cuda"`` without CUDA), before any file is read;
+    ``EncodecConfig`` or a ``device`` that is not a str, an int or a ``torch.device``; ``ValueError`` for
+    a device this machine does not have (``"cuda"`` or ``0`` without CUDA), before any file is read;
     ``ModelLoadError`` for an empty name, an unknown name, a missing, unreadable or mismatched file;
     :class:`~opencodec.errors.EntropyModelAsCodecError` (a ``ModelLoadError``) for an entropy
     model's name (``known_lm_models()``, unless a file of that name exists) or weights.

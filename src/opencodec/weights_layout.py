@@ -21,12 +21,7 @@ import torch
 
 from .errors import EntropyModelAsCodecError, ModelLoadError
 from .model import EncodecConfig, EncodecModel
-
-OFFICIAL_CONFIGS: dict[str, tp.Callable[[], EncodecConfig]] = {
-    "encodec_24khz": EncodecConfig.encodec_24khz,
-    "encodec_48khz": EncodecConfig.encodec_48khz,
-}
-CONFIG_METADATA_KEY = "opencodec_config"
+from .model_config import CONFIG_METADATA_KEY, OFFICIAL_CONFIGS  # (defined there, torch-free)
 INFERENCE_ONLY_KEY = "opencodec_inference_only"
 TORCH_SUFFIXES = {".th", ".pt", ".pth", ".bin", ".ckpt"}
 

@@ -6,7 +6,9 @@ Nothing here needs the neural network: a :class:`StreamLayout` (built from a mod
 This package re-exports the public names of its modules: :mod:`.header` (constants,
 :class:`EcdcHeader`, reading and writing the header), :mod:`.packing` (code bit-packing),
 :mod:`.layout` (:class:`StreamLayout` and body sizes), :mod:`.coded_body` (decoding
-entropy-coded bodies) and :mod:`.body` (reading and writing bodies and whole files).
+entropy-coded bodies) and :mod:`.body` (reading and writing bodies and whole files). The
+last two load on first use of one of their names: they need torch, the others do not (so
+``opencodec info`` reads headers without it).
 
 Byte layout of a file::
 
@@ -111,8 +113,9 @@ bits coded after the damage, and the final CRC-32 already bounds a miss by ``2**
 
 from __future__ import annotations
 
-from .body import encode_ecdc, read_body, read_ecdc, write_body, write_ecdc
-from .coded_body import BodyProgress, SegmentDecoder
+import importlib as _importlib
+import typing as _tp
+
 from .header import (DEFAULT_CHECK_BITS, DETERMINISTIC_VERSION, HEADER_STRUCT, MAGIC,
                      MAX_HEADER_JSON_BYTES, MAX_LM_NAME_CHARS, VERSION, VERSIONS,
                      DeterministicCoding, EcdcHeader, default_check_interval, header_bytes,
@@ -120,6 +123,10 @@ from .header import (DEFAULT_CHECK_BITS, DETERMINISTIC_VERSION, HEADER_STRUCT, M
 from .layout import (SCALE_STRUCT, LayoutLike, StreamLayout, as_layout, body_size,
                      min_lm_body_size)
 from .packing import MAX_BITS, BitPacker, BitUnpacker, pack_codes, packed_size, unpack_codes
+
+if _tp.TYPE_CHECKING:  # what type checkers see; at run time __getattr__ imports these on first use
+    from .body import encode_ecdc, read_body, read_ecdc, write_body, write_ecdc
+    from .coded_body import BodyProgress, SegmentDecoder
 
 __all__ = [
     "MAGIC", "VERSION", "DETERMINISTIC_VERSION", "VERSIONS", "HEADER_STRUCT",
@@ -131,3 +138,28 @@ __all__ = [
     "encode_ecdc", "write_ecdc", "read_ecdc",
     "MAX_LM_NAME_CHARS", "SCALE_STRUCT", "BodyProgress", "SegmentDecoder",
 ]
+
+# The body names load on first use (PEP 562): reading and sizing bodies decodes codes into
+# tensors (torch), while the header and the layout, all that ``opencodec info`` needs, do not.
+_LAZY: dict[str, str] = {
+    "encode_ecdc": "body", "read_body": "body", "read_ecdc": "body", "write_body": "body",
+    "write_ecdc": "body", "BodyProgress": "coded_body", "SegmentDecoder": "coded_body",
+}
+_SUBMODULES = frozenset(_LAZY.values())
+
+
+def __getattr__(name: str) -> _tp.Any:
+    """A name of ``__all__`` from :mod:`.body` or :mod:`.coded_body`, imported on first use (then
+    a plain attribute), or one of those submodules, which importing the package used to load."""
+    if name in _LAZY:
+        value = getattr(_importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    elif name in _SUBMODULES:
+        value = _importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

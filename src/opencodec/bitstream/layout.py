@@ -8,13 +8,13 @@ import struct
 import typing as tp
 from dataclasses import dataclass
 
-import torch
-
 from ..errors import BitstreamError
 from .header import EcdcHeader
 from .packing import _check_bits, packed_size
 
 if tp.TYPE_CHECKING:
+    import torch
+
     from ..model import EncodecConfig, EncodecModel
 
 SCALE_STRUCT = struct.Struct("!f")
@@ -157,5 +157,7 @@ def _scale_tensor(value: float, index: int, offset: int) -> torch.Tensor:
     if not math.isfinite(value) or value <= 0:
         raise BitstreamError(f"ECDC segment {index} (sample {offset}): scale must be "
                              f"finite and > 0, got {value!r}")
+    import torch  # only here: sizes and layouts need no torch (opencodec info)
+
     return torch.tensor([[value]], dtype=torch.float32)
 

@@ -4,12 +4,15 @@
 
 from __future__ import annotations
 
+import sys
 import typing as tp
 
 import numpy as np
-import torch
 
 from ..errors import BitstreamError
+
+if tp.TYPE_CHECKING:
+    import torch
 
 MAX_BITS = 32
 """Widest code field supported by the packers, in bits."""
@@ -36,8 +39,9 @@ def packed_size(num_values: int, bits: int) -> int:
 
 
 def _as_int_array(codes: tp.Any) -> np.ndarray:
-    if isinstance(codes, torch.Tensor):
-        if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
+    loaded = sys.modules.get("torch")  # no torch loaded, no tensor: sizes and headers stay torch-free
+    if loaded is not None and isinstance(codes, loaded.Tensor):
+        if codes.is_floating_point() or codes.is_complex() or codes.dtype == loaded.bool:
             raise ValueError(f"codes must be integers, got dtype {codes.dtype}")
         return codes.detach().cpu().numpy()
     arr = np.asarray(codes)
@@ -102,6 +106,8 @@ def unpack_codes(data: bytes, num_codebooks: int, num_frames: int, bits: int) ->
         for j in range(span):
             word |= raw[first + j].astype(np.uint64) << np.uint64(8 * j)
         values[start:start + first.size] = ((word >> (bit_pos & np.uint64(7))) & mask).astype(np.int64)
+    import torch  # only here (codes as a tensor): the layout and the header need no torch
+
     return torch.from_numpy(values.reshape(num_frames, num_codebooks).T.copy())
 
 

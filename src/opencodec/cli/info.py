@@ -40,7 +40,7 @@ def format_info(info: dict[str, tp.Any]) -> str:
         f"channels:      {known(info['channels'], '{}')}",
         f"codebooks:     {info['codebooks']}",
         f"bandwidth:     {known(info['bandwidth_kbps'], '{:g} kbps (nominal)')}",
-        f"duration:      {known(info['duration_s'], '{:.3f} s')} ({info['samples']} samples)",
+        f"duration:      {known(info['duration_s'], '{:.3f} s')} ({samples(info['samples'])})",
         f"size:          {info['size_bytes']} bytes",
         f"bitrate:       {known(info['bitrate_kbps'], '{:.2f} kbps (actual)')}",
         f"entropy model: {'yes' if info['entropy_coded'] else 'no'}",
@@ -66,6 +66,11 @@ def format_info(info: dict[str, tp.Any]) -> str:
                   f"checks:        {checks}CRC-32 per segment"]
     lines.append(decodes_to(info))
     return "\n".join(lines)
+
+
+def samples(count: int) -> str:
+    """``1 sample``, ``2 samples``: a sample count in words."""
+    return f"{count} sample" if count == 1 else f"{count} samples"
 
 
 def decodes_to(info: dict[str, tp.Any]) -> str:
@@ -133,7 +138,7 @@ def lm_body_short(info: dict[str, tp.Any]) -> str:
     if minimum is None or info["body_bytes"] >= minimum:
         return ""
     return (f"truncated: the entropy-coded body has {info['body_bytes']} bytes, and "
-            f"{info['samples']} samples x {info['codebooks']} codebooks need at least {minimum}")
+            f"{samples(info['samples'])} x {info['codebooks']} codebooks need at least {minimum}")
 
 
 def damage(missing: int) -> str:
