@@ -113,8 +113,9 @@ bits coded after the damage, and the final CRC-32 already bounds a miss by ``2**
 
 from __future__ import annotations
 
-import importlib as _importlib
 import typing as _tp
+
+from .._lazy import lazy_names as _lazy_names
 
 from .header import (DEFAULT_CHECK_BITS, DETERMINISTIC_VERSION, HEADER_STRUCT, MAGIC,
                      MAX_HEADER_JSON_BYTES, MAX_LM_NAME_CHARS, VERSION, VERSIONS,
@@ -145,21 +146,4 @@ _LAZY: dict[str, str] = {
     "encode_ecdc": "body", "read_body": "body", "read_ecdc": "body", "write_body": "body",
     "write_ecdc": "body", "BodyProgress": "coded_body", "SegmentDecoder": "coded_body",
 }
-_SUBMODULES = frozenset(_LAZY.values())
-
-
-def __getattr__(name: str) -> _tp.Any:
-    """A name of ``__all__`` from :mod:`.body` or :mod:`.coded_body`, imported on first use (then
-    a plain attribute), or one of those submodules, which importing the package used to load."""
-    if name in _LAZY:
-        value = getattr(_importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    elif name in _SUBMODULES:
-        value = _importlib.import_module(f"{__name__}.{name}")
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = _lazy_names(__name__, _LAZY, globals(), __all__)

@@ -39,8 +39,9 @@ first 7 frames together (~93 ms of audio, see :mod:`opencodec.streaming`). Overh
 
 from __future__ import annotations
 
-import importlib as _importlib
 import typing as _tp
+
+from .._lazy import lazy_names as _lazy_names
 
 if _tp.TYPE_CHECKING:  # what type checkers see; at run time __getattr__ imports these on first use
     from .decoder import PacketAudioDecoder, check_model_for_stream, check_streamable
@@ -87,21 +88,4 @@ _LAZY: dict[str, str] = {
     "AudioSink": "sink",
     "PacketWriter": "writer",
 }
-_SUBMODULES = frozenset(_LAZY.values())
-
-
-def __getattr__(name: str) -> _tp.Any:
-    """A name of ``__all__``, imported from its module on first use (then a plain attribute), or
-    one of the submodules (``opencodec.stream.pipe``), all of which importing the package used to load."""
-    if name in _LAZY:
-        value = getattr(_importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    elif name in _SUBMODULES:
-        value = _importlib.import_module(f"{__name__}.{name}")
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = _lazy_names(__name__, _LAZY, globals(), __all__)
