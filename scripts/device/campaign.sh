@@ -6,8 +6,10 @@
 # its last checkpoint (log.checkpoint_every), or nothing: the committed state is untouched.
 #
 # Usage: scripts/device/campaign.sh MINUTES [key=value overrides for every variant]
-#   MINUTES: the training budget (max_minutes); the device command also spends ~1 min
-#   unpacking and ~1 min packing, so give the call timeout_s >= 60 * (MINUTES + 3).
+#   MINUTES: the training budget (max_minutes, set-up included); without DEADLINE the device
+#   command also spends ~1 min unpacking, up to FINISH_SECONDS for the trainers' own stop and
+#   up to PACK_SECONDS packing, so give the call timeout_s >= 60 * (MINUTES + 3). With
+#   DEADLINE: "auto" (as long as the deadline allows) or a cap.
 # Environment:
 #   CONFIG      trainer config (default configs/opencodec_cpu_24khz.yaml, the bundled size)
 #   STATE       folder of the last state, one sub-folder per variant holding state.pt.partNN
@@ -40,13 +42,32 @@
 #               checks (a typo such as optim.batch_sise=64 is refused with the closest key).
 #               scripts/device/next_lease.sh runs it before its benchmark, so that a mistake
 #               costs seconds of a lease, not the benchmark's minutes.
-#   HARD_STOP_SECONDS  a trainer still running this long after the trainers start (default
-#               60 * MINUTES + 60: the trainers stop themselves at MINUTES) gets SIGTERM (it
-#               checkpoints its last whole step and exits 143), and SIGKILL 30 s later, so that
-#               the packing below always runs before the device call's timeout.
+#   DEADLINE    when this script must have ended, its parts written (epoch seconds, as `date +%s`
+#               prints); scripts/device/next_lease.sh passes its own start + LEASE_SECONDS. The
+#               schedule is taken from it after the corpus is unpacked, so unpacking counts: each
+#               trainer's max_minutes ends at DEADLINE - PACK_SECONDS - FINISH_SECONDS (its set-up
+#               included; its clock starts once Python has imported it: seconds late); one still running gets SIGTERM at DEADLINE - PACK_SECONDS -
+#               FINISH_SECONDS / 2 (it checkpoints its last whole step and exits 143) and SIGKILL
+#               at DEADLINE - PACK_SECONDS, whatever it is doing, so that packing always has
+#               PACK_SECONDS. Without DEADLINE the same from MINUTES: SIGKILL at the trainers'
+#               start + 60 * MINUTES + FINISH_SECONDS.
+#   PACK_SECONDS  the time kept for packing (default 30: three variants at the bundled size, states
+#               and exports, packed in 6-9 s on the CPU dry run, two busy cores; the states alone,
+#               written first, in 4-5 s)
+#   FINISH_SECONDS  a trainer's own stop after its budget: its last step, the final validation,
+#               checkpoint and export (default 60: 28 s for three on the CPU dry run; it ignores
+#               SIGTERM meanwhile, not SIGKILL)
+#   HARD_STOP_SECONDS  SIGTERM this long after the trainers start instead, SIGKILL 30 s later
+#               (with DEADLINE, never after DEADLINE - PACK_SECONDS)
+# Packing, most valuable first: every variant's logs and state (one Python process for all),
+# written to $OUT at once, so that a call cut short from there still returns them; then the
+# float16 exports (each only while it can end before DEADLINE, else skipped and said so; they
+# are for evaluation, the states for the next run), and $OUT written again with them. In the
+# tar the exports come last.
 # Exit status: 0 when every variant's trainer ended normally (or at the hard stop, with a
 # checkpoint), 1 when one failed (its log's last lines are printed; what there is is packed all
-# the same), 2 for a usage or preflight error.
+# the same) or a state could not be packed, 2 for a usage or preflight error (a DEADLINE that
+# leaves no time to train included).
 # Writes $OUT/campaign.tar.partNN (join with cat; scripts/device/campaign_commit.sh files
 # it into docs/training/campaign/): per variant its state (STATE layout), metrics.jsonl,
 # config.json, train.log, valid.jsonl (the trainer's validations) and the float16
@@ -59,8 +80,8 @@ INIT_FROM=${INIT_FROM-src/opencodec/weights/opencodec_24khz.safetensors}  # set 
 VARIANTS=${VARIANTS:-main}; DEVICE=${DEVICE:-cuda}; WORKERS=${WORKERS:-12}; WORK=${WORK:-/tmp/campaign}
 DISC_WARMUP=${DISC_WARMUP:-300}; LR_DISC=${LR_DISC:-1e-4}
 RECIPE=${RECIPE-losses.l1=0.1 mel_alpha=audiocraft quantizer.warmup_steps=0 quantizer.threshold_ema_dead_code=0}
+DEADLINE=${DEADLINE:-}; PACK_SECONDS=${PACK_SECONDS:-30}; FINISH_SECONDS=${FINISH_SECONDS:-60}
 n_variants=$(wc -w <<<"$VARIANTS")
-MAX_STATE_MB=${MAX_STATE_MB:-$(python3 -c "print(33 / $n_variants)")}
 
 # what every variant needs, checked before anything slow (bash only: no Python yet)
 preflight() {
@@ -68,6 +89,23 @@ preflight() {
   for v in $VARIANTS; do
     case $v in main|a|b|c) ;; *) echo "preflight: unknown variant $v (main, a, b, c)"; problems=1 ;; esac
   done
+  # the time: MINUTES a positive number ("auto" with DEADLINE), the seconds whole numbers
+  if [ "$minutes" = auto ]; then
+    [ -n "$DEADLINE" ] || { echo "preflight: MINUTES auto needs DEADLINE (epoch seconds: when this script must end)"; problems=1; }
+  elif ! [[ "$minutes" =~ ^([0-9]+[.]?[0-9]*|[.][0-9]+)$ ]] || ! awk -v m="$minutes" 'BEGIN { exit !(m > 0) }'; then
+    echo "preflight: MINUTES must be a positive number of minutes (or auto with DEADLINE), got '$minutes'"; problems=1
+  fi
+  for v in PACK_SECONDS FINISH_SECONDS ${HARD_STOP_SECONDS:+HARD_STOP_SECONDS}; do
+    [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "preflight: $v must be a whole number of seconds, got '${!v}'"; problems=1; }
+  done
+  if [ -n "$DEADLINE" ]; then
+    if ! [[ "$DEADLINE" =~ ^[0-9]+$ ]]; then
+      echo "preflight: DEADLINE must be epoch seconds (date +%s), got '$DEADLINE'"; problems=1
+    elif [ "$problems" = 0 ] && [ $((DEADLINE - $(date +%s))) -le $((PACK_SECONDS + FINISH_SECONDS)) ]; then
+      echo "preflight: DEADLINE is $((DEADLINE - $(date +%s))) s away, no more than PACK_SECONDS + FINISH_SECONDS" \
+        "($((PACK_SECONDS + FINISH_SECONDS)) s): no time to train"; problems=1
+    fi
+  fi
   [ -f "$CONFIG" ] || { echo "preflight: no config file $CONFIG"; problems=1; }
   [ -f .gpu/corpus.tar ] || [ -d .gpu/corpus/manifests ] || {
     echo "preflight: no corpus: .gpu/corpus.tar (or .gpu/corpus) is missing; pack it here with scripts/device/pack_corpus.py and carry .gpu"
@@ -84,11 +122,12 @@ preflight() {
   return $problems
 }
 preflight || exit 2
+MAX_STATE_MB=${MAX_STATE_MB:-$(awk -v n="$n_variants" 'BEGIN { print 33 / n }')}
 
 source scripts/device/setup.sh
 [ -n "${CHECK_ONLY:-}" ] || unpack_corpus "$WORK/corpus" || exit 1
 
-common=(device="$DEVICE" max_minutes="$minutes"
+common=(device="$DEVICE"
   "data.train=[$WORK/corpus/manifests/train.jsonl]" "data.valid=[$WORK/corpus/manifests/valid.jsonl]"
   "data.augment.noise_manifests=[$WORK/corpus/manifests/train_noise.jsonl]" data.num_workers="$WORKERS"
   log.tensorboard=false)
@@ -107,11 +146,12 @@ variant_start() {  # the trainer's starting point for variant $1: its state, els
 if [ -n "${CHECK_ONLY:-}" ]; then
   # every variant's argument list, as the trainer would read it, through the trainer's own parser
   # and value checks (nothing is built or written; the manifests are checked once unpacked)
+  check_minutes=$minutes; [ "$minutes" = auto ] && check_minutes=1  # the budget itself: set when run
   lists=()  # "::VARIANT" then that variant's trainer arguments, for each variant
   for v in $VARIANTS; do
     variant_start "$v"
     # shellcheck disable=SC2086
-    lists+=("::$v" "$CONFIG" "${common[@]}" "${start[@]}" $RECIPE ${extra[$v]} "$@")
+    lists+=("::$v" "$CONFIG" "${common[@]}" max_minutes="$check_minutes" "${start[@]}" $RECIPE ${extra[$v]} "$@")
   done
   STATE="$STATE" python3 - "${lists[@]}" <<'PY' || exit 2
 import argparse, os, sys
@@ -149,6 +189,21 @@ PY
   exit 0
 fi
 
+# The schedule, in epoch seconds, from DEADLINE (now that the corpus is unpacked): the trainers'
+# budget ends at budget_end, a trainer still running gets SIGTERM at term_at and SIGKILL at
+# kill_at, and packing has PACK_SECONDS after that. Without DEADLINE, from MINUTES (below).
+budget_end=""; kill_at=""
+if [ -n "$DEADLINE" ]; then
+  kill_at=$((DEADLINE - PACK_SECONDS)); budget_end=$((kill_at - FINISH_SECONDS))
+  echo "== schedule: $((budget_end - $(date +%s))) s of training (set-up included), SIGKILL $((kill_at - $(date +%s))) s" \
+    "from now, then $PACK_SECONDS s for packing, by DEADLINE $DEADLINE"
+fi
+trainer_minutes() {  # max_minutes of a trainer started now: until budget_end (at most MINUTES), else MINUTES
+  [ -n "$budget_end" ] || { echo "$minutes"; return; }
+  awk -v left=$((budget_end - $(date +%s))) -v cap="$minutes" \
+    'BEGIN { m = left / 60; if (cap != "auto" && cap + 0 < m) m = cap + 0; m = int(m * 100) / 100; print (m < 0.01 ? 0.01 : m) }'
+}
+
 pids=()
 for v in $VARIANTS; do
   run="$WORK/run_$v"; mkdir -p "$run"
@@ -158,49 +213,126 @@ for v in $VARIANTS; do
   else
     echo "== $v: no state in $STATE/$v, starting from ${INIT_FROM:-a fresh model}"
   fi
+  budget=$(trainer_minutes)
+  echo "== $v: max_minutes=$budget"
   # shellcheck disable=SC2086
-  python3 -m opencodec.train "$CONFIG" "${common[@]}" "${start[@]}" $RECIPE ${extra[$v]} "$@" \
+  python3 -m opencodec.train "$CONFIG" "${common[@]}" max_minutes="$budget" "${start[@]}" $RECIPE ${extra[$v]} "$@" \
     --run-dir "$run" --no-progress >"$WORK/train_$v.log" 2>&1 &
   pids+=($!)
 done
-# The trainers stop themselves at MINUTES (set-up included). A trainer still running well after
-# that (a step that hangs) gets SIGTERM, which checkpoints its last whole step, then SIGKILL:
-# the packing must run before the device call's own timeout kills everything.
-hard_stop=${HARD_STOP_SECONDS:-$(python3 -c "print(int(60 * $minutes + 60))")}
+# A trainer stops itself at its max_minutes, then validates, checkpoints and exports (FINISH_SECONDS;
+# a SIGTERM meanwhile is ignored). One still running at term_at (a slow or hung step) gets SIGTERM,
+# which checkpoints its last whole step; at kill_at SIGKILL, whatever it is doing: the packing must
+# end before the device call's own timeout kills everything, and nothing under $OUT comes back.
+armed=$(date +%s)
+if [ -z "$kill_at" ]; then
+  kill_at=$(awk -v now="$armed" -v m="$minutes" -v f="$FINISH_SECONDS" 'BEGIN { print int(now + 60 * m + f) }')
+fi
+term_at=$((kill_at - FINISH_SECONDS / 2))
+if [ -n "${HARD_STOP_SECONDS:-}" ]; then
+  term_at=$((armed + HARD_STOP_SECONDS))
+  { [ -n "$DEADLINE" ] && [ $((term_at + 30)) -ge "$kill_at" ]; } || kill_at=$((term_at + 30))
+  [ "$term_at" -le "$kill_at" ] || term_at=$kill_at
+fi
 ( trap 'kill $nap 2>/dev/null; exit 0' TERM
-  sleep "$hard_stop" & nap=$!; wait $nap
-  echo "== hard stop after $hard_stop s: SIGTERM to the trainers still running"; kill -TERM "${pids[@]}" 2>/dev/null
-  sleep 30 & nap=$!; wait $nap; kill -KILL "${pids[@]}" 2>/dev/null ) &
+  wait_until() { local left=$(($1 - $(date +%s))); sleep $((left > 0 ? left : 0)) & nap=$!; wait $nap; }
+  wait_until "$term_at"
+  echo "== hard stop after $((term_at > armed ? term_at - armed : 0)) s: SIGTERM to the trainers still running"
+  kill -TERM "${pids[@]}" 2>/dev/null
+  wait_until "$kill_at"
+  echo "== hard stop after $((kill_at > armed ? kill_at - armed : 0)) s: SIGKILL to the trainers still running"
+  kill -KILL "${pids[@]}" 2>/dev/null ) &
 watchdog=$!
 declare -A status=()
 i=0
 for v in $VARIANTS; do wait "${pids[$i]}"; status[$v]=$?; i=$((i + 1)); done
 kill -TERM "$watchdog" 2>/dev/null; wait "$watchdog" 2>/dev/null
 
+packing=$(date +%s)
+echo "== trainers ended $((packing - armed)) s after the start$([ -n "$DEADLINE" ] && echo "; $((DEADLINE - packing)) s to DEADLINE")"
 pack="$WORK/pack"; rm -rf "$pack"; mkdir -p "$pack"
+write_parts() {  # $pack as $OUT/campaign.tar.partNN (15 MiB each, replacing the last ones), the exports last
+  ( cd "$pack" && find . -type f ! -name model.safetensors | sort && find . -type f -name model.safetensors | sort ) \
+    | tar -C "$pack" -cf "$WORK/campaign.tar" --no-recursion -T - || return 1
+  rm -f "$OUT"/campaign.tar.part*
+  split -b 15M -d "$WORK/campaign.tar" "$OUT/campaign.tar.part"
+}
 for v in $VARIANTS; do
   run="$WORK/run_$v"; dst="$pack/$v"; mkdir -p "$dst"
-  echo "== $v: trainer exit ${status[$v]}$( [ "${status[$v]}" = 143 ] && echo ' (hard stop: SIGTERM)')"
+  echo "== $v: trainer exit ${status[$v]}$( [ "${status[$v]}" = 143 ] && echo ' (hard stop: SIGTERM)')$( [ "${status[$v]}" = 137 ] && echo ' (hard stop: SIGKILL)')"
   tail -n 3 "$WORK/train_$v.log"
   cp "$WORK/train_$v.log" "$dst/train.log"
   cp "$run/metrics.jsonl" "$run/config.json" "$run/history.jsonl" "$dst/" 2>/dev/null
   grep '"valid/' "$run/metrics.jsonl" >"$dst/valid.jsonl" 2>/dev/null
-  [ -f "$run/checkpoint.pt" ] || { echo "$v: no checkpoint, nothing to carry"; continue; }
-  python3 -m opencodec.train.campaign pack "$run/checkpoint.pt" "$dst/state" --max-mb "$MAX_STATE_MB"
-  [ -f "$run/model.safetensors" ] || { echo "$v: no export (the trainer wrote none this run)"; continue; }
-  python3 -c "
+done
+# 1. the states, what the next run resumes from: every variant in one Python process (one import of torch)
+packed_states=ok
+# shellcheck disable=SC2086
+python3 - "$WORK" "$pack" "$MAX_STATE_MB" $VARIANTS <<'PY' || packed_states=""
+import json, shutil, sys, time
+from pathlib import Path
+from opencodec.train.campaign import pack
+work, out, max_mb, *variants = sys.argv[1:]
+failed = False
+for v in variants:
+    checkpoint, dst = Path(work) / f"run_{v}" / "checkpoint.pt", Path(out) / v / "state"
+    if not checkpoint.is_file():
+        print(f"{v}: no checkpoint, nothing to carry")
+        continue
+    began = time.monotonic()
+    try:
+        summary = pack(checkpoint, dst, int(float(max_mb) * 1e6))
+    except Exception as exc:  # one unreadable checkpoint must not cost the other variants their states
+        shutil.rmtree(dst, ignore_errors=True)
+        print(f"{v}: state not packed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+        failed = True
+        continue
+    print(f"{v}: state {json.dumps(summary)} ({time.monotonic() - began:.1f} s)")
+    if summary["over_budget"]:
+        print(f"warning: {v}: the weights alone take {summary['bytes']} bytes, over MAX_STATE_MB={max_mb}")
+sys.exit(1 if failed else 0)
+PY
+write_parts && echo "== states and logs in $OUT after $(($(date +%s) - packing)) s"
+# 2. the float16 exports (for evaluation here), each only while it can end before DEADLINE (with
+# 5 s left to write the parts again)
+# shellcheck disable=SC2086
+python3 - "$WORK" "$pack" "$([ -n "$DEADLINE" ] && echo $((DEADLINE - 5)) || echo 0)" $VARIANTS <<'PY'
+import sys, time
+from pathlib import Path
 import torch
 from opencodec.pretrained import load_model, save_model
-p = save_model(load_model('$run/model.safetensors'), '$dst/model.safetensors', dtype=torch.float16, inference_only=True)
-print('export', p, p.stat().st_size)"
-done
-tar -C "$pack" -cf "$WORK/campaign.tar" . && split -b 15M -d "$WORK/campaign.tar" "$OUT/campaign.tar.part"
+work, out, export_by, *variants = sys.argv[1:]
+deadline, longest = float(export_by), 0.0  # deadline 0: none
+for v in variants:
+    src, dst = Path(work) / f"run_{v}" / "model.safetensors", Path(out) / v / "model.safetensors"
+    if not (Path(out) / v / "state" / "state.json").is_file():
+        continue  # no state, no export
+    if not src.is_file():
+        print(f"{v}: no export (the trainer wrote none this run)")
+        continue
+    if deadline and time.time() + longest > deadline:
+        print(f"{v}: export skipped: {max(0.0, deadline - time.time()):.0f} s left for exports before DEADLINE"
+              f" (the last took {longest:.0f} s); its state is packed")
+        continue
+    began = time.time()
+    try:
+        p = save_model(load_model(src), dst, dtype=torch.float16, inference_only=True)
+    except Exception as exc:  # an export is for evaluation: its state is packed, the others go on
+        dst.unlink(missing_ok=True)
+        print(f"{v}: no export: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+        continue
+    longest = max(longest, time.time() - began)
+    print("export", p, p.stat().st_size, f"({time.time() - began:.1f} s)")
+PY
+write_parts
 parts=$(ls "$OUT"/campaign.tar.part* | wc -l)
 [ "$parts" -le 8 ] || echo "WARNING: $parts parts, over the 8 files the device tool returns: lower MAX_STATE_MB"
 ls -la "$OUT"
+echo "== packed in $(($(date +%s) - packing)) s (PACK_SECONDS=$PACK_SECONDS)$([ -n "$DEADLINE" ] && echo "; $((DEADLINE - $(date +%s))) s to DEADLINE")"
 failed=""  # a trainer that ended normally, or stopped by SIGTERM with a checkpoint, succeeded
 for v in $VARIANTS; do
   [ "${status[$v]}" = 0 ] || { [ "${status[$v]}" = 143 ] && [ -f "$WORK/run_$v/checkpoint.pt" ]; } \
     || failed+=" $v (exit ${status[$v]})"
 done
+[ -n "$packed_states" ] || failed+=" (and a state that could not be packed, above)"
 [ -z "$failed" ] || { echo "FAILED trainers:$failed; see each variant's train.log above"; exit 1; }
