@@ -181,6 +181,8 @@ def test_next_lease_ends_the_campaign_within_lease_seconds(tmp_path: Path, stub_
     ("0", {"CHECK_ONLY": "1"}, "preflight: MINUTES must be a positive number of minutes (or auto with DEADLINE), got '0'"),
     ("auto", {"DEADLINE": "soon"}, "preflight: DEADLINE must be epoch seconds (date +%s), got 'soon'"),
     ("auto", {"DEADLINE": "+", "FINISH_SECONDS": "1m"}, "preflight: FINISH_SECONDS must be a whole number of seconds, got '1m'"),
+    # a leading zero: bash arithmetic reads octal and fails, which skipped the whole preflight
+    ("auto", {"DEADLINE": "+", "PACK_SECONDS": "08"}, "preflight: PACK_SECONDS must be a whole number of seconds, got '08'"),
 ])
 def test_bad_time_arguments_are_refused_before_python(tmp_path: Path, minutes: str, env: dict[str, str],
                                                       message: str) -> None:
@@ -198,6 +200,6 @@ def test_a_deadline_that_leaves_no_time_to_train_is_refused_before_unpacking(tmp
     done, _ = _run(root, "campaign.sh", ["auto"], 30, DEADLINE=str(int(time.time()) + 80), VARIANTS="a")
     assert done.returncode == 2, done.stdout + done.stderr
     assert any(line.startswith("preflight: DEADLINE is ") and line.endswith(
-        "s away, no more than PACK_SECONDS + FINISH_SECONDS (90 s): no time to train")
+        "s away, no more than PACK_SECONDS + FINISH_SECONDS (110 s): no time to train")
         for line in done.stdout.splitlines()), done.stdout
     assert not (root / "work").exists() and not list((root / "out").iterdir())

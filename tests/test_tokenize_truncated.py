@@ -54,11 +54,11 @@ def test_find_truncation_of_wav_and_aiff(tmp_path: Path) -> None:
     sf.write(wav, _noise(0.5, 8000), 8000, subtype="PCM_16")
     aiff = tmp_path / "a.aiff"
     sf.write(aiff, _noise(0.5, 8000), 8000, subtype="PCM_16")
-    assert header_declared_frames(wav) == header_declared_frames(aiff) == 4000
+    assert header_declared_frames(wav) is None and header_declared_frames(aiff) == 4000  # a WAV's data all there
     assert find_truncation(wav) is None and find_truncation(aiff) is None
     _cut(wav, 44 + 2 * 1000)
     _cut(aiff, aiff.stat().st_size - 2 * 3000)
-    assert find_truncation(wav) == Truncation(4000, 1000)
+    assert header_declared_frames(wav) == 4000 and find_truncation(wav) == Truncation(4000, 1000)
     assert find_truncation(aiff) == Truncation(4000, 1000)
     assert find_truncation(wav).reason == "truncated: its header says 4000 samples, the file holds 1000"
     assert find_truncation(wav, held=4000, claimed=1000) is None  # all 4000 the header declares decoded
@@ -67,6 +67,41 @@ def test_find_truncation_of_wav_and_aiff(tmp_path: Path) -> None:
     sf.write(flac, _noise(0.1, 8000), 8000)
     assert header_declared_frames(flac) is None
     assert find_truncation(flac, held=700, claimed=800) == Truncation(800, 700)  # libsndfile's count (an MP3's)
+
+
+def _wav_with(path: Path, frames: int, channels: int, *, data_size: int | None = None,
+              block_align: int | None = None) -> Path:
+    """A 16-bit PCM WAV of ``frames`` frames whose header may say another ``data_size`` (bytes)
+    or ``block_align`` than the samples it holds (what some writers put there)."""
+    import struct
+    body = (np.arange(frames * channels) % 200).astype("<i2").tobytes()
+    align = block_align if block_align is not None else 2 * channels
+    fmt = struct.pack("<HHIIHH", 1, channels, 16000, 16000 * 2 * channels, align, 16)
+    size = len(body) if data_size is None else data_size
+    path.write_bytes(b"RIFF" + struct.pack("<I", 36 + len(body)) + b"WAVE" + b"fmt " + struct.pack("<I", 16)
+                     + fmt + b"data" + struct.pack("<I", size) + body)
+    return path
+
+
+@pytest.mark.parametrize("data_size", [0x7FFFFF00, 0x7FFFF000, 0x7FFFFFFF, 0xFFFFFFFE, 0xFFFFFFFF])
+def test_a_streaming_writers_placeholder_length_is_no_truncation(tmp_path: Path, data_size: int) -> None:
+    """``arecord`` into a pipe leaves 0x7FFFFF00 as the data size, others 0x7FFFFFFF or
+    0xFFFFFFFF: unknown lengths, read whole by libsndfile, never "truncated"."""
+    wav = _wav_with(tmp_path / "piped.wav", 8000, 2, data_size=data_size)
+    assert header_declared_frames(wav) is None and find_truncation(wav) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_audio(wav, refuse_truncated=True)[0].shape == (2, 8000)
+
+
+def test_a_wrong_block_align_neither_hides_nor_invents_a_truncation(tmp_path: Path) -> None:
+    """libsndfile sizes PCM frames from channels and bits, whatever the fmt chunk's block align
+    says; so does the header's count: a whole file with block align 2 for 16-bit stereo is whole,
+    and the same file cut to a quarter is 8000 declared, 2000 held."""
+    wav = _wav_with(tmp_path / "align.wav", 8000, 2, block_align=2)
+    assert find_truncation(wav) is None and read_audio(wav, refuse_truncated=True)[0].shape == (2, 8000)
+    _cut(wav, 44 + 2 * 2 * 2000)
+    assert find_truncation(wav) == Truncation(8000, 2000)
 
 
 def test_read_audio_warns_or_refuses_a_truncated_file(tmp_path: Path) -> None:

@@ -51,12 +51,13 @@
 #               at DEADLINE - PACK_SECONDS, whatever it is doing, so that packing always has
 #               PACK_SECONDS. Without DEADLINE the same from MINUTES: SIGKILL at the trainers'
 #               start + 60 * MINUTES + FINISH_SECONDS.
-#   PACK_SECONDS  the time kept for packing (default 30: three variants at the bundled size, states
+#   PACK_SECONDS  the time kept for packing (default 20: three variants at the bundled size, states
 #               and exports, packed in 6-9 s on the CPU dry run, two busy cores; the states alone,
 #               written first, in 4-5 s)
 #   FINISH_SECONDS  a trainer's own stop after its budget: its last step, the final validation,
-#               checkpoint and export (default 60: 28 s for three on the CPU dry run; it ignores
-#               SIGTERM meanwhile, not SIGKILL)
+#               checkpoint and export (default 90: 28 s for three on the CPU dry run, a GPU's
+#               validation unmeasured; its clock starts after its imports; it ignores SIGTERM
+#               meanwhile, not SIGKILL)
 #   HARD_STOP_SECONDS  SIGTERM this long after the trainers start instead, SIGKILL 30 s later
 #               (with DEADLINE, never after DEADLINE - PACK_SECONDS)
 # Packing, most valuable first: every variant's logs and state (one Python process for all),
@@ -80,7 +81,7 @@ INIT_FROM=${INIT_FROM-src/opencodec/weights/opencodec_24khz.safetensors}  # set 
 VARIANTS=${VARIANTS:-main}; DEVICE=${DEVICE:-cuda}; WORKERS=${WORKERS:-12}; WORK=${WORK:-/tmp/campaign}
 DISC_WARMUP=${DISC_WARMUP:-300}; LR_DISC=${LR_DISC:-1e-4}
 RECIPE=${RECIPE-losses.l1=0.1 mel_alpha=audiocraft quantizer.warmup_steps=0 quantizer.threshold_ema_dead_code=0}
-DEADLINE=${DEADLINE:-}; PACK_SECONDS=${PACK_SECONDS:-30}; FINISH_SECONDS=${FINISH_SECONDS:-60}
+DEADLINE=${DEADLINE:-}; PACK_SECONDS=${PACK_SECONDS:-20}; FINISH_SECONDS=${FINISH_SECONDS:-90}
 n_variants=$(wc -w <<<"$VARIANTS")
 
 # what every variant needs, checked before anything slow (bash only: no Python yet)
@@ -96,10 +97,10 @@ preflight() {
     echo "preflight: MINUTES must be a positive number of minutes (or auto with DEADLINE), got '$minutes'"; problems=1
   fi
   for v in PACK_SECONDS FINISH_SECONDS ${HARD_STOP_SECONDS:+HARD_STOP_SECONDS}; do
-    [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "preflight: $v must be a whole number of seconds, got '${!v}'"; problems=1; }
+    [[ "${!v}" =~ ^(0|[1-9][0-9]*)$ ]] || { echo "preflight: $v must be a whole number of seconds, got '${!v}'"; problems=1; }
   done
   if [ -n "$DEADLINE" ]; then
-    if ! [[ "$DEADLINE" =~ ^[0-9]+$ ]]; then
+    if ! [[ "$DEADLINE" =~ ^(0|[1-9][0-9]*)$ ]]; then
       echo "preflight: DEADLINE must be epoch seconds (date +%s), got '$DEADLINE'"; problems=1
     elif [ "$problems" = 0 ] && [ $((DEADLINE - $(date +%s))) -le $((PACK_SECONDS + FINISH_SECONDS)) ]; then
       echo "preflight: DEADLINE is $((DEADLINE - $(date +%s))) s away, no more than PACK_SECONDS + FINISH_SECONDS" \

@@ -19,7 +19,7 @@ started=$(date +%s)  # the lease's clock: the campaign must have packed by start
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 LEASE_SECONDS=${LEASE_SECONDS:-540}; BENCH_SECONDS=${BENCH_SECONDS:-150}; BENCH_ARGS=${BENCH_ARGS:-}
-[[ "$LEASE_SECONDS" =~ ^[0-9]+$ ]] || { echo "next_lease: LEASE_SECONDS must be a whole number of seconds, got '$LEASE_SECONDS'"; exit 2; }
+[[ "$LEASE_SECONDS" =~ ^(0|[1-9][0-9]*)$ ]] || { echo "next_lease: LEASE_SECONDS must be a whole number of seconds, got '$LEASE_SECONDS'"; exit 2; }
 deadline=$((started + LEASE_SECONDS))
 export VARIANTS=${VARIANTS:-a b c}
 source scripts/device/setup.sh

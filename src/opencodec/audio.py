@@ -175,14 +175,16 @@ def find_truncation(path: str | Path, held: int | None = None, claimed: int | No
 
 
 def header_declared_frames(path: str | Path) -> int | None:
-    """Sample frames the header of a RIFF/WAVE file (the size of its ``data`` chunk) or an
-    AIFF/AIFC file (its ``COMM`` chunk's count) declares; None for other formats, a streamed
-    WAV of unknown length, or no such chunk in its first 64 KiB. libsndfile reports the frames
-    present instead, so comparing the two finds a cut file (:func:`find_truncation`)."""
+    """Sample frames the header of a RIFF/WAVE file declares when its ``data`` chunk runs past
+    the end of the file, or an AIFF/AIFC file's ``COMM`` chunk count; None for other formats, a
+    WAV whose data chunk is all there, one of unknown length (a stream's placeholder size), or
+    no such chunk in its first 64 KiB. libsndfile reports the frames present instead, so
+    comparing the two finds a cut file (:func:`find_truncation`)."""
     with open(path, "rb") as fi:
         head = fi.read(1 << 16)
+        file_size = fi.seek(0, os.SEEK_END)
     if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-        return _wav_data_frames(head)
+        return _wav_data_frames(head, file_size)
     if len(head) >= 12 and head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
         offset = 12
         while offset + 8 <= len(head):  # big-endian chunk sizes
@@ -193,17 +195,31 @@ def header_declared_frames(path: str | Path) -> int | None:
     return None
 
 
-def _wav_data_frames(head: bytes) -> int | None:
-    """Frames the ``data`` chunk of the RIFF/WAVE file starting with ``head`` declares."""
-    offset, block_align = 12, 0
+#: WAV data chunk sizes that writers of streams put in a header they cannot come back to fix:
+#: 0, and sizes from here up (``arecord``'s 0x7FFFFF00, 0x7FFFFFFF, 0xFFFFFFFF...).
+_WAV_PLACEHOLDER_SIZES = 0x7FFF0000
+#: WAV format tags whose frames are ``channels * ceil(bits / 8)`` bytes wide whatever the
+#: ``fmt`` chunk's block align says (libsndfile goes by that too): PCM, IEEE float, A-law,
+#: mu-law, EXTENSIBLE.
+_WAV_PLAIN_FORMATS = (0x0001, 0x0003, 0x0006, 0x0007, 0xFFFE)
+
+
+def _wav_data_frames(head: bytes, file_size: int) -> int | None:
+    """Frames the ``data`` chunk of the RIFF/WAVE file starting with ``head`` (``file_size``
+    bytes in all) declares, when that chunk runs past the end of the file; else None."""
+    offset, width = 12, 0
     while offset + 8 <= len(head):
         tag, size = head[offset:offset + 4], int.from_bytes(head[offset + 4:offset + 8], "little")
-        if tag == b"fmt " and offset + 22 <= len(head):
-            block_align = int.from_bytes(head[offset + 20:offset + 22], "little")
+        if tag == b"fmt " and offset + 24 <= len(head):
+            fmt = head[offset + 8:offset + 24]
+            format_tag, channels = int.from_bytes(fmt[0:2], "little"), int.from_bytes(fmt[2:4], "little")
+            block_align, bits = int.from_bytes(fmt[12:14], "little"), int.from_bytes(fmt[14:16], "little")
+            plain = format_tag in _WAV_PLAIN_FORMATS and channels > 0 and bits > 0
+            width = channels * ((bits + 7) // 8) if plain else block_align
         if tag == b"data":
-            if size in (0, 0xFFFFFFFF) or block_align == 0:  # a stream's placeholder length
-                return None
-            return size // block_align
+            if size == 0 or size >= _WAV_PLACEHOLDER_SIZES or width == 0 or offset + 8 + size <= file_size:
+                return None  # unknown length, or all there
+            return size // width
         offset += 8 + size + (size & 1)
     return None
 
