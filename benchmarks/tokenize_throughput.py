@@ -322,7 +322,15 @@ def main() -> int:
                         choices=["official", "transformers"])
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one, removed)")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, _interrupt)  # timeout's SIGTERM: the partial table, as Ctrl-C
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # timeout's SIGTERM: the partial table, as Ctrl-C
+    try:
+        return _run(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)  # restored for a caller that goes on (a test)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """:func:`main` once its options are parsed and SIGTERM is an interrupt."""
     torch.manual_seed(0)
     # fp32 means fp32 for every system (opencodec tokenize sets the same in its own process);
     # PyTorch's default lets cuDNN convolutions use TF32.

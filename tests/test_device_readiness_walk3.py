@@ -153,11 +153,13 @@ def test_tokenize_benchmark_interrupted_prints_the_rows_it_has(tmp_path: Path, m
     monkeypatch.setattr(sys, "argv", ["tokenize_throughput.py", "--files", "1", "--cpu-files", "1", "--devices",
                                       "cpu", "--max-seconds", "1.5", "--cpu-processes", "1",
                                       "--work", str(tmp_path / "work")])
+    handler = signal.getsignal(signal.SIGTERM)
     try:
         status = bench.main()
     except KeyboardInterrupt:
         pytest.fail("the interrupt escaped the benchmark: no table printed")
     assert status == 130
+    assert signal.getsignal(signal.SIGTERM) is handler  # left as it was (forked workers inherit it)
     out = capsys.readouterr().out
     assert "PARTIAL: interrupted after 1 row(s)" in out
     table = [line for line in out.splitlines() if line.startswith("| CPU")]
