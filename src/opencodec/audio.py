@@ -144,11 +144,13 @@ class Truncation:
 
     declared: int
     held: int
+    approximate: bool = False  # ``held`` worked back from a resampled length
 
     @property
     def reason(self) -> str:
-        """``"truncated: its header says N samples, the file holds M"``."""
-        return f"truncated: its header says {self.declared} samples, the file holds {self.held}"
+        """``"truncated: its header says N samples, the file holds M"`` ("about M" when approximate)."""
+        about = "about " if self.approximate else ""
+        return f"truncated: its header says {self.declared} samples, the file holds {about}{self.held}"
 
 
 def find_truncation(path: str | Path, held: int | None = None, claimed: int | None = None) -> Truncation | None:

@@ -26,7 +26,7 @@ import soundfile as sf
 import torch
 
 from .._process import exit_with_parent, usable_cores
-from ..audio import find_truncation, resampled_length, soundfile_name
+from ..audio import Truncation, find_truncation, resampled_length, soundfile_name
 from ..batching import encode_batch, encode_each
 from ..errors import AudioIOError, OpenCodecError
 from ..longform import encode_file_streaming, supports_streaming
@@ -221,18 +221,17 @@ def _streamed_row(model: EncodecModel, item: PlannedItem, autocast: tp.ContextMa
     refuse_truncated=True)`` fails for a short one, and gets no row: a cut WAV or AIFF before
     any encoding (its header against libsndfile's count), another format (an MP3 whose Xing
     header counts more frames than it holds) when it gave fewer samples than libsndfile's count."""
-    cut = find_truncation(item.path)
+    info = sf.info(soundfile_name(item.path))
+    cut = find_truncation(item.path, held=info.frames, claimed=info.frames)
+    if cut is None:
+        with autocast:
+            codes, scales, length = encode_file_streaming(model, item.path)
+        if length < resampled_length(info.frames, info.samplerate, model.sample_rate):
+            # samples held, from those given at the model's rate (rounded when resampled)
+            cut = Truncation(info.frames, round(length * info.samplerate / model.sample_rate),
+                             approximate=info.samplerate != model.sample_rate)
     if cut is not None:
         raise AudioIOError(f"cannot read audio file {item.path}: {cut.reason}")
-    info = sf.info(soundfile_name(item.path))
-    with autocast:
-        codes, scales, length = encode_file_streaming(model, item.path)
-    if length < resampled_length(info.frames, info.samplerate, model.sample_rate):
-        # samples held, from those given at the model's rate (rounded when resampled)
-        held = round(length * info.samplerate / model.sample_rate)
-        about = "" if info.samplerate == model.sample_rate else "about "
-        raise AudioIOError(f"cannot read audio file {item.path}: truncated: its header says {info.frames} "
-                           f"samples, the file holds {about}{held}")
     return Row(item.id, codes.to(torch.int16).numpy(), int(info.samplerate), info.frames / info.samplerate,
                int(info.channels), length, None if scales is None else scales.numpy())
 
