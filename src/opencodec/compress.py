@@ -65,8 +65,7 @@ def check_model_arg(model: tp.Any, optional: bool = False) -> None:
     one the caller chose and holds (``load_model(NAME_OR_PATH)`` loads one)."""
     if isinstance(model, torch.nn.Module) or (optional and model is None):
         return  # an EncodecModel, or a wrapper of one (torch.compile)
-    what = f"{type(model).__name__} {model!r:.60}" if isinstance(model, (str, bytes)) or \
-        hasattr(model, "__fspath__") else type(model).__name__
+    what = _what(model)
     none = " or None (the model the file names)" if optional else ""
     order = "; a tensor is audio: the model comes first, compress(model, wav, ...)" \
         if isinstance(model, torch.Tensor) and not optional else ""
@@ -150,12 +149,12 @@ def check_binary_file(fo: tp.Any, mode: str) -> None:
     """``TypeError`` unless ``fo`` is a file object open in binary mode for ``mode`` ('rb':
     has ``read``, 'wb': has ``write``), naming what was given and how to open one: a path
     (str, ``Path``) is not opened here, the caller chooses where the bytes go."""
-    method = "read" if mode == "rb" else "write"
+    method, for_what = ("read", "reading") if mode == "rb" else ("write", "writing")
     if isinstance(fo, io.TextIOBase):
         raise TypeError(f"expected a binary file object, got a text-mode file ({type(fo).__name__}); "
                         f"open it with open(path, {mode!r})")
     if not callable(getattr(fo, method, None)):
-        wanted = f"expected a binary file object open for {'reading' if mode == 'rb' else 'writing'}"
+        wanted = f"expected a binary file object open for {for_what}"
         if isinstance(fo, str) or hasattr(fo, "__fspath__"):
             raise TypeError(f"{wanted}, got {_what(fo)}: a path is not opened here; pass open(path, {mode!r})")
         hint = "; to decode the bytes of a .ecdc file, use decompress(data)" \
@@ -165,10 +164,9 @@ def check_binary_file(fo: tp.Any, mode: str) -> None:
     try:
         refused = callable(able) and not able()
     except (OSError, ValueError) as exc:  # a closed file
-        raise TypeError(f"expected a binary file object open for {'reading' if mode == 'rb' else 'writing'}, "
-                        f"got {type(fo).__name__}: {exc}") from None
+        raise TypeError(f"expected a binary file object open for {for_what}, got {type(fo).__name__}: {exc}") from None
     if refused:
-        raise TypeError(f"the file object is not open for {'reading' if mode == 'rb' else 'writing'}: "
+        raise TypeError(f"the file object is not open for {for_what}: "
                         f"open it with open(path, {mode!r})")
 
 
