@@ -272,17 +272,12 @@ def _header_info(path: Path) -> tp.Any:
         return None
 
 
-def _input_format(path: Path) -> tuple[int, int] | None:
-    """An audio file's (sample rate in Hz, channels) from its header; None when unreadable."""
+def _long_input(path: Path) -> tp.Any:
+    """libsndfile's header facts of ``path`` (:func:`_header_info`) when it lasts more than
+    :data:`STREAMING_MIN_SECONDS`, else None (also when its header cannot be read)."""
     info = _header_info(path)
-    return None if info is None else (int(info.samplerate), int(info.channels))
-
-
-def input_seconds(path: Path) -> float:
-    """Duration of an audio file from its header; 0 when it cannot be told (the ordinary
-    path then reports the problem)."""
-    info = _header_info(path)
-    return info.frames / info.samplerate if info is not None and info.samplerate > 0 else 0.0
+    long = info is not None and info.samplerate > 0 and info.frames / info.samplerate > STREAMING_MIN_SECONDS
+    return info if long else None
 
 
 def _entropy_coded_sizes(result: FileResult, header: EcdcHeader, model: EncodecModel) -> None:
@@ -329,10 +324,11 @@ class FileCompressor:
     def _compress(self, job: Job, folder: bool) -> FileResult:
         check_output(job.dst, self.options.force, need_folder=not folder)
         model = self.model
-        if supports_streaming(model) and input_seconds(job.src) > STREAMING_MIN_SECONDS:
+        long = _long_input(job.src) if supports_streaming(model) else None
+        if long is not None:
             if job.dst.suffix.lower() == ECDC_SUFFIX:
                 return self._streamed(job, folder)
-            if self._round_trip_streams(job.src):
+            if self._round_trip_streams(long):
                 return self._streamed_round_trip(job, folder)
         notices: list[str] = []
         with _notices(notices):
@@ -364,14 +360,15 @@ class FileCompressor:
             write_bytes_atomic(job.dst, data)
         return result
 
-    def _round_trip_streams(self, src: Path) -> bool:
-        """Whether a long round trip can run in bounded memory (.ecdc streamed, then decoded
-        streamed): its output is at the model's rate and channels, not rescaled (which needs
-        the whole peak). Other long round trips are processed whole (memory grows with length)."""
-        found, options, model = _input_format(src), self.options, self.model
-        return (found is not None and not options.rescale
-                and (options.rate or found[0]) == model.sample_rate
-                and (options.channels or found[1]) == model.channels)
+    def _round_trip_streams(self, info: tp.Any) -> bool:
+        """Whether a long round trip of an input with header facts ``info`` (``soundfile.info``)
+        can run in bounded memory (.ecdc streamed, then decoded streamed): its output is at the
+        model's rate and channels, not rescaled (which needs the whole peak). Other long round
+        trips are processed whole (memory grows with length)."""
+        options, model = self.options, self.model
+        return (not options.rescale
+                and (options.rate or int(info.samplerate)) == model.sample_rate
+                and (options.channels or int(info.channels)) == model.channels)
 
     def _streamed_round_trip(self, job: Job, folder: bool) -> FileResult:
         """A long round trip in bounded memory: ``.ecdc`` into a hidden temporary file beside the
