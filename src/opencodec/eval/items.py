@@ -14,8 +14,13 @@ from ..official_files import file_sha256
 from .console import warn
 from .systems import DEFAULT_CATEGORIES, EvalReportError
 
-__all__ = ["check_set_folder", "choose_categories", "read_manifest", "list_items",
+__all__ = ["NO_CATEGORY_NAMED", "check_set_folder", "choose_categories", "read_manifest", "list_items",
            "check_unique_ids", "item_id", "item_file_hash", "identify_items", "skip_item"]
+
+
+#: The error for ``--categories`` given without a name (``eval`` and ``mushra build``).
+NO_CATEGORY_NAMED = ("--categories names no category; name one or more, or leave the option out "
+                     "to take every eval_<category>.jsonl manifest")
 
 
 def check_set_folder(eval_set: Path) -> None:
@@ -31,9 +36,12 @@ def check_set_folder(eval_set: Path) -> None:
 def choose_categories(eval_set: Path, categories: tp.Sequence[str] | None) -> list[str]:
     """The categories to evaluate (by default those of :data:`DEFAULT_CATEGORIES` with a
     manifest under ``eval_set``, else every ``eval_*.jsonl`` there); ``EvalReportError`` when
-    ``eval_set`` is not a folder (:func:`check_set_folder`), there is no manifest or one of
-    the ``categories`` asked for has none."""
+    ``eval_set`` is not a folder (:func:`check_set_folder`), ``categories`` is an empty list
+    (:data:`NO_CATEGORY_NAMED`), there is no manifest or one of the ``categories`` asked for
+    has none."""
     check_set_folder(eval_set)
+    if categories is not None and not categories:  # ``--categories`` given with no name
+        raise EvalReportError(NO_CATEGORY_NAMED)
     if categories is None:
         categories = [c for c in DEFAULT_CATEGORIES if (eval_set / f"eval_{c}.jsonl").exists()]
         if not categories:

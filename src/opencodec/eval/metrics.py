@@ -321,6 +321,10 @@ def stft_distance(est: ArrayLike, ref: ArrayLike,
 #: PESQ needs at least this many seconds (the P.862 implementation rejects shorter clips).
 PESQ_MIN_SECONDS = 0.25
 
+#: The lowest sample rate (Hz) :func:`pesq_wb` scores: P.862.2 is the wide-band (16 kHz) mode;
+#: audio at a lower rate is narrow-band whatever it is resampled to.
+PESQ_WB_MIN_RATE = 16000
+
 
 def pesq_wb(est: ArrayLike, ref: ArrayLike, sample_rate: int) -> float:
     """Wide-band PESQ (ITU-T P.862.2) MOS-LQO, higher is better (~1.0 to 4.64).
@@ -337,6 +341,8 @@ def pesq_wb(est: ArrayLike, ref: ArrayLike, sample_rate: int) -> float:
         PESQ-WB MOS-LQO.
 
     Raises:
+        MetricError: ``sample_rate`` below 16 kHz (:data:`PESQ_WB_MIN_RATE`): such audio is
+            narrow-band, and its wide-band score would not be comparable.
         ClipTooShortError: clip shorter than 0.25 s.
         SilentSignalError: the reference (or the estimate) contains no utterance PESQ can
             detect (e.g. digital silence): PESQ is undefined there, no score is returned.
@@ -349,6 +355,11 @@ def pesq_wb(est: ArrayLike, ref: ArrayLike, sample_rate: int) -> float:
         raise ImportError("pesq_wb needs the 'pesq' package: pip install pesq==0.0.4") from exc
     e, r = _pair(est, ref)
     sr = _check_rate(sample_rate)
+    if sr < PESQ_WB_MIN_RATE:
+        raise MetricError(
+            f"PESQ-WB (ITU-T P.862.2) scores wide-band audio; at {sr} Hz the signals hold only "
+            f"0-{sr / 2:g} Hz, so a score would not be a wide-band one (score at "
+            f"{PESQ_WB_MIN_RATE} Hz or above)")
     if r.shape[1] < PESQ_MIN_SECONDS * sr:
         raise ClipTooShortError(
             f"PESQ needs at least {PESQ_MIN_SECONDS} s; got {r.shape[1] / sr:.3f} s")

@@ -40,9 +40,12 @@ Protocol
   baseline (payload bits, no container). ``report.md`` states both ways of measuring.
 * Metrics: ``si_snr`` (dB), ``mel`` and ``stft`` distances (lower is better), ``visqol``
   (audio mode at 48 kHz for music/general, speech mode at 16 kHz for categories whose name
-  contains ``speech``), ``pesq`` (wide-band) and ``stoi`` for speech categories only. A
-  metric that fails on an item (clip too short, silence, ...) is stored as ``null`` with the
-  reason under ``errors`` and left out of that metric's mean.
+  contains ``speech``), ``pesq`` (wide-band, at scoring rates of 16 kHz or more) and
+  ``stoi`` for speech categories only. A metric that fails on an item (clip too short,
+  silence, ...) is stored as ``null`` with the reason under ``errors`` and left out of that
+  metric's mean; the ``report.md`` cell then says over how many items it is taken, ``(n=K)``.
+  ``report.md`` and ``summary.json`` (``meta.model_weights``) name each model's system name
+  and weights hash.
 * ``OUT/results.jsonl`` gets one row per (category, item, system) as soon as it is scored,
   with the hash of the item's file (``item_sha256``), the metrics it was asked for
   (``scored_metrics``) and, for a neural system, its model's weights hash
@@ -156,7 +159,7 @@ def run_eval(models: tp.Sequence[str], bandwidths: tp.Sequence[float] | None,
                  "error": r["errors"]["codec"]} for r in picked if codec_failed(r)]
     if not all_rows:
         raise _nothing_scored(eval_set, skipped, failures)
-    summary = summarize(all_rows, metrics)
+    summary = summarize(all_rows, metrics, failures)
     meta = {
         "models": list(models), "bandwidths": list(bandwidths or []), "baselines": list(baselines),
         "set": str(eval_set), "categories": list(categories), "max_items": max_items,
@@ -165,8 +168,18 @@ def run_eval(models: tp.Sequence[str], bandwidths: tp.Sequence[float] | None,
         "visqol_modes": {c: visqol_mode(c) for c in categories},
         "skipped_bandwidths": lineup.bandwidth_notes, "skipped": skipped,
         "codec_failures": failures, "empty_categories": empty_categories,
+        "model_weights": model_weights(systems),
     }
     return _write_outputs(out, summary, meta, all_rows, metrics)
+
+
+def model_weights(systems: tp.Sequence[SystemSpec]) -> dict[str, dict[str, str]]:
+    """``{--models entry: {"system": the name its systems carry (before "@"), "weights_sha256":
+    its weights hash prefix}}`` for the models that have systems in this run, so that the
+    report names the weights it scored (an alias such as ``opencodec_24khz`` or a file name
+    does not)."""
+    return {s.model: {"system": s.family, "weights_sha256": s.weights}
+            for s in systems if s.kind == "neural"}
 
 
 def _check_request(metrics: tp.Sequence[str], baselines: tp.Sequence[str], out: Path,

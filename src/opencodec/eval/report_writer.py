@@ -24,6 +24,15 @@ def _fmt(stat: dict | None, digits: int = 2) -> str:
     return s
 
 
+def _metric_cell(stat: dict | None, n_items: int, digits: int = 2) -> str:
+    """A metric's table cell: :func:`_fmt`, with ``(n=K)`` when the metric is defined on
+    only K of the row's ``n_items`` items (its mean and interval are over those K)."""
+    text = _fmt(stat, digits)
+    if stat and stat.get("mean") is not None and stat.get("n", n_items) < n_items:
+        text += f" (n={stat['n']})"
+    return text
+
+
 def make_plots(summary: dict, out: Path, metrics: tp.Sequence[str]) -> dict[str, list[str]]:
     """One PNG per (category, metric): metric vs actual kbps, one curve per family; any other
     PNG in ``out/plots`` is removed (:func:`remove_stale_plots`)."""
@@ -172,13 +181,16 @@ def _header_lines(meta: dict) -> list[str]:
     and how each kind of system's bitrate is measured."""
     from .visqol import VISQOL_IMPLEMENTATION
 
+    weights = meta.get("model_weights", {})
+    models = ", ".join(f"{spec} (`{weights[spec]['system']}`, weights `{weights[spec]['weights_sha256']}`)"
+                       if spec in weights else spec for spec in meta["models"])
     if not meta["models"]:
         lines = ["- Models: –"]
     elif meta["bandwidths"]:
-        lines = [f"- Models: {', '.join(meta['models'])}; bandwidths: "
+        lines = [f"- Models: {models}; bandwidths: "
                  f"{', '.join(f'{b:g}' for b in meta['bandwidths'])} kbps"]
     else:
-        lines = [f"- Models: {', '.join(meta['models'])}; bandwidths: each model's own"]
+        lines = [f"- Models: {models}; bandwidths: each model's own"]
     lines += [f"- **Not evaluated**: {note}" for note in meta.get("skipped_bandwidths", [])]
     lines += [
         f"- Baselines: {', '.join(meta['baselines']) or '–'}",
@@ -198,11 +210,12 @@ def _header_lines(meta: dict) -> list[str]:
         "baseline's counts the codec packets only (payload), without the Ogg or MP3 container "
         "(page headers, OpusHead/OpusTags, the Xing/LAME frame, ID3 tag).",
         f"- ViSQOL: {VISQOL_IMPLEMENTATION}; **audio mode at 48 kHz** for music/general "
-        "categories, **speech mode at 16 kHz** for speech categories. PESQ (wide-band) and STOI "
-        "on speech categories only.",
+        "categories, **speech mode at 16 kHz** for speech categories. PESQ (wide-band, "
+        "at scoring rates of 16 kHz or more) and STOI on speech categories only.",
         "- Cells: mean ± 95 % confidence interval half-width (Student t over items); "
         "metrics undefined on an item (too short, silent, ...) are left out of that mean "
-        "(see `errors` in results.jsonl).",
+        "(see `errors` in results.jsonl), and the cell then says over how many items it is "
+        "taken, `(n=K)`, K below the row's n.",
         f"- Items scored: {meta['n_rows']} rows in results.jsonl; wall time of this run: "
         f"{meta['wall_s']:.1f} s with {meta['workers']} worker(s) (a resumed run only "
         "computes the missing rows). Only the rows of this run's items, systems and metrics are "
@@ -224,11 +237,17 @@ def _header_lines(meta: dict) -> list[str]:
 
 
 def _listing(title: str, intro: str, headers: list[str], rows: tp.Iterable[list[str]]) -> list[str]:
-    """A ``## title`` section of ``report.md``: ``intro``, then a table (``|`` escaped in the
-    last column, a free-text reason)."""
+    """A ``## title`` section of ``report.md``: ``intro``, then a table (in every cell, which
+    may hold an item id, a file name or a free-text reason, ``|`` is escaped and a line break
+    made a space, so that the row stays one table row)."""
     return ([f"## {title}", "", intro, ""]
-            + _markdown_table(headers, ([*row[:-1], row[-1].replace("|", "\\|")] for row in rows))
+            + _markdown_table(headers, ([markdown_cell(cell) for cell in row] for row in rows))
             + [""])
+
+
+def markdown_cell(text: str) -> str:
+    """``text`` made safe for one Markdown table cell: ``|`` escaped, line breaks as spaces."""
+    return " ".join(str(text).splitlines()).replace("|", "\\|")
 
 
 def _skipped_lines(skipped: tp.Sequence[dict]) -> list[str]:
@@ -265,7 +284,7 @@ def write_report(out: Path, summary: dict, meta: dict, plots: dict[str, list[str
         digits = {"stoi": 3}
         lines += _markdown_table(header, (
             [name, str(s["n_items"]), _fmt(s["actual_kbps"]), _fmt(s["rtf"], 3)]
-            + [_fmt(s["metrics"].get(m), digits.get(m, 2)) for m in shown]
+            + [_metric_cell(s["metrics"].get(m), s["n_items"], digits.get(m, 2)) for m in shown]
             for name, s in systems.items()))
         lines.append("")
         for p in plots.get(cat, []):

@@ -39,8 +39,13 @@ def mean_ci95(values: tp.Sequence[float]) -> tuple[float | None, float | None, i
     return mean, q * float(np.std(vals, ddof=1)) / math.sqrt(n), n
 
 
-def summarize(rows: list[dict], metrics: tp.Sequence[str]) -> dict:
-    """``{category: {system: {...}}}`` with mean/ci95/n per metric, mean kbps and RTF."""
+def summarize(rows: list[dict], metrics: tp.Sequence[str],
+              failures: tp.Sequence[dict] = ()) -> dict:
+    """``{category: {system: {...}}}`` with mean/ci95/n per metric, mean kbps and RTF.
+
+    ``rows`` are the scored rows; ``failures`` (``{category, item_id, system, error}``, as
+    ``meta.codec_failures`` lists them) are the (item, system) pairs whose codec failed, kept
+    out of ``rows``: ``n_codec_failures`` counts them per category and system."""
     groups: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         groups[r["category"]][r["system"]].append(r)
@@ -52,7 +57,8 @@ def summarize(rows: list[dict], metrics: tp.Sequence[str]) -> dict:
             entry: dict[str, tp.Any] = {
                 "family": rs[0]["family"], "kind": rs[0]["kind"],
                 "nominal_kbps": rs[0]["nominal_kbps"], "n_items": len(rs),
-                "n_codec_failures": sum(1 for r in rs if "codec" in r.get("errors", {})),
+                "n_codec_failures": sum(1 for f in failures
+                                        if f["category"] == cat and f["system"] == system),
                 "visqol_mode": rs[0].get("visqol_mode"),
             }
             m, ci, n = mean_ci95([r.get("actual_kbps") for r in rs])

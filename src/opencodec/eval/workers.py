@@ -8,12 +8,14 @@ from __future__ import annotations
 import sys
 import typing as tp
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 
 from .console import warn
 from .items import skip_item
 from .results_file import ResultsFile, codec_failed
 from .scoring import ItemReadError, evaluate_item, init_pool_worker, score_in_this_process
-from .systems import SystemSpec
+from .systems import EvalReportError, SystemSpec
 
 __all__ = ["pending_tasks", "run_tasks", "stop_pool", "warn_codec_failures"]
 
@@ -62,7 +64,7 @@ def run_tasks(tasks: list[dict], results: ResultsFile, models: tuple[str, ...],
         if workers <= 1 or len(tasks) <= 1:
             _score_here(tasks, models, baselines, evaluate, done)
         elif tasks:
-            _score_in_pool(tasks, models, baselines, workers, evaluate, done)
+            _score_in_pool(tasks, models, baselines, workers, evaluate, done, results.path)
     finally:
         bar.close()
         results.close()
@@ -86,9 +88,11 @@ def _score_here(tasks: list[dict], models: tuple[str, ...], baselines: tuple[str
 
 
 def _score_in_pool(tasks: list[dict], models: tuple[str, ...], baselines: tuple[str, ...],
-                   workers: int, evaluate: Evaluate, done: Done) -> None:
+                   workers: int, evaluate: Evaluate, done: Done, results_path: Path) -> None:
     """Score ``tasks`` in ``workers`` spawned processes, handing each to ``done`` as it
-    finishes; on any error (Ctrl-C included) the pool is stopped with :func:`stop_pool`."""
+    finishes; on any error (Ctrl-C included) the pool is stopped with :func:`stop_pool`. A
+    worker process that dies (killed, out of memory) is an ``EvalReportError`` naming the
+    item it was scoring and ``results_path``, which keeps the rows scored so far."""
     import multiprocessing as mp
 
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
@@ -96,7 +100,15 @@ def _score_in_pool(tasks: list[dict], models: tuple[str, ...], baselines: tuple[
     try:
         futures = {pool.submit(evaluate, t): t for t in tasks}
         for fut in as_completed(futures):
-            done(futures[fut], fut.result)
+            try:
+                done(futures[fut], fut.result)
+            except BrokenProcessPool:
+                task = futures[fut]
+                raise EvalReportError(
+                    f"a worker process stopped abruptly (killed, or out of memory?) while item "
+                    f"{task['item_id']!r} of {task['category']} was pending; the rows scored so "
+                    f"far are kept in {results_path}: rerun the same command to resume (with "
+                    "fewer --workers if memory is short)") from None
     except BaseException:
         stop_pool(pool)
         raise

@@ -24,8 +24,9 @@ Protocol
   and channels is refused before any work, as by ``opencodec eval``). System names are
   those of ``opencodec eval`` (``opencodec_24khz@6kbps``, ``opus-6kbps``, ``mp3-64kbps``).
 * Bad input, refused with one line before any output: a ``--set`` that is missing or a file,
-  a manifest that is not UTF-8; an item that cannot be read, is empty or holds NaN/inf
-  samples (named with its file and the reason).
+  a manifest that is not UTF-8, ``--categories`` without a name; an item that cannot be
+  read, is empty or holds NaN/inf samples (named with its file and the reason), or whose
+  excerpt is silent (every channel below -60 dBFS RMS, :func:`check_audible`).
 * Levels: **not loudness-matched**; every condition keeps the level its system outputs
   (codecs preserve level closely). Only when some condition of a trial peaks above full
   scale is the whole trial (reference and every condition) scaled by one gain so that the
@@ -58,7 +59,7 @@ import numpy as np
 from ..._files import error_reason
 from ...bandwidth import check_bandwidth
 from ...errors import UnsupportedBandwidthError, advice_for_entropy_model
-from ..items import check_set_folder, item_id, read_manifest
+from ..items import NO_CATEGORY_NAMED, check_set_folder, item_id, read_manifest
 from ..systems import DEFAULT_CATEGORIES, EvalReportError, neural_system_name, parse_baseline
 from .spec import (ANCHOR_KIND, DB_FILE, FORMAT, HIDDEN_REFERENCE_KIND, TEST_FILE, MushraError,
                    MushraTest, load_test)
@@ -67,6 +68,9 @@ DEFAULT_ANCHOR_HZ = 3500.0
 ANCHOR_ORDER = 8
 DEFAULT_MAX_SECONDS = 10.0
 HEADROOM_PEAK = 0.99
+#: An excerpt whose every channel is below this RMS level (dB re full scale 1.0) is refused:
+#: silence, which no listener can rate (``opencodec eval``'s ViSQOL uses the same bound).
+SILENCE_DBFS = -60.0
 #: What ``opencodec mushra build`` advises for an entropy model (its weights or name, or a
 #: train-lm checkpoint) given to ``--models``, in place of the loader's advice
 #: (``--lm-model``, an option mushra does not have).
@@ -165,6 +169,18 @@ def read_item(row: dict, category: str, sample_rate: int, channels: int) -> np.n
     except ItemReadError as exc:
         raise MushraError(f"cannot read item {item_id(row)!r} of {category}: {exc.path}: "
                           f"{exc.reason}") from None
+
+
+def check_audible(ref: np.ndarray, row: dict, category: str) -> None:
+    """:class:`MushraError` naming the item when every channel of its excerpt ``ref``
+    (float32 ``[C, T]``, full scale 1.0) has an RMS level below :data:`SILENCE_DBFS`: a trial
+    of silence cannot be rated (every condition sounds the same)."""
+    rms = float(np.sqrt(np.max(np.mean(np.square(ref, dtype=np.float64), axis=-1))))
+    dbfs = 20.0 * math.log10(rms) if rms > 0 else -math.inf
+    if dbfs < SILENCE_DBFS:
+        raise MushraError(f"item {item_id(row)!r} of {category} ({row['path']}) is silent or nearly "
+                          f"so ({dbfs:.1f} dBFS RMS, below {SILENCE_DBFS:g} dBFS): a listener "
+                          "cannot rate it; take it out of the manifest")
 
 
 def find_categories(eval_set: Path) -> list[str]:
@@ -314,6 +330,8 @@ def build_test(eval_set: str | os.PathLike[str], out: str | os.PathLike[str], *,
                           "at most 64 characters)")
     if max_seconds is not None and not (math.isfinite(max_seconds) and max_seconds > 0):
         raise MushraError(f"--max-seconds must be a positive number, got {max_seconds}")
+    if categories is not None and not categories:  # ``--categories`` with no name
+        raise MushraError(NO_CATEGORY_NAMED)
     loaded = {spec: load_codec(spec) for spec in models}
     if loaded:
         formats = {(m.sample_rate, m.channels) for m in loaded.values()}
@@ -343,6 +361,7 @@ def build_test(eval_set: str | os.PathLike[str], out: str | os.PathLike[str], *,
             ref = read_item(row, cat, sample_rate, channels)
             if max_seconds is not None:
                 ref = ref[:, : round(max_seconds * sample_rate)]
+            check_audible(ref, row, cat)
             conds = make_conditions(ref, sample_rate, systems, anchor_hz, loaded, codecs)
             peak = max([float(np.max(np.abs(ref)))] + [float(np.max(np.abs(a))) for a, _ in conds.values()])
             gain = HEADROOM_PEAK / peak if peak > 1.0 else 1.0

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..._files import atomic_output, check_output, write_bytes_atomic
+from ..report_writer import markdown_cell
 from ..summary import mean_ci95
 from .db import Rating, load_ratings
 from .spec import DB_FILE, HIDDEN_REFERENCE_KIND, MushraError, MushraTest, load_test
@@ -157,7 +158,7 @@ def markdown_text(summary: dict, test: MushraTest, plot: str | None) -> str:
              "| Listener | Trials rated | Hidden reference < 90 | Fraction | Kept |",
              "|---|---|---|---|---|"]
     for name, s in summary["listeners"].items():
-        lines.append(f"| {name} | {s['n_trials']} | {s['n_hidden_reference_below']} | "
+        lines.append(f"| {markdown_cell(name)} | {s['n_trials']} | {s['n_hidden_reference_below']} | "
                      f"{s['fraction']:.1%} | {'no' if s['excluded'] else 'yes'} |")
     for group, systems in summary["groups"].items():
         lines += ["", f"## {'All trials' if group == ALL else group}", "",
