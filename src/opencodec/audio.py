@@ -22,6 +22,8 @@ import torch
 
 from ._files import atomic_output, error_reason
 from .argtypes import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+# header_declared_frames: re-exported (tests and callers import it from here)
+from .audio_checks import has_mpeg_audio, header_declared_frames, starts_like_mpeg
 from .errors import AudioIOError, ChannelConversionError, OutputError  # ChannelConversionError: was defined here
 
 #: File extensions (lower case) treated as audio when scanning folders.
@@ -176,92 +178,26 @@ def find_truncation(path: str | Path, held: int | None = None, claimed: int | No
     return Truncation(declared, held) if held < declared else None
 
 
-def header_declared_frames(path: str | Path) -> int | None:
-    """Sample frames the header of a RIFF/WAVE file declares when its ``data`` chunk runs past
-    the end of the file, or an AIFF/AIFC file's ``COMM`` chunk count; None for other formats, a
-    WAV whose data chunk is all there, one of unknown length (a stream's placeholder size), or
-    no such chunk in its first 64 KiB. libsndfile reports the frames present instead, so
-    comparing the two finds a cut file (:func:`find_truncation`)."""
-    with open(path, "rb") as fi:
-        head = fi.read(1 << 16)
-        file_size = fi.seek(0, os.SEEK_END)
-    if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-        return _wav_data_frames(head, file_size)
-    if len(head) >= 12 and head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
-        offset = 12
-        while offset + 8 <= len(head):  # big-endian chunk sizes
-            tag, size = head[offset:offset + 4], int.from_bytes(head[offset + 4:offset + 8], "big")
-            if tag == b"COMM" and offset + 14 <= len(head):
-                return int.from_bytes(head[offset + 10:offset + 14], "big")
-            offset += 8 + size + (size & 1)
-    return None
-
-
-#: WAV data chunk sizes that writers of streams put in a header they cannot come back to fix:
-#: 0, and sizes from here up (``arecord``'s 0x7FFFFF00, 0x7FFFFFFF, 0xFFFFFFFF...).
-_WAV_PLACEHOLDER_SIZES = 0x7FFF0000
-#: WAV format tags whose frames are ``channels * ceil(bits / 8)`` bytes wide whatever the
-#: ``fmt`` chunk's block align says (libsndfile goes by that too): PCM, IEEE float, A-law,
-#: mu-law, EXTENSIBLE.
-_WAV_PLAIN_FORMATS = (0x0001, 0x0003, 0x0006, 0x0007, 0xFFFE)
-
-
-def _wav_data_frames(head: bytes, file_size: int) -> int | None:
-    """Frames the ``data`` chunk of the RIFF/WAVE file starting with ``head`` (``file_size``
-    bytes in all) declares, when that chunk runs past the end of the file; else None."""
-    offset, width = 12, 0
-    while offset + 8 <= len(head):
-        tag, size = head[offset:offset + 4], int.from_bytes(head[offset + 4:offset + 8], "little")
-        if tag == b"fmt " and offset + 24 <= len(head):
-            fmt = head[offset + 8:offset + 24]
-            format_tag, channels = int.from_bytes(fmt[0:2], "little"), int.from_bytes(fmt[2:4], "little")
-            block_align, bits = int.from_bytes(fmt[12:14], "little"), int.from_bytes(fmt[14:16], "little")
-            plain = format_tag in _WAV_PLAIN_FORMATS and channels > 0 and bits > 0
-            width = channels * ((bits + 7) // 8) if plain else block_align
-        if tag == b"data":
-            if size == 0 or size >= _WAV_PLACEHOLDER_SIZES or width == 0 or offset + 8 + size <= file_size:
-                return None  # unknown length, or all there
-            return size // width
-        offset += 8 + size + (size & 1)
-    return None
-
-
-#: Bytes of a ``.mp3`` file searched for an MPEG audio frame (:func:`check_mp3_content`).
-MP3_SNIFF_BYTES = 1 << 16
-
-
-def _has_mpeg_frame(head: bytes) -> bool:
-    """Whether ``head`` starts with an ID3v2 tag or holds an MPEG audio frame header: 11 sync
-    bits, then a version, layer, bitrate and sample rate that are not the reserved values."""
-    if head[:3] == b"ID3":
-        return True
-    at = head.find(b"\xff")
-    while 0 <= at < len(head) - 2:
-        b1, b2 = head[at + 1], head[at + 2]
-        if ((b1 & 0xE0) == 0xE0 and (b1 >> 3) & 3 != 1 and (b1 >> 1) & 3 != 0
-                and b2 >> 4 != 15 and (b2 >> 2) & 3 != 3):
-            return True
-        at = head.find(b"\xff", at + 1)
-    return False
-
-
 def check_mp3_content(path: str | Path) -> None:
     """Refuse a ``.mp3`` file that holds no MPEG audio (an ``AudioIOError`` naming it), before
     libsndfile sees it: for a file of that name whose content it does not recognise, libsndfile
     hands it to libmpg123, which prints "Note: Illegal Audio-MPEG-Header ..." and "Note: Trying
-    to resync..." to stderr before failing. A ``.mp3`` passes with an ID3v2 tag or an MPEG
-    frame header in its first :data:`MP3_SNIFF_BYTES` bytes (a real MP3, also after some junk),
-    or when libsndfile recognises its content without the name (a WAV named ``.mp3``).
+    to resync..." to stderr before failing. A ``.mp3`` passes when it holds MPEG audio
+    (:func:`~opencodec.audio_checks.has_mpeg_audio`: two consecutive frame headers that agree,
+    within :data:`~opencodec.audio_checks.MP3_SNIFF_BYTES` after its ID3v2 tags; a real MP3, also after some junk), or
+    when libsndfile recognises its content without the name (a WAV named ``.mp3``).
     Other names pass unread."""
     if os.path.splitext(os.fspath(path))[1].lower() != ".mp3":
         return
     try:
         with open(path, "rb") as fi:
-            if _has_mpeg_frame(fi.read(MP3_SNIFF_BYTES)):
+            if has_mpeg_audio(fi):
                 return
             fi.seek(0)
-            with sf.SoundFile(fi):  # no name: libsndfile goes by the content alone, quietly
-                return
+            if not starts_like_mpeg(fi.read(4)):  # else libsndfile would hand it to libmpg123 anyway
+                fi.seek(0)
+                with sf.SoundFile(fi):  # no name: libsndfile goes by the content alone, quietly
+                    return
     except (sf.LibsndfileError, RuntimeError, ValueError):
         pass
     except OSError as exc:

@@ -385,7 +385,10 @@ class EncodecModel(nn.Module):
                       bypass_quantizer: bool = False) -> tuple[torch.Tensor, QuantizedResult]:
         """Differentiable pass for training on one segment [B, C, T] (no segmenting):
         returns (reconstruction [B, C, T], quantiser result with the commitment loss).
-        ``bypass_quantizer`` skips quantisation (warm-up, see ``ResidualVectorQuantizer``)."""
+        ``bypass_quantizer`` skips quantisation (warm-up, see ``ResidualVectorQuantizer``).
+        ``wav`` must be of the model's dtype on its device, as for :meth:`encode`: anything else
+        is an ``InvalidAudioError`` naming it (float64: convert with ``.float()``)."""
+        check_audio_tensor(wav, "[B, C, T]", *parameter_dtype_device(self))
         self._check_input(wav)
         x, scale = wav, None
         if self.normalize:

@@ -202,8 +202,9 @@ def _tokenize(args: argparse.Namespace) -> int:
     prefix = "" if place.world == 1 else f"rank {place.rank}/{place.world}: "
     if summary.workers_note is not None and args.workers is not None:  # not for the default, one per core
         info(args, summary.workers_note)
-    # Under torchrun a rank speaks for itself when it did some work, and of the job when it did
-    # or is rank 0 (a rank without a shard, or whose shards were all done, says nothing).
+    # Under torchrun a rank speaks for itself when it did some work, and of the job when its
+    # finalize wrote the index, or it is rank 0 of a rerun with nothing to do (reports_job): one
+    # rank, also when several finish at the same moment.
     worked = stats.files + stats.errors + stats.shards_written > 0
     speaks = place.world == 1 or worked
     if speaks and not args.quiet:
@@ -217,7 +218,7 @@ def _tokenize(args: argparse.Namespace) -> int:
     index = summary.index
     if index is None:  # other ranks still at work: the last one to finish reports the job
         return 0
-    speaks = speaks or place.rank == 0
+    speaks = summary.reports_job
     if speaks and not args.quiet:
         print(f"{args.out}: {_count(len(index['shards']), 'shard')}, {_count(index['rows'], 'row')}, "
               f"{_duration(index['hours'] * 3600)} of audio, {_count(index['errors'], 'error')}",

@@ -37,7 +37,7 @@ from .inputs import list_inputs, utf8_text
 from .plan import (PlannedItem, WorkerPlace, assign_shards, batches, env_int, place_from_env, plan_sha256,
                    probe, shard_ranges, shard_seconds, shards_for)
 from .reader import BatchAudio, LoadedBatch, batch_loader, loader_workers_warning
-from .shards import Row, claim_folder, finalize, remove_stale_temps, shard_name, write_shard
+from .shards import INDEX_FILE, Row, claim_folder, finalize, remove_stale_temps, shard_name, write_shard
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -94,6 +94,7 @@ class Summary:
     index: dict[str, tp.Any] | None = None
     extra: dict[str, tp.Any] = field(default_factory=dict)
     workers_note: str | None = None
+    reports_job: bool = False  # this process reports the finished job (one of the ranks: see tokenize)
 
     @property
     def all_failed(self) -> bool:
@@ -463,12 +464,17 @@ def tokenize(options: TokenizeOptions, progress: tp.Callable[[float], Report] | 
     assigned = assign_shards(seconds, places[0].world)
     todo_seconds = sum(seconds[s] for p in places for s in assigned[p.rank]
                        if not (out / shard_name(s, len(plan.shards))).exists())
+    done_before = (out / INDEX_FILE).exists() and all(
+        (out / shard_name(s, len(plan.shards))).exists() for s in range(len(plan.shards)))
     report: Report = progress(todo_seconds) if progress is not None else (lambda s, f, e: None)
     if workers == 1:
         stats = run_worker(options, plan, model, places[0], device, report)
     else:
         stats = _run_processes(options, plan, places, model, report)
-    index = finalize(out, len(plan.shards))
+    index, fresh = finalize(out, len(plan.shards))
     note = workers_note(options.workers, len(plan.planned), len(plan.shards), options.shard_rows)
+    # the job is reported once: by the process whose finalize wrote the index, or by rank 0
+    # when it was all there before this run (no rank writes it then)
+    reports = index is not None and (fresh or places[0].world == 1 or (places[0].rank == 0 and done_before))
     return Summary(stats, time.perf_counter() - start, places[0], index,
-                   workers_note=note if places[0].rank == 0 else None)
+                   workers_note=note if places[0].rank == 0 else None, reports_job=reports)

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .._files import TEMP_SUFFIX, atomic_output, output_folder
-from ..errors import OpenCodecError
+from ..errors import OpenCodecError, OutputError
 
 METADATA_KEY = b"opencodec"
 JOB_FILE = "job.json"
@@ -130,9 +130,35 @@ def remove_stale_temps(folder: Path, names: list[str]) -> None:
             tmp.unlink(missing_ok=True)
 
 
+def _json_text(data: tp.Any) -> str:
+    """``data`` as the folder's JSON files hold it (indented, sorted keys, a final newline)."""
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
 def _write_json(path: Path, data: tp.Any) -> None:
     with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(_json_text(data))
+
+
+def _place_index(path: Path, index: dict[str, tp.Any]) -> bool:
+    """Write ``index`` to ``path`` (atomically); True when this call made it appear (no file was
+    there: a hard link that fails if one is) or changed its content, False when the same index
+    was already there (another rank that finished at the same moment wrote it)."""
+    text = _json_text(index)
+    try:
+        with atomic_output(path, overwrite=False) as tmp:
+            tmp.write_text(text)
+        return True
+    except OutputError:
+        if not path.exists():  # not "already exists": the write itself failed
+            raise
+    try:
+        if path.read_text() == text:
+            return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    _write_json(path, index)
+    return True
 
 
 def claim_folder(folder: Path, job: dict[str, tp.Any]) -> None:
@@ -181,13 +207,15 @@ def job_differences(found: dict[str, tp.Any], job: dict[str, tp.Any]) -> list[st
     return words
 
 
-def finalize(folder: Path, num_shards: int) -> dict[str, tp.Any] | None:
+def finalize(folder: Path, num_shards: int) -> tuple[dict[str, tp.Any] | None, bool]:
     """When every shard exists, write ``index.json`` and ``errors.jsonl`` (atomically; the
-    content depends only on the shards, so concurrent writers agree) and return the index;
-    else None."""
+    content depends only on the shards, so concurrent writers agree) and return ``(index,
+    fresh)``, ``fresh`` True for the one call that made ``index.json`` appear (or changed it):
+    of ranks that find every shard at the same moment, that one reports the job. Else
+    ``(None, False)``."""
     names = [shard_name(s, num_shards) for s in range(num_shards)]
     if not all((folder / name).exists() for name in names):
-        return None
+        return None, False
     shards, errors, seconds = [], [], 0.0
     for name in names:
         meta = read_metadata(folder / name)
@@ -201,5 +229,4 @@ def finalize(folder: Path, num_shards: int) -> dict[str, tp.Any] | None:
                                                                 "opencodec_version", "dtype")}}
     with atomic_output(folder / ERRORS_FILE) as tmp:
         tmp.write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in errors))
-    _write_json(folder / INDEX_FILE, index)
-    return index
+    return index, _place_index(folder / INDEX_FILE, index)
