@@ -46,6 +46,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .input_checks import check_codes
 from .model import EncodecModel
 from .streamability import streaming_problems
 from .modules.conv import (StreamableConv1d, StreamableConvTranspose1d, pad1d, streamable_conv,
@@ -364,19 +365,24 @@ class DecoderStep(_StepBase):
     def _latent(self, codes: torch.Tensor) -> torch.Tensor:
         return self._rvq.decode(codes) if self._rvq is not None else self.quantizer.decode(codes)
 
-    def _check(self, codes: torch.Tensor, frames: int | None) -> None:
-        if codes.dim() != 3:
+    def _check(self, codes: torch.Tensor) -> torch.Tensor:
+        """``codes`` [B, K, n] as int64, in ``[0, bins)`` (fast: or -1, no codebook), else
+        ``InvalidCodesError`` (``ValueError`` for another shape): an out-of-range code would
+        otherwise decode silently as another codebook's entry in fast mode. Not checked
+        while tracing (ONNX export): a check is no graph operation."""
+        if isinstance(codes, torch.Tensor) and codes.dim() != 3:
             raise ValueError(f"expected codes [B, K, n], got {tuple(codes.shape)}")
-        if frames is not None and codes.shape[-1] != frames:
-            raise ValueError(f"expected {frames} code frame(s), got {codes.shape[-1]}")
+        if torch.jit.is_tracing():
+            return codes
+        return check_codes(codes, "[B, K, n]", self.quantizer.bins, self.quantizer.n_q,
+                           padding=not self.exact)
 
     def start(self, codes: torch.Tensor) -> tuple[torch.Tensor, States]:
         """The first ``warmup_frames`` code frames [B, K, W] -> (audio [B, C, W * hop], state).
         Fewer frames give the offline decoding of a stream that short (its state is then unusable)."""
-        self._check(codes, None)
-        return self._run(self._latent(codes), None)
+        return self._run(self._latent(self._check(codes)), None)
 
     def forward(self, codes: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Code frames [B, K, n] after ``start`` -> (audio [B, C, n * hop], *new_state)."""
-        y, new = self._run(self._latent(codes), state)
+        y, new = self._run(self._latent(self._check(codes)), state)
         return (y, *new)

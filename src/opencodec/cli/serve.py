@@ -27,7 +27,8 @@ def add_serve_parser(sub: tp.Any, common: argparse.ArgumentParser) -> None:
     srv.add_argument("--max-message", type=positive_int, default=1 << 20, metavar="BYTES",
                      help="largest message a client may send (default 1048576); bigger: close 1009")
     srv.add_argument("--idle-timeout", type=positive_float, default=30.0, metavar="S",
-                     help="close a client that sends nothing for S seconds (default 30)")
+                     help="close a client that sends nothing, or reads nothing the server has for "
+                          "it, for S seconds (default 30)")
     srv.add_argument("--send-queue", type=positive_int, default=256, metavar="N",
                      help="messages waiting for a client before it is disconnected as too slow "
                           "(default 256, ~3.4 s of relayed audio)")

@@ -14,9 +14,10 @@ Limits and policy (:class:`ServeLimits`):
 * a slow reader: what the server sends a client waits in a bounded queue (``send_queue``
   messages, one per tick that produced output: ~13 ms of audio each at real-time pace) and a
   bounded kernel send buffer (``socket_send_buffer`` bytes, 256 KiB: ~2.7 s of relayed PCM);
-  a client whose queue is full is disconnected (1008, "too slow"), never waited for: the
-  engine's tick never awaits a socket. Nothing is dropped silently: a stream either arrives
-  whole or its connection is closed with a reason;
+  a client whose queue is full, or that takes no message for ``idle_timeout`` (however few
+  wait), is disconnected (1008, "too slow"; its close frame waits ``close_timeout`` at most),
+  never waited for: the engine's tick never awaits a socket. Nothing is dropped silently: a
+  stream either arrives whole or its connection is closed with a reason;
 * a fast writer: at most ``max_backlog_seconds`` of a client's input (PCM frames, or code
   frames in decode mode) waits for the engine; the rest of a message waits as it came (at
   most ``max_message_bytes``: in decode mode one message can carry over an hour of audio;
@@ -69,6 +70,7 @@ from ..stream.decoder import check_model_for_stream
 from ..stream.format import model_label
 from ..stream.parser import Damaged, PacketParser
 from ..stream.receiver import CodeFrames, Event, StreamEnd, StreamReceiver, StreamStart
+from .aio import _on_sigterm, _within
 from .decode_input import PARSE_SLICE, SyncWatch  # noqa: F401  (PARSE_SLICE: imported from here)
 from .engine import Engine
 from .session import Output, Session
@@ -80,7 +82,6 @@ WS_PATH = "/ws"
 _STATIC = {"/": "index.html", "/index.html": "index.html", "/app.js": "app.js",
            "/capture-worklet.js": "capture-worklet.js"}
 _DONE = object()
-_timeout = getattr(asyncio, "timeout", None)  # Python 3.11+
 STATS_INTERVAL = 0.5  # seconds between a session's stats messages
 
 
@@ -172,7 +173,8 @@ class CodecServer:
         stop = asyncio.get_running_loop().create_future()
         with _on_sigterm(lambda: stop.done() or stop.set_result(None)):
             async with self.running(host, port):
-                ready(f"serving {model_label(self.model)} on http://{host}:{self.port}/ "
+                url = f"[{host}]" if ":" in host else host  # an IPv6 address, as URLs write it
+                ready(f"serving {model_label(self.model)} on http://{url}:{self.port}/ "
                       f"(WebSocket {WS_PATH}); Ctrl-C stops")
                 await stop
 
@@ -211,18 +213,27 @@ class CodecServer:
             await self._converse(ws)
         except ProtocolError as exc:
             self.closed_early[exc.code] += 1
-            await ws.close(exc.code, close_reason(str(exc)))
+            await self._close(ws, exc.code, close_reason(str(exc)))
         except OpenCodecError as exc:  # e.g. a packet whose CRC is right but whose format is not
             self.closed_early[CLOSE["invalid_data"]] += 1
-            await ws.close(CLOSE["invalid_data"], close_reason(str(exc)))
+            await self._close(ws, CLOSE["invalid_data"], close_reason(str(exc)))
         except ConnectionClosed:
             pass
         except Exception as exc:  # a bug: this connection only, said so, and logged
             _LOG.exception("session failed")
             self.closed_early[CLOSE["server_error"]] += 1
-            await ws.close(CLOSE["server_error"], close_reason(f"server error: {type(exc).__name__}: {exc}"))
+            await self._close(ws, CLOSE["server_error"],
+                              close_reason(f"server error: {type(exc).__name__}: {exc}"))
         finally:
             self.clients -= 1
+
+    async def _close(self, ws: ServerConnection, code: int, reason: str) -> None:
+        """Close with ``code`` and ``reason``, or cut off after ``close_timeout`` a client that
+        does not read (``ws.close`` would wait without end to write the close frame)."""
+        try:
+            await _within(self.limits.close_timeout, ws.close(code, reason))
+        except asyncio.TimeoutError:
+            ws.transport.abort()
 
     async def _converse(self, ws: ServerConnection) -> None:
         hello = parse_hello(await self._recv(ws, "the hello"), self.engine.bandwidths,
@@ -266,10 +277,7 @@ class CodecServer:
 
     async def _recv(self, ws: ServerConnection, what: str) -> str | bytes:
         try:
-            if _timeout is None:  # Python 3.10
-                return await asyncio.wait_for(ws.recv(), self.limits.idle_timeout)
-            async with _timeout(self.limits.idle_timeout):  # no task per message, unlike wait_for
-                return await ws.recv()
+            return await _within(self.limits.idle_timeout, ws.recv())
         except asyncio.TimeoutError:
             raise ProtocolError(f"idle: no message for {self.limits.idle_timeout:g} s "
                                 f"(waiting for {what})", CLOSE["policy"]) from None
@@ -431,33 +439,19 @@ class CodecServer:
                 "clients": self.clients}
 
     async def _send(self, ws: ServerConnection, queue: asyncio.Queue) -> None:
+        """The session's queue -> the client; a message not taken within ``idle_timeout`` (the
+        client stopped reading) ends the session with 1008, however few messages wait."""
+        limit = self.limits.idle_timeout
         while True:
             item = await queue.get()
             if item is _DONE:
-                await ws.close(CLOSE["normal"], "stream complete")
+                await self._close(ws, CLOSE["normal"], "stream complete")
                 return
-            await ws.send(item)
-
-
-@contextlib.contextmanager
-def _on_sigterm(callback: tp.Callable[[], object]) -> tp.Iterator[None]:
-    """Call ``callback`` on the running loop when the process gets SIGTERM, inside the block
-    (where the loop cannot take signal handlers, e.g. outside the main thread or on Windows,
-    SIGTERM keeps its action). The handler the process had before is restored afterwards
-    (an embedding application's own, not the default)."""
-    loop = asyncio.get_running_loop()
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        loop.add_signal_handler(signal.SIGTERM, callback)
-    except (NotImplementedError, RuntimeError, ValueError):
-        yield
-        return
-    try:
-        yield
-    finally:
-        loop.remove_signal_handler(signal.SIGTERM)  # this resets it to the default action
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+            try:
+                await _within(limit, ws.send(item))
+            except asyncio.TimeoutError:
+                raise ProtocolError(f"client too slow: it read nothing for {limit:g} s; "
+                                    "disconnected", CLOSE["policy"]) from None
 
 
 def _bound_port(server: Server) -> int:
@@ -469,7 +463,8 @@ def run_server(model: EncodecModel, host: str = "127.0.0.1", port: int = 8765,
                max_bandwidth: float | None = None, threads: int = 1, batch_window: float | None = None,
                ready: tp.Callable[[str], None] = print) -> None:
     """Serve ``model`` until interrupted (Ctrl-C or SIGTERM returns normally, the clients
-    closed with 1001); ``max_bandwidth`` (kbps):
+    closed with 1001; from then on Ctrl-C is ignored: the command is ending, and a second one
+    would interrupt its clean-up with a traceback); ``max_bandwidth`` (kbps):
     the highest a client may ask for (default the model's highest); ``threads``: PyTorch's
     (default 1: the streams are batched, and more threads spin against other work);
     ``batch_window`` (s): see :class:`~.engine.Engine`."""
@@ -480,5 +475,13 @@ def run_server(model: EncodecModel, host: str = "127.0.0.1", port: int = 8765,
         raise ValueError(f"threads must be at least 1, got {threads}")
     torch.set_num_threads(threads)
     server = CodecServer(model, limits, batched, max_bandwidth, batch_window)
+
+    async def serve() -> None:
+        try:
+            await server.serve_forever(host, port, ready)
+        finally:  # stopping (asyncio.run's own handler would raise inside its clean-up)
+            with contextlib.suppress(ValueError):  # not the main thread: nothing to ignore
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(server.serve_forever(host, port, ready))
+        asyncio.run(serve())

@@ -128,6 +128,8 @@ class PcmStreamReader:
             if len(body) < size:
                 self._fail(f"WAV stream ends inside its {cid!r} chunk")
             if cid == b"fmt ":
+                if fmt is not None:  # libsndfile refuses such a file too; which one would hold?
+                    self._fail("WAV stream has a second 'fmt ' chunk before its 'data' chunk")
                 fmt = self._parse_fmt(body[:size])
 
     def _parse_fmt(self, body: bytes) -> PcmFormat:
