@@ -26,8 +26,9 @@ from .model_registry import (BUNDLED_LM_FRAME_RATES, BUNDLED_LMS, CODEC_LMS, OFF
                              OFFICIAL_LM_CHECKPOINTS, OFFICIAL_LM_FRAME_RATES, known_lm_models, known_models,
                              lm_name_for_codec, release_path, verify_release, weights_path)
 from .official_files import official_file_path
-from .releases import CODEC_ALIAS, LM_ALIAS, LM_RELEASES, LMRelease, codec_release, lm_release, resolve_alias
-from .weights_hash import state_dict_sha256
+from .releases import (CODEC_ALIAS, LM_ALIAS, LM_RELEASES, LMRelease, codec_release, lm_release, resolve_alias,
+                       short_hash)
+from .weights_hash import state_dict_sha256, weights_sha256
 from .weights_layout import TORCH_SUFFIXES, StateDict, normalize_keys, read_weights
 
 if tp.TYPE_CHECKING:
@@ -128,8 +129,8 @@ def load_lm_model(name_or_path: str | os.PathLike[str] | None = None,
     (:func:`check_lm_trained_for`), unless ``any_codec`` (decoding a file whose header proves it
     was coded with this entropy model); the loaded model keeps that record as ``trained_for``,
     which :func:`opencodec.compress.compress` checks too, and is named after its run
-    (:func:`trained_lm_name`). A released entropy model serving another release of its codec
-    only warns (not with ``any_codec``: when decoding, the file's size is already fixed) (:mod:`opencodec.releases` records which codec each was trained for). Raises
+    (:func:`trained_lm_name`). A released entropy model serving another codec (another release,
+    or other weights) only warns (not with ``any_codec``: when decoding, the file's size is already fixed) (:mod:`opencodec.releases` records which codec each was trained for). Raises
     ``ModelLoadError`` (missing or corrupt file, training checkpoint, a codec's weights or
     training checkpoint: :class:`CodecAsEntropyModelError`, whose advice is ``codec_advice``
     (by default :data:`CODEC_AS_LM_ADVICE`, compress's options), no entropy model known
@@ -237,7 +238,17 @@ def _warn_if_trained_for_another_codec(lm_name: str | None, codec: EncodecModel)
     """Warn when a released entropy model serves a released codec other than its own: the
     codes stay lossless, but they are predicted worse, so files come out larger."""
     release = lm_release(lm_name) if lm_name is not None else None
-    if release is None or codec_release(codec.name) is None or release.codec == codec.name:
+    if release is None or release.codec == codec.name:
+        return
+    if codec_release(codec.name) is None:  # the user's own codec: the weights tell
+        own_codec = codec_release(release.codec)
+        digest = weights_sha256(codec)
+        if own_codec is not None and digest == own_codec.sha256:
+            return
+        warnings.warn(f"entropy model {release.name} was trained for codec {release.codec}, not "
+                      f"{codec.name} (weights hash {short_hash(digest)}, not a release): files stay "
+                      f"lossless but may come out larger; train its own with opencodec train-lm",
+                      stacklevel=3)
         return
     own = lm_name_for_codec(codec.name)
     warnings.warn(f"entropy model {release.name} was trained for codec {release.codec}, not "

@@ -88,10 +88,14 @@ def _fixed_lm(header: EcdcHeader, layout: StreamLayout, lm: "AnyLM | None") -> "
     flm = fixed_lm_for(lm)
     _check_lm(header, layout, flm)
     if flm.weights_hash != det.lm_hash:
-        given = f" ({flm.name!r})" if flm.name else ""
+        name = getattr(lm, "name", None) or flm.name
+        given = f" ({name!r})" if name else ""
+        same = (" (the same name, other weights: another export of its training run, such as "
+                "lm_best.safetensors, or lm.safetensors before or after more steps)"
+                if name == det.lm_name else "")
         raise BitstreamError(f"wrong entropy model: the file was coded with {det.lm_name!r} (weights "
                              f"hash {det.lm_hash}), the entropy model given{given} has weights hash "
-                             f"{flm.weights_hash}; decode with the entropy model the file was "
+                             f"{flm.weights_hash}{same}; decode with the entropy model the file was "
                              f"written with")
     return flm
 

@@ -305,6 +305,18 @@ class DecodedColumns:
         return torch.from_numpy(np.concatenate(parts).T.copy()).long()
 
 
+def check_integer_codes(codes: torch.Tensor) -> None:
+    """``ValueError`` unless ``codes`` is ``[K, F]`` of an integer dtype: float codes would be
+    truncated to other codes without a word (3.7 coded as 3), so they are refused, as
+    :func:`opencodec.bitstream.packing.pack_codes` refuses them."""
+    if not isinstance(codes, torch.Tensor):
+        raise TypeError(f"codes must be a torch.Tensor [K, F], got {type(codes).__name__}")
+    if codes.dim() != 2:
+        raise ValueError(f"codes must be [K, F], got {tuple(codes.shape)}")
+    if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
+        raise ValueError(f"codes must be integers, got dtype {codes.dtype}")
+
+
 def _check_lm_shape(lm: "EntropyLM", num_codebooks: int) -> None:
     if num_codebooks < 1 or num_codebooks > lm.n_q:
         raise ValueError(f"{num_codebooks} codebooks, the LM supports 1..{lm.n_q}")
@@ -316,14 +328,14 @@ def encode_segment_with_lm(lm: "EntropyLM", codes: torch.Tensor,
 
     Args:
         lm: the entropy model (eval mode); its state starts fresh here.
-        codes: long ``[K, F]`` (K codebooks, F frames), values in ``[0, lm.card)``.
+        codes: integer ``[K, F]`` (K codebooks, F frames), values in ``[0, lm.card)`` (else
+            ``ValueError``: float codes are refused, not truncated).
         progress: called with the number of frames coded so far, now and then and at the end.
     Returns:
         The coded bytes of the segment (coder flushed, last byte padded): exactly what the
         official ``compress_to_file(..., use_lm=True)`` writes for this segment after its scale.
     """
-    if codes.dim() != 2:
-        raise ValueError(f"codes must be [K, F], got {tuple(codes.shape)}")
+    check_integer_codes(codes)
     K, num_frames = codes.shape
     _check_lm_shape(lm, K)
     codes = codes.detach().to("cpu", torch.long)

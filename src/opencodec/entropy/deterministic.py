@@ -31,7 +31,7 @@ import torch
 
 from ..errors import BitstreamError
 from .arithmetic import (ArithmeticDecoder, ArithmeticEncoder, DecodedColumns, FrameProgress,
-                         report_progress)
+                         check_integer_codes, report_progress)
 from .fixed import CDF_BITS, FixedLM, one_thread
 
 __all__ = ["CRC_BITS", "MAX_CHECK_BITS", "check_after", "encode_segment_fixed",
@@ -109,7 +109,8 @@ def encode_segment_fixed(flm: FixedLM, codes: torch.Tensor, *, check_bits: int, 
 
     Args:
         flm: the integer entropy model; its state starts fresh here.
-        codes: long ``[K, F]`` (``K <= flm.n_q``), values in ``[0, flm.card)``.
+        codes: integer ``[K, F]`` (``K <= flm.n_q``), values in ``[0, flm.card)`` (else
+            ``ValueError``: float codes are refused, not truncated).
         check_bits: width of the check after every ``check_interval``-th frame (0..32).
         check_interval: frames between checks (>= 1).
         crc_seed: initial CRC-32 value (the ``.ecdc`` writer derives it from the header,
@@ -119,8 +120,7 @@ def encode_segment_fixed(flm: FixedLM, codes: torch.Tensor, *, check_bits: int, 
     Returns:
         The coded bytes (coder flushed, last byte zero-padded).
     """
-    if codes.dim() != 2:
-        raise ValueError(f"codes must be [K, F], got {tuple(codes.shape)}")
+    check_integer_codes(codes)
     K, num_frames = codes.shape
     _check_args(flm, K, check_bits, check_interval)
     codes = codes.detach().to("cpu", torch.long)

@@ -168,7 +168,12 @@ class LMStepper:
     def __init__(self, lm: EntropyLM, pad_rows: int = 16, chunk: int = 256,
                  spare_rows: int = 1024) -> None:
         if lm.training:
-            raise ValueError("LMStepper needs the entropy model in eval mode")
+            raise ValueError("the entropy model is in training mode (as a new EntropyLM is): call "
+                             "lm.eval() before coding with it")
+        dtype = lm.linears[0].weight.dtype
+        if dtype != torch.float32:
+            raise ValueError(f"the entropy model's weights are {dtype}, but the official coder "
+                             f"computes in torch.float32: call lm.float() before coding with it")
         if pad_rows < 1 or chunk < 1 or spare_rows < chunk:
             raise ValueError(f"need pad_rows >= 1, chunk >= 1 and spare_rows >= chunk, got "
                              f"{pad_rows}, {chunk}, {spare_rows}")
