@@ -57,10 +57,12 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """``opencodec train ...``: hand the arguments to the trainer's own parser."""
+    """``opencodec train ...``: hand the arguments to the trainer's own parser (``opencodec -q
+    train``: without its progress bar)."""
     from ..train.solver import main as train_main
 
-    return _exit_status(train_main, args.rest)
+    quiet = getattr(args, "quiet", False) and "--no-progress" not in args.rest
+    return _exit_status(train_main, [*args.rest, "--no-progress"] if quiet else args.rest)
 
 
 #: Sub-commands that parse their own arguments (including ``--help``), by name.

@@ -183,11 +183,13 @@ def _valid_items(cfg: dict, model: EncodecModel) -> list[torch.Tensor]:
 
 
 def _training_segments(cfg: dict, model: EncodecModel, items: int) -> torch.Tensor:
-    """``items`` training segments [items, C, T] (fixed seed, no augmentation)."""
+    """``items`` training segments [items, C, T] (fixed seed, no augmentation) of the rows that
+    training draws from (``data.augment``'s ``categories``, ``min_seconds`` and ``pad_short``)."""
     from ..data.dataset import AudioDataset
 
     data = cfg["data"]
+    rows = {k: v for k, v in (data.get("augment") or {}).items() if k in ("categories", "min_seconds", "pad_short")}
     ds = AudioDataset(data["train"], segment_seconds=data.get("segment_seconds", 1.0),
                       sample_rate=model.sample_rate, channels=model.channels, epoch_size=items,
-                      seed=int(cfg.get("seed", 0)) + 1, augment=False)
+                      seed=int(cfg.get("seed", 0)) + 1, augment=False, **rows)
     return torch.stack([ds[i] for i in range(items)])

@@ -154,6 +154,9 @@ def check_codec_config(cfg: dict) -> None:
     """Refuse a value of the codec trainer's config that the run could not use (sizes, counts,
     durations, probabilities, rates, booleans, the architecture, the manifests' types, the
     device), naming the field; called before any work (the manifest files are checked after)."""
+    nullable = ("log", "model") if cfg.get("init_from") else ("log",)  # (null: the defaults; init_from's model)
+    for dotted in _CODEC_SECTIONS:  # (a scalar there would be an AttributeError deep in the set-up)
+        _section(cfg, dotted, nullable=dotted in nullable)
     for dotted in ("optim.batch_size", "optim.steps", "optim.steps_per_epoch", "log.every",
                    "log.valid_every", "log.checkpoint_every", "init_items", "quantizer.kmeans_iters",
                    "adversarial.filters"):
@@ -179,6 +182,23 @@ def check_codec_config(cfg: dict) -> None:
     for dotted in ("data.train", "data.valid"):
         _check_manifest_list(cfg, dotted)
     resolve_device(cfg.get("device", "auto"))
+
+
+#: The codec trainer's config sections: each, where present, holds ``key: value`` settings.
+_CODEC_SECTIONS = ("model", "data", "valid", "optim", "losses", "balancer", "adversarial", "quantizer", "log",
+                   "data.augment")
+
+
+def _section(cfg: dict, dotted: str, nullable: bool = False) -> None:
+    """Refuse a section at ``dotted`` (present) that is not a mapping of settings (``optim=5``,
+    or ``optim:`` with nothing under it unless ``nullable``)."""
+    *parents, leaf = dotted.split(".")
+    node: tp.Any = cfg
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict) and leaf in node and not isinstance(node[leaf], dict) and not (
+            nullable and node[leaf] is None):
+        raise ConfigError(f"config field {dotted}: expected a section of key: value settings, got {node[leaf]!r}")
 
 
 def check_betas(value: tp.Any, dotted: str = "optim.betas") -> tuple[float, float]:

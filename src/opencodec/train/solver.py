@@ -11,7 +11,8 @@ This file reads top to bottom, like nanoGPT's ``train.py``:
 3. data: random 1 s segments with augmentation (``opencodec.data.AudioDataset``),
    sharded so that N processes see exactly the global batch one process would;
 4. resume from ``<run_dir>/checkpoint.pt`` when it exists (model, discriminator,
-   optimisers, balancer, EMA, random states and step: the run continues exactly; config
+   optimisers, balancer, EMA, random states, step and the training metrics summed since the
+   last log: the run, and its log, continue exactly; config
    keys changed since the checkpoint are named in a warning and in ``history.jsonl``; another
    architecture, or a folder of another trainer, is refused before anything is written);
 5. the loop: per step the number of codebooks is drawn uniformly from the model's
@@ -300,7 +301,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
     # the run folder: made (and locked) once the config has built the models and found the data
     with RunFolder(run, info.is_main) as folder:
         # 4. resume
-        step, previous = 0, None
+        step, previous, logged_since = 0, None, None
         ckpt_path = run / CHECKPOINT
         if ckpt_path.exists():
             ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
@@ -315,6 +316,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
             if ema_model is not None:
                 ema_model.load_state_dict(ckpt["ema"] if "ema" in ckpt else model.state_dict())
             step, previous = int(ckpt["step"]), ckpt.get("config")
+            logged_since = ckpt.get("metrics")  # the training metrics of steps after the last log
             _set_rng_state(ckpt["rng"])
             if info.is_main:
                 fresh = [k for k in ("opt_g", "opt_d") if k not in ckpt] + (
@@ -343,11 +345,12 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
             print(f"step {at}: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(values.items())), file=sys.stderr)
 
         def save_checkpoint(at: int) -> None:
+            pending = metrics.state_dict(parts.reduce_norm if info.enabled else None)  # (every rank)
             if not info.is_main:
                 return
             state = {"model": model.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
                      "opt_d": opt_d.state_dict(), "balancer": balancer.state_dict(), "step": at,
-                     "rng": _rng_state(), "config": cfg}
+                     "rng": _rng_state(), "config": cfg, "metrics": pending}
             if ema_model is not None:
                 state["ema"] = ema_model.state_dict()
             _atomic_torch_save(state, ckpt_path)
@@ -357,6 +360,9 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
                 save_model(exported, run / EXPORT)
             set_usual_permissions(run / EXPORT)
 
+        metrics = MetricAccumulator()  # on the device; read every `every` steps (no sync per step)
+        if logged_since is not None:
+            metrics.load_state_dict(logged_since, device)
         if step == 0:
             run_validation(0)  # the untrained model, as a baseline for the curves
 
@@ -372,7 +378,6 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
             from ..progress import progress_bar
             bar = progress_bar(total=stop, initial=step, desc=cfg.get("name", "train"), unit="step",
                                dynamic_ncols=True)
-        metrics = MetricAccumulator()  # on the device; read every `every` steps (no sync per step)
         t_last, steps_since = time.perf_counter(), 0
         with StopRequests(max_minutes, every, info.enabled, started, sigterm=True) as stops:  # Ctrl-C, SIGTERM, time
             while step < stop:

@@ -215,6 +215,23 @@ class MetricAccumulator:
         self._sums, self._counts = {}, {}
         return out
 
+    def state_dict(self, reduce: tp.Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, tp.Any]:
+        """The sums and counts since the last :meth:`means`, for a checkpoint between two logs
+        (a resumed run then logs the window's means as the uninterrupted run does). ``reduce`` as
+        in :meth:`means` (under torchrun every rank calls this; each resumes with the ranks' mean,
+        to which its own sums add: the logged mean over ranks is unchanged). No reset."""
+        keys = list(self._sums)
+        if not keys:
+            return {"sums": {}, "counts": {}}
+        stacked = torch.stack([self._sums[k] for k in keys])
+        stacked = (stacked if reduce is None else reduce(stacked)).cpu()
+        return {"sums": dict(zip(keys, stacked.unbind())), "counts": dict(self._counts)}
+
+    def load_state_dict(self, state: tp.Mapping[str, tp.Any], device: torch.device) -> None:
+        """Continue from a :meth:`state_dict` (its sums moved to ``device``)."""
+        self._sums = {k: v.to(device=device, dtype=torch.float32) for k, v in state["sums"].items()}
+        self._counts = {k: int(n) for k, n in state["counts"].items()}
+
 
 #: The balancer's logged norms of the gradient with respect to the decoded audio: under torchrun
 #: each rank's loss is a mean over its B/N items, whose gradient is N times the global batch's.
