@@ -35,25 +35,37 @@ def _exit_status(run: tp.Callable[[list[str]], int], rest: list[str]) -> int:
         return exc.code if isinstance(exc.code, int) else 0
 
 
+def _quieted(args: argparse.Namespace, flag: str, *already: str) -> list[str]:
+    """The tool's arguments, with ``flag`` (its own "no progress bar" option) added when the
+    global ``opencodec -q`` came before the command and the tool's arguments do not say it."""
+    if getattr(args, "quiet", False) and not {flag, *already} & set(args.rest):
+        return [*args.rest, flag]
+    return list(args.rest)
+
+
 def cmd_mushra(args: argparse.Namespace) -> int:
-    """``opencodec mushra ...``: hand the arguments to :mod:`opencodec.eval.mushra.cli`."""
+    """``opencodec mushra ...``: hand the arguments to :mod:`opencodec.eval.mushra.cli`
+    (``opencodec -q mushra build``: without its progress bar)."""
     from ..eval.mushra.cli import main as mushra_main
 
-    return mushra_main(args.rest)
+    rest = _quieted(args, "-q", "--quiet") if args.rest[:1] == ["build"] else args.rest
+    return mushra_main(rest)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    """``opencodec eval ...``: hand the arguments to :mod:`opencodec.eval.report`."""
+    """``opencodec eval ...``: hand the arguments to :mod:`opencodec.eval.report`
+    (``opencodec -q eval``: without its progress bar)."""
     from ..eval.report import main as eval_main
 
-    return _exit_status(eval_main, args.rest)
+    return _exit_status(eval_main, _quieted(args, "-q", "--quiet"))
 
 
 def cmd_train_lm(args: argparse.Namespace) -> int:
-    """``opencodec train-lm ...``: hand the arguments to :mod:`opencodec.train.lm_solver`."""
+    """``opencodec train-lm ...``: hand the arguments to :mod:`opencodec.train.lm_solver`
+    (``opencodec -q train-lm``, also its ``report``: without its progress bar)."""
     from ..train.lm_solver import main as train_lm_main
 
-    return _exit_status(train_lm_main, args.rest)
+    return _exit_status(train_lm_main, _quieted(args, "--no-progress"))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -61,8 +73,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     train``: without its progress bar)."""
     from ..train.solver import main as train_main
 
-    quiet = getattr(args, "quiet", False) and "--no-progress" not in args.rest
-    return _exit_status(train_main, [*args.rest, "--no-progress"] if quiet else args.rest)
+    return _exit_status(train_main, _quieted(args, "--no-progress"))
 
 
 #: Sub-commands that parse their own arguments (including ``--help``), by name.

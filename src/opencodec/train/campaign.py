@@ -97,9 +97,10 @@ def _nbytes(obj: tp.Any) -> int:
 
 def compact_state(ckpt: dict, max_bytes: int | None = None) -> tuple[dict, list[str]]:
     """The compact form of a trainer checkpoint, and the names of the parts left out for
-    ``max_bytes``. ``model``, ``disc`` and the small fields are always kept, even over the
+    ``max_bytes``. ``model``, ``disc`` and the small fields (step, random states, balancer,
+    config, the training metrics summed since the last log) are always kept, even over the
     budget: a run that carries its weights loses less than one that carries nothing."""
-    compact = {k: ckpt[k] for k in ("step", "rng", "balancer", "config") if k in ckpt}
+    compact = {k: ckpt[k] for k in ("step", "rng", "balancer", "config", "metrics") if k in ckpt}
     compact["model"] = _half_weights(_without_embed_avg(ckpt["model"]))
     compact["disc"] = _half_weights(ckpt["disc"])
     compact["format"] = "opencodec-campaign-1"
