@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import typing as tp
 
+import torch
+
 from ..errors import BitstreamError
 from ..frames import EncodedFrame
 from .coded_body import (BodyProgress, _read_det_body, _read_lm_body, _segment_crc_seed,
@@ -57,6 +59,8 @@ def _check_compatible(header: EcdcHeader, layout: StreamLayout, lm: "AnyLM | Non
                              f"{layout.model_name!r} has at most {layout.n_q}, got "
                              f"{header.num_codebooks}")
     if header.deterministic is not None:
+        if not reading:
+            _check_release_name(header.deterministic)
         return _fixed_lm(header, layout, lm)
     if header.use_lm:
         if lm is None:
@@ -90,14 +94,53 @@ def _fixed_lm(header: EcdcHeader, layout: StreamLayout, lm: "AnyLM | None") -> "
     if flm.weights_hash != det.lm_hash:
         name = getattr(lm, "name", None) or flm.name
         given = f" ({name!r})" if name else ""
-        same = (" (the same name, other weights: another export of its training run, such as "
-                "lm_best.safetensors, or lm.safetensors before or after more steps)"
-                if name == det.lm_name else "")
         raise BitstreamError(f"wrong entropy model: the file was coded with {det.lm_name!r} (weights "
                              f"hash {det.lm_hash}), the entropy model given{given} has weights hash "
-                             f"{flm.weights_hash}{same}; decode with the entropy model the file was "
-                             f"written with")
+                             f"{flm.weights_hash}{_same_name_hint(lm, name, det)}; decode with the "
+                             f"entropy model the file was written with")
     return flm
+
+
+def _check_release_name(det: tp.Any) -> None:
+    """Refuse to write a deterministic header (``det``) that names a released entropy model
+    with other weights (its integer model's hash is not the release's): the file could not be
+    decoded with the model it names (``decompress`` finds the model by that name). Such a
+    model is the release in float16 or bfloat16, or one changed in place; a model of one's own
+    takes its own name (``lm_name=``)."""
+    from ..releases import lm_release
+
+    release = lm_release(det.lm_name)
+    if release is not None and det.lm_hash != release.fixed_hash:
+        raise BitstreamError(
+            f"the entropy model is named {det.lm_name!r}, but its weights are not that release's "
+            f"(integer model hash {det.lm_hash}, the release's {release.fixed_hash}; rounded "
+            f"weights, such as in float16 or bfloat16, make another one): code with the release "
+            f"in float32, or give the model its own name (lm_name=...)")
+
+
+def _same_name_hint(lm: "AnyLM", name: str | None, det: tp.Any) -> str:
+    """Why an entropy model named as the file's (``det``, the header's deterministic fields)
+    (or an unnamed one) has other weights, for the wrong-model error: given in half precision
+    (its rounded weights make another integer model), a release's name on a changed copy (in the file or
+    given), or, for a train-lm export, another export of its run. Empty for another name."""
+    from ..releases import lm_release
+
+    weight = getattr(getattr(lm, "linears", [None])[0], "weight", None)
+    dtype = getattr(weight, "dtype", None)
+    if name in (None, det.lm_name) and dtype is not None and dtype not in (torch.float32, torch.float64):
+        return (f" (the entropy model given is in {dtype}: rounded weights make another "
+                "integer model, so give it in float32)")
+    if name != det.lm_name:
+        return ""
+    release = lm_release(det.lm_name)
+    if release is not None and release.fixed_hash != det.lm_hash:
+        return (" (the same name, but the file was not coded with that release's weights: with a "
+                "changed copy of them, such as one in float16 or bfloat16; decode with that copy)")
+    if release is not None:
+        return (" (the same name on other weights: load the release itself, "
+                f"load_lm_model({release.name!r}) or --lm-model {release.name})")
+    return (" (the same name, other weights: another export of its training run, such as "
+            "lm_best.safetensors, or lm.safetensors before or after more steps)")
 
 
 def _check_lm(header: EcdcHeader, layout: StreamLayout, lm: "AnyLM") -> None:
@@ -182,6 +225,7 @@ def write_body(fo: tp.BinaryIO, header: EcdcHeader, frames: tp.Sequence[EncodedF
             raise BitstreamError("writing an entropy-coded ('lm': true) body needs the entropy model")
         if det is not None:
             from ..entropy.deterministic import encode_segment_fixed
+            _check_release_name(det)
             flm = _fixed_lm(header, layout, lm)
             head = header_bytes(header)
         else:

@@ -212,6 +212,7 @@ def _header_lines(meta: dict) -> list[str]:
         f"- ViSQOL: {VISQOL_IMPLEMENTATION}; **audio mode at 48 kHz** for music/general "
         "categories, **speech mode at 16 kHz** for speech categories. PESQ (wide-band, "
         "at scoring rates of 16 kHz or more) and STOI on speech categories only.",
+        *_narrow_band_lines(meta["sample_rate"]),
         "- Cells: mean ± 95 % confidence interval half-width (Student t over items); "
         "metrics undefined on an item (too short, silent, ...) are left out of that mean "
         "(see `errors` in results.jsonl), and the cell then says over how many items it is "
@@ -234,6 +235,20 @@ def _header_lines(meta: dict) -> list[str]:
         lines.append(f"- **Empty manifest**: `eval_{cat}.jsonl` lists no items; category {cat!r} "
                      "is not evaluated.")
     return lines
+
+
+def _narrow_band_lines(sample_rate: int) -> list[str]:
+    """A header line for a scoring rate (Hz) below 16 kHz: the items are narrow-band, so
+    ViSQOL's speech mode (a wide-band model, 16 kHz) scores their upsampled copies against a
+    narrow-band reference, and PESQ-WB is not given (:data:`~.metrics.PESQ_WB_MIN_RATE`)."""
+    from .metrics import PESQ_WB_MIN_RATE
+
+    if sample_rate >= PESQ_WB_MIN_RATE:
+        return []
+    return [f"- **Narrow-band scoring**: at {sample_rate} Hz the items hold only "
+            f"0-{sample_rate / 2:g} Hz. ViSQOL's speech mode scores them upsampled to 16 kHz, "
+            "against that narrow-band reference: not comparable with runs at 16 kHz or more. "
+            "PESQ-WB is not given (none, with the reason, in results.jsonl)."]
 
 
 def _listing(title: str, intro: str, headers: list[str], rows: tp.Iterable[list[str]]) -> list[str]:

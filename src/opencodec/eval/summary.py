@@ -45,7 +45,10 @@ def summarize(rows: list[dict], metrics: tp.Sequence[str],
 
     ``rows`` are the scored rows; ``failures`` (``{category, item_id, system, error}``, as
     ``meta.codec_failures`` lists them) are the (item, system) pairs whose codec failed, kept
-    out of ``rows``: ``n_codec_failures`` counts them per category and system."""
+    out of ``rows``: ``n_codec_failures`` counts them per category and system, with any row
+    of ``rows`` whose codec failed (``errors["codec"]``; such a row also counts in ``n_items``,
+    as when ``summarize(rows, metrics)`` is called with every row of ``results.jsonl``), each
+    (item, system) pair once."""
     groups: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         groups[r["category"]][r["system"]].append(r)
@@ -57,8 +60,9 @@ def summarize(rows: list[dict], metrics: tp.Sequence[str],
             entry: dict[str, tp.Any] = {
                 "family": rs[0]["family"], "kind": rs[0]["kind"],
                 "nominal_kbps": rs[0]["nominal_kbps"], "n_items": len(rs),
-                "n_codec_failures": sum(1 for f in failures
-                                        if f["category"] == cat and f["system"] == system),
+                "n_codec_failures": len(
+                    {f["item_id"] for f in failures if f["category"] == cat and f["system"] == system}
+                    | {r["item_id"] for r in rs if "codec" in (r.get("errors") or {})}),
                 "visqol_mode": rs[0].get("visqol_mode"),
             }
             m, ci, n = mean_ci95([r.get("actual_kbps") for r in rs])
