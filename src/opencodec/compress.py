@@ -35,12 +35,13 @@ import typing as tp
 
 import torch
 
-from .bitstream import (DEFAULT_CHECK_BITS, DeterministicCoding, EcdcHeader, StreamLayout,
-                        default_check_interval, read_body, read_header, write_ecdc)
+from .bitstream import (DEFAULT_CHECK_BITS, MAX_LM_NAME_CHARS, DeterministicCoding, EcdcHeader,
+                        StreamLayout, default_check_interval, read_body, read_header, write_ecdc)
 from .bandwidth import check_bandwidth
 from .errors import BitstreamError, InvalidAudioError
 from .input_checks import check_finite, parameter_dtype_device
 from .model import EncodecModel
+from .model_registry import shown
 
 if tp.TYPE_CHECKING:
     from .entropy import EntropyLM
@@ -139,10 +140,15 @@ def check_lm_covers(model: EncodecModel, lm: tp.Any, num_codebooks: int, determi
 
 
 def _what(value: tp.Any) -> str:
-    """``value`` named for an error: its type, and for a path its value."""
+    """``value`` named for an error: its type, and for a path its value (shortened, :func:`shown`)."""
     if isinstance(value, (str, bytes)) or hasattr(value, "__fspath__"):
-        return f"{type(value).__name__} {value!r:.60}"
+        return f"{type(value).__name__} {shown(value)}"
     return type(value).__name__
+
+
+#: Largest ``check_interval`` (frames): what the header's ``ci`` field holds
+#: (:class:`~opencodec.bitstream.DeterministicCoding`).
+MAX_CHECK_INTERVAL = (1 << 31) - 1
 
 
 def check_binary_file(fo: tp.Any, mode: str) -> None:
@@ -202,9 +208,10 @@ def compress_to_file(model: EncodecModel, wav: torch.Tensor, fo: tp.BinaryIO,
     the entropy model's name stored in the header, by which :func:`decompress` finds it
     when no ``lm`` is given (default: ``lm.name`` if set, else ``"custom"``);
     ``check_bits`` (0..32, default :data:`DEFAULT_CHECK_BITS`) bits of checksum are coded
-    every ``check_interval`` frames (default: about one second,
+    every ``check_interval`` frames (1 to :data:`MAX_CHECK_INTERVAL`; default: about one second,
     :func:`~opencodec.bitstream.default_check_interval`), and a CRC-32 ends every segment.
-    ``lm_name`` (a non-empty str), ``check_bits`` and ``check_interval`` belong to the
+    ``lm_name`` (a non-empty str of at most :data:`~opencodec.bitstream.MAX_LM_NAME_CHARS`
+    printable characters), ``check_bits`` and ``check_interval`` belong to the
     deterministic format: given without ``deterministic=True`` they are an
     :class:`InvalidAudioError` (not silently ignored).
     """
@@ -263,25 +270,32 @@ def deterministic_coding(model: EncodecModel, lm: "EntropyLM | FixedLM", lm_name
 
     if isinstance(check_bits, bool) or not isinstance(check_bits, int) \
             or not 0 <= check_bits <= MAX_CHECK_BITS:
-        raise InvalidAudioError(f"check_bits must be an integer in [0, {MAX_CHECK_BITS}], got {check_bits!r}")
+        raise InvalidAudioError(f"check_bits must be an integer in [0, {MAX_CHECK_BITS}], got "
+                                f"{shown(check_bits)}")
     if check_interval is None:
         check_interval = default_check_interval(model.frame_rate)
-    if isinstance(check_interval, bool) or not isinstance(check_interval, int) or check_interval < 1:
-        raise InvalidAudioError(f"check_interval must be an integer >= 1 (frames), got {check_interval!r}")
+    if isinstance(check_interval, bool) or not isinstance(check_interval, int) \
+            or not 1 <= check_interval <= MAX_CHECK_INTERVAL:
+        raise InvalidAudioError(f"check_interval must be an integer in [1, {MAX_CHECK_INTERVAL}] (frames "
+                                f"between checks), got {shown(check_interval)}")
     if lm_name is not None:
         if not isinstance(lm_name, str):
             raise TypeError(f"lm_name must be a str (the entropy model's name for the header), got "
-                            f"{type(lm_name).__name__} {lm_name!r:.60}")
+                            f"{type(lm_name).__name__} {shown(lm_name)}")
         if not lm_name.strip():
             raise InvalidAudioError("lm_name is empty: give the entropy model's name, or None for "
                                     "lm.name")
+        if len(lm_name) > MAX_LM_NAME_CHARS:
+            raise InvalidAudioError(f"lm_name must be at most {MAX_LM_NAME_CHARS} characters (what the "
+                                    f"header holds), got {shown(lm_name)}")
     flm = fixed_lm_for(lm)
     name = lm_name if lm_name is not None else (getattr(lm, "name", None) or flm.name or "custom")
     try:
         return DeterministicCoding(lm_name=str(name), lm_hash=flm.weights_hash, scheme=SCHEME,
                                    check_bits=check_bits, check_interval=check_interval)
-    except BitstreamError as exc:
-        raise InvalidAudioError(f"lm_name {name!r}: {exc}") from None
+    except BitstreamError as exc:  # the name (the other fields are checked above, or the FixedLM's)
+        which = "lm_name" if lm_name is not None else "the entropy model's name (lm.name; pass lm_name=...)"
+        raise InvalidAudioError(f"{which} {shown(str(name))}: {exc}") from None
 
 
 def compress(model: EncodecModel, wav: torch.Tensor, bandwidth: float | None = None,

@@ -9,14 +9,16 @@ weights file (``info -m PATH``) loads the model, and with it torch.
 from __future__ import annotations
 
 import io
+import json
 import math
+import struct
 import typing as tp
 from pathlib import Path
 
 from .bitstream.header import EcdcHeader, check_num_codebooks, read_header
 from .bitstream.layout import StreamLayout, body_size, min_lm_body_size
 from .errors import BitstreamError
-from .model_config import EncodecConfig, config_for_name
+from .model_config import CONFIG_METADATA_KEY, EncodecConfig, config_for_name
 from .releases import (CODEC_ALIAS, OFFICIAL_NAMES, RELEASE_SETTINGS, CodecRelease, codec_release,
                        codec_releases_by_hash)
 
@@ -24,6 +26,12 @@ ECDC_SUFFIX = ".ecdc"
 #: The first bytes of a packet stream (``opencodec.stream.format.SYNC``, which imports torch
 #: with the stream package; ``tests/test_cli_light_info.py`` checks that the two agree).
 PACKET_STREAM_SYNC = b"OCSP"
+#: The first bytes of a zip archive: ``torch.save``'s format (``.pt``, ``.th``) since torch 1.6.
+ZIP_MAGIC = b"PK\x03\x04"
+#: The first bytes of a checkpoint that ``torch.save`` wrote in its legacy (pickle) format.
+LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."
+#: Largest safetensors JSON header read to tell what a weights file holds (a codec's is ~20 kB).
+MAX_SAFETENSORS_HEADER = 16 << 20
 
 
 def is_ecdc_file(path: Path) -> bool:
@@ -125,7 +133,65 @@ def read_file_header(fo: tp.BinaryIO) -> EcdcHeader:
         fo.seek(start)
         if fo.read(len(PACKET_STREAM_SYNC)) == PACKET_STREAM_SYNC:
             raise BitstreamError(f"{exc} (a packet stream: use opencodec stream-decode)") from None
+        fo.seek(start)
+        weights = weights_file_kind(fo)
+        if weights is not None:
+            raise BitstreamError(f"{weights}, not an .ecdc file: opencodec info reads compressed files "
+                                 f"(.ecdc, written by opencodec compress)") from None
         raise
+
+
+def weights_file_kind(fo: tp.BinaryIO) -> str | None:
+    """What weights file ``fo`` holds, from its first bytes (read from the current position),
+    in words for an error: ``"a safetensors weights file (an entropy model, for codec X)"``,
+    ``"... (a codec, X)"``, ``"a torch checkpoint (...)"``; None for anything else. Reads only
+    the start of the file and a safetensors file's JSON header (no torch, no tensors)."""
+    start = fo.tell()
+    head = fo.read(8)
+    if head.startswith(ZIP_MAGIC):
+        rest = fo.read(22)  # the rest of the zip's first local header: its name length at 26..28
+        size = struct.unpack("<H", rest[18:20])[0] if len(rest) == 22 else 0
+        first = fo.read(size) if size else b""
+        if first.endswith(b"/data.pkl"):  # the first entry torch.save writes
+            return "a torch checkpoint (a zip archive as torch.save writes: .pt, .th)"
+        return None
+    if (head + fo.read(len(LEGACY_TORCH_MAGIC) - len(head))).startswith(LEGACY_TORCH_MAGIC):
+        return "a torch checkpoint (torch.save's legacy format)"
+    if len(head) < 8:
+        return None
+    size = struct.unpack("<Q", head)[0]
+    if not 2 <= size <= MAX_SAFETENSORS_HEADER:
+        return None
+    fo.seek(start + 8)  # a safetensors file: 8 bytes of JSON size (little endian), the JSON
+    text = fo.read(size)
+    if not text.startswith(b"{"):
+        return None
+    try:
+        meta = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return None if not isinstance(meta, dict) else f"a safetensors weights file{_safetensors_kind(meta)}"
+
+
+def _safetensors_kind(header: dict[str, tp.Any]) -> str:
+    """`` (an entropy model, for codec X)``, `` (a codec, X)`` or "" for a safetensors header."""
+    meta = header.get("__metadata__")
+    meta = meta if isinstance(meta, dict) else {}
+
+    def recorded(key: str, field: str) -> str | None:
+        try:
+            value = json.loads(meta[key]).get(field)
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
+            return None
+        return value if isinstance(value, str) and value.isprintable() and len(value) <= 60 else None
+
+    if "emb.0.weight" in header:  # an entropy model's first embedding (opencodec.lm_loading)
+        codec = recorded("opencodec_lm_config", "codec")
+        return f" (an entropy model{f', for codec {codec}' if codec else ''})"
+    if any(key.startswith(("encoder.", "quantizer.")) for key in header):
+        name = recorded(CONFIG_METADATA_KEY, "name")
+        return f" (a codec{f', {name}' if name else ''})"
+    return ""
 
 
 def release_layout(release: CodecRelease, name: str | None = None) -> StreamLayout | None:

@@ -24,10 +24,10 @@ from .lm_pairing import TRAINED_LM_FILE, check_lm_for_codec, check_lm_trained_fo
 from .model import EncodecModel
 from .model_registry import (BUNDLED_LM_FRAME_RATES, BUNDLED_LMS, CODEC_LMS, OFFICIAL_CHECKPOINTS,
                              OFFICIAL_LM_CHECKPOINTS, OFFICIAL_LM_FRAME_RATES, known_lm_models, known_models,
-                             lm_name_for_codec, release_path, verify_release, weights_path)
+                             lm_name_for_codec, release_path, unknown_lm_error, verify_release, weights_path)
 from .official_files import official_file_path
-from .releases import (CODEC_ALIAS, LM_ALIAS, LM_RELEASES, LMRelease, codec_release, lm_release, resolve_alias,
-                       short_hash)
+from .releases import (CODEC_ALIAS, LM_ALIAS, LM_RELEASES, OFFICIAL_NAMES, LMRelease, codec_release, lm_release,
+                       resolve_alias, short_hash)
 from .weights_hash import state_dict_sha256, weights_sha256
 from .weights_layout import TORCH_SUFFIXES, StateDict, normalize_keys, read_weights
 
@@ -130,7 +130,9 @@ def load_lm_model(name_or_path: str | os.PathLike[str] | None = None,
     was coded with this entropy model); the loaded model keeps that record as ``trained_for``,
     which :func:`opencodec.compress.compress` checks too, and is named after its run
     (:func:`trained_lm_name`). A released entropy model serving another codec (another release,
-    or other weights) only warns (not with ``any_codec``: when decoding, the file's size is already fixed) (:mod:`opencodec.releases` records which codec each was trained for). Raises
+    or other weights) only warns (:mod:`opencodec.releases` records which codec each was
+    trained for), naming the codec's own entropy model when it has one; not with
+    ``any_codec``: when decoding, the file's size is already fixed. Raises
     ``ModelLoadError`` (missing or corrupt file, training checkpoint, a codec's weights or
     training checkpoint: :class:`CodecAsEntropyModelError`, whose advice is ``codec_advice``
     (by default :data:`CODEC_AS_LM_ADVICE`, compress's options), no entropy model known
@@ -180,8 +182,7 @@ def load_lm_model(name_or_path: str | os.PathLike[str] | None = None,
     else:
         path = weights_path(name_or_path, "entropy model")
         if not path.exists():
-            raise ModelLoadError(f"no entropy model named {str(name_or_path)!r} and no such file; "
-                                 f"known names: {', '.join(known_lm_models())}")
+            raise unknown_lm_error(name_or_path, codec_advice)  # a codec's name: its entropy model
         if path.is_dir():
             raise ModelLoadError(f"{path} is a folder; pass an entropy model weights file (.th, .pt, "
                                  f".safetensors)")
@@ -235,8 +236,10 @@ def _codecs_with_lms() -> list[str]:
 
 
 def _warn_if_trained_for_another_codec(lm_name: str | None, codec: EncodecModel) -> None:
-    """Warn when a released entropy model serves a released codec other than its own: the
-    codes stay lossless, but they are predicted worse, so files come out larger."""
+    """Warn when a released entropy model serves a codec other than its own (another
+    release, or a codec whose weights are not its release's: one of the user's, an official
+    one): the codes stay lossless, but they are predicted worse, so files come out larger.
+    The warning names the codec's own entropy model when there is one."""
     release = lm_release(lm_name) if lm_name is not None else None
     if release is None or release.codec == codec.name:
         return
@@ -245,10 +248,13 @@ def _warn_if_trained_for_another_codec(lm_name: str | None, codec: EncodecModel)
         digest = weights_sha256(codec)
         if own_codec is not None and digest == own_codec.sha256:
             return
+        own_lm = lm_name_for_codec(codec.name)  # an official codec has its own
+        kind = "" if codec.name in OFFICIAL_NAMES else ", not a release"
+        advice = (f"its own entropy model is {own_lm}" if own_lm
+                  else "train its own with opencodec train-lm")
         warnings.warn(f"entropy model {release.name} was trained for codec {release.codec}, not "
-                      f"{codec.name} (weights hash {short_hash(digest)}, not a release): files stay "
-                      f"lossless but may come out larger; train its own with opencodec train-lm",
-                      stacklevel=3)
+                      f"{codec.name} (weights hash {short_hash(digest)}{kind}): files stay "
+                      f"lossless but may come out larger; {advice}", stacklevel=3)
         return
     own = lm_name_for_codec(codec.name)
     warnings.warn(f"entropy model {release.name} was trained for codec {release.codec}, not "

@@ -10,11 +10,12 @@ is recorded in :mod:`opencodec.releases`), which entropy model belongs to which 
 
 from __future__ import annotations
 
+import errno
 import os
 import typing as tp
 from pathlib import Path
 
-from .errors import ModelLoadError
+from .errors import CodecAsEntropyModelError, ModelLoadError
 # Moved to the torch-free opencodec.model_config (for ``opencodec info``), re-exported here:
 from .model_config import BUNDLED_DIR, BUNDLED_MODELS, config_for_name
 from .official_files import cache_dir
@@ -24,7 +25,7 @@ from .releases import (CODEC_ALIAS, CODEC_RELEASES, CURRENT_LM, DEFAULT_MODEL, L
 __all__ = ["OFFICIAL_CHECKPOINTS", "OFFICIAL_LM_CHECKPOINTS", "OFFICIAL_LM_FRAME_RATES", "CODEC_LMS",
            "BUNDLED_DIR", "BUNDLED_MODELS", "BUNDLED_LMS", "BUNDLED_LM_FRAME_RATES", "DEFAULT_MODEL",
            "known_models", "config_for_name", "known_lm_models", "lm_name_for_codec", "release_path",
-           "verify_release", "weights_path"]
+           "verify_release", "weights_path", "shown", "unknown_lm_error"]
 
 OFFICIAL_CHECKPOINTS: dict[str, str] = {
     "encodec_24khz": "encodec_24khz-d7cc33bc.th",
@@ -97,7 +98,9 @@ def lm_name_for_codec(codec_name: str) -> str | None:
 
 def weights_path(target: tp.Any, what: str = "model") -> Path:
     """``target`` (a name that is not known, or a path) as a path: a ``TypeError`` for
-    another type, a ``ModelLoadError`` for an empty string (which ``Path`` reads as ``.``)."""
+    another type, a ``ModelLoadError`` for an empty string (which ``Path`` reads as ``.``) and
+    for one too long for a file name (``Path.exists`` raises ``OSError`` for it; the error shows
+    it shortened, :func:`shown`)."""
     if not isinstance(target, (str, os.PathLike)):
         raise TypeError(f"expected a {what} name or a weights file path (str or os.PathLike), got "
                         f"{type(target).__name__} {target!r:.60}")
@@ -105,4 +108,48 @@ def weights_path(target: tp.Any, what: str = "model") -> Path:
         known = known_models() if what == "model" else known_lm_models()
         raise ModelLoadError(f"empty {what} name: pass a {what} name ({', '.join(known)}) or a "
                              f"weights file path")
-    return Path(target).expanduser()
+    path = Path(target).expanduser()
+    try:
+        path.exists()
+    except OSError as exc:  # ENAMETOOLONG: Path.exists raises it instead of answering False
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        raise ModelLoadError(f"no {what} named {shown(os.fspath(target))}, and too long for a file "
+                             f"name ({exc.strerror})") from None
+    return path
+
+
+#: How many characters of a value an error message shows (:func:`shown`).
+SHOWN_CHARS = 60
+#: How many characters of a path an error message shows (its file name is often at the end).
+PATH_CHARS = 240
+
+
+def shown(value: tp.Any, limit: int = SHOWN_CHARS) -> str:
+    """``repr(value)`` for an error message, cut to its first ``limit`` characters with ``...``
+    and the value's length when longer (a 5000-character name is not echoed whole), e.g.
+    ``'yyyy...' (5000 characters)``. An integer too large to print gives its bit length."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int over sys.get_int_max_str_digits() digits
+        return f"an integer of {value.bit_length()} bits" if isinstance(value, int) else type(value).__name__
+    if len(text) <= limit:
+        return text
+    size = f" ({len(value)} characters)" if isinstance(value, str) else \
+        f" ({len(value)} bytes)" if isinstance(value, (bytes, bytearray)) else ""
+    return f"{text[:limit]}...{size}"
+
+
+def unknown_lm_error(target: str | os.PathLike[str], advice: str) -> ModelLoadError:
+    """The error for ``target`` given as an entropy model when it is neither a known entropy
+    model name nor a file: a codec's name says so and names that codec's entropy model
+    (``CodecAsEntropyModelError`` with ``advice``, the command's words for where a codec goes),
+    anything else lists the known names."""
+    name = os.fspath(target)
+    if isinstance(name, str) and name in known_models():
+        own = lm_name_for_codec(name)
+        which = (f"its entropy model is {own!r}" if own is not None else
+                 "no entropy model is known for it")
+        return CodecAsEntropyModelError(f"{name!r} is a codec, not an entropy model: {which}", advice)
+    return ModelLoadError(f"no entropy model named {shown(str(name), PATH_CHARS)} and no such file; "
+                          f"known names: {', '.join(known_lm_models())}")
