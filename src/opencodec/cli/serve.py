@@ -71,5 +71,5 @@ def cmd_serve(args: argparse.Namespace) -> int:
     run_server(model, args.host, args.port, limits, batched=not args.exact,
                max_bandwidth=args.max_bandwidth, threads=args.threads,
                batch_window=None if args.batch_window_ms is None else args.batch_window_ms / 1000,
-               ready=lambda text: info(args, text))
+               ready=lambda text: info(args, text), exiting=True)
     return 0

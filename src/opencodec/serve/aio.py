@@ -1,9 +1,11 @@
-"""asyncio helpers of the server: a bounded wait (:func:`_within`) and SIGTERM handling for
-the time it serves (:func:`_on_sigterm`)."""
+"""asyncio helpers of the server: a bounded wait (:func:`_within`), SIGTERM handling for
+the time it serves (:func:`_on_sigterm`) and a Ctrl-C that does nothing once it stops
+(:func:`_ignore_interrupt`)."""
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import signal
 import typing as tp
@@ -38,3 +40,28 @@ def _on_sigterm(callback: tp.Callable[[], object]) -> tp.Iterator[None]:
         loop.remove_signal_handler(signal.SIGTERM)  # this resets it to the default action
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _ignore_interrupt(signum: int, frame: object) -> None:
+    """SIGINT once the server stops: nothing. Not ``SIG_IGN``, which processes started later
+    would inherit (Ctrl-C could not stop them); that only at exit, where Python puts the default
+    action back for a signal with a Python handler (:func:`_ignore_interrupt_at_exit`)."""
+
+
+def _ignore_interrupt_at_exit() -> None:
+    """(atexit) SIGINT ignored for the rest of the exit when it is still :func:`_ignore_interrupt`."""
+    if signal.getsignal(signal.SIGINT) is _ignore_interrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _after_serving(previous: tp.Any, exiting: bool) -> None:
+    """SIGINT once the server has stopped: ``previous`` (the caller's handler) back, or, when
+    ``exiting`` (the process ends next), :func:`_ignore_interrupt` kept through the exit. Nothing
+    when the server did not set :func:`_ignore_interrupt` (it never served)."""
+    if signal.getsignal(signal.SIGINT) is not _ignore_interrupt:
+        return
+    if exiting:
+        atexit.unregister(_ignore_interrupt_at_exit)  # once per process
+        atexit.register(_ignore_interrupt_at_exit)
+    elif previous is not None:
+        signal.signal(signal.SIGINT, previous)

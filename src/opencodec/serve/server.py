@@ -70,7 +70,7 @@ from ..stream.decoder import check_model_for_stream
 from ..stream.format import model_label
 from ..stream.parser import Damaged, PacketParser
 from ..stream.receiver import CodeFrames, Event, StreamEnd, StreamReceiver, StreamStart
-from .aio import _on_sigterm, _within
+from .aio import _after_serving, _ignore_interrupt, _on_sigterm, _within
 from .decode_input import PARSE_SLICE, SyncWatch  # noqa: F401  (PARSE_SLICE: imported from here)
 from .engine import Engine
 from .session import Output, Session
@@ -461,10 +461,12 @@ def _bound_port(server: Server) -> int:
 def run_server(model: EncodecModel, host: str = "127.0.0.1", port: int = 8765,
                limits: ServeLimits = ServeLimits(), batched: bool = True,
                max_bandwidth: float | None = None, threads: int = 1, batch_window: float | None = None,
-               ready: tp.Callable[[str], None] = print) -> None:
+               ready: tp.Callable[[str], None] = print, exiting: bool = False) -> None:
     """Serve ``model`` until interrupted (Ctrl-C or SIGTERM returns normally, the clients
-    closed with 1001; from then on Ctrl-C is ignored: the command is ending, and a second one
-    would interrupt its clean-up with a traceback); ``max_bandwidth`` (kbps):
+    closed with 1001; a second Ctrl-C during that clean-up does nothing, since it would
+    interrupt it with a traceback; the caller's SIGINT handler is back on return, or, with
+    ``exiting`` (``opencodec serve``: the process ends next), Ctrl-C does nothing through
+    the exit); ``max_bandwidth`` (kbps):
     the highest a client may ask for (default the model's highest); ``threads``: PyTorch's
     (default 1: the streams are batched, and more threads spin against other work);
     ``batch_window`` (s): see :class:`~.engine.Engine`."""
@@ -476,12 +478,18 @@ def run_server(model: EncodecModel, host: str = "127.0.0.1", port: int = 8765,
     torch.set_num_threads(threads)
     server = CodecServer(model, limits, batched, max_bandwidth, batch_window)
 
+    previous = signal.getsignal(signal.SIGINT)
+
     async def serve() -> None:
         try:
             await server.serve_forever(host, port, ready)
         finally:  # stopping (asyncio.run's own handler would raise inside its clean-up)
-            with contextlib.suppress(ValueError):  # not the main thread: nothing to ignore
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
+            if server.port is not None:  # it served (not: the address could not be taken)
+                with contextlib.suppress(ValueError):  # not the main thread: nothing to ignore
+                    signal.signal(signal.SIGINT, _ignore_interrupt)
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve())
+    finally:
+        _after_serving(previous, exiting)

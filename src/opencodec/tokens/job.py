@@ -474,7 +474,9 @@ def tokenize(options: TokenizeOptions, progress: tp.Callable[[float], Report] | 
     index, fresh = finalize(out, len(plan.shards))
     note = workers_note(options.workers, len(plan.planned), len(plan.shards), options.shard_rows)
     # the job is reported once: by the process whose finalize wrote the index, or by rank 0
-    # when it was all there before this run (no rank writes it then)
-    reports = index is not None and (fresh or places[0].world == 1 or (places[0].rank == 0 and done_before))
+    # when it was all there before this run (no rank writes it then); always by a process that
+    # is the whole job (no torchrun: its places, one per --workers process, are all of them)
+    alone = places[0].world == len(places)
+    reports = index is not None and (fresh or alone or (places[0].rank == 0 and done_before))
     return Summary(stats, time.perf_counter() - start, places[0], index,
                    workers_note=note if places[0].rank == 0 else None, reports_job=reports)
