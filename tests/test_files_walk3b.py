@@ -271,13 +271,15 @@ def test_temporary_path_is_in_the_stale_temporary_scheme(tmp_path: Path) -> None
 
 # -- 4: the Python API ------------------------------------------------------------------------------
 def test_decompress_from_file_names_a_path_given_for_a_file(tmp_path: Path, tiny: EncodecModel) -> None:
+    from opencodec.model_registry import shown  # a long path cut with its length
+
     path = tmp_path / "x.ecdc"
     path.write_bytes(compress(tiny, torch.zeros(1, 2400), 1.5))
     for given in (str(path), path):
         with pytest.raises(TypeError) as caught:
             decompress_from_file(given)  # type: ignore[arg-type]
         assert str(caught.value) == (f"expected a binary file object open for reading, got "
-                                     f"{type(given).__name__} {given!r:.60}: a path is not opened here; "
+                                     f"{type(given).__name__} {shown(given)}: a path is not opened here; "
                                      f"pass open(path, 'rb')")
     with pytest.raises(TypeError, match=r"to decode the bytes of a \.ecdc file, use decompress\(data\)"):
         decompress_from_file(path.read_bytes())  # type: ignore[arg-type]

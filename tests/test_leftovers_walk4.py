@@ -32,7 +32,10 @@ from opencodec.audio import Truncation, check_mp3_content, find_truncation, head
 from opencodec.batching import encode_batch, encode_each
 from opencodec.errors import AudioIOError, InvalidAudioError
 
-NOT_MP3 = r"named \.mp3, but it holds no MPEG audio frame or ID3 tag"
+NOT_MP3 = r"named \.mp3, but it holds no MPEG audio frame or ID3 tag, nor another audio format"
+#: The same for a file that starts like MPEG audio (an ID3 tag, a frame header): cut or damaged.
+CUT_MP3 = (r"named \.mp3 and it starts as MPEG audio \(an ID3 tag or a frame header\), but it holds no two "
+           r"consecutive MPEG audio frames: cut or damaged")
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +75,11 @@ def test_random_bytes_named_mp3_are_refused_without_libmpg123_notes(tmp_path: Pa
                                                                     capfd: pytest.CaptureFixture) -> None:
     from opencodec.tokens.plan import header_duration
     for path in _fake_mp3s(tmp_path):
+        starts_mpeg = path.read_bytes()[:3] == b"ID3" or path.read_bytes()[:2] in (b"\xff\xfb", b"\xff\xf3")
+        expected = CUT_MP3 if path.name in ("id3start.mp3", "tagged_noise.mp3", "first_frame_cut.mp3") else NOT_MP3
+        assert starts_mpeg == (expected == CUT_MP3), path
         with pytest.raises(AudioIOError, match=rf"^cannot read audio file .*{path.name}: not a decodable audio file "
-                                               rf"\({NOT_MP3}, nor another audio format\)$"):
+                                               rf"\({expected}\)$"):
             read_audio(path)
         assert header_duration(str(path)) == -1.0, path
         assert capfd.readouterr().err == "", path  # before: "Note: Illegal Audio-MPEG-Header ..." and others

@@ -17,7 +17,7 @@ from opencodec.train.solver import main, train
 from test_train_solver import _config, _corpus  # tests/ is on sys.path (conftest.py)
 
 
-@pytest.mark.parametrize("section, value", [("optim", 5), ("data", 5), ("valid", None), ("losses", [1]),
+@pytest.mark.parametrize("section, value", [("optim", 5), ("data", 5), ("valid", 5), ("losses", [1]),
                                             ("quantizer", "x"), ("adversarial", None), ("balancer", 0),
                                             ("log", 5), ("model", None), ("data.augment", 5)])
 def test_a_section_that_is_not_a_mapping_is_one_line(section: str, value: object, tmp_path: Path) -> None:

@@ -189,12 +189,14 @@ def check_mp3_content(path: str | Path) -> None:
     Other names pass unread."""
     if os.path.splitext(os.fspath(path))[1].lower() != ".mp3":
         return
+    mpeg_start = False
     try:
         with open(path, "rb") as fi:
             if has_mpeg_audio(fi):
                 return
             fi.seek(0)
-            if not starts_like_mpeg(fi.read(4)):  # else libsndfile would hand it to libmpg123 anyway
+            mpeg_start = starts_like_mpeg(fi.read(4))
+            if not mpeg_start:  # else libsndfile would hand it to libmpg123 anyway
                 fi.seek(0)
                 with sf.SoundFile(fi):  # no name: libsndfile goes by the content alone, quietly
                     return
@@ -202,8 +204,10 @@ def check_mp3_content(path: str | Path) -> None:
         pass
     except OSError as exc:
         raise AudioIOError(f"cannot read audio file {path}: {error_reason(exc)}") from exc
-    raise AudioIOError(f"cannot read audio file {path}: not a decodable audio file (named .mp3, but it holds "
-                       "no MPEG audio frame or ID3 tag, nor another audio format)")
+    what = (" and it starts as MPEG audio (an ID3 tag or a frame header), but it holds no two consecutive "
+            "MPEG audio frames: cut or damaged" if mpeg_start else
+            ", but it holds no MPEG audio frame or ID3 tag, nor another audio format")
+    raise AudioIOError(f"cannot read audio file {path}: not a decodable audio file (named .mp3{what})")
 
 
 def convert_channels(wav: torch.Tensor, target_channels: int) -> torch.Tensor:

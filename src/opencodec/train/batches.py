@@ -155,7 +155,7 @@ def _valid_items(cfg: dict, model: EncodecModel) -> list[torch.Tensor]:
     validation is not silently left out."""
     from ..data.dataset import EvalDataset, _names
 
-    valid = cfg.get("valid", {})
+    valid = cfg.get("valid") or {}  # (``valid:`` with nothing under it: the defaults)
     manifests = cfg["data"].get("valid")
     if not manifests:
         return []

@@ -154,7 +154,8 @@ def check_codec_config(cfg: dict) -> None:
     """Refuse a value of the codec trainer's config that the run could not use (sizes, counts,
     durations, probabilities, rates, booleans, the architecture, the manifests' types, the
     device), naming the field; called before any work (the manifest files are checked after)."""
-    nullable = ("log", "model") if cfg.get("init_from") else ("log",)  # (null: the defaults; init_from's model)
+    nullable = ("log", "valid", "model") if cfg.get("init_from") else ("log", "valid")  # (null: the defaults;
+    # model: init_from's model)
     for dotted in _CODEC_SECTIONS:  # (a scalar there would be an AttributeError deep in the set-up)
         _section(cfg, dotted, nullable=dotted in nullable)
     for dotted in ("optim.batch_size", "optim.steps", "optim.steps_per_epoch", "log.every",

@@ -80,7 +80,7 @@ from .run_state import (_atomic_torch_save, _rng_state, _seed_everything, _set_r
 from .validation import _spectrogram_image, validate  # noqa: F401 - validate: scripts import it here
 from .step import (MetricAccumulator, StepParts, TrainerModule, autocast_for, compile_models, configure_backends,
                    discriminator_step, frozen_generator_output, generator_step, global_batch_metrics, make_adam,
-                   scaled_learning_rate)
+                   pending_metrics_for, scaled_learning_rate)
 
 CHECKPOINT = "checkpoint.pt"
 EXPORT = "model.safetensors"
@@ -345,7 +345,8 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
             print(f"step {at}: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(values.items())), file=sys.stderr)
 
         def save_checkpoint(at: int) -> None:
-            pending = metrics.state_dict(parts.reduce_norm if info.enabled else None)  # (every rank)
+            pending = {**metrics.state_dict(parts.reduce_norm if info.enabled else None),  # (every rank)
+                       "world_size": info.world_size}
             if not info.is_main:
                 return
             state = {"model": model.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
@@ -362,7 +363,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
 
         metrics = MetricAccumulator()  # on the device; read every `every` steps (no sync per step)
         if logged_since is not None:
-            metrics.load_state_dict(logged_since, device)
+            metrics.load_state_dict(pending_metrics_for(logged_since, info.world_size), device)
         if step == 0:
             run_validation(0)  # the untrained model, as a baseline for the curves
 

@@ -45,7 +45,7 @@ from .losses import (MultiScaleMelLoss, discriminator_hinge_loss, generator_hing
 
 __all__ = ["TrainerModule", "StepParts", "generator_step", "discriminator_step", "frozen_generator_output",
            "scaled_learning_rate", "make_adam", "compile_models", "configure_backends", "autocast_for",
-           "MetricAccumulator", "global_batch_metrics"]
+           "MetricAccumulator", "global_batch_metrics", "pending_metrics_for"]
 
 
 class TrainerModule(nn.Module):
@@ -236,6 +236,21 @@ class MetricAccumulator:
 #: The balancer's logged norms of the gradient with respect to the decoded audio: under torchrun
 #: each rank's loss is a mean over its B/N items, whose gradient is N times the global batch's.
 _PER_RANK_NORMS = ("balancer/grad_norm/", "balancer/ema_norm/")
+
+
+def pending_metrics_for(state: tp.Mapping[str, tp.Any], world_size: int) -> dict[str, tp.Any]:
+    """A checkpoint's pending metrics (:meth:`MetricAccumulator.state_dict` and the
+    ``world_size`` of the run that saved it) for a run of ``world_size`` processes: a resume
+    under another number of processes scales the sums of the balancer's per-rank norms
+    (:data:`_PER_RANK_NORMS`, N times the global batch's under N ranks) by the ratio, so that
+    :func:`global_batch_metrics` logs the window as one run would. The same number (or a state
+    without ``world_size``): unchanged."""
+    saved = int(state.get("world_size", world_size))
+    if saved == world_size:
+        return dict(state)
+    ratio = world_size / saved
+    sums = {k: v * ratio if k.startswith(_PER_RANK_NORMS) else v for k, v in state["sums"].items()}
+    return {**state, "sums": sums, "world_size": world_size}
 
 
 def global_batch_metrics(values: dict[str, float], world_size: int) -> dict[str, float]:
