@@ -33,7 +33,7 @@ from .audio import (AUDIO_EXTENSIONS, check_mp3_content, convert_audio, fit_leng
 from .bandwidth import DEFAULT_BANDWIDTH  # noqa: F401 (re-exported: defined here before)
 from .bitstream import EcdcHeader, StreamLayout, parse_header, read_header
 from .compress import compress, decompress
-from .ecdc_info import ECDC_SUFFIX, is_ecdc_file
+from .ecdc_info import ECDC_SUFFIX, is_ecdc_file, read_file_header
 from .ecdc_sizes import body_overhead, header_extra, plain_size  # noqa: F401 (re-exported: defined here before)
 from .errors import OutputError, UsageError
 from .file_jobs import Job, Plan, check_input, is_same_file, plan_folder, single_output
@@ -444,7 +444,7 @@ class FileDecompressor:
         # a pipe (IN /dev/stdin) can be read once: all of it, then the header from memory
         data = None if job.src.is_file() else job.src.read_bytes()
         with (open(job.src, "rb") if data is None else io.BytesIO(data)) as fi:
-            header = read_header(fi)  # a bad file fails here, before any model loads
+            header = read_file_header(fi, "opencodec decompress")  # a bad file fails here, before any model loads
         model = self.models.get(header.model_name, header.model_hash, header.num_codebooks)
         lm = self.lms.get(model, header) if header.use_lm else None
         bars = None if folder else self.progress  # a folder has one bar, over its files

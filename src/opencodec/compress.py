@@ -36,8 +36,9 @@ import typing as tp
 import torch
 
 from .bitstream import (DEFAULT_CHECK_BITS, MAX_LM_NAME_CHARS, DeterministicCoding, EcdcHeader,
-                        StreamLayout, default_check_interval, read_body, read_header, write_ecdc)
+                        StreamLayout, default_check_interval, read_body, write_ecdc)
 from .bandwidth import check_bandwidth
+from .ecdc_info import read_file_header
 from .errors import BitstreamError, InvalidAudioError
 from .input_checks import check_finite, parameter_dtype_device
 from .model import EncodecModel
@@ -377,10 +378,10 @@ def decompress_from_file(fo: tp.BinaryIO, model: EncodecModel | None = None,
     1) file is decoded with ``lm`` (an ``EntropyLM`` or ``FixedLM``) or, when it is None, the
     entropy model named in its header (a known name, else ``ModelLoadError``); its weights
     hash must be the header's. Raises ``BitstreamError`` for a malformed, truncated or padded
-    file, a model mismatch, an entropy model that does not fit the file, or a failed check.
+    file (a weights file or a packet stream is named as such), a model mismatch, an entropy model that does not fit the file, or a failed check.
     """
     check_binary_file(fo, "rb")
-    header = read_header(fo)
+    header = read_file_header(fo, "decompress")  # a weights file or packet stream is named as such
     body = fo.read()
     model = model_for_header(header, model)
     layout = decoding_layout(model)

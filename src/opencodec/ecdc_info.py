@@ -123,9 +123,14 @@ def describe_file(path: Path, known: tuple[str, EncodecConfig] | None = None) ->
     return info
 
 
-def read_file_header(fo: tp.BinaryIO) -> EcdcHeader:
+def read_file_header(fo: tp.BinaryIO, reader: str = "opencodec info") -> EcdcHeader:
     """:func:`~opencodec.bitstream.read_header`, whose error for a file that starts with the
-    packet stream's sync word (``opencodec stream-encode``'s output) says so."""
+    packet stream's sync word (``opencodec stream-encode``'s output) says so, and for a
+    weights file (:func:`weights_file_kind`) names it and says that ``reader`` (the command
+    or function reading, in the message) reads compressed files. A file object that cannot
+    seek (a pipe) gets :func:`~opencodec.bitstream.read_header`'s own error."""
+    if not _seekable(fo):
+        return read_header(fo)
     start = fo.tell()
     try:
         return read_header(fo)
@@ -136,9 +141,17 @@ def read_file_header(fo: tp.BinaryIO) -> EcdcHeader:
         fo.seek(start)
         weights = weights_file_kind(fo)
         if weights is not None:
-            raise BitstreamError(f"{weights}, not an .ecdc file: opencodec info reads compressed files "
+            raise BitstreamError(f"{weights}, not an .ecdc file: {reader} reads compressed files "
                                  f"(.ecdc, written by opencodec compress)") from None
         raise
+
+
+def _seekable(fo: tp.Any) -> bool:
+    """Whether file object ``fo`` can go back to where it was (``seekable()`` and ``tell``)."""
+    try:
+        return bool(fo.seekable()) and callable(getattr(fo, "tell", None))
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def weights_file_kind(fo: tp.BinaryIO) -> str | None:

@@ -8,6 +8,7 @@ import typing as tp
 from collections import defaultdict
 from pathlib import Path
 
+from .._files import atomic_output
 from .summary import _opus_partners
 from .systems import LOWER_IS_BETTER, METRIC_LABELS
 
@@ -34,8 +35,9 @@ def _metric_cell(stat: dict | None, n_items: int, digits: int = 2) -> str:
 
 
 def make_plots(summary: dict, out: Path, metrics: tp.Sequence[str]) -> dict[str, list[str]]:
-    """One PNG per (category, metric): metric vs actual kbps, one curve per family; any other
-    PNG in ``out/plots`` is removed (:func:`remove_stale_plots`)."""
+    """One PNG per (category, metric): metric vs actual kbps, one curve per family, each written
+    atomically (:func:`opencodec._files.atomic_output`); any other PNG in ``out/plots`` is
+    removed (:func:`remove_stale_plots`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -76,8 +78,11 @@ def make_plots(summary: dict, out: Path, metrics: tp.Sequence[str]) -> dict[str,
             ax.legend(fontsize=8)
             fig.tight_layout()
             path = plots_dir / f"{cat}_{name}.png"
-            fig.savefig(path, dpi=100)
-            plt.close(fig)
+            try:
+                with atomic_output(path) as tmp:  # an interrupted write leaves no partial PNG
+                    fig.savefig(tmp, dpi=100, format="png")
+            finally:
+                plt.close(fig)
             made[cat].append(str(path.relative_to(out)))
     remove_stale_plots(plots_dir, {Path(p).name for paths in made.values() for p in paths})
     return made

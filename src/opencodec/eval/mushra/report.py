@@ -7,8 +7,12 @@
 * **Statistics** over the kept listeners' ratings: per system, over all trials and per
   category, the mean, the 95 % confidence interval half-width from Student's t
   (``t(0.975, n - 1) * s / sqrt(n)``, ``s`` the sample standard deviation of the ``n``
-  ratings; :func:`opencodec.eval.summary.mean_ci95`), the number of ratings and listeners,
-  and the mean measured bitrate of the system's conditions.
+  ratings; :func:`opencodec.eval.summary.mean_ci95`), the interval's bounds
+  ``mean -/+ half-width`` cut to the rating scale [0, 100] (a mean of 0-100 ratings cannot
+  leave it, so the cut interval still holds the mean whenever the uncut one does; with few
+  ratings near the ends, ``97.5 ± 31.8`` would otherwise read ``[65.7, 129.3]``), the number
+  of ratings and listeners, and the mean measured bitrate of the system's conditions. The
+  half-width ``ci95`` is kept uncut, so a cut bound is nearer the mean than ``ci95``.
 * **Outputs** (default folder ``TEST_DIR/report``): ``mushra_report.md`` (tables and the
   screening), ``mushra_summary.csv``, ``mushra_summary.json`` and ``mushra.png`` (means with
   95 % CI error bars per category). Existing files are only replaced with ``--force``.
@@ -34,6 +38,8 @@ from .spec import DB_FILE, HIDDEN_REFERENCE_KIND, MushraError, MushraTest, load_
 
 HIDDEN_REFERENCE_MIN = 90.0
 MAX_FAILED_FRACTION = 0.15
+#: The MUSHRA rating scale: the shown interval bounds are cut to it.
+SCALE_MIN, SCALE_MAX = 0.0, 100.0
 ALL = "all"
 OUTPUT_FILES = ("mushra_report.md", "mushra_summary.csv", "mushra_summary.json", "mushra.png")
 CSV_FIELDS = ("category", "system", "kind", "nominal_kbps", "actual_kbps", "n_ratings",
@@ -75,10 +81,12 @@ def screen_listeners(ratings: tp.Sequence[Rating], hidden_reference: str,
 
 
 def _stat(values: tp.Sequence[float]) -> dict[str, float | int | None]:
+    """Mean, 95 % CI half-width ``ci95`` (Student t, uncut), ``n`` and the interval's bounds
+    ``ci_low``/``ci_high`` = mean -/+ ci95 cut to [:data:`SCALE_MIN`, :data:`SCALE_MAX`]."""
     mean, ci, n = mean_ci95(values)
     return {"mean": mean, "ci95": ci, "n": n,
-            "ci_low": None if mean is None or ci is None else mean - ci,
-            "ci_high": None if mean is None or ci is None else mean + ci}
+            "ci_low": None if mean is None or ci is None else max(SCALE_MIN, mean - ci),
+            "ci_high": None if mean is None or ci is None else min(SCALE_MAX, mean + ci)}
 
 
 def summarize(test: MushraTest, ratings: tp.Sequence[Rating]) -> dict:
@@ -153,7 +161,9 @@ def markdown_text(summary: dict, test: MushraTest, plot: str | None) -> str:
               f"{len(summary['kept'])}, excluded: {len(summary['excluded'])}{excluded}."),
              f"- Ratings: {summary['n_ratings']} stored, {summary['n_ratings_kept']} used.",
              ("- Cells: mean ± 95 % confidence interval half-width (Student t over the kept "
-              "ratings), n = ratings, listeners = kept listeners who rated the system."), "",
+              "ratings) [interval bounds, cut to the 0–100 rating scale: a bound nearer the mean "
+              "than the half-width was cut], n = ratings, listeners = kept listeners who rated "
+              "the system."), "",
              "## Listeners", "",
              "| Listener | Trials rated | Hidden reference < 90 | Fraction | Kept |",
              "|---|---|---|---|---|"]
@@ -176,8 +186,9 @@ def markdown_text(summary: dict, test: MushraTest, plot: str | None) -> str:
 
 
 def plot_png(summary: dict, path: Path) -> bool:
-    """Means with 95 % CI error bars, one cluster per group (all, categories), one colour
-    per system, the MUSHRA scale (0-100) on the y axis. False (no file) if nothing to plot."""
+    """Means with 95 % CI error bars (bounds cut to the scale, as in the table), one cluster
+    per group (all, categories), one colour per system, the MUSHRA scale (0-100) on the y
+    axis; written atomically. False (no file) if nothing to plot."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -190,15 +201,20 @@ def plot_png(summary: dict, path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(groups) * len(systems)) + 2.0, 4.5))
     width = 0.8 / max(1, len(systems))
     for k, system in enumerate(systems):
-        xs, ys, es = [], [], []
+        xs: list[float] = []
+        ys: list[float] = []
+        lows: list[float] = []
+        highs: list[float] = []
         for g, group in enumerate(groups):
             s = summary["groups"][group][system]
             if s["mean"] is None:
                 continue
             xs.append(g - 0.4 + width * (k + 0.5))
             ys.append(s["mean"])
-            es.append(s["ci95"] or 0.0)
-        ax.errorbar(xs, ys, yerr=es, fmt="o", capsize=3, label=system)
+            # the interval as in the table: its bounds cut to the rating scale
+            lows.append(0.0 if s["ci_low"] is None else s["mean"] - s["ci_low"])
+            highs.append(0.0 if s["ci_high"] is None else s["ci_high"] - s["mean"])
+        ax.errorbar(xs, ys, yerr=[lows, highs], fmt="o", capsize=3, label=system)
     for y in (20, 40, 60, 80):
         ax.axhline(y, color="0.85", lw=0.8, zorder=0)
     ax.set_xticks(range(len(groups)))
@@ -208,9 +224,11 @@ def plot_png(summary: dict, path: Path) -> bool:
     ax.set_title(f"{summary['test_id']}: mean ± 95 % CI, {len(summary['kept'])} listener(s) kept")
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+    finally:
+        plt.close(fig)
     return True
 
 
