@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -11,6 +12,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 import official_ref  # noqa: E402
+
+# A suite started in the background of a non-interactive shell (`make test &`, nohup, some CI
+# runners) has SIGINT ignored, and every process it starts inherits that: the tests that press
+# Ctrl-C on a command they start would wait for nothing. Give the suite the SIGINT a terminal
+# user has; its subprocesses then start with the default action.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session", autouse=True)
