@@ -24,6 +24,10 @@ def add_serve_parser(sub: tp.Any, common: argparse.ArgumentParser) -> None:
     srv.add_argument("--port", type=port_arg, default=8765, help="port (default 8765; 0: any free port)")
     srv.add_argument("--max-clients", type=positive_int, default=16, metavar="N",
                      help="clients served at once; more are refused with close code 1013 (default 16)")
+    srv.add_argument("--max-opening", type=positive_int, default=None, metavar="N",
+                     help="connections at once that are not (yet) clients: in the HTTP/WebSocket "
+                          "handshake (10 s at most each), loading the page, or being refused; more get "
+                          "HTTP 503 and are closed at once (default 2 x --max-clients + 16)")
     srv.add_argument("--max-message", type=positive_int, default=1 << 20, metavar="BYTES",
                      help="largest message a client may send (default 1048576); bigger: close 1009")
     srv.add_argument("--idle-timeout", type=positive_float, default=30.0, metavar="S",
@@ -59,7 +63,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          "pip install 'opencodec[serve]'") from None
     try:
         limits = ServeLimits(max_clients=args.max_clients, max_message_bytes=args.max_message,
-                             idle_timeout=args.idle_timeout, send_queue=args.send_queue)
+                             idle_timeout=args.idle_timeout, send_queue=args.send_queue,
+                             max_opening=args.max_opening)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     from ..model_cache import load_checked_model

@@ -1,4 +1,5 @@
-"""asyncio helpers of the server: a bounded wait (:func:`_within`), SIGTERM handling for
+"""asyncio helpers of the server: a bounded wait (:func:`_within`), a task's outcome always
+retrieved (:func:`_outcome`, :func:`_cancel`), SIGTERM handling for
 the time it serves (:func:`_on_sigterm`) and a Ctrl-C that does nothing once it stops
 (:func:`_ignore_interrupt`)."""
 
@@ -19,6 +20,24 @@ async def _within(seconds: float, awaitable: tp.Awaitable[tp.Any]) -> tp.Any:
         return await asyncio.wait_for(awaitable, seconds)
     async with _timeout(seconds):  # no task per call, unlike wait_for
         return await awaitable
+
+
+def _outcome(task: asyncio.Future[tp.Any]) -> BaseException | None:
+    """A done task's exception, retrieved (asyncio never logs it as "never retrieved"); None
+    when it returned or was cancelled."""
+    return None if task.cancelled() else task.exception()
+
+
+def _cancel(task: asyncio.Future[tp.Any], report: tp.Callable[[BaseException], None]) -> None:
+    """Cancel ``task`` without waiting for it; if it ends with an exception other than its
+    cancellation (it may finish first, or fail while it unwinds), ``report`` gets it."""
+    def ended(done: asyncio.Future[tp.Any]) -> None:
+        error = _outcome(done)
+        if error is not None:
+            report(error)
+
+    task.add_done_callback(ended)  # (called soon when it is done already)
+    task.cancel()
 
 
 @contextlib.contextmanager

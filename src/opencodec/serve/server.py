@@ -7,6 +7,10 @@ Limits and policy (:class:`ServeLimits`):
 
 * ``max_clients``: a client past the limit is accepted and closed at once with 1013 ("server
   full ... try again later"), so the others keep their capacity: refusal, not collapse;
+* ``max_opening`` (:attr:`ServeLimits.opening_limit`, default ``2 * max_clients + 16``):
+  connections not (yet) admitted, counted from the TCP accept (handshakes, which websockets
+  gives 10 s, page requests, refused clients closing); one more gets an HTTP 503 and is closed
+  at once, unread (:mod:`.limits`), so half-open connections cannot pile up;
 * ``max_message_bytes``: a bigger message closes that connection with 1009 (the library
   refuses it before reading it into memory);
 * ``idle_timeout``: a client that sends nothing for that long (hello included) is closed
@@ -45,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import json
 import logging
 import mimetypes
@@ -54,7 +59,6 @@ import socket
 import statistics
 import time
 import typing as tp
-from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
@@ -70,9 +74,10 @@ from ..stream.decoder import check_model_for_stream
 from ..stream.format import model_label
 from ..stream.parser import Damaged, PacketParser
 from ..stream.receiver import CodeFrames, Event, StreamEnd, StreamReceiver, StreamStart
-from .aio import _after_serving, _ignore_interrupt, _on_sigterm, _within
+from .aio import _after_serving, _cancel, _ignore_interrupt, _on_sigterm, _outcome, _within
 from .decode_input import PARSE_SLICE, SyncWatch  # noqa: F401  (PARSE_SLICE: imported from here)
 from .engine import Engine
+from .limits import GatedConnection, OpeningGate, ServeLimits
 from .session import Output, Session
 from .protocol import (CLOSE, ProtocolError, close_reason, loss_reason, message, parse_control,
                        parse_hello, pcm_from_bytes, pcm_to_bytes)
@@ -83,29 +88,6 @@ _STATIC = {"/": "index.html", "/index.html": "index.html", "/app.js": "app.js",
            "/capture-worklet.js": "capture-worklet.js"}
 _DONE = object()
 STATS_INTERVAL = 0.5  # seconds between a session's stats messages
-
-
-@dataclass(frozen=True)
-class ServeLimits:
-    """The server's limits (see the module doc for what happens at each)."""
-
-    max_clients: int = 16
-    max_message_bytes: int = 1 << 20
-    idle_timeout: float = 30.0
-    send_queue: int = 256
-    max_backlog_seconds: float = 2.0
-    close_timeout: float = 2.0
-    socket_send_buffer: int = 256 << 10
-    max_pending_changes: int = 64
-
-    def __post_init__(self) -> None:
-        for name in ("max_clients", "max_message_bytes", "send_queue", "socket_send_buffer",
-                     "max_pending_changes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("idle_timeout", "max_backlog_seconds", "close_timeout"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
 
 def _static_response(path: str) -> Response:
@@ -136,6 +118,7 @@ class CodecServer:
         self.batched = batched
         self.clients = 0
         self.refused = 0
+        self.opening = OpeningGate(limits.opening_limit)  # connections accepted, not admitted
         self.closed_early: collections.Counter[int] = collections.Counter()  # close code -> sessions
         self.port: int | None = None
 
@@ -151,7 +134,8 @@ class CodecServer:
                     # and deflating every message cost ~10% of the server's CPU at 16 clients (py-spy).
                     server = await stack.enter_async_context(serve(
                         self._handle, host, port, process_request=self._http, compression=None,
-                        max_size=self.limits.max_message_bytes, close_timeout=self.limits.close_timeout))
+                        max_size=self.limits.max_message_bytes, close_timeout=self.limits.close_timeout,
+                        create_connection=functools.partial(GatedConnection, gate=self.opening)))
                 except socket.gaierror as exc:  # the address does not resolve: say which
                     raise OSError(f"cannot listen on host {host!r} (port {port}): "
                                   f"{exc.strerror or exc}") from None
@@ -199,13 +183,14 @@ class CodecServer:
                 "default_bandwidth": 6.0 if 6.0 in bandwidths else max(bandwidths),
                 "max_clients": self.limits.max_clients}
 
-    async def _handle(self, ws: ServerConnection) -> None:
+    async def _handle(self, ws: GatedConnection) -> None:
         if self.clients >= self.limits.max_clients:
             self.refused += 1
             await ws.close(CLOSE["full"], f"server full ({self.limits.max_clients} clients); "
                                           "try again later")
             return
         self.clients += 1
+        ws.admitted()  # counted in clients now, not in the opening connections
         sock = ws.transport.get_extra_info("socket")
         if sock is not None:  # bounded: the kernel would otherwise buffer megabytes for a stalled client
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.limits.socket_send_buffer)
@@ -261,19 +246,22 @@ class CodecServer:
         try:
             while True:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                if stopper in done:
-                    raise halt[0]
-                if reader in done:
-                    reader.result()  # a ProtocolError or ConnectionClosed ends the session here
-                    tasks.discard(reader)
+                tasks -= done  # (the reader's normal end: the sender finishes the output)
+                # every finished task's outcome, in order: the first error ends the session (a
+                # ProtocolError or ConnectionClosed, normally), a bug among the others is logged
+                errors = [halt[0]] if stopper in done else []
+                errors += [e for t in (reader, sender) if t in done and (e := _outcome(t)) is not None]
+                for error in errors[1:]:
+                    _log_lost(error)
+                if errors:
+                    raise errors[0]
                 if sender in done:
-                    sender.result()
                     return
         finally:
             session.dropped = not session.finished
             self.engine.notify()
-            for task in tasks:
-                task.cancel()
+            for task in tasks:  # not looked at: an error it ends with is reported, never dropped
+                _cancel(task, _log_lost)
 
     async def _recv(self, ws: ServerConnection, what: str) -> str | bytes:
         try:
@@ -452,6 +440,13 @@ class CodecServer:
             except asyncio.TimeoutError:
                 raise ProtocolError(f"client too slow: it read nothing for {limit:g} s; "
                                     "disconnected", CLOSE["policy"]) from None
+
+
+def _log_lost(error: BaseException) -> None:
+    """An error of a session task that did not end the session: a bug is logged, not lost
+    (a ProtocolError or a closed connection beside the one that ended it says nothing new)."""
+    if not isinstance(error, (ProtocolError, OpenCodecError, ConnectionClosed)):
+        _LOG.error("session task failed: %s: %s", type(error).__name__, error, exc_info=error)
 
 
 def _bound_port(server: Server) -> int:

@@ -1,0 +1,258 @@
+"""``opencodec serve`` bounds (walk 4): connections that never finish their handshake are
+bounded in number, not only in time (``ServeLimits.max_opening``, ``--max-opening``); every
+session task's exception is retrieved; a stalled client's slot is free again."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gc
+import json
+import os
+import socket
+import time
+import typing as tp
+
+import numpy as np
+import pytest
+
+import websockets  # noqa: F401  (installed by make test: a missing extra fails, never skips)
+
+from websockets.asyncio.client import connect  # noqa: E402
+from websockets.exceptions import InvalidStatus  # noqa: E402
+from websockets.frames import Frame, Opcode  # noqa: E402
+
+from opencodec.serve.protocol import ProtocolError  # noqa: E402
+from opencodec.serve.server import CodecServer, ServeLimits  # noqa: E402
+from serve_helpers import chirp, server_thread  # noqa: E402
+from stream_models import tiny_stream_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_stream_model("tiny_bounds", 5)
+
+
+def _until(condition: tp.Callable[[], bool], seconds: float = 10.0) -> bool:
+    """Poll ``condition`` until it holds (True) or ``seconds`` pass (False)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _read_all(sock: socket.socket, seconds: float = 5.0) -> bytes:
+    """What the server sends ``sock`` until it closes it (fails if it does not within ``seconds``)."""
+    sock.settimeout(seconds)
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(4096)
+        except ConnectionResetError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+async def _relay_ready(port: int) -> str:
+    async with connect(f"ws://127.0.0.1:{port}/ws", open_timeout=10) as ws:
+        await ws.send(json.dumps({"mode": "relay"}))
+        return json.loads(await ws.recv())["type"]
+
+
+async def _refused_status(port: int) -> int:
+    try:
+        async with connect(f"ws://127.0.0.1:{port}/ws", open_timeout=10):
+            return 101
+    except InvalidStatus as exc:
+        return exc.response.status_code
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files in /proc")
+def test_connections_that_never_finish_the_handshake_are_bounded_in_number(model):
+    """Only 3 connections at once may be open and not admitted: 3 that send nothing (or half a
+    request) are held; 200 more are answered 503 and closed at once, unread, so the process
+    holds the 200 client sockets and no server socket for them (before: 200 of each, for 10 s,
+    websockets' open_timeout, and 2000 such connections held ~1000 fds of `opencodec serve`).
+    A real client is refused 503 while they are held and served once one goes; an admitted
+    client is no longer counted as opening."""
+    limits = ServeLimits(max_clients=2, max_opening=3)
+    with server_thread(model, limits=limits) as server:
+        held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(3)]
+        held[2].sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n")  # half a request
+        extra: list[socket.socket] = []
+        try:
+            assert _until(lambda: server.opening.count == 3), server.opening.count
+            before = _open_fds()
+            extra = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(200)]
+            assert _until(lambda: server.opening.refused == 200), server.opening.refused
+            replies = [_read_all(s) for s in extra]
+            assert all(r.startswith(b"HTTP/1.1 503 Service Unavailable\r\n") for r in replies), replies[0]
+            assert b"too many connections opening" in replies[0]
+            assert _until(lambda: _open_fds() <= before + 200 + 2), (_open_fds(), before)
+            assert server.opening.count == 3
+            assert asyncio.run(_refused_status(server.port)) == 503
+            held.pop().close()
+            assert _until(lambda: server.opening.count == 2)
+            assert asyncio.run(_relay_ready(server.port)) == "ready"
+            assert server.opening.count == 2
+        finally:
+            for s in held + extra:
+                s.close()
+        assert _until(lambda: server.opening.count == 0 and server.clients == 0)
+        assert server.refused == 0  # no client was past max_clients
+
+
+def test_opening_limit_default_and_checks():
+    """2 x max_clients + 16 by default; an explicit limit is taken as it is; below 1 is refused."""
+    assert ServeLimits().opening_limit == 48
+    assert ServeLimits(max_clients=4).opening_limit == 24
+    assert ServeLimits(max_clients=4, max_opening=5).opening_limit == 5
+    with pytest.raises(ValueError, match="max_opening must be at least 1, got 0"):
+        ServeLimits(max_opening=0)
+
+
+def test_max_opening_option_reaches_the_server(monkeypatch):
+    """``opencodec serve --max-opening N`` gives the server's limits ``max_opening=N``."""
+    import opencodec.model_cache
+    import opencodec.serve.server
+    from opencodec.cli import main
+
+    seen: list[ServeLimits] = []
+    monkeypatch.setattr(opencodec.model_cache, "load_checked_model", lambda *a, **k: type("M", (), {})())
+    monkeypatch.setattr(opencodec.serve.server, "run_server", lambda model, host, port, limits, **k: seen.append(limits))
+    assert main(["serve", "--port", "0", "--max-clients", "3", "--max-opening", "7"]) == 0
+    assert seen[0].max_opening == 7 and seen[0].opening_limit == 7 and seen[0].max_clients == 3
+    assert main(["serve", "--port", "0", "--max-clients", "3"]) == 0
+    assert seen[1].max_opening is None and seen[1].opening_limit == 22
+
+
+class _FakeConnection:
+    """Just enough of a connection for ``_converse``: the hello, then nothing."""
+
+    async def recv(self) -> str:
+        return json.dumps({"mode": "relay"})
+
+    async def send(self, message: tp.Any) -> None:
+        pass
+
+
+def _converse_with(model: tp.Any, read: tp.Callable[..., tp.Any], send: tp.Callable[..., tp.Any]
+                   ) -> tuple[str, list[str]]:
+    """Run one ``_converse`` whose reader and sender are ``read`` and ``send``: (the error that
+    ended it, "Type: message", what asyncio reported to the loop's exception handler once every task ended and
+    was collected)."""
+    server = CodecServer(model)
+    server._read = read  # type: ignore[method-assign]
+    server._send = send  # type: ignore[method-assign]
+
+    async def main() -> tuple[str, list[str]]:
+        reports: list[str] = []
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: reports.append(context["message"]))
+        try:
+            await server._converse(_FakeConnection())  # type: ignore[arg-type]
+        except Exception as exc:  # noqa: BLE001 - returned to the test (as text: the exception
+            error = f"{type(exc).__name__}: {exc}"  # would keep the session's frame and tasks alive)
+        else:
+            raise AssertionError("the session did not end with an error")
+        for _ in range(5):  # the cancelled tasks unwind
+            await asyncio.sleep(0)
+        gc.collect()  # a task's unretrieved exception is reported when it is collected
+        return error, reports
+
+    return asyncio.run(main())
+
+
+async def _reader_fails(ws: tp.Any, session: tp.Any) -> None:
+    raise ProtocolError("the reader failed")
+
+
+def test_a_bug_in_the_sender_beside_the_readers_error_is_logged_not_lost(model, caplog):
+    """The reader and the sender fail in the same pass of ``_converse``'s loop: the reader's
+    error ends the session, as before, and the sender's (here a bug) is logged. It used to
+    vanish: ``task.cancel()`` on the finished sender marks its exception retrieved, so not
+    even asyncio's "never retrieved" said anything."""
+    async def send_fails(ws: tp.Any, queue: tp.Any) -> None:
+        raise RuntimeError("a bug in the sender")
+
+    with caplog.at_level("ERROR", logger="opencodec.serve.server"):
+        error, reports = _converse_with(model, _reader_fails, send_fails)
+    assert error == "ProtocolError: the reader failed"
+    assert reports == []
+    assert [r.getMessage() for r in caplog.records] == ["session task failed: RuntimeError: a bug in the sender"]
+
+
+def test_a_second_protocol_error_in_the_same_pass_says_nothing(model, caplog):
+    """Two ordinary ends at once (the reader's and the sender's ProtocolError): the reader's
+    ends the session, nothing is logged or reported."""
+    async def send_fails(ws: tp.Any, queue: tp.Any) -> None:
+        raise ProtocolError("the sender failed")
+
+    with caplog.at_level("ERROR", logger="opencodec.serve.server"):
+        error, reports = _converse_with(model, _reader_fails, send_fails)
+    assert error == "ProtocolError: the reader failed" and reports == [] and caplog.records == []
+
+
+def test_a_task_that_fails_while_it_is_cancelled_is_retrieved(model, caplog):
+    """The session ends (the reader's error) while the sender still runs: it is cancelled and
+    fails as it unwinds. Its error used to be left to the garbage collector ("Task exception
+    was never retrieved"); now it is retrieved and, a bug, logged."""
+    async def send_fails_on_cancel(ws: tp.Any, queue: tp.Any) -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            raise RuntimeError("failed while unwinding") from None
+
+    with caplog.at_level("ERROR", logger="opencodec.serve.server"):
+        error, reports = _converse_with(model, _reader_fails, send_fails_on_cancel)
+    assert error == "ProtocolError: the reader failed"
+    assert reports == []
+    assert [r.getMessage() for r in caplog.records] == ["session task failed: RuntimeError: failed while unwinding"]
+
+
+def _stalled_client(port: int, audio: np.ndarray) -> socket.socket:
+    """A relay client that does the handshake, sends the hello and ``audio`` (no end) and then
+    never reads (4 KiB receive buffer). Returns its socket (close it when done)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 10)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                 "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(1)
+    assert response.startswith(b"HTTP/1.1 101"), response
+
+    def frame(opcode: Opcode, data: bytes) -> bytes:
+        return Frame(opcode, data).serialize(mask=True, extensions=[])
+
+    sock.sendall(frame(Opcode.TEXT, json.dumps({"mode": "relay"}).encode()))
+    for pos in range(0, audio.shape[-1], 24000):
+        sock.sendall(frame(Opcode.BINARY, audio[0, pos:pos + 24000].astype("<f4").tobytes()))
+    return sock
+
+
+def test_a_stalled_client_is_cut_off_and_its_slot_is_free_again(model):
+    """tests/test_serve.py's stalled client (it stops reading mid-stream): besides the 1008
+    close, the server's client count is back to 0 within the close timeout (2 s) plus a tick,
+    not when the WebSocket keepalive gives up (40 s or more), and nothing counts as opening."""
+    limits = ServeLimits(send_queue=8, max_backlog_seconds=30.0, socket_send_buffer=16 << 10,
+                         idle_timeout=3.0)
+    with server_thread(model, limits=limits) as server:
+        sock = _stalled_client(server.port, chirp(12.0))
+        try:
+            assert _until(lambda: server.closed_early[1008] >= 1, 20.0), server.closed_early
+            assert server.closed_early == {1008: 1}
+            assert _until(lambda: server.clients == 0, 8.0), server.clients
+            assert server.opening.count == 0
+        finally:
+            sock.close()
