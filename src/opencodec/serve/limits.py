@@ -70,6 +70,7 @@ class OpeningGate:
         self.limit = limit
         self.count = 0
         self.refused = 0
+        self.members: set[GatedConnection] = set()  # the ``count`` connections themselves
 
     def enter(self) -> bool:
         """Count one more connection; False (nothing counted) when ``limit`` are open already."""
@@ -81,6 +82,16 @@ class OpeningGate:
 
     def leave(self) -> None:
         self.count -= 1
+
+    def abort_unrequested(self) -> int:
+        """Abort every counted connection whose HTTP request has not arrived whole (the server
+        is stopping: websockets would wait its ``open_timeout``, 10 s, for each before it
+        returns, so Ctrl-C or SIGTERM took 10 s with one idle or half-sent connection open).
+        Returns how many were aborted."""
+        waiting = [c for c in self.members if not c.request_rcvd.done()]
+        for connection in waiting:
+            connection.transport.abort()
+        return len(waiting)
 
 
 class GatedConnection(ServerConnection):
@@ -96,7 +107,9 @@ class GatedConnection(ServerConnection):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.opening = self.gate.enter()
-        if not self.opening:
+        if self.opening:
+            self.gate.members.add(self)
+        else:
             tp.cast(asyncio.Transport, transport).write(BUSY_RESPONSE)  # a fresh socket: never blocks
             transport.close()
 
@@ -111,4 +124,5 @@ class GatedConnection(ServerConnection):
     def _release(self) -> None:
         if self.opening:
             self.opening = False
+            self.gate.members.discard(self)
             self.gate.leave()

@@ -143,6 +143,9 @@ class CodecServer:
                     reason = os.strerror(exc.errno) if exc.errno else str(exc)
                     raise OSError(f"cannot listen on host {host!r} (port {port}): "
                                   f"{reason[:1].lower()}{reason[1:]}") from None
+                # on the way out, before websockets closes the server (it waits open_timeout,
+                # 10 s, for a connection that never sends its request): those are cut off
+                stack.callback(self.opening.abort_unrequested)
                 self.port = _bound_port(server)
                 yield self
         finally:
