@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import socket
 import threading
 import time
 import typing as tp
@@ -147,3 +148,35 @@ async def raw_client(uri: str, messages: list[tp.Any], max_size: int | None = No
         except ConnectionClosed:
             pass
         return ws.close_code, ws.close_reason
+
+
+def client_that_never_reads(port: int, audio: np.ndarray, end: bool = False) -> socket.socket:
+    """A relay client that does the WebSocket handshake, sends the hello and ``audio`` [1, n]
+    (and, with ``end``, the end message) and then never reads again (a receive buffer of 4 KiB,
+    set before connecting: the kernel can hold little for it). Returns its socket (close it)."""
+    import base64
+    import json
+    import os
+
+    from websockets.frames import Frame, Opcode
+
+    def frame(opcode: Opcode, data: bytes) -> bytes:
+        return Frame(opcode, data).serialize(mask=True, extensions=[])
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 10)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                 "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(1)
+    assert response.startswith(b"HTTP/1.1 101"), response
+    sock.sendall(frame(Opcode.TEXT, json.dumps({"mode": "relay"}).encode()))
+    for pos in range(0, audio.shape[-1], 24000):
+        sock.sendall(frame(Opcode.BINARY, audio[0, pos:pos + 24000].astype("<f4").tobytes()))
+    if end:
+        sock.sendall(frame(Opcode.TEXT, json.dumps({"type": "end"}).encode()))
+    return sock

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import io
 import json
@@ -39,7 +38,7 @@ import websockets  # noqa: F401  (installed by make test: a missing extra fails,
 from opencodec.errors import AudioIOError  # noqa: E402
 from opencodec.serve.server import ServeLimits  # noqa: E402
 from opencodec.stream.pcm import PcmStreamReader  # noqa: E402
-from serve_helpers import chirp, server_thread  # noqa: E402
+from serve_helpers import chirp, client_that_never_reads, server_thread  # noqa: E402
 from stream_models import tiny_stream_model  # noqa: E402
 
 
@@ -48,39 +47,12 @@ def model():
     return tiny_stream_model("tiny_walk4", 4)
 
 
-def _frame(opcode: int, data: bytes) -> bytes:
-    from websockets.frames import Frame, Opcode
-
-    return Frame(Opcode(opcode), data).serialize(mask=True, extensions=[])
-
-
-def _client_that_never_reads(port: int, audio: np.ndarray) -> socket.socket:
-    """Handshake, hello (relay), ``audio`` [1, n] and the end message, then never a read
-    again (a 4 KiB receive buffer, set before connecting). Returns the socket."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 10)
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                 "Sec-WebSocket-Version: 13\r\n\r\n".encode())
-    response = b""
-    while b"\r\n\r\n" not in response:
-        response += sock.recv(1)
-    assert response.startswith(b"HTTP/1.1 101"), response
-    sock.sendall(_frame(1, json.dumps({"mode": "relay"}).encode()))
-    for pos in range(0, audio.shape[-1], 24000):
-        sock.sendall(_frame(2, audio[0, pos:pos + 24000].astype("<f4").tobytes()))
-    sock.sendall(_frame(1, json.dumps({"type": "end"}).encode()))
-    return sock
-
-
 def test_a_client_that_never_reads_after_its_end_is_closed_within_the_idle_timeout(model):
     """6 s of relayed PCM back (576 KB) is far more than the buffers on the way hold, but
     fewer messages than the send queue: only a bound on each send's time frees the slot."""
     limits = ServeLimits(idle_timeout=1.0, socket_send_buffer=4 << 10)
     with server_thread(model, limits=limits) as server:
-        sock = _client_that_never_reads(server.port, chirp(6.0))
+        sock = client_that_never_reads(server.port, chirp(6.0), end=True)
         try:
             deadline = time.monotonic() + 15  # the keepalive would take 40 s or more
             while (server.closed_early[1008] < 1 or server.clients) and time.monotonic() < deadline:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import time
 import typing as tp
 
@@ -23,7 +22,7 @@ from opencodec.serve.client import ClientResult, run_client  # noqa: E402
 from opencodec.serve.server import ServeLimits  # noqa: E402
 from opencodec.stream import CodeFrames, PacketParser, StreamReceiver, data_packet  # noqa: E402
 from opencodec.stream.format import StreamInfo, header_packet  # noqa: E402
-from serve_helpers import raw_client, file_path_audio, file_path_codes, rel_l2, server_thread  # noqa: E402
+from serve_helpers import client_that_never_reads, raw_client, file_path_audio, file_path_codes, rel_l2, server_thread  # noqa: E402
 from stream_models import tiny_stream_model  # noqa: E402
 
 SR = 24000
@@ -145,36 +144,6 @@ def test_load_latency_no_drops_and_refusal_past_capacity(model):
           f"p99 {1000 * np.percentile(latencies, 99):.1f} ms, dropped 0")
 
 
-def _stalled_client(port: int, audio: np.ndarray) -> socket.socket:
-    """A client that does the WebSocket handshake, sends the hello and ``audio`` and then never
-    reads again (a receive buffer of 4 KiB, set before connecting: the kernel can hold little
-    for it). Returns its socket (close it when done)."""
-    import base64
-    import os as _os
-
-    from websockets.frames import Frame, Opcode
-
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 10)
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(_os.urandom(16)).decode()
-    sock.sendall(f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                 "Sec-WebSocket-Version: 13\r\n\r\n".encode())
-    response = b""
-    while b"\r\n\r\n" not in response:
-        response += sock.recv(1)
-    assert response.startswith(b"HTTP/1.1 101"), response
-
-    def frame(opcode: Opcode, data: bytes) -> bytes:
-        return Frame(opcode, data).serialize(mask=True, extensions=[])
-
-    sock.sendall(frame(Opcode.TEXT, json.dumps({"mode": "relay"}).encode()))
-    for pos in range(0, audio.shape[-1], 24000):
-        sock.sendall(frame(Opcode.BINARY, audio[0, pos:pos + 24000].astype("<f4").tobytes()))
-    return sock
-
-
 def test_stalled_client_is_cut_off_and_others_go_on(model):
     """A client that stops reading is disconnected (1008) once its send queue is full, while
     the real-time clients beside it finish, complete and correct: it never reads again, so
@@ -183,7 +152,7 @@ def test_stalled_client_is_cut_off_and_others_go_on(model):
     big = _signal(9, 12.0)  # 1.15 MB of PCM back: far more than the buffers on the way hold
     limits = ServeLimits(send_queue=8, max_backlog_seconds=30.0, socket_send_buffer=16 << 10)
     with server_thread(model, limits=limits) as server:
-        stalled = _stalled_client(server.port, big)
+        stalled = client_that_never_reads(server.port, big)
         try:
             others = _clients(server.port, [dict(data=a, chunk=320, realtime=True) for a in audios])
             deadline = time.monotonic() + 20

@@ -5,7 +5,6 @@ session task's exception is retrieved; a stalled client's slot is free again."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import gc
 import json
 import os
@@ -13,18 +12,16 @@ import socket
 import time
 import typing as tp
 
-import numpy as np
 import pytest
 
 import websockets  # noqa: F401  (installed by make test: a missing extra fails, never skips)
 
 from websockets.asyncio.client import connect  # noqa: E402
 from websockets.exceptions import InvalidStatus  # noqa: E402
-from websockets.frames import Frame, Opcode  # noqa: E402
 
 from opencodec.serve.protocol import ProtocolError  # noqa: E402
 from opencodec.serve.server import CodecServer, ServeLimits  # noqa: E402
-from serve_helpers import chirp, server_thread  # noqa: E402
+from serve_helpers import chirp, client_that_never_reads, server_thread  # noqa: E402
 from stream_models import tiny_stream_model  # noqa: E402
 
 
@@ -217,30 +214,6 @@ def test_a_task_that_fails_while_it_is_cancelled_is_retrieved(model, caplog):
     assert [r.getMessage() for r in caplog.records] == ["session task failed: RuntimeError: failed while unwinding"]
 
 
-def _stalled_client(port: int, audio: np.ndarray) -> socket.socket:
-    """A relay client that does the handshake, sends the hello and ``audio`` (no end) and then
-    never reads (4 KiB receive buffer). Returns its socket (close it when done)."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 10)
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                 "Sec-WebSocket-Version: 13\r\n\r\n".encode())
-    response = b""
-    while b"\r\n\r\n" not in response:
-        response += sock.recv(1)
-    assert response.startswith(b"HTTP/1.1 101"), response
-
-    def frame(opcode: Opcode, data: bytes) -> bytes:
-        return Frame(opcode, data).serialize(mask=True, extensions=[])
-
-    sock.sendall(frame(Opcode.TEXT, json.dumps({"mode": "relay"}).encode()))
-    for pos in range(0, audio.shape[-1], 24000):
-        sock.sendall(frame(Opcode.BINARY, audio[0, pos:pos + 24000].astype("<f4").tobytes()))
-    return sock
-
-
 def test_a_stalled_client_is_cut_off_and_its_slot_is_free_again(model):
     """tests/test_serve.py's stalled client (it stops reading mid-stream): besides the 1008
     close, the server's client count is back to 0 within the close timeout (2 s) plus a tick,
@@ -248,7 +221,7 @@ def test_a_stalled_client_is_cut_off_and_its_slot_is_free_again(model):
     limits = ServeLimits(send_queue=8, max_backlog_seconds=30.0, socket_send_buffer=16 << 10,
                          idle_timeout=3.0)
     with server_thread(model, limits=limits) as server:
-        sock = _stalled_client(server.port, chirp(12.0))
+        sock = client_that_never_reads(server.port, chirp(12.0))
         try:
             assert _until(lambda: server.closed_early[1008] >= 1, 20.0), server.closed_early
             assert server.closed_early == {1008: 1}
