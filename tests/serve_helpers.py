@@ -180,3 +180,27 @@ def client_that_never_reads(port: int, audio: np.ndarray, end: bool = False) -> 
     if end:
         sock.sendall(frame(Opcode.TEXT, json.dumps({"type": "end"}).encode()))
     return sock
+
+
+def until(condition: tp.Callable[[], bool], seconds: float = 10.0) -> bool:
+    """Poll ``condition`` until it holds (True) or ``seconds`` pass (False)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def read_all(sock: socket.socket, seconds: float = 5.0) -> bytes:
+    """What the server sends ``sock`` until it closes it (fails if it does not within ``seconds``)."""
+    sock.settimeout(seconds)
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return data
+        if not chunk:
+            return data
+        data += chunk

@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed  # noqa: E402
 from websockets.frames import Frame, Opcode  # noqa: E402
 
 from opencodec.serve.server import ServeLimits  # noqa: E402
-from serve_helpers import server_thread  # noqa: E402
+from serve_helpers import read_all, server_thread, until  # noqa: E402
 from stream_models import tiny_stream_model  # noqa: E402
 
 
@@ -32,29 +32,11 @@ def model():
     return tiny_stream_model("tiny_gate_leak", 7)
 
 
-def _until(condition: tp.Callable[[], bool], seconds: float = 10.0) -> bool:
-    """Poll ``condition`` until it holds (True) or ``seconds`` pass (False)."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 def _http(port: int, request: bytes) -> bytes:
     """Send ``request`` raw, return all the server answers until it closes."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(request)
-        data = b""
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                return data
-            if not chunk:
-                return data
-            data += chunk
+        return read_all(sock)
 
 
 def _get(path: str) -> bytes:
@@ -162,9 +144,9 @@ def test_the_opening_count_returns_to_zero_whatever_way_connections_end(model):
             for name, make in _kinds(port).items():
                 before = accepted[0]
                 make()  # counted once accepted (the server's loop may take it a moment later)
-                assert _until(lambda: accepted[0] > before and server.opening.count == 0, 5.0), \
+                assert until(lambda: accepted[0] > before and server.opening.count == 0, 5.0), \
                     (name, accepted[0] - before, server.opening.count)
-                assert server.clients == 0 or _until(lambda: server.clients == 0, 5.0), name
+                assert server.clients == 0 or until(lambda: server.clients == 0, 5.0), name
         assert server.opening.refused == 0
 
         async def held_and_refused() -> list[int | None]:  # one client holds the only slot
@@ -175,7 +157,7 @@ def test_the_opening_count_returns_to_zero_whatever_way_connections_end(model):
 
         assert asyncio.run(held_and_refused()) == [1013] * rounds
         assert server.refused == rounds
-        assert _until(lambda: server.opening.count == 0 and server.clients == 0), server.opening.count
+        assert until(lambda: server.opening.count == 0 and server.clients == 0), server.opening.count
 
         async def raises(ws: tp.Any) -> None:
             raise RuntimeError("a bug in a session")
@@ -184,7 +166,7 @@ def test_the_opening_count_returns_to_zero_whatever_way_connections_end(model):
         for _ in range(rounds):
             ended = asyncio.run(_session(port, {"mode": "relay"}))
             assert ended == " closed 1011", ended
-        assert _until(lambda: server.opening.count == 0 and server.clients == 0), server.opening.count
+        assert until(lambda: server.opening.count == 0 and server.clients == 0), server.opening.count
         del server._converse
         assert asyncio.run(_session(port, {"mode": "relay"})) == "done closed 1000"
         assert server.opening.refused == 0
@@ -240,7 +222,7 @@ def test_the_server_stops_at_once_with_sockets_that_never_sent_their_request(mod
             socks.append(socket.create_connection(("127.0.0.1", server.port)))  # sends nothing
             socks.append(socket.create_connection(("127.0.0.1", server.port)))
             socks[-1].sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\n")  # half a request
-            assert _until(lambda: server.opening.count == 2 and server.clients == 1)
+            assert until(lambda: server.opening.count == 2 and server.clients == 1)
             start = time.monotonic()
         took = time.monotonic() - start  # the client never answers the 1001: close_timeout, 2 s
         assert took < 6.0, took

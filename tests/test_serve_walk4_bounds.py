@@ -9,7 +9,6 @@ import gc
 import json
 import os
 import socket
-import time
 import typing as tp
 
 import pytest
@@ -21,7 +20,7 @@ from websockets.exceptions import InvalidStatus  # noqa: E402
 
 from opencodec.serve.protocol import ProtocolError  # noqa: E402
 from opencodec.serve.server import CodecServer, ServeLimits  # noqa: E402
-from serve_helpers import chirp, client_that_never_reads, server_thread  # noqa: E402
+from serve_helpers import chirp, client_that_never_reads, read_all, server_thread, until  # noqa: E402
 from stream_models import tiny_stream_model  # noqa: E402
 
 
@@ -30,32 +29,8 @@ def model():
     return tiny_stream_model("tiny_bounds", 5)
 
 
-def _until(condition: tp.Callable[[], bool], seconds: float = 10.0) -> bool:
-    """Poll ``condition`` until it holds (True) or ``seconds`` pass (False)."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
-
-
-def _read_all(sock: socket.socket, seconds: float = 5.0) -> bytes:
-    """What the server sends ``sock`` until it closes it (fails if it does not within ``seconds``)."""
-    sock.settimeout(seconds)
-    data = b""
-    while True:
-        try:
-            chunk = sock.recv(4096)
-        except ConnectionResetError:
-            return data
-        if not chunk:
-            return data
-        data += chunk
 
 
 async def _relay_ready(port: int) -> str:
@@ -86,24 +61,24 @@ def test_connections_that_never_finish_the_handshake_are_bounded_in_number(model
         held[2].sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n")  # half a request
         extra: list[socket.socket] = []
         try:
-            assert _until(lambda: server.opening.count == 3), server.opening.count
+            assert until(lambda: server.opening.count == 3), server.opening.count
             before = _open_fds()
             extra = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(200)]
-            assert _until(lambda: server.opening.refused == 200), server.opening.refused
-            replies = [_read_all(s) for s in extra]
+            assert until(lambda: server.opening.refused == 200), server.opening.refused
+            replies = [read_all(s) for s in extra]
             assert all(r.startswith(b"HTTP/1.1 503 Service Unavailable\r\n") for r in replies), replies[0]
             assert b"too many connections opening" in replies[0]
-            assert _until(lambda: _open_fds() <= before + 200 + 2), (_open_fds(), before)
+            assert until(lambda: _open_fds() <= before + 200 + 2), (_open_fds(), before)
             assert server.opening.count == 3
             assert asyncio.run(_refused_status(server.port)) == 503
             held.pop().close()
-            assert _until(lambda: server.opening.count == 2)
+            assert until(lambda: server.opening.count == 2)
             assert asyncio.run(_relay_ready(server.port)) == "ready"
             assert server.opening.count == 2
         finally:
             for s in held + extra:
                 s.close()
-        assert _until(lambda: server.opening.count == 0 and server.clients == 0)
+        assert until(lambda: server.opening.count == 0 and server.clients == 0)
         assert server.refused == 0  # no client was past max_clients
 
 
@@ -223,9 +198,9 @@ def test_a_stalled_client_is_cut_off_and_its_slot_is_free_again(model):
     with server_thread(model, limits=limits) as server:
         sock = client_that_never_reads(server.port, chirp(12.0))
         try:
-            assert _until(lambda: server.closed_early[1008] >= 1, 20.0), server.closed_early
+            assert until(lambda: server.closed_early[1008] >= 1, 20.0), server.closed_early
             assert server.closed_early == {1008: 1}
-            assert _until(lambda: server.clients == 0, 8.0), server.clients
+            assert until(lambda: server.clients == 0, 8.0), server.clients
             assert server.opening.count == 0
         finally:
             sock.close()
