@@ -217,10 +217,16 @@ def _segment_frame_spans(model: EncodecModel, length: int) -> list[tuple[int, in
     return spans
 
 
+def _spans_frames(spans: list[tuple[int, int]]) -> int:
+    """Code frames of an item whose segments have the (first frame, frames) ``spans``: the sum
+    of its segments' frame counts."""
+    return sum(frames for _, frames in spans)
+
+
 def _item_frames(model: EncodecModel, length: int) -> int:
-    """Code frames :func:`encode_batch` gives an item of ``length`` samples: the sum of its
-    segments' frame counts (the width :func:`_encode_segmented` gives it from the same spans)."""
-    return sum(frames for _, frames in _segment_frame_spans(model, length))
+    """Code frames :func:`encode_batch` gives an item of ``length`` samples (the width
+    :func:`_encode_segmented` gives it from the same spans)."""
+    return _spans_frames(_segment_frame_spans(model, length))
 
 
 def _frame_slice(codes: torch.Tensor, start: int, frames: int) -> torch.Tensor:
@@ -374,7 +380,7 @@ def _encode_segmented(model: EncodecModel, wav: torch.Tensor, lens: list[int]) -
     layouts = [model.segments(n) for n in lens]
     spans = [_segment_frame_spans(model, n) for n in lens]
     B, K = len(lens), model.num_codebooks()
-    total_frames = [sum(f for _, f in item) for item in spans]  # the width: as _item_frames, from these spans
+    total_frames = [_spans_frames(item) for item in spans]  # the width, from the spans it writes
     codes = torch.full((B, K, max(total_frames)), -1, dtype=torch.long, device=wav.device)
     scales = torch.full((B, max(len(lay) for lay in layouts)), float("nan")) if model.normalize else None
     # Group (item, segment) pairs by segment length: each group is one batched pass.
