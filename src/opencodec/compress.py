@@ -39,10 +39,9 @@ from .bitstream import (DEFAULT_CHECK_BITS, MAX_LM_NAME_CHARS, DeterministicCodi
                         StreamLayout, default_check_interval, read_body, write_ecdc)
 from .bandwidth import check_bandwidth
 from .ecdc_info import read_file_header
-from .errors import BitstreamError, InvalidAudioError
+from .errors import BitstreamError, InvalidAudioError, shown
 from .input_checks import check_finite, parameter_dtype_device
 from .model import EncodecModel
-from .model_registry import shown
 
 if tp.TYPE_CHECKING:
     from .entropy import EntropyLM

@@ -159,6 +159,27 @@ def one_line(exc: BaseException) -> str:
     return text
 
 
+#: How many characters of a value an error message shows (:func:`shown`).
+SHOWN_CHARS = 60
+#: How many characters of a path an error message shows (its file name is often at the end).
+PATH_CHARS = 240
+
+
+def shown(value: tp.Any, limit: int = SHOWN_CHARS) -> str:
+    """``repr(value)`` for an error message, cut to its first ``limit`` characters with ``...``
+    and the value's length when longer (a 5000-character name is not echoed whole), e.g.
+    ``'yyyy...' (5000 characters)``. An integer too large to print gives its bit length."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int over sys.get_int_max_str_digits() digits
+        return f"an integer of {value.bit_length()} bits" if isinstance(value, int) else type(value).__name__
+    if len(text) <= limit:
+        return text
+    size = f" ({len(value)} characters)" if isinstance(value, str) else \
+        f" ({len(value)} bytes)" if isinstance(value, (bytes, bytearray)) else ""
+    return f"{text[:limit]}...{size}"
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C, once the command has saved what it could: its message says what (a trainer's:
     the step its checkpoint holds, and how to resume). A ``KeyboardInterrupt`` too (exit 130)."""

@@ -15,7 +15,7 @@ import os
 import typing as tp
 from pathlib import Path
 
-from .errors import CodecAsEntropyModelError, ModelLoadError
+from .errors import PATH_CHARS, CodecAsEntropyModelError, ModelLoadError, shown  # shown: re-exported
 # Moved to the torch-free opencodec.model_config (for ``opencodec info``), re-exported here:
 from .model_config import BUNDLED_DIR, BUNDLED_MODELS, config_for_name
 from .official_files import cache_dir
@@ -117,27 +117,6 @@ def weights_path(target: tp.Any, what: str = "model") -> Path:
         raise ModelLoadError(f"no {what} named {shown(os.fspath(target))}, and too long for a file "
                              f"name ({exc.strerror})") from None
     return path
-
-
-#: How many characters of a value an error message shows (:func:`shown`).
-SHOWN_CHARS = 60
-#: How many characters of a path an error message shows (its file name is often at the end).
-PATH_CHARS = 240
-
-
-def shown(value: tp.Any, limit: int = SHOWN_CHARS) -> str:
-    """``repr(value)`` for an error message, cut to its first ``limit`` characters with ``...``
-    and the value's length when longer (a 5000-character name is not echoed whole), e.g.
-    ``'yyyy...' (5000 characters)``. An integer too large to print gives its bit length."""
-    try:
-        text = repr(value)
-    except ValueError:  # an int over sys.get_int_max_str_digits() digits
-        return f"an integer of {value.bit_length()} bits" if isinstance(value, int) else type(value).__name__
-    if len(text) <= limit:
-        return text
-    size = f" ({len(value)} characters)" if isinstance(value, str) else \
-        f" ({len(value)} bytes)" if isinstance(value, (bytes, bytearray)) else ""
-    return f"{text[:limit]}...{size}"
 
 
 def unknown_lm_error(target: str | os.PathLike[str], advice: str) -> ModelLoadError:
