@@ -142,6 +142,13 @@ def test_the_packet_streams_sync_word_is_the_streams() -> None:
     assert PACKET_STREAM_SYNC == SYNC
 
 
+def test_the_entropy_models_metadata_key_is_the_exporters() -> None:
+    from opencodec.ecdc_info import LM_METADATA_KEY
+    from opencodec.lm_pairing import LM_METADATA_KEY as EXPORTED
+
+    assert LM_METADATA_KEY == EXPORTED
+
+
 def test_the_configuration_module_is_the_one_every_old_path_gives() -> None:
     """``EncodecConfig`` and ``config_for_name`` moved to the torch-free ``model_config``; the old
     import paths give those objects, and the configurations are the models' own."""

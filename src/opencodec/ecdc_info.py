@@ -30,6 +30,9 @@ PACKET_STREAM_SYNC = b"OCSP"
 ZIP_MAGIC = b"PK\x03\x04"
 #: The first bytes of a checkpoint that ``torch.save`` wrote in its legacy (pickle) format.
 LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."
+#: The metadata key of an exported entropy model's record (``opencodec.lm_pairing.LM_METADATA_KEY``,
+#: which imports torch; ``tests/test_cli_light_info.py`` checks that the two agree).
+LM_METADATA_KEY = "opencodec_lm_config"
 #: Largest safetensors JSON header read to tell what a weights file holds (a codec's is ~20 kB).
 MAX_SAFETENSORS_HEADER = 16 << 20
 
@@ -199,7 +202,7 @@ def _safetensors_kind(header: dict[str, tp.Any]) -> str:
         return value if isinstance(value, str) and value.isprintable() and len(value) <= 60 else None
 
     if "emb.0.weight" in header:  # an entropy model's first embedding (opencodec.lm_loading)
-        codec = recorded("opencodec_lm_config", "codec")
+        codec = recorded(LM_METADATA_KEY, "codec")
         return f" (an entropy model{f', for codec {codec}' if codec else ''})"
     if any(key.startswith(("encoder.", "quantizer.")) for key in header):
         name = recorded(CONFIG_METADATA_KEY, "name")
