@@ -167,7 +167,9 @@ def test_header_matches_official(meta: dict) -> None:
 
 def test_header_extra_keys_ignored() -> None:
     data = _header_bytes({"m": "x", "al": 5, "nc": 2, "lm": False, "future": [1, 2]})
-    assert parse_header(data)[0] == EcdcHeader("x", 5, 2, False)
+    with pytest.warns(UserWarning, match=r"^ECDC header: unknown key\(s\) 'future' ignored \(known: m, al, "
+                                         r"nc, lm, mh, lmh\)"):
+        assert parse_header(data)[0] == EcdcHeader("x", 5, 2, False)
 
 
 GOOD = {"m": "encodec_24khz", "al": 100, "nc": 2, "lm": False}

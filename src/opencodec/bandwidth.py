@@ -49,9 +49,16 @@ def check_bandwidth(bandwidth: tp.Any, supported: tp.Sequence[float], model_name
         raise UnsupportedBandwidthError(f"bandwidth must be a number, got {bandwidth!r:.60} "
                                         f"({type(bandwidth).__name__}); choose one of: {choices} "
                                         f"kbps (model {model_name})")
-    if math.isfinite(float(bandwidth)):
+    try:
+        asked = float(bandwidth)
+    except OverflowError:  # an int beyond float's range (a JSON request, a config file)
+        power = abs(int(bandwidth)).bit_length() - 1
+        beyond = f"-2**{power} kbps or less" if bandwidth < 0 else f"2**{power} kbps or more"
+        raise UnsupportedBandwidthError(f"model {model_name} does not support {beyond} (too large "
+                                        f"for a float); choose one of: {choices} kbps") from None
+    if math.isfinite(asked):
         for value in supported:
-            if abs(float(bandwidth) - float(value)) <= BANDWIDTH_TOLERANCE:
+            if abs(asked - float(value)) <= BANDWIDTH_TOLERANCE:
                 return float(value)
     raise UnsupportedBandwidthError(f"model {model_name} does not support "
-                                    f"{_exact_kbps(float(bandwidth))} kbps; choose one of: {choices} kbps")
+                                    f"{_exact_kbps(asked)} kbps; choose one of: {choices} kbps")
