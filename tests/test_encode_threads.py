@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import official_ref
 from opencodec.batching import encode_batch
 from opencodec.model import EncodecConfig, EncodecModel
 from opencodec.multistream import MultiStreamEncoder
@@ -22,8 +23,11 @@ def two_threads():
 
 
 def _model() -> EncodecModel:
+    """The 24 kHz architecture with random weights and codebooks drawn from its encoder's
+    outputs: codes that follow the input (a new model's codebooks are all zeros, which gives
+    code 0 everywhere, so comparing codes could not fail)."""
     torch.manual_seed(0)
-    model = EncodecModel(EncodecConfig.encodec_24khz()).eval()
+    model = official_ref.fitted_codebooks(EncodecModel(EncodecConfig.encodec_24khz()), 1).eval()
     model.set_target_bandwidth(24.0)
     return model
 
@@ -68,6 +72,7 @@ def test_encode_latent_is_the_one_thread_latent(two_threads) -> None:
     one = _latent_at(model, x, 1)
     assert torch.equal(seen[0], one)
     assert torch.equal(codes, model.quantizer.encode(one, model.num_codebooks()))
+    assert len(torch.unique(codes[0, 0])) > 1  # codes follow the input
 
 
 @pytest.fixture()
@@ -84,37 +89,53 @@ def conv_threads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return seen
 
 
+def _frames_equal(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Fraction of code frames [.., K, F] whose K codes all agree."""
+    assert a.shape == b.shape
+    return float((a == b).reshape(-1, a.shape[-1]).all(0).float().mean())
+
+
 def test_streams_and_batches_give_the_one_thread_codes(two_threads, conv_threads) -> None:
-    """Batches, streams and multistreams compute on one thread (their codes then equal the
-    one-thread ``model.encode``; with random weights the codes alone rarely show a change
-    of thread count, so the convolutions' thread counts are checked too)."""
+    """Batches, streams and multistreams compute on one thread: on two threads each gives
+    bitwise its own one-thread codes, and the convolutions run on one thread. Each path's
+    codes are ``model.encode``'s but for rare near-ties (their kernels see other shapes and
+    round differently, ~1e-8: measured here, frame 18 of item 0 of the batch flips), so
+    those are compared frame by frame (>= 90%: a wrong frame layout or padding fails)."""
     model = _model()
     x = 0.1 * torch.randn(2, 1, 9600)
     lengths = [9600, 7000]
-    torch.set_num_threads(1)
-    want = [model.encode(x[b: b + 1, :, :n])[0].codes for b, n in enumerate(lengths)]
-    torch.set_num_threads(2)
-    conv_threads.clear()
-    batch = encode_batch(model, x, lengths)
-    assert conv_threads and set(conv_threads) == {1}
-    for b, n in enumerate(lengths):
-        assert torch.equal(batch.codes[b: b + 1, :, : want[b].shape[-1]], want[b])
-    conv_threads.clear()
-    stream = StreamingEncoder(model, exact=True)
-    got = torch.cat([stream.push(x[:1, :, i: i + 2000]) for i in range(0, 9600, 2000)] + [stream.flush()], -1)
-    assert torch.equal(got, want[0])
-    assert conv_threads and set(conv_threads) == {1}
-    assert torch.get_num_threads() == 2
-    conv_threads.clear()
-    multi = MultiStreamEncoder(model, batched=False, exact=True)
     hop = model.hop_length
     frames = x[0, :, : 9600 // hop * hop]
-    sid = multi.open()
-    out = [multi.push({sid: frames[:, i: i + hop]})[sid] for i in range(0, frames.shape[-1], hop)]
-    out.append(multi.close(sid, x[0, :, frames.shape[-1]:]))
-    assert torch.equal(torch.cat(out, -1)[None], want[0])
-    assert conv_threads and set(conv_threads) == {1}
-    assert torch.get_num_threads() == 2
+
+    def run_batch() -> torch.Tensor:
+        return encode_batch(model, x, lengths).codes
+
+    def run_stream() -> torch.Tensor:
+        stream = StreamingEncoder(model, exact=True)
+        return torch.cat([stream.push(x[:1, :, i: i + 2000]) for i in range(0, 9600, 2000)] + [stream.flush()], -1)
+
+    def run_multi() -> torch.Tensor:
+        multi = MultiStreamEncoder(model, batched=False, exact=True)
+        sid = multi.open()
+        out = [multi.push({sid: frames[:, i: i + hop]})[sid] for i in range(0, frames.shape[-1], hop)]
+        out.append(multi.close(sid, x[0, :, frames.shape[-1]:]))
+        return torch.cat(out, -1)[None]
+
+    torch.set_num_threads(1)
+    with torch.inference_mode():
+        want = [model.encode(x[b: b + 1, :, :n])[0].codes for b, n in enumerate(lengths)]
+    assert all(len(torch.unique(w[0, k])) > 1 for w in want for k in range(w.shape[1]))  # codes vary
+    one = {"batch": run_batch(), "stream": run_stream(), "multi": run_multi()}
+    torch.set_num_threads(2)
+    for name, run in (("batch", run_batch), ("stream", run_stream), ("multi", run_multi)):
+        conv_threads.clear()
+        got = run()
+        assert conv_threads and set(conv_threads) == {1}, name
+        assert torch.get_num_threads() == 2
+        assert torch.equal(got, one[name]), name
+        items = [got[b: b + 1, :, : want[b].shape[-1]] for b in range(len(lengths))] if name == "batch" else [got]
+        for b, codes in enumerate(items):
+            assert _frames_equal(codes, want[b]) >= 0.9, (name, b)
 
 
 @pytest.mark.parametrize("config", ["encodec_24khz", "encodec_48khz"])

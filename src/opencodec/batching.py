@@ -7,7 +7,8 @@ the padding instead. Here every strided layer receives the per-item valid length
 rewrites, for each item, the few padded positions its last output window reads with
 that item's own reflection, exactly as a single-item pass would. Everything else in a
 causal encoder looks only to the left, so the first ``ceil(L_b / hop)`` code frames of
-item ``b`` equal those of encoding it alone.
+item ``b`` are those of encoding it alone, up to the rounding of batched kernels (a
+near-tied code can flip; :func:`encode_each` is bitwise, see :func:`encode_batch`).
 
 - Causal models: one batched pass with length-aware right padding (above). Items so
   short that a layer's reflection would need the zero-extension trick of ``pad1d``
@@ -310,9 +311,14 @@ def encode_batch(model: EncodecModel, wav: torch.Tensor, lengths: torch.Tensor |
     ``lengths[b]`` samples (finite there; the padding may hold anything); anything else
     raises ``InvalidAudioError`` (a ``ValueError``).
 
-    Item b's codes equal ``model.encode(wav[b:b+1, :, :lengths[b]])`` (concatenated over
-    segments for segmenting models), independent of the padding and the other items (and,
-    as ``model.encode``'s, of the thread count: on the CPU it runs on one thread).
+    Item b's codes are ``model.encode(wav[b:b+1, :, :lengths[b]])``'s (concatenated over
+    segments for segmenting models) but for rare near-ties, independent of the padding (and,
+    as ``model.encode``'s, of the thread count: on the CPU it runs on one thread). Not bitwise
+    in general: a batch of several items goes through other kernels than one item (the LSTM
+    and the frame-rate convolutions round a batch differently, ~5e-8 on the latent), so a
+    near-tied code can flip (seen for the official 24 kHz architecture with random weights:
+    one frame of a 2-item batch, tests/test_encode_threads.py). :func:`encode_each` gives
+    ``model.encode``'s codes bit for bit (and is the faster way on the CPU).
     """
     lens = _check(model, wav, lengths)
     with one_thread(wav):
