@@ -22,13 +22,14 @@ import pytest
 import soundfile as sf
 import torch
 
+import opencodec
 from official_ref import random_codebooks
 from opencodec import EncodecConfig, EncodecModel, __version__, convert_audio, load_model, read_audio, save_model
 from opencodec.audio import resampled_length
 from opencodec.tokens import TokenDataset, TokenizeError, TokenizeOptions, collate_tokens, detokenize, tokenize
 from opencodec.weights_hash import weights_sha256
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(opencodec.__file__).resolve().parents[1]  # the package under test, also in subprocesses
 
 #: (relative path, seconds, sample rate, channels): mixed rates, a stereo file, a very short one.
 FILES = [("a.wav", 0.6, 24000, 1), ("sub/b.flac", 1.3, 16000, 1), ("sub/deeper/c.wav", 0.9, 48000, 2),
@@ -101,7 +102,7 @@ def test_rows_equal_file_alone(tokens: Path, corpus: Path, tiny_model_file: Path
         np.testing.assert_array_equal(codes, expected, err_msg=row["id"])
         name, seconds, rate, channels = next(f for f in FILES if f[0] == row["id"])
         assert (row["sample_rate"], row["channels"], row["num_codebooks"]) == (rate, channels, 4)
-        assert row["duration"] == pytest.approx(int(seconds * rate) / rate)
+        assert row["duration"] == int(seconds * rate) / rate  # exact: float64 samples / rate
         assert row["num_samples"] == resampled_length(int(seconds * rate), rate, 24000)
     # rows sorted by duration within and across shards
     assert table.column("duration").to_pylist() == sorted(table.column("duration").to_pylist())
@@ -175,6 +176,7 @@ def test_manifests_and_ids(tiny_model_file: Path, corpus: Path, tmp_path: Path) 
     rows = _table(out).to_pylist()
     assert sorted(r["id"] for r in rows) == sorted(["utt-1", "utt-2", str(corpus / "sub/b.flac")])
     assert {r["num_codebooks"] for r in rows} == {2}
+    assert (out / "errors.jsonl").read_text() == ""  # the list's comment line is no file
     # the same folder with other settings is refused, never mixed
     with pytest.raises(TokenizeError, match="bandwidth"):
         tokenize(TokenizeOptions([str(tmp_path / n) for n in ("m.jsonl", "m.csv", "list.txt")], out,
