@@ -496,8 +496,11 @@ def test_report_known_means_and_intervals(built, tmp_path):
     t10 = T_975[10]
     assert opus["ci95"] == pytest.approx(t10 * sd / math.sqrt(n))
     assert opus["ci_low"] == pytest.approx(mean - t10 * sd / math.sqrt(n))
-    assert opus["actual_kbps"] == pytest.approx(np.mean([c.actual_kbps for t in test.trials
-                                                         for c in t.conditions if c.actual_kbps]))
+    # the bitrate: total bits over total seconds of the system's clips (duration-weighted)
+    secs = {t["trial_id"]: t["duration_s"] for t in test.raw["trials"]}
+    pairs = [(c.actual_kbps, secs[t.trial_id]) for t in test.trials for c in t.conditions
+             if c.system == "opus-12kbps"]
+    assert opus["actual_kbps"] == pytest.approx(sum(k * d for k, d in pairs) / sum(d for _, d in pairs))
     # music = trials 3 and 4: anchor ratings 30, 20, 20, 30, 25 -> mean 25, sd 5
     anchor = summary["groups"]["music"]["anchor-3.5kHz"]
     assert anchor["n"] == 5 and anchor["mean"] == pytest.approx(25.0)

@@ -18,12 +18,16 @@ from .console import PROG
 from .results_file import RESULTS_FILE
 from .systems import ALL_METRICS, EvalReportError, parse_baseline
 
-__all__ = ["DESCRIPTION", "EVAL_RATE_RANGE", "build_parser", "check_format_options", "run_command"]
+__all__ = ["DESCRIPTION", "EVAL_RATE_RANGE", "NO_METRIC_NAMED", "build_parser", "check_format_options",
+           "run_command"]
 
 #: The scoring rates ``--sample-rate`` takes (Hz): PESQ and ViSQOL's speech mode work at 16 kHz
 #: and ViSQOL's audio mode at 48 kHz, so rates far outside telephone to studio ones would only
 #: be resampled into meaningless scores.
 EVAL_RATE_RANGE = (8000, 192000)
+
+#: The error of ``--metrics`` given without a name (it would report no metric at all).
+NO_METRIC_NAMED = f"--metrics names no metric; name one or more of: {', '.join(ALL_METRICS)}"
 
 #: The first line of ``opencodec eval --help`` (the protocol is in :mod:`opencodec.eval.report`).
 DESCRIPTION = "Rate-quality evaluation report: score neural codecs and classic baselines on eval sets."
@@ -49,7 +53,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--categories", nargs="*", default=None,
                    help="categories (default: all eval_*.jsonl found)")
     p.add_argument("--max-items", type=positive_int, default=None, metavar="N", help="first N items per category")
-    p.add_argument("--metrics", nargs="*", default=list(ALL_METRICS), choices=ALL_METRICS)
+    p.add_argument("--metrics", nargs="*", default=list(ALL_METRICS), choices=ALL_METRICS,
+                   metavar="NAME", help=f"metrics to compute, one or more of "
+                                        f"{', '.join(ALL_METRICS)} (default: all)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output folder: new, empty, or an earlier eval output (with results.jsonl), "
                         "which is resumed: only missing rows are computed, and the report covers "
@@ -84,12 +90,15 @@ def check_format_options(models: tp.Sequence[str], sample_rate: int | None,
 def run_command(argv: list[str] | None, prog: str, run_eval: tp.Callable[..., dict]) -> int:
     """Parse ``argv`` and call ``run_eval`` with it. Exit status: 0 success, 1 failure (one
     line ``opencodec eval: error: ...``), 2 usage (including a baseline the encoders do not
-    take), 130 interrupted (the rows written so far are kept: rerun the command to resume)."""
+    take, and ``--metrics`` without a name), 130 interrupted (the rows written so far are
+    kept: rerun the command to resume)."""
     import torch
 
     torch.set_num_threads(1)
     args = build_parser(prog).parse_args(argv)
     try:
+        if not args.metrics:  # "--metrics" with no name: a table of n, kbps and RTF only
+            raise EvalReportError(NO_METRIC_NAMED)
         for spec in args.baselines:
             parse_baseline(spec)
         check_format_options(args.models, args.sample_rate, args.channels)

@@ -184,8 +184,10 @@ def model_weights(systems: tp.Sequence[SystemSpec]) -> dict[str, dict[str, str]]
 
 def _check_request(metrics: tp.Sequence[str], baselines: tp.Sequence[str], out: Path,
                    force: bool) -> None:
-    """Refuse unknown metrics, a baseline spec that does not parse and an ``out`` that is
+    """Refuse no metric or unknown metrics, a baseline spec that does not parse and an ``out`` that is
     not an eval output folder (unless ``force``): ``EvalReportError``."""
+    if not metrics:
+        raise EvalReportError(f"no metric asked for; name one or more of: {', '.join(ALL_METRICS)}")
     bad = [m for m in metrics if m not in ALL_METRICS]
     if bad:
         raise EvalReportError(f"unknown metric(s) {bad}; choose from {list(ALL_METRICS)}")

@@ -9,7 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from .._files import atomic_output
-from .summary import _opus_partners
+from .summary import RATE_DEFINITION, _opus_partners
 from .systems import LOWER_IS_BETTER, METRIC_LABELS
 
 
@@ -214,6 +214,8 @@ def _header_lines(meta: dict) -> list[str]:
         "(actual)\" counts the whole `.ecdc` file, its header included; an Opus or MP3 "
         "baseline's counts the codec packets only (payload), without the Ogg or MP3 container "
         "(page headers, OpusHead/OpusTags, the Xing/LAME frame, ID3 tag).",
+        f"- \"kbps (actual)\" of a system in a category: {RATE_DEFINITION}, ± the 95 % "
+        "interval of that ratio; not the plain mean of the per-item rates.",
         f"- ViSQOL: {VISQOL_IMPLEMENTATION}; **audio mode at 48 kHz** for music/general "
         "categories, **speech mode at 16 kHz** for speech categories. PESQ (wide-band, "
         "at scoring rates of 16 kHz or more) and STOI on speech categories only.",

@@ -11,7 +11,8 @@
   ``mean -/+ half-width`` cut to the rating scale [0, 100] (a mean of 0-100 ratings cannot
   leave it, so the cut interval still holds the mean whenever the uncut one does; with few
   ratings near the ends, ``97.5 ± 31.8`` would otherwise read ``[65.7, 129.3]``), the number
-  of ratings and listeners, and the mean measured bitrate of the system's conditions. The
+  of ratings and listeners, and the measured bitrate of the system's conditions (total bits
+  over total seconds of the group's clips, :func:`opencodec.eval.summary.rate_kbps`). The
   half-width ``ci95`` is kept uncut, so a cut bound is nearer the mean than ``ci95``.
 * **Outputs** (default folder ``TEST_DIR/report``): ``mushra_report.md`` (tables and the
   screening), ``mushra_summary.csv``, ``mushra_summary.json`` and ``mushra.png`` (means with
@@ -28,13 +29,11 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
 from ..._files import atomic_output, check_output, write_bytes_atomic
 from ..report_writer import markdown_cell
-from ..summary import mean_ci95
+from ..summary import RATE_DEFINITION, mean_ci95, rate_kbps
 from .db import Rating, load_ratings
-from .spec import DB_FILE, HIDDEN_REFERENCE_KIND, MushraError, MushraTest, load_test
+from .spec import DB_FILE, HIDDEN_REFERENCE_KIND, MushraError, MushraTest, Trial, load_test
 
 HIDDEN_REFERENCE_MIN = 90.0
 MAX_FAILED_FRACTION = 0.15
@@ -89,6 +88,19 @@ def _stat(values: tp.Sequence[float]) -> dict[str, float | int | None]:
             "ci_high": None if mean is None or ci is None else min(SCALE_MAX, mean + ci)}
 
 
+def trial_seconds(test: MushraTest, trial: Trial) -> float:
+    """The length (s) of ``trial``'s clips: its ``duration_s`` in ``test.json`` (``mushra
+    build`` writes it), else that of its reference WAV file."""
+    raw = next((t for t in test.raw.get("trials", []) if isinstance(t, dict)
+                and t.get("trial_id") == trial.trial_id), {})
+    seconds = raw.get("duration_s")
+    if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds > 0:
+        return float(seconds)
+    import soundfile as sf
+
+    return float(sf.info(str(test.root / trial.reference)).duration)
+
+
 def summarize(test: MushraTest, ratings: tp.Sequence[Rating]) -> dict:
     """Screen the listeners and compute per-system statistics.
 
@@ -106,12 +118,14 @@ def summarize(test: MushraTest, ratings: tp.Sequence[Rating]) -> dict:
     category_of = {t.trial_id: t.category for t in test.trials}
     categories = list(dict.fromkeys(t.category for t in test.trials))
     nominal = {s["name"]: s.get("nominal_kbps") for s in test.raw.get("systems", [])}
-    kbps: dict[tuple[str, str], list[float]] = defaultdict(list)
+    kbps: dict[tuple[str, str], list[dict]] = defaultdict(list)  # rate_kbps's rows
     for t in test.trials:
+        seconds = trial_seconds(test, t)
         for c in t.conditions:
             if c.actual_kbps is not None:
-                kbps[(ALL, c.system)].append(c.actual_kbps)
-                kbps[(t.category, c.system)].append(c.actual_kbps)
+                kbps[(ALL, c.system)].append({"actual_kbps": c.actual_kbps, "duration_s": seconds})
+                kbps[(t.category, c.system)].append({"actual_kbps": c.actual_kbps,
+                                                     "duration_s": seconds})
     groups: dict[str, dict[str, dict]] = {}
     for group in [ALL, *categories]:
         rows = [r for r in kept if group == ALL or category_of[r.trial_id] == group]
@@ -119,7 +133,7 @@ def summarize(test: MushraTest, ratings: tp.Sequence[Rating]) -> dict:
         for system, kind in test.systems.items():
             mine = [r for r in rows if r.system == system]
             entry: dict[str, tp.Any] = {"kind": kind, "nominal_kbps": nominal.get(system)}
-            entry["actual_kbps"] = float(np.mean(kbps[(group, system)])) if kbps[(group, system)] else None
+            entry["actual_kbps"] = rate_kbps(kbps[(group, system)])["mean"]
             entry.update(_stat([r.rating for r in mine]))
             entry["n_listeners"] = len({r.listener for r in mine})
             groups[group][system] = entry
@@ -163,7 +177,8 @@ def markdown_text(summary: dict, test: MushraTest, plot: str | None) -> str:
              ("- Cells: mean ± 95 % confidence interval half-width (Student t over the kept "
               "ratings) [interval bounds, cut to the 0–100 rating scale: a bound nearer the mean "
               "than the half-width was cut], n = ratings, listeners = kept listeners who rated "
-              "the system."), "",
+              "the system; kbps (actual) = the system's clips in that group, "
+              f"{RATE_DEFINITION}."), "",
              "## Listeners", "",
              "| Listener | Trials rated | Hidden reference < 90 | Fraction | Kept |",
              "|---|---|---|---|---|"]
