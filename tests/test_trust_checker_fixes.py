@@ -118,10 +118,14 @@ def test_info_refuses_more_codebooks_than_a_release_that_is_not_shipped_has(tmp_
 
 # -- 3: completeness of every release's files, and of unknown models' --------------------------------------------
 def test_release_layout_is_the_shipped_releases_layout() -> None:
+    checked = []
     for release in CODEC_RELEASES:
         config = config_for_name(release.name)
         if config is not None:
             assert release_layout(release) == StreamLayout.from_config(config), release.name
+            checked.append(release.name)
+    # every shipped release was compared (the loop must not pass by comparing none)
+    assert checked == [r.name for r in CODEC_RELEASES if r.file is not None] != []
 
 
 def test_info_checks_files_of_a_release_that_is_not_shipped(tmp_path: Path,

@@ -376,7 +376,9 @@ def write_audio(path: str | Path, wav: torch.Tensor, sample_rate: int, *, bits: 
     """Write ``[C, T]`` float audio (full scale 1.0) at ``sample_rate`` Hz to ``path``.
 
     At most :data:`~opencodec.argtypes.MAX_CHANNELS` (64) channels: more is a ``ValueError``
-    naming the shape (most likely a transposed ``[T, C]`` tensor).
+    naming the shape (most likely a transposed ``[T, C]`` tensor). ``sample_rate``: a whole
+    number of Hz from 1 to 2**31 - 1 (``24000.0`` is taken; ``44100.7``, NaN or infinity is a
+    ``ValueError``, never a file at another rate).
 
     The format follows the extension: ``.wav`` with ``bits`` 16 or 24 (integer PCM) or
     32 (IEEE float), ``.flac`` with 16 or 24. Integer formats hold [-1, 1]: a louder
@@ -395,7 +397,8 @@ def write_audio(path: str | Path, wav: torch.Tensor, sample_rate: int, *, bits: 
         raise ValueError(f"cannot write {path}: expected audio [C, T] with at most {MAX_CHANNELS} "
                          f"channels, got shape {tuple(wav.shape)}{likely}")
     number = isinstance(sample_rate, (int, float, np.integer, np.floating)) and not isinstance(sample_rate, bool)
-    if not (number and sample_rate >= 1):
+    # whole: int() would silently write 44100.7 as 44100 Hz; libsndfile stores a 32-bit int
+    if not (number and 1 <= sample_rate < 2 ** 31 and float(sample_rate).is_integer()):
         raise ValueError(f"cannot write {path}: sample_rate must be a positive whole number of Hz, "
                          f"got {sample_rate!r}")
     fmt, subtype = subtype_for(path, bits)
