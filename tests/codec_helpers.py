@@ -1,0 +1,94 @@
+"""Shared helpers of the codec-side tests (API, files, serve, stream, tokenize): tiny models,
+short signals and fixtures used by several test files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import opencodec
+from opencodec import cli, EncodecConfig, EncodecModel
+from opencodec.compress import compress
+from opencodec.pretrained import save_model
+
+from official_ref import random_codebooks
+from stream_models import tiny_stream_model
+
+
+def _model(**config: object) -> EncodecModel:
+    model = tiny_stream_model("walk3", 5, **config)
+    model.set_target_bandwidth(1.8)
+    return model
+
+
+@pytest.fixture(scope="module")
+def no_overlap() -> EncodecModel:
+    """A tiny model with segments of 960 samples (3 whole hops) and no overlap."""
+    model = tiny_stream_model("review_ov0", 11, causal=False, segment=0.04, overlap=0.0)
+    model.set_target_bandwidth(1.8)
+    return model
+
+
+def _tiny(name: str = "unit_24khz", seed: int = 0, **extra: object) -> EncodecModel:
+    torch.manual_seed(seed)
+    return EncodecModel(EncodecConfig(name=name, n_filters=4, dimension=16, lstm=0, n_q=4,
+                                      target_bandwidths=[1.5, 3.0], **extra)).eval()
+
+
+WAV24 = torch.randn(1, 2400, generator=torch.Generator().manual_seed(0)) * 0.1
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
+    """``opencodec ARGV``: (exit status, stdout, stderr); the tiny codec compresses at 1.5 kbps."""
+    args = [str(a) for a in argv]
+    if args[0] == "compress" and any(a.endswith("tiny.safetensors") for a in args):
+        args[1:1] = ["-b", "1.5"]
+    code = cli.main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def tiny_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(5)
+    config = EncodecConfig(name="tiny", n_filters=4, dimension=16, n_q=4, ratios=[8, 5, 4, 2], lstm=1,
+                           target_bandwidths=[1.5, 3.0])
+    return save_model(random_codebooks(EncodecModel(config), 7), tmp_path_factory.mktemp("model") / "tiny.safetensors")
+
+
+def _small_model(seed: int = 0) -> EncodecModel:
+    torch.manual_seed(seed)
+    return EncodecModel(EncodecConfig(name="walk3", n_filters=4, dimension=16, n_q=4, lstm=1))
+
+
+LM_FILE = Path(__file__).resolve().parents[1] / "src" / "opencodec" / "weights" / "opencodec_lm_24khz.safetensors"
+
+
+def _cli(*args: str) -> int:
+    from opencodec.cli import main
+    return main(list(args))
+
+
+def _tone(path: Path, samples: int, rate: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    t = np.arange(samples) / rate
+    wav = 0.3 * np.sin(2 * np.pi * rng.uniform(200, 800) * t) + 0.05 * rng.standard_normal(samples)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, wav.astype(np.float32), rate)
+
+
+def _bytes_name(folder: Path, raw: bytes, seed: int) -> Path:
+    """A short WAV under ``folder`` whose relative name is the bytes ``raw`` (not UTF-8)."""
+    _tone(folder / "tmp.wav", 2400, 24000, seed)
+    target = os.fsencode(folder) + b"/" + raw
+    try:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.rename(os.fsencode(folder / "tmp.wav"), target)
+    except OSError as exc:  # a file system that takes UTF-8 names only (macOS)
+        pytest.skip(f"this file system refuses a name that is not UTF-8 ({exc})")
+    return Path(os.fsdecode(target))
