@@ -11,9 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
-import opencodec
 from opencodec import cli, EncodecConfig, EncodecModel
-from opencodec.compress import compress
 from opencodec.pretrained import save_model
 
 from official_ref import random_codebooks
