@@ -4,7 +4,10 @@ Starts ``opencodec serve --port 0`` (the bundled model; from ``--src`` when give
 worktree of an older commit), opens N raw TCP connections that send nothing (every 4th sends
 half a WebSocket request, a slowloris), holds them, and reads the server's open file descriptors
 and resident memory from ``/proc`` (Linux): idle, while held (after 1.5 s), the peak, and after
-the library's 10 s open timeout. Then tries one real client while the flood is held. Prints the
+the library's 10 s open timeout. Then tries two real clients while the flood is held: one from
+the flood's address (127.0.0.1) and one from ``--client-address`` (default 127.0.0.2: Linux
+answers on all of 127.0.0.0/8), which the server's per-address bound
+(``--max-opening-per-address``, default half of ``--max-opening``) leaves room for. Prints the
 provenance line and one table row per run.
 
     python benchmarks/serve_opening_flood.py --connections 2000 -- --max-clients 4
@@ -77,10 +80,24 @@ def _answered_busy(socks: list[socket.socket]) -> int:
     return busy
 
 
-def _real_client(port: int) -> str:
+def _real_client(port: int, source: str) -> str:
+    """What a relay client connecting from address ``source`` gets: "ready", "503 (...)" with
+    the end of the server's reason, or its error. A refused connection is answered at once,
+    before the client's request, and closed: its answer is read before anything is sent (once
+    the client sent its request, the close could reset the connection before the answer is read)."""
     from websockets.sync.client import connect
     try:
-        with connect(f"ws://127.0.0.1:{port}/ws", open_timeout=5) as ws:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+        poller = select.poll()  # not select(): the flood's sockets take the fds below 1024 and more
+        poller.register(sock, select.POLLIN)
+        if poller.poll(1000):
+            answer = sock.recv(4096)
+            sock.close()
+            if answer.startswith(b"HTTP/1.1 503"):
+                reason = answer.split(b"\r\n\r\n", 1)[-1].decode().strip()
+                return "503 (" + reason.split(";")[0].removeprefix("server busy: ") + ")"
+            return f"closed: {answer[:40]!r}"
+        with connect(f"ws://127.0.0.1:{port}/ws", sock=sock, open_timeout=5) as ws:
             ws.send(json.dumps({"mode": "relay"}))
             return str(json.loads(ws.recv(timeout=10))["type"])
     except Exception as exc:  # noqa: BLE001 (what the client saw is the result)
@@ -91,6 +108,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=2000)
     parser.add_argument("--src", default=None, help="the opencodec source folder the server runs from")
+    parser.add_argument("--client-address", default="127.0.0.2",
+                        help="the address the second real client connects from (default 127.0.0.2)")
     parser.add_argument("serve_args", nargs="*", help="after --: opencodec serve's own options")
     args = parser.parse_args()
     env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
@@ -116,7 +135,8 @@ def main() -> None:
         start = time.monotonic()
         socks = _connect_all(port, args.connections)
         time.sleep(1.5)
-        held, busy, client = (_fds(proc.pid), _rss_mb(proc.pid)), _answered_busy(socks), _real_client(port)
+        held, busy = (_fds(proc.pid), _rss_mb(proc.pid)), _answered_busy(socks)
+        same, other = _real_client(port, "127.0.0.1"), _real_client(port, args.client_address)
         time.sleep(max(0.0, 11.5 - (time.monotonic() - start)))
         later = _fds(proc.pid)
         stop.set()
@@ -125,11 +145,12 @@ def main() -> None:
         source = args.src or "this tree"
         print(provenance_line())
         print("| server source | serve options | connections | fds idle / held / peak / after 11.5 s "
-              "| RSS MB idle / held / peak | answered 503 | a real client while held |")
+              "| RSS MB idle / held / peak | answered 503 | a real client while held: from 127.0.0.1 "
+              f"/ from {args.client_address} |")
         print("|---|---|---|---|---|---|---|")
         print(f"| {source} | {' '.join(args.serve_args) or '(defaults)'} | {args.connections} "
               f"| {idle[0]} / {held[0]} / {peak[0]} / {later} | {idle[1]:.1f} / {held[1]:.1f} / {peak[1]:.1f} "
-              f"| {busy} | {client} |")
+              f"| {busy} | {same} / {other} |")
     finally:
         proc.terminate()
         proc.wait(20)

@@ -52,7 +52,7 @@ def test_connections_that_never_finish_the_handshake_are_bounded_in_number(model
     websockets' open_timeout, and 2000 such connections held ~1000 fds of `opencodec serve`).
     A real client is refused 503 while they are held and served once one goes; an admitted
     client is no longer counted as opening."""
-    limits = ServeLimits(max_clients=2, max_opening=3)
+    limits = ServeLimits(max_clients=2, max_opening=3, max_opening_per_address=3)
     with server_thread(model, limits=limits) as server:
         held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(3)]
         held[2].sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n")  # half a request

@@ -28,6 +28,12 @@ def add_serve_parser(sub: tp.Any, common: argparse.ArgumentParser) -> None:
                      help="connections at once that are not (yet) clients: in the HTTP/WebSocket "
                           "handshake (10 s at most each), loading the page, or being refused; more get "
                           "HTTP 503 and are closed at once (default 2 x --max-clients + 16)")
+    srv.add_argument("--max-opening-per-address", type=positive_int, default=None, metavar="N",
+                     help="of those, at most N from one client address (an IPv6 address's /64), so "
+                          "that one address flooding the server cannot shut every other client out; "
+                          "more get HTTP 503 (default half of --max-opening, at least 1; behind a "
+                          "reverse proxy every connection has the proxy's address: set it to "
+                          "--max-opening)")
     srv.add_argument("--max-message", type=positive_int, default=1 << 20, metavar="BYTES",
                      help="largest message a client may send (default 1048576); bigger: close 1009")
     srv.add_argument("--idle-timeout", type=positive_float, default=30.0, metavar="S",
@@ -64,7 +70,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         limits = ServeLimits(max_clients=args.max_clients, max_message_bytes=args.max_message,
                              idle_timeout=args.idle_timeout, send_queue=args.send_queue,
-                             max_opening=args.max_opening)
+                             max_opening=args.max_opening,
+                             max_opening_per_address=args.max_opening_per_address)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     from ..model_cache import load_checked_model

@@ -1,5 +1,6 @@
 """The server's limits (:class:`ServeLimits`) and its accept-side bound: at most
-:attr:`ServeLimits.opening_limit` TCP connections at once that are not (yet) admitted clients
+:attr:`ServeLimits.opening_limit` TCP connections at once that are not (yet) admitted clients,
+and at most :attr:`ServeLimits.opening_per_address_limit` of them from one address
 (:class:`OpeningGate`, kept by :class:`GatedConnection`).
 
 A connection is counted from the moment the server accepts it (before a byte of its request
@@ -9,12 +10,17 @@ sends its HTTP request and WebSocket handshake (``websockets`` gives that 10 s, 
 ``max_clients`` is closed (``close_timeout`` at most). One past the limit is answered an HTTP
 503 and closed at once, before anything of it is read: so a client that opens thousands of
 connections and sends nothing, or half a request, holds at most that many file descriptors
-and connection objects of the server, never more.
+and connection objects of the server, never more. One address (an IPv6 address's /64 network,
+which one host usually has whole) may hold at most the per-address limit (default half the
+gate), so that a single address flooding the gate does not turn every other client away.
+Behind a reverse proxy every connection comes from the proxy's address: set the per-address
+limit to the gate's there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import typing as tp
 from dataclasses import dataclass
 
@@ -25,7 +31,9 @@ from websockets.asyncio.server import ServerConnection
 class ServeLimits:
     """The server's limits (see :mod:`.server`'s doc for what happens at each).
     ``max_opening``: connections at once that are not (yet) admitted clients (None:
-    :attr:`opening_limit`'s default, ``2 * max_clients + 16``)."""
+    :attr:`opening_limit`'s default, ``2 * max_clients + 16``); ``max_opening_per_address``:
+    how many of them may come from one address (None: :attr:`opening_per_address_limit`'s
+    default, half of :attr:`opening_limit`)."""
 
     max_clients: int = 16
     max_message_bytes: int = 1 << 20
@@ -36,6 +44,7 @@ class ServeLimits:
     socket_send_buffer: int = 256 << 10
     max_pending_changes: int = 64
     max_opening: int | None = None
+    max_opening_per_address: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_clients", "max_message_bytes", "send_queue", "socket_send_buffer",
@@ -44,6 +53,8 @@ class ServeLimits:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_opening is not None and self.max_opening < 1:
             raise ValueError(f"max_opening must be at least 1, got {self.max_opening}")
+        if self.max_opening_per_address is not None and self.max_opening_per_address < 1:
+            raise ValueError(f"max_opening_per_address must be at least 1, got {self.max_opening_per_address}")
         for name in ("idle_timeout", "max_backlog_seconds", "close_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -55,25 +66,64 @@ class ServeLimits:
         browser loads the page over a few connections at once)."""
         return self.max_opening if self.max_opening is not None else 2 * self.max_clients + 16
 
+    @property
+    def opening_per_address_limit(self) -> int:
+        """Of :attr:`opening_limit`, how many may come from one address:
+        ``max_opening_per_address`` (at most the gate's limit), or by default half the gate
+        (at least 1): one address flooding it leaves the other half to everyone else, and a
+        browser (a few connections at once) or several clients behind one NAT address fit."""
+        if self.max_opening_per_address is not None:
+            return min(self.max_opening_per_address, self.opening_limit)
+        return max(1, self.opening_limit // 2)
 
-_BUSY_TEXT = b"server busy: too many connections opening at once; try again later\n"
-BUSY_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
-                 b"Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s"
-                 % (len(_BUSY_TEXT), _BUSY_TEXT))
+
+def _busy(text: bytes) -> bytes:
+    return (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s" % (len(text), text))
+
+
+BUSY_RESPONSE = _busy(b"server busy: too many connections opening at once; try again later\n")
+ADDRESS_BUSY_RESPONSE = _busy(b"server busy: too many connections opening at once from your "
+                              b"address; try again later\n")
+
+
+def peer_key(peername: tp.Any) -> str:
+    """The address a connection is counted under (``transport.get_extra_info("peername")``):
+    an IPv4 address as it is (also written IPv4-mapped, ``::ffff:a.b.c.d``, by a dual-stack
+    socket), an IPv6 address's /64 network (one host usually holds a whole /64), and ``""``
+    for anything else (a Unix socket, or no address known): those share one count."""
+    host = peername[0] if isinstance(peername, tuple) and peername else None
+    if not isinstance(host, str):
+        return ""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])  # without an IPv6 zone ("%eth0")
+    except ValueError:
+        return ""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 class OpeningGate:
-    """How many connections are open but not admitted (``count``, at most ``limit``), and how
-    many were turned away for it (``refused``)."""
+    """How many connections are open but not admitted (``count``, at most ``limit``; of them
+    ``by_address[a]`` from address ``a``, at most ``per_address``, None: ``limit``), and how
+    many were turned away (``refused``; ``refused_by_address`` of them for their address's
+    bound while the gate had room)."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, per_address: int | None = None):
         self.limit = limit
+        self.per_address = limit if per_address is None else per_address
         self.count = 0
         self.refused = 0
+        self.refused_by_address = 0
+        self.by_address: dict[str, int] = {}  # only addresses with a connection counted
         self.members: set[GatedConnection] = set()  # the ``count`` connections themselves
 
     def enter(self) -> bool:
-        """Count one more connection; False (nothing counted) when ``limit`` are open already."""
+        """Count one more connection (whatever its address); False (nothing counted) when
+        ``limit`` are open already."""
         if self.count >= self.limit:
             self.refused += 1
             return False
@@ -82,6 +132,27 @@ class OpeningGate:
 
     def leave(self) -> None:
         self.count -= 1
+
+    def enter_from(self, address: str) -> bool:
+        """Count one more connection from ``address`` (see :func:`peer_key`); False (nothing
+        counted) when ``limit`` are open already, or ``per_address`` from that address."""
+        if self.count < self.limit and self.by_address.get(address, 0) >= self.per_address:
+            self.refused += 1
+            self.refused_by_address += 1
+            return False
+        if not self.enter():
+            return False
+        self.by_address[address] = self.by_address.get(address, 0) + 1
+        return True
+
+    def leave_from(self, address: str) -> None:
+        """One connection from ``address`` counted by :meth:`enter_from` is no longer counted."""
+        left = self.by_address[address] - 1
+        if left:
+            self.by_address[address] = left
+        else:
+            del self.by_address[address]  # the dict holds the addresses counted now, no more
+        self.leave()
 
     def abort_unrequested(self) -> int:
         """Abort every counted connection whose HTTP request has not arrived whole (the server
@@ -103,14 +174,18 @@ class GatedConnection(ServerConnection):
         super().__init__(*args, **kwargs)
         self.gate = gate
         self.opening = False
+        self.peer = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.opening = self.gate.enter()
+        self.peer = peer_key(transport.get_extra_info("peername"))
+        self.opening = self.gate.enter_from(self.peer)
         if self.opening:
             self.gate.members.add(self)
         else:
-            tp.cast(asyncio.Transport, transport).write(BUSY_RESPONSE)  # a fresh socket: never blocks
+            full = self.gate.count >= self.gate.limit
+            # a fresh socket: never blocks
+            tp.cast(asyncio.Transport, transport).write(BUSY_RESPONSE if full else ADDRESS_BUSY_RESPONSE)
             transport.close()
 
     def admitted(self) -> None:
@@ -125,4 +200,4 @@ class GatedConnection(ServerConnection):
         if self.opening:
             self.opening = False
             self.gate.members.discard(self)
-            self.gate.leave()
+            self.gate.leave_from(self.peer)

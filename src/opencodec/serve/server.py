@@ -11,6 +11,9 @@ Limits and policy (:class:`ServeLimits`):
   connections not (yet) admitted, counted from the TCP accept (handshakes, which websockets
   gives 10 s, page requests, refused clients closing); one more gets an HTTP 503 and is closed
   at once, unread (:mod:`.limits`), so half-open connections cannot pile up;
+* ``max_opening_per_address`` (:attr:`ServeLimits.opening_per_address_limit`, default half
+  the gate): of those, at most this many from one address (an IPv6 /64), so that one address
+  flooding the gate cannot turn every other client away (also 503, "from your address");
 * ``max_message_bytes``: a bigger message closes that connection with 1009 (the library
   refuses it before reading it into memory);
 * ``idle_timeout``: a client that sends nothing for that long (hello included) is closed
@@ -118,7 +121,8 @@ class CodecServer:
         self.batched = batched
         self.clients = 0
         self.refused = 0
-        self.opening = OpeningGate(limits.opening_limit)  # connections accepted, not admitted
+        # connections accepted, not admitted (at most opening_per_address_limit from one address)
+        self.opening = OpeningGate(limits.opening_limit, limits.opening_per_address_limit)
         self.closed_early: collections.Counter[int] = collections.Counter()  # close code -> sessions
         self.port: int | None = None
 

@@ -32,9 +32,8 @@ def check_model_for_stream(model: EncodecModel, info: StreamInfo) -> None:
         if stream_value != model_value:
             raise BitstreamError(f"stream header field {field_name!r} is {stream_value}, but model "
                                  f"{model.name!r} has {model_value}")
-    if info.num_codebooks > model.n_q:
-        raise BitstreamError(f"stream header says {info.num_codebooks} codebooks, but model "
-                             f"{model.name!r} has at most {model.n_q}")
+    # more codebooks than the model has: refused by check_model_for_file above (the same
+    # condition, ``check_num_codebooks``), before any field here is compared
     check_streamable(model.config)
 
 

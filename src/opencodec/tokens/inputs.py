@@ -6,7 +6,7 @@
   loop, or two links to one folder) is walked once only, with a warning;
 - a JSON-lines manifest (``.jsonl``/``.ndjson``) or a CSV manifest (``.csv``/``.tsv``) with a
   ``path`` column and an optional ``id`` column (default, also for an empty CSV cell or a
-  JSON ``null``: the path as written); ids are strings (JSON integers are accepted as their
+  JSON ``null``: the path as written; an id of spaces only is refused in both); ids are strings (JSON integers are accepted as their
   decimal text); relative paths are relative to the manifest's folder;
 - an audio file: that file, its id the file's name;
 - any other file: a UTF-8 text file with one path per line (``#`` comments and blank lines
@@ -196,8 +196,12 @@ def _read_csv(manifest: Path) -> list[InputItem]:
                 if not path or not path.strip():  # empty, or missing from a short row
                     raise InputError(f'{manifest}:{reader.line_num}: a manifest row needs a "path" '
                                      "(this one's is empty or missing)")
-                items.append(InputItem(row.get("id") or path, _resolve(manifest.parent, path),
-                                       origin if row.get("id") else f"manifest {manifest}"))
+                # an empty cell (or a short row) is CSV's null: the path; spaces only are an
+                # empty id, refused as in a JSON-lines manifest
+                cell = row.get("id") or None
+                items.append(InputItem(_manifest_id(cell, path, f"{manifest}:{reader.line_num}"),
+                                       _resolve(manifest.parent, path),
+                                       origin if cell is not None else f"manifest {manifest}"))
             return items
     except UnicodeDecodeError as exc:
         raise _not_text(manifest, exc) from exc
