@@ -367,7 +367,8 @@ def pesq_wb(est: ArrayLike, ref: ArrayLike, sample_rate: int) -> float:
     scores = []
     for ch in range(r16.shape[0]):
         if not np.any(r16[ch]) or not np.any(e16[ch]):
-            raise SilentSignalError(f"PESQ is undefined: channel {ch} is silent")
+            which = "reference" if not np.any(r16[ch]) else "decoded audio"
+            raise SilentSignalError(f"PESQ is undefined: channel {ch} of the {which} is silent")
         try:
             scores.append(float(_pesq(16000, r16[ch], e16[ch], "wb")))
         except NoUtterancesError as exc:

@@ -32,7 +32,10 @@ Protocol
   bandwidth the model supports (a requested bandwidth a model does not support is skipped
   with a warning, also with ``-q``, and stated in ``report.md``); actual kbps =
   ``8 * len(ecdc bytes) / duration / 1000`` (header included); real-time factor = (encode +
-  decode wall time) / duration, measured in the worker with one torch thread on CPU. Two
+  decode wall time) / duration, measured in the worker with one torch thread on CPU. A
+  system's kbps and RTF in a category are totals over total duration (bits, wall seconds),
+  not plain means of the per-item ratios (:func:`opencodec.eval.summary.rate_kbps`,
+  :func:`opencodec.eval.summary.rtf_total`). Two
   models with the same name but other weights (two checkpoints of one config) are named
   ``NAME#<first 8 digits of the weights hash>``.
 * Baselines (``opusN``, ``mp3_N``; checked before any work: Opus 6..256 kbit/s per channel,
@@ -44,6 +47,9 @@ Protocol
   ``stoi`` for speech categories only. A metric that fails on an item (clip too short,
   silence, ...) is stored as ``null`` with the reason under ``errors`` and left out of that
   metric's mean; the ``report.md`` cell then says over how many items it is taken, ``(n=K)``.
+  A decoded output that is digital silence has no PESQ (undefined); such rows are marked
+  ``decoded_silent`` and named under their category's table and in ``meta.silent_decoded``,
+  since leaving them out raises the system's mean.
   ``report.md`` and ``summary.json`` (``meta.model_weights``) name each model's system name
   and weights hash.
 * ``OUT/results.jsonl`` gets one row per (category, item, system) as soon as it is scored,
@@ -83,7 +89,7 @@ from .report_writer import make_plots, versus_opus, write_report
 from .results_file import (RESULTS_FILE, ResultsFile, check_out, codec_failed, pick_rows,
                            read_results, repair_results)
 from .scoring import ItemReadError, evaluate_item, neural_roundtrip, score
-from .summary import mean_ci95, paired_versus_opus, summarize
+from .summary import mean_ci95, paired_versus_opus, silent_left_out, summarize
 from .systems import (ALL_METRICS, DEFAULT_CATEGORIES, ITEM_KEY, LOWER_IS_BETTER, METRIC_LABELS,
                       SCORED_KEY, SPEECH_ONLY_METRICS, WEIGHTS_KEY, EvalReportError, SystemSpec,
                       is_speech_category, metrics_for, neural_system_name, parse_baseline, row_key,
@@ -218,6 +224,7 @@ def _write_outputs(out: Path, summary: dict, meta: dict, rows: list[dict],
     from .visqol import VISQOL_IMPLEMENTATION
 
     meta["visqol_implementation"] = VISQOL_IMPLEMENTATION
+    meta["silent_decoded"] = silent_left_out(rows, metrics)
     plots = make_plots(summary, out, metrics)
     paired = paired_versus_opus(rows, metrics)
     write_report(out, summary, meta, plots, metrics, paired)

@@ -9,7 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from .._files import atomic_output
-from .summary import RATE_DEFINITION, _opus_partners
+from .summary import RATE_DEFINITION, RTF_DEFINITION, _opus_partners
 from .systems import LOWER_IS_BETTER, METRIC_LABELS
 
 
@@ -210,6 +210,8 @@ def _header_lines(meta: dict) -> list[str]:
         "- Neural systems: real `compress` -> `.ecdc` bytes -> `decompress` round trip; actual kbps "
         "from the `.ecdc` size (header included); RTF = (encode + decode wall time) / audio "
         "duration, CPU, 1 torch thread per worker.",
+        f"- \"RTF\" of a system in a category: {RTF_DEFINITION}, ± the 95 % interval of that "
+        "ratio; not the plain mean of the per-item RTFs.",
         "- Bitrates are measured differently by kind of system: a neural system's \"kbps "
         "(actual)\" counts the whole `.ecdc` file, its header included; an Opus or MP3 "
         "baseline's counts the codec packets only (payload), without the Ogg or MP3 container "
@@ -238,6 +240,11 @@ def _header_lines(meta: dict) -> list[str]:
         lines.append(f"- **Codec failures**: {len(failures)} (item, system) pair(s) could not be "
                      "coded; they are in no table and not counted in n (listed at the end; a "
                      "rerun tries them again).")
+    silent = meta.get("silent_decoded", [])
+    if silent:
+        lines.append(f"- **Silent decoded audio**: on {len(silent)} (item, system) pair(s) the "
+                     "decoded audio is digital silence, where PESQ is undefined: those items are "
+                     "left out of that mean (named under each table), which flatters the system.")
     for cat in meta.get("empty_categories", []):
         lines.append(f"- **Empty manifest**: `eval_{cat}.jsonl` lists no items; category {cat!r} "
                      "is not evaluated.")
@@ -291,6 +298,26 @@ def _failure_lines(failures: tp.Sequence[dict]) -> list[str]:
                     ([f["category"], f["item_id"], f["system"], f["error"]] for f in failures))
 
 
+def _silent_lines(category: str, silent: tp.Sequence[dict]) -> list[str]:
+    """Lines under a category's table naming, per metric, the items whose decoded audio is
+    digital silence and that metric is left out of the mean on (``meta.silent_decoded``,
+    :func:`opencodec.eval.summary.silent_left_out`): such an item would otherwise go unseen,
+    and a codec that outputs silence gets a *higher* PESQ mean (empty when none)."""
+    by_metric: dict[str, list[str]] = {}
+    for s in silent:
+        if s["category"] == category:
+            for m in s["metrics"]:
+                by_metric.setdefault(m, []).append(f"{markdown_cell(s['system'])} on "
+                                                   f"`{markdown_cell(s['item_id'])}`")
+    label = {m: METRIC_LABELS.get(m, m).rstrip(" ↑↓") for m in by_metric}
+    lines = []
+    for m, items in by_metric.items():
+        lines += [f"**{label[m]} left out on {len(items)} item(s) where the decoded audio is "
+                  f"silent** (undefined there; the mean above is over the other items, so it "
+                  f"flatters a system that outputs silence): {', '.join(items)}.", ""]
+    return lines
+
+
 def write_report(out: Path, summary: dict, meta: dict, plots: dict[str, list[str]],
                  metrics: tp.Sequence[str], paired: dict | None = None) -> None:
     """Write ``out/report.md`` (atomically) from the summary, the run's ``meta`` (as in
@@ -309,6 +336,7 @@ def write_report(out: Path, summary: dict, meta: dict, plots: dict[str, list[str
             + [_metric_cell(s["metrics"].get(m), s["n_items"], digits.get(m, 2)) for m in shown]
             for name, s in systems.items()))
         lines.append("")
+        lines += _silent_lines(cat, meta.get("silent_decoded", []))
         for p in plots.get(cat, []):
             lines.append(f"![{cat} {Path(p).stem}]({p})")
         lines.append("")

@@ -11,11 +11,13 @@ import typing as tp
 
 import numpy as np
 
-from .systems import (ITEM_KEY, SCORED_KEY, SPEECH_ONLY_METRICS, WEIGHTS_KEY, EvalReportError,
+from .systems import (ITEM_KEY, SCORED_KEY, SILENT_KEY, SPEECH_ONLY_METRICS, WEIGHTS_KEY,
+                      EvalReportError,
                       SystemSpec, is_speech_category, metrics_for, parse_baseline, visqol_mode)
 
 __all__ = ["ItemReadError", "init_worker", "init_pool_worker", "score_in_this_process",
-           "loaded_models", "neural_roundtrip", "score", "load_reference", "evaluate_item"]
+           "loaded_models", "neural_roundtrip", "score", "load_reference", "is_silent",
+           "evaluate_item"]
 
 
 class ItemReadError(EvalReportError):
@@ -134,6 +136,13 @@ def score(est: np.ndarray, ref: np.ndarray, sample_rate: int, category: str,
     return values, errors
 
 
+def is_silent(audio: np.ndarray) -> bool:
+    """Whether ``audio`` (``[C, T]``) is digital silence: some channel holds only exact zeros
+    (PESQ is undefined there)."""
+    channels = np.atleast_2d(np.asarray(audio))
+    return not bool(np.all(np.any(channels != 0, axis=-1)))
+
+
 def load_reference(task: dict) -> np.ndarray:
     """The item of ``task`` as float32 ``[C, T]`` at the scoring rate and channels; raises
     :class:`ItemReadError` naming the file and the reason when it cannot be read, is empty
@@ -196,6 +205,7 @@ def evaluate_item(task: dict) -> list[dict]:
                 n = min(est.shape[-1], ref.shape[-1])
                 est = np.pad(est[..., :n], ((0, 0), (0, ref.shape[-1] - n)))
             row["actual_kbps"] = float(kbps)
+            row[SILENT_KEY] = is_silent(est)
             values, errors = score(est, ref, sr, task["category"], task["metrics"])
             row["metrics"] = values
             row["errors"] = errors

@@ -14,9 +14,10 @@ from collections import defaultdict
 import numpy as np
 
 from .results_file import read_results, repair_results  # their old import path
-from .systems import LOWER_IS_BETTER
+from .systems import LOWER_IS_BETTER, SILENT_KEY
 
-__all__ = ["mean_ci95", "rate_kbps", "RATE_DEFINITION", "summarize", "paired_versus_opus",
+__all__ = ["mean_ci95", "per_second", "rate_kbps", "RATE_DEFINITION", "rtf_total",
+           "RTF_DEFINITION", "SILENT_KEY", "silent_left_out", "summarize", "paired_versus_opus",
            "read_results", "repair_results"]
 
 
@@ -46,41 +47,86 @@ RATE_DEFINITION = ("total bits of the items over their total duration (a duratio
                    "its few bits)")
 
 
-def rate_kbps(rows: tp.Sequence[dict]) -> dict[str, float | int | None]:
-    """The bitrate of a system over ``rows`` (result rows with ``actual_kbps``, kbit/s, and
-    ``duration_s``, s): ``{"mean": total kbit / total s, "ci95", "n", "seconds"}``.
+def per_second(rows: tp.Sequence[dict], key: str) -> dict[str, float | int | None]:
+    """A per-second quantity of a system over ``rows``, weighted by duration: ``key`` is a
+    result-row field that is a total over the item divided by its ``duration_s`` (s), such as
+    ``actual_kbps`` (kbit / s) or ``rtf`` (wall s / s). Returns ``{"mean": sum(v_i * d_i) /
+    sum(d_i), "ci95", "n", "seconds": sum(d_i)}``: the item totals added up over the total
+    duration, the value of all items run one after the other.
 
-    ``mean`` = sum(kbps_i * d_i) / sum(d_i), the rate of all items coded one after the
-    other (:data:`RATE_DEFINITION`); a plain mean of the per-item rates would let a clip of
-    one sample (19,776 kbps for a 103-byte ``.ecdc`` file at 24 kHz) outweigh hours of audio.
     ``ci95`` is the 95 % half-width of that ratio estimate (Student t on the residuals
-    ``b_i - mean * d_i`` of the items' kbit ``b_i``, divided by the mean duration: the
-    usual linearised interval of a ratio), None for fewer than 2 items. Rows without a
-    finite rate or a positive duration are left out (``n`` counts the others)."""
+    ``b_i - mean * d_i`` of the item totals ``b_i = v_i * d_i``, divided by the mean
+    duration: the usual linearised interval of a ratio), None for fewer than 2 items. Rows
+    without a finite ``key`` or a positive finite duration are left out (``n`` counts the
+    others)."""
     pairs = []
     for r in rows:
-        kbps, seconds = r.get("actual_kbps"), r.get("duration_s")
-        if (isinstance(kbps, (int, float)) and isinstance(seconds, (int, float))
-                and math.isfinite(kbps) and math.isfinite(seconds) and seconds > 0):
-            pairs.append((float(kbps) * float(seconds), float(seconds)))
+        value, seconds = r.get(key), r.get("duration_s")
+        if (isinstance(value, (int, float)) and isinstance(seconds, (int, float))
+                and math.isfinite(value) and math.isfinite(seconds) and seconds > 0):
+            pairs.append((float(value) * float(seconds), float(seconds)))
     n = len(pairs)
     if n == 0:
         return {"mean": None, "ci95": None, "n": 0, "seconds": 0.0}
-    kbit = np.array([b for b, _ in pairs])
+    totals = np.array([b for b, _ in pairs])
     seconds = np.array([d for _, d in pairs])
     total_s = float(seconds.sum())
-    rate = float(kbit.sum()) / total_s
+    mean = float(totals.sum()) / total_s
     ci = None
     if n >= 2:
-        _, half, _ = mean_ci95(list(kbit - rate * seconds))
+        _, half, _ = mean_ci95(list(totals - mean * seconds))
         ci = None if half is None else half / float(seconds.mean())
-    return {"mean": rate, "ci95": ci, "n": n, "seconds": total_s}
+    return {"mean": mean, "ci95": ci, "n": n, "seconds": total_s}
+
+
+def rate_kbps(rows: tp.Sequence[dict]) -> dict[str, float | int | None]:
+    """The bitrate of a system over ``rows`` (result rows with ``actual_kbps``, kbit/s, and
+    ``duration_s``, s): ``{"mean": total kbit / total s, "ci95", "n", "seconds"}``
+    (:func:`per_second` of ``actual_kbps``).
+
+    ``mean`` = sum(kbps_i * d_i) / sum(d_i), the rate of all items coded one after the
+    other (:data:`RATE_DEFINITION`); a plain mean of the per-item rates would let a clip of
+    one sample (19,776 kbps for a 103-byte ``.ecdc`` file at 24 kHz) outweigh hours of audio."""
+    return per_second(rows, "actual_kbps")
+
+
+#: What ``rtf`` of :func:`summarize` is (the report states it).
+RTF_DEFINITION = ("total encode + decode wall time of the items over their total duration "
+                  "(a duration-weighted mean of the per-item RTFs, so that a very short item, "
+                  "whose fixed costs make its own RTF large, weighs as little as its duration)")
+
+
+def rtf_total(rows: tp.Sequence[dict]) -> dict[str, float | int | None]:
+    """The real-time factor of a system over ``rows`` (result rows with ``rtf``, wall s per
+    audio s, and ``duration_s``, s): ``{"mean": total wall s / total audio s, "ci95", "n",
+    "seconds"}`` (:func:`per_second` of ``rtf``; :data:`RTF_DEFINITION`). Baselines' rows
+    (``rtf`` None) give ``mean`` None and ``n`` 0."""
+    return per_second(rows, "rtf")
+
+
+def silent_left_out(rows: tp.Sequence[dict], metrics: tp.Sequence[str]) -> list[dict]:
+    """The (category, system, item) rows whose decoded audio is digital silence
+    (:data:`SILENT_KEY`) and that lack a value for some of ``metrics`` they were scored
+    with (PESQ is undefined there): ``[{"category", "system", "item_id", "metrics": [...]}]``
+    in the order of ``rows``. Such an item leaves those metrics' means, which a codec that
+    outputs silence would otherwise *raise*; the report names them."""
+    out = []
+    for r in rows:
+        if not r.get(SILENT_KEY):
+            continue
+        values = r.get("metrics") or {}
+        missing = [m for m in metrics if m in values and values[m] is None]
+        if missing:
+            out.append({"category": r["category"], "system": r["system"],
+                        "item_id": r["item_id"], "metrics": missing})
+    return out
 
 
 def summarize(rows: list[dict], metrics: tp.Sequence[str],
               failures: tp.Sequence[dict] = ()) -> dict:
     """``{category: {system: {...}}}`` with mean/ci95/n per metric, the bitrate
-    (``actual_kbps``: :func:`rate_kbps`, duration-weighted) and the mean RTF.
+    (``actual_kbps``: :func:`rate_kbps`) and the real-time factor (``rtf``:
+    :func:`rtf_total`), both duration-weighted.
 
     ``rows`` are the scored rows; ``failures`` (``{category, item_id, system, error}``, as
     ``meta.codec_failures`` lists them) are the (item, system) pairs whose codec failed, kept
@@ -105,8 +151,7 @@ def summarize(rows: list[dict], metrics: tp.Sequence[str],
                 "visqol_mode": rs[0].get("visqol_mode"),
             }
             entry["actual_kbps"] = rate_kbps(rs)
-            m, ci, n = mean_ci95([r.get("rtf") for r in rs])
-            entry["rtf"] = {"mean": m, "ci95": ci, "n": n}
+            entry["rtf"] = rtf_total(rs)
             entry["metrics"] = {}
             for name in metrics:
                 vals = [r.get("metrics", {}).get(name) for r in rs]

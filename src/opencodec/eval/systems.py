@@ -55,6 +55,11 @@ SCORED_KEY = "scored_metrics"
 """Result-row field listing the metrics the row was asked to compute (those that apply to
 its category); a rerun that asks for a metric a row lacks scores that row again."""
 
+SILENT_KEY = "decoded_silent"
+"""Result-row field: True when the decoded audio is digital silence (a channel of it all
+exact zeros), where PESQ is undefined and left out of its mean; the report names such items
+(:func:`opencodec.eval.summary.silent_left_out`). Rows written before it existed lack it."""
+
 
 def row_key(row: dict) -> tuple[str, str, str, str, str, int, int]:
     """A result row's resume key: (category, item, item file hash or "", system, weights
