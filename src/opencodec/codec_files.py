@@ -142,11 +142,17 @@ def _plan(src: Path, out: Path | None, options: OutputOptions, accept: tp.Callab
     return plan.skip_existing() if options.skip_existing else plan
 
 
-def plan_compress(src: Path, out: Path | None, options: OutputOptions) -> Plan:
-    """Jobs for ``compress SRC [OUT]``: audio -> ``.ecdc``, or a round trip when OUT ends in
-    .wav/.flac. Raises ``FileNotFoundError``/``FileExistsError`` (existing output without
-    ``force``) or :class:`~opencodec.errors.UsageError` (options that do not fit)."""
-    plan = _plan(src, out, options, is_audio_file, ECDC_SUFFIX, (ECDC_SUFFIX, *AUDIO_OUTPUT_SUFFIXES),
+def _as_paths(src: str | os.PathLike[str], out: str | os.PathLike[str] | None) -> tuple[Path, Path | None]:
+    """``src`` and ``out`` (str or path-like; ``out`` may be None) as ``Path`` objects."""
+    return Path(src), None if out is None else Path(out)
+
+
+def plan_compress(src: str | os.PathLike[str], out: str | os.PathLike[str] | None,
+                  options: OutputOptions) -> Plan:
+    """Jobs for ``compress SRC [OUT]`` (str or path-like paths): audio -> ``.ecdc``, or a round
+    trip when OUT ends in .wav/.flac. Raises ``FileNotFoundError``/``FileExistsError``
+    (existing output without ``force``) or :class:`~opencodec.errors.UsageError` (options that do not fit)."""
+    plan = _plan(*_as_paths(src, out), options, is_audio_file, ECDC_SUFFIX, (ECDC_SUFFIX, *AUDIO_OUTPUT_SUFFIXES),
                  f"audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})",
                  "compress reads and writes files; 'opencodec stream-encode' encodes audio from stdin "
                  "to a packet stream on stdout ('opencodec stream-decode' decodes it)", reads_pipes=False)
@@ -161,10 +167,11 @@ def plan_compress(src: Path, out: Path | None, options: OutputOptions) -> Plan:
     return plan
 
 
-def plan_decompress(src: Path, out: Path | None, options: OutputOptions) -> Plan:
-    """Jobs for ``decompress SRC [OUT]``: ``.ecdc`` -> .wav (or .flac). Errors as
-    :func:`plan_compress`."""
-    return _plan(src, out, options, is_ecdc_file, ".wav",
+def plan_decompress(src: str | os.PathLike[str], out: str | os.PathLike[str] | None,
+                    options: OutputOptions) -> Plan:
+    """Jobs for ``decompress SRC [OUT]`` (str or path-like paths): ``.ecdc`` -> .wav (or
+    .flac). Errors as :func:`plan_compress`."""
+    return _plan(*_as_paths(src, out), options, is_ecdc_file, ".wav",
                  AUDIO_OUTPUT_SUFFIXES, f"{ECDC_SUFFIX} files",
                  "decompress reads and writes files (an .ecdc file from a pipe: IN /dev/stdin); "
                  "'opencodec stream-decode' decodes the packet streams of 'opencodec stream-encode' "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import struct
 import typing as tp
 from pathlib import Path
@@ -37,9 +38,9 @@ LM_METADATA_KEY = "opencodec_lm_config"
 MAX_SAFETENSORS_HEADER = 16 << 20
 
 
-def is_ecdc_file(path: Path) -> bool:
-    """Whether ``path`` has the ``.ecdc`` suffix (any case)."""
-    return path.suffix.lower() == ECDC_SUFFIX
+def is_ecdc_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` (str or path-like) has the ``.ecdc`` suffix (any case)."""
+    return Path(path).suffix.lower() == ECDC_SUFFIX
 
 
 def known_model(model_arg: str) -> tuple[str, EncodecConfig]:
@@ -53,8 +54,11 @@ def known_model(model_arg: str) -> tuple[str, EncodecConfig]:
     return config.name, config
 
 
-def describe_file(path: Path, known: tuple[str, EncodecConfig] | None = None) -> dict[str, tp.Any]:
+def describe_file(path: str | os.PathLike[str], known: tuple[str, EncodecConfig] | None = None
+                  ) -> dict[str, tp.Any]:
     """What an ``.ecdc`` file's header and size say, without loading any weights.
+
+    ``path``: the file, a str or path-like (``Path``).
 
     Keys: ``file``, ``model``, ``model_hash``, ``release`` (what the name and hash say about
     the weights, in words), ``sample_rate`` (Hz), ``channels``, ``codebooks``,
@@ -74,6 +78,7 @@ def describe_file(path: Path, known: tuple[str, EncodecConfig] | None = None) ->
     uses more codebooks than its known model has (the check decompress makes,
     :func:`~opencodec.bitstream.header.check_num_codebooks`).
     """
+    path = Path(path)
     with open(path, "rb") as fo:
         if not path.is_file():  # a pipe (/dev/stdin) cannot seek: read it once, whole
             fo = io.BytesIO(fo.read())  # type: ignore[assignment]
@@ -212,7 +217,7 @@ def _safetensors_kind(header: dict[str, tp.Any]) -> str:
 
 def release_layout(release: CodecRelease, name: str | None = None) -> StreamLayout | None:
     """The body layout of a release's files from its record and :data:`RELEASE_SETTINGS` (no
-    weights; ``tests/test_trust_checker_fixes.py`` checks it against the shipped releases);
+    weights; ``tests/test_trust_info_and_names.py`` checks it against the shipped releases);
     None when the record's frame rate does not give a whole hop length, its codebook size is
     not a power of two, or the releases' settings segment (a segment layout needs the model).
     ``name``: checked against headers (default the release's)."""
