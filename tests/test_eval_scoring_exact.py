@@ -206,6 +206,31 @@ def test_rtf_is_total_wall_time_over_total_duration_not_a_mean_of_ratios():
         assert rtf_total(rows + [bad]) == got
 
 
+def test_per_second_interval_is_the_ratio_interval_and_takes_numpy_scalars():
+    from scipy import stats
+
+    from opencodec.eval.summary import mean_ci95, per_second
+    # equal durations: the ratio is the plain mean, with the plain mean's interval
+    vals = [3.0, 4.0, 8.0]
+    got = per_second([{"x": v, "duration_s": 2.5} for v in vals], "x")
+    mean, half, n = mean_ci95(vals)
+    assert (got["mean"], got["n"]) == (pytest.approx(mean, rel=1e-12), n)
+    assert got["ci95"] == pytest.approx(half, rel=1e-12)
+    # unequal durations: near the bootstrap's spread of sum(b) / sum(d) (seeded, 40 items)
+    rng = np.random.default_rng(0)
+    v, d = rng.uniform(5, 7, 40), rng.uniform(1, 10, 40)
+    got = per_second([{"x": a, "duration_s": b} for a, b in zip(v, d)], "x")
+    idx = rng.integers(0, 40, (4000, 40))
+    boot = (v[idx] * d[idx]).sum(1) / d[idx].sum(1)
+    assert got["ci95"] == pytest.approx(stats.t.ppf(0.975, 39) * boot.std(), rel=0.15)
+    # NumPy scalars are numbers (as in mean_ci95), a bool is not a duration or a value
+    np_rows = [{"x": np.float32(3.0), "duration_s": np.float64(2.0)},
+               {"x": 5.0, "duration_s": np.int64(6)}]
+    assert per_second(np_rows, "x") == per_second(
+        [{"x": 3.0, "duration_s": 2.0}, {"x": 5.0, "duration_s": 6.0}], "x")
+    assert per_second([{"x": 3.0, "duration_s": True}, {"x": True, "duration_s": 1.0}], "x")["n"] == 0
+
+
 def test_report_states_the_rtf_definition_and_shows_the_weighted_value(tmp_path):
     rows = [_row("ours@6kbps", "long", 0.1, 10.0), _row("ours@6kbps", "tiny", 5.0, 0.01)]
     summary = summarize(rows, ["si_snr"])
@@ -294,6 +319,28 @@ def test_silence_in_one_channel_counts_and_a_quiet_output_does_not():
     assert scoring.is_silent(np.array([[0.0, 0.1], [0.0, 0.0]]))  # PESQ fails on the silent channel
     assert not scoring.is_silent(np.array([[0.0, 1e-30], [-1e-30, 0.0]]))
     assert not scoring.is_silent(_speech_like(0.1))
+    # against the item: a channel silent in the reference too is no fault of the codec
+    ref = np.array([[0.2, 0.1], [0.0, 0.0]])
+    assert not scoring.is_silent(np.array([[0.1, 0.1], [0.0, 0.0]]), ref)
+    assert scoring.is_silent(np.array([[0.0, 0.0], [0.0, 0.0]]), ref)
+    assert not scoring.is_silent(np.zeros((1, 4)), np.zeros((1, 4)))
+
+
+def test_an_item_silent_in_the_reference_is_not_named_as_silent_output(tmp_path, monkeypatch):
+    """An item whose reference has a silent channel, coded exactly: PESQ is undefined for
+    every system there, and the report must not blame the codec's (silent) output."""
+    monkeypatch.setitem(scoring._WORKER, "models", {})
+    monkeypatch.setitem(scoring._WORKER, "baselines", {"exact": _SilentOn(set())})
+    spec = SystemSpec("exact-6kbps", "exact", "baseline", 6.0, baseline="exact")
+    speech = _speech_like(1.0)[0]
+    path = tmp_path / "half_silent.wav"
+    sf.write(path, np.stack([speech, np.zeros_like(speech)], axis=1), SR)
+    task = {"row": {"path": str(path)}, "category": "clean_speech", "item_id": "half",
+            "sample_rate": SR, "channels": 2, "metrics": ["pesq"], "systems": [spec.__dict__]}
+    rows = scoring.evaluate_item(task)
+    assert rows[0]["metrics"]["pesq"] is None and "reference is silent" in rows[0]["errors"]["pesq"]
+    assert rows[0][SILENT_KEY] is False
+    assert silent_left_out(rows, ["pesq"]) == []
 
 
 def test_no_silent_line_without_silent_items(tmp_path):
@@ -344,8 +391,14 @@ def test_stored_reports_match_their_results_file(folder):
     assert meta["silent_decoded"] == silent_left_out(rows, meta["metrics"]) == []
     text = (root / "report.md").read_text()
     assert RTF_DEFINITION in text
+    from opencodec.eval.report_writer import _fmt
+
+    sections = {part.split("\n", 1)[0].strip(): part for part in text.split("\n## ")[1:]}
     for cat, systems in doc["categories"].items():
         for name, s in systems.items():
             if s["rtf"]["mean"] is not None:
                 assert f"| {name} | {s['n_items']} | " in text
                 assert f" | {s['rtf']['mean']:.3f} ± {s['rtf']['ci95']:.3f} | " in text
+            # the whole row's n, kbps and RTF cells, in that category's table
+            row = f"| {name} | {s['n_items']} | {_fmt(s['actual_kbps'])} | {_fmt(s['rtf'], 3)} |"
+            assert row in sections[cat], (cat, row)

@@ -136,11 +136,15 @@ def score(est: np.ndarray, ref: np.ndarray, sample_rate: int, category: str,
     return values, errors
 
 
-def is_silent(audio: np.ndarray) -> bool:
+def is_silent(audio: np.ndarray, reference: np.ndarray | None = None) -> bool:
     """Whether ``audio`` (``[C, T]``) is digital silence: some channel holds only exact zeros
-    (PESQ is undefined there)."""
-    channels = np.atleast_2d(np.asarray(audio))
-    return not bool(np.all(np.any(channels != 0, axis=-1)))
+    (PESQ is undefined there). With ``reference`` (``[C, T]``, the item), only a channel
+    whose reference is not itself all zeros counts: silence coded as silence is no fault of
+    the codec (PESQ is undefined there for every system)."""
+    silent = ~np.any(np.atleast_2d(np.asarray(audio)) != 0, axis=-1)
+    if reference is not None:
+        silent = silent & np.any(np.atleast_2d(np.asarray(reference)) != 0, axis=-1)
+    return bool(np.any(silent))
 
 
 def load_reference(task: dict) -> np.ndarray:
@@ -205,7 +209,7 @@ def evaluate_item(task: dict) -> list[dict]:
                 n = min(est.shape[-1], ref.shape[-1])
                 est = np.pad(est[..., :n], ((0, 0), (0, ref.shape[-1] - n)))
             row["actual_kbps"] = float(kbps)
-            row[SILENT_KEY] = is_silent(est)
+            row[SILENT_KEY] = is_silent(est, ref)
             values, errors = score(est, ref, sr, task["category"], task["metrics"])
             row["metrics"] = values
             row["errors"] = errors

@@ -8,6 +8,7 @@ importable from here.)
 from __future__ import annotations
 
 import math
+import numbers
 import typing as tp
 from collections import defaultdict
 
@@ -47,6 +48,11 @@ RATE_DEFINITION = ("total bits of the items over their total duration (a duratio
                    "its few bits)")
 
 
+def _is_number(x: object) -> bool:
+    """A real number (Python or NumPy scalar: ``np.float32`` counts), not a bool."""
+    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
+
+
 def per_second(rows: tp.Sequence[dict], key: str) -> dict[str, float | int | None]:
     """A per-second quantity of a system over ``rows``, weighted by duration: ``key`` is a
     result-row field that is a total over the item divided by its ``duration_s`` (s), such as
@@ -62,7 +68,7 @@ def per_second(rows: tp.Sequence[dict], key: str) -> dict[str, float | int | Non
     pairs = []
     for r in rows:
         value, seconds = r.get(key), r.get("duration_s")
-        if (isinstance(value, (int, float)) and isinstance(seconds, (int, float))
+        if (_is_number(value) and _is_number(seconds)
                 and math.isfinite(value) and math.isfinite(seconds) and seconds > 0):
             pairs.append((float(value) * float(seconds), float(seconds)))
     n = len(pairs)

@@ -57,7 +57,8 @@ its category); a rerun that asks for a metric a row lacks scores that row again.
 
 SILENT_KEY = "decoded_silent"
 """Result-row field: True when the decoded audio is digital silence (a channel of it all
-exact zeros), where PESQ is undefined and left out of its mean; the report names such items
+exact zeros while that channel of the reference is not), where PESQ is undefined and left
+out of its mean; the report names such items
 (:func:`opencodec.eval.summary.silent_left_out`). Rows written before it existed lack it."""
 
 
