@@ -57,11 +57,27 @@ def test_gate_per_address_exactly_its_bound_and_default_unbounded():
     (("127.0.0.1", 5000), "127.0.0.1"), (("10.1.2.3", 1), "10.1.2.3"),
     (("::ffff:10.1.2.3", 1, 0, 0), "10.1.2.3"),  # a dual-stack socket's IPv4 client
     (("2001:db8:0:7:1::9", 1, 0, 0), "2001:db8:0:7::/64"), (("2001:db8:0:7:ffff::1", 2, 0, 0), "2001:db8:0:7::/64"),
-    (("fe80::1%eth0", 1, 0, 2), "fe80::/64"), (None, ""), ("", ""), (("not an address", 1), "")])
+    (("fe80::1%eth0", 1, 0, 2), "fe80::/64%eth0"), (("fe80::1", 1, 0, 4), "fe80::/64%4"),
+    (("2001:db8::1", 1, 0, 0), "2001:db8::/64"), (("::1", 1, 0, 0), "::/64"),
+    (None, ""), ("", ""), (("not an address", 1), "")])
 def test_peer_key(peername, key):
-    """An IPv4 address as it is, an IPv6 address's /64 (one host usually holds all of it),
-    anything else one shared key."""
+    """An IPv4 address as it is, an IPv6 address's /64 (one host usually holds all of it;
+    with its zone, from the host or the scope id, where it has one), anything else one
+    shared key."""
     assert peer_key(peername) == key
+
+
+def test_link_local_peers_on_different_links_are_counted_apart():
+    """Every link has its own fe80::/64 (and routers are often fe80::1 on each): Linux gives
+    a link-local peer's link as the scope id, the peername's 4th item, not in the host. Two
+    peers on two links are two counts, not one (one link flooding would shut the other out);
+    two on the same link share their /64's count. Mutant: the scope id dropped."""
+    gate = OpeningGate(4, 1)
+    on_2, on_3 = peer_key(("fe80::1", 5000, 0, 2)), peer_key(("fe80::1", 5001, 0, 3))
+    assert on_2 != on_3
+    assert gate.enter_from(on_2) and gate.enter_from(on_3)
+    assert not gate.enter_from(peer_key(("fe80::2", 5002, 0, 2)))
+    assert gate.by_address == {"fe80::/64%2": 1, "fe80::/64%3": 1} and gate.refused_by_address == 1
 
 
 def test_per_address_limit_default_and_checks():

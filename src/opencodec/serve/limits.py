@@ -90,19 +90,26 @@ ADDRESS_BUSY_RESPONSE = _busy(b"server busy: too many connections opening at onc
 def peer_key(peername: tp.Any) -> str:
     """The address a connection is counted under (``transport.get_extra_info("peername")``):
     an IPv4 address as it is (also written IPv4-mapped, ``::ffff:a.b.c.d``, by a dual-stack
-    socket), an IPv6 address's /64 network (one host usually holds a whole /64), and ``""``
-    for anything else (a Unix socket, or no address known): those share one count."""
+    socket), an IPv6 address's /64 network (one host usually holds a whole /64) with its zone
+    if it has one (``fe80::/64%4``: every link has its own fe80::/64, and the scope id, the
+    peername's 4th item, or a ``%eth0`` in the host, says which), and ``""`` for anything else
+    (a Unix socket, or no address known): those share one count."""
     host = peername[0] if isinstance(peername, tuple) and peername else None
     if not isinstance(host, str):
         return ""
+    host, _, zone = host.partition("%")
     try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])  # without an IPv6 zone ("%eth0")
+        address = ipaddress.ip_address(host)
     except ValueError:
         return ""
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
+        scope = peername[3] if len(peername) > 3 else 0
+        if not zone and isinstance(scope, int) and scope:
+            zone = str(scope)
+        network = str(ipaddress.IPv6Network((address, 64), strict=False))
+        return f"{network}%{zone}" if zone else network
     return str(address)
 
 
