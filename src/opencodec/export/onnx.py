@@ -23,6 +23,10 @@ exporter, ``dynamo=False``; the dynamo exporter fails on the LSTM with a dynamic
   ``frames`` mark dynamic axes), and every state tensor's name, shape and initial value
   (``"from": "encoder_start.onnx"``) in the order the step graphs take them.
 
+Every graph input's and output's shape annotation is the one ``meta.json`` gives (fixed sizes
+as ``dim_value``, ``batch`` / ``samples`` / ``frames`` as ``dim_param``; see
+:mod:`opencodec.export.shapes`), not the exporter's own guesses.
+
 The batch axis is dynamic in every graph: streams are batched by stacking their states.
 """
 
@@ -85,6 +89,9 @@ def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, input
         torch.onnx.export(module, args, str(path), input_names=[i["name"] for i in inputs],
                           output_names=[o["name"] for o in outputs], dynamic_axes=dynamic,
                           opset_version=OPSET, dynamo=False)
+    from .shapes import annotate_shapes  # needs onnx, checked by export_onnx
+
+    annotate_shapes(path, inputs, outputs)  # the exporter's own output shapes are partly made up
 
 
 def _states(specs: list[StateSpec], suffix: str = "") -> list[dict]:
