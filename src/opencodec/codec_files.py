@@ -114,10 +114,13 @@ def _check_float(options: OutputOptions, jobs: list[Job]) -> None:
         raise UsageError("--float needs a .wav output: FLAC stores 16 or 24-bit integers only")
 
 
-def _plan(src: Path, out: Path | None, options: OutputOptions, accept: tp.Callable[[Path], bool],
-          suffix: str, allowed: tp.Sequence[str], what: str, stdio: str, reads_pipes: bool) -> Plan:
-    """The plan of a command; ``reads_pipes``: the command reads an input that is not a regular
-    file (``/dev/stdin``), else such an input is refused with ``stdio``, which says why."""
+def _plan(src: str | os.PathLike[str], out: str | os.PathLike[str] | None, options: OutputOptions,
+          accept: tp.Callable[[Path], bool], suffix: str, allowed: tp.Sequence[str], what: str, stdio: str,
+          reads_pipes: bool) -> Plan:
+    """The plan of a command (``src``/``out``: str or path-like); ``reads_pipes``: the command
+    reads an input that is not a regular file (``/dev/stdin``), else such an input is refused
+    with ``stdio``, which says why."""
+    src, out = Path(src), None if out is None else Path(out)
     if str(src) == "-" or str(out) == "-":
         raise UsageError(f"'-' (stdin/stdout) is not a file: {stdio}")
     check_input(src)
@@ -142,17 +145,12 @@ def _plan(src: Path, out: Path | None, options: OutputOptions, accept: tp.Callab
     return plan.skip_existing() if options.skip_existing else plan
 
 
-def _as_paths(src: str | os.PathLike[str], out: str | os.PathLike[str] | None) -> tuple[Path, Path | None]:
-    """``src`` and ``out`` (str or path-like; ``out`` may be None) as ``Path`` objects."""
-    return Path(src), None if out is None else Path(out)
-
-
 def plan_compress(src: str | os.PathLike[str], out: str | os.PathLike[str] | None,
                   options: OutputOptions) -> Plan:
     """Jobs for ``compress SRC [OUT]`` (str or path-like paths): audio -> ``.ecdc``, or a round
     trip when OUT ends in .wav/.flac. Raises ``FileNotFoundError``/``FileExistsError``
     (existing output without ``force``) or :class:`~opencodec.errors.UsageError` (options that do not fit)."""
-    plan = _plan(*_as_paths(src, out), options, is_audio_file, ECDC_SUFFIX, (ECDC_SUFFIX, *AUDIO_OUTPUT_SUFFIXES),
+    plan = _plan(src, out, options, is_audio_file, ECDC_SUFFIX, (ECDC_SUFFIX, *AUDIO_OUTPUT_SUFFIXES),
                  f"audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})",
                  "compress reads and writes files; 'opencodec stream-encode' encodes audio from stdin "
                  "to a packet stream on stdout ('opencodec stream-decode' decodes it)", reads_pipes=False)
@@ -171,7 +169,7 @@ def plan_decompress(src: str | os.PathLike[str], out: str | os.PathLike[str] | N
                     options: OutputOptions) -> Plan:
     """Jobs for ``decompress SRC [OUT]`` (str or path-like paths): ``.ecdc`` -> .wav (or
     .flac). Errors as :func:`plan_compress`."""
-    return _plan(*_as_paths(src, out), options, is_ecdc_file, ".wav",
+    return _plan(src, out, options, is_ecdc_file, ".wav",
                  AUDIO_OUTPUT_SUFFIXES, f"{ECDC_SUFFIX} files",
                  "decompress reads and writes files (an .ecdc file from a pipe: IN /dev/stdin); "
                  "'opencodec stream-decode' decodes the packet streams of 'opencodec stream-encode' "
