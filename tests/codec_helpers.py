@@ -12,10 +12,9 @@ import soundfile as sf
 import torch
 
 from opencodec import cli, EncodecConfig, EncodecModel
-from opencodec.pretrained import save_model
 
-from official_ref import random_codebooks
 from stream_models import tiny_stream_model
+from test_tokenize import tiny_model_file  # noqa: F401 (the tiny codec's weights file, a pytest fixture)
 
 
 def _model(**config: object) -> EncodecModel:
@@ -49,14 +48,6 @@ def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, st
     code = cli.main(args)
     out, err = capsys.readouterr()
     return code, out, err
-
-
-@pytest.fixture(scope="module")
-def tiny_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(5)
-    config = EncodecConfig(name="tiny", n_filters=4, dimension=16, n_q=4, ratios=[8, 5, 4, 2], lstm=1,
-                           target_bandwidths=[1.5, 3.0])
-    return save_model(random_codebooks(EncodecModel(config), 7), tmp_path_factory.mktemp("model") / "tiny.safetensors")
 
 
 def _small_model(seed: int = 0) -> EncodecModel:

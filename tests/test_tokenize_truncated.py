@@ -23,14 +23,7 @@ from opencodec.errors import AudioIOError, InvalidAudioError
 from opencodec.tokens import InputError, list_inputs
 
 
-@pytest.fixture(scope="module")
-def tiny_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from official_ref import random_codebooks
-    from opencodec import EncodecConfig, EncodecModel, save_model
-    torch.manual_seed(5)
-    config = EncodecConfig(name="tiny", n_filters=4, dimension=16, n_q=4, ratios=[8, 5, 4, 2], lstm=1,
-                           target_bandwidths=[1.5, 3.0])
-    return save_model(random_codebooks(EncodecModel(config), 7), tmp_path_factory.mktemp("model") / "tiny.safetensors")
+from test_tokenize import tiny_model_file  # noqa: E402, F401 (pytest fixture)
 
 
 def _noise(seconds: float, rate: int, seed: int = 1) -> np.ndarray:
