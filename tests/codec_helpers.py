@@ -12,7 +12,9 @@ import soundfile as sf
 import torch
 
 from opencodec import cli, EncodecConfig, EncodecModel
+from opencodec.pretrained import save_model
 
+from official_ref import random_codebooks
 from stream_models import tiny_stream_model
 from test_tokenize import tiny_model_file  # noqa: F401 (the tiny codec's weights file, a pytest fixture)
 
@@ -26,7 +28,7 @@ def _model(**config: object) -> EncodecModel:
 @pytest.fixture(scope="module")
 def no_overlap() -> EncodecModel:
     """A tiny model with segments of 960 samples (3 whole hops) and no overlap."""
-    model = tiny_stream_model("review_ov0", 11, causal=False, segment=0.04, overlap=0.0)
+    model = tiny_stream_model("tiny_no_overlap", 11, causal=False, segment=0.04, overlap=0.0)
     model.set_target_bandwidth(1.8)
     return model
 
@@ -35,6 +37,22 @@ def _tiny(name: str = "unit_24khz", seed: int = 0, **extra: object) -> EncodecMo
     torch.manual_seed(seed)
     return EncodecModel(EncodecConfig(name=name, n_filters=4, dimension=16, lstm=0, n_q=4,
                                       target_bandwidths=[1.5, 3.0], **extra)).eval()
+
+
+#: The name the tiny codec of the file-command tests records in its weights file and its
+#: ``.ecdc`` headers (see :func:`tiny_files_ckpt`).
+TINY_FILES_MODEL = "tiny_files_model"
+
+
+@pytest.fixture(scope="module")
+def tiny_files_ckpt(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The weights file (path as str) of a tiny causal (streamable) 24 kHz mono codec named
+    :data:`TINY_FILES_MODEL`: 4 codebooks, 1.5 or 3 kbps, seed 0 with random codebooks.
+    Import it into a test module to use it there."""
+    torch.manual_seed(0)
+    model = random_codebooks(EncodecModel(EncodecConfig(name=TINY_FILES_MODEL, n_filters=4, dimension=16, lstm=1,
+                                                        n_q=4, target_bandwidths=[1.5, 3.0])), 0).eval()
+    return str(save_model(model, tmp_path_factory.mktemp("tiny") / "tiny.safetensors"))
 
 
 WAV24 = torch.randn(1, 2400, generator=torch.Generator().manual_seed(0)) * 0.1

@@ -1,5 +1,5 @@
 """Python API and weights-file mistakes get a clear error, never an AttributeError from deep
-inside (walkthrough findings 21, 7, 11 and 12)."""
+inside."""
 
 from __future__ import annotations
 

@@ -25,11 +25,8 @@ from opencodec.cli.main import build_parser
 from opencodec.codec_files import FileCompressor, FileResult, OutputOptions, plan_compress
 from opencodec.file_jobs import run_jobs
 from opencodec.longform import compress_file_streaming
-from opencodec.model import EncodecConfig, EncodecModel
-from opencodec.pretrained import save_model
 
-from codec_helpers import run
-from official_ref import random_codebooks
+from codec_helpers import TINY_FILES_MODEL, run, tiny_files_ckpt  # noqa: F401, F811 (a pytest fixture)
 
 
 RATE = 24_000
@@ -42,15 +39,6 @@ ENV = {**os.environ, "PYTHONPATH": str(Path(opencodec.__file__).parents[1]), "OM
 @pytest.fixture(autouse=True)
 def _always_offline(offline: Path) -> Path:
     return offline
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A tiny causal (streamable) 24 kHz mono codec's weights file."""
-    torch.manual_seed(0)
-    model = random_codebooks(EncodecModel(EncodecConfig(name="tiny_walk", n_filters=4, dimension=16, lstm=1,
-                                                        n_q=4, target_bandwidths=[1.5, 3.0])), 0).eval()
-    return str(save_model(model, tmp_path_factory.mktemp("tiny") / "tiny.safetensors"))
 
 
 def signal_wav(path: Path, seconds: float, peak: float = 0.5, subtype: str = "FLOAT", seed: int = 0) -> Path:
@@ -66,7 +54,7 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob("*") if p.name.endswith(".tmp"))
 
 
-# -- #3: --channels is bounded -------------------------------------------------------------------
+# -- --channels is bounded -----------------------------------------------------------------------
 @pytest.mark.parametrize("argv", [["compress", "a.wav", "b.wav"], ["decompress", "a.ecdc"],
                                   ["stream-encode", "--raw", "--rate", "24000"]])
 def test_channels_option_has_an_upper_limit(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -75,8 +63,8 @@ def test_channels_option_has_an_upper_limit(argv: list[str], capsys: pytest.Capt
     assert build_parser().parse_args([*argv, "--channels", "64"]).channels == 64
 
 
-# -- #4: long files in a folder take the bounded-memory path ---------------------------------------
-def test_folder_long_files_stream_with_the_same_bytes(tmp_path: Path, tiny_ckpt: str,
+# -- long files in a folder take the bounded-memory path -------------------------------------------
+def test_folder_long_files_stream_with_the_same_bytes(tmp_path: Path, tiny_files_ckpt: str,
                                                       capsys: pytest.CaptureFixture[str],
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     signal_wav(tmp_path / "in" / "long.wav", 2.5)
@@ -87,20 +75,21 @@ def test_folder_long_files_stream_with_the_same_bytes(tmp_path: Path, tiny_ckpt:
         real = getattr(codec_files, name)
         monkeypatch.setattr(codec_files, name,
                             lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
-    assert run(capsys, "compress", tmp_path / "in", tmp_path / "folder", "--model", tiny_ckpt, "-q", "-j", "1")[0] == 0
+    assert run(capsys, "compress", tmp_path / "in", tmp_path / "folder", "--model", tiny_files_ckpt, "-q",
+               "-j", "1")[0] == 0
     assert calls == ["compress_file_streaming"]  # the long file only
-    assert run(capsys, "compress", tmp_path / "in" / "long.wav", tmp_path / "single.ecdc", "--model", tiny_ckpt,
+    assert run(capsys, "compress", tmp_path / "in" / "long.wav", tmp_path / "single.ecdc", "--model", tiny_files_ckpt,
                "-q")[0] == 0
     assert (tmp_path / "folder" / "long.ecdc").read_bytes() == (tmp_path / "single.ecdc").read_bytes()
 
     calls.clear()
-    assert run(capsys, "decompress", tmp_path / "folder", "--model", tiny_ckpt, "-q", "-j", "1")[0] == 0
+    assert run(capsys, "decompress", tmp_path / "folder", "--model", tiny_files_ckpt, "-q", "-j", "1")[0] == 0
     assert calls == ["decompress_file_streaming"]
-    assert run(capsys, "decompress", tmp_path / "single.ecdc", "--model", tiny_ckpt, "-q")[0] == 0
+    assert run(capsys, "decompress", tmp_path / "single.ecdc", "--model", tiny_files_ckpt, "-q")[0] == 0
     assert (tmp_path / "folder" / "long.wav").read_bytes() == (tmp_path / "single.wav").read_bytes()
 
     # worker processes (-j 2) take it too, with the same bytes
-    compressor = FileCompressor(tiny_ckpt, 1.5, OutputOptions())
+    compressor = FileCompressor(tiny_files_ckpt, 1.5, OutputOptions())
     plan = plan_compress(tmp_path / "in", tmp_path / "parallel", OutputOptions())
     outcomes = list(run_jobs(plan, compressor, processes=2))
     assert [(o.job.src.name, o.error, o.result.streamed) for o in outcomes] == [  # type: ignore[union-attr]
@@ -108,17 +97,17 @@ def test_folder_long_files_stream_with_the_same_bytes(tmp_path: Path, tiny_ckpt:
     assert (tmp_path / "parallel" / "long.ecdc").read_bytes() == (tmp_path / "single.ecdc").read_bytes()
 
 
-# -- #5: SIGTERM cleans up like Ctrl-C ---------------------------------------------------------------
+# -- SIGTERM cleans up like Ctrl-C -------------------------------------------------------------------
 def _terminate_self(*_: object) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
 @pytest.mark.parametrize("what", ["compress", "decompress", "folder"])
-def test_sigterm_leaves_no_temporary_file(what: str, tmp_path: Path, tiny_ckpt: str,
+def test_sigterm_leaves_no_temporary_file(what: str, tmp_path: Path, tiny_files_ckpt: str,
                                           capsys: pytest.CaptureFixture[str],
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     src = signal_wav(tmp_path / "in" / "a.wav", 0.5)
-    assert run(capsys, "compress", src, tmp_path / "a.ecdc", "--model", tiny_ckpt, "-q")[0] == 0
+    assert run(capsys, "compress", src, tmp_path / "a.ecdc", "--model", tiny_files_ckpt, "-q")[0] == 0
     seen: list[int] = []
 
     def ours(signum: int, frame: object) -> None:  # the embedding program's handler
@@ -134,7 +123,7 @@ def test_sigterm_leaves_no_temporary_file(what: str, tmp_path: Path, tiny_ckpt: 
             monkeypatch.setattr(_files.os, "fsync", _terminate_self)
             argv = (["compress", src, tmp_path / "out.ecdc"] if what == "compress"
                     else ["compress", tmp_path / "in", tmp_path / "out", "-j", "1"])
-        code, _, err = run(capsys, *argv, "--model", tiny_ckpt, "-q")
+        code, _, err = run(capsys, *argv, "--model", tiny_files_ckpt, "-q")
         assert signal.getsignal(signal.SIGTERM) is ours  # restored
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -143,15 +132,16 @@ def test_sigterm_leaves_no_temporary_file(what: str, tmp_path: Path, tiny_ckpt: 
     assert not (tmp_path / "out" / "a.ecdc").exists()
 
 
-# -- #6: an .ecdc from a pipe ---------------------------------------------------------------------------
-def test_decompress_and_info_read_an_ecdc_from_a_pipe(tmp_path: Path, tiny_ckpt: str,
+# -- an .ecdc from a pipe -------------------------------------------------------------------------------
+def test_decompress_and_info_read_an_ecdc_from_a_pipe(tmp_path: Path, tiny_files_ckpt: str,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     src = signal_wav(tmp_path / "a.wav", 0.5)
-    assert run(capsys, "compress", src, tmp_path / "a.ecdc", "--model", tiny_ckpt, "-q")[0] == 0
-    assert run(capsys, "decompress", tmp_path / "a.ecdc", tmp_path / "file.wav", "--model", tiny_ckpt, "-q")[0] == 0
+    assert run(capsys, "compress", src, tmp_path / "a.ecdc", "--model", tiny_files_ckpt, "-q")[0] == 0
+    assert run(capsys, "decompress", tmp_path / "a.ecdc", tmp_path / "file.wav", "--model", tiny_files_ckpt,
+               "-q")[0] == 0
     data = (tmp_path / "a.ecdc").read_bytes()
     child = [sys.executable, "-m", "opencodec"]
-    done = subprocess.run([*child, "decompress", "/dev/stdin", str(tmp_path / "pipe.wav"), "--model", tiny_ckpt,
+    done = subprocess.run([*child, "decompress", "/dev/stdin", str(tmp_path / "pipe.wav"), "--model", tiny_files_ckpt,
                            "-q"], input=data, capture_output=True, timeout=300, env=ENV)
     assert (done.returncode, done.stderr) == (0, b"")
     assert (tmp_path / "pipe.wav").read_bytes() == (tmp_path / "file.wav").read_bytes()
@@ -159,10 +149,10 @@ def test_decompress_and_info_read_an_ecdc_from_a_pipe(tmp_path: Path, tiny_ckpt:
                           env=ENV)
     assert done.returncode == 0, done.stderr
     fields = json.loads(done.stdout)
-    assert (fields["model"], fields["size_bytes"], fields["samples"]) == ("tiny_walk", len(data), 12000)
+    assert (fields["model"], fields["size_bytes"], fields["samples"]) == (TINY_FILES_MODEL, len(data), 12000)
 
 
-# -- #8: --lm-format implies --lm ------------------------------------------------------------------------
+# -- --lm-format implies --lm ----------------------------------------------------------------------------
 def test_lm_format_implies_lm(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                               monkeypatch: pytest.MonkeyPatch) -> None:
     given: dict[str, object] = {}
@@ -186,7 +176,7 @@ def test_lm_format_implies_lm(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert code == 0 and "(implies --lm)" in " ".join(out.split())
 
 
-# -- #9: -- ends the options -------------------------------------------------------------------------------
+# -- '--' ends the options ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("argv,field,value", [
     (["compress", "--", "-lead.wav"], "input", Path("-lead.wav")),
     (["compress", "-b", "3", "--", "-lead.wav", "-out.ecdc"], "output", Path("-out.ecdc")),
@@ -198,62 +188,64 @@ def test_double_dash_ends_options(argv: list[str], field: str, value: object) ->
     assert getattr(build_parser().parse_args(argv), field) == value
 
 
-def test_double_dash_compresses_a_dash_file(tmp_path: Path, tiny_ckpt: str, capsys: pytest.CaptureFixture[str],
+def test_double_dash_compresses_a_dash_file(tmp_path: Path, tiny_files_ckpt: str, capsys: pytest.CaptureFixture[str],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     signal_wav(tmp_path / "-lead.wav", 0.2)
-    assert run(capsys, "compress", "--model", tiny_ckpt, "-q", "--", "-lead.wav")[0] == 0
+    assert run(capsys, "compress", "--model", tiny_files_ckpt, "-q", "--", "-lead.wav")[0] == 0
     assert (tmp_path / "-lead.ecdc").is_file()
     code, out, _ = run(capsys, "info", "--", "-lead.ecdc")
-    assert code == 0 and "tiny_walk" in out
+    assert code == 0 and TINY_FILES_MODEL in out
 
 
-# -- #13: broken inputs ------------------------------------------------------------------------------------
-def test_truncated_inputs_are_named(tmp_path: Path, tiny_ckpt: str, capsys: pytest.CaptureFixture[str]) -> None:
+# -- broken inputs -----------------------------------------------------------------------------------------
+def test_truncated_inputs_are_named(tmp_path: Path, tiny_files_ckpt: str, capsys: pytest.CaptureFixture[str]) -> None:
     flac = tmp_path / "full.flac"
     sf.write(flac, np.random.default_rng(0).uniform(-0.5, 0.5, RATE * 2).astype(np.float32), RATE)
     whole = flac.read_bytes()
     for cut in (len(whole) // 3, len(whole) // 2, len(whole) - 500):
         (tmp_path / "cut.flac").write_bytes(whole[:cut])
-        code, _, err = run(capsys, "compress", tmp_path / "cut.flac", "--model", tiny_ckpt, "-f", "-q")
+        code, _, err = run(capsys, "compress", tmp_path / "cut.flac", "--model", tiny_files_ckpt, "-f", "-q")
         assert code == 1 and "corrupt or truncated FLAC data" in err, (cut, err)
 
     wav = signal_wav(tmp_path / "full.wav", 1.0, subtype="PCM_16")
     (tmp_path / "cut.wav").write_bytes(wav.read_bytes()[:44 + 2 * 1000])  # 1000 of 24000 samples
-    code, _, err = run(capsys, "compress", tmp_path / "cut.wav", "--model", tiny_ckpt, "-q")
+    code, _, err = run(capsys, "compress", tmp_path / "cut.wav", "--model", tiny_files_ckpt, "-q")
     assert code == 0 and "warning:" in err and "truncated: its header says 24000 samples, the file holds 1000" in err
-    assert run(capsys, "compress", wav, "--model", tiny_ckpt, "-q") == (0, "", "")  # a whole file: no warning
+    assert run(capsys, "compress", wav, "--model", tiny_files_ckpt, "-q") == (0, "", "")  # a whole file: no warning
 
 
-# -- #14: file names that are not UTF-8 ------------------------------------------------------------------------
-def test_non_utf8_file_names(tmp_path: Path, tiny_ckpt: str, capsys: pytest.CaptureFixture[str]) -> None:
+# -- file names that are not UTF-8 -----------------------------------------------------------------------------
+def test_non_utf8_file_names(tmp_path: Path, tiny_files_ckpt: str, capsys: pytest.CaptureFixture[str]) -> None:
     folder = os.fsencode(tmp_path)
     name = os.fsdecode(folder + b"/x\xff\xfe.wav")
     signal_wav(Path(os.fsdecode(folder + b"/plain.wav")), 0.3)
     os.rename(os.fsdecode(folder + b"/plain.wav"), name)
-    assert run(capsys, "compress", name, "--model", tiny_ckpt, "-q") == (0, "", "")
+    assert run(capsys, "compress", name, "--model", tiny_files_ckpt, "-q") == (0, "", "")
     ecdc = os.fsdecode(folder + b"/x\xff\xfe.ecdc")
-    assert run(capsys, "decompress", ecdc, os.fsdecode(folder + b"/y\xff.wav"), "--model", tiny_ckpt, "-q") == (0, "", "")
-    assert run(capsys, "compress", name, os.fsdecode(folder + b"/z\xff.flac"), "--model", tiny_ckpt, "-q") == (0, "", "")
+    assert run(capsys, "decompress", ecdc, os.fsdecode(folder + b"/y\xff.wav"), "--model", tiny_files_ckpt,
+               "-q") == (0, "", "")
+    assert run(capsys, "compress", name, os.fsdecode(folder + b"/z\xff.flac"), "--model", tiny_files_ckpt,
+               "-q") == (0, "", "")
     assert read_audio(os.fsdecode(folder + b"/z\xff.flac"))[0].shape == (1, int(0.3 * RATE))
 
 
-# -- #15: input louder than full scale ---------------------------------------------------------------------
-def test_louder_than_full_scale_input_warns(tmp_path: Path, tiny_ckpt: str, capsys: pytest.CaptureFixture[str],
+# -- input louder than full scale --------------------------------------------------------------------------
+def test_louder_than_full_scale_input_warns(tmp_path: Path, tiny_files_ckpt: str, capsys: pytest.CaptureFixture[str],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     loud = signal_wav(tmp_path / "loud.wav", 0.5, peak=3.0)
     peak = float(np.abs(sf.read(loud)[0]).max())
-    code, _, err = run(capsys, "compress", loud, "--model", tiny_ckpt, "-q")
+    code, _, err = run(capsys, "compress", loud, "--model", tiny_files_ckpt, "-q")
     assert code == 0 and f"warning: {loud}: input peak amplitude {peak:.4f} exceeds full scale 1.0" in err
     assert run(capsys, "compress", signal_wav(tmp_path / "ok.wav", 0.5, peak=1.0, subtype="PCM_16"),
-               "--model", tiny_ckpt, "-q") == (0, "", "")
+               "--model", tiny_files_ckpt, "-q") == (0, "", "")
     # the long-file path: a Python warning from the file-level API, reported the same way
     long = signal_wav(tmp_path / "long.wav", 1.5, peak=2.0)
-    model = codec_files.load_model(tiny_ckpt)
+    model = codec_files.load_model(tiny_files_ckpt)
     with pytest.warns(UserWarning, match=r"input peak amplitude 1\.9\d{3} exceeds full scale 1\.0"):
         compress_file_streaming(model, long, tmp_path / "direct.ecdc", 1.5)
     monkeypatch.setattr(codec_files, "STREAMING_MIN_SECONDS", 1.0)
-    code, _, err = run(capsys, "compress", long, "--model", tiny_ckpt, "-q")
+    code, _, err = run(capsys, "compress", long, "--model", tiny_files_ckpt, "-q")
     assert code == 0 and "warning:" in err and "input peak amplitude 1.9" in err
     # both paths measure what the codec sees (the audio at its rate and channels): a stereo
     # float file whose channels cancel in the mono down-mix warns on neither
@@ -262,24 +254,24 @@ def test_louder_than_full_scale_input_warns(tmp_path: Path, tiny_ckpt: str, caps
     sf.write(cancel, np.stack([mono, -mono], axis=1).astype(np.float32), RATE, subtype="FLOAT")
     for minimum in (1.0, 60.0):  # the long-file path, then the whole-file path
         monkeypatch.setattr(codec_files, "STREAMING_MIN_SECONDS", minimum)
-        code, _, err = run(capsys, "compress", cancel, tmp_path / f"c{minimum}.ecdc", "--model", tiny_ckpt, "-q")
+        code, _, err = run(capsys, "compress", cancel, tmp_path / f"c{minimum}.ecdc", "--model", tiny_files_ckpt, "-q")
         assert (code, err) == (0, ""), minimum
 
 
-# -- #18: a folder's OUT is a folder ----------------------------------------------------------------------------
+# -- a folder's OUT is a folder ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("command,out", [("compress", "x.wav"), ("compress", "x.ecdc"), ("decompress", "x.flac")])
-def test_folder_with_a_file_like_out_is_refused(command: str, out: str, tmp_path: Path, tiny_ckpt: str,
+def test_folder_with_a_file_like_out_is_refused(command: str, out: str, tmp_path: Path, tiny_files_ckpt: str,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     signal_wav(tmp_path / "in" / "a.wav", 0.2)
-    assert run(capsys, "compress", tmp_path / "in", "--model", tiny_ckpt, "-q")[0] == 0
-    code, _, err = run(capsys, command, tmp_path / "in", tmp_path / out, "--model", tiny_ckpt, "-q")
+    assert run(capsys, "compress", tmp_path / "in", "--model", tiny_files_ckpt, "-q")[0] == 0
+    code, _, err = run(capsys, command, tmp_path / "in", tmp_path / out, "--model", tiny_files_ckpt, "-q")
     assert code == 2 and f"but {tmp_path / out} ends in {Path(out).suffix}" in err
     assert not (tmp_path / out).exists()
     (tmp_path / out).mkdir()  # a folder that has that name already is a folder
-    assert run(capsys, command, tmp_path / "in", tmp_path / out, "--model", tiny_ckpt, "-q")[0] == 0
+    assert run(capsys, command, tmp_path / "in", tmp_path / out, "--model", tiny_files_ckpt, "-q")[0] == 0
 
 
-# -- #19: why an entropy-coded file is larger --------------------------------------------------------------------
+# -- why an entropy-coded file is larger -------------------------------------------------------------------------
 def test_larger_entropy_coded_file_names_the_header(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rng = np.random.default_rng(0)  # half a second the bundled entropy model codes into fewer bytes than plain
     one = tmp_path / "one.wav"
@@ -297,16 +289,18 @@ def test_larger_entropy_coded_file_names_the_header(tmp_path: Path, capsys: pyte
     assert "predicts these codes poorly" in capsys.readouterr().err
 
 
-# -- #20: a round trip to no samples ------------------------------------------------------------------------------
-def test_round_trip_to_no_samples_warns(tmp_path: Path, tiny_ckpt: str, capsys: pytest.CaptureFixture[str]) -> None:
+# -- a round trip to no samples -----------------------------------------------------------------------------------
+def test_round_trip_to_no_samples_warns(tmp_path: Path, tiny_files_ckpt: str,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
     one = tmp_path / "one.wav"
     sf.write(one, np.array([0.1], dtype=np.float32), RATE)
-    code, _, err = run(capsys, "compress", one, tmp_path / "one1k.wav", "--rate", "1000", "--model", tiny_ckpt, "-q")
+    code, _, err = run(capsys, "compress", one, tmp_path / "one1k.wav", "--rate", "1000", "--model", tiny_files_ckpt,
+                       "-q")
     assert code == 0 and "warning:" in err and "the output holds no samples" in err
     assert sf.info(tmp_path / "one1k.wav").frames == 0
 
 
-# -- #22: '-' -------------------------------------------------------------------------------------------------------
+# -- '-' points at the stream commands -----------------------------------------------------------------------------
 @pytest.mark.parametrize("argv,hint", [(["compress", "-", "o.ecdc"], "stream-encode"),
                                        (["compress", "a.wav", "-"], "stream-encode"),
                                        (["decompress", "-", "o.wav"], "stream-decode")])
@@ -316,24 +310,24 @@ def test_dash_points_at_the_stream_commands(argv: list[str], hint: str, capsys: 
     assert ("/dev/stdin" in err) == (argv[0] == "decompress")
 
 
-# -- #23: outputs that are not regular files -------------------------------------------------------------------------
-def test_fifo_output_is_refused_and_a_symlink_is_replaced(tmp_path: Path, tiny_ckpt: str,
+# -- outputs that are not regular files ------------------------------------------------------------------------------
+def test_fifo_output_is_refused_and_a_symlink_is_replaced(tmp_path: Path, tiny_files_ckpt: str,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     src = signal_wav(tmp_path / "a.wav", 0.2)
     os.mkfifo(tmp_path / "fifo.ecdc")
-    code, _, err = run(capsys, "compress", src, tmp_path / "fifo.ecdc", "--model", tiny_ckpt, "-q", "-f")
+    code, _, err = run(capsys, "compress", src, tmp_path / "fifo.ecdc", "--model", tiny_files_ckpt, "-q", "-f")
     assert code == 1 and "is not a regular file (a FIFO, socket or device)" in err
     assert (tmp_path / "fifo.ecdc").is_fifo()
     # -f onto a symbolic link replaces the link (atomic rename), as --help says; the target stays
     (tmp_path / "target.ecdc").write_bytes(b"old")
     (tmp_path / "link.ecdc").symlink_to(tmp_path / "target.ecdc")
-    assert run(capsys, "compress", src, tmp_path / "link.ecdc", "--model", tiny_ckpt, "-q", "-f")[0] == 0
+    assert run(capsys, "compress", src, tmp_path / "link.ecdc", "--model", tiny_files_ckpt, "-q", "-f")[0] == 0
     assert not (tmp_path / "link.ecdc").is_symlink() and (tmp_path / "target.ecdc").read_bytes() == b"old"
     code, out, _ = run(capsys, "compress", "--help")
     assert code == 0 and "symbolic link is replaced" in " ".join(out.split())
 
 
-# -- #21 (audio.py): clear errors for the audio helpers ------------------------------------------------------------
+# -- audio.py: clear errors for the audio helpers ------------------------------------------------------------------
 def test_audio_helpers_name_a_numpy_array_and_a_zero_rate(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match=r"convert_audio expects a torch.Tensor, got numpy.ndarray.*torch.from_numpy"):
         convert_audio(np.zeros((1, 10), dtype=np.float32), 8000, 16000, 1)

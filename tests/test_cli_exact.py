@@ -1,5 +1,5 @@
-"""Exact checks of the file-level public API, the CLI layer and the ONNX export that the
-mutation audit (helper r2a) found no test could fail for: str and path-like paths, option
+"""Exact checks of the file-level public API, the CLI layer and the ONNX export, each able
+to fail for a plausible one-token bug: str and path-like paths, option
 defaults and types, exit statuses, the ``info`` numbers, the sizes and reports of entropy-coded
 outputs, the export's names and shapes."""
 

@@ -2,7 +2,7 @@
 model's weights hash (everything that drives the CDFs is hashed, so a file is never decoded with
 another model), its range checks, and the official entropy model's default attention window.
 
-These close gaps a mutation audit found: each test fails on a plausible one-token bug that the
+Each test here fails on a plausible one-token bug that the
 other entropy tests let through."""
 
 from __future__ import annotations

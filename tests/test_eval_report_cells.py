@@ -191,9 +191,9 @@ def _row(item: str, system: str = "opus-6kbps", codec_error: str | None = None) 
 
 
 def test_summarize_counts_the_codec_failures_among_its_rows() -> None:
-    """Called as before walk 4, with every row of results.jsonl (a failed row among them),
-    ``n_codec_failures`` counts that row (walk 4 counted only the ``failures`` argument, so
-    it said 0); a pair listed in ``failures`` and present as a row counts once."""
+    """Called with every row of results.jsonl (a failed row among them) and no ``failures``
+    argument, ``n_codec_failures`` counts that row (not only the pairs ``failures`` lists,
+    which would say 0); a pair listed in ``failures`` and present as a row counts once."""
     from opencodec.eval.summary import summarize
 
     rows = [_row("a"), _row("b", codec_error="boom")]

@@ -1,4 +1,4 @@
-"""Exact checks of one eval item's scoring and of the per-system aggregates (helper r2b):
+"""Exact checks of one eval item's scoring and of the per-system aggregates:
 
 * ``score`` passes (decoded, reference) in that order to every metric, ViSQOL's mode follows
   the category, PESQ and STOI are speech-only, a non-finite value is stored as None with a

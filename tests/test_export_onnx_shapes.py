@@ -47,7 +47,8 @@ def test_annotations_equal_meta(exported: Path, meta: dict, graph: str) -> None:
 
 
 def test_known_shapes(meta: dict) -> None:
-    """The cases the audit found, spelled out for the bundled model (hop 320, 8 codebooks, W = 7)."""
+    """The annotated shapes of the bundled model (hop 320, 8 codebooks, W = 7), spelled out:
+    fixed sizes as numbers, never made-up symbols."""
     g = meta["graphs"]
     assert g["decoder_start.onnx"]["outputs"][0]["shape"] == ["batch", 1, 7 * 320]
     assert g["encoder_start.onnx"]["outputs"][0]["shape"] == ["batch", 8, 7]

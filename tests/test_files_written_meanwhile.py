@@ -10,16 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from opencodec import _files, codec_files
 from opencodec.codec_files import FileCompressor, FileDecompressor, OutputOptions, plan_compress
 from opencodec.errors import OpenCodecError, OutputError
 from opencodec.file_jobs import Job, Plan, run_jobs
-from opencodec.model import EncodecConfig, EncodecModel
-from opencodec.pretrained import save_model
 
-from official_ref import random_codebooks
+from codec_helpers import tiny_files_ckpt  # noqa: F401, F811 (a pytest fixture)
 
 
 RATE = 24_000
@@ -31,15 +28,6 @@ OTHER = b"written by another command meanwhile"
 @pytest.fixture(autouse=True)
 def _always_offline(offline: Path) -> Path:
     return offline
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A tiny causal 24 kHz mono codec's weights file."""
-    torch.manual_seed(0)
-    model = random_codebooks(EncodecModel(EncodecConfig(name="tiny_walk3", n_filters=4, dimension=16, lstm=1,
-                                                        n_q=4, target_bandwidths=[1.5, 3.0])), 0).eval()
-    return str(save_model(model, tmp_path_factory.mktemp("tiny") / "tiny.safetensors"))
 
 
 def _wav(path: Path, seconds: float = 0.5) -> Path:
@@ -65,10 +53,10 @@ def _write_meanwhile(monkeypatch: pytest.MonkeyPatch, name: str, dst: Path) -> N
 
 
 @pytest.mark.parametrize("suffix", [".ecdc", ".wav"])  # a plain .ecdc, and a round trip's audio
-def test_compress_keeps_an_output_written_meanwhile(tmp_path: Path, tiny_ckpt: str, suffix: str,
+def test_compress_keeps_an_output_written_meanwhile(tmp_path: Path, tiny_files_ckpt: str, suffix: str,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     src, dst = _wav(tmp_path / "in.wav"), tmp_path / f"out{suffix}"
-    compressor = FileCompressor(tiny_ckpt, 1.5, OutputOptions())
+    compressor = FileCompressor(tiny_files_ckpt, 1.5, OutputOptions())
     _write_meanwhile(monkeypatch, "compress", dst)
     with pytest.raises(OpenCodecError, match=r"out\%s already exists \(use -f/--force" % suffix):
         compressor(Job(src, dst))
@@ -76,20 +64,20 @@ def test_compress_keeps_an_output_written_meanwhile(tmp_path: Path, tiny_ckpt: s
     assert _hidden(tmp_path) == []  # no temporary file left
 
 
-def test_compress_force_still_replaces(tmp_path: Path, tiny_ckpt: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compress_force_still_replaces(tmp_path: Path, tiny_files_ckpt: str, monkeypatch: pytest.MonkeyPatch) -> None:
     src, dst = _wav(tmp_path / "in.wav"), tmp_path / "out.ecdc"
-    compressor = FileCompressor(tiny_ckpt, 1.5, OutputOptions(force=True))
+    compressor = FileCompressor(tiny_files_ckpt, 1.5, OutputOptions(force=True))
     _write_meanwhile(monkeypatch, "compress", dst)
     result = compressor(Job(src, dst))
     assert dst.read_bytes()[:4] == b"ECDC" and dst.stat().st_size == result.size_bytes
 
 
-def test_decompress_keeps_an_output_written_meanwhile(tmp_path: Path, tiny_ckpt: str,
+def test_decompress_keeps_an_output_written_meanwhile(tmp_path: Path, tiny_files_ckpt: str,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     src = tmp_path / "in.ecdc"
-    FileCompressor(tiny_ckpt, 1.5, OutputOptions())(Job(_wav(tmp_path / "in.wav"), src))
+    FileCompressor(tiny_files_ckpt, 1.5, OutputOptions())(Job(_wav(tmp_path / "in.wav"), src))
     dst = tmp_path / "out.wav"
-    decompressor = FileDecompressor(tiny_ckpt, OutputOptions())
+    decompressor = FileDecompressor(tiny_files_ckpt, OutputOptions())
     _write_meanwhile(monkeypatch, "decompress", dst)
     with pytest.raises(OpenCodecError, match=r"out\.wav already exists \(use -f/--force"):
         decompressor(Job(src, dst))
@@ -97,13 +85,13 @@ def test_decompress_keeps_an_output_written_meanwhile(tmp_path: Path, tiny_ckpt:
     assert _hidden(tmp_path) == []
 
 
-def test_folder_run_reports_the_file_written_meanwhile_and_goes_on(tmp_path: Path, tiny_ckpt: str,
+def test_folder_run_reports_the_file_written_meanwhile_and_goes_on(tmp_path: Path, tiny_files_ckpt: str,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "in").mkdir()
     srcs = [_wav(tmp_path / "in" / f"{name}.wav") for name in ("a", "b")]
     out = tmp_path / "out"
     out.mkdir()
-    compressor = FileCompressor(tiny_ckpt, 1.5, OutputOptions())
+    compressor = FileCompressor(tiny_files_ckpt, 1.5, OutputOptions())
     _write_meanwhile(monkeypatch, "compress", out / "a.ecdc")
     plan = Plan([Job(srcs[0], out / "a.ecdc"), Job(srcs[1], out / "b.ecdc")], folder=True)
     outcomes = list(run_jobs(plan, compressor, processes=1))
@@ -138,29 +126,29 @@ def test_output_that_is_the_input_is_refused_as_such_without_force(tmp_path: Pat
         assert str(caught.value) == f"output {out} is the input file itself; give another output"
 
 
-def test_output_folder_that_cannot_be_created_is_named(tmp_path: Path, tiny_ckpt: str) -> None:
+def test_output_folder_that_cannot_be_created_is_named(tmp_path: Path, tiny_files_ckpt: str) -> None:
     (tmp_path / "in" / "sub").mkdir(parents=True)
     src = _wav(tmp_path / "in" / "sub" / "a.wav")
     out = tmp_path / "out"
     out.mkdir()
     (out / "sub").write_bytes(b"a file where the folder would go")
     plan = Plan([Job(src, out / "sub" / "a.ecdc")], folder=True)
-    [outcome] = list(run_jobs(plan, FileCompressor(tiny_ckpt, 1.5, OutputOptions()), processes=1))
+    [outcome] = list(run_jobs(plan, FileCompressor(tiny_files_ckpt, 1.5, OutputOptions()), processes=1))
     assert isinstance(outcome.error, OutputError)
     assert str(outcome.error).startswith(f"cannot create output folder {out / 'sub'}: ")
 
 
-def test_long_round_trip_at_the_models_format_is_streamed(tmp_path: Path, tiny_ckpt: str,
+def test_long_round_trip_at_the_models_format_is_streamed(tmp_path: Path, tiny_files_ckpt: str,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """A long round trip (here "long" is lowered to 0.2 s) whose output is at the model's rate and
     channels goes through the bounded-memory path (a 2-minute file took 1.59 GB whole, 383 MB
     streamed), with the whole path's audio to one 16-bit step, the input's length, no temporary
     file left; another output rate still takes the whole path."""
     src = _wav(tmp_path / "in.wav", seconds=0.5)
-    whole = FileCompressor(tiny_ckpt, 1.5, OutputOptions())(Job(src, tmp_path / "whole.wav"))
+    whole = FileCompressor(tiny_files_ckpt, 1.5, OutputOptions())(Job(src, tmp_path / "whole.wav"))
     assert not whole.streamed
     monkeypatch.setattr(codec_files, "STREAMING_MIN_SECONDS", 0.2)
-    compressor = FileCompressor(tiny_ckpt, 1.5, OutputOptions())
+    compressor = FileCompressor(tiny_files_ckpt, 1.5, OutputOptions())
     result = compressor(Job(src, tmp_path / "streamed.wav"))
     assert result.streamed and (result.sample_rate, result.channels) == (RATE, 1)
     a, rate_a = sf.read(tmp_path / "whole.wav", dtype="int16")
@@ -168,7 +156,7 @@ def test_long_round_trip_at_the_models_format_is_streamed(tmp_path: Path, tiny_c
     assert rate_a == rate_b == RATE and a.shape == b.shape == (int(0.5 * RATE),)
     assert np.abs(a.astype(np.int32) - b).max() <= 1
     assert _hidden(tmp_path) == []
-    other = FileCompressor(tiny_ckpt, 1.5, OutputOptions(rate=16_000))(Job(src, tmp_path / "at16k.wav"))
+    other = FileCompressor(tiny_files_ckpt, 1.5, OutputOptions(rate=16_000))(Job(src, tmp_path / "at16k.wav"))
     assert not other.streamed and sf.info(tmp_path / "at16k.wav").samplerate == 16_000
     with pytest.raises(OpenCodecError, match="already exists"):  # the streamed path keeps outputs too
         _write_meanwhile(monkeypatch, "decompress_file_streaming", tmp_path / "raced.wav")
@@ -176,7 +164,8 @@ def test_long_round_trip_at_the_models_format_is_streamed(tmp_path: Path, tiny_c
     assert (tmp_path / "raced.wav").read_bytes() == OTHER
 
 
-def test_folder_rerun_says_the_outputs_exist(tmp_path: Path, tiny_ckpt: str, capsys: pytest.CaptureFixture) -> None:
+def test_folder_rerun_says_the_outputs_exist(tmp_path: Path, tiny_files_ckpt: str,
+                                             capsys: pytest.CaptureFixture) -> None:
     """A folder run again without --skip-existing: the last line says why they failed and what resumes."""
     from opencodec import cli
 
@@ -184,7 +173,8 @@ def test_folder_rerun_says_the_outputs_exist(tmp_path: Path, tiny_ckpt: str, cap
     for name in ("a", "b"):
         _wav(tmp_path / "in" / f"{name}.wav")
     (tmp_path / "in" / "bad.wav").write_bytes(b"not audio")
-    args = ["compress", "-q", "-j", "1", "-m", tiny_ckpt, "-b", "1.5", str(tmp_path / "in"), str(tmp_path / "out")]
+    args = ["compress", "-q", "-j", "1", "-m", tiny_files_ckpt, "-b", "1.5", str(tmp_path / "in"),
+            str(tmp_path / "out")]
     assert cli.main(args) == 1
     assert capsys.readouterr().err.splitlines()[-1] == "opencodec: error: 1 of 3 file(s) failed"
     assert cli.main(args) == 1

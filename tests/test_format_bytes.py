@@ -1,6 +1,6 @@
 """Bytes on disk, header fields and refusals of the ``.ecdc`` format that the broader tests
-left unpinned (found by a mutation audit: each test here fails for a plausible bug in the
-format code that every other test let through)."""
+leave unpinned (each test here fails for a plausible bug in the format code that every
+other test lets through)."""
 
 from __future__ import annotations
 

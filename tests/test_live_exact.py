@@ -1,4 +1,4 @@
-"""Exact values of the live path that other tests left unpinned (mutation audit "lv"):
+"""Exact values of the live path that other tests leave unpinned:
 sequence numbers modulo 2**32 and the half-range rule, the receiver's counts, gap and end
 packet edge cases, the parser's data-length bound, WAV stream reading corner cases, the
 sink's peak, the decoder's hold-back of ``hop - 1`` samples, and the output's fixed format

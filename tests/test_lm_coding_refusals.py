@@ -109,7 +109,7 @@ def test_wrong_entropy_model_with_the_files_name_says_it_is_another_export_of_th
 def bundled() -> tuple:
     """The bundled codec and entropy model, 0.5 s of noise coded in the deterministic format
     at 1.5 kbps with the entropy model in float32, and the same coded with a float16 copy
-    under the release's name (as writers before this review wrote it), and that copy."""
+    under the release's name (as a writer without the release-name check writes it), and that copy."""
     from opencodec.bitstream import body
     from opencodec.compress import compress
     from opencodec.pretrained import load_lm_model, load_model
@@ -129,8 +129,7 @@ def bundled() -> tuple:
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_a_rounded_entropy_model_is_named_as_such(bundled, dtype) -> None:
     """The release's entropy model in half precision makes another integer model: the error
-    says so, not that it is another export of a training run (what the walk-4 wording said
-    of every model with the file's name)."""
+    says so, not that it is another export of a training run."""
     from opencodec.compress import decompress
     from opencodec.pretrained import load_lm_model
 

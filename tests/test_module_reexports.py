@@ -84,7 +84,7 @@ def test_python_m_entry_points() -> None:
         assert done.returncode == 0 and done.stdout.startswith("opencodec "), (module, done.stderr)
 
 
-SPLITS = {  # old public face -> the modules its code moved to (session 12)
+SPLITS = {  # old public face -> the modules its code moved to
     "opencodec.bitstream": ["header", "packing", "layout", "coded_body", "body"],
     "opencodec.entropy.fixed": ["fixed_scheme", "fixed_ops", "fixed_params"],
     "opencodec.data.corpus": ["presets", "loudness", "debian", "source_files", "convert", "eval_items"],

@@ -1,4 +1,4 @@
-"""Edges of the live stream paths that no other test pinned (found by a mutation audit):
+"""Edges of the live stream paths that no other test pins:
 decode mode's hold-back in the serve engine, the server's input backlog bound, and the
 stream decoder's model checks."""
 

@@ -1,4 +1,4 @@
-"""opencodec tokenize / TokenDataset: values a mutation audit found unpinned, now pinned exactly.
+"""opencodec tokenize / TokenDataset: values other tests leave unpinned, pinned exactly.
 
 The plan (its fingerprint, batch budgets, the streaming threshold, empty files), the rows'
 stored metadata (exact float64 durations, rates and channels of streamed files), the shard

@@ -1,4 +1,4 @@
-"""Codec training pinned by value against independent references (mutation audit m5): the mel
+"""Codec training pinned by value against independent references: the mel
 spectrograms and losses against a numpy STFT written here, the feature-matching mean, the
 balancer's weight sum and norms, the training step's real/fake halves and commitment weight, the
 speech split and train/valid groups, the loudness gates, and the augmentation's peak, reverb and RIR."""

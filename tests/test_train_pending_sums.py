@@ -61,7 +61,8 @@ def test_a_window_resumed_under_another_number_of_processes_is_logged_as_one_run
 
 @pytest.mark.parametrize("through_campaign", [False, True])
 def test_a_checkpoint_without_pending_sums_still_resumes(through_campaign: bool, tmp_path: Path) -> None:
-    # Checkpoints written before walk 4 (and campaign states packed then) have no "metrics".
+    # A checkpoint saved before the pending sums were kept in it (and a campaign state packed
+    # from one) has no "metrics".
     from opencodec.train.campaign import pack, unpack
 
     train_m, valid_m = _corpus(tmp_path / "data")
@@ -78,7 +79,7 @@ def test_a_checkpoint_without_pending_sums_still_resumes(through_campaign: bool,
         ckpt_path.unlink()
         unpack(tmp_path / "state", tmp_path / "b")
     train(cfg, tmp_path / "b", progress=False)
-    assert sorted(_rows(tmp_path / "b")) == [2, 4]  # (step 2's row: step 2 alone, as before walk 4)
+    assert sorted(_rows(tmp_path / "b")) == [2, 4]  # (step 2's row: step 2 alone, step 1's sums were not saved)
     assert torch.load(ckpt_path, weights_only=True)["metrics"]["counts"] == {}  # logged at the end
 
 

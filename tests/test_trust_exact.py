@@ -1,5 +1,5 @@
 """Exact checks of the trust and file-handling rules, each written to kill a plausible bug the
-rest of the suite let pass (mutation audit): a file must decode with the weights that wrote it
+rest of the suite lets pass: a file must decode with the weights that wrote it
 or fail, a legacy header never picks a release by itself, the weights hash follows in-place
 changes, and file outputs are exact (no overwrite without --force, no partial file, audio read
 and written sample-exact)."""

@@ -1,6 +1,6 @@
 """A file decodes with the weights that wrote it or fails with a clear error: names of models
-loaded from files (walkthrough findings 1 and 10), damaged headers (2), wording when no model
-was given (16), and ``info`` identifying the model as decompress does (17)."""
+loaded from files, damaged headers, wording when no model was given, and ``info``
+identifying the model as decompress does."""
 
 from __future__ import annotations
 
@@ -208,7 +208,8 @@ def test_info_uses_the_hash_like_decompress(current: EncodecModel, tmp_path: Pat
 
 
 def test_safetensors_without_metadata_says_where_the_architecture_came_from(tmp_path: Path) -> None:
-    """Finding 11: no "unset architecture"; an inference-only export stripped of its metadata."""
+    """An inference-only export stripped of its metadata: the error says where the architecture
+    came from, never "unset architecture"."""
     from safetensors.torch import load_file
 
     tensors = load_file(str(pretrained.BUNDLED_DIR / "opencodec_24khz_v4.safetensors"))

@@ -15,6 +15,7 @@ import glob
 import multiprocessing as mp
 import os
 import pickle
+import reprlib
 import signal
 import tempfile
 import typing as tp
@@ -32,14 +33,39 @@ from .errors import EXPECTED_ERRORS, UsageError
 R = tp.TypeVar("R")
 
 
-@dataclass
+def _job_path(value: object, field_name: str) -> Path:
+    """``value`` (a str or path-like) as a ``Path``: ``TypeError`` naming ``Job.<field_name>``
+    for any other type (bytes, a number, a path-like whose path is bytes), ``ValueError`` for
+    an empty str (which ``Path`` would read as the current folder)."""
+    if isinstance(value, (str, os.PathLike)):
+        if isinstance(value, str) and not value:
+            raise ValueError(f"Job.{field_name} is an empty path; give a file name")
+        try:
+            return Path(value)
+        except TypeError:  # os.PathLike whose __fspath__ gives bytes
+            pass
+    raise TypeError(f"Job.{field_name} must be a str or path-like (pathlib.Path), got "
+                    f"{type(value).__name__} {reprlib.repr(value)}")
+
+
+@dataclass(init=False)
 class Job:
     """One input file and the output it produces; ``conflict`` names an earlier input
-    that maps to the same output (the job then fails instead of overwriting it)."""
+    that maps to the same output (the job then fails instead of overwriting it).
+
+    The paths are given as str or path-like (``pathlib.Path``, ``os.PathLike[str]``) and
+    kept as ``Path``: ``TypeError`` naming the field for any other type, ``ValueError`` for
+    an empty str."""
 
     src: Path
     dst: Path
     conflict: Path | None = None
+
+    def __init__(self, src: str | os.PathLike[str], dst: str | os.PathLike[str],
+                 conflict: str | os.PathLike[str] | None = None) -> None:
+        self.src = _job_path(src, "src")
+        self.dst = _job_path(dst, "dst")
+        self.conflict = None if conflict is None else _job_path(conflict, "conflict")
 
 
 @dataclass
