@@ -8,19 +8,31 @@ is read) until it is admitted as a client (then ``max_clients`` bounds it) or cl
 sends its HTTP request and WebSocket handshake (``websockets`` gives that 10 s, its
 ``open_timeout``), while it loads the page or ``/info.json``, and while a client refused past
 ``max_clients`` is closed (``close_timeout`` at most). One past the limit is answered an HTTP
-503 and closed at once, before anything of it is read: so a client that opens thousands of
+503 and closed at once, without waiting for its request (what it sent already is dropped
+unparsed; see below): so a client that opens thousands of
 connections and sends nothing, or half a request, holds at most that many file descriptors
 and connection objects of the server, never more. One address (an IPv6 address's /64 network,
 which one host usually has whole) may hold at most the per-address limit (default half the
 gate), so that a single address flooding the gate does not turn every other client away.
 Behind a reverse proxy every connection comes from the proxy's address: set the per-address
 limit to the gate's there.
+
+A refused connection is sent the 503 and the end of the stream (FIN) at once, and its socket
+closes on the loop's next pass; just before it does, what the client has sent by then (its
+request, normally) is read off and dropped, never waited for (at most :data:`DRAIN_LIMIT`
+bytes). Closing a socket with unread bytes in it makes Linux send a TCP reset instead of the
+FIN: a client that had sent its request saw its connection reset after the 503 (every one on
+loopback; some stacks drop the 503 when the reset arrives: benchmarks/serve_refusal_reset.py).
+A request that arrives after the close still draws a reset from the kernel (nothing can read it
+without holding the connection open), but after the 503 and the FIN, which a client reads first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+import os
 import typing as tp
 from dataclasses import dataclass
 
@@ -85,6 +97,31 @@ def _busy(text: bytes) -> bytes:
 BUSY_RESPONSE = _busy(b"server busy: too many connections opening at once; try again later\n")
 ADDRESS_BUSY_RESPONSE = _busy(b"server busy: too many connections opening at once from your "
                               b"address; try again later\n")
+
+
+DRAIN_LIMIT = 64 << 10
+"""The most bytes of a refused connection that are read (and dropped) before its socket closes: a
+request is a few hundred bytes; a client that floods is closed however much it sent."""
+
+
+def discard_received(sock: tp.Any, limit: int) -> int:
+    """Read and drop what ``sock`` (a non-blocking socket or asyncio's ``TransportSocket``) has
+    received already, at most ``limit`` bytes (in reads of 64 KiB at most), never waiting: it
+    stops at the first read that would block, at the end of the stream, at an error or at
+    ``limit``. Returns the bytes dropped. Does nothing (0) for a blocking socket or off POSIX
+    (a Windows socket is no file descriptor ``os.read`` can take)."""
+    if sock is None or os.name != "posix" or sock.gettimeout() != 0:
+        return 0
+    dropped = 0
+    while dropped < limit:
+        try:
+            chunk = os.read(sock.fileno(), min(limit - dropped, 1 << 16))
+        except OSError:  # BlockingIOError: nothing more has arrived; or reset, or closed
+            break
+        if not chunk:
+            break
+        dropped += len(chunk)
+    return dropped
 
 
 def peer_key(peername: tp.Any) -> str:
@@ -175,13 +212,16 @@ class OpeningGate:
 class GatedConnection(ServerConnection):
     """A server connection counted in ``gate`` from its accept until :meth:`admitted` or its
     end; one that does not fit is sent :data:`BUSY_RESPONSE` and closed at once (its handler
-    then sees a connection closed before any request and returns)."""
+    then sees a connection closed before any request and returns; ``turned_away``): what it
+    sent by then is dropped just before its socket closes, so that the close is a FIN, not a
+    reset (see the module's doc)."""
 
     def __init__(self, *args: tp.Any, gate: OpeningGate, **kwargs: tp.Any):
         super().__init__(*args, **kwargs)
         self.gate = gate
         self.opening = False
         self.peer = ""
+        self.turned_away = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -191,15 +231,20 @@ class GatedConnection(ServerConnection):
             self.gate.members.add(self)
         else:
             full = self.gate.count >= self.gate.limit
-            # a fresh socket: never blocks
-            tp.cast(asyncio.Transport, transport).write(BUSY_RESPONSE if full else ADDRESS_BUSY_RESPONSE)
-            transport.close()
+            self.turned_away = True
+            writer = tp.cast(asyncio.Transport, transport)
+            writer.write(BUSY_RESPONSE if full else ADDRESS_BUSY_RESPONSE)  # a fresh socket: never blocks
+            with contextlib.suppress(OSError):  # (the client reset it already)
+                writer.write_eof()  # the FIN now, after the 503
+            transport.close()  # connection_lost on the loop's next pass, then the socket closes
 
     def admitted(self) -> None:
         """This connection is a client now (``max_clients`` bounds it): no longer counted."""
         self._release()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.turned_away:  # the socket closes right after this: what it holds unread goes first
+            discard_received(self.transport.get_extra_info("socket"), DRAIN_LIMIT)
         self._release()
         super().connection_lost(exc)
 

@@ -10,7 +10,8 @@ Limits and policy (:class:`ServeLimits`):
 * ``max_opening`` (:attr:`ServeLimits.opening_limit`, default ``2 * max_clients + 16``):
   connections not (yet) admitted, counted from the TCP accept (handshakes, which websockets
   gives 10 s, page requests, refused clients closing); one more gets an HTTP 503 and is closed
-  at once, unread (:mod:`.limits`), so half-open connections cannot pile up;
+  at once, never waited for (what it sent already is dropped unparsed, so the close is a FIN,
+  not a reset: :mod:`.limits`), so half-open connections cannot pile up;
 * ``max_opening_per_address`` (:attr:`ServeLimits.opening_per_address_limit`, default half
   the gate): of those, at most this many from one address (an IPv6 /64), so that one address
   flooding the gate cannot turn every other client away (also 503, "from your address");
