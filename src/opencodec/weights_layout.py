@@ -61,11 +61,23 @@ def read_weights(path: Path) -> tuple[StateDict, dict[str, tp.Any] | None]:
         raise ModelLoadError(f"{path} is a training checkpoint (model, optimiser and step "
                              f"{obj['step']}), not model weights: load {export}, which the run "
                              f"exports next to it at every checkpoint")
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ModelLoadError(f"{path}: expected a dict of tensors (a state dict)")
+    problem = _state_dict_problem(obj)
+    if problem:
+        raise ModelLoadError(f"{path}: {problem}")
     if config is not None and not isinstance(config, dict):
         raise ModelLoadError(f"{path}: 'config' must be a dict, got {type(config).__name__}")
     return dict(obj), config
+
+
+def _state_dict_problem(obj: object) -> str | None:
+    """Why ``obj`` is not a state dict (a dict of tensors keyed by str names), or None."""
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return "expected a dict of tensors (a state dict)"
+    bad = [k for k in obj if not isinstance(k, str)]
+    if bad:
+        return (f"expected a dict of tensors (a state dict) keyed by names, got key {bad[0]!r:.40} "
+                f"({type(bad[0]).__name__})")
+    return None
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -250,7 +262,12 @@ def _default_codebook_counts(n_q: int) -> list[int]:
 # -- public entry points -------------------------------------------------------------------
 def model_from_state_dict(state: StateDict, config: EncodecConfig | dict | None = None,
                           source: str = "state dict") -> EncodecModel:
-    """Build a model from tensors (any supported key layout) and an optional config."""
+    """Build a model from tensors (any supported key layout) and an optional config.
+    ``ModelLoadError`` (prefixed with ``source``) for anything but a dict of tensors keyed by
+    str names, or tensors that do not fit the architecture."""
+    problem = _state_dict_problem(state)
+    if problem:
+        raise ModelLoadError(f"{source}: {problem}")
     if isinstance(config, dict):
         try:
             config = EncodecConfig.from_dict(config)
