@@ -39,6 +39,7 @@ import torch
 
 from ..argtypes import positive_float
 from ..errors import ConfigError
+from .run_state import _unreadable_reason
 
 __all__ = ["compact_state", "expand_state", "write_parts", "read_parts", "pack", "unpack", "main"]
 
@@ -162,14 +163,33 @@ def read_parts(folder: Path) -> tp.Any:
     if not parts:
         raise FileNotFoundError(f"no {PART_NAME}NN files in {folder}")
     data = b"".join(p.read_bytes() for p in parts)
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for bytes that are not its file
+        reason = _unreadable_reason(exc)
+        raise ValueError(f"{folder}: its {len(parts)} {PART_NAME}NN file(s) do not make a saved state "
+                         f"(a part missing or cut short?): {reason}") from exc
+
+
+def _read_codec_checkpoint(path: Path) -> dict[str, tp.Any]:
+    """``opencodec train``'s ``checkpoint.pt`` at ``path``; another file is a ``ValueError``
+    naming it (before anything is written)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a file that is not its own
+        raise ValueError(f"cannot read {path} ({_unreadable_reason(exc)})") from exc
+    if not (isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict) and isinstance(ckpt.get("disc"), dict)
+            and "step" in ckpt):
+        raise ValueError(f"{path} is not a codec training checkpoint (opencodec train writes its model, "
+                         f"discriminator and step)")
+    return ckpt
 
 
 def pack(checkpoint: Path, folder: Path, max_bytes: int | None = None,
          part_bytes: int = DEFAULT_PART_BYTES) -> dict[str, tp.Any]:
     """Write ``checkpoint``'s compact state to ``folder`` in parts, and ``folder/state.json``
     (step, parts, bytes, what was left out); returns that summary."""
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    ckpt = _read_codec_checkpoint(checkpoint)
     compact, left_out = compact_state(ckpt, max_bytes)
     paths = write_parts(compact, folder, part_bytes)
     size = sum(p.stat().st_size for p in paths)
@@ -188,8 +208,9 @@ def unpack(folder: Path, run_dir: Path, force: bool = False) -> Path:
     target = run_dir / CHECKPOINT
     if target.exists() and not force:
         raise FileExistsError(f"{target} exists (use --force to replace it)")
+    state = expand_state(read_parts(folder))  # before anything is written: nothing left on an error
     run_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_torch_save(expand_state(read_parts(folder)), target)
+    _atomic_torch_save(state, target)
     return target
 
 

@@ -136,6 +136,11 @@ def _check_file_keys(cfg: dict[str, tp.Any], path: str | os.PathLike[str], known
 def _yaml_problem(exc: tp.Any) -> str:
     """A YAML parse error in one line: its problem and where (``line 3, column 7``)."""
     problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
+    if problem is None and isinstance(getattr(exc, "position", None), int):  # a character YAML refuses
+        character = getattr(exc, "character", "")
+        code = ord(character) if isinstance(character, str) and len(character) == 1 else character
+        what = f"#x{code:04x}" if isinstance(code, int) else repr(code)
+        return f"unacceptable character {what}: {getattr(exc, 'reason', 'not allowed')} (character {exc.position + 1})"
     if problem is None:
         return " ".join(str(exc).split())
     return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else problem
@@ -157,7 +162,12 @@ def load_config(path: str | os.PathLike[str], overrides: tp.Sequence[str] = (),
     if not Path(path).is_file():
         raise FileNotFoundError(f"no config file {path}")
     try:
-        cfg = yaml.safe_load(Path(path).read_text()) or {}
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a YAML config: not UTF-8 text (byte {exc.start + 1}: "
+                          f"{exc.object[exc.start:exc.start + 1]!r})") from exc
+    try:
+        cfg = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not a YAML config: {_yaml_problem(exc)}") from exc
     if not isinstance(cfg, dict):

@@ -63,7 +63,7 @@ from .lm_eval import (
 from .lm_model import IGNORE, LM_METADATA_KEY, _loss, build_lm, export_lm, lm_logits, read_lm_info
 
 from .run_state import (_atomic_torch_save, _rng_state, _seed_everything, _set_rng_state, _step_rng,
-                        load_run_weights)
+                        load_run_weights, read_checkpoint)
 from .run_folder import RunFolder, StopRequests, run_folder_path, saving, stopped_message
 from .solver import learning_rate_at  # the codec trainer's schedule
 
@@ -135,19 +135,9 @@ def learning_rate(s: Settings, step: int) -> float:
 
 # -- the run folder: checked before any code is extracted or written ---------------------------
 def _read_checkpoint(path: Path, map_location: tp.Any = "cpu", mmap: bool = False) -> dict[str, tp.Any]:
-    """``torch.load`` of a run's ``checkpoint.pt``; one that cannot be read is a ``ConfigError``."""
-    try:
-        try:
-            ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-        except Exception:  # noqa: BLE001 - mmap needs torch.save's zip format: read it whole
-            if not mmap:
-                raise
-            ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
-        raise ConfigError(f"cannot read {path} ({one_line(exc)[:200]}): use another --run-dir") from exc
-    if not isinstance(ckpt, dict):
-        raise ConfigError(f"{path} is not a training checkpoint: use another --run-dir")
-    return ckpt
+    """``torch.load`` of a run's ``checkpoint.pt``; one that cannot be read is a ``ConfigError``
+    (:func:`~.run_state.read_checkpoint`)."""
+    return read_checkpoint(path, map_location, mmap)
 
 
 def _recorded_weights_hash(path: Path, ckpt: dict[str, tp.Any]) -> str | None:

@@ -6,13 +6,44 @@ resumed run) derives alike."""
 from __future__ import annotations
 
 import random
+import re
 import typing as tp
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, one_line
+
+
+def _unreadable_reason(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in a few words: the unpickler's own
+    reason (``Unsupported operand 103`` for bytes that are no checkpoint) without torch's advice
+    to load it unsafely, else the first sentence of the error's message (a zip archive cut
+    short: ``PytorchStreamReader failed reading zip archive: failed finding central directory``)."""
+    text = str(exc)
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\s*\n|Check the documentation|$)", text, re.S)
+    if found:
+        return f"not a checkpoint that torch.load reads safely: {' '.join(found[1].split())}"[:200]
+    return " ".join(one_line(exc).split()).split(". ")[0][:200]  # its first sentence (torch's go on)
+
+
+def read_checkpoint(path: Path, map_location: tp.Any = "cpu", mmap: bool = False) -> dict[str, tp.Any]:
+    """``torch.load`` of a run's ``checkpoint.pt`` (``mmap``: memory-mapped where the file's
+    format allows, else read whole); a file that cannot be read (not a checkpoint, cut short)
+    or does not hold a dict is a one-line :class:`ConfigError` naming ``path``."""
+    try:
+        try:
+            ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        except Exception:  # noqa: BLE001 - mmap needs torch.save's zip format: read it whole
+            if not mmap:
+                raise
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
+        raise ConfigError(f"cannot read {path} ({_unreadable_reason(exc)}): use another --run-dir") from exc
+    if not isinstance(ckpt, dict):
+        raise ConfigError(f"{path} is not a training checkpoint: use another --run-dir")
+    return ckpt
 
 
 def _seed_everything(seed: int) -> None:
@@ -86,7 +117,7 @@ def load_run_weights(path: Path, ckpt: dict[str, tp.Any], modules: dict[str, tor
             raise ConfigError(f"{path} has no {key!r} weights; use another --run-dir")
         try:
             module.load_state_dict(ckpt[key])
-        except RuntimeError as exc:
+        except (RuntimeError, TypeError) as exc:  # TypeError: not a state dict at all (a list...)
             reason = _mismatch(ckpt[key], module)
             if reason is None:  # another problem of the state dict: its first line, cut short
                 lines = [line.strip() for line in str(exc).splitlines() if line.strip()]

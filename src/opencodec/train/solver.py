@@ -76,7 +76,7 @@ from ..signals import Terminated, sigterm_as_interrupt
 from .run_folder import (RunFolder, StopRequests, check_run_folder, run_folder_path, saving, set_usual_permissions,
                          stopped_message)
 from .run_state import (_atomic_torch_save, _rng_state, _seed_everything, _set_rng_state, _step_rng,
-                        load_run_weights)
+                        load_run_weights, read_checkpoint)
 from .validation import _spectrogram_image, validate  # noqa: F401 - validate: scripts import it here
 from .step import (MetricAccumulator, StepParts, TrainerModule, autocast_for, compile_models, configure_backends,
                    discriminator_step, frozen_generator_output, generator_step, global_batch_metrics, make_adam,
@@ -125,7 +125,7 @@ def _maybe_data_dependent_init(cfg: dict, model: EncodecModel, device: torch.dev
     """``init: data_dependent`` on a fresh run (not when resuming or fine-tuning). Every rank
     computes the same rescaling from the same batch, so the weights stay identical."""
     if cfg.get("init", "default") not in ("default", "data_dependent"):
-        raise ConfigError(f"init must be 'default' or 'data_dependent', got {cfg.get('init')!r}")
+        raise ConfigError(f"config field init: expected 'default' or 'data_dependent', got {cfg.get('init')!r}")
     if cfg.get("init") == "data_dependent" and not cfg.get("init_from") and not (run / CHECKPOINT).exists():
         _data_dependent_init(cfg, model, device)
 
@@ -304,7 +304,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         step, previous, logged_since = 0, None, None
         ckpt_path = run / CHECKPOINT
         if ckpt_path.exists():
-            ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+            ckpt = read_checkpoint(ckpt_path, device)  # a file that is not one: one line
             check_codec_checkpoint(ckpt_path, ckpt, model.config)  # another architecture or trainer: refused,
             load_run_weights(ckpt_path, ckpt, {"model": model, "disc": disc})  # nothing written
             # A compact campaign state (train/campaign.py) may lack the optimisers' moments
