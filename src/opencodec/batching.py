@@ -12,13 +12,15 @@ near-tied code can flip; :func:`encode_each` is bitwise, see :func:`encode_batch
 
 - Causal models: one batched pass with length-aware right padding (above). Items so
   short that a layer's reflection would need the zero-extension trick of ``pad1d``
-  (a few frames) are encoded alone.
+  (a few frames) are encoded alone. Circular padding fills a conv's left pad with the end
+  of the signal, so such models (causal or not) are grouped by equal length.
 - Segmenting models (48 kHz): every full segment of every item forms one batch of equal
   shapes; the last, shorter segments are grouped by length.
-- Other non-causal models: items are grouped by equal length.
+- Other models: items are grouped by equal length.
 
 Decoding: a causal decoder only looks left (transposed convs are trimmed on the right),
-so padded code frames do not change the valid samples; other models decode per group.
+so padded code frames do not change the valid samples; other models (circular padding
+included) decode per group.
 """
 
 from __future__ import annotations
@@ -77,16 +79,18 @@ def _conv_with_lengths(conv: StreamableConv1d, x: torch.Tensor, lengths: list[in
     need = left + max(n + r for n, r in zip(lengths, rights))
     if padded.shape[-1] < need:
         padded = torch.nn.functional.pad(padded, (0, need - padded.shape[-1]))
-    # reflect: for item b, padded position left + n + i holds x[n - 2 - i] (i < r). One gather
-    # and one scatter for the whole batch (not two small copies per item: GPU launches).
+    # For item b, padded position left + n + i (i < r) holds x[n - 2 - i] (reflect), x[n - 1]
+    # (replicate) or 0 (constant). One gather and one scatter for the whole batch (not two
+    # small copies per item: GPU launches).
     pairs = [(b, n, i) for b, (n, r) in enumerate(zip(lengths, rights)) if n < T for i in range(r)]
     if pairs:
         rows = torch.tensor([b for b, _, _ in pairs], device=x.device)
         dst = torch.tensor([left + n + i for _, n, i in pairs], device=x.device)
-        if conv.pad_mode == "reflect":
-            src = torch.tensor([n - 2 - i for _, n, i in pairs], device=x.device)
+        if conv.pad_mode in ("reflect", "replicate"):  # replicate: x[n - 1], the item's last sample
+            src = torch.tensor([n - 2 - i if conv.pad_mode == "reflect" else n - 1 for _, n, i in pairs],
+                               device=x.device)
             padded[rows, :, dst] = x[rows, :, src].to(padded.dtype)
-        else:
+        else:  # constant (circular models never get here: see _looks_left_only)
             padded[rows, :, dst] = 0.0
     out = conv.conv(padded)
     out_lengths = [(n + left + r - k) // s + 1 for n, r in zip(lengths, rights)]
@@ -109,6 +113,13 @@ def _layers_with_lengths(layers: nn.Sequential, x: torch.Tensor, lengths: list[i
         else:
             raise TypeError(f"no length-aware rule for layer {type(layer).__name__}")
     return x, lengths
+
+
+def _looks_left_only(model: EncodecModel) -> bool:
+    """Whether ``model``'s output at a time depends only on the input up to it, apart from
+    the end-of-signal padding the length-aware pass rewrites: causal, and not circular
+    padding (which fills a conv's left pad with the end of the signal, padding included)."""
+    return bool(model.config.causal) and model.config.pad_mode != "circular"
 
 
 def _decoder_safe_for_batched_pass(model: EncodecModel, num_frames: int) -> bool:
@@ -331,7 +342,7 @@ def _encode_batch(model: EncodecModel, wav: torch.Tensor, lens: list[int]) -> Ba
         return _encode_segmented(model, wav, lens)
     frames = [model.num_frames(n) for n in lens]
     codes = torch.full((B, K, max(frames)), -1, dtype=torch.long, device=wav.device)  # no copy per item
-    if model.config.causal and not model.normalize:
+    if _looks_left_only(model) and not model.normalize:
         batched = [b for b, n in enumerate(lens) if _safe_for_batched_pass(model, n)]
         if batched:
             sub = wav[batched][:, :, : max(lens[b] for b in batched)]
@@ -421,7 +432,7 @@ def decode_batch(model: EncodecModel, encoding: BatchEncoding) -> tuple[torch.Te
     B = len(lens)
     out = torch.zeros(B, model.channels, max(lens))
     rest = list(range(B))
-    if model.segment_length is None and model.config.causal:
+    if model.segment_length is None and _looks_left_only(model):
         batched = [b for b in range(B) if _decoder_safe_for_batched_pass(model, frames[b])]
         if batched:
             # Padding frames only affect samples past each item's end (the decoder looks left).

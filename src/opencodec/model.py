@@ -402,7 +402,9 @@ class EncodecModel(nn.Module):
         return out, q
 
     def fold_weight_norm(self, enabled: bool = True) -> None:
-        """Precompute weight-normed conv weights for faster inference (same results)."""
+        """Precompute weight-normed conv weights for faster inference (same results: a
+        folded weight is recomputed when its weights change, and not used while a gradient
+        may flow to them); ``enabled`` False turns it off."""
         for module in self.modules():
             fold = getattr(module, "fold", None)
             if callable(fold) and module is not self:

@@ -248,12 +248,15 @@ def _walk(op: _Op) -> tp.Iterator[_Op]:
 
 
 def check_streamable_model(model: EncodecModel) -> None:
-    """Raise ValueError unless ``model`` can be streamed (causal, one segment, no renormalising;
-    the rule is :func:`opencodec.streamability.streaming_problems`)."""
+    """Raise ValueError unless ``model`` can be streamed (causal, one segment, no renormalising,
+    no circular padding; the rule is :func:`opencodec.streamability.streaming_problems`)."""
     problems = streaming_problems(model.config)
     if "not_causal" in problems:
         raise ValueError(f"model {model.name!r} is not causal: streaming needs a causal model "
                          "(e.g. encodec_24khz); non-causal convolutions look into the future")
+    if "circular_padding" in problems:
+        raise ValueError(f"model {model.name!r} pads circularly (with the end of the signal): streaming "
+                         "needs reflect, replicate or constant padding")
     if problems:
         raise ValueError(f"model {model.name!r} segments or renormalises its input; "
                          "streaming needs a single-segment, unnormalised causal model")
@@ -331,9 +334,10 @@ class EncoderStep(_StepBase):
         return self._codes(emb), state
 
     def forward(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Whole frames x [B, C, n * hop] after ``start`` -> (codes [B, K, n], *new_state)."""
-        if x.shape[-1] % self.hop_length:
-            raise ValueError(f"expected whole frames of {self.hop_length} samples, got {x.shape[-1]}")
+        """Whole frames x [B, C, n * hop], n >= 1, after ``start`` -> (codes [B, K, n], *new_state)."""
+        if x.shape[-1] < self.hop_length or x.shape[-1] % self.hop_length:
+            raise ValueError(f"expected whole frames of {self.hop_length} samples (at least one), "
+                             f"got {x.shape[-1]} samples")
         emb, new = self._run(x, state)
         return (self._codes(emb), *new)
 
@@ -372,6 +376,8 @@ class DecoderStep(_StepBase):
         while tracing (ONNX export): a check is no graph operation."""
         if isinstance(codes, torch.Tensor) and codes.dim() != 3:
             raise ValueError(f"expected codes [B, K, n], got {tuple(codes.shape)}")
+        if isinstance(codes, torch.Tensor) and codes.shape[-1] == 0:
+            raise ValueError(f"expected at least one code frame [B, K, n >= 1], got {tuple(codes.shape)}")
         if torch.jit.is_tracing():
             return codes
         return check_codes(codes, "[B, K, n]", self.quantizer.bins, self.quantizer.n_q,
@@ -379,10 +385,11 @@ class DecoderStep(_StepBase):
 
     def start(self, codes: torch.Tensor) -> tuple[torch.Tensor, States]:
         """The first ``warmup_frames`` code frames [B, K, W] -> (audio [B, C, W * hop], state).
-        Fewer frames give the offline decoding of a stream that short (its state is then unusable)."""
+        Fewer frames (at least one) give the offline decoding of a stream that short (its state
+        is then unusable)."""
         return self._run(self._latent(self._check(codes)), None)
 
     def forward(self, codes: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Code frames [B, K, n] after ``start`` -> (audio [B, C, n * hop], *new_state)."""
+        """Code frames [B, K, n], n >= 1, after ``start`` -> (audio [B, C, n * hop], *new_state)."""
         y, new = self._run(self._latent(self._check(codes)), state)
         return (y, *new)

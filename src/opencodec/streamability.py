@@ -2,7 +2,8 @@
 
 Streaming needs a causal model (no convolution looks into the future) that neither cuts its
 input into segments nor renormalises it by its loudness (those need the whole segment before
-the first frame). The 24 kHz models are streamable; ``encodec_48khz`` is not.
+the first frame), and whose convolutions do not pad circularly (a circular pad reads the end
+of the signal). The 24 kHz models are streamable; ``encodec_48khz`` is not.
 """
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ if tp.TYPE_CHECKING:
     from .model import EncodecConfig
 
 
-StreamProblem = tp.Literal["not_causal", "segmented", "normalized"]
+StreamProblem = tp.Literal["not_causal", "segmented", "normalized", "circular_padding"]
 
 
 def streaming_problems(config: EncodecConfig) -> list[StreamProblem]:
     """Why a model of ``config`` cannot be streamed, in this order (empty: it can): streaming
     needs a causal model (``"not_causal"``) that neither cuts its input into segments
-    (``"segmented"``) nor renormalises it (``"normalized"``). The one statement of the rule;
+    (``"segmented"``) nor renormalises it (``"normalized"``), and does not pad circularly
+    (``"circular_padding"``: the pad would be the end of the signal). The one statement of the rule;
     :func:`check_streamable` and :func:`opencodec.step.check_streamable_model` word it."""
     problems: list[StreamProblem] = []
     if not config.causal:
@@ -29,6 +31,8 @@ def streaming_problems(config: EncodecConfig) -> list[StreamProblem]:
         problems.append("segmented")
     if config.normalize:
         problems.append("normalized")
+    if config.pad_mode == "circular":
+        problems.append("circular_padding")
     return problems
 
 
@@ -42,8 +46,10 @@ def check_streamable(config: EncodecConfig) -> None:
             reasons.append("it is not causal (its convolutions look into the future)")
         elif problem == "segmented":
             reasons.append(f"it cuts the input into {config.segment:g} s segments")
-        else:
+        elif problem == "normalized":
             reasons.append("it renormalises each segment by its loudness")
+        else:
+            reasons.append("its convolutions pad circularly (with the end of the signal)")
     if reasons:
         raise OpenCodecError(f"model {config.name!r} cannot be streamed: {'; '.join(reasons)}. "
                              "Streaming needs a causal model such as opencodec_24khz or "

@@ -65,17 +65,37 @@ class _WeightNorm(nn.Module):
         self.weight_v = nn.Parameter(weight.clone())
         self.bias = conv.bias
         self._folded: torch.Tensor | None = None
+        self._folded_key: tuple | None = None
+
+    def _source_key(self) -> tuple | None:
+        """What the folded weight was computed from: each of ``weight_v`` and ``weight_g``'s
+        storage, in-place version, dtype and device (None for inference tensors, which have
+        no version counter: then nothing is folded)."""
+        try:
+            return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in (self.weight_v, self.weight_g))
+        except RuntimeError:
+            return None
 
     @property
     def weight(self) -> torch.Tensor:
-        """Effective weight (the folded copy when inference folding is on)."""
-        if self._folded is not None:
-            return self._folded
+        """Effective weight: the folded copy when inference folding is on, refreshed when
+        ``weight_v`` or ``weight_g`` changed since (``load_state_dict``, an optimiser step,
+        ``.to()``/``.double()``); computed afresh when a gradient may flow to them."""
+        if self._folded is not None and not (torch.is_grad_enabled() and
+                                             (self.weight_v.requires_grad or self.weight_g.requires_grad)):
+            key = self._source_key()
+            if key is not None:
+                if key != self._folded_key:
+                    self.fold()
+                return self._folded
         return torch._weight_norm(self.weight_v, self.weight_g, 0)
 
     def fold(self, enabled: bool = True) -> None:
-        """Cache the effective weight for inference (call again after changing weights)."""
-        self._folded = torch._weight_norm(self.weight_v, self.weight_g, 0).detach() if enabled else None
+        """Cache the effective weight for inference (``weight`` refreshes it when the weights
+        change; ``enabled`` False drops it)."""
+        with torch.no_grad():
+            self._folded = torch._weight_norm(self.weight_v, self.weight_g, 0).detach() if enabled else None
+        self._folded_key = self._source_key() if enabled else None
 
 
 class WeightNormConv1d(_WeightNorm):
