@@ -186,7 +186,10 @@ def _read_csv(manifest: Path) -> list[InputItem]:
     try:
         # utf-8-sig: spreadsheet programs start UTF-8 CSV files with a byte order mark
         with open(manifest, encoding="utf-8-sig", newline="") as fi:
-            reader = csv.DictReader(fi, delimiter="\t" if manifest.suffix.lower() == ".tsv" else ",")
+            # strict: a quote never closed (or text after a closing one) is an error, not a
+            # path that runs on over the following lines
+            reader = csv.DictReader(fi, delimiter="\t" if manifest.suffix.lower() == ".tsv" else ",",
+                                    strict=True)
             if reader.fieldnames is None or "path" not in reader.fieldnames:
                 raise InputError(f"{manifest}: a CSV manifest needs a 'path' column "
                                  f"(columns: {', '.join(reader.fieldnames or []) or 'none'})")
