@@ -176,6 +176,24 @@ def si_snr(est: ArrayLike, ref: ArrayLike) -> float:
 # spectrograms
 
 
+#: The smallest window :func:`mel_distance` and :func:`stft_distance` take (hop ``n_fft // 4`` >= 1).
+MIN_N_FFT = 4
+
+
+def _check_n_fft(n_fft: int) -> int:
+    """``n_fft`` if it is a whole number >= :data:`MIN_N_FFT`, else a ``MetricError``."""
+    if isinstance(n_fft, bool) or not isinstance(n_fft, (int, np.integer)) or n_fft < MIN_N_FFT:
+        raise MetricError(f"window sizes (n_fft) must be whole numbers >= {MIN_N_FFT}, got {n_fft!r}")
+    return int(n_fft)
+
+
+def _check_n_ffts(n_ffts: Sequence[int]) -> list[int]:
+    """The window sizes ``n_ffts``: at least one, each checked by :func:`_check_n_fft`."""
+    if not n_ffts:
+        raise MetricError("n_ffts must name at least one window size")
+    return [_check_n_fft(n) for n in n_ffts]
+
+
 def _hz_to_mel(f: np.ndarray) -> np.ndarray:
     return 2595.0 * np.log10(1.0 + f / 700.0)
 
@@ -220,8 +238,15 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int = 64, f_min: float 
 
     Returns:
         read-only float64 array ``[n_mels_kept, n_fft // 2 + 1]``.
+
+    Raises:
+        MetricError: ``n_fft`` below :data:`MIN_N_FFT` or not whole, ``n_mels`` below 1,
+            or edges outside ``0 <= f_min < f_max <= sample_rate / 2``.
     """
     f_max = sample_rate / 2.0 if f_max is None else float(f_max)
+    _check_n_fft(n_fft)
+    if isinstance(n_mels, bool) or not isinstance(n_mels, (int, np.integer)) or n_mels < 1:
+        raise MetricError(f"n_mels must be a whole number >= 1, got {n_mels!r}")
     if not 0.0 <= f_min < f_max <= sample_rate / 2.0:
         raise MetricError(f"need 0 <= f_min < f_max <= sample_rate/2, got {f_min}, {f_max}")
     return _mel_filterbank_cached(int(sample_rate), int(n_fft), int(n_mels), float(f_min),
@@ -265,13 +290,11 @@ def mel_distance(est: ArrayLike, ref: ArrayLike, sample_rate: int,
     """
     e, r = _pair(est, ref)
     sr = _check_rate(sample_rate)
-    if not n_ffts:
-        raise MetricError("n_ffts must name at least one window size")
     dists = []
-    for n in n_ffts:
-        fb = torch.from_numpy(np.array(mel_filterbank(sr, int(n), n_mels)))
-        me = torch.einsum("mf,cft->cmt", fb, _stft_mag(e, int(n)))
-        mr = torch.einsum("mf,cft->cmt", fb, _stft_mag(r, int(n)))
+    for n in _check_n_ffts(n_ffts):
+        fb = torch.from_numpy(np.array(mel_filterbank(sr, n, n_mels)))
+        me = torch.einsum("mf,cft->cmt", fb, _stft_mag(e, n))
+        mr = torch.einsum("mf,cft->cmt", fb, _stft_mag(r, n))
         dists.append(float((torch.log(me + eps) - torch.log(mr + eps)).abs().mean()))
     return float(np.mean(dists))
 
@@ -299,16 +322,16 @@ def stft_distance(est: ArrayLike, ref: ArrayLike,
         mean over resolutions of (spectral convergence + log-magnitude L1).
 
     Raises:
-        MetricError: shape mismatch; SilentSignalError if the reference is all zeros.
+        MetricError: shape mismatch, no window size or one below :data:`MIN_N_FFT`;
+            SilentSignalError if the reference is all zeros.
     """
     e, r = _pair(est, ref)
-    if not n_ffts:
-        raise MetricError("n_ffts must name at least one window size")
+    sizes = _check_n_ffts(n_ffts)
     if not np.any(r):
         raise SilentSignalError("stft_distance is undefined: the reference is silent")
     out = []
-    for n in n_ffts:
-        me, mr = _stft_mag(e, int(n)), _stft_mag(r, int(n))
+    for n in sizes:
+        me, mr = _stft_mag(e, n), _stft_mag(r, n)
         sc = float(torch.linalg.vector_norm(mr - me) / torch.linalg.vector_norm(mr))
         lm = float((torch.log(me + eps) - torch.log(mr + eps)).abs().mean())
         out.append(sc + lm)

@@ -120,6 +120,12 @@ def _verdict_line(name: str, verdicts: tp.Sequence[tuple[str, bool, bool]]) -> s
             + (f"; not established in {', '.join(open_)}" if open_ else "") + ".")
 
 
+def _direction(better: bool, tied: bool) -> str:
+    """A cell's word for ours against Opus: "equal" when the means (or the mean paired
+    difference) are exactly equal, else "better" or "worse"."""
+    return "equal" if tied else ("better" if better else "worse")
+
+
 def versus_opus(summary: dict, metrics: tp.Sequence[str], paired: dict | None = None) -> list[str]:
     """Markdown lines comparing every neural system with Opus at the same nominal bitrate,
     per category and metric. With ``paired`` (from ``paired_versus_opus``) a cell gives the
@@ -144,7 +150,7 @@ def versus_opus(summary: dict, metrics: tp.Sequence[str], paired: dict | None = 
                     better = (diff["mean"] < 0) == (metric in LOWER_IS_BETTER)
                     settled = abs(diff["mean"]) > diff["ci95"]
                     text = (f"{ours['mean']:.2f} vs {theirs['mean']:.2f}: {diff['mean']:+.2f} ± "
-                            f"{diff['ci95']:.2f}, {'better' if better else 'worse'}"
+                            f"{diff['ci95']:.2f}, {_direction(better, diff['mean'] == 0)}"
                             + ("" if settled else " (not established)")
                             + f", {diff['wins']}/{diff['n']} items")
                 else:
@@ -152,7 +158,8 @@ def versus_opus(summary: dict, metrics: tp.Sequence[str], paired: dict | None = 
                     no_interval = ours.get("ci95") is None or theirs.get("ci95") is None
                     settled = not (no_interval or abs(ours["mean"] - theirs["mean"])
                                    <= ours["ci95"] + theirs["ci95"])
-                    text = (f"{ours['mean']:.2f} vs {theirs['mean']:.2f}: {'better' if better else 'worse'}"
+                    text = (f"{ours['mean']:.2f} vs {theirs['mean']:.2f}: "
+                            f"{_direction(better, ours['mean'] == theirs['mean'])}"
                             + ("" if settled else " (no interval: fewer than 2 items)"
                                if no_interval else " (intervals overlap)"))
                 cells.append(text)

@@ -227,7 +227,8 @@ def plan_systems(models: tp.Sequence[str], bandwidths: tp.Sequence[float] | None
         systems.append(System(codec.name, "baseline", float(codec.nominal_kbps), baseline=spec))
     names = [s.name for s in systems]
     if len(set(names)) != len(names):
-        raise MushraError(f"duplicate systems: {names}")
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise MushraError(f"duplicate systems {twice}: the same model or baseline is given twice")
     return systems
 
 

@@ -56,10 +56,13 @@ class Rating:
 
 def connect(path: str | Path) -> sqlite3.Connection:
     """Open (creating if needed) the ratings database at ``path`` with the schema in place."""
+    conn = None
     try:
         conn = sqlite3.connect(str(path), timeout=30.0)
         conn.executescript(SCHEMA)
     except sqlite3.Error as exc:
+        if conn is not None:
+            conn.close()
         raise MushraError(f"cannot open ratings database {path}: {exc}") from exc
     return conn
 

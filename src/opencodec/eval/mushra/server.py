@@ -15,7 +15,8 @@ Routes:
   of the trial rated exactly once, each rating a finite number in [0, 100], no unknown
   fields) and stored with :func:`.db.store_trial`. Answers ``200 {"ok": true, ...}`` or
   ``400 {"ok": false, "error": "<what is wrong>"}`` (413 for bodies over 64 KiB, 400 for a
-  negative ``Content-Length``).
+  negative ``Content-Length``, 411 without one). A ratings database that cannot be read
+  (progress) or written (submit) is ``500 {"ok": false, "error": "<the reason>"}``.
 
 Bounds on what a client can hold (the server may listen beyond localhost with ``--host``):
 every connection's socket has a read timeout (:data:`READ_TIMEOUT_S`, 10 s: a client that
@@ -254,7 +255,11 @@ class MushraHandler(BaseHTTPRequestHandler):
             if not listener:
                 self._error(HTTPStatus.BAD_REQUEST, "the listener id is missing or empty")
                 return
-            done = db.listener_progress(self.server.db_path, self.server.test.test_id, listener)
+            try:
+                done = db.listener_progress(self.server.db_path, self.server.test.test_id, listener)
+            except MushraError as exc:
+                self._error(HTTPStatus.INTERNAL_SERVER_ERROR, str(exc))
+                return
             self._json(HTTPStatus.OK, {"ok": True, "done": done})
         elif path in self.server.audio_files:
             self._audio(self.server.audio_files[path])

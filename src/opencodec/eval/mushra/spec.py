@@ -20,6 +20,7 @@ ever sees them (blind test); the mapping to systems stays on the server.
 from __future__ import annotations
 
 import json
+import math
 import re
 import typing as tp
 from dataclasses import dataclass
@@ -108,13 +109,28 @@ class MushraTest:
 
 def _field(obj: dict, key: str, kind: type | tuple[type, ...], where: str) -> tp.Any:
     """``obj[key]`` checked to be of ``kind``, else a MushraError naming ``where`` and ``key``."""
-    if not isinstance(obj, dict) or key not in obj:
+    if not isinstance(obj, dict):
+        raise MushraError(f"{where}: expected an object with field {key!r}, got {type(obj).__name__}")
+    if key not in obj:
         raise MushraError(f"{where}: missing field {key!r}")
     value = obj[key]
     if not isinstance(value, kind) or isinstance(value, bool):  # bool is an int in Python
+        expected = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
         raise MushraError(f"{where}: field {key!r} has the wrong type "
-                          f"(expected {kind}, got {type(value).__name__})")
+                          f"(expected {expected}, got {type(value).__name__})")
     return value
+
+
+def _kbps(obj: dict, where: str) -> float | None:
+    """``obj["actual_kbps"]``: absent/null, or a finite non-negative number (kbit/s)."""
+    value = obj.get("actual_kbps")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value < 0:
+        raise MushraError(f"{where}: field 'actual_kbps' must be null or a finite number >= 0 "
+                          f"(kbit/s), got {value!r}")
+    return float(value)
 
 
 def _check_id(value: str, where: str) -> str:
@@ -144,7 +160,7 @@ def load_test(test_dir: str | Path) -> MushraTest:
     if not path.is_file():
         raise MushraError(f"{path} not found: build a test first with 'opencodec mushra build'")
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise MushraError(f"{path} is not valid JSON: {exc}") from exc
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
@@ -181,9 +197,9 @@ def load_test(test_dir: str | Path) -> MushraTest:
                 raise MushraError(f"{cw}: duplicate condition id {cid!r}")
             if any(x.system == system for x in conditions):
                 raise MushraError(f"{cw}: system {system!r} appears twice in the trial")
-            kbps = c.get("actual_kbps")
+            kbps = _kbps(c, cw)
             file = _check_audio(root, _field(c, "file", str, cw), trial_id, cw)
-            conditions.append(Condition(cid, system, file, None if kbps is None else float(kbps)))
+            conditions.append(Condition(cid, system, file, kbps))
         if len(conditions) < 2:
             raise MushraError(f"{where}: a trial needs at least 2 conditions, got {len(conditions)}")
         reference = _check_audio(root, _field(t, "reference", str, where), trial_id, where)
