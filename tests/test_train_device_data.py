@@ -120,3 +120,15 @@ def test_trainer_with_the_device_loader_resumes_exactly(tmp_path: Path, capsys: 
         assert torch.equal(value, resumed.state_dict()[key]), key
     with pytest.raises(ValueError, match="data.loader"):
         train({**cfg, "data": {**cfg["data"], "loader": "gpu"}}, tmp_path / "c", progress=False)
+
+
+def test_a_noise_manifest_row_without_duration_names_the_noise_manifest(tmp_path: Path) -> None:
+    """A row of ``noise_manifests`` without a duration is an error naming that manifest (it
+    named the training manifests), as the host-side AudioDataset's does."""
+    from opencodec.errors import ConfigError
+
+    train_m, _ = _tone_corpus(tmp_path)
+    noise_m = tmp_path / "extra_noise.jsonl"
+    noise_m.write_text(json.dumps({"path": str(tmp_path / "noise.wav"), "category": "noise"}) + "\n")
+    with pytest.raises(ConfigError, match=rf"^manifest {noise_m}: the row of {tmp_path / 'noise.wav'} has no "):
+        DeviceCorpus([str(train_m)], SR, 1, 0.25, torch.device("cpu"), noise_manifests=[str(noise_m)])

@@ -67,6 +67,7 @@ def read_audio(path: str | Path, *, refuse_truncated: bool = False) -> tuple[tor
     check_mp3_content(path)
     try:  # as soundfile.read does it, keeping the length the header claims
         with sf.SoundFile(soundfile_name(path)) as sfile:
+            check_has_header(path, sfile.format)
             check_file_rate(path, sfile.samplerate)
             claimed = sfile.frames
             if sfile.seekable():
@@ -85,6 +86,15 @@ def read_audio(path: str | Path, *, refuse_truncated: bool = False) -> tuple[tor
     if not np.isfinite(data).all():
         raise AudioIOError(f"cannot read audio file {path}: it holds NaN or infinite samples")
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(sample_rate)
+
+
+def check_has_header(path: str | Path, sound_format: str) -> None:
+    """Refuse a file libsndfile opened as headerless ``RAW`` data (``SoundFile.format``): it
+    takes any ``.au``/``.snd`` file without the ``.snd`` header, even a text file, as 8 kHz
+    mu-law, which would decode to noise without a word."""
+    if sound_format == "RAW":
+        raise AudioIOError(f"cannot read audio file {path}: no audio header (libsndfile would read "
+                           f"its bytes as headerless 8 kHz mu-law); not a decodable audio file")
 
 
 def check_file_rate(path: str | Path, sample_rate: int) -> None:

@@ -62,8 +62,9 @@ def _decode(path: str, sample_rate: int = 48000) -> tuple[np.ndarray, int]:
         res = subprocess.run(["ffmpeg", "-v", "error", "-f", "g722", "-i", path, "-f", "f32le",
                               "-ac", "1", "-ar", "16000", "-"], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE)
-        if res.returncode != 0:
-            raise RuntimeError(res.stderr.decode(errors="replace")[-300:])
+        if res.returncode != 0:  # its last words, in one line short enough for the .failed reason
+            tail = " ".join(res.stderr.decode(errors="replace").split())[-250:]
+            raise RuntimeError(f"ffmpeg failed ({res.returncode}): {tail}")
         return np.frombuffer(res.stdout, dtype=np.float32)[None, :].copy(), 16000
     import soundfile as sf
     data, sr = sf.read(path, dtype="float32", always_2d=True)

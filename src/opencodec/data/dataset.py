@@ -247,10 +247,12 @@ class AudioDataset(torch.utils.data.Dataset):
         self._last_error = ""  # the last unreadable file and why, for the error when none is left
 
         rows = load_manifests(manifests)
+        check_durations(rows, manifests)
         noise_rows = [r for r in rows if r.get("category") == "noise"]
         if noise_manifests is not None:
-            noise_rows += load_manifests(noise_manifests)
-        check_durations(rows + noise_rows, manifests)
+            extra_noise = load_manifests(noise_manifests)
+            check_durations(extra_noise, noise_manifests)  # the error names the noise manifest
+            noise_rows += extra_noise
         rows = [r for r in rows if r.get("category") != "noise"]
         if categories is not None:
             rows = [r for r in rows if r.get("category") in set(categories)]
@@ -298,8 +300,9 @@ class AudioDataset(torch.utils.data.Dataset):
         total = int(float(row["duration"]) * sr)
         start = int(rng.integers(0, total - n_in + 1)) if total > n_in else 0
         x, file_sr = sf.read(row["path"], start=start, frames=n_in, dtype="float32", always_2d=True)
-        if x.shape[0] == 0:
-            raise ValueError("no frames read")
+        if x.shape[0] == 0:  # the file is shorter than its row's duration
+            raise ValueError(f"no audio frames at {start / sr:.3f} s (the manifest gives the file "
+                             f"{float(row['duration']):g} s)")
         x = resample(np.ascontiguousarray(x.T), int(file_sr), self.sample_rate)
         x = convert_channels(x, self.channels)
         if x.shape[1] < self.length:  # short file: zero-pad at a random offset

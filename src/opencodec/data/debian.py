@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -93,16 +94,29 @@ def extract(deb: Path, package: str, extract_dir: Path) -> Path:
 
 def _unpack_wad_midi(wad: Path, dst: Path, seen: set[str]) -> int:
     """Write the Standard-MIDI music lumps (``D_*`` starting with ``MThd``) of a Doom WAD
-    to ``dst/<LUMP>.mid``, skipping contents already in ``seen`` (sha1). Returns count."""
+    to ``dst/<LUMP>.mid``, skipping contents already in ``seen`` (sha1). Returns count.
+
+    A file that is not a WAD gives 0; a damaged one (its lump directory or a lump outside the
+    file) is logged and gives the lumps that lie inside it. Characters of a lump name other
+    than letters, digits, ``_`` and ``-`` become ``_`` in the file name."""
     import struct
     data = wad.read_bytes()
     if data[:4] not in (b"IWAD", b"PWAD"):
         return 0
+    if len(data) < 12:
+        log.warning("skip WAD %s: damaged (no lump directory)", wad)
+        return 0
     n, off = struct.unpack("<ii", data[4:12])
+    if n < 0 or off < 0 or off + 16 * n > len(data):
+        log.warning("skip WAD %s: damaged (its lump directory lies outside the file)", wad)
+        return 0
     count = 0
     for i in range(n):
         pos, size, raw = struct.unpack("<ii8s", data[off + 16 * i: off + 16 * i + 16])
-        name = raw.rstrip(b"\0").decode("ascii", "replace")
+        name = re.sub(r"[^A-Za-z0-9_-]", "_", raw.rstrip(b"\0").decode("ascii", "replace"))
+        if pos < 0 or size < 0 or pos + size > len(data):
+            log.warning("skip lump %s of WAD %s: damaged (outside the file)", name, wad)
+            continue
         lump = data[pos:pos + size]
         if not name.startswith("D_") or lump[:4] != b"MThd":
             continue

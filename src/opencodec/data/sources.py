@@ -184,7 +184,7 @@ def _megaglest_general(rel: str) -> Optional[str]:
     if m is None:
         return None
     parts = m.group(1).split("/")
-    # techs/megapack/factions/<faction>/units/<unit>/... -> faction/unit
+    # techs/megapack/factions/<faction>/units/<unit>/... -> <faction>/units/<unit>
     if "factions" in parts:
         i = parts.index("factions")
         return "/".join(parts[i + 1:i + 4])

@@ -10,7 +10,7 @@ import soundfile as sf
 import soxr
 import torch
 
-from ..audio import (RESAMPLE_QUALITY, audio_error_reason, check_file_rate, convert_channels,
+from ..audio import (RESAMPLE_QUALITY, audio_error_reason, check_file_rate, check_has_header, convert_channels,
                      resampled_length, soundfile_name)
 from ..errors import AudioIOError
 from .common import Progress
@@ -76,6 +76,7 @@ class _ConvertedBlocks:
             except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
                 raise AudioIOError(f"cannot read audio file {in_path}: {audio_error_reason(exc)}") from exc
             rate = int(sfile.samplerate)
+            check_has_header(in_path, sfile.format)
             check_file_rate(in_path, rate)
             total = int(sfile.frames) if sfile.frames > 0 else 0
             block = max(1, int(round(self.block_seconds * rate)))

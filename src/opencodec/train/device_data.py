@@ -68,9 +68,12 @@ class DeviceCorpus:
         self.gain_db, self.reverb_prob, self.rt60 = gain_db, reverb_prob, rt60
         self.noisy_speech_prob, self.snr_db, self.generated_noise_prob = noisy_speech_prob, snr_db, generated_noise_prob
         rows = load_manifests(manifests)
+        check_durations(rows, manifests)
         noise_rows = [r for r in rows if r.get("category") == "noise"]
-        noise_rows += load_manifests(noise_manifests) if noise_manifests else []
-        check_durations(rows + noise_rows, manifests)
+        if noise_manifests:
+            extra_noise = load_manifests(noise_manifests)
+            check_durations(extra_noise, noise_manifests)  # the error names the noise manifest
+            noise_rows += extra_noise
         rows = [r for r in rows if r.get("category") != "noise" and float(r.get("duration", 0)) >= min_seconds]
         if not rows:
             raise ConfigError(f"no usable rows in the manifests (a training row is not noise, and lasts at "
