@@ -3,7 +3,7 @@
 A message of one-frame packets at the bundled model's 1.5 kbps, cut to ``max_message_bytes``
 (1 MiB, the default): parsed whole (``PacketParser().feed(message)``, what the server did
 before it parsed in slices: ~50,000 packet objects, ~10 MiB), and parsed as the server parses
-it now (``opencodec.serve.server._parsed``: ``PARSE_SLICE`` bytes at a time, each packet
+it now (``opencodec.serve.decode_input.parsed``: ``PARSE_SLICE`` bytes at a time, each packet
 taken before the next slice is parsed). Prints the packets, the memory left held (parsed
 whole: all of them) and the peak, in MiB, beyond the message itself.
 
@@ -18,7 +18,7 @@ import tracemalloc
 import torch
 
 from opencodec.pretrained import load_model
-from opencodec.serve.server import PARSE_SLICE, _parsed
+from opencodec.serve.decode_input import PARSE_SLICE, parsed
 from opencodec.stream import PacketParser, PacketWriter
 from opencodec.stream.format import StreamInfo
 
@@ -40,7 +40,7 @@ def main() -> None:
 
     tracemalloc.start()
     count = 0
-    for _packet in _parsed(PacketParser(), message):  # taken one by one, as the server does
+    for _packet in parsed(PacketParser(), message):  # taken one by one, as the server does
         count += 1
     held, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
