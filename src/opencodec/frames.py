@@ -62,7 +62,9 @@ def check_frames(frames: tp.Any, bins: int, n_q: int, device: torch.device) -> l
     for i, frame in enumerate(frames):
         where = f"segment {i}: " if len(frames) > 1 else ""
         if not isinstance(frame, (tuple, list)) or len(frame) != 2:
-            raise InvalidCodesError(f"{usage}; {where}got {describe(frame)}")
+            got = (f"a Tensor {tuple(frame.shape)}; for the codes of one segment pass "
+                   f"[EncodedFrame(codes, None)]" if isinstance(frame, torch.Tensor) else describe(frame))
+            raise InvalidCodesError(f"{usage}; {where}got {got}")
         codes, scale = frame
         if isinstance(codes, torch.Tensor) and codes.dim() != 3:
             raise InvalidCodesError(f"{where}expected codes of shape [B, K, F], got {tuple(codes.shape)}")

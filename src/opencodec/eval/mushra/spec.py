@@ -133,6 +133,15 @@ def _kbps(obj: dict, where: str) -> float | None:
     return float(value)
 
 
+def _positive(obj: dict, key: str, where: str) -> int:
+    """``obj[key]``: an integer >= 1 (a sample rate in Hz, a channel count), else a MushraError
+    naming ``where`` and ``key``."""
+    value = _field(obj, key, int, where)
+    if value < 1:
+        raise MushraError(f"{where}: field {key!r} must be an integer >= 1, got {value!r}")
+    return value
+
+
 def _check_id(value: str, where: str) -> str:
     if not ID_PATTERN.match(value):
         raise MushraError(f"{where}: {value!r} is not a valid id (letters, digits, '_', '.', '-'; "
@@ -167,8 +176,8 @@ def load_test(test_dir: str | Path) -> MushraTest:
         got = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
         raise MushraError(f"{path}: expected format {FORMAT!r}, got {got!r}")
     test_id = _check_id(_field(raw, "test_id", str, str(path)), f"{path}: test_id")
-    sample_rate = _field(raw, "sample_rate", int, str(path))
-    channels = _field(raw, "channels", int, str(path))
+    sample_rate = _positive(raw, "sample_rate", str(path))
+    channels = _positive(raw, "channels", str(path))
     systems: dict[str, str] = {}
     for i, s in enumerate(_field(raw, "systems", list, str(path))):
         where = f"{path}: systems[{i}]"
