@@ -47,7 +47,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> dict:
     paths = {k: save_model(c, folder / f"{k}.safetensors") for k, c in codecs.items()}
     a = load_model(paths["a"])
     torch.manual_seed(0)
-    lm = EntropyLM(n_q=4, card=1024, dim=16, num_heads=2, num_layers=1, hidden_scale=2.0).eval()
+    lm = EntropyLM(n_q=4, card=1024, dim=16, num_heads=8, num_layers=1, hidden_scale=2.0).eval()  # 8: what load_lm_model builds
     (folder / "runs" / "speech1").mkdir(parents=True)
     lm_path = export_lm(lm, folder / "runs" / "speech1" / "lm.safetensors",
                        {"codec": a.name, "codec_source": str(paths["a"]), "codec_hash": codec_fingerprint(a),

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from .._files import atomic_output
 from ..lm_pairing import LM_METADATA_KEY, read_lm_info
 from ..pretrained import trained_lm_name
-from .lm_config import Settings
+from .lm_config import LOADABLE_HEADS, Settings
 
 if tp.TYPE_CHECKING:
     from ..entropy import EntropyLM
@@ -102,10 +102,17 @@ def export_lm(lm: EntropyLM, path: str | os.PathLike[str], info: dict[str, tp.An
     it (``codec_weights_hash``, :func:`opencodec.identity.model_hash` of ``codec``, else of the
     codec ``info["codec_source"]`` names when its ``codec_hash`` is ``info["codec_hash"]``);
     ``load_lm_model`` refuses the file for any other codec. The tensors alone are what
-    ``opencodec.pretrained.load_lm_model`` needs.
+    ``opencodec.pretrained.load_lm_model`` needs, which builds the official 8 attention heads
+    (the tensors do not show the head count): an ``lm`` with another head count is a
+    ``ValueError`` (it would load as another model).
     """
     from safetensors.torch import save_file
 
+    heads = lm.transformer.layers[0].self_attn.num_heads
+    if heads != LOADABLE_HEADS:
+        raise ValueError(f"the entropy model has {heads} attention heads, but load_lm_model builds "
+                         f"{LOADABLE_HEADS} (the file's tensors do not record the head count), so the "
+                         f"exported file would load as another model; use {LOADABLE_HEADS} heads")
     path = Path(path)
     sizes = {"n_q": lm.n_q, "card": lm.card, "dim": lm.dim, "num_layers": len(lm.transformer.layers),
              "num_heads": lm.transformer.layers[0].self_attn.num_heads,
