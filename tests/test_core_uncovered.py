@@ -498,3 +498,24 @@ def test_circular_padding_is_named_as_not_streamable() -> None:
         with pytest.raises(ValueError, match=r"^model 'circ' pads circularly \(with the end of the signal\): "
                                              r"streaming needs reflect, replicate or constant padding$"):
             build(model)
+
+
+def test_a_fold_refreshed_under_inference_mode_still_lets_gradients_reach_the_input() -> None:
+    """A frozen folded conv whose weights changed is refreshed at its first use; when that use
+    is under ``inference_mode`` the cached weight must still be a normal tensor, or a later
+    pass whose input needs a gradient fails ("Inference tensors cannot be saved for backward")."""
+    from opencodec.modules.conv import WeightNormConv1d
+
+    torch.manual_seed(0)
+    conv = WeightNormConv1d(2, 2, 3)
+    conv.requires_grad_(False)
+    conv.fold()
+    with torch.no_grad():
+        conv.weight_v.mul_(2)
+    with torch.inference_mode():
+        conv(torch.randn(1, 2, 8))
+    x = torch.randn(1, 2, 8, requires_grad=True)
+    conv(x).sum().backward()
+    expected = torch.nn.functional.conv1d(x.detach(), torch._weight_norm(conv.weight_v, conv.weight_g, 0),
+                                          conv.bias).sum()
+    assert x.grad is not None and torch.equal(conv(x.detach()).sum(), expected)

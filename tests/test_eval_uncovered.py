@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from opencodec.eval.mushra import build as B
 from opencodec.eval.mushra.spec import MushraError, load_test
@@ -710,7 +711,7 @@ def test_metric_argument_checks() -> None:
             call()
     # a window below 4 samples (hop n_fft // 4 of 0) used to be a bare torch RuntimeError, and
     # n_mels=0 a NaN distance
-    for n in (0, 3, -4, 512.0, True):
+    for n in (0, 3, -4, 512.5, True, "512"):
         with pytest.raises(M.MetricError, match=rf"^window sizes \(n_fft\) must be whole numbers >= 4, got {n!r}$"):
             M.stft_distance(est, ref, n_ffts=(512, n))
         with pytest.raises(M.MetricError, match=r"^window sizes \(n_fft\) must be whole numbers >= 4"):
@@ -718,6 +719,10 @@ def test_metric_argument_checks() -> None:
     with pytest.raises(M.MetricError, match=r"^n_mels must be a whole number >= 1, got 0$"):
         M.mel_distance(est, ref, SR, n_mels=0)
     assert M.stft_distance(est, ref, n_ffts=(4,)) > 0.0 and M.mel_distance(est, ref, SR, n_ffts=(4,), n_mels=1) > 0.0
+    # int-like window sizes (a whole float, numpy and 0-d torch integers) are the int's
+    exact = M.stft_distance(est, ref, n_ffts=(512, 64))
+    for same in ((512.0, 64), (np.int64(512), 64), (torch.tensor(512), 64)):
+        assert M.stft_distance(est, ref, n_ffts=same) == exact
 
 
 def test_pesq_library_failures_are_metric_errors(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,8 +17,8 @@ If margins were far above the latent differences, a batched pass could check its
 and re-encode alone only the few items with a near-tie. They are not (session 22,
 docs/BENCHMARKS.md "Tokenising throughput"): up to 0.9% (bundled model) and 1.9% (official
 architecture, fitted codebooks) of an item's frames have a margin under 1e-6 of the scale,
-while the differences are about 6e-8 and 2.5e-7 on this CPU: with a 10x safety factor, every
-item of about 5 s or more holds a frame that cannot be proved.
+while the differences are about 6e-8 and 2.5e-7 on this CPU: with a threshold of 1e-6 of the
+scale, every item of about 5 s or more holds a frame that cannot be proved.
 
     OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE PYTHONPATH=src python benchmarks/probes/batch_code_margins.py --model opencodec_24khz
     OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE PYTHONPATH=src python benchmarks/probes/batch_code_margins.py --model official

@@ -25,6 +25,7 @@ Optional dependencies are imported lazily: ``pesq`` (PESQ), ``pystoi`` (STOI, pu
 from __future__ import annotations
 
 import math
+import operator
 import warnings
 from functools import lru_cache
 from typing import Sequence, Union
@@ -181,10 +182,18 @@ MIN_N_FFT = 4
 
 
 def _check_n_fft(n_fft: int) -> int:
-    """``n_fft`` if it is a whole number >= :data:`MIN_N_FFT`, else a ``MetricError``."""
-    if isinstance(n_fft, bool) or not isinstance(n_fft, (int, np.integer)) or n_fft < MIN_N_FFT:
+    """``n_fft`` as an int if it is a whole number >= :data:`MIN_N_FFT` (an int, a numpy or
+    0-d torch integer, or a float without a fraction such as ``1024.0``), else a ``MetricError``."""
+    value: int | None = None
+    if not isinstance(n_fft, bool):
+        try:
+            value = operator.index(n_fft)
+        except TypeError:
+            if isinstance(n_fft, (float, np.floating)) and float(n_fft).is_integer():
+                value = int(n_fft)
+    if value is None or value < MIN_N_FFT:
         raise MetricError(f"window sizes (n_fft) must be whole numbers >= {MIN_N_FFT}, got {n_fft!r}")
-    return int(n_fft)
+    return value
 
 
 def _check_n_ffts(n_ffts: Sequence[int]) -> list[int]:

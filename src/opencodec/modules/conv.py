@@ -80,7 +80,8 @@ class _WeightNorm(nn.Module):
     def weight(self) -> torch.Tensor:
         """Effective weight: the folded copy when inference folding is on, refreshed when
         ``weight_v`` or ``weight_g`` changed since (``load_state_dict``, an optimiser step,
-        ``.to()``/``.double()``); computed afresh when a gradient may flow to them."""
+        ``.to()``/``.double()``; not a change through ``.data``, which torch does not track:
+        call ``fold()`` again then); computed afresh when a gradient may flow to them."""
         if self._folded is not None and not (torch.is_grad_enabled() and
                                              (self.weight_v.requires_grad or self.weight_g.requires_grad)):
             key = self._source_key()
@@ -93,7 +94,7 @@ class _WeightNorm(nn.Module):
     def fold(self, enabled: bool = True) -> None:
         """Cache the effective weight for inference (``weight`` refreshes it when the weights
         change; ``enabled`` False drops it)."""
-        with torch.no_grad():
+        with torch.inference_mode(False), torch.no_grad():  # a normal tensor, even under inference_mode:
             self._folded = torch._weight_norm(self.weight_v, self.weight_g, 0).detach() if enabled else None
         self._folded_key = self._source_key() if enabled else None
 
