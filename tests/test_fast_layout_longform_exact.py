@@ -437,3 +437,48 @@ def test_blocks_of_a_folder_or_a_missing_file(tmp_path: Path) -> None:
         list(_ConvertedBlocks(tmp_path, 24000, 1, 0.5))
     with pytest.raises(AudioIOError, match=r"^cannot read audio file .*nope\.wav: no such file$"):
         list(_ConvertedBlocks(tmp_path / "nope.wav", 24000, 1, 0.5))
+
+
+def test_weights_files_with_a_broken_config_or_no_quantizer_are_named(tmp_path: Path, tiny: EncodecModel) -> None:
+    """Error paths of reading weights that no other test ran: a ``.safetensors`` whose stored
+    config is not JSON, a state dict with no codebook, a config dict that is not a config, and a
+    state dict read off its shapes when it has no norm (``norm="none"``): each is one
+    ``ModelLoadError`` naming the file or source, and the last loads with the same codes."""
+    from safetensors.torch import save_file
+
+    state = {k: v.contiguous() for k, v in tiny.state_dict().items()}
+    bad_json = tmp_path / "bad_json.safetensors"
+    save_file(state, str(bad_json), metadata={"opencodec_config": "{not json"})
+    with pytest.raises(ModelLoadError, match=rf"^{bad_json}: metadata 'opencodec_config' is not valid JSON \("):
+        read_weights(bad_json)
+    no_codebook = {k: v for k, v in state.items() if not k.startswith("quantizer.")}
+    with pytest.raises(ModelLoadError, match=r"^src: not an EnCodec state dict: no quantizer\.vq\.layers\.0\._codebook\.embed$"):
+        model_from_state_dict(no_codebook, None, "src")
+    with pytest.raises(ModelLoadError, match=r"^src: invalid model configuration \("):
+        model_from_state_dict(state, {"no_such_field": 1}, "src")
+    torch.manual_seed(3)
+    plain = random_codebooks(EncodecModel(EncodecConfig(name="plain", norm="none", n_filters=4, dimension=16,
+                                                        lstm=1, n_q=4, target_bandwidths=[1.5, 3.0])), 0).eval()
+    loaded = model_from_state_dict(dict(plain.state_dict()), None, "plain")
+    assert loaded.config.norm == "none" and _same_weights(loaded, plain)
+    x = torch.randn(1, 1, 4800, generator=torch.Generator().manual_seed(0)) * 0.1
+    assert torch.equal(loaded.encode(x)[0].codes, plain.encode(x)[0].codes)
+
+
+def test_blocks_of_an_undecodable_or_cut_file_are_one_line(tmp_path: Path) -> None:
+    """The long-file block reader's open and read errors: bytes that are no audio format and a
+    FLAC file cut in its body each give an ``AudioIOError`` naming the file, never a traceback
+    from soundfile."""
+    garbage = tmp_path / "garbage.wav"
+    garbage.write_bytes(b"RIFF" + bytes(range(256)) * 4)
+    with pytest.raises(AudioIOError, match=rf"^cannot read audio file {garbage}: "):
+        list(_ConvertedBlocks(garbage, 24000, 1, 0.1))
+    flac = tmp_path / "cut.flac"
+    sf.write(str(flac), tones_and_noise(3.0, 24000, seed=1), 24000, subtype="PCM_16")
+    data = flac.read_bytes()
+    flac.write_bytes(data[: len(data) // 2] + bytes(4096) + data[len(data) // 2 + 4096:])  # damaged mid-body
+    with pytest.raises(AudioIOError, match=rf"^cannot read audio file {flac}: corrupt or truncated FLAC data "
+                                           r"\(Error : flac decoder lost sync\)$"):  # as read_audio words it
+        list(_ConvertedBlocks(flac, 24000, 1, 0.1))
+    with pytest.raises(AudioIOError, match=r"corrupt or truncated FLAC data"):
+        read_audio(flac)
