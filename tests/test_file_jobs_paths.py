@@ -116,3 +116,24 @@ def test_a_str_plan_runs_with_its_conflicts_named(tmp_path: Path) -> None:
     assert str(outcomes[1].error) == (f"output {tmp_path / 'o'} would also be written from {tmp_path / 'a'}; "
                                       "skipped (rename one of them)")
     assert str(outcomes[2].error) == f"output {tmp_path / 'a'} is the input file itself; give another output"
+
+
+def test_an_empty_path_names_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """``Path("")`` is the current folder, so ``compress "$UNSET"`` compressed every audio file
+    under it: the command lines and the plan functions refuse an empty path, and write nothing."""
+    from opencodec import cli
+    from opencodec.codec_files import OutputOptions, plan_compress, plan_decompress
+    from opencodec.errors import UsageError
+
+    monkeypatch.chdir(tmp_path)
+    sf.write(tmp_path / "a.wav", np.zeros(2400, dtype=np.float32), 24000)
+    for argv in (["compress", ""], ["compress", "a.wav", ""], ["decompress", ""]):
+        assert cli.main(argv) == 2
+        assert capsys.readouterr().err.splitlines()[-1].endswith(
+            "empty path (''): it names no file; an unset shell variable?")
+    for call in (lambda: plan_compress("", None, OutputOptions()), lambda: plan_decompress("", None, OutputOptions()),
+                 lambda: plan_compress("a.wav", "", OutputOptions())):
+        with pytest.raises(UsageError, match=r"^the (input|output) path is empty \(''\): it names no file"):
+            call()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav"]

@@ -608,3 +608,15 @@ def test_broken_link_that_vanishes_while_read(tmp_path: Path, monkeypatch: pytes
 
     monkeypatch.setattr(os, "readlink", vanished)
     assert broken_link(tmp_path / "a.wav") == "broken symbolic link"
+
+
+def test_tokenize_refuses_an_empty_input_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Path("")`` is the current folder: ``tokenize "$UNSET"`` tokenised every file under it.
+    An empty input is refused, naming the problem."""
+    from opencodec.tokens.inputs import InputError, list_inputs
+
+    monkeypatch.chdir(tmp_path)
+    sf.write(tmp_path / "a.wav", np.zeros(2400, dtype=np.float32), 24000)
+    with pytest.raises(InputError, match=r"^an input path is empty \(''\): it names no file; an unset shell"):
+        list_inputs([""])
+    assert [item.id for item in list_inputs(["."])] == ["a.wav"]

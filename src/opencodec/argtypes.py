@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import math
 import typing as tp
+from pathlib import Path
 
-__all__ = ["bandwidth_arg", "int_in", "positive_int", "count_arg", "positive_float", "non_negative_float",
+__all__ = ["path_arg", "bandwidth_arg", "int_in", "positive_int", "count_arg", "positive_float", "non_negative_float",
            "port_arg", "sample_rate_arg", "channels_arg", "MAX_CHANNELS"]
 
 
@@ -21,6 +22,14 @@ def _finite_number(text: str, not_number: str, out_of_range: str, zero_allowed: 
     if not math.isfinite(value) or value < 0 or (value == 0 and not zero_allowed):
         raise argparse.ArgumentTypeError(out_of_range.format(text=text))
     return value
+
+
+def path_arg(text: str) -> Path:
+    """argparse type: a file or folder path, refusing the empty string (``Path("")`` is the
+    current folder, so ``compress "$UNSET"`` would compress every file under it)."""
+    if text == "":
+        raise argparse.ArgumentTypeError("empty path (''): it names no file; an unset shell variable?")
+    return Path(text)
 
 
 def bandwidth_arg(text: str) -> float:

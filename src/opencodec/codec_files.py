@@ -120,6 +120,9 @@ def _plan(src: str | os.PathLike[str], out: str | os.PathLike[str] | None, optio
     """The plan of a command (``src``/``out``: str or path-like); ``reads_pipes``: the command
     reads an input that is not a regular file (``/dev/stdin``), else such an input is refused
     with ``stdio``, which says why."""
+    for name, given in (("input", src), ("output", out)):
+        if given is not None and os.fspath(given) == "":  # Path("") is the current folder
+            raise UsageError(f"the {name} path is empty (''): it names no file; an unset shell variable?")
     src, out = Path(src), None if out is None else Path(out)
     if str(src) == "-" or str(out) == "-":
         raise UsageError(f"'-' (stdin/stdout) is not a file: {stdio}")
@@ -149,7 +152,8 @@ def plan_compress(src: str | os.PathLike[str], out: str | os.PathLike[str] | Non
                   options: OutputOptions) -> Plan:
     """Jobs for ``compress SRC [OUT]`` (str or path-like paths): audio -> ``.ecdc``, or a round
     trip when OUT ends in .wav/.flac. Raises ``FileNotFoundError``/``FileExistsError``
-    (existing output without ``force``) or :class:`~opencodec.errors.UsageError` (options that do not fit)."""
+    (existing output without ``force``) or :class:`~opencodec.errors.UsageError` (options that do not
+    fit, an empty path: ``Path("")`` would be the current folder)."""
     plan = _plan(src, out, options, is_audio_file, ECDC_SUFFIX, (ECDC_SUFFIX, *AUDIO_OUTPUT_SUFFIXES),
                  f"audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})",
                  "compress reads and writes files; 'opencodec stream-encode' encodes audio from stdin "

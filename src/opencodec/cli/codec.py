@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 import typing as tp
-from pathlib import Path
 
 from tqdm import tqdm
 
 from .._process import usable_cores
-from ..argtypes import MAX_CHANNELS, channels_arg, sample_rate_arg
+from ..argtypes import MAX_CHANNELS, channels_arg, path_arg, sample_rate_arg
 from ..bandwidth import DEFAULT_BANDWIDTH
 from ..file_jobs import Job, Plan, run_jobs
 from ..progress import progress_bar
@@ -33,8 +32,8 @@ def add_codec_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
         description="Compress audio (any format soundfile reads: WAV, FLAC, Ogg, Opus, MP3, ...) "
                     "to .ecdc. The audio is converted to the model's sample rate and channels. "
                     "If OUT ends in .wav or .flac, compress and decompress into that audio file.")
-    comp.add_argument("input", type=Path, metavar="IN", help="audio file, or folder (recursive)")
-    comp.add_argument("output", type=Path, nargs="?", metavar="OUT",
+    comp.add_argument("input", type=path_arg, metavar="IN", help="audio file, or folder (recursive)")
+    comp.add_argument("output", type=path_arg, nargs="?", metavar="OUT",
                       help="output .ecdc (or .wav/.flac for a round trip), or folder; "
                            "default: IN with .ecdc")
     comp.add_argument("-b", "--bandwidth", type=bandwidth_arg, default=DEFAULT_BANDWIDTH, metavar="KBPS",
@@ -66,8 +65,8 @@ def add_codec_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
 
     dec = sub.add_parser("decompress", parents=[common], help=command_help("decompress"),
                          description="Decode .ecdc files to WAV (or FLAC) audio.")
-    dec.add_argument("input", type=Path, metavar="IN", help=".ecdc file, or folder (recursive)")
-    dec.add_argument("output", type=Path, nargs="?", metavar="OUT",
+    dec.add_argument("input", type=path_arg, metavar="IN", help=".ecdc file, or folder (recursive)")
+    dec.add_argument("output", type=path_arg, nargs="?", metavar="OUT",
                      help="output .wav/.flac, or folder; default: IN with .wav")
     add_model_option(dec, "model name or weights file (default: the model named in each file); "
                           "its weights hash must be the file's. For a file written before "

@@ -305,6 +305,8 @@ def list_inputs(inputs: list[str | Path]) -> list[InputItem]:
     """
     items: list[InputItem] = []
     for given in inputs:
+        if os.fspath(given) == "":  # Path("") is the current folder: every file under it
+            raise InputError("an input path is empty (''): it names no file; an unset shell variable?")
         found = _read_input(Path(given))
         if not found:
             raise InputError(f"input {given} names no audio file")
