@@ -75,7 +75,7 @@ def read_audio(path: str | Path, *, refuse_truncated: bool = False) -> tuple[tor
             data = sfile.read(claimed, dtype="float32", always_2d=True)
             sample_rate = sfile.samplerate
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
-        raise AudioIOError(f"cannot read audio file {path}: {audio_error_reason(exc, path)}") from exc
+        raise unreadable_audio(path, exc) from exc
     cut = find_truncation(path, data.shape[0], claimed)
     if cut is not None:
         if refuse_truncated:
@@ -125,6 +125,12 @@ def stores_float_samples(path: str | Path) -> bool:
         return sf.info(soundfile_name(path)).subtype in ("FLOAT", "DOUBLE")
     except Exception:  # noqa: BLE001 - used only to decide on a warning
         return False
+
+
+def unreadable_audio(path: str | Path, exc: BaseException) -> AudioIOError:
+    """The ``AudioIOError`` for a soundfile/OS exception ``exc`` raised reading ``path``:
+    "cannot read audio file PATH: " and :func:`audio_error_reason`."""
+    return AudioIOError(f"cannot read audio file {path}: {audio_error_reason(exc, path)}")
 
 
 def audio_error_reason(exc: BaseException, path: str | Path | None = None) -> str:
@@ -181,7 +187,7 @@ def find_truncation(path: str | Path, held: int | None = None, claimed: int | No
         try:
             frames = sf.info(soundfile_name(path)).frames
         except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
-            raise AudioIOError(f"cannot read audio file {path}: {audio_error_reason(exc, path)}") from exc
+            raise unreadable_audio(path, exc) from exc
         held = frames if held is None else held
         claimed = frames if claimed is None else claimed
     declared = max(claimed, header_declared_frames(path) or 0)

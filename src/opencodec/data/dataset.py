@@ -97,6 +97,21 @@ def check_durations(rows: list[dict], manifests: Manifests) -> None:
                               f"\"duration\" (seconds; a training row needs it, see docs/DATA_PIPELINE.md)")
 
 
+def load_training_rows(manifests: Manifests, noise_manifests: Manifests | None = None
+                       ) -> tuple[list[dict], list[dict]]:
+    """The rows of ``manifests`` that are not noise, and the noise rows: those of ``manifests``
+    (``category`` "noise") and every row of ``noise_manifests`` (None: none). Every row needs
+    a duration (:func:`check_durations`, whose error names the manifest the row is in)."""
+    rows = load_manifests(manifests)
+    check_durations(rows, manifests)
+    noise_rows = [r for r in rows if r.get("category") == "noise"]
+    if noise_manifests is not None:
+        extra_noise = load_manifests(noise_manifests)
+        check_durations(extra_noise, noise_manifests)
+        noise_rows += extra_noise
+    return [r for r in rows if r.get("category") != "noise"], noise_rows
+
+
 # ---------------------------------------------------------------------------------------
 # Signal helpers (numpy, [C, T] float32)
 # ---------------------------------------------------------------------------------------
@@ -246,14 +261,7 @@ class AudioDataset(torch.utils.data.Dataset):
         self._bad: set[str] = set()
         self._last_error = ""  # the last unreadable file and why, for the error when none is left
 
-        rows = load_manifests(manifests)
-        check_durations(rows, manifests)
-        noise_rows = [r for r in rows if r.get("category") == "noise"]
-        if noise_manifests is not None:
-            extra_noise = load_manifests(noise_manifests)
-            check_durations(extra_noise, noise_manifests)  # the error names the noise manifest
-            noise_rows += extra_noise
-        rows = [r for r in rows if r.get("category") != "noise"]
+        rows, noise_rows = load_training_rows(manifests, noise_manifests)
         if categories is not None:
             rows = [r for r in rows if r.get("category") in set(categories)]
         min_keep = min_seconds if pad_short else max(min_seconds, self.segment_seconds)

@@ -10,8 +10,8 @@ import soundfile as sf
 import soxr
 import torch
 
-from ..audio import (RESAMPLE_QUALITY, audio_error_reason, check_file_rate, check_has_header, convert_channels,
-                     resampled_length, soundfile_name)
+from ..audio import (RESAMPLE_QUALITY, check_file_rate, check_has_header, convert_channels, resampled_length,
+                     soundfile_name, unreadable_audio)
 from ..errors import AudioIOError
 from .common import Progress
 
@@ -69,12 +69,12 @@ class _ConvertedBlocks:
         try:
             sfile = sf.SoundFile(soundfile_name(in_path))
         except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
-            raise AudioIOError(f"cannot read audio file {in_path}: {audio_error_reason(exc, in_path)}") from exc
+            raise unreadable_audio(in_path, exc) from exc
         with sfile:
             try:
                 _start_reading(sfile)
             except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
-                raise AudioIOError(f"cannot read audio file {in_path}: {audio_error_reason(exc, in_path)}") from exc
+                raise unreadable_audio(in_path, exc) from exc
             rate = int(sfile.samplerate)
             check_has_header(in_path, sfile.format)
             check_file_rate(in_path, rate)
@@ -92,7 +92,7 @@ class _ConvertedBlocks:
                 try:
                     data = _read_block(sfile, want) if want else np.zeros((0, sfile.channels), np.float32)
                 except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
-                    raise AudioIOError(f"cannot read audio file {in_path}: {audio_error_reason(exc, in_path)}") from exc
+                    raise unreadable_audio(in_path, exc) from exc
                 last = data.shape[0] < block
                 if data.shape[0]:
                     if not np.isfinite(data).all():

@@ -39,7 +39,7 @@ import torch
 
 from ..argtypes import positive_float
 from ..errors import ConfigError
-from .run_state import _unreadable_reason
+from .run_state import _unreadable_reason, load_torch_file
 
 __all__ = ["compact_state", "expand_state", "write_parts", "read_parts", "pack", "unpack", "main"]
 
@@ -174,10 +174,7 @@ def read_parts(folder: Path) -> tp.Any:
 def _read_codec_checkpoint(path: Path) -> dict[str, tp.Any]:
     """``opencodec train``'s ``checkpoint.pt`` at ``path``; another file is a ``ValueError``
     naming it (before anything is written)."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a file that is not its own
-        raise ValueError(f"cannot read {path} ({_unreadable_reason(exc)})") from exc
+    ckpt = load_torch_file(path)
     if not (isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict) and isinstance(ckpt.get("disc"), dict)
             and "step" in ckpt):
         raise ValueError(f"{path} is not a codec training checkpoint (opencodec train writes its model, "

@@ -28,7 +28,7 @@ import typing as tp
 import numpy as np
 import torch
 
-from ..data.dataset import check_durations, convert_channels, load_manifests, resample
+from ..data.dataset import convert_channels, load_training_rows, resample
 from ..errors import ConfigError
 
 __all__ = ["DeviceCorpus"]
@@ -67,14 +67,8 @@ class DeviceCorpus:
         self.mix_probs = (p / p.sum()).tolist()
         self.gain_db, self.reverb_prob, self.rt60 = gain_db, reverb_prob, rt60
         self.noisy_speech_prob, self.snr_db, self.generated_noise_prob = noisy_speech_prob, snr_db, generated_noise_prob
-        rows = load_manifests(manifests)
-        check_durations(rows, manifests)
-        noise_rows = [r for r in rows if r.get("category") == "noise"]
-        if noise_manifests:
-            extra_noise = load_manifests(noise_manifests)
-            check_durations(extra_noise, noise_manifests)  # the error names the noise manifest
-            noise_rows += extra_noise
-        rows = [r for r in rows if r.get("category") != "noise" and float(r.get("duration", 0)) >= min_seconds]
+        rows, noise_rows = load_training_rows(manifests, noise_manifests or None)
+        rows = [r for r in rows if float(r.get("duration", 0)) >= min_seconds]
         if not rows:
             raise ConfigError(f"no usable rows in the manifests (a training row is not noise, and lasts at "
                               f"least {min_seconds:g} s)")

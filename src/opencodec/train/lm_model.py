@@ -115,7 +115,7 @@ def export_lm(lm: EntropyLM, path: str | os.PathLike[str], info: dict[str, tp.An
                          f"exported file would load as another model; use {LOADABLE_HEADS} heads")
     path = Path(path)
     sizes = {"n_q": lm.n_q, "card": lm.card, "dim": lm.dim, "num_layers": len(lm.transformer.layers),
-             "num_heads": lm.transformer.layers[0].self_attn.num_heads,
+             "num_heads": heads,
              "hidden": lm.transformer.layers[0].linear1.out_features,
              "past_context": lm.past_context, "max_period": lm.transformer.max_period}
     info = dict(info)

@@ -134,12 +134,6 @@ def learning_rate(s: Settings, step: int) -> float:
 
 
 # -- the run folder: checked before any code is extracted or written ---------------------------
-def _read_checkpoint(path: Path, map_location: tp.Any = "cpu", mmap: bool = False) -> dict[str, tp.Any]:
-    """``torch.load`` of a run's ``checkpoint.pt``; one that cannot be read is a ``ConfigError``
-    (:func:`~.run_state.read_checkpoint`)."""
-    return read_checkpoint(path, map_location, mmap)
-
-
 def _recorded_weights_hash(path: Path, ckpt: dict[str, tp.Any]) -> str | None:
     """The weights hash (as headers and ``opencodec info`` show it) of the codec whose codes the
     run of ``ckpt`` (read from ``path``) trained on: recorded in the checkpoint, else in the run's
@@ -169,7 +163,7 @@ def check_run_dir(run: Path, what: str, codec: tp.Any, codec_hash: str, codec_so
     :func:`check_checkpoint` refuses."""
     ckpt_path = run / CHECKPOINT
     if ckpt_path.is_file():
-        check_checkpoint(ckpt_path, _read_checkpoint(ckpt_path, mmap=True), codec, codec_hash, codec_source, what)
+        check_checkpoint(ckpt_path, read_checkpoint(ckpt_path, mmap=True), codec, codec_hash, codec_source, what)
         return
     try:  # a codec's run that has not checkpointed yet: its config.json
         previous = json.loads((run / "config.json").read_text(encoding="utf-8"))
@@ -273,7 +267,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         step, previous, best = 0, None, None
         ckpt_path = run / CHECKPOINT
         if ckpt_path.exists():
-            ckpt = _read_checkpoint(ckpt_path, device)
+            ckpt = read_checkpoint(ckpt_path, device)
             if data.codec is not None:  # (checked before the codes, and again under the lock)
                 check_checkpoint(ckpt_path, ckpt, data.codec, data.codec_hash, data.codec_source)
             elif ckpt.get("codec_hash") != data.codec_hash:  # codes given directly (tests)

@@ -28,19 +28,29 @@ def _unreadable_reason(exc: BaseException) -> str:
     return " ".join(one_line(exc).split()).split(". ")[0][:200]  # its first sentence (torch's go on)
 
 
-def read_checkpoint(path: Path, map_location: tp.Any = "cpu", mmap: bool = False) -> dict[str, tp.Any]:
-    """``torch.load`` of a run's ``checkpoint.pt`` (``mmap``: memory-mapped where the file's
-    format allows, else read whole); a file that cannot be read (not a checkpoint, cut short)
-    or does not hold a dict is a one-line :class:`ConfigError` naming ``path``."""
+def load_torch_file(path: Path, map_location: tp.Any = "cpu", mmap: bool = False) -> tp.Any:
+    """``torch.load(path, weights_only=True)`` (``mmap``: memory-mapped where the file's format
+    allows, else read whole); a file that cannot be read (not torch's, cut short) is a
+    ``ValueError`` "cannot read PATH (reason)" (:func:`_unreadable_reason`)."""
     try:
         try:
-            ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
         except Exception:  # noqa: BLE001 - mmap needs torch.save's zip format: read it whole
             if not mmap:
                 raise
-            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
-        raise ConfigError(f"cannot read {path} ({_unreadable_reason(exc)}): use another --run-dir") from exc
+        raise ValueError(f"cannot read {path} ({_unreadable_reason(exc)})") from exc
+
+
+def read_checkpoint(path: Path, map_location: tp.Any = "cpu", mmap: bool = False) -> dict[str, tp.Any]:
+    """A run's ``checkpoint.pt`` (:func:`load_torch_file`); a file that cannot be read (not a
+    checkpoint, cut short) or does not hold a dict is a one-line :class:`ConfigError` naming
+    ``path``."""
+    try:
+        ckpt = load_torch_file(path, map_location, mmap)
+    except ValueError as exc:
+        raise ConfigError(f"{exc}: use another --run-dir") from exc.__cause__
     if not isinstance(ckpt, dict):
         raise ConfigError(f"{path} is not a training checkpoint: use another --run-dir")
     return ckpt
