@@ -18,7 +18,7 @@ import torch
 from opencodec.eval.mushra import build as B
 from opencodec.eval.mushra.spec import MushraError, load_test
 
-SR = 24000
+from train_helpers import SR, write_category_set  # tests/ is on sys.path (conftest.py)
 
 
 def _noise(seed: int = 0, seconds: float = 0.5) -> np.ndarray:
@@ -28,12 +28,7 @@ def _noise(seed: int = 0, seconds: float = 0.5) -> np.ndarray:
 
 def _set(folder: Path, waves: dict[str, np.ndarray], category: str = "music") -> Path:
     """An eval set: one WAV per entry of ``waves`` listed in ``eval_<category>.jsonl``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, wav in waves.items():
-        sf.write(folder / f"{name}.wav", wav, SR)
-    (folder / f"eval_{category}.jsonl").write_text(
-        "".join(json.dumps({"path": f"{n}.wav"}) + "\n" for n in waves))
-    return folder
+    return write_category_set(folder, category, waves)
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,9 @@ from __future__ import annotations
 import importlib
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 from scipy import stats
 
 from opencodec.eval import metrics as M
@@ -25,9 +23,9 @@ from opencodec.eval.summary import (RATE_DEFINITION, mean_ci95, paired_versus_op
                                     summarize)
 from opencodec.eval.systems import EvalReportError
 
-V = importlib.import_module("opencodec.eval.visqol")  # the module (the package re-exports its function)
+from train_helpers import SR, write_category_set as _write_set  # tests/ is on sys.path (conftest.py)
 
-SR = 24000
+V = importlib.import_module("opencodec.eval.visqol")  # the module (the package re-exports its function)
 
 
 def _signal(seconds: float, seed: int, channels: int = 1, rate: int = SR) -> np.ndarray:
@@ -363,15 +361,6 @@ def test_summary_and_report_give_the_duration_weighted_rate(tmp_path):
     assert speech_row.split("|")[1].strip().startswith(f"{speech:.2f} ± ")
     music_row = text.split("## music")[1].split("| m@6kbps |")[1]
     assert music_row.split("|")[1].strip().startswith("7.50 ± ")
-
-
-def _write_set(folder: Path, category: str, items: dict[str, np.ndarray]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, wav in items.items():
-        sf.write(folder / f"{name}.wav", wav, SR)
-    (folder / f"eval_{category}.jsonl").write_text(
-        "".join(json.dumps({"path": f"{name}.wav"}) + "\n" for name in items))
-    return folder
 
 
 def test_eval_run_reports_total_bits_over_total_seconds(tmp_path):

@@ -633,6 +633,18 @@ def test_decode_mode_end_of_input_without_an_end_packet_or_after_it(stream_model
 # ------------------------------------------------------------------------------------------
 # codec_files: preload (before worker processes fork)
 # ------------------------------------------------------------------------------------------
+def _codec_and_lm() -> tuple[EncodecModel, tp.Any]:
+    """A tiny causal codec (4 codebooks, 1.5 and 3 kbps) and an untrained entropy model for it
+    (8 heads, as load_lm_model builds), both seeded."""
+    from opencodec.entropy import EntropyLM
+
+    torch.manual_seed(1)
+    codec = EncodecModel(EncodecConfig(name="rest_lm_24khz", n_filters=4, dimension=16, lstm=1, n_q=4,
+                                       target_bandwidths=[1.5, 3.0])).eval()
+    torch.manual_seed(0)
+    return codec, EntropyLM(n_q=4, card=1024, dim=16, num_heads=8, num_layers=1, hidden_scale=2.0).eval()
+
+
 def test_preload_loads_an_entropy_coded_files_models_once_and_skips_bad_files(tmp_path: Path) -> None:
     """``decompress`` of a folder with workers preloads the models the headers name: the codec
     and, for an entropy-coded file, its entropy model (once, then reused by the job); a file
@@ -644,11 +656,7 @@ def test_preload_loads_an_entropy_coded_files_models_once_and_skips_bad_files(tm
     from opencodec.pretrained import load_lm_model, save_model
     from opencodec.train.lm_model import export_lm
 
-    torch.manual_seed(1)
-    codec = EncodecModel(EncodecConfig(name="rest_lm_24khz", n_filters=4, dimension=16, lstm=1, n_q=4,
-                                       target_bandwidths=[1.5, 3.0])).eval()
-    torch.manual_seed(0)
-    lm = EntropyLM(n_q=4, card=1024, dim=16, num_heads=8, num_layers=1, hidden_scale=2.0).eval()
+    codec, lm = _codec_and_lm()
     codec_path = save_model(codec, tmp_path / "codec.safetensors")
     lm_path = export_lm(lm, tmp_path / "lm.safetensors", {"codec": codec.name}, codec=codec)
     lm = load_lm_model(lm_path, codec=codec)  # named after its file, as the decompressor loads it
@@ -674,15 +682,10 @@ def test_preload_of_an_entropy_coded_file_whose_entropy_model_fails(tmp_path: Pa
     """The entropy model cannot be found: preload goes on (no error); the job reports it."""
     from opencodec.codec_files import FileDecompressor, OutputOptions
     from opencodec.compress import compress
-    from opencodec.entropy import EntropyLM
     from opencodec.file_jobs import Job
     from opencodec.pretrained import save_model
 
-    torch.manual_seed(1)
-    codec = EncodecModel(EncodecConfig(name="rest_lm_24khz", n_filters=4, dimension=16, lstm=1, n_q=4,
-                                       target_bandwidths=[1.5, 3.0])).eval()
-    torch.manual_seed(0)
-    lm = EntropyLM(n_q=4, card=1024, dim=16, num_heads=8, num_layers=1, hidden_scale=2.0).eval()
+    codec, lm = _codec_and_lm()
     codec_path = save_model(codec, tmp_path / "codec.safetensors")
     wav = 0.1 * torch.randn(1, 4800, generator=torch.Generator().manual_seed(0))
     (tmp_path / "a.ecdc").write_bytes(compress(codec, wav, 3.0, lm=lm))

@@ -28,7 +28,7 @@ import test_train_lm
 from test_train_errors import TRACE, _error_lines, _lm_args, _train
 from test_train_solver import _config, _corpus
 
-from train_helpers import ROOT, _rows, _valid_steps  # noqa: F401
+from train_helpers import ROOT, _rows, _valid_steps, set_dotted  # noqa: F401
 
 
 codec_setup = test_train_lm.codec_setup  # the tiny codec and its manifests (a module fixture)
@@ -92,11 +92,7 @@ def test_a_bad_codec_value_is_one_line_naming_the_field(dotted: str, value: obje
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     train_m, valid_m = _corpus(tmp_path / "data")
     cfg = _config(train_m, valid_m, steps=1)
-    *parents, leaf = dotted.split(".")
-    node = cfg
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[leaf] = value
+    set_dotted(cfg, dotted, value)
     status, err = _train(tmp_path, capsys, cfg)
     assert status == 1 and TRACE not in err
     assert err.splitlines() == [f"opencodec train: error: {expected}"], err

@@ -31,6 +31,7 @@ from opencodec.train.losses import (MultiScaleMelLoss, generator_hinge_loss, mel
                                     relative_feature_matching_loss)
 from opencodec.train.validation import _spectrogram_image
 from test_train_solver import _config, _corpus
+from train_helpers import set_dotted
 
 codec_setup = test_train_lm.codec_setup  # the tiny codec and its manifests (a module fixture)
 ROOT = test_train_lm.ROOT
@@ -100,11 +101,7 @@ def test_codec_trainer_refuses_a_bad_value_in_one_line(key: str, value: object, 
         pytest.skip("this machine has MPS")
     train_m, valid_m = _corpus(tmp_path / "data")
     cfg = _config(train_m, valid_m, steps=1)
-    *parents, leaf = key.split(".")
-    node = cfg
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[leaf] = value
+    set_dotted(cfg, key, value)
     status, err = _train(tmp_path, capsys, cfg, "--no-progress")
     assert (status, err.strip().splitlines()) == (1, [f"opencodec train: error: {expected}"])
     assert not (tmp_path / "run").exists()
@@ -395,11 +392,7 @@ def test_lazy_train_lm_and_evaluate_saving_names() -> None:
 ])
 def test_lm_settings_refuse_a_bad_value(key: str, value: object, expected: str) -> None:
     cfg = test_train_lm._lm_cfg(1)
-    *parents, leaf = key.split(".")
-    node = cfg
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[leaf] = value
+    set_dotted(cfg, key, value)
     with pytest.raises(ConfigError) as exc:
         parse_settings(cfg)
     assert str(exc.value) == expected

@@ -51,6 +51,15 @@ def noise_seconds(seconds: float, level: float = 0.1, seed: int = 0) -> np.ndarr
     return (rng.standard_normal(int(seconds * SR)) * level).astype(np.float32)
 
 
+def set_dotted(cfg: dict, dotted: str, value: object) -> None:
+    """Set ``cfg``'s field ``dotted`` (``"optim.lr"``) to ``value``, creating the sections on its way."""
+    *parents, leaf = dotted.split(".")
+    node = cfg
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
 def write_category_set(folder: Path, category: str, items: dict[str, np.ndarray]) -> Path:
     """An eval set of one category: ``{name}.wav`` per item (at ``SR``) and ``eval_{category}.jsonl``."""
     folder.mkdir(parents=True, exist_ok=True)
