@@ -71,6 +71,24 @@ def _owner_tag() -> str:
     return f"{_host()}-{_pid_namespace()}-{os.getpid()}"
 
 
+#: The longest file name, in bytes, that common file systems take (Linux's NAME_MAX).
+MAX_NAME_BYTES = 255
+#: Bytes kept in a temporary file's name for its random part (``mkstemp``'s 8 characters,
+#: :func:`temporary_path`'s 12) and :data:`TEMP_SUFFIX`.
+_RANDOM_AND_SUFFIX_BYTES = 16
+
+
+def temporary_name_stem(name: str) -> str:
+    """The part of a temporary file's name (``.STEM.<host>-<pid namespace>-<pid>.<random>.tmp``)
+    taken from the output's ``name``: the name itself, or for a long one its start, cut so that
+    the whole name stays within :data:`MAX_NAME_BYTES` (an output whose own name is legal must
+    not fail as "File name too long" because of its temporary file's)."""
+    room = MAX_NAME_BYTES - len(f"..{_owner_tag()}.".encode()) - _RANDOM_AND_SUFFIX_BYTES - len(TEMP_SUFFIX)
+    while len(os.fsencode(name)) > room:
+        name = name[:-1]
+    return name
+
+
 def _process_ended(pid: int) -> bool:
     """Whether no process ``pid`` runs on this machine (one of another user's counts as running)."""
     try:
@@ -135,7 +153,7 @@ def temporary_path(path: str | Path) -> tp.Iterator[Path]:
     if folder not in _SWEPT and path.parent.is_dir():
         _SWEPT.add(folder)
         _remove_dead_temporaries(path.parent)
-    tmp = path.parent / f".{path.name}.{_owner_tag()}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
+    tmp = path.parent / f".{temporary_name_stem(path.name)}.{_owner_tag()}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
     try:
         yield tmp
     finally:
@@ -275,7 +293,7 @@ def atomic_output(path: str | Path, *, overwrite: bool | None = None) -> tp.Iter
         _SWEPT.add(folder)
         _remove_dead_temporaries(path.parent)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{_owner_tag()}.", suffix=TEMP_SUFFIX,
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{temporary_name_stem(path.name)}.{_owner_tag()}.", suffix=TEMP_SUFFIX,
                                         dir=path.parent)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {error_reason(exc)}") from exc
@@ -318,6 +336,15 @@ def file_in_the_way(path: str | Path) -> Path | None:
         if candidate.exists() or candidate.is_symlink():
             return None if candidate.is_dir() else candidate
     return None
+
+
+def check_output_folder(folder: str | Path) -> None:
+    """``OutputError`` when the output folder ``folder`` cannot be created because it, or a
+    folder above it, is a file (:func:`file_in_the_way`); for a caller that creates it later,
+    after its work, so that the work is not done for nothing."""
+    blocker = file_in_the_way(folder)
+    if blocker is not None:
+        raise OutputError(f"cannot create output folder {folder}: {blocker} is a file")
 
 
 def output_folder(path: str | Path, what: str = "output") -> Path:

@@ -36,6 +36,10 @@ _WRITE_FORMATS: dict[str, tuple[str, dict[int, str]]] = {
     ".flac": ("FLAC", {16: "PCM_16", 24: "PCM_24"}),
 }
 
+#: What a FLAC file holds (the format's limits, as libsndfile writes it): at most 8 channels,
+#: sample rates up to 655350 Hz. WAV takes every count and rate ``--channels``/``--rate`` take.
+FLAC_MAX_CHANNELS, FLAC_MAX_RATE = 8, 655_350
+
 #: Peak that ``rescale=True`` scales a louder signal down to (the official tool's limit).
 RESCALE_PEAK = 0.99
 
@@ -339,6 +343,25 @@ def subtype_for(path: Path, bits: int) -> tuple[str, str]:
     return fmt, subtypes[bits]
 
 
+def check_output_format(path: str | Path, sample_rate: int, channels: int) -> None:
+    """``AudioIOError`` when the format of ``path`` (by its extension) cannot hold ``channels``
+    channels at ``sample_rate`` Hz: no output holds more than
+    :data:`~opencodec.argtypes.MAX_CHANNELS` channels, and a ``.flac`` file at most
+    :data:`FLAC_MAX_CHANNELS` at up to :data:`FLAC_MAX_RATE` Hz (libsndfile would refuse it
+    only when writing, as "Format not recognised."). Callers check before decoding, so nothing
+    is computed for a file that cannot be written."""
+    if channels > MAX_CHANNELS:
+        raise AudioIOError(f"cannot write {path}: an output holds at most {MAX_CHANNELS} channels, got {channels}")
+    if Path(path).suffix.lower() != ".flac":
+        return
+    if channels > FLAC_MAX_CHANNELS:
+        raise AudioIOError(f"cannot write {path}: FLAC holds at most {FLAC_MAX_CHANNELS} channels, got "
+                           f"{channels}; write a .wav file instead")
+    if sample_rate > FLAC_MAX_RATE:
+        raise AudioIOError(f"cannot write {path}: FLAC holds sample rates up to {FLAC_MAX_RATE} Hz, got "
+                           f"{sample_rate}; write a .wav file instead")
+
+
 def loud_input_message(name: str | Path, peak: float) -> str | None:
     """The warning for input audio ``name`` whose peak amplitude ``peak`` exceeds full scale
     (a float file), which the codec, trained on [-1, 1], reproduces distorted; None within it."""
@@ -400,8 +423,10 @@ def write_audio(path: str | Path, wav: torch.Tensor, sample_rate: int, *, bits: 
     32 (IEEE float), ``.flac`` with 16 or 24. Integer formats hold [-1, 1]: a louder
     signal is clipped with a warning naming the peak, unless ``rescale`` scales it down
     to a 0.99 peak (never up). Float WAV stores any value, so it is not clipped (but
-    ``rescale`` still applies). The file appears atomically (temporary file + rename);
-    on any error no file is left behind. Raises ``AudioIOError`` on bad format or I/O.
+    ``rescale`` still applies). A FLAC file holds at most 8 channels at up to 655350 Hz
+    (:func:`check_output_format`) and at least one sample. The file appears atomically
+    (temporary file + rename); on any error no file is left behind. Raises ``AudioIOError``
+    on bad format or I/O.
     """
     path = Path(path)
     _require_tensor(wav, "write_audio")
@@ -418,6 +443,10 @@ def write_audio(path: str | Path, wav: torch.Tensor, sample_rate: int, *, bits: 
         raise ValueError(f"cannot write {path}: sample_rate must be a positive whole number of Hz, "
                          f"got {sample_rate!r}")
     fmt, subtype = subtype_for(path, bits)
+    check_output_format(path, int(sample_rate), wav.shape[0])
+    if fmt == "FLAC" and wav.shape[-1] == 0:  # libsndfile would write an empty (0-byte), unreadable file
+        raise AudioIOError(f"cannot write {path}: the audio holds no samples, and libsndfile writes a FLAC "
+                           "file of none as 0 bytes that no reader takes; write a .wav file instead")
     wav = wav.detach().to("cpu", torch.float32)
     if not bool(torch.isfinite(wav).all()):
         raise AudioIOError(f"cannot write {path}: the audio holds NaN or infinite samples")

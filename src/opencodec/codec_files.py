@@ -27,15 +27,16 @@ from pathlib import Path
 
 import torch
 
-from ._files import check_output, error_reason, keep_existing, temporary_path, write_bytes_atomic
-from .audio import (AUDIO_EXTENSIONS, check_mp3_content, convert_audio, fit_length, is_audio_file, loud_input_message, read_audio,
-                    resampled_length, stores_float_samples, write_audio)
+from ._files import (check_output, check_output_folder, error_reason, keep_existing, temporary_path,
+                     write_bytes_atomic)
+from .audio import (AUDIO_EXTENSIONS, check_mp3_content, check_output_format, convert_audio, fit_length, is_audio_file,
+                    loud_input_message, read_audio, resampled_length, stores_float_samples, write_audio)
 from .bandwidth import DEFAULT_BANDWIDTH  # noqa: F401 (re-exported: defined here before)
 from .bitstream import EcdcHeader, StreamLayout, parse_header, read_header
 from .compress import compress, decompress
 from .ecdc_info import ECDC_SUFFIX, is_ecdc_file, read_file_header
 from .ecdc_sizes import body_overhead, header_extra, plain_size  # noqa: F401 (re-exported: defined here before)
-from .errors import OutputError, UsageError
+from .errors import AudioIOError, OutputError, UsageError
 from .file_jobs import Job, Plan, check_input, is_same_file, plan_folder, single_output
 from .longform import compress_file_streaming, decompress_file_streaming, supports_streaming
 from .model import EncodecModel
@@ -112,6 +113,11 @@ class FileResult:
 def _check_float(options: OutputOptions, jobs: list[Job]) -> None:
     if options.float32 and any(j.dst.suffix.lower() == ".flac" for j in jobs):
         raise UsageError("--float needs a .wav output: FLAC stores 16 or 24-bit integers only")
+    for job in jobs:  # --rate/--channels that a FLAC output cannot hold: refused before any work
+        try:
+            check_output_format(job.dst, options.rate or 0, options.channels or 0)
+        except AudioIOError as exc:
+            raise UsageError(str(exc)) from None
 
 
 def _plan(src: str | os.PathLike[str], out: str | os.PathLike[str] | None, options: OutputOptions,
@@ -332,6 +338,7 @@ class FileCompressor:
 
     def _compress(self, job: Job, folder: bool) -> FileResult:
         check_output(job.dst, self.options.force, need_folder=not folder)
+        check_output_folder(job.dst.parent)  # before the work: _make_folder creates it after
         model = self.model
         long = _long_input(job.src) if supports_streaming(model) else None
         if long is not None:
@@ -348,6 +355,8 @@ class FileCompressor:
             notices += loudness_notice(job.src, wav)
         length = wav.shape[-1]
         round_trip = job.dst.suffix.lower() in AUDIO_OUTPUT_SUFFIXES
+        if round_trip:  # before the work: the output's format must hold its channels and rate
+            check_output_format(job.dst, self.options.rate or input_rate, self.options.channels or input_channels)
         steps = len(model.segments(length)) * (2 if round_trip else 1)
         modules = [model.encoder, model.decoder] if round_trip else [model.encoder]
         with torch.no_grad(), _count_segments(None if folder else self.progress, modules, steps,
@@ -450,6 +459,7 @@ class FileDecompressor:
     def _decompress(self, job: Job, folder: bool) -> FileResult:
         options = self.options
         check_output(job.dst, options.force, need_folder=not folder)
+        check_output_folder(job.dst.parent)  # before the work: _make_folder creates it after
         # a pipe (IN /dev/stdin) can be read once: all of it, then the header from memory
         data = None if job.src.is_file() else job.src.read_bytes()
         with (open(job.src, "rb") if data is None else io.BytesIO(data)) as fi:
@@ -471,6 +481,7 @@ class FileDecompressor:
             return FileResult(job.src, job.dst, length / model.sample_rate, sample_rate=model.sample_rate,
                               channels=model.channels, streamed=True,
                               warnings=[str(w.message) for w in caught])
+        check_output_format(job.dst, options.rate or model.sample_rate, options.channels or model.channels)
         data = job.src.read_bytes() if data is None else data
         steps = len(model.segments(header.audio_length))
         with torch.no_grad(), _count_segments(None if folder else self.progress, [model.decoder], steps,

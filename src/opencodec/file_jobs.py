@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._process import exit_with_parent
-from ._files import (TEMP_SUFFIX, file_identity, record_placements, recorded_placements, remove_dead_temporaries,
-                     temporary_in_use)
+from ._files import (TEMP_SUFFIX, file_identity, file_in_the_way, record_placements, recorded_placements,
+                     remove_dead_temporaries, temporary_in_use)
 from .errors import EXPECTED_ERRORS, UsageError
 
 R = tp.TypeVar("R")
@@ -79,8 +79,10 @@ class Plan:
 
     def skip_existing(self) -> "Plan":
         """This plan without the jobs whose output already exists (a file: outputs are written
-        atomically, so one that exists is complete); those go to ``skipped``."""
-        exists = [job.dst.is_file() for job in self.jobs]
+        atomically, so one that exists is complete); those go to ``skipped``. A job whose
+        output another input maps to (``conflict``) is kept: that output is the other input's,
+        and the job fails again saying so, instead of passing as done."""
+        exists = [job.dst.is_file() and job.conflict is None for job in self.jobs]
         return Plan([job for job, done in zip(self.jobs, exists) if not done], self.folder,
                     self.skipped + [job for job, done in zip(self.jobs, exists) if done])
 
@@ -94,11 +96,19 @@ class Outcome(tp.Generic[R]):
     error: BaseException | None = None
 
 
+def _unreadable_folder(exc: OSError) -> None:
+    """``os.walk``'s ``onerror``: a folder that cannot be listed (no permission) is an error
+    naming it, of the same type, not a folder silently left out of a run that then says it did
+    every file."""
+    raise type(exc)(f"cannot read folder {exc.filename}: {exc.strerror or exc}") from exc
+
+
 def walk_files(root: Path, accept: tp.Callable[[Path], bool]) -> list[Path]:
     """Files under ``root`` (recursive, sorted, symlinked folders not followed) that
-    ``accept`` takes; hidden files and folders (name starting with ``.``) are skipped."""
+    ``accept`` takes; hidden files and folders (name starting with ``.``) are skipped. A
+    folder that cannot be listed raises its ``OSError`` ("cannot read folder PATH: reason")."""
     found = []
-    for folder, dirs, files in os.walk(root):
+    for folder, dirs, files in os.walk(root, onerror=_unreadable_folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found += [Path(folder) / f for f in sorted(files) if not f.startswith(".") and accept(Path(f))]
     return found
@@ -124,8 +134,10 @@ def plan_folder(src: Path, out: Path | None, accept: tp.Callable[[Path], bool], 
     """Jobs for a folder ``src``: every accepted file, mirrored under ``out`` (default: next to
     the inputs) with ``out_suffix``. ``what`` names the accepted files in the error for none."""
     root = src if out is None else out
-    if root.exists() and not root.is_dir():
-        raise UsageError(f"input {src} is a folder, so OUT must be a folder, but {root} is a file")
+    blocker = file_in_the_way(root)  # OUT, or a path above it, that is no folder: before any file's work
+    if blocker is not None:
+        above = "" if blocker == root else f" (above OUT {root})"
+        raise UsageError(f"input {src} is a folder, so OUT must be a folder, but {blocker} is a file{above}")
     files = walk_files(src, accept)
     if not files:
         raise FileNotFoundError(f"no {what} found under {src}")

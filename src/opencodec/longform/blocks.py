@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import typing as tp
 from pathlib import Path
 
@@ -50,14 +51,17 @@ class _ConvertedBlocks:
     """Iterates over a file's audio converted to ``channels`` at ``target_rate`` Hz, as
     float32 blocks ``[n, C]`` of about ``block_seconds``; after the iteration ``length``
     holds the samples yielded in all, ``resampled_length(T, source, target)`` (``T * target /
-    source`` rounded half up: the one-shot ``convert_audio`` length).
+    source`` rounded half up: the one-shot ``convert_audio`` length), ``read`` the input's frames
+    read (T) and ``claimed`` libsndfile's count of them from the header (0 when not known).
     ``progress(read, total)`` counts input frames."""
 
     def __init__(self, in_path: Path, target_rate: int, channels: int, block_seconds: float,
                  progress: Progress = None):
+        if not (block_seconds > 0 and math.isfinite(block_seconds)):  # inf: no whole block size
+            raise ValueError(f"block_seconds must be a finite number > 0, got {block_seconds!r}")
         self.in_path, self.target_rate, self.channels = in_path, target_rate, channels
         self.block_seconds, self.progress = block_seconds, progress
-        self.length = 0
+        self.length = self.read = self.claimed = 0
 
     def __iter__(self) -> tp.Iterator[np.ndarray]:
         in_path, target_rate, channels, progress = (self.in_path, self.target_rate, self.channels,
@@ -122,7 +126,7 @@ class _ConvertedBlocks:
             if pushed + tail.shape[0] < length:  # resampler came up short: zero-pad as needed
                 pad = np.zeros((length - pushed - tail.shape[0], channels), dtype=np.float32)
                 tail = np.concatenate([tail, pad])
-            self.length = length
+            self.length, self.read, self.claimed = length, read, total
             yield tail
             if progress is not None:
                 progress(read, read)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .._files import atomic_output
-from ..audio import loud_input_message, stores_float_samples
+from ..audio import find_truncation, loud_input_message, stores_float_samples
 from ..bitstream import (DEFAULT_CHECK_BITS, SCALE_STRUCT, DeterministicCoding, EcdcHeader,
                         StreamLayout, body_size, pack_codes, write_ecdc, write_header)
 from ..compress import (InvalidAudioError, check_model_bandwidth, check_lm_covers, deterministic_coding,
@@ -120,7 +120,9 @@ def compress_file_streaming(model: EncodecModel, in_path: str | Path, out_path: 
     :func:`supports_streaming`), ``InvalidAudioError`` for an unsupported bandwidth or an
     entropy model that does not fit the codec, ``AudioIOError`` for an unreadable, empty or
     non-finite input. A float input louder than full scale (its audio at the model's rate
-    and channels peaking above 1.0) is encoded with a ``UserWarning`` naming the peak.
+    and channels peaking above 1.0) is encoded with a ``UserWarning`` naming the peak, and
+    one shorter than its header says (a cut WAV) with the ``UserWarning`` of
+    :func:`opencodec.audio.read_audio` ("PATH: truncated: its header says N samples, ...").
     """
     _require_streaming(model)
     if not block_seconds > 0:
@@ -276,6 +278,9 @@ def _compress_file(model: EncodecModel, in_path: Path, out_path: Path, block_sec
             peak = max(peak, float(np.abs(data).max())) if data.size else peak
             sink.push(data)
         length = blocks.length
+        cut = find_truncation(in_path, blocks.read, blocks.claimed)  # as read_audio reports a cut file
+        if cut is not None:
+            warnings.warn(f"{in_path}: {cut.reason} (the {cut.held} there are used)", stacklevel=3)
         loud = loud_input_message(in_path, peak)
         if loud is not None and stores_float_samples(in_path):  # (integer PCM only overshoots by resampling)
             warnings.warn(loud, stacklevel=3)
