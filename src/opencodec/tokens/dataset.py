@@ -57,7 +57,11 @@ def shard_files(folder: str | Path, partial: bool = False) -> list[Path]:
         raise TokenizeError(f"{folder} is not a folder of token shards")
     index = folder / INDEX_FILE
     if index.exists():
-        files = [folder / s["file"] for s in json.loads(index.read_text())["shards"]]
+        try:
+            files = [folder / s["file"] for s in json.loads(index.read_text())["shards"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # damaged after it was written
+            raise TokenizeError(f"{index} is not a readable index of token shards ({type(exc).__name__}: {exc}): "
+                                "run the tokenize command again to write it again") from None
         for path in files:
             if not path.exists():
                 raise TokenizeError(f"token folder {folder} is incomplete: {path.name}, listed in "
@@ -68,7 +72,9 @@ def shard_files(folder: str | Path, partial: bool = False) -> list[Path]:
     if expected is not None and len(files) < expected:
         message = (f"token folder {folder}: job incomplete: {len(files)} of {expected} shards written "
                    f"(no {INDEX_FILE} yet); rerun the tokenize command to finish it")
-        if not partial or not files:
+        if not files:  # nothing finished to read, partial or not
+            raise TokenizeError(message)
+        if not partial:
             raise TokenizeError(message + "; TokenDataset(folder, partial=True) reads the finished "
                                 "shards only")
         warnings.warn(message + "; reading the finished shards only", stacklevel=3)

@@ -106,15 +106,24 @@ def _skip_if_broken_link(item: InputItem) -> InputItem:
                      error=f"cannot read audio file {utf8_text(item.path)}: {broken}")
 
 
+def _unlistable(exc: OSError) -> None:
+    """``os.walk``'s ``onerror``: a folder that cannot be listed (no read permission) is refused,
+    where ``os.walk`` would leave its files out of the job without a word."""
+    raise InputError(f"cannot list the folder {exc.filename} ({exc.strerror or exc}): its audio files would be "
+                     "left out of the job; make it readable, or give the other folders as inputs")
+
+
 def _walk_folder(root: Path) -> list[InputItem]:
     """Audio files under ``root``, following linked folders, each real folder once: a folder of
     the tree itself is always listed under its own path (a link to it is skipped, whatever the
-    names' order), and a folder outside the tree under the first link that leads to it."""
+    names' order), and a folder outside the tree under the first link that leads to it.
+    ``InputError`` for a folder that cannot be listed."""
     items = []
-    tree = {os.path.realpath(folder) for folder, _, _ in os.walk(root)}  # without following links
+    # without following links
+    tree = {os.path.realpath(folder) for folder, _, _ in os.walk(root, onerror=_unlistable)}
     seen = {os.path.realpath(root)}
     origin = f"folder {root}"
-    for folder, dirs, files in os.walk(root, followlinks=True):
+    for folder, dirs, files in os.walk(root, followlinks=True, onerror=_unlistable):
         kept = []
         for name in sorted(d for d in dirs if not d.startswith(".")):
             path = os.path.join(folder, name)
@@ -241,7 +250,12 @@ def _read_input(source: Path) -> list[InputItem]:
         return _walk_folder(source)
     if not source.is_file():
         broken = broken_link(source)
-        raise InputError(f"input {source} is a {broken}" if broken else f"input {source} does not exist")
+        if broken:
+            raise InputError(f"input {source} is a {broken}")
+        if source.exists():  # a pipe has no folder its relative paths could be relative to
+            raise InputError(f"input {source} is not a regular file or a folder (a pipe such as <(...) or "
+                             "/dev/stdin, or a device): save the list of paths to a file and give that")
+        raise InputError(f"input {source} does not exist")
     suffix = source.suffix.lower()
     if is_audio_file(source):
         return [InputItem(source.name, str(source), f"audio file {source}")]

@@ -36,7 +36,7 @@ from ..weights_hash import weights_sha256
 from .inputs import list_inputs, utf8_text
 from .plan import (PlannedItem, WorkerPlace, assign_shards, batches, env_int, place_from_env, plan_sha256,
                    probe, shard_ranges, shard_seconds, shards_for)
-from .reader import BatchAudio, LoadedBatch, batch_loader, loader_workers_warning
+from .reader import BatchAudio, LoadedBatch, batch_loader, loader_death, loader_workers_warning
 from .shards import INDEX_FILE, Row, claim_folder, finalize, remove_stale_temps, shard_name, write_shard
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -272,6 +272,8 @@ def encode_shards(model: EncodecModel, shards: dict[int, list[PlannedItem]], opt
             try:
                 found[row] = _streamed_row(model, items[row], autocast)
             except (OpenCodecError, OSError, ValueError, RuntimeError) as exc:
+                if loader_death(exc) is not None:  # a loader process ended meanwhile: not this file's fault
+                    raise
                 failed[row] = str(exc) or type(exc).__name__
         rows[loaded.shard].update(found)
         errors[loaded.shard].update(failed)
@@ -305,13 +307,19 @@ def run_worker(options: TokenizeOptions, plan: JobPlan, model: EncodecModel, pla
     common = {k: plan.job[k] for k in ("model", "weights_sha256", "bandwidth", "opencodec_version", "dtype")}
     if weights_file(options.model) is not None:
         common["weights_file"] = weights_file(options.model)
-    for s, rows, errors in encode_shards(model, shards, options, device, count, stats):
-        meta = {**common, "model_sample_rate": model.sample_rate, "model_channels": model.channels,
-                "frame_rate": model.frame_rate, "shard": s, "num_shards": len(plan.shards),
-                "errors": errors, "seconds": sum(r.duration for r in rows)}
-        write_shard(out / names[s], rows, meta, with_scales=model.normalize)
-        stats.seconds += meta["seconds"]  # audio tokenised (the reports also count failed files)
-        stats.shards_written += 1
+    try:
+        for s, rows, errors in encode_shards(model, shards, options, device, count, stats):
+            meta = {**common, "model_sample_rate": model.sample_rate, "model_channels": model.channels,
+                    "frame_rate": model.frame_rate, "shard": s, "num_shards": len(plan.shards),
+                    "errors": errors, "seconds": sum(r.duration for r in rows)}
+            write_shard(out / names[s], rows, meta, with_scales=model.normalize)
+            stats.seconds += meta["seconds"]  # audio tokenised (the reports also count failed files)
+            stats.shards_written += 1
+    except RuntimeError as exc:  # PyTorch's, for a --loader-workers process that ended: one line
+        message = loader_death(exc)
+        if message is None:
+            raise
+        raise OpenCodecError(message) from None
     return stats
 
 
@@ -352,18 +360,20 @@ def worker_death(exitcode: int) -> str:
 def _run_processes(options: TokenizeOptions, plan: JobPlan, places: list[WorkerPlace],
                    model: EncodecModel, report: Report) -> WorkerStats:
     # Forked workers share the loaded model (copy-on-write) and start at once; where fork is
-    # not available they start fresh and load it again.
+    # not available they start fresh and load it again. Not daemonic: a daemonic process may not
+    # start children, and a worker's --loader-workers are its children; the finally below and
+    # exit_with_parent end the workers instead.
     fork = "fork" in mp.get_all_start_methods()
     ctx = mp.get_context("fork" if fork else "spawn")
     messages = ctx.Queue()
     threads = max(1, torch.get_num_threads() // len(places))
-    procs = [ctx.Process(target=_worker_main, args=(options, plan, p, threads, messages, model if fork else None),
-                         daemon=True) for p in places]
-    for proc in procs:
-        proc.start()
+    procs = [ctx.Process(target=_worker_main, args=(options, plan, p, threads, messages, model if fork else None))
+             for p in places]
     total, failures, ended = WorkerStats(), [], set()
     finished, dead_since = False, math.inf
     try:
+        for proc in procs:  # (in the try: one started before an interruption is stopped below)
+            proc.start()
         while len(ended) < len(procs):
             # A worker killed without a word (out of memory) is noticed even while others
             # report; after a second's grace, in which its last words, if any, would arrive.
@@ -388,14 +398,15 @@ def _run_processes(options: TokenizeOptions, plan: JobPlan, places: list[WorkerP
         # Stopped early (a worker died, Ctrl-C, SIGTERM): the others stop too, by themselves
         # (Ctrl-C reached them all) or within half a second (SIGTERM) rather than work on; the
         # shards they finished are kept, a shard being written is not.
+        started = [proc for proc in procs if proc.pid is not None]
         if not finished:
             grace = time.monotonic() + 0.5
-            for proc in procs:
+            for proc in started:
                 proc.join(timeout=max(0.0, grace - time.monotonic()))
-            for proc in procs:
+            for proc in started:
                 if proc.is_alive():
                     proc.terminate()
-        for proc in procs:
+        for proc in started:
             proc.join(timeout=5)
             if proc.is_alive():
                 proc.kill()

@@ -12,6 +12,8 @@ reads them block by block (and checks them, ``job``).
 
 from __future__ import annotations
 
+import os
+import signal
 import typing as tp
 import warnings
 from dataclasses import dataclass, field
@@ -105,12 +107,41 @@ def loader_workers_warning(workers: int, cores: int) -> str | None:
             "will compete for them (and with the encoding)")
 
 
+def _quiet_on_sigterm(worker_id: int) -> None:
+    """A DataLoader process ends quietly (status 0) on SIGTERM from anyone, as PyTorch's own
+    handler does only for one from its parent: ``timeout``, Slurm's ``scancel`` or ``kill -TERM
+    -PGID`` signal the whole process group, and a loader process killed by the signal makes the
+    command print PyTorch's traceback ("DataLoader worker ... is killed by signal") before its
+    one line (the command stops on its own SIGTERM and shuts the loader down)."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0))
+
+
+def loader_death(exc: BaseException) -> str | None:
+    """The one-line error for PyTorch's ``RuntimeError`` about a DataLoader process that ended
+    (killed on its own, say by the out-of-memory killer, or exited), None for any other exception.
+    PyTorch raises it in the main thread wherever that is, also outside the loader's ``next``."""
+    text = str(exc).strip()
+    if not isinstance(exc, RuntimeError) or not text.startswith("DataLoader worker (pid"):
+        return None
+    if text.endswith("killed by signal: Killed."):
+        how = "was killed by SIGKILL (out of memory?)"
+    elif "killed by signal: " in text:
+        how = "was killed by signal " + text.split("killed by signal: ", 1)[1].rstrip(".")
+    else:
+        how = "ended unexpectedly"
+    return (f"a tokenize decoding process (--loader-workers) {how}; the shards finished so far are kept: "
+            "run the same command again to finish the job")
+
+
 def batch_loader(dataset: BatchAudio, workers: int, spawn: bool = False) -> tp.Iterator[LoadedBatch]:
     """Batches in order, read ahead by ``workers`` processes (0: in this process); ``spawn``
-    starts them fresh instead of forking (needed once CUDA is initialised)."""
+    starts them fresh instead of forking (needed once CUDA is initialised). A process reads
+    whole batches: never more processes than batches."""
+    workers = min(workers, len(dataset))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_TORCH_WORKERS_WARNING, category=UserWarning)
         loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
                             collate_fn=_as_is, prefetch_factor=2 if workers else None,
+                            worker_init_fn=_quiet_on_sigterm if workers else None,
                             multiprocessing_context=("spawn" if spawn else "fork") if workers else None)
         return iter(loader)

@@ -117,7 +117,11 @@ def write_shard(path: Path, rows: list[Row], metadata: dict[str, tp.Any], with_s
 
 def read_metadata(path: Path) -> dict[str, tp.Any]:
     """The ``opencodec`` metadata of a shard (model, weights sha256, bandwidth, errors ...)."""
-    meta = pq.read_schema(path).metadata or {}
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (pa.ArrowException, OSError) as exc:  # damaged after it was written: a rerun skips it
+        raise TokenizeError(f"{path} is not a readable Parquet file ({exc}): delete it and run the tokenize "
+                            "command again to write it again") from None
     if METADATA_KEY not in meta:
         raise TokenizeError(f"{path} is not an opencodec token shard (no '{METADATA_KEY.decode()}' metadata)")
     return json.loads(meta[METADATA_KEY])
@@ -171,11 +175,18 @@ def claim_folder(folder: Path, job: dict[str, tp.Any]) -> None:
     output_folder(folder, "--out")
     path = folder / JOB_FILE
     if not path.exists():
-        # Other ranks may claim the folder at the same moment: they write the same content.
+        # Other ranks may claim the folder at the same moment, with the same content; another
+        # command may too, with other settings: the first job.json stays (never replaced), and
+        # the others compare theirs with it below.
         if any(p for p in folder.iterdir() if not p.name.startswith(".") and p.name != JOB_FILE):
             raise TokenizeError(f"{folder} is not empty and holds no {JOB_FILE}: not an opencodec token "
                                 "folder; use a new --out folder")
-        _write_json(path, job)
+        try:
+            with atomic_output(path, overwrite=False) as tmp:
+                tmp.write_text(_json_text(job))
+        except OutputError:
+            if not path.exists():  # not "already exists": the write itself failed
+                raise
     found = json.loads(path.read_text())
     if found != job:
         raise TokenizeError(f"{folder} holds the tokens of another job: {'; '.join(job_differences(found, job))}; "
