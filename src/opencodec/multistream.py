@@ -300,6 +300,7 @@ class MultiStreamEncoder(_MultiStream):
         self.model = model
         self.channels = model.channels
         self.num_codebooks = self._step.num_codebooks
+        self._bandwidth = model.bandwidth  # the K above: a short stream's offline codes use it too
         # the steps copied the weights now: frames must match them (read once, not per push)
         self._dtype, self._device = parameter_dtype_device(model)
 
@@ -344,7 +345,7 @@ class MultiStreamEncoder(_MultiStream):
         with torch.inference_mode(), one_thread(tail):
             if sid in self._warming:
                 audio = self._warming[sid] + ([tail] if has_tail else [])
-                codes = self.model.encode(torch.cat(audio, dim=-1)[None])[0].codes[0] if audio else self._empty()
+                codes = self._encode_offline(torch.cat(audio, dim=-1)) if audio else self._empty()
                 del self._warming[sid]
             else:
                 codes = self._empty()
@@ -353,6 +354,16 @@ class MultiStreamEncoder(_MultiStream):
                 self._rows.drop(sid)
         del self.frames_in[sid]
         return codes
+
+    def _encode_offline(self, audio: torch.Tensor) -> torch.Tensor:
+        """``model.encode``'s codes [K, f] of a whole short stream audio [C, n], at this
+        encoder's K even when the model's bandwidth changed since it was built."""
+        previous = self.model.bandwidth
+        self.model.bandwidth = self._bandwidth
+        try:
+            return self.model.encode(audio[None])[0].codes[0]
+        finally:
+            self.model.bandwidth = previous
 
 
 class MultiStreamDecoder(_MultiStream):

@@ -105,11 +105,13 @@ def export_onnx(model: EncodecModel, out_dir: str | Path, force: bool = False) -
     are only replaced with ``force``. All or nothing: the files are written into a temporary
     folder next to ``out_dir`` and moved into place only once all of them are complete; on
     any error nothing of this export is left (``OutputError`` "cannot write OUT_DIR: ..." for
-    a file system error such as a full disk). Needs the ``onnx`` package
+    a file system error such as a full disk; ``ValueError`` for ``out_dir`` ""). Needs the ``onnx`` package
     (``pip install opencodec[onnx]``).
     """
     if importlib.util.find_spec("onnx") is None:  # torch.onnx.export needs it
         raise OpenCodecError("export-onnx needs the onnx package: pip install 'opencodec[onnx]'")
+    if isinstance(out_dir, str) and not out_dir:  # Path("") is the current folder
+        raise ValueError("empty output path (''): it names no folder; an unset shell variable?")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"output {out} exists and is not a folder")

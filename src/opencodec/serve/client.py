@@ -48,7 +48,14 @@ async def run_client(uri: str, data: np.ndarray | bytes, *, mode: str = "relay",
     nothing for that many seconds after the hello (a stalled client). ``controls``: JSON
     messages to send before the chunk at that position (e.g. ``{12000: {"type":
     "bandwidth", "bandwidth": 3}}``; positions are multiples of ``chunk``). ``connect_args`` go to
-    ``websockets.asyncio.client.connect`` (e.g. ``sock``)."""
+    ``websockets.asyncio.client.connect`` (e.g. ``sock``). ``ValueError`` for a control that
+    would never be sent (before connecting) and for PCM whose channels are not the server's
+    (once its ready message says them)."""
+    total = data.shape[-1] if isinstance(data, np.ndarray) else len(data)
+    never = sorted(pos for pos in controls or {} if pos not in range(0, total, chunk))
+    if never:
+        raise ValueError(f"controls at position(s) {', '.join(map(str, never))}: positions are multiples "
+                         f"of chunk ({chunk}) below the data's length ({total})")
     hello: dict[str, tp.Any] = {"mode": mode}
     if bandwidth is not None:
         hello["bandwidth"] = bandwidth
@@ -66,10 +73,12 @@ async def run_client(uri: str, data: np.ndarray | bytes, *, mode: str = "relay",
             result.ready = json.loads(first)
         rate = int(result.ready.get("sample_rate", 24000))
         channels = int(result.ready.get("channels", 1))
+        if isinstance(data, np.ndarray) and (data.ndim != 2 or data.shape[0] != channels):
+            raise ValueError(f"PCM data must be [{channels}, n] (the server's model takes {channels} "
+                             f"channel(s)), got shape {list(data.shape)}")
 
         async def send() -> None:
             start = time.monotonic()
-            total = data.shape[-1] if isinstance(data, np.ndarray) else len(data)
             for pos in range(0, total, chunk):
                 if realtime:
                     await asyncio.sleep(max(0.0, start + pos / rate - time.monotonic()))

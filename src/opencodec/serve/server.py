@@ -330,7 +330,9 @@ class CodecServer:
                                   max_backlog)
                 rest = pcm[:, whole:]
             self.engine.notify()
-            if session.ending:
+            if session.ending:  # decode mode: the end packet came; bytes after it in its
+                # message are refused as packets there are (not left unparsed, unseen)
+                await self._decode_packets(session, receiver, parser.finish(), max_backlog)
                 return
 
     async def _room(self, session: Session, max_backlog: int) -> None:
@@ -408,14 +410,14 @@ class CodecServer:
             items.append(message("done" if output.done else "stats", **self._stats(session, output.done)))
         if output.done:
             items.append(_DONE)
-        for item in items:
-            try:
-                queue.put_nowait(item)
-            except asyncio.QueueFull:
-                halt.append(ProtocolError(f"client too slow: {self.limits.send_queue} messages "
-                                          "waiting to be sent; disconnected", CLOSE["policy"]))
-                halted.set()
-                return
+        if not items:
+            return
+        try:  # one entry per tick, whatever it holds: a queue of 1 serves a client that keeps up
+            queue.put_nowait(items)
+        except asyncio.QueueFull:
+            halt.append(ProtocolError(f"client too slow: {self.limits.send_queue} messages "
+                                      "waiting to be sent; disconnected", CLOSE["policy"]))
+            halted.set()
 
     def _stats(self, session: Session, done: bool) -> dict[str, tp.Any]:
         """A stats message's fields; ``bitrate_kbps``: over the whole stream when ``done``, else
@@ -439,15 +441,15 @@ class CodecServer:
         client stopped reading) ends the session with 1008, however few messages wait."""
         limit = self.limits.idle_timeout
         while True:
-            item = await queue.get()
-            if item is _DONE:
-                await self._close(ws, CLOSE["normal"], "stream complete")
-                return
-            try:
-                await _within(limit, ws.send(item))
-            except asyncio.TimeoutError:
-                raise ProtocolError(f"client too slow: it read nothing for {limit:g} s; "
-                                    "disconnected", CLOSE["policy"]) from None
+            for item in await queue.get():  # a tick's messages
+                if item is _DONE:
+                    await self._close(ws, CLOSE["normal"], "stream complete")
+                    return
+                try:
+                    await _within(limit, ws.send(item))
+                except asyncio.TimeoutError:
+                    raise ProtocolError(f"client too slow: it read nothing for {limit:g} s; "
+                                        "disconnected", CLOSE["policy"]) from None
 
 
 def _log_lost(error: BaseException) -> None:

@@ -87,8 +87,9 @@ class PcmStreamReader:
     ``read(max_bytes)`` returns float32 samples [n, C] (n >= 1) as soon as some are
     available, or None at the end. WAV: PCM 8/16/24/32-bit, float 32/64-bit,
     WAVE_FORMAT_EXTENSIBLE of those. A data chunk size of 0 or 0xFFFFFFFF (what streaming
-    writers put when the length is unknown) means "until the end of input"; otherwise the
-    reader stops after that many bytes. ``name`` names the source in errors. Input that ends
+    writers put when the length is unknown) means "until the end of input" (in RF64,
+    0xFFFFFFFF defers to the ds64 chunk's size unless that is 0); otherwise the reader stops
+    after that many bytes. ``name`` names the source in errors. Input that ends
     inside a sample frame (not whole samples of every channel) is dropped with a warning
     (``warnings.warn``; the command line prints it as a ``warning:`` line): it usually means a
     wrong ``--format`` or ``--channels``.
@@ -112,6 +113,7 @@ class PcmStreamReader:
             self._fail(f"not a WAV stream{hint}: expected 'RIFF....WAVE', got {start[:12]!r}; for "
                        "headerless samples use --raw --rate R --channels C --format F")
         fmt: PcmFormat | None = None
+        ds64_data: int | None = None  # RF64: the data size of its ds64 chunk (0: unknown)
         while True:
             chunk = _read_exact(self._fi, 8)
             if len(chunk) < 8:
@@ -120,6 +122,8 @@ class PcmStreamReader:
             if cid == b"data":
                 if fmt is None:
                     self._fail("WAV 'data' chunk comes before the 'fmt ' chunk")
+                if size == _UNKNOWN_SIZE and start[:4] == b"RF64" and ds64_data:
+                    size = ds64_data  # the real size (chunks may follow the audio)
                 self._remaining = None if size in (0, _UNKNOWN_SIZE) else size
                 return fmt
             if size > 1 << 20:
@@ -127,6 +131,8 @@ class PcmStreamReader:
             body = _read_exact(self._fi, size + (size & 1))
             if len(body) < size:
                 self._fail(f"WAV stream ends inside its {cid!r} chunk")
+            if cid == b"ds64" and size >= 16:
+                ds64_data = struct.unpack("<Q", body[8:16])[0]
             if cid == b"fmt ":
                 if fmt is not None:  # libsndfile refuses such a file too; which one would hold?
                     self._fail("WAV stream has a second 'fmt ' chunk before its 'data' chunk")
