@@ -138,7 +138,8 @@ def load_lm_model(name_or_path: str | os.PathLike[str] | None = None,
     (by default :data:`CODEC_AS_LM_ADVICE`, compress's options), no entropy model known
     for the codec, wrong layout, mismatch); ``TypeError`` for a ``codec`` that is not a model
     (a name: ``codec=load_model(name)``), a ``num_codebooks`` that is not an int or a ``device``
-    that is not a str, an int or a ``torch.device``; ``ValueError`` for ``num_codebooks`` < 1 or a device
+    that is not a str, an int or a ``torch.device``; ``ValueError`` for ``num_codebooks`` < 1 (or
+    more than ``codec``'s ``n_q``) or a device
     this machine does not have. The arguments are checked before any file is read.
     """
     from .entropy import load_lm
@@ -152,6 +153,10 @@ def load_lm_model(name_or_path: str | os.PathLike[str] | None = None,
                             f"{type(num_codebooks).__name__} {num_codebooks!r:.40}")
         if num_codebooks < 1:
             raise ValueError(f"load_lm_model: num_codebooks must be >= 1, got {num_codebooks}")
+        most = getattr(codec, "n_q", None)
+        if most is not None and num_codebooks > most:  # a count no file of the codec has
+            raise ValueError(f"load_lm_model: num_codebooks must be at most the {most} codebooks "
+                             f"of codec {codec.name}, got {num_codebooks}")
         num_codebooks = int(num_codebooks)
 
     if name_or_path is None:

@@ -86,7 +86,8 @@ def _check_config(config: object) -> None:
     if not config.ratios or any(isinstance(r, bool) or not isinstance(r, numbers.Integral) or r < 1
                                 for r in config.ratios):
         raise ValueError(f"EncodecConfig.ratios must be a non-empty list of integers >= 1, got {config.ratios!r}")
-    if config.bins < 2 or config.bins & (config.bins - 1):
+    if isinstance(config.bins, bool) or not isinstance(config.bins, numbers.Integral) \
+            or config.bins < 2 or config.bins & (config.bins - 1):
         raise ValueError(f"bins must be a power of two, got {config.bins}")
     if config.segment is not None and not config.segment * config.sample_rate >= 1:
         raise ValueError(f"EncodecConfig.segment must be None or at least one sample (seconds), got "
@@ -292,6 +293,11 @@ class EncodecModel(nn.Module):
         if self.normalize:
             mono = x.mean(dim=1, keepdim=True)
             volume = mono.pow(2).mean(dim=2, keepdim=True).sqrt()
+            # Finite samples whose squares (or channel sum) overflow float32 (RMS over ~1e17)
+            # get the RMS computed in float64, which fits; other inputs keep the bits above
+            # (a select, not a test: no device sync, and a meta tensor passes).
+            wide = x.double().mean(dim=1, keepdim=True).pow(2).mean(dim=2, keepdim=True).sqrt()
+            volume = torch.where(torch.isfinite(volume), volume, wide.to(volume.dtype))
             scale = 1e-8 + volume
             x = x / scale
             scale = scale.view(-1, 1)

@@ -236,7 +236,9 @@ def save_model(model: EncodecModel, path: str | os.PathLike[str], dtype: torch.d
     are loaded back as float32); ``inference_only`` leaves out the codebooks' training
     statistics (``embed_avg``, ``cluster_size``), which decoding does not use, and marks
     the file so that ``load_model`` refills them. ``TypeError`` when ``model`` is not an
-    ``EncodecModel`` (a name is not loaded: ``save_model(load_model(name), path)``).
+    ``EncodecModel`` (a name is not loaded: ``save_model(load_model(name), path)``);
+    ``ValueError`` for a model on the meta device (no weights); ``IsADirectoryError`` for a
+    ``path`` that is a folder (checked before anything is written).
     """
     from safetensors.torch import save_file
 
@@ -250,6 +252,12 @@ def save_model(model: EncodecModel, path: str | os.PathLike[str], dtype: torch.d
     path = Path(path)
     if path.suffix.lower() != ".safetensors":
         raise ValueError(f"save_model writes .safetensors files, got {path.name}")
+    if path.is_dir():  # os.replace would fail only after writing every tensor
+        raise IsADirectoryError(f"save_model: {path} is a folder; pass the path of a .safetensors file")
+    meta = next((k for k, v in model.state_dict().items() if v.is_meta), None)
+    if meta is not None:
+        raise ValueError(f"save_model: the model is on the meta device ({meta}): it has shapes but "
+                         f"no weights to save; load it on a device with data (e.g. 'cpu')")
     state = {}
     for k, v in model.state_dict().items():
         if inference_only and k.endswith(_TRAINING_BUFFERS):

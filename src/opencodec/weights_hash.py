@@ -21,11 +21,15 @@ NON_INFERENCE_SUFFIXES = ("._codebook.embed_avg", "._codebook.cluster_size", "._
 
 
 def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
-    """Hex sha256 of the inference tensors of a state dict (see the module docstring)."""
+    """Hex sha256 of the inference tensors of a state dict (see the module docstring);
+    ``ValueError`` for a tensor on the meta device (no values to hash)."""
     digest = hashlib.sha256()
     for key in sorted(state):
         if key.endswith(NON_INFERENCE_SUFFIXES):
             continue
+        if state[key].is_meta:  # a model moved to "meta" computes shapes only
+            raise ValueError(f"cannot hash weights on the meta device ({key}): they have a shape "
+                             f"but no values; load the model on a device with data (e.g. 'cpu')")
         tensor = state[key].detach().to("cpu").contiguous()
         digest.update(f"{key}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")

@@ -264,10 +264,14 @@ def model_from_state_dict(state: StateDict, config: EncodecConfig | dict | None 
                           source: str = "state dict") -> EncodecModel:
     """Build a model from tensors (any supported key layout) and an optional config.
     ``ModelLoadError`` (prefixed with ``source``) for anything but a dict of tensors keyed by
-    str names, or tensors that do not fit the architecture."""
+    str names, or tensors that do not fit the architecture; ``TypeError`` for a ``config``
+    that is not an ``EncodecConfig``, a dict or None (a name: ``config_for_name(name)``)."""
     problem = _state_dict_problem(state)
     if problem:
         raise ModelLoadError(f"{source}: {problem}")
+    if config is not None and not isinstance(config, (dict, EncodecConfig)):
+        raise TypeError(f"{source}: config must be an EncodecConfig, a dict or None (read off the "
+                        f"tensors), got {type(config).__name__} {config!r:.40}")
     if isinstance(config, dict):
         try:
             config = EncodecConfig.from_dict(config)

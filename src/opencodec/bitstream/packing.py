@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import operator
 import sys
 import typing as tp
 
@@ -126,7 +127,12 @@ class BitPacker:
         self._nbits = 0
 
     def push(self, value: int) -> None:
-        """Append one value in ``[0, 2**bits)``."""
+        """Append one integer value in ``[0, 2**bits)`` (a float is a ``ValueError``, as in
+        :func:`pack_codes`: truncating 3.7 to 3 would write another code without a word)."""
+        try:
+            value = operator.index(value)  # ints, numpy ints, integer 0-dim tensors
+        except TypeError:
+            raise ValueError(f"codes must be integers, got {type(value).__name__} {value!r:.40}") from None
         if not 0 <= value < (1 << self.bits):
             raise BitstreamError(f"code value {value} out of range for {self.bits}-bit codes")
         self._value |= int(value) << self._nbits

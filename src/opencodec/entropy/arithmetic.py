@@ -40,6 +40,7 @@ field of the file starts right where it stops, as with the official decoder.
 
 from __future__ import annotations
 
+import numbers
 import typing as tp
 from bisect import bisect_right
 
@@ -195,6 +196,9 @@ class ArithmeticDecoder:
         if isinstance(source, (bytes, bytearray, memoryview)):
             self._data: bytes | None = bytes(source)
             self._fo: tp.BinaryIO | None = None
+        elif not callable(getattr(source, "read", None)):
+            raise TypeError(f"expected the coded bytes (bytes, bytearray, memoryview) or a binary "
+                            f"file, got {type(source).__name__}")
         else:
             self._data = None
             self._fo = source
@@ -315,6 +319,21 @@ def check_integer_codes(codes: torch.Tensor) -> None:
         raise ValueError(f"codes must be [K, F], got {tuple(codes.shape)}")
     if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
         raise ValueError(f"codes must be integers, got dtype {codes.dtype}")
+    if codes.is_meta:
+        raise ValueError("codes are on the meta device: they have a shape but no values; pass a "
+                         "tensor with data (e.g. on the CPU)")
+
+
+def check_counts(num_codebooks: int, num_frames: int) -> tuple[int, int]:
+    """A decoder's ``num_codebooks`` and ``num_frames`` as Python ints (numpy's too), or
+    ``TypeError`` naming the argument (a float would fail deep inside), or ``ValueError`` for
+    ``num_frames`` < 0."""
+    for name, value in (("num_codebooks", num_codebooks), ("num_frames", num_frames)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r:.40}")
+    if num_frames < 0:
+        raise ValueError("num_frames must be >= 0")
+    return int(num_codebooks), int(num_frames)
 
 
 def _check_lm_shape(lm: "EntropyLM", num_codebooks: int) -> None:
@@ -413,9 +432,8 @@ def decode_segment_with_lm(lm: "EntropyLM", data: bytes | bytearray | memoryview
     Raises:
         BitstreamError: truncated or corrupt data.
     """
+    num_codebooks, num_frames = check_counts(num_codebooks, num_frames)
     _check_lm_shape(lm, num_codebooks)
-    if num_frames < 0:
-        raise ValueError("num_frames must be >= 0")
     dec = ArithmeticDecoder(data)
     K = num_codebooks
     columns = DecodedColumns(K)

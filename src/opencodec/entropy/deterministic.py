@@ -23,6 +23,7 @@ damage is missed only if all the checks after it pass, with probability
 
 from __future__ import annotations
 
+import numbers
 import typing as tp
 import zlib
 
@@ -31,7 +32,7 @@ import torch
 
 from ..errors import BitstreamError
 from .arithmetic import (ArithmeticDecoder, ArithmeticEncoder, DecodedColumns, FrameProgress,
-                         check_integer_codes, report_progress)
+                         check_counts, check_integer_codes, report_progress)
 from .fixed import CDF_BITS, FixedLM, one_thread
 
 __all__ = ["CRC_BITS", "MAX_CHECK_BITS", "check_after", "encode_segment_fixed",
@@ -92,15 +93,22 @@ def frame_crc(codes: tp.Sequence[int], crc: int) -> int:
     return zlib.crc32(np.asarray(codes, dtype="<u4").tobytes(), crc)
 
 
-def _check_args(flm: FixedLM, num_codebooks: int, check_bits: int, check_interval: int) -> None:
+def _check_args(flm: FixedLM, num_codebooks: int, check_bits: int, check_interval: int) -> tuple[int, int]:
+    """``(check_bits, check_interval)`` as Python ints (a numpy int would overflow the CRC
+    masks), else ``TypeError``/``ValueError`` naming the argument."""
     if not isinstance(flm, FixedLM):
         raise TypeError(f"expected a FixedLM, got {type(flm).__name__}")
     if not 1 <= num_codebooks <= flm.n_q:
         raise ValueError(f"{num_codebooks} codebooks, the entropy model supports 1..{flm.n_q}")
+    for name, value in (("check_bits", check_bits), ("check_interval", check_interval)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            # a float interval would place checks elsewhere ((t + 1) % 2.5), float bits fail in <<
+            raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r:.40}")
     if not 0 <= check_bits <= MAX_CHECK_BITS:
         raise ValueError(f"check_bits must be in [0, {MAX_CHECK_BITS}], got {check_bits}")
     if check_interval < 1:
         raise ValueError(f"check_interval must be >= 1, got {check_interval}")
+    return int(check_bits), int(check_interval)
 
 
 def encode_segment_fixed(flm: FixedLM, codes: torch.Tensor, *, check_bits: int, check_interval: int,
@@ -122,7 +130,7 @@ def encode_segment_fixed(flm: FixedLM, codes: torch.Tensor, *, check_bits: int, 
     """
     check_integer_codes(codes)
     K, num_frames = codes.shape
-    _check_args(flm, K, check_bits, check_interval)
+    check_bits, check_interval = _check_args(flm, K, check_bits, check_interval)
     codes = codes.detach().to("cpu", torch.long)
     if num_frames and (int(codes.min()) < 0 or int(codes.max()) >= flm.card):
         raise ValueError(f"codes must be in [0, {flm.card})")
@@ -187,9 +195,8 @@ def decode_segment_fixed(flm: FixedLM, data: bytes | bytearray | memoryview | tp
         BitstreamError: truncated or corrupt data, or a failed check; the message names the
             frame (0-based, within the segment).
     """
-    _check_args(flm, num_codebooks, check_bits, check_interval)
-    if num_frames < 0:
-        raise ValueError("num_frames must be >= 0")
+    num_codebooks, num_frames = check_counts(num_codebooks, num_frames)
+    check_bits, check_interval = _check_args(flm, num_codebooks, check_bits, check_interval)
     with one_thread():
         out, consumed = _decode_segment(flm, data, num_codebooks, num_frames, check_bits,
                                         check_interval, crc_seed, progress)

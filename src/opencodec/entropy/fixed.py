@@ -33,6 +33,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
 import typing as tp
 import weakref
 
@@ -168,6 +169,10 @@ class FixedLM:
         Raises:
             ModelLoadError: sizes or weight values outside the fixed-point ranges.
         """
+        meta = next((name for name, p in lm.named_parameters() if p.is_meta), None)
+        if meta is not None:
+            raise ModelLoadError(f"the entropy model is on the meta device ({meta}): it has shapes but "
+                                 f"no weights; load it on a device with data (e.g. 'cpu')")
         tr = lm.transformer
         layers = list(tr.layers)
         num_heads = layers[0].self_attn.num_heads if layers else 1
@@ -382,11 +387,14 @@ class FixedLM:
 
         Args:
             codes: long ``[K, F]``.
-            block: frames per pass (any value gives the same CDFs).
+            block: frames per pass, an int >= 1 (any value gives the same CDFs; else
+                ``ValueError``: a block < 1 would give no CDFs, and code nothing).
         Yields:
             ``(start, cdfs)`` with int64 ``cdfs [T, K, card]``: the CDFs that frames
             ``start .. start + T - 1`` are coded with (identical to :meth:`step`).
         """
+        if isinstance(block, bool) or not isinstance(block, numbers.Integral) or block < 1:
+            raise ValueError(f"block must be an int >= 1 (frames per pass), got {block!r}")
         K, F = codes.shape
         inputs = torch.cat([torch.zeros(K, 1, dtype=torch.long), codes.to("cpu", torch.long) + 1], dim=1)
         state = None

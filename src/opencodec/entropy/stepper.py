@@ -170,6 +170,9 @@ class LMStepper:
         if lm.training:
             raise ValueError("the entropy model is in training mode (as a new EntropyLM is): call "
                              "lm.eval() before coding with it")
+        if lm.linears[0].weight.is_meta:
+            raise ValueError("the entropy model is on the meta device: it has shapes but no weights; "
+                             "load it on a device with data (e.g. 'cpu')")
         dtype = lm.linears[0].weight.dtype
         if dtype != torch.float32:
             raise ValueError(f"the entropy model's weights are {dtype}, but the official coder "
