@@ -14,7 +14,7 @@ import typing as tp
 
 from .errors import UnsupportedBandwidthError
 
-__all__ = ["BANDWIDTH_TOLERANCE", "DEFAULT_BANDWIDTH", "check_bandwidth", "format_kbps"]
+__all__ = ["BANDWIDTH_TOLERANCE", "DEFAULT_BANDWIDTH", "check_bandwidth", "exact_kbps", "format_kbps"]
 
 DEFAULT_BANDWIDTH = 6.0
 """kbps: the bandwidth the command line and ``compress`` use when none is given."""
@@ -29,7 +29,7 @@ def format_kbps(kbps: float) -> str:
     return f"{kbps:g}"
 
 
-def _exact_kbps(kbps: float) -> str:
+def exact_kbps(kbps: float) -> str:
     """``kbps`` with every digit it needs to be told apart from its neighbours: ``'6'``,
     ``'6.0000001'`` (``format_kbps`` would print ``'6'``), ``'nan'``."""
     short = format_kbps(kbps)
@@ -61,4 +61,4 @@ def check_bandwidth(bandwidth: tp.Any, supported: tp.Sequence[float], model_name
             if abs(asked - float(value)) <= BANDWIDTH_TOLERANCE:
                 return float(value)
     raise UnsupportedBandwidthError(f"model {model_name} does not support "
-                                    f"{_exact_kbps(asked)} kbps; choose one of: {choices} kbps")
+                                    f"{exact_kbps(asked)} kbps; choose one of: {choices} kbps")

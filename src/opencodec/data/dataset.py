@@ -76,6 +76,12 @@ def load_manifests(manifests: Manifests) -> list[dict]:
     return rows
 
 
+def read_error(path: PathLike, exc: BaseException) -> str:
+    """Why the audio file ``path`` could not be read: "no such file" when it does not exist
+    (soundfile says only "System error."), else ``exc``'s message (or its type)."""
+    return "no such file" if not os.path.exists(path) else str(exc) or type(exc).__name__
+
+
 def _names(manifests: Manifests) -> str:
     """The manifest files of ``manifests`` for a message (``3 rows`` when given rows)."""
     items = [manifests] if isinstance(manifests, (str, os.PathLike)) else list(manifests)
@@ -325,9 +331,10 @@ class AudioDataset(torch.utils.data.Dataset):
             try:
                 return self.read_segment(row, rng), row
             except Exception as e:
-                log.warning("skipping unreadable file %s: %s", row["path"], e)
+                reason = read_error(row["path"], e)
+                log.warning("skipping unreadable file %s: %s", row["path"], reason)
                 self._bad.add(row["path"])
-                self._last_error = f"{row['path']} ({e})"
+                self._last_error = f"{row['path']} ({reason})"
                 self._w[i] = 0.0
         raise AudioIOError(f"too many unreadable audio files: {tries} in a row, the last {self._last_error}")
 
@@ -339,7 +346,7 @@ class AudioDataset(torch.utils.data.Dataset):
             try:
                 return self.read_segment(row, rng), row["path"]
             except Exception as e:
-                log.warning("skipping unreadable file %s: %s", row["path"], e)
+                log.warning("skipping unreadable file %s: %s", row["path"], read_error(row["path"], e))
                 self._bad.add(row["path"])
         exponent = float(rng.choice([0.0, 1.0, 2.0]))
         return coloured_noise(self.channels, self.length, exponent, rng), f"generated:{exponent:g}"
@@ -425,8 +432,8 @@ class EvalDataset(torch.utils.data.Dataset):
                     sf.info(r["path"])
                     good.append(r)
                 except Exception as e:
-                    log.warning("skipping unreadable audio file %s: %s", r["path"], e)
-                    reason = "no such file" if not Path(r["path"]).exists() else str(e) or type(e).__name__
+                    reason = read_error(r["path"], e)
+                    log.warning("skipping unreadable audio file %s: %s", r["path"], reason)
                     self.skipped.append((str(r["path"]), reason))
             rows = good
         self.rows = rows

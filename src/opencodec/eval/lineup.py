@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typing as tp
 
-from ..bandwidth import check_bandwidth, format_kbps
+from ..bandwidth import exact_kbps, check_bandwidth, format_kbps
 from ..errors import UnsupportedBandwidthError, advice_for_entropy_model
 from .console import warn
 from .scoring import init_worker, loaded_models
@@ -28,9 +28,11 @@ class Lineup(tp.NamedTuple):
     bandwidth_notes: list[str]
 
 
-def kbps_list(bandwidths: tp.Iterable[float]) -> str:
-    """``[1.5, 3.0]`` -> ``'1.5, 3'``."""
-    return ", ".join(format_kbps(float(b)) for b in bandwidths)
+def kbps_list(bandwidths: tp.Iterable[float], exact: bool = False) -> str:
+    """``[1.5, 3.0]`` -> ``'1.5, 3'``; with ``exact``, each with every digit it needs
+    (``6.0000001``, which would read ``6``: a requested bandwidth a model does not support must
+    not read as one it does)."""
+    return ", ".join((exact_kbps if exact else format_kbps)(float(b)) for b in bandwidths)
 
 
 def supported_bandwidths() -> str:
@@ -99,7 +101,7 @@ def neural_systems(models: tp.Sequence[str], bandwidths: tp.Sequence[float] | No
         rates.add((m.sample_rate, m.channels))
         bws, skipped = _usable_bandwidths(m, bandwidths)
         if skipped:
-            notes.append(f"{labels[spec]} does not support {kbps_list(skipped)} kbps "
+            notes.append(f"{labels[spec]} does not support {kbps_list(skipped, exact=True)} kbps "
                          f"(supports {kbps_list(m.target_bandwidths)}); skipped")
             warn(notes[-1])
         for b in bws:
@@ -163,7 +165,7 @@ def build_systems(models: tp.Sequence[str], bandwidths: tp.Sequence[float] | Non
         sample_rate, channels = rate
     if models and not systems and not baselines:
         raise EvalReportError(f"nothing to evaluate: no model supports the requested bandwidths "
-                              f"{kbps_list(bandwidths or [])}; {supported_bandwidths()}")
+                              f"{kbps_list(bandwidths or [], exact=True)}; {supported_bandwidths()}")
     check_baselines(baselines, sample_rate, channels)
     systems += baseline_systems(baselines)
     names = [s.name for s in systems]

@@ -412,6 +412,19 @@ def pesq_wb(est: ArrayLike, ref: ArrayLike, sample_rate: int) -> float:
     return float(np.mean(scores))
 
 
+#: pystoi's rate (Hz) and the samples at that rate a clip must exceed to give its 30 frames
+#: of 256 with hop 128 (31 frames before its silence removal): a clip of at most 4096 samples
+#: at 10 kHz (0.4096 s) is too short whatever it holds (pystoi fails on one of under a frame).
+_STOI_RATE, _STOI_MIN_SAMPLES = 10000, 4096
+
+
+def _stoi_too_short(channel: int, seconds: float) -> ClipTooShortError:
+    """The error of :func:`stoi` for a clip of ``seconds`` too short in ``channel``."""
+    return ClipTooShortError(
+        f"STOI needs about 0.4 s of non-silent audio (30 frames of 25.6 ms after silence "
+        f"removal); channel {channel} of this {seconds:.3f} s clip has less")
+
+
 def stoi(est: ArrayLike, ref: ArrayLike, sample_rate: int, extended: bool = False) -> float:
     """Short-time objective intelligibility (Taal et al. 2011), 0..1, higher is better.
 
@@ -439,16 +452,17 @@ def stoi(est: ArrayLike, ref: ArrayLike, sample_rate: int, extended: bool = Fals
         raise ImportError("stoi needs the 'pystoi' package: pip install pystoi==0.4.1") from exc
     e, r = _pair(est, ref)
     sr = _check_rate(sample_rate)
+    too_short = r.shape[1] * _STOI_RATE <= _STOI_MIN_SAMPLES * sr
     scores = []
     for ch in range(r.shape[0]):
         if not np.any(r[ch]):
             raise SilentSignalError(f"STOI is undefined: reference channel {ch} is silent")
+        if too_short:  # pystoi would warn, or fail deep inside on a clip under one frame
+            raise _stoi_too_short(ch, r.shape[1] / sr)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             val = float(_stoi(r[ch], e[ch], sr, extended=extended))
         if any("Not enough STFT frames" in str(w.message) for w in caught):
-            raise ClipTooShortError(
-                f"STOI needs about 0.4 s of non-silent audio (30 frames of 25.6 ms after "
-                f"silence removal); channel {ch} of this {r.shape[1] / sr:.3f} s clip has less")
+            raise _stoi_too_short(ch, r.shape[1] / sr)
         scores.append(val)
     return float(np.mean(scores))

@@ -100,9 +100,11 @@ def _integer(cfg: dict, dotted: str, low: int) -> None:
 
 def check_number(cfg: dict, dotted: str, low: float, high: float = math.inf, *, open_low: bool = False,
             what: str = "") -> None:
-    """Refuse a value at ``dotted`` that is not a number in [low, high] (``(low, high]`` with
-    ``open_low``). A number written as a string (YAML reads ``1e-3`` so) counts as one, and is
-    replaced by the number in ``cfg`` (so that ``config.json`` and ``history.jsonl`` hold a number)."""
+    """Refuse a value at ``dotted`` that is not a finite number in [low, high] (``(low, high]``
+    with ``open_low``; infinity is refused even where ``high`` is: a learning rate or loss weight
+    of ``.inf`` turns every weight to NaN). A number written as a string (YAML reads ``1e-3`` so)
+    counts as one, and is replaced by the number in ``cfg`` (so that ``config.json`` and
+    ``history.jsonl`` hold a number)."""
     value = _value(cfg, dotted)
     if value is None:
         return
@@ -112,6 +114,8 @@ def check_number(cfg: dict, dotted: str, low: float, high: float = math.inf, *, 
         number = float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"config field {dotted}: expected a number, got {value!r}") from None
+    if math.isinf(number):
+        raise ConfigError(f"config field {dotted}: expected a finite number, got {value!r}")
     if not (low < number if open_low else low <= number) or number > high or math.isnan(number):
         interval = f"{'(' if open_low else '['}{low:g}, {high:g}]" if high < math.inf else (
             f"{'>' if open_low else '>='} {low:g}")
@@ -180,6 +184,7 @@ def check_codec_config(cfg: dict) -> None:
         _boolean(cfg, dotted)
     _check_model(cfg)
     _check_mel_scales(cfg)
+    _check_augment(cfg)
     for dotted in ("data.train", "data.valid"):
         _check_manifest_list(cfg, dotted)
     resolve_device(cfg.get("device", "auto"))
@@ -269,6 +274,46 @@ def _check_mel_scales(cfg: dict) -> None:
     if not 2 <= scales[0] < scales[1]:
         raise ConfigError(f"config field mel_scales: expected 2 <= lo < hi (windows 2^lo .. 2^(hi-1) samples), "
                           f"got {scales!r}")
+
+
+def _numbers(cfg: dict, dotted: str, count: int, what: str) -> list[float] | None:
+    """The ``count`` finite numbers at ``dotted`` (None when absent), else a ``ConfigError``
+    saying ``what`` is expected; numbers YAML read as strings are replaced by the numbers."""
+    value = _value(cfg, dotted)
+    if value is None:
+        return None
+    try:
+        if not isinstance(value, (list, tuple)) or len(value) != count or any(isinstance(v, bool) for v in value):
+            raise TypeError
+        numbers = [float(v) for v in value]
+    except (TypeError, ValueError):
+        numbers = []
+    if not numbers or not all(map(math.isfinite, numbers)):
+        raise ConfigError(f"config field {dotted}: expected {what}, got {value!r}")
+    if any(isinstance(v, str) for v in value):
+        _set(cfg, dotted, numbers)
+    return numbers
+
+
+def _check_augment(cfg: dict) -> None:
+    """``data.augment``'s numbers (``AudioDataset``'s and the device loader's): probabilities in
+    [0, 1], ``min_seconds`` >= 0, the ranges ``gain_db``, ``snr_db`` and ``rt60`` (s, > 0) as
+    ``[low, high]`` and ``mix_probs`` as three weights >= 0 (1, 2 or 3 sources), not all 0; a
+    bad one would otherwise fail at a random step, after the run folder is written."""
+    for name in ("reverb_prob", "noisy_speech_prob", "generated_noise_prob"):
+        check_number(cfg, f"data.augment.{name}", 0.0, 1.0)
+    check_number(cfg, "data.augment.min_seconds", 0.0)
+    for name, above_zero in (("gain_db", False), ("snr_db", False), ("rt60", True)):
+        what = f"[low, high], two numbers with {'0 < ' if above_zero else ''}low <= high"
+        pair = _numbers(cfg, f"data.augment.{name}", 2, what)
+        if pair is not None and (pair[0] > pair[1] or (above_zero and pair[0] <= 0)):
+            shown = _value(cfg, f"data.augment.{name}")
+            raise ConfigError(f"config field data.augment.{name}: expected {what}, got {shown!r}")
+    what = "three weights >= 0 of mixtures of 1, 2 and 3 sources, not all 0"
+    weights = _numbers(cfg, "data.augment.mix_probs", 3, what)
+    if weights is not None and (min(weights) < 0 or sum(weights) <= 0):
+        shown = _value(cfg, "data.augment.mix_probs")
+        raise ConfigError(f"config field data.augment.mix_probs: expected {what}, got {shown!r}")
 
 
 def _check_manifest_list(cfg: dict, dotted: str) -> None:

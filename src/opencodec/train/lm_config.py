@@ -58,6 +58,19 @@ def _get(cfg: dict, dotted: str, kind: type | tuple[type, ...] | None, default: 
     return value
 
 
+def _kbps_list(cfg: dict, dotted: str) -> list[float] | None:
+    """The bandwidths (kbps) at ``dotted``, None where absent or empty (every bandwidth of the
+    codec); a ``ConfigError`` naming the field for an entry that is not a number (each is checked
+    against the codec's bandwidths once it is loaded)."""
+    values = _get(cfg, dotted, list, [])
+    try:
+        if any(isinstance(v, bool) for v in values):
+            raise TypeError
+        return [float(v) for v in values] or None
+    except (TypeError, ValueError):
+        raise ConfigError(f"config field {dotted}: expected a list of kbps, got {values!r}") from None
+
+
 @dataclasses.dataclass
 class Settings:
     """Everything a ``train-lm`` run reads from its config (see ``configs/lm_*.yaml``)."""
@@ -111,7 +124,7 @@ def parse_settings(cfg: dict) -> Settings:
         train_manifests=[str(m) for m in _get(cfg, "data.train", list, [])],
         valid_manifests=[str(m) for m in _get(cfg, "data.valid", list, [])],
         cache_dir=_get(cfg, "data.cache_dir", str, None),
-        bandwidths=[float(b) for b in _get(cfg, "bandwidths", list, [])] or None,
+        bandwidths=_kbps_list(cfg, "bandwidths"),
         dim=_get(cfg, "lm.dim", int, 200),
         num_heads=_get(cfg, "lm.num_heads", int, LOADABLE_HEADS),
         num_layers=_get(cfg, "lm.num_layers", int, 5),
@@ -169,14 +182,16 @@ def parse_settings(cfg: dict) -> Settings:
 
 
 def _check_ranges(s: Settings) -> None:
-    """Refuse the numbers no run can use: negative (or NaN) counts, rates or decays, ratios
-    outside [0, 1]."""
+    """Refuse the numbers no run can use: negative (or NaN) counts, rates or decays, an
+    infinite weight decay, ratios outside [0, 1]."""
     at_least_zero = {"optim.warmup_steps": s.warmup_steps, "optim.weight_decay": s.weight_decay,
                      "optim.grad_clip": s.grad_clip, "valid.max_items": s.valid_max_items,
                      "report.items": s.report_items, "seed": s.seed, "lm.hidden_scale": s.hidden_scale}
     for field, value in at_least_zero.items():
         if not value >= 0:  # (NaN too)
             raise ConfigError(f"config field {field} must be >= 0, got {value}")
+    if math.isinf(s.weight_decay):  # (AdamW would make every weight NaN; grad_clip .inf: no clipping)
+        raise ConfigError(f"config field optim.weight_decay: expected a finite number, got {s.weight_decay}")
     if s.threads is not None and s.threads < 1:
         raise ConfigError(f"config field threads must be >= 1, got {s.threads}")
     if not 0 <= s.min_lr_ratio <= 1:

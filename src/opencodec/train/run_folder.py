@@ -117,11 +117,17 @@ def provenance() -> dict[str, tp.Any]:
 # -- the run folder ----------------------------------------------------------------------------------
 def run_folder_path(run_dir: str | os.PathLike[str] | None, cfg: dict, name: str) -> tuple[Path, str]:
     """A trainer's run folder, ``run_dir`` (``--run-dir``), else config field ``run_dir``, else
-    ``runs/<name>``, and where its path came from, as errors name it."""
+    ``runs/<name>``, and where its path came from, as errors name it. A config field
+    ``run_dir`` that is not a path (``run_dir: 2024``, a list) is a ``ConfigError``."""
     if run_dir:
         return Path(run_dir), "--run-dir"
     if cfg.get("run_dir"):
-        return Path(cfg["run_dir"]), "config field run_dir"
+        value = cfg["run_dir"]
+        if not isinstance(value, str):
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            raise ConfigError(f"config field run_dir: expected a folder path, got {value!r}"
+                              + (f' (quote a number: run_dir: "{value}")' if number else ""))
+        return Path(value), "config field run_dir"
     return Path(f"runs/{name}"), "run folder"
 
 

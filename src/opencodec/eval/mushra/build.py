@@ -36,7 +36,8 @@ Protocol
   ``OUT/audio/<trial>/<condition id>.wav`` per condition, the ids random (blind test). The
   folder is built under a temporary name and renamed at the end: an interrupted build leaves
   nothing behind. Missing parent folders of ``OUT`` are created. An existing ``OUT`` is only
-  replaced with ``--force``, and never when it holds a ratings database.
+  replaced with ``--force``, and only when it is an earlier test (it holds ``test.json``),
+  never when it holds a ratings database or the eval set.
 """
 
 from __future__ import annotations
@@ -293,7 +294,10 @@ def _holds_ratings(db_path: Path) -> bool:
         return True
 
 
-def _check_out(out: Path, force: bool) -> None:
+def _check_out(out: Path, force: bool, eval_set: Path | None = None) -> None:
+    """Refuse an ``out`` that is a file, or a non-empty folder unless ``force``; even with
+    ``force``, one holding ratings, one that is not an earlier test (no ``test.json``: ``-f``
+    replaces a test folder, never another folder) or one that is, or holds, ``eval_set``."""
     if out.exists() and not out.is_dir():
         raise MushraError(f"output {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
@@ -302,6 +306,12 @@ def _check_out(out: Path, force: bool) -> None:
                               "with --force: move the folder or the database away first")
         if not force:
             raise MushraError(f"output folder {out} exists and is not empty (use -f/--force to replace it)")
+        if eval_set is not None and out.resolve() in (eval_set.resolve(), *eval_set.resolve().parents):
+            raise MushraError(f"output folder {out} holds the eval set {eval_set}; refusing to replace it "
+                              "even with --force: choose an --out outside the set")
+        if not (out / TEST_FILE).is_file():
+            raise MushraError(f"output folder {out} is not a MUSHRA test folder (no {TEST_FILE}); refusing "
+                              "to replace it even with --force: choose a new or empty folder")
     parent = out.resolve().parent
     nearest = next(p for p in (parent, *parent.parents) if p.exists())  # missing ones are created
     if not nearest.is_dir():
@@ -325,7 +335,7 @@ def build_test(eval_set: str | os.PathLike[str], out: str | os.PathLike[str], *,
 
     eval_set, out = Path(eval_set), Path(out)
     _eval_checked(check_set_folder, eval_set)
-    _check_out(out, force)
+    _check_out(out, force, eval_set)
     if test_id is not None and not ID_PATTERN.match(test_id):
         raise MushraError(f"test id {test_id!r} is not valid (letters, digits, '_', '.', '-'; "
                           "at most 64 characters)")
