@@ -237,13 +237,16 @@ def compress_to_file(model: EncodecModel, wav: torch.Tensor, fo: tp.BinaryIO,
                 det = deterministic_coding(model, lm, lm_name,
                                            DEFAULT_CHECK_BITS if check_bits is None else check_bits,
                                            check_interval)
+        # before encoding: the weights hash also notices weights changed through .data, and
+        # then refreshes the caches the encoder reads (folded or packed weights)
+        identity = header_identity_fields(model, lm, det)
         x = wav.to(device=model_device(model), dtype=model_dtype(model))
         with torch.inference_mode():
             frames = model.encode(x[None])
     finally:
         model.bandwidth = previous
     header = EcdcHeader(audio_length=int(wav.shape[-1]), num_codebooks=int(frames[0].codes.shape[1]),
-                        use_lm=lm is not None, deterministic=det, **header_identity_fields(model, lm, det))
+                        use_lm=lm is not None, deterministic=det, **identity)
     # named as the header (StreamLayout.from_model would hash the weights a second time)
     return write_ecdc(fo, header, frames, StreamLayout.from_config(model.config, header.model_name), lm)
 

@@ -13,7 +13,9 @@ import hashlib
 import json
 import os
 import typing as tp
+import weakref
 
+import numpy as np
 import torch
 
 # Buffers that only training reads (see opencodec.quantization.vq).
@@ -36,21 +38,93 @@ def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+#: Elements per tensor that :func:`_bit_sums` reads (evenly spaced, the first included).
+SAMPLED_ELEMENTS = 1024
+_INT_VIEWS = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+#: Each module's CPU samples by tensor name: (address, size, dtype, device) and the view.
+_SAMPLES: "weakref.WeakKeyDictionary[torch.nn.Module, dict[str, tuple[tp.Any, ...]]]" = (
+    weakref.WeakKeyDictionary())
+
+
+def _sample(t: torch.Tensor) -> np.ndarray | torch.Tensor:
+    """About :data:`SAMPLED_ELEMENTS` evenly spaced elements of ``t`` (the first one included)
+    as signed integers of the element's size: for a contiguous tensor on the CPU a numpy view
+    of its memory (it follows the tensor's values, and costs less to sum), else a copy of
+    their bytes."""
+    flat = t.detach().reshape(-1)
+    if flat.dtype == torch.bool:
+        flat = flat.view(torch.uint8)  # a view: the sample must follow the tensor
+    step = max(1, flat.numel() // SAMPLED_ELEMENTS)
+    viewable = flat.element_size() in _INT_VIEWS and not flat.is_complex()
+    if t.device.type == "cpu" and t.is_contiguous() and viewable:
+        return flat.view(_INT_VIEWS[flat.element_size()]).numpy()[::step]
+    return flat[::step].contiguous().view(torch.uint8)
+
+
+def _bit_sums(owner: torch.nn.Module, state: dict[str, torch.Tensor]) -> list[int]:
+    """For each tensor of ``state``, the sum (int64) of its :func:`_sample`: any change of a
+    whole tensor changes it (an optimiser step or a scaling written through ``.data``), a change
+    of a few elements may not. The CPU samples are views kept for ``owner`` (beside it, not in
+    it: they would be pickled with it) while each tensor keeps its memory: about 1 ms for the
+    188 tensors of the bundled model on one core, against 15 ms to hash them
+    (``benchmarks/probes/weights_stamp_cost.py``)."""
+    kept = _SAMPLES.get(owner, {})
+    samples = {}
+    for key, t in state.items():
+        ident = (t.data_ptr(), t.numel(), t.dtype, t.device)
+        hit = kept.get(key)
+        samples[key] = (ident, hit[1] if hit is not None and hit[0] == ident else _sample(t))
+    _SAMPLES[owner] = {k: v for k, v in samples.items() if isinstance(v[1], np.ndarray)}
+    return [int(sample.sum(dtype=np.int64 if isinstance(sample, np.ndarray) else torch.int64))
+            for _, sample in samples.values()]
+
+
+def weights_stamp(owner: torch.nn.Module, state: dict[str, torch.Tensor]) -> tuple | None:
+    """What ``state`` (``owner``'s tensors by name) holds now, for caches keyed on it: the process
+    id, then each tensor's name, storage address, in-place version counter and bit-pattern sum
+    (:func:`_bit_sums`, of a sample of its elements); None when a tensor has no version counter
+    (an inference tensor) or no values (the meta device).
+
+    In-place changes move the version counter, but changes made through ``.data`` or a numpy
+    view of a tensor do not. The sums see those that change a sampled element (any change of a
+    whole tensor; one of a few elements may be missed): a tensor whose sum changed since
+    ``owner``'s last stamp at the same address and version gets its counter moved here
+    (``torch.autograd.graph.increment_version``), so that every cache keyed on versions
+    (:func:`weights_sha256`, folded weight norms, fast mode's packed weights, an entropy
+    model's integer twin and tables) refreshes from then on.
+    """
+    if any(t.is_inference() for t in state.values()):
+        owner.__dict__.pop("_weights_stamp", None)
+        return None
+    if any(t.is_meta for t in state.values()):  # no values: the hash refuses it, nothing to cache
+        return None
+    sums = _bit_sums(owner, state)
+    previous: dict[str, tuple[int, int, int]] = owner.__dict__.get("_weights_stamp") or {}
+    for (key, t), total in zip(state.items(), sums):
+        before = previous.get(key)
+        if before is not None and before[:2] == (t.data_ptr(), t._version) and before[2] != total:
+            torch.autograd.graph.increment_version(t)  # changed behind the counter's back
+    current = {key: (t.data_ptr(), t._version, total) for (key, t), total in zip(state.items(), sums)}
+    owner.__dict__["_weights_stamp"] = current
+    return (os.getpid(), *((key, *current[key]) for key in state))
+
+
 def weights_sha256(model: torch.nn.Module) -> str:
     """Hex sha256 of a model's inference weights (``state_dict_sha256`` of its state dict).
 
-    Every file written and read checks it, so the digest is kept on the model with the
-    process id and the key, storage address and version counter of each tensor (in-place
-    changes bump the counter, ``load_state_dict`` included): it is recomputed only when a
-    tensor changed, or in another process (a pickled model's copy has other addresses).
-    Inference tensors (made under ``torch.inference_mode``) have no version counter, so a
-    model holding one is hashed on every call, without a cache.
+    Every file written and read checks it, so the digest is kept on the model with its
+    :func:`weights_stamp` (process id, and each tensor's storage address, version counter
+    and bit-pattern sum): it is recomputed only when a tensor changed (in place, through
+    ``.data`` or a numpy view, or by ``load_state_dict``), or in another process (a pickled
+    model's copy has other addresses). Inference tensors (made under
+    ``torch.inference_mode``) have no version counter, so a model holding one is hashed on
+    every call, without a cache.
     """
     state = model.state_dict()
-    if any(t.is_inference() for t in state.values()):
+    stamp = weights_stamp(model, state)
+    if stamp is None:
         model.__dict__.pop("_weights_sha256", None)
         return state_dict_sha256(state)
-    stamp = (os.getpid(), *((key, t.data_ptr(), t._version) for key, t in state.items()))
     cached = model.__dict__.get("_weights_sha256")
     if cached is not None and cached[0] == stamp:
         return cached[1]

@@ -417,7 +417,8 @@ _CACHE: "weakref.WeakKeyDictionary[EntropyLM, tuple[tuple[tp.Any, ...], FixedLM]
 
 def fixed_lm_for(lm: "EntropyLM | FixedLM", name: str | None = None) -> FixedLM:
     """The :class:`FixedLM` of ``lm`` (converted once per float model and kept while its
-    weights are unchanged); a ``FixedLM`` is returned as is. ``name`` is set when given."""
+    weights are unchanged: :func:`opencodec.weights_hash.weights_stamp`, which also sees a
+    change made through ``.data``); a ``FixedLM`` is returned as is. ``name`` is set when given."""
     if isinstance(lm, FixedLM):
         if name is not None:
             lm.name = name
@@ -426,9 +427,11 @@ def fixed_lm_for(lm: "EntropyLM | FixedLM", name: str | None = None) -> FixedLM:
 
     if not isinstance(lm, EntropyLM):
         raise TypeError(f"expected an EntropyLM or FixedLM, got {type(lm).__name__}")
-    key = tuple((p.data_ptr(), p._version) for p in lm.parameters())
+    from ..weights_hash import weights_stamp
+
+    key = weights_stamp(lm, dict(lm.named_parameters()))  # also sees changes made through .data
     hit = _CACHE.get(lm)
-    if hit is None or hit[0] != key:
+    if hit is None or key is None or hit[0] != key:
         hit = (key, FixedLM.from_float(lm))
         _CACHE[lm] = hit
     if name is not None:
