@@ -194,6 +194,9 @@ def _as_lengths(lengths: object, name: str = "lengths", unit: str = "samples",
                         f"{tuple(lengths.shape)}")
         if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
             raise error(f"{name} must be integers ({unit}), got a {lengths.dtype} tensor")
+        if lengths.is_meta:
+            raise error(f"{name} is a meta tensor, which holds no values: pass the lengths as ints "
+                        f"or a CPU tensor")
         return [int(n) for n in lengths.tolist()]
     if isinstance(lengths, (str, bytes)) or not isinstance(lengths, tp.Sequence):
         raise error(f"{name} must be a list or 1-D tensor of ints, got {type(lengths).__name__}")
@@ -201,6 +204,8 @@ def _as_lengths(lengths: object, name: str = "lengths", unit: str = "samples",
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) and not (
                 isinstance(n, torch.Tensor) and n.dim() == 0 and not n.is_floating_point()):
             raise error(f"{name} must be whole numbers of {unit} (int), got {type(n).__name__} {n!r:.40}")
+        if isinstance(n, torch.Tensor) and n.is_meta:
+            raise error(f"{name} holds a meta tensor, which has no value: pass the lengths as ints")
     return [int(n) for n in lengths]
 
 

@@ -346,11 +346,12 @@ class EncodecModel(nn.Module):
         ``DECODE_BATCH_SEGMENTS`` at a time): one pass over a batch is much cheaper than one
         per segment (the LSTM's per-step cost barely grows with B). Not in exact mode:
         PyTorch's LSTM rounds a batch of one differently, and the official decoder sees one
-        segment at a time."""
+        segment at a time. An empty batch (B = 0) is decoded segment by segment: a batch of
+        them could not be split back into segments."""
         for codes, _ in frames:
             if codes.dim() != 3:
                 raise ValueError(f"expected codes of shape [B, K, F], got {tuple(codes.shape)}")
-        if torch.is_grad_enabled() or self.training or self.exact_decode:
+        if torch.is_grad_enabled() or self.training or self.exact_decode or frames[0][0].shape[0] == 0:
             return [self._decode_segment(*f) for f in frames]
         out: list[torch.Tensor] = []
         start = 0

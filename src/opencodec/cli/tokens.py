@@ -242,11 +242,17 @@ def cmd_detokenize(args: argparse.Namespace) -> int:
 
 def _detokenize(args: argparse.Namespace) -> int:
     _need_pyarrow()
-    from ..tokens import detokenize
+    from ..tokens import TokenizeError, detokenize
+    from ..tokens.dataset import PARTIAL_ADVICE
 
     # an entropy model given as --model: detokenize's own advice names the shards' model
-    paths = detokenize(args.folder, args.out, ids=args.ids, model=args.model, rate=args.rate,
-                       channels=args.channels, force=args.force, rescale=args.rescale)
+    try:
+        paths = detokenize(args.folder, args.out, ids=args.ids, model=args.model, rate=args.rate,
+                           channels=args.channels, force=args.force, rescale=args.rescale)
+    except TokenizeError as exc:  # an unfinished job: the Python-only partial reading is no advice here
+        if not str(exc).endswith(PARTIAL_ADVICE):
+            raise
+        raise TokenizeError(str(exc).removesuffix(PARTIAL_ADVICE)) from None
     if not args.quiet:
         print(f"{_count(len(paths), 'file')} written to {args.out}", file=sys.stderr)
     return 0

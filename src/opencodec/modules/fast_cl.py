@@ -27,7 +27,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from .conv import StreamableConv1d, StreamableConvTranspose1d, pad1d
-from .fast import _cached, _cl_weight, _convtr_trim, _from_nwc, _nwc, _pads, _reflect_edges_, _to_cl, weight_bias
+from .fast import (_cached, _cl_weight, _convtr_trim, _from_nwc, _nwc, _pads, _reflect_edges_, _to_cl,
+                   decoder_forward_exact, encoder_forward_exact, weight_bias)
 from .lstm import StreamableLSTM
 from .seanet_blocks import SEANetResnetBlock
 
@@ -221,7 +222,10 @@ def _run_cl(layers: tp.Sequence[nn.Module], x: torch.Tensor, owned: bool) -> tup
 def encoder_forward_fast(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """SEANet encoder x [B, C, T] -> latent [B, D, F], equal to ``encoder(x)`` up to float
     rounding (~1e-6 relative), computed channels-last as ``decoder_forward_fast`` (fused
-    ELU + padding, kernel-1 convs and residual shortcuts as matrix products)."""
+    ELU + padding, kernel-1 convs and residual shortcuts as matrix products). An empty
+    batch (B = 0) takes the exact path, which gives the [0, D, F] latent."""
+    if x.shape[0] == 0:
+        return encoder_forward_exact(encoder, x)
     return _run_cl(list(encoder.model), _to_cl(x), False)[0].squeeze(2).contiguous()
 
 
@@ -234,7 +238,10 @@ def decoder_forward_fast(decoder: nn.Module, z: torch.Tensor, batch_invariant: b
     activations stay in cache. ``batch_invariant``: PyTorch's oneDNN LSTM rounds a batch of
     one differently from a batch of two or more (which all agree with each other), so a
     single item is decoded in a batch of two (a copy of itself), which makes every item's
-    audio bitwise independent of what it is batched with (at the cost of a 2-item LSTM)."""
+    audio bitwise independent of what it is batched with (at the cost of a 2-item LSTM).
+    An empty batch (B = 0) takes the exact path, which gives [0, C, F * hop] audio."""
+    if z.shape[0] == 0:
+        return decoder_forward_exact(decoder, z)
     layers = list(decoder.model)
     lstm_at = [i for i, layer in enumerate(layers) if isinstance(layer, StreamableLSTM)]
     split = lstm_at[-1] + 1 if lstm_at else 0

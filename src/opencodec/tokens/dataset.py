@@ -27,9 +27,12 @@ from ..errors import EntropyModelAsCodecError, ModelLoadError, advice_for_entrop
 from ..model import EncodecModel
 from ..pretrained import load_model
 from ..weights_hash import weights_sha256
-from .shards import INDEX_FILE, JOB_FILE, TokenizeError, read_metadata
+from .shards import ERRORS_FILE, INDEX_FILE, JOB_FILE, TokenizeError, read_metadata
 
 Item = dict[str, tp.Any]
+
+#: The end of the unfinished-job message for Python callers (the command line gives its own).
+PARTIAL_ADVICE = "; TokenDataset(folder, partial=True) reads the finished shards only"
 
 
 def _expected_shards(folder: Path, files: list[Path]) -> int | None:
@@ -75,8 +78,7 @@ def shard_files(folder: str | Path, partial: bool = False) -> list[Path]:
         if not files:  # nothing finished to read, partial or not
             raise TokenizeError(message)
         if not partial:
-            raise TokenizeError(message + "; TokenDataset(folder, partial=True) reads the finished "
-                                "shards only")
+            raise TokenizeError(message + PARTIAL_ADVICE)
         warnings.warn(message + "; reading the finished shards only", stacklevel=3)
     if not files:
         raise TokenizeError(f"{folder} holds no token shards (shard-*.parquet)")
@@ -246,6 +248,16 @@ def _clip(audio: torch.Tensor, path: Path) -> torch.Tensor:
     return audio.clamp(-1.0, 1.0)
 
 
+def _tokenize_error(files: list[Path], row_id: str) -> str | None:
+    """Why the file with id ``row_id`` failed to tokenise (its ``errors.jsonl`` entry, from the
+    metadata of the shards ``files``), or None when it did not fail."""
+    for path in files:
+        for entry in read_metadata(path).get("errors", []):
+            if isinstance(entry, dict) and entry.get("id") == row_id:
+                return str(entry.get("error", "no reason recorded"))
+    return None
+
+
 def detokenize(folder: str | Path, out_dir: str | Path, ids: list[str] | None = None,
                model: str | None = None, rate: int | None = None, channels: int | None = None,
                force: bool = False, device: str = "cpu", rescale: bool = False) -> list[Path]:
@@ -266,6 +278,10 @@ def detokenize(folder: str | Path, out_dir: str | Path, ids: list[str] | None = 
     try:
         rows = list(range(len(dataset))) if ids is None else [dataset.index_of(i) for i in dict.fromkeys(ids)]
     except KeyError as exc:
+        reason = _tokenize_error(dataset.files, exc.args[0])
+        if reason is not None:
+            raise TokenizeError(f"no row with id {exc.args[0]!r} in {folder}: that file failed to tokenise "
+                                f"(see {ERRORS_FILE}): {reason}") from None
         raise TokenizeError(f"no row with id {exc.args[0]!r} in {folder}") from exc
     out_dir = Path(out_dir)
     items = [dataset[r] for r in rows]

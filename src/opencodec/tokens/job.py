@@ -34,8 +34,8 @@ from ..model import EncodecModel
 from ..pretrained import known_models, load_model
 from ..weights_hash import weights_sha256
 from .inputs import list_inputs, utf8_text
-from .plan import (PlannedItem, WorkerPlace, assign_shards, batches, env_int, place_from_env, plan_sha256,
-                   probe, shard_ranges, shard_seconds, shards_for)
+from .plan import (PlannedItem, WorkerPlace, assign_shards, batches, env_int, most_batches, place_from_env,
+                   plan_sha256, probe, shard_ranges, shard_seconds, shards_for)
 from .reader import BatchAudio, LoadedBatch, batch_loader, loader_death, loader_workers_warning
 from .shards import INDEX_FILE, Row, claim_folder, finalize, remove_stale_temps, shard_name, write_shard
 
@@ -165,19 +165,26 @@ def weights_file(model: str | None) -> str | None:
     return str(path.resolve()) if path.is_file() else None
 
 
-def device_warnings(options: TokenizeOptions, device: torch.device) -> list[str]:
+def device_warnings(options: TokenizeOptions, device: torch.device, most: int | None = None) -> list[str]:
     """Warnings about settings that work but are not what they seem on ``device``: bf16 on
-    the CPU, more DataLoader processes than usable cores."""
-    found = []
-    if options.dtype == "bf16" and device.type == "cpu":
-        found.append("--dtype bf16 on the CPU: bfloat16 autocast changes most codes (on speech with the "
-                     "bundled model, 42% equalled fp32, 67% on the first codebook) and is meant for GPUs; "
-                     "use fp32 on the CPU (the agreement measured on the first batch is reported at the end)")
+    the CPU (``dtype_warning``), more DataLoader processes than usable cores (``loader_warning``)."""
+    return [w for w in (dtype_warning(options, device), loader_warning(options, device, most)) if w]
+
+
+def dtype_warning(options: TokenizeOptions, device: torch.device) -> str | None:
+    """The warning for bf16 on the CPU, or None."""
+    if options.dtype != "bf16" or device.type != "cpu":
+        return None
+    return ("--dtype bf16 on the CPU: bfloat16 autocast changes most codes (on speech with the "
+            "bundled model, 42% equalled fp32, 67% on the first codebook) and is meant for GPUs; "
+            "use fp32 on the CPU (the agreement measured on the first batch is reported at the end)")
+
+
+def loader_warning(options: TokenizeOptions, device: torch.device, most: int | None = None) -> str | None:
+    """The warning for more DataLoader processes than usable cores, or None. ``most``: the most
+    batches one process loads (``plan.most_batches``; None: unknown), which caps its loader processes."""
     loaders = options.loader_workers if options.loader_workers is not None else default_loader_workers(device)
-    too_many = loader_workers_warning(loaders, usable_cores())
-    if too_many:
-        found.append(too_many)
-    return found
+    return loader_workers_warning(loaders, usable_cores(), most)
 
 
 def make_plan(options: TokenizeOptions, model: EncodecModel) -> JobPlan:
@@ -463,7 +470,7 @@ def tokenize(options: TokenizeOptions, progress: tp.Callable[[float], Report] | 
     with warnings.catch_warnings():
         if rank.rank != 0:  # every rank loads and lists the same: rank 0 alone warns of it
             warnings.simplefilter("ignore")
-        for message in device_warnings(options, device):
+        if (message := dtype_warning(options, device)) is not None:
             warnings.warn(message, stacklevel=2)
         model = prepare_model(options, device)
         plan = make_plan(options, model)
@@ -473,8 +480,12 @@ def tokenize(options: TokenizeOptions, progress: tp.Callable[[float], Report] | 
     # this command's processes, together, write every shard their ranks are assigned
     seconds = shard_seconds(plan.planned, plan.shards)
     assigned = assign_shards(seconds, places[0].world)
-    todo_seconds = sum(seconds[s] for p in places for s in assigned[p.rank]
-                       if not (out / shard_name(s, len(plan.shards))).exists())
+    todo = {s for s in range(len(plan.shards)) if not (out / shard_name(s, len(plan.shards))).exists()}
+    todo_seconds = sum(seconds[s] for p in places for s in assigned[p.rank] if s in todo)
+    max_seconds = options.max_seconds if supports_streaming(model) else math.inf
+    loaded = most_batches(plan.planned, plan.shards, places, todo, options.batch_seconds, max_seconds)
+    if rank.rank == 0 and (message := loader_warning(options, device, loaded)) is not None:
+        warnings.warn(message, stacklevel=2)  # on the loader processes that will run
     done_before = (out / INDEX_FILE).exists() and all(
         (out / shard_name(s, len(plan.shards))).exists() for s in range(len(plan.shards)))
     report: Report = progress(todo_seconds) if progress is not None else (lambda s, f, e: None)

@@ -144,6 +144,15 @@ def batches(durations: list[float], batch_seconds: float, max_seconds: float) ->
     return sorted(out, key=lambda b: b.rows[0])
 
 
+def most_batches(planned: list[PlannedItem], shards: list[range], places: list[WorkerPlace], todo: set[int],
+                 batch_seconds: float, max_seconds: float) -> int:
+    """The most batches one of ``places`` loads: those of its shards (``shards_for``) that are
+    in ``todo`` (not written yet). Its DataLoader starts no more processes than that."""
+    seconds = shard_seconds(planned, shards)
+    return max((sum(len(batches([planned[r].duration for r in shards[s]], batch_seconds, max_seconds))
+                    for s in shards_for(seconds, place) if s in todo) for place in places), default=0)
+
+
 def env_int(name: str, default: int) -> int:
     """The integer in environment variable ``name`` (``default`` when unset or empty);
     ``ValueError`` naming the variable when it holds something else."""

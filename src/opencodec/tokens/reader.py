@@ -99,12 +99,18 @@ def _as_is(batch: LoadedBatch) -> LoadedBatch:
 _TORCH_WORKERS_WARNING = r"This DataLoader will create \d+ worker processes"
 
 
-def loader_workers_warning(workers: int, cores: int) -> str | None:
-    """The warning for ``workers`` DataLoader processes on ``cores`` usable cores, or None."""
-    if workers <= cores:
+def loader_workers_warning(workers: int, cores: int, running: int | None = None) -> str | None:
+    """The warning for ``--loader-workers workers`` on ``cores`` usable cores, of which
+    ``running`` (default ``workers``; fewer when a process has fewer batches) will run, or None."""
+    running = workers if running is None else min(workers, running)
+    if running <= cores:
         return None
-    return (f"--loader-workers {workers} is more than the {cores} usable core(s): the decoding processes "
-            "will compete for them (and with the encoding)")
+    if running == workers:
+        return (f"--loader-workers {workers} is more than the {cores} usable core(s): the decoding "
+                "processes will compete for them (and with the encoding)")
+    return (f"--loader-workers {workers}: the {running} decoding processes that will run (one per batch "
+            f"at most) are more than the {cores} usable core(s): they will compete for them (and with the "
+            "encoding)")
 
 
 def _quiet_on_sigterm(worker_id: int) -> None:
