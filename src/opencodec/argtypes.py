@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import typing as tp
 from pathlib import Path
 
-__all__ = ["path_arg", "bandwidth_arg", "int_in", "positive_int", "count_arg", "positive_float", "non_negative_float",
-           "port_arg", "sample_rate_arg", "channels_arg", "MAX_CHANNELS"]
+__all__ = ["path_arg", "output_path_arg", "bandwidth_arg", "int_in", "positive_int", "count_arg", "positive_float",
+           "non_negative_float", "port_arg", "sample_rate_arg", "channels_arg", "MAX_CHANNELS"]
 
 
 def _finite_number(text: str, not_number: str, out_of_range: str, zero_allowed: bool = False) -> float:
@@ -30,6 +31,13 @@ def path_arg(text: str) -> Path:
     if text == "":
         raise argparse.ArgumentTypeError("empty path (''): it names no file; an unset shell variable?")
     return Path(text)
+
+
+def output_path_arg(text: str) -> Path | str:
+    """argparse type of an output path: :func:`path_arg`'s ``Path``, but the str given when it
+    ends in a separator (``out/``: a folder is meant), which ``Path`` would drop."""
+    path = path_arg(text)
+    return text if text.endswith(("/", os.sep)) else path
 
 
 def bandwidth_arg(text: str) -> float:

@@ -23,7 +23,7 @@ import torch
 from ._files import atomic_output, error_reason
 from .argtypes import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 # header_declared_frames: re-exported (tests and callers import it from here)
-from .audio_checks import has_mpeg_audio, header_declared_frames, starts_like_mpeg
+from .audio_checks import check_not_ecdc, has_mpeg_audio, header_declared_frames, starts_like_mpeg
 from .errors import AudioIOError, ChannelConversionError, OutputError  # ChannelConversionError: was defined here
 
 #: File extensions (lower case) treated as audio when scanning folders.
@@ -53,9 +53,10 @@ def read_audio(path: str | Path, *, refuse_truncated: bool = False) -> tuple[tor
     Any format libsndfile reads works (WAV, FLAC, Ogg/Vorbis, Ogg/Opus, MP3, ...), at any
     rate and channel count; integer PCM is scaled to [-1, 1) (divided by 2^(bits-1)).
     Raises ``AudioIOError`` naming the file and the reason when it is missing, not a
-    file, not decodable (a ``.mp3`` holding no MPEG audio: :func:`check_mp3_content`), has a
-    sample rate outside 1000-768000 Hz (:func:`check_file_rate`), has no samples, or holds
-    NaN/infinite samples.
+    file, an ``.ecdc`` file (:func:`check_not_ecdc`), not decodable (a ``.mp3`` holding no MPEG
+    audio: :func:`check_mp3_content`), has a sample rate outside 1000-768000 Hz
+    (:func:`check_file_rate`), has no samples, or holds NaN/infinite samples (or, in a DOUBLE
+    file, samples beyond float32's range).
 
     A truncated file (fewer samples than its header declares: :func:`find_truncation`) gives
     the samples it holds with a ``UserWarning`` ("PATH: truncated: its header says N samples,
@@ -68,6 +69,7 @@ def read_audio(path: str | Path, *, refuse_truncated: bool = False) -> tuple[tor
         raise AudioIOError(f"cannot read audio file {path}: no such file")
     if not path.is_file():
         raise AudioIOError(f"cannot read audio file {path}: not a regular file")
+    check_not_ecdc(path)
     check_mp3_content(path)
     try:  # as soundfile.read does it, keeping the length the header claims
         with sf.SoundFile(soundfile_name(path)) as sfile:
@@ -88,8 +90,24 @@ def read_audio(path: str | Path, *, refuse_truncated: bool = False) -> tuple[tor
     if data.shape[0] == 0:
         raise AudioIOError(f"cannot read audio file {path}: it holds no audio samples")
     if not np.isfinite(data).all():
-        raise AudioIOError(f"cannot read audio file {path}: it holds NaN or infinite samples")
+        raise AudioIOError(f"cannot read audio file {path}: {_non_finite_reason(path)}")
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(sample_rate)
+
+
+def _non_finite_reason(path: Path) -> str:
+    """Why ``path``, read as float32, holds infinite or NaN samples: a DOUBLE file's finite
+    samples beyond float32's range, which became infinite when read, are named as such."""
+    try:
+        with sf.SoundFile(soundfile_name(path)) as sfile:
+            wide = sfile.read(dtype="float64") if sfile.subtype == "DOUBLE" else None
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError):
+        wide = None
+    if wide is None or not wide.size or not np.isfinite(wide).all():
+        return "it holds NaN or infinite samples"
+    top = float(np.finfo(np.float32).max)
+    return (f"it holds {int((np.abs(wide) > top).sum())} sample(s) beyond float32's range (peak "
+            f"{float(np.abs(wide).max()):.3g}, float32 reaches {top:.3g}), in which audio is read and "
+            f"coded; full scale is 1.0")
 
 
 def check_has_header(path: str | Path, sound_format: str) -> None:
@@ -321,6 +339,20 @@ def convert_audio(wav: torch.Tensor, sample_rate: int, target_rate: int,
         raise ValueError(f"expected audio of shape [C, T] or [B, C, T], got {tuple(wav.shape)}")
     wav = convert_channels(wav.to(torch.float32), target_channels)
     return resample(wav, sample_rate, target_rate)
+
+
+def convert_input(path: str | Path, wav: torch.Tensor, sample_rate: int, target_rate: int,
+                  target_channels: int) -> torch.Tensor:
+    """:func:`convert_audio` of the audio read from ``path`` (float ``[C, T]``, ``sample_rate``
+    Hz) to a model's rate and channels; ``AudioIOError`` naming the input's samples and rate
+    when they resample to no sample (10 samples at 768 kHz are 0.3 at 24 kHz)."""
+    out = convert_audio(wav, sample_rate, target_rate, target_channels)
+    if wav.shape[-1] and not out.shape[-1]:
+        least = -(-sample_rate // (2 * target_rate))  # resampled_length(least, ...) == 1
+        raise AudioIOError(f"{path}: {wav.shape[-1]} sample(s) at {sample_rate} Hz resample to 0 samples at "
+                           f"{target_rate} Hz (the model's rate): too short to compress (at least {least} "
+                           f"samples at {sample_rate} Hz)")
+    return out
 
 
 def _require_tensor(wav: object, where: str) -> None:

@@ -6,6 +6,8 @@
   chunk after a large ``bext``/``iXML``/``LIST`` chunk is found too.
 - :func:`has_mpeg_audio`: whether a file holds MPEG audio (two consecutive frame headers that
   agree), for :func:`opencodec.audio.check_mp3_content`.
+- :func:`check_not_ecdc`: refuses an ``.ecdc`` file (compressed codes, not audio) by its first
+  bytes, which libsndfile would only call "Format not recognised".
 
 ``opencodec.audio`` re-exports these names.
 """
@@ -15,6 +17,8 @@ from __future__ import annotations
 import os
 import typing as tp
 from pathlib import Path
+
+from .errors import AudioIOError
 
 #: WAV data chunk sizes that writers of streams put in a header they cannot come back to fix:
 #: 0, and sizes from here up (``arecord``'s 0x7FFFFF00, 0x7FFFFFFF, 0xFFFFFFFF...).
@@ -213,3 +217,27 @@ def starts_like_mpeg(head: bytes) -> bool:
     """Whether ``head``, a file's first bytes, starts with an ID3v2 tag or an MPEG audio frame
     header (which libsndfile, going by content, hands to libmpg123)."""
     return head[:3] == b"ID3" or _frame_header(head, 0) is not None
+
+
+#: The first bytes of an ``.ecdc`` file (:data:`opencodec.bitstream.header.MAGIC`).
+ECDC_MAGIC = b"ECDC"
+
+
+def is_ecdc_data(path: str | Path) -> bool:
+    """Whether the regular file ``path`` starts with :data:`ECDC_MAGIC` (an ``.ecdc`` file,
+    whatever its name); False for anything else (a pipe is not read) or an unreadable file."""
+    if not os.path.isfile(path):
+        return False
+    try:
+        with open(path, "rb") as fi:
+            return fi.read(len(ECDC_MAGIC)) == ECDC_MAGIC
+    except OSError:
+        return False
+
+
+def check_not_ecdc(path: str | Path) -> None:
+    """``AudioIOError`` when the file ``path`` is an ``.ecdc`` file, whatever its name
+    (:func:`is_ecdc_data`): an audio reader is given compressed codes, not audio."""
+    if is_ecdc_data(path):
+        raise AudioIOError(f"cannot read audio file {path}: it is an .ecdc file (audio compressed by "
+                           f"opencodec), not audio: decode it with 'opencodec decompress'")

@@ -29,8 +29,9 @@ import torch
 
 from ._files import (check_output, check_output_folder, error_reason, keep_existing, temporary_path,
                      write_bytes_atomic)
-from .audio import (AUDIO_EXTENSIONS, check_mp3_content, check_output_format, convert_audio, fit_length, is_audio_file,
-                    loud_input_message, read_audio, resampled_length, stores_float_samples, write_audio)
+from .audio import (AUDIO_EXTENSIONS, check_mp3_content, check_not_ecdc, check_output_format, convert_audio,
+                    convert_input, fit_length, is_audio_file, loud_input_message, read_audio, resampled_length,
+                    stores_float_samples, write_audio)
 from .bandwidth import DEFAULT_BANDWIDTH  # noqa: F401 (re-exported: defined here before)
 from .bitstream import EcdcHeader, StreamLayout, parse_header, read_header
 from .compress import compress, decompress
@@ -129,6 +130,7 @@ def _plan(src: str | os.PathLike[str], out: str | os.PathLike[str] | None, optio
     for name, given in (("input", src), ("output", out)):
         if given is not None and os.fspath(given) == "":  # Path("") is the current folder
             raise UsageError(f"the {name} path is empty (''): it names no file; an unset shell variable?")
+    folder_out = out is not None and os.fspath(out).endswith(("/", os.sep))  # "OUT/": a folder is meant
     src, out = Path(src), None if out is None else Path(out)
     if str(src) == "-" or str(out) == "-":
         raise UsageError(f"'-' (stdin/stdout) is not a file: {stdio}")
@@ -144,7 +146,7 @@ def _plan(src: str | os.PathLike[str], out: str | os.PathLike[str] | None, optio
                              "each with its own name)")
         plan = Plan(plan_folder(src, out, accept, suffix, what), folder=True)
     else:
-        dst = single_output(src, out, suffix, allowed)
+        dst = single_output(src, out, suffix, allowed, folder=folder_out)
         if is_same_file(src, dst):  # before "exists, use -f": -f would not help
             raise FileExistsError(f"output {dst} is the input file itself; give another output")
         if not (options.skip_existing and dst.is_file()):
@@ -160,6 +162,7 @@ def plan_compress(src: str | os.PathLike[str], out: str | os.PathLike[str] | Non
     trip when OUT ends in .wav/.flac. Raises ``FileNotFoundError``/``FileExistsError``
     (existing output without ``force``) or :class:`~opencodec.errors.UsageError` (options that do not
     fit, an empty path: ``Path("")`` would be the current folder)."""
+    check_not_ecdc(src)  # an .ecdc input: AudioIOError saying so (before "OUT is the input file itself")
     plan = _plan(src, out, options, is_audio_file, ECDC_SUFFIX, (ECDC_SUFFIX, *AUDIO_OUTPUT_SUFFIXES),
                  f"audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})",
                  "compress reads and writes files; 'opencodec stream-encode' encodes audio from stdin "
@@ -350,7 +353,7 @@ class FileCompressor:
         with _notices(notices):
             wav, sample_rate = read_audio(job.src)
         input_rate, input_channels, input_length = sample_rate, wav.shape[0], wav.shape[-1]
-        wav = convert_audio(wav, sample_rate, model.sample_rate, model.channels)
+        wav = convert_input(job.src, wav, sample_rate, model.sample_rate, model.channels)
         if stores_float_samples(job.src):  # what the codec sees, as the long-file path measures it
             notices += loudness_notice(job.src, wav)
         length = wav.shape[-1]

@@ -150,13 +150,16 @@ def plan_folder(src: Path, out: Path | None, accept: tp.Callable[[Path], bool], 
     return jobs
 
 
-def single_output(src: Path, out: Path | None, default_suffix: str, allowed: tp.Sequence[str]) -> Path:
+def single_output(src: Path, out: Path | None, default_suffix: str, allowed: tp.Sequence[str],
+                  folder: bool = False) -> Path:
     """Output path of a single-file job: OUT, OUT/<name> when OUT is a folder, or IN + suffix.
+    ``folder``: OUT was given ending in '/', a folder, which must exist (``FileNotFoundError``,
+    or ``NotADirectoryError`` for a file, naming it; never taken as a file name).
 
     The name is derived from IN only for a regular file: for a pipe or device (``/dev/stdin``,
     ``/dev/fd/N``, a FIFO) it would be a file in ``/dev`` or named after a descriptor, so
     without an OUT file name that is a :class:`~opencodec.errors.UsageError`."""
-    if (out is None or out.is_dir()) and src.exists() and not src.is_file():
+    if (out is None or out.is_dir() or folder) and src.exists() and not src.is_file():
         where = "OUT is a folder" if out is not None else "no OUT is given"
         raise UsageError(f"input {src} is not a regular file (a pipe or device), and {where}: there is "
                          f"no file name to derive the output's from; give OUT, the output file "
@@ -165,6 +168,11 @@ def single_output(src: Path, out: Path | None, default_suffix: str, allowed: tp.
         return src.with_suffix(default_suffix)
     if out.is_dir():
         return out / src.with_suffix(default_suffix).name
+    if folder:  # as for OUT/name.ecdc, a missing folder is not created for a single file
+        if out.exists():
+            raise NotADirectoryError(f"output folder {out}/ is a file, not a folder")
+        raise FileNotFoundError(f"output folder {out}/ does not exist (OUT ending in '/' names a folder, to "
+                                f"write {src.with_suffix(default_suffix).name} into): create it first")
     if out.suffix.lower() not in allowed:
         raise UsageError(f"output {out} must end in {', '.join(allowed)}")
     return out

@@ -45,8 +45,9 @@ def check_device(device: object, what: str = "load_model") -> torch.device:
     too), the index of the accelerator (``0``: ``cuda:0`` on a CUDA machine). Else
     ``TypeError`` (another type: a bool, a float, a tensor) or ``ValueError`` (a name torch does
     not know, a negative index, or a device this machine lacks: ``"cuda"`` or ``0`` without
-    CUDA, ``"cuda:3"`` with fewer GPUs, the count named), naming ``what`` takes it. Run before
-    any weights are read, so a bad device fails at once."""
+    CUDA, ``"cuda:3"`` with fewer GPUs, the count named, ``"hpu"`` on a PyTorch without that
+    backend), naming ``what`` takes it. Run before any weights are read, so a bad device fails
+    at once."""
     if isinstance(device, bool) or not isinstance(device, (str, torch.device, numbers.Integral)):
         raise TypeError(f"{what}: device must be a str such as 'cpu' or 'cuda:0', an int (an "
                         f"accelerator index, 0 for cuda:0) or a torch.device, got "
@@ -71,6 +72,9 @@ def check_device(device: object, what: str = "load_model") -> torch.device:
                          f"CUDA device(s), cuda:0 to cuda:{count - 1}")
     try:
         torch.empty(0, device=resolved)
+    except ImportError as exc:  # 'hpu', 'privateuseone': torch imports a backend module it lacks
+        raise ValueError(f"{what}: device {shown} is not available here (this PyTorch has no "
+                         f"{resolved.type} backend: {str(exc).splitlines()[0]:.160})") from None
     except (RuntimeError, AssertionError, ValueError) as exc:  # AssertionError: torch without CUDA
         raise ValueError(f"{what}: device {shown} is not available here "
                          f"({str(exc).splitlines()[0]:.160})") from None
@@ -130,12 +134,18 @@ def check_audio_tensor(x: object, layout: str, dtype: torch.dtype, device: torch
     return x
 
 
+#: The largest finite float32 (about 3.4e38): float64 audio beyond it is infinite in the model.
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
 def check_finite(x: torch.Tensor, prefix: str = "", allow_meta: bool = False) -> None:
     """``InvalidAudioError("audio contains N non-finite sample(s) (NaN or inf)")`` (after
     ``prefix``) unless every sample of ``x`` is finite: one ``isfinite`` pass (a second one
-    only to count). The message is :func:`opencodec.compress.compress`'s. A meta tensor (a
-    shape without samples) is an ``InvalidAudioError`` too, unless ``allow_meta`` (a model on
-    the meta device, which computes shapes only)."""
+    only to count). The message is :func:`opencodec.compress.compress`'s. Float64 audio beyond
+    float32's range (:data:`FLOAT32_MAX`: infinite in the float32 the model computes in) is an
+    ``InvalidAudioError`` saying so. A meta tensor (a shape without samples) is an
+    ``InvalidAudioError`` too, unless ``allow_meta`` (a model on the meta device, which
+    computes shapes only)."""
     if x.is_meta and allow_meta:
         return
     if x.is_meta:
@@ -145,6 +155,13 @@ def check_finite(x: torch.Tensor, prefix: str = "", allow_meta: bool = False) ->
     if not bool(finite.all()):
         bad = int((~finite).sum())
         raise InvalidAudioError(f"{prefix}audio contains {bad} non-finite sample(s) (NaN or inf)")
+    if x.dtype == torch.float64 and x.numel():  # finite, yet infinite once in float32
+        peak = float(x.abs().max())
+        if peak > FLOAT32_MAX:
+            beyond = int((x.abs() > FLOAT32_MAX).sum())
+            raise InvalidAudioError(f"{prefix}audio contains {beyond} sample(s) beyond float32's range (peak "
+                                    f"{peak:.3g}, float32 reaches {FLOAT32_MAX:.3g}): the model computes in "
+                                    f"float32, where they become infinite; full scale is 1.0")
 
 
 def _first_bad(codes: torch.Tensor, low: int, bins: int) -> tuple[tuple[int, ...], int]:

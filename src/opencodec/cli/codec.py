@@ -9,7 +9,7 @@ import typing as tp
 from tqdm import tqdm
 
 from .._process import usable_cores
-from ..argtypes import MAX_CHANNELS, channels_arg, path_arg, sample_rate_arg
+from ..argtypes import MAX_CHANNELS, channels_arg, output_path_arg, path_arg, sample_rate_arg
 from ..bandwidth import DEFAULT_BANDWIDTH
 from ..file_jobs import Job, Plan, run_jobs
 from ..progress import progress_bar
@@ -33,7 +33,7 @@ def add_codec_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
                     "to .ecdc. The audio is converted to the model's sample rate and channels. "
                     "If OUT ends in .wav or .flac, compress and decompress into that audio file.")
     comp.add_argument("input", type=path_arg, metavar="IN", help="audio file, or folder (recursive)")
-    comp.add_argument("output", type=path_arg, nargs="?", metavar="OUT",
+    comp.add_argument("output", type=output_path_arg, nargs="?", metavar="OUT",
                       help="output .ecdc (or .wav/.flac for a round trip), or folder; "
                            "default: IN with .ecdc")
     comp.add_argument("-b", "--bandwidth", type=bandwidth_arg, default=DEFAULT_BANDWIDTH, metavar="KBPS",
@@ -66,7 +66,7 @@ def add_codec_parsers(sub: tp.Any, common: argparse.ArgumentParser) -> None:
     dec = sub.add_parser("decompress", parents=[common], help=command_help("decompress"),
                          description="Decode .ecdc files to WAV (or FLAC) audio.")
     dec.add_argument("input", type=path_arg, metavar="IN", help=".ecdc file, or folder (recursive)")
-    dec.add_argument("output", type=path_arg, nargs="?", metavar="OUT",
+    dec.add_argument("output", type=output_path_arg, nargs="?", metavar="OUT",
                      help="output .wav/.flac, or folder; default: IN with .wav")
     add_model_option(dec, "model name or weights file (default: the model named in each file); "
                           "its weights hash must be the file's. For a file written before "
@@ -129,7 +129,7 @@ def _report_all(args: argparse.Namespace, plan: Plan, work: tp.Callable[[Job, bo
         info(args, f"{verb}: {len(plan.skipped)} file(s) skipped, their output exists"
                    + (f" ({plan.skipped[0].dst})" if len(plan.skipped) == 1 else ""))
     outcomes = run_jobs(plan, work, processes=_processes(args))
-    if plan.folder:
+    if plan.folder and plan.jobs:  # every file skipped (--skip-existing): no empty "0file" bar
         outcomes = progress_bar(outcomes, total=len(plan.jobs), unit="file", desc=verb,
                                 disable=args.quiet, file=sys.stderr)
     failed = existing = 0  # existing: failed because their output exists
@@ -183,6 +183,8 @@ def _warn_larger(larger: list[FileResult], jobs: int) -> None:
     or else codes the entropy model predicts poorly (its body is no smaller)."""
     if not larger:
         return
+    from ..ecdc_info import ECDC_SUFFIX
+
     plain = "plain coding (no --lm/--lm-model) is smaller"
     checksums = any(r.checksums for r in larger)  # the official format (version 0) has none
     one = len(larger) == 1 and jobs == 1
@@ -202,8 +204,10 @@ def _warn_larger(larger: list[FileResult], jobs: int) -> None:
     if one:
         r = larger[0]
         assert r.size_bytes is not None and r.plain_bytes is not None
-        warn(f"{r.dst}: the entropy-coded file ({r.size_bytes} bytes) is larger than plain coding "
-             f"({r.plain_bytes} bytes): {hint}")
+        # a round trip (OUT .wav/.flac) keeps no .ecdc file: name its input and say so
+        what = (f"{r.dst}: the entropy-coded file ({r.size_bytes} bytes)" if r.dst.suffix.lower() == ECDC_SUFFIX
+                else f"{r.src}: the round trip's entropy-coded data ({r.size_bytes} bytes, written to no file)")
+        warn(f"{what} is larger than plain coding ({r.plain_bytes} bytes): {hint}")
         return
     extra = sum(tp.cast(int, r.size_bytes) - tp.cast(int, r.plain_bytes) for r in larger)
     warn(f"{len(larger)} of {jobs} entropy-coded file(s) are larger than plain coding ({extra} bytes "

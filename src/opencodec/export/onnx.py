@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .._files import check_output, staged_files
+from .._files import check_output, file_in_the_way, staged_files
 from ..errors import OpenCodecError
 from ..model import EncodecModel
 from ..step import DecoderStep, EncoderStep, StateSpec
@@ -105,16 +105,20 @@ def export_onnx(model: EncodecModel, out_dir: str | Path, force: bool = False) -
     are only replaced with ``force``. All or nothing: the files are written into a temporary
     folder next to ``out_dir`` and moved into place only once all of them are complete; on
     any error nothing of this export is left (``OutputError`` "cannot write OUT_DIR: ..." for
-    a file system error such as a full disk; ``ValueError`` for ``out_dir`` ""). Needs the ``onnx`` package
-    (``pip install opencodec[onnx]``).
+    a file system error such as a full disk; ``ValueError`` for ``out_dir`` ""; ``NotADirectoryError``,
+    before any work, when ``out_dir`` or a folder above it is a file, naming it). Needs the ``onnx``
+    package (``pip install opencodec[onnx]``).
     """
     if importlib.util.find_spec("onnx") is None:  # torch.onnx.export needs it
         raise OpenCodecError("export-onnx needs the onnx package: pip install 'opencodec[onnx]'")
     if isinstance(out_dir, str) and not out_dir:  # Path("") is the current folder
         raise ValueError("empty output path (''): it names no folder; an unset shell variable?")
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
+    blocker = file_in_the_way(out)  # OUT_DIR, or a folder above it, that is a file: before any work
+    if blocker == out:
         raise NotADirectoryError(f"output {out} exists and is not a folder")
+    if blocker is not None:
+        raise NotADirectoryError(f"cannot create output folder {out}: {blocker} is a file")
     for name in (*GRAPHS, "meta.json"):
         check_output(out / name, force, need_folder=False)
     model = model.eval()
