@@ -208,5 +208,5 @@ def test_train_lm_run_folder_of_other_sizes_is_one_line(codec_setup: dict, tmp_p
     assert cli.main(args[:2] + ["lm.dim=16"] + args[2:]) == 1
     lines = _error_lines(capsys.readouterr().err, "opencodec train-lm")
     checkpoint = tmp_path / "run" / "checkpoint.pt"
-    assert len(lines) == 1 and lines[0].startswith(
-        f"opencodec train-lm: error: {checkpoint} does not match the configured model (size mismatch for ")
+    assert lines == [f"opencodec train-lm: error: {checkpoint} was trained with lm.dim=32, not this config's "
+                     f"lm.dim=16: resume with the run's, or use another --run-dir"]  # the field, not a tensor

@@ -367,5 +367,6 @@ def test_optional_keys_cover_what_the_trainers_read() -> None:
     read = set(re.findall(receivers + r'\.get\("(\w+)"', text)) | set(re.findall(r'cfg\["(\w+)"\]', text))
     names = {part for k in train_config.codec_optional_keys() for part in k.split(".")}  # sections and leaves
     assert read and read <= names, read - names
-    lm_read = set(re.findall(r'_get\(cfg, "([\w.]+)"', Path(parse_settings.__code__.co_filename).read_text()))
+    lm_read = set(re.findall(r'(?:_get|_kbps_list)\(cfg, "([\w.]+)"',  # the settings' two readers
+                             Path(parse_settings.__code__.co_filename).read_text()))
     assert lm_read | {"run_dir"} == set(train_config.LM_OPTIONAL_KEYS)

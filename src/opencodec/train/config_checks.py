@@ -172,6 +172,8 @@ def check_codec_config(cfg: dict) -> None:
     _integer(cfg, "threads", 1)
     for dotted in ("data.segment_seconds", "valid.seconds", "optim.lr", "optim.lr_disc"):
         check_number(cfg, dotted, 0.0, open_low=True)
+    check_number(cfg, "data.segment_seconds", 0.0, MAX_SEGMENT_SECONDS, open_low=True,  # (> 0 checked above)
+                 what=f"a length in seconds in (0, {MAX_SEGMENT_SECONDS:g}] (a training segment of an hour at most)")
     for dotted in ("adversarial.disc_prob", "optim.min_lr_ratio", "balancer.ema_decay", "quantizer.decay"):
         check_number(cfg, dotted, 0.0, 1.0)
     if _value(cfg, "ema") not in (None, False):
@@ -183,12 +185,17 @@ def check_codec_config(cfg: dict) -> None:
     for dotted in _boolean_keys():
         _boolean(cfg, dotted)
     _check_model(cfg)
+    _check_bandwidth_lists(cfg)
     _check_mel_scales(cfg)
     _check_augment(cfg)
     for dotted in ("data.train", "data.valid"):
         _check_manifest_list(cfg, dotted)
     resolve_device(cfg.get("device", "auto"))
 
+
+#: The longest training segment (``data.segment_seconds``, s): each of a batch's segments is read
+#: whole into memory (an hour of 48 kHz stereo is 1.4 GB); a file shorter is zero-padded.
+MAX_SEGMENT_SECONDS = 3600.0
 
 #: The codec trainer's config sections: each, where present, holds ``key: value`` settings.
 _CODEC_SECTIONS = ("model", "data", "valid", "optim", "losses", "balancer", "adversarial", "quantizer", "log",
@@ -336,6 +343,18 @@ def _bandwidth_list(cfg: dict, dotted: str) -> list[float] | None:
         return [float(v) for v in values]
     except (TypeError, ValueError):
         raise ConfigError(f"config field {dotted}: expected a list of kbps, got {value!r}") from None
+
+
+def _check_bandwidth_lists(cfg: dict) -> None:
+    """Refuse an empty ``bandwidths`` or ``valid.bandwidths`` (left out or null: the defaults
+    of :func:`check_codec_bandwidths`), which would train or measure no bandwidth."""
+    if _bandwidth_list(cfg, "bandwidths") == []:
+        raise ConfigError("config field bandwidths: an empty list trains no bandwidth; leave it out (or null) "
+                          "to train every one of model.target_bandwidths")
+    if _bandwidth_list(cfg, "valid.bandwidths") == []:
+        raise ConfigError("config field valid.bandwidths: an empty list measures no bandwidth; leave it out "
+                          "(or null) for the lowest and highest of model.target_bandwidths, or set valid.items=0 "
+                          "to train without validation")
 
 
 def check_codec_bandwidths(cfg: dict, model: tp.Any) -> tuple[list[float], list[float]]:

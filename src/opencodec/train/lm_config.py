@@ -59,14 +59,19 @@ def _get(cfg: dict, dotted: str, kind: type | tuple[type, ...] | None, default: 
 
 
 def _kbps_list(cfg: dict, dotted: str) -> list[float] | None:
-    """The bandwidths (kbps) at ``dotted``, None where absent or empty (every bandwidth of the
-    codec); a ``ConfigError`` naming the field for an entry that is not a number (each is checked
-    against the codec's bandwidths once it is loaded)."""
-    values = _get(cfg, dotted, list, [])
+    """The bandwidths (kbps) at ``dotted``, None where absent or null (every bandwidth of the
+    codec); a ``ConfigError`` naming the field for an empty list (no bandwidth to train) or an
+    entry that is not a number (each is checked against the codec's bandwidths once it is loaded)."""
+    values = _get(cfg, dotted, list, None)
+    if values is None:
+        return None
+    if not values:
+        raise ConfigError(f"config field {dotted}: an empty list trains no bandwidth; leave it out "
+                          f"(or null) to train every bandwidth of the codec")
     try:
         if any(isinstance(v, bool) for v in values):
             raise TypeError
-        return [float(v) for v in values] or None
+        return [float(v) for v in values]
     except (TypeError, ValueError):
         raise ConfigError(f"config field {dotted}: expected a list of kbps, got {values!r}") from None
 

@@ -31,6 +31,7 @@ This file reads top to bottom; the steps it calls live in sibling modules:
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -64,7 +65,7 @@ from .lm_model import IGNORE, LM_METADATA_KEY, _loss, build_lm, export_lm, lm_lo
 
 from .run_state import (_atomic_torch_save, _rng_state, _seed_everything, _set_rng_state, _step_rng,
                         load_run_weights, read_checkpoint)
-from .run_folder import RunFolder, StopRequests, run_folder_path, saving, stopped_message
+from .run_folder import RunFolder, StopRequests, check_run_folder, run_folder_path, saving, stopped_message
 from .solver import learning_rate_at  # the codec trainer's schedule
 
 CHECKPOINT = "checkpoint.pt"
@@ -174,8 +175,12 @@ def check_run_dir(run: Path, what: str, codec: tp.Any, codec_hash: str, codec_so
 
 
 def _codec_run(run: Path, what: str) -> str:
+    """Why ``run``, a codec's run folder, is refused, and the codec export to train on where there is one."""
+    export = run / "model.safetensors"
+    codec = (f"the codec the run trains, {export}, can be its codec=" if export.is_file() else
+             f"the codec the run trains can be its codec= once the run has exported {export}")
     return (f"{what} {run} holds a codec's training run (opencodec train), not an entropy model's: give "
-            f"train-lm another --run-dir (the codec the run trains, {run / 'model.safetensors'}, can be its codec=)")
+            f"train-lm another --run-dir ({codec})")
 
 
 def check_checkpoint(path: Path, ckpt: dict[str, tp.Any], codec: tp.Any, codec_hash: str,
@@ -202,6 +207,32 @@ def check_checkpoint(path: Path, ckpt: dict[str, tp.Any], codec: tp.Any, codec_h
     now = f"codec {codec.name} (weights hash {model_hash(codec)}" + (f", codec={codec_source})" if codec_source else ")")
     raise ConfigError(f"{path} was trained on the codes of {was}, not on this config's {now}: resume with "
                       f"the run's codec, or use another --run-dir")
+
+
+#: The config fields that shape the entropy model's weights (bandwidths: how many codebooks it models).
+LM_SIZES = {"lm.dim": "dim", "lm.num_layers": "num_layers", "lm.hidden_scale": "hidden_scale",
+            "bandwidths": "bandwidths"}
+
+
+def lm_size_changes(previous: tp.Any, s: Settings) -> dict[str, tuple[tp.Any, tp.Any]]:
+    """``{field: (the run's, this config's)}`` of the :data:`LM_SIZES` fields whose values differ
+    between a checkpoint's config ``previous`` and ``s`` (defaults filled in on both sides):
+    ``bandwidths`` only where no size differs (other bandwidths of as many codebooks resume).
+    Empty where ``previous`` is not a config this version reads."""
+    if not isinstance(previous, dict):
+        return {}
+    try:
+        was = parse_settings(copy.deepcopy(previous))
+    except (ConfigError, ValueError, TypeError):
+        return {}
+    changed = {key: (getattr(was, name), getattr(s, name)) for key, name in LM_SIZES.items()
+               if getattr(was, name) != getattr(s, name)}
+    return {key: pair for key, pair in changed.items() if key != "bandwidths"} or changed
+
+
+def _named(values: dict[str, tuple[tp.Any, tp.Any]], side: int) -> str:
+    """``lm.dim=32, bandwidths=null``: each field of ``values`` with its value of ``side`` (0: the run's)."""
+    return ", ".join(f"{key}={'null' if pair[side] is None else pair[side]}" for key, pair in values.items())
 
 
 def make_optimizer(s: Settings, params: tp.Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -246,6 +277,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         check_manifest_rows(s)  # any code is extracted or anything written
         codec_hash = codec_fingerprint(loaded[0])
         check_run_dir(run, run_from, loaded[0], codec_hash, s.codec)
+    check_run_folder(run, run_from)  # a file there, a folder no trainer made: before anything is written
 
     with RunFolder(run) as folder:  # made and locked once the config is known to be good
         if data is None:
@@ -274,7 +306,14 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
                 raise ConfigError(f"{ckpt_path} was trained on the codes of another codec "
                                   f"({ckpt.get('codec_name')}); this run's codes are of {data.codec_name}: "
                                   f"use another --run-dir")
-            load_run_weights(ckpt_path, ckpt, {"model": lm})  # a ConfigError naming the first mismatch
+            try:
+                load_run_weights(ckpt_path, ckpt, {"model": lm})  # a ConfigError naming the first mismatch
+            except ConfigError as exc:  # the fields that made it, where the checkpoint's config says
+                changed = lm_size_changes(ckpt.get("config"), s)
+                if not changed:
+                    raise
+                raise ConfigError(f"{ckpt_path} was trained with {_named(changed, 0)}, not this config's "
+                                  f"{_named(changed, 1)}: resume with the run's, or use another --run-dir") from exc
             opt.load_state_dict(ckpt["optim"])
             step, previous, best = int(ckpt["step"]), ckpt.get("config"), ckpt.get("best")
             _set_rng_state(ckpt["rng"])

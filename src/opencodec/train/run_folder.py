@@ -14,8 +14,9 @@
   that the trainer saves a checkpoint of a whole step before it exits; outside the loop,
   :func:`opencodec.signals.sigterm_as_interrupt` makes SIGTERM a ``KeyboardInterrupt`` too
   (:class:`~opencodec.errors.Terminated`).
-- :func:`check_run_folder`: a run folder path that cannot be a folder (a file is there) is a
-  one-line ``ConfigError`` before anything is built.
+- :func:`check_run_folder`: a run folder path that cannot be a folder (a file is there), or a
+  folder no trainer made that holds a file training would overwrite (a model folder's
+  ``config.json``), is a one-line ``ConfigError`` before anything is built.
 """
 
 from __future__ import annotations
@@ -131,15 +132,31 @@ def run_folder_path(run_dir: str | os.PathLike[str] | None, cfg: dict, name: str
     return Path(f"runs/{name}"), "run folder"
 
 
+#: Files that show a trainer made the folder: the lock and start log its first start writes, or a
+#: checkpoint (read and checked on resume; the only mark of runs of versions before the lock).
+RUN_MARKS = (LOCK, HISTORY, "checkpoint.pt")
+#: Files a trainer writes over or cuts in its run folder (both trainers' logs and exports).
+RUN_OUTPUTS = ("config.json", METRICS, "model.safetensors", "lm.safetensors", "lm_best.safetensors",
+               "report.json", "report.md")
+
+
 def check_run_folder(path: Path, what: str = "--run-dir") -> None:
     """Refuse, as a one-line ``ConfigError`` naming ``what`` (where the path came from: the
     option, ``config field run_dir``), a run folder path that exists and is not a folder, or
-    below a file: the trainers check it before building anything."""
+    below a file, or a folder that a trainer did not make (none of :data:`RUN_MARKS`) holding a
+    file a trainer would write over (:data:`RUN_OUTPUTS`: a model folder's ``config.json``,
+    another tool's ``metrics.jsonl``): the trainers check it before building anything."""
     blocker = file_in_the_way(path)
     if blocker == path:
         raise ConfigError(f"{what} {path} exists and is not a folder; give a folder's path")
     if blocker is not None:
         raise ConfigError(f"{what} {path} cannot be a folder: {blocker} is a file; give a folder's path")
+    if path.is_dir() and not any((path / mark).exists() for mark in RUN_MARKS):
+        foreign = [name for name in RUN_OUTPUTS if (path / name).exists()]
+        if foreign:
+            raise ConfigError(f"{what} {path} is not an opencodec run folder (it holds {', '.join(foreign)} but no "
+                              f"{HISTORY} or checkpoint.pt) and training would overwrite them; give a new or "
+                              f"empty folder as --run-dir")
 
 
 class RunFolder:
