@@ -54,7 +54,7 @@ def main() -> None:
               "official architecture, random weights": EncodecModel(EncodecConfig.encodec_24khz()).eval()}
     wav = 0.1 * torch.randn(1, 24000, generator=torch.Generator().manual_seed(0))
     print(f"torch {torch.__version__}; {torch.get_num_threads()} thread(s); median of {args.repeats}")
-    print("| model | parameters | cached weights_sha256 (ms) | stamp without sums (ms) | full sha256 (ms) "
+    print("| model | state-dict elements | cached weights_sha256 (ms) | stamp without sums (ms) | full sha256 (ms) "
           "| compress 1 s (ms) |")
     print("|---|---|---|---|---|---|")
     for name, model in models.items():
