@@ -20,7 +20,7 @@ from test_tokenize import tiny_model_file  # noqa: F401 (the tiny codec's weight
 
 
 def _model(**config: object) -> EncodecModel:
-    model = tiny_stream_model("walk3", 5, **config)
+    model = tiny_stream_model("tiny_small", 5, **config)
     model.set_target_bandwidth(1.8)
     return model
 
@@ -70,7 +70,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, st
 
 def _small_model(seed: int = 0) -> EncodecModel:
     torch.manual_seed(seed)
-    return EncodecModel(EncodecConfig(name="walk3", n_filters=4, dimension=16, n_q=4, lstm=1))
+    return EncodecModel(EncodecConfig(name="tiny_small", n_filters=4, dimension=16, n_q=4, lstm=1))
 
 
 LM_FILE = Path(__file__).resolve().parents[1] / "src" / "opencodec" / "weights" / "opencodec_lm_24khz.safetensors"

@@ -99,7 +99,7 @@ def _encoding() -> tuple[EncodecModel, BatchEncoding]:
 @pytest.mark.parametrize("change, message", [
     (dict(lengths=torch.tensor([4000, 1000])), r"BatchEncoding.lengths: got 2 for a batch of 3"),
     (dict(lengths=torch.tensor([40000, 1000, 2500])), r"item 0: frame_lengths 13 does not fit its length "
-                                                      r"of 40000 samples, which model walk3 encodes to 125"),
+                                                      r"of 40000 samples, which model tiny_small encodes to 125"),
     (dict(lengths=torch.tensor([-4000, 1000, 2500])), r"BatchEncoding.lengths must be >= 1, got -4000"),
     (dict(frame_lengths=torch.tensor([13, 2, 8])), r"item 1: frame_lengths 2 does not fit its length of 1000"),
     (dict(frame_lengths=torch.tensor([13.0, 4.0, 8.0])), r"frame_lengths must be integers \(frames\)"),

@@ -138,7 +138,7 @@ def test_a_trainer_past_the_hard_stop_is_stopped_and_the_campaign_ends(tmp_path:
 
 def _tokenize_benchmark(monkeypatch: pytest.MonkeyPatch) -> object:
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # its provenance module, as when run as a script
-    spec = importlib.util.spec_from_file_location("tokenize_throughput_walk3",
+    spec = importlib.util.spec_from_file_location("tokenize_throughput_under_test",
                                                   ROOT / "benchmarks" / "tokenize_throughput.py")
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     monkeypatch.setitem(sys.modules, spec.name, module)  # its set writers (forked) unpickle functions by name

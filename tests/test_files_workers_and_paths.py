@@ -58,7 +58,7 @@ def _fresh_sweeps(monkeypatch: pytest.MonkeyPatch) -> None:
 def tiny() -> EncodecModel:
     """A tiny causal 24 kHz mono codec."""
     torch.manual_seed(0)
-    return random_codebooks(EncodecModel(EncodecConfig(name="tiny_walk3b", n_filters=4, dimension=16, lstm=1,
+    return random_codebooks(EncodecModel(EncodecConfig(name="tiny_workers", n_filters=4, dimension=16, lstm=1,
                                                        n_q=4, target_bandwidths=[1.5, 3.0])), 0).eval()
 
 
@@ -312,12 +312,12 @@ def test_compress_to_file_names_a_path_given_for_a_file(tmp_path: Path, tiny: En
 def test_transposed_audio_is_named_as_such(tiny: EncodecModel) -> None:
     with pytest.raises(InvalidAudioError) as caught:
         compress(tiny, torch.zeros(24_000, 1), 1.5)
-    assert str(caught.value) == ("model tiny_walk3b expects 1 channel(s), got 24000; the audio looks transposed: "
+    assert str(caught.value) == ("model tiny_workers expects 1 channel(s), got 24000; the audio looks transposed: "
                                  "shape (24000, 1) reads as [T, C] (samples first), but [C, T] (channels, "
                                  "samples) is expected: pass wav.T")
     with pytest.raises(InvalidAudioError) as caught:  # two samples of stereo: not a transposition
         compress(tiny, torch.zeros(2, 1), 1.5)
-    assert str(caught.value) == "model tiny_walk3b expects 1 channel(s), got 2"
+    assert str(caught.value) == "model tiny_workers expects 1 channel(s), got 2"
 
 
 def test_other_mix_ups_say_what_to_do(tmp_path: Path, tiny: EncodecModel) -> None:

@@ -20,7 +20,7 @@ from opencodec.pretrained import BUNDLED_DIR, load_lm_model, load_model
 
 def _codec() -> EncodecModel:
     torch.manual_seed(1)
-    return EncodecModel(EncodecConfig(name="walk4_24khz", n_filters=4, dimension=16, ratios=[8, 5, 4, 2],
+    return EncodecModel(EncodecConfig(name="tiny_lm_coding_24khz", n_filters=4, dimension=16, ratios=[8, 5, 4, 2],
                                       lstm=1, n_q=4, bins=1024, target_bandwidths=[1.5, 3.0])).eval()
 
 
@@ -59,7 +59,7 @@ def test_entropy_model_not_float32_is_refused_with_the_call_to_make(dtype: torch
 
 def test_released_entropy_model_for_a_codec_that_is_no_release_warns() -> None:
     with pytest.warns(UserWarning, match=r"opencodec_lm_24khz_v5 was trained for codec opencodec_24khz_v5, "
-                                         r"not walk4_24khz \(weights hash [0-9a-f]{16}, not a release\)"):
+                                         r"not tiny_lm_coding_24khz \(weights hash [0-9a-f]{16}, not a release\)"):
         load_lm_model("opencodec_lm_24khz", codec=_codec())
     same_weights = load_model(BUNDLED_DIR / "opencodec_24khz.safetensors")  # the release's own weights
     with warnings.catch_warnings():
@@ -91,14 +91,14 @@ def test_wrong_entropy_model_with_the_files_name_says_it_is_another_export_of_th
     written, other = _lm().eval(), _lm().eval()
     with torch.no_grad():
         other.linears[0].bias.add_(1.0)  # more training steps: other weights, same run name
-    written.name = other.name = "walk4_24khz_lm_run1"  # as load_lm_model names both exports
+    written.name = other.name = "tiny_lm_coding_24khz_lm_run1"  # as load_lm_model names both exports
     data = compress(codec, _wav(), 3.0, lm=written, deterministic=True)
     from opencodec.errors import BitstreamError
-    with pytest.raises(BitstreamError, match=r"given \('walk4_24khz_lm_run1'\) has weights hash [0-9a-f]+ "
+    with pytest.raises(BitstreamError, match=r"given \('tiny_lm_coding_24khz_lm_run1'\) has weights hash [0-9a-f]+ "
                                              r"\(the same name, other weights: another export"):
         decompress(data, model=codec, lm=other)
-    other.name = "walk4_24khz_lm_run2"
-    with pytest.raises(BitstreamError, match=r"given \('walk4_24khz_lm_run2'\) has weights hash [0-9a-f]+; decode"):
+    other.name = "tiny_lm_coding_24khz_lm_run2"
+    with pytest.raises(BitstreamError, match=r"given \('tiny_lm_coding_24khz_lm_run2'\) has weights hash [0-9a-f]+; decode"):
         decompress(data, model=codec, lm=other)
 
 

@@ -31,7 +31,7 @@ from stream_models import tiny_stream_model
 
 @pytest.fixture(scope="module")
 def model():
-    return tiny_stream_model("tiny_walk4", 4)
+    return tiny_stream_model("tiny_server_edges", 4)
 
 
 def test_a_client_that_never_reads_after_its_end_is_closed_within_the_idle_timeout(model):

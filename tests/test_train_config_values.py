@@ -307,7 +307,7 @@ def test_a_codec_bandwidth_of_zero_is_refused() -> None:
     from opencodec.errors import ConfigError
     from opencodec.train.config_checks import check_codec_bandwidths
 
-    model = EncodecModel(EncodecConfig(name="walk3", n_filters=4, dimension=16, n_q=4, lstm=1,
+    model = EncodecModel(EncodecConfig(name="tiny_small", n_filters=4, dimension=16, n_q=4, lstm=1,
                                        target_bandwidths=[0.0, 1.5]))
     with pytest.raises(ConfigError, match="model.target_bandwidths: 0 kbps cannot be coded"):
         check_codec_bandwidths({}, model)

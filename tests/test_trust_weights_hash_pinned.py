@@ -40,7 +40,7 @@ def test_codec_fingerprint_uses_the_name_it_is_given() -> None:
     codec's own: two names give two fingerprints, and the codec's own name its plain one."""
     codec = _small_model()
     plain = codec_fingerprint(codec)
-    assert codec_fingerprint(codec, "walk3") == plain
+    assert codec_fingerprint(codec, "tiny_small") == plain
     assert codec_fingerprint(codec, "other") != plain
 
 
