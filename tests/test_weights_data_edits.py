@@ -1,6 +1,7 @@
 """Weights changed through ``.data`` or a numpy view (which do not move a tensor's version
 counter) are seen by the weights hash, by the caches keyed on versions once a file is written,
-and by an entropy model's integer twin: a file never names weights it was not written with."""
+and by an entropy model's integer twin: a file names the weights it was coded with (a change of a
+few elements through ``.data`` can miss the sample the check reads)."""
 
 from __future__ import annotations
 
@@ -118,7 +119,46 @@ def test_the_stamp_follows_bool_and_non_contiguous_tensors_changed_through_data(
     module.flags.data[1] = True
     module.weight.data.mul_(2.0)
     second = weights_stamp(module, dict(module.state_dict()))
-    assert [entry[2] for entry in first[1:]] == [0, 0]  # (name, address, version, sum)
-    assert [entry[2] for entry in second[1:]] == [1, 1]
+    assert [entry[2] for entry in first[1:]] == [1, 1]  # (name, address, version, sum): moved once
+    assert [entry[2] for entry in second[1:]] == [2, 2]  # on the first stamp, and again for the change
     assert all(a[3] != b[3] for a, b in zip(first[1:], second[1:]))
     assert weights_stamp(module, dict(module.state_dict())) == second  # nothing changed since
+
+
+def test_caches_filled_before_the_first_hash_refresh_after_a_data_change() -> None:
+    """A model built and used before any file (fast mode's packed weights filled by ``encode``,
+    no weights hash yet), then changed through ``.data``: the first file still codes with the
+    changed weights, which its header names."""
+    model = _model()
+    model.exact = False
+    wav = _wav()
+    with torch.no_grad():
+        model.encode(wav[None])  # fills the packed weights, keyed on version counters
+    for p in model.encoder.parameters():
+        p.data.mul_(1.25)
+    data = compress(model, wav)
+    fresh = _twin(model)
+    fresh.exact = False
+    assert data == compress(fresh, wav)
+
+
+def test_a_long_file_written_after_a_data_change_is_coded_with_the_weights_it_names(tmp_path) -> None:
+    """``compress_file_streaming`` (the long-file path) computes the header's identity before
+    it encodes, as ``compress_to_file`` does: its folded weights refresh first."""
+    import soundfile as sf
+
+    from opencodec.longform import compress_file_streaming
+
+    model = _model()
+    model.fold_weight_norm()
+    source = tmp_path / "in.wav"
+    sf.write(source, _wav(0.5)[0].numpy(), 24000)
+    for _ in range(2):  # the second time, the folded weights are current with every counter
+        compress_file_streaming(model, source, tmp_path / "first.ecdc")
+    model.encoder.model[0].conv.conv.weight_g.data.mul_(3.0)
+    compress_file_streaming(model, source, tmp_path / "again.ecdc")
+    fresh = _twin(model)
+    fresh.fold_weight_norm()
+    compress_file_streaming(fresh, source, tmp_path / "fresh.ecdc")
+    again = (tmp_path / "again.ecdc").read_bytes()
+    assert again == (tmp_path / "fresh.ecdc").read_bytes() != (tmp_path / "first.ecdc").read_bytes()

@@ -293,11 +293,13 @@ class EncodecModel(nn.Module):
         if self.normalize:
             mono = x.mean(dim=1, keepdim=True)
             volume = mono.pow(2).mean(dim=2, keepdim=True).sqrt()
-            # Finite samples whose squares (or channel sum) overflow float32 (RMS over ~1e17)
-            # get the RMS computed in float64, which fits; other inputs keep the bits above
-            # (a select, not a test: no device sync, and a meta tensor passes).
-            wide = x.double().mean(dim=1, keepdim=True).pow(2).mean(dim=2, keepdim=True).sqrt()
-            volume = torch.where(torch.isfinite(volume), volume, wide.to(volume.dtype))
+            # Finite samples whose squares overflow float32 (RMS over ~1e17) get the RMS of
+            # the signal over its peak, times the peak, which fits; other inputs keep the bits
+            # above (a select, not a test: no device sync, and a meta tensor passes; no float64,
+            # which some devices lack).
+            peak = mono.abs().amax(dim=2, keepdim=True).clamp_min(torch.finfo(mono.dtype).tiny)
+            wide = peak * (mono / peak).pow(2).mean(dim=2, keepdim=True).sqrt()
+            volume = torch.where(torch.isfinite(volume), volume, wide)
             scale = 1e-8 + volume
             x = x / scale
             scale = scale.view(-1, 1)

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import typing as tp
-import weakref
 
 import numpy as np
 import torch
@@ -41,42 +40,32 @@ def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
 #: Elements per tensor that :func:`_bit_sums` reads (evenly spaced, the first included).
 SAMPLED_ELEMENTS = 1024
 _INT_VIEWS = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-#: Each module's CPU samples by tensor name: (address, size, dtype, device) and the view.
-_SAMPLES: "weakref.WeakKeyDictionary[torch.nn.Module, dict[str, tuple[tp.Any, ...]]]" = (
-    weakref.WeakKeyDictionary())
 
 
-def _sample(t: torch.Tensor) -> np.ndarray | torch.Tensor:
-    """About :data:`SAMPLED_ELEMENTS` evenly spaced elements of ``t`` (the first one included)
-    as signed integers of the element's size: for a contiguous tensor on the CPU a numpy view
-    of its memory (it follows the tensor's values, and costs less to sum), else a copy of
-    their bytes."""
-    flat = t.detach().reshape(-1)
-    if flat.dtype == torch.bool:
-        flat = flat.view(torch.uint8)  # a view: the sample must follow the tensor
-    step = max(1, flat.numel() // SAMPLED_ELEMENTS)
-    viewable = flat.element_size() in _INT_VIEWS and not flat.is_complex()
-    if t.device.type == "cpu" and t.is_contiguous() and viewable:
-        return flat.view(_INT_VIEWS[flat.element_size()]).numpy()[::step]
-    return flat[::step].contiguous().view(torch.uint8)
-
-
-def _bit_sums(owner: torch.nn.Module, state: dict[str, torch.Tensor]) -> list[int]:
-    """For each tensor of ``state``, the sum (int64) of its :func:`_sample`: any change of a
-    whole tensor changes it (an optimiser step or a scaling written through ``.data``), a change
-    of a few elements may not. The CPU samples are views kept for ``owner`` (beside it, not in
-    it: they would be pickled with it) while each tensor keeps its memory: about 1 ms for the
-    188 tensors of the bundled model on one core, against 15 ms to hash them
+def _bit_sums(tensors: tp.Sequence[torch.Tensor]) -> list[int]:
+    """For each tensor, the sum (int64) of the bit patterns, read as signed integers of the
+    element's size, of about :data:`SAMPLED_ELEMENTS` evenly spaced elements (the first one
+    included): any change of a whole tensor changes it (an optimiser step or a scaling written
+    through ``.data``), a change of a few elements may not. CPU tensors are summed through numpy
+    (less overhead per tensor), others on their device with one transfer for all. About 1 ms
+    for the 188 tensors of the bundled model on one core, against 15 ms to hash them
     (``benchmarks/probes/weights_stamp_cost.py``)."""
-    kept = _SAMPLES.get(owner, {})
-    samples = {}
-    for key, t in state.items():
-        ident = (t.data_ptr(), t.numel(), t.dtype, t.device)
-        hit = kept.get(key)
-        samples[key] = (ident, hit[1] if hit is not None and hit[0] == ident else _sample(t))
-    _SAMPLES[owner] = {k: v for k, v in samples.items() if isinstance(v[1], np.ndarray)}
-    return [int(sample.sum(dtype=np.int64 if isinstance(sample, np.ndarray) else torch.int64))
-            for _, sample in samples.values()]
+    sums: list[tp.Any] = []
+    for t in tensors:
+        flat = t.detach().reshape(-1)
+        if flat.dtype == torch.bool:
+            flat = flat.view(torch.uint8)
+        step = max(1, flat.numel() // SAMPLED_ELEMENTS)
+        viewable = flat.element_size() in _INT_VIEWS and not flat.is_complex()
+        sample = flat.view(_INT_VIEWS[flat.element_size()])[::step] if viewable else (
+            flat[::step].contiguous().view(torch.uint8))
+        sums.append(int(sample.numpy().sum(dtype=np.int64)) if sample.device.type == "cpu"
+                    else sample.sum(dtype=torch.int64))
+    on_device = [i for i, v in enumerate(sums) if isinstance(v, torch.Tensor)]
+    if on_device:  # one synchronisation for all, not one per tensor
+        for i, v in zip(on_device, torch.stack([sums[i] for i in on_device]).tolist()):
+            sums[i] = v
+    return sums
 
 
 def weights_stamp(owner: torch.nn.Module, state: dict[str, torch.Tensor]) -> tuple | None:
@@ -91,19 +80,21 @@ def weights_stamp(owner: torch.nn.Module, state: dict[str, torch.Tensor]) -> tup
     ``owner``'s last stamp at the same address and version gets its counter moved here
     (``torch.autograd.graph.increment_version``), so that every cache keyed on versions
     (:func:`weights_sha256`, folded weight norms, fast mode's packed weights, an entropy
-    model's integer twin and tables) refreshes from then on.
+    model's integer twin and tables) refreshes from then on. A tensor stamped for the first
+    time gets its counter moved too: a cache filled before (a model built and used before any
+    file was written) may hold values from before a ``.data`` change.
     """
     if any(t.is_inference() for t in state.values()):
         owner.__dict__.pop("_weights_stamp", None)
         return None
     if any(t.is_meta for t in state.values()):  # no values: the hash refuses it, nothing to cache
         return None
-    sums = _bit_sums(owner, state)
+    sums = _bit_sums(list(state.values()))
     previous: dict[str, tuple[int, int, int]] = owner.__dict__.get("_weights_stamp") or {}
     for (key, t), total in zip(state.items(), sums):
         before = previous.get(key)
-        if before is not None and before[:2] == (t.data_ptr(), t._version) and before[2] != total:
-            torch.autograd.graph.increment_version(t)  # changed behind the counter's back
+        if before is None or (before[:2] == (t.data_ptr(), t._version) and before[2] != total):
+            torch.autograd.graph.increment_version(t)  # (possibly) changed behind the counter's back
     current = {key: (t.data_ptr(), t._version, total) for (key, t), total in zip(state.items(), sums)}
     owner.__dict__["_weights_stamp"] = current
     return (os.getpid(), *((key, *current[key]) for key in state))

@@ -267,6 +267,10 @@ def _compress_file(model: EncodecModel, in_path: Path, out_path: Path, block_sec
                    progress: Progress,
                    coding: tuple[AnyLM, DeterministicCoding | None, Progress] | None = None
                    ) -> int:
+    det = None if coding is None else coding[1]
+    # before encoding, as compress_to_file: the weights hash also notices weights changed through
+    # .data, and then refreshes the caches the encoder reads (folded or packed weights)
+    identity = header_identity_fields(model, None if coding is None else coding[0], det)
     with tempfile.TemporaryFile() as body:
         collect = coding is not None
         sink: _StreamSink | _SegmentSink = (
@@ -285,11 +289,9 @@ def _compress_file(model: EncodecModel, in_path: Path, out_path: Path, block_sec
         if loud is not None and stores_float_samples(in_path):  # (integer PCM only overshoots by resampling)
             warnings.warn(loud, stacklevel=3)
         frames = sink.finish(length)
-        det = None if coding is None else coding[1]
         header = EcdcHeader(audio_length=int(length), num_codebooks=int(sink.num_codebooks),
-                            use_lm=collect, deterministic=det,
-                            **header_identity_fields(model, None if coding is None else coding[0], det))
-        layout = StreamLayout.from_model(model)
+                            use_lm=collect, deterministic=det, **identity)
+        layout = StreamLayout.from_config(model.config, header.model_name)  # (from_model would hash again)
         expected_frames = layout.total_frames(length)
         if frames != expected_frames or (not collect and body.tell() != body_size(header, layout)):
             raise AssertionError(f"encoder produced {frames} frames / "

@@ -415,7 +415,7 @@ class CodecServer:
         try:  # one entry per tick, whatever it holds: a queue of 1 serves a client that keeps up
             queue.put_nowait(items)
         except asyncio.QueueFull:
-            halt.append(ProtocolError(f"client too slow: {self.limits.send_queue} messages "
+            halt.append(ProtocolError(f"client too slow: {self.limits.send_queue} ticks of output "
                                       "waiting to be sent; disconnected", CLOSE["policy"]))
             halted.set()
 
