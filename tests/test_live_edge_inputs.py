@@ -6,24 +6,21 @@ and an empty ONNX export path."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import typing as tp
 
 import numpy as np
 import pytest
 import torch
-from websockets.exceptions import ConnectionClosed
 
 from opencodec.multistream import MultiStreamEncoder
 from opencodec.serve.server import ServeLimits
 
 from serve_helpers import chirp, server_thread
 from stream_models import tiny_stream_model
+from test_stream_serve_uncovered import _decode_session  # (close code, reason, texts, PCM bytes)
 
 
 def _model():
-    return tiny_stream_model("tiny_live23", 4)
+    return tiny_stream_model("tiny_live_edges", 4)
 
 
 def test_multistream_close_of_a_short_stream_keeps_the_encoders_codebooks_after_a_bandwidth_change():
@@ -48,28 +45,6 @@ def test_multistream_close_of_a_short_stream_keeps_the_encoders_codebooks_after_
     assert model.bandwidth == 0.9
 
 
-async def _decode_session(uri: str, messages: list[tp.Any]) -> tuple[int | None, str, int]:
-    """A decode-mode client: hello, every one of ``messages`` sent at once, then read until
-    the close: (close code, reason, PCM bytes received)."""
-    from websockets.asyncio.client import connect
-
-    pcm = 0
-    async with connect(uri, max_size=None, open_timeout=60) as ws:
-        await ws.send(json.dumps({"mode": "decode"}))
-        await ws.recv()  # ready
-        for message in messages:
-            await ws.send(message)
-
-        async def read() -> None:
-            nonlocal pcm
-            with contextlib.suppress(ConnectionClosed):
-                async for msg in ws:
-                    pcm += 0 if isinstance(msg, str) else len(msg)
-
-        await asyncio.wait_for(read(), 30)  # a session that never ends fails, not hangs
-        return ws.close_code, ws.close_reason, pcm
-
-
 def test_decode_mode_refuses_bytes_that_are_no_packet_after_the_end_packet_in_its_message():
     """Packets after the stream's end packet in its message were refused (1007, "data after
     the end of the stream"), but bytes that are no packet there were left unparsed: the
@@ -88,10 +63,11 @@ def test_decode_mode_refuses_bytes_that_are_no_packet_after_the_end_packet_in_it
         assert asyncio.run(_decode_session(uri, [stream + later, end]))[:2] == \
             (1007, "data after the end of the stream")  # as before
         for junk in (b"not a packet", later[:20]):  # no sync word; a packet cut short
-            code, reason, _ = asyncio.run(_decode_session(uri, [stream + junk, end]))
+            code, reason, _, _ = asyncio.run(_decode_session(uri, [stream + junk, end]))
             assert code == 1007 and reason.startswith(f"damaged packet data at byte {len(stream)}: ")
         for messages in ([stream, end], [stream[:7], stream[7:], end], [stream]):
-            assert asyncio.run(_decode_session(uri, messages)) == (1000, "stream complete", 4 * 4 * 320)
+            code, reason, _, pcm = asyncio.run(_decode_session(uri, messages))
+            assert (code, reason, pcm) == (1000, "stream complete", 4 * 4 * 320)
 
 
 def test_python_client_refuses_audio_whose_channels_are_not_the_servers():

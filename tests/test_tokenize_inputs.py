@@ -274,10 +274,11 @@ def test_too_many_loader_workers_warn_once_in_our_words(monkeypatch: pytest.Monk
 
     monkeypatch.setattr(job, "usable_cores", lambda: 2)
     options = TokenizeOptions(["x"], Path("o"), loader_workers=3)
-    assert job.device_warnings(options, torch.device("cpu")) == [
+    assert job.loader_warning(options, torch.device("cpu")) == (
         "--loader-workers 3 is more than the 2 usable core(s): the decoding processes will compete for them "
-        "(and with the encoding)"]
-    assert job.device_warnings(TokenizeOptions(["x"], Path("o"), loader_workers=2), torch.device("cpu")) == []
+        "(and with the encoding)")
+    assert job.dtype_warning(options, torch.device("cpu")) is None
+    assert job.loader_warning(TokenizeOptions(["x"], Path("o"), loader_workers=2), torch.device("cpu")) is None
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
         assert list(batch_loader(BatchAudio({}, [], 24000, 1), (os.cpu_count() or 1) + 1)) == []

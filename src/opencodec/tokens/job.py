@@ -165,14 +165,8 @@ def weights_file(model: str | None) -> str | None:
     return str(path.resolve()) if path.is_file() else None
 
 
-def device_warnings(options: TokenizeOptions, device: torch.device, most: int | None = None) -> list[str]:
-    """Warnings about settings that work but are not what they seem on ``device``: bf16 on
-    the CPU (``dtype_warning``), more DataLoader processes than usable cores (``loader_warning``)."""
-    return [w for w in (dtype_warning(options, device), loader_warning(options, device, most)) if w]
-
-
 def dtype_warning(options: TokenizeOptions, device: torch.device) -> str | None:
-    """The warning for bf16 on the CPU, or None."""
+    """The warning for bf16 on the CPU (it works, but is not what it seems), or None."""
     if options.dtype != "bf16" or device.type != "cpu":
         return None
     return ("--dtype bf16 on the CPU: bfloat16 autocast changes most codes (on speech with the "

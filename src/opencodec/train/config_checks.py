@@ -266,7 +266,7 @@ def _check_model(cfg: dict) -> None:
     if bandwidths is not None and (not isinstance(bandwidths, (list, tuple)) or not bandwidths):
         raise ConfigError(f"config field model.target_bandwidths: expected a non-empty list of kbps, "
                           f"got {bandwidths!r}")
-    _bandwidth_list(cfg, "model.target_bandwidths")
+    bandwidth_list(cfg, "model.target_bandwidths")
 
 
 def _check_mel_scales(cfg: dict) -> None:
@@ -332,7 +332,8 @@ def _check_manifest_list(cfg: dict, dotted: str) -> None:
         raise ConfigError(f"config field {dotted}: expected a manifest path or a list of them, got {value!r}")
 
 
-def _bandwidth_list(cfg: dict, dotted: str) -> list[float] | None:
+def bandwidth_list(cfg: dict, dotted: str) -> list[float] | None:
+    """The kbps at ``dotted`` (one number or a list), None when absent, else a ``ConfigError``."""
     value = _value(cfg, dotted)
     if value is None:
         return None
@@ -348,10 +349,10 @@ def _bandwidth_list(cfg: dict, dotted: str) -> list[float] | None:
 def _check_bandwidth_lists(cfg: dict) -> None:
     """Refuse an empty ``bandwidths`` or ``valid.bandwidths`` (left out or null: the defaults
     of :func:`check_codec_bandwidths`), which would train or measure no bandwidth."""
-    if _bandwidth_list(cfg, "bandwidths") == []:
+    if bandwidth_list(cfg, "bandwidths") == []:
         raise ConfigError("config field bandwidths: an empty list trains no bandwidth; leave it out (or null) "
                           "to train every one of model.target_bandwidths")
-    if _bandwidth_list(cfg, "valid.bandwidths") == []:
+    if bandwidth_list(cfg, "valid.bandwidths") == []:
         raise ConfigError("config field valid.bandwidths: an empty list measures no bandwidth; leave it out "
                           "(or null) for the lowest and highest of model.target_bandwidths, or set valid.items=0 "
                           "to train without validation")
@@ -374,7 +375,7 @@ def check_codec_bandwidths(cfg: dict, model: tp.Any) -> tuple[list[float], list[
     defaults = {"bandwidths": list(model.target_bandwidths),
                 "valid.bandwidths": sorted({model.target_bandwidths[0], model.target_bandwidths[-1]})}
     for dotted, default in defaults.items():
-        values = _bandwidth_list(cfg, dotted) or default
+        values = bandwidth_list(cfg, dotted) or default
         try:
             chosen[dotted] = [float(check_bandwidth(b, model.target_bandwidths, model.name)) for b in values]
         except ValueError as exc:

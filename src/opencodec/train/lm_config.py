@@ -12,7 +12,7 @@ import typing as tp
 import torch
 
 from ..errors import ConfigError  # every check's error (importable from here too)
-from .config_checks import check_betas, check_number, resolve_device
+from .config_checks import bandwidth_list, check_betas, check_number, resolve_device
 
 # What load_lm_model builds for a weights file: 8 heads, a 3.5 s window, max period 10000.
 LOADABLE_HEADS = 8
@@ -62,18 +62,11 @@ def _kbps_list(cfg: dict, dotted: str) -> list[float] | None:
     """The bandwidths (kbps) at ``dotted``, None where absent or null (every bandwidth of the
     codec); a ``ConfigError`` naming the field for an empty list (no bandwidth to train) or an
     entry that is not a number (each is checked against the codec's bandwidths once it is loaded)."""
-    values = _get(cfg, dotted, list, None)
-    if values is None:
-        return None
-    if not values:
+    values = _get(cfg, dotted, list, None)  # a list (a string is taken as one), or absent
+    if values is not None and not values:
         raise ConfigError(f"config field {dotted}: an empty list trains no bandwidth; leave it out "
                           f"(or null) to train every bandwidth of the codec")
-    try:
-        if any(isinstance(v, bool) for v in values):
-            raise TypeError
-        return [float(v) for v in values]
-    except (TypeError, ValueError):
-        raise ConfigError(f"config field {dotted}: expected a list of kbps, got {values!r}") from None
+    return bandwidth_list(cfg, dotted)
 
 
 @dataclasses.dataclass
