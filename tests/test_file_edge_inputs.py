@@ -3,7 +3,7 @@ output names near the longest a file system takes, FLAC outputs that the format 
 (more than 8 channels, a rate above 655350 Hz, no samples), a folder resumed with
 ``--skip-existing`` whose inputs clash on an output name, a folder with a subfolder that
 cannot be read, output folders that are files, an infinite ``block_seconds``, and a cut WAV
-on the long-file path."""
+and a DOUBLE WAV beyond float32's range on the long-file path."""
 
 from __future__ import annotations
 
@@ -288,3 +288,30 @@ def test_a_cut_long_input_is_reported_as_on_the_whole_file_path(tmp_path: Path, 
     assert expected in err
     if out.endswith(".ecdc"):  # the same bytes as the whole-file path's
         assert (tmp_path / out).read_bytes() == (tmp_path / "whole_path.ecdc").read_bytes()
+
+
+def test_a_long_double_wav_beyond_float32s_range_is_named_as_such(tmp_path: Path, tiny_files_ckpt: str,
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The whole-file path names finite DOUBLE samples beyond float32's range; the long-file
+    path (over STREAMING_MIN_SECONDS) called them "NaN or infinite". It names them too, with
+    the block they are in (only that block is read again); a real inf stays NaN or infinite."""
+    path = tmp_path / "big64.wav"
+    x = np.full(12000, 0.1)
+    x[7000:7004] = [1e39, -2e39, 0.2, 5e38]
+    sf.write(path, x, RATE, subtype="DOUBLE")
+    monkeypatch.setattr(codec_files, "STREAMING_MIN_SECONDS", 0.05)
+    code, _, err = run(capsys, "compress", path, tmp_path / "b.ecdc", "-m", tiny_files_ckpt, "-q")
+    block_start = 0.0  # the default block holds the whole 0.5 s
+    assert (code, err) == (1, f"opencodec: error: cannot read audio file {path}: it holds 3 sample(s) beyond "
+                              f"float32's range in its block from {block_start:.1f} s (peak 2e+39, float32 "
+                              f"reaches 3.4e+38), in which audio is read and coded; full scale is 1.0\n")
+    from opencodec.longform import encode_file_streaming
+    with pytest.raises(AudioIOError, match=r"beyond float32's range in its block from 0\.2 s \(peak 2e\+39"):
+        list(encode_file_streaming(load_model(tiny_files_ckpt), path, block_seconds=0.1))
+    x[7000] = np.inf
+    sf.write(path, x, RATE, subtype="DOUBLE")
+    code, _, err = run(capsys, "compress", path, tmp_path / "b.ecdc", "-m", tiny_files_ckpt, "-q")
+    assert (code, err) == (1, f"opencodec: error: cannot read audio file {path}: it holds NaN or infinite "
+                              "samples\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big64.wav"]

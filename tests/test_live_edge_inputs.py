@@ -154,3 +154,38 @@ def test_export_onnx_refuses_an_empty_output_path_instead_of_filling_the_current
     with pytest.raises(ValueError, match=r"^empty output path \(''\): it names no folder; an unset shell variable\?$"):
         export_onnx(_model(), "")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_message_after_the_end_of_the_input_closes_with_1007_instead_of_being_dropped():
+    """After decode mode's end packet, packets in a *later* message were dropped unseen (the
+    session completed, 1000), and so was PCM or a control sent after relay's ``{"type": "end"}``.
+    Now anything but another ``{"type": "end"}`` sent while the server sends the rest is refused;
+    a stream that ends cleanly (one end message or two) still completes."""
+    import json
+
+    from opencodec.stream.format import StreamInfo, data_packet, end_packet, header_packet
+
+    from serve_helpers import raw_client
+
+    model = _model()
+    info = StreamInfo.from_model(model, 4)
+    codes = torch.randint(0, 64, (4, 4), generator=torch.Generator().manual_seed(0))
+    stream = header_packet(info, 0) + data_packet(info, 0, codes) + end_packet(1, 4 * 320)
+    later = header_packet(info, 1) + data_packet(info, 1, codes)
+    end, switch = '{"type": "end"}', '{"type": "bandwidth", "bandwidth": 1.8}'
+    pcm = (0.1 * np.sin(np.arange(320 * 6, dtype=np.float32) / 7)).astype("<f4").tobytes()
+    with server_thread(model) as server:
+        uri = f"ws://127.0.0.1:{server.port}/ws"
+        assert asyncio.run(_decode_session(uri, [stream, later]))[:2] == \
+            (1007, "data after the end of the stream (in a later message)")
+        assert asyncio.run(_decode_session(uri, [stream, switch]))[:2] == \
+            (1007, 'a text message after the end of the stream: only {"type": "end"} may follow it')
+        for messages in ([stream, end, end], [stream, end]):
+            code, reason, texts, out = asyncio.run(_decode_session(uri, messages))
+            assert (code, reason, out, texts[-1]["type"]) == (1000, "stream complete", 4 * 4 * 320, "done")
+        hello = json.dumps({"mode": "relay", "bandwidth": 1.8})
+        assert asyncio.run(raw_client(uri, [hello, pcm, end, pcm])) == \
+            (1007, "data after the end of the stream (in a later message)")
+        assert asyncio.run(raw_client(uri, [hello, pcm, end, "{"])) == \
+            (1007, 'a text message after the end of the stream: only {"type": "end"} may follow it')
+        assert asyncio.run(raw_client(uri, [hello, pcm, end, end])) == (1000, "stream complete")

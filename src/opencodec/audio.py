@@ -102,10 +102,17 @@ def _non_finite_reason(path: Path) -> str:
             wide = sfile.read(dtype="float64") if sfile.subtype == "DOUBLE" else None
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError):
         wide = None
+    return non_finite_reason(wide)
+
+
+def non_finite_reason(wide: np.ndarray | None, where: str = "") -> str:
+    """Why audio read as float32 holds infinite or NaN samples, from the same samples read as
+    float64 (``wide``; None when the file is not DOUBLE): finite samples beyond float32's
+    range are named as such. ``where`` (e.g. " in its block at 61.0 s") follows the count."""
     if wide is None or not wide.size or not np.isfinite(wide).all():
         return "it holds NaN or infinite samples"
     top = float(np.finfo(np.float32).max)
-    return (f"it holds {int((np.abs(wide) > top).sum())} sample(s) beyond float32's range (peak "
+    return (f"it holds {int((np.abs(wide) > top).sum())} sample(s) beyond float32's range{where} (peak "
             f"{float(np.abs(wide).max()):.3g}, float32 reaches {top:.3g}), in which audio is read and "
             f"coded; full scale is 1.0")
 

@@ -11,8 +11,8 @@ import soundfile as sf
 import soxr
 import torch
 
-from ..audio import (RESAMPLE_QUALITY, check_file_rate, check_has_header, convert_channels, resampled_length,
-                     soundfile_name, unreadable_audio)
+from ..audio import (RESAMPLE_QUALITY, check_file_rate, check_has_header, convert_channels, non_finite_reason,
+                     resampled_length, soundfile_name, unreadable_audio)
 from ..errors import AudioIOError
 from .common import Progress
 
@@ -23,6 +23,19 @@ def _start_reading(sfile: sf.SoundFile) -> None:
     decoder's start state, so the samples only match ``read_audio``'s after the same seek."""
     if sfile.seekable():
         sfile.seek(0)
+
+
+def _block_non_finite_reason(sfile: sf.SoundFile, start: int, frames: int) -> str:
+    """:func:`non_finite_reason` for the block of ``frames`` samples from ``start`` (a DOUBLE
+    file's block is read again as float64; only that block is held)."""
+    wide = None
+    if sfile.subtype == "DOUBLE":
+        try:
+            sfile.seek(start)
+            wide = sfile.read(frames, dtype="float64")
+        except (sf.LibsndfileError, RuntimeError, OSError, ValueError):
+            pass
+    return non_finite_reason(wide, f" in its block from {start / sfile.samplerate:.1f} s")
 
 
 def _read_block(sfile: sf.SoundFile, frames: int) -> np.ndarray:
@@ -100,8 +113,8 @@ class _ConvertedBlocks:
                 last = data.shape[0] < block
                 if data.shape[0]:
                     if not np.isfinite(data).all():
-                        raise AudioIOError(f"cannot read audio file {in_path}: it holds NaN or "
-                                           "infinite samples")
+                        raise AudioIOError(f"cannot read audio file {in_path}: "
+                                           f"{_block_non_finite_reason(sfile, read, data.shape[0])}")
                     read += data.shape[0]
                     data = convert_channels(torch.from_numpy(np.ascontiguousarray(data.T)), channels).numpy().T
                 else:  # end of file on a block boundary: an empty block, at the model's channel count

@@ -139,6 +139,19 @@ def parse_control(message: str, bandwidths: tp.Sequence[float], model_name: str,
                         '{"type": "bandwidth", "bandwidth": KBPS}')
 
 
+def check_after_end(message: str | bytes) -> None:
+    """A message after the end of the input (the client's ``{"type": "end"}``, or decode
+    mode's end packet) while the server sends the rest: another ``{"type": "end"}`` is taken
+    (it changes nothing); anything else is ``ProtocolError`` (1007), not dropped unseen."""
+    if isinstance(message, bytes):
+        raise ProtocolError("data after the end of the stream (in a later message)")
+    with contextlib.suppress(ValueError):
+        data = _json(message)
+        if isinstance(data, dict) and data.get("type") == "end":
+            return
+    raise ProtocolError('a text message after the end of the stream: only {"type": "end"} may follow it')
+
+
 def pcm_from_bytes(data: bytes, channels: int) -> np.ndarray:
     """Binary PCM (float32 LE, interleaved) -> [C, n] float32; ``ProtocolError`` when the
     length is not whole samples or a value is not finite."""

@@ -45,7 +45,7 @@ Limits and policy (:class:`ServeLimits`):
   ``max_pending_changes`` (64) wait: past that the client is closed with 1008. The engine
   thus never spends more on a client's changes than one per frame of its audio;
 * malformed input (bad hello, PCM that is not whole float32 samples or not finite, damaged
-  packets, a gap in decode mode, a wrong model): 1007 with the reason, that connection only.
+  packets, a gap in decode mode, a wrong model, data after the end): 1007, that connection only.
 """
 
 from __future__ import annotations
@@ -83,8 +83,8 @@ from .decode_input import PARSE_SLICE, SyncWatch  # noqa: F401  (PARSE_SLICE: im
 from .engine import Engine
 from .limits import GatedConnection, OpeningGate, ServeLimits
 from .session import Output, Session
-from .protocol import (CLOSE, ProtocolError, close_reason, loss_reason, message, parse_control,
-                       parse_hello, pcm_from_bytes, pcm_to_bytes)
+from .protocol import (CLOSE, ProtocolError, check_after_end, close_reason, loss_reason, message,
+                       parse_control, parse_hello, pcm_from_bytes, pcm_to_bytes)
 
 _LOG = logging.getLogger(__name__)
 WS_PATH = "/ws"
@@ -279,9 +279,9 @@ class CodecServer:
                                 f"(waiting for {what})", CLOSE["policy"]) from None
 
     async def _read(self, ws: ServerConnection, session: Session) -> None:
-        """Client messages -> the session's input, until its end. At most ``max_backlog``
-        frames wait for the engine: the rest of a message waits (as it came: PCM or code
-        packets) and the client is not read from until they fit (TCP back-pressure)."""
+        """Client messages -> the session's input until its end (more: refused). At most
+        ``max_backlog`` frames wait for the engine: the rest of a message waits (as it came: PCM
+        or code packets) and the client is not read from until they fit (TCP back-pressure)."""
         hop, channels = self.model.hop_length, self.model.channels
         max_backlog = max(1, int(self.limits.max_backlog_seconds * self.model.frame_rate))
         rest = np.zeros((channels, 0), dtype=np.float32)
@@ -315,7 +315,7 @@ class CodecServer:
                     session.tail = rest if rest.shape[-1] else None
                     session.ending = True
                 self.engine.notify()
-                return
+                break
             if session.hello.mode == "decode":
                 session.packet_bytes += len(data)  # the packets' bytes, as encode mode counts them
                 await self._decode_packets(session, receiver, watch.parsed(parser, data), max_backlog)
@@ -333,7 +333,9 @@ class CodecServer:
             if session.ending:  # decode mode: the end packet came; bytes after it in its
                 # message are refused as packets there are (not left unparsed, unseen)
                 await self._decode_packets(session, receiver, parser.finish(), max_backlog)
-                return
+                break
+        while True:  # until the output is sent (cancelled then): more is refused, never dropped
+            check_after_end(await ws.recv())
 
     async def _room(self, session: Session, max_backlog: int) -> None:
         """Wait until fewer than ``max_backlog`` input frames of ``session`` wait for the engine."""
