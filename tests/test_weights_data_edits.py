@@ -125,6 +125,30 @@ def test_the_stamp_follows_bool_and_non_contiguous_tensors_changed_through_data(
     assert weights_stamp(module, dict(module.state_dict())) == second  # nothing changed since
 
 
+def test_a_strided_tensor_is_sampled_where_it_lies_not_copied() -> None:
+    """A transposed (non-contiguous) CPU tensor was copied whole on every stamp (numpy's
+    ``reshape(-1)`` of a strided array): 64 MiB of copies per check for a 4096 x 4096 weight.
+    Its sample is read in place now, and sums the same elements as its contiguous copy."""
+    import tracemalloc
+
+    from opencodec.weights_hash import _bit_sums
+
+    gen = torch.Generator().manual_seed(0)
+    for shape in [(3000, 7), (64, 32, 3), (1, 1)]:
+        for dtype in (torch.float32, torch.float16, torch.int64):
+            strided = (100 * torch.randn(shape, generator=gen)).to(dtype).transpose(0, -1)
+            assert _bit_sums([strided]) == _bit_sums([strided.contiguous()])
+    big = torch.randn(4096, 4096, generator=gen).t()
+    _bit_sums([big])  # numpy's first-call set-up outside the measurement
+    tracemalloc.start()
+    try:
+        _bit_sums([big])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, peak  # the copy was 64 MiB
+
+
 def test_caches_filled_before_the_first_hash_refresh_after_a_data_change() -> None:
     """A model built and used before any file (fast mode's packed weights filled by ``encode``,
     no weights hash yet), then changed through ``.data``: the first file still codes with the

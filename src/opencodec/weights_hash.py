@@ -58,8 +58,12 @@ def _bit_sums(tensors: tp.Sequence[torch.Tensor]) -> list[int]:
     for t in tensors:
         step = max(1, t.numel() // SAMPLED_ELEMENTS)
         if t.device.type == "cpu" and t.dtype in _NUMPY_DTYPES:  # numpy: a fraction of torch's overhead
-            flat = t.detach().numpy().reshape(-1)
-            sums.append(int(flat.view(_NP_INT_VIEWS[flat.itemsize])[::step].sum(dtype=np.int64)))
+            array = t.detach().numpy()
+            bits = array.view(_NP_INT_VIEWS[array.itemsize])
+            # a strided tensor is sampled where it lies (reshape(-1) would copy all of it)
+            sample = bits.reshape(-1)[::step] if array.flags.c_contiguous else bits[
+                np.unravel_index(np.arange(0, bits.size, step), bits.shape)]
+            sums.append(int(sample.sum(dtype=np.int64)))
             continue
         flat = t.detach().reshape(-1)
         if flat.dtype == torch.bool:
