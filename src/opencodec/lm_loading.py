@@ -136,7 +136,7 @@ def load_lm_model(name_or_path: str | os.PathLike[str] | None = None,
     ``ModelLoadError`` (missing or corrupt file, training checkpoint, a codec's weights or
     training checkpoint: :class:`CodecAsEntropyModelError`, whose advice is ``codec_advice``
     (by default :data:`CODEC_AS_LM_ADVICE`, compress's options), no entropy model known
-    for the codec, wrong layout, mismatch); ``TypeError`` for a ``codec`` that is not a model
+    for the codec, wrong layout, a NaN or infinite weight, mismatch); ``TypeError`` for a ``codec`` that is not a model
     (a name: ``codec=load_model(name)``), a ``num_codebooks`` that is not an int or a ``device``
     that is not a str, an int or a ``torch.device``; ``ValueError`` for ``num_codebooks`` < 1 (or
     more than ``codec``'s ``n_q``) or a device
@@ -205,6 +205,7 @@ def load_lm_model(name_or_path: str | os.PathLike[str] | None = None,
         if codec_error is not None:
             raise codec_error
     sizes = _lm_sizes(state, str(path))
+    _check_finite(state, path)
     try:
         lm = load_lm(state, frame_rate=frame_rate, **sizes)
     except (TypeError, ValueError) as exc:
@@ -232,6 +233,16 @@ def load_lm_model(name_or_path: str | os.PathLike[str] | None = None,
     if trained_for:
         lm.trained_for = trained_for  # compress() checks it against the codec
     return lm.to(device)
+
+
+def _check_finite(state: StateDict, path: Path) -> None:
+    """``ModelLoadError`` naming the first tensor of ``state`` with a NaN or infinite value: such
+    a model gives NaN probabilities, which no coder can use (the official format's coder would
+    fail deep inside, and the deterministic one's integer conversion is machine dependent)."""
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ModelLoadError(f"{path}: entropy model tensor {key} has non-finite values (NaN or "
+                                 f"infinity): the file is damaged, or its training diverged")
 
 
 def _codecs_with_lms() -> list[str]:

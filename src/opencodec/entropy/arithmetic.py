@@ -353,6 +353,7 @@ def encode_segment_with_lm(lm: "EntropyLM", codes: torch.Tensor,
     Returns:
         The coded bytes of the segment (coder flushed, last byte padded): exactly what the
         official ``compress_to_file(..., use_lm=True)`` writes for this segment after its scale.
+        A model giving NaN or infinite probabilities is a ``ValueError`` naming the frame.
     """
     check_integer_codes(codes)
     K, num_frames = codes.shape
@@ -371,6 +372,10 @@ def encode_segment_with_lm(lm: "EntropyLM", codes: torch.Tensor,
     with torch.inference_mode():
         for begin in range(0, num_frames, stepper.chunk):
             probs = stepper.run(inputs[:, begin:min(begin + stepper.chunk, num_frames)])
+            if not bool(torch.isfinite(probs).all()):  # (NaN weights: the coder would fail deep inside)
+                t, k = (int(i) for i in (~torch.isfinite(probs)).nonzero()[0][:2])
+                raise ValueError(f"the entropy model gives non-finite probabilities at frame {begin + t}, "
+                                 f"codebook {k} (NaN or infinite weights?)")
             # CDFs a few frames at a time: the whole chunk's would not stay in cache.
             for sub in range(0, probs.shape[0], 8):
                 cdf = build_quantized_cdf(probs[sub:sub + 8])

@@ -61,8 +61,12 @@ def _to_int(w: torch.Tensor, shift: int) -> torch.Tensor:
 
 def _act_tensor(w: torch.Tensor, name: str) -> torch.Tensor:
     """A tensor at the activation scale (biases, betas, embeddings); must fit ``ACT_LIMIT``."""
-    out = _to_int(w, ACT_FRAC)
-    if out.numel() and int(out.abs().max()) > ACT_LIMIT:
+    top = float(w.detach().abs().max()) if w.numel() else 0.0
+    if not math.isfinite(top):  # (the int64 conversion would give NaN an arbitrary, machine-dependent value)
+        raise ModelLoadError(f"entropy model tensor {name} has non-finite values")
+    # huge values are refused before the conversion, which would overflow int64 (and pass the check)
+    out = _to_int(w, ACT_FRAC) if top <= ACT_LIMIT else None
+    if out is None or (out.numel() and int(out.abs().max()) > ACT_LIMIT):
         raise ModelLoadError(f"entropy model tensor {name}: values beyond +-"
                              f"{ACT_LIMIT >> ACT_FRAC} do not fit the fixed-point range")
     return out

@@ -20,7 +20,7 @@ from ..compress import (decoding_layout, model_device, lm_for_header, model_for_
 from ..errors import AudioIOError, BitstreamError, OutputError
 from ..model import EncodedFrame, EncodecModel, overlap_add_weight
 from ..streaming import StreamingDecoder
-from .common import _PACK_FRAMES, _PUSH_SECONDS, Progress, _require_streaming
+from .common import _PACK_FRAMES, _PUSH_SECONDS, Progress, _require_streaming, code_dtype
 
 if tp.TYPE_CHECKING:
     from ..entropy import EntropyLM
@@ -73,7 +73,7 @@ def decompress_file_streaming(in_path: str | Path, out_path: str | Path,
         total_frames = layout.total_frames(al)
         if header.use_lm:  # the codes first (small), checked by read_body
             records = _compact(read_body(fi.read(), header, layout, lm_for_header(header, model, lm),
-                                         progress=lm_progress))
+                                         progress=lm_progress), model.bits_per_codebook)
         else:
             expected = body_size(header, layout)
             available = os.fstat(fi.fileno()).st_size - fi.tell()
@@ -127,9 +127,10 @@ def decompress_file_streaming(in_path: str | Path, out_path: str | Path,
     return written
 
 
-def _compact(frames: list[EncodedFrame]) -> list[tuple[np.ndarray, torch.Tensor | None]]:
-    """Decoded segments with their codes as int16 (a quarter of the memory of int64)."""
-    return [(codes[0].numpy().astype(np.int16), scale) for codes, scale in frames]
+def _compact(frames: list[EncodedFrame], bits_per_codebook: int) -> list[tuple[np.ndarray, torch.Tensor | None]]:
+    """Decoded segments with their codes as :func:`.common.code_dtype` (a quarter of the
+    memory of int64 up to 16 bits a code)."""
+    return [(codes[0].numpy().astype(code_dtype(bits_per_codebook)), scale) for codes, scale in frames]
 
 
 def _packed_blocks(fi: tp.BinaryIO, nc: int, total_frames: int, block_frames: int,
@@ -151,7 +152,7 @@ def _memory_blocks(records: list[tuple[np.ndarray, torch.Tensor | None]],
     """Codes ``[1, K, n]`` of the one decoded segment, ``block_frames`` frames at a time."""
     (codes, _), = records
     for start in range(0, codes.shape[1], block_frames):
-        yield torch.from_numpy(codes[:, start:start + block_frames]).long()[None]
+        yield torch.from_numpy(codes[:, start:start + block_frames].astype(np.int64))[None]
 
 
 def _decode_stream(model: EncodecModel, blocks: tp.Iterator[torch.Tensor], total_frames: int,
@@ -212,7 +213,7 @@ def _decode_segments(model: EncodecModel, layout: StreamLayout,
     out_start = 0  # absolute index of out[..., 0]
     done = 0
     for index, ((offset, _), (raw_codes, scale)) in enumerate(zip(segments, records)):
-        codes = torch.from_numpy(raw_codes).long()[None].to(device)
+        codes = torch.from_numpy(raw_codes.astype(np.int64))[None].to(device)
         count = codes.shape[-1]
         if scale is not None:
             scale = scale.to(device)

@@ -23,7 +23,7 @@ from ..model import EncodedFrame, EncodecModel
 from ..threads import one_thread
 from .blocks import _ConvertedBlocks
 from .exact_encoder import ChunkedExactEncoder
-from .common import _PACK_FRAMES, Progress, _require_streaming
+from .common import _PACK_FRAMES, Progress, _require_streaming, code_dtype
 
 if tp.TYPE_CHECKING:
     from ..entropy import EntropyLM
@@ -64,14 +64,15 @@ class _CodeWriter:
 
 class _CodeSpool:
     """Keeps code frames [K, f] for entropy coding, whose segment body can only be written
-    once all its codes are known: spooled as int16 to a temporary file (2 bytes per code,
-    ~4 MB per hour at 6 kbps) and read back at the end. Holding them as many small arrays
-    in memory made the process grow far more than their size (heap fragmentation: 5 MB of
-    codes, +280 MB of peak memory over an hour)."""
+    once all its codes are known: spooled as :func:`.common.code_dtype` (2 bytes per code up
+    to 16 bits, ~4 MB per hour at 6 kbps) to a temporary file and read back at the end.
+    Holding them as many small arrays in memory made the process grow far more than their
+    size (heap fragmentation: 5 MB of codes, +280 MB of peak memory over an hour)."""
 
-    def __init__(self, fo: tp.BinaryIO, num_codebooks: int) -> None:
+    def __init__(self, fo: tp.BinaryIO, num_codebooks: int, bits_per_codebook: int) -> None:
         self.fo = fo
         self.num_codebooks = num_codebooks
+        self.dtype = code_dtype(bits_per_codebook)
         self.frames = 0
         self._start = fo.tell()
 
@@ -79,7 +80,7 @@ class _CodeSpool:
         """Append frames ``[K, f]`` (frame-major on disk)."""
         if codes.shape[-1] == 0:
             return
-        self.fo.write(np.ascontiguousarray(codes.cpu().numpy().T, dtype="<i2").tobytes())
+        self.fo.write(np.ascontiguousarray(codes.cpu().numpy().T, dtype=self.dtype).tobytes())
         self.frames += codes.shape[-1]
 
     def flush(self) -> None:
@@ -87,11 +88,11 @@ class _CodeSpool:
 
     def read(self, first: int, count: int) -> torch.Tensor:
         """Frames ``first .. first + count - 1`` as long ``[1, K, count]``."""
-        K = self.num_codebooks
-        self.fo.seek(self._start + 2 * K * first)
-        raw = self.fo.read(2 * K * count)
+        K, size = self.num_codebooks, self.dtype.itemsize
+        self.fo.seek(self._start + size * K * first)
+        raw = self.fo.read(size * K * count)
         self.fo.seek(0, os.SEEK_END)
-        codes = np.frombuffer(raw, dtype="<i2").reshape(count, K).T
+        codes = np.frombuffer(raw, dtype=self.dtype).reshape(count, K).T
         return torch.from_numpy(codes.astype(np.int64))[None]
 
 
@@ -155,7 +156,7 @@ class _StreamSink:
         self.encoder = ChunkedExactEncoder(model)
         self.num_codebooks = self.encoder.num_codebooks
         self.writer: _CodeWriter | _CodeSpool = (
-            _CodeSpool(body, self.num_codebooks) if collect
+            _CodeSpool(body, self.num_codebooks, model.bits_per_codebook) if collect
             else _CodeWriter(model.bits_per_codebook, body))
 
     def push(self, x: np.ndarray) -> None:
@@ -179,14 +180,14 @@ class _StreamSink:
 class _SegmentSink:
     """Encodes each segment of a segmenting model as soon as the pushed audio covers it,
     writing its record (scale, packed codes) to ``body``, or with ``collect`` keeping its
-    codes (int16) and scale for entropy coding."""
+    codes (:func:`.common.code_dtype`) and scale for entropy coding."""
 
     def __init__(self, model: EncodecModel, body: tp.BinaryIO, collect: bool = False):
         assert model.segment_length is not None and model.segment_stride is not None
         self.model, self.body = model, body
         self.num_codebooks = model.num_codebooks()
         # With collect: the codes go to a spool, and each segment's frame count and scale here.
-        self._spool = _CodeSpool(body, self.num_codebooks) if collect else None
+        self._spool = _CodeSpool(body, self.num_codebooks, model.bits_per_codebook) if collect else None
         self._records: list[tuple[int, torch.Tensor | None]] = []
         self.seg, self.stride = model.segment_length, model.segment_stride
         self.device, self.dtype = model_device(model), model_dtype(model)

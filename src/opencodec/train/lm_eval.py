@@ -40,23 +40,33 @@ REPORT_MD = "report.md"
 
 
 # -- 5. validation with the coder's path ---------------------------------------------------------
-def sequence_bits(lm: EntropyLM, codes: torch.Tensor) -> torch.Tensor:
+#: Frames per forward pass of :func:`sequence_bits`: its attention costs memory with the square
+#: of a pass's length (a 10-minute file in one pass asked for about 20 GB).
+SEQUENCE_CHUNK = 1024
+
+
+def sequence_bits(lm: EntropyLM, codes: torch.Tensor, chunk: int = SEQUENCE_CHUNK) -> torch.Tensor:
     """Ideal code lengths ``-log2 p(code)`` of one sequence under ``lm``, as the coder sees it.
 
     Args:
         codes: long ``[K, F]``, the codes of one coder segment (fresh state at its start).
+        chunk: frames per forward pass (the state carries the attention window across passes,
+            so memory is bounded for any ``F``).
     Returns:
         float64 ``[K, F]`` bits. Computed with ``EntropyLM.forward`` under inference mode (the
         same arithmetic as the streaming ``step`` the arithmetic coder calls).
     """
-    K = codes.shape[0]
+    K, F = codes.shape
     device = next(lm.parameters()).device
     codes = codes.to(device)
     inputs = torch.cat([torch.zeros(K, 1, dtype=torch.long, device=device), codes[:, :-1] + 1], dim=1)
+    parts, state = [], None
     with torch.inference_mode():
-        probs, _ = lm(inputs[None])                                  # [1, K, F, card]
-        p = probs[0].gather(-1, codes.unsqueeze(-1)).squeeze(-1)
-    return -torch.log2(p.double().clamp_min(1e-30)).cpu()
+        for start in range(0, F, chunk):
+            probs, state = lm(inputs[None, :, start:start + chunk], state)    # [1, K, f, card]
+            p = probs[0].gather(-1, codes[:, start:start + chunk].unsqueeze(-1)).squeeze(-1)
+            parts.append(-torch.log2(p.double().clamp_min(1e-30)).cpu())
+    return torch.cat(parts, dim=1) if parts else torch.zeros(K, 0, dtype=torch.float64)
 
 
 def validate(lm: EntropyLM, codes: CodeSet, bandwidths: tp.Sequence[float],
@@ -65,10 +75,14 @@ def validate(lm: EntropyLM, codes: CodeSet, bandwidths: tp.Sequence[float],
     """Held-out bits per code at each bandwidth, and the implied bitrate (kbps).
 
     Uses the first ``max_items`` sequences of ``codes``; keys ``bits_per_code/<bw>kbps`` and
-    ``ideal_kbps/<bw>kbps``. The model is left in train mode.
+    ``ideal_kbps/<bw>kbps``. The model is left in train mode. ``ValueError`` when those
+    sequences hold no frame (``max_items`` 0, or only empty sequences): there is nothing to score.
     """
-    lm.eval()
     count = len(codes) if max_items is None else min(len(codes), max_items)
+    if int(codes.offsets[count]) == int(codes.offsets[0]):  # no frame: 0 bits per code would be a false figure
+        raise ValueError(f"no held-out code to score: {count} of the {len(codes)} sequences used, none "
+                         f"with a frame")
+    lm.eval()
     out: dict[str, float] = {}
     for bw, k in zip(bandwidths, codebooks):
         bits, n = 0.0, 0
@@ -78,8 +92,8 @@ def validate(lm: EntropyLM, codes: CodeSet, bandwidths: tp.Sequence[float],
                 continue
             bits += float(sequence_bits(lm, seq).sum())
             n += seq.numel()
-        out[f"bits_per_code/{bw:g}kbps"] = bits / max(n, 1)
-        out[f"ideal_kbps/{bw:g}kbps"] = bits / max(n, 1) * k * frame_rate / 1000
+        out[f"bits_per_code/{bw:g}kbps"] = bits / n
+        out[f"ideal_kbps/{bw:g}kbps"] = bits / n * k * frame_rate / 1000
     lm.train()
     return out
 
@@ -111,7 +125,8 @@ def evaluate_saving(codec: EncodecModel, lm: EntropyLM, manifests: tp.Sequence[s
     from ..lm_pairing import check_lm_for_codec
     from ..progress import progress_bar
 
-    bandwidths = [float(b) for b in (bandwidths or codec.target_bandwidths)]
+    # each bandwidth once: a repeated one would add its files' bytes twice into one row
+    bandwidths = list(dict.fromkeys(float(b) for b in (bandwidths or codec.target_bandwidths)))
     check_lm_for_codec(lm, codec, max(codec.num_codebooks(b) for b in bandwidths))
     rows = _manifest_rows(manifests)
     if not rows:

@@ -328,7 +328,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
 
         def run_validation(at: int) -> None:
             nonlocal best
-            if data.valid is None:
+            if data.valid is None or s.valid_max_items == 0:  # (0 items: nothing to score, no lm_best)
                 return
             values = validate(lm, data.valid, data.bandwidths, data.codebooks, data.frame_rate, s.valid_max_items)
             values["mean_bits_per_code"] = mean_bits_per_code(values)
