@@ -27,7 +27,8 @@ open, every frame's shape, dtype (float32, the model's), device and finite sampl
 code frame's K and codes in ``[0, bins)``) and raises ``InvalidAudioError`` /
 ``InvalidCodesError`` (``ValueError``) or ``KeyError`` naming the stream, with nothing
 consumed. The steps' results are committed only once every step of the push has succeeded,
-so a step that raises leaves every stream as it was before the push.
+so a step that raises leaves every stream as it was before the push. What a stream keeps past a
+push (its warm-up frames) is a copy: a caller may reuse one buffer for every push.
 
 Exactness (see README, "Many streams at once"): ``batched=False`` runs each stream in its
 own batch-1 step, which is bit for bit :class:`StreamingEncoder` (``model.encode``'s codes
@@ -240,8 +241,8 @@ class _MultiStream:
                 for sid in group:
                     del self._warming[sid]
                 self._rows.add(group, state)
-        for sid, new in plan.warming.items():
-            self._warming[sid].extend(new)
+        for sid, new in plan.warming.items():  # copies: a frame may be a buffer the caller reuses
+            self._warming[sid].extend(frame.detach().clone() for frame in new)
         for sid, n in plan.counts.items():
             self.frames_in[sid] += n
         return out

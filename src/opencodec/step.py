@@ -12,7 +12,11 @@ a tensor with the batch first (``state_specs()`` names them and
 gives their shape per row): a convolution's last input samples, an LSTM layer's ``h`` and
 ``c``, a transposed convolution's overlap. Streams are batched by stacking their states
 along dimension 0 and separated by slicing it (:mod:`opencodec.multistream`); the same
-``forward`` is what ONNX exports (:mod:`opencodec.export.onnx`).
+``forward`` is what ONNX exports (:mod:`opencodec.export.onnx`). Every call checks its input
+before the network runs: the encoder's audio as :class:`~opencodec.streaming.StreamingEncoder`
+checks it (``InvalidAudioError``: the model's dtype, [B, C, n], finite samples; a NaN would
+spoil the state for good), the decoder's codes as the streaming decoder does, and each state
+tensor's shape, [B, *spec] with the input's B (``ValueError`` naming the tensor).
 
 Why a separate ``start``: with reflect padding (the EnCodec models) the first output of a
 convolution reflects the samples after its first input, ``x[P], ..., x[1]``; the last
@@ -46,7 +50,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .input_checks import check_codes
+from .errors import InvalidAudioError
+from .input_checks import check_audio_tensor, check_codes, check_finite, parameter_dtype_device
 from .model import EncodecModel
 from .streamability import streaming_problems
 from .modules.conv import (StreamableConv1d, StreamableConvTranspose1d, pad1d, streamable_conv,
@@ -283,6 +288,7 @@ class _StepBase(nn.Module):
         self.hop_length = model.hop_length
         self.sample_rate = model.sample_rate
         self.channels = model.channels
+        self._dtype = parameter_dtype_device(model)[0]
         # Registered so that ``to()``, tracing and ONNX export see the LSTM weights.
         self._lstms = nn.ModuleList(op.lstm for op in _walk(self._net) if isinstance(op, _LSTM))
 
@@ -290,10 +296,25 @@ class _StepBase(nn.Module):
         """Name and per-row shape of every state tensor, in the order ``forward`` takes them."""
         return list(self._specs)
 
+    def _check_state(self, batch: int, states: tp.Sequence[torch.Tensor]) -> None:
+        """``ValueError`` naming the first state tensor that is not a tensor [batch, *shape] of
+        its spec (a state of another stream, batch size or mode: exact and fast states are
+        laid out differently). Shapes only, and not while tracing (no graph operation)."""
+        if len(states) != len(self._specs):
+            raise ValueError(f"expected {len(self._specs)} state tensors, got {len(states)}")
+        if torch.jit.is_tracing():
+            return
+        for i, (spec, state) in enumerate(zip(self._specs, states)):
+            want = (batch, *spec.shape)
+            if not isinstance(state, torch.Tensor) or tuple(state.shape) != want:
+                got = tuple(state.shape) if isinstance(state, torch.Tensor) else type(state).__name__
+                raise ValueError(f"state tensor {i} ({spec.name}): expected shape {want} (batch {batch}, "
+                                 f"as the input's), got {got}; pass the state the previous step returned")
+
     def _run(self, x: torch.Tensor, states: tp.Sequence[torch.Tensor] | None, tail: bool = False
              ) -> tuple[torch.Tensor, States]:
-        if states is not None and len(states) != len(self._specs):
-            raise ValueError(f"expected {len(self._specs)} state tensors, got {len(states)}")
+        if states is not None:
+            self._check_state(x.shape[0], states)
         out: States = []
         y = self._net.run(x, None if states is None else iter(states), out, tail)
         return y, out
@@ -322,10 +343,17 @@ class EncoderStep(_StepBase):
         return self.quantizer.encode(emb, self.num_codebooks)
 
     def _check(self, x: torch.Tensor, frames: int | None) -> None:
+        """``InvalidAudioError`` (a ``ValueError``) unless ``x`` is a tensor [B, C, n] of the
+        model's dtype with finite samples (a NaN would poison the stream's state for good),
+        n = ``frames`` * hop when given. Values are not checked while tracing (ONNX export)."""
+        layout = f"[B, {self.channels}, n]"
+        check_audio_tensor(x, layout, self._dtype)
         if x.dim() != 3 or x.shape[1] != self.channels:
-            raise ValueError(f"expected audio [B, {self.channels}, n], got {tuple(x.shape)}")
+            raise InvalidAudioError(f"expected audio {layout}, got {tuple(x.shape)}")
         if frames is not None and x.shape[-1] != frames * self.hop_length:
-            raise ValueError(f"expected {frames} frame(s) of {self.hop_length} samples, got {x.shape[-1]}")
+            raise InvalidAudioError(f"expected {frames} frame(s) of {self.hop_length} samples, got {x.shape[-1]}")
+        if not torch.jit.is_tracing():
+            check_finite(x, allow_meta=True)
 
     def start(self, x: torch.Tensor) -> tuple[torch.Tensor, States]:
         """The first ``warmup_frames`` frames x [B, C, W * hop] -> (codes [B, K, W], state)."""
@@ -335,6 +363,7 @@ class EncoderStep(_StepBase):
 
     def forward(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Whole frames x [B, C, n * hop], n >= 1, after ``start`` -> (codes [B, K, n], *new_state)."""
+        self._check(x, None)
         if x.shape[-1] < self.hop_length or x.shape[-1] % self.hop_length:
             raise ValueError(f"expected whole frames of {self.hop_length} samples (at least one), "
                              f"got {x.shape[-1]} samples")
@@ -344,6 +373,7 @@ class EncoderStep(_StepBase):
     def finish(self, tail: torch.Tensor, state: tp.Sequence[torch.Tensor]) -> torch.Tensor:
         """The end of a stream: tail [B, C, r], 0 < r < hop, after ``start`` -> codes [B, K, 1]
         of the last, partial frame, padded as the offline encoder pads the end of a signal."""
+        self._check(tail, None)
         if not 0 < tail.shape[-1] < self.hop_length:
             raise ValueError(f"a tail has 1 to {self.hop_length - 1} samples, got {tail.shape[-1]}")
         emb, _ = self._run(tail, state, tail=True)

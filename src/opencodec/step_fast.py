@@ -152,7 +152,7 @@ class _Conv(_Op):
         if self.pointwise:
             rows = buf.reshape(-1, self.c_in)
         elif n == 1 and length == self.taps and buf.is_contiguous():  # one window: a view
-            rows = buf.reshape(batch, -1)
+            rows = buf.reshape(batch, self.taps * self.c_in)  # sizes given: a batch of 0 too
         else:
             sb, st, sc = buf.stride()
             windows = buf.as_strided((batch, n, self.taps, self.c_in),
@@ -227,7 +227,7 @@ class _ConvTr(_Op):
 
     def run(self, x, states, out, tail):  # type: ignore[no-untyped-def]
         batch, n = x.shape[0], x.shape[1]
-        g = self.product.addmm(None, x.reshape(batch * n, -1))
+        g = self.product.addmm(None, x.reshape(batch * n, x.shape[2]))
         g = g.view(batch, n, self.k // self.s, self.s, self.c_out)
         y = g[:, :, 0] + self.bias if self.bias is not None else g[:, :, 0].clone()  # [B, n, s, C_out]
         if self.m:
@@ -291,7 +291,7 @@ class _LSTM(_Op):
         seq = x
         for i in range(self.layers):
             if steps > 1:
-                xw = self.w_x[i].addmm(self.b[i], seq.reshape(batch * steps, -1)).view(batch, steps, 4 * hid)
+                xw = self.w_x[i].addmm(self.b[i], seq.reshape(batch * steps, seq.shape[2])).view(batch, steps, 4 * hid)
             # One step (the live case): h and c go straight into the new state, no copies.
             ys = h_new[:, i:i + 1] if steps == 1 else x.new_empty(batch, steps, hid)
             h, c = h0[:, i], c0[:, i]
@@ -359,7 +359,7 @@ class _Res(_Op):
         if self.last.alpha is not None:
             h = _elu(h, self.last.alpha)
         acc.addmm_(h.reshape(-1, h.shape[2]), self.last.weight)
-        return acc.view(x.shape[0], x.shape[1], -1)
+        return acc.view(x.shape[0], x.shape[1], acc.shape[1])
 
 
 def _build(module: nn.Module, name: str) -> _Op:
@@ -423,7 +423,7 @@ class FastRVQ:
     def encode(self, latent: torch.Tensor) -> torch.Tensor:
         """Time-major latent [B, T, D] -> codes [B, K, T]."""
         batch, steps = latent.shape[0], latent.shape[1]
-        residual = latent.reshape(batch * steps, -1)
+        residual = latent.reshape(batch * steps, latent.shape[2])  # sizes given: a batch of 0 too
         codes = []
         for k, (embed, norm) in enumerate(zip(self.embed, self.norm)):
             dist = torch.addmm(residual.pow(2).sum(1, keepdim=True), residual, embed.t(), alpha=-2)
@@ -431,7 +431,7 @@ class FastRVQ:
             codes.append(idx)
             if k + 1 < len(self.embed):
                 residual = residual - embed.index_select(0, idx)
-        return torch.stack(codes, 1).view(batch, steps, -1).transpose(1, 2)
+        return torch.stack(codes, 1).view(batch, steps, len(codes)).transpose(1, 2)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes [B, K, T] (K at most the codebooks cached) -> time-major latent [B, T, D].
@@ -444,7 +444,7 @@ class FastRVQ:
         idx = codes + self.offsets[:count].to(codes.device)
         if bool((codes < 0).any()):  # padding: code -1 adds nothing (the zero row)
             idx = torch.where(codes < 0, self.offsets.new_tensor(len(self.embed) * self.bins), idx)
-        return self.table.index_select(0, idx.reshape(-1)).view(batch, steps, count, -1).sum(2)
+        return self.table.index_select(0, idx.reshape(-1)).view(batch, steps, count, self.table.shape[1]).sum(2)
 
 
 class FastNet:

@@ -41,7 +41,8 @@ Input is checked before it touches the stream: a chunk that is not a float32 ten
 model's dtype) on the model's device of shape [B, C, n] with finite samples raises
 ``InvalidAudioError``, codes that are not integers in ``[0, bins)`` with 1 to ``n_q``
 codebooks raise ``InvalidCodesError`` (both ``ValueError``), and a rejected push leaves the
-stream (its state and counters) exactly as it was.
+stream (its state and counters) exactly as it was. What a stream keeps past a push (samples of
+a partial frame or of the warm-up) is a copy: a caller may reuse one buffer for every push.
 
 Memory is bounded by the kernel sizes and the chunk size, not by the stream length.
 Weights (weight norm folded) are cached when the stream object is built: rebuild it

@@ -65,7 +65,7 @@ class FastStreamEncoder:
         if self.state is None:
             first = self.warmup * self.hop
             if buf.shape[-1] < first:
-                self.pending = buf
+                self.pending = buf.clone()  # a copy: ``chunk`` may be a buffer the caller reuses
                 return None
             codes, self.state = self.step.start(buf[..., :first])
             out.append(codes)
@@ -78,7 +78,7 @@ class FastStreamEncoder:
             self.frames_out += frames
             codes, *self.state = self.step(buf[..., :whole], *self.state)
             out.append(codes)
-        self.pending = buf[..., whole:]
+        self.pending = buf[..., whole:].clone()  # a copy: ``chunk`` may be a buffer the caller reuses
         if not out:
             return None
         return out[0] if len(out) == 1 else torch.cat(out, dim=-1)
@@ -124,7 +124,7 @@ class FastStreamDecoder:
             return audio
         buf = _cat_codes(self.pending, codes)
         if buf.shape[-1] < self.warmup:
-            self.pending = buf
+            self.pending = buf.clone()  # a copy: ``codes`` may be a buffer the caller reuses
             return None
         self.pending = None
         audio, self.state = self.step.start(buf[..., :self.warmup])

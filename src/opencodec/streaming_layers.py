@@ -156,8 +156,8 @@ class _StreamConv(_Stream):
 
     def push(self, x: torch.Tensor) -> Opt:
         self.length += x.shape[-1]
-        if self.buf is None:
-            self.raw = _cat(self.raw, x)
+        if self.buf is None:  # ``x`` kept past this push is copied: the caller may reuse its buffer
+            self.raw = x.clone() if self.raw is None else _cat(self.raw, x)
             assert self.raw is not None
             if self.raw.shape[-1] < self.start_len:
                 return None

@@ -22,6 +22,7 @@ if tp.TYPE_CHECKING:  # the command's library (and torch) load when it runs, not
     from ..codec_files import FileResult, OutputOptions
 
 CLIP_HINT = "[-r/--rescale scales down, --float keeps the peaks]"
+CLIPPED = "exceeds full scale 1.0; clipped"  # what the writers' clipping warnings say (opencodec.audio, .longform)
 EXISTS = "already exists (use -f/--force to overwrite)"  # the error of an output that exists
 
 
@@ -144,8 +145,8 @@ def _report_all(args: argparse.Namespace, plan: Plan, work: tp.Callable[[Job, bo
             assert outcome.result is not None
             for message in outcome.result.notices:
                 warn(message)
-            for message in outcome.result.warnings:
-                warn(f"{message} {CLIP_HINT}")
+            for message in outcome.result.warnings:  # clipping, and whatever else the streamed paths caught
+                warn(f"{message} {CLIP_HINT}" if CLIPPED in message else message)
             result = outcome.result
             if result.plain_bytes is not None and result.size_bytes is not None \
                     and result.size_bytes > result.plain_bytes:

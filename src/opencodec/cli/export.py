@@ -8,7 +8,7 @@ import typing as tp
 from ..bandwidth import DEFAULT_BANDWIDTH
 from ..errors import advice_for_entropy_model, codec_advice
 from .commands import command_help
-from .common import bandwidth_arg, fmt_kbps, info
+from .common import bandwidth_arg, fmt_kbps, info, sigterm_as_interrupt
 
 
 def add_export_parser(sub: tp.Any, common: argparse.ArgumentParser) -> None:
@@ -30,6 +30,11 @@ def add_export_parser(sub: tp.Any, common: argparse.ArgumentParser) -> None:
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
     """``opencodec export-onnx``: a causal model -> ONNX graphs and meta.json in OUT_DIR."""
+    with sigterm_as_interrupt():  # SIGTERM cleans up like Ctrl-C (no half-written export left)
+        return _export_onnx(args)
+
+
+def _export_onnx(args: argparse.Namespace) -> int:
     from ..export.onnx import export_onnx
     from ..model_cache import load_checked_model
 

@@ -102,6 +102,19 @@ def _command_in(argv: list[str]) -> str | None:
     return next((word for word in argv if not word.startswith("-")), None)
 
 
+def _wrapped_command(argv: list[str]) -> tuple[str, list[str], bool] | None:
+    """``(command, its arguments, quiet)`` when ``argv`` runs a tool that parses its own
+    arguments (:data:`WRAPPED`): its name first, or after the global ``-q``/``--quiet`` only.
+    Its arguments go to it as given: through the ``opencodec`` parser, an argparse REMAINDER
+    would refuse those starting with an option (``opencodec -q eval --models ...``)."""
+    for i, word in enumerate(argv):
+        if word in WRAPPED:
+            return word, argv[i + 1:], i > 0
+        if word not in ("-q", "--quiet"):
+            return None
+    return None
+
+
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                   file: tp.TextIO | None = None, line: str | None = None) -> None:
     """A library warning as the command line's other messages: ``opencodec: warning: ...``
@@ -120,11 +133,12 @@ def _command_names(parser: argparse.ArgumentParser) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] and argv[0] in WRAPPED:  # these tools parse their own arguments (including --help)
+    if (wrapped := _wrapped_command(argv)) is not None:  # these tools parse their own arguments
+        name, rest, quiet = wrapped
         try:
-            return WRAPPED[argv[0]](argparse.Namespace(rest=argv[1:]))
+            return WRAPPED[name](argparse.Namespace(rest=rest, quiet=quiet))
         except KeyboardInterrupt as exc:  # one the tool left to us (Interrupted says what was saved)
-            print(f"{PROG} {argv[0]}: error: {str(exc) or 'interrupted'}", file=sys.stderr)
+            print(f"{PROG} {name}: error: {str(exc) or 'interrupted'}", file=sys.stderr)
             return 130
     try:
         parser = build_parser(commands=[command] if (command := _command_in(argv)) in COMMANDS else [])

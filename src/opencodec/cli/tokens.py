@@ -122,16 +122,25 @@ class _Progress:
         self.bar: tqdm | None = None
 
     def start(self, total_seconds: float) -> tp.Callable[[float, int, int], None]:
+        """The bar of a job with ``total_seconds`` to do, and its ``update(seconds, files,
+        errors)``. With nothing to do (a rerun of a finished job) no bar is shown, rather than
+        one stuck at ``0/0``; should audio come after all, the bar appears with it."""
         scale, unit = _bar_unit(total_seconds)
         spec = ".3g" if unit == "s" else ".2f"
-        self.bar = progress_bar(total=total_seconds / scale, unit=unit, desc=self.label, disable=self.quiet,
+
+        def make_bar() -> tqdm:
+            return progress_bar(total=total_seconds / scale, unit=unit, desc=self.label, disable=self.quiet,
                                 file=sys.stderr, bar_format="{desc}: {percentage:3.0f}%|{bar}| "
                                 f"{{n:{spec}}}/{{total:{spec}}} {unit} [{{elapsed}}<{{remaining}}{{postfix}}]",
                                 unit_scale=False)
+
+        if total_seconds > 0:
+            self.bar = make_bar()
         counts = {"files": 0, "errors": 0}
 
         def update(seconds: float, files: int, errors: int) -> None:
-            assert self.bar is not None
+            if self.bar is None:
+                self.bar = make_bar()
             counts["files"] += files
             counts["errors"] += errors
             elapsed = self.bar.format_dict["elapsed"]

@@ -43,6 +43,7 @@ from torch import nn
 
 from .._files import check_output, file_in_the_way, staged_files
 from ..errors import OpenCodecError
+from ..input_checks import check_model, parameter_dtype_device
 from ..model import EncodecModel
 from ..step import DecoderStep, EncoderStep, StateSpec
 
@@ -106,11 +107,18 @@ def export_onnx(model: EncodecModel, out_dir: str | Path, force: bool = False) -
     folder next to ``out_dir`` and moved into place only once all of them are complete; on
     any error nothing of this export is left (``OutputError`` "cannot write OUT_DIR: ..." for
     a file system error such as a full disk; ``ValueError`` for ``out_dir`` ""; ``NotADirectoryError``,
-    before any work, when ``out_dir`` or a folder above it is a file, naming it). Needs the ``onnx``
-    package (``pip install opencodec[onnx]``).
+    before any work, when ``out_dir`` or a folder above it is a file, naming it; ``TypeError`` for
+    a ``model`` that is not a model and ``ValueError`` for one that is not float32: the graphs
+    take float32 audio). ``model`` is left in the mode it was in (training or eval; the graphs are
+    those of eval mode). Needs the ``onnx`` package (``pip install opencodec[onnx]``).
     """
     if importlib.util.find_spec("onnx") is None:  # torch.onnx.export needs it
         raise OpenCodecError("export-onnx needs the onnx package: pip install 'opencodec[onnx]'")
+    check_model(model, "export_onnx")
+    dtype = parameter_dtype_device(model)[0]
+    if dtype != torch.float32:
+        raise ValueError(f"export_onnx: the model's weights are {str(dtype).replace('torch.', '')}; the ONNX "
+                         "graphs take float32 audio: export model.float()")
     if isinstance(out_dir, str) and not out_dir:  # Path("") is the current folder
         raise ValueError("empty output path (''): it names no folder; an unset shell variable?")
     out = Path(out_dir)
@@ -121,7 +129,16 @@ def export_onnx(model: EncodecModel, out_dir: str | Path, force: bool = False) -
         raise NotADirectoryError(f"cannot create output folder {out}: {blocker} is a file")
     for name in (*GRAPHS, "meta.json"):
         check_output(out / name, force, need_folder=False)
-    model = model.eval()
+    training = model.training
+    try:
+        model.eval()
+        return _export_all(model, out)
+    finally:
+        model.train(training)  # a training loop that exports goes on training (quantiser updates)
+
+
+def _export_all(model: EncodecModel, out: Path) -> dict[str, tp.Any]:
+    """The work of :func:`export_onnx` once its arguments are checked (``model`` in eval mode)."""
     enc, dec = EncoderStep(model), DecoderStep(model)
     hop, ch, k, w = model.hop_length, model.channels, enc.num_codebooks, enc.warmup_frames
     if dec.warmup_frames != w:  # pragma: no cover - SEANet decoders mirror their encoders
