@@ -1,7 +1,7 @@
 """asyncio helpers of the server: a bounded wait (:func:`_within`), a task's outcome always
 retrieved (:func:`_outcome`, :func:`_cancel`), SIGTERM handling for
-the time it serves (:func:`_on_sigterm`) and a Ctrl-C that does nothing once it stops
-(:func:`_ignore_interrupt`)."""
+the time it serves (:func:`_on_sigterm`), Ctrl-C that stops it once (:class:`_InterruptOnce`)
+and a Ctrl-C that does nothing once it stops (:func:`_ignore_interrupt`)."""
 
 from __future__ import annotations
 
@@ -59,6 +59,21 @@ def _on_sigterm(callback: tp.Callable[[], object]) -> tp.Iterator[None]:
         loop.remove_signal_handler(signal.SIGTERM)  # this resets it to the default action
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+class _InterruptOnce:
+    """A SIGINT handler for the time the server runs, in place of ``asyncio.run``'s: the first
+    Ctrl-C cancels ``task`` as that one does; any later one does nothing. asyncio.run's raises
+    ``KeyboardInterrupt`` at a second Ctrl-C, wherever the main thread is: inside a task of the
+    clean-up it ended that task ("Task exception was never retrieved", tracebacks)."""
+
+    def __init__(self, task: asyncio.Task[tp.Any]) -> None:
+        self.task, self.loop, self.count = task, asyncio.get_running_loop(), 0
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.count += 1
+        if self.count == 1:
+            self.loop.call_soon_threadsafe(self.task.cancel)
 
 
 def _ignore_interrupt(signum: int, frame: object) -> None:

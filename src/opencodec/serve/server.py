@@ -7,14 +7,9 @@ Limits and policy (:class:`ServeLimits`):
 
 * ``max_clients``: a client past the limit is accepted and closed at once with 1013 ("server
   full ... try again later"), so the others keep their capacity: refusal, not collapse;
-* ``max_opening`` (:attr:`ServeLimits.opening_limit`, default ``2 * max_clients + 16``):
-  connections not (yet) admitted, counted from the TCP accept (handshakes, which websockets
-  gives 10 s, page requests, refused clients closing); one more gets an HTTP 503 and is closed
-  at once, never waited for (what it sent already is dropped unparsed, so the close is a FIN,
-  not a reset: :mod:`.limits`), so half-open connections cannot pile up;
-* ``max_opening_per_address`` (:attr:`ServeLimits.opening_per_address_limit`, default half
-  the gate): of those, at most this many from one address (an IPv6 /64), so that one address
-  flooding the gate cannot turn every other client away (also 503, "from your address");
+* ``max_opening`` (:attr:`ServeLimits.opening_limit`) connections not (yet) admitted, and
+  ``max_opening_per_address`` of them from one address (an IPv6 /64): one more gets an HTTP
+  503 and is closed at once, so half-open connections cannot pile up (:mod:`.limits`);
 * ``max_message_bytes``: a bigger message closes that connection with 1009 (the library
   refuses it before reading it into memory);
 * ``idle_timeout``: a client that sends nothing for that long (hello included) is closed
@@ -78,7 +73,7 @@ from ..stream.decoder import check_model_for_stream
 from ..stream.format import model_label
 from ..stream.parser import Damaged, PacketParser
 from ..stream.receiver import CodeFrames, Event, StreamEnd, StreamReceiver, StreamStart
-from .aio import _after_serving, _cancel, _ignore_interrupt, _on_sigterm, _outcome, _within
+from .aio import _after_serving, _cancel, _ignore_interrupt, _InterruptOnce, _on_sigterm, _outcome, _within
 from .decode_input import PARSE_SLICE, SyncWatch  # noqa: F401  (PARSE_SLICE: imported from here)
 from .engine import Engine
 from .limits import GatedConnection, OpeningGate, ServeLimits
@@ -470,10 +465,9 @@ def run_server(model: EncodecModel, host: str = "127.0.0.1", port: int = 8765,
                max_bandwidth: float | None = None, threads: int = 1, batch_window: float | None = None,
                ready: tp.Callable[[str], None] = print, exiting: bool = False) -> None:
     """Serve ``model`` until interrupted (Ctrl-C or SIGTERM returns normally, the clients
-    closed with 1001; a second Ctrl-C during that clean-up does nothing, since it would
-    interrupt it with a traceback; the caller's SIGINT handler is back on return, or, with
-    ``exiting`` (``opencodec serve``: the process ends next), Ctrl-C does nothing through
-    the exit); ``max_bandwidth`` (kbps):
+    closed with 1001; a second Ctrl-C during that clean-up does nothing; the caller's SIGINT
+    handler is back on return, or, with ``exiting`` (``opencodec serve``: the process ends next),
+    Ctrl-C does nothing through the exit); ``max_bandwidth`` (kbps):
     the highest a client may ask for (default the model's highest); ``threads``: PyTorch's
     (default 1: the streams are batched, and more threads spin against other work);
     ``batch_window`` (s): see :class:`~.engine.Engine`."""
@@ -488,12 +482,17 @@ def run_server(model: EncodecModel, host: str = "127.0.0.1", port: int = 8765,
     previous = signal.getsignal(signal.SIGINT)
 
     async def serve() -> None:
+        interrupts = _InterruptOnce(asyncio.current_task())  # type: ignore[arg-type]
+        with contextlib.suppress(ValueError):  # not the main thread: asyncio.run's handling
+            signal.signal(signal.SIGINT, interrupts)
         try:
             await server.serve_forever(host, port, ready)
+        except asyncio.CancelledError:
+            if not interrupts.count:  # (Ctrl-C before this ran: asyncio.run's own handler's)
+                raise
         finally:  # stopping (asyncio.run's own handler would raise inside its clean-up)
-            if server.port is not None:  # it served (not: the address could not be taken)
-                with contextlib.suppress(ValueError):  # not the main thread: nothing to ignore
-                    signal.signal(signal.SIGINT, _ignore_interrupt)
+            with contextlib.suppress(ValueError, TypeError):  # not the main thread; no Python handler
+                signal.signal(signal.SIGINT, _ignore_interrupt if server.port is not None else previous)
 
     try:
         with contextlib.suppress(KeyboardInterrupt):
