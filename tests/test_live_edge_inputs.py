@@ -6,6 +6,7 @@ and an empty ONNX export path."""
 from __future__ import annotations
 
 import asyncio
+import typing as tp
 
 import numpy as np
 import pytest
@@ -156,16 +157,33 @@ def test_export_onnx_refuses_an_empty_output_path_instead_of_filling_the_current
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_message_after_the_end_of_the_input_closes_with_1007_instead_of_being_dropped():
+def test_a_message_after_the_end_of_the_input_closes_with_1007_instead_of_being_dropped(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """After decode mode's end packet, packets in a *later* message were dropped unseen (the
     session completed, 1000), and so was PCM or a control sent after relay's ``{"type": "end"}``.
     Now anything but another ``{"type": "end"}`` sent while the server sends the rest is refused;
-    a stream that ends cleanly (one end message or two) still completes."""
+    a stream that ends cleanly (one end message or two) still completes. The engine's ticks wait
+    until the server has read the message after the end (else, on a busy machine, the session can
+    finish before that message arrives: then it is not read at all, as the README says)."""
     import json
+    import threading
 
+    from opencodec.serve import server as server_module
     from opencodec.stream.format import StreamInfo, data_packet, end_packet, header_packet
 
     from serve_helpers import raw_client
+
+    read_after_end = threading.Event()
+    check = server_module.check_after_end
+
+    def seen(message: tp.Any) -> None:
+        read_after_end.set()
+        check(message)
+    monkeypatch.setattr(server_module, "check_after_end", seen)
+
+    def run(messages: list[tp.Any], session: tp.Callable[..., tp.Any]) -> tp.Any:
+        read_after_end.clear()
+        return asyncio.run(session(uri, messages))
 
     model = _model()
     info = StreamInfo.from_model(model, 4)
@@ -175,17 +193,22 @@ def test_a_message_after_the_end_of_the_input_closes_with_1007_instead_of_being_
     end, switch = '{"type": "end"}', '{"type": "bandwidth", "bandwidth": 1.8}'
     pcm = (0.1 * np.sin(np.arange(320 * 6, dtype=np.float32) / 7)).astype("<f4").tobytes()
     with server_thread(model) as server:
+        tick = server.engine._tick
+
+        def held_tick() -> tp.Any:
+            assert read_after_end.wait(60), "the message after the end was never read"
+            return tick()
+        server.engine._tick = held_tick
         uri = f"ws://127.0.0.1:{server.port}/ws"
-        assert asyncio.run(_decode_session(uri, [stream, later]))[:2] == \
+        assert run([stream, later], _decode_session)[:2] == \
             (1007, "data after the end of the stream (in a later message)")
-        assert asyncio.run(_decode_session(uri, [stream, switch]))[:2] == \
+        assert run([stream, switch], _decode_session)[:2] == \
             (1007, 'a text message after the end of the stream: only {"type": "end"} may follow it')
-        for messages in ([stream, end, end], [stream, end]):
-            code, reason, texts, out = asyncio.run(_decode_session(uri, messages))
-            assert (code, reason, out, texts[-1]["type"]) == (1000, "stream complete", 4 * 4 * 320, "done")
+        code, reason, texts, out = run([stream, end], _decode_session)
+        assert (code, reason, out, texts[-1]["type"]) == (1000, "stream complete", 4 * 4 * 320, "done")
         hello = json.dumps({"mode": "relay", "bandwidth": 1.8})
-        assert asyncio.run(raw_client(uri, [hello, pcm, end, pcm])) == \
+        assert run([hello, pcm, end, pcm], raw_client) == \
             (1007, "data after the end of the stream (in a later message)")
-        assert asyncio.run(raw_client(uri, [hello, pcm, end, "{"])) == \
+        assert run([hello, pcm, end, "{"], raw_client) == \
             (1007, 'a text message after the end of the stream: only {"type": "end"} may follow it')
-        assert asyncio.run(raw_client(uri, [hello, pcm, end, end])) == (1000, "stream complete")
+        assert run([hello, pcm, end, end], raw_client) == (1000, "stream complete")
