@@ -31,7 +31,8 @@ test: $(STAMP)
 		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; } \
 		|| echo "warning: could not install chromium/chromedriver: the MUSHRA browser test will skip (or fail in CI)"; \
 	else echo "note: chromium/chromedriver missing and not root: the MUSHRA browser test will be skipped"; fi
-	$(PY) -m pytest -q
+	# --durations: the slowest tests are named at the end, to keep the suite's time in view
+	$(PY) -m pytest -q --durations=15
 
 # Compress and decompress the bundled speech sample at 1.5/3/6/12 kbps with the bundled
 # default model (offline); decoded files go to demo/out/.
