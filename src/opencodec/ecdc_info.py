@@ -43,18 +43,42 @@ def is_ecdc_file(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() == ECDC_SUFFIX
 
 
-def known_model(model_arg: str) -> tuple[str, EncodecConfig]:
-    """(name, configuration) of a model name or weights file, for :func:`describe_file`'s
-    ``known``: a known name needs no weights, a file is loaded for its configuration."""
+class KnownModel(tp.NamedTuple):
+    """A model ``info --model`` names: its ``name``, its configuration and, for weights loaded
+    from a file, its weights hash as headers carry it (None for a model known by name)."""
+
+    name: str
+    config: EncodecConfig
+    weights_hash: str | None = None
+
+
+def known_model(model_arg: str) -> KnownModel:
+    """(name, configuration, weights hash) of a model name or weights file, for
+    :func:`describe_file`'s ``known``: a known name needs no weights (hash None), a file is
+    loaded for its configuration and weights hash."""
     config = config_for_name(model_arg)
-    if config is None:
-        from .pretrained import load_model  # only here: a weights file needs torch to be read
+    if config is not None:
+        release = codec_release(config.name)
+        return KnownModel(config.name, config, None if release is None else release.short_hash)
+    from .identity import model_hash  # only here: a weights file needs torch to be read
+    from .pretrained import load_model
 
-        config = load_model(model_arg).config
-    return config.name, config
+    model = load_model(model_arg)
+    return KnownModel(model.name, model.config, model_hash(model))
 
 
-def describe_file(path: str | os.PathLike[str], known: tuple[str, EncodecConfig] | None = None
+def known_fits(known: tuple[str, EncodecConfig] | KnownModel, model_name: str, model_hash: str | None) -> bool:
+    """Whether ``known`` (:func:`known_model`, or a (name, configuration) pair) is the model
+    that wrote a file whose header names ``model_name`` with weights hash ``model_hash``, as
+    decompress decides: the hash is its own (whatever the name), or the header names it and
+    records no other hash (a file of other weights under the same name is not its)."""
+    recorded = known[2] if len(known) > 2 else None  # type: ignore[misc]
+    if model_hash is not None and recorded is not None:
+        return recorded == model_hash
+    return known[0] == model_name
+
+
+def describe_file(path: str | os.PathLike[str], known: tuple[str, EncodecConfig] | KnownModel | None = None
                   ) -> dict[str, tp.Any]:
     """What an ``.ecdc`` file's header and size say, without loading any weights.
 
@@ -69,9 +93,10 @@ def describe_file(path: str | os.PathLike[str], known: tuple[str, EncodecConfig]
     decoding tells, or an unknown model), ``lm_body_min_bytes`` (an entropy-coded body's
     lower bound in bytes, :func:`~opencodec.bitstream.min_lm_body_size`; None otherwise) and
     ``body_bytes`` (the bytes after the header). Values that need the model's configuration are None for a model
-    name that is not known; ``known`` = (model name, its configuration) makes one more name
-    known (``info --model``). Deterministic (version 1) files add ``format_version``,
-    ``lm_name``, ``lm_hash``, ``lm_scheme``, ``check_bits`` and ``check_interval`` (frames).
+    name that is not known; ``known`` = (model name, its configuration[, weights hash]),
+    :func:`known_model`, describes the files it wrote (``info --model``; :func:`known_fits`:
+    its weights hash, or its name without another hash). Deterministic (version 1) files add
+    ``format_version``, ``lm_name``, ``lm_hash``, ``lm_scheme``, ``check_bits`` and ``check_interval`` (frames).
     A release that is not shipped is known from its record (:func:`release_layout`).
 
     Raises ``BitstreamError`` for a damaged header (:func:`read_file_header`) and for one that
@@ -79,16 +104,22 @@ def describe_file(path: str | os.PathLike[str], known: tuple[str, EncodecConfig]
     :func:`~opencodec.bitstream.header.check_num_codebooks`).
     """
     path = Path(path)
-    with open(path, "rb") as fo:
-        if not path.is_file():  # a pipe (/dev/stdin) cannot seek: read it once, whole
-            fo = io.BytesIO(fo.read())  # type: ignore[assignment]
-        header: EcdcHeader = read_file_header(fo)
-        header_bytes = fo.tell()
-        size = fo.seek(0, io.SEEK_END)
+    with open(path, "rb") as raw:
+        if path.is_file():
+            header: EcdcHeader = read_file_header(raw)
+            header_bytes = raw.tell()
+            size = raw.seek(0, io.SEEK_END)
+        else:  # a pipe (/dev/stdin) or device cannot seek: the header, then the rest counted, not kept
+            fo = _CountingReader(raw)
+            header = read_file_header(fo)  # type: ignore[arg-type]
+            header_bytes = fo.count
+            while fo.read(1 << 20):
+                pass
+            size = fo.count
     release = codec_release(header.model_name)
     facts: tuple[int, int, int, float] | None = None  # sample rate, channels, bins, frame rate
     config: EncodecConfig | None = config_for_name(header.model_name)
-    if config is None and known is not None and known[0] == header.model_name:
+    if config is None and known is not None and known_fits(known, header.model_name, header.model_hash):
         config = known[1]
     if config is None and release is None and header.model_hash is not None:
         # the release whose weights hash the file records: the one decompress decodes it with
@@ -129,6 +160,20 @@ def describe_file(path: str | os.PathLike[str], known: tuple[str, EncodecConfig]
         info.update(format_version=header.version, lm_name=det.lm_name, lm_hash=det.lm_hash,
                     lm_scheme=det.scheme, check_bits=det.check_bits, check_interval=det.check_interval)
     return info
+
+
+class _CountingReader:
+    """A binary stream that counts the bytes read from it (a pipe's size, which ``tell`` and
+    ``seek`` do not give); it has no ``seekable``, so :func:`read_file_header` reads it once."""
+
+    def __init__(self, raw: tp.BinaryIO) -> None:
+        self.raw = raw
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.count += len(data)
+        return data
 
 
 def read_file_header(fo: tp.BinaryIO, reader: str = "opencodec info") -> EcdcHeader:

@@ -209,6 +209,7 @@ def model_for_file(name: str, weights_hash: str | None, num_codebooks: int,
                 f"{what} names model {name!r} without a weights hash, which is not a known model "
                 f"({known}); pass the model that wrote it with --model PATH (Python: "
                 f"load_model(PATH))")
+        _check_codebooks_before_loading(name, num_codebooks, what)
         model = load(name)
         loaded_for = "loaded by the name the file records"
     else:
@@ -220,9 +221,11 @@ def model_for_file(name: str, weights_hash: str | None, num_codebooks: int,
                 f"custom export?); pass those weights with --model PATH (their hash is checked)")
         matches = [release] if release is not None else codec_releases_by_hash(weights_hash)
         if matches:
+            _check_codebooks_before_loading(matches[0].name, num_codebooks, what)
             model = load(matches[0].name)
             loaded_for = "the release whose weights hash the file records"
         elif name in OFFICIAL_NAMES:
+            _check_codebooks_before_loading(name, num_codebooks, what)
             model = load(name)
             loaded_for = "loaded by the name the file records"
         else:
@@ -233,6 +236,15 @@ def model_for_file(name: str, weights_hash: str | None, num_codebooks: int,
                 f"--model PATH (Python: load_model(PATH)); its hash is checked")
     check_model_for_file(model, name, weights_hash, num_codebooks, what, loaded_for)
     return model
+
+
+def _check_codebooks_before_loading(name: str, num_codebooks: int, what: str) -> None:
+    """``BitstreamError`` when model ``name`` (a release or an official model, known without its
+    weights) has fewer codebooks than a header uses: refused before its weights are extracted
+    or downloaded (as ``opencodec info`` refuses the header)."""
+    facts = _named_facts(name)
+    if facts is not None:
+        check_num_codebooks(num_codebooks, facts["n_q"], name, what)
 
 
 def check_lm_for_file(lm: "EntropyLM | FixedLM", weights_hash: str | None,

@@ -17,6 +17,7 @@ import typing as tp
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import ModelLoadError
 from .releases import CODEC_ALIAS, CODEC_RELEASES, CURRENT_CODEC, codec_release, resolve_alias
 
 if tp.TYPE_CHECKING:
@@ -147,14 +148,19 @@ BUNDLED_MODELS: dict[str, str] = {
 
 def config_for_name(name: str) -> EncodecConfig | None:
     """Configuration of a known model name, or None (reads no weights; for a shipped
-    release only the file's metadata). The alias gives the current release's, named so."""
+    release only the file's metadata). The alias gives the current release's, named so.
+    ``ModelLoadError`` when a shipped release's file is missing from the installation."""
     factory = OFFICIAL_CONFIGS.get(name)
     if factory is not None:
         return factory()
     if name in BUNDLED_MODELS:
         from safetensors import safe_open  # the metadata only: no tensors, no torch
 
-        with safe_open(str(BUNDLED_DIR / BUNDLED_MODELS[name]), framework="numpy") as f:
+        path = BUNDLED_DIR / BUNDLED_MODELS[name]
+        if not path.is_file():  # the words of opencodec.model_registry.release_path
+            raise ModelLoadError(f"the bundled model {resolve_alias(name)!r} is missing from the "
+                                 f"installation ({path}); reinstall opencodec")
+        with safe_open(str(path), framework="numpy") as f:
             config = EncodecConfig.from_dict(json.loads((f.metadata() or {})[CONFIG_METADATA_KEY]))
         config.name = resolve_alias(name)
         return config

@@ -64,8 +64,8 @@ from .releases import (CODEC_ALIAS, CODEC_RELEASES, CodecRelease, codec_release,
                        is_registered_name, resolve_alias)
 from .weights_hash import weights_sha256
 from .weights_layout import (CONFIG_METADATA_KEY, INFERENCE_ONLY_KEY, OFFICIAL_CONFIGS,
-                             TORCH_SUFFIXES, StateDict, infer_config, model_from_state_dict, normalize_keys,
-                             read_weights)
+                             TORCH_SUFFIXES, StateDict, config_problem, infer_config, model_from_state_dict,
+                             normalize_keys, read_weights)
 
 __all__ = [
     # loading and saving codecs (this module)
@@ -237,7 +237,9 @@ def save_model(model: EncodecModel, path: str | os.PathLike[str], dtype: torch.d
     statistics (``embed_avg``, ``cluster_size``), which decoding does not use, and marks
     the file so that ``load_model`` refills them. ``TypeError`` when ``model`` is not an
     ``EncodecModel`` (a name is not loaded: ``save_model(load_model(name), path)``);
-    ``ValueError`` for a model on the meta device (no weights); ``IsADirectoryError`` for a
+    ``ValueError`` for a model on the meta device (no weights) or whose configuration
+    ``load_model`` would refuse (:func:`~opencodec.weights_layout.config_problem`: e.g. no
+    ``target_bandwidths``, a ``name`` that is not a string); ``IsADirectoryError`` for a
     ``path`` that is a folder (checked before anything is written).
     """
     from safetensors.torch import save_file
@@ -254,6 +256,9 @@ def save_model(model: EncodecModel, path: str | os.PathLike[str], dtype: torch.d
         raise ValueError(f"save_model writes .safetensors files, got {path.name}")
     if path.is_dir():  # os.replace would fail only after writing every tensor
         raise IsADirectoryError(f"save_model: {path} is a folder; pass the path of a .safetensors file")
+    problem = config_problem(model.config)
+    if problem:  # load_model would refuse the file
+        raise ValueError(f"save_model: the model's configuration cannot be loaded back ({problem})")
     meta = next((k for k, v in model.state_dict().items() if v.is_meta), None)
     if meta is not None:
         raise ValueError(f"save_model: the model is on the meta device ({meta}): it has shapes but "

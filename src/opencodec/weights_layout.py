@@ -12,7 +12,10 @@ that names it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+import numbers
 import re
 import typing as tp
 from pathlib import Path
@@ -121,8 +124,12 @@ def _read_safetensors(path: Path) -> tuple[StateDict, dict[str, tp.Any] | None]:
     if CONFIG_METADATA_KEY in metadata:
         try:
             config = json.loads(metadata[CONFIG_METADATA_KEY])
-        except json.JSONDecodeError as exc:
-            raise ModelLoadError(f"{path}: metadata {CONFIG_METADATA_KEY!r} is not valid JSON ({exc})") from exc
+        except (ValueError, RecursionError) as exc:
+            reason = "nested too deep" if isinstance(exc, RecursionError) else str(exc)
+            raise ModelLoadError(f"{path}: metadata {CONFIG_METADATA_KEY!r} is not valid JSON ({reason})") from None
+        if config is not None and not isinstance(config, dict):  # as read_weights says of a .th 'config'
+            raise ModelLoadError(f"{path}: metadata {CONFIG_METADATA_KEY!r} must be a JSON object, got "
+                                 f"{type(config).__name__}")
     if metadata.get(INFERENCE_ONLY_KEY) == "1":
         tensors = _restore_training_buffers(tensors)
     return tensors, config
@@ -277,6 +284,10 @@ def model_from_state_dict(state: StateDict, config: EncodecConfig | dict | None 
             config = EncodecConfig.from_dict(config)
         except (TypeError, ValueError) as exc:
             raise ModelLoadError(f"{source}: invalid model configuration ({exc})") from exc
+    stored = config is not None  # else read off the tensors below, so it fits them
+    problem = None if config is None else config_problem(config)
+    if problem:
+        raise ModelLoadError(f"{source}: invalid model configuration ({problem})")
     arch = f"the {config.name} architecture" if config is not None else ""
     if config is None:
         try:
@@ -285,8 +296,14 @@ def model_from_state_dict(state: StateDict, config: EncodecConfig | dict | None 
             raise exc.with_source(source) from None
         except ModelLoadError as exc:
             raise ModelLoadError(f"{source}: {exc}") from None
+        except (ValueError, IndexError, TypeError) as exc:  # e.g. a 1-D conv weight, a key "encoder.model.x"
+            raise ModelLoadError(f"{source}: not an EnCodec state dict: its tensors give no architecture "
+                                 f"({type(exc).__name__}: {str(exc)[:100]})") from None
         arch = (f"the {config.name} architecture (read off its tensor shapes)" if config.name != "unset"
                 else "the architecture read off its tensor shapes (no stored configuration)")
+    beyond = _beyond_tensors(config, state) if stored else None
+    if beyond:  # before building: a damaged or hostile configuration could allocate without bound
+        raise ModelLoadError(f"{source} does not match {arch}: {beyond}")
     try:
         model = EncodecModel(config)
     except (TypeError, ValueError) as exc:
@@ -312,6 +329,67 @@ def model_from_state_dict(state: StateDict, config: EncodecConfig | dict | None 
         raise ModelLoadError(f"{source} does not match {arch}: " + "; ".join(problems) + hint)
     model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+_SIZE_FIELDS = ("channels", "n_filters", "kernel_size", "last_kernel_size", "dimension", "n_q", "bins", "lstm",
+                "n_residual_layers")
+
+
+def _beyond_tensors(config: EncodecConfig, state: StateDict) -> str | None:
+    """The sizes of ``config`` (and its strides) that are larger than those of the tensors in
+    ``state`` (as :func:`infer_config` reads them), in words, or None (also when the tensors are
+    no EnCodec model's: the key check names what is missing). Such a configuration never fits
+    the tensors, and building it first could take any memory (``n_q`` 10**6 in a 64 kB file)."""
+    try:
+        found = infer_config(normalize_keys(state))
+    except (ModelLoadError, ValueError, IndexError, TypeError):
+        return None
+    wrong = [f"{key} {getattr(config, key)} (its tensors: {getattr(found, key)})" for key in _SIZE_FIELDS
+             if getattr(config, key) > getattr(found, key)]
+    ratios = list(config.ratios)
+    if all(isinstance(r, numbers.Integral) for r in ratios) and (
+            len(ratios) > len(found.ratios) or any(a > b for a, b in zip(ratios, found.ratios))):
+        wrong.append(f"ratios {ratios} (its tensors: {found.ratios})")
+    return ", ".join(wrong) or None
+
+
+# Integer fields that may be 0 (the trainer's config check allows the layer counts; a
+# dilation base 0 computes with one residual layer); the others are >= 1.
+_FIELDS_FROM_ZERO = ("n_residual_layers", "lstm", "dilation_base")
+
+
+def config_problem(config: EncodecConfig) -> str | None:
+    """What in ``config`` has a type or value no model can be loaded with, that
+    ``EncodecModel`` does not refuse itself, in words (None when there is none): ``name`` not a
+    non-empty str, ``ratios`` not a list, a bool field (``causal``, ``normalize``,
+    ``true_skip``) not a bool (a stored ``"no"`` would compute as true), an integer field not
+    an integer (>= 0 for ``lstm``, ``n_residual_layers`` and ``dilation_base``, else >= 1),
+    ``segment`` or ``overlap`` not a number, ``target_bandwidths`` not a non-empty list of
+    finite kbps > 0 (``compress`` would fail deep inside)."""
+    def number(value: tp.Any) -> bool:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+    if not isinstance(config.name, str) or not config.name:
+        return f"name must be a non-empty string, got {config.name!r:.60}"
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.type in (bool, "bool") and not isinstance(value, bool):
+            return f"{f.name} must be true or false, got {value!r:.60}"
+        low = 0 if f.name in _FIELDS_FROM_ZERO else 1
+        if f.type in (int, "int") and (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+                                       or value < low):
+            return f"{f.name} must be an integer >= {low}, got {value!r:.60}"
+    if not isinstance(config.ratios, (list, tuple)):
+        return f"ratios must be a list of integers (the strides), got {config.ratios!r:.60}"
+    if config.segment is not None and not number(config.segment):
+        return f"segment must be a number of seconds or null, got {config.segment!r:.60}"
+    if not number(config.overlap):
+        return f"overlap must be a number (a fraction of a segment), got {config.overlap!r:.60}"
+    bandwidths = config.target_bandwidths
+    if not isinstance(bandwidths, (list, tuple)) or not bandwidths or not all(
+            number(b) and math.isfinite(b) and b > 0 for b in bandwidths):
+        return f"target_bandwidths must be a non-empty list of kbps > 0, got {bandwidths!r:.60}"
+    return None
 
 
 def _short_list(items: list[str], limit: int = 6) -> str:

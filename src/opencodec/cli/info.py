@@ -86,7 +86,8 @@ def decodes_to(info: dict[str, tp.Any]) -> str:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """``opencodec info``: print each file's header fields, size and bitrates."""
-    from ..ecdc_info import ECDC_SUFFIX, describe_file, is_ecdc_file, known_model
+    from ..ecdc_info import ECDC_SUFFIX, describe_file, is_ecdc_file, known_fits, known_model
+    from ..model_config import config_for_name
 
     files = find_files(args.inputs, is_ecdc_file)
     if not files:
@@ -96,6 +97,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         known = None if args.model is None else known_model(args.model)
     failed = 0
     unused: list[tuple[Path, str]] = []  # files whose header names another model than -m's
+    other_weights: list[tuple[Path, str]] = []  # files that name it with another weights hash
     for index, path in enumerate(files):
         try:
             check_input(path)  # "input X does not exist", as compress and decompress say
@@ -104,8 +106,11 @@ def cmd_info(args: argparse.Namespace) -> int:
             failed += 1
             error(describe(exc, path))
             continue
-        if known is not None and info["model"] != known[0]:
-            unused.append((path, info["model"]))
+        if known is not None and not known_fits(known, info["model"], info["model_hash"]):
+            if info["model"] != known.name:
+                unused.append((path, info["model"]))
+            elif config_for_name(known.name) is None:  # a known name's files: described by its name
+                other_weights.append((path, info["model_hash"]))
         if args.json:
             print(json.dumps(info))
         else:
@@ -118,6 +123,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             error(f"{path}: " + lm_body_short(info))
     if known is not None and unused:
         warn(unused_model_message(args.model, known[0], unused, len(files)))
+    if known is not None and other_weights:
+        warn(other_weights_message(args.model, known.name, known.weights_hash or "", other_weights, len(files)))
     return 1 if failed else 0
 
 
@@ -129,6 +136,18 @@ def unused_model_message(model_arg: str, name: str, unused: list[tuple[Path, str
     which = (f"{path}, whose header names model {other!r}" if len(unused) == 1 else
              f"{len(unused)} of {total} files, whose headers name another model (e.g. {path}: {other!r})")
     return f"-m/--model {given} was not used for {which}: it describes only files that name it"
+
+
+def other_weights_message(model_arg: str, name: str, weights_hash: str, other: list[tuple[Path, str]],
+                          total: int) -> str:
+    """The one warning for ``info -m`` when files' headers name its model ``name`` but record
+    another weights hash than its ``weights_hash``: other weights wrote them, so its
+    configuration does not describe them (decompress refuses it for them)."""
+    path, recorded = other[0]
+    which = (f"{path}, whose header records weights hash {recorded}" if len(other) == 1 else
+             f"{len(other)} of {total} files, whose headers record other weights hashes (e.g. {path}: {recorded})")
+    return (f"-m/--model {model_arg!r} (model {name!r}, weights hash {weights_hash}) was not used for "
+            f"{which}: other weights of that name wrote it; pass their weights file")
 
 
 def lm_body_short(info: dict[str, tp.Any]) -> str:
