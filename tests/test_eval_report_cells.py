@@ -50,7 +50,7 @@ def test_eval_refuses_categories_without_a_name(tmp_path, capsys):
     rc = run_command(["--baselines", "opus12", "--set", str(eval_set), "--out", str(out),
                       "--categories", "-q"], "opencodec eval", run_eval)
     err = capsys.readouterr().err
-    assert rc == 1
+    assert rc == 2  # a usage error, as --metrics without a name
     assert err.strip() == f"opencodec eval: error: {NO_CATEGORY_NAMED}"
     assert "no eval_<category>.jsonl manifests" not in err  # the old, wrong reason
     assert not out.exists()

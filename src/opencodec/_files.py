@@ -371,13 +371,24 @@ def output_folder(path: str | Path, what: str = "output") -> Path:
     return path
 
 
+def make_folder(folder: Path) -> None:
+    """Create an output file's folder (and its parents), or ``OutputError`` naming it and why."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {folder}: {error_reason(exc)}") from exc
+
+
 @contextlib.contextmanager
 def staged_files(out: str | Path) -> tp.Iterator[Path]:
     """All-or-nothing output of several files into the folder ``out``.
 
-    Yields a new hidden temporary folder next to ``out`` (same file system) for the caller
-    to write every file into. When the body succeeds, ``out`` is created if needed and each
-    file is moved onto ``out/<name>`` with an atomic rename (replacing a file of that name).
+    Yields a new hidden temporary folder on ``out``'s file system for the caller to write
+    every file into: next to ``out``, or inside it when ``out`` is a folder on another file
+    system than its parent (a mount point, a link to a folder on another disk), where the
+    renames from beside it would fail (EXDEV). When the body succeeds, ``out`` is created if
+    needed and each file is moved onto ``out/<name>`` with an atomic rename (replacing a file
+    of that name).
     On any error (including ``KeyboardInterrupt``) the temporary folder is removed and
     ``out`` is left as it was; an ``OSError`` (raised by the body or the moves) becomes
     ``OutputError("cannot write OUT: <reason>")``, naming ``out``, never the temporary path.
@@ -385,7 +396,8 @@ def staged_files(out: str | Path) -> tp.Iterator[Path]:
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=TEMP_SUFFIX, dir=out.parent))
+        where = out if out.is_dir() and out.stat().st_dev != out.parent.stat().st_dev else out.parent
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=TEMP_SUFFIX, dir=where))
     except OSError as exc:
         raise OutputError(f"cannot write {out}: {error_reason(exc)}") from exc
     try:

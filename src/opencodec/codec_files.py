@@ -27,14 +27,14 @@ from pathlib import Path
 
 import torch
 
-from ._files import (check_output, check_output_folder, error_reason, keep_existing, temporary_path,
-                     write_bytes_atomic)
+from ._files import (check_output, check_output_folder, keep_existing, make_folder as _make_folder,
+                     temporary_path, write_bytes_atomic)
 from .audio import (AUDIO_EXTENSIONS, check_mp3_content, check_not_ecdc, check_output_format, convert_audio,
                     convert_input, fit_length, is_audio_file, loud_input_message, read_audio, resampled_length,
                     stores_float_samples, write_audio)
 from .bandwidth import DEFAULT_BANDWIDTH  # noqa: F401 (re-exported: defined here before)
 from .bitstream import EcdcHeader, StreamLayout, parse_header, read_header
-from .compress import compress, decompress
+from .compress import compress, decompress, header_lm_name
 from .ecdc_info import ECDC_SUFFIX, is_ecdc_file, read_file_header
 from .ecdc_sizes import body_overhead, header_extra, plain_size  # noqa: F401 (re-exported: defined here before)
 from .errors import AudioIOError, OutputError, UsageError
@@ -225,14 +225,6 @@ def _count_segments(progress: ProgressFactory | None, modules: tp.Sequence[torch
                 handle.remove()
 
 
-def _make_folder(folder: Path) -> None:
-    """Create an output file's folder (and its parents), or ``OutputError`` naming it and why."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create output folder {folder}: {error_reason(exc)}") from exc
-
-
 def _save_audio(options: OutputOptions, dst: Path, wav: torch.Tensor, sample_rate: int) -> list[str]:
     """Write decoded audio [C, T] with the output options; returns the clipping warnings."""
     with warnings.catch_warnings(record=True) as caught:
@@ -331,7 +323,8 @@ class FileCompressor:
                                     num_codebooks=self.model.num_codebooks(bandwidth))
         self._lm_args: dict[str, tp.Any] = {} if self.lm is None else {"lm": self.lm}
         if self.lm is not None and lm_format == "deterministic":
-            self._lm_args.update(deterministic=True, lm_name=lm_header_name(lm_model, self.model, self.lm))
+            name = lm_header_name(lm_model, self.model, self.lm)  # checked now, before any work
+            self._lm_args.update(deterministic=True, lm_name=header_lm_name(name, lm_model, self.lm))
 
     def __call__(self, job: Job, folder: bool = False) -> FileResult:
         """Compress ``job.src`` to ``job.dst`` (.ecdc, or .wav/.flac for a round trip). Without
@@ -474,6 +467,9 @@ class FileDecompressor:
                 and options.rate in (None, model.sample_rate) and options.channels in (None, model.channels)
                 and header.audio_length / model.sample_rate > STREAMING_MIN_SECONDS):
             _make_folder(job.dst.parent)
+            shown: list[str] = []  # the header's warnings, given above: the decode reads it again
+            with open(job.src, "rb") as fi, _notices(shown):
+                read_file_header(fi, "opencodec decompress")
             with warnings.catch_warnings(record=True) as caught, \
                     _bar(bars, "entropy decoding", "frame", lazy=True) as lm_progress, \
                     _bar(bars, job.src.name, "frame", lazy=True) as progress:
@@ -483,7 +479,7 @@ class FileDecompressor:
                                                    lm=lm, lm_progress=lm_progress)
             return FileResult(job.src, job.dst, length / model.sample_rate, sample_rate=model.sample_rate,
                               channels=model.channels, streamed=True,
-                              warnings=[str(w.message) for w in caught])
+                              warnings=[str(w.message) for w in caught if str(w.message) not in shown])
         check_output_format(job.dst, options.rate or model.sample_rate, options.channels or model.channels)
         data = job.src.read_bytes() if data is None else data
         steps = len(model.segments(header.audio_length))

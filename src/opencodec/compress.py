@@ -39,7 +39,7 @@ from .bitstream import (DEFAULT_CHECK_BITS, MAX_LM_NAME_CHARS, DeterministicCodi
                         StreamLayout, default_check_interval, read_body, write_ecdc)
 from .bandwidth import check_bandwidth
 from .ecdc_info import read_file_header
-from .errors import BitstreamError, InvalidAudioError, shown
+from .errors import BitstreamError, InvalidAudioError, ModelLoadError, shown
 from .input_checks import check_finite, parameter_dtype_device
 from .model import EncodecModel
 
@@ -299,6 +299,24 @@ def deterministic_coding(model: EncodecModel, lm: "EntropyLM | FixedLM", lm_name
     except BitstreamError as exc:  # the name (the other fields are checked above, or the FixedLM's)
         which = "lm_name" if lm_name is not None else "the entropy model's name (lm.name; pass lm_name=...)"
         raise InvalidAudioError(f"{which} {shown(str(name))}: {exc}") from None
+
+
+def header_lm_name(name: str, lm_arg: str | None, lm: tp.Any) -> str:
+    """``name``, the name deterministic headers give the entropy model ``lm`` (loaded from
+    ``lm_arg``, None: the codec's own), or ``ModelLoadError`` naming the entropy model and that
+    name when no header holds it: longer than :data:`~opencodec.bitstream.MAX_LM_NAME_CHARS`, or
+    a line break or other character readers cannot print (the command line never took an
+    ``lm_name``: the name comes from the file's metadata, or is its file name)."""
+    from .bitstream.header import unprintable
+
+    bad = unprintable(name)
+    if len(name) <= MAX_LM_NAME_CHARS and bad is None:
+        return name
+    why = (f"is longer than the {MAX_LM_NAME_CHARS} characters a header holds" if bad is None
+           else f"holds {bad}, which readers cannot print")
+    source = "the name in its metadata" if getattr(lm, "name", None) else "its file name"
+    raise ModelLoadError(f"entropy model {lm_arg or name}: {source} {shown(name)}, which deterministic "
+                         f".ecdc headers record, {why}; give it another name")
 
 
 def compress(model: EncodecModel, wav: torch.Tensor, bandwidth: float | None = None,

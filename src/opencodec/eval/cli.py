@@ -15,11 +15,12 @@ from pathlib import Path
 from ..argtypes import bandwidth_arg, int_in, positive_int
 from ..errors import OpenCodecError
 from .console import PROG
+from .items import NO_CATEGORY_NAMED
 from .results_file import RESULTS_FILE
 from .systems import ALL_METRICS, EvalReportError, parse_baseline
 
-__all__ = ["DESCRIPTION", "EVAL_RATE_RANGE", "NO_METRIC_NAMED", "build_parser", "check_format_options",
-           "run_command"]
+__all__ = ["DESCRIPTION", "EVAL_RATE_RANGE", "NO_METRIC_NAMED", "NO_VALUE_NAMED", "build_parser",
+           "check_format_options", "check_values_named", "run_command"]
 
 #: The scoring rates ``--sample-rate`` takes (Hz): PESQ and ViSQOL's speech mode work at 16 kHz
 #: and ViSQOL's audio mode at 48 kHz, so rates far outside telephone to studio ones would only
@@ -29,6 +30,16 @@ EVAL_RATE_RANGE = (8000, 192000)
 #: The error of ``--metrics`` given without a name (it would report no metric at all).
 NO_METRIC_NAMED = f"--metrics names no metric; name one or more of: {', '.join(ALL_METRICS)}"
 
+#: The errors of the other list options given without a value, by flag (each was taken as
+#: not given, or ran to another error): a usage error naming the flag.
+NO_VALUE_NAMED = {
+    "--models": "--models names no model; name one or more (names or weights files), or leave the option out",
+    "--bandwidths": ("--bandwidths names no bandwidth; give one or more (kbps), or leave the option out "
+                     "for each model's own"),
+    "--baselines": "--baselines names no baseline; name one or more (e.g. opus6 mp3_64), or leave the option out",
+    "--categories": NO_CATEGORY_NAMED,
+}
+
 #: The first line of ``opencodec eval --help`` (the protocol is in :mod:`opencodec.eval.report`).
 DESCRIPTION = "Rate-quality evaluation report: score neural codecs and classic baselines on eval sets."
 
@@ -37,13 +48,13 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The ``opencodec eval`` command line."""
     p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="*", default=[], metavar="NAME_OR_PATH",
+    p.add_argument("--models", nargs="*", default=None, metavar="NAME_OR_PATH",
                    help="neural model names or weight files (two checkpoints of one config are "
                         "told apart by NAME#<weights hash>)")
     p.add_argument("--bandwidths", nargs="*", type=bandwidth_arg, default=None, metavar="KBPS",
                    help="bandwidths for the models (default: each model's own; one a model does "
                         "not support is skipped for it with a warning)")
-    p.add_argument("--baselines", nargs="*", default=[], metavar="SPEC",
+    p.add_argument("--baselines", nargs="*", default=None, metavar="SPEC",
                    help="baselines: opusN (6..256 kbit/s per channel: 256 mono, 510 stereo), mp3_N "
                         "(a bitrate LAME codes at the scoring rate: 8, 16, ..., 160 at 16-24 kHz; "
                         "32, 40, ..., 320 at 32-48 kHz; 8..64 at 8-12 kHz) (e.g. opus6 opus12 "
@@ -87,18 +98,28 @@ def check_format_options(models: tp.Sequence[str], sample_rate: int | None,
                               f"own rate and channels are used); drop {them}")
 
 
+def check_values_named(args: argparse.Namespace) -> None:
+    """``EvalReportError`` (:data:`NO_METRIC_NAMED`, :data:`NO_VALUE_NAMED`) for a list option
+    given without a value; then ``--models`` and ``--baselines`` not given are empty lists."""
+    if not args.metrics:  # "--metrics" with no name: a table of n, kbps and RTF only
+        raise EvalReportError(NO_METRIC_NAMED)
+    for flag, message in NO_VALUE_NAMED.items():
+        if getattr(args, flag[2:]) == []:
+            raise EvalReportError(message)
+    args.models, args.baselines = args.models or [], args.baselines or []
+
+
 def run_command(argv: list[str] | None, prog: str, run_eval: tp.Callable[..., dict]) -> int:
     """Parse ``argv`` and call ``run_eval`` with it. Exit status: 0 success, 1 failure (one
     line ``opencodec eval: error: ...``), 2 usage (including a baseline the encoders do not
-    take, and ``--metrics`` without a name), 130 interrupted (the rows written so far are
+    take, and a list option such as ``--metrics`` given without a value), 130 interrupted (the rows written so far are
     kept: rerun the command to resume)."""
     import torch
 
     torch.set_num_threads(1)
     args = build_parser(prog).parse_args(argv)
     try:
-        if not args.metrics:  # "--metrics" with no name: a table of n, kbps and RTF only
-            raise EvalReportError(NO_METRIC_NAMED)
+        check_values_named(args)
         for spec in args.baselines:
             parse_baseline(spec)
         check_format_options(args.models, args.sample_rate, args.channels)

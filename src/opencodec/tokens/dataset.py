@@ -119,6 +119,8 @@ class TokenDataset(Dataset):
 
     def __getitem__(self, index: int) -> Item:
         try:
+            if isinstance(index, bool):  # an int to operator.index: ds[True] would be row 1
+                raise TypeError
             index = operator.index(index)
         except TypeError:
             hint = " (use ds[ds.index_of(id)] for a row id)" if isinstance(index, str) else ""

@@ -31,6 +31,7 @@ from ..batching import encode_batch, encode_each
 from ..errors import AudioIOError, OpenCodecError
 from ..longform import encode_file_streaming, supports_streaming
 from ..model import EncodecModel
+from ..model_cache import load_checked_model
 from ..pretrained import known_models, load_model
 from ..weights_hash import weights_sha256
 from .inputs import list_inputs, utf8_text
@@ -140,12 +141,11 @@ def default_loader_workers(device: torch.device) -> int:
 
 
 def prepare_model(options: TokenizeOptions, device: torch.device) -> EncodecModel:
-    """The model on ``device`` at the job's bandwidth (default: the largest it supports)."""
-    model = load_model(options.model, device=device)
+    """The model on ``device`` at the job's bandwidth (default: the largest it supports). A
+    bandwidth the model does not support is a ``UsageError``, as for ``compress`` (a known
+    model's before its weights load)."""
+    model = load_checked_model(options.model, options.bandwidth, load=lambda name: load_model(name, device=device))
     bandwidth = max(model.target_bandwidths) if options.bandwidth is None else options.bandwidth
-    if bandwidth not in model.target_bandwidths:
-        raise OpenCodecError(f"model {model.name} supports bandwidths "
-                             f"{', '.join(f'{b:g}' for b in model.target_bandwidths)} kbps, got {bandwidth:g}")
     if model.bins > 32768:
         raise OpenCodecError(f"model {model.name} has {model.bins} codes per codebook: more than int16 holds")
     model.set_target_bandwidth(bandwidth)
@@ -488,7 +488,8 @@ def tokenize(options: TokenizeOptions, progress: tp.Callable[[float], Report] | 
     else:
         stats = _run_processes(options, plan, places, model, report)
     index, fresh = finalize(out, len(plan.shards))
-    note = workers_note(options.workers, len(plan.planned), len(plan.shards), options.shard_rows)
+    # no note on a rerun with every shard done before: no process has work to run then
+    note = workers_note(options.workers, len(plan.planned), len(plan.shards), options.shard_rows) if todo else None
     # the job is reported once: by the process whose finalize wrote the index, or by rank 0
     # when it was all there before this run (no rank writes it then); always by a process that
     # is the whole job (no torchrun: its places, one per --workers process, are all of them)

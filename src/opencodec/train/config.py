@@ -219,7 +219,8 @@ def parse_run_arguments(parser: argparse.ArgumentParser, argv: tp.Sequence[str] 
     from ..argtypes import positive_float, positive_int
 
     parser.add_argument("config", help=config_help)
-    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. optim.steps=500")
+    parser.add_argument("overrides", nargs="*", default=[],  # a default: else 3.11 requires it
+                        help="dotted key=value overrides, e.g. optim.steps=500")
     parser.add_argument("--run-dir", default=None, help="output folder (default: run_dir in the config)")
     parser.add_argument("--max-steps", type=positive_int, default=None,
                         help="stop after this many steps (>= 1; rerun to continue)")
