@@ -342,7 +342,7 @@ def model_for_header(header: EcdcHeader, model: EncodecModel | None) -> EncodecM
     check_model_arg(model, optional=True)
     if model is not None:
         check_model_for_file(model, header.model_name, header.model_hash, header.num_codebooks,
-                             "the ECDC file")
+                             "the ECDC file", lm_hash=header.entropy_model_hash)
         return model
     return model_for_file(header.model_name, header.model_hash, header.num_codebooks, "the ECDC file")
 

@@ -286,10 +286,13 @@ def _body_bytes_missing(header: EcdcHeader, layout: StreamLayout | None, body: i
 def _lm_body_min_bytes(header: EcdcHeader, layout: StreamLayout | None, bins: int) -> int | None:
     """A lower bound on an entropy-coded body's bytes (:func:`~opencodec.bitstream.min_lm_body_size`:
     a body below it is surely damaged; one above it is not proven whole, only decoding tells);
-    None for a plain body or an unknown model."""
+    None for a plain body or an unknown model. Each segment also has at least its scale and a
+    coded byte (the coder writes its 24-bit range for the first code: 3 bytes), so an
+    official-format body cut to nothing is caught too (a deterministic one's CRCs count more)."""
     if layout is None or not header.use_lm:
         return None
-    return min_lm_body_size(header, layout, bins)
+    segments = layout.num_segments(header.audio_length)
+    return max(min_lm_body_size(header, layout, bins), segments * (layout.scale_bytes + 1))
 
 
 def release_note(name: str, weights_hash: str | None) -> str:

@@ -19,6 +19,7 @@ The packet stream (:mod:`opencodec.stream`) uses the same checks with its own he
 from __future__ import annotations
 
 import typing as tp
+import warnings
 
 from .bitstream.header import check_num_codebooks
 from .errors import BitstreamError, ModelLoadError
@@ -124,7 +125,8 @@ def _hashless_release_error(name: str, what: str) -> BitstreamError:
 
 
 def check_model_for_file(model: "EncodecModel", name: str, weights_hash: str | None,
-                         num_codebooks: int, what: str = "the file", loaded_for: str | None = None) -> None:
+                         num_codebooks: int, what: str = "the file", loaded_for: str | None = None,
+                         lm_hash: str | None = None) -> None:
     """Raise ``BitstreamError`` unless ``model`` can decode a file whose header names model
     ``name`` with ``weights_hash`` (None: no hash) and ``num_codebooks`` codebooks.
 
@@ -138,7 +140,8 @@ def check_model_for_file(model: "EncodecModel", name: str, weights_hash: str | N
     caller named explicitly; a release's name without a hash is a damaged header.
     ``loaded_for``: why the model was chosen when the caller did not give it (e.g. "the
     release whose weights hash the file records"); errors then do not speak of "the model
-    given".
+    given". ``lm_hash``: the entropy-model hash the header records (``header.entropy_model_hash``),
+    for :func:`warn_legacy_lm_of_another_release`.
     """
     who = (f"the model given ({model.name!r})" if loaded_for is None
            else f"model {model.name!r} ({loaded_for})")
@@ -167,6 +170,7 @@ def check_model_for_file(model: "EncodecModel", name: str, weights_hash: str | N
             raise BitstreamError(legacy_choice_message(what) + f"; the model given was loaded as "
                                  f"{CODEC_ALIAS!r} (today's release, {model.name}), which is not a "
                                  f"choice of the release that wrote the file")
+        warn_legacy_lm_of_another_release(model, lm_hash, what, stacklevel=3)
         return  # a legacy file, decoded with the release the caller chose
     if name in OFFICIAL_NAMES and (model.name == export_name(name)
                                    or (model.name == name and not is_proven_official(model))):
@@ -179,6 +183,26 @@ def check_model_for_file(model: "EncodecModel", name: str, weights_hash: str | N
     if name != model.name:
         given = f"the model given is {model.name!r}" if loaded_for is None else f"{who} is another model"
         raise BitstreamError(f"{what} was written by model {name!r}, but {given}")
+
+
+def warn_legacy_lm_of_another_release(model: "EncodecModel", lm_hash: str | None, what: str = "the file",
+                                      stacklevel: int = 2) -> None:
+    """Warn (``UserWarning``) when a legacy file (bare ``opencodec_24khz``, no weights hash),
+    which ``model`` (a release the caller chose) is to decode, records the hash ``lm_hash`` of
+    a released entropy model that served another codec release than ``model``'s weights: the
+    file was most likely written by that release, and other weights decode it to wrong audio.
+    Not refused: the caller named the model."""
+    release = lm_release_by_fixed_hash(lm_hash) if lm_hash is not None else None
+    if release is None:
+        return
+    served = codec_release(release.codec)
+    if served is None or weights_sha256(model) == served.sha256:
+        return
+    warnings.warn(f"{what} names model {CODEC_ALIAS!r} without a weights hash, and its entropy model "
+                  f"({release.name}, by the hash it records, {lm_hash}) served codec {served.name}, "
+                  f"not the model given ({model.name}): it was most likely written by {served.name}, "
+                  f"and other weights decode it to wrong audio; decode with -m {served.name} (Python: "
+                  f"load_model({served.name!r}))", stacklevel=stacklevel + 1)
 
 
 def model_for_file(name: str, weights_hash: str | None, num_codebooks: int,
@@ -276,6 +300,12 @@ def lm_name_for_file(lm_name: str | None, weights_hash: str | None, codec: "Enco
         bundled = lm_name == LM_ALIAS or lm_release(lm_name) is not None
         if lm_name in known_lm_models() and not bundled:
             return lm_name  # an official entropy model: its hash is checked when decoding
+        if bundled:  # a release's name (or the alias) on weights that no release has
+            raise ModelLoadError(f"{what} was entropy coded with entropy model {lm_name!r}, but with "
+                                 f"weights hash {weights_hash}, which no release has: with those "
+                                 f"weights it is not a known name (other weights under that name, "
+                                 f"such as a changed or rounded copy, wrote it); pass that entropy "
+                                 f"model (lm=..., or --lm-model PATH on the command line)")
         raise ModelLoadError(f"{what} was entropy coded with entropy model {lm_name!r} (weights "
                              f"hash {weights_hash}), which is not a known name "
                              f"({', '.join(known_lm_models())}); pass that entropy model "
@@ -296,4 +326,5 @@ def lm_name_for_file(lm_name: str | None, weights_hash: str | None, codec: "Enco
 __all__ = ["OFFICIAL_NAMES", "HASH_CHARS", "model_hash", "lm_hash", "header_identity",
            "is_proven_official", "declare_official",
            "is_registered_name", "export_name",
-           "check_model_for_file", "model_for_file", "check_lm_for_file", "lm_name_for_file"]
+           "check_model_for_file", "warn_legacy_lm_of_another_release", "model_for_file",
+           "check_lm_for_file", "lm_name_for_file"]

@@ -66,10 +66,11 @@ def release_path(release: CodecRelease | LMRelease, what: str) -> Path:
     path = cache_dir() / f"{release.name}.safetensors"
     if path.is_file():
         return path
+    option = "--model" if isinstance(release, CodecRelease) else "--lm-model"  # the other refuses it
     raise ModelLoadError(
         f"{what} {release.name!r} ({release.summary}) is not shipped in the package: commit "
         f"{release.commit[:7]} of the opencodec repository has it. In a clone, run "
-        f"`{extract_command(release)}`, then pass that file (--model/--lm-model PATH; its "
+        f"`{extract_command(release)}`, then pass that file ({option} PATH; its "
         f"weights hash is checked) or put it at {path}")
 
 
@@ -106,7 +107,8 @@ def weights_path(target: tp.Any, what: str = "model") -> Path:
                         f"{type(target).__name__} {target!r:.60}")
     if str(os.fspath(target)).strip() == "":
         known = known_models() if what == "model" else known_lm_models()
-        raise ModelLoadError(f"empty {what} name: pass a {what} name ({', '.join(known)}) or a "
+        article = "an" if what[:1] in "aeiou" else "a"
+        raise ModelLoadError(f"empty {what} name: pass {article} {what} name ({', '.join(known)}) or a "
                              f"weights file path")
     path = Path(target).expanduser()
     try:

@@ -33,8 +33,8 @@ __all__ = [
     "HASH_CHARS", "CODEC_ALIAS", "LM_ALIAS", "CURRENT_CODEC", "CURRENT_LM", "CodecRelease",
     "LMRelease", "CODEC_RELEASES", "LM_RELEASES", "codec_release", "codec_releases_by_hash",
     "lm_release", "lm_release_by_fixed_hash", "resolve_alias", "extract_command",
-    "legacy_choice_message", "short_hash", "OFFICIAL_NAMES", "is_registered_name", "export_name",
-    "needs_weights_hash", "RELEASE_SETTINGS",
+    "legacy_choice_message", "short_hash", "OFFICIAL_NAMES", "OFFICIAL_LM_NAMES", "is_registered_name",
+    "export_name", "needs_weights_hash", "RELEASE_SETTINGS",
 ]
 
 HASH_CHARS = 16
@@ -54,6 +54,10 @@ OFFICIAL_NAMES = ("encodec_24khz", "encodec_48khz")
 """Models whose headers carry no hash, byte-identical to the official package's: the name
 means the official weights, whose files are checked against their sha256 when loaded
 (re-exported by :mod:`opencodec.identity`)."""
+
+OFFICIAL_LM_NAMES = ("encodec_lm_24khz", "encodec_lm_48khz")
+"""The official entropy models (downloaded and checked against their file's sha256 when
+loaded, :mod:`opencodec.model_registry`); their integer models' hashes are not recorded here."""
 
 _CODEC_GIT_PATH = "src/opencodec/weights/opencodec_24khz.safetensors"
 _LM_GIT_PATH = "src/opencodec/weights/opencodec_lm_24khz.safetensors"

@@ -103,19 +103,34 @@ def _fixed_lm(header: EcdcHeader, layout: StreamLayout, lm: "AnyLM | None") -> "
 
 def _check_release_name(det: tp.Any) -> None:
     """Refuse to write a deterministic header (``det``) that names a released entropy model
-    with other weights (its integer model's hash is not the release's): the file could not be
-    decoded with the model it names (``decompress`` finds the model by that name). Such a
-    model is the release in float16 or bfloat16, or one changed in place; a model of one's own
-    takes its own name (``lm_name=``)."""
-    from ..releases import lm_release
+    (a versioned name, or the alias ``opencodec_lm_24khz``: today's release) with other
+    weights (its integer model's hash is not the release's): the file could not be decoded
+    with the model it names (``decompress`` finds the model by that name). Such a model is
+    the release in float16 or bfloat16, or one changed in place; a model of one's own takes
+    its own name (``lm_name=``). An official entropy model's name (``encodec_lm_24khz``) on
+    a release's weights is refused too (the official weights' integer hash is not recorded,
+    so only weights known to be others' are caught here; decoding checks the hash)."""
+    from ..releases import OFFICIAL_LM_NAMES, lm_release, lm_release_by_fixed_hash, resolve_alias
 
-    release = lm_release(det.lm_name)
+    if det.lm_name in OFFICIAL_LM_NAMES:
+        other = lm_release_by_fixed_hash(det.lm_hash)
+        if other is not None:
+            raise BitstreamError(
+                f"the entropy model is named {det.lm_name!r} (the official entropy model), but its "
+                f"weights are release {other.name}'s (integer model hash {det.lm_hash}): name it "
+                f"{other.name!r} (lm_name=...), the name decompress finds it by")
+        return
+    release = lm_release(resolve_alias(det.lm_name))
     if release is not None and det.lm_hash != release.fixed_hash:
+        alias = f" (today's release {release.name})" if release.name != det.lm_name else ""
+        other = lm_release_by_fixed_hash(det.lm_hash)
+        advice = (f"name it {other.name!r} (lm_name=...), the release whose weights it has"
+                  if other is not None else "code with the release in float32, or give the model "
+                  "its own name (lm_name=...)")
         raise BitstreamError(
-            f"the entropy model is named {det.lm_name!r}, but its weights are not that release's "
-            f"(integer model hash {det.lm_hash}, the release's {release.fixed_hash}; rounded "
-            f"weights, such as in float16 or bfloat16, make another one): code with the release "
-            f"in float32, or give the model its own name (lm_name=...)")
+            f"the entropy model is named {det.lm_name!r}{alias}, but its weights are not that "
+            f"release's (integer model hash {det.lm_hash}, the release's {release.fixed_hash}; "
+            f"rounded weights, such as in float16 or bfloat16, make another one): {advice}")
 
 
 def _same_name_hint(lm: "AnyLM", name: str | None, det: tp.Any) -> str:
@@ -123,7 +138,7 @@ def _same_name_hint(lm: "AnyLM", name: str | None, det: tp.Any) -> str:
     (or an unnamed one) has other weights, for the wrong-model error: given in half precision
     (its rounded weights make another integer model), a release's name on a changed copy (in the file or
     given), or, for a train-lm export, another export of its run. Empty for another name."""
-    from ..releases import lm_release
+    from ..releases import lm_release, resolve_alias
 
     weight = getattr(getattr(lm, "linears", [None])[0], "weight", None)
     dtype = getattr(weight, "dtype", None)
@@ -132,7 +147,7 @@ def _same_name_hint(lm: "AnyLM", name: str | None, det: tp.Any) -> str:
                 "integer model, so give it in float32)")
     if name != det.lm_name:
         return ""
-    release = lm_release(det.lm_name)
+    release = lm_release(resolve_alias(det.lm_name))
     if release is not None and release.fixed_hash != det.lm_hash:
         return (" (the same name, but the file was not coded with that release's weights: with a "
                 "changed copy of them, such as one in float16 or bfloat16; decode with that copy)")
