@@ -315,3 +315,46 @@ def test_a_long_double_wav_beyond_float32s_range_is_named_as_such(tmp_path: Path
     assert (code, err) == (1, f"opencodec: error: cannot read audio file {path}: it holds NaN or infinite "
                               "samples\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big64.wav"]
+
+
+def _memory_capped() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))  # 3 GiB: the old reading ran into it
+
+
+def test_decompress_of_an_endless_device_is_refused_at_its_first_bytes(tmp_path: Path) -> None:
+    """``opencodec decompress /dev/zero out.wav`` read the whole device into memory before its
+    header was parsed (a MemoryError after 2.5 GB under a 3 GB cap; with none, the machine's
+    memory). The header of a pipe or device is read and checked first now; nothing is written."""
+    import subprocess
+    import sys
+
+    import opencodec
+
+    env = {**os.environ, "PYTHONPATH": str(Path(opencodec.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "opencodec", "decompress", "/dev/zero", str(tmp_path / "o.wav")],
+                          capture_output=True, timeout=120, env=env, preexec_fn=_memory_capped)
+    assert (done.returncode, done.stdout, sorted(tmp_path.iterdir())) == (1, b"", [])
+    assert done.stderr == (b"opencodec: error: /dev/zero: not an ECDC file: magic expected b'ECDC', got "
+                           b"b'\\x00\\x00\\x00\\x00'\n")
+
+
+def test_decompress_reads_a_pipe_whole_after_its_header(tmp_path: Path, tiny_files_ckpt: str,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A pipe (a FIFO here) still decodes as the file does: its header, then all of its bytes."""
+    import threading
+
+    src = tone(tmp_path / "in.wav", samples=4800)
+    assert run(capsys, "compress", src, tmp_path / "a.ecdc", "-m", tiny_files_ckpt, "-q")[0] == 0
+    data = (tmp_path / "a.ecdc").read_bytes()
+    fifo = tmp_path / "pipe.ecdc"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(data))
+    writer.start()
+    code, _, err = run(capsys, "decompress", fifo, tmp_path / "from_pipe.wav", "-m", tiny_files_ckpt, "-q")
+    writer.join()
+    assert code == 0, err
+    assert run(capsys, "decompress", tmp_path / "a.ecdc", tmp_path / "from_file.wav", "-m", tiny_files_ckpt,
+               "-q")[0] == 0
+    assert (tmp_path / "from_pipe.wav").read_bytes() == (tmp_path / "from_file.wav").read_bytes()

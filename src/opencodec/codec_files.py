@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import os
 import typing as tp
 import warnings
@@ -35,7 +34,7 @@ from .audio import (AUDIO_EXTENSIONS, check_mp3_content, check_not_ecdc, check_o
 from .bandwidth import DEFAULT_BANDWIDTH  # noqa: F401 (re-exported: defined here before)
 from .bitstream import EcdcHeader, StreamLayout, parse_header, read_header
 from .compress import compress, decompress, header_lm_name
-from .ecdc_info import ECDC_SUFFIX, is_ecdc_file, read_file_header
+from .ecdc_info import ECDC_SUFFIX, is_ecdc_file, read_file_header, read_stream_file
 from .ecdc_sizes import body_overhead, header_extra, plain_size  # noqa: F401 (re-exported: defined here before)
 from .errors import AudioIOError, OutputError, UsageError
 from .file_jobs import Job, Plan, check_input, is_same_file, plan_folder, single_output
@@ -456,10 +455,14 @@ class FileDecompressor:
         options = self.options
         check_output(job.dst, options.force, need_folder=not folder)
         check_output_folder(job.dst.parent)  # before the work: _make_folder creates it after
-        # a pipe (IN /dev/stdin) can be read once: all of it, then the header from memory
-        data = None if job.src.is_file() else job.src.read_bytes()
-        with (open(job.src, "rb") if data is None else io.BytesIO(data)) as fi:
-            header = read_file_header(fi, "opencodec decompress")  # a bad file fails here, before any model loads
+        # a bad file fails at its header, before any model loads; a pipe (IN /dev/stdin) can be
+        # read once: its header (/dev/zero: refused there), then all of it
+        data = None
+        if job.src.is_file():
+            with open(job.src, "rb") as fi:
+                header = read_file_header(fi, "opencodec decompress")
+        else:
+            header, data = read_stream_file(job.src, "opencodec decompress")
         model = self.models.get(header.model_name, header.model_hash, header.num_codebooks)
         lm = self.lms.get(model, header) if header.use_lm else None
         bars = None if folder else self.progress  # a folder has one bar, over its files

@@ -176,6 +176,30 @@ class _CountingReader:
         return data
 
 
+class _KeepingReader(_CountingReader):
+    """A :class:`_CountingReader` that keeps what was read (``taken``)."""
+
+    def __init__(self, raw: tp.BinaryIO) -> None:
+        super().__init__(raw)
+        self.parts: list[bytes] = []
+
+    def read(self, size: int = -1) -> bytes:
+        data = super().read(size)
+        self.parts.append(data)
+        return data
+
+
+def read_stream_file(path: str | os.PathLike[str], reader: str) -> tuple[EcdcHeader, bytes]:
+    """A pipe's or device's (a file that cannot seek) header and all its bytes: the header is
+    read and checked first (:func:`read_file_header`), so that a stream that is no ``.ecdc``
+    file (``/dev/zero``, ``/dev/urandom``) is refused at its first bytes, not read until memory
+    runs out."""
+    with open(path, "rb") as raw:
+        kept = _KeepingReader(raw)
+        header = read_file_header(kept, reader)  # type: ignore[arg-type]
+        return header, b"".join(kept.parts) + raw.read()
+
+
 def read_file_header(fo: tp.BinaryIO, reader: str = "opencodec info") -> EcdcHeader:
     """:func:`~opencodec.bitstream.read_header`, whose error for a file that starts with the
     packet stream's sync word (``opencodec stream-encode``'s output) says so, and for a
