@@ -155,13 +155,14 @@ def test_read_only_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsy
 
 
 def test_files_appear_together(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: torch.nn.Module) -> None:
-    """Written into a temporary folder next to the output, moved into place at the end (an
-    unrelated file in the folder is kept); the output folder and its parents are created."""
+    """Written into a temporary folder next to the output (inside it when it exists already: it may
+    be a mount point), moved into place at the end (an unrelated file in the folder is kept); the
+    output folder and its parents are created."""
     seen: list[tuple[bool, list[str]]] = []
     out = tmp_path / "a" / "b"
 
     def write(module, args, path: Path, inputs, outputs) -> None:
-        assert path.parent.parent == out.parent
+        assert path.parent.parent == (out if out.is_dir() else out.parent)
         seen.append((out.exists(), sorted(p.name for p in path.parent.iterdir())))
         path.write_bytes(b"graph")
     monkeypatch.setattr(onnx_export, "_export", write)
@@ -172,6 +173,7 @@ def test_files_appear_together(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     (out / "notes.txt").write_text("mine")
     export_onnx(model, out, force=True)
     assert (out / "notes.txt").read_text() == "mine" and list(out.parent.iterdir()) == [out]
+    assert sorted(p.name for p in out.iterdir()) == sorted([*GRAPHS, "meta.json", "notes.txt"])  # none left
 
 
 def test_streaming_codes_and_audio(exported: Path, model: torch.nn.Module, speech: torch.Tensor) -> None:

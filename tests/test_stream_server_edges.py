@@ -161,6 +161,34 @@ def test_ctrl_c_twice_at_once_stops_the_server_once_and_raises_nowhere(model):
         signal.signal(signal.SIGINT, previous)
 
 
+def test_a_server_started_with_ctrl_c_ignored_keeps_serving_after_one():
+    """A background job of a non-interactive shell (``opencodec serve &`` in a script) starts with
+    SIGINT ignored; a Ctrl-C aimed at the script must not stop it (the server's own SIGINT handler
+    is installed only where asyncio.run would install its own: over Python's default). SIGTERM
+    still stops it cleanly."""
+    from websockets.sync.client import connect as sync_connect
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "opencodec", "serve", "--port", "0", "-b", "6"],
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        line = proc.stderr.readline()  # type: ignore[union-attr]
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", line).group(1))  # type: ignore[union-attr]
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        with sync_connect(f"ws://127.0.0.1:{port}/ws", open_timeout=30) as ws:  # still serving
+            ws.send(json.dumps({"mode": "relay"}))
+            assert json.loads(ws.recv(timeout=30))["type"] == "ready"
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 def test_the_ready_line_writes_an_ipv6_host_in_brackets(model):
     """``--host ::1`` printed http://::1:PORT/, which no browser or client takes; the URL it
     prints now serves the page's /info.json."""

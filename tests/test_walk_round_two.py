@@ -191,9 +191,10 @@ def test_tokenize_workers_note_not_given_on_a_rerun_with_nothing_to_do(
 
 
 # 7. export-onnx into a folder on another file system than its parent -------------------------------
-def _fake_mount(monkeypatch: pytest.MonkeyPatch, mount: Path) -> None:
-    """``mount`` seen as another file system than its parent: another st_dev, and a rename into
-    it from outside fails as across devices (EXDEV)."""
+def _fake_mount(monkeypatch: pytest.MonkeyPatch, mount: Path, other_device: bool = True) -> None:
+    """``mount`` seen as a mount point: a rename into it from outside fails as across devices
+    (EXDEV), and (``other_device``) it has another st_dev than its parent (a bind mount of the
+    same file system has the same one)."""
     import errno
     import os
 
@@ -202,7 +203,7 @@ def _fake_mount(monkeypatch: pytest.MonkeyPatch, mount: Path) -> None:
 
     def stat(self: Path, *args: object, **kwargs: object) -> os.stat_result:
         st = real_stat(self, *args, **kwargs)
-        return os.stat_result((st[0], st[1], st[2] + 1, *st[3:10])) if self == mount else st
+        return os.stat_result((st[0], st[1], st[2] + 1, *st[3:10])) if self == mount and other_device else st
 
     def replace(src: object, dst: object) -> None:
         if Path(dst).parent == mount and mount not in Path(src).parents:
@@ -213,16 +214,18 @@ def _fake_mount(monkeypatch: pytest.MonkeyPatch, mount: Path) -> None:
     monkeypatch.setattr(_files.os, "replace", replace)
 
 
-def test_staged_files_into_a_mount_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``export-onnx MODEL OUT_DIR`` with OUT_DIR a mount point (a docker volume, /dev/shm) made its
-    temporary folder beside it, on the parent's file system, and failed after all the work with
-    "cannot write OUT: Invalid cross-device link". The files now land; a previous export stays
-    whole when a new one fails, and no temporary folder is left."""
+@pytest.mark.parametrize("other_device", [True, False], ids=["another-file-system", "bind-mount"])
+def test_staged_files_into_a_mount_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, other_device: bool) -> None:
+    """``export-onnx MODEL OUT_DIR`` with OUT_DIR a mount point (a docker volume, /dev/shm, a bind
+    mount of the same file system) made its temporary folder beside it, on the parent's file
+    system, and failed after all the work with "cannot write OUT: Invalid cross-device link". The
+    files now land; a previous export stays whole when a new one fails, and no temporary folder
+    is left."""
     from opencodec._files import staged_files
     mount = tmp_path / "volume"
     mount.mkdir()
     (mount / "meta.json").write_text("old")
-    _fake_mount(monkeypatch, mount)
+    _fake_mount(monkeypatch, mount, other_device)
     with pytest.raises(RuntimeError):
         with staged_files(mount) as tmp:
             (tmp / "meta.json").write_text("half")
@@ -283,3 +286,27 @@ def test_compress_names_the_entropy_model_file_whose_name_no_header_holds(
                         rf"'(x+\.\.\. \(201 characters\)|my\\nlm'), which deterministic \.ecdc headers record, "
                         rf"{why}; give it another name\n", err), err
     assert not (tmp_path / "out.ecdc").exists()
+
+
+@pytest.mark.parametrize("key, value, said", [
+    ("name", 2024, "config field model.name must be a non-empty string, got 2024"),
+    ("name", None, "config field model.name must be a non-empty string, got None"),
+    ("segment", "1.0", "config field model.segment must be a number of seconds or null, got '1.0'"),
+    ("overlap", None, "config field model.overlap must be a number (a fraction of a segment), got None"),
+])
+def test_the_trainer_refuses_a_model_section_that_load_model_would_refuse(key: str, value: object, said: str) -> None:
+    """``load_model`` (and ``save_model``) refuse a configuration of the wrong types; the trainer
+    accepted ``model.name: 2024`` (YAML's int) and then failed with a traceback at its first
+    checkpoint, after the training work. Its config check says so now, before any work."""
+    import copy
+
+    from opencodec.errors import ConfigError
+    from opencodec.train.config import load_config
+    from opencodec.train.config_checks import check_codec_config
+
+    cfg = copy.deepcopy(load_config(str(Path(__file__).parents[1] / "configs" / "tiny_24khz.yaml")))
+    check_codec_config(copy.deepcopy(cfg))  # as shipped: accepted
+    cfg["model"][key] = value
+    with pytest.raises(ConfigError) as caught:
+        check_codec_config(cfg)
+    assert str(caught.value) == said

@@ -168,3 +168,17 @@ def test_official_lm_names_are_the_registry_ones() -> None:
     from opencodec.releases import OFFICIAL_LM_NAMES
 
     assert set(OFFICIAL_LM_NAMES) == set(OFFICIAL_LM_CHECKPOINTS)
+
+
+def test_info_model_of_a_release_describes_a_file_from_before_versioned_names(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``decompress -m opencodec_24khz_v4`` decodes a file whose header names the bare
+    ``opencodec_24khz`` without a hash (before versioned names); ``info -m opencodec_24khz_v4``
+    said it "was not used" for that file ("it describes only files that name it"), against the
+    README's "describes only the files decompress would decode with it". No such warning now; a
+    model that is no release still gets it."""
+    legacy = Path(__file__).parent / "fixtures" / "stage3_621d886_6kbps.ecdc"
+    assert cli.main(["info", str(legacy), "-m", "opencodec_24khz_v4"]) == 0
+    assert "was not used" not in capsys.readouterr().err
+    assert cli.main(["info", str(legacy), "-m", "encodec_24khz"]) == 0
+    assert "was not used" in capsys.readouterr().err

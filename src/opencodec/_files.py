@@ -384,9 +384,9 @@ def staged_files(out: str | Path) -> tp.Iterator[Path]:
     """All-or-nothing output of several files into the folder ``out``.
 
     Yields a new hidden temporary folder on ``out``'s file system for the caller to write
-    every file into: next to ``out``, or inside it when ``out`` is a folder on another file
-    system than its parent (a mount point, a link to a folder on another disk), where the
-    renames from beside it would fail (EXDEV). When the body succeeds, ``out`` is created if
+    every file into: inside ``out`` when it is a folder already (it may be a mount point, a bind
+    mount of the same file system included, or a link to a folder on another disk, where renames
+    from beside it fail with EXDEV), else next to it. When the body succeeds, ``out`` is created if
     needed and each file is moved onto ``out/<name>`` with an atomic rename (replacing a file
     of that name).
     On any error (including ``KeyboardInterrupt``) the temporary folder is removed and
@@ -396,7 +396,7 @@ def staged_files(out: str | Path) -> tp.Iterator[Path]:
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        where = out if out.is_dir() and out.stat().st_dev != out.parent.stat().st_dev else out.parent
+        where = out if out.is_dir() else out.parent  # inside an existing one: it may be a mount point
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=TEMP_SUFFIX, dir=where))
     except OSError as exc:
         raise OutputError(f"cannot write {out}: {error_reason(exc)}") from exc

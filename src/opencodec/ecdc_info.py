@@ -71,10 +71,13 @@ def known_fits(known: tuple[str, EncodecConfig] | KnownModel, model_name: str, m
     """Whether ``known`` (:func:`known_model`, or a (name, configuration) pair) is the model
     that wrote a file whose header names ``model_name`` with weights hash ``model_hash``, as
     decompress decides: the hash is its own (whatever the name), or the header names it and
-    records no other hash (a file of other weights under the same name is not its)."""
+    records no other hash (a file of other weights under the same name is not its), or the
+    header is a legacy one (the bare alias, no hash) and ``known`` a codec release."""
     recorded = known[2] if len(known) > 2 else None  # type: ignore[misc]
     if model_hash is not None and recorded is not None:
         return recorded == model_hash
+    if model_name == CODEC_ALIAS and model_hash is None:  # a file from before versioned names:
+        return codec_release(known[0]) is not None  # decompress takes the release the caller names
     return known[0] == model_name
 
 

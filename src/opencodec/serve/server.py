@@ -483,8 +483,9 @@ def run_server(model: EncodecModel, host: str = "127.0.0.1", port: int = 8765,
 
     async def serve() -> None:
         interrupts = _InterruptOnce(asyncio.current_task())  # type: ignore[arg-type]
-        with contextlib.suppress(ValueError):  # not the main thread: asyncio.run's handling
-            signal.signal(signal.SIGINT, interrupts)
+        if previous is signal.default_int_handler:  # as asyncio.run decides (SIG_IGN: a background job)
+            with contextlib.suppress(ValueError):  # not the main thread: asyncio.run's handling
+                signal.signal(signal.SIGINT, interrupts)
         try:
             await server.serve_forever(host, port, ready)
         except asyncio.CancelledError:
@@ -492,7 +493,10 @@ def run_server(model: EncodecModel, host: str = "127.0.0.1", port: int = 8765,
                 raise
         finally:  # stopping (asyncio.run's own handler would raise inside its clean-up)
             with contextlib.suppress(ValueError, TypeError):  # not the main thread; no Python handler
-                signal.signal(signal.SIGINT, _ignore_interrupt if server.port is not None else previous)
+                if server.port is not None:  # it served (not: the address could not be taken)
+                    signal.signal(signal.SIGINT, _ignore_interrupt)
+                elif signal.getsignal(signal.SIGINT) is interrupts:
+                    signal.signal(signal.SIGINT, previous)
 
     try:
         with contextlib.suppress(KeyboardInterrupt):

@@ -254,6 +254,7 @@ def _check_model(cfg: dict) -> None:
     import dataclasses
 
     from ..model import EncodecConfig
+    from ..weights_layout import config_problem
 
     for f in dataclasses.fields(EncodecConfig):
         if f.type in (int, "int"):
@@ -267,6 +268,14 @@ def _check_model(cfg: dict) -> None:
         raise ConfigError(f"config field model.target_bandwidths: expected a non-empty list of kbps, "
                           f"got {bandwidths!r}")
     bandwidth_list(cfg, "model.target_bandwidths")
+    section = _value(cfg, "model")
+    try:  # what load_model refuses (save_model too): found here, not at the first checkpoint
+        config = EncodecConfig.from_dict({**EncodecConfig().to_dict(), **section}) if isinstance(section, dict) else None
+    except (TypeError, ValueError):  # an unknown field: the key checks name it
+        config = None
+    problem = None if config is None else config_problem(config)
+    if problem:
+        raise ConfigError(f"config field model.{problem}")
 
 
 def _check_mel_scales(cfg: dict) -> None:
