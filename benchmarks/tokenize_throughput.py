@@ -101,6 +101,8 @@ def make_set(sources: list[Path], out: Path, files: int, seed: int, min_s: float
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(out / f"item{i:04d}.flac", float(rng.uniform(min_s, max_s)), int(rng.choice(RATES)),
              int(rng.integers(1, 3)), int(rng.integers(0, _POOL.size))) for i in range(files)]
+    for stale in set(out.glob("item*.flac")) - {job[0] for job in jobs}:  # a reused --work's larger set
+        stale.unlink()
     with ProcessPoolExecutor(os.cpu_count() or 1, mp_context=mp.get_context("fork")) as pool_exec:
         list(pool_exec.map(_write_piece, jobs))
     return out
@@ -322,6 +324,14 @@ def main() -> int:
                         choices=["official", "transformers"])
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one, removed)")
     args = parser.parse_args()
+    for option in ("files", "cpu_files", "threads", "hf_batch"):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
+    if min(args.cpu_processes) < 1:
+        parser.error(f"--cpu-processes must each be at least 1, got {args.cpu_processes}")
+    for option in ("min_seconds", "max_seconds", "batch_seconds"):
+        if not 0 < getattr(args, option) < float("inf"):
+            parser.error(f"--{option.replace('_', '-')} must be above 0 and finite, got {getattr(args, option):g}")
     previous = signal.signal(signal.SIGTERM, _interrupt)  # timeout's SIGTERM: the partial table, as Ctrl-C
     try:
         return _run(args)

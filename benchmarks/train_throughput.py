@@ -12,9 +12,10 @@ For each config and each adversary setting, one row:
   the CPU.
 
 A step is the generator update plus, with the adversary, a discriminator update with the
-config's probability (``adversarial.disc_prob``: its FLOPs count with that weight, and the
-timed loop runs it on that share of steps). Audio is synthetic (the step's cost does not
-depend on it); the first ``--warmup`` steps (k-means, compilation) are not timed.
+config's probability (``adversarial.disc_prob``): the timed loop runs it on that share of
+steps, rounded down (6 of 10 at 0.667), and the FLOPs count the updates it ran. Audio is
+synthetic (the step's cost does not depend on it); the first ``--warmup`` steps (k-means,
+compilation) are not timed.
 
     python benchmarks/train_throughput.py                          # bundled + paper size, GPU if any
     python benchmarks/train_throughput.py --amp bf16 --compile --batch 256
@@ -35,13 +36,16 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # provenance, also when loaded by a test
 
+from opencodec.errors import OpenCodecError  # noqa: E402
 from opencodec.model import EncodecConfig, EncodecModel  # noqa: E402
 from opencodec.train.balancer import Balancer  # noqa: E402
 from opencodec.train.discriminator import MultiScaleSTFTDiscriminator  # noqa: E402
 from opencodec.train.solver import build_mel_loss, load_config  # noqa: E402
 from opencodec.train.step import (StepParts, TrainerModule, autocast_for, compile_models,  # noqa: E402
                                   configure_backends, discriminator_step, generator_step, make_adam)
+from provenance import provenance_line  # noqa: E402
 
 CONFIGS = {"bundled": ROOT / "configs/opencodec_cpu_24khz.yaml", "paper": ROOT / "configs/opencodec_24khz.yaml"}
 # Dense peaks in TFLOP/s (NVIDIA datasheets, SXM parts; the H200 is the H100's chip with more
@@ -121,16 +125,18 @@ def measure(cfg: dict, device: torch.device, batch: int, seconds: float, adversa
         with counter:
             discriminator_step(parts, x, y)
         d_flops = counter.get_total_flops()
-    flops = g_flops + disc_prob * d_flops
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     _sync(device)
+    # the discriminator on the config's share of steps, spread evenly (i * p crosses an integer):
+    # int(steps * p) of them, which the FLOPs count (not steps * p: 6 of 10 steps at p = 0.667)
+    with_disc = [adversary and int((i + 1) * disc_prob) > int(i * disc_prob) for i in range(steps)]
     start = time.perf_counter()
     for i in range(steps):
-        # the discriminator on the config's share of steps, spread evenly (i * p crosses an integer)
-        step(i, adversary and int((i + 1) * disc_prob) > int(i * disc_prob))
+        step(i, with_disc[i])
     _sync(device)
     elapsed = time.perf_counter() - start
+    flops = g_flops + sum(with_disc) / steps * d_flops
     tflops = flops * steps / elapsed / 1e12
     peak = peak_tflops(device, amp)
     memory = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
@@ -138,6 +144,19 @@ def measure(cfg: dict, device: torch.device, batch: int, seconds: float, adversa
     return {"audio_s_per_s": steps * batch * seconds / elapsed, "gflop_per_step": flops / 1e9,
             "tflops": tflops, "peak_share": None if peak is None else tflops / peak, "memory_gib": memory / 2**30,
             "step_ms": 1000 * elapsed / steps}
+
+
+def compile_note() -> str:
+    """What ``torch.compile`` made of the models so far (dynamo's counters): graphs, graph breaks
+    and whether a code object hit the recompile limit, after which its calls run eager."""
+    from torch._dynamo.utils import counters
+
+    breaks = {reason.split("\n")[0]: n for reason, n in counters["graph_break"].items()}
+    limit = any("recompile limit" in reason for reason in counters["unimplemented"])
+    return (f"compile: {counters['stats']['unique_graphs']} graph(s) compiled; graph breaks: "
+            + (", ".join(f"{reason} x{n}" for reason, n in breaks.items()) or "none")
+            + ("; RECOMPILE LIMIT HIT: some module calls ran eager (TORCH_LOGS=recompiles says which)"
+               if limit else ""))
 
 
 def main(argv: tp.Sequence[str] | None = None) -> int:
@@ -157,10 +176,23 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
     parser.add_argument("--tf32", action="store_true", help="the trainer's tf32 key (float32 matmuls as TF32)")
     parser.add_argument("--tiny", action="store_true", help="a tiny model, batch 2, 0.5 s: a dry run of the script")
     args = parser.parse_args(argv)
+    for option in ("batch", "steps"):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option} must be at least 1, got {getattr(args, option)}")
+    if args.warmup < 0 or not args.seconds > 0:
+        parser.error(f"--warmup must be 0 or more and --seconds above 0, got {args.warmup} and {args.seconds:g}")
+    configs = {}
+    for config in args.configs:  # all read before the first row's minutes are spent
+        try:
+            configs[config] = load_config(CONFIGS.get(config, config))
+        except (OSError, OpenCodecError) as exc:
+            parser.error(f"--configs {config}: {exc} (names: {', '.join(CONFIGS)}, or a YAML path)")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: this torch ({torch.__version__}) sees no CUDA device")
     configure_backends({"cudnn_benchmark": args.cudnn_benchmark, "tf32": args.tf32}, device)
     if args.tiny:
         args.batch, args.seconds, args.warmup, args.steps = 2, 0.5, 1, 2
@@ -168,10 +200,11 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
     print(f"device: {name}; torch {torch.__version__}; amp {args.amp}; compile {args.compile}; "
           f"cudnn_benchmark {args.cudnn_benchmark}; tf32 {args.tf32}; batch {args.batch} x "
           f"{args.seconds:g} s; {args.steps} timed steps after {args.warmup}" + ("; TINY MODEL (dry run)" if args.tiny else ""))
+    print(provenance_line())
     print("| config | adversary | audio s/s | step ms | GFLOP/step | TFLOP/s | % peak | peak memory GiB |")
     print("|---|---|---|---|---|---|---|---|")
     for config in args.configs:
-        cfg = load_config(CONFIGS.get(config, config))
+        cfg = configs[config]
         if args.tiny:
             cfg = copy.deepcopy(cfg)
             cfg["model"].update(TINY_MODEL)
@@ -182,6 +215,12 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
             share = "-" if row["peak_share"] is None else f"{100 * row['peak_share']:.1f}"
             print(f"| {config} | {'yes' if adversary else 'no'} | {row['audio_s_per_s']:.1f} | {row['step_ms']:.1f} | "
                   f"{row['gflop_per_step']:.2f} | {row['tflops']:.3f} | {share} | {row['memory_gib']:.2f} |", flush=True)
+    if args.compile:  # the rows are only as compiled as this says
+        try:
+            note = compile_note()
+        except Exception as exc:  # noqa: BLE001 - private counters: another torch may lay them out otherwise
+            note = f"compile: dynamo's counters not readable here ({type(exc).__name__}: {exc})"
+        print("\n" + note)
     return 0
 
 

@@ -74,6 +74,8 @@ def pack(manifests: Path, out: Path, splits: list[str], level: float, max_mb: fl
     for split in sorted(splits, key=lambda name: name == "train"):
         rows = [json.loads(line) for line in (manifests / f"{split}.jsonl").read_text().splitlines() if line]
         rows = _interleave_categories(rows, weights, seed)[:max_rows]
+        for old in (out / "audio" / split).glob("*.opus"):  # an earlier pack of this split: it would travel too
+            old.unlink()
         kept = []
         for i, row in enumerate(rows):
             src = (manifests / row["path"]).resolve()
@@ -82,6 +84,7 @@ def pack(manifests: Path, out: Path, splits: list[str], level: float, max_mb: fl
             total += size
             if total > max_mb * 2**20:
                 (out / rel).unlink()
+                total -= size
                 print(f"stopping at {max_mb} MiB in split {split} ({len(kept)} files)", file=sys.stderr)
                 break
             kept.append(dict(row, path=str(Path("..") / rel), **({"channels": 1} if mono else {})))
