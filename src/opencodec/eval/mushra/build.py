@@ -134,6 +134,7 @@ def select_items(eval_set: Path, categories: tp.Sequence[str], per_category: int
     holds fewer items than asked for."""
     if per_category < 1:
         raise MushraError(f"--items-per-category must be at least 1, got {per_category}")
+    _check_seed(seed)
     chosen: dict[str, list[dict]] = {}
     for cat in categories:
         manifest = eval_set / f"eval_{cat}.jsonl"
@@ -147,6 +148,13 @@ def select_items(eval_set: Path, categories: tp.Sequence[str], per_category: int
         picks = sorted(rng.choice(len(rows), size=per_category, replace=False).tolist())
         chosen[cat] = [rows[i] for i in picks]
     return chosen
+
+
+def _check_seed(seed: int) -> None:
+    """:class:`MushraError` unless ``seed`` is a whole number >= 0 (what numpy's
+    ``default_rng`` takes)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise MushraError(f"--seed must be a whole number >= 0, got {seed!r}")
 
 
 def _eval_checked(check: tp.Callable[..., tp.Any], *args: tp.Any) -> tp.Any:
@@ -343,12 +351,19 @@ def build_test(eval_set: str | os.PathLike[str], out: str | os.PathLike[str], *,
         raise MushraError(f"--max-seconds must be a positive number, got {max_seconds}")
     if categories is not None and not categories:  # ``--categories`` with no name
         raise MushraError(NO_CATEGORY_NAMED)
+    twice = sorted({c for c in categories or () if list(categories).count(c) > 1})
+    if twice:  # each would draw the same items again: the same excerpts as several trials
+        raise MushraError(f"--categories names {', '.join(map(repr, twice))} more than once")
+    _check_seed(seed)
     loaded = {spec: load_codec(spec) for spec in models}
     if loaded:
         formats = {(m.sample_rate, m.channels) for m in loaded.values()}
         if len(formats) > 1:
             raise MushraError(f"models disagree on sample rate/channels: {sorted(formats)}")
         sample_rate, channels = formats.pop()
+    if max_seconds is not None and round(max_seconds * sample_rate) < 1:
+        raise MushraError(f"--max-seconds {max_seconds:g} is shorter than one sample at "
+                          f"{sample_rate} Hz: every excerpt would be empty")
     systems = plan_systems(models, bandwidths, baselines, anchor_hz, loaded)
     _eval_checked(check_baselines, baselines, sample_rate, channels)
     lowpass_anchor(np.zeros((1, 16), np.float32), sample_rate, anchor_hz)  # checks the cut-off now

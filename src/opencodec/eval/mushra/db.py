@@ -67,6 +67,15 @@ def connect(path: str | Path) -> sqlite3.Connection:
     return conn
 
 
+def _connect_read_only(path: str | Path) -> sqlite3.Connection:
+    """Open the existing database at ``path`` for reading only: reading never creates the
+    schema in it (a file that is not a ratings database is reported, not changed)."""
+    try:
+        return sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
+    except sqlite3.Error as exc:
+        raise MushraError(f"cannot open ratings database {path}: {exc}") from exc
+
+
 def store_trial(path: str | Path, test_id: str, listener: str, trial_id: str,
                 ratings: tp.Sequence[tuple[str, str, float]]) -> tuple[str, bool]:
     """Store one listener's ratings of one trial: ``ratings`` = (condition id, system,
@@ -94,10 +103,10 @@ def store_trial(path: str | Path, test_id: str, listener: str, trial_id: str,
 
 def load_ratings(path: str | Path, test_id: str | None = None) -> list[Rating]:
     """All ratings in the database at ``path`` (those of ``test_id`` only, if given),
-    ordered by listener, trial and condition."""
+    ordered by listener, trial and condition. The file is opened read-only."""
     if not Path(path).is_file():
         raise MushraError(f"ratings database {path} not found (no ratings submitted yet?)")
-    conn = connect(path)
+    conn = _connect_read_only(path)
     try:
         query = ("SELECT test_id, listener, trial_id, condition_id, system, rating, submitted_at "
                  "FROM ratings")
@@ -126,3 +135,19 @@ def listener_progress(path: str | Path, test_id: str, listener: str) -> list[str
     finally:
         conn.close()
     return [r[0] for r in rows]
+
+
+def rated_conditions(path: str | Path, test_id: str) -> set[tuple[str, str]]:
+    """The (trial id, condition id) pairs rated in test ``test_id`` in the database at
+    ``path`` (empty if it does not exist)."""
+    if not Path(path).is_file():
+        return set()
+    conn = connect(path)
+    try:
+        rows = conn.execute("SELECT DISTINCT trial_id, condition_id FROM ratings WHERE test_id = ?",
+                            (test_id,)).fetchall()
+    except sqlite3.Error as exc:
+        raise MushraError(f"cannot read ratings database {path}: {exc}") from exc
+    finally:
+        conn.close()
+    return {(r[0], r[1]) for r in rows}

@@ -112,6 +112,7 @@ def summarize(test: MushraTest, ratings: tp.Sequence[Rating]) -> dict:
     unknown = sorted({r.trial_id for r in own if test.trial(r.trial_id) is None})
     if unknown:
         raise MushraError(f"ratings name trial(s) {unknown} that test {test.test_id!r} does not have")
+    test.check_ratings_belong({(r.trial_id, r.condition_id) for r in own}, "the ratings database")
     hidden = test.systems_of_kind(HIDDEN_REFERENCE_KIND)[0]
     screening = screen_listeners(own, hidden)
     kept = [r for r in own if not screening[r.listener].excluded]

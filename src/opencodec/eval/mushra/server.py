@@ -8,12 +8,16 @@ Routes:
   (never the system names);
 * ``GET /api/progress?listener=NAME``: ``{"done": [trial ids]}`` already submitted;
 * ``GET /audio/<trial>/<file>.wav``: only files named in ``test.json``; single byte ranges
-  (``Range: bytes=a-b``) are honoured, as browsers' media elements ask for them;
+  (``Range: bytes=a-b``) are honoured, as browsers' media elements ask for them (a position
+  of more than 18 digits is taken as beyond the file); a file removed or unreadable since
+  the server started is ``500 {"ok": false, "error": "cannot read audio file NAME: <why>"}``;
 * ``POST /api/submit`` with a JSON body ``{"test_id", "trial_id", "listener",
   "ratings": [{"condition": ID, "rating": 0..100}, ...]}``: checked by
   :func:`validate_submission` (known test and trial, non-empty listener, every condition
   of the trial rated exactly once, each rating a finite number in [0, 100], no unknown
-  fields) and stored with :func:`.db.store_trial`. Answers ``200 {"ok": true, ...}`` or
+  fields; a body nested too deeply or holding a number of more than 4300 digits, which
+  Python's parser cannot read, is a 400 too) and stored with :func:`.db.store_trial`.
+  Answers ``200 {"ok": true, ...}`` or
   ``400 {"ok": false, "error": "<what is wrong>"}`` (413 for bodies over 64 KiB, 400 for a
   negative ``Content-Length``, 411 without one). A ratings database that cannot be read
   (progress) or written (submit) is ``500 {"ok": false, "error": "<the reason>"}``.
@@ -79,11 +83,19 @@ def _reject_constant(name: str) -> tp.NoReturn:
 
 
 def parse_json(body: bytes) -> tp.Any:
-    """Decode a request body as JSON (UTF-8); NaN and Infinity are rejected."""
+    """Decode a request body as JSON (UTF-8); NaN and Infinity are rejected, and so are
+    bodies nested too deeply or holding numbers too long for the parser (a
+    :class:`SubmissionError` for each, never another exception)."""
     try:
         return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SubmissionError(f"the body is not valid JSON: {exc}") from exc
+    except SubmissionError:
+        raise
+    except RecursionError:  # e.g. 60000 nested '[': the parser runs out of stack
+        raise SubmissionError("the body is JSON nested too deeply to read") from None
+    except ValueError:  # int() of more than 4300 digits
+        raise SubmissionError("the body holds a number of more than 4300 digits") from None
 
 
 def validate_submission(test: MushraTest, payload: tp.Any) -> Submission:
@@ -137,6 +149,14 @@ def validate_submission(test: MushraTest, payload: tp.Any) -> Submission:
 
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+#: Byte positions of more digits than this are taken as this (beyond any file; ``int`` of a
+#: string of more than 4300 digits raises).
+_MAX_POSITION = 10**18
+
+
+def _position(digits: str) -> int:
+    """A byte position of a Range header, at most :data:`_MAX_POSITION`."""
+    return int(digits) if len(digits) <= 18 else _MAX_POSITION
 
 
 def parse_range(header: str, size: int) -> tuple[int, int] | None:
@@ -146,10 +166,10 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     if not m or (not m.group(1) and not m.group(2)) or size == 0:
         return None
     if not m.group(1):  # suffix: the last N bytes
-        n = int(m.group(2))
+        n = _position(m.group(2))
         return (max(size - n, 0), size - 1) if n > 0 else None
-    first = int(m.group(1))
-    last = int(m.group(2)) if m.group(2) else size - 1
+    first = _position(m.group(1))
+    last = _position(m.group(2)) if m.group(2) else size - 1
     if first >= size or last < first:
         return None
     return first, min(last, size - 1)
@@ -269,7 +289,12 @@ class MushraHandler(BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
     def _audio(self, file: Path) -> None:
-        data = file.read_bytes()
+        try:
+            data = file.read_bytes()
+        except OSError as exc:  # removed or unreadable since the server started
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR,
+                        f"cannot read audio file {file.name}: {error_reason(exc)}")
+            return
         headers = {"Accept-Ranges": "bytes"}
         requested = self.headers.get("Range")
         if requested is None:
@@ -289,8 +314,16 @@ class MushraHandler(BaseHTTPRequestHandler):
         if urlsplit(self.path).path != "/api/submit":
             self._error(HTTPStatus.NOT_FOUND, f"not found: {self.path}")
             return
+        declared = self.headers.get("Content-Length", "").strip()
+        if declared.isascii() and declared.isdigit() and len(declared) > 18:
+            # more digits than int() takes (4300) or than any body: too large, said as declared
+            self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                        f"the body has a {len(declared)}-digit number of bytes; at most "
+                        f"{MAX_BODY_BYTES} are accepted")
+            self.close_connection = True
+            return
         try:
-            length = int(self.headers.get("Content-Length", ""))
+            length = int(declared)
         except ValueError:
             self._error(HTTPStatus.LENGTH_REQUIRED, "a Content-Length header is required")
             return
@@ -329,14 +362,25 @@ def make_server(test_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
                 max_connections: int = MAX_CONNECTIONS) -> MushraHTTPServer:
     """A server for the test in ``test_dir`` (not yet serving; ``port`` 0 picks a free
     one, see ``.url``). Ratings go to ``db_path`` (default ``TEST_DIR/ratings.sqlite``),
-    created with its schema now so that a bad path fails here. ``read_timeout`` (seconds)
+    created with its schema now so that a bad path fails here, as does a database holding
+    ratings under this test id for trials or conditions the test does not have (an earlier
+    build with the same ``--test-id``). ``read_timeout`` (seconds)
     and ``max_connections`` bound what clients can hold (see the module notes)."""
     if not read_timeout > 0 or max_connections < 1:
         raise MushraError(f"read_timeout must be > 0 and max_connections >= 1, got "
                           f"{read_timeout} and {max_connections}")
+    if not host.strip():  # "" would listen on every interface, not on none
+        raise MushraError("--host is empty: name the address to listen on (127.0.0.1 by default; "
+                          "0.0.0.0 for every interface)")
     test = load_test(test_dir)
     db_file = Path(db_path) if db_path is not None else test.root / DB_FILE
     db.connect(db_file).close()
+    # ratings of an earlier build with this test id would resume and count as this one's
+    try:
+        rated = db.rated_conditions(db_file, test.test_id)
+    except MushraError:  # a table that cannot be read: each request answers 500 with the reason
+        rated = set()
+    test.check_ratings_belong(rated, db_file)
     try:
         return MushraHTTPServer((host, port), test, db_file, log, read_timeout, max_connections)
     except OSError as exc:

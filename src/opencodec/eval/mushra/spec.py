@@ -88,6 +88,25 @@ class MushraTest:
         """The trial with this id, or None."""
         return next((t for t in self.trials if t.trial_id == trial_id), None)
 
+    def foreign_ratings(self, rated: tp.Iterable[tuple[str, str]]) -> list[str]:
+        """``trial/condition`` of each (trial id, condition id) in ``rated`` that this test
+        does not have (ratings stored under this test id by an earlier build of it), sorted."""
+        return sorted(f"{t}/{c}" for t, c in rated
+                      if (trial := self.trial(t)) is None or trial.condition(c) is None)
+
+    def check_ratings_belong(self, rated: tp.Iterable[tuple[str, str]], source: str | Path) -> None:
+        """:class:`MushraError` if ``rated`` (trial id, condition id) pairs stored under this
+        test id in ``source`` (a ratings database) name a trial or condition this test does
+        not have: they were given to another build with the same test id (``--test-id``
+        reused with a shared ``--db``), whose trials hold other items, so they can be
+        neither counted nor resumed here."""
+        foreign = self.foreign_ratings(rated)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise MushraError(f"{source} holds ratings of test {self.test_id!r} for trial/condition "
+                              f"ids this build of it does not have ({shown}): they come from an "
+                              "earlier build with the same test id; use another --db or --test-id")
+
     def systems_of_kind(self, kind: str) -> list[str]:
         """Names of the systems of one kind (e.g. :data:`HIDDEN_REFERENCE_KIND`)."""
         return [name for name, k in self.systems.items() if k == kind]
