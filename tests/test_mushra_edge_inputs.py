@@ -229,3 +229,14 @@ def test_build_refuses_a_negative_seed_in_one_line(eval_set, tmp_path, capsys):
     with pytest.raises(MushraError, match="--seed must be a whole number >= 0"):
         B.select_items(eval_set, ["music"], 1, -3)
     assert B.select_items(eval_set, ["music"], 1, np.int64(2)) == B.select_items(eval_set, ["music"], 1, 2)
+
+
+def test_build_refuses_a_manifest_that_lists_one_item_twice(tmp_path):
+    """``opencodec eval`` refuses a manifest whose rows share an item id (results are keyed by
+    it); ``mushra build`` took it, and could make two trials of one excerpt. Same check now."""
+    folder = _set(tmp_path / "set", "ab")
+    (folder / "eval_music.jsonl").write_text("".join(json.dumps({"path": f"{n}.wav"}) + "\n" for n in "aba"))
+    with pytest.raises(MushraError, match=r"eval_music\.jsonl: 1 item id\(s\) are shared by several rows \('a': "):
+        B.select_items(folder, ["music"], 2, seed=0)
+    (folder / "eval_music.jsonl").write_text("".join(json.dumps({"path": f"{n}.wav"}) + "\n" for n in "ab"))
+    assert [Path(r["path"]).name for r in B.select_items(folder, ["music"], 2, seed=0)["music"]] == ["a.wav", "b.wav"]

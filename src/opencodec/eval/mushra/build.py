@@ -60,7 +60,7 @@ import numpy as np
 from ..._files import error_reason
 from ...bandwidth import check_bandwidth
 from ...errors import UnsupportedBandwidthError, advice_for_entropy_model
-from ..items import NO_CATEGORY_NAMED, check_set_folder, item_id, read_manifest
+from ..items import NO_CATEGORY_NAMED, check_set_folder, check_unique_ids, item_id, read_manifest
 from ..systems import DEFAULT_CATEGORIES, EvalReportError, neural_system_name, parse_baseline
 from .spec import (ANCHOR_KIND, DB_FILE, FORMAT, HIDDEN_REFERENCE_KIND, TEST_FILE, MushraError,
                    MushraTest, load_test)
@@ -141,6 +141,7 @@ def select_items(eval_set: Path, categories: tp.Sequence[str], per_category: int
         if not manifest.is_file():
             raise MushraError(f"missing manifest {manifest} (category {cat!r})")
         rows = _eval_checked(read_manifest, manifest)
+        _eval_checked(check_unique_ids, manifest, rows)  # one file listed twice: two trials of it
         if len(rows) < per_category:
             raise MushraError(f"{manifest} has {len(rows)} item(s), but {per_category} per "
                               "category were asked for (--items-per-category)")
