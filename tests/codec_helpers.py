@@ -3,7 +3,9 @@ short signals and fixtures used by several test files."""
 
 from __future__ import annotations
 
+import json
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -99,3 +101,21 @@ def _bytes_name(folder: Path, raw: bytes, seed: int) -> Path:
     except OSError as exc:  # a file system that takes UTF-8 names only (macOS)
         pytest.skip(f"this file system refuses a name that is not UTF-8 ({exc})")
     return Path(os.fsdecode(target))
+
+
+def noise_wav(path: Path, seconds: float = 0.5, rate: int = 24_000) -> Path:
+    """A 16-bit WAV of uniform noise at 0.3 of full scale (seed 0) at ``path``; returns it."""
+    rng = np.random.default_rng(0)
+    sf.write(path, (0.3 * rng.uniform(-1, 1, int(seconds * rate))).astype(np.float32), rate, subtype="PCM_16")
+    return path
+
+
+def with_header_key(src: Path, dst: Path, key: str) -> Path:
+    """``src`` (.ecdc) with an extra key in its JSON header: a file "written by another program"."""
+    data = src.read_bytes()
+    magic, version, size = struct.unpack("!4sBI", data[:9])
+    header = json.loads(data[9:9 + size])
+    header[key] = 1
+    text = json.dumps(header).encode()
+    dst.write_bytes(struct.pack("!4sBI", magic, version, len(text)) + text + data[9 + size:])
+    return dst

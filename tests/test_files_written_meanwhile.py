@@ -16,7 +16,7 @@ from opencodec.codec_files import FileCompressor, FileDecompressor, OutputOption
 from opencodec.errors import OpenCodecError, OutputError
 from opencodec.file_jobs import Job, Plan, run_jobs
 
-from codec_helpers import tiny_files_ckpt  # noqa: F401, F811 (a pytest fixture)
+from codec_helpers import noise_wav, tiny_files_ckpt  # noqa: F401, F811 (a pytest fixture)
 
 
 RATE = 24_000
@@ -28,12 +28,6 @@ OTHER = b"written by another command meanwhile"
 @pytest.fixture(autouse=True)
 def _always_offline(offline: Path) -> Path:
     return offline
-
-
-def _wav(path: Path, seconds: float = 0.5) -> Path:
-    rng = np.random.default_rng(0)
-    sf.write(path, (0.3 * rng.uniform(-1, 1, int(seconds * RATE))).astype(np.float32), RATE, subtype="PCM_16")
-    return path
 
 
 def _hidden(folder: Path) -> list[str]:
@@ -55,7 +49,7 @@ def _write_meanwhile(monkeypatch: pytest.MonkeyPatch, name: str, dst: Path) -> N
 @pytest.mark.parametrize("suffix", [".ecdc", ".wav"])  # a plain .ecdc, and a round trip's audio
 def test_compress_keeps_an_output_written_meanwhile(tmp_path: Path, tiny_files_ckpt: str, suffix: str,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    src, dst = _wav(tmp_path / "in.wav"), tmp_path / f"out{suffix}"
+    src, dst = noise_wav(tmp_path / "in.wav"), tmp_path / f"out{suffix}"
     compressor = FileCompressor(tiny_files_ckpt, 1.5, OutputOptions())
     _write_meanwhile(monkeypatch, "compress", dst)
     with pytest.raises(OpenCodecError, match=r"out\%s already exists \(use -f/--force" % suffix):
@@ -65,7 +59,7 @@ def test_compress_keeps_an_output_written_meanwhile(tmp_path: Path, tiny_files_c
 
 
 def test_compress_force_still_replaces(tmp_path: Path, tiny_files_ckpt: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    src, dst = _wav(tmp_path / "in.wav"), tmp_path / "out.ecdc"
+    src, dst = noise_wav(tmp_path / "in.wav"), tmp_path / "out.ecdc"
     compressor = FileCompressor(tiny_files_ckpt, 1.5, OutputOptions(force=True))
     _write_meanwhile(monkeypatch, "compress", dst)
     result = compressor(Job(src, dst))
@@ -75,7 +69,7 @@ def test_compress_force_still_replaces(tmp_path: Path, tiny_files_ckpt: str, mon
 def test_decompress_keeps_an_output_written_meanwhile(tmp_path: Path, tiny_files_ckpt: str,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     src = tmp_path / "in.ecdc"
-    FileCompressor(tiny_files_ckpt, 1.5, OutputOptions())(Job(_wav(tmp_path / "in.wav"), src))
+    FileCompressor(tiny_files_ckpt, 1.5, OutputOptions())(Job(noise_wav(tmp_path / "in.wav"), src))
     dst = tmp_path / "out.wav"
     decompressor = FileDecompressor(tiny_files_ckpt, OutputOptions())
     _write_meanwhile(monkeypatch, "decompress", dst)
@@ -88,7 +82,7 @@ def test_decompress_keeps_an_output_written_meanwhile(tmp_path: Path, tiny_files
 def test_folder_run_reports_the_file_written_meanwhile_and_goes_on(tmp_path: Path, tiny_files_ckpt: str,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "in").mkdir()
-    srcs = [_wav(tmp_path / "in" / f"{name}.wav") for name in ("a", "b")]
+    srcs = [noise_wav(tmp_path / "in" / f"{name}.wav") for name in ("a", "b")]
     out = tmp_path / "out"
     out.mkdir()
     compressor = FileCompressor(tiny_files_ckpt, 1.5, OutputOptions())
@@ -118,7 +112,7 @@ def test_atomic_output_without_overwrite(tmp_path: Path) -> None:
 
 
 def test_output_that_is_the_input_is_refused_as_such_without_force(tmp_path: Path) -> None:
-    src = _wav(tmp_path / "in.wav")
+    src = noise_wav(tmp_path / "in.wav")
     os.symlink(src.name, tmp_path / "alias.wav")
     for out in (src, tmp_path / "alias.wav"):
         with pytest.raises(FileExistsError) as caught:
@@ -128,7 +122,7 @@ def test_output_that_is_the_input_is_refused_as_such_without_force(tmp_path: Pat
 
 def test_output_folder_that_cannot_be_created_is_named(tmp_path: Path, tiny_files_ckpt: str) -> None:
     (tmp_path / "in" / "sub").mkdir(parents=True)
-    src = _wav(tmp_path / "in" / "sub" / "a.wav")
+    src = noise_wav(tmp_path / "in" / "sub" / "a.wav")
     out = tmp_path / "out"
     out.mkdir()
     (out / "sub").write_bytes(b"a file where the folder would go")
@@ -144,7 +138,7 @@ def test_long_round_trip_at_the_models_format_is_streamed(tmp_path: Path, tiny_f
     channels goes through the bounded-memory path (a 2-minute file took 1.59 GB whole, 383 MB
     streamed), with the whole path's audio to one 16-bit step, the input's length, no temporary
     file left; another output rate still takes the whole path."""
-    src = _wav(tmp_path / "in.wav", seconds=0.5)
+    src = noise_wav(tmp_path / "in.wav", seconds=0.5)
     whole = FileCompressor(tiny_files_ckpt, 1.5, OutputOptions())(Job(src, tmp_path / "whole.wav"))
     assert not whole.streamed
     monkeypatch.setattr(codec_files, "STREAMING_MIN_SECONDS", 0.2)
@@ -171,7 +165,7 @@ def test_folder_rerun_says_the_outputs_exist(tmp_path: Path, tiny_files_ckpt: st
 
     (tmp_path / "in").mkdir()
     for name in ("a", "b"):
-        _wav(tmp_path / "in" / f"{name}.wav")
+        noise_wav(tmp_path / "in" / f"{name}.wav")
     (tmp_path / "in" / "bad.wav").write_bytes(b"not audio")
     args = ["compress", "-q", "-j", "1", "-m", tiny_files_ckpt, "-b", "1.5", str(tmp_path / "in"),
             str(tmp_path / "out")]

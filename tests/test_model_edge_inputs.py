@@ -33,6 +33,20 @@ def _ecdc(model: EncodecModel, path: Path, samples: int = 4800) -> Path:
     return path
 
 
+def _load_error_with_config(tmp_path: Path, field: str, value: object) -> tuple[Path, str]:
+    """A ``.th`` of a tiny model whose stored configuration has ``field`` set to ``value``, and
+    the ``ModelLoadError`` message ``load_model`` gives for it."""
+    from opencodec.errors import ModelLoadError
+    from opencodec.pretrained import load_model
+
+    model = _tiny("mine", 0)
+    path = tmp_path / "w.th"
+    torch.save({"state_dict": model.state_dict(), "config": {**model.config.to_dict(), field: value}}, path)
+    with pytest.raises(ModelLoadError) as info:
+        load_model(path)
+    return path, str(info.value)
+
+
 # -- info -m: the weights that wrote the file, not just a model of that name -----------------------------------
 def test_info_model_of_the_same_name_but_other_weights_does_not_describe_the_file(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -87,15 +101,8 @@ def test_a_stored_configuration_of_the_wrong_type_is_refused_when_loaded(
         field: str, value: object, said: str, tmp_path: Path) -> None:
     """These loaded without a word: compress then failed with a TypeError traceback from
     bandwidth.py (bandwidths None or a number), or a stored "causal": "no" computed as causal."""
-    from opencodec.errors import ModelLoadError
-    from opencodec.pretrained import load_model
-
-    model = _tiny("mine", 0)
-    path = tmp_path / "w.th"
-    torch.save({"state_dict": model.state_dict(), "config": {**model.config.to_dict(), field: value}}, path)
-    with pytest.raises(ModelLoadError) as info:
-        load_model(path)
-    assert str(info.value) == f"{path}: invalid model configuration ({said})"
+    path, error = _load_error_with_config(tmp_path, field, value)
+    assert error == f"{path}: invalid model configuration ({said})"
 
 
 def test_compress_with_weights_whose_configuration_has_no_bandwidths_is_one_line(
@@ -181,15 +188,8 @@ def test_a_stored_configuration_larger_than_its_tensors_is_refused_before_buildi
     """A 60 kB weights file whose stored configuration says n_q 10**6 made load_model (and
     ``info -m``) build that model first: > 5.6 GB and over 100 s before failing; n_filters 10**5
     or bins 2**40 failed with torch's "can't allocate memory" RuntimeError, not a ModelLoadError."""
-    from opencodec.errors import ModelLoadError
-    from opencodec.pretrained import load_model
-
-    model = _tiny("mine", 0)
-    path = tmp_path / "w.th"
-    torch.save({"state_dict": model.state_dict(), "config": {**model.config.to_dict(), field: value}}, path)
-    with pytest.raises(ModelLoadError) as info:
-        load_model(path)
-    assert str(info.value) == f"{path} does not match the mine architecture: {said}"
+    path, error = _load_error_with_config(tmp_path, field, value)
+    assert error == f"{path} does not match the mine architecture: {said}"
 
 
 # -- info of a device or pipe: the header first, the rest counted, not kept ------------------------------------

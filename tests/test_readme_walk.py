@@ -3,15 +3,14 @@ that was not what it says."""
 
 from __future__ import annotations
 
-import json
 import re
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from codec_helpers import with_header_key
 from test_tokenize import tiny_model_file  # noqa: F401 (pytest fixture)
 
 
@@ -51,17 +50,6 @@ def test_tokenize_bar_with_no_work_up_front_appears_when_work_comes(capsys: pyte
     assert "0.5/0.5 s" in capsys.readouterr().err
 
 
-def _with_header_key(src: Path, dst: Path, key: str) -> Path:
-    """``src`` (.ecdc) with an extra key in its JSON header: a file "written by another program"."""
-    data = src.read_bytes()
-    magic, version, size = struct.unpack("!4sBI", data[:9])
-    header = json.loads(data[9:9 + size])
-    header[key] = 1
-    text = json.dumps(header).encode()
-    dst.write_bytes(struct.pack("!4sBI", magic, version, len(text)) + text + data[9 + size:])
-    return dst
-
-
 def test_a_streamed_decode_gives_the_clipping_hint_to_clipping_warnings_only(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """README, Command line: "unknown header keys are ignored with a warning", and "clipping is
@@ -77,7 +65,7 @@ def test_a_streamed_decode_gives_the_clipping_hint_to_clipping_warnings_only(
     sf.write(tmp_path / "loud.wav", (0.999 * np.sign(np.sin(2 * np.pi * 200 * t))).astype(np.float32), 24000,
              subtype="FLOAT")  # a full-scale square wave: decoded, it peaks above 1
     assert main(["-q", "compress", str(tmp_path / "loud.wav"), str(tmp_path / "loud.ecdc")]) == 0
-    odd = _with_header_key(tmp_path / "loud.ecdc", tmp_path / "odd.ecdc", "zz")
+    odd = with_header_key(tmp_path / "loud.ecdc", tmp_path / "odd.ecdc", "zz")
     capsys.readouterr()
     assert main(["-q", "decompress", str(odd), str(tmp_path / "odd.wav")]) == 0
     lines = capsys.readouterr().err.splitlines()

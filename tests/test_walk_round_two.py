@@ -5,39 +5,17 @@ point, an error naming an argument the user never passed)."""
 
 from __future__ import annotations
 
-import json
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 
-from codec_helpers import run, tiny_files_ckpt  # noqa: F401 (a pytest fixture)
-
-RATE = 24_000
+from codec_helpers import noise_wav, run, tiny_files_ckpt, with_header_key  # noqa: F401 (a pytest fixture)
 
 
 @pytest.fixture(autouse=True)
 def _always_offline(offline: Path) -> Path:
     return offline
-
-
-def _wav(path: Path, seconds: float = 0.5) -> Path:
-    rng = np.random.default_rng(0)
-    sf.write(path, (0.3 * rng.uniform(-1, 1, int(seconds * RATE))).astype(np.float32), RATE, subtype="PCM_16")
-    return path
-
-
-def _with_header_key(src: Path, dst: Path, key: str) -> Path:
-    """``src`` (.ecdc) with an extra key in its JSON header: a file "written by another program"."""
-    data = src.read_bytes()
-    magic, version, size = struct.unpack("!4sBI", data[:9])
-    header = json.loads(data[9:9 + size])
-    header[key] = 1
-    text = json.dumps(header).encode()
-    dst.write_bytes(struct.pack("!4sBI", magic, version, len(text)) + text + data[9 + size:])
-    return dst
 
 
 # 1. a streamed decode printed the header's warnings twice --------------------------------------
@@ -48,8 +26,8 @@ def test_a_streamed_decode_prints_a_header_warning_once(tmp_path: Path, tiny_fil
     key: the warning was printed by the header check, then again from the streamed decode's
     result (which reads the header again). Once now, on the streamed path as on the whole one."""
     from opencodec import codec_files
-    assert run(capsys, "compress", "-m", tiny_files_ckpt, _wav(tmp_path / "in.wav"), tmp_path / "a.ecdc")[0] == 0
-    odd = _with_header_key(tmp_path / "a.ecdc", tmp_path / "odd.ecdc", "zz")
+    assert run(capsys, "compress", "-m", tiny_files_ckpt, noise_wav(tmp_path / "in.wav"), tmp_path / "a.ecdc")[0] == 0
+    odd = with_header_key(tmp_path / "a.ecdc", tmp_path / "odd.ecdc", "zz")
     for low in (60.0, 0.2):  # the whole path, then the streamed one
         monkeypatch.setattr(codec_files, "STREAMING_MIN_SECONDS", low)
         code, _, err = run(capsys, "decompress", "-f", "-m", tiny_files_ckpt, odd, tmp_path / "odd.wav")
@@ -64,7 +42,7 @@ def test_a_streamed_decode_still_reports_clipping(tmp_path: Path, tiny_files_ckp
     from opencodec import codec_files
     from opencodec.codec_files import FileCompressor, FileDecompressor, OutputOptions
     from opencodec.file_jobs import Job
-    FileCompressor(tiny_files_ckpt, 1.5, OutputOptions())(Job(_wav(tmp_path / "in.wav"), tmp_path / "a.ecdc"))
+    FileCompressor(tiny_files_ckpt, 1.5, OutputOptions())(Job(noise_wav(tmp_path / "in.wav"), tmp_path / "a.ecdc"))
     monkeypatch.setattr(codec_files, "STREAMING_MIN_SECONDS", 0.2)
     real = codec_files.decompress_file_streaming
 
@@ -75,7 +53,7 @@ def test_a_streamed_decode_still_reports_clipping(tmp_path: Path, tiny_files_ckp
         return length
 
     monkeypatch.setattr(codec_files, "decompress_file_streaming", clipping)
-    odd = _with_header_key(tmp_path / "a.ecdc", tmp_path / "odd.ecdc", "zz")
+    odd = with_header_key(tmp_path / "a.ecdc", tmp_path / "odd.ecdc", "zz")
     with pytest.warns(UserWarning, match="unknown key"):
         result = FileDecompressor(tiny_files_ckpt, OutputOptions())(Job(odd, tmp_path / "odd.wav"))
     assert result.streamed
@@ -109,7 +87,7 @@ def test_train_overrides_stay_optional_and_are_applied() -> None:
 def test_tokenize_unsupported_bandwidth_is_a_usage_error(tmp_path: Path, tiny_files_ckpt: str,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "data").mkdir()
-    _wav(tmp_path / "data" / "a.wav", 0.3)
+    noise_wav(tmp_path / "data" / "a.wav", 0.3)
     code, _, err = run(capsys, "tokenize", "-b", "5", tmp_path / "data", "--out", tmp_path / "out",
                        "-m", tiny_files_ckpt, "--device", "cpu", "--workers", "1")
     assert code == 2, err  # was 1, "model ... supports bandwidths 1.5, 3 kbps, got 5"
@@ -161,8 +139,8 @@ def _tokens(tmp_path: Path, ckpt: str, capsys: pytest.CaptureFixture[str], worke
     data = tmp_path / "data"
     if not data.exists():
         data.mkdir()
-        _wav(data / "a.wav", 0.3)
-        _wav(data / "b.wav", 0.2)
+        noise_wav(data / "a.wav", 0.3)
+        noise_wav(data / "b.wav", 0.2)
     code, _, err = run(capsys, "tokenize", data, "--out", tmp_path / "out", "-m", ckpt, "--device", "cpu",
                        "--workers", workers)
     return code, err
@@ -280,7 +258,7 @@ def test_compress_names_the_entropy_model_file_whose_name_no_header_holds(
                         {"codec": codec.name, "codec_source": tiny_files_ckpt, "codec_hash": codec_fingerprint(codec),
                          "frame_rate": 75, "bandwidths": [1.5, 3.0], "step": 5, "name": name})
     code, _, err = run(capsys, "compress", "-m", tiny_files_ckpt, "--lm-model", lm_file,
-                       _wav(tmp_path / "in.wav", 0.2), tmp_path / "out.ecdc")
+                       noise_wav(tmp_path / "in.wav", 0.2), tmp_path / "out.ecdc")
     assert code == 1 and "lm_name" not in err, err
     assert re.fullmatch(rf"opencodec: error: entropy model {re.escape(str(lm_file))}: the name in its metadata "
                         rf"'(x+\.\.\. \(201 characters\)|my\\nlm'), which deterministic \.ecdc headers record, "
