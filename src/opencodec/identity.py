@@ -233,7 +233,7 @@ def model_for_file(name: str, weights_hash: str | None, num_codebooks: int,
                 f"{what} names model {name!r} without a weights hash, which is not a known model "
                 f"({known}); pass the model that wrote it with --model PATH (Python: "
                 f"load_model(PATH))")
-        _check_codebooks_before_loading(name, num_codebooks, what)
+        check_codebooks_before_loading(name, None, num_codebooks, what)
         model = load(name)
         loaded_for = "loaded by the name the file records"
     else:
@@ -245,11 +245,11 @@ def model_for_file(name: str, weights_hash: str | None, num_codebooks: int,
                 f"custom export?); pass those weights with --model PATH (their hash is checked)")
         matches = [release] if release is not None else codec_releases_by_hash(weights_hash)
         if matches:
-            _check_codebooks_before_loading(matches[0].name, num_codebooks, what)
+            check_codebooks_before_loading(name, weights_hash, num_codebooks, what)
             model = load(matches[0].name)
             loaded_for = "the release whose weights hash the file records"
         elif name in OFFICIAL_NAMES:
-            _check_codebooks_before_loading(name, num_codebooks, what)
+            check_codebooks_before_loading(name, weights_hash, num_codebooks, what)
             model = load(name)
             loaded_for = "loaded by the name the file records"
         else:
@@ -262,13 +262,19 @@ def model_for_file(name: str, weights_hash: str | None, num_codebooks: int,
     return model
 
 
-def _check_codebooks_before_loading(name: str, num_codebooks: int, what: str) -> None:
-    """``BitstreamError`` when model ``name`` (a release or an official model, known without its
-    weights) has fewer codebooks than a header uses: refused before its weights are extracted
-    or downloaded (as ``opencodec info`` refuses the header)."""
-    facts = _named_facts(name)
+def check_codebooks_before_loading(name: str, weights_hash: str | None, num_codebooks: int,
+                                   what: str = "the file") -> None:
+    """``BitstreamError`` when the model a header naming ``name`` with ``weights_hash`` is decoded
+    with (a release, by its name or by the hash, or an official model: known without its
+    weights) has fewer codebooks than the header uses: refused before its weights are extracted
+    or downloaded (as ``opencodec info`` refuses the header). Nothing for another model."""
+    release = codec_release(name)
+    if release is None and weights_hash is not None:
+        release = next(iter(codec_releases_by_hash(weights_hash)), None)
+    target = name if release is None else release.name
+    facts = _named_facts(target)
     if facts is not None:
-        check_num_codebooks(num_codebooks, facts["n_q"], name, what)
+        check_num_codebooks(num_codebooks, facts["n_q"], target, what)
 
 
 def check_lm_for_file(lm: "EntropyLM | FixedLM", weights_hash: str | None,

@@ -15,7 +15,8 @@ from .bandwidth import check_bandwidth
 from .bitstream import EcdcHeader
 from .bitstream.header import check_num_codebooks
 from .errors import BitstreamError, OpenCodecError, UnsupportedBandwidthError, UsageError
-from .identity import check_lm_for_file, check_model_for_file, lm_name_for_file, model_for_file
+from .identity import (check_codebooks_before_loading, check_lm_for_file, check_model_for_file,
+                       lm_name_for_file, model_for_file)
 from .model import EncodecConfig, EncodecModel
 from .lm_pairing import check_lm_for_decoding
 from .pretrained import (DEFAULT_MODEL, config_for_name, known_lm_models, lm_name_for_codec, load_lm_model,
@@ -103,19 +104,6 @@ def check_named_model(model_arg: str, name: str, weights_hash: str | None, num_c
                              "pass the model that wrote it (or no -m: the header's model)")
 
 
-def header_model_codebooks(name: str, weights_hash: str | None) -> tuple[str, int] | None:
-    """(name, codebooks) of the model a header naming ``name`` with ``weights_hash`` is decoded
-    with when that is known without loading it (a release, by name or by the hash, or an
-    official model), else None."""
-    release = codec_release(name)
-    if release is None and weights_hash is not None:
-        release = next(iter(codec_releases_by_hash(weights_hash)), None)
-    if release is not None:
-        return release.name, release.n_q
-    config = config_for_name(name) if name in OFFICIAL_NAMES else None
-    return None if config is None else (name, config.n_q)
-
-
 class CodecModels:
     """Codecs for decompression, each loaded at most once: the ``model_arg`` one (name or
     weights file), or else the one each header names (a failure is remembered too). Either
@@ -160,9 +148,7 @@ class CodecModels:
             model = self._given()
             check_model_for_file(model, name, weights_hash, num_codebooks, what)
             return model
-        named = header_model_codebooks(name, weights_hash)
-        if named is not None:  # before any weights are extracted or downloaded only to be refused
-            check_num_codebooks(num_codebooks, named[1], named[0], what)
+        check_codebooks_before_loading(name, weights_hash, num_codebooks, what)
         key = (name, weights_hash)
         if key not in self._by_name:
             try:  # 1 codebook: the load is shared by this header's files, each checked below
