@@ -669,3 +669,23 @@ def test_a_headerless_au_file_is_not_audio(tmp_path: Path) -> None:
     assert rate == 8000 and wav.shape == (1, 800) and float(wav[0, 0]) == 0.25
     blocks = list(_ConvertedBlocks(real, 8000, 1, 1.0))
     assert sum(b.shape[0] for b in blocks) == 800
+
+
+def test_staged_files_sweep_the_staging_folder_a_killed_run_left(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                           text=True, check=True)
+    tag = f"{_files._host()}-{_files._pid_namespace()}"
+    out = tmp_path / "onnx"
+    out.mkdir()
+    dead = out / f".onnx.{tag}-{int(ended.stdout)}.abcd1234{_files.TEMP_SUFFIX}"
+    (dead / "sub").mkdir(parents=True)
+    (dead / "sub" / "encoder.onnx").write_bytes(b"half")
+    running = out / f".onnx.{tag}-{os.getpid()}.efgh5678{_files.TEMP_SUFFIX}"
+    running.mkdir()
+    with _files.staged_files(out) as stage:
+        assert _files._temporary_owner(stage.name) == (tag, os.getpid())  # a later run can tell
+        (stage / "meta.json").write_text("{}")
+    assert sorted(os.listdir(out)) == [running.name, "meta.json"]  # the dead one's folder is gone

@@ -118,9 +118,9 @@ def temporary_in_use(path: str | Path) -> bool:
 
 
 def _remove_dead_temporaries(folder: Path) -> list[Path]:
-    """Delete the temporary files in ``folder`` that ``atomic_output`` calls of processes on this
-    machine, in this pid namespace, that have ended left behind (``kill -9``); returns them. Files
-    of processes still running, of other machines or pid namespaces (a shared folder) and names
+    """Delete the temporary files in ``folder`` that ``atomic_output`` calls (and the folders that
+    ``staged_files`` calls) of processes on this machine, in this pid namespace, that have ended
+    left behind (``kill -9``); returns them. Those of processes still running, of other machines or pid namespaces (a shared folder) and names
     in another pattern are left alone."""
     removed = []
     with contextlib.suppress(OSError):
@@ -130,6 +130,9 @@ def _remove_dead_temporaries(folder: Path) -> list[Path]:
                     with contextlib.suppress(OSError):
                         if entry.is_file(follow_symlinks=False):
                             os.unlink(entry.path)
+                            removed.append(Path(entry.path))
+                        elif entry.is_dir(follow_symlinks=False):  # a staged_files folder
+                            shutil.rmtree(entry.path)
                             removed.append(Path(entry.path))
     return removed
 
@@ -390,14 +393,17 @@ def staged_files(out: str | Path) -> tp.Iterator[Path]:
     needed and each file is moved onto ``out/<name>`` with an atomic rename (replacing a file
     of that name).
     On any error (including ``KeyboardInterrupt``) the temporary folder is removed and
-    ``out`` is left as it was; an ``OSError`` (raised by the body or the moves) becomes
+    ``out`` is left as it was; one that a killed process (``kill -9``) left is named like
+    :func:`atomic_output`'s temporary files and removed by the next call there; an ``OSError`` (raised by the body or the moves) becomes
     ``OutputError("cannot write OUT: <reason>")``, naming ``out``, never the temporary path.
     """
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         where = out if out.is_dir() else out.parent  # inside an existing one: it may be a mount point
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=TEMP_SUFFIX, dir=where))
+        _remove_dead_temporaries(where)  # what a killed run (kill -9) left there
+        prefix = f".{temporary_name_stem(out.name)}.{_owner_tag()}."
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=TEMP_SUFFIX, dir=where))
     except OSError as exc:
         raise OutputError(f"cannot write {out}: {error_reason(exc)}") from exc
     try:
