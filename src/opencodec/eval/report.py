@@ -13,11 +13,13 @@ Protocol
 --------
 * Every item of ``SET/eval_<category>.jsonl`` is read and converted to the **scoring rate
   and channels** (those of the first ``--models`` entry; all models must agree; without
-  models ``--sample-rate``/``--channels``, default 24 kHz mono), channels first, then soxr
-  resampling (:class:`opencodec.data.dataset.EvalDataset`). This converted signal is the
+  models ``--sample-rate``/``--channels``, default 24 kHz mono), soxr resampling first, then
+  the channels (:class:`opencodec.data.dataset.EvalDataset`). This converted signal is the
   input of every system *and* the reference every output is scored against. An item whose
-  file cannot be read, or whose audio holds NaN or infinite samples, is skipped with a
-  warning (also with ``-q``) and listed under "Skipped items" in ``report.md`` and
+  file cannot be read, whose audio holds NaN or infinite samples, or whose channels convert
+  to the scoring channels only by a guess (neither the same count nor a mono down- or up-mix:
+  a 5.1 file scored in stereo), is skipped with a warning (also with ``-q``) and listed under
+  "Skipped items" in ``report.md`` and
   ``meta.skipped`` in ``summary.json``; when no item can be scored the run fails. An empty
   manifest is an error when its category is named by ``--categories``, else skipped with a
   note and stated in ``report.md`` and ``meta.empty_categories``; a set with only empty
@@ -158,8 +160,8 @@ def run_eval(models: tp.Sequence[str], bandwidths: tp.Sequence[float] | None,
     skipped += run_tasks(tasks, ResultsFile(results_path), tuple(models), tuple(baselines),
                          workers, quiet, evaluate_item)
 
-    picked = list(pick_rows(read_results(results_path), items, systems, metrics,
-                            sample_rate, channels).values())
+    stored = read_results(results_path)
+    picked = list(pick_rows(stored, items, systems, metrics, sample_rate, channels).values())
     all_rows = [r for r in picked if not codec_failed(r)]
     failures = [{"category": r["category"], "item_id": r["item_id"], "system": r["system"],
                  "error": r["errors"]["codec"]} for r in picked if codec_failed(r)]
@@ -170,7 +172,8 @@ def run_eval(models: tp.Sequence[str], bandwidths: tp.Sequence[float] | None,
         "models": list(models), "bandwidths": list(bandwidths or []), "baselines": list(baselines),
         "set": str(eval_set), "categories": list(categories), "max_items": max_items,
         "metrics": list(metrics), "sample_rate": sample_rate, "channels": channels,
-        "workers": workers, "n_rows": len(all_rows), "wall_s": time.perf_counter() - t_start,
+        "workers": workers, "n_rows": len(all_rows), "n_rows_stored": len(stored),
+        "wall_s": time.perf_counter() - t_start,
         "visqol_modes": {c: visqol_mode(c) for c in categories},
         "skipped_bandwidths": lineup.bandwidth_notes, "skipped": skipped,
         "codec_failures": failures, "empty_categories": empty_categories,

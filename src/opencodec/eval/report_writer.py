@@ -212,7 +212,7 @@ def _header_lines(meta: dict) -> list[str]:
         lines.append(f"- Metrics: {', '.join(meta['metrics'])}")
     lines += [
         f"- Scoring: every item is converted to {meta['sample_rate']} Hz, {meta['channels']} "
-        "channel(s) (channels first, then soxr resampling) before coding; every system codes that "
+        "channel(s) (soxr resampling, then the channels) before coding; every system codes that "
         "converted signal and is scored against it at that rate.",
         "- Neural systems: real `compress` -> `.ecdc` bytes -> `decompress` round trip; actual kbps "
         "from the `.ecdc` size (header included); RTF = (encode + decode wall time) / audio "
@@ -233,7 +233,7 @@ def _header_lines(meta: dict) -> list[str]:
         "metrics undefined on an item (too short, silent, ...) are left out of that mean "
         "(see `errors` in results.jsonl), and the cell then says over how many items it is "
         "taken, `(n=K)`, K below the row's n.",
-        f"- Items scored: {meta['n_rows']} rows in results.jsonl; wall time of this run: "
+        f"- Items scored: {_rows_line(meta)}; wall time of this run: "
         f"{meta['wall_s']:.1f} s with {meta['workers']} worker(s) (a resumed run only "
         "computes the missing rows). Only the rows of this run's items, systems and metrics are "
         "reported; rows of other runs into the same folder stay in results.jsonl.",
@@ -256,6 +256,16 @@ def _header_lines(meta: dict) -> list[str]:
         lines.append(f"- **Empty manifest**: `eval_{cat}.jsonl` lists no items; category {cat!r} "
                      "is not evaluated.")
     return lines
+
+
+def _rows_line(meta: dict) -> str:
+    """How many result rows the tables hold (``meta["n_rows"]``: this run's scored (item,
+    system) rows) and, when known, how many ``results.jsonl`` holds (``meta["n_rows_stored"]``:
+    also other runs' rows and codec failures), so that neither count passes for the other."""
+    line = f"{meta['n_rows']} (item, system) rows in the tables"
+    stored = meta.get("n_rows_stored")
+    return line + (f", of the {stored} rows in results.jsonl" if stored is not None
+                   else " (from results.jsonl)")
 
 
 def _narrow_band_lines(sample_rate: int) -> list[str]:

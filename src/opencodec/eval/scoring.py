@@ -17,7 +17,7 @@ from .systems import (ITEM_KEY, SCORED_KEY, SILENT_KEY, SPEECH_ONLY_METRICS, WEI
 
 __all__ = ["ItemReadError", "init_worker", "init_pool_worker", "score_in_this_process",
            "loaded_models", "neural_roundtrip", "score", "load_reference", "is_silent",
-           "evaluate_item"]
+           "check_channels", "evaluate_item"]
 
 
 class ItemReadError(EvalReportError):
@@ -147,10 +147,22 @@ def is_silent(audio: np.ndarray, reference: np.ndarray | None = None) -> bool:
     return bool(np.any(silent))
 
 
+def check_channels(file_channels: int, channels: int) -> bool:
+    """Whether an item of ``file_channels`` channels converts to ``channels`` as
+    :func:`opencodec.audio.convert_channels` converts a file for ``compress``: the same count,
+    a mono down-mix (the mean) or a mono up-mix. Any other (6 -> 2, 2 -> 6) would be a guess:
+    the eval's reader would keep the first channels (a 5.1 file's front pair, without its
+    centre) and score that as the item."""
+    return file_channels == channels or channels == 1 or file_channels == 1
+
+
 def load_reference(task: dict) -> np.ndarray:
     """The item of ``task`` as float32 ``[C, T]`` at the scoring rate and channels; raises
-    :class:`ItemReadError` naming the file and the reason when it cannot be read, is empty
-    or holds NaN or infinite samples (bad input: the item is skipped, not coded)."""
+    :class:`ItemReadError` naming the file and the reason when it cannot be read, is empty,
+    holds NaN or infinite samples, or has channels that convert to the scoring channels only
+    by a guess (bad input: the item is skipped, not coded; :func:`check_channels`)."""
+    import soundfile as sf
+
     from .._files import error_reason
     from ..data.dataset import EvalDataset
 
@@ -161,12 +173,20 @@ def load_reference(task: dict) -> np.ndarray:
     except OSError as exc:
         raise ItemReadError(path, error_reason(exc)) from None
     try:
-        item = EvalDataset([task["row"]], sample_rate=task["sample_rate"], channels=task["channels"],
-                           skip_errors=False)[0]
+        file_channels = sf.info(path).channels
+        if not check_channels(file_channels, task["channels"]):
+            item = None
+        else:
+            item = EvalDataset([task["row"]], sample_rate=task["sample_rate"],
+                               channels=task["channels"], skip_errors=False)[0]
     except (OSError, RuntimeError, ValueError) as exc:  # soundfile's errors are RuntimeErrors
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         prefix = f"Error opening {path!r}: "  # soundfile's; the path is named already
         raise ItemReadError(path, reason[len(prefix):] if reason.startswith(prefix) else reason) from None
+    if item is None:
+        raise ItemReadError(path, f"it has {file_channels} channels and the scoring {task['channels']}: "
+                            "only a mono down-mix or up-mix is made (as compress makes them), "
+                            "any other would be a guess; convert it with a tool that knows its layout")
     ref = item["audio"].numpy().astype(np.float32)
     if ref.shape[-1] == 0:
         raise ItemReadError(path, "the file holds no audio samples")
