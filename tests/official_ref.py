@@ -105,7 +105,7 @@ def make_official_model(name: str, seed: int = 0) -> "encodec.EncodecModel":
 
 def ours_from(ref: "encodec.EncodecModel", name: str) -> tp.Any:
     """An opencodec ``EncodecModel`` of the official architecture ``name`` carrying ``ref``'s weights
-    (left in training mode, as built: callers call ``.eval()`` where they need it), declared
+    (in eval mode, as ``EncodecModel`` builds it: call ``.train()`` to compare training mode), declared
     official (:func:`opencodec.identity.declare_official`) so that its files carry the
     official package's headers, as the byte comparisons with the reference need."""
     from opencodec import EncodecConfig, EncodecModel
