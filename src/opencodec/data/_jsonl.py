@@ -21,9 +21,18 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> int:
 
 
 def read_jsonl(path: Path | str) -> list[dict]:
-    """Read a JSONL manifest (list of dicts)."""
+    """Read a JSONL manifest (list of dicts); a line that is not JSON raises ``ValueError``
+    naming the file and the line (not only json's "line 1 column 6")."""
+    rows = []
     with open(path) as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{number}: not a JSON line ({exc.msg})") from exc
+    return rows
 
 
 def manifest_rows(path: Path | str, error: type[Exception]) -> Iterator[dict]:

@@ -71,6 +71,19 @@ def _decode(path: str, sample_rate: int = 48000) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(data.T), int(sr)
 
 
+def readable(path: str) -> bool:
+    """Whether the output ``path`` exists and its header reads: a damaged one (a partial copy
+    of the corpus folder, a file overwritten by something else) is redone, not trusted."""
+    if not os.path.exists(path):
+        return False
+    import soundfile as sf
+    try:
+        sf.info(path)
+    except Exception:  # soundfile's LibsndfileError / RuntimeError: not audio it can read
+        return False
+    return True
+
+
 def convert_file(src_path: str, out_path: str, sample_rate: int, min_seconds: float = 0.2,
                  max_channels: int = 2, target_db: float = -20.0) -> tuple[str, Optional[str]]:
     """Decode -> resample (soxr HQ) -> loudness-normalise -> FLAC (PCM_16) at ``out_path``.
@@ -80,7 +93,7 @@ def convert_file(src_path: str, out_path: str, sample_rate: int, min_seconds: fl
     ``(out_path, reason)`` when the input is skipped; the reason is stored in
     ``out_path + ".failed"`` so the file is not retried."""
     failed = out_path + ".failed"
-    if os.path.exists(out_path):
+    if readable(out_path):
         return out_path, None
     if os.path.exists(failed):
         with open(failed) as fh:
@@ -130,7 +143,8 @@ def convert_all(files: list[SourceFile], sample_rate: int, workers: int,
     if workers > 1 and len(pending) > 8:
         # workers ignore Ctrl-C: the parent stops them (finishing the files they are writing,
         # each written atomically) and reports the interruption in one line
-        ex = ProcessPoolExecutor(workers, initializer=_ignore_sigint)
+        # a fork pool starts all its processes at once: no more than there are chunks of 8
+        ex = ProcessPoolExecutor(min(workers, math.ceil(len(pending) / 8)), initializer=_ignore_sigint)
         try:
             for out, reason in ex.map(_convert_star, pending, chunksize=8):
                 results[out] = reason

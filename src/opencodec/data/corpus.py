@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import importlib.util
 import json
 import logging
@@ -43,11 +44,11 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import IO, Optional, Sequence
 
 from .._files import file_in_the_way
 from ..argtypes import MAX_SAMPLE_RATE as MAX_RATE, MIN_SAMPLE_RATE as MIN_RATE, count_arg, positive_int, sample_rate_arg
-from ..errors import EXPECTED_ERRORS, one_line, print_traceback_if_asked
+from ..errors import EXPECTED_ERRORS, OpenCodecError, one_line, print_traceback_if_asked
 from ._jsonl import read_jsonl, write_jsonl
 from .convert import MIDI_GAIN, convert_all, convert_file
 from .debian import ARCHIVE_EXTS, _unpack_wad_midi, download, extract
@@ -59,7 +60,7 @@ from .presets import EVAL_CATEGORIES, PRESETS, UNSEEN_CATEGORIES, Preset
 from .probe import build_probe
 from .source_files import SourceFile, cap_files, drop_duplicates, list_source_files, split_groups
 from .sources import AUDIO_EXTS, SOURCES, Selector, Source, _rx, _stem_group
-from .split import SpeakerUse, check_split, role_of
+from .split import SpeakerUse, check_recordings, check_split, role_of
 
 __all__ = [
     # the build and its command line (this module)
@@ -82,6 +83,7 @@ log = logging.getLogger("opencodec.data.corpus")
 SOUNDFONT_PACKAGE = "fluid-soundfont-gm"
 SOUNDFONT_REL = "usr/share/sounds/sf2/FluidR3_GM.sf2"
 CATEGORIES = ("speech", "music", "general", "noise")
+MAX_WORKERS = 256  # conversion processes: a pool forks them all when it starts
 PROG = "python -m opencodec.data.corpus"
 
 
@@ -91,8 +93,8 @@ PROG = "python -m opencodec.data.corpus"
 
 
 def check_build_args(sample_rate: int, seed: int, workers: int) -> None:
-    """Raise ``ValueError`` for a rate outside 1000..768000 Hz, a negative seed or fewer than
-    one worker (before anything is downloaded)."""
+    """Raise ``ValueError`` for a rate outside 1000..768000 Hz, a negative seed or a number of
+    workers outside 1..``MAX_WORKERS`` (before anything is downloaded)."""
     if not _whole(sample_rate) or not MIN_RATE <= sample_rate <= MAX_RATE:
         raise ValueError(f"sample rate must be a whole number of Hz in {MIN_RATE}..{MAX_RATE}, "
                          f"got {sample_rate!r}")
@@ -100,6 +102,9 @@ def check_build_args(sample_rate: int, seed: int, workers: int) -> None:
         raise ValueError(f"seed must be a whole number >= 0, got {seed!r}")
     if not _whole(workers) or workers < 1:
         raise ValueError(f"workers must be a whole number >= 1, got {workers!r}")
+    if workers > MAX_WORKERS:
+        raise ValueError(f"workers must be at most {MAX_WORKERS}, got {workers!r} (each is a "
+                         f"conversion process; this machine has {os.cpu_count()} CPU cores)")
 
 
 def _whole(value: object) -> bool:
@@ -156,6 +161,7 @@ def build(preset: str, out: Path, sample_rate: int = 24000, seed: int = 1234,
                          f"its other rows, so give the same --seed (or build every category)")
     man_dir = work / "manifests"
     man_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock_out(out)
     fh = logging.FileHandler(work / "build.log")
     fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(fh)
@@ -165,6 +171,25 @@ def build(preset: str, out: Path, sample_rate: int = 24000, seed: int = 1234,
     finally:
         log.removeHandler(fh)
         fh.close()
+        lock.close()
+
+
+class BuildInProgress(OpenCodecError):
+    """Another build holds the corpus root (``--out``)."""
+
+
+def _lock_out(out: Path) -> IO:
+    """Hold ``out/.build.lock`` (``flock``) for one build: builds share the caches under
+    ``out`` (``debs/.partial/<pkg>``, ``extract/<pkg>.tmp``), so a second one at the same
+    time would delete the first's files. The lock goes with the process (also on kill -9)."""
+    fh = open(out / ".build.lock", "a")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise BuildInProgress(f"another build is running in --out {out} (it holds {out / '.build.lock'}); "
+                              f"wait for it to end, or give another --out") from None
+    return fh
 
 
 def check_out_folder(out: Path, folder: Path) -> None:
@@ -181,7 +206,16 @@ def check_out_folder(out: Path, folder: Path) -> None:
 
 def _read_summary(work: Path) -> Optional[dict]:
     f = work / "summary.json"
-    return json.loads(f.read_text()) if f.exists() else None
+    return _summary_json(f) if f.exists() else None
+
+
+def _summary_json(f: Path) -> dict:
+    """A build's ``summary.json``; ``ValueError`` naming it (and the cure) when damaged."""
+    try:
+        return json.loads(f.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{f} is not JSON ({exc}); a build of every category (without "
+                         f"--categories) writes it again") from exc
 
 
 def _fetch(p: Preset, sources: dict[str, Source], out: Path, roots: dict[str, Path]) -> dict[str, Path]:
@@ -218,6 +252,7 @@ def _convert(p: Preset, sources: dict[str, Source], pkg_roots: dict[str, Path], 
     import soundfile as sf
     converted: dict[str, list[tuple[SourceFile, float, int, int]]] = {}
     skipped: list[tuple[str, str]] = []
+    planned: dict[str, list[SourceFile]] = {}
     for name, cap in p.sources.items():
         src = sources[name]
         files = list_source_files(src, pkg_roots[src.package], audio_dir)
@@ -239,7 +274,21 @@ def _convert(p: Preset, sources: dict[str, Source], pkg_roots: dict[str, Path], 
             notes.append(f"{name}: skipped, G.722 needs Debian's ffmpeg (or PyAV)")
             log.warning("skip source %s: no ffmpeg for G.722", name)
             continue
-        files = cap_files(files, cap, seed)
+        planned[name] = cap_files(files, cap, seed)
+    # one recording (byte-identical input) in two speech roles leaks whatever its names say:
+    # training drops its copies of probe/evaluation inputs (probe + evaluation: refused)
+    leaked = check_recordings((f"{f.rel} of {name}", role_of(sources[name].role, sources[name].eval_category),
+                               f.src_path) for name, files in planned.items()
+                              if sources[name].category == "speech"
+                              and sources[name].role in ("train", "probe", "eval") for f in files)
+    for name, files in planned.items():
+        dups = [f for f in files if f.src_path in leaked]
+        if dups:
+            files = [f for f in files if f.src_path not in leaked]
+            notes.append(f"{name}: {len(dups)} inputs dropped, the same recording as a probe or "
+                         f"evaluation input ({dups[0].rel} ...)")
+            log.warning("source %s: %d inputs dropped, byte-identical to a probe or evaluation "
+                        "input (%s ...)", name, len(dups), dups[0].rel)
         res = convert_all(files, sample_rate, workers)
         ok = []
         for f in files:
@@ -363,12 +412,16 @@ def _table(rows: dict[str, list[dict]]) -> dict[str, dict[str, dict[str, float]]
 
 def format_summary(summary: dict) -> str:
     """Render the hours-per-split/category table of a build summary as text."""
+    table = summary["table"]
+    # columns as wide as their longest name (eval_noisy_speech_unseen: 24 characters)
+    ws = max([22, *(len(s) + 2 for s in table)])
+    wc = max([14, *(len(c) + 1 for t in table.values() for c in t)])
     lines = [f"preset {summary['preset']} @ {summary['sample_rate']} Hz  "
              f"({summary['seconds_total']} s, {summary['skipped_files']} files skipped)",
-             f"{'split':<22}{'category':<14}{'files':>7}{'hours':>9}"]
-    for split in sorted(summary["table"]):
-        for cat, v in sorted(summary["table"][split].items()):
-            lines.append(f"{split:<22}{cat:<14}{v['files']:>7}{v['hours']:>9.3f}")
+             f"{'split':<{ws}}{'category':<{wc}}{'files':>7}{'hours':>9}"]
+    for split in sorted(table):
+        for cat, v in sorted(table[split].items()):
+            lines.append(f"{split:<{ws}}{cat:<{wc}}{v['files']:>7}{v['hours']:>9.3f}")
     for n in summary.get("notes", []):
         lines.append(f"note: {n}")
     return "\n".join(lines)
@@ -407,7 +460,7 @@ def _print_summary(preset: str, out: Path, sample_rate: int) -> None:
         rate = "" if sample_rate == 24000 else f" --sample-rate {sample_rate}"
         raise FileNotFoundError(f"{f} does not exist: build the preset first "
                                 f"({PROG} build --preset {preset} --out {out}{rate})")
-    print(format_summary(json.loads(f.read_text())))
+    print(format_summary(_summary_json(f)))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

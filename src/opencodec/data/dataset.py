@@ -207,6 +207,32 @@ def apply_reverb(x: np.ndarray, rir: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------
 
 
+def _whole(x: Any, lo: int) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) \
+        and math.isfinite(x) and float(x).is_integer() and x >= lo
+
+
+def _check_rate_channels(sample_rate: Optional[int], channels: Optional[int]) -> None:
+    """``ValueError`` for a ``sample_rate`` or ``channels`` (when given) under 1."""
+    if sample_rate is not None and not _whole(sample_rate, 1):
+        raise ValueError(f"sample_rate must be a whole number of Hz >= 1, got {sample_rate!r}")
+    if channels is not None and not _whole(channels, 1):
+        raise ValueError(f"channels must be a whole number >= 1, got {channels!r}")
+
+
+def _check_segment(segment_seconds: float, sample_rate: int, channels: int, epoch_size: int) -> None:
+    """``ValueError`` naming the argument: a segment of no samples, a rate or channel count
+    under 1 or a negative epoch would otherwise mark every file unreadable ("division by
+    zero", "no audio frames") or give tensors of a wrong shape."""
+    _check_rate_channels(sample_rate, channels)
+    if not _whole(epoch_size, 0):
+        raise ValueError(f"epoch_size must be a whole number >= 0, got {epoch_size!r}")
+    seconds = float(segment_seconds)
+    if not (math.isfinite(seconds) and round(seconds * sample_rate) >= 1):
+        raise ValueError(f"segment_seconds must be finite and at least one sample "
+                         f"(1/{sample_rate} s), got {segment_seconds!r}")
+
+
 class AudioDataset(torch.utils.data.Dataset):
     """Random fixed-length training segments with the paper's augmentation.
 
@@ -249,6 +275,7 @@ class AudioDataset(torch.utils.data.Dataset):
                  categories: Optional[Sequence[str]] = None) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} not in [0, {world_size})")
+        _check_segment(segment_seconds, sample_rate, channels, epoch_size)
         self.segment_seconds = float(segment_seconds)
         self.sample_rate = int(sample_rate)
         self.channels = int(channels)
@@ -423,6 +450,7 @@ class EvalDataset(torch.utils.data.Dataset):
 
     def __init__(self, manifests: Manifests, sample_rate: Optional[int] = None,
                  channels: Optional[int] = None, skip_errors: bool = True) -> None:
+        _check_rate_channels(sample_rate, channels)
         rows = load_manifests(manifests)
         self.skipped: list[tuple[str, str]] = []
         if skip_errors:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .convert import readable
 from .eval_items import Clip, item_id_of, plan_eval_items, render_item
 from .loudness import mix_at_snr
 from .manifests import entry as _entry
@@ -74,7 +75,7 @@ def build_eval(p: Preset, sources: dict[str, Source], converted: dict, man_dir: 
         for name, parts, ch, speaker in items:
             iid = item_id_of(parts)
             path = eval_dir / cat / f"{iid}.flac"
-            if not path.exists():
+            if not readable(str(path)):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 x = render_item([(str(audio_dir / k), a, b) for k, a, b in parts], sample_rate, ch)
                 tmp = str(path) + ".tmp.flac"
@@ -121,7 +122,7 @@ def noisy_item(e: dict, noise: list[tuple[str, float]], category: str, man_dir: 
     start = int(offset * sample_rate)
     key = mix_key(e["item_id"], snr, os.path.relpath(npath, audio_dir), start)
     path = eval_dir / category / f"{e['item_id']}_snr{int(snr)}_{key}.flac"
-    if not path.exists():
+    if not readable(str(path)):
         path.parent.mkdir(parents=True, exist_ok=True)
         x, _ = sf.read(os.path.normpath(man_dir / e["path"]), dtype="float32", always_2d=True)
         x = x.T

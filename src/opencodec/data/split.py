@@ -15,12 +15,18 @@ hold-out), ``probe`` (the validation probe that chooses between runs) or
 The public evaluation set's ``clean_speech`` shares packages with training by design
 (DATA.md: ktuberling ru/uk/el, tuxpaint fr are held-out speakers of training packages), so
 rule 3 applies only to the categories named in ``source_disjoint``.
+
+:func:`check_recordings` checks the files themselves, which the speaker keys cannot: one
+byte-identical input in training and in the probe or an evaluation category.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections import defaultdict
 from typing import Iterable
+
+from ..official_files import file_sha256
 
 SOURCE_DISJOINT_EVAL = frozenset({"speech_unseen"})
 
@@ -79,3 +85,39 @@ def check_split(uses: Iterable[SpeakerUse],
     for u in uses:
         out[u.role].add(u.speaker_key)
     return {r: sorted(v) for r, v in sorted(out.items())}
+
+
+def check_recordings(files: Iterable[tuple[str, str, str]]) -> set[str]:
+    """The training inputs that are the same recording as a probe or evaluation input.
+
+    ``files``: ``(label, role, path)`` of every speech input of a build (label e.g.
+    ``"<file> of <source>"``). The speaker keys of :func:`check_split` come from the source
+    table; a byte-identical input file in two roles (a copy in another package, folder or
+    speaker's name) is the same recording whatever they say. Returns the paths of the
+    ``train`` copies (the caller drops them: the probe and evaluation keep their items);
+    raises :class:`SplitError` naming them when the probe and an evaluation category (or two
+    evaluation categories) share a recording. Only files whose size another file shares
+    are hashed."""
+    by_size: dict[int, list[tuple[str, str, str]]] = defaultdict(list)
+    for f in files:
+        by_size[os.path.getsize(f[2])].append(f)
+    drop: set[str] = set()
+    problems = []
+    for same_size in by_size.values():
+        if len({role for _, role, _ in same_size}) < 2:
+            continue
+        by_digest: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+        for f in same_size:
+            by_digest[file_sha256(f[2])].append(f)
+        for copies in by_digest.values():
+            held = sorted({(role, label) for label, role, _ in copies if role != "train"})
+            if not held:
+                continue
+            drop.update(path for _, role, path in copies if role == "train")
+            problems += [f"{held[0][1]} ({held[0][0]}) and {label} ({role}) are the same recording"
+                         for role, label in held[1:] if role != held[0][0]]
+    if problems:
+        more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise SplitError("speech split is not disjoint: " + "; ".join(sorted(problems)[:3]) + more
+                         + " (byte-identical inputs)")
+    return drop
