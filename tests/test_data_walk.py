@@ -233,3 +233,25 @@ def test_eval_dataset_names_a_bad_rate_or_channel_count(tmp_path: Path, kw: dict
     assert EvalDataset(rows, sample_rate=8000, channels=2)[0]["audio"].shape == (2, 4000)
     with pytest.raises(ValueError, match=re.escape(message)):
         EvalDataset(rows, **kw)
+
+
+def test_summary_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+    # Before: `summary | head -2` printed "error: [Errno 32] Broken pipe" (status 1).
+    import json
+    import subprocess
+    import sys
+
+    work = tmp_path / "tiny_24k"
+    work.mkdir()
+    notes = [f"note {i}: " + "x" * 200 for i in range(2000)]  # past a pipe's buffer
+    (work / "summary.json").write_text(json.dumps({
+        "preset": "tiny", "sample_rate": 24000, "seconds_total": 1.0, "skipped_files": 0,
+        "table": {"train": {"speech": {"files": 1, "hours": 0.001}}}, "notes": notes}))
+    proc = subprocess.Popen([sys.executable, "-m", "opencodec.data.corpus", "summary", "--preset", "tiny",
+                             "--out", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()  # as `head -1` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert first.startswith(b"preset tiny") and err == ""

@@ -142,6 +142,16 @@ def print_traceback_if_asked() -> None:
         traceback.print_exc()
 
 
+def stdout_closed_status() -> int:
+    """What a command does when its reader closed stdout (``... | head``, ``BrokenPipeError``):
+    stdout goes to ``/dev/null`` so that Python's flush at exit stays quiet too, and the status
+    is SIGPIPE's (141), as for a command killed by it: quietly, as ls or grep."""
+    import sys
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 128 + 13
+
+
 def one_line(exc: BaseException) -> str:
     """``exc``'s message for a one-line report. An error re-raised from a DataLoader worker
     process carries the worker's whole traceback in its message; that gives its last line,

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 import typing as tp
 import warnings
 
 from .. import __version__
-from ..errors import EXPECTED_ERRORS, UsageError, print_traceback_if_asked
+from ..errors import EXPECTED_ERRORS, UsageError, print_traceback_if_asked, stdout_closed_status
 from .commands import COMMANDS, PARSER_BUILDERS, command_help, command_module
 from .wrappers import PROG, WRAPPED, add_wrapper_parsers
 
@@ -164,10 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         args.parser.print_usage(sys.stderr)
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # stdout closed by its reader (`opencodec info ... | head`): quietly,
-        # as ls or grep; stdout goes to /dev/null so that Python's flush at exit stays quiet too
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 128 + 13  # SIGPIPE's status, as a command killed by it
+    except BrokenPipeError:  # stdout closed by its reader (`opencodec info ... | head`)
+        return stdout_closed_status()
     except EXPECTED_ERRORS as exc:
         print_traceback_if_asked()
         error(str(exc) or type(exc).__name__)

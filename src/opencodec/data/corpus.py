@@ -48,7 +48,7 @@ from typing import IO, Optional, Sequence
 
 from .._files import file_in_the_way
 from ..argtypes import MAX_SAMPLE_RATE as MAX_RATE, MIN_SAMPLE_RATE as MIN_RATE, count_arg, positive_int, sample_rate_arg
-from ..errors import EXPECTED_ERRORS, OpenCodecError, one_line, print_traceback_if_asked
+from ..errors import EXPECTED_ERRORS, OpenCodecError, one_line, print_traceback_if_asked, stdout_closed_status
 from ._jsonl import read_jsonl, write_jsonl
 from .convert import MIDI_GAIN, convert_all, convert_file
 from .debian import ARCHIVE_EXTS, _unpack_wad_midi, download, extract
@@ -478,6 +478,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{PROG}: error: interrupted (finished files are kept; rerun the same command to resume)",
               file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `summary | head -2`
+        return stdout_closed_status()
     except EXPECTED_ERRORS as exc:
         print_traceback_if_asked()
         print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr)
