@@ -142,7 +142,9 @@ def expand_state(compact: dict) -> dict:
 
 def write_parts(obj: tp.Any, folder: Path, part_bytes: int = DEFAULT_PART_BYTES) -> list[Path]:
     """``torch.save(obj)`` cut into ``folder/state.pt.partNN`` files of at most ``part_bytes``
-    (earlier parts in the folder are removed first)."""
+    (earlier parts in the folder are removed first); a ``part_bytes`` under 1 is a ``ValueError``."""
+    if part_bytes < 1:
+        raise ValueError(f"parts of {part_bytes} bytes: a part holds at least 1 byte (--part-mb >= 1e-06)")
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob(PART_NAME + "*"):
         old.unlink()
@@ -158,8 +160,10 @@ def write_parts(obj: tp.Any, folder: Path, part_bytes: int = DEFAULT_PART_BYTES)
 
 
 def read_parts(folder: Path) -> tp.Any:
-    """The object :func:`write_parts` wrote to ``folder``."""
-    parts = sorted(folder.glob(PART_NAME + "*"))
+    """The object :func:`write_parts` wrote to ``folder`` (its parts in the order of their numbers:
+    ``part100`` after ``part99``, where names sort it between ``part10`` and ``part11``)."""
+    numbered = [p for p in folder.glob(PART_NAME + "*") if p.name[len(PART_NAME):].isdigit()]
+    parts = sorted(numbered, key=lambda p: int(p.name[len(PART_NAME):]))
     if not parts:
         raise FileNotFoundError(f"no {PART_NAME}NN files in {folder}")
     data = b"".join(p.read_bytes() for p in parts)

@@ -170,7 +170,7 @@ def check_codec_config(cfg: dict) -> None:
                    "quantizer.warmup_steps", "seed"):
         _integer(cfg, dotted, 0)
     _integer(cfg, "threads", 1)
-    for dotted in ("data.segment_seconds", "valid.seconds", "optim.lr", "optim.lr_disc"):
+    for dotted in ("data.segment_seconds", "valid.seconds", "optim.lr", "optim.lr_disc", "max_minutes"):
         check_number(cfg, dotted, 0.0, open_low=True)
     check_number(cfg, "data.segment_seconds", 0.0, MAX_SEGMENT_SECONDS, open_low=True,  # (> 0 checked above)
                  what=f"a length in seconds in (0, {MAX_SEGMENT_SECONDS:g}] (a training segment of an hour at most)")

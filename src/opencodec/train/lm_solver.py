@@ -64,6 +64,7 @@ from .lm_eval import (
 from .lm_model import IGNORE, LM_METADATA_KEY, _loss, build_lm, export_lm, lm_logits, read_lm_info
 
 from .run_state import (_atomic_torch_save, _rng_state, _seed_everything, _set_rng_state, _step_rng,
+                        load_optimizer_state,
                         load_run_weights, read_checkpoint)
 from .run_folder import RunFolder, StopRequests, check_run_folder, run_folder_path, saving, stopped_message
 from .solver import learning_rate_at  # the codec trainer's schedule
@@ -314,7 +315,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
                     raise
                 raise ConfigError(f"{ckpt_path} was trained with {_named(changed, 0)}, not this config's "
                                   f"{_named(changed, 1)}: resume with the run's, or use another --run-dir") from exc
-            opt.load_state_dict(ckpt["optim"])
+            load_optimizer_state(opt, ckpt["optim"])  # the config's betas: a changed one is used
             step, previous, best = int(ckpt["step"]), ckpt.get("config"), ckpt.get("best")
             _set_rng_state(ckpt["rng"])
             print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
@@ -358,6 +359,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         stop = s.steps if max_steps is None else min(s.steps, step + max_steps)
         if step >= s.steps:
             print(f"{run} is at step {step}, optim.steps is {s.steps}: nothing to train", file=sys.stderr)
+            export(run / EXPORT, step)  # the checkpoint's (a run killed before its last export left an older one)
         autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if s.amp == "bf16"
                     else torch.autocast(device.type, enabled=False))
         bar = None

@@ -97,6 +97,22 @@ def _step_rng(seed: int, step: int, salt: int) -> random.Random:
     return random.Random(seed * 1_000_003 + step * 7919 + salt)
 
 
+#: The optimiser settings a resume takes from the config, not from the checkpoint (none changes what
+#: the optimiser's state holds).
+OPTIMIZER_SETTINGS = ("lr", "betas", "eps", "weight_decay")
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, state: dict[str, tp.Any]) -> None:
+    """Restore ``opt``'s moments and step counts from a checkpoint's ``state``, keeping this
+    invocation's :data:`OPTIMIZER_SETTINGS`: ``Optimizer.load_state_dict`` puts back the
+    checkpoint's, so a resume with a changed ``optim.betas`` (which the changed-config warning
+    names) would otherwise go on with the old betas."""
+    configured = [{k: group[k] for k in OPTIMIZER_SETTINGS if k in group} for group in opt.param_groups]
+    opt.load_state_dict(state)
+    for group, own in zip(opt.param_groups, configured):
+        group.update(own)
+
+
 def _mismatch(state: tp.Any, module: torch.nn.Module) -> str | None:
     """How checkpoint weights ``state`` differ from ``module``'s, in a few words: the first
     tensor of another shape (``size mismatch for KEY: [8, 1, 7] in the checkpoint, [4, 1, 7]

@@ -76,11 +76,11 @@ from ..signals import Terminated, sigterm_as_interrupt
 from .run_folder import (RunFolder, StopRequests, check_run_folder, run_folder_path, saving, set_usual_permissions,
                          stopped_message)
 from .run_state import (_atomic_torch_save, _rng_state, _seed_everything, _set_rng_state, _step_rng,
-                        load_run_weights, read_checkpoint)
+                        load_optimizer_state, load_run_weights, read_checkpoint)
 from .validation import _spectrogram_image, validate  # noqa: F401 - validate: scripts import it here
 from .step import (MetricAccumulator, StepParts, TrainerModule, autocast_for, compile_models, configure_backends,
-                   discriminator_step, frozen_generator_output, generator_step, global_batch_metrics, make_adam,
-                   pending_metrics_for, scaled_learning_rate)
+                   discriminator_step, first_non_finite, frozen_generator_output, generator_step, global_batch_metrics,
+                   make_adam, pending_metrics_for, scaled_learning_rate)
 
 CHECKPOINT = "checkpoint.pt"
 EXPORT = "model.safetensors"
@@ -177,7 +177,8 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
 
     A config, manifest or checkpoint that cannot be used raises :class:`ConfigError` (any
     ``ValueError`` of the set-up becomes one), unreadable training audio ``AudioIOError``;
-    an error of the loop itself is left as it is.
+    a run whose weights became NaN or inf (diverged) a ``ConfigError`` at its next checkpoint,
+    which is not written (the last good one stays); an error of the loop itself is left as it is.
     """
     started = time.monotonic()
     with config_errors():  # a ValueError of the set-up is the config's (the loop's is a bug)
@@ -311,7 +312,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
             # (resumed fresh) or the EMA copy (restarted from the generator).
             for name, opt in (("opt_g", opt_g), ("opt_d", opt_d)):
                 if name in ckpt:
-                    opt.load_state_dict(ckpt[name])
+                    load_optimizer_state(opt, ckpt[name])  # the config's betas: a changed one is used
             balancer.load_state_dict(ckpt["balancer"])
             if ema_model is not None:
                 ema_model.load_state_dict(ckpt["ema"] if "ema" in ckpt else model.state_dict())
@@ -345,6 +346,11 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
             print(f"step {at}: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(values.items())), file=sys.stderr)
 
         def save_checkpoint(at: int) -> None:
+            diverged = first_non_finite({"model": model, "disc": disc})  # (every rank: the same weights)
+            if diverged is not None:  # keep the last good checkpoint and export
+                kept = f"{ckpt_path} keeps step {saved[0]}" if saved else "nothing saved"
+                raise ConfigError(f"training diverged by step {at}: {diverged} holds NaN or inf; {kept}; "
+                                  f"lower optim.lr (or optim.lr_disc) and rerun")
             pending = {**metrics.state_dict(parts.reduce_norm if info.enabled else None),  # (every rank)
                        "world_size": info.world_size}
             if not info.is_main:
@@ -355,12 +361,17 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
             if ema_model is not None:
                 state["ema"] = ema_model.state_dict()
             _atomic_torch_save(state, ckpt_path)
+            saved[:] = [at]
+            export_generator()
+
+        def export_generator() -> None:
             exported = copy.deepcopy(ema_model if ema_model is not None else model).cpu()
             exported.config.name = export_as
             with saving(run / EXPORT):
                 save_model(exported, run / EXPORT)
             set_usual_permissions(run / EXPORT)
 
+        saved = [step] if step else []  # the step checkpoint.pt holds
         metrics = MetricAccumulator()  # on the device; read every `every` steps (no sync per step)
         if logged_since is not None:
             metrics.load_state_dict(pending_metrics_for(logged_since, info.world_size), device)
@@ -372,6 +383,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         stop = total_steps if max_steps is None else min(total_steps, step + max_steps)
         if step >= total_steps and info.is_main:
             print(f"{run} is at step {step}, optim.steps is {total_steps}: nothing to train", file=sys.stderr)
+            export_generator()  # the checkpoint's (a run killed before its last export left an older one)
         batches = (_batches(base, shard, local_batch, steps_per_epoch, step, num_workers)
                    if loader == "workers" else _device_batches(corpus, step, local_batch, info))
         bar = None

@@ -186,6 +186,17 @@ def discriminator_step(p: StepParts, x: torch.Tensor, y: torch.Tensor) -> torch.
     return loss.detach()
 
 
+def first_non_finite(modules: dict[str, nn.Module]) -> str | None:
+    """The name (``model.encoder...weight``) of the first parameter of ``modules`` holding a NaN
+    or an infinity, else None: a diverged run (a learning rate far too high), whose checkpoint
+    would replace the last good one and whose export would decode to NaN."""
+    for prefix, module in modules.items():
+        for name, param in module.named_parameters():
+            if not bool(torch.isfinite(param).all()):
+                return f"{prefix}.{name}"
+    return None
+
+
 class MetricAccumulator:
     """Sums 0-d tensors on their device and reads them to the host once, as means over
     the steps each was added in (so logging every N steps costs one sync, not one per step)."""
