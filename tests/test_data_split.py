@@ -5,14 +5,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 
 from opencodec.data import corpus
-from opencodec.data.corpus import Preset, Source, _rx
+from opencodec.data.corpus import Source, _rx
 from opencodec.data.sources import _asterisk, hedgewars
 from opencodec.data.split import SpeakerUse, SplitError, check_split, role_of
+from corpus_helpers import fake_corpus, tone  # tests/ is on sys.path (conftest.py)
 
 
 def _use(source: str, package: str, speaker: str, role: str) -> SpeakerUse:
@@ -129,32 +128,9 @@ def test_released_source_filters() -> None:
     assert {s["ktuberling_speech"].speaker(g) for g in ("sr", "sr@latin")} == {"sr"}
 
 
-def _tone(path: Path, seconds: float, freq: float, sr: int = 16000) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    t = np.arange(int(seconds * sr)) / sr
-    sf.write(str(path), (0.1 * np.sin(2 * np.pi * freq * t)).astype(np.float32), sr)
-
-
 def test_build_writes_unseen_eval_and_probe(tmp_path: Path) -> None:
-    root = tmp_path / "src"
-    for spk in range(3):
-        for i in range(4):
-            _tone(root / "tr" / f"train/s{spk}/c{i}.wav", 1.5, 200 + 30 * spk + i)
-    for spk in range(2):  # unseen speakers, 40 s each: per-speaker cap of 2 items applies
-        for i in range(8):
-            _tone(root / "un" / f"unseen/u{spk}/c{i}.wav", 5.0, 300 + 40 * spk + i)
-    for i in range(4):
-        _tone(root / "pr" / f"probe/p0/c{i}.wav", 3.0, 500 + i)
-    _tone(root / "nz" / "noise/rain.wav", 12.0, 1234.0)
-    sources = {s.name: s for s in [
-        Source("tr", "tr", "speech", "train", _rx(r"train/([^/]+)/", lambda m: m.group(1))),
-        Source("un", "un", "speech", "eval", _rx(r"unseen/([^/]+)/", lambda m: m.group(1)), "speech_unseen"),
-        Source("pr", "pr", "speech", "probe", _rx(r"probe/([^/]+)/", lambda m: m.group(1))),
-        Source("nz", "nz", "noise", "eval_noise", _rx(r"noise/([^/]+)\.wav$", lambda m: m.group(1))),
-    ]}
-    preset = Preset({n: None for n in sources}, {"speech_unseen": None, "noisy_speech_unseen": None},
-                    valid_fraction=0.3, items_per_speaker={"speech_unseen": 2, "probe": 8})
-    roots = {p: root / p for p in ("tr", "un", "pr", "nz")}
+    # unseen speakers, 40 s each: the per-speaker cap of 2 items applies
+    sources, preset, roots = fake_corpus(tmp_path / "src", unseen_items=8, unseen_seconds=5.0, probe_items=4)
     out = tmp_path / "out"
     summary = corpus.build("fake", out, sample_rate=16000, seed=1, workers=1, sources=sources,
                            presets={"fake": preset}, roots=roots)
@@ -174,8 +150,8 @@ def test_build_writes_unseen_eval_and_probe(tmp_path: Path) -> None:
     # the same package in training and in the unseen evaluation is refused before any manifest
     bad = dict(sources, un=Source("un", "tr", "speech", "eval",
                                   _rx(r"unseen/([^/]+)/", lambda m: m.group(1)), "speech_unseen"))
-    _tone(root / "tr" / "unseen/u9/c0.wav", 6.0, 700.0)
+    tone(roots["tr"] / "unseen/u9/c0.wav", 6.0, 700.0)
     with pytest.raises(SplitError, match="package tr feeds eval:speech_unseen"):
         corpus.build("fake", tmp_path / "out2", sample_rate=16000, seed=1, workers=1, sources=bad,
-                     presets={"fake": preset}, roots={**roots, "un": root / "tr"})
+                     presets={"fake": preset}, roots={**roots, "un": roots["tr"]})
     assert not list((tmp_path / "out2").rglob("*.jsonl"))

@@ -2,52 +2,25 @@
 recordings themselves, not only for the speaker names the source table gives them."""
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import soundfile as sf
 
 from opencodec.data import corpus
-from opencodec.data.corpus import Preset, Source, _rx
+from opencodec.data.corpus import Source, _rx
 from opencodec.data.split import SplitError
-
-
-def _tone(path: Path, seconds: float, freq: float, sr: int = 16000) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    t = np.arange(int(seconds * sr)) / sr
-    sf.write(str(path), (0.1 * np.sin(2 * np.pi * freq * t)).astype(np.float32), sr)
-
-
-def _fake_corpus(root: Path) -> tuple[dict[str, Source], Preset, dict[str, Path]]:
-    """Three speech packages (train / probe / speech_unseen) and an eval noise package."""
-    for spk in range(3):
-        for i in range(4):
-            _tone(root / "tr" / f"train/s{spk}/c{i}.wav", 1.5, 200 + 30 * spk + i)
-    for spk in range(2):
-        for i in range(3):
-            _tone(root / "un" / f"unseen/u{spk}/c{i}.wav", 3.0, 300 + 40 * spk + i)
-    for i in range(3):
-        _tone(root / "pr" / f"probe/p0/c{i}.wav", 3.0, 500 + i)
-    _tone(root / "nz" / "noise/rain.wav", 12.0, 1234.0)
-    sources = {s.name: s for s in [
-        Source("tr", "tr", "speech", "train", _rx(r"train/([^/]+)/", lambda m: m.group(1))),
-        Source("un", "un", "speech", "eval", _rx(r"unseen/([^/]+)/", lambda m: m.group(1)), "speech_unseen"),
-        Source("pr", "pr", "speech", "probe", _rx(r"probe/([^/]+)/", lambda m: m.group(1))),
-        Source("nz", "nz", "noise", "eval_noise", _rx(r"noise/([^/]+)\.wav$", lambda m: m.group(1))),
-    ]}
-    preset = Preset({n: None for n in sources}, {"speech_unseen": None, "noisy_speech_unseen": None},
-                    valid_fraction=0.3, items_per_speaker={"speech_unseen": 2, "probe": 8})
-    return sources, preset, {p: root / p for p in ("tr", "un", "pr", "nz")}
+from corpus_helpers import fake_corpus, tone  # tests/ is on sys.path (conftest.py)
 
 
 @pytest.mark.parametrize("copy_to", ["un/unseen/u1/extra.wav", "pr/probe/p0/extra.wav"])
 def test_training_drops_its_copy_of_an_eval_or_probe_recording(tmp_path: Path, copy_to: str) -> None:
     # The same recording under another package and speaker name: check_split's speaker keys
     # differ, yet the evaluation (or the probe that picks the model) would hold training audio.
-    sources, preset, roots = _fake_corpus(tmp_path / "src")
+    sources, preset, roots = fake_corpus(tmp_path / "src")
     shutil.copyfile(tmp_path / "src/tr/train/s1/c2.wav", tmp_path / "src" / copy_to)
     out = tmp_path / "out"
     summary = corpus.build("fake", out, sample_rate=16000, seed=1, workers=1, sources=sources,
@@ -63,7 +36,7 @@ def test_training_drops_its_copy_of_an_eval_or_probe_recording(tmp_path: Path, c
 
 
 def test_build_refuses_one_recording_in_probe_and_eval(tmp_path: Path) -> None:
-    sources, preset, roots = _fake_corpus(tmp_path / "src")
+    sources, preset, roots = fake_corpus(tmp_path / "src")
     shutil.copyfile(tmp_path / "src/pr/probe/p0/c1.wav", tmp_path / "src/un/unseen/u0/extra.wav")
     with pytest.raises(SplitError, match=r"unseen/u0/extra\.wav of un \(eval:speech_unseen\) and "
                                          r"probe/p0/c1\.wav of pr \(probe\) are the same recording"):
@@ -74,7 +47,7 @@ def test_build_refuses_one_recording_in_probe_and_eval(tmp_path: Path) -> None:
 
 def test_build_without_cross_role_copies_still_succeeds(tmp_path: Path) -> None:
     # copies inside one training source stay the within-source duplicate drop (not an error)
-    sources, preset, roots = _fake_corpus(tmp_path / "src")
+    sources, preset, roots = fake_corpus(tmp_path / "src")
     shutil.copyfile(tmp_path / "src/tr/train/s1/c2.wav", tmp_path / "src/tr/train/s2/copy.wav")
     summary = corpus.build("fake", tmp_path / "out", sample_rate=16000, seed=1, workers=1,
                            sources=sources, presets={"fake": preset}, roots=roots)
@@ -100,7 +73,7 @@ def test_rebuild_redoes_damaged_outputs(tmp_path: Path) -> None:
     # A partial copy of the corpus folder, or a file overwritten by something else: the
     # rerun that resumes a build redoes it (as it redoes a deleted one) instead of ending in
     # soundfile's traceback "Format not recognised".
-    sources, preset, roots = _fake_corpus(tmp_path / "src")
+    sources, preset, roots = fake_corpus(tmp_path / "src")
     out = tmp_path / "out"
     kw = dict(sample_rate=16000, seed=1, workers=1, sources=sources, presets={"fake": preset}, roots=roots)
     corpus.build("fake", out, **kw)
@@ -122,7 +95,7 @@ def test_second_build_into_one_out_is_refused_while_the_first_runs(tmp_path: Pat
     # Two builds in one --out shared debs/.partial/<pkg> and extract/<pkg>.tmp: the second
     # deleted the first's download and one of them ended in a StopIteration traceback.
     import fcntl
-    sources, preset, roots = _fake_corpus(tmp_path / "src")
+    sources, preset, roots = fake_corpus(tmp_path / "src")
     out = tmp_path / "out"
     out.mkdir()
     kw = dict(sample_rate=16000, seed=1, workers=1, sources=sources, presets={"fake": preset}, roots=roots)
@@ -153,7 +126,7 @@ def test_audio_dataset_names_a_bad_segment_argument(tmp_path: Path, kw: dict, me
     # in "no readable audio file left"; -1 s gave a [1, 5889] example, channels=0 a [0, T] one.
     from opencodec.data import AudioDataset
     wav = tmp_path / "a.wav"
-    _tone(wav, 1.0, 440.0)
+    tone(wav, 1.0, 440.0)
     rows = [{"path": str(wav), "duration": 1.0, "sample_rate": 16000, "channels": 1,
              "category": "speech", "source": "t"}]
     args = dict(segment_seconds=0.25, sample_rate=16000, channels=1, epoch_size=2, augment=False)
@@ -171,9 +144,9 @@ def test_damaged_summary_and_manifest_are_named(tmp_path: Path, capsys) -> None:
     (work / "summary.json").write_text("{\n")
     assert corpus.main(["summary", "--preset", "tiny", "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"python -m opencodec.data.corpus: error: {work / 'summary.json'} is not JSON")
+    assert err.startswith(f"python -m opencodec.data.corpus: error: {work / 'summary.json'} is not a JSON object")
     assert "\n" not in err
-    sources, preset, roots = _fake_corpus(tmp_path / "src")
+    sources, preset, roots = fake_corpus(tmp_path / "src")
     out = tmp_path / "out"
     kw = dict(sample_rate=16000, seed=1, workers=1, sources=sources, presets={"fake": preset}, roots=roots)
     corpus.build("fake", out, **kw)
@@ -181,7 +154,7 @@ def test_damaged_summary_and_manifest_are_named(tmp_path: Path, capsys) -> None:
     n = len(train.read_text().splitlines())
     with open(train, "a") as fh:
         fh.write('{"path": "cut off\n')
-    with pytest.raises(ValueError, match=re.escape(f"{train}:{n + 1}: not a JSON line")):
+    with pytest.raises(ValueError, match=re.escape(f"{train}:{n + 1}: not a JSON object")):
         corpus.build("fake", out, categories=["speech"], **kw)
     corpus.build("fake", out, **kw)  # a build of every category rewrites it
     assert len(corpus.read_jsonl(train)) == n
@@ -210,7 +183,7 @@ def test_conversion_pool_has_no_more_processes_than_chunks(tmp_path: Path, monke
     monkeypatch.setattr(convert, "ProcessPoolExecutor", Pool)
     files = []
     for i in range(9):  # 9 pending files: 2 chunks of 8
-        _tone(tmp_path / f"in/{i}.wav", 0.5, 300.0 + 10 * i)
+        tone(tmp_path / f"in/{i}.wav", 0.5, 300.0 + 10 * i)
         files.append(SourceFile("s", f"{i}.wav", "g", str(tmp_path / f"in/{i}.wav"),
                                 str(tmp_path / f"out/{i}.flac"), 0.5))
     res = convert.convert_all(files, 16000, workers=200)
@@ -227,7 +200,7 @@ def test_eval_dataset_names_a_bad_rate_or_channel_count(tmp_path: Path, kw: dict
     # with soxr's "Sample rate should be over 0".
     from opencodec.data import EvalDataset
     wav = tmp_path / "a.wav"
-    _tone(wav, 0.5, 440.0)
+    tone(wav, 0.5, 440.0)
     rows = [{"path": str(wav), "duration": 0.5, "sample_rate": 16000, "channels": 1,
              "category": "clean_speech", "source": "t"}]
     assert EvalDataset(rows, sample_rate=8000, channels=2)[0]["audio"].shape == (2, 4000)
@@ -255,3 +228,80 @@ def test_summary_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141
     assert first.startswith(b"preset tiny") and err == ""
+
+
+# -- the review of the walk's fixes ---------------------------------------------------------------
+
+def test_a_training_selector_overlapping_an_eval_source_is_still_refused(tmp_path: Path) -> None:
+    # One file selected by a training and an evaluation source is not a "copy": dropping it
+    # from both hid the overlap from check_split and emptied the evaluation of speaker u0.
+    sources, preset, roots = fake_corpus(tmp_path / "src")
+    sources["tr2"] = Source("tr2", "un", "speech", "train", _rx(r"unseen/(u0)/", lambda m: m.group(1)))
+    preset = dataclasses.replace(preset, sources={**preset.sources, "tr2": None})
+    with pytest.raises(SplitError, match=r"speaker un:u0 is in \['eval:speech_unseen', 'train'\]"):
+        corpus.build("fake", tmp_path / "out", sample_rate=16000, seed=1, workers=1, sources=sources,
+                     presets={"fake": preset}, roots=roots)
+
+
+def test_empty_inputs_in_two_roles_are_not_one_recording(tmp_path: Path) -> None:
+    from opencodec.data.split import check_recordings
+
+    for name in ("t.wav", "p.wav", "e.wav"):
+        (tmp_path / name).write_bytes(b"")
+    files = [("t", "train", str(tmp_path / "t.wav")), ("p", "probe", str(tmp_path / "p.wav")),
+             ("e", "eval:clean_speech", str(tmp_path / "e.wav"))]
+    assert check_recordings(files) == set()
+
+
+def test_rebuild_redoes_a_converted_file_cut_short(tmp_path: Path) -> None:
+    # A partial copy keeps a good header: the header alone passed for a whole file.
+    from opencodec.data.convert import readable
+
+    sources, preset, roots = fake_corpus(tmp_path / "src")
+    out = tmp_path / "out"
+    kw = dict(sample_rate=16000, seed=1, workers=1, sources=sources, presets={"fake": preset}, roots=roots)
+    corpus.build("fake", out, **kw)
+    clip = out / "audio_16000/tr/train/s0/c1.flac"
+    whole = clip.read_bytes()
+    clip.write_bytes(whole[: len(whole) // 3])
+    assert sf.info(str(clip)).frames > 0 and not readable(str(clip))
+    corpus.build("fake", out, **kw)
+    assert clip.read_bytes() == whole
+
+
+def test_a_file_system_without_locks_builds_unlocked_with_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    import errno
+    import fcntl
+
+    def no_locks(fd: object, op: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    sources, preset, roots = fake_corpus(tmp_path / "src")
+    with caplog.at_level("WARNING", logger="opencodec.data.corpus"):
+        corpus.build("fake", tmp_path / "out", sample_rate=16000, seed=1, workers=1, sources=sources,
+                     presets={"fake": preset}, roots=roots)
+    assert any("cannot lock" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("content", [b"[]", b"3", b"null", b"\xff\xfe{}"])
+def test_a_summary_that_is_no_json_object_is_one_line(tmp_path: Path, capsys, content: bytes) -> None:
+    work = tmp_path / "tiny_24k"
+    work.mkdir()
+    (work / "summary.json").write_bytes(content)
+    assert corpus.main(["summary", "--preset", "tiny", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"python -m opencodec.data.corpus: error: {work / 'summary.json'} is not a JSON object")
+    assert "\n" not in err
+
+
+@pytest.mark.parametrize("content, message", [
+    (b'{"path": "a"}\n3\n', ":2: not a JSON object (a int)"),
+    (b'{"path": "a"}\n{"path": "\xff"}\n', ": not utf-8 text"),
+])
+def test_read_jsonl_names_the_file_of_a_row_that_is_no_object(tmp_path: Path, content: bytes, message: str) -> None:
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_bytes(content)
+    with pytest.raises(ValueError, match=re.escape(f"{manifest}{message}")):
+        corpus.read_jsonl(manifest)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import os
 import re
 import secrets
@@ -417,3 +418,37 @@ def staged_files(out: str | Path) -> tp.Iterator[Path]:
         raise OutputError(f"cannot write {out}: {error_reason(exc)}") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+class LockHeld(Exception):
+    """Another process holds the lock of :func:`exclusive_lock`; ``holder`` is what it wrote
+    into the lock file (``pid N on HOST``; empty if nothing)."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(holder)
+        self.holder = holder
+
+
+def exclusive_lock(path: str | Path) -> tuple[tp.IO[str], bool]:
+    """Hold an exclusive ``flock`` on ``path`` (created) for as long as the returned handle is
+    open (the lock goes with the process, also on ``kill -9``); ``pid N on HOST`` is written
+    into it. Returns ``(handle, True)``, or raises :class:`LockHeld` while another process
+    holds it. On a file system without locks (NFS without lockd, some FUSE mounts: any other
+    error) returns ``(handle, False)``, unlocked: the caller says so and goes on."""
+    import fcntl
+
+    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - the caller holds it
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            return handle, False
+        handle.seek(0)
+        holder = handle.read().strip()
+        handle.close()
+        raise LockHeld(holder) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
+    handle.flush()
+    return handle, True

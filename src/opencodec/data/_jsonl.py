@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import typing as tp
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -21,18 +22,32 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> int:
 
 
 def read_jsonl(path: Path | str) -> list[dict]:
-    """Read a JSONL manifest (list of dicts); a line that is not JSON raises ``ValueError``
-    naming the file and the line (not only json's "line 1 column 6")."""
+    """Read a JSONL manifest (list of dicts); a line that is not a JSON object raises
+    ``ValueError`` naming the file and the line (not only json's "line 1 column 6")."""
     rows = []
-    with open(path) as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not a JSON line ({exc.msg})") from exc
+    for number, row in _json_values(path, ValueError):
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{number}: not a JSON object (a {type(row).__name__})")
+        rows.append(row)
     return rows
+
+
+def _json_values(path: Path | str, error: type[Exception], encoding: str = "utf-8") -> Iterator[tuple[int, tp.Any]]:
+    """(line number, value) for each non-blank line of ``path``; a line that is not JSON, or
+    bytes that are not ``encoding``, raise ``error`` naming the file (and line)."""
+    number = 0
+    try:
+        with open(path, encoding=encoding) as fh:
+            for number, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise error(f"{path}:{number}: not a JSON object ({exc.msg})") from exc
+                yield number, row
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not {encoding} text ({exc.reason}, after line {number})") from exc
 
 
 def manifest_rows(path: Path | str, error: type[Exception]) -> Iterator[dict]:
@@ -46,14 +61,7 @@ def numbered_manifest_rows(path: Path | str, error: type[Exception],
                            encoding: str = "utf-8") -> Iterator[tuple[int, dict]]:
     """(line number, row) for each row of :func:`manifest_rows`, read with ``encoding``
     (``utf-8-sig`` also takes a leading byte-order mark)."""
-    with open(path, encoding=encoding) as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise error(f"{path}:{number}: not a JSON object ({exc.msg})") from exc
-            if not isinstance(row, dict) or not isinstance(row.get("path"), str):
-                raise error(f'{path}:{number}: a manifest row needs a string "path"')
-            yield number, row
+    for number, row in _json_values(path, error, encoding):
+        if not isinstance(row, dict) or not isinstance(row.get("path"), str):
+            raise error(f'{path}:{number}: a manifest row needs a string "path"')
+        yield number, row

@@ -72,13 +72,17 @@ def _decode(path: str, sample_rate: int = 48000) -> tuple[np.ndarray, int]:
 
 
 def readable(path: str) -> bool:
-    """Whether the output ``path`` exists and its header reads: a damaged one (a partial copy
-    of the corpus folder, a file overwritten by something else) is redone, not trusted."""
+    """Whether the output ``path`` exists, its header reads and so does its last sample: a
+    damaged one (cut short by a partial copy of the corpus folder, overwritten by something
+    else) is redone, not trusted."""
     if not os.path.exists(path):
         return False
     import soundfile as sf
     try:
-        sf.info(path)
+        with sf.SoundFile(path) as fh:
+            if fh.frames > 0:
+                fh.seek(fh.frames - 1)
+                return fh.read(1).shape[0] == 1
     except Exception:  # soundfile's LibsndfileError / RuntimeError: not audio it can read
         return False
     return True

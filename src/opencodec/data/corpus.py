@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import fcntl
 import importlib.util
 import json
 import logging
@@ -46,7 +45,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import IO, Optional, Sequence
 
-from .._files import file_in_the_way
+from .._files import LockHeld, exclusive_lock, file_in_the_way
 from ..argtypes import MAX_SAMPLE_RATE as MAX_RATE, MIN_SAMPLE_RATE as MIN_RATE, count_arg, positive_int, sample_rate_arg
 from ..errors import EXPECTED_ERRORS, OpenCodecError, one_line, print_traceback_if_asked, stdout_closed_status
 from ._jsonl import read_jsonl, write_jsonl
@@ -179,17 +178,19 @@ class BuildInProgress(OpenCodecError):
 
 
 def _lock_out(out: Path) -> IO:
-    """Hold ``out/.build.lock`` (``flock``) for one build: builds share the caches under
-    ``out`` (``debs/.partial/<pkg>``, ``extract/<pkg>.tmp``), so a second one at the same
-    time would delete the first's files. The lock goes with the process (also on kill -9)."""
-    fh = open(out / ".build.lock", "a")
+    """Hold ``out/.build.lock`` for one build: builds share the caches under ``out``
+    (``debs/.partial/<pkg>``, ``extract/<pkg>.tmp``), so a second one at the same time would
+    delete the first's files. The lock goes with the process (also on kill -9); on a file
+    system without locks the build goes on unlocked, with a warning."""
     try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        fh.close()
-        raise BuildInProgress(f"another build is running in --out {out} (it holds {out / '.build.lock'}); "
+        handle, locked = exclusive_lock(out / ".build.lock")
+    except LockHeld as held:
+        raise BuildInProgress(f"another build is running in --out {out} ({held.holder or 'it holds ' + str(out / '.build.lock')}); "
                               f"wait for it to end, or give another --out") from None
-    return fh
+    if not locked:
+        log.warning("cannot lock %s: a second build into %s at the same time would not be refused",
+                    out / ".build.lock", out)
+    return handle
 
 
 def check_out_folder(out: Path, folder: Path) -> None:
@@ -212,10 +213,14 @@ def _read_summary(work: Path) -> Optional[dict]:
 def _summary_json(f: Path) -> dict:
     """A build's ``summary.json``; ``ValueError`` naming it (and the cure) when damaged."""
     try:
-        return json.loads(f.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{f} is not JSON ({exc}); a build of every category (without "
-                         f"--categories) writes it again") from exc
+        summary = json.loads(f.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        summary = exc
+    if not isinstance(summary, dict):
+        what = summary if isinstance(summary, Exception) else f"a {type(summary).__name__}"
+        raise ValueError(f"{f} is not a JSON object ({what}); a build of every category (without "
+                         f"--categories) writes it again")
+    return summary
 
 
 def _fetch(p: Preset, sources: dict[str, Source], out: Path, roots: dict[str, Path]) -> dict[str, Path]:
@@ -282,7 +287,7 @@ def _convert(p: Preset, sources: dict[str, Source], pkg_roots: dict[str, Path], 
                               if sources[name].category == "speech"
                               and sources[name].role in ("train", "probe", "eval") for f in files)
     for name, files in planned.items():
-        dups = [f for f in files if f.src_path in leaked]
+        dups = [f for f in files if f.src_path in leaked and sources[name].role == "train"]
         if dups:
             files = [f for f in files if f.src_path not in leaked]
             notes.append(f"{name}: {len(dups)} inputs dropped, the same recording as a probe or "

@@ -29,6 +29,9 @@ from typing import Iterable
 from ..official_files import file_sha256
 
 SOURCE_DISJOINT_EVAL = frozenset({"speech_unseen"})
+#: Inputs smaller than this are not compared by :func:`check_recordings` (empty or header-only
+#: files are alike without being one recording; conversion skips them as too short).
+MIN_RECORDING_BYTES = 1024
 
 
 class SplitError(ValueError):
@@ -96,11 +99,15 @@ def check_recordings(files: Iterable[tuple[str, str, str]]) -> set[str]:
     speaker's name) is the same recording whatever they say. Returns the paths of the
     ``train`` copies (the caller drops them: the probe and evaluation keep their items);
     raises :class:`SplitError` naming them when the probe and an evaluation category (or two
-    evaluation categories) share a recording. Only files whose size another file shares
-    are hashed."""
+    evaluation categories) share a recording. A path that a training and another source both
+    select is one file, not a copy (:func:`check_split` refuses that by its speaker keys). Only
+    files whose size another file shares are hashed, and none under
+    :data:`MIN_RECORDING_BYTES`."""
     by_size: dict[int, list[tuple[str, str, str]]] = defaultdict(list)
     for f in files:
-        by_size[os.path.getsize(f[2])].append(f)
+        size = os.path.getsize(f[2])
+        if size >= MIN_RECORDING_BYTES:  # (empty or header-only files: alike, and skipped by conversion)
+            by_size[size].append(f)
     drop: set[str] = set()
     problems = []
     for same_size in by_size.values():
@@ -111,9 +118,12 @@ def check_recordings(files: Iterable[tuple[str, str, str]]) -> set[str]:
             by_digest[file_sha256(f[2])].append(f)
         for copies in by_digest.values():
             held = sorted({(role, label) for label, role, _ in copies if role != "train"})
+            held_paths = {path for _, role, path in copies if role != "train"}
             if not held:
                 continue
-            drop.update(path for _, role, path in copies if role == "train")
+            # a path selected by both a training and another source is one file, not a copy: the
+            # speaker keys of check_split name that overlap
+            drop.update(path for _, role, path in copies if role == "train" and path not in held_paths)
             problems += [f"{held[0][1]} ({held[0][0]}) and {label} ({role}) are the same recording"
                          for role, label in held[1:] if role != held[0][0]]
     if problems:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import errno
 import io
 import json
 import os
@@ -38,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from .._files import file_in_the_way, write_bytes_atomic
+from .._files import LockHeld, exclusive_lock, file_in_the_way, write_bytes_atomic
 from ..errors import ConfigError, OutputError
 from ..signals import is_interrupting_handler
 from .config_checks import config_changes
@@ -226,26 +225,14 @@ class RunFolder:
 
 def _lock(path: Path) -> tp.IO[str]:
     """Hold an exclusive lock on ``path`` (created), or refuse: another process trains here."""
-    import fcntl
-
-    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held until RunFolder.__exit__
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        handle.seek(0)
-        holder = handle.read().strip()
-        handle.close()
-        if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-            # a file system without locks (NFS without lockd, some FUSE mounts): train unlocked
-            print(f"warning: cannot lock {path} ({exc.strerror}); a second training into "
-                  f"{path.parent} would not be refused", file=sys.stderr)
-            return open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by RunFolder.__exit__
-        raise ConfigError(f"{path.parent} is in use by another training ({holder or 'see ' + str(path)}); "
+        handle, locked = exclusive_lock(path)
+    except LockHeld as held:
+        raise ConfigError(f"{path.parent} is in use by another training ({held.holder or 'see ' + str(path)}); "
                           f"wait for it to end or use another --run-dir") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
-    handle.flush()
+    if not locked:  # a file system without locks (NFS without lockd, some FUSE mounts): train unlocked
+        print(f"warning: cannot lock {path}; a second training into {path.parent} would not be refused",
+              file=sys.stderr)
     return handle
 
 
