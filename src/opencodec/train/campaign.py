@@ -31,19 +31,25 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
+import shutil
 import sys
+import tempfile
 import typing as tp
 from pathlib import Path
 
 import torch
 
+from .._files import TEMP_SUFFIX, _owner_tag, error_reason, remove_dead_temporaries, temporary_name_stem
 from ..argtypes import positive_float
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputError
 from .run_state import _unreadable_reason, load_torch_file
 
 __all__ = ["compact_state", "expand_state", "write_parts", "read_parts", "pack", "unpack", "main"]
 
 PART_NAME = "state.pt.part"
+READY_NAME = ".state.ready"  # a complete new state being moved into place (see _swap_in)
+MANIFEST_NAME = ".files"
 DEFAULT_PART_BYTES = 15 * 2**20  # under the device tool's 16 MiB per returned file
 FLOAT16_MAX = 65504.0
 
@@ -140,29 +146,88 @@ def expand_state(compact: dict) -> dict:
     return ckpt
 
 
-def write_parts(obj: tp.Any, folder: Path, part_bytes: int = DEFAULT_PART_BYTES) -> list[Path]:
+def write_parts(obj: tp.Any, folder: Path, part_bytes: int = DEFAULT_PART_BYTES,
+                extra: tp.Mapping[str, bytes] | None = None) -> list[Path]:
     """``torch.save(obj)`` cut into ``folder/state.pt.partNN`` files of at most ``part_bytes``
-    (earlier parts in the folder are removed first); a ``part_bytes`` under 1 is a ``ValueError``."""
+    (with the files of ``extra``, ``{name: bytes}``), replacing the folder's earlier state all or
+    nothing: see :func:`_swap_in`. A ``part_bytes`` under 1 is a ``ValueError``."""
+    files = _cut(obj, part_bytes)
+    _swap_in(folder, {**files, **(extra or {})})
+    return [folder / name for name in files]
+
+
+def _cut(obj: tp.Any, part_bytes: int) -> dict[str, bytes]:
+    """``{state.pt.partNN: bytes}``: ``torch.save(obj)`` in parts of at most ``part_bytes``."""
     if part_bytes < 1:
         raise ValueError(f"parts of {part_bytes} bytes: a part holds at least 1 byte (--part-mb >= 1e-06)")
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob(PART_NAME + "*"):
-        old.unlink()
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     data = buffer.getvalue()
-    paths = []
-    for i, start in enumerate(range(0, len(data), part_bytes)):
-        path = folder / f"{PART_NAME}{i:02d}"
-        path.write_bytes(data[start:start + part_bytes])
-        paths.append(path)
-    return paths
+    return {f"{PART_NAME}{i:02d}": data[start:start + part_bytes]
+            for i, start in enumerate(range(0, len(data), part_bytes))}
+
+
+def _swap_in(folder: Path, files: tp.Mapping[str, bytes]) -> None:
+    """Replace ``folder``'s state (its parts and ``state.json``) by ``files`` ({name: bytes}), all or
+    nothing: the files are written into a hidden temporary folder inside ``folder`` (the same file
+    system), which one rename makes ``folder/.state.ready`` (with the list of its files); from then
+    on :func:`read_parts` reads the new state, and :func:`_finish_swap` moves it into place. A write
+    killed (``kill -9``) or failed (a full disk) before that rename leaves the old state whole; one
+    killed after it is finished by the next write."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _finish_swap(folder)  # an earlier write killed while moving its files: finish it first
+    remove_dead_temporaries(folder)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{temporary_name_stem(READY_NAME[1:])}.{_owner_tag()}.", suffix=TEMP_SUFFIX,
+                                dir=folder))  # named as _files' temporaries: one a killed write left is swept
+    try:
+        names = sorted(files)
+        for name in names:
+            (tmp / name).write_bytes(files[name])
+        (tmp / MANIFEST_NAME).write_text("\n".join(names) + "\n")
+        os.replace(tmp, folder / READY_NAME)  # the commit: from here on the new state is the folder's
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write {folder}: {error_reason(exc)}; its earlier state is kept") from exc
+        raise
+    _finish_swap(folder)
+
+
+def _ready_names(folder: Path) -> list[str] | None:
+    """The files of the complete state waiting in ``folder/.state.ready``, or None where none waits."""
+    manifest = folder / READY_NAME / MANIFEST_NAME
+    return manifest.read_text().split() if manifest.is_file() else None
+
+
+def _finish_swap(folder: Path) -> None:
+    """Move the state waiting in ``folder/.state.ready`` into ``folder`` (the earlier parts and
+    ``state.json`` it does not have removed first); it may be half moved already (a killed write)."""
+    names = _ready_names(folder)
+    if names is None:
+        shutil.rmtree(folder / READY_NAME, ignore_errors=True)  # (an empty one: nothing was committed)
+        return
+    ready = folder / READY_NAME
+    for old in [*folder.glob(PART_NAME + "*"), folder / "state.json"]:
+        if old.name not in names and old.is_file():
+            old.unlink()
+    for name in names:
+        if (ready / name).exists():
+            os.replace(ready / name, folder / name)
+    (ready / MANIFEST_NAME).unlink()
+    ready.rmdir()
 
 
 def read_parts(folder: Path) -> tp.Any:
     """The object :func:`write_parts` wrote to ``folder`` (its parts in the order of their numbers:
-    ``part100`` after ``part99``, where names sort it between ``part10`` and ``part11``)."""
-    numbered = [p for p in folder.glob(PART_NAME + "*") if p.name[len(PART_NAME):].isdigit()]
+    ``part100`` after ``part99``, where names sort it between ``part10`` and ``part11``); where a
+    write was killed while moving its complete state into place, that new state."""
+    waiting = _ready_names(folder)
+    if waiting is not None:  # each file still waiting, else already moved
+        numbered = [(folder / READY_NAME / n) if (folder / READY_NAME / n).exists() else folder / n
+                    for n in waiting if n.startswith(PART_NAME)]
+    else:
+        numbered = list(folder.glob(PART_NAME + "*"))
+    numbered = [p for p in numbered if p.name[len(PART_NAME):].isdigit()]
     parts = sorted(numbered, key=lambda p: int(p.name[len(PART_NAME):]))
     if not parts:
         raise FileNotFoundError(f"no {PART_NAME}NN files in {folder}")
@@ -192,12 +257,13 @@ def pack(checkpoint: Path, folder: Path, max_bytes: int | None = None,
     (step, parts, bytes, what was left out); returns that summary."""
     ckpt = _read_codec_checkpoint(checkpoint)
     compact, left_out = compact_state(ckpt, max_bytes)
-    paths = write_parts(compact, folder, part_bytes)
-    size = sum(p.stat().st_size for p in paths)
-    summary = {"step": int(ckpt["step"]), "parts": [p.name for p in paths], "bytes": size,
+    parts = _cut(compact, part_bytes)
+    size = sum(len(data) for data in parts.values())
+    summary = {"step": int(ckpt["step"]), "parts": list(parts), "bytes": size,
                "over_budget": max_bytes is not None and size > max_bytes, "left_out": left_out,
                "kept": sorted(k for k in compact if k != "format")}
-    (folder / "state.json").write_text(json.dumps(summary, indent=2) + "\n")
+    # state.json with its parts, in one swap: never the summary of another pack beside them
+    _swap_in(folder, {**parts, "state.json": (json.dumps(summary, indent=2) + "\n").encode()})
     return summary
 
 
@@ -241,7 +307,7 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
                       file=sys.stderr)
         else:
             print(f"resume state: {unpack(args.folder, args.run_dir, args.force)}")
-    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+    except (FileNotFoundError, FileExistsError, ValueError, OutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -166,6 +166,10 @@ def check_codec_config(cfg: dict) -> None:
                    "log.valid_every", "log.checkpoint_every", "init_items", "quantizer.kmeans_iters",
                    "adversarial.filters"):
         _integer(cfg, dotted, 1)
+    if (_value(cfg, "init_items") or 0) > MAX_INIT_ITEMS:
+        raise ConfigError(f"config field init_items must be <= {MAX_INIT_ITEMS}, got {_value(cfg, 'init_items')}: "
+                          f"data-dependent init reads that many training segments into memory and runs the "
+                          f"model on them in one batch (the default 16 is enough for its per-channel statistics)")
     for dotted in ("data.num_workers", "valid.items", "adversarial.start_step", "adversarial.disc_warmup_steps",
                    "quantizer.warmup_steps", "seed"):
         _integer(cfg, dotted, 0)
@@ -192,6 +196,10 @@ def check_codec_config(cfg: dict) -> None:
         _check_manifest_list(cfg, dotted)
     resolve_device(cfg.get("device", "auto"))
 
+
+#: The most training segments data-dependent init (``init: data_dependent``) may use (``init_items``):
+#: they are read whole and go through the model in one batch.
+MAX_INIT_ITEMS = 1024
 
 #: The longest training segment (``data.segment_seconds``, s): each of a batch's segments is read
 #: whole into memory (an hour of 48 kHz stereo is 1.4 GB); a file shorter is zero-padded.

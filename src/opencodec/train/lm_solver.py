@@ -64,8 +64,9 @@ from .lm_eval import (
 from .lm_model import IGNORE, LM_METADATA_KEY, _loss, build_lm, export_lm, lm_logits, read_lm_info
 
 from .run_state import (_atomic_torch_save, _rng_state, _seed_everything, _set_rng_state, _step_rng,
-                        load_optimizer_state,
+                        load_optimizer_state, named_fields,
                         load_run_weights, read_checkpoint)
+from .held_out import warn_shared_audio
 from .run_folder import RunFolder, StopRequests, check_run_folder, run_folder_path, saving, stopped_message
 from .solver import learning_rate_at  # the codec trainer's schedule
 
@@ -231,11 +232,6 @@ def lm_size_changes(previous: tp.Any, s: Settings) -> dict[str, tuple[tp.Any, tp
     return {key: pair for key, pair in changed.items() if key != "bandwidths"} or changed
 
 
-def _named(values: dict[str, tuple[tp.Any, tp.Any]], side: int) -> str:
-    """``lm.dim=32, bandwidths=null``: each field of ``values`` with its value of ``side`` (0: the run's)."""
-    return ", ".join(f"{key}={'null' if pair[side] is None else pair[side]}" for key, pair in values.items())
-
-
 def make_optimizer(s: Settings, params: tp.Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     """The configured AdamW or Adam over ``params``."""
     optim_cls = torch.optim.AdamW if s.optimizer == "adamw" else torch.optim.Adam
@@ -269,6 +265,8 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         check_manifests("data.valid", s.valid_manifests)
         if s.report_items > 0:
             check_manifests("report.manifests", s.report_manifests)
+        warn_shared_audio(s.train_manifests, [("data.valid", s.valid_manifests)] + (
+            [("report.manifests", s.report_manifests)] if s.report_items > 0 else []))
     if s.threads:
         torch.set_num_threads(s.threads)
     device = _device(s.device)
@@ -313,8 +311,8 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
                 changed = lm_size_changes(ckpt.get("config"), s)
                 if not changed:
                     raise
-                raise ConfigError(f"{ckpt_path} was trained with {_named(changed, 0)}, not this config's "
-                                  f"{_named(changed, 1)}: resume with the run's, or use another --run-dir") from exc
+                raise ConfigError(f"{ckpt_path} was trained with {named_fields(changed, 0)}, not this config's "
+                                  f"{named_fields(changed, 1)}: resume with the run's, or use another --run-dir") from exc
             load_optimizer_state(opt, ckpt["optim"])  # the config's betas: a changed one is used
             step, previous, best = int(ckpt["step"]), ckpt.get("config"), ckpt.get("best")
             _set_rng_state(ckpt["rng"])

@@ -100,14 +100,22 @@ def _step_rng(seed: int, step: int, salt: int) -> random.Random:
 #: The optimiser settings a resume takes from the config, not from the checkpoint (none changes what
 #: the optimiser's state holds).
 OPTIMIZER_SETTINGS = ("lr", "betas", "eps", "weight_decay")
+#: The optimiser settings that choose its kernel (``optim.fused``): also the config's on a resume.
+KERNEL_SETTINGS = ("fused",)
 
 
 def load_optimizer_state(opt: torch.optim.Optimizer, state: dict[str, tp.Any]) -> None:
     """Restore ``opt``'s moments and step counts from a checkpoint's ``state``, keeping this
     invocation's :data:`OPTIMIZER_SETTINGS`: ``Optimizer.load_state_dict`` puts back the
     checkpoint's, so a resume with a changed ``optim.betas`` (which the changed-config warning
-    names) would otherwise go on with the old betas."""
+    names) would otherwise go on with the old betas. The :data:`KERNEL_SETTINGS` are this
+    invocation's too (a changed ``optim.fused`` is used, and saved with the next checkpoint)."""
     configured = [{k: group[k] for k in OPTIMIZER_SETTINGS if k in group} for group in opt.param_groups]
+    if isinstance(state, dict) and isinstance(state.get("param_groups"), list):  # the configured kernel
+        # (optim.fused), set before loading: load_state_dict places the step counts for it
+        groups = [{**saved, **{k: group[k] for k in KERNEL_SETTINGS if k in group}} if isinstance(saved, dict)
+                  else saved for saved, group in zip(state["param_groups"], opt.param_groups)]
+        state = {**state, "param_groups": groups + state["param_groups"][len(groups):]}
     opt.load_state_dict(state)
     for group, own in zip(opt.param_groups, configured):
         group.update(own)
@@ -131,6 +139,31 @@ def _mismatch(state: tp.Any, module: torch.nn.Module) -> str | None:
     parts = ([f"{len(missing)} of the model's {len(own)} tensors missing (e.g. {missing[0]})"] if missing else []) + (
         [f"{len(extra)} tensors the model does not have (e.g. {extra[0]})"] if extra else [])
     return "; ".join(parts) or None
+
+
+#: The config fields that set the sizes of the codec trainer's discriminator, with their defaults
+#: (``solver.py`` builds it; the model's own fields are checked by ``check_codec_checkpoint``).
+DISC_SIZES: dict[str, tp.Any] = {"adversarial.filters": 32}
+
+
+def disc_size_changes(previous: tp.Any, cfg: dict) -> dict[str, tuple[tp.Any, tp.Any]]:
+    """``{field: (the run's, this config's)}`` of the :data:`DISC_SIZES` fields whose values differ
+    between a checkpoint's config ``previous`` and ``cfg`` (defaults filled in on both sides);
+    empty where ``previous`` is not a config."""
+    def at(config: tp.Any, dotted: str) -> tp.Any:
+        node = config
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        return DISC_SIZES[dotted] if node is None else node
+
+    if not isinstance(previous, dict):
+        return {}
+    return {key: (at(previous, key), at(cfg, key)) for key in DISC_SIZES if at(previous, key) != at(cfg, key)}
+
+
+def named_fields(values: dict[str, tuple[tp.Any, tp.Any]], side: int) -> str:
+    """``lm.dim=32, bandwidths=null``: each field of ``values`` with its value of ``side`` (0: the run's)."""
+    return ", ".join(f"{key}={'null' if pair[side] is None else pair[side]}" for key, pair in values.items())
 
 
 def load_run_weights(path: Path, ckpt: dict[str, tp.Any], modules: dict[str, torch.nn.Module]) -> None:

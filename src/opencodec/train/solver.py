@@ -76,7 +76,9 @@ from ..signals import Terminated, sigterm_as_interrupt
 from .run_folder import (RunFolder, StopRequests, check_run_folder, run_folder_path, saving, set_usual_permissions,
                          stopped_message)
 from .run_state import (_atomic_torch_save, _rng_state, _seed_everything, _set_rng_state, _step_rng,
-                        load_optimizer_state, load_run_weights, read_checkpoint)
+                        disc_size_changes, load_optimizer_state, load_run_weights, named_fields,
+                        read_checkpoint)
+from .held_out import warn_shared_audio
 from .validation import _spectrogram_image, validate  # noqa: F401 - validate: scripts import it here
 from .step import (MetricAccumulator, StepParts, TrainerModule, autocast_for, compile_models, configure_backends,
                    discriminator_step, first_non_finite, frozen_generator_output, generator_step, global_batch_metrics,
@@ -190,6 +192,8 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         if max_minutes is None and cfg.get("max_minutes") is not None:
             max_minutes = float(cfg["max_minutes"])  # the config's wall-clock budget (campaign runs)
         info = distributed.init(resolve_device(cfg.get("device", "auto")).type)
+        if info.is_main:  # held-out audio that is training audio too: a warning
+            warn_shared_audio(data_cfg.get("train"), [("data.valid", data_cfg.get("valid"))])
         batch_size = int(cfg.get("optim", {}).get("batch_size", 8))
         if batch_size % info.world_size:  # (every rank finds it: rank 0 says it)
             raise ConfigError(f"optim.batch_size={batch_size} is not divisible by {info.world_size} processes")
@@ -307,7 +311,14 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         if ckpt_path.exists():
             ckpt = read_checkpoint(ckpt_path, device)  # a file that is not one: one line
             check_codec_checkpoint(ckpt_path, ckpt, model.config)  # another architecture or trainer: refused,
-            load_run_weights(ckpt_path, ckpt, {"model": model, "disc": disc})  # nothing written
+            try:
+                load_run_weights(ckpt_path, ckpt, {"model": model, "disc": disc})  # nothing written
+            except ConfigError as exc:  # the config fields that made it, where the checkpoint's config says
+                changed = disc_size_changes(ckpt.get("config"), cfg)
+                if not changed:
+                    raise
+                raise ConfigError(f"{ckpt_path} was trained with {named_fields(changed, 0)}, not this config's "
+                                  f"{named_fields(changed, 1)}: resume with the run's, or use another --run-dir") from exc
             # A compact campaign state (train/campaign.py) may lack the optimisers' moments
             # (resumed fresh) or the EMA copy (restarted from the generator).
             for name, opt in (("opt_g", opt_g), ("opt_d", opt_d)):
