@@ -172,3 +172,86 @@ def test_lm_rerun_of_a_run_killed_before_its_last_export_exports_the_last_checkp
     assert ckpt["step"] == 4 and lm_solver.read_lm_info(tmp_path / "run" / "lm.safetensors")["step"] == 4
     assert all(torch.equal(ckpt["model"][key], exported[key]) for key in ckpt["model"].keys() & exported.keys())
     assert ckpt["model"].keys() & exported.keys()
+
+
+# -- the review of the walk's fixes ---------------------------------------------------------------
+
+def test_a_non_finite_codebook_buffer_is_divergence_too() -> None:
+    from opencodec import EncodecConfig, EncodecModel
+    from opencodec.train.step import first_non_finite
+
+    model = EncodecModel(EncodecConfig(n_filters=4, dimension=16, ratios=[4, 2], n_q=2, bins=16,
+                                       target_bandwidths=[1.5], lstm=0))
+    assert first_non_finite({"model": model}) is None
+    model.quantizer.vq.layers[1]._codebook.embed[3, 0] = float("nan")
+    assert first_non_finite({"model": model}) == "model.quantizer.vq.layers.1._codebook.embed"
+
+
+def test_lm_diverged_run_is_stopped_before_its_checkpoint(tmp_path: Path) -> None:
+    from opencodec.train import lm_solver
+    from test_train_lm import _lm_cfg, _synthetic_data
+
+    data = _synthetic_data()
+    cfg = _lm_cfg(2, valid={"max_items": 0})
+    cfg["log"] = {**cfg["log"], "checkpoint_every": 1}
+    lm_solver.train(cfg, tmp_path / "run", progress=False, data=data)
+    good = read_checkpoint(tmp_path / "run" / "checkpoint.pt")["model"]
+    longer = _lm_cfg(4, valid={"max_items": 0})
+    longer["log"] = {**longer["log"], "checkpoint_every": 1}
+    import unittest.mock as mock
+    real_step = torch.optim.AdamW.step  # step 3 turns a weight to NaN, as a learning rate far too high
+
+    def poisoned(self: torch.optim.Optimizer, *a: object, **k: object) -> object:
+        out = real_step(self, *a, **k)
+        with torch.no_grad():
+            self.param_groups[0]["params"][0].fill_(float("nan"))
+        return out
+
+    with mock.patch.object(torch.optim.AdamW, "step", poisoned):
+        with pytest.raises(ConfigError, match=r"training diverged by step 3: lm\..* holds NaN or inf; not saved"):
+            lm_solver.train(longer, tmp_path / "run", progress=False, data=data)
+    kept = read_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert kept["step"] == 2 and all(torch.equal(kept["model"][k], good[k]) for k in good)
+
+
+def test_a_finished_run_rerun_leaves_its_export_alone(tmp_path: Path) -> None:
+    train_m, valid_m = _corpus(tmp_path / "data")
+    cfg = _config(train_m, valid_m, steps=2)
+    cfg["valid"]["items"] = 0
+    train(cfg, tmp_path / "run", progress=False)
+    export = tmp_path / "run" / "model.safetensors"
+    before = export.stat().st_mtime_ns
+    train(cfg, tmp_path / "run", progress=False)  # nothing to train; its export is the checkpoint's
+    assert export.stat().st_mtime_ns == before
+
+
+def test_a_finished_run_resumed_without_its_ema_keeps_the_ema_export(tmp_path: Path) -> None:
+    # a compact campaign state may leave the EMA out: the rerun's EMA is then a copy of the
+    # generator, and exporting it would replace the run's EMA export with the raw generator
+    import os
+    train_m, valid_m = _corpus(tmp_path / "data")
+    cfg = _config(train_m, valid_m, steps=2)
+    cfg["valid"]["items"] = 0
+    cfg["ema"] = 0.5
+    train(cfg, tmp_path / "run", progress=False)
+    ckpt_path, export = tmp_path / "run" / "checkpoint.pt", tmp_path / "run" / "model.safetensors"
+    ckpt = read_checkpoint(ckpt_path)
+    del ckpt["ema"]
+    torch.save(ckpt, ckpt_path)
+    os.utime(export, ns=(1, 1))  # older than the checkpoint: otherwise it would be exported again
+    before = export.read_bytes()
+    train(cfg, tmp_path / "run", progress=False)
+    assert export.read_bytes() == before
+
+
+def test_lm_resume_with_another_optimizer_name_uses_it(tmp_path: Path) -> None:
+    from opencodec.train import lm_solver
+    from test_train_lm import _lm_cfg, _synthetic_data
+
+    data = _synthetic_data()
+    adam = _lm_cfg(4)
+    adam["optim"] = {**adam["optim"], "name": "adam"}
+    lm_solver.train(_lm_cfg(4), tmp_path / "run", max_steps=2, progress=False, data=data)  # adamw
+    lm_solver.train(adam, tmp_path / "run", progress=False, data=data)
+    group = read_checkpoint(tmp_path / "run" / "checkpoint.pt")["optim"]["param_groups"][0]
+    assert group["decoupled_weight_decay"] is False

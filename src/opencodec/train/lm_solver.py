@@ -64,11 +64,12 @@ from .lm_eval import (
 from .lm_model import IGNORE, LM_METADATA_KEY, _loss, build_lm, export_lm, lm_logits, read_lm_info
 
 from .run_state import (_atomic_torch_save, _rng_state, _seed_everything, _set_rng_state, _step_rng,
-                        load_optimizer_state, named_fields,
+                        export_is_behind, load_optimizer_state, named_fields,
                         load_run_weights, read_checkpoint)
 from .held_out import warn_shared_audio
 from .run_folder import RunFolder, StopRequests, check_run_folder, run_folder_path, saving, stopped_message
 from .solver import learning_rate_at  # the codec trainer's schedule
+from .step import first_non_finite
 
 CHECKPOINT = "checkpoint.pt"
 EXPORT = "lm.safetensors"
@@ -341,6 +342,10 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
                        valid_mean_bits_per_code=score)
 
         def save_checkpoint(at: int) -> None:
+            diverged = first_non_finite({"lm": lm})  # keep the last good checkpoint and export
+            if diverged is not None:
+                raise ConfigError(f"training diverged by step {at}: {diverged} holds NaN or inf; not saved (an "
+                                  f"earlier checkpoint and export are kept); lower optim.lr and rerun")
             state = {"model": lm.state_dict(), "optim": opt.state_dict(), "step": at, "rng": _rng_state(),
                      "config": cfg, "codec_name": data.codec_name, "codec_hash": data.codec_hash,
                      "best": best}
@@ -357,7 +362,8 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         stop = s.steps if max_steps is None else min(s.steps, step + max_steps)
         if step >= s.steps:
             print(f"{run} is at step {step}, optim.steps is {s.steps}: nothing to train", file=sys.stderr)
-            export(run / EXPORT, step)  # the checkpoint's (a run killed before its last export left an older one)
+            if export_is_behind(run / EXPORT, ckpt_path):  # a run killed before its last export
+                export(run / EXPORT, step)
         autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if s.amp == "bf16"
                     else torch.autocast(device.type, enabled=False))
         bar = None

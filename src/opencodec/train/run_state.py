@@ -99,7 +99,7 @@ def _step_rng(seed: int, step: int, salt: int) -> random.Random:
 
 #: The optimiser settings a resume takes from the config, not from the checkpoint (none changes what
 #: the optimiser's state holds).
-OPTIMIZER_SETTINGS = ("lr", "betas", "eps", "weight_decay")
+OPTIMIZER_SETTINGS = ("lr", "betas", "eps", "weight_decay", "decoupled_weight_decay")  # (the last: adam/adamw)
 #: The optimiser settings that choose its kernel (``optim.fused``): also the config's on a resume.
 KERNEL_SETTINGS = ("fused",)
 
@@ -119,6 +119,16 @@ def load_optimizer_state(opt: torch.optim.Optimizer, state: dict[str, tp.Any]) -
     opt.load_state_dict(state)
     for group, own in zip(opt.param_groups, configured):
         group.update(own)
+
+
+def export_is_behind(export: Path, checkpoint: Path) -> bool:
+    """Whether ``export`` (a run's exported model) is missing or not newer than ``checkpoint``:
+    a run killed between writing its last checkpoint and that checkpoint's export. (Equal times,
+    on a file system of coarse times, count as behind: exporting again gives the same file.)"""
+    try:
+        return export.stat().st_mtime_ns <= checkpoint.stat().st_mtime_ns
+    except FileNotFoundError:
+        return True
 
 
 def _mismatch(state: tp.Any, module: torch.nn.Module) -> str | None:

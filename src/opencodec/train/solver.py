@@ -76,8 +76,8 @@ from ..signals import Terminated, sigterm_as_interrupt
 from .run_folder import (RunFolder, StopRequests, check_run_folder, run_folder_path, saving, set_usual_permissions,
                          stopped_message)
 from .run_state import (_atomic_torch_save, _rng_state, _seed_everything, _set_rng_state, _step_rng,
-                        disc_size_changes, load_optimizer_state, load_run_weights, named_fields,
-                        read_checkpoint)
+                        disc_size_changes, export_is_behind, load_optimizer_state, load_run_weights,
+                        named_fields, read_checkpoint)
 from .held_out import warn_shared_audio
 from .validation import _spectrogram_image, validate  # noqa: F401 - validate: scripts import it here
 from .step import (MetricAccumulator, StepParts, TrainerModule, autocast_for, compile_models, configure_backends,
@@ -307,7 +307,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
     with RunFolder(run, info.is_main) as folder:
         # 4. resume
         step, previous, logged_since = 0, None, None
-        ckpt_path = run / CHECKPOINT
+        ckpt_path, ema_restarted = run / CHECKPOINT, False
         if ckpt_path.exists():
             ckpt = read_checkpoint(ckpt_path, device)  # a file that is not one: one line
             check_codec_checkpoint(ckpt_path, ckpt, model.config)  # another architecture or trainer: refused,
@@ -327,6 +327,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
             balancer.load_state_dict(ckpt["balancer"])
             if ema_model is not None:
                 ema_model.load_state_dict(ckpt["ema"] if "ema" in ckpt else model.state_dict())
+                ema_restarted = "ema" not in ckpt
             step, previous = int(ckpt["step"]), ckpt.get("config")
             logged_since = ckpt.get("metrics")  # the training metrics of steps after the last log
             _set_rng_state(ckpt["rng"])
@@ -394,7 +395,8 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         stop = total_steps if max_steps is None else min(total_steps, step + max_steps)
         if step >= total_steps and info.is_main:
             print(f"{run} is at step {step}, optim.steps is {total_steps}: nothing to train", file=sys.stderr)
-            export_generator()  # the checkpoint's (a run killed before its last export left an older one)
+            if export_is_behind(run / EXPORT, ckpt_path) and not ema_restarted:  # (not the EMA's, then)
+                export_generator()  # the checkpoint's: a run killed before its last export left an older one
         batches = (_batches(base, shard, local_batch, steps_per_epoch, step, num_workers)
                    if loader == "workers" else _device_batches(corpus, step, local_batch, info))
         bar = None

@@ -187,12 +187,13 @@ def discriminator_step(p: StepParts, x: torch.Tensor, y: torch.Tensor) -> torch.
 
 
 def first_non_finite(modules: dict[str, nn.Module]) -> str | None:
-    """The name (``model.encoder...weight``) of the first parameter of ``modules`` holding a NaN
-    or an infinity, else None: a diverged run (a learning rate far too high), whose checkpoint
-    would replace the last good one and whose export would decode to NaN."""
+    """The name (``model.encoder...weight``) of the first parameter or floating-point buffer (a
+    codebook) of ``modules`` holding a NaN or an infinity, else None: a diverged run (a learning
+    rate far too high), whose checkpoint would replace the last good one and whose export would
+    decode to NaN."""
     for prefix, module in modules.items():
-        for name, param in module.named_parameters():
-            if not bool(torch.isfinite(param).all()):
+        for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 return f"{prefix}.{name}"
     return None
 
