@@ -298,7 +298,7 @@ def test_a_summary_that_is_no_json_object_is_one_line(tmp_path: Path, capsys, co
 
 @pytest.mark.parametrize("content, message", [
     (b'{"path": "a"}\n3\n', ":2: not a JSON object (a int)"),
-    (b'{"path": "a"}\n{"path": "\xff"}\n', ": not utf-8 text"),
+    (b'{"path": "a"}\n{"path": "\xff"}\n', " is not UTF-8 text (a byte 0xff)"),
 ])
 def test_read_jsonl_names_the_file_of_a_row_that_is_no_object(tmp_path: Path, content: bytes, message: str) -> None:
     manifest = tmp_path / "train.jsonl"

@@ -25,29 +25,29 @@ def read_jsonl(path: Path | str) -> list[dict]:
     """Read a JSONL manifest (list of dicts); a line that is not a JSON object raises
     ``ValueError`` naming the file and the line (not only json's "line 1 column 6")."""
     rows = []
-    for number, row in _json_values(path, ValueError):
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}:{number}: not a JSON object (a {type(row).__name__})")
-        rows.append(row)
+    try:
+        for number, row in _json_values(path, ValueError):
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{number}: not a JSON object (a {type(row).__name__})")
+            rows.append(row)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 text (a byte 0x{exc.object[exc.start]:02x})") from exc
     return rows
 
 
 def _json_values(path: Path | str, error: type[Exception], encoding: str = "utf-8") -> Iterator[tuple[int, tp.Any]]:
-    """(line number, value) for each non-blank line of ``path``; a line that is not JSON, or
-    bytes that are not ``encoding``, raise ``error`` naming the file (and line)."""
-    number = 0
-    try:
-        with open(path, encoding=encoding) as fh:
-            for number, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise error(f"{path}:{number}: not a JSON object ({exc.msg})") from exc
-                yield number, row
-    except UnicodeDecodeError as exc:
-        raise error(f"{path}: not {encoding} text ({exc.reason}, after line {number})") from exc
+    """(line number, value) for each non-blank line of ``path``; a line that is not JSON raises
+    ``error`` naming the file and line (bytes that are not ``encoding``: ``UnicodeDecodeError``,
+    which callers word)."""
+    with open(path, encoding=encoding) as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise error(f"{path}:{number}: not a JSON object ({exc.msg})") from exc
+            yield number, row
 
 
 def manifest_rows(path: Path | str, error: type[Exception]) -> Iterator[dict]:

@@ -266,7 +266,7 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         check_manifests("data.valid", s.valid_manifests)
         if s.report_items > 0:
             check_manifests("report.manifests", s.report_manifests)
-        warn_shared_audio(s.train_manifests, [("data.valid", s.valid_manifests)] + (
+        warn_shared_audio(s.train_manifests, [("data.valid", s.valid_manifests)] + (  # (a warning)
             [("report.manifests", s.report_manifests)] if s.report_items > 0 else []))
     if s.threads:
         torch.set_num_threads(s.threads)

@@ -192,8 +192,6 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         if max_minutes is None and cfg.get("max_minutes") is not None:
             max_minutes = float(cfg["max_minutes"])  # the config's wall-clock budget (campaign runs)
         info = distributed.init(resolve_device(cfg.get("device", "auto")).type)
-        if info.is_main:  # held-out audio that is training audio too: a warning
-            warn_shared_audio(data_cfg.get("train"), [("data.valid", data_cfg.get("valid"))])
         batch_size = int(cfg.get("optim", {}).get("batch_size", 8))
         if batch_size % info.world_size:  # (every rank finds it: rank 0 says it)
             raise ConfigError(f"optim.batch_size={batch_size} is not divisible by {info.world_size} processes")
@@ -202,6 +200,8 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
             torch.cuda.set_device(device)
         run, run_from = run_folder_path(run_dir, cfg, cfg.get("name", "run"))
         check_run_folder(run, run_from)  # a file there: one line, before anything is built
+        if info.is_main:  # held-out audio that is training audio too: a warning (once the config is good)
+            warn_shared_audio(data_cfg.get("train"), [("data.valid", data_cfg.get("valid"))])
         seed = int(cfg.get("seed", 0))
         _seed_everything(seed)
         threads = cfg.get("threads")
