@@ -80,7 +80,7 @@ def test_campaign_state_write_killed_by_sigkill_keeps_the_old_state_and_the_next
     assert any(p.name.startswith(".") for p in state.iterdir())  # its temporary folder, left
     assert torch.equal(read_parts(state)["w"], torch.arange(600.0))
     paths = write_parts({"w": torch.ones(2)}, state, part_bytes=400)
-    assert sorted(p.name for p in state.iterdir()) == sorted(p.name for p in paths)  # swept
+    assert sorted(p.name for p in state.iterdir()) == sorted([*(p.name for p in paths), "state.pt.sha256"])  # swept
 
 
 def test_campaign_state_killed_while_moving_into_place_reads_the_new_state_and_never_a_mix(
@@ -101,7 +101,7 @@ def test_campaign_state_killed_while_moving_into_place_reads_the_new_state_and_n
     monkeypatch.undo()
     assert torch.equal(read_parts(state)["w"], new["w"])  # the complete new state, half moved
     paths = write_parts({"w": torch.ones(3)}, state, part_bytes=400)  # the next one finishes it, then its own
-    assert sorted(p.name for p in state.iterdir()) == sorted(p.name for p in paths)  # no part of another
+    assert sorted(p.name for p in state.iterdir()) == sorted([*(p.name for p in paths), "state.pt.sha256"])
     assert len(paths) < 10
     assert torch.equal(read_parts(state)["w"], torch.ones(3))
 
@@ -116,7 +116,7 @@ def test_campaign_pack_over_a_bigger_state_leaves_no_old_part_and_a_matching_sum
     train(cfg, tmp_path / "run", progress=False)
     summary = pack(tmp_path / "run" / "checkpoint.pt", state, part_bytes=10**9)
     assert summary["parts"] == ["state.pt.part00"] and summary["step"] == 1
-    assert sorted(p.name for p in state.iterdir()) == ["state.json", "state.pt.part00"]
+    assert sorted(p.name for p in state.iterdir()) == ["state.json", "state.pt.part00", "state.pt.sha256"]
     assert json.loads((state / "state.json").read_text()) == summary
     assert summary["bytes"] == (state / "state.pt.part00").stat().st_size
     assert read_parts(state)["step"] == 1
@@ -214,3 +214,31 @@ def test_resume_with_changed_optim_fused_uses_and_saves_the_new_value(tmp_path: 
     assert [ckpt[k]["param_groups"][0]["fused"] for k in ("opt_g", "opt_d")] == [True, True]
     moments = [s["exp_avg"] for s in ckpt["opt_g"]["state"].values()]
     assert moments and all(torch.isfinite(m).all() for m in moments)
+
+
+# -- the review of the all-or-nothing state -------------------------------------------------------
+def test_campaign_state_read_that_meets_parts_of_two_packs_says_so(tmp_path: Path) -> None:
+    # a read while a pack was writing could join one pack's parts with another's (same sizes):
+    # torch.load took the mix, a state of neither pack
+    one, two = tmp_path / "one", tmp_path / "two"
+    write_parts({"tag": 1, "x": torch.arange(400.0)}, one, part_bytes=600)
+    write_parts({"tag": 2, "x": torch.arange(400.0) + 2}, two, part_bytes=600)
+    (one / "state.pt.part01").write_bytes((two / "state.pt.part01").read_bytes())
+    with pytest.raises(ValueError, match="are not of one pack"):
+        read_parts(one)
+
+
+def test_campaign_pack_into_a_folder_it_cannot_make_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OutputError, match=r"^cannot write .*afile/state: "):
+        write_parts({"w": torch.ones(2)}, tmp_path / "afile" / "state")
+
+
+def test_campaign_ready_folder_listing_no_part_is_not_a_commit(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    write_parts({"w": torch.arange(600.0)}, state, part_bytes=400)
+    (state / ".state.ready").mkdir()
+    (state / ".state.ready" / ".files").write_text("")  # (a power cut before its data reached the disk)
+    assert torch.equal(read_parts(state)["w"], torch.arange(600.0))
+    write_parts({"w": torch.ones(2)}, state, part_bytes=400)
+    assert torch.equal(read_parts(state)["w"], torch.ones(2))

@@ -29,6 +29,7 @@ schedule continue exactly (tested in ``tests/test_train_campaign.py``).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import os
@@ -50,6 +51,7 @@ __all__ = ["compact_state", "expand_state", "write_parts", "read_parts", "pack",
 PART_NAME = "state.pt.part"
 READY_NAME = ".state.ready"  # a complete new state being moved into place (see _swap_in)
 MANIFEST_NAME = ".files"
+DIGEST_NAME = "state.pt.sha256"  # of the parts joined: a read that met parts of two packs says so
 DEFAULT_PART_BYTES = 15 * 2**20  # under the device tool's 16 MiB per returned file
 FLOAT16_MAX = 65504.0
 
@@ -174,16 +176,25 @@ def _swap_in(folder: Path, files: tp.Mapping[str, bytes]) -> None:
     on :func:`read_parts` reads the new state, and :func:`_finish_swap` moves it into place. A write
     killed (``kill -9``) or failed (a full disk) before that rename leaves the old state whole; one
     killed after it is finished by the next write."""
-    folder.mkdir(parents=True, exist_ok=True)
-    _finish_swap(folder)  # an earlier write killed while moving its files: finish it first
-    remove_dead_temporaries(folder)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{temporary_name_stem(READY_NAME[1:])}.{_owner_tag()}.", suffix=TEMP_SUFFIX,
-                                dir=folder))  # named as _files' temporaries: one a killed write left is swept
+    parts = sorted((n for n in files if n.startswith(PART_NAME)), key=lambda n: int(n[len(PART_NAME):]))
+    files = {**files, DIGEST_NAME: hashlib.sha256(b"".join(files[n] for n in parts)).hexdigest().encode()}
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _finish_swap(folder)  # an earlier write killed while moving its files: finish it first
+        remove_dead_temporaries(folder)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{temporary_name_stem(READY_NAME[1:])}.{_owner_tag()}.",
+                                    suffix=TEMP_SUFFIX, dir=folder))  # as _files' temporaries: swept when left
+    except OSError as exc:
+        raise OutputError(f"cannot write {folder}: {error_reason(exc)}") from exc
     try:
         names = sorted(files)
-        for name in names:
-            (tmp / name).write_bytes(files[name])
-        (tmp / MANIFEST_NAME).write_text("\n".join(names) + "\n")
+        for name in [*names, MANIFEST_NAME]:
+            (tmp / name).write_bytes(files[name] if name != MANIFEST_NAME else ("\n".join(names) + "\n").encode())
+            fd = os.open(tmp / name, os.O_RDONLY)  # on disk before the commit (a power cut after it)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.replace(tmp, folder / READY_NAME)  # the commit: from here on the new state is the folder's
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -196,7 +207,8 @@ def _swap_in(folder: Path, files: tp.Mapping[str, bytes]) -> None:
 def _ready_names(folder: Path) -> list[str] | None:
     """The files of the complete state waiting in ``folder/.state.ready``, or None where none waits."""
     manifest = folder / READY_NAME / MANIFEST_NAME
-    return manifest.read_text().split() if manifest.is_file() else None
+    names = manifest.read_text().split() if manifest.is_file() else []
+    return names if any(n.startswith(PART_NAME) for n in names) else None  # (no part: nothing committed)
 
 
 def _finish_swap(folder: Path) -> None:
@@ -207,7 +219,7 @@ def _finish_swap(folder: Path) -> None:
         shutil.rmtree(folder / READY_NAME, ignore_errors=True)  # (an empty one: nothing was committed)
         return
     ready = folder / READY_NAME
-    for old in [*folder.glob(PART_NAME + "*"), folder / "state.json"]:
+    for old in [*folder.glob(PART_NAME + "*"), folder / "state.json", folder / DIGEST_NAME]:
         if old.name not in names and old.is_file():
             old.unlink()
     for name in names:
@@ -232,6 +244,11 @@ def read_parts(folder: Path) -> tp.Any:
     if not parts:
         raise FileNotFoundError(f"no {PART_NAME}NN files in {folder}")
     data = b"".join(p.read_bytes() for p in parts)
+    digest = [p for p in ((folder / READY_NAME / DIGEST_NAME) if waiting is not None else None, folder / DIGEST_NAME)
+              if p is not None and p.is_file()]
+    if digest and digest[0].read_text().strip() != hashlib.sha256(data).hexdigest():
+        raise ValueError(f"{folder}: its {PART_NAME}NN files are not of one pack (read while a pack was "
+                         f"writing there?): read it again once the pack has ended")
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bytes that are not its file
