@@ -238,7 +238,8 @@ def test_a_training_selector_overlapping_an_eval_source_is_still_refused(tmp_pat
     sources, preset, roots = fake_corpus(tmp_path / "src")
     sources["tr2"] = Source("tr2", "un", "speech", "train", _rx(r"unseen/(u0)/", lambda m: m.group(1)))
     preset = dataclasses.replace(preset, sources={**preset.sources, "tr2": None})
-    with pytest.raises(SplitError, match=r"speaker un:u0 is in \['eval:speech_unseen', 'train'\]"):
+    with pytest.raises(SplitError, match=r"unseen/u0/c\d\.wav of tr2 \(train\) is also unseen/u0/c\d\.wav of un "
+                                         r"\(eval:speech_unseen\)"):
         corpus.build("fake", tmp_path / "out", sample_rate=16000, seed=1, workers=1, sources=sources,
                      presets={"fake": preset}, roots=roots)
 
@@ -305,3 +306,15 @@ def test_read_jsonl_names_the_file_of_a_row_that_is_no_object(tmp_path: Path, co
     manifest.write_bytes(content)
     with pytest.raises(ValueError, match=re.escape(f"{manifest}{message}")):
         corpus.read_jsonl(manifest)
+
+
+def test_one_file_selected_for_training_and_held_out_is_refused_whatever_its_speaker_keys(tmp_path: Path) -> None:
+    # clean_speech shares packages with training by design (DATA.md), so check_split refuses an
+    # overlap there only when both sources give the file the same speaker key
+    from opencodec.data.split import check_recordings
+
+    tone(tmp_path / "pkg" / "fr" / "a.wav", 1.0, 440.0)
+    path = str(tmp_path / "pkg" / "fr" / "a.wav")
+    with pytest.raises(SplitError, match=r"fr/a\.wav of fr_train \(train\) is also fr/a\.wav of fr_voice1 "
+                                         r"\(eval:clean_speech\)"):
+        check_recordings([("fr/a.wav of fr_train", "train", path), ("fr/a.wav of fr_voice1", "eval:clean_speech", path)])

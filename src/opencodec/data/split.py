@@ -99,8 +99,8 @@ def check_recordings(files: Iterable[tuple[str, str, str]]) -> set[str]:
     speaker's name) is the same recording whatever they say. Returns the paths of the
     ``train`` copies (the caller drops them: the probe and evaluation keep their items);
     raises :class:`SplitError` naming them when the probe and an evaluation category (or two
-    evaluation categories) share a recording. A path that a training and another source both
-    select is one file, not a copy (:func:`check_split` refuses that by its speaker keys). Only
+    evaluation categories) share a recording, or when a training source and another select the
+    same file (whatever speaker keys they give it). Only
     files whose size another file shares are hashed, and none under
     :data:`MIN_RECORDING_BYTES`."""
     by_size: dict[int, list[tuple[str, str, str]]] = defaultdict(list)
@@ -121,9 +121,11 @@ def check_recordings(files: Iterable[tuple[str, str, str]]) -> set[str]:
             held_paths = {path for _, role, path in copies if role != "train"}
             if not held:
                 continue
-            # a path selected by both a training and another source is one file, not a copy: the
-            # speaker keys of check_split name that overlap
+            # a path selected by both a training and another source is one file, not a copy: refused
+            # (check_split's speaker keys see it only where both sources give it the same key)
             drop.update(path for _, role, path in copies if role == "train" and path not in held_paths)
+            problems += [f"{label} (train) is also {other} ({role})" for label, train_role, path in copies
+                         if train_role == "train" for other, role, p in copies if p == path and role != "train"]
             problems += [f"{held[0][1]} ({held[0][0]}) and {label} ({role}) are the same recording"
                          for role, label in held[1:] if role != held[0][0]]
     if problems:
