@@ -242,3 +242,16 @@ def test_campaign_ready_folder_listing_no_part_is_not_a_commit(tmp_path: Path) -
     assert torch.equal(read_parts(state)["w"], torch.arange(600.0))
     write_parts({"w": torch.ones(2)}, state, part_bytes=400)
     assert torch.equal(read_parts(state)["w"], torch.ones(2))
+
+
+def test_shared_files_compares_whole_files_where_their_samples_agree(tmp_path: Path) -> None:
+    # same size, same first/middle/last 4 KiB: only the whole-file digest tells them apart
+    base = bytes(range(256)) * 200  # 51200 bytes
+    changed = bytearray(base)
+    changed[10000] ^= 0xFF  # outside the three samples
+    (tmp_path / "t.wav").write_bytes(base)
+    (tmp_path / "v.wav").write_bytes(bytes(changed))
+    (tmp_path / "copy.wav").write_bytes(base)
+    train_files = [str(tmp_path / "t.wav")]
+    assert shared_files(train_files, [str(tmp_path / "v.wav")]) == []
+    assert shared_files(train_files, [str(tmp_path / "copy.wav")]) == [(str(tmp_path / "copy.wav"), train_files[0])]

@@ -225,7 +225,8 @@ def test_a_finished_run_rerun_leaves_its_export_alone(tmp_path: Path) -> None:
     assert export.stat().st_mtime_ns == before
 
 
-def test_a_finished_run_resumed_without_its_ema_keeps_the_ema_export(tmp_path: Path) -> None:
+def test_a_finished_run_resumed_without_its_ema_keeps_the_ema_export(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
     # a compact campaign state may leave the EMA out: the rerun's EMA is then a copy of the
     # generator, and exporting it would replace the run's EMA export with the raw generator
     import os
@@ -242,6 +243,7 @@ def test_a_finished_run_resumed_without_its_ema_keeps_the_ema_export(tmp_path: P
     before = export.read_bytes()
     train(cfg, tmp_path / "run", progress=False)
     assert export.read_bytes() == before
+    assert f"warning: {export} is older than {ckpt_path}, whose EMA was left out: kept" in capsys.readouterr().err
 
 
 def test_lm_resume_with_another_optimizer_name_uses_it(tmp_path: Path) -> None:

@@ -395,8 +395,12 @@ def train(cfg: dict, run_dir: str | os.PathLike[str] | None = None, max_steps: i
         stop = total_steps if max_steps is None else min(total_steps, step + max_steps)
         if step >= total_steps and info.is_main:
             print(f"{run} is at step {step}, optim.steps is {total_steps}: nothing to train", file=sys.stderr)
-            if export_is_behind(run / EXPORT, ckpt_path) and not ema_restarted:  # (not the EMA's, then)
-                export_generator()  # the checkpoint's: a run killed before its last export left an older one
+            if export_is_behind(run / EXPORT, ckpt_path):  # a run killed before its last export
+                if ema_restarted:  # its EMA is the generator's copy: not exported over the run's
+                    print(f"warning: {run / EXPORT} is older than {ckpt_path}, whose EMA was left out: "
+                          f"kept as it is", file=sys.stderr)
+                else:
+                    export_generator()
         batches = (_batches(base, shard, local_batch, steps_per_epoch, step, num_workers)
                    if loader == "workers" else _device_batches(corpus, step, local_batch, info))
         bar = None
