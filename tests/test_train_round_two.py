@@ -224,7 +224,7 @@ def test_campaign_state_read_that_meets_parts_of_two_packs_says_so(tmp_path: Pat
     write_parts({"tag": 1, "x": torch.arange(400.0)}, one, part_bytes=600)
     write_parts({"tag": 2, "x": torch.arange(400.0) + 2}, two, part_bytes=600)
     (one / "state.pt.part01").write_bytes((two / "state.pt.part01").read_bytes())
-    with pytest.raises(ValueError, match="are not of one pack"):
+    with pytest.raises(ValueError, match="or parts of two packs"):
         read_parts(one)
 
 

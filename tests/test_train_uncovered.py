@@ -315,7 +315,7 @@ def test_campaign_refusals_and_part_replacement(tmp_path: Path, capsys: pytest.C
     first = campaign.write_parts({"x": torch.arange(1000)}, tmp_path / "parts", part_bytes=1000)
     second = campaign.write_parts({"y": 1}, tmp_path / "parts", part_bytes=10**6)
     assert len(first) > 1 and len(second) == 1
-    assert sorted((tmp_path / "parts").iterdir()) == second
+    assert sorted((tmp_path / "parts").iterdir()) == [*second, tmp_path / "parts" / "state.pt.sha256"]
     assert campaign.read_parts(tmp_path / "parts") == {"y": 1}
 
 

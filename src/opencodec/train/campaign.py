@@ -247,8 +247,9 @@ def read_parts(folder: Path) -> tp.Any:
     digest = [p for p in ((folder / READY_NAME / DIGEST_NAME) if waiting is not None else None, folder / DIGEST_NAME)
               if p is not None and p.is_file()]
     if digest and digest[0].read_text().strip() != hashlib.sha256(data).hexdigest():
-        raise ValueError(f"{folder}: its {PART_NAME}NN files are not of one pack (read while a pack was "
-                         f"writing there?): read it again once the pack has ended")
+        raise ValueError(f"{folder}: its {len(parts)} {PART_NAME}NN file(s) do not make a saved state (a part "
+                         f"missing or cut short?): their digest is not {DIGEST_NAME}'s (or parts of two packs: "
+                         f"read while a pack was writing there? read it again once it has ended)")
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bytes that are not its file
