@@ -13,6 +13,8 @@ import os
 import sys
 import typing as tp
 
+from ..official_files import file_sha256
+
 SAMPLE_BYTES = 4096
 
 
@@ -32,21 +34,19 @@ def _size(path: str) -> int | None:
         return None
 
 
-def _digest(path: str, size: int, whole: bool) -> bytes | None:
+def _digest(path: str, size: int, whole: bool) -> str | None:
     """SHA-256 of the file's start, middle and end (``whole``: of all of it); None if unreadable."""
-    h = hashlib.sha256()
     try:
+        if whole:
+            return file_sha256(path)
+        h = hashlib.sha256()
         with open(path, "rb") as f:
-            if whole:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            else:
-                for offset in (0, max(size // 2 - SAMPLE_BYTES // 2, 0), max(size - SAMPLE_BYTES, 0)):
-                    f.seek(offset)
-                    h.update(f.read(SAMPLE_BYTES))
+            for offset in (0, max(size // 2 - SAMPLE_BYTES // 2, 0), max(size - SAMPLE_BYTES, 0)):
+                f.seek(offset)
+                h.update(f.read(SAMPLE_BYTES))
+        return h.hexdigest()
     except OSError:
         return None
-    return h.digest()
 
 
 def shared_files(train: tp.Sequence[str], held_out: tp.Sequence[str]) -> list[tuple[str, str]]:
@@ -60,10 +60,10 @@ def shared_files(train: tp.Sequence[str], held_out: tp.Sequence[str]) -> list[tu
         size = _size(path) if wanted else None
         if size in wanted:
             by_size.setdefault(size, []).append(path)
-    samples: dict[int, dict[bytes | None, list[str]]] = {}  # per size: the training files by sample digest
-    whole: dict[str, bytes | None] = {}
+    samples: dict[int, dict[str | None, list[str]]] = {}  # per size: the training files by sample digest
+    whole: dict[str, str | None] = {}
 
-    def full(path: str, size: int) -> bytes | None:
+    def full(path: str, size: int) -> str | None:
         if path not in whole:
             whole[path] = _digest(path, size, True)
         return whole[path]
