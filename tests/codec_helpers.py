@@ -119,3 +119,17 @@ def with_header_key(src: Path, dst: Path, key: str) -> Path:
     text = json.dumps(header).encode()
     dst.write_bytes(struct.pack("!4sBI", magic, version, len(text)) + text + data[9 + size:])
     return dst
+
+
+def first_line_into_a_closed_pipe(argv: list[str]) -> tuple[bytes, str, int]:
+    """Run ``python argv...``, read the first line of its stdout and close the pipe (as ``head -1``
+    does); returns (that line, its stderr, its exit status)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    return first, err, proc.wait(timeout=120)

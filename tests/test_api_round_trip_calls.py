@@ -4,8 +4,6 @@ and of entropy-model options (help, lower bounds, extra bytes, deterministic-onl
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -27,7 +25,7 @@ from opencodec.frames import EncodedFrame
 from opencodec.model import EncodecModel
 from opencodec.pretrained import load_lm_model, load_model, save_model
 
-from codec_helpers import _tiny, WAV24
+from codec_helpers import _tiny, WAV24, first_line_into_a_closed_pipe
 
 
 @pytest.fixture(scope="module")
@@ -110,13 +108,8 @@ def test_no_size_warning_when_loading_an_entropy_model_to_decode(bundled: Encode
 def test_info_into_a_closed_pipe_exits_quietly(tmp_path: Path, bundled: EncodecModel) -> None:
     path = tmp_path / "a.ecdc"
     path.write_bytes(compress(bundled, WAV24, 1.5))
-    proc = subprocess.Popen([sys.executable, "-m", "opencodec", "info", *[str(path)] * 400],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None
-    first = proc.stdout.readline()
-    proc.stdout.close()  # as `head -1` does
-    err = proc.stderr.read().decode()
-    assert proc.wait(timeout=120) == 141
+    first, err, status = first_line_into_a_closed_pipe(["-m", "opencodec", "info", *[str(path)] * 400])
+    assert status == 141
     assert first.startswith(b"file:") and err == ""
 
 

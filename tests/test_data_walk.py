@@ -211,8 +211,8 @@ def test_eval_dataset_names_a_bad_rate_or_channel_count(tmp_path: Path, kw: dict
 def test_summary_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
     # Before: `summary | head -2` printed "error: [Errno 32] Broken pipe" (status 1).
     import json
-    import subprocess
-    import sys
+
+    from codec_helpers import first_line_into_a_closed_pipe
 
     work = tmp_path / "tiny_24k"
     work.mkdir()
@@ -220,13 +220,9 @@ def test_summary_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
     (work / "summary.json").write_text(json.dumps({
         "preset": "tiny", "sample_rate": 24000, "seconds_total": 1.0, "skipped_files": 0,
         "table": {"train": {"speech": {"files": 1, "hours": 0.001}}}, "notes": notes}))
-    proc = subprocess.Popen([sys.executable, "-m", "opencodec.data.corpus", "summary", "--preset", "tiny",
-                             "--out", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None
-    first = proc.stdout.readline()
-    proc.stdout.close()  # as `head -1` does
-    err = proc.stderr.read().decode()
-    assert proc.wait(timeout=120) == 141
+    first, err, status = first_line_into_a_closed_pipe(
+        ["-m", "opencodec.data.corpus", "summary", "--preset", "tiny", "--out", str(tmp_path)])
+    assert status == 141
     assert first.startswith(b"preset tiny") and err == ""
 
 
